@@ -1,0 +1,58 @@
+# gutsignal: every target sets up the environment from the committed lock file first.
+# Needs only python3 (with pip and venv) on the machine.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export GUTSIGNAL_PROJECT_DIR ?= $(CURDIR)
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
+
+.PHONY: help env run demo test lint typecheck dev bench clean
+
+help:
+	@echo "make run    set up, run the pipeline on the demo (or your sources.yaml), print the dashboard path"
+	@echo "make test   set up and run lint, type check and the test suite"
+	@echo "make dev    the Dagster UI and daemon on http://127.0.0.1:3000"
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+# The environment is rebuilt only when the lock file or pyproject change.
+$(VENV)/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --python $(PYTHON)
+	touch $@
+
+env: $(VENV)/.synced $(DAGSTER_HOME)/dagster.yaml
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	ln -sf ../dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+demo: env
+	$(BIN)/gutsignal demo --project-dir $(GUTSIGNAL_PROJECT_DIR)
+
+run: demo
+	$(BIN)/gutsignal run --project-dir $(GUTSIGNAL_PROJECT_DIR)
+
+lint: env
+	$(BIN)/ruff format --check pipelines tests
+	$(BIN)/ruff check pipelines tests
+
+typecheck: env
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/dg check defs
+	$(BIN)/pytest
+
+dev: demo
+	$(BIN)/dg dev --host 127.0.0.1 --port 3000
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .dagster_home .pytest_cache .mypy_cache .ruff_cache dashboards/*.html dashboards/*.js

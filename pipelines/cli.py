@@ -1,0 +1,231 @@
+"""`gutsignal`: the command-line interface the Makefile and users call.
+
+    gutsignal run [--project-dir DIR]                     materialize everything, in-process
+    gutsignal validate FILE --source NAME [--project-dir DIR]   dry-run one file through a source
+    gutsignal demo [--project-dir DIR] [--seed N]         write the bundled demo data
+    gutsignal sources [--project-dir DIR]                 list sources and the files they match
+
+Errors are one human paragraph and a non-zero exit, never a traceback: the people running this
+are tracking their own health, not debugging Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from pipelines.config import ConfigError
+from pipelines.project import PROJECT_DIR_ENV, Project
+
+DEMO_SOURCES_YAML = """\
+# gutsignal sources: which files to read and how. See README.md, "Add your own data source".
+# Paths are globs relative to data/raw/.
+settings:
+  timezone: UTC          # the nightly refresh runs at 02:00 in this timezone
+
+sources:
+  - name: demo_cronometer
+    kind: diet
+    format: cronometer_servings
+    path: demo/cronometer/*/servings.csv
+    person: {from_folder: true}
+
+  - name: demo_labs
+    kind: labs
+    format: csv
+    path: demo/labs/*.csv
+    person: {column: Patient}
+    columns:
+      collected_at: Collected
+      marker: Test
+      value: Result
+      unit: Units
+      reference_range: Reference Range
+      flag: Flag
+    datetime_format: "%Y-%m-%d %H:%M"
+"""
+
+
+class CliError(Exception):
+    """A problem to explain to the user, with the exit code to leave with."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _project(args: argparse.Namespace) -> Project:
+    project = Project(Path(args.project_dir).resolve())
+    os.environ[PROJECT_DIR_ENV] = str(project.root)
+    return project
+
+
+def _load_config(project: Project):
+    if not project.sources_yaml.exists():
+        raise CliError(
+            f"No sources.yaml in {project.root}. gutsignal needs one to know which exports to "
+            "read. To try it on the bundled demo, run `gutsignal demo --project-dir "
+            f"{project.root}` and then `gutsignal run --project-dir {project.root}`; to use your "
+            "own exports, copy sources.yaml from the gutsignal repository and follow the README "
+            "section 'Add your own data source'.",
+            code=2,
+        )
+    try:
+        return project.config()
+    except ConfigError as exc:
+        raise CliError(f"Configuration error: {exc}", code=2) from exc
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    project = _project(args)
+    project.ensure_dirs()
+    config = _load_config(project)
+    if not config.sources:
+        raise CliError(f"{project.sources_yaml} lists no sources; add one (see README).", code=2)
+    unmatched = [s for s in config.sources if not s.files(project.raw_dir)]
+    if len(unmatched) == len(config.sources):
+        lines = "; ".join(f"{s.name}: data/raw/{s.path}" for s in unmatched)
+        raise CliError(
+            f"No input files yet: no file under {project.raw_dir} matches any source ({lines}). "
+            "Drop your exports there (or run `gutsignal demo`) and run again.",
+            code=2,
+        )
+    for s in unmatched:
+        print(f"warning: source {s.name!r} matches no file (data/raw/{s.path})", file=sys.stderr)
+
+    import dagster as dg
+
+    from pipelines.definitions import defs
+
+    definitions = defs()
+    job = definitions.resolve_job_def("refresh_all")
+    total = len(job.graph.node_defs)
+    print(f"gutsignal: refreshing {project.root} ({total} steps)", file=sys.stderr)
+    instance = (
+        dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+    )
+    result = job.execute_in_process(
+        run_config={"loggers": {"progress": {"config": {"total_steps": total}}}},
+        instance=instance,
+        raise_on_error=False,
+    )
+    if not result.success:
+        failures = [
+            e for e in result.all_events if e.event_type_value in ("STEP_FAILURE", "RUN_FAILURE")
+        ]
+        detail = ""
+        for event in failures:
+            error = getattr(event.event_specific_data, "error", None)
+            if error is not None:
+                detail = f" Step {event.step_key or 'run'} failed: {error.message.strip()}"
+                break
+        raise CliError(
+            f"The run did not complete.{detail} The warehouse keeps its previous state for every "
+            "step that did not finish; fix the problem and run again.",
+            code=1,
+        )
+    index = project.dashboards_dir / "index.html"
+    print(f"Dashboards written. Open: {index}")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from pipelines.adapters import FORMATS, AdapterError
+
+    project = _project(args)
+    config = _load_config(project)
+    try:
+        source = config.source(args.source)
+    except ConfigError as exc:
+        raise CliError(str(exc), code=2) from exc
+    path = Path(args.file)
+    if not path.is_file():
+        raise CliError(f"{path} is not a file.", code=2)
+    try:
+        result = FORMATS[source.format].parse(path, source)
+    except AdapterError as exc:
+        raise CliError(f"{path} cannot be read as {source.format}: {exc}", code=1) from exc
+    print(f"{path} as source {source.name!r} ({source.format}, {source.kind}):")
+    print(f"  rows read:      {result.rows_read}")
+    print(f"  would load:     {result.rows.height}")
+    print(f"  would reject:   {result.rejects.height}")
+    if result.rows.height:
+        people = result.rows["person_id"].unique().sort().to_list()
+        print(f"  people:         {', '.join(str(p) for p in people[:10])}")
+    if result.rejects.height:
+        print("  rejected rows (line, column: reason):")
+        for line, column, reason in result.rejects.select("line", "column", "reason").head(50).rows():
+            print(f"    line {line}, {column or '-'}: {reason}")
+        if result.rejects.height > 50:
+            print(f"    ... and {result.rejects.height - 50} more")
+    print("Nothing was written.")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipelines.demo import generate_demo
+
+    project = _project(args)
+    project.ensure_dirs()
+    marker = project.raw_dir / "demo"
+    if marker.exists() and not args.force:
+        print(f"Demo data already in {marker} (use --force to rewrite it).")
+    else:
+        files = generate_demo(project.root, seed=args.seed)
+        print(f"Wrote {len(files)} demo files under {marker}.")
+    if not project.sources_yaml.exists():
+        project.sources_yaml.write_text(DEMO_SOURCES_YAML, encoding="utf-8")
+        print(f"Wrote {project.sources_yaml} for the demo.")
+    return 0
+
+
+def cmd_sources(args: argparse.Namespace) -> int:
+    project = _project(args)
+    config = _load_config(project)
+    for s in config.sources:
+        files = s.files(project.raw_dir)
+        print(f"{s.name}: {s.kind}/{s.format}, data/raw/{s.path} -> {len(files)} file(s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gutsignal", description="Which foods move your chronic inflammation?"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_project(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--project-dir", default=".", help="project folder (default: .)")
+        return p
+
+    run = with_project(sub.add_parser("run", help="run the whole pipeline once"))
+    run.set_defaults(func=cmd_run)
+    val = with_project(sub.add_parser("validate", help="dry-run one file through a source"))
+    val.add_argument("file")
+    val.add_argument("--source", required=True, help="the source name in sources.yaml")
+    val.set_defaults(func=cmd_validate)
+    demo = with_project(sub.add_parser("demo", help="write the bundled demo data"))
+    demo.add_argument("--seed", type=int, default=42)
+    demo.add_argument("--force", action="store_true", help="rewrite existing demo files")
+    demo.set_defaults(func=cmd_demo)
+    src = with_project(sub.add_parser("sources", help="list sources and matched files"))
+    src.set_defaults(func=cmd_sources)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        print(f"gutsignal: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("gutsignal: interrupted; the warehouse keeps its last complete state.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

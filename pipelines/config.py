@@ -1,0 +1,241 @@
+"""sources.yaml: which sources exist and how to read them.
+
+Every problem is reported as a `ConfigError` naming the source entry and the key, because this file
+is the user's main interface and a traceback from deep inside an adapter helps nobody.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+KINDS = ("diet", "labs", "persons")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+SOURCE_KEYS = {
+    "name",
+    "kind",
+    "format",
+    "path",
+    "person",
+    "columns",
+    "date_format",
+    "datetime_format",
+    "delimiter",
+    "decimal",
+    "encoding",
+    "options",
+    "description",
+}
+TOP_KEYS = {"sources", "settings"}
+
+
+class ConfigError(ValueError):
+    """A problem in sources.yaml, with the entry and key it concerns."""
+
+
+@dataclass(frozen=True)
+class PersonSpec:
+    """How a row gets its person id: a fixed id, a column, or the file's folder name."""
+
+    fixed: str | None = None
+    column: str | None = None
+    from_folder: bool = False
+
+    def for_file(self, path: Path) -> str | None:
+        """The person id every row of `path` belongs to, or None when it comes from a column."""
+        if self.fixed is not None:
+            return self.fixed
+        if self.from_folder:
+            return path.parent.name
+        return None
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One entry of sources.yaml."""
+
+    name: str
+    kind: str
+    format: str
+    path: str
+    person: PersonSpec
+    columns: dict[str, str] = field(default_factory=dict)
+    date_format: str | None = None
+    datetime_format: str | None = None
+    delimiter: str | None = None
+    decimal: str = "."
+    encoding: str = "utf-8"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def files(self, raw_dir: Path) -> list[Path]:
+        """The files under `raw_dir` that match this source's glob, in a stable order."""
+        return sorted(p for p in raw_dir.glob(self.path) if p.is_file())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Project-wide settings (the `settings:` block of sources.yaml), all with safe defaults."""
+
+    timezone: str = "UTC"
+    acute_crp_mg_l: float = 10.0
+    acute_washout_days: int = 14
+    visit_merge_days: int = 14
+    windows: tuple[int, ...] = (3, 7, 14, 28, 56)
+    min_logged_fraction: float = 0.8
+    logged_min_kcal: float = 800.0
+    logged_min_entries: int = 3
+    fdr: float = 0.05
+    min_n_person: int = 8
+    min_n_cohort: int = 20
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """All of sources.yaml, parsed and checked."""
+
+    sources: tuple[SourceConfig, ...]
+    settings: Settings
+    path: Path
+
+    def by_kind(self, kind: str) -> list[SourceConfig]:
+        return [s for s in self.sources if s.kind == kind]
+
+    def source(self, name: str) -> SourceConfig:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        known = ", ".join(s.name for s in self.sources) or "none"
+        raise ConfigError(f"{self.path}: no source named {name!r} (known sources: {known})")
+
+
+def _person_spec(where: str, value: Any) -> PersonSpec:
+    if isinstance(value, str) and value:
+        return PersonSpec(fixed=value)
+    if isinstance(value, dict):
+        unknown = set(value) - {"column", "from_folder"}
+        if unknown:
+            raise ConfigError(f"{where}, key 'person': unknown key(s) {sorted(unknown)}")
+        if value.get("from_folder") is True:
+            return PersonSpec(from_folder=True)
+        if isinstance(value.get("column"), str):
+            return PersonSpec(column=value["column"])
+    raise ConfigError(
+        f"{where}, key 'person': expected a fixed id (person: alice), "
+        "{column: <column name>} or {from_folder: true}"
+    )
+
+
+def _parse_source(index: int, entry: Any, formats: set[str]) -> SourceConfig:
+    where = f"source #{index + 1}"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: expected a mapping with name, kind, format and path")
+    name = entry.get("name")
+    if name is not None:
+        where = f"source {name!r}"
+    unknown = set(entry) - SOURCE_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {sorted(unknown)}; allowed keys: {sorted(SOURCE_KEYS)}"
+        )
+    for key in ("name", "kind", "format", "path"):
+        if not isinstance(entry.get(key), str) or not entry[key]:
+            raise ConfigError(f"{where}: key {key!r} is required and must be a string")
+    if not NAME_RE.match(entry["name"]):
+        raise ConfigError(
+            f"{where}, key 'name': use lowercase letters, digits and _ (starting with a letter)"
+        )
+    if entry["kind"] not in KINDS:
+        raise ConfigError(f"{where}, key 'kind': {entry['kind']!r} is not one of {list(KINDS)}")
+    if entry["format"] not in formats:
+        raise ConfigError(
+            f"{where}, key 'format': unknown format {entry['format']!r}; "
+            f"built-in formats: {sorted(formats)}"
+        )
+    if Path(entry["path"]).is_absolute() or ".." in Path(entry["path"]).parts:
+        raise ConfigError(f"{where}, key 'path': must be a glob relative to data/raw/")
+    columns = entry.get("columns") or {}
+    if not isinstance(columns, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in columns.items()
+    ):
+        raise ConfigError(f"{where}, key 'columns': expected a mapping of canonical -> file column")
+    person = _person_spec(where, entry.get("person", {"from_folder": True}))
+    if entry["kind"] != "persons" and person.column is None and "person" not in entry:
+        person = PersonSpec(from_folder=True)
+    delimiter = entry.get("delimiter")
+    if delimiter is not None and (not isinstance(delimiter, str) or len(delimiter) != 1):
+        raise ConfigError(f"{where}, key 'delimiter': expected one character such as ',' or ';'")
+    decimal = entry.get("decimal", ".")
+    if decimal not in (".", ","):
+        raise ConfigError(f"{where}, key 'decimal': expected '.' or ','")
+    return SourceConfig(
+        name=entry["name"],
+        kind=entry["kind"],
+        format=entry["format"],
+        path=entry["path"],
+        person=person,
+        columns=dict(columns),
+        date_format=entry.get("date_format"),
+        datetime_format=entry.get("datetime_format"),
+        delimiter=delimiter,
+        decimal=decimal,
+        encoding=str(entry.get("encoding", "utf-8")),
+        options=dict(entry.get("options") or {}),
+    )
+
+
+def _parse_settings(path: Path, raw: Any) -> Settings:
+    if raw is None:
+        return Settings()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}, key 'settings': expected a mapping")
+    allowed = set(Settings.__dataclass_fields__)
+    unknown = set(raw) - allowed
+    if unknown:
+        raise ConfigError(
+            f"{path}, key 'settings': unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
+        )
+    values = dict(raw)
+    if "windows" in values:
+        values["windows"] = tuple(int(w) for w in values["windows"])
+    return Settings(**values)
+
+
+def load_project_config(path: Path) -> ProjectConfig:
+    """Parse and check sources.yaml at `path`."""
+    from pipelines.adapters import FORMATS  # local import: adapters import this module
+
+    if not path.exists():
+        raise ConfigError(
+            f"{path} does not exist. Create it (see README, 'Add your own data source') "
+            "or run `gutsignal demo` to set up the bundled demo project."
+        )
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping with a 'sources' list")
+    unknown = set(doc) - TOP_KEYS
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s) {sorted(unknown)}")
+    entries = doc.get("sources") or []
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}, key 'sources': expected a list of source entries")
+    sources = tuple(_parse_source(i, e, set(FORMATS)) for i, e in enumerate(entries))
+    names = [s.name for s in sources]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ConfigError(f"{path}: source name(s) used twice: {dupes}")
+    for s in sources:
+        fmt_kinds = FORMATS[s.format].kinds
+        if s.kind not in fmt_kinds:
+            raise ConfigError(
+                f"source {s.name!r}, key 'kind': format {s.format!r} reads {list(fmt_kinds)}, "
+                f"not {s.kind!r}"
+            )
+    return ProjectConfig(sources=sources, settings=_parse_settings(path, doc.get("settings")), path=path)

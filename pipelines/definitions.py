@@ -1,0 +1,24 @@
+"""The Dagster code location: every module under `pipelines/defs/` is loaded automatically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+
+import pipelines.defs
+from pipelines.progress import progress_logger
+from pipelines.project import PROJECT_DIR_ENV
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    # The ingest assets are built from sources.yaml at load time, so the project directory must be
+    # known now; default to the working directory, as `dg dev` runs from the project root.
+    os.environ.setdefault(PROJECT_DIR_ENV, str(Path.cwd()))
+    return dg.Definitions.merge(
+        dg.load_defs(pipelines.defs, project_root=Path(__file__).resolve().parent.parent),
+        # Used by `gutsignal run` only; runs from the UI keep Dagster's default console logger.
+        dg.Definitions(loggers={"progress": progress_logger}),
+    )

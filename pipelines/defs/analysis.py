@@ -1,0 +1,78 @@
+"""Exposure windows and associations: the statistics behind every finding on the dashboards.
+
+The methods live in `pipelines.analysis` (pure Polars/NumPy/statsmodels); this module wires them
+to the warehouse and records the parameters used next to the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+import dagster as dg
+import polars as pl
+
+from pipelines.analysis.associations import compute_associations
+from pipelines.analysis.windows import build_exposure_windows
+from pipelines.defs._metadata import md_table
+from pipelines.defs.resources import ProjectResource
+from pipelines.warehouse import replace_table
+
+
+@dg.asset(
+    group_name="analysis",
+    kinds={"polars", "duckdb"},
+    pool="duckdb_writer",
+    deps=["diet_daily", "marker_draws"],
+)
+def exposure_windows(
+    context: dg.AssetExecutionContext, project: ProjectResource
+) -> dg.MaterializeResult:
+    """Trailing means of every diet feature before each chronic draw (3 to 56 days, draw day
+    excluded), with how many of the window's days were logged; incomplete windows are kept but
+    flagged so the association step can skip them."""
+    settings = project.config().settings
+    with project.warehouse().write() as conn:
+        daily = conn.execute("SELECT * FROM diet_daily").pl()
+        draws = conn.execute("SELECT * FROM marker_draws").pl()
+        windows = build_exposure_windows(daily, draws, settings)
+        replace_table(conn, "exposure_windows", windows)
+    complete = windows.filter(pl.col("complete")).height if windows.height else 0
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": windows.height,
+            "complete_rows": complete,
+            "windows": str(list(settings.windows)),
+            "min_logged_fraction": settings.min_logged_fraction,
+        }
+    )
+
+
+@dg.asset(
+    group_name="analysis",
+    kinds={"polars", "duckdb"},
+    pool="duckdb_writer",
+    deps=["exposure_windows", "marker_draws", "persons"],
+)
+def associations(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+    """Every tested (marker, feature, window) pair, per person and pooled across people, as the %
+    change in the marker per unit of the feature with a 95% CI, a Benjamini-Hochberg q-value within
+    each family, and a status that says `insufficient_data` or `inconclusive` rather than print a
+    number nobody should trust."""
+    settings = project.config().settings
+    with project.warehouse().write() as conn:
+        draws = conn.execute("SELECT * FROM marker_draws").pl()
+        windows = conn.execute("SELECT * FROM exposure_windows").pl()
+        people = conn.execute("SELECT * FROM persons").pl()
+        result = compute_associations(draws, windows, people, settings).with_columns(
+            pl.lit(json.dumps(asdict(settings), default=list)).alias("parameters")
+        )
+        replace_table(conn, "associations", result)
+    by_status = result.group_by("scope", "status").len().sort("scope", "status")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": result.height,
+            "significant": result.filter(pl.col("status") == "significant").height,
+            "by_status": md_table(by_status),
+        }
+    )

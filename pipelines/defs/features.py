@@ -1,0 +1,169 @@
+"""From canonical rows to analysable features: food categories, `diet_daily`, `marker_draws`.
+
+The transforms are pure Polars functions in `pipelines.transforms.diet` and
+`pipelines.analysis.draws`; these assets only read their inputs from the warehouse and write the
+results back, all inside one transaction each.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+import polars as pl
+
+from pipelines.analysis.draws import build_marker_draws, marker_trends
+from pipelines.defs._metadata import column_schema, md_table
+from pipelines.defs.resources import ProjectResource
+from pipelines.transforms.diet import build_diet_daily, categorise_foods, unmapped_foods
+from pipelines.warehouse import replace_table
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "food_categories",
+            group_name="features",
+            kinds={"polars", "duckdb"},
+            deps=["diet_entries"],
+            description="Each distinct logged food with its gut-food categories and the rule "
+            "(pipelines/data/taxonomy.csv) that assigned each one.",
+        ),
+        dg.AssetSpec(
+            "unmapped_foods",
+            group_name="features",
+            kinds={"polars", "duckdb"},
+            deps=["diet_entries"],
+            description="Foods no taxonomy rule matched, with entry counts and share of logged "
+            "energy, so the user can see what to add to the taxonomy.",
+        ),
+    ],
+    pool="duckdb_writer",
+)
+def food_taxonomy(context: dg.AssetExecutionContext, project: ProjectResource):
+    """Apply the food taxonomy to every distinct (food, source category) pair."""
+    with project.warehouse().write() as conn:
+        entries = conn.execute(
+            "SELECT person_id, food, category_raw, energy_kcal FROM diet_entries"
+        ).pl()
+        categories = categorise_foods(entries)
+        unmapped = unmapped_foods(entries, categories)
+        replace_table(conn, "food_categories", categories)
+        replace_table(conn, "unmapped_foods", unmapped)
+    mapped_share = 1.0 - float(unmapped["energy_share"].sum() or 0.0)
+    yield dg.MaterializeResult(
+        asset_key="food_categories",
+        metadata={
+            "dagster/row_count": categories.height,
+            "foods_mapped": categories["food"].n_unique(),
+            "energy_share_mapped": round(mapped_share, 4),
+            "by_category": md_table(categories.group_by("category").len().sort("category")),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key="unmapped_foods",
+        metadata={"dagster/row_count": unmapped.height, "energy_share": round(1 - mapped_share, 4)},
+    )
+
+
+@dg.asset(
+    group_name="features",
+    kinds={"polars", "duckdb"},
+    pool="duckdb_writer",
+    deps=["diet_entries", "food_categories"],
+)
+def diet_daily(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+    """One row per person-day: nutrients, gut-food category servings and whether the day was logged.
+
+    Days between a person's first and last entry with nothing (or too little) logged are kept with
+    `logged = false`, so exposure windows can require enough logged days instead of treating a
+    forgotten day as a day of eating nothing.
+    """
+    settings = project.config().settings
+    with project.warehouse().write() as conn:
+        entries = conn.execute("SELECT * FROM diet_entries").pl()
+        categories = conn.execute("SELECT * FROM food_categories").pl()
+        daily = build_diet_daily(entries, categories, settings)
+        replace_table(conn, "diet_daily", daily)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": daily.height,
+            "dagster/column_schema": column_schema(daily),
+            "days_logged": int(daily["logged"].sum()) if daily.height else 0,
+            "people": daily["person_id"].n_unique(),
+        }
+    )
+
+
+@dg.asset_check(asset=diet_daily, description="One row per person and day.")
+def diet_daily_unique_days(project: ProjectResource) -> dg.AssetCheckResult:
+    dupes = project.warehouse().query(
+        "SELECT person_id, day, count(*) AS n FROM diet_daily GROUP BY ALL HAVING n > 1"
+    )
+    return dg.AssetCheckResult(passed=dupes.is_empty(), metadata={"duplicate_days": dupes.height})
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "marker_draws",
+            group_name="features",
+            kinds={"polars", "duckdb"},
+            deps=["lab_results"],
+            description="Every lab result as an analysable draw: log scale, below-detection "
+            "values at LOD/sqrt(2), acute CRP (> 10 mg/L) and the washout after it excluded with "
+            "a reason, draws close together merged into one visit.",
+        ),
+        dg.AssetSpec(
+            "marker_trends",
+            group_name="features",
+            kinds={"polars", "duckdb"},
+            deps=["lab_results"],
+            description="Per person and marker: chronic baseline, Theil-Sen trend with CI, "
+            "hs-CRP category and whether the latest change exceeds the reference change value.",
+        ),
+    ],
+    pool="duckdb_writer",
+)
+def marker_models(context: dg.AssetExecutionContext, project: ProjectResource):
+    """Separate acute from chronic inflammation and summarise each person's chronic course."""
+    settings = project.config().settings
+    with project.warehouse().write() as conn:
+        labs = conn.execute("SELECT * FROM lab_results").pl()
+        draws = build_marker_draws(labs, settings)
+        trends = marker_trends(draws)
+        replace_table(conn, "marker_draws", draws)
+        replace_table(conn, "marker_trends", trends)
+    reasons = draws.group_by("excluded_reason").len().sort("excluded_reason", nulls_last=False)
+    yield dg.MaterializeResult(
+        asset_key="marker_draws",
+        metadata={
+            "dagster/row_count": draws.height,
+            "chronic_draws": draws.filter(pl.col("excluded_reason").is_null()).height,
+            "acute_draws": int(draws["acute"].sum()) if draws.height else 0,
+            "excluded_by_reason": md_table(reasons),
+        },
+    )
+    yield dg.MaterializeResult(asset_key="marker_trends", metadata={"dagster/row_count": trends.height})
+
+
+@dg.asset_check(
+    asset="marker_draws", description="Every lab result appears exactly once in marker_draws."
+)
+def marker_draws_account_for_results(project: ProjectResource) -> dg.AssetCheckResult:
+    with project.warehouse().read() as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM lab_results), (SELECT count(*) FROM marker_draws)"
+        ).fetchone()
+    results, draws = (row or (0, 0))[0], (row or (0, 0))[1]
+    return dg.AssetCheckResult(
+        passed=results == draws, metadata={"lab_results": results, "marker_draws": draws}
+    )
+
+
+@dg.asset_check(
+    asset="marker_draws", description="No acute CRP draw is left in the chronic analysis."
+)
+def acute_draws_excluded(project: ProjectResource) -> dg.AssetCheckResult:
+    leaked = project.warehouse().query(
+        "SELECT count(*) AS n FROM marker_draws WHERE acute AND excluded_reason IS NULL"
+    )["n"][0]
+    return dg.AssetCheckResult(passed=leaked == 0, metadata={"acute_in_chronic": int(leaked)})

@@ -1,0 +1,123 @@
+"""One ingest asset per entry of sources.yaml: files -> staging table `stg_<source>`.
+
+This is where a Cronometer row (or any source row) is parsed by its adapter, deduplicated against
+overlapping exports and written, together with its file record and its rejected rows. The
+canonical tables (`diet_entries`, `lab_results`) union the staging tables downstream.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from pipelines.config import SourceConfig
+from pipelines.defs._metadata import md_table
+from pipelines.defs.resources import ProjectResource
+from pipelines.ingest import ingest_source
+from pipelines.project import Project
+from pipelines.warehouse import replace_rows, replace_table
+
+
+def staging_table(source_name: str) -> str:
+    return f"stg_{source_name}"
+
+
+def ingest_asset_key(source_name: str) -> dg.AssetKey:
+    return dg.AssetKey(f"ingest_{source_name}")
+
+
+def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
+    """The ingest asset for one configured source."""
+    key = ingest_asset_key(source.name)
+
+    @dg.asset(
+        key=key,
+        group_name="ingest",
+        kinds={"polars", "duckdb"},
+        pool="duckdb_writer",
+        tags={"gutsignal/kind": source.kind, "gutsignal/format": source.format},
+        description=(
+            f"Reads `data/raw/{source.path}` as `{source.format}` ({source.kind}), rejects rows "
+            "that fail validation with file, line, column and reason, settles overlaps between "
+            f"exports (newest file wins) and writes `{staging_table(source.name)}`."
+        ),
+        check_specs=[
+            dg.AssetCheckSpec(
+                "row_accounting",
+                asset=key,
+                description="Per file: rows read = loaded + rejected + duplicate.",
+            ),
+            dg.AssetCheckSpec(
+                "files_readable",
+                asset=key,
+                description="Every matched file could be read (warns, the rest still loads).",
+            ),
+        ],
+    )
+    def _ingest(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+        result = ingest_source(source, project.project.raw_dir)
+        with project.warehouse().write() as conn:
+            replace_table(conn, staging_table(source.name), result.rows)
+            replace_rows(conn, "ingest_files", result.files, "source", source.name)
+            replace_rows(conn, "rejected_rows", result.rejects, "source", source.name)
+
+        files = result.files
+        unbalanced = files.filter(
+            files["rows_read"]
+            != files["rows_loaded"] + files["rows_rejected"] + files["rows_duplicate"]
+        )
+        errors = files.filter(files["status"] == "error")
+        context.log.info(
+            f"{source.name}: {files.height} file(s), {result.rows.height} rows loaded, "
+            f"{result.rejects.height} rejected"
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": result.rows.height,
+                "files": files.height,
+                "rows_read": int(files["rows_read"].sum()),
+                "rows_rejected": int(files["rows_rejected"].sum()),
+                "rows_duplicate": int(files["rows_duplicate"].sum()),
+                "files_with_errors": errors.height,
+                # Counts and file names only: no personal values in Dagster's event log.
+                "files_preview": md_table(
+                    files.select(
+                        "path", "status", "rows_read", "rows_loaded", "rows_rejected",
+                        "rows_duplicate",
+                    )
+                ),
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="row_accounting",
+                    passed=unbalanced.height == 0,
+                    metadata={"unbalanced_files": unbalanced.height},
+                ),
+                dg.AssetCheckResult(
+                    check_name="files_readable",
+                    passed=errors.height == 0,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    metadata={
+                        "errors": dg.MetadataValue.md(
+                            "\n".join(f"- {p}: {e}" for p, e in errors.select("path", "error").rows())
+                            or "none"
+                        )
+                    },
+                ),
+            ],
+        )
+
+    return _ingest
+
+
+def configured_sources(project: Project) -> list[SourceConfig]:
+    """Sources from the project's sources.yaml; none when the file does not exist yet."""
+    if not project.sources_yaml.exists():
+        return []
+    return list(project.config().sources)
+
+
+@dg.definitions
+def ingest_assets() -> dg.Definitions:
+    return dg.Definitions(
+        assets=[build_ingest_asset(s) for s in configured_sources(Project.from_env())]
+    )

@@ -1,0 +1,164 @@
+"""Ingest one source: files -> canonical rows, with every input row accounted for.
+
+For each file matched by the source's glob: hash it, parse it with the source's adapter, and keep
+its rows, its rejects and its counts. Then settle overlaps between files, because exports repeat
+history (a Cronometer export holds every day the user chose, so this month's export contains last
+month's days again):
+
+- diet: each person-day is owned by the newest file that has it (by modification time, then path);
+  the same day's rows in older files count as duplicates. A corrected or deleted entry in the
+  newer export therefore wins, and nothing is double counted.
+- labs: each (person, marker, collected_at) result is owned by the newest file that has it.
+- an identical file (same sha256) seen twice: the second copy's rows are all duplicates.
+
+Invariant, per file: rows_read == rows_loaded + rows_rejected + rows_duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+
+from pipelines.adapters import FORMATS, AdapterError
+from pipelines.config import SourceConfig
+from pipelines.schema import DIET_ENTRY_SCHEMA, LAB_RESULT_SCHEMA, conform
+
+KIND_SCHEMA = {"diet": DIET_ENTRY_SCHEMA, "labs": LAB_RESULT_SCHEMA}
+# The key a later file's row replaces an earlier file's row on, by kind.
+OWNERSHIP_KEY = {"diet": ["person_id", "day"], "labs": ["person_id", "marker", "collected_at"]}
+
+INGEST_FILES_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "file_id": pl.String,
+    "source": pl.String,
+    "path": pl.String,
+    "sha256": pl.String,
+    "size_bytes": pl.Int64,
+    "modified_at": pl.Datetime("us"),
+    "rows_read": pl.Int64,
+    "rows_loaded": pl.Int64,
+    "rows_rejected": pl.Int64,
+    "rows_duplicate": pl.Int64,
+    "status": pl.String,
+    "error": pl.String,
+    "ingested_at": pl.Datetime("us"),
+}
+REJECTED_ROWS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "file_id": pl.String,
+    "source": pl.String,
+    "path": pl.String,
+    "line": pl.Int64,
+    "column": pl.String,
+    "reason": pl.String,
+    "raw": pl.String,
+}
+
+
+@dataclass
+class SourceIngest:
+    """Everything one source contributes to the warehouse."""
+
+    rows: pl.DataFrame  # canonical rows of the kind, plus source and file_id
+    files: pl.DataFrame  # INGEST_FILES_SCHEMA
+    rejects: pl.DataFrame  # REJECTED_ROWS_SCHEMA
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ingest_source(source: SourceConfig, raw_dir: Path) -> SourceIngest:
+    """Read every file of `source` under `raw_dir`; see the module docstring for the rules."""
+    schema = KIND_SCHEMA[source.kind]
+    parse = FORMATS[source.format].parse
+    now = datetime.now(UTC).replace(tzinfo=None)
+    file_rows: list[dict] = []
+    frames: list[pl.DataFrame] = []
+    reject_frames: list[pl.DataFrame] = []
+    seen_sha: dict[str, str] = {}
+
+    files = source.files(raw_dir)
+    # Oldest first, so that "newest wins" below is "last file wins".
+    files.sort(key=lambda p: (p.stat().st_mtime, str(p)))
+    for order, path in enumerate(files):
+        sha = sha256_of(path)
+        file_id = hashlib.sha256(f"{source.name}\0{sha}".encode()).hexdigest()[:16]
+        record = {
+            "file_id": file_id,
+            "source": source.name,
+            "path": str(path.relative_to(raw_dir)),
+            "sha256": sha,
+            "size_bytes": path.stat().st_size,
+            "modified_at": datetime.fromtimestamp(path.stat().st_mtime, UTC).replace(tzinfo=None),
+            "rows_read": 0,
+            "rows_loaded": 0,
+            "rows_rejected": 0,
+            "rows_duplicate": 0,
+            "status": "loaded",
+            "error": None,
+            "ingested_at": now,
+        }
+        try:
+            result = parse(path, source)
+        except AdapterError as exc:
+            record.update(status="error", error=str(exc))
+            file_rows.append(record)
+            continue
+        record["rows_read"] = result.rows_read
+        if sha in seen_sha:
+            # Same bytes under another name: nothing new, every row is a duplicate.
+            record.update(status="duplicate_file", error=f"same content as {seen_sha[sha]}")
+            record["rows_duplicate"] = result.rows_read
+            file_rows.append(record)
+            continue
+        record["rows_rejected"] = result.rejects.height
+        seen_sha[sha] = record["path"]
+        file_rows.append(record)
+        frames.append(
+            conform(result.rows, schema).with_columns(
+                pl.lit(file_id).alias("file_id"), pl.lit(order).alias("_file_order")
+            )
+        )
+        if result.rejects.height:
+            reject_frames.append(
+                result.rejects.with_columns(
+                    pl.lit(file_id).alias("file_id"),
+                    pl.lit(source.name).alias("source"),
+                    pl.lit(record["path"]).alias("path"),
+                )
+            )
+
+    rows = pl.concat(frames) if frames else conform(pl.DataFrame(), schema).with_columns(
+        pl.lit(None, pl.String).alias("file_id"), pl.lit(None, pl.Int64).alias("_file_order")
+    )
+    key = OWNERSHIP_KEY[source.kind]
+    owner = rows.group_by(key).agg(pl.col("_file_order").max().alias("_owner"))
+    rows = rows.join(owner, on=key, how="left", nulls_equal=True)
+    kept = rows.filter(pl.col("_file_order") == pl.col("_owner"))
+    superseded = rows.filter(pl.col("_file_order") != pl.col("_owner"))
+
+    loaded_per_file = dict(kept.group_by("file_id").len().iter_rows())
+    dup_per_file = dict(superseded.group_by("file_id").len().iter_rows())
+    for record in file_rows:
+        if record["status"] in ("loaded",):
+            record["rows_loaded"] = loaded_per_file.get(record["file_id"], 0)
+            record["rows_duplicate"] = dup_per_file.get(record["file_id"], 0)
+
+    files_df = pl.DataFrame(file_rows, schema=INGEST_FILES_SCHEMA)
+    rejects = (
+        conform(pl.concat(reject_frames, how="diagonal_relaxed"), REJECTED_ROWS_SCHEMA)
+        if reject_frames
+        else pl.DataFrame(schema=REJECTED_ROWS_SCHEMA)
+    )
+    return SourceIngest(
+        rows=kept.drop("_file_order", "_owner").with_columns(pl.lit(source.name).alias("source")),
+        files=files_df,
+        rejects=rejects,
+    )

@@ -1,0 +1,114 @@
+"""Canonical column names shared by adapters, transforms, the warehouse and the reports.
+
+The warehouse contract (names users' SQL relies on) lives here, once, so an adapter and the table it
+feeds can never disagree about a column name.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+# Canonical nutrient columns: snake case, unit last. Adapters fill what their format reports and
+# leave the rest null ("not reported", never zero).
+NUTRIENTS: dict[str, str] = {
+    "energy_kcal": "Energy",
+    "protein_g": "Protein",
+    "carbs_g": "Carbohydrate",
+    "fat_g": "Total fat",
+    "sat_fat_g": "Saturated fat",
+    "mufa_g": "Monounsaturated fat",
+    "pufa_g": "Polyunsaturated fat",
+    "trans_fat_g": "Trans fat",
+    "cholesterol_mg": "Cholesterol",
+    "fiber_g": "Fibre",
+    "sugars_g": "Sugars",
+    "added_sugars_g": "Added sugars",
+    "sodium_mg": "Sodium",
+    "alcohol_g": "Alcohol",
+    "caffeine_mg": "Caffeine",
+    "omega3_g": "Omega-3",
+    "omega6_g": "Omega-6",
+    "vit_a_ug": "Vitamin A (RAE)",
+    "vit_c_mg": "Vitamin C",
+    "vit_d_ug": "Vitamin D",
+    "vit_e_mg": "Vitamin E",
+    "vit_b6_mg": "Vitamin B6",
+    "vit_b12_ug": "Vitamin B12",
+    "folate_ug": "Folate",
+    "iron_mg": "Iron",
+    "magnesium_mg": "Magnesium",
+    "selenium_ug": "Selenium",
+    "zinc_mg": "Zinc",
+}
+
+# Gut-food categories (see DESIGN.md); the feature for a category is f"{category}_servings".
+CATEGORIES: tuple[str, ...] = (
+    "fermented",
+    "whole_grain",
+    "legumes",
+    "vegetables",
+    "fruit",
+    "nuts_seeds",
+    "oily_fish",
+    "red_meat",
+    "processed_meat",
+    "dairy",
+    "gluten_grains",
+    "added_sugar",
+    "alcohol",
+    "ultra_processed",
+    "high_fodmap",
+    "polyphenol_rich",
+)
+
+DIET_ENTRY_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "person_id": pl.String,
+    "day": pl.Date,
+    "time": pl.String,
+    "meal": pl.String,
+    "food": pl.String,
+    "amount_raw": pl.String,
+    "grams": pl.Float64,
+    "category_raw": pl.String,
+    **{n: pl.Float64 for n in NUTRIENTS},
+    "line": pl.Int64,
+}
+
+LAB_RESULT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "person_id": pl.String,
+    "collected_at": pl.Datetime("us"),
+    "marker": pl.String,
+    "loinc": pl.String,
+    "value": pl.Float64,
+    "unit": pl.String,
+    "censored": pl.String,  # "<" or ">" when the lab reported a bound, else null
+    "value_raw": pl.String,
+    "unit_raw": pl.String,
+    "test_name_raw": pl.String,
+    "ref_low": pl.Float64,
+    "ref_high": pl.Float64,
+    "flag": pl.String,
+    "line": pl.Int64,
+}
+
+REJECT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "line": pl.Int64,
+    "column": pl.String,
+    "reason": pl.String,
+    "raw": pl.String,
+}
+
+
+def empty(schema: dict[str, pl.DataType | type[pl.DataType]]) -> pl.DataFrame:
+    """An empty frame with the given schema (adapters return it when a file has no rows)."""
+    return pl.DataFrame(schema=schema)
+
+
+def conform(df: pl.DataFrame, schema: dict[str, pl.DataType | type[pl.DataType]]) -> pl.DataFrame:
+    """Select and cast `df` to exactly `schema`, adding missing columns as nulls."""
+    return df.select(
+        [
+            (pl.col(c) if c in df.columns else pl.lit(None)).cast(t).alias(c)
+            for c, t in schema.items()
+        ]
+    )

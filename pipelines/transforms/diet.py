@@ -1,0 +1,198 @@
+"""Where a diet entry becomes a gut-food exposure: taxonomy, servings and `diet_daily`.
+
+The taxonomy (`pipelines/data/taxonomy.csv`) is data, not code: each rule assigns one category to
+foods whose name (or the source's own food-group label) matches a case-insensitive regular
+expression, unless the exclusion pattern matches too. A food can get several categories (kefir is
+fermented and dairy). Every assignment keeps the rule that made it, so a surprising category can be
+traced to one line of the CSV and fixed there.
+
+Servings use one standard serving size per category (`pipelines/data/serving_sizes.csv`), applied
+to the grams logged; alcohol is counted in standard drinks (14 g ethanol) from `alcohol_g` when the
+source reports it.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+
+import polars as pl
+
+from pipelines.config import Settings
+from pipelines.schema import CATEGORIES, NUTRIENTS
+
+ALCOHOL_G_PER_DRINK = 14.0
+# Without a reported alcohol_g we assume a 12% ABV drink (wine), so 1 g of drink ~ 0.095 g ethanol.
+ALCOHOL_FRACTION_FALLBACK = 0.095
+
+
+@cache
+def load_taxonomy() -> pl.DataFrame:
+    """The shipped food taxonomy rules (rule_id, category, field, pattern, exclude, note)."""
+    text = resources.files("pipelines.data").joinpath("taxonomy.csv").read_text(encoding="utf-8")
+    rules = pl.read_csv(text.encode(), infer_schema=False)
+    unknown = set(rules["category"]) - set(CATEGORIES)
+    if unknown:
+        raise ValueError(f"taxonomy.csv: unknown categories {sorted(unknown)}")
+    return rules.with_columns(pl.col("exclude").fill_null(""), pl.col("note").fill_null(""))
+
+
+@cache
+def load_serving_sizes() -> dict[str, float]:
+    """Grams per standard serving, by category."""
+    text = resources.files("pipelines.data").joinpath("serving_sizes.csv").read_text("utf-8")
+    table = pl.read_csv(text.encode())
+    return dict(zip(table["category"], table["grams_per_serving"].cast(pl.Float64), strict=True))
+
+
+def categorise_foods(foods: pl.DataFrame, rules: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Assign categories to distinct foods.
+
+    `foods` has `food` and `category_raw` (null allowed). Returns one row per (food, category_raw,
+    category) with the `rule_id` that made the assignment (the first matching rule per category).
+    """
+    rules = load_taxonomy() if rules is None else rules
+    distinct = foods.select("food", "category_raw").unique()
+    matches = []
+    for rule in rules.iter_rows(named=True):  # a few dozen rules; each is vectorised over foods
+        field = pl.col("food") if rule["field"] == "food" else pl.col("category_raw")
+        hit = field.fill_null("").str.contains(f"(?i){rule['pattern']}")
+        if rule["exclude"]:
+            hit = hit & ~pl.col("food").fill_null("").str.contains(f"(?i){rule['exclude']}")
+        matches.append(
+            distinct.filter(hit).with_columns(
+                pl.lit(rule["category"]).alias("category"), pl.lit(rule["rule_id"]).alias("rule_id")
+            )
+        )
+    if not matches:
+        return distinct.with_columns(
+            pl.lit(None, pl.String).alias("category"), pl.lit(None, pl.String).alias("rule_id")
+        ).clear()
+    return (
+        pl.concat(matches)
+        .unique(subset=["food", "category_raw", "category"], keep="first", maintain_order=True)
+        .sort("food", "category")
+    )
+
+
+def unmapped_foods(entries: pl.DataFrame, categories: pl.DataFrame) -> pl.DataFrame:
+    """Foods no rule matched, with their entry count and share of all logged energy."""
+    total_kcal = entries["energy_kcal"].sum() or 0.0
+    mapped = categories.select("food", "category_raw").unique()
+    return (
+        entries.join(mapped, on=["food", "category_raw"], how="anti", nulls_equal=True)
+        .group_by("food")
+        .agg(
+            pl.len().alias("entries"),
+            pl.col("energy_kcal").sum().alias("energy_kcal"),
+            pl.col("person_id").n_unique().alias("people"),
+        )
+        .with_columns(
+            (pl.col("energy_kcal") / total_kcal if total_kcal else pl.lit(0.0)).alias(
+                "energy_share"
+            )
+        )
+        .sort("energy_kcal", descending=True)
+    )
+
+
+def entry_servings(entries: pl.DataFrame, categories: pl.DataFrame) -> pl.DataFrame:
+    """One row per (entry, category) with the servings that entry contributes.
+
+    Entries keep their row identity through `entry_id`, which the caller adds.
+    """
+    sizes = load_serving_sizes()
+    size_expr = pl.col("category").replace_strict(sizes, default=None, return_dtype=pl.Float64)
+    alcohol_drinks = (
+        pl.coalesce(pl.col("alcohol_g"), pl.col("grams") * ALCOHOL_FRACTION_FALLBACK)
+        / ALCOHOL_G_PER_DRINK
+    )
+    return (
+        entries.select("entry_id", "food", "category_raw", "grams", "alcohol_g", "energy_kcal")
+        .join(categories.select("food", "category_raw", "category"), on=["food", "category_raw"],
+              nulls_equal=True)
+        .with_columns(
+            pl.when(pl.col("category") == "alcohol")
+            .then(alcohol_drinks)
+            .otherwise(pl.col("grams") / size_expr)
+            .alias("servings")
+        )
+    )
+
+
+def build_diet_daily(
+    entries: pl.DataFrame, categories: pl.DataFrame, settings: Settings
+) -> pl.DataFrame:
+    """Aggregate diet entries to one row per person-day, over each person's whole logged range.
+
+    Days inside a person's range with no entries are present with `logged = False`, so coverage
+    and exposure windows can tell "ate nothing reported" from "did not log". A day counts as
+    logged only when it looks complete: at least `logged_min_kcal` and `logged_min_entries`.
+    Nutrients are null (not zero) when no entry of the day reported them.
+    """
+    entries = entries.with_row_index("entry_id")
+    nutrient_cols = [n for n in NUTRIENTS if n in entries.columns]
+    per_entry = entry_servings(entries, categories)
+
+    servings = (
+        per_entry.group_by("entry_id")
+        .agg(
+            *[
+                pl.col("servings").filter(pl.col("category") == c).sum().alias(f"{c}_servings")
+                for c in CATEGORIES
+            ],
+            (pl.col("category") == "ultra_processed").any().alias("is_upf"),
+        )
+    )
+    enriched = entries.join(servings, on="entry_id", how="left").with_columns(
+        *[pl.col(f"{c}_servings").fill_null(0.0) for c in CATEGORIES],
+        pl.col("is_upf").fill_null(False),
+    )
+    daily = enriched.group_by("person_id", "day").agg(
+        pl.len().alias("entries"),
+        *[
+            pl.when(pl.col(n).is_not_null().any()).then(pl.col(n).sum()).alias(n)
+            for n in nutrient_cols
+        ],
+        *[pl.col(f"{c}_servings").sum() for c in CATEGORIES],
+        pl.col("energy_kcal").filter(pl.col("is_upf")).sum().alias("_upf_kcal"),
+    )
+    daily = daily.with_columns(
+        pl.when(pl.col("energy_kcal") > 0)
+        .then(100.0 * pl.col("_upf_kcal") / pl.col("energy_kcal"))
+        .alias("ultra_processed_energy_pct"),
+        pl.when(pl.col("energy_kcal") > 0)
+        .then(1000.0 * pl.col("fiber_g") / pl.col("energy_kcal"))
+        .alias("fiber_g_per_1000kcal")
+        if "fiber_g" in nutrient_cols
+        else pl.lit(None, pl.Float64).alias("fiber_g_per_1000kcal"),
+    ).drop("_upf_kcal")
+
+    calendar = (
+        daily.group_by("person_id")
+        .agg(pl.date_ranges(pl.col("day").min(), pl.col("day").max()).first().alias("day"))
+        .explode("day")
+    )
+    full = calendar.join(daily, on=["person_id", "day"], how="left").with_columns(
+        pl.col("entries").fill_null(0).cast(pl.Int64)
+    )
+    logged = (pl.col("entries") >= settings.logged_min_entries) & (
+        pl.col("energy_kcal").fill_null(0.0) >= settings.logged_min_kcal
+    )
+    return (
+        full.with_columns(
+            logged.alias("logged"),
+            pl.lit(None, pl.Float64).alias("dii"),
+            pl.lit(0, pl.Int64).alias("dii_params"),
+        )
+        .select(
+            "person_id",
+            "day",
+            "logged",
+            "entries",
+            *[c for c in full.columns if c not in ("person_id", "day", "entries")],
+            "dii",
+            "dii_params",
+        )
+        .sort("person_id", "day")
+    )

@@ -1,0 +1,149 @@
+"""The DuckDB warehouse: one file, one writer at a time, many readers.
+
+DuckDB lets one process hold a file read-write. Dagster steps and runs are separate processes, so
+every write goes through `Warehouse.write()`, which takes a cross-process file lock before
+connecting and wraps the work in one transaction: a failed or killed step leaves the tables as
+they were. Readers use `Warehouse.read()`, a read-only connection held only for the query.
+
+We use explicit SQL over this small class rather than Dagster's DuckDB IO managers: they cannot
+open read-only, cannot evolve a table's schema, and their Polars loader breaks on DuckDB 2.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import polars as pl
+from filelock import FileLock, Timeout
+
+IDENT_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+LOCK_TIMEOUT_S = 600.0
+
+
+def ident(name: str) -> str:
+    """Quote a table or column identifier that came from code or configuration.
+
+    Source names are validated in config.py, but a second check here means no configured name can
+    ever reach SQL unquoted.
+    """
+    if not IDENT_RE.match(name):
+        raise ValueError(f"not a safe SQL identifier: {name!r}")
+    return f'"{name}"'
+
+
+class WarehouseBusy(RuntimeError):
+    """Another process held the write lock for longer than we were willing to wait."""
+
+
+class Warehouse:
+    """Access to `data/processed/warehouse.duckdb` (or any path)."""
+
+    def __init__(self, path: Path | str, lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
+        self.path = Path(path)
+        self.lock_timeout_s = lock_timeout_s
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".lock")
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The cross-process lock. DuckDB itself refuses a second process (even a read-only one)
+        while a writer has the file open, so readers take the lock too, briefly."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.lock_path))
+        try:
+            lock.acquire(timeout=self.lock_timeout_s)
+        except Timeout as exc:
+            raise WarehouseBusy(
+                f"{self.path} is in use by another gutsignal run; waited "
+                f"{self.lock_timeout_s:.0f} s. Try again when it has finished."
+            ) from exc
+        try:
+            yield
+        finally:
+            lock.release()
+
+    @contextmanager
+    def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection inside one transaction, under the cross-process write lock."""
+        with self._locked():
+            conn = duckdb.connect(str(self.path))
+            try:
+                conn.execute("BEGIN TRANSACTION")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+            finally:
+                conn.close()
+
+    @contextmanager
+    def read(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-only connection; it never blocks a writer for longer than the query."""
+        if not self.path.exists():
+            raise FileNotFoundError(
+                f"{self.path} does not exist yet: run `gutsignal run` first to build the warehouse"
+            )
+        with self._locked():
+            conn = duckdb.connect(str(self.path), read_only=True)
+            try:
+                yield conn
+            finally:
+                conn.close()
+
+    def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
+        """Run a read-only query and return a Polars frame."""
+        with self.read() as conn:
+            return conn.execute(sql, params or []).pl()
+
+    def table(self, name: str) -> pl.DataFrame:
+        """A whole table as a Polars frame, or an empty frame when it does not exist yet."""
+        with self.read() as conn:
+            if not table_exists(conn, name):
+                return pl.DataFrame()
+            return conn.execute(f"SELECT * FROM {ident(name)}").pl()
+
+
+def table_exists(conn: duckdb.DuckDBPyConnection, name: str, schema: str = "main") -> bool:
+    row = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [schema, name],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def replace_table(conn: duckdb.DuckDBPyConnection, name: str, df: pl.DataFrame) -> int:
+    """Replace table `name` with the contents of `df` (schema included); returns the row count."""
+    conn.register("_frame", df.to_arrow())
+    try:
+        conn.execute(f"CREATE OR REPLACE TABLE {ident(name)} AS SELECT * FROM _frame")
+    finally:
+        conn.unregister("_frame")
+    return df.height
+
+
+def replace_rows(
+    conn: duckdb.DuckDBPyConnection, name: str, df: pl.DataFrame, where_col: str, value: str
+) -> int:
+    """Replace the rows of `name` where `where_col = value` with `df` (create the table if new).
+
+    Used for tables shared by several sources (ingest_files, rejected_rows): each source owns its
+    rows. `BY NAME` keeps older tables working when a column is added.
+    """
+    conn.register("_frame", df.to_arrow())
+    try:
+        if not table_exists(conn, name):
+            conn.execute(f"CREATE TABLE {ident(name)} AS SELECT * FROM _frame")
+        else:
+            conn.execute(f"DELETE FROM {ident(name)} WHERE {ident(where_col)} = ?", [value])
+            conn.execute(f"INSERT INTO {ident(name)} BY NAME SELECT * FROM _frame")
+    finally:
+        conn.unregister("_frame")
+    return df.height
