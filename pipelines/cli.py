@@ -104,7 +104,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     total = len(job.graph.node_defs)
     print(f"gutsignal: refreshing {project.root} ({total} steps)", file=sys.stderr)
     instance = (
-        dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral()
+        dg.DagsterInstance.get()
+        if os.environ.get("DAGSTER_HOME")
+        else dg.DagsterInstance.ephemeral()
     )
     result = job.execute_in_process(
         run_config={"loggers": {"progress": {"config": {"total_steps": total}}}},
@@ -156,7 +158,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"  people:         {', '.join(str(p) for p in people[:10])}")
     if result.rejects.height:
         print("  rejected rows (line, column: reason):")
-        for line, column, reason in result.rejects.select("line", "column", "reason").head(50).rows():
+        for line, column, reason in (
+            result.rejects.select("line", "column", "reason").head(50).rows()
+        ):
             print(f"    line {line}, {column or '-'}: {reason}")
         if result.rejects.height > 50:
             print(f"    ... and {result.rejects.height - 50} more")
@@ -223,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gutsignal: {exc}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
-        print("gutsignal: interrupted; the warehouse keeps its last complete state.", file=sys.stderr)
+        print(
+            "gutsignal: interrupted; the warehouse keeps its last complete state.", file=sys.stderr
+        )
         return 130
 
 

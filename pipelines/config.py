@@ -238,4 +238,6 @@ def load_project_config(path: Path) -> ProjectConfig:
                 f"source {s.name!r}, key 'kind': format {s.format!r} reads {list(fmt_kinds)}, "
                 f"not {s.kind!r}"
             )
-    return ProjectConfig(sources=sources, settings=_parse_settings(path, doc.get("settings")), path=path)
+    return ProjectConfig(
+        sources=sources, settings=_parse_settings(path, doc.get("settings")), path=path
+    )

@@ -135,8 +135,12 @@ def ingest_source(source: SourceConfig, raw_dir: Path) -> SourceIngest:
                 )
             )
 
-    rows = pl.concat(frames) if frames else conform(pl.DataFrame(), schema).with_columns(
-        pl.lit(None, pl.String).alias("file_id"), pl.lit(None, pl.Int64).alias("_file_order")
+    rows = (
+        pl.concat(frames)
+        if frames
+        else conform(pl.DataFrame(), schema).with_columns(
+            pl.lit(None, pl.String).alias("file_id"), pl.lit(None, pl.Int64).alias("_file_order")
+        )
     )
     key = OWNERSHIP_KEY[source.kind]
     owner = rows.group_by(key).agg(pl.col("_file_order").max().alias("_owner"))

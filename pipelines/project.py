@@ -1,9 +1,9 @@
 """A gutsignal project on disk: where its configuration, raw files, warehouse and dashboards live.
 
-    <project>/sources.yaml
-    <project>/data/raw/            exports as dropped by the user (read only)
-    <project>/data/processed/      warehouse.duckdb
-    <project>/dashboards/          generated HTML
+<project>/sources.yaml
+<project>/data/raw/            exports as dropped by the user (read only)
+<project>/data/processed/      warehouse.duckdb
+<project>/dashboards/          generated HTML
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Small helpers for Dagster metadata: previews that carry counts and shapes, not personal values."""
+"""Helpers for Dagster metadata: previews that carry counts and shapes, not personal values."""
 
 from __future__ import annotations
 

@@ -54,7 +54,9 @@ def exposure_windows(
     pool="duckdb_writer",
     deps=["exposure_windows", "marker_draws", "persons"],
 )
-def associations(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+def associations(
+    context: dg.AssetExecutionContext, project: ProjectResource
+) -> dg.MaterializeResult:
     """Every tested (marker, feature, window) pair, per person and pooled across people, as the %
     change in the marker per unit of the feature with a 95% CI, a Benjamini-Hochberg q-value within
     each family, and a status that says `insufficient_data` or `inconclusive` rather than print a

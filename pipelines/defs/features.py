@@ -142,7 +142,9 @@ def marker_models(context: dg.AssetExecutionContext, project: ProjectResource):
             "excluded_by_reason": md_table(reasons),
         },
     )
-    yield dg.MaterializeResult(asset_key="marker_trends", metadata={"dagster/row_count": trends.height})
+    yield dg.MaterializeResult(
+        asset_key="marker_trends", metadata={"dagster/row_count": trends.height}
+    )
 
 
 @dg.asset_check(

@@ -53,7 +53,9 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
             ),
         ],
     )
-    def _ingest(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+    def _ingest(
+        context: dg.AssetExecutionContext, project: ProjectResource
+    ) -> dg.MaterializeResult:
         result = ingest_source(source, project.project.raw_dir)
         with project.warehouse().write() as conn:
             replace_table(conn, staging_table(source.name), result.rows)
@@ -81,7 +83,11 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
                 # Counts and file names only: no personal values in Dagster's event log.
                 "files_preview": md_table(
                     files.select(
-                        "path", "status", "rows_read", "rows_loaded", "rows_rejected",
+                        "path",
+                        "status",
+                        "rows_read",
+                        "rows_loaded",
+                        "rows_rejected",
                         "rows_duplicate",
                     )
                 ),
@@ -98,7 +104,9 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
                     severity=dg.AssetCheckSeverity.WARN,
                     metadata={
                         "errors": dg.MetadataValue.md(
-                            "\n".join(f"- {p}: {e}" for p, e in errors.select("path", "error").rows())
+                            "\n".join(
+                                f"- {p}: {e}" for p, e in errors.select("path", "error").rows()
+                            )
                             or "none"
                         )
                     },

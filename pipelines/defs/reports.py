@@ -28,8 +28,10 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
     with warehouse.read() as conn:
 
         def table(name: str) -> pl.DataFrame:
-            return conn.execute(f"SELECT * FROM {name}").pl() if table_exists(conn, name) else (
-                pl.DataFrame()
+            return (
+                conn.execute(f"SELECT * FROM {name}").pl()
+                if table_exists(conn, name)
+                else (pl.DataFrame())
             )
 
         rejected = (
@@ -41,9 +43,7 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
             else pl.DataFrame()
         )
         daily = table("diet_daily")
-        window = (
-            f"{daily['day'].min()} to {daily['day'].max()}" if daily.height else "no diet data"
-        )
+        window = f"{daily['day'].min()} to {daily['day'].max()}" if daily.height else "no diet data"
         return DashboardInputs(
             persons=table("persons"),
             diet_daily=daily,

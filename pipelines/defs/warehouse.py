@@ -18,7 +18,10 @@ from pipelines.project import Project
 from pipelines.schema import DIET_ENTRY_SCHEMA, LAB_RESULT_SCHEMA, conform
 from pipelines.warehouse import ident, replace_table, table_exists
 
-CANONICAL = {"diet": ("diet_entries", DIET_ENTRY_SCHEMA), "labs": ("lab_results", LAB_RESULT_SCHEMA)}
+CANONICAL = {
+    "diet": ("diet_entries", DIET_ENTRY_SCHEMA),
+    "labs": ("lab_results", LAB_RESULT_SCHEMA),
+}
 
 
 def union_staging(conn: duckdb.DuckDBPyConnection, kind: str, names: list[str]) -> pl.DataFrame:

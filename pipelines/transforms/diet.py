@@ -20,6 +20,7 @@ import polars as pl
 
 from pipelines.config import Settings
 from pipelines.schema import CATEGORIES, NUTRIENTS
+from pipelines.transforms.dii import add_dii
 
 ALCOHOL_G_PER_DRINK = 14.0
 # Without a reported alcohol_g we assume a 12% ABV drink (wine), so 1 g of drink ~ 0.095 g ethanol.
@@ -109,8 +110,11 @@ def entry_servings(entries: pl.DataFrame, categories: pl.DataFrame) -> pl.DataFr
     )
     return (
         entries.select("entry_id", "food", "category_raw", "grams", "alcohol_g", "energy_kcal")
-        .join(categories.select("food", "category_raw", "category"), on=["food", "category_raw"],
-              nulls_equal=True)
+        .join(
+            categories.select("food", "category_raw", "category"),
+            on=["food", "category_raw"],
+            nulls_equal=True,
+        )
         .with_columns(
             pl.when(pl.col("category") == "alcohol")
             .then(alcohol_drinks)
@@ -128,21 +132,19 @@ def build_diet_daily(
     Days inside a person's range with no entries are present with `logged = False`, so coverage
     and exposure windows can tell "ate nothing reported" from "did not log". A day counts as
     logged only when it looks complete: at least `logged_min_kcal` and `logged_min_entries`.
-    Nutrients are null (not zero) when no entry of the day reported them.
+    Nutrients are null (not zero) when no entry of the day reported them. The DII (with the count
+    of parameters it used) is computed per day from the day's nutrient totals.
     """
     entries = entries.with_row_index("entry_id")
     nutrient_cols = [n for n in NUTRIENTS if n in entries.columns]
     per_entry = entry_servings(entries, categories)
 
-    servings = (
-        per_entry.group_by("entry_id")
-        .agg(
-            *[
-                pl.col("servings").filter(pl.col("category") == c).sum().alias(f"{c}_servings")
-                for c in CATEGORIES
-            ],
-            (pl.col("category") == "ultra_processed").any().alias("is_upf"),
-        )
+    servings = per_entry.group_by("entry_id").agg(
+        *[
+            pl.col("servings").filter(pl.col("category") == c).sum().alias(f"{c}_servings")
+            for c in CATEGORIES
+        ],
+        (pl.col("category") == "ultra_processed").any().alias("is_upf"),
     )
     enriched = entries.join(servings, on="entry_id", how="left").with_columns(
         *[pl.col(f"{c}_servings").fill_null(0.0) for c in CATEGORIES],
@@ -179,20 +181,6 @@ def build_diet_daily(
     logged = (pl.col("entries") >= settings.logged_min_entries) & (
         pl.col("energy_kcal").fill_null(0.0) >= settings.logged_min_kcal
     )
-    return (
-        full.with_columns(
-            logged.alias("logged"),
-            pl.lit(None, pl.Float64).alias("dii"),
-            pl.lit(0, pl.Int64).alias("dii_params"),
-        )
-        .select(
-            "person_id",
-            "day",
-            "logged",
-            "entries",
-            *[c for c in full.columns if c not in ("person_id", "day", "entries")],
-            "dii",
-            "dii_params",
-        )
-        .sort("person_id", "day")
-    )
+    full = add_dii(full.with_columns(logged.alias("logged")))
+    first = ["person_id", "day", "logged", "entries"]
+    return full.select(first + [c for c in full.columns if c not in first]).sort("person_id", "day")

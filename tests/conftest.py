@@ -1,0 +1,56 @@
+"""Shared fixtures: a demo project built once per session, in a temp folder, for real."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pipelines.cli import DEMO_SOURCES_YAML
+from pipelines.project import PROJECT_DIR_ENV, Project
+
+
+def make_demo_project(root: Path) -> Project:
+    from pipelines.demo import generate_demo
+
+    project = Project(root)
+    project.ensure_dirs()
+    generate_demo(root, seed=42)
+    project.sources_yaml.write_text(DEMO_SOURCES_YAML, encoding="utf-8")
+    return project
+
+
+@pytest.fixture(autouse=True)
+def _isolated_project_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test may read the developer's own project by accident."""
+    if not os.environ.get("GUTSIGNAL_KEEP_PROJECT_ENV"):
+        monkeypatch.setenv(PROJECT_DIR_ENV, str(tmp_path / "no-project"))
+
+
+class DemoRun:
+    def __init__(self, project: Project, result: dg.ExecuteInProcessResult) -> None:
+        self.project = project
+        self.result = result
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
+    """The whole pipeline, materialized once on the demo into a temp DuckDB file."""
+    project = make_demo_project(tmp_path_factory.mktemp("demo"))
+    previous = os.environ.get(PROJECT_DIR_ENV)
+    os.environ[PROJECT_DIR_ENV] = str(project.root)
+    try:
+        from pipelines.definitions import defs
+
+        with dg.instance_for_test() as instance:
+            job = defs().resolve_job_def("refresh_all")
+            result = job.execute_in_process(instance=instance, raise_on_error=False)
+            yield DemoRun(project, result)
+    finally:
+        if previous is None:
+            os.environ.pop(PROJECT_DIR_ENV, None)
+        else:
+            os.environ[PROJECT_DIR_ENV] = previous

@@ -1,0 +1,84 @@
+"""The `gutsignal` command: helpful messages on empty projects, and a real run on the demo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.cli import main
+from tests.conftest import make_demo_project
+
+
+def test_run_without_sources_yaml_explains_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["run", "--project-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "No sources.yaml" in err and "gutsignal demo" in err
+    assert "Traceback" not in err
+    assert (tmp_path / "data" / "raw").is_dir()  # the layout is created for the user
+
+
+def test_run_with_no_matching_files_names_the_sources(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  - {name: mine, kind: diet, format: cronometer_servings, path: 'x/*.csv'}\n",
+        encoding="utf-8",
+    )
+    code = main(["run", "--project-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "mine: data/raw/x/*.csv" in err
+
+
+def test_bad_config_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "sources.yaml").write_text(
+        "sources:\n  - {name: mine, kind: diet, format: fitbit, path: 'x/*.csv'}\n",
+        encoding="utf-8",
+    )
+    assert main(["run", "--project-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "source 'mine', key 'format'" in err and "Traceback" not in err
+
+
+def test_validate_reports_rows_and_rejections(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = make_demo_project(tmp_path)
+    lab = sorted((project.raw_dir / "demo" / "labs").glob("*.csv"))[0]
+    bad = tmp_path / "bad_labs.csv"
+    bad.write_text(
+        lab.read_text(encoding="utf-8") + "alice,2026-07-01 08:00,CRP,CANCELLED,mg/L,0.0-3.0,\n",
+        encoding="utf-8",
+    )
+    assert (
+        main(["validate", str(bad), "--source", "demo_labs", "--project-dir", str(tmp_path)]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "would reject:   1" in out and "CANCELLED" in out and "Nothing was written" in out
+    assert not project.warehouse_path.exists()
+
+
+def test_console_script_runs_the_demo_end_to_end(tmp_path: Path) -> None:
+    make_demo_project(tmp_path)
+    exe = Path(sys.executable).with_name("gutsignal")
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    proc = subprocess.run(
+        [str(exe), "run", "--project-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    index = tmp_path / "dashboards" / "index.html"
+    assert str(index) in proc.stdout
+    assert index.exists()
+    # progress per step on stderr
+    assert "diet_daily" in proc.stderr and "done" in proc.stderr

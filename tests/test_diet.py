@@ -1,0 +1,160 @@
+"""Food taxonomy, servings and diet_daily, on hand-built entries with known answers."""
+
+from datetime import date
+
+import polars as pl
+import pytest
+
+from pipelines.config import Settings
+from pipelines.schema import CATEGORIES, DIET_ENTRY_SCHEMA, conform
+from pipelines.transforms.diet import (
+    build_diet_daily,
+    categorise_foods,
+    load_serving_sizes,
+    load_taxonomy,
+    unmapped_foods,
+)
+
+
+def cats(food: str, category_raw: str | None = None) -> set[str]:
+    foods = pl.DataFrame({"food": [food], "category_raw": [category_raw]})
+    return set(categorise_foods(foods)["category"].to_list())
+
+
+@pytest.mark.parametrize(
+    ("food", "expected", "absent"),
+    [
+        ("Kefir, Plain, Lowfat", {"fermented", "dairy"}, {"ultra_processed"}),
+        ("Yogurt, Greek, Plain, Whole Milk", {"fermented", "dairy"}, set()),
+        ("Frozen Yogurt, Vanilla", {"dairy"}, {"fermented"}),
+        ("Sauerkraut, Canned", {"fermented", "vegetables"}, set()),
+        ("Diet Cola", {"ultra_processed"}, {"added_sugar"}),
+        ("Cola, Regular", {"ultra_processed", "added_sugar"}, set()),
+        ("Sourdough Bread", {"gluten_grains"}, {"ultra_processed", "high_fodmap"}),
+        ("White Bread", {"gluten_grains", "ultra_processed"}, set()),
+        ("Whole Wheat Bread", {"gluten_grains", "whole_grain"}, {"ultra_processed"}),
+        ("Oats, Rolled, Dry", {"whole_grain"}, {"gluten_grains"}),
+        ("Frankfurter, Beef", {"processed_meat", "ultra_processed"}, {"red_meat"}),
+        ("Beef, Ground, 85% Lean, Cooked", {"red_meat"}, {"processed_meat"}),
+        ("Green Beans, Boiled", {"vegetables"}, {"legumes"}),
+        ("Almond Milk, Unsweetened", set(), {"dairy", "added_sugar", "nuts_seeds"}),
+        ("Red Wine", {"alcohol", "polyphenol_rich"}, set()),
+        ("Beer, Non-Alcoholic", set(), {"alcohol"}),
+        ("Salmon, Atlantic, Cooked", {"oily_fish"}, set()),
+    ],
+)
+def test_taxonomy_rules_with_exclusions_and_multiple_labels(
+    food: str, expected: set[str], absent: set[str]
+) -> None:
+    got = cats(food)
+    assert expected <= got, got
+    assert not (absent & got), got
+
+
+def test_source_category_label_is_used() -> None:
+    assert "ultra_processed" in cats("Mystery Snack Bites", "Snacks")
+    assert "vegetables" in cats("Kohlrabi", "Vegetables and Vegetable Products")
+
+
+def test_every_assignment_names_its_rule() -> None:
+    foods = pl.DataFrame({"food": ["Kimchi", "Apple, Raw"], "category_raw": [None, None]})
+    result = categorise_foods(foods)
+    rules = set(load_taxonomy()["rule_id"])
+    assert result["rule_id"].is_in(rules).all()
+    assert set(result.filter(pl.col("food") == "Kimchi")["category"]) >= {"fermented"}
+
+
+def test_taxonomy_categories_and_serving_sizes_cover_the_contract() -> None:
+    assert set(load_taxonomy()["category"]) == set(CATEGORIES)
+    assert set(load_serving_sizes()) == set(CATEGORIES)
+
+
+def entries(rows: list[dict]) -> pl.DataFrame:
+    return conform(pl.DataFrame(rows), DIET_ENTRY_SCHEMA)
+
+
+def test_diet_daily_servings_logged_flag_and_gaps() -> None:
+    d1, d3 = date(2025, 1, 1), date(2025, 1, 3)
+    rows = [
+        {
+            "person_id": "p",
+            "day": d1,
+            "food": "Kefir, Plain, Lowfat",
+            "grams": 300.0,
+            "energy_kcal": 150.0,
+            "fiber_g": None,
+        },
+        {
+            "person_id": "p",
+            "day": d1,
+            "food": "Potato Chips, Salted",
+            "grams": 50.0,
+            "energy_kcal": 270.0,
+            "fiber_g": 2.0,
+        },
+        {
+            "person_id": "p",
+            "day": d1,
+            "food": "Oats, Rolled, Dry",
+            "grams": 80.0,
+            "energy_kcal": 600.0,
+            "fiber_g": 8.0,
+        },
+        {
+            "person_id": "p",
+            "day": d3,
+            "food": "Apple, Raw",
+            "grams": 160.0,
+            "energy_kcal": 80.0,
+            "fiber_g": None,
+        },
+    ]
+    df = entries(rows)
+    daily = build_diet_daily(df, categorise_foods(df), Settings())
+    assert daily.height == 3  # the empty middle day is kept, unlogged
+    day1, day2, day3 = daily.iter_rows(named=True)
+    assert day1["fermented_servings"] == pytest.approx(2.0)
+    assert day1["ultra_processed_servings"] == pytest.approx(0.5)
+    assert day1["whole_grain_servings"] == pytest.approx(2.0)
+    assert day1["ultra_processed_energy_pct"] == pytest.approx(100 * 270 / 1020)
+    assert day1["fiber_g"] == pytest.approx(10.0)
+    assert day1["fiber_g_per_1000kcal"] == pytest.approx(10.0 / 1.02)
+    assert day1["logged"] is True
+    assert day2["entries"] == 0 and day2["logged"] is False
+    # One apple is not a complete day, and unreported fibre stays unknown, not zero.
+    assert day3["logged"] is False and day3["fiber_g"] is None
+    assert day3["fruit_servings"] == pytest.approx(2.0)
+
+
+def test_alcohol_counts_standard_drinks() -> None:
+    df = entries(
+        [
+            {
+                "person_id": "p",
+                "day": date(2025, 1, 1),
+                "food": "Red Wine",
+                "grams": 150.0,
+                "alcohol_g": 14.0,
+                "energy_kcal": 125.0,
+            }
+        ]
+    )
+    daily = build_diet_daily(df, categorise_foods(df), Settings())
+    assert daily["alcohol_servings"][0] == pytest.approx(1.0)
+
+
+def test_unmapped_foods_report_energy_share() -> None:
+    df = entries(
+        [
+            {
+                "person_id": "p",
+                "day": date(2025, 1, 1),
+                "food": "Zzyzx Paste",
+                "energy_kcal": 100.0,
+            },
+            {"person_id": "p", "day": date(2025, 1, 1), "food": "Kimchi", "energy_kcal": 300.0},
+        ]
+    )
+    unmapped = unmapped_foods(df, categorise_foods(df))
+    assert unmapped["food"].to_list() == ["Zzyzx Paste"]
+    assert unmapped["energy_share"][0] == pytest.approx(0.25)

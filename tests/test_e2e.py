@@ -1,0 +1,128 @@
+"""The whole pipeline on the bundled demo, materialized into a real temp DuckDB file.
+
+The demo has planted effects (docs/DEMO.md): more fermented food lowers CRP, more ultra-processed
+food raises it, legumes, fruit and nuts do nothing, and acute spikes sit where they would bias the
+result. The pipeline must find the first two, call none of the nulls significant and keep every
+acute draw out of the chronic analysis.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from pipelines.demo import DEMO_PEOPLE, DEMO_TRUTH
+from tests.conftest import DemoRun
+
+
+def test_run_succeeds_and_every_check_passes(demo_run: DemoRun) -> None:
+    assert demo_run.result.success
+    evaluations = demo_run.result.get_asset_check_evaluations()
+    assert evaluations, "asset checks should run with the job"
+    failed = [(e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed]
+    assert failed == []
+
+
+def test_every_input_row_is_accounted_for(demo_run: DemoRun) -> None:
+    wh = demo_run.project.warehouse()
+    files = wh.table("ingest_files")
+    assert files.height == 2 * len(DEMO_PEOPLE)
+    assert (files["status"] == "loaded").all()
+    balance = (
+        files["rows_read"] - files["rows_loaded"] - files["rows_rejected"] - files["rows_duplicate"]
+    )
+    assert (balance == 0).all()
+    loaded = dict(files.group_by("source").agg(pl.col("rows_loaded").sum()).iter_rows())
+    assert wh.table("diet_entries").height == loaded["demo_cronometer"]
+    assert wh.table("lab_results").height == loaded["demo_labs"]
+    assert wh.table("rejected_rows").height == files["rows_rejected"].sum()
+
+
+def test_acute_and_washout_draws_are_excluded(demo_run: DemoRun) -> None:
+    draws = demo_run.project.warehouse().table("marker_draws")
+    by_day = {(r["person_id"], str(r["day"])): r for r in draws.iter_rows(named=True)}
+    for person, day in DEMO_TRUTH["acute_draws"]:
+        row = by_day[(person, day)]
+        assert row["acute"] and row["excluded_reason"] == "acute"
+    for person, day in DEMO_TRUTH["washout_draws"]:
+        row = by_day[(person, day)]
+        assert not row["acute"] and row["excluded_reason"] == "post_acute_washout"
+
+
+def test_censored_and_mg_dl_results_are_normalised(demo_run: DemoRun) -> None:
+    labs = demo_run.project.warehouse().table("lab_results")
+    censored = labs.filter(pl.col("censored") == "<")
+    assert censored.height >= 1 and (censored["value"] == 0.3).all()
+    mg_dl = labs.filter(pl.col("unit_raw") == "mg/dL")
+    assert mg_dl.height >= 1
+    raw = mg_dl["value_raw"].cast(pl.Float64)
+    assert (mg_dl["value"] - raw * 10).abs().max() < 1e-9
+    assert (labs["unit"] == "mg/L").all()
+
+
+def test_taxonomy_maps_at_least_90_percent_of_demo_energy(demo_run: DemoRun) -> None:
+    unmapped = demo_run.project.warehouse().table("unmapped_foods")
+    assert (unmapped["energy_share"].sum() if unmapped.height else 0.0) <= 0.10
+
+
+def _cohort(assoc: pl.DataFrame, feature: str, window: int) -> dict:
+    rows = assoc.filter(
+        (pl.col("scope") == "cohort")
+        & (pl.col("marker") == "crp")
+        & (pl.col("feature") == feature)
+        & (pl.col("window_days") == window)
+    )
+    assert rows.height == 1, (feature, window)
+    return rows.row(0, named=True)
+
+
+@pytest.mark.parametrize("feature", sorted(DEMO_TRUTH["effects"]))
+def test_planted_effects_are_found_with_the_right_sign(demo_run: DemoRun, feature: str) -> None:
+    truth = DEMO_TRUTH["effects"][feature]
+    assoc = demo_run.project.warehouse().table("associations")
+    row = _cohort(assoc, feature, truth["window_days"])
+    assert row["status"] == "significant", row
+    assert (row["effect_pct"] > 0) == (truth["pct_per_serving"] > 0), row
+    assert row["ci_low_pct"] <= row["effect_pct"] <= row["ci_high_pct"]
+
+
+def test_null_foods_are_never_called_significant(demo_run: DemoRun) -> None:
+    assoc = demo_run.project.warehouse().table("associations")
+    nulls = assoc.filter(pl.col("feature").is_in(DEMO_TRUTH["null_features"]))
+    assert nulls.height > 0
+    assert nulls.filter(pl.col("status") == "significant").height == 0
+
+
+def test_associations_carry_n_ci_q_and_parameters(demo_run: DemoRun) -> None:
+    assoc = demo_run.project.warehouse().table("associations")
+    assert {"person", "cohort"} <= set(assoc["scope"])
+    tested = assoc.filter(pl.col("status") != "insufficient_data")
+    assert tested.height > 0
+    for col in ("n", "effect_pct", "ci_low_pct", "ci_high_pct", "p", "q", "method"):
+        assert tested[col].null_count() == 0, col
+    assert (tested["q"] >= tested["p"] - 1e-12).all()
+    assert assoc["parameters"].null_count() == 0
+
+
+def test_dashboards_are_written(demo_run: DemoRun) -> None:
+    out = demo_run.project.dashboards_dir
+    index = (out / "index.html").read_text(encoding="utf-8")
+    for person in DEMO_PEOPLE:
+        assert person in index
+    assert (out / "plotly.min.js").exists()
+    pages = list(out.glob("*.html"))
+    assert len(pages) >= len(DEMO_PEOPLE) + 2
+
+
+def test_second_run_changes_nothing(demo_run: DemoRun) -> None:
+    wh = demo_run.project.warehouse()
+    before = {t: wh.table(t).height for t in ("diet_entries", "lab_results", "rejected_rows")}
+    import dagster as dg
+
+    from pipelines.definitions import defs
+
+    with dg.instance_for_test() as instance:
+        result = defs().resolve_job_def("refresh_all").execute_in_process(instance=instance)
+    assert result.success
+    after = {t: wh.table(t).height for t in before}
+    assert after == before

@@ -1,0 +1,105 @@
+"""Ingest of one source: overlapping exports, identical copies, unreadable files, accounting."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+
+from pipelines.config import PersonSpec, SourceConfig
+from pipelines.ingest import ingest_source
+
+HEADER = "Day,Time,Group,Food Name,Amount,Energy (kcal),Fiber (g),Category\n"
+
+
+def export(path: Path, rows: list[str], mtime: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(HEADER + "".join(r + "\n" for r in rows), encoding="utf-8")
+    os.utime(path, (mtime, mtime))
+
+
+SOURCE = SourceConfig(
+    name="cm",
+    kind="diet",
+    format="cronometer_servings",
+    path="cm/*/*.csv",
+    person=PersonSpec(from_folder=True),
+)
+
+
+def test_overlapping_exports_newest_wins_and_nothing_is_double_counted(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    export(
+        raw / "cm" / "alice" / "jan.csv",
+        [
+            '2025-01-01,,Breakfast,"Oats, Rolled, Dry",80.00 g,300,8,Cereal Grains and Pasta',
+            "2025-01-02,,Lunch,Kimchi,100.00 g,20,2,Vegetables and Vegetable Products",
+            "2025-01-02,,Dinner,Apple Raw,100.00 g,50,2,Fruits and Fruit Juices",
+        ],
+        mtime=1_700_000_000,
+    )
+    export(
+        raw / "cm" / "alice" / "feb.csv",
+        [
+            # 2025-01-02 again, corrected: the kimchi was 150 g and the apple was deleted
+            "2025-01-02,,Lunch,Kimchi,150.00 g,30,3,Vegetables and Vegetable Products",
+            "2025-01-03,,Lunch,Lentils Boiled,200.00 g,230,16,Legumes and Legume Products",
+            "not-a-date,,Lunch,Lentils Boiled,200.00 g,230,16,Legumes and Legume Products",
+        ],
+        mtime=1_700_100_000,
+    )
+    result = ingest_source(SOURCE, raw)
+    rows = result.rows.sort("day")
+    assert rows["day"].cast(pl.String).to_list() == ["2025-01-01", "2025-01-02", "2025-01-03"]
+    assert rows.filter(pl.col("food") == "Kimchi")["grams"].to_list() == [150.0]
+    assert (rows["person_id"] == "alice").all()
+
+    files = {r["path"]: r for r in result.files.iter_rows(named=True)}
+    jan, feb = files["cm/alice/jan.csv"], files["cm/alice/feb.csv"]
+    assert (jan["rows_read"], jan["rows_loaded"], jan["rows_duplicate"]) == (3, 1, 2)
+    assert (feb["rows_read"], feb["rows_loaded"], feb["rows_rejected"]) == (3, 2, 1)
+    reject = result.rejects.row(0, named=True)
+    assert reject["path"] == "cm/alice/feb.csv" and reject["line"] == 4
+    assert reject["column"] == "Day"
+
+
+def test_identical_copy_counts_as_duplicate(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    rows = ["2025-01-01,,Breakfast,Kefir,250.00 g,150,0,Dairy and Egg Products"]
+    export(raw / "cm" / "bob" / "a.csv", rows, mtime=1_700_000_000)
+    export(raw / "cm" / "bob" / "copy.csv", rows, mtime=1_700_000_500)
+    result = ingest_source(SOURCE, raw)
+    assert result.rows.height == 1
+    statuses = dict(result.files.select("path", "status").iter_rows())
+    assert statuses == {"cm/bob/a.csv": "loaded", "cm/bob/copy.csv": "duplicate_file"}
+    copy = result.files.filter(pl.col("status") == "duplicate_file").row(0, named=True)
+    assert copy["rows_read"] == copy["rows_duplicate"] == 1
+
+
+def test_unreadable_file_is_recorded_and_the_rest_loads(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    export(
+        raw / "cm" / "carol" / "good.csv",
+        ["2025-01-01,,Breakfast,Kefir,250.00 g,150,0,Dairy and Egg Products"],
+        mtime=1_700_000_000,
+    )
+    broken = raw / "cm" / "carol" / "broken.csv"
+    broken.write_text("Date,Something\n2025-01-01,1\n", encoding="utf-8")
+    result = ingest_source(SOURCE, raw)
+    assert result.rows.height == 1
+    error = result.files.filter(pl.col("status") == "error").row(0, named=True)
+    assert error["path"] == "cm/carol/broken.csv"
+    assert "broken.csv" in error["error"] and "Food Name" in error["error"]
+
+
+def test_same_files_twice_give_the_same_result(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    export(
+        raw / "cm" / "dan" / "a.csv",
+        ["2025-01-01,,Breakfast,Kefir,250.00 g,150,0,Dairy and Egg Products"],
+        mtime=1_700_000_000,
+    )
+    first, second = ingest_source(SOURCE, raw), ingest_source(SOURCE, raw)
+    assert first.rows.equals(second.rows)
+    assert first.files.drop("ingested_at").equals(second.files.drop("ingested_at"))

@@ -1,0 +1,49 @@
+"""The warehouse: transactions roll back on failure, readers are read-only, names are checked."""
+
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from pipelines.warehouse import Warehouse, ident, replace_rows, replace_table
+
+
+def test_failed_write_leaves_warehouse_as_it_was(tmp_path: Path) -> None:
+    wh = Warehouse(tmp_path / "w.duckdb")
+    with wh.write() as conn:
+        replace_table(conn, "t", pl.DataFrame({"a": [1, 2]}))
+    with pytest.raises(RuntimeError), wh.write() as conn:
+        replace_table(conn, "t", pl.DataFrame({"a": [9]}))
+        replace_table(conn, "u", pl.DataFrame({"b": [1]}))
+        raise RuntimeError("killed mid-write")
+    assert wh.table("t")["a"].to_list() == [1, 2]
+    assert wh.table("u").is_empty()
+
+
+def test_reader_is_read_only(tmp_path: Path) -> None:
+    wh = Warehouse(tmp_path / "w.duckdb")
+    with wh.write() as conn:
+        replace_table(conn, "t", pl.DataFrame({"a": [1]}))
+    with wh.read() as conn, pytest.raises(duckdb.Error):
+        conn.execute("INSERT INTO t VALUES (2)")
+
+
+def test_replace_rows_owns_rows_per_source(tmp_path: Path) -> None:
+    wh = Warehouse(tmp_path / "w.duckdb")
+    with wh.write() as conn:
+        replace_rows(conn, "f", pl.DataFrame({"source": ["a", "a"], "n": [1, 2]}), "source", "a")
+        replace_rows(conn, "f", pl.DataFrame({"source": ["b"], "n": [3]}), "source", "b")
+        replace_rows(conn, "f", pl.DataFrame({"source": ["a"], "n": [4]}), "source", "a")
+    assert sorted(wh.table("f")["n"].to_list()) == [3, 4]
+
+
+def test_reading_a_missing_warehouse_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="gutsignal run"):
+        Warehouse(tmp_path / "nope.duckdb").table("t")
+
+
+@pytest.mark.parametrize("bad", ["x; DROP TABLE t", 'a"b', "A", "1a", ""])
+def test_identifiers_from_configuration_cannot_inject_sql(bad: str) -> None:
+    with pytest.raises(ValueError):
+        ident(bad)
