@@ -121,6 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         for event in failures:
             error = getattr(event.event_specific_data, "error", None)
             if error is not None:
+                while error.cause is not None:  # Dagster wraps the user's exception
+                    error = error.cause
                 detail = f" Step {event.step_key or 'run'} failed: {error.message.strip()}"
                 break
         raise CliError(

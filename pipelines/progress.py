@@ -1,6 +1,5 @@
 """A Dagster logger that prints one line per step, for `gutsignal run` in a terminal."""
 
-from __future__ import annotations
 
 import logging
 import sys
@@ -27,7 +26,6 @@ class _StepLineHandler(logging.Handler):
         kind = event.event_type_value
         if kind == "STEP_START":
             self.started[step] = time.monotonic()
-            sys.stderr.write(f"  [{self.done + 1}/{self.total}] {step} ...\n")
         elif kind in ("STEP_SUCCESS", "STEP_FAILURE"):
             self.done += 1
             elapsed = time.monotonic() - self.started.get(step, time.monotonic())

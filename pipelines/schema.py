@@ -59,6 +59,11 @@ CATEGORIES: tuple[str, ...] = (
     "ultra_processed",
     "high_fodmap",
     "polyphenol_rich",
+    # Beyond the contract's minimum: common foods that are not gut-relevant in themselves still
+    # get a category, so "unmapped" means "the taxonomy does not know this food".
+    "refined_grains",
+    "poultry",
+    "eggs",
 )
 
 DIET_ENTRY_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {

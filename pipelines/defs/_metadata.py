@@ -1,7 +1,5 @@
 """Helpers for Dagster metadata: previews that carry counts and shapes, not personal values."""
 
-from __future__ import annotations
-
 import dagster as dg
 import polars as pl
 

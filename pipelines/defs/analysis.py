@@ -4,8 +4,6 @@ The methods live in `pipelines.analysis` (pure Polars/NumPy/statsmodels); this m
 to the warehouse and records the parameters used next to the numbers.
 """
 
-from __future__ import annotations
-
 import json
 from dataclasses import asdict
 

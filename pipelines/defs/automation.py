@@ -1,8 +1,6 @@
 """Nightly refresh and the new-file sensor. Both start RUNNING: a user who runs `make dev` (the
 UI plus the daemon) gets nightly runs without clicking anything."""
 
-from __future__ import annotations
-
 import hashlib
 import json
 from pathlib import Path
@@ -77,4 +75,5 @@ def automation() -> dg.Definitions:
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Refreshes everything at 02:00 in the configured timezone.",
     )
-    return dg.Definitions(schedules=[nightly])
+    # A module with a @dg.definitions function contributes only what that function returns.
+    return dg.Definitions(jobs=[refresh_all], schedules=[nightly], sensors=[new_raw_files])

@@ -5,8 +5,6 @@ The transforms are pure Polars functions in `pipelines.transforms.diet` and
 results back, all inside one transaction each.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 import polars as pl
 

@@ -5,8 +5,6 @@ overlapping exports and written, together with its file record and its rejected 
 canonical tables (`diet_entries`, `lab_results`) union the staging tables downstream.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 
 from pipelines.config import SourceConfig

@@ -1,7 +1,5 @@
 """The dashboards: `dashboards/index.html`, one page per person and a cohort page."""
 
-from __future__ import annotations
-
 from datetime import UTC, datetime
 from importlib.metadata import version
 

@@ -1,7 +1,5 @@
 """The one resource every asset uses: the project on disk (config, raw files, warehouse)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import dagster as dg

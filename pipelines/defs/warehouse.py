@@ -5,8 +5,6 @@ staging tables of the sources configured now, so removing a source from sources.
 rows on the next run.
 """
 
-from __future__ import annotations
-
 import dagster as dg
 import duckdb
 import polars as pl
@@ -143,10 +141,18 @@ def lab_results_plausible_units(project: ProjectResource) -> dg.AssetCheckResult
 @dg.definitions
 def warehouse_assets() -> dg.Definitions:
     sources = configured_sources(Project.from_env())
-    # persons and the checks above are module-level and collected by the defs loader.
+    # A module with a @dg.definitions function contributes only what that function returns.
     return dg.Definitions(
         assets=[
-            _canonical_asset(kind, [s.name for s in sources if s.kind == kind])
-            for kind in CANONICAL
-        ]
+            *[
+                _canonical_asset(kind, [s.name for s in sources if s.kind == kind])
+                for kind in CANONICAL
+            ],
+            persons,
+        ],
+        asset_checks=[
+            diet_entries_unique_lines,
+            lab_results_unique_key,
+            lab_results_plausible_units,
+        ],
     )
