@@ -121,8 +121,9 @@ def test_instance_config_queues_runs_and_serialises_duckdb_writers(tmp_path: Pat
     try:
         with dg.DagsterInstance.get() as instance:
             assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
-            assert instance.run_coordinator.get_run_queue_config().max_concurrent_runs == 1
-            assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+            concurrency = instance.get_concurrency_config()
+            assert concurrency.run_queue_config.max_concurrent_runs == 1
+            assert concurrency.pool_config.default_pool_limit == 1
             assert not instance.telemetry_enabled
     finally:
         if old is None:

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from pipelines.demo import DEMO_PEOPLE, DEMO_TRUTH
+from pipelines.project import PROJECT_DIR_ENV
 from tests.conftest import DemoRun
 
 
@@ -114,7 +115,8 @@ def test_dashboards_are_written(demo_run: DemoRun) -> None:
     assert len(pages) >= len(DEMO_PEOPLE) + 2
 
 
-def test_second_run_changes_nothing(demo_run: DemoRun) -> None:
+def test_second_run_changes_nothing(demo_run: DemoRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PROJECT_DIR_ENV, str(demo_run.project.root))
     wh = demo_run.project.warehouse()
     before = {t: wh.table(t).height for t in ("diet_entries", "lab_results", "rejected_rows")}
     import dagster as dg

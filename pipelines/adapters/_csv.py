@@ -1,0 +1,504 @@
+"""Robust CSV reading shared by the CSV-based adapters.
+
+Real exports are messy: a UTF-8 BOM in front of the first header, CRLF line ends, Latin-1 or
+UTF-16 files from spreadsheet programs, semicolons and decimal commas from European locales, food
+names with commas in them, notes with line breaks inside quotes. `read_csv_table` turns all of that
+into one frame of stripped strings (blank cell -> null) with, per row, the 1-based physical line
+where it starts and the raw text of the row, so adapters can reject rows with a line number users
+can find.
+
+The file is parsed by Polars as plain strings. Only when a quoted field spans lines (so Polars rows
+no longer map one-to-one onto physical lines) do we parse with Python's csv module, which reports
+where each record starts.
+
+Helpers for adapters: header matching that forgives case, spacing, `µ`/`u` and units in parentheses
+(`CsvTable.find` / `CsvTable.require`), number and date parsing that returns null for blanks and
+flags bad cells instead of guessing (`number`, `parse_datetime`), and `split_rejects`, which applies
+an ordered list of checks and splits the rows into loaded and rejected.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from pipelines.adapters.base import AdapterError
+from pipelines.config import SourceConfig
+from pipelines.schema import REJECT_SCHEMA, empty
+
+LINE = "__line"
+RAW = "__raw"
+EXTRA = "__extra"
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_SNIFF_DELIMITERS = (",", ";", "\t")
+
+
+def cell(index: int) -> str:
+    """The frame column holding the cells of header position `index`."""
+    return f"c{index}"
+
+
+def header_key(name: str) -> str:
+    """A header reduced to what identifies it: no case, no whitespace, `µ`/`μ`/`mcg` as `u`/`ug`."""
+    key = name.replace("\ufeff", "").lower().replace("µ", "u").replace("μ", "u")
+    key = re.sub(r"\s+", "", key)
+    return key.replace("mcg", "ug")
+
+
+def _base_key(name: str) -> str:
+    """`header_key` without parenthesised parts, so `Result (mg/L)` matches `Result`."""
+    return header_key(re.sub(r"\([^)]*\)", "", name))
+
+
+@dataclass(frozen=True)
+class CsvTable:
+    """One CSV file read as strings.
+
+    `frame` has one column per header position (`cell(i)`: stripped text, null when blank) plus
+    LINE (1-based physical line where the row starts), RAW (the row's text as in the file) and
+    EXTRA (text of fields beyond the header's width, null when there are none). Blank lines and
+    rows whose cells are all blank are not in it: they are not data.
+    """
+
+    path: Path
+    source: SourceConfig
+    headers: tuple[str, ...]
+    delimiter: str
+    frame: pl.DataFrame
+
+    @property
+    def rows_read(self) -> int:
+        return self.frame.height
+
+    def find(self, names: Sequence[str]) -> int | None:
+        """The position of the first header matching one of `names`, or None.
+
+        An exact match (ignoring case, spaces, `µ` vs `u`) on any name wins over a match that
+        ignores parenthesised units, so `Result` finds `Result (mg/L)` only if there is no
+        plain `Result`. Not for nutrient columns, where the unit in parentheses matters.
+        """
+        keys = [header_key(h) for h in self.headers]
+        for name in names:
+            if header_key(name) in keys:
+                return keys.index(header_key(name))
+        bases = [_base_key(h) for h in self.headers]
+        for name in names:
+            base = _base_key(name)
+            if base and base in bases:
+                return bases.index(base)
+        return None
+
+    def require(self, names: Sequence[str], hint: str) -> int:
+        """Like `find`, but a missing column is an AdapterError naming the file and the column."""
+        found = self.find(names)
+        if found is None:
+            wanted = " or ".join(repr(n) for n in names)
+            have = ", ".join(repr(h) for h in self.headers) or "none"
+            raise AdapterError(
+                f"{self.path}: required column {wanted} not found (columns in the file: {have}). "
+                f"{hint}"
+            )
+        return found
+
+
+def read_csv_table(path: Path, source: SourceConfig) -> CsvTable:
+    """Read `path` as configured by `source` (encoding, delimiter); see CsvTable."""
+    text = _read_text(path, source)
+    lines = text.split("\n")
+    # Trailing blank lines are not data; dropping them keeps the Polars row count comparable.
+    while lines and not lines[-1].strip():
+        lines.pop()
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is None:
+        raise AdapterError(
+            f"{path}: the file is empty (no header line). Export it again, or remove it from "
+            "data/raw/ if it is not meant to be loaded."
+        )
+    delimiter = source.delimiter or _sniff(lines[first])
+    # Record i starts on physical line i + first + 2 unless a quoted field spans lines; only then
+    # is the csv module asked where each record starts.
+    spans = (
+        _record_spans(path, lines, first, delimiter) if _has_multiline_fields(text, lines) else None
+    )
+    header_end = first + 1 if spans is None else spans[0][1]
+    headers = _parse_header(lines[first:header_end], delimiter)
+    data_lines = lines[header_end:]
+    if spans is None:
+        line_numbers = pl.int_range(header_end + 1, len(lines) + 1, dtype=pl.Int64, eager=True)
+        raws = data_lines
+    else:
+        line_numbers = pl.Series([start for start, _ in spans[1:]], dtype=pl.Int64)
+        raws = ["\n".join(lines[start - 1 : end]) for start, end in spans[1:]]
+    cells = _polars_cells(data_lines, len(headers), delimiter, len(raws))
+    if cells is None:
+        cells = _csv_cells(path, data_lines, header_end, len(headers), delimiter, len(raws))
+    frame = cells.with_columns(line_numbers.alias(LINE), pl.Series(RAW, raws, dtype=pl.String))
+    return CsvTable(path, source, headers, delimiter, _clean(frame, len(headers)))
+
+
+def _read_text(path: Path, source: SourceConfig) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AdapterError(f"{path}: cannot be opened ({exc.strerror or exc}).") from exc
+    try:
+        configured = codecs.lookup(source.encoding).name
+    except LookupError as exc:
+        raise AdapterError(
+            f"{path}: unknown encoding {source.encoding!r} (key 'encoding' of source "
+            f"{source.name!r}); use for example utf-8, utf-16 or latin-1."
+        ) from exc
+    # A byte-order mark says what the file is; trusting it over the configuration is never a guess.
+    if data.startswith(_UTF8_BOM):
+        codec = "utf-8-sig"
+    elif data.startswith(_UTF16_BOMS):
+        codec = "utf-16"
+    else:
+        codec = configured
+    if b"\x00" in data and "16" not in codec and "32" not in codec:
+        raise AdapterError(
+            f"{path}: contains NUL bytes, so it is probably UTF-16 without a byte-order mark. "
+            f"Set 'encoding: utf-16' for source {source.name!r} in sources.yaml."
+        )
+    try:
+        text = data.decode(codec)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise AdapterError(
+            f"{path}: cannot be read as {source.encoding} (invalid byte at line {line}). "
+            f"Set 'encoding' for source {source.name!r} in sources.yaml to the file's encoding, "
+            "for example latin-1 (Windows/Excel exports) or utf-16."
+        ) from exc
+    text = text.removeprefix("\ufeff")
+    text = text.replace("\r\n", "\n")
+    if "\n" not in text:
+        # Old Mac-style files end lines with a bare CR.
+        text = text.replace("\r", "\n")
+    return text
+
+
+def _sniff(header_line: str) -> str:
+    counts = {d: header_line.count(d) for d in _SNIFF_DELIMITERS}
+    best = max(_SNIFF_DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] > 0 else ","
+
+
+def _has_multiline_fields(text: str, lines: list[str]) -> bool:
+    """Whether some quoted field may span lines: a line with an odd number of quote characters."""
+    if '"' not in text:
+        return False
+    parity = pl.Series(lines, dtype=pl.String).str.count_matches('"', literal=True) % 2
+    return bool(parity.sum())
+
+
+def _quoting_error(path: Path, line: int, exc: Exception) -> AdapterError:
+    return AdapterError(
+        f"{path}: line {line}: malformed quoting ({exc}). A quote character opens a field that "
+        "never closes, or is followed by more text; fix the quotes in that row and load the file "
+        "again."
+    )
+
+
+def _record_spans(
+    path: Path, lines: list[str], first: int, delimiter: str
+) -> list[tuple[int, int]]:
+    """(first, last) physical line (1-based) of each record from index `first` on, blanks too."""
+    reader = csv.reader(io.StringIO("\n".join(lines[first:])), delimiter=delimiter, strict=True)
+    spans: list[tuple[int, int]] = []
+    end = first
+    try:
+        for _ in reader:
+            spans.append((end + 1, first + reader.line_num))
+            end = first + reader.line_num
+    except csv.Error as exc:
+        raise _quoting_error(path, end + 1, exc) from exc
+    return spans
+
+
+def _parse_header(header_lines: list[str], delimiter: str) -> tuple[str, ...]:
+    record = next(csv.reader(io.StringIO("\n".join(header_lines)), delimiter=delimiter), [])
+    return tuple(h.strip() for h in record)
+
+
+def _polars_cells(
+    data_lines: list[str], width: int, delimiter: str, records: int
+) -> pl.DataFrame | None:
+    """Cells of the data lines parsed by Polars; None if it does not see `records` records."""
+    # One column more than the header catches rows with extra fields (an unquoted delimiter).
+    schema = {cell(i): pl.String for i in range(width + 1)}
+    if not data_lines:
+        frame = pl.DataFrame(schema=schema)
+    else:
+        try:
+            frame = pl.read_csv(
+                "\n".join(data_lines).encode("utf-8"),
+                has_header=False,
+                schema=schema,
+                separator=delimiter,
+                quote_char='"',
+                truncate_ragged_lines=True,
+                raise_if_empty=False,
+            )
+        except (pl.exceptions.PolarsError, ValueError):
+            return None
+    if frame.height != records:
+        return None
+    return frame.rename({cell(width): EXTRA})
+
+
+def _csv_cells(
+    path: Path, data_lines: list[str], offset: int, width: int, delimiter: str, records: int
+) -> pl.DataFrame:
+    """Cells parsed by the csv module, for files Polars cannot split the same way."""
+    reader = csv.reader(io.StringIO("\n".join(data_lines)), delimiter=delimiter, strict=True)
+    columns: list[list[str | None]] = [[] for _ in range(width)]
+    extra: list[str | None] = []
+    try:
+        for record in reader:
+            padded = record + [""] * (width - len(record))
+            for column, value in zip(columns, padded, strict=False):
+                column.append(value)
+            overflow = [v for v in record[width:] if v.strip()]
+            extra.append(delimiter.join(overflow) if overflow else None)
+    except csv.Error as exc:
+        raise _quoting_error(path, offset + reader.line_num + 1, exc) from exc
+    if len(extra) != records:
+        raise _quoting_error(path, offset + 1, ValueError("records could not be delimited"))
+    return pl.DataFrame(
+        {**{cell(i): values for i, values in enumerate(columns)}, EXTRA: extra},
+        schema={**{cell(i): pl.String for i in range(width)}, EXTRA: pl.String},
+    )
+
+
+def _clean(frame: pl.DataFrame, width: int) -> pl.DataFrame:
+    names = [cell(i) for i in range(width)] + [EXTRA]
+    # Stripping allocates a new string per cell; most columns of most files need none of it.
+    untidy = frame.select(
+        [pl.col(n).str.contains(r"^\s|\s$|^$").any().alias(n) for n in names]
+    ).row(0, named=True)
+    stripped = frame.with_columns(
+        [pl.col(n).str.strip_chars().replace("", None).alias(n) for n in names if untidy[n]]
+    )
+    return stripped.filter(pl.any_horizontal([pl.col(n).is_not_null() for n in names])).select(
+        [*names, LINE, RAW]
+    )
+
+
+# ---- numbers -----------------------------------------------------------------------------------
+
+_NUMBER = {
+    ".": r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$",
+    ",": r"^[+-]?(?:\d+(?:,\d*)?|,\d+)(?:[eE][+-]?\d+)?$",
+}
+# Thousands separators are accepted only in well-formed groups; "0.300" with decimal "," is not
+# three hundred, it is a cell in the wrong convention, and gets rejected rather than guessed.
+_GROUPED = {
+    ".": r"^[+-]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?$",
+    ",": r"^[+-]?[1-9]\d{0,2}(?:\.\d{3})+(?:,\d+)?$",
+}
+_OTHER_CONVENTION = {".": r"^[+-]?\d*,\d+$", ",": r"^[+-]?\d*\.\d+$"}
+
+
+def number(expr: pl.Expr, decimal: str) -> tuple[pl.Expr, pl.Expr]:
+    """(value, invalid) for a string expression, honouring the decimal separator.
+
+    value is Float64, null for blank and invalid cells; invalid is True for a non-blank cell that
+    is not a plain number ("abc", "1.5" when decimal is ",", "nan"). Cells are expected as
+    `read_csv_table` gives them: stripped, blank as null (an empty string also counts as blank).
+    """
+    thousands = "," if decimal == "." else "."
+    s = expr.replace("", None)
+    plain = s.str.contains(_NUMBER[decimal])
+    grouped = s.str.contains(_GROUPED[decimal])
+    if decimal == ".":
+        plain_value = s.cast(pl.Float64, strict=False)
+        grouped_text = s.str.replace_all(thousands, "", literal=True)
+    else:
+        plain_value = s.str.replace(",", ".", literal=True).cast(pl.Float64, strict=False)
+        grouped_text = s.str.replace_all(thousands, "", literal=True).str.replace(
+            ",", ".", literal=True
+        )
+    value = (
+        pl.when(plain)
+        .then(plain_value)
+        .when(grouped)
+        .then(grouped_text.cast(pl.Float64, strict=False))
+    )
+    return value, (s.is_not_null() & ~(plain | grouped)).fill_null(False)
+
+
+def not_a_number_reason(expr: pl.Expr, decimal: str, prefix: str = "not a number") -> pl.Expr:
+    """`prefix: 'text'`, plus a hint when the cell is a number written with the other separator."""
+    s = expr.str.strip_chars()
+    other = "," if decimal == "." else "."
+    hint = (
+        f" (the decimal separator configured for this source is '{decimal}'; if the file uses "
+        f"'{other}', set decimal: '{other}' in sources.yaml)"
+    )
+    base = pl.format(f"{prefix}: '{{}}'", s)
+    return (
+        pl.when(s.str.contains(_OTHER_CONVENTION[decimal]))
+        .then(pl.concat_str([base, pl.lit(hint)]))
+        .otherwise(base)
+    )
+
+
+# ---- dates -------------------------------------------------------------------------------------
+
+ISO_DATETIME = (
+    r"^\d{4}-\d{2}-\d{2}"
+    r"(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:\s*(?:Z|[+-]\d{2}(?::?\d{2})?))?)?$"
+)
+# A UTC offset, only after a time (the "-07" of "2024-11-07" is the day).
+_ISO_OFFSET = r"(\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+_ISO_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+
+
+def parse_datetime(expr: pl.Expr, formats: Sequence[str]) -> pl.Expr:
+    """Datetime("us") from text: the configured strptime `formats` first, then ISO 8601.
+
+    ISO is always accepted because it cannot be misread; any other shape needs a configured format
+    (day and month are never guessed). A UTC offset in an ISO value is dropped: the wall-clock time
+    the lab printed is what lines up with the diary's days.
+    """
+    s = expr.str.strip_chars()
+    candidates: list[pl.Expr] = []
+    for fmt in formats:
+        if "%z" in fmt or "%:z" in fmt or "%Z" in fmt:
+            parsed = s.str.strptime(pl.Datetime("us", "UTC"), fmt, strict=False)
+            candidates.append(parsed.dt.replace_time_zone(None))
+        else:
+            candidates.append(s.str.strptime(pl.Datetime("us"), fmt, strict=False))
+    iso = (
+        pl.when(s.str.contains(ISO_DATETIME))
+        .then(s)
+        .otherwise(None)
+        .str.replace(_ISO_OFFSET, "${1}")
+        .str.replace("T", " ", literal=True)
+        .str.replace(",", ".", literal=True)
+    )
+    candidates.extend(iso.str.strptime(pl.Datetime("us"), f, strict=False) for f in _ISO_FORMATS)
+    return pl.coalesce(candidates)
+
+
+def date_reason(
+    expr: pl.Expr, what: str, date_format: str | None, datetime_format: str | None
+) -> pl.Expr:
+    """Why a non-blank date cell did not parse, telling the user which setting to change."""
+    s = expr.str.strip_chars()
+    configured = [
+        f"{key} {fmt!r}"
+        for key, fmt in (("datetime_format", datetime_format), ("date_format", date_format))
+        if fmt
+    ]
+    if configured:
+        return pl.format(
+            f"{what} '{{}}' does not match {' or '.join(configured)} (nor ISO 8601 YYYY-MM-DD); "
+            "fix the setting in sources.yaml or the cell",
+            s,
+        )
+    return (
+        pl.when(s.str.contains(ISO_DATETIME))
+        .then(pl.format(f"{what} '{{}}' is not a valid date", s))
+        .otherwise(
+            pl.format(
+                f"{what} '{{}}' is not ISO 8601 (YYYY-MM-DD, optionally with a time); set "
+                'date_format (for example "%d/%m/%Y" or "%m/%d/%Y") or datetime_format for '
+                "this source in sources.yaml, because day and month are never guessed",
+                s,
+            )
+        )
+    )
+
+
+# ---- checks and rejects ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    """One validation rule: rows where `failed` is True are rejected with `column` and `reason`."""
+
+    failed: pl.Expr
+    column: str | None
+    reason: pl.Expr
+
+
+def extra_fields_check(table: CsvTable) -> Check:
+    """Reject rows with more fields than the header: a value with an unquoted delimiter in it."""
+    shown = "tab" if table.delimiter == "\t" else repr(table.delimiter)
+    return Check(
+        pl.col(EXTRA).is_not_null(),
+        None,
+        pl.lit(
+            f"row has more fields than the header ({len(table.headers)}): a value probably "
+            f"contains the delimiter {shown} without quotes; quote that value or fix the row"
+        ),
+    )
+
+
+def person_column_check(table: CsvTable) -> tuple[pl.Expr, Check | None]:
+    """The person_id expression for `table`, and the check rejecting blank ids (if from a column).
+
+    A person column that is configured but absent is an AdapterError: no row could be attributed.
+    """
+    spec = table.source.person
+    fixed = spec.for_file(table.path)
+    if fixed is not None:
+        return pl.lit(fixed, dtype=pl.String), None
+    if spec.column is None:
+        raise AdapterError(
+            f"{table.path}: source {table.source.name!r} does not say whose data this is; set "
+            "'person' in sources.yaml (a fixed id, {column: <column>} or {from_folder: true})."
+        )
+    index = table.require(
+        [spec.column],
+        f"Source {table.source.name!r} takes the person id from this column (person: "
+        "{column: ...} in sources.yaml); fix the column name there or in the file.",
+    )
+    col = pl.col(cell(index))
+    check = Check(
+        col.is_null(),
+        table.headers[index],
+        pl.lit(f"person id is blank in column '{table.headers[index]}'"),
+    )
+    return col, check
+
+
+def split_rejects(
+    frame: pl.DataFrame, checks: Sequence[Check]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows passing every check, rejects in REJECT_SCHEMA), with the first failing check's reason.
+
+    `frame` needs LINE and RAW; the passing rows keep all of frame's columns.
+    """
+    if not checks or frame.height == 0:
+        return frame, empty(REJECT_SCHEMA)
+    first = pl.coalesce(
+        [pl.when(c.failed.fill_null(False)).then(pl.lit(i)) for i, c in enumerate(checks)]
+    )
+    # Reasons refer to the materialised index column: repeating `first` inside every branch would
+    # make the expression grow with the square of the number of checks.
+    marked = frame.with_columns(first.alias("__first"))
+    index = pl.col("__first")
+    reason: pl.Expr = pl.lit(None, dtype=pl.String)
+    column: pl.Expr = pl.lit(None, dtype=pl.String)
+    for i, c in reversed(list(enumerate(checks))):
+        reason = pl.when(index == i).then(c.reason).otherwise(reason)
+        column = pl.when(index == i).then(pl.lit(c.column, dtype=pl.String)).otherwise(column)
+    good = marked.filter(pl.col("__first").is_null()).drop("__first")
+    rejects = marked.filter(pl.col("__first").is_not_null()).select(
+        pl.col(LINE).cast(pl.Int64).alias("line"),
+        column.alias("column"),
+        reason.fill_null("invalid row").alias("reason"),
+        pl.col(RAW).alias("raw"),
+    )
+    return good, rejects

@@ -1,0 +1,201 @@
+"""Generic lab-result CSV (format `csv`, kind labs): patient-portal and lab exports.
+
+Lab CSVs have no standard, so `columns:` in sources.yaml maps the canonical fields to the file's
+headers: `collected_at`, `marker` (the test name), `value`, `unit`, and optionally
+`reference_range`, `flag` and `loinc`. A field without a mapping is looked up under common header
+names (Date, Collected, Test, Result, Units, ...). The person comes from `person:`.
+
+Dates are parsed with `datetime_format` / `date_format` (strptime syntax) when given, and ISO 8601
+is always accepted; any other shape is rejected with a reason asking for date_format, because
+07/11/2024 is July in one country and November in the next. Results may be censored ("<0.3",
+"> 150", "<=0.2": the bound is kept with censored "<" or ">"); text results ("CANCELLED", "TNP")
+are rejected. Markers and units are then mapped by `pipelines.transforms.labs`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from pipelines.adapters._csv import (
+    LINE,
+    RAW,
+    Check,
+    cell,
+    date_reason,
+    extra_fields_check,
+    not_a_number_reason,
+    number,
+    parse_datetime,
+    person_column_check,
+    read_csv_table,
+    split_rejects,
+)
+from pipelines.adapters.base import AdapterError, ParseResult
+from pipelines.config import SourceConfig
+from pipelines.schema import LAB_RESULT_SCHEMA, REJECT_SCHEMA, conform
+from pipelines.transforms.labs import LabTableError, normalise_lab_rows
+
+# Header names tried, in order, for a field that `columns:` does not map.
+DEFAULT_HEADERS: dict[str, tuple[str, ...]] = {
+    "collected_at": (
+        "Collected",
+        "Collection Date",
+        "Collected At",
+        "Date Collected",
+        "Collection Date/Time",
+        "Collection Time",
+        "Specimen Collected",
+        "Draw Date",
+        "Date",
+        "Date/Time",
+    ),
+    "marker": ("Test", "Test Name", "Component", "Analyte", "Observation"),
+    "value": ("Result", "Value", "Result Value"),
+    "unit": ("Units", "Unit", "UOM"),
+    "reference_range": ("Reference Range", "Range", "Ref Range", "Reference Interval"),
+    "flag": ("Flag", "Abnormal Flag", "Abnormal"),
+    "loinc": ("LOINC", "LOINC Code", "Loinc Num"),
+}
+REQUIRED = ("collected_at", "marker", "value")
+
+_CENSORED = r"^(<=|>=|=<|=>|<|>|≤|≥)\s*(.*)$"
+_LOW_BOUND = (">", ">=", "=>", "≥")
+
+
+def parse(path: Path, source: SourceConfig) -> ParseResult:
+    """Read one lab-result CSV; see the module docstring."""
+    unknown = sorted(set(source.columns) - set(DEFAULT_HEADERS))
+    if unknown:
+        extra = (
+            " (the person column is set with person: {column: ...})"
+            if any(k in ("person", "person_id", "patient") for k in unknown)
+            else ""
+        )
+        raise AdapterError(
+            f"{path}: source {source.name!r} maps unknown key(s) {unknown} in 'columns'; "
+            f"known keys: {list(DEFAULT_HEADERS)}{extra}."
+        )
+    table = read_csv_table(path, source)
+
+    found: dict[str, int] = {}
+    for key, defaults in DEFAULT_HEADERS.items():
+        if key in source.columns:
+            found[key] = table.require(
+                [source.columns[key]],
+                f"Source {source.name!r} maps {key} to it (columns: in sources.yaml); fix the "
+                "name there or in the file.",
+            )
+        else:
+            index = table.find(defaults)
+            if index is None and key in REQUIRED:
+                table.require(
+                    defaults,
+                    f"Name the column holding {key} with 'columns: {{{key}: <header>}}' for "
+                    f"source {source.name!r} in sources.yaml.",
+                )
+            if index is not None:
+                found[key] = index
+    person, person_check = person_column_check(table)
+
+    def text(key: str) -> pl.Expr:
+        return pl.col(cell(found[key])) if key in found else pl.lit(None, dtype=pl.String)
+
+    def header(key: str) -> str:
+        return table.headers[found[key]] if key in found else key
+
+    # Dates
+    date_raw = text("collected_at")
+    formats = [f for f in (source.datetime_format, source.date_format) if f]
+    collected = parse_datetime(date_raw, formats)
+
+    # Results: an optional comparator, then a number in the source's decimal convention.
+    value_raw = text("value")
+    parts = value_raw.str.extract_groups(_CENSORED)
+    comparator = parts.struct.field("1")
+    number_text = pl.coalesce(parts.struct.field("2"), value_raw)
+    value, _ = number(number_text, source.decimal)
+    censored = (
+        pl.when(comparator.is_in(_LOW_BOUND))
+        .then(pl.lit(">"))
+        .when(comparator.is_not_null())
+        .then(pl.lit("<"))
+    )
+
+    checks: list[Check] = [extra_fields_check(table)]
+    if person_check is not None:
+        checks.append(person_check)
+    checks += [
+        Check(
+            date_raw.is_null(),
+            header("collected_at"),
+            pl.lit(f"collection date ({header('collected_at')}) is blank"),
+        ),
+        Check(
+            collected.is_null(),
+            header("collected_at"),
+            date_reason(date_raw, "date", source.date_format, source.datetime_format),
+        ),
+        Check(value_raw.is_null(), header("value"), pl.lit("result is blank")),
+        Check(
+            value.is_null(),
+            header("value"),
+            not_a_number_reason(value_raw, source.decimal, prefix="no numeric result"),
+        ),
+    ]
+    good, rejects = split_rejects(table.frame, checks)
+
+    low, high = _reference_range(text("reference_range"), source.decimal)
+    rows = good.select(
+        person.alias("person_id"),
+        collected.alias("collected_at"),
+        text("marker").alias("test_name_raw"),
+        text("loinc").alias("loinc"),
+        value.alias("value"),
+        censored.alias("censored"),
+        value_raw.alias("value_raw"),
+        text("unit").alias("unit_raw"),
+        low.alias("ref_low"),
+        high.alias("ref_high"),
+        text("flag").alias("flag"),
+        pl.col(LINE).alias("line"),
+        pl.col(RAW).alias("raw"),
+    )
+    try:
+        loaded, unmapped = normalise_lab_rows(
+            rows,
+            {
+                "test_name_raw": header("marker"),
+                "value": header("value"),
+                "unit_raw": header("unit"),
+            },
+        )
+    except LabTableError as exc:
+        raise AdapterError(f"{path}: cannot map lab results: {exc}") from exc
+    all_rejects = pl.concat([conform(rejects, REJECT_SCHEMA), unmapped], how="vertical").sort(
+        "line", maintain_order=True
+    )
+    return ParseResult(
+        rows=conform(loaded, LAB_RESULT_SCHEMA),
+        rejects=all_rejects,
+        rows_read=table.rows_read,
+    )
+
+
+def _reference_range(expr: pl.Expr, decimal: str) -> tuple[pl.Expr, pl.Expr]:
+    """(low, high) from "0.0-3.0", "<3.0", "<=3.0", ">=40" or ">40"; null where not given.
+
+    A reference range is context, not a result: one that cannot be read leaves the limits null
+    rather than rejecting the row. Trailing text such as a unit is ignored.
+    """
+    num = r"([+-]?\d[\d.,]*|[.,]\d+)"
+    dash = r"\s*(?:-|–|—|to)\s*"
+    between = expr.str.extract_groups(rf"^\s*{num}{dash}{num}")
+    below = expr.str.extract(rf"^\s*(?:<=?|=<|≤)\s*{num}", 1)
+    above = expr.str.extract(rf"^\s*(?:>=?|=>|≥)\s*{num}", 1)
+    low_text = pl.coalesce(between.struct.field("1"), above)
+    high_text = pl.coalesce(between.struct.field("2"), below)
+    low, _ = number(low_text, decimal)
+    high, _ = number(high_text, decimal)
+    return low, high

@@ -1,0 +1,1 @@
+"""Transforms: pure Polars functions from canonical rows to derived tables."""

@@ -1,0 +1,315 @@
+"""Lab results: map test names and LOINC codes to canonical markers, convert to canonical units.
+
+Both mappings are data, not code, so a lab's new spelling or unit is a one-line change:
+- `pipelines/data/markers.csv` (marker, loinc, pattern, canonical_unit, note). A row with a `loinc`
+  maps that code to the marker. A row with a `pattern` maps test names that match it completely
+  (a regular expression, case-insensitive, on the name with spaces collapsed and a trailing
+  specimen such as ", Serum" or "(stool)" removed); first matching row wins, and its `loinc`, if
+  any, is filled in when the file gave none (so plain and high-sensitivity CRP stay apart).
+- `pipelines/data/units.csv` (marker, unit, factor, note): `unit` normalised (lower case, no
+  spaces, `µ` and `mcg` as `u`/`ug`), `factor` multiplies a value into the marker's canonical unit.
+  A unit that is not listed for the marker rejects the row: converting on a guess would silently
+  scale results by 10 or 1000. A blank unit is accepted only where the table lists a blank unit.
+
+Any adapter producing lab rows (CSV, FHIR, Synthea, ...) calls `normalise_lab_rows`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import polars as pl
+
+from pipelines.schema import LAB_RESULT_SCHEMA, REJECT_SCHEMA, conform
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+MARKERS_TABLE = DATA_DIR / "markers.csv"
+UNITS_TABLE = DATA_DIR / "units.csv"
+
+# Specimen words labs append to test names; removed before matching so that "Ferritin, Serum" and
+# "Calprotectin (stool)" need no patterns of their own. A separator is required, so "hs-crp" keeps
+# its letters.
+_SPECIMEN_SUFFIX = (
+    r"(?:\s*[,;]\s*|\s+|\s*\()(?:serum|plasma|serum/plasma|ser/plas|blood|whole blood|bld|"
+    r"stool|feces|faeces|s[eé]rum|sangre|sang)\)?$"
+)
+
+
+class LabTableError(ValueError):
+    """markers.csv or units.csv is malformed (a developer or user edit went wrong)."""
+
+
+@dataclass(frozen=True)
+class LabTables:
+    """The two data tables, checked and ready for joins."""
+
+    by_loinc: pl.DataFrame  # loinc, marker
+    patterns: tuple[tuple[str, str, str | None], ...]  # (regex, marker, loinc to fill in)
+    canonical_units: dict[str, str]  # marker -> canonical unit as shown to users
+    units: pl.DataFrame  # marker, unit_key, factor
+
+
+def unit_key(expr: pl.Expr) -> pl.Expr:
+    """A unit spelled the way units.csv spells it: lower case, no spaces, `µ`/`mcg` as u/ug."""
+    return (
+        expr.str.to_lowercase()
+        .str.replace_all(r"\s+", "")
+        .str.replace_all("µ", "u", literal=True)
+        .str.replace_all("μ", "u", literal=True)
+        .str.replace_all("mcg", "ug", literal=True)
+        .fill_null("")
+    )
+
+
+def test_name_key(expr: pl.Expr) -> pl.Expr:
+    """A test name the way markers.csv patterns see it (see the module docstring)."""
+    s = expr.str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
+    return s.str.replace(_SPECIMEN_SUFFIX, "").str.strip_chars()
+
+
+@cache
+def lab_tables() -> LabTables:
+    """Load and check markers.csv and units.csv (once per process)."""
+    markers = _read_table(MARKERS_TABLE, ("marker", "loinc", "pattern", "canonical_unit"))
+    units = _read_table(UNITS_TABLE, ("marker", "unit", "factor"))
+
+    canonical: dict[str, str] = {}
+    loinc_map: dict[str, str] = {}
+    patterns: list[tuple[str, str, str | None]] = []
+    for line, row in enumerate(markers.iter_rows(named=True), start=2):
+        where = f"{MARKERS_TABLE}, line {line}"
+        marker = (row["marker"] or "").strip()
+        loinc = (row["loinc"] or "").strip() or None
+        pattern = (row["pattern"] or "").strip() or None
+        unit = (row["canonical_unit"] or "").strip()
+        if not marker or not unit or (loinc is None and pattern is None):
+            raise LabTableError(f"{where}: needs marker, canonical_unit and a loinc or a pattern")
+        if canonical.setdefault(marker, unit) != unit:
+            raise LabTableError(
+                f"{where}: canonical_unit {unit!r} differs from {canonical[marker]!r} given "
+                f"earlier for {marker}"
+            )
+        if loinc is not None and loinc_map.setdefault(loinc, marker) != marker:
+            raise LabTableError(f"{where}: LOINC {loinc} is already mapped to {loinc_map[loinc]}")
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+                pl.Series([""]).str.contains(pattern)
+            except (re.error, pl.exceptions.PolarsError) as exc:
+                raise LabTableError(
+                    f"{where}: pattern {pattern!r} is not a valid regex: {exc}"
+                ) from exc
+            patterns.append((pattern, marker, loinc))
+
+    unit_rows: list[tuple[str, str, float]] = []
+    seen: set[tuple[str, str]] = set()
+    for line, row in enumerate(units.iter_rows(named=True), start=2):
+        where = f"{UNITS_TABLE}, line {line}"
+        marker = (row["marker"] or "").strip()
+        if marker not in canonical:
+            raise LabTableError(f"{where}: marker {marker!r} is not in markers.csv")
+        key = pl.select(unit_key(pl.lit(row["unit"] or "", dtype=pl.String))).item()
+        try:
+            factor = float(row["factor"])
+        except (TypeError, ValueError):
+            raise LabTableError(f"{where}: factor {row['factor']!r} is not a number") from None
+        if not factor > 0:
+            raise LabTableError(f"{where}: factor must be positive")
+        if (marker, key) in seen:
+            raise LabTableError(f"{where}: unit {key!r} is listed twice for {marker}")
+        seen.add((marker, key))
+        unit_rows.append((marker, key, factor))
+
+    return LabTables(
+        by_loinc=pl.DataFrame(
+            {"__loinc": list(loinc_map), "__marker_loinc": list(loinc_map.values())},
+            schema={"__loinc": pl.String, "__marker_loinc": pl.String},
+        ),
+        patterns=tuple(patterns),
+        canonical_units=canonical,
+        units=pl.DataFrame(
+            unit_rows,
+            schema={"__marker": pl.String, "__unit_key": pl.String, "__factor": pl.Float64},
+            orient="row",
+        ),
+    )
+
+
+def _read_table(path: Path, required: tuple[str, ...]) -> pl.DataFrame:
+    try:
+        table = pl.read_csv(path, infer_schema=False)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise LabTableError(f"{path}: cannot be read: {exc}") from exc
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise LabTableError(f"{path}: missing column(s) {missing}")
+    return table
+
+
+def normalise_lab_rows(
+    df: pl.DataFrame, columns: Mapping[str, str] | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Map markers and convert units; return (rows in LAB_RESULT_SCHEMA, rejects in REJECT_SCHEMA).
+
+    `df` needs `test_name_raw`, `value` (Float64, null when there was no numeric result) and
+    `line`; it may have `loinc`, `unit_raw`, `censored`, `ref_low`, `ref_high`, `value_raw`, the
+    other LAB_RESULT_SCHEMA columns (passed through), `marker` (a canonical marker already known to
+    the adapter, trusted when it is one of markers.csv) and `raw` (the row's text for rejects;
+    otherwise the offending cell is kept). `columns` maps `test_name_raw`, `value` and `unit_raw`
+    to the file's header names so rejects name the column the user sees.
+
+    Censored values are bounds and are converted like values; so are reference limits.
+    """
+    tables = lab_tables()
+    names = {"test_name_raw": "test_name_raw", "value": "value", "unit_raw": "unit_raw"}
+    names.update(columns or {})
+    optional: dict[str, pl.DataType | type[pl.DataType]] = {
+        "loinc": pl.String,
+        "unit_raw": pl.String,
+        "censored": pl.String,
+        "ref_low": pl.Float64,
+        "ref_high": pl.Float64,
+        "value_raw": pl.String,
+        "marker": pl.String,
+    }
+    missing = [c for c in ("test_name_raw", "value", "line") if c not in df.columns]
+    if missing:
+        raise ValueError(f"normalise_lab_rows: input lacks column(s) {missing}")
+    # Cast what the function reads, so an all-null column from a caller (dtype Null) still works.
+    types = {**optional, "test_name_raw": pl.String, "value": pl.Float64, "line": pl.Int64}
+    work = df.with_columns(
+        [pl.lit(None, dtype=t).alias(c) for c, t in optional.items() if c not in df.columns]
+    ).with_columns([pl.col(c).cast(t) for c, t in types.items()])
+    work = work.with_columns(
+        pl.int_range(pl.len()).alias("__row"),
+        pl.col("loinc").str.strip_chars().replace("", None).alias("__loinc"),
+        test_name_key(pl.col("test_name_raw")).replace("", None).alias("__name"),
+    )
+
+    # Patterns run on the distinct names only: a file has thousands of rows but a few dozen tests.
+    distinct = work.select("__name").unique().drop_nulls()
+    by_name_marker: pl.Expr = pl.lit(None, dtype=pl.String)
+    by_name_loinc: pl.Expr = pl.lit(None, dtype=pl.String)
+    for pattern, marker, loinc in reversed(tables.patterns):
+        hit = pl.col("__name").str.contains(f"^(?:{pattern})$")
+        by_name_marker = pl.when(hit).then(pl.lit(marker)).otherwise(by_name_marker)
+        by_name_loinc = pl.when(hit).then(pl.lit(loinc, dtype=pl.String)).otherwise(by_name_loinc)
+    name_map = distinct.with_columns(
+        by_name_marker.alias("__marker_name"), by_name_loinc.alias("__loinc_name")
+    )
+
+    known = list(tables.canonical_units)
+    work = (
+        work.join(tables.by_loinc, on="__loinc", how="left")
+        .join(name_map, on="__name", how="left")
+        .with_columns(
+            pl.coalesce(
+                pl.when(pl.col("marker").is_in(known)).then(pl.col("marker")),
+                pl.col("__marker_loinc"),
+                pl.col("__marker_name"),
+            ).alias("__marker"),
+            pl.coalesce(pl.col("__loinc"), pl.col("__loinc_name")).alias("__loinc_out"),
+            unit_key(pl.col("unit_raw").str.strip_chars()).alias("__unit_key"),
+        )
+        .join(tables.units, on=["__marker", "__unit_key"], how="left")
+        .sort("__row")
+    )
+
+    known_units = (
+        tables.units.filter(pl.col("__unit_key") != "")
+        .group_by("__marker")
+        .agg(pl.col("__unit_key").sort().str.join(", ").alias("__known_units"))
+    )
+    work = work.join(known_units, on="__marker", how="left").sort("__row")
+
+    has_raw = "raw" in df.columns
+
+    def raw(cell: str) -> pl.Expr:
+        return pl.col("raw") if has_raw else pl.col(cell).cast(pl.String)
+
+    test = pl.col("test_name_raw").str.strip_chars()
+    unit_raw = pl.col("unit_raw").str.strip_chars()
+    loinc_note = pl.when(pl.col("__loinc").is_not_null()).then(
+        pl.format(" (LOINC {})", pl.col("__loinc"))
+    )
+    checks: list[tuple[pl.Expr, str, pl.Expr, pl.Expr]] = [
+        (
+            pl.col("__marker").is_null() & pl.col("__name").is_null(),
+            names["test_name_raw"],
+            pl.lit("test name is blank"),
+            raw("test_name_raw"),
+        ),
+        (
+            pl.col("__marker").is_null(),
+            names["test_name_raw"],
+            pl.format(
+                "test '{}'{} is not a known inflammation marker; add it to markers.csv to load it",
+                test,
+                loinc_note.fill_null(""),
+            ),
+            raw("test_name_raw"),
+        ),
+        (
+            pl.col("value").is_null(),
+            names["value"],
+            pl.format("no numeric result: '{}'", pl.col("value_raw").fill_null("")),
+            raw("value_raw"),
+        ),
+        (
+            pl.col("__factor").is_null() & (pl.col("__unit_key") == ""),
+            names["unit_raw"],
+            pl.format(
+                "unit is blank; {} results need a unit (known: {}), because a guess could be "
+                "off by a factor of 10 or more",
+                pl.col("__marker"),
+                pl.col("__known_units"),
+            ),
+            raw("unit_raw"),
+        ),
+        (
+            pl.col("__factor").is_null(),
+            names["unit_raw"],
+            pl.format(
+                "unit '{}' is not a known unit for {} (known: {}); add it to units.csv",
+                unit_raw,
+                pl.col("__marker"),
+                pl.col("__known_units"),
+            ),
+            raw("unit_raw"),
+        ),
+    ]
+    first = pl.coalesce(
+        [pl.when(failed.fill_null(False)).then(pl.lit(i)) for i, (failed, *_) in enumerate(checks)]
+    )
+    work = work.with_columns(first.alias("__first"))
+    index = pl.col("__first")
+    column: pl.Expr = pl.lit(None, dtype=pl.String)
+    reason: pl.Expr = pl.lit(None, dtype=pl.String)
+    raw_text: pl.Expr = pl.lit(None, dtype=pl.String)
+    for i, (_, col, why, text) in reversed(list(enumerate(checks))):
+        column = pl.when(index == i).then(pl.lit(col)).otherwise(column)
+        reason = pl.when(index == i).then(why).otherwise(reason)
+        raw_text = pl.when(index == i).then(text).otherwise(raw_text)
+
+    rejects = work.filter(pl.col("__first").is_not_null()).select(
+        pl.col("line").cast(pl.Int64),
+        column.alias("column"),
+        reason.fill_null("invalid result").alias("reason"),
+        raw_text.alias("raw"),
+    )
+    factor = pl.col("__factor")
+    rows = work.filter(pl.col("__first").is_null()).with_columns(
+        pl.col("__marker").alias("marker"),
+        pl.col("__loinc_out").alias("loinc"),
+        (pl.col("value") * factor).alias("value"),
+        pl.col("__marker")
+        .replace_strict(tables.canonical_units, default=None, return_dtype=pl.String)
+        .alias("unit"),
+        (pl.col("ref_low") * factor).alias("ref_low"),
+        (pl.col("ref_high") * factor).alias("ref_high"),
+    )
+    return conform(rows, LAB_RESULT_SCHEMA), conform(rejects, REJECT_SCHEMA)
