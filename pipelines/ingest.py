@@ -90,10 +90,11 @@ def ingest_source(source: SourceConfig, raw_dir: Path) -> SourceIngest:
     for order, path in enumerate(files):
         sha = sha256_of(path)
         file_id = hashlib.sha256(f"{source.name}\0{sha}".encode()).hexdigest()[:16]
-        record = {
+        rel_path = str(path.relative_to(raw_dir))
+        record: dict[str, object] = {
             "file_id": file_id,
             "source": source.name,
-            "path": str(path.relative_to(raw_dir)),
+            "path": rel_path,
             "sha256": sha,
             "size_bytes": path.stat().st_size,
             "modified_at": datetime.fromtimestamp(path.stat().st_mtime, UTC).replace(tzinfo=None),
@@ -119,7 +120,7 @@ def ingest_source(source: SourceConfig, raw_dir: Path) -> SourceIngest:
             file_rows.append(record)
             continue
         record["rows_rejected"] = result.rejects.height
-        seen_sha[sha] = record["path"]
+        seen_sha[sha] = rel_path
         file_rows.append(record)
         frames.append(
             conform(result.rows, schema).with_columns(
@@ -131,7 +132,7 @@ def ingest_source(source: SourceConfig, raw_dir: Path) -> SourceIngest:
                 result.rejects.with_columns(
                     pl.lit(file_id).alias("file_id"),
                     pl.lit(source.name).alias("source"),
-                    pl.lit(record["path"]).alias("path"),
+                    pl.lit(rel_path).alias("path"),
                 )
             )
 

@@ -41,7 +41,9 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
             else pl.DataFrame()
         )
         daily = table("diet_daily")
-        window = f"{daily['day'].min()} to {daily['day'].max()}" if daily.height else "no diet data"
+        window = (
+            f"{daily['day'].min()!s} to {daily['day'].max()!s}" if daily.height else "no diet data"
+        )
         return DashboardInputs(
             persons=table("persons"),
             diet_daily=daily,

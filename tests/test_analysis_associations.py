@@ -1,0 +1,450 @@
+"""Associations: planted effects recovered, nulls stay null, 95% coverage, honest small n."""
+
+from __future__ import annotations
+
+import math
+from datetime import date, datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats
+from statsmodels.stats.multitest import fdrcorrection
+
+from pipelines.analysis.associations import (
+    RESULT_SCHEMA,
+    TAUTOLOGICAL,
+    _fixed_effects,
+    add_fdr_and_status,
+    bh_qvalues,
+    compute_associations,
+    cross_sectional,
+    fit_random_intercept,
+    per_person_ols,
+)
+from pipelines.analysis.draws import build_marker_draws
+from pipelines.analysis.windows import build_exposure_windows
+from pipelines.config import Settings
+from pipelines.schema import LAB_RESULT_SCHEMA, conform
+
+SETTINGS = Settings()
+NOISE_SD = 0.385  # within-person SD of ln CRP (science.md 3.1: ~0.41 including analytical error)
+T0 = datetime(2024, 1, 1, 8)
+NULLS = list("CDEFGH")
+PLANTED = {"A": math.log(0.80), "B": math.log(1.15)}  # -20% and +15% per unit
+
+
+def simulate_cohort(
+    seed: int, n_persons: int = 5, n_draws: int = 20, effects: dict[str, float] = PLANTED
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Draws and complete 7-day windows for features A..H with planted within-person effects."""
+    rng = np.random.default_rng(seed)
+    feats = ["A", "B", *NULLS]
+    draws, windows = [], []
+    for p in range(n_persons):
+        level = rng.normal(0.7, 0.6)  # persons differ in their chronic CRP level
+        means = {f: rng.normal(3.0, 1.0) for f in feats}  # ... and in their usual diet
+        for k in range(n_draws):
+            at = T0 + timedelta(days=21 * k)
+            x = {f: means[f] + rng.normal(0.0, 1.0) for f in feats}
+            y = level + sum(effects.get(f, 0.0) * x[f] for f in feats) + rng.normal(0, NOISE_SD)
+            draws.append(
+                {"person_id": f"p{p}", "marker": "crp", "collected_at": at, "log_value": y}
+            )
+            windows += [
+                {
+                    "person_id": f"p{p}",
+                    "marker": "crp",
+                    "collected_at": at,
+                    "window_days": 7,
+                    "feature": f,
+                    "value": x[f],
+                    "days_logged": 7,
+                    "days_in_window": 7,
+                    "complete": True,
+                }
+                for f in feats
+            ]
+    draws_df = pl.DataFrame(draws).with_columns(
+        pl.lit(None, dtype=pl.String).alias("excluded_reason")
+    )
+    return draws_df, pl.DataFrame(windows)
+
+
+def cohort_row(res: pl.DataFrame, feature: str) -> dict:
+    return res.filter((pl.col("scope") == "cohort") & (pl.col("feature") == feature)).row(
+        0, named=True
+    )
+
+
+def test_result_columns() -> None:
+    draws, windows = simulate_cohort(0)
+    res = compute_associations(draws, windows, None, SETTINGS)
+    assert res.columns == list(RESULT_SCHEMA)
+    assert res.filter(pl.col("scope") == "person").height == 5 * 8
+    assert res.filter(pl.col("scope") == "cohort").height == 8
+    person = res.filter(pl.col("scope") == "person").row(0, named=True)
+    assert person["family"] == f"crp|person:{person['person_id']}"
+    assert cohort_row(res, "A")["family"] == "crp|cohort"
+    assert cohort_row(res, "A")["person_id"] is None
+
+
+def test_cohort_recovers_planted_effects_and_keeps_nulls_null() -> None:
+    # 5 persons x 20 draws. Each single-feature model leaves the other planted effect in the noise,
+    # so the power for +15% is only about 75%: check it over 10 datasets rather than trust one.
+    a_effects, b_significant, significant_nulls = [], 0, 0
+    for seed in range(10):
+        draws, windows = simulate_cohort(seed)
+        res = compute_associations(draws, windows, None, SETTINGS)
+        a, b = cohort_row(res, "A"), cohort_row(res, "B")
+        assert a["method"] == "mixedlm_within" and a["n"] == 100 and a["n_persons"] == 5
+        assert a["status"] == "significant" and a["ci_high_pct"] < 0
+        assert a["ci_low_pct"] < a["effect_pct"] < a["ci_high_pct"]
+        assert "between persons" in a["note"]
+        assert b["effect_pct"] > 0
+        a_effects.append(a["effect_pct"])
+        b_significant += b["status"] == "significant"
+        significant_nulls += sum(cohort_row(res, f)["status"] == "significant" for f in NULLS)
+    assert float(np.mean(a_effects)) == pytest.approx(-20.0, abs=4.0)
+    assert b_significant >= 6
+    # 60 null tests at FDR 5%: a stray false positive is possible, a pattern is not.
+    assert significant_nulls <= 3
+
+
+def test_per_person_ci_covers_true_effect_about_95_percent() -> None:
+    # 200 simulated single-person datasets of 20 draws, fitted in one vectorised call.
+    rng = np.random.default_rng(2024)
+    n_sets, n = 200, 20
+    beta = math.log(0.8)
+    x = rng.normal(3.0, 1.0, (n_sets, n))
+    y = 0.5 + beta * x + rng.normal(0, NOISE_SD, (n_sets, n))
+    data = pl.DataFrame(
+        {
+            "person_id": np.repeat([f"s{i:03d}" for i in range(n_sets)], n),
+            "marker": "crp",
+            "feature": "A",
+            "window_days": 7,
+            "x": x.ravel(),
+            "y": y.ravel(),
+            "use": True,
+        }
+    )
+    res = per_person_ols(data, SETTINGS)
+    assert res.height == n_sets
+    covered = ((res["ci_low_pct"] <= -20.0) & (res["ci_high_pct"] >= -20.0)).mean()
+    assert 0.90 <= covered <= 0.99
+    # The closed form equals a textbook OLS fit.
+    first = data.filter(pl.col("person_id") == "s000")
+    lr = stats.linregress(first["x"].to_numpy(), first["y"].to_numpy())
+    row = res.filter(pl.col("person_id") == "s000").row(0, named=True)
+    assert row["beta"] == pytest.approx(lr.slope)
+    assert row["se"] == pytest.approx(lr.stderr)
+    assert row["p"] == pytest.approx(lr.pvalue)
+    assert row["effect_pct"] == pytest.approx(100 * math.expm1(lr.slope))
+
+
+def test_bh_q_values_match_hand_computation() -> None:
+    p = np.array([0.01, 0.04, 0.03, 0.005, np.nan])
+    # sorted 0.005, 0.01, 0.03, 0.04 with m = 4 -> 0.02, 0.02, 0.04, 0.04
+    q = bh_qvalues(p)
+    np.testing.assert_allclose(q[:4], [0.02, 0.04, 0.04, 0.02])
+    assert np.isnan(q[4])
+    # Step-up: a larger p can pull a smaller one's q down (0.04 -> min(0.04, 0.03)).
+    np.testing.assert_allclose(bh_qvalues(np.array([0.02, 0.03])), [0.03, 0.03])
+    rand = np.random.default_rng(1).uniform(0, 0.2, 40)
+    np.testing.assert_allclose(bh_qvalues(rand), fdrcorrection(rand)[1])
+
+
+def results_frame(rows: list[dict]) -> pl.DataFrame:
+    base = {c: None for c in RESULT_SCHEMA}
+    return pl.DataFrame([base | r for r in rows], schema=RESULT_SCHEMA)
+
+
+def test_fdr_is_per_family_and_status_rules() -> None:
+    res = add_fdr_and_status(
+        results_frame(
+            [
+                {
+                    "family": "f1",
+                    "p": 0.01,
+                    "ci_low_pct": -30.0,
+                    "ci_high_pct": -5.0,
+                    "sd_feature": 1.0,
+                },
+                {
+                    "family": "f1",
+                    "p": 0.04,
+                    "ci_low_pct": -5.0,
+                    "ci_high_pct": 5.0,
+                    "sd_feature": 1.0,
+                },
+                {
+                    "family": "f2",
+                    "p": 0.04,
+                    "ci_low_pct": -1.0,
+                    "ci_high_pct": 30.0,
+                    "sd_feature": 1.0,
+                },
+                {
+                    "family": "f2",
+                    "p": 0.5,
+                    "ci_low_pct": -35.0,
+                    "ci_high_pct": 45.0,
+                    "sd_feature": 1.0,
+                },
+                # Per unit narrow, but per SD (10 units) wide: inconclusive.
+                {
+                    "family": "f2",
+                    "p": 0.6,
+                    "ci_low_pct": -3.0,
+                    "ci_high_pct": 3.0,
+                    "sd_feature": 10.0,
+                },
+                {"family": "f2", "p": None, "note": "too few"},
+            ]
+        ),
+        SETTINGS,
+    )
+    assert res["q"].to_list()[:2] == pytest.approx([0.02, 0.04])
+    assert res["q"].to_list()[2:5] == pytest.approx([0.12, 0.6, 0.6])
+    assert res["q"][5] is None
+    assert res["status"].to_list() == [
+        "significant",
+        "significant",
+        "not_significant",
+        "inconclusive",
+        "inconclusive",
+        "insufficient_data",
+    ]
+
+
+def test_insufficient_data_below_minimum_n_and_without_variation() -> None:
+    draws, windows = simulate_cohort(1, n_persons=1, n_draws=5)
+    res = compute_associations(draws, windows, None, SETTINGS)
+    assert res.filter(pl.col("scope") == "cohort").height == 0  # one person: no cohort rows
+    assert set(res["status"]) == {"insufficient_data"}
+    row = res.row(0, named=True)
+    assert row["effect_pct"] is None and row["p"] is None and row["q"] is None
+    assert row["n"] == 5 and "5 complete windows" in row["note"] and "8 needed" in row["note"]
+
+    # Enough draws but a feature that never changes.
+    draws, windows = simulate_cohort(1, n_persons=1, n_draws=12)
+    windows = windows.with_columns(
+        pl.when(pl.col("feature") == "C").then(2.0).otherwise(pl.col("value")).alias("value")
+    )
+    res = compute_associations(draws, windows, None, SETTINGS)
+    c = res.filter(pl.col("feature") == "C").row(0, named=True)
+    assert c["status"] == "insufficient_data" and "did not vary" in c["note"]
+    assert res.filter(pl.col("feature") == "A")["p"][0] is not None
+
+    # Incomplete windows do not count toward n.
+    draws, windows = simulate_cohort(1, n_persons=3, n_draws=10)
+    windows = windows.with_columns(
+        (pl.col("collected_at") < T0 + timedelta(days=21 * 3)).alias("complete")
+    )
+    res = compute_associations(draws, windows, None, SETTINGS)
+    person = res.filter(pl.col("scope") == "person")
+    assert set(person["n"]) == {3} and set(person["status"]) == {"insufficient_data"}
+    cohort = res.filter(pl.col("scope") == "cohort").row(0, named=True)
+    assert (
+        cohort["n"] == 9
+        and cohort["status"] == "insufficient_data"
+        and "20 needed" in cohort["note"]
+    )
+
+
+def test_mixed_model_matches_statsmodels_and_fixed_effects() -> None:
+    draws, windows = simulate_cohort(4)
+    ours = compute_associations(draws, windows, None, SETTINGS).filter(pl.col("scope") == "cohort")
+    theirs = compute_associations(draws, windows, None, SETTINGS, engine="statsmodels").filter(
+        pl.col("scope") == "cohort"
+    )
+    np.testing.assert_allclose(ours["beta"].to_numpy(), theirs["beta"].to_numpy(), rtol=1e-6)
+    np.testing.assert_allclose(ours["se"].to_numpy(), theirs["se"].to_numpy(), rtol=1e-3)
+
+    # The REML fit itself: within coefficient equals the fixed-effects (within) estimator, and the
+    # variance parts agree with statsmodels.
+    import statsmodels.api as sm
+
+    rng = np.random.default_rng(9)
+    g = np.repeat(np.arange(30), 6)
+    x = rng.normal(size=g.size) + rng.normal(size=30)[g]
+    xb = (np.bincount(g, x) / np.bincount(g))[g]
+    y = 1 + 0.5 * rng.normal(size=30)[g] - 0.2 * (x - xb) + 0.1 * xb + rng.normal(0, 0.4, g.size)
+    X = np.column_stack([x - xb, np.ones_like(x), xb])
+    fit = fit_random_intercept(y, X, g)
+    fe_beta, _, _ = _fixed_effects(y, (x - xb)[:, None], g)
+    assert fit.params[0] == pytest.approx(fe_beta[0])
+    sm_fit = sm.MixedLM(y, X, groups=g).fit(reml=True)
+    np.testing.assert_allclose(fit.params, sm_fit.fe_params, rtol=1e-5)
+    assert fit.sigma2 == pytest.approx(sm_fit.scale, rel=1e-4)
+    assert fit.tau2 == pytest.approx(float(np.asarray(sm_fit.cov_re)[0, 0]), rel=1e-3)
+
+
+def test_energy_adjustment_skips_tautological_pairs() -> None:
+    assert ("ultra_processed_energy_pct", "energy_kcal") in TAUTOLOGICAL
+    assert ("fiber_g", "carbs_g") in TAUTOLOGICAL
+    draws, windows = simulate_cohort(5)
+    renamed = windows.with_columns(
+        pl.col("feature").replace(
+            {"C": "energy_kcal", "D": "ultra_processed_energy_pct", "E": "fiber_g"}
+        )
+    ).with_columns(
+        pl.when(pl.col("feature") == "energy_kcal")
+        .then(pl.col("value") * 500)
+        .otherwise(pl.col("value"))
+        .alias("value")
+    )
+    res = compute_associations(draws, renamed, None, SETTINGS)
+    assert "energy" in cohort_row(res, "fiber_g")["note"]
+    assert "energy" not in cohort_row(res, "energy_kcal")["note"]
+    assert "energy" not in cohort_row(res, "ultra_processed_energy_pct")["note"]
+    # Within-person energy is independent of A here, so adjusting leaves A's estimate nearly alone.
+    plain = compute_associations(draws, renamed, None, SETTINGS, energy_adjust=False)
+    assert cohort_row(res, "A")["effect_pct"] == pytest.approx(
+        cohort_row(plain, "A")["effect_pct"], abs=3
+    )
+
+
+def lab_frame(person: str, days: list[int], values: list[float]) -> pl.DataFrame:
+    return conform(
+        pl.DataFrame(
+            {
+                "person_id": person,
+                "collected_at": [T0 + timedelta(days=d) for d in days],
+                "marker": "crp",
+                "value": values,
+            }
+        ),
+        LAB_RESULT_SCHEMA,
+    )
+
+
+def test_leaving_acute_spikes_in_biases_the_estimate() -> None:
+    # No true effect of fibre. The person is ill (CRP 30-60 mg/L) exactly when they ate little
+    # fibre, as people do when unwell. With acute draws excluded, the estimate is compatible with
+    # zero; left in, they fake a strong protective effect.
+    rng = np.random.default_rng(8)
+    n_days = 620
+    fiber = rng.normal(22.0, 6.0, n_days)
+    diet = pl.DataFrame(
+        {
+            "person_id": "a",
+            "day": [date(2024, 1, 1) + timedelta(days=k) for k in range(n_days)],
+            "logged": True,
+            "fiber_g": fiber,
+        }
+    )
+    draw_days = list(range(14, n_days, 21))
+    week_mean = np.array([fiber[d - 7 : d].mean() for d in draw_days])
+    crp = np.exp(math.log(2.0) + rng.normal(0, NOISE_SD, len(draw_days)))
+    ill = np.argsort(week_mean)[:5]
+    crp[ill] = rng.uniform(30, 60, ill.size)
+    settings = Settings(windows=(7,))
+    draws = build_marker_draws(lab_frame("a", draw_days, crp.tolist()), settings)
+    assert draws.filter(pl.col("acute")).height == 5
+
+    def fibre_effect(d: pl.DataFrame) -> dict:
+        windows = build_exposure_windows(diet, d, settings, features=["fiber_g"])
+        res = compute_associations(d, windows, None, settings)
+        return res.filter(pl.col("scope") == "person").row(0, named=True)
+
+    clean = fibre_effect(draws)
+    naive = fibre_effect(
+        draws.with_columns(
+            pl.when(pl.col("acute"))
+            .then(None)
+            .otherwise(pl.col("excluded_reason"))
+            .alias("excluded_reason")
+        )
+    )
+    assert naive["n"] == clean["n"] + 5
+    assert clean["ci_low_pct"] < 0 < clean["ci_high_pct"]
+    assert naive["ci_high_pct"] < 0 and naive["status"] == "significant"
+    assert naive["effect_pct"] < clean["effect_pct"] - 5
+
+
+def test_cross_sectional_between_person_model_with_covariates() -> None:
+    # One draw per person; age raises CRP and lowers fibre, so without adjustment fibre looks
+    # more protective than it is.
+    rng = np.random.default_rng(12)
+    n = 600
+    age = rng.uniform(20, 80, n)
+    sex = rng.choice(["male", "female"], n)
+    fiber = 25 - 0.15 * (age - 50) + rng.normal(0, 5, n)
+    beta = math.log(0.97)  # -3% per g/day
+    log_crp = (
+        0.2 + 0.02 * (age - 50) + 0.3 * (sex == "female") + beta * fiber + rng.normal(0, 0.8, n)
+    )
+    ids = [f"n{i}" for i in range(n)]
+    draws = pl.DataFrame({"person_id": ids, "marker": "crp", "value": np.exp(log_crp)})
+    features = pl.DataFrame({"person_id": ids, "fiber_g": fiber, "noise": rng.normal(size=n)})
+    persons = pl.DataFrame({"person_id": ids, "sex": sex, "age": age})
+    res = cross_sectional(draws, features, persons, SETTINGS)
+    fib = res.filter(pl.col("feature") == "fiber_g").row(0, named=True)
+    assert (
+        fib["method"] == "ols_between" and fib["scope"] == "cohort" and fib["window_days"] is None
+    )
+    assert fib["n"] == n and "age" in fib["note"] and "sex" in fib["note"]
+    assert fib["ci_low_pct"] < -3.0 < fib["ci_high_pct"]
+    assert fib["status"] == "significant"
+    assert res.filter(pl.col("feature") == "noise")["status"][0] != "significant"
+    crude = cross_sectional(draws, features, None, SETTINGS).filter(pl.col("feature") == "fiber_g")
+    assert crude["effect_pct"][0] < fib["effect_pct"] - 1.0
+    assert crude["note"][0] == "between persons (one draw each)"
+
+    # compute_associations uses the same between-person model when nobody has repeated draws.
+    at = [T0 + timedelta(days=int(d)) for d in rng.integers(0, 300, n)]
+    draws_t = draws.with_columns(
+        pl.Series("collected_at", at),
+        pl.col("value").log().alias("log_value"),
+        pl.lit(None, dtype=pl.String).alias("excluded_reason"),
+    )
+    windows = pl.DataFrame(
+        {
+            "person_id": ids,
+            "marker": "crp",
+            "collected_at": at,
+            "window_days": 28,
+            "feature": "fiber_g",
+            "value": fiber,
+            "complete": True,
+        }
+    )
+    res2 = compute_associations(draws_t, windows, persons, SETTINGS)
+    row = res2.filter(pl.col("scope") == "cohort").row(0, named=True)
+    assert row["method"] == "ols_between"
+    assert row["effect_pct"] == pytest.approx(fib["effect_pct"])
+
+
+def test_fixed_effects_fallback_gives_the_same_within_estimate() -> None:
+    # Age equal to each person's mean of A makes the between part singular: the mixed model cannot
+    # be fitted, person fixed effects take over, and the within estimate does not move.
+    draws, windows = simulate_cohort(6, n_persons=12, n_draws=10)
+    means = (
+        windows.filter(pl.col("feature") == "A").group_by("person_id").agg(pl.col("value").mean())
+    )
+    persons = means.select("person_id", pl.col("value").alias("age"), pl.lit("f").alias("sex"))
+    fallback = cohort_row(compute_associations(draws, windows, persons, SETTINGS), "A")
+    mixed = cohort_row(compute_associations(draws, windows, None, SETTINGS), "A")
+    assert fallback["method"] == "ols_fixed_effects"
+    assert "fixed effects" in fallback["note"]
+    assert mixed["method"] == "mixedlm_within"
+    assert fallback["effect_pct"] == pytest.approx(mixed["effect_pct"], rel=1e-6)
+    assert fallback["status"] == "significant"
+
+
+def test_fdr_frame_path_matches_vector_path() -> None:
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0, 0.1, 30)
+    fam = np.array(["x", "y", "z"])[rng.integers(0, 3, 30)]
+    res = add_fdr_and_status(
+        results_frame(
+            [{"family": f, "p": float(v), "sd_feature": 1.0} for f, v in zip(fam, p, strict=True)]
+        ),
+        SETTINGS,
+    )
+    for f in ("x", "y", "z"):
+        np.testing.assert_allclose(
+            res.filter(pl.col("family") == f)["q"].to_numpy(), bh_qvalues(p[fam == f])
+        )
