@@ -1,6 +1,5 @@
 """A Dagster logger that prints one line per step, for `gutsignal run` in a terminal."""
 
-
 import logging
 import sys
 import time

@@ -1,0 +1,848 @@
+"""Plotly figures for the dashboards, built from small Polars frames.
+
+Figures are plain Plotly JSON dicts rather than `go.Figure` objects: plotly.py validates every
+property assignment, which made a page cost ~50 ms and a 3,000-person cross-sectional cohort
+minutes. The structure is what `make_subplots` would produce; plotly.js applies the template.
+
+Each function returns a figure or None when there is nothing to draw, so pages can say "no data
+yet" instead of showing an empty axis. Values are rounded and diet is aggregated to weeks before
+plotting: the JSON inside the page is the page's size. User text reaching a figure goes through
+`pesc` because Plotly renders a subset of HTML in labels.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date, timedelta
+from typing import Any
+
+import plotly.io as pio
+import polars as pl
+
+from pipelines.reports.html import (
+    FONT_STACK,
+    feature_label,
+    feature_order,
+    fmt_pct,
+    fmt_q,
+    fmt_value,
+    is_num,
+    pesc,
+)
+from pipelines.schema import CATEGORIES
+
+Fig = dict[str, Any]
+
+_AXIS = {
+    "gridcolor": "#edf0f4",
+    "linecolor": "#b8c1cc",
+    "zeroline": False,
+    "showline": True,
+    "automargin": True,
+}
+
+# A tiny template instead of plotly's default: the default is ~6 kB of JSON per figure.
+TEMPLATE: dict[str, Any] = {
+    "layout": {
+        "font": {"family": FONT_STACK, "size": 13, "color": "#1f2933"},
+        "paper_bgcolor": "#ffffff",
+        "plot_bgcolor": "#ffffff",
+        "colorway": ["#2457a6", "#d9480f", "#0f766e", "#7048e8", "#c2255c", "#5c940d", "#e67700"],
+        "xaxis": _AXIS,
+        "yaxis": _AXIS,
+        "hoverlabel": {"align": "left"},
+        "title": {"x": 0.01, "xanchor": "left", "font": {"size": 16}},
+        "margin": {"l": 64, "r": 24, "t": 64, "b": 48},
+    }
+}
+
+# No "Edit in Chart Studio"/logo links, nothing that could phone home.
+CONFIG: dict[str, Any] = {
+    "displaylogo": False,
+    "responsive": True,
+    "modeBarButtonsToRemove": ["lasso2d", "select2d"],
+    "toImageButtonOptions": {"format": "png", "scale": 2},
+}
+
+BAND_FILL = {
+    "<1": "rgba(34,197,94,0.13)",
+    "1-3": "rgba(234,179,8,0.17)",
+    ">3": "rgba(239,68,68,0.12)",
+}
+
+# Diet lines drawn under the CRP timeline: (column, visible by default, on the fibre axis).
+HEADLINE_DIET = [
+    ("fermented_servings", True, False),
+    ("ultra_processed_servings", True, False),
+    ("fiber_g", True, True),
+]
+# Headline colours stay the same on every page and apart from the CRP blue.
+DIET_COLORS = {
+    "fermented_servings": "#0f766e",
+    "ultra_processed_servings": "#c2255c",
+    "fiber_g": "#e67700",
+}
+
+LOG_TICKS = [0.1, 0.3, 1, 3, 10, 30, 100, 300]
+
+
+def figure_html(fig: Fig, div_id: str) -> str:
+    """Embed a figure without plotly.js (pages load the shared plotly.min.js).
+
+    A fixed div id keeps re-runs on the same data byte-identical. Plotly's JSON encoder escapes
+    "</" (as \\u003c\\u002f) so text cannot close the surrounding <script> tag.
+    """
+    height = int(fig.get("layout", {}).get("height") or 450)
+    out: str = pio.to_html(
+        fig,
+        validate=False,
+        full_html=False,
+        include_plotlyjs=False,
+        config=CONFIG,
+        div_id=div_id,
+        default_width="100%",
+        default_height=f"{height}px",
+    )
+    return out
+
+
+def _r(x: object, digits: int = 3) -> float | None:
+    """Round to `digits` significant digits (values near zero keep 2 decimals)."""
+    if not is_num(x):
+        return None
+    v = float(x)
+    if v == 0:
+        return 0.0
+    return round(v, max(2, digits - 1 - math.floor(math.log10(abs(v)))))
+
+
+def _layout(title: str, height: int, **extra: Any) -> dict[str, Any]:
+    return {"template": TEMPLATE, "title": {"text": title}, "height": height, **extra}
+
+
+def _panel_title(text: str, x: float, y: float) -> dict[str, Any]:
+    """A subplot title as make_subplots draws it: centred just above the panel."""
+    return {
+        "text": text,
+        "x": x,
+        "y": y,
+        "xref": "paper",
+        "yref": "paper",
+        "xanchor": "center",
+        "yanchor": "bottom",
+        "showarrow": False,
+        "font": {"size": 14},
+    }
+
+
+def _hband(y0: float, y1: float, color: str, xname: str = "x", yname: str = "y") -> dict[str, Any]:
+    """A full-width band; shapes on log axes take data values (plotly converts them)."""
+    return {
+        "type": "rect",
+        "xref": f"{xname} domain",
+        "x0": 0,
+        "x1": 1,
+        "yref": yname,
+        "y0": y0,
+        "y1": y1,
+        "fillcolor": color,
+        "line": {"width": 0},
+        "layer": "below",
+    }
+
+
+def weekly_diet(diet: pl.DataFrame) -> pl.DataFrame:
+    """Mean per logged day, by Monday-starting week; weeks with nothing logged stay null (gaps).
+
+    Unlogged days are missing, not zero: averaging them in would fake a drop in intake.
+    """
+    value_cols = [
+        c
+        for c in diet.columns
+        if (c.endswith("_servings") or c == "fiber_g") and diet.schema[c].is_numeric()
+    ]
+    if diet.is_empty() or not value_cols:
+        return pl.DataFrame()
+    logged = diet.filter(pl.col("logged") & pl.col("day").is_not_null())
+    if logged.is_empty():
+        return pl.DataFrame()
+    weekly = (
+        logged.with_columns(week=pl.col("day").dt.truncate("1w"))
+        .group_by("week")
+        .agg([pl.col(c).mean().round(2) for c in value_cols] + [pl.len().alias("days_logged")])
+    )
+    start, end = weekly["week"].min(), weekly["week"].max()
+    if not isinstance(start, date) or not isinstance(end, date):
+        return pl.DataFrame()
+    all_weeks = pl.DataFrame({"week": pl.date_range(start, end, "1w", eager=True)})
+    return all_weeks.join(weekly, on="week", how="left").sort("week")
+
+
+def _diet_series(weekly: pl.DataFrame) -> list[tuple[str, bool, bool]]:
+    """Headline series always (when present), other categories with any intake as legend-only."""
+    present = [
+        c for c, _, _ in HEADLINE_DIET if c in weekly.columns and weekly[c].drop_nulls().len()
+    ]
+    series = [(c, vis, sec) for c, vis, sec in HEADLINE_DIET if c in present]
+    for cat in CATEGORIES:
+        col = f"{cat}_servings"
+        if col in weekly.columns and col not in present:
+            top = weekly[col].max()
+            if is_num(top) and top > 0:
+                series.append((col, False, False))
+    return series
+
+
+def _draw_kind(row: dict[str, Any]) -> str:
+    reason = row.get("excluded_reason")
+    if row.get("acute") or reason == "acute":
+        return "acute"
+    if reason == "post_acute_washout":
+        return "washout"
+    if reason == "merged_into_visit":
+        return "merged"
+    if reason is not None:
+        return "other"
+    if row.get("below_lod") or row.get("censored") == "<":
+        return "censored"
+    return "chronic"
+
+
+DRAW_STYLES: dict[str, dict[str, Any]] = {
+    "chronic": {
+        "name": "chronic draw (analysed)",
+        "marker": {"symbol": "circle", "size": 10, "color": "#2457a6"},
+    },
+    "censored": {
+        "name": "below detection limit (drawn at LOD/√2)",
+        "marker": {"symbol": "circle-open", "size": 11, "color": "#2457a6", "line": {"width": 2}},
+    },
+    "acute": {
+        "name": "excluded: acute (>10 mg/L)",
+        "marker": {"symbol": "x", "size": 12, "color": "#b91c1c"},
+        "label": "excluded: acute",
+    },
+    "washout": {
+        "name": "excluded: post-acute washout",
+        "marker": {"symbol": "diamond-open", "size": 11, "color": "#d9480f", "line": {"width": 2}},
+        "label": "washout",
+    },
+    "merged": {
+        "name": "merged into a visit (averaged)",
+        "marker": {"symbol": "circle", "size": 6, "color": "#9aa5b1"},
+    },
+    "other": {
+        "name": "excluded (other reason)",
+        "marker": {"symbol": "square-open", "size": 9, "color": "#6b7280"},
+    },
+}
+
+
+def _draw_rows(draws: pl.DataFrame) -> list[dict[str, Any]]:
+    """Draw rows with a plottable date string and a positive value (log axis)."""
+    if draws.is_empty():
+        return []
+    frame = draws.with_columns(
+        x=pl.coalesce(
+            pl.col("collected_at").dt.strftime("%Y-%m-%d %H:%M"),
+            pl.col("day").dt.strftime("%Y-%m-%d"),
+        )
+    ).filter(pl.col("x").is_not_null() & (pl.col("value") > 0))
+    return frame.sort("x").to_dicts()
+
+
+def _short_span(xs: list[str]) -> dict[str, Any]:
+    """A padded date range when the data spans under three weeks.
+
+    Plotly autoranges a single date to a millisecond-wide axis; a few weeks around it reads.
+    """
+    days = sorted({x[:10] for x in xs if x})
+    if not days:
+        return {}
+    lo, hi = date.fromisoformat(days[0]), date.fromisoformat(days[-1])
+    if (hi - lo).days >= 21:
+        return {}
+    pad = timedelta(days=(21 - (hi - lo).days) // 2 + 3)
+    return {"range": [(lo - pad).isoformat(), (hi + pad).isoformat()]}
+
+
+def _crp_range(values: list[float]) -> tuple[float, float]:
+    return min([0.1, *(v / 1.6 for v in values)]), max([20.0, *(v * 1.6 for v in values)])
+
+
+def crp_timeline(
+    draws: pl.DataFrame, diet: pl.DataFrame, baseline: float | None, title: str
+) -> Fig | None:
+    """CRP on a log axis with the hs-CRP risk bands, and weekly diet beneath on a shared x axis."""
+    rows = _draw_rows(draws)
+    weekly = weekly_diet(diet)
+    series = _diet_series(weekly) if not weekly.is_empty() else []
+    if not rows and not series:
+        return None
+    two_rows = bool(series)
+    top = [0.45, 1.0] if two_rows else [0.0, 1.0]
+    lo, hi = _crp_range([float(r["value"]) for r in rows])
+    data: list[dict[str, Any]] = []
+    shapes = []
+    annotations = [_panel_title("CRP draws (log scale)", 0.5, top[1])]
+    for (y0, y1), key, text in (
+        ((lo, 1.0), "<1", "low <1 mg/L"),
+        ((1.0, 3.0), "1-3", "average 1-3 mg/L"),
+        ((3.0, hi), ">3", "high >3 mg/L"),
+    ):
+        shapes.append(_hband(y0, y1, BAND_FILL[key]))
+        # Annotations on a log axis take log10 positions, unlike shapes.
+        annotations.append(
+            {
+                "text": text,
+                "x": 0.995,
+                "xref": "x domain",
+                "y": math.log10(min(y1, 30.0)),
+                "yref": "y",
+                "xanchor": "right",
+                "yanchor": "top",
+                "showarrow": False,
+                "font": {"size": 11, "color": "#4b5563"},
+            }
+        )
+
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_kind.setdefault(_draw_kind(r), []).append(r)
+    chronic_xy = sorted(
+        by_kind.get("chronic", []) + by_kind.get("censored", []), key=lambda r: r["x"]
+    )
+    if len(chronic_xy) >= 2:
+        data.append(
+            {
+                "type": "scatter",
+                "x": [r["x"] for r in chronic_xy],
+                "y": [_r(r["value"]) for r in chronic_xy],
+                "mode": "lines",
+                "line": {"color": "#8fa8cf", "width": 1, "dash": "dot"},
+                "hoverinfo": "skip",
+                "showlegend": False,
+            }
+        )
+    for kind, style in DRAW_STYLES.items():
+        pts = by_kind.get(kind)
+        if not pts:
+            continue
+        hover = []
+        for r in pts:
+            note = style["name"]
+            if r.get("censored"):
+                note += f" (reported as {pesc(r['censored'])} {fmt_value(r['value'])})"
+            n_res = r.get("n_results")
+            extra = f"<br>{n_res} results averaged" if is_num(n_res) and n_res > 1 else ""
+            hover.append(f"{r['x']}<br><b>{fmt_value(r['value'])} mg/L</b><br>{note}{extra}")
+        trace: dict[str, Any] = {
+            "type": "scatter",
+            "x": [r["x"] for r in pts],
+            "y": [_r(r["value"]) for r in pts],
+            "mode": "markers",
+            "marker": style["marker"],
+            "name": style["name"],
+            "hovertext": hover,
+            "hoverinfo": "text",
+        }
+        if style.get("label"):
+            trace.update(
+                mode="markers+text",
+                text=[style["label"]] * len(pts),
+                textposition="top center",
+                textfont={"size": 11, "color": style["marker"]["color"]},
+            )
+        data.append(trace)
+    xs_all = [r["x"] for r in rows]
+    weeks = [d.isoformat() for d in weekly["week"].to_list()] if series else []
+    xs_all += weeks
+    if is_num(baseline) and baseline > 0 and xs_all:
+        data.append(
+            {
+                "type": "scatter",
+                "x": [min(xs_all), max(xs_all)],
+                "y": [_r(baseline), _r(baseline)],
+                "mode": "lines",
+                "line": {"color": "#0f766e", "width": 2, "dash": "dash"},
+                "name": f"chronic baseline {fmt_value(baseline)} mg/L",
+                "hoverinfo": "name",
+            }
+        )
+
+    if not rows:
+        # plotly.js draws NaN axis lines for a subplot no trace refers to: anchor an empty trace
+        # and say why the panel is empty.
+        data.append(
+            {
+                "type": "scatter",
+                "x": xs_all[:1],
+                "y": [None],
+                "showlegend": False,
+                "hoverinfo": "skip",
+            }
+        )
+        annotations.append(
+            {
+                "text": "No CRP draws yet",
+                "x": 0.5,
+                "xref": "x domain",
+                "y": 0.5,
+                "yref": "y domain",
+                "showarrow": False,
+                "font": {"size": 14, "color": "#5f6b7a"},
+            }
+        )
+    has_secondary = False
+    if series:
+        days = [d if d is not None else 0 for d in weekly["days_logged"].to_list()]
+        annotations.append(_panel_title("Weekly mean intake on logged days", 0.5, 0.36))
+        for col, visible, secondary in series:
+            has_secondary |= secondary
+            data.append(
+                {
+                    "type": "scatter",
+                    "x": weeks,
+                    "y": [_r(v) for v in weekly[col].to_list()],
+                    "xaxis": "x2",
+                    "yaxis": "y3" if secondary else "y2",
+                    "legend": "legend2",
+                    "mode": "lines+markers",
+                    "marker": {"size": 4},
+                    "line": {"width": 2 if visible else 1.5}
+                    | ({"color": DIET_COLORS[col]} if col in DIET_COLORS else {}),
+                    "name": feature_label(col),
+                    "visible": True if visible else "legendonly",
+                    "customdata": days,
+                    "hovertemplate": (
+                        f"week of %{{x|%Y-%m-%d}}<br>{pesc(feature_label(col))}: %{{y}}"
+                        "<br>%{customdata} days logged<extra></extra>"
+                    ),
+                }
+            )
+
+    layout = _layout(
+        title,
+        720 if two_rows else 420,
+        shapes=shapes,
+        annotations=annotations,
+        hovermode="closest",
+        margin={"r": 12},
+        legend={"x": 1.02, "y": 1, "yanchor": "top", "font": {"size": 11}},
+        yaxis={
+            "type": "log",
+            "range": [math.log10(lo), math.log10(hi)],
+            "domain": top,
+            "anchor": "x",
+            "tickvals": LOG_TICKS,
+            "title": {"text": "CRP (mg/L, log)"},
+        },
+    )
+    if two_rows:
+        # Shared x axis: the top panel follows the bottom one and hides its tick labels.
+        layout["xaxis"] = {"type": "date", "anchor": "y", "matches": "x2", "showticklabels": False}
+        layout["xaxis2"] = {
+            "type": "date",
+            "anchor": "y2",
+            "title": {"text": "date"},
+            **_short_span(xs_all),
+        }
+        layout["yaxis2"] = {
+            "domain": [0.0, 0.36],
+            "anchor": "x2",
+            "rangemode": "tozero",
+            "title": {"text": "servings/day"},
+        }
+        if has_secondary:
+            layout["yaxis3"] = {
+                "overlaying": "y2",
+                "side": "right",
+                "anchor": "x2",
+                "rangemode": "tozero",
+                "showgrid": False,
+                # Own ticks: plotly.js otherwise syncs them to the left axis (12.6, 25.2, ...).
+                "tickmode": "auto",
+                "nticks": 6,
+                "title": {"text": "fibre g/day"},
+            }
+        # A second legend beside the diet panel keeps draws and foods apart.
+        layout["legend2"] = {
+            "x": 1.02 if not has_secondary else 1.06,
+            "y": 0.4,
+            "yanchor": "top",
+            "font": {"size": 10},
+            "tracegroupgap": 0,
+            "title": {"text": "Diet (click to show)", "font": {"size": 11}},
+        }
+        if has_secondary:
+            layout["legend"]["x"] = 1.06
+    else:
+        layout["xaxis"] = {
+            "type": "date",
+            "anchor": "y",
+            "title": {"text": "date"},
+            **_short_span(xs_all),
+        }
+    return {"data": data, "layout": layout}
+
+
+def _window_label(w: object) -> str:
+    return f"{int(w)} d" if is_num(w) else "all"
+
+
+def lag_heatmap(assoc: pl.DataFrame, title: str) -> Fig | None:
+    """Features x exposure windows, colour = effect %, '*' and an outline where significant."""
+    if assoc.is_empty():
+        return None
+    rows = assoc.to_dicts()
+    features = sorted(
+        {str(r["feature"]) for r in rows if r["feature"] is not None}, key=feature_order
+    )
+    windows = sorted(
+        {r["window_days"] for r in rows},
+        key=lambda w: (not is_num(w), w if is_num(w) else 0),
+    )
+    if not features:
+        return None
+    xlabels = [_window_label(w) for w in windows]
+    ylabels = [pesc(feature_label(f)) for f in features]
+    zi = {f: i for i, f in enumerate(features)}
+    wi = {(w if is_num(w) else None): j for j, w in enumerate(windows)}
+    z: list[list[float | None]] = [[None] * len(windows) for _ in features]
+    text = [[""] * len(windows) for _ in features]
+    hover = [["not tested"] * len(windows) for _ in features]
+    sig_cells: list[tuple[int, int]] = []
+    for r in rows:
+        if r["feature"] is None:
+            continue
+        i, j = zi[str(r["feature"])], wi[r["window_days"] if is_num(r["window_days"]) else None]
+        status = r.get("status") or "unknown"
+        n = r.get("n")
+        n_txt = f"n = {n}" if is_num(n) else "n unknown"
+        effect = r.get("effect_pct")
+        if status == "insufficient_data" or not is_num(effect):
+            text[i][j] = "–"
+            hover[i][j] = f"{ylabels[i]}, {xlabels[j]}<br>not enough data ({n_txt})"
+            if r.get("note"):
+                hover[i][j] += f"<br>{pesc(r['note'])}"
+            continue
+        z[i][j] = _r(effect)
+        star = "*" if status == "significant" else ""
+        text[i][j] = f"{fmt_pct(effect)}{star}"
+        hover[i][j] = (
+            f"{ylabels[i]}, previous {xlabels[j]}<br><b>{fmt_pct(effect)}</b> per unit "
+            f"(95% CI {fmt_pct(r.get('ci_low_pct'))} to {fmt_pct(r.get('ci_high_pct'))})"
+            f"<br>{n_txt}, q = {fmt_q(r.get('q'))}<br>{status.replace('_', ' ')}"
+        )
+        if status == "significant":
+            sig_cells.append((i, j))
+    finite = [abs(v) for row in z for v in row if v is not None]
+    span = min(max(finite, default=10.0), 100.0) or 10.0
+    heat = {
+        "type": "heatmap",
+        "x": xlabels,
+        "y": ylabels,
+        "z": z,
+        "text": text,
+        "texttemplate": "%{text}",
+        "textfont": {"size": 11},
+        "customdata": hover,
+        "hovertemplate": "%{customdata}<extra></extra>",
+        # Blue = marker lower, red = higher, white = no change (explicit: plotly.js's own
+        # "RdBu" has a grey middle and runs the other way from plotly.py's).
+        "colorscale": [
+            [0, "#2166ac"],
+            [0.25, "#67a9cf"],
+            [0.5, "#f7f7f7"],
+            [0.75, "#ef8a62"],
+            [1, "#b2182b"],
+        ],
+        "zmid": 0,
+        "zmin": -span,
+        "zmax": span,
+        "xgap": 2,
+        "ygap": 2,
+        "colorbar": {"title": {"text": "effect %"}, "ticksuffix": "%"},
+    }
+    # Category axes place cell k at k, so a cell is the box k-0.5..k+0.5.
+    shapes = [
+        {
+            "type": "rect",
+            "xref": "x",
+            "yref": "y",
+            "x0": j - 0.48,
+            "x1": j + 0.48,
+            "y0": i - 0.45,
+            "y1": i + 0.45,
+            "line": {"color": "#111827", "width": 3},
+        }
+        for i, j in sig_cells
+    ]
+    layout = _layout(
+        title,
+        max(260, 90 + 30 * len(features)),
+        shapes=shapes,
+        xaxis={
+            "type": "category",
+            "showgrid": False,
+            "title": {"text": "exposure window before each draw"},
+        },
+        yaxis={"type": "category", "autorange": "reversed", "showgrid": False},
+    )
+    return {"data": [heat], "layout": layout}
+
+
+WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+
+
+def coverage_calendar(diet: pl.DataFrame, draw_days: list[date], title: str) -> Fig | None:
+    """Weeks x weekday: which days have a diet log, with blood-draw days marked."""
+    days = diet.filter(pl.col("day").is_not_null())
+    if days.is_empty():
+        return None
+    first = days["day"].min()
+    last = days["day"].max()
+    if not isinstance(first, date) or not isinstance(last, date):
+        return None
+    logged = {
+        d: e
+        for d, e, ok in zip(
+            days["day"].to_list(), days["entries"].to_list(), days["logged"].to_list(), strict=True
+        )
+        if ok
+    }
+    start = first - timedelta(days=first.weekday())
+    n_weeks = (last - start).days // 7 + 1
+    weeks = [(start + timedelta(weeks=k)).isoformat() for k in range(n_weeks)]
+    z: list[list[int | None]] = [[None] * n_weeks for _ in WEEKDAYS]
+    hover = [[""] * n_weeks for _ in WEEKDAYS]
+    day = first
+    while day <= last:
+        k, wd = (day - start).days // 7, day.weekday()
+        if day in logged:
+            z[wd][k] = 1
+            entries = logged[day]
+            hover[wd][k] = f"{day.isoformat()}: logged" + (
+                f" ({entries} entries)" if is_num(entries) else ""
+            )
+        else:
+            z[wd][k] = 0
+            hover[wd][k] = f"{day.isoformat()}: not logged"
+        day += timedelta(days=1)
+    data: list[dict[str, Any]] = [
+        {
+            "type": "heatmap",
+            "x": weeks,
+            "y": WEEKDAYS,
+            "z": z,
+            "zmin": 0,
+            "zmax": 1,
+            "colorscale": [[0, "#e5e7eb"], [0.5, "#e5e7eb"], [0.5, "#2f9e44"], [1, "#2f9e44"]],
+            "showscale": False,
+            "xgap": 2,
+            "ygap": 2,
+            "customdata": hover,
+            "hovertemplate": "%{customdata}<extra></extra>",
+        }
+    ]
+    marks = [d for d in sorted(set(draw_days)) if first <= d <= last]
+    if marks:
+        data.append(
+            {
+                "type": "scatter",
+                "x": [(d - timedelta(days=d.weekday())).isoformat() for d in marks],
+                "y": [WEEKDAYS[d.weekday()] for d in marks],
+                "mode": "markers",
+                "marker": {
+                    "symbol": "diamond",
+                    "size": 9,
+                    "color": "#b91c1c",
+                    "line": {"width": 1, "color": "#fff"},
+                },
+                "name": "blood draw",
+                "hovertext": [f"{d.isoformat()}: blood draw" for d in marks],
+                "hoverinfo": "text",
+            }
+        )
+    layout = _layout(
+        title,
+        290,
+        xaxis={
+            "type": "date",
+            "showgrid": False,
+            "title": {"text": "week starting"},
+            **_short_span([weeks[0], weeks[-1]]),
+        },
+        yaxis={"type": "category", "autorange": "reversed", "showgrid": False},
+        legend={"orientation": "h", "y": 1.12, "x": 1, "xanchor": "right"},
+        showlegend=bool(marks),
+        margin={"t": 70},
+    )
+    return {"data": data, "layout": layout}
+
+
+def forest_plot(rows: list[dict[str, Any]], title: str, n_word: str) -> Fig | None:
+    """Effect % with 95% CI per row; rows carry 'label' and the association columns."""
+    pts = [r for r in rows if is_num(r.get("effect_pct"))]
+    if not pts:
+        return None
+    labels = [pesc(r["label"]) for r in pts]
+    eff = [float(r["effect_pct"]) for r in pts]
+    hi = [
+        float(r["ci_high_pct"]) if is_num(r.get("ci_high_pct")) else e
+        for r, e in zip(pts, eff, strict=True)
+    ]
+    lo = [
+        float(r["ci_low_pct"]) if is_num(r.get("ci_low_pct")) else e
+        for r, e in zip(pts, eff, strict=True)
+    ]
+    hover = [
+        f"{lab}<br><b>{fmt_pct(e)}</b> (95% CI {fmt_pct(low)} to {fmt_pct(high)})"
+        f"<br>{n_word} = {r.get('n')}, q = {fmt_q(r.get('q'))}"
+        f"<br>{(r.get('status') or '').replace('_', ' ')}"
+        for lab, e, low, high, r in zip(labels, eff, lo, hi, pts, strict=True)
+    ]
+    trace = {
+        "type": "scatter",
+        "x": [_r(e) for e in eff],
+        "y": labels,
+        "mode": "markers",
+        "marker": {
+            "size": 10,
+            "symbol": "square",
+            "color": ["#0f766e" if r.get("status") == "significant" else "#7b8794" for r in pts],
+        },
+        "error_x": {
+            "type": "data",
+            "symmetric": False,
+            "array": [_r(h - e) for h, e in zip(hi, eff, strict=True)],
+            "arrayminus": [_r(e - low) for e, low in zip(eff, lo, strict=True)],
+            "color": "#52606d",
+            "thickness": 1.5,
+            "width": 4,
+        },
+        "hovertext": hover,
+        "hoverinfo": "text",
+        "showlegend": False,
+    }
+    zero_line = {
+        "type": "line",
+        "xref": "x",
+        "x0": 0,
+        "x1": 0,
+        "yref": "y domain",
+        "y0": 0,
+        "y1": 1,
+        "line": {"color": "#9aa5b1", "dash": "dash", "width": 1},
+    }
+    layout = _layout(
+        title,
+        max(240, 110 + 34 * len(pts)),
+        shapes=[zero_line],
+        xaxis={
+            "ticksuffix": "%",
+            "title": {"text": "% change in marker per unit (95% CI); teal = significant after FDR"},
+        },
+        yaxis={"type": "category", "autorange": "reversed", "showgrid": False},
+    )
+    return {"data": [trace], "layout": layout}
+
+
+def _grid(n: int, ncols: int, hgap: float, vgap: float) -> list[tuple[list[float], list[float]]]:
+    """(x domain, y domain) per panel, row by row from the top, like make_subplots."""
+    nrows = math.ceil(n / ncols)
+    w = (1 - hgap * (ncols - 1)) / ncols
+    h = (1 - vgap * (nrows - 1)) / nrows
+    out = []
+    for k in range(n):
+        r, c = divmod(k, ncols)
+        x0 = c * (w + hgap)
+        y1 = 1 - r * (h + vgap)
+        out.append(([round(x0, 4), round(x0 + w, 4)], [round(y1 - h, 4), round(y1, 4)]))
+    return out
+
+
+def crp_small_multiples(draws: pl.DataFrame, person_ids: list[str], title: str) -> Fig | None:
+    """One small log-scale CRP panel per person (same y range), acute draws as red crosses."""
+    if not person_ids or draws.is_empty():
+        return None
+    ncols = 3 if len(person_ids) > 2 else len(person_ids)
+    nrows = math.ceil(len(person_ids) / ncols)
+    parts = {str(k[0]): v for k, v in draws.partition_by("person_id", as_dict=True).items()}
+    per_person = {pid: _draw_rows(parts.get(pid, pl.DataFrame())) for pid in person_ids}
+    lo, hi = _crp_range([float(r["value"]) for rows in per_person.values() for r in rows])
+    vgap = min(0.12, 0.5 / nrows)
+    domains = _grid(len(person_ids), ncols, 0.06, vgap)
+    data: list[dict[str, Any]] = []
+    shapes: list[dict[str, Any]] = []
+    annotations = []
+    layout = _layout(
+        title,
+        140 + 210 * nrows,
+        # The legend sits in the top margin (container coordinates) so it never covers a
+        # panel title.
+        legend={
+            "orientation": "h",
+            "yref": "container",
+            "y": 1.0,
+            "yanchor": "top",
+            "x": 1,
+            "xanchor": "right",
+        },
+        margin={"t": 96},
+    )
+    shown: set[str] = set()
+    for idx, pid in enumerate(person_ids):
+        suffix = "" if idx == 0 else str(idx + 1)
+        xname, yname = f"x{suffix}", f"y{suffix}"
+        xdom, ydom = domains[idx]
+        layout[f"xaxis{suffix}"] = {"type": "date", "domain": xdom, "anchor": yname}
+        layout[f"yaxis{suffix}"] = {
+            "type": "log",
+            "domain": ydom,
+            "anchor": xname,
+            "range": [math.log10(lo), math.log10(hi)],
+            "tickvals": LOG_TICKS,
+        }
+        annotations.append(_panel_title(pesc(pid), (xdom[0] + xdom[1]) / 2, ydom[1]))
+        annotations[-1]["font"] = {"size": 12}
+        shapes.append(_hband(1.0, 3.0, BAND_FILL["1-3"], xname, yname))
+        shapes.append(_hband(3.0, hi, BAND_FILL[">3"], xname, yname))
+        groups: dict[str, list[dict[str, Any]]] = {"chronic": [], "excluded": [], "acute": []}
+        for r in per_person[pid]:
+            kind = _draw_kind(r)
+            if kind == "acute":
+                groups["acute"].append(r)
+            elif kind in ("chronic", "censored"):
+                groups["chronic"].append(r)
+            else:
+                groups["excluded"].append(r)
+        for key, pts in groups.items():
+            if not pts:
+                continue
+            style = DRAW_STYLES["merged" if key == "excluded" else key]
+            data.append(
+                {
+                    "type": "scatter",
+                    "xaxis": xname,
+                    "yaxis": yname,
+                    "x": [r["x"] for r in pts],
+                    "y": [_r(r["value"]) for r in pts],
+                    "mode": "lines+markers" if key == "chronic" else "markers",
+                    "marker": {**style["marker"], "size": 7},
+                    "line": {"width": 1, "color": "#8fa8cf"},
+                    "name": style["name"]
+                    if key != "excluded"
+                    else "excluded from chronic analysis",
+                    "legendgroup": key,
+                    "showlegend": key not in shown,
+                    "hovertext": [
+                        f"{pesc(pid)}<br>{r['x']}<br>{fmt_value(r['value'])} mg/L" for r in pts
+                    ],
+                    "hoverinfo": "text",
+                }
+            )
+            shown.add(key)
+    layout["shapes"] = shapes
+    layout["annotations"] = annotations
+    return {"data": data, "layout": layout}

@@ -1,0 +1,1229 @@
+"""Write the offline HTML dashboards: index.html, one page per person, cohort.html, plotly.min.js.
+
+Pure Python: Polars frames in, files out (no Dagster, no DuckDB), so the report can be rebuilt or
+tested from any frames. Every frame may be empty or miss optional columns; the pages then say
+what is missing instead of failing, because a nightly run that produces no page at all is worse
+than a page that says "no data yet".
+
+Privacy: pages load plotly.js from a sibling file (written once), embed no remote resource and
+escape every piece of user text. Honesty: every effect is printed with its n, 95% CI, q and the
+caveat "association, not causation".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from plotly.offline import get_plotlyjs
+
+from pipelines.reports import charts
+from pipelines.reports.html import (
+    CAVEAT,
+    atomic_write,
+    card,
+    category_badge,
+    caveat,
+    empty,
+    esc,
+    feature_label,
+    feature_noun,
+    feature_order,
+    fmt_int,
+    fmt_pct,
+    fmt_q,
+    fmt_value,
+    footer,
+    is_num,
+    marker_label,
+    marker_unit,
+    page,
+    per_unit_phrase,
+    status_badge,
+    table,
+)
+
+PLOTLY_JS = "plotly.min.js"
+INDEX = "index.html"
+COHORT = "cohort.html"
+PERSON_PREFIX = "person_"
+MAX_SMALL_MULTIPLES = 30
+
+DType = pl.DataType | type[pl.DataType]
+
+# The columns each page reads; missing ones are added as nulls so rendering code never branches
+# on the presence of a column. Extra columns pass through untouched.
+SCHEMAS: dict[str, dict[str, DType]] = {
+    "persons": {"person_id": pl.String, "sex": pl.String, "age": pl.Float64},
+    "diet_daily": {
+        "person_id": pl.String,
+        "day": pl.Date,
+        "logged": pl.Boolean,
+        "entries": pl.Int64,
+        "energy_kcal": pl.Float64,
+        "fiber_g": pl.Float64,
+        "dii": pl.Float64,
+    },
+    "marker_draws": {
+        "person_id": pl.String,
+        "marker": pl.String,
+        "collected_at": pl.Datetime("us"),
+        "day": pl.Date,
+        "value": pl.Float64,
+        "below_lod": pl.Boolean,
+        "censored": pl.String,
+        "acute": pl.Boolean,
+        "excluded_reason": pl.String,
+        "n_results": pl.Int64,
+    },
+    "marker_trends": {
+        "person_id": pl.String,
+        "marker": pl.String,
+        "n_draws": pl.Int64,
+        "n_chronic": pl.Int64,
+        "first_at": pl.Datetime("us"),
+        "latest_at": pl.Datetime("us"),
+        "latest_value": pl.Float64,
+        "latest_acute": pl.Boolean,
+        "baseline": pl.Float64,
+        "slope_pct_per_year": pl.Float64,
+        "slope_ci_low": pl.Float64,
+        "slope_ci_high": pl.Float64,
+        "category": pl.String,
+        "rcv_up_pct": pl.Float64,
+        "rcv_down_pct": pl.Float64,
+        "latest_change_pct": pl.Float64,
+        "change_is_real": pl.Boolean,
+        "rcv_rule": pl.String,
+    },
+    "associations": {
+        "scope": pl.String,
+        "person_id": pl.String,
+        "marker": pl.String,
+        "feature": pl.String,
+        "window_days": pl.Int64,
+        "method": pl.String,
+        "n": pl.Int64,
+        "effect_pct": pl.Float64,
+        "ci_low_pct": pl.Float64,
+        "ci_high_pct": pl.Float64,
+        "p": pl.Float64,
+        "q": pl.Float64,
+        "status": pl.String,
+        "note": pl.String,
+        # Optional: how the feature unit reads ("extra 5 g/day of fibre") when the analysis
+        # scales a feature; without it effects read "per extra 1 g/day".
+        "per_unit": pl.String,
+    },
+    "ingest_files": {
+        "file_id": pl.String,
+        "source": pl.String,
+        "path": pl.String,
+        "sha256": pl.String,
+        "rows_read": pl.Int64,
+        "rows_loaded": pl.Int64,
+        "rows_rejected": pl.Int64,
+        "rows_duplicate": pl.Int64,
+        "status": pl.String,
+        "error": pl.String,
+        "ingested_at": pl.Datetime("us"),
+    },
+    "rejected_summary": {"source": pl.String, "reason": pl.String, "n": pl.Int64},
+    "unmapped_foods": {
+        "person_id": pl.String,
+        "food": pl.String,
+        "entries": pl.Int64,
+        "energy_kcal": pl.Float64,
+        "energy_share": pl.Float64,
+    },
+}
+
+STATUS_ORDER = {"significant": 0, "inconclusive": 1, "not_significant": 2, "insufficient_data": 3}
+
+
+@dataclass
+class DashboardInputs:
+    """Everything the dashboards show; see SCHEMAS for the columns read from each frame."""
+
+    persons: pl.DataFrame = field(default_factory=pl.DataFrame)
+    diet_daily: pl.DataFrame = field(default_factory=pl.DataFrame)
+    marker_draws: pl.DataFrame = field(default_factory=pl.DataFrame)
+    marker_trends: pl.DataFrame = field(default_factory=pl.DataFrame)
+    associations: pl.DataFrame = field(default_factory=pl.DataFrame)
+    ingest_files: pl.DataFrame = field(default_factory=pl.DataFrame)
+    rejected_summary: pl.DataFrame = field(default_factory=pl.DataFrame)
+    unmapped_foods: pl.DataFrame = field(default_factory=pl.DataFrame)
+    run_info: dict[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# File names
+
+
+_SAFE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_HASHED_TAIL = re.compile(r"-[0-9a-f]{10}$")
+
+
+def person_page_name(person_id: str) -> str:
+    """A stable, filesystem-safe page name: person_<id>.html for simple lowercase ids.
+
+    Anything else (upper case, spaces, slashes, markup, very long ids) becomes a readable slug
+    plus a hash of the exact id, so "Alice" and "alice" never share a file on a case-insensitive
+    disk and no id can escape the folder.
+    """
+    pid = str(person_id)
+    if _SAFE_ID.match(pid) and not _HASHED_TAIL.search(pid):
+        return f"{PERSON_PREFIX}{pid}.html"
+    slug = re.sub(r"[^a-z0-9]+", "-", pid.lower()).strip("-")[:40].strip("-")
+    digest = hashlib.sha256(pid.encode("utf-8")).hexdigest()[:10]
+    return f"{PERSON_PREFIX}{slug}-{digest}.html" if slug else f"{PERSON_PREFIX}{digest}.html"
+
+
+# --------------------------------------------------------------------------------------------
+# Input normalisation
+
+
+def _conform(df: pl.DataFrame | None, schema: dict[str, DType]) -> pl.DataFrame:
+    """Add missing columns as typed nulls and coerce known ones; never raises on odd input."""
+    if df is None or df.width == 0:
+        return pl.DataFrame(schema=schema)
+    exprs = []
+    for name, dtype in schema.items():
+        if name not in df.columns:
+            exprs.append(pl.lit(None, dtype=dtype).alias(name))
+            continue
+        have = df.schema[name]
+        if have.base_type() != dtype.base_type():
+            exprs.append(pl.col(name).cast(dtype, strict=False))
+    out = df.with_columns(exprs) if exprs else df
+    return out
+
+
+def _normalise(data: DashboardInputs) -> DashboardInputs:
+    draws = _conform(data.marker_draws, SCHEMAS["marker_draws"]).with_columns(
+        day=pl.coalesce(pl.col("day"), pl.col("collected_at").dt.date()),
+        marker=pl.col("marker").str.to_lowercase(),
+    )
+    diet = _conform(data.diet_daily, SCHEMAS["diet_daily"])
+    if data.diet_daily is None or "logged" not in data.diet_daily.columns:
+        # Without the flag, a day with any entry or energy counts as logged.
+        diet = diet.with_columns(
+            logged=pl.col("entries").fill_null(0).gt(0) | pl.col("energy_kcal").is_not_null()
+        )
+    diet = diet.with_columns(pl.col("logged").fill_null(False))
+    return DashboardInputs(
+        persons=_conform(data.persons, SCHEMAS["persons"]),
+        diet_daily=diet,
+        marker_draws=draws,
+        marker_trends=_conform(data.marker_trends, SCHEMAS["marker_trends"]).with_columns(
+            marker=pl.col("marker").str.to_lowercase()
+        ),
+        associations=_conform(data.associations, SCHEMAS["associations"]).with_columns(
+            marker=pl.col("marker").str.to_lowercase()
+        ),
+        ingest_files=_conform(data.ingest_files, SCHEMAS["ingest_files"]),
+        rejected_summary=_conform(data.rejected_summary, SCHEMAS["rejected_summary"]),
+        unmapped_foods=_conform(data.unmapped_foods, SCHEMAS["unmapped_foods"]),
+        run_info={str(k): "" if v is None else str(v) for k, v in (data.run_info or {}).items()},
+    )
+
+
+def _parts(df: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """Split by person once (filtering per person would be quadratic for big cohorts)."""
+    df = df.filter(pl.col("person_id").is_not_null())
+    if df.is_empty():
+        return {}
+    return {str(k[0]): v for k, v in df.partition_by("person_id", as_dict=True).items()}
+
+
+def _date_text(x: object) -> str:
+    if isinstance(x, datetime):
+        return x.strftime("%Y-%m-%d")
+    if isinstance(x, date):
+        return x.isoformat()
+    return "" if x is None else str(x)
+
+
+# --------------------------------------------------------------------------------------------
+# Sentences
+
+
+def _stat(name: str, value: object) -> str:
+    text = fmt_q(value)
+    return f"{name} {text}" if text.startswith("<") else f"{name} = {text}"
+
+
+def _is_between(row: dict[str, Any]) -> bool:
+    return "between" in str(row.get("method") or "")
+
+
+def _when(row: dict[str, Any]) -> str:
+    w = row.get("window_days")
+    if is_num(w):
+        return " over the previous day" if int(w) == 1 else f" over the previous {int(w)} days"
+    return " between people" if _is_between(row) else ""
+
+
+def finding_sentence(row: dict[str, Any]) -> str:
+    """One association in plain words, with its CI, q and n (plain text; escape when rendering).
+
+    e.g. "CRP 24% lower per extra daily serving of fermented food over the previous 28 days,
+    95% CI -38% to -7%, q = 0.03, 14 draws".
+    """
+    marker = marker_label(row.get("marker") or "crp")
+    noun = feature_noun(row.get("feature"))
+    when = _when(row)
+    n = row.get("n")
+    n_word = "people" if _is_between(row) else "draws"
+    effect = row.get("effect_pct")
+    if row.get("status") == "insufficient_data" or not is_num(effect):
+        note = row.get("note")
+        w = row.get("window_days")
+        if note:
+            missing = f"{note}" + (f" (n = {int(n)})" if is_num(n) else "")
+        elif is_num(n) and is_num(w):
+            missing = (
+                f"only {int(n)} draws had enough of the {int(w)} days before them logged; "
+                "more draws with the diet logged on most days before each one are needed"
+            )
+        elif is_num(n):
+            missing = f"only {int(n)} usable {n_word}; more are needed for an estimate"
+        else:
+            missing = "too few draws with a logged diet before them"
+        return f"Not enough data yet for {marker} and {noun}{when}: {missing}."
+    eff = float(effect)
+    size = fmt_pct(abs(eff), signed=False)
+    per = per_unit_phrase(row.get("feature"), row.get("per_unit"))
+    if size == "0%":
+        head = f"{marker} essentially unchanged {per}{when}"
+    else:
+        head = f"{marker} {size} {'lower' if eff < 0 else 'higher'} {per}{when}"
+    lo, hi = row.get("ci_low_pct"), row.get("ci_high_pct")
+    ci = (
+        f"95% CI {fmt_pct(lo)} to {fmt_pct(hi)}"
+        if is_num(lo) and is_num(hi)
+        else "95% CI not available"
+    )
+    if is_num(row.get("q")):
+        stat = _stat("q", row.get("q"))
+    elif is_num(row.get("p")):
+        stat = _stat("p", row.get("p")) + " (no FDR q-value)"
+    else:
+        stat = "q not available"
+    n_text = f"{fmt_int(n)} {n_word}" if is_num(n) else f"{n_word}: unknown"
+    return f"{head}, {ci}, {stat}, {n_text}"
+
+
+def _sorted_findings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def key(r: dict[str, Any]) -> tuple[int, float, tuple[int, str], float]:
+        q = r.get("q")
+        return (
+            STATUS_ORDER.get(str(r.get("status")), 4),
+            float(q) if is_num(q) else 2.0,
+            feature_order(str(r.get("feature") or "")),
+            float(r["window_days"]) if is_num(r.get("window_days")) else 0.0,
+        )
+
+    return sorted(rows, key=key)
+
+
+def _findings_table(rows: list[dict[str, Any]], with_person: bool = False) -> str:
+    body = []
+    classes = []
+    for r in _sorted_findings(rows):
+        cells = []
+        if with_person:
+            cells.append(esc(r.get("person_id") or "all"))
+        cells += [
+            f"{esc(finding_sentence(r))} {caveat()}",
+            status_badge(r.get("status")),
+            esc(r.get("method") or ""),
+            esc(r.get("note") or ""),
+        ]
+        body.append(cells)
+        classes.append("row-significant" if r.get("status") == "significant" else "")
+    headers = [
+        *(["Person"] if with_person else []),
+        "Finding (95% CI, FDR q, n)",
+        "Status",
+        "Method",
+        "Note",
+    ]
+    return table(headers, body, row_classes=classes)
+
+
+def _findings_block(rows: list[dict[str, Any]], what: str) -> str:
+    """Significant findings highlighted, then every tested pair in a table."""
+    if not rows:
+        return empty(f"No associations have been tested for {what} yet.")
+    sig = [r for r in _sorted_findings(rows) if r.get("status") == "significant"]
+    parts: list[str] = []
+    if sig:
+        parts.extend(
+            f'<div class="finding">{esc(finding_sentence(r))} {caveat()}</div>' for r in sig
+        )
+    else:
+        parts.append(
+            '<div class="notice">No finding passes the false-discovery check yet '
+            f"({fmt_int(len(rows))} pairs tested). That is the honest answer with this much "
+            "data, not a sign that nothing matters.</div>"
+        )
+    n_insufficient = sum(r.get("status") == "insufficient_data" for r in rows)
+    summary = f"All {fmt_int(len(rows))} tested pairs" + (
+        f" ({fmt_int(n_insufficient)} without enough data)" if n_insufficient else ""
+    )
+    opened = " open" if len(rows) <= 40 else ""
+    parts.append(
+        f"<details{opened}><summary>{esc(summary)}</summary>{_findings_table(rows)}</details>"
+    )
+    return "".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-person summary (shared by the index and the person page)
+
+
+@dataclass
+class PersonSummary:
+    person_id: str
+    sex: str | None = None
+    age: float | None = None
+    crp: pl.DataFrame = field(default_factory=pl.DataFrame)
+    all_draws: pl.DataFrame = field(default_factory=pl.DataFrame)
+    diet: pl.DataFrame = field(default_factory=pl.DataFrame)
+    trends: list[dict[str, Any]] = field(default_factory=list)
+    trend: dict[str, Any] = field(default_factory=dict)
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    findings_df: pl.DataFrame = field(default_factory=pl.DataFrame)
+    unmapped: pl.DataFrame = field(default_factory=pl.DataFrame)
+    latest_value: float | None = None
+    latest_at: str = ""
+    latest_acute: bool = False
+    category: str | None = None
+    n_draws: int = 0
+    n_chronic: int = 0
+    n_acute: int = 0
+    days_logged: int = 0
+    days_in_range: int = 0
+    first_day: date | None = None
+    last_day: date | None = None
+    longest_gap: int = 0
+    unmapped_share: float | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def significant(self) -> list[dict[str, Any]]:
+        return [r for r in _sorted_findings(self.findings) if r.get("status") == "significant"]
+
+
+def _category_of(value: object) -> str | None:
+    if not is_num(value):
+        return None
+    v = float(value)
+    return "<1" if v < 1 else ("1-3" if v <= 3 else ">3")
+
+
+def _summarise(
+    pid: str,
+    person: pl.DataFrame | None,
+    diet: pl.DataFrame | None,
+    draws: pl.DataFrame | None,
+    trends: pl.DataFrame | None,
+    findings: pl.DataFrame | None,
+    unmapped: pl.DataFrame | None,
+) -> PersonSummary:
+    s = PersonSummary(person_id=pid)
+    if person is not None and not person.is_empty():
+        row = person.row(0, named=True)
+        s.sex, s.age = row.get("sex"), row.get("age")
+    all_draws = draws if draws is not None else pl.DataFrame(schema=SCHEMAS["marker_draws"])
+    s.all_draws = all_draws
+    s.crp = all_draws.filter(pl.col("marker") == "crp").sort("collected_at", "day", nulls_last=True)
+    s.diet = diet if diet is not None else pl.DataFrame(schema=SCHEMAS["diet_daily"])
+    s.trends = trends.to_dicts() if trends is not None else []
+    s.trend = next((t for t in s.trends if t.get("marker") == "crp"), {})
+    s.findings_df = (
+        findings if findings is not None else pl.DataFrame(schema=SCHEMAS["associations"])
+    )
+    s.findings = s.findings_df.to_dicts()
+    s.unmapped = unmapped if unmapped is not None else pl.DataFrame()
+
+    crp = s.crp
+    s.n_draws = crp.height
+    chronic = crp.filter(pl.col("excluded_reason").is_null() & ~pl.col("acute").fill_null(False))
+    s.n_chronic = int(s.trend["n_chronic"]) if is_num(s.trend.get("n_chronic")) else chronic.height
+    s.n_acute = crp.filter(
+        pl.col("acute").fill_null(False) | (pl.col("excluded_reason") == "acute")
+    ).height
+    if is_num(s.trend.get("latest_value")):
+        s.latest_value = float(s.trend["latest_value"])
+        s.latest_at = _date_text(s.trend.get("latest_at"))
+        s.latest_acute = bool(s.trend.get("latest_acute"))
+    elif crp.height:
+        last = crp.filter(pl.col("value").is_not_null()).tail(1).to_dicts()
+        if last:
+            s.latest_value = last[0]["value"]
+            s.latest_at = _date_text(last[0].get("collected_at") or last[0].get("day"))
+            s.latest_acute = bool(last[0].get("acute")) or last[0].get("excluded_reason") == "acute"
+    s.category = s.trend.get("category") or _category_of(s.trend.get("baseline"))
+
+    d = s.diet.filter(pl.col("day").is_not_null())
+    lo_day, hi_day = (d["day"].min(), d["day"].max()) if d.height else (None, None)
+    if isinstance(lo_day, date) and isinstance(hi_day, date):
+        s.first_day, s.last_day = lo_day, hi_day
+        s.days_in_range = (s.last_day - s.first_day).days + 1
+        logged_days = d.filter(pl.col("logged"))["day"].unique().sort()
+        s.days_logged = logged_days.len()
+        if logged_days.len() >= 2:
+            gaps = logged_days.diff().dt.total_days().drop_nulls()
+            widest = gaps.max()
+            s.longest_gap = max(0, int(widest) - 1) if is_num(widest) else 0
+    if s.unmapped.height and s.unmapped["energy_share"].drop_nulls().len():
+        s.unmapped_share = min(1.0, float(s.unmapped["energy_share"].sum()))
+
+    w = s.warnings
+    if s.days_in_range == 0:
+        w.append("no diet log yet")
+    elif s.days_logged / s.days_in_range < 0.6:
+        w.append(
+            f"diet logged on {s.days_logged} of {s.days_in_range} days "
+            f"({100 * s.days_logged / s.days_in_range:.0f}%): "
+            "windows before draws may be too sparse"
+        )
+    if s.n_draws == 0:
+        w.append("no CRP draws yet")
+    if s.latest_acute:
+        w.append(
+            "latest CRP is above 10 mg/L (acute): excluded from the chronic trend; guidelines "
+            "repeat the test about 2 weeks after recovery"
+        )
+    if s.unmapped_share is not None and s.unmapped_share >= 0.05:
+        w.append(
+            f"{100 * s.unmapped_share:.0f}% of energy comes from foods without a gut-food "
+            "category (see the unmapped foods list)"
+        )
+    return s
+
+
+def _trend_html(s: PersonSummary) -> str:
+    t = s.trend
+    slope = t.get("slope_pct_per_year")
+    if is_num(slope):
+        return (
+            f"{esc(fmt_pct(slope))}/year "
+            f'<span class="muted">(95% CI {esc(fmt_pct(t.get("slope_ci_low")))} to '
+            f"{esc(fmt_pct(t.get('slope_ci_high')))}, {s.n_chronic} chronic draws)</span>"
+        )
+    return f'<span class="muted">not enough draws ({s.n_chronic} chronic)</span>'
+
+
+def _latest_html(s: PersonSummary) -> str:
+    if s.latest_value is None:
+        return '<span class="muted">no CRP yet</span>'
+    return (
+        f"{esc(fmt_value(s.latest_value))} mg/L "
+        f'<span class="muted">on {esc(s.latest_at)}</span>'
+        + (" " + category_badge(None, acute=True) if s.latest_acute else "")
+    )
+
+
+def _coverage_html(s: PersonSummary) -> str:
+    if s.days_in_range:
+        pct = 100 * s.days_logged / s.days_in_range
+        diet = f"{s.days_logged} / {s.days_in_range} days logged ({pct:.0f}%)"
+    else:
+        diet = "no diet log"
+    return f"{esc(diet)}<br>{s.n_draws} CRP draws ({s.n_chronic} chronic, {s.n_acute} acute)"
+
+
+# --------------------------------------------------------------------------------------------
+# Shared page pieces
+
+
+def _global_quality(d: DashboardInputs) -> list[str]:
+    """Pipeline-wide data-quality warnings (plain text)."""
+    out = []
+    rej = d.rejected_summary
+    total = int(rej["n"].sum() or 0) if rej.height else 0
+    if total:
+        out.append(f"{total:,} input rows were rejected (reasons under Data quality on the index)")
+    files = d.ingest_files
+    bad = files.filter((pl.col("status") == "error") | pl.col("error").is_not_null()).height
+    if bad:
+        out.append(f"{bad} input file(s) failed to load")
+    dup = int(files["rows_duplicate"].sum() or 0) if files.height else 0
+    if dup:
+        out.append(f"{dup:,} duplicate rows were skipped")
+    n_unmapped = d.unmapped_foods["food"].n_unique() if d.unmapped_foods.height else 0
+    if n_unmapped:
+        out.append(f"{n_unmapped:,} food names have no gut-food category yet")
+    return out
+
+
+def _warn_list(items: list[str]) -> str:
+    if not items:
+        return '<span class="ok">none</span>'
+    return '<ul class="warnlist">' + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>"
+
+
+def _unmapped_table(unmapped: pl.DataFrame, limit: int = 25) -> str:
+    if unmapped.is_empty():
+        return empty("No foods without a category reported.")
+    top = unmapped.sort(["energy_share", "entries"], descending=True, nulls_last=True).head(limit)
+    rows = [
+        [
+            esc(r["food"]),
+            fmt_int(r["entries"]),
+            esc(f"{r['energy_kcal']:,.0f}") if is_num(r["energy_kcal"]) else "n/a",
+            esc(fmt_pct(100 * r["energy_share"], signed=False))
+            if is_num(r["energy_share"])
+            else "n/a",
+        ]
+        for r in top.to_dicts()
+    ]
+    more = (
+        f'<p class="muted">Showing the top {limit} of {unmapped.height:,} by energy.</p>'
+        if unmapped.height > limit
+        else ""
+    )
+    return (
+        table(
+            ["Food (no category yet)", "Entries", "kcal", "Share of energy"],
+            rows,
+            num_cols=(1, 2, 3),
+        )
+        + more
+    )
+
+
+def _data_window(d: DashboardInputs) -> str | None:
+    days = [
+        x
+        for x in (
+            d.diet_daily["day"].min(),
+            d.diet_daily["day"].max(),
+            d.marker_draws["day"].min(),
+            d.marker_draws["day"].max(),
+        )
+        if isinstance(x, date)
+    ]
+    if not days:
+        return None
+    return f"{min(days).isoformat()} to {max(days).isoformat()}"
+
+
+def _heading(title: str, crumbs: str, meta: str = "") -> str:
+    meta_html = f'<div class="meta">{meta}</div>' if meta else ""
+    return f'<div class="crumbs">{crumbs}</div><h1>{esc(title)}</h1>{meta_html}'
+
+
+def _fig(fig: Any, div_id: str, missing: str) -> str:
+    if fig is None:
+        return empty(missing)
+    return f'<div class="fig">{charts.figure_html(fig, div_id)}</div>'
+
+
+# --------------------------------------------------------------------------------------------
+# Person page
+
+
+def _summary_cards(s: PersonSummary) -> str:
+    t = s.trend
+    baseline = t.get("baseline")
+    change = t.get("latest_change_pct")
+    if is_num(change):
+        real = t.get("change_is_real")
+        rcv = ""
+        if is_num(t.get("rcv_up_pct")) and is_num(t.get("rcv_down_pct")):
+            rcv = (
+                f"a real change needs above {fmt_pct(t['rcv_up_pct'])} or below "
+                f"{fmt_pct(-abs(float(t['rcv_down_pct'])))}"
+            )
+        verdict = (
+            "larger than day-to-day biological variation"
+            if real
+            else "within normal day-to-day variation"
+            if real is False
+            else "cannot judge against biological variation"
+        )
+        change_html = card(
+            "Latest change vs previous",
+            esc(fmt_pct(change)),
+            esc(verdict + (f"; {rcv}" if rcv else "")),
+        )
+    else:
+        change_html = card(
+            "Latest change vs previous", '<span class="muted">n/a</span>', "needs two chronic draws"
+        )
+    return (
+        '<div class="cards">'
+        + "".join(
+            [
+                card(
+                    "Latest CRP",
+                    _latest_html(s),
+                    category_badge(s.category) + " hs-CRP risk category",
+                ),
+                card(
+                    "Chronic baseline",
+                    f"{esc(fmt_value(baseline))} mg/L"
+                    if is_num(baseline)
+                    else '<span class="muted">n/a</span>',
+                    f"from {s.n_chronic} chronic draws (acute draws excluded)",
+                ),
+                card("Chronic trend", _trend_html(s)),
+                change_html,
+                card("Data coverage", _coverage_html(s)),
+                card(
+                    "Findings",
+                    f"{len(s.significant)} significant",
+                    f"of {len(s.findings)} pairs tested; {esc(CAVEAT)}",
+                ),
+            ]
+        )
+        + "</div>"
+    )
+
+
+def _person_quality(s: PersonSummary, global_warnings: list[str]) -> str:
+    crp = s.crp
+    counts = {
+        "washout": crp.filter(pl.col("excluded_reason") == "post_acute_washout").height,
+        "merged": crp.filter(pl.col("excluded_reason") == "merged_into_visit").height,
+        "below_lod": crp.filter(
+            pl.col("below_lod").fill_null(False) | (pl.col("censored") == "<")
+        ).height,
+    }
+    rows = [
+        [
+            "Days with a diet log",
+            esc(f"{s.days_logged} of {s.days_in_range}") if s.days_in_range else "none",
+        ],
+        [
+            "Diet date range",
+            esc(f"{s.first_day} to {s.last_day}") if s.first_day else "none",
+        ],
+        [
+            "Longest gap without a log",
+            esc(f"{s.longest_gap} days") if s.days_logged >= 2 else "n/a",
+        ],
+        ["CRP draws", esc(f"{s.n_draws} total: {s.n_chronic} chronic, {s.n_acute} acute")],
+        ["Excluded as post-acute washout", str(counts["washout"])],
+        ["Merged into a visit (draws ≤14 days apart averaged)", str(counts["merged"])],
+        ["Below the detection limit", str(counts["below_lod"])],
+    ]
+    if "dii_params" in s.diet.columns and s.diet["dii_params"].dtype.is_numeric():
+        med = s.diet.filter(pl.col("logged"))["dii_params"].median()
+        if is_num(med):
+            rows.append(["DII parameters available (median per day)", esc(f"{med:.0f} of 45")])
+    if s.unmapped_share is not None:
+        rows.append(
+            [
+                "Energy from foods without a category",
+                esc(fmt_pct(100 * s.unmapped_share, signed=False)),
+            ]
+        )
+    parts = [
+        "<h3>Warnings for this person</h3>",
+        _warn_list(s.warnings),
+        table(["Check", "Value"], rows),
+    ]
+    if global_warnings:
+        parts.append(
+            "<h3>Pipeline-wide</h3>"
+            + _warn_list(global_warnings)
+            + '<p class="muted">Details per file and reason are on the '
+            + f'<a href="{INDEX}#quality">index page</a>.</p>'
+        )
+    parts.append("<h3>Foods without a gut-food category</h3>")
+    parts.append(
+        _unmapped_table(s.unmapped)
+        if s.unmapped.height
+        else empty("None for this person (or the list is not split by person).")
+    )
+    return "".join(parts)
+
+
+def _other_markers(s: PersonSummary) -> str:
+    rows = [t for t in s.trends if t.get("marker") != "crp"]
+    if not rows:
+        return ""
+    body = [
+        [
+            esc(marker_label(t.get("marker"))),
+            esc(f"{fmt_value(t.get('latest_value'))} {marker_unit(t.get('marker'))}"),
+            esc(_date_text(t.get("latest_at"))),
+            esc(fmt_value(t.get("baseline"))),
+            esc(
+                f"{fmt_pct(t['slope_pct_per_year'])}/year (95% CI {fmt_pct(t.get('slope_ci_low'))} "
+                f"to {fmt_pct(t.get('slope_ci_high'))})"
+                if is_num(t.get("slope_pct_per_year"))
+                else "not enough draws"
+            ),
+            fmt_int(t.get("n_draws")),
+            fmt_int(t.get("n_chronic")),
+        ]
+        for t in rows
+    ]
+    return "<h2>Other markers</h2>" + table(
+        ["Marker", "Latest", "On", "Baseline", "Trend", "Draws", "Chronic"], body, num_cols=(5, 6)
+    )
+
+
+def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: list[str]) -> str:
+    pid = s.person_id
+    details = []
+    if s.sex:
+        details.append(f"sex {s.sex}")
+    if is_num(s.age):
+        details.append(f"age {float(s.age):.0f}")
+    crumbs = f'<a href="{INDEX}">← All people</a> · <a href="{COHORT}">Cohort</a>'
+    heading = _heading(f"Person {pid}", crumbs, esc(", ".join(details)))
+
+    body = [_summary_cards(s)]
+    body.append("<h2>CRP and diet over time</h2>")
+    body.append(
+        '<p class="lead">Shaded bands are the hs-CRP cardiovascular-risk categories: green below '
+        "1 mg/L (low), yellow 1-3 (average), red above 3 (high). Red crosses are acute draws "
+        "(above 10 mg/L, excluded from the chronic analysis); open circles are below the "
+        "detection limit; orange diamonds fall in the washout after an acute draw. The lower "
+        "panel shows weekly means over logged days only; click legend entries to add other "
+        "food groups.</p>"
+    )
+    fig = charts.crp_timeline(
+        s.crp, s.diet, s.trend.get("baseline"), "CRP (log scale) and weekly intake"
+    )
+    body.append(_fig(fig, "timeline", "No CRP draws or diet log for this person yet."))
+
+    body.append(f"<h2>Findings {caveat()}</h2>")
+    body.append(
+        '<p class="lead">Each line is one food feature tested against later CRP within this '
+        "person (log-linear model). q is the false-discovery-adjusted p-value across everything "
+        "tested; n counts the draws with a well-logged window. These are associations, not "
+        "causation: use them to plan an experiment or a conversation with a clinician.</p>"
+    )
+    body.append(_findings_block(s.findings, "this person"))
+
+    body.append("<h2>Lag-window scan</h2>")
+    body.append(
+        '<p class="lead">Rows are features, columns the number of days before each draw that '
+        "were averaged. Colour is the % change in the marker per unit (blue lower, red higher); "
+        "* and a black outline mark cells significant after FDR; hover for n, CI and q; "
+        "– means not enough data.</p>"
+    )
+    markers = sorted(
+        {str(r.get("marker")) for r in s.findings if r.get("marker")}, key=lambda m: (m != "crp", m)
+    )
+    if not markers:
+        body.append(empty("No associations tested for this person yet."))
+    for k, m in enumerate(markers):
+        rows = s.findings_df.filter(pl.col("marker") == m)
+        fig = charts.lag_heatmap(rows, f"{marker_label(m)}: % change per unit, by exposure window")
+        body.append(_fig(fig, f"lag-{k}", f"No estimable associations for {marker_label(m)} yet."))
+
+    body.append("<h2>Logging coverage</h2>")
+    draw_days = [x for x in s.crp["day"].to_list() if isinstance(x, date)]
+    fig = charts.coverage_calendar(
+        s.diet, draw_days, "Days with a diet log (green) and blood draws (red)"
+    )
+    body.append(_fig(fig, "calendar", "No diet log for this person yet."))
+
+    body.append('<h2 id="quality">Data quality</h2>')
+    body.append(_person_quality(s, global_warnings))
+    body.append(_other_markers(s))
+    return page(f"gutsignal: {pid}", heading, "".join(body), footer(d.run_info, _data_window(d)))
+
+
+# --------------------------------------------------------------------------------------------
+# Index page
+
+
+def render_index(
+    summaries: list[PersonSummary], d: DashboardInputs, global_warnings: list[str]
+) -> str:
+    n = len(summaries)
+    run_at = d.run_info.get("run_at")
+    meta = esc(
+        f"{n} {'person' if n == 1 else 'people'}" + (f" · updated {run_at}" if run_at else "")
+    )
+    heading = _heading(
+        "gutsignal: gut foods and chronic inflammation",
+        f'<a href="{COHORT}">Cohort view →</a>',
+        meta,
+    )
+    body = [
+        '<div class="notice">Each person\'s CRP is split into acute draws (above 10 mg/L, '
+        "usually an infection, excluded) and chronic draws, which are tested against the foods "
+        "eaten in the days before. Every number carries its n and 95% CI; results are "
+        f"<b>{esc(CAVEAT)}</b>.</div>"
+    ]
+    if global_warnings:
+        body.append(
+            '<div class="notice"><b>Data-quality warnings</b>'
+            + _warn_list(global_warnings)
+            + "</div>"
+        )
+    body.append(
+        f'<h2>People</h2><p class="lead"><a href="{COHORT}">Open the cohort view</a> for '
+        "pooled estimates and everyone's CRP side by side.</p>"
+    )
+    if not summaries:
+        body.append(
+            empty(
+                "No data yet: drop diet exports and lab results into data/raw/ "
+                "and run the pipeline."
+            )
+        )
+    else:
+        rows = []
+        for s in summaries:
+            sig = s.significant
+            if sig:
+                top = "".join(f"<div>{esc(finding_sentence(r))} {caveat()}</div>" for r in sig[:3])
+                if len(sig) > 3:
+                    top += f'<div class="muted">+{len(sig) - 3} more</div>'
+            elif s.findings:
+                top = (
+                    '<span class="muted">no finding passes the false-discovery check yet '
+                    f"({len(s.findings)} pairs tested)</span>"
+                )
+            else:
+                top = '<span class="muted">no associations tested yet</span>'
+            rows.append(
+                [
+                    f'<a href="{esc(person_page_name(s.person_id))}">{esc(s.person_id)}</a>',
+                    _latest_html(s),
+                    category_badge(s.category),
+                    _trend_html(s),
+                    _coverage_html(s),
+                    top,
+                    _warn_list(s.warnings),
+                ]
+            )
+        body.append(
+            table(
+                [
+                    "Person",
+                    "Latest CRP",
+                    "hs-CRP category",
+                    "Chronic trend",
+                    "Coverage",
+                    "Top findings",
+                    "Warnings",
+                ],
+                rows,
+            )
+        )
+        body.append(
+            '<p class="muted">hs-CRP cardiovascular-risk category (AHA/CDC): below 1 mg/L low, '
+            "1-3 average, above 3 high. Acute draws (above 10 mg/L) are not categorised.</p>"
+        )
+    body.append('<h2 id="quality">Data quality</h2>')
+    body.append(_files_section(d))
+    body.append("<h3>Rejected rows by reason</h3>")
+    rej = d.rejected_summary
+    if rej.is_empty():
+        body.append(empty("No rows were rejected."))
+    else:
+        body.append(
+            table(
+                ["Source", "Reason", "Rows"],
+                [
+                    [esc(r["source"]), esc(r["reason"]), fmt_int(r["n"])]
+                    for r in rej.sort("n", descending=True, nulls_last=True).to_dicts()
+                ],
+                num_cols=(2,),
+            )
+        )
+    body.append("<h3>Foods without a gut-food category</h3>")
+    unm = d.unmapped_foods
+    if unm.height and unm["person_id"].drop_nulls().len():
+        # Per-person shares do not add up across people: recompute against everyone's energy.
+        total = d.diet_daily["energy_kcal"].sum() if d.diet_daily.height else 0.0
+        unm = unm.group_by("food").agg(pl.col("entries").sum(), pl.col("energy_kcal").sum())
+        unm = unm.with_columns(
+            energy_share=pl.col("energy_kcal") / total if total else pl.lit(None, pl.Float64)
+        )
+    body.append(_unmapped_table(unm))
+    if unm.height:
+        body.append(
+            '<p class="muted">Add rules for these foods to the taxonomy so they count '
+            "towards a category.</p>"
+        )
+    return page("gutsignal dashboards", heading, "".join(body), footer(d.run_info, _data_window(d)))
+
+
+def _files_section(d: DashboardInputs) -> str:
+    files = d.ingest_files
+    if files.is_empty():
+        return "<h3>Input files</h3>" + empty("No input files have been read yet.")
+    files = files.with_columns(
+        _bad=((pl.col("status") == "error") | pl.col("error").is_not_null()).fill_null(False)
+    ).sort(["_bad", "source", "path"], descending=[True, False, False], nulls_last=True)
+    rows = []
+    classes = []
+    for r in files.to_dicts():
+        status = esc(r["status"] or "unknown")
+        if r["_bad"]:
+            status = f'<span class="badge c-high">{status}</span>'
+        rows.append(
+            [
+                esc(r["source"]),
+                f"<code>{esc(r['path'])}</code>",
+                fmt_int(r["rows_read"]),
+                fmt_int(r["rows_loaded"]),
+                fmt_int(r["rows_rejected"]),
+                fmt_int(r["rows_duplicate"]),
+                status,
+                esc(r["error"] or ""),
+            ]
+        )
+        classes.append("")
+    return "<h3>Input files</h3>" + table(
+        ["Source", "File", "Read", "Loaded", "Rejected", "Duplicate", "Status", "Error"],
+        rows,
+        num_cols=(2, 3, 4, 5),
+        row_classes=classes,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Cohort page
+
+
+def _best_window(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (marker, feature) the estimable row with the smallest q (then p, then largest n)."""
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def key(r: dict[str, Any]) -> tuple[float, float, float]:
+        return (
+            float(r["q"]) if is_num(r.get("q")) else 2.0,
+            float(r["p"]) if is_num(r.get("p")) else 2.0,
+            -float(r["n"]) if is_num(r.get("n")) else 0.0,
+        )
+
+    for r in rows:
+        if not is_num(r.get("effect_pct")) or r.get("status") == "insufficient_data":
+            continue
+        k = (str(r.get("marker")), str(r.get("feature")))
+        if k not in best or key(r) < key(best[k]):
+            best[k] = r
+    out = sorted(best.values(), key=lambda r: feature_order(str(r.get("feature") or "")))
+    for r in out:
+        w = r.get("window_days")
+        r["label"] = feature_label(r.get("feature")) + (f" · {int(w)} d" if is_num(w) else "")
+    return out
+
+
+def _forest_section(rows: list[dict[str, Any]], kind: str, div_prefix: str, n_word: str) -> str:
+    parts = []
+    markers = sorted({str(r.get("marker")) for r in rows}, key=lambda m: (m != "crp", m))
+    for k, m in enumerate(markers):
+        mrows = [dict(r) for r in rows if str(r.get("marker")) == m]
+        best = _best_window(mrows)
+        fig = charts.forest_plot(
+            best, f"{marker_label(m)}: {kind} (% change per unit, 95% CI)", n_word
+        )
+        parts.append(
+            _fig(fig, f"{div_prefix}-{k}", f"No estimable {kind} for {marker_label(m)} yet.")
+        )
+        parts.append(_findings_block(mrows, f"{marker_label(m)} ({kind})"))
+    return "".join(parts)
+
+
+def render_cohort(
+    summaries: list[PersonSummary], d: DashboardInputs, global_warnings: list[str]
+) -> str:
+    heading = _heading(
+        "Cohort view", f'<a href="{INDEX}">← All people</a>', esc(f"{len(summaries)} people")
+    )
+    assoc = d.associations
+    between = assoc.filter(pl.col("method") == "ols_between").to_dicts()
+    pooled = assoc.filter(
+        (pl.col("scope") == "cohort") & (pl.col("method").fill_null("") != "ols_between")
+    ).to_dicts()
+    draws = d.marker_draws.filter(pl.col("marker") == "crp")
+    with_crp = [s for s in summaries if s.n_draws]
+    body = [
+        '<div class="cards">'
+        + card("People", fmt_int(len(summaries)), f"{len(with_crp)} with CRP draws")
+        + card(
+            "CRP draws",
+            fmt_int(draws.height),
+            esc(
+                f"{sum(s.n_chronic for s in summaries):,} chronic, "
+                f"{sum(s.n_acute for s in summaries):,} acute"
+            ),
+        )
+        + card(
+            "Days with a diet log",
+            fmt_int(sum(s.days_logged for s in summaries)),
+            esc(f"of {sum(s.days_in_range for s in summaries):,} person-days in range"),
+        )
+        + card(
+            "Pooled findings",
+            fmt_int(sum(r.get("status") == "significant" for r in pooled + between)),
+            esc(f"significant of {len(pooled) + len(between)} tested; {CAVEAT}"),
+        )
+        + "</div>",
+        '<div class="notice">Pooled estimates combine everyone\'s data; results are '
+        f"<b>{esc(CAVEAT)}</b>, "
+        "and a pooled effect need not hold for any one person.</div>",
+    ]
+    if global_warnings:
+        body.append(
+            '<div class="notice"><b>Data-quality warnings</b>'
+            + _warn_list(global_warnings)
+            + f' See the <a href="{INDEX}#quality">index page</a>.</div>'
+        )
+
+    body.append(f"<h2>Pooled within-person estimates {caveat()}</h2>")
+    body.append(
+        '<p class="lead">For each feature the forest plot shows the exposure window with the '
+        "smallest q (its label says which); q already accounts for every window and feature "
+        "tested. The table lists them all.</p>"
+    )
+    body.append(
+        _forest_section(pooled, "pooled estimates", "forest", "n")
+        if pooled
+        else empty(
+            "No pooled (cohort) estimates yet: they need several people with repeated draws."
+        )
+    )
+    if between:
+        body.append(f"<h2>Between-person (cross-sectional) estimates {caveat()}</h2>")
+        body.append(
+            '<p class="lead">People with more of a feature compared with people with less, with '
+            "covariates (one draw per person, e.g. NHANES). These describe differences between "
+            "people, not what changes within one person.</p>"
+        )
+        body.append(_forest_section(between, "between-person estimates", "between", "people"))
+
+    body.append("<h2>CRP over time, per person</h2>")
+    repeated = sorted(
+        (s for s in with_crp if s.n_draws >= 2), key=lambda s: (-s.n_draws, s.person_id)
+    )
+    shown = repeated[:MAX_SMALL_MULTIPLES]
+    if len(repeated) > len(shown):
+        body.append(
+            f'<p class="muted">Showing the {len(shown)} people with the most draws '
+            f"of {len(repeated)}; "
+            "every person has their own page.</p>"
+        )
+    fig = charts.crp_small_multiples(draws, [s.person_id for s in shown], "CRP (mg/L, log scale)")
+    body.append(_fig(fig, "small-multiples", "No one has two or more CRP draws yet."))
+    if summaries:
+        links = " · ".join(
+            f'<a href="{esc(person_page_name(s.person_id))}">{esc(s.person_id)}</a>'
+            for s in summaries
+        )
+        body.append(f'<p class="muted">Person pages: {links}</p>')
+    return page("gutsignal: cohort", heading, "".join(body), footer(d.run_info, _data_window(d)))
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+
+
+def _write_plotly_js(out_dir: Path) -> Path:
+    """One shared copy of plotly.js; rewritten only when the bundled version changes."""
+    path = out_dir / PLOTLY_JS
+    payload = get_plotlyjs().encode("utf-8")
+    try:
+        if path.stat().st_size == len(payload) and path.read_bytes() == payload:
+            return path
+    except OSError:
+        pass
+    atomic_write(path, payload)
+    return path
+
+
+def _clean_out_dir(out_dir: Path, keep: set[str]) -> None:
+    """Drop pages of people no longer in the data, and temp files left by a crashed run.
+
+    Only names this module writes are touched, so other files in the folder are safe. Temp files
+    younger than an hour may belong to a concurrent run and are left alone.
+    """
+    for old in out_dir.glob(f"{PERSON_PREFIX}*.html"):
+        if old.name not in keep:
+            old.unlink(missing_ok=True)
+    cutoff = time.time() - 3600
+    for tmp in out_dir.glob(".*.tmp"):
+        base = tmp.name[1:].split(".tmp")[0]
+        ours = base.startswith((PERSON_PREFIX, INDEX, COHORT, PLOTLY_JS))
+        try:
+            if ours and tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+        except OSError:
+            pass
+
+
+def _person_ids(d: DashboardInputs) -> list[str]:
+    ids: set[str] = set()
+    for df in (d.persons, d.diet_daily, d.marker_draws, d.marker_trends):
+        ids.update(str(x) for x in df["person_id"].drop_nulls().unique().to_list())
+    ids.update(
+        str(x)
+        for x in d.associations.filter(pl.col("scope") == "person")["person_id"]
+        .drop_nulls()
+        .unique()
+        .to_list()
+    )
+    return sorted(ids, key=lambda x: (x.casefold(), x))
+
+
+def build_summaries(d: DashboardInputs) -> list[PersonSummary]:
+    """Per-person summaries from normalised inputs (see `_normalise`)."""
+    persons = _parts(d.persons)
+    diet = _parts(d.diet_daily)
+    draws = _parts(d.marker_draws)
+    trends = _parts(d.marker_trends)
+    findings = _parts(d.associations.filter(pl.col("scope") == "person"))
+    unmapped = _parts(d.unmapped_foods)
+    return [
+        _summarise(
+            pid,
+            persons.get(pid),
+            diet.get(pid),
+            draws.get(pid),
+            trends.get(pid),
+            findings.get(pid),
+            unmapped.get(pid),
+        )
+        for pid in _person_ids(d)
+    ]
+
+
+def write_dashboards(out_dir: Path, data: DashboardInputs) -> list[Path]:
+    """Write index.html, one person page per person (person_<safe id>.html), cohort.html and the
+    shared plotly.min.js into out_dir; return the written paths.
+
+    Each file is written atomically. The index is written last so it never links to a page that
+    does not exist yet.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    d = _normalise(data)
+    written = [_write_plotly_js(out_dir)]
+    summaries = build_summaries(d)
+    global_warnings = _global_quality(d)
+    names = set()
+    for s in summaries:
+        path = out_dir / person_page_name(s.person_id)
+        atomic_write(path, render_person_page(s, d, global_warnings))
+        names.add(path.name)
+        written.append(path)
+    cohort = out_dir / COHORT
+    atomic_write(cohort, render_cohort(summaries, d, global_warnings))
+    written.append(cohort)
+    index = out_dir / INDEX
+    atomic_write(index, render_index(summaries, d, global_warnings))
+    written.append(index)
+    _clean_out_dir(out_dir, names)
+    return written
