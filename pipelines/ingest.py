@@ -8,7 +8,9 @@ month's days again):
 - diet: each person-day is owned by the newest file that has it (by modification time, then path);
   the same day's rows in older files count as duplicates. A corrected or deleted entry in the
   newer export therefore wins, and nothing is double counted.
-- labs: each (person, marker, collected_at) result is owned by the newest file that has it.
+- labs: each (person, marker, collected_at) result is owned by the newest file that has it;
+  likewise reported daily totals per (person, day, period), biometrics per (person, day, metric)
+  and covariates per person.
 - an identical file (same sha256) seen twice: the second copy's rows are all duplicates.
 
 Invariant, per file: rows_read == rows_loaded + rows_rejected + rows_duplicate.
@@ -25,11 +27,16 @@ import polars as pl
 
 from pipelines.adapters import FORMATS, AdapterError
 from pipelines.config import SourceConfig
-from pipelines.schema import DIET_ENTRY_SCHEMA, LAB_RESULT_SCHEMA, conform
+from pipelines.schema import TARGET_SCHEMAS, conform
 
-KIND_SCHEMA = {"diet": DIET_ENTRY_SCHEMA, "labs": LAB_RESULT_SCHEMA}
-# The key a later file's row replaces an earlier file's row on, by kind.
-OWNERSHIP_KEY = {"diet": ["person_id", "day"], "labs": ["person_id", "marker", "collected_at"]}
+# The key on which a newer file's rows replace an older file's rows, by target table.
+OWNERSHIP_KEY = {
+    "diet_entries": ["person_id", "day"],
+    "diet_daily_reported": ["person_id", "day", "period"],
+    "lab_results": ["person_id", "marker", "collected_at"],
+    "persons": ["person_id"],
+    "biometrics": ["person_id", "day", "metric"],
+}
 
 INGEST_FILES_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "file_id": pl.String,
@@ -74,9 +81,15 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+def target_table(source: SourceConfig) -> str:
+    """The canonical table this source feeds."""
+    return FORMATS[source.format].target(source)
+
+
 def ingest_source(source: SourceConfig, raw_dir: Path) -> SourceIngest:
     """Read every file of `source` under `raw_dir`; see the module docstring for the rules."""
-    schema = KIND_SCHEMA[source.kind]
+    target = target_table(source)
+    schema = TARGET_SCHEMAS[target]
     parse = FORMATS[source.format].parse
     now = datetime.now(UTC).replace(tzinfo=None)
     file_rows: list[dict] = []
@@ -143,7 +156,7 @@ def ingest_source(source: SourceConfig, raw_dir: Path) -> SourceIngest:
             pl.lit(None, pl.String).alias("file_id"), pl.lit(None, pl.Int64).alias("_file_order")
         )
     )
-    key = OWNERSHIP_KEY[source.kind]
+    key = OWNERSHIP_KEY[target]
     owner = rows.group_by(key).agg(pl.col("_file_order").max().alias("_owner"))
     rows = rows.join(owner, on=key, how="left", nulls_equal=True)
     kept = rows.filter(pl.col("_file_order") == pl.col("_owner"))

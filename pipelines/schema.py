@@ -117,3 +117,45 @@ def conform(df: pl.DataFrame, schema: dict[str, pl.DataType | type[pl.DataType]]
             for c, t in schema.items()
         ]
     )
+
+
+# Totals a source reports for a person-day or a period (Cronometer daily summary, MyFitnessPal meal
+# totals summed per day, recall averages). `day` is null for cross-sectional cohorts (NHANES),
+# where `period` says what the numbers summarise.
+DIET_REPORTED_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "person_id": pl.String,
+    "day": pl.Date,
+    "period": pl.String,  # "day" or e.g. "recall_mean_2d"
+    "completed": pl.Boolean,  # the user marked the day complete (Cronometer), else null
+    **{n: pl.Float64 for n in NUTRIENTS},
+    "line": pl.Int64,
+}
+
+PERSON_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "person_id": pl.String,
+    "sex": pl.String,  # "female" | "male" | null
+    "age": pl.Float64,  # years, at the time of the data
+    "birth_year": pl.Int64,
+    "line": pl.Int64,
+}
+
+BIOMETRIC_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "person_id": pl.String,
+    "day": pl.Date,
+    "time": pl.String,
+    "metric": pl.String,  # e.g. "weight", "blood_pressure_systolic"
+    "value": pl.Float64,
+    "unit": pl.String,
+    "value_raw": pl.String,
+    "unit_raw": pl.String,
+    "line": pl.Int64,
+}
+
+# Canonical table -> schema. Each source feeds exactly one of these (see adapters.Format.target).
+TARGET_SCHEMAS: dict[str, dict[str, pl.DataType | type[pl.DataType]]] = {
+    "diet_entries": DIET_ENTRY_SCHEMA,
+    "diet_daily_reported": DIET_REPORTED_SCHEMA,
+    "lab_results": LAB_RESULT_SCHEMA,
+    "persons": PERSON_SCHEMA,
+    "biometrics": BIOMETRIC_SCHEMA,
+}

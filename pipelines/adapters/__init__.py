@@ -1,19 +1,64 @@
 """Source adapters: one module per file format, registered here by name.
 
-An adapter turns one file into canonical rows (see `pipelines.schema`) plus rejected rows with the
-file line, column and reason. It never touches the warehouse: deduplication across files and writing
-are the ingest step's job (`pipelines.ingest`).
+An adapter turns one file into canonical rows for its source's target table (see
+`pipelines.schema.TARGET_SCHEMAS`) plus rejected rows with the file line, column and reason. It
+never touches the warehouse: deduplication across files and writing are the ingest step's job
+(`pipelines.ingest`).
 
 To add a format: write `pipelines/adapters/<format>.py` with a `parse(path, source) -> ParseResult`
-function and register it in FORMATS below.
+function and register it in FORMATS below with the kinds it can feed and the table it writes.
 """
 
-from pipelines.adapters import cronometer_servings, lab_csv
-from pipelines.adapters.base import AdapterError, Format, ParseResult
+from pathlib import Path
+
+from pipelines.adapters import (
+    cronometer_biometrics,
+    cronometer_daily_summary,
+    cronometer_servings,
+    diet_csv,
+    fhir,
+    lab_csv,
+    myfitnesspal,
+    nhanes_xpt,
+    persons_csv,
+    synthea_observations,
+)
+from pipelines.adapters.base import DEFAULT_TARGET, AdapterError, Format, ParseResult
+from pipelines.config import SourceConfig
+
+
+def _csv_parse(path: Path, source: SourceConfig) -> ParseResult:
+    """The generic `csv` format reads whatever kind the source says it is."""
+    parse = {"labs": lab_csv.parse, "diet": diet_csv.parse, "persons": persons_csv.parse}
+    return parse[source.kind](path, source)
+
+
+def _csv_target(source: SourceConfig) -> str:
+    if source.kind == "diet":
+        # A mapped food column means one row per logged food; otherwise rows are totals.
+        return "diet_entries" if "food" in source.columns else "diet_daily_reported"
+    return DEFAULT_TARGET[source.kind]
+
+
+def _mfp_target(source: SourceConfig) -> str:
+    return "diet_entries" if source.options.get("level") == "entries" else "diet_daily_reported"
+
+
+def _nhanes_target(source: SourceConfig) -> str:
+    return {"diet": "diet_daily_reported"}.get(source.kind, DEFAULT_TARGET[source.kind])
+
 
 FORMATS: dict[str, Format] = {
     "cronometer_servings": Format(("diet",), cronometer_servings.parse),
-    "csv": Format(("labs",), lab_csv.parse),
+    "cronometer_daily_summary": Format(
+        ("diet",), cronometer_daily_summary.parse, lambda s: "diet_daily_reported"
+    ),
+    "cronometer_biometrics": Format(("diet",), cronometer_biometrics.parse, lambda s: "biometrics"),
+    "myfitnesspal": Format(("diet",), myfitnesspal.parse, _mfp_target),
+    "csv": Format(("diet", "labs", "persons"), _csv_parse, _csv_target),
+    "fhir": Format(("labs",), fhir.parse),
+    "synthea_observations": Format(("labs",), synthea_observations.parse),
+    "nhanes_xpt": Format(("diet", "labs", "persons"), nhanes_xpt.parse, _nhanes_target),
 }
 
 __all__ = ["FORMATS", "AdapterError", "Format", "ParseResult"]

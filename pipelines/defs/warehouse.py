@@ -1,31 +1,30 @@
-"""Canonical tables: every source's staging rows in one table per kind, plus `persons`.
+"""Canonical tables: every source's staging rows in one table per target, plus `persons`.
 
-`diet_entries` and `lab_results` are the stable tables users query; they are rebuilt from the
-staging tables of the sources configured now, so removing a source from sources.yaml removes its
-rows on the next run.
+`diet_entries`, `diet_daily_reported`, `lab_results`, `biometrics` and `persons` are the stable
+tables users query; they are rebuilt from the staging tables of the sources configured now, so
+removing a source from sources.yaml removes its rows on the next run.
 """
 
 import dagster as dg
 import duckdb
 import polars as pl
 
+from pipelines.config import SourceConfig
 from pipelines.defs._metadata import column_schema, md_table
 from pipelines.defs.ingest import configured_sources, ingest_asset_key, staging_table
 from pipelines.defs.resources import ProjectResource
+from pipelines.ingest import target_table
 from pipelines.project import Project
-from pipelines.schema import DIET_ENTRY_SCHEMA, LAB_RESULT_SCHEMA, conform
+from pipelines.schema import PERSON_SCHEMA, TARGET_SCHEMAS, conform
 from pipelines.warehouse import ident, replace_table, table_exists
 
-CANONICAL = {
-    "diet": ("diet_entries", DIET_ENTRY_SCHEMA),
-    "labs": ("lab_results", LAB_RESULT_SCHEMA),
-}
+# Tables built by a plain union of their sources' staging tables.
+UNION_TABLES = ("diet_entries", "diet_daily_reported", "lab_results", "biometrics")
 
 
-def union_staging(conn: duckdb.DuckDBPyConnection, kind: str, names: list[str]) -> pl.DataFrame:
-    """All staging rows of the named sources of `kind`, in the canonical schema."""
-    _, schema = CANONICAL[kind]
-    full_schema = {**schema, "source": pl.String, "file_id": pl.String}
+def union_staging(conn: duckdb.DuckDBPyConnection, table: str, names: list[str]) -> pl.DataFrame:
+    """All staging rows of the named sources, in the schema of canonical `table`."""
+    full_schema = {**TARGET_SCHEMAS[table], "source": pl.String, "file_id": pl.String}
     frames = [
         conn.execute(f"SELECT * FROM {ident(staging_table(name))}").pl()
         for name in names
@@ -36,24 +35,28 @@ def union_staging(conn: duckdb.DuckDBPyConnection, kind: str, names: list[str]) 
     return conform(pl.concat(frames, how="diagonal_relaxed"), full_schema)
 
 
-def _canonical_asset(kind: str, sources_of_kind: list[str]) -> dg.AssetsDefinition:
-    table, _ = CANONICAL[kind]
+def sources_feeding(
+    sources: list[SourceConfig] | tuple[SourceConfig, ...], table: str
+) -> list[str]:
+    return [s.name for s in sources if target_table(s) == table]
 
+
+def _canonical_asset(table: str, feeding: list[str]) -> dg.AssetsDefinition:
     @dg.asset(
         name=table,
         group_name="warehouse",
         kinds={"duckdb"},
         pool="duckdb_writer",
-        deps=[ingest_asset_key(n) for n in sources_of_kind],
+        deps=[ingest_asset_key(n) for n in feeding],
         description=(
-            f"The canonical `{table}` table: the staging rows of every configured {kind} source, "
+            f"The canonical `{table}` table: the staging rows of every source that feeds it, "
             "one schema, with `source`, `file_id` and `line` pointing back to the raw file."
         ),
     )
     def _asset(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
-        names = [s.name for s in project.config().by_kind(kind)]
+        names = sources_feeding(project.config().sources, table)
         with project.warehouse().write() as conn:
-            df = union_staging(conn, kind, names)
+            df = union_staging(conn, table, names)
             replace_table(conn, table, df)
         return dg.MaterializeResult(
             metadata={
@@ -67,30 +70,54 @@ def _canonical_asset(kind: str, sources_of_kind: list[str]) -> dg.AssetsDefiniti
     return _asset
 
 
+def build_persons(covariates: pl.DataFrame, seen_ids: pl.Series) -> pl.DataFrame:
+    """One row per person: covariates where a persons source has them, else nulls.
+
+    When several sources describe the same person, the first non-null value per column wins
+    (sources in sources.yaml order).
+    """
+    merged = covariates.group_by("person_id", maintain_order=True).agg(
+        pl.col("sex").drop_nulls().first(),
+        pl.col("age").drop_nulls().first(),
+        pl.col("birth_year").drop_nulls().first(),
+    )
+    everyone = (
+        pl.DataFrame({"person_id": seen_ids.drop_nulls().unique()})
+        .vstack(merged.select("person_id"))
+        .unique()
+    )
+    return (
+        everyone.join(merged, on="person_id", how="left")
+        .select(list(PERSON_SCHEMA)[:-1])
+        .sort("person_id")
+    )
+
+
 @dg.asset(
     group_name="warehouse",
     kinds={"duckdb"},
     pool="duckdb_writer",
-    deps=["diet_entries", "lab_results"],
+    deps=["diet_entries", "diet_daily_reported", "lab_results"],
 )
 def persons(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
-    """Everyone who appears in a diet or lab source, with covariates (sex, age) when known.
-
-    Covariate sources (`kind: persons`) come in a later version; until then sex and age are null.
-    """
+    """Everyone who appears in any source, with the covariates (sex, age, birth year) that
+    `kind: persons` sources report; people without covariates keep nulls."""
+    names = sources_feeding(project.config().sources, "persons")
     with project.warehouse().write() as conn:
-        conn.execute(
-            """
-            CREATE OR REPLACE TABLE persons AS
-            SELECT person_id, CAST(NULL AS VARCHAR) AS sex, CAST(NULL AS DOUBLE) AS age,
-                   CAST(NULL AS INTEGER) AS birth_year
-            FROM (SELECT person_id FROM diet_entries UNION SELECT person_id FROM lab_results)
-            WHERE person_id IS NOT NULL
-            ORDER BY person_id
-            """
-        )
-        row = conn.execute("SELECT count(*) FROM persons").fetchone()
-    return dg.MaterializeResult(metadata={"dagster/row_count": int(row[0]) if row else 0})
+        covariates = union_staging(conn, "persons", names)
+        seen = conn.execute(
+            "SELECT person_id FROM diet_entries UNION SELECT person_id FROM diet_daily_reported "
+            "UNION SELECT person_id FROM lab_results"
+        ).pl()["person_id"]
+        people = build_persons(covariates, seen)
+        replace_table(conn, "persons", people)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": people.height,
+            "with_age": int(people["age"].is_not_null().sum()),
+            "with_sex": int(people["sex"].is_not_null().sum()),
+        }
+    )
 
 
 @dg.asset_check(asset="diet_entries", description="A raw file line loads at most once.")
@@ -144,10 +171,7 @@ def warehouse_assets() -> dg.Definitions:
     # A module with a @dg.definitions function contributes only what that function returns.
     return dg.Definitions(
         assets=[
-            *[
-                _canonical_asset(kind, [s.name for s in sources if s.kind == kind])
-                for kind in CANONICAL
-            ],
+            *[_canonical_asset(t, sources_feeding(sources, t)) for t in UNION_TABLES],
             persons,
         ],
         asset_checks=[
