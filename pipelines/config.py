@@ -92,6 +92,9 @@ class Settings:
     fdr: float = 0.05
     min_n_person: int = 8
     min_n_cohort: int = 20
+    # Cross-sectional (between-person) models only: people younger than this, or of unknown age,
+    # are left out when it is set, e.g. 20 for NHANES adults.
+    cohort_min_age: float | None = None
 
 
 @dataclass(frozen=True)

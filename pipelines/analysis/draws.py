@@ -5,8 +5,9 @@ nothing disappears) by applying, in this order (see shared/reference/science.md 
 
 1. Detection limit: a result reported as "<x" becomes x/sqrt(2) and stays flagged (`below_lod`). A
    result reported as ">x" keeps x (flag `censored` = ">").
-2. Unusable: a row without a positive, finite value or without a date cannot be log-transformed or
-   placed in time: `excluded_reason = "unusable_value"`.
+2. Unusable: a row without a positive, finite value cannot be log-transformed:
+   `excluded_reason = "unusable_value"`. A row without a date (cross-sectional cohorts such as
+   NHANES) stays analysable for between-person models; it is simply never in a washout or visit.
 3. Acute: CRP above `settings.acute_crp_mg_l` (default 10 mg/L, AHA/CDC, Pearson 2003) signals an
    infection or injury, not chronic inflammation: `acute = True`, `excluded_reason = "acute"`.
 4. Washout: CRP takes 12-14 days to fall back to baseline after an acute episode, so a draw of the
@@ -157,7 +158,6 @@ def build_marker_draws(lab_results: pl.DataFrame, settings: Settings) -> pl.Data
                 pl.col("draw_value").is_not_null()
                 & pl.col("draw_value").is_finite()
                 & (pl.col("draw_value") > 0)
-                & pl.col("day").is_not_null()
             )
             .fill_null(False)
             .alias("_usable")
@@ -199,7 +199,9 @@ def build_marker_draws(lab_results: pl.DataFrame, settings: Settings) -> pl.Data
         .alias("_pre_reason")
     )
 
-    candidates = df.filter(pl.col("_pre_reason").is_null()).select(
+    # Undated results (cross-sectional cohorts such as NHANES) have no neighbours in time: each is
+    # its own visit and no washout applies.
+    candidates = df.filter(pl.col("_pre_reason").is_null() & pl.col("day").is_not_null()).select(
         "_row",
         *keys,
         "day",

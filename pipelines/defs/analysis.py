@@ -10,11 +10,42 @@ from dataclasses import asdict
 import dagster as dg
 import polars as pl
 
-from pipelines.analysis.associations import compute_associations
+from pipelines.analysis.associations import compute_associations, cross_sectional
 from pipelines.analysis.windows import build_exposure_windows
+from pipelines.config import Settings
 from pipelines.defs._metadata import md_table
 from pipelines.defs.resources import ProjectResource
 from pipelines.warehouse import replace_table
+
+
+def cohort_people(persons: pl.DataFrame, settings: Settings) -> pl.DataFrame:
+    """The people cohort models may use: everyone, or those at least `cohort_min_age` old."""
+    if settings.cohort_min_age is None:
+        return persons
+    return persons.filter(pl.col("age") >= settings.cohort_min_age)
+
+
+def run_all_models(
+    draws: pl.DataFrame,
+    windows: pl.DataFrame,
+    persons: pl.DataFrame,
+    summary: pl.DataFrame,
+    settings: Settings,
+) -> pl.DataFrame:
+    """Per-person and cohort models on dated draws, between-person models on undated ones."""
+    dated = draws.filter(pl.col("collected_at").is_not_null())
+    undated = draws.filter(pl.col("collected_at").is_null())
+    results = []
+    if dated.height:
+        results.append(compute_associations(dated, windows, persons, settings))
+    if undated.height and summary.height:
+        adults = cohort_people(persons, settings)
+        eligible = undated.join(adults.select("person_id"), on="person_id", how="semi")
+        features = summary.drop("period", "dii_params", strict=False)
+        results.append(cross_sectional(eligible, features, adults, settings))
+    if not results:
+        return compute_associations(dated, windows, persons, settings)
+    return pl.concat(results, how="diagonal_relaxed")
 
 
 @dg.asset(
@@ -50,7 +81,7 @@ def exposure_windows(
     group_name="analysis",
     kinds={"polars", "duckdb"},
     pool="duckdb_writer",
-    deps=["exposure_windows", "marker_draws", "persons"],
+    deps=["exposure_windows", "marker_draws", "persons", "diet_summary"],
 )
 def associations(
     context: dg.AssetExecutionContext, project: ProjectResource
@@ -58,13 +89,15 @@ def associations(
     """Every tested (marker, feature, window) pair, per person and pooled across people, as the %
     change in the marker per unit of the feature with a 95% CI, a Benjamini-Hochberg q-value within
     each family, and a status that says `insufficient_data` or `inconclusive` rather than print a
-    number nobody should trust."""
+    number nobody should trust. Cross-sectional cohorts (undated draws and person-level intake,
+    such as NHANES) get between-person models with age and sex as covariates."""
     settings = project.config().settings
     with project.warehouse().write() as conn:
         draws = conn.execute("SELECT * FROM marker_draws").pl()
         windows = conn.execute("SELECT * FROM exposure_windows").pl()
         people = conn.execute("SELECT * FROM persons").pl()
-        result = compute_associations(draws, windows, people, settings).with_columns(
+        summary = conn.execute("SELECT * FROM diet_summary").pl()
+        result = run_all_models(draws, windows, people, summary, settings).with_columns(
             pl.lit(json.dumps(asdict(settings), default=list)).alias("parameters")
         )
         replace_table(conn, "associations", result)

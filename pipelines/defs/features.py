@@ -11,7 +11,12 @@ import polars as pl
 from pipelines.analysis.draws import build_marker_draws, marker_trends
 from pipelines.defs._metadata import column_schema, md_table
 from pipelines.defs.resources import ProjectResource
-from pipelines.transforms.diet import build_diet_daily, categorise_foods, unmapped_foods
+from pipelines.transforms.diet import (
+    build_diet_daily,
+    build_diet_summary,
+    categorise_foods,
+    unmapped_foods,
+)
 from pipelines.warehouse import replace_table
 
 
@@ -66,7 +71,7 @@ def food_taxonomy(context: dg.AssetExecutionContext, project: ProjectResource):
     group_name="features",
     kinds={"polars", "duckdb"},
     pool="duckdb_writer",
-    deps=["diet_entries", "food_categories"],
+    deps=["diet_entries", "diet_daily_reported", "food_categories"],
 )
 def diet_daily(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
     """One row per person-day: nutrients, gut-food category servings and whether the day was logged.
@@ -79,7 +84,8 @@ def diet_daily(context: dg.AssetExecutionContext, project: ProjectResource) -> d
     with project.warehouse().write() as conn:
         entries = conn.execute("SELECT * FROM diet_entries").pl()
         categories = conn.execute("SELECT * FROM food_categories").pl()
-        daily = build_diet_daily(entries, categories, settings)
+        reported = conn.execute("SELECT * FROM diet_daily_reported").pl()
+        daily = build_diet_daily(entries, categories, settings, reported)
         replace_table(conn, "diet_daily", daily)
     return dg.MaterializeResult(
         metadata={
@@ -88,6 +94,26 @@ def diet_daily(context: dg.AssetExecutionContext, project: ProjectResource) -> d
             "days_logged": int(daily["logged"].sum()) if daily.height else 0,
             "people": daily["person_id"].n_unique(),
         }
+    )
+
+
+@dg.asset(
+    group_name="features",
+    kinds={"polars", "duckdb"},
+    pool="duckdb_writer",
+    deps=["diet_daily_reported"],
+)
+def diet_summary(
+    context: dg.AssetExecutionContext, project: ProjectResource
+) -> dg.MaterializeResult:
+    """Person-level intake for cross-sectional cohorts (reported totals without a date, such as
+    NHANES recall means): nutrients, energy-adjusted fibre and the DII with its parameter count."""
+    with project.warehouse().write() as conn:
+        reported = conn.execute("SELECT * FROM diet_daily_reported").pl()
+        summary = build_diet_summary(reported)
+        replace_table(conn, "diet_summary", summary)
+    return dg.MaterializeResult(
+        metadata={"dagster/row_count": summary.height, "people": summary["person_id"].n_unique()}
     )
 
 

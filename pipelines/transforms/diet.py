@@ -125,7 +125,10 @@ def entry_servings(entries: pl.DataFrame, categories: pl.DataFrame) -> pl.DataFr
 
 
 def build_diet_daily(
-    entries: pl.DataFrame, categories: pl.DataFrame, settings: Settings
+    entries: pl.DataFrame,
+    categories: pl.DataFrame,
+    settings: Settings,
+    reported: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Aggregate diet entries to one row per person-day, over each person's whole logged range.
 
@@ -134,7 +137,65 @@ def build_diet_daily(
     logged only when it looks complete: at least `logged_min_kcal` and `logged_min_entries`.
     Nutrients are null (not zero) when no entry of the day reported them. The DII (with the count
     of parameters it used) is computed per day from the day's nutrient totals.
+
+    `reported` holds daily totals from sources without food-level rows (Cronometer's daily
+    summary, MyFitnessPal): they fill person-days that have no entries, with nutrients but null
+    category servings (the foods are unknown), and count as logged when the user marked the day
+    complete or, without that flag, when energy reaches `logged_min_kcal`. `diet_source` says
+    which kind of row each day came from.
     """
+    daily = _daily_from_entries(entries, categories, settings)
+    if reported is not None and reported.height:
+        daily = _add_reported_days(daily, reported, settings)
+    full = add_dii(daily)
+    first = ["person_id", "day", "logged", "entries"]
+    return full.select(first + [c for c in full.columns if c not in first]).sort("person_id", "day")
+
+
+def _add_reported_days(
+    daily: pl.DataFrame, reported: pl.DataFrame, settings: Settings
+) -> pl.DataFrame:
+    """Fill person-days without entries from reported daily totals (see build_diet_daily)."""
+    dated = reported.filter(pl.col("day").is_not_null())
+    if "period" in dated.columns:
+        dated = dated.filter(pl.col("period").fill_null("day") == "day")
+    with_entries = daily.filter(pl.col("entries") > 0).select("person_id", "day")
+    nutrient_cols = [n for n in NUTRIENTS if n in dated.columns]
+    if "completed" not in dated.columns:
+        dated = dated.with_columns(pl.lit(None, pl.Boolean).alias("completed"))
+    energy_ok = (
+        pl.col("energy_kcal").fill_null(0.0) >= settings.logged_min_kcal
+        if "energy_kcal" in nutrient_cols
+        else pl.lit(False)
+    )
+    extra = (
+        dated.join(with_entries, on=["person_id", "day"], how="anti")
+        .group_by("person_id", "day")
+        .agg(
+            *[
+                pl.when(pl.col(n).is_not_null().any()).then(pl.col(n).sum()).alias(n)
+                for n in nutrient_cols
+            ],
+            # any() of an all-null column is False, so test for a flag first
+            pl.when(pl.col("completed").is_not_null().any())
+            .then(pl.col("completed").any())
+            .alias("_completed"),
+        )
+        .with_columns(
+            pl.coalesce(pl.col("_completed"), energy_ok).alias("logged"),
+            pl.lit(0, pl.Int64).alias("entries"),
+            pl.lit("reported").alias("diet_source"),
+        )
+        .drop("_completed")
+    )
+    base = daily.join(extra.select("person_id", "day"), on=["person_id", "day"], how="anti")
+    return pl.concat([base, extra], how="diagonal_relaxed")
+
+
+def _daily_from_entries(
+    entries: pl.DataFrame, categories: pl.DataFrame, settings: Settings
+) -> pl.DataFrame:
+    """Person-days from food-level entries, with gaps between first and last day filled."""
     entries = entries.with_row_index("entry_id")
     nutrient_cols = [n for n in NUTRIENTS if n in entries.columns]
     per_entry = entry_servings(entries, categories)
@@ -181,6 +242,25 @@ def build_diet_daily(
     logged = (pl.col("entries") >= settings.logged_min_entries) & (
         pl.col("energy_kcal").fill_null(0.0) >= settings.logged_min_kcal
     )
-    full = add_dii(full.with_columns(logged.alias("logged")))
-    first = ["person_id", "day", "logged", "entries"]
-    return full.select(first + [c for c in full.columns if c not in first]).sort("person_id", "day")
+    return full.with_columns(
+        logged.alias("logged"),
+        pl.when(pl.col("entries") > 0).then(pl.lit("entries")).alias("diet_source"),
+    )
+
+
+def build_diet_summary(reported: pl.DataFrame) -> pl.DataFrame:
+    """Person-level intake for cross-sectional cohorts: reported rows without a day.
+
+    One row per person and period (e.g. NHANES' two-day recall mean) with the canonical nutrients,
+    energy-adjusted fibre and the DII with its parameter count; the input of between-person models.
+    """
+    undated = reported.filter(pl.col("day").is_null())
+    nutrient_cols = [n for n in NUTRIENTS if n in undated.columns]
+    summary = undated.group_by("person_id", "period").agg(pl.col(n).mean() for n in nutrient_cols)
+    if "fiber_g" in nutrient_cols and "energy_kcal" in nutrient_cols:
+        summary = summary.with_columns(
+            pl.when(pl.col("energy_kcal") > 0)
+            .then(1000.0 * pl.col("fiber_g") / pl.col("energy_kcal"))
+            .alias("fiber_g_per_1000kcal")
+        )
+    return add_dii(summary).sort("person_id", "period")

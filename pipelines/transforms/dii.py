@@ -119,7 +119,11 @@ def add_dii(daily: pl.DataFrame) -> pl.DataFrame:
             if col in daily.columns and daily[col].null_count() < daily.height
         ]
     )
-    scores = dii_scores(scaled, {c: c for c in scaled.columns})
-    return daily.drop(
-        [c for c in ("dii", "dii_params", "dii_no_alcohol") if c in daily.columns]
-    ).hstack(scores)
+    daily = daily.drop([c for c in ("dii", "dii_params", "dii_no_alcohol") if c in daily.columns])
+    if not scaled.columns:  # no DII parameter reported at all
+        return daily.with_columns(
+            pl.lit(None, pl.Float64).alias("dii"),
+            pl.lit(0, pl.Int64).alias("dii_params"),
+            pl.lit(None, pl.Float64).alias("dii_no_alcohol"),
+        )
+    return daily.hstack(dii_scores(scaled, {c: c for c in scaled.columns}))
