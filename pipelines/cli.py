@@ -16,8 +16,9 @@ import os
 import sys
 from pathlib import Path
 
-from pipelines.config import ConfigError
+from pipelines.config import ConfigError, check_source_files
 from pipelines.project import PROJECT_DIR_ENV, Project
+from pipelines.warehouse import Warehouse
 
 DEMO_SOURCES_YAML = """\
 # gutsignal sources: which files to read and how. See README.md, "Add your own data source".
@@ -84,16 +85,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load_config(project)
     if not config.sources:
         raise CliError(f"{project.sources_yaml} lists no sources; add one (see README).", code=2)
-    unmatched = [s for s in config.sources if not s.files(project.raw_dir)]
-    if len(unmatched) == len(config.sources):
-        lines = "; ".join(f"{s.name}: data/raw/{s.path}" for s in unmatched)
-        raise CliError(
-            f"No input files yet: no file under {project.raw_dir} matches any source ({lines}). "
-            "Drop your exports there (or run `gutsignal demo`) and run again.",
-            code=2,
-        )
-    for s in unmatched:
-        print(f"warning: source {s.name!r} matches no file (data/raw/{s.path})", file=sys.stderr)
+    for source in config.sources:
+        try:
+            check_source_files(source, project.raw_dir)
+        except ConfigError as exc:
+            raise CliError(f"Configuration error: {exc}", code=2) from exc
 
     import dagster as dg
 
@@ -108,12 +104,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         if os.environ.get("DAGSTER_HOME")
         else dg.DagsterInstance.ephemeral()
     )
-    result = job.execute_in_process(
-        run_config={"loggers": {"progress": {"config": {"total_steps": total}}}},
-        instance=instance,
-        raise_on_error=False,
-    )
+    # Each step commits on its own; a whole run is made atomic by a snapshot taken before it and
+    # put back if any step fails, so a failed run leaves the warehouse exactly as it was.
+    warehouse = project.warehouse()
+    snapshot = project.processed_dir / "warehouse.before-run.duckdb"
+    had_warehouse = warehouse.snapshot(snapshot)
+    try:
+        result = job.execute_in_process(
+            run_config={"loggers": {"progress": {"config": {"total_steps": total}}}},
+            instance=instance,
+            raise_on_error=False,
+        )
+    except BaseException:
+        _roll_back(warehouse, snapshot, had_warehouse)
+        raise
     if not result.success:
+        _roll_back(warehouse, snapshot, had_warehouse)
         failures = [
             e for e in result.all_events if e.event_type_value in ("STEP_FAILURE", "RUN_FAILURE")
         ]
@@ -126,13 +132,22 @@ def cmd_run(args: argparse.Namespace) -> int:
                 detail = f" Step {event.step_key or 'run'} failed: {error.message.strip()}"
                 break
         raise CliError(
-            f"The run did not complete.{detail} The warehouse keeps its previous state for every "
-            "step that did not finish; fix the problem and run again.",
+            f"The run did not complete.{detail} The warehouse was put back as it was before the "
+            "run; fix the problem and run again.",
             code=1,
         )
+    snapshot.unlink(missing_ok=True)
     index = project.dashboards_dir / "index.html"
     print(f"Dashboards written. Open: {index}")
     return 0
+
+
+def _roll_back(warehouse: Warehouse, snapshot: Path, had_warehouse: bool) -> None:
+    if had_warehouse:
+        warehouse.restore(snapshot)
+        snapshot.unlink(missing_ok=True)
+    else:
+        warehouse.path.unlink(missing_ok=True)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -244,3 +244,14 @@ def load_project_config(path: Path) -> ProjectConfig:
     return ProjectConfig(
         sources=sources, settings=_parse_settings(path, doc.get("settings")), path=path
     )
+
+
+def check_source_files(source: SourceConfig, raw_dir: Path) -> list[Path]:
+    """The source's files; a glob that matches nothing is a configuration error."""
+    files = source.files(raw_dir)
+    if not files:
+        raise ConfigError(
+            f"source {source.name!r}, key 'path': {source.path!r} matches no file under "
+            f"{raw_dir}. Put the exports there, or fix the glob (it is relative to data/raw/)."
+        )
+    return files

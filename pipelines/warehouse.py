@@ -11,7 +11,9 @@ open read-only, cannot evolve a table's schema, and their Polars loader breaks o
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -97,6 +99,23 @@ class Warehouse:
                 yield conn
             finally:
                 conn.close()
+
+    def snapshot(self, dest: Path) -> bool:
+        """Copy the warehouse file to `dest` under the write lock; False when there is none yet."""
+        with self._locked():
+            if not self.path.exists():
+                return False
+            shutil.copy2(self.path, dest)
+            return True
+
+    def restore(self, src: Path) -> None:
+        """Put a snapshot back in place (atomically: copy beside, then rename)."""
+        with self._locked():
+            tmp = self.path.with_name(self.path.name + ".restoring")
+            shutil.copy2(src, tmp)
+            os.replace(tmp, self.path)
+            wal = self.path.with_name(self.path.name + ".wal")
+            wal.unlink(missing_ok=True)
 
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
         """Run a read-only query and return a Polars frame."""

@@ -33,7 +33,7 @@ def test_run_with_no_matching_files_names_the_sources(
     )
     code = main(["run", "--project-dir", str(tmp_path)])
     err = capsys.readouterr().err
-    assert code == 2 and "mine: data/raw/x/*.csv" in err
+    assert code == 2 and "source 'mine', key 'path'" in err and "matches no file" in err
 
 
 def test_bad_config_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -82,3 +82,32 @@ def test_console_script_runs_the_demo_end_to_end(tmp_path: Path) -> None:
     assert index.exists()
     # progress per step on stderr
     assert "diet_daily" in proc.stderr and "done" in proc.stderr
+
+
+def test_a_failed_run_leaves_the_warehouse_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = make_demo_project(tmp_path)
+    assert main(["run", "--project-dir", str(tmp_path)]) == 0
+    wh = project.warehouse()
+    before = {t: wh.table(t) for t in ("lab_results", "ingest_files", "associations")}
+
+    # A new lab file arrives, then the analysis step breaks half-way through the run.
+    lab = project.raw_dir / "demo" / "labs" / "dave_labs.csv"
+    lab.write_text(
+        "Patient,Collected,Test,Result,Units,Reference Range,Flag\n"
+        "dave,2026-01-05 08:00,CRP,1.5,mg/L,0.0-3.0,\n",
+        encoding="utf-8",
+    )
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr("pipelines.defs.analysis.run_all_models", broken)
+    capsys.readouterr()
+    assert main(["run", "--project-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "disk full" in err and "put back" in err
+    for table, frame in before.items():
+        assert wh.table(table).equals(frame), table
+    assert not (project.processed_dir / "warehouse.before-run.duckdb").exists()

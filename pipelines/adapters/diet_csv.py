@@ -74,10 +74,12 @@ from pipelines.schema import (
 FIELDS = ("day", "time", "meal", "food", "amount", "grams", "category", "completed")
 OPTIONS = ("scale", "period")
 
-# Labels that mark a totals/average line rather than data ("Total", "TOTAL:", "Daily average").
+# Labels that mark a totals/average line rather than data ("Total", "TOTAL:", "Daily average",
+# and the German/French/Spanish words spreadsheets in those locales write).
 SUMMARY_LABEL = (
     r"(?i)^(?:grand\s+|daily\s+|weekly\s+|monthly\s+|sub\s*)?"
-    r"(?:totals?|sums?|averages?|avg\.?|means?|summary)\s*:?$"
+    r"(?:totals?|sums?|averages?|avg\.?|means?|summary|summe|gesamt|durchschnitt|moyenne|"
+    r"promedio)\s*:?$"
 )
 SUMMARY_REASON = "summary row"
 DUPLICATE_DATE_REASON = "duplicate date in file"

@@ -1,10 +1,178 @@
-"""Placeholder: being written. Registered in pipelines/adapters/__init__.py."""
+"""MyFitnessPal exports (File > Export, e.g. `Nutrition-Summary-2026-01-01-to-2026-10-01.csv`).
+
+Two shapes, chosen by `options.level` in sources.yaml:
+
+- default (`level: daily`), table `diet_daily_reported`: the "Nutrition Summary" export,
+  `Date,Meal,Calories,Fat (g),Saturated Fat,...,Protein (g),Vitamin A,Vitamin C,Calcium,Iron,Note`,
+  one row per meal per day and no food names. The meals of a person-day are summed into ONE row
+  (period "day", `line` = the first meal row's line). For this format a row read is therefore a
+  DAY: `rows_read` = days loaded + rejected meal rows, so that rows_read == loaded + rejected
+  holds and ingest's accounting stays exact. A meal row with a bad number rejects its whole day
+  (a day summed without one of its meals would understate intake): that row is rejected with its
+  reason and the day's other meal rows with "day not loaded: another meal row of this day was
+  rejected", each with its own line. Rows without any nutrient value (a note on its own) are
+  rejected as "note row (no nutrient values)" without affecting their day.
+- `level: entries`, table `diet_entries`: the per-food shape
+  `Date,Meal,Food,Calories,Fat (g),Carbohydrates (g),Fiber,Protein (g),Sodium (mg)`, one row per
+  food, `food` from Food, `meal` from Meal, grams null (MFP gives no weight).
+
+Nutrient headers are mapped by the data table `pipelines/data/mfp_columns.csv` (header, canonical,
+factor, note). Vitamin A, Vitamin C, Calcium and Iron are NOT loaded: MFP exports them as % of the
+daily value, whose reference amount depends on the label regulation in force, so they cannot be
+turned into amounts honestly. Potassium has no canonical column; Note is ignored. Numbers may
+carry thousands separators ("1,234" in quotes); blank cells stay null. Dates are ISO unless
+`date_format` is set; file names play no part (persons come from `person:`).
+"""
+
+from __future__ import annotations
 
 from pathlib import Path
 
+import polars as pl
+
+from pipelines.adapters._csv import (
+    LINE,
+    RAW,
+    Check,
+    cell,
+    extra_fields_check,
+    read_csv_table,
+    split_rejects,
+)
 from pipelines.adapters.base import AdapterError, ParseResult
+from pipelines.adapters.diet_csv import (
+    SUMMARY_LABEL,
+    column_table,
+    date_checks,
+    date_expr,
+    mapped_columns,
+    nutrient_columns,
+    person_id,
+    summary_row_check,
+)
 from pipelines.config import SourceConfig
+from pipelines.schema import DIET_ENTRY_SCHEMA, DIET_REPORTED_SCHEMA, REJECT_SCHEMA, conform
+
+COLUMNS_TABLE = Path(__file__).resolve().parent.parent / "data" / "mfp_columns.csv"
+LEVELS = ("daily", "day", "entries")
+NOTE_REASON = "note row (no nutrient values)"
+DAY_REJECTED_REASON = "day not loaded: another meal row of this day was rejected"
+
+_HINT = (
+    "Is this a MyFitnessPal export (File > Export > Nutrition Summary)? Export it again, or "
+    "point the source at the right files."
+)
 
 
 def parse(path: Path, source: SourceConfig) -> ParseResult:
-    raise AdapterError(f"{path}: the myfitnesspal format is not available yet")
+    """Read one MyFitnessPal export; see the module docstring."""
+    level = source.options.get("level", "daily")
+    if level not in LEVELS:
+        raise AdapterError(
+            f"{path}: source {source.name!r}, key 'options.level': {level!r} is not one of "
+            f"{list(LEVELS)} ('entries' for the per-food export, default 'daily')."
+        )
+    table = read_csv_table(path, source)
+    date_i = table.require(["Date", "Day"], _HINT)
+    food_i = None
+    if level == "entries":
+        food_i = table.require(
+            ["Food", "Food Name"],
+            f"Source {source.name!r} has options.level 'entries', which reads one row per food; "
+            "for the Nutrition Summary (one row per meal) remove that option.",
+        )
+    columns = mapped_columns(table, column_table(COLUMNS_TABLE))
+    if not columns:
+        have = ", ".join(repr(h) for h in table.headers)
+        raise AdapterError(
+            f"{path}: no nutrient column recognised (columns in the file: {have}). {_HINT} "
+            f"Nutrient headers are mapped in {COLUMNS_TABLE}; add a line there for a new one."
+        )
+    meal_i = table.find(["Meal"])
+    person, person_check = person_id(table)
+
+    date_raw = pl.col(cell(date_i))
+    date_name = table.headers[date_i]
+    nutrients = nutrient_columns(table, columns)
+    frame = table.frame.with_columns(nutrients.parsed)
+    meal = pl.lit(None, dtype=pl.String) if meal_i is None else pl.col(cell(meal_i))
+
+    checks: list[Check] = [extra_fields_check(table), summary_row_check(date_raw, date_name)]
+    if food_i is not None:
+        food = pl.col(cell(food_i))
+        food_name = table.headers[food_i]
+        checks.append(Check(food.str.contains(SUMMARY_LABEL), food_name, pl.lit("summary row")))
+    if person_check is not None:
+        checks.append(person_check)
+    checks += date_checks(date_raw, date_name, source)
+
+    if food_i is not None:
+        checks.append(Check(food.is_null(), food_name, pl.lit(f"{food_name} is blank")))
+        good, rejects = split_rejects(frame, checks + nutrients.checks)
+        rows = good.select(
+            person.alias("person_id"),
+            date_expr(date_raw, source).alias("day"),
+            meal.alias("meal"),
+            food.alias("food"),
+            *nutrients.outputs,
+            pl.col(LINE).alias("line"),
+        )
+        return ParseResult(
+            rows=conform(rows, DIET_ENTRY_SCHEMA),
+            rejects=conform(rejects, REJECT_SCHEMA),
+            rows_read=table.rows_read,
+        )
+
+    # Daily level. Rows that cannot be placed on a day, or carry no numbers, are rejected alone.
+    checks.append(
+        Check(
+            pl.all_horizontal([pl.col(cell(index)).is_null() for index, _, _ in columns]),
+            None,
+            pl.lit(NOTE_REASON),
+        )
+    )
+    placed, alone = split_rejects(frame, checks)
+    placed = placed.with_columns(
+        person.alias("__person"), date_expr(date_raw, source).alias("__day")
+    )
+    # A bad number rejects its row and, below, the rest of its day.
+    fine, bad = split_rejects(placed, nutrients.checks)
+    bad_days = (
+        placed.join(fine.select(LINE), on=LINE, how="anti").select("__person", "__day").unique()
+    )
+    spoiled = fine.join(bad_days, on=["__person", "__day"], how="semi", nulls_equal=True)
+    fine = fine.join(bad_days, on=["__person", "__day"], how="anti", nulls_equal=True)
+    spoiled_rejects = spoiled.select(
+        pl.col(LINE).cast(pl.Int64).alias("line"),
+        pl.lit(None, dtype=pl.String).alias("column"),
+        pl.lit(DAY_REJECTED_REASON).alias("reason"),
+        pl.col(RAW).alias("raw"),
+    )
+
+    per_meal = fine.select("__person", "__day", LINE, *nutrients.outputs)
+    names = list(nutrients.values)
+    days = (
+        per_meal.group_by("__person", "__day")
+        .agg(
+            pl.col(LINE).min().alias("line"),
+            *[pl.col(n).sum() for n in names],
+            *[pl.col(n).count().alias(f"__n_{n}") for n in names],
+        )
+        .select(
+            pl.col("__person").alias("person_id"),
+            pl.col("__day").alias("day"),
+            pl.lit("day").alias("period"),
+            # A nutrient no meal of the day reported stays null, not zero.
+            *[pl.when(pl.col(f"__n_{n}") > 0).then(pl.col(n)).alias(n) for n in names],
+            "line",
+        )
+        .sort("line")
+    )
+    all_rejects = pl.concat(
+        [conform(r, REJECT_SCHEMA) for r in (alone, bad, spoiled_rejects)]
+    ).sort("line")
+    return ParseResult(
+        rows=conform(days, DIET_REPORTED_SCHEMA),
+        rejects=all_rejects,
+        rows_read=days.height + all_rejects.height,
+    )

@@ -7,7 +7,7 @@ canonical tables (`diet_entries`, `lab_results`) union the staging tables downst
 
 import dagster as dg
 
-from pipelines.config import SourceConfig
+from pipelines.config import ConfigError, SourceConfig, check_source_files
 from pipelines.defs._metadata import md_table
 from pipelines.defs.resources import ProjectResource
 from pipelines.ingest import ingest_source
@@ -54,6 +54,10 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
     def _ingest(
         context: dg.AssetExecutionContext, project: ProjectResource
     ) -> dg.MaterializeResult:
+        try:
+            check_source_files(source, project.project.raw_dir)
+        except ConfigError as exc:
+            raise dg.Failure(description=str(exc)) from exc
         result = ingest_source(source, project.project.raw_dir)
         with project.warehouse().write() as conn:
             replace_table(conn, staging_table(source.name), result.rows)
