@@ -10,8 +10,8 @@ Two shapes, chosen by `options.level` in sources.yaml:
   holds and ingest's accounting stays exact. A meal row with a bad number rejects its whole day
   (a day summed without one of its meals would understate intake): that row is rejected with its
   reason and the day's other meal rows with "day not loaded: another meal row of this day was
-  rejected", each with its own line. Rows without any nutrient value (a note on its own) are
-  rejected as "note row (no nutrient values)" without affecting their day.
+  rejected (line N)", each with its own line. Rows without any nutrient value (a note on its own)
+  are rejected as "note row (no nutrient values)" without affecting their day.
 - `level: entries`, table `diet_entries`: the per-food shape
   `Date,Meal,Food,Calories,Fat (g),Carbohydrates (g),Fiber,Protein (g),Sodium (mg)`, one row per
   food, `food` from Food, `meal` from Meal, grams null (MFP gives no weight).
@@ -138,14 +138,16 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
     # A bad number rejects its row and, below, the rest of its day.
     fine, bad = split_rejects(placed, nutrients.checks)
     bad_days = (
-        placed.join(fine.select(LINE), on=LINE, how="anti").select("__person", "__day").unique()
+        placed.join(fine.select(LINE), on=LINE, how="anti")
+        .group_by("__person", "__day")
+        .agg(pl.col(LINE).min().alias("__bad_line"))
     )
-    spoiled = fine.join(bad_days, on=["__person", "__day"], how="semi", nulls_equal=True)
+    spoiled = fine.join(bad_days, on=["__person", "__day"], how="inner", nulls_equal=True)
     fine = fine.join(bad_days, on=["__person", "__day"], how="anti", nulls_equal=True)
     spoiled_rejects = spoiled.select(
         pl.col(LINE).cast(pl.Int64).alias("line"),
         pl.lit(None, dtype=pl.String).alias("column"),
-        pl.lit(DAY_REJECTED_REASON).alias("reason"),
+        pl.format(f"{DAY_REJECTED_REASON} (line {{}})", pl.col("__bad_line")).alias("reason"),
         pl.col(RAW).alias("raw"),
     )
 

@@ -9,6 +9,7 @@ import dagster as dg
 import polars as pl
 
 from pipelines.analysis.draws import build_marker_draws, marker_trends
+from pipelines.analysis.sufficiency import data_sufficiency as sufficiency_table
 from pipelines.defs._metadata import column_schema, md_table
 from pipelines.defs.resources import ProjectResource
 from pipelines.transforms.diet import (
@@ -193,3 +194,22 @@ def acute_draws_excluded(project: ProjectResource) -> dg.AssetCheckResult:
         "SELECT count(*) AS n FROM marker_draws WHERE acute AND excluded_reason IS NULL"
     )["n"][0]
     return dg.AssetCheckResult(passed=leaked == 0, metadata={"acute_in_chronic": int(leaked)})
+
+
+@dg.asset(
+    name="data_sufficiency",
+    group_name="features",
+    kinds={"polars", "duckdb"},
+    pool="duckdb_writer",
+    deps=["marker_draws"],
+)
+def data_sufficiency_asset(
+    context: dg.AssetExecutionContext, project: ProjectResource
+) -> dg.MaterializeResult:
+    """Per person and marker: how many more chronic draws would be needed to detect a 20% and a
+    50% change, given the person's own observed variation (or the published one, early on)."""
+    with project.warehouse().write() as conn:
+        draws = conn.execute("SELECT * FROM marker_draws").pl()
+        table = sufficiency_table(draws)
+        replace_table(conn, "data_sufficiency", table)
+    return dg.MaterializeResult(metadata={"dagster/row_count": table.height})
