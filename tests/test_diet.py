@@ -158,3 +158,14 @@ def test_unmapped_foods_report_energy_share() -> None:
     unmapped = unmapped_foods(df, categorise_foods(df))
     assert unmapped["food"].to_list() == ["Zzyzx Paste"]
     assert unmapped["energy_share"][0] == pytest.approx(0.25)
+
+
+def test_taxonomy_maps_90_percent_of_energy_of_common_foods() -> None:
+    """A day's worth of common whole and packaged foods, with Cronometer/USDA-style names."""
+    from pathlib import Path
+
+    foods = pl.read_csv(Path(__file__).parent / "fixtures" / "taxonomy" / "common_foods.csv")
+    mapped = set(categorise_foods(foods.select("food", "category_raw"))["food"])
+    share = foods.filter(pl.col("food").is_in(mapped))["kcal"].sum() / foods["kcal"].sum()
+    unmapped = foods.filter(~pl.col("food").is_in(mapped))["food"].to_list()
+    assert share >= 0.90, unmapped

@@ -61,3 +61,44 @@ def test_caffeine_mg_becomes_g_and_alcohol_split() -> None:
     assert out["dii"][0] == pytest.approx(alcohol_part, abs=1e-12)
     assert out["dii_no_alcohol"][0] == pytest.approx(0.0, abs=1e-12)
     assert out["dii_params"][0] == 2
+
+
+def test_window_dii_is_computed_on_the_mean_intake() -> None:
+    from datetime import datetime
+
+    from pipelines.transforms.dii import dii_of_window_means
+
+    key = {"person_id": "p", "marker": "crp", "collected_at": datetime(2025, 1, 1)}
+    rows = [
+        key
+        | {
+            "window_days": 7,
+            "feature": "fiber_g",
+            "value": 18.8 + 4.9,
+            "days_logged": 7,
+            "days_in_window": 7,
+            "complete": True,
+        },
+        key
+        | {
+            "window_days": 7,
+            "feature": "energy_kcal",
+            "value": 2056.0,
+            "days_logged": 6,
+            "days_in_window": 7,
+            "complete": True,
+        },
+        key
+        | {
+            "window_days": 7,
+            "feature": "fruit_servings",
+            "value": 2.0,
+            "days_logged": 7,
+            "days_in_window": 7,
+            "complete": True,
+        },
+    ]
+    out = dii_of_window_means(pl.DataFrame(rows)).row(0, named=True)
+    assert out["feature"] == "dii_window"
+    assert out["value"] == pytest.approx((2 * norm.cdf(1.0) - 1) * -0.663, abs=1e-12)
+    assert out["days_logged"] == 6 and out["complete"] is True

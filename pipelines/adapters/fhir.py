@@ -127,15 +127,16 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
 
     early = _Rows()  # rejected before marker mapping
     candidates = _Rows()  # handed to normalise_lab_rows
-    for item in items:
-        raw = item.raw if item.raw is not None else _compact(item.resource)
+    for index, item in enumerate(items):
         if item.error is not None:
-            early.add(line=item.line, column=item.error[0], reason=item.error[1], raw=raw)
+            early.add(line=item.line, column=item.error[0], reason=item.error[1], raw=_raw(item))
             continue
         try:
             fields = _observation(item.resource, fixed_person, known_loincs)
         except _Reject as rej:
-            early.add(line=item.line, column=item.prefix + rej.path, reason=rej.reason, raw=raw)
+            early.add(
+                line=item.line, column=item.prefix + rej.path, reason=rej.reason, raw=_raw(item)
+            )
             continue
         except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
             # A safety net: a shape no rule above foresaw still becomes a reject, not a crash.
@@ -143,12 +144,12 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
                 line=item.line,
                 column=item.prefix.rstrip(".") or None,
                 reason=f"Observation could not be read ({type(exc).__name__}: {exc})",
-                raw=raw,
+                raw=_raw(item),
             )
             continue
-        candidates.add(line=item.line, prefix=item.prefix, raw=raw, **fields)
+        candidates.add(line=item.line, prefix=item.prefix, item=index, **fields)
 
-    rows, rejects = _normalise(path, candidates, source.decimal)
+    rows, rejects = _normalise(path, candidates, source.decimal, items)
     early_rejects = (
         conform(pl.DataFrame(early.values), REJECT_SCHEMA) if early.values else empty(REJECT_SCHEMA)
     )
@@ -283,6 +284,10 @@ def _resource_items(line: int, prefix: str, value: Any) -> Iterator[_Item]:
             return
         for i, entry in enumerate(entries):
             yield from _entry_items(line, f"{prefix}entry[{i}].", entry)
+
+
+def _raw(item: _Item) -> str:
+    return item.raw if item.raw is not None else _compact(item.resource)
 
 
 def _compact(value: Any) -> str:
@@ -552,7 +557,7 @@ def _flag(interpretation: Any) -> str | None:
 _CANDIDATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "line": pl.Int64,
     "prefix": pl.String,
-    "raw": pl.String,
+    "item": pl.Int64,
     "person_id": pl.String,
     "collected_at": pl.Datetime("us"),
     "date_path": pl.String,
@@ -572,7 +577,9 @@ _CANDIDATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 }
 
 
-def _normalise(path: Path, rows: _Rows, decimal: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _normalise(
+    path: Path, rows: _Rows, decimal: str, items: list[_Item]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Parse text values, then map markers and units; rejects get JSON paths as their column."""
     if not rows.values:
         return empty(LAB_RESULT_SCHEMA), empty(REJECT_SCHEMA)
@@ -615,6 +622,7 @@ def _normalise(path: Path, rows: _Rows, decimal: str) -> tuple[pl.DataFrame, pl.
         "prefix",
         "value_path",
         "unit_path",
+        "item",
         pl.format("{} {}", pl.col("loinc").fill_null("-"), pl.col("test_name_raw").fill_null(""))
         .str.strip_chars()
         .alias("__short"),
@@ -636,6 +644,15 @@ def _normalise(path: Path, rows: _Rows, decimal: str) -> tuple[pl.DataFrame, pl.
         .otherwise(column)
         .alias("column"),
         "reason",
-        pl.when(column == _CODE).then(pl.col("__short")).otherwise(pl.col("raw")).alias("raw"),
+        (column == _CODE).alias("__is_code"),
+        "__short",
+        "item",
     )
+    # Not-a-marker rejects (most of a Synthea or Apple Health file) keep only "LOINC name"; the
+    # few others get the resource's JSON, built only for them.
+    raw = [
+        short if is_code else _raw(items[item])
+        for is_code, short, item in rejects.select("__is_code", "__short", "item").iter_rows()
+    ]
+    rejects = rejects.with_columns(pl.Series("raw", raw, dtype=pl.String))
     return conform(loaded, LAB_RESULT_SCHEMA), conform(rejects, REJECT_SCHEMA)

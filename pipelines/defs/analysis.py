@@ -15,6 +15,7 @@ from pipelines.analysis.windows import build_exposure_windows
 from pipelines.config import Settings
 from pipelines.defs._metadata import md_table
 from pipelines.defs.resources import ProjectResource
+from pipelines.transforms.dii import dii_of_window_means
 from pipelines.warehouse import replace_table
 
 
@@ -65,6 +66,7 @@ def exposure_windows(
         daily = conn.execute("SELECT * FROM diet_daily").pl()
         draws = conn.execute("SELECT * FROM marker_draws").pl()
         windows = build_exposure_windows(daily, draws, settings)
+        windows = pl.concat([windows, dii_of_window_means(windows)], how="vertical_relaxed")
         replace_table(conn, "exposure_windows", windows)
     complete = windows.filter(pl.col("complete")).height if windows.height else 0
     return dg.MaterializeResult(
