@@ -437,3 +437,20 @@ def test_synthea_file_problems_are_adapter_errors(tmp_path: Path) -> None:
             ),
             source("synthea_observations"),
         )
+
+
+def test_the_known_loinc_coding_wins_and_columns_are_refused(tmp_path: Path) -> None:
+    code = {
+        "coding": [
+            {"system": "http://acme.lab/codes", "code": "CRPQ", "display": "CRP quant"},
+            {"system": "http://loinc.org", "code": "99999-9"},
+            {"system": "http://loinc.org", "code": "30522-7"},
+        ]
+    }
+    result = parse_fhir(write(tmp_path, json.dumps(observation(code=code))))
+    assert (row_at(result, 1)["loinc"], row_at(result, 1)["test_name_raw"]) == (
+        "30522-7",
+        "CRP quant",
+    )
+    with pytest.raises(AdapterError, match="columns"):
+        fhir.parse(BUNDLE, source("fhir", columns={"value": "x"}))

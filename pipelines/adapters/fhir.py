@@ -112,6 +112,11 @@ class _Rows:
 
 def parse(path: Path, source: SourceConfig) -> ParseResult:
     """Read one FHIR JSON or NDJSON file; see the module docstring."""
+    if source.columns:
+        raise AdapterError(
+            f"{path}: source {source.name!r} sets 'columns', but format fhir reads the FHIR "
+            "fields themselves; remove 'columns' from the source in sources.yaml."
+        )
     text = _read_text(path, source)
     if not text.strip():
         raise AdapterError(
@@ -121,7 +126,8 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
     items = list(_items(path, text))
     fixed_person = source.person.for_file(path)
     try:
-        known_loincs = set(lab_tables().by_loinc["__loinc"].to_list())
+        # LOINC codes of markers.csv, to pick the right coding when a code lists several.
+        known_loincs = set(lab_tables().by_loinc.to_series(0).drop_nulls().to_list())
     except LabTableError as exc:
         raise AdapterError(f"{path}: cannot map lab results: {exc}") from exc
 
