@@ -70,6 +70,9 @@ TAUTOLOGICAL: frozenset[tuple[str, str]] = frozenset(
         ("energy_kcal", "energy_kcal"),
         ("ultra_processed_energy_pct", "energy_kcal"),  # already a share of energy
         ("dii", "energy_kcal"),  # energy is one of the DII's parameters
+        ("dii_no_alcohol", "energy_kcal"),
+        ("dii_window", "energy_kcal"),
+        ("fiber_g_per_1000kcal", "energy_kcal"),  # already energy-adjusted
         ("fiber_g", "carbs_g"),
         ("sugars_g", "carbs_g"),
         ("added_sugars_g", "carbs_g"),

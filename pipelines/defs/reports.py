@@ -41,14 +41,33 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
             else pl.DataFrame()
         )
         daily = table("diet_daily")
+        draws = table("marker_draws")
+        # Person pages are for people followed over time; members of cross-sectional cohorts
+        # (one undated draw each, e.g. NHANES) appear on the cohort page only.
+        followed = (
+            conn.execute(
+                "SELECT DISTINCT person_id FROM diet_daily UNION "
+                "SELECT DISTINCT person_id FROM marker_draws WHERE collected_at IS NOT NULL"
+            ).pl()["person_id"]
+            if table_exists(conn, "diet_daily") and table_exists(conn, "marker_draws")
+            else pl.Series("person_id", [], pl.String)
+        )
+        people = table("persons")
+        if people.height:
+            people = people.filter(pl.col("person_id").is_in(followed.implode()))
+        if draws.height:
+            draws = draws.filter(pl.col("person_id").is_in(followed.implode()))
+        trends = table("marker_trends")
+        if trends.height:
+            trends = trends.filter(pl.col("person_id").is_in(followed.implode()))
         window = (
             f"{daily['day'].min()!s} to {daily['day'].max()!s}" if daily.height else "no diet data"
         )
         return DashboardInputs(
-            persons=table("persons"),
+            persons=people,
             diet_daily=daily,
-            marker_draws=table("marker_draws"),
-            marker_trends=table("marker_trends"),
+            marker_draws=draws,
+            marker_trends=trends,
             associations=table("associations"),
             ingest_files=table("ingest_files"),
             rejected_summary=rejected,
