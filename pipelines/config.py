@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 
 KINDS = ("diet", "labs", "persons")
+# Formats whose files carry the person id themselves; without a `person` key, ids come from there.
+MULTI_PERSON_FORMATS = {"fhir": True, "synthea_observations": True, "nhanes_xpt": True}
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 SOURCE_KEYS = {
@@ -166,8 +168,12 @@ def _parse_source(index: int, entry: Any, formats: set[str]) -> SourceConfig:
         isinstance(k, str) and isinstance(v, str) for k, v in columns.items()
     ):
         raise ConfigError(f"{where}, key 'columns': expected a mapping of canonical -> file column")
-    person = _person_spec(where, entry.get("person", {"from_folder": True}))
-    if entry["kind"] != "persons" and person.column is None and "person" not in entry:
+    if "person" in entry:
+        person = _person_spec(where, entry["person"])
+    elif MULTI_PERSON_FORMATS.get(entry["format"]):
+        # Files that name their own patients (FHIR subject, Synthea PATIENT, NHANES SEQN).
+        person = PersonSpec()
+    else:
         person = PersonSpec(from_folder=True)
     delimiter = entry.get("delimiter")
     if delimiter is not None and (not isinstance(delimiter, str) or len(delimiter) != 1):

@@ -38,6 +38,9 @@ OWNERSHIP_KEY = {
     "biometrics": ["person_id", "day", "metric"],
 }
 
+# Tables whose ownership key is also a unique key (a repeat within one file is a duplicate).
+UNIQUE_IN_FILE = {"lab_results", "persons", "diet_daily_reported"}
+
 INGEST_FILES_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "file_id": pl.String,
     "source": pl.String,
@@ -159,8 +162,18 @@ def ingest_source(source: SourceConfig, raw_dir: Path) -> SourceIngest:
     key = OWNERSHIP_KEY[target]
     owner = rows.group_by(key).agg(pl.col("_file_order").max().alias("_owner"))
     rows = rows.join(owner, on=key, how="left", nulls_equal=True)
-    kept = rows.filter(pl.col("_file_order") == pl.col("_owner"))
+    owned = rows.filter(pl.col("_file_order") == pl.col("_owner"))
     superseded = rows.filter(pl.col("_file_order") != pl.col("_owner"))
+    if target in UNIQUE_IN_FILE:
+        # The same result twice in one file (e.g. a portal listing CRP under two codes at the
+        # same time): the first one loads, the repeat counts as a duplicate.
+        first = owned.with_row_index("_i").group_by(OWNERSHIP_KEY[target]).agg(pl.col("_i").min())
+        owned = owned.with_row_index("_i")
+        repeats = owned.join(first, on=[*OWNERSHIP_KEY[target], "_i"], how="anti", nulls_equal=True)
+        kept = owned.join(repeats.select("_i"), on="_i", how="anti").drop("_i")
+        superseded = pl.concat([superseded, repeats.drop("_i")], how="vertical_relaxed")
+    else:
+        kept = owned
 
     loaded_per_file = dict(kept.group_by("file_id").len().iter_rows())
     dup_per_file = dict(superseded.group_by("file_id").len().iter_rows())

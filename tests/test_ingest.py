@@ -103,3 +103,27 @@ def test_same_files_twice_give_the_same_result(tmp_path: Path) -> None:
     first, second = ingest_source(SOURCE, raw), ingest_source(SOURCE, raw)
     assert first.rows.equals(second.rows)
     assert first.files.drop("ingested_at").equals(second.files.drop("ingested_at"))
+
+
+def test_a_result_repeated_within_one_file_counts_as_duplicate(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    (raw / "labs").mkdir(parents=True)
+    (raw / "labs" / "portal.csv").write_text(
+        "Patient,Collected,Test,Result,Units\n"
+        "ann,2025-03-01 08:00,CRP,1.2,mg/L\n"
+        "ann,2025-03-01 08:00,C-Reactive Protein,1.2,mg/L\n"
+        "ann,2025-04-01 08:00,CRP,0.9,mg/L\n",
+        encoding="utf-8",
+    )
+    source = SourceConfig(
+        name="labs",
+        kind="labs",
+        format="csv",
+        path="labs/*.csv",
+        person=PersonSpec(column="Patient"),
+        columns={"collected_at": "Collected", "marker": "Test", "value": "Result", "unit": "Units"},
+    )
+    result = ingest_source(source, raw)
+    assert result.rows.height == 2
+    record = result.files.row(0, named=True)
+    assert (record["rows_read"], record["rows_loaded"], record["rows_duplicate"]) == (3, 2, 1)
