@@ -137,9 +137,30 @@ def cmd_run(args: argparse.Namespace) -> int:
             code=1,
         )
     snapshot.unlink(missing_ok=True)
+    _print_ingest_summary(warehouse)
     index = project.dashboards_dir / "index.html"
     print(f"Dashboards written. Open: {index}")
     return 0
+
+
+def _print_ingest_summary(warehouse: Warehouse) -> None:
+    """Counts per run, and every file that could not be read, so nothing fails quietly."""
+    files = warehouse.table("ingest_files")
+    if files.is_empty():
+        return
+    totals = {
+        c: int(files[c].sum())
+        for c in ("rows_read", "rows_loaded", "rows_rejected", "rows_duplicate")
+    }
+    print(
+        f"Input: {files.height} file(s), {totals['rows_read']} rows read, "
+        f"{totals['rows_loaded']} loaded, {totals['rows_rejected']} rejected "
+        f"(see rejected_rows), {totals['rows_duplicate']} duplicate."
+    )
+    for path, source, error in (
+        files.filter(files["status"] == "error").select("path", "source", "error").rows()
+    ):
+        print(f"warning: {path} (source {source!r}) was not loaded: {error}", file=sys.stderr)
 
 
 def _roll_back(warehouse: Warehouse, snapshot: Path, had_warehouse: bool) -> None:
