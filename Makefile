@@ -12,12 +12,13 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export GUTSIGNAL_PROJECT_DIR ?= $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: help env run demo test lint typecheck dev bench clean
+.PHONY: help env run demo test lint typecheck dev bench clean browser
 
 help:
 	@echo "make run    set up, run the pipeline on the demo (or your sources.yaml), print the dashboard path"
 	@echo "make test   set up and run lint, type check and the test suite"
 	@echo "make dev    the Dagster UI and daemon on http://127.0.0.1:3000"
+	@echo "make bench  the scale benchmark (writes bench/results.md)"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -41,18 +42,28 @@ run: demo
 	$(BIN)/gutsignal run --project-dir $(GUTSIGNAL_PROJECT_DIR)
 
 lint: env
-	$(BIN)/ruff format --check pipelines tests
-	$(BIN)/ruff check pipelines tests
+	$(BIN)/ruff format --check pipelines tests bench
+	$(BIN)/ruff check pipelines tests bench
 
 typecheck: env
 	$(BIN)/mypy
 
-test: lint typecheck
+# Browser tests drive Debian's chromium (Playwright cannot download a browser here).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: lint typecheck browser
 	$(BIN)/dg check defs
 	$(BIN)/pytest
 
 dev: demo
 	$(BIN)/dg dev --host 127.0.0.1 --port 3000
+
+# Scale benchmark: ratios against DuckDB's own read_csv, measured in the same run.
+bench: env
+	$(BIN)/python -m bench.run --scale full
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .dagster_home .pytest_cache .mypy_cache .ruff_cache dashboards/*.html dashboards/*.js
