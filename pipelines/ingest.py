@@ -18,14 +18,17 @@ Invariant, per file: rows_read == rows_loaded + rows_rejected + rows_duplicate.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import inspect
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 
-from pipelines.adapters import FORMATS, AdapterError
+from pipelines.adapters import FORMATS, AdapterError, ParseResult
 from pipelines.config import SourceConfig
 from pipelines.schema import TARGET_SCHEMAS, conform
 
@@ -74,6 +77,7 @@ class SourceIngest:
     rows: pl.DataFrame  # canonical rows of the kind, plus source and file_id
     files: pl.DataFrame  # INGEST_FILES_SCHEMA
     rejects: pl.DataFrame  # REJECTED_ROWS_SCHEMA
+    files_parsed: int = 0  # files actually parsed this time (others came from the parse cache)
 
 
 def sha256_of(path: Path) -> str:
@@ -89,11 +93,87 @@ def target_table(source: SourceConfig) -> str:
     return FORMATS[source.format].target(source)
 
 
-def ingest_source(source: SourceConfig, raw_dir: Path) -> SourceIngest:
-    """Read every file of `source` under `raw_dir`; see the module docstring for the rules."""
+class ParseCache:
+    """Parsed files kept as Parquet, so a nightly run parses only new or changed files.
+
+    A file's entry is keyed by its sha256 and by a fingerprint of everything else that shapes the
+    parse: the source's configuration and the adapter's code. A file whose size and modification
+    time are unchanged is not even re-hashed (the manifest remembers its sha256).
+    """
+
+    def __init__(self, root: Path, source: SourceConfig) -> None:
+        self.dir = root / source.name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.manifest_path = self.dir / "manifest.json"
+        self.manifest: dict[str, list] = (
+            json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {}
+        )
+        parse = FORMATS[source.format].parse
+        code = Path(inspect.getfile(parse)).read_bytes()
+        config = json.dumps(dataclasses.asdict(source), sort_keys=True, default=str).encode()
+        self.fingerprint = hashlib.sha256(code + b"\0" + config).hexdigest()[:16]
+        self.parsed = 0  # files parsed in this run (the rest came from the cache)
+
+    def sha256(self, path: Path, rel_path: str) -> str:
+        stat = path.stat()
+        known = self.manifest.get(rel_path)
+        if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
+            return str(known[2])
+        sha = sha256_of(path)
+        self.manifest[rel_path] = [stat.st_size, stat.st_mtime_ns, sha]
+        return sha
+
+    def _paths(self, sha: str) -> tuple[Path, Path, Path]:
+        stem = self.dir / f"{sha[:32]}-{self.fingerprint}"
+        return (
+            stem.with_suffix(".rows.parquet"),
+            stem.with_suffix(".rejects.parquet"),
+            stem.with_suffix(".json"),
+        )
+
+    def get(self, sha: str) -> ParseResult | None:
+        rows, rejects, meta = self._paths(sha)
+        if not (rows.exists() and rejects.exists() and meta.exists()):
+            return None
+        return ParseResult(
+            rows=pl.read_parquet(rows),
+            rejects=pl.read_parquet(rejects),
+            rows_read=int(json.loads(meta.read_text())["rows_read"]),
+        )
+
+    def put(self, sha: str, result: ParseResult) -> None:
+        rows, rejects, meta = self._paths(sha)
+        result.rows.write_parquet(rows)
+        result.rejects.write_parquet(rejects)
+        meta.write_text(json.dumps({"rows_read": result.rows_read}))  # written last: marks done
+
+    def save(self) -> None:
+        self.manifest_path.write_text(json.dumps(self.manifest))
+
+
+def ingest_source(
+    source: SourceConfig, raw_dir: Path, cache_dir: Path | None = None
+) -> SourceIngest:
+    """Read every file of `source` under `raw_dir`; see the module docstring for the rules.
+
+    With `cache_dir`, files parsed in an earlier run are taken from the parse cache instead of
+    being parsed again (see ParseCache).
+    """
     target = target_table(source)
     schema = TARGET_SCHEMAS[target]
-    parse = FORMATS[source.format].parse
+    cache = ParseCache(cache_dir, source) if cache_dir is not None else None
+    adapter = FORMATS[source.format].parse
+
+    def parse(path: Path, sha: str) -> ParseResult:
+        if cache is None:
+            return adapter(path, source)
+        cached = cache.get(sha)
+        if cached is None:
+            cached = adapter(path, source)
+            cache.put(sha, cached)
+            cache.parsed += 1
+        return cached
+
     now = datetime.now(UTC).replace(tzinfo=None)
     file_rows: list[dict] = []
     frames: list[pl.DataFrame] = []
@@ -104,9 +184,9 @@ def ingest_source(source: SourceConfig, raw_dir: Path) -> SourceIngest:
     # Oldest first, so that "newest wins" below is "last file wins".
     files.sort(key=lambda p: (p.stat().st_mtime, str(p)))
     for order, path in enumerate(files):
-        sha = sha256_of(path)
-        file_id = hashlib.sha256(f"{source.name}\0{sha}".encode()).hexdigest()[:16]
         rel_path = str(path.relative_to(raw_dir))
+        sha = cache.sha256(path, rel_path) if cache is not None else sha256_of(path)
+        file_id = hashlib.sha256(f"{source.name}\0{sha}".encode()).hexdigest()[:16]
         record: dict[str, object] = {
             "file_id": file_id,
             "source": source.name,
@@ -123,7 +203,7 @@ def ingest_source(source: SourceConfig, raw_dir: Path) -> SourceIngest:
             "ingested_at": now,
         }
         try:
-            result = parse(path, source)
+            result = parse(path, sha)
         except AdapterError as exc:
             record.update(status="error", error=str(exc))
             file_rows.append(record)
@@ -182,6 +262,8 @@ def ingest_source(source: SourceConfig, raw_dir: Path) -> SourceIngest:
             record["rows_loaded"] = loaded_per_file.get(record["file_id"], 0)
             record["rows_duplicate"] = dup_per_file.get(record["file_id"], 0)
 
+    if cache is not None:
+        cache.save()
     files_df = pl.DataFrame(file_rows, schema=INGEST_FILES_SCHEMA)
     rejects = (
         conform(pl.concat(reject_frames, how="diagonal_relaxed"), REJECTED_ROWS_SCHEMA)
@@ -192,4 +274,5 @@ def ingest_source(source: SourceConfig, raw_dir: Path) -> SourceIngest:
         rows=kept.drop("_file_order", "_owner").with_columns(pl.lit(source.name).alias("source")),
         files=files_df,
         rejects=rejects,
+        files_parsed=cache.parsed if cache is not None else len(files),
     )

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from pipelines.config import PersonSpec, SourceConfig
 from pipelines.ingest import ingest_source
@@ -127,3 +128,52 @@ def test_a_result_repeated_within_one_file_counts_as_duplicate(tmp_path: Path) -
     assert result.rows.height == 2
     record = result.files.row(0, named=True)
     assert (record["rows_read"], record["rows_loaded"], record["rows_duplicate"]) == (3, 2, 1)
+
+
+def test_nightly_run_parses_only_new_or_changed_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.adapters import FORMATS, Format, cronometer_servings
+
+    calls: list[str] = []
+
+    def counting_parse(path: Path, source: SourceConfig):  # type: ignore[no-untyped-def]
+        calls.append(path.name)
+        return cronometer_servings.parse(path, source)
+
+    fmt = FORMATS["cronometer_servings"]
+    monkeypatch.setitem(FORMATS, "cronometer_servings", Format(fmt.kinds, counting_parse))
+    raw, cache = tmp_path / "raw", tmp_path / "cache"
+    for month in (1, 2, 3):
+        export(
+            raw / "cm" / "eve" / f"2025-0{month}.csv",
+            [f"2025-0{month}-01,,Lunch,Kimchi,100.00 g,20,2,Vegetables and Vegetable Products"],
+            mtime=1_700_000_000 + month,
+        )
+    first = ingest_source(SOURCE, raw, cache_dir=cache)
+    assert sorted(calls) == ["2025-01.csv", "2025-02.csv", "2025-03.csv"]
+    assert first.files_parsed == 3
+
+    calls.clear()
+    export(
+        raw / "cm" / "eve" / "2025-04.csv",
+        ["2025-04-01,,Lunch,Kimchi,100.00 g,20,2,Vegetables and Vegetable Products"],
+        mtime=1_700_000_004,
+    )
+    second = ingest_source(SOURCE, raw, cache_dir=cache)
+    assert calls == ["2025-04.csv"]  # only the new file is parsed
+    assert second.files_parsed == 1
+    assert second.rows.height == 4
+    # the cached result is the same as a fresh parse
+    fresh = ingest_source(SOURCE, raw)
+    assert second.rows.sort("day").equals(fresh.rows.sort("day"))
+
+    calls.clear()
+    export(
+        raw / "cm" / "eve" / "2025-02.csv",
+        ["2025-02-01,,Lunch,Kimchi,150.00 g,30,3,Vegetables and Vegetable Products"],
+        mtime=1_700_000_010,
+    )
+    third = ingest_source(SOURCE, raw, cache_dir=cache)
+    assert calls == ["2025-02.csv"]  # a changed file is parsed again
+    assert third.rows.filter(pl.col("day").dt.month() == 2)["grams"].to_list() == [150.0]

@@ -58,7 +58,9 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
             check_source_files(source, project.project.raw_dir)
         except ConfigError as exc:
             raise dg.Failure(description=str(exc)) from exc
-        result = ingest_source(source, project.project.raw_dir)
+        result = ingest_source(
+            source, project.project.raw_dir, cache_dir=project.project.processed_dir / "parse_cache"
+        )
         with project.warehouse().write() as conn:
             replace_table(conn, staging_table(source.name), result.rows)
             replace_rows(conn, "ingest_files", result.files, "source", source.name)
@@ -78,6 +80,7 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
             metadata={
                 "dagster/row_count": result.rows.height,
                 "files": files.height,
+                "files_parsed": result.files_parsed,
                 "rows_read": int(files["rows_read"].sum()),
                 "rows_rejected": int(files["rows_rejected"].sum()),
                 "rows_duplicate": int(files["rows_duplicate"].sum()),

@@ -1,0 +1,1 @@
+"""Scale benchmark for gutsignal (see bench/README.md)."""
