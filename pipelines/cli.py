@@ -104,22 +104,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         if os.environ.get("DAGSTER_HOME")
         else dg.DagsterInstance.ephemeral()
     )
-    # Each step commits on its own; a whole run is made atomic by a snapshot taken before it and
-    # put back if any step fails, so a failed run leaves the warehouse exactly as it was.
-    warehouse = project.warehouse()
-    snapshot = project.processed_dir / "warehouse.before-run.duckdb"
-    had_warehouse = warehouse.snapshot(snapshot)
-    try:
-        result = job.execute_in_process(
-            run_config={"loggers": {"progress": {"config": {"total_steps": total}}}},
-            instance=instance,
-            raise_on_error=False,
-        )
-    except BaseException:
-        _roll_back(warehouse, snapshot, had_warehouse)
-        raise
+    # A failed run puts the warehouse back as it was (ProjectResource, defs/resources.py).
+    result = job.execute_in_process(
+        run_config={"loggers": {"progress": {"config": {"total_steps": total}}}},
+        instance=instance,
+        raise_on_error=False,
+    )
     if not result.success:
-        _roll_back(warehouse, snapshot, had_warehouse)
         failures = [
             e for e in result.all_events if e.event_type_value in ("STEP_FAILURE", "RUN_FAILURE")
         ]
@@ -136,8 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             "run; fix the problem and run again.",
             code=1,
         )
-    snapshot.unlink(missing_ok=True)
-    _print_ingest_summary(warehouse)
+    _print_ingest_summary(project.warehouse())
     index = project.dashboards_dir / "index.html"
     print(f"Dashboards written. Open: {index}")
     return 0
@@ -161,14 +151,6 @@ def _print_ingest_summary(warehouse: Warehouse) -> None:
         files.filter(files["status"] == "error").select("path", "source", "error").rows()
     ):
         print(f"warning: {path} (source {source!r}) was not loaded: {error}", file=sys.stderr)
-
-
-def _roll_back(warehouse: Warehouse, snapshot: Path, had_warehouse: bool) -> None:
-    if had_warehouse:
-        warehouse.restore(snapshot)
-        snapshot.unlink(missing_ok=True)
-    else:
-        warehouse.path.unlink(missing_ok=True)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

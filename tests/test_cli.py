@@ -110,4 +110,4 @@ def test_a_failed_run_leaves_the_warehouse_as_it_was(
     assert "disk full" in err and "put back" in err
     for table, frame in before.items():
         assert wh.table(table).equals(frame), table
-    assert not (project.processed_dir / "warehouse.before-run.duckdb").exists()
+    assert not list(project.processed_dir.glob("warehouse.run-*.duckdb"))

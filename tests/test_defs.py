@@ -92,8 +92,10 @@ def test_sensor_starts_a_run_for_new_or_changed_files_only(project_dir: Path) ->
     with dg.instance_for_test() as instance:
 
         def tick(cursor: str | None) -> dg.SensorResult | dg.SkipReason:
-            ctx = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources)
-            return new_raw_files(ctx)
+            with dg.build_sensor_context(
+                instance=instance, cursor=cursor, resources=resources
+            ) as ctx:
+                return new_raw_files(ctx)
 
         assert isinstance(tick(None), dg.SkipReason)  # empty data/raw: nothing to do
 

@@ -490,24 +490,38 @@ def _window_label(w: object) -> str:
     return f"{int(w)} d" if is_num(w) else "all"
 
 
+def window_key(w: object) -> str:
+    """The key of an exposure window in cell ids ("28", or "all" for no window)."""
+    return str(int(w)) if is_num(w) else "all"
+
+
+def heatmap_axes(rows: list[dict[str, Any]]) -> tuple[list[str], list[int | None]]:
+    """Row (feature) and column (window) order of the lag heatmap, shared with its click data."""
+    features = sorted(
+        {str(r["feature"]) for r in rows if r.get("feature") is not None}, key=feature_order
+    )
+    windows = sorted(
+        {int(r["window_days"]) if is_num(r.get("window_days")) else None for r in rows},
+        key=lambda w: (w is None, w or 0),
+    )
+    return features, windows
+
+
 def lag_heatmap(assoc: pl.DataFrame, title: str) -> Fig | None:
-    """Features x exposure windows, colour = effect %, '*' and an outline where significant."""
+    """Features x exposure windows, colour = effect %, '*' and an outline where significant.
+
+    Clicking a cell is handled by the page (see `CELL_SCRIPT`): the heatmap only draws.
+    """
     if assoc.is_empty():
         return None
     rows = assoc.to_dicts()
-    features = sorted(
-        {str(r["feature"]) for r in rows if r["feature"] is not None}, key=feature_order
-    )
-    windows = sorted(
-        {r["window_days"] for r in rows},
-        key=lambda w: (not is_num(w), w if is_num(w) else 0),
-    )
+    features, windows = heatmap_axes(rows)
     if not features:
         return None
     xlabels = [_window_label(w) for w in windows]
     ylabels = [pesc(feature_label(f)) for f in features]
     zi = {f: i for i, f in enumerate(features)}
-    wi = {(w if is_num(w) else None): j for j, w in enumerate(windows)}
+    wi = {w: j for j, w in enumerate(windows)}
     z: list[list[float | None]] = [[None] * len(windows) for _ in features]
     text = [[""] * len(windows) for _ in features]
     hover = [["not tested"] * len(windows) for _ in features]
@@ -515,20 +529,22 @@ def lag_heatmap(assoc: pl.DataFrame, title: str) -> Fig | None:
     for r in rows:
         if r["feature"] is None:
             continue
-        i, j = zi[str(r["feature"])], wi[r["window_days"] if is_num(r["window_days"]) else None]
+        i = zi[str(r["feature"])]
+        j = wi[int(r["window_days"]) if is_num(r["window_days"]) else None]
         status = r.get("status") or "unknown"
         n = r.get("n")
         n_txt = f"n = {n}" if is_num(n) else "n unknown"
         effect = r.get("effect_pct")
+        n_cell = f"<br><span style='font-size:9px'>n={int(n)}</span>" if is_num(n) else ""
         if status == "insufficient_data" or not is_num(effect):
-            text[i][j] = "–"
+            text[i][j] = f"–{n_cell}"
             hover[i][j] = f"{ylabels[i]}, {xlabels[j]}<br>not enough data ({n_txt})"
             if r.get("note"):
                 hover[i][j] += f"<br>{pesc(r['note'])}"
             continue
         z[i][j] = _r(effect)
         star = "*" if status == "significant" else ""
-        text[i][j] = f"{fmt_pct(effect)}{star}"
+        text[i][j] = f"{fmt_pct(effect)}{star}{n_cell}"
         hover[i][j] = (
             f"{ylabels[i]}, previous {xlabels[j]}<br><b>{fmt_pct(effect)}</b> per unit "
             f"(95% CI {fmt_pct(r.get('ci_low_pct'))} to {fmt_pct(r.get('ci_high_pct'))})"
@@ -580,7 +596,7 @@ def lag_heatmap(assoc: pl.DataFrame, title: str) -> Fig | None:
     ]
     layout = _layout(
         title,
-        max(260, 90 + 30 * len(features)),
+        max(280, 100 + 36 * len(features)),
         shapes=shapes,
         xaxis={
             "type": "category",

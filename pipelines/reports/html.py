@@ -131,6 +131,39 @@ CATEGORY_NOUNS: dict[str, str] = {
     "ultra_processed": "ultra-processed food",
     "high_fodmap": "high-FODMAP food",
     "polyphenol_rich": "polyphenol-rich food",
+    "refined_grains": "refined grains",
+    "poultry": "poultry",
+    "eggs": "eggs",
+}
+
+# Derived features that are neither a nutrient column nor a category: (axis label, noun in a
+# sentence, the unit an effect is expressed per).
+DERIVED_FEATURES: dict[str, tuple[str, str, str]] = {
+    "dii": (
+        "DII (score)",
+        "Dietary Inflammatory Index (DII)",
+        "per 1-point higher Dietary Inflammatory Index (DII)",
+    ),
+    "dii_window": (
+        "DII of the window's mean intake",
+        "DII of the window's mean intake",
+        "per 1-point higher DII of the window's mean intake",
+    ),
+    "dii_no_alcohol": (
+        "DII without alcohol",
+        "DII without alcohol",
+        "per 1-point higher DII without alcohol",
+    ),
+    "fiber_g_per_1000kcal": (
+        "Fibre per 1000 kcal",
+        "fibre per 1000 kcal",
+        "per extra 1 g of fibre per 1000 kcal",
+    ),
+    "ultra_processed_energy_pct": (
+        "Ultra-processed (% energy)",
+        "energy from ultra-processed food",
+        "per extra percentage point of energy from ultra-processed food",
+    ),
 }
 
 UNIT_SUFFIXES: dict[str, str] = {"_g": "g", "_mg": "mg", "_ug": "µg", "_kcal": "kcal"}
@@ -243,10 +276,8 @@ def feature_noun(feature: object) -> str:
         name = NUTRIENTS[f]
         # Keep proper-noun-like names (Omega-3, Vitamin C) capitalised.
         return name if name.split()[0] in ("Omega-3", "Omega-6", "Vitamin") else name.lower()
-    if f == "dii":
-        return "Dietary Inflammatory Index (DII)"
-    if f == "ultra_processed_energy_pct":
-        return "energy from ultra-processed food"
+    if f in DERIVED_FEATURES:
+        return DERIVED_FEATURES[f][1]
     return f.replace("_", " ") or "feature"
 
 
@@ -259,11 +290,10 @@ def feature_label(feature: object) -> str:
     if f in NUTRIENTS:
         unit = _unit_of(f)
         return f"{NUTRIENTS[f]} ({unit}/day)" if unit else NUTRIENTS[f]
-    if f == "dii":
-        return "DII (score)"
-    if f == "ultra_processed_energy_pct":
-        return "Ultra-processed (% energy)"
-    return f.replace("_", " ") or "feature"
+    if f in DERIVED_FEATURES:
+        return DERIVED_FEATURES[f][0]
+    text = f.replace("_", " ")
+    return f"{text[:1].upper()}{text[1:]}" if text else "feature"
 
 
 def per_unit_phrase(feature: object, per_unit: object = None) -> str:
@@ -279,10 +309,8 @@ def per_unit_phrase(feature: object, per_unit: object = None) -> str:
         if unit:
             return f"per extra 1 {unit}/day of {feature_noun(f)}"
         return f"per unit of {feature_noun(f)}"
-    if f == "dii":
-        return "per 1-point higher Dietary Inflammatory Index (DII)"
-    if f == "ultra_processed_energy_pct":
-        return "per extra percentage point of energy from ultra-processed food"
+    if f in DERIVED_FEATURES:
+        return DERIVED_FEATURES[f][2]
     return f"per unit of {feature_noun(f)}"
 
 
@@ -291,8 +319,9 @@ def feature_order(feature: str) -> tuple[int, str]:
     headline = ["fermented_servings", "fiber_g", "ultra_processed_servings", "dii"]
     if feature in headline:
         return (headline.index(feature), feature)
-    if feature == "ultra_processed_energy_pct":
-        return (4, feature)
+    derived = ["ultra_processed_energy_pct", "dii_window", "dii_no_alcohol", "fiber_g_per_1000kcal"]
+    if feature in derived:
+        return (4 + derived.index(feature), feature)
     if feature.endswith("_servings") and feature.removesuffix("_servings") in CATEGORIES:
         return (10 + CATEGORIES.index(feature.removesuffix("_servings")), feature)
     if feature in NUTRIENTS:
