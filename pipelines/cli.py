@@ -4,6 +4,7 @@
     gutsignal validate FILE --source NAME [--project-dir DIR]   dry-run one file through a source
     gutsignal demo [--project-dir DIR] [--seed N]         write the bundled demo data
     gutsignal sources [--project-dir DIR]                 list sources and the files they match
+    gutsignal backup | restore [NAME] [--list]            warehouse backups
 
 Errors are one human paragraph and a non-zero exit, never a traceback: the people running this
 are tracking their own health, not debugging Python.
@@ -205,6 +206,38 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from pipelines.backups import take_backup
+
+    project = _project(args)
+    keep = project.config().settings.backups_keep if project.sources_yaml.exists() else 7
+    path = take_backup(project.warehouse(), keep=keep)
+    if path is None:
+        raise CliError(f"No warehouse yet in {project.processed_dir}; nothing to back up.", 2)
+    print(f"Backup written: {path}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from pipelines.backups import list_backups, restore_backup
+
+    project = _project(args)
+    warehouse = project.warehouse()
+    backups = list_backups(warehouse)
+    if args.list or not backups:
+        if not backups:
+            print(f"No backups in {project.processed_dir / 'backups'}.")
+        for b in backups:
+            print(b.name)
+        return 0 if backups or args.list else 2
+    try:
+        chosen = restore_backup(warehouse, args.name)
+    except FileNotFoundError as exc:
+        raise CliError(str(exc), code=2) from exc
+    print(f"Restored {chosen.name} into {warehouse.path}.")
+    return 0
+
+
 def cmd_sources(args: argparse.Namespace) -> int:
     project = _project(args)
     config = _load_config(project)
@@ -234,6 +267,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument("--force", action="store_true", help="rewrite existing demo files")
     demo.set_defaults(func=cmd_demo)
+    bak = with_project(
+        sub.add_parser("backup", help="copy the warehouse to data/processed/backups")
+    )
+    bak.set_defaults(func=cmd_backup)
+    res = with_project(sub.add_parser("restore", help="put a warehouse backup back in place"))
+    res.add_argument("name", nargs="?", help="backup file name (default: the newest)")
+    res.add_argument("--list", action="store_true", help="list the backups and exit")
+    res.set_defaults(func=cmd_restore)
     src = with_project(sub.add_parser("sources", help="list sources and matched files"))
     src.set_defaults(func=cmd_sources)
     return parser

@@ -97,6 +97,8 @@ class Settings:
     # Cross-sectional (between-person) models only: people younger than this, or of unknown age,
     # are left out when it is set, e.g. 20 for NHANES adults.
     cohort_min_age: float | None = None
+    # Warehouse copies kept in data/processed/backups/, one taken before each nightly run.
+    backups_keep: int = 7
 
 
 @dataclass(frozen=True)

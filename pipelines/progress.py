@@ -19,6 +19,10 @@ class _StepLineHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         meta = getattr(record, "dagster_meta", None) or {}
         event = meta.get("dagster_event")
+        if event is None and record.levelno >= logging.WARNING:
+            # e.g. "another gutsignal run is in progress; waiting for it to finish"
+            sys.stderr.write(f"  note: {meta.get('orig_message', record.getMessage())}\n")
+            return
         if event is None or not event.step_key:
             return
         step = event.step_key

@@ -11,9 +11,11 @@ open read-only, cannot evolve a table's schema, and their Polars loader breaks o
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +24,7 @@ import duckdb
 import polars as pl
 from filelock import FileLock, Timeout
 
+LOG = logging.getLogger("gutsignal.warehouse")
 IDENT_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 LOCK_TIMEOUT_S = 600.0
 
@@ -74,7 +77,7 @@ class Warehouse:
     def write(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-write connection inside one transaction, under the cross-process write lock."""
         with self._locked():
-            conn = duckdb.connect(str(self.path))
+            conn = self._connect(read_only=False)
             try:
                 conn.execute("BEGIN TRANSACTION")
                 try:
@@ -94,11 +97,38 @@ class Warehouse:
                 f"{self.path} does not exist yet: run `gutsignal run` first to build the warehouse"
             )
         with self._locked():
-            conn = duckdb.connect(str(self.path), read_only=True)
+            conn = self._connect(read_only=True)
             try:
                 yield conn
             finally:
                 conn.close()
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """Connect, waiting while another program (a DuckDB CLI, a notebook) holds the file.
+
+        Our own processes are serialised by the file lock; an outside program is not, and DuckDB
+        refuses a read-write open while any other process has the file open. We retry with
+        backoff and say what is going on, instead of failing on the first refusal.
+        """
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay, warned = 0.1, False
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise
+                if time.monotonic() + delay > deadline:
+                    raise WarehouseBusy(
+                        f"{self.path} is open in another program (a DuckDB CLI or notebook?) "
+                        f"and stayed open for {self.lock_timeout_s:.0f} s. Close it, or open it "
+                        "read-only between runs (`duckdb -readonly ...`)."
+                    ) from exc
+                if not warned:
+                    LOG.warning("%s is open in another program; waiting for it to close", self.path)
+                    warned = True
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def snapshot(self, dest: Path) -> bool:
         """Copy the warehouse file to `dest` under the write lock; False when there is none yet."""
