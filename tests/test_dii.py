@@ -102,3 +102,22 @@ def test_window_dii_is_computed_on_the_mean_intake() -> None:
     assert out["feature"] == "dii_window"
     assert out["value"] == pytest.approx((2 * norm.cdf(1.0) - 1) * -0.663, abs=1e-12)
     assert out["days_logged"] == 6 and out["complete"] is True
+
+
+def test_runs_on_the_nhanes_intake_file_and_matches_its_confirmed_rows() -> None:
+    path = VALIDATION.parents[1] / "nhanes" / "nhanes_2011_2018_dii_intake.csv"
+    intake = pl.read_csv(path, infer_schema_length=None)
+    by_key = {_key(p): p for p in dii_table()["parameter"]}
+    columns = {
+        by_key[_key(c)]: c
+        for c in intake.columns[2:]
+        if _key(c) in by_key and intake[c].null_count() < intake.height
+    }
+    scores = dii_scores(intake, columns)
+    assert scores.height == 13580 and scores["dii"].null_count() == 0
+    # SEQN 1-3 are the synthetic validation people (all 45 parameters); real people have 28.
+    confirmed = intake["DII_Confirmed"].head(3).to_list()
+    assert scores["dii"].head(3).to_list() == pytest.approx(confirmed, abs=1e-9)
+    assert set(scores["dii_params"].tail(13577)) == {28}
+    # The US diet is mildly pro-inflammatory on average (science.md: NHANES means above zero).
+    assert 0.0 < scores["dii"].tail(13577).mean() < 4.0  # type: ignore[operator]
