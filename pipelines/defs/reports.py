@@ -1,9 +1,10 @@
 """The dashboards: `dashboards/index.html`, one page per person and a cohort page."""
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from importlib.metadata import version
 
 import dagster as dg
+import duckdb
 import polars as pl
 
 from pipelines.defs.resources import ProjectResource
@@ -18,7 +19,81 @@ UPSTREAM = (
     "associations",
     "ingest_files",
     "unmapped_foods",
+    "exposure_windows",
+    "data_sufficiency",
 )
+
+# Where each kind of source keeps its per-person dates: (table, date column).
+_DATED_TABLES = (
+    ("diet_entries", "day"),
+    ("diet_daily_reported", "day"),
+    ("lab_results", "collected_at"),
+)
+
+# People followed over time get a page; cross-sectional members (one undated draw) do not.
+_FOLLOWED = (
+    "SELECT DISTINCT person_id FROM diet_daily UNION "
+    "SELECT DISTINCT person_id FROM marker_draws WHERE collected_at IS NOT NULL"
+)
+
+
+def _day(x: date) -> date:
+    return x.date() if isinstance(x, datetime) else x
+
+
+def _columns(conn: duckdb.DuckDBPyConnection, name: str) -> set[str]:
+    return {
+        r[0]
+        for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = 'main' AND table_name = ?",
+            [name],
+        ).fetchall()
+    }
+
+
+def _source_freshness(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Per source and person: the newest file of the source and the person's latest data day.
+
+    Sources without per-person dates (e.g. a cross-sectional cohort) get one row with a null
+    person and day, so the age of their newest file is still checked.
+    """
+    if not table_exists(conn, "ingest_files") or "modified_at" not in _columns(
+        conn, "ingest_files"
+    ):
+        return pl.DataFrame()
+    parts = []
+    for name, day in _DATED_TABLES:
+        if table_exists(conn, name) and {"source", "person_id", day} <= _columns(conn, name):
+            parts.append(
+                f"SELECT source, person_id, max(CAST({day} AS DATE)) AS latest_day FROM {name} "
+                "WHERE person_id IS NOT NULL GROUP BY ALL"
+            )
+    days = (
+        " UNION ALL ".join(parts)
+        if parts
+        else (
+            "SELECT NULL::VARCHAR AS source, NULL::VARCHAR AS person_id, NULL::DATE AS latest_day "
+            "WHERE false"
+        )
+    )
+    return conn.execute(
+        f"""
+        WITH files AS (
+            SELECT source, max(modified_at) AS newest_file_at FROM ingest_files GROUP BY source
+        ), days AS (
+            SELECT source, person_id, max(latest_day) AS latest_day FROM ({days}) GROUP BY ALL
+        ), dated AS (
+            SELECT source FROM days WHERE latest_day IS NOT NULL GROUP BY source
+        )
+        SELECT f.source, d.person_id, f.newest_file_at, d.latest_day
+        FROM files f JOIN days d USING (source) WHERE d.latest_day IS NOT NULL
+        UNION ALL
+        SELECT f.source, NULL, f.newest_file_at, NULL FROM files f
+        WHERE f.source NOT IN (SELECT source FROM dated)
+        ORDER BY 1, 2
+        """
+    ).pl()
 
 
 def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
@@ -45,10 +120,7 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
         # Person pages are for people followed over time; members of cross-sectional cohorts
         # (one undated draw each, e.g. NHANES) appear on the cohort page only.
         followed = (
-            conn.execute(
-                "SELECT DISTINCT person_id FROM diet_daily UNION "
-                "SELECT DISTINCT person_id FROM marker_draws WHERE collected_at IS NOT NULL"
-            ).pl()["person_id"]
+            conn.execute(_FOLLOWED).pl()["person_id"]
             if table_exists(conn, "diet_daily") and table_exists(conn, "marker_draws")
             else pl.Series("person_id", [], pl.String)
         )
@@ -60,8 +132,33 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
         trends = table("marker_trends")
         if trends.height:
             trends = trends.filter(pl.col("person_id").is_in(followed.implode()))
+        sufficiency = table("data_sufficiency")
+        if sufficiency.height:
+            sufficiency = sufficiency.filter(pl.col("person_id").is_in(followed.implode()))
+        # Only complete windows reach the scatter behind each lag-heatmap cell; filtering here
+        # keeps a big cohort's windows out of memory.
+        windows = (
+            conn.execute(
+                f"SELECT * FROM exposure_windows WHERE complete AND person_id IN ({_FOLLOWED})"
+            ).pl()
+            if table_exists(conn, "exposure_windows") and followed.len()
+            else pl.DataFrame()
+        )
+        days = [
+            x
+            for x in (
+                daily["day"].min() if daily.height else None,
+                daily["day"].max() if daily.height else None,
+                draws["collected_at"].min() if draws.height else None,
+                draws["collected_at"].max() if draws.height else None,
+            )
+            if isinstance(x, date)
+        ]
+        # Cross-sectional cohorts carry no dates at all.
         window = (
-            f"{daily['day'].min()!s} to {daily['day'].max()!s}" if daily.height else "no diet data"
+            f"{min(_day(x) for x in days)} to {max(_day(x) for x in days)}"
+            if days
+            else "no dated data (cross-sectional)"
         )
         return DashboardInputs(
             persons=people,
@@ -72,6 +169,9 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
             ingest_files=table("ingest_files"),
             rejected_summary=rejected,
             unmapped_foods=table("unmapped_foods"),
+            exposure_windows=windows,
+            data_sufficiency=sufficiency,
+            source_freshness=_source_freshness(conn),
             run_info={
                 "run_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                 "code_version": f"gutsignal {version('gutsignal')}",
@@ -84,7 +184,15 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
 @dg.asset(
     group_name="reports",
     kinds={"plotly", "html"},
-    deps=["persons", "diet_daily", "marker_trends", "associations", "unmapped_foods"],
+    deps=[
+        "persons",
+        "diet_daily",
+        "marker_trends",
+        "exposure_windows",
+        "associations",
+        "data_sufficiency",
+        "unmapped_foods",
+    ],
 )
 def dashboards(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
     """Self-contained HTML dashboards that work offline: an index of people, a page per person

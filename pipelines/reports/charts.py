@@ -12,6 +12,7 @@ plotting: the JSON inside the page is the page's size. User text reaching a figu
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import date, timedelta
 from typing import Any
@@ -112,8 +113,10 @@ def _r(x: object, digits: int = 3) -> float | None:
         return None
     v = float(x)
     if v == 0:
-        return 0.0
-    return round(v, max(2, digits - 1 - math.floor(math.log10(abs(v)))))
+        return 0
+    out = round(v, max(2, digits - 1 - math.floor(math.log10(abs(v)))))
+    # 2 rather than 2.0: whole servings are common and every character is page weight.
+    return int(out) if out.is_integer() and abs(out) < 1e15 else out
 
 
 def _layout(title: str, height: int, **extra: Any) -> dict[str, Any]:
@@ -159,7 +162,7 @@ def weekly_diet(diet: pl.DataFrame) -> pl.DataFrame:
     value_cols = [
         c
         for c in diet.columns
-        if (c.endswith("_servings") or c == "fiber_g") and diet.schema[c].is_numeric()
+        if (c.endswith("_servings") or c in ("fiber_g", "dii")) and diet.schema[c].is_numeric()
     ]
     if diet.is_empty() or not value_cols:
         return pl.DataFrame()
@@ -273,14 +276,19 @@ def _crp_range(values: list[float]) -> tuple[float, float]:
 def crp_timeline(
     draws: pl.DataFrame, diet: pl.DataFrame, baseline: float | None, title: str
 ) -> Fig | None:
-    """CRP on a log axis with the hs-CRP risk bands, and weekly diet beneath on a shared x axis."""
+    """CRP on a log axis with the hs-CRP risk bands, weekly diet beneath and the weekly DII
+    under that, all on one shared time axis."""
     rows = _draw_rows(draws)
     weekly = weekly_diet(diet)
     series = _diet_series(weekly) if not weekly.is_empty() else []
     if not rows and not series:
         return None
     two_rows = bool(series)
-    top = [0.45, 1.0] if two_rows else [0.0, 1.0]
+    with_dii = two_rows and "dii" in weekly.columns and weekly["dii"].drop_nulls().len() > 0
+    if with_dii:
+        top, diet_dom, dii_dom = [0.53, 1.0], [0.25, 0.45], [0.0, 0.17]
+    else:
+        top, diet_dom, dii_dom = ([0.45, 1.0] if two_rows else [0.0, 1.0]), [0.0, 0.36], [0.0, 0.0]
     lo, hi = _crp_range([float(r["value"]) for r in rows])
     data: list[dict[str, Any]] = []
     shapes = []
@@ -396,7 +404,7 @@ def crp_timeline(
     has_secondary = False
     if series:
         days = [d if d is not None else 0 for d in weekly["days_logged"].to_list()]
-        annotations.append(_panel_title("Weekly mean intake on logged days", 0.5, 0.36))
+        annotations.append(_panel_title("Weekly mean intake on logged days", 0.5, diet_dom[1]))
         for col, visible, secondary in series:
             has_secondary |= secondary
             data.append(
@@ -420,10 +428,32 @@ def crp_timeline(
                     ),
                 }
             )
+    if with_dii:
+        annotations.append(
+            _panel_title("Weekly mean Dietary Inflammatory Index (DII)", 0.5, dii_dom[1])
+        )
+        data.append(
+            {
+                "type": "scatter",
+                "x": weeks,
+                "y": [_r(v) for v in weekly["dii"].to_list()],
+                "xaxis": "x2",
+                "yaxis": "y4",
+                "mode": "lines+markers",
+                "marker": {"size": 4, "color": "#7048e8"},
+                "line": {"width": 2, "color": "#7048e8"},
+                "name": "DII (weekly mean)",
+                "showlegend": False,
+                "customdata": days,
+                "hovertemplate": (
+                    "week of %{x|%Y-%m-%d}<br>DII: %{y}<br>%{customdata} days logged<extra></extra>"
+                ),
+            }
+        )
 
     layout = _layout(
         title,
-        720 if two_rows else 420,
+        (880 if with_dii else 720) if two_rows else 420,
         shapes=shapes,
         annotations=annotations,
         hovermode="closest",
@@ -443,12 +473,20 @@ def crp_timeline(
         layout["xaxis"] = {"type": "date", "anchor": "y", "matches": "x2", "showticklabels": False}
         layout["xaxis2"] = {
             "type": "date",
-            "anchor": "y2",
+            "anchor": "y4" if with_dii else "y2",
             "title": {"text": "date"},
             **_short_span(xs_all),
         }
+        if with_dii:
+            layout["yaxis4"] = {
+                "domain": dii_dom,
+                "anchor": "x2",
+                "title": {"text": "DII"},
+                "zeroline": True,
+                "zerolinecolor": "#9aa5b1",
+            }
         layout["yaxis2"] = {
-            "domain": [0.0, 0.36],
+            "domain": diet_dom,
             "anchor": "x2",
             "rangemode": "tozero",
             "title": {"text": "servings/day"},
@@ -468,7 +506,7 @@ def crp_timeline(
         # A second legend beside the diet panel keeps draws and foods apart.
         layout["legend2"] = {
             "x": 1.02 if not has_secondary else 1.06,
-            "y": 0.4,
+            "y": diet_dom[1] + 0.04,
             "yanchor": "top",
             "font": {"size": 10},
             "tracegroupgap": 0,
@@ -861,4 +899,421 @@ def crp_small_multiples(draws: pl.DataFrame, person_ids: list[str], title: str) 
             shown.add(key)
     layout["shapes"] = shapes
     layout["annotations"] = annotations
+    return {"data": data, "layout": layout}
+
+
+# --------------------------------------------------------------------------------------------
+# Lag-heatmap cell -> scatter (drawn in the browser from one compact JSON blob per page)
+
+CELL_DATA_ID = "cell-data"
+
+# Drawn by CELL_SCRIPT around every scatter; the figure-specific parts come from the blob.
+SCATTER_LAYOUT: dict[str, Any] = {
+    "template": TEMPLATE,
+    "height": 460,
+    "hovermode": "closest",
+    "showlegend": True,
+    "legend": {"orientation": "h", "y": -0.22, "x": 0, "font": {"size": 11}},
+    "margin": {"t": 78, "b": 96},
+    "xaxis": {"zeroline": False},
+    "yaxis": {"type": "log", "tickvals": LOG_TICKS},
+    "annotations": [
+        {
+            "text": "Association, not causation: points are this person's chronic draws with a "
+            "complete window; the line is the log-linear fit with its 95% CI.",
+            "xref": "paper",
+            "yref": "paper",
+            "x": 0,
+            "y": -0.36,
+            "xanchor": "left",
+            "yanchor": "top",
+            "showarrow": False,
+            "font": {"size": 11, "color": "#5f6b7a"},
+        }
+    ],
+}
+
+# Reads the blob written by `cell_scatter_data` and (re)draws the scatter of a heatmap cell:
+# on load the most significant cell, then whichever cell is clicked. Small on purpose; it uses
+# only Plotly's public API (react, on("plotly_click")). The fit is y = a + b x on ln(marker),
+# the band a + b x +/- t * s * sqrt(1/n + (x - mean x)^2 / Sxx), both drawn back on the marker's
+# own (log) axis.
+CELL_SCRIPT = """
+(function () {
+  var node = document.getElementById("cell-data");
+  if (!node || typeof Plotly === "undefined") return;
+  var B = JSON.parse(node.textContent);
+  function copy(o) { return JSON.parse(JSON.stringify(o)); }
+  function draw(M, key) {
+    var target = document.getElementById(M.target);
+    if (!target || !key) return;
+    var c = M.cells[key] || {};
+    var feature = key.split("|")[0];
+    var xl = M.xl[feature] || feature;
+    var xs = [], ys = [], ds = [], i;
+    if (c.x) {
+      for (i = 0; i < c.x.length; i++) {
+        if (c.x[i] !== null) { xs.push(c.x[i]); ys.push(M.y[i]); ds.push(M.dates[i]); }
+      }
+    }
+    var data = [{
+      type: "scatter", mode: "markers", x: xs, y: ys, text: ds, name: "chronic draw",
+      marker: {size: 9, color: "#2457a6", line: {width: 1, color: "#fff"}},
+      hovertemplate: "%{text}<br>" + xl + ": %{x}<br>" + M.marker + ": %{y} " + M.unit +
+        "<extra></extra>"
+    }];
+    if (c.fit && xs.length) {
+      var f = c.fit, lo = Math.min.apply(null, xs), hi = Math.max.apply(null, xs);
+      var gx = [], fit = [], up = [], dn = [];
+      for (i = 0; i <= 40; i++) {
+        var x = lo + (hi - lo) * i / 40, m = f[0] + f[1] * x;
+        var se = f[2] * Math.sqrt(1 / f[5] + Math.pow(x - f[3], 2) / f[4]);
+        gx.push(x); fit.push(Math.exp(m));
+        up.push(Math.exp(m + f[6] * se)); dn.push(Math.exp(m - f[6] * se));
+      }
+      data.push({type: "scatter", mode: "lines", x: gx, y: dn, line: {width: 0},
+        hoverinfo: "skip", showlegend: false});
+      data.push({type: "scatter", mode: "lines", x: gx, y: up, line: {width: 0},
+        fill: "tonexty", fillcolor: "rgba(217,72,15,0.16)", hoverinfo: "skip",
+        name: "95% CI of the fitted line"});
+      data.push({type: "scatter", mode: "lines", x: gx, y: fit,
+        line: {color: "#d9480f", width: 2.5}, hoverinfo: "skip",
+        name: "log-linear fit"});
+    }
+    var L = copy(B.layout);
+    L.title = {text: c.title || key};
+    L.xaxis.title = {text: xl};
+    L.yaxis.title = {text: M.marker + (M.unit ? " (" + M.unit + ", log scale)" : " (log scale)")};
+    if (!xs.length) {
+      L.annotations.push({text: "No draws with a complete window for this cell",
+        xref: "paper", yref: "paper", x: 0.5, y: 0.5, showarrow: false,
+        font: {size: 14, color: "#5f6b7a"}});
+    }
+    Plotly.react(target, data, L, B.config);
+    target.setAttribute("data-cell", key);
+  }
+  Object.keys(B.maps).forEach(function (hid) {
+    var M = B.maps[hid], gd = document.getElementById(hid);
+    draw(M, M.initial);
+    if (!gd || !gd.on) return;
+    gd.on("plotly_click", function (ev) {
+      var p = ev && ev.points && ev.points[0];
+      if (!p) return;
+      var ij = p.pointNumber, r = -1, k = -1;
+      if (ij && ij.length === 2) { r = ij[0]; k = ij[1]; }
+      else { r = M.ylabels.indexOf(p.y); k = M.xlabels.indexOf(p.x); }
+      if (r >= 0 && k >= 0 && r < M.rows.length && k < M.cols.length) {
+        draw(M, M.rows[r] + "|" + M.cols[k]);
+      }
+    });
+  });
+})();
+""".strip()
+
+
+def cell_key(feature: object, window: object) -> str:
+    return f"{feature}|{window_key(window)}"
+
+
+def _cell_fits(points: pl.DataFrame) -> dict[str, list[float | None]]:
+    """Per cell the OLS of ln(marker) on the feature: [a, b, s, mean x, Sxx, n, t_0.975,n-2]."""
+    from scipy import stats
+
+    stats_df = (
+        points.with_columns(
+            (pl.col("x") - pl.col("x").mean().over("key")).alias("_dx"),
+            (pl.col("ly") - pl.col("ly").mean().over("key")).alias("_dy"),
+        )
+        .group_by("key")
+        .agg(
+            pl.len().alias("n"),
+            pl.col("x").mean().alias("mx"),
+            pl.col("ly").mean().alias("my"),
+            (pl.col("_dx") ** 2).sum().alias("sxx"),
+            (pl.col("_dx") * pl.col("_dy")).sum().alias("sxy"),
+            (pl.col("_dy") ** 2).sum().alias("syy"),
+        )
+        .filter((pl.col("n") >= 3) & (pl.col("sxx") > 1e-12))
+    )
+    out: dict[str, list[float | None]] = {}
+    for r in stats_df.iter_rows(named=True):
+        n, sxx = int(r["n"]), float(r["sxx"])
+        b = float(r["sxy"]) / sxx
+        a = float(r["my"]) - b * float(r["mx"])
+        rss = max(float(r["syy"]) - b * float(r["sxy"]), 0.0)
+        s = math.sqrt(rss / (n - 2)) if n > 2 else 0.0
+        t = float(stats.t.ppf(0.975, n - 2))
+        out[r["key"]] = [
+            _r(a, 6),
+            _r(b, 6),
+            _r(s, 6),
+            _r(r["mx"], 6),
+            _r(sxx, 6),
+            n,
+            _r(t, 5),
+        ]
+    return out
+
+
+def cell_scatter_data(
+    assoc: pl.DataFrame,
+    windows: pl.DataFrame,
+    draws: pl.DataFrame,
+    marker: str,
+    marker_name: str,
+    unit: str,
+    titles: dict[str, str],
+    target: str,
+) -> dict[str, Any] | None:
+    """What `CELL_SCRIPT` needs to draw any cell of one person's lag heatmap for one marker.
+
+    `windows` are the person's exposure windows, `draws` their marker draws; only complete
+    windows of chronic draws (excluded_reason null) are used, as in the association step. Each
+    draw's date and value are stored once; a cell stores its feature values aligned to the draws
+    (null where the window was not complete), its fit and its title. `titles` maps a cell key to
+    its title as Plotly text (the caller escapes user text with `pesc`; <b> and <br> may be
+    used). Returns None when no cell has a row in `assoc` or no draw has a complete window.
+    """
+    rows = assoc.to_dicts()
+    features, wins = heatmap_axes(rows)
+    if not features:
+        return None
+    cols = [window_key(w) for w in wins]
+    keys = {cell_key(f, w) for f in features for w in wins}
+    resp = draws.filter(
+        (pl.col("marker") == marker)
+        & pl.col("excluded_reason").is_null()
+        & pl.col("collected_at").is_not_null()
+        & (pl.col("value") > 0)
+    )
+    ly = (
+        pl.coalesce(pl.col("log_value"), pl.col("value").log())
+        if "log_value" in resp.columns
+        else pl.col("value").log()
+    )
+    resp = resp.select("collected_at", pl.col("value").alias("y"), ly.alias("ly")).unique(
+        "collected_at", keep="first"
+    )
+    points = pl.DataFrame(
+        schema={"key": pl.String, "collected_at": pl.Datetime("us"), "x": pl.Float64}
+    )
+    if windows.height and resp.height:
+        win = windows.filter(
+            (pl.col("marker") == marker)
+            & pl.col("complete").fill_null(False)
+            & pl.col("value").is_not_null()
+            & pl.col("value").is_finite()
+        ).select(
+            pl.concat_str(
+                [
+                    pl.col("feature"),
+                    pl.lit("|"),
+                    pl.col("window_days").cast(pl.String).fill_null("all"),
+                ]
+            ).alias("key"),
+            pl.col("collected_at").cast(pl.Datetime("us")),
+            pl.col("value").cast(pl.Float64).alias("x"),
+        )
+        points = win.filter(pl.col("key").is_in(list(keys))).join(
+            resp.with_columns(pl.col("collected_at").cast(pl.Datetime("us"))),
+            on="collected_at",
+            how="inner",
+        )
+    if points.is_empty():
+        return None
+    used = points["collected_at"].unique().sort()
+    index = {d: i for i, d in enumerate(used.to_list())}
+    draw_rows = (
+        resp.with_columns(pl.col("collected_at").cast(pl.Datetime("us")))
+        .filter(pl.col("collected_at").is_in(used.implode()))
+        .sort("collected_at")
+    )
+    fits = _cell_fits(points)
+    cells: dict[str, dict[str, Any]] = {}
+    for key in sorted(keys):
+        cells[key] = {"title": titles.get(key) or pesc(key)}
+    for (key,), part in points.group_by("key", maintain_order=True):
+        xs: list[float | None] = [None] * len(index)
+        for d, x in zip(part["collected_at"].to_list(), part["x"].to_list(), strict=True):
+            xs[index[d]] = _r(x)
+        cells[str(key)]["x"] = xs
+        if str(key) in fits:
+            cells[str(key)]["fit"] = fits[str(key)]
+
+    def rank(r: dict[str, Any]) -> tuple[int, int, float, float, tuple[int, str], int]:
+        q, p = r.get("q"), r.get("p")
+        key = cell_key(r.get("feature"), r.get("window_days"))
+        return (
+            0 if "x" in cells.get(key, {}) else 1,
+            0 if r.get("status") == "significant" else 1,
+            float(q) if is_num(q) else 2.0,
+            float(p) if is_num(p) else 2.0,
+            feature_order(str(r.get("feature") or "")),
+            int(r["window_days"]) if is_num(r.get("window_days")) else 0,
+        )
+
+    best = min((r for r in rows if r.get("feature") is not None), key=rank)
+    return {
+        "target": target,
+        "marker": pesc(marker_name),
+        "unit": pesc(unit),
+        "dates": [d.strftime("%Y-%m-%d") for d in draw_rows["collected_at"].to_list()],
+        "y": [_r(v) for v in draw_rows["y"].to_list()],
+        "rows": features,
+        "cols": cols,
+        "ylabels": [pesc(feature_label(f)) for f in features],
+        "xlabels": [_window_label(w) for w in wins],
+        "xl": {f: pesc(feature_label(f)) for f in features},
+        "cells": cells,
+        "initial": cell_key(best.get("feature"), best.get("window_days")),
+    }
+
+
+def cell_data_script(maps: dict[str, dict[str, Any]]) -> str:
+    """The page's one JSON blob plus the script that draws cell scatters from it.
+
+    JSON inside <script> cannot contain "</": <, > and & are written as \\u escapes.
+    """
+    if not maps:
+        return ""
+    blob = json.dumps(
+        {"layout": SCATTER_LAYOUT, "config": CONFIG, "maps": maps},
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    )
+    blob = (
+        blob.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("\u2028", "\\u2028")
+        .replace("\u2029", "\\u2029")
+    )
+    return (
+        f'<script type="application/json" id="{CELL_DATA_ID}">{blob}</script>'
+        f"<script>{CELL_SCRIPT}</script>"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Calendar of one chosen food category
+
+
+CALENDAR_UNITS = {"fiber_g": "g", "dii": "score"}
+
+
+def _calendar_columns(diet: pl.DataFrame) -> list[str]:
+    """Fermented first, then ultra-processed, fibre, the other categories and the DII."""
+    order = ["fermented_servings", "ultra_processed_servings", "fiber_g"]
+    order += [f"{c}_servings" for c in CATEGORIES if f"{c}_servings" not in order]
+    order.append("dii")
+    out = []
+    logged = diet.filter(pl.col("logged"))
+    for col in order:
+        if col not in diet.columns or not diet.schema[col].is_numeric():
+            continue
+        vals = logged[col].drop_nulls().drop_nans() if logged.height else logged[col]
+        if vals.len() == 0:
+            continue
+        top = vals.max()
+        if col != "dii" and not (is_num(top) and top > 0):
+            continue
+        out.append(col)
+    return out
+
+
+def category_calendar(diet: pl.DataFrame, title: str) -> Fig | None:
+    """Weeks x weekday of one chosen category's daily intake; a dropdown switches category.
+
+    Unlogged days stay blank (missing, not zero). One heatmap trace per category, only the
+    first visible; the dropdown (Plotly updatemenus) toggles visibility and the title.
+    """
+    days = diet.filter(pl.col("day").is_not_null())
+    if days.is_empty():
+        return None
+    cols = _calendar_columns(days)
+    first, last = days["day"].min(), days["day"].max()
+    if not cols or not isinstance(first, date) or not isinstance(last, date):
+        return None
+    start = first - timedelta(days=first.weekday())
+    n_weeks = (last - start).days // 7 + 1
+    weeks = [(start + timedelta(weeks=k)).isoformat() for k in range(n_weeks)]
+    logged = days.filter(pl.col("logged")).unique("day", keep="first")
+    offsets = [(d - start).days for d in logged["day"].to_list()]
+    data: list[dict[str, Any]] = []
+    buttons = []
+    for idx, col in enumerate(cols):
+        z: list[list[float | None]] = [[None] * n_weeks for _ in WEEKDAYS]
+        vals = logged[col].cast(pl.Float64).fill_nan(None).to_list()
+        for off, v in zip(offsets, vals, strict=True):
+            z[off % 7][off // 7] = _r(v, 2)
+        finite = sorted(v for row in z for v in row if v is not None)
+        if col == "dii":
+            top = max([abs(v) for v in finite] + [1.0])
+            scale: dict[str, Any] = {
+                "colorscale": [[0, "#2166ac"], [0.5, "#f7f7f7"], [1, "#b2182b"]],
+                "zmin": -top,
+                "zmax": top,
+            }
+        else:
+            top = finite[int(0.95 * (len(finite) - 1))] if finite else 1.0
+            scale = {
+                "colorscale": [[0, "#dde3ea"], [0.2, "#c6dbef"], [0.55, "#6baed6"], [1, "#08306b"]],
+                "zmin": 0,
+                "zmax": max(top, 1e-9),
+            }
+        unit = CALENDAR_UNITS.get(col, "servings")
+        label = pesc(feature_label(col))
+        data.append(
+            {
+                "type": "heatmap",
+                "x": weeks,
+                "y": WEEKDAYS,
+                "z": z,
+                **scale,
+                "xgap": 2,
+                "ygap": 2,
+                "visible": idx == 0,
+                "name": label,
+                "colorbar": {"title": {"text": unit}, "thickness": 12, "len": 0.8},
+                "hoverongaps": False,
+                "hovertemplate": (
+                    f"%{{y}}, week of %{{x|%Y-%m-%d}}<br>{label}: %{{z}} {unit}<extra></extra>"
+                ),
+            }
+        )
+        buttons.append(
+            {
+                "label": label,
+                "method": "update",
+                "args": [
+                    {"visible": [k == idx for k in range(len(cols))]},
+                    {"title.text": f"{title}: {label}"},
+                ],
+            }
+        )
+    layout = _layout(
+        f"{title}: {pesc(feature_label(cols[0]))}",
+        320,
+        xaxis={
+            "type": "date",
+            "showgrid": False,
+            "title": {"text": "week starting"},
+            **_short_span([weeks[0], weeks[-1]]),
+        },
+        yaxis={"type": "category", "autorange": "reversed", "showgrid": False},
+        updatemenus=[
+            {
+                "type": "dropdown",
+                "buttons": buttons,
+                "active": 0,
+                "x": 1,
+                "xanchor": "right",
+                "y": 1.22,
+                "yanchor": "top",
+                "showactive": True,
+            }
+        ],
+        margin={"t": 90},
+    )
     return {"data": data, "layout": layout}

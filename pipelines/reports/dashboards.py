@@ -8,6 +8,12 @@ than a page that says "no data yet".
 Privacy: pages load plotly.js from a sibling file (written once), embed no remote resource and
 escape every piece of user text. Honesty: every effect is printed with its n, 95% CI, q and the
 caveat "association, not causation".
+
+Interactivity stays small and local: each person page carries one JSON blob with the points and
+fits behind its lag-heatmap cells, and a short inline script redraws the cell's scatter on a
+Plotly click (see `charts.CELL_SCRIPT`); the category calendar switches with Plotly's own
+dropdown. Staleness (a source's newest file or latest day of data more than STALE_AFTER_DAYS
+before the run) is judged against `run_info["run_at"]`.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import hashlib
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +51,7 @@ from pipelines.reports.html import (
     marker_unit,
     page,
     per_unit_phrase,
+    pesc,
     status_badge,
     table,
 )
@@ -133,6 +140,8 @@ SCHEMAS: dict[str, dict[str, DType]] = {
         "status": pl.String,
         "error": pl.String,
         "ingested_at": pl.Datetime("us"),
+        # The file's own modification time (UTC): how fresh the export is.
+        "modified_at": pl.Datetime("us"),
     },
     "rejected_summary": {"source": pl.String, "reason": pl.String, "n": pl.Int64},
     "unmapped_foods": {
@@ -142,7 +151,42 @@ SCHEMAS: dict[str, dict[str, DType]] = {
         "energy_kcal": pl.Float64,
         "energy_share": pl.Float64,
     },
+    "exposure_windows": {
+        "person_id": pl.String,
+        "marker": pl.String,
+        "collected_at": pl.Datetime("us"),
+        "window_days": pl.Int64,
+        "feature": pl.String,
+        "value": pl.Float64,
+        "days_logged": pl.Int64,
+        "days_in_window": pl.Int64,
+        "complete": pl.Boolean,
+    },
+    "data_sufficiency": {
+        "person_id": pl.String,
+        "marker": pl.String,
+        "n_chronic": pl.Int64,
+        "sd_log": pl.Float64,
+        "sd_source": pl.String,
+        "draws_needed_20pct": pl.Int64,
+        "more_draws_20pct": pl.Int64,
+        "draws_needed_50pct": pl.Int64,
+        "more_draws_50pct": pl.Int64,
+        "advice": pl.String,
+    },
+    # One row per source and person: the newest file of the source (modification time, UTC) and
+    # the person's latest day of data from it (null when the source has no dates or no person).
+    "source_freshness": {
+        "source": pl.String,
+        "person_id": pl.String,
+        "newest_file_at": pl.Datetime("us"),
+        "latest_day": pl.Date,
+    },
 }
+
+# A source is stale when its newest file, or its latest day of data, is older than this at the
+# time of the run: the nightly run then keeps showing an old picture without saying so.
+STALE_AFTER_DAYS = 30
 
 STATUS_ORDER = {"significant": 0, "inconclusive": 1, "not_significant": 2, "insufficient_data": 3}
 
@@ -159,6 +203,9 @@ class DashboardInputs:
     ingest_files: pl.DataFrame = field(default_factory=pl.DataFrame)
     rejected_summary: pl.DataFrame = field(default_factory=pl.DataFrame)
     unmapped_foods: pl.DataFrame = field(default_factory=pl.DataFrame)
+    exposure_windows: pl.DataFrame = field(default_factory=pl.DataFrame)
+    data_sufficiency: pl.DataFrame = field(default_factory=pl.DataFrame)
+    source_freshness: pl.DataFrame = field(default_factory=pl.DataFrame)
     run_info: dict[str, str] = field(default_factory=dict)
 
 
@@ -230,6 +277,13 @@ def _normalise(data: DashboardInputs) -> DashboardInputs:
         ingest_files=_conform(data.ingest_files, SCHEMAS["ingest_files"]),
         rejected_summary=_conform(data.rejected_summary, SCHEMAS["rejected_summary"]),
         unmapped_foods=_conform(data.unmapped_foods, SCHEMAS["unmapped_foods"]),
+        exposure_windows=_conform(data.exposure_windows, SCHEMAS["exposure_windows"]).with_columns(
+            marker=pl.col("marker").str.to_lowercase()
+        ),
+        data_sufficiency=_conform(data.data_sufficiency, SCHEMAS["data_sufficiency"]).with_columns(
+            marker=pl.col("marker").str.to_lowercase()
+        ),
+        source_freshness=_conform(data.source_freshness, SCHEMAS["source_freshness"]),
         run_info={str(k): "" if v is None else str(v) for k, v in (data.run_info or {}).items()},
     )
 
@@ -415,6 +469,9 @@ class PersonSummary:
     last_day: date | None = None
     longest_gap: int = 0
     unmapped_share: float | None = None
+    windows: pl.DataFrame = field(default_factory=pl.DataFrame)
+    sufficiency: list[dict[str, Any]] = field(default_factory=list)
+    sources: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -437,8 +494,18 @@ def _summarise(
     trends: pl.DataFrame | None,
     findings: pl.DataFrame | None,
     unmapped: pl.DataFrame | None,
+    windows: pl.DataFrame | None = None,
+    sufficiency: pl.DataFrame | None = None,
+    freshness: list[dict[str, Any]] | None = None,
 ) -> PersonSummary:
     s = PersonSummary(person_id=pid)
+    s.windows = windows if windows is not None else pl.DataFrame(schema=SCHEMAS["exposure_windows"])
+    s.sufficiency = (
+        sorted(sufficiency.to_dicts(), key=lambda r: (r.get("marker") != "crp", str(r["marker"])))
+        if sufficiency is not None
+        else []
+    )
+    s.sources = freshness or []
     if person is not None and not person.is_empty():
         row = person.row(0, named=True)
         s.sex, s.age = row.get("sex"), row.get("age")
@@ -511,6 +578,184 @@ def _summarise(
     return s
 
 
+# --------------------------------------------------------------------------------------------
+# Data sufficiency and stale sources
+
+
+def sufficiency_short(row: dict[str, Any]) -> str:
+    """One line: how many more draws before a 50% (and a 20%) change could be detected."""
+    m20, m50 = row.get("more_draws_20pct"), row.get("more_draws_50pct")
+    if not is_num(m20) or not is_num(m50):
+        return str(row.get("advice") or "no estimate yet")
+    if m20 == 0:
+        return "enough draws to detect a 20% change"
+    if m50 == 0:
+        return f"enough to detect a 50% change; about {int(m20)} more draws for a 20% change"
+    return f"about {int(m50)} more draws to detect a 50% change ({int(m20)} for a 20% change)"
+
+
+def _sufficiency_html(s: PersonSummary) -> str:
+    if not s.sufficiency:
+        return empty("No estimate yet: it needs at least one chronic draw.")
+    parts = []
+    for r in s.sufficiency:
+        basis = (
+            f"based on {fmt_int(r.get('n_chronic'))} chronic draws; within-person variation "
+            + (
+                f"from the {r['sd_source']} (too few draws to use your own yet)"
+                if r.get("sd_source") and r.get("sd_source") != "observed"
+                else "observed in your own draws"
+            )
+            + (
+                f" (SD of log {marker_label(r.get('marker'))} {r['sd_log']:.2f})"
+                if is_num(r.get("sd_log"))
+                else ""
+            )
+        )
+        parts.append(
+            f'<div class="finding"><b>{esc(marker_label(r.get("marker")))}:</b> '
+            f"{esc(r.get('advice') or sufficiency_short(r))} "
+            f'<span class="muted">({esc(basis)})</span></div>'
+        )
+    parts.append(
+        '<p class="muted">For a before/after comparison (for example a month with and a month '
+        "without a food), two-sided test at 5% with 80% power, on the log scale. A change smaller "
+        "than this may be real but cannot be told apart from day-to-day variation.</p>"
+    )
+    return "".join(parts)
+
+
+def run_time(run_info: dict[str, str]) -> datetime:
+    """The run's time as naive UTC (from run_info["run_at"]; now when missing or unreadable)."""
+    text = (run_info.get("run_at") or "").strip()
+    for fmt in ("%Y-%m-%d %H:%M UTC", "%Y-%m-%d %H:%M:%S UTC"):
+        try:
+            return datetime.strptime(text, fmt)
+        except ValueError:
+            pass
+    try:
+        at = datetime.fromisoformat(text.removesuffix(" UTC").replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.now(UTC).replace(tzinfo=None)
+    return at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo else at
+
+
+def _naive(x: object) -> datetime | None:
+    if not isinstance(x, datetime):
+        return None
+    return x.astimezone(UTC).replace(tzinfo=None) if x.tzinfo else x
+
+
+def _freshness(
+    newest_file_at: object, latest_day: object, now: datetime, source: str
+) -> dict[str, Any]:
+    newest = _naive(newest_file_at)
+    day = latest_day.date() if isinstance(latest_day, datetime) else latest_day
+    day = day if isinstance(day, date) else None
+    reasons = []
+    file_age = (now - newest).days if newest is not None else None
+    data_age = (now.date() - day).days if day is not None else None
+    if file_age is not None and file_age > STALE_AFTER_DAYS:
+        reasons.append(f"its newest file is {file_age} days old ({newest:%Y-%m-%d})")
+    if data_age is not None and data_age > STALE_AFTER_DAYS:
+        reasons.append(f"its latest data is from {day} ({data_age} days before this run)")
+    return {
+        "source": source,
+        "newest_file_at": newest,
+        "latest_day": day,
+        "file_age": file_age,
+        "data_age": data_age,
+        "stale": bool(reasons),
+        "reasons": reasons,
+    }
+
+
+def _freshness_frame(d: DashboardInputs) -> pl.DataFrame:
+    """source_freshness, with the newest file per source filled in from ingest_files."""
+    files = (
+        d.ingest_files.filter(pl.col("source").is_not_null())
+        .group_by("source")
+        .agg(pl.col("modified_at").max().alias("_file_at"))
+    )
+    fresh = d.source_freshness.filter(pl.col("source").is_not_null())
+    # Sources known only from their files (no dated rows) are still checked by file age.
+    files_only = files.join(fresh.select("source").unique(), on="source", how="anti").select(
+        "source",
+        pl.lit(None, pl.String).alias("person_id"),
+        pl.col("_file_at").alias("newest_file_at"),
+        pl.lit(None, pl.Date).alias("latest_day"),
+    )
+    dated = (
+        fresh.join(files, on="source", how="left")
+        .with_columns(newest_file_at=pl.coalesce(pl.col("newest_file_at"), pl.col("_file_at")))
+        .select(files_only.columns)
+    )
+    return pl.concat([dated, files_only])
+
+
+def source_status(d: DashboardInputs, now: datetime) -> list[dict[str, Any]]:
+    """Freshness of every source (newest file, latest data day), stale ones first."""
+    fresh = _freshness_frame(d)
+    if fresh.is_empty():
+        return []
+    per_source = (
+        fresh.group_by("source")
+        .agg(pl.col("newest_file_at").max(), pl.col("latest_day").max())
+        .sort("source")
+    )
+    out = [
+        _freshness(r["newest_file_at"], r["latest_day"], now, str(r["source"]))
+        for r in per_source.to_dicts()
+    ]
+    return sorted(out, key=lambda r: (not r["stale"], r["source"]))
+
+
+def _person_sources(d: DashboardInputs, now: datetime) -> dict[str, list[dict[str, Any]]]:
+    """Per person, the freshness of each source that holds their data."""
+    fresh = _freshness_frame(d).filter(pl.col("person_id").is_not_null())
+    out: dict[str, list[dict[str, Any]]] = {}
+    if fresh.is_empty():
+        return out
+    per = fresh.group_by("person_id", "source").agg(
+        pl.col("newest_file_at").max(), pl.col("latest_day").max()
+    )
+    for r in per.sort("person_id", "source").to_dicts():
+        out.setdefault(str(r["person_id"]), []).append(
+            _freshness(r["newest_file_at"], r["latest_day"], now, str(r["source"]))
+        )
+    return out
+
+
+def _freshness_table(rows: list[dict[str, Any]], day_label: str) -> str:
+    if not rows:
+        return empty("No source has been read yet.")
+    body = []
+    classes = []
+    for r in rows:
+        file_txt = (
+            f"{r['newest_file_at']:%Y-%m-%d} ({r['file_age']} days before this run)"
+            if r["newest_file_at"] is not None
+            else "unknown"
+        )
+        day_txt = (
+            f"{r['latest_day']} ({r['data_age']} days before this run)"
+            if r["latest_day"] is not None
+            else "no dated data"
+        )
+        status = (
+            '<span class="badge c-high">stale</span> ' + esc("; ".join(r["reasons"]))
+            if r["stale"]
+            else '<span class="badge c-low">up to date</span>'
+        )
+        body.append([esc(r["source"]), esc(file_txt), esc(day_txt), status])
+        classes.append("")
+    return table(["Source", "Newest file", day_label, "Freshness"], body) + (
+        f'<p class="muted">A source is stale when its newest file, or its latest day of data, is '
+        f"more than {STALE_AFTER_DAYS} days older than this run: drop a newer export into "
+        "data/raw/ (or remove the source from sources.yaml when it has ended).</p>"
+    )
+
+
 def _trend_html(s: PersonSummary) -> str:
     t = s.trend
     slope = t.get("slope_pct_per_year")
@@ -546,9 +791,13 @@ def _coverage_html(s: PersonSummary) -> str:
 # Shared page pieces
 
 
-def _global_quality(d: DashboardInputs) -> list[str]:
+def _global_quality(d: DashboardInputs, sources: list[dict[str, Any]] | None = None) -> list[str]:
     """Pipeline-wide data-quality warnings (plain text)."""
-    out = []
+    out = [
+        f"source {r['source']} looks stale: {'; '.join(r['reasons'])}"
+        for r in (sources or [])
+        if r["stale"]
+    ]
     rej = d.rejected_summary
     total = int(rej["n"].sum() or 0) if rej.height else 0
     if total:
@@ -578,7 +827,7 @@ def _unmapped_table(unmapped: pl.DataFrame, limit: int = 25) -> str:
     top = unmapped.sort(["energy_share", "entries"], descending=True, nulls_last=True).head(limit)
     rows = [
         [
-            esc(r["food"]),
+            esc(r["food"]) if r["food"] else '<span class="muted">(no food name)</span>',
             fmt_int(r["entries"]),
             esc(f"{r['energy_kcal']:,.0f}") if is_num(r["energy_kcal"]) else "n/a",
             esc(fmt_pct(100 * r["energy_share"], signed=False))
@@ -616,6 +865,11 @@ def _data_window(d: DashboardInputs) -> str | None:
     if not days:
         return None
     return f"{min(days).isoformat()} to {max(days).isoformat()}"
+
+
+def _footer(d: DashboardInputs) -> str:
+    window = d.run_info.get("data_window")
+    return footer(d.run_info, window if window else _data_window(d))
 
 
 def _heading(title: str, crumbs: str, meta: str = "") -> str:
@@ -685,13 +939,14 @@ def _summary_cards(s: PersonSummary) -> str:
                     f"{len(s.significant)} significant",
                     f"of {len(s.findings)} pairs tested; {esc(CAVEAT)}",
                 ),
+                _sufficiency_card(s),
             ]
         )
         + "</div>"
     )
 
 
-def _person_quality(s: PersonSummary, global_warnings: list[str]) -> str:
+def _person_quality(s: PersonSummary, d: DashboardInputs, global_warnings: list[str]) -> str:
     crp = s.crp
     counts = {
         "washout": crp.filter(pl.col("excluded_reason") == "post_acute_washout").height,
@@ -741,6 +996,14 @@ def _person_quality(s: PersonSummary, global_warnings: list[str]) -> str:
             + '<p class="muted">Details per file and reason are on the '
             + f'<a href="{INDEX}#quality">index page</a>.</p>'
         )
+    parts.append("<h3>Rejected input rows by reason (all sources)</h3>")
+    parts.append(_rejected_table(d))
+    parts.append("<h3>Sources of this person's data</h3>")
+    parts.append(
+        _freshness_table(s.sources, "Latest day of data")
+        if s.sources
+        else empty("No per-person dates from any source yet.")
+    )
     parts.append("<h3>Foods without a gut-food category</h3>")
     parts.append(
         _unmapped_table(s.unmapped)
@@ -773,6 +1036,16 @@ def _other_markers(s: PersonSummary) -> str:
     ]
     return "<h2>Other markers</h2>" + table(
         ["Marker", "Latest", "On", "Baseline", "Trend", "Draws", "Chronic"], body, num_cols=(5, 6)
+    )
+
+
+def _cell_title(row: dict[str, Any]) -> str:
+    """A heatmap cell's scatter title as Plotly text: the feature and window, then the finding."""
+    w = row.get("window_days")
+    when = f"previous {int(w)} days" if is_num(w) else "no window"
+    return (
+        f"<b>{pesc(feature_label(row.get('feature')))} · {when}</b><br>"
+        f"<span style='font-size:12px'>{pesc(finding_sentence(row))}</span>"
     )
 
 
@@ -809,48 +1082,127 @@ def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: li
         "causation: use them to plan an experiment or a conversation with a clinician.</p>"
     )
     body.append(_findings_block(s.findings, "this person"))
+    body.append('<h3 id="sufficiency">Is there enough data?</h3>')
+    body.append(_sufficiency_html(s))
 
     body.append("<h2>Lag-window scan</h2>")
     body.append(
         '<p class="lead">Rows are features, columns the number of days before each draw that '
-        "were averaged. Colour is the % change in the marker per unit (blue lower, red higher); "
-        "* and a black outline mark cells significant after FDR; hover for n, CI and q; "
-        "– means not enough data.</p>"
+        "were averaged; each cell shows the % change in the marker per unit and its n (draws "
+        "with a complete window). Colour: blue lower, red higher; * and a black outline mark "
+        "cells significant after FDR; – means not enough data. <b>Click a cell</b> to see its "
+        "draws below, with the fitted line and its 95% CI; the most significant cell is shown "
+        "first.</p>"
     )
     markers = sorted(
         {str(r.get("marker")) for r in s.findings if r.get("marker")}, key=lambda m: (m != "crp", m)
     )
     if not markers:
         body.append(empty("No associations tested for this person yet."))
+    cell_maps: dict[str, dict[str, Any]] = {}
     for k, m in enumerate(markers):
         rows = s.findings_df.filter(pl.col("marker") == m)
         fig = charts.lag_heatmap(rows, f"{marker_label(m)}: % change per unit, by exposure window")
         body.append(_fig(fig, f"lag-{k}", f"No estimable associations for {marker_label(m)} yet."))
+        if fig is None:
+            continue
+        cells = charts.cell_scatter_data(
+            rows,
+            s.windows,
+            s.all_draws,
+            m,
+            marker_label(m),
+            marker_unit(m),
+            {
+                charts.cell_key(r["feature"], r["window_days"]): _cell_title(r)
+                for r in rows.to_dicts()
+                if r["feature"] is not None
+            },
+            f"scatter-{k}",
+        )
+        if cells is None:
+            body.append(
+                empty(
+                    f"No {marker_label(m)} draw has a complete window yet, so there are no "
+                    "points to plot behind the cells."
+                )
+            )
+            continue
+        cell_maps[f"lag-{k}"] = cells
+        body.append(
+            f'<div class="fig"><div id="scatter-{k}" class="plotly-graph-div cell-scatter" '
+            f'style="height:{charts.SCATTER_LAYOUT["height"]}px;width:100%"></div></div>'
+        )
 
     body.append("<h2>Logging coverage</h2>")
+    body.append(
+        '<p class="lead">Which days have a diet log (windows before a draw need 80% of their '
+        "days logged), and below it one food group day by day: pick another in the dropdown. "
+        "Blank days were not logged.</p>"
+    )
     draw_days = [x for x in s.crp["day"].to_list() if isinstance(x, date)]
     fig = charts.coverage_calendar(
         s.diet, draw_days, "Days with a diet log (green) and blood draws (red)"
     )
     body.append(_fig(fig, "calendar", "No diet log for this person yet."))
+    fig = charts.category_calendar(s.diet, "Daily intake")
+    body.append(_fig(fig, "category-calendar", "No food-group intake logged for this person yet."))
 
     body.append('<h2 id="quality">Data quality</h2>')
-    body.append(_person_quality(s, global_warnings))
+    body.append(_person_quality(s, d, global_warnings))
     body.append(_other_markers(s))
-    return page(f"gutsignal: {pid}", heading, "".join(body), footer(d.run_info, _data_window(d)))
+    body.append(charts.cell_data_script(cell_maps))
+    return page(f"gutsignal: {pid}", heading, "".join(body), _footer(d))
 
 
 # --------------------------------------------------------------------------------------------
 # Index page
 
 
+def _sufficiency_card(s: PersonSummary) -> str:
+    link = '<a href="#sufficiency">how many draws, and why</a>'
+    if not s.sufficiency:
+        return card("Enough data?", '<span class="muted">n/a</span>', "no chronic draws yet")
+    r = s.sufficiency[0]
+    m50 = r.get("more_draws_50pct")
+    value = (
+        "enough for a 50% change"
+        if m50 == 0
+        else f"{fmt_int(m50)} more draws"
+        if is_num(m50)
+        else "n/a"
+    )
+    sub = esc(f"{marker_label(r.get('marker'))}: {sufficiency_short(r)}") + "; " + link
+    return card("Enough data?", esc(value), sub)
+
+
+def _sufficiency_cell(s: PersonSummary) -> str:
+    if not s.sufficiency:
+        return '<span class="muted">no chronic draws yet</span>'
+    r = s.sufficiency[0]
+    return esc(f"{marker_label(r.get('marker'))}: {sufficiency_short(r)}")
+
+
+def _between_n(d: DashboardInputs) -> int:
+    """People in the between-person models: cross-sectional cohorts (one draw per person, e.g.
+    NHANES) have no person pages, so they are counted by the largest model's n."""
+    n = d.associations.filter(pl.col("method") == "ols_between")["n"].max()
+    return int(n) if is_num(n) else 0
+
+
 def render_index(
-    summaries: list[PersonSummary], d: DashboardInputs, global_warnings: list[str]
+    summaries: list[PersonSummary],
+    d: DashboardInputs,
+    global_warnings: list[str],
+    sources: list[dict[str, Any]] | None = None,
 ) -> str:
     n = len(summaries)
     run_at = d.run_info.get("run_at")
+    between_n = _between_n(d)
     meta = esc(
-        f"{n} {'person' if n == 1 else 'people'}" + (f" · updated {run_at}" if run_at else "")
+        f"{n} {'person' if n == 1 else 'people'}"
+        + (f" followed over time · {between_n:,} in between-person models" if between_n else "")
+        + (f" · updated {run_at}" if run_at else "")
     )
     heading = _heading(
         "gutsignal: gut foods and chronic inflammation",
@@ -873,7 +1225,13 @@ def render_index(
         f'<h2>People</h2><p class="lead"><a href="{COHORT}">Open the cohort view</a> for '
         "pooled estimates and everyone's CRP side by side.</p>"
     )
-    if not summaries:
+    if not summaries and between_n:
+        body.append(
+            '<div class="notice">Nobody here is followed over time, so there are no person '
+            f"pages. {between_n:,} people of a cross-sectional cohort (one draw each) are in the "
+            f'between-person models: <a href="{COHORT}">open the cohort view</a>.</div>'
+        )
+    elif not summaries:
         body.append(
             empty(
                 "No data yet: drop diet exports and lab results into data/raw/ "
@@ -902,6 +1260,7 @@ def render_index(
                     category_badge(s.category),
                     _trend_html(s),
                     _coverage_html(s),
+                    _sufficiency_cell(s),
                     top,
                     _warn_list(s.warnings),
                 ]
@@ -914,6 +1273,7 @@ def render_index(
                     "hs-CRP category",
                     "Chronic trend",
                     "Coverage",
+                    "Enough data?",
                     "Top findings",
                     "Warnings",
                 ],
@@ -925,22 +1285,11 @@ def render_index(
             "1-3 average, above 3 high. Acute draws (above 10 mg/L) are not categorised.</p>"
         )
     body.append('<h2 id="quality">Data quality</h2>')
+    body.append("<h3>Source freshness</h3>")
+    body.append(_freshness_table(sources or [], "Latest day of data (anyone)"))
     body.append(_files_section(d))
     body.append("<h3>Rejected rows by reason</h3>")
-    rej = d.rejected_summary
-    if rej.is_empty():
-        body.append(empty("No rows were rejected."))
-    else:
-        body.append(
-            table(
-                ["Source", "Reason", "Rows"],
-                [
-                    [esc(r["source"]), esc(r["reason"]), fmt_int(r["n"])]
-                    for r in rej.sort("n", descending=True, nulls_last=True).to_dicts()
-                ],
-                num_cols=(2,),
-            )
-        )
+    body.append(_rejected_table(d))
     body.append("<h3>Foods without a gut-food category</h3>")
     unm = d.unmapped_foods
     if unm.height and unm["person_id"].drop_nulls().len():
@@ -956,7 +1305,21 @@ def render_index(
             '<p class="muted">Add rules for these foods to the taxonomy so they count '
             "towards a category.</p>"
         )
-    return page("gutsignal dashboards", heading, "".join(body), footer(d.run_info, _data_window(d)))
+    return page("gutsignal dashboards", heading, "".join(body), _footer(d))
+
+
+def _rejected_table(d: DashboardInputs) -> str:
+    rej = d.rejected_summary
+    if rej.is_empty():
+        return empty("No rows were rejected.")
+    return table(
+        ["Source", "Reason", "Rows"],
+        [
+            [esc(r["source"]), esc(r["reason"]), fmt_int(r["n"])]
+            for r in rej.sort("n", descending=True, nulls_last=True).to_dicts()
+        ],
+        num_cols=(2,),
+    )
 
 
 def _files_section(d: DashboardInputs) -> str:
@@ -1040,11 +1403,16 @@ def _forest_section(rows: list[dict[str, Any]], kind: str, div_prefix: str, n_wo
 def render_cohort(
     summaries: list[PersonSummary], d: DashboardInputs, global_warnings: list[str]
 ) -> str:
-    heading = _heading(
-        "Cohort view", f'<a href="{INDEX}">← All people</a>', esc(f"{len(summaries)} people")
-    )
     assoc = d.associations
     between = assoc.filter(pl.col("method") == "ols_between").to_dicts()
+    between_n = _between_n(d)
+    followed = (
+        f"{len(summaries):,} {'person' if len(summaries) == 1 else 'people'} followed over time"
+    )
+    meta = followed
+    if between_n:
+        meta += f" · {between_n:,} people in the between-person models (largest model n)"
+    heading = _heading("Cohort view", f'<a href="{INDEX}">← All people</a>', esc(meta))
     pooled = assoc.filter(
         (pl.col("scope") == "cohort") & (pl.col("method").fill_null("") != "ols_between")
     ).to_dicts()
@@ -1052,9 +1420,20 @@ def render_cohort(
     with_crp = [s for s in summaries if s.n_draws]
     body = [
         '<div class="cards">'
-        + card("People", fmt_int(len(summaries)), f"{len(with_crp)} with CRP draws")
         + card(
-            "CRP draws",
+            "People followed over time", fmt_int(len(summaries)), f"{len(with_crp)} with CRP draws"
+        )
+        + (
+            card(
+                "People in between-person models",
+                fmt_int(between_n),
+                "cross-sectional cohort: the largest model's n (one draw per person)",
+            )
+            if between_n
+            else ""
+        )
+        + card(
+            "CRP draws of people followed",
             fmt_int(draws.height),
             esc(
                 f"{sum(s.n_chronic for s in summaries):,} chronic, "
@@ -1124,7 +1503,7 @@ def render_cohort(
             for s in summaries
         )
         body.append(f'<p class="muted">Person pages: {links}</p>')
-    return page("gutsignal: cohort", heading, "".join(body), footer(d.run_info, _data_window(d)))
+    return page("gutsignal: cohort", heading, "".join(body), _footer(d))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1178,15 +1557,20 @@ def _person_ids(d: DashboardInputs) -> list[str]:
     return sorted(ids, key=lambda x: (x.casefold(), x))
 
 
-def build_summaries(d: DashboardInputs) -> list[PersonSummary]:
+def build_summaries(d: DashboardInputs, now: datetime | None = None) -> list[PersonSummary]:
     """Per-person summaries from normalised inputs (see `_normalise`)."""
+    now = now or run_time(d.run_info)
     persons = _parts(d.persons)
     diet = _parts(d.diet_daily)
     draws = _parts(d.marker_draws)
     trends = _parts(d.marker_trends)
     findings = _parts(d.associations.filter(pl.col("scope") == "person"))
     unmapped = _parts(d.unmapped_foods)
-    return [
+    windows = _parts(d.exposure_windows.filter(pl.col("complete").fill_null(False)))
+    sufficiency = _parts(d.data_sufficiency)
+    sources = _person_sources(d, now)
+    stale_everywhere = {r["source"] for r in source_status(d, now) if r["stale"]}
+    summaries = [
         _summarise(
             pid,
             persons.get(pid),
@@ -1195,9 +1579,22 @@ def build_summaries(d: DashboardInputs) -> list[PersonSummary]:
             trends.get(pid),
             findings.get(pid),
             unmapped.get(pid),
+            windows.get(pid),
+            sufficiency.get(pid),
+            sources.get(pid),
         )
         for pid in _person_ids(d)
     ]
+    for s in summaries:
+        # A whole stale source is a pipeline-wide warning; here only what is this person's own:
+        # the source is current, but nothing new came in for them.
+        s.warnings.extend(
+            f"source {src['source']} has no recent data for this person: "
+            + "; ".join(src["reasons"])
+            for src in s.sources
+            if src["stale"] and src["source"] not in stale_everywhere
+        )
+    return summaries
 
 
 def write_dashboards(out_dir: Path, data: DashboardInputs) -> list[Path]:
@@ -1210,9 +1607,14 @@ def write_dashboards(out_dir: Path, data: DashboardInputs) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     d = _normalise(data)
+    if not d.run_info.get("data_window"):
+        # Computed once: every page's footer shows it.
+        d.run_info["data_window"] = _data_window(d) or "unknown"
+    now = run_time(d.run_info)
     written = [_write_plotly_js(out_dir)]
-    summaries = build_summaries(d)
-    global_warnings = _global_quality(d)
+    summaries = build_summaries(d, now)
+    sources = source_status(d, now)
+    global_warnings = _global_quality(d, sources)
     names = set()
     for s in summaries:
         path = out_dir / person_page_name(s.person_id)
@@ -1223,7 +1625,7 @@ def write_dashboards(out_dir: Path, data: DashboardInputs) -> list[Path]:
     atomic_write(cohort, render_cohort(summaries, d, global_warnings))
     written.append(cohort)
     index = out_dir / INDEX
-    atomic_write(index, render_index(summaries, d, global_warnings))
+    atomic_write(index, render_index(summaries, d, global_warnings, sources))
     written.append(index)
     _clean_out_dir(out_dir, names)
     return written

@@ -81,7 +81,8 @@ def unmapped_foods(entries: pl.DataFrame, categories: pl.DataFrame) -> pl.DataFr
     total_kcal = entries["energy_kcal"].sum() or 0.0
     mapped = categories.select("food", "category_raw").unique()
     return (
-        entries.join(mapped, on=["food", "category_raw"], how="anti", nulls_equal=True)
+        entries.filter(pl.col("food").is_not_null())
+        .join(mapped, on=["food", "category_raw"], how="anti", nulls_equal=True)
         .group_by("food")
         .agg(
             pl.len().alias("entries"),
