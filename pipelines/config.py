@@ -99,6 +99,8 @@ class Settings:
     cohort_min_age: float | None = None
     # Warehouse copies kept in data/processed/backups/, one taken before each nightly run.
     backups_keep: int = 7
+    # Replace person ids by "Person 01", ... on the cohort page, e.g. before sharing it.
+    pseudonymise_cohort: bool = False
 
 
 @dataclass(frozen=True)

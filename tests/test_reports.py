@@ -950,3 +950,14 @@ def test_generation_scales_linearly(tmp_path: Path) -> None:
     # 4x the people: about 4x the time (a ratio, never an absolute time) and the same page size.
     assert t_large / t_small < 6, (t_small, t_large)
     assert 0.8 < b_large / b_small < 1.25, (b_small, b_large)
+
+
+def test_cohort_page_can_pseudonymise_person_ids(tmp_path: Path) -> None:
+    data = make_inputs()
+    data.pseudonymise_cohort = True
+    write_dashboards(tmp_path, data)
+    cohort = (tmp_path / "cohort.html").read_text(encoding="utf-8")
+    assert "Person 01" in cohort and "pseudonymised" in cohort
+    for person in PEOPLE:
+        assert person not in cohort
+        assert person_page_name(person) not in cohort

@@ -207,6 +207,8 @@ class DashboardInputs:
     data_sufficiency: pl.DataFrame = field(default_factory=pl.DataFrame)
     source_freshness: pl.DataFrame = field(default_factory=pl.DataFrame)
     run_info: dict[str, str] = field(default_factory=dict)
+    # Show "Person 01", "Person 02", ... instead of ids on the cohort page (for sharing it).
+    pseudonymise_cohort: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,6 +287,7 @@ def _normalise(data: DashboardInputs) -> DashboardInputs:
         ),
         source_freshness=_conform(data.source_freshness, SCHEMAS["source_freshness"]),
         run_info={str(k): "" if v is None else str(v) for k, v in (data.run_info or {}).items()},
+        pseudonymise_cohort=data.pseudonymise_cohort,
     )
 
 
@@ -1404,6 +1407,9 @@ def render_cohort(
     summaries: list[PersonSummary], d: DashboardInputs, global_warnings: list[str]
 ) -> str:
     assoc = d.associations
+    if d.pseudonymise_cohort and global_warnings:
+        # Warnings name sources and files, which often carry a person's name.
+        global_warnings = [f"{len(global_warnings)} data-quality warning(s): see the index page"]
     between = assoc.filter(pl.col("method") == "ols_between").to_dicts()
     between_n = _between_n(d)
     followed = (
@@ -1495,9 +1501,18 @@ def render_cohort(
             f"of {len(repeated)}; "
             "every person has their own page.</p>"
         )
-    fig = charts.crp_small_multiples(draws, [s.person_id for s in shown], "CRP (mg/L, log scale)")
+    if d.pseudonymise_cohort:
+        ordered = sorted(s.person_id for s in summaries)
+        alias = {pid: f"Person {i + 1:02d}" for i, pid in enumerate(ordered)}
+        draws = draws.with_columns(pl.col("person_id").replace_strict(alias, default="Person ?"))
+        shown_ids = [alias[s.person_id] for s in shown]
+    else:
+        shown_ids = [s.person_id for s in shown]
+    fig = charts.crp_small_multiples(draws, shown_ids, "CRP (mg/L, log scale)")
     body.append(_fig(fig, "small-multiples", "No one has two or more CRP draws yet."))
-    if summaries:
+    if d.pseudonymise_cohort:
+        body.append('<p class="muted">Person ids are pseudonymised on this page.</p>')
+    elif summaries:
         links = " · ".join(
             f'<a href="{esc(person_page_name(s.person_id))}">{esc(s.person_id)}</a>'
             for s in summaries
