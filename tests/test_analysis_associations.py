@@ -448,3 +448,18 @@ def test_fdr_frame_path_matches_vector_path() -> None:
         np.testing.assert_allclose(
             res.filter(pl.col("family") == f)["q"].to_numpy(), bh_qvalues(p[fam == f])
         )
+
+
+def test_cohort_ci_covers_true_effect_about_95_percent() -> None:
+    # The pooled within-person model, over 120 simulated cohorts of 4 people x 15 draws with a
+    # planted -20% per unit effect: its 95% CI must cover -20% about 95% of the time.
+    covered = 0
+    n_sets = 120
+    for seed in range(n_sets):
+        draws, windows = simulate_cohort(
+            1000 + seed, n_persons=4, n_draws=15, effects={"A": math.log(0.8)}
+        )
+        res = compute_associations(draws, windows.filter(pl.col("feature") == "A"), None, SETTINGS)
+        a = cohort_row(res, "A")
+        covered += a["ci_low_pct"] <= -20.0 <= a["ci_high_pct"]
+    assert 0.89 <= covered / n_sets <= 0.99
