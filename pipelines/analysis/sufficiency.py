@@ -30,6 +30,19 @@ PRIOR_CV_I = {"crp": 0.42}
 DEFAULT_CV_I = 0.30
 CHANGES = (0.20, 0.50)
 
+SUFFICIENCY_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "person_id": pl.String,
+    "marker": pl.String,
+    "n_chronic": pl.Int64,
+    "sd_log": pl.Float64,
+    "sd_source": pl.String,
+    "draws_needed_20pct": pl.Int64,
+    "more_draws_20pct": pl.Int64,
+    "draws_needed_50pct": pl.Int64,
+    "more_draws_50pct": pl.Int64,
+    "advice": pl.String,
+}
+
 
 def draws_per_period(sd_log: float, change: float) -> int:
     """Draws needed in each of two periods to detect a relative change `change` (0.2 = 20%)."""
@@ -71,16 +84,4 @@ def data_sufficiency(draws: pl.DataFrame) -> pl.DataFrame:
             )
         row["advice"] = "To detect " + "; ".join(advice) + "."
         rows.append(row)
-    schema = {
-        "person_id": pl.String,
-        "marker": pl.String,
-        "n_chronic": pl.Int64,
-        "sd_log": pl.Float64,
-        "sd_source": pl.String,
-        "draws_needed_20pct": pl.Int64,
-        "more_draws_20pct": pl.Int64,
-        "draws_needed_50pct": pl.Int64,
-        "more_draws_50pct": pl.Int64,
-        "advice": pl.String,
-    }
-    return pl.DataFrame(rows, schema=schema)
+    return pl.DataFrame(rows, schema=SUFFICIENCY_SCHEMA)

@@ -29,6 +29,10 @@ from typing import Any
 import polars as pl
 from plotly.offline import get_plotlyjs
 
+from pipelines.analysis.draws import TRENDS_SCHEMA
+from pipelines.analysis.sufficiency import SUFFICIENCY_SCHEMA
+from pipelines.analysis.windows import EXPOSURE_WINDOWS_SCHEMA
+from pipelines.ingest import INGEST_FILES_SCHEMA
 from pipelines.reports import charts
 from pipelines.reports.html import (
     CAVEAT,
@@ -89,26 +93,7 @@ SCHEMAS: dict[str, dict[str, DType]] = {
         "excluded_reason": pl.String,
         "n_results": pl.Int64,
     },
-    "marker_trends": {
-        "person_id": pl.String,
-        "marker": pl.String,
-        "n_draws": pl.Int64,
-        "n_chronic": pl.Int64,
-        "first_at": pl.Datetime("us"),
-        "latest_at": pl.Datetime("us"),
-        "latest_value": pl.Float64,
-        "latest_acute": pl.Boolean,
-        "baseline": pl.Float64,
-        "slope_pct_per_year": pl.Float64,
-        "slope_ci_low": pl.Float64,
-        "slope_ci_high": pl.Float64,
-        "category": pl.String,
-        "rcv_up_pct": pl.Float64,
-        "rcv_down_pct": pl.Float64,
-        "latest_change_pct": pl.Float64,
-        "change_is_real": pl.Boolean,
-        "rcv_rule": pl.String,
-    },
+    "marker_trends": TRENDS_SCHEMA,
     "associations": {
         "scope": pl.String,
         "person_id": pl.String,
@@ -128,21 +113,7 @@ SCHEMAS: dict[str, dict[str, DType]] = {
         # scales a feature; without it effects read "per extra 1 g/day".
         "per_unit": pl.String,
     },
-    "ingest_files": {
-        "file_id": pl.String,
-        "source": pl.String,
-        "path": pl.String,
-        "sha256": pl.String,
-        "rows_read": pl.Int64,
-        "rows_loaded": pl.Int64,
-        "rows_rejected": pl.Int64,
-        "rows_duplicate": pl.Int64,
-        "status": pl.String,
-        "error": pl.String,
-        "ingested_at": pl.Datetime("us"),
-        # The file's own modification time (UTC): how fresh the export is.
-        "modified_at": pl.Datetime("us"),
-    },
+    "ingest_files": INGEST_FILES_SCHEMA,
     "rejected_summary": {"source": pl.String, "reason": pl.String, "n": pl.Int64},
     "unmapped_foods": {
         "person_id": pl.String,
@@ -151,29 +122,8 @@ SCHEMAS: dict[str, dict[str, DType]] = {
         "energy_kcal": pl.Float64,
         "energy_share": pl.Float64,
     },
-    "exposure_windows": {
-        "person_id": pl.String,
-        "marker": pl.String,
-        "collected_at": pl.Datetime("us"),
-        "window_days": pl.Int64,
-        "feature": pl.String,
-        "value": pl.Float64,
-        "days_logged": pl.Int64,
-        "days_in_window": pl.Int64,
-        "complete": pl.Boolean,
-    },
-    "data_sufficiency": {
-        "person_id": pl.String,
-        "marker": pl.String,
-        "n_chronic": pl.Int64,
-        "sd_log": pl.Float64,
-        "sd_source": pl.String,
-        "draws_needed_20pct": pl.Int64,
-        "more_draws_20pct": pl.Int64,
-        "draws_needed_50pct": pl.Int64,
-        "more_draws_50pct": pl.Int64,
-        "advice": pl.String,
-    },
+    "exposure_windows": EXPOSURE_WINDOWS_SCHEMA,
+    "data_sufficiency": SUFFICIENCY_SCHEMA,
     # One row per source and person: the newest file of the source (modification time, UTC) and
     # the person's latest day of data from it (null when the source has no dates or no person).
     "source_freshness": {
