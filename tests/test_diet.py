@@ -61,6 +61,8 @@ def test_every_assignment_names_its_rule() -> None:
     result = categorise_foods(foods)
     rules = set(load_taxonomy()["rule_id"])
     assert result["rule_id"].is_in(rules).all()
+    assert result["taxonomy_version"].n_unique() == 1  # which version of the rules, too
+    assert len(result["taxonomy_version"][0]) == 12
     assert set(result.filter(pl.col("food") == "Kimchi")["category"]) >= {"fermented"}
 
 

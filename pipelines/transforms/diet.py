@@ -13,6 +13,7 @@ source reports it.
 
 from __future__ import annotations
 
+import hashlib
 from functools import cache
 from importlib import resources
 
@@ -36,6 +37,13 @@ def load_taxonomy() -> pl.DataFrame:
     if unknown:
         raise ValueError(f"taxonomy.csv: unknown categories {sorted(unknown)}")
     return rules.with_columns(pl.col("exclude").fill_null(""), pl.col("note").fill_null(""))
+
+
+@cache
+def taxonomy_version() -> str:
+    """A short content hash of the shipped taxonomy: every assignment records which rules made it."""
+    data = resources.files("pipelines.data").joinpath("taxonomy.csv").read_bytes()
+    return hashlib.sha256(data).hexdigest()[:12]
 
 
 @cache
@@ -67,11 +75,14 @@ def categorise_foods(foods: pl.DataFrame, rules: pl.DataFrame | None = None) -> 
         )
     if not matches:
         return distinct.with_columns(
-            pl.lit(None, pl.String).alias("category"), pl.lit(None, pl.String).alias("rule_id")
+            pl.lit(None, pl.String).alias("category"),
+            pl.lit(None, pl.String).alias("rule_id"),
+            pl.lit(None, pl.String).alias("taxonomy_version"),
         ).clear()
     return (
         pl.concat(matches)
         .unique(subset=["food", "category_raw", "category"], keep="first", maintain_order=True)
+        .with_columns(pl.lit(taxonomy_version()).alias("taxonomy_version"))
         .sort("food", "category")
     )
 
