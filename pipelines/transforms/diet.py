@@ -41,7 +41,7 @@ def load_taxonomy() -> pl.DataFrame:
 
 @cache
 def taxonomy_version() -> str:
-    """A short content hash of the shipped taxonomy: every assignment records which rules made it."""
+    """A short content hash of the shipped taxonomy, recorded with every assignment."""
     data = resources.files("pipelines.data").joinpath("taxonomy.csv").read_bytes()
     return hashlib.sha256(data).hexdigest()[:12]
 
