@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from datetime import date
 from pathlib import Path
 
 from pipelines.config import ConfigError, check_source_files
@@ -156,6 +157,7 @@ def _print_ingest_summary(warehouse: Warehouse) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from pipelines.adapters import FORMATS, AdapterError
+    from pipelines.ingest import plausible, target_table
 
     project = _project(args)
     config = _load_config(project)
@@ -170,6 +172,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         result = FORMATS[source.format].parse(path, source)
     except AdapterError as exc:
         raise CliError(f"{path} cannot be read as {source.format}: {exc}", code=1) from exc
+    # The same plausibility rules as a real ingest, so "would load" means what it says.
+    result = plausible(target_table(source), result, date.today())
     print(f"{path} as source {source.name!r} ({source.format}, {source.kind}):")
     print(f"  rows read:      {result.rows_read}")
     print(f"  would load:     {result.rows.height}")

@@ -13,6 +13,12 @@ month's days again):
   and covariates per person.
 - an identical file (same sha256) seen twice: the second copy's rows are all duplicates.
 
+Right after a file is parsed, the plausibility rules (`pipelines.transforms.plausibility`: dates
+before 1950 or in the future, a 50,000 kcal food, negative CRP, ...) move impossible rows to the
+file's rejects, the same way for every format. A file an adapter cannot read at all is recorded
+with status "error" and the reason; so is one that trips an unexpected error inside an adapter (a
+bug, reported as such), so one bad file never stops the others from loading.
+
 Invariant, per file: rows_read == rows_loaded + rows_rejected + rows_duplicate.
 """
 
@@ -23,14 +29,16 @@ import hashlib
 import inspect
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from functools import cache
 from pathlib import Path
 
 import polars as pl
 
 from pipelines.adapters import FORMATS, AdapterError, ParseResult
 from pipelines.config import SourceConfig
-from pipelines.schema import TARGET_SCHEMAS, conform
+from pipelines.schema import REJECT_SCHEMA, TARGET_SCHEMAS, conform
+from pipelines.transforms.plausibility import apply_plausibility
 
 # The key on which a newer file's rows replace an older file's rows, by target table.
 OWNERSHIP_KEY = {
@@ -93,12 +101,34 @@ def target_table(source: SourceConfig) -> str:
     return FORMATS[source.format].target(source)
 
 
+@cache
+def parser_fingerprint() -> str:
+    """A hash of everything that shapes a parse besides the file and its source's configuration.
+
+    That is every adapter module (formats share helpers such as `_csv.py`, so hashing only the
+    registered function's module would miss a fix there), the lab mapping code and the data tables
+    the adapters read (markers.csv, units.csv, column tables): editing any of them re-parses.
+    """
+    import pipelines.adapters as adapters_package
+    import pipelines.transforms.labs as labs_module
+
+    package = Path(inspect.getfile(adapters_package)).parent
+    paths = sorted(package.glob("*.py"))
+    paths.append(Path(inspect.getfile(labs_module)))
+    paths += sorted((package.parent / "data").glob("*.csv"))
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 class ParseCache:
     """Parsed files kept as Parquet, so a nightly run parses only new or changed files.
 
     A file's entry is keyed by its sha256 and by a fingerprint of everything else that shapes the
-    parse: the source's configuration and the adapter's code. A file whose size and modification
-    time are unchanged is not even re-hashed (the manifest remembers its sha256).
+    parse: the source's configuration and `parser_fingerprint()` (adapter code and data tables).
+    A file whose size and modification time are unchanged is not even re-hashed (the manifest
+    remembers its sha256).
     """
 
     def __init__(self, root: Path, source: SourceConfig) -> None:
@@ -108,10 +138,10 @@ class ParseCache:
         self.manifest: dict[str, list] = (
             json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {}
         )
-        parse = FORMATS[source.format].parse
-        code = Path(inspect.getfile(parse)).read_bytes()
         config = json.dumps(dataclasses.asdict(source), sort_keys=True, default=str).encode()
-        self.fingerprint = hashlib.sha256(code + b"\0" + config).hexdigest()[:16]
+        self.fingerprint = hashlib.sha256(
+            parser_fingerprint().encode() + b"\0" + config
+        ).hexdigest()[:16]
         self.parsed = 0  # files parsed in this run (the rest came from the cache)
 
     def sha256(self, path: Path, rel_path: str) -> str:
@@ -151,14 +181,28 @@ class ParseCache:
         self.manifest_path.write_text(json.dumps(self.manifest))
 
 
+def plausible(target: str, result: ParseResult, today: date) -> ParseResult:
+    """`result` with the rows that break a plausibility rule moved to its rejects (same counts)."""
+    kept, implausible = apply_plausibility(target, result.rows, today)
+    if implausible.height == 0:
+        return result
+    rejects = pl.concat([conform(result.rejects, REJECT_SCHEMA), implausible], how="vertical").sort(
+        "line", maintain_order=True
+    )
+    return ParseResult(rows=kept, rejects=rejects, rows_read=result.rows_read)
+
+
 def ingest_source(
-    source: SourceConfig, raw_dir: Path, cache_dir: Path | None = None
+    source: SourceConfig, raw_dir: Path, cache_dir: Path | None = None, today: date | None = None
 ) -> SourceIngest:
     """Read every file of `source` under `raw_dir`; see the module docstring for the rules.
 
     With `cache_dir`, files parsed in an earlier run are taken from the parse cache instead of
-    being parsed again (see ParseCache).
+    being parsed again (see ParseCache). `today` (default: the current date) is the reference for
+    the plausibility rule on future dates; it is applied after the cache, so a cached parse never
+    freezes "today".
     """
+    today = today or date.today()
     target = target_table(source)
     schema = TARGET_SCHEMAS[target]
     cache = ParseCache(cache_dir, source) if cache_dir is not None else None
@@ -203,9 +247,23 @@ def ingest_source(
             "ingested_at": now,
         }
         try:
-            result = parse(path, sha)
+            result = plausible(target, parse(path, sha), today)
         except AdapterError as exc:
             record.update(status="error", error=str(exc))
+            file_rows.append(record)
+            continue
+        # One file's bug must not stop the other files. A Polars (Rust) panic is a BaseException,
+        # so it is named explicitly; KeyboardInterrupt and SystemExit still stop the run.
+        except (Exception, pl.exceptions.PanicException) as exc:
+            record.update(
+                status="error",
+                error=(
+                    f"{path}: unexpected error while reading it as format {source.format!r} "
+                    f"({type(exc).__name__}: {exc}). This is a bug in gutsignal: every file "
+                    "should load or be rejected with a reason; please report it. The source's "
+                    "other files were loaded."
+                ),
+            )
             file_rows.append(record)
             continue
         record["rows_read"] = result.rows_read

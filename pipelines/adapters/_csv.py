@@ -33,6 +33,9 @@ from pipelines.adapters.base import AdapterError
 from pipelines.config import SourceConfig
 from pipelines.schema import REJECT_SCHEMA, empty
 
+# Re-exported for the adapters: pl.format without its Polars panic (see its docstring).
+from pipelines.transforms.labs import format_text as format_text
+
 LINE = "__line"
 RAW = "__raw"
 EXTRA = "__extra"
@@ -40,6 +43,11 @@ EXTRA = "__extra"
 _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _SNIFF_DELIMITERS = (",", ";", "\t")
+
+# The csv module refuses fields over 128 KiB by default ("field larger than field limit"), which
+# would refuse a whole file for one long note pasted into a cell. Polars has no such limit, so the
+# two readers would also disagree. 2**31 - 1 fits a C long everywhere (also on Windows).
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
 
 
 def cell(index: int) -> str:
@@ -179,11 +187,10 @@ def _read_text(path: Path, source: SourceConfig) -> str:
             "for example latin-1 (Windows/Excel exports) or utf-16."
         ) from exc
     text = text.removeprefix("\ufeff")
-    text = text.replace("\r\n", "\n")
-    if "\n" not in text:
-        # Old Mac-style files end lines with a bare CR.
-        text = text.replace("\r", "\n")
-    return text
+    # Universal newlines, as editors show them: CRLF, and a bare CR (old Mac files, or lines pasted
+    # from one into another file), end a line. A bare CR left inside a line would make the csv
+    # module refuse the whole file ("new-line character seen in unquoted field").
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _sniff(header_line: str) -> str:
@@ -296,23 +303,24 @@ def _clean(frame: pl.DataFrame, width: int) -> pl.DataFrame:
 # ---- numbers -----------------------------------------------------------------------------------
 
 _NUMBER = {
-    ".": r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$",
-    ",": r"^[+-]?(?:\d+(?:,\d*)?|,\d+)(?:[eE][+-]?\d+)?$",
+    ".": r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$",
+    ",": r"^[+-]?(?:[0-9]+(?:,[0-9]*)?|,[0-9]+)(?:[eE][+-]?[0-9]+)?$",
 }
 # Thousands separators are accepted only in well-formed groups; "0.300" with decimal "," is not
 # three hundred, it is a cell in the wrong convention, and gets rejected rather than guessed.
 _GROUPED = {
-    ".": r"^[+-]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?$",
-    ",": r"^[+-]?[1-9]\d{0,2}(?:\.\d{3})+(?:,\d+)?$",
+    ".": r"^[+-]?[1-9][0-9]{0,2}(?:,[0-9]{3})+(?:\.[0-9]+)?$",
+    ",": r"^[+-]?[1-9][0-9]{0,2}(?:\.[0-9]{3})+(?:,[0-9]+)?$",
 }
-_OTHER_CONVENTION = {".": r"^[+-]?\d*,\d+$", ",": r"^[+-]?\d*\.\d+$"}
+_OTHER_CONVENTION = {".": r"^[+-]?[0-9]*,[0-9]+$", ",": r"^[+-]?[0-9]*\.[0-9]+$"}
 
 
 def number(expr: pl.Expr, decimal: str) -> tuple[pl.Expr, pl.Expr]:
     """(value, invalid) for a string expression, honouring the decimal separator.
 
     value is Float64, null for blank and invalid cells; invalid is True for a non-blank cell that
-    is not a plain number ("abc", "1.5" when decimal is ",", "nan"). Cells are expected as
+    is not a plain, finite number written with ASCII digits ("abc", "1.5" when decimal is ",",
+    "nan", "1e999", "١٢٣"). Cells are expected as
     `read_csv_table` gives them: stripped, blank as null (an empty string also counts as blank).
     """
     thousands = "," if decimal == "." else "."
@@ -327,13 +335,16 @@ def number(expr: pl.Expr, decimal: str) -> tuple[pl.Expr, pl.Expr]:
         grouped_text = s.str.replace_all(thousands, "", literal=True).str.replace(
             ",", ".", literal=True
         )
-    value = (
+    parsed = (
         pl.when(plain)
         .then(plain_value)
         .when(grouped)
         .then(grouped_text.cast(pl.Float64, strict=False))
     )
-    return value, (s.is_not_null() & ~(plain | grouped)).fill_null(False)
+    # "1e999" is written like a number but overflows to infinity: no measurement is infinite.
+    finite = parsed.is_finite().fill_null(False)
+    value = pl.when(finite).then(parsed)
+    return value, (s.is_not_null() & ~finite).fill_null(False)
 
 
 def not_a_number_reason(expr: pl.Expr, decimal: str, prefix: str = "not a number") -> pl.Expr:
@@ -344,7 +355,7 @@ def not_a_number_reason(expr: pl.Expr, decimal: str, prefix: str = "not a number
         f" (the decimal separator configured for this source is '{decimal}'; if the file uses "
         f"'{other}', set decimal: '{other}' in sources.yaml)"
     )
-    base = pl.format(f"{prefix}: '{{}}'", s)
+    base = format_text(f"{prefix}: '{{}}'", s)
     return (
         pl.when(s.str.contains(_OTHER_CONVENTION[decimal]))
         .then(pl.concat_str([base, pl.lit(hint)]))
@@ -355,11 +366,14 @@ def not_a_number_reason(expr: pl.Expr, decimal: str, prefix: str = "not a number
 # ---- dates -------------------------------------------------------------------------------------
 
 ISO_DATETIME = (
-    r"^\d{4}-\d{2}-\d{2}"
-    r"(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:\s*(?:Z|[+-]\d{2}(?::?\d{2})?))?)?$"
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]+)?)?"
+    r"(?:\s*(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?))?)?$"
 )
 # A UTC offset, only after a time (the "-07" of "2024-11-07" is the day).
-_ISO_OFFSET = r"(\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+_ISO_OFFSET = (
+    r"([0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]+)?)?)\s*(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)$"
+)
 _ISO_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M", "%Y-%m-%d")
 
 
@@ -401,16 +415,16 @@ def date_reason(
         if fmt
     ]
     if configured:
-        return pl.format(
+        return format_text(
             f"{what} '{{}}' does not match {' or '.join(configured)} (nor ISO 8601 YYYY-MM-DD); "
             "fix the setting in sources.yaml or the cell",
             s,
         )
     return (
         pl.when(s.str.contains(ISO_DATETIME))
-        .then(pl.format(f"{what} '{{}}' is not a valid date", s))
+        .then(format_text(f"{what} '{{}}' is not a valid date", s))
         .otherwise(
-            pl.format(
+            format_text(
                 f"{what} '{{}}' is not ISO 8601 (YYYY-MM-DD, optionally with a time); set "
                 'date_format (for example "%d/%m/%Y" or "%m/%d/%Y") or datetime_format for '
                 "this source in sources.yaml, because day and month are never guessed",

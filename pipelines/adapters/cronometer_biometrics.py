@@ -28,6 +28,7 @@ from pipelines.adapters._csv import (
     Check,
     cell,
     extra_fields_check,
+    format_text,
     not_a_number_reason,
     number,
     read_csv_table,
@@ -62,7 +63,7 @@ UNITS: dict[str, tuple[str, float, float]] = {
     "%": ("%", 1.0, 0.0),
 }
 
-_PAIR = r"^(\d+(?:[.,]\d+)?)\s*/\s*(\d+(?:[.,]\d+)?)$"
+_PAIR = r"^([0-9]+(?:[.,][0-9]+)?)\s*/\s*([0-9]+(?:[.,][0-9]+)?)$"
 _HINT = (
     "Is this a Cronometer biometrics export (Export Data > Biometrics)? Export it again, or "
     "point the source at the right files."
@@ -104,7 +105,9 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
     is_bp = metric.is_in(["blood_pressure", "bp"]).fill_null(False)
     pair = amount.str.extract_groups(_PAIR)
     # The pair's parts are plain numbers; either separator is unambiguous inside "120/80".
-    systolic = pair.struct.field("1").str.replace(",", ".", literal=True).cast(pl.Float64)
+    systolic = (
+        pair.struct.field("1").str.replace(",", ".", literal=True).cast(pl.Float64, strict=False)
+    )
     single, invalid = number(amount, decimal)
     raw_value = pl.when(is_bp).then(systolic).otherwise(single)
 
@@ -129,7 +132,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         Check(
             is_bp & systolic.is_null(),
             amount_header,
-            pl.format(
+            format_text(
                 "blood pressure '{}' is not written as systolic/diastolic (such as 120/80)",
                 amount,
             ),

@@ -24,6 +24,7 @@ from pipelines.adapters._csv import (
     cell,
     date_reason,
     extra_fields_check,
+    format_text,
     header_key,
     not_a_number_reason,
     number,
@@ -167,7 +168,7 @@ def _nutrients(table: CsvTable) -> tuple[list[pl.Expr], list[pl.Expr], list[Chec
             Check(
                 pl.col(value_col) < 0,
                 header,
-                pl.format("negative amount '{}': nutrient amounts cannot be below zero", raw),
+                format_text("negative amount '{}': nutrient amounts cannot be below zero", raw),
             )
         )
     # Report a non-number before a negative number in another column: it is the likelier typo.

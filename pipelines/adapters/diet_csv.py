@@ -51,6 +51,7 @@ from pipelines.adapters._csv import (
     cell,
     date_reason,
     extra_fields_check,
+    format_text,
     header_key,
     not_a_number_reason,
     number,
@@ -137,7 +138,7 @@ def nutrient_columns(
                 Check(
                     pl.col(value_col) < 0,
                     header,
-                    pl.format("negative amount '{}': nutrient amounts cannot be below zero", raw),
+                    format_text("negative amount '{}': nutrient amounts cannot be below zero", raw),
                 )
             )
     return Nutrients(outputs, parsed, invalid_checks + negative_checks, values)
@@ -192,7 +193,7 @@ def person_id(table: CsvTable) -> tuple[pl.Expr, Check | None]:
     person, check = person_column_check(table)
     if check is None:
         return person, None
-    return person.str.replace(r"^(\d+)\.0+$", "${1}"), check
+    return person.str.replace(r"^([0-9]+)\.0+$", "${1}"), check
 
 
 def date_expr(raw: pl.Expr, source: SourceConfig) -> pl.Expr:
@@ -222,7 +223,7 @@ def boolean(raw: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
 
 def boolean_check(raw: pl.Expr, header: str) -> Check:
     _, invalid = boolean(raw)
-    return Check(invalid, header, pl.format(f"{header} '{{}}' is not true or false", raw))
+    return Check(invalid, header, format_text(f"{header} '{{}}' is not true or false", raw))
 
 
 def reject_repeats(
@@ -326,7 +327,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
             Check(
                 pl.col("__grams") < 0,
                 header("grams"),
-                pl.format("negative amount '{}': grams cannot be below zero", text("grams")),
+                format_text("negative amount '{}': grams cannot be below zero", text("grams")),
             ),
         ]
     elif "amount" in found:

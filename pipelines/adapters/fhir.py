@@ -55,7 +55,7 @@ from typing import Any, TypeGuard
 
 import polars as pl
 
-from pipelines.adapters._csv import number
+from pipelines.adapters._csv import format_text, number
 from pipelines.adapters.base import AdapterError, ParseResult
 from pipelines.adapters.lab_csv import _CENSORED, _LOW_BOUND, _reference_range
 from pipelines.config import SourceConfig
@@ -144,7 +144,15 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
                 line=item.line, column=item.prefix + rej.path, reason=rej.reason, raw=_raw(item)
             )
             continue
-        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as exc:
+        except (
+            TypeError,
+            ValueError,
+            AttributeError,
+            KeyError,
+            IndexError,
+            ArithmeticError,
+            RecursionError,
+        ) as exc:
             # A safety net: a shape no rule above foresaw still becomes a reject, not a crash.
             early.add(
                 line=item.line,
@@ -218,7 +226,9 @@ def _items(path: Path, text: str) -> Iterator[_Item]:
     if error is None:
         yield from _document_items(path, doc)
         return
-    lines = text.splitlines()
+    # Lines end at LF, CRLF or a bare CR (which JSON cannot hold unescaped). Not str.splitlines:
+    # it also splits at U+2028 and other separators that JSON strings may hold as they are.
+    lines = re.split(r"\r\n|\r|\n", text)
     parsed = [_load(line) if line.strip() else (None, None) for line in lines]
     if not any(_resource_type(value) is not None for value, _ in parsed):
         raise AdapterError(
@@ -300,7 +310,10 @@ def _compact(value: Any) -> str:
     try:
         text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
     except (ValueError, TypeError, RecursionError):
-        text = repr(value)
+        try:
+            text = repr(value)
+        except (ValueError, RecursionError):  # nested too deeply even for repr
+            text = f"({type(value).__name__} nested too deeply to show)"
     if len(text) > RAW_LIMIT:
         return text[:RAW_LIMIT] + " ... (truncated; see the file)"
     return text
@@ -321,6 +334,16 @@ def _text(value: Any) -> str | None:
 
 def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _finite(value: int | float) -> float | None:
+    """`value` as a float, or None when it is NaN, infinite or an integer too large for a float
+    (JSON allows 1e999 and 400-digit integers; no measurement is either)."""
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _observation(res: dict[str, Any], fixed_person: str | None, known: set[str]) -> dict[str, Any]:
@@ -469,9 +492,12 @@ def _value(
         value = qty.get("value")
         prefix = comparator or ""
         if _is_number(value):
-            if not math.isfinite(value):
-                raise _Reject("valueQuantity.value", f"value {value} is not a finite number")
-            return float(value), None, comparator, f"{prefix}{value}", "valueQuantity.value"
+            number = _finite(value)
+            if number is None:
+                raise _Reject(
+                    "valueQuantity.value", f"value {_compact(value)} is not a finite number"
+                )
+            return number, None, comparator, f"{prefix}{value}", "valueQuantity.value"
         if isinstance(value, str):
             # A number sent as a string: read it like a lab CSV cell (comparator included).
             text = f"{prefix}{value.strip()}"
@@ -486,9 +512,10 @@ def _value(
         return None, string.strip(), None, string.strip(), "valueString"
     if "valueInteger" in res:
         value = res["valueInteger"]
-        if not _is_number(value):
-            raise _Reject("valueInteger", f"valueInteger is not a number: {_compact(value)}")
-        return float(value), None, None, str(value), "valueInteger"
+        number = _finite(value) if _is_number(value) else None
+        if number is None:
+            raise _Reject("valueInteger", f"valueInteger is not a finite number: {_compact(value)}")
+        return number, None, None, str(value), "valueInteger"
     if "valueCodeableConcept" in res:
         concept = _obj(res["valueCodeableConcept"])
         codings = concept.get("coding")
@@ -544,7 +571,7 @@ def _reference(ranges: Any) -> tuple[float | None, float | None, str | None]:
 
     def limit(key: str) -> float | None:
         value = _obj(first.get(key)).get("value")
-        return float(value) if _is_number(value) and math.isfinite(value) else None
+        return _finite(value) if _is_number(value) else None
 
     return limit("low"), limit("high"), _text(first.get("text"))
 
@@ -629,7 +656,7 @@ def _normalise(
         "value_path",
         "unit_path",
         "item",
-        pl.format("{} {}", pl.col("loinc").fill_null("-"), pl.col("test_name_raw").fill_null(""))
+        format_text("{} {}", pl.col("loinc").fill_null("-"), pl.col("test_name_raw").fill_null(""))
         .str.strip_chars()
         .alias("__short"),
     )

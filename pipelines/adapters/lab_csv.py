@@ -189,7 +189,7 @@ def _reference_range(expr: pl.Expr, decimal: str) -> tuple[pl.Expr, pl.Expr]:
     A reference range is context, not a result: one that cannot be read leaves the limits null
     rather than rejecting the row. Trailing text such as a unit is ignored.
     """
-    num = r"([+-]?\d[\d.,]*|[.,]\d+)"
+    num = r"([+-]?[0-9][0-9.,]*|[.,][0-9]+)"
     dash = r"\s*(?:-|–|—|to)\s*"
     between = expr.str.extract_groups(rf"^\s*{num}{dash}{num}")
     below = expr.str.extract(rf"^\s*(?:<=?|=<|≤)\s*{num}", 1)

@@ -36,6 +36,7 @@ from pipelines.adapters._csv import (
     Check,
     cell,
     extra_fields_check,
+    format_text,
     read_csv_table,
     split_rejects,
 )
@@ -147,7 +148,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
     spoiled_rejects = spoiled.select(
         pl.col(LINE).cast(pl.Int64).alias("line"),
         pl.lit(None, dtype=pl.String).alias("column"),
-        pl.format(f"{DAY_REJECTED_REASON} (line {{}})", pl.col("__bad_line")).alias("reason"),
+        format_text(f"{DAY_REJECTED_REASON} (line {{}})", pl.col("__bad_line")).alias("reason"),
         pl.col(RAW).alias("raw"),
     )
 

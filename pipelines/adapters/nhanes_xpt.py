@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipelines.adapters._csv import LINE, RAW, Check, split_rejects
+from pipelines.adapters._csv import LINE, RAW, Check, format_text, split_rejects
 from pipelines.adapters.base import AdapterError, ParseResult
 from pipelines.config import SourceConfig
 from pipelines.schema import (
@@ -162,7 +162,8 @@ def read_xport(path: Path) -> XportFile:
         if numeric and not 2 <= length <= 8:
             raise AdapterError(f"{not_xpt}: numeric variable {name} has length {length}.")
         layout.append((name, numeric, length, position))
-    if len(set(names)) != len(names):
+    # Names are matched without regard to case (see parse), so SEQN and seqn are the same name.
+    if len({n.upper() for n in names}) != len(names):
         raise AdapterError(f"{not_xpt}: a variable name appears twice.")
     namestr_end = start + -(-nvars * namestr_len // _CARD) * _CARD
     card(namestr_end, _OBS)
@@ -391,6 +392,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
     # Variable names are matched case-insensitively; NHANES spells them in capitals.
     frame = xpt.frame.rename({c: c.upper() for c in xpt.frame.columns})
     tables = _select_tables(path, source, frame)
+    _require_numeric(path, frame, tables)
     person, person_check = _person(path, source, frame)
     frame = frame.with_columns(
         pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(LINE),
@@ -401,6 +403,19 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
     if source.kind == "persons":
         return _persons(frame, tables, person_check)
     return _diet(frame, tables, person_check)
+
+
+def _require_numeric(path: Path, frame: pl.DataFrame, tables: dict[str, list[Variable]]) -> None:
+    """NHANES publishes results, flags and codes as numbers; a character variable is not NHANES."""
+    names = {v.variable for vs in tables.values() for v in vs}
+    names |= {v.lod_flag for vs in tables.values() for v in vs if v.lod_flag}
+    names |= {status for table in tables for status, _ in [RECALLS.get(table, ("", ""))]}
+    text = sorted(n for n in names if n in frame.columns and frame.schema[n] == pl.String)
+    if text:
+        raise AdapterError(
+            f"{path}: variable(s) {', '.join(text)} hold text, but NHANES publishes them as "
+            "numbers; is this file an NHANES file, or was it converted by another program?"
+        )
 
 
 def _person(path: Path, source: SourceConfig, frame: pl.DataFrame) -> tuple[pl.Expr, Check | None]:
@@ -427,9 +442,11 @@ def _person(path: Path, source: SourceConfig, frame: pl.DataFrame) -> tuple[pl.E
 
 def _number_text(expr: pl.Expr) -> pl.Expr:
     """A number as NHANES documents it: 93703 rather than 93703.0, 0.11 as 0.11."""
+    whole = expr.cast(pl.Int64, strict=False).cast(pl.String)
+    # Beyond Int64 (a corrupt 1e70) the number is shown as Polars prints it, never lost.
     return (
         pl.when(expr == expr.round(0))
-        .then(expr.cast(pl.Int64, strict=False).cast(pl.String))
+        .then(pl.coalesce(whole, expr.cast(pl.String)))
         .otherwise(expr.cast(pl.String))
     )
 
@@ -524,7 +541,7 @@ def _persons(
             Check(
                 code.is_not_null() & ~code.is_in([float(k) for k in SEX_CODES]),
                 name,
-                pl.format(
+                format_text(
                     "{} = {} is not an NHANES sex code (1 male, 2 female)", pl.lit(name), code
                 ),
             )
@@ -564,7 +581,8 @@ def _diet(
         shown = []
         if status is not None and status in frame.columns:
             code = pl.col(status).round(0)
-            meaning = code.cast(pl.Int64).replace_strict(
+            # Not strict: a corrupt status (1e70) is an unknown code, not a crash.
+            meaning = code.cast(pl.Int64, strict=False).replace_strict(
                 RECALL_STATUS, default="unknown status code", return_dtype=pl.String
             )
             checks.append(
@@ -574,11 +592,11 @@ def _diet(
                     pl.when(code.is_null())
                     .then(pl.lit(f"dietary recall status ({status}) is missing"))
                     .otherwise(
-                        pl.format(
+                        format_text(
                             "dietary recall not usable: {} = {} ({}); only status 1 (reliable "
                             "and met the minimum criteria) is loaded",
                             pl.lit(status),
-                            code.cast(pl.Int64),
+                            _number_text(pl.col(status)),
                             meaning,
                         )
                     ),

@@ -33,6 +33,7 @@ from pipelines.adapters._csv import (
     cell,
     date_reason,
     extra_fields_check,
+    format_text,
     not_a_number_reason,
     number,
     parse_datetime,
@@ -108,7 +109,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         return table.headers[found[key]] if key in found else key
 
     sex_raw = text("sex")
-    sex_key = sex_raw.str.to_lowercase().str.replace(r"^(\d+)\.0*$", "${1}")
+    sex_key = sex_raw.str.to_lowercase().str.replace(r"^([0-9]+)\.0*$", "${1}")
     sex = sex_key.replace_strict(codes, default=None, return_dtype=pl.String)
     known_sex = sex_key.is_in(list(codes))
 
@@ -130,13 +131,10 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         Check(
             sex_raw.is_not_null() & ~known_sex,
             header("sex"),
-            pl.concat_str(
-                pl.lit("sex '"),
+            format_text(
+                "sex '{}' is not a known code (female: F, Female, W, 2; male: M, Male, 1); map "
+                "it with options: {sex_codes: {'<code>': female|male|null}} in sources.yaml",
                 sex_raw,
-                pl.lit(
-                    "' is not a known code (female: F, Female, W, 2; male: M, Male, 1); map it "
-                    "with options: {sex_codes: {'<code>': female|male|null}} in sources.yaml"
-                ),
             ),
         ),
         Check(
@@ -147,12 +145,12 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         Check(
             (age < MIN_AGE) | (age > MAX_AGE),
             header("age"),
-            pl.format(f"age {{}} is outside {MIN_AGE}-{MAX_AGE} years", age_raw),
+            format_text(f"age {{}} is outside {MIN_AGE}-{MAX_AGE} years", age_raw),
         ),
         Check(
             year_invalid | (year != year.floor()) | (year < MIN_BIRTH_YEAR) | (year > this_year),
             header("birth_year"),
-            pl.format(
+            format_text(
                 f"birth year '{{}}' is not a year from {MIN_BIRTH_YEAR} to {this_year}", year_raw
             ),
         ),
@@ -164,7 +162,9 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         Check(
             year.is_null() & ((birth.dt.year() < MIN_BIRTH_YEAR) | (birth.dt.year() > this_year)),
             header("birth_date"),
-            pl.format(f"birth date '{{}}' is not from {MIN_BIRTH_YEAR} to {this_year}", birth_raw),
+            format_text(
+                f"birth date '{{}}' is not from {MIN_BIRTH_YEAR} to {this_year}", birth_raw
+            ),
         ),
     ]
     good, rejects = split_rejects(table.frame, checks)
@@ -190,9 +190,9 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         .select(
             "line",
             pl.lit(id_column, dtype=pl.String).alias("column"),
-            pl.format("duplicate person id '{}' (first on line {})", "person_id", "__first").alias(
-                "reason"
-            ),
+            format_text(
+                "duplicate person id '{}' (first on line {})", "person_id", "__first"
+            ).alias("reason"),
             "raw",
         )
     )

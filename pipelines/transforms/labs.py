@@ -39,6 +39,39 @@ _SPECIMEN_SUFFIX = (
 )
 
 
+SHOWN_CHARS = 200
+
+
+def format_text(template: str, *args: pl.Expr | str) -> pl.Expr:
+    """Like `pl.format(template, *args)` (each "{}" takes the next argument; a null argument makes
+    the result null), built on `pl.concat_str`, and with each argument cut to SHOWN_CHARS
+    characters ("..." marks the cut): a reason quotes the cell, and a 1 MB cell must not make a
+    1 MB reason (the whole row stays in `raw`).
+
+    Polars 1.44's `pl.format` panics ("assertion failed: i < self.len()", a Rust panic that no
+    `except Exception` catches) on frames whose columns are chunked differently after a filter,
+    which hostile input reached (three rows of the same person in a covariates file). Every reason
+    text in the adapters and transforms is built with this instead. It lives here because this
+    module is the lowest one that both the adapters and the transforms import.
+    """
+    pieces = template.split("{}")
+    if len(pieces) != len(args) + 1:
+        raise ValueError(f"format_text: {template!r} needs {len(pieces) - 1} argument(s)")
+    exprs: list[pl.Expr] = []
+    for i, piece in enumerate(pieces):
+        if piece:
+            exprs.append(pl.lit(piece, dtype=pl.String))
+        if i < len(args):
+            arg = args[i]
+            text = (pl.col(arg) if isinstance(arg, str) else arg).cast(pl.String)
+            exprs.append(
+                pl.when(text.str.len_chars() > SHOWN_CHARS)
+                .then(pl.concat_str([text.str.slice(0, SHOWN_CHARS), pl.lit("...")]))
+                .otherwise(text)
+            )
+    return pl.concat_str(exprs)
+
+
 class LabTableError(ValueError):
     """markers.csv or units.csv is malformed (a developer or user edit went wrong)."""
 
@@ -234,7 +267,7 @@ def normalise_lab_rows(
     test = pl.col("test_name_raw").str.strip_chars()
     unit_raw = pl.col("unit_raw").str.strip_chars()
     loinc_note = pl.when(pl.col("__loinc").is_not_null()).then(
-        pl.format(" (LOINC {})", pl.col("__loinc"))
+        format_text(" (LOINC {})", pl.col("__loinc"))
     )
     checks: list[tuple[pl.Expr, str, pl.Expr, pl.Expr]] = [
         (
@@ -246,7 +279,7 @@ def normalise_lab_rows(
         (
             pl.col("__marker").is_null(),
             names["test_name_raw"],
-            pl.format(
+            format_text(
                 "test '{}'{} is not a known inflammation marker; add it to markers.csv to load it",
                 test,
                 loinc_note.fill_null(""),
@@ -256,13 +289,13 @@ def normalise_lab_rows(
         (
             pl.col("value").is_null(),
             names["value"],
-            pl.format("no numeric result: '{}'", pl.col("value_raw").fill_null("")),
+            format_text("no numeric result: '{}'", pl.col("value_raw").fill_null("")),
             raw("value_raw"),
         ),
         (
             pl.col("__factor").is_null() & (pl.col("__unit_key") == ""),
             names["unit_raw"],
-            pl.format(
+            format_text(
                 "unit is blank; {} results need a unit (known: {}), because a guess could be "
                 "off by a factor of 10 or more",
                 pl.col("__marker"),
@@ -273,7 +306,7 @@ def normalise_lab_rows(
         (
             pl.col("__factor").is_null(),
             names["unit_raw"],
-            pl.format(
+            format_text(
                 "unit '{}' is not a known unit for {} (known: {}); add it to units.csv",
                 unit_raw,
                 pl.col("__marker"),
