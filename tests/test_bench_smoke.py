@@ -1,0 +1,114 @@
+"""The scale benchmark at a tiny scale: it runs, reports every stage and loses no row.
+
+Behaviour only: wall-clock numbers are facts for bench/results.md, never asserted here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from bench import run as bench_run
+from bench.generate import DIARY_GLOB, MANIFEST, NEXT_DAY_DIR, generate
+from pipelines.demo import SERVINGS_HEADER
+
+REPO = Path(__file__).resolve().parent.parent
+PEOPLE, DAYS = 3, 40
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """sha256 of every generated file, by relative path (the manifest's timing left out)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+
+
+def test_generator_is_deterministic_and_writes_cronometer_exports(tmp_path: Path) -> None:
+    first = generate(tmp_path / "a", PEOPLE, DAYS, seed=7, jobs=1)
+    args = ["--people", str(PEOPLE), "--days", str(DAYS), "--seed", "7", "--jobs", "2"]
+    cli = subprocess.run(
+        [sys.executable, "-m", "bench.generate", *args, "--out", str(tmp_path / "b")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert cli.returncode == 0, cli.stderr
+    generate(tmp_path / "c", PEOPLE, DAYS, seed=8, jobs=1)
+
+    a, b, c = _tree(tmp_path / "a"), _tree(tmp_path / "b"), _tree(tmp_path / "c")
+    assert a == b  # same seed, other worker count, through the CLI: byte-identical
+    assert a != c  # another seed: other data
+    second = json.loads((tmp_path / "b" / MANIFEST).read_text())
+    assert {k: v for k, v in first.items() if k != "seconds"} == {
+        k: v for k, v in second.items() if k != "seconds"
+    }
+
+    raw = tmp_path / "a" / "data" / "raw"
+    diaries = sorted(raw.glob(DIARY_GLOB))
+    assert len(diaries) == first["diary_files"] == PEOPLE * 2  # Jan and Feb for 40 days
+    head = diaries[0].read_bytes()
+    assert head.startswith(b"\xef\xbb\xbf" + ",".join(SERVINGS_HEADER).encode() + b"\r\n")
+    next_day = list((tmp_path / "a" / NEXT_DAY_DIR).rglob("*.csv"))
+    assert len(next_day) == PEOPLE
+    assert (tmp_path / "a" / "sources.yaml").is_file()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, Path]:
+    tmp = tmp_path_factory.mktemp("bench")
+    workdir, results = tmp / "work", tmp / "results.md"
+    args = ["--scale", "tiny", "--workdir", str(workdir), "--keep", "--results", str(results)]
+    code = bench_run.main([*args, "--json", str(tmp / "results.json")])
+    assert code == 0
+    return json.loads((tmp / "results.json").read_text()), results, workdir
+
+
+def test_results_file_has_every_stage_and_the_baseline(tiny_run: tuple[dict, Path, Path]) -> None:
+    report, results, _ = tiny_run
+    text = results.read_text(encoding="utf-8")
+    for stage, label in bench_run.LABELS.items():
+        assert report["stages"][stage]["status"] == "ok", (stage, report["stages"][stage])
+        assert label in text
+    assert "DuckDB read_csv (baseline)" in text and "read_csv(" in text
+    for target in ("2x DuckDB read_csv", "10% of full ingest", "< 60 s", "< 2 min"):
+        assert target in text
+    assert "## Machine" in text and "cores" in text
+    # Every stage reports its time, throughput and peak memory, measured on the code snapshot
+    # taken when the run started.
+    snapshot = str(Path(report["workdir"]) / "code" / "pipelines")
+    for stage in bench_run.STAGES:
+        numbers = report["stages"][stage]
+        assert numbers["seconds"] is not None and numbers["peak_rss_mb"] > 0
+        if stage not in bench_run.BASELINES:
+            assert numbers["code_path"] == snapshot, stage
+
+
+def test_staging_rows_equal_duckdb_read_csv_rows(tiny_run: tuple[dict, Path, Path]) -> None:
+    report, _, workdir = tiny_run
+    checks = report["checks"]
+    assert checks["staging_rows"] == checks["duckdb_rows"] == checks["generated_rows"] > 0
+    assert checks["incremental_staging_rows"] == checks["incremental_expected_rows"]
+    ingest = report["stages"]["ingest"]
+    assert ingest["rows_loaded"] == ingest["rows"] and ingest["rows_rejected"] == 0
+
+    # Independently of the runner: after the nightly day the staging table holds exactly what
+    # DuckDB reads from every diary file now under data/raw/.
+    project = workdir / "project"
+    glob = str(project / "data" / "raw" / DIARY_GLOB)
+    duck = duckdb.sql(f"SELECT count(*) FROM read_csv('{glob}', union_by_name = true)").fetchone()
+    con = duckdb.connect(str(project / "data" / "processed" / "warehouse.duckdb"), read_only=True)
+    try:
+        staged = con.execute('SELECT count(*) FROM "stg_bench_cronometer"').fetchone()
+    finally:
+        con.close()
+    assert duck is not None and staged is not None
+    assert staged[0] == duck[0] == checks["incremental_staging_rows"]
