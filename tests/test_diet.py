@@ -171,3 +171,20 @@ def test_taxonomy_maps_90_percent_of_energy_of_common_foods() -> None:
     share = foods.filter(pl.col("food").is_in(mapped))["kcal"].sum() / foods["kcal"].sum()
     unmapped = foods.filter(~pl.col("food").is_in(mapped))["food"].to_list()
     assert share >= 0.90, unmapped
+
+
+def test_a_10000_kcal_day_is_flagged_and_not_logged() -> None:
+    rows = [
+        {
+            "person_id": "p",
+            "day": date(2025, 1, 1),
+            "food": f"Lasagna {i}",
+            "grams": 900.0,
+            "energy_kcal": 4000.0,
+        }
+        for i in range(3)
+    ]
+    df = entries(rows)
+    day = build_diet_daily(df, categorise_foods(df), Settings()).row(0, named=True)
+    assert day["implausible_energy"] is True and day["logged"] is False
+    assert day["energy_kcal"] == pytest.approx(12000.0)  # kept, visible, not averaged

@@ -24,6 +24,7 @@ from pipelines.schema import CATEGORIES, NUTRIENTS
 from pipelines.transforms.dii import add_dii
 
 ALCOHOL_G_PER_DRINK = 14.0
+IMPLAUSIBLE_DAY_KCAL = 10_000.0
 # Without a reported alcohol_g we assume a 12% ABV drink (wine), so 1 g of drink ~ 0.095 g ethanol.
 ALCOHOL_FRACTION_FALLBACK = 0.095
 
@@ -194,7 +195,17 @@ def _add_reported_days(
             .alias("_completed"),
         )
         .with_columns(
-            pl.coalesce(pl.col("_completed"), energy_ok).alias("logged"),
+            (
+                pl.coalesce(pl.col("_completed"), energy_ok)
+                & ~(pl.col("energy_kcal").fill_null(0.0) > IMPLAUSIBLE_DAY_KCAL)
+                if "energy_kcal" in nutrient_cols
+                else pl.coalesce(pl.col("_completed"), energy_ok)
+            ).alias("logged"),
+            (
+                pl.col("energy_kcal").fill_null(0.0) > IMPLAUSIBLE_DAY_KCAL
+                if "energy_kcal" in nutrient_cols
+                else pl.lit(False)
+            ).alias("implausible_energy"),
             pl.lit(0, pl.Int64).alias("entries"),
             pl.lit("reported").alias("diet_source"),
         )
@@ -251,10 +262,16 @@ def _daily_from_entries(
     full = calendar.join(daily, on=["person_id", "day"], how="left").with_columns(
         pl.col("entries").fill_null(0).cast(pl.Int64)
     )
-    logged = (pl.col("entries") >= settings.logged_min_entries) & (
-        pl.col("energy_kcal").fill_null(0.0) >= settings.logged_min_kcal
+    # A day above 10,000 kcal is a logging error (a unit slip, a duplicated recipe), not a diet:
+    # it is kept and flagged but does not count as logged, so no exposure window averages it.
+    implausible = pl.col("energy_kcal").fill_null(0.0) > IMPLAUSIBLE_DAY_KCAL
+    logged = (
+        (pl.col("entries") >= settings.logged_min_entries)
+        & (pl.col("energy_kcal").fill_null(0.0) >= settings.logged_min_kcal)
+        & ~implausible
     )
     return full.with_columns(
+        implausible.alias("implausible_energy"),
         logged.alias("logged"),
         pl.when(pl.col("entries") > 0).then(pl.lit("entries")).alias("diet_source"),
     )
