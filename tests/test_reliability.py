@@ -189,3 +189,31 @@ def test_nightly_runs_keep_the_last_n_backups_and_restore_brings_one_back(
     assert main(["restore", "--project-dir", str(tmp_path)]) == 0
     assert "Restored" in capsys.readouterr().out
     assert wh.table("lab_results").equals(good)
+
+
+def test_a_scheduled_run_backs_up_the_warehouse_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dagster as dg
+
+    from pipelines.backups import list_backups
+    from pipelines.project import PROJECT_DIR_ENV
+
+    project = make_demo_project(tmp_path)
+    assert main(["run", "--project-dir", str(tmp_path)]) == 0
+    before = project.warehouse().table("lab_results")
+    assert list_backups(project.warehouse()) == []
+
+    monkeypatch.setenv(PROJECT_DIR_ENV, str(tmp_path))
+    from pipelines.definitions import defs
+
+    job = defs().resolve_job_def("refresh_all")
+    with dg.instance_for_test() as instance:
+        # what the daemon's nightly tick launches: the job, tagged with the schedule's name
+        result = job.execute_in_process(
+            instance=instance, tags={"dagster/schedule_name": "nightly_refresh"}
+        )
+    assert result.success
+    (backup,) = list_backups(project.warehouse())
+    with duckdb.connect(str(backup), read_only=True) as conn:
+        assert conn.execute("SELECT * FROM lab_results").pl().equals(before)
