@@ -36,6 +36,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -239,7 +240,7 @@ def _simulate(seed: int, index: int, days: int) -> tuple[pl.DataFrame, pl.DataFr
     group, minute, blank_time = group[order], minute[order], blank_time[order]
 
     days_iso = pl.Series([(START + timedelta(days=d)).isoformat() for d in range(total_days)])
-    columns: dict[str, pl.Series | pl.Expr] = {
+    columns: dict[str, Any] = {
         "Day": days_iso.gather(day),
         "Time": pl.when(pl.Series(blank_time)).then(None).otherwise(_CLOCK.gather(minute)),
         "Group": pl.Series(GROUPS).gather(group),
@@ -362,7 +363,7 @@ def _write_person(args: tuple[Path, int, int, int]) -> Counts:
 
 def generate(
     out: Path, people: int, days: int, seed: int = 1, jobs: int | None = None
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Write the project under `out` (replacing earlier benchmark data); return the manifest."""
     if people < 1 or days < 2:
         raise ValueError("need at least 1 person and 2 days")
@@ -387,7 +388,7 @@ def generate(
         with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             for counts in pool.map(_write_person, tasks, chunksize=max(1, people // (jobs * 8))):
                 totals.add(counts)
-    manifest: dict[str, object] = {
+    manifest: dict[str, Any] = {
         "people": people,
         "days": days,
         "seed": seed,

@@ -8,7 +8,10 @@ Stages, each measured in its own subprocess (wall-clock seconds of the work, imp
 RSS is the child's whole high-water mark from `wait4`, imports included, so peaks never mix):
 
   baseline     DuckDB `CREATE TABLE t AS SELECT * FROM read_csv(<diary glob>, union_by_name=true)`
-               into a fresh DuckDB file: the practical floor for ingest.
+               into a fresh DuckDB file: what the ingest target is judged against.
+  baseline_schema
+               the same with the columns and types given (`auto_detect = false`): no file is
+               sniffed, the real floor for reading these CSVs; reported, not used for a verdict.
   ingest       (a) the diary source's real Dagster asset `ingest_<source>` materialized in-process
                (today: `ingest_source` parses, validates and settles every file, then the staging
                table, `ingest_files` and `rejected_rows` are written to the warehouse file).
@@ -22,6 +25,8 @@ RSS is the child's whole high-water mark from `wait4`, imports included, so peak
   dashboards   (d) load_dashboard_inputs + write_dashboards for every person.
 
 Results: a table on stdout, Markdown in --results (default bench/results.md), JSON in --json.
+The children import `pipelines` from a copy taken when the run starts (workdir/code), so code edited
+during a run cannot make two stages measure different code.
 """
 
 from __future__ import annotations
@@ -407,7 +412,8 @@ def child_main(stage: str, workdir: Path, out: Path, profile: bool) -> int:
         result = run(workdir, manifest)
     result["rss_self_peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     pipelines = sys.modules.get("pipelines")
-    result["code_path"] = str(Path(pipelines.__file__).parent) if pipelines else None
+    where = getattr(pipelines, "__file__", None)
+    result["code_path"] = str(Path(where).parent) if where else None
     result.update(_CHILD)
     out.write_text(json.dumps(result, indent=2, default=str))
     return 0
