@@ -29,6 +29,7 @@ from typing import Any
 import polars as pl
 from plotly.offline import get_plotlyjs
 
+from pipelines.analysis.associations import RESULT_SCHEMA
 from pipelines.analysis.draws import TRENDS_SCHEMA
 from pipelines.analysis.sufficiency import SUFFICIENCY_SCHEMA
 from pipelines.analysis.windows import EXPOSURE_WINDOWS_SCHEMA
@@ -94,25 +95,9 @@ SCHEMAS: dict[str, dict[str, DType]] = {
         "n_results": pl.Int64,
     },
     "marker_trends": TRENDS_SCHEMA,
-    "associations": {
-        "scope": pl.String,
-        "person_id": pl.String,
-        "marker": pl.String,
-        "feature": pl.String,
-        "window_days": pl.Int64,
-        "method": pl.String,
-        "n": pl.Int64,
-        "effect_pct": pl.Float64,
-        "ci_low_pct": pl.Float64,
-        "ci_high_pct": pl.Float64,
-        "p": pl.Float64,
-        "q": pl.Float64,
-        "status": pl.String,
-        "note": pl.String,
-        # Optional: how the feature unit reads ("extra 5 g/day of fibre") when the analysis
-        # scales a feature; without it effects read "per extra 1 g/day".
-        "per_unit": pl.String,
-    },
+    # Optional `per_unit`: how the feature unit reads ("extra 5 g/day of fibre") when the
+    # analysis scales a feature; without it effects read "per extra 1 g/day".
+    "associations": {**RESULT_SCHEMA, "per_unit": pl.String},
     "ingest_files": INGEST_FILES_SCHEMA,
     "rejected_summary": {"source": pl.String, "reason": pl.String, "n": pl.Int64},
     "unmapped_foods": {
