@@ -13,8 +13,8 @@ RSS is the child's whole high-water mark from `wait4`, imports included, so peak
                the same with the columns and types given (`auto_detect = false`): no file is
                sniffed, the real floor for reading these CSVs; reported, not used for a verdict.
   ingest       (a) the diary source's real Dagster asset `ingest_<source>` materialized in-process
-               (today: `ingest_source` parses, validates and settles every file, then the staging
-               table, `ingest_files` and `rejected_rows` are written to the warehouse file).
+               (`sync_source`: parse in batches, check, store `raw_<source>`, settle ownership
+               into `stg_<source>`, write `ingest_files` and `rejected_rows`, one transaction).
   incremental  (b) the nightly case: one new day of files (one per person) dropped into data/raw/,
                then the same asset again; reported as a ratio to (a).
   prepare      not a target: the labs source and the canonical warehouse tables (`diet_entries`,
@@ -176,13 +176,24 @@ def _stage_ingest(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     import pipelines.defs.ingest as ingest_defs
 
     timer = Timer()
-    timer.wrap(ingest_defs, "ingest_source", "parse + validate + settle (ingest_source)")
-    timer.wrap(ingest_defs, "replace_table", "store staging table (replace_table)")
-    timer.wrap(ingest_defs, "replace_rows", "store ingest_files + rejected_rows")
+    sync_source = ingest_defs.sync_source
+
+    def timed_sync(*args: Any, **kwargs: Any) -> Any:
+        result = sync_source(*args, **kwargs)
+        timer.steps.update(result.seconds)  # the steps sync_source times itself
+        timer.steps["files read this time"] = result.files_parsed
+        timer.steps["keys settled again"] = (
+            -1 if result.keys_settled is None else result.keys_settled
+        )
+        return result
+
+    ingest_defs.sync_source = timed_sync  # type: ignore[assignment]
     source = manifest["diary_source"]
     key = ingest_defs.ingest_asset_key(source).to_user_string()
     _materialize([key], timer)
     total = timer.steps.pop("total")
+    files_read = int(timer.steps.pop("files read this time"))
+    keys_settled = int(timer.steps.pop("keys settled again"))
     warehouse = workdir / "project" / "data" / "processed" / "warehouse.duckdb"
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
@@ -206,6 +217,8 @@ def _stage_ingest(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         "rows_rejected": int(acc[3] or 0),
         "rows_duplicate": int(acc[4] or 0),
         "warehouse_mb": warehouse.stat().st_size / 1e6,
+        "files_read": files_read,
+        "keys_settled": keys_settled,
         "substeps": timer.steps,
     }
 
@@ -678,6 +691,14 @@ def render_markdown(
             f"- ingest wrote a warehouse of {d.get('warehouse_mb', 0):,.0f} MB; DuckDB's own "
             f"table of the same rows is {base.data.get('table_mb', 0):,.0f} MB."
         )
+    for stage in ("ingest", "incremental"):
+        d = results[stage].data
+        if d and "files_read" in d:
+            settled = "all keys" if d["keys_settled"] < 0 else f"{d['keys_settled']:,} keys"
+            extras.append(
+                f"- {LABELS[stage]}: read {d['files_read']:,} of {d['files']:,} files, "
+                f"settled ownership for {settled}."
+            )
     if results["analysis"].data:
         d = results["analysis"].data
         extras.append(

@@ -1,25 +1,35 @@
-"""Ingest one source: files -> canonical rows, with every input row accounted for.
+"""Ingest one source: files -> canonical rows, with every input row accounted for, incrementally.
 
-For each file matched by the source's glob: hash it, parse it with the source's adapter, and keep
-its rows, its rejects and its counts. Then settle overlaps between files, because exports repeat
-history (a Cronometer export holds every day the user chose, so this month's export contains last
-month's days again):
+`sync_source` brings a source's tables in the warehouse up to date with the files under
+data/raw/. It reads only what changed since the last run, so a nightly run costs what its new
+files cost, not what the history costs:
 
-- diet: each person-day is owned by the newest file that has it (by modification time, then path);
-  the same day's rows in older files count as duplicates. A corrected or deleted entry in the
-  newer export therefore wins, and nothing is double counted.
-- labs: each (person, marker, collected_at) result is owned by the newest file that has it;
-  likewise reported daily totals per (person, day, period), biometrics per (person, day, metric)
-  and covariates per person.
-- an identical file (same sha256) seen twice: the second copy's rows are all duplicates.
-
-Right after a file is parsed, the plausibility rules (`pipelines.transforms.plausibility`: dates
-before 1950 or in the future, a 50,000 kcal food, negative CRP, ...) move impossible rows to the
-file's rejects, the same way for every format. A file an adapter cannot read at all is recorded
-with status "error" and the reason; so is one that trips an unexpected error inside an adapter (a
-bug, reported as such), so one bad file never stops the others from loading.
+- Every file is hashed (sha256; a file whose size and modification time are unchanged is not
+  re-hashed, see `HashMemo`). A file's rows are keyed by `file_id`, a hash of source and content.
+- Files already ingested with the same parser (adapter code, data tables, plausibility rules and
+  the source's configuration: `source_fingerprint`) are not read again. New or changed files are
+  parsed in batches (`Format.parse_batch`), so memory is bounded by a batch, not by the history.
+- Right after parsing, the plausibility rules (`pipelines.transforms.plausibility`: dates before
+  1950 or in the future, a 50,000 kcal food, negative CRP, ...) move impossible rows to the
+  rejects, the same way for every format. A file with a row rejected as "in the future" is read
+  again on a later day, when that day may have come.
+- Parsed rows are kept in `raw_<source>`, every row of every current file; `stg_<source>` holds
+  the rows that count. Exports repeat history (this month's Cronometer export contains last
+  month's days again), so each ownership key (`OWNERSHIP_KEY`: a person-day for diet entries,
+  person + marker + time for labs, ...) is owned by the newest file that has it (by modification
+  time, then path); the same key's rows in older files count as duplicates. Only keys that new,
+  changed or removed files touch are settled again.
+- Keys that must be unique (`UNIQUE_IN_FILE`): a repeat within the owning file counts as a
+  duplicate; the first occurrence loads.
+- An identical file (same sha256) seen twice: the second copy's rows are all duplicates.
+- A file an adapter cannot read at all is recorded with status "error" and the reason; so is one
+  that trips an unexpected error inside an adapter (a bug, reported as such), so one bad file never
+  stops the others from loading.
 
 Invariant, per file: rows_read == rows_loaded + rows_rejected + rows_duplicate.
+
+The caller owns the transaction (`Warehouse.write()`), so a failed run changes nothing.
+`ingest_source` runs the same code against a private DuckDB and returns the frames (tests, tools).
 """
 
 from __future__ import annotations
@@ -28,17 +38,22 @@ import dataclasses
 import hashlib
 import inspect
 import json
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import cache
 from pathlib import Path
 
+import duckdb
 import polars as pl
 
 from pipelines.adapters import FORMATS, AdapterError, ParseResult
+from pipelines.adapters.base import FILE_INDEX
 from pipelines.config import SourceConfig
 from pipelines.schema import REJECT_SCHEMA, TARGET_SCHEMAS, conform
 from pipelines.transforms.plausibility import apply_plausibility
+from pipelines.warehouse import ident, table_exists
 
 # The key on which a newer file's rows replace an older file's rows, by target table.
 OWNERSHIP_KEY = {
@@ -51,6 +66,14 @@ OWNERSHIP_KEY = {
 
 # Tables whose ownership key is also a unique key (a repeat within one file is a duplicate).
 UNIQUE_IN_FILE = {"lab_results", "persons", "diet_daily_reported"}
+
+# Files parsed together: enough to spread the fixed cost of a parse over many small files, few
+# enough that a batch of large exports stays far below the memory target.
+BATCH_FILES = 200
+# DuckDB's own working memory while settling ownership over the whole history; beyond it, it
+# spills to disk (`<warehouse>.tmp`) rather than growing.
+DUCKDB_MEMORY_LIMIT = "2GB"
+FUTURE_REASON = "date in the future"
 
 INGEST_FILES_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "file_id": pl.String,
@@ -76,16 +99,48 @@ REJECTED_ROWS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "reason": pl.String,
     "raw": pl.String,
 }
+# What the warehouse remembers of each file it has read, so the next run can skip it.
+INGEST_STATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "source": pl.String,
+    "file_id": pl.String,
+    "fingerprint": pl.String,
+    "checked_on": pl.Date,  # the "today" its plausibility rules were applied with
+    "recheck": pl.Boolean,  # a row was rejected as in the future: read it again on a later day
+    "rows_read": pl.Int64,
+    "rows_rejected": pl.Int64,
+    "error": pl.String,  # why the file could not be read; null when it was
+    "ingested_at": pl.Datetime("us"),
+}
+
+
+@dataclass
+class SyncResult:
+    """What one `sync_source` call did."""
+
+    files: pl.DataFrame  # INGEST_FILES_SCHEMA, one row per file matched now
+    rows_loaded: int  # rows in the staging table
+    rows_rejected: int
+    files_parsed: int  # files read this time (the others were already in the warehouse)
+    keys_settled: int | None  # ownership keys settled again; None when all were (a full rebuild)
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class SourceIngest:
-    """Everything one source contributes to the warehouse."""
+    """Everything one source contributes to the warehouse, as frames (see `ingest_source`)."""
 
-    rows: pl.DataFrame  # canonical rows of the kind, plus source and file_id
+    rows: pl.DataFrame  # canonical rows of the kind, plus file_id and source
     files: pl.DataFrame  # INGEST_FILES_SCHEMA
     rejects: pl.DataFrame  # REJECTED_ROWS_SCHEMA
-    files_parsed: int = 0  # files actually parsed this time (others came from the parse cache)
+    files_parsed: int = 0  # files actually parsed this time
+
+
+def raw_table(source_name: str) -> str:
+    return f"raw_{source_name}"
+
+
+def staging_table(source_name: str) -> str:
+    return f"stg_{source_name}"
 
 
 def sha256_of(path: Path) -> str:
@@ -106,15 +161,18 @@ def parser_fingerprint() -> str:
     """A hash of everything that shapes a parse besides the file and its source's configuration.
 
     That is every adapter module (formats share helpers such as `_csv.py`, so hashing only the
-    registered function's module would miss a fix there), the lab mapping code and the data tables
-    the adapters read (markers.csv, units.csv, column tables): editing any of them re-parses.
+    registered function's module would miss a fix there), the lab mapping code, the schema, the
+    plausibility rules and the data tables the adapters read (markers.csv, units.csv, column
+    tables): editing any of them re-reads every file.
     """
     import pipelines.adapters as adapters_package
+    import pipelines.schema as schema_module
     import pipelines.transforms.labs as labs_module
+    import pipelines.transforms.plausibility as plausibility_module
 
     package = Path(inspect.getfile(adapters_package)).parent
     paths = sorted(package.glob("*.py"))
-    paths.append(Path(inspect.getfile(labs_module)))
+    paths += [Path(inspect.getfile(m)) for m in (labs_module, schema_module, plausibility_module)]
     paths += sorted((package.parent / "data").glob("*.csv"))
     digest = hashlib.sha256()
     for path in paths:
@@ -122,67 +180,92 @@ def parser_fingerprint() -> str:
     return digest.hexdigest()
 
 
-class ParseCache:
-    """Parsed files kept as Parquet, so a nightly run parses only new or changed files.
+def source_fingerprint(source: SourceConfig) -> str:
+    """The parser fingerprint plus the source's configuration: what a stored parse depends on."""
+    config = json.dumps(dataclasses.asdict(source), sort_keys=True, default=str).encode()
+    return hashlib.sha256(parser_fingerprint().encode() + b"\0" + config).hexdigest()[:16]
 
-    A file's entry is keyed by its sha256 and by a fingerprint of everything else that shapes the
-    parse: the source's configuration and `parser_fingerprint()` (adapter code and data tables).
-    A file whose size and modification time are unchanged is not even re-hashed (the manifest
-    remembers its sha256).
+
+class HashMemo:
+    """sha256 per file, remembered with the size and modification time it was computed for.
+
+    Hashing 1 GB of history every night would be work that grows with history; a file whose size
+    and mtime are unchanged keeps its hash. Kept beside the warehouse, not in it: it describes the
+    files, whatever state the warehouse is in.
     """
 
-    def __init__(self, root: Path, source: SourceConfig) -> None:
-        self.dir = root / source.name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.manifest_path = self.dir / "manifest.json"
-        self.manifest: dict[str, list] = (
-            json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {}
-        )
-        config = json.dumps(dataclasses.asdict(source), sort_keys=True, default=str).encode()
-        self.fingerprint = hashlib.sha256(
-            parser_fingerprint().encode() + b"\0" + config
-        ).hexdigest()[:16]
-        self.parsed = 0  # files parsed in this run (the rest came from the cache)
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.known: dict[str, list] = {}
+        if path is not None and path.exists():
+            try:
+                self.known = json.loads(path.read_text())
+            except (OSError, ValueError):
+                self.known = {}  # a damaged memo only costs re-hashing
 
     def sha256(self, path: Path, rel_path: str) -> str:
         stat = path.stat()
-        known = self.manifest.get(rel_path)
+        known = self.known.get(rel_path)
         if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
             return str(known[2])
         sha = sha256_of(path)
-        self.manifest[rel_path] = [stat.st_size, stat.st_mtime_ns, sha]
+        self.known[rel_path] = [stat.st_size, stat.st_mtime_ns, sha]
         return sha
 
-    def _paths(self, sha: str) -> tuple[Path, Path, Path]:
-        stem = self.dir / f"{sha[:32]}-{self.fingerprint}"
-        return (
-            stem.with_suffix(".rows.parquet"),
-            stem.with_suffix(".rejects.parquet"),
-            stem.with_suffix(".json"),
-        )
-
-    def get(self, sha: str) -> ParseResult | None:
-        rows, rejects, meta = self._paths(sha)
-        if not (rows.exists() and rejects.exists() and meta.exists()):
-            return None
-        return ParseResult(
-            rows=pl.read_parquet(rows),
-            rejects=pl.read_parquet(rejects),
-            rows_read=int(json.loads(meta.read_text())["rows_read"]),
-        )
-
-    def put(self, sha: str, result: ParseResult) -> None:
-        rows, rejects, meta = self._paths(sha)
-        result.rows.write_parquet(rows)
-        result.rejects.write_parquet(rejects)
-        meta.write_text(json.dumps({"rows_read": result.rows_read}))  # written last: marks done
-
     def save(self) -> None:
-        self.manifest_path.write_text(json.dumps(self.manifest))
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.known))
+            tmp.replace(self.path)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    order: int  # position among the source's files, oldest first: the newest file wins
+    path: Path
+    rel_path: str
+    sha256: str
+    file_id: str
+    size_bytes: int
+    modified_at: datetime
+
+
+def file_identity(source: SourceConfig, path: Path, sha: str) -> str:
+    """What makes two files the same input: their bytes, and the person their path says they
+    belong to (with `person: {from_folder: true}`, the same bytes in two people's folders are two
+    people's days, not a copy)."""
+    owner = source.person.for_file(path) or ""
+    return hashlib.sha256(f"{source.name}\0{sha}\0{owner}".encode()).hexdigest()[:16]
+
+
+def list_files(source: SourceConfig, raw_dir: Path, memo: HashMemo) -> list[FileInfo]:
+    """The source's files, oldest first (modification time, then path), hashed."""
+    stats = [(p, p.stat()) for p in source.files(raw_dir)]
+    stats.sort(key=lambda ps: (ps[1].st_mtime, str(ps[0])))
+    out = []
+    for order, (path, stat) in enumerate(stats):
+        rel_path = str(path.relative_to(raw_dir))
+        sha = memo.sha256(path, rel_path)
+        out.append(
+            FileInfo(
+                order=order,
+                path=path,
+                rel_path=rel_path,
+                sha256=sha,
+                file_id=file_identity(source, path, sha),
+                size_bytes=stat.st_size,
+                modified_at=datetime.fromtimestamp(stat.st_mtime, UTC).replace(tzinfo=None),
+            )
+        )
+    return out
 
 
 def plausible(target: str, result: ParseResult, today: date) -> ParseResult:
-    """`result` with the rows that break a plausibility rule moved to its rejects (same counts)."""
+    """`result` with the rows that break a plausibility rule moved to its rejects (same counts).
+
+    For one file outside a run (`gutsignal validate`); a run applies the rules per batch.
+    """
     kept, implausible = apply_plausibility(target, result.rows, today)
     if implausible.height == 0:
         return result
@@ -192,145 +275,400 @@ def plausible(target: str, result: ParseResult, today: date) -> ParseResult:
     return ParseResult(rows=kept, rejects=rejects, rows_read=result.rows_read)
 
 
+def error_message(path: Path, source: SourceConfig, exc: BaseException) -> str:
+    """What a user reads for a file that could not be loaded."""
+    if isinstance(exc, AdapterError):
+        return str(exc)
+    return (
+        f"{path}: unexpected error while reading it as format {source.format!r} "
+        f"({type(exc).__name__}: {exc}). This is a bug in gutsignal: every file should load or "
+        "be rejected with a reason; please report it. The source's other files were loaded."
+    )
+
+
+def sync_source(
+    conn: duckdb.DuckDBPyConnection,
+    source: SourceConfig,
+    raw_dir: Path,
+    *,
+    memo_path: Path | None = None,
+    today: date | None = None,
+) -> SyncResult:
+    """Bring `raw_<source>`, `stg_<source>`, `ingest_state`, `ingest_files` and `rejected_rows`
+    up to date with the source's files; see the module docstring. `today` (default: the current
+    date) is the reference for the rule on future dates."""
+    today = today or date.today()
+    clock = _Clock()
+    target = target_table(source)
+    schema = TARGET_SCHEMAS[target]
+    fingerprint = source_fingerprint(source)
+    raw = ident(raw_table(source.name))
+    conn.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+    _ensure_tables(conn, source.name, schema)
+
+    memo = HashMemo(memo_path)
+    with clock("list and hash files"):
+        listing = list_files(source, raw_dir, memo)
+    first_of: dict[str, FileInfo] = {}
+    for info in listing:
+        first_of.setdefault(info.file_id, info)
+
+    state = conn.execute(
+        "SELECT file_id, fingerprint, checked_on, recheck FROM ingest_state WHERE source = ?",
+        [source.name],
+    ).fetchall()
+    reusable = {
+        file_id
+        for file_id, fp, checked_on, recheck in state
+        if fp == fingerprint and checked_on <= today and not (recheck and checked_on < today)
+    }
+    current = reusable & first_of.keys()
+    to_parse = [info for file_id, info in first_of.items() if file_id not in current]
+    full = not current or not table_exists(conn, staging_table(source.name))
+
+    order = pl.DataFrame(
+        {
+            "file_id": list(first_of),
+            "ord": [i.order for i in first_of.values()],
+            "path": [i.rel_path for i in first_of.values()],
+            "keep": [f in current for f in first_of],
+        },
+        schema={"file_id": pl.String, "ord": pl.Int64, "path": pl.String, "keep": pl.Boolean},
+    )
+    conn.register("_order_frame", order.to_arrow())
+    conn.execute("CREATE OR REPLACE TEMP TABLE _order AS SELECT * FROM _order_frame")
+    conn.unregister("_order_frame")
+    keys = ", ".join(ident(k) for k in OWNERSHIP_KEY[target])
+    conn.execute("CREATE OR REPLACE TEMP TABLE _affected (h UBIGINT)")
+    # Rows of files that are gone, changed, or were read with an older parser.
+    gone = "file_id NOT IN (SELECT file_id FROM _order WHERE keep)"
+
+    with clock("forget changed and removed files"):
+        if not full:
+            conn.execute(
+                f"INSERT INTO _affected SELECT DISTINCT hash({keys}) FROM {raw} WHERE {gone}"
+            )
+        conn.execute(f"DELETE FROM {raw} WHERE {gone}")
+        for table in ("rejected_rows", "ingest_state"):
+            conn.execute(f"DELETE FROM {table} WHERE source = ? AND {gone}", [source.name])
+
+    with clock("parse, check and store new files"):
+        for batch in _batches(to_parse, BATCH_FILES):
+            _ingest_batch(conn, source, target, batch, fingerprint, today, track=not full)
+
+    with clock("settle ownership"):
+        settled = _settle(conn, source, target, full)
+
+    with clock("count rows per file"):
+        files = _file_records(conn, source, listing, first_of)
+        conn.execute("DELETE FROM ingest_files WHERE source = ?", [source.name])
+        _insert(conn, "ingest_files", files)
+        # A renamed file keeps its rows (same content); its rejects should show the new name.
+        conn.execute(
+            "UPDATE rejected_rows SET path = o.path FROM _order o WHERE rejected_rows.source = ? "
+            "AND rejected_rows.file_id = o.file_id AND rejected_rows.path IS DISTINCT FROM o.path",
+            [source.name],
+        )
+    memo.save()
+    for temp in ("_order", "_affected"):
+        conn.execute(f"DROP TABLE IF EXISTS {temp}")
+    return SyncResult(
+        files=files,
+        rows_loaded=int(files["rows_loaded"].sum()),
+        rows_rejected=int(files["rows_rejected"].sum()),
+        files_parsed=len(to_parse),
+        keys_settled=None if full else settled,
+        seconds=clock.seconds,
+    )
+
+
 def ingest_source(
     source: SourceConfig, raw_dir: Path, cache_dir: Path | None = None, today: date | None = None
 ) -> SourceIngest:
-    """Read every file of `source` under `raw_dir`; see the module docstring for the rules.
+    """`sync_source` into a private DuckDB, returned as frames in file order.
 
-    With `cache_dir`, files parsed in an earlier run are taken from the parse cache instead of
-    being parsed again (see ParseCache). `today` (default: the current date) is the reference for
-    the plausibility rule on future dates; it is applied after the cache, so a cached parse never
-    freezes "today".
+    Without `cache_dir` every file is read (an in-memory database); with it, the database and the
+    hash memo live in `cache_dir`, so a second call reads only new or changed files, exactly as
+    the nightly run does against the warehouse.
     """
-    today = today or date.today()
-    target = target_table(source)
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    database = ":memory:" if cache_dir is None else str(cache_dir / f"{source.name}.duckdb")
+    memo = None if cache_dir is None else cache_dir / f"{source.name}.hashes.json"
+    conn = duckdb.connect(database)
+    try:
+        conn.execute("BEGIN TRANSACTION")
+        result = sync_source(conn, source, raw_dir, memo_path=memo, today=today)
+        conn.execute("COMMIT")
+        files = result.files
+        order = files.filter(pl.col("status") == "loaded").select(
+            "file_id", pl.int_range(pl.len()).alias("_ord")
+        )
+        conn.register("_files", order.to_arrow())
+        rows = conn.sql(
+            f"SELECT s.* EXCLUDE (_row) FROM {ident(staging_table(source.name))} s "
+            "JOIN _files f USING (file_id) ORDER BY f._ord, s._row"
+        ).pl()
+        rejects = conn.sql(
+            "SELECT r.* FROM rejected_rows r JOIN _files f USING (file_id) WHERE r.source = ? "
+            "ORDER BY f._ord, r.line",
+            params=[source.name],
+        ).pl()
+    finally:
+        conn.close()
+    return SourceIngest(
+        rows=rows,
+        files=files,
+        rejects=conform(rejects, REJECTED_ROWS_SCHEMA),
+        files_parsed=result.files_parsed,
+    )
+
+
+# ---- steps -------------------------------------------------------------------------------------
+
+
+class _Clock:
+    """Seconds per step, reported in the run's metadata and by the benchmark."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str) -> _Step:
+        return _Step(self, name)
+
+
+class _Step:
+    def __init__(self, clock: _Clock, name: str) -> None:
+        self.clock, self.name = clock, name
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        elapsed = time.perf_counter() - self.start
+        self.clock.seconds[self.name] = self.clock.seconds.get(self.name, 0.0) + elapsed
+
+
+def _batches(items: list[FileInfo], size: int) -> Iterator[list[FileInfo]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _ensure_tables(conn: duckdb.DuckDBPyConnection, source_name: str, schema: dict) -> None:
+    """Create the ingest tables that do not exist yet. A `raw_<source>` table of an older layout
+    (the canonical schema changed) is dropped with its state, so every file is read again."""
+    raw_schema = {**schema, "file_id": pl.String, "_row": pl.Int64}
+    name = raw_table(source_name)
+    if table_exists(conn, name):
+        have = [r[0] for r in conn.execute(f"DESCRIBE {ident(name)}").fetchall()]
+        if have != list(raw_schema):
+            conn.execute(f"DROP TABLE {ident(name)}")
+            conn.execute(f"DROP TABLE IF EXISTS {ident(staging_table(source_name))}")
+            if table_exists(conn, "ingest_state"):
+                conn.execute("DELETE FROM ingest_state WHERE source = ?", [source_name])
+    for table, table_schema in (
+        (name, raw_schema),
+        ("ingest_state", INGEST_STATE_SCHEMA),
+        ("ingest_files", INGEST_FILES_SCHEMA),
+        ("rejected_rows", REJECTED_ROWS_SCHEMA),
+    ):
+        if not table_exists(conn, table):
+            conn.register("_empty", pl.DataFrame(schema=table_schema).to_arrow())
+            conn.execute(f"CREATE TABLE {ident(table)} AS SELECT * FROM _empty")
+            conn.unregister("_empty")
+
+
+def _insert(conn: duckdb.DuckDBPyConnection, table: str, df: pl.DataFrame) -> None:
+    if df.height == 0:
+        return
+    conn.register("_frame", df.to_arrow())
+    try:
+        conn.execute(f"INSERT INTO {ident(table)} BY NAME SELECT * FROM _frame")
+    finally:
+        conn.unregister("_frame")
+
+
+def _ingest_batch(
+    conn: duckdb.DuckDBPyConnection,
+    source: SourceConfig,
+    target: str,
+    batch: list[FileInfo],
+    fingerprint: str,
+    today: date,
+    track: bool,
+) -> None:
+    """Parse `batch`, apply the plausibility rules, store rows, rejects and state.
+
+    With `track`, the ownership keys of the new rows go to `_affected` for `_settle`.
+    """
     schema = TARGET_SCHEMAS[target]
-    cache = ParseCache(cache_dir, source) if cache_dir is not None else None
-    adapter = FORMATS[source.format].parse
+    parsed = FORMATS[source.format].parse_batch([i.path for i in batch], source)
+    file_ids = {i: info.file_id for i, info in enumerate(batch)}
+    frame_schema = {**schema, FILE_INDEX: pl.Int64}
+    rows = (
+        conform(parsed.rows, frame_schema)
+        if parsed.rows.width
+        else pl.DataFrame(schema=frame_schema)
+    )
+    kept, implausible = apply_plausibility(target, rows, today)
 
-    def parse(path: Path, sha: str) -> ParseResult:
-        if cache is None:
-            return adapter(path, source)
-        cached = cache.get(sha)
-        if cached is None:
-            cached = adapter(path, source)
-            cache.put(sha, cached)
-            cache.parsed += 1
-        return cached
+    reject_schema = {**REJECT_SCHEMA, FILE_INDEX: pl.Int64}
+    implausible = conform(implausible, reject_schema)
+    adapter_rejects = (
+        conform(parsed.rejects, reject_schema)
+        if parsed.rejects.width
+        else pl.DataFrame(schema=reject_schema)
+    )
+    rejects = pl.concat([adapter_rejects, implausible])
+    rejected = dict(rejects.group_by(FILE_INDEX).len().iter_rows())
+    future = set(
+        implausible.filter(pl.col("reason").str.starts_with(FUTURE_REASON))[FILE_INDEX].to_list()
+    )
 
+    to_id = pl.col(FILE_INDEX).replace_strict(file_ids, return_dtype=pl.String)
+    stored = kept.select(
+        *schema, to_id.alias("file_id"), pl.int_range(pl.len(), dtype=pl.Int64).alias("_row")
+    )
+    if stored.height:
+        conn.register("_frame", stored.to_arrow())
+        try:
+            conn.execute(f"INSERT INTO {ident(raw_table(source.name))} SELECT * FROM _frame")
+            if track:
+                keys = ", ".join(ident(k) for k in OWNERSHIP_KEY[target])
+                conn.execute(f"INSERT INTO _affected SELECT DISTINCT hash({keys}) FROM _frame")
+        finally:
+            conn.unregister("_frame")
+
+    paths = {i: info.rel_path for i, info in enumerate(batch)}
+    _insert(
+        conn,
+        "rejected_rows",
+        rejects.sort(FILE_INDEX, "line", maintain_order=True).select(
+            to_id.alias("file_id"),
+            pl.lit(source.name).alias("source"),
+            pl.col(FILE_INDEX).replace_strict(paths, return_dtype=pl.String).alias("path"),
+            *REJECT_SCHEMA,
+        ),
+    )
     now = datetime.now(UTC).replace(tzinfo=None)
-    file_rows: list[dict] = []
-    frames: list[pl.DataFrame] = []
-    reject_frames: list[pl.DataFrame] = []
-    seen_sha: dict[str, str] = {}
+    state = pl.DataFrame(
+        [
+            {
+                "source": source.name,
+                "file_id": info.file_id,
+                "fingerprint": fingerprint,
+                "checked_on": today,
+                "recheck": i in future,
+                "rows_read": parsed.rows_read[i] if i not in parsed.errors else 0,
+                "rows_rejected": rejected.get(i, 0) if i not in parsed.errors else 0,
+                "error": (
+                    error_message(info.path, source, parsed.errors[i])
+                    if i in parsed.errors
+                    else None
+                ),
+                "ingested_at": now,
+            }
+            for i, info in enumerate(batch)
+        ],
+        schema=INGEST_STATE_SCHEMA,
+    )
+    _insert(conn, "ingest_state", state)
 
-    files = source.files(raw_dir)
-    # Oldest first, so that "newest wins" below is "last file wins".
-    files.sort(key=lambda p: (p.stat().st_mtime, str(p)))
-    for order, path in enumerate(files):
-        rel_path = str(path.relative_to(raw_dir))
-        sha = cache.sha256(path, rel_path) if cache is not None else sha256_of(path)
-        file_id = hashlib.sha256(f"{source.name}\0{sha}".encode()).hexdigest()[:16]
-        record: dict[str, object] = {
-            "file_id": file_id,
+
+def _settle(conn: duckdb.DuckDBPyConnection, source: SourceConfig, target: str, full: bool) -> int:
+    """Decide which rows count: all keys (`full`) or only the keys in `_affected`.
+
+    Returns the number of keys settled again (incremental case).
+    """
+    raw, stg = ident(raw_table(source.name)), ident(staging_table(source.name))
+    key = OWNERSHIP_KEY[target]
+    keys = ", ".join(f"r.{ident(k)}" for k in key)
+    columns = ", ".join(f"r.{ident(c)}" for c in TARGET_SCHEMAS[target])
+    source_literal = ident(source.name).replace('"', "'")  # a checked identifier as a string
+    where = "" if full else f"WHERE hash({keys}) IN (SELECT h FROM _affected)"
+    if target in UNIQUE_IN_FILE:
+        owned = f"""
+            SELECT {columns}, r.file_id, {source_literal} AS source, r._row
+            FROM {raw} r JOIN _order o USING (file_id) {where}
+            QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY o.ord DESC, r._row) = 1
+        """
+    else:
+        # All rows of the newest file that has the key count (a day holds many foods). A group
+        # by and a join spill to disk when they must, so this stays bounded at any scale.
+        matches = " AND ".join(f"r.{ident(k)} IS NOT DISTINCT FROM w.{ident(k)}" for k in key)
+        owned = f"""
+            WITH ranked AS (
+                SELECT r.*, o.ord FROM {raw} r JOIN _order o USING (file_id) {where}
+            ),
+            winner AS (SELECT {", ".join(ident(k) for k in key)}, max(ord) AS ord
+                       FROM ranked GROUP BY ALL)
+            SELECT {columns}, r.file_id, {source_literal} AS source, r._row
+            FROM ranked r JOIN winner w ON {matches} AND r.ord = w.ord
+        """
+    if full:
+        conn.execute(f"CREATE OR REPLACE TABLE {stg} AS {owned}")
+        return 0
+    conn.execute(
+        f"DELETE FROM {stg} WHERE hash({', '.join(ident(k) for k in key)}) "
+        "IN (SELECT h FROM _affected)"
+    )
+    conn.execute(f"INSERT INTO {stg} {owned}")
+    row = conn.execute("SELECT count(*) FROM _affected").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _file_records(
+    conn: duckdb.DuckDBPyConnection,
+    source: SourceConfig,
+    listing: list[FileInfo],
+    first_of: dict[str, FileInfo],
+) -> pl.DataFrame:
+    """One INGEST_FILES_SCHEMA row per file, its counts from the stored rows and state."""
+    raw, stg = ident(raw_table(source.name)), ident(staging_table(source.name))
+    loaded = dict(conn.execute(f"SELECT file_id, count(*) FROM {stg} GROUP BY ALL").fetchall())
+    stored = dict(conn.execute(f"SELECT file_id, count(*) FROM {raw} GROUP BY ALL").fetchall())
+    state = {
+        row[0]: row[1:]
+        for row in conn.execute(
+            "SELECT file_id, rows_read, rows_rejected, error, ingested_at FROM ingest_state "
+            "WHERE source = ?",
+            [source.name],
+        ).fetchall()
+    }
+    records = []
+    for info in listing:
+        rows_read, rows_rejected, error, ingested_at = state[info.file_id]
+        record = {
+            "file_id": info.file_id,
             "source": source.name,
-            "path": rel_path,
-            "sha256": sha,
-            "size_bytes": path.stat().st_size,
-            "modified_at": datetime.fromtimestamp(path.stat().st_mtime, UTC).replace(tzinfo=None),
-            "rows_read": 0,
+            "path": info.rel_path,
+            "sha256": info.sha256,
+            "size_bytes": info.size_bytes,
+            "modified_at": info.modified_at,
+            "rows_read": rows_read,
             "rows_loaded": 0,
             "rows_rejected": 0,
             "rows_duplicate": 0,
             "status": "loaded",
             "error": None,
-            "ingested_at": now,
+            "ingested_at": ingested_at,
         }
-        try:
-            result = plausible(target, parse(path, sha), today)
-        except AdapterError as exc:
-            record.update(status="error", error=str(exc))
-            file_rows.append(record)
-            continue
-        # One file's bug must not stop the other files. A Polars (Rust) panic is a BaseException,
-        # so it is named explicitly; KeyboardInterrupt and SystemExit still stop the run.
-        except (Exception, pl.exceptions.PanicException) as exc:
-            record.update(
-                status="error",
-                error=(
-                    f"{path}: unexpected error while reading it as format {source.format!r} "
-                    f"({type(exc).__name__}: {exc}). This is a bug in gutsignal: every file "
-                    "should load or be rejected with a reason; please report it. The source's "
-                    "other files were loaded."
-                ),
-            )
-            file_rows.append(record)
-            continue
-        record["rows_read"] = result.rows_read
-        if sha in seen_sha:
+        first = first_of[info.file_id]
+        if error is not None:
+            record.update(status="error", error=error, rows_read=0)
+        elif first is not info:
             # Same bytes under another name: nothing new, every row is a duplicate.
-            record.update(status="duplicate_file", error=f"same content as {seen_sha[sha]}")
-            record["rows_duplicate"] = result.rows_read
-            file_rows.append(record)
-            continue
-        record["rows_rejected"] = result.rejects.height
-        seen_sha[sha] = rel_path
-        file_rows.append(record)
-        frames.append(
-            conform(result.rows, schema).with_columns(
-                pl.lit(file_id).alias("file_id"), pl.lit(order).alias("_file_order")
+            record.update(
+                status="duplicate_file",
+                error=f"same content as {first.rel_path}",
+                rows_duplicate=rows_read,
             )
-        )
-        if result.rejects.height:
-            reject_frames.append(
-                result.rejects.with_columns(
-                    pl.lit(file_id).alias("file_id"),
-                    pl.lit(source.name).alias("source"),
-                    pl.lit(rel_path).alias("path"),
-                )
+        else:
+            n_loaded = loaded.get(info.file_id, 0)
+            record.update(
+                rows_loaded=n_loaded,
+                rows_rejected=rows_rejected,
+                rows_duplicate=stored.get(info.file_id, 0) - n_loaded,
             )
-
-    rows = (
-        pl.concat(frames)
-        if frames
-        else conform(pl.DataFrame(), schema).with_columns(
-            pl.lit(None, pl.String).alias("file_id"), pl.lit(None, pl.Int64).alias("_file_order")
-        )
-    )
-    key = OWNERSHIP_KEY[target]
-    owner = rows.group_by(key).agg(pl.col("_file_order").max().alias("_owner"))
-    rows = rows.join(owner, on=key, how="left", nulls_equal=True)
-    owned = rows.filter(pl.col("_file_order") == pl.col("_owner"))
-    superseded = rows.filter(pl.col("_file_order") != pl.col("_owner"))
-    if target in UNIQUE_IN_FILE:
-        # The same result twice in one file (e.g. a portal listing CRP under two codes at the
-        # same time): the first one loads, the repeat counts as a duplicate.
-        first = owned.with_row_index("_i").group_by(OWNERSHIP_KEY[target]).agg(pl.col("_i").min())
-        owned = owned.with_row_index("_i")
-        repeats = owned.join(first, on=[*OWNERSHIP_KEY[target], "_i"], how="anti", nulls_equal=True)
-        kept = owned.join(repeats.select("_i"), on="_i", how="anti").drop("_i")
-        superseded = pl.concat([superseded, repeats.drop("_i")], how="vertical_relaxed")
-    else:
-        kept = owned
-
-    loaded_per_file = dict(kept.group_by("file_id").len().iter_rows())
-    dup_per_file = dict(superseded.group_by("file_id").len().iter_rows())
-    for record in file_rows:
-        if record["status"] in ("loaded",):
-            record["rows_loaded"] = loaded_per_file.get(record["file_id"], 0)
-            record["rows_duplicate"] = dup_per_file.get(record["file_id"], 0)
-
-    if cache is not None:
-        cache.save()
-    files_df = pl.DataFrame(file_rows, schema=INGEST_FILES_SCHEMA)
-    rejects = (
-        conform(pl.concat(reject_frames, how="diagonal_relaxed"), REJECTED_ROWS_SCHEMA)
-        if reject_frames
-        else pl.DataFrame(schema=REJECTED_ROWS_SCHEMA)
-    )
-    return SourceIngest(
-        rows=kept.drop("_file_order", "_owner").with_columns(pl.lit(source.name).alias("source")),
-        files=files_df,
-        rejects=rejects,
-        files_parsed=cache.parsed if cache is not None else len(files),
-    )
+        records.append(record)
+    return pl.DataFrame(records, schema=INGEST_FILES_SCHEMA)

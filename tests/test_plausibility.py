@@ -286,13 +286,18 @@ def test_ingest_rejects_nhanes_ages_outside_0_to_120(tmp_path: Path) -> None:
     assert (result.rejects["column"] == "age").all()
 
 
-def test_plausibility_runs_after_the_parse_cache(tmp_path: Path) -> None:
-    """A cached parse must not freeze "today": a day in the future becomes loadable later."""
+def test_a_day_in_the_future_is_read_again_when_it_has_come(tmp_path: Path) -> None:
+    """A stored parse must not freeze "today": a file with a row rejected as in the future is read
+    again on a later day, and the row loads once its day has come; other files are not re-read."""
     raw = tmp_path / "raw"
     soon = TODAY + timedelta(days=5)
     write(
         raw / "cm" / "alice" / "servings.csv",
         SERVINGS_HEADER + f"{soon},,Lunch,Lentils,200 g,230,16,Legumes\n",
+    )
+    write(
+        raw / "cm" / "bob" / "servings.csv",
+        SERVINGS_HEADER + f"{TODAY},,Lunch,Lentils,200 g,230,16,Legumes\n",
     )
     source = SourceConfig(
         name="cm",
@@ -303,8 +308,12 @@ def test_plausibility_runs_after_the_parse_cache(tmp_path: Path) -> None:
     )
     cache = tmp_path / "cache"
     first = ingest_source(source, raw, cache_dir=cache, today=TODAY)
-    assert first.rows.height == 0 and first.files["rows_rejected"].to_list() == [1]
+    assert first.rows["person_id"].to_list() == ["bob"]
+    assert sorted(first.files["rows_rejected"].to_list()) == [0, 1]
+    same_day = ingest_source(source, raw, cache_dir=cache, today=TODAY)
+    assert same_day.files_parsed == 0  # nothing changed, not even the date
     later = ingest_source(source, raw, cache_dir=cache, today=soon)
-    assert later.files_parsed == 0  # from the cache
-    assert later.rows.height == 1 and later.files["rows_rejected"].to_list() == [0]
+    assert later.files_parsed == 1  # alice's file only: bob's had nothing to wait for
+    assert sorted(later.rows["person_id"].to_list()) == ["alice", "bob"]
+    assert later.files["rows_rejected"].to_list() == [0, 0]
     check_accounting(later.files)

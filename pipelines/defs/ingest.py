@@ -1,22 +1,21 @@
 """One ingest asset per entry of sources.yaml: files -> staging table `stg_<source>`.
 
 This is where a Cronometer row (or any source row) is parsed by its adapter, deduplicated against
-overlapping exports and written, together with its file record and its rejected rows. The
-canonical tables (`diet_entries`, `lab_results`) union the staging tables downstream.
+overlapping exports and written, together with its file record and its rejected rows
+(`pipelines.ingest.sync_source`, which reads only new or changed files). The canonical tables
+(`diet_entries`, `lab_results`) union the staging tables downstream.
 """
 
 import dagster as dg
+import polars as pl
 
 from pipelines.config import ConfigError, SourceConfig, check_source_files
 from pipelines.defs._metadata import md_table
 from pipelines.defs.resources import ProjectResource
-from pipelines.ingest import ingest_source
+from pipelines.ingest import staging_table, sync_source
 from pipelines.project import Project
-from pipelines.warehouse import replace_rows, replace_table
 
-
-def staging_table(source_name: str) -> str:
-    return f"stg_{source_name}"
+__all__ = ["build_ingest_asset", "configured_sources", "ingest_asset_key", "staging_table"]
 
 
 def ingest_asset_key(source_name: str) -> dg.AssetKey:
@@ -58,14 +57,13 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
             check_source_files(source, project.project.raw_dir)
         except ConfigError as exc:
             raise dg.Failure(description=str(exc)) from exc
-        result = ingest_source(
-            source, project.project.raw_dir, cache_dir=project.project.processed_dir / "parse_cache"
-        )
         with project.warehouse().write() as conn:
-            replace_table(conn, staging_table(source.name), result.rows)
-            replace_rows(conn, "ingest_files", result.files, "source", source.name)
-            replace_rows(conn, "rejected_rows", result.rejects, "source", source.name)
-
+            result = sync_source(
+                conn,
+                source,
+                project.project.raw_dir,
+                memo_path=project.project.processed_dir / "file_hashes" / f"{source.name}.json",
+            )
         files = result.files
         unbalanced = files.filter(
             files["rows_read"]
@@ -73,14 +71,25 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
         )
         errors = files.filter(files["status"] == "error")
         context.log.info(
-            f"{source.name}: {files.height} file(s), {result.rows.height} rows loaded, "
-            f"{result.rejects.height} rejected"
+            f"{source.name}: {files.height} file(s), {result.files_parsed} read this time; "
+            f"{result.rows_loaded} rows loaded, {result.rows_rejected} rejected"
         )
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": result.rows.height,
+                "dagster/row_count": result.rows_loaded,
                 "files": files.height,
                 "files_parsed": result.files_parsed,
+                "keys_settled": (
+                    "all" if result.keys_settled is None else str(result.keys_settled)
+                ),
+                "seconds_by_step": md_table(
+                    pl.DataFrame(
+                        {
+                            "step": list(result.seconds),
+                            "seconds": [round(v, 2) for v in result.seconds.values()],
+                        }
+                    )
+                ),
                 "rows_read": int(files["rows_read"].sum()),
                 "rows_rejected": int(files["rows_rejected"].sum()),
                 "rows_duplicate": int(files["rows_duplicate"].sum()),

@@ -56,6 +56,7 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import lru_cache
 
 import polars as pl
 
@@ -218,33 +219,54 @@ def apply_plausibility(
     """(rows that pass every rule, rejects in REJECT_SCHEMA) for rows of canonical table `target`.
 
     `rows` has the target's schema (with `line`); the kept rows keep it unchanged. Each reject has
-    the row's `line`, the canonical column, the reason and the row as JSON in `raw`.
+    the row's `line`, the canonical column, the reason and the row as JSON in `raw`. Internal
+    columns (named `__...`, such as the file index of a batch) stay on the rejects and out of
+    `raw`.
     """
     if rows.height == 0:
         return rows, empty(REJECT_SCHEMA)
-    checks = rules(target, dict(rows.schema), today)
-    if not checks:
+    compiled = _compiled(target, tuple(rows.schema.items()), today)
+    if compiled is None:
         return rows, empty(REJECT_SCHEMA)
-    first = pl.coalesce(
-        [pl.when(r.failed.fill_null(False)).then(pl.lit(i)) for i, r in enumerate(checks)]
-    )
+    first, column, reason = compiled
     marked = rows.with_columns(first.alias("__rule"))
     failing = marked.filter(pl.col("__rule").is_not_null())
     if failing.height == 0:
         return rows, empty(REJECT_SCHEMA)
+    internal = [c for c in failing.columns if c.startswith("__")]
+    rejects = failing.select(
+        pl.col("line").cast(pl.Int64),
+        column.alias("column"),
+        reason.fill_null("implausible value").alias("reason"),
+        *[pl.col(c) for c in internal if c != "__rule"],
+    ).with_columns(pl.Series("raw", _raw(failing.drop(internal)), dtype=pl.String))
+    kept = marked.filter(pl.col("__rule").is_null()).drop("__rule")
+    extra = {c: rejects.schema[c] for c in internal if c != "__rule"}
+    return kept, conform(rejects, {**REJECT_SCHEMA, **extra})
+
+
+@lru_cache(maxsize=64)
+def _compiled(
+    target: str, schema: tuple[tuple[str, pl.DataType], ...], today: date
+) -> tuple[pl.Expr, pl.Expr, pl.Expr] | None:
+    """(index of the first failing rule, its column, its reason) as expressions, built once.
+
+    Building the expressions (dozens of rules, each with its formatted reason) costs far more than
+    applying them to a small file, and a run applies them to thousands of files of one schema.
+    """
+    checks = rules(target, dict(schema), today)
+    if not checks:
+        return None
+    first = pl.coalesce(
+        [pl.when(r.failed.fill_null(False)).then(pl.lit(i)) for i, r in enumerate(checks)]
+    )
     index = pl.col("__rule")
     column: pl.Expr = pl.lit(None, dtype=pl.String)
     reason: pl.Expr = pl.lit(None, dtype=pl.String)
     for i, r in reversed(list(enumerate(checks))):
         column = pl.when(index == i).then(pl.lit(r.column)).otherwise(column)
         reason = pl.when(index == i).then(r.reason).otherwise(reason)
-    rejects = failing.select(
-        pl.col("line").cast(pl.Int64),
-        column.alias("column"),
-        reason.fill_null("implausible value").alias("reason"),
-    ).with_columns(pl.Series("raw", _raw(failing.drop("__rule")), dtype=pl.String))
-    kept = marked.filter(pl.col("__rule").is_null()).drop("__rule")
-    return kept, conform(rejects, REJECT_SCHEMA)
+    return first, column, reason
 
 
 def _raw(rows: pl.DataFrame) -> list[str]:

@@ -1,0 +1,235 @@
+"""Incremental ingest: a nightly run reads only new or changed files, settles only the keys they
+touch, parses in bounded batches, and always ends where a fresh full ingest would."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+import pipelines.ingest as ingest
+from pipelines.adapters import FORMATS
+from pipelines.adapters.base import Format
+from pipelines.config import PersonSpec, SourceConfig
+from pipelines.ingest import ingest_source, sync_source
+from pipelines.project import PROJECT_DIR_ENV
+from pipelines.warehouse import Warehouse
+
+HEADER = "Day,Time,Group,Food Name,Amount,Energy (kcal),Fiber (g),Category\n"
+FOOD = "Lunch,Kimchi,{g}.00 g,{kcal},2,Vegetables and Vegetable Products"
+
+SOURCE = SourceConfig(
+    name="cm",
+    kind="diet",
+    format="cronometer_servings",
+    path="cm/*/*.csv",
+    person=PersonSpec(from_folder=True),
+)
+
+
+def export(path: Path, days: list[str], grams: int, mtime: float, extra: str = "") -> None:
+    """A Cronometer servings export with one kimchi entry per day (grams tell files apart)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = "".join(f"{d},," + FOOD.format(g=grams, kcal=grams // 5) + "\n" for d in days)
+    path.write_text(HEADER + rows + extra, encoding="utf-8")
+    os.utime(path, (mtime, mtime))
+
+
+def comparable(result: ingest.SourceIngest) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    rows = result.rows.sort("person_id", "day", "file_id", "line")
+    files = result.files.drop("ingested_at").sort("path")
+    rejects = result.rejects.sort("path", "line")
+    return rows, files, rejects
+
+
+def assert_same_as_fresh(raw: Path, incremental: ingest.SourceIngest) -> None:
+    fresh = ingest_source(SOURCE, raw)
+    for got, want in zip(comparable(incremental), comparable(fresh), strict=True):
+        assert got.equals(want), f"\n{got}\n!=\n{want}"
+
+
+class CountingFormat:
+    """Records the files handed to the real batch parser."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str = "cronometer_servings"):
+        self.batches: list[list[str]] = []
+        real = FORMATS[name]
+
+        def batch(paths, source):  # type: ignore[no-untyped-def]
+            self.batches.append([p.name for p in paths])
+            return real.parse_batch(paths, source)
+
+        monkeypatch.setitem(FORMATS, name, Format(real.kinds, real.parse, real.target, batch))
+
+    @property
+    def files(self) -> list[str]:
+        return [name for batch in self.batches for name in batch]
+
+
+def test_every_incremental_step_ends_where_a_full_ingest_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Add overlapping exports, correct one, delete the newest, rename, copy: after each step the
+    incrementally maintained tables equal a fresh ingest of the same files, and only the files
+    that changed were read."""
+    raw, state = tmp_path / "raw", tmp_path / "state"
+    counting = CountingFormat(monkeypatch)
+
+    def step() -> ingest.SourceIngest:
+        counting.batches.clear()
+        result = ingest_source(SOURCE, raw, cache_dir=state)
+        read = list(counting.batches)
+        assert_same_as_fresh(raw, result)
+        counting.batches[:] = read  # what the incremental run read, not the fresh one
+        return result
+
+    export(raw / "cm" / "ann" / "jan.csv", ["2025-01-01", "2025-01-02"], 100, 1_700_000_000)
+    export(raw / "cm" / "bob" / "jan.csv", ["2025-01-01"], 50, 1_700_000_000)
+    first = step()
+    assert sorted(counting.files) == ["jan.csv", "jan.csv"]
+    assert first.rows.height == 3
+
+    # A newer export repeats 2025-01-02 with another amount and adds a day: it owns 01-02 now.
+    export(raw / "cm" / "ann" / "feb.csv", ["2025-01-02", "2025-01-03"], 200, 1_700_100_000)
+    second = step()
+    assert counting.files == ["feb.csv"]
+    ann = second.rows.filter(pl.col("person_id") == "ann").sort("day")
+    assert ann["grams"].to_list() == [100.0, 200.0, 200.0]
+    jan = second.files.filter(pl.col("path") == "cm/ann/jan.csv").row(0, named=True)
+    assert (jan["rows_loaded"], jan["rows_duplicate"]) == (1, 1)
+
+    # The older file is corrected (new content, still older): nothing it loses to feb comes back.
+    export(raw / "cm" / "ann" / "jan.csv", ["2025-01-01", "2025-01-02"], 120, 1_700_000_500)
+    third = step()
+    assert counting.files == ["jan.csv"]
+    ann = third.rows.filter(pl.col("person_id") == "ann").sort("day")
+    assert ann["grams"].to_list() == [120.0, 200.0, 200.0]
+
+    # The newest export is deleted: 2025-01-02 goes back to the older file.
+    (raw / "cm" / "ann" / "feb.csv").unlink()
+    fourth = step()
+    assert counting.files == []
+    ann = fourth.rows.filter(pl.col("person_id") == "ann").sort("day")
+    assert ann["grams"].to_list() == [120.0, 120.0]
+
+    # Renamed and copied: same bytes, nothing parsed, the copy's rows are duplicates.
+    (raw / "cm" / "bob" / "jan.csv").rename(raw / "cm" / "bob" / "january.csv")
+    shutil.copy2(raw / "cm" / "bob" / "january.csv", raw / "cm" / "bob" / "copy.csv")
+    fifth = step()
+    assert counting.files == []
+    statuses = dict(fifth.files.select("path", "status").iter_rows())
+    assert statuses["cm/bob/january.csv"] != statuses["cm/bob/copy.csv"]
+    assert "duplicate_file" in statuses.values()
+
+    # A file with a bad row and a broken file: rejects and errors survive later runs unchanged.
+    export(
+        raw / "cm" / "bob" / "mar.csv", ["2025-03-01"], 80, 1_700_300_000, extra="oops,,x,,,\n"
+    )
+    (raw / "cm" / "bob" / "broken.csv").write_bytes(b"")
+    sixth = step()
+    assert sorted(counting.files) == ["broken.csv", "mar.csv"]
+    assert sixth.rejects.height == 1
+    seventh = step()
+    assert counting.files == []  # errors are remembered too, not retried every night
+    assert comparable(seventh)[2].equals(comparable(sixth)[2])
+
+
+def test_a_parser_change_reads_every_file_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw, state = tmp_path / "raw", tmp_path / "state"
+    export(raw / "cm" / "ann" / "jan.csv", ["2025-01-01"], 100, 1_700_000_000)
+    export(raw / "cm" / "ann" / "feb.csv", ["2025-02-01"], 100, 1_700_100_000)
+    counting = CountingFormat(monkeypatch)
+    ingest_source(SOURCE, raw, cache_dir=state)
+    counting.batches.clear()
+    monkeypatch.setattr(ingest, "parser_fingerprint", lambda: "a fixed adapter")
+    result = ingest_source(SOURCE, raw, cache_dir=state)
+    assert sorted(counting.files) == ["feb.csv", "jan.csv"]
+    assert_same_as_fresh(raw, result)
+
+
+def test_files_are_parsed_in_bounded_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory is bounded by a batch: never more than BATCH_FILES files in memory at once."""
+    raw = tmp_path / "raw"
+    for i in range(10):
+        export(raw / "cm" / f"p{i}" / "jan.csv", ["2025-01-01", "2025-01-02"], 10 + i, 1e9 + i)
+    whole = ingest_source(SOURCE, raw)
+    monkeypatch.setattr(ingest, "BATCH_FILES", 3)
+    counting = CountingFormat(monkeypatch)
+    batched = ingest_source(SOURCE, raw)
+    assert [len(b) for b in counting.batches] == [3, 3, 3, 1]
+    for got, want in zip(comparable(batched), comparable(whole), strict=True):
+        assert got.equals(want)
+
+
+def test_nightly_sync_settles_only_the_keys_new_files_touch(tmp_path: Path) -> None:
+    """Against a real warehouse file: the second run reads one file and settles its two days."""
+    raw = tmp_path / "raw"
+    for person in ("ann", "bob", "cid"):
+        export(raw / "cm" / person / "jan.csv", ["2025-01-01", "2025-01-02"], 100, 1e9)
+    warehouse = Warehouse(tmp_path / "warehouse.duckdb")
+    with warehouse.write() as conn:
+        first = sync_source(conn, SOURCE, raw, memo_path=tmp_path / "hashes.json")
+    assert (first.files_parsed, first.keys_settled, first.rows_loaded) == (3, None, 6)
+
+    export(raw / "cm" / "ann" / "feb.csv", ["2025-01-02", "2025-01-03"], 200, 2e9)
+    with warehouse.write() as conn:
+        second = sync_source(conn, SOURCE, raw, memo_path=tmp_path / "hashes.json")
+    assert second.files_parsed == 1
+    assert second.keys_settled == 2  # ann 01-02 and ann 01-03; bob and cid untouched
+    assert second.rows_loaded == 7
+    staged = warehouse.query("SELECT person_id, day, grams FROM stg_cm ORDER BY ALL")
+    assert staged.filter(pl.col("person_id") == "ann")["grams"].to_list() == [100.0, 200.0, 200.0]
+    kept = warehouse.query("SELECT count(*) AS n FROM raw_cm")["n"].item()
+    assert kept == 8  # every parsed row is kept, so removing feb.csv can restore jan's 01-02
+
+
+def test_the_ingest_asset_reads_only_new_files_on_the_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real asset, twice, on a real Dagster instance: the metadata says what was read."""
+    from pipelines.definitions import defs
+
+    project = tmp_path / "project"
+    raw = project / "data" / "raw"
+    (project / "sources.yaml").parent.mkdir(parents=True, exist_ok=True)
+    (project / "sources.yaml").write_text(
+        "sources:\n  - name: cm\n    kind: diet\n    format: cronometer_servings\n"
+        "    path: cm/*/*.csv\n    person: {from_folder: true}\n",
+        encoding="utf-8",
+    )
+    for person in ("ann", "bob"):
+        export(raw / "cm" / person / "jan.csv", ["2025-01-01"], 100, 1e9)
+    monkeypatch.setenv(PROJECT_DIR_ENV, str(project))
+    key = dg.AssetKey("ingest_cm")
+
+    def files_parsed(instance: dg.DagsterInstance) -> int:
+        job = defs().resolve_job_def("refresh_all")
+        result = job.execute_in_process(instance=instance, asset_selection=[key])
+        assert result.success
+        event = instance.get_latest_materialization_event(key)
+        assert event is not None and event.asset_materialization is not None
+        return int(event.asset_materialization.metadata["files_parsed"].value)  # type: ignore[arg-type]
+
+    with dg.instance_for_test() as instance:
+        assert files_parsed(instance) == 2
+        export(raw / "cm" / "ann" / "feb.csv", ["2025-02-01"], 100, 2e9)
+        assert files_parsed(instance) == 1
+        assert files_parsed(instance) == 0
+
+
+def test_the_same_bytes_in_two_peoples_folders_are_two_peoples_days(tmp_path: Path) -> None:
+    """With person from the folder, identical files are not copies of each other."""
+    raw = tmp_path / "raw"
+    for person in ("ann", "bob"):
+        export(raw / "cm" / person / "day.csv", ["2025-01-01"], 100, 1e9)
+    result = ingest_source(SOURCE, raw)
+    assert sorted(result.rows["person_id"].to_list()) == ["ann", "bob"]
+    assert result.files["status"].to_list() == ["loaded", "loaded"]
