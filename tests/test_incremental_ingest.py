@@ -126,9 +126,7 @@ def test_every_incremental_step_ends_where_a_full_ingest_would(
     assert "duplicate_file" in statuses.values()
 
     # A file with a bad row and a broken file: rejects and errors survive later runs unchanged.
-    export(
-        raw / "cm" / "bob" / "mar.csv", ["2025-03-01"], 80, 1_700_300_000, extra="oops,,x,,,\n"
-    )
+    export(raw / "cm" / "bob" / "mar.csv", ["2025-03-01"], 80, 1_700_300_000, extra="oops,,x,,,\n")
     (raw / "cm" / "bob" / "broken.csv").write_bytes(b"")
     sixth = step()
     assert sorted(counting.files) == ["broken.csv", "mar.csv"]
