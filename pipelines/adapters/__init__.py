@@ -49,7 +49,9 @@ def _nhanes_target(source: SourceConfig) -> str:
 
 
 FORMATS: dict[str, Format] = {
-    "cronometer_servings": Format(("diet",), cronometer_servings.parse),
+    "cronometer_servings": Format(
+        ("diet",), cronometer_servings.parse, batch=cronometer_servings.parse_batch
+    ),
     "cronometer_daily_summary": Format(
         ("diet",), cronometer_daily_summary.parse, lambda s: "diet_daily_reported"
     ),

@@ -15,6 +15,10 @@ Helpers for adapters: header matching that forgives case, spacing, `µ`/`u` and 
 (`CsvTable.find` / `CsvTable.require`), number and date parsing that returns null for blanks and
 flags bad cells instead of guessing (`number`, `parse_datetime`), and `split_rejects`, which applies
 an ordered list of checks and splits the rows into loaded and rejected.
+
+Batches: `parse_csv_batch` reads many files with one adapter transform per group of files that share
+headers and delimiter (`stack_tables`), because for a small file the fixed cost of building
+expressions and running queries is far larger than the cost of its rows.
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
-from pipelines.adapters.base import AdapterError
+from pipelines.adapters.base import FILE_INDEX, AdapterError, BatchResult
 from pipelines.config import SourceConfig
 from pipelines.schema import REJECT_SCHEMA, empty
 
@@ -75,6 +80,9 @@ class CsvTable:
     LINE (1-based physical line where the row starts), RAW (the row's text as in the file) and
     EXTRA (text of fields beyond the header's width, null when there are none). Blank lines and
     rows whose cells are all blank are not in it: they are not data.
+
+    A table made by `stack_tables` holds several files: `files` maps each FILE_INDEX value found in
+    `frame` to its file, and `path` is the first of them.
     """
 
     path: Path
@@ -82,6 +90,7 @@ class CsvTable:
     headers: tuple[str, ...]
     delimiter: str
     frame: pl.DataFrame
+    files: Mapping[int, Path] | None = None
 
     @property
     def rows_read(self) -> int:
@@ -467,7 +476,11 @@ def person_column_check(table: CsvTable) -> tuple[pl.Expr, Check | None]:
     spec = table.source.person
     fixed = spec.for_file(table.path)
     if fixed is not None:
-        return pl.lit(fixed, dtype=pl.String), None
+        if table.files is None:
+            return pl.lit(fixed, dtype=pl.String), None
+        # In a stack each file keeps its own id (its folder, with from_folder).
+        ids = {i: spec.for_file(path) for i, path in table.files.items()}
+        return pl.col(FILE_INDEX).replace_strict(ids, return_dtype=pl.String), None
     if spec.column is None:
         raise AdapterError(
             f"{table.path}: source {table.source.name!r} does not say whose data this is; set "
@@ -492,10 +505,12 @@ def split_rejects(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(rows passing every check, rejects in REJECT_SCHEMA), with the first failing check's reason.
 
-    `frame` needs LINE and RAW; the passing rows keep all of frame's columns.
+    `frame` needs LINE and RAW; the passing rows keep all of frame's columns. The rejects keep
+    FILE_INDEX too when frame has it (a stack of files), so each reject stays with its file.
     """
+    carried = file_index_schema(frame)
     if not checks or frame.height == 0:
-        return frame, empty(REJECT_SCHEMA)
+        return frame, empty({**REJECT_SCHEMA, **carried})
     first = pl.coalesce(
         [pl.when(c.failed.fill_null(False)).then(pl.lit(i)) for i, c in enumerate(checks)]
     )
@@ -514,5 +529,114 @@ def split_rejects(
         column.alias("column"),
         reason.fill_null("invalid row").alias("reason"),
         pl.col(RAW).alias("raw"),
+        *[pl.col(name) for name in carried],
     )
     return good, rejects
+
+
+# ---- batches -----------------------------------------------------------------------------------
+
+TableTransform = Callable[[CsvTable], tuple[pl.DataFrame, pl.DataFrame]]
+"""An adapter's work after reading: a table (one file, or a stack) -> (rows, rejects). For a stack
+both frames must end with FILE_INDEX (see `file_index_schema`)."""
+
+# A Polars (Rust) panic is a BaseException; KeyboardInterrupt and SystemExit must still stop a run.
+_FAILURES = (Exception, pl.exceptions.PanicException)
+
+
+def file_index_schema(frame: pl.DataFrame) -> dict[str, pl.DataType | type[pl.DataType]]:
+    """{FILE_INDEX: Int64} when `frame` stacks several files, else {}: what a transform adds to its
+    output schemas so one code path serves a single file and a stack."""
+    return {FILE_INDEX: pl.Int64} if FILE_INDEX in frame.columns else {}
+
+
+def stack_tables(tables: Mapping[int, CsvTable]) -> CsvTable:
+    """Several files as one table with FILE_INDEX (their key in `tables`) on each row, so a
+    transform builds its expressions and runs its queries once for all of them. Headers and
+    delimiter must match because a transform decides from them alone which column means what; an
+    AdapterError raised on a stack names only its first file, which is why `parse_csv_batch`
+    retries file by file."""
+    first = next(iter(tables.values()))
+    for table in tables.values():
+        if (table.headers, table.delimiter) != (first.headers, first.delimiter):
+            raise ValueError(f"stack_tables: {table.path} and {first.path} differ in layout")
+        if table.files is not None:
+            raise ValueError(f"stack_tables: {table.path} is already a stack")
+    heights = [table.frame.height for table in tables.values()]
+    index = np.repeat(np.fromiter(tables, dtype=np.int64, count=len(tables)), heights)
+    # One chunk per column, as a single file's frame has: Polars has panicked on columns chunked
+    # differently (see format_text), and the copy is small next to the transform's own work.
+    frame = pl.concat([table.frame for table in tables.values()], how="vertical", rechunk=True)
+    return CsvTable(
+        first.path,
+        first.source,
+        first.headers,
+        first.delimiter,
+        frame.with_columns(pl.Series(FILE_INDEX, index, dtype=pl.Int64)),
+        files={i: table.path for i, table in tables.items()},
+    )
+
+
+def parse_csv_batch(
+    paths: Sequence[Path], source: SourceConfig, transform: TableTransform
+) -> BatchResult:
+    """A BatchResult equal to `parse_each` over `read_csv_table` + `transform`, with `transform` run
+    once per group of files sharing headers and delimiter instead of once per file. Reading stays
+    per file (encodings, quoting and line numbers are per-file facts), and a stack that fails is
+    split until the failure sits on its own file, so one bad file never costs the others their
+    rows or takes their error message."""
+    rows_read = [0] * len(paths)
+    errors: dict[int, BaseException] = {}
+    groups: dict[tuple[tuple[str, ...], str], dict[int, CsvTable]] = {}
+    for i, path in enumerate(paths):
+        try:
+            table = read_csv_table(path, source)
+        except _FAILURES as exc:
+            errors[i] = exc
+            continue
+        groups.setdefault((table.headers, table.delimiter), {})[i] = table
+        rows_read[i] = table.rows_read
+    outputs: list[tuple[pl.DataFrame, pl.DataFrame]] = []
+    for layout in list(groups):
+        # Popped so each group's tables can be freed once its output exists.
+        outputs += _transform_group(groups.pop(layout), transform, errors)
+    for i in errors:
+        rows_read[i] = 0
+    if not outputs:
+        return BatchResult(pl.DataFrame(), pl.DataFrame(), rows_read, errors)
+    # Groups interleave in `paths`; a stable sort restores file order and each file's row order.
+    rows = pl.concat([r for r, _ in outputs], how="vertical_relaxed")
+    rejects = pl.concat([r for _, r in outputs], how="vertical_relaxed")
+    if len(outputs) > 1:
+        rows = rows.sort(FILE_INDEX, maintain_order=True)
+        rejects = rejects.sort(FILE_INDEX, maintain_order=True)
+    return BatchResult(rows, rejects, rows_read, errors)
+
+
+def _transform_group(
+    tables: dict[int, CsvTable], transform: TableTransform, errors: dict[int, BaseException]
+) -> list[tuple[pl.DataFrame, pl.DataFrame]]:
+    """(rows, rejects) with FILE_INDEX for the files of `tables` that parse, failures into `errors`:
+    the whole stack first, because that is the fast case, then smaller parts only when it fails."""
+    if len(tables) == 1:
+        # A lone file goes through exactly what `parse` runs, so its result and its error are the
+        # single-file ones by construction.
+        [(i, table)] = tables.items()
+        try:
+            rows, rejects = transform(table)
+        except _FAILURES as exc:
+            errors[i] = exc
+            return []
+        index = pl.lit(i, dtype=pl.Int64).alias(FILE_INDEX)
+        return [(rows.with_columns(index), rejects.with_columns(index))]
+    try:
+        return [transform(stack_tables(tables))]
+    except AdapterError:
+        # About the shared headers, so every file fails alike and each needs its own message.
+        parts = [{i: table} for i, table in tables.items()]
+    except _FAILURES:
+        # Likely one file's data: halving finds it in a few runs and keeps the rest batched.
+        keys = list(tables)
+        middle = len(keys) // 2
+        parts = [{i: tables[i] for i in keys[:middle]}, {i: tables[i] for i in keys[middle:]}]
+    return [out for part in parts for out in _transform_group(part, transform, errors)]

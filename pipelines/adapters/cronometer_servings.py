@@ -12,6 +12,7 @@ blank food name or a day that is not a date rejects the row, naming the column.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
@@ -24,16 +25,18 @@ from pipelines.adapters._csv import (
     cell,
     date_reason,
     extra_fields_check,
+    file_index_schema,
     format_text,
     header_key,
     not_a_number_reason,
     number,
+    parse_csv_batch,
     parse_datetime,
     person_column_check,
     read_csv_table,
     split_rejects,
 )
-from pipelines.adapters.base import AdapterError, ParseResult
+from pipelines.adapters.base import AdapterError, BatchResult, ParseResult
 from pipelines.config import SourceConfig
 from pipelines.schema import DIET_ENTRY_SCHEMA, NUTRIENTS, REJECT_SCHEMA, conform
 
@@ -89,6 +92,21 @@ def nutrient_columns() -> dict[str, tuple[str, float]]:
 def parse(path: Path, source: SourceConfig) -> ParseResult:
     """Read one Cronometer servings export; see the module docstring."""
     table = read_csv_table(path, source)
+    rows, rejects = _entries(table)
+    return ParseResult(rows=rows, rejects=rejects, rows_read=table.rows_read)
+
+
+def parse_batch(paths: Sequence[Path], source: SourceConfig) -> BatchResult:
+    """Read many servings exports at once, exactly as `parse` one by one would: a nightly run adds
+    one small file per person, and per file the expressions and queries of `_entries` cost far
+    more than the rows, so they run once per group of files with the same header."""
+    return parse_csv_batch(paths, source, _entries)
+
+
+def _entries(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows in DIET_ENTRY_SCHEMA, rejects) for one file or a stack of files (then both with
+    FILE_INDEX), so `parse` and `parse_batch` cannot drift apart."""
+    source = table.source
     day_i = table.require(["Day", "Date"], _HINT)
     food_i = table.require(["Food Name", "Food"], _HINT)
     amount_i = table.require(["Amount"], _HINT)
@@ -120,6 +138,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
     # Parse each nutrient cell once; the checks and the output read the parsed columns.
     good, rejects = split_rejects(table.frame.with_columns(parsed), checks)
 
+    carried = file_index_schema(table.frame)
     amount = pl.col(cell(amount_i))
     rows = good.select(
         person.alias("person_id"),
@@ -132,11 +151,11 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         optional(["Category"]).alias("category_raw"),
         *nutrients,
         pl.col(LINE).alias("line"),
+        *[pl.col(name) for name in carried],
     )
-    return ParseResult(
-        rows=conform(rows, DIET_ENTRY_SCHEMA),
-        rejects=conform(rejects, REJECT_SCHEMA),
-        rows_read=table.rows_read,
+    return (
+        conform(rows, {**DIET_ENTRY_SCHEMA, **carried}),
+        conform(rejects, {**REJECT_SCHEMA, **carried}),
     )
 
 
