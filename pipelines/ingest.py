@@ -53,7 +53,7 @@ from pipelines.adapters.base import FILE_INDEX
 from pipelines.config import SourceConfig
 from pipelines.schema import REJECT_SCHEMA, TARGET_SCHEMAS, conform
 from pipelines.transforms.plausibility import apply_plausibility
-from pipelines.warehouse import ident, table_exists
+from pipelines.warehouse import create_table, ident, table_exists
 
 # The key on which a newer file's rows replace an older file's rows, by target table.
 OWNERSHIP_KEY = {
@@ -473,9 +473,7 @@ def _ensure_tables(conn: duckdb.DuckDBPyConnection, source_name: str, schema: di
         ("rejected_rows", REJECTED_ROWS_SCHEMA),
     ):
         if not table_exists(conn, table):
-            conn.register("_empty", pl.DataFrame(schema=table_schema).to_arrow())
-            conn.execute(f"CREATE TABLE {ident(table)} AS SELECT * FROM _empty")
-            conn.unregister("_empty")
+            create_table(conn, table, table_schema)
 
 
 def _insert(conn: duckdb.DuckDBPyConnection, table: str, df: pl.DataFrame) -> None:

@@ -168,8 +168,33 @@ def table_exists(conn: duckdb.DuckDBPyConnection, name: str, schema: str = "main
     return bool(row and row[0])
 
 
+def create_table(
+    conn: duckdb.DuckDBPyConnection,
+    name: str,
+    schema: dict[str, pl.DataType | type[pl.DataType]],
+    replace: bool = False,
+) -> None:
+    """Create an empty table `name` with the columns and types of a Polars `schema`.
+
+    Not from an empty Arrow frame: DuckDB 1.5.6 silently drops every row of a later insert of more
+    than one row group (122,880 rows) into a table created that way in the same transaction, even
+    after COMMIT (tests/test_warehouse.py::test_an_empty_table_takes_a_large_insert). A one-row
+    frame of nulls filtered out gives the same column types without the bug.
+    """
+    shape = pl.DataFrame(schema=schema).clear(n=1)
+    verb = "CREATE OR REPLACE TABLE" if replace else "CREATE TABLE"
+    conn.register("_shape", shape.to_arrow())
+    try:
+        conn.execute(f"{verb} {ident(name)} AS SELECT * FROM _shape WHERE false")
+    finally:
+        conn.unregister("_shape")
+
+
 def replace_table(conn: duckdb.DuckDBPyConnection, name: str, df: pl.DataFrame) -> int:
     """Replace table `name` with the contents of `df` (schema included); returns the row count."""
+    if df.height == 0:
+        create_table(conn, name, dict(df.schema), replace=True)
+        return 0
     conn.register("_frame", df.to_arrow())
     try:
         conn.execute(f"CREATE OR REPLACE TABLE {ident(name)} AS SELECT * FROM _frame")
@@ -186,13 +211,14 @@ def replace_rows(
     Used for tables shared by several sources (ingest_files, rejected_rows): each source owns its
     rows. `BY NAME` keeps older tables working when a column is added.
     """
-    conn.register("_frame", df.to_arrow())
-    try:
-        if not table_exists(conn, name):
-            conn.execute(f"CREATE TABLE {ident(name)} AS SELECT * FROM _frame")
-        else:
-            conn.execute(f"DELETE FROM {ident(name)} WHERE {ident(where_col)} = ?", [value])
+    if not table_exists(conn, name):
+        create_table(conn, name, dict(df.schema))
+    else:
+        conn.execute(f"DELETE FROM {ident(name)} WHERE {ident(where_col)} = ?", [value])
+    if df.height:
+        conn.register("_frame", df.to_arrow())
+        try:
             conn.execute(f"INSERT INTO {ident(name)} BY NAME SELECT * FROM _frame")
-    finally:
-        conn.unregister("_frame")
+        finally:
+            conn.unregister("_frame")
     return df.height

@@ -231,3 +231,19 @@ def test_the_same_bytes_in_two_peoples_folders_are_two_peoples_days(tmp_path: Pa
     result = ingest_source(SOURCE, raw)
     assert sorted(result.rows["person_id"].to_list()) == ["ann", "bob"]
     assert result.files["status"].to_list() == ["loaded", "loaded"]
+
+
+def test_a_first_ingest_larger_than_a_row_group_loads_every_row(tmp_path: Path) -> None:
+    """130,000 rows (more than one DuckDB row group) in the run that creates the tables: every row
+    is stored and counted (this once came out as zero rows, see `create_table`)."""
+    raw = tmp_path / "raw"
+    days = [f"2025-{m:02d}-{d:02d}" for m in range(1, 13) for d in range(1, 29)]
+    per_day = 130_000 // len(days) + 1
+    export(raw / "cm" / "ann" / "year.csv", [d for d in days for _ in range(per_day)], 10, 1e9)
+    warehouse = Warehouse(tmp_path / "warehouse.duckdb")
+    with warehouse.write() as conn:
+        result = sync_source(conn, SOURCE, raw)
+    expected = len(days) * per_day
+    assert expected > 122_880
+    assert result.rows_loaded == expected
+    assert warehouse.query("SELECT count(*) AS n FROM stg_cm")["n"].item() == expected
