@@ -308,6 +308,7 @@ def _stage_analysis(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     from pipelines.analysis.associations import compute_associations
     from pipelines.analysis.draws import build_marker_draws, marker_trends
     from pipelines.analysis.windows import build_exposure_windows
+    from pipelines.defs.features import diet_entries_for_daily
     from pipelines.project import Project
     from pipelines.transforms.diet import build_diet_daily, categorise_foods, unmapped_foods
     from pipelines.transforms.dii import dii_of_window_means
@@ -320,7 +321,8 @@ def _stage_analysis(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     _ready()
     start = time.perf_counter()
     with timer.step("read inputs from the warehouse"), warehouse.read() as conn:
-        entries = conn.execute("SELECT * FROM diet_entries").pl()
+        # The columns the diet_daily asset loads (pipelines/defs/features.py), not SELECT *.
+        entries, unreported = diet_entries_for_daily(conn)
         reported = (
             conn.execute("SELECT * FROM diet_daily_reported").pl()
             if table_exists(conn, "diet_daily_reported")
@@ -332,7 +334,7 @@ def _stage_analysis(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         categories = categorise_foods(entries.select("food", "category_raw"))
         unmapped = unmapped_foods(entries, categories)
     with timer.step("build_diet_daily"):
-        daily = build_diet_daily(entries, categories, settings, reported)
+        daily = build_diet_daily(entries, categories, settings, reported, unreported)
     with timer.step("build_marker_draws + marker_trends"):
         draws = build_marker_draws(labs, settings)
         trends = marker_trends(draws)

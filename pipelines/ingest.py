@@ -72,7 +72,7 @@ UNIQUE_IN_FILE = {"lab_results", "persons", "diet_daily_reported"}
 BATCH_FILES = 200
 # DuckDB's own working memory while settling ownership over the whole history; beyond it, it
 # spills to disk (`<warehouse>.tmp`) rather than growing.
-DUCKDB_MEMORY_LIMIT = "2GB"
+DUCKDB_MEMORY_LIMIT = "1500MB"
 FUTURE_REASON = "date in the future"
 
 INGEST_FILES_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
@@ -586,7 +586,7 @@ def _settle(conn: duckdb.DuckDBPyConnection, source: SourceConfig, target: str, 
     where = "" if full else f"WHERE hash({keys}) IN (SELECT h FROM _affected)"
     if target in UNIQUE_IN_FILE:
         owned = f"""
-            SELECT {columns}, r.file_id, {source_literal} AS source, r._row
+            SELECT {columns}, r.file_id, {source_literal} AS source, r._row, o.ord
             FROM {raw} r JOIN _order o USING (file_id) {where}
             QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY o.ord DESC, r._row) = 1
         """
@@ -600,17 +600,22 @@ def _settle(conn: duckdb.DuckDBPyConnection, source: SourceConfig, target: str, 
             ),
             winner AS (SELECT {", ".join(ident(k) for k in key)}, max(ord) AS ord
                        FROM ranked GROUP BY ALL)
-            SELECT {columns}, r.file_id, {source_literal} AS source, r._row
+            SELECT {columns}, r.file_id, {source_literal} AS source, r._row, r.ord
             FROM ranked r JOIN winner w ON {matches} AND r.ord = w.ord
         """
     if full:
-        conn.execute(f"CREATE OR REPLACE TABLE {stg} AS {owned}")
+        # In file order, as the files were read: hash joins and windows return rows in any order,
+        # and downstream float sums would then differ in their last bits from run to run.
+        conn.execute(
+            f"CREATE OR REPLACE TABLE {stg} AS "
+            f"SELECT * EXCLUDE (ord) FROM ({owned}) ORDER BY ord, _row"
+        )
         return 0
     conn.execute(
         f"DELETE FROM {stg} WHERE hash({', '.join(ident(k) for k in key)}) "
         "IN (SELECT h FROM _affected)"
     )
-    conn.execute(f"INSERT INTO {stg} {owned}")
+    conn.execute(f"INSERT INTO {stg} SELECT * EXCLUDE (ord) FROM ({owned}) ORDER BY ord, _row")
     row = conn.execute("SELECT count(*) FROM _affected").fetchone()
     return int(row[0]) if row else 0
 

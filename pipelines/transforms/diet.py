@@ -14,6 +14,7 @@ source reports it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Collection
 from functools import cache
 from importlib import resources
 
@@ -142,6 +143,7 @@ def build_diet_daily(
     categories: pl.DataFrame,
     settings: Settings,
     reported: pl.DataFrame | None = None,
+    unreported_nutrients: Collection[str] = (),
 ) -> pl.DataFrame:
     """Aggregate diet entries to one row per person-day, over each person's whole logged range.
 
@@ -156,8 +158,13 @@ def build_diet_daily(
     category servings (the foods are unknown), and count as logged when the user marked the day
     complete or, without that flag, when energy reaches `logged_min_kcal`. `diet_source` says
     which kind of row each day came from.
+
+    `unreported_nutrients` names nutrient columns left out of `entries` because no entry reports
+    them: they come out as null daily columns, exactly as if `entries` had carried them all null,
+    so a caller need not load millions of nulls (the diet_daily asset does this). `energy_kcal`
+    and `alcohol_g` are read row by row and must stay in `entries` even when all null.
     """
-    daily = _daily_from_entries(entries, categories, settings)
+    daily = _daily_from_entries(entries, categories, settings, unreported_nutrients)
     if reported is not None and reported.height:
         daily = _add_reported_days(daily, reported, settings)
     full = add_dii(daily)
@@ -216,11 +223,14 @@ def _add_reported_days(
 
 
 def _daily_from_entries(
-    entries: pl.DataFrame, categories: pl.DataFrame, settings: Settings
+    entries: pl.DataFrame,
+    categories: pl.DataFrame,
+    settings: Settings,
+    unreported_nutrients: Collection[str] = (),
 ) -> pl.DataFrame:
     """Person-days from food-level entries, with gaps between first and last day filled."""
     entries = entries.with_row_index("entry_id")
-    nutrient_cols = [n for n in NUTRIENTS if n in entries.columns]
+    nutrient_cols = [n for n in NUTRIENTS if n in entries.columns or n in unreported_nutrients]
     per_entry = entry_servings(entries, categories)
 
     servings = per_entry.group_by("entry_id").agg(
@@ -237,7 +247,12 @@ def _daily_from_entries(
     daily = enriched.group_by("person_id", "day").agg(
         pl.len().alias("entries"),
         *[
-            pl.when(pl.col(n).is_not_null().any()).then(pl.col(n).sum()).alias(n)
+            (
+                pl.when(pl.col(n).is_not_null().any()).then(pl.col(n).sum())
+                if n in entries.columns
+                # what the branch above gives for a column no entry reports
+                else pl.lit(None, pl.Float64)
+            ).alias(n)
             for n in nutrient_cols
         ],
         *[pl.col(f"{c}_servings").sum() for c in CATEGORIES],
