@@ -38,6 +38,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -72,7 +73,7 @@ UNIQUE_IN_FILE = {"lab_results", "persons", "diet_daily_reported"}
 BATCH_FILES = 200
 # DuckDB's own working memory while settling ownership over the whole history; beyond it, it
 # spills to disk (`<warehouse>.tmp`) rather than growing.
-DUCKDB_MEMORY_LIMIT = "1500MB"
+DUCKDB_MEMORY_LIMIT = "1GB"
 FUTURE_REASON = "date in the future"
 
 INGEST_FILES_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
@@ -293,10 +294,12 @@ def sync_source(
     *,
     memo_path: Path | None = None,
     today: date | None = None,
+    work_dir: Path | None = None,
 ) -> SyncResult:
     """Bring `raw_<source>`, `stg_<source>`, `ingest_state`, `ingest_files` and `rejected_rows`
     up to date with the source's files; see the module docstring. `today` (default: the current
-    date) is the reference for the rule on future dates."""
+    date) is the reference for the rule on future dates; `work_dir` (default: the system's temp
+    folder) holds the parsed batches until they are stored."""
     today = today or date.today()
     clock = _Clock()
     target = target_table(source)
@@ -352,9 +355,17 @@ def sync_source(
         for table in ("rejected_rows", "ingest_state"):
             conn.execute(f"DELETE FROM {table} WHERE source = ? AND {gone}", [source.name])
 
-    with clock("parse, check and store new files"):
-        for batch in _batches(to_parse, BATCH_FILES):
-            _ingest_batch(conn, source, target, batch, fingerprint, today, track=not full)
+    with (
+        clock("parse, check and store new files"),
+        tempfile.TemporaryDirectory(prefix="gutsignal-ingest-", dir=work_dir) as spool_dir,
+    ):
+        spooled = []
+        for n, batch in enumerate(_batches(to_parse, BATCH_FILES)):
+            spool = Path(spool_dir) / f"batch-{n:05d}.parquet"
+            _ingest_batch(conn, source, target, batch, fingerprint, today, spool)
+            if spool.exists():
+                spooled.append(spool)
+        _store_spooled(conn, source, target, spooled, track=not full)
 
     with clock("settle ownership"):
         settled = _settle(conn, source, target, full)
@@ -493,12 +504,10 @@ def _ingest_batch(
     batch: list[FileInfo],
     fingerprint: str,
     today: date,
-    track: bool,
+    spool: Path,
 ) -> None:
-    """Parse `batch`, apply the plausibility rules, store rows, rejects and state.
-
-    With `track`, the ownership keys of the new rows go to `_affected` for `_settle`.
-    """
+    """Parse `batch`, apply the plausibility rules, store rejects and state, and write the rows
+    that passed to the Parquet file `spool` (see `_store_spooled`)."""
     schema = TARGET_SCHEMAS[target]
     parsed = FORMATS[source.format].parse_batch([i.path for i in batch], source)
     file_ids = {i: info.file_id for i, info in enumerate(batch)}
@@ -528,14 +537,7 @@ def _ingest_batch(
         *schema, to_id.alias("file_id"), pl.int_range(pl.len(), dtype=pl.Int64).alias("_row")
     )
     if stored.height:
-        conn.register("_frame", stored.to_arrow())
-        try:
-            conn.execute(f"INSERT INTO {ident(raw_table(source.name))} SELECT * FROM _frame")
-            if track:
-                keys = ", ".join(ident(k) for k in OWNERSHIP_KEY[target])
-                conn.execute(f"INSERT INTO _affected SELECT DISTINCT hash({keys}) FROM _frame")
-        finally:
-            conn.unregister("_frame")
+        stored.write_parquet(spool, compression="lz4")
 
     paths = {i: info.rel_path for i, info in enumerate(batch)}
     _insert(
@@ -571,6 +573,32 @@ def _ingest_batch(
         schema=INGEST_STATE_SCHEMA,
     )
     _insert(conn, "ingest_state", state)
+
+
+def _store_spooled(
+    conn: duckdb.DuckDBPyConnection,
+    source: SourceConfig,
+    target: str,
+    spooled: list[Path],
+    track: bool,
+) -> None:
+    """Append the spooled batches to `raw_<source>` in one statement.
+
+    Why a detour through Parquet: DuckDB keeps the rows of many separate appends inside one open
+    transaction in memory, beyond its memory limit (5.8 GB at 10 M rows), while one
+    `INSERT ... SELECT` streams to the database file (0.6 GB). With `track`, the ownership keys of
+    the new rows go to `_affected` for `_settle`.
+    """
+    if not spooled:
+        return
+    files = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in spooled) + "]"
+    raw = ident(raw_table(source.name))
+    conn.execute(f"INSERT INTO {raw} BY NAME SELECT * FROM read_parquet({files})")
+    if track:
+        keys = ", ".join(ident(k) for k in OWNERSHIP_KEY[target])
+        conn.execute(
+            f"INSERT INTO _affected SELECT DISTINCT hash({keys}) FROM read_parquet({files})"
+        )
 
 
 def _settle(conn: duckdb.DuckDBPyConnection, source: SourceConfig, target: str, full: bool) -> int:

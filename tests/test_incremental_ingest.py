@@ -247,3 +247,31 @@ def test_a_first_ingest_larger_than_a_row_group_loads_every_row(tmp_path: Path) 
     assert expected > 122_880
     assert result.rows_loaded == expected
     assert warehouse.query("SELECT count(*) AS n FROM stg_cm")["n"].item() == expected
+
+
+def test_batches_reach_the_warehouse_through_one_streaming_insert(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The memory-bounded path: each batch is spooled to Parquet in `work_dir`, all of them are
+    appended by one INSERT (many appends in one transaction stay in memory), and the spool is gone
+    afterwards."""
+    raw, work = tmp_path / "raw", tmp_path / "work"
+    work.mkdir()
+    for i in range(7):
+        export(raw / "cm" / f"p{i}" / "jan.csv", ["2025-01-01"], 10 + i, 1e9 + i)
+    monkeypatch.setattr(ingest, "BATCH_FILES", 3)
+    calls: list[list[Path]] = []
+    store = ingest._store_spooled
+
+    def recording(conn, source, target, spooled, track):  # type: ignore[no-untyped-def]
+        calls.append(list(spooled))
+        assert all(p.parent.parent == work and p.exists() for p in spooled)
+        store(conn, source, target, spooled, track)
+
+    monkeypatch.setattr(ingest, "_store_spooled", recording)
+    warehouse = Warehouse(tmp_path / "warehouse.duckdb")
+    with warehouse.write() as conn:
+        result = sync_source(conn, SOURCE, raw, work_dir=work)
+    assert [len(c) for c in calls] == [3]  # three batches, one insert
+    assert result.rows_loaded == 7
+    assert list(work.iterdir()) == []

@@ -63,6 +63,7 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
                 source,
                 project.project.raw_dir,
                 memo_path=project.project.processed_dir / "file_hashes" / f"{source.name}.json",
+                work_dir=project.project.processed_dir,
             )
         files = result.files
         unbalanced = files.filter(
