@@ -38,6 +38,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -75,6 +76,7 @@ BATCH_FILES = 200
 # spills to disk (`<warehouse>.tmp`) rather than growing.
 DUCKDB_MEMORY_LIMIT = "1GB"
 FUTURE_REASON = "date in the future"
+SPOOL_PREFIX = "gutsignal-ingest-"
 
 INGEST_FILES_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "file_id": pl.String,
@@ -355,9 +357,14 @@ def sync_source(
         for table in ("rejected_rows", "ingest_state"):
             conn.execute(f"DELETE FROM {table} WHERE source = ? AND {gone}", [source.name])
 
+    if work_dir is not None:
+        # A killed run leaves its spool behind; the caller holds the warehouse's write lock, so
+        # no other ingest is using one.
+        for leftover in work_dir.glob(f"{SPOOL_PREFIX}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
     with (
         clock("parse, check and store new files"),
-        tempfile.TemporaryDirectory(prefix="gutsignal-ingest-", dir=work_dir) as spool_dir,
+        tempfile.TemporaryDirectory(prefix=SPOOL_PREFIX, dir=work_dir) as spool_dir,
     ):
         spooled = []
         for n, batch in enumerate(_batches(to_parse, BATCH_FILES)):

@@ -256,7 +256,7 @@ def test_batches_reach_the_warehouse_through_one_streaming_insert(
     appended by one INSERT (many appends in one transaction stay in memory), and the spool is gone
     afterwards."""
     raw, work = tmp_path / "raw", tmp_path / "work"
-    work.mkdir()
+    (work / f"{ingest.SPOOL_PREFIX}killed-run").mkdir(parents=True)  # left by a kill -9
     for i in range(7):
         export(raw / "cm" / f"p{i}" / "jan.csv", ["2025-01-01"], 10 + i, 1e9 + i)
     monkeypatch.setattr(ingest, "BATCH_FILES", 3)
