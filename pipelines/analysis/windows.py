@@ -24,6 +24,7 @@ draws x windows, never with a Python loop over draws.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 import polars as pl
 
@@ -45,14 +46,17 @@ EXPOSURE_WINDOWS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 
 def feature_columns(diet_daily: pl.DataFrame) -> list[str]:
     """Default features: `dii` and nutrients with values, all category servings, UPF energy %."""
+    with_values = {c for c in diet_daily.columns if diet_daily[c].null_count() < diet_daily.height}
+    return features_from(diet_daily.columns, with_values)
 
-    def has_values(col: str) -> bool:
-        return col in diet_daily.columns and diet_daily[col].null_count() < diet_daily.height
 
-    features = ["dii"] if has_values("dii") else []
-    features += [n for n in NUTRIENTS if has_values(n)]
-    features += [f"{c}_servings" for c in CATEGORIES if f"{c}_servings" in diet_daily.columns]
-    if "ultra_processed_energy_pct" in diet_daily.columns:
+def features_from(columns: Collection[str], with_values: Collection[str]) -> list[str]:
+    """`feature_columns` from the diet_daily column names and those holding any value, so a
+    caller can work them out in SQL without loading the table."""
+    features = ["dii"] if "dii" in with_values else []
+    features += [n for n in NUTRIENTS if n in with_values]
+    features += [f"{c}_servings" for c in CATEGORIES if f"{c}_servings" in columns]
+    if "ultra_processed_energy_pct" in columns:
         features.append("ultra_processed_energy_pct")
     return features
 

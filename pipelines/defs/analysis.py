@@ -8,15 +8,18 @@ import json
 from dataclasses import asdict
 
 import dagster as dg
+import duckdb
 import polars as pl
 
 from pipelines.analysis.associations import compute_associations, cross_sectional
-from pipelines.analysis.windows import build_exposure_windows
+from pipelines.analysis.windows import build_exposure_windows, features_from
 from pipelines.config import Settings
 from pipelines.defs._metadata import md_table
+from pipelines.defs.features import settings_salt
 from pipelines.defs.resources import ProjectResource
+from pipelines.incremental import only_people, plan_people, record, register_people, replace_people
 from pipelines.transforms.dii import dii_of_window_means
-from pipelines.warehouse import replace_table
+from pipelines.warehouse import ident, replace_table, table_exists
 
 
 def cohort_people(persons: pl.DataFrame, settings: Settings) -> pl.DataFrame:
@@ -49,6 +52,18 @@ def run_all_models(
     return pl.concat(results, how="diagonal_relaxed")
 
 
+def daily_features(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """`feature_columns` of the whole diet_daily table, worked out in DuckDB."""
+    if not table_exists(conn, "diet_daily"):
+        return []
+    columns = [d[0] for d in conn.execute("SELECT * FROM diet_daily LIMIT 0").description]
+    counts = conn.execute(
+        f"SELECT {', '.join(f'count({ident(c)})' for c in columns)} FROM diet_daily"
+    ).fetchone() or [0] * len(columns)
+    with_values = {c for c, n in zip(columns, counts, strict=True) if n}
+    return features_from(columns, with_values)
+
+
 @dg.asset(
     group_name="analysis",
     kinds={"polars", "duckdb"},
@@ -62,16 +77,38 @@ def exposure_windows(
     excluded), with how many of the window's days were logged; incomplete windows are kept but
     flagged so the association step can skip them."""
     settings = project.config().settings
+    daily_sql, draws_sql = "SELECT * FROM diet_daily", "SELECT * FROM marker_draws"
     with project.warehouse().write() as conn:
-        daily = conn.execute("SELECT * FROM diet_daily").pl()
-        draws = conn.execute("SELECT * FROM marker_draws").pl()
-        windows = build_exposure_windows(daily, draws, settings)
+        # Which features exist is a property of everyone's diet_daily, not of the people
+        # recomputed: decided here, in SQL, and passed down.
+        features = daily_features(conn)
+        plan = plan_people(
+            conn,
+            "exposure_windows",
+            inputs=[daily_sql, draws_sql],
+            outputs=["exposure_windows"],
+            salt=settings_salt(settings) + ",".join(features),
+        )
+        if not plan.everyone:
+            register_people(conn, plan.touched)
+            daily_sql, draws_sql = only_people(daily_sql), only_people(draws_sql)
+        daily = conn.execute(f"{daily_sql} ORDER BY ALL").pl()
+        draws = conn.execute(f"{draws_sql} ORDER BY ALL").pl()
+        windows = build_exposure_windows(daily, draws, settings, features)
         windows = pl.concat([windows, dii_of_window_means(windows)], how="vertical_relaxed")
-        replace_table(conn, "exposure_windows", windows)
-    complete = windows.filter(pl.col("complete")).height if windows.height else 0
+        if plan.everyone:
+            replace_table(conn, "exposure_windows", windows)
+        else:
+            replace_people(conn, "exposure_windows", windows)
+        record(conn, plan)
+        row = conn.execute(
+            "SELECT count(*), count(*) FILTER (complete) FROM exposure_windows"
+        ).fetchone()
+    rows, complete = row or (0, 0)
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": windows.height,
+            "dagster/row_count": rows,
+            "people_recomputed": "all" if plan.everyone else len(plan.touched),
             "complete_rows": complete,
             "windows": str(list(settings.windows)),
             "min_logged_fraction": settings.min_logged_fraction,
@@ -95,10 +132,12 @@ def associations(
     such as NHANES) get between-person models with age and sex as covariates."""
     settings = project.config().settings
     with project.warehouse().write() as conn:
-        draws = conn.execute("SELECT * FROM marker_draws").pl()
-        windows = conn.execute("SELECT * FROM exposure_windows").pl()
-        people = conn.execute("SELECT * FROM persons").pl()
-        summary = conn.execute("SELECT * FROM diet_summary").pl()
+        # In a fixed order: the per-person steps update their tables in place, so the physical
+        # row order depends on the history of runs, and the fits' optimiser must not see that.
+        draws = conn.execute("SELECT * FROM marker_draws ORDER BY ALL").pl()
+        windows = conn.execute("SELECT * FROM exposure_windows ORDER BY ALL").pl()
+        people = conn.execute("SELECT * FROM persons ORDER BY ALL").pl()
+        summary = conn.execute("SELECT * FROM diet_summary ORDER BY ALL").pl()
         result = run_all_models(draws, windows, people, summary, settings).with_columns(
             pl.lit(json.dumps(asdict(settings), default=list)).alias("parameters")
         )

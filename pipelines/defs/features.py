@@ -5,14 +5,26 @@ The transforms are pure Polars functions in `pipelines.transforms.diet` and
 results back, all inside one transaction each.
 """
 
+import json
+from dataclasses import asdict
+
 import dagster as dg
 import duckdb
 import polars as pl
 
 from pipelines.analysis.draws import build_marker_draws, marker_trends
 from pipelines.analysis.sufficiency import data_sufficiency as sufficiency_table
+from pipelines.config import Settings
 from pipelines.defs._metadata import column_schema, md_table
 from pipelines.defs.resources import ProjectResource
+from pipelines.incremental import (
+    only_people,
+    plan_people,
+    record,
+    register_people,
+    replace_people,
+    table_fingerprint,
+)
 from pipelines.schema import NUTRIENTS
 from pipelines.transforms.diet import (
     build_diet_daily,
@@ -32,7 +44,7 @@ DAILY_ENTRY_COLUMNS = ("person_id", "day", "food", "category_raw", "grams")
 ROW_NUTRIENTS = ("energy_kcal", "alcohol_g")
 
 
-def diet_entries_for_daily(conn: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, list[str]]:
+def daily_entry_columns(conn: duckdb.DuckDBPyConnection) -> tuple[list[str], list[str]]:
     """The diet_entries columns build_diet_daily uses, and the nutrients no entry reports.
 
     `SELECT *` made the diet_daily step peak at 14 GB at 10 M entries: it loaded 39 columns of
@@ -55,9 +67,19 @@ def diet_entries_for_daily(conn: duckdb.DuckDBPyConnection) -> tuple[pl.DataFram
         n for n, k in zip(nutrients, counts, strict=True) if k == 0 and n not in ROW_NUTRIENTS
     ]
     wanted = {*DAILY_ENTRY_COLUMNS, *nutrients} - set(unreported)
-    load = [c for c in table_cols if c in wanted]
-    entries = conn.execute(f"SELECT {', '.join(ident(c) for c in load)} FROM diet_entries").pl()
+    return [c for c in table_cols if c in wanted], unreported
+
+
+def diet_entries_for_daily(conn: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, list[str]]:
+    """The diet_entries build_diet_daily needs (see `daily_entry_columns`), for everyone."""
+    columns, unreported = daily_entry_columns(conn)
+    entries = conn.execute(f"SELECT {', '.join(ident(c) for c in columns)} FROM diet_entries").pl()
     return entries, unreported
+
+
+def settings_salt(settings: Settings) -> str:
+    """The settings as text: a change to any of them recomputes every person."""
+    return json.dumps(asdict(settings), sort_keys=True, default=str)
 
 
 @dg.multi_asset(
@@ -122,17 +144,41 @@ def diet_daily(context: dg.AssetExecutionContext, project: ProjectResource) -> d
     """
     settings = project.config().settings
     with project.warehouse().write() as conn:
-        entries, unreported = diet_entries_for_daily(conn)
+        columns, unreported = daily_entry_columns(conn)
+        entries_sql = f"SELECT {', '.join(ident(c) for c in columns)} FROM diet_entries"
+        reported_sql = "SELECT * FROM diet_daily_reported"
         categories = conn.execute("SELECT * FROM food_categories").pl()
-        reported = conn.execute("SELECT * FROM diet_daily_reported").pl()
-        daily = build_diet_daily(entries, categories, settings, reported, unreported)
-        replace_table(conn, "diet_daily", daily)
+        plan = plan_people(
+            conn,
+            "diet_daily",
+            inputs=[entries_sql, reported_sql],
+            outputs=["diet_daily"],
+            # The food categories apply to everyone's entries.
+            salt=settings_salt(settings) + table_fingerprint(conn, "SELECT * FROM food_categories"),
+        )
+        if plan.everyone:
+            entries = conn.execute(entries_sql).pl()
+            reported = conn.execute(reported_sql).pl()
+            daily = build_diet_daily(entries, categories, settings, reported, unreported)
+            replace_table(conn, "diet_daily", daily)
+        else:
+            register_people(conn, plan.touched)
+            entries = conn.execute(only_people(entries_sql)).pl()
+            reported = conn.execute(only_people(reported_sql)).pl()
+            daily = build_diet_daily(entries, categories, settings, reported, unreported)
+            replace_people(conn, "diet_daily", daily)
+        record(conn, plan)
+        row = conn.execute(
+            "SELECT count(*), count(*) FILTER (logged), count(DISTINCT person_id) FROM diet_daily"
+        ).fetchone()
+    rows, logged, people = row or (0, 0, 0)
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": daily.height,
+            "dagster/row_count": rows,
             "dagster/column_schema": column_schema(daily),
-            "days_logged": int(daily["logged"].sum()) if daily.height else 0,
-            "people": daily["person_id"].n_unique(),
+            "days_logged": logged,
+            "people": people,
+            "people_recomputed": "all" if plan.everyone else len(plan.touched),
         }
     )
 
@@ -190,24 +236,48 @@ def diet_daily_unique_days(project: ProjectResource) -> dg.AssetCheckResult:
 def marker_models(context: dg.AssetExecutionContext, project: ProjectResource):
     """Separate acute from chronic inflammation and summarise each person's chronic course."""
     settings = project.config().settings
+    labs_sql = "SELECT * FROM lab_results"
     with project.warehouse().write() as conn:
-        labs = conn.execute("SELECT * FROM lab_results").pl()
-        draws = build_marker_draws(labs, settings)
-        trends = marker_trends(draws)
-        replace_table(conn, "marker_draws", draws)
-        replace_table(conn, "marker_trends", trends)
-    reasons = draws.group_by("excluded_reason").len().sort("excluded_reason", nulls_last=False)
+        plan = plan_people(
+            conn,
+            "marker_models",
+            inputs=[labs_sql],
+            outputs=["marker_draws", "marker_trends"],
+            salt=settings_salt(settings),
+        )
+        if plan.everyone:
+            draws = build_marker_draws(conn.execute(labs_sql).pl(), settings)
+            replace_table(conn, "marker_draws", draws)
+            replace_table(conn, "marker_trends", marker_trends(draws))
+        else:
+            register_people(conn, plan.touched)
+            draws = build_marker_draws(conn.execute(only_people(labs_sql)).pl(), settings)
+            replace_people(conn, "marker_draws", draws)
+            replace_people(conn, "marker_trends", marker_trends(draws))
+        record(conn, plan)
+        reasons = conn.execute(
+            "SELECT excluded_reason, count(*) AS len FROM marker_draws GROUP BY ALL "
+            "ORDER BY excluded_reason NULLS FIRST"
+        ).pl()
+        row = conn.execute(
+            "SELECT count(*), count(*) FILTER (excluded_reason IS NULL), count(*) FILTER (acute), "
+            "(SELECT count(*) FROM marker_trends) FROM marker_draws"
+        ).fetchone()
+    draws_n, chronic, acute, trends_n = row or (0, 0, 0, 0)
+    recomputed = "all" if plan.everyone else len(plan.touched)
     yield dg.MaterializeResult(
         asset_key="marker_draws",
         metadata={
-            "dagster/row_count": draws.height,
-            "chronic_draws": draws.filter(pl.col("excluded_reason").is_null()).height,
-            "acute_draws": int(draws["acute"].sum()) if draws.height else 0,
+            "dagster/row_count": draws_n,
+            "chronic_draws": chronic,
+            "acute_draws": acute,
             "excluded_by_reason": md_table(reasons),
+            "people_recomputed": recomputed,
         },
     )
     yield dg.MaterializeResult(
-        asset_key="marker_trends", metadata={"dagster/row_count": trends.height}
+        asset_key="marker_trends",
+        metadata={"dagster/row_count": trends_n, "people_recomputed": recomputed},
     )
 
 

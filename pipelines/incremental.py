@@ -1,0 +1,178 @@
+"""Recompute only the people whose inputs changed since a step last ran.
+
+Every per-person step (diet_daily, marker_draws and marker_trends, exposure_windows) depends on a
+person's own rows only. Before it runs, `plan_people` fingerprints each person's input rows inside
+DuckDB (a count plus two order-independent sums of row hashes per input) and compares them with
+the fingerprints stored when the step last finished (`person_inputs`). Only new or changed people
+are recomputed; people whose inputs are gone lose their rows. Anything that affects everyone (the
+settings, the code and data tables of the transforms, global inputs such as the food categories)
+goes into a salt: when it changes, the step recomputes everyone, exactly as a first run does.
+
+A nightly run that adds one person's day therefore recomputes that person, not the cohort; a run
+where every person has a new day still recomputes every person (their whole history, since each
+step's output for a person depends on all of it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from pipelines.warehouse import create_table, ident, table_exists
+
+STATE_TABLE = "person_inputs"
+STATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "step": pl.String,
+    "person_id": pl.String,
+    "fingerprint": pl.String,
+    "salt": pl.String,
+}
+
+
+@dataclass(frozen=True)
+class PersonPlan:
+    """What a step has to recompute."""
+
+    step: str
+    everyone: bool  # no usable state: recompute every person (and replace the step's tables)
+    people: list[str]  # new or changed people (when not everyone)
+    gone: list[str]  # people without inputs any more: their rows go
+    fingerprints: pl.DataFrame  # person_id, fingerprint: stored by `record` once the step wrote
+    salt: str
+
+    @property
+    def touched(self) -> list[str]:
+        """Everyone whose rows the step deletes before inserting the recomputed ones."""
+        return sorted({*self.people, *self.gone})
+
+
+@cache
+def code_fingerprint() -> str:
+    """A hash of the transform and analysis code and the data tables they read."""
+    import pipelines.analysis as analysis_package
+    import pipelines.transforms as transforms_package
+
+    root = Path(inspect.getfile(transforms_package)).parent.parent
+    paths = sorted(Path(inspect.getfile(transforms_package)).parent.glob("*.py"))
+    paths += sorted(Path(inspect.getfile(analysis_package)).parent.glob("*.py"))
+    paths += [root / "schema.py", root / "config.py", *sorted((root / "data").glob("*.csv"))]
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def table_fingerprint(conn: duckdb.DuckDBPyConnection, sql: str) -> str:
+    """An order-independent fingerprint of all rows `sql` returns (for global inputs)."""
+    row = conn.execute(
+        f"SELECT count(*), bit_xor(hash(t)), sum(hash(t)::HUGEINT) FROM ({sql}) t"
+    ).fetchone()
+    return ":".join(str(v) for v in (row or ()))
+
+
+def plan_people(
+    conn: duckdb.DuckDBPyConnection,
+    step: str,
+    inputs: list[str],
+    outputs: list[str],
+    salt: str,
+) -> PersonPlan:
+    """Compare each person's input rows (`inputs`: queries with a `person_id` column) with what
+    `step` last saw. Everyone is recomputed when an output table is missing, the salt changed, or
+    a row has no person_id (it could not be attributed to anyone's recompute)."""
+    # DuckDB's hash() is only promised to be stable within one version.
+    salt = hashlib.sha256(
+        f"{code_fingerprint()}\0{duckdb.__version__}\0{salt}".encode()
+    ).hexdigest()[:16]
+    current: pl.DataFrame | None = None
+    has_null_person = False
+    for i, sql in enumerate(inputs):
+        part = conn.execute(
+            f"SELECT person_id, count(*)::VARCHAR || ':' || bit_xor(hash(t))::VARCHAR || ':' "
+            f"|| sum(hash(t)::HUGEINT)::VARCHAR AS f{i} FROM ({sql}) t GROUP BY person_id"
+        ).pl()
+        has_null_person = has_null_person or part["person_id"].null_count() > 0
+        current = (
+            part
+            if current is None
+            else current.join(part, on="person_id", how="full", coalesce=True)
+        )
+    assert current is not None, "a step has at least one input"
+    parts = [c for c in current.columns if c != "person_id"]
+    fingerprints = current.select(
+        "person_id",
+        pl.concat_str([pl.col(c).fill_null("-") for c in parts], separator="|").alias(
+            "fingerprint"
+        ),
+    )
+
+    stored = pl.DataFrame(schema={"person_id": pl.String, "fingerprint": pl.String})
+    stored_salts: set[str] = set()
+    if table_exists(conn, STATE_TABLE):
+        state = conn.execute(
+            f"SELECT person_id, fingerprint, salt FROM {STATE_TABLE} WHERE step = ?", [step]
+        ).pl()
+        stored = state.select("person_id", "fingerprint")
+        stored_salts = set(state["salt"].to_list())
+    outputs_exist = all(table_exists(conn, t) for t in outputs)
+    everyone = not outputs_exist or stored.height == 0 or stored_salts != {salt} or has_null_person
+    if everyone:
+        return PersonPlan(step, True, [], [], fingerprints, salt)
+    changed = fingerprints.join(stored, on=["person_id", "fingerprint"], how="anti")
+    gone = stored.join(fingerprints, on="person_id", how="anti")
+    return PersonPlan(
+        step,
+        False,
+        sorted(changed["person_id"].to_list()),
+        sorted(gone["person_id"].to_list()),
+        fingerprints,
+        salt,
+    )
+
+
+def record(conn: duckdb.DuckDBPyConnection, plan: PersonPlan) -> None:
+    """Store the fingerprints the step has just been brought up to date with."""
+    if not table_exists(conn, STATE_TABLE):
+        create_table(conn, STATE_TABLE, STATE_SCHEMA)
+    conn.execute(f"DELETE FROM {STATE_TABLE} WHERE step = ?", [plan.step])
+    rows = plan.fingerprints.with_columns(
+        pl.lit(plan.step).alias("step"), pl.lit(plan.salt).alias("salt")
+    ).select(list(STATE_SCHEMA))
+    if rows.height:
+        conn.register("_fingerprints", rows.to_arrow())
+        try:
+            conn.execute(f"INSERT INTO {STATE_TABLE} BY NAME SELECT * FROM _fingerprints")
+        finally:
+            conn.unregister("_fingerprints")
+
+
+def only_people(sql: str, people_table: str = "_people") -> str:
+    """`sql` restricted to the people in the temp table made by `register_people`."""
+    return f"SELECT * FROM ({sql}) WHERE person_id IN (SELECT person_id FROM {people_table})"
+
+
+def register_people(conn: duckdb.DuckDBPyConnection, people: list[str]) -> None:
+    """A temp table `_people` holding `people`, for `only_people` and `delete_people`."""
+    frame = pl.DataFrame({"person_id": people}, schema={"person_id": pl.String})
+    conn.register("_people_frame", frame.to_arrow())
+    try:
+        conn.execute("CREATE OR REPLACE TEMP TABLE _people AS SELECT * FROM _people_frame")
+    finally:
+        conn.unregister("_people_frame")
+
+
+def replace_people(conn: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) -> None:
+    """Delete the rows of the people in `_people` from `table`, then insert `rows` (theirs)."""
+    conn.execute(f"DELETE FROM {ident(table)} WHERE person_id IN (SELECT person_id FROM _people)")
+    if rows.height:
+        conn.register("_rows", rows.to_arrow())
+        try:
+            conn.execute(f"INSERT INTO {ident(table)} BY NAME SELECT * FROM _rows")
+        finally:
+            conn.unregister("_rows")
