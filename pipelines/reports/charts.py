@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from datetime import date, timedelta
+from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import plotly.io as pio
 import polars as pl
 
@@ -119,6 +122,73 @@ def _r(x: object, digits: int = 3) -> float | None:
     return int(out) if out.is_integer() and abs(out) < 1e15 else out
 
 
+# Exact powers of ten as doubles (10**22 is the largest one a double holds exactly).
+_POW10 = np.array([float(10**k) for k in range(23)])
+
+
+def _r_many(values: np.ndarray | Sequence[float | None], digits: int = 3) -> list[Any]:
+    """`[_r(v, digits) for v in values]` for floats (None and NaN read as missing), vectorised.
+
+    Every element comes out exactly as `_r` gives it (same value, same int/float type), so the
+    JSON text is the same. Whole numbers stay as they are (`_r` rounds to at least 2 decimals).
+    Otherwise `round(v, nd)` is the double nearest to the decimal obtained by rounding the exact
+    v at nd decimals; numpy reproduces it when that rounding is unambiguous: v * 10**nd (one
+    rounding, error under 2**-13 below 2**40) is far from a .5 tie, 10**nd is exact (nd <= 22)
+    and N / 10**nd is one correctly rounded division. log10 is only trusted away from integers
+    (numpy's and libm's may differ by an ulp). The rest (near-ties, near powers of ten, huge and
+    tiny magnitudes) goes through `_r` itself.
+    """
+    a = np.asarray(values, dtype=np.float64).ravel()
+    if a.size == 0:
+        return []
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(a)
+        whole_in = finite & (a == np.floor(a))
+        lg = np.log10(np.abs(a))
+        nd = np.maximum(2.0, (digits - 1) - np.floor(lg))
+        ok = finite & ~whole_in & (np.abs(lg - np.rint(lg)) > 1e-9) & (nd <= 22)
+        scale = _POW10[np.where(ok, nd, 0).astype(np.intp)]
+        y = a * scale
+        ok &= (np.abs(y) < 2.0**40) & (np.abs(y - np.floor(y) - 0.5) > 1e-3)
+        res = np.where(whole_in, a, np.rint(y) / scale)
+        ok |= whole_in
+        whole = ok & (res == np.floor(res)) & (np.abs(res) < 1e15)
+    out: list[Any] = res.tolist()
+    for i in np.flatnonzero(whole).tolist():
+        out[i] = int(out[i])
+    for i in np.flatnonzero(~ok).tolist():
+        out[i] = _r(float(a[i]), digits) if finite[i] else None
+    return out
+
+
+def _r_series(values: pl.Series, digits: int = 3) -> list[Any]:
+    """`[_r(v, digits) for v in values.to_list()]`, vectorised for float columns."""
+    if values.dtype.is_float():
+        return _r_many(values.cast(pl.Float64).to_numpy(), digits)
+    return [_r(v, digits) for v in values.to_list()]
+
+
+def _r_columns(frame: pl.DataFrame, columns: list[str], digits: int = 3) -> dict[str, list[Any]]:
+    """`_r_series` of each column; float columns are rounded together from one array."""
+    schema = frame.schema
+    floats = [c for c in columns if schema[c].is_float()]
+    out: dict[str, list[Any]] = {}
+    if floats and frame.height:
+        matrix = frame.select([pl.col(c).cast(pl.Float64) for c in floats]).to_numpy()
+        flat = _r_many(matrix.T, digits)
+        for i, c in enumerate(floats):
+            out[c] = flat[i * frame.height : (i + 1) * frame.height]
+    return {c: out[c] if c in out else _r_series(frame[c], digits) for c in columns}
+
+
+@lru_cache(maxsize=4096)
+def t_quantile(q: float, df: int) -> float:
+    """`scipy.stats.t.ppf(q, df)` as a float, computed once per (q, df)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(q, df))
+
+
 def _layout(title: str, height: int, **extra: Any) -> dict[str, Any]:
     return {"template": TEMPLATE, "title": {"text": title}, "height": height, **extra}
 
@@ -159,26 +229,29 @@ def weekly_diet(diet: pl.DataFrame) -> pl.DataFrame:
 
     Unlogged days are missing, not zero: averaging them in would fake a drop in intake.
     """
+    schema = diet.schema
     value_cols = [
         c
-        for c in diet.columns
-        if (c.endswith("_servings") or c in ("fiber_g", "dii")) and diet.schema[c].is_numeric()
+        for c, dtype in schema.items()
+        if (c.endswith("_servings") or c in ("fiber_g", "dii")) and dtype.is_numeric()
     ]
     if diet.is_empty() or not value_cols:
         return pl.DataFrame()
-    logged = diet.filter(pl.col("logged") & pl.col("day").is_not_null())
-    if logged.is_empty():
-        return pl.DataFrame()
     weekly = (
-        logged.with_columns(week=pl.col("day").dt.truncate("1w"))
+        diet.lazy()
+        .filter(pl.col("logged") & pl.col("day").is_not_null())
+        .with_columns(week=pl.col("day").dt.truncate("1w"))
         .group_by("week")
         .agg([pl.col(c).mean().round(2) for c in value_cols] + [pl.len().alias("days_logged")])
+        .collect()
     )
+    if weekly.is_empty():
+        return pl.DataFrame()
     start, end = weekly["week"].min(), weekly["week"].max()
     if not isinstance(start, date) or not isinstance(end, date):
         return pl.DataFrame()
     all_weeks = pl.DataFrame({"week": pl.date_range(start, end, "1w", eager=True)})
-    return all_weeks.join(weekly, on="week", how="left").sort("week")
+    return all_weeks.lazy().join(weekly.lazy(), on="week", how="left").sort("week").collect()
 
 
 def _diet_series(weekly: pl.DataFrame) -> list[tuple[str, bool, bool]]:
@@ -245,13 +318,19 @@ def _draw_rows(draws: pl.DataFrame) -> list[dict[str, Any]]:
     """Draw rows with a plottable date string and a positive value (log axis)."""
     if draws.is_empty():
         return []
-    frame = draws.with_columns(
-        x=pl.coalesce(
-            pl.col("collected_at").dt.strftime("%Y-%m-%d %H:%M"),
-            pl.col("day").dt.strftime("%Y-%m-%d"),
+    frame = (
+        draws.lazy()
+        .with_columns(
+            x=pl.coalesce(
+                pl.col("collected_at").dt.strftime("%Y-%m-%d %H:%M"),
+                pl.col("day").dt.strftime("%Y-%m-%d"),
+            )
         )
-    ).filter(pl.col("x").is_not_null() & (pl.col("value") > 0))
-    return frame.sort("x").to_dicts()
+        .filter(pl.col("x").is_not_null() & (pl.col("value") > 0))
+        .sort("x")
+        .collect()
+    )
+    return frame.to_dicts()
 
 
 def _short_span(xs: list[str]) -> dict[str, Any]:
@@ -402,6 +481,9 @@ def crp_timeline(
             }
         )
     has_secondary = False
+    rounded = _r_columns(
+        weekly, [c for c, _, _ in series] + (["dii"] if with_dii else []) if series else []
+    )
     if series:
         days = [d if d is not None else 0 for d in weekly["days_logged"].to_list()]
         annotations.append(_panel_title("Weekly mean intake on logged days", 0.5, diet_dom[1]))
@@ -411,7 +493,7 @@ def crp_timeline(
                 {
                     "type": "scatter",
                     "x": weeks,
-                    "y": [_r(v) for v in weekly[col].to_list()],
+                    "y": rounded[col],
                     "xaxis": "x2",
                     "yaxis": "y3" if secondary else "y2",
                     "legend": "legend2",
@@ -436,7 +518,7 @@ def crp_timeline(
             {
                 "type": "scatter",
                 "x": weeks,
-                "y": [_r(v) for v in weekly["dii"].to_list()],
+                "y": rounded["dii"],
                 "xaxis": "x2",
                 "yaxis": "y4",
                 "mode": "lines+markers",
@@ -533,6 +615,26 @@ def window_key(w: object) -> str:
     return str(int(w)) if is_num(w) else "all"
 
 
+def _rows(frame: pl.DataFrame, columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    """`frame.to_dicts()` with only the named columns that exist (fewer Python objects)."""
+    return frame.select([c for c in columns if c in frame.columns]).to_dicts()
+
+
+# The association columns the lag heatmap and the cell scatter read.
+_HEATMAP_COLUMNS = (
+    "feature",
+    "window_days",
+    "status",
+    "n",
+    "effect_pct",
+    "ci_low_pct",
+    "ci_high_pct",
+    "q",
+    "note",
+)
+_CELL_COLUMNS = ("feature", "window_days", "status", "q", "p")
+
+
 def heatmap_axes(rows: list[dict[str, Any]]) -> tuple[list[str], list[int | None]]:
     """Row (feature) and column (window) order of the lag heatmap, shared with its click data."""
     features = sorted(
@@ -552,7 +654,7 @@ def lag_heatmap(assoc: pl.DataFrame, title: str) -> Fig | None:
     """
     if assoc.is_empty():
         return None
-    rows = assoc.to_dicts()
+    rows = _rows(assoc, _HEATMAP_COLUMNS)
     features, windows = heatmap_axes(rows)
     if not features:
         return None
@@ -1017,10 +1119,9 @@ def cell_key(feature: object, window: object) -> str:
 
 def _cell_fits(points: pl.DataFrame) -> dict[str, list[float | None]]:
     """Per cell the OLS of ln(marker) on the feature: [a, b, s, mean x, Sxx, n, t_0.975,n-2]."""
-    from scipy import stats
-
     stats_df = (
-        points.with_columns(
+        points.lazy()
+        .with_columns(
             (pl.col("x") - pl.col("x").mean().over("key")).alias("_dx"),
             (pl.col("ly") - pl.col("ly").mean().over("key")).alias("_dy"),
         )
@@ -1034,25 +1135,31 @@ def _cell_fits(points: pl.DataFrame) -> dict[str, list[float | None]]:
             (pl.col("_dy") ** 2).sum().alias("syy"),
         )
         .filter((pl.col("n") >= 3) & (pl.col("sxx") > 1e-12))
+        .collect()
     )
-    out: dict[str, list[float | None]] = {}
-    for r in stats_df.iter_rows(named=True):
-        n, sxx = int(r["n"]), float(r["sxx"])
-        b = float(r["sxy"]) / sxx
-        a = float(r["my"]) - b * float(r["mx"])
-        rss = max(float(r["syy"]) - b * float(r["sxy"]), 0.0)
-        s = math.sqrt(rss / (n - 2)) if n > 2 else 0.0
-        t = float(stats.t.ppf(0.975, n - 2))
-        out[r["key"]] = [
-            _r(a, 6),
-            _r(b, 6),
-            _r(s, 6),
-            _r(r["mx"], 6),
-            _r(sxx, 6),
-            n,
-            _r(t, 5),
-        ]
-    return out
+    if stats_df.is_empty():
+        return {}
+    # Column-wise, with the same IEEE operations in the same order as the scalar formulas
+    # b = sxy / sxx, a = my - b * mx, rss = max(syy - b * sxy, 0), s = sqrt(rss / (n - 2)).
+    ns = stats_df["n"].cast(pl.Int64).to_list()
+    mx, my, sxx, sxy, syy = (
+        stats_df[c].cast(pl.Float64).to_numpy() for c in ("mx", "my", "sxx", "sxy", "syy")
+    )
+    with np.errstate(all="ignore"):
+        b = sxy / sxx
+        a = my - b * mx
+        rss = syy - b * sxy
+        rss = np.where(rss < 0.0, 0.0, rss)
+        n_float = np.asarray(ns, dtype=np.float64)
+        s = np.where(n_float > 2, np.sqrt(rss / (n_float - 2)), 0.0)
+    columns = [_r_many(col, 6) for col in (a, b, s, mx, sxx)]
+    ts = _r_many([t_quantile(0.975, n - 2) for n in ns], 5)
+    return {
+        key: [ra, rb, rs, rmx, rsxx, n, t]
+        for key, ra, rb, rs, rmx, rsxx, n, t in zip(
+            stats_df["key"].to_list(), *columns, ns, ts, strict=True
+        )
+    }
 
 
 def cell_scatter_data(
@@ -1074,82 +1181,99 @@ def cell_scatter_data(
     its title as Plotly text (the caller escapes user text with `pesc`; <b> and <br> may be
     used). Returns None when no cell has a row in `assoc` or no draw has a complete window.
     """
-    rows = assoc.to_dicts()
+    rows = _rows(assoc, _CELL_COLUMNS)
     features, wins = heatmap_axes(rows)
     if not features:
         return None
     cols = [window_key(w) for w in wins]
     keys = {cell_key(f, w) for f in features for w in wins}
-    resp = draws.filter(
-        (pl.col("marker") == marker)
-        & pl.col("excluded_reason").is_null()
-        & pl.col("collected_at").is_not_null()
-        & (pl.col("value") > 0)
-    )
+    # Each frame below is one query (a chain of eager calls would collect at every step).
     ly = (
         pl.coalesce(pl.col("log_value"), pl.col("value").log())
-        if "log_value" in resp.columns
+        if "log_value" in draws.columns
         else pl.col("value").log()
     )
-    resp = resp.select("collected_at", pl.col("value").alias("y"), ly.alias("ly")).unique(
-        "collected_at", keep="first"
+    resp = (
+        draws.lazy()
+        .filter(
+            (pl.col("marker") == marker)
+            & pl.col("excluded_reason").is_null()
+            & pl.col("collected_at").is_not_null()
+            & (pl.col("value") > 0)
+        )
+        .select("collected_at", pl.col("value").alias("y"), ly.alias("ly"))
+        .unique("collected_at", keep="first")
+        .with_columns(pl.col("collected_at").cast(pl.Datetime("us")))
+        .collect()
     )
     points = pl.DataFrame(
         schema={"key": pl.String, "collected_at": pl.Datetime("us"), "x": pl.Float64}
     )
     if windows.height and resp.height:
-        win = windows.filter(
-            (pl.col("marker") == marker)
-            & pl.col("complete").fill_null(False)
-            & pl.col("value").is_not_null()
-            & pl.col("value").is_finite()
-        ).select(
-            pl.concat_str(
-                [
-                    pl.col("feature"),
-                    pl.lit("|"),
-                    pl.col("window_days").cast(pl.String).fill_null("all"),
-                ]
-            ).alias("key"),
-            pl.col("collected_at").cast(pl.Datetime("us")),
-            pl.col("value").cast(pl.Float64).alias("x"),
-        )
-        points = win.filter(pl.col("key").is_in(list(keys))).join(
-            resp.with_columns(pl.col("collected_at").cast(pl.Datetime("us"))),
-            on="collected_at",
-            how="inner",
+        points = (
+            windows.lazy()
+            .filter(
+                (pl.col("marker") == marker)
+                & pl.col("complete").fill_null(False)
+                & pl.col("value").is_not_null()
+                & pl.col("value").is_finite()
+            )
+            .select(
+                pl.concat_str(
+                    [
+                        pl.col("feature"),
+                        pl.lit("|"),
+                        pl.col("window_days").cast(pl.String).fill_null("all"),
+                    ]
+                ).alias("key"),
+                pl.col("collected_at").cast(pl.Datetime("us")),
+                pl.col("value").cast(pl.Float64).alias("x"),
+            )
+            .filter(pl.col("key").is_in(list(keys)))
+            .join(resp.lazy(), on="collected_at", how="inner")
+            .collect()
         )
     if points.is_empty():
         return None
-    used = points["collected_at"].unique().sort()
-    index = {d: i for i, d in enumerate(used.to_list())}
+    # The draws with a complete window, in time order (physical values: microseconds).
+    stamps = points["collected_at"].to_physical().to_numpy()
+    used = np.unique(stamps)
     draw_rows = (
-        resp.with_columns(pl.col("collected_at").cast(pl.Datetime("us")))
-        .filter(pl.col("collected_at").is_in(used.implode()))
+        resp.lazy()
+        .filter(pl.col("collected_at").is_in(points["collected_at"].implode()))
         .sort("collected_at")
+        .collect()
     )
     fits = _cell_fits(points)
     cells: dict[str, dict[str, Any]] = {}
     for key in sorted(keys):
         cells[key] = {"title": titles.get(key) or pesc(key)}
-    for (key,), part in points.group_by("key", maintain_order=True):
-        xs: list[float | None] = [None] * len(index)
-        for d, x in zip(part["collected_at"].to_list(), part["x"].to_list(), strict=True):
-            xs[index[d]] = _r(x)
-        cells[str(key)]["x"] = xs
-        if str(key) in fits:
-            cells[str(key)]["fit"] = fits[str(key)]
+    # One pass over all points: each cell's values aligned to the draws (a later duplicate of a
+    # draw within a cell wins, as row order is kept).
+    slots = np.searchsorted(used, stamps).tolist()
+    n_used = len(used)
+    per_cell: dict[str, list[float | None]] = {}
+    for key, slot, x in zip(points["key"].to_list(), slots, _r_series(points["x"]), strict=True):
+        xs = per_cell.get(key)
+        if xs is None:
+            xs = per_cell[key] = [None] * n_used
+        xs[slot] = x
+    for key, xs in per_cell.items():
+        cells[key]["x"] = xs
+        if key in fits:
+            cells[key]["fit"] = fits[key]
 
     def rank(r: dict[str, Any]) -> tuple[int, int, float, float, tuple[int, str], int]:
-        q, p = r.get("q"), r.get("p")
-        key = cell_key(r.get("feature"), r.get("window_days"))
+        q, p, w = r.get("q"), r.get("p"), r.get("window_days")
+        days = int(w) if is_num(w) else None
+        key = f"{r.get('feature')}|{'all' if days is None else days}"  # cell_key, inlined
         return (
             0 if "x" in cells.get(key, {}) else 1,
             0 if r.get("status") == "significant" else 1,
             float(q) if is_num(q) else 2.0,
             float(p) if is_num(p) else 2.0,
             feature_order(str(r.get("feature") or "")),
-            int(r["window_days"]) if is_num(r.get("window_days")) else 0,
+            0 if days is None else days,
         )
 
     best = min((r for r in rows if r.get("feature") is not None), key=rank)
@@ -1158,7 +1282,7 @@ def cell_scatter_data(
         "marker": pesc(marker_name),
         "unit": pesc(unit),
         "dates": [d.strftime("%Y-%m-%d") for d in draw_rows["collected_at"].to_list()],
-        "y": [_r(v) for v in draw_rows["y"].to_list()],
+        "y": _r_series(draw_rows["y"]),
         "rows": features,
         "cols": cols,
         "ylabels": [pesc(feature_label(f)) for f in features],
@@ -1207,15 +1331,40 @@ def _calendar_columns(diet: pl.DataFrame) -> list[str]:
     order = ["fermented_servings", "ultra_processed_servings", "fiber_g"]
     order += [f"{c}_servings" for c in CATEGORIES if f"{c}_servings" not in order]
     order.append("dii")
+    schema = diet.schema
+    wanted = [c for c in order if c in schema and schema[c].is_numeric()]
+    # Count and maximum of the logged values (nulls and NaN dropped) of every float or integer
+    # column from one array (other numeric types, e.g. Decimal, keep the per-column path
+    # below). Only "any value" and "finite maximum above 0" are read, which the cast to
+    # float64 keeps for integers.
+    fast = [c for c in wanted if schema[c].is_float() or schema[c].is_integer()]
+    stats: dict[str, tuple[Any, Any]] = {}
+    if fast:
+        matrix = (
+            diet.lazy()
+            .filter(pl.col("logged"))
+            .select([pl.col(c).cast(pl.Float64) for c in fast])
+            .collect()
+            .to_numpy()
+        )
+        for i, c in enumerate(fast):
+            if not len(matrix):
+                break
+            vals = matrix[:, i][~np.isnan(matrix[:, i])]
+            stats[c] = (vals.size, float(vals.max()) if vals.size else None)
     out = []
-    logged = diet.filter(pl.col("logged"))
-    for col in order:
-        if col not in diet.columns or not diet.schema[col].is_numeric():
+    logged: pl.DataFrame | None = None
+    for col in wanted:
+        if col in stats:
+            n, top = stats[col]
+        else:
+            if logged is None:
+                logged = diet.filter(pl.col("logged"))
+            series = logged[col].drop_nulls().drop_nans() if logged.height else logged[col]
+            n = series.len()
+            top = series.max() if n else None
+        if n == 0:
             continue
-        vals = logged[col].drop_nulls().drop_nans() if logged.height else logged[col]
-        if vals.len() == 0:
-            continue
-        top = vals.max()
         if col != "dii" and not (is_num(top) and top > 0):
             continue
         out.append(col)
@@ -1238,16 +1387,29 @@ def category_calendar(diet: pl.DataFrame, title: str) -> Fig | None:
     start = first - timedelta(days=first.weekday())
     n_weeks = (last - start).days // 7 + 1
     weeks = [(start + timedelta(weeks=k)).isoformat() for k in range(n_weeks)]
-    logged = days.filter(pl.col("logged")).unique("day", keep="first")
-    offsets = [(d - start).days for d in logged["day"].to_list()]
+    logged = (
+        days.lazy()
+        .filter(pl.col("logged"))
+        .unique("day", keep="first")
+        .select("day", *[pl.col(c).cast(pl.Float64).alias(f"_v{i}") for i, c in enumerate(cols)])
+        .collect()
+    )
+    offsets = np.array([(d - start).days for d in logged["day"].to_list()], dtype=np.intp)
+    # Every category's daily values rounded in one go (NaN and null both read as missing) and
+    # placed on a (category, weekday, week) grid of Python objects; one day per row, so each
+    # value lands in its own cell.
+    rounded = _r_many(logged.drop("day").to_numpy().T, 2)
+    grid = np.full((len(cols), len(WEEKDAYS), n_weeks), None, dtype=object)
+    if offsets.size:
+        values = np.empty(len(rounded), dtype=object)
+        values[:] = rounded
+        grid[:, offsets % 7, offsets // 7] = values.reshape(len(cols), offsets.size)
     data: list[dict[str, Any]] = []
     buttons = []
     for idx, col in enumerate(cols):
-        z: list[list[float | None]] = [[None] * n_weeks for _ in WEEKDAYS]
-        vals = logged[col].cast(pl.Float64).fill_nan(None).to_list()
-        for off, v in zip(offsets, vals, strict=True):
-            z[off % 7][off // 7] = _r(v, 2)
-        finite = sorted(v for row in z for v in row if v is not None)
+        z: list[list[float | None]] = grid[idx].tolist()
+        vals = rounded[idx * offsets.size : (idx + 1) * offsets.size]
+        finite = sorted(v for v in vals if v is not None)
         if col == "dii":
             top = max([abs(v) for v in finite] + [1.0])
             scale: dict[str, Any] = {

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -325,15 +326,21 @@ def _sorted_findings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=key)
 
 
-def _findings_table(rows: list[dict[str, Any]], with_person: bool = False) -> str:
+def _findings_table(
+    rows: list[dict[str, Any]],
+    with_person: bool = False,
+    sentence: Callable[[dict[str, Any]], str] = finding_sentence,
+    ordered: list[dict[str, Any]] | None = None,
+) -> str:
+    """Every row in a table; `ordered` is `_sorted_findings(rows)` when the caller has it."""
     body = []
     classes = []
-    for r in _sorted_findings(rows):
+    for r in _sorted_findings(rows) if ordered is None else ordered:
         cells = []
         if with_person:
             cells.append(esc(r.get("person_id") or "all"))
         cells += [
-            f"{esc(finding_sentence(r))} {caveat()}",
+            f"{esc(sentence(r))} {caveat()}",
             status_badge(r.get("status")),
             esc(r.get("method") or ""),
             esc(r.get("note") or ""),
@@ -350,16 +357,22 @@ def _findings_table(rows: list[dict[str, Any]], with_person: bool = False) -> st
     return table(headers, body, row_classes=classes)
 
 
-def _findings_block(rows: list[dict[str, Any]], what: str) -> str:
-    """Significant findings highlighted, then every tested pair in a table."""
+def _findings_block(
+    rows: list[dict[str, Any]],
+    what: str,
+    sentence: Callable[[dict[str, Any]], str] = finding_sentence,
+) -> str:
+    """Significant findings highlighted, then every tested pair in a table.
+
+    `sentence` gives a row's `finding_sentence` (a page that shows it twice computes it once).
+    """
     if not rows:
         return empty(f"No associations have been tested for {what} yet.")
-    sig = [r for r in _sorted_findings(rows) if r.get("status") == "significant"]
+    ordered = _sorted_findings(rows)
+    sig = [r for r in ordered if r.get("status") == "significant"]
     parts: list[str] = []
     if sig:
-        parts.extend(
-            f'<div class="finding">{esc(finding_sentence(r))} {caveat()}</div>' for r in sig
-        )
+        parts.extend(f'<div class="finding">{esc(sentence(r))} {caveat()}</div>' for r in sig)
     else:
         parts.append(
             '<div class="notice">No finding passes the false-discovery check yet '
@@ -372,7 +385,8 @@ def _findings_block(rows: list[dict[str, Any]], what: str) -> str:
     )
     opened = " open" if len(rows) <= 40 else ""
     parts.append(
-        f"<details{opened}><summary>{esc(summary)}</summary>{_findings_table(rows)}</details>"
+        f"<details{opened}><summary>{esc(summary)}</summary>"
+        f"{_findings_table(rows, sentence=sentence, ordered=ordered)}</details>"
     )
     return "".join(parts)
 
@@ -449,7 +463,12 @@ def _summarise(
         s.sex, s.age = row.get("sex"), row.get("age")
     all_draws = draws if draws is not None else pl.DataFrame(schema=SCHEMAS["marker_draws"])
     s.all_draws = all_draws
-    s.crp = all_draws.filter(pl.col("marker") == "crp").sort("collected_at", "day", nulls_last=True)
+    s.crp = (
+        all_draws.lazy()
+        .filter(pl.col("marker") == "crp")
+        .sort("collected_at", "day", nulls_last=True)
+        .collect()
+    )
     s.diet = diet if diet is not None else pl.DataFrame(schema=SCHEMAS["diet_daily"])
     s.trends = trends.to_dicts() if trends is not None else []
     s.trend = next((t for t in s.trends if t.get("marker") == "crp"), {})
@@ -461,11 +480,19 @@ def _summarise(
 
     crp = s.crp
     s.n_draws = crp.height
-    chronic = crp.filter(pl.col("excluded_reason").is_null() & ~pl.col("acute").fill_null(False))
-    s.n_chronic = int(s.trend["n_chronic"]) if is_num(s.trend.get("n_chronic")) else chronic.height
-    s.n_acute = crp.filter(
-        pl.col("acute").fill_null(False) | (pl.col("excluded_reason") == "acute")
-    ).height
+    # Counts of rows where a condition holds (null counts as not), in one query.
+    counts = crp.select(
+        (pl.col("excluded_reason").is_null() & ~pl.col("acute").fill_null(False))
+        .sum()
+        .alias("chronic"),
+        (pl.col("acute").fill_null(False) | (pl.col("excluded_reason") == "acute"))
+        .sum()
+        .alias("acute"),
+    ).row(0, named=True)
+    s.n_chronic = (
+        int(s.trend["n_chronic"]) if is_num(s.trend.get("n_chronic")) else counts["chronic"]
+    )
+    s.n_acute = counts["acute"]
     if is_num(s.trend.get("latest_value")):
         s.latest_value = float(s.trend["latest_value"])
         s.latest_at = _date_text(s.trend.get("latest_at"))
@@ -483,11 +510,13 @@ def _summarise(
     if isinstance(lo_day, date) and isinstance(hi_day, date):
         s.first_day, s.last_day = lo_day, hi_day
         s.days_in_range = (s.last_day - s.first_day).days + 1
-        logged_days = d.filter(pl.col("logged"))["day"].unique().sort()
-        s.days_logged = logged_days.len()
-        if logged_days.len() >= 2:
-            gaps = logged_days.diff().dt.total_days().drop_nulls()
-            widest = gaps.max()
+        logged_days = pl.col("day").filter(pl.col("logged")).unique().sort()
+        n_logged, widest = d.select(
+            logged_days.len().alias("n"),
+            logged_days.diff().dt.total_days().drop_nulls().max().alias("widest"),
+        ).row(0)
+        s.days_logged = n_logged
+        if n_logged >= 2:
             s.longest_gap = max(0, int(widest) - 1) if is_num(widest) else 0
     if s.unmapped.height and s.unmapped["energy_share"].drop_nulls().len():
         s.unmapped_share = min(1.0, float(s.unmapped["energy_share"].sum()))
@@ -874,7 +903,7 @@ def _summary_cards(s: PersonSummary) -> str:
                 card("Data coverage", _coverage_html(s)),
                 card(
                     "Findings",
-                    f"{len(s.significant)} significant",
+                    f"{sum(r.get('status') == 'significant' for r in s.findings)} significant",
                     f"of {len(s.findings)} pairs tested; {esc(CAVEAT)}",
                 ),
                 _sufficiency_card(s),
@@ -886,13 +915,14 @@ def _summary_cards(s: PersonSummary) -> str:
 
 def _person_quality(s: PersonSummary, d: DashboardInputs, global_warnings: list[str]) -> str:
     crp = s.crp
-    counts = {
-        "washout": crp.filter(pl.col("excluded_reason") == "post_acute_washout").height,
-        "merged": crp.filter(pl.col("excluded_reason") == "merged_into_visit").height,
-        "below_lod": crp.filter(
-            pl.col("below_lod").fill_null(False) | (pl.col("censored") == "<")
-        ).height,
-    }
+    # Rows where each condition holds (null counts as not), in one query.
+    counts = crp.select(
+        (pl.col("excluded_reason") == "post_acute_washout").sum().alias("washout"),
+        (pl.col("excluded_reason") == "merged_into_visit").sum().alias("merged"),
+        (pl.col("below_lod").fill_null(False) | (pl.col("censored") == "<"))
+        .sum()
+        .alias("below_lod"),
+    ).row(0, named=True)
     rows = [
         [
             "Days with a diet log",
@@ -977,14 +1007,27 @@ def _other_markers(s: PersonSummary) -> str:
     )
 
 
-def _cell_title(row: dict[str, Any]) -> str:
+def _cell_title(
+    row: dict[str, Any], sentence: Callable[[dict[str, Any]], str] = finding_sentence
+) -> str:
     """A heatmap cell's scatter title as Plotly text: the feature and window, then the finding."""
     w = row.get("window_days")
     when = f"previous {int(w)} days" if is_num(w) else "no window"
     return (
         f"<b>{pesc(feature_label(row.get('feature')))} · {when}</b><br>"
-        f"<span style='font-size:12px'>{pesc(finding_sentence(row))}</span>"
+        f"<span style='font-size:12px'>{pesc(sentence(row))}</span>"
     )
+
+
+def _sentences(rows: list[dict[str, Any]]) -> Callable[[dict[str, Any]], str]:
+    """`finding_sentence`, worked out once per row of `rows` (rows must outlive the function)."""
+    known = {id(r): finding_sentence(r) for r in rows}
+
+    def sentence(row: dict[str, Any]) -> str:
+        text = known.get(id(row))
+        return finding_sentence(row) if text is None else text
+
+    return sentence
 
 
 def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: list[str]) -> str:
@@ -1019,7 +1062,9 @@ def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: li
         "tested; n counts the draws with a well-logged window. These are associations, not "
         "causation: use them to plan an experiment or a conversation with a clinician.</p>"
     )
-    body.append(_findings_block(s.findings, "this person"))
+    # Each finding's sentence is shown in the findings table and again as its cell's title.
+    sentence = _sentences(s.findings)
+    body.append(_findings_block(s.findings, "this person", sentence))
     body.append('<h3 id="sufficiency">Is there enough data?</h3>')
     body.append(_sufficiency_html(s))
 
@@ -1052,9 +1097,9 @@ def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: li
             marker_label(m),
             marker_unit(m),
             {
-                charts.cell_key(r["feature"], r["window_days"]): _cell_title(r)
-                for r in rows.to_dicts()
-                if r["feature"] is not None
+                charts.cell_key(r["feature"], r["window_days"]): _cell_title(r, sentence)
+                for r in s.findings
+                if r.get("marker") == m and r["feature"] is not None
             },
             f"scatter-{k}",
         )

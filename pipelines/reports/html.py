@@ -14,6 +14,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import TypeGuard
 
@@ -199,6 +200,8 @@ def pesc(value: object) -> str:
 
 def is_num(x: object) -> TypeGuard[int | float]:
     """True for a finite int/float (None, NaN and inf are 'not available')."""
+    if type(x) is float or type(x) is int:  # the common case, without the isinstance checks
+        return math.isfinite(x)
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -268,7 +271,11 @@ def _unit_of(column: str) -> str:
 
 def feature_noun(feature: object) -> str:
     """What a feature is, as a noun phrase: 'fermented food', 'fibre', 'DII'."""
-    f = "" if feature is None else str(feature)
+    return _feature_noun("" if feature is None else str(feature))
+
+
+@lru_cache(maxsize=4096)
+def _feature_noun(f: str) -> str:
     if f.endswith("_servings"):
         cat = f.removesuffix("_servings")
         return CATEGORY_NOUNS.get(cat, cat.replace("_", " "))
@@ -283,7 +290,11 @@ def feature_noun(feature: object) -> str:
 
 def feature_label(feature: object) -> str:
     """A short axis label with the unit: 'Fermented food (servings/day)', 'Fibre (g/day)'."""
-    f = "" if feature is None else str(feature)
+    return _feature_label("" if feature is None else str(feature))
+
+
+@lru_cache(maxsize=4096)
+def _feature_label(f: str) -> str:
     if f.endswith("_servings"):
         noun = feature_noun(f)
         return f"{noun[:1].upper()}{noun[1:]} (servings/day)"
@@ -314,6 +325,7 @@ def per_unit_phrase(feature: object, per_unit: object = None) -> str:
     return f"per unit of {feature_noun(f)}"
 
 
+@lru_cache(maxsize=4096)
 def feature_order(feature: str) -> tuple[int, str]:
     """Sort key that puts the headline gut features first, then categories, then nutrients."""
     headline = ["fermented_servings", "fiber_g", "ultra_processed_servings", "dii"]
@@ -334,7 +346,11 @@ def badge(text: str, css_class: str) -> str:
 
 
 def status_badge(status: object) -> str:
-    s = "" if status is None else str(status)
+    return _status_badge("" if status is None else str(status))
+
+
+@lru_cache(maxsize=256)
+def _status_badge(s: str) -> str:
     return badge(STATUS_LABELS.get(s, s or "unknown"), f"s-{s}" if s in STATUS_LABELS else "c-none")
 
 
@@ -348,8 +364,11 @@ def category_badge(category: object, acute: bool = False) -> str:
     return badge("no category yet", "c-none")
 
 
+_CAVEAT_HTML = f'<span class="caveat">{esc(CAVEAT)}</span>'
+
+
 def caveat() -> str:
-    return f'<span class="caveat">{esc(CAVEAT)}</span>'
+    return _CAVEAT_HTML
 
 
 def empty(message: str) -> str:

@@ -1,0 +1,414 @@
+"""The dashboard speed-ups change nothing that is written.
+
+Vectorised rounding, the cached t-quantile, column-wise fits, batched calendar columns and the
+per-page sentence cache are each checked against the scalar code they replace (kept here as
+reference implementations), and whole runs are checked to be byte-identical when repeated.
+Behaviour only: no wall-clock limits.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from scipy import stats
+
+from pipelines.reports import charts, dashboards, write_dashboards
+from pipelines.reports import html as rhtml
+from pipelines.reports.html import is_num
+from pipelines.schema import CATEGORIES
+from tests.test_reports import make_big_inputs, make_inputs
+
+
+def _same(a: list[Any], b: list[Any]) -> bool:
+    """Same values, same types (int vs float) and the same JSON text."""
+    return (
+        len(a) == len(b)
+        and all(type(x) is type(y) and repr(x) == repr(y) for x, y in zip(a, b, strict=True))
+        and json.dumps(a) == json.dumps(b)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Rounding
+
+
+TRICKY: list[float | None] = [
+    0.0,
+    -0.0,
+    None,
+    math.nan,
+    math.inf,
+    -math.inf,
+    1.0,
+    -1.0,
+    2.0,
+    10.0,
+    100.0,
+    1000.0,
+    0.1,
+    0.01,
+    0.001,
+    -0.1,
+    # Exact binary ties at the rounding digit, and decimal "ties" that are not exact in binary.
+    0.125,
+    0.375,
+    -0.125,
+    2.5,
+    12.5,
+    0.005,
+    0.015,
+    0.025,
+    1.005,
+    2.675,
+    1.0049999999999999,
+    0.045,
+    9.995,
+    99.95,
+    999.5,
+    # Huge, tiny and subnormal magnitudes, and the int/float switch at 1e15.
+    1e15,
+    1e15 - 0.5,
+    -1e15,
+    1e16,
+    123456789012.345,
+    2.0**40 + 0.5,
+    2.0**53,
+    1e300,
+    -1e300,
+    1e-7,
+    1.23456789e-12,
+    1e-300,
+    5e-324,
+    -5e-324,
+    # Values a page really shows.
+    0.45,
+    1.8,
+    24.0,
+    3.14159,
+    -0.4219,
+    0.9999999999999999,
+    1.0000000000000002,
+]
+
+
+def _near_powers_of_ten() -> list[float]:
+    out = []
+    for k in range(-25, 25):
+        p = 10.0**k
+        out += [p, -p, float(np.nextafter(p, 0)), float(np.nextafter(p, np.inf))]
+    return out
+
+
+def _random_values() -> list[float]:
+    rng = np.random.default_rng(7)
+    return [
+        *rng.normal(0, 1, 20_000).tolist(),
+        *rng.lognormal(0, 5, 20_000).tolist(),
+        *(-rng.lognormal(0, 9, 20_000)).tolist(),
+        *np.round(rng.uniform(-100, 100, 20_000), 3).tolist(),
+        *np.round(rng.uniform(0, 10, 20_000), 2).tolist(),
+        *[k / 1000 for k in range(-5000, 5000)],
+        *[k / 8 for k in range(-800, 800)],
+    ]
+
+
+@pytest.mark.parametrize("digits", [2, 3, 5, 6])
+def test_vectorised_rounding_matches_scalar_rounding(digits: int) -> None:
+    values = TRICKY + _near_powers_of_ten() + _random_values()
+    expected = [charts._r(v, digits) for v in values]
+    assert _same(charts._r_many(values, digits), expected)
+    assert _same(charts._r_many(np.array(values, dtype=float), digits), expected)
+
+
+def test_vectorised_rounding_edge_cases() -> None:
+    assert charts._r_many([]) == []
+    assert charts._r_many(np.empty((0, 3))) == []
+    out = charts._r_many([0.0, -0.0, None, math.nan, math.inf, 2.0, 1e15, 2.5e-3])
+    assert _same(out, [0, 0, None, None, None, 2, 1e15, 0.0025])
+    assert type(out[0]) is int and type(out[5]) is int and type(out[6]) is float
+    # A 2-D array is read row by row.
+    grid = np.array([[1.234, 5.678], [math.nan, -0.0]])
+    assert _same(charts._r_many(grid), [1.23, 5.68, None, 0])
+
+
+def test_series_and_column_rounding_match_scalar_rounding() -> None:
+    floats = [0.125, None, 1.005, -0.0, 12345.6789, 1e-9]
+    frame = pl.DataFrame(
+        {
+            "f64": pl.Series([*floats, float("nan")], dtype=pl.Float64),
+            "f32": pl.Series([0.1, None, 2.5, -3.75, 1e-3, 7.0, 0.3], dtype=pl.Float32),
+            "i64": pl.Series([1, None, 3, -4, 10**15, 0, 7], dtype=pl.Int64),
+            "dec": pl.Series(
+                [Decimal("1.5"), None, Decimal("2"), Decimal("0"), None, None, None],
+                dtype=pl.Decimal(10, 3),
+            ),
+        }
+    )
+    for col in frame.columns:
+        expected = [charts._r(v) for v in frame[col].to_list()]
+        assert _same(charts._r_series(frame[col]), expected), col
+    both = charts._r_columns(frame, frame.columns, 2)
+    for col in frame.columns:
+        assert _same(both[col], [charts._r(v, 2) for v in frame[col].to_list()]), col
+    assert charts._r_columns(frame.clear(), ["f64", "dec"]) == {"f64": [], "dec": []}
+
+
+# --------------------------------------------------------------------------------------------
+# t quantile and the per-cell fits
+
+
+def test_t_quantile_is_scipy_exactly() -> None:
+    charts.t_quantile.cache_clear()
+    for q in (0.975, 0.95, 0.5, 0.025, 0.999):
+        for df in [*range(1, 400), 1000, 10_000, 123_456]:
+            assert charts.t_quantile(q, df) == float(stats.t.ppf(q, df))
+    before = charts.t_quantile.cache_info().hits
+    assert charts.t_quantile(0.975, 12) == float(stats.t.ppf(0.975, 12))
+    assert charts.t_quantile.cache_info().hits == before + 1
+    assert type(charts.t_quantile(0.975, 3)) is float
+
+
+def _cell_fits_scalar(points: pl.DataFrame) -> dict[str, list[float | None]]:
+    """The fits as first written: one row at a time, scipy called per cell."""
+    stats_df = (
+        points.with_columns(
+            (pl.col("x") - pl.col("x").mean().over("key")).alias("_dx"),
+            (pl.col("ly") - pl.col("ly").mean().over("key")).alias("_dy"),
+        )
+        .group_by("key")
+        .agg(
+            pl.len().alias("n"),
+            pl.col("x").mean().alias("mx"),
+            pl.col("ly").mean().alias("my"),
+            (pl.col("_dx") ** 2).sum().alias("sxx"),
+            (pl.col("_dx") * pl.col("_dy")).sum().alias("sxy"),
+            (pl.col("_dy") ** 2).sum().alias("syy"),
+        )
+        .filter((pl.col("n") >= 3) & (pl.col("sxx") > 1e-12))
+    )
+    out: dict[str, list[float | None]] = {}
+    for r in stats_df.iter_rows(named=True):
+        n, sxx = int(r["n"]), float(r["sxx"])
+        b = float(r["sxy"]) / sxx
+        a = float(r["my"]) - b * float(r["mx"])
+        rss = max(float(r["syy"]) - b * float(r["sxy"]), 0.0)
+        s = math.sqrt(rss / (n - 2)) if n > 2 else 0.0
+        t = float(stats.t.ppf(0.975, n - 2))
+        out[r["key"]] = [
+            charts._r(a, 6),
+            charts._r(b, 6),
+            charts._r(s, 6),
+            charts._r(r["mx"], 6),
+            charts._r(sxx, 6),
+            n,
+            charts._r(t, 5),
+        ]
+    return out
+
+
+def test_column_wise_fits_match_row_by_row_fits() -> None:
+    rng = np.random.default_rng(3)
+    keys, xs, lys = [], [], []
+    for k in range(300):
+        n = int(rng.integers(1, 40))
+        x = rng.gamma(2.0, 3.0, n)
+        if k % 17 == 0:
+            x = np.full(n, 2.5)  # no spread: no fit
+        if k % 23 == 0:
+            x = np.round(x)  # whole numbers
+        ly = 0.3 - 0.05 * x + rng.normal(0, 0.4, n)
+        if k % 29 == 0:
+            ly = 0.3 - 0.05 * x  # a perfect line: rss at or below zero
+        keys += [f"feature_{k % 40}|{k}"] * n
+        xs += x.tolist()
+        lys += ly.tolist()
+    points = pl.DataFrame({"key": keys, "x": xs, "ly": lys})
+    fits = charts._cell_fits(points)
+    assert fits == _cell_fits_scalar(points)
+    for key, fit in fits.items():
+        assert _same(fit, _cell_fits_scalar(points)[key])
+    assert charts._cell_fits(points.head(2)) == {}
+
+
+# --------------------------------------------------------------------------------------------
+# Calendar
+
+
+def _calendar_columns_scalar(diet: pl.DataFrame) -> list[str]:
+    """`charts._calendar_columns` as first written: Series operations per column."""
+    order = ["fermented_servings", "ultra_processed_servings", "fiber_g"]
+    order += [f"{c}_servings" for c in CATEGORIES if f"{c}_servings" not in order]
+    order.append("dii")
+    out = []
+    logged = diet.filter(pl.col("logged"))
+    for col in order:
+        if col not in diet.columns or not diet.schema[col].is_numeric():
+            continue
+        vals = logged[col].drop_nulls().drop_nans() if logged.height else logged[col]
+        if vals.len() == 0:
+            continue
+        top = vals.max()
+        if col != "dii" and not (is_num(top) and top > 0):
+            continue
+        out.append(col)
+    return out
+
+
+def _odd_diet() -> pl.DataFrame:
+    n = 60
+    start = date(2025, 3, 5)
+    rng = np.random.default_rng(11)
+    logged = (rng.random(n) < 0.8).tolist()
+    serv = np.where(logged, rng.poisson(1.3, n), np.nan)
+    return pl.DataFrame(
+        {
+            "person_id": ["p"] * n,
+            "day": [start + timedelta(days=i) for i in range(n)],
+            "logged": logged,
+            "fermented_servings": pl.Series(serv / 8, dtype=pl.Float32),
+            "ultra_processed_servings": [float("nan")] * n,
+            "fiber_g": np.where(logged, rng.normal(22, 7, n), np.nan).tolist(),
+            "legumes_servings": pl.Series([None if v != v else int(v) for v in serv.tolist()]),
+            "fruit_servings": pl.Series(
+                [None if v != v else Decimal(str(v)) for v in serv.tolist()],
+                dtype=pl.Decimal(10, 3),
+            ),
+            "vegetables_servings": [math.inf if i == 3 else 0.0 for i in range(n)],
+            "nuts_seeds_servings": [-1.0] * n,
+            "dairy_servings": [None] * n,
+            "eggs_servings": [0.0] * (n - 1) + [1e-9],
+            "dii": np.where(logged, rng.normal(0, 2, n), np.nan).tolist(),
+            "red_meat_servings": pl.Series(["x"] * n),
+        }
+    ).with_columns(pl.col("dairy_servings").cast(pl.Float64))
+
+
+def test_calendar_columns_match_per_column_series_code() -> None:
+    for diet in (
+        _odd_diet(),
+        _odd_diet().with_columns(logged=pl.lit(False)),
+        _odd_diet().clear(),
+        make_inputs().diet_daily.filter(pl.col("person_id") == "alice"),
+    ):
+        assert charts._calendar_columns(diet) == _calendar_columns_scalar(diet)
+
+
+def test_category_calendar_grid_matches_day_by_day_rounding() -> None:
+    diet = _odd_diet()
+    fig = charts.category_calendar(diet, "Daily intake")
+    assert fig is not None
+    cols = _calendar_columns_scalar(diet)
+    first = diet["day"].min()
+    assert isinstance(first, date)
+    start = first - timedelta(days=first.weekday())
+    logged = diet.filter(pl.col("logged")).unique("day", keep="first")
+    for trace, col in zip(fig["data"], cols, strict=True):
+        n_weeks = len(trace["x"])
+        z: list[list[Any]] = [[None] * n_weeks for _ in range(7)]
+        vals = logged[col].cast(pl.Float64).fill_nan(None).to_list()
+        for d, v in zip(logged["day"].to_list(), vals, strict=True):
+            off = (d - start).days
+            z[off % 7][off // 7] = charts._r(v, 2)
+        assert json.dumps(trace["z"]) == json.dumps(z), col
+        assert all(_same(a, b) for a, b in zip(trace["z"], z, strict=True))
+
+
+# --------------------------------------------------------------------------------------------
+# Small helpers made faster
+
+
+def _is_num_reference(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def test_is_num_unchanged() -> None:
+    class MyFloat(float):
+        pass
+
+    values: list[object] = [
+        0,
+        -3,
+        2**70,
+        1.5,
+        -0.0,
+        math.nan,
+        math.inf,
+        -math.inf,
+        True,
+        False,
+        None,
+        "1",
+        Decimal("1.5"),
+        np.float64(2.0),
+        np.float64("nan"),
+        np.float32(1.0),
+        np.int64(3),
+        MyFloat(4.0),
+        MyFloat("inf"),
+        [1.0],
+    ]
+    for v in values:
+        assert is_num(v) == _is_num_reference(v), v
+    with pytest.raises(OverflowError):
+        _is_num_reference(10**400)
+    with pytest.raises(OverflowError):
+        is_num(10**400)
+
+
+def test_cached_labels_and_badges() -> None:
+    for f in ("fiber_g", "fermented_servings", "dii_window", "odd_thing", "", None, 3):
+        assert rhtml.feature_label(f) == rhtml.feature_label(f)
+        assert rhtml.feature_noun(f) == rhtml.feature_noun(f)
+    assert rhtml.feature_label(None) == "feature" and rhtml.feature_noun(None) == "feature"
+    assert rhtml.feature_order("fiber_g") == (1, "fiber_g")
+    assert rhtml.status_badge(None) == rhtml.badge("unknown", "c-none")
+    assert rhtml.status_badge("significant") == rhtml.badge(
+        "significant after FDR", "s-significant"
+    )
+    assert rhtml.status_badge("<odd>") == rhtml.badge("<odd>", "c-none")
+    assert rhtml.caveat() == '<span class="caveat">association, not causation</span>'
+
+
+def test_sentence_cache_gives_finding_sentence() -> None:
+    rows = make_inputs().associations.to_dicts()
+    sentence = dashboards._sentences(rows)
+    for r in rows:
+        assert sentence(r) == dashboards.finding_sentence(r)
+    other = {**rows[0], "effect_pct": 50.0}
+    assert sentence(other) == dashboards.finding_sentence(other)
+
+
+# --------------------------------------------------------------------------------------------
+# Whole pages
+
+
+def test_person_page_renders_identically_twice() -> None:
+    data = dashboards._normalise(make_big_inputs(["alice", "bob"], days=240))
+    summaries = dashboards.build_summaries(data)
+    for s in summaries:
+        first = dashboards.render_person_page(s, data, ["a warning"])
+        second = dashboards.render_person_page(s, data, ["a warning"])
+        assert first == second
+        assert 'id="cell-data"' in first
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(root.iterdir()) if p.is_file()}
+
+
+def test_repeated_runs_write_identical_files(tmp_path: Path) -> None:
+    data = make_big_inputs(["p1", "p2", "p3"], days=200, draw_every=10, seed=5)
+    write_dashboards(tmp_path / "a", data)
+    write_dashboards(tmp_path / "b", data)
+    a, b = _tree(tmp_path / "a"), _tree(tmp_path / "b")
+    assert a.keys() == b.keys() and len(a) == 6
+    for name in a:
+        assert a[name] == b[name], name
