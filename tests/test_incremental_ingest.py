@@ -216,8 +216,11 @@ def test_the_ingest_asset_reads_only_new_files_on_the_next_run(
         assert event is not None and event.asset_materialization is not None
         return int(event.asset_materialization.metadata["files_parsed"].value)  # type: ignore[arg-type]
 
+    legacy = project / "data" / "processed" / "parse_cache" / "cm"
+    legacy.mkdir(parents=True)  # what an older version left behind
     with dg.instance_for_test() as instance:
         assert files_parsed(instance) == 2
+        assert not legacy.parent.exists()
         export(raw / "cm" / "ann" / "feb.csv", ["2025-02-01"], 100, 2e9)
         assert files_parsed(instance) == 1
         assert files_parsed(instance) == 0

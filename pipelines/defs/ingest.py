@@ -6,6 +6,8 @@ overlapping exports and written, together with its file record and its rejected 
 (`diet_entries`, `lab_results`) union the staging tables downstream.
 """
 
+import shutil
+
 import dagster as dg
 import polars as pl
 
@@ -57,6 +59,9 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
             check_source_files(source, project.project.raw_dir)
         except ConfigError as exc:
             raise dg.Failure(description=str(exc)) from exc
+        # Versions before the incremental ingest kept a Parquet copy of every parse here; the
+        # warehouse's raw_<source> tables replace it, so it is only wasted disk now.
+        shutil.rmtree(project.project.processed_dir / "parse_cache", ignore_errors=True)
         with project.warehouse().write() as conn:
             result = sync_source(
                 conn,
