@@ -409,6 +409,6 @@ def test_repeated_runs_write_identical_files(tmp_path: Path) -> None:
     write_dashboards(tmp_path / "a", data)
     write_dashboards(tmp_path / "b", data)
     a, b = _tree(tmp_path / "a"), _tree(tmp_path / "b")
-    assert a.keys() == b.keys() and len(a) == 6
+    assert a.keys() == b.keys() and len(a) == 7  # 3 people, index, cohort, js, manifest
     for name in a:
         assert a[name] == b[name], name

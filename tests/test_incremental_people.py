@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -17,7 +16,7 @@ from polars.testing import assert_frame_equal
 from pipelines.project import PROJECT_DIR_ENV, Project
 from tests.conftest import make_demo_project
 
-STEPS = {"diet_daily": "diet_daily", "marker_draws": "marker_models", "exposure_windows": "windows"}
+STEPS = ("diet_daily", "marker_draws", "exposure_windows")
 COMPARED = ("diet_daily", "marker_draws", "marker_trends", "exposure_windows", "associations")
 
 
@@ -30,20 +29,19 @@ def refresh(project: Project, monkeypatch: pytest.MonkeyPatch) -> dict[str, obje
         result = defs().resolve_job_def("refresh_all").execute_in_process(instance=instance)
         assert result.success
         recomputed = {}
-        for key in STEPS:
+        for key in (*STEPS, "dashboards"):
             event = instance.get_latest_materialization_event(dg.AssetKey(key))
             assert event is not None and event.asset_materialization is not None
-            recomputed[key] = event.asset_materialization.metadata["people_recomputed"].value
+            field = "pages_rendered" if key == "dashboards" else "people_recomputed"
+            recomputed[key] = event.asset_materialization.metadata[field].value
     return recomputed
 
 
-def add_a_day(servings: Path) -> None:
-    """Append the day after the person's last logged day, a copy of that day's last entry."""
+def log_a_snack(servings: Path) -> None:
+    """Log one more food on the person's first day (their history changes, not its end)."""
     lines = servings.read_text(encoding="utf-8").rstrip("\n").split("\n")
-    last = lines[-1]
-    day, rest = last.split(",", 1)
-    next_day = date.fromisoformat(day) + timedelta(days=1)
-    servings.write_text("\n".join([*lines, f"{next_day},{rest}"]) + "\n", encoding="utf-8")
+    header, first, rest = lines[0], lines[1], lines[2:]
+    servings.write_text("\n".join([header, first, first, *rest]) + "\n", encoding="utf-8")
     stat = servings.stat()
     os.utime(servings, (stat.st_atime, stat.st_mtime + 60))
 
@@ -62,19 +60,23 @@ def test_a_nightly_run_recomputes_only_the_people_whose_data_changed(
 ) -> None:
     project = make_demo_project(tmp_path / "nightly")
     first = refresh(project, monkeypatch)
+    pages = first.pop("dashboards")
     assert set(first.values()) == {"all"}  # a first run computes everyone
 
     again = refresh(project, monkeypatch)
-    assert again == {"diet_daily": 0, "marker_draws": 0, "exposure_windows": 0}
+    # Nothing new: no person recomputed, only the index and the cohort page written again.
+    assert again == {"diet_daily": 0, "marker_draws": 0, "exposure_windows": 0, "dashboards": 2}
+    assert isinstance(pages, int) and pages > 2
 
     people = sorted(p for p in (project.raw_dir / "demo" / "cronometer").iterdir() if p.is_dir())
     assert len(people) > 1
-    add_a_day(people[0] / "servings.csv")
+    log_a_snack(people[0] / "servings.csv")
     nightly = refresh(project, monkeypatch)
     # One person's diary changed: their days (and windows) are recomputed, nobody's labs are.
     assert nightly["diet_daily"] == 1
     assert nightly["marker_draws"] == 0
     assert nightly["exposure_windows"] in (0, 1)  # 0 if the new day lies in no window
+    assert nightly["dashboards"] == 3  # that person's page, the index and the cohort page
 
     # The same files from scratch give the same tables.
     fresh = make_demo_project(tmp_path / "fresh")
@@ -94,4 +96,6 @@ def test_a_settings_change_recomputes_everyone(
     project.sources_yaml.write_text(
         text.replace("settings:\n", "settings:\n  acute_crp_mg_l: 12\n", 1), encoding="utf-8"
     )
-    assert set(refresh(project, monkeypatch).values()) == {"all"}
+    after = refresh(project, monkeypatch)
+    after.pop("dashboards")
+    assert set(after.values()) == {"all"}

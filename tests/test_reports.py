@@ -381,7 +381,8 @@ def test_files_written(written: tuple[Path, list[Path]]) -> None:
     }
     assert names == expected
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
-    assert {p.name for p in out.iterdir()} == expected
+    # plus the manifest that lets the next run keep unchanged person pages
+    assert {p.name for p in out.iterdir()} == expected | {".pages.json"}
 
 
 def test_person_page_has_findings_with_ci_and_caveat(written: tuple[Path, list[Path]]) -> None:
@@ -593,7 +594,8 @@ def test_odd_values_do_not_crash(tmp_path: Path) -> None:
 
 def test_atomic_writes_leave_no_temp_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_dashboards(tmp_path, make_inputs())
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert [p.name for p in leftovers] == [".pages.json"]  # the manifest, no temp file
     before = (tmp_path / "index.html").read_bytes()
 
     real_replace = os.replace
@@ -609,7 +611,8 @@ def test_atomic_writes_leave_no_temp_files(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(OSError, match="disk full"):
         write_dashboards(tmp_path, changed)
     assert (tmp_path / "index.html").read_bytes() == before
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
+    assert [p.name for p in leftovers] == [".pages.json"]  # the manifest, no temp file
 
 
 def test_stale_person_pages_removed(tmp_path: Path) -> None:
@@ -961,3 +964,40 @@ def test_cohort_page_can_pseudonymise_person_ids(tmp_path: Path) -> None:
     for person in PEOPLE:
         assert person not in cohort
         assert person_page_name(person) not in cohort
+
+
+def person_pages(paths: list[Path]) -> set[str]:
+    return {p.name for p in paths if p.name.startswith("person_")}
+
+
+def test_person_pages_are_rendered_only_when_something_on_them_changed(tmp_path: Path) -> None:
+    """Nightly: a later run date alone renders no person page again; a person's new data renders
+    that person's page, identical to a full render; a source turning stale renders everyone."""
+    out = tmp_path / "out"
+    early = make_inputs()
+    early.run_info["run_at"] = "2026-01-06T03:00:00"  # every source still up to date
+    assert person_pages(write_dashboards(out, early)) == {person_page_name(p) for p in PEOPLE}
+    next_day = make_inputs()
+    next_day.run_info["run_at"] = "2026-01-07T03:00:00"
+    again = write_dashboards(out, next_day)
+    assert person_pages(again) == set()
+    assert {"index.html", "cohort.html"} <= {p.name for p in again}
+
+    changed = make_inputs()
+    changed.run_info["run_at"] = "2026-01-08T03:00:00"
+    changed.diet_daily = changed.diet_daily.with_columns(
+        pl.when(pl.col("person_id") == PEOPLE[0])
+        .then(pl.col("fiber_g") + 1)
+        .otherwise(pl.col("fiber_g"))
+        .alias("fiber_g")
+    )
+    assert person_pages(write_dashboards(out, changed)) == {person_page_name(PEOPLE[0])}
+    write_dashboards(tmp_path / "fresh", changed)
+    name = person_page_name(PEOPLE[0])
+    assert (out / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
+
+    months_later = make_inputs()  # the fixture's own run date: its sources are stale by then
+    months_later.diet_daily = changed.diet_daily
+    assert person_pages(write_dashboards(out, months_later)) == {
+        person_page_name(p) for p in PEOPLE
+    }

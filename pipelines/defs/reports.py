@@ -205,7 +205,9 @@ def dashboards(context: dg.AssetExecutionContext, project: ProjectResource) -> d
     index = out_dir / "index.html"
     return dg.MaterializeResult(
         metadata={
-            "pages": len([p for p in written if p.suffix == ".html"]),
+            "pages": len(list(out_dir.glob("*.html"))),
+            # Person pages with nothing new on them are kept, not rendered again.
+            "pages_rendered": len([p for p in written if p.suffix == ".html"]),
             "index": dg.MetadataValue.path(str(index)),
         }
     )

@@ -19,11 +19,13 @@ before the run) is judged against `run_info["run_at"]`.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -1592,12 +1594,89 @@ def build_summaries(d: DashboardInputs, now: datetime | None = None) -> list[Per
     return summaries
 
 
+PAGES_MANIFEST = ".pages.json"  # person page -> person_page_key of its current content
+# Dates and day counts in freshness texts move with the clock and with other people's data.
+_CLOCK_TEXT = re.compile(r"\b\d{4}-\d{2}-\d{2}\b|\b\d+ days\b")
+# Source-wide facts on a person page that change whenever anyone syncs, or every day.
+_CLOCK_FIELDS = ("file_age", "data_age", "newest_file_at")
+
+
+def _unclocked(text: str) -> str:
+    return _CLOCK_TEXT.sub("#", text)
+
+
+def person_page_key(s: PersonSummary, d: DashboardInputs, global_warnings: list[str]) -> str:
+    """A hash of what a person page shows, leaving out what moves with the clock.
+
+    Included: the person's summary (frames row by row, everything else as JSON), the stale flags
+    of their sources, the warnings, the rejected-row table, the footer's code version and the
+    version of this code and of Polars (whose row hashes are stable only within a version).
+    Left out: the run's time and data window, source ages, the source-wide newest file, and the
+    dates and day counts inside freshness warnings. A page kept from an earlier run therefore
+    shows those as of the run that wrote it (its footer says which), and it is rendered again when
+    anything of the person's own changes or a source turns stale or fresh. Anything that cannot be
+    hashed makes the key unique, so the page is rendered: when in doubt, render.
+    """
+    digest = hashlib.sha256(_reports_code_fingerprint().encode())
+    try:
+        for f in fields(s):
+            value = getattr(s, f.name)
+            if f.name == "sources":
+                value = [
+                    {
+                        **{k: v for k, v in r.items() if k not in _CLOCK_FIELDS},
+                        "reasons": [_unclocked(x) for x in r["reasons"]],
+                    }
+                    for r in value
+                ]
+            if f.name == "warnings":
+                value = [_unclocked(w) for w in value]
+            digest.update(f.name.encode() + b"\0")
+            if isinstance(value, pl.DataFrame):
+                digest.update(repr(value.schema).encode())
+                if value.height:
+                    digest.update(value.hash_rows().to_numpy().tobytes())
+            else:
+                digest.update(json.dumps(value, default=str, sort_keys=True).encode())
+        rejected = d.rejected_summary
+        digest.update(repr(rejected.schema).encode())
+        if rejected.height:
+            digest.update(rejected.hash_rows().to_numpy().tobytes())
+    except (TypeError, ValueError, KeyError, pl.exceptions.PolarsError):
+        return f"unhashable-{time.time_ns()}"
+    digest.update(json.dumps([_unclocked(w) for w in global_warnings]).encode())
+    footer_info = {k: v for k, v in d.run_info.items() if k not in ("run_at", "data_window")}
+    digest.update(json.dumps(footer_info, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+@cache
+def _reports_code_fingerprint() -> str:
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256(pl.__version__.encode())
+    for path in sorted(here.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _read_manifest(path: Path) -> dict[str, str]:
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # no manifest (or a damaged one): every page is rendered
+    return loaded if isinstance(loaded, dict) else {}
+
+
 def write_dashboards(out_dir: Path, data: DashboardInputs) -> list[Path]:
     """Write index.html, one person page per person (person_<safe id>.html), cohort.html and the
     shared plotly.min.js into out_dir; return the written paths.
 
     Each file is written atomically. The index is written last so it never links to a page that
-    does not exist yet.
+    does not exist yet. A person page is rendered only when something on it changed besides the
+    run's date (`person_page_key`), so a nightly run re-renders the people with new data, plus
+    everyone when a source turns stale or a pipeline-wide warning changes. A page kept from an
+    earlier run is a consistent snapshot: its "N days before this run" count from the run time in
+    its own footer.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -1611,11 +1690,19 @@ def write_dashboards(out_dir: Path, data: DashboardInputs) -> list[Path]:
     sources = source_status(d, now)
     global_warnings = _global_quality(d, sources)
     names = set()
+    manifest_path = out_dir / PAGES_MANIFEST
+    previous = _read_manifest(manifest_path)
+    keys: dict[str, str] = {}
     for s in summaries:
         path = out_dir / person_page_name(s.person_id)
-        atomic_write(path, render_person_page(s, d, global_warnings))
+        key = person_page_key(s, d, global_warnings)
         names.add(path.name)
+        keys[path.name] = key
+        if previous.get(path.name) == key and path.exists():
+            continue  # nothing on this page changed but its run's date: kept as it is
+        atomic_write(path, render_person_page(s, d, global_warnings))
         written.append(path)
+    atomic_write(manifest_path, json.dumps(keys, sort_keys=True))
     cohort = out_dir / COHORT
     atomic_write(cohort, render_cohort(summaries, d, global_warnings))
     written.append(cohort)
