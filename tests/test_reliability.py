@@ -182,8 +182,8 @@ def test_nightly_runs_keep_the_last_n_backups_and_restore_brings_one_back(
         take_backup(wh, keep=3)
     assert len(list_backups(wh)) == 3
 
-    with wh.write() as conn:  # something goes badly wrong
-        conn.execute("DELETE FROM lab_results")
+    with wh.write() as conn:  # something goes badly wrong (lab_results is a view over it)
+        conn.execute("DELETE FROM stg_demo_labs")
     assert wh.table("lab_results").is_empty()
 
     assert main(["restore", "--project-dir", str(tmp_path)]) == 0

@@ -99,10 +99,21 @@ def canonical_select(conn: duckdb.DuckDBPyConnection, table: str, names: list[st
 
 
 def build_canonical_table(conn: duckdb.DuckDBPyConnection, table: str, names: list[str]) -> None:
-    """(Re)create canonical `table` from the staging tables of the named sources, in DuckDB."""
-    conn.execute(
-        f"CREATE OR REPLACE TABLE {ident(table)} AS {canonical_select(conn, table, names)}"
-    )
+    """(Re)create canonical `table` over the staging tables of the named sources, as a view.
+
+    A view, not a copy: copying 10 M diary rows every night would be work that grows with the
+    history, while the staging tables already hold exactly these rows and are updated in place
+    by the incremental ingest. Queries read through it (DuckDB pushes column choices and filters
+    down to the staging tables). Warehouses from before kept a table under the same name.
+    """
+    kind = conn.execute(
+        "SELECT table_type FROM information_schema.tables "
+        "WHERE table_schema = 'main' AND table_name = ?",
+        [table],
+    ).fetchone()
+    if kind and kind[0] != "VIEW":
+        conn.execute(f"DROP TABLE {ident(table)}")
+    conn.execute(f"CREATE OR REPLACE VIEW {ident(table)} AS {canonical_select(conn, table, names)}")
 
 
 def canonical_metadata(conn: duckdb.DuckDBPyConnection, table: str) -> dict:
