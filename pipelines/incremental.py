@@ -24,7 +24,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from pipelines.warehouse import create_table, ident, table_exists
+from pipelines.warehouse import create_table, ident, insert_frame, table_exists
 
 STATE_TABLE = "person_inputs"
 STATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
@@ -144,12 +144,7 @@ def record(conn: duckdb.DuckDBPyConnection, plan: PersonPlan) -> None:
     rows = plan.fingerprints.with_columns(
         pl.lit(plan.step).alias("step"), pl.lit(plan.salt).alias("salt")
     ).select(list(STATE_SCHEMA))
-    if rows.height:
-        conn.register("_fingerprints", rows.to_arrow())
-        try:
-            conn.execute(f"INSERT INTO {STATE_TABLE} BY NAME SELECT * FROM _fingerprints")
-        finally:
-            conn.unregister("_fingerprints")
+    insert_frame(conn, STATE_TABLE, rows)
 
 
 def only_people(sql: str, people_table: str = "_people") -> str:
@@ -170,9 +165,4 @@ def register_people(conn: duckdb.DuckDBPyConnection, people: list[str]) -> None:
 def replace_people(conn: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) -> None:
     """Delete the rows of the people in `_people` from `table`, then insert `rows` (theirs)."""
     conn.execute(f"DELETE FROM {ident(table)} WHERE person_id IN (SELECT person_id FROM _people)")
-    if rows.height:
-        conn.register("_rows", rows.to_arrow())
-        try:
-            conn.execute(f"INSERT INTO {ident(table)} BY NAME SELECT * FROM _rows")
-        finally:
-            conn.unregister("_rows")
+    insert_frame(conn, table, rows)

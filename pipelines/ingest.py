@@ -55,7 +55,7 @@ from pipelines.adapters.base import FILE_INDEX
 from pipelines.config import SourceConfig
 from pipelines.schema import REJECT_SCHEMA, TARGET_SCHEMAS, conform
 from pipelines.transforms.plausibility import apply_plausibility
-from pipelines.warehouse import create_table, ident, table_exists
+from pipelines.warehouse import create_table, ident, insert_frame, table_exists
 
 # The key on which a newer file's rows replace an older file's rows, by target table.
 OWNERSHIP_KEY = {
@@ -380,7 +380,7 @@ def sync_source(
     with clock("count rows per file"):
         files = _file_records(conn, source, listing, first_of)
         conn.execute("DELETE FROM ingest_files WHERE source = ?", [source.name])
-        _insert(conn, "ingest_files", files)
+        insert_frame(conn, "ingest_files", files)
         # A renamed file keeps its rows (same content); its rejects should show the new name.
         conn.execute(
             "UPDATE rejected_rows SET path = o.path FROM _order o WHERE rejected_rows.source = ? "
@@ -494,16 +494,6 @@ def _ensure_tables(conn: duckdb.DuckDBPyConnection, source_name: str, schema: di
             create_table(conn, table, table_schema)
 
 
-def _insert(conn: duckdb.DuckDBPyConnection, table: str, df: pl.DataFrame) -> None:
-    if df.height == 0:
-        return
-    conn.register("_frame", df.to_arrow())
-    try:
-        conn.execute(f"INSERT INTO {ident(table)} BY NAME SELECT * FROM _frame")
-    finally:
-        conn.unregister("_frame")
-
-
 def _ingest_batch(
     conn: duckdb.DuckDBPyConnection,
     source: SourceConfig,
@@ -547,7 +537,7 @@ def _ingest_batch(
         stored.write_parquet(spool, compression="lz4")
 
     paths = {i: info.rel_path for i, info in enumerate(batch)}
-    _insert(
+    insert_frame(
         conn,
         "rejected_rows",
         rejects.sort(FILE_INDEX, "line", maintain_order=True).select(
@@ -579,7 +569,7 @@ def _ingest_batch(
         ],
         schema=INGEST_STATE_SCHEMA,
     )
-    _insert(conn, "ingest_state", state)
+    insert_frame(conn, "ingest_state", state)
 
 
 def _store_spooled(

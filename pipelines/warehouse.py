@@ -215,10 +215,16 @@ def replace_rows(
         create_table(conn, name, dict(df.schema))
     else:
         conn.execute(f"DELETE FROM {ident(name)} WHERE {ident(where_col)} = ?", [value])
-    if df.height:
-        conn.register("_frame", df.to_arrow())
-        try:
-            conn.execute(f"INSERT INTO {ident(name)} BY NAME SELECT * FROM _frame")
-        finally:
-            conn.unregister("_frame")
+    insert_frame(conn, name, df)
     return df.height
+
+
+def insert_frame(conn: duckdb.DuckDBPyConnection, name: str, df: pl.DataFrame) -> None:
+    """Append `df` to table `name`, matching columns by name (nothing to do when it is empty)."""
+    if df.height == 0:
+        return
+    conn.register("_frame", df.to_arrow())
+    try:
+        conn.execute(f"INSERT INTO {ident(name)} BY NAME SELECT * FROM _frame")
+    finally:
+        conn.unregister("_frame")
