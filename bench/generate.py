@@ -13,7 +13,8 @@ writes, under OUT:
   per serving of ultra-processed food) and about 5 % acute results (15-80 mg/L);
 - `next_day/bench/cronometer/<person>/servings_<YYYY-MM-DD>.csv`: the day after the history, one
   file per person, kept outside `data/raw/` so the benchmark can drop it in for the nightly
-  incremental case;
+  incremental case; `night_all/...` (the day after that, every person) and `night_tenth/...` (the
+  third day, every tenth person) likewise, for the whole nightly job;
 - `sources.yaml` (the demo's two source entries, pointed at these paths) and `bench_manifest.json`
   (sizes and counts).
 
@@ -58,6 +59,9 @@ LABS_SOURCE = "bench_labs"
 DIARY_GLOB = "bench/cronometer/*/servings_*.csv"  # relative to data/raw/
 LABS_GLOB = "bench/labs/*.csv"
 NEXT_DAY_DIR = "next_day"  # mirrors data/raw/; moved into it by bench.run for the incremental case
+# The nights after the history, in order: (folder mirroring data/raw/, every k-th person syncs).
+# The first is the ingest stage's incremental case, the other two the whole nightly job's.
+NIGHTS: tuple[tuple[str, int], ...] = ((NEXT_DAY_DIR, 1), ("night_all", 1), ("night_tenth", 10))
 MANIFEST = "bench_manifest.json"
 
 ROWS_PER_DAY = 31.0  # Poisson mean on a fully logged day (about 28.5 a day over all days)
@@ -156,6 +160,10 @@ class Counts:
     labs_files: int = 0
     next_day_rows: int = 0
     next_day_files: int = 0
+    night_all_rows: int = 0
+    night_all_files: int = 0
+    night_tenth_rows: int = 0
+    night_tenth_files: int = 0
 
     def add(self, other: Counts) -> None:
         for key, value in asdict(other).items():
@@ -184,13 +192,14 @@ def _fixed2(values: np.ndarray) -> pl.Expr:
 
 
 def _simulate(seed: int, index: int, days: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Diary rows (days 0..days, the last one being the 'next day') and lab rows of one person.
+    """Diary rows (days 0..days + len(NIGHTS) - 1, the last ones being the nights after the
+    history) and lab rows of one person.
 
     The diary frame has the export's columns plus `_day` (day index), sorted by day and time.
     """
     rng = np.random.default_rng([seed, index])
     pid = person_id(index)
-    total_days = days + 1
+    total_days = days + len(NIGHTS)
     energy_target = float(np.clip(rng.normal(2100, 300), 1500, 3000))
     baseline_crp = float(np.exp(rng.normal(np.log(1.5), 0.6)))
     base_weights = rng.gamma(2.0, 0.5, len(_FOOD_LIST))
@@ -207,7 +216,8 @@ def _simulate(seed: int, index: int, days: int) -> tuple[pl.DataFrame, pl.DataFr
     partial = status < PARTIAL_P + UNLOGGED_P
     rows_per_day[partial] = rng.integers(1, 3, int(partial.sum()))
     rows_per_day[status < UNLOGGED_P] = 0
-    rows_per_day[-1] = max(int(rows_per_day[-1]), 5)  # the next day is always logged
+    # The nights after the history are always logged.
+    rows_per_day[days:] = rows_per_day[days:].clip(5, None)
     day = np.repeat(np.arange(total_days), rows_per_day)
     n = day.size
 
@@ -345,14 +355,18 @@ def _write_person(args: tuple[Path, int, int, int]) -> Counts:
         )
         counts.diary_rows += int(b - a)
         counts.diary_files += 1
-    a = int(np.searchsorted(day, days))
-    next_day = (START + timedelta(days=days)).isoformat()
-    _write_servings(
-        diary.slice(a),
-        out / NEXT_DAY_DIR / "bench" / "cronometer" / pid / f"servings_{next_day}.csv",
-    )
-    counts.next_day_rows += diary.height - a
-    counts.next_day_files += 1
+    for offset, (folder, every) in enumerate(NIGHTS):
+        if (index - 1) % every:
+            continue
+        night = days + offset
+        a, b = np.searchsorted(day, [night, night + 1])
+        name = (START + timedelta(days=night)).isoformat()
+        _write_servings(
+            diary.slice(int(a), int(b - a)),
+            out / folder / "bench" / "cronometer" / pid / f"servings_{name}.csv",
+        )
+        setattr(counts, f"{folder}_rows", getattr(counts, f"{folder}_rows") + int(b - a))
+        setattr(counts, f"{folder}_files", getattr(counts, f"{folder}_files") + 1)
     labs_path = out / "data" / "raw" / "bench" / "labs" / f"{pid}.csv"
     labs_path.parent.mkdir(parents=True, exist_ok=True)
     labs.write_csv(labs_path, line_terminator="\n")
@@ -369,7 +383,7 @@ def generate(
         raise ValueError("need at least 1 person and 2 days")
     started = time.perf_counter()
     out = Path(out)
-    for sub in (out / "data" / "raw" / "bench", out / NEXT_DAY_DIR):
+    for sub in (out / "data" / "raw" / "bench", *(out / folder for folder, _ in NIGHTS)):
         if sub.exists():
             shutil.rmtree(sub)
     out.mkdir(parents=True, exist_ok=True)
@@ -395,6 +409,10 @@ def generate(
         "first_day": START.isoformat(),
         "last_day": (START + timedelta(days=days - 1)).isoformat(),
         "next_day": (START + timedelta(days=days)).isoformat(),
+        "nights": {
+            folder: (START + timedelta(days=days + i)).isoformat()
+            for i, (folder, _) in enumerate(NIGHTS)
+        },
         "diary_source": DIARY_SOURCE,
         "labs_source": LABS_SOURCE,
         "diary_glob": DIARY_GLOB,

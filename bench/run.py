@@ -23,6 +23,12 @@ RSS is the child's whole high-water mark from `wait4`, imports included, so peak
                build_exposure_windows (+ window DII), compute_associations: read from and written
                back to the warehouse the way the assets do.
   dashboards   (d) load_dashboard_inputs + write_dashboards for every person.
+  job_first    (e) the real `refresh_all` job over every asset downstream of the canonical tables
+               (features, analysis, dashboards), from scratch: what a first run costs after (a)
+               and prepare. (a) + prepare + (e) is the full rebuild.
+  night_all    (f) the whole nightly job (every asset, as the schedule runs it) after a night on
+               which every person synced one new day; reported as a ratio to the full rebuild.
+  night_tenth  (g) the same after a night on which every tenth person synced.
 
 Results: a table on stdout, Markdown in --results (default bench/results.md), JSON in --json.
 The children import `pipelines` from a copy taken when the run starts (workdir/code), so code edited
@@ -48,7 +54,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.generate import MANIFEST, NEXT_DAY_DIR, generate
+from bench.generate import MANIFEST, NEXT_DAY_DIR, NIGHTS, generate
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = REPO / "bench" / "results.md"
@@ -67,9 +73,14 @@ STAGES = (
     "prepare",
     "analysis",
     "dashboards",
+    "job_first",
+    "night_all",
+    "night_tenth",
 )
 BASELINES = ("baseline", "baseline_schema")
 INGESTS = (*BASELINES, "ingest", "incremental")
+# The stages that together build everything from the raw files: the nightly jobs' denominator.
+FULL_REBUILD = ("ingest", "prepare", "job_first")
 LABELS = {
     "baseline": "DuckDB read_csv (baseline)",
     "baseline_schema": "DuckDB read_csv, schema given",
@@ -78,6 +89,9 @@ LABELS = {
     "prepare": "prepare: labs + canonical tables",
     "analysis": "(c) features + windows + associations",
     "dashboards": "(d) dashboards",
+    "job_first": "(e) whole job after ingest, first run",
+    "night_all": "(f) whole nightly job, every person syncs",
+    "night_tenth": "(g) whole nightly job, a tenth sync",
 }
 
 # The issue's targets.
@@ -394,6 +408,81 @@ def _stage_dashboards(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]
     }
 
 
+# Asset metadata that says how much of the work an incremental step did.
+_WORK_METADATA = ("files_parsed", "people_recomputed", "days_recomputed", "pages_rendered")
+
+
+def _stage_job(workdir: Path, manifest: dict[str, Any], downstream_only: bool) -> dict[str, Any]:
+    """(e), (f), (g): the project's real `refresh_all` job, in-process, on the persistent instance.
+
+    Per-step seconds come from Dagster's own step statistics for the run; the rest of the run's
+    time (the per-run warehouse snapshot, run start and end) is reported as "other"."""
+    _dagster_env(workdir)
+    import dagster as dg
+
+    from pipelines.definitions import defs
+
+    definitions = defs()
+    job = definitions.resolve_job_def("refresh_all")
+    selection = (
+        dg.AssetSelection.all() - dg.AssetSelection.groups("ingest", "warehouse")
+        if downstream_only
+        else dg.AssetSelection.all()
+    )
+    keys = sorted(selection.resolve(definitions.resolve_asset_graph()))
+    instance = dg.DagsterInstance.get()
+    _ready()
+    start = time.perf_counter()
+    result = job.execute_in_process(
+        instance=instance,
+        asset_selection=None if not downstream_only else keys,
+        raise_on_error=True,
+    )
+    seconds = time.perf_counter() - start
+    if not result.success:
+        raise RuntimeError("the refresh_all job failed")
+    steps = {
+        s.step_key: float(s.end_time - s.start_time)
+        for s in instance.get_run_step_stats(result.run_id)
+        if s.start_time is not None and s.end_time is not None
+    }
+    work: dict[str, Any] = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        for name in _WORK_METADATA:
+            value = materialization.metadata.get(name)
+            if value is not None:
+                work[f"{materialization.asset_key.to_user_string()}: {name}"] = value.value
+    rows = int(manifest["diary_rows"]) if downstream_only else None
+    return {
+        "seconds": seconds,
+        "rows": rows,
+        "unit": "diary rows in the history" if downstream_only else "",
+        "assets": len(keys),
+        "steps": len(steps),
+        "work": work,
+        "substeps": _top_steps(steps, 8),
+    }
+
+
+def _top_steps(steps: dict[str, float], n: int) -> dict[str, float]:
+    """The n slowest steps by name, and the rest summed, so the breakdown stays readable."""
+    ranked = sorted(steps.items(), key=lambda kv: -kv[1])
+    top = dict(ranked[:n])
+    rest = sum(v for _, v in ranked[n:])
+    if rest:
+        top[f"{len(ranked) - n} other steps and checks"] = rest
+    return top
+
+
+def _stage_job_first(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    return _stage_job(workdir, manifest, downstream_only=True)
+
+
+def _stage_night(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    return _stage_job(workdir, manifest, downstream_only=False)
+
+
 CHILD_STAGES: dict[str, Callable[[Path, dict[str, Any]], dict[str, Any]]] = {
     "baseline": _stage_baseline,
     "baseline_schema": _stage_baseline_schema,
@@ -402,6 +491,9 @@ CHILD_STAGES: dict[str, Callable[[Path, dict[str, Any]], dict[str, Any]]] = {
     "prepare": _stage_prepare,
     "analysis": _stage_analysis,
     "dashboards": _stage_dashboards,
+    "job_first": _stage_job_first,
+    "night_all": _stage_night,
+    "night_tenth": _stage_night,
 }
 
 
@@ -582,6 +674,20 @@ def evaluate_targets(
             inc.note,
         )
     )
+    full = [results[s].seconds for s in FULL_REBUILD]
+    rebuild = sum(x for x in full if x) if all(full) else None
+    for stage, who in (("night_all", "every person"), ("night_tenth", "a tenth of the people")):
+        night = results[stage]
+        share = night.seconds / rebuild if night.seconds and rebuild else None
+        rows.append(
+            (
+                f"whole nightly job, {who} with a new day, <= 10% of a full rebuild",
+                f"{_fmt(None if share is None else 100 * share, '.0f')}% "
+                f"({_fmt(night.seconds)} s of {_fmt(rebuild)} s)",
+                verdict(None if share is None else share <= INCREMENTAL_MAX_RATIO),
+                night.note or "full rebuild = (a) + prepare + (e)",
+            )
+        )
     people = int(manifest["people"])
     scale_note = "" if full_people else f"measured on {people:,} people, not 2,000"
     rows.append(
@@ -639,6 +745,12 @@ def render_markdown(
         f"{int(manifest['labs_files']):,} |",
         f"| next day (incremental case) | {int(manifest['next_day_rows']):,} rows in "
         f"{int(manifest['next_day_files']):,} files ({manifest['next_day']}) |",
+        *[
+            f"| {LABELS[folder]} | {int(manifest[f'{folder}_rows']):,} rows in "
+            f"{int(manifest[f'{folder}_files']):,} files ({manifest['nights'][folder]}) |"
+            for folder, _ in NIGHTS[1:]
+            if f"{folder}_rows" in manifest and "nights" in manifest
+        ],
         f"| generator time | {manifest['seconds']} s |",
         "",
         "## Stages",
@@ -711,6 +823,16 @@ def render_markdown(
     if results["dashboards"].data:
         d = results["dashboards"].data
         extras.append(f"- dashboards: {d['pages']:,} HTML pages, {d['html_mb']:,.1f} MB.")
+    for stage in ("job_first", *(folder for folder, _ in NIGHTS[1:])):
+        work = results[stage].data.get("work") or {}
+        if work:
+            extras.append(
+                f"- {LABELS[stage]}: "
+                + "; ".join(
+                    f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in work.items()
+                )
+                + "."
+            )
     rss = [
         f"{LABELS[s]} {results[s].data['rss_after_imports_mb']:,.0f} MB"
         for s in STAGES
@@ -767,9 +889,10 @@ def snapshot_code(workdir: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def add_next_day(workdir: Path) -> int:
-    """Move the generator's next-day files into data/raw/; returns how many."""
-    pending = workdir / "project" / NEXT_DAY_DIR
+def add_night(workdir: Path, folder: str = NEXT_DAY_DIR) -> int:
+    """Move one night's generated files (`folder`, see bench.generate.NIGHTS) into data/raw/;
+    returns how many."""
+    pending = workdir / "project" / folder
     raw = workdir / "project" / "data" / "raw"
     moved = 0
     for path in sorted(pending.rglob("*.csv")):
@@ -779,6 +902,18 @@ def add_next_day(workdir: Path) -> int:
         os.utime(dest)  # a new export is the newest file
         moved += 1
     return moved
+
+
+def _staging_rows(project_dir: Path, manifest: dict[str, Any]) -> int:
+    import duckdb
+
+    warehouse = project_dir / "data" / "processed" / "warehouse.duckdb"
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        row = con.execute(f'SELECT count(*) FROM "stg_{manifest["diary_source"]}"').fetchone()
+    finally:
+        con.close()
+    return int(row[0]) if row else 0
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
@@ -833,7 +968,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 f"ingest_files: {d['files']:,} files, {d['rows']:,} read = {d['rows_loaded']:,} "
                 f"loaded + {d['rows_rejected']:,} rejected + {d['rows_duplicate']:,} duplicate"
             )
-            add_next_day(workdir)
+            add_night(workdir, NEXT_DAY_DIR)
             if stage("incremental").status == "ok":
                 after = int(results["incremental"].data["staging_rows"])
                 expected = staging + int(manifest["next_day_rows"])
@@ -845,6 +980,22 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 )
             if stage("prepare").status == "ok" and stage("analysis").status == "ok":
                 stage("dashboards")
+                # (e) measures a first run: no page may be kept from (d).
+                shutil.rmtree(project_dir / "dashboards", ignore_errors=True)
+                if stage("job_first").status == "ok":
+                    for folder, _ in NIGHTS[1:]:
+                        add_night(workdir, folder)
+                        stage(folder)  # the nightly stages are named after their nights
+                    expected = int(checks.get("incremental_expected_rows") or 0) + sum(
+                        int(manifest[f"{folder}_rows"]) for folder, _ in NIGHTS[1:]
+                    )
+                    checks["final_staging_rows"] = _staging_rows(project_dir, manifest)
+                    checks["final_expected_rows"] = expected
+                    checks["lines"].append(
+                        f"after the two nightly jobs: {checks['final_staging_rows']:,} staging "
+                        f"rows, expected {expected:,} -> "
+                        + ("equal" if checks["final_staging_rows"] == expected else "MISMATCH")
+                    )
         for name in STAGES:
             if results[name].status == "skipped" and not results[name].note:
                 results[name].note = "not run: an earlier stage it needs did not finish"

@@ -15,7 +15,7 @@ import duckdb
 import pytest
 
 from bench import run as bench_run
-from bench.generate import DIARY_GLOB, MANIFEST, NEXT_DAY_DIR, generate
+from bench.generate import DIARY_GLOB, MANIFEST, NEXT_DAY_DIR, NIGHTS, generate
 from pipelines.demo import SERVINGS_HEADER
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,6 +59,12 @@ def test_generator_is_deterministic_and_writes_cronometer_exports(tmp_path: Path
     assert head.startswith(b"\xef\xbb\xbf" + ",".join(SERVINGS_HEADER).encode() + b"\r\n")
     next_day = list((tmp_path / "a" / NEXT_DAY_DIR).rglob("*.csv"))
     assert len(next_day) == PEOPLE
+    # The whole nightly job's two nights: every person, then every tenth person (person 1 of 3).
+    nights = {folder: sorted((tmp_path / "a" / folder).rglob("*.csv")) for folder, _ in NIGHTS}
+    assert [len(nights[f]) for f, _ in NIGHTS] == [PEOPLE, PEOPLE, 1]
+    assert nights["night_tenth"][0].parent.name == "p00001"
+    days = [{p.name for p in nights[f]} for f, _ in NIGHTS]
+    assert all(len(d) == 1 for d in days) and len(set.union(*days)) == 3  # three distinct days
     assert (tmp_path / "a" / "sources.yaml").is_file()
 
 
@@ -111,4 +117,22 @@ def test_staging_rows_equal_duckdb_read_csv_rows(tiny_run: tuple[dict, Path, Pat
     finally:
         con.close()
     assert duck is not None and staged is not None
-    assert staged[0] == duck[0] == checks["incremental_staging_rows"]
+    assert staged[0] == duck[0] == checks["final_staging_rows"] == checks["final_expected_rows"]
+
+
+def test_nightly_jobs_recompute_only_who_synced(tiny_run: tuple[dict, Path, Path]) -> None:
+    """The whole nightly job is the real refresh_all job: it reads only the night's files and
+    recomputes only the people who synced (every person, then person 1 of 3)."""
+    report, results, _ = tiny_run
+    stages = report["stages"]
+    first = stages["job_first"]["work"]
+    assert first["diet_daily: people_recomputed"] == "all"
+    for stage, people in (("night_all", PEOPLE), ("night_tenth", 1)):
+        work = stages[stage]["work"]
+        assert work["ingest_bench_cronometer: files_parsed"] == people, (stage, work)
+        assert work["ingest_bench_labs: files_parsed"] == 0
+        assert work["diet_daily: people_recomputed"] == people
+        assert work["exposure_windows: people_recomputed"] == people
+        assert work["marker_draws: people_recomputed"] == 0  # no new lab results
+    text = results.read_text(encoding="utf-8")
+    assert "whole nightly job, every person with a new day, <= 10% of a full rebuild" in text
