@@ -64,6 +64,23 @@ def daily_features(conn: duckdb.DuckDBPyConnection) -> list[str]:
     return features_from(columns, with_values)
 
 
+def window_days_sql(settings: Settings) -> str:
+    """The diet_daily rows some exposure window can read: the `max(settings.windows)` days
+    before one of the person's chronic draws.
+
+    Windows read nothing else, so a new diary day after a person's last draw changes none of
+    their inputs and a nightly run does not recompute them. The full and the incremental path
+    read the same rows, so their running totals (and rounding) agree."""
+    longest = max(settings.windows, default=0)
+    return f"""
+        SELECT d.* FROM diet_daily d
+        WHERE EXISTS (
+            SELECT 1 FROM marker_draws m
+            WHERE m.person_id = d.person_id AND m.excluded_reason IS NULL
+              AND m.day IS NOT NULL AND d.day < m.day AND d.day >= m.day - {int(longest)}
+        )"""
+
+
 @dg.asset(
     group_name="analysis",
     kinds={"polars", "duckdb"},
@@ -77,7 +94,7 @@ def exposure_windows(
     excluded), with how many of the window's days were logged; incomplete windows are kept but
     flagged so the association step can skip them."""
     settings = project.config().settings
-    daily_sql, draws_sql = "SELECT * FROM diet_daily", "SELECT * FROM marker_draws"
+    daily_sql, draws_sql = window_days_sql(settings), "SELECT * FROM marker_draws"
     with project.warehouse().write() as conn:
         # Which features exist is a property of everyone's diet_daily, not of the people
         # recomputed: decided here, in SQL, and passed down.
@@ -131,22 +148,38 @@ def associations(
     number nobody should trust. Cross-sectional cohorts (undated draws and person-level intake,
     such as NHANES) get between-person models with age and sex as covariates."""
     settings = project.config().settings
+    inputs = ("marker_draws", "exposure_windows", "persons", "diet_summary")
     with project.warehouse().write() as conn:
-        # In a fixed order: the per-person steps update their tables in place, so the physical
-        # row order depends on the history of runs, and the fits' optimiser must not see that.
-        draws = conn.execute("SELECT * FROM marker_draws ORDER BY ALL").pl()
-        windows = conn.execute("SELECT * FROM exposure_windows ORDER BY ALL").pl()
-        people = conn.execute("SELECT * FROM persons ORDER BY ALL").pl()
-        summary = conn.execute("SELECT * FROM diet_summary ORDER BY ALL").pl()
-        result = run_all_models(draws, windows, people, summary, settings).with_columns(
-            pl.lit(json.dumps(asdict(settings), default=list)).alias("parameters")
+        # The cohort models and the FDR families span everyone, so the step either refits all
+        # or nothing: the whole cohort is one "person" whose inputs are fingerprinted.
+        plan = plan_people(
+            conn,
+            "associations",
+            inputs=[f"SELECT * REPLACE ('cohort' AS person_id) FROM {t}" for t in inputs],
+            outputs=["associations"],
+            salt=settings_salt(settings),
         )
-        replace_table(conn, "associations", result)
+        refit = plan.everyone or bool(plan.touched)
+        if refit:
+            # In a fixed order: the per-person steps update their tables in place, so the
+            # physical row order depends on the history of runs; the fits must not see that.
+            draws, windows, people, summary = (
+                conn.execute(f"SELECT * FROM {t} ORDER BY ALL").pl() for t in inputs
+            )
+            result = run_all_models(draws, windows, people, summary, settings).with_columns(
+                pl.lit(json.dumps(asdict(settings), default=list)).alias("parameters")
+            )
+            replace_table(conn, "associations", result)
+            record(conn, plan)
+        else:
+            result = conn.execute("SELECT scope, status FROM associations").pl()
     by_status = result.group_by("scope", "status").len().sort("scope", "status")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": result.height,
             "significant": result.filter(pl.col("status") == "significant").height,
             "by_status": md_table(by_status),
+            # False when no input changed since the last fit: the table was kept as it was.
+            "refit": refit,
         }
     )

@@ -1,0 +1,133 @@
+"""Exposure windows and associations do no work on a night that changes none of their inputs.
+
+A window reads only the diary days just before a chronic draw, so a new day after a person's last
+draw leaves their windows, and so every association, as they were. A backfilled day inside a
+window recomputes that person's windows and refits the models. Either way the tables equal a run
+from scratch on the same files.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from pipelines.config import Settings
+from pipelines.defs.analysis import window_days_sql
+from pipelines.project import PROJECT_DIR_ENV, Project
+from tests.conftest import make_demo_project
+
+COMPARED = ("diet_daily", "exposure_windows", "associations")
+
+
+def refresh(project: Project, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """Run the real refresh_all job; return what the analysis steps say they did."""
+    from pipelines.definitions import defs
+
+    monkeypatch.setenv(PROJECT_DIR_ENV, str(project.root))
+    with dg.instance_for_test() as instance:
+        result = defs().resolve_job_def("refresh_all").execute_in_process(instance=instance)
+        assert result.success
+        done = {}
+        for key, field in (
+            ("diet_daily", "people_recomputed"),
+            ("exposure_windows", "people_recomputed"),
+            ("associations", "refit"),
+        ):
+            event = instance.get_latest_materialization_event(dg.AssetKey(key))
+            assert event is not None and event.asset_materialization is not None
+            done[key] = event.asset_materialization.metadata[field].value
+    return done
+
+
+def add_diary_line(servings: Path, day: str) -> None:
+    """Log one more food (a copy of the file's last line) on `day`."""
+    text = servings.read_text(encoding="utf-8").rstrip("\r\n")
+    last = text.rsplit("\n", 1)[1].split(",", 1)[1]
+    servings.write_text(f"{text}\n{day},{last}\n", encoding="utf-8")
+    stat = servings.stat()
+    os.utime(servings, (stat.st_atime, stat.st_mtime + 60))
+
+
+def last_chronic_draw(project: Project, person: str) -> str:
+    with duckdb.connect(str(project.warehouse_path), read_only=True) as conn:
+        row = conn.execute(
+            "SELECT max(day) FROM marker_draws WHERE person_id = ? AND excluded_reason IS NULL",
+            [person],
+        ).fetchone()
+    assert row is not None and row[0] is not None
+    return row[0].isoformat()
+
+
+def tables(project: Project) -> dict[str, pl.DataFrame]:
+    with duckdb.connect(str(project.warehouse_path), read_only=True) as conn:
+        out = {}
+        for name in COMPARED:
+            df = conn.execute(f"SELECT * FROM {name}").pl()
+            out[name] = df.sort(df.columns, nulls_last=True)
+    return out
+
+
+def test_windows_and_associations_skip_a_night_that_touches_no_window(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = make_demo_project(tmp_path / "nightly")
+    first = refresh(project, monkeypatch)
+    assert first == {"diet_daily": "all", "exposure_windows": "all", "associations": True}
+    servings = project.raw_dir / "demo" / "cronometer" / "alice" / "servings.csv"
+
+    # A day after alice's diary ends (and so after her last draw): her days change, no window.
+    with duckdb.connect(str(project.warehouse_path), read_only=True) as conn:
+        row = conn.execute(
+            "SELECT max(day) + 1 FROM diet_daily WHERE person_id = 'alice'"
+        ).fetchone()
+    assert row is not None
+    assert row[0].isoformat() > last_chronic_draw(project, "alice")
+    add_diary_line(servings, row[0].isoformat())
+    after = refresh(project, monkeypatch)
+    assert after == {"diet_daily": 1, "exposure_windows": 0, "associations": False}
+
+    # One more food on her last logged day before her last draw: it lies in her windows.
+    with duckdb.connect(str(project.warehouse_path), read_only=True) as conn:
+        row = conn.execute(
+            "SELECT max(day) FROM diet_daily WHERE person_id = 'alice' AND logged AND day < ?",
+            [last_chronic_draw(project, "alice")],
+        ).fetchone()
+    assert row is not None and row[0] is not None
+    assert row[0] >= date.fromisoformat(last_chronic_draw(project, "alice")) - timedelta(days=3)
+    add_diary_line(servings, row[0].isoformat())
+    backfill = refresh(project, monkeypatch)
+    assert backfill == {"diet_daily": 1, "exposure_windows": 1, "associations": True}
+
+    fresh = make_demo_project(tmp_path / "fresh")
+    shutil.copytree(project.raw_dir, fresh.raw_dir, dirs_exist_ok=True)
+    refresh(fresh, monkeypatch)
+    got, want = tables(project), tables(fresh)
+    for name in COMPARED:
+        assert_frame_equal(got[name], want[name], check_exact=False, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_window_inputs_are_the_days_before_chronic_draws_only() -> None:
+    """The rows the windows read: the longest window's days before each chronic draw."""
+    settings = Settings(windows=(3, 7))
+    conn = duckdb.connect()
+    conn.execute(
+        "CREATE TABLE diet_daily AS SELECT 'a' AS person_id, DATE '2025-01-01' + i::INTEGER AS day "
+        "FROM range(30) t(i) UNION ALL SELECT 'b', DATE '2025-01-10'"
+    )
+    conn.execute(
+        "CREATE TABLE marker_draws AS SELECT * FROM (VALUES "
+        "('a', DATE '2025-01-11', NULL), ('a', DATE '2025-01-25', 'acute'), "
+        "('b', NULL, NULL)) t(person_id, day, excluded_reason)"
+    )
+    days = conn.execute(f"SELECT person_id, day FROM ({window_days_sql(settings)}) ORDER BY 2").pl()
+    # 7 days before the chronic draw on the 11th; nothing around the acute one; b has no dated draw.
+    assert days["person_id"].unique().to_list() == ["a"]
+    assert [d.day for d in days["day"]] == [4, 5, 6, 7, 8, 9, 10]
