@@ -1,7 +1,7 @@
-"""Recompute only the people whose inputs changed since a step last ran.
+"""Recompute only the people (or person-days) whose inputs changed since a step last ran.
 
-Every per-person step (diet_daily, marker_draws and marker_trends, exposure_windows) depends on a
-person's own rows only. Before it runs, `plan_people` fingerprints each person's input rows inside
+Every per-person step (marker_draws and marker_trends, exposure_windows) depends on a person's own
+rows only. Before it runs, `plan_people` fingerprints each person's input rows inside
 DuckDB (a count plus two order-independent sums of row hashes per input) and compares them with
 the fingerprints stored when the step last finished (`person_inputs`). Only new or changed people
 are recomputed; people whose inputs are gone lose their rows. Anything that affects everyone (the
@@ -11,6 +11,11 @@ goes into a salt: when it changes, the step recomputes everyone, exactly as a fi
 A nightly run that adds one person's day therefore recomputes that person, not the cohort; a run
 where every person has a new day still recomputes every person (their whole history, since each
 step's output for a person depends on all of it).
+
+diet_daily goes further: each of its rows depends on one person-day's inputs, so `plan_days` keys
+the same fingerprints by (person_id, day) and the step recomputes only the changed days (plus the
+changed people's gap days, which it rebuilds from their range). A night on which everyone adds a
+day then costs the new days: 3 s instead of 22 s at 10 M entries.
 """
 
 from __future__ import annotations
@@ -53,8 +58,12 @@ class PersonPlan:
 
 
 @cache
-def code_fingerprint() -> str:
-    """A hash of the transform and analysis code and the data tables they read."""
+def code_fingerprint(exclude: tuple[str, ...] = ()) -> str:
+    """A hash of the transform and analysis code and the data tables they read.
+
+    `exclude` names data files a step reads only through an input it fingerprints itself (for
+    diet_daily, taxonomy.csv reaches it through food_categories, fingerprinted per day).
+    """
     import pipelines.analysis as analysis_package
     import pipelines.transforms as transforms_package
 
@@ -62,6 +71,7 @@ def code_fingerprint() -> str:
     paths = sorted(Path(inspect.getfile(transforms_package)).parent.glob("*.py"))
     paths += sorted(Path(inspect.getfile(analysis_package)).parent.glob("*.py"))
     paths += [root / "schema.py", root / "config.py", *sorted((root / "data").glob("*.csv"))]
+    paths = [p for p in paths if p.name not in exclude]
     digest = hashlib.sha256()
     for path in paths:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
@@ -165,4 +175,126 @@ def register_people(conn: duckdb.DuckDBPyConnection, people: list[str]) -> None:
 def replace_people(conn: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) -> None:
     """Delete the rows of the people in `_people` from `table`, then insert `rows` (theirs)."""
     conn.execute(f"DELETE FROM {ident(table)} WHERE person_id IN (SELECT person_id FROM _people)")
+    insert_frame(conn, table, rows)
+
+
+# Per (person, day) -----------------------------------------------------------------------------
+#
+# diet_daily's row for a person-day depends on that day's inputs only (its gap rows aside, which
+# the step rebuilds per person), so it can be recomputed by day: a night on which every person
+# adds a day then costs the new days, not everyone's history.
+
+DAY_STATE_TABLE = "person_day_inputs"
+DAY_STATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "step": pl.String,
+    "person_id": pl.String,
+    "day": pl.Date,
+    "fingerprint": pl.String,
+    "salt": pl.String,
+}
+
+
+@dataclass(frozen=True)
+class DayPlan:
+    """What a per-day step has to recompute. The changed (person_id, day) keys, new, changed or
+    gone, are in the temp table `_days` and their people in `_people` (for `only_days`,
+    `replace_days` and `only_people`); the current fingerprints are in `_day_inputs` until
+    `record_days` stores them."""
+
+    step: str
+    everyone: bool  # no usable state: recompute every person-day (and replace the step's tables)
+    days: int  # changed keys (when not everyone)
+    people: list[str]  # people with a changed key (when not everyone)
+    salt: str
+
+
+def plan_days(
+    conn: duckdb.DuckDBPyConnection,
+    step: str,
+    inputs: list[str],
+    outputs: list[str],
+    salt: str,
+    exclude_data: tuple[str, ...] = (),
+) -> DayPlan:
+    """Compare each person-day's input rows (`inputs`: queries with `person_id` and `day`
+    columns) with what `step` last saw, like `plan_people` does per person. Everyone is
+    recomputed when an output table is missing, the salt changed, or a row has no person_id or no
+    day. The fingerprints never leave DuckDB: there are as many as person-days."""
+    salt = hashlib.sha256(
+        f"{code_fingerprint(exclude_data)}\0{duckdb.__version__}\0{salt}".encode()
+    ).hexdigest()[:16]
+    parts = [
+        f"(SELECT person_id, day, count(*)::VARCHAR || ':' || bit_xor(hash(t))::VARCHAR || ':' "
+        f"|| sum(hash(t)::HUGEINT)::VARCHAR AS f{i} FROM ({sql}) t GROUP BY person_id, day)"
+        for i, sql in enumerate(inputs)
+    ]
+    assert parts, "a step has at least one input"
+    joined = parts[0] + "".join(f" FULL JOIN {p} USING (person_id, day)" for p in parts[1:])
+    fingerprint = " || '|' || ".join(f"coalesce(f{i}, '-')" for i in range(len(parts)))
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE _day_inputs AS "
+        f"SELECT person_id, day, {fingerprint} AS fingerprint FROM {joined}"
+    )
+    row = conn.execute(
+        "SELECT count(*) FROM _day_inputs WHERE person_id IS NULL OR day IS NULL"
+    ).fetchone()
+    has_null_key = bool(row and row[0])
+
+    stored_salts: set[str] = set()
+    if table_exists(conn, DAY_STATE_TABLE):
+        stored_salts = {
+            r[0]
+            for r in conn.execute(
+                f"SELECT DISTINCT salt FROM {DAY_STATE_TABLE} WHERE step = ?", [step]
+            ).fetchall()
+        }
+    outputs_exist = all(table_exists(conn, t) for t in outputs)
+    everyone = not outputs_exist or stored_salts != {salt} or has_null_key
+    if everyone:
+        return DayPlan(step, True, 0, [], salt)
+    # A key whose fingerprint differs, or that only one side has, is new, changed or gone.
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE _days AS SELECT person_id, day FROM _day_inputs c "
+        f"FULL JOIN (SELECT person_id, day, fingerprint FROM {DAY_STATE_TABLE} WHERE step = ?) s "
+        f"USING (person_id, day) WHERE c.fingerprint IS DISTINCT FROM s.fingerprint",
+        [step],
+    )
+    conn.execute("CREATE OR REPLACE TEMP TABLE _people AS SELECT DISTINCT person_id FROM _days")
+    days = conn.execute("SELECT count(*) FROM _days").fetchone()
+    people = [r[0] for r in conn.execute("SELECT person_id FROM _people ORDER BY 1").fetchall()]
+    return DayPlan(step, False, int(days[0]) if days else 0, people, salt)
+
+
+def record_days(conn: duckdb.DuckDBPyConnection, plan: DayPlan) -> None:
+    """Store the fingerprints the step has just been brought up to date with: all of them after
+    recomputing everyone, else only the changed keys' (the rest are already stored)."""
+    if not table_exists(conn, DAY_STATE_TABLE):
+        create_table(conn, DAY_STATE_TABLE, DAY_STATE_SCHEMA)
+    current = "SELECT ? AS step, person_id, day, fingerprint, ? AS salt FROM _day_inputs"
+    if plan.everyone:
+        conn.execute(f"DELETE FROM {DAY_STATE_TABLE} WHERE step = ?", [plan.step])
+        conn.execute(f"INSERT INTO {DAY_STATE_TABLE} BY NAME {current}", [plan.step, plan.salt])
+        return
+    conn.execute(
+        f"DELETE FROM {DAY_STATE_TABLE} s USING _days d WHERE s.step = ? "
+        "AND s.person_id = d.person_id AND s.day = d.day",
+        [plan.step],
+    )
+    conn.execute(
+        f"INSERT INTO {DAY_STATE_TABLE} BY NAME {current} SEMI JOIN _days USING (person_id, day)",
+        [plan.step, plan.salt],
+    )
+
+
+def only_days(sql: str) -> str:
+    """`sql` restricted to the (person_id, day) keys in `_days` (made by `plan_days`)."""
+    return f"SELECT t.* FROM ({sql}) t SEMI JOIN _days USING (person_id, day)"
+
+
+def replace_days(conn: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) -> None:
+    """Delete the rows of the keys in `_days` from `table`, then insert `rows` (theirs)."""
+    conn.execute(
+        f"DELETE FROM {ident(table)} t USING _days d "
+        "WHERE t.person_id = d.person_id AND t.day = d.day"
+    )
     insert_frame(conn, table, rows)

@@ -18,21 +18,27 @@ from pipelines.config import Settings
 from pipelines.defs._metadata import column_schema, md_table
 from pipelines.defs.resources import ProjectResource
 from pipelines.incremental import (
+    only_days,
     only_people,
+    plan_days,
     plan_people,
     record,
+    record_days,
     register_people,
+    replace_days,
     replace_people,
-    table_fingerprint,
 )
 from pipelines.schema import NUTRIENTS
 from pipelines.transforms.diet import (
     build_diet_daily,
     build_diet_summary,
     categorise_foods,
-    unmapped_foods,
+    diet_gap_days,
+    diet_gap_keys,
+    unmapped_foods_from_counts,
+    unmapped_pairs,
 )
-from pipelines.warehouse import ident, replace_table
+from pipelines.warehouse import ident, insert_frame, replace_table
 
 # What build_diet_daily reads from diet_entries besides the nutrients (see _daily_from_entries and
 # entry_servings in pipelines/transforms/diet.py): the person-day, and the food, source category
@@ -77,6 +83,32 @@ def diet_entries_for_daily(conn: duckdb.DuckDBPyConnection) -> tuple[pl.DataFram
     return entries, unreported
 
 
+def unmapped_people_counts(conn: duckdb.DuckDBPyConnection, pairs: pl.DataFrame) -> pl.DataFrame:
+    """Entries and energy per (person_id, food, category_raw) for the unmapped `pairs` only: what
+    unmapped_foods_from_counts needs to count a food's people across its category_raw values."""
+    empty = pl.DataFrame(
+        schema={
+            "person_id": pl.String,
+            "food": pl.String,
+            "category_raw": pl.String,
+            "entries": pl.Int64,
+            "energy_kcal": pl.Float64,
+        }
+    )
+    if pairs.is_empty():
+        return empty
+    conn.register("_unmapped_pairs", pairs.select("food", "category_raw").to_arrow())
+    try:
+        return conn.execute(
+            "SELECT e.person_id, e.food, e.category_raw, count(*) AS entries, "
+            "sum(e.energy_kcal) AS energy_kcal FROM diet_entries e SEMI JOIN _unmapped_pairs u "
+            "ON e.food IS NOT DISTINCT FROM u.food "
+            "AND e.category_raw IS NOT DISTINCT FROM u.category_raw GROUP BY ALL"
+        ).pl()
+    finally:
+        conn.unregister("_unmapped_pairs")
+
+
 def settings_salt(settings: Settings) -> str:
     """The settings as text: a change to any of them recomputes every person."""
     return json.dumps(asdict(settings), sort_keys=True, default=str)
@@ -106,11 +138,18 @@ def settings_salt(settings: Settings) -> str:
 def food_taxonomy(context: dg.AssetExecutionContext, project: ProjectResource):
     """Apply the food taxonomy to every distinct (food, source category) pair."""
     with project.warehouse().write() as conn:
-        entries = conn.execute(
-            "SELECT person_id, food, category_raw, energy_kcal FROM diet_entries"
+        # Counted in DuckDB: loading every entry's (person, food, category, energy) into Polars
+        # took 4-6 s at 10 M entries, for a few thousand distinct foods.
+        pairs = conn.execute(
+            "SELECT food, category_raw, count(*) AS entries, sum(energy_kcal) AS energy_kcal "
+            "FROM diet_entries GROUP BY food, category_raw"
         ).pl()
-        categories = categorise_foods(entries)
-        unmapped = unmapped_foods(entries, categories)
+        categories = categorise_foods(pairs)
+        unmapped = unmapped_foods_from_counts(
+            unmapped_people_counts(conn, unmapped_pairs(pairs, categories)),
+            categories,
+            float(pairs["energy_kcal"].sum() or 0.0),
+        )
         replace_table(conn, "food_categories", categories)
         replace_table(conn, "unmapped_foods", unmapped)
     mapped_share = 1.0 - float(unmapped["energy_share"].sum() or 0.0)
@@ -141,20 +180,27 @@ def diet_daily(context: dg.AssetExecutionContext, project: ProjectResource) -> d
     Days between a person's first and last entry with nothing (or too little) logged are kept with
     `logged = false`, so exposure windows can require enough logged days instead of treating a
     forgotten day as a day of eating nothing.
+
+    Incremental by (person, day) (`plan_days`): only days whose entries, reported totals or foods'
+    categories changed are built again; the touched people's gap days are then rebuilt from their
+    range, since a new or removed day moves them.
     """
     settings = project.config().settings
     with project.warehouse().write() as conn:
         columns, unreported = daily_entry_columns(conn)
         entries_sql = f"SELECT {', '.join(ident(c) for c in columns)} FROM diet_entries"
-        reported_sql = "SELECT * FROM diet_daily_reported"
+        # Reported rows without a day are person-level (diet_summary's); no day uses them.
+        reported_sql = "SELECT * FROM diet_daily_reported WHERE day IS NOT NULL"
         categories = conn.execute("SELECT * FROM food_categories").pl()
-        plan = plan_people(
+        plan = plan_days(
             conn,
             "diet_daily",
-            inputs=[entries_sql, reported_sql],
+            inputs=[entries_with_categories_sql(entries_sql), reported_sql],
             outputs=["diet_daily"],
-            # The food categories apply to everyone's entries.
-            salt=settings_salt(settings) + table_fingerprint(conn, "SELECT * FROM food_categories"),
+            salt=settings_salt(settings) + json.dumps(sorted(unreported)),
+            # The taxonomy reaches a day only through its foods' categories, fingerprinted above:
+            # a new rule recomputes the days that eat the foods it matches, not everyone.
+            exclude_data=("taxonomy.csv",),
         )
         if plan.everyone:
             entries = conn.execute(entries_sql).pl()
@@ -162,12 +208,15 @@ def diet_daily(context: dg.AssetExecutionContext, project: ProjectResource) -> d
             daily = build_diet_daily(entries, categories, settings, reported, unreported)
             replace_table(conn, "diet_daily", daily)
         else:
-            register_people(conn, plan.touched)
-            entries = conn.execute(only_people(entries_sql)).pl()
-            reported = conn.execute(only_people(reported_sql)).pl()
-            daily = build_diet_daily(entries, categories, settings, reported, unreported)
-            replace_people(conn, "diet_daily", daily)
-        record(conn, plan)
+            entries = conn.execute(only_days(entries_sql)).pl()
+            reported = conn.execute(only_days(reported_sql)).pl()
+            # Gap days depend on the person's whole range, so they are left to replace_gap_days.
+            daily = build_diet_daily(
+                entries, categories, settings, reported, unreported, fill_gaps=False
+            )
+            replace_days(conn, "diet_daily", daily)
+            replace_gap_days(conn, settings)
+        record_days(conn, plan)
         row = conn.execute(
             "SELECT count(*), count(*) FILTER (logged), count(DISTINCT person_id) FROM diet_daily"
         ).fetchone()
@@ -178,9 +227,38 @@ def diet_daily(context: dg.AssetExecutionContext, project: ProjectResource) -> d
             "dagster/column_schema": column_schema(daily),
             "days_logged": logged,
             "people": people,
-            "people_recomputed": "all" if plan.everyone else len(plan.touched),
+            "people_recomputed": "all" if plan.everyone else len(plan.people),
+            "days_recomputed": "all" if plan.everyone else plan.days,
         }
     )
+
+
+def entries_with_categories_sql(entries_sql: str) -> str:
+    """Each entry with the categories of its food, for diet_daily's per-day fingerprints: a day
+    is recomputed when its foods' categories change, and only then (not on any new food)."""
+    return (
+        "WITH c AS (SELECT food, category_raw, list(DISTINCT category ORDER BY category) AS cats "
+        "FROM food_categories GROUP BY ALL) "
+        f"SELECT e.*, c.cats FROM ({entries_sql}) e LEFT JOIN c "
+        "ON e.food IS NOT DISTINCT FROM c.food "
+        "AND e.category_raw IS NOT DISTINCT FROM c.category_raw"
+    )
+
+
+def replace_gap_days(conn: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    """Rebuild the unlogged gap days of the people in `_people` (see diet_gap_keys): a new day
+    after a gap, or a removed last day, changes days that had no input change themselves."""
+    conn.execute(
+        "DELETE FROM diet_daily WHERE entries = 0 AND diet_source IS NULL "
+        "AND person_id IN (SELECT person_id FROM _people)"
+    )
+    # Three narrow columns of the touched people's days: cheap next to building the days.
+    days = conn.execute(
+        "SELECT person_id, day, entries, diet_source FROM diet_daily "
+        "WHERE person_id IN (SELECT person_id FROM _people)"
+    ).pl()
+    schema = conn.execute("SELECT * FROM diet_daily LIMIT 0").pl().schema
+    insert_frame(conn, "diet_daily", diet_gap_days(diet_gap_keys(days), settings, schema))
 
 
 @dg.asset(

@@ -14,7 +14,7 @@ source reports it.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from functools import cache
 from importlib import resources
 
@@ -91,15 +91,43 @@ def categorise_foods(foods: pl.DataFrame, rules: pl.DataFrame | None = None) -> 
 
 def unmapped_foods(entries: pl.DataFrame, categories: pl.DataFrame) -> pl.DataFrame:
     """Foods no rule matched, with their entry count and share of all logged energy."""
-    total_kcal = entries["energy_kcal"].sum() or 0.0
+    counts = entries.select(
+        "person_id", "food", "category_raw", "energy_kcal", pl.lit(1, pl.UInt32).alias("entries")
+    )
+    return unmapped_foods_from_counts(
+        counts, categories, float(entries["energy_kcal"].sum() or 0.0)
+    )
+
+
+def unmapped_pairs(foods: pl.DataFrame, categories: pl.DataFrame) -> pl.DataFrame:
+    """The distinct (food, category_raw) of `foods` no rule matched (a null food is no food)."""
     mapped = categories.select("food", "category_raw").unique()
     return (
-        entries.filter(pl.col("food").is_not_null())
+        foods.filter(pl.col("food").is_not_null())
+        .select("food", "category_raw")
+        .unique()
+        .join(mapped, on=["food", "category_raw"], how="anti", nulls_equal=True)
+    )
+
+
+def unmapped_foods_from_counts(
+    counts: pl.DataFrame, categories: pl.DataFrame, total_kcal: float
+) -> pl.DataFrame:
+    """`unmapped_foods` from entries already counted per (person_id, food, category_raw) or finer:
+    `entries` and `energy_kcal` (their sum) per row, and the energy of all entries, `total_kcal`.
+
+    The diet taxonomy step counts in DuckDB, and only for the pairs `unmapped_pairs` found, instead
+    of loading every entry: a food's people are counted across all its unmapped category_raw
+    values, which per-pair counts of people could not give.
+    """
+    mapped = categories.select("food", "category_raw").unique()
+    return (
+        counts.filter(pl.col("food").is_not_null())
         .join(mapped, on=["food", "category_raw"], how="anti", nulls_equal=True)
         .group_by("food")
         .agg(
-            pl.len().alias("entries"),
-            pl.col("energy_kcal").sum().alias("energy_kcal"),
+            pl.col("entries").sum().cast(pl.UInt32),
+            pl.col("energy_kcal").sum(),
             pl.col("person_id").n_unique().alias("people"),
         )
         .with_columns(
@@ -144,6 +172,7 @@ def build_diet_daily(
     settings: Settings,
     reported: pl.DataFrame | None = None,
     unreported_nutrients: Collection[str] = (),
+    fill_gaps: bool = True,
 ) -> pl.DataFrame:
     """Aggregate diet entries to one row per person-day, over each person's whole logged range.
 
@@ -163,13 +192,75 @@ def build_diet_daily(
     them: they come out as null daily columns, exactly as if `entries` had carried them all null,
     so a caller need not load millions of nulls (the diet_daily asset does this). `energy_kcal`
     and `alcohol_g` are read row by row and must stay in `entries` even when all null.
+
+    `fill_gaps=False` leaves out the unlogged days inside each range (see `diet_gap_keys`): a
+    caller that builds only some of a person's days adds them itself with `diet_gap_days`.
     """
     daily = _daily_from_entries(entries, categories, settings, unreported_nutrients)
     if reported is not None and reported.height:
         daily = _add_reported_days(daily, reported, settings)
     full = add_dii(daily)
     first = ["person_id", "day", "logged", "entries"]
-    return full.select(first + [c for c in full.columns if c not in first]).sort("person_id", "day")
+    full = full.select(first + [c for c in full.columns if c not in first])
+    if fill_gaps:
+        gaps = diet_gap_days(diet_gap_keys(full), settings, full.schema)
+        full = pl.concat([full, gaps])
+    return full.sort("person_id", "day")
+
+
+def diet_gap_keys(days: pl.DataFrame) -> pl.DataFrame:
+    """The (person_id, day) keys of a person's unlogged days: between their first and last day with
+    entries, with neither entries nor a reported total.
+
+    `days` holds at least person_id, day and entries of every diet_daily row of the people
+    concerned other than such gap days (it may hold gap days too: they are found again).
+    """
+    with_entries = days.filter(pl.col("entries") > 0)
+    calendar = (
+        with_entries.group_by("person_id")
+        .agg(pl.date_ranges(pl.col("day").min(), pl.col("day").max()).first().alias("day"))
+        .explode("day")
+    )
+    present = days.filter(~_is_gap_day()).select("person_id", "day")
+    return calendar.join(present, on=["person_id", "day"], how="anti").select("person_id", "day")
+
+
+def diet_gap_days(
+    keys: pl.DataFrame, settings: Settings, schema: Mapping[str, pl.DataType]
+) -> pl.DataFrame:
+    """The diet_daily rows (columns and types of `schema`) of the gap days `keys`: no entries, no
+    nutrients, no servings, `diet_source` null. The flags and the DII come from the same
+    expressions as a logged day's, so an incremental run that writes gap rows on its own gives
+    exactly the rows a full build does."""
+    bare = keys.select(
+        pl.col("person_id").cast(pl.String),
+        pl.col("day").cast(pl.Date),
+        pl.lit(0, pl.Int64).alias("entries"),
+        pl.lit(None, pl.Float64).alias("energy_kcal"),
+        pl.lit(None, pl.String).alias("diet_source"),
+    )
+    gaps = add_dii(bare.with_columns(*_day_flags(settings)))
+    return gaps.select(
+        (pl.col(c) if c in gaps.columns else pl.lit(None)).cast(dtype).alias(c)
+        for c, dtype in schema.items()
+    )
+
+
+def _is_gap_day() -> pl.Expr:
+    return (pl.col("entries") == 0) & pl.col("diet_source").is_null()
+
+
+def _day_flags(settings: Settings) -> tuple[pl.Expr, pl.Expr]:
+    """`implausible_energy` and `logged` of a day from its `entries` and `energy_kcal`."""
+    # A day above 10,000 kcal is a logging error (a unit slip, a duplicated recipe), not a diet:
+    # it is kept and flagged but does not count as logged, so no exposure window averages it.
+    implausible = pl.col("energy_kcal").fill_null(0.0) > IMPLAUSIBLE_DAY_KCAL
+    logged = (
+        (pl.col("entries") >= settings.logged_min_entries)
+        & (pl.col("energy_kcal").fill_null(0.0) >= settings.logged_min_kcal)
+        & ~implausible
+    )
+    return implausible.alias("implausible_energy"), logged.alias("logged")
 
 
 def _add_reported_days(
@@ -179,7 +270,8 @@ def _add_reported_days(
     dated = reported.filter(pl.col("day").is_not_null())
     if "period" in dated.columns:
         dated = dated.filter(pl.col("period").fill_null("day") == "day")
-    with_entries = daily.filter(pl.col("entries") > 0).select("person_id", "day")
+    # `daily` holds only days with entries (gap days are added after, see diet_gap_keys).
+    with_entries = daily.select("person_id", "day")
     nutrient_cols = [n for n in NUTRIENTS if n in dated.columns]
     if "completed" not in dated.columns:
         dated = dated.with_columns(pl.lit(None, pl.Boolean).alias("completed"))
@@ -218,8 +310,7 @@ def _add_reported_days(
         )
         .drop("_completed")
     )
-    base = daily.join(extra.select("person_id", "day"), on=["person_id", "day"], how="anti")
-    return pl.concat([base, extra], how="diagonal_relaxed")
+    return pl.concat([daily, extra], how="diagonal_relaxed")
 
 
 def _daily_from_entries(
@@ -228,8 +319,9 @@ def _daily_from_entries(
     settings: Settings,
     unreported_nutrients: Collection[str] = (),
 ) -> pl.DataFrame:
-    """Person-days from food-level entries, with gaps between first and last day filled."""
-    entries = entries.with_row_index("entry_id")
+    """Person-days from food-level entries (only the days that have some)."""
+    # An entry without a day belongs to no person-day (a full build never had a row for it).
+    entries = entries.filter(pl.col("day").is_not_null()).with_row_index("entry_id")
     nutrient_cols = [n for n in NUTRIENTS if n in entries.columns or n in unreported_nutrients]
     per_entry = entry_servings(entries, categories)
 
@@ -269,26 +361,10 @@ def _daily_from_entries(
         else pl.lit(None, pl.Float64).alias("fiber_g_per_1000kcal"),
     ).drop("_upf_kcal")
 
-    calendar = (
-        daily.group_by("person_id")
-        .agg(pl.date_ranges(pl.col("day").min(), pl.col("day").max()).first().alias("day"))
-        .explode("day")
-    )
-    full = calendar.join(daily, on=["person_id", "day"], how="left").with_columns(
-        pl.col("entries").fill_null(0).cast(pl.Int64)
-    )
-    # A day above 10,000 kcal is a logging error (a unit slip, a duplicated recipe), not a diet:
-    # it is kept and flagged but does not count as logged, so no exposure window averages it.
-    implausible = pl.col("energy_kcal").fill_null(0.0) > IMPLAUSIBLE_DAY_KCAL
-    logged = (
-        (pl.col("entries") >= settings.logged_min_entries)
-        & (pl.col("energy_kcal").fill_null(0.0) >= settings.logged_min_kcal)
-        & ~implausible
-    )
-    return full.with_columns(
-        implausible.alias("implausible_energy"),
-        logged.alias("logged"),
-        pl.when(pl.col("entries") > 0).then(pl.lit("entries")).alias("diet_source"),
+    return daily.with_columns(
+        pl.col("entries").cast(pl.Int64),
+        *_day_flags(settings),
+        pl.lit("entries").alias("diet_source"),
     )
 
 
