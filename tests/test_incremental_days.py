@@ -337,3 +337,40 @@ def test_food_taxonomy_counts_in_duckdb_give_the_same_tables(tmp_path: Path) -> 
         check_exact=False,
         rel_tol=1e-12,
     )
+
+
+def test_a_full_build_in_groups_of_people_equals_one_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first run builds diet_daily a group of people at a time (bounded memory); groups of
+    any size give the same table as building everyone in one frame."""
+    import pipelines.defs.features as features
+
+    people = ["ann", "bob", "cy", "dee", "eve"]
+    entries = [*history(people, 6), {**entry("zed", 2), "person_id": None}]
+    reported = [reported_day("bob", 9), reported_day("fay", 1)]  # fay: reported days only
+    cohort = Cohort(tmp_path / "groups", entries, reported)
+    entries_df, reported_df = cohort.frames()
+    categories = categorise_foods(entries_df.select("food", "category_raw"))
+    settings = Settings()
+    whole = build_diet_daily(
+        entries_df.filter(pl.col("day").is_not_null()), categories, settings, reported_df
+    )
+    whole = whole.sort(whole.columns, nulls_last=True)
+    register = features.register_person_chunks
+    groups: list[int] = []
+
+    def counted(*args: object, **kwargs: object) -> int:
+        groups.append(register(*args, **kwargs))  # type: ignore[arg-type]
+        return groups[-1]
+
+    monkeypatch.setattr(features, "register_person_chunks", counted)
+    # 7 people with rows (the entry without a person id counts as one), ann to eve 18 each: a
+    # group starts a person whose rows before it fill the previous group.
+    for rows, expected in ((1, 7), (20, 5), (40, 3), (10_000, 1)):
+        monkeypatch.setattr(features, "FULL_BUILD_ROWS", rows)
+        cohort = Cohort(tmp_path / f"groups-{rows}", entries, reported)
+        assert cohort.run() == {"people_recomputed": "all", "days_recomputed": "all"}
+        assert groups[-1] == expected, rows
+        got = cohort.table()
+        assert_frame_equal(got, whole.select(got.columns), check_exact=False, rel_tol=1e-12)
