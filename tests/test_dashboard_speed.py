@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import json
 import math
+from concurrent.futures import ProcessPoolExecutor
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import plotly.io as pio
 import polars as pl
 import pytest
 from scipy import stats
@@ -24,7 +26,7 @@ from pipelines.reports import charts, dashboards, write_dashboards
 from pipelines.reports import html as rhtml
 from pipelines.reports.html import is_num
 from pipelines.schema import CATEGORIES
-from tests.test_reports import make_big_inputs, make_inputs
+from tests.test_reports import PEOPLE, make_big_inputs, make_inputs
 
 
 def _same(a: list[Any], b: list[Any]) -> bool:
@@ -412,3 +414,103 @@ def test_repeated_runs_write_identical_files(tmp_path: Path) -> None:
     assert a.keys() == b.keys() and len(a) == 7  # 3 people, index, cohort, js, manifest
     for name in a:
         assert a[name] == b[name], name
+
+
+# --------------------------------------------------------------------------------------------
+# Figure HTML without plotly.io's per-call overhead
+
+
+def _plotly_html(fig: dict[str, Any], div_id: str) -> str:
+    height = int(fig.get("layout", {}).get("height") or 450)
+    out: str = pio.to_html(
+        fig,
+        validate=False,
+        full_html=False,
+        include_plotlyjs=False,
+        config=charts.CONFIG,
+        div_id=div_id,
+        default_width="100%",
+        default_height=f"{height}px",
+    )
+    return out
+
+
+def test_figure_html_is_plotly_to_html() -> None:
+    data = dashboards._normalise(make_big_inputs(["alice"], days=120))
+    s = dashboards.build_summaries(data)[0]
+    figs: list[dict[str, Any] | None] = [
+        charts.crp_timeline(s.crp, s.diet, s.trend.get("baseline"), "t </script> & é"),
+        charts.lag_heatmap(s.findings_df, "lag"),
+        charts.coverage_calendar(s.diet, [], "coverage"),
+        charts.category_calendar(s.diet, "calendar"),
+        {"data": [], "layout": {}},
+        {"data": [{"type": "scatter", "x": [1, 2], "y": [None, 2.5]}], "layout": {"height": None}},
+        {"data": [], "layout": {"width": 500, "height": "300"}},
+        {"data": [], "layout": {"template": {"layout": {"height": 222}}}},
+        # Plotly's encoder turns NaN and numpy values into JSON; these take plotly's own path.
+        {"data": [{"type": "scatter", "y": [math.nan, 1.0], "name": "NaN"}], "layout": {}},
+        {"data": [{"type": "scatter", "y": np.array([1.5, 2.0])}], "layout": {}},
+        {"data": [{"type": "scatter", "name": "Infinity and <b>/</b>"}], "layout": {}},
+    ]
+    for k, fig in enumerate(figs):
+        assert fig is not None
+        assert charts.figure_html(fig, f"div-{k}") == _plotly_html(fig, f"div-{k}"), k
+
+
+# --------------------------------------------------------------------------------------------
+# Person pages in worker processes
+
+
+def test_pool_only_for_big_cohorts_on_several_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    small = dashboards.PARALLEL_MIN_PEOPLE - 1
+    assert dashboards._pool_size(small, 8) == 0
+    assert dashboards._pool_size(2000, 1) == 0
+    assert dashboards._pool_size(2000, 2) == 2
+    # No more workers than tasks.
+    assert dashboards._pool_size(dashboards.PARALLEL_MIN_PEOPLE, 64) == -(
+        -dashboards.PARALLEL_MIN_PEOPLE // dashboards.PEOPLE_PER_TASK
+    )
+    monkeypatch.setattr(dashboards.os, "cpu_count", lambda: 1)
+    monkeypatch.delattr(dashboards.os, "sched_getaffinity", raising=False)
+    assert dashboards._pool_size(2000, None) == 0
+
+
+class _CountingPool(ProcessPoolExecutor):
+    started = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        type(self).started += 1
+        super().__init__(*args, **kwargs)
+
+
+def test_small_cohort_renders_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dashboards, "ProcessPoolExecutor", _CountingPool)
+    monkeypatch.setattr(_CountingPool, "started", 0)
+    written = write_dashboards(tmp_path, make_inputs(), workers=4)
+    assert _CountingPool.started == 0
+    assert sum(p.name.startswith("person_") for p in written) == len(PEOPLE)
+
+
+def test_worker_processes_write_the_same_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages, manifest and returned paths are the same from workers as from this process; a
+    second run with workers keeps every unchanged page."""
+    monkeypatch.setattr(dashboards, "ProcessPoolExecutor", _CountingPool)
+    monkeypatch.setattr(_CountingPool, "started", 0)
+    monkeypatch.setattr(dashboards, "PARALLEL_MIN_PEOPLE", 3)
+    monkeypatch.setattr(dashboards, "PEOPLE_PER_TASK", 2)  # several tasks per worker
+    people = ["p1", "P2", "p3", "p 4", "p5"]
+    data = make_big_inputs(people, days=120, draw_every=10, seed=3)
+    serial = write_dashboards(tmp_path / "serial", data, workers=1)
+    assert _CountingPool.started == 0
+    parallel = write_dashboards(tmp_path / "parallel", data, workers=2)
+    assert _CountingPool.started == 1
+    assert [p.name for p in parallel] == [p.name for p in serial]
+    a, b = _tree(tmp_path / "serial"), _tree(tmp_path / "parallel")
+    assert a.keys() == b.keys() and len(a) == len(people) + 4
+    for name in a:
+        assert a[name] == b[name], name
+    again = write_dashboards(tmp_path / "parallel", data, workers=2)
+    assert not [p for p in again if p.name.startswith("person_")]
+    assert _tree(tmp_path / "parallel") == b

@@ -12,6 +12,7 @@ plotting: the JSON inside the page is the page's size. User text reaching a figu
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from collections.abc import Sequence
@@ -97,6 +98,9 @@ def figure_html(fig: Fig, div_id: str) -> str:
     "</" (as \\u003c\\u002f) so text cannot close the surrounding <script> tag.
     """
     height = int(fig.get("layout", {}).get("height") or 450)
+    fast = _fast_figure_html(fig, div_id, f"{height}px")
+    if fast is not None:
+        return fast
     out: str = pio.to_html(
         fig,
         validate=False,
@@ -108,6 +112,95 @@ def figure_html(fig: Fig, div_id: str) -> str:
         default_height=f"{height}px",
     )
     return out
+
+
+# `figure_html` without plotly.io's per-call overhead: the same text, from the same template.
+# Plotly's encoder is json.dumps with a `default` for non-JSON types and a second pass when the
+# text has NaN or Infinity; figures needing either (and figures with frames) take plotly's path.
+_JSON = json.JSONEncoder(separators=(",", ":"))
+_SLOTS = ("@@data@@", "@@layout@@", "@@id@@", "@@width@@", "@@height@@")
+
+
+@lru_cache(maxsize=1)
+def _figure_template() -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """pio.to_html's text for our options, cut at the figure's own parts: (text pieces, the
+    index in _SLOTS of the part that follows each piece but the last)."""
+    data, layout, div_id, width, height = _SLOTS
+    text: str = pio.to_html(
+        {"data": data, "layout": {"width": width, "height": height}},
+        validate=False,
+        full_html=False,
+        include_plotlyjs=False,
+        config=CONFIG,
+        div_id=div_id,
+    )
+    text = text.replace(_plotly_json(data) or "", data)
+    text = text.replace(_plotly_json({"width": width, "height": height}) or "", layout)
+    pieces, order = [], []
+    while True:
+        found = [(text.find(slot), k) for k, slot in enumerate(_SLOTS) if slot in text]
+        if not found:
+            pieces.append(text)
+            break
+        at, k = min(found)
+        pieces.append(text[:at])
+        order.append(k)
+        text = text[at + len(_SLOTS[k]) :]
+    return tuple(pieces), tuple(order)
+
+
+def _json_engine() -> bool:
+    """Whether plotly.io encodes with json (orjson, when installed, writes other text)."""
+    engine = pio.json.config.default_engine
+    return engine == "json" or (engine == "auto" and not _has_orjson())
+
+
+@lru_cache(maxsize=1)
+def _has_orjson() -> bool:
+    return importlib.util.find_spec("orjson") is not None
+
+
+def _plotly_json(obj: object) -> str | None:
+    """plotly.io.json.to_json_plotly(obj) (engine "json"), or None when that needs plotly."""
+    try:
+        text = _JSON.encode(obj)
+    except (TypeError, ValueError):
+        return None
+    if "NaN" in text or "Infinity" in text:
+        return None
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("/", "\\u002f")
+
+
+def _css_size(value: Any) -> str:
+    """A div size as plotly.io writes it: numbers in px, anything else as it is."""
+    try:
+        float(value)
+    except (ValueError, TypeError):
+        return str(value)
+    return f"{value}px"
+
+
+def _fast_figure_html(fig: Fig, div_id: str, default_height: str) -> str | None:
+    layout = fig.get("layout", {})
+    if not isinstance(layout, dict) or fig.get("frames") or not _json_engine():
+        return None
+    template = layout.get("template", {})
+    template_layout = template.get("layout", {}) if isinstance(template, dict) else None
+    if not isinstance(template_layout, dict):
+        return None
+    data_json = _plotly_json(fig.get("data", []))
+    layout_json = _plotly_json(layout)
+    if data_json is None or layout_json is None:
+        return None
+    width = layout.get("width", template_layout.get("width", "100%"))
+    height = layout.get("height", template_layout.get("height", default_height))
+    parts = (data_json, layout_json, div_id, _css_size(width), _css_size(height))
+    pieces, order = _figure_template()
+    out = [pieces[0]]
+    for k, piece in zip(order, pieces[1:], strict=True):
+        out.append(parts[k])
+        out.append(piece)
+    return "".join(out)
 
 
 def _r(x: object, digits: int = 3) -> float | None:
@@ -159,6 +252,11 @@ def _r_many(values: np.ndarray | Sequence[float | None], digits: int = 3) -> lis
     for i in np.flatnonzero(~ok).tolist():
         out[i] = _r(float(a[i]), digits) if finite[i] else None
     return out
+
+
+def _as_rounded(x: float) -> float | int:
+    """A value `_r_many` gave, back from float64: whole numbers are ints, as it returns them."""
+    return int(x) if x.is_integer() and abs(x) < 1e15 else x
 
 
 def _r_series(values: pl.Series, digits: int = 3) -> list[Any]:
@@ -753,7 +851,8 @@ WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 
 def coverage_calendar(diet: pl.DataFrame, draw_days: list[date], title: str) -> Fig | None:
     """Weeks x weekday: which days have a diet log, with blood-draw days marked."""
-    days = diet.filter(pl.col("day").is_not_null())
+    # Only the columns read below: filtering every food column of the day rows costs more.
+    days = diet.select("day", "entries", "logged").filter(pl.col("day").is_not_null())
     if days.is_empty():
         return None
     first = days["day"].min()
@@ -1406,19 +1505,23 @@ def category_calendar(diet: pl.DataFrame, title: str) -> Fig | None:
         grid[:, offsets % 7, offsets // 7] = values.reshape(len(cols), offsets.size)
     data: list[dict[str, Any]] = []
     buttons = []
+    # The same rounded values as floats (missing as NaN), to pick each scale's top in numpy.
+    rounded_f = np.array(rounded, dtype=np.float64)
     for idx, col in enumerate(cols):
         z: list[list[float | None]] = grid[idx].tolist()
-        vals = rounded[idx * offsets.size : (idx + 1) * offsets.size]
-        finite = sorted(v for v in vals if v is not None)
+        span = slice(idx * offsets.size, (idx + 1) * offsets.size)
+        vals = rounded[span]
         if col == "dii":
-            top = max([abs(v) for v in finite] + [1.0])
+            top = max([abs(v) for v in vals if v is not None] + [1.0])
             scale: dict[str, Any] = {
                 "colorscale": [[0, "#2166ac"], [0.5, "#f7f7f7"], [1, "#b2182b"]],
                 "zmin": -top,
                 "zmax": top,
             }
         else:
-            top = finite[int(0.95 * (len(finite) - 1))] if finite else 1.0
+            column = rounded_f[span]
+            finite = np.sort(column[~np.isnan(column)])
+            top = _as_rounded(float(finite[int(0.95 * (finite.size - 1))])) if finite.size else 1.0
             scale = {
                 "colorscale": [[0, "#dde3ea"], [0.2, "#c6dbef"], [0.55, "#6baed6"], [1, "#08306b"]],
                 "zmin": 0,

@@ -14,15 +14,24 @@ fits behind its lag-heatmap cells, and a short inline script redraws the cell's 
 Plotly click (see `charts.CELL_SCRIPT`); the category calendar switches with Plotly's own
 dropdown. Staleness (a source's newest file or latest day of data more than STALE_AFTER_DAYS
 before the run) is judged against `run_info["run_at"]`.
+
+Big cohorts render their person pages in spawned worker processes, a share of the people each
+(see `write_dashboards`); every page is rendered by the same code either way, so the files do not
+depend on where they were rendered.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
 import re
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
 from functools import cache
@@ -507,7 +516,7 @@ def _summarise(
             s.latest_acute = bool(last[0].get("acute")) or last[0].get("excluded_reason") == "acute"
     s.category = s.trend.get("category") or _category_of(s.trend.get("baseline"))
 
-    d = s.diet.filter(pl.col("day").is_not_null())
+    d = s.diet.select("day", "logged").filter(pl.col("day").is_not_null())
     lo_day, hi_day = (d["day"].min(), d["day"].max()) if d.height else (None, None)
     if isinstance(lo_day, date) and isinstance(hi_day, date):
         s.first_day, s.last_day = lo_day, hi_day
@@ -944,7 +953,7 @@ def _person_quality(s: PersonSummary, d: DashboardInputs, global_warnings: list[
         ["Below the detection limit", str(counts["below_lod"])],
     ]
     if "dii_params" in s.diet.columns and s.diet["dii_params"].dtype.is_numeric():
-        med = s.diet.filter(pl.col("logged"))["dii_params"].median()
+        med = s.diet.select(pl.col("dii_params").filter(pl.col("logged")).median()).item()
         if is_num(med):
             rows.append(["DII parameters available (median per day)", esc(f"{med:.0f} of 45")])
     if s.unmapped_share is not None:
@@ -1554,9 +1563,22 @@ def _person_ids(d: DashboardInputs) -> list[str]:
     return sorted(ids, key=lambda x: (x.casefold(), x))
 
 
-def build_summaries(d: DashboardInputs, now: datetime | None = None) -> list[PersonSummary]:
-    """Per-person summaries from normalised inputs (see `_normalise`)."""
-    now = now or run_time(d.run_info)
+# One person's share of every frame, in `_summarise`'s argument order.
+_PersonFrames = tuple[
+    str,
+    pl.DataFrame | None,
+    pl.DataFrame | None,
+    pl.DataFrame | None,
+    pl.DataFrame | None,
+    pl.DataFrame | None,
+    pl.DataFrame | None,
+    pl.DataFrame | None,
+    pl.DataFrame | None,
+    list[dict[str, Any]] | None,
+]
+
+
+def _person_frames(d: DashboardInputs, now: datetime, ids: list[str]) -> list[_PersonFrames]:
     persons = _parts(d.persons)
     diet = _parts(d.diet_daily)
     draws = _parts(d.marker_draws)
@@ -1566,9 +1588,8 @@ def build_summaries(d: DashboardInputs, now: datetime | None = None) -> list[Per
     windows = _parts(d.exposure_windows.filter(pl.col("complete").fill_null(False)))
     sufficiency = _parts(d.data_sufficiency)
     sources = _person_sources(d, now)
-    stale_everywhere = {r["source"] for r in source_status(d, now) if r["stale"]}
-    summaries = [
-        _summarise(
+    return [
+        (
             pid,
             persons.get(pid),
             diet.get(pid),
@@ -1580,18 +1601,31 @@ def build_summaries(d: DashboardInputs, now: datetime | None = None) -> list[Per
             sufficiency.get(pid),
             sources.get(pid),
         )
-        for pid in _person_ids(d)
+        for pid in ids
     ]
-    for s in summaries:
-        # A whole stale source is a pipeline-wide warning; here only what is this person's own:
-        # the source is current, but nothing new came in for them.
-        s.warnings.extend(
-            f"source {src['source']} has no recent data for this person: "
-            + "; ".join(src["reasons"])
-            for src in s.sources
-            if src["stale"] and src["source"] not in stale_everywhere
-        )
-    return summaries
+
+
+def _stale_sources(d: DashboardInputs, now: datetime) -> frozenset[str]:
+    return frozenset(r["source"] for r in source_status(d, now) if r["stale"])
+
+
+def _summary(frames: _PersonFrames, stale_everywhere: frozenset[str]) -> PersonSummary:
+    s = _summarise(*frames)
+    # A whole stale source is a pipeline-wide warning; here only what is this person's own:
+    # the source is current, but nothing new came in for them.
+    s.warnings.extend(
+        f"source {src['source']} has no recent data for this person: " + "; ".join(src["reasons"])
+        for src in s.sources
+        if src["stale"] and src["source"] not in stale_everywhere
+    )
+    return s
+
+
+def build_summaries(d: DashboardInputs, now: datetime | None = None) -> list[PersonSummary]:
+    """Per-person summaries from normalised inputs (see `_normalise`)."""
+    now = now or run_time(d.run_info)
+    stale_everywhere = _stale_sources(d, now)
+    return [_summary(frames, stale_everywhere) for frames in _person_frames(d, now, _person_ids(d))]
 
 
 PAGES_MANIFEST = ".pages.json"  # person page -> person_page_key of its current content
@@ -1603,6 +1637,11 @@ _CLOCK_FIELDS = ("file_age", "data_age", "newest_file_at")
 
 def _unclocked(text: str) -> str:
     return _CLOCK_TEXT.sub("#", text)
+
+
+# Summary fields worked out from other fields (findings from findings_df, trend from trends,
+# crp from all_draws): hashing those covers them.
+_DERIVED_FIELDS = frozenset({"findings", "trend", "crp"})
 
 
 def person_page_key(s: PersonSummary, d: DashboardInputs, global_warnings: list[str]) -> str:
@@ -1620,6 +1659,8 @@ def person_page_key(s: PersonSummary, d: DashboardInputs, global_warnings: list[
     digest = hashlib.sha256(_reports_code_fingerprint().encode())
     try:
         for f in fields(s):
+            if f.name in _DERIVED_FIELDS:
+                continue
             value = getattr(s, f.name)
             if f.name == "sources":
                 value = [
@@ -1667,7 +1708,141 @@ def _read_manifest(path: Path) -> dict[str, str]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def write_dashboards(out_dir: Path, data: DashboardInputs) -> list[Path]:
+# Person pages are rendered in worker processes when there are at least this many people (and
+# more than one CPU): below it, starting the workers costs more than it saves.
+PARALLEL_MIN_PEOPLE = 50
+# People per task sent to a worker: small enough to share the work out evenly, large enough
+# that sending a task costs little next to rendering it.
+PEOPLE_PER_TASK = 20
+
+
+@dataclass(frozen=True)
+class _PageJob:
+    """What every person page shares, besides the person's own frames."""
+
+    out_dir: Path
+    run_info: dict[str, str]
+    rejected_summary: pl.DataFrame
+    global_warnings: list[str]
+    stale_everywhere: frozenset[str]
+
+
+@dataclass(frozen=True)
+class _PageResult:
+    summary: PersonSummary  # without its frames: the index and cohort pages read none
+    name: str
+    key: str
+    written: bool
+
+
+def _person_pages(
+    people: list[_PersonFrames], job: _PageJob, previous: dict[str, str]
+) -> list[_PageResult]:
+    """Summarise each person, and render their page unless the manifest has it (`previous`).
+
+    Runs in the writing process or in a worker; either way the page comes out the same.
+    """
+    # Person pages read only the run info and the rejected rows of the whole run.
+    d = DashboardInputs(rejected_summary=job.rejected_summary, run_info=job.run_info)
+    out = []
+    for frames in people:
+        s = _summary(frames, job.stale_everywhere)
+        path = job.out_dir / person_page_name(s.person_id)
+        key = person_page_key(s, d, job.global_warnings)
+        render = previous.get(path.name) != key or not path.exists()
+        if render:
+            atomic_write(path, render_person_page(s, d, job.global_warnings))
+        light = PersonSummary(
+            **{f.name: getattr(s, f.name) for f in fields(s) if f.name not in _FRAME_FIELDS}
+        )
+        out.append(_PageResult(light, path.name, key, render))
+    return out
+
+
+# Only person pages read these; dropping them keeps what returns from a worker small.
+_FRAME_FIELDS = frozenset({"crp", "all_draws", "diet", "findings_df", "unmapped", "windows"})
+
+
+def _pool_size(n_people: int, workers: int | None) -> int:
+    """Worker processes for person pages; 0 renders them in this process."""
+    if workers is None:
+        try:
+            workers = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on every platform
+            workers = os.cpu_count() or 1
+    if workers < 2 or n_people < PARALLEL_MIN_PEOPLE or multiprocessing.current_process().daemon:
+        # A daemonic process (e.g. a multiprocessing pool worker) may not start processes.
+        return 0
+    return min(workers, -(-n_people // PEOPLE_PER_TASK))
+
+
+@contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _warm() -> None:
+    """A no-op task: unpickling it imports this module in a new worker."""
+
+
+@contextmanager
+def _page_pool(size: int) -> Iterator[ProcessPoolExecutor | None]:
+    if not size:
+        yield None
+        return
+    # Spawned, not forked: a forked copy of a process that has run Polars can deadlock.
+    pool = ProcessPoolExecutor(size, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        # The workers fill the CPUs, so each runs Polars on one thread: with a thread pool per
+        # worker they ran a third slower. A spawned worker reads the variable from the
+        # environment it starts with, and each submit here starts one.
+        with _environ(POLARS_MAX_THREADS="1"):
+            for _ in range(size):
+                pool.submit(_warm)  # starts the workers now, while this process gathers the data
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _render_people(
+    pool: ProcessPoolExecutor | None,
+    workers: int,
+    people: list[_PersonFrames],
+    job: _PageJob,
+    previous: dict[str, str],
+) -> list[_PageResult]:
+    if pool is None:
+        return _person_pages(people, job, previous)
+    results: list[_PageResult] = []
+    pending: deque[Future[list[_PageResult]]] = deque()
+    # A few tasks in flight per worker: enough to keep them busy, and only those tasks' frames
+    # are held twice (here and pickled for a worker).
+    max_pending = 2 * workers
+    for start in range(0, len(people), PEOPLE_PER_TASK):
+        task = people[start : start + PEOPLE_PER_TASK]
+        names = [person_page_name(frames[0]) for frames in task]
+        if len(pending) >= max_pending:
+            results.extend(pending.popleft().result())
+        pending.append(
+            pool.submit(_person_pages, task, job, {n: previous[n] for n in names if n in previous})
+        )
+    while pending:
+        results.extend(pending.popleft().result())
+    return results
+
+
+def write_dashboards(
+    out_dir: Path, data: DashboardInputs, workers: int | None = None
+) -> list[Path]:
     """Write index.html, one person page per person (person_<safe id>.html), cohort.html and the
     shared plotly.min.js into out_dir; return the written paths.
 
@@ -1677,6 +1852,10 @@ def write_dashboards(out_dir: Path, data: DashboardInputs) -> list[Path]:
     everyone when a source turns stale or a pipeline-wide warning changes. A page kept from an
     earlier run is a consistent snapshot: its "N days before this run" count from the run time in
     its own footer.
+
+    With PARALLEL_MIN_PEOPLE people or more, person pages are rendered by `workers` processes
+    (default: one per CPU; 1 renders here); the files are the same either way. The processes
+    are spawned, so a script calling this needs the usual `if __name__ == "__main__":` guard.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -1685,24 +1864,26 @@ def write_dashboards(out_dir: Path, data: DashboardInputs) -> list[Path]:
         # Computed once: every page's footer shows it.
         d.run_info["data_window"] = _data_window(d) or "unknown"
     now = run_time(d.run_info)
-    written = [_write_plotly_js(out_dir)]
-    summaries = build_summaries(d, now)
-    sources = source_status(d, now)
-    global_warnings = _global_quality(d, sources)
-    names = set()
-    manifest_path = out_dir / PAGES_MANIFEST
-    previous = _read_manifest(manifest_path)
-    keys: dict[str, str] = {}
-    for s in summaries:
-        path = out_dir / person_page_name(s.person_id)
-        key = person_page_key(s, d, global_warnings)
-        names.add(path.name)
-        keys[path.name] = key
-        if previous.get(path.name) == key and path.exists():
-            continue  # nothing on this page changed but its run's date: kept as it is
-        atomic_write(path, render_person_page(s, d, global_warnings))
-        written.append(path)
-    atomic_write(manifest_path, json.dumps(keys, sort_keys=True))
+    ids = _person_ids(d)
+    pool_size = _pool_size(len(ids), workers)
+    with _page_pool(pool_size) as pool:
+        written = [_write_plotly_js(out_dir)]
+        sources = source_status(d, now)
+        global_warnings = _global_quality(d, sources)
+        manifest_path = out_dir / PAGES_MANIFEST
+        previous = _read_manifest(manifest_path)
+        job = _PageJob(
+            out_dir,
+            d.run_info,
+            d.rejected_summary,
+            global_warnings,
+            frozenset(r["source"] for r in sources if r["stale"]),
+        )
+        results = _render_people(pool, pool_size, _person_frames(d, now, ids), job, previous)
+    summaries = [r.summary for r in results]
+    written.extend(out_dir / r.name for r in results if r.written)
+    names = {r.name for r in results}
+    atomic_write(manifest_path, json.dumps({r.name: r.key for r in results}, sort_keys=True))
     cohort = out_dir / COHORT
     atomic_write(cohort, render_cohort(summaries, d, global_warnings))
     written.append(cohort)
