@@ -11,6 +11,7 @@ models were refit and the pages rendered. Counts, not seconds: the benchmark tim
 from __future__ import annotations
 
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -89,3 +90,53 @@ def test_a_nightly_run_does_the_same_work_whatever_the_history(
         "associations": False,
         "dashboards": 1 + 2,
     }
+
+
+def test_dashboard_inputs_do_not_depend_on_the_tables_physical_order(tmp_path: Path) -> None:
+    """Incremental steps append recomputed people at the end of their tables and DuckDB scans
+    big tables in parallel: the dashboards must read the same frames whatever the physical row
+    order, or every page's content key changes and every page is rendered every night."""
+    import polars as pl
+    from polars.testing import assert_frame_equal
+
+    from pipelines.defs.reports import load_dashboard_inputs
+    from pipelines.warehouse import Warehouse, replace_table
+
+    people = [f"p{i}" for i in range(40)]
+    daily = pl.DataFrame(
+        {
+            "person_id": [p for p in people for _ in range(30)],
+            "day": pl.date_range(pl.date(2025, 1, 1), pl.date(2025, 1, 30), eager=True).to_list()
+            * len(people),
+            "logged": [True] * (30 * len(people)),
+        }
+    )
+    draws = pl.DataFrame({"person_id": people}).with_columns(
+        pl.lit(datetime(2025, 1, 31, 8)).cast(pl.Datetime("us")).alias("collected_at")
+    )
+    windows = pl.DataFrame(
+        {
+            "person_id": [p for p in people for _ in range(5)],
+            "marker": ["crp"] * (5 * len(people)),
+            "window_days": [3, 7, 14, 28, 56] * len(people),
+            "feature": ["fiber_g"] * (5 * len(people)),
+            "value": [float(i) for i in range(5 * len(people))],
+            "complete": [True] * (5 * len(people)),
+        }
+    ).with_columns(pl.lit(datetime(2025, 1, 31, 8)).cast(pl.Datetime("us")).alias("collected_at"))
+    loaded = []
+    for seed in (1, 2):
+        warehouse = Warehouse(tmp_path / f"w{seed}.duckdb")
+        with warehouse.write() as conn:
+            for name, frame in (
+                ("diet_daily", daily),
+                ("marker_draws", draws),
+                ("exposure_windows", windows),
+                ("persons", pl.DataFrame({"person_id": people})),
+            ):
+                replace_table(conn, name, frame.sample(fraction=1.0, shuffle=True, seed=seed))
+        loaded.append(load_dashboard_inputs(warehouse))
+    first, second = loaded
+    for name in ("diet_daily", "marker_draws", "exposure_windows", "persons"):
+        assert_frame_equal(getattr(first, name), getattr(second, name))
+    assert first.diet_daily["person_id"].is_sorted()

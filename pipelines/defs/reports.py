@@ -37,6 +37,13 @@ _FOLLOWED = (
 )
 
 
+# Unique keys of the big tables (cheaper to sort by than every column); others: ORDER BY ALL.
+_ORDER = {
+    "diet_daily": "person_id, day",
+    "exposure_windows": "person_id, marker, collected_at, window_days, feature",
+}
+
+
 def _day(x: date) -> date:
     return x.date() if isinstance(x, datetime) else x
 
@@ -99,10 +106,12 @@ def _source_freshness(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
     """Everything the dashboards show, read from the warehouse in one read-only connection."""
     with warehouse.read() as conn:
-
+        # In a fixed order: DuckDB scans in parallel and the per-person steps update their tables
+        # in place, so an unordered read differs from run to run. Pages (and their content keys)
+        # must depend on the data only, or every page would be rendered again every night.
         def table(name: str) -> pl.DataFrame:
             return (
-                conn.execute(f"SELECT * FROM {name}").pl()
+                conn.execute(f"SELECT * FROM {name} ORDER BY {_ORDER.get(name, 'ALL')}").pl()
                 if table_exists(conn, name)
                 else (pl.DataFrame())
             )
@@ -110,7 +119,7 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
         rejected = (
             conn.execute(
                 "SELECT source, reason, count(*) AS n FROM rejected_rows GROUP BY ALL "
-                "ORDER BY n DESC"
+                "ORDER BY n DESC, source, reason"
             ).pl()
             if table_exists(conn, "rejected_rows")
             else pl.DataFrame()
@@ -139,7 +148,8 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
         # keeps a big cohort's windows out of memory.
         windows = (
             conn.execute(
-                f"SELECT * FROM exposure_windows WHERE complete AND person_id IN ({_FOLLOWED})"
+                f"SELECT * FROM exposure_windows WHERE complete AND person_id IN ({_FOLLOWED}) "
+                f"ORDER BY {_ORDER['exposure_windows']}"
             ).pl()
             if table_exists(conn, "exposure_windows") and followed.len()
             else pl.DataFrame()
