@@ -122,7 +122,7 @@ def test_staging_rows_equal_duckdb_read_csv_rows(tiny_run: tuple[dict, Path, Pat
 
 def test_nightly_jobs_recompute_only_who_synced(tiny_run: tuple[dict, Path, Path]) -> None:
     """The whole nightly job is the real refresh_all job: it reads only the night's files and
-    recomputes only the people who synced (every person, then person 1 of 3)."""
+    rebuilds only the days of the people who synced (every person, then person 1 of 3)."""
     report, results, _ = tiny_run
     stages = report["stages"]
     first = stages["job_first"]["work"]
@@ -132,7 +132,9 @@ def test_nightly_jobs_recompute_only_who_synced(tiny_run: tuple[dict, Path, Path
         assert work["ingest_bench_cronometer: files_parsed"] == people, (stage, work)
         assert work["ingest_bench_labs: files_parsed"] == 0
         assert work["diet_daily: people_recomputed"] == people
-        assert work["exposure_windows: people_recomputed"] == people
-        assert work["marker_draws: people_recomputed"] == 0  # no new lab results
+        assert work["diet_daily: days_recomputed"] == people  # one new day each
+        # The new days come after every lab draw: no window, no draw changes.
+        assert work["exposure_windows: people_recomputed"] == 0
+        assert work["marker_draws: people_recomputed"] == 0
     text = results.read_text(encoding="utf-8")
     assert "whole nightly job, every person with a new day, <= 10% of a full rebuild" in text
