@@ -78,12 +78,19 @@ def code_fingerprint(exclude: tuple[str, ...] = ()) -> str:
     return digest.hexdigest()
 
 
-def table_fingerprint(conn: duckdb.DuckDBPyConnection, sql: str) -> str:
-    """An order-independent fingerprint of all rows `sql` returns (for global inputs)."""
-    row = conn.execute(
-        f"SELECT count(*), bit_xor(hash(t)), sum(hash(t)::HUGEINT) FROM ({sql}) t"
-    ).fetchone()
-    return ":".join(str(v) for v in (row or ()))
+# An order-independent fingerprint of a group's rows `t`, computed inside DuckDB: a count and two
+# sums of row hashes (bit_xor alone would miss a pair of identical rows).
+ROWS_FINGERPRINT = (
+    "count(*)::VARCHAR || ':' || bit_xor(hash(t))::VARCHAR || ':' || sum(hash(t)::HUGEINT)::VARCHAR"
+)
+
+
+def full_salt(salt: str, exclude_data: tuple[str, ...] = ()) -> str:
+    """The step's salt with the code's fingerprint and the DuckDB version: DuckDB's hash() is
+    only promised to be stable within one version."""
+    return hashlib.sha256(
+        f"{code_fingerprint(exclude_data)}\0{duckdb.__version__}\0{salt}".encode()
+    ).hexdigest()[:16]
 
 
 def plan_people(
@@ -96,16 +103,12 @@ def plan_people(
     """Compare each person's input rows (`inputs`: queries with a `person_id` column) with what
     `step` last saw. Everyone is recomputed when an output table is missing, the salt changed, or
     a row has no person_id (it could not be attributed to anyone's recompute)."""
-    # DuckDB's hash() is only promised to be stable within one version.
-    salt = hashlib.sha256(
-        f"{code_fingerprint()}\0{duckdb.__version__}\0{salt}".encode()
-    ).hexdigest()[:16]
+    salt = full_salt(salt)
     current: pl.DataFrame | None = None
     has_null_person = False
     for i, sql in enumerate(inputs):
         part = conn.execute(
-            f"SELECT person_id, count(*)::VARCHAR || ':' || bit_xor(hash(t))::VARCHAR || ':' "
-            f"|| sum(hash(t)::HUGEINT)::VARCHAR AS f{i} FROM ({sql}) t GROUP BY person_id"
+            f"SELECT person_id, {ROWS_FINGERPRINT} AS f{i} FROM ({sql}) t GROUP BY person_id"
         ).pl()
         has_null_person = has_null_person or part["person_id"].null_count() > 0
         current = (
@@ -220,12 +223,10 @@ def plan_days(
     columns) with what `step` last saw, like `plan_people` does per person. Everyone is
     recomputed when an output table is missing, the salt changed, or a row has no person_id or no
     day. The fingerprints never leave DuckDB: there are as many as person-days."""
-    salt = hashlib.sha256(
-        f"{code_fingerprint(exclude_data)}\0{duckdb.__version__}\0{salt}".encode()
-    ).hexdigest()[:16]
+    salt = full_salt(salt, exclude_data)
     parts = [
-        f"(SELECT person_id, day, count(*)::VARCHAR || ':' || bit_xor(hash(t))::VARCHAR || ':' "
-        f"|| sum(hash(t)::HUGEINT)::VARCHAR AS f{i} FROM ({sql}) t GROUP BY person_id, day)"
+        f"(SELECT person_id, day, {ROWS_FINGERPRINT} AS f{i} FROM ({sql}) t "
+        "GROUP BY person_id, day)"
         for i, sql in enumerate(inputs)
     ]
     assert parts, "a step has at least one input"

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import duckdb
+import polars as pl
 import pytest
 
 from pipelines.cli import DEMO_SOURCES_YAML
@@ -21,6 +23,35 @@ def make_demo_project(root: Path) -> Project:
     generate_demo(root, seed=42)
     project.sources_yaml.write_text(DEMO_SOURCES_YAML, encoding="utf-8")
     return project
+
+
+def refresh_all(
+    root: Path, monkeypatch: pytest.MonkeyPatch, report: dict[str, str]
+) -> dict[str, object]:
+    """Run the real refresh_all job on the project at `root`; return, per asset in `report`,
+    the value of the named metadata field of its materialization (what the step says it did)."""
+    from pipelines.definitions import defs
+
+    monkeypatch.setenv(PROJECT_DIR_ENV, str(root))
+    with dg.instance_for_test() as instance:
+        result = defs().resolve_job_def("refresh_all").execute_in_process(instance=instance)
+        assert result.success
+        done = {}
+        for key, field in report.items():
+            event = instance.get_latest_materialization_event(dg.AssetKey(key))
+            assert event is not None and event.asset_materialization is not None
+            done[key] = event.asset_materialization.metadata[field].value
+    return done
+
+
+def sorted_tables(project: Project, names: tuple[str, ...]) -> dict[str, pl.DataFrame]:
+    """Warehouse tables sorted by every column: comparable whatever order the rows were written."""
+    with duckdb.connect(str(project.warehouse_path), read_only=True) as conn:
+        out = {}
+        for name in names:
+            df = conn.execute(f"SELECT * FROM {name}").pl()
+            out[name] = df.sort(df.columns, nulls_last=True)
+    return out
 
 
 @pytest.fixture(autouse=True)

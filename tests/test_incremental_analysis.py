@@ -13,38 +13,27 @@ import shutil
 from datetime import date, timedelta
 from pathlib import Path
 
-import dagster as dg
 import duckdb
-import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
 from pipelines.config import Settings
 from pipelines.defs.analysis import window_days_sql
-from pipelines.project import PROJECT_DIR_ENV, Project
-from tests.conftest import make_demo_project
+from pipelines.project import Project
+from tests.conftest import make_demo_project, refresh_all, sorted_tables
 
 COMPARED = ("diet_daily", "exposure_windows", "associations")
 
 
-def refresh(project: Project, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
-    """Run the real refresh_all job; return what the analysis steps say they did."""
-    from pipelines.definitions import defs
+REPORT = {
+    "diet_daily": "people_recomputed",
+    "exposure_windows": "people_recomputed",
+    "associations": "refit",
+}
 
-    monkeypatch.setenv(PROJECT_DIR_ENV, str(project.root))
-    with dg.instance_for_test() as instance:
-        result = defs().resolve_job_def("refresh_all").execute_in_process(instance=instance)
-        assert result.success
-        done = {}
-        for key, field in (
-            ("diet_daily", "people_recomputed"),
-            ("exposure_windows", "people_recomputed"),
-            ("associations", "refit"),
-        ):
-            event = instance.get_latest_materialization_event(dg.AssetKey(key))
-            assert event is not None and event.asset_materialization is not None
-            done[key] = event.asset_materialization.metadata[field].value
-    return done
+
+def refresh(project: Project, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    return refresh_all(project.root, monkeypatch, REPORT)
 
 
 def add_diary_line(servings: Path, day: str) -> None:
@@ -64,15 +53,6 @@ def last_chronic_draw(project: Project, person: str) -> str:
         ).fetchone()
     assert row is not None and row[0] is not None
     return row[0].isoformat()
-
-
-def tables(project: Project) -> dict[str, pl.DataFrame]:
-    with duckdb.connect(str(project.warehouse_path), read_only=True) as conn:
-        out = {}
-        for name in COMPARED:
-            df = conn.execute(f"SELECT * FROM {name}").pl()
-            out[name] = df.sort(df.columns, nulls_last=True)
-    return out
 
 
 def test_windows_and_associations_skip_a_night_that_touches_no_window(
@@ -109,7 +89,7 @@ def test_windows_and_associations_skip_a_night_that_touches_no_window(
     fresh = make_demo_project(tmp_path / "fresh")
     shutil.copytree(project.raw_dir, fresh.raw_dir, dirs_exist_ok=True)
     refresh(fresh, monkeypatch)
-    got, want = tables(project), tables(fresh)
+    got, want = sorted_tables(project, COMPARED), sorted_tables(fresh, COMPARED)
     for name in COMPARED:
         assert_frame_equal(got[name], want[name], check_exact=False, rel_tol=1e-9, abs_tol=1e-12)
 

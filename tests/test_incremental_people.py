@@ -7,34 +7,22 @@ import os
 import shutil
 from pathlib import Path
 
-import dagster as dg
-import duckdb
-import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from pipelines.project import PROJECT_DIR_ENV, Project
-from tests.conftest import make_demo_project
+from pipelines.project import Project
+from tests.conftest import make_demo_project, refresh_all, sorted_tables
 
 STEPS = ("diet_daily", "marker_draws", "exposure_windows")
 COMPARED = ("diet_daily", "marker_draws", "marker_trends", "exposure_windows", "associations")
 
 
-def refresh(project: Project, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
-    """Run the real refresh_all job; return each per-person step's `people_recomputed`."""
-    from pipelines.definitions import defs
+# What each step says it recomputed.
+REPORT = {**dict.fromkeys(STEPS, "people_recomputed"), "dashboards": "pages_rendered"}
 
-    monkeypatch.setenv(PROJECT_DIR_ENV, str(project.root))
-    with dg.instance_for_test() as instance:
-        result = defs().resolve_job_def("refresh_all").execute_in_process(instance=instance)
-        assert result.success
-        recomputed = {}
-        for key in (*STEPS, "dashboards"):
-            event = instance.get_latest_materialization_event(dg.AssetKey(key))
-            assert event is not None and event.asset_materialization is not None
-            field = "pages_rendered" if key == "dashboards" else "people_recomputed"
-            recomputed[key] = event.asset_materialization.metadata[field].value
-    return recomputed
+
+def refresh(project: Project, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    return refresh_all(project.root, monkeypatch, REPORT)
 
 
 def log_a_snack(servings: Path) -> None:
@@ -44,15 +32,6 @@ def log_a_snack(servings: Path) -> None:
     servings.write_text("\n".join([header, first, first, *rest]) + "\n", encoding="utf-8")
     stat = servings.stat()
     os.utime(servings, (stat.st_atime, stat.st_mtime + 60))
-
-
-def tables(project: Project) -> dict[str, pl.DataFrame]:
-    with duckdb.connect(str(project.warehouse_path), read_only=True) as conn:
-        out = {}
-        for name in COMPARED:
-            df = conn.execute(f"SELECT * FROM {name}").pl()
-            out[name] = df.sort(df.columns, nulls_last=True)
-    return out
 
 
 def test_a_nightly_run_recomputes_only_the_people_whose_data_changed(
@@ -82,7 +61,7 @@ def test_a_nightly_run_recomputes_only_the_people_whose_data_changed(
     fresh = make_demo_project(tmp_path / "fresh")
     shutil.copytree(project.raw_dir, fresh.raw_dir, dirs_exist_ok=True)
     refresh(fresh, monkeypatch)
-    got, want = tables(project), tables(fresh)
+    got, want = sorted_tables(project, COMPARED), sorted_tables(fresh, COMPARED)
     for name in COMPARED:
         assert_frame_equal(got[name], want[name], check_exact=False, rel_tol=1e-9, abs_tol=1e-12)
 

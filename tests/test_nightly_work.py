@@ -14,11 +14,10 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
-import dagster as dg
 import pytest
 
 from bench.generate import NIGHTS, generate
-from pipelines.project import PROJECT_DIR_ENV
+from tests.conftest import refresh_all
 
 PEOPLE = 3
 WORK = {
@@ -33,19 +32,7 @@ WORK = {
 
 
 def refresh(root: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
-    """Run refresh_all on the project at `root`; return what each step says it did."""
-    from pipelines.definitions import defs
-
-    monkeypatch.setenv(PROJECT_DIR_ENV, str(root))
-    with dg.instance_for_test() as instance:
-        result = defs().resolve_job_def("refresh_all").execute_in_process(instance=instance)
-        assert result.success
-        work = {}
-        for key, field in WORK.items():
-            event = instance.get_latest_materialization_event(dg.AssetKey(key))
-            assert event is not None and event.asset_materialization is not None
-            work[key] = event.asset_materialization.metadata[field].value
-    return work
+    return refresh_all(root, monkeypatch, WORK)
 
 
 def add_night(root: Path, folder: str) -> None:
