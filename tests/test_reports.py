@@ -32,6 +32,7 @@ from pipelines.config import Settings
 from pipelines.reports import (
     DashboardInputs,
     charts,
+    dashboards,
     finding_sentence,
     person_page_name,
     write_dashboards,
@@ -1001,3 +1002,65 @@ def test_person_pages_are_rendered_only_when_something_on_them_changed(tmp_path:
     assert person_pages(write_dashboards(out, months_later)) == {
         person_page_name(p) for p in PEOPLE
     }
+
+
+def test_unchanged_sections_are_copied_from_the_previous_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new diet day leaves a person's findings and lag scan as they were: the page copies those
+    sections from its previous version (no heatmap is built) and equals a page built from scratch.
+    A changed association builds them again; a damaged or foreign section is not trusted."""
+    out = tmp_path / "out"
+    first = make_inputs()
+    write_dashboards(out, first, workers=1)
+    name = person_page_name(PEOPLE[0])
+    sections = dashboards.page_sections((out / name).read_text(encoding="utf-8"))
+    assert set(sections) == {"findings", "lag", "cells"}
+    assert "Lag-window" not in sections["lag"][1] and 'id="lag-0"' in sections["lag"][1]
+
+    built: list[str] = []
+    real_heatmap = charts.lag_heatmap
+
+    def counting_heatmap(rows: pl.DataFrame, title: str) -> object:
+        built.append(title)
+        return real_heatmap(rows, title)
+
+    monkeypatch.setattr(charts, "lag_heatmap", counting_heatmap)
+
+    def with_new_day(data: DashboardInputs) -> DashboardInputs:
+        daily = data.diet_daily
+        last = daily.filter(pl.col("person_id") == PEOPLE[0]).sort("day").tail(1)
+        data.diet_daily = pl.concat([daily, last.with_columns(pl.col("day") + timedelta(days=1))])
+        return data
+
+    nightly = with_new_day(make_inputs())
+    assert person_pages(write_dashboards(out, nightly, workers=1)) == {name}
+    assert built == []  # findings and lag scan copied
+    write_dashboards(tmp_path / "fresh", with_new_day(make_inputs()), workers=1)
+    assert built  # the fresh render built them
+    assert (out / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
+
+    # A changed effect estimate of this person builds the sections again, as from scratch.
+    built.clear()
+    refit = with_new_day(make_inputs())
+    refit.associations = refit.associations.with_columns(
+        pl.when(pl.col("person_id") == PEOPLE[0])
+        .then(pl.col("effect_pct") * 2)
+        .otherwise(pl.col("effect_pct"))
+        .alias("effect_pct")
+    )
+    assert person_pages(write_dashboards(out, refit, workers=1)) == {name}
+    assert built
+    write_dashboards(tmp_path / "fresh2", refit, workers=1)
+    assert (out / name).read_bytes() == (tmp_path / "fresh2" / name).read_bytes()
+
+    # A section whose key does not match its inputs (e.g. written by other code) is rebuilt.
+    page_text = (out / name).read_text(encoding="utf-8")
+    lag_key, lag_html = dashboards.page_sections(page_text)["lag"]
+    tampered = page_text.replace(lag_html, lag_html.replace('id="lag-0"', 'id="lag-X"'), 1)
+    (out / name).write_text(tampered.replace(lag_key, "0" * 64), encoding="utf-8")
+    built.clear()
+    (out / dashboards.PAGES_MANIFEST).unlink()  # forces the page itself to be rendered
+    write_dashboards(out, refit, workers=1)
+    assert built
+    assert (out / name).read_bytes() == (tmp_path / "fresh2" / name).read_bytes()

@@ -1041,7 +1041,98 @@ def _sentences(rows: list[dict[str, Any]]) -> Callable[[dict[str, Any]], str]:
     return sentence
 
 
-def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: list[str]) -> str:
+def _lag_scan(s: PersonSummary, sentence: Callable[[dict[str, Any]], str]) -> tuple[str, str]:
+    """The lag-window heatmaps of a person page, and the data behind their cells (its script)."""
+    parts: list[str] = []
+    markers = sorted(
+        {str(r.get("marker")) for r in s.findings if r.get("marker")}, key=lambda m: (m != "crp", m)
+    )
+    if not markers:
+        parts.append(empty("No associations tested for this person yet."))
+    cell_maps: dict[str, dict[str, Any]] = {}
+    for k, m in enumerate(markers):
+        rows = s.findings_df.filter(pl.col("marker") == m)
+        fig = charts.lag_heatmap(rows, f"{marker_label(m)}: % change per unit, by exposure window")
+        parts.append(_fig(fig, f"lag-{k}", f"No estimable associations for {marker_label(m)} yet."))
+        if fig is None:
+            continue
+        cells = charts.cell_scatter_data(
+            rows,
+            s.windows,
+            s.all_draws,
+            m,
+            marker_label(m),
+            marker_unit(m),
+            {
+                charts.cell_key(r["feature"], r["window_days"]): _cell_title(r, sentence)
+                for r in s.findings
+                if r.get("marker") == m and r["feature"] is not None
+            },
+            f"scatter-{k}",
+        )
+        if cells is None:
+            parts.append(
+                empty(
+                    f"No {marker_label(m)} draw has a complete window yet, so there are no "
+                    "points to plot behind the cells."
+                )
+            )
+            continue
+        cell_maps[f"lag-{k}"] = cells
+        parts.append(
+            f'<div class="fig"><div id="scatter-{k}" class="plotly-graph-div cell-scatter" '
+            f'style="height:{charts.SCATTER_LAYOUT["height"]}px;width:100%"></div></div>'
+        )
+    return "".join(parts), charts.cell_data_script(cell_maps)
+
+
+# Sections of a person page that are copied from the page's previous version when what they show
+# is unchanged: the findings and the lag scan, about half of a page's rendering, depend on the
+# person's draws and associations only, so a night that adds a diet day keeps them. Each is
+# wrapped in comments naming it and the key of its inputs; user text is escaped and JSON has "<"
+# as \u003c, so the end comment cannot occur inside a section.
+_SECTION = re.compile(r"<!--gs:([a-z]+) ([0-9a-f]{64})-->(.*?)<!--/gs:\1-->", re.DOTALL)
+
+
+def _section(name: str, key: str, html: str) -> str:
+    return f"<!--gs:{name} {key}-->{html}<!--/gs:{name}-->"
+
+
+def page_sections(html: str) -> dict[str, tuple[str, str]]:
+    """The kept sections of a written person page: name -> (key, html)."""
+    return {m.group(1): (m.group(2), m.group(3)) for m in _SECTION.finditer(html)}
+
+
+def _kept(
+    kept: dict[str, tuple[str, str]], names: tuple[str, ...], key: str
+) -> tuple[str, ...] | None:
+    """The named sections' html from the previous page when all have this key, else None."""
+    found = [kept.get(n) for n in names]
+    if all(f is not None and f[0] == key for f in found):
+        return tuple(f[1] for f in found if f is not None)
+    return None
+
+
+def _section_key(s: PersonSummary, names: tuple[str, ...]) -> str:
+    """A hash of the named summary fields, this code and the Polars version (see
+    `person_page_key`); unique when a field cannot be hashed, so the section is built."""
+    digest = hashlib.sha256(_reports_code_fingerprint().encode())
+    try:
+        for name in names:
+            _hash_value(digest, name, getattr(s, name))
+    except (TypeError, ValueError, pl.exceptions.PolarsError):
+        return hashlib.sha256(str(time.time_ns()).encode()).hexdigest()
+    return digest.hexdigest()
+
+
+def render_person_page(
+    s: PersonSummary,
+    d: DashboardInputs,
+    global_warnings: list[str],
+    kept: dict[str, tuple[str, str]] | None = None,
+) -> str:
+    """A person's page. `kept` holds the sections of the page's previous version (see
+    `page_sections`): a section whose inputs hash to the same key is copied, not built again."""
     pid = s.person_id
     details = []
     if s.sex:
@@ -1073,11 +1164,23 @@ def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: li
         "tested; n counts the draws with a well-logged window. These are associations, not "
         "causation: use them to plan an experiment or a conversation with a clinician.</p>"
     )
-    # Each finding's sentence is shown in the findings table and again as its cell's title.
-    sentence = _sentences(s.findings)
-    body.append(_findings_block(s.findings, "this person", sentence))
-    body.append('<h3 id="sufficiency">Is there enough data?</h3>')
-    body.append(_sufficiency_html(s))
+    kept = kept or {}
+    # Each finding's sentence is shown in the findings table and again as its cell's title;
+    # worked out once, and only when one of those sections is built.
+    sentences: list[Callable[[dict[str, Any]], str]] = []
+
+    def sentence(row: dict[str, Any]) -> str:
+        if not sentences:
+            sentences.append(_sentences(s.findings))
+        return sentences[0](row)
+
+    findings_key = _section_key(s, ("findings_df", "sufficiency"))
+    findings_html = _kept(kept, ("findings",), findings_key) or (
+        _findings_block(s.findings, "this person", sentence)
+        + '<h3 id="sufficiency">Is there enough data?</h3>'
+        + _sufficiency_html(s),
+    )
+    body.append(_section("findings", findings_key, findings_html[0]))
 
     body.append("<h2>Lag-window scan</h2>")
     body.append(
@@ -1088,45 +1191,11 @@ def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: li
         "draws below, with the fitted line and its 95% CI; the most significant cell is shown "
         "first.</p>"
     )
-    markers = sorted(
-        {str(r.get("marker")) for r in s.findings if r.get("marker")}, key=lambda m: (m != "crp", m)
-    )
-    if not markers:
-        body.append(empty("No associations tested for this person yet."))
-    cell_maps: dict[str, dict[str, Any]] = {}
-    for k, m in enumerate(markers):
-        rows = s.findings_df.filter(pl.col("marker") == m)
-        fig = charts.lag_heatmap(rows, f"{marker_label(m)}: % change per unit, by exposure window")
-        body.append(_fig(fig, f"lag-{k}", f"No estimable associations for {marker_label(m)} yet."))
-        if fig is None:
-            continue
-        cells = charts.cell_scatter_data(
-            rows,
-            s.windows,
-            s.all_draws,
-            m,
-            marker_label(m),
-            marker_unit(m),
-            {
-                charts.cell_key(r["feature"], r["window_days"]): _cell_title(r, sentence)
-                for r in s.findings
-                if r.get("marker") == m and r["feature"] is not None
-            },
-            f"scatter-{k}",
-        )
-        if cells is None:
-            body.append(
-                empty(
-                    f"No {marker_label(m)} draw has a complete window yet, so there are no "
-                    "points to plot behind the cells."
-                )
-            )
-            continue
-        cell_maps[f"lag-{k}"] = cells
-        body.append(
-            f'<div class="fig"><div id="scatter-{k}" class="plotly-graph-div cell-scatter" '
-            f'style="height:{charts.SCATTER_LAYOUT["height"]}px;width:100%"></div></div>'
-        )
+    # The lag scan and the data behind its cells need the findings, the windows and the draws
+    # only: a new diet day after the last draw leaves them as they were.
+    lag_key = _section_key(s, ("findings_df", "windows", "all_draws"))
+    lag_html, cells_html = _kept(kept, ("lag", "cells"), lag_key) or _lag_scan(s, sentence)
+    body.append(_section("lag", lag_key, lag_html))
 
     body.append("<h2>Logging coverage</h2>")
     body.append(
@@ -1145,7 +1214,8 @@ def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: li
     body.append('<h2 id="quality">Data quality</h2>')
     body.append(_person_quality(s, d, global_warnings))
     body.append(_other_markers(s))
-    body.append(charts.cell_data_script(cell_maps))
+    # The script that draws a cell's scatter goes last, after the elements it reads.
+    body.append(_section("cells", lag_key, cells_html))
     return page(f"gutsignal: {pid}", heading, "".join(body), _footer(d))
 
 
@@ -1672,13 +1742,7 @@ def person_page_key(s: PersonSummary, d: DashboardInputs, global_warnings: list[
                 ]
             if f.name == "warnings":
                 value = [_unclocked(w) for w in value]
-            digest.update(f.name.encode() + b"\0")
-            if isinstance(value, pl.DataFrame):
-                digest.update(repr(value.schema).encode())
-                if value.height:
-                    digest.update(value.hash_rows().to_numpy().tobytes())
-            else:
-                digest.update(json.dumps(value, default=str, sort_keys=True).encode())
+            _hash_value(digest, f.name, value)
         rejected = d.rejected_summary
         digest.update(repr(rejected.schema).encode())
         if rejected.height:
@@ -1689,6 +1753,17 @@ def person_page_key(s: PersonSummary, d: DashboardInputs, global_warnings: list[
     footer_info = {k: v for k, v in d.run_info.items() if k not in ("run_at", "data_window")}
     digest.update(json.dumps(footer_info, sort_keys=True).encode())
     return digest.hexdigest()
+
+
+def _hash_value(digest: Any, name: str, value: object) -> None:
+    """Feed a named value to a hash: a frame row by row (with its schema), else as JSON."""
+    digest.update(name.encode() + b"\0")
+    if isinstance(value, pl.DataFrame):
+        digest.update(repr(value.schema).encode())
+        if value.height:
+            digest.update(value.hash_rows().to_numpy().tobytes())
+    else:
+        digest.update(json.dumps(value, default=str, sort_keys=True).encode())
 
 
 @cache
@@ -1751,12 +1826,19 @@ def _person_pages(
         key = person_page_key(s, d, job.global_warnings)
         render = previous.get(path.name) != key or not path.exists()
         if render:
-            atomic_write(path, render_person_page(s, d, job.global_warnings))
+            atomic_write(path, render_person_page(s, d, job.global_warnings, _old_sections(path)))
         light = PersonSummary(
             **{f.name: getattr(s, f.name) for f in fields(s) if f.name not in _FRAME_FIELDS}
         )
         out.append(_PageResult(light, path.name, key, render))
     return out
+
+
+def _old_sections(path: Path) -> dict[str, tuple[str, str]]:
+    try:
+        return page_sections(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return {}  # no page yet, or an unreadable one: every section is built
 
 
 # Only person pages read these; dropping them keeps what returns from a worker small.
