@@ -34,7 +34,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -416,8 +416,10 @@ class PersonSummary:
     diet: pl.DataFrame = field(default_factory=pl.DataFrame)
     trends: list[dict[str, Any]] = field(default_factory=list)
     trend: dict[str, Any] = field(default_factory=dict)
-    findings: list[dict[str, Any]] = field(default_factory=list)
     findings_df: pl.DataFrame = field(default_factory=pl.DataFrame)
+    n_findings: int = 0
+    # The significant findings, in `_sorted_findings` order (the index shows them).
+    significant: list[dict[str, Any]] = field(default_factory=list)
     unmapped: pl.DataFrame = field(default_factory=pl.DataFrame)
     latest_value: float | None = None
     latest_at: str = ""
@@ -437,9 +439,10 @@ class PersonSummary:
     sources: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def significant(self) -> list[dict[str, Any]]:
-        return [r for r in _sorted_findings(self.findings) if r.get("status") == "significant"]
+    @cached_property
+    def findings(self) -> list[dict[str, Any]]:
+        """Every finding as a dict; worked out when a page section that lists them is built."""
+        return self.findings_df.to_dicts()
 
 
 def _category_of(value: object) -> str | None:
@@ -486,7 +489,12 @@ def _summarise(
     s.findings_df = (
         findings if findings is not None else pl.DataFrame(schema=SCHEMAS["associations"])
     )
-    s.findings = s.findings_df.to_dicts()
+    s.n_findings = s.findings_df.height
+    if s.n_findings and "status" in s.findings_df.columns:
+        # Sorting is stable, so sorting the significant rows alone gives their order among all.
+        s.significant = _sorted_findings(
+            s.findings_df.filter(pl.col("status") == "significant").to_dicts()
+        )
     s.unmapped = unmapped if unmapped is not None else pl.DataFrame()
 
     crp = s.crp
@@ -914,8 +922,8 @@ def _summary_cards(s: PersonSummary) -> str:
                 card("Data coverage", _coverage_html(s)),
                 card(
                     "Findings",
-                    f"{sum(r.get('status') == 'significant' for r in s.findings)} significant",
-                    f"of {len(s.findings)} pairs tested; {esc(CAVEAT)}",
+                    f"{len(s.significant)} significant",
+                    f"of {s.n_findings} pairs tested; {esc(CAVEAT)}",
                 ),
                 _sufficiency_card(s),
             ]
@@ -1091,16 +1099,33 @@ def _lag_scan(s: PersonSummary, sentence: Callable[[dict[str, Any]], str]) -> tu
 # person's draws and associations only, so a night that adds a diet day keeps them. Each is
 # wrapped in comments naming it and the key of its inputs; user text is escaped and JSON has "<"
 # as \u003c, so the end comment cannot occur inside a section.
-_SECTION = re.compile(r"<!--gs:([a-z]+) ([0-9a-f]{64})-->(.*?)<!--/gs:\1-->", re.DOTALL)
+_SECTION_START = "<!--gs:"
+_SECTION_HEAD = re.compile(r"([a-z]+) ([0-9a-f]{64})")
 
 
 def _section(name: str, key: str, html: str) -> str:
-    return f"<!--gs:{name} {key}-->{html}<!--/gs:{name}-->"
+    return f"{_SECTION_START}{name} {key}-->{html}<!--/gs:{name}-->"
 
 
 def page_sections(html: str) -> dict[str, tuple[str, str]]:
-    """The kept sections of a written person page: name -> (key, html)."""
-    return {m.group(1): (m.group(2), m.group(3)) for m in _SECTION.finditer(html)}
+    """The kept sections of a written person page: name -> (key, html).
+
+    Found with str.find: a regular expression over a page of a few hundred kB took longer.
+    """
+    out: dict[str, tuple[str, str]] = {}
+    at = html.find(_SECTION_START)
+    while at >= 0:
+        head_end = html.find("-->", at)
+        head = _SECTION_HEAD.fullmatch(html, at + len(_SECTION_START), max(head_end, 0))
+        if head is None:
+            break
+        close = f"<!--/gs:{head.group(1)}-->"
+        end = html.find(close, head_end)
+        if end < 0:
+            break
+        out[head.group(1)] = (head.group(2), html[head_end + 3 : end])
+        at = html.find(_SECTION_START, end + len(close))
+    return out
 
 
 def _kept(
@@ -1119,7 +1144,7 @@ def _section_key(s: PersonSummary, names: tuple[str, ...]) -> str:
     digest = hashlib.sha256(_reports_code_fingerprint().encode())
     try:
         for name in names:
-            _hash_value(digest, name, getattr(s, name))
+            _hash_value(digest, s, name, getattr(s, name))
     except (TypeError, ValueError, pl.exceptions.PolarsError):
         return hashlib.sha256(str(time.time_ns()).encode()).hexdigest()
     return digest.hexdigest()
@@ -1310,10 +1335,10 @@ def render_index(
                 top = "".join(f"<div>{esc(finding_sentence(r))} {caveat()}</div>" for r in sig[:3])
                 if len(sig) > 3:
                     top += f'<div class="muted">+{len(sig) - 3} more</div>'
-            elif s.findings:
+            elif s.n_findings:
                 top = (
                     '<span class="muted">no finding passes the false-discovery check yet '
-                    f"({len(s.findings)} pairs tested)</span>"
+                    f"({s.n_findings} pairs tested)</span>"
                 )
             else:
                 top = '<span class="muted">no associations tested yet</span>'
@@ -1709,9 +1734,9 @@ def _unclocked(text: str) -> str:
     return _CLOCK_TEXT.sub("#", text)
 
 
-# Summary fields worked out from other fields (findings from findings_df, trend from trends,
-# crp from all_draws): hashing those covers them.
-_DERIVED_FIELDS = frozenset({"findings", "trend", "crp"})
+# Summary fields worked out from other fields (n_findings and significant from findings_df, trend
+# from trends, crp from all_draws): hashing those covers them.
+_DERIVED_FIELDS = frozenset({"trend", "crp", "n_findings", "significant"})
 
 
 def person_page_key(s: PersonSummary, d: DashboardInputs, global_warnings: list[str]) -> str:
@@ -1742,7 +1767,7 @@ def person_page_key(s: PersonSummary, d: DashboardInputs, global_warnings: list[
                 ]
             if f.name == "warnings":
                 value = [_unclocked(w) for w in value]
-            _hash_value(digest, f.name, value)
+            _hash_value(digest, s, f.name, value)
         rejected = d.rejected_summary
         digest.update(repr(rejected.schema).encode())
         if rejected.height:
@@ -1755,13 +1780,18 @@ def person_page_key(s: PersonSummary, d: DashboardInputs, global_warnings: list[
     return digest.hexdigest()
 
 
-def _hash_value(digest: Any, name: str, value: object) -> None:
-    """Feed a named value to a hash: a frame row by row (with its schema), else as JSON."""
+def _hash_value(digest: Any, s: PersonSummary, name: str, value: object) -> None:
+    """Feed a field of `s` to a hash: a frame row by row (with its schema), else as JSON.
+
+    A frame's row hashes are kept on `s`: the page key and the section keys share them.
+    """
     digest.update(name.encode() + b"\0")
     if isinstance(value, pl.DataFrame):
-        digest.update(repr(value.schema).encode())
-        if value.height:
-            digest.update(value.hash_rows().to_numpy().tobytes())
+        known: dict[str, bytes] = s.__dict__.setdefault("_row_hashes", {})
+        if name not in known:
+            rows = value.hash_rows().to_numpy().tobytes() if value.height else b""
+            known[name] = repr(value.schema).encode() + rows
+        digest.update(known[name])
     else:
         digest.update(json.dumps(value, default=str, sort_keys=True).encode())
 
