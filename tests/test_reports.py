@@ -1064,3 +1064,21 @@ def test_unchanged_sections_are_copied_from_the_previous_page(
     write_dashboards(out, refit, workers=1)
     assert built
     assert (out / name).read_bytes() == (tmp_path / "fresh2" / name).read_bytes()
+
+
+def test_page_sections_reads_only_whole_well_formed_sections() -> None:
+    key = "a" * 64
+    page = (
+        f"<p>before</p><!--gs:findings {key}--><b>f</b><!--/gs:findings-->"
+        f"<!--gs:lag {'b' * 64}--><i>l</i><!--/gs:lag-->"
+    )
+    assert dashboards.page_sections(page) == {
+        "findings": (key, "<b>f</b>"),
+        "lag": ("b" * 64, "<i>l</i>"),
+    }
+    # A page cut off inside a section, or a marker with a malformed key, keeps nothing after it.
+    assert dashboards.page_sections(page[:-8]) == {"findings": (key, "<b>f</b>")}
+    assert dashboards.page_sections(page.replace("b" * 64, "xyz")) == {
+        "findings": (key, "<b>f</b>")
+    }
+    assert dashboards.page_sections("<html>no sections</html>") == {}

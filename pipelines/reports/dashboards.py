@@ -1856,7 +1856,9 @@ def _person_pages(
         key = person_page_key(s, d, job.global_warnings)
         render = previous.get(path.name) != key or not path.exists()
         if render:
-            atomic_write(path, render_person_page(s, d, job.global_warnings, _old_sections(path)))
+            # Synced once for all pages before the manifest names them (`write_dashboards`).
+            page_html = render_person_page(s, d, job.global_warnings, _old_sections(path))
+            atomic_write(path, page_html, durable=False)
         light = PersonSummary(
             **{f.name: getattr(s, f.name) for f in fields(s) if f.name not in _FRAME_FIELDS}
         )
@@ -1995,6 +1997,10 @@ def write_dashboards(
     summaries = [r.summary for r in results]
     written.extend(out_dir / r.name for r in results if r.written)
     names = {r.name for r in results}
+    if any(r.written for r in results):
+        # One sync for every page instead of one per page (each stalled its renderer). A crash
+        # before it leaves the old manifest, whose keys make the next run render the pages again.
+        os.sync()
     atomic_write(manifest_path, json.dumps({r.name: r.key for r in results}, sort_keys=True))
     cohort = out_dir / COHORT
     atomic_write(cohort, render_cohort(summaries, d, global_warnings))

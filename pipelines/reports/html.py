@@ -451,19 +451,21 @@ def page(title: str, heading_html: str, body_html: str, footer_html: str) -> str
     )
 
 
-def atomic_write(path: Path, data: str | bytes) -> None:
+def atomic_write(path: Path, data: str | bytes, durable: bool = True) -> None:
     """Write to a temp file next to `path`, then rename over it.
 
     os.replace is atomic on one filesystem, so a reader (or a crash) sees the old page or the new
-    page, never half of one.
+    page, never half of one. `durable` also waits for the bytes to reach the disk before the
+    rename; a caller writing many files may skip that and sync once after all of them.
     """
     payload = data.encode("utf-8") if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:
