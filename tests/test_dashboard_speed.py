@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from concurrent.futures import ProcessPoolExecutor
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -514,3 +514,429 @@ def test_worker_processes_write_the_same_files(
     again = write_dashboards(tmp_path / "parallel", data, workers=2)
     assert not [p for p in again if p.name.startswith("person_")]
     assert _tree(tmp_path / "parallel") == b
+
+
+# --------------------------------------------------------------------------------------------
+# Weekly diet, draw rows and calendars in numpy (the Polars queries they replace kept here)
+
+
+def _random_diet(seed: int, n: int | None = None) -> pl.DataFrame:
+    """A diet log with the cases the figures must keep: gaps of weeks, repeated and null days,
+    rows out of order, null logged flags, nulls, NaN, infinities, huge values, ties at the
+    rounding digit, integer, all-null, Decimal, Float32 and text columns."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(0, 90)) if n is None else n
+    start = date(2024, 1, 1) + timedelta(days=int(rng.integers(-20_000, 400)))
+    if rng.random() < 0.5:
+        offsets = np.sort(rng.choice(np.arange(3 * n + 40), size=n, replace=False))
+    else:
+        offsets = np.arange(n)
+    if rng.random() < 0.3:
+        offsets = offsets + (np.arange(n) > n // 2) * int(rng.integers(14, 60))
+    days: list[date | None] = [start + timedelta(days=int(o)) for o in offsets]
+    if rng.random() < 0.3 and n > 2:
+        for i in rng.choice(n, size=max(1, n // 5)):
+            days[int(i)] = days[int(rng.integers(0, n))]
+    if rng.random() < 0.3 and n:
+        for i in rng.choice(n, size=max(1, n // 8)):
+            days[int(i)] = None
+    if rng.random() < 0.3:
+        days = [days[int(i)] for i in rng.permutation(n)]
+    logged: list[bool | None] = [bool(x) for x in rng.random(n) < rng.choice([0, 0.5, 0.9, 1])]
+    if rng.random() < 0.2 and n:
+        logged[int(rng.integers(0, n))] = None
+    special = rng.random() < 0.3
+    odd = [math.nan, math.inf, -math.inf, 1e308, -1e-300, 0.0, -0.0]
+
+    def floats(scale: float, p_null: float, eighths: bool = False) -> list[float | None]:
+        v = rng.gamma(1.5, scale, n)
+        out: list[float | None] = (np.round(v * 8) / 8 if eighths else v).tolist()
+        for i in range(n):
+            r = rng.random()
+            if r < p_null:
+                out[i] = None
+            elif special and r < p_null + 0.05:
+                out[i] = odd[int(rng.integers(0, len(odd)))]
+        return out
+
+    def ints(values: np.ndarray, p_null: float) -> pl.Series:
+        return pl.Series(
+            [int(x) if rng.random() > p_null else None for x in values], dtype=pl.Int64
+        )
+
+    cols: dict[str, Any] = {
+        "person_id": ["p"] * n,
+        "day": pl.Series(days, dtype=pl.Date),
+        "logged": pl.Series(logged, dtype=pl.Boolean),
+        "entries": ints(rng.integers(0, 40, n), 0.1),
+        "fermented_servings": floats(0.8, 0.2, eighths=True),
+        "ultra_processed_servings": floats(1.0, 0.1, eighths=True),
+        "fiber_g": rng.normal(22, 8, n).tolist(),
+        "legumes_servings": ints(rng.poisson(0.7, n), 0.2),
+        "vegetables_servings": (
+            pl.Series([None] * n, dtype=pl.Float64) if rng.random() < 0.5 else floats(2.0, 0.3)
+        ),
+        "fruit_servings": floats(1.0, 0.1, eighths=rng.random() < 0.5),
+        "nuts_seeds_servings": (-rng.random(n)).tolist(),
+        "poultry_servings": [0.0] * n,
+        "whole_grain_servings": pl.Series(rng.integers(0, 4, n), dtype=pl.UInt8),
+        "dii": rng.normal(0, 2.5, n).tolist(),
+        "energy_kcal": rng.normal(2000, 300, n).tolist(),
+    }
+    if rng.random() < 0.15:
+        cols["dairy_servings"] = pl.Series(
+            [Decimal(str(round(float(x), 2))) for x in rng.gamma(1, 1, n)], dtype=pl.Decimal(10, 2)
+        )
+    if rng.random() < 0.15:
+        cols["eggs_servings"] = pl.Series(rng.gamma(1, 1, n), dtype=pl.Float32)
+    if rng.random() < 0.1:
+        cols["red_meat_servings"] = ["x"] * n
+    if rng.random() < 0.1:
+        cols["dii"] = pl.Series([None] * n, dtype=pl.Float64)
+    if rng.random() < 0.1:
+        cols["fiber_g"] = pl.Series(rng.integers(0, 40, n), dtype=pl.Int32)
+    return pl.DataFrame(cols)
+
+
+def _random_draws(seed: int) -> pl.DataFrame:
+    """CRP draws with null times and days, two draws in one minute, NaN, null, zero and
+    negative values and every exclusion kind."""
+    rng = np.random.default_rng(seed + 10_000)
+    n = int(rng.integers(0, 12))
+    base = datetime(2024, 1, 1, 8, 0)
+    at: list[datetime | None] = [
+        base
+        + timedelta(
+            days=int(rng.integers(-100, 200)),
+            minutes=int(rng.integers(0, 600)),
+            seconds=int(rng.integers(0, 60)),
+        )
+        for _ in range(n)
+    ]
+    if rng.random() < 0.2 and n > 1 and at[0] is not None:
+        at[1] = at[0].replace(second=(at[0].second + 1) % 60)
+    days = [a.date() if a is not None else None for a in at]
+    values: list[float | None] = rng.lognormal(0, 1.2, n).tolist()
+    for i in range(n):
+        if rng.random() < 0.15:
+            at[i] = None
+        if rng.random() < 0.05:
+            days[i] = None
+        values[i] = [None, math.nan, -1.0, 0.0, values[i]][min(int(rng.random() / 0.04), 4)]
+    reasons = [None, None, None, "acute", "post_acute_washout", "merged_into_visit", "other"]
+    return pl.DataFrame(
+        {
+            "person_id": ["p"] * n,
+            "marker": ["crp"] * n,
+            "collected_at": pl.Series(at, dtype=pl.Datetime("us")),
+            "day": pl.Series(days, dtype=pl.Date),
+            "value": pl.Series(values, dtype=pl.Float64),
+            "below_lod": (rng.random(n) < 0.1).tolist(),
+            "censored": [("<" if rng.random() < 0.1 else None) for _ in range(n)],
+            "acute": (rng.random(n) < 0.1).tolist(),
+            "excluded_reason": [reasons[int(i)] for i in rng.integers(0, len(reasons), n)],
+            "n_results": pl.Series(rng.integers(1, 3, n), dtype=pl.Int64),
+        }
+    )
+
+
+def _edge_diets() -> list[pl.DataFrame]:
+    base = _random_diet(1, n=40)
+    return [
+        base.clear(),
+        base.with_columns(logged=pl.lit(False)),
+        base.with_columns(day=pl.lit(None, dtype=pl.Date)),
+        base.head(1),
+        base.with_columns(day=pl.lit(date(2024, 5, 1))),  # one day, repeated
+        base.select("person_id", "day", "logged", "entries"),  # no food columns
+        base.with_columns(pl.col("^.*_servings$").cast(pl.Float64) * 0.0),
+        _random_diet(2, n=60).with_columns(pl.col("day").cast(pl.Datetime("us"))),
+        pl.concat([base, base]),
+    ]
+
+
+def _same_repr(a: object, b: object) -> bool:
+    """Equal values of the same types all the way down (repr shows 1 vs 1.0, NaN, None)."""
+    return repr(a) == repr(b)
+
+
+def _outcome(f: Any, *args: Any) -> tuple[str, str]:
+    """A call's result as text, or the type of what it raised (a Datetime day is refused by
+    `weekly_diet`'s join, before and after)."""
+    try:
+        return "ok", repr(f(*args))
+    except Exception as exc:  # any error, as long as both raise the same
+        return "raised", type(exc).__name__
+
+
+def _weekly_reference(diet: pl.DataFrame) -> pl.DataFrame:
+    """`charts.weekly_diet` as first written."""
+    value_cols = [
+        c
+        for c, dtype in diet.schema.items()
+        if (c.endswith("_servings") or c in ("fiber_g", "dii")) and dtype.is_numeric()
+    ]
+    if diet.is_empty() or not value_cols:
+        return pl.DataFrame()
+    weekly = (
+        diet.filter(pl.col("logged") & pl.col("day").is_not_null())
+        .with_columns(week=pl.col("day").dt.truncate("1w"))
+        .group_by("week")
+        .agg([pl.col(c).mean().round(2) for c in value_cols] + [pl.len().alias("days_logged")])
+    )
+    if weekly.is_empty():
+        return pl.DataFrame()
+    all_weeks = pl.DataFrame(
+        {"week": pl.date_range(weekly["week"].min(), weekly["week"].max(), "1w", eager=True)}
+    )
+    return all_weeks.join(weekly, on="week", how="left").sort("week")
+
+
+def _diet_panel_reference(diet: pl.DataFrame) -> Any:
+    """What `crp_timeline` drew of the weekly diet, from the Polars frame, value by value."""
+    weekly = _weekly_reference(diet)
+    if weekly.is_empty():
+        return charts._NO_PANEL
+    present = [
+        c
+        for c, _, _ in charts.HEADLINE_DIET
+        if c in weekly.columns and weekly[c].drop_nulls().len()
+    ]
+    series = [s for s in charts.HEADLINE_DIET if s[0] in present]
+    for cat in CATEGORIES:
+        col = f"{cat}_servings"
+        if col in weekly.columns and col not in present:
+            top = weekly[col].max()
+            if is_num(top) and top > 0:
+                series.append((col, False, False))
+    if not series:
+        return charts._NO_PANEL
+    with_dii = "dii" in weekly.columns and weekly["dii"].drop_nulls().len() > 0
+    drawn = [c for c, _, _ in series] + (["dii"] if with_dii else [])
+    return charts._DietPanel(
+        series,
+        with_dii,
+        [d.isoformat() for d in weekly["week"].to_list()],
+        [d if d is not None else 0 for d in weekly["days_logged"].to_list()],
+        {c: [charts._r(v) for v in weekly[c].to_list()] for c in drawn},
+    )
+
+
+def _draw_rows_reference(draws: pl.DataFrame) -> list[dict[str, Any]]:
+    """`charts._draw_rows` as first written: one Polars query."""
+    if draws.is_empty():
+        return []
+    return (
+        draws.with_columns(
+            x=pl.coalesce(
+                pl.col("collected_at").dt.strftime("%Y-%m-%d %H:%M"),
+                pl.col("day").dt.strftime("%Y-%m-%d"),
+            )
+        )
+        .filter(pl.col("x").is_not_null() & (pl.col("value") > 0))
+        .sort("x")
+        .to_dicts()
+    )
+
+
+def test_weekly_means_are_polars_group_means() -> None:
+    """Kahan sums skipping nulls, divided by the count, rounded half to even; a value too
+    large to scale by 100 stays as it is."""
+    rng = np.random.default_rng(5)
+    n_groups = 4000
+    sizes = rng.integers(1, 12, n_groups)
+    group = np.repeat(np.arange(n_groups), sizes)
+    rng.shuffle(group)
+    # Magnitudes past 1e13 too: there the last bits of a sum survive rounding to 2 decimals,
+    # so a plain (uncompensated) sum would differ.
+    magnitude = np.where(
+        rng.random(group.size) < 0.5,
+        rng.lognormal(0, 4, group.size),
+        10 ** rng.uniform(12, 18, group.size),
+    )
+    values: list[float | None] = (magnitude * rng.choice([-1, 1], group.size)).tolist()
+    odd = [math.nan, math.inf, -math.inf, 1e308, -1e308, 5e306, 0.125, 2.675]
+    for i in range(group.size):
+        r = rng.random()
+        if r < 0.15:
+            values[i] = None
+        elif r < 0.2:
+            values[i] = odd[int(rng.integers(0, len(odd)))]
+    frame = pl.DataFrame({"g": group, "v": pl.Series(values, dtype=pl.Float64)})
+    expected = (
+        frame.group_by("g")
+        .agg(pl.col("v").mean().round(2), pl.col("v").count().alias("n"))
+        .sort("g")
+    )
+    # Group g as week g: day numbers from Monday 1970-01-05 (day 4), days within a week mixed.
+    nulls = np.array([v is None for v in values])
+    matrix = np.array([math.nan if v is None else v for v in values])[:, None]
+    day_numbers = 4 + 7 * group + rng.integers(0, 7, group.size)
+    first, per_week, means, counts = charts._weekly_means(day_numbers, matrix, nulls[:, None])
+    assert first == 4 and per_week.tolist() == np.bincount(group).tolist()
+    assert counts[:, 0].tolist() == expected["n"].to_list()
+    got = [None if c == 0 else m for m, c in zip(means[:, 0].tolist(), counts[:, 0], strict=True)]
+    assert _same_repr(got, expected["v"].to_list())
+
+
+def test_diet_panel_matches_polars_weekly_diet() -> None:
+    diets = [_random_diet(seed) for seed in range(300)] + _edge_diets()
+    outcomes = [_outcome(charts._diet_panel, diet) for diet in diets]
+    for k, diet in enumerate(diets):
+        assert outcomes[k] == _outcome(_diet_panel_reference, diet), k
+    assert sum(kind == "ok" for kind, _ in outcomes) == len(diets) - 1
+
+
+def test_float_and_integer_diets_take_the_numpy_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(diet: pl.DataFrame) -> Any:
+        raise AssertionError("Polars path taken")
+
+    monkeypatch.setattr(charts, "_diet_panel_polars", refuse)
+    checked = 0
+    for seed in range(120):
+        diet = _random_diet(seed)
+        if any(dtype in (pl.Float32, pl.Decimal) for dtype in diet.dtypes):
+            continue
+        assert _same_repr(charts._diet_panel(diet), _diet_panel_reference(diet)), seed
+        checked += 1
+    assert checked > 60
+
+
+def test_draw_rows_match_the_polars_query() -> None:
+    frames = [_random_draws(seed) for seed in range(300)]
+    frames.append(_random_draws(3).with_columns(pl.col("value").cast(pl.Int64, strict=False)))
+    frames.append(
+        _random_draws(4).with_columns(pl.col("collected_at").dt.replace_time_zone("Europe/Paris"))
+    )
+    for k, draws in enumerate(frames):
+        assert _same_repr(charts._draw_rows(draws), _draw_rows_reference(draws)), k
+
+
+def test_crp_timeline_html_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The whole figure, from the numpy data and from the Polars reference data."""
+    people = [(_random_draws(seed), _random_diet(seed)) for seed in range(150)]
+    people += [(_random_draws(7), diet) for diet in _edge_diets()]
+    people += [(_random_draws(8).clear(), _random_diet(8)), (_random_draws(9), _random_diet(9, 0))]
+
+    def html(draws: pl.DataFrame, diet: pl.DataFrame) -> str | None:
+        fig = charts.crp_timeline(draws, diet, 1.3, "CRP")
+        return None if fig is None else charts.figure_html(fig, "t")
+
+    new = [_outcome(html, d, diet) for d, diet in people]
+    monkeypatch.setattr(charts, "_diet_panel", _diet_panel_reference)
+    monkeypatch.setattr(charts, "_draw_rows", _draw_rows_reference)
+    old = [_outcome(html, d, diet) for d, diet in people]
+    assert sum(text != "None" for _, text in new) > 100
+    for k, (a, b) in enumerate(zip(new, old, strict=True)):
+        assert a == b, k
+
+
+def _coverage_reference(diet: pl.DataFrame) -> tuple[list[str], list[Any], list[Any]] | None:
+    """`coverage_calendar`'s grid as first written: Polars filter, then a loop over days."""
+    days = diet.select("day", "entries", "logged").filter(pl.col("day").is_not_null())
+    if days.is_empty():
+        return None
+    first, last = days["day"].min(), days["day"].max()
+    if not isinstance(first, date) or not isinstance(last, date):
+        return None
+    logged = {
+        d: e
+        for d, e, ok in zip(
+            days["day"].to_list(), days["entries"].to_list(), days["logged"].to_list(), strict=True
+        )
+        if ok
+    }
+    start = first - timedelta(days=first.weekday())
+    n_weeks = (last - start).days // 7 + 1
+    z: list[list[int | None]] = [[None] * n_weeks for _ in range(7)]
+    hover = [[""] * n_weeks for _ in range(7)]
+    day = first
+    while day <= last:
+        k, wd = (day - start).days // 7, day.weekday()
+        if day in logged:
+            z[wd][k] = 1
+            n = logged[day]
+            hover[wd][k] = f"{day.isoformat()}: logged" + (f" ({n} entries)" if is_num(n) else "")
+        else:
+            z[wd][k] = 0
+            hover[wd][k] = f"{day.isoformat()}: not logged"
+        day += timedelta(days=1)
+    return [(start + timedelta(weeks=k)).isoformat() for k in range(n_weeks)], z, hover
+
+
+def test_coverage_calendar_matches_day_loop() -> None:
+    for k, diet in enumerate([_random_diet(seed) for seed in range(200)] + _edge_diets()):
+        # Dates do not compare with datetimes: no draw days beside a Datetime day column.
+        draw_days = [date(2024, 1, 3)] if diet.schema["day"] == pl.Date else []
+        fig = charts.coverage_calendar(diet, draw_days, "coverage")
+        expected = _coverage_reference(diet)
+        if expected is None:
+            assert fig is None, k
+            continue
+        assert fig is not None, k
+        heat = fig["data"][0]
+        assert _same_repr((heat["x"], heat["z"], heat["customdata"]), expected), k
+
+
+def _category_reference(diet: pl.DataFrame) -> list[tuple[str, Any, Any, Any]] | None:
+    """Each `category_calendar` trace's (column, z, zmin, zmax), day by day from Polars."""
+    days = diet.filter(pl.col("day").is_not_null())
+    if days.is_empty():
+        return None
+    cols = _calendar_columns_scalar(days)
+    first, last = days["day"].min(), days["day"].max()
+    if not cols or not isinstance(first, date) or not isinstance(last, date):
+        return None
+    start = first - timedelta(days=first.weekday())
+    n_weeks = (last - start).days // 7 + 1
+    logged = days.filter(pl.col("logged")).unique("day", keep="first", maintain_order=True)
+    out = []
+    for col in cols:
+        z: list[list[Any]] = [[None] * n_weeks for _ in range(7)]
+        vals = [charts._r(v, 2) for v in logged[col].cast(pl.Float64).to_list()]
+        for d, v in zip(logged["day"].to_list(), vals, strict=True):
+            z[(d - start).days % 7][(d - start).days // 7] = v
+        present = [v for v in vals if v is not None]
+        if col == "dii":
+            top = max([abs(v) for v in present] + [1.0])
+            out.append((col, z, -top, top))
+        else:
+            ranked = sorted(present)
+            top = (
+                charts._as_rounded(float(ranked[int(0.95 * (len(ranked) - 1))])) if ranked else 1.0
+            )
+            out.append((col, z, 0, max(top, 1e-9)))
+    return out
+
+
+def test_category_calendar_matches_polars_reference() -> None:
+    for k, diet in enumerate([_random_diet(seed) for seed in range(200)] + _edge_diets()):
+        fig = charts.category_calendar(diet, "Daily intake")
+        expected = _category_reference(diet)
+        if expected is None:
+            assert fig is None, k
+            continue
+        assert fig is not None, k
+        got = [(t["name"], t["z"], t["zmin"], t["zmax"]) for t in fig["data"]]
+        want = [(rhtml.pesc(rhtml.feature_label(c)), z, lo, hi) for c, z, lo, hi in expected]
+        assert _same_repr(got, want), k
+
+
+def test_person_parts_equal_partition_by() -> None:
+    """`_parts` slices runs of a sorted frame; any input gives what partition_by gives, each
+    person's rows in their original order, rows without a person dropped."""
+    rng = np.random.default_rng(7)
+    ids = rng.choice(["b", "a", "c", None, "a b", "Ä"], size=500).tolist()
+    frame = pl.DataFrame({"person_id": ids, "row": np.arange(500)})
+    expected = {
+        str(k[0]): v
+        for k, v in frame.filter(pl.col("person_id").is_not_null())
+        .partition_by("person_id", as_dict=True)
+        .items()
+    }
+    for df in (frame, frame.sort("person_id", maintain_order=True, nulls_last=True)):
+        parts = dashboards._parts(df)
+        assert parts.keys() == expected.keys()
+        for pid, part in parts.items():
+            assert part.equals(expected[pid])
+    assert dashboards._parts(frame.clear()) == {}

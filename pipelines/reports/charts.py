@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from datetime import date, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import plotly.io as pio
@@ -221,6 +221,21 @@ _POW10 = np.array([float(10**k) for k in range(23)])
 
 def _r_many(values: np.ndarray | Sequence[float | None], digits: int = 3) -> list[Any]:
     """`[_r(v, digits) for v in values]` for floats (None and NaN read as missing), vectorised.
+    See `_rounded`."""
+    return _rounded(values, digits)[0]
+
+
+@lru_cache(maxsize=8192)
+def _r_float(x: float, digits: int) -> float | None:
+    """`_r` of a finite float, cached: the values numpy cannot round (ties such as 1/8 serving
+    at 2 decimals) recur from day to day and person to person."""
+    return _r(x, digits)
+
+
+def _rounded(
+    values: np.ndarray | Sequence[float | None], digits: int = 3
+) -> tuple[list[Any], np.ndarray]:
+    """`_r_many`, and the same values as float64 (missing as NaN) for picking scales in numpy.
 
     Every element comes out exactly as `_r` gives it (same value, same int/float type), so the
     JSON text is the same. Whole numbers stay as they are (`_r` rounds to at least 2 decimals).
@@ -233,7 +248,7 @@ def _r_many(values: np.ndarray | Sequence[float | None], digits: int = 3) -> lis
     """
     a = np.asarray(values, dtype=np.float64).ravel()
     if a.size == 0:
-        return []
+        return [], np.empty(0)
     with np.errstate(all="ignore"):
         finite = np.isfinite(a)
         whole_in = finite & (a == np.floor(a))
@@ -246,12 +261,15 @@ def _r_many(values: np.ndarray | Sequence[float | None], digits: int = 3) -> lis
         res = np.where(whole_in, a, np.rint(y) / scale)
         ok |= whole_in
         whole = ok & (res == np.floor(res)) & (np.abs(res) < 1e15)
-    out: list[Any] = res.tolist()
-    for i in np.flatnonzero(whole).tolist():
-        out[i] = int(out[i])
+    # Whole numbers as Python ints: an object array takes them in one assignment.
+    boxed = res.astype(object)
+    boxed[whole] = res[whole].astype(np.int64)
+    out: list[Any] = boxed.tolist()
     for i in np.flatnonzero(~ok).tolist():
-        out[i] = _r(float(a[i]), digits) if finite[i] else None
-    return out
+        v = _r_float(float(a[i]), digits) if finite[i] else None
+        out[i] = v
+        res[i] = math.nan if v is None else v
+    return out, res
 
 
 def _as_rounded(x: float) -> float | int:
@@ -367,6 +385,208 @@ def _diet_series(weekly: pl.DataFrame) -> list[tuple[str, bool, bool]]:
     return series
 
 
+# Day numbers (days since 1970-01-01, a Thursday) to dates and Monday-starting weeks.
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_CATEGORY_COLUMNS = [f"{c}_servings" for c in CATEGORIES]
+
+
+def _iso_days(first: int, count: int, step: int = 1) -> list[str]:
+    """`date.isoformat()` of `count` days `step` apart from day number `first`."""
+    days = np.arange(first, first + count * step, step)
+    return days.astype("datetime64[D]").astype(str).tolist()  # type: ignore[no-any-return]
+
+
+def _week_texts(start: date, n_weeks: int) -> list[str]:
+    """ISO text of `n_weeks` weeks from `start` (a datetime keeps its time, as isoformat does)."""
+    if type(start) is date:
+        return _iso_days(start.toordinal() - _EPOCH_ORDINAL, n_weeks, 7)
+    return [(start + timedelta(weeks=k)).isoformat() for k in range(n_weeks)]
+
+
+def _monday(day_numbers: np.ndarray) -> np.ndarray:
+    """The Monday on or before each day, as day numbers (`dt.truncate("1w")` of a date)."""
+    return day_numbers - (day_numbers + 3) % 7
+
+
+def _value_columns(diet: pl.DataFrame) -> list[str]:
+    """The columns `weekly_diet` averages, in frame order."""
+    return [
+        c
+        for c, dtype in zip(diet.columns, diet.dtypes, strict=True)
+        if (c.endswith("_servings") or c in ("fiber_g", "dii")) and dtype.is_numeric()
+    ]
+
+
+def _date_numbers(series: pl.Series) -> tuple[np.ndarray, np.ndarray] | None:
+    """A Date column as (day numbers, mask of non-null days); None for other types."""
+    if not isinstance(series.dtype, pl.Date):
+        return None
+    raw = series.to_numpy().astype("datetime64[D]")
+    has_day = ~np.isnat(raw) if series.null_count() else np.ones(raw.size, dtype=bool)
+    return raw.astype(np.int64), has_day
+
+
+def _logged_mask(diet: pl.DataFrame) -> np.ndarray:
+    """The rows `filter(pl.col("logged"))` keeps, as a boolean array."""
+    logged = diet.get_column("logged")
+    if isinstance(logged.dtype, pl.Boolean):
+        return (logged.fill_null(False) if logged.null_count() else logged).to_numpy().astype(bool)
+    # Other types: whatever Polars' filter makes of them (it refuses most).
+    kept = diet.select(pl.int_range(pl.len()).alias("_row"), "logged").filter(pl.col("logged"))
+    mask = np.zeros(diet.height, dtype=bool)
+    mask[kept.get_column("_row").to_numpy()] = True
+    return mask
+
+
+def _float_matrix(
+    diet: pl.DataFrame, columns: list[str], rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The given rows of Float64 and integer columns as float64 (null as NaN) and a null mask;
+    None for other types, or integers too large to stay exact (Polars averages integers
+    exactly; under 2**50 leaves room for sums). NaN values stay NaN and are not null."""
+    values = np.empty((rows.size, len(columns)), order="F")
+    nulls = np.zeros(values.shape, dtype=bool, order="F")
+    for i, col in enumerate(columns):
+        series = diet.get_column(col)
+        integer = not isinstance(series.dtype, pl.Float64)
+        if integer and not series.dtype.is_integer():
+            return None
+        full = series.to_numpy()
+        values[:, i] = full[rows]
+        if integer and bool((np.abs(values[:, i]) >= 2.0**50).any()):
+            return None
+        n_null = series.null_count()
+        if n_null:
+            if np.count_nonzero(np.isnan(full)) == n_null:
+                nulls[:, i] = np.isnan(values[:, i])
+            else:  # NaN values besides the nulls: ask Polars which is which
+                nulls[:, i] = series.is_null().to_numpy()[rows]
+    return values, nulls
+
+
+def _weekly_means(
+    days: np.ndarray, values: np.ndarray, nulls: np.ndarray
+) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+    """`weekly_diet`'s aggregate of the logged rows: (first Monday, days logged per week,
+    rounded weekly means with NaN for null, count of non-null values per week and column).
+
+    Polars' group mean is a Kahan-compensated sum in row order, skipping nulls, divided by the
+    count; the compensation restarts when the running sum is not finite. Rows are laid out as
+    (position in week, week, column) so that each step of the sum is one array operation, with
+    the same IEEE operations in the same order. `round(2)` is half-to-even on value * 100
+    (a value too large to scale stays as it is).
+    """
+    weeks = _monday(days)
+    first = int(weeks.min())
+    k = (weeks - first) // 7
+    n_weeks = int(k.max()) + 1
+    per_week = np.bincount(k, minlength=n_weeks)
+    order = np.argsort(k, kind="stable")
+    ks = k[order]
+    position = np.arange(ks.size) - (np.cumsum(per_week) - per_week)[ks]
+    x = np.zeros((int(position.max()) + 1, n_weeks, values.shape[1]))
+    valid = np.zeros(x.shape, dtype=bool)
+    x[position, ks] = values[order]
+    valid[position, ks] = ~nulls[order]
+    with np.errstate(all="ignore"):
+        # Values under 1e300 cannot sum past the largest double: no need to check each step.
+        bounded = bool((np.abs(values) < 1e300)[~nulls].all())
+        # The first value of a week leaves no compensation (0 + x, then (x - 0) - x).
+        total = np.where(valid[0], x[0] + 0.0, 0.0)
+        comp = np.zeros(total.shape)
+        for step, ok in zip(x[1:], valid[1:], strict=True):
+            y = step - comp
+            t = total + y
+            c = (t - total) - y
+            if not bounded:
+                c = np.where(np.isfinite(t), c, 0.0)
+            comp = np.where(ok, c, comp)
+            total = np.where(ok, t, total)
+        counts = valid.sum(axis=0)
+        means = np.where(counts > 0, total / np.maximum(counts, 1), np.nan)
+        # Polars keeps a value whose scaled form overflows (rounding would give infinity).
+        scaled = means * 100.0
+        rounded = np.where(np.isfinite(scaled), np.rint(scaled) / 100.0, means)
+    return first, per_week, rounded, counts
+
+
+class _DietPanel(NamedTuple):
+    """What `crp_timeline` draws of the weekly diet."""
+
+    series: list[tuple[str, bool, bool]]  # (column, visible by default, on the fibre axis)
+    with_dii: bool
+    weeks: list[str]  # Mondays, ISO
+    days: list[int]  # days logged per week (0 for a gap)
+    rounded: dict[str, list[Any]]  # `_r` of each series' weekly means (and "dii")
+
+
+_NO_PANEL = _DietPanel([], False, [], [], {})
+
+
+def _diet_panel_polars(diet: pl.DataFrame) -> _DietPanel:
+    """The panel from `weekly_diet`'s frame: column types the numpy path does not reproduce."""
+    weekly = weekly_diet(diet)
+    series = _diet_series(weekly) if not weekly.is_empty() else []
+    if not series:
+        return _NO_PANEL
+    with_dii = "dii" in weekly.columns and weekly["dii"].drop_nulls().len() > 0
+    return _DietPanel(
+        series,
+        with_dii,
+        [d.isoformat() for d in weekly["week"].to_list()],
+        [d if d is not None else 0 for d in weekly["days_logged"].to_list()],
+        _r_columns(weekly, [c for c, _, _ in series] + (["dii"] if with_dii else [])),
+    )
+
+
+def _diet_panel(diet: pl.DataFrame) -> _DietPanel:
+    """`weekly_diet`, `_diet_series` and the rounding of the drawn columns, in numpy.
+
+    A page is re-rendered each night for one new diet day; Polars' per-query overhead on these
+    few hundred rows cost more than the work. Float64 and integer columns are reproduced
+    exactly; other types (Float32, Decimal, a non-Date day) take `weekly_diet` itself.
+    """
+    value_cols = _value_columns(diet)
+    if diet.is_empty() or not value_cols:
+        return _NO_PANEL
+    days = _date_numbers(diet.get_column("day"))
+    if days is None or not isinstance(diet.get_column("logged").dtype, pl.Boolean):
+        return _diet_panel_polars(diet)
+    day_numbers, has_day = days
+    rows = np.flatnonzero(_logged_mask(diet) & has_day)
+    matrix = _float_matrix(diet, value_cols, rows)
+    if matrix is None:
+        return _diet_panel_polars(diet)
+    if not rows.size:
+        return _NO_PANEL
+    first, per_week, means, counts = _weekly_means(day_numbers[rows], *matrix)
+    at = {c: i for i, c in enumerate(value_cols)}
+    # As `_diet_series`: a headline column with any non-null week (NaN counts), another category
+    # when its largest week (NaN skipped, as Polars' max does) is a finite number above 0.
+    has_value: list[bool] = (np.count_nonzero(counts, axis=0) > 0).tolist()
+    tops: list[float] = np.fmax.reduce(means, axis=0).tolist()
+    present = [c for c, _, _ in HEADLINE_DIET if c in at and has_value[at[c]]]
+    series = [(c, vis, sec) for c, vis, sec in HEADLINE_DIET if c in present]
+    series += [
+        (col, False, False)
+        for col in _CATEGORY_COLUMNS
+        if col in at and col not in present and is_num(tops[at[col]]) and tops[at[col]] > 0
+    ]
+    if not series:
+        return _NO_PANEL
+    with_dii = "dii" in at and has_value[at["dii"]]
+    drawn = [c for c, _, _ in series] + (["dii"] if with_dii else [])
+    n_weeks = len(per_week)
+    flat = _r_many(means[:, [at[c] for c in drawn]].T)
+    return _DietPanel(
+        series,
+        with_dii,
+        _iso_days(first, n_weeks, 7),
+        per_week.tolist(),
+        {c: flat[i * n_weeks : (i + 1) * n_weeks] for i, c in enumerate(drawn)},
+    )
+
+
 def _draw_kind(row: dict[str, Any]) -> str:
     reason = row.get("excluded_reason")
     if row.get("acute") or reason == "acute":
@@ -416,6 +636,9 @@ def _draw_rows(draws: pl.DataFrame) -> list[dict[str, Any]]:
     """Draw rows with a plottable date string and a positive value (log axis)."""
     if draws.is_empty():
         return []
+    fast = _draw_rows_python(draws)
+    if fast is not None:
+        return fast
     frame = (
         draws.lazy()
         .with_columns(
@@ -429,6 +652,43 @@ def _draw_rows(draws: pl.DataFrame) -> list[dict[str, Any]]:
         .collect()
     )
     return frame.to_dicts()
+
+
+def _draw_rows_python(draws: pl.DataFrame) -> list[dict[str, Any]] | None:
+    """`_draw_rows` from `to_dicts` (a person has a few draws: a query costs more than them).
+
+    None when Polars' own answer could differ: other column types (a time zone changes the
+    text), an existing "x" column, or two draws with the same x (Polars' sort is not stable).
+    """
+    schema = dict(zip(draws.columns, draws.dtypes, strict=True))
+    stamp, day, value = schema.get("collected_at"), schema.get("day"), schema.get("value")
+    if (
+        not isinstance(stamp, pl.Datetime)
+        or stamp.time_zone is not None
+        or day != pl.Date
+        or value is None
+        or not (value == pl.Float64 or value.is_integer())
+        or "x" in schema
+    ):
+        return None
+    out = []
+    for row in draws.to_dicts():
+        v = row["value"]
+        # Polars orders NaN above every number, so `value > 0` keeps NaN; null never passes.
+        if v is None or not (v > 0 or v != v):
+            continue
+        at, d = row["collected_at"], row["day"]
+        if at is not None:
+            row["x"] = at.isoformat(" ", "minutes")  # strftime("%Y-%m-%d %H:%M")
+        elif d is not None:
+            row["x"] = d.isoformat()
+        else:
+            continue
+        out.append(row)
+    if len({r["x"] for r in out}) < len(out):
+        return None
+    out.sort(key=lambda r: r["x"])
+    return out
 
 
 def _short_span(xs: list[str]) -> dict[str, Any]:
@@ -456,12 +716,12 @@ def crp_timeline(
     """CRP on a log axis with the hs-CRP risk bands, weekly diet beneath and the weekly DII
     under that, all on one shared time axis."""
     rows = _draw_rows(draws)
-    weekly = weekly_diet(diet)
-    series = _diet_series(weekly) if not weekly.is_empty() else []
+    panel = _diet_panel(diet)
+    series = panel.series
     if not rows and not series:
         return None
     two_rows = bool(series)
-    with_dii = two_rows and "dii" in weekly.columns and weekly["dii"].drop_nulls().len() > 0
+    with_dii = panel.with_dii
     if with_dii:
         top, diet_dom, dii_dom = [0.53, 1.0], [0.25, 0.45], [0.0, 0.17]
     else:
@@ -540,7 +800,7 @@ def crp_timeline(
             )
         data.append(trace)
     xs_all = [r["x"] for r in rows]
-    weeks = [d.isoformat() for d in weekly["week"].to_list()] if series else []
+    weeks = panel.weeks
     xs_all += weeks
     if is_num(baseline) and baseline > 0 and xs_all:
         data.append(
@@ -579,11 +839,9 @@ def crp_timeline(
             }
         )
     has_secondary = False
-    rounded = _r_columns(
-        weekly, [c for c, _, _ in series] + (["dii"] if with_dii else []) if series else []
-    )
+    rounded = panel.rounded
+    days = panel.days
     if series:
-        days = [d if d is not None else 0 for d in weekly["days_logged"].to_list()]
         annotations.append(_panel_title("Weekly mean intake on logged days", 0.5, diet_dom[1]))
         for col, visible, secondary in series:
             has_secondary |= secondary
@@ -849,41 +1107,70 @@ def lag_heatmap(assoc: pl.DataFrame, title: str) -> Fig | None:
 WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
 
 
+def _coverage_days(diet: pl.DataFrame) -> tuple[date, date, list[str], dict[int, Any]] | None:
+    """(first day, last day, the ISO text of every day from first to last, the logged days'
+    entries by day offset from first); None without a day. A repeated logged day shows its
+    last row's entries."""
+    day, logged, entries = (diet.get_column(c) for c in ("day", "logged", "entries"))
+    numbers = _date_numbers(day)
+    if numbers is not None and isinstance(logged.dtype, pl.Boolean):
+        # In numpy: any Polars query on the day rows costs more than this.
+        values, has_day = numbers
+        if not has_day.any():
+            return None
+        lo, hi = int(values[has_day].min()), int(values[has_day].max())
+        rows = np.flatnonzero(_logged_mask(diet) & has_day)
+        counts = entries.to_list()
+        by_offset = dict(
+            zip((values[rows] - lo).tolist(), [counts[i] for i in rows.tolist()], strict=True)
+        )
+        texts = _iso_days(lo, hi - lo + 1)
+        first = date.fromordinal(_EPOCH_ORDINAL + lo)
+        return first, date.fromordinal(_EPOCH_ORDINAL + hi), texts, by_offset
+    # Other types: the Python values, compared as Polars' min and max would.
+    all_days = day.to_list()
+    present = [d for d in all_days if d is not None]
+    if not present:
+        return None
+    lo_day, hi_day = min(present), max(present)
+    if not isinstance(lo_day, date) or not isinstance(hi_day, date):
+        return None
+    by_day = {
+        d: e
+        for d, e, ok in zip(all_days, entries.to_list(), logged.to_list(), strict=True)
+        if ok and d is not None
+    }
+    texts, by_offset = [], {}
+    for i in range((hi_day - lo_day).days + 1):
+        d = lo_day + timedelta(days=i)
+        texts.append(d.isoformat())
+        if d in by_day:
+            by_offset[i] = by_day[d]
+    return lo_day, hi_day, texts, by_offset
+
+
 def coverage_calendar(diet: pl.DataFrame, draw_days: list[date], title: str) -> Fig | None:
     """Weeks x weekday: which days have a diet log, with blood-draw days marked."""
-    # Only the columns read below: filtering every food column of the day rows costs more.
-    days = diet.select("day", "entries", "logged").filter(pl.col("day").is_not_null())
-    if days.is_empty():
+    days = _coverage_days(diet)
+    if days is None:
         return None
-    first = days["day"].min()
-    last = days["day"].max()
-    if not isinstance(first, date) or not isinstance(last, date):
-        return None
-    logged = {
-        d: e
-        for d, e, ok in zip(
-            days["day"].to_list(), days["entries"].to_list(), days["logged"].to_list(), strict=True
-        )
-        if ok
-    }
+    first, last, texts, logged = days
     start = first - timedelta(days=first.weekday())
     n_weeks = (last - start).days // 7 + 1
-    weeks = [(start + timedelta(weeks=k)).isoformat() for k in range(n_weeks)]
+    weeks = _week_texts(start, n_weeks)
     z: list[list[int | None]] = [[None] * n_weeks for _ in WEEKDAYS]
     hover = [[""] * n_weeks for _ in WEEKDAYS]
-    day = first
-    while day <= last:
-        k, wd = (day - start).days // 7, day.weekday()
-        if day in logged:
+    # Day i after `first` sits (i + its weekday) days after `start`.
+    lead = first.weekday()
+    for i, text in enumerate(texts):
+        k, wd = divmod(i + lead, 7)
+        if i in logged:
             z[wd][k] = 1
-            entries = logged[day]
-            hover[wd][k] = f"{day.isoformat()}: logged" + (
-                f" ({entries} entries)" if is_num(entries) else ""
-            )
+            entries = logged[i]
+            hover[wd][k] = f"{text}: logged" + (f" ({entries} entries)" if is_num(entries) else "")
         else:
             z[wd][k] = 0
-            hover[wd][k] = f"{day.isoformat()}: not logged"
-        day += timedelta(days=1)
+            hover[wd][k] = f"{text}: not logged"
     data: list[dict[str, Any]] = [
         {
             "type": "heatmap",
@@ -1425,49 +1712,54 @@ def cell_data_script(maps: dict[str, dict[str, Any]]) -> str:
 CALENDAR_UNITS = {"fiber_g": "g", "dii": "score"}
 
 
+# Fermented first, then ultra-processed, fibre, the other categories and the DII.
+_CALENDAR_ORDER = ["fermented_servings", "ultra_processed_servings", "fiber_g"]
+_CALENDAR_ORDER += [f"{c}_servings" for c in CATEGORIES if f"{c}_servings" not in _CALENDAR_ORDER]
+_CALENDAR_ORDER.append("dii")
+
+
+def _as_float64(series: pl.Series) -> np.ndarray:
+    """`series.cast(pl.Float64)` as numpy, nulls as NaN."""
+    if not isinstance(series.dtype, pl.Float64):
+        series = series.cast(pl.Float64)
+    return series.to_numpy()
+
+
+def _calendar_pick(diet: pl.DataFrame, logged: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The calendar's columns, and their values as float64 (every row, null as NaN).
+
+    A column is shown when its `logged` rows have a value (nulls and NaN dropped) and, but for
+    the DII, a finite maximum above 0. A Decimal maximum is not a number to `is_num`, so a
+    Decimal column other than the DII is never shown (as with the Series code this replaced).
+    """
+    schema = dict(zip(diet.columns, diet.dtypes, strict=True))
+    wanted = [c for c in _CALENDAR_ORDER if c in schema and schema[c].is_numeric()]
+    matrix = np.empty((diet.height, len(wanted)), order="F")
+    for i, col in enumerate(wanted):
+        matrix[:, i] = _as_float64(diet.get_column(col))
+    kept = matrix[logged]
+    counts = np.count_nonzero(~np.isnan(kept), axis=0).tolist()
+    # Largest value with NaN skipped (NaN only when there is none).
+    tops = np.fmax.reduce(kept, axis=0).tolist() if len(kept) else [math.nan] * len(wanted)
+    cols, at = [], []
+    for i, col in enumerate(wanted):
+        if not counts[i]:
+            continue
+        if col != "dii" and not (
+            (schema[col].is_float() or schema[col].is_integer())
+            and math.isfinite(tops[i])
+            and tops[i] > 0
+        ):
+            continue
+        cols.append(col)
+        at.append(i)
+    return cols, matrix[:, at]
+
+
 def _calendar_columns(diet: pl.DataFrame) -> list[str]:
-    """Fermented first, then ultra-processed, fibre, the other categories and the DII."""
-    order = ["fermented_servings", "ultra_processed_servings", "fiber_g"]
-    order += [f"{c}_servings" for c in CATEGORIES if f"{c}_servings" not in order]
-    order.append("dii")
-    schema = diet.schema
-    wanted = [c for c in order if c in schema and schema[c].is_numeric()]
-    # Count and maximum of the logged values (nulls and NaN dropped) of every float or integer
-    # column from one array (other numeric types, e.g. Decimal, keep the per-column path
-    # below). Only "any value" and "finite maximum above 0" are read, which the cast to
-    # float64 keeps for integers.
-    fast = [c for c in wanted if schema[c].is_float() or schema[c].is_integer()]
-    stats: dict[str, tuple[Any, Any]] = {}
-    if fast:
-        matrix = (
-            diet.lazy()
-            .filter(pl.col("logged"))
-            .select([pl.col(c).cast(pl.Float64) for c in fast])
-            .collect()
-            .to_numpy()
-        )
-        for i, c in enumerate(fast):
-            if not len(matrix):
-                break
-            vals = matrix[:, i][~np.isnan(matrix[:, i])]
-            stats[c] = (vals.size, float(vals.max()) if vals.size else None)
-    out = []
-    logged: pl.DataFrame | None = None
-    for col in wanted:
-        if col in stats:
-            n, top = stats[col]
-        else:
-            if logged is None:
-                logged = diet.filter(pl.col("logged"))
-            series = logged[col].drop_nulls().drop_nans() if logged.height else logged[col]
-            n = series.len()
-            top = series.max() if n else None
-        if n == 0:
-            continue
-        if col != "dii" and not (is_num(top) and top > 0):
-            continue
-        out.append(col)
-    return out
+    """Fermented first, then ultra-processed, fibre, the other categories and the DII: those
+    with a logged value (nulls and NaN dropped) and, but for the DII, a maximum above 0."""
+    return _calendar_pick(diet, _logged_mask(diet))[0]
 
 
 def category_calendar(diet: pl.DataFrame, title: str) -> Fig | None:
@@ -1476,42 +1768,65 @@ def category_calendar(diet: pl.DataFrame, title: str) -> Fig | None:
     Unlogged days stay blank (missing, not zero). One heatmap trace per category, only the
     first visible; the dropdown (Plotly updatemenus) toggles visibility and the title.
     """
-    days = diet.filter(pl.col("day").is_not_null())
-    if days.is_empty():
+    # In numpy: a Polars query per step cost more than these few hundred rows.
+    day = diet.get_column("day")
+    numbers = _date_numbers(day)
+    day_list: list[Any] = []
+    if numbers is not None:
+        has_day = numbers[1]
+    else:  # not a Date column: Python values, as Polars' min and max give them
+        day_list = day.to_list()
+        has_day = np.array([d is not None for d in day_list], dtype=bool)
+    if not has_day.any():
         return None
-    cols = _calendar_columns(days)
-    first, last = days["day"].min(), days["day"].max()
+    logged = _logged_mask(diet) & has_day
+    cols, matrix = _calendar_pick(diet, logged)
+    if numbers is not None:
+        present = numbers[0][has_day]
+        first = date.fromordinal(_EPOCH_ORDINAL + int(present.min()))
+        last = date.fromordinal(_EPOCH_ORDINAL + int(present.max()))
+    else:
+        first = min(d for d in day_list if d is not None)
+        last = max(d for d in day_list if d is not None)
     if not cols or not isinstance(first, date) or not isinstance(last, date):
         return None
     start = first - timedelta(days=first.weekday())
     n_weeks = (last - start).days // 7 + 1
-    weeks = [(start + timedelta(weeks=k)).isoformat() for k in range(n_weeks)]
-    logged = (
-        days.lazy()
-        .filter(pl.col("logged"))
-        .unique("day", keep="first")
-        .select("day", *[pl.col(c).cast(pl.Float64).alias(f"_v{i}") for i, c in enumerate(cols)])
-        .collect()
-    )
-    offsets = np.array([(d - start).days for d in logged["day"].to_list()], dtype=np.intp)
+    weeks = _week_texts(start, n_weeks)
+    # The first logged row of each day (a repeated day keeps its first row) and its offset
+    # from `start`.
+    logged_rows = np.flatnonzero(logged)
+    if numbers is not None:
+        unique_days, at = np.unique(numbers[0][logged_rows], return_index=True)
+        rows = logged_rows[at]
+        offsets = (unique_days - (start.toordinal() - _EPOCH_ORDINAL)).astype(np.intp)
+    else:
+        first_row: dict[Any, int] = {}
+        for i in logged_rows.tolist():
+            first_row.setdefault(day_list[i], i)
+        rows = np.array(list(first_row.values()), dtype=np.intp)
+        offsets = np.array([(d - start).days for d in first_row], dtype=np.intp)
     # Every category's daily values rounded in one go (NaN and null both read as missing) and
     # placed on a (category, weekday, week) grid of Python objects; one day per row, so each
-    # value lands in its own cell.
-    rounded = _r_many(logged.drop("day").to_numpy().T, 2)
+    # value lands in its own cell. Row order does not matter: cells are placed by offset and
+    # each scale's top is a maximum or a sorted quantile.
+    rounded, rounded_f = _rounded(matrix[rows].T, 2)
     grid = np.full((len(cols), len(WEEKDAYS), n_weeks), None, dtype=object)
     if offsets.size:
         values = np.empty(len(rounded), dtype=object)
         values[:] = rounded
         grid[:, offsets % 7, offsets // 7] = values.reshape(len(cols), offsets.size)
+    # Each scale's top: the 95th percentile (lower value) of the rounded days, NaN sorted last.
+    by_col = rounded_f.reshape(len(cols), offsets.size)
+    n_finite = np.count_nonzero(~np.isnan(by_col), axis=1)
+    rank = np.maximum((0.95 * (n_finite - 1)).astype(np.intp), 0)
+    tops = np.sort(by_col, axis=1)[np.arange(len(cols)), rank] if offsets.size else []
     data: list[dict[str, Any]] = []
     buttons = []
-    # The same rounded values as floats (missing as NaN), to pick each scale's top in numpy.
-    rounded_f = np.array(rounded, dtype=np.float64)
     for idx, col in enumerate(cols):
         z: list[list[float | None]] = grid[idx].tolist()
-        span = slice(idx * offsets.size, (idx + 1) * offsets.size)
-        vals = rounded[span]
         if col == "dii":
+            vals = rounded[idx * offsets.size : (idx + 1) * offsets.size]
             top = max([abs(v) for v in vals if v is not None] + [1.0])
             scale: dict[str, Any] = {
                 "colorscale": [[0, "#2166ac"], [0.5, "#f7f7f7"], [1, "#b2182b"]],
@@ -1519,9 +1834,7 @@ def category_calendar(diet: pl.DataFrame, title: str) -> Fig | None:
                 "zmax": top,
             }
         else:
-            column = rounded_f[span]
-            finite = np.sort(column[~np.isnan(column)])
-            top = _as_rounded(float(finite[int(0.95 * (finite.size - 1))])) if finite.size else 1.0
+            top = _as_rounded(float(tops[idx])) if n_finite[idx] else 1.0
             scale = {
                 "colorscale": [[0, "#dde3ea"], [0.2, "#c6dbef"], [0.55, "#6baed6"], [1, "#08306b"]],
                 "zmin": 0,

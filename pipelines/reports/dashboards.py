@@ -239,11 +239,23 @@ def _normalise(data: DashboardInputs) -> DashboardInputs:
 
 
 def _parts(df: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    """Split by person once (filtering per person would be quadratic for big cohorts)."""
+    """Split by person once (filtering per person would be quadratic for big cohorts).
+
+    Each person's rows keep their order. The frames come sorted by person, so the parts are
+    slices of runs of one id: partition_by ran one query per person to name its part.
+    """
     df = df.filter(pl.col("person_id").is_not_null())
     if df.is_empty():
         return {}
-    return {str(k[0]): v for k, v in df.partition_by("person_id", as_dict=True).items()}
+    if not df["person_id"].is_sorted():
+        df = df.sort("person_id", maintain_order=True)
+    runs = df.select(pl.col("person_id").rle()).unnest("person_id")
+    parts = {}
+    start = 0
+    for length, pid in runs.iter_rows():
+        parts[str(pid)] = df.slice(start, length)
+        start += length
+    return parts
 
 
 def _date_text(x: object) -> str:
