@@ -940,3 +940,61 @@ def test_person_parts_equal_partition_by() -> None:
         for pid, part in parts.items():
             assert part.equals(expected[pid])
     assert dashboards._parts(frame.clear()) == {}
+
+
+def _coverage_query(diet: pl.DataFrame) -> tuple[object, object, int, int] | None:
+    """The person summary's diet coverage as first written: one Polars query."""
+    d = diet.select("day", "logged").filter(pl.col("day").is_not_null())
+    lo, hi = (d["day"].min(), d["day"].max()) if d.height else (None, None)
+    if lo is None:
+        return None
+    days = pl.col("day").filter(pl.col("logged")).unique().sort()
+    n, widest = d.select(
+        days.len().alias("n"), days.diff().dt.total_days().drop_nulls().max().alias("w")
+    ).row(0)
+    return lo, hi, n, int(widest) if widest is not None else 0
+
+
+def test_diet_coverage_matches_the_query() -> None:
+    rng = np.random.default_rng(11)
+    start = date(2025, 1, 1)
+    for trial in range(300):
+        n = int(rng.integers(0, 40))
+        days = [
+            None if rng.random() < 0.1 else start + timedelta(days=int(rng.integers(0, 90)))
+            for _ in range(n)
+        ]
+        logged = [None if rng.random() < 0.1 else bool(rng.random() < 0.7) for _ in range(n)]
+        diet = pl.DataFrame(
+            {"day": days, "logged": logged}, schema={"day": pl.Date, "logged": pl.Boolean}
+        )
+        assert dashboards._diet_coverage(diet) == _coverage_query(diet), trial
+        # Other day types take the query itself.
+        as_datetime = diet.with_columns(pl.col("day").cast(pl.Datetime))
+        assert dashboards._diet_coverage(as_datetime) == _coverage_query(as_datetime), trial
+
+
+def test_summaries_with_everyones_crp_sorted_at_once_equal_per_person_ones() -> None:
+    """`build_summaries` hands each person their CRP draws from one sort of everyone's; the
+    summary equals one that sorts the person's own draws, and counts as the first query did."""
+    data = dashboards._normalise(make_big_inputs([f"p{i}" for i in range(6)], days=120))
+    # Ties and nulls in the sort keys, acute and excluded draws.
+    data.marker_draws = pl.concat(
+        [data.marker_draws, data.marker_draws.head(5).with_columns(pl.lit(None).alias("day"))],
+        how="vertical_relaxed",
+    )
+    now = dashboards.run_time(data.run_info)
+    frames = dashboards._person_frames(data, now, dashboards._person_ids(data))
+    assert any(f[-1] is not None and f[-1].height for f in frames)
+    for f in frames:
+        together = dashboards._summarise(*f)
+        alone = dashboards._summarise(*f[:-1])
+        assert together.crp.equals(alone.crp)
+        assert (together.n_chronic, together.n_acute) == (alone.n_chronic, alone.n_acute)
+        counts = alone.crp.select(
+            (pl.col("excluded_reason").is_null() & ~pl.col("acute").fill_null(False)).sum(),
+            (pl.col("acute").fill_null(False) | (pl.col("excluded_reason") == "acute")).sum(),
+        ).row(0)
+        assert alone.n_acute == counts[1]
+        if not dashboards.is_num(alone.trend.get("n_chronic")):
+            assert alone.n_chronic == counts[0]

@@ -38,6 +38,7 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 from plotly.offline import get_plotlyjs
 
@@ -475,7 +476,10 @@ def _summarise(
     windows: pl.DataFrame | None = None,
     sufficiency: pl.DataFrame | None = None,
     freshness: list[dict[str, Any]] | None = None,
+    crp: pl.DataFrame | None = None,
 ) -> PersonSummary:
+    """One person's summary from their rows of each table. `crp` is their CRP draws in time
+    order, when the caller has sorted everyone's at once; otherwise they are taken from `draws`."""
     s = PersonSummary(person_id=pid)
     s.windows = windows if windows is not None else pl.DataFrame(schema=SCHEMAS["exposure_windows"])
     s.sufficiency = (
@@ -489,12 +493,7 @@ def _summarise(
         s.sex, s.age = row.get("sex"), row.get("age")
     all_draws = draws if draws is not None else pl.DataFrame(schema=SCHEMAS["marker_draws"])
     s.all_draws = all_draws
-    s.crp = (
-        all_draws.lazy()
-        .filter(pl.col("marker") == "crp")
-        .sort("collected_at", "day", nulls_last=True)
-        .collect()
-    )
+    s.crp = crp if crp is not None else _crp_draws(all_draws)
     s.diet = diet if diet is not None else pl.DataFrame(schema=SCHEMAS["diet_daily"])
     s.trends = trends.to_dicts() if trends is not None else []
     s.trend = next((t for t in s.trends if t.get("marker") == "crp"), {})
@@ -503,23 +502,21 @@ def _summarise(
     )
     s.n_findings = s.findings_df.height
     if s.n_findings and "status" in s.findings_df.columns:
-        # Sorting is stable, so sorting the significant rows alone gives their order among all.
-        s.significant = _sorted_findings(
-            s.findings_df.filter(pl.col("status") == "significant").to_dicts()
-        )
+        significant = s.findings_df.get_column("status") == "significant"
+        if significant.any():
+            # Sorting is stable: sorting the significant rows alone gives their order among all.
+            s.significant = _sorted_findings(s.findings_df.filter(significant).to_dicts())
     s.unmapped = unmapped if unmapped is not None else pl.DataFrame()
 
     crp = s.crp
     s.n_draws = crp.height
-    # Counts of rows where a condition holds (null counts as not), in one query.
-    counts = crp.select(
-        (pl.col("excluded_reason").is_null() & ~pl.col("acute").fill_null(False))
-        .sum()
-        .alias("chronic"),
-        (pl.col("acute").fill_null(False) | (pl.col("excluded_reason") == "acute"))
-        .sum()
-        .alias("acute"),
-    ).row(0, named=True)
+    # Counts of rows where a condition holds (null counts as not); a person has a few draws.
+    reasons = crp.get_column("excluded_reason").to_list()
+    acute = crp.get_column("acute").to_list()
+    counts = {
+        "chronic": sum(r is None and not a for r, a in zip(reasons, acute, strict=True)),
+        "acute": sum(bool(a) or r == "acute" for r, a in zip(reasons, acute, strict=True)),
+    }
     s.n_chronic = (
         int(s.trend["n_chronic"]) if is_num(s.trend.get("n_chronic")) else counts["chronic"]
     )
@@ -536,19 +533,12 @@ def _summarise(
             s.latest_acute = bool(last[0].get("acute")) or last[0].get("excluded_reason") == "acute"
     s.category = s.trend.get("category") or _category_of(s.trend.get("baseline"))
 
-    d = s.diet.select("day", "logged").filter(pl.col("day").is_not_null())
-    lo_day, hi_day = (d["day"].min(), d["day"].max()) if d.height else (None, None)
-    if isinstance(lo_day, date) and isinstance(hi_day, date):
-        s.first_day, s.last_day = lo_day, hi_day
+    coverage = _diet_coverage(s.diet)
+    if coverage is not None:
+        s.first_day, s.last_day, s.days_logged, widest = coverage
         s.days_in_range = (s.last_day - s.first_day).days + 1
-        logged_days = pl.col("day").filter(pl.col("logged")).unique().sort()
-        n_logged, widest = d.select(
-            logged_days.len().alias("n"),
-            logged_days.diff().dt.total_days().drop_nulls().max().alias("widest"),
-        ).row(0)
-        s.days_logged = n_logged
-        if n_logged >= 2:
-            s.longest_gap = max(0, int(widest) - 1) if is_num(widest) else 0
+        if s.days_logged >= 2:
+            s.longest_gap = max(0, widest - 1)
     if s.unmapped.height and s.unmapped["energy_share"].drop_nulls().len():
         s.unmapped_share = min(1.0, float(s.unmapped["energy_share"].sum()))
 
@@ -574,6 +564,41 @@ def _summarise(
             "category (see the unmapped foods list)"
         )
     return s
+
+
+def _crp_draws(draws: pl.DataFrame) -> pl.DataFrame:
+    return draws.filter(pl.col("marker") == "crp").sort(
+        "collected_at", "day", nulls_last=True, maintain_order=True
+    )
+
+
+def _diet_coverage(diet: pl.DataFrame) -> tuple[date, date, int, int] | None:
+    """(first day, last day, days with a log, widest step in days between logged days) of a
+    person's diet days; None without a day. In numpy for Date days, as a query otherwise."""
+    day, logged = diet.get_column("day"), diet.get_column("logged")
+    if isinstance(day.dtype, pl.Date) and isinstance(logged.dtype, pl.Boolean):
+        numbers = day.to_numpy().astype("datetime64[D]")
+        has_day = ~np.isnat(numbers)
+        if not has_day.any():
+            return None
+        days = numbers[has_day].astype(np.int64)
+        on_log = np.unique(days[logged.fill_null(False).to_numpy()[has_day]])
+        widest = int(np.diff(on_log).max()) if on_log.size >= 2 else 0
+        first, last = (date.fromordinal(_EPOCH_ORDINAL + int(x)) for x in (days.min(), days.max()))
+        return first, last, int(on_log.size), widest
+    d = diet.select("day", "logged").filter(pl.col("day").is_not_null())
+    lo_day, hi_day = (d["day"].min(), d["day"].max()) if d.height else (None, None)
+    if not isinstance(lo_day, date) or not isinstance(hi_day, date):
+        return None
+    logged_days = pl.col("day").filter(pl.col("logged")).unique().sort()
+    n_logged, widest = d.select(
+        logged_days.len().alias("n"),
+        logged_days.diff().dt.total_days().drop_nulls().max().alias("widest"),
+    ).row(0)
+    return lo_day, hi_day, n_logged, int(widest) if is_num(widest) else 0
+
+
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1682,6 +1707,7 @@ _PersonFrames = tuple[
     pl.DataFrame | None,
     pl.DataFrame | None,
     list[dict[str, Any]] | None,
+    pl.DataFrame | None,
 ]
 
 
@@ -1695,6 +1721,12 @@ def _person_frames(d: DashboardInputs, now: datetime, ids: list[str]) -> list[_P
     windows = _parts(d.exposure_windows.filter(pl.col("complete").fill_null(False)))
     sufficiency = _parts(d.data_sufficiency)
     sources = _person_sources(d, now)
+    # Everyone's CRP draws in time order at once (`_crp_draws` per person was a query each).
+    crp = _parts(
+        d.marker_draws.filter(pl.col("marker") == "crp").sort(
+            "person_id", "collected_at", "day", nulls_last=True, maintain_order=True
+        )
+    )
     return [
         (
             pid,
@@ -1707,6 +1739,7 @@ def _person_frames(d: DashboardInputs, now: datetime, ids: list[str]) -> list[_P
             windows.get(pid),
             sufficiency.get(pid),
             sources.get(pid),
+            crp.get(pid),
         )
         for pid in ids
     ]
