@@ -8,7 +8,8 @@ files cost, not what the history costs:
   re-hashed, see `HashMemo`). A file's rows are keyed by `file_id`, a hash of source and content.
 - Files already ingested with the same parser (adapter code, data tables, plausibility rules and
   the source's configuration: `source_fingerprint`) are not read again. New or changed files are
-  parsed in batches (`Format.parse_batch`), so memory is bounded by a batch, not by the history.
+  parsed in batches (`Format.parse_batch`, cut by file count and bytes), so memory is bounded by
+  a batch, not by the history, and a night's many small files are parsed together.
 - Right after parsing, the plausibility rules (`pipelines.transforms.plausibility`: dates before
   1950 or in the future, a 50,000 kcal food, negative CRP, ...) move impossible rows to the
   rejects, the same way for every format. A file with a row rejected as "in the future" is read
@@ -38,6 +39,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -70,8 +72,12 @@ OWNERSHIP_KEY = {
 UNIQUE_IN_FILE = {"lab_results", "persons", "diet_daily_reported"}
 
 # Files parsed together: enough to spread the fixed cost of a parse over many small files, few
-# enough that a batch of large exports stays far below the memory target.
-BATCH_FILES = 200
+# enough that a batch of large exports stays far below the memory target. Memory follows the
+# bytes, so a batch is cut at BATCH_BYTES (200 monthly exports, as batches of 200 files were) or
+# at BATCH_FILES, whichever comes first: a night's one small file per person (2,000 files, 10 MB)
+# is one batch, where 200 files at a time made it ten.
+BATCH_FILES = 5000
+BATCH_BYTES = 24 * 1024 * 1024
 # DuckDB's own working memory while settling ownership over the whole history; beyond it, it
 # spills to disk (`<warehouse>.tmp`) rather than growing.
 DUCKDB_MEMORY_LIMIT = "1GB"
@@ -113,6 +119,15 @@ INGEST_STATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "rows_rejected": pl.Int64,
     "error": pl.String,  # why the file could not be read; null when it was
     "ingested_at": pl.Datetime("us"),
+}
+# The files whose rows entered a staging table since the check "a raw file line loads at most
+# once" last passed (`pipelines.defs.warehouse.check_unique_lines`), so that check reads only
+# them, not the history. A null file_id stands for every file of its source (the staging table
+# was rebuilt), a null source for every source (the warehouse predates this table).
+LINES_TO_CHECK = "lines_to_check"
+LINES_TO_CHECK_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "source": pl.String,
+    "file_id": pl.String,
 }
 
 
@@ -206,8 +221,9 @@ class HashMemo:
             except (OSError, ValueError):
                 self.known = {}  # a damaged memo only costs re-hashing
 
-    def sha256(self, path: Path, rel_path: str) -> str:
-        stat = path.stat()
+    def sha256(self, path: Path, rel_path: str, stat: os.stat_result | None = None) -> str:
+        """The file's sha256; `stat`, when the caller has it, saves asking for it again."""
+        stat = stat or path.stat()
         known = self.known.get(rel_path)
         if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
             return str(known[2])
@@ -246,10 +262,16 @@ def list_files(source: SourceConfig, raw_dir: Path, memo: HashMemo) -> list[File
     """The source's files, oldest first (modification time, then path), hashed."""
     stats = [(p, p.stat()) for p in source.files(raw_dir)]
     stats.sort(key=lambda ps: (ps[1].st_mtime, str(ps[0])))
+    # The glob's paths all start with raw_dir: cutting the prefix off is what relative_to does,
+    # at a fraction of its cost per file (tens of thousands of files are listed every night).
+    prefix = os.path.join(str(raw_dir), "")
     out = []
     for order, (path, stat) in enumerate(stats):
-        rel_path = str(path.relative_to(raw_dir))
-        sha = memo.sha256(path, rel_path)
+        text = str(path)
+        rel_path = (
+            text[len(prefix) :] if text.startswith(prefix) else str(path.relative_to(raw_dir))
+        )
+        sha = memo.sha256(path, rel_path, stat)
         out.append(
             FileInfo(
                 order=order,
@@ -299,7 +321,8 @@ def sync_source(
     work_dir: Path | None = None,
 ) -> SyncResult:
     """Bring `raw_<source>`, `stg_<source>`, `ingest_state`, `ingest_files` and `rejected_rows`
-    up to date with the source's files; see the module docstring. `today` (default: the current
+    up to date with the source's files, and list in `lines_to_check` the files whose staging rows
+    changed; see the module docstring. `today` (default: the current
     date) is the reference for the rule on future dates; `work_dir` (default: the system's temp
     folder) holds the parsed batches until they are stored."""
     today = today or date.today()
@@ -344,17 +367,31 @@ def sync_source(
     conn.execute("CREATE OR REPLACE TEMP TABLE _order AS SELECT * FROM _order_frame")
     conn.unregister("_order_frame")
     keys = ", ".join(ident(k) for k in OWNERSHIP_KEY[target])
-    conn.execute("CREATE OR REPLACE TEMP TABLE _affected (h UBIGINT)")
+    # The keys to settle again, as hashes (to match rows) and as values (to narrow the scans).
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE _affected AS SELECT hash({keys}) AS h, {keys} "
+        f"FROM {raw} LIMIT 0"
+    )
     # Rows of files that are gone, changed, or were read with an older parser.
     gone = "file_id NOT IN (SELECT file_id FROM _order WHERE keep)"
 
     with clock("forget changed and removed files"):
-        if not full:
-            conn.execute(
-                f"INSERT INTO _affected SELECT DISTINCT hash({keys}) FROM {raw} WHERE {gone}"
-            )
-        conn.execute(f"DELETE FROM {raw} WHERE {gone}")
-        for table in ("rejected_rows", "ingest_state"):
+        # Every file with rows in raw_<source> has its ingest_state row (both are written and
+        # deleted together), so when no state row is gone, no raw row is: most nights, and then
+        # the two scans of the whole history below are skipped.
+        row = conn.execute(
+            f"SELECT count(*) FROM ingest_state WHERE source = ? AND {gone}", [source.name]
+        ).fetchone()
+        if full or (row and row[0]):
+            if not full:
+                conn.execute(
+                    f"INSERT INTO _affected SELECT DISTINCT hash({keys}), {keys} FROM {raw} "
+                    f"WHERE {gone}"
+                )
+            conn.execute(f"DELETE FROM {raw} WHERE {gone}")
+        # A gone file's staging rows go with its keys (they are in _affected), so there is
+        # nothing of it left to check; a null file_id (all files) is never "gone".
+        for table in ("rejected_rows", "ingest_state", LINES_TO_CHECK):
             conn.execute(f"DELETE FROM {table} WHERE source = ? AND {gone}", [source.name])
 
     if work_dir is not None:
@@ -367,7 +404,7 @@ def sync_source(
         tempfile.TemporaryDirectory(prefix=SPOOL_PREFIX, dir=work_dir) as spool_dir,
     ):
         spooled = []
-        for n, batch in enumerate(_batches(to_parse, BATCH_FILES)):
+        for n, batch in enumerate(_batches(to_parse, BATCH_FILES, BATCH_BYTES)):
             spool = Path(spool_dir) / f"batch-{n:05d}.parquet"
             _ingest_batch(conn, source, target, batch, fingerprint, today, spool)
             if spool.exists():
@@ -467,9 +504,19 @@ class _Step:
         self.clock.seconds[self.name] = self.clock.seconds.get(self.name, 0.0) + elapsed
 
 
-def _batches(items: list[FileInfo], size: int) -> Iterator[list[FileInfo]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _batches(items: list[FileInfo], max_files: int, max_bytes: int) -> Iterator[list[FileInfo]]:
+    """`items` in order, cut into runs of at most `max_files` files and `max_bytes` bytes (a file
+    larger than that on its own is a batch of one)."""
+    batch: list[FileInfo] = []
+    size = 0
+    for info in items:
+        if batch and (len(batch) == max_files or size + info.size_bytes > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(info)
+        size += info.size_bytes
+    if batch:
+        yield batch
 
 
 def _ensure_tables(conn: duckdb.DuckDBPyConnection, source_name: str, schema: dict) -> None:
@@ -492,6 +539,10 @@ def _ensure_tables(conn: duckdb.DuckDBPyConnection, source_name: str, schema: di
     ):
         if not table_exists(conn, table):
             create_table(conn, table, table_schema)
+    if not table_exists(conn, LINES_TO_CHECK):
+        create_table(conn, LINES_TO_CHECK, LINES_TO_CHECK_SCHEMA)
+        # Staging rows written before the table existed were never listed: check them all once.
+        conn.execute(f"INSERT INTO {LINES_TO_CHECK} VALUES (NULL, NULL)")
 
 
 def _ingest_batch(
@@ -594,7 +645,7 @@ def _store_spooled(
     if track:
         keys = ", ".join(ident(k) for k in OWNERSHIP_KEY[target])
         conn.execute(
-            f"INSERT INTO _affected SELECT DISTINCT hash({keys}) FROM read_parquet({files})"
+            f"INSERT INTO _affected SELECT DISTINCT hash({keys}), {keys} FROM read_parquet({files})"
         )
 
 
@@ -608,7 +659,8 @@ def _settle(conn: duckdb.DuckDBPyConnection, source: SourceConfig, target: str, 
     keys = ", ".join(f"r.{ident(k)}" for k in key)
     columns = ", ".join(f"r.{ident(c)}" for c in TARGET_SCHEMAS[target])
     source_literal = ident(source.name).replace('"', "'")  # a checked identifier as a string
-    where = "" if full else f"WHERE hash({keys}) IN (SELECT h FROM _affected)"
+    narrow, params = ("", []) if full else _key_ranges(conn, key)
+    where = "" if full else f"WHERE hash({keys}) IN (SELECT h FROM _affected){narrow}"
     if target in UNIQUE_IN_FILE:
         owned = f"""
             SELECT {columns}, r.file_id, {source_literal} AS source, r._row, o.ord
@@ -635,14 +687,47 @@ def _settle(conn: duckdb.DuckDBPyConnection, source: SourceConfig, target: str, 
             f"CREATE OR REPLACE TABLE {stg} AS "
             f"SELECT * EXCLUDE (ord) FROM ({owned}) ORDER BY ord, _row"
         )
+        conn.execute(f"INSERT INTO {LINES_TO_CHECK} VALUES (?, NULL)", [source.name])
         return 0
     conn.execute(
-        f"DELETE FROM {stg} WHERE hash({', '.join(ident(k) for k in key)}) "
-        "IN (SELECT h FROM _affected)"
+        f"DELETE FROM {stg} r WHERE hash({keys}) IN (SELECT h FROM _affected){narrow}", params
     )
-    conn.execute(f"INSERT INTO {stg} SELECT * EXCLUDE (ord) FROM ({owned}) ORDER BY ord, _row")
+    # Kept apart for a moment to list its files: as small as the keys settled again.
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE _owned AS {owned}", params)
+    conn.execute(f"INSERT INTO {stg} SELECT * EXCLUDE (ord) FROM _owned ORDER BY ord, _row")
+    conn.execute(
+        f"INSERT INTO {LINES_TO_CHECK} SELECT DISTINCT ?, o.file_id FROM _owned o "
+        f"WHERE NOT EXISTS (SELECT 1 FROM {LINES_TO_CHECK} c "
+        "WHERE c.source = ? AND c.file_id = o.file_id)",
+        [source.name, source.name],
+    )
+    conn.execute("DROP TABLE _owned")
     row = conn.execute("SELECT count(*) FROM _affected").fetchone()
     return int(row[0]) if row else 0
+
+
+def _key_ranges(conn: duckdb.DuckDBPyConnection, key: list[str]) -> tuple[str, list]:
+    """A filter ` AND r.k BETWEEN ? AND ? ...` (and its parameters) that every row with a key in
+    `_affected` passes: for each key column without nulls there, the range of its values.
+
+    Matching hashes alone means hashing every row of the history; a constant range lets DuckDB
+    skip the row groups whose min/max lie outside it, and a night's keys (its new days) lie
+    outside nearly all of them. It only ever narrows: the hash test still decides.
+    """
+    columns = [ident(k) for k in key]
+    row = conn.execute(
+        "SELECT "
+        + ", ".join(f"min({c}), max({c}), count(*) > count({c})" for c in columns)
+        + " FROM _affected"
+    ).fetchone()
+    assert row is not None
+    narrow, params = "", []
+    for i, column in enumerate(columns):
+        low, high, has_null = row[3 * i : 3 * i + 3]
+        if low is not None and not has_null:
+            narrow += f" AND r.{column} BETWEEN ? AND ?"
+            params += [low, high]
+    return narrow, params
 
 
 def _file_records(

@@ -23,8 +23,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from pipelines.adapters import FORMATS, AdapterError, cronometer_servings
-from pipelines.adapters._csv import RAW, CsvTable, parse_csv_batch, read_csv_table
+from pipelines.adapters import FORMATS, AdapterError, _csv, cronometer_servings
+from pipelines.adapters._csv import (
+    RAW,
+    CsvTable,
+    parse_csv_batch,
+    read_csv_table,
+    stack_tables,
+)
 from pipelines.adapters.base import FILE_INDEX, BatchResult, ParseResult, parse_each
 from pipelines.config import PersonSpec, SourceConfig
 from pipelines.demo import SERVINGS_HEADER
@@ -416,3 +422,115 @@ def test_hostile_batches_match_parse_each(data: st.DataObject) -> None:
             path.write_bytes(content)
             paths.append(path)
         assert_batch_equals_each(paths, src)
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading a layout's small files in one Polars read (`_csv._read_stack`)
+# ------------------------------------------------------------------------------------------------
+
+
+def messy_servings(rng: random.Random, day: str) -> str:
+    """A small export with what `_clean` and the line numbers must get right: blank and all-blank
+    rows, cells with spaces around them, a row with surplus fields, a quoted comma."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(SERVINGS_HEADER)
+    for row in entries(rng, day, rng.randint(0, 5)):
+        cells = [row.get(h, "") for h in SERVINGS_HEADER]
+        if rng.random() < 0.3:
+            cells[3] = f"  {cells[3]} "
+        writer.writerow(cells)
+        if rng.random() < 0.2:
+            buf.write("\r\n" if rng.random() < 0.5 else "," * (len(SERVINGS_HEADER) - 1) + "\r\n")
+        if rng.random() < 0.1:
+            writer.writerow([*cells, "surplus"])
+    return "\ufeff" + buf.getvalue()
+
+
+def test_one_read_per_layout_gives_each_files_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stacked read must give every file exactly the table `read_csv_table` gives it, and the
+    stack exactly what `stack_tables` makes of those tables; and it must really be one read."""
+    rng = random.Random(23)
+    paths = [
+        write_text(
+            tmp_path / f"p{i:02d}" / "s.csv", messy_servings(rng, f"2025-04-{i % 28 + 1:02d}")
+        )
+        for i in range(60)
+    ]
+    reads: list[int] = []
+    real = _csv._polars_cells
+
+    def counting(data_lines: list[str], *args: object) -> pl.DataFrame | None:
+        reads.append(len(data_lines))
+        return real(data_lines, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_csv, "_polars_cells", counting)
+    group = {i: _csv._split_lines(p, source()) for i, p in enumerate(paths)}
+    errors: dict[int, BaseException] = {}
+    tables, stack = _csv._read_group(group, errors)
+    assert len(reads) == 1 and not errors and stack is not None
+    monkeypatch.setattr(_csv, "_polars_cells", real)
+    for i, path in enumerate(paths):
+        expected = read_csv_table(path, source())
+        assert_frame_equal(tables[i].frame, expected.frame, check_exact=True)
+        assert (tables[i].path, tables[i].headers) == (expected.path, expected.headers)
+    assert_frame_equal(stack.frame, stack_tables(tables).frame, check_exact=True)
+    assert stack.files == {i: p for i, p in enumerate(paths)}
+    assert_batch_equals_each(paths, source())
+
+
+def test_files_a_stacked_read_cannot_take_are_read_alone(tmp_path: Path) -> None:
+    """A quoted field over two lines, or a quote in mid-field that makes Polars see fewer records
+    than lines, must not shift any other file's cells or line numbers: the group falls back to one
+    read per file, and the result is still exactly the per-file one."""
+    rng = random.Random(29)
+    header = ",".join(SERVINGS_HEADER)
+    paths = [
+        write_text(tmp_path / f"p{i}" / "s.csv", messy_servings(rng, f"2025-05-{i + 1:02d}"))
+        for i in range(12)
+    ]
+    # Quotes in mid-field: an odd number (read as maybe multi-line, by the csv module), and an even
+    # number that Polars reads as a field left open (fewer records than lines) and the csv module
+    # refuses. A quoted field over two lines.
+    odd = {
+        4: f'{header}\n2025-05-20,,,Oat"s "big",1 g\n',
+        7: f'{header}\n2025-05-20,,,Oat"s,"1 g\n',
+        10: f'{header}\n2025-05-21,,,"Soup,\nthick",1 bowl\n',
+    }
+    for i, text in odd.items():
+        paths.insert(i, write_text(tmp_path / f"q{i}" / "s.csv", text))
+    group = {i: _csv._split_lines(p, source()) for i, p in enumerate(paths)}
+    assert [i for i, r in group.items() if r.spans is not None] == [4, 10]
+    errors: dict[int, BaseException] = {}
+    tables, stack = _csv._read_group(group, errors)
+    assert stack is None and set(errors) == {7}
+    with pytest.raises(AdapterError, match="malformed quoting") as refused:
+        read_csv_table(paths[7], source())
+    assert str(errors[7]) == str(refused.value)
+    for i, table in tables.items():
+        expected = read_csv_table(paths[i], source()).frame
+        assert_frame_equal(table.frame, expected, check_exact=True)
+    assert tables[4].frame["c3"].to_list() == ['Oat"s "big"']
+    assert _csv._read_stack({i: r for i, r in group.items() if r.spans is None}) is None
+    assert_batch_equals_each(paths, source())
+
+
+def test_a_failing_stacked_read_falls_back_to_each_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected error in the one-pass read (a bug, a Polars panic) must not cost the batch:
+    the files are read one by one, exactly as `parse_each` reads them."""
+    rng = random.Random(31)
+    paths = [
+        write_text(tmp_path / f"p{i}" / "s.csv", messy_servings(rng, f"2025-06-{i + 1:02d}"))
+        for i in range(8)
+    ]
+
+    def broken(group: object) -> None:
+        raise pl.exceptions.PanicException("index out of bounds")
+
+    monkeypatch.setattr(_csv, "_read_stack", broken)
+    result = assert_batch_equals_each(paths, source())
+    assert not result.errors and result.rows.height > 0

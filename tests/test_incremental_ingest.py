@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import date
 from pathlib import Path
 
 import dagster as dg
@@ -167,6 +168,31 @@ def test_files_are_parsed_in_bounded_batches(
         assert got.equals(want)
 
 
+def test_batches_are_also_bounded_by_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many small files make one batch (a night's files are parsed together), large ones are cut
+    at BATCH_BYTES, a file larger than that alone is a batch of its own; nothing is lost."""
+    raw = tmp_path / "raw"
+    days = [f"2025-01-{d:02d}" for d in range(1, 29)]
+    for i in range(8):
+        export(raw / "cm" / f"p{i}" / "jan.csv", days if i in (2, 3, 6) else days[:1], 10 + i, i)
+    whole = ingest_source(SOURCE, raw)
+    sizes = {p.parent.name: p.stat().st_size for p in raw.glob("cm/*/jan.csv")}
+    big, small = sizes["p2"], sizes["p0"]
+    assert big > 10 * small
+    monkeypatch.setattr(ingest, "BATCH_BYTES", big + 2 * small)
+    counting = CountingFormat(monkeypatch)
+    batched = ingest_source(SOURCE, raw)
+    # In order of modification, cut before the file that would go over: p0 p1 p2 | p3 p4 p5 | p6 p7
+    assert [len(b) for b in counting.batches] == [3, 3, 2]
+    monkeypatch.setattr(ingest, "BATCH_BYTES", big - 1)
+    counting.batches.clear()
+    tight = ingest_source(SOURCE, raw)
+    assert [len(b) for b in counting.batches] == [2, 1, 1, 2, 1, 1]
+    for result in (batched, tight):
+        for got, want in zip(comparable(result), comparable(whole), strict=True):
+            assert got.equals(want)
+
+
 def test_nightly_sync_settles_only_the_keys_new_files_touch(tmp_path: Path) -> None:
     """Against a real warehouse file: the second run reads one file and settles its two days."""
     raw = tmp_path / "raw"
@@ -278,3 +304,30 @@ def test_batches_reach_the_warehouse_through_one_streaming_insert(
     assert [len(c) for c in calls] == [3]  # three batches, one insert
     assert result.rows_loaded == 7
     assert list(work.iterdir()) == []
+
+
+def test_key_ranges_only_ever_narrow_to_the_affected_keys() -> None:
+    """The range filter that lets the nightly settle skip the history's row groups must pass every
+    row with an affected key: a column with a null among the keys gets no range at all (BETWEEN
+    never passes a null), the others their exact min and max."""
+    import duckdb
+
+    conn = duckdb.connect()
+    conn.execute(
+        "CREATE TEMP TABLE _affected AS SELECT * FROM (VALUES "
+        "(1::UBIGINT, 'ann', DATE '2025-03-02', 'breakfast'), "
+        "(2::UBIGINT, 'bob', DATE '2025-03-01', NULL), "
+        "(3::UBIGINT, 'cid', NULL, 'lunch')) t(h, person_id, day, period)"
+    )
+    narrow, params = ingest._key_ranges(conn, ["person_id", "day", "period"])
+    assert narrow == ' AND r."person_id" BETWEEN ? AND ?'
+    assert params == ["ann", "cid"]
+    conn.execute("CREATE TABLE t AS SELECT person_id, day, period FROM _affected")
+    kept = conn.execute(f"SELECT count(*) FROM t r WHERE true{narrow}", params).fetchone()
+    assert kept == (3,)
+    conn.execute("DELETE FROM _affected WHERE day IS NULL")
+    narrow, params = ingest._key_ranges(conn, ["person_id", "day"])
+    assert narrow.count("BETWEEN") == 2
+    assert params[2:] == [date(2025, 3, 1), date(2025, 3, 2)]
+    conn.execute("DELETE FROM _affected")
+    assert ingest._key_ranges(conn, ["person_id"]) == ("", [])

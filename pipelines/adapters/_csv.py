@@ -129,6 +129,29 @@ class CsvTable:
 
 def read_csv_table(path: Path, source: SourceConfig) -> CsvTable:
     """Read `path` as configured by `source` (encoding, delimiter); see CsvTable."""
+    return _cells_table(_split_lines(path, source))
+
+
+@dataclass(frozen=True)
+class _Lines:
+    """A file decoded and split into lines, its header found: everything of a read but the
+    cells. `spans` (first, last physical line of each record, header first) is set only when a
+    quoted field may span lines; otherwise record i is the data line i."""
+
+    path: Path
+    source: SourceConfig
+    headers: tuple[str, ...]
+    delimiter: str
+    lines: list[str]
+    header_end: int  # index of the first data line in `lines`
+    spans: list[tuple[int, int]] | None
+
+    @property
+    def data_lines(self) -> list[str]:
+        return self.lines[self.header_end :]
+
+
+def _split_lines(path: Path, source: SourceConfig) -> _Lines:
     text = _read_text(path, source)
     lines = text.split("\n")
     # Trailing blank lines are not data; dropping them keeps the Polars row count comparable.
@@ -148,18 +171,25 @@ def read_csv_table(path: Path, source: SourceConfig) -> CsvTable:
     )
     header_end = first + 1 if spans is None else spans[0][1]
     headers = _parse_header(lines[first:header_end], delimiter)
-    data_lines = lines[header_end:]
+    return _Lines(path, source, headers, delimiter, lines, header_end, spans)
+
+
+def _cells_table(read: _Lines) -> CsvTable:
+    """The CsvTable of one split file."""
+    lines, header_end, spans = read.lines, read.header_end, read.spans
+    data_lines = read.data_lines
     if spans is None:
         line_numbers = pl.int_range(header_end + 1, len(lines) + 1, dtype=pl.Int64, eager=True)
         raws = data_lines
     else:
         line_numbers = pl.Series([start for start, _ in spans[1:]], dtype=pl.Int64)
         raws = ["\n".join(lines[start - 1 : end]) for start, end in spans[1:]]
-    cells = _polars_cells(data_lines, len(headers), delimiter, len(raws))
+    width = len(read.headers)
+    cells = _polars_cells(data_lines, width, read.delimiter, len(raws))
     if cells is None:
-        cells = _csv_cells(path, data_lines, header_end, len(headers), delimiter, len(raws))
+        cells = _csv_cells(read.path, data_lines, header_end, width, read.delimiter, len(raws))
     frame = cells.with_columns(line_numbers.alias(LINE), pl.Series(RAW, raws, dtype=pl.String))
-    return CsvTable(path, source, headers, delimiter, _clean(frame, len(headers)))
+    return CsvTable(read.path, read.source, read.headers, read.delimiter, _clean(frame, width))
 
 
 def _read_text(path: Path, source: SourceConfig) -> str:
@@ -212,8 +242,8 @@ def _has_multiline_fields(text: str, lines: list[str]) -> bool:
     """Whether some quoted field may span lines: a line with an odd number of quote characters."""
     if '"' not in text:
         return False
-    parity = pl.Series(lines, dtype=pl.String).str.count_matches('"', literal=True) % 2
-    return bool(parity.sum())
+    # Plain str.count: a Polars Series per file cost more than counting a small file's quotes.
+    return any(line.count('"') % 2 for line in lines)
 
 
 def _quoting_error(path: Path, line: int, exc: Exception) -> AdapterError:
@@ -296,7 +326,11 @@ def _csv_cells(
 
 
 def _clean(frame: pl.DataFrame, width: int) -> pl.DataFrame:
+    """Cells stripped (blank -> null) and rows with no cell left dropped; a stack's FILE_INDEX
+    stays, last. Which columns get stripped does not change the result, only the cost: stripping
+    a tidy cell leaves it as it is, so a stack strips what any of its files needs."""
     names = [cell(i) for i in range(width)] + [EXTRA]
+    carried = [FILE_INDEX] if FILE_INDEX in frame.columns else []
     # Stripping allocates a new string per cell; most columns of most files need none of it.
     untidy = frame.select(
         [pl.col(n).str.contains(r"^\s|\s$|^$").any().alias(n) for n in names]
@@ -305,7 +339,7 @@ def _clean(frame: pl.DataFrame, width: int) -> pl.DataFrame:
         [pl.col(n).str.strip_chars().replace("", None).alias(n) for n in names if untidy[n]]
     )
     return stripped.filter(pl.any_horizontal([pl.col(n).is_not_null() for n in names])).select(
-        [*names, LINE, RAW]
+        [*names, LINE, RAW, *carried]
     )
 
 
@@ -581,25 +615,28 @@ def parse_csv_batch(
     paths: Sequence[Path], source: SourceConfig, transform: TableTransform
 ) -> BatchResult:
     """A BatchResult equal to `parse_each` over `read_csv_table` + `transform`, with `transform` run
-    once per group of files sharing headers and delimiter instead of once per file. Reading stays
-    per file (encodings, quoting and line numbers are per-file facts), and a stack that fails is
-    split until the failure sits on its own file, so one bad file never costs the others their
-    rows or takes their error message."""
+    once per group of files sharing headers and delimiter instead of once per file. Decoding and
+    splitting lines stay per file (encodings, quoting and line numbers are per-file facts); the
+    cells of a group's files are parsed in one Polars read where that is provably the same as one
+    read per file (`_read_stack`). A stack that fails is split until the failure sits on its own
+    file, so one bad file never costs the others their rows or takes their error message."""
     rows_read = [0] * len(paths)
     errors: dict[int, BaseException] = {}
-    groups: dict[tuple[tuple[str, ...], str], dict[int, CsvTable]] = {}
+    split: dict[tuple[tuple[str, ...], str], dict[int, _Lines]] = {}
     for i, path in enumerate(paths):
         try:
-            table = read_csv_table(path, source)
+            read = _split_lines(path, source)
         except _FAILURES as exc:
             errors[i] = exc
             continue
-        groups.setdefault((table.headers, table.delimiter), {})[i] = table
-        rows_read[i] = table.rows_read
+        split.setdefault((read.headers, read.delimiter), {})[i] = read
     outputs: list[tuple[pl.DataFrame, pl.DataFrame]] = []
-    for layout in list(groups):
-        # Popped so each group's tables can be freed once its output exists.
-        outputs += _transform_group(groups.pop(layout), transform, errors)
+    for layout in list(split):
+        # Popped so each group's lines and tables can be freed once its output exists.
+        tables, stack = _read_group(split.pop(layout), errors)
+        for i, table in tables.items():
+            rows_read[i] = table.rows_read
+        outputs += _transform_group(tables, transform, errors, stack)
     for i in errors:
         rows_read[i] = 0
     if not outputs:
@@ -613,11 +650,95 @@ def parse_csv_batch(
     return BatchResult(rows, rejects, rows_read, errors)
 
 
+def _read_group(
+    group: dict[int, _Lines], errors: dict[int, BaseException]
+) -> tuple[dict[int, CsvTable], CsvTable | None]:
+    """Each file's table (as `read_csv_table` gives it) and, when all of them were read in one
+    pass, their stack (as `stack_tables` would make it); failures go to `errors`."""
+    simple = {i: read for i, read in group.items() if read.spans is None}
+    stacked = None
+    if len(simple) > 1:
+        try:
+            stacked = _read_stack(simple)
+        except _FAILURES:
+            # Whatever a file's data trips here, reading file by file gives it its own error.
+            stacked = None
+    tables: dict[int, CsvTable] = {}
+    for i, read in group.items():
+        if stacked is not None and i in stacked[0]:
+            tables[i] = stacked[0][i]
+            continue
+        try:
+            tables[i] = _cells_table(read)
+        except _FAILURES as exc:
+            errors[i] = exc
+    if stacked is None or len(stacked[0]) != len(group):
+        return tables, None
+    return tables, stacked[1]
+
+
+def _read_stack(group: dict[int, _Lines]) -> tuple[dict[int, CsvTable], CsvTable] | None:
+    """The cells of files without multi-line fields and with the same layout, parsed by one Polars
+    read of all their data lines: per file, the tables `_cells_table` gives, and their stack.
+
+    For a small file the fixed cost of a read and of `_clean` (a few queries) is far more than its
+    rows. One read gives the same cells as one read per file because no line break falls inside a
+    field: no line has an odd number of quotes, and Polars must find exactly one record per line
+    (otherwise None, and the caller reads file by file, as before). So each line is parsed on its
+    own, whichever file it comes from."""
+    reads = list(group.values())
+    first = reads[0]
+    width = len(first.headers)
+    data_lines = [line for read in reads for line in read.data_lines]
+    cells = _polars_cells(data_lines, width, first.delimiter, len(data_lines))
+    if cells is None:
+        return None
+    counts = [len(read.lines) - read.header_end for read in reads]
+    line_numbers = np.concatenate(
+        [np.arange(read.header_end + 1, len(read.lines) + 1, dtype=np.int64) for read in reads]
+    )
+    index = np.repeat(np.fromiter(group, dtype=np.int64, count=len(group)), counts)
+    frame = _clean(
+        cells.with_columns(
+            pl.Series(LINE, line_numbers, dtype=pl.Int64),
+            pl.Series(RAW, data_lines, dtype=pl.String),
+            pl.Series(FILE_INDEX, index, dtype=pl.Int64),
+        ),
+        width,
+    ).rechunk()
+    # Rows stay in file order through `_clean`, so each file is one contiguous slice.
+    kept = dict(frame.group_by(FILE_INDEX).len().iter_rows())
+    # Slices of one frame without the index: zero-copy, where dropping a column per file was not.
+    plain = frame.drop(FILE_INDEX)
+    tables: dict[int, CsvTable] = {}
+    offset = 0
+    for i, read in group.items():
+        height = kept.get(i, 0)
+        part = plain.slice(offset, height)
+        tables[i] = CsvTable(read.path, read.source, read.headers, read.delimiter, part)
+        offset += height
+    stack = CsvTable(
+        first.path,
+        first.source,
+        first.headers,
+        first.delimiter,
+        frame,
+        files={i: read.path for i, read in group.items()},
+    )
+    return tables, stack
+
+
 def _transform_group(
-    tables: dict[int, CsvTable], transform: TableTransform, errors: dict[int, BaseException]
+    tables: dict[int, CsvTable],
+    transform: TableTransform,
+    errors: dict[int, BaseException],
+    stack: CsvTable | None = None,
 ) -> list[tuple[pl.DataFrame, pl.DataFrame]]:
     """(rows, rejects) with FILE_INDEX for the files of `tables` that parse, failures into `errors`:
-    the whole stack first, because that is the fast case, then smaller parts only when it fails."""
+    the whole stack first (`stack`, when already made), because that is the fast case, then
+    smaller parts only when it fails."""
+    if not tables:
+        return []
     if len(tables) == 1:
         # A lone file goes through exactly what `parse` runs, so its result and its error are the
         # single-file ones by construction.
@@ -630,7 +751,7 @@ def _transform_group(
         index = pl.lit(i, dtype=pl.Int64).alias(FILE_INDEX)
         return [(rows.with_columns(index), rejects.with_columns(index))]
     try:
-        return [transform(stack_tables(tables))]
+        return [transform(stack if stack is not None else stack_tables(tables))]
     except AdapterError:
         # About the shared headers, so every file fails alike and each needs its own message.
         parts = [{i: table} for i, table in tables.items()]
