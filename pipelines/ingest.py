@@ -55,7 +55,7 @@ import polars as pl
 from pipelines.adapters import FORMATS, AdapterError, ParseResult
 from pipelines.adapters.base import FILE_INDEX
 from pipelines.config import SourceConfig
-from pipelines.schema import REJECT_SCHEMA, TARGET_SCHEMAS, conform
+from pipelines.schema import INGEST_FILES_SCHEMA, REJECT_SCHEMA, TARGET_SCHEMAS, conform
 from pipelines.transforms.plausibility import apply_plausibility
 from pipelines.warehouse import create_table, ident, insert_frame, table_exists
 
@@ -84,21 +84,6 @@ DUCKDB_MEMORY_LIMIT = "1GB"
 FUTURE_REASON = "date in the future"
 SPOOL_PREFIX = "gutsignal-ingest-"
 
-INGEST_FILES_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
-    "file_id": pl.String,
-    "source": pl.String,
-    "path": pl.String,
-    "sha256": pl.String,
-    "size_bytes": pl.Int64,
-    "modified_at": pl.Datetime("us"),
-    "rows_read": pl.Int64,
-    "rows_loaded": pl.Int64,
-    "rows_rejected": pl.Int64,
-    "rows_duplicate": pl.Int64,
-    "status": pl.String,
-    "error": pl.String,
-    "ingested_at": pl.Datetime("us"),
-}
 REJECTED_ROWS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "file_id": pl.String,
     "source": pl.String,

@@ -159,3 +159,90 @@ TARGET_SCHEMAS: dict[str, dict[str, pl.DataType | type[pl.DataType]]] = {
     "persons": PERSON_SCHEMA,
     "biometrics": BIOMETRIC_SCHEMA,
 }
+
+
+# Tables the analysis and ingest steps write, whose schemas the dashboards also need: here, so
+# that the dashboards' worker processes need not import the analysis code (scipy) or DuckDB.
+RESULT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "scope": pl.String,
+    "person_id": pl.String,
+    "marker": pl.String,
+    "feature": pl.String,
+    "window_days": pl.Int64,
+    "method": pl.String,
+    "n": pl.Int64,
+    "n_persons": pl.Int64,
+    "effect_pct": pl.Float64,
+    "ci_low_pct": pl.Float64,
+    "ci_high_pct": pl.Float64,
+    "p": pl.Float64,
+    "q": pl.Float64,
+    "status": pl.String,
+    "note": pl.String,
+    "family": pl.String,
+    "sd_feature": pl.Float64,
+    "beta": pl.Float64,
+    "se": pl.Float64,
+}
+
+TRENDS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "person_id": pl.String,
+    "marker": pl.String,
+    "n_draws": pl.Int64,
+    "n_chronic": pl.Int64,
+    "first_at": pl.Datetime("us"),
+    "latest_at": pl.Datetime("us"),
+    "latest_value": pl.Float64,
+    "latest_acute": pl.Boolean,
+    "baseline": pl.Float64,
+    "slope_pct_per_year": pl.Float64,
+    "slope_ci_low": pl.Float64,
+    "slope_ci_high": pl.Float64,
+    "category": pl.String,
+    "rcv_up_pct": pl.Float64,
+    "rcv_down_pct": pl.Float64,
+    "latest_change_pct": pl.Float64,
+    "change_is_real": pl.Boolean,
+    "rcv_rule": pl.String,
+}
+
+SUFFICIENCY_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "person_id": pl.String,
+    "marker": pl.String,
+    "n_chronic": pl.Int64,
+    "sd_log": pl.Float64,
+    "sd_source": pl.String,
+    "draws_needed_20pct": pl.Int64,
+    "more_draws_20pct": pl.Int64,
+    "draws_needed_50pct": pl.Int64,
+    "more_draws_50pct": pl.Int64,
+    "advice": pl.String,
+}
+
+EXPOSURE_WINDOWS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "person_id": pl.String,
+    "marker": pl.String,
+    "collected_at": pl.Datetime("us"),
+    "window_days": pl.Int64,
+    "feature": pl.String,
+    "value": pl.Float64,
+    "days_logged": pl.Int64,
+    "days_in_window": pl.Int64,
+    "complete": pl.Boolean,
+}
+
+INGEST_FILES_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "file_id": pl.String,
+    "source": pl.String,
+    "path": pl.String,
+    "sha256": pl.String,
+    "size_bytes": pl.Int64,
+    "modified_at": pl.Datetime("us"),
+    "rows_read": pl.Int64,
+    "rows_loaded": pl.Int64,
+    "rows_rejected": pl.Int64,
+    "rows_duplicate": pl.Int64,
+    "status": pl.String,
+    "error": pl.String,
+    "ingested_at": pl.Datetime("us"),
+}

@@ -998,3 +998,28 @@ def test_summaries_with_everyones_crp_sorted_at_once_equal_per_person_ones() -> 
         assert alone.n_acute == counts[1]
         if not dashboards.is_num(alone.trend.get("n_chronic")):
             assert alone.n_chronic == counts[0]
+
+
+def test_person_pages_read_only_the_diet_columns_they_keep() -> None:
+    """Person frames carry the page's diet columns only (not the nutrients): a page rendered
+    from them equals one rendered from every column, and the page key ignores the rest."""
+    data = dashboards._normalise(make_big_inputs(["p0", "p1"], days=90))
+    data.diet_daily = data.diet_daily.with_columns(
+        protein_g=pl.lit(50.0), vit_c_mg=pl.lit(80.0), energy_kcal=pl.lit(2000.0)
+    )
+    data.run_info["data_window"] = "x"
+    now = dashboards.run_time(data.run_info)
+    ids = dashboards._person_ids(data)
+    pruned = dashboards._person_frames(data, now, ids)
+    full_diet = dashboards._parts(data.diet_daily)
+    inputs = dashboards.DashboardInputs(run_info=data.run_info)
+    for frames in pruned:
+        kept = set(frames[2].columns)
+        assert {"protein_g", "vit_c_mg", "energy_kcal"}.isdisjoint(kept)
+        assert {"fermented_servings", "fiber_g", "dii", "logged", "entries"} <= kept
+        full = (frames[0], frames[1], full_diet[frames[0]], *frames[3:])
+        a = dashboards._summary(frames, frozenset())
+        b = dashboards._summary(full, frozenset())  # type: ignore[arg-type]
+        assert dashboards.render_person_page(a, inputs, []) == dashboards.render_person_page(
+            b, inputs, []
+        )

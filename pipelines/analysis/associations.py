@@ -58,6 +58,7 @@ import polars as pl
 from scipy import optimize, stats
 
 from pipelines.config import Settings
+from pipelines.schema import RESULT_SCHEMA
 
 Engine = Literal["reml", "statsmodels"]
 
@@ -97,28 +98,6 @@ INCONCLUSIVE_LOW_PCT = -20.0
 INCONCLUSIVE_HIGH_PCT = 25.0
 MIN_PERSONS_FOR_COVARIATES = 10
 _T95 = 0.975
-
-RESULT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
-    "scope": pl.String,
-    "person_id": pl.String,
-    "marker": pl.String,
-    "feature": pl.String,
-    "window_days": pl.Int64,
-    "method": pl.String,
-    "n": pl.Int64,
-    "n_persons": pl.Int64,
-    "effect_pct": pl.Float64,
-    "ci_low_pct": pl.Float64,
-    "ci_high_pct": pl.Float64,
-    "p": pl.Float64,
-    "q": pl.Float64,
-    "status": pl.String,
-    "note": pl.String,
-    "family": pl.String,
-    "sd_feature": pl.Float64,
-    "beta": pl.Float64,
-    "se": pl.Float64,
-}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ import polars as pl
 from scipy import stats
 
 from pipelines.config import Settings
+from pipelines.schema import TRENDS_SCHEMA
 
 SQRT2 = math.sqrt(2.0)
 
@@ -280,28 +281,6 @@ def build_marker_draws(lab_results: pl.DataFrame, settings: Settings) -> pl.Data
         [pl.col(c).cast(t) for c, t in MARKER_DRAWS_SCHEMA.items()]
         + [pl.col(c) for c in passthrough]
     )
-
-
-TRENDS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
-    "person_id": pl.String,
-    "marker": pl.String,
-    "n_draws": pl.Int64,
-    "n_chronic": pl.Int64,
-    "first_at": pl.Datetime("us"),
-    "latest_at": pl.Datetime("us"),
-    "latest_value": pl.Float64,
-    "latest_acute": pl.Boolean,
-    "baseline": pl.Float64,
-    "slope_pct_per_year": pl.Float64,
-    "slope_ci_low": pl.Float64,
-    "slope_ci_high": pl.Float64,
-    "category": pl.String,
-    "rcv_up_pct": pl.Float64,
-    "rcv_down_pct": pl.Float64,
-    "latest_change_pct": pl.Float64,
-    "change_is_real": pl.Boolean,
-    "rcv_rule": pl.String,
-}
 
 
 def _theil_sen_pct(t_years: np.ndarray, logs: np.ndarray) -> tuple[float, float, float] | None:

@@ -22,6 +22,8 @@ import math
 import polars as pl
 from scipy.stats import norm
 
+from pipelines.schema import SUFFICIENCY_SCHEMA
+
 ALPHA = 0.05
 POWER = 0.80
 MIN_DRAWS_FOR_OWN_SD = 4
@@ -29,19 +31,6 @@ MIN_DRAWS_FOR_OWN_SD = 4
 PRIOR_CV_I = {"crp": 0.42}
 DEFAULT_CV_I = 0.30
 CHANGES = (0.20, 0.50)
-
-SUFFICIENCY_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
-    "person_id": pl.String,
-    "marker": pl.String,
-    "n_chronic": pl.Int64,
-    "sd_log": pl.Float64,
-    "sd_source": pl.String,
-    "draws_needed_20pct": pl.Int64,
-    "more_draws_20pct": pl.Int64,
-    "draws_needed_50pct": pl.Int64,
-    "more_draws_50pct": pl.Int64,
-    "advice": pl.String,
-}
 
 
 def draws_per_period(sd_log: float, change: float) -> int:

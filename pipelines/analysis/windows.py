@@ -29,19 +29,7 @@ from collections.abc import Collection
 import polars as pl
 
 from pipelines.config import Settings
-from pipelines.schema import CATEGORIES, NUTRIENTS
-
-EXPOSURE_WINDOWS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
-    "person_id": pl.String,
-    "marker": pl.String,
-    "collected_at": pl.Datetime("us"),
-    "window_days": pl.Int64,
-    "feature": pl.String,
-    "value": pl.Float64,
-    "days_logged": pl.Int64,
-    "days_in_window": pl.Int64,
-    "complete": pl.Boolean,
-}
+from pipelines.schema import CATEGORIES, EXPOSURE_WINDOWS_SCHEMA, NUTRIENTS
 
 
 def feature_columns(diet_daily: pl.DataFrame) -> list[str]:

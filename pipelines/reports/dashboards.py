@@ -42,11 +42,6 @@ import numpy as np
 import polars as pl
 from plotly.offline import get_plotlyjs
 
-from pipelines.analysis.associations import RESULT_SCHEMA
-from pipelines.analysis.draws import TRENDS_SCHEMA
-from pipelines.analysis.sufficiency import SUFFICIENCY_SCHEMA
-from pipelines.analysis.windows import EXPOSURE_WINDOWS_SCHEMA
-from pipelines.ingest import INGEST_FILES_SCHEMA
 from pipelines.reports import charts
 from pipelines.reports.html import (
     CAVEAT,
@@ -72,6 +67,13 @@ from pipelines.reports.html import (
     pesc,
     status_badge,
     table,
+)
+from pipelines.schema import (
+    EXPOSURE_WINDOWS_SCHEMA,
+    INGEST_FILES_SCHEMA,
+    RESULT_SCHEMA,
+    SUFFICIENCY_SCHEMA,
+    TRENDS_SCHEMA,
 )
 
 PLOTLY_JS = "plotly.min.js"
@@ -221,9 +223,11 @@ def _normalise(data: DashboardInputs) -> DashboardInputs:
         marker_trends=_conform(data.marker_trends, SCHEMAS["marker_trends"]).with_columns(
             marker=pl.col("marker").str.to_lowercase()
         ),
-        associations=_conform(data.associations, SCHEMAS["associations"]).with_columns(
-            marker=pl.col("marker").str.to_lowercase()
-        ),
+        # `parameters` (the run's settings as JSON, the same on every row) is on no page, and
+        # was half of what each person's share of the table cost to send to a page worker.
+        associations=_conform(data.associations, SCHEMAS["associations"])
+        .drop("parameters", strict=False)
+        .with_columns(marker=pl.col("marker").str.to_lowercase()),
         ingest_files=_conform(data.ingest_files, SCHEMAS["ingest_files"]),
         rejected_summary=_conform(data.rejected_summary, SCHEMAS["rejected_summary"]),
         unmapped_foods=_conform(data.unmapped_foods, SCHEMAS["unmapped_foods"]),
@@ -1711,9 +1715,17 @@ _PersonFrames = tuple[
 ]
 
 
+def _page_diet_columns(columns: list[str]) -> list[str]:
+    """The diet columns a person page reads: the day and its logging, the food-group servings,
+    fibre and the DII. Nutrients are on no page: left out, a change in them renders nothing and
+    each person's share of the table is half the size to hash and to send to a worker."""
+    shown = {"person_id", "day", "logged", "entries", "fiber_g", "dii", "dii_params"}
+    return [c for c in columns if c in shown or c.endswith("_servings")]
+
+
 def _person_frames(d: DashboardInputs, now: datetime, ids: list[str]) -> list[_PersonFrames]:
     persons = _parts(d.persons)
-    diet = _parts(d.diet_daily)
+    diet = _parts(d.diet_daily.select(_page_diet_columns(d.diet_daily.columns)))
     draws = _parts(d.marker_draws)
     trends = _parts(d.marker_trends)
     findings = _parts(d.associations.filter(pl.col("scope") == "person"))
