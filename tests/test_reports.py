@@ -1082,3 +1082,30 @@ def test_page_sections_reads_only_whole_well_formed_sections() -> None:
         "findings": (key, "<b>f</b>")
     }
     assert dashboards.page_sections("<html>no sections</html>") == {}
+
+
+@pytest.mark.parametrize("sync_once", [True, False])
+def test_pages_are_synced_once_or_each_where_no_global_sync_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync_once: bool
+) -> None:
+    """Person pages skip their own fsync only when one sync follows them, before the manifest."""
+    events: list[str] = []
+    real_write = dashboards.atomic_write
+
+    def recording_write(path: Path, data: str | bytes, durable: bool = True) -> None:
+        events.append(f"{path.name}:{'durable' if durable else 'buffered'}")
+        real_write(path, data, durable)
+
+    monkeypatch.setattr(dashboards, "SYNC_ONCE", sync_once)
+    monkeypatch.setattr(dashboards, "atomic_write", recording_write)
+    monkeypatch.setattr(dashboards.os, "sync", lambda: events.append("sync"))
+    write_dashboards(tmp_path, make_inputs(), workers=1)
+    pages = [e for e in events if e.startswith("person_")]
+    assert len(pages) == len(PEOPLE)
+    assert all(e.endswith(":buffered" if sync_once else ":durable") for e in pages)
+    manifest = events.index(f"{dashboards.PAGES_MANIFEST}:durable")
+    if sync_once:
+        assert events.count("sync") == 1
+        assert max(events.index(p) for p in pages) < events.index("sync") < manifest
+    else:
+        assert "sync" not in events

@@ -1870,6 +1870,9 @@ def _read_manifest(path: Path) -> dict[str, str]:
     return loaded if isinstance(loaded, dict) else {}
 
 
+# Pages are written without an fsync each and synced together, where the OS offers a sync of
+# everything (not on Windows: there each page is synced as it is written).
+SYNC_ONCE = hasattr(os, "sync")
 # Person pages are rendered in worker processes when there are at least this many people (and
 # more than one CPU): below it, starting the workers costs more than it saves.
 PARALLEL_MIN_PEOPLE = 50
@@ -1915,7 +1918,7 @@ def _person_pages(
         if render:
             # Synced once for all pages before the manifest names them (`write_dashboards`).
             page_html = render_person_page(s, d, job.global_warnings, _old_sections(path))
-            atomic_write(path, page_html, durable=False)
+            atomic_write(path, page_html, durable=not SYNC_ONCE)
         light = PersonSummary(
             **{f.name: getattr(s, f.name) for f in fields(s) if f.name not in _FRAME_FIELDS}
         )
@@ -2054,7 +2057,7 @@ def write_dashboards(
     summaries = [r.summary for r in results]
     written.extend(out_dir / r.name for r in results if r.written)
     names = {r.name for r in results}
-    if any(r.written for r in results):
+    if SYNC_ONCE and any(r.written for r in results):
         # One sync for every page instead of one per page (each stalled its renderer). A crash
         # before it leaves the old manifest, whose keys make the next run render the pages again.
         os.sync()
