@@ -33,11 +33,15 @@ DEFAULT_CV_I = 0.30
 CHANGES = (0.20, 0.50)
 
 
+# Two-sided test at ALPHA with POWER: worked out once (scipy's ppf cost 0.6 s a night for 2,000
+# people when called per person).
+_Z = float(norm.ppf(1 - ALPHA / 2) + norm.ppf(POWER))
+
+
 def draws_per_period(sd_log: float, change: float) -> int:
     """Draws needed in each of two periods to detect a relative change `change` (0.2 = 20%)."""
-    z = norm.ppf(1 - ALPHA / 2) + norm.ppf(POWER)
     delta = math.log1p(change)
-    return max(2, math.ceil(2 * z**2 * sd_log**2 / delta**2))
+    return max(2, math.ceil(2 * _Z**2 * sd_log**2 / delta**2))
 
 
 def data_sufficiency(draws: pl.DataFrame) -> pl.DataFrame:
