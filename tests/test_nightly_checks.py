@@ -15,20 +15,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines.config import PersonSpec, SourceConfig
-from pipelines.defs.warehouse import build_canonical_table, check_unique_lines
-from pipelines.ingest import LINES_TO_CHECK, sync_source
+from pipelines.defs.warehouse import build_canonical_table
+from pipelines.ingest import LINES_TO_CHECK, check_unique_lines, sync_source
 from pipelines.project import PROJECT_DIR_ENV
 from pipelines.warehouse import Warehouse
-
-HEADER = "Day,Time,Group,Food Name,Amount,Energy (kcal),Fiber (g),Category\n"
-SOURCE = SourceConfig(
-    name="cm",
-    kind="diet",
-    format="cronometer_servings",
-    path="cm/*/*.csv",
-    person=PersonSpec(from_folder=True),
-)
+from tests.test_incremental_ingest import HEADER, SOURCE
 
 
 def export(path: Path, days: list[str], grams: int, mtime: float) -> None:

@@ -17,10 +17,10 @@ from pipelines.config import SourceConfig
 from pipelines.defs._metadata import column_schema, md_table
 from pipelines.defs.ingest import configured_sources, ingest_asset_key, staging_table
 from pipelines.defs.resources import ProjectResource
-from pipelines.ingest import LINES_TO_CHECK, target_table
+from pipelines.ingest import check_unique_lines, target_table
 from pipelines.project import Project
 from pipelines.schema import PERSON_SCHEMA, TARGET_SCHEMAS
-from pipelines.warehouse import ident, replace_table, table_exists
+from pipelines.warehouse import ident, replace_table
 
 # Tables built by a plain union of their sources' staging tables.
 UNION_TABLES = ("diet_entries", "diet_daily_reported", "lab_results", "biometrics")
@@ -212,59 +212,6 @@ def persons(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.M
             "with_sex": int(people["sex"].is_not_null().sum()),
         }
     )
-
-
-def check_unique_lines(
-    conn: duckdb.DuckDBPyConnection, table: str, names: list[str]
-) -> tuple[int, int | None]:
-    """(file_id, line) keys of canonical `table` loaded more than once, counted among the files
-    whose rows can have changed since this check last passed, and how many files that was (None:
-    all of them). On a pass those files are forgotten, so the next run reads only what the
-    ingests add after it.
-
-    Staging rows change only when an ingest writes them, and it lists the files it wrote
-    (`LINES_TO_CHECK`); any duplicate involves a row written since, of one of those files, and
-    that file's rows are all checked, its older rows included. A full scan of 10 M diary rows
-    every night (1.2 s) became a scan of the file_id column. After a failure the list is kept,
-    so the check fails again until the duplicates are gone.
-    """
-    sources = ", ".join("?" * len(names))
-    listed = table_exists(conn, LINES_TO_CHECK)
-    everything = not listed
-    if listed and names:
-        row = conn.execute(
-            f"SELECT count(*) FILTER (file_id IS NULL) FROM {LINES_TO_CHECK} "
-            f"WHERE source IS NULL OR source IN ({sources})",
-            names,
-        ).fetchone()
-        everything = bool(row and row[0])
-    files_checked: int | None = None
-    where, params = "", []
-    if not everything:
-        where = (
-            f"WHERE file_id IN (SELECT file_id FROM {LINES_TO_CHECK} WHERE source IN ({sources}))"
-            if names
-            else "WHERE false"
-        )
-        params = names
-        row = conn.execute(
-            f"SELECT count(DISTINCT file_id) FROM {LINES_TO_CHECK} WHERE source IN ({sources})"
-            if names
-            else "SELECT 0",
-            params,
-        ).fetchone()
-        files_checked = int(row[0]) if row else 0
-    row = conn.execute(
-        f"SELECT count(*) FROM (SELECT file_id, line FROM {ident(table)} {where} "
-        "GROUP BY ALL HAVING count(*) > 1)",
-        params,
-    ).fetchone()
-    duplicates = int(row[0]) if row else 0
-    if duplicates == 0 and listed and names:
-        conn.execute(
-            f"DELETE FROM {LINES_TO_CHECK} WHERE source IS NULL OR source IN ({sources})", names
-        )
-    return duplicates, files_checked
 
 
 @dg.asset_check(

@@ -223,11 +223,9 @@ def _normalise(data: DashboardInputs) -> DashboardInputs:
         marker_trends=_conform(data.marker_trends, SCHEMAS["marker_trends"]).with_columns(
             marker=pl.col("marker").str.to_lowercase()
         ),
-        # `parameters` (the run's settings as JSON, the same on every row) is on no page, and
-        # was half of what each person's share of the table cost to send to a page worker.
-        associations=_conform(data.associations, SCHEMAS["associations"])
-        .drop("parameters", strict=False)
-        .with_columns(marker=pl.col("marker").str.to_lowercase()),
+        associations=_conform(data.associations, SCHEMAS["associations"]).with_columns(
+            marker=pl.col("marker").str.to_lowercase()
+        ),
         ingest_files=_conform(data.ingest_files, SCHEMAS["ingest_files"]),
         rejected_summary=_conform(data.rejected_summary, SCHEMAS["rejected_summary"]),
         unmapped_foods=_conform(data.unmapped_foods, SCHEMAS["unmapped_foods"]),
@@ -570,25 +568,28 @@ def _summarise(
     return s
 
 
-def _crp_draws(draws: pl.DataFrame) -> pl.DataFrame:
+def _crp_draws(draws: pl.DataFrame, *by: str) -> pl.DataFrame:
+    """The CRP draws in time order (within each `by` group, e.g. per person)."""
     return draws.filter(pl.col("marker") == "crp").sort(
-        "collected_at", "day", nulls_last=True, maintain_order=True
+        *by, "collected_at", "day", nulls_last=True, maintain_order=True
     )
 
 
 def _diet_coverage(diet: pl.DataFrame) -> tuple[date, date, int, int] | None:
     """(first day, last day, days with a log, widest step in days between logged days) of a
     person's diet days; None without a day. In numpy for Date days, as a query otherwise."""
-    day, logged = diet.get_column("day"), diet.get_column("logged")
-    if isinstance(day.dtype, pl.Date) and isinstance(logged.dtype, pl.Boolean):
-        numbers = day.to_numpy().astype("datetime64[D]")
-        has_day = ~np.isnat(numbers)
+    numbers = charts._date_numbers(diet.get_column("day"))
+    logged = diet.get_column("logged")
+    if numbers is not None and isinstance(logged.dtype, pl.Boolean):
+        day_numbers, has_day = numbers
         if not has_day.any():
             return None
-        days = numbers[has_day].astype(np.int64)
+        days = day_numbers[has_day]
         on_log = np.unique(days[logged.fill_null(False).to_numpy()[has_day]])
         widest = int(np.diff(on_log).max()) if on_log.size >= 2 else 0
-        first, last = (date.fromordinal(_EPOCH_ORDINAL + int(x)) for x in (days.min(), days.max()))
+        first, last = (
+            date.fromordinal(charts._EPOCH_ORDINAL + int(x)) for x in (days.min(), days.max())
+        )
         return first, last, int(on_log.size), widest
     d = diet.select("day", "logged").filter(pl.col("day").is_not_null())
     lo_day, hi_day = (d["day"].min(), d["day"].max()) if d.height else (None, None)
@@ -600,9 +601,6 @@ def _diet_coverage(diet: pl.DataFrame) -> tuple[date, date, int, int] | None:
         logged_days.diff().dt.total_days().drop_nulls().max().alias("widest"),
     ).row(0)
     return lo_day, hi_day, n_logged, int(widest) if is_num(widest) else 0
-
-
-_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1734,11 +1732,7 @@ def _person_frames(d: DashboardInputs, now: datetime, ids: list[str]) -> list[_P
     sufficiency = _parts(d.data_sufficiency)
     sources = _person_sources(d, now)
     # Everyone's CRP draws in time order at once (`_crp_draws` per person was a query each).
-    crp = _parts(
-        d.marker_draws.filter(pl.col("marker") == "crp").sort(
-            "person_id", "collected_at", "day", nulls_last=True, maintain_order=True
-        )
-    )
+    crp = _parts(_crp_draws(d.marker_draws, "person_id"))
     return [
         (
             pid,
