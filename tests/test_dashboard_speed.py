@@ -435,7 +435,10 @@ def _plotly_html(fig: dict[str, Any], div_id: str) -> str:
     return out
 
 
-def test_figure_html_is_plotly_to_html() -> None:
+@pytest.mark.parametrize("engine", ["auto", "orjson", "json"])
+def test_figure_html_is_plotly_to_html(engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # "auto" is orjson (a dependency); "json" is what a user gets who sets the engine so.
+    monkeypatch.setattr(pio.json.config, "default_engine", engine)
     data = dashboards._normalise(make_big_inputs(["alice"], days=120))
     s = dashboards.build_summaries(data)[0]
     figs: list[dict[str, Any] | None] = [
@@ -451,6 +454,9 @@ def test_figure_html_is_plotly_to_html() -> None:
         {"data": [{"type": "scatter", "y": [math.nan, 1.0], "name": "NaN"}], "layout": {}},
         {"data": [{"type": "scatter", "y": np.array([1.5, 2.0])}], "layout": {}},
         {"data": [{"type": "scatter", "name": "Infinity and <b>/</b>"}], "layout": {}},
+        # Line and paragraph separators: orjson leaves them raw, plotly escapes them.
+        {"data": [{"type": "scatter", "name": "a\u2028b\u2029c"}], "layout": {}},
+        {"data": [{"type": "scatter", "x": [date(2025, 1, 2)], "y": [1]}], "layout": {}},
     ]
     for k, fig in enumerate(figs):
         assert fig is not None
@@ -985,10 +991,10 @@ def test_summaries_with_everyones_crp_sorted_at_once_equal_per_person_ones() -> 
     )
     now = dashboards.run_time(data.run_info)
     frames = dashboards._person_frames(data, now, dashboards._person_ids(data))
-    assert any(f[-1] is not None and f[-1].height for f in frames)
+    assert any(f[-2] is not None and f[-2].height for f in frames)
     for f in frames:
         together = dashboards._summarise(*f)
-        alone = dashboards._summarise(*f[:-1])
+        alone = dashboards._summarise(*f[:-2])
         assert together.crp.equals(alone.crp)
         assert (together.n_chronic, together.n_acute) == (alone.n_chronic, alone.n_acute)
         counts = alone.crp.select(
@@ -1017,9 +1023,54 @@ def test_person_pages_read_only_the_diet_columns_they_keep() -> None:
         kept = set(frames[2].columns)
         assert {"protein_g", "vit_c_mg", "energy_kcal"}.isdisjoint(kept)
         assert {"fermented_servings", "fiber_g", "dii", "logged", "entries"} <= kept
-        full = (frames[0], frames[1], full_diet[frames[0]], *frames[3:])
+        full = (frames[0], frames[1], full_diet[frames[0]], *frames[3:-1], None)
         a = dashboards._summary(frames, frozenset())
         b = dashboards._summary(full, frozenset())  # type: ignore[arg-type]
         assert dashboards.render_person_page(a, inputs, []) == dashboards.render_person_page(
             b, inputs, []
         )
+
+
+def test_page_keys_from_everyones_row_hashes_equal_keys_hashed_per_person() -> None:
+    """`_person_frames` hashes each table's rows once for everyone; the page and section keys
+    made from those slices equal the keys made by hashing each person's frames on their own."""
+    data = dashboards._normalise(make_big_inputs([f"p{i}" for i in range(5)], days=100))
+    # Nulls in hashed columns, and rows out of person order (the split sorts them).
+    data.diet_daily = data.diet_daily.with_columns(
+        dii=pl.when(pl.col("day").dt.day() == 3).then(None).otherwise(pl.col("dii"))
+    ).reverse()
+    data.run_info["data_window"] = "x"
+    now = dashboards.run_time(data.run_info)
+    frames = dashboards._person_frames(data, now, dashboards._person_ids(data))
+    inputs = dashboards.DashboardInputs(run_info=data.run_info)
+    hashed = set()
+    for f in frames:
+        assert f[-1] is not None
+        hashed.update(f[-1])
+        together = dashboards._summary(f, frozenset())
+        alone = dashboards._summary((*f[:-1], None), frozenset())
+        assert alone.row_hashes == {}
+        assert dashboards.person_page_key(together, inputs, []) == dashboards.person_page_key(
+            alone, inputs, []
+        )
+        for names in (("findings_df", "sufficiency"), ("findings_df", "windows", "all_draws")):
+            assert dashboards._section_key(together, names) == dashboards._section_key(alone, names)
+        assert together.row_hashes == alone.row_hashes  # alone's were filled in by the keys
+    assert hashed == {"diet", "all_draws", "findings_df", "windows"} | (
+        {"unmapped"} if data.unmapped_foods.height else set()
+    )
+    # A changed value in one person's diet changes that person's key only.
+    changed = data.diet_daily.with_columns(
+        dii=pl.when((pl.col("person_id") == "p2") & (pl.col("day").dt.day() == 5))
+        .then(pl.col("dii").fill_null(0) + 1)
+        .otherwise(pl.col("dii"))
+    )
+    after = dashboards._person_frames(
+        dashboards.DashboardInputs(**{**vars(data), "diet_daily": changed}),
+        now,
+        dashboards._person_ids(data),
+    )
+    for f, g in zip(frames, after, strict=True):
+        a = dashboards.person_page_key(dashboards._summary(f, frozenset()), inputs, [])
+        b = dashboards.person_page_key(dashboards._summary(g, frozenset()), inputs, [])
+        assert (a != b) == (f[0] == "p2"), f[0]

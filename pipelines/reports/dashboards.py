@@ -39,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
+import plotly
 import polars as pl
 from plotly.offline import get_plotlyjs
 
@@ -241,24 +243,45 @@ def _normalise(data: DashboardInputs) -> DashboardInputs:
     )
 
 
+def _runs(df: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[str, int, int]]]:
+    """`df` sorted by person (kept as it is when it already is), without rows lacking a person,
+    and each person's run of rows in it: (person_id, first row, number of rows)."""
+    df = df.filter(pl.col("person_id").is_not_null())
+    if df.is_empty():
+        return df, []
+    if not df["person_id"].is_sorted():
+        df = df.sort("person_id", maintain_order=True)
+    runs = []
+    start = 0
+    for length, pid in df.select(pl.col("person_id").rle()).unnest("person_id").iter_rows():
+        runs.append((str(pid), start, length))
+        start += length
+    return df, runs
+
+
 def _parts(df: pl.DataFrame) -> dict[str, pl.DataFrame]:
     """Split by person once (filtering per person would be quadratic for big cohorts).
 
     Each person's rows keep their order. The frames come sorted by person, so the parts are
     slices of runs of one id: partition_by ran one query per person to name its part.
     """
-    df = df.filter(pl.col("person_id").is_not_null())
-    if df.is_empty():
-        return {}
-    if not df["person_id"].is_sorted():
-        df = df.sort("person_id", maintain_order=True)
-    runs = df.select(pl.col("person_id").rle()).unnest("person_id")
-    parts = {}
-    start = 0
-    for length, pid in runs.iter_rows():
-        parts[str(pid)] = df.slice(start, length)
-        start += length
-    return parts
+    df, runs = _runs(df)
+    return {pid: df.slice(start, length) for pid, start, length in runs}
+
+
+def _hashed_parts(df: pl.DataFrame) -> tuple[dict[str, pl.DataFrame], dict[str, bytes]]:
+    """`_parts`, and each part's schema and row hashes as `_hash_value` feeds them to a page key.
+
+    The rows are hashed for everyone at once: hashing each person's part on its own cost more
+    than half a millisecond a page. A row's hash depends on that row only, so a slice of the
+    whole table's hashes is the part's."""
+    df, runs = _runs(df)
+    schema = repr(df.schema).encode()
+    hashes = df.hash_rows().to_numpy() if runs else np.empty(0, np.uint64)
+    return (
+        {pid: df.slice(start, length) for pid, start, length in runs},
+        {pid: schema + hashes[start : start + length].tobytes() for pid, start, length in runs},
+    )
 
 
 def _date_text(x: object) -> str:
@@ -453,6 +476,8 @@ class PersonSummary:
     sufficiency: list[dict[str, Any]] = field(default_factory=list)
     sources: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Each frame's schema and row hashes, fed to the page and section keys (`_hash_value`).
+    row_hashes: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     @cached_property
     def findings(self) -> list[dict[str, Any]]:
@@ -479,10 +504,13 @@ def _summarise(
     sufficiency: pl.DataFrame | None = None,
     freshness: list[dict[str, Any]] | None = None,
     crp: pl.DataFrame | None = None,
+    row_hashes: dict[str, bytes] | None = None,
 ) -> PersonSummary:
     """One person's summary from their rows of each table. `crp` is their CRP draws in time
-    order, when the caller has sorted everyone's at once; otherwise they are taken from `draws`."""
-    s = PersonSummary(person_id=pid)
+    order, when the caller has sorted everyone's at once; otherwise they are taken from `draws`.
+    `row_hashes` are frames' hashes for the page key, when the caller hashed everyone's at once
+    (`_hashed_parts`); the others are hashed when a key needs them."""
+    s = PersonSummary(person_id=pid, row_hashes=dict(row_hashes or {}))
     s.windows = windows if windows is not None else pl.DataFrame(schema=SCHEMAS["exposure_windows"])
     s.sufficiency = (
         sorted(sufficiency.to_dicts(), key=lambda r: (r.get("marker") != "crp", str(r["marker"])))
@@ -575,6 +603,14 @@ def _crp_draws(draws: pl.DataFrame, *by: str) -> pl.DataFrame:
     )
 
 
+def _flags(flags: pl.Series) -> np.ndarray:
+    """A Boolean column as a numpy bool array, null as False (filled only when there is a null:
+    filling runs a query, and `_normalise` leaves the diet's `logged` flags without nulls)."""
+    if flags.null_count():
+        flags = flags.fill_null(False)
+    return flags.to_numpy().astype(bool, copy=False)
+
+
 def _diet_coverage(diet: pl.DataFrame) -> tuple[date, date, int, int] | None:
     """(first day, last day, days with a log, widest step in days between logged days) of a
     person's diet days; None without a day. In numpy for Date days, as a query otherwise."""
@@ -585,7 +621,7 @@ def _diet_coverage(diet: pl.DataFrame) -> tuple[date, date, int, int] | None:
         if not has_day.any():
             return None
         days = day_numbers[has_day]
-        on_log = np.unique(days[logged.fill_null(False).to_numpy()[has_day]])
+        on_log = np.unique(days[_flags(logged)[has_day]])
         widest = int(np.diff(on_log).max()) if on_log.size >= 2 else 0
         first, last = (
             date.fromordinal(charts._EPOCH_ORDINAL + int(x)) for x in (days.min(), days.max())
@@ -973,14 +1009,16 @@ def _summary_cards(s: PersonSummary) -> str:
 
 def _person_quality(s: PersonSummary, d: DashboardInputs, global_warnings: list[str]) -> str:
     crp = s.crp
-    # Rows where each condition holds (null counts as not), in one query.
-    counts = crp.select(
-        (pl.col("excluded_reason") == "post_acute_washout").sum().alias("washout"),
-        (pl.col("excluded_reason") == "merged_into_visit").sum().alias("merged"),
-        (pl.col("below_lod").fill_null(False) | (pl.col("censored") == "<"))
-        .sum()
-        .alias("below_lod"),
-    ).row(0, named=True)
+    # Rows where each condition holds (null counts as not); in Python, as a person has a few
+    # draws and a query per count cost more than the rest of this table.
+    reasons = crp.get_column("excluded_reason").to_list()
+    below_lod = crp.get_column("below_lod").to_list()
+    censored = crp.get_column("censored").to_list()
+    counts = {
+        "washout": reasons.count("post_acute_washout"),
+        "merged": reasons.count("merged_into_visit"),
+        "below_lod": sum(bool(b) or c == "<" for b, c in zip(below_lod, censored, strict=True)),
+    }
     rows = [
         [
             "Days with a diet log",
@@ -1000,8 +1038,8 @@ def _person_quality(s: PersonSummary, d: DashboardInputs, global_warnings: list[
         ["Below the detection limit", str(counts["below_lod"])],
     ]
     if "dii_params" in s.diet.columns and s.diet["dii_params"].dtype.is_numeric():
-        med = s.diet.select(pl.col("dii_params").filter(pl.col("logged")).median()).item()
-        if is_num(med):
+        med = _logged_median(s.diet, "dii_params")
+        if med is not None:
             rows.append(["DII parameters available (median per day)", esc(f"{med:.0f} of 45")])
     if s.unmapped_share is not None:
         rows.append(
@@ -1037,6 +1075,14 @@ def _person_quality(s: PersonSummary, d: DashboardInputs, global_warnings: list[
         else empty("None for this person (or the list is not split by person).")
     )
     return "".join(parts)
+
+
+def _logged_median(diet: pl.DataFrame, column: str) -> float | None:
+    """The median of a numeric column over the logged days (nulls left out); None if none."""
+    logged = _flags(diet.get_column("logged"))
+    values = diet.get_column(column).cast(pl.Float64).to_numpy()[logged]
+    values = values[~np.isnan(values)]
+    return float(np.median(values)) if values.size else None
 
 
 def _other_markers(s: PersonSummary) -> str:
@@ -1710,6 +1756,7 @@ _PersonFrames = tuple[
     pl.DataFrame | None,
     list[dict[str, Any]] | None,
     pl.DataFrame | None,
+    dict[str, bytes] | None,
 ]
 
 
@@ -1723,12 +1770,23 @@ def _page_diet_columns(columns: list[str]) -> list[str]:
 
 def _person_frames(d: DashboardInputs, now: datetime, ids: list[str]) -> list[_PersonFrames]:
     persons = _parts(d.persons)
-    diet = _parts(d.diet_daily.select(_page_diet_columns(d.diet_daily.columns)))
-    draws = _parts(d.marker_draws)
+    # The frames a page key hashes row by row (see `_hash_value`), with their hashes; the key
+    # names are PersonSummary's fields.
+    diet, diet_h = _hashed_parts(d.diet_daily.select(_page_diet_columns(d.diet_daily.columns)))
+    draws, draws_h = _hashed_parts(d.marker_draws)
+    findings, findings_h = _hashed_parts(d.associations.filter(pl.col("scope") == "person"))
+    unmapped, unmapped_h = _hashed_parts(d.unmapped_foods)
+    windows, windows_h = _hashed_parts(
+        d.exposure_windows.filter(pl.col("complete").fill_null(False))
+    )
+    hashed = {
+        "diet": diet_h,
+        "all_draws": draws_h,
+        "findings_df": findings_h,
+        "unmapped": unmapped_h,
+        "windows": windows_h,
+    }
     trends = _parts(d.marker_trends)
-    findings = _parts(d.associations.filter(pl.col("scope") == "person"))
-    unmapped = _parts(d.unmapped_foods)
-    windows = _parts(d.exposure_windows.filter(pl.col("complete").fill_null(False)))
     sufficiency = _parts(d.data_sufficiency)
     sources = _person_sources(d, now)
     # Everyone's CRP draws in time order at once (`_crp_draws` per person was a query each).
@@ -1746,6 +1804,7 @@ def _person_frames(d: DashboardInputs, now: datetime, ids: list[str]) -> list[_P
             sufficiency.get(pid),
             sources.get(pid),
             crp.get(pid),
+            {name: h[pid] for name, h in hashed.items() if pid in h},
         )
         for pid in ids
     ]
@@ -1786,8 +1845,8 @@ def _unclocked(text: str) -> str:
 
 
 # Summary fields worked out from other fields (n_findings and significant from findings_df, trend
-# from trends, crp from all_draws): hashing those covers them.
-_DERIVED_FIELDS = frozenset({"trend", "crp", "n_findings", "significant"})
+# from trends, crp from all_draws, row_hashes from the frames): hashing those covers them.
+_DERIVED_FIELDS = frozenset({"trend", "crp", "n_findings", "significant", "row_hashes"})
 
 
 def person_page_key(s: PersonSummary, d: DashboardInputs, global_warnings: list[str]) -> str:
@@ -1838,7 +1897,7 @@ def _hash_value(digest: Any, s: PersonSummary, name: str, value: object) -> None
     """
     digest.update(name.encode() + b"\0")
     if isinstance(value, pl.DataFrame):
-        known: dict[str, bytes] = s.__dict__.setdefault("_row_hashes", {})
+        known = s.row_hashes
         if name not in known:
             rows = value.hash_rows().to_numpy().tobytes() if value.height else b""
             known[name] = repr(value.schema).encode() + rows
@@ -1850,7 +1909,10 @@ def _hash_value(digest: Any, s: PersonSummary, name: str, value: object) -> None
 @cache
 def _reports_code_fingerprint() -> str:
     here = Path(__file__).resolve().parent
-    digest = hashlib.sha256(pl.__version__.encode())
+    # The libraries whose output is in the pages: Polars (row hashes), plotly (its HTML around
+    # each figure) and orjson (the figures' JSON).
+    versions = [pl.__version__, plotly.__version__, orjson.__version__, charts._json_engine()]
+    digest = hashlib.sha256(" ".join(versions).encode())
     for path in sorted(here.glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
@@ -1928,7 +1990,9 @@ def _old_sections(path: Path) -> dict[str, tuple[str, str]]:
 
 
 # Only person pages read these; dropping them keeps what returns from a worker small.
-_FRAME_FIELDS = frozenset({"crp", "all_draws", "diet", "findings_df", "unmapped", "windows"})
+_FRAME_FIELDS = frozenset(
+    {"crp", "all_draws", "diet", "findings_df", "unmapped", "windows", "row_hashes"}
+)
 
 
 def _pool_size(n_people: int, workers: int | None) -> int:
