@@ -122,7 +122,7 @@ def figure_html(fig: Fig, div_id: str) -> str:
 _JSON = json.JSONEncoder(separators=(",", ":"))
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 # Characters plotly.io escapes in its JSON, so that it can sit inside a <script> element.
-_SWAP_JSON = (("<", "\\u003c"), (">", "\\u003e"), ("/", "\\u002f"))
+_SWAP_JSON: tuple[tuple[str, str], ...] = (("<", "\\u003c"), (">", "\\u003e"), ("/", "\\u002f"))
 _SWAP_ORJSON = (*_SWAP_JSON, ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
 _SLOTS = ("@@data@@", "@@layout@@", "@@id@@", "@@width@@", "@@height@@")
 
