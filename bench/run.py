@@ -511,6 +511,7 @@ def child_main(stage: str, workdir: Path, out: Path, profile: bool) -> int:
         profiler = cProfile.Profile()
         result = profiler.runcall(run, workdir, manifest)
         prof = out.with_suffix(".prof.txt")
+        profiler.dump_stats(out.with_suffix(".prof"))  # for pstats: callers, other sort orders
         with prof.open("w") as fh:
             pstats.Stats(profiler, stream=fh).sort_stats("cumulative").print_stats(40)
             pstats.Stats(profiler, stream=fh).sort_stats("tottime").print_stats(25)

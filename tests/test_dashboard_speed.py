@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -506,6 +507,10 @@ def test_worker_processes_write_the_same_files(
     monkeypatch.setattr(_CountingPool, "started", 0)
     monkeypatch.setattr(dashboards, "PARALLEL_MIN_PEOPLE", 3)
     monkeypatch.setattr(dashboards, "PEOPLE_PER_TASK", 2)  # several tasks per worker
+    # The tables the workers map are written to a temporary directory, removed afterwards.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     people = ["p1", "P2", "p3", "p 4", "p5"]
     data = make_big_inputs(people, days=120, draw_every=10, seed=3)
     serial = write_dashboards(tmp_path / "serial", data, workers=1)
@@ -520,6 +525,7 @@ def test_worker_processes_write_the_same_files(
     again = write_dashboards(tmp_path / "parallel", data, workers=2)
     assert not [p for p in again if p.name.startswith("person_")]
     assert _tree(tmp_path / "parallel") == b
+    assert list(scratch.iterdir()) == []
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import json
 import multiprocessing
 import os
 import re
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -34,7 +35,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime
-from functools import cache, cached_property
+from functools import cache, cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -269,21 +270,6 @@ def _parts(df: pl.DataFrame) -> dict[str, pl.DataFrame]:
     return {pid: df.slice(start, length) for pid, start, length in runs}
 
 
-def _hashed_parts(df: pl.DataFrame) -> tuple[dict[str, pl.DataFrame], dict[str, bytes]]:
-    """`_parts`, and each part's schema and row hashes as `_hash_value` feeds them to a page key.
-
-    The rows are hashed for everyone at once: hashing each person's part on its own cost more
-    than half a millisecond a page. A row's hash depends on that row only, so a slice of the
-    whole table's hashes is the part's."""
-    df, runs = _runs(df)
-    schema = repr(df.schema).encode()
-    hashes = df.hash_rows().to_numpy() if runs else np.empty(0, np.uint64)
-    return (
-        {pid: df.slice(start, length) for pid, start, length in runs},
-        {pid: schema + hashes[start : start + length].tobytes() for pid, start, length in runs},
-    )
-
-
 def _date_text(x: object) -> str:
     if isinstance(x, datetime):
         return x.strftime("%Y-%m-%d")
@@ -509,7 +495,7 @@ def _summarise(
     """One person's summary from their rows of each table. `crp` is their CRP draws in time
     order, when the caller has sorted everyone's at once; otherwise they are taken from `draws`.
     `row_hashes` are frames' hashes for the page key, when the caller hashed everyone's at once
-    (`_hashed_parts`); the others are hashed when a key needs them."""
+    (`_split`); the others are hashed when a key needs them."""
     s = PersonSummary(person_id=pid, row_hashes=dict(row_hashes or {}))
     s.windows = windows if windows is not None else pl.DataFrame(schema=SCHEMAS["exposure_windows"])
     s.sufficiency = (
@@ -1768,46 +1754,110 @@ def _page_diet_columns(columns: list[str]) -> list[str]:
     return [c for c in columns if c in shown or c.endswith("_servings")]
 
 
-def _person_frames(d: DashboardInputs, now: datetime, ids: list[str]) -> list[_PersonFrames]:
-    persons = _parts(d.persons)
-    # The frames a page key hashes row by row (see `_hash_value`), with their hashes; the key
-    # names are PersonSummary's fields.
-    diet, diet_h = _hashed_parts(d.diet_daily.select(_page_diet_columns(d.diet_daily.columns)))
-    draws, draws_h = _hashed_parts(d.marker_draws)
-    findings, findings_h = _hashed_parts(d.associations.filter(pl.col("scope") == "person"))
-    unmapped, unmapped_h = _hashed_parts(d.unmapped_foods)
-    windows, windows_h = _hashed_parts(
-        d.exposure_windows.filter(pl.col("complete").fill_null(False))
-    )
-    hashed = {
-        "diet": diet_h,
-        "all_draws": draws_h,
-        "findings_df": findings_h,
-        "unmapped": unmapped_h,
-        "windows": windows_h,
+@dataclass(frozen=True)
+class _Split:
+    """A table sorted by person, each person's rows in it (first row, number of rows), and the
+    rows' hashes when page keys hash the table (see `_hash_value`)."""
+
+    df: pl.DataFrame
+    rows: dict[str, tuple[int, int]]
+    hashes: np.ndarray | None
+
+
+def _split(df: pl.DataFrame, hashed: bool = False) -> _Split:
+    """Split by person once: the rows are hashed for everyone at once (hashing each person's
+    part on its own cost half a millisecond a page), and a row's hash depends on that row only,
+    so a slice of the table's hashes is the part's."""
+    df, runs = _runs(df)
+    hashes = df.hash_rows().to_numpy() if hashed and runs else None
+    return _Split(df, {pid: (start, length) for pid, start, length in runs}, hashes)
+
+
+# The person-split tables, in `_summarise`'s argument order (its `freshness` goes between
+# "sufficiency" and "crp"), each with the PersonSummary field whose page-key hash it gives.
+_TABLE_FIELDS: dict[str, str | None] = {
+    "persons": None,
+    "diet": "diet",
+    "draws": "all_draws",
+    "trends": None,
+    "findings": "findings_df",
+    "unmapped": "unmapped",
+    "windows": "windows",
+    "sufficiency": None,
+    "crp": None,  # derived from draws
+}
+
+
+def _split_tables(d: DashboardInputs) -> dict[str, _Split]:
+    tables = {
+        "persons": d.persons,
+        "diet": d.diet_daily.select(_page_diet_columns(d.diet_daily.columns)),
+        "draws": d.marker_draws,
+        "trends": d.marker_trends,
+        "findings": d.associations.filter(pl.col("scope") == "person"),
+        "unmapped": d.unmapped_foods,
+        "windows": d.exposure_windows.filter(pl.col("complete").fill_null(False)),
+        "sufficiency": d.data_sufficiency,
+        # Everyone's CRP draws in time order at once (`_crp_draws` per person was a query each).
+        "crp": _crp_draws(d.marker_draws, "person_id"),
     }
-    trends = _parts(d.marker_trends)
-    sufficiency = _parts(d.data_sufficiency)
-    sources = _person_sources(d, now)
-    # Everyone's CRP draws in time order at once (`_crp_draws` per person was a query each).
-    crp = _parts(_crp_draws(d.marker_draws, "person_id"))
-    return [
-        (
-            pid,
-            persons.get(pid),
-            diet.get(pid),
-            draws.get(pid),
-            trends.get(pid),
-            findings.get(pid),
-            unmapped.get(pid),
-            windows.get(pid),
-            sufficiency.get(pid),
-            sources.get(pid),
-            crp.get(pid),
-            {name: h[pid] for name, h in hashed.items() if pid in h},
-        )
-        for pid in ids
-    ]
+    return {name: _split(df, hashed=_TABLE_FIELDS[name] is not None) for name, df in tables.items()}
+
+
+@dataclass(frozen=True)
+class _PersonRows:
+    """Where a person's frames are in the split tables, and what is theirs besides: small
+    enough to send to a page worker, which slices the tables it has mapped (`_mapped_table`)."""
+
+    person_id: str
+    rows: dict[str, tuple[int, int]]
+    sources: list[dict[str, Any]] | None
+    row_hashes: dict[str, bytes]
+
+
+def _person_rows(
+    splits: dict[str, _Split], ids: list[str], sources: dict[str, list[dict[str, Any]]]
+) -> list[_PersonRows]:
+    schemas = {name: repr(split.df.schema).encode() for name, split in splits.items()}
+    people = []
+    for pid in ids:
+        rows = {name: split.rows[pid] for name, split in splits.items() if pid in split.rows}
+        row_hashes = {}
+        for name, (start, length) in rows.items():
+            field_name, hashes = _TABLE_FIELDS[name], splits[name].hashes
+            if field_name is not None and hashes is not None:
+                row_hashes[field_name] = schemas[name] + hashes[start : start + length].tobytes()
+        people.append(_PersonRows(pid, rows, sources.get(pid), row_hashes))
+    return people
+
+
+def _frames(person: _PersonRows, tables: dict[str, pl.DataFrame]) -> _PersonFrames:
+    """A person's frames, sliced from the split tables (in memory, or mapped in a worker)."""
+
+    def part(name: str) -> pl.DataFrame | None:
+        at = person.rows.get(name)
+        return None if at is None else tables[name].slice(*at)
+
+    return (
+        person.person_id,
+        part("persons"),
+        part("diet"),
+        part("draws"),
+        part("trends"),
+        part("findings"),
+        part("unmapped"),
+        part("windows"),
+        part("sufficiency"),
+        person.sources,
+        part("crp"),
+        person.row_hashes,
+    )
+
+
+def _person_frames(d: DashboardInputs, now: datetime, ids: list[str]) -> list[_PersonFrames]:
+    splits = _split_tables(d)
+    tables = {name: split.df for name, split in splits.items()}
+    return [_frames(p, tables) for p in _person_rows(splits, ids, _person_sources(d, now))]
 
 
 def _stale_sources(d: DashboardInputs, now: datetime) -> frozenset[str]:
@@ -2045,27 +2095,61 @@ def _page_pool(size: int) -> Iterator[ProcessPoolExecutor | None]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _share_tables(tables: dict[str, pl.DataFrame], directory: Path) -> dict[str, str]:
+    """Write the split tables as uncompressed Arrow files for the page workers to map.
+
+    Pickling each person's frames to a worker cost more CPU than rendering their page (ten small
+    frames a person, 200 kB); a mapped file is read by both workers without a copy."""
+    files = {}
+    for name, df in tables.items():
+        path = directory / f"{name}.arrow"
+        df.write_ipc(path, compression="uncompressed")
+        files[name] = str(path)
+    return files
+
+
+@lru_cache(maxsize=32)
+def _mapped_table(path: str) -> pl.DataFrame:
+    return pl.read_ipc(path, memory_map=True)
+
+
+def _mapped_person_pages(
+    files: dict[str, str], people: list[_PersonRows], job: _PageJob, previous: dict[str, str]
+) -> list[_PageResult]:
+    """`_person_pages` in a worker: the people's frames sliced from the mapped tables."""
+    tables = {name: _mapped_table(path) for name, path in files.items()}
+    return _person_pages([_frames(p, tables) for p in people], job, previous)
+
+
 def _render_people(
     pool: ProcessPoolExecutor | None,
     workers: int,
-    people: list[_PersonFrames],
+    people: list[_PersonRows],
+    tables: dict[str, pl.DataFrame],
     job: _PageJob,
     previous: dict[str, str],
+    shared_dir: Path,
 ) -> list[_PageResult]:
     if pool is None:
-        return _person_pages(people, job, previous)
+        return _person_pages([_frames(p, tables) for p in people], job, previous)
+    files = _share_tables(tables, shared_dir)
     results: list[_PageResult] = []
     pending: deque[Future[list[_PageResult]]] = deque()
-    # A few tasks in flight per worker: enough to keep them busy, and only those tasks' frames
-    # are held twice (here and pickled for a worker).
+    # A few tasks in flight per worker keep them busy without queueing every task at once.
     max_pending = 2 * workers
     for start in range(0, len(people), PEOPLE_PER_TASK):
         task = people[start : start + PEOPLE_PER_TASK]
-        names = [person_page_name(frames[0]) for frames in task]
+        names = [person_page_name(p.person_id) for p in task]
         if len(pending) >= max_pending:
             results.extend(pending.popleft().result())
         pending.append(
-            pool.submit(_person_pages, task, job, {n: previous[n] for n in names if n in previous})
+            pool.submit(
+                _mapped_person_pages,
+                files,
+                task,
+                job,
+                {n: previous[n] for n in names if n in previous},
+            )
         )
     while pending:
         results.extend(pending.popleft().result())
@@ -2098,7 +2182,11 @@ def write_dashboards(
     now = run_time(d.run_info)
     ids = _person_ids(d)
     pool_size = _pool_size(len(ids), workers)
-    with _page_pool(pool_size) as pool:
+    # The workers are shut down (and their mapped tables closed) before the directory goes.
+    with (
+        tempfile.TemporaryDirectory(prefix="gutsignal-pages-", ignore_cleanup_errors=True) as tmp,
+        _page_pool(pool_size) as pool,
+    ):
         written = [_write_plotly_js(out_dir)]
         sources = source_status(d, now)
         global_warnings = _global_quality(d, sources)
@@ -2111,7 +2199,10 @@ def write_dashboards(
             global_warnings,
             frozenset(r["source"] for r in sources if r["stale"]),
         )
-        results = _render_people(pool, pool_size, _person_frames(d, now, ids), job, previous)
+        splits = _split_tables(d)
+        people = _person_rows(splits, ids, _person_sources(d, now))
+        tables = {name: split.df for name, split in splits.items()}
+        results = _render_people(pool, pool_size, people, tables, job, previous, Path(tmp))
     summaries = [r.summary for r in results]
     written.extend(out_dir / r.name for r in results if r.written)
     names = {r.name for r in results}
