@@ -56,7 +56,7 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, project: ProjectResource
     ) -> dg.MaterializeResult:
         try:
-            check_source_files(source, project.project.raw_dir)
+            paths = check_source_files(source, project.project.raw_dir)
         except ConfigError as exc:
             raise dg.Failure(description=str(exc)) from exc
         # Versions before the incremental ingest kept a Parquet copy of every parse here; the
@@ -69,6 +69,7 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
                 project.project.raw_dir,
                 memo_path=project.project.processed_dir / "file_hashes" / f"{source.name}.json",
                 work_dir=project.project.processed_dir,
+                paths=paths,
             )
         files = result.files
         unbalanced = files.filter(
