@@ -10,6 +10,7 @@ from pipelines.schema import CATEGORIES, DIET_ENTRY_SCHEMA, conform
 from pipelines.transforms.diet import (
     build_diet_daily,
     categorise_foods,
+    diet_gap_changes,
     load_serving_sizes,
     load_taxonomy,
     unmapped_foods,
@@ -188,3 +189,42 @@ def test_a_10000_kcal_day_is_flagged_and_not_logged() -> None:
     day = build_diet_daily(df, categorise_foods(df), Settings()).row(0, named=True)
     assert day["implausible_energy"] is True and day["logged"] is False
     assert day["energy_kcal"] == pytest.approx(12000.0)  # kept, visible, not averaged
+
+
+def _days(rows: list[tuple[str, int, int, str | None]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        [(p, date(2025, 3, d), n, src) for p, d, n, src in rows],
+        schema={
+            "person_id": pl.String,
+            "day": pl.Date,
+            "entries": pl.Int64,
+            "diet_source": pl.String,
+        },
+        orient="row",
+    )
+
+
+def test_gap_changes_write_only_the_gap_days_that_come_or_go() -> None:
+    """A nightly day right after the last one changes no gap row; a day after a gap adds the
+    days between; a last day gone takes the gap rows before it along; a filled gap is no gap."""
+    ann = [("ann", 1, 5, "x"), ("ann", 2, 0, None), ("ann", 3, 0, None), ("ann", 4, 6, "x")]
+    keys = ["person_id", "day"]
+
+    def changes(rows: list[tuple[str, int, int, str | None]]) -> tuple[list, list]:
+        gone, new = diet_gap_changes(_days(rows))
+        return sorted(gone.rows()), sorted(new.rows())
+
+    assert changes(ann) == ([], [])
+    assert changes([*ann, ("ann", 5, 4, "x")]) == ([], [])
+    assert changes([*ann, ("ann", 8, 4, "x")]) == (
+        [],
+        [("ann", date(2025, 3, 5)), ("ann", date(2025, 3, 6)), ("ann", date(2025, 3, 7))],
+    )
+    # The last day with entries removed: the range ends on day 1, days 2 and 3 are no gap.
+    assert changes(ann[:3]) == ([("ann", date(2025, 3, 2)), ("ann", date(2025, 3, 3))], [])
+    # A reported total on day 3 (its row replaced the gap row): day 2 stays, nothing to write.
+    assert changes([ann[0], ann[1], ("ann", 3, 0, "reported"), ann[3]]) == ([], [])
+    # A gap row missing (e.g. written by an older version) is added; people stay apart.
+    bob = [("bob", 1, 2, "x"), ("bob", 3, 2, "x")]
+    gone, new = diet_gap_changes(_days([*ann, *bob]))
+    assert gone.is_empty() and new.select(keys).rows() == [("bob", date(2025, 3, 2))]

@@ -33,8 +33,8 @@ from pipelines.transforms.diet import (
     build_diet_daily,
     build_diet_summary,
     categorise_foods,
+    diet_gap_changes,
     diet_gap_days,
-    diet_gap_keys,
     unmapped_foods_from_counts,
     unmapped_pairs,
 )
@@ -292,19 +292,30 @@ def entries_with_categories_sql(entries_sql: str) -> str:
 
 
 def replace_gap_days(conn: duckdb.DuckDBPyConnection, settings: Settings) -> None:
-    """Rebuild the unlogged gap days of the people in `_people` (see diet_gap_keys): a new day
-    after a gap, or a removed last day, changes days that had no input change themselves."""
-    conn.execute(
-        "DELETE FROM diet_daily WHERE entries = 0 AND diet_source IS NULL "
-        "AND person_id IN (SELECT person_id FROM _people)"
-    )
-    # Three narrow columns of the touched people's days: cheap next to building the days.
+    """Bring the unlogged gap days of the people in `_people` up to date (see diet_gap_keys): a
+    new day after a gap, or a removed last day, changes days that had no input change themselves.
+
+    Only the gap days that come or go are written. Deleting and inserting again every gap day of
+    the people touched left deleted rows in every part of the table, and the checkpoint after the
+    step rewrote all of them: 0.9 s a night when 2,000 people sync a day.
+    """
+    # Four narrow columns of the touched people's days: cheap next to building the days.
     days = conn.execute(
         "SELECT person_id, day, entries, diet_source FROM diet_daily "
         "WHERE person_id IN (SELECT person_id FROM _people)"
     ).pl()
+    gone, new = diet_gap_changes(days)
+    if gone.height:
+        conn.register("_gone_gaps", gone.to_arrow())
+        try:
+            conn.execute(
+                "DELETE FROM diet_daily t USING _gone_gaps g WHERE t.person_id = g.person_id "
+                "AND t.day = g.day AND t.entries = 0 AND t.diet_source IS NULL"
+            )
+        finally:
+            conn.unregister("_gone_gaps")
     schema = conn.execute("SELECT * FROM diet_daily LIMIT 0").pl().schema
-    insert_frame(conn, "diet_daily", diet_gap_days(diet_gap_keys(days), settings, schema))
+    insert_frame(conn, "diet_daily", diet_gap_days(new, settings, schema))
 
 
 @dg.asset(

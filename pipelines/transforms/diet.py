@@ -225,6 +225,18 @@ def diet_gap_keys(days: pl.DataFrame) -> pl.DataFrame:
     return calendar.join(present, on=["person_id", "day"], how="anti").select("person_id", "day")
 
 
+def diet_gap_changes(days: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The gap-day keys to remove and to add, given some people's diet_daily rows (person_id,
+    day, entries and diet_source of all their rows, gap days included): a gap row that is no
+    longer a gap, and a gap that has no row yet. A gap row depends on its key only (and on the
+    settings and code, which recompute everyone when they change), so the others stay as they are.
+    """
+    keys = ["person_id", "day"]
+    wanted = diet_gap_keys(days)
+    have = days.filter(_is_gap_day()).select(keys)
+    return have.join(wanted, on=keys, how="anti"), wanted.join(have, on=keys, how="anti")
+
+
 def diet_gap_days(
     keys: pl.DataFrame, settings: Settings, schema: Mapping[str, pl.DataType]
 ) -> pl.DataFrame:
