@@ -914,6 +914,15 @@ def test_loader_reads_windows_sufficiency_and_freshness(tmp_path: Path) -> None:
     }
     assert loaded.source_freshness["newest_file_at"].to_list() == [datetime(2026, 6, 20, 9)] * 2
     assert "exposure_windows" in loaded.run_info["upstream"]
+    # The day's nutrients are on no page: left out of the read; what pages show is kept.
+    diet_columns = set(loaded.diet_daily.columns)
+    assert {"protein_g", "ultra_processed_energy_pct"}.isdisjoint(diet_columns)
+    assert {"energy_kcal", "fiber_g", "dii", "logged", "fermented_servings"} <= diet_columns
+    full = DashboardInputs(**{**vars(loaded), "diet_daily": data.diet_daily})
+    write_dashboards(tmp_path / "loaded", loaded, workers=1)
+    write_dashboards(tmp_path / "full", full, workers=1)
+    for name in ("index.html", "cohort.html", person_page_name("alice")):
+        assert (tmp_path / "loaded" / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import polars as pl
 
 from pipelines.defs.resources import ProjectResource
 from pipelines.reports.dashboards import DashboardInputs, write_dashboards
+from pipelines.schema import NUTRIENTS
 from pipelines.warehouse import Warehouse, table_exists
 
 UPSTREAM = (
@@ -45,8 +46,17 @@ _ORDER = {
 
 
 # Columns no page shows. Left out of the read, they are also left out of its sort: the settings
-# JSON on every association row made that sort twice as slow.
-_NOT_SHOWN = {"associations": ("parameters",)}
+# JSON on every association row made that sort twice as slow, and the day's nutrients (the pages
+# show energy, fibre, the DII and food-group servings) were half of the diet read.
+_NOT_SHOWN = {
+    "associations": ("parameters",),
+    "diet_daily": (
+        *(n for n in NUTRIENTS if n not in ("energy_kcal", "fiber_g")),
+        "fiber_g_per_1000kcal",
+        "ultra_processed_energy_pct",
+        "dii_no_alcohol",
+    ),
+}
 
 
 def _day(x: date) -> date:
@@ -117,7 +127,8 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
         def table(name: str) -> pl.DataFrame:
             if not table_exists(conn, name):
                 return pl.DataFrame()
-            hidden = [c for c in _NOT_SHOWN.get(name, ()) if c in _columns(conn, name)]
+            present = _columns(conn, name)
+            hidden = [c for c in _NOT_SHOWN.get(name, ()) if c in present]
             columns = f"* EXCLUDE ({', '.join(hidden)})" if hidden else "*"
             order = _ORDER.get(name, "ALL")
             return conn.execute(f"SELECT {columns} FROM {name} ORDER BY {order}").pl()
