@@ -296,8 +296,8 @@ def replace_gap_days(conn: duckdb.DuckDBPyConnection, settings: Settings) -> Non
     new day after a gap, or a removed last day, changes days that had no input change themselves.
 
     Only the gap days that come or go are written. Deleting and inserting again every gap day of
-    the people touched left deleted rows in every part of the table, and the checkpoint after the
-    step rewrote all of them: 0.9 s a night when 2,000 people sync a day.
+    the people touched left deleted rows all over the table, and the DuckDB checkpoint after the
+    step took 0.9 s instead of 0.04 s on a night when 2,000 people sync a day.
     """
     # Four narrow columns of the touched people's days: cheap next to building the days.
     days = conn.execute(
