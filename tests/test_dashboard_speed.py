@@ -934,8 +934,13 @@ def test_category_calendar_matches_polars_reference() -> None:
         assert _same_repr(got, want), k
 
 
+def _parts(df: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    split = dashboards._split(df)
+    return {pid: split.df.slice(*at) for pid, at in split.rows.items()}
+
+
 def test_person_parts_equal_partition_by() -> None:
-    """`_parts` slices runs of a sorted frame; any input gives what partition_by gives, each
+    """`_split` finds runs of a sorted frame; any input gives what partition_by gives, each
     person's rows in their original order, rows without a person dropped."""
     rng = np.random.default_rng(7)
     ids = rng.choice(["b", "a", "c", None, "a b", "Ä"], size=500).tolist()
@@ -947,11 +952,11 @@ def test_person_parts_equal_partition_by() -> None:
         .items()
     }
     for df in (frame, frame.sort("person_id", maintain_order=True, nulls_last=True)):
-        parts = dashboards._parts(df)
+        parts = _parts(df)
         assert parts.keys() == expected.keys()
         for pid, part in parts.items():
             assert part.equals(expected[pid])
-    assert dashboards._parts(frame.clear()) == {}
+    assert _parts(frame.clear()) == {}
 
 
 def _coverage_query(diet: pl.DataFrame) -> tuple[object, object, int, int] | None:
@@ -1023,7 +1028,7 @@ def test_person_pages_read_only_the_diet_columns_they_keep() -> None:
     now = dashboards.run_time(data.run_info)
     ids = dashboards._person_ids(data)
     pruned = dashboards._person_frames(data, now, ids)
-    full_diet = dashboards._parts(data.diet_daily)
+    full_diet = _parts(data.diet_daily)
     inputs = dashboards.DashboardInputs(run_info=data.run_info)
     for frames in pruned:
         kept = set(frames[2].columns)

@@ -244,32 +244,6 @@ def _normalise(data: DashboardInputs) -> DashboardInputs:
     )
 
 
-def _runs(df: pl.DataFrame) -> tuple[pl.DataFrame, list[tuple[str, int, int]]]:
-    """`df` sorted by person (kept as it is when it already is), without rows lacking a person,
-    and each person's run of rows in it: (person_id, first row, number of rows)."""
-    df = df.filter(pl.col("person_id").is_not_null())
-    if df.is_empty():
-        return df, []
-    if not df["person_id"].is_sorted():
-        df = df.sort("person_id", maintain_order=True)
-    runs = []
-    start = 0
-    for length, pid in df.select(pl.col("person_id").rle()).unnest("person_id").iter_rows():
-        runs.append((str(pid), start, length))
-        start += length
-    return df, runs
-
-
-def _parts(df: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    """Split by person once (filtering per person would be quadratic for big cohorts).
-
-    Each person's rows keep their order. The frames come sorted by person, so the parts are
-    slices of runs of one id: partition_by ran one query per person to name its part.
-    """
-    df, runs = _runs(df)
-    return {pid: df.slice(start, length) for pid, start, length in runs}
-
-
 def _date_text(x: object) -> str:
     if isinstance(x, datetime):
         return x.strftime("%Y-%m-%d")
@@ -1765,12 +1739,25 @@ class _Split:
 
 
 def _split(df: pl.DataFrame, hashed: bool = False) -> _Split:
-    """Split by person once: the rows are hashed for everyone at once (hashing each person's
-    part on its own cost half a millisecond a page), and a row's hash depends on that row only,
-    so a slice of the table's hashes is the part's."""
-    df, runs = _runs(df)
-    hashes = df.hash_rows().to_numpy() if hashed and runs else None
-    return _Split(df, {pid: (start, length) for pid, start, length in runs}, hashes)
+    """Split by person once (filtering per person would be quadratic for big cohorts).
+
+    Rows without a person are dropped; each person's rows keep their order. The frames come
+    sorted by person, so a person's rows are a run of one id (partition_by ran one query per
+    person to name its part). With `hashed`, the rows are hashed for everyone at once (hashing
+    each person's part on its own cost half a millisecond a page): a row's hash depends on that
+    row only, so a slice of the table's hashes is the part's.
+    """
+    df = df.filter(pl.col("person_id").is_not_null())
+    if not df.is_empty() and not df["person_id"].is_sorted():
+        df = df.sort("person_id", maintain_order=True)
+    rows = {}
+    start = 0
+    if not df.is_empty():
+        for length, pid in df.select(pl.col("person_id").rle()).unnest("person_id").iter_rows():
+            rows[str(pid)] = (start, length)
+            start += length
+    hashes = df.hash_rows().to_numpy() if hashed and rows else None
+    return _Split(df, rows, hashes)
 
 
 # The person-split tables, in `_summarise`'s argument order (its `freshness` goes between
