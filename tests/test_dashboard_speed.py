@@ -1085,3 +1085,52 @@ def test_page_keys_from_everyones_row_hashes_equal_keys_hashed_per_person() -> N
         a = dashboards.person_page_key(dashboards._summary(f, frozenset()), inputs, [])
         b = dashboards.person_page_key(dashboards._summary(g, frozenset()), inputs, [])
         assert (a != b) == (f[0] == "p2"), f[0]
+
+
+def test_quality_counts_and_median_equal_the_queries_they_replace() -> None:
+    """The person quality table counts washout, merged and below-LOD draws and takes the median
+    DII parameter count over logged days in Python; nulls count as the queries counted them."""
+    rng = np.random.default_rng(11)
+    for trial in range(40):
+        n = int(rng.integers(0, 12))
+        crp = pl.DataFrame(
+            {
+                "excluded_reason": rng.choice(
+                    ["post_acute_washout", "merged_into_visit", "acute", None], n
+                ).tolist(),
+                "below_lod": rng.choice([True, False, None], n).tolist(),
+                "censored": rng.choice(["<", ">", None], n).tolist(),
+            },
+            schema={"excluded_reason": pl.String, "below_lod": pl.Boolean, "censored": pl.String},
+        )
+        m = int(rng.integers(0, 30))
+        diet = pl.DataFrame(
+            {
+                "logged": rng.choice([True, False, None], m).tolist(),
+                "dii_params": [
+                    None if rng.random() < 0.2 else int(rng.integers(10, 46)) for _ in range(m)
+                ],
+            },
+            schema={"logged": pl.Boolean, "dii_params": pl.Int64},
+        )
+        s = dashboards.PersonSummary(person_id="p", crp=crp, diet=diet)
+        html = dashboards._person_quality(s, dashboards.DashboardInputs(), [])
+        counts = crp.select(
+            (pl.col("excluded_reason") == "post_acute_washout").sum().alias("washout"),
+            (pl.col("excluded_reason") == "merged_into_visit").sum().alias("merged"),
+            (pl.col("below_lod").fill_null(False) | (pl.col("censored") == "<")).sum().alias("lod"),
+        ).row(0)
+        for label, count in zip(
+            ("post-acute washout", "Merged into a visit", "Below the detection limit"),
+            counts,
+            strict=True,
+        ):
+            at = html.index(label)
+            row = html[at : html.index("</tr>", at)]
+            assert row.endswith(f"<td>{count}</td>"), (trial, label, row)
+        med = diet.select(pl.col("dii_params").filter(pl.col("logged")).median()).item()
+        assert dashboards._logged_median(diet, "dii_params") == med, trial
+        if med is not None:
+            assert f"{med:.0f} of 45" in html, trial
+        else:
+            assert "DII parameters available" not in html, trial
