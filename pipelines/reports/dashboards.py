@@ -2169,7 +2169,9 @@ def write_dashboards(
     now = run_time(d.run_info)
     ids = _person_ids(d)
     pool_size = _pool_size(len(ids), workers)
-    # The workers are shut down (and their mapped tables closed) before the directory goes.
+    # The tables the page workers map go to the system's temp folder (RAM where it is a tmpfs,
+    # as the pickled frames were; the OS clears what a killed run leaves). The workers are shut
+    # down, and their mapped tables closed, before the folder goes.
     with (
         tempfile.TemporaryDirectory(prefix="gutsignal-pages-", ignore_cleanup_errors=True) as tmp,
         _page_pool(pool_size) as pool,
