@@ -649,8 +649,14 @@ def _draw_rows(draws: pl.DataFrame) -> list[dict[str, Any]]:
     if draws.is_empty():
         return []
     fast = _draw_rows_python(draws)
-    if fast is not None:
-        return fast
+    return fast if fast is not None else _draw_rows_polars(draws)
+
+
+def _draw_rows_polars(draws: pl.DataFrame) -> list[dict[str, Any]]:
+    """`_draw_rows` as one Polars query: the definition the Python path reproduces, and what
+    runs when a frame's types are not the ones that path handles."""
+    if draws.is_empty():
+        return []
     frame = (
         draws.lazy()
         .with_columns(
