@@ -1,5 +1,6 @@
 """The dashboards: `dashboards/index.html`, one page per person and a cohort page."""
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from importlib.metadata import version
 
@@ -8,8 +9,7 @@ import duckdb
 import polars as pl
 
 from pipelines.defs.resources import ProjectResource
-from pipelines.reports.dashboards import DashboardInputs, write_dashboards
-from pipelines.schema import NUTRIENTS
+from pipelines.reports.dashboards import DashboardInputs, diet_columns_shown, write_dashboards
 from pipelines.warehouse import Warehouse, table_exists
 
 UPSTREAM = (
@@ -45,17 +45,12 @@ _ORDER = {
 }
 
 
-# Columns no page shows. Left out of the read, they are also left out of its sort: the settings
-# JSON on every association row made that sort twice as slow, and the day's nutrients (the pages
-# show energy, fibre, the DII and food-group servings) were half of the diet read.
-_NOT_SHOWN = {
-    "associations": ("parameters",),
-    "diet_daily": (
-        *(n for n in NUTRIENTS if n not in ("energy_kcal", "fiber_g")),
-        "fiber_g_per_1000kcal",
-        "ultra_processed_energy_pct",
-        "dii_no_alcohol",
-    ),
+# The columns each table is read with, where pages show only some. Left out of the read, the
+# rest are also left out of its sort: the settings JSON on every association row made that sort
+# twice as slow, and the day's nutrients were half of the diet read.
+_SHOWN: dict[str, Callable[[list[str]], list[str]]] = {
+    "associations": lambda columns: [c for c in columns if c != "parameters"],
+    "diet_daily": diet_columns_shown,
 }
 
 
@@ -127,9 +122,11 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
         def table(name: str) -> pl.DataFrame:
             if not table_exists(conn, name):
                 return pl.DataFrame()
-            present = _columns(conn, name)
-            hidden = [c for c in _NOT_SHOWN.get(name, ()) if c in present]
-            columns = f"* EXCLUDE ({', '.join(hidden)})" if hidden else "*"
+            columns = "*"
+            if name in _SHOWN:
+                in_table = [d[0] for d in conn.execute(f"SELECT * FROM {name} LIMIT 0").description]
+                shown = _SHOWN[name](in_table)
+                columns = ", ".join('"' + c.replace('"', '""') + '"' for c in shown) or "*"
             order = _ORDER.get(name, "ALL")
             return conn.execute(f"SELECT {columns} FROM {name} ORDER BY {order}").pl()
 

@@ -1728,6 +1728,12 @@ def _page_diet_columns(columns: list[str]) -> list[str]:
     return [c for c in columns if c in shown or c.endswith("_servings")]
 
 
+def diet_columns_shown(columns: list[str]) -> list[str]:
+    """The diet_daily columns any page reads: a person page's, and energy (the index's total, and
+    `_normalise`'s `logged` for a table without one). The loader reads only these."""
+    return [c for c in columns if c == "energy_kcal" or _page_diet_columns([c])]
+
+
 @dataclass(frozen=True)
 class _Split:
     """A table sorted by person, each person's rows in it (first row, number of rows), and the
