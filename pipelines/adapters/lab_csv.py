@@ -30,6 +30,7 @@ from pipelines.adapters._csv import (
     parse_datetime,
     person_column_check,
     read_csv_table,
+    refuse_swapped_dates,
     split_rejects,
 )
 from pipelines.adapters.base import AdapterError, ParseResult
@@ -107,6 +108,8 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
 
     # Dates
     date_raw = text("collected_at")
+    if "collected_at" in found:
+        refuse_swapped_dates(table, date_raw, header("collected_at"))
     formats = [f for f in (source.datetime_format, source.date_format) if f]
     collected = parse_datetime(date_raw, formats)
 
@@ -135,13 +138,15 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         Check(
             collected.is_null(),
             header("collected_at"),
-            date_reason(date_raw, "date", source.date_format, source.datetime_format),
+            date_reason(date_raw, source.date_format, source.datetime_format),
+            date_raw,
         ),
         Check(value_raw.is_null(), header("value"), pl.lit("result is blank")),
         Check(
             value.is_null(),
             header("value"),
-            not_a_number_reason(value_raw, source.decimal, prefix="no numeric result"),
+            not_a_number_reason(source.decimal, "no numeric result", number_text),
+            value_raw,
         ),
     ]
     good, rejects = split_rejects(table.frame, checks)
