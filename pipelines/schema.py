@@ -106,6 +106,9 @@ REJECT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "value": pl.String,
     "raw": pl.String,
 }
+# Rejects shown per reason by `gutsignal validate` and the dashboards, and how much of each value.
+REJECT_EXAMPLES = 3
+REJECT_VALUE_SHOWN = 80
 
 
 def empty(schema: dict[str, pl.DataType | type[pl.DataType]]) -> pl.DataFrame:

@@ -515,9 +515,10 @@ def refuse_swapped_dates(
     swapped. A date whose month, in the configured order, is 13 to 31 while its day is 1 to 12
     disproves the order, and then the whole file is refused (nothing of it loads), naming the
     line, the value, the order the file uses and the exact setting to write. A file whose dates
-    are all ambiguous (every day <= 12) cannot be disproved and loads as configured. A file with
-    dates in both orders is refused too: its ambiguous dates cannot be read either way. `keys`
-    are the settings the adapter reads the column with.
+    are all ambiguous (every day <= 12) cannot be disproved and loads as configured, and so does
+    a file where some date confirms the configured order (a day of 13 or more): there a date
+    written the other way round is a typo, rejected on its own line. `keys` are the settings the
+    adapter reads the column with.
     """
     source = table.source
     for key in keys:
@@ -529,28 +530,28 @@ def refuse_swapped_dates(
         first = parts.struct.field("1").cast(pl.Int64)
         second = parts.struct.field("3").cast(pl.Int64)
         day, month = (first, second) if order == "dm" else (second, first)
+        # One file, or each file of a stack (whose AdapterError makes the batch read its files
+        # one by one, so each gets its own message).
+        per_file = [pl.col(FILE_INDEX)] if FILE_INDEX in table.frame.columns else []
         found = table.frame.select(
             pl.col(LINE),
             raw.alias("value"),
             (month.is_between(13, 31) & day.is_between(1, 12)).fill_null(False).alias("against"),
             (day.is_between(13, 31) & month.is_between(1, 12)).fill_null(False).alias("for"),
+            *per_file,
         )
-        against = found.filter(pl.col("against"))
+        # Dates that only the configured order reads (a day of 13 or more) confirm it: then the
+        # contradicting dates are typos, rejected one by one as not matching the format.
+        if per_file:
+            confirmed = pl.col("for").any().over(FILE_INDEX)
+        else:
+            confirmed = pl.col("for").any()
+        against = found.filter(pl.col("against") & ~confirmed)
         if against.height == 0:
             continue
         line, value = against.row(0)[:2]
         where = f"{table.path}: column {header!r}"
         other = "md" if order == "dm" else "dm"
-        supporting = found.filter(pl.col("for"))
-        if supporting.height:
-            line_for, value_for = supporting.row(0)[:2]
-            raise AdapterError(
-                f"{where} mixes day-first and month-first dates: line {line_for} ({value_for!r}) "
-                f"can only be {_ORDER_NAMES[order]}, as {key} {fmt!r} reads it, but line {line} "
-                f"({value!r}) can only be {_ORDER_NAMES[other]}. Nothing in this file was "
-                "loaded, because its other dates cannot be read safely either way. Write every "
-                "date in one order (or ISO 8601, YYYY-MM-DD) and load the file again."
-            )
         suggested = _suggest_format(fmt, other, against["value"].head(50))
         raise AdapterError(
             f"{where} writes dates {_ORDER_NAMES[other]} (line {line}: {value!r} has no month "
