@@ -13,8 +13,10 @@ where each record starts.
 
 Helpers for adapters: header matching that forgives case, spacing, `µ`/`u` and units in parentheses
 (`CsvTable.find` / `CsvTable.require`), number and date parsing that returns null for blanks and
-flags bad cells instead of guessing (`number`, `parse_datetime`), and `split_rejects`, which applies
-an ordered list of checks and splits the rows into loaded and rejected.
+flags bad cells instead of guessing (`number`, `parse_datetime`), `refuse_swapped_dates`, which
+refuses a whole file whose dates disprove the configured day/month order, and `split_rejects`,
+which applies an ordered list of checks and splits the rows into loaded and rejected (each reject
+with a stable reason and the offending cell in `value`).
 
 Batches: `parse_csv_batch` reads many files with one adapter transform per group of files that share
 headers and delimiter (`stack_tables`), because for a small file the fixed cost of building

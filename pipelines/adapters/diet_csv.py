@@ -6,7 +6,8 @@ spacing, a trailing space and `µ`/`u`); headers it does not name are ignored. K
 - `day`: the date of the row. Dates are parsed with `date_format` / `datetime_format` (strptime
   syntax) when given, and ISO 8601 (YYYY-MM-DD) is always accepted; any other shape is rejected with
   a reason asking for `date_format`, because 03/04/2024 is March in one country and April in the
-  next.
+  next. A file whose dates disprove the configured order (11/27/2024 with "%d/%m/%Y") is refused
+  whole, with the `date_format` to set (`refuse_swapped_dates`).
 - `food`: present => one row per logged food (table `diet_entries`); then `day` is required, and
   `time`, `meal`, `category` (kept as `category_raw`), `amount` (raw text such as "100 g"; grams
   are read from mass and volume units) and `grams` (a number of grams) are optional.

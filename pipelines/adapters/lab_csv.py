@@ -7,9 +7,11 @@ names (Date, Collected, Test, Result, Units, ...). The person comes from `person
 
 Dates are parsed with `datetime_format` / `date_format` (strptime syntax) when given, and ISO 8601
 is always accepted; any other shape is rejected with a reason asking for date_format, because
-07/11/2024 is July in one country and November in the next. Results may be censored ("<0.3",
-"> 150", "<=0.2": the bound is kept with censored "<" or ">"); text results ("CANCELLED", "TNP")
-are rejected. Markers and units are then mapped by `pipelines.transforms.labs`.
+07/11/2024 is July in one country and November in the next; a file whose dates disprove the
+configured order (11/27/2024 with "%d/%m/%Y") is refused whole, naming the format to set.
+Results may be censored ("<0.3", "> 150", "<=0.2": the bound is kept with censored "<" or ">");
+text results ("CANCELLED", "TNP") are rejected. Markers and units are then mapped by
+`pipelines.transforms.labs`.
 """
 
 from __future__ import annotations
