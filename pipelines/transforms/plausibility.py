@@ -116,7 +116,8 @@ def rules(target: str, schema: dict[str, pl.DataType], today: date) -> list[Rule
             Rule(
                 day > latest,
                 date_column,
-                f"{FUTURE_REASON} (after {latest}, the day after the run)",
+                # Not the date itself: the reason must not change from one run to the next.
+                f"{FUTURE_REASON} (after the day after the run)",
                 shown,
             ),
         ]
