@@ -494,14 +494,22 @@ _TIMES = (
 _ORDER_NAMES = {"dm": "day-first", "md": "month-first"}
 
 
+# strptime directives for the day ("%d", "%-d", "%e") and the month ("%m", "%-m"), and the year.
+_DAY = r"%[-_0]?[de]"
+_MONTH = r"%[-_0]?m"
+_YEAR = r"%[-_0]?[Yy]"
+
+
 def _day_month_order(fmt: str) -> str | None:
-    """ "dm" or "md" for a numeric strptime format with the year last ("%d/%m/%Y %H:%M"), else
-    None (ISO-like year-first formats and month names cannot be misread)."""
-    day, month = fmt.find("%d"), fmt.find("%m")
-    year = max(fmt.find("%Y"), fmt.find("%y"))
-    if min(day, month) < 0 or year < max(day, month) or "%b" in fmt or "%B" in fmt:
+    """The order of a numeric strptime format with the year last: "dm" for "%d/%m/%Y %H:%M",
+    "md" for "%m/%d/%y"; None for anything else (ISO-like year-first formats and month names
+    cannot be misread)."""
+    day, month, year = (re.search(p, fmt) for p in (_DAY, _MONTH, _YEAR))
+    if day is None or month is None or year is None or "%b" in fmt or "%B" in fmt:
         return None
-    return "dm" if day < month else "md"
+    if year.start() < max(day.start(), month.start()):
+        return None
+    return "dm" if day.start() < month.start() else "md"
 
 
 def refuse_swapped_dates(
@@ -575,7 +583,11 @@ def _suggest_format(fmt: str, order: str, values: pl.Series) -> str:
     """The strptime format in `order` that reads every one of `values`: the configured `fmt` with
     day and month swapped, or the shape of the values themselves (their separator, a two- or
     four-digit year, their time with or without AM/PM) when that does not read them."""
-    swapped = fmt.replace("%d", "\0").replace("%m", "%d").replace("\0", "%m")
+    swapped = re.sub(
+        f"{_DAY}|{_MONTH}",
+        lambda m: m.group(0)[:-1] + ("d" if m.group(0)[-1] == "m" else "m"),
+        fmt,
+    )
     candidates = [swapped]
     match = re.match(_YEAR_LAST, str(values[0]))
     if match is not None:
