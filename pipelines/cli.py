@@ -15,11 +15,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+import polars as pl
+
 from pipelines.config import ConfigError, check_source_files
 from pipelines.project import PROJECT_DIR_ENV, Project
+from pipelines.schema import REJECT_EXAMPLES, REJECT_VALUE_SHOWN
 from pipelines.warehouse import Warehouse
 
 DEMO_SOURCES_YAML = """\
@@ -155,6 +159,43 @@ def _print_ingest_summary(warehouse: Warehouse) -> None:
         print(f"warning: {path} (source {source!r}) was not loaded: {error}", file=sys.stderr)
 
 
+@dataclass(frozen=True)
+class RejectGroup:
+    """The rejects of one reason: how many, in which columns, and the first few as
+    (line, column, value)."""
+
+    reason: str
+    n: int
+    columns: list[str]
+    examples: list[tuple[int, str | None, str | None]]
+
+
+def reject_groups(rejects: pl.DataFrame, examples: int = REJECT_EXAMPLES) -> list[RejectGroup]:
+    """The rejects (REJECT_SCHEMA) grouped by reason, most frequent first (then by first line):
+    one bad setting is one reason with a count, not a screenful of the same message."""
+    groups = (
+        rejects.sort("line", maintain_order=True)
+        .group_by("reason", maintain_order=True)
+        .agg(
+            pl.len().alias("n"),
+            pl.col("column").drop_nulls().unique(maintain_order=True).alias("columns"),
+            pl.col("line").head(examples).alias("lines"),
+            pl.col("column").head(examples).alias("example_columns"),
+            pl.col("value").head(examples).alias("values"),
+        )
+        .sort("n", descending=True, maintain_order=True)
+    )
+    return [
+        RejectGroup(
+            g["reason"],
+            g["n"],
+            g["columns"],
+            list(zip(g["lines"], g["example_columns"], g["values"], strict=True)),
+        )
+        for g in groups.iter_rows(named=True)
+    ]
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from pipelines.adapters import FORMATS, AdapterError
     from pipelines.ingest import plausible, target_table
@@ -182,13 +223,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
         people = result.rows["person_id"].unique().sort().to_list()
         print(f"  people:         {', '.join(str(p) for p in people[:10])}")
     if result.rejects.height:
-        print("  rejected rows (line, column: reason):")
-        for line, column, reason in (
-            result.rejects.select("line", "column", "reason").head(50).rows()
-        ):
-            print(f"    line {line}, {column or '-'}: {reason}")
-        if result.rejects.height > 50:
-            print(f"    ... and {result.rejects.height - 50} more")
+        print("  rejected rows, by reason (count, column, example lines and values):")
+        for group in reject_groups(result.rejects):
+            print(f"    {group.n:>6} x {group.reason}")
+            label = "columns" if len(group.columns) > 1 else "column"
+            print(f"             {label}: {', '.join(group.columns) or '-'}")
+            for line, column, value in group.examples:
+                if value is not None and len(value) > REJECT_VALUE_SHOWN:
+                    value = value[:REJECT_VALUE_SHOWN] + "..."
+                cell = "" if value is None else f": {value!r}"
+                where = f" ({column})" if column and len(group.columns) > 1 else ""
+                print(f"             line {line}{where}{cell}")
     print("Nothing was written.")
     return 0
 

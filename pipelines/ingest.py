@@ -56,8 +56,14 @@ from pipelines.adapters import FORMATS, AdapterError, ParseResult
 from pipelines.adapters.base import FILE_INDEX
 from pipelines.config import SourceConfig
 from pipelines.schema import INGEST_FILES_SCHEMA, REJECT_SCHEMA, TARGET_SCHEMAS, conform
-from pipelines.transforms.plausibility import apply_plausibility
-from pipelines.warehouse import create_table, ident, insert_frame, table_exists
+from pipelines.transforms.plausibility import FUTURE_REASON, apply_plausibility
+from pipelines.warehouse import (
+    add_missing_columns,
+    create_table,
+    ident,
+    insert_frame,
+    table_exists,
+)
 
 # The key on which a newer file's rows replace an older file's rows, by target table.
 OWNERSHIP_KEY = {
@@ -81,7 +87,6 @@ BATCH_BYTES = 24 * 1024 * 1024
 # DuckDB's own working memory while settling ownership over the whole history; beyond it, it
 # spills to disk (`<warehouse>.tmp`) rather than growing.
 DUCKDB_MEMORY_LIMIT = "1GB"
-FUTURE_REASON = "date in the future"
 SPOOL_PREFIX = "gutsignal-ingest-"
 
 REJECTED_ROWS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
@@ -91,6 +96,7 @@ REJECTED_ROWS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "line": pl.Int64,
     "column": pl.String,
     "reason": pl.String,
+    "value": pl.String,
     "raw": pl.String,
 }
 # What the warehouse remembers of each file it has read, so the next run can skip it.
@@ -529,6 +535,7 @@ def _ensure_tables(conn: duckdb.DuckDBPyConnection, source_name: str, schema: di
     ):
         if not table_exists(conn, table):
             create_table(conn, table, table_schema)
+    add_missing_columns(conn, "rejected_rows", REJECTED_ROWS_SCHEMA)
     if not table_exists(conn, LINES_TO_CHECK):
         create_table(conn, LINES_TO_CHECK, LINES_TO_CHECK_SCHEMA)
         # Staging rows written before the table existed were never listed: check them all once.

@@ -96,12 +96,19 @@ LAB_RESULT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "line": pl.Int64,
 }
 
+# A rejected input row. `reason` is a stable category ("not a number", "unknown unit for crp ...")
+# so that rejects group by it; the offending cell, as text, is in `value` (null when no single
+# cell is to blame), and the whole row in `raw`.
 REJECT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "line": pl.Int64,
     "column": pl.String,
     "reason": pl.String,
+    "value": pl.String,
     "raw": pl.String,
 }
+# Rejects shown per reason by `gutsignal validate` and the dashboards, and how much of each value.
+REJECT_EXAMPLES = 3
+REJECT_VALUE_SHOWN = 80
 
 
 def empty(schema: dict[str, pl.DataType | type[pl.DataType]]) -> pl.DataFrame:

@@ -190,6 +190,34 @@ def create_table(
         conn.unregister("_shape")
 
 
+def add_missing_columns(
+    conn: duckdb.DuckDBPyConnection,
+    name: str,
+    schema: dict[str, pl.DataType | type[pl.DataType]],
+) -> list[str]:
+    """Add to table `name` the columns of `schema` it lacks (null in existing rows); returns them.
+
+    How a warehouse written by an older version takes a column added to a contract table (such as
+    `value` in rejected_rows): its rows stay, and inserts `BY NAME` work again.
+    """
+    have = {r[0] for r in conn.execute(f"DESCRIBE {ident(name)}").fetchall()}
+    added = [c for c in schema if c not in have]
+    for column in added:
+        sql_type = _sql_type(conn, schema[column])
+        conn.execute(f"ALTER TABLE {ident(name)} ADD COLUMN {ident(column)} {sql_type}")
+    return added
+
+
+def _sql_type(conn: duckdb.DuckDBPyConnection, dtype: pl.DataType | type[pl.DataType]) -> str:
+    """DuckDB's type for a Polars dtype, as DuckDB itself maps it from Arrow."""
+    conn.register("_type", pl.DataFrame(schema={"c": dtype}).to_arrow())
+    try:
+        row = conn.execute("DESCRIBE SELECT c FROM _type").fetchone()
+    finally:
+        conn.unregister("_type")
+    return str(row[1]) if row else "VARCHAR"
+
+
 def replace_table(conn: duckdb.DuckDBPyConnection, name: str, df: pl.DataFrame) -> int:
     """Replace table `name` with the contents of `df` (schema included); returns the row count."""
     if df.height == 0:

@@ -62,6 +62,9 @@ def test_a_new_source_by_configuration_alone(
     )
     assert labs["value"].to_list() == pytest.approx([1.8, 2.1])
     assert labs["unit"].to_list() == ["mg/L", "mg/L"]
-    rejected = wh.query("SELECT line, reason FROM rejected_rows WHERE source = 'klinik_labs'")
+    rejected = wh.query(
+        "SELECT line, reason, value FROM rejected_rows WHERE source = 'klinik_labs'"
+    )
     assert rejected.row(0, named=True)["line"] == 4
-    assert "Blutzucker" in rejected.row(0, named=True)["reason"]
+    assert "not a known inflammation marker" in rejected.row(0, named=True)["reason"]
+    assert rejected.row(0, named=True)["value"] == "Blutzucker (nüchtern)"

@@ -215,7 +215,7 @@ def test_rejects_match_parse_each(tmp_path: Path) -> None:
     result = assert_batch_equals_each(paths, source())
     assert not result.errors
     reasons = " | ".join(result.rejects["reason"].to_list())
-    for expected in ("not a number", "decimal separator", "not a valid date", "not ISO 8601"):
+    for expected in ("not a number", "decimal separator", "not a valid date", "not an ISO 8601"):
         assert expected in reasons
     for expected in ("is blank", "negative amount", "more fields than the header"):
         assert expected in reasons
@@ -293,6 +293,9 @@ def test_date_format_and_decimal_comma(tmp_path: Path, person: PersonSpec) -> No
                 f"{day};Bread;67,48 g;1.234,5;1,8;330",  # grouped thousands
                 f"{day};Rice;100 g;130;0.4;1",  # '.' decimal: rejected with a hint
                 f"2025-03-{i + 1:02d};Oats;40 g;150;4;2",  # ISO is always accepted
+                # A day above 12 confirms the day-first format, so the month-first date below
+                # is a typo, rejected on its own (without it the file would be refused whole).
+                f"{i + 13:02d}/03/2025;Tea;250 ml;2;0;1",
                 f"03/{i + 13:02d}/2025;Egg;2 large;143;0;142",  # month first: not this format
                 f"{day};Soup;1 bowl;-5;2;3",
             ]

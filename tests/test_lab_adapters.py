@@ -148,15 +148,13 @@ def test_bundle_rejects_name_json_path_and_reason() -> None:
     result = parse_fhir(BUNDLE)
     cancelled = reject_at(result, 5)
     assert cancelled["column"] == "entry[4].resource.status"
-    assert cancelled["reason"] == "status cancelled"
+    assert (cancelled["reason"], cancelled["value"]) == ("status cancelled", "cancelled")
     assert reject_at(result, 15)["reason"] == "status entered-in-error"
 
     unknown = reject_at(result, 7)
     assert unknown["column"] == "entry[6].resource.code"
-    assert (
-        "LOINC 8302-2" in unknown["reason"]
-        and "not a known inflammation marker" in unknown["reason"]
-    )
+    assert "not a known inflammation marker" in unknown["reason"]
+    assert "LOINC 8302-2" in unknown["value"]
     assert unknown["raw"] == "8302-2 Body Height"
 
     malformed = reject_at(result, 8)
@@ -170,15 +168,17 @@ def test_bundle_rejects_name_json_path_and_reason() -> None:
 
     text = reject_at(result, 10)
     assert text["column"] == "entry[9].resource.valueString"
-    assert text["reason"] == "no numeric result: 'see note'"
+    assert (text["reason"], text["value"]) == ("no numeric result", "see note")
 
     unit = reject_at(result, 12)
     assert unit["column"] == "entry[11].resource.valueQuantity.unit"
-    assert "furlongs" in unit["reason"]
+    assert unit["reason"].startswith("unknown unit for ferritin")
+    assert unit["value"] == "furlongs"
 
     partial = reject_at(result, 16)
     assert partial["column"] == "entry[15].resource.effectiveDateTime"
-    assert "2024-06" in partial["reason"]
+    assert "has no day" in partial["reason"]
+    assert partial["value"] == "2024-06"
 
 
 def test_fixed_or_folder_person_overrides_subject(tmp_path: Path) -> None:
@@ -266,9 +266,11 @@ def test_value_shapes(tmp_path: Path) -> None:
     assert row_at(result, 2)["value"] == 4.5
     assert reject_at(result, 3)["column"] == "entry[2].resource.valueQuantity.comparator"
     assert reject_at(result, 4)["column"] == "entry[3].resource.valueQuantity.value"
-    assert "Specimen haemolysed" in reject_at(result, 5)["reason"]
+    assert reject_at(result, 5)["reason"] == "no numeric result"
+    assert "Specimen haemolysed" in reject_at(result, 5)["value"]
     assert row_at(result, 6)["unit_raw"] == "mg/L"  # a non-UCUM code: the unit text is used
-    assert "Group" in reject_at(result, 7)["reason"]
+    assert reject_at(result, 7)["reason"] == "subject is not a Patient"
+    assert "Group" in reject_at(result, 7)["value"]
     assert reject_at(result, 8)["column"] == "entry[7].resource.subject"
 
 
@@ -406,11 +408,12 @@ def test_synthea_rejects_keep_non_markers_short() -> None:
     result = parse_synthea(SYNTHEA)
     height = reject_at(result, 2)
     assert height["column"] == "CODE" and height["raw"] == "8302-2 Body Height"
-    assert "LOINC 8302-2" in height["reason"]
+    assert height["value"] == "Body Height (LOINC 8302-2)"
     assert "not a known inflammation marker" in height["reason"]
     assert reject_at(result, 4)["raw"] == "72166-2 Tobacco smoking status"  # text, not a marker
     text = reject_at(result, 6)
-    assert text["column"] == "VALUE" and text["reason"] == "no numeric result: 'pending'"
+    assert text["column"] == "VALUE" and text["reason"] == "no numeric result"
+    assert text["value"] == "pending"
     assert text["raw"].startswith("2020-03-01T08:00:00Z,")  # whole row for real problems
     assert reject_at(result, 8)["column"] == "DATE"
     assert reject_at(result, 9)["column"] == "PATIENT"

@@ -337,7 +337,8 @@ def test_unknown_sex_code_is_rejected(tmp_path: Path) -> None:
         ("3", None, 80.0),
     ]
     assert result.rejects.select("line", "column").rows() == [(2, "RIAGENDR")]
-    assert "RIAGENDR = 3" in result.rejects["reason"][0]
+    assert "not an NHANES sex code" in result.rejects["reason"][0]
+    assert result.rejects["value"][0] == "3"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -427,7 +428,7 @@ def test_day1_recall_totals(tmp_path: Path) -> None:
 
     rejects = result.rejects
     assert rejects.select("line", "column").rows() == [(2, "DR1DRSTZ"), (3, "DR1DRSTZ")]
-    assert "DR1DRSTZ = 2" in rejects["reason"][0]
+    assert rejects["value"].to_list() == ["2", "5"]
     assert "not reliable" in rejects["reason"][0]
     assert "not done" in rejects["reason"][1]
     assert rejects["raw"][0].startswith("SEQN=93704, DR1DRSTZ=2")

@@ -90,13 +90,16 @@ def test_covariates_rejects() -> None:
     result = parse(COVARIATES)
     assert result.rejects["line"].to_list() == [7, 8, 9, 11, 12, 13, 14]
     sex = reject_at(result, 7)
-    assert sex["column"] == "Sex" and "sex 'x'" in sex["reason"] and "sex_codes" in sex["reason"]
-    assert reject_at(result, 8)["reason"] == "age 130 is outside 0-120 years"
-    assert reject_at(result, 9)["reason"] == "age is not a number: 'abc'"
+    assert sex["column"] == "Sex" and sex["value"] == "x" and "sex_codes" in sex["reason"]
+    age = reject_at(result, 8)
+    assert (age["reason"], age["value"]) == ("age is outside 0-120 years", "130")
+    assert reject_at(result, 9)["reason"] == "age is not a number"
+    assert reject_at(result, 9)["value"] == "abc"
     assert reject_at(result, 11)["column"] == "participant"  # blank id
     dupe = reject_at(result, 12)
     assert dupe["column"] == "participant"
-    assert dupe["reason"] == "duplicate person id 'P002' (first on line 3)"
+    assert dupe["reason"] == "duplicate person id (the first row of that id loads)"
+    assert dupe["value"] == "P002"
     assert dupe["raw"] == "P002,F,41,,later row"
     assert reject_at(result, 13)["column"] == "Birth Year"  # 1890.5 is not a year
     assert reject_at(result, 14)["column"] == "Birth Year"  # 1850 is implausible
@@ -149,7 +152,8 @@ def test_fixed_person_file(tmp_path: Path) -> None:
     path = write(tmp_path, "sex,age\nF,41\nF,42\n")
     result = parse(path, column=None, person=PersonSpec(fixed="alice"))
     assert person(result, "alice")["age"] == 41.0
-    assert reject_at(result, 3)["reason"].startswith("duplicate person id 'alice'")
+    assert reject_at(result, 3)["reason"].startswith("duplicate person id")
+    assert reject_at(result, 3)["value"] == "alice"
 
 
 def test_configuration_problems_are_adapter_errors(tmp_path: Path) -> None:

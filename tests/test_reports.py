@@ -293,7 +293,12 @@ def make_inputs(people: list[str] = PEOPLE, food: str = "Grandma's kimchi stew")
             {
                 "source": ["alice_cronometer", "clinic_labs"],
                 "reason": ["bad date", "unit <mg/dL?>"],
+                "column": ["Day", "Units"],
                 "n": [10, 2],
+                "examples": [
+                    'cronometer/alice.csv line 4: "2026-13-01"; cronometer/alice.csv line 9: "x"',
+                    'labs/clinic.csv line 3: "mg/dL?"',
+                ],
             }
         ),
         unmapped_foods=pl.DataFrame(
@@ -419,6 +424,9 @@ def test_index_links_every_person_and_cohort(written: tuple[Path, list[Path]]) -
     assert "1.4 mg/L" in index and "average (1-3 mg/L)" in index
     assert "-12%/year" in index
     assert "failed to load" in index and "rejected" in index
+    # Rejects grouped by source, reason and column, with a count and example lines.
+    assert '<td>bad date</td><td>Day</td><td class="num">10</td>' in index
+    assert "cronometer/alice.csv line 4: &quot;2026-13-01&quot;" in index
 
 
 def test_cohort_page(written: tuple[Path, list[Path]]) -> None:
@@ -468,7 +476,9 @@ def test_rerun_is_deterministic(tmp_path: Path, written: tuple[Path, list[Path]]
 def test_xss_strings_escaped(tmp_path: Path) -> None:
     data = make_inputs(people=[XSS, "carol"], food=XSS_FOOD)
     data.ingest_files = data.ingest_files.with_columns(path=pl.lit(XSS_FOOD), source=pl.lit(XSS))
-    data.rejected_summary = data.rejected_summary.with_columns(reason=pl.lit(XSS))
+    data.rejected_summary = data.rejected_summary.with_columns(
+        reason=pl.lit(XSS), column=pl.lit(XSS), examples=pl.lit(XSS)
+    )
     data.run_info["code_version"] = XSS
     paths = write_dashboards(tmp_path, data)
     name = person_page_name(XSS)

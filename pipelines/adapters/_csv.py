@@ -13,8 +13,10 @@ where each record starts.
 
 Helpers for adapters: header matching that forgives case, spacing, `µ`/`u` and units in parentheses
 (`CsvTable.find` / `CsvTable.require`), number and date parsing that returns null for blanks and
-flags bad cells instead of guessing (`number`, `parse_datetime`), and `split_rejects`, which applies
-an ordered list of checks and splits the rows into loaded and rejected.
+flags bad cells instead of guessing (`number`, `parse_datetime`), `refuse_swapped_dates`, which
+refuses a whole file whose dates disprove the configured day/month order, and `split_rejects`,
+which applies an ordered list of checks and splits the rows into loaded and rejected (each reject
+with a stable reason and the offending cell in `value`).
 
 Batches: `parse_csv_batch` reads many files with one adapter transform per group of files that share
 headers and delimiter (`stack_tables`), because for a small file the fixed cost of building
@@ -390,19 +392,25 @@ def number(expr: pl.Expr, decimal: str) -> tuple[pl.Expr, pl.Expr]:
     return value, (s.is_not_null() & ~finite).fill_null(False)
 
 
-def not_a_number_reason(expr: pl.Expr, decimal: str, prefix: str = "not a number") -> pl.Expr:
-    """`prefix: 'text'`, plus a hint when the cell is a number written with the other separator."""
-    s = expr.str.strip_chars()
+NEGATIVE_REASON = "negative amount: amounts cannot be below zero"
+
+
+def not_a_number_reason(
+    decimal: str, prefix: str = "not a number", cell: pl.Expr | None = None
+) -> pl.Expr:
+    """`prefix` (a stable reason; the cell goes in the reject's `value`), plus a hint on the
+    decimal separator when `cell` is a number written with the other one."""
     other = "," if decimal == "." else "."
-    hint = (
-        f" (the decimal separator configured for this source is '{decimal}'; if the file uses "
-        f"'{other}', set decimal: '{other}' in sources.yaml)"
+    hinted = (
+        f"{prefix} (the decimal separator configured for this source is '{decimal}'; if the "
+        f"file uses '{other}', set decimal: '{other}' in sources.yaml)"
     )
-    base = format_text(f"{prefix}: '{{}}'", s)
+    if cell is None:
+        return pl.lit(prefix)
     return (
-        pl.when(s.str.contains(_OTHER_CONVENTION[decimal]))
-        .then(pl.concat_str([base, pl.lit(hint)]))
-        .otherwise(base)
+        pl.when(cell.str.strip_chars().str.contains(_OTHER_CONVENTION[decimal]))
+        .then(pl.lit(hinted))
+        .otherwise(pl.lit(prefix))
     )
 
 
@@ -447,34 +455,151 @@ def parse_datetime(expr: pl.Expr, formats: Sequence[str]) -> pl.Expr:
     return pl.coalesce(candidates)
 
 
-def date_reason(
-    expr: pl.Expr, what: str, date_format: str | None, datetime_format: str | None
-) -> pl.Expr:
-    """Why a non-blank date cell did not parse, telling the user which setting to change."""
-    s = expr.str.strip_chars()
+def date_reason(expr: pl.Expr, date_format: str | None, datetime_format: str | None) -> pl.Expr:
+    """Why a non-blank date cell did not parse, telling the user which setting to change: a
+    stable reason per source (the cell goes in the reject's `value`)."""
     configured = [
         f"{key} {fmt!r}"
         for key, fmt in (("datetime_format", datetime_format), ("date_format", date_format))
         if fmt
     ]
     if configured:
-        return format_text(
-            f"{what} '{{}}' does not match {' or '.join(configured)} (nor ISO 8601 YYYY-MM-DD); "
-            "fix the setting in sources.yaml or the cell",
-            s,
+        return pl.lit(
+            f"not a date in the configured {' or '.join(configured)} (nor ISO 8601 YYYY-MM-DD); "
+            "fix the setting in sources.yaml or the cell"
         )
     return (
-        pl.when(s.str.contains(ISO_DATETIME))
-        .then(format_text(f"{what} '{{}}' is not a valid date", s))
+        pl.when(expr.str.strip_chars().str.contains(ISO_DATETIME))
+        .then(pl.lit("not a valid date"))
         .otherwise(
-            format_text(
-                f"{what} '{{}}' is not ISO 8601 (YYYY-MM-DD, optionally with a time); set "
-                'date_format (for example "%d/%m/%Y" or "%m/%d/%Y") or datetime_format for '
-                "this source in sources.yaml, because day and month are never guessed",
-                s,
+            pl.lit(
+                "not an ISO 8601 date (YYYY-MM-DD, optionally with a time); set date_format "
+                '(for example "%d/%m/%Y" or "%m/%d/%Y") or datetime_format for this source in '
+                "sources.yaml, because day and month are never guessed"
             )
         )
     )
+
+
+# Numeric dates with the year last: day and month are the first two numbers, in either order.
+_YEAR_LAST = r"^\s*([0-9]{1,2})([./-])([0-9]{1,2})[./-]([0-9]{4}|[0-9]{2})(.*)$"
+# The time after such a date, as written -> the strptime directives that read it.
+_TIMES = (
+    (r"^\s+[0-9]{1,2}:[0-9]{2}:[0-9]{2}\s*[AaPp][Mm]$", " %I:%M:%S %p"),
+    (r"^\s+[0-9]{1,2}:[0-9]{2}\s*[AaPp][Mm]$", " %I:%M %p"),
+    (r"^\s+[0-9]{1,2}:[0-9]{2}:[0-9]{2}$", " %H:%M:%S"),
+    (r"^\s+[0-9]{1,2}:[0-9]{2}$", " %H:%M"),
+    (r"^$", ""),
+)
+_ORDER_NAMES = {"dm": "day-first", "md": "month-first"}
+
+
+# strptime directives for the day ("%d", "%-d", "%e") and the month ("%m", "%-m"), and the year.
+_DAY = r"%[-_0]?[de]"
+_MONTH = r"%[-_0]?m"
+_YEAR = r"%[-_0]?[Yy]"
+
+
+def _day_month_order(fmt: str) -> str | None:
+    """The order of a numeric strptime format with the year last: "dm" for "%d/%m/%Y %H:%M",
+    "md" for "%m/%d/%y"; None for anything else (ISO-like year-first formats and month names
+    cannot be misread)."""
+    day, month, year = (re.search(p, fmt) for p in (_DAY, _MONTH, _YEAR))
+    if day is None or month is None or year is None or "%b" in fmt or "%B" in fmt:
+        return None
+    if year.start() < max(day.start(), month.start()):
+        return None
+    return "dm" if day.start() < month.start() else "md"
+
+
+def refuse_swapped_dates(
+    table: CsvTable,
+    raw: pl.Expr,
+    header: str,
+    keys: Sequence[str] = ("datetime_format", "date_format"),
+) -> None:
+    """Raise an AdapterError when the file's dates prove the configured day/month order wrong.
+
+    A configured `date_format` (or `datetime_format`) "%d/%m/%Y" on a month-first file would
+    read 11/07/2024 as 11 July and reject 11/27/2024: part of the file loaded with day and month
+    swapped. A date whose month, in the configured order, is 13 to 31 while its day is 1 to 12
+    disproves the order, and then the whole file is refused (nothing of it loads), naming the
+    line, the value, the order the file uses and the exact setting to write. A file whose dates
+    are all ambiguous (every day <= 12) cannot be disproved and loads as configured, and so does
+    a file where some date confirms the configured order (a day of 13 or more): there a date
+    written the other way round is a typo, rejected on its own line. `keys` are the settings the
+    adapter reads the column with.
+    """
+    source = table.source
+    for key in keys:
+        fmt = source.datetime_format if key == "datetime_format" else source.date_format
+        order = _day_month_order(fmt) if fmt else None
+        if fmt is None or order is None:
+            continue
+        parts = raw.str.extract_groups(_YEAR_LAST)
+        first = parts.struct.field("1").cast(pl.Int64)
+        second = parts.struct.field("3").cast(pl.Int64)
+        day, month = (first, second) if order == "dm" else (second, first)
+        # One file, or each file of a stack (whose AdapterError makes the batch read its files
+        # one by one, so each gets its own message).
+        per_file = [pl.col(FILE_INDEX)] if FILE_INDEX in table.frame.columns else []
+        found = table.frame.select(
+            pl.col(LINE),
+            raw.alias("value"),
+            (month.is_between(13, 31) & day.is_between(1, 12)).fill_null(False).alias("against"),
+            (day.is_between(13, 31) & month.is_between(1, 12)).fill_null(False).alias("for"),
+            *per_file,
+        )
+        # Dates that only the configured order reads (a day of 13 or more) confirm it: then the
+        # contradicting dates are typos, rejected one by one as not matching the format.
+        if per_file:
+            confirmed = pl.col("for").any().over(FILE_INDEX)
+        else:
+            confirmed = pl.col("for").any()
+        against = found.filter(pl.col("against") & ~confirmed)
+        if against.height == 0:
+            continue
+        line, value = against.row(0)[:2]
+        where = f"{table.path}: column {header!r}"
+        other = "md" if order == "dm" else "dm"
+        suggested = _suggest_format(fmt, other, against["value"].head(50))
+        raise AdapterError(
+            f"{where} writes dates {_ORDER_NAMES[other]} (line {line}: {value!r} has no month "
+            f"{_month_of(value, order)}), but {key} {fmt!r} of source {source.name!r} reads "
+            f"them {_ORDER_NAMES[order]}, which would swap day and month. Nothing in this file "
+            f'was loaded. Set  {key}: "{suggested}"  for source {source.name!r} in '
+            "sources.yaml and run again."
+        )
+
+
+def _month_of(value: str, order: str) -> int:
+    """The number the configured `order` takes for the month in `value` (a _YEAR_LAST date)."""
+    match = re.match(_YEAR_LAST, value)
+    assert match is not None
+    return int(match.group(3) if order == "dm" else match.group(1))
+
+
+def _suggest_format(fmt: str, order: str, values: pl.Series) -> str:
+    """The strptime format in `order` that reads every one of `values`: the configured `fmt` with
+    day and month swapped, or the shape of the values themselves (their separator, a two- or
+    four-digit year, their time with or without AM/PM) when that does not read them."""
+    swapped = re.sub(
+        f"{_DAY}|{_MONTH}",
+        lambda m: m.group(0)[:-1] + ("d" if m.group(0)[-1] == "m" else "m"),
+        fmt,
+    )
+    candidates = [swapped]
+    match = re.match(_YEAR_LAST, str(values[0]))
+    if match is not None:
+        sep, year, rest = match.group(2), match.group(4), match.group(5)
+        date_part = ("%d" + sep + "%m" if order == "dm" else "%m" + sep + "%d") + sep
+        date_part += "%Y" if len(year) == 4 else "%y"
+        candidates += [date_part + time for pattern, time in _TIMES if re.match(pattern, rest)]
+    for candidate in candidates:
+        parsed = values.str.strip_chars().str.strptime(pl.Datetime("us"), candidate, strict=False)
+        if parsed.null_count() == 0:
+            return candidate
+    return swapped
 
 
 # ---- checks and rejects ------------------------------------------------------------------------
@@ -482,11 +607,17 @@ def date_reason(
 
 @dataclass(frozen=True)
 class Check:
-    """One validation rule: rows where `failed` is True are rejected with `column` and `reason`."""
+    """One validation rule: rows where `failed` is True are rejected with `column` and `reason`.
+
+    `reason` is a stable category, the same text for every row it rejects (never the cell: one
+    bad setting must give one reason with a count, not one reason per value); `value` is the
+    offending cell, kept in the reject's own `value` column (None: no single cell is to blame).
+    """
 
     failed: pl.Expr
     column: str | None
     reason: pl.Expr
+    value: pl.Expr | None = None
 
 
 def extra_fields_check(table: CsvTable) -> Check:
@@ -499,6 +630,7 @@ def extra_fields_check(table: CsvTable) -> Check:
             f"row has more fields than the header ({len(table.headers)}): a value probably "
             f"contains the delimiter {shown} without quotes; quote that value or fix the row"
         ),
+        pl.col(EXTRA),
     )
 
 
@@ -554,14 +686,18 @@ def split_rejects(
     index = pl.col("__first")
     reason: pl.Expr = pl.lit(None, dtype=pl.String)
     column: pl.Expr = pl.lit(None, dtype=pl.String)
+    value: pl.Expr = pl.lit(None, dtype=pl.String)
     for i, c in reversed(list(enumerate(checks))):
         reason = pl.when(index == i).then(c.reason).otherwise(reason)
         column = pl.when(index == i).then(pl.lit(c.column, dtype=pl.String)).otherwise(column)
+        if c.value is not None:
+            value = pl.when(index == i).then(c.value.cast(pl.String)).otherwise(value)
     good = marked.filter(pl.col("__first").is_null()).drop("__first")
     rejects = marked.filter(pl.col("__first").is_not_null()).select(
         pl.col(LINE).cast(pl.Int64).alias("line"),
         column.alias("column"),
         reason.fill_null("invalid row").alias("reason"),
+        value.alias("value"),
         pl.col(RAW).alias("raw"),
         *[pl.col(name) for name in carried],
     )

@@ -28,7 +28,6 @@ from pipelines.adapters._csv import (
     Check,
     cell,
     extra_fields_check,
-    format_text,
     not_a_number_reason,
     number,
     read_csv_table,
@@ -125,19 +124,17 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
     checks: list[Check] = [extra_fields_check(table), summary_row_check(day_raw, day_name)]
     if person_check is not None:
         checks.append(person_check)
-    checks += date_checks(day_raw, day_name, source)
+    checks += date_checks(table, day_raw, day_name)
     checks += [
         Check(metric.is_null(), metric_header, pl.lit(f"{metric_header} is blank")),
         Check(amount.is_null(), amount_header, pl.lit(f"{amount_header} is blank")),
         Check(
             is_bp & systolic.is_null(),
             amount_header,
-            format_text(
-                "blood pressure '{}' is not written as systolic/diastolic (such as 120/80)",
-                amount,
-            ),
+            pl.lit("blood pressure not written as systolic/diastolic (such as 120/80)"),
+            amount,
         ),
-        Check(~is_bp & invalid, amount_header, not_a_number_reason(amount, decimal)),
+        Check(~is_bp & invalid, amount_header, not_a_number_reason(decimal, cell=amount), amount),
     ]
     good, rejects = split_rejects(table.frame, checks)
 

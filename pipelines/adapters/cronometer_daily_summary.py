@@ -79,7 +79,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
     checks: list[Check] = [extra_fields_check(table), summary_row_check(date_raw, date_name)]
     if person_check is not None:
         checks.append(person_check)
-    checks += date_checks(date_raw, date_name, source)
+    checks += date_checks(table, date_raw, date_name)
     checks += nutrients.checks
     completed: pl.Expr = pl.lit(None, dtype=pl.Boolean)
     if completed_i is not None:

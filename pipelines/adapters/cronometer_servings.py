@@ -20,13 +20,13 @@ import polars as pl
 
 from pipelines.adapters._csv import (
     LINE,
+    NEGATIVE_REASON,
     Check,
     CsvTable,
     cell,
     date_reason,
     extra_fields_check,
     file_index_schema,
-    format_text,
     header_key,
     not_a_number_reason,
     number,
@@ -34,6 +34,7 @@ from pipelines.adapters._csv import (
     parse_datetime,
     person_column_check,
     read_csv_table,
+    refuse_swapped_dates,
     split_rejects,
 )
 from pipelines.adapters.base import AdapterError, BatchResult, ParseResult
@@ -119,13 +120,14 @@ def _entries(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
     day_raw = pl.col(cell(day_i))
     formats = [source.date_format] if source.date_format else ["%Y-%m-%d"]
     day = parse_datetime(day_raw, formats).dt.date()
+    day_name = table.headers[day_i]
+    refuse_swapped_dates(table, day_raw, day_name, keys=("date_format",))
     checks: list[Check] = [extra_fields_check(table)]
     if person_check is not None:
         checks.append(person_check)
-    day_name = table.headers[day_i]
     checks += [
         Check(day_raw.is_null(), day_name, pl.lit(f"{day_name} is blank")),
-        Check(day.is_null(), day_name, date_reason(day_raw, day_name, source.date_format, None)),
+        Check(day.is_null(), day_name, date_reason(day_raw, source.date_format, None), day_raw),
         Check(
             pl.col(cell(food_i)).is_null(),
             table.headers[food_i],
@@ -181,15 +183,14 @@ def _nutrients(table: CsvTable) -> tuple[list[pl.Expr], list[pl.Expr], list[Chec
         parsed += [value.alias(value_col), invalid.alias(invalid_col)]
         outputs.append((pl.col(value_col) * factor).alias(canonical))
         invalid_checks.append(
-            Check(pl.col(invalid_col), header, not_a_number_reason(raw, table.source.decimal))
-        )
-        negative_checks.append(
             Check(
-                pl.col(value_col) < 0,
+                pl.col(invalid_col),
                 header,
-                format_text("negative amount '{}': nutrient amounts cannot be below zero", raw),
+                not_a_number_reason(table.source.decimal, cell=raw),
+                raw,
             )
         )
+        negative_checks.append(Check(pl.col(value_col) < 0, header, pl.lit(NEGATIVE_REASON), raw))
     # Report a non-number before a negative number in another column: it is the likelier typo.
     return outputs, parsed, invalid_checks + negative_checks
 

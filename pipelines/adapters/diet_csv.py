@@ -6,7 +6,8 @@ spacing, a trailing space and `µ`/`u`); headers it does not name are ignored. K
 - `day`: the date of the row. Dates are parsed with `date_format` / `datetime_format` (strptime
   syntax) when given, and ISO 8601 (YYYY-MM-DD) is always accepted; any other shape is rejected with
   a reason asking for `date_format`, because 03/04/2024 is March in one country and April in the
-  next.
+  next. A file whose dates disprove the configured order (11/27/2024 with "%d/%m/%Y") is refused
+  whole, with the `date_format` to set (`refuse_swapped_dates`).
 - `food`: present => one row per logged food (table `diet_entries`); then `day` is required, and
   `time`, `meal`, `category` (kept as `category_raw`), `amount` (raw text such as "100 g"; grams
   are read from mass and volume units) and `grams` (a number of grams) are optional.
@@ -45,19 +46,20 @@ import polars as pl
 
 from pipelines.adapters._csv import (
     LINE,
+    NEGATIVE_REASON,
     RAW,
     Check,
     CsvTable,
     cell,
     date_reason,
     extra_fields_check,
-    format_text,
     header_key,
     not_a_number_reason,
     number,
     parse_datetime,
     person_column_check,
     read_csv_table,
+    refuse_swapped_dates,
     split_rejects,
 )
 from pipelines.adapters.base import AdapterError, ParseResult
@@ -132,14 +134,12 @@ def nutrient_columns(
         values[canonical] = value_col
         parsed += [value.alias(value_col), invalid.alias(invalid_col)]
         outputs.append((pl.col(value_col) * factor).alias(canonical))
-        invalid_checks.append(Check(pl.col(invalid_col), header, not_a_number_reason(raw, decimal)))
+        invalid_checks.append(
+            Check(pl.col(invalid_col), header, not_a_number_reason(decimal, cell=raw), raw)
+        )
         if negative:
             negative_checks.append(
-                Check(
-                    pl.col(value_col) < 0,
-                    header,
-                    format_text("negative amount '{}': nutrient amounts cannot be below zero", raw),
-                )
+                Check(pl.col(value_col) < 0, header, pl.lit(NEGATIVE_REASON), raw)
             )
     return Nutrients(outputs, parsed, invalid_checks + negative_checks, values)
 
@@ -184,7 +184,9 @@ def summary_row_check(key: pl.Expr, header: str) -> Check:
     Rows whose cells are all blank never reach the adapters, so a blank key means other cells are
     filled: a total or a note under the data, not a dated row.
     """
-    return Check(key.is_null() | key.str.contains(SUMMARY_LABEL), header, pl.lit(SUMMARY_REASON))
+    return Check(
+        key.is_null() | key.str.contains(SUMMARY_LABEL), header, pl.lit(SUMMARY_REASON), key
+    )
 
 
 def person_id(table: CsvTable) -> tuple[pl.Expr, Check | None]:
@@ -202,14 +204,18 @@ def date_expr(raw: pl.Expr, source: SourceConfig) -> pl.Expr:
     return parse_datetime(raw, formats).dt.date()
 
 
-def date_checks(raw: pl.Expr, header: str, source: SourceConfig) -> list[Check]:
+def date_checks(table: CsvTable, raw: pl.Expr, header: str) -> list[Check]:
     """Reject a date cell that does not parse, saying which setting to change. (A blank date is a
-    summary row, see `summary_row_check`.)"""
+    summary row, see `summary_row_check`.) A file whose dates disprove the configured day/month
+    order is refused whole (`refuse_swapped_dates`)."""
+    source = table.source
+    refuse_swapped_dates(table, raw, header)
     return [
         Check(
             date_expr(raw, source).is_null(),
             header,
-            date_reason(raw, header, source.date_format, source.datetime_format),
+            date_reason(raw, source.date_format, source.datetime_format),
+            raw,
         )
     ]
 
@@ -223,13 +229,14 @@ def boolean(raw: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
 
 def boolean_check(raw: pl.Expr, header: str) -> Check:
     _, invalid = boolean(raw)
-    return Check(invalid, header, format_text(f"{header} '{{}}' is not true or false", raw))
+    return Check(invalid, header, pl.lit("not true or false"), raw)
 
 
 def reject_repeats(
     good: pl.DataFrame, key: Sequence[str], column: str | None, reason: str
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Keep the first row (by line) of each `key` in `good`; reject later ones with `reason`."""
+    """Keep the first row (by line) of each `key` in `good`; reject later ones with `reason` and
+    the key's last column as their value."""
     if good.height == 0:
         return good, empty(REJECT_SCHEMA)
     ordered = good.sort(LINE)
@@ -238,6 +245,8 @@ def reject_repeats(
         pl.col(LINE).cast(pl.Int64).alias("line"),
         pl.lit(column, dtype=pl.String).alias("column"),
         pl.lit(reason).alias("reason"),
+        # The repeated key (the day, or the person of a cross-sectional table).
+        pl.col(key[-1]).cast(pl.String).alias("value"),
         pl.col(RAW).alias("raw"),
     )
     return ordered.filter(first), repeats
@@ -294,18 +303,24 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
                 pl.col(cell(person_i)).str.contains(SUMMARY_LABEL),
                 table.headers[person_i],
                 pl.lit(SUMMARY_REASON),
+                pl.col(cell(person_i)),
             )
         )
     if entries:
         checks.append(
-            Check(text("food").str.contains(SUMMARY_LABEL), header("food"), pl.lit(SUMMARY_REASON))
+            Check(
+                text("food").str.contains(SUMMARY_LABEL),
+                header("food"),
+                pl.lit(SUMMARY_REASON),
+                text("food"),
+            )
         )
     if person_check is not None:
         checks.append(person_check)
     day = pl.lit(None, dtype=pl.Date)
     if not cross_sectional:
         day = date_expr(text("day"), source)
-        checks += date_checks(text("day"), header("day"), source)
+        checks += date_checks(table, text("day"), header("day"))
     if entries:
         checks.append(
             Check(text("food").is_null(), header("food"), pl.lit(f"{header('food')} is blank"))
@@ -322,13 +337,10 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
             Check(
                 pl.col("__grams_invalid"),
                 header("grams"),
-                not_a_number_reason(text("grams"), source.decimal),
+                not_a_number_reason(source.decimal, cell=text("grams")),
+                text("grams"),
             ),
-            Check(
-                pl.col("__grams") < 0,
-                header("grams"),
-                format_text("negative amount '{}': grams cannot be below zero", text("grams")),
-            ),
+            Check(pl.col("__grams") < 0, header("grams"), pl.lit(NEGATIVE_REASON), text("grams")),
         ]
     elif "amount" in found:
         grams = amount_grams(text("amount"), source.decimal)

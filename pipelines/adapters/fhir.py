@@ -80,12 +80,14 @@ _CODE, _VALUE, _UNIT = "@code", "@value", "@unit"
 
 
 class _Reject(Exception):
-    """A field that makes this Observation unusable: its JSON path (relative) and the reason."""
+    """A field that makes this Observation unusable: its JSON path (relative), the reason (a
+    stable category) and the offending value as text."""
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, value: str | None = None) -> None:
         super().__init__(reason)
         self.path = path
         self.reason = reason
+        self.value = value
 
 
 @dataclass
@@ -97,6 +99,7 @@ class _Item:
     resource: Any = None
     error: tuple[str | None, str] | None = None  # (column, reason) when it cannot be read at all
     raw: str | None = None
+    error_value: str | None = None  # what the error is about, when not the whole item
 
 
 @dataclass
@@ -135,13 +138,23 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
     candidates = _Rows()  # handed to normalise_lab_rows
     for index, item in enumerate(items):
         if item.error is not None:
-            early.add(line=item.line, column=item.error[0], reason=item.error[1], raw=_raw(item))
+            early.add(
+                line=item.line,
+                column=item.error[0],
+                reason=item.error[1],
+                value=item.error_value,
+                raw=_raw(item),
+            )
             continue
         try:
             fields = _observation(item.resource, fixed_person, known_loincs)
         except _Reject as rej:
             early.add(
-                line=item.line, column=item.prefix + rej.path, reason=rej.reason, raw=_raw(item)
+                line=item.line,
+                column=item.prefix + rej.path,
+                reason=rej.reason,
+                value=rej.value,
+                raw=_raw(item),
             )
             continue
         except (
@@ -157,7 +170,8 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
             early.add(
                 line=item.line,
                 column=item.prefix.rstrip(".") or None,
-                reason=f"Observation could not be read ({type(exc).__name__}: {exc})",
+                reason=f"Observation could not be read ({type(exc).__name__})",
+                value=str(exc),
                 raw=_raw(item),
             )
             continue
@@ -239,7 +253,9 @@ def _items(path: Path, text: str) -> Iterator[_Item]:
         if not line.strip():
             continue
         if why is not None:
-            yield _Item(number_, "", error=(None, f"line is not valid JSON ({why})"), raw=line)
+            yield _Item(
+                number_, "", error=(None, "line is not valid JSON"), raw=line, error_value=why
+            )
         else:
             yield from _resource_items(number_, "", value)
 
@@ -350,7 +366,7 @@ def _observation(res: dict[str, Any], fixed_person: str | None, known: set[str])
     """The lab-row fields of one Observation, or _Reject naming the field that rules it out."""
     status = res.get("status")
     if isinstance(status, str) and status.strip().lower() in WITHDRAWN:
-        raise _Reject("status", f"status {status.strip().lower()}")
+        raise _Reject("status", f"status {status.strip().lower()}", status.strip())
 
     person = fixed_person if fixed_person is not None else _subject(res.get("subject"))
     collected, date_path = _collected_at(res)
@@ -402,9 +418,9 @@ def _subject(subject: Any) -> str:
     if len(parts) >= 2 and parts[-2] == "Patient":
         return parts[-1]
     if len(parts) >= 2:
-        raise _Reject("subject.reference", f"subject '{ref}' is a {parts[-2]}, not a Patient")
+        raise _Reject("subject.reference", "subject is not a Patient", ref)
     if ref.startswith("#"):
-        raise _Reject("subject.reference", f"subject '{ref}' is a contained resource")
+        raise _Reject("subject.reference", "subject is a contained resource", ref)
     return ref
 
 
@@ -420,16 +436,16 @@ def _collected_at(res: dict[str, Any]) -> tuple[datetime, str]:
         if value is None:
             continue
         if not isinstance(value, str):
-            raise _Reject(where, f"{where} is not a date-time string: {_compact(value)}")
+            raise _Reject(where, f"{where} is not a date-time string", _compact(value))
         text = value.strip()
         if _PARTIAL_DATE.match(text):
-            raise _Reject(where, f"{where} '{text}' has no day; a result needs at least the date")
+            raise _Reject(where, f"{where} has no day; a result needs at least the date", text)
         if not _DATETIME.match(text):
-            raise _Reject(where, f"{where} '{text}' is not an ISO 8601 date-time")
+            raise _Reject(where, f"{where} is not an ISO 8601 date-time", text)
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            raise _Reject(where, f"{where} '{text}' is not a valid date") from None
+            raise _Reject(where, f"{where} is not a valid date", text) from None
         # The offset is dropped: the wall-clock time as printed, like lab_csv.
         return parsed.replace(tzinfo=None), where
     raise _Reject(
@@ -487,7 +503,8 @@ def _value(
         ):
             raise _Reject(
                 "valueQuantity.comparator",
-                f"comparator {_compact(comparator)} is not one of <, <=, >, >=",
+                "comparator is not one of <, <=, >, >=",
+                _compact(comparator),
             )
         value = qty.get("value")
         prefix = comparator or ""
@@ -495,7 +512,7 @@ def _value(
             number = _finite(value)
             if number is None:
                 raise _Reject(
-                    "valueQuantity.value", f"value {_compact(value)} is not a finite number"
+                    "valueQuantity.value", "value is not a finite number", _compact(value)
                 )
             return number, None, comparator, f"{prefix}{value}", "valueQuantity.value"
         if isinstance(value, str):
@@ -504,17 +521,17 @@ def _value(
             return None, text, None, text, "valueQuantity.value"
         if value is None:
             return None, None, None, _absent(res), "valueQuantity.value"
-        raise _Reject("valueQuantity.value", f"value is not a number: {_compact(value)}")
+        raise _Reject("valueQuantity.value", "value is not a number", _compact(value))
     if "valueString" in res:
         string = res["valueString"]
         if not isinstance(string, str):
-            raise _Reject("valueString", f"valueString is not a string: {_compact(string)}")
+            raise _Reject("valueString", "valueString is not a string", _compact(string))
         return None, string.strip(), None, string.strip(), "valueString"
     if "valueInteger" in res:
         value = res["valueInteger"]
         number = _finite(value) if _is_number(value) else None
         if number is None:
-            raise _Reject("valueInteger", f"valueInteger is not a finite number: {_compact(value)}")
+            raise _Reject("valueInteger", "valueInteger is not a finite number", _compact(value))
         return number, None, None, str(value), "valueInteger"
     if "valueCodeableConcept" in res:
         concept = _obj(res["valueCodeableConcept"])
@@ -677,6 +694,7 @@ def _normalise(
         .otherwise(column)
         .alias("column"),
         "reason",
+        "value",
         (column == _CODE).alias("__is_code"),
         "__short",
         "item",

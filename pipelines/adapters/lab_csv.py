@@ -7,9 +7,11 @@ names (Date, Collected, Test, Result, Units, ...). The person comes from `person
 
 Dates are parsed with `datetime_format` / `date_format` (strptime syntax) when given, and ISO 8601
 is always accepted; any other shape is rejected with a reason asking for date_format, because
-07/11/2024 is July in one country and November in the next. Results may be censored ("<0.3",
-"> 150", "<=0.2": the bound is kept with censored "<" or ">"); text results ("CANCELLED", "TNP")
-are rejected. Markers and units are then mapped by `pipelines.transforms.labs`.
+07/11/2024 is July in one country and November in the next; a file whose dates disprove the
+configured order (11/27/2024 with "%d/%m/%Y") is refused whole, naming the format to set.
+Results may be censored ("<0.3", "> 150", "<=0.2": the bound is kept with censored "<" or ">");
+text results ("CANCELLED", "TNP") are rejected. Markers and units are then mapped by
+`pipelines.transforms.labs`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pipelines.adapters._csv import (
     parse_datetime,
     person_column_check,
     read_csv_table,
+    refuse_swapped_dates,
     split_rejects,
 )
 from pipelines.adapters.base import AdapterError, ParseResult
@@ -107,6 +110,8 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
 
     # Dates
     date_raw = text("collected_at")
+    if "collected_at" in found:
+        refuse_swapped_dates(table, date_raw, header("collected_at"))
     formats = [f for f in (source.datetime_format, source.date_format) if f]
     collected = parse_datetime(date_raw, formats)
 
@@ -135,13 +140,15 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         Check(
             collected.is_null(),
             header("collected_at"),
-            date_reason(date_raw, "date", source.date_format, source.datetime_format),
+            date_reason(date_raw, source.date_format, source.datetime_format),
+            date_raw,
         ),
         Check(value_raw.is_null(), header("value"), pl.lit("result is blank")),
         Check(
             value.is_null(),
             header("value"),
-            not_a_number_reason(value_raw, source.decimal, prefix="no numeric result"),
+            not_a_number_reason(source.decimal, "no numeric result", number_text),
+            value_raw,
         ),
     ]
     good, rejects = split_rejects(table.frame, checks)

@@ -10,8 +10,8 @@ Two shapes, chosen by `options.level` in sources.yaml:
   holds and ingest's accounting stays exact. A meal row with a bad number rejects its whole day
   (a day summed without one of its meals would understate intake): that row is rejected with its
   reason and the day's other meal rows with "day not loaded: another meal row of this day was
-  rejected (line N)", each with its own line. Rows without any nutrient value (a note on its own)
-  are rejected as "note row (no nutrient values)" without affecting their day.
+  rejected" (value "line N", that row), each with its own line. Rows without any nutrient value
+  (a note on its own) are rejected as "note row (no nutrient values)" without affecting their day.
 - `level: entries`, table `diet_entries`: the per-food shape
   `Date,Meal,Food,Calories,Fat (g),Carbohydrates (g),Fiber,Protein (g),Sodium (mg)`, one row per
   food, `food` from Food, `meal` from Meal, grams null (MFP gives no weight).
@@ -102,10 +102,12 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
     if food_i is not None:
         food = pl.col(cell(food_i))
         food_name = table.headers[food_i]
-        checks.append(Check(food.str.contains(SUMMARY_LABEL), food_name, pl.lit("summary row")))
+        checks.append(
+            Check(food.str.contains(SUMMARY_LABEL), food_name, pl.lit("summary row"), food)
+        )
     if person_check is not None:
         checks.append(person_check)
-    checks += date_checks(date_raw, date_name, source)
+    checks += date_checks(table, date_raw, date_name)
 
     if food_i is not None:
         checks.append(Check(food.is_null(), food_name, pl.lit(f"{food_name} is blank")))
@@ -148,7 +150,9 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
     spoiled_rejects = spoiled.select(
         pl.col(LINE).cast(pl.Int64).alias("line"),
         pl.lit(None, dtype=pl.String).alias("column"),
-        format_text(f"{DAY_REJECTED_REASON} (line {{}})", pl.col("__bad_line")).alias("reason"),
+        pl.lit(DAY_REJECTED_REASON).alias("reason"),
+        # Which row spoiled the day: the line to look at.
+        format_text("line {}", pl.col("__bad_line")).alias("value"),
         pl.col(RAW).alias("raw"),
     )
 

@@ -23,7 +23,8 @@ table of the source's kind whose variables appear in the file is read; `options:
   null and `period` "recall_day1"/"recall_day2". `omega3_g`/`omega6_g` are sums of the fatty-acid
   variables (the dietaryindex N3FAT/N6FAT definitions); a column whose variables are not all in the
   file stays null. Records whose recall status (`DR1DRSTZ`/`DR2DRSTZ`) is not 1 ("reliable and met
-  the minimum criteria") are rejected with the status in the reason, as NHANES analyses do.
+  the minimum criteria") are rejected with what the status means in the reason and the code in
+  `value`, as NHANES analyses do.
 
 Person ids: `SEQN` (or the column named by `person: {column: ...}`) as text without ".0"
 ("93703"); a fixed `person:` id is used as given. `person: {from_folder: true}`, which is also what
@@ -541,9 +542,8 @@ def _persons(
             Check(
                 code.is_not_null() & ~code.is_in([float(k) for k in SEX_CODES]),
                 name,
-                format_text(
-                    "{} = {} is not an NHANES sex code (1 male, 2 female)", pl.lit(name), code
-                ),
+                pl.lit("not an NHANES sex code (1 male, 2 female)"),
+                _number_text(code),
             )
         )
     shown = [v.variable for v in variables.values()]
@@ -593,13 +593,12 @@ def _diet(
                     .then(pl.lit(f"dietary recall status ({status}) is missing"))
                     .otherwise(
                         format_text(
-                            "dietary recall not usable: {} = {} ({}); only status 1 (reliable "
-                            "and met the minimum criteria) is loaded",
-                            pl.lit(status),
-                            _number_text(pl.col(status)),
+                            "dietary recall not usable ({}); only status 1 (reliable and met "
+                            "the minimum criteria) is loaded",
                             meaning,
                         )
                     ),
+                    _number_text(pl.col(status)),
                 )
             )
             shown.append(status)

@@ -33,12 +33,12 @@ from pipelines.adapters._csv import (
     cell,
     date_reason,
     extra_fields_check,
-    format_text,
     not_a_number_reason,
     number,
     parse_datetime,
     person_column_check,
     read_csv_table,
+    refuse_swapped_dates,
     split_rejects,
 )
 from pipelines.adapters.base import AdapterError, ParseResult
@@ -121,6 +121,8 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
     this_year = date.today().year
 
     birth_raw = text("birth_date")
+    if "birth_date" in found:
+        refuse_swapped_dates(table, birth_raw, header("birth_date"))
     formats = [f for f in (source.datetime_format, source.date_format) if f]
     birth = parse_datetime(birth_raw, formats)
 
@@ -131,40 +133,41 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         Check(
             sex_raw.is_not_null() & ~known_sex,
             header("sex"),
-            format_text(
-                "sex '{}' is not a known code (female: F, Female, W, 2; male: M, Male, 1); map "
-                "it with options: {sex_codes: {'<code>': female|male|null}} in sources.yaml",
-                sex_raw,
+            pl.lit(
+                "sex is not a known code (female: F, Female, W, 2; male: M, Male, 1); map it "
+                "with options: {sex_codes: {'<code>': female|male|null}} in sources.yaml"
             ),
+            sex_raw,
         ),
         Check(
             age_invalid,
             header("age"),
-            not_a_number_reason(age_raw, source.decimal, "age is not a number"),
+            not_a_number_reason(source.decimal, "age is not a number", age_raw),
+            age_raw,
         ),
         Check(
             (age < MIN_AGE) | (age > MAX_AGE),
             header("age"),
-            format_text(f"age {{}} is outside {MIN_AGE}-{MAX_AGE} years", age_raw),
+            pl.lit(f"age is outside {MIN_AGE}-{MAX_AGE} years"),
+            age_raw,
         ),
         Check(
             year_invalid | (year != year.floor()) | (year < MIN_BIRTH_YEAR) | (year > this_year),
             header("birth_year"),
-            format_text(
-                f"birth year '{{}}' is not a year from {MIN_BIRTH_YEAR} to {this_year}", year_raw
-            ),
+            pl.lit(f"birth year is not a year from {MIN_BIRTH_YEAR} to {this_year}"),
+            year_raw,
         ),
         Check(
             birth_raw.is_not_null() & birth.is_null(),
             header("birth_date"),
-            date_reason(birth_raw, "birth date", source.date_format, source.datetime_format),
+            date_reason(birth_raw, source.date_format, source.datetime_format),
+            birth_raw,
         ),
         Check(
             year.is_null() & ((birth.dt.year() < MIN_BIRTH_YEAR) | (birth.dt.year() > this_year)),
             header("birth_date"),
-            format_text(
-                f"birth date '{{}}' is not from {MIN_BIRTH_YEAR} to {this_year}", birth_raw
-            ),
+            pl.lit(f"birth date is not from {MIN_BIRTH_YEAR} to {this_year}"),
+            birth_raw,
         ),
     ]
     good, rejects = split_rejects(table.frame, checks)
@@ -180,21 +183,14 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
     )
 
     # The first valid row of a person wins; later ones are rejected, not merged.
-    first_line = pl.col("line").min().over("person_id")
     duplicate = ~pl.col("person_id").is_first_distinct()
     id_column = person_check.column if person_check is not None else None
-    # `over` must see every row of the person, so the first line is computed before filtering.
-    dupes = (
-        rows.with_columns(first_line.alias("__first"))
-        .filter(duplicate)
-        .select(
-            "line",
-            pl.lit(id_column, dtype=pl.String).alias("column"),
-            format_text(
-                "duplicate person id '{}' (first on line {})", "person_id", "__first"
-            ).alias("reason"),
-            "raw",
-        )
+    dupes = rows.filter(duplicate).select(
+        "line",
+        pl.lit(id_column, dtype=pl.String).alias("column"),
+        pl.lit("duplicate person id (the first row of that id loads)").alias("reason"),
+        pl.col("person_id").alias("value"),
+        "raw",
     )
     all_rejects = pl.concat(
         [conform(rejects, REJECT_SCHEMA), conform(dupes, REJECT_SCHEMA)], how="vertical"

@@ -7,10 +7,10 @@ Header (read by name, so versions without CATEGORY or TYPE work too):
 column it names (person: {column: PATIENT}).
 
 A Synthea file holds every observation of every patient: vital signs, surveys, panels. Rows that
-are not an inflammation marker are rejected by `normalise_lab_rows` with the reason "test '...'
-(LOINC ...) is not a known inflammation marker", so every row is still accounted for; because
-they are most of the file, their `raw` is only "CODE DESCRIPTION" rather than the whole row. Text
-results (TYPE text) of a marker are rejected as "no numeric result".
+are not an inflammation marker are rejected by `normalise_lab_rows` with the reason "not a known
+inflammation marker ..." (the test and its LOINC code in `value`), so every row is still
+accounted for; because they are most of the file, their `raw` is only "CODE DESCRIPTION" rather
+than the whole row. Text results (TYPE text) of a marker are rejected as "no numeric result".
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pipelines.adapters._csv import (
     number,
     parse_datetime,
     read_csv_table,
+    refuse_swapped_dates,
     split_rejects,
 )
 from pipelines.adapters.base import AdapterError, ParseResult
@@ -79,6 +80,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         return pl.col(cell(index)) if index is not None else pl.lit(None, dtype=pl.String)
 
     date_raw = text(date)
+    refuse_swapped_dates(table, date_raw, table.headers[date])
     formats = [f for f in (source.datetime_format, source.date_format) if f]
     collected = parse_datetime(date_raw, formats)
     checks += [
@@ -86,7 +88,8 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         Check(
             collected.is_null(),
             table.headers[date],
-            date_reason(date_raw, "DATE", source.date_format, source.datetime_format),
+            date_reason(date_raw, source.date_format, source.datetime_format),
+            date_raw,
         ),
     ]
     good, rejects = split_rejects(table.frame, checks)

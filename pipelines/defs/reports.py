@@ -10,6 +10,7 @@ import polars as pl
 
 from pipelines.defs.resources import ProjectResource
 from pipelines.reports.dashboards import DashboardInputs, diet_columns_shown, write_dashboards
+from pipelines.schema import REJECT_EXAMPLES, REJECT_VALUE_SHOWN
 from pipelines.warehouse import Warehouse, table_exists
 
 UPSTREAM = (
@@ -52,6 +53,37 @@ _SHOWN: dict[str, Callable[[list[str]], list[str]]] = {
     "associations": lambda columns: [c for c in columns if c != "parameters"],
     "diet_daily": diet_columns_shown,
 }
+
+
+def _rejected_summary(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Rejected rows grouped as the dashboards show them: per source, reason and column, the
+    count and the first few rejects (file, line and the offending value), so that one bad setting
+    is one line of the table however many rows it rejected."""
+    # A warehouse written before rejects had a value column gets it at its next ingest.
+    value = "value" if "value" in _columns(conn, "rejected_rows") else "NULL::VARCHAR AS value"
+    shown = (
+        f"CASE WHEN length(value) > {REJECT_VALUE_SHOWN} "
+        f"THEN left(value, {REJECT_VALUE_SHOWN}) || '...' ELSE value END"
+    )
+    return conn.execute(
+        f"""
+        WITH numbered AS (
+            SELECT source, reason, "column", path, line, {value},
+                   row_number() OVER (
+                       PARTITION BY source, reason, "column" ORDER BY path, line
+                   ) AS k
+            FROM rejected_rows
+        )
+        SELECT source, reason, "column", count(*) AS n,
+               string_agg(
+                   path || ' line ' || line || coalesce(': "' || {shown} || '"', ''),
+                   '; ' ORDER BY k
+               ) FILTER (WHERE k <= {REJECT_EXAMPLES}) AS examples
+        FROM numbered
+        GROUP BY ALL
+        ORDER BY n DESC, source, reason, "column" NULLS FIRST
+        """
+    ).pl()
 
 
 def _day(x: date) -> date:
@@ -131,12 +163,7 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
             return conn.execute(f"SELECT {columns} FROM {name} ORDER BY {order}").pl()
 
         rejected = (
-            conn.execute(
-                "SELECT source, reason, count(*) AS n FROM rejected_rows GROUP BY ALL "
-                "ORDER BY n DESC, source, reason"
-            ).pl()
-            if table_exists(conn, "rejected_rows")
-            else pl.DataFrame()
+            _rejected_summary(conn) if table_exists(conn, "rejected_rows") else pl.DataFrame()
         )
         daily = table("diet_daily")
         draws = table("marker_draws")

@@ -117,7 +117,15 @@ SCHEMAS: dict[str, dict[str, DType]] = {
     # analysis scales a feature; without it effects read "per extra 1 g/day".
     "associations": {**RESULT_SCHEMA, "per_unit": pl.String},
     "ingest_files": INGEST_FILES_SCHEMA,
-    "rejected_summary": {"source": pl.String, "reason": pl.String, "n": pl.Int64},
+    # One row per source, reason and column, with the first few rejects as text (see
+    # pipelines/defs/reports.py).
+    "rejected_summary": {
+        "source": pl.String,
+        "reason": pl.String,
+        "column": pl.String,
+        "n": pl.Int64,
+        "examples": pl.String,
+    },
     "unmapped_foods": {
         "person_id": pl.String,
         "food": pl.String,
@@ -1446,13 +1454,21 @@ def _rejected_table(d: DashboardInputs) -> str:
     rej = d.rejected_summary
     if rej.is_empty():
         return empty("No rows were rejected.")
+    # Grouped by source, reason and column: one bad setting is one line with its count, and
+    # the example lines say where to look.
     return table(
-        ["Source", "Reason", "Rows"],
+        ["Source", "Reason", "Column", "Rows", "Example lines"],
         [
-            [esc(r["source"]), esc(r["reason"]), fmt_int(r["n"])]
-            for r in rej.sort("n", descending=True, nulls_last=True).to_dicts()
+            [
+                esc(r["source"]),
+                esc(r["reason"]),
+                esc(r["column"] or "-"),
+                fmt_int(r["n"]),
+                esc(r["examples"] or ""),
+            ]
+            for r in rej.sort("n", descending=True, nulls_last=True, maintain_order=True).to_dicts()
         ],
-        num_cols=(2,),
+        num_cols=(3,),
     )
 
 

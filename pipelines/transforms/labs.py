@@ -45,8 +45,8 @@ SHOWN_CHARS = 200
 def format_text(template: str, *args: pl.Expr | str) -> pl.Expr:
     """Like `pl.format(template, *args)` (each "{}" takes the next argument; a null argument makes
     the result null), built on `pl.concat_str`, and with each argument cut to SHOWN_CHARS
-    characters ("..." marks the cut): a reason quotes the cell, and a 1 MB cell must not make a
-    1 MB reason (the whole row stays in `raw`).
+    characters ("..." marks the cut): a text quoting a cell must not grow to 1 MB with a 1 MB
+    cell (the whole row stays in `raw`).
 
     Polars 1.44's `pl.format` panics ("assertion failed: i < self.len()", a Rust panic that no
     `except Exception` catches) on frames whose columns are chunked differently after a filter,
@@ -269,28 +269,29 @@ def normalise_lab_rows(
     loinc_note = pl.when(pl.col("__loinc").is_not_null()).then(
         format_text(" (LOINC {})", pl.col("__loinc"))
     )
-    checks: list[tuple[pl.Expr, str, pl.Expr, pl.Expr]] = [
+    # (failed, column, reason, raw, value): reasons are stable categories (per marker at most),
+    # the offending cell goes in `value`.
+    checks: list[tuple[pl.Expr, str, pl.Expr, pl.Expr, pl.Expr]] = [
         (
             pl.col("__marker").is_null() & pl.col("__name").is_null(),
             names["test_name_raw"],
             pl.lit("test name is blank"),
             raw("test_name_raw"),
+            pl.col("__loinc"),
         ),
         (
             pl.col("__marker").is_null(),
             names["test_name_raw"],
-            format_text(
-                "test '{}'{} is not a known inflammation marker; add it to markers.csv to load it",
-                test,
-                loinc_note.fill_null(""),
-            ),
+            pl.lit("not a known inflammation marker; add it to markers.csv to load it"),
             raw("test_name_raw"),
+            pl.concat_str([test.fill_null(""), loinc_note.fill_null("")]).str.strip_chars(),
         ),
         (
             pl.col("value").is_null(),
             names["value"],
-            format_text("no numeric result: '{}'", pl.col("value_raw").fill_null("")),
+            pl.lit("no numeric result"),
             raw("value_raw"),
+            pl.col("value_raw"),
         ),
         (
             pl.col("__factor").is_null() & (pl.col("__unit_key") == ""),
@@ -302,17 +303,18 @@ def normalise_lab_rows(
                 pl.col("__known_units"),
             ),
             raw("unit_raw"),
+            pl.lit(None, dtype=pl.String),
         ),
         (
             pl.col("__factor").is_null(),
             names["unit_raw"],
             format_text(
-                "unit '{}' is not a known unit for {} (known: {}); add it to units.csv",
-                unit_raw,
+                "unknown unit for {} (known: {}); add it to units.csv",
                 pl.col("__marker"),
                 pl.col("__known_units"),
             ),
             raw("unit_raw"),
+            unit_raw,
         ),
     ]
     first = pl.coalesce(
@@ -323,15 +325,18 @@ def normalise_lab_rows(
     column: pl.Expr = pl.lit(None, dtype=pl.String)
     reason: pl.Expr = pl.lit(None, dtype=pl.String)
     raw_text: pl.Expr = pl.lit(None, dtype=pl.String)
-    for i, (_, col, why, text) in reversed(list(enumerate(checks))):
+    value: pl.Expr = pl.lit(None, dtype=pl.String)
+    for i, (_, col, why, text, cell) in reversed(list(enumerate(checks))):
         column = pl.when(index == i).then(pl.lit(col)).otherwise(column)
         reason = pl.when(index == i).then(why).otherwise(reason)
         raw_text = pl.when(index == i).then(text).otherwise(raw_text)
+        value = pl.when(index == i).then(cell).otherwise(value)
 
     rejects = work.filter(pl.col("__first").is_not_null()).select(
         pl.col("line").cast(pl.Int64),
         column.alias("column"),
         reason.fill_null("invalid result").alias("reason"),
+        value.alias("value"),
         raw_text.alias("raw"),
     )
     factor = pl.col("__factor")

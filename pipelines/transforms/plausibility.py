@@ -4,9 +4,10 @@ Adapters check that a cell *is* a number or a date; this module checks that the 
 *can be true*. `pipelines.ingest.ingest_source` calls `apply_plausibility` on every parsed file,
 whatever its format, so a rule holds the same way for Cronometer, MyFitnessPal, a mapped CSV, FHIR,
 Synthea and NHANES. A failing row is rejected: it lands in `rejected_rows` with its file, line,
-the canonical column and the reason (`raw` is the row as parsed, its filled columns in JSON), and
-counts in the file's `rows_rejected`, so `rows_read == rows_loaded + rows_rejected +
-rows_duplicate` still holds. A row is rejected for its first failing rule, in the order below.
+the canonical column, the reason (a stable category), the offending value in `value` (`raw` is
+the row as parsed, its filled columns in JSON), and counts in the file's `rows_rejected`, so
+`rows_read == rows_loaded + rows_rejected + rows_duplicate` still holds. A row is rejected for
+its first failing rule, in the order below.
 
 The rules, and why:
 
@@ -64,6 +65,8 @@ from pipelines.schema import NUTRIENTS, REJECT_SCHEMA, conform, empty
 from pipelines.transforms.labs import format_text
 
 EARLIEST_DATE = date(1950, 1, 1)
+# ingest reads a file again on a later day when a row was rejected with this reason.
+FUTURE_REASON = "date in the future"
 FUTURE_SLACK = timedelta(days=1)
 MAX_FOOD_KCAL = 10_000.0
 MAX_FOOD_GRAMS = 10_000.0
@@ -82,11 +85,13 @@ DATE_COLUMNS = {
 
 @dataclass(frozen=True)
 class Rule:
-    """Rows where `failed` is True are rejected with `column` and `reason`."""
+    """Rows where `failed` is True are rejected with `column` and `reason`, a stable category; the
+    offending value goes in the reject's `value` (as text)."""
 
     failed: pl.Expr
     column: str
-    reason: pl.Expr
+    reason: str
+    value: pl.Expr
 
 
 def rules(target: str, schema: dict[str, pl.DataType], today: date) -> list[Rule]:
@@ -95,13 +100,7 @@ def rules(target: str, schema: dict[str, pl.DataType], today: date) -> list[Rule
     for name, dtype in schema.items():
         if dtype == pl.Float64:
             col = pl.col(name)
-            out.append(
-                Rule(
-                    ~col.is_finite(),
-                    name,
-                    format_text(f"not a finite number: {name} is {{}}", col),
-                )
-            )
+            out.append(Rule(~col.is_finite(), name, "not a finite number", col))
 
     date_column = DATE_COLUMNS.get(target)
     if date_column is not None and date_column in schema:
@@ -113,18 +112,13 @@ def rules(target: str, schema: dict[str, pl.DataType], today: date) -> list[Rule
         )
         latest = today + FUTURE_SLACK
         out += [
-            Rule(
-                day < EARLIEST_DATE,
-                date_column,
-                format_text(f"date before 1950: {{}} is earlier than {EARLIEST_DATE}", shown),
-            ),
+            Rule(day < EARLIEST_DATE, date_column, f"date before 1950 ({EARLIEST_DATE})", shown),
             Rule(
                 day > latest,
                 date_column,
-                format_text(
-                    f"date in the future: {{}} is after {latest} (the day after the run)",
-                    shown,
-                ),
+                # Not the date itself: the reason must not change from one run to the next.
+                f"{FUTURE_REASON} (after the day after the run)",
+                shown,
             ),
         ]
 
@@ -133,49 +127,38 @@ def rules(target: str, schema: dict[str, pl.DataType], today: date) -> list[Rule
             Rule(
                 pl.col("energy_kcal") > MAX_FOOD_KCAL,
                 "energy_kcal",
-                format_text(
-                    f"implausible energy for one food: {{}} kcal (more than {MAX_FOOD_KCAL:,.0f}"
-                    "; a unit slip or typo?)",
-                    pl.col("energy_kcal"),
-                ),
+                f"implausible energy for one food: more than {MAX_FOOD_KCAL:,.0f} kcal (a unit "
+                "slip or typo?)",
+                pl.col("energy_kcal"),
             ),
             Rule(
                 pl.col("grams") > MAX_FOOD_GRAMS,
                 "grams",
-                format_text(
-                    f"implausible amount for one food: {{}} g (more than {MAX_FOOD_GRAMS:,.0f} g"
-                    "; a unit slip or typo?)",
-                    pl.col("grams"),
-                ),
+                f"implausible amount for one food: more than {MAX_FOOD_GRAMS:,.0f} g (a unit "
+                "slip or typo?)",
+                pl.col("grams"),
             ),
         ]
     if target in ("diet_entries", "diet_daily_reported"):
         for nutrient in NUTRIENTS:
             if nutrient in schema:
                 out.append(
-                    Rule(
-                        pl.col(nutrient) < 0,
-                        nutrient,
-                        format_text(f"negative amount: {nutrient} is {{}}", pl.col(nutrient)),
-                    )
+                    Rule(pl.col(nutrient) < 0, nutrient, "negative amount", pl.col(nutrient))
                 )
     if target == "lab_results":
         out += [
             Rule(
                 pl.col("value") < 0,
                 "value",
-                format_text(
-                    "negative result: {} {} cannot be below zero", pl.col("value"), pl.col("marker")
-                ),
+                "negative result: a concentration cannot be below zero",
+                format_text("{} {}", pl.col("value"), pl.col("marker")),
             ),
             Rule(
                 (pl.col("marker") == "crp") & (pl.col("value") > MAX_CRP_MG_L),
                 "value",
-                format_text(
-                    f"implausible CRP: {{}} mg/L (above {MAX_CRP_MG_L:,.0f} mg/L; the highest "
-                    "reported values are a few hundred; check the unit)",
-                    pl.col("value"),
-                ),
+                f"implausible CRP: above {MAX_CRP_MG_L:,.0f} mg/L (the highest reported values "
+                "are a few hundred; check the unit)",
+                pl.col("value"),
             ),
         ]
     if target == "persons":
@@ -183,18 +166,14 @@ def rules(target: str, schema: dict[str, pl.DataType], today: date) -> list[Rule
             Rule(
                 (pl.col("age") < MIN_AGE) | (pl.col("age") > MAX_AGE),
                 "age",
-                format_text(
-                    f"implausible age: {{}} (outside {MIN_AGE:.0f}-{MAX_AGE:.0f} years)",
-                    pl.col("age"),
-                ),
+                f"implausible age: outside {MIN_AGE:.0f}-{MAX_AGE:.0f} years",
+                pl.col("age"),
             ),
             Rule(
                 (pl.col("birth_year") < MIN_BIRTH_YEAR) | (pl.col("birth_year") > today.year),
                 "birth_year",
-                format_text(
-                    f"implausible birth year: {{}} (outside {MIN_BIRTH_YEAR}-{today.year})",
-                    pl.col("birth_year"),
-                ),
+                f"implausible birth year: outside {MIN_BIRTH_YEAR}-{today.year}",
+                pl.col("birth_year"),
             ),
         ]
     if target == "biometrics":
@@ -203,11 +182,8 @@ def rules(target: str, schema: dict[str, pl.DataType], today: date) -> list[Rule
             Rule(
                 weight & ((pl.col("value") < MIN_WEIGHT_KG) | (pl.col("value") > MAX_WEIGHT_KG)),
                 "value",
-                format_text(
-                    f"implausible weight: {{}} kg (outside {MIN_WEIGHT_KG:.0f}-"
-                    f"{MAX_WEIGHT_KG:.0f} kg)",
-                    pl.col("value"),
-                ),
+                f"implausible weight: outside {MIN_WEIGHT_KG:.0f}-{MAX_WEIGHT_KG:.0f} kg",
+                pl.col("value"),
             )
         )
     return out
@@ -228,7 +204,7 @@ def apply_plausibility(
     compiled = _compiled(target, tuple(rows.schema.items()), today)
     if compiled is None:
         return rows, empty(REJECT_SCHEMA)
-    first, column, reason = compiled
+    first, column, reason, value = compiled
     marked = rows.with_columns(first.alias("__rule"))
     failing = marked.filter(pl.col("__rule").is_not_null())
     if failing.height == 0:
@@ -238,6 +214,7 @@ def apply_plausibility(
         pl.col("line").cast(pl.Int64),
         column.alias("column"),
         reason.fill_null("implausible value").alias("reason"),
+        value.alias("value"),
         *[pl.col(c) for c in internal if c != "__rule"],
     ).with_columns(pl.Series("raw", _raw(failing.drop(internal)), dtype=pl.String))
     kept = marked.filter(pl.col("__rule").is_null()).drop("__rule")
@@ -248,8 +225,9 @@ def apply_plausibility(
 @lru_cache(maxsize=64)
 def _compiled(
     target: str, schema: tuple[tuple[str, pl.DataType], ...], today: date
-) -> tuple[pl.Expr, pl.Expr, pl.Expr] | None:
-    """(index of the first failing rule, its column, its reason) as expressions, built once.
+) -> tuple[pl.Expr, pl.Expr, pl.Expr, pl.Expr] | None:
+    """(index of the first failing rule, its column, its reason, its value) as expressions, built
+    once.
 
     Building the expressions (dozens of rules, each with its formatted reason) costs far more than
     applying them to a small file, and a run applies them to thousands of files of one schema.
@@ -263,10 +241,12 @@ def _compiled(
     index = pl.col("__rule")
     column: pl.Expr = pl.lit(None, dtype=pl.String)
     reason: pl.Expr = pl.lit(None, dtype=pl.String)
+    value: pl.Expr = pl.lit(None, dtype=pl.String)
     for i, r in reversed(list(enumerate(checks))):
         column = pl.when(index == i).then(pl.lit(r.column)).otherwise(column)
-        reason = pl.when(index == i).then(r.reason).otherwise(reason)
-    return first, column, reason
+        reason = pl.when(index == i).then(pl.lit(r.reason)).otherwise(reason)
+        value = pl.when(index == i).then(r.value.cast(pl.String)).otherwise(value)
+    return first, column, reason, value
 
 
 def _raw(rows: pl.DataFrame) -> list[str]:
