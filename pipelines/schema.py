@@ -40,7 +40,7 @@ NUTRIENTS: dict[str, str] = {
     "selenium_ug": "Selenium",
     "zinc_mg": "Zinc",
     # DII parameters that Cronometer's full export and NHANES recalls report (see the DII section
-    # of docs/nutrients.md): appended, so older tables only gain columns at the end.
+    # of docs/dii.md): appended, so older tables only gain columns at the end.
     "thiamin_mg": "Thiamin",
     "riboflavin_mg": "Riboflavin",
     "niacin_mg": "Niacin",

@@ -123,6 +123,9 @@ def test_dii_and_fibre_against_crp_in_adults(
 def test_nhanes_gets_its_cohort_dashboard(nhanes_project: Project) -> None:
     cohort = (nhanes_project.dashboards_dir / "cohort.html").read_text(encoding="utf-8")
     assert "Dietary Inflammatory Index" in cohort and "between people" in cohort
+    # Every DII there says how many of the 45 parameters it was computed from.
+    assert "people; DII from 28 of 45 parameters" in cohort
+    assert "DII (score) (28 of 45 parameters)" in cohort
     assert not list(nhanes_project.dashboards_dir.glob("person_*.html"))
 
 
@@ -163,7 +166,10 @@ def test_validation_people_through_the_pipeline(nhanes_project: Project) -> None
     used = [*NHANES_28.values(), "Trans fat"]
     effects = table.filter(pl.col("parameter").is_in(used))["effect_score"].sum()
     summary = nhanes_project.warehouse().table("diet_summary")
-    rows = {r["person_id"]: r for r in summary.filter(pl.col("person_id").is_in(["1", "2", "3"])).iter_rows(named=True)}
+    rows = {
+        r["person_id"]: r
+        for r in summary.filter(pl.col("person_id").is_in(["1", "2", "3"])).iter_rows(named=True)
+    }
     assert set(rows) == {"1", "2"}
     assert rows["1"]["dii_params"] == rows["2"]["dii_params"] == 29
     assert rows["1"]["dii"] == pytest.approx(0.0, abs=1e-9)

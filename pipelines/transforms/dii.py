@@ -15,7 +15,7 @@ DR1TFA, as dietaryindex uses), else total folate (`folate_ug`, what diaries repo
 measure (documented limitation: it overstates the anti-inflammatory contribution).
 
 Every DII parameter that a supported format reports has a canonical column here (29 of 45: see
-docs/nutrients.md). The other 16 (eugenol, garlic, ginger, onion, saffron, turmeric, green/black
+docs/dii.md). The other 16 (eugenol, garlic, ginger, onion, saffron, turmeric, green/black
 tea, pepper, thyme/oregano, rosemary and the six flavonoid classes) are in no export we read, so
 they have no column and no DII here counts them.
 """
