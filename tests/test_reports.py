@@ -1191,8 +1191,8 @@ def test_every_dii_shown_carries_its_parameter_count(tmp_path: Path) -> None:
     index, cohort = pages["index.html"], pages["cohort.html"]
     # The person page: the finding, the weekly DII panel and its hover, the DII calendar.
     assert (
-        "CRP 12% higher per 1-point higher Dietary Inflammatory Index (DII) over the previous 14 days"
-        in alice
+        "CRP 12% higher per 1-point higher Dietary Inflammatory Index (DII) over the previous "
+        "14 days" in alice
     )
     assert "14 draws; DII from 24-27 of 45 parameters" in alice
     assert "Weekly mean Dietary Inflammatory Index (DII, 24-27 of 45 parameters)" in alice
