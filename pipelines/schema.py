@@ -39,6 +39,13 @@ NUTRIENTS: dict[str, str] = {
     "magnesium_mg": "Magnesium",
     "selenium_ug": "Selenium",
     "zinc_mg": "Zinc",
+    # DII parameters that Cronometer's full export and NHANES recalls report (see the DII section
+    # of docs/dii.md): appended, so older tables only gain columns at the end.
+    "thiamin_mg": "Thiamin",
+    "riboflavin_mg": "Riboflavin",
+    "niacin_mg": "Niacin",
+    "beta_carotene_ug": "Beta-carotene",
+    "folic_acid_ug": "Folic acid",
 }
 
 # Gut-food categories (see DESIGN.md); the feature for a category is f"{category}_servings".

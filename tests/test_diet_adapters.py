@@ -141,6 +141,46 @@ def test_daily_summary_unlogged_day_bad_number_and_duplicate() -> None:
     assert row_at(result, 2)["energy_kcal"] == pytest.approx(2105.3)
 
 
+def test_daily_summary_full_export_brings_every_dii_parameter_it_has() -> None:
+    """A 2019 full Daily Nutrition export (the header of a real one: B vitamins with their names
+    in brackets, carotenoids, Vitamin A in IU beside Retinol Activity Equivalent, Vitamin D in IU).
+    It reports 27 of the DII's 45 parameters, and all 27 reach the DII."""
+    from scipy.stats import norm
+
+    from pipelines.transforms.dii import add_dii
+
+    path = FIXTURES / "cronometer_dailysummary_2019.csv"
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf") and b"\r\n" in path.read_bytes()
+    result = parse(path, "cronometer_daily_summary")
+    assert result.rows_read == 3
+    assert result.rows["line"].to_list() == [2, 4]
+    assert result.rejects.select("line", "reason").rows() == [
+        (3, "day not logged (all nutrients zero)")
+    ]
+    full = row_at(result, 2)
+    assert (full["thiamin_mg"], full["riboflavin_mg"], full["niacin_mg"]) == (1.84, 2.07, 24.31)
+    assert full["beta_carotene_ug"] == 6120.5
+    assert full["vit_a_ug"] == 842.1  # RAE, not the 13,560 IU
+    assert full["vit_d_ug"] == pytest.approx(6.0)  # 240 IU / 40
+    assert full["folate_ug"] == 512.3 and full["folic_acid_ug"] is None
+    # The third day left the B vitamins, beta-carotene and RAE blank: not reported, not zero.
+    sparse = row_at(result, 4)
+    assert sparse["thiamin_mg"] is None and sparse["vit_a_ug"] is None
+
+    scored = add_dii(result.rows)
+    assert scored["dii_params"].to_list() == [27, 22]
+    # The B vitamins and beta-carotene count as Shivappa's formula says (the rest are common to
+    # both the pipeline and this check, so a difference here is theirs).
+    without = add_dii(
+        result.rows.drop("thiamin_mg", "riboflavin_mg", "niacin_mg", "beta_carotene_ug")
+    )
+    table = {"Thiamin": (1.84, -0.098, 1.70, 0.66), "Riboflavin": (2.07, -0.068, 1.70, 0.79)}
+    table |= {"Niacin": (24.31, -0.246, 25.90, 11.77), "Carotene": (6120.5, -0.584, 3718, 1720)}
+    four = sum((2 * norm.cdf((x - m) / sd) - 1) * e for x, e, m, sd in table.values())
+    assert scored["dii"][0] - without["dii"][0] == pytest.approx(four, abs=1e-12)
+    assert scored["dii"][1] == pytest.approx(without["dii"][1], abs=1e-12)
+
+
 def test_daily_summary_without_completed_and_with_summary_rows(tmp_path: Path) -> None:
     path = write(
         tmp_path,

@@ -121,3 +121,33 @@ def test_runs_on_the_nhanes_intake_file_and_matches_its_confirmed_rows() -> None
     assert set(scores["dii_params"].tail(13577)) == {28}
     # Sanity range only: the average US diet scores mildly pro-inflammatory on 28 parameters.
     assert 0.0 < scores["dii"].tail(13577).mean() < 4.0  # type: ignore[operator]
+
+
+def test_folic_acid_is_used_where_reported_and_total_folate_stands_in_otherwise() -> None:
+    daily = pl.DataFrame(
+        {"folic_acid_ug": [273.0 + 70.7, None], "folate_ug": [520.0, 273.0 - 70.7]},
+        schema={"folic_acid_ug": pl.Float64, "folate_ug": pl.Float64},
+    )
+    out = add_dii(daily)
+    one_sd = 2 * norm.cdf(1.0) - 1
+    # One parameter per row, never both columns.
+    assert out["dii_params"].to_list() == [1, 1]
+    assert out["dii"].to_list() == pytest.approx([-0.190 * one_sd, 0.190 * one_sd], abs=1e-12)
+
+
+def test_b_vitamins_and_beta_carotene_reach_the_dii() -> None:
+    table = {r["parameter"]: r for r in dii_table().iter_rows(named=True)}
+    columns = {
+        "thiamin_mg": "Thiamin",
+        "riboflavin_mg": "Riboflavin",
+        "niacin_mg": "Niacin",
+        "beta_carotene_ug": "beta-Carotene",
+    }
+    # Each at its global mean + 1 SD: each contributes (2 Phi(1) - 1) x its effect score.
+    daily = pl.DataFrame(
+        {c: [table[p]["global_mean"] + table[p]["global_sd"]] for c, p in columns.items()}
+    )
+    out = add_dii(daily)
+    effects = sum(table[p]["effect_score"] for p in columns.values())
+    assert out["dii_params"][0] == 4
+    assert out["dii"][0] == pytest.approx((2 * norm.cdf(1.0) - 1) * effects, abs=1e-12)

@@ -11,14 +11,52 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
+from scipy.stats import norm
 
 from pipelines.cli import main
 from pipelines.project import Project
 
 REPO = Path(__file__).resolve().parents[1]
 NHANES = REPO.parent / "shared" / "datasets" / "nhanes"
+# The reference table as shipped with the shared references, not the pipeline's own copy.
+DII_TABLE = REPO.parent / "shared" / "reference" / "dii_shivappa2014.csv"
+
+# The intake file's header -> the DII parameter, for the 28 parameters NHANES reports (science.md
+# 6.1, dietaryindex's mapping); written out here so the test does not use the pipeline's mapping.
+# The file is already in the table's units (caffeine in g, vitamin A in ug RAE).
+NHANES_28 = {
+    "Alcohol": "Alcohol",
+    "Vitamin B12": "Vitamin B12",
+    "Vitamin B6": "Vitamin B6",
+    "Beta-carotene": "beta-Carotene",
+    "Caffeine": "Caffeine",
+    "Carbohydrate": "Carbohydrate",
+    "Cholesterol ": "Cholesterol",
+    "Energy": "Energy",
+    "Total fat": "Total fat",
+    "Fiber": "Fibre",
+    "Folic acid": "Folic acid",
+    "Iron": "Iron",
+    "Magnesium": "Magnesium",
+    "MUFA": "MUFA",
+    "Niacin": "Niacin",
+    "n-3 fatty acid": "n-3 fatty acids",
+    "n-6 fatty acid": "n-6 fatty acids",
+    "Protein": "Protein",
+    "PUFA": "PUFA",
+    "Riboflavin": "Riboflavin",
+    "Saturated fat": "Saturated fat",
+    "Selenium": "Selenium",
+    "Thiamin": "Thiamin",
+    "Vitamin A": "Vitamin A",
+    "Vitamin C": "Vitamin C",
+    "Vitamin D": "Vitamin D",
+    "Vitamin E": "Vitamin E",
+    "Zinc": "Zinc",
+}
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +101,7 @@ def test_cross_sectional_draws_and_covariates_reach_the_warehouse(nhanes_project
     people = wh.table("persons")
     assert people.filter(pl.col("age").is_not_null() & pl.col("sex").is_not_null()).height == 9254
     summary = wh.table("diet_summary")
-    assert summary.height == 13579 and summary["dii_params"].min() >= 20
+    assert summary.height == 13579 and summary["dii_params"].min() >= 28
 
 
 @pytest.mark.parametrize(("feature", "direction"), [("dii", 1), ("fiber_g", -1)])
@@ -85,4 +123,54 @@ def test_dii_and_fibre_against_crp_in_adults(
 def test_nhanes_gets_its_cohort_dashboard(nhanes_project: Project) -> None:
     cohort = (nhanes_project.dashboards_dir / "cohort.html").read_text(encoding="utf-8")
     assert "Dietary Inflammatory Index" in cohort and "between people" in cohort
+    # Every DII there says how many of the 45 parameters it was computed from.
+    assert "people; DII from 28 of 45 parameters" in cohort
+    assert "DII (score) (28 of 45 parameters)" in cohort
     assert not list(nhanes_project.dashboards_dir.glob("person_*.html"))
+
+
+def test_dii_equals_the_28_parameter_computation_for_every_participant(
+    nhanes_project: Project,
+) -> None:
+    """Shivappa's formula on the file's own values: z against the global mean and SD, 2 * Phi(z)
+    - 1 times the effect score, summed over the 28 parameters NHANES reports."""
+    table = {r["parameter"]: r for r in pl.read_csv(DII_TABLE).iter_rows(named=True)}
+    intake = pl.read_csv(NHANES / "nhanes_2011_2018_dii_intake.csv", infer_schema_length=None)
+    real = intake.filter(pl.col("SEQN") > 3)  # SEQN 1-3 are the synthetic validation people
+    assert real.height == 13577
+    expected = np.zeros(real.height)
+    for header, parameter in NHANES_28.items():
+        ref = table[parameter]
+        x = real[header].cast(pl.Float64).to_numpy()
+        assert not np.isnan(x).any(), header  # every participant reports all 28
+        z = (x - ref["global_mean"]) / ref["global_sd"]
+        expected += (2 * norm.cdf(z) - 1) * ref["effect_score"]
+
+    got = (
+        nhanes_project.warehouse()
+        .table("diet_summary")
+        .select(pl.col("person_id").cast(pl.Int64).alias("SEQN"), "dii", "dii_params")
+    )
+    both = real.select("SEQN").with_columns(expected=pl.Series(expected)).join(got, on="SEQN")
+    assert both.height == 13577  # every participant has a DII
+    assert set(both["dii_params"]) == {28}
+    assert np.abs(both["dii"].to_numpy() - both["expected"].to_numpy()).max() < 1e-6
+
+
+def test_validation_people_through_the_pipeline(nhanes_project: Project) -> None:
+    """The file's synthetic SEQN 1 (every parameter at its global mean) and SEQN 2 (mean + 1 SD)
+    carry all 45 parameters; the pipeline uses the 29 that have a column (the 28 plus trans fat),
+    so SEQN 1 scores 0 and SEQN 2 scores (2 Phi(1) - 1) times those 29 effect scores. (SEQN 3,
+    mean - 1 SD, is rejected for its negative trans fat.)"""
+    table = pl.read_csv(DII_TABLE)
+    used = [*NHANES_28.values(), "Trans fat"]
+    effects = table.filter(pl.col("parameter").is_in(used))["effect_score"].sum()
+    summary = nhanes_project.warehouse().table("diet_summary")
+    rows = {
+        r["person_id"]: r
+        for r in summary.filter(pl.col("person_id").is_in(["1", "2", "3"])).iter_rows(named=True)
+    }
+    assert set(rows) == {"1", "2"}
+    assert rows["1"]["dii_params"] == rows["2"]["dii_params"] == 29
+    assert rows["1"]["dii"] == pytest.approx(0.0, abs=1e-9)
+    assert rows["2"]["dii"] == pytest.approx((2 * norm.cdf(1.0) - 1) * effects, abs=1e-9)

@@ -370,6 +370,11 @@ BRIEF_DIET = {
     "CAFF": "caffeine_mg",
     "ALCO": "alcohol_g",
     "SODI": "sodium_mg",
+    "VB1": "thiamin_mg",
+    "VB2": "riboflavin_mg",
+    "NIAC": "niacin_mg",
+    "BCAR": "beta_carotene_ug",
+    "FA": "folic_acid_ug",
 }
 
 
@@ -452,6 +457,115 @@ def test_recall_without_status_variable_rejects_empty_records(tmp_path: Path) ->
     assert result.rows.height == 3
     assert result.rejects.select("line").to_series().to_list() == [3]
     assert "no nutrient values" in result.rejects["reason"][0]
+
+
+# dietaryindex's NHANES mapping (science.md 6.1): DII parameter -> the day-1 variables summed.
+DII_FROM_DR1TOT = {
+    "Alcohol": ["DR1TALCO"],
+    "Vitamin B12": ["DR1TVB12"],
+    "Vitamin B6": ["DR1TVB6"],
+    "beta-Carotene": ["DR1TBCAR"],
+    "Caffeine": ["DR1TCAFF"],  # mg; the table wants g
+    "Carbohydrate": ["DR1TCARB"],
+    "Cholesterol": ["DR1TCHOL"],
+    "Energy": ["DR1TKCAL"],
+    "Total fat": ["DR1TTFAT"],
+    "Fibre": ["DR1TFIBE"],
+    "Folic acid": ["DR1TFA"],
+    "Iron": ["DR1TIRON"],
+    "Magnesium": ["DR1TMAGN"],
+    "MUFA": ["DR1TMFAT"],
+    "Niacin": ["DR1TNIAC"],
+    "n-3 fatty acids": ["DR1TP183", "DR1TP184", "DR1TP205", "DR1TP225", "DR1TP226"],
+    "n-6 fatty acids": ["DR1TP182", "DR1TP204"],
+    "Protein": ["DR1TPROT"],
+    "PUFA": ["DR1TPFAT"],
+    "Riboflavin": ["DR1TVB2"],
+    "Saturated fat": ["DR1TSFAT"],
+    "Selenium": ["DR1TSELE"],
+    "Thiamin": ["DR1TVB1"],
+    "Vitamin A": ["DR1TVARA"],
+    "Vitamin C": ["DR1TVC"],
+    "Vitamin D": ["DR1TVD"],
+    "Vitamin E": ["DR1TATOC"],
+    "Zinc": ["DR1TZINC"],
+}
+
+
+def test_recall_totals_reach_the_dii_with_all_28_parameters(tmp_path: Path) -> None:
+    """Two realistic day-1 recalls (and one without vitamin D, as before 2007): the DII of the
+    parsed rows equals Shivappa's formula applied to the XPT values with the reference table."""
+    from scipy.stats import norm
+
+    from pipelines.transforms.dii import add_dii
+
+    values = {
+        "DR1TKCAL": [2250.0, 1480.0, 1900.0],
+        "DR1TPROT": [92.1, 55.3, 70.0],
+        "DR1TCARB": [260.4, 190.2, 230.0],
+        "DR1TSUGR": [110.0, 80.5, 95.0],
+        "DR1TFIBE": [21.3, 9.8, 15.0],
+        "DR1TTFAT": [88.0, 60.2, 75.0],
+        "DR1TSFAT": [29.5, 21.0, 25.0],
+        "DR1TMFAT": [30.1, 20.4, 26.0],
+        "DR1TPFAT": [20.2, 12.9, 17.0],
+        "DR1TCHOL": [310.0, 180.0, 250.0],
+        "DR1TATOC": [9.8, 5.1, 8.0],
+        "DR1TVARA": [720.0, 410.0, 600.0],
+        "DR1TBCAR": [2900.0, 850.0, 2000.0],
+        "DR1TVB1": [1.62, 1.05, 1.4],
+        "DR1TVB2": [2.31, 1.44, 1.9],
+        "DR1TNIAC": [28.7, 17.2, 22.0],
+        "DR1TVB6": [2.1, 1.2, 1.7],
+        "DR1TFOLA": [520.0, 300.0, 400.0],  # total folate: not the DII's folic acid
+        "DR1TFA": [190.0, 75.0, 120.0],
+        "DR1TVB12": [5.6, 3.1, 4.4],
+        "DR1TVC": [95.0, 40.0, 70.0],
+        "DR1TVD": [5.2, 2.9, None],
+        "DR1TMAGN": [340.0, 210.0, 280.0],
+        "DR1TIRON": [15.8, 9.9, 12.0],
+        "DR1TZINC": [12.1, 7.4, 10.0],
+        "DR1TSELE": [120.0, 80.0, 100.0],
+        "DR1TCAFF": [190.0, 0.0, 95.0],
+        "DR1TALCO": [14.0, 0.0, 0.0],
+        "DR1TSODI": [3600.0, 2500.0, 3100.0],
+        "DR1TP182": [17.0, 10.5, 14.0],
+        "DR1TP183": [1.9, 1.1, 1.5],
+        "DR1TP184": [0.02, 0.01, 0.01],
+        "DR1TP204": [0.15, 0.09, 0.12],
+        "DR1TP205": [0.05, 0.01, 0.02],
+        "DR1TP225": [0.02, 0.01, 0.01],
+        "DR1TP226": [0.09, 0.02, 0.05],
+    }
+    path = write_xpt(
+        tmp_path / "DR1TOT_J.XPT",
+        "DR1TOT_J",
+        {"SEQN": [93703.0, 93704.0, 93705.0], "DR1DRSTZ": [1.0, 1.0, 1.0], **values},
+    )
+    rows = parse(path, source("diet")).rows
+    assert rows.height == 3
+    scored = add_dii(rows)
+
+    reference = pl.read_csv(REPO.parent / "shared" / "reference" / "dii_shivappa2014.csv")
+    table = {r["parameter"]: r for r in reference.iter_rows(named=True)}
+    for i in range(3):
+        expected, n = 0.0, 0
+        for parameter, variables in DII_FROM_DR1TOT.items():
+            cells = [values[v][i] for v in variables]
+            if any(c is None for c in cells):
+                continue
+            x = sum(c for c in cells if c is not None)
+            if parameter == "Caffeine":
+                x /= 1000
+            ref = table[parameter]
+            z = (x - ref["global_mean"]) / ref["global_sd"]
+            expected += (2 * norm.cdf(z) - 1) * ref["effect_score"]
+            n += 1
+        assert scored["dii_params"][i] == n == (28 if i < 2 else 27)
+        assert scored["dii"][i] == pytest.approx(expected, abs=1e-9)
+    assert scored["thiamin_mg"].to_list() == [1.62, 1.05, 1.4]
+    assert scored["folic_acid_ug"].to_list() == [190.0, 75.0, 120.0]
+    assert scored["folate_ug"].to_list() == [520.0, 300.0, 400.0]
 
 
 # ------------------------------------------------------------------------------------------------

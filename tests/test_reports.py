@@ -1128,3 +1128,101 @@ def test_pages_are_synced_once_or_each_where_no_global_sync_exists(
         assert max(events.index(p) for p in pages) < events.index("sync") < manifest
     else:
         assert "sync" not in events
+
+
+def test_dii_parameter_total_is_the_reference_tables() -> None:
+    from pipelines.transforms.dii import dii_table
+
+    assert rhtml.DII_PARAMETERS == dii_table().height == 45
+    assert rhtml.dii_params_text((28, 28)) == "28 of 45 parameters"
+    assert rhtml.dii_params_text([24, 27]) == "24-27 of 45 parameters"
+    assert rhtml.dii_params_text(None) == ""
+
+
+# Where a DII is named in a finding, the rest of its sentence (up to the next tag).
+_DII_SENTENCE = re.compile(r"Dietary Inflammatory Index \(DII\)[^<]*")
+
+
+def test_every_dii_shown_carries_its_parameter_count(tmp_path: Path) -> None:
+    data = make_inputs()
+    # alice's DIIs come from 27 parameters, on the first day of each month from 24 (a day
+    # without the B vitamins); Bob Smith's from 28. Unlogged days have no DII (0 parameters).
+    day_one = pl.col("day").dt.day() == 1
+    data.diet_daily = data.diet_daily.with_columns(
+        dii_params=pl.when(pl.col("dii").is_null())
+        .then(0)
+        .when((pl.col("person_id") == "alice") & day_one)
+        .then(24)
+        .when(pl.col("person_id") == "alice")
+        .then(27)
+        .otherwise(28)
+    )
+    significant = {"p": 0.001, "q": 0.02, "status": "significant"}
+    extra = [
+        _assoc_row(
+            person_id="alice",
+            feature="dii",
+            window_days=14,
+            n=14,
+            effect_pct=12.0,
+            ci_low_pct=3.0,
+            ci_high_pct=22.0,
+            **significant,
+        ),
+        _assoc_row(
+            scope="cohort",
+            feature="dii",
+            window_days=None,
+            method="ols_between",
+            n=2770,
+            effect_pct=7.0,
+            ci_low_pct=4.0,
+            ci_high_pct=10.0,
+            note="adjusted for age, sex",
+            **significant,
+        ),
+    ]
+    alice_dii_14 = (
+        (pl.col("person_id") == "alice")
+        & (pl.col("feature") == "dii")
+        & (pl.col("window_days") == 14)
+    )
+    data.associations = pl.concat(
+        [data.associations.filter(~alice_dii_14.fill_null(False)), pl.DataFrame(extra)],
+        how="diagonal_relaxed",
+    )
+    data.between_dii_params = (28, 28)
+    out = tmp_path / "dash"
+    write_dashboards(out, data)
+    pages = _pages(out)
+
+    alice = pages[person_page_name("alice")]
+    bob = pages[person_page_name("Bob Smith")]
+    index, cohort = pages["index.html"], pages["cohort.html"]
+    # The person page: the finding, the weekly DII panel and its hover, the DII calendar.
+    assert (
+        "CRP 12% higher per 1-point higher Dietary Inflammatory Index (DII) over the previous "
+        "14 days" in alice
+    )
+    assert "14 draws; DII from 24-27 of 45 parameters" in alice
+    assert "Weekly mean Dietary Inflammatory Index (DII, 24-27 of 45 parameters)" in alice
+    assert "DII, 24-27 of 45 parameters: %{y}" in alice
+    assert "DII (score, 24-27 of 45 parameters)" in alice
+    assert "Weekly mean Dietary Inflammatory Index (DII, 28 of 45 parameters)" in bob
+    assert "DII (score, 28 of 45 parameters)" in bob
+    # The index's top findings.
+    assert "14 draws; DII from 24-27 of 45 parameters" in index
+    # The cohort page: pooled DIIs span everyone's days, the between-person model its cohort's.
+    assert "26 n; DII from 24-28 of 45 parameters" not in cohort  # n is "draws" for pooled
+    assert "26 draws; DII from 24-28 of 45 parameters" in cohort
+    assert "2,770 people; DII from 28 of 45 parameters" in cohort
+    assert "DII (score) (28 of 45 parameters)" in cohort  # the forest plot's row
+    assert "DII (score) (24-28 of 45 parameters) · 28 d" in cohort
+    # Nowhere a DII finding with an estimate but without its count.
+    checked = 0
+    for name, text in pages.items():
+        for sentence in _DII_SENTENCE.findall(text):
+            if "95% CI" in sentence:
+                assert "of 45 parameters" in sentence, (name, sentence)
+                checked += 1
+    assert checked >= 10

@@ -145,6 +145,22 @@ def _source_freshness(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     ).pl()
 
 
+def _between_dii_params(conn: duckdb.DuckDBPyConnection) -> tuple[int, int] | None:
+    """Fewest and most DII parameters behind the DIIs the between-person models use: those
+    in diet_summary of people with a marker result (the models need one)."""
+    if not (
+        table_exists(conn, "diet_summary")
+        and table_exists(conn, "marker_draws")
+        and {"dii", "dii_params"} <= _columns(conn, "diet_summary")
+    ):
+        return None
+    row = conn.execute(
+        "SELECT min(dii_params), max(dii_params) FROM diet_summary WHERE dii IS NOT NULL "
+        "AND person_id IN (SELECT person_id FROM marker_draws)"
+    ).fetchone()
+    return (int(row[0]), int(row[1])) if row and row[0] is not None else None
+
+
 def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
     """Everything the dashboards show, read from the warehouse in one read-only connection."""
     with warehouse.read() as conn:
@@ -213,6 +229,7 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
         )
         return DashboardInputs(
             persons=people,
+            between_dii_params=_between_dii_params(conn),
             diet_daily=daily,
             marker_draws=draws,
             marker_trends=trends,

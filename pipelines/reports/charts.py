@@ -729,10 +729,15 @@ def _crp_range(values: list[float]) -> tuple[float, float]:
 
 
 def crp_timeline(
-    draws: pl.DataFrame, diet: pl.DataFrame, baseline: float | None, title: str
+    draws: pl.DataFrame,
+    diet: pl.DataFrame,
+    baseline: float | None,
+    title: str,
+    dii_params: str = "",
 ) -> Fig | None:
     """CRP on a log axis with the hs-CRP risk bands, weekly diet beneath and the weekly DII
-    under that, all on one shared time axis."""
+    under that, all on one shared time axis. `dii_params` says how many parameters the DII
+    was computed from ("28 of 45 parameters"); the DII panel's title and hover show it."""
     rows = _draw_rows(draws)
     panel = _diet_panel(diet)
     series = panel.series
@@ -885,8 +890,9 @@ def crp_timeline(
                 }
             )
     if with_dii:
+        used = f", {pesc(dii_params)}" if dii_params else ""
         annotations.append(
-            _panel_title("Weekly mean Dietary Inflammatory Index (DII)", 0.5, dii_dom[1])
+            _panel_title(f"Weekly mean Dietary Inflammatory Index (DII{used})", 0.5, dii_dom[1])
         )
         data.append(
             {
@@ -902,7 +908,8 @@ def crp_timeline(
                 "showlegend": False,
                 "customdata": days,
                 "hovertemplate": (
-                    "week of %{x|%Y-%m-%d}<br>DII: %{y}<br>%{customdata} days logged<extra></extra>"
+                    f"week of %{{x|%Y-%m-%d}}<br>DII{used}: %{{y}}"
+                    "<br>%{customdata} days logged<extra></extra>"
                 ),
             }
         )
@@ -1780,11 +1787,12 @@ def _calendar_columns(diet: pl.DataFrame) -> list[str]:
     return _calendar_pick(diet, _logged_mask(diet))[0]
 
 
-def category_calendar(diet: pl.DataFrame, title: str) -> Fig | None:
+def category_calendar(diet: pl.DataFrame, title: str, dii_params: str = "") -> Fig | None:
     """Weeks x weekday of one chosen category's daily intake; a dropdown switches category.
 
     Unlogged days stay blank (missing, not zero). One heatmap trace per category, only the
-    first visible; the dropdown (Plotly updatemenus) toggles visibility and the title.
+    first visible; the dropdown (Plotly updatemenus) toggles visibility and the title. The DII's
+    label carries `dii_params` ("28 of 45 parameters") when given.
     """
     # In numpy: a Polars query per step cost more than these few hundred rows.
     day = diet.get_column("day")
@@ -1841,6 +1849,7 @@ def category_calendar(diet: pl.DataFrame, title: str) -> Fig | None:
     tops = np.sort(by_col, axis=1)[np.arange(len(cols)), rank] if offsets.size else []
     data: list[dict[str, Any]] = []
     buttons = []
+    labels: list[str] = []
     for idx, col in enumerate(cols):
         z: list[list[float | None]] = grid[idx].tolist()
         if col == "dii":
@@ -1860,6 +1869,9 @@ def category_calendar(diet: pl.DataFrame, title: str) -> Fig | None:
             }
         unit = CALENDAR_UNITS.get(col, "servings")
         label = pesc(feature_label(col))
+        if col == "dii" and dii_params:
+            label = pesc(f"DII (score, {dii_params})")
+        labels.append(label)
         data.append(
             {
                 "type": "heatmap",
@@ -1889,7 +1901,7 @@ def category_calendar(diet: pl.DataFrame, title: str) -> Fig | None:
             }
         )
     layout = _layout(
-        f"{title}: {pesc(feature_label(cols[0]))}",
+        f"{title}: {labels[0]}",
         320,
         xaxis={
             "type": "date",

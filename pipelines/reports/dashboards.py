@@ -48,10 +48,12 @@ from plotly.offline import get_plotlyjs
 from pipelines.reports import charts
 from pipelines.reports.html import (
     CAVEAT,
+    DII_FEATURES,
     atomic_write,
     card,
     category_badge,
     caveat,
+    dii_params_text,
     empty,
     esc,
     feature_label,
@@ -99,6 +101,7 @@ SCHEMAS: dict[str, dict[str, DType]] = {
         "energy_kcal": pl.Float64,
         "fiber_g": pl.Float64,
         "dii": pl.Float64,
+        "dii_params": pl.Int64,
     },
     "marker_draws": {
         "person_id": pl.String,
@@ -167,6 +170,8 @@ class DashboardInputs:
     exposure_windows: pl.DataFrame = field(default_factory=pl.DataFrame)
     data_sufficiency: pl.DataFrame = field(default_factory=pl.DataFrame)
     source_freshness: pl.DataFrame = field(default_factory=pl.DataFrame)
+    # Fewest and most DII parameters behind the DIIs of the between-person models (diet_summary).
+    between_dii_params: tuple[int, int] | None = None
     run_info: dict[str, str] = field(default_factory=dict)
     # Show "Person 01", "Person 02", ... instead of ids on the cohort page (for sharing it).
     pseudonymise_cohort: bool = False
@@ -247,6 +252,7 @@ def _normalise(data: DashboardInputs) -> DashboardInputs:
             marker=pl.col("marker").str.to_lowercase()
         ),
         source_freshness=_conform(data.source_freshness, SCHEMAS["source_freshness"]),
+        between_dii_params=data.between_dii_params,
         run_info={str(k): "" if v is None else str(v) for k, v in (data.run_info or {}).items()},
         pseudonymise_cohort=data.pseudonymise_cohort,
     )
@@ -280,11 +286,13 @@ def _when(row: dict[str, Any]) -> str:
     return " between people" if _is_between(row) else ""
 
 
-def finding_sentence(row: dict[str, Any]) -> str:
+def finding_sentence(row: dict[str, Any], dii_params: tuple[int, int] | None = None) -> str:
     """One association in plain words, with its CI, q and n (plain text; escape when rendering).
 
     e.g. "CRP 24% lower per extra daily serving of fermented food over the previous 28 days,
-    95% CI -38% to -7%, q = 0.03, 14 draws".
+    95% CI -38% to -7%, q = 0.03, 14 draws". A DII feature ends with the number of parameters
+    its DIIs were computed from (`dii_params`: fewest and most), e.g. "; DII from 28 of 45
+    parameters".
     """
     marker = marker_label(row.get("marker") or "crp")
     noun = feature_noun(row.get("feature"))
@@ -327,7 +335,8 @@ def finding_sentence(row: dict[str, Any]) -> str:
     else:
         stat = "q not available"
     n_text = f"{fmt_int(n)} {n_word}" if is_num(n) else f"{n_word}: unknown"
-    return f"{head}, {ci}, {stat}, {n_text}"
+    used = dii_params_text(dii_params) if row.get("feature") in DII_FEATURES else ""
+    return f"{head}, {ci}, {stat}, {n_text}" + (f"; DII from {used}" if used else "")
 
 
 def _sorted_findings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -440,6 +449,8 @@ class PersonSummary:
     last_day: date | None = None
     longest_gap: int = 0
     unmapped_share: float | None = None
+    # Fewest and most DII parameters over the logged days with a DII (None without one).
+    dii_params: tuple[int, int] | None = None
     windows: pl.DataFrame = field(default_factory=pl.DataFrame)
     sufficiency: list[dict[str, Any]] = field(default_factory=list)
     sources: list[dict[str, Any]] = field(default_factory=list)
@@ -537,6 +548,7 @@ def _summarise(
         s.days_in_range = (s.last_day - s.first_day).days + 1
         if s.days_logged >= 2:
             s.longest_gap = max(0, widest - 1)
+    s.dii_params = _dii_params_range(s.diet)
     if s.unmapped.height and s.unmapped["energy_share"].drop_nulls().len():
         s.unmapped_share = min(1.0, float(s.unmapped["energy_share"].sum()))
 
@@ -562,6 +574,17 @@ def _summarise(
             "category (see the unmapped foods list)"
         )
     return s
+
+
+def _dii_params_range(diet: pl.DataFrame) -> tuple[int, int] | None:
+    """Fewest and most DII parameters over the logged days that have a DII (None if none)."""
+    if "dii_params" not in diet.columns or not diet["dii_params"].dtype.is_numeric():
+        return None
+    has_dii = ~np.isnan(diet.get_column("dii").cast(pl.Float64).to_numpy())
+    counts = diet.get_column("dii_params").cast(pl.Float64).to_numpy()
+    counts = counts[_flags(diet.get_column("logged")) & has_dii]
+    counts = counts[~np.isnan(counts)]
+    return (int(counts.min()), int(counts.max())) if counts.size else None
 
 
 def _crp_draws(draws: pl.DataFrame, *by: str) -> pl.DataFrame:
@@ -1091,13 +1114,15 @@ def _cell_title(
     )
 
 
-def _sentences(rows: list[dict[str, Any]]) -> Callable[[dict[str, Any]], str]:
+def _sentences(
+    rows: list[dict[str, Any]], dii_params: tuple[int, int] | None = None
+) -> Callable[[dict[str, Any]], str]:
     """`finding_sentence`, worked out once per row of `rows` (rows must outlive the function)."""
-    known = {id(r): finding_sentence(r) for r in rows}
+    known = {id(r): finding_sentence(r, dii_params) for r in rows}
 
     def sentence(row: dict[str, Any]) -> str:
         text = known.get(id(row))
-        return finding_sentence(row) if text is None else text
+        return finding_sentence(row, dii_params) if text is None else text
 
     return sentence
 
@@ -1231,7 +1256,11 @@ def render_person_page(
         "food groups.</p>"
     )
     fig = charts.crp_timeline(
-        s.crp, s.diet, s.trend.get("baseline"), "CRP (log scale) and weekly intake"
+        s.crp,
+        s.diet,
+        s.trend.get("baseline"),
+        "CRP (log scale) and weekly intake",
+        dii_params=dii_params_text(s.dii_params),
     )
     body.append(_fig(fig, "timeline", "No CRP draws or diet log for this person yet."))
 
@@ -1249,10 +1278,10 @@ def render_person_page(
 
     def sentence(row: dict[str, Any]) -> str:
         if not sentences:
-            sentences.append(_sentences(s.findings))
+            sentences.append(_sentences(s.findings, s.dii_params))
         return sentences[0](row)
 
-    findings_key = _section_key(s, ("findings_df", "sufficiency"))
+    findings_key = _section_key(s, ("findings_df", "sufficiency", "dii_params"))
     findings_html = _kept(kept, ("findings",), findings_key) or (
         _findings_block(s.findings, "this person", sentence)
         + '<h3 id="sufficiency">Is there enough data?</h3>'
@@ -1271,7 +1300,7 @@ def render_person_page(
     )
     # The lag scan and the data behind its cells need the findings, the windows and the draws
     # only: a new diet day after the last draw leaves them as they were.
-    lag_key = _section_key(s, ("findings_df", "windows", "all_draws"))
+    lag_key = _section_key(s, ("findings_df", "windows", "all_draws", "dii_params"))
     lag_html, cells_html = _kept(kept, ("lag", "cells"), lag_key) or _lag_scan(s, sentence)
     body.append(_section("lag", lag_key, lag_html))
 
@@ -1286,7 +1315,7 @@ def render_person_page(
         s.diet, draw_days, "Days with a diet log (green) and blood draws (red)"
     )
     body.append(_fig(fig, "calendar", "No diet log for this person yet."))
-    fig = charts.category_calendar(s.diet, "Daily intake")
+    fig = charts.category_calendar(s.diet, "Daily intake", dii_params=dii_params_text(s.dii_params))
     body.append(_fig(fig, "category-calendar", "No food-group intake logged for this person yet."))
 
     body.append('<h2 id="quality">Data quality</h2>')
@@ -1385,7 +1414,10 @@ def render_index(
         for s in summaries:
             sig = s.significant
             if sig:
-                top = "".join(f"<div>{esc(finding_sentence(r))} {caveat()}</div>" for r in sig[:3])
+                top = "".join(
+                    f"<div>{esc(finding_sentence(r, s.dii_params))} {caveat()}</div>"
+                    for r in sig[:3]
+                )
                 if len(sig) > 3:
                     top += f'<div class="muted">+{len(sig) - 3} more</div>'
             elif s.n_findings:
@@ -1510,8 +1542,9 @@ def _files_section(d: DashboardInputs) -> str:
 # Cohort page
 
 
-def _best_window(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per (marker, feature) the estimable row with the smallest q (then p, then largest n)."""
+def _best_window(rows: list[dict[str, Any]], dii_params: str = "") -> list[dict[str, Any]]:
+    """Per (marker, feature) the estimable row with the smallest q (then p, then largest n),
+    labelled with the feature, the DII's parameter count (`dii_params`) and the window."""
     best: dict[tuple[str, str], dict[str, Any]] = {}
 
     def key(r: dict[str, Any]) -> tuple[float, float, float]:
@@ -1530,24 +1563,50 @@ def _best_window(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = sorted(best.values(), key=lambda r: feature_order(str(r.get("feature") or "")))
     for r in out:
         w = r.get("window_days")
-        r["label"] = feature_label(r.get("feature")) + (f" · {int(w)} d" if is_num(w) else "")
+        used = f" ({dii_params})" if dii_params and r.get("feature") in DII_FEATURES else ""
+        r["label"] = (
+            feature_label(r.get("feature")) + used + (f" · {int(w)} d" if is_num(w) else "")
+        )
     return out
 
 
-def _forest_section(rows: list[dict[str, Any]], kind: str, div_prefix: str, n_word: str) -> str:
+def _forest_section(
+    rows: list[dict[str, Any]],
+    kind: str,
+    div_prefix: str,
+    n_word: str,
+    dii_params: tuple[int, int] | None = None,
+) -> str:
+    """Per marker, a forest plot of each feature's best window and every row in a table. DII
+    features carry the number of parameters behind the DIIs (`dii_params`: fewest and most)."""
     parts = []
+    used = dii_params_text(dii_params)
     markers = sorted({str(r.get("marker")) for r in rows}, key=lambda m: (m != "crp", m))
     for k, m in enumerate(markers):
         mrows = [dict(r) for r in rows if str(r.get("marker")) == m]
-        best = _best_window(mrows)
+        best = _best_window(mrows, used)
         fig = charts.forest_plot(
             best, f"{marker_label(m)}: {kind} (% change per unit, 95% CI)", n_word
         )
         parts.append(
             _fig(fig, f"{div_prefix}-{k}", f"No estimable {kind} for {marker_label(m)} yet.")
         )
-        parts.append(_findings_block(mrows, f"{marker_label(m)} ({kind})"))
+        parts.append(
+            _findings_block(
+                mrows,
+                f"{marker_label(m)} ({kind})",
+                lambda row: finding_sentence(row, dii_params),
+            )
+        )
     return "".join(parts)
+
+
+def _cohort_dii_params(summaries: list[PersonSummary]) -> tuple[int, int] | None:
+    """Fewest and most DII parameters over everyone's logged days with a DII."""
+    ranges = [s.dii_params for s in summaries if s.dii_params is not None]
+    if not ranges:
+        return None
+    return min(r[0] for r in ranges), max(r[1] for r in ranges)
 
 
 def render_cohort(
@@ -1622,7 +1681,7 @@ def render_cohort(
         "tested. The table lists them all.</p>"
     )
     body.append(
-        _forest_section(pooled, "pooled estimates", "forest", "n")
+        _forest_section(pooled, "pooled estimates", "forest", "n", _cohort_dii_params(summaries))
         if pooled
         else empty(
             "No pooled (cohort) estimates yet: they need several people with repeated draws."
@@ -1635,7 +1694,11 @@ def render_cohort(
             "covariates (one draw per person, e.g. NHANES). These describe differences between "
             "people, not what changes within one person.</p>"
         )
-        body.append(_forest_section(between, "between-person estimates", "between", "people"))
+        body.append(
+            _forest_section(
+                between, "between-person estimates", "between", "people", d.between_dii_params
+            )
+        )
 
     body.append("<h2>CRP over time, per person</h2>")
     repeated = sorted(

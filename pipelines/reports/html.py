@@ -169,6 +169,23 @@ DERIVED_FEATURES: dict[str, tuple[str, str, str]] = {
 
 UNIT_SUFFIXES: dict[str, str] = {"_g": "g", "_mg": "mg", "_ug": "µg", "_kcal": "kcal"}
 
+# The parameters of the DII reference table (pipelines/data/dii_shivappa2014.csv; a test checks),
+# and the features that are a DII: each is shown with how many of them it was computed from, as
+# DIIs from different parameter sets are not comparable.
+DII_PARAMETERS = 45
+DII_FEATURES = frozenset({"dii", "dii_window", "dii_no_alcohol"})
+
+
+def dii_params_text(counts: tuple[int, int] | list[int] | None) -> str:
+    """'28 of 45 parameters', or '24-28 of 45 parameters' when days or people differ, from the
+    fewest and most parameters behind the DIIs shown; '' when unknown."""
+    if not counts:
+        return ""
+    lo, hi = int(counts[0]), int(counts[1])
+    used = str(lo) if lo == hi else f"{lo}-{hi}"
+    return f"{used} of {DII_PARAMETERS} parameters"
+
+
 STATUS_LABELS: dict[str, str] = {
     "significant": "significant after FDR",
     "not_significant": "not significant",

@@ -10,8 +10,14 @@ Unit traps, handled here once: the reference table wants caffeine in g (Cronomet
 vitamin D in ug (Cronometer's IU are converted by the adapter, 40 IU = 1 ug); vitamin A in ug RE,
 for which we use the reported RAE (retinol activity equivalents; for preformed retinol the two are
 equal, for carotenoids RAE is half of RE, so the DII from RAE is slightly more pro-inflammatory);
-"Folic acid" in the table is synthetic folic acid, but diaries report total folate, which we use as
-the nearest measure (documented limitation: it overstates the anti-inflammatory contribution).
+"Folic acid" in the table is synthetic folic acid: `folic_acid_ug` where a source reports it (NHANES
+DR1TFA, as dietaryindex uses), else total folate (`folate_ug`, what diaries report) as the nearest
+measure (documented limitation: it overstates the anti-inflammatory contribution).
+
+Every DII parameter that a supported format reports has a canonical column here (29 of 45: see
+docs/dii.md). The other 16 (eugenol, garlic, ginger, onion, saffron, turmeric, green/black
+tea, pepper, thyme/oregano, rosemary and the six flavonoid classes) are in no export we read, so
+they have no column and no DII here counts them.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ import numpy as np
 import polars as pl
 from scipy.special import ndtr
 
-# Canonical nutrient column -> (DII parameter, factor to the table's unit).
+# Canonical nutrient column -> (DII parameter, factor to the table's unit). Where two columns
+# measure one parameter, the first listed that a row reports is used (never both).
 NUTRIENT_TO_DII: dict[str, tuple[str, float]] = {
     "energy_kcal": ("Energy", 1.0),
     "protein_g": ("Protein", 1.0),
@@ -45,7 +52,12 @@ NUTRIENT_TO_DII: dict[str, tuple[str, float]] = {
     "vit_e_mg": ("Vitamin E", 1.0),
     "vit_b6_mg": ("Vitamin B6", 1.0),
     "vit_b12_ug": ("Vitamin B12", 1.0),
+    "folic_acid_ug": ("Folic acid", 1.0),
     "folate_ug": ("Folic acid", 1.0),
+    "thiamin_mg": ("Thiamin", 1.0),
+    "riboflavin_mg": ("Riboflavin", 1.0),
+    "niacin_mg": ("Niacin", 1.0),
+    "beta_carotene_ug": ("beta-Carotene", 1.0),
     "iron_mg": ("Iron", 1.0),
     "magnesium_mg": ("Magnesium", 1.0),
     "selenium_ug": ("Selenium", 1.0),
@@ -112,12 +124,12 @@ def dii_scores(intake: pl.DataFrame, columns: dict[str, str]) -> pl.DataFrame:
 
 def add_dii(daily: pl.DataFrame) -> pl.DataFrame:
     """Add `dii`, `dii_params`, `dii_no_alcohol` to a frame with canonical nutrient columns."""
+    measures: dict[str, list[pl.Expr]] = {}
+    for col, (parameter, factor) in NUTRIENT_TO_DII.items():
+        if col in daily.columns and daily[col].null_count() < daily.height:
+            measures.setdefault(parameter, []).append(pl.col(col) * factor)
     scaled = daily.select(
-        [
-            (pl.col(col) * factor).alias(parameter)
-            for col, (parameter, factor) in NUTRIENT_TO_DII.items()
-            if col in daily.columns and daily[col].null_count() < daily.height
-        ]
+        [pl.coalesce(exprs).alias(parameter) for parameter, exprs in measures.items()]
     )
     daily = daily.drop([c for c in ("dii", "dii_params", "dii_no_alcohol") if c in daily.columns])
     if not scaled.columns:  # no DII parameter reported at all
