@@ -93,6 +93,8 @@ LAB_RESULT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "ref_low": pl.Float64,
     "ref_high": pl.Float64,
     "flag": pl.String,
+    # hscrp/crp only: what decided the method (LOINC code, name, sources.yaml, evidence).
+    "crp_method_basis": pl.String,
     "line": pl.Int64,
 }
 

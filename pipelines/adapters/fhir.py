@@ -163,7 +163,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
             continue
         candidates.add(line=item.line, prefix=item.prefix, item=index, **fields)
 
-    rows, rejects = _normalise(path, candidates, source.decimal, items)
+    rows, rejects = _normalise(path, candidates, source, items)
     early_rejects = (
         conform(pl.DataFrame(early.values), REJECT_SCHEMA) if early.values else empty(REJECT_SCHEMA)
     )
@@ -611,7 +611,7 @@ _CANDIDATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 
 
 def _normalise(
-    path: Path, rows: _Rows, decimal: str, items: list[_Item]
+    path: Path, rows: _Rows, source: SourceConfig, items: list[_Item]
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Parse text values, then map markers and units; rejects get JSON paths as their column."""
     if not rows.values:
@@ -621,9 +621,9 @@ def _normalise(
     # Text values ("<0.3", "5.2") are read exactly like a lab CSV cell.
     parts = pl.col("value_text").str.extract_groups(_CENSORED)
     text_comparator = parts.struct.field("1")
-    parsed, _ = number(pl.coalesce(parts.struct.field("2"), pl.col("value_text")), decimal)
+    parsed, _ = number(pl.coalesce(parts.struct.field("2"), pl.col("value_text")), source.decimal)
     comparator = pl.coalesce(pl.col("comparator"), text_comparator)
-    text_low, text_high = _reference_range(pl.col("ref_text"), decimal)
+    text_low, text_high = _reference_range(pl.col("ref_text"), source.decimal)
     work = frame.with_columns(
         pl.coalesce(pl.col("number"), parsed).alias("value"),
         pl.when(comparator.is_in(list(_LOW_BOUND)))
@@ -644,7 +644,9 @@ def _normalise(
     )
     try:
         loaded, unmapped = normalise_lab_rows(
-            work, {"test_name_raw": _CODE, "value": _VALUE, "unit_raw": _UNIT}
+            work,
+            {"test_name_raw": _CODE, "value": _VALUE, "unit_raw": _UNIT},
+            crp_method=source.crp_method,
         )
     except LabTableError as exc:
         raise AdapterError(f"{path}: cannot map lab results: {exc}") from exc
