@@ -196,6 +196,8 @@ TRENDS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "latest_at": pl.Datetime("us"),
     "latest_value": pl.Float64,
     "latest_acute": pl.Boolean,
+    # "<" when the latest result was below the detection limit (latest_value is then LOD/sqrt(2)).
+    "latest_censored": pl.String,
     "baseline": pl.Float64,
     "slope_pct_per_year": pl.Float64,
     "slope_ci_low": pl.Float64,

@@ -512,9 +512,7 @@ def _labs(
     # One row per record and marker variable, in record order.
     rows = pl.concat(good, how="vertical").sort(LINE, "__order")
     try:
-        loaded, unmapped = normalise_lab_rows(
-            rows.rename({LINE: "line", RAW: "raw"}), crp_method=source.crp_method
-        )
+        loaded, unmapped = normalise_lab_rows(rows.rename({LINE: "line", RAW: "raw"}))
     except LabTableError as exc:
         raise AdapterError(f"{path}: cannot map lab results: {exc}") from exc
     rejects = pl.concat([*rejected, unmapped], how="vertical").sort("line", maintain_order=True)

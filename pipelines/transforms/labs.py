@@ -223,7 +223,9 @@ def normalise_lab_rows(
     Censored values are bounds and are converted like values; so are reference limits.
     """
     if crp_method is not None and crp_method not in CRP_METHODS:
-        raise ValueError(f"normalise_lab_rows: crp_method {crp_method!r} is not one of {CRP_METHODS}")
+        raise ValueError(
+            f"normalise_lab_rows: crp_method {crp_method!r} is not one of {CRP_METHODS}"
+        )
     tables = lab_tables()
     names = {"test_name_raw": "test_name_raw", "value": "value", "unit_raw": "unit_raw"}
     names.update(columns or {})

@@ -169,7 +169,7 @@ def rules(target: str, schema: dict[str, pl.DataType], today: date) -> list[Rule
                 ),
             ),
             Rule(
-                (pl.col("marker") == "crp") & (pl.col("value") > MAX_CRP_MG_L),
+                pl.col("marker").is_in(["hscrp", "crp"]) & (pl.col("value") > MAX_CRP_MG_L),
                 "value",
                 format_text(
                     f"implausible CRP: {{}} mg/L (above {MAX_CRP_MG_L:,.0f} mg/L; the highest "
