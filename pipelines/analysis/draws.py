@@ -41,8 +41,8 @@ Reference change value (RCV): for a log-normal marker with analytical CV_A and w
 sigma = sqrt(ln(1 + CV_A^2 + CV_I^2)) and a change is beyond random variation at 95% when the ratio
 of two values falls outside exp(+/-1.96 * sqrt(2) * sigma). For hs-CRP (Macy 1997) that is
 +210% / -68%. We compare the latest value against a baseline that may average several values, for
-which the true RCV is narrower; using the two-value RCV is the conservative choice and matches what labs
-publish.
+which the true RCV is narrower; using the two-value RCV is the conservative choice and matches
+what labs publish.
 
 """
 
