@@ -38,7 +38,7 @@ def by_line(draws: pl.DataFrame, line: int) -> dict:
 
 
 def test_output_schema_and_empty_input() -> None:
-    out = build_marker_draws(lab([("a", 0, "crp", 1.0)]), SETTINGS)
+    out = build_marker_draws(lab([("a", 0, "hscrp", 1.0)]), SETTINGS)
     for col, dtype in MARKER_DRAWS_SCHEMA.items():
         assert out.schema[col] == dtype
     empty = build_marker_draws(pl.DataFrame(schema=LAB_RESULT_SCHEMA), SETTINGS)
@@ -50,10 +50,10 @@ def test_acute_flag_only_above_threshold_and_only_for_crp() -> None:
     out = build_marker_draws(
         lab(
             [
-                ("a", 0, "crp", 10.0),  # at the threshold: not acute
-                ("b", 0, "crp", 10.5),
+                ("a", 0, "hscrp", 10.0),  # at the threshold: not acute
+                ("b", 0, "hscrp", 10.5),
                 ("c", 0, "esr", 50.0),  # ESR has no acute rule
-                ("d", 0, "crp", 160.0, ">"),
+                ("d", 0, "hscrp", 160.0, ">"),
             ]
         ),
         SETTINGS,
@@ -62,7 +62,7 @@ def test_acute_flag_only_above_threshold_and_only_for_crp() -> None:
     assert by_line(out, 3)["excluded_reason"] == "acute"
     assert by_line(out, 2)["excluded_reason"] is None
     # The threshold is a setting, not a constant.
-    strict = build_marker_draws(lab([("a", 0, "crp", 9.0)]), Settings(acute_crp_mg_l=8.0))
+    strict = build_marker_draws(lab([("a", 0, "hscrp", 9.0)]), Settings(acute_crp_mg_l=8.0))
     assert strict["acute"].to_list() == [True]
 
 
@@ -70,12 +70,12 @@ def test_washout_excludes_up_to_14_days_after_acute_but_not_15() -> None:
     out = build_marker_draws(
         lab(
             [
-                ("a", 0, "crp", 35.0),
-                ("a", 14, "crp", 2.0),  # day 14: still washing out
-                ("b", 0, "crp", 35.0),
-                ("b", 15, "crp", 2.0),  # day 15: kept
+                ("a", 0, "hscrp", 35.0),
+                ("a", 14, "hscrp", 2.0),  # day 14: still washing out
+                ("b", 0, "hscrp", 35.0),
+                ("b", 15, "hscrp", 2.0),  # day 15: kept
                 ("a", 5, "esr", 20.0),  # another marker is not affected
-                ("c", 3, "crp", 2.0),  # another person is not affected
+                ("c", 3, "hscrp", 2.0),  # another person is not affected
             ]
         ),
         SETTINGS,
@@ -88,7 +88,7 @@ def test_washout_excludes_up_to_14_days_after_acute_but_not_15() -> None:
 
 
 def test_censored_value_becomes_lod_over_sqrt2_and_stays_flagged() -> None:
-    out = build_marker_draws(lab([("a", 0, "crp", 0.3, "<"), ("a", 40, "crp", 1.2)]), SETTINGS)
+    out = build_marker_draws(lab([("a", 0, "hscrp", 0.3, "<"), ("a", 40, "hscrp", 1.2)]), SETTINGS)
     row = by_line(out, 2)
     assert row["value"] == pytest.approx(0.3 / math.sqrt(2))
     assert row["log_value"] == pytest.approx(math.log(0.3 / math.sqrt(2)))
@@ -99,7 +99,7 @@ def test_censored_value_becomes_lod_over_sqrt2_and_stays_flagged() -> None:
 
 def test_draws_5_days_apart_become_one_visit_with_geometric_mean() -> None:
     out = build_marker_draws(
-        lab([("a", 0, "crp", 2.0), ("a", 5, "crp", 8.0), ("a", 40, "crp", 3.0)]), SETTINGS
+        lab([("a", 0, "hscrp", 2.0), ("a", 5, "hscrp", 8.0), ("a", 40, "hscrp", 3.0)]), SETTINGS
     )
     visit, merged, later = by_line(out, 2), by_line(out, 3), by_line(out, 4)
     assert visit["excluded_reason"] is None
@@ -121,11 +121,11 @@ def test_visits_are_anchored_at_their_first_draw() -> None:
     out = build_marker_draws(
         lab(
             [
-                ("a", 0, "crp", 1.0),
-                ("a", 10, "crp", 4.0),
-                ("a", 20, "crp", 2.0),
-                ("b", 0, "crp", 1.0),
-                ("b", 14, "crp", 2.0),
+                ("a", 0, "hscrp", 1.0),
+                ("a", 10, "hscrp", 4.0),
+                ("a", 20, "hscrp", 2.0),
+                ("b", 0, "hscrp", 1.0),
+                ("b", 14, "hscrp", 2.0),
             ]
         ),
         SETTINGS,
@@ -136,7 +136,7 @@ def test_visits_are_anchored_at_their_first_draw() -> None:
 
 
 def test_acute_draws_are_not_merged_into_visits() -> None:
-    out = build_marker_draws(lab([("a", 0, "crp", 2.0), ("a", 3, "crp", 30.0)]), SETTINGS)
+    out = build_marker_draws(lab([("a", 0, "hscrp", 2.0), ("a", 3, "hscrp", 30.0)]), SETTINGS)
     assert by_line(out, 2)["excluded_reason"] is None
     assert by_line(out, 2)["value"] == 2.0
     assert by_line(out, 3)["excluded_reason"] == "acute"
@@ -148,14 +148,14 @@ def test_every_input_row_appears_exactly_once() -> None:
         (
             f"p{rng.integers(4)}",
             int(rng.integers(0, 200)),
-            str(rng.choice(["crp", "esr"])),
+            str(rng.choice(["hscrp", "esr"])),
             float(rng.lognormal(0.5, 1.2)),
             "<" if rng.random() < 0.05 else None,
         )
         for _ in range(300)
     ]
-    rows.append(("p0", 3, "crp", None))  # unusable, still kept
-    rows.append(("p0", 3, "crp", 0.0))
+    rows.append(("p0", 3, "hscrp", None))  # unusable, still kept
+    rows.append(("p0", 3, "hscrp", 0.0))
     results = lab(rows)
     out = build_marker_draws(results, SETTINGS)
     assert out.height == results.height
@@ -177,7 +177,7 @@ def test_theil_sen_recovers_a_planted_minus_30_percent_per_year_trend() -> None:
     values = 3.0 * np.exp(np.log(0.7) * years + rng.normal(0, 0.2, days.size))
     out = marker_trends(
         build_marker_draws(
-            lab([("a", int(d), "crp", float(v)) for d, v in zip(days, values, strict=True)]),
+            lab([("a", int(d), "hscrp", float(v)) for d, v in zip(days, values, strict=True)]),
             SETTINGS,
         )
     )
@@ -192,10 +192,10 @@ def test_trend_needs_four_chronic_values() -> None:
         build_marker_draws(
             lab(
                 [
-                    ("a", 0, "crp", 1.0),
-                    ("a", 30, "crp", 2.0),
-                    ("a", 60, "crp", 30.0),
-                    ("a", 90, "crp", 1.5),
+                    ("a", 0, "hscrp", 1.0),
+                    ("a", 30, "hscrp", 2.0),
+                    ("a", 60, "hscrp", 30.0),
+                    ("a", 90, "hscrp", 1.5),
                 ]
             ),
             SETTINGS,
@@ -217,10 +217,10 @@ def test_rcv_matches_science_reference() -> None:
 
 def test_trends_baseline_category_and_real_change() -> None:
     # Baseline from the last 5 chronic values; the latest is compared with the values before it.
-    rows = [("a", 30 * k, "crp", v) for k, v in enumerate([0.8, 1.0, 1.2, 1.0, 0.9, 3.5])]
-    rows += [("b", 30 * k, "crp", v) for k, v in enumerate([2.0, 2.2, 1.8, 2.6])]
+    rows = [("a", 30 * k, "hscrp", v) for k, v in enumerate([0.8, 1.0, 1.2, 1.0, 0.9, 3.5])]
+    rows += [("b", 30 * k, "hscrp", v) for k, v in enumerate([2.0, 2.2, 1.8, 2.6])]
     rows += [("c", 0, "esr", 10.0), ("c", 30, "esr", 40.0)]
-    rows += [("d", 0, "crp", 0.8), ("d", 30, "crp", 25.0)]  # latest draw acute
+    rows += [("d", 0, "hscrp", 0.8), ("d", 30, "hscrp", 25.0)]  # latest draw acute
     out = marker_trends(build_marker_draws(lab(rows), SETTINGS)).sort("person_id")
     a, b, c, d = out.iter_rows(named=True)
     assert a["baseline"] == pytest.approx(1.0)  # median of 1.0, 1.2, 1.0, 0.9, 3.5

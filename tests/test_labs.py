@@ -77,11 +77,27 @@ def test_portal_csv_loads_and_rejects_with_reasons() -> None:
 def test_hs_and_standard_crp_get_their_loinc() -> None:
     rows = parse(PORTAL).rows
     hs = at_line(rows, 2)
-    assert (hs["marker"], hs["loinc"], hs["value"], hs["unit"]) == ("crp", "30522-7", 1.42, "mg/L")
+    assert (hs["marker"], hs["loinc"], hs["value"], hs["unit"]) == (
+        "hscrp",
+        "30522-7",
+        1.42,
+        "mg/L",
+    )
     assert hs["test_name_raw"] == "C-Reactive Protein, High Sensitivity"
     assert hs["collected_at"] == datetime(2025, 2, 3, 8, 15)
-    plain = at_line(rows, 5)
-    assert (plain["marker"], plain["loinc"]) == ("crp", "1988-5")
+    assert hs["crp_method_basis"] == "name"
+    # "CRP" states no method: its reference range decides (README "hs-CRP and standard CRP").
+    plain = at_line(rows, 5)  # 0.0-10.0 mg/L: a standard range
+    assert (plain["marker"], plain["loinc"]) == ("crp", None)
+    assert plain["crp_method_basis"] == (
+        "no method stated and no sign of a high-sensitivity assay: standard"
+    )
+    low_range = at_line(rows, 3)  # "<3.0" mg/L: an hs-CRP range
+    assert (low_range["marker"], low_range["crp_method_basis"]) == (
+        "hscrp",
+        "reference upper limit <= 3 mg/L: hs",
+    )
+    assert at_line(rows, 4)["marker"] == "crp"  # 0.0-0.5 mg/dL = 5 mg/L: standard
 
 
 def test_mg_dl_becomes_mg_l_and_the_raw_value_is_kept() -> None:
@@ -232,7 +248,7 @@ def test_loinc_column_maps_markers_whatever_the_name(tmp_path: Path) -> None:
         ("crp", "1988-5"),
         ("calprotectin", "38445-3"),
         ("il6", "26881-3"),
-        ("crp", "30522-7"),
+        ("hscrp", "30522-7"),
     ]
     assert "(LOINC 2345-7)" in str(at_line(result.rejects, 5)["reason"])
 
@@ -240,16 +256,18 @@ def test_loinc_column_maps_markers_whatever_the_name(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "marker", "loinc"),
     [
-        ("CRP", "crp", "1988-5"),
-        ("C-Reactive Protein", "crp", "1988-5"),
-        ("C-Reactive Protein, High Sensitivity", "crp", "30522-7"),
-        ("hs-CRP", "crp", "30522-7"),
-        ("hsCRP", "crp", "30522-7"),
-        ("CRP HIGH SENSITIVITY", "crp", "30522-7"),
-        ("CRP, HIGH SENSITIVITY", "crp", "30522-7"),
-        ("PCR", "crp", "1988-5"),
-        ("Proteina C reactiva", "crp", "1988-5"),
-        ("CRP, Serum", "crp", "1988-5"),
+        # No method stated, no evidence (no range, value 1): standard, and no LOINC is invented.
+        ("CRP", "crp", None),
+        ("C-Reactive Protein", "crp", None),
+        ("C-Reactive Protein, Quant", "crp", "1988-5"),
+        ("C-Reactive Protein, High Sensitivity", "hscrp", "30522-7"),
+        ("hs-CRP", "hscrp", "30522-7"),
+        ("hsCRP", "hscrp", "30522-7"),
+        ("CRP HIGH SENSITIVITY", "hscrp", "30522-7"),
+        ("CRP, HIGH SENSITIVITY", "hscrp", "30522-7"),
+        ("PCR", "crp", None),
+        ("Proteina C reactiva", "crp", None),
+        ("CRP, Serum", "crp", None),
         ("ESR", "esr", None),
         ("Sed Rate", "esr", None),
         ("Erythrocyte Sedimentation Rate", "esr", None),
@@ -274,6 +292,7 @@ def test_loinc_column_maps_markers_whatever_the_name(tmp_path: Path) -> None:
 )
 def test_test_names(name: str, marker: str | None, loinc: str | None) -> None:
     unit = {
+        "hscrp": "mg/L",
         "crp": "mg/L",
         "esr": "mm/h",
         "il6": "pg/mL",
