@@ -235,3 +235,70 @@ def test_trends_baseline_category_and_real_change() -> None:
     assert "No reference change value" in c["rcv_rule"]
     assert d["latest_acute"] is True and d["latest_value"] == 25.0
     assert d["baseline"] == 0.8 and d["category"] == "<1"
+
+
+# ---- hs-CRP and standard CRP: two markers, never pooled ----------------------------------------
+
+
+def test_standard_crp_below_its_limit_is_never_chronic_nor_categorised() -> None:
+    # A GP's standard CRP "<5" between hs-CRP draws: it says only "below 5 mg/L", which is the
+    # whole chronic range. As LOD/sqrt(2) it would read as a chronic 3.54 and a "high" category.
+    labs = lab(
+        [
+            ("a", 0, "hscrp", 0.8),
+            ("a", 30, "hscrp", 1.2),
+            ("a", 45, "crp", 5.0, "<"),
+            ("a", 60, "hscrp", 0.9),
+            ("a", 90, "hscrp", 1.1),
+        ]
+    )
+    draws = build_marker_draws(labs, SETTINGS)
+    censored = by_line(draws, 4)
+    assert censored["marker"] == "crp"
+    assert censored["excluded_reason"] == "below_detection_limit"
+    assert censored["below_lod"] is True
+    assert censored["draw_value"] == pytest.approx(5.0 / math.sqrt(2))  # drawn, not analysed
+    trends = {t["marker"]: t for t in marker_trends(draws).to_dicts()}
+    assert trends["crp"]["n_chronic"] == 0
+    assert trends["crp"]["baseline"] is None
+    assert trends["crp"]["category"] is None
+    assert trends["crp"]["latest_censored"] == "<"
+    hs = trends["hscrp"]
+    assert (hs["n_chronic"], hs["baseline"], hs["category"]) == (4, pytest.approx(1.0), "1-3")
+    # hs-CRP below its own (low) limit stays analysable at LOD/sqrt(2).
+    low = build_marker_draws(lab([("b", 0, "hscrp", 0.15, "<")]), SETTINGS).row(0, named=True)
+    assert low["excluded_reason"] is None and low["value"] == pytest.approx(0.15 / math.sqrt(2))
+
+
+def test_trends_and_categories_are_per_marker_and_for_hs_crp_only() -> None:
+    rows = [("a", 30 * k, "hscrp", v) for k, v in enumerate([1.0, 1.2, 0.8, 1.0])]
+    rows += [("a", 30 * k + 5, "crp", v) for k, v in enumerate([6.0, 8.0, 7.0, 9.0])]
+    trends = {
+        t["marker"]: t for t in marker_trends(build_marker_draws(lab(rows), SETTINGS)).to_dicts()
+    }
+    assert trends["hscrp"]["baseline"] == pytest.approx(1.0)
+    assert trends["hscrp"]["n_chronic"] == 4
+    assert trends["hscrp"]["category"] == "1-3"
+    assert trends["crp"]["baseline"] == pytest.approx(7.5)
+    assert trends["crp"]["n_chronic"] == 4
+    assert trends["crp"]["category"] is None  # a standard CRP of 7.5 gets no ">3" category
+    assert trends["crp"]["rcv_up_pct"] is None  # Macy's CVs are for the hs assay
+
+
+def test_acute_standard_crp_starts_the_hs_crp_washout() -> None:
+    draws = build_marker_draws(
+        lab(
+            [
+                ("a", 0, "hscrp", 1.0),
+                ("a", 10, "crp", 35.0),  # an infection, seen by a standard CRP
+                ("a", 12, "esr", 40.0),  # other markers keep their own washout
+                ("a", 20, "hscrp", 4.0),  # 10 days later: still washing out
+                ("a", 30, "hscrp", 1.2),  # 20 days later: kept
+            ]
+        ),
+        SETTINGS,
+    )
+    assert by_line(draws, 3)["excluded_reason"] == "acute"
+    assert by_line(draws, 4)["excluded_reason"] is None
+    assert by_line(draws, 5)["excluded_reason"] == "post_acute_washout"
+    assert by_line(draws, 6)["excluded_reason"] is None
