@@ -21,7 +21,9 @@ JSON path of the offending field, e.g. `entry[3].resource.valueQuantity.value`.
 Fields read from an Observation:
 - `code.coding[]`: the LOINC coding (system http://loinc.org; a code known to markers.csv is
   preferred when there are several) gives `loinc`; `code.text`, else that coding's `display`, else
-  any coding's display, gives `test_name_raw`.
+  any coding's display, gives `test_name_raw`. The code maps the marker first (every code of
+  markers.csv, e.g. leukocytes as 26464-8 in `/nL` from the German MII profiles); the name is only
+  the fallback, so an Observation with a LOINC code and no display or text loads.
 - `effectiveDateTime`, else `effectivePeriod.start`, else `effectiveInstant`, else `issued` gives
   `collected_at`. A UTC offset is dropped (the wall-clock time the lab printed, as in lab_csv);
   partial dates (`2024-03`) are rejected.

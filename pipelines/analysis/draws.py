@@ -67,6 +67,8 @@ RCV_CVS: dict[str, tuple[float, float, str]] = {
     "hscrp": (0.052, 0.422, "Macy, Hayes & Tracy, Clin Chem 1997;43:52-58"),
 }
 RCV_Z = 1.959963984540054  # two-sided 95 %
+# How `rcv_rule` names a marker whose upper-cased id does not read well.
+RCV_NAMES = {"hscrp": "hs-CRP"}
 
 # Markers the acute threshold (mg/L) applies to; they share their washout (module docstring).
 CRP_MARKERS = ("hscrp", "crp")
@@ -116,7 +118,7 @@ def rcv_rule(marker: str) -> str:
     cva, cvi, source = RCV_CVS[marker]
     up, down = rcv_pct(cva, cvi)
     return (
-        f"A change in {marker.upper()} counts as real only when the latest value is more than "
+        f"A change in {RCV_NAMES.get(marker, marker.upper())} counts as real only when the latest value is more than "
         f"{up:.0f}% above or {-down:.0f}% below the earlier baseline (95% reference change value "
         "from "
         f"analytical CV {cva:.1%} and within-person CV {cvi:.1%}, {source}); smaller changes are "

@@ -1265,10 +1265,10 @@ def render_person_page(
         "left out of the chronic analysis. "
     )
     body.append(
-        f'<p class="lead">{bands}Red crosses are acute draws (of either CRP assay: an infection '
-        "starts the washout of both) "
-        "(above 10 mg/L, excluded from the chronic analysis); open circles are below the "
-        "detection limit; orange diamonds fall in the washout after an acute draw. The lower "
+        f'<p class="lead">{bands}Red crosses are acute draws (above 10 mg/L, excluded from the '
+        "chronic analysis), whichever CRP assay measured them: an infection starts the washout "
+        "of both; open circles are below the detection limit; orange diamonds fall in the "
+        "washout after an acute draw. The lower "
         "panel shows weekly means over logged days only; click legend entries to add other "
         "food groups.</p>"
     )

@@ -94,7 +94,7 @@ footer dt{font-weight:600}footer dd{margin:0;word-break:break-word}
 
 MARKER_LABELS: dict[str, str] = {
     "hscrp": "hs-CRP",
-    "crp": "CRP (standard)",
+    "crp": "standard CRP",
     "esr": "ESR",
     "il6": "IL-6",
     "calprotectin": "Calprotectin",
