@@ -428,7 +428,8 @@ def test_cohort_page(written: tuple[Path, list[Path]]) -> None:
     assert "association, not causation" in page
     assert "Between-person (cross-sectional)" in page
     assert (
-        "hs-CRP 9% lower per extra daily serving of fermented food over the previous 28 days" in page
+        "hs-CRP 9% lower per extra daily serving of fermented food over the previous 28 days"
+        in page
     )
     assert "4,200 people" in page
     assert 'id="small-multiples"' in page and 'id="forest-0"' in page
@@ -654,8 +655,8 @@ def test_finding_sentence_variants() -> None:
         }
     )
     assert up == (
-        "hs-CRP 1.3% higher per extra percentage point of energy from ultra-processed food over the "
-        "previous 14 days, 95% CI +0.2% to +2.5%, q < 0.001, 20 draws"
+        "hs-CRP 1.3% higher per extra percentage point of energy from ultra-processed food over "
+        "the previous 14 days, 95% CI +0.2% to +2.5%, q < 0.001, 20 draws"
     )
     missing = finding_sentence(
         {

@@ -118,7 +118,8 @@ def rcv_rule(marker: str) -> str:
     cva, cvi, source = RCV_CVS[marker]
     up, down = rcv_pct(cva, cvi)
     return (
-        f"A change in {RCV_NAMES.get(marker, marker.upper())} counts as real only when the latest value is more than "
+        f"A change in {RCV_NAMES.get(marker, marker.upper())} counts as real only when the "
+        "latest value is more than "
         f"{up:.0f}% above or {-down:.0f}% below the earlier baseline (95% reference change value "
         "from "
         f"analytical CV {cva:.1%} and within-person CV {cvi:.1%}, {source}); smaller changes are "
