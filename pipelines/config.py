@@ -17,6 +17,8 @@ KINDS = ("diet", "labs", "persons")
 # Formats whose files carry the person id themselves; without a `person` key, ids come from there.
 MULTI_PERSON_FORMATS = {"fhir": True, "synthea_observations": True, "nhanes_xpt": True}
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+# `crp_method` of a labs source (pipelines.transforms.labs.CRP_METHODS).
+CRP_METHOD_VALUES = ("hs", "standard")
 
 SOURCE_KEYS = {
     "name",
@@ -32,6 +34,7 @@ SOURCE_KEYS = {
     "encoding",
     "options",
     "description",
+    "crp_method",
 }
 TOP_KEYS = {"sources", "settings"}
 
@@ -73,6 +76,9 @@ class SourceConfig:
     decimal: str = "."
     encoding: str = "utf-8"
     options: dict[str, Any] = field(default_factory=dict)
+    # Labs only: how a CRP test name without a method is read ("hs" or "standard"); None lets the
+    # row's evidence decide (pipelines/transforms/labs.py).
+    crp_method: str | None = None
 
     def files(self, raw_dir: Path) -> list[Path]:
         """The files under `raw_dir` that match this source's glob, in a stable order."""
@@ -185,6 +191,17 @@ def _parse_source(index: int, entry: Any, formats: set[str]) -> SourceConfig:
     decimal = entry.get("decimal", ".")
     if decimal not in (".", ","):
         raise ConfigError(f"{where}, key 'decimal': expected '.' or ','")
+    crp_method = entry.get("crp_method")
+    if crp_method is not None:
+        if entry["kind"] != "labs":
+            raise ConfigError(
+                f"{where}, key 'crp_method': only a labs source has CRP results; remove the key"
+            )
+        if crp_method not in CRP_METHOD_VALUES:
+            raise ConfigError(
+                f"{where}, key 'crp_method': expected 'hs' (high-sensitivity CRP) or 'standard', "
+                f"not {crp_method!r}; leave it out to let each file's reference ranges decide"
+            )
     return SourceConfig(
         name=entry["name"],
         kind=entry["kind"],
@@ -198,6 +215,7 @@ def _parse_source(index: int, entry: Any, formats: set[str]) -> SourceConfig:
         decimal=decimal,
         encoding=str(entry.get("encoding", "utf-8")),
         options=dict(entry.get("options") or {}),
+        crp_method=crp_method,
     )
 
 

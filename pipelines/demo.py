@@ -97,7 +97,10 @@ LABS_HEADER: tuple[str, ...] = (
     "Flag",
 )
 HS_CRP_TEST = "C-Reactive Protein, High Sensitivity"
+# Infection draws are a standard CRP ordered by a GP: no method in the name, and a standard
+# reference range, so the pipeline reads them as marker `crp` (never pooled with hs-CRP).
 CRP_TEST = "CRP"
+STANDARD_CRP_RANGE = "0.0-5.0"
 GROUPS: tuple[str, ...] = ("Breakfast", "Lunch", "Dinner", "Snacks")
 
 
@@ -431,7 +434,10 @@ def demo_truth(seed: int = DEFAULT_SEED) -> dict[str, Any]:
             },
             "null_features": [f"{c}_servings" for c in NULL_CATEGORIES],
             "noise_sd_log": EPS_SD,
-            "marker": "crp",
+            # Routine draws are hs-CRP; infection draws and their follow-ups standard CRP, whose
+            # acute values start the washout of the hs-CRP series too.
+            "marker": "hscrp",
+            "acute_marker": "crp",
             "acute_threshold_mg_l": ACUTE_THRESHOLD_MG_L,
             "washout_days": WASHOUT_DAYS,
             "serving_grams": dict(SERVING_GRAMS),
@@ -733,7 +739,7 @@ def _lab_draws(
         i = int(rng.choice(pool))
         chosen.append(i)
         acute = draws[i]
-        acute.kind, acute.test = "acute", CRP_TEST
+        acute.kind, acute.test, acute.reference_range = "acute", CRP_TEST, STANDARD_CRP_RANGE
         acute.true_mg_l = float(rng.uniform(15, 80))
         acute.note = (
             "low fermented and high ultra-processed"
@@ -752,6 +758,7 @@ def _lab_draws(
                     kind="followup",
                     true_mg_l=float(rng.uniform(5, 9)),
                     test=CRP_TEST,
+                    reference_range=STANDARD_CRP_RANGE,
                     window_means={
                         c: float(_trailing_means(eaten[c], [acute.day + offset])[0])
                         for c in PLANTED

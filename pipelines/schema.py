@@ -100,6 +100,8 @@ LAB_RESULT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "ref_low": pl.Float64,
     "ref_high": pl.Float64,
     "flag": pl.String,
+    # hscrp/crp only: what decided the method (LOINC code, name, sources.yaml, evidence).
+    "crp_method_basis": pl.String,
     "line": pl.Int64,
 }
 
@@ -208,6 +210,8 @@ TRENDS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "latest_at": pl.Datetime("us"),
     "latest_value": pl.Float64,
     "latest_acute": pl.Boolean,
+    # "<" when the latest result was below the detection limit (latest_value is then LOD/sqrt(2)).
+    "latest_censored": pl.String,
     "baseline": pl.Float64,
     "slope_pct_per_year": pl.Float64,
     "slope_ci_low": pl.Float64,

@@ -463,3 +463,32 @@ def test_cohort_ci_covers_true_effect_about_95_percent() -> None:
         a = cohort_row(res, "A")
         covered += a["ci_low_pct"] <= -20.0 <= a["ci_high_pct"]
     assert 0.89 <= covered / n_sets <= 0.99
+
+
+def test_hs_and_standard_crp_are_tested_apart() -> None:
+    # The same people have hs-CRP (with planted effects) and, less often, a standard CRP (no
+    # effect). Every association row is one marker's: its n counts only that marker's draws.
+    hs_draws, hs_windows = simulate_cohort(11, n_draws=20)
+    std_draws, std_windows = simulate_cohort(12, n_draws=10, effects={})
+    std_draws = std_draws.with_columns(
+        pl.lit("crp").alias("marker"), pl.col("collected_at") + timedelta(days=3)
+    )
+    std_windows = std_windows.with_columns(
+        pl.lit("crp").alias("marker"), pl.col("collected_at") + timedelta(days=3)
+    )
+    hs_draws = hs_draws.with_columns(pl.lit("hscrp").alias("marker"))
+    hs_windows = hs_windows.with_columns(pl.lit("hscrp").alias("marker"))
+    res = compute_associations(
+        pl.concat([hs_draws, std_draws]), pl.concat([hs_windows, std_windows]), None, SETTINGS
+    )
+    assert set(res["marker"]) == {"hscrp", "crp"}
+    cohort = res.filter((pl.col("scope") == "cohort") & (pl.col("feature") == "A"))
+    n = dict(cohort.select("marker", "n").rows())
+    assert n == {"hscrp": 5 * 20, "crp": 5 * 10}
+    person = res.filter(
+        (pl.col("scope") == "person") & (pl.col("person_id") == "p0") & (pl.col("feature") == "A")
+    )
+    assert dict(person.select("marker", "n").rows()) == {"hscrp": 20, "crp": 10}
+    status = dict(cohort.select("marker", "status").rows())
+    assert status["hscrp"] == "significant"
+    assert status["crp"] != "significant"

@@ -32,7 +32,7 @@ def test_the_advised_sample_gives_about_80_percent_power() -> None:
     assert 0.75 <= hits / 2000 <= 0.88
 
 
-def draws(person: str, logs: list[float], marker: str = "crp") -> pl.DataFrame:
+def draws(person: str, logs: list[float], marker: str = "hscrp") -> pl.DataFrame:
     return pl.DataFrame(
         {
             "person_id": person,

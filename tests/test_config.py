@@ -72,6 +72,15 @@ def test_from_folder_person(tmp_path: Path) -> None:
             "{name: a, kind: labs, format: cronometer_servings, path: x}",
             "format 'cronometer_servings' reads ['diet']",
         ),
+        (
+            "{name: a, kind: labs, format: csv, path: x, crp_method: high}",
+            "source 'a', key 'crp_method': expected 'hs' (high-sensitivity CRP) or 'standard', "
+            "not 'high'",
+        ),
+        (
+            "{name: a, kind: diet, format: csv, path: x, crp_method: hs}",
+            "source 'a', key 'crp_method': only a labs source",
+        ),
     ],
 )
 def test_bad_entries_name_entry_and_key(tmp_path: Path, entry: str, expected: str) -> None:
@@ -91,3 +100,12 @@ def test_duplicate_names_and_unknown_settings(tmp_path: Path) -> None:
 def test_missing_file_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="gutsignal demo"):
         load_project_config(tmp_path / "sources.yaml")
+
+
+def test_crp_method_is_read_for_labs_sources(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "    encoding: latin-1\n", "    encoding: latin-1\n    crp_method: standard\n"
+    )
+    clinic = load_project_config(write(tmp_path, text)).source("clinic_labs")
+    assert clinic.crp_method == "standard"
+    assert load_project_config(write(tmp_path, GOOD)).source("clinic_labs").crp_method is None

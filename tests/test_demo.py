@@ -254,7 +254,16 @@ def test_lab_files_look_like_a_portal_export(demo_dir: Path) -> None:
             assert 6 <= at.hour < 12
             value = reported_mg_l(r)
             assert r["Flag"] == ("H" if value is not None and value > 3.0 else "")
-            assert r["Reference Range"] == ("0.0-0.3" if r["Units"] == "mg/dL" else "0.0-3.0")
+            # Standard CRP (infections and their follow-ups) has a standard range: the pipeline
+            # reads it as marker crp, never pooled with the routine hs-CRP draws.
+            expected = (
+                "0.0-0.3"
+                if r["Units"] == "mg/dL"
+                else "0.0-5.0"
+                if r["Test"] == "CRP"
+                else "0.0-3.0"
+            )
+            assert r["Reference Range"] == expected
         units = [r["Units"] for r in rows]
         assert units.count("mg/L") >= len(units) - 1
 

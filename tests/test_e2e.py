@@ -61,6 +61,34 @@ def test_censored_and_mg_dl_results_are_normalised(demo_run: DemoRun) -> None:
     assert (labs["unit"] == "mg/L").all()
 
 
+def test_demo_labs_become_hs_crp_and_standard_crp_as_docs_demo_says(demo_run: DemoRun) -> None:
+    labs = demo_run.project.warehouse().table("lab_results")
+    got = {
+        (r["person_id"], str(r["collected_at"].date())): (r["marker"], r["crp_method_basis"])
+        for r in labs.iter_rows(named=True)
+    }
+    expected_markers = set()
+    for person in DEMO_PEOPLE:
+        for d in DEMO_TRUTH["people"][person]["draws"]:
+            marker, basis = got[(person, d["date"])]
+            if d["test"] == "CRP" and d["unit"] == "mg/L":  # infections and follow-ups
+                expected = (
+                    "crp",
+                    "no method stated and no sign of a high-sensitivity assay: standard",
+                )
+            elif d["test"] == "CRP":  # bob's mg/dL row, range 0.0-0.3 mg/dL
+                expected = ("hscrp", "reference upper limit <= 3 mg/L: hs")
+            else:
+                expected = ("hscrp", "name")
+            assert (marker, basis) == expected, (person, d)
+            expected_markers.add(marker)
+    assert expected_markers == {"hscrp", "crp"} == set(labs["marker"])
+    # Standard CRP never reaches the chronic analysis of the demo, nor a category.
+    trends = demo_run.project.warehouse().table("marker_trends")
+    assert trends.filter(pl.col("marker") == "crp")["category"].null_count() == len(DEMO_PEOPLE)
+    assert trends.filter(pl.col("marker") == "hscrp")["category"].null_count() == 0
+
+
 def test_taxonomy_maps_at_least_90_percent_of_demo_energy(demo_run: DemoRun) -> None:
     unmapped = demo_run.project.warehouse().table("unmapped_foods")
     assert (unmapped["energy_share"].sum() if unmapped.height else 0.0) <= 0.10
@@ -69,7 +97,7 @@ def test_taxonomy_maps_at_least_90_percent_of_demo_energy(demo_run: DemoRun) -> 
 def _cohort(assoc: pl.DataFrame, feature: str, window: int) -> dict:
     rows = assoc.filter(
         (pl.col("scope") == "cohort")
-        & (pl.col("marker") == "crp")
+        & (pl.col("marker") == DEMO_TRUTH["marker"])
         & (pl.col("feature") == feature)
         & (pl.col("window_days") == window)
     )

@@ -19,6 +19,11 @@ FIXTURES = Path(__file__).parent / "fixtures"
 BUNDLE = FIXTURES / "fhir" / "bundle.json"
 NDJSON = FIXTURES / "fhir" / "observations.ndjson"
 SINGLE = FIXTURES / "fhir" / "observation_apple_health.json"
+# German Medizininformatik-Initiative (MII) style: leukocytes as LOINC 26464-8 in UCUM /nL, units
+# spelled out ("milligram per liter") beside the UCUM code, Observations with a code and no display.
+MII_BUNDLE = FIXTURES / "fhir" / "mii_bundle.json"
+CODE_ONLY_NDJSON = FIXTURES / "fhir" / "code_only.ndjson"
+CODE_ONLY_SINGLE = FIXTURES / "fhir" / "observation_code_only.json"
 SYNTHEA = FIXTURES / "synthea" / "observations.csv"
 SYNTHEA_NO_CATEGORY = FIXTURES / "synthea" / "observations_no_category.csv"
 
@@ -218,8 +223,85 @@ def test_single_observation_file_apple_health_style() -> None:
     obs = row_at(result, 1)
     assert obs["person_id"] == "apple-7"
     assert obs["test_name_raw"] == "C-Reactive Protein, High Sensitivity"  # code.text
-    assert (obs["marker"], obs["loinc"], obs["value"]) == ("crp", "30522-7", 1.8)
+    assert (obs["marker"], obs["loinc"], obs["value"]) == ("hscrp", "30522-7", 1.8)
     assert obs["collected_at"] == datetime(2023, 11, 7, 9, 12)
+
+
+def test_mii_bundle_maps_by_loinc_code_with_or_without_display() -> None:
+    result = parse_fhir(MII_BUNDLE)
+    assert result.rows_read == 7
+    got = result.rows.select("line", "marker", "loinc", "value", "unit", "unit_raw").rows()
+    assert got == [
+        (1, "wbc", "26464-8", 7.6, "10^3/uL", "/nL"),  # 7.6 /nL = 7.6 x 10^3/uL
+        (2, "wbc", "26464-8", 11.3, "10^3/uL", "/nL"),  # no display, no text: the code decides
+        (3, "crp", "1988-5", 14.2, "mg/L", "mg/L"),  # UCUM code wins over "milligram per liter"
+        (4, "hscrp", "30522-7", 0.84, "mg/L", "mg/L"),  # the LOINC coding, not the local one
+        (5, "hscrp", "76486-0", pytest.approx(11.4 * 0.105), "mg/L", "nmol/L"),
+        (7, "wbc", "6690-2", 6.9, "10^3/uL", "10*9/L"),
+    ]
+    leuko = row_at(result, 1)
+    assert leuko["test_name_raw"] == "Leukocytes [#/volume] in Blood"
+    assert (leuko["ref_low"], leuko["ref_high"]) == (3.9, 10.2)
+    assert row_at(result, 2)["test_name_raw"] is None
+    assert row_at(result, 2)["flag"] == "H"
+    assert row_at(result, 3)["crp_method_basis"] == "LOINC 1988-5"
+    assert row_at(result, 4)["crp_method_basis"] == "LOINC 30522-7"
+    assert row_at(result, 1)["crp_method_basis"] is None  # not a CRP marker
+    sodium = reject_at(result, 6)
+    assert sodium["column"] == "entry[5].resource.code"
+    assert sodium["reason"] == (
+        "LOINC code (no test name) is not a known inflammation marker; add the code to "
+        "markers.csv to load it"
+    )
+    assert sodium["value"] == "2951-2"
+
+
+def test_ndjson_of_code_only_observations_loads_every_marker() -> None:
+    result = parse_fhir(CODE_ONLY_NDJSON)
+    assert result.rows_read == 4 and result.rejects.height == 0
+    got = result.rows.select("line", "marker", "loinc", "value", "unit").rows()
+    assert got == [
+        (1, "wbc", "26464-8", 5.4, "10^3/uL"),
+        (2, "ferritin", "24373-3", 88.0, "ng/mL"),
+        (3, "albumin", "61151-7", pytest.approx(4.1), "g/dL"),  # 41 g/L
+        (4, "wbc", "804-5", pytest.approx(6.2), "10^3/uL"),  # 6200 /uL, manual count
+    ]
+    assert result.rows["test_name_raw"].null_count() == 4
+
+
+def test_single_observation_with_only_a_loinc_code_loads() -> None:
+    result = parse_fhir(CODE_ONLY_SINGLE)
+    assert result.rows_read == 1 and result.rejects.height == 0
+    obs = row_at(result, 1)
+    assert (obs["marker"], obs["loinc"], obs["value"], obs["unit"]) == (
+        "hscrp",
+        "30522-7",
+        2.3,
+        "mg/L",
+    )
+    assert obs["test_name_raw"] is None
+    assert obs["collected_at"] == datetime(2024, 1, 15, 9, 5)
+
+
+def test_fhir_crp_name_without_code_follows_crp_method(tmp_path: Path) -> None:
+    # A portal that sends only text: "CRP", a 0-10 mg/L range (standard by evidence).
+    resource = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "CRP"},
+        "subject": {"reference": "Patient/9"},
+        "effectiveDateTime": "2024-02-01",
+        "valueQuantity": {"value": 2.5, "unit": "mg/L"},
+        "referenceRange": [{"high": {"value": 10, "unit": "mg/L"}}],
+    }
+    # (The value 2.5 has one decimal: no low-result evidence either.)
+    path = write(tmp_path, json.dumps(resource))
+    assert row_at(parse_fhir(path), 1)["marker"] == "crp"
+    said = fhir.parse(path, source("fhir", None, crp_method="hs"))
+    assert said.rows.select("marker", "crp_method_basis").row(0) == (
+        "hscrp",
+        "sources.yaml crp_method: hs",
+    )
 
 
 def test_a_file_of_another_resource_type_has_no_rows(tmp_path: Path) -> None:
@@ -388,7 +470,8 @@ def test_synthea_accounting_and_markers_among_vital_signs() -> None:
     result = parse_synthea(SYNTHEA)
     assert result.rows_read == 10
     assert result.rows["line"].to_list() == [3, 5, 7, 10]
-    assert result.rows["marker"].to_list() == ["crp", "crp", "crp", "wbc"]
+    # LOINC 1988-5 is standard CRP, 30522-7 hs-CRP: two markers, never pooled.
+    assert result.rows["marker"].to_list() == ["crp", "hscrp", "crp", "wbc"]
     assert result.rejects["line"].to_list() == [2, 4, 6, 8, 9, 11]
     crp = row_at(result, 3)
     assert crp["person_id"] == "b9c610cd-28a6-4636-ccb6-c7a0d2a4cb85"

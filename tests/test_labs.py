@@ -11,7 +11,7 @@ import pytest
 from pipelines.adapters import FORMATS, AdapterError, ParseResult, lab_csv
 from pipelines.config import PersonSpec, SourceConfig
 from pipelines.schema import LAB_RESULT_SCHEMA, REJECT_SCHEMA
-from pipelines.transforms.labs import lab_tables, normalise_lab_rows
+from pipelines.transforms.labs import MARKERS_TABLE, lab_tables, normalise_lab_rows
 
 FIXTURES = Path(__file__).parent / "fixtures" / "adapters"
 PORTAL = FIXTURES / "labs_portal.csv"
@@ -79,11 +79,27 @@ def test_portal_csv_loads_and_rejects_with_reasons() -> None:
 def test_hs_and_standard_crp_get_their_loinc() -> None:
     rows = parse(PORTAL).rows
     hs = at_line(rows, 2)
-    assert (hs["marker"], hs["loinc"], hs["value"], hs["unit"]) == ("crp", "30522-7", 1.42, "mg/L")
+    assert (hs["marker"], hs["loinc"], hs["value"], hs["unit"]) == (
+        "hscrp",
+        "30522-7",
+        1.42,
+        "mg/L",
+    )
     assert hs["test_name_raw"] == "C-Reactive Protein, High Sensitivity"
     assert hs["collected_at"] == datetime(2025, 2, 3, 8, 15)
-    plain = at_line(rows, 5)
-    assert (plain["marker"], plain["loinc"]) == ("crp", "1988-5")
+    assert hs["crp_method_basis"] == "name"
+    # "CRP" states no method: its reference range decides (README "hs-CRP and standard CRP").
+    plain = at_line(rows, 5)  # 0.0-10.0 mg/L: a standard range
+    assert (plain["marker"], plain["loinc"]) == ("crp", None)
+    assert plain["crp_method_basis"] == (
+        "no method stated and no sign of a high-sensitivity assay: standard"
+    )
+    low_range = at_line(rows, 3)  # "<3.0" mg/L: an hs-CRP range
+    assert (low_range["marker"], low_range["crp_method_basis"]) == (
+        "hscrp",
+        "reference upper limit <= 3 mg/L: hs",
+    )
+    assert at_line(rows, 4)["marker"] == "crp"  # 0.0-0.5 mg/dL = 5 mg/L: standard
 
 
 def test_mg_dl_becomes_mg_l_and_the_raw_value_is_kept() -> None:
@@ -234,7 +250,7 @@ def test_loinc_column_maps_markers_whatever_the_name(tmp_path: Path) -> None:
         ("crp", "1988-5"),
         ("calprotectin", "38445-3"),
         ("il6", "26881-3"),
-        ("crp", "30522-7"),
+        ("hscrp", "30522-7"),
     ]
     assert "(LOINC 2345-7)" in str(at_line(result.rejects, 5)["value"])
 
@@ -242,16 +258,18 @@ def test_loinc_column_maps_markers_whatever_the_name(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "marker", "loinc"),
     [
-        ("CRP", "crp", "1988-5"),
-        ("C-Reactive Protein", "crp", "1988-5"),
-        ("C-Reactive Protein, High Sensitivity", "crp", "30522-7"),
-        ("hs-CRP", "crp", "30522-7"),
-        ("hsCRP", "crp", "30522-7"),
-        ("CRP HIGH SENSITIVITY", "crp", "30522-7"),
-        ("CRP, HIGH SENSITIVITY", "crp", "30522-7"),
-        ("PCR", "crp", "1988-5"),
-        ("Proteina C reactiva", "crp", "1988-5"),
-        ("CRP, Serum", "crp", "1988-5"),
+        # No method stated, no evidence (no range, value 1): standard, and no LOINC is invented.
+        ("CRP", "crp", None),
+        ("C-Reactive Protein", "crp", None),
+        ("C-Reactive Protein, Quant", "crp", "1988-5"),
+        ("C-Reactive Protein, High Sensitivity", "hscrp", "30522-7"),
+        ("hs-CRP", "hscrp", "30522-7"),
+        ("hsCRP", "hscrp", "30522-7"),
+        ("CRP HIGH SENSITIVITY", "hscrp", "30522-7"),
+        ("CRP, HIGH SENSITIVITY", "hscrp", "30522-7"),
+        ("PCR", "crp", None),
+        ("Proteina C reactiva", "crp", None),
+        ("CRP, Serum", "crp", None),
         ("ESR", "esr", None),
         ("Sed Rate", "esr", None),
         ("Erythrocyte Sedimentation Rate", "esr", None),
@@ -276,6 +294,7 @@ def test_loinc_column_maps_markers_whatever_the_name(tmp_path: Path) -> None:
 )
 def test_test_names(name: str, marker: str | None, loinc: str | None) -> None:
     unit = {
+        "hscrp": "mg/L",
         "crp": "mg/L",
         "esr": "mm/h",
         "il6": "pg/mL",
@@ -444,3 +463,74 @@ def test_tables_are_consistent() -> None:
         key = canonical.lower().replace("µ", "u")
         hit = units.filter((pl.col("__marker") == marker) & (pl.col("__unit_key") == key))
         assert hit["__factor"].to_list() == [1.0], marker
+
+
+# ---- hs-CRP and standard CRP --------------------------------------------------------------------
+
+# A US portal export (M/D/YYYY dates, CRLF) with both tests: a cardiologist's hs-CRP and a GP's
+# standard CRP, whose "<5" must not become a chronic 3.54 mg/L.
+BOTH_CRPS = (
+    "Patient,Collected,Test,Result,Units,Reference Range,Flag\r\n"
+    "alice,11/07/2024 09:00 AM,hs-CRP,1.8,mg/L,0.0-3.0,\r\n"
+    "alice,12/05/2024 08:45 AM,CRP,<5,mg/L,0.0-5.0,\r\n"
+    'alice,01/09/2025 09:10 AM,"C-Reactive Protein, High Sensitivity",2.4,mg/L,<3.0,\r\n'
+    "alice,02/13/2025 08:30 AM,CRP,12,mg/L,0.0-5.0,H\r\n"
+)
+
+
+def test_a_file_with_hs_crp_and_crp_rows_loads_two_markers(tmp_path: Path) -> None:
+    result = parse(write(tmp_path, BOTH_CRPS), datetime_format="%m/%d/%Y %I:%M %p")
+    assert result.rows_read == 4 and result.rejects.height == 0
+    got = result.rows.select("line", "marker", "value", "censored", "crp_method_basis").rows()
+    standard = "no method stated and no sign of a high-sensitivity assay: standard"
+    assert got == [
+        (2, "hscrp", 1.8, None, "name"),
+        (3, "crp", 5.0, "<", standard),
+        (4, "hscrp", 2.4, None, "name"),
+        (5, "crp", 12.0, None, standard),
+    ]
+
+
+def test_crp_method_in_sources_yaml_decides_a_name_without_method(tmp_path: Path) -> None:
+    path = write(tmp_path, BOTH_CRPS)
+    fmt = "%m/%d/%Y %I:%M %p"
+    said_hs = parse(path, datetime_format=fmt, crp_method="hs").rows
+    assert said_hs["marker"].to_list() == ["hscrp"] * 4
+    assert at_line(said_hs, 3)["crp_method_basis"] == "sources.yaml crp_method: hs"
+    assert at_line(said_hs, 2)["crp_method_basis"] == "name"  # a stated method is not overridden
+    said_standard = parse(PORTAL, crp_method="standard").rows
+    # "CRP <0.3, range <3.0" would be hs by its range; the user said otherwise.
+    assert at_line(said_standard, 3)["marker"] == "crp"
+    assert at_line(said_standard, 2)["marker"] == "hscrp"  # "High Sensitivity" in the name
+
+
+def test_a_low_result_with_two_decimals_marks_the_whole_assay_as_hs(tmp_path: Path) -> None:
+    text = (
+        "Patient,Collected,Test,Result,Units\n"
+        "alice,2025-01-02 08:00,CRP,0.42,mg/L\n"
+        "alice,2025-02-02 08:00,CRP,4.10,mg/L\n"  # same test and unit: the same assay
+        "alice,2025-03-02 08:00,CRP,0.42,mg/dL\n"  # 4.2 mg/L: not below 1, another unit
+    )
+    columns = {k: v for k, v in DEMO_COLUMNS.items() if k not in ("reference_range", "flag")}
+    rows = parse(write(tmp_path, text), columns=columns).rows
+    assert rows["marker"].to_list() == ["hscrp", "hscrp", "crp"]
+    assert at_line(rows, 3)["crp_method_basis"] == "results below 1 mg/L with 2 decimals: hs"
+
+
+def test_every_marker_loinc_is_verified_and_unique() -> None:
+    table = pl.read_csv(MARKERS_TABLE, infer_schema=False)
+    coded = table.filter(pl.col("loinc").is_not_null() & pl.col("pattern").is_null())
+    assert not table["note"].fill_null("").str.contains("to verify").any()
+    assert coded["note"].str.contains("verified").all()
+    assert coded["loinc"].is_unique().all()
+    by_marker = {
+        m: set(codes) for m, codes in coded.group_by("marker").agg(pl.col("loinc")).iter_rows()
+    }
+    assert by_marker["hscrp"] == {"30522-7", "71426-1", "76486-0"}
+    assert by_marker["crp"] == {"1988-5", "76485-2", "48421-2"}
+    assert by_marker["wbc"] == {"6690-2", "26464-8", "804-5"}
+    assert by_marker["ferritin"] == {"2276-4", "20567-4", "24373-3"}
+    assert by_marker["albumin"] == {"1751-7", "61151-7", "2862-1"}
+    assert by_marker["esr"] == {"30341-2", "4537-7"}
+    assert by_marker["calprotectin"] == {"38445-3"}
+    assert (by_marker["il6"], by_marker["fibrinogen"]) == ({"26881-3"}, {"3255-7"})

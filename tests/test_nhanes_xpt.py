@@ -223,9 +223,10 @@ def test_real_hscrp_file() -> None:
     assert rows["line"][0] == 2
     assert not rows["person_id"].str.contains(r"\.").any()
     assert rows["person_id"].n_unique() == 7250
-    assert set(rows["marker"]) == {"crp"}
+    assert set(rows["marker"]) == {"hscrp"}  # LBXHSCRP: high-sensitivity CRP
     assert set(rows["unit"]) == {"mg/L"}
     assert set(rows["loinc"]) == {"30522-7"}
+    assert set(rows["crp_method_basis"]) == {"format"}  # the NHANES variable says it
     assert rows["collected_at"].null_count() == rows.height  # NHANES has no dates
 
     censored = rows.filter(pl.col("censored") == "<")
@@ -255,9 +256,9 @@ def test_lab_file_with_several_markers_gives_one_row_per_marker(tmp_path: Path) 
     assert result.rows_read == 8  # 4 records x 2 marker variables
     got = result.rows.select("person_id", "marker", "value", "unit", "censored", "line").rows()
     assert got == [
-        ("1", "crp", 2.5, "mg/L", None, 1),
+        ("1", "hscrp", 2.5, "mg/L", None, 1),
         ("1", "wbc", 6.4, "10^3/uL", None, 1),
-        ("2", "crp", 0.15, "mg/L", "<", 2),
+        ("2", "hscrp", 0.15, "mg/L", "<", 2),
         ("3", "wbc", 7.0, "10^3/uL", None, 3),
     ]
     assert result.rejects.select("line", "column").rows() == [
@@ -276,7 +277,7 @@ def test_lab_file_with_several_markers_gives_one_row_per_marker(tmp_path: Path) 
 def test_standard_crp_in_mg_dl_is_converted(tmp_path: Path) -> None:
     path = write_xpt(tmp_path / "CRP_F.XPT", "CRP_F", {"SEQN": [51624.0], "LBXCRP": [0.21]})
     row = parse(path, source("labs")).rows.row(0, named=True)
-    assert row["marker"] == "crp"
+    assert row["marker"] == "crp"  # LBXCRP (1999-2010): standard CRP, never pooled with hs-CRP
     assert row["loinc"] == "1988-5"
     assert row["value"] == pytest.approx(2.1)
     assert row["unit"] == "mg/L"

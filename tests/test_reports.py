@@ -27,6 +27,7 @@ from pipelines.analysis import (
     build_exposure_windows,
     per_person_ols,
 )
+from pipelines.analysis.draws import build_marker_draws, marker_trends
 from pipelines.analysis.sufficiency import data_sufficiency
 from pipelines.config import Settings
 from pipelines.reports import (
@@ -45,7 +46,7 @@ XSS_FOOD = "</script><script>alert(1)</script>"
 START = date(2025, 1, 6)
 PEOPLE = ["alice", "Bob Smith"]
 EXPECTED_SENTENCE = (
-    "CRP 24% lower per extra daily serving of fermented food over the previous 28 days, "
+    "hs-CRP 24% lower per extra daily serving of fermented food over the previous 28 days, "
     "95% CI -38% to -7%, q = 0.03, 14 draws"
 )
 
@@ -101,7 +102,7 @@ def _draws(person: str, seed: int, n: int = 12, every: int = 30) -> pl.DataFrame
         value = float(np.exp(rng.normal(0.4, 0.4)))
         row = {
             "person_id": person,
-            "marker": "crp",
+            "marker": "hscrp",
             "collected_at": at,
             "day": at.date(),
             "value": round(value, 2),
@@ -122,7 +123,7 @@ def _draws(person: str, seed: int, n: int = 12, every: int = 30) -> pl.DataFrame
     rows.append(
         {
             "person_id": person,
-            "marker": "crp",
+            "marker": "hscrp",
             "collected_at": washout_at,
             "day": washout_at.date(),
             "value": 4.2,
@@ -140,7 +141,7 @@ def _draws(person: str, seed: int, n: int = 12, every: int = 30) -> pl.DataFrame
 def _trend(person: str) -> dict[str, object]:
     return {
         "person_id": person,
-        "marker": "crp",
+        "marker": "hscrp",
         "n_draws": 13,
         "n_chronic": 11,
         "first_at": datetime(2025, 1, 20, 8, 15),
@@ -164,7 +165,7 @@ def _assoc_row(**kw: object) -> dict[str, object]:
     row: dict[str, object] = {
         "scope": "person",
         "person_id": None,
-        "marker": "crp",
+        "marker": "hscrp",
         "feature": "fiber_g",
         "window_days": 7,
         "method": "ols_within",
@@ -404,7 +405,7 @@ def test_person_page_has_findings_with_ci_and_caveat(written: tuple[Path, list[P
         assert "washout" in page
         assert "below detection limit" in page
         # Insufficient cells say what is missing.
-        assert "Not enough data yet for CRP and fermented food over the previous 56 days" in page
+        assert "Not enough data yet for hs-CRP and fermented food over the previous 56 days" in page
         # Footer provenance.
         for text in (
             "0.1.0+abc1234",
@@ -435,7 +436,8 @@ def test_cohort_page(written: tuple[Path, list[Path]]) -> None:
     assert "association, not causation" in page
     assert "Between-person (cross-sectional)" in page
     assert (
-        "CRP 9% lower per extra daily serving of fermented food over the previous 28 days" in page
+        "hs-CRP 9% lower per extra daily serving of fermented food over the previous 28 days"
+        in page
     )
     assert "4,200 people" in page
     assert 'id="small-multiples"' in page and 'id="forest-0"' in page
@@ -540,7 +542,7 @@ def test_zero_row_frames_and_missing_optional_columns(tmp_path: Path) -> None:
     paths = write_dashboards(tmp_path / "sparse", sparse)
     assert len(paths) == 3 + len(PEOPLE)
     page = (tmp_path / "sparse" / person_page_name("alice")).read_text(encoding="utf-8")
-    assert "CRP (log scale) and weekly intake" in page
+    assert "hs-CRP (log scale) and weekly intake" in page
     # No exposure windows: the heatmap draws, with no empty scatter under it.
     assert 'id="lag-0"' in page and 'id="cell-data"' not in page
     assert "no points to plot behind the cells" in page
@@ -568,7 +570,7 @@ def test_odd_values_do_not_crash(tmp_path: Path) -> None:
         marker_draws=pl.DataFrame(
             {
                 "person_id": ["a", "a", "a", "b"],
-                "marker": ["CRP", "crp", "esr", "crp"],
+                "marker": ["HSCRP", "hscrp", "esr", "hscrp"],
                 "collected_at": [None, datetime(2025, 1, 2), datetime(2025, 1, 2), None],
                 "value": [None, -1.0, 5.0, 0.0],
             }
@@ -576,7 +578,7 @@ def test_odd_values_do_not_crash(tmp_path: Path) -> None:
         marker_trends=pl.DataFrame(
             {
                 "person_id": ["a", "a"],
-                "marker": ["crp", "esr"],
+                "marker": ["hscrp", "esr"],
                 "latest_value": [float("nan"), 12.0],
                 "slope_pct_per_year": [float("inf"), None],
                 "category": ["weird", None],
@@ -586,7 +588,7 @@ def test_odd_values_do_not_crash(tmp_path: Path) -> None:
             {
                 "scope": ["person", "person", "cohort", "person"],
                 "person_id": ["a", "a", None, "zz"],
-                "marker": ["crp", "esr", "crp", None],
+                "marker": ["hscrp", "esr", "hscrp", None],
                 "feature": [None, "mystery_x", "fiber_g", "dii"],
                 "window_days": [None, 7, 28, 3],
                 "effect_pct": [float("nan"), 5.0, -3.0, 1.0],
@@ -649,7 +651,7 @@ def test_person_page_name_is_safe_and_stable() -> None:
 
 
 def test_finding_sentence_variants() -> None:
-    base = {"scope": "person", "marker": "crp", "method": "ols_within", "status": "significant"}
+    base = {"scope": "person", "marker": "hscrp", "method": "ols_within", "status": "significant"}
     up = finding_sentence(
         {
             **base,
@@ -663,8 +665,8 @@ def test_finding_sentence_variants() -> None:
         }
     )
     assert up == (
-        "CRP 1.3% higher per extra percentage point of energy from ultra-processed food over the "
-        "previous 14 days, 95% CI +0.2% to +2.5%, q < 0.001, 20 draws"
+        "hs-CRP 1.3% higher per extra percentage point of energy from ultra-processed food over "
+        "the previous 14 days, 95% CI +0.2% to +2.5%, q < 0.001, 20 draws"
     )
     missing = finding_sentence(
         {
@@ -676,7 +678,7 @@ def test_finding_sentence_variants() -> None:
             "effect_pct": None,
         }
     )
-    assert missing.startswith("Not enough data yet for CRP and fibre over the previous 28 days")
+    assert missing.startswith("Not enough data yet for hs-CRP and fibre over the previous 28 days")
     assert "only 5 draws" in missing
 
 
@@ -850,7 +852,7 @@ def test_derived_features_in_plain_words() -> None:
     assert rhtml.feature_label("eggs_servings") == "Eggs (servings/day)"
     row = {
         "scope": "cohort",
-        "marker": "crp",
+        "marker": "hscrp",
         "feature": "fiber_g_per_1000kcal",
         "method": "ols_between",
         "window_days": None,
@@ -862,7 +864,7 @@ def test_derived_features_in_plain_words() -> None:
         "status": "significant",
     }
     assert finding_sentence(row).startswith(
-        "CRP 3% lower per extra 1 g of fibre per 1000 kcal between people"
+        "hs-CRP 3% lower per extra 1 g of fibre per 1000 kcal between people"
     )
     assert "DII without alcohol" in finding_sentence({**row, "feature": "dii_no_alcohol"})
 
@@ -1226,3 +1228,35 @@ def test_every_dii_shown_carries_its_parameter_count(tmp_path: Path) -> None:
                 assert "of 45 parameters" in sentence, (name, sentence)
                 checked += 1
     assert checked >= 10
+
+
+def test_standard_crp_shows_its_value_without_a_risk_category(tmp_path: Path) -> None:
+    # "a" has only a GP's standard CRP (the latest "<5"); "b" has hs-CRP and one standard CRP
+    # infection draw. Only b's hs-CRP gets a cardiovascular category, and "<5" is shown as "<5".
+    at = [datetime(2025, 1, 1) + timedelta(days=30 * k) for k in range(4)]
+    labs = pl.DataFrame(
+        {
+            "person_id": ["a"] * 4 + ["b"] * 4,
+            "marker": ["crp"] * 4 + ["hscrp", "hscrp", "crp", "hscrp"],
+            "collected_at": at + at,
+            "value": [6.0, 8.0, 7.0, 5.0, 2.0, 2.4, 40.0, 2.2],
+            "censored": [None, None, None, "<", None, None, None, None],
+        }
+    )
+    draws = build_marker_draws(labs, Settings())
+    data = DashboardInputs(marker_draws=draws, marker_trends=marker_trends(draws))
+    write_dashboards(tmp_path, data)
+    page_a = (tmp_path / "person_a.html").read_text(encoding="utf-8")
+    assert "standard CRP &lt;5.0 mg/L" in page_a
+    assert "standard CRP: no cardiovascular risk category" in page_a
+    assert "hs-CRP risk category" not in page_a
+    assert "standard CRP and diet over time" in page_a
+    page_b = (tmp_path / "person_b.html").read_text(encoding="utf-8")
+    assert "hs-CRP 2.2 mg/L" in page_b
+    assert "average (1-3 mg/L)" in page_b  # b's hs-CRP baseline 2.2
+    assert "3 hs-CRP draws (3 chronic, 0 acute)" in page_b
+    # b's standard CRP is listed with the other markers, with its value and no category.
+    other = page_b.split("<h2>Other markers</h2>", 1)[1]
+    assert "standard CRP" in other and "40 mg/L" in other
+    index = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert index.count("standard CRP: no cardiovascular risk category") == 1

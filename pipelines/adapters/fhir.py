@@ -21,7 +21,9 @@ JSON path of the offending field, e.g. `entry[3].resource.valueQuantity.value`.
 Fields read from an Observation:
 - `code.coding[]`: the LOINC coding (system http://loinc.org; a code known to markers.csv is
   preferred when there are several) gives `loinc`; `code.text`, else that coding's `display`, else
-  any coding's display, gives `test_name_raw`.
+  any coding's display, gives `test_name_raw`. The code maps the marker first (every code of
+  markers.csv, e.g. leukocytes as 26464-8 in `/nL` from the German MII profiles); the name is only
+  the fallback, so an Observation with a LOINC code and no display or text loads.
 - `effectiveDateTime`, else `effectivePeriod.start`, else `effectiveInstant`, else `issued` gives
   `collected_at`. A UTC offset is dropped (the wall-clock time the lab printed, as in lab_csv);
   partial dates (`2024-03`) are rejected.
@@ -177,7 +179,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
             continue
         candidates.add(line=item.line, prefix=item.prefix, item=index, **fields)
 
-    rows, rejects = _normalise(path, candidates, source.decimal, items)
+    rows, rejects = _normalise(path, candidates, source, items)
     early_rejects = (
         conform(pl.DataFrame(early.values), REJECT_SCHEMA) if early.values else empty(REJECT_SCHEMA)
     )
@@ -628,7 +630,7 @@ _CANDIDATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 
 
 def _normalise(
-    path: Path, rows: _Rows, decimal: str, items: list[_Item]
+    path: Path, rows: _Rows, source: SourceConfig, items: list[_Item]
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Parse text values, then map markers and units; rejects get JSON paths as their column."""
     if not rows.values:
@@ -638,9 +640,9 @@ def _normalise(
     # Text values ("<0.3", "5.2") are read exactly like a lab CSV cell.
     parts = pl.col("value_text").str.extract_groups(_CENSORED)
     text_comparator = parts.struct.field("1")
-    parsed, _ = number(pl.coalesce(parts.struct.field("2"), pl.col("value_text")), decimal)
+    parsed, _ = number(pl.coalesce(parts.struct.field("2"), pl.col("value_text")), source.decimal)
     comparator = pl.coalesce(pl.col("comparator"), text_comparator)
-    text_low, text_high = _reference_range(pl.col("ref_text"), decimal)
+    text_low, text_high = _reference_range(pl.col("ref_text"), source.decimal)
     work = frame.with_columns(
         pl.coalesce(pl.col("number"), parsed).alias("value"),
         pl.when(comparator.is_in(list(_LOW_BOUND)))
@@ -661,7 +663,9 @@ def _normalise(
     )
     try:
         loaded, unmapped = normalise_lab_rows(
-            work, {"test_name_raw": _CODE, "value": _VALUE, "unit_raw": _UNIT}
+            work,
+            {"test_name_raw": _CODE, "value": _VALUE, "unit_raw": _UNIT},
+            crp_method=source.crp_method,
         )
     except LabTableError as exc:
         raise AdapterError(f"{path}: cannot map lab results: {exc}") from exc

@@ -177,6 +177,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
                 "value": header("value"),
                 "unit_raw": header("unit"),
             },
+            crp_method=source.crp_method,
         )
     except LabTableError as exc:
         raise AdapterError(f"{path}: cannot map lab results: {exc}") from exc

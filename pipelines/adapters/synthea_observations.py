@@ -129,6 +129,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
                 "value": table.headers[value_at],
                 "unit_raw": table.headers[units] if units is not None else "UNITS",
             },
+            crp_method=source.crp_method,
         )
     except LabTableError as exc:
         raise AdapterError(f"{path}: cannot map lab results: {exc}") from exc

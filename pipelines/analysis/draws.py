@@ -8,12 +8,20 @@ nothing disappears) by applying, in this order (see shared/reference/science.md 
 2. Unusable: a row without a positive, finite value cannot be log-transformed:
    `excluded_reason = "unusable_value"`. A row without a date (cross-sectional cohorts such as
    NHANES) stays analysable for between-person models; it is simply never in a washout or visit.
-3. Acute: CRP above `settings.acute_crp_mg_l` (default 10 mg/L, AHA/CDC, Pearson 2003) signals an
-   infection or injury, not chronic inflammation: `acute = True`, `excluded_reason = "acute"`.
-4. Washout: CRP takes 12-14 days to fall back to baseline after an acute episode, so a draw of the
-   same person and marker at most `settings.acute_washout_days` calendar days after an acute draw is
-   `"post_acute_washout"` (a draw 15 days later is kept with the default of 14).
-5. Visits: the remaining draws of a person and marker are grouped into visits. A visit starts at a
+3. Acute: hs-CRP or standard CRP above `settings.acute_crp_mg_l` (default 10 mg/L, AHA/CDC,
+   Pearson 2003) signals an infection or injury, not chronic inflammation: `acute = True`,
+   `excluded_reason = "acute"`.
+4. Standard CRP below its detection limit: a standard assay's "<5" says only that CRP is under 5
+   mg/L, which is the whole chronic range (hs-CRP categories end at 3), so it carries no
+   information about chronic inflammation: `excluded_reason = "below_detection_limit"`. It keeps
+   `below_lod` and its LOD/sqrt(2) `draw_value` for the timeline, and never enters a trend, an
+   association or a category. hs-CRP below its (much lower) limit stays analysable as in step 1.
+5. Washout: CRP takes 12-14 days to fall back to baseline after an acute episode, so a draw of the
+   same person at most `settings.acute_washout_days` calendar days after an acute draw is
+   `"post_acute_washout"` (a draw 15 days later is kept with the default of 14). For the CRP
+   markers an acute draw of either assay starts the washout of both (an infection seen by a
+   standard CRP also lifts the next hs-CRP); other markers wash out on their own acute draws.
+6. Visits: the remaining draws of a person and marker are grouped into visits. A visit starts at a
    draw and takes every later draw less than `settings.visit_merge_days` calendar days after that
    first draw (anchored at the first draw, so a chain of draws 10 days apart does not grow into one
    long "visit"). The visit's first row carries the geometric mean of its draws (the average on the
@@ -25,15 +33,16 @@ value.
 
 `marker_trends` summarises each person and marker: latest value, a baseline (median of the last up
 to 5 chronic values), a Theil-Sen trend on the log scale (robust to one odd value; needs 4 chronic
-values), the AHA/CDC CRP category of the baseline, and whether the latest change exceeds the
-reference change value.
+values), the AHA/CDC cardiovascular category of the baseline (hs-CRP only: the categories are
+defined for the high-sensitivity assay, and a standard CRP gets none), and whether the latest
+change exceeds the reference change value.
 
 Reference change value (RCV): for a log-normal marker with analytical CV_A and within-person CV_I,
 sigma = sqrt(ln(1 + CV_A^2 + CV_I^2)) and a change is beyond random variation at 95% when the ratio
-of two values falls outside exp(+/-1.96 * sqrt(2) * sigma). For CRP (Macy 1997) that is +210% /
--68%. We compare the latest value against a baseline that may average several values, for which the
-true RCV is narrower; using the two-value RCV is the conservative choice and matches what labs
-publish.
+of two values falls outside exp(+/-1.96 * sqrt(2) * sigma). For hs-CRP (Macy 1997) that is
++210% / -68%. We compare the latest value against a baseline that may average several values, for
+which the true RCV is narrower; using the two-value RCV is the conservative choice and matches
+what labs publish.
 
 """
 
@@ -55,9 +64,18 @@ SQRT2 = math.sqrt(2.0)
 # Only markers whose CVs come from a source we have read are listed; others get no RCV verdict.
 RCV_CVS: dict[str, tuple[float, float, str]] = {
     # hs-CRP: CV_I 42.2 %, CV_A 5.2 %; Macy EM, Hayes TE, Tracy RP. Clin Chem 1997;43:52-58.
-    "crp": (0.052, 0.422, "Macy, Hayes & Tracy, Clin Chem 1997;43:52-58"),
+    "hscrp": (0.052, 0.422, "Macy, Hayes & Tracy, Clin Chem 1997;43:52-58"),
 }
 RCV_Z = 1.959963984540054  # two-sided 95 %
+# How `rcv_rule` names a marker whose upper-cased id does not read well.
+RCV_NAMES = {"hscrp": "hs-CRP"}
+
+# Markers the acute threshold (mg/L) applies to; they share their washout (module docstring).
+CRP_MARKERS = ("hscrp", "crp")
+# The marker whose baseline gets the AHA/CDC cardiovascular category.
+CATEGORY_MARKER = "hscrp"
+# A censored result of this marker says nothing about the chronic range (module docstring).
+UNINFORMATIVE_BELOW_LOD = ("crp",)
 
 BASELINE_N = 5  # last up-to-5 chronic values make the baseline
 MIN_TREND_N = 4  # Theil-Sen on fewer points says nothing useful
@@ -100,7 +118,8 @@ def rcv_rule(marker: str) -> str:
     cva, cvi, source = RCV_CVS[marker]
     up, down = rcv_pct(cva, cvi)
     return (
-        f"A change in {marker.upper()} counts as real only when the latest value is more than "
+        f"A change in {RCV_NAMES.get(marker, marker.upper())} counts as real only when the "
+        "latest value is more than "
         f"{up:.0f}% above or {-down:.0f}% below the earlier baseline (95% reference change value "
         "from "
         f"analytical CV {cva:.1%} and within-person CV {cvi:.1%}, {source}); smaller changes are "
@@ -166,38 +185,51 @@ def build_marker_draws(lab_results: pl.DataFrame, settings: Settings) -> pl.Data
         .with_columns(
             (
                 pl.col("_usable")
-                & (pl.col("marker") == "crp")
+                & pl.col("marker").is_in(CRP_MARKERS)
                 & (pl.col("_reported") > settings.acute_crp_mg_l)
             )
             .fill_null(False)
-            .alias("acute")
+            .alias("acute"),
+            # hs-CRP and standard CRP share a washout: one infection, whichever assay saw it.
+            pl.when(pl.col("marker").is_in(CRP_MARKERS))
+            .then(pl.lit(CRP_MARKERS[0]))
+            .otherwise(pl.col("marker"))
+            .alias("_washout_group"),
         )
-        .sort([*keys, "collected_at", "_row"], nulls_last=True)
     )
 
-    # Last acute day at or before each draw, per person and marker (the frame is sorted by time).
-    df = df.with_columns(
+    # Last acute day at or before each draw, per person and washout group, in time order.
+    washout_keys = ["person_id", "_washout_group"]
+    last_acute = df.sort([*washout_keys, "collected_at", "_row"], nulls_last=True).select(
+        "_row",
         pl.when(pl.col("acute"))
         .then(pl.col("day"))
         .otherwise(None)
         .forward_fill()
-        .over(keys)
-        .alias("_last_acute")
-    ).with_columns(
-        pl.when(~pl.col("_usable"))
-        .then(pl.lit("unusable_value"))
-        .when(pl.col("acute"))
-        .then(pl.lit("acute"))
-        .when(
-            pl.col("_last_acute").is_not_null()
-            & (
-                (pl.col("day") - pl.col("_last_acute")).dt.total_days()
-                <= settings.acute_washout_days
+        .over(washout_keys)
+        .alias("_last_acute"),
+    )
+    df = (
+        df.join(last_acute, on="_row", how="left")
+        .sort([*keys, "collected_at", "_row"], nulls_last=True)
+        .with_columns(
+            pl.when(~pl.col("_usable"))
+            .then(pl.lit("unusable_value"))
+            .when(pl.col("acute"))
+            .then(pl.lit("acute"))
+            .when(pl.col("below_lod") & pl.col("marker").is_in(UNINFORMATIVE_BELOW_LOD))
+            .then(pl.lit("below_detection_limit"))
+            .when(
+                pl.col("_last_acute").is_not_null()
+                & (
+                    (pl.col("day") - pl.col("_last_acute")).dt.total_days()
+                    <= settings.acute_washout_days
+                )
             )
+            .then(pl.lit("post_acute_washout"))
+            .otherwise(None)
+            .alias("_pre_reason")
         )
-        .then(pl.lit("post_acute_washout"))
-        .otherwise(None)
-        .alias("_pre_reason")
     )
 
     # Undated results (cross-sectional cohorts such as NHANES) have no neighbours in time: each is
@@ -299,6 +331,8 @@ def marker_trends(draws: pl.DataFrame) -> pl.DataFrame:
     if draws.height == 0:
         return pl.DataFrame(schema=TRENDS_SCHEMA)
     own = "draw_value" if "draw_value" in draws.columns else "value"
+    if "below_lod" not in draws.columns:
+        draws = draws.with_columns(pl.lit(False).alias("below_lod"))
     keys = ["person_id", "marker"]
     ordered = draws.sort([*keys, "collected_at"], nulls_last=True)
 
@@ -308,6 +342,12 @@ def marker_trends(draws: pl.DataFrame) -> pl.DataFrame:
         pl.col("collected_at").max().alias("latest_at"),
         pl.col(own).filter(pl.col(own).is_not_null()).last().alias("latest_value"),
         pl.col("acute").filter(pl.col(own).is_not_null()).last().alias("latest_acute"),
+        pl.when(pl.col("below_lod").fill_null(False))
+        .then(pl.lit("<"))
+        .otherwise(None)
+        .filter(pl.col(own).is_not_null())
+        .last()
+        .alias("latest_censored"),
     )
 
     chronic = ordered.filter(
@@ -367,7 +407,7 @@ def marker_trends(draws: pl.DataFrame) -> pl.DataFrame:
         .join(rcv, on="marker", how="left")
         .with_columns(
             pl.col("n_chronic").fill_null(0),
-            pl.when(pl.col("marker") == "crp")
+            pl.when(pl.col("marker") == CATEGORY_MARKER)
             .then(
                 pl.when(pl.col("baseline") < 1.0)
                 .then(pl.lit("<1"))

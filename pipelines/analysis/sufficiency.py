@@ -28,7 +28,8 @@ ALPHA = 0.05
 POWER = 0.80
 MIN_DRAWS_FOR_OWN_SD = 4
 # Within-person biological variation, used until a person has enough draws of their own.
-PRIOR_CV_I = {"crp": 0.42}
+# hs-CRP: Macy 1997, measured with a high-sensitivity assay.
+PRIOR_CV_I = {"hscrp": 0.42}
 DEFAULT_CV_I = 0.30
 CHANGES = (0.20, 0.50)
 

@@ -246,6 +246,7 @@ def lab_results_unique_key(project: ProjectResource) -> dg.AssetCheckResult:
 
 # Canonical unit and a generous plausible range per marker: outside it, a unit went wrong.
 PLAUSIBLE = {
+    "hscrp": ("mg/L", 0.0, 500.0),
     "crp": ("mg/L", 0.0, 500.0),
     "esr": ("mm/h", 0.0, 200.0),
     "il6": ("pg/mL", 0.0, 10000.0),

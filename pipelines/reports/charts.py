@@ -734,10 +734,12 @@ def crp_timeline(
     baseline: float | None,
     title: str,
     dii_params: str = "",
+    bands: bool = True,
 ) -> Fig | None:
-    """CRP on a log axis with the hs-CRP risk bands, weekly diet beneath and the weekly DII
-    under that, all on one shared time axis. `dii_params` says how many parameters the DII
-    was computed from ("28 of 45 parameters"); the DII panel's title and hover show it."""
+    """CRP on a log axis with the hs-CRP risk bands (`bands`: hs-CRP only), weekly diet beneath
+    and the weekly DII under that, all on one shared time axis. `dii_params` says how many
+    parameters the DII was computed from ("28 of 45 parameters"); the DII panel's title and hover
+    show it."""
     rows = _draw_rows(draws)
     panel = _diet_panel(diet)
     series = panel.series
@@ -754,9 +756,13 @@ def crp_timeline(
     shapes = []
     annotations = [_panel_title("CRP draws (log scale)", 0.5, top[1])]
     for (y0, y1), key, text in (
-        ((lo, 1.0), "<1", "low <1 mg/L"),
-        ((1.0, 3.0), "1-3", "average 1-3 mg/L"),
-        ((3.0, hi), ">3", "high >3 mg/L"),
+        (
+            ((lo, 1.0), "<1", "low <1 mg/L"),
+            ((1.0, 3.0), "1-3", "average 1-3 mg/L"),
+            ((3.0, hi), ">3", "high >3 mg/L"),
+        )
+        if bands
+        else ()
     ):
         shapes.append(_hband(y0, y1, BAND_FILL[key]))
         # Annotations on a log axis take log10 positions, unlike shapes.

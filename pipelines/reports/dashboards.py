@@ -60,6 +60,7 @@ from pipelines.reports.html import (
     feature_noun,
     feature_order,
     fmt_int,
+    fmt_latest,
     fmt_pct,
     fmt_q,
     fmt_value,
@@ -421,12 +422,28 @@ def _findings_block(
 # Per-person summary (shared by the index and the person page)
 
 
+# hs-CRP and standard CRP are two markers, never pooled (pipelines/transforms/labs.py). A person's
+# headline CRP series (cards, timeline, index) is their hs-CRP when they have any, else their
+# standard CRP; the other one is listed with the other markers. Only hs-CRP gets a category.
+CRP_MARKERS = ("hscrp", "crp")
+CATEGORY_MARKER = "hscrp"
+
+
+def _marker_order(marker: object) -> tuple[int, str]:
+    """hs-CRP first, then standard CRP, then the other markers by name."""
+    m = str(marker)
+    return (CRP_MARKERS.index(m) if m in CRP_MARKERS else len(CRP_MARKERS), m)
+
+
 @dataclass
 class PersonSummary:
     person_id: str
     sex: str | None = None
     age: float | None = None
+    # The headline CRP marker's draws, plus the other CRP marker's acute draws (an infection is
+    # shown whichever assay saw it, and starts the washout of both).
     crp: pl.DataFrame = field(default_factory=pl.DataFrame)
+    headline: str = CATEGORY_MARKER
     all_draws: pl.DataFrame = field(default_factory=pl.DataFrame)
     diet: pl.DataFrame = field(default_factory=pl.DataFrame)
     trends: list[dict[str, Any]] = field(default_factory=list)
@@ -439,6 +456,7 @@ class PersonSummary:
     latest_value: float | None = None
     latest_at: str = ""
     latest_acute: bool = False
+    latest_censored: str | None = None
     category: str | None = None
     n_draws: int = 0
     n_chronic: int = 0
@@ -492,7 +510,7 @@ def _summarise(
     s = PersonSummary(person_id=pid, row_hashes=dict(row_hashes or {}))
     s.windows = windows if windows is not None else pl.DataFrame(schema=SCHEMAS["exposure_windows"])
     s.sufficiency = (
-        sorted(sufficiency.to_dicts(), key=lambda r: (r.get("marker") != "crp", str(r["marker"])))
+        sorted(sufficiency.to_dicts(), key=lambda r: _marker_order(r.get("marker")))
         if sufficiency is not None
         else []
     )
@@ -503,9 +521,11 @@ def _summarise(
     all_draws = draws if draws is not None else pl.DataFrame(schema=SCHEMAS["marker_draws"])
     s.all_draws = all_draws
     s.crp = crp if crp is not None else _crp_draws(all_draws)
+    if s.crp.height and not (s.crp.get_column("marker") == CATEGORY_MARKER).any():
+        s.headline = "crp"
     s.diet = diet if diet is not None else pl.DataFrame(schema=SCHEMAS["diet_daily"])
     s.trends = trends.to_dicts() if trends is not None else []
-    s.trend = next((t for t in s.trends if t.get("marker") == "crp"), {})
+    s.trend = next((t for t in s.trends if t.get("marker") == s.headline), {})
     s.findings_df = (
         findings if findings is not None else pl.DataFrame(schema=SCHEMAS["associations"])
     )
@@ -517,7 +537,9 @@ def _summarise(
             s.significant = _sorted_findings(s.findings_df.filter(significant).to_dicts())
     s.unmapped = unmapped if unmapped is not None else pl.DataFrame()
 
-    crp = s.crp
+    # Counts and the latest value are the headline marker's (the other CRP's acute draws are in
+    # `s.crp` for the timeline only).
+    crp = s.crp.filter(pl.col("marker") == s.headline) if s.crp.height else s.crp
     s.n_draws = crp.height
     # Counts of rows where a condition holds (null counts as not); a person has a few draws.
     reasons = crp.get_column("excluded_reason").to_list()
@@ -534,13 +556,15 @@ def _summarise(
         s.latest_value = float(s.trend["latest_value"])
         s.latest_at = _date_text(s.trend.get("latest_at"))
         s.latest_acute = bool(s.trend.get("latest_acute"))
+        s.latest_censored = s.trend.get("latest_censored")
     elif crp.height:
         last = crp.filter(pl.col("value").is_not_null()).tail(1).to_dicts()
         if last:
             s.latest_value = last[0]["value"]
             s.latest_at = _date_text(last[0].get("collected_at") or last[0].get("day"))
             s.latest_acute = bool(last[0].get("acute")) or last[0].get("excluded_reason") == "acute"
-    s.category = s.trend.get("category") or _category_of(s.trend.get("baseline"))
+    if s.headline == CATEGORY_MARKER:
+        s.category = s.trend.get("category") or _category_of(s.trend.get("baseline"))
 
     coverage = _diet_coverage(s.diet)
     if coverage is not None:
@@ -588,8 +612,13 @@ def _dii_params_range(diet: pl.DataFrame) -> tuple[int, int] | None:
 
 
 def _crp_draws(draws: pl.DataFrame, *by: str) -> pl.DataFrame:
-    """The CRP draws in time order (within each `by` group, e.g. per person)."""
-    return draws.filter(pl.col("marker") == "crp").sort(
+    """The headline CRP draws (see `CRP_MARKERS`) and the other CRP marker's acute draws, in time
+    order (within each `by` group, e.g. per person, which is also where the headline is chosen)."""
+    crp = draws.filter(pl.col("marker").is_in(CRP_MARKERS))
+    has_hs = pl.col("marker") == CATEGORY_MARKER
+    has_hs = has_hs.any().over(list(by)) if by else has_hs.any()
+    headline = pl.when(has_hs).then(pl.lit(CATEGORY_MARKER)).otherwise(pl.lit("crp"))
+    return crp.filter((pl.col("marker") == headline) | pl.col("acute").fill_null(False)).sort(
         *by, "collected_at", "day", nulls_last=True, maintain_order=True
     )
 
@@ -824,10 +853,21 @@ def _latest_html(s: PersonSummary) -> str:
     if s.latest_value is None:
         return '<span class="muted">no CRP yet</span>'
     return (
-        f"{esc(fmt_value(s.latest_value))} mg/L "
+        f"{esc(marker_label(s.headline))} {esc(fmt_latest(s.latest_value, s.latest_censored))} "
+        "mg/L "
         f'<span class="muted">on {esc(s.latest_at)}</span>'
         + (" " + category_badge(None, acute=True) if s.latest_acute else "")
     )
+
+
+def _category_html(s: PersonSummary) -> str:
+    """The hs-CRP risk category; a standard CRP says why it has none."""
+    if s.headline != CATEGORY_MARKER:
+        return (
+            '<span class="muted">standard CRP: no cardiovascular risk category (the categories '
+            "need a high-sensitivity assay)</span>"
+        )
+    return category_badge(s.category) + " hs-CRP risk category"
 
 
 def _coverage_html(s: PersonSummary) -> str:
@@ -836,7 +876,10 @@ def _coverage_html(s: PersonSummary) -> str:
         diet = f"{s.days_logged} / {s.days_in_range} days logged ({pct:.0f}%)"
     else:
         diet = "no diet log"
-    return f"{esc(diet)}<br>{s.n_draws} CRP draws ({s.n_chronic} chronic, {s.n_acute} acute)"
+    return (
+        f"{esc(diet)}<br>{s.n_draws} {esc(marker_label(s.headline))} draws "
+        f"({s.n_chronic} chronic, {s.n_acute} acute)"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -971,11 +1014,7 @@ def _summary_cards(s: PersonSummary) -> str:
         '<div class="cards">'
         + "".join(
             [
-                card(
-                    "Latest CRP",
-                    _latest_html(s),
-                    category_badge(s.category) + " hs-CRP risk category",
-                ),
+                card("Latest CRP", _latest_html(s), _category_html(s)),
                 card(
                     "Chronic baseline",
                     f"{esc(fmt_value(baseline))} mg/L"
@@ -1077,13 +1116,16 @@ def _logged_median(diet: pl.DataFrame, column: str) -> float | None:
 
 
 def _other_markers(s: PersonSummary) -> str:
-    rows = [t for t in s.trends if t.get("marker") != "crp"]
+    rows = [t for t in s.trends if t.get("marker") != s.headline]
     if not rows:
         return ""
     body = [
         [
             esc(marker_label(t.get("marker"))),
-            esc(f"{fmt_value(t.get('latest_value'))} {marker_unit(t.get('marker'))}"),
+            esc(
+                f"{fmt_latest(t.get('latest_value'), t.get('latest_censored'))} "
+                f"{marker_unit(t.get('marker'))}"
+            ),
             esc(_date_text(t.get("latest_at"))),
             esc(fmt_value(t.get("baseline"))),
             esc(
@@ -1131,7 +1173,7 @@ def _lag_scan(s: PersonSummary, sentence: Callable[[dict[str, Any]], str]) -> tu
     """The lag-window heatmaps of a person page, and the data behind their cells (its script)."""
     parts: list[str] = []
     markers = sorted(
-        {str(r.get("marker")) for r in s.findings if r.get("marker")}, key=lambda m: (m != "crp", m)
+        {str(r.get("marker")) for r in s.findings if r.get("marker")}, key=_marker_order
     )
     if not markers:
         parts.append(empty("No associations tested for this person yet."))
@@ -1246,12 +1288,20 @@ def render_person_page(
     heading = _heading(f"Person {pid}", crumbs, esc(", ".join(details)))
 
     body = [_summary_cards(s)]
-    body.append("<h2>CRP and diet over time</h2>")
+    body.append(f"<h2>{esc(marker_label(s.headline))} and diet over time</h2>")
+    bands = (
+        "Shaded bands are the hs-CRP cardiovascular-risk categories: green below 1 mg/L (low), "
+        "yellow 1-3 (average), red above 3 (high). "
+        if s.headline == CATEGORY_MARKER
+        else "These are standard CRP results: a standard assay cannot tell the low ranges apart, "
+        "so no cardiovascular-risk bands are drawn and a result below its detection limit is "
+        "left out of the chronic analysis. "
+    )
     body.append(
-        '<p class="lead">Shaded bands are the hs-CRP cardiovascular-risk categories: green below '
-        "1 mg/L (low), yellow 1-3 (average), red above 3 (high). Red crosses are acute draws "
-        "(above 10 mg/L, excluded from the chronic analysis); open circles are below the "
-        "detection limit; orange diamonds fall in the washout after an acute draw. The lower "
+        f'<p class="lead">{bands}Red crosses are acute draws (above 10 mg/L, excluded from the '
+        "chronic analysis), whichever CRP assay measured them: an infection starts the washout "
+        "of both; open circles are below the detection limit; orange diamonds fall in the "
+        "washout after an acute draw. The lower "
         "panel shows weekly means over logged days only; click legend entries to add other "
         "food groups.</p>"
     )
@@ -1259,8 +1309,9 @@ def render_person_page(
         s.crp,
         s.diet,
         s.trend.get("baseline"),
-        "CRP (log scale) and weekly intake",
+        f"{marker_label(s.headline)} (log scale) and weekly intake",
         dii_params=dii_params_text(s.dii_params),
+        bands=s.headline == CATEGORY_MARKER,
     )
     body.append(_fig(fig, "timeline", "No CRP draws or diet log for this person yet."))
 
@@ -1431,7 +1482,7 @@ def render_index(
                 [
                     f'<a href="{esc(person_page_name(s.person_id))}">{esc(s.person_id)}</a>',
                     _latest_html(s),
-                    category_badge(s.category),
+                    _category_html(s),
                     _trend_html(s),
                     _coverage_html(s),
                     _sufficiency_cell(s),
@@ -1581,7 +1632,7 @@ def _forest_section(
     features carry the number of parameters behind the DIIs (`dii_params`: fewest and most)."""
     parts = []
     used = dii_params_text(dii_params)
-    markers = sorted({str(r.get("marker")) for r in rows}, key=lambda m: (m != "crp", m))
+    markers = sorted({str(r.get("marker")) for r in rows}, key=_marker_order)
     for k, m in enumerate(markers):
         mrows = [dict(r) for r in rows if str(r.get("marker")) == m]
         best = _best_window(mrows, used)
@@ -1628,7 +1679,7 @@ def render_cohort(
     pooled = assoc.filter(
         (pl.col("scope") == "cohort") & (pl.col("method").fill_null("") != "ols_between")
     ).to_dicts()
-    draws = d.marker_draws.filter(pl.col("marker") == "crp")
+    draws = _crp_draws(d.marker_draws, "person_id")
     with_crp = [s for s in summaries if s.n_draws]
     body = [
         '<div class="cards">'

@@ -93,7 +93,8 @@ footer dt{font-weight:600}footer dd{margin:0;word-break:break-word}
 """.strip()
 
 MARKER_LABELS: dict[str, str] = {
-    "crp": "CRP",
+    "hscrp": "hs-CRP",
+    "crp": "standard CRP",
     "esr": "ESR",
     "il6": "IL-6",
     "calprotectin": "Calprotectin",
@@ -106,6 +107,7 @@ MARKER_LABELS: dict[str, str] = {
 }
 
 MARKER_UNITS: dict[str, str] = {
+    "hscrp": "mg/L",
     "crp": "mg/L",
     "esr": "mm/h",
     "il6": "pg/mL",
@@ -238,6 +240,14 @@ def fmt_pct(x: object, signed: bool = True) -> str:
         return "0%"
     sign = "-" if v < 0 else ("+" if signed else "")
     return f"{sign}{text}%"
+
+
+def fmt_latest(value: object, censored: object) -> str:
+    """A latest result as the lab reported it: "<5" for a result below the detection limit
+    (stored as LOD/sqrt(2), see pipelines/analysis/draws.py), else `fmt_value`."""
+    if censored == "<" and is_num(value):
+        return "<" + fmt_value(float(value) * math.sqrt(2.0))
+    return fmt_value(value)
 
 
 def fmt_value(x: object) -> str:

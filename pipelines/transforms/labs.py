@@ -1,15 +1,30 @@
-"""Lab results: map test names and LOINC codes to canonical markers, convert to canonical units.
+"""Lab results: map LOINC codes and test names to canonical markers, convert to canonical units.
 
 Both mappings are data, not code, so a lab's new spelling or unit is a one-line change:
 - `pipelines/data/markers.csv` (marker, loinc, pattern, canonical_unit, note). A row with a `loinc`
-  maps that code to the marker. A row with a `pattern` maps test names that match it completely
-  (a regular expression, case-insensitive, on the name with spaces collapsed and a trailing
-  specimen such as ", Serum" or "(stool)" removed); first matching row wins, and its `loinc`, if
-  any, is filled in when the file gave none (so plain and high-sensitivity CRP stay apart).
+  maps that code to the marker; every code in use for a marker has its own row, and `note` says
+  where the code was verified. The code decides first: a result with a known LOINC code loads
+  with the code's marker whatever its name says, and loads when it has no name at all. A row with
+  a `pattern` maps test names that match it completely (a regular expression, case-insensitive,
+  on the name with spaces collapsed and a trailing specimen such as ", Serum" or "(stool)"
+  removed); first matching row wins, and its `loinc`, if any, is filled in when the file gave none.
 - `pipelines/data/units.csv` (marker, unit, factor, note): `unit` normalised (lower case, no
   spaces, `µ` and `mcg` as `u`/`ug`), `factor` multiplies a value into the marker's canonical unit.
   A unit that is not listed for the marker rejects the row: converting on a guess would silently
   scale results by 10 or 1000. A blank unit is accepted only where the table lists a blank unit.
+
+hs-CRP and standard CRP are two markers (`hscrp`, `crp`) and are never pooled: a standard assay
+reports "<5" where hs-CRP reports 0.4, and only hs-CRP has the cardiovascular categories. A LOINC
+code or a name that states the method ("hs-CRP", "CRP, Quant") decides. A name that does not ("CRP",
+"C-Reactive Protein", "PCR": the `crp` rows of markers.csv without a `loinc`) is decided, in order:
+1. by the source's `crp_method: hs | standard` in sources.yaml, when set;
+2. as hs-CRP when the results of that test name, unit and reference range in the file show a
+   high-sensitivity assay: a reference upper limit of at most 3 mg/L (hs-CRP ranges end at 1 or 3
+   mg/L, standard ones at 5 or 10), or a result below 1 mg/L written with 2 or more decimals (a
+   standard assay cannot measure that low). The whole group is decided together, so a series is
+   never split by its own values;
+3. otherwise as standard CRP, the safe side: a standard result never enters the hs-CRP categories.
+`lab_results.crp_method_basis` records which of these decided each CRP row (null for other markers).
 
 Any adapter producing lab rows (CSV, FHIR, Synthea, ...) calls `normalise_lab_rows`.
 """
@@ -24,9 +39,16 @@ from pathlib import Path
 
 import polars as pl
 
+from pipelines.config import CRP_METHOD_VALUES
 from pipelines.schema import LAB_RESULT_SCHEMA, REJECT_SCHEMA, conform
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+HSCRP, CRP = "hscrp", "crp"
+# sources.yaml `crp_method` -> marker.
+CRP_METHODS = dict(zip(CRP_METHOD_VALUES, (HSCRP, CRP), strict=True))
+# Evidence of a high-sensitivity assay for a CRP name without a method (module docstring).
+HS_REF_HIGH_MAX_MG_L = 3.0
+HS_LOW_RESULT_MG_L = 1.0
 MARKERS_TABLE = DATA_DIR / "markers.csv"
 UNITS_TABLE = DATA_DIR / "units.csv"
 
@@ -184,7 +206,7 @@ def _read_table(path: Path, required: tuple[str, ...]) -> pl.DataFrame:
 
 
 def normalise_lab_rows(
-    df: pl.DataFrame, columns: Mapping[str, str] | None = None
+    df: pl.DataFrame, columns: Mapping[str, str] | None = None, crp_method: str | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Map markers and convert units; return (rows in LAB_RESULT_SCHEMA, rejects in REJECT_SCHEMA).
 
@@ -195,8 +217,15 @@ def normalise_lab_rows(
     otherwise the offending cell is kept). `columns` maps `test_name_raw`, `value` and `unit_raw`
     to the file's header names so rejects name the column the user sees.
 
+    `crp_method` is the source's `crp_method` from sources.yaml ("hs", "standard" or None): how a
+    CRP test name without a method is read (module docstring).
+
     Censored values are bounds and are converted like values; so are reference limits.
     """
+    if crp_method is not None and crp_method not in CRP_METHODS:
+        raise ValueError(
+            f"normalise_lab_rows: crp_method {crp_method!r} is not one of {CRP_METHODS}"
+        )
     tables = lab_tables()
     names = {"test_name_raw": "test_name_raw", "value": "value", "unit_raw": "unit_raw"}
     names.update(columns or {})
@@ -236,21 +265,31 @@ def normalise_lab_rows(
     )
 
     known = list(tables.canonical_units)
+    given = pl.col("marker").is_in(known).fill_null(False)
     work = (
         work.join(tables.by_loinc, on="__loinc", how="left")
         .join(name_map, on="__name", how="left")
         .with_columns(
+            # The adapter's own marker (NHANES variables) first, then the LOINC code, then the name.
             pl.coalesce(
-                pl.when(pl.col("marker").is_in(known)).then(pl.col("marker")),
+                pl.when(given).then(pl.col("marker")),
                 pl.col("__marker_loinc"),
                 pl.col("__marker_name"),
             ).alias("__marker"),
+            pl.when(given)
+            .then(pl.lit("format"))
+            .when(pl.col("__marker_loinc").is_not_null())
+            .then(format_text("LOINC {}", pl.col("__loinc")))
+            .when(pl.col("__marker_name").is_not_null())
+            .then(pl.lit("name"))
+            .alias("__basis"),
             pl.coalesce(pl.col("__loinc"), pl.col("__loinc_name")).alias("__loinc_out"),
             unit_key(pl.col("unit_raw").str.strip_chars()).alias("__unit_key"),
         )
         .join(tables.units, on=["__marker", "__unit_key"], how="left")
         .sort("__row")
     )
+    work = _decide_crp_method(work, given, crp_method, tables)
 
     known_units = (
         tables.units.filter(pl.col("__unit_key") != "")
@@ -273,9 +312,19 @@ def normalise_lab_rows(
     # the offending cell goes in `value`.
     checks: list[tuple[pl.Expr, str, pl.Expr, pl.Expr, pl.Expr]] = [
         (
+            pl.col("__marker").is_null() & pl.col("__name").is_null() & pl.col("__loinc").is_null(),
+            names["test_name_raw"],
+            pl.lit("test name is blank and there is no LOINC code"),
+            raw("test_name_raw"),
+            pl.lit(None, dtype=pl.String),
+        ),
+        (
             pl.col("__marker").is_null() & pl.col("__name").is_null(),
             names["test_name_raw"],
-            pl.lit("test name is blank"),
+            pl.lit(
+                "LOINC code (no test name) is not a known inflammation marker; add the code to "
+                "markers.csv to load it"
+            ),
             raw("test_name_raw"),
             pl.col("__loinc"),
         ),
@@ -343,6 +392,9 @@ def normalise_lab_rows(
     rows = work.filter(pl.col("__first").is_null()).with_columns(
         pl.col("__marker").alias("marker"),
         pl.col("__loinc_out").alias("loinc"),
+        pl.when(pl.col("__marker").is_in([HSCRP, CRP]))
+        .then(pl.col("__basis"))
+        .alias("crp_method_basis"),
         (pl.col("value") * factor).alias("value"),
         pl.col("__marker")
         .replace_strict(tables.canonical_units, default=None, return_dtype=pl.String)
@@ -351,3 +403,50 @@ def normalise_lab_rows(
         (pl.col("ref_high") * factor).alias("ref_high"),
     )
     return conform(rows, LAB_RESULT_SCHEMA), conform(rejects, REJECT_SCHEMA)
+
+
+def _decide_crp_method(
+    work: pl.DataFrame, given: pl.Expr, crp_method: str | None, tables: LabTables
+) -> pl.DataFrame:
+    """Make a CRP name without a method (the `crp` name rows of markers.csv without a `loinc`)
+    `hscrp` or `crp` by the rule of the module docstring; set `__basis` to what decided it, and
+    join the units again for the decided marker."""
+    pending = (
+        ~given
+        & pl.col("__marker_loinc").is_null()
+        & (pl.col("__marker") == CRP)
+        & pl.col("__loinc_name").is_null()
+    ).fill_null(False)
+    if not work.select(pending.any()).item():
+        return work
+    # The same test, unit and reference range in one file is one assay: decided together.
+    assay = ["__name", "__unit_key", "ref_high"]
+    low_ref = pending & (pl.col("ref_high") * pl.col("__factor") <= HS_REF_HIGH_MAX_MG_L)
+    low_result = (
+        pending
+        & (pl.col("value") * pl.col("__factor") < HS_LOW_RESULT_MG_L)
+        & pl.col("value_raw").str.contains(r"[.,]\d{2,}\s*$")
+    )
+    if crp_method is not None:
+        marker = pl.lit(CRP_METHODS[crp_method])
+        basis = pl.lit(f"sources.yaml crp_method: {crp_method}")
+    else:
+        by_ref = low_ref.fill_null(False).any().over(assay)
+        by_result = low_result.fill_null(False).any().over(assay)
+        marker = pl.when(by_ref | by_result).then(pl.lit(HSCRP)).otherwise(pl.lit(CRP))
+        basis = (
+            pl.when(by_ref)
+            .then(pl.lit(f"reference upper limit <= {HS_REF_HIGH_MAX_MG_L:g} mg/L: hs"))
+            .when(by_result)
+            .then(pl.lit(f"results below {HS_LOW_RESULT_MG_L:g} mg/L with 2 decimals: hs"))
+            .otherwise(pl.lit("no method stated and no sign of a high-sensitivity assay: standard"))
+        )
+    return (
+        work.with_columns(
+            pl.when(pending).then(marker).otherwise(pl.col("__marker")).alias("__marker"),
+            pl.when(pending).then(basis).otherwise(pl.col("__basis")).alias("__basis"),
+        )
+        .drop("__factor")
+        .join(tables.units, on=["__marker", "__unit_key"], how="left")
+        .sort("__row")
+    )

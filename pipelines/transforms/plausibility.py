@@ -154,7 +154,7 @@ def rules(target: str, schema: dict[str, pl.DataType], today: date) -> list[Rule
                 format_text("{} {}", pl.col("value"), pl.col("marker")),
             ),
             Rule(
-                (pl.col("marker") == "crp") & (pl.col("value") > MAX_CRP_MG_L),
+                pl.col("marker").is_in(["hscrp", "crp"]) & (pl.col("value") > MAX_CRP_MG_L),
                 "value",
                 f"implausible CRP: above {MAX_CRP_MG_L:,.0f} mg/L (the highest reported values "
                 "are a few hundred; check the unit)",
