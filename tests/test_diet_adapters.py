@@ -17,6 +17,7 @@ from pipelines.adapters import (
     diet_csv,
     myfitnesspal,
 )
+from pipelines.adapters.base import lines_of
 from pipelines.config import PersonSpec, SourceConfig
 from pipelines.ingest import ingest_source, target_table
 from pipelines.schema import (
@@ -60,7 +61,7 @@ def parse(path: Path, fmt: str, **overrides: object) -> ParseResult:
     result = FORMATS[fmt].parse(path, src)
     assert result.rows.schema == pl.Schema(TARGET_SCHEMAS[target_table(src)])
     assert result.rejects.schema == pl.Schema(REJECT_SCHEMA)
-    assert result.rows_read == result.rows.height + result.rejects.height
+    assert result.rows_read == lines_of(result.rows) + result.rejects.height
     assert result.rejects["reason"].null_count() == 0
     assert result.rejects["line"].null_count() == 0
     return result
@@ -237,10 +238,12 @@ def test_biometrics_decimal_comma_and_fahrenheit(tmp_path: Path) -> None:
 def test_mfp_meals_are_summed_per_day_with_day_accounting() -> None:
     result = parse(MFP, "myfitnesspal")
     # Loaded: 2026-01-01 (3 meals) and 2026-01-03 (2 meals); rejected: the 2 meal rows of
-    # 2026-01-02 (one bad), a note-only row and the Total line. A "row" here is a day.
+    # 2026-01-02 (one bad), a note-only row and the Total line. Accounting is per input line:
+    # the two days stand for their 5 meal lines.
     assert result.rows["day"].cast(pl.String).to_list() == ["2026-01-01", "2026-01-03"]
     assert result.rows["line"].to_list() == [2, 8]
-    assert result.rows_read == 2 + 4
+    assert result.rows["input_lines"].to_list() == [3, 2]
+    assert result.rows_read == 5 + 4
     assert set(result.rows["period"]) == {"day"}
     first = row_at(result, 2)
     assert first["energy_kcal"] == pytest.approx(450 + 700 + 1234)  # "1,234" in quotes
@@ -280,7 +283,9 @@ def test_mfp_ingest_accounting(tmp_path: Path) -> None:
     ingest = ingest_source(src, raw)
     record = ingest.files.row(0, named=True)
     assert record["status"] == "loaded"
-    assert (record["rows_read"], record["rows_loaded"], record["rows_rejected"]) == (6, 2, 4)
+    # Input lines, not days: 5 meal lines loaded (as 2 days), 4 rejected.
+    assert (record["rows_read"], record["rows_loaded"], record["rows_rejected"]) == (9, 5, 4)
+    assert ingest.rows.height == 2
     assert set(ingest.rows["person_id"]) == {"alice"}
 
 

@@ -40,6 +40,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipelines.adapters import FORMATS, AdapterError, ParseResult
+from pipelines.adapters.base import lines_of
 from pipelines.config import PersonSpec, SourceConfig
 from pipelines.ingest import ingest_source
 from pipelines.schema import REJECT_SCHEMA, TARGET_SCHEMAS
@@ -258,7 +259,7 @@ def check_parse(case: Case, path: Path, source: SourceConfig | None = None) -> P
     target = FORMATS[source.format].target(source)
     assert result.rows.schema == pl.Schema(TARGET_SCHEMAS[target])
     assert result.rejects.schema == pl.Schema(REJECT_SCHEMA)
-    assert result.rows_read == result.rows.height + result.rejects.height
+    assert result.rows_read == lines_of(result.rows) + result.rejects.height
     reasons = result.rejects["reason"]
     assert reasons.null_count() == 0
     assert (reasons.str.strip_chars().str.len_chars() > 0).all()
