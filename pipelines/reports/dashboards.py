@@ -97,6 +97,7 @@ SCHEMAS: dict[str, dict[str, DType]] = {
         "person_id": pl.String,
         "day": pl.Date,
         "logged": pl.Boolean,
+        "logged_rule": pl.String,
         "entries": pl.Int64,
         "energy_kcal": pl.Float64,
         "fiber_g": pl.Float64,
@@ -979,7 +980,11 @@ def _summary_cards(s: PersonSummary) -> str:
                 ),
                 card("Chronic trend", _trend_html(s)),
                 change_html,
-                card("Data coverage", _coverage_html(s)),
+                card(
+                    "Data coverage",
+                    _coverage_html(s),
+                    esc(f"How a day counts as logged: {logged_rule_text(s.diet)}"),
+                ),
                 card(
                     "Findings",
                     f"{len(s.significant)} significant",
