@@ -243,6 +243,30 @@ def test_daily_summary_with_group_column_loads_the_total_rows() -> None:
     assert result.rows_read == 14 == lines_of(result.rows) + result.rejects.height
 
 
+def test_daily_summary_without_groups_a_repeated_date_keeps_its_first_usable_line(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path,
+        "Date,Energy (kcal),Fiber (g),Completed\n"
+        "2024-04-01,0,0,false\n"  # the unlogged row Cronometer writes, then the real one
+        "2024-04-01,1800,20,false\n"
+        "2024-04-02,abc,5,false\n"
+        "2024-04-02,1700,18,false\n"
+        "2024-04-02,1600,15,false\n",
+    )
+    result = parse(path, "cronometer_daily_summary")
+    assert result.rows.select("line", "energy_kcal", "input_lines").rows() == [
+        (3, 1800.0, 1),
+        (5, 1700.0, 1),
+    ]
+    assert result.rejects.select("line", "reason").rows()[0] == (
+        2,
+        "day not logged (all nutrients zero)",
+    )
+    assert reject_at(result, 6)["reason"] == "duplicate date in file"
+
+
 def test_daily_summary_groups_bad_numbers_and_repeats(tmp_path: Path) -> None:
     path = write(
         tmp_path,

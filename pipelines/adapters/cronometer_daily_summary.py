@@ -119,7 +119,23 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         checks.append(Check(group_raw.is_null(), group_name, pl.lit(f"{group_name} is blank")))
         group, repeat_reason = group_raw, DUPLICATE_GROUP_REASON
 
-    # Rows that cannot be placed on a day (and group) are rejected alone.
+    values = [pl.col(v) for v in nutrients.values.values()]
+    empty_checks = [
+        Check(
+            pl.all_horizontal([v.is_null() for v in values]), None, pl.lit(NOT_LOGGED_BLANK_REASON)
+        ),
+        Check(
+            pl.all_horizontal([v.fill_null(0) == 0 for v in values]),
+            None,
+            pl.lit(NOT_LOGGED_REASON),
+        ),
+    ]
+    if group_i is None:
+        # A row is a day: an empty one is rejected before repeats are looked for, so that a
+        # repeated date's first usable line is the one that loads.
+        checks += nutrients.checks + empty_checks
+
+    # Rows that cannot be placed on a day (and group), or carry a bad number, are rejected.
     placed, alone = split_rejects(table.frame.with_columns(nutrients.parsed), checks)
     key = ["__person", "__day"]
     placed = placed.with_columns(
@@ -128,15 +144,17 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         group.alias("__group"),
         completed.alias("__completed"),
     ).with_columns(pl.col("__group").str.contains(SUMMARY_LABEL).alias("__total"))
-    placed, repeats = reject_repeats(placed, [*key, "__group"], date_name, repeat_reason)
-    placed = placed.with_columns(pl.col("__total").any().over(key).alias("__has_total"))
-
-    # A bad number rejects its row. When the day's total comes from that row, or from the sum of
-    # groups that row belongs to, the day's other rows are rejected too (a day without one of its
-    # meals would understate intake); a bad meal-group row under a good Total row only costs itself.
     fine, bad = split_rejects(placed, nutrients.checks)
+    fine, repeats = reject_repeats(fine, [*key, "__group"], date_name, repeat_reason)
+
+    # With groups, a bad number in the row the day's total comes from (the Total row, or any
+    # group when there is no Total) rejects the day's other rows too: a day without one of its
+    # meals would understate intake. A bad group row under a good Total row only costs itself.
+    has_total = pl.col("__total").any().over(key)
     bad_days = (
-        placed.join(fine.select(LINE), on=LINE, how="anti")
+        placed.with_columns(has_total.alias("__has_total"))
+        .join(fine.select(LINE), on=LINE, how="anti")
+        .join(repeats.select(pl.col("line").alias(LINE)), on=LINE, how="anti")
         .filter(pl.col("__total") | ~pl.col("__has_total"))
         .group_by(key)
         .agg(pl.col(LINE).min().alias("__bad_line"))
@@ -152,27 +170,15 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
 
     # The day's values on each of its rows: the Total row's, or the sum of the groups (a nutrient
     # no group reported stays null). An empty day is then rejected on every one of its lines.
-    names = list(nutrients.values.values())
-    fine = fine.with_columns(pl.col("__total").any().over(key).alias("__has_total")).with_columns(
+    fine = fine.with_columns(has_total.alias("__has_total")).with_columns(
         pl.when(pl.col("__has_total"))
         .then(pl.col(v).filter(pl.col("__total")).first())
         .when(pl.col(v).is_not_null().any())
         .then(pl.col(v).sum())
         .over(key)
         .alias(v)
-        for v in names
+        for v in nutrients.values.values()
     )
-    values = [pl.col(v) for v in names]
-    empty_checks = [
-        Check(
-            pl.all_horizontal([v.is_null() for v in values]), None, pl.lit(NOT_LOGGED_BLANK_REASON)
-        ),
-        Check(
-            pl.all_horizontal([v.fill_null(0) == 0 for v in values]),
-            None,
-            pl.lit(NOT_LOGGED_REASON),
-        ),
-    ]
     fine, empty_days = split_rejects(fine, empty_checks)
 
     # One row per day: the Total row when there is one, else the day's first group row.
