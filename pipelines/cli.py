@@ -198,6 +198,7 @@ def reject_groups(rejects: pl.DataFrame, examples: int = REJECT_EXAMPLES) -> lis
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from pipelines.adapters import FORMATS, AdapterError
+    from pipelines.adapters.base import lines_of
     from pipelines.ingest import plausible, target_table
 
     project = _project(args)
@@ -217,7 +218,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     result = plausible(target_table(source), result, date.today())
     print(f"{path} as source {source.name!r} ({source.format}, {source.kind}):")
     print(f"  rows read:      {result.rows_read}")
-    print(f"  would load:     {result.rows.height}")
+    loaded = lines_of(result.rows)
+    summed = f" (as {result.rows.height} rows)" if loaded != result.rows.height else ""
+    print(f"  would load:     {loaded}{summed}")
     print(f"  would reject:   {result.rejects.height}")
     if result.rows.height:
         people = result.rows["person_id"].unique().sort().to_list()

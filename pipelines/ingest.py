@@ -88,6 +88,8 @@ BATCH_BYTES = 24 * 1024 * 1024
 # spills to disk (`<warehouse>.tmp`) rather than growing.
 DUCKDB_MEMORY_LIMIT = "1GB"
 SPOOL_PREFIX = "gutsignal-ingest-"
+# A row's `input_lines` carried through the plausibility rules onto its rejects.
+_LINES = "__input_lines"
 
 REJECTED_ROWS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "file_id": pl.String,
@@ -284,9 +286,14 @@ def plausible(target: str, result: ParseResult, today: date) -> ParseResult:
 
     For one file outside a run (`gutsignal validate`); a run applies the rules per batch.
     """
-    kept, implausible = apply_plausibility(target, result.rows, today)
+    rows = result.rows
+    if "input_lines" in rows.columns:
+        rows = rows.with_columns(pl.col("input_lines").alias(_LINES))
+    kept, implausible = apply_plausibility(target, rows, today)
+    kept = kept.drop(_LINES, strict=False)
     if implausible.height == 0:
         return result
+    implausible = conform(_one_reject_per_line(implausible), REJECT_SCHEMA)
     rejects = pl.concat([conform(result.rejects, REJECT_SCHEMA), implausible], how="vertical").sort(
         "line", maintain_order=True
     )
@@ -562,10 +569,12 @@ def _ingest_batch(
         if parsed.rows.width
         else pl.DataFrame(schema=frame_schema)
     )
+    if "input_lines" in rows.columns:
+        rows = rows.with_columns(pl.col("input_lines").alias(_LINES))
     kept, implausible = apply_plausibility(target, rows, today)
 
     reject_schema = {**REJECT_SCHEMA, FILE_INDEX: pl.Int64}
-    implausible = conform(implausible, reject_schema)
+    implausible = conform(_one_reject_per_line(implausible), reject_schema)
     adapter_rejects = (
         conform(parsed.rejects, reject_schema)
         if parsed.rejects.width
@@ -618,6 +627,23 @@ def _ingest_batch(
         schema=INGEST_STATE_SCHEMA,
     )
     insert_frame(conn, "ingest_state", state)
+
+
+def _one_reject_per_line(implausible: pl.DataFrame) -> pl.DataFrame:
+    """Implausible rows that stand for several input lines (a day summed from meal rows) as one
+    reject per line, so rows_rejected and rejected_rows count input lines like every other count.
+    The adapter keeps only the day's first line, so the others repeat it, and their reason says
+    so with a fixed suffix (a reason stays a stable category)."""
+    if _LINES not in implausible.columns:
+        return implausible
+    n = pl.col(_LINES).fill_null(1).clip(lower_bound=1)
+    expanded = implausible.with_columns(pl.int_ranges(0, n).alias("__nth")).explode("__nth")
+    return expanded.with_columns(
+        pl.when(pl.col("__nth") > 0)
+        .then(pl.col("reason") + " (another input line of the same day)")
+        .otherwise(pl.col("reason"))
+        .alias("reason")
+    ).drop("__nth", _LINES)
 
 
 def _store_spooled(
@@ -735,8 +761,14 @@ def _file_records(
 ) -> pl.DataFrame:
     """One INGEST_FILES_SCHEMA row per file, its counts from the stored rows and state."""
     raw, stg = ident(raw_table(source.name)), ident(staging_table(source.name))
-    loaded = dict(conn.execute(f"SELECT file_id, count(*) FROM {stg} GROUP BY ALL").fetchall())
-    stored = dict(conn.execute(f"SELECT file_id, count(*) FROM {raw} GROUP BY ALL").fetchall())
+    # Counts are of input lines: a row standing for several (input_lines) counts each of them.
+    lines = (
+        "sum(coalesce(input_lines, 1))"
+        if "input_lines" in TARGET_SCHEMAS[target_table(source)]
+        else "count(*)"
+    )
+    loaded = dict(conn.execute(f"SELECT file_id, {lines} FROM {stg} GROUP BY ALL").fetchall())
+    stored = dict(conn.execute(f"SELECT file_id, {lines} FROM {raw} GROUP BY ALL").fetchall())
     state = {
         row[0]: row[1:]
         for row in conn.execute(

@@ -145,7 +145,19 @@ DIET_REPORTED_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "completed": pl.Boolean,  # the user marked the day complete (Cronometer), else null
     **{n: pl.Float64 for n in NUTRIENTS},
     "line": pl.Int64,
+    # How many input lines the row stands for: a day summed from several meal rows (MyFitnessPal)
+    # or a Cronometer Total row with its meal-group rows. Null means one. Row accounting counts
+    # input lines (`pipelines.adapters.base.lines_of`), so 872 meal rows are 872 lines read.
+    "input_lines": pl.Int64,
 }
+
+# How diet_daily decided a day's `logged` (its `logged_rule`): the start of each rule's text
+# (`pipelines.transforms.diet` adds the thresholds in force). Here so the dashboards can read
+# them without importing the transforms.
+RULE_NOTHING = "nothing logged"  # a gap day: no entries, no reported total
+RULE_COMPLETE = "marked complete"  # a reported day the user ticked complete
+RULE_ENERGY = "daily total"  # a reported day not ticked complete: judged by its energy
+RULE_ENTRIES = "food entries"  # a day with food-level entries
 
 PERSON_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "person_id": pl.String,

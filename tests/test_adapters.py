@@ -10,6 +10,7 @@ import pytest
 
 from pipelines.adapters import FORMATS, AdapterError, ParseResult, _csv, cronometer_servings
 from pipelines.adapters._csv import read_csv_table
+from pipelines.adapters.base import lines_of
 from pipelines.config import PersonSpec, SourceConfig
 from pipelines.schema import DIET_ENTRY_SCHEMA, REJECT_SCHEMA
 
@@ -40,7 +41,7 @@ def check_contract(result: ParseResult) -> None:
     """What every adapter promises, whatever the file."""
     assert result.rows.schema == pl.Schema(DIET_ENTRY_SCHEMA)
     assert result.rejects.schema == pl.Schema(REJECT_SCHEMA)
-    assert result.rows_read == result.rows.height + result.rejects.height
+    assert result.rows_read == lines_of(result.rows) + result.rejects.height
     assert result.rejects["reason"].null_count() == 0
     assert result.rejects["line"].null_count() == 0
 

@@ -191,6 +191,50 @@ def test_a_10000_kcal_day_is_flagged_and_not_logged() -> None:
     assert day["energy_kcal"] == pytest.approx(12000.0)  # kept, visible, not averaged
 
 
+def test_reported_days_not_marked_complete_are_judged_by_energy() -> None:
+    """Cronometer's Completed is false on every day of every real export: false means "not
+    ticked", so those days count as logged by their energy, and logged_rule says so."""
+    entry_rows = [
+        {"person_id": "p", "day": date(2025, 1, d), "food": f"Food {i}", "energy_kcal": 700.0}
+        for d in (1, 3)
+        for i in range(3)
+    ]
+    df = entries(entry_rows)
+    reported = pl.DataFrame(
+        {
+            "person_id": ["p", "p", "p", "p", "q"],
+            "day": [date(2025, 1, d) for d in (5, 6, 7, 8)] + [date(2025, 1, 5)],
+            "period": ["day"] * 5,
+            "completed": [False, False, True, None, False],
+            "energy_kcal": [1900.0, 640.0, 300.0, 2100.0, 12000.0],
+        }
+    )
+    settings = Settings()
+    daily = build_diet_daily(df, categorise_foods(df), settings, reported)
+    got = {
+        (r["person_id"], r["day"].day): (r["logged"], r["logged_rule"])
+        for r in daily.iter_rows(named=True)
+    }
+    energy = "daily total (energy at least 800 kcal)"
+    assert got == {
+        ("p", 1): (True, "food entries (at least 3 entries and 800 kcal)"),
+        ("p", 2): (False, "nothing logged"),  # a gap day between entry days
+        ("p", 3): (True, "food entries (at least 3 entries and 800 kcal)"),
+        ("p", 5): (True, energy),  # Completed false, 1900 kcal: logged
+        ("p", 6): (False, energy),  # Completed false, 640 kcal: too little to be a whole day
+        ("p", 7): (True, "marked complete"),  # ticked complete: the user's word
+        ("p", 8): (True, energy),  # no Completed column
+        ("q", 5): (False, energy),  # 12,000 kcal: implausible, never logged
+    }
+    # The rule follows the settings in force.
+    strict = build_diet_daily(df, categorise_foods(df), Settings(logged_min_kcal=2000), reported)
+    day5 = strict.filter((pl.col("person_id") == "p") & (pl.col("day") == date(2025, 1, 5)))
+    assert day5.select("logged", "logged_rule").row(0) == (
+        False,
+        "daily total (energy at least 2000 kcal)",
+    )
+
+
 def _days(rows: list[tuple[str, int, int, str | None]]) -> pl.DataFrame:
     return pl.DataFrame(
         [(p, date(2025, 3, d), n, src) for p, d, n, src in rows],

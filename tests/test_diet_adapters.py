@@ -17,6 +17,7 @@ from pipelines.adapters import (
     diet_csv,
     myfitnesspal,
 )
+from pipelines.adapters.base import lines_of
 from pipelines.config import PersonSpec, SourceConfig
 from pipelines.ingest import ingest_source, target_table
 from pipelines.schema import (
@@ -32,6 +33,12 @@ DAILY = FIXTURES / "cronometer_dailysummary.csv"
 BIOMETRICS = FIXTURES / "cronometer_biometrics.csv"
 MFP = FIXTURES / "Nutrition-Summary-2026-01-01-to-2026-01-03.csv"
 DIARY = FIXTURES / "diary_semicolon_latin1.csv"
+# Real shapes seen in public Daily Nutrition exports (formats.md): `Completed` false on every
+# day; a `Group` column with meal-group rows and a `Total` row per date; a spreadsheet re-save.
+DAILY_FALSE = FIXTURES / "dailysummary_completed_false.csv"
+DAILY_GROUPS = FIXTURES / "dailysummary_groups.csv"
+DAILY_SPREADSHEET = FIXTURES / "dailysummary_spreadsheet.csv"
+MFP_CUSTOM = FIXTURES / "mfp_custom_meals.csv"
 NHANES = (
     Path(__file__).resolve().parents[2] / "shared/datasets/nhanes/nhanes_2011_2018_dii_intake.csv"
 )
@@ -60,7 +67,7 @@ def parse(path: Path, fmt: str, **overrides: object) -> ParseResult:
     result = FORMATS[fmt].parse(path, src)
     assert result.rows.schema == pl.Schema(TARGET_SCHEMAS[target_table(src)])
     assert result.rejects.schema == pl.Schema(REJECT_SCHEMA)
-    assert result.rows_read == result.rows.height + result.rejects.height
+    assert result.rows_read == lines_of(result.rows) + result.rejects.height
     assert result.rejects["reason"].null_count() == 0
     assert result.rejects["line"].null_count() == 0
     return result
@@ -225,6 +232,111 @@ def test_daily_summary_person_column_keeps_people_apart(tmp_path: Path) -> None:
     assert reject_at(result, 4)["reason"] == "duplicate date in file"
 
 
+def test_daily_summary_completed_false_everywhere_loads_every_day() -> None:
+    # Every real export seen has Completed false on every day: false is loaded as a flag, never
+    # as a reason to drop the day. Only the all-zero day (line 4) is rejected.
+    raw = DAILY_FALSE.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf") and b"\r\n" in raw
+    result = parse(DAILY_FALSE, "cronometer_daily_summary")
+    assert result.rows_read == 5
+    assert result.rows["day"].cast(pl.String).to_list() == [
+        "2024-03-01",
+        "2024-03-02",
+        "2024-03-04",
+        "2024-03-05",
+    ]
+    assert result.rows["completed"].to_list() == [False] * 4
+    assert result.rows["energy_kcal"].to_list() == pytest.approx([1850.2, 2210.0, 640.5, 1999.9])
+    assert reject_at(result, 4)["reason"] == "day not logged (all nutrients zero)"
+
+
+def test_daily_summary_spreadsheet_resave_us_dates_and_upper_case_false() -> None:
+    result = parse(DAILY_SPREADSHEET, "cronometer_daily_summary", date_format="%m/%d/%Y")
+    assert result.rows.select(pl.col("day").cast(pl.String), "completed", "energy_kcal").rows() == [
+        ("2024-03-09", False, 1720.4),
+        ("2024-03-11", False, 2050.0),
+    ]
+    assert reject_at(result, 3)["reason"] == "day not logged (all nutrients zero)"
+
+
+def test_daily_summary_with_group_column_loads_the_total_rows() -> None:
+    # 14 data lines: 4 meal groups + Total (2024-03-01), Total first then 3 groups, one named by
+    # the user (03-02), an empty day as a Total row with blank nutrients (03-03), two groups and
+    # no Total (03-04: their sum), a breakfast-only day with its Total (03-05).
+    result = parse(DAILY_GROUPS, "cronometer_daily_summary")
+    days = result.rows.select(
+        pl.col("day").cast(pl.String), "energy_kcal", "fiber_g", "line", "input_lines"
+    )
+    assert days.rows() == [
+        ("2024-03-01", 2000.0, 27.0, 6, 5),
+        ("2024-03-02", 1400.0, 18.5, 7, 4),
+        ("2024-03-04", 1200.0, 15.0, 12, 2),
+        ("2024-03-05", 300.0, 4.0, 15, 2),
+    ]
+    # kcal loaded equals the Total rows (plus the groups' sum where a date has none), not the
+    # first row of each date (420 + 1400 + 500 + 300 kcal before).
+    assert result.rows["energy_kcal"].sum() == pytest.approx(2000 + 1400 + 1200 + 300)
+    assert result.rejects.select("line", "reason").rows() == [
+        (11, "day not logged (all nutrients blank)")
+    ]
+    # Every line accounted for: 13 lines loaded as 4 days, 1 rejected.
+    assert result.rows_read == 14 == lines_of(result.rows) + result.rejects.height
+
+
+def test_daily_summary_without_groups_a_repeated_date_keeps_its_first_usable_line(
+    tmp_path: Path,
+) -> None:
+    path = write(
+        tmp_path,
+        "Date,Energy (kcal),Fiber (g),Completed\n"
+        "2024-04-01,0,0,false\n"  # the unlogged row Cronometer writes, then the real one
+        "2024-04-01,1800,20,false\n"
+        "2024-04-02,abc,5,false\n"
+        "2024-04-02,1700,18,false\n"
+        "2024-04-02,1600,15,false\n",
+    )
+    result = parse(path, "cronometer_daily_summary")
+    assert result.rows.select("line", "energy_kcal", "input_lines").rows() == [
+        (3, 1800.0, 1),
+        (5, 1700.0, 1),
+    ]
+    assert result.rejects.select("line", "reason").rows()[0] == (
+        2,
+        "day not logged (all nutrients zero)",
+    )
+    assert reject_at(result, 6)["reason"] == "duplicate date in file"
+
+
+def test_daily_summary_groups_bad_numbers_and_repeats(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "Date,Group,Energy (kcal),Fiber (g),Completed\n"
+        "2024-04-01,Breakfast,400,5,false\n"
+        "2024-04-01,Lunch,x,5,false\n"  # bad group row under a good Total: rejected alone
+        "2024-04-01,Total,1500,20,false\n"
+        "2024-04-02,Breakfast,400,5,false\n"
+        "2024-04-02,Dinner,-3,5,false\n"  # bad group row, no Total: the day goes
+        "2024-04-03,Dinner,900,9,false\n"
+        "2024-04-03,Dinner,100,1,false\n"  # the same date and group again
+        "2024-04-04,,700,7,false\n",
+    )
+    result = parse(path, "cronometer_daily_summary")
+    assert result.rows.select(
+        pl.col("day").cast(pl.String), "energy_kcal", "input_lines"
+    ).rows() == [
+        ("2024-04-01", 1500.0, 2),
+        ("2024-04-03", 900.0, 1),
+    ]
+    assert reject_at(result, 3)["column"] == "Energy (kcal)"
+    assert reject_at(result, 5)["reason"] == (
+        "day not loaded: another row of this day was rejected (line 6)"
+    )
+    assert reject_at(result, 6)["column"] == "Energy (kcal)"
+    assert reject_at(result, 8)["reason"] == "duplicate date and group in file"
+    assert reject_at(result, 9)["reason"] == "Group is blank"
+    assert result.rows_read == 8
+
+
 # ---- Cronometer biometrics -------------------------------------------------------------------
 
 
@@ -277,10 +389,12 @@ def test_biometrics_decimal_comma_and_fahrenheit(tmp_path: Path) -> None:
 def test_mfp_meals_are_summed_per_day_with_day_accounting() -> None:
     result = parse(MFP, "myfitnesspal")
     # Loaded: 2026-01-01 (3 meals) and 2026-01-03 (2 meals); rejected: the 2 meal rows of
-    # 2026-01-02 (one bad), a note-only row and the Total line. A "row" here is a day.
+    # 2026-01-02 (one bad), a note-only row and the Total line. Accounting is per input line:
+    # the two days stand for their 5 meal lines.
     assert result.rows["day"].cast(pl.String).to_list() == ["2026-01-01", "2026-01-03"]
     assert result.rows["line"].to_list() == [2, 8]
-    assert result.rows_read == 2 + 4
+    assert result.rows["input_lines"].to_list() == [3, 2]
+    assert result.rows_read == 5 + 4
     assert set(result.rows["period"]) == {"day"}
     first = row_at(result, 2)
     assert first["energy_kcal"] == pytest.approx(450 + 700 + 1234)  # "1,234" in quotes
@@ -292,6 +406,34 @@ def test_mfp_meals_are_summed_per_day_with_day_accounting() -> None:
     assert third["energy_kcal"] == pytest.approx(1400)
     assert third["carbs_g"] == pytest.approx(160)
     assert third["fat_g"] == pytest.approx(20)  # the dinner's blank fat adds nothing
+
+
+def test_mfp_custom_meals_several_rows_per_meal_accounts_per_line(tmp_path: Path) -> None:
+    # US dates, meal names of the user's own, two Lunch rows on one day, a quoted note with a
+    # line break, and a day (3/3) whose bad Calories cell rejects its three rows.
+    result = parse(MFP_CUSTOM, "myfitnesspal", date_format="%m/%d/%Y")
+    assert result.rows.select(
+        pl.col("day").cast(pl.String), "energy_kcal", "input_lines"
+    ).rows() == [
+        ("2024-03-01", 410 + 150 + 520 + 230 + 890, 5),
+        ("2024-03-02", 380 + 200 + 1020, 3),
+    ]
+    assert result.rejects["line"].to_list() == [11, 12, 13]
+    assert result.rows_read == 11  # data lines, not days
+
+    raw = tmp_path / "raw"
+    (raw / "alice").mkdir(parents=True)
+    (raw / "alice" / MFP_CUSTOM.name).write_bytes(MFP_CUSTOM.read_bytes())
+    src = source(
+        "myfitnesspal", path="*/*.csv", person=PersonSpec(from_folder=True), date_format="%m/%d/%Y"
+    )
+    record = ingest_source(src, raw).files.row(0, named=True)
+    assert (
+        record["rows_read"],
+        record["rows_loaded"],
+        record["rows_rejected"],
+        record["rows_duplicate"],
+    ) == (11, 8, 3, 0)
 
 
 def test_mfp_rejects_keep_their_own_lines() -> None:
@@ -324,7 +466,9 @@ def test_mfp_ingest_accounting(tmp_path: Path) -> None:
     ingest = ingest_source(src, raw)
     record = ingest.files.row(0, named=True)
     assert record["status"] == "loaded"
-    assert (record["rows_read"], record["rows_loaded"], record["rows_rejected"]) == (6, 2, 4)
+    # Input lines, not days: 5 meal lines loaded (as 2 days), 4 rejected.
+    assert (record["rows_read"], record["rows_loaded"], record["rows_rejected"]) == (9, 5, 4)
+    assert ingest.rows.height == 2
     assert set(ingest.rows["person_id"]) == {"alice"}
 
 

@@ -194,18 +194,32 @@ def test_diet_daily_recomputes_only_changed_person_days(
         reported_day("bob", 20),
         reported_day("dan", 3, kcal=500.0),
         reported_day("dan", 6),
+        # Cronometer's Completed false (on every day of real exports): judged by energy.
+        reported_day("dan", 7, completed=False),
     ]
-    assert cohort.run() == {"people_recomputed": 3, "days_recomputed": 4}
+    assert cohort.run() == {"people_recomputed": 3, "days_recomputed": 5}
     table = assert_same_as_full_rebuild(cohort, tmp_path, "reported")
     assert gap_days(table, "cat") == []  # the reported day fills it
     assert gap_days(table, "dan") == []  # reported days make no range of gaps
-    assert table.filter(pl.col("diet_source") == "reported").height == 4
+    assert table.filter(pl.col("diet_source") == "reported").height == 5
+    dan = table.filter(pl.col("person_id") == "dan").sort("day")
+    energy = "daily total (energy at least 800 kcal)"
+    assert dan.select("logged", "logged_rule").rows() == [
+        (False, energy),
+        (True, energy),
+        (True, energy),
+    ]
+    cat4 = table.filter((pl.col("person_id") == "cat") & (pl.col("day") == day(4)))
+    assert cat4.select("logged", "logged_rule").row(0) == (True, "marked complete")
 
     # A reported day removed again: the gap row comes back.
     cohort.reported = [r for r in cohort.reported if r["person_id"] != "cat"]
     assert cohort.run() == {"people_recomputed": 1, "days_recomputed": 1}
     table = assert_same_as_full_rebuild(cohort, tmp_path, "reported-removed")
     assert gap_days(table, "cat") == [day(4)]
+    # The gap row written by the incremental path says why it is not logged.
+    cat4 = table.filter((pl.col("person_id") == "cat") & (pl.col("day") == day(4)))
+    assert cat4.select("logged", "logged_rule").row(0) == (False, "nothing logged")
 
     # A new food that a taxonomy rule matches: only the day that eats it.
     cohort.entries += [entry("bob", 5, "Sauerkraut, Canned", grams=200.0)]

@@ -177,3 +177,145 @@ def test_nightly_run_parses_only_new_or_changed_files(
     third = ingest_source(SOURCE, raw, cache_dir=cache)
     assert calls == ["2025-02.csv"]  # a changed file is parsed again
     assert third.rows.filter(pl.col("day").dt.month() == 2)["grams"].to_list() == [150.0]
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "diet_adapters"
+
+REAL_SHAPES_YAML = """
+sources:
+  - name: cm_daily
+    kind: diet
+    format: cronometer_daily_summary
+    path: cronometer/*/dailysummary.csv
+    person: {from_folder: true}
+  - name: mfp
+    kind: diet
+    format: myfitnesspal
+    path: mfp/*.csv
+    person: bob
+    date_format: "%m/%d/%Y"
+"""
+
+
+def test_real_shaped_exports_reach_diet_daily(tmp_path: Path) -> None:
+    """File -> warehouse -> diet_daily -> person page, through `gutsignal run`, on the shapes
+    real users' exports have (issue 15): Daily Nutrition with Completed false on every day, with
+    a Group column, a Servings file named dailysummary.csv, an MFP summary with custom meals."""
+    from pipelines.cli import main
+    from pipelines.project import Project
+
+    project = Project(tmp_path)
+    project.ensure_dirs()
+    project.sources_yaml.write_text(REAL_SHAPES_YAML, encoding="utf-8")
+    files = {
+        "cronometer/alice/dailysummary.csv": FIXTURES / "dailysummary_groups.csv",
+        "cronometer/carol/dailysummary.csv": FIXTURES / "dailysummary_completed_false.csv",
+        "cronometer/dave/dailysummary.csv": (
+            FIXTURES / "servings_named_dailysummary" / "dailysummary.csv"
+        ),
+        "mfp/Nutrition-Summary-2024-03-01-to-2024-03-03.csv": FIXTURES / "mfp_custom_meals.csv",
+    }
+    for rel, fixture in files.items():
+        (project.raw_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (project.raw_dir / rel).write_bytes(fixture.read_bytes())
+
+    assert main(["run", "--project-dir", str(tmp_path)]) == 0
+    wh = project.warehouse()
+
+    # Every input line is loaded, rejected with a reason or a duplicate, per file.
+    ingest = {r["path"]: r for r in wh.query("SELECT * FROM ingest_files").iter_rows(named=True)}
+    counts = {
+        path: (r["rows_read"], r["rows_loaded"], r["rows_rejected"], r["rows_duplicate"])
+        for path, r in ingest.items()
+    }
+    assert counts == {
+        "cronometer/alice/dailysummary.csv": (14, 13, 1, 0),  # 4 days from 13 lines
+        "cronometer/carol/dailysummary.csv": (5, 4, 1, 0),
+        "cronometer/dave/dailysummary.csv": (0, 0, 0, 0),
+        "mfp/Nutrition-Summary-2024-03-01-to-2024-03-03.csv": (11, 8, 3, 0),
+    }
+    rejected = dict(
+        wh.query("SELECT path, count(*) AS n FROM rejected_rows GROUP BY path").iter_rows()
+    )
+    for path, r in ingest.items():
+        assert rejected.get(path, 0) == r["rows_rejected"], path
+    dave = ingest["cronometer/dave/dailysummary.csv"]
+    assert dave["status"] == "error" and "Set `format: cronometer_servings`" in dave["error"]
+
+    daily = wh.query(
+        "SELECT person_id, CAST(day AS VARCHAR) AS day, energy_kcal, logged, logged_rule "
+        "FROM diet_daily ORDER BY person_id, day"
+    )
+    energy = "daily total (energy at least 800 kcal)"
+    assert daily.rows() == [
+        # The Total rows' kcal (the groups' sum on 03-04), not each date's first row.
+        ("alice", "2024-03-01", 2000.0, True, energy),
+        ("alice", "2024-03-02", 1400.0, True, energy),
+        ("alice", "2024-03-04", 1200.0, True, energy),
+        ("alice", "2024-03-05", 300.0, False, energy),  # breakfast only
+        ("bob", "2024-03-01", 2200.0, True, energy),
+        ("bob", "2024-03-02", 1600.0, True, energy),
+        # Completed false on every day, as in real exports: 3 of 4 days logged, not 0.
+        ("carol", "2024-03-01", 1850.2, True, energy),
+        ("carol", "2024-03-02", 2210.0, True, energy),
+        ("carol", "2024-03-04", 640.5, False, energy),
+        ("carol", "2024-03-05", 1999.9, True, energy),
+    ]
+
+    # The person page says how a day's status was decided, next to the days logged.
+    page = (project.dashboards_dir / "person_carol.html").read_text(encoding="utf-8")
+    # In the Data coverage card (under "3 / 5 days logged") and the data-quality table.
+    assert page.count("daily total (energy at least 800 kcal): 3 of 4 days") == 2
+    assert "3 / 5 days logged" in page  # 03-01 to 03-05; 03-03 was a zero row
+    assert "judged by its energy" in page
+
+
+MFP_HEADER = "Date,Meal,Calories,Fat (g),Carbohydrates (g),Fiber,Protein (g),Note\n"
+
+
+def test_summed_days_count_their_lines_as_duplicates_and_rejects(tmp_path: Path) -> None:
+    """A day summed from several meal rows counts each line: as a duplicate when a newer export
+    owns the day, and as a reject (one rejected_rows row per line) when the day is implausible."""
+    raw = tmp_path / "raw"
+    (raw / "mfp").mkdir(parents=True)
+    old, new = raw / "mfp" / "jan.csv", raw / "mfp" / "feb.csv"
+    old.write_text(
+        MFP_HEADER + "2025-01-01,Breakfast,400,10,50,5,20,\n"
+        "2025-01-01,Lunch,700,20,80,8,35,\n"
+        "2025-01-01,Lunch,200,5,30,2,5,\n"
+        "2025-01-02,Dinner,900,30,90,9,40,\n",
+        encoding="utf-8",
+    )
+    new.write_text(
+        MFP_HEADER + "2025-01-02,Dinner,950,30,95,9,42,\n"  # corrects 01-02
+        "2025-01-02,Snacks,150,5,20,1,2,\n"
+        "2099-01-01,Breakfast,300,10,40,4,10,\n"  # in the future: 2 lines, one day
+        "2099-01-01,Dinner,600,20,60,6,30,\n",
+        encoding="utf-8",
+    )
+    os.utime(old, (1_700_000_000, 1_700_000_000))
+    os.utime(new, (1_700_100_000, 1_700_100_000))
+    source = SourceConfig(
+        name="mfp", kind="diet", format="myfitnesspal", path="mfp/*.csv", person=PersonSpec("ann")
+    )
+    result = ingest_source(source, raw)
+    files = {r["path"]: r for r in result.files.iter_rows(named=True)}
+    jan, feb = files["mfp/jan.csv"], files["mfp/feb.csv"]
+    # jan: 3 lines of 01-01 loaded, the 1 line of 01-02 a duplicate of feb's day
+    assert (jan["rows_read"], jan["rows_loaded"], jan["rows_rejected"], jan["rows_duplicate"]) == (
+        4,
+        3,
+        0,
+        1,
+    )
+    assert (feb["rows_read"], feb["rows_loaded"], feb["rows_rejected"], feb["rows_duplicate"]) == (
+        4,
+        2,
+        2,
+        0,
+    )
+    assert result.rows.sort("day")["energy_kcal"].to_list() == [1300.0, 1100.0]
+    future = result.rejects.filter(pl.col("path") == "mfp/feb.csv")
+    assert future.height == 2
+    assert future["reason"].str.starts_with("date in the future").all()
+    assert future["reason"].str.contains("another input line of the same day").sum() == 1

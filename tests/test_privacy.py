@@ -33,7 +33,10 @@ def test_dagster_metadata_and_logs_carry_no_diary_contents_or_lab_values(
         materialization = getattr(data, "materialization", None)
         if materialization is not None:
             materializations += 1
-            texts += [str(v.value) for v in materialization.metadata.values()]
+            # Step timings are the run's own numbers: a 0.71 s step is not a 0.71 mg/L result.
+            texts += [
+                str(v.value) for k, v in materialization.metadata.items() if k != "seconds_by_step"
+            ]
     assert materializations >= 10  # the check below looked at real metadata
     blob = "\n".join(texts)
     assert not [f for f in foods if f in blob]

@@ -20,12 +20,21 @@ class ParseResult:
     `rows` has the schema of the source's target table (`pipelines.schema.TARGET_SCHEMAS`),
     including `line`, the 1-based physical line of the file where the row starts (for formats
     without lines, such as XPT or JSON, the 1-based record number). `rejects` has REJECT_SCHEMA.
-    `rows_read` counts data rows seen, so rows_read == len(rows) + len(rejects).
+    `rows_read` counts input lines (data rows) seen, so rows_read == lines_of(rows) +
+    len(rejects): a row that stands for several lines (a day summed from meal rows, see
+    `input_lines` in DIET_REPORTED_SCHEMA) counts each of them.
     """
 
     rows: pl.DataFrame
     rejects: pl.DataFrame
     rows_read: int
+
+
+def lines_of(rows: pl.DataFrame) -> int:
+    """The input lines `rows` stand for: one per row, or each row's `input_lines` when given."""
+    if "input_lines" not in rows.columns:
+        return rows.height
+    return int(rows.select(pl.col("input_lines").fill_null(1).sum()).item())
 
 
 class AdapterError(Exception):

@@ -35,6 +35,7 @@ from pipelines.adapters._csv import (
 )
 from pipelines.adapters.base import ParseResult
 from pipelines.adapters.diet_csv import date_checks, date_expr, person_id, summary_row_check
+from pipelines.adapters.signatures import refuse_other_format
 from pipelines.config import SourceConfig
 from pipelines.schema import BIOMETRIC_SCHEMA, REJECT_SCHEMA, conform
 
@@ -83,6 +84,7 @@ def metric_name(raw: pl.Expr) -> pl.Expr:
 def parse(path: Path, source: SourceConfig) -> ParseResult:
     """Read one Cronometer biometrics export; see the module docstring."""
     table = read_csv_table(path, source)
+    refuse_other_format(table, "cronometer_biometrics")
     day_i = table.require(["Day", "Date"], _HINT)
     metric_i = table.require(["Metric"], _HINT)
     amount_i = table.require(["Amount", "Value"], _HINT)

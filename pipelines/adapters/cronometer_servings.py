@@ -38,6 +38,7 @@ from pipelines.adapters._csv import (
     split_rejects,
 )
 from pipelines.adapters.base import AdapterError, BatchResult, ParseResult
+from pipelines.adapters.signatures import refuse_other_format
 from pipelines.config import SourceConfig
 from pipelines.schema import DIET_ENTRY_SCHEMA, NUTRIENTS, REJECT_SCHEMA, conform
 
@@ -108,6 +109,7 @@ def _entries(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(rows in DIET_ENTRY_SCHEMA, rejects) for one file or a stack of files (then both with
     FILE_INDEX), so `parse` and `parse_batch` cannot drift apart."""
     source = table.source
+    refuse_other_format(table, "cronometer_servings")
     day_i = table.require(["Day", "Date"], _HINT)
     food_i = table.require(["Food Name", "Food"], _HINT)
     amount_i = table.require(["Amount"], _HINT)

@@ -4,10 +4,12 @@ Two shapes, chosen by `options.level` in sources.yaml:
 
 - default (`level: daily`), table `diet_daily_reported`: the "Nutrition Summary" export,
   `Date,Meal,Calories,Fat (g),Saturated Fat,...,Protein (g),Vitamin A,Vitamin C,Calcium,Iron,Note`,
-  one row per meal per day and no food names. The meals of a person-day are summed into ONE row
-  (period "day", `line` = the first meal row's line). For this format a row read is therefore a
-  DAY: `rows_read` = days loaded + rejected meal rows, so that rows_read == loaded + rejected
-  holds and ingest's accounting stays exact. A meal row with a bad number rejects its whole day
+  one row per meal per day (meal names are the user's own; a meal can have several rows a day)
+  and no food names. The meals of a person-day are summed into ONE row (period "day", `line` =
+  the first meal row's line, `input_lines` = how many meal rows it sums). Accounting is per input
+  line like every other format: `rows_read` is the file's data lines, and a day loaded counts its
+  `input_lines`, so 872 meal rows over 338 days are 872 lines read, not 338. A meal row with a
+  bad number rejects its whole day
   (a day summed without one of its meals would understate intake): that row is rejected with its
   reason and the day's other meal rows with "day not loaded: another meal row of this day was
   rejected" (value "line N", that row), each with its own line. Rows without any nutrient value
@@ -51,6 +53,7 @@ from pipelines.adapters.diet_csv import (
     person_id,
     summary_row_check,
 )
+from pipelines.adapters.signatures import refuse_other_format
 from pipelines.config import SourceConfig
 from pipelines.schema import DIET_ENTRY_SCHEMA, DIET_REPORTED_SCHEMA, REJECT_SCHEMA, conform
 
@@ -74,6 +77,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
             f"{list(LEVELS)} ('entries' for the per-food export, default 'daily')."
         )
     table = read_csv_table(path, source)
+    refuse_other_format(table, "myfitnesspal")
     date_i = table.require(["Date", "Day"], _HINT)
     food_i = None
     if level == "entries":
@@ -162,6 +166,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         per_meal.group_by("__person", "__day")
         .agg(
             pl.col(LINE).min().alias("line"),
+            pl.len().cast(pl.Int64).alias("input_lines"),
             *[pl.col(n).sum() for n in names],
             *[pl.col(n).count().alias(f"__n_{n}") for n in names],
         )
@@ -172,6 +177,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
             # A nutrient no meal of the day reported stays null, not zero.
             *[pl.when(pl.col(f"__n_{n}") > 0).then(pl.col(n)).alias(n) for n in names],
             "line",
+            "input_lines",
         )
         .sort("line")
     )
@@ -181,5 +187,5 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
     return ParseResult(
         rows=conform(days, DIET_REPORTED_SCHEMA),
         rejects=all_rejects,
-        rows_read=days.height + all_rejects.height,
+        rows_read=table.rows_read,
     )

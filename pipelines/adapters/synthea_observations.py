@@ -34,6 +34,7 @@ from pipelines.adapters._csv import (
 )
 from pipelines.adapters.base import AdapterError, ParseResult
 from pipelines.adapters.lab_csv import _CENSORED, _LOW_BOUND
+from pipelines.adapters.signatures import refuse_other_format
 from pipelines.config import SourceConfig
 from pipelines.schema import LAB_RESULT_SCHEMA, REJECT_SCHEMA, conform
 from pipelines.transforms.labs import LabTableError, normalise_lab_rows
@@ -49,6 +50,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
             "reads Synthea's own headers; remove 'columns' from the source in sources.yaml."
         )
     table = read_csv_table(path, source)
+    refuse_other_format(table, "synthea_observations")
     date = table.require(["DATE"], HINT)
     code = table.require(["CODE"], HINT)
     description = table.require(["DESCRIPTION"], HINT)

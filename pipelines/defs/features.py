@@ -179,7 +179,8 @@ def diet_daily(context: dg.AssetExecutionContext, project: ProjectResource) -> d
 
     Days between a person's first and last entry with nothing (or too little) logged are kept with
     `logged = false`, so exposure windows can require enough logged days instead of treating a
-    forgotten day as a day of eating nothing.
+    forgotten day as a day of eating nothing. `logged_rule` says which rule decided each day's
+    `logged` (food entries, a reported total's energy, "marked complete", or nothing logged).
 
     Incremental by (person, day) (`plan_days`): only days whose entries, reported totals or foods'
     categories changed are built again; the touched people's gap days are then rebuilt from their

@@ -78,6 +78,8 @@ from pipelines.schema import (
     EXPOSURE_WINDOWS_SCHEMA,
     INGEST_FILES_SCHEMA,
     RESULT_SCHEMA,
+    RULE_ENERGY,
+    RULE_NOTHING,
     SUFFICIENCY_SCHEMA,
     TRENDS_SCHEMA,
 )
@@ -98,6 +100,7 @@ SCHEMAS: dict[str, dict[str, DType]] = {
         "person_id": pl.String,
         "day": pl.Date,
         "logged": pl.Boolean,
+        "logged_rule": pl.String,
         "entries": pl.Int64,
         "energy_kcal": pl.Float64,
         "fiber_g": pl.Float64,
@@ -870,6 +873,29 @@ def _category_html(s: PersonSummary) -> str:
     return category_badge(s.category) + " hs-CRP risk category"
 
 
+def logged_rule_text(diet: pl.DataFrame) -> str:
+    """How each day's logged status was decided (diet_daily.logged_rule), with the days logged
+    under each rule, so "0 days logged" says why: e.g. "daily total (energy at least 800 kcal):
+    0 of 29 days"."""
+    if "logged_rule" not in diet.columns or diet.is_empty():
+        return "n/a"
+    rules = diet.get_column("logged_rule").to_list()
+    logged = _flags(diet.get_column("logged")).tolist()
+    counts: dict[str, list[int]] = {}
+    for rule, on_log in zip(rules, logged, strict=True):
+        if rule is None or rule == RULE_NOTHING:
+            continue  # gap days: nothing to decide
+        seen = counts.setdefault(rule, [0, 0])
+        seen[0] += int(on_log)
+        seen[1] += 1
+    if not counts:
+        return "n/a"
+    parts = [f"{rule}: {n} of {total} days" for rule, (n, total) in sorted(counts.items())]
+    if any(rule.startswith(RULE_ENERGY) for rule in counts):
+        parts.append("a reported day not ticked 'complete' is judged by its energy")
+    return "; ".join(parts)
+
+
 def _coverage_html(s: PersonSummary) -> str:
     if s.days_in_range:
         pct = 100 * s.days_logged / s.days_in_range
@@ -1024,7 +1050,11 @@ def _summary_cards(s: PersonSummary) -> str:
                 ),
                 card("Chronic trend", _trend_html(s)),
                 change_html,
-                card("Data coverage", _coverage_html(s)),
+                card(
+                    "Data coverage",
+                    _coverage_html(s),
+                    esc(f"How a day counts as logged: {logged_rule_text(s.diet)}"),
+                ),
                 card(
                     "Findings",
                     f"{len(s.significant)} significant",
@@ -1054,6 +1084,7 @@ def _person_quality(s: PersonSummary, d: DashboardInputs, global_warnings: list[
             "Days with a diet log",
             esc(f"{s.days_logged} of {s.days_in_range}") if s.days_in_range else "none",
         ],
+        ["How a day counts as logged", esc(logged_rule_text(s.diet))],
         [
             "Diet date range",
             esc(f"{s.first_day} to {s.last_day}") if s.first_day else "none",
@@ -1854,7 +1885,7 @@ def _page_diet_columns(columns: list[str]) -> list[str]:
     """The diet columns a person page reads: the day and its logging, the food-group servings,
     fibre and the DII. Nutrients are on no page: left out, a change in them renders nothing and
     each person's share of the table is half the size to hash and to send to a worker."""
-    shown = {"person_id", "day", "logged", "entries", "fiber_g", "dii", "dii_params"}
+    shown = {"person_id", "day", "logged", "logged_rule", "entries", "fiber_g", "dii", "dii_params"}
     return [c for c in columns if c in shown or c.endswith("_servings")]
 
 

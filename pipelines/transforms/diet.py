@@ -21,7 +21,14 @@ from importlib import resources
 import polars as pl
 
 from pipelines.config import Settings
-from pipelines.schema import CATEGORIES, NUTRIENTS
+from pipelines.schema import (
+    CATEGORIES,
+    NUTRIENTS,
+    RULE_COMPLETE,
+    RULE_ENERGY,
+    RULE_ENTRIES,
+    RULE_NOTHING,
+)
 from pipelines.transforms.dii import add_dii
 
 ALCOHOL_G_PER_DRINK = 14.0
@@ -185,8 +192,11 @@ def build_diet_daily(
     `reported` holds daily totals from sources without food-level rows (Cronometer's daily
     summary, MyFitnessPal): they fill person-days that have no entries, with nutrients but null
     category servings (the foods are unknown), and count as logged when the user marked the day
-    complete or, without that flag, when energy reaches `logged_min_kcal`. `diet_source` says
-    which kind of row each day came from.
+    complete or when energy reaches `logged_min_kcal`. An unticked "complete" flag (Cronometer's
+    `Completed` false) does not make a day unlogged: users rarely tick it, and every real export
+    seen has it false on every day. `diet_source` says which kind of row each day came from, and
+    `logged_rule` how its `logged` was decided ("marked complete", `energy_rule`, `entries_rule`
+    or "nothing logged" for a gap day).
 
     `unreported_nutrients` names nutrient columns left out of `entries` because no entry reports
     them: they come out as null daily columns, exactly as if `entries` had carried them all null,
@@ -262,8 +272,22 @@ def _is_gap_day() -> pl.Expr:
     return (pl.col("entries") == 0) & pl.col("diet_source").is_null()
 
 
-def _day_flags(settings: Settings) -> tuple[pl.Expr, pl.Expr]:
-    """`implausible_energy` and `logged` of a day from its `entries` and `energy_kcal`."""
+def entries_rule(settings: Settings) -> str:
+    """The `logged_rule` of a day with food entries."""
+    return (
+        f"{RULE_ENTRIES} (at least {settings.logged_min_entries} entries "
+        f"and {settings.logged_min_kcal:g} kcal)"
+    )
+
+
+def energy_rule(settings: Settings) -> str:
+    """The `logged_rule` of a day from a reported daily total not marked complete."""
+    return f"{RULE_ENERGY} (energy at least {settings.logged_min_kcal:g} kcal)"
+
+
+def _day_flags(settings: Settings) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+    """`implausible_energy`, `logged` and `logged_rule` of a day from its `entries` and
+    `energy_kcal`."""
     # A day above 10,000 kcal is a logging error (a unit slip, a duplicated recipe), not a diet:
     # it is kept and flagged but does not count as logged, so no exposure window averages it.
     implausible = pl.col("energy_kcal").fill_null(0.0) > IMPLAUSIBLE_DAY_KCAL
@@ -272,7 +296,16 @@ def _day_flags(settings: Settings) -> tuple[pl.Expr, pl.Expr]:
         & (pl.col("energy_kcal").fill_null(0.0) >= settings.logged_min_kcal)
         & ~implausible
     )
-    return implausible.alias("implausible_energy"), logged.alias("logged")
+    rule = (
+        pl.when(pl.col("entries") > 0)
+        .then(pl.lit(entries_rule(settings)))
+        .otherwise(pl.lit(RULE_NOTHING))
+    )
+    return (
+        implausible.alias("implausible_energy"),
+        logged.alias("logged"),
+        rule.alias("logged_rule"),
+    )
 
 
 def _add_reported_days(
@@ -306,12 +339,18 @@ def _add_reported_days(
             .alias("_completed"),
         )
         .with_columns(
+            # Completed false means "not marked", not "incomplete": real exports have it false on
+            # every day, so an unmarked day is judged by its energy like a day without the flag.
             (
-                pl.coalesce(pl.col("_completed"), energy_ok)
+                (pl.col("_completed").fill_null(False) | energy_ok)
                 & ~(pl.col("energy_kcal").fill_null(0.0) > IMPLAUSIBLE_DAY_KCAL)
                 if "energy_kcal" in nutrient_cols
-                else pl.coalesce(pl.col("_completed"), energy_ok)
+                else pl.col("_completed").fill_null(False) | energy_ok
             ).alias("logged"),
+            pl.when(pl.col("_completed").fill_null(False))
+            .then(pl.lit(RULE_COMPLETE))
+            .otherwise(pl.lit(energy_rule(settings)))
+            .alias("logged_rule"),
             (
                 pl.col("energy_kcal").fill_null(0.0) > IMPLAUSIBLE_DAY_KCAL
                 if "energy_kcal" in nutrient_cols
