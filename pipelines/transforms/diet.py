@@ -13,7 +13,9 @@ source reports it.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 from collections.abc import Collection, Mapping
 from functools import cache
 from importlib import resources
@@ -123,13 +125,10 @@ def categorise_foods(
     distinct = foods.select("food", "category_raw").unique()
     names = distinct["food"].drop_nulls().unique().to_list()
     usda_groups = set(load_reference()["food_group"].unique().to_list())
-    matched = (
-        distinct.join(reference_matches(names), on="food", how="inner")
-        .filter(
-            pl.col("category_raw").is_null()
-            | ~pl.col("category_raw").is_in(sorted(usda_groups))
-            | (pl.col("category_raw") == pl.col("food_group"))
-        )
+    matched = distinct.join(reference_matches(names), on="food", how="inner").filter(
+        pl.col("category_raw").is_null()
+        | ~pl.col("category_raw").is_in(sorted(usda_groups))
+        | (pl.col("category_raw") == pl.col("food_group"))
     )
     by_reference = (
         matched.with_columns(pl.col("ref_categories").str.split(";").alias("category"))
@@ -144,7 +143,9 @@ def categorise_foods(
         )
     )
     rest = distinct.join(
-        matched.select("food", "category_raw"), on=["food", "category_raw"], how="anti",
+        matched.select("food", "category_raw"),
+        on=["food", "category_raw"],
+        how="anti",
         nulls_equal=True,
     )
     by_rules = categorise_by_rules(rest, rules).with_columns(
@@ -161,6 +162,22 @@ def categorise_foods(
 
 
 OVERRIDE_COLUMNS = ("food", "match", "categories")
+OVERRIDES_HOWTO = (
+    "To give a food its categories, add its line to your overrides file (settings: "
+    "food_overrides in sources.yaml, a CSV with the header food,match,categories) and replace "
+    "CATEGORIES with the categories it belongs to, separated by ';' (e.g. dairy;fermented). "
+    "See docs/food-categories.md for what each category means."
+)
+
+
+def override_line(food: str) -> str:
+    """The overrides-file line that gives exactly this food name its categories (CSV-quoted
+    when the name holds a comma or a quote, as Cronometer's names often do)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="").writerow([food, "exact", "CATEGORIES"])
+    return buffer.getvalue()
+
+
 OVERRIDE_MATCHES = ("exact", "contains", "regex")
 
 
@@ -175,11 +192,15 @@ def load_overrides(path: Path) -> pl.DataFrame:
 
     where = f"settings.food_overrides ({path})"
     if not path.is_file():
-        raise ConfigError(f"{where}: file not found; create it with the header food,match,categories")
+        raise ConfigError(
+            f"{where}: file not found; create it with the header food,match,categories"
+        )
     table = pl.read_csv(path, infer_schema=False, encoding="utf8-lossy")
     missing = [c for c in OVERRIDE_COLUMNS if c not in table.columns]
     if missing:
-        raise ConfigError(f"{where}: missing column(s) {missing}; the header is food,match,categories")
+        raise ConfigError(
+            f"{where}: missing column(s) {missing}; the header is food,match,categories"
+        )
     table = table.select(
         pl.int_range(2, pl.len() + 2).alias("line"),
         pl.col("food").str.strip_chars(),
@@ -236,8 +257,15 @@ def apply_overrides(
                     pl.lit(None, pl.Float64).alias("match_score"),
                 )
                 out = pl.concat(
-                    [out.join(add.select(*keys, "category"), on=[*keys, "category"], how="anti",
-                              nulls_equal=True), add.select(out.columns)]
+                    [
+                        out.join(
+                            add.select(*keys, "category"),
+                            on=[*keys, "category"],
+                            how="anti",
+                            nulls_equal=True,
+                        ),
+                        add.select(out.columns),
+                    ]
                 )
     return out
 

@@ -83,7 +83,9 @@ def load_reference() -> pl.DataFrame:
     table = pl.read_csv(gzip.decompress(data), infer_schema=False)
     return table.with_columns(
         pl.col("categories").fill_null(""),
-        pl.col("description").map_elements(normalise_name, return_dtype=pl.String).alias("name_norm"),
+        pl.col("description")
+        .map_elements(normalise_name, return_dtype=pl.String)
+        .alias("name_norm"),
     )
 
 
@@ -111,7 +113,10 @@ def best_reference_match(name: str) -> tuple[int, float] | None:
     # The mean reaches the threshold only if token_sort_ratio reaches 2 * threshold - 100:
     # a cheap first pass that keeps only names of about the same words and length.
     candidates = process.extract(
-        norm, choices, scorer=fuzz.token_sort_ratio, score_cutoff=2 * MATCH_THRESHOLD - 100,
+        norm,
+        choices,
+        scorer=fuzz.token_sort_ratio,
+        score_cutoff=2 * MATCH_THRESHOLD - 100,
         limit=None,
     )
     best: tuple[int, float] | None = None
