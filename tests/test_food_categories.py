@@ -358,7 +358,7 @@ def test_a_missing_overrides_file_and_a_bad_setting_are_config_errors(tmp_path: 
         load_overrides(tmp_path / "nope.csv")
     yaml_path = tmp_path / "sources.yaml"
     yaml_path.write_text("sources: []\nsettings:\n  food_overrides: 3\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="settings.food_overrides"):
+    with pytest.raises(ConfigError, match=r"settings\.food_overrides"):
         load_project_config(yaml_path)
     yaml_path.write_text(
         "sources: []\nsettings:\n  food_overrides: my_foods.csv\n", encoding="utf-8"
@@ -385,11 +385,11 @@ def test_an_edited_overrides_file_recomputes_only_the_days_that_eat_the_food(
         f"sources: []\nsettings:\n  food_overrides: {overrides}\n", encoding="utf-8"
     )
     assert cohort.run() == {"people_recomputed": "all", "days_recomputed": "all"}
-    before = cohort.table().filter((pl.col("person_id") == "ann"))
+    before = cohort.table().filter(pl.col("person_id") == "ann")
 
     overrides.write_text("food,match,categories\nQuux Crisp,exact,fermented\n", encoding="utf-8")
     assert cohort.run() == {"people_recomputed": 1, "days_recomputed": 1}
-    after = cohort.table().filter((pl.col("person_id") == "ann"))
+    after = cohort.table().filter(pl.col("person_id") == "ann")
     changed = before.join(after, on="day", suffix="_new").filter(
         pl.col("fermented_servings") != pl.col("fermented_servings_new")
     )

@@ -1,10 +1,14 @@
-"""Where a diet entry becomes a gut-food exposure: taxonomy, servings and `diet_daily`.
+"""Where a diet entry becomes a gut-food exposure: categories, servings and `diet_daily`.
 
-The taxonomy (`pipelines/data/taxonomy.csv`) is data, not code: each rule assigns one category to
-foods whose name (or the source's own food-group label) matches a case-insensitive regular
-expression, unless the exclusion pattern matches too. A food can get several categories (kefir is
-fermented and dairy). Every assignment keeps the rule that made it, so a surprising category can be
-traced to one line of the CSV and fixed there.
+A food's categories (docs/food-categories.md) come from, in this order of strength: the user's
+overrides file (`settings: food_overrides`), the USDA SR28 reference vocabulary
+(`pipelines.transforms.food_reference`: a diary name matched to a reference item takes its
+categories), and the taxonomy rules (`pipelines/data/taxonomy.csv`), which are data, not code:
+each rule assigns one category to names that match a case-insensitive regular expression, within
+the source's food groups it names, unless its exclusion pattern matches too. A food can get
+several categories (kefir is fermented and dairy). Every assignment keeps what made it (the rule,
+the reference item and its score, or the override line), so a surprising category can be traced
+to one line and fixed there.
 
 Servings use one standard serving size per category (`pipelines/data/serving_sizes.csv`), applied
 to the grams logged; alcohol is counted in standard drinks (14 g ethanol) from `alcohol_g` when the
