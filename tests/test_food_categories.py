@@ -431,3 +431,22 @@ def test_at_least_95_percent_of_a_real_shaped_diary_energy_is_categorised(
     unmapped = unmapped_foods(diary, categorise_foods(diary.select("food", "category_raw")))
     share = 1.0 - float(unmapped["energy_share"].sum() or 0.0)
     assert share >= 0.95, unmapped.select("food", "energy_kcal").to_dicts()
+
+
+def test_the_unmapped_table_on_the_pages_shows_the_line_by_energy() -> None:
+    from pipelines.reports.dashboards import _unmapped_table
+
+    unmapped = pl.DataFrame(
+        {
+            "food": ["Zorblax Crunch", "Grandma's Loaf, sliced"],
+            "entries": [2, 5],
+            "energy_kcal": [100.0, 900.0],
+            "energy_share": [0.01, 0.09],
+        }
+    )
+    html = _unmapped_table(unmapped)
+    assert "Line to add" in html
+    # by energy share, the biggest first, with the CSV-quoted line (HTML-escaped)
+    first, second = html.index("Grandma"), html.index("Zorblax Crunch,exact,CATEGORIES")
+    assert first < second
+    assert "&quot;Grandma&#x27;s Loaf, sliced&quot;,exact,CATEGORIES" in html
