@@ -1,11 +1,13 @@
 """Food categories on real food names: the labelled set, the reference table, matching,
 the source's food group as evidence, user overrides and energy coverage of real-shaped diaries.
 
-The labelled set (tests/data/food_categories_labelled.csv) holds 570 real names: 300 drawn at
+The labelled set (tests/data/food_categories_labelled.csv) holds 670 real names: 400 drawn at
 random from USDA SR28 (with their food group, as Cronometer exports them) and 270 names in the
 shapes diaries use (Cronometer's own and custom foods). They were labelled by the written rules
 in docs/food-categories.md, not by what the classifier says; a few names the rules leave open
-(the name does not say what the dish contains) are labelled by what the name says.
+(the name does not say what the dish contains) are labelled by what the name says. The rules were
+tuned on the first 570; the last 100 SR28 names were labelled blind and scored once before any
+change (micro-F1 0.90, see docs/food-categories.md), then added.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def test_labelled_set_is_large_real_and_uses_known_categories() -> None:
     # every category is exercised, so every category's precision is measured
     assert used == set(CATEGORIES)
     sr28 = truth.filter(pl.col("source").str.starts_with("usda_sr28:"))
-    assert sr28.height >= 250
+    assert sr28.height >= 400
     # the SR28 names are verbatim descriptions of the reference table
     reference = load_reference().select(
         ("usda_sr28:" + pl.col("ndb_no")).alias("source"), pl.col("description").alias("food")
