@@ -107,6 +107,9 @@ class Settings:
     backups_keep: int = 7
     # Replace person ids by "Person 01", ... on the cohort page, e.g. before sharing it.
     pseudonymise_cohort: bool = False
+    # Your own food categories, which win over the shipped ones and survive upgrades: a CSV
+    # (food,match,categories) relative to the project folder; see docs/food-categories.md.
+    food_overrides: str | None = None
 
 
 @dataclass(frozen=True)
@@ -231,6 +234,12 @@ def _parse_settings(path: Path, raw: Any) -> Settings:
             f"{path}, key 'settings': unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
         )
     values = dict(raw)
+    overrides = values.get("food_overrides")
+    if overrides is not None and not (isinstance(overrides, str) and overrides.strip()):
+        raise ConfigError(
+            f"{path}, key 'settings.food_overrides': expected the path of a CSV file relative "
+            "to the project folder, e.g. food_overrides: my_foods.csv"
+        )
     if "windows" in values:
         values["windows"] = tuple(int(w) for w in values["windows"])
     return Settings(**values)

@@ -71,6 +71,8 @@ CATEGORIES: tuple[str, ...] = (
     "refined_grains",
     "poultry",
     "eggs",
+    "seafood",
+    "fats_oils",
 )
 
 DIET_ENTRY_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {

@@ -236,7 +236,7 @@ def test_diet_daily_recomputes_only_changed_person_days(
     cohort.entries += [entry("ann", 3, "Quux Crisp", grams=60.0)]
     cohort.run()
     rules = diet.load_taxonomy()
-    rule = {**rules.row(0, named=True), "rule_id": "test_quux", "field": "food"}
+    rule = {**rules.row(0, named=True), "rule_id": "test_quux", "groups": ""}
     rule.update(category="fermented", pattern="quux", exclude="")
     monkeypatch.setattr(diet, "load_taxonomy", lambda: pl.concat([rules, pl.DataFrame([rule])]))
     assert cohort.run() == {"people_recomputed": 1, "days_recomputed": 1}

@@ -35,6 +35,7 @@ from pipelines.transforms.diet import (
     categorise_foods,
     diet_gap_changes,
     diet_gap_days,
+    load_overrides,
     unmapped_foods_from_counts,
     unmapped_pairs,
 )
@@ -121,22 +122,34 @@ def settings_salt(settings: Settings) -> str:
             group_name="features",
             kinds={"polars", "duckdb"},
             deps=["diet_entries"],
-            description="Each distinct logged food with its gut-food categories and the rule "
-            "(pipelines/data/taxonomy.csv) that assigned each one.",
+            description="Each distinct logged food with its gut-food categories and what "
+            "assigned each one: the USDA reference item it matched (with the score), the rule "
+            "(pipelines/data/taxonomy.csv) or the user's override line.",
         ),
         dg.AssetSpec(
             "unmapped_foods",
             group_name="features",
             kinds={"polars", "duckdb"},
             deps=["diet_entries"],
-            description="Foods no taxonomy rule matched, with entry counts and share of logged "
-            "energy, so the user can see what to add to the taxonomy.",
+            description="Foods without a category, with entry counts and share of logged "
+            "energy, so the user can see what to add to the overrides file.",
         ),
     ],
     pool="duckdb_writer",
 )
 def food_taxonomy(context: dg.AssetExecutionContext, project: ProjectResource):
-    """Apply the food taxonomy to every distinct (food, source category) pair."""
+    """Categorise every distinct (food, source category) pair, with the user's overrides.
+
+    Runs over all pairs every time (a few thousand names, matched once each and cached), so an
+    edited overrides file or taxonomy changes food_categories at once; diet_daily then rebuilds
+    only the days that eat a food whose categories changed (entries_with_categories_sql).
+    """
+    config = project.config()
+    overrides = (
+        load_overrides(config.path.parent / config.settings.food_overrides)
+        if config.settings.food_overrides
+        else None
+    )
     with project.warehouse().write() as conn:
         # Counted in DuckDB: loading every entry's (person, food, category, energy) into Polars
         # took 4-6 s at 10 M entries, for a few thousand distinct foods.
@@ -144,7 +157,7 @@ def food_taxonomy(context: dg.AssetExecutionContext, project: ProjectResource):
             "SELECT food, category_raw, count(*) AS entries, sum(energy_kcal) AS energy_kcal "
             "FROM diet_entries GROUP BY food, category_raw"
         ).pl()
-        categories = categorise_foods(pairs)
+        categories = categorise_foods(pairs, overrides=overrides)
         unmapped = unmapped_foods_from_counts(
             unmapped_people_counts(conn, unmapped_pairs(pairs, categories)),
             categories,
@@ -158,6 +171,10 @@ def food_taxonomy(context: dg.AssetExecutionContext, project: ProjectResource):
         metadata={
             "dagster/row_count": categories.height,
             "foods_mapped": categories["food"].n_unique(),
+            "foods_by_reference": categories.filter(
+                pl.col("rule_id").str.starts_with("reference:")
+            )["food"].n_unique(),
+            "override_lines": 0 if overrides is None else overrides.height,
             "energy_share_mapped": round(mapped_share, 4),
             "by_category": md_table(categories.group_by("category").len().sort("category")),
         },

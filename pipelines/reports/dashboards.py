@@ -83,6 +83,7 @@ from pipelines.schema import (
     SUFFICIENCY_SCHEMA,
     TRENDS_SCHEMA,
 )
+from pipelines.transforms.diet import OVERRIDES_HOWTO, override_line
 
 PLOTLY_JS = "plotly.min.js"
 INDEX = "index.html"
@@ -954,6 +955,7 @@ def _unmapped_table(unmapped: pl.DataFrame, limit: int = 25) -> str:
             esc(fmt_pct(100 * r["energy_share"], signed=False))
             if is_num(r["energy_share"])
             else "n/a",
+            f"<code>{esc(override_line(r['food']))}</code>" if r["food"] else "",
         ]
         for r in top.to_dicts()
     ]
@@ -964,7 +966,7 @@ def _unmapped_table(unmapped: pl.DataFrame, limit: int = 25) -> str:
     )
     return (
         table(
-            ["Food (no category yet)", "Entries", "kcal", "Share of energy"],
+            ["Food (no category yet)", "Entries", "kcal", "Share of energy", "Line to add"],
             rows,
             num_cols=(1, 2, 3),
         )
@@ -1557,10 +1559,7 @@ def render_index(
         )
     body.append(_unmapped_table(unm))
     if unm.height:
-        body.append(
-            '<p class="muted">Add rules for these foods to the taxonomy so they count '
-            "towards a category.</p>"
-        )
+        body.append(f'<p class="muted">{esc(OVERRIDES_HOWTO)}</p>')
     return page("gutsignal dashboards", heading, "".join(body), _footer(d))
 
 

@@ -137,6 +137,8 @@ CATEGORY_NOUNS: dict[str, str] = {
     "refined_grains": "refined grains",
     "poultry": "poultry",
     "eggs": "eggs",
+    "seafood": "other fish and seafood",
+    "fats_oils": "fats and oils",
 }
 
 # Derived features that are neither a nutrient column nor a category: (axis label, noun in a
