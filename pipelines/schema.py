@@ -152,6 +152,17 @@ PERSON_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "sex": pl.String,  # "female" | "male" | null
     "age": pl.Float64,  # years, at the time of the data
     "birth_year": pl.Int64,
+    # Survey design (NHANES DEMO): the sampling weight and which variable it is (WTMEC2YR), the
+    # stratum and the PSU (nested in the stratum). Between-person models of a cohort whose people
+    # carry all three are design-based (method `survey_wls`); see pipelines/analysis/survey.py.
+    "weight": pl.Float64,
+    "weight_var": pl.String,
+    "stratum": pl.String,
+    "psu": pl.String,
+    # Further covariates of survey cohorts: race/ethnicity as a category name, income-to-poverty
+    # ratio (family income / poverty threshold; NHANES top-codes it at 5).
+    "race_eth": pl.String,
+    "income_poverty": pl.Float64,
     "line": pl.Int64,
 }
 

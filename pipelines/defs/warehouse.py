@@ -170,10 +170,9 @@ def build_persons(covariates: pl.DataFrame, seen_ids: pl.Series) -> pl.DataFrame
     When several sources describe the same person, the first non-null value per column wins
     (sources in sources.yaml order).
     """
+    columns = [c for c in PERSON_SCHEMA if c not in ("person_id", "line")]
     merged = covariates.group_by("person_id", maintain_order=True).agg(
-        pl.col("sex").drop_nulls().first(),
-        pl.col("age").drop_nulls().first(),
-        pl.col("birth_year").drop_nulls().first(),
+        pl.col(c).drop_nulls().first() for c in columns
     )
     everyone = (
         pl.DataFrame({"person_id": seen_ids.drop_nulls().unique()})
