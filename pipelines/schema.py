@@ -210,7 +210,16 @@ RESULT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "sd_feature": pl.Float64,
     "beta": pl.Float64,
     "se": pl.Float64,
+    # Between-person rows: the covariates in the model, comma-separated column names
+    # ("energy_kcal,age,sex,race_eth,income_poverty"); null for the other methods.
+    "covariates": pl.String,
 }
+
+# Between-person (cross-sectional) methods: `survey_wls` is design-based (weights, strata, PSUs),
+# `ols_between` unweighted. A survey cohort gets both; its unweighted rows form their own FDR
+# family, `<marker>|cohort` + UNWEIGHTED_FAMILY, so that they never enlarge the primary one.
+BETWEEN_METHODS = ("ols_between", "survey_wls")
+UNWEIGHTED_FAMILY = ":unweighted"
 
 TRENDS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "person_id": pl.String,

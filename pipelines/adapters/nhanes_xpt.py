@@ -580,8 +580,8 @@ def _persons(
     if "weight" in variables:
         weight = variables["weight"]
         columns["weight"] = pl.col(weight.variable) * weight.factor
-        columns["weight_var"] = (
-            pl.when(pl.col(weight.variable).is_not_null()).then(pl.lit(weight.variable))
+        columns["weight_var"] = pl.when(pl.col(weight.variable).is_not_null()).then(
+            pl.lit(weight.variable)
         )
         checks.append(
             Check(

@@ -75,11 +75,13 @@ from pipelines.reports.html import (
     table,
 )
 from pipelines.schema import (
+    BETWEEN_METHODS,
     EXPOSURE_WINDOWS_SCHEMA,
     INGEST_FILES_SCHEMA,
     RESULT_SCHEMA,
     SUFFICIENCY_SCHEMA,
     TRENDS_SCHEMA,
+    UNWEIGHTED_FAMILY,
 )
 
 PLOTLY_JS = "plotly.min.js"
@@ -277,7 +279,15 @@ def _stat(name: str, value: object) -> str:
 
 
 def _is_between(row: dict[str, Any]) -> bool:
-    return "between" in str(row.get("method") or "")
+    return row.get("method") in BETWEEN_METHODS
+
+
+def _primary_between() -> pl.Expr:
+    """Between-person rows shown as results: design-based ones for a survey cohort (their note
+    carries the unweighted estimate), plain OLS otherwise; never the unweighted companions."""
+    return pl.col("method").is_in(BETWEEN_METHODS) & ~pl.col("family").fill_null("").str.ends_with(
+        UNWEIGHTED_FAMILY
+    )
 
 
 def _when(row: dict[str, Any]) -> str:
@@ -1408,7 +1418,7 @@ def _sufficiency_cell(s: PersonSummary) -> str:
 def _between_n(d: DashboardInputs) -> int:
     """People in the between-person models: cross-sectional cohorts (one draw per person, e.g.
     NHANES) have no person pages, so they are counted by the largest model's n."""
-    n = d.associations.filter(pl.col("method") == "ols_between")["n"].max()
+    n = d.associations.filter(_primary_between())["n"].max()
     return int(n) if is_num(n) else 0
 
 
@@ -1667,7 +1677,7 @@ def render_cohort(
     if d.pseudonymise_cohort and global_warnings:
         # Warnings name sources and files, which often carry a person's name.
         global_warnings = [f"{len(global_warnings)} data-quality warning(s): see the index page"]
-    between = assoc.filter(pl.col("method") == "ols_between").to_dicts()
+    between = assoc.filter(_primary_between()).to_dicts()
     between_n = _between_n(d)
     followed = (
         f"{len(summaries):,} {'person' if len(summaries) == 1 else 'people'} followed over time"
@@ -1677,7 +1687,7 @@ def render_cohort(
         meta += f" · {between_n:,} people in the between-person models (largest model n)"
     heading = _heading("Cohort view", f'<a href="{INDEX}">← All people</a>', esc(meta))
     pooled = assoc.filter(
-        (pl.col("scope") == "cohort") & (pl.col("method").fill_null("") != "ols_between")
+        (pl.col("scope") == "cohort") & ~pl.col("method").fill_null("").is_in(BETWEEN_METHODS)
     ).to_dicts()
     draws = _crp_draws(d.marker_draws, "person_id")
     with_crp = [s for s in summaries if s.n_draws]
