@@ -281,6 +281,7 @@ def per_person_ols(data: pl.DataFrame, settings: Settings) -> pl.DataFrame:
         pl.lit(None, dtype=pl.String).alias("status"),
         notes,
         pl.concat_str([pl.col("marker"), pl.lit("|person:"), pl.col("person_id")]).alias("family"),
+        pl.lit(None, dtype=pl.String).alias("covariates"),
     )
     return out.select([pl.col(c).cast(t) for c, t in RESULT_SCHEMA.items()])
 

@@ -193,8 +193,10 @@ def build_persons(covariates: pl.DataFrame, seen_ids: pl.Series) -> pl.DataFrame
     deps=["diet_entries", "diet_daily_reported", "lab_results"],
 )
 def persons(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
-    """Everyone who appears in any source, with the covariates (sex, age, birth year) that
-    `kind: persons` sources report; people without covariates keep nulls."""
+    """Everyone who appears in any source, with the covariates (sex, age, birth year; for survey
+    cohorts such as NHANES also race/ethnicity, income-to-poverty ratio and the survey design:
+    weight, stratum, PSU) that `kind: persons` sources report; people without covariates keep
+    nulls."""
     names = sources_feeding(project.config().sources, "persons")
     with project.warehouse().write() as conn:
         covariates = conn.execute(canonical_select(conn, "persons", names)).pl()
@@ -209,6 +211,11 @@ def persons(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.M
             "dagster/row_count": people.height,
             "with_age": int(people["age"].is_not_null().sum()),
             "with_sex": int(people["sex"].is_not_null().sum()),
+            "with_survey_design": int(
+                people.filter(
+                    pl.all_horizontal(pl.col(c).is_not_null() for c in ("weight", "stratum", "psu"))
+                ).height
+            ),
         }
     )
 
