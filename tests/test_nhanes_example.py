@@ -9,7 +9,9 @@ fibre intake to go with higher CRP; the pipeline must find both directions.
 
 from __future__ import annotations
 
+import runpy
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -202,3 +204,24 @@ def test_validation_people_through_the_pipeline(nhanes_project: Project) -> None
     assert rows["1"]["dii_params"] == rows["2"]["dii_params"] == 29
     assert rows["1"]["dii"] == pytest.approx(0.0, abs=1e-9)
     assert rows["2"]["dii"] == pytest.approx((2 * norm.cdf(1.0) - 1) * effects, abs=1e-9)
+
+
+def test_weighting_script_prints_the_stored_rows(
+    nhanes_project: Project, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """examples/nhanes/weighting.py (the README's table): its fully adjusted columns are the
+    rows in `associations`; with age and sex only, the DII estimate is larger both ways."""
+    script = runpy.run_path(str(REPO / "examples" / "nhanes" / "weighting.py"))
+    monkeypatch.setattr(sys, "argv", ["weighting.py", "--project-dir", str(nhanes_project.root)])
+    script["main"]()
+    lines = capsys.readouterr().out.splitlines()
+    dii = next(line for line in lines if line.startswith("| dii |"))
+    cells = [c.strip() for c in dii.strip("|").split("|")]
+    assoc = nhanes_project.warehouse().query(
+        "SELECT * FROM associations WHERE feature = 'dii' ORDER BY method"
+    )
+    plain, survey = (script["cell"](r) for r in assoc.iter_rows(named=True))
+    assert cells[1] == "2,769"
+    assert cells[4:] == [plain, survey]
+    unweighted_age_sex, weighted_age_sex = (float(c.split("%")[0]) for c in cells[2:4])
+    assert weighted_age_sex > unweighted_age_sex > float(plain.split("%")[0])
