@@ -225,3 +225,10 @@ def test_weighting_script_prints_the_stored_rows(
     assert cells[4:] == [plain, survey]
     unweighted_age_sex, weighted_age_sex = (float(c.split("%")[0]) for c in cells[2:4])
     assert weighted_age_sex > unweighted_age_sex > float(plain.split("%")[0])
+
+
+def test_cohort_page_says_the_estimates_are_design_based(nhanes_project: Project) -> None:
+    cohort = (nhanes_project.dashboards_dir / "cohort.html").read_text(encoding="utf-8")
+    assert "Design-based: weighted by the survey weights" in cohort
+    assert "weights WTMEC2YR, 15 strata, 30 PSUs" in cohort
+    assert "unweighted: +4.4% (95% CI +2.5 to +6.4) per unit of dii" in cohort

@@ -1755,6 +1755,13 @@ def render_cohort(
             "covariates (one draw per person, e.g. NHANES). These describe differences between "
             "people, not what changes within one person.</p>"
         )
+        if any(r.get("method") == "survey_wls" for r in between):
+            body.append(
+                '<p class="lead">Design-based: weighted by the survey weights, with variances '
+                "over the survey's strata and PSUs (Taylor linearisation), so they describe the "
+                "population the survey represents. Each row's note gives the unweighted estimate "
+                "on the same people.</p>"
+            )
         body.append(
             _forest_section(
                 between, "between-person estimates", "between", "people", d.between_dii_params
