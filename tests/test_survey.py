@@ -197,3 +197,20 @@ def test_run_all_models_uses_the_design_only_when_people_carry_one() -> None:
     assert without["method"].to_list() == ["ols_between"]
     assert without["family"].to_list() == ["hscrp|cohort"]
     assert without["covariates"].to_list() == ["age,sex"]
+
+
+def test_people_without_a_design_are_counted_not_silently_dropped() -> None:
+    draws, features, persons = cohort()
+    # Three adults of stratum 101 lose their weight (as if from a cohort without a design).
+    lost = ["p1_1", "p1_2", "p1_3"]
+    persons = persons.with_columns(
+        pl.when(pl.col("person_id").is_in(lost))
+        .then(None)
+        .otherwise(pl.col("weight"))
+        .alias("weight")
+    )
+    adults = persons.filter(pl.col("age") >= 20)["person_id"]
+    out = survey_cross_sectional(draws, features, persons, Settings(), eligible=adults)
+    survey = out.filter(pl.col("method") == "survey_wls").row(0, named=True)
+    assert survey["n"] == 720 - 72 - 6 - 3
+    assert "3 without a survey design (weight, stratum, PSU) left out" in survey["note"]

@@ -188,8 +188,15 @@ def survey_cross_sectional(
             "feature": feature,
             "window_days": None,
         }
+        # People with the marker and the feature but no design (another cohort in the same
+        # project) cannot enter a design-based model: counted in the note, never silently.
+        no_design = (
+            y.join(x.filter(pl.col("x").is_finite()), on="person_id")
+            .join(design, on="person_id", how="anti")
+            .height
+        )
         survey_row, plain_row = _test(
-            data, covariates, adjust_energy, weight_vars, settings, feature
+            data, covariates, adjust_energy, weight_vars, settings, feature, no_design
         )
         rows.append(base | survey_row | {"method": "survey_wls", "family": f"{marker}|cohort"})
         rows.append(
@@ -209,6 +216,7 @@ def _test(
     weight_vars: list[str],
     settings: Settings,
     feature: str,
+    no_design: int = 0,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(survey row, unweighted row) fields for one marker and feature."""
     finite = pl.col("y").is_finite() & pl.col("x").is_finite() & (pl.col("weight") > 0)
@@ -243,6 +251,8 @@ def _test(
             if analysable[c].null_count()  # which covariates cost people
         ]
         notes.append(f"{left_out} without {' or '.join(missing)} left out")
+    if no_design:
+        notes.append(f"{no_design} without a survey design (weight, stratum, PSU) left out")
     if n < settings.min_n_cohort:
         note = f"{n} people with the marker, the feature and the covariates; "
         note += f"at least {settings.min_n_cohort} needed"
