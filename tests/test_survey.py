@@ -203,14 +203,18 @@ def test_people_without_a_design_are_counted_not_silently_dropped() -> None:
     draws, features, persons = cohort()
     # Three adults of stratum 101 lose their weight (as if from a cohort without a design).
     lost = ["p1_1", "p1_2", "p1_3"]
+    # ... and one was interviewed but not examined (weight 0): in the design, standing for nobody.
     persons = persons.with_columns(
         pl.when(pl.col("person_id").is_in(lost))
         .then(None)
+        .when(pl.col("person_id") == "p1_4")
+        .then(0.0)
         .otherwise(pl.col("weight"))
         .alias("weight")
     )
     adults = persons.filter(pl.col("age") >= 20)["person_id"]
     out = survey_cross_sectional(draws, features, persons, Settings(), eligible=adults)
     survey = out.filter(pl.col("method") == "survey_wls").row(0, named=True)
-    assert survey["n"] == 720 - 72 - 6 - 3
+    assert survey["n"] == 720 - 72 - 6 - 3 - 1
+    assert "1 with survey weight 0 left out" in survey["note"]
     assert "3 without a survey design (weight, stratum, PSU) left out" in survey["note"]

@@ -37,7 +37,6 @@ Association, not causation: these describe differences between people in a popul
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -47,6 +46,7 @@ from pipelines.analysis.associations import (
     ENERGY,
     TAUTOLOGICAL,
     _between_test,
+    _effects,
     _finish,
     add_fdr_and_status,
     person_features,
@@ -106,7 +106,9 @@ def survey_fit(
     Rows outside the domain stay in the design (they fix its strata and PSUs) but contribute
     nothing; their other cells may hold anything non-null.
     """
-    import svy  # imported here: the dashboards' workers import this package without needing it
+    # Imported on first use: svy takes about a second to import, which every run without a
+    # survey cohort (and every Dagster process loading the definitions) would otherwise pay.
+    import svy
 
     sample = svy.Sample(data, svy.Design(stratum="stratum", psu="psu", wgt="weight"))
     terms: list[Any] = [*x, *[svy.Cat(c) for c in categorical]]
@@ -125,13 +127,8 @@ def survey_fit(
 
 
 def _pct(beta: float, se: float, df: float) -> str:
-    from scipy import stats
-
-    t = float(stats.t.ppf(0.975, df))
-    return (
-        f"{100 * math.expm1(beta):+.1f}% (95% CI {100 * math.expm1(beta - t * se):+.1f} to "
-        f"{100 * math.expm1(beta + t * se):+.1f})"
-    )
+    e = {k: float(v) for k, v in _effects(beta, se, df).items()}
+    return f"{e['effect_pct']:+.1f}% (95% CI {e['ci_low_pct']:+.1f} to {e['ci_high_pct']:+.1f})"
 
 
 def survey_cross_sectional(
@@ -219,8 +216,12 @@ def _test(
     no_design: int = 0,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(survey row, unweighted row) fields for one marker and feature."""
-    finite = pl.col("y").is_finite() & pl.col("x").is_finite() & (pl.col("weight") > 0)
-    analysable = data.filter(finite.fill_null(False))
+    measured = (pl.col("y").is_finite() & pl.col("x").is_finite()).fill_null(False)
+    # Weight 0: in the sample but not in the subsample the weight describes (interviewed, not
+    # examined); such a person stands for nobody in the population.
+    unweighted_people = data.filter(measured & (pl.col("weight") == 0)).height
+    finite = measured & (pl.col("weight") > 0)
+    analysable = data.filter(finite)
     # A covariate enters the model when someone analysable has it and it varies among them.
     used: list[str] = []
     if adjust_energy and analysable["_energy"].drop_nulls().n_unique() > 1:
@@ -251,6 +252,8 @@ def _test(
             if analysable[c].null_count()  # which covariates cost people
         ]
         notes.append(f"{left_out} without {' or '.join(missing)} left out")
+    if unweighted_people:
+        notes.append(f"{unweighted_people} with survey weight 0 left out")
     if no_design:
         notes.append(f"{no_design} without a survey design (weight, stratum, PSU) left out")
     if n < settings.min_n_cohort:
@@ -277,7 +280,10 @@ def _test(
 
     # Out-of-domain cells are filled so that no row leaves the design.
     filled = data.with_columns(
-        *[pl.col(c).fill_null(0.0).fill_nan(0.0) for c in ("y", "x", "_energy")],
+        *[
+            pl.when(pl.col(c).is_finite()).then(pl.col(c)).otherwise(0.0).alias(c)
+            for c in ("y", "x", "_energy")
+        ],
         *[pl.col(c).fill_null(0.0) for c in used if c not in CATEGORICAL and c != "_energy"],
         *[pl.col(c).fill_null(domain[c][0]) for c in used if c in CATEGORICAL],
     )
