@@ -166,6 +166,17 @@ PERSON_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "sex": pl.String,  # "female" | "male" | null
     "age": pl.Float64,  # years, at the time of the data
     "birth_year": pl.Int64,
+    # Survey design (NHANES DEMO): the sampling weight and which variable it is (WTMEC2YR), the
+    # stratum and the PSU (nested in the stratum). Between-person models of a cohort whose people
+    # carry all three are design-based (method `survey_wls`); see pipelines/analysis/survey.py.
+    "weight": pl.Float64,
+    "weight_var": pl.String,
+    "stratum": pl.String,
+    "psu": pl.String,
+    # Further covariates of survey cohorts: race/ethnicity as a category name, income-to-poverty
+    # ratio (family income / poverty threshold; NHANES top-codes it at 5).
+    "race_eth": pl.String,
+    "income_poverty": pl.Float64,
     "line": pl.Int64,
 }
 
@@ -213,7 +224,16 @@ RESULT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "sd_feature": pl.Float64,
     "beta": pl.Float64,
     "se": pl.Float64,
+    # Between-person rows: the covariates in the model, comma-separated column names
+    # ("energy_kcal,age,sex,race_eth,income_poverty"); null for the other methods.
+    "covariates": pl.String,
 }
+
+# Between-person (cross-sectional) methods: `survey_wls` is design-based (weights, strata, PSUs),
+# `ols_between` unweighted. A survey cohort gets both; its unweighted rows form their own FDR
+# family, `<marker>|cohort` + UNWEIGHTED_FAMILY, so that they never enlarge the primary one.
+BETWEEN_METHODS = ("ols_between", "survey_wls")
+UNWEIGHTED_FAMILY = ":unweighted"
 
 TRENDS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "person_id": pl.String,

@@ -1,14 +1,17 @@
 """The NHANES example project end to end: real CRP, demographics and intake files.
 
-A cross-sectional cohort (one undated hs-CRP per person, a two-day recall mean, age and sex)
-flows through the warehouse into between-person models for adults aged 20 or more, with acute
-CRP (> 10 mg/L) excluded. The literature (science.md section 4) expects a higher DII and lower
+A cross-sectional cohort (one undated hs-CRP per person, a two-day recall mean, and DEMO's
+survey design and covariates) flows through the warehouse into design-based between-person
+models for adults aged 20 or more, with an unweighted model beside each and acute CRP
+(> 10 mg/L) excluded. The literature (science.md section 4) expects a higher DII and lower
 fibre intake to go with higher CRP; the pipeline must find both directions.
 """
 
 from __future__ import annotations
 
+import runpy
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -108,16 +111,43 @@ def test_cross_sectional_draws_and_covariates_reach_the_warehouse(nhanes_project
 def test_dii_and_fibre_against_crp_in_adults(
     nhanes_project: Project, feature: str, direction: int
 ) -> None:
+    """Design-based (WTMEC2YR, 15 strata, 30 PSUs) and unweighted estimates, side by side, on
+    the same adults with the same covariates."""
     assoc = nhanes_project.warehouse().query(
-        "SELECT * FROM associations WHERE method = 'ols_between' AND feature = ?", [feature]
+        "SELECT * FROM associations WHERE feature = ? ORDER BY method", [feature]
     )
-    row = assoc.row(0, named=True)
-    # adults 20+ with a non-acute hs-CRP and an intake record: about 2,770 people
-    assert 2500 <= row["n"] <= 3100
-    assert row["status"] == "significant"
-    assert direction * row["effect_pct"] > 0
-    assert direction * row["ci_low_pct"] > 0 or direction * row["ci_high_pct"] < 0
-    assert "age" in row["note"] and "sex" in row["note"]
+    assert assoc["method"].to_list() == ["ols_between", "survey_wls"]
+    plain, survey = assoc.iter_rows(named=True)
+    assert plain["family"] == "hscrp|cohort:unweighted" and survey["family"] == "hscrp|cohort"
+    # adults 20+ with a non-acute hs-CRP and an intake record: 2,769 people, all with income
+    assert survey["n"] == plain["n"] == 2769
+    covariates = "age,sex,race_eth,income_poverty"
+    if feature == "fiber_g":
+        covariates = "energy_kcal," + covariates  # the DII contains energy: never adjusted for it
+    assert survey["covariates"] == plain["covariates"] == covariates
+    for row in (survey, plain):
+        assert row["status"] == "significant"
+        assert direction * row["effect_pct"] > 0
+        assert direction * row["ci_low_pct"] > 0 or direction * row["ci_high_pct"] < 0
+        assert row["ci_low_pct"] < row["effect_pct"] < row["ci_high_pct"]
+    assert (
+        "weights WTMEC2YR, 15 strata, 30 PSUs, Taylor linearisation, t on 15 df" in (survey["note"])
+    )
+    # The design widens the interval: clustering within PSUs and unequal weights.
+    assert survey["ci_high_pct"] - survey["ci_low_pct"] > plain["ci_high_pct"] - plain["ci_low_pct"]
+    if feature == "dii":
+        # README table: weighted +7.2% (95% CI +4.2 to +10.3), unweighted +4.4% (+2.5 to +6.4)
+        assert survey["effect_pct"] == pytest.approx(7.2, abs=0.1)
+        assert plain["effect_pct"] == pytest.approx(4.4, abs=0.1)
+
+
+def test_persons_carry_the_survey_design(nhanes_project: Project) -> None:
+    people = nhanes_project.warehouse().table("persons")
+    designed = people.filter(pl.col("weight").is_not_null())
+    assert designed.height == 9254
+    assert designed.select("stratum", "psu").unique().height == 30
+    assert designed["race_eth"].null_count() == 0
+    assert designed["income_poverty"].null_count() == 1231
 
 
 def test_nhanes_gets_its_cohort_dashboard(nhanes_project: Project) -> None:
@@ -174,3 +204,31 @@ def test_validation_people_through_the_pipeline(nhanes_project: Project) -> None
     assert rows["1"]["dii_params"] == rows["2"]["dii_params"] == 29
     assert rows["1"]["dii"] == pytest.approx(0.0, abs=1e-9)
     assert rows["2"]["dii"] == pytest.approx((2 * norm.cdf(1.0) - 1) * effects, abs=1e-9)
+
+
+def test_weighting_script_prints_the_stored_rows(
+    nhanes_project: Project, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """examples/nhanes/weighting.py (the README's table): its fully adjusted columns are the
+    rows in `associations`; with age and sex only, the DII estimate is larger both ways."""
+    script = runpy.run_path(str(REPO / "examples" / "nhanes" / "weighting.py"))
+    monkeypatch.setattr(sys, "argv", ["weighting.py", "--project-dir", str(nhanes_project.root)])
+    script["main"]()
+    lines = capsys.readouterr().out.splitlines()
+    dii = next(line for line in lines if line.startswith("| dii |"))
+    cells = [c.strip() for c in dii.strip("|").split("|")]
+    assoc = nhanes_project.warehouse().query(
+        "SELECT * FROM associations WHERE feature = 'dii' ORDER BY method"
+    )
+    plain, survey = (script["cell"](r) for r in assoc.iter_rows(named=True))
+    assert cells[1] == "2,769"
+    assert cells[4:] == [plain, survey]
+    unweighted_age_sex, weighted_age_sex = (float(c.split("%")[0]) for c in cells[2:4])
+    assert weighted_age_sex > unweighted_age_sex > float(plain.split("%")[0])
+
+
+def test_cohort_page_says_the_estimates_are_design_based(nhanes_project: Project) -> None:
+    cohort = (nhanes_project.dashboards_dir / "cohort.html").read_text(encoding="utf-8")
+    assert "Design-based: weighted by the survey weights" in cohort
+    assert "weights WTMEC2YR, 15 strata, 30 PSUs" in cohort
+    assert "unweighted: +4.4% (95% CI +2.5 to +6.4) per unit of dii" in cohort

@@ -320,6 +320,26 @@ def test_real_demographics_file() -> None:
     assert rows["age"].min() == 0
     assert rows["age"].max() == 80  # top-coded: 80 means 80 and over
     assert rows["line"].to_list() == list(range(1, 9255))
+    # The survey design and the further DEMO covariates (DEMO_J codebook counts).
+    assert rows["weight_var"].unique().to_list() == ["WTMEC2YR"]
+    assert rows["weight"].null_count() == 0
+    assert (rows["weight"] == 0).sum() == 550  # interviewed, not examined
+    assert rows["stratum"].n_unique() == 15
+    assert sorted(rows["stratum"].unique()) == [str(s) for s in range(134, 149)]
+    assert sorted(rows["psu"].unique()) == ["1", "2"]
+    assert rows.select("stratum", "psu").unique().height == 30
+    assert rows["race_eth"].value_counts().sort("race_eth").rows() == [
+        ("mexican_american", 1367),
+        ("non_hispanic_asian", 1168),
+        ("non_hispanic_black", 2115),
+        ("non_hispanic_white", 3150),
+        ("other_hispanic", 820),
+        ("other_or_multiracial", 634),
+    ]
+    assert rows["income_poverty"].null_count() == 1231
+    assert rows["income_poverty"].max() == 5.0  # top-coded: 5 means 5 and over
+    first = rows.row(0, named=True)
+    assert (first["stratum"], first["psu"], first["race_eth"]) == ("145", "2", "non_hispanic_asian")
     # `from_folder` (also the default when person: is left out) reads SEQN for NHANES files.
     folder = parse(DEMO, source("persons", person=PersonSpec(from_folder=True)))
     assert folder.rows["person_id"].equals(rows["person_id"])
@@ -340,6 +360,38 @@ def test_unknown_sex_code_is_rejected(tmp_path: Path) -> None:
     assert result.rejects.select("line", "column").rows() == [(2, "RIAGENDR")]
     assert "not an NHANES sex code" in result.rejects["reason"][0]
     assert result.rejects["value"][0] == "3"
+
+
+def test_design_variables_and_race_codes(tmp_path: Path) -> None:
+    """An older cycle's DEMO (RIDRETH1 only), a bad race code and a negative weight."""
+    path = write_xpt(
+        tmp_path / "DEMO_F.XPT",
+        "DEMO_F",
+        {
+            "SEQN": [51624.0, 51625.0, 51626.0, 51627.0, 51628.0],
+            "RIAGENDR": [1.0, 2.0, 2.0, 1.0, 2.0],
+            "RIDAGEYR": [34.0, 4.0, 16.0, 10.0, 61.0],
+            "RIDRETH1": [3.0, 5.0, 6.0, 4.0, 1.0],
+            "INDFMPIR": [1.36, None, 2.5, 5.0, 0.0],
+            "WTMEC2YR": [81528.77, 56995.04, 31000.0, -1.0, 0.0],
+            "SDMVSTRA": [83.0, 79.0, 84.0, 86.0, 90.0],
+            "SDMVPSU": [1.0, 2.0, 1.0, 2.0, 1.0],
+        },
+    )
+    result = parse(path, source("persons"))
+    check_accounting(result, PERSON_SCHEMA)
+    cols = ["person_id", "weight", "weight_var", "stratum", "psu", "race_eth", "income_poverty"]
+    assert result.rows.select(cols).rows() == [
+        ("51624", 81528.77, "WTMEC2YR", "83", "1", "non_hispanic_white", 1.36),
+        ("51625", 56995.04, "WTMEC2YR", "79", "2", "other_or_multiracial", None),
+        ("51628", 0.0, "WTMEC2YR", "90", "1", "mexican_american", 0.0),
+    ]
+    assert result.rejects.select("line", "column", "value").rows() == [
+        (3, "RIDRETH1", "6"),
+        (4, "WTMEC2YR", "-1"),
+    ]
+    assert result.rejects["reason"][1] == "negative survey weight"
+    assert "not an NHANES race/ethnicity code" in result.rejects["reason"][0]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -45,6 +45,9 @@ def parse(path: Path, **overrides: Any) -> ParseResult:
 def person(result: ParseResult, pid: str) -> dict[str, Any]:
     rows = result.rows.filter(pl.col("person_id") == pid).to_dicts()
     assert len(rows) == 1, f"{pid}: {result.rows.to_dicts()}"
+    # A covariates CSV carries no survey design: those columns stay null.
+    survey = ("weight", "weight_var", "stratum", "psu", "race_eth", "income_poverty")
+    assert all(rows[0].pop(c) is None for c in survey)
     return rows[0]
 
 

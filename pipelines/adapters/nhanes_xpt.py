@@ -19,6 +19,10 @@ table of the source's kind whose variables appear in the file is read; `options:
   (missing in NHANES)"). `collected_at` is null: NHANES is cross-sectional and publishes no dates.
 - kind `persons` (persons): `RIDAGEYR` -> age in years (80 means "80 and over": NHANES top-codes
   it), `RIAGENDR` 1 -> "male", 2 -> "female" (missing -> null; any other code is rejected).
+  The survey design: `WTMEC2YR` -> `weight` (with `weight_var` "WTMEC2YR"), `SDMVSTRA` ->
+  `stratum`, `SDMVPSU` -> `psu` (codes as text); and the covariates `RIDRETH3` (or `RIDRETH1` in
+  files without it) -> `race_eth` as a name ("non_hispanic_white", ...; another code is
+  rejected), `INDFMPIR` -> `income_poverty` (5 means 5 and over). A negative weight is rejected.
 - kind `diet` (diet_daily_reported): `DR1TOT`/`DR2TOT` recall totals -> nutrient columns, `day`
   null and `period` "recall_day1"/"recall_day2". `omega3_g`/`omega6_g` are sums of the fatty-acid
   variables (the dietaryindex N3FAT/N6FAT definitions); a column whose variables are not all in the
@@ -64,8 +68,27 @@ VARIABLES_TABLE = Path(__file__).resolve().parent.parent / "data" / "nhanes_vari
 
 SEQN = "SEQN"
 KNOWN_OPTIONS = ("table",)
-PERSON_COLUMNS = ("age", "sex")
+PERSON_COLUMNS = ("age", "sex", "weight", "stratum", "psu", "race_eth", "income_poverty")
 SEX_CODES = {1: "male", 2: "female"}
+# Race/Hispanic origin codes per variable (NHANES DEMO codebooks). RIDRETH3 (2011-12 on) splits
+# out Non-Hispanic Asian; RIDRETH1 (every cycle) has it in "other".
+RACE_ETH_CODES: dict[str, dict[int, str]] = {
+    "RIDRETH1": {
+        1: "mexican_american",
+        2: "other_hispanic",
+        3: "non_hispanic_white",
+        4: "non_hispanic_black",
+        5: "other_or_multiracial",
+    },
+    "RIDRETH3": {
+        1: "mexican_american",
+        2: "other_hispanic",
+        3: "non_hispanic_white",
+        4: "non_hispanic_black",
+        6: "non_hispanic_asian",
+        7: "other_or_multiracial",
+    },
+}
 # Recall tables: the status variable (1 = reliable and met the minimum criteria) and the period.
 RECALLS: dict[str, tuple[str, str]] = {
     "DR1TOT": ("DR1DRSTZ", "recall_day1"),
@@ -527,25 +550,53 @@ def _labs(
 def _persons(
     frame: pl.DataFrame, tables: dict[str, list[Variable]], person_check: Check | None
 ) -> ParseResult:
+    # Later rows of nhanes_variables.csv win for the same column: RIDRETH3 over RIDRETH1.
     variables = {v.column: v for vs in tables.values() for v in vs}
     columns: dict[str, pl.Expr] = {}
     checks = [c for c in (person_check,) if c is not None]
     if "age" in variables:
         columns["age"] = pl.col(variables["age"].variable) * variables["age"].factor
-    if "sex" in variables:
-        name = variables["sex"].variable
+    coded = {"sex": (SEX_CODES, "not an NHANES sex code (1 male, 2 female)")}
+    if "race_eth" in variables:
+        codes = RACE_ETH_CODES[variables["race_eth"].variable]
+        listing = ", ".join(f"{k} {v}" for k, v in codes.items())
+        coded["race_eth"] = (codes, f"not an NHANES race/ethnicity code ({listing})")
+    for column, (codes, reason) in coded.items():
+        if column not in variables:
+            continue
+        name = variables[column].variable
         code = pl.col(name)
-        columns["sex"] = code.replace_strict(
-            {float(k): v for k, v in SEX_CODES.items()}, default=None, return_dtype=pl.String
+        columns[column] = code.replace_strict(
+            {float(k): v for k, v in codes.items()}, default=None, return_dtype=pl.String
         )
         checks.append(
             Check(
-                code.is_not_null() & ~code.is_in([float(k) for k in SEX_CODES]),
+                code.is_not_null() & ~code.is_in([float(k) for k in codes]),
                 name,
-                pl.lit("not an NHANES sex code (1 male, 2 female)"),
+                pl.lit(reason),
                 _number_text(code),
             )
         )
+    if "weight" in variables:
+        weight = variables["weight"]
+        columns["weight"] = pl.col(weight.variable) * weight.factor
+        columns["weight_var"] = pl.when(pl.col(weight.variable).is_not_null()).then(
+            pl.lit(weight.variable)
+        )
+        checks.append(
+            Check(
+                pl.col(weight.variable) < 0,
+                weight.variable,
+                pl.lit("negative survey weight"),
+                _number_text(pl.col(weight.variable)),
+            )
+        )
+    for column in ("stratum", "psu"):
+        if column in variables:
+            columns[column] = _number_text(pl.col(variables[column].variable))
+    if "income_poverty" in variables:
+        income = variables["income_poverty"]
+        columns["income_poverty"] = pl.col(income.variable) * income.factor
     shown = [v.variable for v in variables.values()]
     good, rejects = split_rejects(_with_raw(frame, shown), checks)
     rows = good.select(

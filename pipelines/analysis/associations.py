@@ -27,7 +27,8 @@ Scopes and methods
 - `cohort` / `ols_between`: one draw per person (cross-sectional cohorts such as NHANES): OLS of log
   marker on the feature with age, sex and energy covariates when available. `cross_sectional` runs
   it on person-level features without windows; `compute_associations` uses it when nobody has
-  repeated draws.
+  repeated draws. Survey cohorts (people with weight, stratum and PSU) get design-based
+  `survey_wls` rows instead, with `ols_between` beside them: see `pipelines.analysis.survey`.
 
 Thresholds (all from `pipelines.config.Settings`)
 - `insufficient_data`: fewer than `min_n_person` (person) or `min_n_cohort` (cohort) rows, fewer
@@ -281,6 +282,7 @@ def per_person_ols(data: pl.DataFrame, settings: Settings) -> pl.DataFrame:
         pl.lit(None, dtype=pl.String).alias("status"),
         notes,
         pl.concat_str([pl.col("marker"), pl.lit("|person:"), pl.col("person_id")]).alias("family"),
+        pl.lit(None, dtype=pl.String).alias("covariates"),
     )
     return out.select([pl.col(c).cast(t) for c, t in RESULT_SCHEMA.items()])
 
@@ -630,6 +632,7 @@ def _cohort_row(
         fit = _between_test(
             y, x_all, ([energy] if energy is not None else []) + person_cols, adjusted
         )
+        fit["covariates"] = ",".join(([ENERGY] if energy is not None else []) + names)
     return row | fit
 
 
@@ -747,34 +750,8 @@ def cross_sectional(
     mean). `features_frame`: wide (person_id plus one numeric column per feature) or long
     (person_id, feature, value).
     """
-    response = draws_or_frame
-    if "excluded_reason" in response.columns:
-        response = response.filter(pl.col("excluded_reason").is_null())
-    y_expr = (
-        pl.col("log_value")
-        if "log_value" in response.columns
-        else pl.when(pl.col("value") > 0).then(pl.col("value").log())
-    )
-    response = (
-        response.select("person_id", "marker", y_expr.alias("y"))
-        .filter(pl.col("y").is_not_null() & pl.col("y").is_finite())
-        .group_by("person_id", "marker")
-        .agg(pl.col("y").mean())
-    )
-    if {"feature", "value"} <= set(features_frame.columns):
-        long = features_frame.select("person_id", "feature", pl.col("value").cast(pl.Float64))
-    else:
-        numeric = [
-            c
-            for c, t in features_frame.schema.items()
-            if c != "person_id" and t.is_numeric() and c not in ("age", "sex")
-        ]
-        long = features_frame.unpivot(
-            index="person_id", on=numeric, variable_name="feature"
-        ).with_columns(pl.col("value").cast(pl.Float64))
-    long = long.group_by("person_id", "feature").agg(pl.col("value").mean())
-    if features is not None:
-        long = long.filter(pl.col("feature").is_in(features))
+    response = person_response(draws_or_frame)
+    long = person_features(features_frame, features)
     energy = long.filter(pl.col("feature") == ENERGY).select(
         "person_id", pl.col("value").alias("energy")
     )
@@ -802,3 +779,43 @@ def cross_sectional(
             }
         )
     return add_fdr_and_status(_finish(rows), settings)
+
+
+def person_response(draws_or_frame: pl.DataFrame) -> pl.DataFrame:
+    """person_id, marker, y: each person's mean log marker (chronic rows only), for
+    between-person models. Accepts marker draws or any frame with person_id, marker and value or
+    log_value."""
+    response = draws_or_frame
+    if "excluded_reason" in response.columns:
+        response = response.filter(pl.col("excluded_reason").is_null())
+    y_expr = (
+        pl.col("log_value")
+        if "log_value" in response.columns
+        else pl.when(pl.col("value") > 0).then(pl.col("value").log())
+    )
+    return (
+        response.select("person_id", "marker", y_expr.alias("y"))
+        .filter(pl.col("y").is_not_null() & pl.col("y").is_finite())
+        .group_by("person_id", "marker")
+        .agg(pl.col("y").mean())
+    )
+
+
+def person_features(features_frame: pl.DataFrame, features: list[str] | None) -> pl.DataFrame:
+    """person_id, feature, value (the person's mean) from a wide (person_id plus one numeric
+    column per feature) or long (person_id, feature, value) frame."""
+    if {"feature", "value"} <= set(features_frame.columns):
+        long = features_frame.select("person_id", "feature", pl.col("value").cast(pl.Float64))
+    else:
+        numeric = [
+            c
+            for c, t in features_frame.schema.items()
+            if c != "person_id" and t.is_numeric() and c not in ("age", "sex")
+        ]
+        long = features_frame.unpivot(
+            index="person_id", on=numeric, variable_name="feature"
+        ).with_columns(pl.col("value").cast(pl.Float64))
+    long = long.group_by("person_id", "feature").agg(pl.col("value").mean())
+    if features is not None:
+        long = long.filter(pl.col("feature").is_in(features))
+    return long

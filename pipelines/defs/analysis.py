@@ -12,6 +12,7 @@ import duckdb
 import polars as pl
 
 from pipelines.analysis.associations import compute_associations, cross_sectional
+from pipelines.analysis.survey import has_design, survey_cross_sectional
 from pipelines.analysis.windows import build_exposure_windows, features_from
 from pipelines.config import Settings
 from pipelines.defs._metadata import md_table
@@ -44,9 +45,17 @@ def run_all_models(
         results.append(compute_associations(dated, windows, persons, settings))
     if undated.height and summary.height:
         adults = cohort_people(persons, settings)
-        eligible = undated.join(adults.select("person_id"), on="person_id", how="semi")
         features = summary.drop("period", "dii_params", strict=False)
-        results.append(cross_sectional(eligible, features, adults, settings))
+        if has_design(adults):
+            # A survey cohort: the design spans everyone in it, the models only the eligible.
+            results.append(
+                survey_cross_sectional(
+                    undated, features, persons, settings, eligible=adults["person_id"]
+                )
+            )
+        else:
+            eligible = undated.join(adults.select("person_id"), on="person_id", how="semi")
+            results.append(cross_sectional(eligible, features, adults, settings))
     if not results:
         return compute_associations(dated, windows, persons, settings)
     return pl.concat(results, how="diagonal_relaxed")
@@ -146,7 +155,9 @@ def associations(
     change in the marker per unit of the feature with a 95% CI, a Benjamini-Hochberg q-value within
     each family, and a status that says `insufficient_data` or `inconclusive` rather than print a
     number nobody should trust. Cross-sectional cohorts (undated draws and person-level intake,
-    such as NHANES) get between-person models with age and sex as covariates."""
+    such as NHANES) get between-person models with age and sex as covariates; when their people
+    carry a survey design (weights, strata, PSUs) the models are design-based (`survey_wls`, with
+    race/ethnicity and income-to-poverty too) and an unweighted `ols_between` sits beside each."""
     settings = project.config().settings
     inputs = ("marker_draws", "exposure_windows", "persons", "diet_summary")
     with project.warehouse().write() as conn:

@@ -170,10 +170,9 @@ def build_persons(covariates: pl.DataFrame, seen_ids: pl.Series) -> pl.DataFrame
     When several sources describe the same person, the first non-null value per column wins
     (sources in sources.yaml order).
     """
+    columns = [c for c in PERSON_SCHEMA if c not in ("person_id", "line")]
     merged = covariates.group_by("person_id", maintain_order=True).agg(
-        pl.col("sex").drop_nulls().first(),
-        pl.col("age").drop_nulls().first(),
-        pl.col("birth_year").drop_nulls().first(),
+        pl.col(c).drop_nulls().first() for c in columns
     )
     everyone = (
         pl.DataFrame({"person_id": seen_ids.drop_nulls().unique()})
@@ -194,8 +193,10 @@ def build_persons(covariates: pl.DataFrame, seen_ids: pl.Series) -> pl.DataFrame
     deps=["diet_entries", "diet_daily_reported", "lab_results"],
 )
 def persons(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
-    """Everyone who appears in any source, with the covariates (sex, age, birth year) that
-    `kind: persons` sources report; people without covariates keep nulls."""
+    """Everyone who appears in any source, with the covariates (sex, age, birth year; for survey
+    cohorts such as NHANES also race/ethnicity, income-to-poverty ratio and the survey design:
+    weight, stratum, PSU) that `kind: persons` sources report; people without covariates keep
+    nulls."""
     names = sources_feeding(project.config().sources, "persons")
     with project.warehouse().write() as conn:
         covariates = conn.execute(canonical_select(conn, "persons", names)).pl()
@@ -210,6 +211,11 @@ def persons(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.M
             "dagster/row_count": people.height,
             "with_age": int(people["age"].is_not_null().sum()),
             "with_sex": int(people["sex"].is_not_null().sum()),
+            "with_survey_design": int(
+                people.filter(
+                    pl.all_horizontal(pl.col(c).is_not_null() for c in ("weight", "stratum", "psu"))
+                ).height
+            ),
         }
     )
 

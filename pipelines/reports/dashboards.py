@@ -75,6 +75,7 @@ from pipelines.reports.html import (
     table,
 )
 from pipelines.schema import (
+    BETWEEN_METHODS,
     EXPOSURE_WINDOWS_SCHEMA,
     INGEST_FILES_SCHEMA,
     RESULT_SCHEMA,
@@ -82,6 +83,7 @@ from pipelines.schema import (
     RULE_NOTHING,
     SUFFICIENCY_SCHEMA,
     TRENDS_SCHEMA,
+    UNWEIGHTED_FAMILY,
 )
 from pipelines.transforms.diet import OVERRIDES_HOWTO, override_line
 
@@ -281,7 +283,15 @@ def _stat(name: str, value: object) -> str:
 
 
 def _is_between(row: dict[str, Any]) -> bool:
-    return "between" in str(row.get("method") or "")
+    return row.get("method") in BETWEEN_METHODS
+
+
+def _primary_between() -> pl.Expr:
+    """Between-person rows shown as results: design-based ones for a survey cohort (their note
+    carries the unweighted estimate), plain OLS otherwise; never the unweighted companions."""
+    return pl.col("method").is_in(BETWEEN_METHODS) & ~pl.col("family").fill_null("").str.ends_with(
+        UNWEIGHTED_FAMILY
+    )
 
 
 def _when(row: dict[str, Any]) -> str:
@@ -1441,7 +1451,7 @@ def _sufficiency_cell(s: PersonSummary) -> str:
 def _between_n(d: DashboardInputs) -> int:
     """People in the between-person models: cross-sectional cohorts (one draw per person, e.g.
     NHANES) have no person pages, so they are counted by the largest model's n."""
-    n = d.associations.filter(pl.col("method") == "ols_between")["n"].max()
+    n = d.associations.filter(_primary_between())["n"].max()
     return int(n) if is_num(n) else 0
 
 
@@ -1697,7 +1707,7 @@ def render_cohort(
     if d.pseudonymise_cohort and global_warnings:
         # Warnings name sources and files, which often carry a person's name.
         global_warnings = [f"{len(global_warnings)} data-quality warning(s): see the index page"]
-    between = assoc.filter(pl.col("method") == "ols_between").to_dicts()
+    between = assoc.filter(_primary_between()).to_dicts()
     between_n = _between_n(d)
     followed = (
         f"{len(summaries):,} {'person' if len(summaries) == 1 else 'people'} followed over time"
@@ -1707,7 +1717,7 @@ def render_cohort(
         meta += f" · {between_n:,} people in the between-person models (largest model n)"
     heading = _heading("Cohort view", f'<a href="{INDEX}">← All people</a>', esc(meta))
     pooled = assoc.filter(
-        (pl.col("scope") == "cohort") & (pl.col("method").fill_null("") != "ols_between")
+        (pl.col("scope") == "cohort") & ~pl.col("method").fill_null("").is_in(BETWEEN_METHODS)
     ).to_dicts()
     draws = _crp_draws(d.marker_draws, "person_id")
     with_crp = [s for s in summaries if s.n_draws]
@@ -1775,6 +1785,13 @@ def render_cohort(
             "covariates (one draw per person, e.g. NHANES). These describe differences between "
             "people, not what changes within one person.</p>"
         )
+        if any(r.get("method") == "survey_wls" for r in between):
+            body.append(
+                '<p class="lead">Design-based: weighted by the survey weights, with variances '
+                "over the survey's strata and PSUs (Taylor linearisation), so they describe the "
+                "population the survey represents. Each row's note gives the unweighted estimate "
+                "on the same people.</p>"
+            )
         body.append(
             _forest_section(
                 between, "between-person estimates", "between", "people", d.between_dii_params
