@@ -179,9 +179,7 @@ def associations(
             )
             result = run_all_models(
                 draws, windows, people, summary, settings, bio[0] if bio else None
-            ).with_columns(
-                pl.lit(json.dumps(asdict(settings), default=list)).alias("parameters")
-            )
+            ).with_columns(pl.lit(json.dumps(asdict(settings), default=list)).alias("parameters"))
             replace_table(conn, "associations", result)
             record(conn, plan)
         else:
