@@ -1,4 +1,4 @@
-"""The dependence-robust estimators equal statsmodels, and keep their coverage where OLS does not."""
+"""The dependence-robust estimators equal statsmodels and keep coverage where OLS does not."""
 
 from __future__ import annotations
 
