@@ -4,26 +4,52 @@ Response: the natural log of the marker (`log_value` of chronic draws). Exposure
 over a complete trailing window (`exposure_windows.complete`). Effects are reported as the % change
 in the marker per +1 unit of the feature, 100 * (exp(beta) - 1), with the 95% CI from exp of the
 beta CI, and `sd_feature` (the feature's SD among the rows used) so a reader can rescale to "per
-typical change".
+typical change". Entry point: `compute_associations(draws, windows, persons, settings,
+biometrics=...)`, the frames the `associations` asset reads; `per_person_ols` and
+`cohort_models` are its two scopes on an `analysis_frame`.
+
+Adjusted and crude (issue 16)
+- The primary estimate (`effect_pct`, CI, `p`, `q`, `status`) comes from a model that also holds
+  the pre-specified core gut foods (CORE_ADJUSTMENT, `pipelines/data/adjustment_core.csv`:
+  fermented, ultra-processed, alcohol: the categories with a directional prior in science.md
+  section 4 that share items with many others), energy intake (unless TAUTOLOGICAL), a linear
+  time trend and body weight where biometrics have one at most 30 days before the draw. Energy
+  in the model means "at the same energy intake", i.e. the food eaten instead of other foods.
+  `adjusted_for` lists what the model held; `collinearity_vif` is the feature's variance
+  inflation from those covariates.
+- The crude estimate (feature alone, same rows, same errors) sits beside it in `crude_*`.
+- `explained`: the crude estimate passes the FDR check (BH over the family's crude p-values), the
+  adjusted one does not, and less than half the crude log effect remains. `note` names the
+  covariates that carry the move (crude - adjusted = sum over covariates of slope-on-the-feature
+  times adjusted coefficient, exactly for OLS). Such a food is never shown as a finding.
+- Features that measure one exposure twice (FEATURE_ALIASES, `pipelines/data/
+  feature_aliases.csv`: alcohol_g and alcohol_servings, dii and dii_window, UPF energy share and
+  UPF servings) collapse to one, so an exposure is one discovery.
+
+One test per food
+- Each food is tested once, at its primary window (`settings.primary_window_days`, 28 days; the
+  closest tested window when absent): Benjamini-Hochberg over the primary rows of each family
+  (`f"{marker}|cohort"` or `f"{marker}|person:{id}"`). The other windows (`window_role`
+  "lag_shape") describe the lag shape for the heatmap; their q is the larger of the food's
+  primary q and a Holm adjustment over the food's other windows (serial gatekeeping), so a window
+  is significant only when its food is.
 
 Scopes and methods
-- `person` / `ols_log_linear`: for each person, marker, feature and window, ordinary least squares
-  of log marker on the feature with a t-based CI (closed form from group sums, so thousands of tests
-  cost one group-by). Needs `settings.min_n_person` complete windows and a feature that varies.
-- `cohort` / `mixedlm_within`: pooled over persons with repeated draws, a linear mixed model with a
-  random intercept per person fitted by REML, on the within-person centred feature plus the person's
-  mean of it (Mundlak / Curran & Bauer within-between split). The within coefficient is the effect
-  reported; the between coefficient goes into `note`. Covariates: energy intake over the same window
-  (split the same way, see TAUTOLOGICAL) and, when every person has them and there are at least
-  MIN_PERSONS_FOR_COVARIATES persons, age and sex. Person-level covariates cannot move the within
-  estimate (its columns are orthogonal to anything constant within a person); they refine the
-  between estimate. The within CI uses a t distribution with the within-person residual degrees of
-  freedom (n - persons - within columns). If the fit fails, `ols_fixed_effects` (person fixed
-  effects) takes over; its point estimate equals the mixed model's within estimate, so nothing
-  jumps. The mixed model is fitted by our own profiled REML for the random-intercept case (a
-  one-dimensional optimisation over group sums): statsmodels' MixedLM gives the same numbers
-  (tested) but takes ~1.5 s per fit on 2,000 persons, i.e. minutes per marker.
-  `engine="statsmodels"` uses MixedLM instead.
+- `person` / `ols_adjusted_hac`: for each person, marker, feature and window, OLS of log marker
+  on the feature and covariates, batched over persons (`robust.batched_ols_hac`). With ~20 draws
+  a person's model holds the core foods that co-vary with the feature (|r| >= PERSON_COVARY_R),
+  most correlated first, then energy, trend and weight, as many as leave PERSON_MIN_DF residual
+  degrees of freedom. SE: the larger of Newey-West over the draws in time order and classical
+  OLS; t with n - 1 - k degrees of freedom. `pooled_effect_pct` and its CI: the person's estimate
+  partially pooled toward the cohort's (`partial_pooling`, empirical Bayes).
+- `cohort` / `fe_within_robust`: pooled over persons with repeated draws, the within-person
+  (person fixed-effects) estimate of the same adjusted model (`robust.within_fit`): every
+  covariate in the core set that all rows have and that varies within persons. Person-level
+  covariates (age, sex) are constant within a person and cannot move it. SE: cluster-robust by
+  person (CR1, t(G - 1)) from MIN_CLUSTERS persons on, which stays valid when CRP drifts
+  (autocorrelated residuals) and when persons' slopes differ (the estimate is then the average
+  within-person effect); with fewer persons, panel Newey-West (never below the classical SE)
+  and the estimate describes these persons only.
 - `cohort` / `ols_between`: one draw per person (cross-sectional cohorts such as NHANES): OLS of log
   marker on the feature with age, sex and energy covariates when available. `cross_sectional` runs
   it on person-level features without windows; `compute_associations` uses it when nobody has
@@ -33,9 +59,7 @@ Thresholds (all from `pipelines.config.Settings`)
 - `insufficient_data`: fewer than `min_n_person` (person) or `min_n_cohort` (cohort) rows, fewer
   than 2 persons in a cohort test, or a feature that does not vary; numbers are null and `note` says
   why.
-- Benjamini-Hochberg q-values within each family (`f"{marker}|cohort"` or
-  `f"{marker}|person:{id}"`), over the tests that produced a p-value. `significant` when q <=
-  `settings.fdr`.
+- `significant` when q <= `settings.fdr`.
 - `inconclusive`: not significant and the CI is too wide to say anything: the CI for a one-SD change
   of the feature (`sd_feature`) reaches both -20% and +25% (0.8x and 1.25x, symmetric on the log
   scale). Scaling to one SD keeps the rule independent of units (per kcal every CI is narrow, per

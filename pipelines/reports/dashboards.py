@@ -153,7 +153,13 @@ SCHEMAS: dict[str, dict[str, DType]] = {
 # time of the run: the nightly run then keeps showing an old picture without saying so.
 STALE_AFTER_DAYS = 30
 
-STATUS_ORDER = {"significant": 0, "inconclusive": 1, "not_significant": 2, "insufficient_data": 3}
+STATUS_ORDER = {
+    "significant": 0,
+    "explained": 1,
+    "inconclusive": 2,
+    "not_significant": 3,
+    "insufficient_data": 4,
+}
 
 
 @dataclass
@@ -337,7 +343,61 @@ def finding_sentence(row: dict[str, Any], dii_params: tuple[int, int] | None = N
         stat = "q not available"
     n_text = f"{fmt_int(n)} {n_word}" if is_num(n) else f"{n_word}: unknown"
     used = dii_params_text(dii_params) if row.get("feature") in DII_FEATURES else ""
-    return f"{head}, {ci}, {stat}, {n_text}" + (f"; DII from {used}" if used else "")
+    return (
+        f"{head}, {ci}, {stat}, {n_text}"
+        + (f"; DII from {used}" if used else "")
+        + adjustment_phrase(row)
+    )
+
+
+def adjustment_phrase(row: dict[str, Any]) -> str:
+    """ "; adjusted for fermented, ..., energy (at the same energy: eaten instead of other
+    foods) ...; crude -12%" for a row of the adjusted models (issue 16), else ""."""
+    adjusted = row.get("adjusted_for")
+    crude = row.get("crude_effect_pct")
+    if not adjusted and not is_num(crude):
+        return ""
+    parts = []
+    if adjusted:
+        text = str(adjusted).replace(
+            "energy (kcal)", "energy (at the same energy: eaten instead of other foods)"
+        )
+        parts.append(f"adjusted for {text}")
+    else:
+        parts.append("not adjusted for other foods (too few draws)")
+    if is_num(crude):
+        parts.append(f"crude {fmt_pct(crude)}")
+    pooled, lo, hi = (
+        row.get(c) for c in ("pooled_effect_pct", "pooled_ci_low_pct", "pooled_ci_high_pct")
+    )
+    if is_num(pooled) and is_num(lo) and is_num(hi):
+        parts.append(
+            f"partially pooled with the cohort {fmt_pct(pooled)} (95% CI {fmt_pct(lo)} to "
+            f"{fmt_pct(hi)})"
+        )
+    return "; " + "; ".join(parts)
+
+
+def _is_primary(row: dict[str, Any]) -> bool:
+    """The food's one test (rows from before windows had roles count as primary)."""
+    return row.get("window_role") in (None, "primary")
+
+
+def _lag_shape_phrase(row: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """Which of the food's other windows are significant too (they describe its lag shape)."""
+    also = sorted(
+        int(r["window_days"])
+        for r in rows
+        if r.get("window_role") == "lag_shape"
+        and r.get("status") == "significant"
+        and r.get("feature") == row.get("feature")
+        and r.get("marker") == row.get("marker")
+        and r.get("person_id") == row.get("person_id")
+        and is_num(r.get("window_days"))
+    )
+    if not also:
+        return ""
+    return " Lag shape: also significant at " + ", ".join(f"{w}" for w in also) + " days."
 
 
 def _sorted_findings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -396,15 +456,31 @@ def _findings_block(
     if not rows:
         return empty(f"No associations have been tested for {what} yet.")
     ordered = _sorted_findings(rows)
-    sig = [r for r in ordered if r.get("status") == "significant"]
+    # A food is one discovery: its primary window. Its other windows are its lag shape.
+    sig = [r for r in ordered if r.get("status") == "significant" and _is_primary(r)]
+    explained = [r for r in ordered if r.get("status") == "explained"]
     parts: list[str] = []
     if sig:
-        parts.extend(f'<div class="finding">{esc(sentence(r))} {caveat()}</div>' for r in sig)
+        parts.extend(
+            f'<div class="finding">{esc(sentence(r))}{esc(_lag_shape_phrase(r, rows))} '
+            f"{caveat()}</div>"
+            for r in sig
+        )
     else:
         parts.append(
             '<div class="notice">No finding passes the false-discovery check yet '
             f"({fmt_int(len(rows))} pairs tested). That is the honest answer with this much "
             "data, not a sign that nothing matters.</div>"
+        )
+    if explained:
+        items = "".join(
+            f"<li>{esc(feature_label(r.get('feature')))}: {esc(r.get('note') or '')}</li>"
+            for r in explained
+        )
+        parts.append(
+            '<div class="notice"><b>Explained by co-occurring foods</b> (not findings): their '
+            "crude association disappears once the foods they are eaten with are held "
+            f"constant.<ul>{items}</ul></div>"
         )
     n_insufficient = sum(r.get("status") == "insufficient_data" for r in rows)
     summary = f"All {fmt_int(len(rows))} tested pairs" + (
@@ -1318,7 +1394,9 @@ def render_person_page(
     body.append(f"<h2>Findings {caveat()}</h2>")
     body.append(
         '<p class="lead">Each line is one food feature tested against later CRP within this '
-        "person (log-linear model). q is the false-discovery-adjusted p-value across everything "
+        "person (log-linear model, adjusted for the core gut foods that co-vary with it, energy "
+        "and a time trend; the crude estimate and the estimate partially pooled with the "
+        "cohort follow). q is the false-discovery-adjusted p-value across everything "
         "tested; n counts the draws with a well-logged window. These are associations, not "
         "causation: use them to plan an experiment or a conversation with a clinician.</p>"
     )
@@ -1345,9 +1423,12 @@ def render_person_page(
         '<p class="lead">Rows are features, columns the number of days before each draw that '
         "were averaged; each cell shows the % change in the marker per unit and its n (draws "
         "with a complete window). Colour: blue lower, red higher; * and a black outline mark "
-        "cells significant after FDR; – means not enough data. <b>Click a cell</b> to see its "
-        "draws below, with the fitted line and its 95% CI; the most significant cell is shown "
-        "first.</p>"
+        "cells significant after FDR; – means not enough data. Each food is tested once, at "
+        "its primary window (28 days unless settings say otherwise); the other columns show "
+        "its lag shape and count as significant only when the food is. Every cell is adjusted "
+        "for the core foods, energy and a time trend (see each finding). <b>Click a cell</b> "
+        "to see its draws below, with the fitted line and its 95% CI; the most significant "
+        "cell is shown first.</p>"
     )
     # The lag scan and the data behind its cells need the findings, the windows and the draws
     # only: a new diet day after the last draw leaves them as they were.
@@ -1594,12 +1675,15 @@ def _files_section(d: DashboardInputs) -> str:
 
 
 def _best_window(rows: list[dict[str, Any]], dii_params: str = "") -> list[dict[str, Any]]:
-    """Per (marker, feature) the estimable row with the smallest q (then p, then largest n),
-    labelled with the feature, the DII's parameter count (`dii_params`) and the window."""
+    """Per (marker, feature) the estimable row of the primary window (else the smallest q, then
+    p, then largest n), labelled with the feature, the DII's parameter count (`dii_params`) and
+    the window."""
     best: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def key(r: dict[str, Any]) -> tuple[float, float, float]:
+    def key(r: dict[str, Any]) -> tuple[float, float, float, float]:
         return (
+            # The food's primary window is its one test; the forest plot shows that one.
+            0.0 if _is_primary(r) else 1.0,
             float(r["q"]) if is_num(r.get("q")) else 2.0,
             float(r["p"]) if is_num(r.get("p")) else 2.0,
             -float(r["n"]) if is_num(r.get("n")) else 0.0,
