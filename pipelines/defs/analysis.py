@@ -156,7 +156,7 @@ def associations(
     trust. Cross-sectional cohorts (undated draws and person-level intake,
     such as NHANES) get between-person models with age and sex as covariates."""
     settings = project.config().settings
-    inputs = ("marker_draws", "exposure_windows", "persons", "diet_summary")
+    inputs: tuple[str, ...] = ("marker_draws", "exposure_windows", "persons", "diet_summary")
     with project.warehouse().write() as conn:
         # Body weight is a covariate where biometrics exist (a source of kind biometrics).
         if table_exists(conn, "biometrics"):
