@@ -526,24 +526,6 @@ def _conform_results(df: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _effect_columns(
-    prefix: str, beta: np.ndarray, se: np.ndarray, df: np.ndarray
-) -> list[pl.Series]:
-    eff = _effects(beta, se, df)
-    names = {
-        "effect_pct": "effect_pct",
-        "ci_low_pct": "ci_low_pct",
-        "ci_high_pct": "ci_high_pct",
-        "p": "p",
-    }
-    return [
-        pl.Series(
-            f"{prefix}{names[k]}", np.where(np.isfinite(beta) & (se > 0), v, np.nan)
-        ).fill_nan(None)
-        for k, v in eff.items()
-    ]
-
-
 # --------------------------------------------------------------------------------------------------
 # Per-person models: one batched OLS per feature with Newey-West errors
 
@@ -598,7 +580,23 @@ def _person_rows(
             _person_feature(marker, window, f, grid, features, settings, energy_adjust)
             for f in features
         ]
-    return pl.concat(parts) if parts else _conform_results(pl.DataFrame())
+    if not parts:
+        return _conform_results(pl.DataFrame())
+    # One frame at the end: building one per feature cost more than the fits.
+    joined = {
+        k: np.concatenate([p[k] for p in parts])
+        if isinstance(parts[0][k], np.ndarray)
+        else [v for p in parts for v in p[k]]
+        for k in parts[0]
+    }
+    out = pl.DataFrame(joined).with_columns(
+        pl.col(pl.Float64).fill_nan(None),
+        pl.lit("person").alias("scope"),
+        pl.lit("ols_adjusted_hac").alias("method"),
+        pl.lit(1, dtype=pl.Int64).alias("n_persons"),
+        pl.concat_str([pl.col("marker"), pl.lit("|person:"), pl.col("person_id")]).alias("family"),
+    )
+    return _conform_results(out)
 
 
 def _person_feature(
@@ -609,7 +607,7 @@ def _person_feature(
     features: list[str],
     settings: Settings,
     energy_adjust: bool,
-) -> pl.DataFrame:
+) -> dict[str, Any]:
     cands = adjustment_candidates(feature, features, energy_adjust)
     y, x = col("y"), col(feature)
     mask = np.isfinite(y) & np.isfinite(x)
@@ -672,30 +670,26 @@ def _person_feature(
             else None
         )
     okf = np.where(ok, 1.0, np.nan)
-    out = pl.DataFrame(
-        {
-            "scope": "person",
-            "person_id": col.person_ids,
-            "marker": marker,
-            "feature": feature,
-            "window_days": window,
-            "method": "ols_adjusted_hac",
-            "n": n.astype(np.int64),
-            "n_persons": 1,
-            "note": notes,
-            "family": [f"{marker}|person:{p}" for p in col.person_ids],
-            "sd_feature": pl.Series(np.where(n > 1, sd, np.nan)).fill_nan(None),
-            "beta": pl.Series(adj.beta * okf).fill_nan(None),
-            "se": pl.Series(adj.se * okf).fill_nan(None),
-            "adjusted_for": [pattern_text[int(p)] for p in patterns],
-            "collinearity_vif": pl.Series(adj.vif * okf).fill_nan(None),
-            "explained_by": explained_by,
-        }
-    ).with_columns(
-        *_effect_columns("", adj.beta * okf, adj.se, adj.df),
-        *_effect_columns("crude_", crude.beta * okf, crude.se, crude.df),
-    )
-    return _conform_results(out)
+    size = n.size
+    columns: dict[str, Any] = {
+        "person_id": col.person_ids.to_list(),
+        "marker": [marker] * size,
+        "feature": [feature] * size,
+        "window_days": np.full(size, window, dtype=np.int64),
+        "n": n.astype(np.int64),
+        "note": notes,
+        "sd_feature": np.where(n > 1, sd, np.nan),
+        "beta": adj.beta * okf,
+        "se": adj.se * okf,
+        "adjusted_for": [pattern_text[int(p)] for p in patterns],
+        "collinearity_vif": adj.vif * okf,
+        "explained_by": explained_by,
+    }
+    for prefix, fit in (("", adj), ("crude_", crude)):
+        beta = fit.beta * okf
+        for k, v in _effects(beta, fit.se, fit.df).items():
+            columns[prefix + k] = np.where(np.isfinite(beta) & (fit.se > 0), v, np.nan)
+    return columns
 
 
 # --------------------------------------------------------------------------------------------------
@@ -788,9 +782,12 @@ def _cohort_rows(
 ) -> pl.DataFrame:
     rows: list[dict[str, Any]] = []
     for (marker, window), chunk in wide.group_by("marker", "window_days", maintain_order=True):
-        y_all = chunk["y"].to_numpy()
+        arrays = {
+            c: chunk[c].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            for c in [*features, TREND, WEIGHT, "y"]
+        }
+        y_all, t_all = arrays["y"], arrays[TREND]
         pid_all = chunk["_pid"].to_numpy()
-        t_all = chunk[TREND].to_numpy()
         for f in features:
             row: dict[str, Any] = {
                 "scope": "cohort",
@@ -799,12 +796,10 @@ def _cohort_rows(
                 "window_days": window,
                 "family": f"{marker}|cohort",
             }
-            x_all = chunk[f].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            x_all = arrays[f]
             mask = np.isfinite(x_all) & np.isfinite(y_all)
             cands = adjustment_candidates(f, features, energy_adjust)
-            C = np.column_stack(
-                [chunk[c].cast(pl.Float64).fill_null(np.nan).to_numpy()[mask] for c in cands]
-            )
+            C = np.column_stack([arrays[c][mask] for c in cands])
             rows.append(
                 row
                 | _cohort_test(

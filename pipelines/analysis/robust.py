@@ -92,9 +92,9 @@ def batched_ols_hac(
         scale = np.sqrt((Xc * Xc).sum(axis=1))
         scale = np.where(scale > 0, scale, 1.0)
         Xs = Xc / scale[:, None, :]
-        A = np.einsum("gtk,gtl->gkl", Xs, Xs)
+        A = np.matmul(Xs.transpose(0, 2, 1), Xs)
         A = A + np.eye(k)[None] * (1.0 - cols)[:, None, :]
-        b = np.einsum("gtk,gt->gk", Xs, yc)
+        b = np.matmul(Xs.transpose(0, 2, 1), yc[..., None])[..., 0]
         k_used = cols.sum(axis=1)
         df = n - 1.0 - k_used
         ok = (df >= 1) & (scale[:, 0] > 0) & (A[:, 0, 0] > 1e-12)
@@ -104,9 +104,9 @@ def batched_ols_hac(
         A_safe = np.where(ok[:, None, None], A_safe, np.eye(k)[None])
         Ainv = np.linalg.inv(A_safe)
         coef_s = np.einsum("gkl,gl->gk", Ainv, b)
-        resid = (yc - np.einsum("gtk,gk->gt", Xs, coef_s)) * m
+        resid = (yc - np.matmul(Xs, coef_s[..., None])[..., 0]) * m
         # Sandwich for coefficient 0: a = row 0 of A^-1, v_t = (x_t . a) e_t.
-        v = np.einsum("gtk,gk->gt", Xs, Ainv[:, 0, :]) * resid
+        v = np.matmul(Xs, Ainv[:, 0, :, None])[..., 0] * resid
         lags = hac_maxlags(n)
         var = _bartlett_sum(v, lags) * n / np.maximum(n - k_used - 1.0, 1.0)
         var_ols = (resid * resid).sum(axis=1) / np.maximum(df, 1.0) * Ainv[:, 0, 0]
