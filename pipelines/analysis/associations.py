@@ -137,7 +137,13 @@ TREND = "_trend"  # years since 1970: a linear time trend (within a person: thei
 WEIGHT = "_weight"  # body weight (kg), the latest biometrics value at most 30 days before a draw
 WEIGHT_MAX_AGE_DAYS = 30
 DAYS_PER_YEAR = 365.25
-COVARIATE_LABELS = {ENERGY: "energy (kcal)", TREND: "time trend", WEIGHT: "body weight"}
+COVARIATE_LABELS = {
+    ENERGY: "energy (kcal)",
+    TREND: "time trend",
+    WEIGHT: "body weight",
+    "fermented_servings": "fermented food",
+    "ultra_processed_servings": "ultra-processed food",
+}
 # Per person, co-varying core foods come first (most correlated first), then energy, trend and
 # weight, as many as leave PERSON_MIN_DF residual degrees of freedom.
 COVARIATE_PRIORITY = {ENERGY: 2.0, TREND: 1.5, WEIGHT: 1.2}

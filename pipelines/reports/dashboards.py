@@ -397,7 +397,7 @@ def _lag_shape_phrase(row: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     )
     if not also:
         return ""
-    return " Lag shape: also significant at " + ", ".join(f"{w}" for w in also) + " days."
+    return "; lag shape: also significant at " + ", ".join(f"{w}" for w in also) + " days"
 
 
 def _sorted_findings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
