@@ -367,14 +367,6 @@ def adjustment_phrase(row: dict[str, Any]) -> str:
         parts.append("not adjusted for other foods (too few draws)")
     if is_num(crude):
         parts.append(f"crude {fmt_pct(crude)}")
-    pooled, lo, hi = (
-        row.get(c) for c in ("pooled_effect_pct", "pooled_ci_low_pct", "pooled_ci_high_pct")
-    )
-    if is_num(pooled) and is_num(lo) and is_num(hi):
-        parts.append(
-            f"partially pooled with the cohort {fmt_pct(pooled)} (95% CI {fmt_pct(lo)} to "
-            f"{fmt_pct(hi)})"
-        )
     return "; " + "; ".join(parts)
 
 
@@ -1395,10 +1387,10 @@ def render_person_page(
     body.append(
         '<p class="lead">Each line is one food feature tested against later CRP within this '
         "person (log-linear model, adjusted for the core gut foods that co-vary with it, energy "
-        "and a time trend; the crude estimate and the estimate partially pooled with the "
-        "cohort follow). q is the false-discovery-adjusted p-value across everything "
-        "tested; n counts the draws with a well-logged window. These are associations, not "
-        "causation: use them to plan an experiment or a conversation with a clinician.</p>"
+        "and a time trend; the crude estimate follows). q is the false-discovery-adjusted "
+        "p-value across the foods tested, each once at its primary window; n counts the draws "
+        "with a well-logged window. These are associations, not causation: use them to plan "
+        "an experiment or a conversation with a clinician.</p>"
     )
     kept = kept or {}
     # Each finding's sentence is shown in the findings table and again as its cell's title;
@@ -1736,6 +1728,52 @@ def _forest_section(
     return "".join(parts)
 
 
+POOLED_COLUMNS = ["pooled_effect_pct", "pooled_ci_low_pct", "pooled_ci_high_pct"]
+
+
+def _partial_pooling_section(assoc: pl.DataFrame, pseudonymise: bool) -> str:
+    """Per significant pooled food (primary window): each person's own estimate beside the one
+    partially pooled toward the cohort."""
+    if not set(POOLED_COLUMNS) <= set(assoc.columns) or "window_role" not in assoc.columns:
+        return ""
+    keys = ["marker", "feature", "window_days"]
+    found = assoc.filter(
+        (pl.col("scope") == "cohort")
+        & (pl.col("status") == "significant")
+        & (pl.col("window_role") == "primary")
+    ).select(keys)
+    rows = (
+        assoc.filter((pl.col("scope") == "person") & pl.col("pooled_effect_pct").is_not_null())
+        .join(found, on=keys, how="semi")
+        .sort("marker", "feature", "person_id")
+    )
+    if rows.is_empty():
+        return ""
+    names = {p: f"Person {i:02d}" for i, p in enumerate(sorted(set(rows["person_id"])), 1)}
+    body = [
+        [
+            esc(names[r["person_id"]] if pseudonymise else r["person_id"]),
+            esc(f"{feature_label(r['feature'])} · {r['window_days']} d"),
+            esc(
+                f"{fmt_pct(r['effect_pct'])} ({fmt_pct(r['ci_low_pct'])} to "
+                f"{fmt_pct(r['ci_high_pct'])})"
+            ),
+            esc(
+                f"{fmt_pct(r['pooled_effect_pct'])} ({fmt_pct(r['pooled_ci_low_pct'])} to "
+                f"{fmt_pct(r['pooled_ci_high_pct'])})"
+            ),
+        ]
+        for r in rows.iter_rows(named=True)
+    ]
+    return (
+        f"<h3>Each person's estimate, partially pooled {caveat()}</h3>"
+        '<p class="lead">For the pooled findings: each person\'s own estimate (few draws, wide '
+        "CI) and the same estimate shrunk toward the cohort's as far as the spread between "
+        "people allows (empirical Bayes): the better guess for one person.</p>"
+        + table(["Person", "Food", "Own estimate (95% CI)", "Partially pooled (95% CI)"], body)
+    )
+
+
 def _cohort_dii_params(summaries: list[PersonSummary]) -> tuple[int, int] | None:
     """Fewest and most DII parameters over everyone's logged days with a DII."""
     ranges = [s.dii_params for s in summaries if s.dii_params is not None]
@@ -1811,9 +1849,11 @@ def render_cohort(
 
     body.append(f"<h2>Pooled within-person estimates {caveat()}</h2>")
     body.append(
-        '<p class="lead">For each feature the forest plot shows the exposure window with the '
-        "smallest q (its label says which); q already accounts for every window and feature "
-        "tested. The table lists them all.</p>"
+        '<p class="lead">For each food the forest plot shows its primary window (its one test; '
+        "its label says which). Each estimate is adjusted for the core gut foods, energy and a "
+        "time trend (each finding lists what), and foods explained by what they are eaten with "
+        "are listed apart. The table lists every window: the others describe the lag "
+        "shape.</p>"
     )
     body.append(
         _forest_section(pooled, "pooled estimates", "forest", "n", _cohort_dii_params(summaries))
@@ -1822,6 +1862,7 @@ def render_cohort(
             "No pooled (cohort) estimates yet: they need several people with repeated draws."
         )
     )
+    body.append(_partial_pooling_section(assoc, d.pseudonymise_cohort))
     if between:
         body.append(f"<h2>Between-person (cross-sectional) estimates {caveat()}</h2>")
         body.append(
@@ -2001,7 +2042,11 @@ def _split_tables(d: DashboardInputs) -> dict[str, _Split]:
         "diet": d.diet_daily.select(_page_diet_columns(d.diet_daily.columns)),
         "draws": d.marker_draws,
         "trends": d.marker_trends,
-        "findings": d.associations.filter(pl.col("scope") == "person"),
+        # Partially pooled estimates move with everyone's data: on a person's page they would
+        # rewrite every page whenever anyone logs a day. The cohort page shows them instead.
+        "findings": d.associations.filter(pl.col("scope") == "person").drop(
+            POOLED_COLUMNS, strict=False
+        ),
         "unmapped": d.unmapped_foods,
         "windows": d.exposure_windows.filter(pl.col("complete").fill_null(False)),
         "sufficiency": d.data_sufficiency,
