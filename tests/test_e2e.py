@@ -179,3 +179,36 @@ def test_second_run_changes_nothing(demo_run: DemoRun, monkeypatch: pytest.Monke
     assert result.success
     after = {t: wh.table(t).height for t in before}
     assert after == before
+
+
+def test_dashboards_say_what_was_adjusted_for_and_list_explained_foods_apart(
+    demo_run: DemoRun,
+) -> None:
+    import html
+    import re
+
+    page = (demo_run.project.dashboards_dir / "cohort.html").read_text(encoding="utf-8")
+    findings = [
+        html.unescape(re.sub("<[^>]+>", "", f))
+        for f in re.findall(r'<div class="finding">(.*?)</div>', page)
+    ]
+    # One finding per planted food (its 28-day window), each saying what it was adjusted for,
+    # energy in words, and its crude estimate; the other windows are its lag shape.
+    planted = [
+        f for f in findings if "fermented food over" in f or "ultra-processed food over" in f
+    ]
+    assert len(planted) == len(findings) == 2, findings
+    for text in findings:
+        assert "over the previous 28 days" in text
+        assert "adjusted for" in text and "at the same energy" in text and "crude" in text
+    assert "Explained by co-occurring foods" in page
+    explained = page[page.index("Explained by co-occurring foods") :]
+    explained = explained[: explained.index("</div>")]
+    assoc = demo_run.project.warehouse().table("associations")
+    names = assoc.filter(
+        (pl.col("scope") == "cohort")
+        & (pl.col("marker") == DEMO_TRUTH["marker"])
+        & (pl.col("status") == "explained")
+    )["feature"]
+    assert names.len() > 0
+    assert explained.count("<li>") == names.len()
