@@ -89,7 +89,9 @@ def test_result_columns() -> None:
 
 def test_cohort_recovers_planted_effects_and_keeps_nulls_null() -> None:
     # 5 persons x 20 draws. Each single-feature model leaves the other planted effect in the noise,
-    # so the power for +15% is only about 75%: check it over 10 datasets rather than trust one.
+    # and with 5 persons the errors are Newey-West with a fixed-b critical value (robust to CRP
+    # drift, a little conservative without it), so the power for +15% is only about 60%: check
+    # it over 10 datasets rather than trust one.
     a_effects, b_significant, significant_nulls = [], 0, 0
     for seed in range(10):
         draws, windows = simulate_cohort(seed)
@@ -104,7 +106,7 @@ def test_cohort_recovers_planted_effects_and_keeps_nulls_null() -> None:
         b_significant += b["status"] == "significant"
         significant_nulls += sum(cohort_row(res, f)["status"] == "significant" for f in NULLS)
     assert float(np.mean(a_effects)) == pytest.approx(-20.0, abs=4.0)
-    assert b_significant >= 6
+    assert b_significant >= 5
     # 60 null tests at FDR 5%: a stray false positive is possible, a pattern is not.
     assert significant_nulls <= 3
 
@@ -132,10 +134,10 @@ def test_per_person_ci_covers_true_effect_about_95_percent() -> None:
     covered = ((res["ci_low_pct"] <= -20.0) & (res["ci_high_pct"] >= -20.0)).mean()
     assert 0.90 <= covered <= 0.99
     # The batched fit equals a textbook OLS fit; its SE is the larger of the classical and the
-    # Newey-West SE (statsmodels), so never narrower than OLS.
+    # Newey-West SE (statsmodels) widened to its fixed-b critical value, so never below OLS.
     import statsmodels.api as sm
 
-    from pipelines.analysis.robust import hac_maxlags
+    from pipelines.analysis.robust import fixed_b_critical, hac_maxlags
 
     first = data.filter(pl.col("person_id") == "s000")
     lr = stats.linregress(first["x"].to_numpy(), first["y"].to_numpy())
@@ -146,7 +148,8 @@ def test_per_person_ci_covers_true_effect_about_95_percent() -> None:
     )
     row = res.filter(pl.col("person_id") == "s000").row(0, named=True)
     assert row["beta"] == pytest.approx(lr.slope)
-    assert row["se"] == pytest.approx(max(lr.stderr, hac))
+    widen = float(fixed_b_critical(hac_maxlags(n) / n)) / stats.t.ppf(0.975, n - 2)
+    assert row["se"] == pytest.approx(max(lr.stderr, hac * widen))
     assert row["effect_pct"] == pytest.approx(100 * math.expm1(lr.slope))
 
 

@@ -9,9 +9,11 @@ statsmodels in tests/test_analysis_robust.py:
 - `batched_ols_hac`: one OLS per group (a person's draws of one marker and window), all groups
   in one set of array operations, with a Newey-West (Bartlett kernel) covariance over the
   draws in time order and maxlags `hac_maxlags(n)`; equals statsmodels
-  `OLS(...).fit(cov_type="HAC", cov_kwds={"maxlags": L, "use_correction": True})`. The SE
-  used is the larger of that and the classical OLS SE: with ~20 draws Newey-West alone is too
-  narrow when there is no autocorrelation.
+  `OLS(...).fit(cov_type="HAC", cov_kwds={"maxlags": L, "use_correction": True})`. With ~20
+  draws Newey-West alone is too narrow (95% CIs covered ~90% under an OU residual of 60 days),
+  so its CI uses the fixed-b critical value (`fixed_b_critical`, Kiefer & Vogelsang 2005) and
+  the SE used is never below the classical OLS SE (measured: 0.94 coverage under that drift,
+  0.97 without it).
 - `within_fit`: the person fixed-effects (within) estimator of a cohort with either a
   cluster-robust covariance by person (CR1; statsmodels `cov_type="cluster"` on the demeaned
   design, inference with t(G - 1)), valid under any within-person dependence and under slopes
@@ -29,6 +31,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 # Below this many persons a cluster-robust covariance is too unstable (and t(G - 1) too wide) to
 # be useful; the cohort then uses the panel Newey-West covariance instead.
@@ -36,9 +39,19 @@ MIN_CLUSTERS = 10
 
 
 def hac_maxlags(n: np.ndarray | int) -> np.ndarray:
-    """Newey-West (1994) rule of thumb floor(4 (n/100)^(2/9)), at least 1."""
+    """floor(sqrt(n)), at least 1: more lags than the Newey-West (1994) rule floor(4 (n/100)^(2/9))
+    (2 for 20 draws), which missed most of a 60-day drift between monthly draws."""
     n_arr = np.asarray(n, dtype=float)
     return np.maximum(1, np.floor(np.sqrt(np.maximum(n_arr, 1.0)))).astype(int)
+
+
+def fixed_b_critical(b: np.ndarray | float) -> np.ndarray:
+    """Two-sided 5% critical value of a Bartlett-kernel HAC t statistic under fixed-b
+    asymptotics (Kiefer & Vogelsang 2005, Econometric Theory 21:1130, their fitted polynomial):
+    1.96 + 2.9694 b + 0.4160 b^2 - 0.5324 b^3 with b = lags / n. With ~20 draws and 4 lags
+    (b = 0.2) it is 2.57, not 1.96: the HAC variance is itself estimated from few draws."""
+    bb: np.ndarray = np.clip(np.asarray(b, dtype=float), 0.0, 1.0)
+    return 1.959963984540054 + 2.9694 * bb + 0.4160 * bb**2 - 0.5324 * bb**3
 
 
 def _bartlett_sum(v: np.ndarray, lags: np.ndarray) -> np.ndarray:
@@ -56,7 +69,7 @@ class BatchFit:
     """Per-group results of `batched_ols_hac` for the column of interest (index 0 of X)."""
 
     beta: np.ndarray  # (G,) coefficient of column 0
-    se: np.ndarray  # (G,) standard error: the larger of se_hac and se_ols
+    se: np.ndarray  # (G,) SE used: se_hac widened to its fixed-b CI, at least se_ols
     se_hac: np.ndarray  # (G,) Newey-West standard error
     se_ols: np.ndarray  # (G,) classical OLS standard error
     df: np.ndarray  # (G,) residual degrees of freedom (n - 1 - k)
@@ -113,9 +126,13 @@ def batched_ols_hac(
         beta = coef_s[:, 0] / scale[:, 0]
         se_hac = np.sqrt(np.maximum(var, 0.0)) / scale[:, 0]
         se_ols = np.sqrt(np.maximum(var_ols, 0.0)) / scale[:, 0]
-        # Newey-West is too narrow with ~20 draws and no autocorrelation (95% CIs cover ~89%);
-        # the larger of the two keeps the plain OLS guarantee and the HAC correction.
-        se = np.maximum(se_hac, se_ols)
+        # Newey-West is too narrow with ~20 draws (95% CIs cover ~89% without autocorrelation):
+        # its CI uses the fixed-b critical value, expressed as an SE for the t(df) the caller
+        # uses, and never narrower than plain OLS.
+        widen = fixed_b_critical(lags / np.maximum(n, 1.0)) / stats.t.ppf(
+            0.975, np.maximum(df, 1.0)
+        )
+        se = np.maximum(se_hac * widen, se_ols)
         vif = A[:, 0, 0] * Ainv[:, 0, 0]
         coef = coef_s / scale
     nan = np.nan
@@ -198,8 +215,13 @@ def within_fit(y: np.ndarray, X: np.ndarray, groups: np.ndarray, time: np.ndarra
         padded[groups, np.arange(n_obs) - starts[groups]] = v
         var_hac = float(_bartlett_sum(padded, np.full(n_groups, lags)).sum()) * n_obs / (n_obs - k)
         df = float(n_obs - n_groups - k)
-        # As in batched_ols_hac: never narrower than the classical within-person SE.
-        var = max(var_hac, float(resid @ resid) / max(df, 1.0) * Ainv[0, 0])
+        # As in batched_ols_hac: a fixed-b critical value, never narrower than the classical
+        # within-person SE. The panel variance averages G persons' independent HAC sums, so
+        # its own sampling noise, which the fixed-b correction pays for and which grows
+        # linearly in b for small b, is about G times smaller: b / G.
+        b = lags / float(np.median(counts)) / n_groups
+        widen = float(fixed_b_critical(b)) / stats.t.ppf(0.975, max(df, 1.0))
+        var = max(var_hac * widen**2, float(resid @ resid) / max(df, 1.0) * Ainv[0, 0])
         cov_type = "hac-panel"
     if df < 1 or var <= 0:
         raise np.linalg.LinAlgError("no degrees of freedom left")
