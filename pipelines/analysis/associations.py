@@ -40,8 +40,9 @@ Scopes and methods
   a person's model holds the core foods that co-vary with the feature (|r| >= PERSON_COVARY_R),
   most correlated first, then energy, trend and weight, as many as leave PERSON_MIN_DF residual
   degrees of freedom. SE: Newey-West over the draws in time order, its CI at the fixed-b
-  critical value, never below classical OLS; t with n - 1 - k degrees of freedom. `pooled_effect_pct` and its CI: the person's estimate
-  partially pooled toward the cohort's (`partial_pooling`, empirical Bayes).
+  critical value, never below classical OLS; t with n - 1 - k degrees of freedom.
+  `pooled_effect_pct` and its CI: the person's estimate partially pooled toward the cohort's
+  (`partial_pooling`, empirical Bayes).
 - `cohort` / `fe_within_robust`: pooled over persons with repeated draws, the within-person
   (person fixed-effects) estimate of the same adjusted model (`robust.within_fit`): every
   covariate in the core set that all rows have and that varies within persons. Person-level
