@@ -94,6 +94,9 @@ class Settings:
     acute_washout_days: int = 14
     visit_merge_days: int = 14
     windows: tuple[int, ...] = (3, 7, 14, 28, 56)
+    # The one window a food is tested at (the others describe the lag shape): 28 days, where
+    # trials see diet move CRP (science.md 5.1). The closest tested window stands in when absent.
+    primary_window_days: int = 28
     min_logged_fraction: float = 0.8
     logged_min_kcal: float = 800.0
     logged_min_entries: int = 3

@@ -227,6 +227,21 @@ RESULT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     # Between-person rows: the covariates in the model, comma-separated column names
     # ("energy_kcal,age,sex,race_eth,income_poverty"); null for the other methods.
     "covariates": pl.String,
+    # Issue 16: the estimate above is adjusted; the crude one sits beside it.
+    "crude_effect_pct": pl.Float64,
+    "crude_ci_low_pct": pl.Float64,
+    "crude_ci_high_pct": pl.Float64,
+    "crude_p": pl.Float64,
+    "adjusted_for": pl.String,  # labels of the covariates in the adjusted model, comma separated
+    # Covariates that carry the crude-to-adjusted move (when the crude p < 0.05).
+    "explained_by": pl.String,
+    "collinearity_vif": pl.Float64,  # variance inflation of the feature from the covariates
+    "window_role": pl.String,  # "primary" (the food's one test) or "lag_shape" (description)
+    "primary_window_days": pl.Int64,
+    # Person rows: the estimate partially pooled toward the cohort's (empirical Bayes).
+    "pooled_effect_pct": pl.Float64,
+    "pooled_ci_low_pct": pl.Float64,
+    "pooled_ci_high_pct": pl.Float64,
 }
 
 # Between-person (cross-sectional) methods: `survey_wls` is design-based (weights, strata, PSUs),

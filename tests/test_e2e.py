@@ -122,6 +122,29 @@ def test_null_foods_are_never_called_significant(demo_run: DemoRun) -> None:
     assert nulls.filter(pl.col("status") == "significant").height == 0
 
 
+def test_only_planted_foods_are_findings_in_any_scope(demo_run: DemoRun) -> None:
+    # Issue 16: on main, alcohol (a null) and foods sharing items with the planted ones were
+    # called significant. Adjusted for the core foods and tested once per food, no feature but
+    # the planted two is significant, per person or pooled, at any window.
+    assoc = demo_run.project.warehouse().table("associations")
+    significant = assoc.filter(pl.col("status") == "significant")
+    assert set(significant["feature"]) <= set(DEMO_TRUTH["effects"]), significant.select(
+        "scope", "person_id", "feature", "window_days", "q"
+    )
+    primary = assoc.filter(
+        (pl.col("scope") == "cohort")
+        & (pl.col("marker") == DEMO_TRUTH["marker"])
+        & (pl.col("window_role") == "primary")
+    )
+    assert set(primary["window_days"]) == {28}
+    # Foods found only through what they are eaten with are listed as explained, naming it.
+    explained = primary.filter(pl.col("status") == "explained")
+    for row in explained.iter_rows(named=True):
+        assert "explained by" in row["note"] and row["crude_p"] < 0.05, row
+    # One exposure is one test: the duplicate spellings are gone.
+    assert not {"alcohol_g", "dii", "ultra_processed_energy_pct"} & set(primary["feature"])
+
+
 def test_associations_carry_n_ci_q_and_parameters(demo_run: DemoRun) -> None:
     assoc = demo_run.project.warehouse().table("associations")
     assert {"person", "cohort"} <= set(assoc["scope"])
@@ -156,3 +179,36 @@ def test_second_run_changes_nothing(demo_run: DemoRun, monkeypatch: pytest.Monke
     assert result.success
     after = {t: wh.table(t).height for t in before}
     assert after == before
+
+
+def test_dashboards_say_what_was_adjusted_for_and_list_explained_foods_apart(
+    demo_run: DemoRun,
+) -> None:
+    import html
+    import re
+
+    page = (demo_run.project.dashboards_dir / "cohort.html").read_text(encoding="utf-8")
+    findings = [
+        html.unescape(re.sub("<[^>]+>", "", f))
+        for f in re.findall(r'<div class="finding">(.*?)</div>', page)
+    ]
+    # One finding per planted food (its 28-day window), each saying what it was adjusted for,
+    # energy in words, and its crude estimate; the other windows are its lag shape.
+    planted = [
+        f for f in findings if "fermented food over" in f or "ultra-processed food over" in f
+    ]
+    assert len(planted) == len(findings) == 2, findings
+    for text in findings:
+        assert "over the previous 28 days" in text
+        assert "adjusted for" in text and "at the same energy" in text and "crude" in text
+    assert "Explained by co-occurring foods" in page
+    explained = page[page.index("Explained by co-occurring foods") :]
+    explained = explained[: explained.index("</div>")]
+    assoc = demo_run.project.warehouse().table("associations")
+    names = assoc.filter(
+        (pl.col("scope") == "cohort")
+        & (pl.col("marker") == DEMO_TRUTH["marker"])
+        & (pl.col("status") == "explained")
+    )["feature"]
+    assert names.len() > 0
+    assert explained.count("<li>") == names.len()

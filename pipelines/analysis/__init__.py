@@ -12,7 +12,7 @@ from pipelines.analysis.associations import (
     cohort_models,
     compute_associations,
     cross_sectional,
-    fit_random_intercept,
+    partial_pooling,
     per_person_ols,
 )
 from pipelines.analysis.draws import (
@@ -44,8 +44,8 @@ __all__ = [
     "compute_associations",
     "cross_sectional",
     "feature_columns",
-    "fit_random_intercept",
     "marker_trends",
+    "partial_pooling",
     "per_person_ols",
     "rcv_pct",
     "rcv_rule",

@@ -4,26 +4,53 @@ Response: the natural log of the marker (`log_value` of chronic draws). Exposure
 over a complete trailing window (`exposure_windows.complete`). Effects are reported as the % change
 in the marker per +1 unit of the feature, 100 * (exp(beta) - 1), with the 95% CI from exp of the
 beta CI, and `sd_feature` (the feature's SD among the rows used) so a reader can rescale to "per
-typical change".
+typical change". Entry point: `compute_associations(draws, windows, persons, settings,
+biometrics=...)`, the frames the `associations` asset reads; `per_person_ols` and
+`cohort_models` are its two scopes on an `analysis_frame`.
+
+Adjusted and crude (issue 16)
+- The primary estimate (`effect_pct`, CI, `p`, `q`, `status`) comes from a model that also holds
+  the pre-specified core gut foods (CORE_ADJUSTMENT, `pipelines/data/adjustment_core.csv`:
+  fermented, ultra-processed, alcohol: the categories with a directional prior in science.md
+  section 4 that share items with many others), energy intake (unless TAUTOLOGICAL), a linear
+  time trend and body weight where biometrics have one at most 30 days before the draw. Energy
+  in the model means "at the same energy intake", i.e. the food eaten instead of other foods.
+  `adjusted_for` lists what the model held; `collinearity_vif` is the feature's variance
+  inflation from those covariates.
+- The crude estimate (feature alone, same rows, same errors) sits beside it in `crude_*`.
+- `explained`: the crude estimate passes the FDR check (BH over the family's crude p-values), the
+  adjusted one does not, and less than half the crude log effect remains. `note` names the
+  covariates that carry the move (crude - adjusted = sum over covariates of slope-on-the-feature
+  times adjusted coefficient, exactly for OLS). Such a food is never shown as a finding.
+- Features that measure one exposure twice (FEATURE_ALIASES, `pipelines/data/
+  feature_aliases.csv`: alcohol_g and alcohol_servings, dii and dii_window, UPF energy share and
+  UPF servings) collapse to one, so an exposure is one discovery.
+
+One test per food
+- Each food is tested once, at its primary window (`settings.primary_window_days`, 28 days; the
+  closest tested window when absent): Benjamini-Hochberg over the primary rows of each family
+  (`f"{marker}|cohort"` or `f"{marker}|person:{id}"`). The other windows (`window_role`
+  "lag_shape") describe the lag shape for the heatmap; their q is the larger of the food's
+  primary q and a Holm adjustment over the food's other windows (serial gatekeeping), so a window
+  is significant only when its food is.
 
 Scopes and methods
-- `person` / `ols_log_linear`: for each person, marker, feature and window, ordinary least squares
-  of log marker on the feature with a t-based CI (closed form from group sums, so thousands of tests
-  cost one group-by). Needs `settings.min_n_person` complete windows and a feature that varies.
-- `cohort` / `mixedlm_within`: pooled over persons with repeated draws, a linear mixed model with a
-  random intercept per person fitted by REML, on the within-person centred feature plus the person's
-  mean of it (Mundlak / Curran & Bauer within-between split). The within coefficient is the effect
-  reported; the between coefficient goes into `note`. Covariates: energy intake over the same window
-  (split the same way, see TAUTOLOGICAL) and, when every person has them and there are at least
-  MIN_PERSONS_FOR_COVARIATES persons, age and sex. Person-level covariates cannot move the within
-  estimate (its columns are orthogonal to anything constant within a person); they refine the
-  between estimate. The within CI uses a t distribution with the within-person residual degrees of
-  freedom (n - persons - within columns). If the fit fails, `ols_fixed_effects` (person fixed
-  effects) takes over; its point estimate equals the mixed model's within estimate, so nothing
-  jumps. The mixed model is fitted by our own profiled REML for the random-intercept case (a
-  one-dimensional optimisation over group sums): statsmodels' MixedLM gives the same numbers
-  (tested) but takes ~1.5 s per fit on 2,000 persons, i.e. minutes per marker.
-  `engine="statsmodels"` uses MixedLM instead.
+- `person` / `ols_adjusted_hac`: for each person, marker, feature and window, OLS of log marker
+  on the feature and covariates, batched over persons (`robust.batched_ols_hac`). With ~20 draws
+  a person's model holds the core foods that co-vary with the feature (|r| >= PERSON_COVARY_R),
+  most correlated first, then energy, trend and weight, as many as leave PERSON_MIN_DF residual
+  degrees of freedom. SE: Newey-West over the draws in time order, its CI at the fixed-b
+  critical value, never below classical OLS; t with n - 1 - k degrees of freedom.
+  `pooled_effect_pct` and its CI: the person's estimate partially pooled toward the cohort's
+  (`partial_pooling`, empirical Bayes).
+- `cohort` / `fe_within_robust`: pooled over persons with repeated draws, the within-person
+  (person fixed-effects) estimate of the same adjusted model (`robust.within_fit`): every
+  covariate in the core set that all rows have and that varies within persons. Person-level
+  covariates (age, sex) are constant within a person and cannot move it. SE: cluster-robust by
+  person (CR1, t(G - 1)) from MIN_CLUSTERS persons on, which stays valid when CRP drifts
+  (autocorrelated residuals) and when persons' slopes differ (the estimate is then the average
+  within-person effect); with fewer persons, panel Newey-West (never below the classical SE)
+  and the estimate describes these persons only.
 - `cohort` / `ols_between`: one draw per person (cross-sectional cohorts such as NHANES): OLS of log
   marker on the feature with age, sex and energy covariates when available. `cross_sectional` runs
   it on person-level features without windows; `compute_associations` uses it when nobody has
@@ -34,9 +61,7 @@ Thresholds (all from `pipelines.config.Settings`)
 - `insufficient_data`: fewer than `min_n_person` (person) or `min_n_cohort` (cohort) rows, fewer
   than 2 persons in a cohort test, or a feature that does not vary; numbers are null and `note` says
   why.
-- Benjamini-Hochberg q-values within each family (`f"{marker}|cohort"` or
-  `f"{marker}|person:{id}"`), over the tests that produced a p-value. `significant` when q <=
-  `settings.fdr`.
+- `significant` when q <= `settings.fdr`.
 - `inconclusive`: not significant and the CI is too wide to say anything: the CI for a one-SD change
   of the feature (`sd_feature`) reaches both -20% and +25% (0.8x and 1.25x, symmetric on the log
   scale). Scaling to one SD keeps the rule independent of units (per kcal every CI is narrow, per
@@ -49,19 +74,19 @@ Association, not causation: these are observational estimates even within a pers
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from datetime import datetime, timedelta
+from importlib import resources
+from typing import Any
 
 import numpy as np
 import polars as pl
-from scipy import optimize, stats
+from scipy import stats
 
+from pipelines.analysis.robust import batched_ols_hac, demean, within_fit
 from pipelines.config import Settings
 from pipelines.schema import RESULT_SCHEMA
-
-Engine = Literal["reml", "statsmodels"]
 
 # Pairs (feature, covariate) that must never be adjusted for one another because one is part of, or
 # defined from, the other: adjusting fibre for carbohydrate removes the fibre it contains. The
@@ -95,6 +120,47 @@ TAUTOLOGICAL: frozenset[tuple[str, str]] = frozenset(
 )
 ENERGY = "energy_kcal"
 
+
+def _data_table(name: str) -> list[dict[str, str]]:
+    text = resources.files("pipelines.data").joinpath(name).read_text("utf-8")
+    return pl.read_csv(text.encode(), infer_schema=False).to_dicts()
+
+
+# The pre-specified core gut foods every adjusted model includes (pipelines/data/
+# adjustment_core.csv says why each is there): fixed before looking at any outcome, so adjusting
+# cannot be tuned to produce findings.
+CORE_ADJUSTMENT: tuple[str, ...] = tuple(r["feature"] for r in _data_table("adjustment_core.csv"))
+# Features that measure the same exposure as another (pipelines/data/feature_aliases.csv): only
+# `same_as` is tested when both are present, so one exposure is one discovery.
+FEATURE_ALIASES: dict[str, str] = {
+    r["feature"]: r["same_as"] for r in _data_table("feature_aliases.csv")
+}
+TREND = "_trend"  # years since 1970: a linear time trend (within a person: their drift)
+WEIGHT = "_weight"  # body weight (kg), the latest biometrics value at most 30 days before a draw
+WEIGHT_MAX_AGE_DAYS = 30
+DAYS_PER_YEAR = 365.25
+COVARIATE_LABELS = {
+    ENERGY: "energy (kcal)",
+    TREND: "time trend",
+    WEIGHT: "body weight",
+    "fermented_servings": "fermented food",
+    "ultra_processed_servings": "ultra-processed food",
+}
+# Per person, co-varying core foods come first (most correlated first), then energy, trend and
+# weight, as many as leave PERSON_MIN_DF residual degrees of freedom.
+COVARIATE_PRIORITY = {ENERGY: 2.0, TREND: 1.5, WEIGHT: 1.2}
+PERSON_COVARY_R = 0.3
+# Two exposures correlated this strongly within persons are largely the same foods (UPF and added
+# sugar in a diet of sweets): adjusting one for the other leaves nothing to estimate, so the
+# covariate is left out and the note says so (the VIF of what remains is in collinearity_vif).
+COLLINEAR_R = 0.95
+PERSON_MIN_DF = 5
+# A covariate is named as explaining a crude association when it carries this share of the move.
+EXPLAINED_SHARE = 0.2
+# A crude finding is `explained` when adjusting leaves less than half of its log effect (and the
+# adjusted estimate is not significant); one that merely loses significance is not.
+EXPLAINED_REMAINS = 0.5
+
 INCONCLUSIVE_LOW_PCT = -20.0
 INCONCLUSIVE_HIGH_PCT = 25.0
 MIN_PERSONS_FOR_COVARIATES = 10
@@ -122,28 +188,80 @@ def bh_qvalues(p: np.ndarray) -> np.ndarray:
     return q
 
 
+def _bh(p: str, over: list[str]) -> pl.Expr:
+    """BH q-values of column `p` within groups `over` (rows sorted by p within the group)."""
+    return (
+        (pl.col(p) * pl.len().over(over) / pl.int_range(1, pl.len() + 1).over(over))
+        .cum_min(reverse=True)
+        .over(over)
+        .clip(upper_bound=1.0)
+    )
+
+
 def add_fdr_and_status(results: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     """(Re)compute `q` within each `family` and `status` (see the module docstring).
 
-    Call it again after concatenating results from several calls that share families.
+    A food is one test: Benjamini-Hochberg runs over the primary-window rows of a family. Its
+    other windows (`window_role` "lag_shape") describe the lag shape; their q is the larger of
+    the food's primary q and a Holm adjustment over the food's other windows (serial
+    gatekeeping), so a window is significant only when its food is. A primary row whose crude
+    estimate passes BH (over the crude p-values of the family) but whose adjusted estimate does
+    not is `explained`. Rows without `window_role` count as primary, rows without `crude_p` are
+    never explained. Call it again after concatenating results that share families.
     """
     if results.height == 0:
         return results
     indexed = results.drop("q", strict=False).with_row_index("_i")
-    tested = (
-        indexed.filter(pl.col("p").is_not_null() & pl.col("p").is_not_nan())
-        .select("_i", "family", "p")
-        .sort("family", "p", "_i")
-        .with_columns(
-            (
-                pl.col("p") * pl.len().over("family") / pl.int_range(1, pl.len() + 1).over("family")
-            ).alias("_raw")
-        )
-        .with_columns(
-            pl.col("_raw").cum_min(reverse=True).over("family").clip(upper_bound=1.0).alias("q")
-        )
-        .select("_i", "q")
+    role = (
+        pl.col("window_role").fill_null("primary")
+        if "window_role" in results.columns
+        else pl.lit("primary")
     )
+    has_p = pl.col("p").is_not_null() & pl.col("p").is_not_nan()
+    base = indexed.select(
+        "_i",
+        "family",
+        "feature",
+        "p",
+        (role == "primary").alias("_primary"),
+        *([pl.col("crude_p")] if "crude_p" in results.columns else []),
+    )
+    primary_q = (
+        base.filter(pl.col("_primary") & has_p)
+        .sort("family", "p", "_i")
+        .select("_i", "family", "feature", _bh("p", ["family"]).alias("q"))
+    )
+    lag_q = (
+        base.filter(~pl.col("_primary") & has_p)
+        .sort("family", "feature", "p", "_i")
+        .with_columns(
+            # Holm: (m - rank + 1) p, made monotone.
+            (pl.col("p") * (pl.len() - pl.int_range(pl.len())).over("family", "feature"))
+            .cum_max()
+            .over("family", "feature")
+            .clip(upper_bound=1.0)
+            .alias("_holm")
+        )
+        .join(
+            primary_q.select("family", "feature", pl.col("q").alias("_gate")),
+            on=["family", "feature"],
+            how="left",
+        )
+        .select("_i", pl.max_horizontal("_holm", pl.col("_gate").fill_null(1.0)).alias("q"))
+    )
+    q = pl.concat([primary_q.select("_i", "q"), lag_q])
+    if "crude_p" in results.columns:
+        crude = (
+            base.filter(
+                pl.col("_primary")
+                & pl.col("crude_p").is_not_null()
+                & pl.col("crude_p").is_not_nan()
+            )
+            .sort("family", "crude_p", "_i")
+            .select("_i", _bh("crude_p", ["family"]).alias("_crude_q"))
+        )
+    else:
+        crude = pl.DataFrame(schema={"_i": pl.UInt32, "_crude_q": pl.Float64})
     sd = pl.when(pl.col("sd_feature") > 0).then(pl.col("sd_feature")).otherwise(1.0)
 
     def per_sd(col: str) -> pl.Expr:
@@ -152,21 +270,50 @@ def add_fdr_and_status(results: pl.DataFrame, settings: Settings) -> pl.DataFram
     inconclusive = (per_sd("ci_low_pct") <= INCONCLUSIVE_LOW_PCT) & (
         per_sd("ci_high_pct") >= INCONCLUSIVE_HIGH_PCT
     )
+    # "Disappears": the adjusted log effect is under EXPLAINED_REMAINS of the crude one.
+    remains = (pl.col("effect_pct") / 100.0).log1p() / (pl.col("crude_effect_pct") / 100.0).log1p()
+    explained = (
+        (
+            (pl.col("_crude_q") <= settings.fdr)
+            & role.eq("primary")
+            & (remains < EXPLAINED_REMAINS)
+        ).fill_null(False)
+        if "crude_effect_pct" in results.columns
+        else pl.lit(False)
+    )
     out = (
-        indexed.join(tested, on="_i", how="left")
+        indexed.join(q, on="_i", how="left")
+        .join(crude, on="_i", how="left")
         .sort("_i")
         .with_columns(
             pl.when(pl.col("q").is_null())
             .then(pl.lit("insufficient_data"))
             .when(pl.col("q") <= settings.fdr)
             .then(pl.lit("significant"))
+            .when(explained)
+            .then(pl.lit("explained"))
             .when(inconclusive.fill_null(False))
             .then(pl.lit("inconclusive"))
             .otherwise(pl.lit("not_significant"))
             .alias("status")
         )
-        .drop("_i")
     )
+    if "explained_by" in results.columns:
+        text = pl.format(
+            "explained by what it co-occurs with: {} (crude {}%, q {}; adjusted {}%)",
+            pl.col("explained_by").fill_null("the adjustment set"),
+            pl.col("crude_effect_pct").round(1),
+            pl.col("_crude_q").round(3),
+            pl.col("effect_pct").round(1),
+        )
+        note = pl.col("note").fill_null("")
+        out = out.with_columns(
+            pl.when((pl.col("status") == "explained") & ~note.str.contains("explained by"))
+            .then(pl.concat_str([text, note], separator="; ").str.strip_chars("; "))
+            .otherwise(pl.col("note"))
+            .alias("note")
+        )
+    out = out.drop("_i", "_crude_q")
     return out.select(results.columns + [c for c in ("q", "status") if c not in results.columns])
 
 
@@ -222,181 +369,6 @@ def analysis_frame(draws: pl.DataFrame, windows: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def per_person_ols(data: pl.DataFrame, settings: Settings) -> pl.DataFrame:
-    """Per-person OLS of y on x for every (person, marker, feature, window) in `data`
-    (an `analysis_frame`); q and status are left to `add_fdr_and_status`."""
-    keys = ["person_id", "marker", "feature", "window_days"]
-    if data.height == 0:
-        return pl.DataFrame(schema=RESULT_SCHEMA)
-    xu = pl.when(pl.col("use")).then(pl.col("x"))
-    yu = pl.when(pl.col("use")).then(pl.col("y"))
-    # Centre on the group means before summing squares: raw sums of kcal^2 lose precision.
-    sums = (
-        data.with_columns(
-            (xu - xu.mean().over(keys)).alias("_dx"),
-            (yu - yu.mean().over(keys)).alias("_dy"),
-            xu.alias("_x"),
-        )
-        .group_by(keys)
-        .agg(
-            pl.col("use").sum().cast(pl.Int64).alias("n"),
-            pl.col("_x").mean().alias("_mx"),
-            pl.col("_x").std().alias("sd_feature"),
-            (pl.col("_dx") ** 2).sum().alias("_sxx"),
-            (pl.col("_dx") * pl.col("_dy")).sum().alias("_sxy"),
-            (pl.col("_dy") ** 2).sum().alias("_syy"),
-        )
-        .sort(keys)
-    )
-    n = sums["n"].to_numpy().astype(float)
-    mx = sums["_mx"].fill_null(0.0).to_numpy()
-    sd = sums["sd_feature"].fill_null(0.0).to_numpy()
-    sxx = sums["_sxx"].to_numpy()
-    sxy = sums["_sxy"].to_numpy()
-    syy = sums["_syy"].to_numpy()
-    enough = n >= max(settings.min_n_person, 3)
-    varies = sd > 1e-6 * np.maximum(1.0, np.abs(mx))
-    ok = enough & varies
-    with np.errstate(invalid="ignore", divide="ignore"):
-        beta = np.where(ok, sxy / sxx, np.nan)
-        rss = np.maximum(syy - beta * sxy, 0.0)
-        se = np.where(ok, np.sqrt(rss / (n - 2.0) / sxx), np.nan)
-    eff = _effects(beta, se, np.where(ok, n - 2.0, np.nan))
-    notes = (
-        pl.when(~pl.Series(enough))
-        .then(
-            pl.format("{} complete windows; at least {} needed", "n", pl.lit(settings.min_n_person))
-        )
-        .when(~pl.Series(varies))
-        .then(pl.lit("the feature did not vary across these windows"))
-        .alias("note")
-    )
-    out = sums.select([*keys, "n", "sd_feature"]).with_columns(
-        pl.lit("person").alias("scope"),
-        pl.lit("ols_log_linear").alias("method"),
-        pl.lit(1, dtype=pl.Int64).alias("n_persons"),
-        pl.Series("beta", beta).fill_nan(None),
-        pl.Series("se", se).fill_nan(None),
-        *[pl.Series(k, np.where(ok, v, np.nan)).fill_nan(None) for k, v in eff.items()],
-        pl.lit(None, dtype=pl.Float64).alias("q"),
-        pl.lit(None, dtype=pl.String).alias("status"),
-        notes,
-        pl.concat_str([pl.col("marker"), pl.lit("|person:"), pl.col("person_id")]).alias("family"),
-        pl.lit(None, dtype=pl.String).alias("covariates"),
-    )
-    return out.select([pl.col(c).cast(t) for c, t in RESULT_SCHEMA.items()])
-
-
-# --------------------------------------------------------------------------------------------------
-# Random-intercept mixed model (profiled REML) and fallbacks
-
-
-@dataclass
-class MixedFit:
-    """A random-intercept mixed model fit: fixed effects, their covariance, variance parts."""
-
-    params: np.ndarray
-    cov: np.ndarray
-    sigma2: float  # residual variance
-    tau2: float  # random-intercept variance
-    converged: bool
-
-
-def fit_random_intercept(y: np.ndarray, X: np.ndarray, groups: np.ndarray) -> MixedFit:
-    """REML fit of y = X b + u[group] + e, u ~ N(0, tau2), e ~ N(0, sigma2).
-
-    With gamma = tau2 / sigma2, every quantity REML needs reduces to per-group sums (V_i^-1 =
-    (I - c_i J) / sigma2 with c_i = gamma / (1 + n_i gamma)), so the profile likelihood in gamma is
-    cheap to evaluate and minimised in one dimension. `groups` are integer codes 0..G-1.
-    """
-    n_obs, n_par = X.shape
-    n_groups = int(groups.max()) + 1
-    n_g = np.bincount(groups, minlength=n_groups).astype(float)
-    S = np.column_stack(
-        [np.bincount(groups, weights=X[:, j], minlength=n_groups) for j in range(n_par)]
-    )
-    T = np.bincount(groups, weights=y, minlength=n_groups)
-    XtX, Xty, yty = X.T @ X, X.T @ y, float(y @ y)
-    dof = n_obs - n_par
-    if dof <= 0:
-        raise np.linalg.LinAlgError("no residual degrees of freedom")
-    if np.linalg.matrix_rank(X) < n_par:
-        raise np.linalg.LinAlgError("collinear fixed effects")
-
-    def parts(gamma: float) -> tuple[np.ndarray, np.ndarray, float]:
-        c = gamma / (1.0 + n_g * gamma)
-        A = XtX - (S.T * c) @ S
-        b = Xty - (S.T * c) @ T
-        sol = np.linalg.solve(A, b)
-        rss = yty - float(c @ (T * T)) - float(b @ sol)
-        return A, sol, rss
-
-    def objective(gamma: float) -> float:
-        try:
-            A, _, rss = parts(gamma)
-        except np.linalg.LinAlgError:
-            return math.inf
-        sign, logdet = np.linalg.slogdet(A)
-        if sign <= 0 or rss <= 0:
-            return math.inf
-        return dof * math.log(rss / dof) + float(np.log1p(n_g * gamma).sum()) + logdet
-
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        # Infinite objective values (a singular corner of gamma) are part of the search.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        res = optimize.minimize_scalar(
-            lambda lg: objective(math.exp(lg)), bounds=(-12.0, 10.0), method="bounded"
-        )
-    gamma = math.exp(res.x)
-    # The optimum can sit on the boundary tau2 = 0 (no spread between persons beyond the fixed
-    # effects), which the log-scale search only approaches.
-    if objective(0.0) <= objective(gamma):
-        gamma = 0.0
-    if not math.isfinite(objective(gamma)):
-        raise np.linalg.LinAlgError("REML objective is not finite")
-    A, sol, rss = parts(gamma)
-    sigma2 = rss / dof
-    cov = sigma2 * np.linalg.inv(A)
-    return MixedFit(sol, cov, sigma2, gamma * sigma2, bool(res.success))
-
-
-def _fit_statsmodels(y: np.ndarray, X: np.ndarray, groups: np.ndarray) -> MixedFit:
-    import statsmodels.api as sm
-    from statsmodels.tools.sm_exceptions import ConvergenceWarning
-
-    with warnings.catch_warnings():
-        # Boundary (tau2 = 0) and Hessian warnings are routine with few persons; convergence is
-        # checked on the result instead.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        res = sm.MixedLM(y, X, groups=groups).fit(reml=True)
-    k = X.shape[1]
-    cov = np.asarray(res.cov_params())[:k, :k]
-    return MixedFit(
-        np.asarray(res.fe_params),
-        cov,
-        float(res.scale),
-        float(np.asarray(res.cov_re)[0, 0]),
-        bool(res.converged),
-    )
-
-
-def _fixed_effects(
-    y: np.ndarray, W: np.ndarray, groups: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Within (person fixed-effects) OLS of demeaned y on demeaned columns W: beta, cov, df."""
-    n_groups = int(groups.max()) + 1
-    n_g = np.bincount(groups, minlength=n_groups)
-    y_w = y - (np.bincount(groups, weights=y, minlength=n_groups) / n_g)[groups]
-    beta, *_ = np.linalg.lstsq(W, y_w, rcond=None)
-    dof = len(y) - n_groups - W.shape[1]
-    resid = y_w - W @ beta
-    sigma2 = float(resid @ resid) / dof
-    cov = sigma2 * np.linalg.inv(W.T @ W)
-    return beta, cov, dof
-
-
 def _ols(y: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """OLS: beta, covariance, residual degrees of freedom (raises when X is rank deficient)."""
     if np.linalg.matrix_rank(X) < X.shape[1]:
@@ -406,6 +378,566 @@ def _ols(y: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     resid = y - X @ beta
     sigma2 = float(resid @ resid) / dof
     return beta, sigma2 * np.linalg.inv(X.T @ X), dof
+
+
+# --------------------------------------------------------------------------------------------------
+# The design: one row per draw and window, one column per feature, and who is adjusted for whom
+
+
+def _prepare(
+    data: pl.DataFrame, biometrics: pl.DataFrame | None = None
+) -> tuple[pl.DataFrame, list[str]]:
+    """An `analysis_frame` made wide (one row per draw and window, a column per feature holding
+    the window mean where the window is usable, else null) plus the time trend and body weight
+    columns, and the features tested (duplicates in FEATURE_ALIASES collapsed to one)."""
+    if "_pid" not in data.columns:
+        data = data.with_columns(
+            (pl.col("person_id").rank("dense") - 1).cast(pl.Int64).alias("_pid")
+        )
+    dated = "collected_at" in data.columns
+    if not dated:
+        # A bare frame (tests, simulations): rows in order within a person are their draws.
+        data = data.with_columns(pl.lit(None, dtype=pl.Datetime("us")).alias("collected_at"))
+    if "_draw" not in data.columns:
+        k = pl.int_range(pl.len()).over("person_id", "marker", "feature", "window_days")
+        data = data.with_columns(
+            (pl.struct("person_id", "marker", k.alias("_k")).rank("dense") - 1)
+            .cast(pl.Int64)
+            .alias("_draw"),
+            pl.col("collected_at").fill_null(pl.lit(datetime(2000, 1, 1)) + pl.duration(days=k)),
+        )
+    present = set(data["feature"].unique().to_list())
+    dropped = {f for f, same in FEATURE_ALIASES.items() if f in present and same in present}
+    features = sorted(present - dropped)
+    long = data.filter(pl.col("feature").is_in(features)).select(
+        "_draw", "window_days", "feature", pl.when(pl.col("use")).then(pl.col("x")).alias("x")
+    )
+    draws = data.select("_draw", "_pid", "person_id", "marker", "collected_at", "y").unique(
+        subset="_draw"
+    )
+    wide = (
+        long.pivot(on="feature", index=["_draw", "window_days"], values="x")
+        .join(draws, on="_draw", how="left")
+        .with_columns(
+            (pl.col("collected_at").dt.epoch("s") / (86400.0 * DAYS_PER_YEAR)).alias(TREND)
+            if dated
+            else pl.lit(None, dtype=pl.Float64).alias(TREND)
+        )
+    )
+    for f in features:
+        if f not in wide.columns:
+            wide = wide.with_columns(pl.lit(None, dtype=pl.Float64).alias(f))
+    weight = None
+    if biometrics is not None and biometrics.height and "metric" in biometrics.columns:
+        weight = (
+            biometrics.filter(
+                (pl.col("metric") == "weight") & pl.col("value").is_finite() & (pl.col("value") > 0)
+            )
+            .group_by(pl.col("person_id").cast(pl.String), pl.col("day").cast(pl.Date))
+            .agg(pl.col("value").mean().alias(WEIGHT))
+            .sort("day")
+        )
+    if weight is not None and weight.height:
+        at = (
+            draws.select("_draw", "person_id", pl.col("collected_at").dt.date().alias("_day"))
+            .sort("_day")
+            .join_asof(
+                weight,
+                left_on="_day",
+                right_on="day",
+                by="person_id",
+                strategy="backward",
+                tolerance=timedelta(days=WEIGHT_MAX_AGE_DAYS),
+            )
+        )
+        wide = wide.join(at.select("_draw", WEIGHT), on="_draw", how="left")
+    else:
+        wide = wide.with_columns(pl.lit(None, dtype=pl.Float64).alias(WEIGHT))
+    return wide.sort("marker", "window_days", "_pid", "collected_at"), features
+
+
+def adjustment_candidates(feature: str, features: list[str], energy_adjust: bool) -> list[str]:
+    """What the adjusted model for `feature` may include, in this order: the core gut foods
+    (CORE_ADJUSTMENT) other than the feature itself and its aliases or tautological partners,
+    energy (unless tautological), the time trend and body weight."""
+
+    def related(a: str, b: str) -> bool:
+        return (
+            a == b
+            or (a, b) in TAUTOLOGICAL
+            or (b, a) in TAUTOLOGICAL
+            or FEATURE_ALIASES.get(a) == b
+            or FEATURE_ALIASES.get(b) == a
+        )
+
+    out = [c for c in CORE_ADJUSTMENT if c in features and not related(feature, c)]
+    if energy_adjust and ENERGY in features and not related(feature, ENERGY):
+        out.append(ENERGY)
+    return [*out, TREND, WEIGHT]
+
+
+def _label(name: str) -> str:
+    return COVARIATE_LABELS.get(name, name.removesuffix("_servings").replace("_", " "))
+
+
+def _contributors(
+    crude: float, adjusted: float, delta: np.ndarray, gamma: np.ndarray, names: list[str]
+) -> str | None:
+    """The covariates that moved the estimate: crude - adjusted = sum_c delta_c gamma_c exactly
+    (delta_c: slope of covariate c on the feature, gamma_c: c's adjusted coefficient); those
+    carrying at least EXPLAINED_SHARE of the move, largest first, at most three."""
+    move = crude - adjusted
+    if not (math.isfinite(move) and abs(move) > 0):
+        return None
+    share = delta * gamma / move
+    order = np.argsort(-share)
+    picked = [names[i] for i in order[:3] if np.isfinite(share[i]) and share[i] >= EXPLAINED_SHARE]
+    return ", ".join(_label(n) for n in picked) or None
+
+
+def primary_windows(results: pl.DataFrame, settings: Settings) -> pl.DataFrame:
+    """`window_role` and `primary_window_days`: per marker, the window closest to
+    `settings.primary_window_days` among those tested (the longer on a tie) is the primary one."""
+    windows = results.select("marker", "window_days").drop_nulls().unique()
+    target = settings.primary_window_days
+    primary = (
+        windows.with_columns(
+            (pl.col("window_days") - target).abs().alias("_d"), (-pl.col("window_days")).alias("_t")
+        )
+        .sort("marker", "_d", "_t")
+        .group_by("marker", maintain_order=True)
+        .first()
+        .select("marker", pl.col("window_days").alias("primary_window_days"))
+    )
+    return (
+        results.drop("window_role", "primary_window_days", strict=False)
+        .join(primary, on="marker", how="left")
+        .with_columns(
+            pl.when(
+                pl.col("window_days").is_null()
+                | (pl.col("window_days") == pl.col("primary_window_days"))
+            )
+            .then(pl.lit("primary"))
+            .otherwise(pl.lit("lag_shape"))
+            .alias("window_role")
+        )
+        .pipe(_conform_results)
+    )
+
+
+def _conform_results(df: pl.DataFrame) -> pl.DataFrame:
+    return df.select(
+        [
+            (pl.col(c) if c in df.columns else pl.lit(None)).cast(t).alias(c)
+            for c, t in RESULT_SCHEMA.items()
+        ]
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-person models: one batched OLS per feature with Newey-West errors
+
+
+def per_person_ols(
+    data: pl.DataFrame,
+    settings: Settings,
+    *,
+    biometrics: pl.DataFrame | None = None,
+    energy_adjust: bool = True,
+) -> pl.DataFrame:
+    """Per-person rows for every (person, marker, feature, window) in `data` (an
+    `analysis_frame`): crude and adjusted OLS with Newey-West errors; q and status are left to
+    `add_fdr_and_status`."""
+    if data.height == 0:
+        return _conform_results(pl.DataFrame())
+    wide, features = _prepare(data, biometrics)
+    return primary_windows(_person_rows(wide, features, settings, energy_adjust), settings)
+
+
+class _Grid:
+    """One (marker, window) chunk of the wide frame as person x draw arrays (NaN padded), built
+    column by column as the fits ask for them."""
+
+    def __init__(self, chunk: pl.DataFrame) -> None:
+        sizes = chunk.group_by("_pid", maintain_order=True).agg(
+            pl.col("person_id").first(), pl.len().alias("_n")
+        )
+        counts = sizes["_n"].to_numpy().astype(np.int64)
+        self.person_ids = sizes["person_id"]
+        self._chunk = chunk
+        self._g = np.repeat(np.arange(counts.size), counts)
+        self._r = np.arange(chunk.height) - np.repeat(np.cumsum(counts) - counts, counts)
+        self._shape = (counts.size, int(counts.max()))
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, name: str) -> np.ndarray:
+        if name not in self._cache:
+            out = np.full(self._shape, np.nan)
+            out[self._g, self._r] = self._chunk[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            self._cache[name] = out
+        return self._cache[name]
+
+
+def _person_rows(
+    wide: pl.DataFrame, features: list[str], settings: Settings, energy_adjust: bool
+) -> pl.DataFrame:
+    parts = []
+    for (marker, window), chunk in wide.group_by("marker", "window_days", maintain_order=True):
+        grid = _Grid(chunk)
+        parts += [
+            _person_feature(marker, window, f, grid, features, settings, energy_adjust)
+            for f in features
+        ]
+    if not parts:
+        return _conform_results(pl.DataFrame())
+    # One frame at the end: building one per feature cost more than the fits.
+    joined = {
+        k: np.concatenate([p[k] for p in parts])
+        if isinstance(parts[0][k], np.ndarray)
+        else [v for p in parts for v in p[k]]
+        for k in parts[0]
+    }
+    out = pl.DataFrame(joined).with_columns(
+        pl.col(pl.Float64).fill_nan(None),
+        pl.lit("person").alias("scope"),
+        pl.lit("ols_adjusted_hac").alias("method"),
+        pl.lit(1, dtype=pl.Int64).alias("n_persons"),
+        pl.concat_str([pl.col("marker"), pl.lit("|person:"), pl.col("person_id")]).alias("family"),
+    )
+    return _conform_results(out)
+
+
+def _person_feature(
+    marker: str,
+    window: int,
+    feature: str,
+    col: _Grid,
+    features: list[str],
+    settings: Settings,
+    energy_adjust: bool,
+) -> dict[str, Any]:
+    cands = adjustment_candidates(feature, features, energy_adjust)
+    y, x = col("y"), col(feature)
+    mask = np.isfinite(y) & np.isfinite(x)
+    n = mask.sum(axis=1).astype(float)
+    C = np.stack([col(c) for c in cands], axis=-1)  # (G, T, c)
+    X = np.concatenate([x[..., None], C], axis=-1)
+    X = np.where(mask[..., None] & np.isfinite(X), X, 0.0)
+    m = mask.astype(float)
+    nn = np.maximum(n, 1.0)
+    Xc = (X - (X.sum(axis=1) / nn[:, None])[:, None, :]) * m[..., None]
+    ss = (Xc * Xc).sum(axis=1)  # (G, 1 + c)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = np.sqrt(ss[:, 0] / (n - 1.0))
+        mean_x = np.abs(X[..., 0].sum(axis=1) / nn)
+        cov_xc = np.einsum("gt,gtc->gc", Xc[..., 0], Xc[..., 1:])
+        r = cov_xc / np.sqrt(ss[:, :1] * ss[:, 1:])
+        delta = cov_xc / ss[:, :1]
+    finite_on_rows = np.all(np.isfinite(C) | ~mask[..., None], axis=1)
+    available = finite_on_rows & (ss[:, 1:] > 1e-12) & (np.abs(np.nan_to_num(r)) < COLLINEAR_R)
+    is_core = np.array([c in CORE_ADJUSTMENT for c in cands])
+    priority = np.where(is_core[None, :], 3.0 + np.abs(np.nan_to_num(r)), 0.0)
+    priority += np.array([COVARIATE_PRIORITY.get(c, 0.0) for c in cands])[None, :]
+    eligible = available & (~is_core[None, :] | (np.abs(np.nan_to_num(r)) >= PERSON_COVARY_R))
+    priority = np.where(eligible, priority, -np.inf)
+    rank = np.argsort(np.argsort(-priority, axis=1, kind="stable"), axis=1, kind="stable")
+    room = np.maximum(n - 2.0 - PERSON_MIN_DF, 0.0)
+    include = eligible & (rank < room[:, None])
+    use_adj = np.concatenate([np.ones((n.size, 1), bool), include], axis=1)
+    use_crude = np.zeros_like(use_adj)
+    use_crude[:, 0] = True
+    adj = batched_ols_hac(y, X, mask, use_adj)
+    crude = batched_ols_hac(y, X, mask, use_crude)
+
+    enough = n >= max(settings.min_n_person, 3)
+    varies = np.nan_to_num(sd) > 1e-6 * np.maximum(1.0, mean_x)
+    ok = enough & varies & adj.ok
+    notes: list[str | None] = []
+    names = np.array([_label(c) for c in cands], dtype=object)
+    patterns = include @ (1 << np.arange(len(cands), dtype=np.int64)) if cands else np.zeros(n.size)
+    pattern_text = {
+        int(p): ", ".join(names[(int(p) >> np.arange(len(cands))) & 1 == 1]) or None
+        for p in np.unique(patterns)
+    }
+    crude_eff = _effects(crude.beta, crude.se, crude.df)
+    explained_by: list[str | None] = []
+    for i in range(n.size):
+        if not enough[i]:
+            notes.append(f"{int(n[i])} complete windows; at least {settings.min_n_person} needed")
+        elif not varies[i]:
+            notes.append("the feature did not vary across these windows")
+        elif not ok[i]:
+            notes.append("the adjusted model could not be fitted (collinear covariates)")
+        else:
+            notes.append(None)
+        explained_by.append(
+            _contributors(
+                float(crude.beta[i]), float(adj.beta[i]), delta[i], adj.coef[i, 1:], list(cands)
+            )
+            if ok[i] and crude_eff["p"][i] < 0.05
+            else None
+        )
+    okf = np.where(ok, 1.0, np.nan)
+    size = n.size
+    columns: dict[str, Any] = {
+        "person_id": col.person_ids.to_list(),
+        "marker": [marker] * size,
+        "feature": [feature] * size,
+        "window_days": np.full(size, window, dtype=np.int64),
+        "n": n.astype(np.int64),
+        "note": notes,
+        "sd_feature": np.where(n > 1, sd, np.nan),
+        "beta": adj.beta * okf,
+        "se": adj.se * okf,
+        "adjusted_for": [pattern_text[int(p)] for p in patterns],
+        "collinearity_vif": adj.vif * okf,
+        "explained_by": explained_by,
+    }
+    for prefix, fit in (("", adj), ("crude_", crude)):
+        beta = fit.beta * okf
+        for k, v in _effects(beta, fit.se, fit.df).items():
+            columns[prefix + k] = np.where(np.isfinite(beta) & (fit.se > 0), v, np.nan)
+    return columns
+
+
+# --------------------------------------------------------------------------------------------------
+# Cohort: person fixed effects (within-person), cluster-robust by person
+
+
+def cohort_models(
+    data: pl.DataFrame,
+    persons: pl.DataFrame | None,
+    settings: Settings,
+    *,
+    biometrics: pl.DataFrame | None = None,
+    energy_adjust: bool = True,
+) -> pl.DataFrame:
+    """Cohort scope for every (marker, feature, window) in `data` (an `analysis_frame`): the
+    within-person effect, crude and adjusted, with a dependence-robust SE (`within_fit`).
+
+    Only markers measured in at least 2 persons get cohort rows. `persons` is accepted for the
+    between-person model of markers with one draw per person: person-level covariates (age, sex)
+    are constant within a person and cannot move a within-person estimate."""
+    if data.height == 0:
+        return _conform_results(pl.DataFrame())
+    wide, features = _prepare(data, biometrics)
+    return _cohort_scope(data, wide, features, persons, settings, energy_adjust)
+
+
+def _cohort_scope(
+    data: pl.DataFrame,
+    wide: pl.DataFrame,
+    features: list[str],
+    persons: pl.DataFrame | None,
+    settings: Settings,
+    energy_adjust: bool,
+) -> pl.DataFrame:
+    """Within-person rows for markers with repeated draws, between-person rows (`ols_between`,
+    with age and sex) for markers where everyone has one draw; none for a single person."""
+    per_marker = wide.group_by("marker").agg(
+        pl.col("_pid").n_unique().alias("k"),
+        pl.len().over("marker", "window_days", "_pid").max().alias("most"),
+    )
+    several = per_marker.filter(pl.col("k") >= 2)
+    within = several.filter(pl.col("most") > 1)["marker"]
+    between = several.filter(pl.col("most") <= 1)["marker"]
+    parts = [
+        _cohort_rows(wide.filter(pl.col("marker").is_in(within)), features, settings, energy_adjust)
+    ]
+    if between.len():
+        parts.append(
+            _between_rows(
+                data.filter(pl.col("marker").is_in(between)), persons, settings, energy_adjust
+            )
+        )
+    return primary_windows(pl.concat(parts), settings)
+
+
+def _between_rows(
+    data: pl.DataFrame, persons: pl.DataFrame | None, settings: Settings, energy_adjust: bool
+) -> pl.DataFrame:
+    """One draw per person: between-person OLS with energy, age and sex (`_cohort_row`)."""
+    keys = ["marker", "feature", "window_days"]
+    used = data.filter(pl.col("use"))
+    energy = used.filter(pl.col("feature") == ENERGY).select(
+        "_draw", "window_days", pl.col("x").alias("energy")
+    )
+    used = used.join(energy, on=["_draw", "window_days"], how="left")
+    age, sex = _person_arrays(data, persons)
+    arrays = dict(_iter_tests(used, keys, age, sex))
+    none = _TestData(pid=np.array([], dtype=np.int64), x=np.array([]), y=np.array([]))
+    rows = []
+    for marker, feature, window in data.select(keys).unique().sort(keys).iter_rows():
+        row = _cohort_row(
+            arrays.get((marker, feature, window), none), feature, settings, energy_adjust
+        )
+        rows.append(
+            row
+            | {
+                "scope": "cohort",
+                "marker": marker,
+                "feature": feature,
+                "window_days": window,
+                "method": row.get("method", "ols_between"),
+                "family": f"{marker}|cohort",
+            }
+        )
+    return _conform_results(_finish(rows))
+
+
+def _cohort_rows(
+    wide: pl.DataFrame, features: list[str], settings: Settings, energy_adjust: bool
+) -> pl.DataFrame:
+    rows: list[dict[str, Any]] = []
+    for (marker, window), chunk in wide.group_by("marker", "window_days", maintain_order=True):
+        arrays = {
+            c: chunk[c].cast(pl.Float64).fill_null(np.nan).to_numpy()
+            for c in [*features, TREND, WEIGHT, "y"]
+        }
+        y_all, t_all = arrays["y"], arrays[TREND]
+        pid_all = chunk["_pid"].to_numpy()
+        for f in features:
+            row: dict[str, Any] = {
+                "scope": "cohort",
+                "marker": marker,
+                "feature": f,
+                "window_days": window,
+                "family": f"{marker}|cohort",
+            }
+            x_all = arrays[f]
+            mask = np.isfinite(x_all) & np.isfinite(y_all)
+            cands = adjustment_candidates(f, features, energy_adjust)
+            C = np.column_stack([arrays[c][mask] for c in cands])
+            rows.append(
+                row
+                | _cohort_test(
+                    y_all[mask], x_all[mask], C, cands, pid_all[mask], t_all[mask], settings
+                )
+            )
+    return _conform_results(pl.DataFrame(rows, infer_schema_length=None))
+
+
+def _cohort_test(
+    y: np.ndarray,
+    x: np.ndarray,
+    C: np.ndarray,
+    cands: list[str],
+    pid: np.ndarray,
+    t: np.ndarray,
+    settings: Settings,
+) -> dict[str, Any]:
+    n = int(x.size)
+    _, groups = np.unique(pid, return_inverse=True)
+    n_persons = int(groups.max()) + 1 if n else 0
+    row: dict[str, Any] = {
+        "n": n,
+        "n_persons": n_persons,
+        "sd_feature": float(np.std(x, ddof=1)) if n > 1 else None,
+        "method": "fe_within_robust",
+    }
+    if n_persons < 2:
+        return row | {"note": f"{n_persons} person(s) with complete windows; at least 2 needed"}
+    if n < settings.min_n_cohort:
+        return row | {"note": f"{n} complete windows; at least {settings.min_n_cohort} needed"}
+    xw = demean(x, groups, n_persons)
+    if float(xw @ xw) <= 1e-12 * max(1.0, float(x @ x)):
+        return row | {"note": "the feature did not vary within persons"}
+    # A covariate enters when every row has it and it varies within persons.
+    Cw = demean(np.nan_to_num(C), groups, n_persons)
+    sxx = float(xw @ xw)
+    keep: list[int] = []
+    collinear: list[int] = []
+    for j in range(len(cands)):
+        scc = float(Cw[:, j] @ Cw[:, j])
+        if not (np.isfinite(C[:, j]).all() and scc > 1e-12):
+            continue
+        r = float(Cw[:, j] @ xw) / math.sqrt(scc * sxx)
+        (collinear if abs(r) >= COLLINEAR_R else keep).append(j)
+    names = [cands[j] for j in keep]
+    try:
+        crude = within_fit(y, x[:, None], groups, t)
+        adj = within_fit(y, np.column_stack([x, C[:, keep]]), groups, t)
+    except np.linalg.LinAlgError:
+        return row | {"note": "the within-person model could not be fitted (collinear covariates)"}
+    delta = (Cw[:, keep].T @ xw) / sxx
+    crude_eff = _effects(crude.beta, crude.se, crude.df)
+    how = (
+        f"cluster-robust by person, t({n_persons - 1})"
+        if adj.cov_type == "cluster"
+        else f"Newey-West within person ({n_persons} persons: too few to cluster on)"
+    )
+    note = f"within-person effect (person fixed effects; SE {how})"
+    if ENERGY in names:
+        note += "; at the same energy intake, i.e. eaten instead of other foods"
+    if collinear:
+        note += (
+            "; not adjusted for "
+            + ", ".join(_label(cands[j]) for j in collinear)
+            + f" (within-person |r| >= {COLLINEAR_R}: largely the same foods, tested apart)"
+        )
+    return row | {
+        "beta": adj.beta,
+        "se": adj.se,
+        "df": adj.df,
+        "note": note,
+        "adjusted_for": ", ".join(_label(c) for c in names) or None,
+        "collinearity_vif": adj.vif,
+        "crude_effect_pct": float(crude_eff["effect_pct"]),
+        "crude_ci_low_pct": float(crude_eff["ci_low_pct"]),
+        "crude_ci_high_pct": float(crude_eff["ci_high_pct"]),
+        "crude_p": float(crude_eff["p"]),
+        "explained_by": _contributors(crude.beta, adj.beta, delta, adj.coef[1:], names)
+        if crude_eff["p"] < 0.05
+        else None,
+        **{k: float(v) for k, v in _effects(adj.beta, adj.se, adj.df).items()},
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Partial pooling of person estimates toward the cohort
+
+
+def partial_pooling(results: pl.DataFrame) -> pl.DataFrame:
+    """`pooled_effect_pct` and its CI on person rows: the person's estimate shrunk toward the
+    cohort's (empirical Bayes). With between-person variance tau^2 of the person estimates
+    (DerSimonian-Laird, from at least 3 persons) and the person's SE s, the weight on the
+    person's own estimate is B = tau^2 / (tau^2 + s^2), the pooled estimate b0 + B (b - b0) and
+    its variance B s^2 + (1 - B)^2 s0^2 (normal CI). Few draws or a homogeneous cohort pull a
+    person's estimate toward the cohort; a person who clearly differs keeps their own."""
+    keys = ["marker", "feature", "window_days"]
+    if results.height == 0 or "beta" not in results.columns:
+        return results
+    cohort = results.filter(
+        (pl.col("scope") == "cohort") & pl.col("beta").is_not_null() & pl.col("se").is_not_null()
+    ).select(*keys, pl.col("beta").alias("_b0"), pl.col("se").alias("_s0"))
+    person = pl.col("scope") == "person"
+    ok = person & pl.col("beta").is_not_null() & (pl.col("se") > 0)
+    w = pl.when(ok).then(1.0 / pl.col("se") ** 2)
+    bw = (w * pl.col("beta")).sum().over(keys) / w.sum().over(keys)
+    q_stat = (w * (pl.col("beta") - bw) ** 2).sum().over(keys)
+    m = ok.cast(pl.Int64).sum().over(keys)
+    denom = w.sum().over(keys) - (w**2).sum().over(keys) / w.sum().over(keys)
+    tau2 = pl.when(m >= 3).then(((q_stat - (m - 1)) / denom).clip(lower_bound=0.0))
+    shrink = tau2 / (tau2 + pl.col("se") ** 2)
+    est = pl.col("_b0") + shrink * (pl.col("beta") - pl.col("_b0"))
+    sd = (shrink * pl.col("se") ** 2 + (1.0 - shrink) ** 2 * pl.col("_s0") ** 2).sqrt()
+    z = 1.959963984540054
+    out = (
+        results.drop("pooled_effect_pct", "pooled_ci_low_pct", "pooled_ci_high_pct", strict=False)
+        .join(cohort, on=keys, how="left", nulls_equal=True)
+        .with_columns(
+            *[
+                pl.when(ok).then(100.0 * (e.exp() - 1.0)).alias(name)
+                for name, e in (
+                    ("pooled_effect_pct", est),
+                    ("pooled_ci_low_pct", est - z * sd),
+                    ("pooled_ci_high_pct", est + z * sd),
+                )
+            ]
+        )
+        .drop("_b0", "_s0")
+    )
+    return out.select(results.columns + [c for c in out.columns if c not in results.columns])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -524,79 +1056,10 @@ def _between_test(
     }
 
 
-def _mixed_test(
-    y: np.ndarray,
-    x: np.ndarray,
-    groups: np.ndarray,
-    energy: np.ndarray | None,
-    person_cols: list[np.ndarray],
-    adjusted: list[str],
-    engine: Engine,
-) -> dict[str, Any]:
-    n_groups = int(groups.max()) + 1
-    n_g = np.bincount(groups, minlength=n_groups)
-
-    def split(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        mean = (np.bincount(groups, weights=v, minlength=n_groups) / n_g)[groups]
-        return v - mean, mean
-
-    x_w, x_b = split(x)
-    within = [x_w]
-    between = [x_b]
-    if energy is not None:
-        e_w, e_b = split(energy)
-        within.append(e_w)
-        between.append(e_b)
-    if float(x_w @ x_w) <= 1e-12 * max(1.0, float(x @ x)):
-        return _insufficient("the feature did not vary within persons")
-    k_w = len(within)
-    dof_w = len(y) - n_groups - k_w
-    if dof_w < 1:
-        return _insufficient("too few repeated draws per person for a within-person estimate")
-    X = np.column_stack([*within, np.ones_like(x), *between, *person_cols])
-    # Unit-free columns keep the REML algebra well conditioned when kcal sits next to servings.
-    scale = X.std(axis=0)
-    scale[(scale == 0) | ~np.isfinite(scale)] = 1.0
-    X = X / scale
-    i_b = k_w + 1  # column of the person mean of the feature
-    p_between = X.shape[1] - k_w
-    note_parts = ["within-person effect (random intercept per person, REML)"]
-    method = "mixedlm_within"
-    try:
-        fit = (fit_random_intercept if engine == "reml" else _fit_statsmodels)(y, X, groups)
-        if not (fit.converged and np.all(np.isfinite(np.diag(fit.cov))) and fit.cov[0, 0] > 0):
-            raise np.linalg.LinAlgError("did not converge")
-        beta, se = float(fit.params[0]) / scale[0], math.sqrt(fit.cov[0, 0]) / scale[0]
-        if n_groups - p_between >= 2 and fit.cov[i_b, i_b] > 0:
-            b = _effects(
-                fit.params[i_b] / scale[i_b],
-                math.sqrt(fit.cov[i_b, i_b]) / scale[i_b],
-                n_groups - p_between,
-            )
-            note_parts.append(
-                f"between persons: {b['effect_pct']:+.1f}% per unit of the person's mean "
-                f"(95% CI {b['ci_low_pct']:+.1f} to {b['ci_high_pct']:+.1f})"
-            )
-        else:
-            note_parts.append("too few persons for a between-person estimate")
-    except (np.linalg.LinAlgError, ValueError):
-        method = "ols_fixed_effects"
-        note_parts = [
-            "within-person effect (person fixed effects; the mixed model did not converge)"
-        ]
-        try:
-            fe_beta, fe_cov, _ = _fixed_effects(y, np.column_stack(within), groups)
-        except np.linalg.LinAlgError:
-            return _insufficient("the within-person model could not be fitted")
-        beta, se = float(fe_beta[0]), math.sqrt(fe_cov[0, 0])
-    if adjusted:
-        note_parts.append("adjusted for " + ", ".join(adjusted))
-    return {"method": method, "beta": beta, "se": se, "df": dof_w, "note": "; ".join(note_parts)}
-
-
 def _cohort_row(
-    td: _TestData, feature: str, settings: Settings, engine: Engine, energy_adjust: bool
+    td: _TestData, feature: str, settings: Settings, energy_adjust: bool
 ) -> dict[str, Any]:
+    """One between-person test (one value per person: cross-sectional cohorts)."""
     n = td.x.size
     _, groups = np.unique(td.pid, return_inverse=True)
     n_persons = int(groups.max()) + 1 if n else 0
@@ -625,14 +1088,8 @@ def _cohort_row(
         adjusted.append("energy (kcal)")
     person_cols, names = _person_covariates(td, n_persons)
     adjusted += names
-    repeated = np.bincount(groups).max() > 1
-    if repeated:
-        fit = _mixed_test(y, x_all, groups, energy, person_cols, adjusted, engine)
-    else:
-        fit = _between_test(
-            y, x_all, ([energy] if energy is not None else []) + person_cols, adjusted
-        )
-        fit["covariates"] = ",".join(([ENERGY] if energy is not None else []) + names)
+    fit = _between_test(y, x_all, ([energy] if energy is not None else []) + person_cols, adjusted)
+    fit["covariates"] = ",".join(([ENERGY] if energy is not None else []) + names)
     return row | fit
 
 
@@ -647,51 +1104,6 @@ def _finish(rows: list[dict[str, Any]]) -> pl.DataFrame:
             rec["beta"] = rec["se"] = None
         records.append(rec)
     return pl.DataFrame(records, schema=RESULT_SCHEMA)
-
-
-def cohort_models(
-    data: pl.DataFrame,
-    persons: pl.DataFrame | None,
-    settings: Settings,
-    *,
-    engine: Engine = "reml",
-    energy_adjust: bool = True,
-) -> pl.DataFrame:
-    """Cohort scope for every (marker, feature, window) in `data` (an `analysis_frame`).
-
-    Only markers measured in at least 2 persons get cohort rows."""
-    keys = ["marker", "feature", "window_days"]
-    markers = (
-        data.group_by("marker").agg(pl.col("_pid").n_unique().alias("k")).filter(pl.col("k") >= 2)
-    )["marker"].to_list()
-    data = data.filter(pl.col("marker").is_in(markers))
-    if data.height == 0:
-        return pl.DataFrame(schema=RESULT_SCHEMA)
-    used = data.filter(pl.col("use"))
-    energy = used.filter(pl.col("feature") == ENERGY).select(
-        "_draw", "window_days", pl.col("x").alias("energy")
-    )
-    used = used.join(energy, on=["_draw", "window_days"], how="left")
-    age, sex = _person_arrays(data, persons)
-    arrays = dict(_iter_tests(used, keys, age, sex))
-    none = _TestData(pid=np.array([], dtype=np.int64), x=np.array([]), y=np.array([]))
-    rows = []
-    for key in data.select(keys).unique().sort(keys).iter_rows():
-        marker, feature, window = key
-        row = _cohort_row(arrays.get(key, none), feature, settings, engine, energy_adjust)
-        rows.append(
-            row
-            | {
-                "scope": "cohort",
-                "person_id": None,
-                "marker": marker,
-                "feature": feature,
-                "window_days": window,
-                "method": row.get("method", "mixedlm_within"),
-                "family": f"{marker}|cohort",
-            }
-        )
-    return _finish(rows)
 
 
 def _normalise_sex(expr: pl.Expr) -> pl.Expr:
@@ -714,23 +1126,27 @@ def compute_associations(
     persons: pl.DataFrame | None,
     settings: Settings,
     *,
-    engine: Engine = "reml",
+    biometrics: pl.DataFrame | None = None,
     energy_adjust: bool = True,
 ) -> pl.DataFrame:
-    """Per-person and cohort associations (columns of RESULT_SCHEMA), with q-values and status.
+    """The associations table (columns of RESULT_SCHEMA) from the frames the Dagster asset has:
+    `marker_draws`, `exposure_windows`, `persons` and (optionally) `biometrics`.
 
-    Cohort rows are produced for markers measured in at least 2 persons.
+    Per-person and cohort rows, crude and adjusted, the primary window and the lag shape, person
+    estimates partially pooled toward the cohort, q-values and status. Cohort rows are produced
+    for markers measured in at least 2 persons.
     """
     data = analysis_frame(draws, windows)
     if data.height == 0:
-        return pl.DataFrame(schema=RESULT_SCHEMA)
+        return _conform_results(pl.DataFrame())
+    wide, features = _prepare(data, biometrics)
     results = pl.concat(
         [
-            per_person_ols(data, settings),
-            cohort_models(data, persons, settings, engine=engine, energy_adjust=energy_adjust),
+            primary_windows(_person_rows(wide, features, settings, energy_adjust), settings),
+            _cohort_scope(data, wide, features, persons, settings, energy_adjust),
         ]
     )
-    return add_fdr_and_status(results, settings)
+    return _conform_results(add_fdr_and_status(partial_pooling(results), settings))
 
 
 def cross_sectional(
@@ -765,7 +1181,7 @@ def cross_sectional(
     age, sex = _person_arrays(data, persons)
     rows = []
     for (marker, feature), td in _iter_tests(data, ["marker", "feature"], age, sex):
-        row = _cohort_row(td, feature, settings, "reml", energy_adjust)
+        row = _cohort_row(td, feature, settings, energy_adjust)
         rows.append(
             row
             | {

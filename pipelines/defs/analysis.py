@@ -36,13 +36,19 @@ def run_all_models(
     persons: pl.DataFrame,
     summary: pl.DataFrame,
     settings: Settings,
+    biometrics: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """Per-person and cohort models on dated draws, between-person models on undated ones."""
+    """Per-person and cohort models on dated draws, between-person models on undated ones.
+
+    The entry point a simulation can call with the frames this asset reads (the dated path is
+    `compute_associations`, see its docstring)."""
     dated = draws.filter(pl.col("collected_at").is_not_null())
     undated = draws.filter(pl.col("collected_at").is_null())
     results = []
     if dated.height:
-        results.append(compute_associations(dated, windows, persons, settings))
+        results.append(
+            compute_associations(dated, windows, persons, settings, biometrics=biometrics)
+        )
     if undated.height and summary.height:
         adults = cohort_people(persons, settings)
         features = summary.drop("period", "dii_params", strict=False)
@@ -57,7 +63,7 @@ def run_all_models(
             eligible = undated.join(adults.select("person_id"), on="person_id", how="semi")
             results.append(cross_sectional(eligible, features, adults, settings))
     if not results:
-        return compute_associations(dated, windows, persons, settings)
+        return compute_associations(dated, windows, persons, settings, biometrics=biometrics)
     return pl.concat(results, how="diagonal_relaxed")
 
 
@@ -152,15 +158,20 @@ def associations(
     context: dg.AssetExecutionContext, project: ProjectResource
 ) -> dg.MaterializeResult:
     """Every tested (marker, feature, window) pair, per person and pooled across people, as the %
-    change in the marker per unit of the feature with a 95% CI, a Benjamini-Hochberg q-value within
-    each family, and a status that says `insufficient_data` or `inconclusive` rather than print a
-    number nobody should trust. Cross-sectional cohorts (undated draws and person-level intake,
-    such as NHANES) get between-person models with age and sex as covariates; when their people
-    carry a survey design (weights, strata, PSUs) the models are design-based (`survey_wls`, with
-    race/ethnicity and income-to-poverty too) and an unweighted `ols_between` sits beside each."""
+    change in the marker per unit of the feature with a 95% CI, adjusted for the core gut foods,
+    energy, a time trend and body weight (the crude estimate beside it), a Benjamini-Hochberg
+    q-value over the foods' primary windows within each family, and a status that says
+    `explained`, `insufficient_data` or `inconclusive` rather than print a number nobody should
+    trust. Cross-sectional cohorts (undated draws and person-level intake, such as NHANES) get
+    between-person models with age and sex as covariates; when their people carry a survey design
+    (weights, strata, PSUs) the models are design-based (`survey_wls`, with race/ethnicity and
+    income-to-poverty too) and an unweighted `ols_between` sits beside each."""
     settings = project.config().settings
-    inputs = ("marker_draws", "exposure_windows", "persons", "diet_summary")
+    inputs: tuple[str, ...] = ("marker_draws", "exposure_windows", "persons", "diet_summary")
     with project.warehouse().write() as conn:
+        # Body weight is a covariate where biometrics exist (a source of kind biometrics).
+        if table_exists(conn, "biometrics"):
+            inputs = (*inputs, "biometrics")
         # The cohort models and the FDR families span everyone, so the step either refits all
         # or nothing: the whole cohort is one "person" whose inputs are fingerprinted.
         plan = plan_people(
@@ -174,12 +185,12 @@ def associations(
         if refit:
             # In a fixed order: the per-person steps update their tables in place, so the
             # physical row order depends on the history of runs; the fits must not see that.
-            draws, windows, people, summary = (
+            draws, windows, people, summary, *bio = (
                 conn.execute(f"SELECT * FROM {t} ORDER BY ALL").pl() for t in inputs
             )
-            result = run_all_models(draws, windows, people, summary, settings).with_columns(
-                pl.lit(json.dumps(asdict(settings), default=list)).alias("parameters")
-            )
+            result = run_all_models(
+                draws, windows, people, summary, settings, bio[0] if bio else None
+            ).with_columns(pl.lit(json.dumps(asdict(settings), default=list)).alias("parameters"))
             replace_table(conn, "associations", result)
             record(conn, plan)
         else:

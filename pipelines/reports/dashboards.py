@@ -159,7 +159,13 @@ SCHEMAS: dict[str, dict[str, DType]] = {
 # time of the run: the nightly run then keeps showing an old picture without saying so.
 STALE_AFTER_DAYS = 30
 
-STATUS_ORDER = {"significant": 0, "inconclusive": 1, "not_significant": 2, "insufficient_data": 3}
+STATUS_ORDER = {
+    "significant": 0,
+    "explained": 1,
+    "inconclusive": 2,
+    "not_significant": 3,
+    "insufficient_data": 4,
+}
 
 
 @dataclass
@@ -351,7 +357,53 @@ def finding_sentence(row: dict[str, Any], dii_params: tuple[int, int] | None = N
         stat = "q not available"
     n_text = f"{fmt_int(n)} {n_word}" if is_num(n) else f"{n_word}: unknown"
     used = dii_params_text(dii_params) if row.get("feature") in DII_FEATURES else ""
-    return f"{head}, {ci}, {stat}, {n_text}" + (f"; DII from {used}" if used else "")
+    return (
+        f"{head}, {ci}, {stat}, {n_text}"
+        + (f"; DII from {used}" if used else "")
+        + adjustment_phrase(row)
+    )
+
+
+def adjustment_phrase(row: dict[str, Any]) -> str:
+    """ "; adjusted for fermented, ..., energy (at the same energy: eaten instead of other
+    foods) ...; crude -12%" for a row of the adjusted models (issue 16), else ""."""
+    adjusted = row.get("adjusted_for")
+    crude = row.get("crude_effect_pct")
+    if not adjusted and not is_num(crude):
+        return ""
+    parts = []
+    if adjusted:
+        text = str(adjusted).replace(
+            "energy (kcal)", "energy (at the same energy: eaten instead of other foods)"
+        )
+        parts.append(f"adjusted for {text}")
+    else:
+        parts.append("not adjusted for other foods (too few draws)")
+    if is_num(crude):
+        parts.append(f"crude {fmt_pct(crude)}")
+    return "; " + "; ".join(parts)
+
+
+def _is_primary(row: dict[str, Any]) -> bool:
+    """The food's one test (rows from before windows had roles count as primary)."""
+    return row.get("window_role") in (None, "primary")
+
+
+def _lag_shape_phrase(row: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """Which of the food's other windows are significant too (they describe its lag shape)."""
+    also = sorted(
+        int(r["window_days"])
+        for r in rows
+        if r.get("window_role") == "lag_shape"
+        and r.get("status") == "significant"
+        and r.get("feature") == row.get("feature")
+        and r.get("marker") == row.get("marker")
+        and r.get("person_id") == row.get("person_id")
+        and is_num(r.get("window_days"))
+    )
+    if not also:
+        return ""
+    return "; lag shape: also significant at " + ", ".join(f"{w}" for w in also) + " days"
 
 
 def _sorted_findings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -410,15 +462,31 @@ def _findings_block(
     if not rows:
         return empty(f"No associations have been tested for {what} yet.")
     ordered = _sorted_findings(rows)
-    sig = [r for r in ordered if r.get("status") == "significant"]
+    # A food is one discovery: its primary window. Its other windows are its lag shape.
+    sig = [r for r in ordered if r.get("status") == "significant" and _is_primary(r)]
+    explained = [r for r in ordered if r.get("status") == "explained"]
     parts: list[str] = []
     if sig:
-        parts.extend(f'<div class="finding">{esc(sentence(r))} {caveat()}</div>' for r in sig)
+        parts.extend(
+            f'<div class="finding">{esc(sentence(r))}{esc(_lag_shape_phrase(r, rows))} '
+            f"{caveat()}</div>"
+            for r in sig
+        )
     else:
         parts.append(
             '<div class="notice">No finding passes the false-discovery check yet '
             f"({fmt_int(len(rows))} pairs tested). That is the honest answer with this much "
             "data, not a sign that nothing matters.</div>"
+        )
+    if explained:
+        items = "".join(
+            f"<li>{esc(feature_label(r.get('feature')))}: {esc(r.get('note') or '')}</li>"
+            for r in explained
+        )
+        parts.append(
+            '<div class="notice"><b>Explained by co-occurring foods</b> (not findings): their '
+            "crude association disappears once the foods they are eaten with are held "
+            f"constant.<ul>{items}</ul></div>"
         )
     n_insufficient = sum(r.get("status") == "insufficient_data" for r in rows)
     summary = f"All {fmt_int(len(rows))} tested pairs" + (
@@ -1361,9 +1429,11 @@ def render_person_page(
     body.append(f"<h2>Findings {caveat()}</h2>")
     body.append(
         '<p class="lead">Each line is one food feature tested against later CRP within this '
-        "person (log-linear model). q is the false-discovery-adjusted p-value across everything "
-        "tested; n counts the draws with a well-logged window. These are associations, not "
-        "causation: use them to plan an experiment or a conversation with a clinician.</p>"
+        "person (log-linear model, adjusted for the core gut foods that co-vary with it, energy "
+        "and a time trend; the crude estimate follows). q is the false-discovery-adjusted "
+        "p-value across the foods tested, each once at its primary window; n counts the draws "
+        "with a well-logged window. These are associations, not causation: use them to plan "
+        "an experiment or a conversation with a clinician.</p>"
     )
     kept = kept or {}
     # Each finding's sentence is shown in the findings table and again as its cell's title;
@@ -1388,9 +1458,12 @@ def render_person_page(
         '<p class="lead">Rows are features, columns the number of days before each draw that '
         "were averaged; each cell shows the % change in the marker per unit and its n (draws "
         "with a complete window). Colour: blue lower, red higher; * and a black outline mark "
-        "cells significant after FDR; – means not enough data. <b>Click a cell</b> to see its "
-        "draws below, with the fitted line and its 95% CI; the most significant cell is shown "
-        "first.</p>"
+        "cells significant after FDR; – means not enough data. Each food is tested once, at "
+        "its primary window (28 days unless settings say otherwise); the other columns show "
+        "its lag shape and count as significant only when the food is. Every cell is adjusted "
+        "for the core foods, energy and a time trend (see each finding). <b>Click a cell</b> "
+        "to see its draws below, with the fitted line and its 95% CI; the most significant "
+        "cell is shown first.</p>"
     )
     # The lag scan and the data behind its cells need the findings, the windows and the draws
     # only: a new diet day after the last draw leaves them as they were.
@@ -1634,12 +1707,15 @@ def _files_section(d: DashboardInputs) -> str:
 
 
 def _best_window(rows: list[dict[str, Any]], dii_params: str = "") -> list[dict[str, Any]]:
-    """Per (marker, feature) the estimable row with the smallest q (then p, then largest n),
-    labelled with the feature, the DII's parameter count (`dii_params`) and the window."""
+    """Per (marker, feature) the estimable row of the primary window (else the smallest q, then
+    p, then largest n), labelled with the feature, the DII's parameter count (`dii_params`) and
+    the window."""
     best: dict[tuple[str, str], dict[str, Any]] = {}
 
-    def key(r: dict[str, Any]) -> tuple[float, float, float]:
+    def key(r: dict[str, Any]) -> tuple[float, float, float, float]:
         return (
+            # The food's primary window is its one test; the forest plot shows that one.
+            0.0 if _is_primary(r) else 1.0,
             float(r["q"]) if is_num(r.get("q")) else 2.0,
             float(r["p"]) if is_num(r.get("p")) else 2.0,
             -float(r["n"]) if is_num(r.get("n")) else 0.0,
@@ -1690,6 +1766,52 @@ def _forest_section(
             )
         )
     return "".join(parts)
+
+
+POOLED_COLUMNS = ["pooled_effect_pct", "pooled_ci_low_pct", "pooled_ci_high_pct"]
+
+
+def _partial_pooling_section(assoc: pl.DataFrame, pseudonymise: bool) -> str:
+    """Per significant pooled food (primary window): each person's own estimate beside the one
+    partially pooled toward the cohort."""
+    if not set(POOLED_COLUMNS) <= set(assoc.columns) or "window_role" not in assoc.columns:
+        return ""
+    keys = ["marker", "feature", "window_days"]
+    found = assoc.filter(
+        (pl.col("scope") == "cohort")
+        & (pl.col("status") == "significant")
+        & (pl.col("window_role") == "primary")
+    ).select(keys)
+    rows = (
+        assoc.filter((pl.col("scope") == "person") & pl.col("pooled_effect_pct").is_not_null())
+        .join(found, on=keys, how="semi")
+        .sort("marker", "feature", "person_id")
+    )
+    if rows.is_empty():
+        return ""
+    names = {p: f"Person {i:02d}" for i, p in enumerate(sorted(set(rows["person_id"])), 1)}
+    body = [
+        [
+            esc(names[r["person_id"]] if pseudonymise else r["person_id"]),
+            esc(f"{feature_label(r['feature'])} · {r['window_days']} d"),
+            esc(
+                f"{fmt_pct(r['effect_pct'])} ({fmt_pct(r['ci_low_pct'])} to "
+                f"{fmt_pct(r['ci_high_pct'])})"
+            ),
+            esc(
+                f"{fmt_pct(r['pooled_effect_pct'])} ({fmt_pct(r['pooled_ci_low_pct'])} to "
+                f"{fmt_pct(r['pooled_ci_high_pct'])})"
+            ),
+        ]
+        for r in rows.iter_rows(named=True)
+    ]
+    return (
+        f"<h3>Each person's estimate, partially pooled {caveat()}</h3>"
+        '<p class="lead">For the pooled findings: each person\'s own estimate (few draws, wide '
+        "CI) and the same estimate shrunk toward the cohort's as far as the spread between "
+        "people allows (empirical Bayes): the better guess for one person.</p>"
+        + table(["Person", "Food", "Own estimate (95% CI)", "Partially pooled (95% CI)"], body)
+    )
 
 
 def _cohort_dii_params(summaries: list[PersonSummary]) -> tuple[int, int] | None:
@@ -1767,9 +1889,11 @@ def render_cohort(
 
     body.append(f"<h2>Pooled within-person estimates {caveat()}</h2>")
     body.append(
-        '<p class="lead">For each feature the forest plot shows the exposure window with the '
-        "smallest q (its label says which); q already accounts for every window and feature "
-        "tested. The table lists them all.</p>"
+        '<p class="lead">For each food the forest plot shows its primary window (its one test; '
+        "its label says which). Each estimate is adjusted for the core gut foods, energy and a "
+        "time trend (each finding lists what), and foods explained by what they are eaten with "
+        "are listed apart. The table lists every window: the others describe the lag "
+        "shape.</p>"
     )
     body.append(
         _forest_section(pooled, "pooled estimates", "forest", "n", _cohort_dii_params(summaries))
@@ -1778,6 +1902,7 @@ def render_cohort(
             "No pooled (cohort) estimates yet: they need several people with repeated draws."
         )
     )
+    body.append(_partial_pooling_section(assoc, d.pseudonymise_cohort))
     if between:
         body.append(f"<h2>Between-person (cross-sectional) estimates {caveat()}</h2>")
         body.append(
@@ -1964,7 +2089,11 @@ def _split_tables(d: DashboardInputs) -> dict[str, _Split]:
         "diet": d.diet_daily.select(_page_diet_columns(d.diet_daily.columns)),
         "draws": d.marker_draws,
         "trends": d.marker_trends,
-        "findings": d.associations.filter(pl.col("scope") == "person"),
+        # Partially pooled estimates move with everyone's data: on a person's page they would
+        # rewrite every page whenever anyone logs a day. The cohort page shows them instead.
+        "findings": d.associations.filter(pl.col("scope") == "person").drop(
+            POOLED_COLUMNS, strict=False
+        ),
         "unmapped": d.unmapped_foods,
         "windows": d.exposure_windows.filter(pl.col("complete").fill_null(False)),
         "sufficiency": d.data_sufficiency,

@@ -69,6 +69,7 @@ white-space:nowrap}
 .s-significant{background:#d5f5ef;color:#0b4f49;border:1px solid #5eb8ab}
 .s-not_significant{background:#eceff3;color:#3f4752}
 .s-inconclusive{background:#fef3c7;color:#7c4a03}
+.s-explained{background:#ede9fe;color:#4c1d95}
 .s-insufficient_data{background:#f3f4f6;color:#6b7280;border:1px dashed #c7ccd3}
 tr.row-significant td{background:#f3fbf9}
 .caveat{display:inline-block;font-size:.76rem;color:#6b4e00;background:#fff8e1;border:1px solid
@@ -195,6 +196,7 @@ STATUS_LABELS: dict[str, str] = {
     "not_significant": "not significant",
     "inconclusive": "cannot tell yet",
     "insufficient_data": "not enough data",
+    "explained": "explained by co-occurring foods",
 }
 
 CATEGORY_LABELS: dict[str, tuple[str, str]] = {
