@@ -699,9 +699,12 @@ def _sufficiency_html(s: PersonSummary) -> str:
             f'<span class="muted">({esc(basis)})</span></div>'
         )
     parts.append(
-        '<p class="muted">For a before/after comparison (for example a month with and a month '
-        "without a food), two-sided test at 5% with 80% power, on the log scale. A change smaller "
-        "than this may be real but cannot be told apart from day-to-day variation.</p>"
+        '<p class="muted">For a before/after comparison (for example months without and then '
+        "months with a food), draws about a month apart, half before and half after the change: "
+        "the number at which this pipeline's own analysis, with its false-discovery correction "
+        "over every food and window it tests, finds the change in 80% of simulated people. Draws "
+        "you already have count towards the before half only. A change smaller than this may be "
+        "real but cannot be told apart from day-to-day variation.</p>"
     )
     return "".join(parts)
 
