@@ -398,7 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
         "check-methods",
         help="simulation study of the association methods; writes the table to the README",
     )
-    chk.add_argument("--replicates", type=int, help="replicates per scenario (default: the scale's)")
+    chk.add_argument(
+        "--replicates", type=int, help="replicates per scenario (default: the scale's)"
+    )
     chk.add_argument(
         "--scale",
         choices=["full", "small"],

@@ -179,7 +179,9 @@ def _rng(seed: int, scenario: str, replicate: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(scenario.encode()), replicate])
 
 
-def _ou(rng: np.random.Generator, shape: tuple[int, ...], steps: np.ndarray, tau: float) -> np.ndarray:
+def _ou(
+    rng: np.random.Generator, shape: tuple[int, ...], steps: np.ndarray, tau: float
+) -> np.ndarray:
     """Stationary OU paths with unit SD along the last axis, sampled after gaps `steps` (days;
     the first entry is ignored): exact transitions, so irregular draw dates are handled."""
     out = np.empty(shape)
@@ -299,7 +301,7 @@ def simulate_cohort(
 
 def analyse(cohort: Cohort, settings: Settings) -> pl.DataFrame:
     """The associations table the pipeline would write for this cohort: the assets' own calls."""
-    # Imported here: pipelines.defs pulls in Dagster, which a caller of simulate_cohort may not need.
+    # Imported here: pipelines.defs pulls in Dagster, which simulate_cohort's callers may not need.
     from pipelines.defs.analysis import run_all_models
 
     draws = build_marker_draws(cohort.lab_results, settings)
@@ -324,7 +326,7 @@ def score(results: pl.DataFrame, cohort: Cohort) -> dict[str, dict[str, list[flo
         }
         for effect in (20, 50):
             counts[f"power{effect}_n"] = counts[f"power{effect}"] = 0.0
-        for (family,), fam in rows.group_by(["family"], maintain_order=True):
+        for _, fam in rows.group_by(["family"], maintain_order=True):
             person = fam["person_id"][0] if scope == "person" else None
             found = set(fam.filter(pl.col("status") == "significant")["feature"].to_list())
             false = {f for f in found if cohort.truth.get((None, f), 0.0) == 0.0}
@@ -423,9 +425,7 @@ def summarise(name: str, counts: dict[str, dict[str, list[float]]]) -> list[Scop
     return out
 
 
-def run_scenario(
-    name: str, size: Size, seed: int = 16, workers: int = 1
-) -> list[ScopeSummary]:
+def run_scenario(name: str, size: Size, seed: int = 16, workers: int = 1) -> list[ScopeSummary]:
     """All replicates of one scenario, summarised per scope."""
     jobs = [(name, size, seed, r) for r in range(size.replicates)]
     if workers > 1:
@@ -551,9 +551,10 @@ def docs_page(block: str) -> str:
         "family per person (the per-person models). A food is one discovery in a family however "
         "many windows it was significant at; FWER is the share of families with at least one "
         "null food called significant; FDR the mean share of null foods among the foods called "
-        f"significant; coverage is over the 95% CIs at the {PRIMARY_WINDOW}-day window, of the planted "
-        "effect for the planted foods and of zero for the others; power is "
-        "the share of families in which the planted food was found.\n\n" + block
+        "significant; coverage is over the 95% CIs at the "
+        f"{PRIMARY_WINDOW}-day window, of the planted effect for the planted foods and of zero "
+        "for the others; power is the share of families in which the planted food was found.\n\n"
+        + block
     )
 
 

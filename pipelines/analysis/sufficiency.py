@@ -43,7 +43,13 @@ import numpy as np
 import polars as pl
 from scipy.stats import norm
 
-from pipelines.schema import CATEGORIES, LAB_RESULT_SCHEMA, PERSON_SCHEMA, SUFFICIENCY_SCHEMA, conform
+from pipelines.schema import (
+    CATEGORIES,
+    LAB_RESULT_SCHEMA,
+    PERSON_SCHEMA,
+    SUFFICIENCY_SCHEMA,
+    conform,
+)
 
 ALPHA = 0.05
 POWER = 0.80
@@ -87,8 +93,9 @@ def _simulated_people(
     effects: list[float], n_draws: int, n_foods: int, rng: np.random.Generator
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """diet_daily, lab_results and persons for one simulated person per entry of `effects`
-    (step of ln marker per +1 daily serving of the first food, in residual SDs). The first food goes up by one daily serving halfway through; the
-    other foods drift as diets do and have no effect."""
+    (step of ln marker per +1 daily serving of the first food, in residual SDs). The first food
+    goes up by one daily serving halfway through; the other foods drift as diets do and have no
+    effect."""
     from pipelines.analysis.calibration import DIET_TAU_DAYS, _ou
 
     n_p = len(effects)
@@ -107,7 +114,9 @@ def _simulated_people(
     exposure = (running[:, draw_day] - running[:, draw_day - 28]) / 28
     # On a small residual SD: the model is scale-free, and a large one would make acute draws
     # (> 10 mg/L) that the pipeline rightly leaves out.
-    log_value = SIM_SD * (np.asarray(effects)[:, None] * exposure + rng.standard_normal((n_p, n_draws)))
+    log_value = SIM_SD * (
+        np.asarray(effects)[:, None] * exposure + rng.standard_normal((n_p, n_draws))
+    )
     ids = [f"p{i:05d}" for i in range(n_p)]
     start = np.datetime64("2025-01-01")
     daily = pl.DataFrame(
