@@ -666,6 +666,9 @@ def _diet_coverage(diet: pl.DataFrame) -> tuple[date, date, int, int] | None:
 def sufficiency_short(row: dict[str, Any]) -> str:
     """One line: how many more draws before a 50% (and a 20%) change could be detected."""
     m20, m50 = row.get("more_draws_20pct"), row.get("more_draws_50pct")
+    if is_num(m50) and not is_num(m20) and row.get("advice"):
+        # The 20% change needs more draws than the lookup table goes to (see sufficiency.py).
+        return f"about {int(m50)} more draws to detect a 50% change (a 20% change is out of reach)"
     if not is_num(m20) or not is_num(m50):
         return str(row.get("advice") or "no estimate yet")
     if m20 == 0:
