@@ -305,3 +305,12 @@ def test_check_methods_refuses_a_readme_without_markers(
     err = capsys.readouterr().err
     assert str(readme) in err and cal.README_START in err
     assert readme.read_text() == "# no markers\n"
+
+
+def test_check_methods_names_the_known_scenarios_for_an_unknown_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["check-methods", "--scenario", "ou90", "--no-write"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--scenario: unknown ou90" in err and "ou60" in err
