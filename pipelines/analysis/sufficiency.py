@@ -66,9 +66,10 @@ FOODS_GRID = (1, 4, 8, 16)
 EFFECT_GRID = (0.4, 0.5, 0.6, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
 DRAWS_GRID = (8, 10, 12, 14, 16, 20, 24, 30, 40, 50, 60, 80, 100, 130, 160, 200, 250, 300)
 MAX_DRAWS = DRAWS_GRID[-1]
-# Foods a person's family is assumed to test when the caller does not say: the pipeline tests
-# every category and nutrient a diary reports, which is more than 16 for a Cronometer diary, so
-# the table's largest family is the honest default.
+# Foods a person's family is assumed to test when the caller does not say: the table's largest.
+# A full Cronometer diary gives more features than that (categories and nutrients, each at five
+# windows today), so for such a diary the advice errs on the optimistic side until the grid is
+# extended; regenerate the table once foods are tested as one test each (issue 16 item 2).
 DEFAULT_FOODS = FOODS_GRID[-1]
 DRAW_SPACING_DAYS = 30
 SIM_SD = 0.1
