@@ -12,13 +12,15 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export GUTSIGNAL_PROJECT_DIR ?= $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: help env run demo test lint typecheck dev bench clean browser
+.PHONY: help env run demo test lint typecheck dev bench clean browser check-methods sufficiency-table
 
 help:
 	@echo "make run    set up, run the pipeline on the demo (or your sources.yaml), print the dashboard path"
 	@echo "make test   set up and run lint, type check and the test suite"
 	@echo "make dev    the Dagster UI and daemon on http://127.0.0.1:3000"
 	@echo "make bench  the scale benchmark (writes bench/results.md)"
+	@echo "make check-methods      calibration study of the methods (writes the README table)"
+	@echo "make sufficiency-table  regenerate pipelines/data/sufficiency_draws.csv"
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -66,6 +68,15 @@ dev: demo
 # Scale benchmark: ratios against DuckDB's own read_csv, measured in the same run.
 bench: env
 	$(BIN)/python -m bench.run --scale full
+
+# Simulation study through the real analysis code: FWER, FDR, CI coverage and power per scenario,
+# written between the calibration markers of README.md and to docs/calibration.md.
+check-methods: env
+	$(BIN)/gutsignal check-methods
+
+# The draws-needed lookup the data-sufficiency advisor reads; run again when the methods change.
+sufficiency-table: env
+	$(BIN)/gutsignal sufficiency-table
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .dagster_home .pytest_cache .mypy_cache .ruff_cache dashboards/*.html dashboards/*.js

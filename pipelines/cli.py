@@ -5,6 +5,8 @@
     gutsignal demo [--project-dir DIR] [--seed N]         write the bundled demo data
     gutsignal sources [--project-dir DIR]                 list sources and the files they match
     gutsignal backup | restore [NAME] [--list]            warehouse backups
+    gutsignal check-methods [--replicates N] [--scale full|small]   calibration study (README)
+    gutsignal sufficiency-table [--replicates N]          regenerate the draws-needed lookup
 
 Errors are one human paragraph and a non-zero exit, never a traceback: the people running this
 are tracking their own health, not debugging Python.
@@ -299,6 +301,72 @@ def cmd_sources(args: argparse.Namespace) -> int:
     return 0
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _commit(root: Path) -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def cmd_check_methods(args: argparse.Namespace) -> int:
+    """Run the calibration study and write its table to the README and docs/calibration.md."""
+    from dataclasses import replace
+
+    from pipelines.analysis import calibration as cal
+
+    size = cal.SCALES[args.scale]
+    if args.replicates is not None:
+        size = replace(size, replicates=args.replicates)
+    if size.replicates < 2:
+        raise CliError("--replicates: at least 2 are needed for a Monte Carlo error", code=2)
+    names = args.scenario or [s.name for s in cal.SCENARIOS]
+    unknown = [n for n in names if n not in cal.BY_NAME]
+    if unknown:
+        raise CliError(
+            f"--scenario: unknown {', '.join(unknown)} (known: {', '.join(cal.BY_NAME)})", code=2
+        )
+    rows = []
+    for name in names:
+        print(f"check-methods: {name}, {size.replicates} replicates ...", flush=True)
+        rows += cal.run_scenario(name, size, seed=args.seed, workers=args.workers)
+    block = cal.report_block(rows, size, args.seed, _commit(REPO_ROOT), date.today().isoformat())
+    print(block)
+    if args.no_write:
+        return 0
+    readme = Path(args.readme)
+    try:
+        readme.write_text(cal.replace_between_markers(readme.read_text(), block))
+    except (OSError, ValueError) as exc:
+        raise CliError(f"{readme}: {exc}") from exc
+    docs = Path(args.docs)
+    docs.parent.mkdir(parents=True, exist_ok=True)
+    docs.write_text(cal.docs_page(block))
+    print(f"Wrote the table to {readme} and {docs}.")
+    return 0
+
+
+def cmd_sufficiency_table(args: argparse.Namespace) -> int:
+    """Regenerate pipelines/data/sufficiency_draws.csv by simulation."""
+    from pipelines.analysis import sufficiency
+
+    table = sufficiency.simulate_table(replicates=args.replicates, seed=args.seed)
+    out = Path(args.out)
+    table.write_csv(out)
+    print(f"Wrote {table.height} rows to {out}.")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gutsignal", description="Which foods move your chronic inflammation?"
@@ -329,6 +397,35 @@ def build_parser() -> argparse.ArgumentParser:
     res.set_defaults(func=cmd_restore)
     src = with_project(sub.add_parser("sources", help="list sources and matched files"))
     src.set_defaults(func=cmd_sources)
+    chk = sub.add_parser(
+        "check-methods",
+        help="simulation study of the association methods; writes the table to the README",
+    )
+    chk.add_argument(
+        "--replicates", type=int, help="replicates per scenario (default: the scale's)"
+    )
+    chk.add_argument(
+        "--scale",
+        choices=["full", "small"],
+        default="full",
+        help="cohort size: full (40 people x 12 draws, 200 replicates) or small (the test's)",
+    )
+    chk.add_argument("--scenario", action="append", help="run only this scenario (repeatable)")
+    chk.add_argument("--seed", type=int, default=16)
+    chk.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    chk.add_argument("--readme", default=str(REPO_ROOT / "README.md"))
+    chk.add_argument("--docs", default=str(REPO_ROOT / "docs" / "calibration.md"))
+    chk.add_argument("--no-write", action="store_true", help="print the table only")
+    chk.set_defaults(func=cmd_check_methods)
+    suf = sub.add_parser(
+        "sufficiency-table", help="regenerate the draws-needed lookup table by simulation"
+    )
+    suf.add_argument("--replicates", type=int, default=400, help="simulated people per point")
+    suf.add_argument("--seed", type=int, default=5)
+    suf.add_argument(
+        "--out", default=str(REPO_ROOT / "pipelines" / "data" / "sufficiency_draws.csv")
+    )
+    suf.set_defaults(func=cmd_sufficiency_table)
     return parser
 
 

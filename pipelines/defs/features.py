@@ -469,7 +469,9 @@ def data_sufficiency_asset(
     context: dg.AssetExecutionContext, project: ProjectResource
 ) -> dg.MaterializeResult:
     """Per person and marker: how many more chronic draws would be needed to detect a 20% and a
-    50% change, given the person's own observed variation (or the published one, early on)."""
+    50% change, given the person's own observed variation (or the published one, early on), read
+    from the simulated lookup table pipelines/data/sufficiency_draws.csv (see
+    pipelines/analysis/sufficiency.py; `gutsignal sufficiency-table` regenerates it)."""
     with project.warehouse().write() as conn:
         draws = conn.execute("SELECT * FROM marker_draws").pl()
         table = sufficiency_table(draws)

@@ -748,6 +748,9 @@ def _diet_coverage(diet: pl.DataFrame) -> tuple[date, date, int, int] | None:
 def sufficiency_short(row: dict[str, Any]) -> str:
     """One line: how many more draws before a 50% (and a 20%) change could be detected."""
     m20, m50 = row.get("more_draws_20pct"), row.get("more_draws_50pct")
+    if is_num(m50) and not is_num(m20) and row.get("advice"):
+        # The 20% change needs more draws than the lookup table goes to (see sufficiency.py).
+        return f"about {int(m50)} more draws to detect a 50% change (a 20% change is out of reach)"
     if not is_num(m20) or not is_num(m50):
         return str(row.get("advice") or "no estimate yet")
     if m20 == 0:
@@ -781,9 +784,12 @@ def _sufficiency_html(s: PersonSummary) -> str:
             f'<span class="muted">({esc(basis)})</span></div>'
         )
     parts.append(
-        '<p class="muted">For a before/after comparison (for example a month with and a month '
-        "without a food), two-sided test at 5% with 80% power, on the log scale. A change smaller "
-        "than this may be real but cannot be told apart from day-to-day variation.</p>"
+        '<p class="muted">For a before/after comparison (for example months without and then '
+        "months with a food), draws about a month apart, half before and half after the change: "
+        "the number at which this pipeline's own analysis, with its false-discovery correction "
+        "over every food and window it tests, finds the change in 80% of simulated people. Draws "
+        "you already have count towards the before half only. A change smaller than this may be "
+        "real but cannot be told apart from day-to-day variation.</p>"
     )
     return "".join(parts)
 
