@@ -48,6 +48,7 @@ reproducible on its own and the study gives the same table however it is split a
 from __future__ import annotations
 
 import math
+import multiprocessing
 import zlib
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -429,7 +430,10 @@ def run_scenario(name: str, size: Size, seed: int = 16, workers: int = 1) -> lis
     """All replicates of one scenario, summarised per scope."""
     jobs = [(name, size, seed, r) for r in range(size.replicates)]
     if workers > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # Spawned, not forked: Polars and BLAS thread pools in the parent leave locks held in a
+        # forked child, which then hangs (seen in the test suite).
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as pool:
             parts = list(pool.map(run_replicate, jobs, chunksize=4))
     else:
         parts = [run_replicate(j) for j in jobs]
