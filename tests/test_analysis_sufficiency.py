@@ -66,14 +66,14 @@ def test_quiet_person_needs_fewer_draws_than_noisy_one() -> None:
     noisy_row, quiet_row = table.row(0, named=True), table.row(1, named=True)
     assert quiet_row["sd_source"] == "observed"
     assert quiet_row["draws_needed_50pct"] < (noisy_row["draws_needed_50pct"] or 10**6)
-    # Twelve draws already fill the quiet person's "before" half: only the "after" half is left
-    # (the old advisor said "enough already", counting past draws as if taken after a change).
+    # The twelve draws taken count towards the "before" half only, never the "after" half (the
+    # old advisor said "enough already", counting past draws as if taken after a change).
     # A 50% change is about seven of this person's SDs, past the table's largest effect, so the
     # answer is the table's floor for 16 foods: the adjusted model (core foods, energy, trend,
     # weight) needs a few dozen draws to fit at all, however quiet the person.
     total = quiet_row["draws_needed_50pct"]
     assert total == suff.draws_needed(0.01, 0.5) and total <= 40
-    assert quiet_row["more_draws_50pct"] == total - total // 2
+    assert quiet_row["more_draws_50pct"] == total - min(12, total // 2)
 
 
 def test_a_change_out_of_reach_says_so_instead_of_a_number() -> None:
