@@ -768,8 +768,12 @@ def test_data_sufficiency_advice_on_person_page_and_index(
     assert rhtml.esc(advice["advice"][0]) in page
     index = (out / "index.html").read_text(encoding="utf-8")
     assert "Enough data?" in index
-    more50 = advice["more_draws_50pct"][0]
-    assert f"about {more50} more draws to detect a 50% change" in index
+    # Alice's draws vary too much for the adjusted model to see a 50% change within the table's
+    # range, and the index says so instead of a number.
+    row = advice.row(0, named=True)
+    assert row["more_draws_50pct"] is None
+    assert rhtml.esc(dashboards.sufficiency_short(row)) in index
+    assert "out of reach" in dashboards.sufficiency_short(row)
 
 
 def test_stale_sources_flagged_on_index_and_person_pages(tmp_path: Path) -> None:
