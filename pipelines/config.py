@@ -100,7 +100,11 @@ class Settings:
     min_logged_fraction: float = 0.8
     logged_min_kcal: float = 800.0
     logged_min_entries: int = 3
+    # The error rate findings are held to, per family (a marker in one person, or the cohort),
+    # and the procedure: "holm" bounds the chance of any false finding (family-wise), "bh"
+    # (Benjamini-Hochberg) only the expected share of false findings.
     fdr: float = 0.05
+    multiple_testing: str = "holm"
     min_n_person: int = 8
     min_n_cohort: int = 20
     # Cross-sectional (between-person) models only: people younger than this, or of unknown age,
@@ -113,6 +117,9 @@ class Settings:
     # Your own food categories, which win over the shipped ones and survive upgrades: a CSV
     # (food,match,categories) relative to the project folder; see docs/food-categories.md.
     food_overrides: str | None = None
+
+
+MULTIPLE_TESTING = ("holm", "bh")
 
 
 @dataclass(frozen=True)
@@ -245,6 +252,13 @@ def _parse_settings(path: Path, raw: Any) -> Settings:
         )
     if "windows" in values:
         values["windows"] = tuple(int(w) for w in values["windows"])
+    method = values.get("multiple_testing", Settings.multiple_testing)
+    if method not in MULTIPLE_TESTING:
+        raise ConfigError(
+            f"{path}, key 'settings.multiple_testing': {method!r} is not one of "
+            f"{', '.join(MULTIPLE_TESTING)} (holm: family-wise error rate, bh: false discovery "
+            "rate)"
+        )
     return Settings(**values)
 
 

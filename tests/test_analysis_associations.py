@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 from scipy import stats
-from statsmodels.stats.multitest import fdrcorrection
+from statsmodels.stats.multitest import fdrcorrection, multipletests
 
 from pipelines.analysis.associations import (
     RESULT_SCHEMA,
@@ -26,6 +26,7 @@ from pipelines.config import Settings
 from pipelines.schema import LAB_RESULT_SCHEMA, conform
 
 SETTINGS = Settings()
+BH = Settings(multiple_testing="bh")
 NOISE_SD = 0.385  # within-person SD of ln CRP (science.md 3.1: ~0.41 including analytical error)
 T0 = datetime(2024, 1, 1, 8)
 NULLS = list("CDEFGH")
@@ -213,7 +214,7 @@ def test_fdr_is_per_family_and_status_rules() -> None:
                 {"family": "f2", "p": None, "note": "too few"},
             ]
         ),
-        SETTINGS,
+        BH,
     )
     assert res["q"].to_list()[:2] == pytest.approx([0.02, 0.04])
     assert res["q"].to_list()[2:5] == pytest.approx([0.12, 0.6, 0.6])
@@ -399,7 +400,8 @@ def test_cross_sectional_between_person_model_with_covariates() -> None:
     assert row["effect_pct"] == pytest.approx(fib["effect_pct"])
 
 
-def test_fdr_frame_path_matches_vector_path() -> None:
+@pytest.mark.parametrize("method", ["holm", "bh"])
+def test_adjusted_p_values_per_family_equal_statsmodels(method: str) -> None:
     rng = np.random.default_rng(3)
     p = rng.uniform(0, 0.1, 30)
     fam = np.array(["x", "y", "z"])[rng.integers(0, 3, 30)]
@@ -407,12 +409,29 @@ def test_fdr_frame_path_matches_vector_path() -> None:
         results_frame(
             [{"family": f, "p": float(v), "sd_feature": 1.0} for f, v in zip(fam, p, strict=True)]
         ),
-        SETTINGS,
+        Settings(multiple_testing=method),
     )
     for f in ("x", "y", "z"):
-        np.testing.assert_allclose(
-            res.filter(pl.col("family") == f)["q"].to_numpy(), bh_qvalues(p[fam == f])
-        )
+        expected = multipletests(p[fam == f], method="fdr_bh" if method == "bh" else "holm")[1]
+        np.testing.assert_allclose(res.filter(pl.col("family") == f)["q"].to_numpy(), expected)
+        if method == "bh":
+            np.testing.assert_allclose(expected, bh_qvalues(p[fam == f]))
+
+
+def test_holm_is_the_default_and_stricter_than_bh_beside_real_effects() -> None:
+    # Two strong effects and a food at p = 0.012 among 10 foods: BH's step-up lets the third
+    # through once the first two are found (q = 10 * 0.012 / 3 = 0.04), Holm does not.
+    p = [0.0001, 0.0002, 0.012] + [0.5] * 7
+    frame = results_frame(
+        [{"family": "f", "feature": f"food{i}", "p": v, "sd_feature": 1.0} for i, v in enumerate(p)]
+    )
+    holm = add_fdr_and_status(frame, SETTINGS)
+    bh = add_fdr_and_status(frame, BH)
+    assert Settings().multiple_testing == "holm"
+    assert holm["q"][2] == pytest.approx(8 * 0.012)  # (m - rank + 1) p at rank 3
+    assert bh["q"][2] == pytest.approx(10 * 0.012 / 3)
+    assert holm["status"].to_list()[:3] == ["significant", "significant", "not_significant"]
+    assert bh["status"].to_list()[:3] == ["significant"] * 3
 
 
 def test_cohort_ci_covers_true_effect_about_95_percent() -> None:
@@ -602,7 +621,7 @@ def test_duplicate_features_collapse_to_one() -> None:
 
 def test_a_food_is_one_test_and_its_other_windows_describe_the_lag() -> None:
     draws, windows = simulate_shared_items(9, windows=(7, 28, 56))
-    res = compute_associations(draws, windows, None, SETTINGS)
+    res = compute_associations(draws, windows, None, BH)
     cohort = res.filter(pl.col("scope") == "cohort")
     assert set(cohort["primary_window_days"]) == {28}
     primary = cohort.filter(pl.col("window_role") == "primary")
@@ -639,7 +658,7 @@ def test_gatekeeping_by_hand() -> None:
         SETTINGS,
     )
     q = res["q"].to_list()
-    assert q[0] == pytest.approx(0.002)  # BH over 2 foods
+    assert q[0] == pytest.approx(0.002)  # Holm over 2 foods (BH gives the same here)
     assert q[1] == pytest.approx(0.04)  # Holm over a's 2 other windows: 2 * 0.02
     assert q[2] == pytest.approx(0.04)  # max(1 * 0.04, 0.04)
     assert q[3] == pytest.approx(0.30)

@@ -39,14 +39,11 @@ def measured(name: str) -> dict[str, cal.ScopeSummary]:
     return {r.scope: r for r in cal.run_scenario(name, SIZE, seed=SEED, workers=2)}
 
 
-# Targets the methods still miss at SIZE with seed 16 (after issue 16 items 1-3: foods adjusted for
-# each other, one test per food, cluster-robust / HAC errors), and the figure measured:
-# (scenario, scope, target) -> reason. Remove an entry when its case starts passing.
-KNOWN_MISSES: dict[tuple[str, str, str], str] = {
-    ("ou30", "cohort", "fwer"): "FWER 20.8% (5 of 24): slow residual drift, 12 people",
-    ("slopes", "cohort", "fwer"): "FWER 33.3% (8 of 24): person-specific slopes, no random slope",
-    ("shared", "cohort", "fwer"): "FWER 25.0% (6 of 24): foods sharing items, 12 people",
-}
+# Targets the methods still miss at SIZE with seed 16, and the figure measured:
+# (scenario, scope, target) -> reason. Remove an entry when its case starts passing. None today:
+# the last three (cohort FWER under slow drift, person slopes and shared items, 21-33%) went with
+# Holm's family-wise procedure, the cluster jackknife and the core-food twin rule.
+KNOWN_MISSES: dict[tuple[str, str, str], str] = {}
 
 
 def cases() -> list[object]:
@@ -304,3 +301,21 @@ def test_check_methods_names_the_known_scenarios_for_an_unknown_one(
     assert code == 2
     err = capsys.readouterr().err
     assert "--scenario: unknown ou90" in err and "ou60" in err
+
+
+def test_a_feature_that_is_a_core_food_under_another_name_is_not_a_finding() -> None:
+    """In the shared-items cohort the packaged snack brings most of the energy that varies within
+    a person, so energy moves with ultra-processed food (|r| >= 0.95): the cohort cannot tell the
+    two apart, and only the pre-specified core food is tested (energy was a false finding)."""
+    cohort = cal.simulate_cohort(
+        cal.BY_NAME["shared"], SIZE, cal._rng(SEED, "shared", 16), Settings()
+    )
+    results = cal.analyse(cohort, Settings()).filter(
+        (pl.col("scope") == "cohort") & (pl.col("window_days") == cal.PRIMARY_WINDOW)
+    )
+    energy = results.filter(pl.col("feature") == "energy_kcal").row(0, named=True)
+    assert energy["status"] == "insufficient_data" and energy["p"] is None
+    assert energy["note"].startswith("moves with ultra-processed food within persons")
+    upf = results.filter(pl.col("feature") == "ultra_processed_servings").row(0, named=True)
+    assert upf["status"] == "significant"
+    assert "not adjusted for energy" in upf["note"]

@@ -97,6 +97,14 @@ def test_duplicate_names_and_unknown_settings(tmp_path: Path) -> None:
         load_project_config(write(tmp_path, "settings: {acute_crp: 3}\nsources: []\n"))
 
 
+def test_multiple_testing_procedure_is_read_and_checked(tmp_path: Path) -> None:
+    assert load_project_config(write(tmp_path, "sources: []\n")).settings.multiple_testing == "holm"
+    cfg = load_project_config(write(tmp_path, "settings: {multiple_testing: bh}\nsources: []\n"))
+    assert cfg.settings.multiple_testing == "bh"
+    with pytest.raises(ConfigError, match=r"key 'settings.multiple_testing': 'fdr' is not one of"):
+        load_project_config(write(tmp_path, "settings: {multiple_testing: fdr}\nsources: []\n"))
+
+
 def test_missing_file_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="gutsignal demo"):
         load_project_config(tmp_path / "sources.yaml")

@@ -374,7 +374,7 @@ def test_cached_labels_and_badges() -> None:
     assert rhtml.feature_order("fiber_g") == (1, "fiber_g")
     assert rhtml.status_badge(None) == rhtml.badge("unknown", "c-none")
     assert rhtml.status_badge("significant") == rhtml.badge(
-        "significant after FDR", "s-significant"
+        "significant after multiple testing", "s-significant"
     )
     assert rhtml.status_badge("<odd>") == rhtml.badge("<odd>", "c-none")
     assert rhtml.caveat() == '<span class="caveat">association, not causation</span>'

@@ -15,11 +15,17 @@ statsmodels in tests/test_analysis_robust.py:
   the SE used is never below the classical OLS SE (measured: 0.94 coverage under that drift,
   0.97 without it).
 - `within_fit`: the person fixed-effects (within) estimator of a cohort with either a
-  cluster-robust covariance by person (CR1; statsmodels `cov_type="cluster"` on the demeaned
-  design, inference with t(G - 1)), valid under any within-person dependence and under slopes
-  that differ between persons, or, with too few persons to cluster on, the panel Newey-West
-  covariance (statsmodels `cov_type="hac-panel"`, `use_correction="hac"`), again never below
-  the classical within-person SE.
+  cluster-robust covariance by person, valid under any within-person dependence and under
+  slopes that differ between persons, or, with too few persons to cluster on, the panel
+  Newey-West covariance (statsmodels `cov_type="hac-panel"`, `use_correction="hac"`), again
+  never below the classical within-person SE. The cluster-robust covariance is the cluster
+  jackknife (CR3, MacKinnon, Nielsen & Webb 2023): (G - 1) / G times the sum over persons of
+  (estimate without that person - full estimate) squared, computed in closed form and checked
+  against leave-one-person-out statsmodels fits; inference with t(G - 1). The plain sandwich
+  (CR1, statsmodels `cov_type="cluster"`) is too narrow with a few dozen persons: in the
+  calibration study (40 people, 60 replicates, one food at a time at alpha 0.05/9) its null
+  CIs covered 92.3% and person-specific slopes pushed the cohort's family-wise error to 13%;
+  with CR3 93.5% and 10%.
 
 HAC assumes roughly equally spaced observations; routine draws every 2 to 6 weeks are close
 enough for the few lags used, and the cluster-robust estimator assumes nothing about spacing.
@@ -175,12 +181,29 @@ def demean(v: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
     return v - means[groups]
 
 
+def _jackknife_variance(
+    Xs: np.ndarray, resid: np.ndarray, Ainv: np.ndarray, groups: np.ndarray, n_groups: int
+) -> float:
+    """CR3 variance of the first coefficient: leaving person g out moves the estimate by
+    Ainv X_g' (I - H_gg)^-1 e_g (H_gg: the hat matrix of g's draws), so the jackknife needs one
+    small solve per person instead of G refits. Rows are sorted by person."""
+    bounds = np.flatnonzero(np.diff(groups)) + 1
+    shifts = []
+    for rows in np.split(np.arange(groups.size), bounds):
+        Xg = Xs[rows]
+        hat = Xg @ Ainv @ Xg.T
+        eg = np.linalg.solve(np.eye(rows.size) - hat, resid[rows])
+        shifts.append(Ainv[0] @ (Xg.T @ eg))
+    d = np.asarray(shifts)
+    return (n_groups - 1.0) / n_groups * float(d @ d)
+
+
 def within_fit(y: np.ndarray, X: np.ndarray, groups: np.ndarray, time: np.ndarray) -> WithinFit:
     """Person fixed-effects OLS of y on X (column 0 reported) with a dependence-robust SE.
 
     groups: integer person codes 0..G-1; time: sort key within a person (draw time). With at
-    least MIN_CLUSTERS persons the covariance is cluster-robust by person (CR1,
-    G/(G-1) (N-1)/(N-K)) with t(G - 1); below that, panel Newey-West with maxlags from the
+    least MIN_CLUSTERS persons the covariance is the cluster jackknife by person (CR3) with
+    t(G - 1); below that, panel Newey-West with maxlags from the
     median person's number of draws and t(N - G - K). Raises LinAlgError when X is collinear.
     """
     order = np.lexsort((time, groups))
@@ -200,11 +223,9 @@ def within_fit(y: np.ndarray, X: np.ndarray, groups: np.ndarray, time: np.ndarra
     Ainv = np.linalg.inv(A)
     coef = Ainv @ (Xs.T @ yw)
     resid = yw - Xs @ coef
-    v = (Xs @ Ainv[0]) * resid
+    v = (Xs @ Ainv[0]) * resid  # each draw's share of the first coefficient's score
     if n_groups >= MIN_CLUSTERS:
-        sums = np.bincount(groups, weights=v, minlength=n_groups)
-        c = n_groups / (n_groups - 1.0) * (n_obs - 1.0) / (n_obs - k)
-        var = c * float(sums @ sums)
+        var = _jackknife_variance(Xs, resid, Ainv, groups, n_groups)
         df = n_groups - 1.0
         cov_type = "cluster"
     else:

@@ -1314,7 +1314,10 @@ def forest_plot(rows: list[dict[str, Any]], title: str, n_word: str) -> Fig | No
         shapes=[zero_line],
         xaxis={
             "ticksuffix": "%",
-            "title": {"text": "% change in marker per unit (95% CI); teal = significant after FDR"},
+            "title": {
+                "text": "% change in marker per unit (95% CI); "
+                "teal = significant after multiple testing"
+            },
         },
         yaxis={"type": "category", "autorange": "reversed", "showgrid": False},
     )

@@ -352,7 +352,7 @@ def finding_sentence(row: dict[str, Any], dii_params: tuple[int, int] | None = N
     if is_num(row.get("q")):
         stat = _stat("q", row.get("q"))
     elif is_num(row.get("p")):
-        stat = _stat("p", row.get("p")) + " (no FDR q-value)"
+        stat = _stat("p", row.get("p")) + " (no adjusted q)"
     else:
         stat = "q not available"
     n_text = f"{fmt_int(n)} {n_word}" if is_num(n) else f"{n_word}: unknown"
@@ -442,7 +442,7 @@ def _findings_table(
         classes.append("row-significant" if r.get("status") == "significant" else "")
     headers = [
         *(["Person"] if with_person else []),
-        "Finding (95% CI, FDR q, n)",
+        "Finding (95% CI, q, n)",
         "Status",
         "Method",
         "Note",
@@ -1436,8 +1436,10 @@ def render_person_page(
     body.append(
         '<p class="lead">Each line is one food feature tested against later CRP within this '
         "person (log-linear model, adjusted for the core gut foods that co-vary with it, energy "
-        "and a time trend; the crude estimate follows). q is the false-discovery-adjusted "
-        "p-value across the foods tested, each once at its primary window; n counts the draws "
+        "and a time trend; the crude estimate follows). q is the p-value adjusted for the number "
+        "of foods tested, each once at its primary window (Holm unless settings say otherwise: "
+        "at q <= 0.05 the chance of even one false finding among them is at most 5%); n counts "
+        "the draws "
         "with a well-logged window. These are associations, not causation: use them to plan "
         "an experiment or a conversation with a clinician.</p>"
     )
@@ -1464,12 +1466,12 @@ def render_person_page(
         '<p class="lead">Rows are features, columns the number of days before each draw that '
         "were averaged; each cell shows the % change in the marker per unit and its n (draws "
         "with a complete window). Colour: blue lower, red higher; * and a black outline mark "
-        "cells significant after FDR; – means not enough data. Each food is tested once, at "
-        "its primary window (28 days unless settings say otherwise); the other columns show "
-        "its lag shape and count as significant only when the food is. Every cell is adjusted "
-        "for the core foods, energy and a time trend (see each finding). <b>Click a cell</b> "
-        "to see its draws below, with the fitted line and its 95% CI; the most significant "
-        "cell is shown first.</p>"
+        "cells significant after the correction for testing many foods; – means not enough "
+        "data. Each food is tested once, at its primary window (28 days unless settings say "
+        "otherwise); the other columns show its lag shape and count as significant only when "
+        "the food is. Every cell is adjusted for the core foods, energy and a time trend (see "
+        "each finding). <b>Click a cell</b> to see its draws below, with the fitted line and "
+        "its 95% CI; the most significant cell is shown first.</p>"
     )
     # The lag scan and the data behind its cells need the findings, the windows and the draws
     # only: a new diet day after the last draw leaves them as they were.

@@ -192,7 +192,7 @@ def dii_params_text(counts: tuple[int, int] | list[int] | None) -> str:
 
 
 STATUS_LABELS: dict[str, str] = {
-    "significant": "significant after FDR",
+    "significant": "significant after multiple testing",
     "not_significant": "not significant",
     "inconclusive": "cannot tell yet",
     "insufficient_data": "not enough data",
