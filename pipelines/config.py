@@ -101,10 +101,10 @@ class Settings:
     logged_min_kcal: float = 800.0
     logged_min_entries: int = 3
     # The error rate findings are held to, per family (a marker in one person, or the cohort),
-    # and the procedure: "bh" (Benjamini-Hochberg) bounds the expected share of false findings,
-    # "holm" the chance of even one (family-wise), at some cost in power.
+    # and the procedure: "holm" bounds the chance of even one false finding (family-wise), "bh"
+    # (Benjamini-Hochberg) only the expected share of false findings, with more power.
     fdr: float = 0.05
-    multiple_testing: str = "bh"
+    multiple_testing: str = "holm"
     min_n_person: int = 8
     min_n_cohort: int = 20
     # Cross-sectional (between-person) models only: people younger than this, or of unknown age,

@@ -418,16 +418,16 @@ def test_adjusted_p_values_per_family_equal_statsmodels(method: str) -> None:
             np.testing.assert_allclose(expected, bh_qvalues(p[fam == f]))
 
 
-def test_holm_is_stricter_than_bh_beside_real_effects() -> None:
+def test_holm_is_the_default_and_stricter_than_bh_beside_real_effects() -> None:
     # Two strong effects and a food at p = 0.012 among 10 foods: BH's step-up lets the third
     # through once the first two are found (q = 10 * 0.012 / 3 = 0.04), Holm does not.
     p = [0.0001, 0.0002, 0.012] + [0.5] * 7
     frame = results_frame(
         [{"family": "f", "feature": f"food{i}", "p": v, "sd_feature": 1.0} for i, v in enumerate(p)]
     )
-    holm = add_fdr_and_status(frame, Settings(multiple_testing="holm"))
-    bh = add_fdr_and_status(frame, SETTINGS)
-    assert Settings().multiple_testing == "bh"
+    holm = add_fdr_and_status(frame, SETTINGS)
+    bh = add_fdr_and_status(frame, BH)
+    assert Settings().multiple_testing == "holm"
     assert holm["q"][2] == pytest.approx(8 * 0.012)  # (m - rank + 1) p at rank 3
     assert bh["q"][2] == pytest.approx(10 * 0.012 / 3)
     assert holm["status"].to_list()[:3] == ["significant", "significant", "not_significant"]
@@ -658,7 +658,7 @@ def test_gatekeeping_by_hand() -> None:
         SETTINGS,
     )
     q = res["q"].to_list()
-    assert q[0] == pytest.approx(0.002)  # BH over 2 foods
+    assert q[0] == pytest.approx(0.002)  # Holm over 2 foods (BH gives the same here)
     assert q[1] == pytest.approx(0.04)  # Holm over a's 2 other windows: 2 * 0.02
     assert q[2] == pytest.approx(0.04)  # max(1 * 0.04, 0.04)
     assert q[3] == pytest.approx(0.30)

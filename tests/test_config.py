@@ -98,9 +98,9 @@ def test_duplicate_names_and_unknown_settings(tmp_path: Path) -> None:
 
 
 def test_multiple_testing_procedure_is_read_and_checked(tmp_path: Path) -> None:
-    assert load_project_config(write(tmp_path, "sources: []\n")).settings.multiple_testing == "bh"
-    cfg = load_project_config(write(tmp_path, "settings: {multiple_testing: holm}\nsources: []\n"))
-    assert cfg.settings.multiple_testing == "holm"
+    assert load_project_config(write(tmp_path, "sources: []\n")).settings.multiple_testing == "holm"
+    cfg = load_project_config(write(tmp_path, "settings: {multiple_testing: bh}\nsources: []\n"))
+    assert cfg.settings.multiple_testing == "bh"
     with pytest.raises(ConfigError, match=r"key 'settings.multiple_testing': 'fdr' is not one of"):
         load_project_config(write(tmp_path, "settings: {multiple_testing: fdr}\nsources: []\n"))
 

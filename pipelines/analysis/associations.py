@@ -31,15 +31,14 @@ One test per food
 - Each food is tested once, at its primary window (`settings.primary_window_days`, 28 days; the
   closest tested window when absent), one multiple-testing family per marker and scope
   (`f"{marker}|cohort"` or `f"{marker}|person:{id}"`) over the primary rows. The procedure is
-  `settings.multiple_testing`: `bh` (Benjamini-Hochberg, the default) controls the false
-  discovery rate; `holm` controls the family-wise error rate, the chance of even one false
-  finding per family, which also bounds the false discovery rate. Beside real effects BH lets a
-  null food through far more often than 5% of the time (one false among three findings is a
+  `settings.multiple_testing`: `holm` (the default) controls the family-wise error rate, the
+  chance of even one false finding per family, which also bounds the false discovery rate;
+  `bh` (Benjamini-Hochberg) controls only the false discovery rate. Beside real effects BH lets
+  a null food through far more often than 5% of the time (one false among three findings is a
   false discovery rate of a third): the calibration study measured a cohort family-wise error
-  of 20% under BH and 7% under Holm at 40 people, with the planted effects found as often. Holm
-  costs power in small cohorts (the demo's ultra-processed finding, q 0.027 under BH, is 0.053
-  under Holm), which is why it is not the default yet. `q` is the adjusted p-value of that
-  procedure. The other windows (`window_role`
+  of 11-17% under BH at 40 people with two planted effects, against 5% for the null cohort. A
+  user acts on every finding, so Holm is the default; it costs some power in small cohorts.
+  `q` is the adjusted p-value of that procedure. The other windows (`window_role`
   "lag_shape") describe the lag shape for the heatmap; their q is the larger of the food's
   primary q and a Holm adjustment over the food's other windows (serial gatekeeping), so a window
   is significant only when its food is.
@@ -506,6 +505,16 @@ def _label(name: str) -> str:
     return COVARIATE_LABELS.get(name, name.removesuffix("_servings").replace("_", " "))
 
 
+def twin_note(core_foods: list[str]) -> str:
+    """Why a feature that is a core food under another name is not tested."""
+    return (
+        "moves with "
+        + ", ".join(_label(c) for c in core_foods)
+        + f" within persons (|r| >= {COLLINEAR_R}): the data cannot tell them apart, and the "
+        "pre-specified core food is tested instead"
+    )
+
+
 def _contributors(
     crude: float, adjusted: float, delta: np.ndarray, gamma: np.ndarray, names: list[str]
 ) -> str | None:
@@ -662,6 +671,13 @@ def _person_feature(
     finite_on_rows = np.all(np.isfinite(C) | ~mask[..., None], axis=1)
     available = finite_on_rows & (ss[:, 1:] > 1e-12) & (np.abs(np.nan_to_num(r)) < COLLINEAR_R)
     is_core = np.array([c in CORE_ADJUSTMENT for c in cands])
+    twins = (
+        finite_on_rows
+        & (ss[:, 1:] > 1e-12)
+        & is_core[None, :]
+        & (np.abs(np.nan_to_num(r)) >= COLLINEAR_R)
+        & (feature not in CORE_ADJUSTMENT)
+    )
     priority = np.where(is_core[None, :], 3.0 + np.abs(np.nan_to_num(r)), 0.0)
     priority += np.array([COVARIATE_PRIORITY.get(c, 0.0) for c in cands])[None, :]
     eligible = available & (~is_core[None, :] | (np.abs(np.nan_to_num(r)) >= PERSON_COVARY_R))
@@ -677,7 +693,7 @@ def _person_feature(
 
     enough = n >= max(settings.min_n_person, 3)
     varies = np.nan_to_num(sd) > 1e-6 * np.maximum(1.0, mean_x)
-    ok = enough & varies & adj.ok
+    ok = enough & varies & adj.ok & ~twins.any(axis=1)
     notes: list[str | None] = []
     names = np.array([_label(c) for c in cands], dtype=object)
     patterns = include @ (1 << np.arange(len(cands), dtype=np.int64)) if cands else np.zeros(n.size)
@@ -692,6 +708,8 @@ def _person_feature(
             notes.append(f"{int(n[i])} complete windows; at least {settings.min_n_person} needed")
         elif not varies[i]:
             notes.append("the feature did not vary across these windows")
+        elif twins[i].any():
+            notes.append(twin_note([c for c, t in zip(cands, twins[i], strict=True) if t]))
         elif not ok[i]:
             notes.append("the adjusted model could not be fitted (collinear covariates)")
         else:
@@ -886,12 +904,7 @@ def _cohort_test(
         # Within persons the feature is (nearly) a core food under another name: no model can
         # tell which of the two moves the marker, and the core food is the pre-specified one
         # (energy as a proxy for ultra-processed food was a false finding in the calibration).
-        return row | {
-            "note": "moves with "
-            + ", ".join(_label(c) for c in twins)
-            + f" within persons (|r| >= {COLLINEAR_R}): the data cannot tell them apart, and "
-            "the pre-specified core food is tested instead"
-        }
+        return row | {"note": twin_note(twins)}
     try:
         crude = within_fit(y, x[:, None], groups, t)
         adj = within_fit(y, np.column_stack([x, C[:, keep]]), groups, t)
