@@ -121,7 +121,7 @@ def test_demo_truth_is_the_seed_42_truth() -> None:
     assert DEMO_TRUTH == demo_truth(42)
     assert DEMO_TRUTH["effects"]["fermented_servings"]["pct_per_serving"] == pytest.approx(-25.0)
     assert DEMO_TRUTH["effects"]["ultra_processed_servings"]["pct_per_serving"] == pytest.approx(
-        25.0
+        30.0
     )
     assert DEMO_TRUTH["effects"]["fermented_servings"]["window_days"] == 28
     assert DEMO_TRUTH["null_features"] == [
