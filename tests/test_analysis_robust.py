@@ -61,6 +61,11 @@ def test_within_fit_equals_statsmodels(n_persons: int) -> None:
     fit = within_fit(y, X, groups, time)
     yd, Xd = demean(y, groups, n_persons), demean(X, groups, n_persons)
     if n_persons >= MIN_CLUSTERS:
+        # People with different numbers of draws (the jackknife pads them to one width).
+        keep = np.arange(groups.size) % 12 < 4 + groups % 9
+        groups, time, X, y = groups[keep], time[keep], X[keep], y[keep]
+        fit = within_fit(y, X, groups, time)
+        yd, Xd = demean(y, groups, n_persons), demean(X, groups, n_persons)
         # The cluster jackknife (CR3) by refitting without each person in turn.
         full = sm.OLS(yd, Xd).fit().params[0]
         loo = np.array(

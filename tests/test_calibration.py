@@ -310,9 +310,14 @@ def test_a_feature_that_is_a_core_food_under_another_name_is_not_a_finding() -> 
     cohort = cal.simulate_cohort(
         cal.BY_NAME["shared"], SIZE, cal._rng(SEED, "shared", 16), Settings()
     )
-    results = cal.analyse(cohort, Settings()).filter(
-        (pl.col("scope") == "cohort") & (pl.col("window_days") == cal.PRIMARY_WINDOW)
-    )
+    everyone = cal.analyse(cohort, Settings()).filter(pl.col("window_days") == cal.PRIMARY_WINDOW)
+    # Per person the same rule, decided on each person's own draws: some people's energy moves
+    # with ultra-processed food that closely, others' does not.
+    person = everyone.filter((pl.col("scope") == "person") & (pl.col("feature") == "energy_kcal"))
+    twins = person.filter(pl.col("note").str.starts_with("moves with ultra-processed food"))
+    assert 0 < twins.height < person.height
+    assert (twins["status"] == "insufficient_data").all() and twins["p"].is_null().all()
+    results = everyone.filter(pl.col("scope") == "cohort")
     energy = results.filter(pl.col("feature") == "energy_kcal").row(0, named=True)
     assert energy["status"] == "insufficient_data" and energy["p"] is None
     assert energy["note"].startswith("moves with ultra-processed food within persons")

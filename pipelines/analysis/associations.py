@@ -163,6 +163,10 @@ PERSON_COVARY_R = 0.3
 # sugar in a diet of sweets): adjusting one for the other leaves nothing to estimate, so the
 # covariate is left out and the note says so (the VIF of what remains is in collinearity_vif).
 COLLINEAR_R = 0.95
+# A person's feature counts as a core food's twin only from this many draws on: with fewer, a
+# correlation of 0.95 happens by chance (p ~ 0.0003 for two unrelated series at 8 draws, 0.05
+# at 4).
+TWIN_MIN_DRAWS = 8
 PERSON_MIN_DF = 5
 # A covariate is named as explaining a crude association when it carries this share of the move.
 EXPLAINED_SHARE = 0.2
@@ -677,6 +681,7 @@ def _person_feature(
         & is_core[None, :]
         & (np.abs(np.nan_to_num(r)) >= COLLINEAR_R)
         & (feature not in CORE_ADJUSTMENT)
+        & (n >= TWIN_MIN_DRAWS)[:, None]
     )
     priority = np.where(is_core[None, :], 3.0 + np.abs(np.nan_to_num(r)), 0.0)
     priority += np.array([COVARIATE_PRIORITY.get(c, 0.0) for c in cands])[None, :]
