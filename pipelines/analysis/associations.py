@@ -26,6 +26,10 @@ Adjusted and crude (issue 16)
 - Features that measure one exposure twice (FEATURE_ALIASES, `pipelines/data/
   feature_aliases.csv`: alcohol_g and alcohol_servings, dii and dii_window, UPF energy share and
   UPF servings) collapse to one, so an exposure is one discovery.
+- A feature that is, within persons, a core food under another name (|r| >= COLLINEAR_R with
+  it, from TWIN_MIN_DRAWS draws on per person) is not tested: no model can tell the two apart,
+  and the core food is the pre-specified one (`twin_note`). In the calibration study energy,
+  when most of its variation came from ultra-processed snacks, was otherwise a false finding.
 
 One test per food
 - Each food is tested once, at its primary window (`settings.primary_window_days`, 28 days; the
