@@ -9,9 +9,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import pydantic
 import yaml
+from pydantic import AfterValidator, ConfigDict, Field
 
 KINDS = ("diet", "labs", "persons")
 # Formats whose files carry the person id themselves; without a `person` key, ids come from there.
@@ -85,41 +88,88 @@ class SourceConfig:
         return sorted(p for p in raw_dir.glob(self.path) if p.is_file())
 
 
-@dataclass(frozen=True)
+MULTIPLE_TESTING = ("holm", "bh")
+
+
+# The checks behind some settings' types. Each raises ValueError with what is expected; the value
+# itself is put in front of it by `_settings_error`.
+def _iana_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("is not an IANA time zone such as UTC or Europe/Berlin") from None
+    return name
+
+
+def _multiple_testing(method: str) -> str:
+    if method not in MULTIPLE_TESTING:
+        raise ValueError(
+            f"is not one of {', '.join(MULTIPLE_TESTING)} (holm: family-wise error rate, "
+            "bh: false discovery rate)"
+        )
+    return method
+
+
+def _csv_path(path: str) -> str:
+    if not path.strip():
+        raise ValueError(
+            "is blank: expected the path of a CSV file relative to the project folder, "
+            "e.g. food_overrides: my_foods.csv"
+        )
+    return path
+
+
+def _not_empty(windows: tuple[int, ...]) -> tuple[int, ...]:
+    if not windows:
+        raise ValueError("is empty: list at least one window, e.g. [7, 28]")
+    return windows
+
+
+Days = Annotated[int, Field(strict=True, gt=0)]
+# Not strict about the container, only about its items: YAML gives a list, Settings holds a tuple.
+Windows = Annotated[tuple[Days, ...], Field(strict=False), AfterValidator(_not_empty)]
+
+
+# A pydantic dataclass: still a frozen dataclass for the rest of the code (`Settings()`,
+# `dataclasses.asdict`, `dataclasses.replace`), but every value is checked against its type and
+# bounds when it is built. Strict, because YAML makes mistakes easy to miss: lax pydantic would
+# truncate `min_n_person: 2.7` to 2 or read `fdr: "0.05"` as a number. An int for a float field
+# is still accepted (`logged_min_kcal: 800`).
+@pydantic.dataclasses.dataclass(frozen=True, config=ConfigDict(strict=True, extra="forbid"))
 class Settings:
     """Project-wide settings (the `settings:` block of sources.yaml), all with safe defaults."""
 
-    timezone: str = "UTC"
-    acute_crp_mg_l: float = 10.0
-    acute_washout_days: int = 14
-    visit_merge_days: int = 14
-    windows: tuple[int, ...] = (3, 7, 14, 28, 56)
+    timezone: Annotated[str, AfterValidator(_iana_timezone)] = "UTC"
+    acute_crp_mg_l: Annotated[float, Field(gt=0)] = 10.0
+    # Draws at most this many days after an acute draw are left out too (analysis/draws.py).
+    acute_washout_days: Annotated[int, Field(ge=0)] = 14
+    # Draws fewer days apart than this are one visit; 0 never merges draws.
+    visit_merge_days: Annotated[int, Field(ge=0)] = 14
+    windows: Windows = (3, 7, 14, 28, 56)
     # The one window a food is tested at (the others describe the lag shape): 28 days, where
     # trials see diet move CRP (science.md 5.1). The closest tested window stands in when absent.
-    primary_window_days: int = 28
-    min_logged_fraction: float = 0.8
-    logged_min_kcal: float = 800.0
-    logged_min_entries: int = 3
+    primary_window_days: Days = 28
+    min_logged_fraction: Annotated[float, Field(ge=0, le=1)] = 0.8
+    logged_min_kcal: Annotated[float, Field(ge=0)] = 800.0
+    logged_min_entries: Annotated[int, Field(ge=1)] = 3
     # The error rate findings are held to, per family (a marker in one person, or the cohort),
     # and the procedure: "holm" bounds the chance of even one false finding (family-wise), "bh"
     # (Benjamini-Hochberg) only the expected share of false findings, with more power.
-    fdr: float = 0.05
-    multiple_testing: str = "holm"
-    min_n_person: int = 8
-    min_n_cohort: int = 20
+    fdr: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    multiple_testing: Annotated[str, AfterValidator(_multiple_testing)] = "holm"
+    min_n_person: Annotated[int, Field(ge=1)] = 8
+    min_n_cohort: Annotated[int, Field(ge=1)] = 20
     # Cross-sectional (between-person) models only: people younger than this, or of unknown age,
     # are left out when it is set, e.g. 20 for NHANES adults.
-    cohort_min_age: float | None = None
-    # Warehouse copies kept in data/processed/backups/, one taken before each nightly run.
-    backups_keep: int = 7
+    cohort_min_age: Annotated[float, Field(ge=0)] | None = None
+    # Warehouse copies kept in data/processed/backups/, one taken before each nightly run; 0 keeps
+    # every copy (pipelines/backups.py).
+    backups_keep: Annotated[int, Field(ge=0)] = 7
     # Replace person ids by "Person 01", ... on the cohort page, e.g. before sharing it.
     pseudonymise_cohort: bool = False
     # Your own food categories, which win over the shipped ones and survive upgrades: a CSV
     # (food,match,categories) relative to the project folder; see docs/food-categories.md.
-    food_overrides: str | None = None
-
-
-MULTIPLE_TESTING = ("holm", "bh")
+    food_overrides: Annotated[str, AfterValidator(_csv_path)] | None = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +248,13 @@ def _parse_source(index: int, entry: Any, formats: set[str]) -> SourceConfig:
         person = PersonSpec()
     else:
         person = PersonSpec(from_folder=True)
+    for key in ("date_format", "datetime_format"):
+        # Adapters hand these to strptime-style parsers, which fail with a TypeError on a number.
+        if entry.get(key) is not None and not (isinstance(entry[key], str) and entry[key]):
+            raise ConfigError(
+                f'{where}, key {key!r}: expected a format string such as "%d.%m.%Y", '
+                f"not {entry[key]!r}"
+            )
     delimiter = entry.get("delimiter")
     if delimiter is not None and (not isinstance(delimiter, str) or len(delimiter) != 1):
         raise ConfigError(f"{where}, key 'delimiter': expected one character such as ',' or ';'")
@@ -243,23 +300,42 @@ def _parse_settings(path: Path, raw: Any) -> Settings:
         raise ConfigError(
             f"{path}, key 'settings': unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
         )
-    values = dict(raw)
-    overrides = values.get("food_overrides")
-    if overrides is not None and not (isinstance(overrides, str) and overrides.strip()):
-        raise ConfigError(
-            f"{path}, key 'settings.food_overrides': expected the path of a CSV file relative "
-            "to the project folder, e.g. food_overrides: my_foods.csv"
-        )
-    if "windows" in values:
-        values["windows"] = tuple(int(w) for w in values["windows"])
-    method = values.get("multiple_testing", Settings.multiple_testing)
-    if method not in MULTIPLE_TESTING:
-        raise ConfigError(
-            f"{path}, key 'settings.multiple_testing': {method!r} is not one of "
-            f"{', '.join(MULTIPLE_TESTING)} (holm: family-wise error rate, bh: false discovery "
-            "rate)"
-        )
-    return Settings(**values)
+    try:
+        return Settings(**raw)
+    except pydantic.ValidationError as exc:
+        raise ConfigError("\n".join(_settings_error(path, e) for e in exc.errors())) from None
+
+
+# What each kind of pydantic error means for a value in sources.yaml.
+_EXPECTED = {
+    "int_type": "is not a whole number",
+    "float_type": "is not a number",
+    "string_type": "is not a string",
+    "bool_type": "is not true or false",
+    "tuple_type": "is not a list",
+    "greater_than": "must be greater than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than": "must be less than {lt}",
+    "less_than_equal": "must be at most {le}",
+}
+
+
+def _settings_error(path: Path, error: Any) -> str:
+    """One line naming the key, the value and what is expected, for one pydantic error."""
+    name, *item = error["loc"]
+    where = f"{path}, key 'settings.{name}'"
+    if item:  # an item of a list (windows)
+        where += f", item {item[0] + 1}"
+    ctx = error.get("ctx", {})
+    if error["type"] == "value_error":  # one of the checks above (_iana_timezone, ...)
+        expected = str(ctx["error"])
+    elif error["type"] in _EXPECTED:
+        # Bounds of float fields come as 0.0; "at least 0" reads better.
+        limits = {k: f"{v:g}" if isinstance(v, float) else v for k, v in ctx.items()}
+        expected = _EXPECTED[error["type"]].format(**limits)
+    else:
+        expected = f"is not valid ({error['msg']})"
+    return f"{where}: {error['input']!r} {expected}"
 
 
 def load_project_config(path: Path) -> ProjectConfig:

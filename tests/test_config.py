@@ -1,10 +1,12 @@
 """sources.yaml parsing: good entries load, bad ones name the entry and the key."""
 
+import dataclasses
 from pathlib import Path
 
+import pydantic
 import pytest
 
-from pipelines.config import ConfigError, load_project_config
+from pipelines.config import ConfigError, Settings, load_project_config
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -117,3 +119,98 @@ def test_crp_method_is_read_for_labs_sources(tmp_path: Path) -> None:
     clinic = load_project_config(write(tmp_path, text)).source("clinic_labs")
     assert clinic.crp_method == "standard"
     assert load_project_config(write(tmp_path, GOOD)).source("clinic_labs").crp_method is None
+
+
+def load_settings(tmp_path: Path, block: str) -> Settings:
+    return load_project_config(write(tmp_path, f"settings: {block}\nsources: []\n")).settings
+
+
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        # Each would have been accepted before: strings are not numbers, 2.7 is not truncated.
+        ("{fdr: five percent}", "key 'settings.fdr': 'five percent' is not a number"),
+        ("{min_n_person: 2.7}", "key 'settings.min_n_person': 2.7 is not a whole number"),
+        ("{acute_washout_days: -3}", "key 'settings.acute_washout_days': -3 must be at least 0"),
+        ("{backups_keep: seven}", "key 'settings.backups_keep': 'seven' is not a whole number"),
+        ("{min_n_person: '8'}", "key 'settings.min_n_person': '8' is not a whole number"),
+        ("{fdr: 0}", "key 'settings.fdr': 0 must be greater than 0"),
+        ("{fdr: 1.5}", "key 'settings.fdr': 1.5 must be less than 1"),
+        ("{min_logged_fraction: 2}", "key 'settings.min_logged_fraction': 2 must be at most 1"),
+        ("{timezone: Mars/Olympus}", "key 'settings.timezone': 'Mars/Olympus' is not an IANA"),
+        ("{windows: [7, -3]}", "key 'settings.windows', item 2: -3 must be greater than 0"),
+        ("{windows: [7, 2.5]}", "key 'settings.windows', item 2: 2.5 is not a whole number"),
+        ("{windows: []}", "key 'settings.windows': [] is empty"),
+        ("{windows: 7}", "key 'settings.windows': 7 is not a list"),
+        ("{primary_window_days: 0}", "key 'settings.primary_window_days': 0 must be greater"),
+        ("{cohort_min_age: -1}", "key 'settings.cohort_min_age': -1 must be at least 0"),
+        ("{pseudonymise_cohort: 1}", "key 'settings.pseudonymise_cohort': 1 is not true or false"),
+        ("{food_overrides: ' '}", "key 'settings.food_overrides': ' ' is blank"),
+    ],
+)
+def test_bad_settings_name_key_value_and_expectation(
+    tmp_path: Path, block: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(tmp_path, block)
+    assert f"{tmp_path / 'sources.yaml'}, {expected}" in str(err.value)
+
+
+def test_every_bad_setting_is_reported_at_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(tmp_path, "{fdr: 2, min_n_cohort: 0}")
+    assert "'settings.fdr'" in str(err.value) and "'settings.min_n_cohort'" in str(err.value)
+
+
+def test_valid_settings_load_with_ints_for_floats(tmp_path: Path) -> None:
+    settings = load_settings(
+        tmp_path,
+        "{logged_min_kcal: 800, fdr: 0.1, acute_crp_mg_l: 8, cohort_min_age: 20, windows: [7, 28],"
+        " min_logged_fraction: 1, backups_keep: 0, timezone: America/New_York,"
+        " pseudonymise_cohort: true, food_overrides: my_foods.csv}",
+    )
+    assert settings.logged_min_kcal == 800.0 and isinstance(settings.logged_min_kcal, float)
+    assert settings.fdr == 0.1 and settings.cohort_min_age == 20.0
+    assert settings.windows == (7, 28)
+    assert settings.timezone == "America/New_York" and settings.pseudonymise_cohort is True
+
+
+def test_settings_defaults_are_unchanged(tmp_path: Path) -> None:
+    expected = {
+        "timezone": "UTC",
+        "acute_crp_mg_l": 10.0,
+        "acute_washout_days": 14,
+        "visit_merge_days": 14,
+        "windows": (3, 7, 14, 28, 56),
+        "primary_window_days": 28,
+        "min_logged_fraction": 0.8,
+        "logged_min_kcal": 800.0,
+        "logged_min_entries": 3,
+        "fdr": 0.05,
+        "multiple_testing": "holm",
+        "min_n_person": 8,
+        "min_n_cohort": 20,
+        "cohort_min_age": None,
+        "backups_keep": 7,
+        "pseudonymise_cohort": False,
+        "food_overrides": None,
+    }
+    assert dataclasses.asdict(Settings()) == expected
+    assert dataclasses.asdict(load_settings(tmp_path, "{}")) == expected
+    assert load_project_config(write(tmp_path, "sources: []\n")).settings == Settings()
+
+
+def test_settings_in_code_are_checked_and_stay_a_frozen_dataclass() -> None:
+    bh = dataclasses.replace(Settings(), multiple_testing="bh")
+    assert bh.multiple_testing == "bh" and Settings(windows=(7,)).windows == (7,)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        bh.fdr = 0.1  # type: ignore[misc]
+    with pytest.raises(pydantic.ValidationError):
+        Settings(min_n_person=2.7)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("key", ["date_format", "datetime_format"])
+def test_non_string_date_format_is_a_config_error(tmp_path: Path, key: str) -> None:
+    entry = f"{{name: a, kind: labs, format: csv, path: x, {key}: 5}}"
+    with pytest.raises(ConfigError, match=f"source 'a', key '{key}': expected a format string"):
+        load_project_config(write(tmp_path, f"sources:\n  - {entry}\n"))
