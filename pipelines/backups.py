@@ -1,7 +1,13 @@
-"""Warehouse backups: a copy before each nightly run, the last N kept, and restore.
+"""Warehouse backups: a copy before each nightly run, the last N kept, restore, and healing.
 
 Backups live in `data/processed/backups/warehouse-<UTC timestamp>.duckdb`. They are plain DuckDB
 files: `duckdb -readonly <backup>` opens one for a look before restoring it.
+
+A warehouse file DuckDB cannot open (truncated by a full disk, overwritten) heals at the start of
+the next run (`heal`): it is moved aside, and the newest backup that opens takes its place, or,
+with none, the run starts from an empty warehouse. Everything in it derives from data/raw/, and the
+incremental state (which file was read, what each step last saw) lives in the warehouse too, so
+the run re-reads whatever the restored copy lacks, or everything.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipelines.warehouse import Warehouse
+from pipelines.warehouse import Warehouse, file_damage
 
 PREFIX = "warehouse-"
 
@@ -52,3 +58,32 @@ def restore_backup(warehouse: Warehouse, name: str | None = None) -> Path:
         chosen = matches[0]
     warehouse.restore(chosen)
     return chosen
+
+
+def backup_time(backup: Path) -> str:
+    """When a backup was taken, from its name: `2026-12-03 02:00 UTC`."""
+    try:
+        taken = datetime.strptime(backup.stem.removeprefix(PREFIX), "%Y%m%dT%H%M%S%fZ")
+    except ValueError:
+        return backup.name
+    return f"{taken:%Y-%m-%d %H:%M} UTC"
+
+
+def heal(warehouse: Warehouse) -> str | None:
+    """When the warehouse file cannot be opened, move it aside and put the newest backup that
+    opens in its place (else nothing, so the run rebuilds it from data/raw/). Returns the one line
+    that says which, or None when the warehouse opens (or does not exist yet)."""
+    reason = warehouse.damage()
+    if reason is None:
+        return None
+    aside = warehouse.move_aside()
+    reason = reason.replace(str(warehouse.path), warehouse.path.name)
+    moved = f"The warehouse could not be opened ({reason}); moved it to {aside}"
+    for backup in reversed(list_backups(warehouse)):
+        if file_damage(backup) is None:
+            warehouse.restore(backup)
+            return (
+                f"{moved} and restored the backup of {backup_time(backup)}; this run re-reads "
+                "from data/raw/ what changed since"
+            )
+    return f"{moved}; no backup opened cleanly, so everything is rebuilt from data/raw/"

@@ -16,8 +16,9 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -27,6 +28,9 @@ from filelock import FileLock, Timeout
 LOG = logging.getLogger("gutsignal.warehouse")
 IDENT_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 LOCK_TIMEOUT_S = 600.0
+# What DuckDB raises for a file it cannot read (truncated, overwritten, a damaged catalog). A lock
+# held by another program is an IOException too; `Warehouse._connect` waits for that one instead.
+DAMAGED = (duckdb.IOException, duckdb.SerializationException, duckdb.InternalException)
 
 
 def ident(name: str) -> str:
@@ -116,7 +120,8 @@ class Warehouse:
             try:
                 return duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower():
+                # Not just "lock": a damaged file's "... in block at location ..." contains it.
+                if "could not set lock" not in str(exc).lower():
                     raise
                 if time.monotonic() + delay > deadline:
                     raise WarehouseBusy(
@@ -147,6 +152,30 @@ class Warehouse:
             wal = self.path.with_name(self.path.name + ".wal")
             wal.unlink(missing_ok=True)
 
+    def damage(self) -> str | None:
+        """Why DuckDB cannot open the warehouse file (its message), or None when it opens or there
+        is none yet. Waits, like any connection, while another program holds the file."""
+        with self._locked():
+            if not self.path.exists():
+                return None
+            return file_damage(self.path, lambda: self._connect(read_only=True))
+
+    def move_aside(self) -> Path:
+        """Rename the warehouse (and its .wal) to `warehouse.damaged-<UTC time>.duckdb` beside it:
+        out of the way of the next run, and nothing deleted."""
+        with self._locked():
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            dest = self.path.with_name(f"{self.path.stem}.damaged-{stamp}{self.path.suffix}")
+            n = 1
+            while dest.exists():
+                n += 1
+                dest = dest.with_name(f"{self.path.stem}.damaged-{stamp}-{n}{self.path.suffix}")
+            wal = self.path.with_name(self.path.name + ".wal")
+            if wal.exists():
+                os.replace(wal, dest.with_name(dest.name + ".wal"))
+            os.replace(self.path, dest)
+            return dest
+
     def query(self, sql: str, params: list | None = None) -> pl.DataFrame:
         """Run a read-only query and return a Polars frame."""
         with self.read() as conn:
@@ -158,6 +187,23 @@ class Warehouse:
             if not table_exists(conn, name):
                 return pl.DataFrame()
             return conn.execute(f"SELECT * FROM {ident(name)}").pl()
+
+
+def file_damage(
+    path: Path, connect: Callable[[], duckdb.DuckDBPyConnection] | None = None
+) -> str | None:
+    """Why DuckDB cannot open the database file at `path` and read its catalog, else None.
+
+    A damaged file fails here (on connect, or on the first query), not half-way through a run.
+    Damage inside a table's data blocks only shows when those blocks are read.
+    """
+    try:
+        conn = connect() if connect else duckdb.connect(str(path), read_only=True)
+        with conn:
+            conn.execute("SELECT count(*) FROM duckdb_tables()").fetchone()
+    except DAMAGED as exc:
+        return " ".join(str(exc).split())
+    return None
 
 
 def table_exists(conn: duckdb.DuckDBPyConnection, name: str, schema: str = "main") -> bool:

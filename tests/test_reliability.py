@@ -7,6 +7,7 @@ every check compares the warehouse with the one a clean, uninterrupted run produ
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -217,3 +218,81 @@ def test_a_scheduled_run_backs_up_the_warehouse_first(
     (backup,) = list_backups(project.warehouse())
     with duckdb.connect(str(backup), read_only=True) as conn:
         assert conn.execute("SELECT * FROM lab_results").pl().equals(before)
+
+
+@pytest.fixture(scope="module")
+def ran_once(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """A demo project after one complete in-process run; tests work on copies of it."""
+    project = make_demo_project(tmp_path_factory.mktemp("ran-once"))
+    assert main(["run", "--project-dir", str(project.root)]) == 0
+    return project
+
+
+def copy_of(project: Project, dest: Path) -> Project:
+    shutil.copytree(project.root, dest)  # copy2: the raw files keep their modification times
+    return Project(dest)
+
+
+def heal_lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if "could not be opened" in line]
+
+
+def test_a_truncated_warehouse_without_backups_is_rebuilt_from_raw(
+    tmp_path: Path, ran_once: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = copy_of(ran_once, tmp_path / "p")
+    damaged = project.warehouse_path
+    good_bytes = damaged.read_bytes()
+    damaged.write_bytes(good_bytes[: len(good_bytes) // 2])
+    capsys.readouterr()
+
+    assert main(["run", "--project-dir", str(project.root)]) == 0
+    (line,) = heal_lines(capsys.readouterr().err)
+    assert "no backup opened cleanly, so everything is rebuilt from data/raw/" in line
+    (aside,) = project.processed_dir.glob("warehouse.damaged-*.duckdb")
+    assert aside.name in line
+    assert aside.read_bytes() == good_bytes[: len(good_bytes) // 2]  # kept as it was found
+    # The hash memo beside the warehouse does not make the rebuild skip any file.
+    assert (project.processed_dir / "file_hashes").is_dir()
+    assert_same_state(project, ran_once)
+
+
+def test_a_warehouse_with_a_garbage_header_comes_back_from_the_newest_backup_that_opens(
+    tmp_path: Path, ran_once: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipelines.backups import backup_time, list_backups, take_backup
+
+    project = copy_of(ran_once, tmp_path / "p")
+    wh = project.warehouse()
+    good = take_backup(wh, keep=7)
+    assert good is not None
+    broken = take_backup(wh, keep=7)  # a newer backup that is itself damaged: skipped
+    assert broken is not None
+    broken.write_bytes(b"\0" * 1000)
+    assert list_backups(wh) == [good, broken]
+    # A lab file arrives after the good backup; then the warehouse's first bytes are overwritten.
+    lab = project.raw_dir / "demo" / "labs" / "dave_labs.csv"
+    lab.write_text(
+        "Patient,Collected,Test,Result,Units,Reference Range,Flag\n"
+        "dave,2026-01-05 08:00,CRP,1.5,mg/L,0.0-3.0,\n",
+        encoding="utf-8",
+    )
+    with open(project.warehouse_path, "r+b") as f:
+        f.write(b"\xde\xad\xbe\xef" * 1024)
+    capsys.readouterr()
+
+    assert main(["run", "--project-dir", str(project.root)]) == 0
+    (line,) = heal_lines(capsys.readouterr().err)
+    assert "not a valid DuckDB database file" in line
+    assert f"restored the backup of {backup_time(good)}" in line
+    assert list(project.processed_dir.glob("warehouse.damaged-*.duckdb"))
+    labs = wh.table("lab_results")
+    assert "dave" in labs["person_id"].to_list()  # the file added since the backup was read
+    before = ran_once.warehouse().table("lab_results")
+    assert labs.height == before.height + 1
+
+    # A warehouse that opens is left alone, and nothing is said about it.
+    capsys.readouterr()
+    assert main(["run", "--project-dir", str(project.root)]) == 0
+    assert heal_lines(capsys.readouterr().err) == []
+    assert len(list(project.processed_dir.glob("warehouse.damaged-*.duckdb"))) == 1

@@ -1,5 +1,6 @@
 """The warehouse: transactions roll back on failure, readers are read-only, names are checked."""
 
+import time
 from pathlib import Path
 
 import duckdb
@@ -69,3 +70,22 @@ def test_an_empty_table_takes_a_large_insert(tmp_path: Path, how: str) -> None:
         conn.unregister("_big")
         assert conn.execute("SELECT count(*) FROM t").fetchone() == (200_000,)
     assert warehouse.query("SELECT count(*) AS n FROM t")["n"].item() == 200_000
+
+
+def test_a_damaged_block_is_reported_at_once_not_taken_for_a_lock(tmp_path: Path) -> None:
+    """DuckDB's "... in block at location ..." contains "lock"; it is damage, not another
+    program holding the file, so nobody waits for it to go away."""
+    wh = Warehouse(tmp_path / "w.duckdb", lock_timeout_s=30)
+    with wh.write() as conn:
+        replace_table(conn, "t", pl.DataFrame({"a": list(range(1000))}))
+    assert wh.damage() is None
+    with open(wh.path, "r+b") as f:
+        f.seek(3 * 4096)  # the first block after the headers: the catalog
+        f.write(b"\x5a" * 4096)
+    started = time.monotonic()
+    reason = wh.damage()
+    assert reason is not None and "block" in reason
+    assert time.monotonic() - started < 5
+    aside = wh.move_aside()
+    assert not wh.path.exists() and aside.name.startswith("w.damaged-")
+    assert wh.damage() is None  # no warehouse yet: nothing to heal

@@ -9,6 +9,9 @@ It also makes each run atomic and exclusive:
   failed run the snapshot is put back: the warehouse is exactly as it was before the run.
 - A run killed outright (kill -9, power cut) leaves its snapshot behind; the next run finds it and
   restores it before doing anything, so the half-finished run leaves no trace.
+- A warehouse file DuckDB cannot open (truncated, overwritten) is moved aside and replaced by the
+  newest backup that opens, or rebuilt from data/raw/ (`pipelines.backups.heal`); one log line
+  says which.
 - Nightly (scheduled) runs also keep a backup copy (`pipelines.backups`).
 """
 
@@ -18,7 +21,7 @@ import dagster as dg
 from filelock import FileLock, Timeout
 from pydantic import PrivateAttr
 
-from pipelines.backups import take_backup
+from pipelines.backups import heal, take_backup
 from pipelines.config import ProjectConfig
 from pipelines.project import PROJECT_DIR_ENV, Project
 from pipelines.warehouse import Warehouse
@@ -71,6 +74,9 @@ class ProjectResource(dg.ConfigurableResource):
             _log(context, f"a previous run was interrupted; restoring {leftover.name}")
             warehouse.restore(leftover)
             leftover.unlink()
+        healed = heal(warehouse)
+        if healed is not None:
+            _log(context, healed)
         if context.dagster_run.tags.get("dagster/schedule_name"):
             take_backup(warehouse, keep=self.config().settings.backups_keep)
         self._snapshot = processed / f"warehouse.run-{context.run_id[:8]}.duckdb"
