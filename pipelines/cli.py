@@ -4,6 +4,7 @@
     gutsignal validate FILE --source NAME [--project-dir DIR]   dry-run one file through a source
     gutsignal demo [--project-dir DIR] [--seed N]         write the bundled demo data
     gutsignal sources [--project-dir DIR]                 list sources and the files they match
+    gutsignal open [--project-dir DIR]                    open dashboards/index.html in a browser
     gutsignal backup | restore [NAME] [--list]            warehouse backups
     gutsignal check-methods [--replicates N] [--scale full|small]   calibration study (README)
     gutsignal sufficiency-table [--replicates N]          regenerate the draws-needed lookup
@@ -301,6 +302,26 @@ def cmd_sources(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_open(args: argparse.Namespace) -> int:
+    import webbrowser
+
+    project = _project(args)
+    index = project.dashboards_dir / "index.html"
+    if not index.is_file():
+        raise CliError(
+            f"No dashboards yet: {index} does not exist. Run `gutsignal run --project-dir "
+            f"{project.root}` first (or `make run`), then `gutsignal open` again.",
+            code=2,
+        )
+    # False means Python found no browser to start (a headless server, an SSH session): the
+    # path is still useful, to copy to a machine that has one.
+    if webbrowser.open(index.as_uri()):
+        print(f"Opened {index}")
+    else:
+        print(f"No browser found to open it; open this file by hand: {index}")
+    return 0
+
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -397,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     res.set_defaults(func=cmd_restore)
     src = with_project(sub.add_parser("sources", help="list sources and matched files"))
     src.set_defaults(func=cmd_sources)
+    opn = with_project(
+        sub.add_parser("open", help="open the dashboards (index.html) in the default browser")
+    )
+    opn.set_defaults(func=cmd_open)
     chk = sub.add_parser(
         "check-methods",
         help="simulation study of the association methods; writes the table to the README",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import webbrowser
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,38 @@ def test_a_failed_run_leaves_the_warehouse_as_it_was(
     for table, frame in before.items():
         assert wh.table(table).equals(frame), table
     assert not list(project.processed_dir.glob("warehouse.run-*.duckdb"))
+
+
+def test_open_opens_the_index_in_the_browser(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    index = tmp_path / "dashboards" / "index.html"
+    index.parent.mkdir()
+    index.write_text("<html></html>", encoding="utf-8")
+    opened: list[str] = []
+
+    def fake_open(url: str) -> bool:
+        opened.append(url)
+        return True
+
+    monkeypatch.setattr(webbrowser, "open", fake_open)
+    assert main(["open", "--project-dir", str(tmp_path)]) == 0
+    assert opened == [index.resolve().as_uri()]
+    assert str(index.resolve()) in capsys.readouterr().out
+
+    # No browser (a headless server): the path to open by hand, and still a success.
+    monkeypatch.setattr(webbrowser, "open", lambda url: False)
+    assert main(["open", "--project-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "open this file by hand" in out and str(index.resolve()) in out
+
+
+def test_open_before_any_run_says_to_run_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    opened: list[str] = []
+    monkeypatch.setattr(webbrowser, "open", lambda url: opened.append(url) or True)
+    assert main(["open", "--project-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "gutsignal run" in err and "index.html" in err and "Traceback" not in err
+    assert opened == []
