@@ -41,12 +41,14 @@ sources:
     format: cronometer_servings
     path: demo/cronometer/*/servings.csv
     person: {from_folder: true}
+    demo: true             # a fixed sample ending 2026-10-25: labelled demo data, not stale
 
   - name: demo_labs
     kind: labs
     format: csv
     path: demo/labs/*.csv
     person: {column: Patient}
+    demo: true
     columns:
       collected_at: Collected
       marker: Test

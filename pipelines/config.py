@@ -38,6 +38,7 @@ SOURCE_KEYS = {
     "options",
     "description",
     "crp_method",
+    "demo",
 }
 TOP_KEYS = {"sources", "settings"}
 
@@ -82,6 +83,9 @@ class SourceConfig:
     # Labs only: how a CRP test name without a method is read ("hs" or "standard"); None lets the
     # row's evidence decide (pipelines/transforms/labs.py).
     crp_method: str | None = None
+    # The bundled demo (or any fixed sample): its data ends on a fixed day, so the dashboards say
+    # it is demo data instead of warning, run after run, that it is stale.
+    demo: bool = False
 
     def files(self, raw_dir: Path) -> list[Path]:
         """The files under `raw_dir` that match this source's glob, in a stable order."""
@@ -272,6 +276,10 @@ def _parse_source(index: int, entry: Any, formats: set[str]) -> SourceConfig:
                 f"{where}, key 'crp_method': expected 'hs' (high-sensitivity CRP) or 'standard', "
                 f"not {crp_method!r}; leave it out to let each file's reference ranges decide"
             )
+    demo = entry.get("demo", False)
+    if not isinstance(demo, bool):
+        # A quoted "true" or a 1 is a slip to point out, not a truthy value to guess at.
+        raise ConfigError(f"{where}, key 'demo': expected true or false, not {demo!r}")
     return SourceConfig(
         name=entry["name"],
         kind=entry["kind"],
@@ -286,6 +294,7 @@ def _parse_source(index: int, entry: Any, formats: set[str]) -> SourceConfig:
         encoding=str(entry.get("encoding", "utf-8")),
         options=dict(entry.get("options") or {}),
         crp_method=crp_method,
+        demo=demo,
     )
 
 

@@ -193,7 +193,10 @@ def parser_fingerprint() -> str:
 
 def source_fingerprint(source: SourceConfig) -> str:
     """The parser fingerprint plus the source's configuration: what a stored parse depends on."""
-    config = json.dumps(dataclasses.asdict(source), sort_keys=True, default=str).encode()
+    # `demo` only changes what the dashboards say about the source's freshness, not how its files
+    # parse: turning it on (or upgrading to a version that knows it) must not re-read every file.
+    fields = {k: v for k, v in dataclasses.asdict(source).items() if k != "demo"}
+    config = json.dumps(fields, sort_keys=True, default=str).encode()
     return hashlib.sha256(parser_fingerprint().encode() + b"\0" + config).hexdigest()[:16]
 
 

@@ -83,6 +83,10 @@ def test_console_script_runs_the_demo_end_to_end(tmp_path: Path) -> None:
     assert index.exists()
     # progress per step on stderr
     assert "diet_daily" in proc.stderr and "done" in proc.stderr
+    # The demo's sources end on a fixed day (demo: true): labelled, never a stale warning.
+    text = index.read_text(encoding="utf-8")
+    assert "looks stale" not in text and "has no recent data" not in text
+    assert "demo data (ends 2026-10-25), not checked for freshness" in text
 
 
 def test_a_failed_run_leaves_the_warehouse_as_it_was(

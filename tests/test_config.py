@@ -83,6 +83,10 @@ def test_from_folder_person(tmp_path: Path) -> None:
             "{name: a, kind: diet, format: csv, path: x, crp_method: hs}",
             "source 'a', key 'crp_method': only a labs source",
         ),
+        (
+            "{name: a, kind: diet, format: csv, path: x, demo: 'true'}",
+            "source 'a', key 'demo': expected true or false, not 'true'",
+        ),
     ],
 )
 def test_bad_entries_name_entry_and_key(tmp_path: Path, entry: str, expected: str) -> None:
@@ -214,3 +218,12 @@ def test_non_string_date_format_is_a_config_error(tmp_path: Path, key: str) -> N
     entry = f"{{name: a, kind: labs, format: csv, path: x, {key}: 5}}"
     with pytest.raises(ConfigError, match=f"source 'a', key '{key}': expected a format string"):
         load_project_config(write(tmp_path, f"sources:\n  - {entry}\n"))
+
+
+def test_demo_marks_a_source_as_a_fixed_sample(tmp_path: Path) -> None:
+    config = load_project_config(write(tmp_path, GOOD))
+    assert not any(s.demo for s in config.sources)  # real sources by default
+    text = GOOD.replace("    person: alice\n", "    person: alice\n    demo: true\n")
+    config = load_project_config(write(tmp_path, text))
+    assert config.source("alice_cronometer").demo
+    assert not config.source("clinic_labs").demo

@@ -821,6 +821,23 @@ def test_stale_sources_flagged_on_index_and_person_pages(tmp_path: Path) -> None
     assert "up to date" in (tmp_path / "fresh" / "index.html").read_text(encoding="utf-8")
 
 
+def test_demo_sources_are_labelled_not_flagged_stale(tmp_path: Path) -> None:
+    # The fixture's data ends months before its run: both sources are stale, unless marked demo.
+    data = make_inputs()
+    data.demo_sources = frozenset({"alice_cronometer"})
+    write_dashboards(tmp_path, data)
+    index = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "alice_cronometer looks stale" not in index
+    assert "alice_cronometer has no recent data" not in index
+    assert "demo data (ends 2026-01-05), not checked for freshness" in index
+    # A real source beside it is still checked.
+    assert "source clinic_labs looks stale" in index
+    page = (tmp_path / person_page_name("alice")).read_text(encoding="utf-8")
+    assert "alice_cronometer looks stale" not in page
+    assert "alice_cronometer has no recent data" not in page
+    assert "demo data (ends" in page
+
+
 def test_cohort_header_counts_cross_sectional_people(tmp_path: Path) -> None:
     write_dashboards(tmp_path / "mixed", make_inputs())
     page = (tmp_path / "mixed" / "cohort.html").read_text(encoding="utf-8")

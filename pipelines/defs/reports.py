@@ -268,7 +268,9 @@ def dashboards(context: dg.AssetExecutionContext, project: ProjectResource) -> d
     quality) and a cohort page. plotly.js is written once next to the pages."""
     out_dir = project.project.dashboards_dir
     data = load_dashboard_inputs(project.warehouse())
-    data.pseudonymise_cohort = project.config().settings.pseudonymise_cohort
+    config = project.config()
+    data.pseudonymise_cohort = config.settings.pseudonymise_cohort
+    data.demo_sources = frozenset(s.name for s in config.sources if s.demo)
     written = write_dashboards(out_dir, data)
     index = out_dir / "index.html"
     return dg.MaterializeResult(

@@ -13,7 +13,8 @@ Interactivity stays small and local: each person page carries one JSON blob with
 fits behind its lag-heatmap cells, and a short inline script redraws the cell's scatter on a
 Plotly click (see `charts.CELL_SCRIPT`); the category calendar switches with Plotly's own
 dropdown. Staleness (a source's newest file or latest day of data more than STALE_AFTER_DAYS
-before the run) is judged against `run_info["run_at"]`.
+before the run) is judged against `run_info["run_at"]`, except for the sources in `demo_sources`
+(`demo: true` in sources.yaml), whose data ends on a fixed day: they are labelled demo data.
 
 Big cohorts render their person pages in spawned worker processes, a share of the people each
 (see `write_dashboards`); every page is rendered by the same code either way, so the files do not
@@ -188,6 +189,9 @@ class DashboardInputs:
     run_info: dict[str, str] = field(default_factory=dict)
     # Show "Person 01", "Person 02", ... instead of ids on the cohort page (for sharing it).
     pseudonymise_cohort: bool = False
+    # Sources marked `demo: true` in sources.yaml: a fixed sample, labelled as demo data and not
+    # checked for freshness (it would be flagged stale on every run after its last day).
+    demo_sources: frozenset[str] = frozenset()
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,6 +272,7 @@ def _normalise(data: DashboardInputs) -> DashboardInputs:
         between_dii_params=data.between_dii_params,
         run_info={str(k): "" if v is None else str(v) for k, v in (data.run_info or {}).items()},
         pseudonymise_cohort=data.pseudonymise_cohort,
+        demo_sources=frozenset(data.demo_sources or ()),
     )
 
 
@@ -816,7 +821,7 @@ def _naive(x: object) -> datetime | None:
 
 
 def _freshness(
-    newest_file_at: object, latest_day: object, now: datetime, source: str
+    newest_file_at: object, latest_day: object, now: datetime, source: str, demo: bool = False
 ) -> dict[str, Any]:
     newest = _naive(newest_file_at)
     day = latest_day.date() if isinstance(latest_day, datetime) else latest_day
@@ -824,9 +829,10 @@ def _freshness(
     reasons = []
     file_age = (now - newest).days if newest is not None else None
     data_age = (now.date() - day).days if day is not None else None
-    if file_age is not None and file_age > STALE_AFTER_DAYS:
+    # A demo source's data ends on a fixed day by design: no stale reasons, ever.
+    if not demo and file_age is not None and file_age > STALE_AFTER_DAYS:
         reasons.append(f"its newest file is {file_age} days old ({newest:%Y-%m-%d})")
-    if data_age is not None and data_age > STALE_AFTER_DAYS:
+    if not demo and data_age is not None and data_age > STALE_AFTER_DAYS:
         reasons.append(f"its latest data is from {day} ({data_age} days before this run)")
     return {
         "source": source,
@@ -836,6 +842,7 @@ def _freshness(
         "data_age": data_age,
         "stale": bool(reasons),
         "reasons": reasons,
+        "demo": demo,
     }
 
 
@@ -873,7 +880,13 @@ def source_status(d: DashboardInputs, now: datetime) -> list[dict[str, Any]]:
         .sort("source")
     )
     out = [
-        _freshness(r["newest_file_at"], r["latest_day"], now, str(r["source"]))
+        _freshness(
+            r["newest_file_at"],
+            r["latest_day"],
+            now,
+            str(r["source"]),
+            str(r["source"]) in d.demo_sources,
+        )
         for r in per_source.to_dicts()
     ]
     return sorted(out, key=lambda r: (not r["stale"], r["source"]))
@@ -889,8 +902,9 @@ def _person_sources(d: DashboardInputs, now: datetime) -> dict[str, list[dict[st
         pl.col("newest_file_at").max(), pl.col("latest_day").max()
     )
     for r in per.sort("person_id", "source").to_dicts():
+        source = str(r["source"])
         out.setdefault(str(r["person_id"]), []).append(
-            _freshness(r["newest_file_at"], r["latest_day"], now, str(r["source"]))
+            _freshness(r["newest_file_at"], r["latest_day"], now, source, source in d.demo_sources)
         )
     return out
 
@@ -911,17 +925,20 @@ def _freshness_table(rows: list[dict[str, Any]], day_label: str) -> str:
             if r["latest_day"] is not None
             else "no dated data"
         )
-        status = (
-            '<span class="badge c-high">stale</span> ' + esc("; ".join(r["reasons"]))
-            if r["stale"]
-            else '<span class="badge c-low">up to date</span>'
-        )
+        if r.get("demo"):
+            ends = f" (ends {r['latest_day']})" if r["latest_day"] is not None else ""
+            status = esc(f"demo data{ends}, not checked for freshness")
+        elif r["stale"]:
+            status = '<span class="badge c-high">stale</span> ' + esc("; ".join(r["reasons"]))
+        else:
+            status = '<span class="badge c-low">up to date</span>'
         body.append([esc(r["source"]), esc(file_txt), esc(day_txt), status])
         classes.append("")
     return table(["Source", "Newest file", day_label, "Freshness"], body) + (
         f'<p class="muted">A source is stale when its newest file, or its latest day of data, is '
         f"more than {STALE_AFTER_DAYS} days older than this run: drop a newer export into "
-        "data/raw/ (or remove the source from sources.yaml when it has ended).</p>"
+        "data/raw/ (or remove the source from sources.yaml when it has ended). Sources marked "
+        "<code>demo: true</code> in sources.yaml are a fixed sample and are not checked.</p>"
     )
 
 
