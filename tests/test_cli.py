@@ -87,6 +87,8 @@ def test_console_script_runs_the_demo_end_to_end(tmp_path: Path) -> None:
     text = index.read_text(encoding="utf-8")
     assert "looks stale" not in text and "has no recent data" not in text
     assert "demo data (ends 2026-10-25), not checked for freshness" in text
+    # Files written during the run are 0 days old, not -1 (the run's time is cut to the minute).
+    assert "(0 days before this run)" in text and "(-1 days" not in text
 
 
 def test_a_failed_run_leaves_the_warehouse_as_it_was(

@@ -827,7 +827,8 @@ def _freshness(
     day = latest_day.date() if isinstance(latest_day, datetime) else latest_day
     day = day if isinstance(day, date) else None
     reasons = []
-    file_age = (now - newest).days if newest is not None else None
+    # The run's time is cut to the minute, so a file written during the run is "-1 days" old.
+    file_age = max((now - newest).days, 0) if newest is not None else None
     data_age = (now.date() - day).days if day is not None else None
     # A demo source's data ends on a fixed day by design: no stale reasons, ever.
     if not demo and file_age is not None and file_age > STALE_AFTER_DAYS:
