@@ -267,14 +267,7 @@ def add_fdr_and_status(results: pl.DataFrame, settings: Settings) -> pl.DataFram
     lag_q = (
         base.filter(~pl.col("_primary") & has_p)
         .sort("family", "feature", "p", "_i")
-        .with_columns(
-            # Holm: (m - rank + 1) p, made monotone.
-            (pl.col("p") * (pl.len() - pl.int_range(pl.len())).over("family", "feature"))
-            .cum_max()
-            .over("family", "feature")
-            .clip(upper_bound=1.0)
-            .alias("_holm")
-        )
+        .with_columns(_holm("p", ["family", "feature"]).alias("_holm"))
         .join(
             primary_q.select("family", "feature", pl.col("q").alias("_gate")),
             on=["family", "feature"],
