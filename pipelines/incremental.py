@@ -59,7 +59,7 @@ class PersonPlan:
 
 @cache
 def code_fingerprint(exclude: tuple[str, ...] = ()) -> str:
-    """A hash of the transform and analysis code and the data tables they read.
+    """A hash of the transform and analysis code, the core modules and the data tables they read.
 
     `exclude` names data files a step reads only through an input it fingerprints itself (for
     diet_daily, taxonomy.csv reaches it through food_categories, fingerprinted per day).
@@ -71,6 +71,8 @@ def code_fingerprint(exclude: tuple[str, ...] = ()) -> str:
     paths = sorted(Path(inspect.getfile(transforms_package)).parent.glob("*.py"))
     paths += sorted(Path(inspect.getfile(analysis_package)).parent.glob("*.py"))
     paths += [root / "schema.py", root / "config.py", *sorted((root / "data").glob("*.csv"))]
+    # The core modules the transforms share with the adapters.
+    paths += [root / "text.py", root / "rules.py", root / "lab_vocabulary.py"]
     paths = [p for p in paths if p.name not in exclude]
     digest = hashlib.sha256()
     for path in paths:

@@ -173,17 +173,22 @@ def parser_fingerprint() -> str:
 
     That is every adapter module (formats share helpers such as `_csv.py`, so hashing only the
     registered function's module would miss a fix there), the lab mapping code, the schema, the
-    plausibility rules and the data tables the adapters read (markers.csv, units.csv, column
-    tables): editing any of them re-reads every file.
+    plausibility rules, the core modules they share (text helpers, rule engine, lab vocabulary)
+    and the data tables the adapters read (markers.csv, units.csv, column tables): editing any of
+    them re-reads every file.
     """
     import pipelines.adapters as adapters_package
+    import pipelines.lab_vocabulary as lab_vocabulary_module
+    import pipelines.rules as rules_module
     import pipelines.schema as schema_module
+    import pipelines.text as text_module
     import pipelines.transforms.labs as labs_module
     import pipelines.transforms.plausibility as plausibility_module
 
     package = Path(inspect.getfile(adapters_package)).parent
     paths = sorted(package.glob("*.py"))
     paths += [Path(inspect.getfile(m)) for m in (labs_module, schema_module, plausibility_module)]
+    paths += [Path(inspect.getfile(m)) for m in (text_module, rules_module, lab_vocabulary_module)]
     paths += sorted((package.parent / "data").glob("*.csv"))
     digest = hashlib.sha256()
     for path in paths:

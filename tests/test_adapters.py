@@ -13,6 +13,7 @@ from pipelines.adapters._csv import read_csv_table
 from pipelines.adapters.base import lines_of
 from pipelines.config import PersonSpec, SourceConfig
 from pipelines.schema import DIET_ENTRY_SCHEMA, REJECT_SCHEMA
+from pipelines.text import number
 
 FIXTURES = Path(__file__).parent / "fixtures" / "adapters"
 SERVINGS = FIXTURES / "cronometer_servings.csv"
@@ -381,6 +382,6 @@ def test_csv_module_fallback_reads_the_same_table(
     ],
 )
 def test_number(decimal: str, text: str | None, value: float | None, invalid: bool) -> None:
-    parsed, bad = _csv.number(pl.col("s"), decimal)
+    parsed, bad = number(pl.col("s"), decimal)
     got = pl.DataFrame({"s": [text]}, schema={"s": pl.String}).select(parsed, bad.alias("bad"))
     assert got.row(0) == (value, invalid)

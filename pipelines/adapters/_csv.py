@@ -12,11 +12,12 @@ no longer map one-to-one onto physical lines) do we parse with Python's csv modu
 where each record starts.
 
 Helpers for adapters: header matching that forgives case, spacing, `µ`/`u` and units in parentheses
-(`CsvTable.find` / `CsvTable.require`), number and date parsing that returns null for blanks and
-flags bad cells instead of guessing (`number`, `parse_datetime`), `refuse_swapped_dates`, which
-refuses a whole file whose dates disprove the configured day/month order, and `split_rejects`,
-which applies an ordered list of checks and splits the rows into loaded and rejected (each reject
-with a stable reason and the offending cell in `value`).
+(`CsvTable.find` / `CsvTable.require`), date parsing that returns null for blanks and flags bad
+cells instead of guessing (`parse_datetime`; numbers are read by `pipelines.text.number`),
+`refuse_swapped_dates`, which refuses a whole file whose dates disprove the configured day/month
+order, and `split_rejects`, which applies an ordered list of checks (`pipelines.rules.Check`) and
+splits the rows into loaded and rejected (each reject with a stable reason and the offending cell
+in `value`).
 
 Batches: `parse_csv_batch` reads many files with one adapter transform per group of files that share
 headers and delimiter (`stack_tables`), because for a small file the fixed cost of building
@@ -38,10 +39,8 @@ import polars as pl
 
 from pipelines.adapters.base import FILE_INDEX, AdapterError, BatchResult
 from pipelines.config import SourceConfig
+from pipelines.rules import Check, first_failing, reject_fields
 from pipelines.schema import REJECT_SCHEMA, empty
-
-# Re-exported for the adapters: pl.format without its Polars panic (see its docstring).
-from pipelines.transforms.labs import format_text as format_text
 
 LINE = "__line"
 RAW = "__raw"
@@ -347,49 +346,7 @@ def _clean(frame: pl.DataFrame, width: int) -> pl.DataFrame:
 
 # ---- numbers -----------------------------------------------------------------------------------
 
-_NUMBER = {
-    ".": r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$",
-    ",": r"^[+-]?(?:[0-9]+(?:,[0-9]*)?|,[0-9]+)(?:[eE][+-]?[0-9]+)?$",
-}
-# Thousands separators are accepted only in well-formed groups; "0.300" with decimal "," is not
-# three hundred, it is a cell in the wrong convention, and gets rejected rather than guessed.
-_GROUPED = {
-    ".": r"^[+-]?[1-9][0-9]{0,2}(?:,[0-9]{3})+(?:\.[0-9]+)?$",
-    ",": r"^[+-]?[1-9][0-9]{0,2}(?:\.[0-9]{3})+(?:,[0-9]+)?$",
-}
 _OTHER_CONVENTION = {".": r"^[+-]?[0-9]*,[0-9]+$", ",": r"^[+-]?[0-9]*\.[0-9]+$"}
-
-
-def number(expr: pl.Expr, decimal: str) -> tuple[pl.Expr, pl.Expr]:
-    """(value, invalid) for a string expression, honouring the decimal separator.
-
-    value is Float64, null for blank and invalid cells; invalid is True for a non-blank cell that
-    is not a plain, finite number written with ASCII digits ("abc", "1.5" when decimal is ",",
-    "nan", "1e999", "١٢٣"). Cells are expected as
-    `read_csv_table` gives them: stripped, blank as null (an empty string also counts as blank).
-    """
-    thousands = "," if decimal == "." else "."
-    s = expr.replace("", None)
-    plain = s.str.contains(_NUMBER[decimal])
-    grouped = s.str.contains(_GROUPED[decimal])
-    if decimal == ".":
-        plain_value = s.cast(pl.Float64, strict=False)
-        grouped_text = s.str.replace_all(thousands, "", literal=True)
-    else:
-        plain_value = s.str.replace(",", ".", literal=True).cast(pl.Float64, strict=False)
-        grouped_text = s.str.replace_all(thousands, "", literal=True).str.replace(
-            ",", ".", literal=True
-        )
-    parsed = (
-        pl.when(plain)
-        .then(plain_value)
-        .when(grouped)
-        .then(grouped_text.cast(pl.Float64, strict=False))
-    )
-    # "1e999" is written like a number but overflows to infinity: no measurement is infinite.
-    finite = parsed.is_finite().fill_null(False)
-    value = pl.when(finite).then(parsed)
-    return value, (s.is_not_null() & ~finite).fill_null(False)
 
 
 NEGATIVE_REASON = "negative amount: amounts cannot be below zero"
@@ -605,21 +562,6 @@ def _suggest_format(fmt: str, order: str, values: pl.Series) -> str:
 # ---- checks and rejects ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Check:
-    """One validation rule: rows where `failed` is True are rejected with `column` and `reason`.
-
-    `reason` is a stable category, the same text for every row it rejects (never the cell: one
-    bad setting must give one reason with a count, not one reason per value); `value` is the
-    offending cell, kept in the reject's own `value` column (None: no single cell is to blame).
-    """
-
-    failed: pl.Expr
-    column: str | None
-    reason: pl.Expr
-    value: pl.Expr | None = None
-
-
 def extra_fields_check(table: CsvTable) -> Check:
     """Reject rows with more fields than the header: a value with an unquoted delimiter in it."""
     shown = "tab" if table.delimiter == "\t" else repr(table.delimiter)
@@ -677,21 +619,9 @@ def split_rejects(
     carried = file_index_schema(frame)
     if not checks or frame.height == 0:
         return frame, empty({**REJECT_SCHEMA, **carried})
-    first = pl.coalesce(
-        [pl.when(c.failed.fill_null(False)).then(pl.lit(i)) for i, c in enumerate(checks)]
-    )
-    # Reasons refer to the materialised index column: repeating `first` inside every branch would
-    # make the expression grow with the square of the number of checks.
-    marked = frame.with_columns(first.alias("__first"))
-    index = pl.col("__first")
-    reason: pl.Expr = pl.lit(None, dtype=pl.String)
-    column: pl.Expr = pl.lit(None, dtype=pl.String)
-    value: pl.Expr = pl.lit(None, dtype=pl.String)
-    for i, c in reversed(list(enumerate(checks))):
-        reason = pl.when(index == i).then(c.reason).otherwise(reason)
-        column = pl.when(index == i).then(pl.lit(c.column, dtype=pl.String)).otherwise(column)
-        if c.value is not None:
-            value = pl.when(index == i).then(c.value.cast(pl.String)).otherwise(value)
+    # Reasons refer to the materialised index column (see `pick`).
+    marked = frame.with_columns(first_failing(checks).alias("__first"))
+    column, reason, value = reject_fields(checks, pl.col("__first"))
     good = marked.filter(pl.col("__first").is_null()).drop("__first")
     rejects = marked.filter(pl.col("__first").is_not_null()).select(
         pl.col(LINE).cast(pl.Int64).alias("line"),

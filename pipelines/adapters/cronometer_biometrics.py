@@ -25,11 +25,9 @@ import polars as pl
 
 from pipelines.adapters._csv import (
     LINE,
-    Check,
     cell,
     extra_fields_check,
     not_a_number_reason,
-    number,
     read_csv_table,
     split_rejects,
 )
@@ -37,7 +35,9 @@ from pipelines.adapters.base import ParseResult
 from pipelines.adapters.diet_csv import date_checks, date_expr, person_id, summary_row_check
 from pipelines.adapters.signatures import refuse_other_format
 from pipelines.config import SourceConfig
+from pipelines.rules import Check
 from pipelines.schema import BIOMETRIC_SCHEMA, REJECT_SCHEMA, conform
+from pipelines.text import number
 
 # Lower-cased unit as written -> (canonical unit, factor, offset): value = (raw + offset) * factor.
 UNITS: dict[str, tuple[str, float, float]] = {

@@ -40,10 +40,8 @@ import polars as pl
 from pipelines.adapters._csv import (
     LINE,
     RAW,
-    Check,
     cell,
     extra_fields_check,
-    format_text,
     read_csv_table,
     split_rejects,
 )
@@ -66,7 +64,9 @@ from pipelines.adapters.diet_csv import (
 )
 from pipelines.adapters.signatures import refuse_other_format
 from pipelines.config import SourceConfig
+from pipelines.rules import Check
 from pipelines.schema import DIET_REPORTED_SCHEMA, REJECT_SCHEMA, conform
+from pipelines.text import format_text
 
 NOT_LOGGED_REASON = "day not logged (all nutrients zero)"
 NOT_LOGGED_BLANK_REASON = "day not logged (all nutrients blank)"

@@ -21,7 +21,6 @@ import polars as pl
 from pipelines.adapters._csv import (
     LINE,
     NEGATIVE_REASON,
-    Check,
     CsvTable,
     cell,
     date_reason,
@@ -29,7 +28,6 @@ from pipelines.adapters._csv import (
     file_index_schema,
     header_key,
     not_a_number_reason,
-    number,
     parse_csv_batch,
     parse_datetime,
     person_column_check,
@@ -40,7 +38,9 @@ from pipelines.adapters._csv import (
 from pipelines.adapters.base import AdapterError, BatchResult, ParseResult
 from pipelines.adapters.signatures import refuse_other_format
 from pipelines.config import SourceConfig
+from pipelines.rules import Check
 from pipelines.schema import DIET_ENTRY_SCHEMA, NUTRIENTS, REJECT_SCHEMA, conform
+from pipelines.text import number
 
 COLUMNS_TABLE = Path(__file__).resolve().parent.parent / "data" / "cronometer_columns.csv"
 

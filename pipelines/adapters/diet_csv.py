@@ -48,14 +48,12 @@ from pipelines.adapters._csv import (
     LINE,
     NEGATIVE_REASON,
     RAW,
-    Check,
     CsvTable,
     cell,
     date_reason,
     extra_fields_check,
     header_key,
     not_a_number_reason,
-    number,
     parse_datetime,
     person_column_check,
     read_csv_table,
@@ -65,6 +63,7 @@ from pipelines.adapters._csv import (
 from pipelines.adapters.base import AdapterError, ParseResult
 from pipelines.adapters.cronometer_servings import AMOUNT_GRAMS
 from pipelines.config import SourceConfig
+from pipelines.rules import Check
 from pipelines.schema import (
     DIET_ENTRY_SCHEMA,
     DIET_REPORTED_SCHEMA,
@@ -73,6 +72,7 @@ from pipelines.schema import (
     conform,
     empty,
 )
+from pipelines.text import number
 
 FIELDS = ("day", "time", "meal", "food", "amount", "grams", "category", "completed")
 OPTIONS = ("scale", "period")

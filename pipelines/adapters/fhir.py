@@ -57,11 +57,11 @@ from typing import Any, TypeGuard
 
 import polars as pl
 
-from pipelines.adapters._csv import format_text, number
 from pipelines.adapters.base import AdapterError, ParseResult
-from pipelines.adapters.lab_csv import _CENSORED, _LOW_BOUND, _reference_range
 from pipelines.config import SourceConfig
+from pipelines.lab_vocabulary import CENSORED, LOW_BOUND, reference_range
 from pipelines.schema import LAB_RESULT_SCHEMA, REJECT_SCHEMA, conform, empty
+from pipelines.text import format_text, number
 from pipelines.transforms.labs import LabTableError, lab_tables, normalise_lab_rows
 
 LOINC_SYSTEM = "http://loinc.org"
@@ -638,14 +638,14 @@ def _normalise(
     frame = pl.DataFrame(rows.values, schema=_CANDIDATE_SCHEMA).with_row_index("__key")
 
     # Text values ("<0.3", "5.2") are read exactly like a lab CSV cell.
-    parts = pl.col("value_text").str.extract_groups(_CENSORED)
+    parts = pl.col("value_text").str.extract_groups(CENSORED)
     text_comparator = parts.struct.field("1")
     parsed, _ = number(pl.coalesce(parts.struct.field("2"), pl.col("value_text")), source.decimal)
     comparator = pl.coalesce(pl.col("comparator"), text_comparator)
-    text_low, text_high = _reference_range(pl.col("ref_text"), source.decimal)
+    text_low, text_high = reference_range(pl.col("ref_text"), source.decimal)
     work = frame.with_columns(
         pl.coalesce(pl.col("number"), parsed).alias("value"),
-        pl.when(comparator.is_in(list(_LOW_BOUND)))
+        pl.when(comparator.is_in(list(LOW_BOUND)))
         .then(pl.lit(">"))
         .when(comparator.is_not_null())
         .then(pl.lit("<"))

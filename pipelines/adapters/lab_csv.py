@@ -23,12 +23,10 @@ import polars as pl
 from pipelines.adapters._csv import (
     LINE,
     RAW,
-    Check,
     cell,
     date_reason,
     extra_fields_check,
     not_a_number_reason,
-    number,
     parse_datetime,
     person_column_check,
     read_csv_table,
@@ -37,7 +35,10 @@ from pipelines.adapters._csv import (
 )
 from pipelines.adapters.base import AdapterError, ParseResult
 from pipelines.config import SourceConfig
+from pipelines.lab_vocabulary import CENSORED, LOW_BOUND, reference_range
+from pipelines.rules import Check
 from pipelines.schema import LAB_RESULT_SCHEMA, REJECT_SCHEMA, conform
+from pipelines.text import number
 from pipelines.transforms.labs import LabTableError, normalise_lab_rows
 
 # Header names tried, in order, for a field that `columns:` does not map.
@@ -62,9 +63,6 @@ DEFAULT_HEADERS: dict[str, tuple[str, ...]] = {
     "loinc": ("LOINC", "LOINC Code", "Loinc Num"),
 }
 REQUIRED = ("collected_at", "marker", "value")
-
-_CENSORED = r"^(<=|>=|=<|=>|<|>|≤|≥)\s*(.*)$"
-_LOW_BOUND = (">", ">=", "=>", "≥")
 
 
 def parse(path: Path, source: SourceConfig) -> ParseResult:
@@ -117,12 +115,12 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
 
     # Results: an optional comparator, then a number in the source's decimal convention.
     value_raw = text("value")
-    parts = value_raw.str.extract_groups(_CENSORED)
+    parts = value_raw.str.extract_groups(CENSORED)
     comparator = parts.struct.field("1")
     number_text = pl.coalesce(parts.struct.field("2"), value_raw)
     value, _ = number(number_text, source.decimal)
     censored = (
-        pl.when(comparator.is_in(_LOW_BOUND))
+        pl.when(comparator.is_in(LOW_BOUND))
         .then(pl.lit(">"))
         .when(comparator.is_not_null())
         .then(pl.lit("<"))
@@ -153,7 +151,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
     ]
     good, rejects = split_rejects(table.frame, checks)
 
-    low, high = _reference_range(text("reference_range"), source.decimal)
+    low, high = reference_range(text("reference_range"), source.decimal)
     rows = good.select(
         person.alias("person_id"),
         collected.alias("collected_at"),
@@ -189,21 +187,3 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         rejects=all_rejects,
         rows_read=table.rows_read,
     )
-
-
-def _reference_range(expr: pl.Expr, decimal: str) -> tuple[pl.Expr, pl.Expr]:
-    """(low, high) from "0.0-3.0", "<3.0", "<=3.0", ">=40" or ">40"; null where not given.
-
-    A reference range is context, not a result: one that cannot be read leaves the limits null
-    rather than rejecting the row. Trailing text such as a unit is ignored.
-    """
-    num = r"([+-]?[0-9][0-9.,]*|[.,][0-9]+)"
-    dash = r"\s*(?:-|–|—|to)\s*"
-    between = expr.str.extract_groups(rf"^\s*{num}{dash}{num}")
-    below = expr.str.extract(rf"^\s*(?:<=?|=<|≤)\s*{num}", 1)
-    above = expr.str.extract(rf"^\s*(?:>=?|=>|≥)\s*{num}", 1)
-    low_text = pl.coalesce(between.struct.field("1"), above)
-    high_text = pl.coalesce(between.struct.field("2"), below)
-    low, _ = number(low_text, decimal)
-    high, _ = number(high_text, decimal)
-    return low, high

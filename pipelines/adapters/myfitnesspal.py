@@ -35,10 +35,8 @@ import polars as pl
 from pipelines.adapters._csv import (
     LINE,
     RAW,
-    Check,
     cell,
     extra_fields_check,
-    format_text,
     read_csv_table,
     split_rejects,
 )
@@ -55,7 +53,9 @@ from pipelines.adapters.diet_csv import (
 )
 from pipelines.adapters.signatures import refuse_other_format
 from pipelines.config import SourceConfig
+from pipelines.rules import Check
 from pipelines.schema import DIET_ENTRY_SCHEMA, DIET_REPORTED_SCHEMA, REJECT_SCHEMA, conform
+from pipelines.text import format_text
 
 COLUMNS_TABLE = Path(__file__).resolve().parent.parent / "data" / "mfp_columns.csv"
 LEVELS = ("daily", "day", "entries")

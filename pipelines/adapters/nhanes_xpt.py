@@ -51,9 +51,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipelines.adapters._csv import LINE, RAW, Check, format_text, split_rejects
+from pipelines.adapters._csv import LINE, RAW, split_rejects
 from pipelines.adapters.base import AdapterError, ParseResult
 from pipelines.config import SourceConfig
+from pipelines.rules import Check
 from pipelines.schema import (
     DIET_REPORTED_SCHEMA,
     LAB_RESULT_SCHEMA,
@@ -62,6 +63,7 @@ from pipelines.schema import (
     REJECT_SCHEMA,
     conform,
 )
+from pipelines.text import format_text
 from pipelines.transforms.labs import LabTableError, lab_tables, normalise_lab_rows
 
 VARIABLES_TABLE = Path(__file__).resolve().parent.parent / "data" / "nhanes_variables.csv"

@@ -29,12 +29,10 @@ import polars as pl
 from pipelines.adapters._csv import (
     LINE,
     RAW,
-    Check,
     cell,
     date_reason,
     extra_fields_check,
     not_a_number_reason,
-    number,
     parse_datetime,
     person_column_check,
     read_csv_table,
@@ -43,7 +41,9 @@ from pipelines.adapters._csv import (
 )
 from pipelines.adapters.base import AdapterError, ParseResult
 from pipelines.config import SourceConfig
+from pipelines.rules import Check
 from pipelines.schema import PERSON_SCHEMA, REJECT_SCHEMA, conform
+from pipelines.text import number
 
 DEFAULT_HEADERS: dict[str, tuple[str, ...]] = {
     "sex": ("sex", "gender", "RIAGENDR"),

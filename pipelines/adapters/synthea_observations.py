@@ -22,21 +22,21 @@ import polars as pl
 from pipelines.adapters._csv import (
     LINE,
     RAW,
-    Check,
     cell,
     date_reason,
     extra_fields_check,
-    number,
     parse_datetime,
     read_csv_table,
     refuse_swapped_dates,
     split_rejects,
 )
 from pipelines.adapters.base import AdapterError, ParseResult
-from pipelines.adapters.lab_csv import _CENSORED, _LOW_BOUND
 from pipelines.adapters.signatures import refuse_other_format
 from pipelines.config import SourceConfig
+from pipelines.lab_vocabulary import CENSORED, LOW_BOUND
+from pipelines.rules import Check
 from pipelines.schema import LAB_RESULT_SCHEMA, REJECT_SCHEMA, conform
+from pipelines.text import number
 from pipelines.transforms.labs import LabTableError, normalise_lab_rows
 
 HINT = "Is this Synthea's observations.csv (DATE,PATIENT,ENCOUNTER,CODE,DESCRIPTION,VALUE,...)?"
@@ -97,7 +97,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
     good, rejects = split_rejects(table.frame, checks)
 
     value_raw = text(value_at)
-    parts = value_raw.str.extract_groups(_CENSORED)
+    parts = value_raw.str.extract_groups(CENSORED)
     comparator = parts.struct.field("1")
     value, _ = number(pl.coalesce(parts.struct.field("2"), value_raw), source.decimal)
     is_text = text(kind).str.to_lowercase().is_in(["text", "string"]).fill_null(False)
@@ -109,7 +109,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         pl.when(is_text).then(None).otherwise(value).alias("value"),
         pl.when(is_text | value.is_null())
         .then(None)
-        .when(comparator.is_in(list(_LOW_BOUND)))
+        .when(comparator.is_in(list(LOW_BOUND)))
         .then(pl.lit(">"))
         .when(comparator.is_not_null())
         .then(pl.lit("<"))

@@ -40,10 +40,12 @@ from pathlib import Path
 import polars as pl
 
 from pipelines.config import CRP_METHOD_VALUES
+from pipelines.lab_vocabulary import CRP, HSCRP
+from pipelines.rules import Check, first_failing, pick, reject_fields
 from pipelines.schema import LAB_RESULT_SCHEMA, REJECT_SCHEMA, conform
+from pipelines.text import format_text
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-HSCRP, CRP = "hscrp", "crp"
 # sources.yaml `crp_method` -> marker.
 CRP_METHODS = dict(zip(CRP_METHOD_VALUES, (HSCRP, CRP), strict=True))
 # Evidence of a high-sensitivity assay for a CRP name without a method (module docstring).
@@ -59,39 +61,6 @@ _SPECIMEN_SUFFIX = (
     r"(?:\s*[,;]\s*|\s+|\s*\()(?:serum|plasma|serum/plasma|ser/plas|blood|whole blood|bld|"
     r"stool|feces|faeces|s[eé]rum|sangre|sang)\)?$"
 )
-
-
-SHOWN_CHARS = 200
-
-
-def format_text(template: str, *args: pl.Expr | str) -> pl.Expr:
-    """Like `pl.format(template, *args)` (each "{}" takes the next argument; a null argument makes
-    the result null), built on `pl.concat_str`, and with each argument cut to SHOWN_CHARS
-    characters ("..." marks the cut): a text quoting a cell must not grow to 1 MB with a 1 MB
-    cell (the whole row stays in `raw`).
-
-    Polars 1.44's `pl.format` panics ("assertion failed: i < self.len()", a Rust panic that no
-    `except Exception` catches) on frames whose columns are chunked differently after a filter,
-    which hostile input reached (three rows of the same person in a covariates file). Every reason
-    text in the adapters and transforms is built with this instead. It lives here because this
-    module is the lowest one that both the adapters and the transforms import.
-    """
-    pieces = template.split("{}")
-    if len(pieces) != len(args) + 1:
-        raise ValueError(f"format_text: {template!r} needs {len(pieces) - 1} argument(s)")
-    exprs: list[pl.Expr] = []
-    for i, piece in enumerate(pieces):
-        if piece:
-            exprs.append(pl.lit(piece, dtype=pl.String))
-        if i < len(args):
-            arg = args[i]
-            text = (pl.col(arg) if isinstance(arg, str) else arg).cast(pl.String)
-            exprs.append(
-                pl.when(text.str.len_chars() > SHOWN_CHARS)
-                .then(pl.concat_str([text.str.slice(0, SHOWN_CHARS), pl.lit("...")]))
-                .otherwise(text)
-            )
-    return pl.concat_str(exprs)
 
 
 class LabTableError(ValueError):
@@ -308,78 +277,80 @@ def normalise_lab_rows(
     loinc_note = pl.when(pl.col("__loinc").is_not_null()).then(
         format_text(" (LOINC {})", pl.col("__loinc"))
     )
-    # (failed, column, reason, raw, value): reasons are stable categories (per marker at most),
-    # the offending cell goes in `value`.
-    checks: list[tuple[pl.Expr, str, pl.Expr, pl.Expr, pl.Expr]] = [
+    # (check, raw text of the reject): reasons are stable categories (per marker at most), the
+    # offending cell goes in `value`.
+    checks: list[tuple[Check, pl.Expr]] = [
         (
-            pl.col("__marker").is_null() & pl.col("__name").is_null() & pl.col("__loinc").is_null(),
-            names["test_name_raw"],
-            pl.lit("test name is blank and there is no LOINC code"),
-            raw("test_name_raw"),
-            pl.lit(None, dtype=pl.String),
-        ),
-        (
-            pl.col("__marker").is_null() & pl.col("__name").is_null(),
-            names["test_name_raw"],
-            pl.lit(
-                "LOINC code (no test name) is not a known inflammation marker; add the code to "
-                "markers.csv to load it"
+            Check(
+                pl.col("__marker").is_null()
+                & pl.col("__name").is_null()
+                & pl.col("__loinc").is_null(),
+                names["test_name_raw"],
+                pl.lit("test name is blank and there is no LOINC code"),
             ),
             raw("test_name_raw"),
-            pl.col("__loinc"),
         ),
         (
-            pl.col("__marker").is_null(),
-            names["test_name_raw"],
-            pl.lit("not a known inflammation marker; add it to markers.csv to load it"),
+            Check(
+                pl.col("__marker").is_null() & pl.col("__name").is_null(),
+                names["test_name_raw"],
+                pl.lit(
+                    "LOINC code (no test name) is not a known inflammation marker; add the code "
+                    "to markers.csv to load it"
+                ),
+                pl.col("__loinc"),
+            ),
             raw("test_name_raw"),
-            pl.concat_str([test.fill_null(""), loinc_note.fill_null("")]).str.strip_chars(),
         ),
         (
-            pl.col("value").is_null(),
-            names["value"],
-            pl.lit("no numeric result"),
+            Check(
+                pl.col("__marker").is_null(),
+                names["test_name_raw"],
+                pl.lit("not a known inflammation marker; add it to markers.csv to load it"),
+                pl.concat_str([test.fill_null(""), loinc_note.fill_null("")]).str.strip_chars(),
+            ),
+            raw("test_name_raw"),
+        ),
+        (
+            Check(
+                pl.col("value").is_null(),
+                names["value"],
+                pl.lit("no numeric result"),
+                pl.col("value_raw"),
+            ),
             raw("value_raw"),
-            pl.col("value_raw"),
         ),
         (
-            pl.col("__factor").is_null() & (pl.col("__unit_key") == ""),
-            names["unit_raw"],
-            format_text(
-                "unit is blank; {} results need a unit (known: {}), because a guess could be "
-                "off by a factor of 10 or more",
-                pl.col("__marker"),
-                pl.col("__known_units"),
+            Check(
+                pl.col("__factor").is_null() & (pl.col("__unit_key") == ""),
+                names["unit_raw"],
+                format_text(
+                    "unit is blank; {} results need a unit (known: {}), because a guess could be "
+                    "off by a factor of 10 or more",
+                    pl.col("__marker"),
+                    pl.col("__known_units"),
+                ),
             ),
             raw("unit_raw"),
-            pl.lit(None, dtype=pl.String),
         ),
         (
-            pl.col("__factor").is_null(),
-            names["unit_raw"],
-            format_text(
-                "unknown unit for {} (known: {}); add it to units.csv",
-                pl.col("__marker"),
-                pl.col("__known_units"),
+            Check(
+                pl.col("__factor").is_null(),
+                names["unit_raw"],
+                format_text(
+                    "unknown unit for {} (known: {}); add it to units.csv",
+                    pl.col("__marker"),
+                    pl.col("__known_units"),
+                ),
+                unit_raw,
             ),
             raw("unit_raw"),
-            unit_raw,
         ),
     ]
-    first = pl.coalesce(
-        [pl.when(failed.fill_null(False)).then(pl.lit(i)) for i, (failed, *_) in enumerate(checks)]
-    )
-    work = work.with_columns(first.alias("__first"))
-    index = pl.col("__first")
-    column: pl.Expr = pl.lit(None, dtype=pl.String)
-    reason: pl.Expr = pl.lit(None, dtype=pl.String)
-    raw_text: pl.Expr = pl.lit(None, dtype=pl.String)
-    value: pl.Expr = pl.lit(None, dtype=pl.String)
-    for i, (_, col, why, text, cell) in reversed(list(enumerate(checks))):
-        column = pl.when(index == i).then(pl.lit(col)).otherwise(column)
-        reason = pl.when(index == i).then(why).otherwise(reason)
-        raw_text = pl.when(index == i).then(text).otherwise(raw_text)
-        value = pl.when(index == i).then(cell).otherwise(value)
+    rules = [check for check, _ in checks]
+    work = work.with_columns(first_failing(rules).alias("__first"))
+    column, reason, value = reject_fields(rules, pl.col("__first"))
+    raw_text = pick(pl.col("__first"), [text for _, text in checks])
 
     rejects = work.filter(pl.col("__first").is_not_null()).select(
         pl.col("line").cast(pl.Int64),

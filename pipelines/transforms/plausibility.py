@@ -55,14 +55,15 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import lru_cache
 
 import polars as pl
 
+from pipelines.lab_vocabulary import CRP_MARKERS
+from pipelines.rules import Check, first_failing, reject_fields
 from pipelines.schema import NUTRIENTS, REJECT_SCHEMA, conform, empty
-from pipelines.transforms.labs import format_text
+from pipelines.text import format_text
 
 EARLIEST_DATE = date(1950, 1, 1)
 # ingest reads a file again on a later day when a row was rejected with this reason.
@@ -83,24 +84,19 @@ DATE_COLUMNS = {
 }
 
 
-@dataclass(frozen=True)
-class Rule:
+def _rule(failed: pl.Expr, column: str, reason: str, value: pl.Expr) -> Check:
     """Rows where `failed` is True are rejected with `column` and `reason`, a stable category; the
     offending value goes in the reject's `value` (as text)."""
-
-    failed: pl.Expr
-    column: str
-    reason: str
-    value: pl.Expr
+    return Check(failed, column, pl.lit(reason), value)
 
 
-def rules(target: str, schema: dict[str, pl.DataType], today: date) -> list[Rule]:
+def rules(target: str, schema: dict[str, pl.DataType], today: date) -> list[Check]:
     """The rules for rows of canonical table `target` with `schema`, in the order they apply."""
-    out: list[Rule] = []
+    out: list[Check] = []
     for name, dtype in schema.items():
         if dtype == pl.Float64:
             col = pl.col(name)
-            out.append(Rule(~col.is_finite(), name, "not a finite number", col))
+            out.append(_rule(~col.is_finite(), name, "not a finite number", col))
 
     date_column = DATE_COLUMNS.get(target)
     if date_column is not None and date_column in schema:
@@ -112,8 +108,8 @@ def rules(target: str, schema: dict[str, pl.DataType], today: date) -> list[Rule
         )
         latest = today + FUTURE_SLACK
         out += [
-            Rule(day < EARLIEST_DATE, date_column, f"date before 1950 ({EARLIEST_DATE})", shown),
-            Rule(
+            _rule(day < EARLIEST_DATE, date_column, f"date before 1950 ({EARLIEST_DATE})", shown),
+            _rule(
                 day > latest,
                 date_column,
                 # Not the date itself: the reason must not change from one run to the next.
@@ -124,14 +120,14 @@ def rules(target: str, schema: dict[str, pl.DataType], today: date) -> list[Rule
 
     if target == "diet_entries":
         out += [
-            Rule(
+            _rule(
                 pl.col("energy_kcal") > MAX_FOOD_KCAL,
                 "energy_kcal",
                 f"implausible energy for one food: more than {MAX_FOOD_KCAL:,.0f} kcal (a unit "
                 "slip or typo?)",
                 pl.col("energy_kcal"),
             ),
-            Rule(
+            _rule(
                 pl.col("grams") > MAX_FOOD_GRAMS,
                 "grams",
                 f"implausible amount for one food: more than {MAX_FOOD_GRAMS:,.0f} g (a unit "
@@ -143,18 +139,18 @@ def rules(target: str, schema: dict[str, pl.DataType], today: date) -> list[Rule
         for nutrient in NUTRIENTS:
             if nutrient in schema:
                 out.append(
-                    Rule(pl.col(nutrient) < 0, nutrient, "negative amount", pl.col(nutrient))
+                    _rule(pl.col(nutrient) < 0, nutrient, "negative amount", pl.col(nutrient))
                 )
     if target == "lab_results":
         out += [
-            Rule(
+            _rule(
                 pl.col("value") < 0,
                 "value",
                 "negative result: a concentration cannot be below zero",
                 format_text("{} {}", pl.col("value"), pl.col("marker")),
             ),
-            Rule(
-                pl.col("marker").is_in(["hscrp", "crp"]) & (pl.col("value") > MAX_CRP_MG_L),
+            _rule(
+                pl.col("marker").is_in(list(CRP_MARKERS)) & (pl.col("value") > MAX_CRP_MG_L),
                 "value",
                 f"implausible CRP: above {MAX_CRP_MG_L:,.0f} mg/L (the highest reported values "
                 "are a few hundred; check the unit)",
@@ -163,13 +159,13 @@ def rules(target: str, schema: dict[str, pl.DataType], today: date) -> list[Rule
         ]
     if target == "persons":
         out += [
-            Rule(
+            _rule(
                 (pl.col("age") < MIN_AGE) | (pl.col("age") > MAX_AGE),
                 "age",
                 f"implausible age: outside {MIN_AGE:.0f}-{MAX_AGE:.0f} years",
                 pl.col("age"),
             ),
-            Rule(
+            _rule(
                 (pl.col("birth_year") < MIN_BIRTH_YEAR) | (pl.col("birth_year") > today.year),
                 "birth_year",
                 f"implausible birth year: outside {MIN_BIRTH_YEAR}-{today.year}",
@@ -179,7 +175,7 @@ def rules(target: str, schema: dict[str, pl.DataType], today: date) -> list[Rule
     if target == "biometrics":
         weight = (pl.col("metric") == "weight") & (pl.col("unit") == "kg")
         out.append(
-            Rule(
+            _rule(
                 weight & ((pl.col("value") < MIN_WEIGHT_KG) | (pl.col("value") > MAX_WEIGHT_KG)),
                 "value",
                 f"implausible weight: outside {MIN_WEIGHT_KG:.0f}-{MAX_WEIGHT_KG:.0f} kg",
@@ -235,18 +231,8 @@ def _compiled(
     checks = rules(target, dict(schema), today)
     if not checks:
         return None
-    first = pl.coalesce(
-        [pl.when(r.failed.fill_null(False)).then(pl.lit(i)) for i, r in enumerate(checks)]
-    )
-    index = pl.col("__rule")
-    column: pl.Expr = pl.lit(None, dtype=pl.String)
-    reason: pl.Expr = pl.lit(None, dtype=pl.String)
-    value: pl.Expr = pl.lit(None, dtype=pl.String)
-    for i, r in reversed(list(enumerate(checks))):
-        column = pl.when(index == i).then(pl.lit(r.column)).otherwise(column)
-        reason = pl.when(index == i).then(pl.lit(r.reason)).otherwise(reason)
-        value = pl.when(index == i).then(r.value.cast(pl.String)).otherwise(value)
-    return first, column, reason, value
+    column, reason, value = reject_fields(checks, pl.col("__rule"))
+    return first_failing(checks), column, reason, value
 
 
 def _raw(rows: pl.DataFrame) -> list[str]:
