@@ -2,14 +2,19 @@
 
 Every problem is reported as a `ConfigError` naming the source entry and the key, because this file
 is the user's main interface and a traceback from deep inside an adapter helps nobody.
+
+Core: this module imports no adapter. What it must know of the formats (their names, the kinds
+each reads, whether its files name their people) are facts of each adapter's `Format`, handed to
+`parse_project_config`; `pipelines.project.load_project_config` hands it the registered ones.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
@@ -17,8 +22,6 @@ import yaml
 from pydantic import AfterValidator, ConfigDict, Field
 
 KINDS = ("diet", "labs", "persons")
-# Formats whose files carry the person id themselves; without a `person` key, ids come from there.
-MULTI_PERSON_FORMATS = {"fhir": True, "synthea_observations": True, "nhanes_xpt": True}
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 # `crp_method` of a labs source (pipelines.transforms.labs.CRP_METHODS).
 CRP_METHOD_VALUES = ("hs", "standard")
@@ -45,6 +48,21 @@ TOP_KEYS = {"sources", "settings"}
 
 class ConfigError(ValueError):
     """A problem in sources.yaml, with the entry and key it concerns."""
+
+
+class FormatFacts(Protocol):
+    """What checking sources.yaml needs to know of a format (`pipelines.adapters.Format` has it)."""
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The source kinds the format can feed."""
+        ...
+
+    @property
+    def person_in_file(self) -> bool:
+        """Whether its files carry the person id themselves (then, without a `person` key, the
+        ids come from there rather than from the folder name)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -212,7 +230,7 @@ def _person_spec(where: str, value: Any) -> PersonSpec:
     )
 
 
-def _parse_source(index: int, entry: Any, formats: set[str]) -> SourceConfig:
+def _parse_source(index: int, entry: Any, formats: Mapping[str, FormatFacts]) -> SourceConfig:
     where = f"source #{index + 1}"
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: expected a mapping with name, kind, format and path")
@@ -247,7 +265,7 @@ def _parse_source(index: int, entry: Any, formats: set[str]) -> SourceConfig:
         raise ConfigError(f"{where}, key 'columns': expected a mapping of canonical -> file column")
     if "person" in entry:
         person = _person_spec(where, entry["person"])
-    elif MULTI_PERSON_FORMATS.get(entry["format"]):
+    elif formats[entry["format"]].person_in_file:
         # Files that name their own patients (FHIR subject, Synthea PATIENT, NHANES SEQN).
         person = PersonSpec()
     else:
@@ -347,10 +365,8 @@ def _settings_error(path: Path, error: Any) -> str:
     return f"{where}: {error['input']!r} {expected}"
 
 
-def load_project_config(path: Path) -> ProjectConfig:
-    """Parse and check sources.yaml at `path`."""
-    from pipelines.adapters import FORMATS  # local import: adapters import this module
-
+def parse_project_config(path: Path, formats: Mapping[str, FormatFacts]) -> ProjectConfig:
+    """Parse and check sources.yaml at `path`, whose sources may use `formats` (by name)."""
     if not path.exists():
         raise ConfigError(
             f"{path} does not exist. Create it (see README, 'Add your own data source') "
@@ -368,13 +384,13 @@ def load_project_config(path: Path) -> ProjectConfig:
     entries = doc.get("sources") or []
     if not isinstance(entries, list):
         raise ConfigError(f"{path}, key 'sources': expected a list of source entries")
-    sources = tuple(_parse_source(i, e, set(FORMATS)) for i, e in enumerate(entries))
+    sources = tuple(_parse_source(i, e, formats) for i, e in enumerate(entries))
     names = [s.name for s in sources]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigError(f"{path}: source name(s) used twice: {dupes}")
     for s in sources:
-        fmt_kinds = FORMATS[s.format].kinds
+        fmt_kinds = formats[s.format].kinds
         if s.kind not in fmt_kinds:
             raise ConfigError(
                 f"source {s.name!r}, key 'kind': format {s.format!r} reads {list(fmt_kinds)}, "

@@ -12,10 +12,22 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.config import ProjectConfig, load_project_config
+from pipelines.config import ProjectConfig, parse_project_config
 from pipelines.warehouse import Warehouse
 
 PROJECT_DIR_ENV = "GUTSIGNAL_PROJECT_DIR"
+
+
+def load_project_config(path: Path) -> ProjectConfig:
+    """Parse and check sources.yaml at `path` against the registered formats.
+
+    Here, above both, because the adapters import `pipelines.config` and config imports no
+    adapter; the formats' facts (`pipelines.adapters.Format`) are handed to config."""
+    # Imported on use: the adapters load every format's parser, which commands that read no
+    # sources.yaml do not need.
+    from pipelines.adapters import FORMATS
+
+    return parse_project_config(path, FORMATS)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from pipelines.config import ConfigError, Settings, load_project_config
+from pipelines.config import ConfigError, Settings
+from pipelines.project import load_project_config
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -19,7 +19,8 @@ import polars as pl
 import pytest
 
 from pipelines.adapters import FORMATS
-from pipelines.config import ConfigError, PersonSpec, SourceConfig, load_project_config
+from pipelines.config import ConfigError, PersonSpec, SourceConfig
+from pipelines.project import load_project_config
 from pipelines.schema import CATEGORIES
 from pipelines.transforms import food_reference
 from pipelines.transforms.diet import (

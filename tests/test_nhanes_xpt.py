@@ -16,7 +16,8 @@ import pytest
 from pipelines.adapters import FORMATS
 from pipelines.adapters.base import AdapterError
 from pipelines.adapters.nhanes_xpt import nhanes_variables, parse, read_xport
-from pipelines.config import PersonSpec, SourceConfig, load_project_config
+from pipelines.config import PersonSpec, SourceConfig
+from pipelines.project import load_project_config
 from pipelines.schema import (
     DIET_REPORTED_SCHEMA,
     LAB_RESULT_SCHEMA,

@@ -6,7 +6,8 @@ never touches the warehouse: deduplication across files and writing are the inge
 (`pipelines.ingest`).
 
 To add a format: write `pipelines/adapters/<format>.py` with a `parse(path, source) -> ParseResult`
-function and register it in FORMATS below with the kinds it can feed and the table it writes.
+function and register it in FORMATS below with the kinds it can feed, the table it writes and
+whether its files name their own people (`Format`).
 """
 
 from pathlib import Path
@@ -58,9 +59,11 @@ FORMATS: dict[str, Format] = {
     "cronometer_biometrics": Format(("diet",), cronometer_biometrics.parse, lambda s: "biometrics"),
     "myfitnesspal": Format(("diet",), myfitnesspal.parse, _mfp_target),
     "csv": Format(("diet", "labs", "persons"), _csv_parse, _csv_target),
-    "fhir": Format(("labs",), fhir.parse),
-    "synthea_observations": Format(("labs",), synthea_observations.parse),
-    "nhanes_xpt": Format(("diet", "labs", "persons"), nhanes_xpt.parse, _nhanes_target),
+    "fhir": Format(("labs",), fhir.parse, person_in_file=True),
+    "synthea_observations": Format(("labs",), synthea_observations.parse, person_in_file=True),
+    "nhanes_xpt": Format(
+        ("diet", "labs", "persons"), nhanes_xpt.parse, _nhanes_target, person_in_file=True
+    ),
 }
 
 __all__ = ["FORMATS", "AdapterError", "Format", "ParseResult"]

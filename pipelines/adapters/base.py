@@ -105,13 +105,19 @@ class Format:
     be built from sources.yaml alone). `batch`, when a format has one, reads many files in one
     pass and must give exactly what `parse_each(parse, ...)` gives: per-file work (building
     expressions, compiling patterns, starting a query) costs more than a small file's rows, and a
-    nightly run adds many small files.
+    nightly run adds many small files. `person_in_file` is True for formats whose files name
+    their own people (FHIR subject, Synthea PATIENT, NHANES SEQN): a source of such a format
+    without a `person` key takes the ids from there, any other from its folder names.
+
+    `kinds` and `person_in_file` are what sources.yaml is checked against
+    (`pipelines.config.FormatFacts`).
     """
 
     kinds: tuple[str, ...]
     parse: ParseFn
     target: Callable[[SourceConfig], str] = field(default=_default_target)
     batch: BatchFn | None = None
+    person_in_file: bool = False
 
     def parse_batch(self, paths: Sequence[Path], source: SourceConfig) -> BatchResult:
         if self.batch is not None:
