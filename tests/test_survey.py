@@ -14,9 +14,9 @@ import polars as pl
 import pytest
 import statsmodels.api as sm
 
+from pipelines.analysis.models import run_all_models
 from pipelines.analysis.survey import has_design, survey_cross_sectional, survey_fit
 from pipelines.config import Settings
-from pipelines.defs.analysis import run_all_models
 
 
 def taylor_reference(

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import polars as pl
 
+from pipelines.analysis.models import cohort_people
 from pipelines.analysis.survey import survey_cross_sectional
-from pipelines.defs.analysis import cohort_people
 from pipelines.project import Project
 
 FEATURES = (

@@ -61,6 +61,7 @@ import polars as pl
 from scipy import stats
 
 from pipelines.analysis.draws import build_marker_draws
+from pipelines.analysis.models import run_all_models
 from pipelines.analysis.windows import build_exposure_windows
 from pipelines.config import Settings
 from pipelines.schema import LAB_RESULT_SCHEMA, PERSON_SCHEMA, conform
@@ -302,9 +303,6 @@ def simulate_cohort(
 
 def analyse(cohort: Cohort, settings: Settings) -> pl.DataFrame:
     """The associations table the pipeline would write for this cohort: the assets' own calls."""
-    # Imported here: pipelines.defs pulls in Dagster, which simulate_cohort's callers may not need.
-    from pipelines.defs.analysis import run_all_models
-
     draws = build_marker_draws(cohort.lab_results, settings)
     windows = build_exposure_windows(cohort.diet_daily, draws, settings)
     windows = pl.concat([windows, dii_of_window_means(windows)], how="vertical_relaxed")

@@ -11,8 +11,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
-from pipelines.analysis.associations import compute_associations, cross_sectional
-from pipelines.analysis.survey import has_design, survey_cross_sectional
+from pipelines.analysis.models import run_all_models
 from pipelines.analysis.windows import build_exposure_windows, features_from
 from pipelines.config import Settings
 from pipelines.defs._metadata import md_table
@@ -21,50 +20,6 @@ from pipelines.defs.resources import ProjectResource
 from pipelines.incremental import only_people, plan_people, record, register_people, replace_people
 from pipelines.transforms.dii import dii_of_window_means
 from pipelines.warehouse import ident, replace_table, table_exists
-
-
-def cohort_people(persons: pl.DataFrame, settings: Settings) -> pl.DataFrame:
-    """The people cohort models may use: everyone, or those at least `cohort_min_age` old."""
-    if settings.cohort_min_age is None:
-        return persons
-    return persons.filter(pl.col("age") >= settings.cohort_min_age)
-
-
-def run_all_models(
-    draws: pl.DataFrame,
-    windows: pl.DataFrame,
-    persons: pl.DataFrame,
-    summary: pl.DataFrame,
-    settings: Settings,
-    biometrics: pl.DataFrame | None = None,
-) -> pl.DataFrame:
-    """Per-person and cohort models on dated draws, between-person models on undated ones.
-
-    The entry point a simulation can call with the frames this asset reads (the dated path is
-    `compute_associations`, see its docstring)."""
-    dated = draws.filter(pl.col("collected_at").is_not_null())
-    undated = draws.filter(pl.col("collected_at").is_null())
-    results = []
-    if dated.height:
-        results.append(
-            compute_associations(dated, windows, persons, settings, biometrics=biometrics)
-        )
-    if undated.height and summary.height:
-        adults = cohort_people(persons, settings)
-        features = summary.drop("period", "dii_params", strict=False)
-        if has_design(adults):
-            # A survey cohort: the design spans everyone in it, the models only the eligible.
-            results.append(
-                survey_cross_sectional(
-                    undated, features, persons, settings, eligible=adults["person_id"]
-                )
-            )
-        else:
-            eligible = undated.join(adults.select("person_id"), on="person_id", how="semi")
-            results.append(cross_sectional(eligible, features, adults, settings))
-    if not results:
-        return compute_associations(dated, windows, persons, settings, biometrics=biometrics)
-    return pl.concat(results, how="diagonal_relaxed")
 
 
 def daily_features(conn: duckdb.DuckDBPyConnection) -> list[str]:
