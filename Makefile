@@ -48,6 +48,7 @@ run: demo
 lint: env
 	$(BIN)/ruff format --check pipelines tests bench
 	$(BIN)/ruff check pipelines tests bench
+	$(BIN)/lint-imports --no-logo
 
 typecheck: env
 	$(BIN)/mypy
@@ -79,4 +80,4 @@ sufficiency-table: env
 	$(BIN)/gutsignal sufficiency-table
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .dagster_home .pytest_cache .mypy_cache .ruff_cache dashboards/*.html dashboards/*.js
+	rm -rf $(VENV) $(TOOLS) .dagster_home .pytest_cache .mypy_cache .ruff_cache .import_linter_cache dashboards/*.html dashboards/*.js
