@@ -1,7 +1,9 @@
 """Warehouse backups: a copy before each nightly run, the last N kept, restore, and healing.
 
 Backups live in `data/processed/backups/warehouse-<UTC timestamp>.duckdb`. They are plain DuckDB
-files: `duckdb -readonly <backup>` opens one for a look before restoring it.
+files, each self-contained (taken through DuckDB, commits still in the warehouse's `.wal`
+included; see `Warehouse.snapshot`): `duckdb -readonly <backup>` opens one for a look before
+restoring it.
 
 A warehouse file DuckDB cannot open (truncated by a full disk, overwritten) heals at the start of
 the next run (`heal`): it is moved aside, and the newest backup that opens takes its place, or,
@@ -31,7 +33,8 @@ def list_backups(warehouse: Warehouse) -> list[Path]:
 
 
 def take_backup(warehouse: Warehouse, keep: int) -> Path | None:
-    """Copy the warehouse into the backup folder and keep only the newest `keep` copies."""
+    """Back the warehouse up into the backup folder and keep only the newest `keep` backups;
+    None when there is no warehouse yet."""
     folder = backup_dir(warehouse)
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")

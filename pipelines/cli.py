@@ -27,7 +27,7 @@ import polars as pl
 from pipelines.config import ConfigError, check_source_files
 from pipelines.project import PROJECT_DIR_ENV, Project
 from pipelines.schema import REJECT_EXAMPLES, REJECT_VALUE_SHOWN
-from pipelines.warehouse import Warehouse
+from pipelines.warehouse import DAMAGED, Warehouse, WarehouseBusy
 
 DEMO_SOURCES_YAML = """\
 # gutsignal sources: which files to read and how. See README.md, "Add your own data source".
@@ -268,7 +268,17 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
     project = _project(args)
     keep = project.config().settings.backups_keep if project.sources_yaml.exists() else 7
-    path = take_backup(project.warehouse(), keep=keep)
+    try:
+        path = take_backup(project.warehouse(), keep=keep)
+    except WarehouseBusy as exc:
+        raise CliError(f"{exc} No backup was taken.", code=1) from exc
+    except DAMAGED as exc:
+        # A copy of a file DuckDB cannot open would only push a good backup out of the last N.
+        raise CliError(
+            f"The warehouse could not be read ({' '.join(str(exc).split())}); no backup was "
+            "taken. `gutsignal restore --list` shows the backups to go back to.",
+            code=1,
+        ) from exc
     if path is None:
         raise CliError(f"No warehouse yet in {project.processed_dir}; nothing to back up.", 2)
     print(f"Backup written: {path}")
@@ -291,6 +301,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
         chosen = restore_backup(warehouse, args.name)
     except FileNotFoundError as exc:
         raise CliError(str(exc), code=2) from exc
+    except WarehouseBusy as exc:
+        raise CliError(f"{exc} Nothing was restored.", code=1) from exc
     print(f"Restored {chosen.name} into {warehouse.path}.")
     return 0
 

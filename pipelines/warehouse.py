@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import duckdb
 import polars as pl
@@ -28,6 +29,7 @@ from filelock import FileLock, Timeout
 LOG = logging.getLogger("gutsignal.warehouse")
 IDENT_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 LOCK_TIMEOUT_S = 600.0
+COPY_CHUNK = 16 * 1024 * 1024
 # What DuckDB raises for a file it cannot read (truncated, overwritten, a damaged catalog). A lock
 # held by another program is an IOException too; `Warehouse._connect` waits for that one instead.
 DAMAGED = (duckdb.IOException, duckdb.SerializationException, duckdb.InternalException)
@@ -136,21 +138,98 @@ class Warehouse:
                 delay = min(delay * 2, 5.0)
 
     def snapshot(self, dest: Path) -> bool:
-        """Copy the warehouse file to `dest` under the write lock; False when there is none yet."""
+        """Back the warehouse up into `dest`, one self-contained DuckDB file that opens read-only
+        with no `.wal` beside it. False when there is no warehouse yet.
+
+        A committed transaction can live only in `warehouse.duckdb.wal` until DuckDB checkpoints
+        it into the file, so a bare copy of the file can miss it. Under the write lock we open
+        the warehouse read-write, CHECKPOINT (every committed transaction into the file, the WAL
+        gone) and copy the file while that connection is still open. The copy is consistent
+        because nothing can write the file meanwhile: our processes wait on the file lock, and
+        our read-write connection holds DuckDB's own exclusive lock on the file, which keeps out
+        any other program too (a DuckDB CLI or notebook, even a read-only one: we wait for it
+        to close first, as every write does).
+
+        A copy of the checkpointed file rather than `ATTACH` + `COPY FROM DATABASE`: the latter
+        re-creates every object from its SQL and re-compresses every row, CPU work at the start of
+        every run on a warehouse of several GB, while the file is DuckDB's own image of the
+        database, views and all.
+        """
         with self._locked():
             if not self.path.exists():
                 return False
-            shutil.copy2(self.path, dest)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            # A fixed name per folder: a snapshot killed half-way leaves one partial file, which
+            # the next snapshot overwrites, and never a half-written `dest` that looks complete.
+            partial = dest.parent / f".{self.path.name}.partial"
+            try:
+                # Closing any descriptor of a file drops every POSIX lock this process holds on
+                # it, DuckDB's included: the one we copy from is opened first and closed last.
+                with open(self.path, "rb") as source:
+                    conn = self._connect(read_only=False)
+                    try:
+                        conn.execute("CHECKPOINT")
+                        wal = wal_path(self.path)
+                        if wal.exists() and wal.stat().st_size > 0:
+                            raise RuntimeError(f"{wal} is not empty after CHECKPOINT; no backup")
+                        _copy_durably(source, partial)
+                    finally:
+                        conn.close()
+                # Nothing should ever be beside a backup; a `.wal` there would be replayed onto it.
+                wal_path(dest).unlink(missing_ok=True)
+                os.replace(partial, dest)
+            except BaseException:
+                partial.unlink(missing_ok=True)
+                raise
             return True
 
     def restore(self, src: Path) -> None:
-        """Put a snapshot back in place (atomically: copy beside, then rename)."""
+        """Put a snapshot back in place: afterwards the warehouse holds exactly what `src` holds.
+
+        The warehouse's own `.wal` goes, before the file is replaced: DuckDB replays a `.wal` onto
+        whatever file it finds beside it, even one the WAL was never written for, so a stale one
+        would bring back transactions the restore is meant to undo. A `.wal` beside `src` (our
+        snapshots have none; a backup opened read-write by a DuckDB CLI can) is part of what
+        `src` holds, as `duckdb -readonly src` shows: it is checkpointed into the copy, so the
+        restored warehouse is one self-contained file, and `src` itself is left untouched.
+        """
         with self._locked():
-            tmp = self.path.with_name(self.path.name + ".restoring")
-            shutil.copy2(src, tmp)
-            os.replace(tmp, self.path)
-            wal = self.path.with_name(self.path.name + ".wal")
-            wal.unlink(missing_ok=True)
+            staged = self.path.with_name(self.path.name + ".restoring")
+            try:
+                wal_path(staged).unlink(missing_ok=True)  # from a restore killed half-way
+                shutil.copyfile(src, staged)
+                if wal_path(src).exists():
+                    shutil.copyfile(wal_path(src), wal_path(staged))
+                    with duckdb.connect(str(staged)) as conn:
+                        conn.execute("CHECKPOINT")
+                _fsync(staged)
+                with self._held():
+                    wal_path(self.path).unlink(missing_ok=True)
+                    os.replace(staged, self.path)
+            except BaseException:
+                staged.unlink(missing_ok=True)
+                wal_path(staged).unlink(missing_ok=True)
+                raise
+
+    @contextmanager
+    def _held(self) -> Iterator[None]:
+        """Hold DuckDB's own lock on the warehouse file (shared, read-only), when it opens.
+
+        Our file lock keeps our own processes out; this waits for, and then keeps out, another
+        program with the file open read-write, which would otherwise go on writing a `.wal` for a
+        file we are replacing. A damaged file DuckDB cannot open is replaced without it.
+        """
+        conn = None
+        if self.path.exists():
+            try:
+                conn = self._connect(read_only=True)
+            except DAMAGED:
+                conn = None
+        try:
+            yield
+        finally:
+            if conn is not None:
+                conn.close()
 
     def damage(self) -> str | None:
         """Why DuckDB cannot open the warehouse file (its message), or None when it opens or there
@@ -170,9 +249,9 @@ class Warehouse:
             while dest.exists():
                 n += 1
                 dest = dest.with_name(f"{self.path.stem}.damaged-{stamp}-{n}{self.path.suffix}")
-            wal = self.path.with_name(self.path.name + ".wal")
+            wal = wal_path(self.path)
             if wal.exists():
-                os.replace(wal, dest.with_name(dest.name + ".wal"))
+                os.replace(wal, wal_path(dest))
             os.replace(self.path, dest)
             return dest
 
@@ -187,6 +266,25 @@ class Warehouse:
             if not table_exists(conn, name):
                 return pl.DataFrame()
             return conn.execute(f"SELECT * FROM {ident(name)}").pl()
+
+
+def wal_path(path: Path) -> Path:
+    """The write-ahead log DuckDB keeps beside the database file at `path`."""
+    return path.with_name(path.name + ".wal")
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def _copy_durably(source: BinaryIO, dest: Path) -> None:
+    """Copy an open file to `dest` and flush it to disk, so a power cut after the rename that
+    follows cannot leave a backup of the right name and the wrong (empty) contents."""
+    with open(dest, "wb") as out:
+        shutil.copyfileobj(source, out, COPY_CHUNK)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def file_damage(
