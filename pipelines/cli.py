@@ -5,6 +5,7 @@
     gutsignal demo [--project-dir DIR] [--seed N]         write the bundled demo data
     gutsignal sources [--project-dir DIR]                 list sources and the files they match
     gutsignal open [--project-dir DIR]                    open dashboards/index.html in a browser
+    gutsignal service install|uninstall|status            the Dagster daemon without a terminal
     gutsignal backup | restore [NAME] [--list]            warehouse backups
     gutsignal check-methods [--replicates N] [--scale full|small]   calibration study (README)
     gutsignal sufficiency-table [--replicates N]          regenerate the draws-needed lookup
@@ -27,6 +28,7 @@ import polars as pl
 from pipelines.config import ConfigError, check_source_files
 from pipelines.project import PROJECT_DIR_ENV, Project
 from pipelines.schema import REJECT_EXAMPLES, REJECT_VALUE_SHOWN
+from pipelines.service import DEFAULT_PORT
 from pipelines.warehouse import DAMAGED, Warehouse, WarehouseBusy
 
 DEMO_SOURCES_YAML = """\
@@ -336,6 +338,35 @@ def cmd_open(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_service(args: argparse.Namespace) -> int:
+    """Install, remove or check the daemon as a systemd user unit or a launchd agent."""
+    from pipelines import service, service_install
+
+    try:
+        platform = args.platform or service.host_platform()
+        target = service_install.resolve_target(platform)
+        if args.action == "status":
+            lines, code = service_install.status(target)
+        elif args.action == "uninstall":
+            lines, code = service_install.uninstall(target, dry_run=args.dry_run), 0
+        else:
+            if not 0 < args.port < 65536:
+                raise CliError(f"--port {args.port}: a port is a number from 1 to 65535.", 2)
+            project = _project(args)
+            # The daemon loads sources.yaml for the ingest assets: a broken one is said now,
+            # not in the journal at 02:00.
+            _load_config(project)
+            home = Path(args.dagster_home) if args.dagster_home else None
+            paths = service.resolve_paths(project.root, dagster_home=home)
+            comps = service.components(paths, webserver=args.webserver, port=args.port)
+            service.check_ready(paths, comps)
+            lines, code = service_install.install(target, paths, comps, dry_run=args.dry_run), 0
+    except service.ServiceError as exc:
+        raise CliError(str(exc), code=2) from exc
+    print("\n".join(lines))
+    return code
+
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -436,6 +467,41 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_parser("open", help="open the dashboards (index.html) in the default browser")
     )
     opn.set_defaults(func=cmd_open)
+    svc = sub.add_parser(
+        "service",
+        help="keep the Dagster daemon (nightly schedule, new-file sensor) running without a "
+        "terminal: systemd user unit or launchd agent",
+    )
+    svc_sub = svc.add_subparsers(dest="action", required=True)
+    svc_install = with_project(
+        svc_sub.add_parser("install", help="write the unit (or plist) and start it")
+    )
+    svc_install.add_argument(
+        "--webserver", action="store_true", help="also run the UI on 127.0.0.1 (as make dev)"
+    )
+    svc_install.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"UI port (default: {DEFAULT_PORT})"
+    )
+    svc_install.add_argument(
+        "--dagster-home", help="Dagster instance folder (default: <checkout>/.dagster_home)"
+    )
+    svc_uninstall = svc_sub.add_parser("uninstall", help="stop the service and remove its files")
+    svc_status = svc_sub.add_parser("status", help="is it installed, for which project, running")
+    for p in (svc_install, svc_uninstall, svc_status):
+        p.add_argument(
+            "--platform",
+            choices=["linux", "macos"],
+            help="systemd (linux) or launchd (macos); default: this machine's",
+        )
+        p.set_defaults(func=cmd_service)
+    for p in (svc_install, svc_uninstall):
+        p.add_argument(
+            "--dry-run",
+            "--print",
+            dest="dry_run",
+            action="store_true",
+            help="print what would be written and run; change nothing",
+        )
     chk = sub.add_parser(
         "check-methods",
         help="simulation study of the association methods; writes the table to the README",
