@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import statsmodels.api as sm
-from scipy import stats
+from scipy import linalg, stats
 
 from pipelines.analysis.robust import (
     MIN_CLUSTERS,
@@ -61,19 +61,12 @@ def test_within_fit_equals_statsmodels(n_persons: int) -> None:
     fit = within_fit(y, X, groups, time)
     yd, Xd = demean(y, groups, n_persons), demean(X, groups, n_persons)
     if n_persons >= MIN_CLUSTERS:
-        # People with different numbers of draws (the jackknife pads them to one width).
+        # People with different numbers of draws (the variance pads them to one width).
         keep = np.arange(groups.size) % 12 < 4 + groups % 9
         groups, time, X, y = groups[keep], time[keep], X[keep], y[keep]
         fit = within_fit(y, X, groups, time)
-        yd, Xd = demean(y, groups, n_persons), demean(X, groups, n_persons)
-        # The cluster jackknife (CR3) by refitting without each person in turn.
-        full = sm.OLS(yd, Xd).fit().params[0]
-        loo = np.array(
-            [sm.OLS(yd[groups != g], Xd[groups != g]).fit().params[0] for g in range(n_persons)]
-        )
-        jackknife = math.sqrt((n_persons - 1) / n_persons * float(((loo - full) ** 2).sum()))
-        assert fit.cov_type == "cluster" and fit.df == n_persons - 1
-        assert fit.se == pytest.approx(jackknife, rel=1e-9)
+        assert fit.cov_type == "cluster" and 1 <= fit.df <= n_persons - 1
+        assert fit.se**2 == pytest.approx(cr2_dense(y, X, groups)[0], rel=1e-9)
     else:
         lags = int(hac_maxlags(12))
         ref = sm.OLS(yd, Xd).fit(
@@ -103,6 +96,79 @@ def _ou(rng: np.random.Generator, days: np.ndarray, sd: float, tau: float) -> np
         a = math.exp(-(days[i] - days[i - 1]) / tau)
         out[i] = a * out[i - 1] + rng.normal(0, sd * math.sqrt(1 - a * a))
     return out
+
+
+def cr2_dense(y: np.ndarray, X: np.ndarray, groups: np.ndarray) -> tuple[float, np.ndarray]:
+    """CR2 variance of coefficient 0 the long way, and the matrix B with variance = y'By.
+
+    The residual maker M of the dummy-variable (LSDV) design comes from statsmodels' OLS (its
+    pseudo-inverse); person g's adjustment (I - H_gg)^(-1/2) from scipy's matrix square root."""
+    n_persons = int(groups.max()) + 1
+    dummies = (groups[:, None] == np.arange(n_persons)).astype(float)
+    design = np.column_stack([X, dummies])
+    M = np.eye(groups.size) - design @ sm.OLS(np.eye(groups.size), design).fit().params
+    Xd = demean(X, groups, n_persons)
+    Ainv = np.linalg.inv(Xd.T @ Xd)
+    rows = []  # person g's term u_g' e_g as r_g' y, e = M y
+    for g in range(n_persons):
+        idx = np.flatnonzero(groups == g)
+        H_gg = Xd[idx] @ Ainv @ Xd[idx].T
+        u = np.real(linalg.inv(linalg.sqrtm(np.eye(idx.size) - H_gg))) @ (Xd[idx] @ Ainv[0])
+        rows.append(M[idx].T @ u)
+    R = np.array(rows)
+    B = R.T @ R
+    return float(y @ B @ y), B
+
+
+def skewed_cohort(
+    seed: int, n_persons: int, skew: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unequal draws per person and a few people whose diets vary far more than the rest."""
+    rng = np.random.default_rng(seed)
+    sizes = 5 + rng.integers(0, 6, size=n_persons)
+    groups = np.repeat(np.arange(n_persons), sizes)
+    time = np.concatenate([np.arange(n) for n in sizes]).astype(float)
+    spread = rng.lognormal(0.0, skew, size=n_persons)[groups]
+    X = rng.normal(size=(groups.size, 3)) * spread[:, None]
+    return groups, time, X
+
+
+def test_cluster_variance_is_cr2_with_bell_mccaffrey_degrees_of_freedom() -> None:
+    groups, time, X = skewed_cohort(7, 14)
+    rng = np.random.default_rng(8)
+    y = 0.3 * X[:, 0] + rng.normal(size=groups.size) + rng.normal(size=14)[groups]
+    fit = within_fit(y, X, groups, time)
+    variance, B = cr2_dense(y, X, groups)
+    assert fit.cov_type == "cluster"
+    assert fit.se**2 == pytest.approx(variance, rel=1e-9)
+    # CR2's defining property: under independent errors of variance 1, E[y'By] = tr(B) equals
+    # the true variance of the estimate, Ainv[0, 0] of the within design.
+    Xd = demean(X, groups, 14)
+    assert np.trace(B) == pytest.approx(np.linalg.inv(Xd.T @ Xd)[0, 0], rel=1e-9)
+    # Satterthwaite: a quadratic form in independent normals has df = tr(B)^2 / tr(B^2).
+    expected_df = float(np.trace(B) ** 2 / np.trace(B @ B))
+    assert fit.df == pytest.approx(min(expected_df, 13), rel=1e-9)
+    assert fit.df < 13 - 3  # the skewed design costs degrees of freedom
+
+
+def test_bell_mccaffrey_keeps_the_tail_where_t_g_minus_1_does_not() -> None:
+    """Null t statistics on a skewed design (30 people, df about 9) exceed t(df)'s critical
+    values about as often as they should; t(G - 1), what the cohort used before, lets through
+    nearly twice as many at 1%. (With df below about 4, t(df) errs on the safe side.)"""
+    groups, time, X = skewed_cohort(5, 30, skew=0.7)
+    rng = np.random.default_rng(4)
+    sims = 4000
+    t_stats = np.empty(sims)
+    for i in range(sims):
+        fit = within_fit(rng.normal(size=groups.size), X, groups, time)
+        t_stats[i] = abs(fit.beta / fit.se)
+    assert 5 < fit.df < 15
+    for alpha in (0.05, 0.01):
+        noise = 3 * math.sqrt(alpha * (1 - alpha) / sims)
+        exceed_bm = float((t_stats > stats.t.ppf(1 - alpha / 2, fit.df)).mean())
+        assert abs(exceed_bm - alpha) <= noise, (alpha, exceed_bm)
+    exceed_naive = float((t_stats > stats.t.ppf(0.995, 29)).mean())
+    assert exceed_naive > 0.01 + 3 * math.sqrt(0.01 * 0.99 / sims), exceed_naive
 
 
 def test_cluster_robust_cohort_covers_under_drift_and_slope_heterogeneity() -> None:

@@ -42,7 +42,8 @@ def measured(name: str) -> dict[str, cal.ScopeSummary]:
 # Targets the methods still miss at SIZE with seed 16, and the figure measured:
 # (scenario, scope, target) -> reason. Remove an entry when its case starts passing. None today:
 # the last (cohort FWER 21-33% under slow drift, person slopes and shared items) went with
-# Holm's procedure as the default, the cluster jackknife and the core-food twin rule.
+# Holm's procedure as the default, CR2 errors with Bell-McCaffrey degrees of freedom and the
+# core-food twin rule.
 KNOWN_MISSES: dict[tuple[str, str, str], str] = {}
 
 
@@ -84,10 +85,14 @@ def test_methods_meet_the_targets(scenario: str, scope: str, target: str) -> Non
 
 
 def test_planted_effects_are_found_in_the_cohort() -> None:
-    """The instrument can see an effect at all: +50% per serving is found in most replicates."""
+    """The instrument can see an effect at all: +50% per serving is found in most replicates.
+
+    At this size (12 people) a valid test finds it about two times in three (66% over 300
+    cohorts; 100% at the README's 40 people): the 86% that t(G - 1) gave came with a family-wise
+    error of 7.7%."""
     row = measured("independent")["cohort"]
     assert row.power50.n == SIZE.replicates
-    assert row.power50.value >= 0.8, row.power50.text()
+    assert row.power50.value >= 0.5, row.power50.text()
     assert math.isnan(measured("null")["cohort"].power50.value)
 
 
@@ -322,5 +327,7 @@ def test_a_feature_that_is_a_core_food_under_another_name_is_not_a_finding() -> 
     assert energy["status"] == "insufficient_data" and energy["p"] is None
     assert energy["note"].startswith("moves with ultra-processed food within persons")
     upf = results.filter(pl.col("feature") == "ultra_processed_servings").row(0, named=True)
-    assert upf["status"] == "significant"
+    # Ultra-processed food itself is tested, without energy beside it (the planted +50% is
+    # found about two times in three at this size, see the power test).
+    assert upf["p"] is not None and upf["effect_pct"] > 0
     assert "not adjusted for energy" in upf["note"]

@@ -61,7 +61,7 @@ def test_identical_people_are_pooled_to_the_cohort() -> None:
 
 def test_cohort_effect_and_slope_spread_agree_with_a_random_slopes_model() -> None:
     # 40 people x 15 draws; each person's slope is -0.22 + N(0, 0.15) (the calibration's
-    # "slopes" scenario). The pipeline's cohort estimate (within-person, cluster jackknife) and
+    # "slopes" scenario). The pipeline's cohort estimate (within-person, cluster-robust CR2) and
     # its person-slope spread (DerSimonian-Laird over per-person OLS) must agree with a linear
     # mixed model with a random intercept and a random slope per person (REML).
     rng = np.random.default_rng(11)
@@ -77,7 +77,7 @@ def test_cohort_effect_and_slope_spread_agree_with_a_random_slopes_model() -> No
         reml=True
     )
     assert abs(fit.beta - mixed.fe_params[1]) < 0.5 * mixed.bse_fe[1]
-    # The cluster jackknife SE is about the mixed model's (it does not assume the model).
+    # The cluster-robust SE is about the mixed model's (it does not assume the model).
     assert 0.7 < fit.se / mixed.bse_fe[1] < 1.5
 
     per_person = [

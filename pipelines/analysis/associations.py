@@ -60,7 +60,8 @@ Scopes and methods
   (person fixed-effects) estimate of the same adjusted model (`robust.within_fit`): every
   covariate in the core set that all rows have and that varies within persons. Person-level
   covariates (age, sex) are constant within a person and cannot move it. SE: cluster-robust by
-  person (the cluster jackknife CR3, t(G - 1)) from MIN_CLUSTERS persons on, which stays valid
+  person (CR2, t with Bell-McCaffrey degrees of freedom, at most G - 1)
+  from MIN_CLUSTERS persons on, which stays valid
   when CRP drifts (autocorrelated residuals) and when persons' slopes differ (the estimate is
   then the average within-person effect); with fewer persons, panel Newey-West (never below
   the classical SE) and the estimate describes these persons only.
@@ -915,7 +916,7 @@ def _cohort_test(
     delta = (Cw[:, keep].T @ xw) / sxx
     crude_eff = _effects(crude.beta, crude.se, crude.df)
     how = (
-        f"cluster-robust by person, t({n_persons - 1})"
+        f"cluster-robust by person, t({adj.df:.1f})"
         if adj.cov_type == "cluster"
         else f"Newey-West within person ({n_persons} persons: too few to cluster on)"
     )
