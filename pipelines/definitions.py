@@ -19,6 +19,12 @@ def defs() -> dg.Definitions:
     os.environ.setdefault(PROJECT_DIR_ENV, str(Path.cwd()))
     return dg.Definitions.merge(
         dg.load_defs(pipelines.defs, project_root=Path(__file__).resolve().parent.parent),
-        # Used by `gutsignal run` only; runs from the UI keep Dagster's default console logger.
-        dg.Definitions(loggers={"progress": progress_logger}),
+        dg.Definitions(
+            # Every run in one process, the jobs' and the UI's "Materialize" alike: DuckDB allows
+            # one writer, the steps are quick (a subprocess per step cost about 7 s each), and
+            # the run guard (defs/resources.py) is entered once for the whole run.
+            executor=dg.in_process_executor,
+            # Used by `gutsignal run` only; runs from the UI keep Dagster's default logger.
+            loggers={"progress": progress_logger},
+        ),
     )

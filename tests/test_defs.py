@@ -141,3 +141,104 @@ def test_every_warehouse_writer_is_in_the_duckdb_pool(project_dir: Path) -> None
     for key in writers:
         node = graph.get(key)
         assert node.pools == {"duckdb_writer"}, key
+
+
+def test_every_run_is_one_process_the_uis_materialisations_too(project_dir: Path) -> None:
+    defs = load_defs()
+    # "Materialize all" in the UI launches the implicit asset job: it must not spawn a process
+    # per step (about 7 s each) nor enter the run guard once per step.
+    assert defs.resolve_implicit_global_asset_job_def().executor_def.name == "in_process"
+    assert defs.resolve_job_def("refresh_all").executor_def.name == "in_process"
+
+
+def test_a_failed_materialisation_from_the_ui_puts_the_warehouse_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run guard needs no hook on the job: a run of the implicit asset job (what the UI
+    launches) with a failed step leaves the warehouse exactly as before."""
+    from tests.conftest import make_demo_project
+
+    project = make_demo_project(tmp_path)
+    monkeypatch.setenv(PROJECT_DIR_ENV, str(tmp_path))
+    with dg.instance_for_test() as instance:
+        job = load_defs().resolve_implicit_global_asset_job_def()
+        assert job.execute_in_process(instance=instance).success
+        wh = project.warehouse()
+        before = {t: wh.table(t) for t in ("lab_results", "ingest_files", "associations")}
+        # New lab rows are ingested, then the analysis step breaks.
+        (project.raw_dir / "demo" / "labs" / "dave_labs.csv").write_text(
+            "Patient,Collected,Test,Result,Units,Reference Range,Flag\n"
+            "dave,2026-01-05 08:00,CRP,1.5,mg/L,0.0-3.0,\n",
+            encoding="utf-8",
+        )
+
+        def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("disk full")
+
+        monkeypatch.setattr("pipelines.defs.analysis.run_all_models", broken)
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
+        assert not result.success
+        assert any(e.event_type_value == "STEP_FAILURE" for e in result.all_events)
+    for table, frame in before.items():
+        assert wh.table(table).equals(frame), table
+    assert not list(project.processed_dir.glob("warehouse.run-*.duckdb"))
+
+
+def test_every_asset_carries_the_code_version_of_what_shapes_it(project_dir: Path) -> None:
+    from pipelines.defs._versions import CODE_VERSION, REPORTS_VERSION
+    from pipelines.ingest import source_fingerprint
+    from pipelines.project import Project
+
+    graph = load_defs().resolve_asset_graph()
+    versions = {k.to_user_string(): graph.get(k).code_version for k in graph.get_all_asset_keys()}
+    assert all(versions.values()), [k for k, v in versions.items() if not v]
+    for source in Project(project_dir).config().sources:
+        assert versions[f"ingest_{source.name}"] == source_fingerprint(source)
+    assert versions["associations"] == CODE_VERSION
+    assert versions["dashboards"] == REPORTS_VERSION
+
+
+def test_stale_sources_fail_a_dagster_freshness_check_and_demo_sources_do_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same rule as the dashboards' (pipelines/reports/freshness.py), as a WARN asset check
+    on each ingest asset, so the UI and alerts see a stale export too."""
+    from pipelines.cli import DEMO_SOURCES_YAML
+    from tests.conftest import make_demo_project
+
+    project = make_demo_project(tmp_path)
+    monkeypatch.setenv(PROJECT_DIR_ENV, str(tmp_path))
+
+    def freshness_checks() -> dict[str, dg.AssetCheckEvaluation]:
+        with dg.instance_for_test() as instance:
+            result = (
+                load_defs().resolve_job_def("refresh_all").execute_in_process(instance=instance)
+            )
+        assert result.success
+        return {
+            e.asset_key.to_user_string(): e
+            for e in result.get_asset_check_evaluations()
+            if e.check_name == "source_fresh"
+        }
+
+    checks = freshness_checks()
+    assert set(checks) == {"ingest_demo_cronometer", "ingest_demo_labs"}
+    for check in checks.values():
+        assert check.passed and check.severity == dg.AssetCheckSeverity.WARN
+        assert check.description == "demo data, not checked for freshness"
+
+    # The same files as a real source: the demo's diary ends 2026-10-25, months before today.
+    project.sources_yaml.write_text(
+        DEMO_SOURCES_YAML.replace("    demo: true\n", "").replace(
+            "    demo: true             # a fixed sample ending 2026-10-25: labelled demo data, "
+            "not stale\n",
+            "",
+        ),
+        encoding="utf-8",
+    )
+    assert "demo: true" not in project.sources_yaml.read_text()
+    checks = freshness_checks()
+    diet = checks["ingest_demo_cronometer"]
+    assert not diet.passed and diet.severity == dg.AssetCheckSeverity.WARN
+    assert "its latest data is from 2026-10-25" in (diet.description or "")
+    assert diet.metadata["latest_day"].value == "2026-10-25"

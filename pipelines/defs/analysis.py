@@ -15,6 +15,7 @@ from pipelines.analysis.models import run_all_models
 from pipelines.analysis.windows import build_exposure_windows, features_from
 from pipelines.config import Settings
 from pipelines.defs._metadata import md_table
+from pipelines.defs._versions import CODE_VERSION
 from pipelines.defs.features import settings_salt
 from pipelines.defs.resources import ProjectResource
 from pipelines.incremental import only_people, plan_people, record, register_people, replace_people
@@ -52,6 +53,7 @@ def window_days_sql(settings: Settings) -> str:
 
 
 @dg.asset(
+    code_version=CODE_VERSION,
     group_name="analysis",
     kinds={"polars", "duckdb"},
     pool="duckdb_writer",
@@ -104,6 +106,7 @@ def exposure_windows(
 
 
 @dg.asset(
+    code_version=CODE_VERSION,
     group_name="analysis",
     kinds={"polars", "duckdb"},
     pool="duckdb_writer",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from pipelines.defs.resources import ProjectResource, restore_warehouse_on_failure
+from pipelines.defs.resources import ProjectResource
 from pipelines.project import Project
 
 NIGHTLY_CRON = "0 2 * * *"
@@ -16,10 +16,6 @@ refresh_all = dg.define_asset_job(
     "refresh_all",
     selection=dg.AssetSelection.all(),
     description="Ingest every source, rebuild the warehouse tables, analysis and dashboards.",
-    # One process per run: DuckDB allows one writer, and the steps are quick. It also lets the
-    # failure hook and the project resource share the run's state (see defs/resources.py).
-    executor_def=dg.in_process_executor,
-    hooks={restore_warehouse_on_failure},
 )
 
 

@@ -16,6 +16,7 @@ from pipelines.analysis.draws import build_marker_draws, marker_trends
 from pipelines.analysis.sufficiency import data_sufficiency as sufficiency_table
 from pipelines.config import Settings
 from pipelines.defs._metadata import column_schema, md_table
+from pipelines.defs._versions import CODE_VERSION
 from pipelines.defs.resources import ProjectResource
 from pipelines.incremental import (
     only_days,
@@ -119,6 +120,7 @@ def settings_salt(settings: Settings) -> str:
     specs=[
         dg.AssetSpec(
             "food_categories",
+            code_version=CODE_VERSION,
             group_name="features",
             kinds={"polars", "duckdb"},
             deps=["diet_entries"],
@@ -128,6 +130,7 @@ def settings_salt(settings: Settings) -> str:
         ),
         dg.AssetSpec(
             "unmapped_foods",
+            code_version=CODE_VERSION,
             group_name="features",
             kinds={"polars", "duckdb"},
             deps=["diet_entries"],
@@ -186,6 +189,7 @@ def food_taxonomy(context: dg.AssetExecutionContext, project: ProjectResource):
 
 
 @dg.asset(
+    code_version=CODE_VERSION,
     group_name="features",
     kinds={"polars", "duckdb"},
     pool="duckdb_writer",
@@ -337,6 +341,7 @@ def replace_gap_days(conn: duckdb.DuckDBPyConnection, settings: Settings) -> Non
 
 
 @dg.asset(
+    code_version=CODE_VERSION,
     group_name="features",
     kinds={"polars", "duckdb"},
     pool="duckdb_writer",
@@ -368,6 +373,7 @@ def diet_daily_unique_days(project: ProjectResource) -> dg.AssetCheckResult:
     specs=[
         dg.AssetSpec(
             "marker_draws",
+            code_version=CODE_VERSION,
             group_name="features",
             kinds={"polars", "duckdb"},
             deps=["lab_results"],
@@ -377,6 +383,7 @@ def diet_daily_unique_days(project: ProjectResource) -> dg.AssetCheckResult:
         ),
         dg.AssetSpec(
             "marker_trends",
+            code_version=CODE_VERSION,
             group_name="features",
             kinds={"polars", "duckdb"},
             deps=["lab_results"],
@@ -459,6 +466,7 @@ def acute_draws_excluded(project: ProjectResource) -> dg.AssetCheckResult:
 
 
 @dg.asset(
+    code_version=CODE_VERSION,
     name="data_sufficiency",
     group_name="features",
     kinds={"polars", "duckdb"},

@@ -7,15 +7,19 @@ overlapping exports and written, together with its file record and its rejected 
 """
 
 import shutil
+from datetime import UTC, date, datetime
 
 import dagster as dg
+import duckdb
 import polars as pl
 
 from pipelines.config import ConfigError, SourceConfig, check_source_files
 from pipelines.defs._metadata import md_table
 from pipelines.defs.resources import ProjectResource
-from pipelines.ingest import staging_table, sync_source
+from pipelines.ingest import source_fingerprint, staging_table, sync_source
 from pipelines.project import Project
+from pipelines.reports.freshness import STALE_AFTER_DAYS, source_freshness_status
+from pipelines.warehouse import ident
 
 __all__ = ["build_ingest_asset", "configured_sources", "ingest_asset_key", "staging_table"]
 
@@ -30,6 +34,8 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=key,
+        # The parser code, its data tables and this source's settings: what a parse depends on.
+        code_version=source_fingerprint(source),
         group_name="ingest",
         kinds={"polars", "duckdb"},
         pool="duckdb_writer",
@@ -49,6 +55,14 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
                 "files_readable",
                 asset=key,
                 description="Every matched file could be read (warns, the rest still loads).",
+            ),
+            dg.AssetCheckSpec(
+                "source_fresh",
+                asset=key,
+                description=(
+                    f"The newest file and the latest day of data are at most {STALE_AFTER_DAYS} "
+                    "days old (warns: a stale export keeps the dashboards on an old picture)."
+                ),
             ),
         ],
     )
@@ -71,12 +85,20 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
                 work_dir=project.project.processed_dir,
                 paths=paths,
             )
+            latest_day = latest_data_day(conn, staging_table(source.name))
         files = result.files
         unbalanced = files.filter(
             files["rows_read"]
             != files["rows_loaded"] + files["rows_rejected"] + files["rows_duplicate"]
         )
         errors = files.filter(files["status"] == "error")
+        fresh = source_freshness_status(
+            files["modified_at"].max() if files.height else None,
+            latest_day,
+            datetime.now(UTC).replace(tzinfo=None),
+            source.name,
+            demo=source.demo,
+        )
         context.log.info(
             f"{source.name}: {files.height} file(s), {result.files_parsed} read this time; "
             f"{result.rows_loaded} rows loaded, {result.rows_rejected} rejected"
@@ -120,6 +142,21 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
                     metadata={"unbalanced_files": unbalanced.height},
                 ),
                 dg.AssetCheckResult(
+                    check_name="source_fresh",
+                    passed=not fresh["stale"],
+                    severity=dg.AssetCheckSeverity.WARN,
+                    description=(
+                        "demo data, not checked for freshness"
+                        if fresh["demo"]
+                        else "; ".join(fresh["reasons"]) or "fresh"
+                    ),
+                    metadata={
+                        "newest_file_days": fresh["file_age"],
+                        "latest_day": str(fresh["latest_day"]) if fresh["latest_day"] else None,
+                        "latest_data_days": fresh["data_age"],
+                    },
+                ),
+                dg.AssetCheckResult(
                     check_name="files_readable",
                     passed=errors.height == 0,
                     severity=dg.AssetCheckSeverity.WARN,
@@ -136,6 +173,18 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
         )
 
     return _ingest
+
+
+def latest_data_day(conn: duckdb.DuckDBPyConnection, table: str) -> date | None:
+    """The latest day of data in a staging table (its `day` or `collected_at`); None for a
+    table without dates (a persons list, an undated cohort)."""
+    columns = {r[0] for r in conn.execute(f"DESCRIBE {ident(table)}").fetchall()}
+    dated = [c for c in ("day", "collected_at") if c in columns]
+    if not dated:
+        return None
+    latest = ", ".join(f"max(CAST({ident(c)} AS DATE))" for c in dated)
+    row = conn.execute(f"SELECT greatest({latest}) FROM {ident(table)}").fetchone()
+    return row[0] if row else None
 
 
 def configured_sources(project: Project) -> list[SourceConfig]:

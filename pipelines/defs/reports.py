@@ -8,6 +8,7 @@ import dagster as dg
 import duckdb
 import polars as pl
 
+from pipelines.defs._versions import REPORTS_VERSION
 from pipelines.defs.resources import ProjectResource
 from pipelines.reports.dashboards import DashboardInputs, diet_columns_shown, write_dashboards
 from pipelines.schema import REJECT_EXAMPLES, REJECT_VALUE_SHOWN
@@ -250,6 +251,7 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
 
 
 @dg.asset(
+    code_version=REPORTS_VERSION,
     group_name="reports",
     kinds={"plotly", "html"},
     deps=[

@@ -15,6 +15,7 @@ import polars as pl
 
 from pipelines.config import SourceConfig
 from pipelines.defs._metadata import column_schema, md_table
+from pipelines.defs._versions import CODE_VERSION
 from pipelines.defs.ingest import configured_sources, ingest_asset_key, staging_table
 from pipelines.defs.resources import ProjectResource
 from pipelines.ingest import check_unique_lines, target_table
@@ -144,6 +145,7 @@ def sources_feeding(
 
 def _canonical_asset(table: str, feeding: list[str]) -> dg.AssetsDefinition:
     @dg.asset(
+        code_version=CODE_VERSION,
         name=table,
         group_name="warehouse",
         kinds={"duckdb"},
@@ -187,6 +189,7 @@ def build_persons(covariates: pl.DataFrame, seen_ids: pl.Series) -> pl.DataFrame
 
 
 @dg.asset(
+    code_version=CODE_VERSION,
     group_name="warehouse",
     kinds={"duckdb"},
     pool="duckdb_writer",

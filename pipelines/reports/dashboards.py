@@ -47,6 +47,7 @@ import polars as pl
 from plotly.offline import get_plotlyjs
 
 from pipelines.reports import charts
+from pipelines.reports.freshness import STALE_AFTER_DAYS, source_freshness_status
 from pipelines.reports.html import (
     CAVEAT,
     DII_FEATURES,
@@ -156,9 +157,6 @@ SCHEMAS: dict[str, dict[str, DType]] = {
     },
 }
 
-# A source is stale when its newest file, or its latest day of data, is older than this at the
-# time of the run: the nightly run then keeps showing an old picture without saying so.
-STALE_AFTER_DAYS = 30
 
 STATUS_ORDER = {
     "significant": 0,
@@ -814,39 +812,6 @@ def run_time(run_info: dict[str, str]) -> datetime:
     return at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo else at
 
 
-def _naive(x: object) -> datetime | None:
-    if not isinstance(x, datetime):
-        return None
-    return x.astimezone(UTC).replace(tzinfo=None) if x.tzinfo else x
-
-
-def _freshness(
-    newest_file_at: object, latest_day: object, now: datetime, source: str, demo: bool = False
-) -> dict[str, Any]:
-    newest = _naive(newest_file_at)
-    day = latest_day.date() if isinstance(latest_day, datetime) else latest_day
-    day = day if isinstance(day, date) else None
-    reasons = []
-    # The run's time is cut to the minute, so a file written during the run is "-1 days" old.
-    file_age = max((now - newest).days, 0) if newest is not None else None
-    data_age = (now.date() - day).days if day is not None else None
-    # A demo source's data ends on a fixed day by design: no stale reasons, ever.
-    if not demo and file_age is not None and file_age > STALE_AFTER_DAYS:
-        reasons.append(f"its newest file is {file_age} days old ({newest:%Y-%m-%d})")
-    if not demo and data_age is not None and data_age > STALE_AFTER_DAYS:
-        reasons.append(f"its latest data is from {day} ({data_age} days before this run)")
-    return {
-        "source": source,
-        "newest_file_at": newest,
-        "latest_day": day,
-        "file_age": file_age,
-        "data_age": data_age,
-        "stale": bool(reasons),
-        "reasons": reasons,
-        "demo": demo,
-    }
-
-
 def _freshness_frame(d: DashboardInputs) -> pl.DataFrame:
     """source_freshness, with the newest file per source filled in from ingest_files."""
     files = (
@@ -881,7 +846,7 @@ def source_status(d: DashboardInputs, now: datetime) -> list[dict[str, Any]]:
         .sort("source")
     )
     out = [
-        _freshness(
+        source_freshness_status(
             r["newest_file_at"],
             r["latest_day"],
             now,
@@ -905,7 +870,9 @@ def _person_sources(d: DashboardInputs, now: datetime) -> dict[str, list[dict[st
     for r in per.sort("person_id", "source").to_dicts():
         source = str(r["source"])
         out.setdefault(str(r["person_id"]), []).append(
-            _freshness(r["newest_file_at"], r["latest_day"], now, source, source in d.demo_sources)
+            source_freshness_status(
+                r["newest_file_at"], r["latest_day"], now, source, source in d.demo_sources
+            )
         )
     return out
 
@@ -1396,7 +1363,7 @@ def _kept(
 def _section_key(s: PersonSummary, names: tuple[str, ...]) -> str:
     """A hash of the named summary fields, this code and the Polars version (see
     `person_page_key`); unique when a field cannot be hashed, so the section is built."""
-    digest = hashlib.sha256(_reports_code_fingerprint().encode())
+    digest = hashlib.sha256(reports_code_fingerprint().encode())
     try:
         for name in names:
             _hash_value(digest, s, name, getattr(s, name))
@@ -2236,7 +2203,7 @@ def person_page_key(s: PersonSummary, d: DashboardInputs, global_warnings: list[
     anything of the person's own changes or a source turns stale or fresh. Anything that cannot be
     hashed makes the key unique, so the page is rendered: when in doubt, render.
     """
-    digest = hashlib.sha256(_reports_code_fingerprint().encode())
+    digest = hashlib.sha256(reports_code_fingerprint().encode())
     try:
         for f in fields(s):
             if f.name in _DERIVED_FIELDS:
@@ -2282,7 +2249,7 @@ def _hash_value(digest: Any, s: PersonSummary, name: str, value: object) -> None
 
 
 @cache
-def _reports_code_fingerprint() -> str:
+def reports_code_fingerprint() -> str:
     here = Path(__file__).resolve().parent
     # The libraries whose output is in the pages: Polars (row hashes), plotly (its HTML around
     # each figure) and orjson (the figures' JSON).

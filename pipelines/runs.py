@@ -1,0 +1,81 @@
+"""One run of the pipeline as a unit: exclusive, and all-or-nothing for the warehouse.
+
+Dagster commits each step on its own, so on its own a run that fails half-way would leave new
+ingest tables beside old analysis tables. `guarded_run` wraps a whole run, however it was started
+(the nightly schedule, the new-file sensor, `gutsignal run`, or a materialisation from the UI;
+`ProjectResource` enters it once per run):
+
+- Runs are serialised by a run lock held from the run's start to its end: steps of two runs
+  never interleave.
+- A run killed outright (kill -9, power cut) leaves its snapshot behind; the next run finds it and
+  restores it before doing anything, so the half-finished run leaves no trace.
+- A warehouse file DuckDB cannot open is moved aside and replaced by the newest backup that opens,
+  or rebuilt from data/raw/ (`pipelines.backups.heal`); one log line says which.
+- Scheduled (nightly) runs keep a backup copy first (`pipelines.backups`).
+- The warehouse is snapshotted when the run starts and put back when the run ends with a failed
+  step (or the run itself raises): the warehouse is then exactly as it was before the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from filelock import FileLock, Timeout
+
+from pipelines.backups import heal, take_backup
+from pipelines.project import Project
+
+# A nightly refresh of a large cohort can take a while; a second run waits rather than fails.
+RUN_LOCK_TIMEOUT_S = 6 * 3600
+
+
+@contextmanager
+def guarded_run(
+    project: Project,
+    run_id: str,
+    *,
+    scheduled: bool,
+    failed: Callable[[], bool],
+    log: Callable[[str], None],
+) -> Iterator[None]:
+    """Hold the run lock, heal, back up (scheduled runs) and snapshot the warehouse; on leaving,
+    put the snapshot back when `failed()` says a step failed (asked only then, when every step's
+    outcome is known) or the body raised."""
+    processed = project.processed_dir
+    processed.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(processed / "run.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log("another gutsignal run is in progress; waiting for it to finish")
+        lock.acquire(timeout=RUN_LOCK_TIMEOUT_S)
+    try:
+        warehouse = project.warehouse()
+        for leftover in sorted(processed.glob("warehouse.run-*.duckdb")):
+            # Only a killed run leaves its snapshot: we hold the run lock, nobody else is running.
+            log(f"a previous run was interrupted; restoring {leftover.name}")
+            warehouse.restore(leftover)
+            leftover.unlink()
+        healed = heal(warehouse)
+        if healed is not None:
+            log(healed)
+        if scheduled:
+            take_backup(warehouse, keep=project.config().settings.backups_keep)
+        snapshot = processed / f"warehouse.run-{run_id[:8]}.duckdb"
+        had_warehouse = warehouse.snapshot(snapshot)
+        body_raised = False
+        try:
+            yield
+        except BaseException:
+            body_raised = True
+            raise
+        finally:
+            if body_raised or failed():
+                if had_warehouse:
+                    warehouse.restore(snapshot)
+                else:
+                    warehouse.path.unlink(missing_ok=True)
+            snapshot.unlink(missing_ok=True)
+    finally:
+        lock.release()
