@@ -440,7 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_project(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--project-dir", default=".", help="project folder (default: .)")
+        p.add_argument(
+            "--project-dir",
+            # The variable `make` and the Dagster service set, so a shell that has it needs no flag.
+            default=os.environ.get(PROJECT_DIR_ENV) or ".",
+            help=f"project folder (default: ${PROJECT_DIR_ENV} when set, else .)",
+        )
         return p
 
     run = with_project(sub.add_parser("run", help="run the whole pipeline once"))

@@ -10,6 +10,7 @@ each reads, whether its files name their people) are facts of each adapter's `Fo
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -294,6 +295,25 @@ def _parse_source(index: int, entry: Any, formats: Mapping[str, FormatFacts]) ->
                 f"{where}, key 'crp_method': expected 'hs' (high-sensitivity CRP) or 'standard', "
                 f"not {crp_method!r}; leave it out to let each file's reference ranges decide"
             )
+    encoding = entry.get("encoding", "utf-8")
+    try:
+        codecs.lookup(encoding if isinstance(encoding, str) else "")
+    except LookupError:
+        raise ConfigError(
+            f"{where}, key 'encoding': {encoding!r} is not a text encoding Python knows; use a "
+            "name such as utf-8, utf-8-sig, latin-1 or cp1252"
+        ) from None
+    options = entry.get("options") or {}
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise ConfigError(
+            f"{where}, key 'options': expected a mapping of option names to values, such as "
+            f"{{level: entries}}, not {options!r}"
+        )
+    description = entry.get("description")
+    if description is not None and not isinstance(description, str):
+        raise ConfigError(
+            f"{where}, key 'description': expected text (quote it), not {description!r}"
+        )
     demo = entry.get("demo", False)
     if not isinstance(demo, bool):
         # A quoted "true" or a 1 is a slip to point out, not a truthy value to guess at.
@@ -309,8 +329,8 @@ def _parse_source(index: int, entry: Any, formats: Mapping[str, FormatFacts]) ->
         datetime_format=entry.get("datetime_format"),
         delimiter=delimiter,
         decimal=decimal,
-        encoding=str(entry.get("encoding", "utf-8")),
-        options=dict(entry.get("options") or {}),
+        encoding=encoding,
+        options=dict(options),
         crp_method=crp_method,
         demo=demo,
     )

@@ -153,3 +153,15 @@ def test_open_before_any_run_says_to_run_first(
     err = capsys.readouterr().err
     assert "gutsignal run" in err and "index.html" in err and "Traceback" not in err
     assert opened == []
+
+
+def test_the_project_folder_comes_from_the_environment_without_a_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_demo_project(tmp_path / "proj")
+    monkeypatch.chdir(tmp_path)  # not the project: only the variable points there
+    monkeypatch.setenv("GUTSIGNAL_PROJECT_DIR", str(tmp_path / "proj"))
+    capsys.readouterr()
+    assert main(["sources"]) == 0
+    out = capsys.readouterr().out
+    assert "demo_cronometer" in out and "demo_labs" in out

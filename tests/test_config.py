@@ -88,6 +88,22 @@ def test_from_folder_person(tmp_path: Path) -> None:
             "{name: a, kind: diet, format: csv, path: x, demo: 'true'}",
             "source 'a', key 'demo': expected true or false, not 'true'",
         ),
+        (
+            "{name: a, kind: diet, format: csv, path: x, encoding: utf-9}",
+            "source 'a', key 'encoding': 'utf-9' is not a text encoding Python knows",
+        ),
+        (
+            "{name: a, kind: diet, format: csv, path: x, encoding: 8}",
+            "source 'a', key 'encoding': 8 is not a text encoding",
+        ),
+        (
+            "{name: a, kind: diet, format: csv, path: x, options: [level, entries]}",
+            "source 'a', key 'options': expected a mapping of option names to values",
+        ),
+        (
+            "{name: a, kind: diet, format: csv, path: x, description: 42}",
+            "source 'a', key 'description': expected text (quote it), not 42",
+        ),
     ],
 )
 def test_bad_entries_name_entry_and_key(tmp_path: Path, entry: str, expected: str) -> None:
@@ -228,3 +244,15 @@ def test_demo_marks_a_source_as_a_fixed_sample(tmp_path: Path) -> None:
     config = load_project_config(write(tmp_path, text))
     assert config.source("alice_cronometer").demo
     assert not config.source("clinic_labs").demo
+
+
+def test_encoding_options_and_description_that_are_right_load(tmp_path: Path) -> None:
+    config = load_project_config(
+        write(
+            tmp_path,
+            "sources:\n  - {name: a, kind: diet, format: csv, path: x, encoding: latin-1,\n"
+            "     options: {period: day}, description: 'Klinik export, 2024'}\n",
+        )
+    )
+    source = config.sources[0]
+    assert source.encoding == "latin-1" and source.options == {"period": "day"}
