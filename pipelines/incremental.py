@@ -29,6 +29,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from pipelines.fingerprint import fingerprint
 from pipelines.warehouse import create_table, ident, insert_frame, table_exists
 
 STATE_TABLE = "person_inputs"
@@ -73,11 +74,7 @@ def code_fingerprint(exclude: tuple[str, ...] = ()) -> str:
     paths += [root / "schema.py", root / "config.py", *sorted((root / "data").glob("*.csv"))]
     # The core modules the transforms share with the adapters.
     paths += [root / "text.py", root / "rules.py", root / "lab_vocabulary.py"]
-    paths = [p for p in paths if p.name not in exclude]
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+    return fingerprint([p for p in paths if p.name not in exclude])
 
 
 # An order-independent fingerprint of a group's rows `t`, computed inside DuckDB: a count and two

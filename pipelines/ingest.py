@@ -55,6 +55,7 @@ import polars as pl
 from pipelines.adapters import FORMATS, AdapterError, ParseResult
 from pipelines.adapters.base import FILE_INDEX
 from pipelines.config import SourceConfig
+from pipelines.fingerprint import fingerprint
 from pipelines.schema import INGEST_FILES_SCHEMA, REJECT_SCHEMA, TARGET_SCHEMAS, conform
 from pipelines.transforms.plausibility import FUTURE_REASON, apply_plausibility
 from pipelines.warehouse import (
@@ -190,10 +191,7 @@ def parser_fingerprint() -> str:
     paths += [Path(inspect.getfile(m)) for m in (labs_module, schema_module, plausibility_module)]
     paths += [Path(inspect.getfile(m)) for m in (text_module, rules_module, lab_vocabulary_module)]
     paths += sorted((package.parent / "data").glob("*.csv"))
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+    return fingerprint(paths)
 
 
 def source_fingerprint(source: SourceConfig) -> str:

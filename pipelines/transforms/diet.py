@@ -28,6 +28,7 @@ from pathlib import Path
 import polars as pl
 
 from pipelines.config import Settings
+from pipelines.fingerprint import fingerprint
 from pipelines.schema import (
     CATEGORIES,
     NUTRIENTS,
@@ -62,10 +63,8 @@ def load_taxonomy() -> pl.DataFrame:
 def taxonomy_version() -> str:
     """A short content hash of the shipped taxonomy and reference table, recorded with every
     assignment (an override file adds its own hash, see `categorise_foods`)."""
-    digest = hashlib.sha256()
-    for name in ("taxonomy.csv", REFERENCE_FILE):
-        digest.update(resources.files("pipelines.data").joinpath(name).read_bytes())
-    return digest.hexdigest()[:12]
+    data = Path(str(resources.files("pipelines.data")))
+    return fingerprint([data / "taxonomy.csv", data / REFERENCE_FILE])[:12]
 
 
 @cache
