@@ -211,7 +211,10 @@ def _cluster_variance(
     ep[groups, slot] = resid
     hat = Xp @ Ainv @ Xp.transpose(0, 2, 1)
     lam, vec = np.linalg.eigh(np.eye(width) - hat)
-    inv_sqrt = (vec / np.sqrt(np.clip(lam, 1e-12, None))[:, None, :]) @ vec.transpose(0, 2, 1)
+    # The symmetric inverse square root; a direction a person's own draws fit exactly (an
+    # eigenvalue of 0: no residual there) gets 0, the pseudo-inverse (Pustejovsky & Tipton).
+    scale = np.where(lam > 1e-10, 1.0 / np.sqrt(np.maximum(lam, 1e-10)), 0.0)
+    inv_sqrt = (vec * scale[:, None, :]) @ vec.transpose(0, 2, 1)
     u = np.einsum("gst,gt->gs", inv_sqrt, Xp @ Ainv[0])
     shifts = (u * ep).sum(axis=1)
     return float(shifts @ shifts), _satterthwaite_df(u, Xp, Ainv, counts)
