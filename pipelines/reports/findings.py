@@ -11,6 +11,7 @@ from datetime import date, datetime
 from typing import Any
 
 import polars as pl
+from markupsafe import Markup
 
 from pipelines.reports.html import (
     DII_FEATURES,
@@ -202,7 +203,7 @@ def _findings_table(
         if with_person:
             cells.append(esc(r.get("person_id") or "all"))
         cells += [
-            f"{esc(sentence(r))} {caveat()}",
+            Markup(f"{esc(sentence(r))} {caveat()}"),
             status_badge(r.get("status")),
             esc(r.get("method") or ""),
             esc(r.get("note") or ""),

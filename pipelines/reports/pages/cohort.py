@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import polars as pl
+from markupsafe import Markup
 
 from pipelines.reports import figures
 from pipelines.reports.findings import (
@@ -141,13 +142,12 @@ def _partial_pooling_section(assoc: pl.DataFrame, pseudonymise: bool) -> str:
         ]
         for r in rows.iter_rows(named=True)
     ]
-    return (
+    return Markup(
         f"<h3>Each person's estimate, partially pooled {caveat()}</h3>"
         '<p class="lead">For the pooled findings: each person\'s own estimate (few draws, wide '
         "CI) and the same estimate shrunk toward the cohort's as far as the spread between "
         "people allows (empirical Bayes): the better guess for one person.</p>"
-        + table(["Person", "Food", "Own estimate (95% CI)", "Partially pooled (95% CI)"], body)
-    )
+    ) + table(["Person", "Food", "Own estimate (95% CI)", "Partially pooled (95% CI)"], body)
 
 
 def _cohort_dii_params(summaries: list[PersonSummary]) -> tuple[int, int] | None:
@@ -173,29 +173,32 @@ def render_cohort(
     meta = followed
     if between_n:
         meta += f" · {between_n:,} people in the between-person models (largest model n)"
-    heading = _heading("Cohort view", f'<a href="{INDEX}">← All people</a>', esc(meta))
+    heading = _heading("Cohort view", Markup(f'<a href="{INDEX}">← All people</a>'), esc(meta))
     pooled = assoc.filter(
         (pl.col("scope") == "cohort") & ~pl.col("method").fill_null("").is_in(BETWEEN_METHODS)
     ).to_dicts()
     draws = _crp_draws(d.marker_draws, "person_id")
     with_crp = [s for s in summaries if s.n_draws]
     body = [
-        '<div class="cards">'
+        Markup('<div class="cards">')
         + card(
-            "People followed over time", fmt_int(len(summaries)), f"{len(with_crp)} with CRP draws"
+            "People followed over time",
+            esc(fmt_int(len(summaries))),
+            esc(f"{len(with_crp)} with CRP draws"),
         )
         + (
             card(
                 "People in between-person models",
-                fmt_int(between_n),
-                "cross-sectional cohort: the largest model's n (one draw per person)",
+                esc(fmt_int(between_n)),
+                # Raw, as it always was: esc would write the apostrophe as &#x27;.
+                Markup("cross-sectional cohort: the largest model's n (one draw per person)"),
             )
             if between_n
-            else ""
+            else Markup()
         )
         + card(
             "CRP draws of people followed",
-            fmt_int(draws.height),
+            esc(fmt_int(draws.height)),
             esc(
                 f"{sum(s.n_chronic for s in summaries):,} chronic, "
                 f"{sum(s.n_acute for s in summaries):,} acute"
@@ -203,24 +206,23 @@ def render_cohort(
         )
         + card(
             "Days with a diet log",
-            fmt_int(sum(s.days_logged for s in summaries)),
+            esc(fmt_int(sum(s.days_logged for s in summaries))),
             esc(f"of {sum(s.days_in_range for s in summaries):,} person-days in range"),
         )
         + card(
             "Pooled findings",
-            fmt_int(sum(r.get("status") == "significant" for r in pooled + between)),
+            esc(fmt_int(sum(r.get("status") == "significant" for r in pooled + between))),
             esc(f"significant of {len(pooled) + len(between)} tested; {CAVEAT}"),
         )
-        + "</div>",
+        + Markup("</div>"),
         '<div class="notice">Pooled estimates combine everyone\'s data; results are '
         f"<b>{esc(CAVEAT)}</b>, "
         "and a pooled effect need not hold for any one person.</div>",
     ]
     if global_warnings:
         body.append(
-            '<div class="notice"><b>Data-quality warnings</b>'
-            + _warn_list(global_warnings)
-            + f' See the <a href="{INDEX}#quality">index page</a>.</div>'
+            f'<div class="notice"><b>Data-quality warnings</b>{_warn_list(global_warnings)}'
+            f' See the <a href="{INDEX}#quality">index page</a>.</div>'
         )
 
     body.append(f"<h2>Pooled within-person estimates {caveat()}</h2>")
@@ -287,4 +289,5 @@ def render_cohort(
             for s in summaries
         )
         body.append(f'<p class="muted">Person pages: {links}</p>')
-    return page("gutsignal: cohort", heading, "".join(body), _footer(d))
+    # Every piece of the body escapes its own text.
+    return page("gutsignal: cohort", heading, Markup("".join(body)), _footer(d))

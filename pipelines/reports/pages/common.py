@@ -9,11 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 import polars as pl
+from markupsafe import Markup
 
 from pipelines.reports import figures
 from pipelines.reports.findings import _primary_between
 from pipelines.reports.freshness import STALE_AFTER_DAYS
 from pipelines.reports.html import (
+    NO_HTML,
     category_badge,
     empty,
     esc,
@@ -50,12 +52,14 @@ def _freshness_table(rows: list[dict[str, Any]], day_label: str) -> str:
             ends = f" (ends {r['latest_day']})" if r["latest_day"] is not None else ""
             status = esc(f"demo data{ends}, not checked for freshness")
         elif r["stale"]:
-            status = '<span class="badge c-high">stale</span> ' + esc("; ".join(r["reasons"]))
+            status = Markup(
+                f'<span class="badge c-high">stale</span> {esc("; ".join(r["reasons"]))}'
+            )
         else:
-            status = '<span class="badge c-low">up to date</span>'
+            status = Markup('<span class="badge c-low">up to date</span>')
         body.append([esc(r["source"]), esc(file_txt), esc(day_txt), status])
         classes.append("")
-    return table(["Source", "Newest file", day_label, "Freshness"], body) + (
+    return table(["Source", "Newest file", day_label, "Freshness"], body) + Markup(
         f'<p class="muted">A source is stale when its newest file, or its latest day of data, is '
         f"more than {STALE_AFTER_DAYS} days older than this run: drop a newer export into "
         "data/raw/ (or remove the source from sources.yaml when it has ended). Sources marked "
@@ -63,46 +67,46 @@ def _freshness_table(rows: list[dict[str, Any]], day_label: str) -> str:
     )
 
 
-def _trend_html(s: PersonSummary) -> str:
+def _trend_html(s: PersonSummary) -> Markup:
     t = s.trend
     slope = t.get("slope_pct_per_year")
     if is_num(slope):
-        return (
+        return Markup(
             f"{esc(fmt_pct(slope))}/year "
             f'<span class="muted">(95% CI {esc(fmt_pct(t.get("slope_ci_low")))} to '
             f"{esc(fmt_pct(t.get('slope_ci_high')))}, {s.n_chronic} chronic draws)</span>"
         )
-    return f'<span class="muted">not enough draws ({s.n_chronic} chronic)</span>'
+    return Markup(f'<span class="muted">not enough draws ({s.n_chronic} chronic)</span>')
 
 
-def _latest_html(s: PersonSummary) -> str:
+def _latest_html(s: PersonSummary) -> Markup:
     if s.latest_value is None:
-        return '<span class="muted">no CRP yet</span>'
-    return (
+        return Markup('<span class="muted">no CRP yet</span>')
+    acute = f" {category_badge(None, acute=True)}" if s.latest_acute else ""
+    return Markup(
         f"{esc(marker_label(s.headline))} {esc(fmt_latest(s.latest_value, s.latest_censored))} "
         "mg/L "
-        f'<span class="muted">on {esc(s.latest_at)}</span>'
-        + (" " + category_badge(None, acute=True) if s.latest_acute else "")
+        f'<span class="muted">on {esc(s.latest_at)}</span>{acute}'
     )
 
 
-def _category_html(s: PersonSummary) -> str:
+def _category_html(s: PersonSummary) -> Markup:
     """The hs-CRP risk category; a standard CRP says why it has none."""
     if s.headline != CATEGORY_MARKER:
-        return (
+        return Markup(
             '<span class="muted">standard CRP: no cardiovascular risk category (the categories '
             "need a high-sensitivity assay)</span>"
         )
-    return category_badge(s.category) + " hs-CRP risk category"
+    return Markup(f"{category_badge(s.category)} hs-CRP risk category")
 
 
-def _coverage_html(s: PersonSummary) -> str:
+def _coverage_html(s: PersonSummary) -> Markup:
     if s.days_in_range:
         pct = 100 * s.days_logged / s.days_in_range
         diet = f"{s.days_logged} / {s.days_in_range} days logged ({pct:.0f}%)"
     else:
         diet = "no diet log"
-    return (
+    return Markup(
         f"{esc(diet)}<br>{s.n_draws} {esc(marker_label(s.headline))} draws "
         f"({s.n_chronic} chronic, {s.n_acute} acute)"
     )
@@ -132,10 +136,10 @@ def _global_quality(d: DashboardInputs, sources: list[dict[str, Any]] | None = N
     return out
 
 
-def _warn_list(items: list[str]) -> str:
+def _warn_list(items: list[str]) -> Markup:
     if not items:
-        return '<span class="ok">none</span>'
-    return '<ul class="warnlist">' + "".join(f"<li>{esc(i)}</li>" for i in items) + "</ul>"
+        return Markup('<span class="ok">none</span>')
+    return Markup(f'<ul class="warnlist">{"".join(f"<li>{esc(i)}</li>" for i in items)}</ul>')
 
 
 def _unmapped_table(unmapped: pl.DataFrame, limit: int = 25) -> str:
@@ -144,17 +148,19 @@ def _unmapped_table(unmapped: pl.DataFrame, limit: int = 25) -> str:
     top = unmapped.sort(["energy_share", "entries"], descending=True, nulls_last=True).head(limit)
     rows = [
         [
-            esc(r["food"]) if r["food"] else '<span class="muted">(no food name)</span>',
-            fmt_int(r["entries"]),
-            esc(f"{r['energy_kcal']:,.0f}") if is_num(r["energy_kcal"]) else "n/a",
-            esc(fmt_pct(100 * r["energy_share"], signed=False))
-            if is_num(r["energy_share"])
-            else "n/a",
-            f"<code>{esc(override_line(r['food']))}</code>" if r["food"] else "",
+            esc(r["food"]) if r["food"] else Markup('<span class="muted">(no food name)</span>'),
+            esc(fmt_int(r["entries"])),
+            esc(f"{r['energy_kcal']:,.0f}" if is_num(r["energy_kcal"]) else "n/a"),
+            esc(
+                fmt_pct(100 * r["energy_share"], signed=False)
+                if is_num(r["energy_share"])
+                else "n/a"
+            ),
+            Markup(f"<code>{esc(override_line(r['food']))}</code>") if r["food"] else Markup(),
         ]
         for r in top.to_dicts()
     ]
-    more = (
+    more = Markup(
         f'<p class="muted">Showing the top {limit} of {unmapped.height:,} by energy.</p>'
         if unmapped.height > limit
         else ""
@@ -169,14 +175,15 @@ def _unmapped_table(unmapped: pl.DataFrame, limit: int = 25) -> str:
     )
 
 
-def _footer(d: DashboardInputs) -> str:
+def _footer(d: DashboardInputs) -> Markup:
     window = d.run_info.get("data_window")
     return footer(d.run_info, window if window else _data_window(d))
 
 
-def _heading(title: str, crumbs: str, meta: str = "") -> str:
+def _heading(title: str, crumbs: Markup, meta: Markup = NO_HTML) -> Markup:
+    """The page heading: the crumbs and the meta line are HTML, the title is text."""
     meta_html = f'<div class="meta">{meta}</div>' if meta else ""
-    return f'<div class="crumbs">{crumbs}</div><h1>{esc(title)}</h1>{meta_html}'
+    return Markup(f'<div class="crumbs">{crumbs}</div><h1>{esc(title)}</h1>{meta_html}')
 
 
 def _fig(fig: Any, div_id: str, missing: str) -> str:
@@ -205,7 +212,7 @@ def _rejected_table(d: DashboardInputs) -> str:
                 esc(r["source"]),
                 esc(r["reason"]),
                 esc(r["column"] or "-"),
-                fmt_int(r["n"]),
+                esc(fmt_int(r["n"])),
                 esc(r["examples"] or ""),
             ]
             for r in rej.sort("n", descending=True, nulls_last=True, maintain_order=True).to_dicts()
@@ -217,7 +224,7 @@ def _rejected_table(d: DashboardInputs) -> str:
 def _files_section(d: DashboardInputs) -> str:
     files = d.ingest_files
     if files.is_empty():
-        return "<h3>Input files</h3>" + empty("No input files have been read yet.")
+        return f"<h3>Input files</h3>{empty('No input files have been read yet.')}"
     files = files.with_columns(
         _bad=((pl.col("status") == "error") | pl.col("error").is_not_null()).fill_null(False)
     ).sort(["_bad", "source", "path"], descending=[True, False, False], nulls_last=True)
@@ -226,21 +233,21 @@ def _files_section(d: DashboardInputs) -> str:
     for r in files.to_dicts():
         status = esc(r["status"] or "unknown")
         if r["_bad"]:
-            status = f'<span class="badge c-high">{status}</span>'
+            status = Markup(f'<span class="badge c-high">{status}</span>')
         rows.append(
             [
                 esc(r["source"]),
-                f"<code>{esc(r['path'])}</code>",
-                fmt_int(r["rows_read"]),
-                fmt_int(r["rows_loaded"]),
-                fmt_int(r["rows_rejected"]),
-                fmt_int(r["rows_duplicate"]),
+                Markup(f"<code>{esc(r['path'])}</code>"),
+                esc(fmt_int(r["rows_read"])),
+                esc(fmt_int(r["rows_loaded"])),
+                esc(fmt_int(r["rows_rejected"])),
+                esc(fmt_int(r["rows_duplicate"])),
                 status,
                 esc(r["error"] or ""),
             ]
         )
         classes.append("")
-    return "<h3>Input files</h3>" + table(
+    return Markup("<h3>Input files</h3>") + table(
         ["Source", "File", "Read", "Loaded", "Rejected", "Duplicate", "Status", "Error"],
         rows,
         num_cols=(2, 3, 4, 5),

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import polars as pl
+from markupsafe import Markup
 
 from pipelines.reports.findings import finding_sentence, sufficiency_short
 from pipelines.reports.html import (
@@ -38,9 +39,9 @@ from pipelines.reports.summaries import PersonSummary
 from pipelines.transforms.diet import OVERRIDES_HOWTO
 
 
-def _sufficiency_cell(s: PersonSummary) -> str:
+def _sufficiency_cell(s: PersonSummary) -> Markup:
     if not s.sufficiency:
-        return '<span class="muted">no chronic draws yet</span>'
+        return Markup('<span class="muted">no chronic draws yet</span>')
     r = s.sufficiency[0]
     return esc(f"{marker_label(r.get('marker'))}: {sufficiency_short(r)}")
 
@@ -61,7 +62,7 @@ def render_index(
     )
     heading = _heading(
         "gutsignal: gut foods and chronic inflammation",
-        f'<a href="{COHORT}">Cohort view →</a>',
+        Markup(f'<a href="{COHORT}">Cohort view →</a>'),
         meta,
     )
     body = [
@@ -72,9 +73,7 @@ def render_index(
     ]
     if global_warnings:
         body.append(
-            '<div class="notice"><b>Data-quality warnings</b>'
-            + _warn_list(global_warnings)
-            + "</div>"
+            f'<div class="notice"><b>Data-quality warnings</b>{_warn_list(global_warnings)}</div>'
         )
     body.append(
         f'<h2>People</h2><p class="lead"><a href="{COHORT}">Open the cohort view</a> for '
@@ -113,13 +112,15 @@ def render_index(
                 top = '<span class="muted">no associations tested yet</span>'
             rows.append(
                 [
-                    f'<a href="{esc(person_page_name(s.person_id))}">{esc(s.person_id)}</a>',
+                    Markup(
+                        f'<a href="{esc(person_page_name(s.person_id))}">{esc(s.person_id)}</a>'
+                    ),
                     _latest_html(s),
                     _category_html(s),
                     _trend_html(s),
                     _coverage_html(s),
                     _sufficiency_cell(s),
-                    top,
+                    Markup(top),  # built from escaped sentences above
                     _warn_list(s.warnings),
                 ]
             )
@@ -160,4 +161,5 @@ def render_index(
     body.append(_unmapped_table(unm))
     if unm.height:
         body.append(f'<p class="muted">{esc(OVERRIDES_HOWTO)}</p>')
-    return page("gutsignal dashboards", heading, "".join(body), _footer(d))
+    # Every piece of the body escapes its own text.
+    return page("gutsignal dashboards", heading, Markup("".join(body)), _footer(d))

@@ -11,6 +11,7 @@ from datetime import date
 from typing import Any
 
 import polars as pl
+from markupsafe import Markup
 
 from pipelines.reports import figures
 from pipelines.reports.cache import _kept, _section, _section_key
@@ -123,7 +124,9 @@ def _summary_cards(s: PersonSummary) -> str:
         )
     else:
         change_html = card(
-            "Latest change vs previous", '<span class="muted">n/a</span>', "needs two chronic draws"
+            "Latest change vs previous",
+            Markup('<span class="muted">n/a</span>'),
+            esc("needs two chronic draws"),
         )
     return (
         '<div class="cards">'
@@ -132,10 +135,12 @@ def _summary_cards(s: PersonSummary) -> str:
                 card("Latest CRP", _latest_html(s), _category_html(s)),
                 card(
                     "Chronic baseline",
-                    f"{esc(fmt_value(baseline))} mg/L"
-                    if is_num(baseline)
-                    else '<span class="muted">n/a</span>',
-                    f"from {s.n_chronic} chronic draws (acute draws excluded)",
+                    Markup(
+                        f"{esc(fmt_value(baseline))} mg/L"
+                        if is_num(baseline)
+                        else '<span class="muted">n/a</span>'
+                    ),
+                    esc(f"from {s.n_chronic} chronic draws (acute draws excluded)"),
                 ),
                 card("Chronic trend", _trend_html(s)),
                 change_html,
@@ -146,8 +151,8 @@ def _summary_cards(s: PersonSummary) -> str:
                 ),
                 card(
                     "Findings",
-                    f"{len(s.significant)} significant",
-                    f"of {s.n_findings} pairs tested; {esc(CAVEAT)}",
+                    esc(f"{len(s.significant)} significant"),
+                    Markup(f"of {s.n_findings} pairs tested; {esc(CAVEAT)}"),
                 ),
                 _sufficiency_card(s),
             ]
@@ -168,47 +173,47 @@ def _person_quality(s: PersonSummary, d: DashboardInputs, global_warnings: list[
         "merged": reasons.count("merged_into_visit"),
         "below_lod": sum(bool(b) or c == "<" for b, c in zip(below_lod, censored, strict=True)),
     }
-    rows = [
-        [
+    # (check, value): the check is text, the value escaped HTML.
+    rows: list[tuple[str, Markup]] = [
+        (
             "Days with a diet log",
-            esc(f"{s.days_logged} of {s.days_in_range}") if s.days_in_range else "none",
-        ],
-        ["How a day counts as logged", esc(logged_rule_text(s.diet))],
-        [
+            esc(f"{s.days_logged} of {s.days_in_range}" if s.days_in_range else "none"),
+        ),
+        ("How a day counts as logged", esc(logged_rule_text(s.diet))),
+        (
             "Diet date range",
-            esc(f"{s.first_day} to {s.last_day}") if s.first_day else "none",
-        ],
-        [
+            esc(f"{s.first_day} to {s.last_day}" if s.first_day else "none"),
+        ),
+        (
             "Longest gap without a log",
-            esc(f"{s.longest_gap} days") if s.days_logged >= 2 else "n/a",
-        ],
-        ["CRP draws", esc(f"{s.n_draws} total: {s.n_chronic} chronic, {s.n_acute} acute")],
-        ["Excluded as post-acute washout", str(counts["washout"])],
-        ["Merged into a visit (draws ≤14 days apart averaged)", str(counts["merged"])],
-        ["Below the detection limit", str(counts["below_lod"])],
+            esc(f"{s.longest_gap} days" if s.days_logged >= 2 else "n/a"),
+        ),
+        ("CRP draws", esc(f"{s.n_draws} total: {s.n_chronic} chronic, {s.n_acute} acute")),
+        ("Excluded as post-acute washout", esc(counts["washout"])),
+        ("Merged into a visit (draws ≤14 days apart averaged)", esc(counts["merged"])),
+        ("Below the detection limit", esc(counts["below_lod"])),
     ]
     if "dii_params" in s.diet.columns and s.diet["dii_params"].dtype.is_numeric():
         med = _logged_median(s.diet, "dii_params")
         if med is not None:
-            rows.append(["DII parameters available (median per day)", esc(f"{med:.0f} of 45")])
+            rows.append(("DII parameters available (median per day)", esc(f"{med:.0f} of 45")))
     if s.unmapped_share is not None:
         rows.append(
-            [
+            (
                 "Energy from foods without a category",
                 esc(fmt_pct(100 * s.unmapped_share, signed=False)),
-            ]
+            )
         )
     parts = [
         "<h3>Warnings for this person</h3>",
         _warn_list(s.warnings),
-        table(["Check", "Value"], rows),
+        table(["Check", "Value"], [[esc(check), value] for check, value in rows]),
     ]
     if global_warnings:
         parts.append(
-            "<h3>Pipeline-wide</h3>"
-            + _warn_list(global_warnings)
-            + '<p class="muted">Details per file and reason are on the '
-            + f'<a href="{INDEX}#quality">index page</a>.</p>'
+            f"<h3>Pipeline-wide</h3>{_warn_list(global_warnings)}"
+            '<p class="muted">Details per file and reason are on the '
+            f'<a href="{INDEX}#quality">index page</a>.</p>'
         )
     parts.append("<h3>Rejected input rows by reason (all sources)</h3>")
     parts.append(_rejected_table(d))
@@ -246,12 +251,12 @@ def _other_markers(s: PersonSummary) -> str:
                 if is_num(t.get("slope_pct_per_year"))
                 else "not enough draws"
             ),
-            fmt_int(t.get("n_draws")),
-            fmt_int(t.get("n_chronic")),
+            esc(fmt_int(t.get("n_draws"))),
+            esc(fmt_int(t.get("n_chronic"))),
         ]
         for t in rows
     ]
-    return "<h2>Other markers</h2>" + table(
+    return Markup("<h2>Other markers</h2>") + table(
         ["Marker", "Latest", "On", "Baseline", "Trend", "Draws", "Chronic"], body, num_cols=(5, 6)
     )
 
@@ -327,7 +332,7 @@ def render_person_page(
         details.append(f"sex {s.sex}")
     if is_num(s.age):
         details.append(f"age {float(s.age):.0f}")
-    crumbs = f'<a href="{INDEX}">← All people</a> · <a href="{COHORT}">Cohort</a>'
+    crumbs = Markup(f'<a href="{INDEX}">← All people</a> · <a href="{COHORT}">Cohort</a>')
     heading = _heading(f"Person {pid}", crumbs, esc(", ".join(details)))
 
     body = [_summary_cards(s)]
@@ -426,13 +431,16 @@ def render_person_page(
     body.append(_other_markers(s))
     # The script that draws a cell's scatter goes last, after the elements it reads.
     body.append(_section("cells", lag_key, cells_html))
-    return page(f"gutsignal: {pid}", heading, "".join(body), _footer(d))
+    # Every piece of the body escapes its own text.
+    return page(f"gutsignal: {pid}", heading, Markup("".join(body)), _footer(d))
 
 
 def _sufficiency_card(s: PersonSummary) -> str:
     link = '<a href="#sufficiency">how many draws, and why</a>'
     if not s.sufficiency:
-        return card("Enough data?", '<span class="muted">n/a</span>', "no chronic draws yet")
+        return card(
+            "Enough data?", Markup('<span class="muted">n/a</span>'), esc("no chronic draws yet")
+        )
     r = s.sufficiency[0]
     m50 = r.get("more_draws_50pct")
     value = (
@@ -442,5 +450,6 @@ def _sufficiency_card(s: PersonSummary) -> str:
         if is_num(m50)
         else "n/a"
     )
-    sub = esc(f"{marker_label(r.get('marker'))}: {sufficiency_short(r)}") + "; " + link
+    advice = esc(f"{marker_label(r.get('marker'))}: {sufficiency_short(r)}")
+    sub = Markup(f"{advice}; {link}")
     return card("Enough data?", esc(value), sub)
