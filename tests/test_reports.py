@@ -18,6 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 import pytest
+from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 from scipy import stats
 
@@ -477,6 +478,18 @@ def test_rerun_is_deterministic(tmp_path: Path, written: tuple[Path, list[Path]]
     write_dashboards(tmp_path, make_inputs())
     for name, page in _pages(out).items():
         assert (tmp_path / name).read_text(encoding="utf-8") == page, name
+
+
+def test_escaped_and_raw_html_are_different_types() -> None:
+    """Escaped text is Markup (with html.escape's bytes); the page shell escapes what is not."""
+    assert isinstance(rhtml.esc(XSS), Markup)
+    assert rhtml.esc('"x"') == "&quot;x&quot;"
+    assert rhtml.esc(rhtml.esc("<")) == "&amp;lt;"  # esc escapes its input, always
+    shell = rhtml.page(XSS, Markup("<b>h</b>"), XSS, Markup())  # type: ignore[arg-type]
+    assert "<b>h</b>" in shell and XSS not in shell
+    assert "<title>&lt;script&gt;alert(1)&lt;/script&gt;</title>" in shell
+    cell = rhtml.table(["<th>"], [[Markup("<i>raw</i>"), rhtml.esc("<text>")]])
+    assert "<th>&lt;th&gt;</th>" in cell and "<td><i>raw</i></td><td>&lt;text&gt;</td>" in cell
 
 
 def test_xss_strings_escaped(tmp_path: Path) -> None:

@@ -1,12 +1,14 @@
 """HTML building blocks for the dashboards: escaping, formatting, labels, page shell, atomic writes.
 
 Everything a page shows passes through `esc` (HTML) or `pesc` (Plotly text), because person ids,
-food names, file paths and reasons are user text and a dashboard is opened in a browser. Escaped
-text and raw HTML are `markupsafe.Markup`; plain `str` is text. The page shell, tables and cards
-take Markup where they take HTML, so a builder cannot hand them unescaped text by mistake (mypy
-says so).
+food names, file paths and reasons are user text and a dashboard is opened in a browser.
 Numbers are formatted here, once, so the index, person and cohort pages say the same thing the
-same way.
+same way. The bottom of the report flow: every page builder (`pages/`) and figure uses it.
+
+Escaped text and raw HTML are `markupsafe.Markup`; a plain `str` is text. The page shell (a
+Markup template), tables, cards and badges take Markup where they take HTML, so mypy refuses
+unescaped text there; the places that wrap their own HTML in `Markup(...)` are where that trust
+is decided.
 """
 
 from __future__ import annotations
@@ -474,26 +476,41 @@ def footer(run_info: dict[str, str], fallback_window: str | None) -> Markup:
     )
 
 
+# The page shell, as a template: Markup.format escapes whatever is formatted into it unless it is
+# Markup already. The title goes in through `esc`, whose quotes (&quot;) are the bytes the pages
+# have always had (markupsafe's own escape writes &#34;).
+_PAGE = Markup(
+    "<!DOCTYPE html>\n"
+    '<html lang="en"><head><meta charset="utf-8">'
+    '<meta name="viewport" content="width=device-width, initial-scale=1">'
+    '<meta http-equiv="Content-Security-Policy" content="{csp}">'
+    '<meta name="referrer" content="no-referrer">'
+    "<title>{title}</title>"
+    "<style>{css}</style>"
+    '<script src="plotly.min.js"></script>'
+    "</head><body>"
+    '<header class="top">{heading}</header>'
+    '<main><div id="plotly-missing" class="notice" hidden>The charts need the file '
+    "plotly.min.js in the same folder as this page. Keep the dashboards folder together "
+    "when you copy or share it.</div>"
+    '<script>if(typeof Plotly==="undefined"){{'
+    'document.getElementById("plotly-missing").hidden=false;}}</script>'
+    "{body}</main>{footer}</body></html>\n"
+)
+
+
 def page(title: str, heading_html: Markup, body_html: Markup, footer_html: Markup) -> str:
     """A complete page: inline CSS, relative plotly.min.js, no external resources. The title is
     text; the heading, body and footer are HTML."""
-    return (
-        "<!DOCTYPE html>\n"
-        '<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f'<meta http-equiv="Content-Security-Policy" content="{esc(CSP)}">'
-        '<meta name="referrer" content="no-referrer">'
-        f"<title>{esc(title)}</title>"
-        f"<style>{CSS}</style>"
-        '<script src="plotly.min.js"></script>'
-        "</head><body>"
-        f'<header class="top">{heading_html}</header>'
-        '<main><div id="plotly-missing" class="notice" hidden>The charts need the file '
-        "plotly.min.js in the same folder as this page. Keep the dashboards folder together "
-        "when you copy or share it.</div>"
-        '<script>if(typeof Plotly==="undefined"){'
-        'document.getElementById("plotly-missing").hidden=false;}</script>'
-        f"{body_html}</main>{footer_html}</body></html>\n"
+    return str(
+        _PAGE.format(
+            csp=esc(CSP),
+            title=esc(title),
+            css=Markup(CSS),
+            heading=heading_html,
+            body=body_html,
+            footer=footer_html,
+        )
     )
 
 
