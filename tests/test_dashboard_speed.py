@@ -23,9 +23,24 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from pipelines.reports import charts, dashboards, write_dashboards
+from pipelines.reports import cache as rcache
+from pipelines.reports import dashboards, write_dashboards
+from pipelines.reports import findings as rfindings
 from pipelines.reports import html as rhtml
+from pipelines.reports import inputs as rinputs
+from pipelines.reports import people as rpeople
+from pipelines.reports import summaries as rsummaries
+from pipelines.reports import workers as rworkers
+from pipelines.reports.figures import base as fbase
+from pipelines.reports.figures import cell_scatter as fcellscatter
+from pipelines.reports.figures import diet as fdiet
+from pipelines.reports.figures import heatmap as fheatmap
+from pipelines.reports.figures import intake_calendar as fintakecalendar
+from pipelines.reports.figures import logging_coverage as floggingcoverage
+from pipelines.reports.figures import render as frender
+from pipelines.reports.figures import timeline as ftimeline
 from pipelines.reports.html import is_num
+from pipelines.reports.pages import person as rperson
 from pipelines.schema import CATEGORIES
 from tests.test_reports import PEOPLE, make_big_inputs, make_inputs
 
@@ -126,20 +141,20 @@ def _random_values() -> list[float]:
 @pytest.mark.parametrize("digits", [2, 3, 5, 6])
 def test_vectorised_rounding_matches_scalar_rounding(digits: int) -> None:
     values = TRICKY + _near_powers_of_ten() + _random_values()
-    expected = [charts._r(v, digits) for v in values]
-    assert _same(charts._r_many(values, digits), expected)
-    assert _same(charts._r_many(np.array(values, dtype=float), digits), expected)
+    expected = [fbase._r(v, digits) for v in values]
+    assert _same(fbase._r_many(values, digits), expected)
+    assert _same(fbase._r_many(np.array(values, dtype=float), digits), expected)
 
 
 def test_vectorised_rounding_edge_cases() -> None:
-    assert charts._r_many([]) == []
-    assert charts._r_many(np.empty((0, 3))) == []
-    out = charts._r_many([0.0, -0.0, None, math.nan, math.inf, 2.0, 1e15, 2.5e-3])
+    assert fbase._r_many([]) == []
+    assert fbase._r_many(np.empty((0, 3))) == []
+    out = fbase._r_many([0.0, -0.0, None, math.nan, math.inf, 2.0, 1e15, 2.5e-3])
     assert _same(out, [0, 0, None, None, None, 2, 1e15, 0.0025])
     assert type(out[0]) is int and type(out[5]) is int and type(out[6]) is float
     # A 2-D array is read row by row.
     grid = np.array([[1.234, 5.678], [math.nan, -0.0]])
-    assert _same(charts._r_many(grid), [1.23, 5.68, None, 0])
+    assert _same(fbase._r_many(grid), [1.23, 5.68, None, 0])
 
 
 def test_series_and_column_rounding_match_scalar_rounding() -> None:
@@ -156,12 +171,12 @@ def test_series_and_column_rounding_match_scalar_rounding() -> None:
         }
     )
     for col in frame.columns:
-        expected = [charts._r(v) for v in frame[col].to_list()]
-        assert _same(charts._r_series(frame[col]), expected), col
-    both = charts._r_columns(frame, frame.columns, 2)
+        expected = [fbase._r(v) for v in frame[col].to_list()]
+        assert _same(fbase._r_series(frame[col]), expected), col
+    both = fbase._r_columns(frame, frame.columns, 2)
     for col in frame.columns:
-        assert _same(both[col], [charts._r(v, 2) for v in frame[col].to_list()]), col
-    assert charts._r_columns(frame.clear(), ["f64", "dec"]) == {"f64": [], "dec": []}
+        assert _same(both[col], [fbase._r(v, 2) for v in frame[col].to_list()]), col
+    assert fbase._r_columns(frame.clear(), ["f64", "dec"]) == {"f64": [], "dec": []}
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,14 +184,14 @@ def test_series_and_column_rounding_match_scalar_rounding() -> None:
 
 
 def test_t_quantile_is_scipy_exactly() -> None:
-    charts.t_quantile.cache_clear()
+    fbase.t_quantile.cache_clear()
     for q in (0.975, 0.95, 0.5, 0.025, 0.999):
         for df in [*range(1, 400), 1000, 10_000, 123_456]:
-            assert charts.t_quantile(q, df) == float(stats.t.ppf(q, df))
-    before = charts.t_quantile.cache_info().hits
-    assert charts.t_quantile(0.975, 12) == float(stats.t.ppf(0.975, 12))
-    assert charts.t_quantile.cache_info().hits == before + 1
-    assert type(charts.t_quantile(0.975, 3)) is float
+            assert fbase.t_quantile(q, df) == float(stats.t.ppf(q, df))
+    before = fbase.t_quantile.cache_info().hits
+    assert fbase.t_quantile(0.975, 12) == float(stats.t.ppf(0.975, 12))
+    assert fbase.t_quantile.cache_info().hits == before + 1
+    assert type(fbase.t_quantile(0.975, 3)) is float
 
 
 def _cell_fits_scalar(points: pl.DataFrame) -> dict[str, list[float | None]]:
@@ -206,13 +221,13 @@ def _cell_fits_scalar(points: pl.DataFrame) -> dict[str, list[float | None]]:
         s = math.sqrt(rss / (n - 2)) if n > 2 else 0.0
         t = float(stats.t.ppf(0.975, n - 2))
         out[r["key"]] = [
-            charts._r(a, 6),
-            charts._r(b, 6),
-            charts._r(s, 6),
-            charts._r(r["mx"], 6),
-            charts._r(sxx, 6),
+            fbase._r(a, 6),
+            fbase._r(b, 6),
+            fbase._r(s, 6),
+            fbase._r(r["mx"], 6),
+            fbase._r(sxx, 6),
             n,
-            charts._r(t, 5),
+            fbase._r(t, 5),
         ]
     return out
 
@@ -234,11 +249,11 @@ def test_column_wise_fits_match_row_by_row_fits() -> None:
         xs += x.tolist()
         lys += ly.tolist()
     points = pl.DataFrame({"key": keys, "x": xs, "ly": lys})
-    fits = charts._cell_fits(points)
+    fits = fcellscatter._cell_fits(points)
     assert fits == _cell_fits_scalar(points)
     for key, fit in fits.items():
         assert _same(fit, _cell_fits_scalar(points)[key])
-    assert charts._cell_fits(points.head(2)) == {}
+    assert fcellscatter._cell_fits(points.head(2)) == {}
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,7 +261,7 @@ def test_column_wise_fits_match_row_by_row_fits() -> None:
 
 
 def _calendar_columns_scalar(diet: pl.DataFrame) -> list[str]:
-    """`charts._calendar_columns` as first written: Series operations per column."""
+    """`fintakecalendar._calendar_columns` as first written: Series operations per column."""
     order = ["fermented_servings", "ultra_processed_servings", "fiber_g"]
     order += [f"{c}_servings" for c in CATEGORIES if f"{c}_servings" not in order]
     order.append("dii")
@@ -301,12 +316,12 @@ def test_calendar_columns_match_per_column_series_code() -> None:
         _odd_diet().clear(),
         make_inputs().diet_daily.filter(pl.col("person_id") == "alice"),
     ):
-        assert charts._calendar_columns(diet) == _calendar_columns_scalar(diet)
+        assert fintakecalendar._calendar_columns(diet) == _calendar_columns_scalar(diet)
 
 
 def test_category_calendar_grid_matches_day_by_day_rounding() -> None:
     diet = _odd_diet()
-    fig = charts.category_calendar(diet, "Daily intake")
+    fig = fintakecalendar.category_calendar(diet, "Daily intake")
     assert fig is not None
     cols = _calendar_columns_scalar(diet)
     first = diet["day"].min()
@@ -319,7 +334,7 @@ def test_category_calendar_grid_matches_day_by_day_rounding() -> None:
         vals = logged[col].cast(pl.Float64).fill_nan(None).to_list()
         for d, v in zip(logged["day"].to_list(), vals, strict=True):
             off = (d - start).days
-            z[off % 7][off // 7] = charts._r(v, 2)
+            z[off % 7][off // 7] = fbase._r(v, 2)
         assert json.dumps(trace["z"]) == json.dumps(z), col
         assert all(_same(a, b) for a, b in zip(trace["z"], z, strict=True))
 
@@ -382,7 +397,7 @@ def test_cached_labels_and_badges() -> None:
 
 def test_sentence_cache_gives_finding_sentence() -> None:
     rows = make_inputs().associations.to_dicts()
-    sentence = dashboards._sentences(rows)
+    sentence = rfindings._sentences(rows)
     for r in rows:
         assert sentence(r) == dashboards.finding_sentence(r)
     other = {**rows[0], "effect_pct": 50.0}
@@ -394,7 +409,7 @@ def test_sentence_cache_gives_finding_sentence() -> None:
 
 
 def test_person_page_renders_identically_twice() -> None:
-    data = dashboards._normalise(make_big_inputs(["alice", "bob"], days=240))
+    data = rinputs._normalise(make_big_inputs(["alice", "bob"], days=240))
     summaries = dashboards.build_summaries(data)
     for s in summaries:
         first = dashboards.render_person_page(s, data, ["a warning"])
@@ -428,7 +443,7 @@ def _plotly_html(fig: dict[str, Any], div_id: str) -> str:
         validate=False,
         full_html=False,
         include_plotlyjs=False,
-        config=charts.CONFIG,
+        config=frender.CONFIG,
         div_id=div_id,
         default_width="100%",
         default_height=f"{height}px",
@@ -440,13 +455,13 @@ def _plotly_html(fig: dict[str, Any], div_id: str) -> str:
 def test_figure_html_is_plotly_to_html(engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
     # "auto" is orjson (a dependency); "json" is what a user gets who sets the engine so.
     monkeypatch.setattr(pio.json.config, "default_engine", engine)
-    data = dashboards._normalise(make_big_inputs(["alice"], days=120))
+    data = rinputs._normalise(make_big_inputs(["alice"], days=120))
     s = dashboards.build_summaries(data)[0]
     figs: list[dict[str, Any] | None] = [
-        charts.crp_timeline(s.crp, s.diet, s.trend.get("baseline"), "t </script> & é"),
-        charts.lag_heatmap(s.findings_df, "lag"),
-        charts.coverage_calendar(s.diet, [], "coverage"),
-        charts.category_calendar(s.diet, "calendar"),
+        ftimeline.crp_timeline(s.crp, s.diet, s.trend.get("baseline"), "t </script> & é"),
+        fheatmap.lag_heatmap(s.findings_df, "lag"),
+        floggingcoverage.coverage_calendar(s.diet, [], "coverage"),
+        fintakecalendar.category_calendar(s.diet, "calendar"),
         {"data": [], "layout": {}},
         {"data": [{"type": "scatter", "x": [1, 2], "y": [None, 2.5]}], "layout": {"height": None}},
         {"data": [], "layout": {"width": 500, "height": "300"}},
@@ -461,7 +476,7 @@ def test_figure_html_is_plotly_to_html(engine: str, monkeypatch: pytest.MonkeyPa
     ]
     for k, fig in enumerate(figs):
         assert fig is not None
-        assert charts.figure_html(fig, f"div-{k}") == _plotly_html(fig, f"div-{k}"), k
+        assert frender.figure_html(fig, f"div-{k}") == _plotly_html(fig, f"div-{k}"), k
 
 
 # --------------------------------------------------------------------------------------------
@@ -469,17 +484,17 @@ def test_figure_html_is_plotly_to_html(engine: str, monkeypatch: pytest.MonkeyPa
 
 
 def test_pool_only_for_big_cohorts_on_several_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
-    small = dashboards.PARALLEL_MIN_PEOPLE - 1
-    assert dashboards._pool_size(small, 8) == 0
-    assert dashboards._pool_size(2000, 1) == 0
-    assert dashboards._pool_size(2000, 2) == 2
+    small = rworkers.PARALLEL_MIN_PEOPLE - 1
+    assert rworkers._pool_size(small, 8) == 0
+    assert rworkers._pool_size(2000, 1) == 0
+    assert rworkers._pool_size(2000, 2) == 2
     # No more workers than tasks.
-    assert dashboards._pool_size(dashboards.PARALLEL_MIN_PEOPLE, 64) == -(
-        -dashboards.PARALLEL_MIN_PEOPLE // dashboards.PEOPLE_PER_TASK
+    assert rworkers._pool_size(rworkers.PARALLEL_MIN_PEOPLE, 64) == -(
+        -rworkers.PARALLEL_MIN_PEOPLE // rworkers.PEOPLE_PER_TASK
     )
-    monkeypatch.setattr(dashboards.os, "cpu_count", lambda: 1)
-    monkeypatch.delattr(dashboards.os, "sched_getaffinity", raising=False)
-    assert dashboards._pool_size(2000, None) == 0
+    monkeypatch.setattr(rworkers.os, "cpu_count", lambda: 1)
+    monkeypatch.delattr(rworkers.os, "sched_getaffinity", raising=False)
+    assert rworkers._pool_size(2000, None) == 0
 
 
 class _CountingPool(ProcessPoolExecutor):
@@ -491,7 +506,7 @@ class _CountingPool(ProcessPoolExecutor):
 
 
 def test_small_cohort_renders_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dashboards, "ProcessPoolExecutor", _CountingPool)
+    monkeypatch.setattr(rworkers, "ProcessPoolExecutor", _CountingPool)
     monkeypatch.setattr(_CountingPool, "started", 0)
     written = write_dashboards(tmp_path, make_inputs(), workers=4)
     assert _CountingPool.started == 0
@@ -503,10 +518,10 @@ def test_worker_processes_write_the_same_files(
 ) -> None:
     """Pages, manifest and returned paths are the same from workers as from this process; a
     second run with workers keeps every unchanged page."""
-    monkeypatch.setattr(dashboards, "ProcessPoolExecutor", _CountingPool)
+    monkeypatch.setattr(rworkers, "ProcessPoolExecutor", _CountingPool)
     monkeypatch.setattr(_CountingPool, "started", 0)
-    monkeypatch.setattr(dashboards, "PARALLEL_MIN_PEOPLE", 3)
-    monkeypatch.setattr(dashboards, "PEOPLE_PER_TASK", 2)  # several tasks per worker
+    monkeypatch.setattr(rworkers, "PARALLEL_MIN_PEOPLE", 3)
+    monkeypatch.setattr(rworkers, "PEOPLE_PER_TASK", 2)  # several tasks per worker
     # The tables the workers map are written to a temporary directory, removed afterwards.
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -682,7 +697,7 @@ def _outcome(f: Any, *args: Any) -> tuple[str, str]:
 
 
 def _weekly_reference(diet: pl.DataFrame) -> pl.DataFrame:
-    """`charts.weekly_diet` as first written."""
+    """`fdiet.weekly_diet` as first written."""
     value_cols = [
         c
         for c, dtype in diet.schema.items()
@@ -708,13 +723,11 @@ def _diet_panel_reference(diet: pl.DataFrame) -> Any:
     """What `crp_timeline` drew of the weekly diet, from the Polars frame, value by value."""
     weekly = _weekly_reference(diet)
     if weekly.is_empty():
-        return charts._NO_PANEL
+        return fdiet._NO_PANEL
     present = [
-        c
-        for c, _, _ in charts.HEADLINE_DIET
-        if c in weekly.columns and weekly[c].drop_nulls().len()
+        c for c, _, _ in fdiet.HEADLINE_DIET if c in weekly.columns and weekly[c].drop_nulls().len()
     ]
-    series = [s for s in charts.HEADLINE_DIET if s[0] in present]
+    series = [s for s in fdiet.HEADLINE_DIET if s[0] in present]
     for cat in CATEGORIES:
         col = f"{cat}_servings"
         if col in weekly.columns and col not in present:
@@ -722,15 +735,15 @@ def _diet_panel_reference(diet: pl.DataFrame) -> Any:
             if is_num(top) and top > 0:
                 series.append((col, False, False))
     if not series:
-        return charts._NO_PANEL
+        return fdiet._NO_PANEL
     with_dii = "dii" in weekly.columns and weekly["dii"].drop_nulls().len() > 0
     drawn = [c for c, _, _ in series] + (["dii"] if with_dii else [])
-    return charts._DietPanel(
+    return fdiet._DietPanel(
         series,
         with_dii,
         [d.isoformat() for d in weekly["week"].to_list()],
         [d if d is not None else 0 for d in weekly["days_logged"].to_list()],
-        {c: [charts._r(v) for v in weekly[c].to_list()] for c in drawn},
+        {c: [fbase._r(v) for v in weekly[c].to_list()] for c in drawn},
     )
 
 
@@ -767,7 +780,7 @@ def test_weekly_means_are_polars_group_means() -> None:
     nulls = np.array([v is None for v in values])
     matrix = np.array([math.nan if v is None else v for v in values])[:, None]
     day_numbers = 4 + 7 * group + rng.integers(0, 7, group.size)
-    first, per_week, means, counts = charts._weekly_means(day_numbers, matrix, nulls[:, None])
+    first, per_week, means, counts = fdiet._weekly_means(day_numbers, matrix, nulls[:, None])
     assert first == 4 and per_week.tolist() == np.bincount(group).tolist()
     assert counts[:, 0].tolist() == expected["n"].to_list()
     got = [None if c == 0 else m for m, c in zip(means[:, 0].tolist(), counts[:, 0], strict=True)]
@@ -776,7 +789,7 @@ def test_weekly_means_are_polars_group_means() -> None:
 
 def test_diet_panel_matches_polars_weekly_diet() -> None:
     diets = [_random_diet(seed) for seed in range(300)] + _edge_diets()
-    outcomes = [_outcome(charts._diet_panel, diet) for diet in diets]
+    outcomes = [_outcome(fdiet._diet_panel, diet) for diet in diets]
     for k, diet in enumerate(diets):
         assert outcomes[k] == _outcome(_diet_panel_reference, diet), k
     assert sum(kind == "ok" for kind, _ in outcomes) == len(diets) - 1
@@ -786,13 +799,13 @@ def test_float_and_integer_diets_take_the_numpy_path(monkeypatch: pytest.MonkeyP
     def refuse(diet: pl.DataFrame) -> Any:
         raise AssertionError("Polars path taken")
 
-    monkeypatch.setattr(charts, "_diet_panel_polars", refuse)
+    monkeypatch.setattr(fdiet, "_diet_panel_polars", refuse)
     checked = 0
     for seed in range(120):
         diet = _random_diet(seed)
         if any(dtype in (pl.Float32, pl.Decimal) for dtype in diet.dtypes):
             continue
-        assert _same_repr(charts._diet_panel(diet), _diet_panel_reference(diet)), seed
+        assert _same_repr(fdiet._diet_panel(diet), _diet_panel_reference(diet)), seed
         checked += 1
     assert checked > 60
 
@@ -805,8 +818,8 @@ def test_draw_rows_match_the_polars_query() -> None:
     )
     fast = 0
     for k, draws in enumerate(frames):
-        assert _same_repr(charts._draw_rows(draws), charts._draw_rows_polars(draws)), k
-        fast += charts._draw_rows_python(draws) is not None
+        assert _same_repr(ftimeline._draw_rows(draws), ftimeline._draw_rows_polars(draws)), k
+        fast += ftimeline._draw_rows_python(draws) is not None
     # The comparison means something only where the Python path ran, not the query itself.
     assert fast >= 250
 
@@ -818,12 +831,12 @@ def test_crp_timeline_html_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
     people += [(_random_draws(8).clear(), _random_diet(8)), (_random_draws(9), _random_diet(9, 0))]
 
     def html(draws: pl.DataFrame, diet: pl.DataFrame) -> str | None:
-        fig = charts.crp_timeline(draws, diet, 1.3, "CRP")
-        return None if fig is None else charts.figure_html(fig, "t")
+        fig = ftimeline.crp_timeline(draws, diet, 1.3, "CRP")
+        return None if fig is None else frender.figure_html(fig, "t")
 
     new = [_outcome(html, d, diet) for d, diet in people]
-    monkeypatch.setattr(charts, "_diet_panel", _diet_panel_reference)
-    monkeypatch.setattr(charts, "_draw_rows", charts._draw_rows_polars)
+    monkeypatch.setattr(ftimeline, "_diet_panel", _diet_panel_reference)
+    monkeypatch.setattr(ftimeline, "_draw_rows", ftimeline._draw_rows_polars)
     old = [_outcome(html, d, diet) for d, diet in people]
     assert sum(text != "None" for _, text in new) > 100
     for k, (a, b) in enumerate(zip(new, old, strict=True)):
@@ -867,7 +880,7 @@ def test_coverage_calendar_matches_day_loop() -> None:
     for k, diet in enumerate([_random_diet(seed) for seed in range(200)] + _edge_diets()):
         # Dates do not compare with datetimes: no draw days beside a Datetime day column.
         draw_days = [date(2024, 1, 3)] if diet.schema["day"] == pl.Date else []
-        fig = charts.coverage_calendar(diet, draw_days, "coverage")
+        fig = floggingcoverage.coverage_calendar(diet, draw_days, "coverage")
         expected = _coverage_reference(diet)
         if expected is None:
             assert fig is None, k
@@ -892,7 +905,7 @@ def _category_reference(diet: pl.DataFrame) -> list[tuple[str, Any, Any, Any]] |
     out = []
     for col in cols:
         z: list[list[Any]] = [[None] * n_weeks for _ in range(7)]
-        vals = [charts._r(v, 2) for v in logged[col].cast(pl.Float64).to_list()]
+        vals = [fbase._r(v, 2) for v in logged[col].cast(pl.Float64).to_list()]
         for d, v in zip(logged["day"].to_list(), vals, strict=True):
             z[(d - start).days % 7][(d - start).days // 7] = v
         present = [v for v in vals if v is not None]
@@ -901,16 +914,14 @@ def _category_reference(diet: pl.DataFrame) -> list[tuple[str, Any, Any, Any]] |
             out.append((col, z, -top, top))
         else:
             ranked = sorted(present)
-            top = (
-                charts._as_rounded(float(ranked[int(0.95 * (len(ranked) - 1))])) if ranked else 1.0
-            )
+            top = fbase._as_rounded(float(ranked[int(0.95 * (len(ranked) - 1))])) if ranked else 1.0
             out.append((col, z, 0, max(top, 1e-9)))
     return out
 
 
 def test_category_calendar_matches_polars_reference() -> None:
     for k, diet in enumerate([_random_diet(seed) for seed in range(200)] + _edge_diets()):
-        fig = charts.category_calendar(diet, "Daily intake")
+        fig = fintakecalendar.category_calendar(diet, "Daily intake")
         expected = _category_reference(diet)
         if expected is None:
             assert fig is None, k
@@ -922,7 +933,7 @@ def test_category_calendar_matches_polars_reference() -> None:
 
 
 def _parts(df: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    split = dashboards._split(df)
+    split = rpeople._split(df)
     return {pid: split.df.slice(*at) for pid, at in split.rows.items()}
 
 
@@ -972,27 +983,27 @@ def test_diet_coverage_matches_the_query() -> None:
         diet = pl.DataFrame(
             {"day": days, "logged": logged}, schema={"day": pl.Date, "logged": pl.Boolean}
         )
-        assert dashboards._diet_coverage(diet) == _coverage_query(diet), trial
+        assert rsummaries._diet_coverage(diet) == _coverage_query(diet), trial
         # Other day types take the query itself.
         as_datetime = diet.with_columns(pl.col("day").cast(pl.Datetime))
-        assert dashboards._diet_coverage(as_datetime) == _coverage_query(as_datetime), trial
+        assert rsummaries._diet_coverage(as_datetime) == _coverage_query(as_datetime), trial
 
 
 def test_summaries_with_everyones_crp_sorted_at_once_equal_per_person_ones() -> None:
     """`build_summaries` hands each person their CRP draws from one sort of everyone's; the
     summary equals one that sorts the person's own draws, and counts as the first query did."""
-    data = dashboards._normalise(make_big_inputs([f"p{i}" for i in range(6)], days=120))
+    data = rinputs._normalise(make_big_inputs([f"p{i}" for i in range(6)], days=120))
     # Ties and nulls in the sort keys, acute and excluded draws.
     data.marker_draws = pl.concat(
         [data.marker_draws, data.marker_draws.head(5).with_columns(pl.lit(None).alias("day"))],
         how="vertical_relaxed",
     )
     now = dashboards.run_time(data.run_info)
-    frames = dashboards._person_frames(data, now, dashboards._person_ids(data))
+    frames = rpeople._person_frames(data, now, rinputs._person_ids(data))
     assert any(f[-2] is not None and f[-2].height for f in frames)
     for f in frames:
-        together = dashboards._summarise(*f)
-        alone = dashboards._summarise(*f[:-2])
+        together = rsummaries._summarise(*f)
+        alone = rsummaries._summarise(*f[:-2])
         assert together.crp.equals(alone.crp)
         assert (together.n_chronic, together.n_acute) == (alone.n_chronic, alone.n_acute)
         counts = alone.crp.select(
@@ -1000,21 +1011,21 @@ def test_summaries_with_everyones_crp_sorted_at_once_equal_per_person_ones() -> 
             (pl.col("acute").fill_null(False) | (pl.col("excluded_reason") == "acute")).sum(),
         ).row(0)
         assert alone.n_acute == counts[1]
-        if not dashboards.is_num(alone.trend.get("n_chronic")):
+        if not rhtml.is_num(alone.trend.get("n_chronic")):
             assert alone.n_chronic == counts[0]
 
 
 def test_person_pages_read_only_the_diet_columns_they_keep() -> None:
     """Person frames carry the page's diet columns only (not the nutrients): a page rendered
     from them equals one rendered from every column, and the page key ignores the rest."""
-    data = dashboards._normalise(make_big_inputs(["p0", "p1"], days=90))
+    data = rinputs._normalise(make_big_inputs(["p0", "p1"], days=90))
     data.diet_daily = data.diet_daily.with_columns(
         protein_g=pl.lit(50.0), vit_c_mg=pl.lit(80.0), energy_kcal=pl.lit(2000.0)
     )
     data.run_info["data_window"] = "x"
     now = dashboards.run_time(data.run_info)
-    ids = dashboards._person_ids(data)
-    pruned = dashboards._person_frames(data, now, ids)
+    ids = rinputs._person_ids(data)
+    pruned = rpeople._person_frames(data, now, ids)
     full_diet = _parts(data.diet_daily)
     inputs = dashboards.DashboardInputs(run_info=data.run_info)
     for frames in pruned:
@@ -1022,8 +1033,8 @@ def test_person_pages_read_only_the_diet_columns_they_keep() -> None:
         assert {"protein_g", "vit_c_mg", "energy_kcal"}.isdisjoint(kept)
         assert {"fermented_servings", "fiber_g", "dii", "logged", "entries"} <= kept
         full = (frames[0], frames[1], full_diet[frames[0]], *frames[3:-1], None)
-        a = dashboards._summary(frames, frozenset())
-        b = dashboards._summary(full, frozenset())  # type: ignore[arg-type]
+        a = rpeople._summary(frames, frozenset())
+        b = rpeople._summary(full, frozenset())  # type: ignore[arg-type]
         assert dashboards.render_person_page(a, inputs, []) == dashboards.render_person_page(
             b, inputs, []
         )
@@ -1032,27 +1043,27 @@ def test_person_pages_read_only_the_diet_columns_they_keep() -> None:
 def test_page_keys_from_everyones_row_hashes_equal_keys_hashed_per_person() -> None:
     """`_person_frames` hashes each table's rows once for everyone; the page and section keys
     made from those slices equal the keys made by hashing each person's frames on their own."""
-    data = dashboards._normalise(make_big_inputs([f"p{i}" for i in range(5)], days=100))
+    data = rinputs._normalise(make_big_inputs([f"p{i}" for i in range(5)], days=100))
     # Nulls in hashed columns, and rows out of person order (the split sorts them).
     data.diet_daily = data.diet_daily.with_columns(
         dii=pl.when(pl.col("day").dt.day() == 3).then(None).otherwise(pl.col("dii"))
     ).reverse()
     data.run_info["data_window"] = "x"
     now = dashboards.run_time(data.run_info)
-    frames = dashboards._person_frames(data, now, dashboards._person_ids(data))
+    frames = rpeople._person_frames(data, now, rinputs._person_ids(data))
     inputs = dashboards.DashboardInputs(run_info=data.run_info)
     hashed = set()
     for f in frames:
         assert f[-1] is not None
         hashed.update(f[-1])
-        together = dashboards._summary(f, frozenset())
-        alone = dashboards._summary((*f[:-1], None), frozenset())
+        together = rpeople._summary(f, frozenset())
+        alone = rpeople._summary((*f[:-1], None), frozenset())
         assert alone.row_hashes == {}
         assert dashboards.person_page_key(together, inputs, []) == dashboards.person_page_key(
             alone, inputs, []
         )
         for names in (("findings_df", "sufficiency"), ("findings_df", "windows", "all_draws")):
-            assert dashboards._section_key(together, names) == dashboards._section_key(alone, names)
+            assert rcache._section_key(together, names) == rcache._section_key(alone, names)
         assert together.row_hashes == alone.row_hashes  # alone's were filled in by the keys
     assert hashed == {"diet", "all_draws", "findings_df", "windows"} | (
         {"unmapped"} if data.unmapped_foods.height else set()
@@ -1063,14 +1074,14 @@ def test_page_keys_from_everyones_row_hashes_equal_keys_hashed_per_person() -> N
         .then(pl.col("dii").fill_null(0) + 1)
         .otherwise(pl.col("dii"))
     )
-    after = dashboards._person_frames(
+    after = rpeople._person_frames(
         dashboards.DashboardInputs(**{**vars(data), "diet_daily": changed}),
         now,
-        dashboards._person_ids(data),
+        rinputs._person_ids(data),
     )
     for f, g in zip(frames, after, strict=True):
-        a = dashboards.person_page_key(dashboards._summary(f, frozenset()), inputs, [])
-        b = dashboards.person_page_key(dashboards._summary(g, frozenset()), inputs, [])
+        a = dashboards.person_page_key(rpeople._summary(f, frozenset()), inputs, [])
+        b = dashboards.person_page_key(rpeople._summary(g, frozenset()), inputs, [])
         assert (a != b) == (f[0] == "p2"), f[0]
 
 
@@ -1101,7 +1112,7 @@ def test_quality_counts_and_median_equal_the_queries_they_replace() -> None:
             schema={"logged": pl.Boolean, "dii_params": pl.Int64},
         )
         s = dashboards.PersonSummary(person_id="p", crp=crp, diet=diet)
-        html = dashboards._person_quality(s, dashboards.DashboardInputs(), [])
+        html = rperson._person_quality(s, dashboards.DashboardInputs(), [])
         counts = crp.select(
             (pl.col("excluded_reason") == "post_acute_washout").sum().alias("washout"),
             (pl.col("excluded_reason") == "merged_into_visit").sum().alias("merged"),
@@ -1116,7 +1127,7 @@ def test_quality_counts_and_median_equal_the_queries_they_replace() -> None:
             row = html[at : html.index("</tr>", at)]
             assert row.endswith(f"<td>{count}</td>"), (trial, label, row)
         med = diet.select(pl.col("dii_params").filter(pl.col("logged")).median()).item()
-        assert dashboards._logged_median(diet, "dii_params") == med, trial
+        assert rsummaries._logged_median(diet, "dii_params") == med, trial
         if med is not None:
             assert f"{med:.0f} of 45" in html, trial
         else:

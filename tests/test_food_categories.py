@@ -437,7 +437,7 @@ def test_at_least_95_percent_of_a_real_shaped_diary_energy_is_categorised(
 
 
 def test_the_unmapped_table_on_the_pages_shows_the_line_by_energy() -> None:
-    from pipelines.reports.dashboards import _unmapped_table
+    from pipelines.reports.pages.common import _unmapped_table
 
     unmapped = pl.DataFrame(
         {

@@ -18,6 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 import pytest
+from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 from scipy import stats
 
@@ -32,13 +33,17 @@ from pipelines.analysis.sufficiency import data_sufficiency
 from pipelines.config import Settings
 from pipelines.reports import (
     DashboardInputs,
-    charts,
     dashboards,
+    figures,
     finding_sentence,
     person_page_name,
     write_dashboards,
 )
 from pipelines.reports import html as rhtml
+from pipelines.reports import workers as rworkers
+from pipelines.reports.figures import heatmap as fheatmap
+from pipelines.reports.figures import intake_calendar as fintakecalendar
+from pipelines.reports.figures import render as frender
 from pipelines.schema import CATEGORIES
 
 XSS = "<script>alert(1)</script>"
@@ -475,6 +480,18 @@ def test_rerun_is_deterministic(tmp_path: Path, written: tuple[Path, list[Path]]
         assert (tmp_path / name).read_text(encoding="utf-8") == page, name
 
 
+def test_escaped_and_raw_html_are_different_types() -> None:
+    """Escaped text is Markup (with html.escape's bytes); the page shell escapes what is not."""
+    assert isinstance(rhtml.esc(XSS), Markup)
+    assert rhtml.esc('"x"') == "&quot;x&quot;"
+    assert rhtml.esc(rhtml.esc("<")) == "&amp;lt;"  # esc escapes its input, always
+    shell = rhtml.page(XSS, Markup("<b>h</b>"), XSS, Markup())  # type: ignore[arg-type]
+    assert "<b>h</b>" in shell and XSS not in shell
+    assert "<title>&lt;script&gt;alert(1)&lt;/script&gt;</title>" in shell
+    cell = rhtml.table(["<th>"], [[Markup("<i>raw</i>"), rhtml.esc("<text>")]])
+    assert "<th>&lt;th&gt;</th>" in cell and "<td><i>raw</i></td><td>&lt;text&gt;</td>" in cell
+
+
 def test_xss_strings_escaped(tmp_path: Path) -> None:
     data = make_inputs(people=[XSS, "carol"], food=XSS_FOOD)
     data.ingest_files = data.ingest_files.with_columns(path=pl.lit(XSS_FOOD), source=pl.lit(XSS))
@@ -506,7 +523,7 @@ def test_plotly_json_cannot_close_script_tag() -> None:
     }
     as_object = go.Figure(go.Scatter(x=[1, 2], y=[1, 2], name=XSS_FOOD, text=[XSS, "<!--"]))
     for fig in (as_dict, as_object.to_dict()):
-        out = charts.figure_html(fig, "t")
+        out = frender.figure_html(fig, "t")
         assert "</script><script>alert" not in out
         assert "<script>alert" not in out
         assert out.count("</script>") == 1
@@ -738,7 +755,7 @@ def test_category_calendar_has_a_dropdown(written: tuple[Path, list[Path]]) -> N
     page = (out / person_page_name("alice")).read_text(encoding="utf-8")
     assert 'id="category-calendar"' in page and 'id="calendar"' in page
     diet = make_inputs().diet_daily.filter(pl.col("person_id") == "alice")
-    fig = charts.category_calendar(diet, "Daily intake")
+    fig = fintakecalendar.category_calendar(diet, "Daily intake")
     assert fig is not None
     labels = [b["label"] for b in fig["layout"]["updatemenus"][0]["buttons"]]
     assert labels[:3] == [
@@ -1061,13 +1078,13 @@ def test_unchanged_sections_are_copied_from_the_previous_page(
     assert "Lag-window" not in sections["lag"][1] and 'id="lag-0"' in sections["lag"][1]
 
     built: list[str] = []
-    real_heatmap = charts.lag_heatmap
+    real_heatmap = fheatmap.lag_heatmap
 
     def counting_heatmap(rows: pl.DataFrame, title: str) -> object:
         built.append(title)
         return real_heatmap(rows, title)
 
-    monkeypatch.setattr(charts, "lag_heatmap", counting_heatmap)
+    monkeypatch.setattr(figures, "lag_heatmap", counting_heatmap)
 
     def with_new_day(data: DashboardInputs) -> DashboardInputs:
         daily = data.diet_daily
@@ -1138,8 +1155,10 @@ def test_pages_are_synced_once_or_each_where_no_global_sync_exists(
         events.append(f"{path.name}:{'durable' if durable else 'buffered'}")
         real_write(path, data, durable)
 
-    monkeypatch.setattr(dashboards, "SYNC_ONCE", sync_once)
-    monkeypatch.setattr(dashboards, "atomic_write", recording_write)
+    # Person pages are written by the workers module, the manifest and the rest by dashboards.
+    for module in (dashboards, rworkers):
+        monkeypatch.setattr(module, "SYNC_ONCE", sync_once)
+        monkeypatch.setattr(module, "atomic_write", recording_write)
     monkeypatch.setattr(dashboards.os, "sync", lambda: events.append("sync"))
     write_dashboards(tmp_path, make_inputs(), workers=1)
     pages = [e for e in events if e.startswith("person_")]

@@ -1,0 +1,162 @@
+"""The lag-window heatmap of a person page (`lag_heatmap`): one row per food feature, one column per
+exposure window, each cell the % change per unit with its n, significant cells outlined. Its
+cells are what the scatter of `cell_scatter` is drawn for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from pipelines.reports.figures.base import Fig, _layout, _r
+from pipelines.reports.html import (
+    feature_label,
+    feature_order,
+    fmt_pct,
+    fmt_q,
+    is_num,
+    pesc,
+)
+
+
+def _window_label(w: object) -> str:
+    return f"{int(w)} d" if is_num(w) else "all"
+
+
+def window_key(w: object) -> str:
+    """The key of an exposure window in cell ids ("28", or "all" for no window)."""
+    return str(int(w)) if is_num(w) else "all"
+
+
+def _rows(frame: pl.DataFrame, columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    """`frame.to_dicts()` with only the named columns that exist (fewer Python objects)."""
+    return frame.select([c for c in columns if c in frame.columns]).to_dicts()
+
+
+# The association columns the lag heatmap and the cell scatter read.
+_HEATMAP_COLUMNS = (
+    "feature",
+    "window_days",
+    "status",
+    "n",
+    "effect_pct",
+    "ci_low_pct",
+    "ci_high_pct",
+    "q",
+    "note",
+)
+_CELL_COLUMNS = ("feature", "window_days", "status", "q", "p")
+
+
+def heatmap_axes(rows: list[dict[str, Any]]) -> tuple[list[str], list[int | None]]:
+    """Row (feature) and column (window) order of the lag heatmap, shared with its click data."""
+    features = sorted(
+        {str(r["feature"]) for r in rows if r.get("feature") is not None}, key=feature_order
+    )
+    windows = sorted(
+        {int(r["window_days"]) if is_num(r.get("window_days")) else None for r in rows},
+        key=lambda w: (w is None, w or 0),
+    )
+    return features, windows
+
+
+def lag_heatmap(assoc: pl.DataFrame, title: str) -> Fig | None:
+    """Features x exposure windows, colour = effect %, '*' and an outline where significant.
+
+    Clicking a cell is handled by the page (see `CELL_SCRIPT`): the heatmap only draws.
+    """
+    if assoc.is_empty():
+        return None
+    rows = _rows(assoc, _HEATMAP_COLUMNS)
+    features, windows = heatmap_axes(rows)
+    if not features:
+        return None
+    xlabels = [_window_label(w) for w in windows]
+    ylabels = [pesc(feature_label(f)) for f in features]
+    zi = {f: i for i, f in enumerate(features)}
+    wi = {w: j for j, w in enumerate(windows)}
+    z: list[list[float | None]] = [[None] * len(windows) for _ in features]
+    text = [[""] * len(windows) for _ in features]
+    hover = [["not tested"] * len(windows) for _ in features]
+    sig_cells: list[tuple[int, int]] = []
+    for r in rows:
+        if r["feature"] is None:
+            continue
+        i = zi[str(r["feature"])]
+        j = wi[int(r["window_days"]) if is_num(r["window_days"]) else None]
+        status = r.get("status") or "unknown"
+        n = r.get("n")
+        n_txt = f"n = {n}" if is_num(n) else "n unknown"
+        effect = r.get("effect_pct")
+        n_cell = f"<br><span style='font-size:9px'>n={int(n)}</span>" if is_num(n) else ""
+        if status == "insufficient_data" or not is_num(effect):
+            text[i][j] = f"–{n_cell}"
+            hover[i][j] = f"{ylabels[i]}, {xlabels[j]}<br>not enough data ({n_txt})"
+            if r.get("note"):
+                hover[i][j] += f"<br>{pesc(r['note'])}"
+            continue
+        z[i][j] = _r(effect)
+        star = "*" if status == "significant" else ""
+        text[i][j] = f"{fmt_pct(effect)}{star}{n_cell}"
+        hover[i][j] = (
+            f"{ylabels[i]}, previous {xlabels[j]}<br><b>{fmt_pct(effect)}</b> per unit "
+            f"(95% CI {fmt_pct(r.get('ci_low_pct'))} to {fmt_pct(r.get('ci_high_pct'))})"
+            f"<br>{n_txt}, q = {fmt_q(r.get('q'))}<br>{status.replace('_', ' ')}"
+        )
+        if status == "significant":
+            sig_cells.append((i, j))
+    finite = [abs(v) for row in z for v in row if v is not None]
+    span = min(max(finite, default=10.0), 100.0) or 10.0
+    heat = {
+        "type": "heatmap",
+        "x": xlabels,
+        "y": ylabels,
+        "z": z,
+        "text": text,
+        "texttemplate": "%{text}",
+        "textfont": {"size": 11},
+        "customdata": hover,
+        "hovertemplate": "%{customdata}<extra></extra>",
+        # Blue = marker lower, red = higher, white = no change (explicit: plotly.js's own
+        # "RdBu" has a grey middle and runs the other way from plotly.py's).
+        "colorscale": [
+            [0, "#2166ac"],
+            [0.25, "#67a9cf"],
+            [0.5, "#f7f7f7"],
+            [0.75, "#ef8a62"],
+            [1, "#b2182b"],
+        ],
+        "zmid": 0,
+        "zmin": -span,
+        "zmax": span,
+        "xgap": 2,
+        "ygap": 2,
+        "colorbar": {"title": {"text": "effect %"}, "ticksuffix": "%"},
+    }
+    # Category axes place cell k at k, so a cell is the box k-0.5..k+0.5.
+    shapes = [
+        {
+            "type": "rect",
+            "xref": "x",
+            "yref": "y",
+            "x0": j - 0.48,
+            "x1": j + 0.48,
+            "y0": i - 0.45,
+            "y1": i + 0.45,
+            "line": {"color": "#111827", "width": 3},
+        }
+        for i, j in sig_cells
+    ]
+    layout = _layout(
+        title,
+        max(280, 100 + 36 * len(features)),
+        shapes=shapes,
+        xaxis={
+            "type": "category",
+            "showgrid": False,
+            "title": {"text": "exposure window before each draw"},
+        },
+        yaxis={"type": "category", "autorange": "reversed", "showgrid": False},
+    )
+    return {"data": [heat], "layout": layout}

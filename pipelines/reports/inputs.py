@@ -1,0 +1,237 @@
+"""What the dashboards read, and the file names they write: `DashboardInputs` (one Polars frame per
+warehouse table), the columns read from each (`SCHEMAS`), `_normalise`, which conforms every frame
+to them so no page branches on a missing column, and the page names. The first step of the flow
+(see `dashboards`); pipelines/defs/reports.py loads the frames and reads only `diet_columns_shown`
+of the diet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import date
+
+import polars as pl
+
+from pipelines.schema import (
+    EXPOSURE_WINDOWS_SCHEMA,
+    INGEST_FILES_SCHEMA,
+    RESULT_SCHEMA,
+    SUFFICIENCY_SCHEMA,
+    TRENDS_SCHEMA,
+)
+
+PLOTLY_JS = "plotly.min.js"
+INDEX = "index.html"
+COHORT = "cohort.html"
+PERSON_PREFIX = "person_"
+MAX_SMALL_MULTIPLES = 30
+
+DType = pl.DataType | type[pl.DataType]
+
+# The columns each page reads; missing ones are added as nulls so rendering code never branches
+# on the presence of a column. Extra columns pass through untouched.
+SCHEMAS: dict[str, dict[str, DType]] = {
+    "persons": {"person_id": pl.String, "sex": pl.String, "age": pl.Float64},
+    "diet_daily": {
+        "person_id": pl.String,
+        "day": pl.Date,
+        "logged": pl.Boolean,
+        "logged_rule": pl.String,
+        "entries": pl.Int64,
+        "energy_kcal": pl.Float64,
+        "fiber_g": pl.Float64,
+        "dii": pl.Float64,
+        "dii_params": pl.Int64,
+    },
+    "marker_draws": {
+        "person_id": pl.String,
+        "marker": pl.String,
+        "collected_at": pl.Datetime("us"),
+        "day": pl.Date,
+        "value": pl.Float64,
+        "below_lod": pl.Boolean,
+        "censored": pl.String,
+        "acute": pl.Boolean,
+        "excluded_reason": pl.String,
+        "n_results": pl.Int64,
+    },
+    "marker_trends": TRENDS_SCHEMA,
+    # Optional `per_unit`: how the feature unit reads ("extra 5 g/day of fibre") when the
+    # analysis scales a feature; without it effects read "per extra 1 g/day".
+    "associations": {**RESULT_SCHEMA, "per_unit": pl.String},
+    "ingest_files": INGEST_FILES_SCHEMA,
+    # One row per source, reason and column, with the first few rejects as text (see
+    # pipelines/defs/reports.py).
+    "rejected_summary": {
+        "source": pl.String,
+        "reason": pl.String,
+        "column": pl.String,
+        "n": pl.Int64,
+        "examples": pl.String,
+    },
+    "unmapped_foods": {
+        "person_id": pl.String,
+        "food": pl.String,
+        "entries": pl.Int64,
+        "energy_kcal": pl.Float64,
+        "energy_share": pl.Float64,
+    },
+    "exposure_windows": EXPOSURE_WINDOWS_SCHEMA,
+    "data_sufficiency": SUFFICIENCY_SCHEMA,
+    # One row per source and person: the newest file of the source (modification time, UTC) and
+    # the person's latest day of data from it (null when the source has no dates or no person).
+    "source_freshness": {
+        "source": pl.String,
+        "person_id": pl.String,
+        "newest_file_at": pl.Datetime("us"),
+        "latest_day": pl.Date,
+    },
+}
+
+
+@dataclass
+class DashboardInputs:
+    """Everything the dashboards show; see SCHEMAS for the columns read from each frame."""
+
+    persons: pl.DataFrame = field(default_factory=pl.DataFrame)
+    diet_daily: pl.DataFrame = field(default_factory=pl.DataFrame)
+    marker_draws: pl.DataFrame = field(default_factory=pl.DataFrame)
+    marker_trends: pl.DataFrame = field(default_factory=pl.DataFrame)
+    associations: pl.DataFrame = field(default_factory=pl.DataFrame)
+    ingest_files: pl.DataFrame = field(default_factory=pl.DataFrame)
+    rejected_summary: pl.DataFrame = field(default_factory=pl.DataFrame)
+    unmapped_foods: pl.DataFrame = field(default_factory=pl.DataFrame)
+    exposure_windows: pl.DataFrame = field(default_factory=pl.DataFrame)
+    data_sufficiency: pl.DataFrame = field(default_factory=pl.DataFrame)
+    source_freshness: pl.DataFrame = field(default_factory=pl.DataFrame)
+    # Fewest and most DII parameters behind the DIIs of the between-person models (diet_summary).
+    between_dii_params: tuple[int, int] | None = None
+    run_info: dict[str, str] = field(default_factory=dict)
+    # Show "Person 01", "Person 02", ... instead of ids on the cohort page (for sharing it).
+    pseudonymise_cohort: bool = False
+    # Sources marked `demo: true` in sources.yaml: a fixed sample, labelled as demo data and not
+    # checked for freshness (it would be flagged stale on every run after its last day).
+    demo_sources: frozenset[str] = frozenset()
+
+
+_SAFE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_HASHED_TAIL = re.compile(r"-[0-9a-f]{10}$")
+
+
+def person_page_name(person_id: str) -> str:
+    """A stable, filesystem-safe page name: person_<id>.html for simple lowercase ids.
+
+    Anything else (upper case, spaces, slashes, markup, very long ids) becomes a readable slug
+    plus a hash of the exact id, so "Alice" and "alice" never share a file on a case-insensitive
+    disk and no id can escape the folder.
+    """
+    pid = str(person_id)
+    if _SAFE_ID.match(pid) and not _HASHED_TAIL.search(pid):
+        return f"{PERSON_PREFIX}{pid}.html"
+    slug = re.sub(r"[^a-z0-9]+", "-", pid.lower()).strip("-")[:40].strip("-")
+    digest = hashlib.sha256(pid.encode("utf-8")).hexdigest()[:10]
+    return f"{PERSON_PREFIX}{slug}-{digest}.html" if slug else f"{PERSON_PREFIX}{digest}.html"
+
+
+def _conform(df: pl.DataFrame | None, schema: dict[str, DType]) -> pl.DataFrame:
+    """Add missing columns as typed nulls and coerce known ones; never raises on odd input."""
+    if df is None or df.width == 0:
+        return pl.DataFrame(schema=schema)
+    exprs = []
+    for name, dtype in schema.items():
+        if name not in df.columns:
+            exprs.append(pl.lit(None, dtype=dtype).alias(name))
+            continue
+        have = df.schema[name]
+        if have.base_type() != dtype.base_type():
+            exprs.append(pl.col(name).cast(dtype, strict=False))
+    out = df.with_columns(exprs) if exprs else df
+    return out
+
+
+def _normalise(data: DashboardInputs) -> DashboardInputs:
+    draws = _conform(data.marker_draws, SCHEMAS["marker_draws"]).with_columns(
+        day=pl.coalesce(pl.col("day"), pl.col("collected_at").dt.date()),
+        marker=pl.col("marker").str.to_lowercase(),
+    )
+    diet = _conform(data.diet_daily, SCHEMAS["diet_daily"])
+    if data.diet_daily is None or "logged" not in data.diet_daily.columns:
+        # Without the flag, a day with any entry or energy counts as logged.
+        diet = diet.with_columns(
+            logged=pl.col("entries").fill_null(0).gt(0) | pl.col("energy_kcal").is_not_null()
+        )
+    diet = diet.with_columns(pl.col("logged").fill_null(False))
+    return DashboardInputs(
+        persons=_conform(data.persons, SCHEMAS["persons"]),
+        diet_daily=diet,
+        marker_draws=draws,
+        marker_trends=_conform(data.marker_trends, SCHEMAS["marker_trends"]).with_columns(
+            marker=pl.col("marker").str.to_lowercase()
+        ),
+        associations=_conform(data.associations, SCHEMAS["associations"]).with_columns(
+            marker=pl.col("marker").str.to_lowercase()
+        ),
+        ingest_files=_conform(data.ingest_files, SCHEMAS["ingest_files"]),
+        rejected_summary=_conform(data.rejected_summary, SCHEMAS["rejected_summary"]),
+        unmapped_foods=_conform(data.unmapped_foods, SCHEMAS["unmapped_foods"]),
+        exposure_windows=_conform(data.exposure_windows, SCHEMAS["exposure_windows"]).with_columns(
+            marker=pl.col("marker").str.to_lowercase()
+        ),
+        data_sufficiency=_conform(data.data_sufficiency, SCHEMAS["data_sufficiency"]).with_columns(
+            marker=pl.col("marker").str.to_lowercase()
+        ),
+        source_freshness=_conform(data.source_freshness, SCHEMAS["source_freshness"]),
+        between_dii_params=data.between_dii_params,
+        run_info={str(k): "" if v is None else str(v) for k, v in (data.run_info or {}).items()},
+        pseudonymise_cohort=data.pseudonymise_cohort,
+        demo_sources=frozenset(data.demo_sources or ()),
+    )
+
+
+def _data_window(d: DashboardInputs) -> str | None:
+    days = [
+        x
+        for x in (
+            d.diet_daily["day"].min(),
+            d.diet_daily["day"].max(),
+            d.marker_draws["day"].min(),
+            d.marker_draws["day"].max(),
+        )
+        if isinstance(x, date)
+    ]
+    if not days:
+        return None
+    return f"{min(days).isoformat()} to {max(days).isoformat()}"
+
+
+POOLED_COLUMNS = ["pooled_effect_pct", "pooled_ci_low_pct", "pooled_ci_high_pct"]
+
+
+def _person_ids(d: DashboardInputs) -> list[str]:
+    ids: set[str] = set()
+    for df in (d.persons, d.diet_daily, d.marker_draws, d.marker_trends):
+        ids.update(str(x) for x in df["person_id"].drop_nulls().unique().to_list())
+    ids.update(
+        str(x)
+        for x in d.associations.filter(pl.col("scope") == "person")["person_id"]
+        .drop_nulls()
+        .unique()
+        .to_list()
+    )
+    return sorted(ids, key=lambda x: (x.casefold(), x))
+
+
+def _page_diet_columns(columns: list[str]) -> list[str]:
+    """The diet columns a person page reads: the day and its logging, the food-group servings,
+    fibre and the DII. Nutrients are on no page: left out, a change in them renders nothing and
+    each person's share of the table is half the size to hash and to send to a worker."""
+    shown = {"person_id", "day", "logged", "logged_rule", "entries", "fiber_g", "dii", "dii_params"}
+    return [c for c in columns if c in shown or c.endswith("_servings")]
+
+
+def diet_columns_shown(columns: list[str]) -> list[str]:
+    """The diet_daily columns any page reads: a person page's, and energy (the index's total, and
+    `_normalise`'s `logged` for a table without one). The loader reads only these."""
+    return [c for c in columns if c == "energy_kcal" or _page_diet_columns([c])]

@@ -1,0 +1,255 @@
+"""Page pieces shared by the index, person and cohort pages: headings, footers, figure slots, the
+summary cells (latest CRP, trend, coverage), the warnings list and the data-quality tables
+(source freshness, input files, rejected rows, unmapped foods). Every piece of user text is
+escaped here with `esc`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+from markupsafe import Markup
+
+from pipelines.reports import figures
+from pipelines.reports.findings import _primary_between
+from pipelines.reports.freshness import STALE_AFTER_DAYS
+from pipelines.reports.html import (
+    NO_HTML,
+    category_badge,
+    empty,
+    esc,
+    fmt_int,
+    fmt_latest,
+    fmt_pct,
+    footer,
+    is_num,
+    marker_label,
+    table,
+)
+from pipelines.reports.inputs import DashboardInputs, _data_window
+from pipelines.reports.summaries import CATEGORY_MARKER, PersonSummary
+from pipelines.transforms.diet import override_line
+
+
+def _freshness_table(rows: list[dict[str, Any]], day_label: str) -> str:
+    if not rows:
+        return empty("No source has been read yet.")
+    body = []
+    classes = []
+    for r in rows:
+        file_txt = (
+            f"{r['newest_file_at']:%Y-%m-%d} ({r['file_age']} days before this run)"
+            if r["newest_file_at"] is not None
+            else "unknown"
+        )
+        day_txt = (
+            f"{r['latest_day']} ({r['data_age']} days before this run)"
+            if r["latest_day"] is not None
+            else "no dated data"
+        )
+        if r.get("demo"):
+            ends = f" (ends {r['latest_day']})" if r["latest_day"] is not None else ""
+            status = esc(f"demo data{ends}, not checked for freshness")
+        elif r["stale"]:
+            status = Markup(
+                f'<span class="badge c-high">stale</span> {esc("; ".join(r["reasons"]))}'
+            )
+        else:
+            status = Markup('<span class="badge c-low">up to date</span>')
+        body.append([esc(r["source"]), esc(file_txt), esc(day_txt), status])
+        classes.append("")
+    return table(["Source", "Newest file", day_label, "Freshness"], body) + Markup(
+        f'<p class="muted">A source is stale when its newest file, or its latest day of data, is '
+        f"more than {STALE_AFTER_DAYS} days older than this run: drop a newer export into "
+        "data/raw/ (or remove the source from sources.yaml when it has ended). Sources marked "
+        "<code>demo: true</code> in sources.yaml are a fixed sample and are not checked.</p>"
+    )
+
+
+def _trend_html(s: PersonSummary) -> Markup:
+    t = s.trend
+    slope = t.get("slope_pct_per_year")
+    if is_num(slope):
+        return Markup(
+            f"{esc(fmt_pct(slope))}/year "
+            f'<span class="muted">(95% CI {esc(fmt_pct(t.get("slope_ci_low")))} to '
+            f"{esc(fmt_pct(t.get('slope_ci_high')))}, {s.n_chronic} chronic draws)</span>"
+        )
+    return Markup(f'<span class="muted">not enough draws ({s.n_chronic} chronic)</span>')
+
+
+def _latest_html(s: PersonSummary) -> Markup:
+    if s.latest_value is None:
+        return Markup('<span class="muted">no CRP yet</span>')
+    acute = f" {category_badge(None, acute=True)}" if s.latest_acute else ""
+    return Markup(
+        f"{esc(marker_label(s.headline))} {esc(fmt_latest(s.latest_value, s.latest_censored))} "
+        "mg/L "
+        f'<span class="muted">on {esc(s.latest_at)}</span>{acute}'
+    )
+
+
+def _category_html(s: PersonSummary) -> Markup:
+    """The hs-CRP risk category; a standard CRP says why it has none."""
+    if s.headline != CATEGORY_MARKER:
+        return Markup(
+            '<span class="muted">standard CRP: no cardiovascular risk category (the categories '
+            "need a high-sensitivity assay)</span>"
+        )
+    return Markup(f"{category_badge(s.category)} hs-CRP risk category")
+
+
+def _coverage_html(s: PersonSummary) -> Markup:
+    if s.days_in_range:
+        pct = 100 * s.days_logged / s.days_in_range
+        diet = f"{s.days_logged} / {s.days_in_range} days logged ({pct:.0f}%)"
+    else:
+        diet = "no diet log"
+    return Markup(
+        f"{esc(diet)}<br>{s.n_draws} {esc(marker_label(s.headline))} draws "
+        f"({s.n_chronic} chronic, {s.n_acute} acute)"
+    )
+
+
+def _global_quality(d: DashboardInputs, sources: list[dict[str, Any]] | None = None) -> list[str]:
+    """Pipeline-wide data-quality warnings (plain text)."""
+    out = [
+        f"source {r['source']} looks stale: {'; '.join(r['reasons'])}"
+        for r in (sources or [])
+        if r["stale"]
+    ]
+    rej = d.rejected_summary
+    total = int(rej["n"].sum() or 0) if rej.height else 0
+    if total:
+        out.append(f"{total:,} input rows were rejected (reasons under Data quality on the index)")
+    files = d.ingest_files
+    bad = files.filter((pl.col("status") == "error") | pl.col("error").is_not_null()).height
+    if bad:
+        out.append(f"{bad} input file(s) failed to load")
+    dup = int(files["rows_duplicate"].sum() or 0) if files.height else 0
+    if dup:
+        out.append(f"{dup:,} duplicate rows were skipped")
+    n_unmapped = d.unmapped_foods["food"].n_unique() if d.unmapped_foods.height else 0
+    if n_unmapped:
+        out.append(f"{n_unmapped:,} food names have no gut-food category yet")
+    return out
+
+
+def _warn_list(items: list[str]) -> Markup:
+    if not items:
+        return Markup('<span class="ok">none</span>')
+    return Markup(f'<ul class="warnlist">{"".join(f"<li>{esc(i)}</li>" for i in items)}</ul>')
+
+
+def _unmapped_table(unmapped: pl.DataFrame, limit: int = 25) -> str:
+    if unmapped.is_empty():
+        return empty("No foods without a category reported.")
+    top = unmapped.sort(["energy_share", "entries"], descending=True, nulls_last=True).head(limit)
+    rows = [
+        [
+            esc(r["food"]) if r["food"] else Markup('<span class="muted">(no food name)</span>'),
+            esc(fmt_int(r["entries"])),
+            esc(f"{r['energy_kcal']:,.0f}" if is_num(r["energy_kcal"]) else "n/a"),
+            esc(
+                fmt_pct(100 * r["energy_share"], signed=False)
+                if is_num(r["energy_share"])
+                else "n/a"
+            ),
+            Markup(f"<code>{esc(override_line(r['food']))}</code>") if r["food"] else Markup(),
+        ]
+        for r in top.to_dicts()
+    ]
+    more = Markup(
+        f'<p class="muted">Showing the top {limit} of {unmapped.height:,} by energy.</p>'
+        if unmapped.height > limit
+        else ""
+    )
+    return (
+        table(
+            ["Food (no category yet)", "Entries", "kcal", "Share of energy", "Line to add"],
+            rows,
+            num_cols=(1, 2, 3),
+        )
+        + more
+    )
+
+
+def _footer(d: DashboardInputs) -> Markup:
+    window = d.run_info.get("data_window")
+    return footer(d.run_info, window if window else _data_window(d))
+
+
+def _heading(title: str, crumbs: Markup, meta: Markup = NO_HTML) -> Markup:
+    """The page heading: the crumbs and the meta line are HTML, the title is text."""
+    meta_html = f'<div class="meta">{meta}</div>' if meta else ""
+    return Markup(f'<div class="crumbs">{crumbs}</div><h1>{esc(title)}</h1>{meta_html}')
+
+
+def _fig(fig: Any, div_id: str, missing: str) -> str:
+    if fig is None:
+        return empty(missing)
+    return f'<div class="fig">{figures.figure_html(fig, div_id)}</div>'
+
+
+def _between_n(d: DashboardInputs) -> int:
+    """People in the between-person models: cross-sectional cohorts (one draw per person, e.g.
+    NHANES) have no person pages, so they are counted by the largest model's n."""
+    n = d.associations.filter(_primary_between())["n"].max()
+    return int(n) if is_num(n) else 0
+
+
+def _rejected_table(d: DashboardInputs) -> str:
+    rej = d.rejected_summary
+    if rej.is_empty():
+        return empty("No rows were rejected.")
+    # Grouped by source, reason and column: one bad setting is one line with its count, and
+    # the example lines say where to look.
+    return table(
+        ["Source", "Reason", "Column", "Rows", "Example lines"],
+        [
+            [
+                esc(r["source"]),
+                esc(r["reason"]),
+                esc(r["column"] or "-"),
+                esc(fmt_int(r["n"])),
+                esc(r["examples"] or ""),
+            ]
+            for r in rej.sort("n", descending=True, nulls_last=True, maintain_order=True).to_dicts()
+        ],
+        num_cols=(3,),
+    )
+
+
+def _files_section(d: DashboardInputs) -> str:
+    files = d.ingest_files
+    if files.is_empty():
+        return f"<h3>Input files</h3>{empty('No input files have been read yet.')}"
+    files = files.with_columns(
+        _bad=((pl.col("status") == "error") | pl.col("error").is_not_null()).fill_null(False)
+    ).sort(["_bad", "source", "path"], descending=[True, False, False], nulls_last=True)
+    rows = []
+    classes = []
+    for r in files.to_dicts():
+        status = esc(r["status"] or "unknown")
+        if r["_bad"]:
+            status = Markup(f'<span class="badge c-high">{status}</span>')
+        rows.append(
+            [
+                esc(r["source"]),
+                Markup(f"<code>{esc(r['path'])}</code>"),
+                esc(fmt_int(r["rows_read"])),
+                esc(fmt_int(r["rows_loaded"])),
+                esc(fmt_int(r["rows_rejected"])),
+                esc(fmt_int(r["rows_duplicate"])),
+                status,
+                esc(r["error"] or ""),
+            ]
+        )
+        classes.append("")
+    return Markup("<h3>Input files</h3>") + table(
+        ["Source", "File", "Read", "Loaded", "Rejected", "Duplicate", "Status", "Error"],
+        rows,
+        num_cols=(2, 3, 4, 5),
+        row_classes=classes,
+    )

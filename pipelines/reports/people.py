@@ -1,0 +1,181 @@
+"""The tables split by person, once for everyone (filtering per person would be quadratic), and the
+per-person summaries built from the slices (`build_summaries`). The split tables are what the
+page workers map (see `workers`); a person's slices are `_PersonFrames`, in `_summarise`'s
+argument order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pipelines.reports.inputs import (
+    POOLED_COLUMNS,
+    DashboardInputs,
+    _page_diet_columns,
+    _person_ids,
+)
+from pipelines.reports.sources import _person_sources, _stale_sources, run_time
+from pipelines.reports.summaries import PersonSummary, _crp_draws, _summarise
+
+# One person's share of every frame, in `_summarise`'s argument order.
+_PersonFrames = tuple[
+    str,
+    pl.DataFrame | None,
+    pl.DataFrame | None,
+    pl.DataFrame | None,
+    pl.DataFrame | None,
+    pl.DataFrame | None,
+    pl.DataFrame | None,
+    pl.DataFrame | None,
+    pl.DataFrame | None,
+    list[dict[str, Any]] | None,
+    pl.DataFrame | None,
+    dict[str, bytes] | None,
+]
+
+
+@dataclass(frozen=True)
+class _Split:
+    """A table sorted by person, each person's rows in it (first row, number of rows), and the
+    rows' hashes when page keys hash the table (see `_hash_value`)."""
+
+    df: pl.DataFrame
+    rows: dict[str, tuple[int, int]]
+    hashes: np.ndarray | None
+
+
+def _split(df: pl.DataFrame, hashed: bool = False) -> _Split:
+    """Split by person once (filtering per person would be quadratic for big cohorts).
+
+    Rows without a person are dropped; each person's rows keep their order. The frames come
+    sorted by person, so a person's rows are a run of one id (partition_by ran one query per
+    person to name its part). With `hashed`, the rows are hashed for everyone at once (hashing
+    each person's part on its own cost half a millisecond a page): a row's hash depends on that
+    row only, so a slice of the table's hashes is the part's.
+    """
+    df = df.filter(pl.col("person_id").is_not_null())
+    if not df.is_empty() and not df["person_id"].is_sorted():
+        df = df.sort("person_id", maintain_order=True)
+    rows = {}
+    start = 0
+    if not df.is_empty():
+        for length, pid in df.select(pl.col("person_id").rle()).unnest("person_id").iter_rows():
+            rows[str(pid)] = (start, length)
+            start += length
+    hashes = df.hash_rows().to_numpy() if hashed and rows else None
+    return _Split(df, rows, hashes)
+
+
+# The person-split tables, in `_summarise`'s argument order (its `freshness` goes between
+# "sufficiency" and "crp"), each with the PersonSummary field whose page-key hash it gives.
+_TABLE_FIELDS: dict[str, str | None] = {
+    "persons": None,
+    "diet": "diet",
+    "draws": "all_draws",
+    "trends": None,
+    "findings": "findings_df",
+    "unmapped": "unmapped",
+    "windows": "windows",
+    "sufficiency": None,
+    "crp": None,  # derived from draws
+}
+
+
+def _split_tables(d: DashboardInputs) -> dict[str, _Split]:
+    tables = {
+        "persons": d.persons,
+        "diet": d.diet_daily.select(_page_diet_columns(d.diet_daily.columns)),
+        "draws": d.marker_draws,
+        "trends": d.marker_trends,
+        # Partially pooled estimates move with everyone's data: on a person's page they would
+        # rewrite every page whenever anyone logs a day. The cohort page shows them instead.
+        "findings": d.associations.filter(pl.col("scope") == "person").drop(
+            POOLED_COLUMNS, strict=False
+        ),
+        "unmapped": d.unmapped_foods,
+        "windows": d.exposure_windows.filter(pl.col("complete").fill_null(False)),
+        "sufficiency": d.data_sufficiency,
+        # Everyone's CRP draws in time order at once (`_crp_draws` per person was a query each).
+        "crp": _crp_draws(d.marker_draws, "person_id"),
+    }
+    return {name: _split(df, hashed=_TABLE_FIELDS[name] is not None) for name, df in tables.items()}
+
+
+@dataclass(frozen=True)
+class _PersonRows:
+    """Where a person's frames are in the split tables, and what is theirs besides: small
+    enough to send to a page worker, which slices the tables it has mapped (`_mapped_table`)."""
+
+    person_id: str
+    rows: dict[str, tuple[int, int]]
+    sources: list[dict[str, Any]] | None
+    row_hashes: dict[str, bytes]
+
+
+def _person_rows(
+    splits: dict[str, _Split], ids: list[str], sources: dict[str, list[dict[str, Any]]]
+) -> list[_PersonRows]:
+    schemas = {name: repr(split.df.schema).encode() for name, split in splits.items()}
+    people = []
+    for pid in ids:
+        rows = {name: split.rows[pid] for name, split in splits.items() if pid in split.rows}
+        row_hashes = {}
+        for name, (start, length) in rows.items():
+            field_name, hashes = _TABLE_FIELDS[name], splits[name].hashes
+            if field_name is not None and hashes is not None:
+                row_hashes[field_name] = schemas[name] + hashes[start : start + length].tobytes()
+        people.append(_PersonRows(pid, rows, sources.get(pid), row_hashes))
+    return people
+
+
+def _frames(person: _PersonRows, tables: dict[str, pl.DataFrame]) -> _PersonFrames:
+    """A person's frames, sliced from the split tables (in memory, or mapped in a worker)."""
+
+    def part(name: str) -> pl.DataFrame | None:
+        at = person.rows.get(name)
+        return None if at is None else tables[name].slice(*at)
+
+    return (
+        person.person_id,
+        part("persons"),
+        part("diet"),
+        part("draws"),
+        part("trends"),
+        part("findings"),
+        part("unmapped"),
+        part("windows"),
+        part("sufficiency"),
+        person.sources,
+        part("crp"),
+        person.row_hashes,
+    )
+
+
+def _person_frames(d: DashboardInputs, now: datetime, ids: list[str]) -> list[_PersonFrames]:
+    splits = _split_tables(d)
+    tables = {name: split.df for name, split in splits.items()}
+    return [_frames(p, tables) for p in _person_rows(splits, ids, _person_sources(d, now))]
+
+
+def _summary(frames: _PersonFrames, stale_everywhere: frozenset[str]) -> PersonSummary:
+    s = _summarise(*frames)
+    # A whole stale source is a pipeline-wide warning; here only what is this person's own:
+    # the source is current, but nothing new came in for them.
+    s.warnings.extend(
+        f"source {src['source']} has no recent data for this person: " + "; ".join(src["reasons"])
+        for src in s.sources
+        if src["stale"] and src["source"] not in stale_everywhere
+    )
+    return s
+
+
+def build_summaries(d: DashboardInputs, now: datetime | None = None) -> list[PersonSummary]:
+    """Per-person summaries from normalised inputs (see `_normalise`)."""
+    now = now or run_time(d.run_info)
+    stale_everywhere = _stale_sources(d, now)
+    return [_summary(frames, stale_everywhere) for frames in _person_frames(d, now, _person_ids(d))]

@@ -1,0 +1,289 @@
+"""One person's summary (`PersonSummary`): their headline CRP marker, latest value and category,
+counts, diet coverage, DII parameters and warnings, worked out once from their rows of each table
+(`_summarise`) and shared by the index and their page. Sits between the per-person split
+(`people`) and the page builders (`pages`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pipelines.reports.figures.diet import _EPOCH_ORDINAL, _date_numbers
+from pipelines.reports.findings import _date_text, _sorted_findings
+from pipelines.reports.html import is_num
+from pipelines.reports.inputs import SCHEMAS
+from pipelines.schema import (
+    RULE_ENERGY,
+    RULE_NOTHING,
+)
+
+# hs-CRP and standard CRP are two markers, never pooled (pipelines/transforms/labs.py). A person's
+# headline CRP series (cards, timeline, index) is their hs-CRP when they have any, else their
+# standard CRP; the other one is listed with the other markers. Only hs-CRP gets a category.
+CRP_MARKERS = ("hscrp", "crp")
+CATEGORY_MARKER = "hscrp"
+
+
+def _marker_order(marker: object) -> tuple[int, str]:
+    """hs-CRP first, then standard CRP, then the other markers by name."""
+    m = str(marker)
+    return (CRP_MARKERS.index(m) if m in CRP_MARKERS else len(CRP_MARKERS), m)
+
+
+@dataclass
+class PersonSummary:
+    person_id: str
+    sex: str | None = None
+    age: float | None = None
+    # The headline CRP marker's draws, plus the other CRP marker's acute draws (an infection is
+    # shown whichever assay saw it, and starts the washout of both).
+    crp: pl.DataFrame = field(default_factory=pl.DataFrame)
+    headline: str = CATEGORY_MARKER
+    all_draws: pl.DataFrame = field(default_factory=pl.DataFrame)
+    diet: pl.DataFrame = field(default_factory=pl.DataFrame)
+    trends: list[dict[str, Any]] = field(default_factory=list)
+    trend: dict[str, Any] = field(default_factory=dict)
+    findings_df: pl.DataFrame = field(default_factory=pl.DataFrame)
+    n_findings: int = 0
+    # The significant findings, in `_sorted_findings` order (the index shows them).
+    significant: list[dict[str, Any]] = field(default_factory=list)
+    unmapped: pl.DataFrame = field(default_factory=pl.DataFrame)
+    latest_value: float | None = None
+    latest_at: str = ""
+    latest_acute: bool = False
+    latest_censored: str | None = None
+    category: str | None = None
+    n_draws: int = 0
+    n_chronic: int = 0
+    n_acute: int = 0
+    days_logged: int = 0
+    days_in_range: int = 0
+    first_day: date | None = None
+    last_day: date | None = None
+    longest_gap: int = 0
+    unmapped_share: float | None = None
+    # Fewest and most DII parameters over the logged days with a DII (None without one).
+    dii_params: tuple[int, int] | None = None
+    windows: pl.DataFrame = field(default_factory=pl.DataFrame)
+    sufficiency: list[dict[str, Any]] = field(default_factory=list)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    # Each frame's schema and row hashes, fed to the page and section keys (`_hash_value`).
+    row_hashes: dict[str, bytes] = field(default_factory=dict, repr=False)
+
+    @cached_property
+    def findings(self) -> list[dict[str, Any]]:
+        """Every finding as a dict; worked out when a page section that lists them is built."""
+        return self.findings_df.to_dicts()
+
+
+def _category_of(value: object) -> str | None:
+    if not is_num(value):
+        return None
+    v = float(value)
+    return "<1" if v < 1 else ("1-3" if v <= 3 else ">3")
+
+
+def _summarise(
+    pid: str,
+    person: pl.DataFrame | None,
+    diet: pl.DataFrame | None,
+    draws: pl.DataFrame | None,
+    trends: pl.DataFrame | None,
+    findings: pl.DataFrame | None,
+    unmapped: pl.DataFrame | None,
+    windows: pl.DataFrame | None = None,
+    sufficiency: pl.DataFrame | None = None,
+    freshness: list[dict[str, Any]] | None = None,
+    crp: pl.DataFrame | None = None,
+    row_hashes: dict[str, bytes] | None = None,
+) -> PersonSummary:
+    """One person's summary from their rows of each table. `crp` is their CRP draws in time
+    order, when the caller has sorted everyone's at once; otherwise they are taken from `draws`.
+    `row_hashes` are frames' hashes for the page key, when the caller hashed everyone's at once
+    (`_split`); the others are hashed when a key needs them."""
+    s = PersonSummary(person_id=pid, row_hashes=dict(row_hashes or {}))
+    s.windows = windows if windows is not None else pl.DataFrame(schema=SCHEMAS["exposure_windows"])
+    s.sufficiency = (
+        sorted(sufficiency.to_dicts(), key=lambda r: _marker_order(r.get("marker")))
+        if sufficiency is not None
+        else []
+    )
+    s.sources = freshness or []
+    if person is not None and not person.is_empty():
+        row = person.row(0, named=True)
+        s.sex, s.age = row.get("sex"), row.get("age")
+    all_draws = draws if draws is not None else pl.DataFrame(schema=SCHEMAS["marker_draws"])
+    s.all_draws = all_draws
+    s.crp = crp if crp is not None else _crp_draws(all_draws)
+    if s.crp.height and not (s.crp.get_column("marker") == CATEGORY_MARKER).any():
+        s.headline = "crp"
+    s.diet = diet if diet is not None else pl.DataFrame(schema=SCHEMAS["diet_daily"])
+    s.trends = trends.to_dicts() if trends is not None else []
+    s.trend = next((t for t in s.trends if t.get("marker") == s.headline), {})
+    s.findings_df = (
+        findings if findings is not None else pl.DataFrame(schema=SCHEMAS["associations"])
+    )
+    s.n_findings = s.findings_df.height
+    if s.n_findings and "status" in s.findings_df.columns:
+        significant = s.findings_df.get_column("status") == "significant"
+        if significant.any():
+            # Sorting is stable: sorting the significant rows alone gives their order among all.
+            s.significant = _sorted_findings(s.findings_df.filter(significant).to_dicts())
+    s.unmapped = unmapped if unmapped is not None else pl.DataFrame()
+
+    # Counts and the latest value are the headline marker's (the other CRP's acute draws are in
+    # `s.crp` for the timeline only).
+    crp = s.crp.filter(pl.col("marker") == s.headline) if s.crp.height else s.crp
+    s.n_draws = crp.height
+    # Counts of rows where a condition holds (null counts as not); a person has a few draws.
+    reasons = crp.get_column("excluded_reason").to_list()
+    acute = crp.get_column("acute").to_list()
+    counts = {
+        "chronic": sum(r is None and not a for r, a in zip(reasons, acute, strict=True)),
+        "acute": sum(bool(a) or r == "acute" for r, a in zip(reasons, acute, strict=True)),
+    }
+    s.n_chronic = (
+        int(s.trend["n_chronic"]) if is_num(s.trend.get("n_chronic")) else counts["chronic"]
+    )
+    s.n_acute = counts["acute"]
+    if is_num(s.trend.get("latest_value")):
+        s.latest_value = float(s.trend["latest_value"])
+        s.latest_at = _date_text(s.trend.get("latest_at"))
+        s.latest_acute = bool(s.trend.get("latest_acute"))
+        s.latest_censored = s.trend.get("latest_censored")
+    elif crp.height:
+        last = crp.filter(pl.col("value").is_not_null()).tail(1).to_dicts()
+        if last:
+            s.latest_value = last[0]["value"]
+            s.latest_at = _date_text(last[0].get("collected_at") or last[0].get("day"))
+            s.latest_acute = bool(last[0].get("acute")) or last[0].get("excluded_reason") == "acute"
+    if s.headline == CATEGORY_MARKER:
+        s.category = s.trend.get("category") or _category_of(s.trend.get("baseline"))
+
+    coverage = _diet_coverage(s.diet)
+    if coverage is not None:
+        s.first_day, s.last_day, s.days_logged, widest = coverage
+        s.days_in_range = (s.last_day - s.first_day).days + 1
+        if s.days_logged >= 2:
+            s.longest_gap = max(0, widest - 1)
+    s.dii_params = _dii_params_range(s.diet)
+    if s.unmapped.height and s.unmapped["energy_share"].drop_nulls().len():
+        s.unmapped_share = min(1.0, float(s.unmapped["energy_share"].sum()))
+
+    w = s.warnings
+    if s.days_in_range == 0:
+        w.append("no diet log yet")
+    elif s.days_logged / s.days_in_range < 0.6:
+        w.append(
+            f"diet logged on {s.days_logged} of {s.days_in_range} days "
+            f"({100 * s.days_logged / s.days_in_range:.0f}%): "
+            "windows before draws may be too sparse"
+        )
+    if s.n_draws == 0:
+        w.append("no CRP draws yet")
+    if s.latest_acute:
+        w.append(
+            "latest CRP is above 10 mg/L (acute): excluded from the chronic trend; guidelines "
+            "repeat the test about 2 weeks after recovery"
+        )
+    if s.unmapped_share is not None and s.unmapped_share >= 0.05:
+        w.append(
+            f"{100 * s.unmapped_share:.0f}% of energy comes from foods without a gut-food "
+            "category (see the unmapped foods list)"
+        )
+    return s
+
+
+def _dii_params_range(diet: pl.DataFrame) -> tuple[int, int] | None:
+    """Fewest and most DII parameters over the logged days that have a DII (None if none)."""
+    if "dii_params" not in diet.columns or not diet["dii_params"].dtype.is_numeric():
+        return None
+    has_dii = ~np.isnan(diet.get_column("dii").cast(pl.Float64).to_numpy())
+    counts = diet.get_column("dii_params").cast(pl.Float64).to_numpy()
+    counts = counts[_flags(diet.get_column("logged")) & has_dii]
+    counts = counts[~np.isnan(counts)]
+    return (int(counts.min()), int(counts.max())) if counts.size else None
+
+
+def _crp_draws(draws: pl.DataFrame, *by: str) -> pl.DataFrame:
+    """The headline CRP draws (see `CRP_MARKERS`) and the other CRP marker's acute draws, in time
+    order (within each `by` group, e.g. per person, which is also where the headline is chosen)."""
+    crp = draws.filter(pl.col("marker").is_in(CRP_MARKERS))
+    has_hs = pl.col("marker") == CATEGORY_MARKER
+    has_hs = has_hs.any().over(list(by)) if by else has_hs.any()
+    headline = pl.when(has_hs).then(pl.lit(CATEGORY_MARKER)).otherwise(pl.lit("crp"))
+    return crp.filter((pl.col("marker") == headline) | pl.col("acute").fill_null(False)).sort(
+        *by, "collected_at", "day", nulls_last=True, maintain_order=True
+    )
+
+
+def _flags(flags: pl.Series) -> np.ndarray:
+    """A Boolean column as a numpy bool array, null as False (filled only when there is a null:
+    filling runs a query, and `_normalise` leaves the diet's `logged` flags without nulls)."""
+    if flags.null_count():
+        flags = flags.fill_null(False)
+    return flags.to_numpy().astype(bool, copy=False)
+
+
+def _diet_coverage(diet: pl.DataFrame) -> tuple[date, date, int, int] | None:
+    """(first day, last day, days with a log, widest step in days between logged days) of a
+    person's diet days; None without a day. In numpy for Date days, as a query otherwise."""
+    numbers = _date_numbers(diet.get_column("day"))
+    logged = diet.get_column("logged")
+    if numbers is not None and isinstance(logged.dtype, pl.Boolean):
+        day_numbers, has_day = numbers
+        if not has_day.any():
+            return None
+        days = day_numbers[has_day]
+        on_log = np.unique(days[_flags(logged)[has_day]])
+        widest = int(np.diff(on_log).max()) if on_log.size >= 2 else 0
+        first, last = (date.fromordinal(_EPOCH_ORDINAL + int(x)) for x in (days.min(), days.max()))
+        return first, last, int(on_log.size), widest
+    d = diet.select("day", "logged").filter(pl.col("day").is_not_null())
+    lo_day, hi_day = (d["day"].min(), d["day"].max()) if d.height else (None, None)
+    if not isinstance(lo_day, date) or not isinstance(hi_day, date):
+        return None
+    logged_days = pl.col("day").filter(pl.col("logged")).unique().sort()
+    n_logged, widest = d.select(
+        logged_days.len().alias("n"),
+        logged_days.diff().dt.total_days().drop_nulls().max().alias("widest"),
+    ).row(0)
+    return lo_day, hi_day, n_logged, int(widest) if is_num(widest) else 0
+
+
+def logged_rule_text(diet: pl.DataFrame) -> str:
+    """How each day's logged status was decided (diet_daily.logged_rule), with the days logged
+    under each rule, so "0 days logged" says why: e.g. "daily total (energy at least 800 kcal):
+    0 of 29 days"."""
+    if "logged_rule" not in diet.columns or diet.is_empty():
+        return "n/a"
+    rules = diet.get_column("logged_rule").to_list()
+    logged = _flags(diet.get_column("logged")).tolist()
+    counts: dict[str, list[int]] = {}
+    for rule, on_log in zip(rules, logged, strict=True):
+        if rule is None or rule == RULE_NOTHING:
+            continue  # gap days: nothing to decide
+        seen = counts.setdefault(rule, [0, 0])
+        seen[0] += int(on_log)
+        seen[1] += 1
+    if not counts:
+        return "n/a"
+    parts = [f"{rule}: {n} of {total} days" for rule, (n, total) in sorted(counts.items())]
+    if any(rule.startswith(RULE_ENERGY) for rule in counts):
+        parts.append("a reported day not ticked 'complete' is judged by its energy")
+    return "; ".join(parts)
+
+
+def _logged_median(diet: pl.DataFrame, column: str) -> float | None:
+    """The median of a numeric column over the logged days (nulls left out); None if none."""
+    logged = _flags(diet.get_column("logged"))
+    values = diet.get_column(column).cast(pl.Float64).to_numpy()[logged]
+    values = values[~np.isnan(values)]
+    return float(np.median(values)) if values.size else None

@@ -1,0 +1,198 @@
+"""Rendering the person pages, in this process or in spawned worker processes for big cohorts: the
+pool, the tables shared with the workers as memory-mapped Arrow files, and `_person_pages`, which
+summarises each person and renders their page unless the manifest has it. Either way the same
+code renders every page, so the files do not depend on where they were rendered.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from pathlib import Path
+
+import polars as pl
+
+from pipelines.reports.cache import _old_sections, person_page_key
+from pipelines.reports.html import atomic_write
+from pipelines.reports.inputs import DashboardInputs, person_page_name
+from pipelines.reports.pages.person import render_person_page
+from pipelines.reports.people import _frames, _PersonFrames, _PersonRows, _summary
+from pipelines.reports.summaries import PersonSummary
+
+# Pages are written without an fsync each and synced together, where the OS offers a sync of
+# everything (not on Windows: there each page is synced as it is written).
+SYNC_ONCE = hasattr(os, "sync")
+# Person pages are rendered in worker processes when there are at least this many people (and
+# more than one CPU): below it, starting the workers costs more than it saves.
+PARALLEL_MIN_PEOPLE = 50
+# People per task sent to a worker: small enough to share the work out evenly, large enough
+# that sending a task costs little next to rendering it.
+PEOPLE_PER_TASK = 20
+
+
+@dataclass(frozen=True)
+class _PageJob:
+    """What every person page shares, besides the person's own frames."""
+
+    out_dir: Path
+    run_info: dict[str, str]
+    rejected_summary: pl.DataFrame
+    global_warnings: list[str]
+    stale_everywhere: frozenset[str]
+
+
+@dataclass(frozen=True)
+class _PageResult:
+    summary: PersonSummary  # without its frames: the index and cohort pages read none
+    name: str
+    key: str
+    written: bool
+
+
+def _person_pages(
+    people: list[_PersonFrames], job: _PageJob, previous: dict[str, str]
+) -> list[_PageResult]:
+    """Summarise each person, and render their page unless the manifest has it (`previous`).
+
+    Runs in the writing process or in a worker; either way the page comes out the same.
+    """
+    # Person pages read only the run info and the rejected rows of the whole run.
+    d = DashboardInputs(rejected_summary=job.rejected_summary, run_info=job.run_info)
+    out = []
+    for frames in people:
+        s = _summary(frames, job.stale_everywhere)
+        path = job.out_dir / person_page_name(s.person_id)
+        key = person_page_key(s, d, job.global_warnings)
+        render = previous.get(path.name) != key or not path.exists()
+        if render:
+            # Synced once for all pages before the manifest names them (`write_dashboards`).
+            page_html = render_person_page(s, d, job.global_warnings, _old_sections(path))
+            atomic_write(path, page_html, durable=not SYNC_ONCE)
+        light = PersonSummary(
+            **{f.name: getattr(s, f.name) for f in fields(s) if f.name not in _FRAME_FIELDS}
+        )
+        out.append(_PageResult(light, path.name, key, render))
+    return out
+
+
+# Only person pages read these; dropping them keeps what returns from a worker small.
+_FRAME_FIELDS = frozenset(
+    {"crp", "all_draws", "diet", "findings_df", "unmapped", "windows", "row_hashes"}
+)
+
+
+def _pool_size(n_people: int, workers: int | None) -> int:
+    """Worker processes for person pages; 0 renders them in this process."""
+    if workers is None:
+        try:
+            workers = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on every platform
+            workers = os.cpu_count() or 1
+    if workers < 2 or n_people < PARALLEL_MIN_PEOPLE or multiprocessing.current_process().daemon:
+        # A daemonic process (e.g. a multiprocessing pool worker) may not start processes.
+        return 0
+    return min(workers, -(-n_people // PEOPLE_PER_TASK))
+
+
+@contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _warm() -> None:
+    """A no-op task: unpickling it imports this module in a new worker."""
+
+
+@contextmanager
+def _page_pool(size: int) -> Iterator[ProcessPoolExecutor | None]:
+    if not size:
+        yield None
+        return
+    # Spawned, not forked: a forked copy of a process that has run Polars can deadlock.
+    pool = ProcessPoolExecutor(size, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        # The workers fill the CPUs, so each runs Polars on one thread: with a thread pool per
+        # worker they ran a third slower. A spawned worker reads the variable from the
+        # environment it starts with, and each submit here starts one.
+        with _environ(POLARS_MAX_THREADS="1"):
+            for _ in range(size):
+                pool.submit(_warm)  # starts the workers now, while this process gathers the data
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _share_tables(tables: dict[str, pl.DataFrame], directory: Path) -> dict[str, str]:
+    """Write the split tables as uncompressed Arrow files for the page workers to map.
+
+    Pickling each person's frames to a worker cost more CPU than rendering their page (ten small
+    frames a person, 200 kB); a mapped file is read by both workers without a copy."""
+    files = {}
+    for name, df in tables.items():
+        path = directory / f"{name}.arrow"
+        df.write_ipc(path, compression="uncompressed")
+        files[name] = str(path)
+    return files
+
+
+@lru_cache(maxsize=32)
+def _mapped_table(path: str) -> pl.DataFrame:
+    return pl.read_ipc(path, memory_map=True)
+
+
+def _mapped_person_pages(
+    files: dict[str, str], people: list[_PersonRows], job: _PageJob, previous: dict[str, str]
+) -> list[_PageResult]:
+    """`_person_pages` in a worker: the people's frames sliced from the mapped tables."""
+    tables = {name: _mapped_table(path) for name, path in files.items()}
+    return _person_pages([_frames(p, tables) for p in people], job, previous)
+
+
+def _render_people(
+    pool: ProcessPoolExecutor | None,
+    workers: int,
+    people: list[_PersonRows],
+    tables: dict[str, pl.DataFrame],
+    job: _PageJob,
+    previous: dict[str, str],
+    shared_dir: Path,
+) -> list[_PageResult]:
+    if pool is None:
+        return _person_pages([_frames(p, tables) for p in people], job, previous)
+    files = _share_tables(tables, shared_dir)
+    results: list[_PageResult] = []
+    pending: deque[Future[list[_PageResult]]] = deque()
+    # A few tasks in flight per worker keep them busy without queueing every task at once.
+    max_pending = 2 * workers
+    for start in range(0, len(people), PEOPLE_PER_TASK):
+        task = people[start : start + PEOPLE_PER_TASK]
+        names = [person_page_name(p.person_id) for p in task]
+        if len(pending) >= max_pending:
+            results.extend(pending.popleft().result())
+        pending.append(
+            pool.submit(
+                _mapped_person_pages,
+                files,
+                task,
+                job,
+                {n: previous[n] for n in names if n in previous},
+            )
+        )
+    while pending:
+        results.extend(pending.popleft().result())
+    return results
