@@ -18,8 +18,8 @@ from polars.testing import assert_frame_equal
 
 from pipelines.config import Settings
 from pipelines.defs._metadata import column_schema, md_table
-from pipelines.defs.features import diet_entries_for_daily
-from pipelines.defs.warehouse import (
+from pipelines.defs.features.assets import diet_entries_for_daily
+from pipelines.defs.warehouse.assets import (
     build_canonical_table,
     build_persons,
     canonical_metadata,

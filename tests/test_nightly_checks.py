@@ -15,7 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines.defs.warehouse import build_canonical_table
+from pipelines.defs.warehouse.assets import build_canonical_table
 from pipelines.ingest import LINES_TO_CHECK, check_unique_lines, sync_source
 from pipelines.project import PROJECT_DIR_ENV
 from pipelines.warehouse import Warehouse

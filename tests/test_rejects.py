@@ -22,7 +22,7 @@ import pytest
 from pipelines.adapters import FORMATS, AdapterError
 from pipelines.cli import main
 from pipelines.config import PersonSpec, SourceConfig
-from pipelines.defs.reports import _rejected_summary
+from pipelines.defs.reports.assets import _rejected_summary
 from pipelines.ingest import REJECTED_ROWS_SCHEMA, ingest_source, sync_source
 from pipelines.reports.dashboards import DashboardInputs, _rejected_table
 from pipelines.schema import REJECT_SCHEMA

@@ -16,7 +16,7 @@ from pipelines.analysis.windows import build_exposure_windows, features_from
 from pipelines.config import Settings
 from pipelines.defs._metadata import md_table
 from pipelines.defs._versions import CODE_VERSION
-from pipelines.defs.features import settings_salt
+from pipelines.defs.features.assets import settings_salt
 from pipelines.defs.resources import ProjectResource
 from pipelines.incremental import only_people, plan_people, record, register_people, replace_people
 from pipelines.transforms.dii import dii_of_window_means
