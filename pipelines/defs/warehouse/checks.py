@@ -4,8 +4,8 @@ import dagster as dg
 import polars as pl
 
 from pipelines.defs.resources import ProjectResource
-from pipelines.defs.warehouse.assets import sources_feeding
 from pipelines.ingest import check_unique_lines
+from pipelines.steps.canonical import sources_feeding
 
 
 @dg.asset_check(
