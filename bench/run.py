@@ -187,7 +187,7 @@ def _stage_ingest(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     _dagster_env(workdir)
     import duckdb
 
-    import pipelines.defs.ingest as ingest_defs
+    import pipelines.defs.ingest.assets as ingest_defs
 
     timer = Timer()
     sync_source = ingest_defs.sync_source
@@ -322,8 +322,8 @@ def _stage_analysis(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     from pipelines.analysis.associations import compute_associations
     from pipelines.analysis.draws import build_marker_draws, marker_trends
     from pipelines.analysis.windows import build_exposure_windows
-    from pipelines.defs.features import diet_entries_for_daily
     from pipelines.project import Project
+    from pipelines.steps.features import diet_entries_for_daily
     from pipelines.transforms.diet import build_diet_daily, categorise_foods, unmapped_foods
     from pipelines.transforms.dii import dii_of_window_means
     from pipelines.warehouse import replace_table, table_exists
@@ -385,9 +385,9 @@ def _stage_analysis(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
 
 def _stage_dashboards(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     _dagster_env(workdir)
-    from pipelines.defs.reports import load_dashboard_inputs
     from pipelines.project import Project
     from pipelines.reports.dashboards import write_dashboards
+    from pipelines.steps.dashboards import load_dashboard_inputs
 
     project = Project(workdir / "project")
     timer = Timer()

@@ -18,16 +18,16 @@ from polars.testing import assert_frame_equal
 
 from pipelines.config import Settings
 from pipelines.defs._metadata import column_schema, md_table
-from pipelines.defs.features import diet_entries_for_daily
-from pipelines.defs.warehouse import (
+from pipelines.defs.warehouse.assets import canonical_metadata
+from pipelines.schema import DIET_ENTRY_SCHEMA, NUTRIENTS, TARGET_SCHEMAS, conform
+from pipelines.steps.canonical import (
     build_canonical_table,
     build_persons,
-    canonical_metadata,
     canonical_schema,
     canonical_select,
     duckdb_type,
 )
-from pipelines.schema import DIET_ENTRY_SCHEMA, NUTRIENTS, TARGET_SCHEMAS, conform
+from pipelines.steps.features import diet_entries_for_daily
 from pipelines.transforms.diet import build_diet_daily, categorise_foods
 from pipelines.warehouse import replace_table, table_exists
 

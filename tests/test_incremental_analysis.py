@@ -18,8 +18,8 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from pipelines.config import Settings
-from pipelines.defs.analysis import window_days_sql
 from pipelines.project import Project
+from pipelines.steps.analysis import window_days_sql
 from tests.conftest import make_demo_project, refresh_all, sorted_tables
 
 COMPARED = ("diet_daily", "exposure_windows", "associations")

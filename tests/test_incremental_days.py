@@ -15,7 +15,7 @@ from polars.testing import assert_frame_equal
 
 import pipelines.transforms.diet as diet
 from pipelines.config import Settings
-from pipelines.defs.features import diet_daily, food_taxonomy
+from pipelines.defs.features.assets import diet_daily, food_taxonomy
 from pipelines.defs.resources import ProjectResource
 from pipelines.project import Project
 from pipelines.schema import DIET_ENTRY_SCHEMA, DIET_REPORTED_SCHEMA, conform
@@ -358,7 +358,7 @@ def test_a_full_build_in_groups_of_people_equals_one_build(
 ) -> None:
     """A first run builds diet_daily a group of people at a time (bounded memory); groups of
     any size give the same table as building everyone in one frame."""
-    import pipelines.defs.features as features
+    import pipelines.defs.features.assets as features
 
     people = ["ann", "bob", "cy", "dee", "eve"]
     entries = [*history(people, 6), {**entry("zed", 2), "person_id": None}]

@@ -15,9 +15,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from pipelines.defs.warehouse import build_canonical_table
 from pipelines.ingest import LINES_TO_CHECK, check_unique_lines, sync_source
 from pipelines.project import PROJECT_DIR_ENV
+from pipelines.steps.canonical import build_canonical_table
 from pipelines.warehouse import Warehouse
 from tests.test_incremental_ingest import HEADER, SOURCE
 

@@ -86,7 +86,7 @@ def test_dashboard_inputs_do_not_depend_on_the_tables_physical_order(tmp_path: P
     import polars as pl
     from polars.testing import assert_frame_equal
 
-    from pipelines.defs.reports import load_dashboard_inputs
+    from pipelines.steps.dashboards import load_dashboard_inputs
     from pipelines.warehouse import Warehouse, replace_table
 
     people = [f"p{i}" for i in range(40)]

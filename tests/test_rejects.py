@@ -22,11 +22,11 @@ import pytest
 from pipelines.adapters import FORMATS, AdapterError
 from pipelines.cli import main
 from pipelines.config import PersonSpec, SourceConfig
-from pipelines.defs.reports import _rejected_summary
 from pipelines.ingest import REJECTED_ROWS_SCHEMA, ingest_source, sync_source
 from pipelines.reports.dashboards import DashboardInputs
 from pipelines.reports.pages.common import _rejected_table
 from pipelines.schema import REJECT_SCHEMA
+from pipelines.steps.dashboards import _rejected_summary
 from pipelines.transforms.plausibility import apply_plausibility
 from pipelines.warehouse import create_table
 

@@ -908,7 +908,7 @@ def test_derived_features_in_plain_words() -> None:
 
 
 def test_loader_reads_windows_sufficiency_and_freshness(tmp_path: Path) -> None:
-    from pipelines.defs.reports import load_dashboard_inputs
+    from pipelines.steps.dashboards import load_dashboard_inputs
     from pipelines.warehouse import Warehouse, replace_table
 
     data = make_inputs(people=["alice"])

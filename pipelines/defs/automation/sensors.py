@@ -1,5 +1,4 @@
-"""Nightly refresh and the new-file sensor. Both start RUNNING: a user who runs `make dev` (the
-UI plus the daemon) gets nightly runs without clicking anything."""
+"""The new-file sensor. It starts RUNNING, like the nightly schedule."""
 
 import hashlib
 import json
@@ -7,23 +6,10 @@ from pathlib import Path
 
 import dagster as dg
 
+# Dagster collects every definition at the top level of a module: through its module, the job
+# stays collected once, from jobs.py.
+from pipelines.defs.automation import jobs
 from pipelines.defs.resources import ProjectResource
-from pipelines.project import Project
-
-NIGHTLY_CRON = "0 2 * * *"
-
-refresh_all = dg.define_asset_job(
-    "refresh_all",
-    selection=dg.AssetSelection.all(),
-    description="Ingest every source, rebuild the warehouse tables, analysis and dashboards.",
-)
-
-
-def configured_timezone(project: Project) -> str:
-    """The schedule's timezone: `settings.timezone` in sources.yaml (the one place to change it)."""
-    if not project.sources_yaml.exists():
-        return "UTC"
-    return project.config().settings.timezone
 
 
 def raw_file_state(raw_dir: Path) -> dict[str, list[float]]:
@@ -39,7 +25,7 @@ def raw_file_state(raw_dir: Path) -> dict[str, list[float]]:
 
 
 @dg.sensor(
-    job=refresh_all,
+    job=jobs.refresh_all,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Starts a refresh when files under data/raw/ are added or changed.",
@@ -61,17 +47,3 @@ def new_raw_files(context: dg.SensorEvaluationContext, project: ProjectResource)
         ],
         cursor=json.dumps(current),
     )
-
-
-@dg.definitions
-def automation() -> dg.Definitions:
-    nightly = dg.ScheduleDefinition(
-        name="nightly_refresh",
-        job=refresh_all,
-        cron_schedule=NIGHTLY_CRON,
-        execution_timezone=configured_timezone(Project.from_env()),
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Refreshes everything at 02:00 in the configured timezone.",
-    )
-    # A module with a @dg.definitions function contributes only what that function returns.
-    return dg.Definitions(jobs=[refresh_all], schedules=[nightly], sensors=[new_raw_files])

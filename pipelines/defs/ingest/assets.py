@@ -7,10 +7,9 @@ overlapping exports and written, together with its file record and its rejected 
 """
 
 import shutil
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 import dagster as dg
-import duckdb
 import polars as pl
 
 from pipelines.config import ConfigError, SourceConfig, check_source_files
@@ -19,7 +18,7 @@ from pipelines.defs.resources import ProjectResource
 from pipelines.ingest import source_fingerprint, staging_table, sync_source
 from pipelines.project import Project
 from pipelines.reports.freshness import STALE_AFTER_DAYS, source_freshness_status
-from pipelines.warehouse import ident
+from pipelines.steps.ingest import latest_data_day
 
 __all__ = ["build_ingest_asset", "configured_sources", "ingest_asset_key", "staging_table"]
 
@@ -173,18 +172,6 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
         )
 
     return _ingest
-
-
-def latest_data_day(conn: duckdb.DuckDBPyConnection, table: str) -> date | None:
-    """The latest day of data in a staging table (its `day` or `collected_at`); None for a
-    table without dates (a persons list, an undated cohort)."""
-    columns = {r[0] for r in conn.execute(f"DESCRIBE {ident(table)}").fetchall()}
-    dated = [c for c in ("day", "collected_at") if c in columns]
-    if not dated:
-        return None
-    latest = ", ".join(f"max(CAST({ident(c)} AS DATE))" for c in dated)
-    row = conn.execute(f"SELECT greatest({latest}) FROM {ident(table)}").fetchone()
-    return row[0] if row else None
 
 
 def configured_sources(project: Project) -> list[SourceConfig]:

@@ -1,17 +1,17 @@
-"""The dashboards: `dashboards/index.html`, one page per person and a cohort page."""
+"""Everything the dashboards show, read from the warehouse: the tables in a fixed order, the
+rejected rows grouped, each source's freshness per person (`pipelines.reports` renders them and
+never touches DuckDB)."""
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from importlib.metadata import version
 
-import dagster as dg
 import duckdb
 import polars as pl
 
-from pipelines.defs._versions import REPORTS_VERSION
-from pipelines.defs.resources import ProjectResource
-from pipelines.reports.dashboards import DashboardInputs, diet_columns_shown, write_dashboards
+from pipelines.reports.dashboards import DashboardInputs, diet_columns_shown
 from pipelines.schema import REJECT_EXAMPLES, REJECT_VALUE_SHOWN
+from pipelines.steps import sql
 from pipelines.warehouse import Warehouse, table_exists
 
 UPSTREAM = (
@@ -67,23 +67,7 @@ def _rejected_summary(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
         f"THEN left(value, {REJECT_VALUE_SHOWN}) || '...' ELSE value END"
     )
     return conn.execute(
-        f"""
-        WITH numbered AS (
-            SELECT source, reason, "column", path, line, {value},
-                   row_number() OVER (
-                       PARTITION BY source, reason, "column" ORDER BY path, line
-                   ) AS k
-            FROM rejected_rows
-        )
-        SELECT source, reason, "column", count(*) AS n,
-               string_agg(
-                   path || ' line ' || line || coalesce(': "' || {shown} || '"', ''),
-                   '; ' ORDER BY k
-               ) FILTER (WHERE k <= {REJECT_EXAMPLES}) AS examples
-        FROM numbered
-        GROUP BY ALL
-        ORDER BY n DESC, source, reason, "column" NULLS FIRST
-        """
+        sql("rejected_summary").format(value=value, shown=shown, examples=REJECT_EXAMPLES)
     ).pl()
 
 
@@ -127,23 +111,7 @@ def _source_freshness(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
             "WHERE false"
         )
     )
-    return conn.execute(
-        f"""
-        WITH files AS (
-            SELECT source, max(modified_at) AS newest_file_at FROM ingest_files GROUP BY source
-        ), days AS (
-            SELECT source, person_id, max(latest_day) AS latest_day FROM ({days}) GROUP BY ALL
-        ), dated AS (
-            SELECT source FROM days WHERE latest_day IS NOT NULL GROUP BY source
-        )
-        SELECT f.source, d.person_id, f.newest_file_at, d.latest_day
-        FROM files f JOIN days d USING (source) WHERE d.latest_day IS NOT NULL
-        UNION ALL
-        SELECT f.source, NULL, f.newest_file_at, NULL FROM files f
-        WHERE f.source NOT IN (SELECT source FROM dated)
-        ORDER BY 1, 2
-        """
-    ).pl()
+    return conn.execute(sql("source_freshness").format(days=days)).pl()
 
 
 def _between_dii_params(conn: duckdb.DuckDBPyConnection) -> tuple[int, int] | None:
@@ -248,38 +216,3 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
                 "upstream": ", ".join(UPSTREAM),
             },
         )
-
-
-@dg.asset(
-    code_version=REPORTS_VERSION,
-    group_name="reports",
-    kinds={"plotly", "html"},
-    deps=[
-        "persons",
-        "diet_daily",
-        "marker_trends",
-        "exposure_windows",
-        "associations",
-        "data_sufficiency",
-        "unmapped_foods",
-    ],
-)
-def dashboards(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
-    """Self-contained HTML dashboards that work offline: an index of people, a page per person
-    (CRP timeline with acute spikes marked, lag-window heatmap, findings in plain words, data
-    quality) and a cohort page. plotly.js is written once next to the pages."""
-    out_dir = project.project.dashboards_dir
-    data = load_dashboard_inputs(project.warehouse())
-    config = project.config()
-    data.pseudonymise_cohort = config.settings.pseudonymise_cohort
-    data.demo_sources = frozenset(s.name for s in config.sources if s.demo)
-    written = write_dashboards(out_dir, data)
-    index = out_dir / "index.html"
-    return dg.MaterializeResult(
-        metadata={
-            "pages": len(list(out_dir.glob("*.html"))),
-            # Person pages with nothing new on them are kept, not rendered again.
-            "pages_rendered": len([p for p in written if p.suffix == ".html"]),
-            "index": dg.MetadataValue.path(str(index)),
-        }
-    )

@@ -1,0 +1,1 @@
+"""Analysis: exposure windows and associations."""

@@ -1,0 +1,31 @@
+"""Nightly refresh. It starts RUNNING: a user who runs `make dev` (the UI plus the daemon) gets
+nightly runs without clicking anything."""
+
+import dagster as dg
+
+from pipelines.defs.automation import jobs
+from pipelines.project import Project
+
+NIGHTLY_CRON = "0 2 * * *"
+
+
+def configured_timezone(project: Project) -> str:
+    """The schedule's timezone: `settings.timezone` in sources.yaml (the one place to change it)."""
+    if not project.sources_yaml.exists():
+        return "UTC"
+    return project.config().settings.timezone
+
+
+@dg.definitions
+def schedules() -> dg.Definitions:
+    # Built at load time, as the timezone comes from the project's sources.yaml. A module with a
+    # @dg.definitions function contributes only what that function returns.
+    nightly = dg.ScheduleDefinition(
+        name="nightly_refresh",
+        job=jobs.refresh_all,
+        cron_schedule=NIGHTLY_CRON,
+        execution_timezone=configured_timezone(Project.from_env()),
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Refreshes everything at 02:00 in the configured timezone.",
+    )
+    return dg.Definitions(schedules=[nightly])

@@ -1,0 +1,2 @@
+"""Features: food categories, `diet_daily`, `diet_summary`, marker draws and trends, data
+sufficiency."""

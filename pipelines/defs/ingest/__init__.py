@@ -1,0 +1,1 @@
+"""Ingest: one asset per source in sources.yaml, files -> staging table."""

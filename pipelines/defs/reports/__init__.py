@@ -1,0 +1,1 @@
+"""Reports: the HTML dashboards."""

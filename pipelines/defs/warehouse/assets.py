@@ -1,0 +1,110 @@
+"""Canonical tables: one asset per table over the staging tables of the sources that feed it,
+and `persons` (the SQL and the merge of covariates: `pipelines.steps.canonical`)."""
+
+import dagster as dg
+import duckdb
+import polars as pl
+
+from pipelines.defs._metadata import column_schema, md_table
+from pipelines.defs._versions import CODE_VERSION
+from pipelines.defs.ingest.assets import configured_sources, ingest_asset_key
+from pipelines.defs.resources import ProjectResource
+from pipelines.project import Project
+from pipelines.steps.canonical import (
+    UNION_TABLES,
+    build_canonical_table,
+    build_persons,
+    canonical_select,
+    sources_feeding,
+)
+from pipelines.warehouse import ident, replace_table
+
+
+def canonical_metadata(conn: duckdb.DuckDBPyConnection, table: str) -> dict:
+    """Dagster metadata of a canonical table, computed by DuckDB without loading its rows."""
+    t = ident(table)
+    # Polars' n_unique counted a null person_id as one more value; count(DISTINCT) does not.
+    row = conn.execute(
+        f"SELECT count(*), count(DISTINCT person_id) + (count(*) > count(person_id))::BIGINT "
+        f"FROM {t}"
+    ).fetchone()
+    rows, people = (int(row[0]), int(row[1])) if row else (0, 0)
+    by_source = conn.execute(
+        f"SELECT source, count(*) AS len FROM {t} GROUP BY source ORDER BY source NULLS FIRST"
+    ).pl()
+    return {
+        "dagster/row_count": rows,
+        "dagster/column_schema": column_schema(conn.execute(f"SELECT * FROM {t} LIMIT 0").pl()),
+        "people": people,
+        "rows_by_source": md_table(by_source),
+    }
+
+
+def _canonical_asset(table: str, feeding: list[str]) -> dg.AssetsDefinition:
+    @dg.asset(
+        code_version=CODE_VERSION,
+        name=table,
+        group_name="warehouse",
+        kinds={"duckdb"},
+        pool="duckdb_writer",
+        deps=[ingest_asset_key(n) for n in feeding],
+        description=(
+            f"The canonical `{table}` table: the staging rows of every source that feeds it, "
+            "one schema, with `source`, `file_id` and `line` pointing back to the raw file."
+        ),
+    )
+    def _asset(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+        names = sources_feeding(project.config().sources, table)
+        with project.warehouse().write() as conn:
+            build_canonical_table(conn, table, names)
+            metadata = canonical_metadata(conn, table)
+        return dg.MaterializeResult(metadata=metadata)
+
+    return _asset
+
+
+@dg.asset(
+    code_version=CODE_VERSION,
+    group_name="warehouse",
+    kinds={"duckdb"},
+    pool="duckdb_writer",
+    deps=["diet_entries", "diet_daily_reported", "lab_results"],
+)
+def persons(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
+    """Everyone who appears in any source, with the covariates (sex, age, birth year; for survey
+    cohorts such as NHANES also race/ethnicity, income-to-poverty ratio and the survey design:
+    weight, stratum, PSU) that `kind: persons` sources report; people without covariates keep
+    nulls."""
+    names = sources_feeding(project.config().sources, "persons")
+    with project.warehouse().write() as conn:
+        covariates = conn.execute(canonical_select(conn, "persons", names)).pl()
+        seen = conn.execute(
+            "SELECT person_id FROM diet_entries UNION SELECT person_id FROM diet_daily_reported "
+            "UNION SELECT person_id FROM lab_results"
+        ).pl()["person_id"]
+        people = build_persons(covariates, seen)
+        replace_table(conn, "persons", people)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": people.height,
+            "with_age": int(people["age"].is_not_null().sum()),
+            "with_sex": int(people["sex"].is_not_null().sum()),
+            "with_survey_design": int(
+                people.filter(
+                    pl.all_horizontal(pl.col(c).is_not_null() for c in ("weight", "stratum", "psu"))
+                ).height
+            ),
+        }
+    )
+
+
+@dg.definitions
+def warehouse_assets() -> dg.Definitions:
+    sources = configured_sources(Project.from_env())
+    # A module with a @dg.definitions function contributes only what that function returns.
+    return dg.Definitions(
+        assets=[
+            *[_canonical_asset(t, sources_feeding(sources, t)) for t in UNION_TABLES],
+            persons,
+        ],
+    )
