@@ -11,19 +11,15 @@ import pytest
 from scipy import stats
 from statsmodels.stats.multitest import fdrcorrection, multipletests
 
-from pipelines.analysis.associations import (
-    RESULT_SCHEMA,
-    TAUTOLOGICAL,
-    add_fdr_and_status,
-    bh_qvalues,
-    compute_associations,
-    cross_sectional,
-    per_person_ols,
-)
+from pipelines.analysis.associations import compute_associations
+from pipelines.analysis.between import cross_sectional
 from pipelines.analysis.draws import build_marker_draws
+from pipelines.analysis.model_frame import TAUTOLOGICAL
+from pipelines.analysis.multiple_testing import add_fdr_and_status, bh_qvalues
+from pipelines.analysis.person_models import per_person_ols
 from pipelines.analysis.windows import build_exposure_windows
 from pipelines.config import Settings
-from pipelines.schema import LAB_RESULT_SCHEMA, conform
+from pipelines.schema import LAB_RESULT_SCHEMA, RESULT_SCHEMA, conform
 
 SETTINGS = Settings()
 BH = Settings(multiple_testing="bh")

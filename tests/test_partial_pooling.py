@@ -13,8 +13,9 @@ import pytest
 import statsmodels.api as sm
 from statsmodels.stats.meta_analysis import combine_effects
 
-from pipelines.analysis.associations import RESULT_SCHEMA, partial_pooling
+from pipelines.analysis.pooling import partial_pooling
 from pipelines.analysis.robust import within_fit
+from pipelines.schema import RESULT_SCHEMA
 
 Z = 1.959963984540054
 

@@ -7,7 +7,8 @@ pipeline's own calls. Plain Polars in and out: no Dagster, no DuckDB.
 
 import polars as pl
 
-from pipelines.analysis.associations import compute_associations, cross_sectional
+from pipelines.analysis.associations import compute_associations
+from pipelines.analysis.between import cross_sectional
 from pipelines.analysis.survey import has_design, survey_cross_sectional
 from pipelines.config import Settings
 

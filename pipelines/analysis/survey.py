@@ -42,16 +42,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipelines.analysis.associations import (
-    ENERGY,
-    TAUTOLOGICAL,
-    _between_test,
-    _effects,
-    _finish,
-    add_fdr_and_status,
-    person_features,
-    person_response,
-)
+from pipelines.analysis.between import between_test, finish_rows, person_features, person_response
+from pipelines.analysis.model_frame import ENERGY, TAUTOLOGICAL, effects
+from pipelines.analysis.multiple_testing import add_fdr_and_status
 from pipelines.config import Settings
 from pipelines.schema import RESULT_SCHEMA, UNWEIGHTED_FAMILY
 
@@ -127,7 +120,7 @@ def survey_fit(
 
 
 def _pct(beta: float, se: float, df: float) -> str:
-    e = {k: float(v) for k, v in _effects(beta, se, df).items()}
+    e = {k: float(v) for k, v in effects(beta, se, df).items()}
     return f"{e['effect_pct']:+.1f}% (95% CI {e['ci_low_pct']:+.1f} to {e['ci_high_pct']:+.1f})"
 
 
@@ -203,7 +196,7 @@ def survey_cross_sectional(
         )
     if not rows:
         return pl.DataFrame(schema=RESULT_SCHEMA)
-    return add_fdr_and_status(_finish(rows), settings)
+    return add_fdr_and_status(finish_rows(rows), settings)
 
 
 def _test(
@@ -273,7 +266,7 @@ def _test(
             extra.extend((domain[c] == level).cast(pl.Float64).to_numpy() for level in levels[1:])
         else:
             extra.append(domain[c].cast(pl.Float64).to_numpy())
-    plain = _between_test(domain["y"].to_numpy(), domain["x"].to_numpy(), extra, [])
+    plain = between_test(domain["y"].to_numpy(), domain["x"].to_numpy(), extra, [])
     plain_row = common | plain
     if plain.get("beta") is not None:
         plain_row["note"] = "; ".join([*notes, "unweighted (no survey design)"])

@@ -1,0 +1,52 @@
+"""Partial pooling of person estimates toward the cohort (empirical Bayes, DerSimonian-Laird).
+See `pipelines.analysis.associations`."""
+
+from __future__ import annotations
+
+import polars as pl
+
+# --------------------------------------------------------------------------------------------------
+# Partial pooling of person estimates toward the cohort
+
+
+def partial_pooling(results: pl.DataFrame) -> pl.DataFrame:
+    """`pooled_effect_pct` and its CI on person rows: the person's estimate shrunk toward the
+    cohort's (empirical Bayes). With between-person variance tau^2 of the person estimates
+    (DerSimonian-Laird, from at least 3 persons) and the person's SE s, the weight on the
+    person's own estimate is B = tau^2 / (tau^2 + s^2), the pooled estimate b0 + B (b - b0) and
+    its variance B s^2 + (1 - B)^2 s0^2 (normal CI). Few draws or a homogeneous cohort pull a
+    person's estimate toward the cohort; a person who clearly differs keeps their own."""
+    keys = ["marker", "feature", "window_days"]
+    if results.height == 0 or "beta" not in results.columns:
+        return results
+    cohort = results.filter(
+        (pl.col("scope") == "cohort") & pl.col("beta").is_not_null() & pl.col("se").is_not_null()
+    ).select(*keys, pl.col("beta").alias("_b0"), pl.col("se").alias("_s0"))
+    person = pl.col("scope") == "person"
+    ok = person & pl.col("beta").is_not_null() & (pl.col("se") > 0)
+    w = pl.when(ok).then(1.0 / pl.col("se") ** 2)
+    bw = (w * pl.col("beta")).sum().over(keys) / w.sum().over(keys)
+    q_stat = (w * (pl.col("beta") - bw) ** 2).sum().over(keys)
+    m = ok.cast(pl.Int64).sum().over(keys)
+    denom = w.sum().over(keys) - (w**2).sum().over(keys) / w.sum().over(keys)
+    tau2 = pl.when(m >= 3).then(((q_stat - (m - 1)) / denom).clip(lower_bound=0.0))
+    shrink = tau2 / (tau2 + pl.col("se") ** 2)
+    est = pl.col("_b0") + shrink * (pl.col("beta") - pl.col("_b0"))
+    sd = (shrink * pl.col("se") ** 2 + (1.0 - shrink) ** 2 * pl.col("_s0") ** 2).sqrt()
+    z = 1.959963984540054
+    out = (
+        results.drop("pooled_effect_pct", "pooled_ci_low_pct", "pooled_ci_high_pct", strict=False)
+        .join(cohort, on=keys, how="left", nulls_equal=True)
+        .with_columns(
+            *[
+                pl.when(ok).then(100.0 * (e.exp() - 1.0)).alias(name)
+                for name, e in (
+                    ("pooled_effect_pct", est),
+                    ("pooled_ci_low_pct", est - z * sd),
+                    ("pooled_ci_high_pct", est + z * sd),
+                )
+            ]
+        )
+        .drop("_b0", "_s0")
+    )
+    return out.select(results.columns + [c for c in out.columns if c not in results.columns])
