@@ -335,7 +335,7 @@ def _stage_analysis(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     _ready()
     start = time.perf_counter()
     with timer.step("read inputs from the warehouse"), warehouse.read() as conn:
-        # The columns the diet_daily asset loads (pipelines/defs/features.py), not SELECT *.
+        # The columns the diet_daily asset loads (pipelines/steps/features.py), not SELECT *.
         entries, unreported = diet_entries_for_daily(conn)
         reported = (
             conn.execute("SELECT * FROM diet_daily_reported").pl()

@@ -20,6 +20,7 @@ import orjson
 import plotly
 import polars as pl
 
+from pipelines.fingerprint import fingerprint
 from pipelines.reports.figures.render import _json_engine
 from pipelines.reports.inputs import DashboardInputs
 from pipelines.reports.summaries import PersonSummary
@@ -159,11 +160,8 @@ def reports_code_fingerprint() -> str:
     # The libraries whose output is in the pages: Polars (row hashes), plotly (its HTML around
     # each figure) and orjson (the figures' JSON).
     versions = [pl.__version__, plotly.__version__, orjson.__version__, _json_engine()]
-    digest = hashlib.sha256(" ".join(versions).encode())
     # Every module of the package, subpackages included: a page builder or a figure changes pages.
-    for path in sorted(here.rglob("*.py")):
-        digest.update(path.relative_to(here).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
+    return fingerprint(sorted(here.rglob("*.py")), *versions)
 
 
 def _read_manifest(path: Path) -> dict[str, str]:

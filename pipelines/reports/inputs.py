@@ -1,8 +1,8 @@
 """What the dashboards read, and the file names they write: `DashboardInputs` (one Polars frame per
 warehouse table), the columns read from each (`SCHEMAS`), `_normalise`, which conforms every frame
 to them so no page branches on a missing column, and the page names. The first step of the flow
-(see `dashboards`); pipelines/defs/reports.py loads the frames and reads only `diet_columns_shown`
-of the diet.
+(see `dashboards`); pipelines/steps/dashboards.py loads the frames and reads only
+`diet_columns_shown` of the diet.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ SCHEMAS: dict[str, dict[str, DType]] = {
     "associations": {**RESULT_SCHEMA, "per_unit": pl.String},
     "ingest_files": INGEST_FILES_SCHEMA,
     # One row per source, reason and column, with the first few rejects as text (see
-    # pipelines/defs/reports.py).
+    # pipelines/steps/dashboards.py).
     "rejected_summary": {
         "source": pl.String,
         "reason": pl.String,
