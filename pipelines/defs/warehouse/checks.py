@@ -6,6 +6,7 @@ import polars as pl
 from pipelines.defs.resources import ProjectResource
 from pipelines.ingest import check_unique_lines
 from pipelines.steps.canonical import sources_feeding
+from pipelines.transforms.plausibility import MAX_CRP_MG_L
 
 
 @dg.asset_check(
@@ -38,10 +39,12 @@ def lab_results_unique_key(project: ProjectResource) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=dupes.is_empty(), metadata={"duplicate_keys": dupes.height})
 
 
-# Canonical unit and a generous plausible range per marker: outside it, a unit went wrong.
+# Canonical unit and a generous plausible range per marker: outside it, a unit went wrong. CRP's
+# ceiling is the plausibility rule's (ingest rejects above it), so a value ingest accepted never
+# fails this check.
 PLAUSIBLE = {
-    "hscrp": ("mg/L", 0.0, 500.0),
-    "crp": ("mg/L", 0.0, 500.0),
+    "hscrp": ("mg/L", 0.0, MAX_CRP_MG_L),
+    "crp": ("mg/L", 0.0, MAX_CRP_MG_L),
     "esr": ("mm/h", 0.0, 200.0),
     "il6": ("pg/mL", 0.0, 10000.0),
     "calprotectin": ("ug/g", 0.0, 10000.0),
