@@ -12,17 +12,9 @@ import polars as pl
 
 from pipelines.config import SourceConfig
 from pipelines.ingest.files import FileInfo
-from pipelines.ingest.tables import (
-    LINES_TO_CHECK,
-    raw_table,
-    staging_table,
-    target_table,
-)
+from pipelines.ingest.tables import LINES_TO_CHECK, raw_table, staging_table, target_table
 from pipelines.schema import INGEST_FILES_SCHEMA, TARGET_SCHEMAS
-from pipelines.warehouse import (
-    ident,
-    table_exists,
-)
+from pipelines.warehouse import ident, table_exists
 
 
 def file_records(

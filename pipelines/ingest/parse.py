@@ -19,17 +19,10 @@ from pipelines.adapters import FORMATS, AdapterError, ParseResult
 from pipelines.adapters.base import FILE_INDEX
 from pipelines.config import SourceConfig
 from pipelines.ingest.files import FileInfo
-from pipelines.ingest.tables import (
-    INGEST_STATE_SCHEMA,
-    OWNERSHIP_KEY,
-    raw_table,
-)
+from pipelines.ingest.tables import INGEST_STATE_SCHEMA, OWNERSHIP_KEY, raw_table
 from pipelines.schema import REJECT_SCHEMA, TARGET_SCHEMAS, conform
 from pipelines.transforms.plausibility import FUTURE_REASON, apply_plausibility
-from pipelines.warehouse import (
-    ident,
-    insert_frame,
-)
+from pipelines.warehouse import ident, insert_frame
 
 # Files parsed together: enough to spread the fixed cost of a parse over many small files, few
 # enough that a batch of large exports stays far below the memory target. Memory follows the

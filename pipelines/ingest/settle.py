@@ -18,9 +18,7 @@ from pipelines.ingest.tables import (
     staging_table,
 )
 from pipelines.schema import TARGET_SCHEMAS
-from pipelines.warehouse import (
-    ident,
-)
+from pipelines.warehouse import ident
 
 
 def settle(conn: duckdb.DuckDBPyConnection, source: SourceConfig, target: str, full: bool) -> int:

@@ -40,11 +40,7 @@ from pipelines.ingest.tables import (
     target_table,
 )
 from pipelines.schema import TARGET_SCHEMAS, conform
-from pipelines.warehouse import (
-    ident,
-    insert_frame,
-    table_exists,
-)
+from pipelines.warehouse import ident, insert_frame, table_exists
 
 # DuckDB's own working memory while settling ownership over the whole history; beyond it, it
 # spills to disk (`<warehouse>.tmp`) rather than growing.

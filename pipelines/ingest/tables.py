@@ -13,12 +13,7 @@ import polars as pl
 from pipelines.adapters import FORMATS
 from pipelines.config import SourceConfig
 from pipelines.schema import INGEST_FILES_SCHEMA
-from pipelines.warehouse import (
-    add_missing_columns,
-    create_table,
-    ident,
-    table_exists,
-)
+from pipelines.warehouse import add_missing_columns, create_table, ident, table_exists
 
 # The key on which a newer file's rows replace an older file's rows, by target table.
 OWNERSHIP_KEY = {
