@@ -1,6 +1,6 @@
 """One rule engine for rejecting rows, shared by the adapters (`split_rejects` in
-`pipelines/adapters/_csv.py`), the lab mapping (`normalise_lab_rows`) and the plausibility rules
-(`apply_plausibility`).
+`pipelines/adapters/_csv/checks.py`), the lab mapping (`normalise_lab_rows`) and the plausibility
+rules (`apply_plausibility`).
 
 A rule is a `Check`. A row is rejected for its FIRST failing check, in the order given: the reject
 carries that check's column, reason and value. Everything is a Polars expression, so a frame is

@@ -8,7 +8,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from pipelines.adapters import FORMATS, AdapterError, ParseResult, _csv, cronometer_servings
+from pipelines.adapters import FORMATS, AdapterError, ParseResult, cronometer_servings
+from pipelines.adapters._csv import read as csv_read
 from pipelines.adapters._csv import read_csv_table
 from pipelines.adapters.base import lines_of
 from pipelines.config import PersonSpec, SourceConfig
@@ -352,7 +353,7 @@ def test_csv_module_fallback_reads_the_same_table(
     text = SERVINGS.read_text(encoding="utf-8")
     path = write(tmp_path, text + '2025-01-08,,Lunch,"Rice, ""wild""",1 g,1,1,X,extra\n')
     expected = parse(path)
-    monkeypatch.setattr(_csv, "_polars_cells", lambda *args: None)
+    monkeypatch.setattr(csv_read, "polars_cells", lambda *args: None)
     fallback = parse(path)
     assert fallback.rows.equals(expected.rows)
     assert fallback.rejects.equals(expected.rejects)

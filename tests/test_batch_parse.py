@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from pipelines.adapters import FORMATS, AdapterError, _csv, cronometer_servings
+from pipelines.adapters import FORMATS, AdapterError, cronometer_servings
 from pipelines.adapters._csv import (
     RAW,
     CsvTable,
@@ -31,6 +31,8 @@ from pipelines.adapters._csv import (
     read_csv_table,
     stack_tables,
 )
+from pipelines.adapters._csv import batch as csv_batch
+from pipelines.adapters._csv import read as csv_read
 from pipelines.adapters.base import FILE_INDEX, BatchResult, ParseResult, parse_each
 from pipelines.config import PersonSpec, SourceConfig
 from pipelines.demo import SERVINGS_HEADER
@@ -428,13 +430,13 @@ def test_hostile_batches_match_parse_each(data: st.DataObject) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Reading a layout's small files in one Polars read (`_csv._read_stack`)
+# Reading a layout's small files in one Polars read (`_csv.batch._read_stack`)
 # ------------------------------------------------------------------------------------------------
 
 
 def messy_servings(rng: random.Random, day: str) -> str:
-    """A small export with what `_clean` and the line numbers must get right: blank and all-blank
-    rows, cells with spaces around them, a row with surplus fields, a quoted comma."""
+    """A small export with what `_csv.read.clean` and the line numbers must get right: blank and
+    all-blank rows, cells with spaces around them, a row with surplus fields, a quoted comma."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
     writer.writerow(SERVINGS_HEADER)
@@ -463,18 +465,18 @@ def test_one_read_per_layout_gives_each_files_table(
         for i in range(60)
     ]
     reads: list[int] = []
-    real = _csv._polars_cells
+    real = csv_batch.polars_cells
 
     def counting(data_lines: list[str], *args: object) -> pl.DataFrame | None:
         reads.append(len(data_lines))
         return real(data_lines, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_csv, "_polars_cells", counting)
-    group = {i: _csv._split_lines(p, source()) for i, p in enumerate(paths)}
+    monkeypatch.setattr(csv_batch, "polars_cells", counting)
+    group = {i: csv_read.split_lines(p, source()) for i, p in enumerate(paths)}
     errors: dict[int, BaseException] = {}
-    tables, stack = _csv._read_group(group, errors)
+    tables, stack = csv_batch._read_group(group, errors)
     assert len(reads) == 1 and not errors and stack is not None
-    monkeypatch.setattr(_csv, "_polars_cells", real)
+    monkeypatch.setattr(csv_batch, "polars_cells", real)
     for i, path in enumerate(paths):
         expected = read_csv_table(path, source())
         assert_frame_equal(tables[i].frame, expected.frame, check_exact=True)
@@ -504,10 +506,10 @@ def test_files_a_stacked_read_cannot_take_are_read_alone(tmp_path: Path) -> None
     }
     for i, text in odd.items():
         paths.insert(i, write_text(tmp_path / f"q{i}" / "s.csv", text))
-    group = {i: _csv._split_lines(p, source()) for i, p in enumerate(paths)}
+    group = {i: csv_read.split_lines(p, source()) for i, p in enumerate(paths)}
     assert [i for i, r in group.items() if r.spans is not None] == [4, 10]
     errors: dict[int, BaseException] = {}
-    tables, stack = _csv._read_group(group, errors)
+    tables, stack = csv_batch._read_group(group, errors)
     assert stack is None and set(errors) == {7}
     with pytest.raises(AdapterError, match="malformed quoting") as refused:
         read_csv_table(paths[7], source())
@@ -516,7 +518,7 @@ def test_files_a_stacked_read_cannot_take_are_read_alone(tmp_path: Path) -> None
         expected = read_csv_table(paths[i], source()).frame
         assert_frame_equal(table.frame, expected, check_exact=True)
     assert tables[4].frame["c3"].to_list() == ['Oat"s "big"']
-    assert _csv._read_stack({i: r for i, r in group.items() if r.spans is None}) is None
+    assert csv_batch._read_stack({i: r for i, r in group.items() if r.spans is None}) is None
     assert_batch_equals_each(paths, source())
 
 
@@ -534,6 +536,6 @@ def test_a_failing_stacked_read_falls_back_to_each_file(
     def broken(group: object) -> None:
         raise pl.exceptions.PanicException("index out of bounds")
 
-    monkeypatch.setattr(_csv, "_read_stack", broken)
+    monkeypatch.setattr(csv_batch, "_read_stack", broken)
     result = assert_batch_equals_each(paths, source())
     assert not result.errors and result.rows.height > 0

@@ -13,6 +13,9 @@ import polars as pl
 import pytest
 
 import pipelines.ingest as ingest
+import pipelines.ingest.fingerprints as ingest_fingerprints
+import pipelines.ingest.settle as ingest_settle
+import pipelines.ingest.sync as ingest_sync
 from pipelines.adapters import FORMATS
 from pipelines.adapters.base import Format
 from pipelines.config import PersonSpec, SourceConfig
@@ -146,7 +149,7 @@ def test_a_parser_change_reads_every_file_again(
     counting = CountingFormat(monkeypatch)
     ingest_source(SOURCE, raw, cache_dir=state)
     counting.batches.clear()
-    monkeypatch.setattr(ingest, "parser_fingerprint", lambda: "a fixed adapter")
+    monkeypatch.setattr(ingest_fingerprints, "parser_fingerprint", lambda: "a fixed adapter")
     result = ingest_source(SOURCE, raw, cache_dir=state)
     assert sorted(counting.files) == ["feb.csv", "jan.csv"]
     assert_same_as_fresh(raw, result)
@@ -160,7 +163,7 @@ def test_files_are_parsed_in_bounded_batches(
     for i in range(10):
         export(raw / "cm" / f"p{i}" / "jan.csv", ["2025-01-01", "2025-01-02"], 10 + i, 1e9 + i)
     whole = ingest_source(SOURCE, raw)
-    monkeypatch.setattr(ingest, "BATCH_FILES", 3)
+    monkeypatch.setattr(ingest_sync, "BATCH_FILES", 3)
     counting = CountingFormat(monkeypatch)
     batched = ingest_source(SOURCE, raw)
     assert [len(b) for b in counting.batches] == [3, 3, 3, 1]
@@ -179,12 +182,12 @@ def test_batches_are_also_bounded_by_bytes(tmp_path: Path, monkeypatch: pytest.M
     sizes = {p.parent.name: p.stat().st_size for p in raw.glob("cm/*/jan.csv")}
     big, small = sizes["p2"], sizes["p0"]
     assert big > 10 * small
-    monkeypatch.setattr(ingest, "BATCH_BYTES", big + 2 * small)
+    monkeypatch.setattr(ingest_sync, "BATCH_BYTES", big + 2 * small)
     counting = CountingFormat(monkeypatch)
     batched = ingest_source(SOURCE, raw)
     # In order of modification, cut before the file that would go over: p0 p1 p2 | p3 p4 p5 | p6 p7
     assert [len(b) for b in counting.batches] == [3, 3, 2]
-    monkeypatch.setattr(ingest, "BATCH_BYTES", big - 1)
+    monkeypatch.setattr(ingest_sync, "BATCH_BYTES", big - 1)
     counting.batches.clear()
     tight = ingest_source(SOURCE, raw)
     assert [len(b) for b in counting.batches] == [2, 1, 1, 2, 1, 1]
@@ -288,16 +291,16 @@ def test_batches_reach_the_warehouse_through_one_streaming_insert(
     (work / f"{ingest.SPOOL_PREFIX}killed-run").mkdir(parents=True)  # left by a kill -9
     for i in range(7):
         export(raw / "cm" / f"p{i}" / "jan.csv", ["2025-01-01"], 10 + i, 1e9 + i)
-    monkeypatch.setattr(ingest, "BATCH_FILES", 3)
+    monkeypatch.setattr(ingest_sync, "BATCH_FILES", 3)
     calls: list[list[Path]] = []
-    store = ingest._store_spooled
+    store = ingest_sync.store_spooled
 
     def recording(conn, source, target, spooled, track):  # type: ignore[no-untyped-def]
         calls.append(list(spooled))
         assert all(p.parent.parent == work and p.exists() for p in spooled)
         store(conn, source, target, spooled, track)
 
-    monkeypatch.setattr(ingest, "_store_spooled", recording)
+    monkeypatch.setattr(ingest_sync, "store_spooled", recording)
     warehouse = Warehouse(tmp_path / "warehouse.duckdb")
     with warehouse.write() as conn:
         result = sync_source(conn, SOURCE, raw, work_dir=work)
@@ -319,15 +322,15 @@ def test_key_ranges_only_ever_narrow_to_the_affected_keys() -> None:
         "(2::UBIGINT, 'bob', DATE '2025-03-01', NULL), "
         "(3::UBIGINT, 'cid', NULL, 'lunch')) t(h, person_id, day, period)"
     )
-    narrow, params = ingest._key_ranges(conn, ["person_id", "day", "period"])
+    narrow, params = ingest_settle._key_ranges(conn, ["person_id", "day", "period"])
     assert narrow == ' AND r."person_id" BETWEEN ? AND ?'
     assert params == ["ann", "cid"]
     conn.execute("CREATE TABLE t AS SELECT person_id, day, period FROM _affected")
     kept = conn.execute(f"SELECT count(*) FROM t r WHERE true{narrow}", params).fetchone()
     assert kept == (3,)
     conn.execute("DELETE FROM _affected WHERE day IS NULL")
-    narrow, params = ingest._key_ranges(conn, ["person_id", "day"])
+    narrow, params = ingest_settle._key_ranges(conn, ["person_id", "day"])
     assert narrow.count("BETWEEN") == 2
     assert params[2:] == [date(2025, 3, 1), date(2025, 3, 2)]
     conn.execute("DELETE FROM _affected")
-    assert ingest._key_ranges(conn, ["person_id"]) == ("", [])
+    assert ingest_settle._key_ranges(conn, ["person_id"]) == ("", [])

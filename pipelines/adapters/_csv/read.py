@@ -1,0 +1,246 @@
+"""Reading one CSV file: bytes decoded, lines split, cells parsed, into a `CsvTable`.
+
+The first step of every CSV adapter. The file is decoded (byte-order marks, the configured
+encoding), split into lines, its delimiter sniffed and its header found (`split_lines`); then its
+cells are parsed by Polars as plain strings, or by Python's csv module when a quoted field spans
+lines and Polars rows no longer map one-to-one onto physical lines (`cells_table`).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from pipelines.adapters._csv.table import EXTRA, LINE, RAW, CsvTable, cell
+from pipelines.adapters.base import FILE_INDEX, AdapterError
+from pipelines.config import SourceConfig
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_SNIFF_DELIMITERS = (",", ";", "\t")
+
+# The csv module refuses fields over 128 KiB by default ("field larger than field limit"), which
+# would refuse a whole file for one long note pasted into a cell. Polars has no such limit, so the
+# two readers would also disagree. 2**31 - 1 fits a C long everywhere (also on Windows).
+csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
+
+
+def read_csv_table(path: Path, source: SourceConfig) -> CsvTable:
+    """Read `path` as configured by `source` (encoding, delimiter); see CsvTable."""
+    return cells_table(split_lines(path, source))
+
+
+@dataclass(frozen=True)
+class Lines:
+    """A file decoded and split into lines, its header found: everything of a read but the
+    cells. `spans` (first, last physical line of each record, header first) is set only when a
+    quoted field may span lines; otherwise record i is the data line i."""
+
+    path: Path
+    source: SourceConfig
+    headers: tuple[str, ...]
+    delimiter: str
+    lines: list[str]
+    header_end: int  # index of the first data line in `lines`
+    spans: list[tuple[int, int]] | None
+
+    @property
+    def data_lines(self) -> list[str]:
+        return self.lines[self.header_end :]
+
+
+def split_lines(path: Path, source: SourceConfig) -> Lines:
+    text = _read_text(path, source)
+    lines = text.split("\n")
+    # Trailing blank lines are not data; dropping them keeps the Polars row count comparable.
+    while lines and not lines[-1].strip():
+        lines.pop()
+    first = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if first is None:
+        raise AdapterError(
+            f"{path}: the file is empty (no header line). Export it again, or remove it from "
+            "data/raw/ if it is not meant to be loaded."
+        )
+    delimiter = source.delimiter or _sniff(lines[first])
+    # Record i starts on physical line i + first + 2 unless a quoted field spans lines; only then
+    # is the csv module asked where each record starts.
+    spans = (
+        _record_spans(path, lines, first, delimiter) if _has_multiline_fields(text, lines) else None
+    )
+    header_end = first + 1 if spans is None else spans[0][1]
+    headers = _parse_header(lines[first:header_end], delimiter)
+    return Lines(path, source, headers, delimiter, lines, header_end, spans)
+
+
+def cells_table(read: Lines) -> CsvTable:
+    """The CsvTable of one split file."""
+    lines, header_end, spans = read.lines, read.header_end, read.spans
+    data_lines = read.data_lines
+    if spans is None:
+        line_numbers = pl.int_range(header_end + 1, len(lines) + 1, dtype=pl.Int64, eager=True)
+        raws = data_lines
+    else:
+        line_numbers = pl.Series([start for start, _ in spans[1:]], dtype=pl.Int64)
+        raws = ["\n".join(lines[start - 1 : end]) for start, end in spans[1:]]
+    width = len(read.headers)
+    cells = polars_cells(data_lines, width, read.delimiter, len(raws))
+    if cells is None:
+        cells = _csv_cells(read.path, data_lines, header_end, width, read.delimiter, len(raws))
+    frame = cells.with_columns(line_numbers.alias(LINE), pl.Series(RAW, raws, dtype=pl.String))
+    return CsvTable(read.path, read.source, read.headers, read.delimiter, clean(frame, width))
+
+
+def _read_text(path: Path, source: SourceConfig) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AdapterError(f"{path}: cannot be opened ({exc.strerror or exc}).") from exc
+    try:
+        configured = codecs.lookup(source.encoding).name
+    except LookupError as exc:
+        raise AdapterError(
+            f"{path}: unknown encoding {source.encoding!r} (key 'encoding' of source "
+            f"{source.name!r}); use for example utf-8, utf-16 or latin-1."
+        ) from exc
+    # A byte-order mark says what the file is; trusting it over the configuration is never a guess.
+    if data.startswith(_UTF8_BOM):
+        codec = "utf-8-sig"
+    elif data.startswith(_UTF16_BOMS):
+        codec = "utf-16"
+    else:
+        codec = configured
+    if b"\x00" in data and "16" not in codec and "32" not in codec:
+        raise AdapterError(
+            f"{path}: contains NUL bytes, so it is probably UTF-16 without a byte-order mark. "
+            f"Set 'encoding: utf-16' for source {source.name!r} in sources.yaml."
+        )
+    try:
+        text = data.decode(codec)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise AdapterError(
+            f"{path}: cannot be read as {source.encoding} (invalid byte at line {line}). "
+            f"Set 'encoding' for source {source.name!r} in sources.yaml to the file's encoding, "
+            "for example latin-1 (Windows/Excel exports) or utf-16."
+        ) from exc
+    text = text.removeprefix("\ufeff")
+    # Universal newlines, as editors show them: CRLF, and a bare CR (old Mac files, or lines pasted
+    # from one into another file), end a line. A bare CR left inside a line would make the csv
+    # module refuse the whole file ("new-line character seen in unquoted field").
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _sniff(header_line: str) -> str:
+    counts = {d: header_line.count(d) for d in _SNIFF_DELIMITERS}
+    best = max(_SNIFF_DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] > 0 else ","
+
+
+def _has_multiline_fields(text: str, lines: list[str]) -> bool:
+    """Whether some quoted field may span lines: a line with an odd number of quote characters."""
+    if '"' not in text:
+        return False
+    # Plain str.count: a Polars Series per file cost more than counting a small file's quotes.
+    return any(line.count('"') % 2 for line in lines)
+
+
+def _quoting_error(path: Path, line: int, exc: Exception) -> AdapterError:
+    return AdapterError(
+        f"{path}: line {line}: malformed quoting ({exc}). A quote character opens a field that "
+        "never closes, or is followed by more text; fix the quotes in that row and load the file "
+        "again."
+    )
+
+
+def _record_spans(
+    path: Path, lines: list[str], first: int, delimiter: str
+) -> list[tuple[int, int]]:
+    """(first, last) physical line (1-based) of each record from index `first` on, blanks too."""
+    reader = csv.reader(io.StringIO("\n".join(lines[first:])), delimiter=delimiter, strict=True)
+    spans: list[tuple[int, int]] = []
+    end = first
+    try:
+        for _ in reader:
+            spans.append((end + 1, first + reader.line_num))
+            end = first + reader.line_num
+    except csv.Error as exc:
+        raise _quoting_error(path, end + 1, exc) from exc
+    return spans
+
+
+def _parse_header(header_lines: list[str], delimiter: str) -> tuple[str, ...]:
+    record = next(csv.reader(io.StringIO("\n".join(header_lines)), delimiter=delimiter), [])
+    return tuple(h.strip() for h in record)
+
+
+def polars_cells(
+    data_lines: list[str], width: int, delimiter: str, records: int
+) -> pl.DataFrame | None:
+    """Cells of the data lines parsed by Polars; None if it does not see `records` records."""
+    # One column more than the header catches rows with extra fields (an unquoted delimiter).
+    schema = {cell(i): pl.String for i in range(width + 1)}
+    if not data_lines:
+        frame = pl.DataFrame(schema=schema)
+    else:
+        try:
+            frame = pl.read_csv(
+                "\n".join(data_lines).encode("utf-8"),
+                has_header=False,
+                schema=schema,
+                separator=delimiter,
+                quote_char='"',
+                truncate_ragged_lines=True,
+                raise_if_empty=False,
+            )
+        except (pl.exceptions.PolarsError, ValueError):
+            return None
+    if frame.height != records:
+        return None
+    return frame.rename({cell(width): EXTRA})
+
+
+def _csv_cells(
+    path: Path, data_lines: list[str], offset: int, width: int, delimiter: str, records: int
+) -> pl.DataFrame:
+    """Cells parsed by the csv module, for files Polars cannot split the same way."""
+    reader = csv.reader(io.StringIO("\n".join(data_lines)), delimiter=delimiter, strict=True)
+    columns: list[list[str | None]] = [[] for _ in range(width)]
+    extra: list[str | None] = []
+    try:
+        for record in reader:
+            padded = record + [""] * (width - len(record))
+            for column, value in zip(columns, padded, strict=False):
+                column.append(value)
+            overflow = [v for v in record[width:] if v.strip()]
+            extra.append(delimiter.join(overflow) if overflow else None)
+    except csv.Error as exc:
+        raise _quoting_error(path, offset + reader.line_num + 1, exc) from exc
+    if len(extra) != records:
+        raise _quoting_error(path, offset + 1, ValueError("records could not be delimited"))
+    return pl.DataFrame(
+        {**{cell(i): values for i, values in enumerate(columns)}, EXTRA: extra},
+        schema={**{cell(i): pl.String for i in range(width)}, EXTRA: pl.String},
+    )
+
+
+def clean(frame: pl.DataFrame, width: int) -> pl.DataFrame:
+    """Cells stripped (blank -> null) and rows with no cell left dropped; a stack's FILE_INDEX
+    stays, last. Which columns get stripped does not change the result, only the cost: stripping
+    a tidy cell leaves it as it is, so a stack strips what any of its files needs."""
+    names = [cell(i) for i in range(width)] + [EXTRA]
+    carried = [FILE_INDEX] if FILE_INDEX in frame.columns else []
+    # Stripping allocates a new string per cell; most columns of most files need none of it.
+    untidy = frame.select(
+        [pl.col(n).str.contains(r"^\s|\s$|^$").any().alias(n) for n in names]
+    ).row(0, named=True)
+    stripped = frame.with_columns(
+        [pl.col(n).str.strip_chars().replace("", None).alias(n) for n in names if untidy[n]]
+    )
+    return stripped.filter(pl.any_horizontal([pl.col(n).is_not_null() for n in names])).select(
+        [*names, LINE, RAW, *carried]
+    )

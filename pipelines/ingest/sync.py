@@ -1,0 +1,262 @@
+"""`sync_source`, the entry point: the ingest steps in order, in the caller's transaction.
+
+List and hash the files (`files`), forget the rows of changed and removed files, parse and spool
+the new ones (`parse`), settle ownership (`settle`), count rows per file (`accounting`).
+`ingest_source` runs the same against a private DuckDB and returns frames (tests, tools).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from pipelines.config import SourceConfig
+from pipelines.ingest.accounting import file_records
+from pipelines.ingest.files import FileInfo, HashMemo, list_files
+from pipelines.ingest.fingerprints import source_fingerprint
+from pipelines.ingest.parse import (
+    BATCH_BYTES,
+    BATCH_FILES,
+    SPOOL_PREFIX,
+    batches,
+    ingest_batch,
+    store_spooled,
+)
+from pipelines.ingest.settle import settle
+from pipelines.ingest.tables import (
+    LINES_TO_CHECK,
+    OWNERSHIP_KEY,
+    REJECTED_ROWS_SCHEMA,
+    ensure_tables,
+    raw_table,
+    staging_table,
+    target_table,
+)
+from pipelines.schema import TARGET_SCHEMAS, conform
+from pipelines.warehouse import ident, insert_frame, table_exists
+
+# DuckDB's own working memory while settling ownership over the whole history; beyond it, it
+# spills to disk (`<warehouse>.tmp`) rather than growing.
+DUCKDB_MEMORY_LIMIT = "1GB"
+
+
+@dataclass
+class SyncResult:
+    """What one `sync_source` call did."""
+
+    files: pl.DataFrame  # INGEST_FILES_SCHEMA, one row per file matched now
+    rows_loaded: int  # rows in the staging table
+    rows_rejected: int
+    files_parsed: int  # files read this time (the others were already in the warehouse)
+    keys_settled: int | None  # ownership keys settled again; None when all were (a full rebuild)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class SourceIngest:
+    """Everything one source contributes to the warehouse, as frames (see `ingest_source`)."""
+
+    rows: pl.DataFrame  # canonical rows of the kind, plus file_id and source
+    files: pl.DataFrame  # INGEST_FILES_SCHEMA
+    rejects: pl.DataFrame  # REJECTED_ROWS_SCHEMA
+    files_parsed: int = 0  # files actually parsed this time
+
+
+def sync_source(
+    conn: duckdb.DuckDBPyConnection,
+    source: SourceConfig,
+    raw_dir: Path,
+    *,
+    memo_path: Path | None = None,
+    today: date | None = None,
+    work_dir: Path | None = None,
+    paths: list[Path] | None = None,
+) -> SyncResult:
+    """Bring `raw_<source>`, `stg_<source>`, `ingest_state`, `ingest_files` and `rejected_rows`
+    up to date with the source's files, and list in `lines_to_check` the files whose staging rows
+    changed; see the module docstring. `today` (default: the current
+    date) is the reference for the rule on future dates; `work_dir` (default: the system's temp
+    folder) holds the parsed batches until they are stored. `paths` are the source's files when
+    the caller has listed them already (`SourceConfig.files`): listing tens of thousands of files
+    is a good part of a nightly run's ingest."""
+    today = today or date.today()
+    clock = _Clock()
+    target = target_table(source)
+    schema = TARGET_SCHEMAS[target]
+    fingerprint = source_fingerprint(source)
+    raw = ident(raw_table(source.name))
+    conn.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
+    ensure_tables(conn, source.name, schema)
+
+    memo = HashMemo(memo_path)
+    with clock("list and hash files"):
+        listing = list_files(source, raw_dir, memo, paths)
+    first_of: dict[str, FileInfo] = {}
+    for info in listing:
+        first_of.setdefault(info.file_id, info)
+
+    state = conn.execute(
+        "SELECT file_id, fingerprint, checked_on, recheck FROM ingest_state WHERE source = ?",
+        [source.name],
+    ).fetchall()
+    reusable = {
+        file_id
+        for file_id, fp, checked_on, recheck in state
+        if fp == fingerprint and checked_on <= today and not (recheck and checked_on < today)
+    }
+    current = reusable & first_of.keys()
+    to_parse = [info for file_id, info in first_of.items() if file_id not in current]
+    full = not current or not table_exists(conn, staging_table(source.name))
+
+    order = pl.DataFrame(
+        {
+            "file_id": list(first_of),
+            "ord": [i.order for i in first_of.values()],
+            "path": [i.rel_path for i in first_of.values()],
+            "keep": [f in current for f in first_of],
+        },
+        schema={"file_id": pl.String, "ord": pl.Int64, "path": pl.String, "keep": pl.Boolean},
+    )
+    conn.register("_order_frame", order.to_arrow())
+    conn.execute("CREATE OR REPLACE TEMP TABLE _order AS SELECT * FROM _order_frame")
+    conn.unregister("_order_frame")
+    keys = ", ".join(ident(k) for k in OWNERSHIP_KEY[target])
+    # The keys to settle again, as hashes (to match rows) and as values (to narrow the scans).
+    conn.execute(
+        f"CREATE OR REPLACE TEMP TABLE _affected AS SELECT hash({keys}) AS h, {keys} "
+        f"FROM {raw} LIMIT 0"
+    )
+    # Rows of files that are gone, changed, or were read with an older parser.
+    gone = "file_id NOT IN (SELECT file_id FROM _order WHERE keep)"
+
+    with clock("forget changed and removed files"):
+        # Every file with rows in raw_<source> has its ingest_state row (both are written and
+        # deleted together), so when no state row is gone, no raw row is: most nights, and then
+        # the two scans of the whole history below are skipped.
+        row = conn.execute(
+            f"SELECT count(*) FROM ingest_state WHERE source = ? AND {gone}", [source.name]
+        ).fetchone()
+        if full or (row and row[0]):
+            if not full:
+                conn.execute(
+                    f"INSERT INTO _affected SELECT DISTINCT hash({keys}), {keys} FROM {raw} "
+                    f"WHERE {gone}"
+                )
+            conn.execute(f"DELETE FROM {raw} WHERE {gone}")
+        # A gone file's staging rows go with its keys (they are in _affected), so there is
+        # nothing of it left to check; a null file_id (all files) is never "gone".
+        for table in ("rejected_rows", "ingest_state", LINES_TO_CHECK):
+            conn.execute(f"DELETE FROM {table} WHERE source = ? AND {gone}", [source.name])
+
+    if work_dir is not None:
+        # A killed run leaves its spool behind; the caller holds the warehouse's write lock, so
+        # no other ingest is using one.
+        for leftover in work_dir.glob(f"{SPOOL_PREFIX}*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+    with (
+        clock("parse, check and store new files"),
+        tempfile.TemporaryDirectory(prefix=SPOOL_PREFIX, dir=work_dir) as spool_dir,
+    ):
+        spooled = []
+        for n, batch in enumerate(batches(to_parse, BATCH_FILES, BATCH_BYTES)):
+            spool = Path(spool_dir) / f"batch-{n:05d}.parquet"
+            ingest_batch(conn, source, target, batch, fingerprint, today, spool)
+            if spool.exists():
+                spooled.append(spool)
+        store_spooled(conn, source, target, spooled, track=not full)
+
+    with clock("settle ownership"):
+        settled = settle(conn, source, target, full)
+
+    with clock("count rows per file"):
+        files = file_records(conn, source, listing, first_of)
+        conn.execute("DELETE FROM ingest_files WHERE source = ?", [source.name])
+        insert_frame(conn, "ingest_files", files)
+        # A renamed file keeps its rows (same content); its rejects should show the new name.
+        conn.execute(
+            "UPDATE rejected_rows SET path = o.path FROM _order o WHERE rejected_rows.source = ? "
+            "AND rejected_rows.file_id = o.file_id AND rejected_rows.path IS DISTINCT FROM o.path",
+            [source.name],
+        )
+    memo.save()
+    for temp in ("_order", "_affected"):
+        conn.execute(f"DROP TABLE IF EXISTS {temp}")
+    return SyncResult(
+        files=files,
+        rows_loaded=int(files["rows_loaded"].sum()),
+        rows_rejected=int(files["rows_rejected"].sum()),
+        files_parsed=len(to_parse),
+        keys_settled=None if full else settled,
+        seconds=clock.seconds,
+    )
+
+
+def ingest_source(
+    source: SourceConfig, raw_dir: Path, cache_dir: Path | None = None, today: date | None = None
+) -> SourceIngest:
+    """`sync_source` into a private DuckDB, returned as frames in file order.
+
+    Without `cache_dir` every file is read (an in-memory database); with it, the database and the
+    hash memo live in `cache_dir`, so a second call reads only new or changed files, exactly as
+    the nightly run does against the warehouse.
+    """
+    if cache_dir is not None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    database = ":memory:" if cache_dir is None else str(cache_dir / f"{source.name}.duckdb")
+    memo = None if cache_dir is None else cache_dir / f"{source.name}.hashes.json"
+    conn = duckdb.connect(database)
+    try:
+        conn.execute("BEGIN TRANSACTION")
+        result = sync_source(conn, source, raw_dir, memo_path=memo, today=today)
+        conn.execute("COMMIT")
+        files = result.files
+        order = files.filter(pl.col("status") == "loaded").select(
+            "file_id", pl.int_range(pl.len()).alias("_ord")
+        )
+        conn.register("_files", order.to_arrow())
+        rows = conn.sql(
+            f"SELECT s.* EXCLUDE (_row) FROM {ident(staging_table(source.name))} s "
+            "JOIN _files f USING (file_id) ORDER BY f._ord, s._row"
+        ).pl()
+        rejects = conn.sql(
+            "SELECT r.* FROM rejected_rows r JOIN _files f USING (file_id) WHERE r.source = ? "
+            "ORDER BY f._ord, r.line",
+            params=[source.name],
+        ).pl()
+    finally:
+        conn.close()
+    return SourceIngest(
+        rows=rows,
+        files=files,
+        rejects=conform(rejects, REJECTED_ROWS_SCHEMA),
+        files_parsed=result.files_parsed,
+    )
+
+
+class _Clock:
+    """Seconds per step, reported in the run's metadata and by the benchmark."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str) -> _Step:
+        return _Step(self, name)
+
+
+class _Step:
+    def __init__(self, clock: _Clock, name: str) -> None:
+        self.clock, self.name = clock, name
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        elapsed = time.perf_counter() - self.start
+        self.clock.seconds[self.name] = self.clock.seconds.get(self.name, 0.0) + elapsed
