@@ -36,8 +36,9 @@ Generative model (per person, one day at a time over PERIOD_START..PERIOD_END):
 `DEMO_TRUTH` (seed 42) and `demo_truth(seed)` describe what was planted and what was generated;
 docs/DEMO.md explains it for humans.
 
-The package follows that flow: catalog.py (the fixed world), diary.py (steps 1-3), labs.py
-(steps 4-5), simulate.py (one seed through all of it); this module writes the files and the truth.
+The package follows that flow: catalog.py (the fixed world), diary.py (steps 1-3 and the
+diary's quirks), labs.py (step 4 and the lab quirks), simulate.py (one seed through all of it, in
+a fixed order); this module writes the files and the truth.
 """
 
 from __future__ import annotations
