@@ -324,8 +324,9 @@ def _stage_analysis(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     from pipelines.analysis.windows import build_exposure_windows
     from pipelines.project import Project
     from pipelines.steps.features import diet_entries_for_daily
-    from pipelines.transforms.diet import build_diet_daily, categorise_foods, unmapped_foods
+    from pipelines.transforms.diet import build_diet_daily
     from pipelines.transforms.dii import dii_of_window_means
+    from pipelines.transforms.food_categories import categorise_foods, unmapped_foods
     from pipelines.warehouse import replace_table, table_exists
 
     project = Project(workdir / "project")

@@ -28,7 +28,8 @@ from pipelines.steps.canonical import (
     duckdb_type,
 )
 from pipelines.steps.features import diet_entries_for_daily
-from pipelines.transforms.diet import build_diet_daily, categorise_foods
+from pipelines.transforms.diet import build_diet_daily
+from pipelines.transforms.food_categories import categorise_foods
 from pipelines.warehouse import replace_table, table_exists
 
 # More than one DuckDB row group (122,880 rows), so a union that reordered rows would show.

@@ -7,14 +7,8 @@ import pytest
 
 from pipelines.config import Settings
 from pipelines.schema import CATEGORIES, DIET_ENTRY_SCHEMA, conform
-from pipelines.transforms.diet import (
-    build_diet_daily,
-    categorise_foods,
-    diet_gap_changes,
-    load_serving_sizes,
-    load_taxonomy,
-    unmapped_foods,
-)
+from pipelines.transforms.diet import build_diet_daily, diet_gap_changes, load_serving_sizes
+from pipelines.transforms.food_categories import categorise_foods, load_taxonomy, unmapped_foods
 
 
 def cats(food: str, category_raw: str | None = None) -> set[str]:

@@ -23,7 +23,7 @@ from pipelines.config import ConfigError, PersonSpec, SourceConfig
 from pipelines.project import load_project_config
 from pipelines.schema import CATEGORIES
 from pipelines.transforms import food_reference
-from pipelines.transforms.diet import (
+from pipelines.transforms.food_categories import (
     categorise_foods,
     load_overrides,
     override_line,

@@ -13,14 +13,14 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-import pipelines.transforms.diet as diet
+import pipelines.transforms.food_categories as food_categories
 from pipelines.config import Settings
 from pipelines.defs.features.assets import diet_daily, food_taxonomy
 from pipelines.defs.resources import ProjectResource
 from pipelines.project import Project
 from pipelines.schema import DIET_ENTRY_SCHEMA, DIET_REPORTED_SCHEMA, conform
-from pipelines.transforms.diet import (
-    build_diet_daily,
+from pipelines.transforms.diet import build_diet_daily
+from pipelines.transforms.food_categories import (
     categorise_foods,
     unmapped_foods,
     unmapped_foods_from_counts,
@@ -235,10 +235,12 @@ def test_diet_daily_recomputes_only_changed_person_days(
     # A new taxonomy rule: only the days eating the food it matches, although no entry changed.
     cohort.entries += [entry("ann", 3, "Quux Crisp", grams=60.0)]
     cohort.run()
-    rules = diet.load_taxonomy()
+    rules = food_categories.load_taxonomy()
     rule = {**rules.row(0, named=True), "rule_id": "test_quux", "groups": ""}
     rule.update(category="fermented", pattern="quux", exclude="")
-    monkeypatch.setattr(diet, "load_taxonomy", lambda: pl.concat([rules, pl.DataFrame([rule])]))
+    monkeypatch.setattr(
+        food_categories, "load_taxonomy", lambda: pl.concat([rules, pl.DataFrame([rule])])
+    )
     assert cohort.run() == {"people_recomputed": 1, "days_recomputed": 1}
     assert_same_as_full_rebuild(cohort, tmp_path, "new-rule")
 

@@ -15,7 +15,9 @@ import pytest
 
 from pipelines.adapters import FORMATS
 from pipelines.adapters.base import AdapterError
-from pipelines.adapters.nhanes_xpt import nhanes_variables, parse, read_xport
+from pipelines.adapters.nhanes_tables import nhanes_variables
+from pipelines.adapters.nhanes_xpt import parse
+from pipelines.adapters.xport import read_xport
 from pipelines.config import PersonSpec, SourceConfig
 from pipelines.project import load_project_config
 from pipelines.schema import (

@@ -1,9 +1,9 @@
 """NHANES SAS transport files (format `nhanes_xpt`): CRP and WBC, demographics, recall totals.
 
 NHANES publishes one SAS transport (XPORT version 5, `.XPT`) file per topic and survey cycle, one
-record per participant, keyed by `SEQN`. This module reads XPORT v5 itself (a small vectorised
-reader, `read_xport`: IBM floating point to IEEE with NumPy), so it needs neither pandas nor
-pyreadstat; a file that is not XPORT v5 is an AdapterError naming the file.
+record per participant, keyed by `SEQN`. The adapter reads XPORT v5 itself (a small vectorised
+reader, `read_xport` in xport.py: IBM floating point to IEEE with NumPy), so it needs neither
+pandas nor pyreadstat; a file that is not XPORT v5 is an AdapterError naming the file.
 
 What a file holds is detected from its variables, using `pipelines/data/nhanes_variables.csv`
 (table, kind, variable, canonical column or marker, unit, ...). The table names there are NHANES
@@ -39,38 +39,40 @@ of participants, never one.
 considered: records x tables read for persons and diet (one row per record per recall day) and
 records x marker variables for labs (a file with hs-CRP and WBC gives two rows per participant),
 so rows_read == rows loaded + rows rejected as everywhere else.
+
+The flow: xport.py reads the file, nhanes_tables.py picks the tables it holds, and this module
+turns their variables into lab, person or diet rows and rejects.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from functools import cache, reduce
+from functools import reduce
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from pipelines.adapters._csv import LINE, RAW, split_rejects
 from pipelines.adapters.base import AdapterError, ParseResult
+from pipelines.adapters.nhanes_tables import (
+    Variable,
+    listing,
+    nhanes_variables,
+    select_tables,
+)
+from pipelines.adapters.xport import read_xport
 from pipelines.config import SourceConfig
 from pipelines.rules import Check
 from pipelines.schema import (
     DIET_REPORTED_SCHEMA,
     LAB_RESULT_SCHEMA,
-    NUTRIENTS,
     PERSON_SCHEMA,
     REJECT_SCHEMA,
     conform,
 )
 from pipelines.text import format_text
-from pipelines.transforms.labs import LabTableError, lab_tables, normalise_lab_rows
-
-VARIABLES_TABLE = Path(__file__).resolve().parent.parent / "data" / "nhanes_variables.csv"
+from pipelines.transforms.labs import LabTableError, normalise_lab_rows
 
 SEQN = "SEQN"
-KNOWN_OPTIONS = ("table",)
-PERSON_COLUMNS = ("age", "sex", "weight", "stratum", "psu", "race_eth", "income_poverty")
 SEX_CODES = {1: "male", 2: "female"}
 # Race/Hispanic origin codes per variable (NHANES DEMO codebooks). RIDRETH3 (2011-12 on) splits
 # out Non-Hispanic Asian; RIDRETH1 (every cycle) has it in "other".
@@ -102,322 +104,13 @@ RECALL_STATUS = {
     5: "recall not done",
 }
 
-# --------------------------------------------------------------------------------------------
-# XPORT v5 reader
-# --------------------------------------------------------------------------------------------
-
-_CARD = 80
-_PREFIX = b"HEADER RECORD*******"
-_LIBRARY = _PREFIX + b"LIBRARY HEADER RECORD!!!!!!!"
-_LIBRARY_V8 = _PREFIX + b"LIBV8   HEADER RECORD!!!!!!!"
-_MEMBER = _PREFIX + b"MEMBER  HEADER RECORD!!!!!!!"
-_DESCRIPTOR = _PREFIX + b"DSCRPTR HEADER RECORD!!!!!!!"
-_NAMESTR = _PREFIX + b"NAMESTR HEADER RECORD!!!!!!!"
-_OBS = _PREFIX + b"OBS     HEADER RECORD!!!!!!!"
-# SAS missing values: ".", ".A"-".Z" and "._" in the first byte, zeros after it.
-_MISSING_FIRST = np.array([0x2E, 0x5F, *range(0x41, 0x5B)], dtype=np.uint8)
-
-
-@dataclass(frozen=True)
-class XportFile:
-    """The first (and for NHANES, only) dataset of an XPORT v5 file.
-
-    `frame` has one column per variable (numeric -> Float64, character -> String; SAS missing
-    values -> null), in file order; `labels` maps variable names to their SAS labels.
-    """
-
-    dataset: str
-    frame: pl.DataFrame
-    labels: dict[str, str]
-
-
-def read_xport(path: Path) -> XportFile:
-    """Read an XPORT v5 file; AdapterError naming the file when it is not one."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise AdapterError(f"{path}: cannot be read: {exc}") from exc
-    not_xpt = (
-        f"{path}: not a SAS transport (XPORT version 5) file, which is how NHANES publishes its "
-        "data (.XPT)"
-    )
-    if data.startswith(_LIBRARY_V8):
-        raise AdapterError(
-            f"{path}: SAS transport version 8 files are not supported; nhanes_xpt reads XPORT "
-            "version 5, the format NHANES publishes."
-        )
-    if not data.startswith(_LIBRARY):
-        raise AdapterError(f"{not_xpt}: it does not start with a LIBRARY header record.")
-
-    def card(offset: int, prefix: bytes) -> bytes:
-        record = data[offset : offset + _CARD]
-        if len(record) < _CARD or not record.startswith(prefix):
-            name = prefix[len(_PREFIX) : len(_PREFIX) + 7].decode().strip()
-            raise AdapterError(
-                f"{not_xpt}, or it is truncated: no {name} header record at byte {offset}."
-            )
-        return record
-
-    member = card(3 * _CARD, _MEMBER)
-    card(4 * _CARD, _DESCRIPTOR)
-    try:
-        namestr_len = int(member[74:78])
-        descriptor = data[5 * _CARD : 7 * _CARD]
-        dataset = descriptor[8:16].decode("latin-1").strip()
-        nvars = int(card(7 * _CARD, _NAMESTR)[54:58])
-    except ValueError:
-        raise AdapterError(f"{not_xpt}: its member header is malformed.") from None
-    if namestr_len not in (136, 140):
-        raise AdapterError(f"{not_xpt}: unexpected variable descriptor size {namestr_len}.")
-
-    start = 8 * _CARD
-    names: list[str] = []
-    labels: dict[str, str] = {}
-    layout: list[tuple[str, bool, int, int]] = []  # name, numeric, length, position
-    for i in range(nvars):
-        ns = data[start + i * namestr_len : start + (i + 1) * namestr_len]
-        if len(ns) < namestr_len:
-            raise AdapterError(f"{not_xpt}, or it is truncated in its variable descriptors.")
-        name = ns[8:16].decode("latin-1").strip()
-        names.append(name)
-        labels[name] = ns[16:56].decode("latin-1").strip()
-        ntype = int.from_bytes(ns[0:2], "big")
-        length = int.from_bytes(ns[4:6], "big")
-        position = int.from_bytes(ns[84:88], "big")
-        numeric = ntype == 1
-        if numeric and not 2 <= length <= 8:
-            raise AdapterError(f"{not_xpt}: numeric variable {name} has length {length}.")
-        layout.append((name, numeric, length, position))
-    # Names are matched without regard to case (see parse), so SEQN and seqn are the same name.
-    if len({n.upper() for n in names}) != len(names):
-        raise AdapterError(f"{not_xpt}: a variable name appears twice.")
-    namestr_end = start + -(-nvars * namestr_len // _CARD) * _CARD
-    card(namestr_end, _OBS)
-
-    obs_start = namestr_end + _CARD
-    obs_end = len(data)
-    next_member = _next_member(data, obs_start)
-    if next_member is not None:
-        raise AdapterError(
-            f"{path}: holds more than one dataset; nhanes_xpt reads files with one dataset, as "
-            "NHANES publishes them."
-        )
-    record_len = max((pos + length for _, _, length, pos in layout), default=0)
-    body = data[obs_start:obs_end]
-    nobs = len(body) // record_len if record_len else 0
-    # The last 80-byte card is padded with blanks; short records can leave blank "records" there.
-    while (
-        nobs > 0
-        and len(body) - (nobs - 1) * record_len <= _CARD
-        and body[(nobs - 1) * record_len : nobs * record_len].strip(b" ") == b""
-    ):
-        nobs -= 1
-    records = np.frombuffer(body, dtype=np.uint8, count=nobs * record_len).reshape(nobs, record_len)
-    columns: list[pl.Series] = []
-    for name, numeric, length, position in layout:
-        block = records[:, position : position + length]
-        if numeric:
-            columns.append(pl.Series(name, _ibm_to_ieee(block), nan_to_null=True))
-        else:
-            text = [bytes(row).decode("latin-1").rstrip(" \x00") or None for row in block]
-            columns.append(pl.Series(name, text, dtype=pl.String))
-    return XportFile(dataset=dataset, frame=pl.DataFrame(columns), labels=labels)
-
-
-def _next_member(data: bytes, obs_start: int) -> int | None:
-    """The offset of a second MEMBER header (on an 80-byte boundary) after the data, if any."""
-    at = data.find(_MEMBER, obs_start)
-    while at != -1:
-        if (at - obs_start) % _CARD == 0:
-            return at
-        at = data.find(_MEMBER, at + 1)
-    return None
-
-
-def _ibm_to_ieee(block: np.ndarray) -> np.ndarray:
-    """IBM System/360 floats (big-endian, 2-8 bytes, truncated) to float64; SAS missing -> NaN."""
-    n, length = block.shape
-    full = np.zeros((n, 8), dtype=np.uint8)
-    full[:, :length] = block
-    word = full.view(">u8")[:, 0].astype(np.uint64)
-    fraction = word & np.uint64(0x00FFFFFFFFFFFFFF)
-    exponent = ((word >> np.uint64(56)) & np.uint64(0x7F)).astype(np.int64)
-    negative = (word >> np.uint64(63)).astype(bool)
-    # value = 0.fraction (56 bits) x 16^(exponent - 64)
-    value = np.ldexp(fraction.astype(np.float64), (4 * (exponent - 64) - 56).astype(np.int32))
-    value = np.where(negative, -value, value)
-    missing = (fraction == 0) & np.isin(full[:, 0], _MISSING_FIRST)
-    return np.where(missing, np.nan, value)
-
-
-# --------------------------------------------------------------------------------------------
-# The variable table
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Variable:
-    """One row of nhanes_variables.csv."""
-
-    table: str
-    kind: str
-    variable: str
-    column: str
-    unit: str
-    factor: float
-    loinc: str | None
-    lod_flag: str | None
-    lod: float | None
-
-
-class NhanesTableError(ValueError):
-    """nhanes_variables.csv is malformed."""
-
-
-@cache
-def nhanes_variables() -> tuple[Variable, ...]:
-    """Load and check pipelines/data/nhanes_variables.csv (once per process)."""
-    try:
-        table = pl.read_csv(VARIABLES_TABLE, infer_schema=False)
-    except (OSError, pl.exceptions.PolarsError) as exc:
-        raise NhanesTableError(f"{VARIABLES_TABLE}: cannot be read: {exc}") from exc
-    required = ("table", "kind", "variable", "column", "unit", "factor", "loinc", "lod_flag", "lod")
-    missing = [c for c in required if c not in table.columns]
-    if missing:
-        raise NhanesTableError(f"{VARIABLES_TABLE}: missing column(s) {missing}")
-    try:
-        markers = set(lab_tables().canonical_units)
-    except LabTableError as exc:
-        raise NhanesTableError(str(exc)) from exc
-    allowed = {"labs": markers, "persons": set(PERSON_COLUMNS), "diet": set(NUTRIENTS)}
-    out: list[Variable] = []
-    seen: set[tuple[str, str]] = set()
-    for line, row in enumerate(table.iter_rows(named=True), start=2):
-        where = f"{VARIABLES_TABLE}, line {line}"
-        cells = {k: (row[k] or "").strip() for k in required}
-        kind, column = cells["kind"], cells["column"]
-        if not cells["table"] or not cells["variable"]:
-            raise NhanesTableError(f"{where}: table and variable are required")
-        if kind not in allowed:
-            raise NhanesTableError(f"{where}: kind {kind!r} is not one of {sorted(allowed)}")
-        if column not in allowed[kind]:
-            raise NhanesTableError(f"{where}: {column!r} is not a known {kind} column or marker")
-        key = (cells["table"].upper(), cells["variable"].upper())
-        if key in seen:
-            raise NhanesTableError(f"{where}: {key[1]} is listed twice for table {key[0]}")
-        seen.add(key)
-        try:
-            factor = float(cells["factor"] or 1)
-            lod = float(cells["lod"]) if cells["lod"] else None
-        except ValueError:
-            raise NhanesTableError(f"{where}: factor and lod must be numbers") from None
-        if not factor > 0:
-            raise NhanesTableError(f"{where}: factor must be positive")
-        out.append(
-            Variable(
-                table=key[0],
-                kind=kind,
-                variable=key[1],
-                column=column,
-                unit=cells["unit"],
-                factor=factor,
-                loinc=cells["loinc"] or None,
-                lod_flag=cells["lod_flag"].upper() or None,
-                lod=lod,
-            )
-        )
-    return tuple(out)
-
-
-def _table_key(name: str) -> str:
-    """An NHANES file stem as nhanes_variables.csv names it: HSCRP_J -> HSCRP, P_HSCRP -> HSCRP."""
-    key = name.strip().upper()
-    key = re.sub(r"^P_", "", key)
-    return re.sub(r"_[A-Z]$", "", key)
-
-
-def _select_tables(
-    path: Path, source: SourceConfig, frame: pl.DataFrame
-) -> dict[str, list[Variable]]:
-    """The tables of the source's kind to read from this file, with their variables present."""
-    unknown = sorted(set(source.options) - set(KNOWN_OPTIONS))
-    if unknown:
-        raise AdapterError(
-            f"{path}: source {source.name!r} has unknown option(s) {unknown} for format "
-            f"nhanes_xpt; known options: {list(KNOWN_OPTIONS)}."
-        )
-    if source.columns:
-        raise AdapterError(
-            f"{path}: source {source.name!r} sets 'columns', which nhanes_xpt does not use: it "
-            "maps NHANES variables by name (pipelines/data/nhanes_variables.csv). Remove it."
-        )
-    try:
-        variables = nhanes_variables()
-    except NhanesTableError as exc:
-        raise AdapterError(f"{path}: cannot map NHANES variables: {exc}") from exc
-    present = {c.upper() for c in frame.columns}
-    tables: dict[str, list[Variable]] = {}
-    for v in variables:
-        tables.setdefault(v.table, [])
-        if v.variable in present:
-            tables[v.table].append(v)
-    kinds = {v.table: v.kind for v in variables}
-    of_kind = [t for t in tables if kinds[t] == source.kind]
-
-    forced = source.options.get("table")
-    if forced is not None:
-        key = _table_key(str(forced))
-        if key not in of_kind:
-            raise AdapterError(
-                f"{path}: source {source.name!r}, option 'table': {forced!r} is not an NHANES "
-                f"table of kind {source.kind} (known: {of_kind})."
-            )
-        if not tables[key]:
-            wanted = sorted({v.variable for v in variables if v.table == key})
-            raise AdapterError(
-                f"{path}: has none of the variables of NHANES table {key} ({', '.join(wanted)}); "
-                f"variables in the file: {_listing(frame.columns)}."
-            )
-        return {key: tables[key]}
-
-    found = {t: tables[t] for t in of_kind if tables[t]}
-    if not found:
-        wanted = [
-            f"{t}: {', '.join(v.variable for v in variables if v.table == t)}"
-            if sum(v.table == t for v in variables) <= 3
-            else f"{t}: {', '.join([v.variable for v in variables if v.table == t][:3])}, ..."
-            for t in of_kind
-        ]
-        other = sorted({kinds[t] for t, vs in tables.items() if vs and kinds[t] != source.kind})
-        hint = (
-            f" It looks like a {' / '.join(other)} file: check the source's kind."
-            if other
-            else " Is it the right file for this source?"
-        )
-        raise AdapterError(
-            f"{path}: source {source.name!r} (kind {source.kind}) found none of the NHANES "
-            f"variables it reads ({'; '.join(wanted)}); variables in the file: "
-            f"{_listing(frame.columns)}.{hint}"
-        )
-    return found
-
-
-def _listing(columns: list[str], limit: int = 12) -> str:
-    shown = ", ".join(columns[:limit])
-    return shown + (f", ... ({len(columns)} in all)" if len(columns) > limit else "") or "none"
-
-
-# --------------------------------------------------------------------------------------------
-# The adapter
-# --------------------------------------------------------------------------------------------
-
 
 def parse(path: Path, source: SourceConfig) -> ParseResult:
     """Read one NHANES XPT file as `source`; see the module docstring."""
     xpt = read_xport(path)
     # Variable names are matched case-insensitively; NHANES spells them in capitals.
     frame = xpt.frame.rename({c: c.upper() for c in xpt.frame.columns})
-    tables = _select_tables(path, source, frame)
+    tables = select_tables(path, source, frame)
     _require_numeric(path, frame, tables)
     person, person_check = _person(path, source, frame)
     frame = frame.with_columns(
@@ -452,7 +145,7 @@ def _person(path: Path, source: SourceConfig, frame: pl.DataFrame) -> tuple[pl.E
     if column not in frame.columns:
         raise AdapterError(
             f"{path}: the person column {column!r} is not in the file (variables: "
-            f"{_listing(frame.columns)}); set person: {{column: SEQN}} for source "
+            f"{listing(frame.columns)}); set person: {{column: SEQN}} for source "
             f"{source.name!r}."
         )
     value = pl.col(column)

@@ -2,7 +2,8 @@
 loads, the foods without a category, the groups of people a full build runs over and the gap
 days an incremental build brings up to date.
 
-The transforms themselves are pure Polars functions in `pipelines.transforms.diet`.
+The transforms themselves are pure Polars functions in `pipelines.transforms.food_categories`
+and `pipelines.transforms.diet`.
 """
 
 import json

@@ -201,7 +201,7 @@ def read_sr28(folder: Path) -> pl.DataFrame:
 def build_reference(folder: Path) -> pl.DataFrame:
     """The reference table from the SR28 files in `folder`: each description categorised by the
     taxonomy rules with its USDA food group as the source's category."""
-    from pipelines.transforms.diet import categorise_by_rules  # diet imports this module
+    from pipelines.transforms.food_categories import categorise_by_rules  # imports this module
 
     sr28 = read_sr28(folder)
     assigned = categorise_by_rules(

@@ -1,9 +1,9 @@
 """From canonical rows to analysable features: food categories, `diet_daily`, `marker_draws`.
 
-The transforms are pure Polars functions in `pipelines.transforms.diet` and
-`pipelines.analysis.draws`, their warehouse reads and writes in `pipelines.steps.features`; these
-assets only read their inputs from the warehouse and write the results back, all inside one
-transaction each.
+The transforms are pure Polars functions in `pipelines.transforms.food_categories`,
+`pipelines.transforms.diet` and `pipelines.analysis.draws`, their warehouse reads and writes in
+`pipelines.steps.features`; these assets only read their inputs from the warehouse and write the
+results back, all inside one transaction each.
 """
 
 import json
@@ -37,9 +37,8 @@ from pipelines.steps.features import (
     settings_salt,
     unmapped_people_counts,
 )
-from pipelines.transforms.diet import (
-    build_diet_daily,
-    build_diet_summary,
+from pipelines.transforms.diet import build_diet_daily, build_diet_summary
+from pipelines.transforms.food_categories import (
     categorise_foods,
     load_overrides,
     unmapped_foods_from_counts,

@@ -29,7 +29,7 @@ from pipelines.reports.html import (
 )
 from pipelines.reports.inputs import DashboardInputs, _data_window
 from pipelines.reports.summaries import CATEGORY_MARKER, PersonSummary
-from pipelines.transforms.diet import override_line
+from pipelines.transforms.food_categories import override_line
 
 
 def _freshness_table(rows: list[dict[str, Any]], day_label: str) -> str:

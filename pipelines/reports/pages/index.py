@@ -36,7 +36,7 @@ from pipelines.reports.pages.common import (
     _warn_list,
 )
 from pipelines.reports.summaries import PersonSummary
-from pipelines.transforms.diet import OVERRIDES_HOWTO
+from pipelines.transforms.food_categories import OVERRIDES_HOWTO
 
 
 def _sufficiency_cell(s: PersonSummary) -> Markup:
