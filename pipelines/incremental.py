@@ -15,7 +15,12 @@ step's output for a person depends on all of it).
 diet_daily goes further: each of its rows depends on one person-day's inputs, so `plan_days` keys
 the same fingerprints by (person_id, day) and the step recomputes only the changed days (plus the
 changed people's gap days, which it rebuilds from their range). A night on which everyone adds a
-day then costs the new days: 3 s instead of 22 s at 10 M entries.
+day then costs the new days.
+
+Steps whose output spans everyone (persons, the food categories, diet_summary, data_sufficiency,
+the associations with their cohort models and FDR families) use `plan_whole`: all their input rows
+form one group, so they run when any input row, setting or code changed, and otherwise keep their
+tables and say so ("changed": false in their metadata).
 """
 
 from __future__ import annotations
@@ -71,7 +76,8 @@ def code_fingerprint(exclude: tuple[str, ...] = ()) -> str:
     root = Path(inspect.getfile(transforms_package)).parent.parent
     paths = sorted(Path(inspect.getfile(transforms_package)).parent.glob("*.py"))
     paths += sorted(Path(inspect.getfile(analysis_package)).parent.glob("*.py"))
-    paths += [root / "schema.py", root / "config.py", *sorted((root / "data").glob("*.csv"))]
+    # Every data table, the compressed food reference vocabulary included.
+    paths += [root / "schema.py", root / "config.py", *sorted((root / "data").glob("*.csv*"))]
     # The core modules the transforms share with the adapters.
     paths += [root / "text.py", root / "rules.py", root / "lab_vocabulary.py"]
     return fingerprint([p for p in paths if p.name not in exclude])
@@ -157,6 +163,34 @@ def record(conn: duckdb.DuckDBPyConnection, plan: PersonPlan) -> None:
         pl.lit(plan.step).alias("step"), pl.lit(plan.salt).alias("salt")
     ).select(list(STATE_SCHEMA))
     insert_frame(conn, STATE_TABLE, rows)
+
+
+def plan_whole(
+    conn: duckdb.DuckDBPyConnection,
+    step: str,
+    inputs: list[str],
+    outputs: list[str],
+    salt: str,
+) -> PersonPlan:
+    """The plan of a step whose output spans everyone (the cohort models, the persons table): it
+    recomputes everything or nothing. All input rows count as one group, fingerprinted whole by
+    `plan_people`; `changed(plan)` says whether the step has to run. `inputs` need no person_id."""
+    # Each row enters through its hash, so every column counts (person_id included). A constant
+    # first row keeps the group there when an input is empty (else every run would be a first).
+    whole = [
+        f"SELECT '{WHOLE}' AS person_id, NULL::UBIGINT AS row_hash UNION ALL "
+        f"SELECT '{WHOLE}', hash(x) FROM ({sql}) x"
+        for sql in inputs
+    ]
+    return plan_people(conn, step, whole, outputs, salt)
+
+
+WHOLE = "*"  # the one group of `plan_whole`
+
+
+def changed(plan: PersonPlan) -> bool:
+    """Whether a step has anything to recompute."""
+    return plan.everyone or bool(plan.touched)
 
 
 def only_people(sql: str, people_table: str = "_people") -> str:

@@ -15,7 +15,15 @@ from pipelines.analysis.windows import build_exposure_windows
 from pipelines.defs._metadata import md_table
 from pipelines.defs._versions import CODE_VERSION
 from pipelines.defs.resources import ProjectResource
-from pipelines.incremental import only_people, plan_people, record, register_people, replace_people
+from pipelines.incremental import (
+    changed,
+    only_people,
+    plan_people,
+    plan_whole,
+    record,
+    register_people,
+    replace_people,
+)
 from pipelines.steps.analysis import daily_features, window_days_sql
 from pipelines.steps.features import settings_salt
 from pipelines.transforms.dii import dii_of_window_means
@@ -100,16 +108,15 @@ def associations(
         # Body weight is a covariate where biometrics exist (a source of kind biometrics).
         if table_exists(conn, "biometrics"):
             inputs = (*inputs, "biometrics")
-        # The cohort models and the FDR families span everyone, so the step either refits all
-        # or nothing: the whole cohort is one "person" whose inputs are fingerprinted.
-        plan = plan_people(
+        # The cohort models and the FDR families span everyone: refit all or nothing.
+        plan = plan_whole(
             conn,
             "associations",
-            inputs=[f"SELECT * REPLACE ('cohort' AS person_id) FROM {t}" for t in inputs],
+            inputs=[f"SELECT * FROM {t}" for t in inputs],
             outputs=["associations"],
             salt=settings_salt(settings),
         )
-        refit = plan.everyone or bool(plan.touched)
+        refit = changed(plan)
         if refit:
             # In a fixed order: the per-person steps update their tables in place, so the
             # physical row order depends on the history of runs; the fits must not see that.

@@ -16,11 +16,14 @@ from pipelines.analysis.sufficiency import data_sufficiency as sufficiency_table
 from pipelines.defs._metadata import column_schema, md_table
 from pipelines.defs._versions import CODE_VERSION
 from pipelines.defs.resources import ProjectResource
+from pipelines.fingerprint import fingerprint
 from pipelines.incremental import (
+    changed,
     only_days,
     only_people,
     plan_days,
     plan_people,
+    plan_whole,
     record,
     record_days,
     register_people,
@@ -74,31 +77,49 @@ from pipelines.warehouse import ident, insert_frame, replace_table
 def food_taxonomy(context: dg.AssetExecutionContext, project: ProjectResource):
     """Categorise every distinct (food, source category) pair, with the user's overrides.
 
-    Runs over all pairs every time (a few thousand names, matched once each and cached), so an
-    edited overrides file or taxonomy changes food_categories at once; diet_daily then rebuilds
-    only the days that eat a food whose categories changed (entries_with_categories_sql).
+    Runs over all pairs whenever a pair's counts, a person's entry counts, the overrides file or
+    the taxonomy changed (`plan_whole`), so an edited overrides file changes food_categories at
+    the next run; diet_daily then rebuilds only the days that eat a food whose categories changed
+    (entries_with_categories_sql).
     """
     config = project.config()
-    overrides = (
-        load_overrides(config.path.parent / config.settings.food_overrides)
+    overrides_path = (
+        config.path.parent / config.settings.food_overrides
         if config.settings.food_overrides
         else None
     )
+    # Read (and checked, line by line) every run: a broken overrides file is reported at once.
+    overrides = load_overrides(overrides_path) if overrides_path else None
     with project.warehouse().write() as conn:
-        # Counted in DuckDB: loading every entry's (person, food, category, energy) into Polars
-        # took 4-6 s at 10 M entries, for a few thousand distinct foods.
-        pairs = conn.execute(
-            "SELECT food, category_raw, count(*) AS entries, sum(energy_kcal) AS energy_kcal "
-            "FROM diet_entries GROUP BY food, category_raw"
-        ).pl()
-        categories = categorise_foods(pairs, overrides=overrides)
-        unmapped = unmapped_foods_from_counts(
-            unmapped_people_counts(conn, unmapped_pairs(pairs, categories)),
-            categories,
-            float(pairs["energy_kcal"].sum() or 0.0),
+        # Counted in DuckDB: a few thousand distinct foods out of millions of entries.
+        conn.execute(
+            "CREATE OR REPLACE TEMP TABLE _pairs AS SELECT food, category_raw, count(*) AS "
+            "entries, sum(energy_kcal) AS energy_kcal FROM diet_entries GROUP BY food, category_raw"
         )
-        replace_table(conn, "food_categories", categories)
-        replace_table(conn, "unmapped_foods", unmapped)
+        # unmapped_foods counts each food's people: who logs how much counts too.
+        per_person = "SELECT person_id, count(*), sum(energy_kcal) FROM diet_entries GROUP BY ALL"
+        plan = plan_whole(
+            conn,
+            "food_taxonomy",
+            inputs=["SELECT * FROM _pairs", per_person],
+            outputs=["food_categories", "unmapped_foods"],
+            salt=fingerprint([overrides_path]) if overrides_path else "",
+        )
+        if changed(plan):
+            pairs = conn.execute("SELECT * FROM _pairs ORDER BY ALL").pl()
+            categories = categorise_foods(pairs, overrides=overrides)
+            unmapped = unmapped_foods_from_counts(
+                unmapped_people_counts(conn, unmapped_pairs(pairs, categories)),
+                categories,
+                float(pairs["energy_kcal"].sum() or 0.0),
+            )
+            replace_table(conn, "food_categories", categories)
+            replace_table(conn, "unmapped_foods", unmapped)
+            record(conn, plan)
+        else:
+            categories = conn.execute("SELECT * FROM food_categories").pl()
+            unmapped = conn.execute("SELECT * FROM unmapped_foods").pl()
+        conn.execute("DROP TABLE _pairs")
     mapped_share = 1.0 - float(unmapped["energy_share"].sum() or 0.0)
     yield dg.MaterializeResult(
         asset_key="food_categories",
@@ -109,13 +130,18 @@ def food_taxonomy(context: dg.AssetExecutionContext, project: ProjectResource):
                 pl.col("rule_id").str.starts_with("reference:")
             )["food"].n_unique(),
             "override_lines": 0 if overrides is None else overrides.height,
+            "changed": changed(plan),
             "energy_share_mapped": round(mapped_share, 4),
             "by_category": md_table(categories.group_by("category").len().sort("category")),
         },
     )
     yield dg.MaterializeResult(
         asset_key="unmapped_foods",
-        metadata={"dagster/row_count": unmapped.height, "energy_share": round(1 - mapped_share, 4)},
+        metadata={
+            "dagster/row_count": unmapped.height,
+            "energy_share": round(1 - mapped_share, 4),
+            "changed": changed(plan),
+        },
     )
 
 
@@ -151,9 +177,9 @@ def diet_daily(context: dg.AssetExecutionContext, project: ProjectResource) -> d
             inputs=[entries_with_categories_sql(entries_sql), reported_sql],
             outputs=["diet_daily"],
             salt=settings_salt(settings) + json.dumps(sorted(unreported)),
-            # The taxonomy reaches a day only through its foods' categories, fingerprinted above:
-            # a new rule recomputes the days that eat the foods it matches, not everyone.
-            exclude_data=("taxonomy.csv",),
+            # The taxonomy and the food reference reach a day only through its foods' categories,
+            # fingerprinted above: a new rule recomputes the days that eat the foods it matches.
+            exclude_data=("taxonomy.csv", "food_reference.csv.gz"),
         )
         if plan.everyone:
             chunks = register_person_chunks(conn, [entries_sql, reported_sql], FULL_BUILD_ROWS)
@@ -208,12 +234,19 @@ def diet_summary(
 ) -> dg.MaterializeResult:
     """Person-level intake for cross-sectional cohorts (reported totals without a date, such as
     NHANES recall means): nutrients, energy-adjusted fibre and the DII with its parameter count."""
+    reported_sql = "SELECT * FROM diet_daily_reported"
     with project.warehouse().write() as conn:
-        reported = conn.execute("SELECT * FROM diet_daily_reported").pl()
-        summary = build_diet_summary(reported)
-        replace_table(conn, "diet_summary", summary)
+        plan = plan_whole(conn, "diet_summary", [reported_sql], ["diet_summary"], salt="")
+        if changed(plan):
+            summary = build_diet_summary(conn.execute(reported_sql).pl())
+            replace_table(conn, "diet_summary", summary)
+            record(conn, plan)
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT person_id) FROM diet_summary"
+        ).fetchone()
+    rows, people = row or (0, 0)
     return dg.MaterializeResult(
-        metadata={"dagster/row_count": summary.height, "people": summary["person_id"].n_unique()}
+        metadata={"dagster/row_count": rows, "people": people, "changed": changed(plan)}
     )
 
 
@@ -304,8 +337,15 @@ def data_sufficiency_asset(
     50% change, given the person's own observed variation (or the published one, early on), read
     from the simulated lookup table pipelines/data/sufficiency_draws.csv (see
     pipelines/analysis/sufficiency.py; `gutsignal sufficiency-table` regenerates it)."""
+    draws_sql = "SELECT * FROM marker_draws"
     with project.warehouse().write() as conn:
-        draws = conn.execute("SELECT * FROM marker_draws").pl()
-        table = sufficiency_table(draws)
-        replace_table(conn, "data_sufficiency", table)
-    return dg.MaterializeResult(metadata={"dagster/row_count": table.height})
+        plan = plan_whole(conn, "data_sufficiency", [draws_sql], ["data_sufficiency"], salt="")
+        if changed(plan):
+            # In a fixed order: marker_draws is updated in place, person by person.
+            table = sufficiency_table(conn.execute(f"{draws_sql} ORDER BY ALL").pl())
+            replace_table(conn, "data_sufficiency", table)
+            record(conn, plan)
+        row = conn.execute("SELECT count(*) FROM data_sufficiency").fetchone()
+    return dg.MaterializeResult(
+        metadata={"dagster/row_count": row[0] if row else 0, "changed": changed(plan)}
+    )

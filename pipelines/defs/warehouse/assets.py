@@ -9,6 +9,7 @@ from pipelines.defs._metadata import column_schema, md_table
 from pipelines.defs._versions import CODE_VERSION
 from pipelines.defs.ingest.assets import configured_sources, ingest_asset_key
 from pipelines.defs.resources import ProjectResource
+from pipelines.incremental import changed, plan_whole, record
 from pipelines.project import Project
 from pipelines.steps.canonical import (
     UNION_TABLES,
@@ -76,14 +77,19 @@ def persons(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.M
     weight, stratum, PSU) that `kind: persons` sources report; people without covariates keep
     nulls."""
     names = sources_feeding(project.config().sources, "persons")
+    seen_sql = (
+        "SELECT DISTINCT person_id FROM diet_entries UNION SELECT person_id FROM "
+        "diet_daily_reported UNION SELECT person_id FROM lab_results"
+    )
     with project.warehouse().write() as conn:
-        covariates = conn.execute(canonical_select(conn, "persons", names)).pl()
-        seen = conn.execute(
-            "SELECT person_id FROM diet_entries UNION SELECT person_id FROM diet_daily_reported "
-            "UNION SELECT person_id FROM lab_results"
-        ).pl()["person_id"]
-        people = build_persons(covariates, seen)
-        replace_table(conn, "persons", people)
+        covariates_sql = canonical_select(conn, "persons", names)
+        plan = plan_whole(conn, "persons", [covariates_sql, seen_sql], ["persons"], salt="")
+        if changed(plan):
+            covariates = conn.execute(covariates_sql).pl()
+            seen = conn.execute(f"{seen_sql} ORDER BY 1").pl()["person_id"]
+            replace_table(conn, "persons", build_persons(covariates, seen))
+            record(conn, plan)
+        people = conn.execute("SELECT * FROM persons").pl()
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": people.height,
@@ -94,6 +100,7 @@ def persons(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.M
                     pl.all_horizontal(pl.col(c).is_not_null() for c in ("weight", "stratum", "psu"))
                 ).height
             ),
+            "changed": changed(plan),
         }
     )
 

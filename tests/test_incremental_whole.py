@@ -1,0 +1,106 @@
+"""Steps whose output spans everyone (persons, food categories, diet_summary, data_sufficiency,
+associations) run when any of their inputs changed and otherwise keep their tables and say
+"changed": false. They share the per-person steps' plan (`plan_whole` over `plan_people`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+import pytest
+from polars.testing import assert_frame_equal
+
+from pipelines.incremental import changed, plan_whole, record
+from tests.conftest import make_demo_project, refresh_all, sorted_tables
+
+REPORT = {
+    "persons": "changed",
+    "food_categories": "changed",
+    "unmapped_foods": "changed",
+    "diet_summary": "changed",
+    "data_sufficiency": "changed",
+    "associations": "refit",
+}
+TABLES = ("persons", "food_categories", "unmapped_foods", "diet_summary", "data_sufficiency")
+
+
+def _touch(path: Path) -> None:
+    stat = path.stat()
+    os.utime(path, (stat.st_atime, stat.st_mtime + 60))
+
+
+def test_whole_steps_say_nothing_changed_and_run_again_when_an_input_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = make_demo_project(tmp_path / "nightly")
+    first = refresh_all(project.root, monkeypatch, REPORT)
+    assert all(first.values()), first
+
+    quiet = refresh_all(project.root, monkeypatch, REPORT)
+    assert not any(quiet.values()), quiet
+
+    # One more line of a food alice already logs, on a new day after her diary: the foods'
+    # counts change, the people and the draws do not.
+    servings = project.raw_dir / "demo" / "cronometer" / "alice" / "servings.csv"
+    text = servings.read_text(encoding="utf-8").rstrip("\r\n")
+    last_day, rest = text.rsplit("\n", 1)[1].split(",", 1)
+    next_day = date.fromisoformat(last_day) + timedelta(days=1)
+    servings.write_text(f"{text}\n{next_day.isoformat()},{rest}\n", encoding="utf-8")
+    _touch(servings)
+    night = refresh_all(project.root, monkeypatch, REPORT)
+    assert night["food_categories"] and night["unmapped_foods"]
+    assert not night["persons"] and not night["data_sufficiency"] and not night["diet_summary"]
+
+    # An overrides file is a setting of the food categories only.
+    (project.root / "my_foods.csv").write_text(
+        "food,match,categories\nkimchi,contains,fermented\n", encoding="utf-8"
+    )
+    yaml = project.sources_yaml.read_text(encoding="utf-8")
+    project.sources_yaml.write_text(
+        yaml.replace("settings:\n", "settings:\n  food_overrides: my_foods.csv\n", 1),
+        encoding="utf-8",
+    )
+    edited = refresh_all(project.root, monkeypatch, REPORT)
+    assert edited["food_categories"] and not edited["persons"]
+    (project.root / "my_foods.csv").write_text(
+        "food,match,categories\nkimchi,contains,fermented;dairy\n", encoding="utf-8"
+    )
+    assert refresh_all(project.root, monkeypatch, REPORT)["food_categories"]
+
+    # Whatever was skipped, the tables equal a run from scratch on the same files.
+    fresh = make_demo_project(tmp_path / "fresh")
+    shutil.copytree(project.raw_dir, fresh.raw_dir, dirs_exist_ok=True)
+    shutil.copy(project.sources_yaml, fresh.sources_yaml)
+    shutil.copy(project.root / "my_foods.csv", fresh.root / "my_foods.csv")
+    refresh_all(fresh.root, monkeypatch, REPORT)
+    got, want = sorted_tables(project, TABLES), sorted_tables(fresh, TABLES)
+    for name in TABLES:
+        assert_frame_equal(got[name], want[name])
+
+
+def _plan_and_record(conn: duckdb.DuckDBPyConnection) -> bool:
+    plan = plan_whole(conn, "step", ["SELECT * FROM t"], ["out"], salt="")
+    record(conn, plan)
+    return changed(plan)
+
+
+def test_plan_whole_sees_every_column_and_keeps_an_empty_input_quiet() -> None:
+    with duckdb.connect() as conn:
+        conn.execute("CREATE TABLE out (x INT)")
+        conn.execute("CREATE TABLE t (person_id VARCHAR, v INT)")
+        assert _plan_and_record(conn)  # first run
+        assert not _plan_and_record(conn)  # an empty input stays unchanged
+        conn.execute("INSERT INTO t VALUES ('a', 1), ('b', 2)")
+        assert _plan_and_record(conn)
+        assert not _plan_and_record(conn)
+        # The same values under other people: the person_id is part of each row's hash.
+        conn.execute("UPDATE t SET person_id = CASE person_id WHEN 'a' THEN 'c' ELSE 'b' END")
+        assert _plan_and_record(conn)
+        conn.execute("INSERT INTO t VALUES ('b', 2)")  # a duplicate row counts
+        assert _plan_and_record(conn)
+        conn.execute("DROP TABLE out")  # a missing output is rebuilt
+        assert _plan_and_record(conn)
