@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,3 +124,46 @@ class Format:
         if self.batch is not None:
             return self.batch(paths, source)
         return parse_each(self.parse, paths, source)
+
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def read_file_text(
+    path: Path,
+    source: SourceConfig,
+    unknown_hint: str,
+    invalid_hint: str,
+    check: Callable[[bytes, str], None] | None = None,
+) -> str:
+    """The text of `path` in the source's encoding, without a byte-order mark.
+
+    A byte-order mark says what the file is; trusting it over the configuration is never a guess.
+    `check(data, codec)` may reject the bytes before they are decoded. Every error names the file
+    (and the line of an invalid byte); the hints say what to do, per format."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AdapterError(f"{path}: cannot be opened ({exc.strerror or exc}).") from exc
+    try:
+        codec = codecs.lookup(source.encoding).name
+    except LookupError as exc:
+        raise AdapterError(
+            f"{path}: unknown encoding {source.encoding!r} (key 'encoding' of source "
+            f"{source.name!r}); {unknown_hint}"
+        ) from exc
+    if data.startswith(_UTF8_BOM):
+        codec = "utf-8-sig"
+    elif data.startswith(_UTF16_BOMS):
+        codec = "utf-16"
+    if check is not None:
+        check(data, codec)
+    try:
+        return data.decode(codec).removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise AdapterError(
+            f"{path}: cannot be read as {source.encoding} (invalid byte at line {line}). "
+            f"{invalid_hint}"
+        ) from exc

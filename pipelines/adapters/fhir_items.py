@@ -7,7 +7,6 @@ fhir_observation.py can read its fields and a damaged entry is rejected rather t
 
 from __future__ import annotations
 
-import codecs
 import json
 import re
 from collections.abc import Iterator
@@ -15,13 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelines.adapters.base import AdapterError
+from pipelines.adapters.base import AdapterError, read_file_text
 from pipelines.config import SourceConfig
 
 RAW_LIMIT = 2000
-
-_UTF8_BOM = b"\xef\xbb\xbf"
-_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 
 
 @dataclass
@@ -37,29 +33,14 @@ class Item:
 
 
 def read_text(path: Path, source: SourceConfig) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise AdapterError(f"{path}: cannot be opened ({exc.strerror or exc}).") from exc
-    try:
-        codec = codecs.lookup(source.encoding).name
-    except LookupError as exc:
-        raise AdapterError(
-            f"{path}: unknown encoding {source.encoding!r} (key 'encoding' of source "
-            f"{source.name!r}); FHIR JSON is utf-8."
-        ) from exc
-    if data.startswith(_UTF8_BOM):
-        codec = "utf-8-sig"
-    elif data.startswith(_UTF16_BOMS):
-        codec = "utf-16"
-    try:
-        return data.decode(codec).removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise AdapterError(
-            f"{path}: is not {source.encoding} text (invalid byte at line {line}), so it is not "
-            "a FHIR JSON or NDJSON export. Check that the source's path matches only FHIR files."
-        ) from exc
+    return read_file_text(
+        path,
+        source,
+        unknown_hint="FHIR JSON is utf-8.",
+        invalid_hint="Either the encoding is wrong or this is not a FHIR JSON or NDJSON export: "
+        "check that the source's path "
+        "matches only FHIR files.",
+    )
 
 
 def _load(text: str) -> tuple[Any, str | None]:

@@ -8,7 +8,6 @@ lines and Polars rows no longer map one-to-one onto physical lines (`cells_table
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 from dataclasses import dataclass
@@ -17,11 +16,9 @@ from pathlib import Path
 import polars as pl
 
 from pipelines.adapters._csv.table import EXTRA, LINE, RAW, CsvTable, cell
-from pipelines.adapters.base import FILE_INDEX, AdapterError
+from pipelines.adapters.base import FILE_INDEX, AdapterError, read_file_text
 from pipelines.config import SourceConfig
 
-_UTF8_BOM = b"\xef\xbb\xbf"
-_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _SNIFF_DELIMITERS = (",", ";", "\t")
 
 # The csv module refuses fields over 128 KiB by default ("field larger than field limit"), which
@@ -96,39 +93,21 @@ def cells_table(read: Lines) -> CsvTable:
 
 
 def _read_text(path: Path, source: SourceConfig) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise AdapterError(f"{path}: cannot be opened ({exc.strerror or exc}).") from exc
-    try:
-        configured = codecs.lookup(source.encoding).name
-    except LookupError as exc:
-        raise AdapterError(
-            f"{path}: unknown encoding {source.encoding!r} (key 'encoding' of source "
-            f"{source.name!r}); use for example utf-8, utf-16 or latin-1."
-        ) from exc
-    # A byte-order mark says what the file is; trusting it over the configuration is never a guess.
-    if data.startswith(_UTF8_BOM):
-        codec = "utf-8-sig"
-    elif data.startswith(_UTF16_BOMS):
-        codec = "utf-16"
-    else:
-        codec = configured
-    if b"\x00" in data and "16" not in codec and "32" not in codec:
-        raise AdapterError(
-            f"{path}: contains NUL bytes, so it is probably UTF-16 without a byte-order mark. "
-            f"Set 'encoding: utf-16' for source {source.name!r} in sources.yaml."
-        )
-    try:
-        text = data.decode(codec)
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise AdapterError(
-            f"{path}: cannot be read as {source.encoding} (invalid byte at line {line}). "
-            f"Set 'encoding' for source {source.name!r} in sources.yaml to the file's encoding, "
-            "for example latin-1 (Windows/Excel exports) or utf-16."
-        ) from exc
-    text = text.removeprefix("\ufeff")
+    def no_nul_bytes(data: bytes, codec: str) -> None:
+        if b"\x00" in data and "16" not in codec and "32" not in codec:
+            raise AdapterError(
+                f"{path}: contains NUL bytes, so it is probably UTF-16 without a byte-order mark. "
+                f"Set 'encoding: utf-16' for source {source.name!r} in sources.yaml."
+            )
+
+    text = read_file_text(
+        path,
+        source,
+        unknown_hint="use for example utf-8, utf-16 or latin-1.",
+        invalid_hint=f"Set 'encoding' for source {source.name!r} in sources.yaml to the file's "
+        "encoding, for example latin-1 (Windows/Excel exports) or utf-16.",
+        check=no_nul_bytes,
+    )
     # Universal newlines, as editors show them: CRLF, and a bare CR (old Mac files, or lines pasted
     # from one into another file), end a line. A bare CR left inside a line would make the csv
     # module refuse the whole file ("new-line character seen in unquoted field").
