@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+import pipelines.incremental as incremental
 import pipelines.transforms.food_categories as food_categories
 from pipelines.config import Settings
 from pipelines.defs.features.assets import diet_daily, food_taxonomy
@@ -240,6 +241,14 @@ def test_diet_daily_recomputes_only_changed_person_days(
     rule.update(category="fermented", pattern="quux", exclude="")
     monkeypatch.setattr(
         food_categories, "load_taxonomy", lambda: pl.concat([rules, pl.DataFrame([rule])])
+    )
+    # As an edited taxonomy.csv would: the code fingerprint changes for every step that does not
+    # exclude the file (food_taxonomy does not, diet_daily does).
+    fingerprint = incremental.code_fingerprint
+    monkeypatch.setattr(
+        incremental,
+        "code_fingerprint",
+        lambda exclude=(): fingerprint(exclude) + ("" if "taxonomy.csv" in exclude else "+rule"),
     )
     assert cohort.run() == {"people_recomputed": 1, "days_recomputed": 1}
     assert_same_as_full_rebuild(cohort, tmp_path, "new-rule")
