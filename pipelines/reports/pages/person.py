@@ -1,7 +1,5 @@
 """A person's page (`render_person_page`): summary cards, the CRP and diet timeline, findings, the
-lag-window scan with the data behind its cells, logging coverage and data quality. The findings
-and lag-scan sections are copied from the page's previous version when their key is unchanged
-(see `cache`).
+lag-window scan with the data behind its cells, logging coverage and data quality.
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ import polars as pl
 from markupsafe import Markup
 
 from pipelines.reports import figures
-from pipelines.reports.cache import _kept, _section, _section_key
 from pipelines.reports.findings import (
     _date_text,
     _findings_block,
@@ -322,10 +319,8 @@ def render_person_page(
     s: PersonSummary,
     d: DashboardInputs,
     global_warnings: list[str],
-    kept: dict[str, tuple[str, str]] | None = None,
 ) -> str:
-    """A person's page. `kept` holds the sections of the page's previous version (see
-    `page_sections`): a section whose inputs hash to the same key is copied, not built again."""
+    """A person's page."""
     pid = s.person_id
     details = []
     if s.sex:
@@ -374,9 +369,8 @@ def render_person_page(
         "with a well-logged window. These are associations, not causation: use them to plan "
         "an experiment or a conversation with a clinician.</p>"
     )
-    kept = kept or {}
     # Each finding's sentence is shown in the findings table and again as its cell's title;
-    # worked out once, and only when one of those sections is built.
+    # worked out once, and only when there is a finding.
     sentences: list[Callable[[dict[str, Any]], str]] = []
 
     def sentence(row: dict[str, Any]) -> str:
@@ -384,13 +378,9 @@ def render_person_page(
             sentences.append(_sentences(s.findings, s.dii_params))
         return sentences[0](row)
 
-    findings_key = _section_key(s, ("findings_df", "sufficiency", "dii_params"))
-    findings_html = _kept(kept, ("findings",), findings_key) or (
-        _findings_block(s.findings, "this person", sentence)
-        + '<h3 id="sufficiency">Is there enough data?</h3>'
-        + _sufficiency_html(s),
-    )
-    body.append(_section("findings", findings_key, findings_html[0]))
+    body.append(_findings_block(s.findings, "this person", sentence))
+    body.append('<h3 id="sufficiency">Is there enough data?</h3>')
+    body.append(_sufficiency_html(s))
 
     body.append("<h2>Lag-window scan</h2>")
     body.append(
@@ -404,11 +394,8 @@ def render_person_page(
         "each finding). <b>Click a cell</b> to see its draws below, with the fitted line and "
         "its 95% CI; the most significant cell is shown first.</p>"
     )
-    # The lag scan and the data behind its cells need the findings, the windows and the draws
-    # only: a new diet day after the last draw leaves them as they were.
-    lag_key = _section_key(s, ("findings_df", "windows", "all_draws", "dii_params"))
-    lag_html, cells_html = _kept(kept, ("lag", "cells"), lag_key) or _lag_scan(s, sentence)
-    body.append(_section("lag", lag_key, lag_html))
+    lag_html, cells_html = _lag_scan(s, sentence)
+    body.append(lag_html)
 
     body.append("<h2>Logging coverage</h2>")
     body.append(
@@ -430,7 +417,7 @@ def render_person_page(
     body.append(_person_quality(s, d, global_warnings))
     body.append(_other_markers(s))
     # The script that draws a cell's scatter goes last, after the elements it reads.
-    body.append(_section("cells", lag_key, cells_html))
+    body.append(cells_html)
     # Every piece of the body escapes its own text.
     return page(f"gutsignal: {pid}", heading, Markup("".join(body)), _footer(d))
 
