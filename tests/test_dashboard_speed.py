@@ -23,7 +23,6 @@ import polars as pl
 import pytest
 from scipy import stats
 
-from pipelines.reports import cache as rcache
 from pipelines.reports import dashboards, write_dashboards
 from pipelines.reports import findings as rfindings
 from pipelines.reports import html as rhtml
@@ -1038,51 +1037,6 @@ def test_person_pages_read_only_the_diet_columns_they_keep() -> None:
         assert dashboards.render_person_page(a, inputs, []) == dashboards.render_person_page(
             b, inputs, []
         )
-
-
-def test_page_keys_from_everyones_row_hashes_equal_keys_hashed_per_person() -> None:
-    """`_person_frames` hashes each table's rows once for everyone; the page and section keys
-    made from those slices equal the keys made by hashing each person's frames on their own."""
-    data = rinputs._normalise(make_big_inputs([f"p{i}" for i in range(5)], days=100))
-    # Nulls in hashed columns, and rows out of person order (the split sorts them).
-    data.diet_daily = data.diet_daily.with_columns(
-        dii=pl.when(pl.col("day").dt.day() == 3).then(None).otherwise(pl.col("dii"))
-    ).reverse()
-    data.run_info["data_window"] = "x"
-    now = dashboards.run_time(data.run_info)
-    frames = rpeople._person_frames(data, now, rinputs._person_ids(data))
-    inputs = dashboards.DashboardInputs(run_info=data.run_info)
-    hashed = set()
-    for f in frames:
-        assert f[-1] is not None
-        hashed.update(f[-1])
-        together = rpeople._summary(f, frozenset())
-        alone = rpeople._summary((*f[:-1], None), frozenset())
-        assert alone.row_hashes == {}
-        assert dashboards.person_page_key(together, inputs, []) == dashboards.person_page_key(
-            alone, inputs, []
-        )
-        for names in (("findings_df", "sufficiency"), ("findings_df", "windows", "all_draws")):
-            assert rcache._section_key(together, names) == rcache._section_key(alone, names)
-        assert together.row_hashes == alone.row_hashes  # alone's were filled in by the keys
-    assert hashed == {"diet", "all_draws", "findings_df", "windows"} | (
-        {"unmapped"} if data.unmapped_foods.height else set()
-    )
-    # A changed value in one person's diet changes that person's key only.
-    changed = data.diet_daily.with_columns(
-        dii=pl.when((pl.col("person_id") == "p2") & (pl.col("day").dt.day() == 5))
-        .then(pl.col("dii").fill_null(0) + 1)
-        .otherwise(pl.col("dii"))
-    )
-    after = rpeople._person_frames(
-        dashboards.DashboardInputs(**{**vars(data), "diet_daily": changed}),
-        now,
-        rinputs._person_ids(data),
-    )
-    for f, g in zip(frames, after, strict=True):
-        a = dashboards.person_page_key(rpeople._summary(f, frozenset()), inputs, [])
-        b = dashboards.person_page_key(rpeople._summary(g, frozenset()), inputs, [])
-        assert (a != b) == (f[0] == "p2"), f[0]
 
 
 def test_quality_counts_and_median_equal_the_queries_they_replace() -> None:

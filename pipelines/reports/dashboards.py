@@ -6,10 +6,10 @@ The entry point of the report flow, and its public face. Pure Python: Polars fra
 against the run's time, `people` splits the tables by person and `summaries` sums each person up;
 `workers` renders the person pages (in spawned processes for big cohorts), those the caller asks
 for; `page_inputs` says what each person page is built from, for the step that decides which to
-render (`pipelines.steps.dashboards`); `pages` holds the page builders (index, person, cohort) and `figures`
-the Plotly figures; `html` the escaping, formatting and page shell. Every frame may be empty or
-miss optional columns; the pages then say what is missing instead of failing, because a nightly
-run that produces no page at all is worse than a page that says "no data yet".
+render (`pipelines.steps.dashboards`); `pages` holds the page builders (index, person, cohort)
+and `figures` the Plotly figures; `html` the escaping, formatting and page shell. Every frame may
+be empty or miss optional columns; the pages then say what is missing instead of failing, because
+a nightly run that produces no page at all is worse than a page that says "no data yet".
 
 Privacy: pages load plotly.js from a sibling file (written once), embed no remote resource and
 escape every piece of user text. Honesty: every effect is printed with its n, 95% CI, q and the
@@ -43,10 +43,10 @@ from pipelines.reports.inputs import (
     diet_columns_shown,
     person_page_name,
 )
+from pipelines.reports.page_inputs import PageInputs, page_inputs, reports_code_fingerprint
 from pipelines.reports.pages.cohort import render_cohort
 from pipelines.reports.pages.common import _global_quality
 from pipelines.reports.pages.index import render_index
-from pipelines.reports.page_inputs import PageInputs, page_inputs, reports_code_fingerprint
 from pipelines.reports.pages.person import render_person_page
 from pipelines.reports.people import _person_rows, _split_tables, build_summaries
 from pipelines.reports.sources import _person_sources, run_time, source_status
