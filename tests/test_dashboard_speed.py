@@ -426,7 +426,7 @@ def test_repeated_runs_write_identical_files(tmp_path: Path) -> None:
     write_dashboards(tmp_path / "a", data)
     write_dashboards(tmp_path / "b", data)
     a, b = _tree(tmp_path / "a"), _tree(tmp_path / "b")
-    assert a.keys() == b.keys() and len(a) == 7  # 3 people, index, cohort, js, manifest
+    assert a.keys() == b.keys() and len(a) == 6  # 3 people, index, cohort, js
     for name in a:
         assert a[name] == b[name], name
 
@@ -515,8 +515,8 @@ def test_small_cohort_renders_in_process(tmp_path: Path, monkeypatch: pytest.Mon
 def test_worker_processes_write_the_same_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Pages, manifest and returned paths are the same from workers as from this process; a
-    second run with workers keeps every unchanged page."""
+    """Pages and returned paths are the same from workers as from this process; a second run
+    with workers keeps every page it is not asked to render."""
     monkeypatch.setattr(rworkers, "ProcessPoolExecutor", _CountingPool)
     monkeypatch.setattr(_CountingPool, "started", 0)
     monkeypatch.setattr(rworkers, "PARALLEL_MIN_PEOPLE", 3)
@@ -533,10 +533,10 @@ def test_worker_processes_write_the_same_files(
     assert _CountingPool.started == 1
     assert [p.name for p in parallel] == [p.name for p in serial]
     a, b = _tree(tmp_path / "serial"), _tree(tmp_path / "parallel")
-    assert a.keys() == b.keys() and len(a) == len(people) + 4
+    assert a.keys() == b.keys() and len(a) == len(people) + 3
     for name in a:
         assert a[name] == b[name], name
-    again = write_dashboards(tmp_path / "parallel", data, workers=2)
+    again = write_dashboards(tmp_path / "parallel", data, workers=2, render=[])
     assert not [p for p in again if p.name.startswith("person_")]
     assert _tree(tmp_path / "parallel") == b
     assert list(scratch.iterdir()) == []
