@@ -1,8 +1,8 @@
 """Rendering the person pages, in this process or in spawned worker processes for big cohorts: the
 pool, the tables shared with the workers as memory-mapped Arrow files, and `_person_pages`, which
 summarises each person (the index and cohort page need everyone's summary) and renders the pages
-asked for, and any that is missing. Either way the same
-code renders every page, so the files do not depend on where they were rendered.
+asked for, and any that is missing. Either way the same code renders every page, so the files do
+not depend on where they were rendered.
 """
 
 from __future__ import annotations
