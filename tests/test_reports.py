@@ -1100,6 +1100,24 @@ def test_a_persons_new_draw_value_renders_their_page_only(
     assert (out / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
 
 
+def test_a_source_gone_quiet_for_one_person_renders_their_page_only(
+    tmp_path: Path, warehouse: Warehouse
+) -> None:
+    """A source that is current for the cohort but has no recent data for one person is a
+    warning on that person's page only."""
+    out = tmp_path / "out"
+    early = make_inputs()
+    early.run_info["run_at"] = "2026-01-06T03:00:00"  # every source up to date
+    assert nightly(warehouse, out, early) == ALL_PAGES
+    quiet = make_inputs()
+    quiet.run_info["run_at"] = "2026-01-06T03:00:00"
+    with_person(quiet, "source_freshness", PEOPLE[1], pl.col("latest_day") - timedelta(days=100))
+    assert nightly(warehouse, out, quiet) == {person_page_name(PEOPLE[1])}
+    assert "has no recent data for this person" in (out / person_page_name(PEOPLE[1])).read_text(
+        encoding="utf-8"
+    )
+
+
 def test_what_every_page_shows_renders_everyone_and_cohort_rows_no_one(
     tmp_path: Path, warehouse: Warehouse
 ) -> None:
