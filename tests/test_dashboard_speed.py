@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import plotly.io as pio
 import polars as pl
 import pytest
 from scipy import stats
@@ -34,7 +33,6 @@ from pipelines.reports import workers as rworkers
 from pipelines.reports.figures import base as fbase
 from pipelines.reports.figures import cell_scatter as fcellscatter
 from pipelines.reports.figures import diet as fdiet
-from pipelines.reports.figures import heatmap as fheatmap
 from pipelines.reports.figures import intake_calendar as fintakecalendar
 from pipelines.reports.figures import logging_coverage as floggingcoverage
 from pipelines.reports.figures import render as frender
@@ -434,49 +432,6 @@ def test_repeated_runs_write_identical_files(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Figure HTML without plotly.io's per-call overhead
-
-
-def _plotly_html(fig: dict[str, Any], div_id: str) -> str:
-    height = int(fig.get("layout", {}).get("height") or 450)
-    out: str = pio.to_html(
-        fig,
-        validate=False,
-        full_html=False,
-        include_plotlyjs=False,
-        config=frender.CONFIG,
-        div_id=div_id,
-        default_width="100%",
-        default_height=f"{height}px",
-    )
-    return out
-
-
-@pytest.mark.parametrize("engine", ["auto", "orjson", "json"])
-def test_figure_html_is_plotly_to_html(engine: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    # "auto" is orjson (a dependency); "json" is what a user gets who sets the engine so.
-    monkeypatch.setattr(pio.json.config, "default_engine", engine)
-    data = rinputs._normalise(make_big_inputs(["alice"], days=120))
-    s = dashboards.build_summaries(data)[0]
-    figs: list[dict[str, Any] | None] = [
-        ftimeline.crp_timeline(s.crp, s.diet, s.trend.get("baseline"), "t </script> & é"),
-        fheatmap.lag_heatmap(s.findings_df, "lag"),
-        floggingcoverage.coverage_calendar(s.diet, [], "coverage"),
-        fintakecalendar.category_calendar(s.diet, "calendar"),
-        {"data": [], "layout": {}},
-        {"data": [{"type": "scatter", "x": [1, 2], "y": [None, 2.5]}], "layout": {"height": None}},
-        {"data": [], "layout": {"width": 500, "height": "300"}},
-        {"data": [], "layout": {"template": {"layout": {"height": 222}}}},
-        # Plotly's encoder turns NaN and numpy values into JSON; these take plotly's own path.
-        {"data": [{"type": "scatter", "y": [math.nan, 1.0], "name": "NaN"}], "layout": {}},
-        {"data": [{"type": "scatter", "y": np.array([1.5, 2.0])}], "layout": {}},
-        {"data": [{"type": "scatter", "name": "Infinity and <b>/</b>"}], "layout": {}},
-        # Line and paragraph separators: orjson leaves them raw, plotly escapes them.
-        {"data": [{"type": "scatter", "name": "a\u2028b\u2029c"}], "layout": {}},
-        {"data": [{"type": "scatter", "x": [date(2025, 1, 2)], "y": [1]}], "layout": {}},
-    ]
-    for k, fig in enumerate(figs):
-        assert fig is not None
-        assert frender.figure_html(fig, f"div-{k}") == _plotly_html(fig, f"div-{k}"), k
 
 
 # --------------------------------------------------------------------------------------------
