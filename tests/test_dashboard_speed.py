@@ -35,8 +35,6 @@ from pipelines.reports.figures import cell_scatter as fcellscatter
 from pipelines.reports.figures import diet as fdiet
 from pipelines.reports.figures import intake_calendar as fintakecalendar
 from pipelines.reports.figures import logging_coverage as floggingcoverage
-from pipelines.reports.figures import render as frender
-from pipelines.reports.figures import timeline as ftimeline
 from pipelines.reports.html import is_num
 from pipelines.reports.pages import person as rperson
 from pipelines.schema import CATEGORIES
@@ -763,39 +761,6 @@ def test_float_and_integer_diets_take_the_numpy_path(monkeypatch: pytest.MonkeyP
         assert _same_repr(fdiet._diet_panel(diet), _diet_panel_reference(diet)), seed
         checked += 1
     assert checked > 60
-
-
-def test_draw_rows_match_the_polars_query() -> None:
-    frames = [_random_draws(seed) for seed in range(300)]
-    frames.append(_random_draws(3).with_columns(pl.col("value").cast(pl.Int64, strict=False)))
-    frames.append(
-        _random_draws(4).with_columns(pl.col("collected_at").dt.replace_time_zone("Europe/Paris"))
-    )
-    fast = 0
-    for k, draws in enumerate(frames):
-        assert _same_repr(ftimeline._draw_rows(draws), ftimeline._draw_rows_polars(draws)), k
-        fast += ftimeline._draw_rows_python(draws) is not None
-    # The comparison means something only where the Python path ran, not the query itself.
-    assert fast >= 250
-
-
-def test_crp_timeline_html_unchanged(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The whole figure, from the numpy data and from the Polars reference data."""
-    people = [(_random_draws(seed), _random_diet(seed)) for seed in range(150)]
-    people += [(_random_draws(7), diet) for diet in _edge_diets()]
-    people += [(_random_draws(8).clear(), _random_diet(8)), (_random_draws(9), _random_diet(9, 0))]
-
-    def html(draws: pl.DataFrame, diet: pl.DataFrame) -> str | None:
-        fig = ftimeline.crp_timeline(draws, diet, 1.3, "CRP")
-        return None if fig is None else frender.figure_html(fig, "t")
-
-    new = [_outcome(html, d, diet) for d, diet in people]
-    monkeypatch.setattr(ftimeline, "_diet_panel", _diet_panel_reference)
-    monkeypatch.setattr(ftimeline, "_draw_rows", ftimeline._draw_rows_polars)
-    old = [_outcome(html, d, diet) for d, diet in people]
-    assert sum(text != "None" for _, text in new) > 100
-    for k, (a, b) in enumerate(zip(new, old, strict=True)):
-        assert a == b, k
 
 
 def _coverage_reference(diet: pl.DataFrame) -> tuple[list[str], list[Any], list[Any]] | None:
