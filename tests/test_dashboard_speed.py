@@ -32,7 +32,6 @@ from pipelines.reports import summaries as rsummaries
 from pipelines.reports import workers as rworkers
 from pipelines.reports.figures import base as fbase
 from pipelines.reports.figures import cell_scatter as fcellscatter
-from pipelines.reports.figures import diet as fdiet
 from pipelines.reports.figures import intake_calendar as fintakecalendar
 from pipelines.reports.figures import logging_coverage as floggingcoverage
 from pipelines.reports.html import is_num
@@ -148,31 +147,10 @@ def test_vectorised_rounding_edge_cases() -> None:
     out = fbase._r_many([0.0, -0.0, None, math.nan, math.inf, 2.0, 1e15, 2.5e-3])
     assert _same(out, [0, 0, None, None, None, 2, 1e15, 0.0025])
     assert type(out[0]) is int and type(out[5]) is int and type(out[6]) is float
-    # A 2-D array is read row by row.
+    # A 2-D array gives a list of rows, a Series a list.
     grid = np.array([[1.234, 5.678], [math.nan, -0.0]])
-    assert _same(fbase._r_many(grid), [1.23, 5.68, None, 0])
-
-
-def test_series_and_column_rounding_match_scalar_rounding() -> None:
-    floats = [0.125, None, 1.005, -0.0, 12345.6789, 1e-9]
-    frame = pl.DataFrame(
-        {
-            "f64": pl.Series([*floats, float("nan")], dtype=pl.Float64),
-            "f32": pl.Series([0.1, None, 2.5, -3.75, 1e-3, 7.0, 0.3], dtype=pl.Float32),
-            "i64": pl.Series([1, None, 3, -4, 10**15, 0, 7], dtype=pl.Int64),
-            "dec": pl.Series(
-                [Decimal("1.5"), None, Decimal("2"), Decimal("0"), None, None, None],
-                dtype=pl.Decimal(10, 3),
-            ),
-        }
-    )
-    for col in frame.columns:
-        expected = [fbase._r(v) for v in frame[col].to_list()]
-        assert _same(fbase._r_series(frame[col]), expected), col
-    both = fbase._r_columns(frame, frame.columns, 2)
-    for col in frame.columns:
-        assert _same(both[col], [fbase._r(v, 2) for v in frame[col].to_list()]), col
-    assert fbase._r_columns(frame.clear(), ["f64", "dec"]) == {"f64": [], "dec": []}
+    assert fbase._r_many(grid) == [[1.23, 5.68], [None, 0]]
+    assert _same(fbase._r_many(pl.Series([2.5, None, 1e-3])), [2.5, None, 0.001])
 
 
 # --------------------------------------------------------------------------------------------
@@ -649,120 +627,6 @@ def _outcome(f: Any, *args: Any) -> tuple[str, str]:
         return "raised", type(exc).__name__
 
 
-def _weekly_reference(diet: pl.DataFrame) -> pl.DataFrame:
-    """`fdiet.weekly_diet` as first written."""
-    value_cols = [
-        c
-        for c, dtype in diet.schema.items()
-        if (c.endswith("_servings") or c in ("fiber_g", "dii")) and dtype.is_numeric()
-    ]
-    if diet.is_empty() or not value_cols:
-        return pl.DataFrame()
-    weekly = (
-        diet.filter(pl.col("logged") & pl.col("day").is_not_null())
-        .with_columns(week=pl.col("day").dt.truncate("1w"))
-        .group_by("week")
-        .agg([pl.col(c).mean().round(2) for c in value_cols] + [pl.len().alias("days_logged")])
-    )
-    if weekly.is_empty():
-        return pl.DataFrame()
-    all_weeks = pl.DataFrame(
-        {"week": pl.date_range(weekly["week"].min(), weekly["week"].max(), "1w", eager=True)}
-    )
-    return all_weeks.join(weekly, on="week", how="left").sort("week")
-
-
-def _diet_panel_reference(diet: pl.DataFrame) -> Any:
-    """What `crp_timeline` drew of the weekly diet, from the Polars frame, value by value."""
-    weekly = _weekly_reference(diet)
-    if weekly.is_empty():
-        return fdiet._NO_PANEL
-    present = [
-        c for c, _, _ in fdiet.HEADLINE_DIET if c in weekly.columns and weekly[c].drop_nulls().len()
-    ]
-    series = [s for s in fdiet.HEADLINE_DIET if s[0] in present]
-    for cat in CATEGORIES:
-        col = f"{cat}_servings"
-        if col in weekly.columns and col not in present:
-            top = weekly[col].max()
-            if is_num(top) and top > 0:
-                series.append((col, False, False))
-    if not series:
-        return fdiet._NO_PANEL
-    with_dii = "dii" in weekly.columns and weekly["dii"].drop_nulls().len() > 0
-    drawn = [c for c, _, _ in series] + (["dii"] if with_dii else [])
-    return fdiet._DietPanel(
-        series,
-        with_dii,
-        [d.isoformat() for d in weekly["week"].to_list()],
-        [d if d is not None else 0 for d in weekly["days_logged"].to_list()],
-        {c: [fbase._r(v) for v in weekly[c].to_list()] for c in drawn},
-    )
-
-
-def test_weekly_means_are_polars_group_means() -> None:
-    """Kahan sums skipping nulls, divided by the count, rounded half to even; a value too
-    large to scale by 100 stays as it is."""
-    rng = np.random.default_rng(5)
-    n_groups = 4000
-    sizes = rng.integers(1, 12, n_groups)
-    group = np.repeat(np.arange(n_groups), sizes)
-    rng.shuffle(group)
-    # Magnitudes past 1e13 too: there the last bits of a sum survive rounding to 2 decimals,
-    # so a plain (uncompensated) sum would differ.
-    magnitude = np.where(
-        rng.random(group.size) < 0.5,
-        rng.lognormal(0, 4, group.size),
-        10 ** rng.uniform(12, 18, group.size),
-    )
-    values: list[float | None] = (magnitude * rng.choice([-1, 1], group.size)).tolist()
-    odd = [math.nan, math.inf, -math.inf, 1e308, -1e308, 5e306, 0.125, 2.675]
-    for i in range(group.size):
-        r = rng.random()
-        if r < 0.15:
-            values[i] = None
-        elif r < 0.2:
-            values[i] = odd[int(rng.integers(0, len(odd)))]
-    frame = pl.DataFrame({"g": group, "v": pl.Series(values, dtype=pl.Float64)})
-    expected = (
-        frame.group_by("g")
-        .agg(pl.col("v").mean().round(2), pl.col("v").count().alias("n"))
-        .sort("g")
-    )
-    # Group g as week g: day numbers from Monday 1970-01-05 (day 4), days within a week mixed.
-    nulls = np.array([v is None for v in values])
-    matrix = np.array([math.nan if v is None else v for v in values])[:, None]
-    day_numbers = 4 + 7 * group + rng.integers(0, 7, group.size)
-    first, per_week, means, counts = fdiet._weekly_means(day_numbers, matrix, nulls[:, None])
-    assert first == 4 and per_week.tolist() == np.bincount(group).tolist()
-    assert counts[:, 0].tolist() == expected["n"].to_list()
-    got = [None if c == 0 else m for m, c in zip(means[:, 0].tolist(), counts[:, 0], strict=True)]
-    assert _same_repr(got, expected["v"].to_list())
-
-
-def test_diet_panel_matches_polars_weekly_diet() -> None:
-    diets = [_random_diet(seed) for seed in range(300)] + _edge_diets()
-    outcomes = [_outcome(fdiet._diet_panel, diet) for diet in diets]
-    for k, diet in enumerate(diets):
-        assert outcomes[k] == _outcome(_diet_panel_reference, diet), k
-    assert sum(kind == "ok" for kind, _ in outcomes) == len(diets) - 1
-
-
-def test_float_and_integer_diets_take_the_numpy_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(diet: pl.DataFrame) -> Any:
-        raise AssertionError("Polars path taken")
-
-    monkeypatch.setattr(fdiet, "_diet_panel_polars", refuse)
-    checked = 0
-    for seed in range(120):
-        diet = _random_diet(seed)
-        if any(dtype in (pl.Float32, pl.Decimal) for dtype in diet.dtypes):
-            continue
-        assert _same_repr(fdiet._diet_panel(diet), _diet_panel_reference(diet)), seed
-        checked += 1
-    assert checked > 60
-
-
 def _coverage_reference(diet: pl.DataFrame) -> tuple[list[str], list[Any], list[Any]] | None:
     """`coverage_calendar`'s grid as first written: Polars filter, then a loop over days."""
     days = diet.select("day", "entries", "logged").filter(pl.col("day").is_not_null())
@@ -834,7 +698,7 @@ def _category_reference(diet: pl.DataFrame) -> list[tuple[str, Any, Any, Any]] |
             out.append((col, z, -top, top))
         else:
             ranked = sorted(present)
-            top = fbase._as_rounded(float(ranked[int(0.95 * (len(ranked) - 1))])) if ranked else 1.0
+            top = ranked[int(0.95 * (len(ranked) - 1))] if ranked else 1.0
             out.append((col, z, 0, max(top, 1e-9)))
     return out
 

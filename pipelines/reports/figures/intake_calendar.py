@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipelines.reports.figures.base import Fig, _as_rounded, _layout, _rounded
+from pipelines.reports.figures.base import Fig, _layout, _r_many
 from pipelines.reports.figures.diet import _EPOCH_ORDINAL, _date_numbers, _logged_mask, _week_texts
 from pipelines.reports.figures.logging_coverage import WEEKDAYS
 from pipelines.reports.figures.timeline import _short_span
@@ -119,36 +119,32 @@ def category_calendar(diet: pl.DataFrame, title: str, dii_params: str = "") -> F
             first_row.setdefault(day_list[i], i)
         rows = np.array(list(first_row.values()), dtype=np.intp)
         offsets = np.array([(d - start).days for d in first_row], dtype=np.intp)
-    # Every category's daily values rounded in one go (NaN and null both read as missing) and
-    # placed on a (category, weekday, week) grid of Python objects; one day per row, so each
-    # value lands in its own cell. Row order does not matter: cells are placed by offset and
-    # each scale's top is a maximum or a sorted quantile.
-    rounded, rounded_f = _rounded(matrix[rows].T, 2)
+    # Each category's daily values, rounded (NaN and null read as missing), in their cells of a
+    # (category, weekday, week) grid of Python objects; one row per day, so each value has its
+    # own cell.
+    rounded = np.array(_r_many(matrix[rows].T, 2), dtype=object).reshape(len(cols), rows.size)
     grid = np.full((len(cols), len(WEEKDAYS), n_weeks), None, dtype=object)
-    if offsets.size:
-        values = np.empty(len(rounded), dtype=object)
-        values[:] = rounded
-        grid[:, offsets % 7, offsets // 7] = values.reshape(len(cols), offsets.size)
-    # Each scale's top: the 95th percentile (lower value) of the rounded days, NaN sorted last.
-    by_col = rounded_f.reshape(len(cols), offsets.size)
-    n_finite = np.count_nonzero(~np.isnan(by_col), axis=1)
-    rank = np.maximum((0.95 * (n_finite - 1)).astype(np.intp), 0)
-    tops = np.sort(by_col, axis=1)[np.arange(len(cols)), rank] if offsets.size else []
+    grid[:, offsets % 7, offsets // 7] = rounded
+    # Each scale tops at the 95th percentile (the lower value) of the category's days, so that one
+    # big day does not wash out the rest.
+    as_float = rounded.astype(np.float64)  # missing as NaN, which sorts last
+    n_present = np.count_nonzero(~np.isnan(as_float), axis=1).tolist()
+    ranked = np.argsort(as_float, axis=1, kind="stable")
     data: list[dict[str, Any]] = []
     buttons = []
     labels: list[str] = []
     for idx, col in enumerate(cols):
         z: list[list[float | None]] = grid[idx].tolist()
+        n = n_present[idx]
         if col == "dii":
-            vals = rounded[idx * offsets.size : (idx + 1) * offsets.size]
-            top = max([abs(v) for v in vals if v is not None] + [1.0])
+            top = max([abs(v) for v in rounded[idx] if v is not None] + [1.0])
             scale: dict[str, Any] = {
                 "colorscale": [[0, "#2166ac"], [0.5, "#f7f7f7"], [1, "#b2182b"]],
                 "zmin": -top,
                 "zmax": top,
             }
         else:
-            top = _as_rounded(float(tops[idx])) if n_finite[idx] else 1.0
+            top = rounded[idx, ranked[idx, int(0.95 * (n - 1))]] if n else 1.0
             scale = {
                 "colorscale": [[0, "#dde3ea"], [0.2, "#c6dbef"], [0.55, "#6baed6"], [1, "#08306b"]],
                 "zmin": 0,
