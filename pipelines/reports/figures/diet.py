@@ -4,7 +4,7 @@ of them (`_diet_panel`), and the day numbers the calendars share.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -68,7 +68,9 @@ def _diet_series(weekly: pl.DataFrame) -> list[tuple[str, bool, bool]]:
     return series
 
 
-# Day numbers (days since 1970-01-01, a Thursday) to dates and Monday-starting weeks.
+# Day numbers (days since 1970-01-01, a Thursday) to dates and Monday-starting weeks. The
+# calendars and the person summary work on a person's days in numpy: a Polars query for each
+# step cost more than these few hundred rows.
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 
 
@@ -79,31 +81,22 @@ def _iso_days(first: int, count: int, step: int = 1) -> list[str]:
 
 
 def _week_texts(start: date, n_weeks: int) -> list[str]:
-    """ISO text of `n_weeks` weeks from `start` (a datetime keeps its time, as isoformat does)."""
-    if type(start) is date:
-        return _iso_days(start.toordinal() - _EPOCH_ORDINAL, n_weeks, 7)
-    return [(start + timedelta(weeks=k)).isoformat() for k in range(n_weeks)]
+    """ISO text of `n_weeks` weeks from `start`."""
+    return _iso_days(start.toordinal() - _EPOCH_ORDINAL, n_weeks, 7)
 
 
-def _date_numbers(series: pl.Series) -> tuple[np.ndarray, np.ndarray] | None:
-    """A Date column as (day numbers, mask of non-null days); None for other types."""
-    if not isinstance(series.dtype, pl.Date):
-        return None
-    raw = series.to_numpy().astype("datetime64[D]")
-    has_day = ~np.isnat(raw) if series.null_count() else np.ones(raw.size, dtype=bool)
-    return raw.astype(np.int64), has_day
+def _date_numbers(series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Days (a datetime counts as its date) as (day numbers, mask of non-null days)."""
+    raw = series.cast(pl.Date).to_numpy().astype("datetime64[D]")
+    return raw.astype(np.int64), ~np.isnat(raw)
 
 
 def _logged_mask(diet: pl.DataFrame) -> np.ndarray:
-    """The rows `filter(pl.col("logged"))` keeps, as a boolean array."""
-    logged = diet.get_column("logged")
-    if isinstance(logged.dtype, pl.Boolean):
-        return (logged.fill_null(False) if logged.null_count() else logged).to_numpy().astype(bool)
-    # Other types: whatever Polars' filter makes of them (it refuses most).
-    kept = diet.select(pl.int_range(pl.len()).alias("_row"), "logged").filter(pl.col("logged"))
-    mask = np.zeros(diet.height, dtype=bool)
-    mask[kept.get_column("_row").to_numpy()] = True
-    return mask
+    """The logged days as a boolean array (a null flag counts as not logged)."""
+    logged = diet.get_column("logged").cast(pl.Boolean)
+    if logged.null_count():
+        logged = logged.fill_null(False)
+    return logged.to_numpy().astype(bool, copy=False)
 
 
 class _DietPanel(NamedTuple):

@@ -81,44 +81,25 @@ def category_calendar(diet: pl.DataFrame, title: str, dii_params: str = "") -> F
     first visible; the dropdown (Plotly updatemenus) toggles visibility and the title. The DII's
     label carries `dii_params` ("28 of 45 parameters") when given.
     """
-    # In numpy: a Polars query per step cost more than these few hundred rows.
-    day = diet.get_column("day")
-    numbers = _date_numbers(day)
-    day_list: list[Any] = []
-    if numbers is not None:
-        has_day = numbers[1]
-    else:  # not a Date column: Python values, as Polars' min and max give them
-        day_list = day.to_list()
-        has_day = np.array([d is not None for d in day_list], dtype=bool)
+    day_numbers, has_day = _date_numbers(diet.get_column("day"))
     if not has_day.any():
         return None
     logged = _logged_mask(diet) & has_day
     cols, matrix = _calendar_pick(diet, logged)
-    if numbers is not None:
-        present = numbers[0][has_day]
-        first = date.fromordinal(_EPOCH_ORDINAL + int(present.min()))
-        last = date.fromordinal(_EPOCH_ORDINAL + int(present.max()))
-    else:
-        first = min(d for d in day_list if d is not None)
-        last = max(d for d in day_list if d is not None)
-    if not cols or not isinstance(first, date) or not isinstance(last, date):
+    if not cols:
         return None
+    days = day_numbers[has_day]
+    first = date.fromordinal(_EPOCH_ORDINAL + int(days.min()))
+    last = date.fromordinal(_EPOCH_ORDINAL + int(days.max()))
     start = first - timedelta(days=first.weekday())
     n_weeks = (last - start).days // 7 + 1
     weeks = _week_texts(start, n_weeks)
     # The first logged row of each day (a repeated day keeps its first row) and its offset
     # from `start`.
     logged_rows = np.flatnonzero(logged)
-    if numbers is not None:
-        unique_days, at = np.unique(numbers[0][logged_rows], return_index=True)
-        rows = logged_rows[at]
-        offsets = (unique_days - (start.toordinal() - _EPOCH_ORDINAL)).astype(np.intp)
-    else:
-        first_row: dict[Any, int] = {}
-        for i in logged_rows.tolist():
-            first_row.setdefault(day_list[i], i)
-        rows = np.array(list(first_row.values()), dtype=np.intp)
-        offsets = np.array([(d - start).days for d in first_row], dtype=np.intp)
+    unique_days, at = np.unique(day_numbers[logged_rows], return_index=True)
+    rows = logged_rows[at]
+    offsets = unique_days - (start.toordinal() - _EPOCH_ORDINAL)
     # Each category's daily values, rounded (NaN and null read as missing), in their cells of a
     # (category, weekday, week) grid of Python objects; one row per day, so each value has its
     # own cell.
