@@ -30,25 +30,18 @@ _CALENDAR_ORDER += [f"{c}_servings" for c in CATEGORIES if f"{c}_servings" not i
 _CALENDAR_ORDER.append("dii")
 
 
-def _as_float64(series: pl.Series) -> np.ndarray:
-    """`series.cast(pl.Float64)` as numpy, nulls as NaN."""
-    if not isinstance(series.dtype, pl.Float64):
-        series = series.cast(pl.Float64)
-    return series.to_numpy()
-
-
 def _calendar_pick(diet: pl.DataFrame, logged: np.ndarray) -> tuple[list[str], np.ndarray]:
     """The calendar's columns, and their values as float64 (every row, null as NaN).
 
     A column is shown when its `logged` rows have a value (nulls and NaN dropped) and, but for
     the DII, a finite maximum above 0. A Decimal maximum is not a number to `is_num`, so a
-    Decimal column other than the DII is never shown (as with the Series code this replaced).
+    Decimal column other than the DII is never shown.
     """
     schema = dict(zip(diet.columns, diet.dtypes, strict=True))
     wanted = [c for c in _CALENDAR_ORDER if c in schema and schema[c].is_numeric()]
     matrix = np.empty((diet.height, len(wanted)), order="F")
     for i, col in enumerate(wanted):
-        matrix[:, i] = _as_float64(diet.get_column(col))
+        matrix[:, i] = diet.get_column(col).cast(pl.Float64).to_numpy()
     kept = matrix[logged]
     counts = np.count_nonzero(~np.isnan(kept), axis=0).tolist()
     # Largest value with NaN skipped (NaN only when there is none).
