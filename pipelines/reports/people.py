@@ -53,10 +53,10 @@ def _split(df: pl.DataFrame, hashed: bool = False) -> _Split:
     """Split by person once (filtering per person would be quadratic for big cohorts).
 
     Rows without a person are dropped; each person's rows keep their order. The frames come
-    sorted by person, so a person's rows are a run of one id (partition_by ran one query per
-    person to name its part). With `hashed`, the rows are hashed for everyone at once (hashing
-    each person's part on its own cost half a millisecond a page): a row's hash depends on that
-    row only, so a slice of the table's hashes is the part's.
+    sorted by person, so a person's rows are a run of one id, found in one pass (partition_by
+    runs a query per person). With `hashed`, the rows are hashed for everyone at once, one call
+    instead of one per person and table: a row's hash depends on that row only, so a slice of
+    the table's hashes is the part's.
     """
     df = df.filter(pl.col("person_id").is_not_null())
     if not df.is_empty() and not df["person_id"].is_sorted():
@@ -100,7 +100,7 @@ def _split_tables(d: DashboardInputs) -> dict[str, _Split]:
         "unmapped": d.unmapped_foods,
         "windows": d.exposure_windows.filter(pl.col("complete").fill_null(False)),
         "sufficiency": d.data_sufficiency,
-        # Everyone's CRP draws in time order at once (`_crp_draws` per person was a query each).
+        # Everyone's CRP draws in time order at once, not a query per person.
         "crp": _crp_draws(d.marker_draws, "person_id"),
     }
     return {name: _split(df, hashed=_TABLE_FIELDS[name] is not None) for name, df in tables.items()}

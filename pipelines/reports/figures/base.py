@@ -72,10 +72,12 @@ def _r_many(values: np.ndarray | pl.Series | Sequence[float | None], digits: int
     """`_r` of every value (None and NaN read as missing), as a list of the same shape (a 2-D
     array gives a list of rows).
 
-    A page rounds thousands of values (a calendar is every day of every food group), and `_r`
-    one by one cost about a microsecond each, so the values `_r` would round unambiguously are
-    rounded in numpy and the rest by `_r` itself; each element is exactly what `_r` gives (same
-    value, same int/float type), so the JSON text is the same. Whole numbers stay as they are
+    A page rounds thousands of values (a calendar is every day of every food group), too many
+    for `_r` one by one: the values `_r` rounds unambiguously are rounded in numpy, the rest by
+    `_r` itself. Each element is exactly what `_r` gives (same value, same int/float type), so
+    the JSON text is the same (tested on ties, powers of ten, huge, tiny and random values).
+
+    How: whole numbers stay as they are
     (`_r` rounds to at least 2 decimals). Otherwise `round(v, nd)` is the double nearest to the
     decimal obtained by rounding the exact v at nd decimals; numpy reproduces it when v * 10**nd
     (one rounding, error under 2**-13 below 2**40) is far from a .5 tie, 10**nd is exact
@@ -109,7 +111,7 @@ def _r_many(values: np.ndarray | pl.Series | Sequence[float | None], digits: int
 @lru_cache(maxsize=4096)
 def t_quantile(q: float, df: int) -> float:
     """`scipy.stats.t.ppf(q, df)` as a float, computed once per (q, df): a page's lag scan asks
-    for the same few quantiles for each of its cells, and scipy takes tens of microseconds."""
+    for the same few quantiles for each of its cells, and each scipy call is slow."""
     from scipy import stats
 
     return float(stats.t.ppf(q, df))
