@@ -83,7 +83,7 @@ def _page_tables(d: DashboardInputs) -> dict[str, pl.DataFrame]:
         "unmapped": d.unmapped_foods,
         "windows": d.exposure_windows.filter(pl.col("complete").fill_null(False)),
         "sufficiency": d.data_sufficiency,
-        # Everyone's CRP draws in time order at once (`_crp_draws` per person was a query each).
+        # Everyone's CRP draws in time order at once, not a query per person.
         "crp": _crp_draws(d.marker_draws, "person_id"),
     }
 

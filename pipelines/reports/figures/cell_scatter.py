@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipelines.reports.figures.base import LOG_TICKS, TEMPLATE, _r_many, _r_series, t_quantile
+from pipelines.reports.figures.base import LOG_TICKS, TEMPLATE, _r_many, t_quantile
 from pipelines.reports.figures.heatmap import (
     _CELL_COLUMNS,
     _rows,
@@ -273,7 +273,7 @@ def cell_scatter_data(
     slots = np.searchsorted(used, stamps).tolist()
     n_used = len(used)
     per_cell: dict[str, list[float | None]] = {}
-    for key, slot, x in zip(points["key"].to_list(), slots, _r_series(points["x"]), strict=True):
+    for key, slot, x in zip(points["key"].to_list(), slots, _r_many(points["x"]), strict=True):
         xs = per_cell.get(key)
         if xs is None:
             xs = per_cell[key] = [None] * n_used
@@ -302,7 +302,7 @@ def cell_scatter_data(
         "marker": pesc(marker_name),
         "unit": pesc(unit),
         "dates": [d.strftime("%Y-%m-%d") for d in draw_rows["collected_at"].to_list()],
-        "y": _r_series(draw_rows["y"]),
+        "y": _r_many(draw_rows["y"]),
         "rows": features,
         "cols": cols,
         "ylabels": [pesc(feature_label(f)) for f in features],
