@@ -86,7 +86,7 @@ def _forest_section(
 ) -> str:
     """Per marker, a forest plot of each feature's best window and every row in a table. DII
     features carry the number of parameters behind the DIIs (`dii_params`: fewest and most)."""
-    parts = []
+    parts: list[str] = []
     used = dii_params_text(dii_params)
     markers = sorted({str(r.get("marker")) for r in rows}, key=_marker_order)
     for k, m in enumerate(markers):

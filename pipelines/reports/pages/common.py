@@ -32,9 +32,9 @@ from pipelines.reports.summaries import CATEGORY_MARKER, PersonSummary
 from pipelines.transforms.food_categories import override_line
 
 
-def _freshness_table(rows: list[dict[str, Any]], day_label: str) -> str:
+def _freshness_table(rows: list[dict[str, Any]], day_label: str) -> Markup:
     if not rows:
-        return empty("No source has been read yet.")
+        return Markup(empty("No source has been read yet."))
     body = []
     classes = []
     for r in rows:
@@ -142,9 +142,9 @@ def _warn_list(items: list[str]) -> Markup:
     return Markup(f'<ul class="warnlist">{"".join(f"<li>{esc(i)}</li>" for i in items)}</ul>')
 
 
-def _unmapped_table(unmapped: pl.DataFrame, limit: int = 25) -> str:
+def _unmapped_table(unmapped: pl.DataFrame, limit: int = 25) -> Markup:
     if unmapped.is_empty():
-        return empty("No foods without a category reported.")
+        return Markup(empty("No foods without a category reported."))
     top = unmapped.sort(["energy_share", "entries"], descending=True, nulls_last=True).head(limit)
     rows = [
         [
@@ -186,10 +186,11 @@ def _heading(title: str, crumbs: Markup, meta: Markup = NO_HTML) -> Markup:
     return Markup(f'<div class="crumbs">{crumbs}</div><h1>{esc(title)}</h1>{meta_html}')
 
 
-def _fig(fig: Any, div_id: str, missing: str) -> str:
+def _fig(fig: Any, div_id: str, missing: str) -> Markup:
+    """A figure's slot: its HTML (from the figure helpers), or `missing` as an empty note."""
     if fig is None:
-        return empty(missing)
-    return f'<div class="fig">{figures.figure_html(fig, div_id)}</div>'
+        return Markup(empty(missing))
+    return Markup(f'<div class="fig">{figures.figure_html(fig, div_id)}</div>')
 
 
 def _between_n(d: DashboardInputs) -> int:
@@ -199,10 +200,10 @@ def _between_n(d: DashboardInputs) -> int:
     return int(n) if is_num(n) else 0
 
 
-def _rejected_table(d: DashboardInputs) -> str:
+def _rejected_table(d: DashboardInputs) -> Markup:
     rej = d.rejected_summary
     if rej.is_empty():
-        return empty("No rows were rejected.")
+        return Markup(empty("No rows were rejected."))
     # Grouped by source, reason and column: one bad setting is one line with its count, and
     # the example lines say where to look.
     return table(
@@ -221,10 +222,10 @@ def _rejected_table(d: DashboardInputs) -> str:
     )
 
 
-def _files_section(d: DashboardInputs) -> str:
+def _files_section(d: DashboardInputs) -> Markup:
     files = d.ingest_files
     if files.is_empty():
-        return f"<h3>Input files</h3>{empty('No input files have been read yet.')}"
+        return Markup(f"<h3>Input files</h3>{empty('No input files have been read yet.')}")
     files = files.with_columns(
         _bad=((pl.col("status") == "error") | pl.col("error").is_not_null()).fill_null(False)
     ).sort(["_bad", "source", "path"], descending=[True, False, False], nulls_last=True)
