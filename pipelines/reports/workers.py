@@ -18,7 +18,7 @@ from pathlib import Path
 
 import polars as pl
 
-from pipelines.reports.cache import _old_sections, person_page_key
+from pipelines.reports.cache import person_page_key
 from pipelines.reports.html import atomic_write
 from pipelines.reports.inputs import DashboardInputs, person_page_name
 from pipelines.reports.pages.person import render_person_page
@@ -72,7 +72,7 @@ def _person_pages(
         render = previous.get(path.name) != key or not path.exists()
         if render:
             # Synced once for all pages before the manifest names them (`write_dashboards`).
-            page_html = render_person_page(s, d, job.global_warnings, _old_sections(path))
+            page_html = render_person_page(s, d, job.global_warnings)
             atomic_write(path, page_html, durable=not SYNC_ONCE)
         light = PersonSummary(
             **{f.name: getattr(s, f.name) for f in fields(s) if f.name not in _FRAME_FIELDS}
