@@ -1063,6 +1063,7 @@ def test_person_pages_are_rendered_only_when_something_on_them_changed(tmp_path:
     }
 
 
+@pytest.mark.skip(reason="person pages no longer keep sections (issue 18); the cache goes too")
 def test_unchanged_sections_are_copied_from_the_previous_page(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
