@@ -54,20 +54,23 @@ def test_a_missing_value_fails_the_render() -> None:
 
 
 def test_lines_join_without_whitespace_between_markup() -> None:
-    """One element per line in a template, none of that whitespace on the page; prose wrapped
-    over lines keeps one space, as does text beside an expression."""
+    """One element per line in a template, none of that whitespace on the page; a line of block
+    tags leaves nothing; prose wrapped over lines keeps one space, as does text beside an
+    expression."""
     source = """
         <div class="notice">
           Some prose wrapped
           over two lines, <b>bold</b>
         </div>
         {% if x %}
-        {{ x }}
+        {{ x }} is x
+        {% else %}
+        no x
         {% endif %}
         {{ y }}
         after y
     """
     assert render.join_lines(source) == (
         '<div class="notice"> Some prose wrapped over two lines, <b>bold</b></div>'
-        "{% if x %}{{ x }}{% endif %}{{ y }} after y"
+        "{% if x %}{{ x }} is x{% else %}no x{% endif %}{{ y }} after y"
     )

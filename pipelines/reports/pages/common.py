@@ -6,6 +6,7 @@ escaped here with `esc`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import polars as pl
@@ -28,8 +29,14 @@ from pipelines.reports.html import (
     table,
 )
 from pipelines.reports.inputs import DashboardInputs, _data_window
+from pipelines.reports.pages.render import macro
 from pipelines.reports.summaries import CATEGORY_MARKER, PersonSummary
 from pipelines.transforms.food_categories import override_line
+
+
+def _piece(name: str) -> Callable[..., Markup]:
+    """A macro of templates/pieces.html, where these pieces' markup and prose live."""
+    return macro("pieces.html", name)
 
 
 def _freshness_table(rows: list[dict[str, Any]], day_label: str) -> Markup:
@@ -52,52 +59,39 @@ def _freshness_table(rows: list[dict[str, Any]], day_label: str) -> Markup:
             ends = f" (ends {r['latest_day']})" if r["latest_day"] is not None else ""
             status = esc(f"demo data{ends}, not checked for freshness")
         elif r["stale"]:
-            status = Markup(
-                f'<span class="badge c-high">stale</span> {esc("; ".join(r["reasons"]))}'
-            )
+            status = _piece("stale")("; ".join(r["reasons"]))
         else:
             status = Markup('<span class="badge c-low">up to date</span>')
         body.append([esc(r["source"]), esc(file_txt), esc(day_txt), status])
         classes.append("")
-    return table(["Source", "Newest file", day_label, "Freshness"], body) + Markup(
-        f'<p class="muted">A source is stale when its newest file, or its latest day of data, is '
-        f"more than {STALE_AFTER_DAYS} days older than this run: drop a newer export into "
-        "data/raw/ (or remove the source from sources.yaml when it has ended). Sources marked "
-        "<code>demo: true</code> in sources.yaml are a fixed sample and are not checked.</p>"
-    )
+    return table(["Source", "Newest file", day_label, "Freshness"], body) + _piece(
+        "freshness_note"
+    )(STALE_AFTER_DAYS)
 
 
 def _trend_html(s: PersonSummary) -> Markup:
     t = s.trend
     slope = t.get("slope_pct_per_year")
-    if is_num(slope):
-        return Markup(
-            f"{esc(fmt_pct(slope))}/year "
-            f'<span class="muted">(95% CI {esc(fmt_pct(t.get("slope_ci_low")))} to '
-            f"{esc(fmt_pct(t.get('slope_ci_high')))}, {s.n_chronic} chronic draws)</span>"
-        )
-    return Markup(f'<span class="muted">not enough draws ({s.n_chronic} chronic)</span>')
+    return _piece("trend")(
+        fmt_pct(slope) if is_num(slope) else None,
+        fmt_pct(t.get("slope_ci_low")),
+        fmt_pct(t.get("slope_ci_high")),
+        s.n_chronic,
+    )
 
 
 def _latest_html(s: PersonSummary) -> Markup:
-    if s.latest_value is None:
-        return Markup('<span class="muted">no CRP yet</span>')
-    acute = f" {category_badge(None, acute=True)}" if s.latest_acute else ""
-    return Markup(
-        f"{esc(marker_label(s.headline))} {esc(fmt_latest(s.latest_value, s.latest_censored))} "
-        "mg/L "
-        f'<span class="muted">on {esc(s.latest_at)}</span>{acute}'
+    return _piece("latest")(
+        marker_label(s.headline),
+        None if s.latest_value is None else fmt_latest(s.latest_value, s.latest_censored),
+        s.latest_at,
+        category_badge(None, acute=True) if s.latest_acute else None,
     )
 
 
 def _category_html(s: PersonSummary) -> Markup:
     """The hs-CRP risk category; a standard CRP says why it has none."""
-    if s.headline != CATEGORY_MARKER:
-        return Markup(
-            '<span class="muted">standard CRP: no cardiovascular risk category (the categories '
-            "need a high-sensitivity assay)</span>"
-        )
-    return Markup(f"{category_badge(s.category)} hs-CRP risk category")
+    return _piece("category")(category_badge(s.category) if s.headline == CATEGORY_MARKER else None)
 
 
 def _coverage_html(s: PersonSummary) -> Markup:
@@ -106,10 +100,7 @@ def _coverage_html(s: PersonSummary) -> Markup:
         diet = f"{s.days_logged} / {s.days_in_range} days logged ({pct:.0f}%)"
     else:
         diet = "no diet log"
-    return Markup(
-        f"{esc(diet)}<br>{s.n_draws} {esc(marker_label(s.headline))} draws "
-        f"({s.n_chronic} chronic, {s.n_acute} acute)"
-    )
+    return _piece("coverage")(diet, s.n_draws, marker_label(s.headline), s.n_chronic, s.n_acute)
 
 
 def _global_quality(d: DashboardInputs, sources: list[dict[str, Any]] | None = None) -> list[str]:
@@ -137,9 +128,7 @@ def _global_quality(d: DashboardInputs, sources: list[dict[str, Any]] | None = N
 
 
 def _warn_list(items: list[str]) -> Markup:
-    if not items:
-        return Markup('<span class="ok">none</span>')
-    return Markup(f'<ul class="warnlist">{"".join(f"<li>{esc(i)}</li>" for i in items)}</ul>')
+    return _piece("warn_list")(items)
 
 
 def _unmapped_table(unmapped: pl.DataFrame, limit: int = 25) -> Markup:
@@ -182,8 +171,7 @@ def _footer(d: DashboardInputs) -> Markup:
 
 def _heading(title: str, crumbs: Markup, meta: Markup = NO_HTML) -> Markup:
     """The page heading: the crumbs and the meta line are HTML, the title is text."""
-    meta_html = f'<div class="meta">{meta}</div>' if meta else ""
-    return Markup(f'<div class="crumbs">{crumbs}</div><h1>{esc(title)}</h1>{meta_html}')
+    return _piece("heading")(title, crumbs, meta)
 
 
 def _fig(fig: Any, div_id: str, missing: str) -> Markup:
