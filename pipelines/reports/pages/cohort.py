@@ -250,4 +250,4 @@ def render_cohort(
         pseudonymised=d.pseudonymise_cohort,
         person_links=[(person_page_name(s.person_id), s.person_id) for s in summaries],
     )
-    return page("gutsignal: cohort", heading, Markup("".join(body)), _footer(d))
+    return page("gutsignal: cohort", heading, body, _footer(d))

@@ -137,7 +137,7 @@ def _unmapped_table(unmapped: pl.DataFrame, limit: int = 25) -> Markup:
     top = unmapped.sort(["energy_share", "entries"], descending=True, nulls_last=True).head(limit)
     rows = [
         [
-            esc(r["food"]) if r["food"] else Markup('<span class="muted">(no food name)</span>'),
+            esc(r["food"]) if r["food"] else _piece("muted")("(no food name)"),
             esc(fmt_int(r["entries"])),
             esc(f"{r['energy_kcal']:,.0f}" if is_num(r["energy_kcal"]) else "n/a"),
             esc(
@@ -145,15 +145,11 @@ def _unmapped_table(unmapped: pl.DataFrame, limit: int = 25) -> Markup:
                 if is_num(r["energy_share"])
                 else "n/a"
             ),
-            Markup(f"<code>{esc(override_line(r['food']))}</code>") if r["food"] else Markup(),
+            _piece("code")(override_line(r["food"])) if r["food"] else NO_HTML,
         ]
         for r in top.to_dicts()
     ]
-    more = Markup(
-        f'<p class="muted">Showing the top {limit} of {unmapped.height:,} by energy.</p>'
-        if unmapped.height > limit
-        else ""
-    )
+    more = _piece("top_note")(limit, f"{unmapped.height:,}") if unmapped.height > limit else NO_HTML
     return (
         table(
             ["Food (no category yet)", "Entries", "kcal", "Share of energy", "Line to add"],
@@ -178,7 +174,7 @@ def _fig(fig: Any, div_id: str, missing: str) -> Markup:
     """A figure's slot: its HTML (from the figure helpers), or `missing` as an empty note."""
     if fig is None:
         return Markup(empty(missing))
-    return Markup(f'<div class="fig">{figures.figure_html(fig, div_id)}</div>')
+    return _piece("fig")(Markup(figures.figure_html(fig, div_id)))
 
 
 def _between_n(d: DashboardInputs) -> int:
@@ -210,10 +206,10 @@ def _rejected_table(d: DashboardInputs) -> Markup:
     )
 
 
-def _files_section(d: DashboardInputs) -> Markup:
+def _files_table(d: DashboardInputs) -> Markup:
     files = d.ingest_files
     if files.is_empty():
-        return Markup(f"<h3>Input files</h3>{empty('No input files have been read yet.')}")
+        return Markup(empty("No input files have been read yet."))
     files = files.with_columns(
         _bad=((pl.col("status") == "error") | pl.col("error").is_not_null()).fill_null(False)
     ).sort(["_bad", "source", "path"], descending=[True, False, False], nulls_last=True)
@@ -222,11 +218,11 @@ def _files_section(d: DashboardInputs) -> Markup:
     for r in files.to_dicts():
         status = esc(r["status"] or "unknown")
         if r["_bad"]:
-            status = Markup(f'<span class="badge c-high">{status}</span>')
+            status = _piece("bad_status")(status)
         rows.append(
             [
                 esc(r["source"]),
-                Markup(f"<code>{esc(r['path'])}</code>"),
+                _piece("code")(r["path"]),
                 esc(fmt_int(r["rows_read"])),
                 esc(fmt_int(r["rows_loaded"])),
                 esc(fmt_int(r["rows_rejected"])),
@@ -236,7 +232,7 @@ def _files_section(d: DashboardInputs) -> Markup:
             ]
         )
         classes.append("")
-    return Markup("<h3>Input files</h3>") + table(
+    return table(
         ["Source", "File", "Read", "Loaded", "Rejected", "Duplicate", "Status", "Error"],
         rows,
         num_cols=(2, 3, 4, 5),

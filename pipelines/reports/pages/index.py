@@ -23,11 +23,12 @@ from pipelines.reports.pages.common import (
     _between_n,
     _category_html,
     _coverage_html,
-    _files_section,
+    _files_table,
     _footer,
     _freshness_table,
     _heading,
     _latest_html,
+    _piece,
     _rejected_table,
     _trend_html,
     _unmapped_table,
@@ -40,7 +41,7 @@ from pipelines.transforms.food_categories import OVERRIDES_HOWTO
 
 def _sufficiency_cell(s: PersonSummary) -> Markup:
     if not s.sufficiency:
-        return Markup('<span class="muted">no chronic draws yet</span>')
+        return _piece("muted")("no chronic draws yet")
     r = s.sufficiency[0]
     return esc(f"{marker_label(r.get('marker'))}: {sufficiency_short(r)}")
 
@@ -68,7 +69,7 @@ def render_index(
     if summaries:
         rows = [
             [
-                Markup(f'<a href="{esc(person_page_name(s.person_id))}">{esc(s.person_id)}</a>'),
+                _piece("person_link")(person_page_name(s.person_id), s.person_id),
                 _latest_html(s),
                 _category_html(s),
                 _trend_html(s),
@@ -113,9 +114,9 @@ def render_index(
         people_table=people_table,
         between_n=f"{between_n:,}" if between_n else None,
         freshness=_freshness_table(sources or [], "Latest day of data (anyone)"),
-        files=_files_section(d),
+        files=_files_table(d),
         rejected=_rejected_table(d),
         unmapped=_unmapped_table(unm),
         overrides_howto=OVERRIDES_HOWTO if unm.height else None,
     )
-    return page("gutsignal dashboards", heading, Markup("".join(body)), _footer(d))
+    return page("gutsignal dashboards", heading, body, _footer(d))

@@ -48,6 +48,7 @@ from pipelines.reports.pages.common import (
     _freshness_table,
     _heading,
     _latest_html,
+    _piece,
     _rejected_table,
     _trend_html,
     _unmapped_table,
@@ -117,18 +118,14 @@ def _summary_cards(s: PersonSummary) -> list[Markup]:
     else:
         change_html = card(
             "Latest change vs previous",
-            Markup('<span class="muted">n/a</span>'),
+            _piece("muted")("n/a"),
             esc("needs two chronic draws"),
         )
     return [
         card("Latest CRP", _latest_html(s), _category_html(s)),
         card(
             "Chronic baseline",
-            Markup(
-                f"{esc(fmt_value(baseline))} mg/L"
-                if is_num(baseline)
-                else '<span class="muted">n/a</span>'
-            ),
+            _piece("mg_l")(fmt_value(baseline)) if is_num(baseline) else _piece("muted")("n/a"),
             esc(f"from {s.n_chronic} chronic draws (acute draws excluded)"),
         ),
         card("Chronic trend", _trend_html(s)),
@@ -141,7 +138,7 @@ def _summary_cards(s: PersonSummary) -> list[Markup]:
         card(
             "Findings",
             esc(f"{len(s.significant)} significant"),
-            Markup(f"of {s.n_findings} pairs tested; {esc(CAVEAT)}"),
+            _piece("pairs_tested")(s.n_findings, CAVEAT),
         ),
         _sufficiency_card(s),
     ]
@@ -274,10 +271,7 @@ def _lag_scan(s: PersonSummary, sentence: Callable[[dict[str, Any]], str]) -> tu
             )
             continue
         cell_maps[f"lag-{k}"] = cells
-        parts.append(
-            f'<div class="fig"><div id="scatter-{k}" class="plotly-graph-div cell-scatter" '
-            f'style="height:{figures.SCATTER_LAYOUT["height"]}px;width:100%"></div></div>'
-        )
+        parts.append(_piece("scatter_slot")(f"scatter-{k}", figures.SCATTER_LAYOUT["height"]))
     # Figure slots, empty notes (escaped by `empty`) and scatter divs with numbers only; the
     # script is JSON the figure helpers make safe inside <script>.
     return Markup("".join(parts)), Markup(figures.cell_data_script(cell_maps))
@@ -342,11 +336,8 @@ def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: li
 
 
 def _sufficiency_card(s: PersonSummary) -> Markup:
-    link = '<a href="#sufficiency">how many draws, and why</a>'
     if not s.sufficiency:
-        return card(
-            "Enough data?", Markup('<span class="muted">n/a</span>'), esc("no chronic draws yet")
-        )
+        return card("Enough data?", _piece("muted")("n/a"), esc("no chronic draws yet"))
     r = s.sufficiency[0]
     m50 = r.get("more_draws_50pct")
     value = (
@@ -356,6 +347,5 @@ def _sufficiency_card(s: PersonSummary) -> Markup:
         if is_num(m50)
         else "n/a"
     )
-    advice = esc(f"{marker_label(r.get('marker'))}: {sufficiency_short(r)}")
-    sub = Markup(f"{advice}; {link}")
+    sub = _piece("sufficiency_sub")(f"{marker_label(r.get('marker'))}: {sufficiency_short(r)}")
     return card("Enough data?", esc(value), sub)
