@@ -39,7 +39,14 @@ from pipelines.reports.inputs import (
     DashboardInputs,
     person_page_name,
 )
-from pipelines.reports.pages.common import _between_n, _fig, _footer, _heading, _warn_list
+from pipelines.reports.pages.common import (
+    _between_n,
+    _fig,
+    _footer,
+    _heading,
+    _piece,
+    _warn_list,
+)
 from pipelines.reports.pages.render import render
 from pipelines.reports.summaries import PersonSummary, _crp_draws, _marker_order
 from pipelines.schema import BETWEEN_METHODS
@@ -168,7 +175,7 @@ def render_cohort(
     meta = followed
     if between_n:
         meta += f" · {between_n:,} people in the between-person models (largest model n)"
-    heading = _heading("Cohort view", Markup(f'<a href="{INDEX}">← All people</a>'), esc(meta))
+    heading = _heading("Cohort view", _piece("crumbs")([(INDEX, "← All people")]), esc(meta))
     pooled = assoc.filter(
         (pl.col("scope") == "cohort") & ~pl.col("method").fill_null("").is_in(BETWEEN_METHODS)
     ).to_dicts()

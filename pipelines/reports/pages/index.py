@@ -62,7 +62,7 @@ def render_index(
     )
     heading = _heading(
         "gutsignal: gut foods and chronic inflammation",
-        Markup(f'<a href="{COHORT}">Cohort view →</a>'),
+        _piece("crumbs")([(COHORT, "Cohort view →")]),
         meta,
     )
     people_table = None

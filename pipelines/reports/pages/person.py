@@ -284,7 +284,7 @@ def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: li
         details.append(f"sex {s.sex}")
     if is_num(s.age):
         details.append(f"age {float(s.age):.0f}")
-    crumbs = Markup(f'<a href="{INDEX}">← All people</a> · <a href="{COHORT}">Cohort</a>')
+    crumbs = _piece("crumbs")([(INDEX, "← All people"), (COHORT, "Cohort")])
     heading = _heading(f"Person {pid}", crumbs, esc(", ".join(details)))
 
     timeline = figures.crp_timeline(
