@@ -1,6 +1,7 @@
 """The cohort page (`render_cohort`): pooled within-person estimates as forest plots and tables,
 each person's estimate partially pooled, between-person (cross-sectional) estimates and everyone's
-CRP as small multiples; person ids are pseudonymised when `pseudonymise_cohort` is set.
+CRP as small multiples; person ids are pseudonymised when `pseudonymise_cohort` is set. The
+page's structure and prose are in templates/cohort.html.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Page pieces shared by the index, person and cohort pages: headings, footers, figure slots, the
 summary cells (latest CRP, trend, coverage), the warnings list and the data-quality tables
-(source freshness, input files, rejected rows, unmapped foods). Every piece of user text is
-escaped here with `esc`.
+(source freshness, input files, rejected rows, unmapped foods). Their markup is in
+templates/pieces.html (macros, autoescaped); table cells are escaped with `esc`, as `table` takes
+Markup.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The index page (`render_index`): one row per person with their latest CRP, category, trend,
 coverage, data sufficiency and top findings, then the cohort-wide data quality. Written last, so
-it never links to a page that does not exist yet.
+it never links to a page that does not exist yet. The page's structure and prose are in
+templates/index.html (and index_top_findings.html, one table cell).
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """A person's page (`render_person_page`): summary cards, the CRP and diet timeline, findings, the
-lag-window scan with the data behind its cells, logging coverage and data quality. The findings
-and lag-scan sections are copied from the page's previous version when their key is unchanged
-(see `cache`).
+lag-window scan with the data behind its cells, logging coverage and data quality. The values are
+prepared here; the structure and prose are in templates/person.html.
 """
 
 from __future__ import annotations
