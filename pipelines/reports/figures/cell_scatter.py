@@ -13,8 +13,6 @@ import polars as pl
 
 from pipelines.reports.figures.base import LOG_TICKS, TEMPLATE, _r_many, t_quantile
 from pipelines.reports.figures.heatmap import (
-    _CELL_COLUMNS,
-    _rows,
     _window_label,
     heatmap_axes,
     window_key,
@@ -183,7 +181,7 @@ def _cell_fits(points: pl.DataFrame) -> dict[str, list[float | None]]:
 
 
 def cell_scatter_data(
-    assoc: pl.DataFrame,
+    rows: list[dict[str, Any]],
     windows: pl.DataFrame,
     draws: pl.DataFrame,
     marker: str,
@@ -194,14 +192,14 @@ def cell_scatter_data(
 ) -> dict[str, Any] | None:
     """What `CELL_SCRIPT` needs to draw any cell of one person's lag heatmap for one marker.
 
-    `windows` are the person's exposure windows, `draws` their marker draws; only complete
+    `rows` are the heatmap's associations as dicts (as `lag_heatmap` takes them), `windows` the
+    person's exposure windows, `draws` their marker draws; only complete
     windows of chronic draws (excluded_reason null) are used, as in the association step. Each
     draw's date and value are stored once; a cell stores its feature values aligned to the draws
     (null where the window was not complete), its fit and its title. `titles` maps a cell key to
     its title as Plotly text (the caller escapes user text with `pesc`; <b> and <br> may be
-    used). Returns None when no cell has a row in `assoc` or no draw has a complete window.
+    used). Returns None when no cell has a row in `rows` or no draw has a complete window.
     """
-    rows = _rows(assoc, _CELL_COLUMNS)
     features, wins = heatmap_axes(rows)
     if not features:
         return None

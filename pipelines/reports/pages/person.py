@@ -9,7 +9,6 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
-import polars as pl
 from markupsafe import Markup
 
 from pipelines.reports import figures
@@ -242,7 +241,9 @@ def _lag_scan(s: PersonSummary, sentence: Callable[[dict[str, Any]], str]) -> tu
         parts.append(empty("No associations tested for this person yet."))
     cell_maps: dict[str, dict[str, Any]] = {}
     for k, m in enumerate(markers):
-        rows = s.findings_df.filter(pl.col("marker") == m)
+        # The findings as dicts, made once for the findings table: filtering the frame and
+        # converting its rows again (for the heatmap, then for its cells) repeated that work.
+        rows = [r for r in s.findings if r.get("marker") == m]
         fig = figures.lag_heatmap(rows, f"{marker_label(m)}: % change per unit, by exposure window")
         parts.append(_fig(fig, f"lag-{k}", f"No estimable associations for {marker_label(m)} yet."))
         if fig is None:
