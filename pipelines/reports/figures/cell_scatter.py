@@ -205,7 +205,8 @@ def cell_scatter_data(
         return None
     cols = [window_key(w) for w in wins]
     keys = {cell_key(f, w) for f in features for w in wins}
-    # Each frame below is one query (a chain of eager calls would collect at every step).
+    # The points are one query (a chain of eager calls would collect at every step); the
+    # draws' values come with them from the join, so the draws are not collected on their own.
     ly = (
         pl.coalesce(pl.col("log_value"), pl.col("value").log())
         if "log_value" in draws.columns
@@ -222,12 +223,11 @@ def cell_scatter_data(
         .select("collected_at", pl.col("value").alias("y"), ly.alias("ly"))
         .unique("collected_at", keep="first")
         .with_columns(pl.col("collected_at").cast(pl.Datetime("us")))
-        .collect()
     )
     points = pl.DataFrame(
         schema={"key": pl.String, "collected_at": pl.Datetime("us"), "x": pl.Float64}
     )
-    if windows.height and resp.height:
+    if windows.height:
         points = (
             windows.lazy()
             .filter(
@@ -248,20 +248,15 @@ def cell_scatter_data(
                 pl.col("value").cast(pl.Float64).alias("x"),
             )
             .filter(pl.col("key").is_in(list(keys)))
-            .join(resp.lazy(), on="collected_at", how="inner")
+            .join(resp, on="collected_at", how="inner")
             .collect()
         )
     if points.is_empty():
         return None
-    # The draws with a complete window, in time order (physical values: microseconds).
+    # The draws with a complete window, in time order (physical values: microseconds), and the
+    # first point of each: it carries the draw's date and value.
     stamps = points["collected_at"].to_physical().to_numpy()
-    used = np.unique(stamps)
-    draw_rows = (
-        resp.lazy()
-        .filter(pl.col("collected_at").is_in(points["collected_at"].implode()))
-        .sort("collected_at")
-        .collect()
-    )
+    used, first = np.unique(stamps, return_index=True)
     fits = _cell_fits(points)
     cells: dict[str, dict[str, Any]] = {}
     for key in sorted(keys):
@@ -299,8 +294,8 @@ def cell_scatter_data(
         "target": target,
         "marker": pesc(marker_name),
         "unit": pesc(unit),
-        "dates": [d.strftime("%Y-%m-%d") for d in draw_rows["collected_at"].to_list()],
-        "y": _r_many(draw_rows["y"]),
+        "dates": [d.strftime("%Y-%m-%d") for d in points["collected_at"].gather(first).to_list()],
+        "y": _r_many(points["y"].gather(first)),
         "rows": features,
         "cols": cols,
         "ylabels": [pesc(feature_label(f)) for f in features],
