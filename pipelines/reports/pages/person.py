@@ -220,15 +220,14 @@ def _other_markers(s: PersonSummary) -> Markup | None:
 
 
 def _cell_title(
-    row: dict[str, Any], sentence: Callable[[dict[str, Any]], str] = finding_sentence
+    row: dict[str, Any], label: str, sentence: Callable[[dict[str, Any]], str] = finding_sentence
 ) -> str:
-    """A heatmap cell's scatter title as Plotly text: the feature and window, then the finding."""
+    """A heatmap cell's scatter title as Plotly text: the feature and window, then the finding.
+
+    `label` is the row's feature label, escaped with `pesc`."""
     w = row.get("window_days")
     when = f"previous {int(w)} days" if is_num(w) else "no window"
-    return (
-        f"<b>{pesc(feature_label(row.get('feature')))} · {when}</b><br>"
-        f"<span style='font-size:12px'>{pesc(sentence(row))}</span>"
-    )
+    return f"<b>{label} · {when}</b><br><span style='font-size:12px'>{pesc(sentence(row))}</span>"
 
 
 def _lag_scan(s: PersonSummary, sentence: Callable[[dict[str, Any]], str]) -> tuple[Markup, Markup]:
@@ -248,6 +247,8 @@ def _lag_scan(s: PersonSummary, sentence: Callable[[dict[str, Any]], str]) -> tu
         parts.append(_fig(fig, f"lag-{k}", f"No estimable associations for {marker_label(m)} yet."))
         if fig is None:
             continue
+        # A feature's label is the same in each of its windows' titles: escaped once.
+        labels = {f: pesc(feature_label(f)) for f in {r["feature"] for r in rows}}
         cells = figures.cell_scatter_data(
             rows,
             s.windows,
@@ -256,9 +257,11 @@ def _lag_scan(s: PersonSummary, sentence: Callable[[dict[str, Any]], str]) -> tu
             marker_label(m),
             marker_unit(m),
             {
-                figures.cell_key(r["feature"], r["window_days"]): _cell_title(r, sentence)
-                for r in s.findings
-                if r.get("marker") == m and r["feature"] is not None
+                figures.cell_key(r["feature"], r["window_days"]): _cell_title(
+                    r, labels[r["feature"]], sentence
+                )
+                for r in rows
+                if r["feature"] is not None
             },
             f"scatter-{k}",
         )
