@@ -257,6 +257,7 @@ def cell_scatter_data(
     # first point of each: it carries the draw's date and value.
     stamps = points["collected_at"].to_physical().to_numpy()
     used, first = np.unique(stamps, return_index=True)
+    drawn = points[first]
     fits = _cell_fits(points)
     cells: dict[str, dict[str, Any]] = {}
     for key in sorted(keys):
@@ -294,8 +295,8 @@ def cell_scatter_data(
         "target": target,
         "marker": pesc(marker_name),
         "unit": pesc(unit),
-        "dates": [d.strftime("%Y-%m-%d") for d in points["collected_at"].gather(first).to_list()],
-        "y": _r_many(points["y"].gather(first)),
+        "dates": [d.strftime("%Y-%m-%d") for d in drawn["collected_at"].to_list()],
+        "y": _r_many(drawn["y"]),
         "rows": features,
         "cols": cols,
         "ylabels": [pesc(feature_label(f)) for f in features],
