@@ -55,14 +55,12 @@ def weekly_diet(diet: pl.DataFrame) -> pl.DataFrame:
 
 def _diet_series(weekly: pl.DataFrame) -> list[tuple[str, bool, bool]]:
     """Headline series always (when present), other categories with any intake as legend-only."""
-    counts = weekly.select(pl.all().count()).row(0, named=True)
-    tops = weekly.select(pl.all().max()).row(0, named=True)
-    present = [c for c, _, _ in HEADLINE_DIET if counts.get(c)]
+    present = [c for c, _, _ in HEADLINE_DIET if c in weekly.columns and weekly[c].count()]
     series = [(c, vis, sec) for c, vis, sec in HEADLINE_DIET if c in present]
     for cat in CATEGORIES:
         col = f"{cat}_servings"
         if col in weekly.columns and col not in present:
-            top = tops[col]
+            top = weekly[col].max()
             if is_num(top) and top > 0:
                 series.append((col, False, False))
     return series
