@@ -714,10 +714,10 @@ def test_summaries_with_everyones_crp_sorted_at_once_equal_per_person_ones() -> 
     )
     now = dashboards.run_time(data.run_info)
     frames = rpeople._person_frames(data, now, rinputs._person_ids(data))
-    assert any(f[-2] is not None and f[-2].height for f in frames)
+    assert any(f[-1] is not None and f[-1].height for f in frames)
     for f in frames:
         together = rsummaries._summarise(*f)
-        alone = rsummaries._summarise(*f[:-2])
+        alone = rsummaries._summarise(*f[:-1])
         assert together.crp.equals(alone.crp)
         assert (together.n_chronic, together.n_acute) == (alone.n_chronic, alone.n_acute)
         counts = alone.crp.select(

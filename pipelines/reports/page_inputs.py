@@ -58,8 +58,9 @@ def reports_code_fingerprint() -> str:
     # Polars (the frames pages are built from), plotly (its HTML around each figure) and orjson
     # (the figures' JSON).
     versions = [pl.__version__, plotly.__version__, orjson.__version__, _json_engine()]
-    # Every module of the package, subpackages included: a page builder or a figure changes pages.
-    return fingerprint(sorted(here.rglob("*.py")), *versions)
+    # Every module of the package, subpackages included, and the page templates: a page builder,
+    # a figure or a template's text changes pages.
+    return fingerprint(sorted([*here.rglob("*.py"), *here.rglob("*.html")]), *versions)
 
 
 @dataclass(frozen=True)

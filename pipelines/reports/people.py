@@ -34,7 +34,6 @@ _PersonFrames = tuple[
     pl.DataFrame | None,
     list[dict[str, Any]] | None,
     pl.DataFrame | None,
-    dict[str, bytes] | None,
 ]
 
 
@@ -134,7 +133,6 @@ def _frames(person: _PersonRows, tables: dict[str, pl.DataFrame]) -> _PersonFram
         part("sufficiency"),
         person.sources,
         part("crp"),
-        None,  # row_hashes: no longer used (see `_summarise`)
     )
 
 

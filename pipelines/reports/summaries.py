@@ -75,7 +75,6 @@ class PersonSummary:
     sources: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     # Each frame's schema and row hashes, fed to the page and section keys (`_hash_value`).
-    row_hashes: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     @cached_property
     def findings(self) -> list[dict[str, Any]]:
@@ -102,13 +101,10 @@ def _summarise(
     sufficiency: pl.DataFrame | None = None,
     freshness: list[dict[str, Any]] | None = None,
     crp: pl.DataFrame | None = None,
-    row_hashes: dict[str, bytes] | None = None,
 ) -> PersonSummary:
     """One person's summary from their rows of each table. `crp` is their CRP draws in time
-    order, when the caller has sorted everyone's at once; otherwise they are taken from `draws`.
-    `row_hashes` are frames' hashes for the page key, when the caller hashed everyone's at once
-    (`_split`); the others are hashed when a key needs them."""
-    s = PersonSummary(person_id=pid, row_hashes=dict(row_hashes or {}))
+    order, when the caller has sorted everyone's at once; otherwise they are taken from `draws`."""
+    s = PersonSummary(person_id=pid)
     s.windows = windows if windows is not None else pl.DataFrame(schema=SCHEMAS["exposure_windows"])
     s.sufficiency = (
         sorted(sufficiency.to_dicts(), key=lambda r: _marker_order(r.get("marker")))

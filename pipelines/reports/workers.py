@@ -80,9 +80,7 @@ def _person_pages(people: list[_PersonFrames], job: _PageJob) -> list[_PageResul
 
 
 # Only person pages read these; dropping them keeps what returns from a worker small.
-_FRAME_FIELDS = frozenset(
-    {"crp", "all_draws", "diet", "findings_df", "unmapped", "windows", "row_hashes"}
-)
+_FRAME_FIELDS = frozenset({"crp", "all_draws", "diet", "findings_df", "unmapped", "windows"})
 
 
 def _pool_size(n_people: int, workers: int | None) -> int:

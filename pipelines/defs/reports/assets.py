@@ -17,6 +17,8 @@ from pipelines.steps.dashboards import load_dashboard_inputs, update_dashboards
     deps=[
         "persons",
         "diet_daily",
+        "diet_summary",
+        "marker_draws",
         "marker_trends",
         "exposure_windows",
         "associations",
