@@ -34,17 +34,17 @@ from pipelines.config import Settings
 from pipelines.reports import (
     DashboardInputs,
     dashboards,
-    figures,
     finding_sentence,
     person_page_name,
     write_dashboards,
 )
 from pipelines.reports import html as rhtml
 from pipelines.reports import workers as rworkers
-from pipelines.reports.figures import heatmap as fheatmap
 from pipelines.reports.figures import intake_calendar as fintakecalendar
 from pipelines.reports.figures import render as frender
 from pipelines.schema import CATEGORIES
+from pipelines.steps.dashboards import update_dashboards
+from pipelines.warehouse import Warehouse
 
 XSS = "<script>alert(1)</script>"
 XSS_FOOD = "</script><script>alert(1)</script>"
@@ -393,8 +393,7 @@ def test_files_written(written: tuple[Path, list[Path]]) -> None:
     }
     assert names == expected
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
-    # plus the manifest that lets the next run keep unchanged person pages
-    assert {p.name for p in out.iterdir()} == expected | {".pages.json"}
+    assert {p.name for p in out.iterdir()} == expected
 
 
 def test_person_page_has_findings_with_ci_and_caveat(written: tuple[Path, list[Path]]) -> None:
@@ -625,7 +624,7 @@ def test_odd_values_do_not_crash(tmp_path: Path) -> None:
 def test_atomic_writes_leave_no_temp_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_dashboards(tmp_path, make_inputs())
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
-    assert [p.name for p in leftovers] == [".pages.json"]  # the manifest, no temp file
+    assert leftovers == []  # no temp file
     before = (tmp_path / "index.html").read_bytes()
 
     real_replace = os.replace
@@ -642,7 +641,7 @@ def test_atomic_writes_leave_no_temp_files(tmp_path: Path, monkeypatch: pytest.M
         write_dashboards(tmp_path, changed)
     assert (tmp_path / "index.html").read_bytes() == before
     leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".") or p.suffix == ".tmp"]
-    assert [p.name for p in leftovers] == [".pages.json"]  # the manifest, no temp file
+    assert leftovers == []  # no temp file
 
 
 def test_stale_person_pages_removed(tmp_path: Path) -> None:
@@ -1030,124 +1029,169 @@ def person_pages(paths: list[Path]) -> set[str]:
     return {p.name for p in paths if p.name.startswith("person_")}
 
 
-def test_person_pages_are_rendered_only_when_something_on_them_changed(tmp_path: Path) -> None:
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Warehouse:
+    """An empty warehouse: the dashboards step keeps its plan's record there."""
+    w = Warehouse(tmp_path / "warehouse.duckdb")
+    with w.write():
+        pass
+    return w
+
+
+def nightly(w: Warehouse, out: Path, data: DashboardInputs) -> set[str]:
+    """The dashboards step on `data`: the person pages it rendered."""
+    written, _ = update_dashboards(w, out, data, workers=1)
+    assert {"index.html", "cohort.html"} <= {p.name for p in written}  # always written
+    return person_pages(written)
+
+
+def with_person(data: DashboardInputs, table: str, person: str, change: pl.Expr) -> None:
+    """`data` with `change` (a column expression) applied to `person`'s rows of `table`."""
+    df = getattr(data, table)
+    name = change.meta.output_name()
+    setattr(
+        data,
+        table,
+        df.with_columns(
+            pl.when(pl.col("person_id") == person).then(change).otherwise(pl.col(name)).alias(name)
+        ),
+    )
+
+
+ALL_PAGES = {person_page_name(p) for p in PEOPLE}
+
+
+def test_person_pages_are_rendered_only_when_something_on_them_changed(
+    tmp_path: Path, warehouse: Warehouse
+) -> None:
     """Nightly: a later run date alone renders no person page again; a person's new data renders
     that person's page, identical to a full render; a source turning stale renders everyone."""
     out = tmp_path / "out"
     early = make_inputs()
     early.run_info["run_at"] = "2026-01-06T03:00:00"  # every source still up to date
-    assert person_pages(write_dashboards(out, early)) == {person_page_name(p) for p in PEOPLE}
+    assert nightly(warehouse, out, early) == ALL_PAGES  # a first run renders everyone
     next_day = make_inputs()
     next_day.run_info["run_at"] = "2026-01-07T03:00:00"
-    again = write_dashboards(out, next_day)
-    assert person_pages(again) == set()
-    assert {"index.html", "cohort.html"} <= {p.name for p in again}
+    assert nightly(warehouse, out, next_day) == set()
 
     changed = make_inputs()
     changed.run_info["run_at"] = "2026-01-08T03:00:00"
-    changed.diet_daily = changed.diet_daily.with_columns(
-        pl.when(pl.col("person_id") == PEOPLE[0])
-        .then(pl.col("fiber_g") + 1)
-        .otherwise(pl.col("fiber_g"))
-        .alias("fiber_g")
-    )
-    assert person_pages(write_dashboards(out, changed)) == {person_page_name(PEOPLE[0])}
+    with_person(changed, "diet_daily", PEOPLE[0], pl.col("fiber_g") + 1)
+    assert nightly(warehouse, out, changed) == {person_page_name(PEOPLE[0])}
     write_dashboards(tmp_path / "fresh", changed)
-    name = person_page_name(PEOPLE[0])
+    name = person_page_name(PEOPLE[0])  # the other page's footer has the run time it was kept at
     assert (out / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
 
     months_later = make_inputs()  # the fixture's own run date: its sources are stale by then
     months_later.diet_daily = changed.diet_daily
-    assert person_pages(write_dashboards(out, months_later)) == {
-        person_page_name(p) for p in PEOPLE
-    }
+    assert nightly(warehouse, out, months_later) == ALL_PAGES
 
 
-def test_unchanged_sections_are_copied_from_the_previous_page(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_persons_new_draw_value_renders_their_page_only(
+    tmp_path: Path, warehouse: Warehouse
 ) -> None:
-    """A new diet day leaves a person's findings and lag scan as they were: the page copies those
-    sections from its previous version (no heatmap is built) and equals a page built from scratch.
-    A changed association builds them again; a damaged or foreign section is not trusted."""
     out = tmp_path / "out"
-    first = make_inputs()
-    write_dashboards(out, first, workers=1)
-    name = person_page_name(PEOPLE[0])
-    sections = dashboards.page_sections((out / name).read_text(encoding="utf-8"))
-    assert set(sections) == {"findings", "lag", "cells"}
-    assert "Lag-window" not in sections["lag"][1] and 'id="lag-0"' in sections["lag"][1]
-
-    built: list[str] = []
-    real_heatmap = fheatmap.lag_heatmap
-
-    def counting_heatmap(rows: pl.DataFrame, title: str) -> object:
-        built.append(title)
-        return real_heatmap(rows, title)
-
-    monkeypatch.setattr(figures, "lag_heatmap", counting_heatmap)
-
-    def with_new_day(data: DashboardInputs) -> DashboardInputs:
-        daily = data.diet_daily
-        last = daily.filter(pl.col("person_id") == PEOPLE[0]).sort("day").tail(1)
-        data.diet_daily = pl.concat([daily, last.with_columns(pl.col("day") + timedelta(days=1))])
-        return data
-
-    nightly = with_new_day(make_inputs())
-    assert person_pages(write_dashboards(out, nightly, workers=1)) == {name}
-    assert built == []  # findings and lag scan copied
-    write_dashboards(tmp_path / "fresh", with_new_day(make_inputs()), workers=1)
-    assert built  # the fresh render built them
+    assert nightly(warehouse, out, make_inputs()) == ALL_PAGES
+    changed = make_inputs()
+    with_person(changed, "marker_draws", PEOPLE[1], pl.col("value") * 1.1)
+    assert nightly(warehouse, out, changed) == {person_page_name(PEOPLE[1])}
+    write_dashboards(tmp_path / "fresh", changed)
+    name = person_page_name(PEOPLE[1])
     assert (out / name).read_bytes() == (tmp_path / "fresh" / name).read_bytes()
 
-    # A changed effect estimate of this person builds the sections again, as from scratch.
-    built.clear()
-    refit = with_new_day(make_inputs())
-    refit.associations = refit.associations.with_columns(
-        pl.when(pl.col("person_id") == PEOPLE[0])
-        .then(pl.col("effect_pct") * 2)
+
+def test_a_source_gone_quiet_for_one_person_renders_their_page_only(
+    tmp_path: Path, warehouse: Warehouse
+) -> None:
+    """A source that is current for the cohort but has no recent data for one person is a
+    warning on that person's page only."""
+    out = tmp_path / "out"
+    early = make_inputs()
+    early.run_info["run_at"] = "2026-01-06T03:00:00"  # every source up to date
+    assert nightly(warehouse, out, early) == ALL_PAGES
+    quiet = make_inputs()
+    quiet.run_info["run_at"] = "2026-01-06T03:00:00"
+    with_person(quiet, "source_freshness", PEOPLE[1], pl.col("latest_day") - timedelta(days=100))
+    assert nightly(warehouse, out, quiet) == {person_page_name(PEOPLE[1])}
+    assert "has no recent data for this person" in (out / person_page_name(PEOPLE[1])).read_text(
+        encoding="utf-8"
+    )
+
+
+def test_what_every_page_shows_renders_everyone_and_cohort_rows_no_one(
+    tmp_path: Path, warehouse: Warehouse
+) -> None:
+    """A pipeline-wide warning or the rejected rows are on every person page: a change renders
+    everyone. Cohort-scope findings are on the cohort page only (person pages show the person's
+    own): a refit that moves them renders no person page, and the cohort page shows the change."""
+    out = tmp_path / "out"
+    nightly(warehouse, out, make_inputs())
+
+    cohort_moved = make_inputs()
+    cohort_moved.associations = cohort_moved.associations.with_columns(
+        effect_pct=pl.when(pl.col("scope") == "cohort")
+        .then(pl.col("effect_pct") - 40)
         .otherwise(pl.col("effect_pct"))
-        .alias("effect_pct")
     )
-    assert person_pages(write_dashboards(out, refit, workers=1)) == {name}
-    assert built
-    write_dashboards(tmp_path / "fresh2", refit, workers=1)
-    assert (out / name).read_bytes() == (tmp_path / "fresh2" / name).read_bytes()
+    before = (out / "cohort.html").read_bytes()
+    assert nightly(warehouse, out, cohort_moved) == set()
+    assert (out / "cohort.html").read_bytes() != before
 
-    # A section whose key does not match its inputs (e.g. written by other code) is rebuilt.
-    page_text = (out / name).read_text(encoding="utf-8")
-    lag_key, lag_html = dashboards.page_sections(page_text)["lag"]
-    tampered = page_text.replace(lag_html, lag_html.replace('id="lag-0"', 'id="lag-X"'), 1)
-    (out / name).write_text(tampered.replace(lag_key, "0" * 64), encoding="utf-8")
-    built.clear()
-    (out / dashboards.PAGES_MANIFEST).unlink()  # forces the page itself to be rendered
-    write_dashboards(out, refit, workers=1)
-    assert built
-    assert (out / name).read_bytes() == (tmp_path / "fresh2" / name).read_bytes()
+    failed_file = make_inputs()
+    failed_file.ingest_files = failed_file.ingest_files.with_columns(
+        status=pl.lit("error"), error=pl.lit("bad")
+    )  # "3 input file(s) failed to load" instead of 1, on every page
+    assert nightly(warehouse, out, failed_file) == ALL_PAGES
+
+    rejected = make_inputs()
+    rejected.rejected_summary = rejected.rejected_summary.with_columns(n=pl.col("n") + 1)
+    assert nightly(warehouse, out, rejected) == ALL_PAGES
+    assert nightly(warehouse, out, rejected) == set()
 
 
-def test_page_sections_reads_only_whole_well_formed_sections() -> None:
-    key = "a" * 64
-    page = (
-        f"<p>before</p><!--gs:findings {key}--><b>f</b><!--/gs:findings-->"
-        f"<!--gs:lag {'b' * 64}--><i>l</i><!--/gs:lag-->"
-    )
-    assert dashboards.page_sections(page) == {
-        "findings": (key, "<b>f</b>"),
-        "lag": ("b" * 64, "<i>l</i>"),
-    }
-    # A page cut off inside a section, or a marker with a malformed key, keeps nothing after it.
-    assert dashboards.page_sections(page[:-8]) == {"findings": (key, "<b>f</b>")}
-    assert dashboards.page_sections(page.replace("b" * 64, "xyz")) == {
-        "findings": (key, "<b>f</b>")
-    }
-    assert dashboards.page_sections("<html>no sections</html>") == {}
+def test_a_missing_page_is_rendered_and_a_failed_run_renders_its_pages_again(
+    tmp_path: Path, warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deleted page file is rendered again although its inputs did not change. A run that
+    fails after some pages were written records nothing: the next run renders them again."""
+    out = tmp_path / "out"
+    nightly(warehouse, out, make_inputs())
+    (out / person_page_name(PEOPLE[0])).unlink()
+    assert nightly(warehouse, out, make_inputs()) == {person_page_name(PEOPLE[0])}
+
+    changed = make_inputs()
+    with_person(changed, "diet_daily", PEOPLE[1], pl.col("fiber_g") + 1)
+    real_index = dashboards.render_index
+
+    def broken_index(*args: object) -> str:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(dashboards, "render_index", broken_index)
+    with pytest.raises(OSError, match="disk full"):
+        nightly(warehouse, out, changed)
+    monkeypatch.setattr(dashboards, "render_index", real_index)
+    assert nightly(warehouse, out, changed) == {person_page_name(PEOPLE[1])}
+    assert nightly(warehouse, out, changed) == set()
+
+
+def test_write_dashboards_renders_the_people_asked_for(tmp_path: Path) -> None:
+    """`render` names the person pages to render; the others are kept unless missing, and the
+    index and cohort page are always written."""
+    out = tmp_path / "out"
+    assert person_pages(write_dashboards(out, make_inputs(), render=[])) == ALL_PAGES
+    assert person_pages(write_dashboards(out, make_inputs(), render=[])) == set()
+    again = write_dashboards(out, make_inputs(), render=[PEOPLE[1]])
+    assert person_pages(again) == {person_page_name(PEOPLE[1])}
+    assert {"index.html", "cohort.html"} <= {p.name for p in again}
+    assert person_pages(write_dashboards(out, make_inputs())) == ALL_PAGES  # None: everyone
 
 
 @pytest.mark.parametrize("sync_once", [True, False])
 def test_pages_are_synced_once_or_each_where_no_global_sync_exists(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sync_once: bool
 ) -> None:
-    """Person pages skip their own fsync only when one sync follows them, before the manifest."""
+    """Person pages skip their own fsync only when one sync follows them, before the index (and
+    before the step records what the pages were built from)."""
     events: list[str] = []
     real_write = dashboards.atomic_write
 
@@ -1155,7 +1199,7 @@ def test_pages_are_synced_once_or_each_where_no_global_sync_exists(
         events.append(f"{path.name}:{'durable' if durable else 'buffered'}")
         real_write(path, data, durable)
 
-    # Person pages are written by the workers module, the manifest and the rest by dashboards.
+    # Person pages are written by the workers module, the rest by dashboards.
     for module in (dashboards, rworkers):
         monkeypatch.setattr(module, "SYNC_ONCE", sync_once)
         monkeypatch.setattr(module, "atomic_write", recording_write)
@@ -1164,10 +1208,10 @@ def test_pages_are_synced_once_or_each_where_no_global_sync_exists(
     pages = [e for e in events if e.startswith("person_")]
     assert len(pages) == len(PEOPLE)
     assert all(e.endswith(":buffered" if sync_once else ":durable") for e in pages)
-    manifest = events.index(f"{dashboards.PAGES_MANIFEST}:durable")
+    index = events.index("index.html:durable")
     if sync_once:
         assert events.count("sync") == 1
-        assert max(events.index(p) for p in pages) < events.index("sync") < manifest
+        assert max(events.index(p) for p in pages) < events.index("sync") < index
     else:
         assert "sync" not in events
 

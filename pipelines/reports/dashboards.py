@@ -4,11 +4,12 @@ The entry point of the report flow, and its public face. Pure Python: Polars fra
 (no Dagster, no DuckDB), so the report can be rebuilt or tested from any frames. The flow:
 `inputs` conforms the frames (`DashboardInputs`), `sources` judges each source's freshness
 against the run's time, `people` splits the tables by person and `summaries` sums each person up;
-`workers` renders the person pages (in spawned processes for big cohorts), skipping those whose
-`cache` key is unchanged; `pages` holds the page builders (index, person, cohort) and `figures`
-the Plotly figures; `html` the escaping, formatting and page shell. Every frame may be empty or
-miss optional columns; the pages then say what is missing instead of failing, because a nightly
-run that produces no page at all is worse than a page that says "no data yet".
+`workers` renders the person pages (in spawned processes for big cohorts), those the caller asks
+for; `page_inputs` says what each person page is built from, for the step that decides which to
+render (`pipelines.steps.dashboards`); `pages` holds the page builders (index, person, cohort)
+and `figures` the Plotly figures; `html` the escaping, formatting and page shell. Every frame may
+be empty or miss optional columns; the pages then say what is missing instead of failing, because
+a nightly run that produces no page at all is worse than a page that says "no data yet".
 
 Privacy: pages load plotly.js from a sibling file (written once), embed no remote resource and
 escape every piece of user text. Honesty: every effect is printed with its n, 95% CI, q and the
@@ -19,22 +20,15 @@ sources in `demo_sources` (`demo: true` in sources.yaml), whose data ends on a f
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from plotly.offline import get_plotlyjs
 
 # The public names other layers import from here (pipelines/defs, bench, tests).
-from pipelines.reports.cache import (
-    PAGES_MANIFEST,
-    _read_manifest,
-    page_sections,
-    person_page_key,
-    reports_code_fingerprint,
-)
 from pipelines.reports.findings import finding_sentence, sufficiency_short
 from pipelines.reports.html import atomic_write
 from pipelines.reports.inputs import (
@@ -49,6 +43,7 @@ from pipelines.reports.inputs import (
     diet_columns_shown,
     person_page_name,
 )
+from pipelines.reports.page_inputs import PageInputs, page_inputs, reports_code_fingerprint
 from pipelines.reports.pages.cohort import render_cohort
 from pipelines.reports.pages.common import _global_quality
 from pipelines.reports.pages.index import render_index
@@ -59,14 +54,13 @@ from pipelines.reports.summaries import PersonSummary
 from pipelines.reports.workers import SYNC_ONCE, _page_pool, _PageJob, _pool_size, _render_people
 
 __all__ = [
-    "PAGES_MANIFEST",
     "DashboardInputs",
+    "PageInputs",
     "PersonSummary",
     "build_summaries",
     "diet_columns_shown",
     "finding_sentence",
-    "page_sections",
-    "person_page_key",
+    "page_inputs",
     "person_page_name",
     "render_person_page",
     "reports_code_fingerprint",
@@ -110,17 +104,22 @@ def _clean_out_dir(out_dir: Path, keep: set[str]) -> None:
 
 
 def write_dashboards(
-    out_dir: Path, data: DashboardInputs, workers: int | None = None
+    out_dir: Path,
+    data: DashboardInputs,
+    workers: int | None = None,
+    render: Collection[str] | None = None,
 ) -> list[Path]:
     """Write index.html, one person page per person (person_<safe id>.html), cohort.html and the
     shared plotly.min.js into out_dir; return the written paths.
 
-    Each file is written atomically. The index is written last so it never links to a page that
-    does not exist yet. A person page is rendered only when something on it changed besides the
-    run's date (`person_page_key`), so a nightly run re-renders the people with new data, plus
-    everyone when a source turns stale or a pipeline-wide warning changes. A page kept from an
-    earlier run is a consistent snapshot: its "N days before this run" count from the run time in
-    its own footer.
+    `render` names the people whose pages to render (None: everyone). The others' pages are kept
+    as they are, unless missing: the dashboards step passes the people whose page inputs changed
+    (`page_inputs`, planned with `pipelines.incremental`), so a nightly run re-renders the people
+    with new data, plus everyone when something every page shows changes. A kept page is a
+    consistent snapshot: its "N days before this run" count from the run time in its own footer.
+    Pages of people no longer in the data are removed; the index and cohort page are always
+    written. Each file is written atomically, and the index last, so it never links to a page
+    that does not exist yet.
 
     With PARALLEL_MIN_PEOPLE people or more, person pages are rendered by `workers` processes
     (default: one per CPU; 1 renders here); the files are the same either way. The processes
@@ -134,6 +133,7 @@ def write_dashboards(
         d.run_info["data_window"] = _data_window(d) or "unknown"
     now = run_time(d.run_info)
     ids = _person_ids(d)
+    chosen = None if render is None else frozenset(render)
     pool_size = _pool_size(len(ids), workers)
     # The tables the page workers map go to the system's temp folder (RAM where it is a tmpfs,
     # as the pickled frames were; the OS clears what a killed run leaves). The workers are shut
@@ -145,27 +145,25 @@ def write_dashboards(
         written = [_write_plotly_js(out_dir)]
         sources = source_status(d, now)
         global_warnings = _global_quality(d, sources)
-        manifest_path = out_dir / PAGES_MANIFEST
-        previous = _read_manifest(manifest_path)
         job = _PageJob(
             out_dir,
             d.run_info,
             d.rejected_summary,
             global_warnings,
             frozenset(r["source"] for r in sources if r["stale"]),
+            chosen,
         )
         splits = _split_tables(d)
         people = _person_rows(splits, ids, _person_sources(d, now))
         tables = {name: split.df for name, split in splits.items()}
-        results = _render_people(pool, pool_size, people, tables, job, previous, Path(tmp))
+        results = _render_people(pool, pool_size, people, tables, job, Path(tmp))
     summaries = [r.summary for r in results]
     written.extend(out_dir / r.name for r in results if r.written)
     names = {r.name for r in results}
     if SYNC_ONCE and any(r.written for r in results):
-        # One sync for every page instead of one per page (each stalled its renderer). A crash
-        # before it leaves the old manifest, whose keys make the next run render the pages again.
+        # One sync for every page instead of one per page (each stalled its renderer), before
+        # the step records its plan: a crash before that renders the same pages next time.
         os.sync()
-    atomic_write(manifest_path, json.dumps({r.name: r.key for r in results}, sort_keys=True))
     cohort = out_dir / COHORT
     atomic_write(cohort, render_cohort(summaries, d, global_warnings))
     written.append(cohort)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date, datetime
+from functools import cache
 from typing import Any
 
 import polars as pl
@@ -198,6 +199,8 @@ def _findings_table(
     """Every row in a table; `ordered` is `_sorted_findings(rows)` when the caller has it."""
     body = []
     classes = []
+    # Methods and notes repeat from row to row: each distinct one is escaped once.
+    esc_repeated = cache(esc)
     for r in _sorted_findings(rows) if ordered is None else ordered:
         cells = []
         if with_person:
@@ -205,8 +208,8 @@ def _findings_table(
         cells += [
             Markup(f"{esc(sentence(r))} {caveat()}"),
             status_badge(r.get("status")),
-            esc(r.get("method") or ""),
-            esc(r.get("note") or ""),
+            esc_repeated(r.get("method") or ""),
+            esc_repeated(r.get("note") or ""),
         ]
         body.append(cells)
         classes.append("row-significant" if r.get("status") == "significant" else "")

@@ -235,8 +235,6 @@ def pesc(value: object) -> str:
 
 def is_num(x: object) -> TypeGuard[int | float]:
     """True for a finite int/float (None, NaN and inf are 'not available')."""
-    if type(x) is float or type(x) is int:  # the common case, without the isinstance checks
-        return math.isfinite(x)
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from pipelines.reports.inputs import (
@@ -35,28 +34,23 @@ _PersonFrames = tuple[
     pl.DataFrame | None,
     list[dict[str, Any]] | None,
     pl.DataFrame | None,
-    dict[str, bytes] | None,
 ]
 
 
 @dataclass(frozen=True)
 class _Split:
-    """A table sorted by person, each person's rows in it (first row, number of rows), and the
-    rows' hashes when page keys hash the table (see `_hash_value`)."""
+    """A table sorted by person, and each person's rows in it (first row, number of rows)."""
 
     df: pl.DataFrame
     rows: dict[str, tuple[int, int]]
-    hashes: np.ndarray | None
 
 
-def _split(df: pl.DataFrame, hashed: bool = False) -> _Split:
+def _split(df: pl.DataFrame) -> _Split:
     """Split by person once (filtering per person would be quadratic for big cohorts).
 
     Rows without a person are dropped; each person's rows keep their order. The frames come
     sorted by person, so a person's rows are a run of one id (partition_by ran one query per
-    person to name its part). With `hashed`, the rows are hashed for everyone at once (hashing
-    each person's part on its own cost half a millisecond a page): a row's hash depends on that
-    row only, so a slice of the table's hashes is the part's.
+    person to name its part).
     """
     df = df.filter(pl.col("person_id").is_not_null())
     if not df.is_empty() and not df["person_id"].is_sorted():
@@ -67,27 +61,15 @@ def _split(df: pl.DataFrame, hashed: bool = False) -> _Split:
         for length, pid in df.select(pl.col("person_id").rle()).unnest("person_id").iter_rows():
             rows[str(pid)] = (start, length)
             start += length
-    hashes = df.hash_rows().to_numpy() if hashed and rows else None
-    return _Split(df, rows, hashes)
+    return _Split(df, rows)
 
 
 # The person-split tables, in `_summarise`'s argument order (its `freshness` goes between
-# "sufficiency" and "crp"), each with the PersonSummary field whose page-key hash it gives.
-_TABLE_FIELDS: dict[str, str | None] = {
-    "persons": None,
-    "diet": "diet",
-    "draws": "all_draws",
-    "trends": None,
-    "findings": "findings_df",
-    "unmapped": "unmapped",
-    "windows": "windows",
-    "sufficiency": None,
-    "crp": None,  # derived from draws
-}
-
-
-def _split_tables(d: DashboardInputs) -> dict[str, _Split]:
-    tables = {
+# "sufficiency" and "crp"); "crp" is derived from "draws".
+def _page_tables(d: DashboardInputs) -> dict[str, pl.DataFrame]:
+    """Every table a person page is built from, before the split by person: a person's page
+    shows their rows of these (and their sources' freshness), nothing else of anyone's."""
+    return {
         "persons": d.persons,
         "diet": d.diet_daily.select(_page_diet_columns(d.diet_daily.columns)),
         "draws": d.marker_draws,
@@ -100,10 +82,13 @@ def _split_tables(d: DashboardInputs) -> dict[str, _Split]:
         "unmapped": d.unmapped_foods,
         "windows": d.exposure_windows.filter(pl.col("complete").fill_null(False)),
         "sufficiency": d.data_sufficiency,
-        # Everyone's CRP draws in time order at once (`_crp_draws` per person was a query each).
+        # Everyone's CRP draws in time order at once, not a query per person.
         "crp": _crp_draws(d.marker_draws, "person_id"),
     }
-    return {name: _split(df, hashed=_TABLE_FIELDS[name] is not None) for name, df in tables.items()}
+
+
+def _split_tables(d: DashboardInputs) -> dict[str, _Split]:
+    return {name: _split(df) for name, df in _page_tables(d).items()}
 
 
 @dataclass(frozen=True)
@@ -114,23 +99,19 @@ class _PersonRows:
     person_id: str
     rows: dict[str, tuple[int, int]]
     sources: list[dict[str, Any]] | None
-    row_hashes: dict[str, bytes]
 
 
 def _person_rows(
     splits: dict[str, _Split], ids: list[str], sources: dict[str, list[dict[str, Any]]]
 ) -> list[_PersonRows]:
-    schemas = {name: repr(split.df.schema).encode() for name, split in splits.items()}
-    people = []
-    for pid in ids:
-        rows = {name: split.rows[pid] for name, split in splits.items() if pid in split.rows}
-        row_hashes = {}
-        for name, (start, length) in rows.items():
-            field_name, hashes = _TABLE_FIELDS[name], splits[name].hashes
-            if field_name is not None and hashes is not None:
-                row_hashes[field_name] = schemas[name] + hashes[start : start + length].tobytes()
-        people.append(_PersonRows(pid, rows, sources.get(pid), row_hashes))
-    return people
+    return [
+        _PersonRows(
+            pid,
+            {name: split.rows[pid] for name, split in splits.items() if pid in split.rows},
+            sources.get(pid),
+        )
+        for pid in ids
+    ]
 
 
 def _frames(person: _PersonRows, tables: dict[str, pl.DataFrame]) -> _PersonFrames:
@@ -152,7 +133,6 @@ def _frames(person: _PersonRows, tables: dict[str, pl.DataFrame]) -> _PersonFram
         part("sufficiency"),
         person.sources,
         part("crp"),
-        person.row_hashes,
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipelines.reports.figures.diet import _EPOCH_ORDINAL, _date_numbers
+from pipelines.reports.figures.diet import _EPOCH_ORDINAL, _date_numbers, _logged_mask
 from pipelines.reports.findings import _date_text, _sorted_findings
 from pipelines.reports.html import is_num
 from pipelines.reports.inputs import SCHEMAS
@@ -75,7 +75,6 @@ class PersonSummary:
     sources: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     # Each frame's schema and row hashes, fed to the page and section keys (`_hash_value`).
-    row_hashes: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     @cached_property
     def findings(self) -> list[dict[str, Any]]:
@@ -102,13 +101,10 @@ def _summarise(
     sufficiency: pl.DataFrame | None = None,
     freshness: list[dict[str, Any]] | None = None,
     crp: pl.DataFrame | None = None,
-    row_hashes: dict[str, bytes] | None = None,
 ) -> PersonSummary:
     """One person's summary from their rows of each table. `crp` is their CRP draws in time
-    order, when the caller has sorted everyone's at once; otherwise they are taken from `draws`.
-    `row_hashes` are frames' hashes for the page key, when the caller hashed everyone's at once
-    (`_split`); the others are hashed when a key needs them."""
-    s = PersonSummary(person_id=pid, row_hashes=dict(row_hashes or {}))
+    order, when the caller has sorted everyone's at once; otherwise they are taken from `draws`."""
+    s = PersonSummary(person_id=pid)
     s.windows = windows if windows is not None else pl.DataFrame(schema=SCHEMAS["exposure_windows"])
     s.sufficiency = (
         sorted(sufficiency.to_dicts(), key=lambda r: _marker_order(r.get("marker")))
@@ -207,7 +203,7 @@ def _dii_params_range(diet: pl.DataFrame) -> tuple[int, int] | None:
         return None
     has_dii = ~np.isnan(diet.get_column("dii").cast(pl.Float64).to_numpy())
     counts = diet.get_column("dii_params").cast(pl.Float64).to_numpy()
-    counts = counts[_flags(diet.get_column("logged")) & has_dii]
+    counts = counts[_logged_mask(diet) & has_dii]
     counts = counts[~np.isnan(counts)]
     return (int(counts.min()), int(counts.max())) if counts.size else None
 
@@ -224,38 +220,17 @@ def _crp_draws(draws: pl.DataFrame, *by: str) -> pl.DataFrame:
     )
 
 
-def _flags(flags: pl.Series) -> np.ndarray:
-    """A Boolean column as a numpy bool array, null as False (filled only when there is a null:
-    filling runs a query, and `_normalise` leaves the diet's `logged` flags without nulls)."""
-    if flags.null_count():
-        flags = flags.fill_null(False)
-    return flags.to_numpy().astype(bool, copy=False)
-
-
 def _diet_coverage(diet: pl.DataFrame) -> tuple[date, date, int, int] | None:
     """(first day, last day, days with a log, widest step in days between logged days) of a
-    person's diet days; None without a day. In numpy for Date days, as a query otherwise."""
-    numbers = _date_numbers(diet.get_column("day"))
-    logged = diet.get_column("logged")
-    if numbers is not None and isinstance(logged.dtype, pl.Boolean):
-        day_numbers, has_day = numbers
-        if not has_day.any():
-            return None
-        days = day_numbers[has_day]
-        on_log = np.unique(days[_flags(logged)[has_day]])
-        widest = int(np.diff(on_log).max()) if on_log.size >= 2 else 0
-        first, last = (date.fromordinal(_EPOCH_ORDINAL + int(x)) for x in (days.min(), days.max()))
-        return first, last, int(on_log.size), widest
-    d = diet.select("day", "logged").filter(pl.col("day").is_not_null())
-    lo_day, hi_day = (d["day"].min(), d["day"].max()) if d.height else (None, None)
-    if not isinstance(lo_day, date) or not isinstance(hi_day, date):
+    person's diet days; None without a day."""
+    day_numbers, has_day = _date_numbers(diet.get_column("day"))
+    if not has_day.any():
         return None
-    logged_days = pl.col("day").filter(pl.col("logged")).unique().sort()
-    n_logged, widest = d.select(
-        logged_days.len().alias("n"),
-        logged_days.diff().dt.total_days().drop_nulls().max().alias("widest"),
-    ).row(0)
-    return lo_day, hi_day, n_logged, int(widest) if is_num(widest) else 0
+    days = day_numbers[has_day]
+    on_log = np.unique(days[_logged_mask(diet)[has_day]])
+    widest = int(np.diff(on_log).max()) if on_log.size >= 2 else 0
+    first, last = (date.fromordinal(_EPOCH_ORDINAL + int(x)) for x in (days.min(), days.max()))
+    return first, last, int(on_log.size), widest
 
 
 def logged_rule_text(diet: pl.DataFrame) -> str:
@@ -265,7 +240,7 @@ def logged_rule_text(diet: pl.DataFrame) -> str:
     if "logged_rule" not in diet.columns or diet.is_empty():
         return "n/a"
     rules = diet.get_column("logged_rule").to_list()
-    logged = _flags(diet.get_column("logged")).tolist()
+    logged = _logged_mask(diet).tolist()
     counts: dict[str, list[int]] = {}
     for rule, on_log in zip(rules, logged, strict=True):
         if rule is None or rule == RULE_NOTHING:
@@ -283,7 +258,7 @@ def logged_rule_text(diet: pl.DataFrame) -> str:
 
 def _logged_median(diet: pl.DataFrame, column: str) -> float | None:
     """The median of a numeric column over the logged days (nulls left out); None if none."""
-    logged = _flags(diet.get_column("logged"))
+    logged = _logged_mask(diet)
     values = diet.get_column(column).cast(pl.Float64).to_numpy()[logged]
     values = values[~np.isnan(values)]
     return float(np.median(values)) if values.size else None

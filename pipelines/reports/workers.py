@@ -1,7 +1,8 @@
 """Rendering the person pages, in this process or in spawned worker processes for big cohorts: the
 pool, the tables shared with the workers as memory-mapped Arrow files, and `_person_pages`, which
-summarises each person and renders their page unless the manifest has it. Either way the same
-code renders every page, so the files do not depend on where they were rendered.
+summarises each person (the index and cohort page need everyone's summary) and renders the pages
+asked for, and any that is missing. Either way the same code renders every page, so the files do
+not depend on where they were rendered.
 """
 
 from __future__ import annotations
@@ -12,13 +13,12 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
 
 import polars as pl
 
-from pipelines.reports.cache import _old_sections, person_page_key
 from pipelines.reports.html import atomic_write
 from pipelines.reports.inputs import DashboardInputs, person_page_name
 from pipelines.reports.pages.person import render_person_page
@@ -45,20 +45,19 @@ class _PageJob:
     rejected_summary: pl.DataFrame
     global_warnings: list[str]
     stale_everywhere: frozenset[str]
+    render: frozenset[str] | None  # the people whose pages to render; None: everyone
 
 
 @dataclass(frozen=True)
 class _PageResult:
     summary: PersonSummary  # without its frames: the index and cohort pages read none
     name: str
-    key: str
     written: bool
 
 
-def _person_pages(
-    people: list[_PersonFrames], job: _PageJob, previous: dict[str, str]
-) -> list[_PageResult]:
-    """Summarise each person, and render their page unless the manifest has it (`previous`).
+def _person_pages(people: list[_PersonFrames], job: _PageJob) -> list[_PageResult]:
+    """Summarise each person, and render their page when `job.render` names them or the page is
+    missing (a first run, a deleted file, another output folder).
 
     Runs in the writing process or in a worker; either way the page comes out the same.
     """
@@ -68,23 +67,20 @@ def _person_pages(
     for frames in people:
         s = _summary(frames, job.stale_everywhere)
         path = job.out_dir / person_page_name(s.person_id)
-        key = person_page_key(s, d, job.global_warnings)
-        render = previous.get(path.name) != key or not path.exists()
+        render = job.render is None or s.person_id in job.render or not path.exists()
         if render:
-            # Synced once for all pages before the manifest names them (`write_dashboards`).
-            page_html = render_person_page(s, d, job.global_warnings, _old_sections(path))
+            # Synced once for all pages before the step records its plan (`write_dashboards`).
+            page_html = render_person_page(s, d, job.global_warnings)
             atomic_write(path, page_html, durable=not SYNC_ONCE)
         light = PersonSummary(
             **{f.name: getattr(s, f.name) for f in fields(s) if f.name not in _FRAME_FIELDS}
         )
-        out.append(_PageResult(light, path.name, key, render))
+        out.append(_PageResult(light, path.name, render))
     return out
 
 
 # Only person pages read these; dropping them keeps what returns from a worker small.
-_FRAME_FIELDS = frozenset(
-    {"crp", "all_draws", "diet", "findings_df", "unmapped", "windows", "row_hashes"}
-)
+_FRAME_FIELDS = frozenset({"crp", "all_draws", "diet", "findings_df", "unmapped", "windows"})
 
 
 def _pool_size(n_people: int, workers: int | None) -> int:
@@ -156,11 +152,11 @@ def _mapped_table(path: str) -> pl.DataFrame:
 
 
 def _mapped_person_pages(
-    files: dict[str, str], people: list[_PersonRows], job: _PageJob, previous: dict[str, str]
+    files: dict[str, str], people: list[_PersonRows], job: _PageJob
 ) -> list[_PageResult]:
     """`_person_pages` in a worker: the people's frames sliced from the mapped tables."""
     tables = {name: _mapped_table(path) for name, path in files.items()}
-    return _person_pages([_frames(p, tables) for p in people], job, previous)
+    return _person_pages([_frames(p, tables) for p in people], job)
 
 
 def _render_people(
@@ -169,11 +165,10 @@ def _render_people(
     people: list[_PersonRows],
     tables: dict[str, pl.DataFrame],
     job: _PageJob,
-    previous: dict[str, str],
     shared_dir: Path,
 ) -> list[_PageResult]:
     if pool is None:
-        return _person_pages([_frames(p, tables) for p in people], job, previous)
+        return _person_pages([_frames(p, tables) for p in people], job)
     files = _share_tables(tables, shared_dir)
     results: list[_PageResult] = []
     pending: deque[Future[list[_PageResult]]] = deque()
@@ -181,18 +176,11 @@ def _render_people(
     max_pending = 2 * workers
     for start in range(0, len(people), PEOPLE_PER_TASK):
         task = people[start : start + PEOPLE_PER_TASK]
-        names = [person_page_name(p.person_id) for p in task]
         if len(pending) >= max_pending:
             results.extend(pending.popleft().result())
-        pending.append(
-            pool.submit(
-                _mapped_person_pages,
-                files,
-                task,
-                job,
-                {n: previous[n] for n in names if n in previous},
-            )
-        )
+        # Each task carries only its own people of `render`, not the whole set.
+        mine = None if job.render is None else job.render & {p.person_id for p in task}
+        pending.append(pool.submit(_mapped_person_pages, files, task, replace(job, render=mine)))
     while pending:
         results.extend(pending.popleft().result())
     return results

@@ -1,15 +1,24 @@
 """Everything the dashboards show, read from the warehouse: the tables in a fixed order, the
 rejected rows grouped, each source's freshness per person (`pipelines.reports` renders them and
-never touches DuckDB)."""
+never touches DuckDB); and the step's plan: which person pages to render (`update_dashboards`).
+"""
 
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from importlib.metadata import version
+from pathlib import Path
 
 import duckdb
 import polars as pl
 
-from pipelines.reports.dashboards import DashboardInputs, diet_columns_shown
+from pipelines.incremental import PersonPlan, plan_people, record
+from pipelines.reports.dashboards import (
+    DashboardInputs,
+    PageInputs,
+    diet_columns_shown,
+    page_inputs,
+    write_dashboards,
+)
 from pipelines.schema import REJECT_EXAMPLES, REJECT_VALUE_SHOWN
 from pipelines.steps import sql
 from pipelines.warehouse import Warehouse, table_exists
@@ -216,3 +225,48 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
                 "upstream": ", ".join(UPSTREAM),
             },
         )
+
+
+STEP = "dashboards"
+
+
+def plan_pages(conn: duckdb.DuckDBPyConnection, pages: PageInputs) -> PersonPlan:
+    """Which person pages to render: the people whose page inputs changed since the pages were
+    last written, or everyone when what every page shares changed (`pages.shared`, the salt).
+
+    The fingerprints are taken of the frames the pages are built from, not of the warehouse
+    tables again: they cover exactly what a page shows (the columns, the rows of followed people,
+    the person-scope findings), and a step between the read and this plan cannot slip in rows
+    the pages never saw. Rows without a person are on no person page (the index and cohort page,
+    always written, show them; the counts in the pipeline-wide warnings are in the salt).
+    """
+    views = {name: f"_page_{name}" for name in pages.tables}
+    for name, view in views.items():
+        conn.register(view, pages.tables[name].to_arrow())
+    try:
+        return plan_people(
+            conn,
+            STEP,
+            inputs=[f"SELECT * FROM {v} WHERE person_id IS NOT NULL" for v in views.values()],
+            outputs=[],  # the pages are files: a missing one is rendered (`write_dashboards`)
+            salt=pages.shared,
+        )
+    finally:
+        for view in views.values():
+            conn.unregister(view)
+
+
+def update_dashboards(
+    warehouse: Warehouse, out_dir: Path, data: DashboardInputs, workers: int | None = None
+) -> tuple[list[Path], PersonPlan]:
+    """Write the dashboards, rendering only the person pages whose inputs changed (all on a first
+    run), and record what they were built from once they are written: a run that fails before
+    that leaves the old record, so the next run renders the same pages again."""
+    with warehouse.read() as conn:
+        plan = plan_pages(conn, page_inputs(data, out_dir))
+    written = write_dashboards(
+        out_dir, data, workers, render=None if plan.everyone else plan.people
+    )
+    with warehouse.write() as conn:
+        record(conn, plan)
+    return written, plan

@@ -68,36 +68,25 @@ def _r(x: object, digits: int = 3) -> float | None:
 _POW10 = np.array([float(10**k) for k in range(23)])
 
 
-def _r_many(values: np.ndarray | Sequence[float | None], digits: int = 3) -> list[Any]:
-    """`[_r(v, digits) for v in values]` for floats (None and NaN read as missing), vectorised.
-    See `_rounded`."""
-    return _rounded(values, digits)[0]
+def _r_many(values: np.ndarray | pl.Series | Sequence[float | None], digits: int = 3) -> list[Any]:
+    """`_r` of every value (None and NaN read as missing), as a list of the same shape (a 2-D
+    array gives a list of rows).
 
+    A page rounds thousands of values (a calendar is every day of every food group), too many
+    for `_r` one by one: the values `_r` rounds unambiguously are rounded in numpy, the rest by
+    `_r` itself. Each element is exactly what `_r` gives (same value, same int/float type), so
+    the JSON text is the same (tested on ties, powers of ten, huge, tiny and random values).
 
-@lru_cache(maxsize=8192)
-def _r_float(x: float, digits: int) -> float | None:
-    """`_r` of a finite float, cached: the values numpy cannot round (ties such as 1/8 serving
-    at 2 decimals) recur from day to day and person to person."""
-    return _r(x, digits)
-
-
-def _rounded(
-    values: np.ndarray | Sequence[float | None], digits: int = 3
-) -> tuple[list[Any], np.ndarray]:
-    """`_r_many`, and the same values as float64 (missing as NaN) for picking scales in numpy.
-
-    Every element comes out exactly as `_r` gives it (same value, same int/float type), so the
-    JSON text is the same. Whole numbers stay as they are (`_r` rounds to at least 2 decimals).
-    Otherwise `round(v, nd)` is the double nearest to the decimal obtained by rounding the exact
-    v at nd decimals; numpy reproduces it when that rounding is unambiguous: v * 10**nd (one
-    rounding, error under 2**-13 below 2**40) is far from a .5 tie, 10**nd is exact (nd <= 22)
-    and N / 10**nd is one correctly rounded division. log10 is only trusted away from integers
-    (numpy's and libm's may differ by an ulp). The rest (near-ties, near powers of ten, huge and
-    tiny magnitudes) goes through `_r` itself.
+    How: whole numbers stay as they are
+    (`_r` rounds to at least 2 decimals). Otherwise `round(v, nd)` is the double nearest to the
+    decimal obtained by rounding the exact v at nd decimals; numpy reproduces it when v * 10**nd
+    (one rounding, error under 2**-13 below 2**40) is far from a .5 tie, 10**nd is exact
+    (nd <= 22) and N / 10**nd is one correctly rounded division. log10 is only trusted away from
+    integers (numpy's and libm's may differ by an ulp). Near-ties, values near powers of ten and
+    huge or tiny magnitudes go through `_r`.
     """
-    a = np.asarray(values, dtype=np.float64).ravel()
-    if a.size == 0:
-        return [], np.empty(0)
+    a = np.asarray(values, dtype=np.float64)
+    shape, a = a.shape, a.ravel()
     with np.errstate(all="ignore"):
         finite = np.isfinite(a)
         whole_in = finite & (a == np.floor(a))
@@ -111,44 +100,18 @@ def _rounded(
         ok |= whole_in
         whole = ok & (res == np.floor(res)) & (np.abs(res) < 1e15)
     # Whole numbers as Python ints: an object array takes them in one assignment.
-    boxed = res.astype(object)
-    boxed[whole] = res[whole].astype(np.int64)
-    out: list[Any] = boxed.tolist()
-    for i in np.flatnonzero(~ok).tolist():
-        v = _r_float(float(a[i]), digits) if finite[i] else None
-        out[i] = v
-        res[i] = math.nan if v is None else v
-    return out, res
-
-
-def _as_rounded(x: float) -> float | int:
-    """A value `_r_many` gave, back from float64: whole numbers are ints, as it returns them."""
-    return int(x) if x.is_integer() and abs(x) < 1e15 else x
-
-
-def _r_series(values: pl.Series, digits: int = 3) -> list[Any]:
-    """`[_r(v, digits) for v in values.to_list()]`, vectorised for float columns."""
-    if values.dtype.is_float():
-        return _r_many(values.cast(pl.Float64).to_numpy(), digits)
-    return [_r(v, digits) for v in values.to_list()]
-
-
-def _r_columns(frame: pl.DataFrame, columns: list[str], digits: int = 3) -> dict[str, list[Any]]:
-    """`_r_series` of each column; float columns are rounded together from one array."""
-    schema = frame.schema
-    floats = [c for c in columns if schema[c].is_float()]
-    out: dict[str, list[Any]] = {}
-    if floats and frame.height:
-        matrix = frame.select([pl.col(c).cast(pl.Float64) for c in floats]).to_numpy()
-        flat = _r_many(matrix.T, digits)
-        for i, c in enumerate(floats):
-            out[c] = flat[i * frame.height : (i + 1) * frame.height]
-    return {c: out[c] if c in out else _r_series(frame[c], digits) for c in columns}
+    out = res.astype(object)
+    out[whole] = res[whole].astype(np.int64)
+    out[~finite] = None
+    for i in np.flatnonzero(~ok & finite).tolist():
+        out[i] = _r(float(a[i]), digits)
+    return out.reshape(shape).tolist()  # type: ignore[no-any-return]
 
 
 @lru_cache(maxsize=4096)
 def t_quantile(q: float, df: int) -> float:
-    """`scipy.stats.t.ppf(q, df)` as a float, computed once per (q, df)."""
+    """`scipy.stats.t.ppf(q, df)` as a float, computed once per (q, df): a page's lag scan asks
+    for the same few quantiles for each of its cells, and each scipy call is slow."""
     from scipy import stats
 
     return float(stats.t.ppf(q, df))

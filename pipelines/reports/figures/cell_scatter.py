@@ -11,10 +11,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipelines.reports.figures.base import LOG_TICKS, TEMPLATE, _r_many, _r_series, t_quantile
+from pipelines.reports.figures.base import LOG_TICKS, TEMPLATE, _r_many, t_quantile
 from pipelines.reports.figures.heatmap import (
-    _CELL_COLUMNS,
-    _rows,
     _window_label,
     heatmap_axes,
     window_key,
@@ -183,7 +181,7 @@ def _cell_fits(points: pl.DataFrame) -> dict[str, list[float | None]]:
 
 
 def cell_scatter_data(
-    assoc: pl.DataFrame,
+    rows: list[dict[str, Any]],
     windows: pl.DataFrame,
     draws: pl.DataFrame,
     marker: str,
@@ -194,20 +192,21 @@ def cell_scatter_data(
 ) -> dict[str, Any] | None:
     """What `CELL_SCRIPT` needs to draw any cell of one person's lag heatmap for one marker.
 
-    `windows` are the person's exposure windows, `draws` their marker draws; only complete
+    `rows` are the heatmap's associations as dicts (as `lag_heatmap` takes them), `windows` the
+    person's exposure windows, `draws` their marker draws; only complete
     windows of chronic draws (excluded_reason null) are used, as in the association step. Each
     draw's date and value are stored once; a cell stores its feature values aligned to the draws
     (null where the window was not complete), its fit and its title. `titles` maps a cell key to
     its title as Plotly text (the caller escapes user text with `pesc`; <b> and <br> may be
-    used). Returns None when no cell has a row in `assoc` or no draw has a complete window.
+    used). Returns None when no cell has a row in `rows` or no draw has a complete window.
     """
-    rows = _rows(assoc, _CELL_COLUMNS)
     features, wins = heatmap_axes(rows)
     if not features:
         return None
     cols = [window_key(w) for w in wins]
     keys = {cell_key(f, w) for f in features for w in wins}
-    # Each frame below is one query (a chain of eager calls would collect at every step).
+    # The points are one query (a chain of eager calls would collect at every step); the
+    # draws' values come with them from the join, so the draws are not collected on their own.
     ly = (
         pl.coalesce(pl.col("log_value"), pl.col("value").log())
         if "log_value" in draws.columns
@@ -224,12 +223,11 @@ def cell_scatter_data(
         .select("collected_at", pl.col("value").alias("y"), ly.alias("ly"))
         .unique("collected_at", keep="first")
         .with_columns(pl.col("collected_at").cast(pl.Datetime("us")))
-        .collect()
     )
     points = pl.DataFrame(
         schema={"key": pl.String, "collected_at": pl.Datetime("us"), "x": pl.Float64}
     )
-    if windows.height and resp.height:
+    if windows.height:
         points = (
             windows.lazy()
             .filter(
@@ -250,20 +248,16 @@ def cell_scatter_data(
                 pl.col("value").cast(pl.Float64).alias("x"),
             )
             .filter(pl.col("key").is_in(list(keys)))
-            .join(resp.lazy(), on="collected_at", how="inner")
+            .join(resp, on="collected_at", how="inner")
             .collect()
         )
     if points.is_empty():
         return None
-    # The draws with a complete window, in time order (physical values: microseconds).
+    # The draws with a complete window, in time order (physical values: microseconds), and the
+    # first point of each: it carries the draw's date and value.
     stamps = points["collected_at"].to_physical().to_numpy()
-    used = np.unique(stamps)
-    draw_rows = (
-        resp.lazy()
-        .filter(pl.col("collected_at").is_in(points["collected_at"].implode()))
-        .sort("collected_at")
-        .collect()
-    )
+    used, first = np.unique(stamps, return_index=True)
+    drawn = points[first]
     fits = _cell_fits(points)
     cells: dict[str, dict[str, Any]] = {}
     for key in sorted(keys):
@@ -273,7 +267,7 @@ def cell_scatter_data(
     slots = np.searchsorted(used, stamps).tolist()
     n_used = len(used)
     per_cell: dict[str, list[float | None]] = {}
-    for key, slot, x in zip(points["key"].to_list(), slots, _r_series(points["x"]), strict=True):
+    for key, slot, x in zip(points["key"].to_list(), slots, _r_many(points["x"]), strict=True):
         xs = per_cell.get(key)
         if xs is None:
             xs = per_cell[key] = [None] * n_used
@@ -301,8 +295,8 @@ def cell_scatter_data(
         "target": target,
         "marker": pesc(marker_name),
         "unit": pesc(unit),
-        "dates": [d.strftime("%Y-%m-%d") for d in draw_rows["collected_at"].to_list()],
-        "y": _r_series(draw_rows["y"]),
+        "dates": [d.strftime("%Y-%m-%d") for d in drawn["collected_at"].to_list()],
+        "y": _r_many(drawn["y"]),
         "rows": features,
         "cols": cols,
         "ylabels": [pesc(feature_label(f)) for f in features],

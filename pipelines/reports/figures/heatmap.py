@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import polars as pl
-
 from pipelines.reports.figures.base import Fig, _layout, _r
 from pipelines.reports.html import (
     feature_label,
@@ -29,26 +27,6 @@ def window_key(w: object) -> str:
     return str(int(w)) if is_num(w) else "all"
 
 
-def _rows(frame: pl.DataFrame, columns: tuple[str, ...]) -> list[dict[str, Any]]:
-    """`frame.to_dicts()` with only the named columns that exist (fewer Python objects)."""
-    return frame.select([c for c in columns if c in frame.columns]).to_dicts()
-
-
-# The association columns the lag heatmap and the cell scatter read.
-_HEATMAP_COLUMNS = (
-    "feature",
-    "window_days",
-    "status",
-    "n",
-    "effect_pct",
-    "ci_low_pct",
-    "ci_high_pct",
-    "q",
-    "note",
-)
-_CELL_COLUMNS = ("feature", "window_days", "status", "q", "p")
-
-
 def heatmap_axes(rows: list[dict[str, Any]]) -> tuple[list[str], list[int | None]]:
     """Row (feature) and column (window) order of the lag heatmap, shared with its click data."""
     features = sorted(
@@ -61,14 +39,15 @@ def heatmap_axes(rows: list[dict[str, Any]]) -> tuple[list[str], list[int | None
     return features, windows
 
 
-def lag_heatmap(assoc: pl.DataFrame, title: str) -> Fig | None:
+def lag_heatmap(rows: list[dict[str, Any]], title: str) -> Fig | None:
     """Features x exposure windows, colour = effect %, '*' and an outline where significant.
 
-    Clicking a cell is handled by the page (see `CELL_SCRIPT`): the heatmap only draws.
+    `rows` are one marker's associations as dicts (the page has them as dicts already, for its
+    findings table). Clicking a cell is handled by the page (see `CELL_SCRIPT`): the heatmap
+    only draws.
     """
-    if assoc.is_empty():
+    if not rows:
         return None
-    rows = _rows(assoc, _HEATMAP_COLUMNS)
     features, windows = heatmap_axes(rows)
     if not features:
         return None

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipelines.reports.figures.base import Fig, _as_rounded, _layout, _rounded
+from pipelines.reports.figures.base import Fig, _layout, _r_many
 from pipelines.reports.figures.diet import _EPOCH_ORDINAL, _date_numbers, _logged_mask, _week_texts
 from pipelines.reports.figures.logging_coverage import WEEKDAYS
 from pipelines.reports.figures.timeline import _short_span
@@ -30,25 +30,18 @@ _CALENDAR_ORDER += [f"{c}_servings" for c in CATEGORIES if f"{c}_servings" not i
 _CALENDAR_ORDER.append("dii")
 
 
-def _as_float64(series: pl.Series) -> np.ndarray:
-    """`series.cast(pl.Float64)` as numpy, nulls as NaN."""
-    if not isinstance(series.dtype, pl.Float64):
-        series = series.cast(pl.Float64)
-    return series.to_numpy()
-
-
 def _calendar_pick(diet: pl.DataFrame, logged: np.ndarray) -> tuple[list[str], np.ndarray]:
     """The calendar's columns, and their values as float64 (every row, null as NaN).
 
     A column is shown when its `logged` rows have a value (nulls and NaN dropped) and, but for
     the DII, a finite maximum above 0. A Decimal maximum is not a number to `is_num`, so a
-    Decimal column other than the DII is never shown (as with the Series code this replaced).
+    Decimal column other than the DII is never shown.
     """
     schema = dict(zip(diet.columns, diet.dtypes, strict=True))
     wanted = [c for c in _CALENDAR_ORDER if c in schema and schema[c].is_numeric()]
     matrix = np.empty((diet.height, len(wanted)), order="F")
     for i, col in enumerate(wanted):
-        matrix[:, i] = _as_float64(diet.get_column(col))
+        matrix[:, i] = diet.get_column(col).cast(pl.Float64).to_numpy()
     kept = matrix[logged]
     counts = np.count_nonzero(~np.isnan(kept), axis=0).tolist()
     # Largest value with NaN skipped (NaN only when there is none).
@@ -81,74 +74,51 @@ def category_calendar(diet: pl.DataFrame, title: str, dii_params: str = "") -> F
     first visible; the dropdown (Plotly updatemenus) toggles visibility and the title. The DII's
     label carries `dii_params` ("28 of 45 parameters") when given.
     """
-    # In numpy: a Polars query per step cost more than these few hundred rows.
-    day = diet.get_column("day")
-    numbers = _date_numbers(day)
-    day_list: list[Any] = []
-    if numbers is not None:
-        has_day = numbers[1]
-    else:  # not a Date column: Python values, as Polars' min and max give them
-        day_list = day.to_list()
-        has_day = np.array([d is not None for d in day_list], dtype=bool)
+    day_numbers, has_day = _date_numbers(diet.get_column("day"))
     if not has_day.any():
         return None
     logged = _logged_mask(diet) & has_day
     cols, matrix = _calendar_pick(diet, logged)
-    if numbers is not None:
-        present = numbers[0][has_day]
-        first = date.fromordinal(_EPOCH_ORDINAL + int(present.min()))
-        last = date.fromordinal(_EPOCH_ORDINAL + int(present.max()))
-    else:
-        first = min(d for d in day_list if d is not None)
-        last = max(d for d in day_list if d is not None)
-    if not cols or not isinstance(first, date) or not isinstance(last, date):
+    if not cols:
         return None
+    days = day_numbers[has_day]
+    first = date.fromordinal(_EPOCH_ORDINAL + int(days.min()))
+    last = date.fromordinal(_EPOCH_ORDINAL + int(days.max()))
     start = first - timedelta(days=first.weekday())
     n_weeks = (last - start).days // 7 + 1
     weeks = _week_texts(start, n_weeks)
     # The first logged row of each day (a repeated day keeps its first row) and its offset
     # from `start`.
     logged_rows = np.flatnonzero(logged)
-    if numbers is not None:
-        unique_days, at = np.unique(numbers[0][logged_rows], return_index=True)
-        rows = logged_rows[at]
-        offsets = (unique_days - (start.toordinal() - _EPOCH_ORDINAL)).astype(np.intp)
-    else:
-        first_row: dict[Any, int] = {}
-        for i in logged_rows.tolist():
-            first_row.setdefault(day_list[i], i)
-        rows = np.array(list(first_row.values()), dtype=np.intp)
-        offsets = np.array([(d - start).days for d in first_row], dtype=np.intp)
-    # Every category's daily values rounded in one go (NaN and null both read as missing) and
-    # placed on a (category, weekday, week) grid of Python objects; one day per row, so each
-    # value lands in its own cell. Row order does not matter: cells are placed by offset and
-    # each scale's top is a maximum or a sorted quantile.
-    rounded, rounded_f = _rounded(matrix[rows].T, 2)
+    unique_days, at = np.unique(day_numbers[logged_rows], return_index=True)
+    rows = logged_rows[at]
+    offsets = unique_days - (start.toordinal() - _EPOCH_ORDINAL)
+    # Each category's daily values, rounded (NaN and null read as missing), in their cells of a
+    # (category, weekday, week) grid of Python objects; one row per day, so each value has its
+    # own cell.
+    rounded = np.array(_r_many(matrix[rows].T, 2), dtype=object).reshape(len(cols), rows.size)
     grid = np.full((len(cols), len(WEEKDAYS), n_weeks), None, dtype=object)
-    if offsets.size:
-        values = np.empty(len(rounded), dtype=object)
-        values[:] = rounded
-        grid[:, offsets % 7, offsets // 7] = values.reshape(len(cols), offsets.size)
-    # Each scale's top: the 95th percentile (lower value) of the rounded days, NaN sorted last.
-    by_col = rounded_f.reshape(len(cols), offsets.size)
-    n_finite = np.count_nonzero(~np.isnan(by_col), axis=1)
-    rank = np.maximum((0.95 * (n_finite - 1)).astype(np.intp), 0)
-    tops = np.sort(by_col, axis=1)[np.arange(len(cols)), rank] if offsets.size else []
+    grid[:, offsets % 7, offsets // 7] = rounded
+    # Each scale tops at the 95th percentile (the lower value) of the category's days, so that one
+    # big day does not wash out the rest.
+    as_float = rounded.astype(np.float64)  # missing as NaN, which sorts last
+    n_present = np.count_nonzero(~np.isnan(as_float), axis=1).tolist()
+    ranked = np.argsort(as_float, axis=1, kind="stable")
     data: list[dict[str, Any]] = []
     buttons = []
     labels: list[str] = []
     for idx, col in enumerate(cols):
         z: list[list[float | None]] = grid[idx].tolist()
+        n = n_present[idx]
         if col == "dii":
-            vals = rounded[idx * offsets.size : (idx + 1) * offsets.size]
-            top = max([abs(v) for v in vals if v is not None] + [1.0])
+            top = max([abs(v) for v in rounded[idx] if v is not None] + [1.0])
             scale: dict[str, Any] = {
                 "colorscale": [[0, "#2166ac"], [0.5, "#f7f7f7"], [1, "#b2182b"]],
                 "zmin": -top,
                 "zmax": top,
             }
         else:
-            top = _as_rounded(float(tops[idx])) if n_finite[idx] else 1.0
+            top = rounded[idx, ranked[idx, int(0.95 * (n - 1))]] if n else 1.0
             scale = {
                 "colorscale": [[0, "#dde3ea"], [0.2, "#c6dbef"], [0.55, "#6baed6"], [1, "#08306b"]],
                 "zmin": 0,

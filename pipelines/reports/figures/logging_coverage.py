@@ -28,42 +28,20 @@ def _coverage_days(diet: pl.DataFrame) -> tuple[date, date, list[str], dict[int,
     """(first day, last day, the ISO text of every day from first to last, the logged days'
     entries by day offset from first); None without a day. A repeated logged day shows its
     last row's entries."""
-    day, logged, entries = (diet.get_column(c) for c in ("day", "logged", "entries"))
-    numbers = _date_numbers(day)
-    if numbers is not None and isinstance(logged.dtype, pl.Boolean):
-        # In numpy: any Polars query on the day rows costs more than this.
-        values, has_day = numbers
-        if not has_day.any():
-            return None
-        lo, hi = int(values[has_day].min()), int(values[has_day].max())
-        rows = np.flatnonzero(_logged_mask(diet) & has_day)
-        counts = entries.to_list()
-        by_offset = dict(
-            zip((values[rows] - lo).tolist(), [counts[i] for i in rows.tolist()], strict=True)
-        )
-        texts = _iso_days(lo, hi - lo + 1)
-        first = date.fromordinal(_EPOCH_ORDINAL + lo)
-        return first, date.fromordinal(_EPOCH_ORDINAL + hi), texts, by_offset
-    # Other types: the Python values, compared as Polars' min and max would.
-    all_days = day.to_list()
-    present = [d for d in all_days if d is not None]
-    if not present:
+    day_numbers, has_day = _date_numbers(diet.get_column("day"))
+    if not has_day.any():
         return None
-    lo_day, hi_day = min(present), max(present)
-    if not isinstance(lo_day, date) or not isinstance(hi_day, date):
-        return None
-    by_day = {
-        d: e
-        for d, e, ok in zip(all_days, entries.to_list(), logged.to_list(), strict=True)
-        if ok and d is not None
-    }
-    texts, by_offset = [], {}
-    for i in range((hi_day - lo_day).days + 1):
-        d = lo_day + timedelta(days=i)
-        texts.append(d.isoformat())
-        if d in by_day:
-            by_offset[i] = by_day[d]
-    return lo_day, hi_day, texts, by_offset
+    lo, hi = int(day_numbers[has_day].min()), int(day_numbers[has_day].max())
+    rows = np.flatnonzero(_logged_mask(diet) & has_day).tolist()
+    entries = diet.get_column("entries").to_list()
+    by_offset = {int(day_numbers[i]) - lo: entries[i] for i in rows}
+    texts = _iso_days(lo, hi - lo + 1)
+    return (
+        date.fromordinal(_EPOCH_ORDINAL + lo),
+        date.fromordinal(_EPOCH_ORDINAL + hi),
+        texts,
+        by_offset,
+    )
 
 
 def coverage_calendar(diet: pl.DataFrame, draw_days: list[date], title: str) -> Fig | None:

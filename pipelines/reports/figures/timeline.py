@@ -1,7 +1,6 @@
 """The CRP timeline of a person page (`crp_timeline`): the headline marker's draws by kind (chronic,
 acute, below the detection limit, washout) on a log axis over the hs-CRP risk bands, the chronic
-baseline, and the weekly diet panel below. `_draw_rows` takes a Python fast path with
-`_draw_rows_polars` beside it as its reference.
+baseline, and the weekly diet panel below.
 """
 
 from __future__ import annotations
@@ -76,16 +75,8 @@ DRAW_STYLES: dict[str, dict[str, Any]] = {
 
 
 def _draw_rows(draws: pl.DataFrame) -> list[dict[str, Any]]:
-    """Draw rows with a plottable date string and a positive value (log axis)."""
-    if draws.is_empty():
-        return []
-    fast = _draw_rows_python(draws)
-    return fast if fast is not None else _draw_rows_polars(draws)
-
-
-def _draw_rows_polars(draws: pl.DataFrame) -> list[dict[str, Any]]:
-    """`_draw_rows` as one Polars query: the definition the Python path reproduces, and what
-    runs when a frame's types are not the ones that path handles."""
+    """Draw rows with a plottable date string ("x": the draw's time, else its day) and a positive
+    value (log axis), in time order."""
     if draws.is_empty():
         return []
     frame = (
@@ -101,43 +92,6 @@ def _draw_rows_polars(draws: pl.DataFrame) -> list[dict[str, Any]]:
         .collect()
     )
     return frame.to_dicts()
-
-
-def _draw_rows_python(draws: pl.DataFrame) -> list[dict[str, Any]] | None:
-    """`_draw_rows` from `to_dicts` (a person has a few draws: a query costs more than them).
-
-    None when Polars' own answer could differ: other column types (a time zone changes the
-    text), an existing "x" column, or two draws with the same x (Polars' sort is not stable).
-    """
-    schema = dict(zip(draws.columns, draws.dtypes, strict=True))
-    stamp, day, value = schema.get("collected_at"), schema.get("day"), schema.get("value")
-    if (
-        not isinstance(stamp, pl.Datetime)
-        or stamp.time_zone is not None
-        or day != pl.Date
-        or value is None
-        or not (value == pl.Float64 or value.is_integer())
-        or "x" in schema
-    ):
-        return None
-    out = []
-    for row in draws.to_dicts():
-        v = row["value"]
-        # Polars orders NaN above every number, so `value > 0` keeps NaN; null never passes.
-        if v is None or not (v > 0 or v != v):
-            continue
-        at, d = row["collected_at"], row["day"]
-        if at is not None:
-            row["x"] = at.isoformat(" ", "minutes")  # strftime("%Y-%m-%d %H:%M")
-        elif d is not None:
-            row["x"] = d.isoformat()
-        else:
-            continue
-        out.append(row)
-    if len({r["x"] for r in out}) < len(out):
-        return None
-    out.sort(key=lambda r: r["x"])
-    return out
 
 
 def _short_span(xs: list[str]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The cohort page (`render_cohort`): pooled within-person estimates as forest plots and tables,
 each person's estimate partially pooled, between-person (cross-sectional) estimates and everyone's
-CRP as small multiples; person ids are pseudonymised when `pseudonymise_cohort` is set.
+CRP as small multiples; person ids are pseudonymised when `pseudonymise_cohort` is set. The
+page's structure and prose are in templates/cohort.html.
 """
 
 from __future__ import annotations
@@ -21,9 +22,7 @@ from pipelines.reports.html import (
     CAVEAT,
     DII_FEATURES,
     card,
-    caveat,
     dii_params_text,
-    empty,
     esc,
     feature_label,
     feature_order,
@@ -41,7 +40,15 @@ from pipelines.reports.inputs import (
     DashboardInputs,
     person_page_name,
 )
-from pipelines.reports.pages.common import _between_n, _fig, _footer, _heading, _warn_list
+from pipelines.reports.pages.common import (
+    _between_n,
+    _fig,
+    _footer,
+    _heading,
+    _piece,
+    _warn_list,
+)
+from pipelines.reports.pages.render import render
 from pipelines.reports.summaries import PersonSummary, _crp_draws, _marker_order
 from pipelines.schema import BETWEEN_METHODS
 
@@ -83,10 +90,10 @@ def _forest_section(
     div_prefix: str,
     n_word: str,
     dii_params: tuple[int, int] | None = None,
-) -> str:
+) -> Markup:
     """Per marker, a forest plot of each feature's best window and every row in a table. DII
     features carry the number of parameters behind the DIIs (`dii_params`: fewest and most)."""
-    parts = []
+    parts: list[str] = []
     used = dii_params_text(dii_params)
     markers = sorted({str(r.get("marker")) for r in rows}, key=_marker_order)
     for k, m in enumerate(markers):
@@ -105,14 +112,15 @@ def _forest_section(
                 lambda row: finding_sentence(row, dii_params),
             )
         )
-    return "".join(parts)
+    # Figure slots and findings blocks: HTML built (and escaped) by their helpers.
+    return Markup("".join(parts))
 
 
-def _partial_pooling_section(assoc: pl.DataFrame, pseudonymise: bool) -> str:
+def _partial_pooling_table(assoc: pl.DataFrame, pseudonymise: bool) -> Markup | None:
     """Per significant pooled food (primary window): each person's own estimate beside the one
-    partially pooled toward the cohort."""
+    partially pooled toward the cohort; None when there is none."""
     if not set(POOLED_COLUMNS) <= set(assoc.columns) or "window_role" not in assoc.columns:
-        return ""
+        return None
     keys = ["marker", "feature", "window_days"]
     found = assoc.filter(
         (pl.col("scope") == "cohort")
@@ -125,7 +133,7 @@ def _partial_pooling_section(assoc: pl.DataFrame, pseudonymise: bool) -> str:
         .sort("marker", "feature", "person_id")
     )
     if rows.is_empty():
-        return ""
+        return None
     names = {p: f"Person {i:02d}" for i, p in enumerate(sorted(set(rows["person_id"])), 1)}
     body = [
         [
@@ -142,12 +150,7 @@ def _partial_pooling_section(assoc: pl.DataFrame, pseudonymise: bool) -> str:
         ]
         for r in rows.iter_rows(named=True)
     ]
-    return Markup(
-        f"<h3>Each person's estimate, partially pooled {caveat()}</h3>"
-        '<p class="lead">For the pooled findings: each person\'s own estimate (few draws, wide '
-        "CI) and the same estimate shrunk toward the cohort's as far as the spread between "
-        "people allows (empirical Bayes): the better guess for one person.</p>"
-    ) + table(["Person", "Food", "Own estimate (95% CI)", "Partially pooled (95% CI)"], body)
+    return table(["Person", "Food", "Own estimate (95% CI)", "Partially pooled (95% CI)"], body)
 
 
 def _cohort_dii_params(summaries: list[PersonSummary]) -> tuple[int, int] | None:
@@ -173,105 +176,52 @@ def render_cohort(
     meta = followed
     if between_n:
         meta += f" · {between_n:,} people in the between-person models (largest model n)"
-    heading = _heading("Cohort view", Markup(f'<a href="{INDEX}">← All people</a>'), esc(meta))
+    heading = _heading("Cohort view", _piece("crumbs")([(INDEX, "← All people")]), esc(meta))
     pooled = assoc.filter(
         (pl.col("scope") == "cohort") & ~pl.col("method").fill_null("").is_in(BETWEEN_METHODS)
     ).to_dicts()
     draws = _crp_draws(d.marker_draws, "person_id")
     with_crp = [s for s in summaries if s.n_draws]
-    body = [
-        Markup('<div class="cards">')
-        + card(
+    cards = [
+        card(
             "People followed over time",
             esc(fmt_int(len(summaries))),
             esc(f"{len(with_crp)} with CRP draws"),
         )
-        + (
+    ]
+    if between_n:
+        cards.append(
             card(
                 "People in between-person models",
                 esc(fmt_int(between_n)),
                 # Raw, as it always was: esc would write the apostrophe as &#x27;.
                 Markup("cross-sectional cohort: the largest model's n (one draw per person)"),
             )
-            if between_n
-            else Markup()
         )
-        + card(
+    cards += [
+        card(
             "CRP draws of people followed",
             esc(fmt_int(draws.height)),
             esc(
                 f"{sum(s.n_chronic for s in summaries):,} chronic, "
                 f"{sum(s.n_acute for s in summaries):,} acute"
             ),
-        )
-        + card(
+        ),
+        card(
             "Days with a diet log",
             esc(fmt_int(sum(s.days_logged for s in summaries))),
             esc(f"of {sum(s.days_in_range for s in summaries):,} person-days in range"),
-        )
-        + card(
+        ),
+        card(
             "Pooled findings",
             esc(fmt_int(sum(r.get("status") == "significant" for r in pooled + between))),
             esc(f"significant of {len(pooled) + len(between)} tested; {CAVEAT}"),
-        )
-        + Markup("</div>"),
-        '<div class="notice">Pooled estimates combine everyone\'s data; results are '
-        f"<b>{esc(CAVEAT)}</b>, "
-        "and a pooled effect need not hold for any one person.</div>",
+        ),
     ]
-    if global_warnings:
-        body.append(
-            f'<div class="notice"><b>Data-quality warnings</b>{_warn_list(global_warnings)}'
-            f' See the <a href="{INDEX}#quality">index page</a>.</div>'
-        )
-
-    body.append(f"<h2>Pooled within-person estimates {caveat()}</h2>")
-    body.append(
-        '<p class="lead">For each food the forest plot shows its primary window (its one test; '
-        "its label says which). Each estimate is adjusted for the core gut foods, energy and a "
-        "time trend (each finding lists what), and foods explained by what they are eaten with "
-        "are listed apart. The table lists every window: the others describe the lag "
-        "shape.</p>"
-    )
-    body.append(
-        _forest_section(pooled, "pooled estimates", "forest", "n", _cohort_dii_params(summaries))
-        if pooled
-        else empty(
-            "No pooled (cohort) estimates yet: they need several people with repeated draws."
-        )
-    )
-    body.append(_partial_pooling_section(assoc, d.pseudonymise_cohort))
-    if between:
-        body.append(f"<h2>Between-person (cross-sectional) estimates {caveat()}</h2>")
-        body.append(
-            '<p class="lead">People with more of a feature compared with people with less, with '
-            "covariates (one draw per person, e.g. NHANES). These describe differences between "
-            "people, not what changes within one person.</p>"
-        )
-        if any(r.get("method") == "survey_wls" for r in between):
-            body.append(
-                '<p class="lead">Design-based: weighted by the survey weights, with variances '
-                "over the survey's strata and PSUs (Taylor linearisation), so they describe the "
-                "population the survey represents. Each row's note gives the unweighted estimate "
-                "on the same people.</p>"
-            )
-        body.append(
-            _forest_section(
-                between, "between-person estimates", "between", "people", d.between_dii_params
-            )
-        )
-
-    body.append("<h2>CRP over time, per person</h2>")
     repeated = sorted(
         (s for s in with_crp if s.n_draws >= 2), key=lambda s: (-s.n_draws, s.person_id)
     )
     shown = repeated[:MAX_SMALL_MULTIPLES]
-    if len(repeated) > len(shown):
-        body.append(
-            f'<p class="muted">Showing the {len(shown)} people with the most draws '
-            f"of {len(repeated)}; "
-            "every person has their own page.</p>"
-        )
     if d.pseudonymise_cohort:
         ordered = sorted(s.person_id for s in summaries)
         alias = {pid: f"Person {i + 1:02d}" for i, pid in enumerate(ordered)}
@@ -280,14 +230,32 @@ def render_cohort(
     else:
         shown_ids = [s.person_id for s in shown]
     fig = figures.crp_small_multiples(draws, shown_ids, "CRP (mg/L, log scale)")
-    body.append(_fig(fig, "small-multiples", "No one has two or more CRP draws yet."))
-    if d.pseudonymise_cohort:
-        body.append('<p class="muted">Person ids are pseudonymised on this page.</p>')
-    elif summaries:
-        links = " · ".join(
-            f'<a href="{esc(person_page_name(s.person_id))}">{esc(s.person_id)}</a>'
-            for s in summaries
-        )
-        body.append(f'<p class="muted">Person pages: {links}</p>')
-    # Every piece of the body escapes its own text.
-    return page("gutsignal: cohort", heading, Markup("".join(body)), _footer(d))
+    body = render(
+        "cohort.html",
+        cards=cards,
+        caveat_text=CAVEAT,
+        index=INDEX,
+        global_warnings=_warn_list(global_warnings) if global_warnings else None,
+        pooled=(
+            _forest_section(
+                pooled, "pooled estimates", "forest", "n", _cohort_dii_params(summaries)
+            )
+            if pooled
+            else None
+        ),
+        partial_pooling=_partial_pooling_table(assoc, d.pseudonymise_cohort),
+        between=(
+            _forest_section(
+                between, "between-person estimates", "between", "people", d.between_dii_params
+            )
+            if between
+            else None
+        ),
+        survey=any(r.get("method") == "survey_wls" for r in between),
+        n_repeated=len(repeated),
+        n_shown=len(shown),
+        small_multiples=_fig(fig, "small-multiples", "No one has two or more CRP draws yet."),
+        pseudonymised=d.pseudonymise_cohort,
+        person_links=[(person_page_name(s.person_id), s.person_id) for s in summaries],
+    )
+    return page("gutsignal: cohort", heading, body, _footer(d))

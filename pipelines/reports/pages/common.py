@@ -1,11 +1,13 @@
 """Page pieces shared by the index, person and cohort pages: headings, footers, figure slots, the
 summary cells (latest CRP, trend, coverage), the warnings list and the data-quality tables
-(source freshness, input files, rejected rows, unmapped foods). Every piece of user text is
-escaped here with `esc`.
+(source freshness, input files, rejected rows, unmapped foods). Their markup is in
+templates/pieces.html (macros, autoescaped); table cells are escaped with `esc`, as `table` takes
+Markup.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import polars as pl
@@ -28,13 +30,19 @@ from pipelines.reports.html import (
     table,
 )
 from pipelines.reports.inputs import DashboardInputs, _data_window
+from pipelines.reports.pages.render import macro
 from pipelines.reports.summaries import CATEGORY_MARKER, PersonSummary
 from pipelines.transforms.food_categories import override_line
 
 
-def _freshness_table(rows: list[dict[str, Any]], day_label: str) -> str:
+def _piece(name: str) -> Callable[..., Markup]:
+    """A macro of templates/pieces.html, where these pieces' markup and prose live."""
+    return macro("pieces.html", name)
+
+
+def _freshness_table(rows: list[dict[str, Any]], day_label: str) -> Markup:
     if not rows:
-        return empty("No source has been read yet.")
+        return Markup(empty("No source has been read yet."))
     body = []
     classes = []
     for r in rows:
@@ -52,52 +60,39 @@ def _freshness_table(rows: list[dict[str, Any]], day_label: str) -> str:
             ends = f" (ends {r['latest_day']})" if r["latest_day"] is not None else ""
             status = esc(f"demo data{ends}, not checked for freshness")
         elif r["stale"]:
-            status = Markup(
-                f'<span class="badge c-high">stale</span> {esc("; ".join(r["reasons"]))}'
-            )
+            status = _piece("stale")("; ".join(r["reasons"]))
         else:
             status = Markup('<span class="badge c-low">up to date</span>')
         body.append([esc(r["source"]), esc(file_txt), esc(day_txt), status])
         classes.append("")
-    return table(["Source", "Newest file", day_label, "Freshness"], body) + Markup(
-        f'<p class="muted">A source is stale when its newest file, or its latest day of data, is '
-        f"more than {STALE_AFTER_DAYS} days older than this run: drop a newer export into "
-        "data/raw/ (or remove the source from sources.yaml when it has ended). Sources marked "
-        "<code>demo: true</code> in sources.yaml are a fixed sample and are not checked.</p>"
-    )
+    return table(["Source", "Newest file", day_label, "Freshness"], body) + _piece(
+        "freshness_note"
+    )(STALE_AFTER_DAYS)
 
 
 def _trend_html(s: PersonSummary) -> Markup:
     t = s.trend
     slope = t.get("slope_pct_per_year")
-    if is_num(slope):
-        return Markup(
-            f"{esc(fmt_pct(slope))}/year "
-            f'<span class="muted">(95% CI {esc(fmt_pct(t.get("slope_ci_low")))} to '
-            f"{esc(fmt_pct(t.get('slope_ci_high')))}, {s.n_chronic} chronic draws)</span>"
-        )
-    return Markup(f'<span class="muted">not enough draws ({s.n_chronic} chronic)</span>')
+    return _piece("trend")(
+        fmt_pct(slope) if is_num(slope) else None,
+        fmt_pct(t.get("slope_ci_low")),
+        fmt_pct(t.get("slope_ci_high")),
+        s.n_chronic,
+    )
 
 
 def _latest_html(s: PersonSummary) -> Markup:
-    if s.latest_value is None:
-        return Markup('<span class="muted">no CRP yet</span>')
-    acute = f" {category_badge(None, acute=True)}" if s.latest_acute else ""
-    return Markup(
-        f"{esc(marker_label(s.headline))} {esc(fmt_latest(s.latest_value, s.latest_censored))} "
-        "mg/L "
-        f'<span class="muted">on {esc(s.latest_at)}</span>{acute}'
+    return _piece("latest")(
+        marker_label(s.headline),
+        None if s.latest_value is None else fmt_latest(s.latest_value, s.latest_censored),
+        s.latest_at,
+        category_badge(None, acute=True) if s.latest_acute else None,
     )
 
 
 def _category_html(s: PersonSummary) -> Markup:
     """The hs-CRP risk category; a standard CRP says why it has none."""
-    if s.headline != CATEGORY_MARKER:
-        return Markup(
-            '<span class="muted">standard CRP: no cardiovascular risk category (the categories '
-            "need a high-sensitivity assay)</span>"
-        )
-    return Markup(f"{category_badge(s.category)} hs-CRP risk category")
+    return _piece("category")(category_badge(s.category) if s.headline == CATEGORY_MARKER else None)
 
 
 def _coverage_html(s: PersonSummary) -> Markup:
@@ -106,10 +101,7 @@ def _coverage_html(s: PersonSummary) -> Markup:
         diet = f"{s.days_logged} / {s.days_in_range} days logged ({pct:.0f}%)"
     else:
         diet = "no diet log"
-    return Markup(
-        f"{esc(diet)}<br>{s.n_draws} {esc(marker_label(s.headline))} draws "
-        f"({s.n_chronic} chronic, {s.n_acute} acute)"
-    )
+    return _piece("coverage")(diet, s.n_draws, marker_label(s.headline), s.n_chronic, s.n_acute)
 
 
 def _global_quality(d: DashboardInputs, sources: list[dict[str, Any]] | None = None) -> list[str]:
@@ -137,18 +129,16 @@ def _global_quality(d: DashboardInputs, sources: list[dict[str, Any]] | None = N
 
 
 def _warn_list(items: list[str]) -> Markup:
-    if not items:
-        return Markup('<span class="ok">none</span>')
-    return Markup(f'<ul class="warnlist">{"".join(f"<li>{esc(i)}</li>" for i in items)}</ul>')
+    return _piece("warn_list")(items)
 
 
-def _unmapped_table(unmapped: pl.DataFrame, limit: int = 25) -> str:
+def _unmapped_table(unmapped: pl.DataFrame, limit: int = 25) -> Markup:
     if unmapped.is_empty():
-        return empty("No foods without a category reported.")
+        return Markup(empty("No foods without a category reported."))
     top = unmapped.sort(["energy_share", "entries"], descending=True, nulls_last=True).head(limit)
     rows = [
         [
-            esc(r["food"]) if r["food"] else Markup('<span class="muted">(no food name)</span>'),
+            esc(r["food"]) if r["food"] else _piece("muted")("(no food name)"),
             esc(fmt_int(r["entries"])),
             esc(f"{r['energy_kcal']:,.0f}" if is_num(r["energy_kcal"]) else "n/a"),
             esc(
@@ -156,15 +146,11 @@ def _unmapped_table(unmapped: pl.DataFrame, limit: int = 25) -> str:
                 if is_num(r["energy_share"])
                 else "n/a"
             ),
-            Markup(f"<code>{esc(override_line(r['food']))}</code>") if r["food"] else Markup(),
+            _piece("code")(override_line(r["food"])) if r["food"] else NO_HTML,
         ]
         for r in top.to_dicts()
     ]
-    more = Markup(
-        f'<p class="muted">Showing the top {limit} of {unmapped.height:,} by energy.</p>'
-        if unmapped.height > limit
-        else ""
-    )
+    more = _piece("top_note")(limit, f"{unmapped.height:,}") if unmapped.height > limit else NO_HTML
     return (
         table(
             ["Food (no category yet)", "Entries", "kcal", "Share of energy", "Line to add"],
@@ -182,14 +168,14 @@ def _footer(d: DashboardInputs) -> Markup:
 
 def _heading(title: str, crumbs: Markup, meta: Markup = NO_HTML) -> Markup:
     """The page heading: the crumbs and the meta line are HTML, the title is text."""
-    meta_html = f'<div class="meta">{meta}</div>' if meta else ""
-    return Markup(f'<div class="crumbs">{crumbs}</div><h1>{esc(title)}</h1>{meta_html}')
+    return _piece("heading")(title, crumbs, meta)
 
 
-def _fig(fig: Any, div_id: str, missing: str) -> str:
+def _fig(fig: Any, div_id: str, missing: str) -> Markup:
+    """A figure's slot: its HTML (from the figure helpers), or `missing` as an empty note."""
     if fig is None:
-        return empty(missing)
-    return f'<div class="fig">{figures.figure_html(fig, div_id)}</div>'
+        return Markup(empty(missing))
+    return _piece("fig")(Markup(figures.figure_html(fig, div_id)))
 
 
 def _between_n(d: DashboardInputs) -> int:
@@ -199,10 +185,10 @@ def _between_n(d: DashboardInputs) -> int:
     return int(n) if is_num(n) else 0
 
 
-def _rejected_table(d: DashboardInputs) -> str:
+def _rejected_table(d: DashboardInputs) -> Markup:
     rej = d.rejected_summary
     if rej.is_empty():
-        return empty("No rows were rejected.")
+        return Markup(empty("No rows were rejected."))
     # Grouped by source, reason and column: one bad setting is one line with its count, and
     # the example lines say where to look.
     return table(
@@ -221,10 +207,10 @@ def _rejected_table(d: DashboardInputs) -> str:
     )
 
 
-def _files_section(d: DashboardInputs) -> str:
+def _files_table(d: DashboardInputs) -> Markup:
     files = d.ingest_files
     if files.is_empty():
-        return f"<h3>Input files</h3>{empty('No input files have been read yet.')}"
+        return Markup(empty("No input files have been read yet."))
     files = files.with_columns(
         _bad=((pl.col("status") == "error") | pl.col("error").is_not_null()).fill_null(False)
     ).sort(["_bad", "source", "path"], descending=[True, False, False], nulls_last=True)
@@ -233,11 +219,11 @@ def _files_section(d: DashboardInputs) -> str:
     for r in files.to_dicts():
         status = esc(r["status"] or "unknown")
         if r["_bad"]:
-            status = Markup(f'<span class="badge c-high">{status}</span>')
+            status = _piece("bad_status")(status)
         rows.append(
             [
                 esc(r["source"]),
-                Markup(f"<code>{esc(r['path'])}</code>"),
+                _piece("code")(r["path"]),
                 esc(fmt_int(r["rows_read"])),
                 esc(fmt_int(r["rows_loaded"])),
                 esc(fmt_int(r["rows_rejected"])),
@@ -247,7 +233,7 @@ def _files_section(d: DashboardInputs) -> str:
             ]
         )
         classes.append("")
-    return Markup("<h3>Input files</h3>") + table(
+    return table(
         ["Source", "File", "Read", "Loaded", "Rejected", "Duplicate", "Status", "Error"],
         rows,
         num_cols=(2, 3, 4, 5),

@@ -1,6 +1,7 @@
 """The index page (`render_index`): one row per person with their latest CRP, category, trend,
 coverage, data sufficiency and top findings, then the cohort-wide data quality. Written last, so
-it never links to a page that does not exist yet.
+it never links to a page that does not exist yet. The page's structure and prose are in
+templates/index.html (and index_top_findings.html, one table cell).
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ from markupsafe import Markup
 from pipelines.reports.findings import finding_sentence, sufficiency_short
 from pipelines.reports.html import (
     CAVEAT,
-    caveat,
-    empty,
     esc,
     marker_label,
     page,
@@ -25,23 +24,25 @@ from pipelines.reports.pages.common import (
     _between_n,
     _category_html,
     _coverage_html,
-    _files_section,
+    _files_table,
     _footer,
     _freshness_table,
     _heading,
     _latest_html,
+    _piece,
     _rejected_table,
     _trend_html,
     _unmapped_table,
     _warn_list,
 )
+from pipelines.reports.pages.render import render
 from pipelines.reports.summaries import PersonSummary
 from pipelines.transforms.food_categories import OVERRIDES_HOWTO
 
 
 def _sufficiency_cell(s: PersonSummary) -> Markup:
     if not s.sufficiency:
-        return Markup('<span class="muted">no chronic draws yet</span>')
+        return _piece("muted")("no chronic draws yet")
     r = s.sufficiency[0]
     return esc(f"{marker_label(r.get('marker'))}: {sufficiency_short(r)}")
 
@@ -62,94 +63,42 @@ def render_index(
     )
     heading = _heading(
         "gutsignal: gut foods and chronic inflammation",
-        Markup(f'<a href="{COHORT}">Cohort view →</a>'),
+        _piece("crumbs")([(COHORT, "Cohort view →")]),
         meta,
     )
-    body = [
-        '<div class="notice">Each person\'s CRP is split into acute draws (above 10 mg/L, '
-        "usually an infection, excluded) and chronic draws, which are tested against the foods "
-        "eaten in the days before. Every number carries its n and 95% CI; results are "
-        f"<b>{esc(CAVEAT)}</b>.</div>"
-    ]
-    if global_warnings:
-        body.append(
-            f'<div class="notice"><b>Data-quality warnings</b>{_warn_list(global_warnings)}</div>'
+    people_table = None
+    if summaries:
+        rows = [
+            [
+                _piece("person_link")(person_page_name(s.person_id), s.person_id),
+                _latest_html(s),
+                _category_html(s),
+                _trend_html(s),
+                _coverage_html(s),
+                _sufficiency_cell(s),
+                render(
+                    "index_top_findings.html",
+                    sentences=[finding_sentence(r, s.dii_params) for r in s.significant[:3]],
+                    more=max(len(s.significant) - 3, 0),
+                    n_findings=s.n_findings,
+                ),
+                _warn_list(s.warnings),
+            ]
+            for s in summaries
+        ]
+        people_table = table(
+            [
+                "Person",
+                "Latest CRP",
+                "hs-CRP category",
+                "Chronic trend",
+                "Coverage",
+                "Enough data?",
+                "Top findings",
+                "Warnings",
+            ],
+            rows,
         )
-    body.append(
-        f'<h2>People</h2><p class="lead"><a href="{COHORT}">Open the cohort view</a> for '
-        "pooled estimates and everyone's CRP side by side.</p>"
-    )
-    if not summaries and between_n:
-        body.append(
-            '<div class="notice">Nobody here is followed over time, so there are no person '
-            f"pages. {between_n:,} people of a cross-sectional cohort (one draw each) are in the "
-            f'between-person models: <a href="{COHORT}">open the cohort view</a>.</div>'
-        )
-    elif not summaries:
-        body.append(
-            empty(
-                "No data yet: drop diet exports and lab results into data/raw/ "
-                "and run the pipeline."
-            )
-        )
-    else:
-        rows = []
-        for s in summaries:
-            sig = s.significant
-            if sig:
-                top = "".join(
-                    f"<div>{esc(finding_sentence(r, s.dii_params))} {caveat()}</div>"
-                    for r in sig[:3]
-                )
-                if len(sig) > 3:
-                    top += f'<div class="muted">+{len(sig) - 3} more</div>'
-            elif s.n_findings:
-                top = (
-                    '<span class="muted">no finding passes the false-discovery check yet '
-                    f"({s.n_findings} pairs tested)</span>"
-                )
-            else:
-                top = '<span class="muted">no associations tested yet</span>'
-            rows.append(
-                [
-                    Markup(
-                        f'<a href="{esc(person_page_name(s.person_id))}">{esc(s.person_id)}</a>'
-                    ),
-                    _latest_html(s),
-                    _category_html(s),
-                    _trend_html(s),
-                    _coverage_html(s),
-                    _sufficiency_cell(s),
-                    Markup(top),  # built from escaped sentences above
-                    _warn_list(s.warnings),
-                ]
-            )
-        body.append(
-            table(
-                [
-                    "Person",
-                    "Latest CRP",
-                    "hs-CRP category",
-                    "Chronic trend",
-                    "Coverage",
-                    "Enough data?",
-                    "Top findings",
-                    "Warnings",
-                ],
-                rows,
-            )
-        )
-        body.append(
-            '<p class="muted">hs-CRP cardiovascular-risk category (AHA/CDC): below 1 mg/L low, '
-            "1-3 average, above 3 high. Acute draws (above 10 mg/L) are not categorised.</p>"
-        )
-    body.append('<h2 id="quality">Data quality</h2>')
-    body.append("<h3>Source freshness</h3>")
-    body.append(_freshness_table(sources or [], "Latest day of data (anyone)"))
-    body.append(_files_section(d))
-    body.append("<h3>Rejected rows by reason</h3>")
-    body.append(_rejected_table(d))
-    body.append("<h3>Foods without a gut-food category</h3>")
     unm = d.unmapped_foods
     if unm.height and unm["person_id"].drop_nulls().len():
         # Per-person shares do not add up across people: recompute against everyone's energy.
@@ -158,8 +107,17 @@ def render_index(
         unm = unm.with_columns(
             energy_share=pl.col("energy_kcal") / total if total else pl.lit(None, pl.Float64)
         )
-    body.append(_unmapped_table(unm))
-    if unm.height:
-        body.append(f'<p class="muted">{esc(OVERRIDES_HOWTO)}</p>')
-    # Every piece of the body escapes its own text.
-    return page("gutsignal dashboards", heading, Markup("".join(body)), _footer(d))
+    body = render(
+        "index.html",
+        caveat_text=CAVEAT,
+        cohort=COHORT,
+        global_warnings=_warn_list(global_warnings) if global_warnings else None,
+        people_table=people_table,
+        between_n=f"{between_n:,}" if between_n else None,
+        freshness=_freshness_table(sources or [], "Latest day of data (anyone)"),
+        files=_files_table(d),
+        rejected=_rejected_table(d),
+        unmapped=_unmapped_table(unm),
+        overrides_howto=OVERRIDES_HOWTO if unm.height else None,
+    )
+    return page("gutsignal dashboards", heading, body, _footer(d))

@@ -1,7 +1,6 @@
 """A person's page (`render_person_page`): summary cards, the CRP and diet timeline, findings, the
-lag-window scan with the data behind its cells, logging coverage and data quality. The findings
-and lag-scan sections are copied from the page's previous version when their key is unchanged
-(see `cache`).
+lag-window scan with the data behind its cells, logging coverage and data quality. The values are
+prepared here; the structure and prose are in templates/person.html.
 """
 
 from __future__ import annotations
@@ -10,11 +9,9 @@ from collections.abc import Callable
 from datetime import date
 from typing import Any
 
-import polars as pl
 from markupsafe import Markup
 
 from pipelines.reports import figures
-from pipelines.reports.cache import _kept, _section, _section_key
 from pipelines.reports.findings import (
     _date_text,
     _findings_block,
@@ -25,7 +22,6 @@ from pipelines.reports.findings import (
 from pipelines.reports.html import (
     CAVEAT,
     card,
-    caveat,
     dii_params_text,
     empty,
     esc,
@@ -50,11 +46,13 @@ from pipelines.reports.pages.common import (
     _freshness_table,
     _heading,
     _latest_html,
+    _piece,
     _rejected_table,
     _trend_html,
     _unmapped_table,
     _warn_list,
 )
+from pipelines.reports.pages.render import render
 from pipelines.reports.summaries import (
     CATEGORY_MARKER,
     PersonSummary,
@@ -64,10 +62,9 @@ from pipelines.reports.summaries import (
 )
 
 
-def _sufficiency_html(s: PersonSummary) -> str:
-    if not s.sufficiency:
-        return empty("No estimate yet: it needs at least one chronic draw.")
-    parts = []
+def _sufficiency_rows(s: PersonSummary) -> list[dict[str, str]]:
+    """Per marker, how many more draws a before/after comparison needs, and on what basis."""
+    rows = []
     for r in s.sufficiency:
         basis = (
             f"based on {fmt_int(r.get('n_chronic'))} chronic draws; within-person variation "
@@ -82,23 +79,17 @@ def _sufficiency_html(s: PersonSummary) -> str:
                 else ""
             )
         )
-        parts.append(
-            f'<div class="finding"><b>{esc(marker_label(r.get("marker")))}:</b> '
-            f"{esc(r.get('advice') or sufficiency_short(r))} "
-            f'<span class="muted">({esc(basis)})</span></div>'
+        rows.append(
+            {
+                "marker": marker_label(r.get("marker")),
+                "advice": r.get("advice") or sufficiency_short(r),
+                "basis": basis,
+            }
         )
-    parts.append(
-        '<p class="muted">For a before/after comparison (for example months without and then '
-        "months with a food), draws about a month apart, half before and half after the change: "
-        "the number at which this pipeline's own analysis, with its false-discovery correction "
-        "over every food and window it tests, finds the change in 80% of simulated people. Draws "
-        "you already have count towards the before half only. A change smaller than this may be "
-        "real but cannot be told apart from day-to-day variation.</p>"
-    )
-    return "".join(parts)
+    return rows
 
 
-def _summary_cards(s: PersonSummary) -> str:
+def _summary_cards(s: PersonSummary) -> list[Markup]:
     t = s.trend
     baseline = t.get("baseline")
     change = t.get("latest_change_pct")
@@ -125,43 +116,34 @@ def _summary_cards(s: PersonSummary) -> str:
     else:
         change_html = card(
             "Latest change vs previous",
-            Markup('<span class="muted">n/a</span>'),
+            _piece("muted")("n/a"),
             esc("needs two chronic draws"),
         )
-    return (
-        '<div class="cards">'
-        + "".join(
-            [
-                card("Latest CRP", _latest_html(s), _category_html(s)),
-                card(
-                    "Chronic baseline",
-                    Markup(
-                        f"{esc(fmt_value(baseline))} mg/L"
-                        if is_num(baseline)
-                        else '<span class="muted">n/a</span>'
-                    ),
-                    esc(f"from {s.n_chronic} chronic draws (acute draws excluded)"),
-                ),
-                card("Chronic trend", _trend_html(s)),
-                change_html,
-                card(
-                    "Data coverage",
-                    _coverage_html(s),
-                    esc(f"How a day counts as logged: {logged_rule_text(s.diet)}"),
-                ),
-                card(
-                    "Findings",
-                    esc(f"{len(s.significant)} significant"),
-                    Markup(f"of {s.n_findings} pairs tested; {esc(CAVEAT)}"),
-                ),
-                _sufficiency_card(s),
-            ]
-        )
-        + "</div>"
-    )
+    return [
+        card("Latest CRP", _latest_html(s), _category_html(s)),
+        card(
+            "Chronic baseline",
+            _piece("mg_l")(fmt_value(baseline)) if is_num(baseline) else _piece("muted")("n/a"),
+            esc(f"from {s.n_chronic} chronic draws (acute draws excluded)"),
+        ),
+        card("Chronic trend", _trend_html(s)),
+        change_html,
+        card(
+            "Data coverage",
+            _coverage_html(s),
+            esc(f"How a day counts as logged: {logged_rule_text(s.diet)}"),
+        ),
+        card(
+            "Findings",
+            esc(f"{len(s.significant)} significant"),
+            _piece("pairs_tested")(s.n_findings, CAVEAT),
+        ),
+        _sufficiency_card(s),
+    ]
 
 
-def _person_quality(s: PersonSummary, d: DashboardInputs, global_warnings: list[str]) -> str:
+def _quality_checks(s: PersonSummary) -> Markup:
+    """The data-quality checks of a person's data, as a table."""
     crp = s.crp
     # Rows where each condition holds (null counts as not); in Python, as a person has a few
     # draws and a query per count cost more than the rest of this table.
@@ -204,38 +186,14 @@ def _person_quality(s: PersonSummary, d: DashboardInputs, global_warnings: list[
                 esc(fmt_pct(100 * s.unmapped_share, signed=False)),
             )
         )
-    parts = [
-        "<h3>Warnings for this person</h3>",
-        _warn_list(s.warnings),
-        table(["Check", "Value"], [[esc(check), value] for check, value in rows]),
-    ]
-    if global_warnings:
-        parts.append(
-            f"<h3>Pipeline-wide</h3>{_warn_list(global_warnings)}"
-            '<p class="muted">Details per file and reason are on the '
-            f'<a href="{INDEX}#quality">index page</a>.</p>'
-        )
-    parts.append("<h3>Rejected input rows by reason (all sources)</h3>")
-    parts.append(_rejected_table(d))
-    parts.append("<h3>Sources of this person's data</h3>")
-    parts.append(
-        _freshness_table(s.sources, "Latest day of data")
-        if s.sources
-        else empty("No per-person dates from any source yet.")
-    )
-    parts.append("<h3>Foods without a gut-food category</h3>")
-    parts.append(
-        _unmapped_table(s.unmapped)
-        if s.unmapped.height
-        else empty("None for this person (or the list is not split by person).")
-    )
-    return "".join(parts)
+    return table(["Check", "Value"], [[esc(check), value] for check, value in rows])
 
 
-def _other_markers(s: PersonSummary) -> str:
+def _other_markers(s: PersonSummary) -> Markup | None:
+    """The markers besides the headline CRP, as a table; None when there are none."""
     rows = [t for t in s.trends if t.get("marker") != s.headline]
     if not rows:
-        return ""
+        return None
     body = [
         [
             esc(marker_label(t.get("marker"))),
@@ -256,24 +214,23 @@ def _other_markers(s: PersonSummary) -> str:
         ]
         for t in rows
     ]
-    return Markup("<h2>Other markers</h2>") + table(
+    return table(
         ["Marker", "Latest", "On", "Baseline", "Trend", "Draws", "Chronic"], body, num_cols=(5, 6)
     )
 
 
 def _cell_title(
-    row: dict[str, Any], sentence: Callable[[dict[str, Any]], str] = finding_sentence
+    row: dict[str, Any], label: str, sentence: Callable[[dict[str, Any]], str] = finding_sentence
 ) -> str:
-    """A heatmap cell's scatter title as Plotly text: the feature and window, then the finding."""
+    """A heatmap cell's scatter title as Plotly text: the feature and window, then the finding.
+
+    `label` is the row's feature label, escaped with `pesc`."""
     w = row.get("window_days")
     when = f"previous {int(w)} days" if is_num(w) else "no window"
-    return (
-        f"<b>{pesc(feature_label(row.get('feature')))} · {when}</b><br>"
-        f"<span style='font-size:12px'>{pesc(sentence(row))}</span>"
-    )
+    return f"<b>{label} · {when}</b><br><span style='font-size:12px'>{pesc(sentence(row))}</span>"
 
 
-def _lag_scan(s: PersonSummary, sentence: Callable[[dict[str, Any]], str]) -> tuple[str, str]:
+def _lag_scan(s: PersonSummary, sentence: Callable[[dict[str, Any]], str]) -> tuple[Markup, Markup]:
     """The lag-window heatmaps of a person page, and the data behind their cells (its script)."""
     parts: list[str] = []
     markers = sorted(
@@ -283,11 +240,15 @@ def _lag_scan(s: PersonSummary, sentence: Callable[[dict[str, Any]], str]) -> tu
         parts.append(empty("No associations tested for this person yet."))
     cell_maps: dict[str, dict[str, Any]] = {}
     for k, m in enumerate(markers):
-        rows = s.findings_df.filter(pl.col("marker") == m)
+        # The findings as dicts, made once for the findings table: filtering the frame and
+        # converting its rows again (for the heatmap, then for its cells) repeated that work.
+        rows = [r for r in s.findings if r.get("marker") == m]
         fig = figures.lag_heatmap(rows, f"{marker_label(m)}: % change per unit, by exposure window")
         parts.append(_fig(fig, f"lag-{k}", f"No estimable associations for {marker_label(m)} yet."))
         if fig is None:
             continue
+        # A feature's label is the same in each of its windows' titles: escaped once.
+        labels = {f: pesc(feature_label(f)) for f in {r["feature"] for r in rows}}
         cells = figures.cell_scatter_data(
             rows,
             s.windows,
@@ -296,9 +257,11 @@ def _lag_scan(s: PersonSummary, sentence: Callable[[dict[str, Any]], str]) -> tu
             marker_label(m),
             marker_unit(m),
             {
-                figures.cell_key(r["feature"], r["window_days"]): _cell_title(r, sentence)
-                for r in s.findings
-                if r.get("marker") == m and r["feature"] is not None
+                figures.cell_key(r["feature"], r["window_days"]): _cell_title(
+                    r, labels[r["feature"]], sentence
+                )
+                for r in rows
+                if r["feature"] is not None
             },
             f"scatter-{k}",
         )
@@ -311,49 +274,23 @@ def _lag_scan(s: PersonSummary, sentence: Callable[[dict[str, Any]], str]) -> tu
             )
             continue
         cell_maps[f"lag-{k}"] = cells
-        parts.append(
-            f'<div class="fig"><div id="scatter-{k}" class="plotly-graph-div cell-scatter" '
-            f'style="height:{figures.SCATTER_LAYOUT["height"]}px;width:100%"></div></div>'
-        )
-    return "".join(parts), figures.cell_data_script(cell_maps)
+        parts.append(_piece("scatter_slot")(f"scatter-{k}", figures.SCATTER_LAYOUT["height"]))
+    # Figure slots, empty notes (escaped by `empty`) and scatter divs with numbers only; the
+    # script is JSON the figure helpers make safe inside <script>.
+    return Markup("".join(parts)), Markup(figures.cell_data_script(cell_maps))
 
 
-def render_person_page(
-    s: PersonSummary,
-    d: DashboardInputs,
-    global_warnings: list[str],
-    kept: dict[str, tuple[str, str]] | None = None,
-) -> str:
-    """A person's page. `kept` holds the sections of the page's previous version (see
-    `page_sections`): a section whose inputs hash to the same key is copied, not built again."""
+def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: list[str]) -> str:
     pid = s.person_id
     details = []
     if s.sex:
         details.append(f"sex {s.sex}")
     if is_num(s.age):
         details.append(f"age {float(s.age):.0f}")
-    crumbs = Markup(f'<a href="{INDEX}">← All people</a> · <a href="{COHORT}">Cohort</a>')
+    crumbs = _piece("crumbs")([(INDEX, "← All people"), (COHORT, "Cohort")])
     heading = _heading(f"Person {pid}", crumbs, esc(", ".join(details)))
 
-    body = [_summary_cards(s)]
-    body.append(f"<h2>{esc(marker_label(s.headline))} and diet over time</h2>")
-    bands = (
-        "Shaded bands are the hs-CRP cardiovascular-risk categories: green below 1 mg/L (low), "
-        "yellow 1-3 (average), red above 3 (high). "
-        if s.headline == CATEGORY_MARKER
-        else "These are standard CRP results: a standard assay cannot tell the low ranges apart, "
-        "so no cardiovascular-risk bands are drawn and a result below its detection limit is "
-        "left out of the chronic analysis. "
-    )
-    body.append(
-        f'<p class="lead">{bands}Red crosses are acute draws (above 10 mg/L, excluded from the '
-        "chronic analysis), whichever CRP assay measured them: an infection starts the washout "
-        "of both; open circles are below the detection limit; orange diamonds fall in the "
-        "washout after an acute draw. The lower "
-        "panel shows weekly means over logged days only; click legend entries to add other "
-        "food groups.</p>"
-    )
-    fig = figures.crp_timeline(
+    timeline = figures.crp_timeline(
         s.crp,
         s.diet,
         s.trend.get("baseline"),
@@ -361,86 +298,49 @@ def render_person_page(
         dii_params=dii_params_text(s.dii_params),
         bands=s.headline == CATEGORY_MARKER,
     )
-    body.append(_fig(fig, "timeline", "No CRP draws or diet log for this person yet."))
-
-    body.append(f"<h2>Findings {caveat()}</h2>")
-    body.append(
-        '<p class="lead">Each line is one food feature tested against later CRP within this '
-        "person (log-linear model, adjusted for the core gut foods that co-vary with it, energy "
-        "and a time trend; the crude estimate follows). q is the p-value adjusted for the number "
-        "of foods tested, each once at its primary window (Holm unless settings say otherwise: "
-        "at q <= 0.05 the chance of even one false finding among them is at most 5%); n counts "
-        "the draws "
-        "with a well-logged window. These are associations, not causation: use them to plan "
-        "an experiment or a conversation with a clinician.</p>"
-    )
-    kept = kept or {}
-    # Each finding's sentence is shown in the findings table and again as its cell's title;
-    # worked out once, and only when one of those sections is built.
-    sentences: list[Callable[[dict[str, Any]], str]] = []
-
-    def sentence(row: dict[str, Any]) -> str:
-        if not sentences:
-            sentences.append(_sentences(s.findings, s.dii_params))
-        return sentences[0](row)
-
-    findings_key = _section_key(s, ("findings_df", "sufficiency", "dii_params"))
-    findings_html = _kept(kept, ("findings",), findings_key) or (
-        _findings_block(s.findings, "this person", sentence)
-        + '<h3 id="sufficiency">Is there enough data?</h3>'
-        + _sufficiency_html(s),
-    )
-    body.append(_section("findings", findings_key, findings_html[0]))
-
-    body.append("<h2>Lag-window scan</h2>")
-    body.append(
-        '<p class="lead">Rows are features, columns the number of days before each draw that '
-        "were averaged; each cell shows the % change in the marker per unit and its n (draws "
-        "with a complete window). Colour: blue lower, red higher; * and a black outline mark "
-        "cells significant after the correction for testing many foods; – means not enough "
-        "data. Each food is tested once, at its primary window (28 days unless settings say "
-        "otherwise); the other columns show its lag shape and count as significant only when "
-        "the food is. Every cell is adjusted for the core foods, energy and a time trend (see "
-        "each finding). <b>Click a cell</b> to see its draws below, with the fitted line and "
-        "its 95% CI; the most significant cell is shown first.</p>"
-    )
-    # The lag scan and the data behind its cells need the findings, the windows and the draws
-    # only: a new diet day after the last draw leaves them as they were.
-    lag_key = _section_key(s, ("findings_df", "windows", "all_draws", "dii_params"))
-    lag_html, cells_html = _kept(kept, ("lag", "cells"), lag_key) or _lag_scan(s, sentence)
-    body.append(_section("lag", lag_key, lag_html))
-
-    body.append("<h2>Logging coverage</h2>")
-    body.append(
-        '<p class="lead">Which days have a diet log (windows before a draw need 80% of their '
-        "days logged), and below it one food group day by day: pick another in the dropdown. "
-        "Blank days were not logged.</p>"
-    )
+    # Each finding's sentence is shown in the findings table and again as its cell's title:
+    # worked out once.
+    sentence = _sentences(s.findings, s.dii_params)
+    lag_scan, cells_script = _lag_scan(s, sentence)
     draw_days = [x for x in s.crp["day"].to_list() if isinstance(x, date)]
-    fig = figures.coverage_calendar(
+    calendar = figures.coverage_calendar(
         s.diet, draw_days, "Days with a diet log (green) and blood draws (red)"
     )
-    body.append(_fig(fig, "calendar", "No diet log for this person yet."))
-    fig = figures.category_calendar(
+    category_calendar = figures.category_calendar(
         s.diet, "Daily intake", dii_params=dii_params_text(s.dii_params)
     )
-    body.append(_fig(fig, "category-calendar", "No food-group intake logged for this person yet."))
+    body = render(
+        "person.html",
+        cards=_summary_cards(s),
+        marker=marker_label(s.headline),
+        bands=s.headline == CATEGORY_MARKER,
+        timeline=_fig(timeline, "timeline", "No CRP draws or diet log for this person yet."),
+        # HTML built by findings.py, which escapes every sentence in it.
+        findings=Markup(_findings_block(s.findings, "this person", sentence)),
+        sufficiency=_sufficiency_rows(s),
+        lag_scan=lag_scan,
+        calendar=_fig(calendar, "calendar", "No diet log for this person yet."),
+        category_calendar=_fig(
+            category_calendar,
+            "category-calendar",
+            "No food-group intake logged for this person yet.",
+        ),
+        warnings=_warn_list(s.warnings),
+        checks=_quality_checks(s),
+        global_warnings=_warn_list(global_warnings) if global_warnings else None,
+        index=INDEX,
+        rejected=_rejected_table(d),
+        sources=_freshness_table(s.sources, "Latest day of data") if s.sources else None,
+        unmapped=_unmapped_table(s.unmapped) if s.unmapped.height else None,
+        other_markers=_other_markers(s),
+        cells_script=cells_script,
+    )
+    return page(f"gutsignal: {pid}", heading, body, _footer(d))
 
-    body.append('<h2 id="quality">Data quality</h2>')
-    body.append(_person_quality(s, d, global_warnings))
-    body.append(_other_markers(s))
-    # The script that draws a cell's scatter goes last, after the elements it reads.
-    body.append(_section("cells", lag_key, cells_html))
-    # Every piece of the body escapes its own text.
-    return page(f"gutsignal: {pid}", heading, Markup("".join(body)), _footer(d))
 
-
-def _sufficiency_card(s: PersonSummary) -> str:
-    link = '<a href="#sufficiency">how many draws, and why</a>'
+def _sufficiency_card(s: PersonSummary) -> Markup:
     if not s.sufficiency:
-        return card(
-            "Enough data?", Markup('<span class="muted">n/a</span>'), esc("no chronic draws yet")
-        )
+        return card("Enough data?", _piece("muted")("n/a"), esc("no chronic draws yet"))
     r = s.sufficiency[0]
     m50 = r.get("more_draws_50pct")
     value = (
@@ -450,6 +350,5 @@ def _sufficiency_card(s: PersonSummary) -> str:
         if is_num(m50)
         else "n/a"
     )
-    advice = esc(f"{marker_label(r.get('marker'))}: {sufficiency_short(r)}")
-    sub = Markup(f"{advice}; {link}")
+    sub = _piece("sufficiency_sub")(f"{marker_label(r.get('marker'))}: {sufficiency_short(r)}")
     return card("Enough data?", esc(value), sub)

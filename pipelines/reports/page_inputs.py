@@ -1,0 +1,111 @@
+"""What the person pages are built from, for the dashboards step's plan (`pipelines.incremental`).
+
+A person page shows the person's own rows of the page tables (`_page_tables`), their sources'
+freshness, and a context every page shares. `page_inputs` hands the step both: the tables (each
+with a person_id; the step fingerprints every person's rows in DuckDB, as every other step does)
+and the shared context as one string (the plan's salt: when it changes, every page is rendered).
+Nothing here reads a page back: which pages to render is decided from the inputs alone.
+
+What moves with the clock is left out, so a night on which nobody's data changed renders no
+person page: the run's time and data window in the footer, source ages, a source's newest file
+(other people's syncs move it) and the dates and day counts inside freshness texts. A page kept
+from an earlier run therefore shows those as of the run that wrote it (its footer says which).
+Whether a source is stale is included, for the cohort (shared) and per person (their own).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import orjson
+import plotly
+import polars as pl
+
+from pipelines.fingerprint import fingerprint
+from pipelines.reports.figures.render import _json_engine
+from pipelines.reports.inputs import DashboardInputs, _normalise
+from pipelines.reports.pages.common import _global_quality
+from pipelines.reports.people import _page_tables
+from pipelines.reports.sources import _person_sources, run_time, source_status
+
+# Dates and day counts in freshness texts move with the clock and with other people's data.
+_CLOCK_TEXT = re.compile(r"\b\d{4}-\d{2}-\d{2}\b|\b\d+ days\b")
+
+# A person's sources as their page shows them, less the clock (see the module docstring).
+SOURCES_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "person_id": pl.String,
+    "source": pl.String,
+    "latest_day": pl.Date,
+    "stale": pl.Boolean,
+    "demo": pl.Boolean,
+    "reasons": pl.String,
+}
+
+
+def _unclocked(text: str) -> str:
+    return _CLOCK_TEXT.sub("#", text)
+
+
+@cache
+def reports_code_fingerprint() -> str:
+    """A hash of this package and of the library versions whose output is in the pages."""
+    here = Path(__file__).resolve().parent
+    # Polars (the frames pages are built from), plotly (its HTML around each figure) and orjson
+    # (the figures' JSON).
+    versions = [pl.__version__, plotly.__version__, orjson.__version__, _json_engine()]
+    # Every module of the package, subpackages included, and the page templates: a page builder,
+    # a figure or a template's text changes pages.
+    return fingerprint(sorted([*here.rglob("*.py"), *here.rglob("*.html")]), *versions)
+
+
+@dataclass(frozen=True)
+class PageInputs:
+    """Per person: their rows of every table their page shows (`tables`, each with a person_id);
+    for everyone: a hash of what every person page shares (`shared`)."""
+
+    tables: dict[str, pl.DataFrame]
+    shared: str
+
+
+def page_inputs(data: DashboardInputs, out_dir: Path) -> PageInputs:
+    """What each person page is built from, as `write_dashboards` builds it from `data`."""
+    d = _normalise(data)
+    now = run_time(d.run_info)
+    sources = source_status(d, now)
+    # "crp" is the draws again, sorted: fingerprinting "draws" covers it.
+    tables = {name: df for name, df in _page_tables(d).items() if name != "crp"}
+    tables["sources"] = pl.DataFrame(
+        [
+            {
+                "person_id": pid,
+                "source": r["source"],
+                "latest_day": r["latest_day"],
+                "stale": r["stale"],
+                "demo": r["demo"],
+                "reasons": "\n".join(_unclocked(x) for x in r["reasons"]),
+            }
+            for pid, rows in _person_sources(d, now).items()
+            for r in rows
+        ],
+        schema=SOURCES_SCHEMA,
+    )
+    shared = {
+        "code": reports_code_fingerprint(),
+        # A stale source is a warning on every page (and not repeated per person).
+        "stale": sorted(r["source"] for r in sources if r["stale"]),
+        "warnings": [_unclocked(w) for w in _global_quality(d, sources)],
+        "rejected": d.rejected_summary.to_dicts(),
+        # The footer, less the run's time and its data window (moved by anyone's new day).
+        "footer": {k: v for k, v in d.run_info.items() if k not in ("run_at", "data_window")},
+        "pseudonymise": d.pseudonymise_cohort,
+        "demo": sorted(d.demo_sources),
+        # Pages written into another folder are not the ones this plan knows about.
+        "out_dir": str(Path(out_dir).resolve()),
+    }
+    text = json.dumps(shared, default=str, sort_keys=True)
+    return PageInputs(tables, hashlib.sha256(text.encode()).hexdigest())
