@@ -10,6 +10,7 @@ function and register it in FORMATS below with the kinds it can feed, the table 
 whether its files name their own people (`Format`).
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from pipelines.adapters import (
@@ -24,7 +25,13 @@ from pipelines.adapters import (
     persons_csv,
     synthea_observations,
 )
-from pipelines.adapters.base import DEFAULT_TARGET, AdapterError, Format, ParseResult
+from pipelines.adapters.base import (
+    DEFAULT_TARGET,
+    AdapterError,
+    BatchResult,
+    Format,
+    ParseResult,
+)
 from pipelines.config import SourceConfig
 
 
@@ -32,6 +39,16 @@ def _csv_parse(path: Path, source: SourceConfig) -> ParseResult:
     """The generic `csv` format reads whatever kind the source says it is."""
     parse = {"labs": lab_csv.parse, "diet": diet_csv.parse, "persons": persons_csv.parse}
     return parse[source.kind](path, source)
+
+
+def _csv_batch(paths: Sequence[Path], source: SourceConfig) -> BatchResult:
+    """The generic `csv` format's batch reader for the source's kind (see `_csv_parse`)."""
+    batch = {
+        "labs": lab_csv.parse_batch,
+        "diet": diet_csv.parse_batch,
+        "persons": persons_csv.parse_batch,
+    }
+    return batch[source.kind](paths, source)
 
 
 def _csv_target(source: SourceConfig) -> str:
@@ -58,7 +75,7 @@ FORMATS: dict[str, Format] = {
     ),
     "cronometer_biometrics": Format(("diet",), cronometer_biometrics.parse, lambda s: "biometrics"),
     "myfitnesspal": Format(("diet",), myfitnesspal.parse, _mfp_target),
-    "csv": Format(("diet", "labs", "persons"), _csv_parse, _csv_target),
+    "csv": Format(("diet", "labs", "persons"), _csv_parse, _csv_target, batch=_csv_batch),
     "fhir": Format(("labs",), fhir.parse, person_in_file=True),
     "synthea_observations": Format(("labs",), synthea_observations.parse, person_in_file=True),
     "nhanes_xpt": Format(
