@@ -71,10 +71,20 @@ FORMATS: dict[str, Format] = {
         ("diet",), cronometer_servings.parse, batch=cronometer_servings.parse_batch
     ),
     "cronometer_daily_summary": Format(
-        ("diet",), cronometer_daily_summary.parse, lambda s: "diet_daily_reported"
+        ("diet",),
+        cronometer_daily_summary.parse,
+        lambda s: "diet_daily_reported",
+        batch=cronometer_daily_summary.parse_batch,
     ),
-    "cronometer_biometrics": Format(("diet",), cronometer_biometrics.parse, lambda s: "biometrics"),
-    "myfitnesspal": Format(("diet",), myfitnesspal.parse, _mfp_target),
+    "cronometer_biometrics": Format(
+        ("diet",),
+        cronometer_biometrics.parse,
+        lambda s: "biometrics",
+        batch=cronometer_biometrics.parse_batch,
+    ),
+    "myfitnesspal": Format(
+        ("diet",), myfitnesspal.parse, _mfp_target, batch=myfitnesspal.parse_batch
+    ),
     "csv": Format(("diet", "labs", "persons"), _csv_parse, _csv_target, batch=_csv_batch),
     "fhir": Format(("labs",), fhir.parse, person_in_file=True),
     "synthea_observations": Format(("labs",), synthea_observations.parse, person_in_file=True),
