@@ -222,6 +222,27 @@ def test_many_fixture_files_match_parse_each(
     assert set(result.rows[FILE_INDEX].unique()) <= set(range(len(paths))) - broken
 
 
+def test_crp_method_is_decided_per_file(tmp_path: Path) -> None:
+    """A CRP test without a method is read as hs-CRP when its file shows a high-sensitivity assay
+    (results below 1 mg/L with two decimals). Two files with the same test, unit and range, in
+    one stack, must each be decided on their own rows."""
+    header = "Collected,Test,Result,Units"
+    texts = {
+        "hs.csv": f"{header}\n2025-01-02,CRP,0.42,mg/L\n2025-02-02,CRP,2.5,mg/L\n",
+        "standard.csv": f"{header}\n2025-01-03,CRP,5.1,mg/L\n2025-02-03,CRP,12,mg/L\n",
+    }
+    paths = []
+    for i in range(6):
+        name = list(texts)[i % 2]
+        path = tmp_path / f"p{i}" / name
+        path.parent.mkdir()
+        path.write_text(texts[name])
+        paths.append(path)
+    result = assert_batch_equals_each(paths, src("csv", "labs"))
+    markers = result.rows.group_by(FILE_INDEX).agg(pl.col("marker").unique()).sort(FILE_INDEX)
+    assert [m.to_list() for m in markers["marker"]] == [["hscrp"], ["crp"]] * 3
+
+
 def test_config_errors_name_every_file(tmp_path: Path) -> None:
     """A setting the transform refuses (here an unknown `columns` key) fails every file, each with
     its own path, exactly as file by file."""
