@@ -22,6 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipelines.adapters import FORMATS, AdapterError
+from pipelines.adapters._csv import CsvTable, TableTransform
+from pipelines.adapters._csv import batch as csv_batch
+from pipelines.adapters._csv.read import split_lines
 from pipelines.adapters.base import FILE_INDEX
 from pipelines.config import PersonSpec, SourceConfig
 from tests.test_batch_parse import assert_batch_equals_each
@@ -207,13 +210,39 @@ def write_batch(root: Path, files: list[bytes], rng: random.Random) -> tuple[lis
 
 @pytest.mark.parametrize(("case_id", "source", "files"), CASES, ids=[c[0] for c in CASES])
 def test_many_fixture_files_match_parse_each(
-    tmp_path: Path, case_id: str, source: SourceConfig, files: list[bytes]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    case_id: str,
+    source: SourceConfig,
+    files: list[bytes],
 ) -> None:
     rng = random.Random(case_id)
     paths, broken = write_batch(tmp_path, files, rng)
     fmt = FORMATS[source.format]
     assert fmt.batch is not None, "every CSV format has a batch reader"
+    calls = 0
+    wrapped: set[TableTransform] = set()
+    real = csv_batch._transform_group
+
+    def counting(tables: dict, transform: TableTransform, *args: object) -> list:
+        if transform in wrapped:  # a split stack's parts: the transform is counted already
+            return real(tables, transform, *args)  # type: ignore[arg-type]
+
+        def counted(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
+            nonlocal calls
+            calls += 1
+            return transform(table)
+
+        wrapped.add(counted)
+        return real(tables, counted, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(csv_batch, "_transform_group", counting)
     result = assert_batch_equals_each(paths, source)
+    # Really batched: one transform run per layout, and three for the broken pair (the stack,
+    # then each file for its own message); a stack that failed and was split would need more.
+    readable = [p for i, p in enumerate(paths) if i not in broken]
+    layouts = {(r.headers, r.delimiter) for r in map(lambda p: split_lines(p, source), readable)}
+    assert calls == len(layouts) + 3
     assert set(result.errors) == broken
     assert all(isinstance(exc, AdapterError) for exc in result.errors.values())
     # Each error names its own file, though the two 'Foo,Bar' files were stacked.
