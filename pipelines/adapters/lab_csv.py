@@ -40,7 +40,7 @@ from pipelines.adapters._csv import (
 )
 from pipelines.adapters.base import AdapterError, BatchResult, ParseResult
 from pipelines.config import SourceConfig
-from pipelines.lab_vocabulary import CENSORED, LOW_BOUND, reference_range
+from pipelines.lab_vocabulary import CENSORED, LOW_BOUND, reference_range_text
 from pipelines.rules import Check
 from pipelines.schema import REJECT_SCHEMA, conform
 from pipelines.text import number
@@ -131,14 +131,23 @@ def _results(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
     if "collected_at" in found:
         refuse_swapped_dates(table, date_raw, header("collected_at"))
     formats = [f for f in (source.datetime_format, source.date_format) if f]
-    collected = parse_datetime(date_raw, formats)
+    # Parsed once into columns (see `parsed` below): the checks and the output read them, and an
+    # expression used twice is computed twice.
+    collected = pl.col("__collected")
 
     # Results: an optional comparator, then a number in the source's decimal convention.
     value_raw = text("value")
     parts = value_raw.str.extract_groups(CENSORED)
     comparator = parts.struct.field("1")
-    number_text = pl.coalesce(parts.struct.field("2"), value_raw)
-    value, _ = number(number_text, source.decimal)
+    number_text = pl.col("__number_text")
+    value = pl.col("__value")
+    low_text, high_text = reference_range_text(text("reference_range"))
+    parsed = [
+        parse_datetime(date_raw, formats).alias("__collected"),
+        pl.coalesce(parts.struct.field("2"), value_raw).alias("__number_text"),
+        low_text.alias("__ref_low"),
+        high_text.alias("__ref_high"),
+    ]
     censored = (
         pl.when(comparator.is_in(LOW_BOUND))
         .then(pl.lit(">"))
@@ -169,10 +178,14 @@ def _results(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
             value_raw,
         ),
     ]
-    good, rejects = split_rejects(table.frame, checks)
+    frame = table.frame.with_columns(parsed).with_columns(
+        number(number_text, source.decimal)[0].alias("__value")
+    )
+    good, rejects = split_rejects(frame, checks)
     carried = per_file(table.frame)
 
-    low, high = reference_range(text("reference_range"), source.decimal)
+    low, _ = number(pl.col("__ref_low"), source.decimal)
+    high, _ = number(pl.col("__ref_high"), source.decimal)
     rows = good.select(
         person.alias("person_id"),
         collected.alias("collected_at"),
