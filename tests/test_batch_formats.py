@@ -170,6 +170,20 @@ CASES: list[tuple[str, SourceConfig, list[bytes]]] = [
         [(FIXTURES / "persons" / "synthea_patients.csv").read_bytes()],
     ),
 ]
+CASES += [
+    (
+        "synthea_observations" + ("_from_folder" if person.from_folder else ""),
+        src("synthea_observations", "labs", person),
+        [(FIXTURES / "synthea" / name).read_bytes() for name in ("observations.csv",)],
+    )
+    for person in (PersonSpec(column="PATIENT"), FOLDERS)
+] + [
+    (
+        "synthea_observations_no_category",
+        src("synthea_observations", "labs", PersonSpec(column="PATIENT")),
+        [(FIXTURES / "synthea" / "observations_no_category.csv").read_bytes()],
+    )
+]
 BROKEN = {"empty.csv": b"", "other_header.csv": b"Foo,Bar\nx,y\n"}
 
 

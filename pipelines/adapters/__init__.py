@@ -87,7 +87,12 @@ FORMATS: dict[str, Format] = {
     ),
     "csv": Format(("diet", "labs", "persons"), _csv_parse, _csv_target, batch=_csv_batch),
     "fhir": Format(("labs",), fhir.parse, person_in_file=True),
-    "synthea_observations": Format(("labs",), synthea_observations.parse, person_in_file=True),
+    "synthea_observations": Format(
+        ("labs",),
+        synthea_observations.parse,
+        batch=synthea_observations.parse_batch,
+        person_in_file=True,
+    ),
     "nhanes_xpt": Format(
         ("diet", "labs", "persons"), nhanes_xpt.parse, _nhanes_target, person_in_file=True
     ),
