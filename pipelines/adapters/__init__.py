@@ -7,7 +7,10 @@ never touches the warehouse: deduplication across files and writing are the inge
 
 To add a format: write `pipelines/adapters/<format>.py` with a `parse(path, source) -> ParseResult`
 function and register it in FORMATS below with the kinds it can feed, the table it writes and
-whether its files name their own people (`Format`).
+whether its files name their own people (`Format`). A CSV format writes its work after reading as
+one table transform that also takes a stack of files (`_csv.parse_csv_batch`; see
+cronometer_servings): `parse` reads one table and runs it, `parse_batch` runs it once per group of
+same-layout files, and registering `batch=parse_batch` makes ingest use it.
 """
 
 from collections.abc import Sequence
