@@ -29,13 +29,21 @@ def reference_range(expr: pl.Expr, decimal: str) -> tuple[pl.Expr, pl.Expr]:
     A reference range is context, not a result: one that cannot be read leaves the limits null
     rather than rejecting the row. Trailing text such as a unit is ignored.
     """
+    low_text, high_text = reference_range_text(expr)
+    low, _ = number(low_text, decimal)
+    high, _ = number(high_text, decimal)
+    return low, high
+
+
+def reference_range_text(expr: pl.Expr) -> tuple[pl.Expr, pl.Expr]:
+    """The (low, high) limits of a reference range as written, for `number`: `reference_range` in
+    two steps, so a caller can compute these columns first. `number` reads its input several
+    times, and each read of these expressions runs their regexes again."""
     num = r"([+-]?[0-9][0-9.,]*|[.,][0-9]+)"
     dash = r"\s*(?:-|–|—|to)\s*"
     between = expr.str.extract_groups(rf"^\s*{num}{dash}{num}")
     below = expr.str.extract(rf"^\s*(?:<=?|=<|≤)\s*{num}", 1)
     above = expr.str.extract(rf"^\s*(?:>=?|=>|≥)\s*{num}", 1)
-    low_text = pl.coalesce(between.struct.field("1"), above)
-    high_text = pl.coalesce(between.struct.field("2"), below)
-    low, _ = number(low_text, decimal)
-    high, _ = number(high_text, decimal)
-    return low, high
+    return pl.coalesce(between.struct.field("1"), above), pl.coalesce(
+        between.struct.field("2"), below
+    )

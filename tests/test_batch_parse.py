@@ -1,4 +1,5 @@
-"""Batch reading of Cronometer servings exports (`cronometer_servings.parse_batch`).
+"""Batch reading of Cronometer servings exports (`cronometer_servings.parse_batch`) and of the
+shared machinery (`parse_csv_batch`); the other CSV formats are in test_batch_formats.py.
 
 The batch reader exists only for speed, so its whole contract is equality: for any list of files
 it must return exactly what `parse_each(cronometer_servings.parse, ...)` returns (same rows in the
@@ -108,9 +109,11 @@ def write_text(path: Path, text: str, encoding: str = "utf-8") -> Path:
 
 
 def assert_batch_equals_each(paths: Sequence[Path], src: SourceConfig) -> BatchResult:
-    """The batch through the registry, as ingest calls it, against the per-file reference."""
-    expected = parse_each(cronometer_servings.parse, paths, src)
-    actual = FORMATS["cronometer_servings"].parse_batch(paths, src)
+    """The batch through the registry, as ingest calls it, against the per-file reference (the
+    source's format: tests/test_batch_formats.py uses this for the other CSV formats)."""
+    fmt = FORMATS[src.format]
+    expected = parse_each(fmt.parse, paths, src)
+    actual = fmt.parse_batch(paths, src)
     assert_frame_equal(actual.rows, expected.rows, check_exact=True)
     assert_frame_equal(actual.rejects, expected.rejects, check_exact=True)
     assert actual.rows_read == expected.rows_read

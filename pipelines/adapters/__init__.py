@@ -7,9 +7,13 @@ never touches the warehouse: deduplication across files and writing are the inge
 
 To add a format: write `pipelines/adapters/<format>.py` with a `parse(path, source) -> ParseResult`
 function and register it in FORMATS below with the kinds it can feed, the table it writes and
-whether its files name their own people (`Format`).
+whether its files name their own people (`Format`). A CSV format writes its work after reading as
+one table transform that also takes a stack of files (`_csv.parse_csv_batch`; see
+cronometer_servings): `parse` reads one table and runs it, `parse_batch` runs it once per group of
+same-layout files, and registering `batch=parse_batch` makes ingest use it.
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from pipelines.adapters import (
@@ -24,7 +28,13 @@ from pipelines.adapters import (
     persons_csv,
     synthea_observations,
 )
-from pipelines.adapters.base import DEFAULT_TARGET, AdapterError, Format, ParseResult
+from pipelines.adapters.base import (
+    DEFAULT_TARGET,
+    AdapterError,
+    BatchResult,
+    Format,
+    ParseResult,
+)
 from pipelines.config import SourceConfig
 
 
@@ -32,6 +42,16 @@ def _csv_parse(path: Path, source: SourceConfig) -> ParseResult:
     """The generic `csv` format reads whatever kind the source says it is."""
     parse = {"labs": lab_csv.parse, "diet": diet_csv.parse, "persons": persons_csv.parse}
     return parse[source.kind](path, source)
+
+
+def _csv_batch(paths: Sequence[Path], source: SourceConfig) -> BatchResult:
+    """The generic `csv` format's batch reader for the source's kind (see `_csv_parse`)."""
+    batch = {
+        "labs": lab_csv.parse_batch,
+        "diet": diet_csv.parse_batch,
+        "persons": persons_csv.parse_batch,
+    }
+    return batch[source.kind](paths, source)
 
 
 def _csv_target(source: SourceConfig) -> str:
@@ -54,13 +74,28 @@ FORMATS: dict[str, Format] = {
         ("diet",), cronometer_servings.parse, batch=cronometer_servings.parse_batch
     ),
     "cronometer_daily_summary": Format(
-        ("diet",), cronometer_daily_summary.parse, lambda s: "diet_daily_reported"
+        ("diet",),
+        cronometer_daily_summary.parse,
+        lambda s: "diet_daily_reported",
+        batch=cronometer_daily_summary.parse_batch,
     ),
-    "cronometer_biometrics": Format(("diet",), cronometer_biometrics.parse, lambda s: "biometrics"),
-    "myfitnesspal": Format(("diet",), myfitnesspal.parse, _mfp_target),
-    "csv": Format(("diet", "labs", "persons"), _csv_parse, _csv_target),
+    "cronometer_biometrics": Format(
+        ("diet",),
+        cronometer_biometrics.parse,
+        lambda s: "biometrics",
+        batch=cronometer_biometrics.parse_batch,
+    ),
+    "myfitnesspal": Format(
+        ("diet",), myfitnesspal.parse, _mfp_target, batch=myfitnesspal.parse_batch
+    ),
+    "csv": Format(("diet", "labs", "persons"), _csv_parse, _csv_target, batch=_csv_batch),
     "fhir": Format(("labs",), fhir.parse, person_in_file=True),
-    "synthea_observations": Format(("labs",), synthea_observations.parse, person_in_file=True),
+    "synthea_observations": Format(
+        ("labs",),
+        synthea_observations.parse,
+        batch=synthea_observations.parse_batch,
+        person_in_file=True,
+    ),
     "nhanes_xpt": Format(
         ("diet", "labs", "persons"), nhanes_xpt.parse, _nhanes_target, person_in_file=True
     ),

@@ -19,19 +19,24 @@ Day, Metric and Amount are required, Time and Unit are used when present, other 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
 
 from pipelines.adapters._csv import (
     LINE,
+    CsvTable,
     cell,
     extra_fields_check,
+    file_index_schema,
     not_a_number_reason,
+    parse_csv_batch,
+    per_file,
     read_csv_table,
     split_rejects,
 )
-from pipelines.adapters.base import ParseResult
+from pipelines.adapters.base import BatchResult, ParseResult
 from pipelines.adapters.diet_csv import date_checks, date_expr, person_id, summary_row_check
 from pipelines.adapters.signatures import refuse_other_format
 from pipelines.config import SourceConfig
@@ -84,6 +89,20 @@ def metric_name(raw: pl.Expr) -> pl.Expr:
 def parse(path: Path, source: SourceConfig) -> ParseResult:
     """Read one Cronometer biometrics export; see the module docstring."""
     table = read_csv_table(path, source)
+    rows, rejects = _readings(table)
+    return ParseResult(rows=rows, rejects=rejects, rows_read=table.rows_read)
+
+
+def parse_batch(paths: Sequence[Path], source: SourceConfig) -> BatchResult:
+    """Read many biometrics exports at once, exactly as `parse` one by one would
+    (`parse_csv_batch`)."""
+    return parse_csv_batch(paths, source, _readings)
+
+
+def _readings(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows in BIOMETRIC_SCHEMA, rejects) for one file or a stack of files (then both with
+    FILE_INDEX): every row stands alone, so a stack needs nothing per file."""
+    source = table.source
     refuse_other_format(table, "cronometer_biometrics")
     day_i = table.require(["Day", "Date"], _HINT)
     metric_i = table.require(["Metric"], _HINT)
@@ -150,9 +169,9 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         amount.alias("value_raw"),
         unit_raw.alias("unit_raw"),
         pl.col(LINE).alias("line"),
+        *per_file(table.frame),
     )
-    return ParseResult(
-        rows=conform(rows, BIOMETRIC_SCHEMA),
-        rejects=conform(rejects, REJECT_SCHEMA),
-        rows_read=table.rows_read,
+    schema = file_index_schema(table.frame)
+    return conform(rows, {**BIOMETRIC_SCHEMA, **schema}), conform(
+        rejects, {**REJECT_SCHEMA, **schema}
     )

@@ -33,6 +33,7 @@ file"). Blank nutrient cells stay null; non-numeric or negative cells, bad dates
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
@@ -40,12 +41,16 @@ import polars as pl
 from pipelines.adapters._csv import (
     LINE,
     RAW,
+    CsvTable,
     cell,
     extra_fields_check,
+    file_index_schema,
+    parse_csv_batch,
+    per_file,
     read_csv_table,
     split_rejects,
 )
-from pipelines.adapters.base import AdapterError, ParseResult
+from pipelines.adapters.base import AdapterError, BatchResult, ParseResult
 from pipelines.adapters.cronometer_servings import COLUMNS_TABLE, nutrient_columns
 from pipelines.adapters.diet_csv import (
     DUPLICATE_DATE_REASON,
@@ -84,6 +89,21 @@ _HINT = (
 def parse(path: Path, source: SourceConfig) -> ParseResult:
     """Read one Cronometer daily nutrition export; see the module docstring."""
     table = read_csv_table(path, source)
+    rows, rejects = _days(table)
+    return ParseResult(rows=rows, rejects=rejects, rows_read=table.rows_read)
+
+
+def parse_batch(paths: Sequence[Path], source: SourceConfig) -> BatchResult:
+    """Read many daily nutrition exports at once, exactly as `parse` one by one would
+    (`parse_csv_batch`)."""
+    return parse_csv_batch(paths, source, _days)
+
+
+def _days(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows in DIET_REPORTED_SCHEMA, rejects) for one file or a stack of files (then both with
+    FILE_INDEX). Days, their groups and repeats are per file: every key, join on LINE and sort
+    by line starts with `per_file`, so a stack never mixes two files' rows of a day."""
+    source, path = table.source, table.path
     refuse_other_format(table, "cronometer_daily_summary")
     date_i = table.require(["Date", "Day"], _HINT)
     columns = mapped_columns(table, nutrient_columns())
@@ -137,7 +157,8 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
 
     # Rows that cannot be placed on a day (and group), or carry a bad number, are rejected.
     placed, alone = split_rejects(table.frame.with_columns(nutrients.parsed), checks)
-    key = ["__person", "__day"]
+    carried = per_file(table.frame)
+    key = [*carried, "__person", "__day"]
     placed = placed.with_columns(
         person.alias("__person"),
         date_expr(date_raw, source).alias("__day"),
@@ -145,7 +166,8 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         completed.alias("__completed"),
     ).with_columns(pl.col("__group").str.contains(SUMMARY_LABEL).alias("__total"))
     fine, bad = split_rejects(placed, nutrients.checks)
-    fine, repeats = reject_repeats(fine, [*key, "__group"], date_name, repeat_reason)
+    # reject_repeats keeps repeats within a file by itself.
+    fine, repeats = reject_repeats(fine, ["__person", "__day", "__group"], date_name, repeat_reason)
 
     # With groups, a bad number in the row the day's total comes from (the Total row, or any
     # group when there is no Total) rejects the day's other rows too: a day without one of its
@@ -153,8 +175,8 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
     has_total = pl.col("__total").any().over(key)
     bad_days = (
         placed.with_columns(has_total.alias("__has_total"))
-        .join(fine.select(LINE), on=LINE, how="anti")
-        .join(repeats.select(pl.col("line").alias(LINE)), on=LINE, how="anti")
+        .join(fine.select(*carried, LINE), on=[*carried, LINE], how="anti")
+        .join(repeats.select(*carried, pl.col("line").alias(LINE)), on=[*carried, LINE], how="anti")
         .filter(pl.col("__total") | ~pl.col("__has_total"))
         .group_by(key)
         .agg(pl.col(LINE).min().alias("__bad_line"))
@@ -166,6 +188,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         pl.lit(None, dtype=pl.String).alias("column"),
         format_text(f"{DAY_REJECTED_REASON} (line {{}})", pl.col("__bad_line")).alias("reason"),
         pl.col(RAW).alias("raw"),
+        *carried,
     )
 
     # The day's values on each of its rows: the Total row's, or the sum of the groups (a nutrient
@@ -191,7 +214,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
             .otherwise(pl.col("__completed").max().over(key))
             .alias("__completed"),
         )
-        .sort(LINE)
+        .sort([*carried, LINE])
         .filter(chosen)
         .unique(subset=key, keep="first", maintain_order=True)
     )
@@ -203,12 +226,11 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         *nutrients.outputs,
         pl.col(LINE).alias("line"),
         pl.col("__lines").alias("input_lines"),
+        *carried,
     )
+    schema = file_index_schema(table.frame)
+    reject_schema = {**REJECT_SCHEMA, **schema}
     all_rejects = pl.concat(
-        [conform(r, REJECT_SCHEMA) for r in (alone, repeats, bad, spoiled_rejects, empty_days)]
+        [conform(r, reject_schema) for r in (alone, repeats, bad, spoiled_rejects, empty_days)]
     )
-    return ParseResult(
-        rows=conform(rows, DIET_REPORTED_SCHEMA),
-        rejects=all_rejects.sort("line"),
-        rows_read=table.rows_read,
-    )
+    return conform(rows, {**DIET_REPORTED_SCHEMA, **schema}), all_rejects.sort([*carried, "line"])

@@ -52,15 +52,18 @@ from pipelines.adapters._csv import (
     cell,
     date_reason,
     extra_fields_check,
+    file_index_schema,
     header_key,
     not_a_number_reason,
+    parse_csv_batch,
     parse_datetime,
+    per_file,
     person_column_check,
     read_csv_table,
     refuse_swapped_dates,
     split_rejects,
 )
-from pipelines.adapters.base import AdapterError, ParseResult
+from pipelines.adapters.base import AdapterError, BatchResult, ParseResult
 from pipelines.adapters.cronometer_servings import AMOUNT_GRAMS
 from pipelines.config import SourceConfig
 from pipelines.rules import Check
@@ -237,10 +240,12 @@ def reject_repeats(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Keep the first row (by line) of each `key` in `good`; reject later ones with `reason` and
     the key's last column as their value."""
+    carried = per_file(good)
     if good.height == 0:
-        return good, empty(REJECT_SCHEMA)
-    ordered = good.sort(LINE)
-    first = ordered.select(pl.struct(list(key)).is_first_distinct()).to_series()
+        return good, empty({**REJECT_SCHEMA, **file_index_schema(good)})
+    # A stack's files each keep their own first rows (`per_file`).
+    ordered = good.sort([*carried, LINE])
+    first = ordered.select(pl.struct([*carried, *key]).is_first_distinct()).to_series()
     repeats = ordered.filter(~first).select(
         pl.col(LINE).cast(pl.Int64).alias("line"),
         pl.lit(column, dtype=pl.String).alias("column"),
@@ -248,6 +253,7 @@ def reject_repeats(
         # The repeated key (the day, or the person of a cross-sectional table).
         pl.col(key[-1]).cast(pl.String).alias("value"),
         pl.col(RAW).alias("raw"),
+        *carried,
     )
     return ordered.filter(first), repeats
 
@@ -257,6 +263,21 @@ def reject_repeats(
 
 def parse(path: Path, source: SourceConfig) -> ParseResult:
     """Read one mapped diet CSV; see the module docstring."""
+    table = read_csv_table(path, source)
+    rows, rejects = _diet(table)
+    return ParseResult(rows=rows, rejects=rejects, rows_read=table.rows_read)
+
+
+def parse_batch(paths: Sequence[Path], source: SourceConfig) -> BatchResult:
+    """Read many mapped diet CSVs at once, exactly as `parse` one by one would
+    (`parse_csv_batch`)."""
+    return parse_csv_batch(paths, source, _diet)
+
+
+def _diet(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows in DIET_ENTRY_SCHEMA or DIET_REPORTED_SCHEMA, rejects) for one file or a stack of
+    files (then both with FILE_INDEX); repeats are looked for within each file."""
+    source, path = table.source, table.path
     mapping = source.columns
     _check_config(path, source)
     scale = _scale(path, source)
@@ -274,7 +295,6 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
             f"sources.yaml (canonical names: {', '.join(NUTRIENTS)})."
         )
 
-    table = read_csv_table(path, source)
     found = {
         key: table.require(
             [header],
@@ -349,6 +369,8 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         checks.append(boolean_check(text("completed"), header("completed")))
 
     good, rejects = split_rejects(table.frame.with_columns(parsed), checks)
+    carried = per_file(table.frame)
+    schema = file_index_schema(table.frame)
 
     if entries:
         rows = good.select(
@@ -362,11 +384,10 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
             text("category").alias("category_raw"),
             *nutrients.outputs,
             pl.col(LINE).alias("line"),
+            *carried,
         )
-        return ParseResult(
-            rows=conform(rows, DIET_ENTRY_SCHEMA),
-            rejects=conform(rejects, REJECT_SCHEMA),
-            rows_read=table.rows_read,
+        return conform(rows, {**DIET_ENTRY_SCHEMA, **schema}), conform(
+            rejects, {**REJECT_SCHEMA, **schema}
         )
 
     period = str(source.options.get("period", "summary" if cross_sectional else "day"))
@@ -391,12 +412,13 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         completed.alias("completed"),
         *nutrients.outputs,
         pl.col(LINE).alias("line"),
+        *carried,
     )
-    all_rejects = pl.concat([conform(rejects, REJECT_SCHEMA), conform(repeats, REJECT_SCHEMA)])
-    return ParseResult(
-        rows=conform(rows, DIET_REPORTED_SCHEMA),
-        rejects=all_rejects.sort("line"),
-        rows_read=table.rows_read,
+    reject_schema = {**REJECT_SCHEMA, **schema}
+    all_rejects = pl.concat([conform(rejects, reject_schema), conform(repeats, reject_schema)])
+    return (
+        conform(rows, {**DIET_REPORTED_SCHEMA, **schema}),
+        all_rejects.sort([*carried, "line"]),
     )
 
 

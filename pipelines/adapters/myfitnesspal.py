@@ -28,6 +28,7 @@ carry thousands separators ("1,234" in quotes); blank cells stay null. Dates are
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
@@ -35,12 +36,16 @@ import polars as pl
 from pipelines.adapters._csv import (
     LINE,
     RAW,
+    CsvTable,
     cell,
     extra_fields_check,
+    file_index_schema,
+    parse_csv_batch,
+    per_file,
     read_csv_table,
     split_rejects,
 )
-from pipelines.adapters.base import AdapterError, ParseResult
+from pipelines.adapters.base import AdapterError, BatchResult, ParseResult
 from pipelines.adapters.diet_csv import (
     SUMMARY_LABEL,
     column_table,
@@ -70,13 +75,27 @@ _HINT = (
 
 def parse(path: Path, source: SourceConfig) -> ParseResult:
     """Read one MyFitnessPal export; see the module docstring."""
+    table = read_csv_table(path, source)
+    rows, rejects = _diary(table)
+    return ParseResult(rows=rows, rejects=rejects, rows_read=table.rows_read)
+
+
+def parse_batch(paths: Sequence[Path], source: SourceConfig) -> BatchResult:
+    """Read many MyFitnessPal exports at once, exactly as `parse` one by one would
+    (`parse_csv_batch`)."""
+    return parse_csv_batch(paths, source, _diary)
+
+
+def _diary(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows in DIET_ENTRY_SCHEMA or DIET_REPORTED_SCHEMA, rejects) for one file or a stack of
+    files (then both with FILE_INDEX); days are summed and spoiled within each file."""
+    source, path = table.source, table.path
     level = source.options.get("level", "daily")
     if level not in LEVELS:
         raise AdapterError(
             f"{path}: source {source.name!r}, key 'options.level': {level!r} is not one of "
             f"{list(LEVELS)} ('entries' for the per-food export, default 'daily')."
         )
-    table = read_csv_table(path, source)
     refuse_other_format(table, "myfitnesspal")
     date_i = table.require(["Date", "Day"], _HINT)
     food_i = None
@@ -112,6 +131,8 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
     if person_check is not None:
         checks.append(person_check)
     checks += date_checks(table, date_raw, date_name)
+    carried = per_file(table.frame)
+    schema = file_index_schema(table.frame)
 
     if food_i is not None:
         checks.append(Check(food.is_null(), food_name, pl.lit(f"{food_name} is blank")))
@@ -123,11 +144,10 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
             food.alias("food"),
             *nutrients.outputs,
             pl.col(LINE).alias("line"),
+            *carried,
         )
-        return ParseResult(
-            rows=conform(rows, DIET_ENTRY_SCHEMA),
-            rejects=conform(rejects, REJECT_SCHEMA),
-            rows_read=table.rows_read,
+        return conform(rows, {**DIET_ENTRY_SCHEMA, **schema}), conform(
+            rejects, {**REJECT_SCHEMA, **schema}
         )
 
     # Daily level. Rows that cannot be placed on a day, or carry no numbers, are rejected alone.
@@ -144,13 +164,15 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
     )
     # A bad number rejects its row and, below, the rest of its day.
     fine, bad = split_rejects(placed, nutrients.checks)
+    # Days, and lines, are per file (`per_file`): a stack must not mix two files' days.
+    key = [*carried, "__person", "__day"]
     bad_days = (
-        placed.join(fine.select(LINE), on=LINE, how="anti")
-        .group_by("__person", "__day")
+        placed.join(fine.select(*carried, LINE), on=[*carried, LINE], how="anti")
+        .group_by(key)
         .agg(pl.col(LINE).min().alias("__bad_line"))
     )
-    spoiled = fine.join(bad_days, on=["__person", "__day"], how="inner", nulls_equal=True)
-    fine = fine.join(bad_days, on=["__person", "__day"], how="anti", nulls_equal=True)
+    spoiled = fine.join(bad_days, on=key, how="inner", nulls_equal=True)
+    fine = fine.join(bad_days, on=key, how="anti", nulls_equal=True)
     spoiled_rejects = spoiled.select(
         pl.col(LINE).cast(pl.Int64).alias("line"),
         pl.lit(None, dtype=pl.String).alias("column"),
@@ -158,12 +180,13 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         # Which row spoiled the day: the line to look at.
         format_text("line {}", pl.col("__bad_line")).alias("value"),
         pl.col(RAW).alias("raw"),
+        *carried,
     )
 
-    per_meal = fine.select("__person", "__day", LINE, *nutrients.outputs)
+    per_meal = fine.select(*key, LINE, *nutrients.outputs)
     names = list(nutrients.values)
     days = (
-        per_meal.group_by("__person", "__day")
+        per_meal.group_by(key)
         .agg(
             pl.col(LINE).min().alias("line"),
             pl.len().cast(pl.Int64).alias("input_lines"),
@@ -178,14 +201,12 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
             *[pl.when(pl.col(f"__n_{n}") > 0).then(pl.col(n)).alias(n) for n in names],
             "line",
             "input_lines",
+            *carried,
         )
-        .sort("line")
+        .sort([*carried, "line"])
     )
+    reject_schema = {**REJECT_SCHEMA, **schema}
     all_rejects = pl.concat(
-        [conform(r, REJECT_SCHEMA) for r in (alone, bad, spoiled_rejects)]
-    ).sort("line")
-    return ParseResult(
-        rows=conform(days, DIET_REPORTED_SCHEMA),
-        rejects=all_rejects,
-        rows_read=table.rows_read,
-    )
+        [conform(r, reject_schema) for r in (alone, bad, spoiled_rejects)]
+    ).sort([*carried, "line"])
+    return conform(days, {**DIET_REPORTED_SCHEMA, **schema}), all_rejects

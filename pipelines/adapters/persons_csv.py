@@ -20,6 +20,7 @@ patients.csv reads with just person: {column: Id}. At least one of them must be 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -29,17 +30,21 @@ import polars as pl
 from pipelines.adapters._csv import (
     LINE,
     RAW,
+    CsvTable,
     cell,
     date_reason,
     extra_fields_check,
+    file_index_schema,
     not_a_number_reason,
+    parse_csv_batch,
     parse_datetime,
+    per_file,
     person_column_check,
     read_csv_table,
     refuse_swapped_dates,
     split_rejects,
 )
-from pipelines.adapters.base import AdapterError, ParseResult
+from pipelines.adapters.base import AdapterError, BatchResult, ParseResult
 from pipelines.config import SourceConfig
 from pipelines.rules import Check
 from pipelines.schema import PERSON_SCHEMA, REJECT_SCHEMA, conform
@@ -69,6 +74,21 @@ MIN_BIRTH_YEAR = 1880
 
 def parse(path: Path, source: SourceConfig) -> ParseResult:
     """Read one covariates CSV; see the module docstring."""
+    table = read_csv_table(path, source)
+    rows, rejects = _persons(table)
+    return ParseResult(rows=rows, rejects=rejects, rows_read=table.rows_read)
+
+
+def parse_batch(paths: Sequence[Path], source: SourceConfig) -> BatchResult:
+    """Read many covariates CSVs at once, exactly as `parse` one by one would
+    (`parse_csv_batch`)."""
+    return parse_csv_batch(paths, source, _persons)
+
+
+def _persons(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows in PERSON_SCHEMA, rejects) for one file or a stack of files (then both with
+    FILE_INDEX); duplicate ids are looked for within each file."""
+    source, path = table.source, table.path
     unknown = sorted(set(source.columns) - set(DEFAULT_HEADERS))
     if unknown:
         raise AdapterError(
@@ -77,7 +97,6 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
             "person: {column: ...})."
         )
     codes = sex_codes(path, source)
-    table = read_csv_table(path, source)
     found: dict[str, int] = {}
     for key, defaults in DEFAULT_HEADERS.items():
         if key in source.columns:
@@ -171,6 +190,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         ),
     ]
     good, rejects = split_rejects(table.frame, checks)
+    carried = per_file(table.frame)
     rows = good.select(
         person.alias("person_id"),
         sex.alias("sex"),
@@ -180,10 +200,13 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         ),
         pl.col(LINE).alias("line"),
         pl.col(RAW).alias("raw"),
+        *carried,
     )
 
-    # The first valid row of a person wins; later ones are rejected, not merged.
-    duplicate = ~pl.col("person_id").is_first_distinct()
+    # The first valid row of a person wins; later ones are rejected, not merged. Within a file:
+    # two files may each name the same person.
+    first = pl.col("person_id").is_first_distinct()
+    duplicate = ~(first.over(carried) if carried else first)
     id_column = person_check.column if person_check is not None else None
     dupes = rows.filter(duplicate).select(
         "line",
@@ -191,15 +214,17 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         pl.lit("duplicate person id (the first row of that id loads)").alias("reason"),
         pl.col("person_id").alias("value"),
         "raw",
+        *carried,
     )
+    schema = file_index_schema(table.frame)
     all_rejects = pl.concat(
-        [conform(rejects, REJECT_SCHEMA), conform(dupes, REJECT_SCHEMA)], how="vertical"
-    ).sort("line", maintain_order=True)
-    return ParseResult(
-        rows=conform(rows.filter(~duplicate), PERSON_SCHEMA),
-        rejects=all_rejects,
-        rows_read=table.rows_read,
-    )
+        [
+            conform(rejects, {**REJECT_SCHEMA, **schema}),
+            conform(dupes, {**REJECT_SCHEMA, **schema}),
+        ],
+        how="vertical",
+    ).sort([*carried, "line"], maintain_order=True)
+    return conform(rows.filter(~duplicate), {**PERSON_SCHEMA, **schema}), all_rejects
 
 
 def sex_codes(path: Path, source: SourceConfig) -> dict[str, str | None]:

@@ -15,6 +15,7 @@ than the whole row. Text results (TYPE text) of a marker are rejected as "no num
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
@@ -22,20 +23,24 @@ import polars as pl
 from pipelines.adapters._csv import (
     LINE,
     RAW,
+    CsvTable,
     cell,
     date_reason,
     extra_fields_check,
+    file_index_schema,
+    parse_csv_batch,
     parse_datetime,
+    per_file,
     read_csv_table,
     refuse_swapped_dates,
     split_rejects,
 )
-from pipelines.adapters.base import AdapterError, ParseResult
+from pipelines.adapters.base import FILE_INDEX, AdapterError, BatchResult, ParseResult
 from pipelines.adapters.signatures import refuse_other_format
 from pipelines.config import SourceConfig
 from pipelines.lab_vocabulary import CENSORED, LOW_BOUND
 from pipelines.rules import Check
-from pipelines.schema import LAB_RESULT_SCHEMA, REJECT_SCHEMA, conform
+from pipelines.schema import REJECT_SCHEMA, conform
 from pipelines.text import number
 from pipelines.transforms.labs import LabTableError, normalise_lab_rows
 
@@ -44,12 +49,28 @@ HINT = "Is this Synthea's observations.csv (DATE,PATIENT,ENCOUNTER,CODE,DESCRIPT
 
 def parse(path: Path, source: SourceConfig) -> ParseResult:
     """Read one Synthea observations.csv; see the module docstring."""
+    table = read_csv_table(path, source)
+    rows, rejects = _observations(table)
+    return ParseResult(rows=rows, rejects=rejects, rows_read=table.rows_read)
+
+
+def parse_batch(paths: Sequence[Path], source: SourceConfig) -> BatchResult:
+    """Read many observations files at once, exactly as `parse` one by one would
+    (`parse_csv_batch`)."""
+    return parse_csv_batch(paths, source, _observations)
+
+
+def _observations(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows in LAB_RESULT_SCHEMA, rejects) for one file or a stack of files (then both with
+    FILE_INDEX); the CRP method is decided, and rejects matched to rows, within each file."""
+    source, path = table.source, table.path
+    carried = per_file(table.frame)
+    schema = file_index_schema(table.frame)
     if source.columns:
         raise AdapterError(
             f"{path}: source {source.name!r} sets 'columns', but format synthea_observations "
             "reads Synthea's own headers; remove 'columns' from the source in sources.yaml."
         )
-    table = read_csv_table(path, source)
     refuse_other_format(table, "synthea_observations")
     date = table.require(["DATE"], HINT)
     code = table.require(["CODE"], HINT)
@@ -60,7 +81,11 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
 
     fixed = source.person.for_file(path)
     checks: list[Check] = [extra_fields_check(table)]
-    if fixed is not None:
+    if fixed is not None and table.files is not None:
+        # In a stack each file keeps its own id (its folder, with from_folder).
+        ids = {i: source.person.for_file(file) for i, file in table.files.items()}
+        person = pl.col(FILE_INDEX).replace_strict(ids, return_dtype=pl.String)
+    elif fixed is not None:
         person = pl.lit(fixed, dtype=pl.String)
     else:
         name = source.person.column or "PATIENT"
@@ -121,6 +146,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
         pl.concat_str(
             [text(code).fill_null(""), text(description).fill_null("")], separator=" "
         ).alias("raw"),
+        *carried,
     )
     code_header = table.headers[code]
     try:
@@ -132,6 +158,7 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
                 "unit_raw": table.headers[units] if units is not None else "UNITS",
             },
             crp_method=source.crp_method,
+            carry=carried,
         )
     except LabTableError as exc:
         raise AdapterError(f"{path}: cannot map lab results: {exc}") from exc
@@ -139,18 +166,17 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
     full = unmapped.filter(pl.col("column") != code_header)
     if full.height:
         whole = full.join(
-            good.select(pl.col(LINE).alias("line"), pl.col(RAW).alias("__whole")),
-            on="line",
+            good.select(*carried, pl.col(LINE).alias("line"), pl.col(RAW).alias("__whole")),
+            on=[*carried, "line"],
             how="left",
         ).with_columns(pl.col("__whole").alias("raw"))
         unmapped = pl.concat(
-            [unmapped.filter(pl.col("column") == code_header), conform(whole, REJECT_SCHEMA)]
+            [
+                unmapped.filter(pl.col("column") == code_header),
+                conform(whole, {**REJECT_SCHEMA, **schema}),
+            ]
         )
-    all_rejects = pl.concat([conform(rejects, REJECT_SCHEMA), unmapped], how="vertical").sort(
-        "line", maintain_order=True
-    )
-    return ParseResult(
-        rows=conform(loaded, LAB_RESULT_SCHEMA),
-        rejects=all_rejects,
-        rows_read=table.rows_read,
-    )
+    all_rejects = pl.concat(
+        [conform(rejects, {**REJECT_SCHEMA, **schema}), unmapped], how="vertical"
+    ).sort([*carried, "line"], maintain_order=True)
+    return loaded, all_rejects

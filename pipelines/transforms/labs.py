@@ -32,7 +32,7 @@ Any adapter producing lab rows (CSV, FHIR, Synthea, ...) calls `normalise_lab_ro
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -175,7 +175,10 @@ def _read_table(path: Path, required: tuple[str, ...]) -> pl.DataFrame:
 
 
 def normalise_lab_rows(
-    df: pl.DataFrame, columns: Mapping[str, str] | None = None, crp_method: str | None = None
+    df: pl.DataFrame,
+    columns: Mapping[str, str] | None = None,
+    crp_method: str | None = None,
+    carry: Sequence[str] = (),
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Map markers and convert units; return (rows in LAB_RESULT_SCHEMA, rejects in REJECT_SCHEMA).
 
@@ -190,6 +193,10 @@ def normalise_lab_rows(
     CRP test name without a method is read (module docstring).
 
     Censored values are bounds and are converted like values; so are reference limits.
+
+    `carry` names Int64 columns of `df` (an adapter's file index when it maps several files at
+    once) kept on both outputs after the schema's columns; the CRP method is decided within each
+    of their values, as it is within one file.
     """
     if crp_method is not None and crp_method not in CRP_METHODS:
         raise ValueError(
@@ -258,7 +265,7 @@ def normalise_lab_rows(
         .join(tables.units, on=["__marker", "__unit_key"], how="left")
         .sort("__row")
     )
-    work = _decide_crp_method(work, given, crp_method, tables)
+    work = _decide_crp_method(work, given, crp_method, tables, carry)
 
     known_units = (
         tables.units.filter(pl.col("__unit_key") != "")
@@ -358,6 +365,7 @@ def normalise_lab_rows(
         reason.fill_null("invalid result").alias("reason"),
         value.alias("value"),
         raw_text.alias("raw"),
+        *carry,
     )
     factor = pl.col("__factor")
     rows = work.filter(pl.col("__first").is_null()).with_columns(
@@ -373,11 +381,19 @@ def normalise_lab_rows(
         (pl.col("ref_low") * factor).alias("ref_low"),
         (pl.col("ref_high") * factor).alias("ref_high"),
     )
-    return conform(rows, LAB_RESULT_SCHEMA), conform(rejects, REJECT_SCHEMA)
+    carried = dict.fromkeys(carry, pl.Int64)
+    return (
+        conform(rows, {**LAB_RESULT_SCHEMA, **carried}),
+        conform(rejects, {**REJECT_SCHEMA, **carried}),
+    )
 
 
 def _decide_crp_method(
-    work: pl.DataFrame, given: pl.Expr, crp_method: str | None, tables: LabTables
+    work: pl.DataFrame,
+    given: pl.Expr,
+    crp_method: str | None,
+    tables: LabTables,
+    carry: Sequence[str] = (),
 ) -> pl.DataFrame:
     """Make a CRP name without a method (the `crp` name rows of markers.csv without a `loinc`)
     `hscrp` or `crp` by the rule of the module docstring; set `__basis` to what decided it, and
@@ -391,7 +407,7 @@ def _decide_crp_method(
     if not work.select(pending.any()).item():
         return work
     # The same test, unit and reference range in one file is one assay: decided together.
-    assay = ["__name", "__unit_key", "ref_high"]
+    assay = [*carry, "__name", "__unit_key", "ref_high"]
     low_ref = pending & (pl.col("ref_high") * pl.col("__factor") <= HS_REF_HIGH_MAX_MG_L)
     low_result = (
         pending

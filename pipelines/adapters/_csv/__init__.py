@@ -51,6 +51,7 @@ from pipelines.adapters._csv.table import (
     cell,
     file_index_schema,
     header_key,
+    per_file,
 )
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "not_a_number_reason",
     "parse_csv_batch",
     "parse_datetime",
+    "per_file",
     "person_column_check",
     "read_csv_table",
     "refuse_swapped_dates",

@@ -98,3 +98,10 @@ def file_index_schema(frame: pl.DataFrame) -> dict[str, pl.DataType | type[pl.Da
     """{FILE_INDEX: Int64} when `frame` stacks several files, else {}: what a transform adds to its
     output schemas so one code path serves a single file and a stack."""
     return {FILE_INDEX: pl.Int64} if FILE_INDEX in frame.columns else {}
+
+
+def per_file(frame: pl.DataFrame) -> list[str]:
+    """[FILE_INDEX] when `frame` stacks several files, else []: put in front of every key that must
+    stay within one file (a per-file group, a join or sort on LINE, a duplicate check), so a
+    transform's per-file logic gives a stack what it gives each file alone."""
+    return [FILE_INDEX] if FILE_INDEX in frame.columns else []
