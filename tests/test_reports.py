@@ -666,6 +666,34 @@ def test_person_page_name_is_safe_and_stable() -> None:
     assert person_page_name("a/b") != person_page_name("a b")
 
 
+def test_a_huge_ci_bound_is_printed_not_a_crash() -> None:
+    """A CI from a few draws with few degrees of freedom can reach 1e30% and beyond: more digits
+    than decimal's default 28, which made every page fail to render (bench, 2,000 people)."""
+    assert rhtml.fmt_pct(1e30) == "+1" + "0" * 30 + "%"
+    assert rhtml.fmt_pct(-1.7e308).startswith("-17") and rhtml.fmt_pct(-1.7e308).endswith("0%")
+    assert (rhtml.fmt_pct(24.4), rhtml.fmt_pct(0.44), rhtml.fmt_pct(9.96)) == (
+        "+24%",
+        "+0.4%",
+        "+10%",
+    )
+    sentence = finding_sentence(
+        {
+            "scope": "person",
+            "marker": "hscrp",
+            "method": "ols_within",
+            "status": "inconclusive",
+            "feature": "fiber_g",
+            "window_days": 28,
+            "n": 5,
+            "effect_pct": 3e6,
+            "ci_low_pct": -99.0,
+            "ci_high_pct": 4.2e45,
+            "q": 0.9,
+        }
+    )
+    assert "+42" + "0" * 44 + "%" in sentence
+
+
 def test_finding_sentence_variants() -> None:
     base = {"scope": "person", "marker": "hscrp", "method": "ols_within", "status": "significant"}
     up = finding_sentence(

@@ -18,7 +18,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from functools import lru_cache
 from pathlib import Path
 from typing import TypeGuard
@@ -238,6 +238,9 @@ def is_num(x: object) -> TypeGuard[int | float]:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
+_FLOAT_DIGITS = 400  # the largest double has 309 digits before the point
+
+
 def fmt_pct(x: object, signed: bool = True) -> str:
     """A percentage with the precision a reader can use: 24%, -7%, +0.4%."""
     if not is_num(x):
@@ -248,7 +251,10 @@ def fmt_pct(x: object, signed: bool = True) -> str:
     # One decimal below 10% (per-gram effects are small), whole numbers above; half-up rather
     # than banker's rounding, as people round; "7.0" reads as "7".
     step = Decimal("0.1") if abs(v) < 9.95 else Decimal("1")
-    text = str(Decimal(repr(abs(v))).quantize(step, rounding=ROUND_HALF_UP))
+    # Precision for every digit of any double: an uninformative CI bound (a few draws, few degrees
+    # of freedom) can reach 1e30% and more, beyond the default context's 28 digits.
+    with localcontext(prec=_FLOAT_DIGITS):
+        text = str(Decimal(repr(abs(v))).quantize(step, rounding=ROUND_HALF_UP))
     text = text.removesuffix(".0")
     if text == "0":
         return "0%"
