@@ -221,12 +221,21 @@ def test_column_wise_fits_match_row_by_row_fits() -> None:
         keys += [f"feature_{k % 40}|{k}"] * n
         xs += x.tolist()
         lys += ly.tolist()
-    points = pl.DataFrame({"key": keys, "x": xs, "ly": lys})
-    fits = fcellscatter._cell_fits(points)
-    assert fits == _cell_fits_scalar(points)
-    for key, fit in fits.items():
-        assert _same(fit, _cell_fits_scalar(points)[key])
-    assert fcellscatter._cell_fits(points.head(2)) == {}
+    points = pl.DataFrame({"key": keys, "x": xs, "ly": lys}).with_columns(
+        person_id=pl.lit("p1"), marker=pl.lit("hscrp")
+    )
+    # Another person and marker with the same cells: fitted apart from the first.
+    other = points.with_columns(person_id=pl.lit("p2"), ly=pl.col("ly") * 2 + 1)
+    everyone = fcellscatter.cell_fits(
+        pl.concat([points, other, points.with_columns(marker=pl.lit("crp"))])
+    )
+    for person, frame in (("p1", points), ("p2", other)):
+        fits = fcellscatter._fit_lists(everyone.filter(pl.col("person_id") == person), "hscrp")
+        expected = _cell_fits_scalar(frame)
+        assert fits == expected
+        for key, fit in fits.items():
+            assert _same(fit, expected[key])
+    assert fcellscatter.cell_fits(points.head(2)).is_empty()
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from typing import Any
 
 import polars as pl
 
+from pipelines.reports.figures.cell_scatter import cell_fits, cell_points
 from pipelines.reports.inputs import (
     POOLED_COLUMNS,
     DashboardInputs,
@@ -24,6 +25,7 @@ from pipelines.reports.summaries import PersonSummary, _crp_draws, _summarise
 # One person's share of every frame, in `_summarise`'s argument order.
 _PersonFrames = tuple[
     str,
+    pl.DataFrame | None,
     pl.DataFrame | None,
     pl.DataFrame | None,
     pl.DataFrame | None,
@@ -80,6 +82,7 @@ def _page_tables(d: DashboardInputs) -> dict[str, pl.DataFrame]:
             POOLED_COLUMNS, strict=False
         ),
         "unmapped": d.unmapped_foods,
+        # Only complete windows are behind the lag-heatmap cells.
         "windows": d.exposure_windows.filter(pl.col("complete").fill_null(False)),
         "sufficiency": d.data_sufficiency,
         # Everyone's CRP draws in time order at once, not a query per person.
@@ -88,7 +91,13 @@ def _page_tables(d: DashboardInputs) -> dict[str, pl.DataFrame]:
 
 
 def _split_tables(d: DashboardInputs) -> dict[str, _Split]:
-    return {name: _split(df) for name, df in _page_tables(d).items()}
+    """The page tables split by person, the exposure windows as what the pages draw of them:
+    the points and fits behind each lag-heatmap cell, worked out for everyone at once."""
+    tables = _page_tables(d)
+    points = cell_points(tables.pop("windows"), d.marker_draws)
+    tables["cell_points"] = points
+    tables["cell_fits"] = cell_fits(points)
+    return {name: _split(df) for name, df in tables.items()}
 
 
 @dataclass(frozen=True)
@@ -129,7 +138,8 @@ def _frames(person: _PersonRows, tables: dict[str, pl.DataFrame]) -> _PersonFram
         part("trends"),
         part("findings"),
         part("unmapped"),
-        part("windows"),
+        part("cell_points"),
+        part("cell_fits"),
         part("sufficiency"),
         person.sources,
         part("crp"),

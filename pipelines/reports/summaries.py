@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from pipelines.reports.figures.cell_scatter import CELL_FITS_SCHEMA, CELL_POINTS_SCHEMA
 from pipelines.reports.figures.diet import _EPOCH_ORDINAL, _date_numbers, _logged_mask
 from pipelines.reports.findings import _date_text, _sorted_findings
 from pipelines.reports.html import is_num
@@ -70,16 +71,21 @@ class PersonSummary:
     unmapped_share: float | None = None
     # Fewest and most DII parameters over the logged days with a DII (None without one).
     dii_params: tuple[int, int] | None = None
-    windows: pl.DataFrame = field(default_factory=pl.DataFrame)
+    # The points and fits behind the cells of the person's lag heatmaps (`figures.cell_points`).
+    cell_points: pl.DataFrame = field(default_factory=pl.DataFrame)
+    cell_fits: pl.DataFrame = field(default_factory=pl.DataFrame)
     sufficiency: list[dict[str, Any]] = field(default_factory=list)
     sources: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    # Each frame's schema and row hashes, fed to the page and section keys (`_hash_value`).
 
     @cached_property
     def findings(self) -> list[dict[str, Any]]:
         """Every finding as a dict; worked out when a page section that lists them is built."""
         return self.findings_df.to_dicts()
+
+
+_NO_CELL_POINTS = pl.DataFrame(schema=CELL_POINTS_SCHEMA)
+_NO_CELL_FITS = pl.DataFrame(schema=CELL_FITS_SCHEMA)
 
 
 def _category_of(value: object) -> str | None:
@@ -97,7 +103,8 @@ def _summarise(
     trends: pl.DataFrame | None,
     findings: pl.DataFrame | None,
     unmapped: pl.DataFrame | None,
-    windows: pl.DataFrame | None = None,
+    cell_points: pl.DataFrame | None = None,
+    cell_fits: pl.DataFrame | None = None,
     sufficiency: pl.DataFrame | None = None,
     freshness: list[dict[str, Any]] | None = None,
     crp: pl.DataFrame | None = None,
@@ -105,7 +112,8 @@ def _summarise(
     """One person's summary from their rows of each table. `crp` is their CRP draws in time
     order, when the caller has sorted everyone's at once; otherwise they are taken from `draws`."""
     s = PersonSummary(person_id=pid)
-    s.windows = windows if windows is not None else pl.DataFrame(schema=SCHEMAS["exposure_windows"])
+    s.cell_points = cell_points if cell_points is not None else _NO_CELL_POINTS
+    s.cell_fits = cell_fits if cell_fits is not None else _NO_CELL_FITS
     s.sufficiency = (
         sorted(sufficiency.to_dicts(), key=lambda r: _marker_order(r.get("marker")))
         if sufficiency is not None

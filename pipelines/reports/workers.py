@@ -80,7 +80,9 @@ def _person_pages(people: list[_PersonFrames], job: _PageJob) -> list[_PageResul
 
 
 # Only person pages read these; dropping them keeps what returns from a worker small.
-_FRAME_FIELDS = frozenset({"crp", "all_draws", "diet", "findings_df", "unmapped", "windows"})
+_FRAME_FIELDS = frozenset(
+    {"crp", "all_draws", "diet", "findings_df", "unmapped", "cell_points", "cell_fits"}
+)
 
 
 def _pool_size(n_people: int, workers: int | None) -> int:

@@ -15,7 +15,9 @@ from pipelines.reports.figures.cell_scatter import (
     CELL_SCRIPT,
     SCATTER_LAYOUT,
     cell_data_script,
+    cell_fits,
     cell_key,
+    cell_points,
     cell_scatter_data,
 )
 from pipelines.reports.figures.forest import forest_plot
@@ -32,7 +34,9 @@ __all__ = [
     "SCATTER_LAYOUT",
     "category_calendar",
     "cell_data_script",
+    "cell_fits",
     "cell_key",
+    "cell_points",
     "cell_scatter_data",
     "coverage_calendar",
     "crp_small_multiples",

@@ -6,9 +6,9 @@ points and fit (`cell_scatter_data`, `cell_data_script`), and a short inline scr
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from pipelines.reports.figures.base import LOG_TICKS, TEMPLATE, _r_many, t_quantile
@@ -26,6 +26,8 @@ from pipelines.reports.html import (
 )
 
 CELL_DATA_ID = "cell-data"
+
+_EPOCH = datetime(1970, 1, 1)
 
 # Drawn by CELL_SCRIPT around every scatter; the figure-specific parts come from the blob.
 SCATTER_LAYOUT: dict[str, Any] = {
@@ -135,15 +137,93 @@ def cell_key(feature: object, window: object) -> str:
     return f"{feature}|{window_key(window)}"
 
 
-def _cell_fits(points: pl.DataFrame) -> dict[str, list[float | None]]:
-    """Per cell the OLS of ln(marker) on the feature: [a, b, s, mean x, Sxx, n, t_0.975,n-2]."""
-    stats_df = (
+# The columns naming a cell of a person's lag heatmap, in the order the cell tables are sorted.
+CELL = ["person_id", "marker", "key"]
+
+CELL_POINTS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "person_id": pl.String,
+    "marker": pl.String,
+    "key": pl.String,
+    "collected_at": pl.Datetime("us"),
+    "x": pl.Float64,
+    "y": pl.Float64,
+    "ly": pl.Float64,
+}
+CELL_FITS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "person_id": pl.String,
+    "marker": pl.String,
+    "key": pl.String,
+    "n": pl.Int64,
+    **{c: pl.Float64 for c in ("a", "b", "s", "mx", "sxx")},
+}
+
+
+def cell_points(windows: pl.DataFrame, draws: pl.DataFrame) -> pl.DataFrame:
+    """The points behind every lag-heatmap cell of everyone, worked out at once (a Polars query
+    per page cost a third of the page): per person, marker, cell `key` ("feature|window") and
+    draw, the feature over the window (`x`), the draw's value (`y`) and its log (`ly`).
+
+    Only complete windows with a finite value, of draws with a positive value and no exclusion
+    (the chronic draws the association step fits). In the order of `windows` (the dashboards
+    read it sorted by person), so a person's points are one run of rows.
+    """
+    ly = (
+        pl.coalesce(pl.col("log_value"), pl.col("value").log())
+        if "log_value" in draws.columns
+        else pl.col("value").log()
+    )
+    resp = (
+        draws.lazy()
+        .filter(
+            pl.col("excluded_reason").is_null()
+            & pl.col("collected_at").is_not_null()
+            & (pl.col("value") > 0)
+        )
+        .select(
+            "person_id",
+            "marker",
+            pl.col("collected_at").cast(pl.Datetime("us")),
+            pl.col("value").alias("y"),
+            ly.alias("ly"),
+        )
+        .unique(["person_id", "marker", "collected_at"], keep="first", maintain_order=True)
+    )
+    return (
+        windows.lazy()
+        .filter(
+            pl.col("complete").fill_null(False)
+            & pl.col("value").is_not_null()
+            & pl.col("value").is_finite()
+        )
+        .select(
+            "person_id",
+            "marker",
+            pl.concat_str(
+                [
+                    pl.col("feature"),
+                    pl.lit("|"),
+                    pl.col("window_days").cast(pl.String).fill_null("all"),
+                ]
+            ).alias("key"),
+            pl.col("collected_at").cast(pl.Datetime("us")),
+            pl.col("value").cast(pl.Float64).alias("x"),
+        )
+        .join(resp, on=["person_id", "marker", "collected_at"], how="inner", maintain_order="left")
+        .collect()
+    )
+
+
+def cell_fits(points: pl.DataFrame) -> pl.DataFrame:
+    """Per cell of `cell_points`, the OLS of ln(marker) on the feature: n, a, b, s, mean x and
+    Sxx (unrounded), for cells with at least 3 points and some spread in x. Sorted like the
+    points."""
+    return (
         points.lazy()
         .with_columns(
-            (pl.col("x") - pl.col("x").mean().over("key")).alias("_dx"),
-            (pl.col("ly") - pl.col("ly").mean().over("key")).alias("_dy"),
+            (pl.col("x") - pl.col("x").mean().over(CELL)).alias("_dx"),
+            (pl.col("ly") - pl.col("ly").mean().over(CELL)).alias("_dy"),
         )
-        .group_by("key")
+        .group_by(CELL)
         .agg(
             pl.len().alias("n"),
             pl.col("x").mean().alias("mx"),
@@ -153,37 +233,42 @@ def _cell_fits(points: pl.DataFrame) -> dict[str, list[float | None]]:
             (pl.col("_dy") ** 2).sum().alias("syy"),
         )
         .filter((pl.col("n") >= 3) & (pl.col("sxx") > 1e-12))
+        # b = sxy / sxx, a = my - b * mx, rss = max(syy - b * sxy, 0), s = sqrt(rss / (n - 2)).
+        .with_columns(b=pl.col("sxy") / pl.col("sxx"))
+        .with_columns(
+            a=pl.col("my") - pl.col("b") * pl.col("mx"),
+            rss=pl.max_horizontal(pl.col("syy") - pl.col("b") * pl.col("sxy"), pl.lit(0.0)),
+        )
+        .with_columns(
+            s=pl.when(pl.col("n") > 2)
+            .then((pl.col("rss") / (pl.col("n") - 2)).sqrt())
+            .otherwise(0.0)
+        )
+        .select(*CELL, pl.col("n").cast(pl.Int64), "a", "b", "s", "mx", "sxx")
+        .sort(CELL)
         .collect()
     )
-    if stats_df.is_empty():
-        return {}
-    # Column-wise, with the same IEEE operations in the same order as the scalar formulas
-    # b = sxy / sxx, a = my - b * mx, rss = max(syy - b * sxy, 0), s = sqrt(rss / (n - 2)).
-    ns = stats_df["n"].cast(pl.Int64).to_list()
-    mx, my, sxx, sxy, syy = (
-        stats_df[c].cast(pl.Float64).to_numpy() for c in ("mx", "my", "sxx", "sxy", "syy")
-    )
-    with np.errstate(all="ignore"):
-        b = sxy / sxx
-        a = my - b * mx
-        rss = syy - b * sxy
-        rss = np.where(rss < 0.0, 0.0, rss)
-        n_float = np.asarray(ns, dtype=np.float64)
-        s = np.where(n_float > 2, np.sqrt(rss / (n_float - 2)), 0.0)
-    columns = [_r_many(col, 6) for col in (a, b, s, mx, sxx)]
+
+
+def _fit_lists(fits: pl.DataFrame, marker: str) -> dict[str, list[float | None]]:
+    """One marker's rows of a person's `cell_fits` as `CELL_SCRIPT` reads them, per cell key:
+    [a, b, s, mean x, Sxx, n, t_0.975,n-2], rounded."""
+    mine = [i for i, m in enumerate(fits["marker"].to_list()) if m == marker]
+    ns = fits["n"].gather(mine).to_list()
+    columns = [_r_many(fits[c].gather(mine), 6) for c in ("a", "b", "s", "mx", "sxx")]
     ts = _r_many([t_quantile(0.975, n - 2) for n in ns], 5)
     return {
         key: [ra, rb, rs, rmx, rsxx, n, t]
         for key, ra, rb, rs, rmx, rsxx, n, t in zip(
-            stats_df["key"].to_list(), *columns, ns, ts, strict=True
+            fits["key"].gather(mine).to_list(), *columns, ns, ts, strict=True
         )
     }
 
 
 def cell_scatter_data(
     rows: list[dict[str, Any]],
-    windows: pl.DataFrame,
-    draws: pl.DataFrame,
+    points: pl.DataFrame,
+    fits: pl.DataFrame,
     marker: str,
     marker_name: str,
     unit: str,
@@ -192,90 +277,49 @@ def cell_scatter_data(
 ) -> dict[str, Any] | None:
     """What `CELL_SCRIPT` needs to draw any cell of one person's lag heatmap for one marker.
 
-    `rows` are the heatmap's associations as dicts (as `lag_heatmap` takes them), `windows` the
-    person's exposure windows, `draws` their marker draws; only complete
-    windows of chronic draws (excluded_reason null) are used, as in the association step. Each
-    draw's date and value are stored once; a cell stores its feature values aligned to the draws
-    (null where the window was not complete), its fit and its title. `titles` maps a cell key to
-    its title as Plotly text (the caller escapes user text with `pesc`; <b> and <br> may be
-    used). Returns None when no cell has a row in `rows` or no draw has a complete window.
+    `rows` are the heatmap's associations as dicts (as `lag_heatmap` takes them); `points` and
+    `fits` are the person's rows of `cell_points` and `cell_fits`. Each draw's date and value
+    are stored once; a cell stores its feature values aligned to the draws (null where the
+    window was not complete), its fit and its title. `titles` maps a cell key to its title as
+    Plotly text (the caller escapes user text with `pesc`; <b> and <br> may be used). Returns
+    None when no cell has a row in `rows` or no draw has a complete window.
     """
     features, wins = heatmap_axes(rows)
     if not features:
         return None
     cols = [window_key(w) for w in wins]
     keys = {cell_key(f, w) for f in features for w in wins}
-    # The points are one query (a chain of eager calls would collect at every step); the
-    # draws' values come with them from the join, so the draws are not collected on their own.
-    ly = (
-        pl.coalesce(pl.col("log_value"), pl.col("value").log())
-        if "log_value" in draws.columns
-        else pl.col("value").log()
-    )
-    resp = (
-        draws.lazy()
-        .filter(
-            (pl.col("marker") == marker)
-            & pl.col("excluded_reason").is_null()
-            & pl.col("collected_at").is_not_null()
-            & (pl.col("value") > 0)
+    # A few hundred points a page: plain lists (a Polars query costs more than this loop).
+    mine = [
+        (key, stamp, x, y)
+        for m, key, stamp, x, y in zip(
+            points["marker"].to_list(),
+            points["key"].to_list(),
+            points["collected_at"].to_physical().to_list(),
+            points["x"].to_list(),
+            points["y"].to_list(),
+            strict=True,
         )
-        .select("collected_at", pl.col("value").alias("y"), ly.alias("ly"))
-        .unique("collected_at", keep="first")
-        .with_columns(pl.col("collected_at").cast(pl.Datetime("us")))
-    )
-    points = pl.DataFrame(
-        schema={"key": pl.String, "collected_at": pl.Datetime("us"), "x": pl.Float64}
-    )
-    if windows.height:
-        points = (
-            windows.lazy()
-            .filter(
-                (pl.col("marker") == marker)
-                & pl.col("complete").fill_null(False)
-                & pl.col("value").is_not_null()
-                & pl.col("value").is_finite()
-            )
-            .select(
-                pl.concat_str(
-                    [
-                        pl.col("feature"),
-                        pl.lit("|"),
-                        pl.col("window_days").cast(pl.String).fill_null("all"),
-                    ]
-                ).alias("key"),
-                pl.col("collected_at").cast(pl.Datetime("us")),
-                pl.col("value").cast(pl.Float64).alias("x"),
-            )
-            .filter(pl.col("key").is_in(list(keys)))
-            .join(resp, on="collected_at", how="inner")
-            .collect()
-        )
-    if points.is_empty():
+        if m == marker and key in keys
+    ]
+    if not mine:
         return None
-    # The draws with a complete window, in time order (physical values: microseconds), and the
-    # first point of each: it carries the draw's date and value.
-    stamps = points["collected_at"].to_physical().to_numpy()
-    used, first = np.unique(stamps, return_index=True)
-    drawn = points[first]
-    fits = _cell_fits(points)
+    # The draws with a complete window, in time order (microseconds since the epoch).
+    used = sorted({stamp for _, stamp, _, _ in mine})
+    slot = {stamp: i for i, stamp in enumerate(used)}
+    value_at = {stamp: y for _, stamp, _, y in mine}
     cells: dict[str, dict[str, Any]] = {}
     for key in sorted(keys):
         cells[key] = {"title": titles.get(key) or pesc(key)}
-    # One pass over all points: each cell's values aligned to the draws (a later duplicate of a
-    # draw within a cell wins, as row order is kept).
-    slots = np.searchsorted(used, stamps).tolist()
-    n_used = len(used)
-    per_cell: dict[str, list[float | None]] = {}
-    for key, slot, x in zip(points["key"].to_list(), slots, _r_many(points["x"]), strict=True):
-        xs = per_cell.get(key)
+    # Each cell's values aligned to the draws.
+    for (key, stamp, _, _), x in zip(mine, _r_many([p[2] for p in mine]), strict=True):
+        xs = cells[key].get("x")
         if xs is None:
-            xs = per_cell[key] = [None] * n_used
-        xs[slot] = x
-    for key, xs in per_cell.items():
-        cells[key]["x"] = xs
-        if key in fits:
-            cells[key]["fit"] = fits[key]
+            xs = cells[key]["x"] = [None] * len(used)
+        xs[slot[stamp]] = x
+    for key, fit in _fit_lists(fits, marker).items():
+        if "x" in cells.get(key, {}):
+            cells[key]["fit"] = fit
 
     def rank(r: dict[str, Any]) -> tuple[int, int, float, float, tuple[int, str], int]:
         q, p, w = r.get("q"), r.get("p"), r.get("window_days")
@@ -295,8 +339,8 @@ def cell_scatter_data(
         "target": target,
         "marker": pesc(marker_name),
         "unit": pesc(unit),
-        "dates": [d.strftime("%Y-%m-%d") for d in drawn["collected_at"].to_list()],
-        "y": _r_many(drawn["y"]),
+        "dates": [(_EPOCH + timedelta(microseconds=t)).strftime("%Y-%m-%d") for t in used],
+        "y": _r_many([value_at[t] for t in used]),
         "rows": features,
         "cols": cols,
         "ylabels": [pesc(feature_label(f)) for f in features],

@@ -251,8 +251,8 @@ def _lag_scan(s: PersonSummary, sentence: Callable[[dict[str, Any]], str]) -> tu
         labels = {f: pesc(feature_label(f)) for f in {r["feature"] for r in rows}}
         cells = figures.cell_scatter_data(
             rows,
-            s.windows,
-            s.all_draws,
+            s.cell_points,
+            s.cell_fits,
             m,
             marker_label(m),
             marker_unit(m),
