@@ -253,15 +253,20 @@ def cell_fits(points: pl.DataFrame) -> pl.DataFrame:
 def _fit_lists(fits: pl.DataFrame, marker: str) -> dict[str, list[float | None]]:
     """One marker's rows of a person's `cell_fits` as `CELL_SCRIPT` reads them, per cell key:
     [a, b, s, mean x, Sxx, n, t_0.975,n-2], rounded."""
-    mine = [i for i, m in enumerate(fits["marker"].to_list()) if m == marker]
-    ns = fits["n"].gather(mine).to_list()
-    columns = [_r_many(fits[c].gather(mine), 6) for c in ("a", "b", "s", "mx", "sxx")]
+    names = ("key", "n", "a", "b", "s", "mx", "sxx")
+    mine = [
+        r
+        for r in zip(fits["marker"].to_list(), *(fits[c].to_list() for c in names), strict=True)
+        if r[0] == marker
+    ]
+    if not mine:
+        return {}
+    _, keys, ns, *values = (list(column) for column in zip(*mine, strict=True))
+    a, b, s, mx, sxx = (_r_many(v, 6) for v in values)
     ts = _r_many([t_quantile(0.975, n - 2) for n in ns], 5)
     return {
         key: [ra, rb, rs, rmx, rsxx, n, t]
-        for key, ra, rb, rs, rmx, rsxx, n, t in zip(
-            fits["key"].gather(mine).to_list(), *columns, ns, ts, strict=True
-        )
+        for key, ra, rb, rs, rmx, rsxx, n, t in zip(keys, a, b, s, mx, sxx, ns, ts, strict=True)
     }
 
 
