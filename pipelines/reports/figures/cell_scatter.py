@@ -5,10 +5,10 @@ points and fit (`cell_scatter_data`, `cell_data_script`), and a short inline scr
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 import polars as pl
 
 from pipelines.reports.figures.base import LOG_TICKS, TEMPLATE, _r_many, t_quantile
@@ -363,12 +363,9 @@ def cell_data_script(maps: dict[str, dict[str, Any]]) -> str:
     """
     if not maps:
         return ""
-    blob = json.dumps(
-        {"layout": SCATTER_LAYOUT, "config": CONFIG, "maps": maps},
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-    )
+    # orjson, as plotly.io encodes the figures: the standard library's encoder was a
+    # millisecond a page. Values are rounded by `_r_many` first, so no NaN reaches it.
+    blob = orjson.dumps({"layout": SCATTER_LAYOUT, "config": CONFIG, "maps": maps}).decode()
     blob = (
         blob.replace("<", "\\u003c")
         .replace(">", "\\u003e")
