@@ -121,8 +121,8 @@ def write_dashboards(
     written. Each file is written atomically, and the index last, so it never links to a page
     that does not exist yet.
 
-    With PARALLEL_MIN_PEOPLE people or more, person pages are rendered by `workers` processes
-    (default: one per CPU; 1 renders here); the files are the same either way. The processes
+    With PARALLEL_MIN_PAGES pages to render or more, person pages are rendered by `workers`
+    processes (default: one per CPU; 1 renders here); the files are the same either way. They
     are spawned, so a script calling this needs the usual `if __name__ == "__main__":` guard.
     """
     out_dir = Path(out_dir)
@@ -134,7 +134,12 @@ def write_dashboards(
     now = run_time(d.run_info)
     ids = _person_ids(d)
     chosen = None if render is None else frozenset(render)
-    pool_size = _pool_size(len(ids), workers)
+    to_render = (
+        len(ids)
+        if chosen is None
+        else sum(p in chosen or not (out_dir / person_page_name(p)).exists() for p in ids)
+    )
+    pool_size = _pool_size(to_render, workers)
     # The tables the page workers map go to the system's temp folder (RAM where it is a tmpfs,
     # as the pickled frames were; the OS clears what a killed run leaves). The workers are shut
     # down, and their mapped tables closed, before the folder goes.

@@ -28,9 +28,10 @@ from pipelines.reports.summaries import PersonSummary
 # Pages are written without an fsync each and synced together, where the OS offers a sync of
 # everything (not on Windows: there each page is synced as it is written).
 SYNC_ONCE = hasattr(os, "sync")
-# Person pages are rendered in worker processes when there are at least this many people (and
-# more than one CPU): below it, starting the workers costs more than it saves.
-PARALLEL_MIN_PEOPLE = 50
+# Person pages are rendered in worker processes when there are at least this many to render (and
+# more than one CPU): below it, starting the workers costs more than it saves. A kept page costs
+# only its person's summary, under a millisecond.
+PARALLEL_MIN_PAGES = 50
 # People per task sent to a worker: small enough to share the work out evenly, large enough
 # that sending a task costs little next to rendering it.
 PEOPLE_PER_TASK = 20
@@ -85,17 +86,17 @@ _FRAME_FIELDS = frozenset(
 )
 
 
-def _pool_size(n_people: int, workers: int | None) -> int:
-    """Worker processes for person pages; 0 renders them in this process."""
+def _pool_size(n_pages: int, workers: int | None) -> int:
+    """Worker processes for `n_pages` person pages to render; 0 renders them in this process."""
     if workers is None:
         try:
             workers = len(os.sched_getaffinity(0))
         except AttributeError:  # not on every platform
             workers = os.cpu_count() or 1
-    if workers < 2 or n_people < PARALLEL_MIN_PEOPLE or multiprocessing.current_process().daemon:
+    if workers < 2 or n_pages < PARALLEL_MIN_PAGES or multiprocessing.current_process().daemon:
         # A daemonic process (e.g. a multiprocessing pool worker) may not start processes.
         return 0
-    return min(workers, -(-n_people // PEOPLE_PER_TASK))
+    return min(workers, -(-n_pages // PEOPLE_PER_TASK))
 
 
 @contextmanager
