@@ -77,10 +77,10 @@ from pipelines.warehouse import ident, insert_frame, replace_table
 def food_taxonomy(context: dg.AssetExecutionContext, project: ProjectResource):
     """Categorise every distinct (food, source category) pair, with the user's overrides.
 
-    Runs over all pairs whenever a pair's counts, a person's entry counts, the overrides file or
-    the taxonomy changed (`plan_whole`), so an edited overrides file changes food_categories at
-    the next run; diet_daily then rebuilds only the days that eat a food whose categories changed
-    (entries_with_categories_sql).
+    Runs over all pairs whenever a diary entry's person, food, category or energy, the overrides
+    file or the taxonomy changed (`plan_whole`), so an edited overrides file changes
+    food_categories at the next run; diet_daily then rebuilds only the days that eat a food whose
+    categories changed (entries_with_categories_sql).
     """
     config = project.config()
     overrides_path = (
@@ -91,22 +91,22 @@ def food_taxonomy(context: dg.AssetExecutionContext, project: ProjectResource):
     # Read (and checked, line by line) every run: a broken overrides file is reported at once.
     overrides = load_overrides(overrides_path) if overrides_path else None
     with project.warehouse().write() as conn:
-        # Counted in DuckDB: a few thousand distinct foods out of millions of entries.
-        conn.execute(
-            "CREATE OR REPLACE TEMP TABLE _pairs AS SELECT food, category_raw, count(*) AS "
-            "entries, sum(energy_kcal) AS energy_kcal FROM diet_entries GROUP BY food, category_raw"
-        )
-        # unmapped_foods counts each food's people: who logs how much counts too.
-        per_person = "SELECT person_id, count(*), sum(energy_kcal) FROM diet_entries GROUP BY ALL"
+        # Planned on the entries' own values, not on sums: a parallel float sum differs in its
+        # last bits from run to run, which made every quiet night a change. unmapped_foods
+        # counts each food's people, so who logs what counts too.
         plan = plan_whole(
             conn,
             "food_taxonomy",
-            inputs=["SELECT * FROM _pairs", per_person],
+            inputs=["SELECT person_id, food, category_raw, energy_kcal FROM diet_entries"],
             outputs=["food_categories", "unmapped_foods"],
             salt=fingerprint([overrides_path]) if overrides_path else "",
         )
         if changed(plan):
-            pairs = conn.execute("SELECT * FROM _pairs ORDER BY ALL").pl()
+            # Counted in DuckDB: a few thousand distinct foods out of millions of entries.
+            pairs = conn.execute(
+                "SELECT food, category_raw, count(*) AS entries, sum(energy_kcal) AS energy_kcal "
+                "FROM diet_entries GROUP BY food, category_raw ORDER BY ALL"
+            ).pl()
             categories = categorise_foods(pairs, overrides=overrides)
             unmapped = unmapped_foods_from_counts(
                 unmapped_people_counts(conn, unmapped_pairs(pairs, categories)),
@@ -119,7 +119,6 @@ def food_taxonomy(context: dg.AssetExecutionContext, project: ProjectResource):
         else:
             categories = conn.execute("SELECT * FROM food_categories").pl()
             unmapped = conn.execute("SELECT * FROM unmapped_foods").pl()
-        conn.execute("DROP TABLE _pairs")
     mapped_share = 1.0 - float(unmapped["energy_share"].sum() or 0.0)
     yield dg.MaterializeResult(
         asset_key="food_categories",
