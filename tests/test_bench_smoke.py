@@ -137,4 +137,20 @@ def test_nightly_jobs_recompute_only_who_synced(tiny_run: tuple[dict, Path, Path
         assert work["exposure_windows: people_recomputed"] == 0
         assert work["marker_draws: people_recomputed"] == 0
     text = results.read_text(encoding="utf-8")
-    assert "whole nightly job, every person with a new day, <= 10% of a full rebuild" in text
+    assert "whole nightly job, every person with a new day, <= 15% of a full rebuild" in text
+
+
+def test_a_quiet_night_changes_nothing_and_says_so(tiny_run: tuple[dict, Path, Path]) -> None:
+    """(h): a night on which nobody synced reads no file, recomputes nobody, renders only the
+    index and cohort page, and every step that plans says it changed nothing."""
+    report, results, _ = tiny_run
+    quiet = report["stages"]["night_quiet"]
+    assert quiet["status"] == "ok" and quiet["seconds"] > 0
+    work = quiet["work"]
+    counts = {k: v for k, v in work.items() if not k.endswith((": changed", ": refit"))}
+    flags = {k: v for k, v in work.items() if k.endswith((": changed", ": refit"))}
+    assert counts["ingest_bench_cronometer: files_parsed"] == 0
+    assert counts["dashboards: pages_rendered"] == 2  # index and cohort
+    assert all(v == 0 for k, v in counts.items() if k != "dashboards: pages_rendered"), counts
+    assert flags and not any(flags.values()), flags
+    assert "whole nightly job with nothing new, 200 people, < 5 s" in results.read_text("utf-8")
