@@ -13,6 +13,7 @@ from typing import Any
 import polars as pl
 
 from pipelines.reports.figures.cell_scatter import cell_fits, cell_points
+from pipelines.reports.figures.diet import weekly_diet
 from pipelines.reports.inputs import (
     POOLED_COLUMNS,
     DashboardInputs,
@@ -25,6 +26,7 @@ from pipelines.reports.summaries import PersonSummary, _crp_draws, _summarise
 # One person's share of every frame, in `_summarise`'s argument order.
 _PersonFrames = tuple[
     str,
+    pl.DataFrame | None,
     pl.DataFrame | None,
     pl.DataFrame | None,
     pl.DataFrame | None,
@@ -91,9 +93,11 @@ def _page_tables(d: DashboardInputs) -> dict[str, pl.DataFrame]:
 
 
 def _split_tables(d: DashboardInputs) -> dict[str, _Split]:
-    """The page tables split by person, the exposure windows as what the pages draw of them:
-    the points and fits behind each lag-heatmap cell, worked out for everyone at once."""
+    """The page tables split by person, with what the pages draw of them worked out for everyone
+    at once: the weekly diet, and the exposure windows as the points and fits behind each
+    lag-heatmap cell."""
     tables = _page_tables(d)
+    tables["weekly_diet"] = weekly_diet(tables["diet"])
     points = cell_points(tables.pop("windows"), d.marker_draws)
     tables["cell_points"] = points
     tables["cell_fits"] = cell_fits(points)
@@ -134,6 +138,7 @@ def _frames(person: _PersonRows, tables: dict[str, pl.DataFrame]) -> _PersonFram
         person.person_id,
         part("persons"),
         part("diet"),
+        part("weekly_diet"),
         part("draws"),
         part("trends"),
         part("findings"),

@@ -48,6 +48,7 @@ class PersonSummary:
     headline: str = CATEGORY_MARKER
     all_draws: pl.DataFrame = field(default_factory=pl.DataFrame)
     diet: pl.DataFrame = field(default_factory=pl.DataFrame)
+    weekly: pl.DataFrame = field(default_factory=pl.DataFrame)  # `figures.weekly_diet`
     trends: list[dict[str, Any]] = field(default_factory=list)
     trend: dict[str, Any] = field(default_factory=dict)
     findings_df: pl.DataFrame = field(default_factory=pl.DataFrame)
@@ -99,6 +100,7 @@ def _summarise(
     pid: str,
     person: pl.DataFrame | None,
     diet: pl.DataFrame | None,
+    weekly: pl.DataFrame | None,
     draws: pl.DataFrame | None,
     trends: pl.DataFrame | None,
     findings: pl.DataFrame | None,
@@ -129,6 +131,7 @@ def _summarise(
     if s.crp.height and not (s.crp.get_column("marker") == CATEGORY_MARKER).any():
         s.headline = "crp"
     s.diet = diet if diet is not None else pl.DataFrame(schema=SCHEMAS["diet_daily"])
+    s.weekly = weekly if weekly is not None else pl.DataFrame()
     s.trends = trends.to_dicts() if trends is not None else []
     s.trend = next((t for t in s.trends if t.get("marker") == s.headline), {})
     s.findings_df = (

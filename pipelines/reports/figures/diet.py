@@ -1,5 +1,5 @@
-"""Diet for the figures: weekly means over logged days (`weekly_diet`) and what the timeline draws
-of them (`_diet_panel`), and the day numbers the calendars share.
+"""Diet for the figures: weekly means over logged days (`weekly_diet`, everyone's at once) and what
+the timeline draws of a person's (`_diet_panel`), and the day numbers the calendars share.
 """
 
 from __future__ import annotations
@@ -28,8 +28,13 @@ DIET_COLORS = {
 }
 
 
+_NO_WEEKS = pl.DataFrame(schema={"person_id": pl.String, "week": pl.Date})
+
+
 def weekly_diet(diet: pl.DataFrame) -> pl.DataFrame:
-    """Mean per logged day, by Monday-starting week; weeks with nothing logged stay null (gaps).
+    """Mean per logged day, by person and Monday-starting week; weeks with nothing logged between
+    a person's first and last logged week stay null (gaps). Worked out for everyone at once (a
+    query per page cost more than drawing its result).
 
     Unlogged days are missing, not zero: averaging them in would fake a drop in intake.
     """
@@ -39,18 +44,18 @@ def weekly_diet(diet: pl.DataFrame) -> pl.DataFrame:
         if (c.endswith("_servings") or c in ("fiber_g", "dii")) and dtype.is_numeric()
     ]
     if diet.is_empty() or not value_cols:
-        return pl.DataFrame()
+        return _NO_WEEKS
     weekly = (
         diet.lazy()
         .filter(pl.col("logged") & pl.col("day").is_not_null())
-        .group_by(week=pl.col("day").dt.truncate("1w"))
+        .group_by("person_id", week=pl.col("day").dt.truncate("1w"))
         .agg(pl.col(value_cols).mean().round(2), days_logged=pl.len())
-        .sort("week")
+        .sort("person_id", "week")
         .collect()
     )
     if weekly.is_empty():
-        return pl.DataFrame()
-    return weekly.upsample("week", every="1w")
+        return _NO_WEEKS
+    return weekly.upsample("week", every="1w", group_by="person_id", maintain_order=True)
 
 
 def _diet_series(weekly: pl.DataFrame) -> list[tuple[str, bool, bool]]:
@@ -112,9 +117,8 @@ class _DietPanel(NamedTuple):
 _NO_PANEL = _DietPanel([], False, [], [], {})
 
 
-def _diet_panel(diet: pl.DataFrame) -> _DietPanel:
-    """`weekly_diet`, the series drawn of it (`_diet_series`) and their rounded weekly means."""
-    weekly = weekly_diet(diet)
+def _diet_panel(weekly: pl.DataFrame) -> _DietPanel:
+    """The series drawn of a person's `weekly_diet` (`_diet_series`) and their rounded means."""
     series = _diet_series(weekly) if not weekly.is_empty() else []
     if not series:
         return _NO_PANEL

@@ -115,18 +115,19 @@ def _crp_range(values: list[float]) -> tuple[float, float]:
 
 def crp_timeline(
     draws: pl.DataFrame,
-    diet: pl.DataFrame,
+    weekly: pl.DataFrame,
     baseline: float | None,
     title: str,
     dii_params: str = "",
     bands: bool = True,
 ) -> Fig | None:
-    """CRP on a log axis with the hs-CRP risk bands (`bands`: hs-CRP only), weekly diet beneath
+    """CRP on a log axis with the hs-CRP risk bands (`bands`: hs-CRP only), the weekly diet
+    (`weekly`: the person's `weekly_diet`) beneath
     and the weekly DII under that, all on one shared time axis. `dii_params` says how many
     parameters the DII was computed from ("28 of 45 parameters"); the DII panel's title and hover
     show it."""
     rows = _draw_rows(draws)
-    panel = _diet_panel(diet)
+    panel = _diet_panel(weekly)
     series = panel.series
     if not rows and not series:
         return None

@@ -292,7 +292,7 @@ def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: li
 
     timeline = figures.crp_timeline(
         s.crp,
-        s.diet,
+        s.weekly,
         s.trend.get("baseline"),
         f"{marker_label(s.headline)} (log scale) and weekly intake",
         dii_params=dii_params_text(s.dii_params),
