@@ -7,6 +7,7 @@ instance, and each must leave exactly the warehouse the single-process run leave
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,16 +69,19 @@ def reconstructable_job(project: Project) -> dg.ReconstructableJob:
     )
 
 
-def run_refresh_all(project: Project, dagster_home: Path) -> dg.ExecuteJobResult:
+def run_refresh_all(
+    project: Project, dagster_home: Path, succeed: bool = True
+) -> dg.ExecuteJobResult:
     """The job as Dagster launches it, reconstructable by every step process, on a persistent
     instance of its own (step processes and Dask workers open it from its reference)."""
-    dagster_home.mkdir(parents=True)
+    dagster_home.mkdir(parents=True, exist_ok=True)
     with (
         project_env(project.root),
         dg.instance_for_test(temp_dir=str(dagster_home)) as instance,
         dg.execute_job(reconstructable_job(project), instance=instance) as result,
     ):
-        assert result.success, [e.message for e in result.all_events if e.is_failure]
+        if succeed:
+            assert result.success, [e.message for e in result.all_events if e.is_failure]
         return result
 
 
@@ -150,25 +154,56 @@ def test_multiprocess_executor_writes_the_same_warehouse(
     assert_same_warehouse(project, in_process)
 
 
-def test_dask_executor_on_a_cluster_writes_the_same_warehouse(
-    in_process: Project, tmp_path: Path
-) -> None:
-    project_dir = tmp_path / "project"
-    # The workers start before the project exists and know nothing of it: the job's pointer
+@pytest.fixture(scope="module")
+def dask_cluster() -> Iterator[LocalCluster]:
+    # The workers start before any project exists and know nothing of it: the job's pointer
     # names the folder (`refresh_all_job(project_dir)`), which they share with us.
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        scheduler = cluster.scheduler_address
-        project = demo_with_executor(project_dir, f'{{kind: dask, scheduler: "{scheduler}"}}')
-        with project_env(project.root):
-            assert refresh_all_job().executor_def.name == "dask"
-        result = run_refresh_all(project, tmp_path / "dagster_home")
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        yield cluster
+
+
+def dask_project(root: Path, cluster: LocalCluster) -> Project:
+    scheduler = cluster.scheduler_address
+    return demo_with_executor(root, f'{{kind: dask, scheduler: "{scheduler}"}}')
+
+
+def test_dask_executor_on_a_cluster_writes_the_same_warehouse(
+    in_process: Project, dask_cluster: LocalCluster, tmp_path: Path
+) -> None:
+    project = dask_project(tmp_path / "project", dask_cluster)
+    with project_env(project.root):
+        assert refresh_all_job().executor_def.name == "dask"
+    result = run_refresh_all(project, tmp_path / "dagster_home")
+    with Client(dask_cluster) as client:
         workers = set(client.run(os.getpid).values())
     assert len(workers) == 2
     pids = step_pids(result)
     assert pids and pids <= workers, (pids, workers)
     assert_same_warehouse(project, in_process)
+
+    # All or nothing across the workers: a new person's diary goes through every step up to
+    # the dashboards, which then fail (their folder is a file); the run's guard, held by the
+    # executor in this process, puts back the warehouse of before the run.
+    before = warehouse_tables(project)
+    dave = project.raw_dir / "demo" / "cronometer" / "dave"
+    dave.mkdir()
+    shutil.copy(dave.parent / "alice" / "servings.csv", dave / "servings.csv")
+    shutil.rmtree(project.dashboards_dir)
+    project.dashboards_dir.write_text("not a folder", encoding="utf-8")
+    failed = run_refresh_all(project, tmp_path / "dagster_home", succeed=False)
+    assert not failed.success
+    outcomes = {
+        e.step_key: e.event_type_value
+        for e in failed.all_events
+        if e.is_step_success or e.is_step_failure
+    }
+    assert outcomes["dashboards"] == "STEP_FAILURE"
+    assert outcomes["diet_entries"] == outcomes["associations"] == "STEP_SUCCESS"
+    after = warehouse_tables(project)
+    assert sorted(after) == sorted(before)
+    for name, df in before.items():
+        assert after[name].equals(df), name
+    assert not list(project.processed_dir.glob("warehouse.run-*.duckdb"))
+    assert not list(project.processed_dir.glob("run-*.guarded"))
