@@ -18,6 +18,7 @@ import polars as pl
 import pytest
 from distributed import Client, LocalCluster
 
+from pipelines.cli import main
 from pipelines.definitions import refresh_all_job
 from pipelines.project import PROJECT_DIR_ENV, Project
 from tests.conftest import make_demo_project
@@ -142,6 +143,16 @@ def test_the_default_executor_is_in_process(in_process: Project) -> None:
         assert refresh_all_job().executor_def.name == "in_process"
 
 
+def test_gutsignal_run_needs_a_dagster_home_for_other_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = demo_with_executor(tmp_path / "project", "{kind: multiprocess}")
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert main(["run", "--project-dir", str(project.root)]) == 2
+    assert "set DAGSTER_HOME" in capsys.readouterr().err
+    assert not project.warehouse_path.exists()
+
+
 def test_multiprocess_executor_writes_the_same_warehouse(
     in_process: Project, tmp_path: Path
 ) -> None:
@@ -170,16 +181,31 @@ def dask_project(root: Path, cluster: LocalCluster) -> Project:
 
 
 def test_dask_executor_on_a_cluster_writes_the_same_warehouse(
-    in_process: Project, dask_cluster: LocalCluster, tmp_path: Path
+    in_process: Project,
+    dask_cluster: LocalCluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     project = dask_project(tmp_path / "project", dask_cluster)
     with project_env(project.root):
         assert refresh_all_job().executor_def.name == "dask"
-    result = run_refresh_all(project, tmp_path / "dagster_home")
+    # As a user runs it: `gutsignal run` reads settings.executor and submits the job.
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    assert main(["run", "--project-dir", str(project.root)]) == 0, capsys.readouterr().err
+    with dg.DagsterInstance.get() as instance:
+        (run,) = instance.get_runs()
+        assert run.status == dg.DagsterRunStatus.SUCCESS
+        pids = {
+            e.dagster_event.pid
+            for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_START)
+            if e.dagster_event is not None
+        }
     with Client(dask_cluster) as client:
         workers = set(client.run(os.getpid).values())
     assert len(workers) == 2
-    pids = step_pids(result)
     assert pids and pids <= workers, (pids, workers)
     assert_same_warehouse(project, in_process)
 
