@@ -114,12 +114,15 @@ class RunGuardedDaskExecutor(DaskExecutor):
 def run_guarded_multiprocess_executor(_init_context: dg.InitExecutorContext) -> dg.Executor:
     # Retries as Dagster's multiprocess executor has them by default; at most as many step
     # processes as cores (DAGSTER_MULTIPROCESS_EXECUTOR_MAX_CONCURRENT overrides it). Step
-    # processes fork from a server that has imported the code location once: spawned afresh,
-    # each of the 21 steps spent several seconds importing Dagster, Polars and our modules.
+    # processes fork from a server that has imported Dagster once, rather than each importing it
+    # afresh. Only Dagster: with our modules preloaded too, the ingest steps hung in the forked
+    # children (a module that runs Polars at import starts its thread pool in the server, and a
+    # fork keeps the pool's locks but not its threads).
     return RunGuardedMultiprocessExecutor(
         retries=RetryMode.ENABLED,
         max_concurrent=None,
         start_method="forkserver",
+        explicit_forkserver_preload=["dagster"],
     )
 
 
