@@ -26,8 +26,8 @@ from dagster._core.execution.context.system import PlanOrchestrationContext
 from dagster._core.execution.plan.plan import ExecutionPlan
 from dagster._core.execution.retries import RetryMode
 
-# Not re-exported by dagster; subclassed rather than wrapped because dagster-dask insists that
-# the run's executor *is* a DaskExecutor.
+# Both executors are subclassed rather than wrapped: dagster-dask checks that the run's executor
+# *is* a DaskExecutor. Dagster does not re-export MultiprocessExecutor.
 from dagster._core.executor.multiprocess import MultiprocessExecutor
 from dagster_dask import dask_executor
 from dagster_dask.executor import DaskExecutor
