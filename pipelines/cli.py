@@ -112,17 +112,35 @@ def cmd_run(args: argparse.Namespace) -> int:
     job = definitions.resolve_job_def("refresh_all")
     total = len(job.graph.node_defs)
     print(f"gutsignal: refreshing {project.root} ({total} steps)", file=sys.stderr)
-    instance = (
-        dg.DagsterInstance.get()
-        if os.environ.get("DAGSTER_HOME")
-        else dg.DagsterInstance.ephemeral()
-    )
-    # A failed run puts the warehouse back as it was (ProjectResource, defs/resources.py).
-    result = job.execute_in_process(
-        run_config={"loggers": {"progress": {"config": {"total_steps": total}}}},
-        instance=instance,
-        raise_on_error=False,
-    )
+    run_config = {"loggers": {"progress": {"config": {"total_steps": total}}}}
+    executor = config.settings.executor.kind
+    if executor == "in_process":
+        instance = (
+            dg.DagsterInstance.get()
+            if os.environ.get("DAGSTER_HOME")
+            else dg.DagsterInstance.ephemeral()
+        )
+        # A failed run puts the warehouse back as it was (ProjectResource, defs/resources.py).
+        result: dg.ExecuteInProcessResult | dg.ExecuteJobResult = job.execute_in_process(
+            run_config=run_config, instance=instance, raise_on_error=False
+        )
+    else:
+        if not os.environ.get("DAGSTER_HOME"):
+            raise CliError(
+                f"settings.executor kind {executor} runs steps in other processes, which log to "
+                "a Dagster instance on disk: set DAGSTER_HOME to a folder (make run sets "
+                ".dagster_home), or use kind: in_process.",
+                code=2,
+            )
+        # Reconstructable by the step processes, the project folder named in it. The executor
+        # holds the run guard (defs/executors.py).
+        recon = dg.build_reconstructable_job(
+            "pipelines.definitions", "refresh_all_job", reconstructable_args=(str(project.root),)
+        )
+        with dg.execute_job(
+            recon, instance=dg.DagsterInstance.get(), run_config=run_config, raise_on_error=False
+        ) as result:
+            pass
     if not result.success:
         failures = [
             e for e in result.all_events if e.event_type_value in ("STEP_FAILURE", "RUN_FAILURE")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -148,6 +148,42 @@ def _not_empty(windows: tuple[int, ...]) -> tuple[int, ...]:
     return windows
 
 
+EXECUTOR_KINDS = ("in_process", "multiprocess", "dask")
+
+
+def _executor_kind(kind: str) -> str:
+    if kind not in EXECUTOR_KINDS:
+        raise ValueError(
+            f"is not one of {', '.join(EXECUTOR_KINDS)} (in_process: every step in one process; "
+            "multiprocess: a process per step on this machine; dask: on a Dask cluster)"
+        )
+    return kind
+
+
+def _scheduler_address(address: str) -> str:
+    if "://" not in address or not address.split("://", 1)[1]:
+        raise ValueError('is not a Dask scheduler address such as "tcp://dask-scheduler:8786"')
+    return address
+
+
+@pydantic.dataclasses.dataclass(frozen=True, config=ConfigDict(strict=True, extra="forbid"))
+class ExecutorSettings:
+    """Where a run's steps execute (`settings: {executor: {kind: ..., scheduler: ...}}`).
+
+    Only where, never what: the warehouse tables are the same whichever kind runs them, so this
+    block is left out of the settings that salt the steps (`result_settings`)."""
+
+    kind: Annotated[str, AfterValidator(_executor_kind)] = "in_process"
+    # The address of a running Dask scheduler; required by, and only allowed with, kind: dask.
+    scheduler: Annotated[str, AfterValidator(_scheduler_address)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind == "dask" and self.scheduler is None:
+            raise ValueError("kind: dask needs the scheduler's address")
+        if self.kind != "dask" and self.scheduler is not None:
+            raise ValueError(f"scheduler is only read with kind: dask, not kind: {self.kind}")
+
+
 Days = Annotated[int, Field(strict=True, gt=0)]
 # Not strict about the container, only about its items: YAML gives a list, Settings holds a tuple.
 Windows = Annotated[tuple[Days, ...], Field(strict=False), AfterValidator(_not_empty)]
@@ -193,6 +229,18 @@ class Settings:
     # Your own food categories, which win over the shipped ones and survive upgrades: a CSV
     # (food,match,categories) relative to the project folder; see docs/food-categories.md.
     food_overrides: Annotated[str, AfterValidator(_csv_path)] | None = None
+    executor: ExecutorSettings = ExecutorSettings()
+
+
+# Settings that do not change any table: how the steps are executed.
+_EXECUTION_ONLY = ("executor",)
+
+
+def result_settings(settings: Settings) -> dict[str, Any]:
+    """The settings that shape the warehouse tables, as plain data: what a step's salt and the
+    `parameters` recorded beside the results are made of. A project that only changes where its
+    steps run recomputes nothing, and its tables equal a single-process run's."""
+    return {k: v for k, v in asdict(settings).items() if k not in _EXECUTION_ONLY}
 
 
 @dataclass(frozen=True)
@@ -347,8 +395,42 @@ def _parse_settings(path: Path, raw: Any) -> Settings:
         raise ConfigError(
             f"{path}, key 'settings': unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
         )
+    values = dict(raw)
+    executor = values.get("executor")
+    if executor is not None:
+        # Built here: a strict dataclass field takes an ExecutorSettings, not YAML's mapping.
+        if not isinstance(executor, dict):
+            raise ConfigError(
+                f"{path}, key 'settings.executor': {executor!r} is not a mapping; write e.g. "
+                '{kind: multiprocess} or {kind: dask, scheduler: "tcp://host:8786"}'
+            )
+        unknown = set(executor) - set(ExecutorSettings.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(
+                f"{path}, key 'settings.executor': unknown key(s) {sorted(unknown)}; "
+                "allowed: ['kind', 'scheduler']"
+            )
+        if executor.get("kind") == "dask" and "scheduler" not in executor:
+            raise ConfigError(
+                f"{path}, key 'settings.executor.scheduler': missing; kind: dask needs the "
+                'address of a running Dask scheduler, e.g. scheduler: "tcp://host:8786"'
+            )
+        if executor.get("kind", "in_process") != "dask" and "scheduler" in executor:
+            raise ConfigError(
+                f"{path}, key 'settings.executor.scheduler': only read with kind: dask; remove "
+                "it or set kind: dask"
+            )
+        try:
+            values["executor"] = ExecutorSettings(**executor)
+        except pydantic.ValidationError as exc:
+            raise ConfigError(
+                "\n".join(
+                    _settings_error(path, {**e, "loc": ("executor", *e["loc"])})
+                    for e in exc.errors()
+                )
+            ) from None
     try:
-        return Settings(**raw)
+        return Settings(**values)
     except pydantic.ValidationError as exc:
         raise ConfigError("\n".join(_settings_error(path, e) for e in exc.errors())) from None
 
@@ -370,6 +452,9 @@ _EXPECTED = {
 def _settings_error(path: Path, error: Any) -> str:
     """One line naming the key, the value and what is expected, for one pydantic error."""
     name, *item = error["loc"]
+    # A key of a nested block (executor.scheduler) joins the name; a list's index does not.
+    while item and isinstance(item[0], str):
+        name = f"{name}.{item.pop(0)}"
     where = f"{path}, key 'settings.{name}'"
     if item:  # an item of a list (windows)
         where += f", item {item[0] + 1}"

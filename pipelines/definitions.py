@@ -8,8 +8,9 @@ from pathlib import Path
 import dagster as dg
 
 import pipelines.defs
+from pipelines.defs.executors import executor_for
 from pipelines.progress import progress_logger
-from pipelines.project import PROJECT_DIR_ENV
+from pipelines.project import PROJECT_DIR_ENV, Project
 
 
 @dg.definitions
@@ -20,11 +21,26 @@ def defs() -> dg.Definitions:
     return dg.Definitions.merge(
         dg.load_defs(pipelines.defs, project_root=Path(__file__).resolve().parent.parent),
         dg.Definitions(
-            # Every run in one process, the jobs' and the UI's "Materialize" alike: DuckDB allows
-            # one writer, the steps are quick (a subprocess per step cost about 7 s each), and
-            # the run guard (defs/resources.py) is entered once for the whole run.
-            executor=dg.in_process_executor,
+            # `settings.executor` in sources.yaml, for the jobs' and the UI's "Materialize" alike.
+            # By default every run in one process: DuckDB allows one writer and the steps are
+            # quick (a subprocess per step cost about 7 s each). Multiprocess and Dask runs hold
+            # the run guard in the executor (defs/executors.py).
+            executor=executor_for(Project.from_env()),
             # Used by `gutsignal run` only; runs from the UI keep Dagster's default logger.
             loggers={"progress": progress_logger},
         ),
     )
+
+
+def refresh_all_job(project_dir: str | None = None) -> dg.JobDefinition:
+    """The `refresh_all` job of the project in `project_dir` (default: $GUTSIGNAL_PROJECT_DIR or
+    the working directory), for `dg.build_reconstructable_job`.
+
+    Every step process (multiprocess, a Dask worker) imports this module and calls this with the
+    same arguments to load the job. With the folder among them, a step runs on its run's project
+    whatever the process's environment holds: a forkserver's children inherit the environment of
+    the server's start, and a Dask worker outlives many runs. The arguments also key Dagster's
+    cache of loaded jobs, which would otherwise hand one project's job to another's run."""
+    if project_dir is not None:
+        os.environ[PROJECT_DIR_ENV] = project_dir
+    return defs().resolve_job_def("refresh_all")

@@ -14,12 +14,19 @@ ingest tables beside old analysis tables. `guarded_run` wraps a whole run, howev
 - Scheduled (nightly) runs keep a backup copy first (`pipelines.backups`).
 - The warehouse is snapshotted when the run starts and put back when the run ends with a failed
   step (or the run itself raises): the warehouse is then exactly as it was before the run.
+
+Who enters it depends on where the steps execute (`settings.executor`). In one process, the
+resource does, once: Dagster initialises it once for the whole run. With a process per step
+(multiprocess, Dask) every step initialises its own resources, so the run's orchestrating
+process enters the guard around all of them (`pipelines.defs.executors`) and marks the run as
+guarded in the project folder (`is_guarded`); a step that finds the mark leaves it at that.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from filelock import FileLock, Timeout
 
@@ -28,6 +35,17 @@ from pipelines.project import Project
 
 # A nightly refresh of a large cohort can take a while; a second run waits rather than fails.
 RUN_LOCK_TIMEOUT_S = 6 * 3600
+
+
+def _guard_mark(project: Project, run_id: str) -> Path:
+    return project.processed_dir / f"run-{run_id}.guarded"
+
+
+def is_guarded(project: Project, run_id: str) -> bool:
+    """Whether a guard for this run is held, by this process or another one (the process that
+    orchestrates the run's step processes): a file beside the warehouse, so that a step on a
+    Dask worker sharing the project folder sees it too."""
+    return _guard_mark(project, run_id).exists()
 
 
 @contextmanager
@@ -50,7 +68,12 @@ def guarded_run(
     except Timeout:
         log("another gutsignal run is in progress; waiting for it to finish")
         lock.acquire(timeout=RUN_LOCK_TIMEOUT_S)
+    mark = _guard_mark(project, run_id)
     try:
+        # Only a killed run leaves its mark; a step of this run must not mistake one for its own.
+        for stale in processed.glob("run-*.guarded"):
+            stale.unlink(missing_ok=True)
+        mark.touch()
         warehouse = project.warehouse()
         for leftover in sorted(processed.glob("warehouse.run-*.duckdb")):
             # Only a killed run leaves its snapshot: we hold the run lock, nobody else is running.
@@ -78,4 +101,5 @@ def guarded_run(
                     warehouse.path.unlink(missing_ok=True)
             snapshot.unlink(missing_ok=True)
     finally:
+        mark.unlink(missing_ok=True)
         lock.release()

@@ -6,7 +6,7 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from pipelines.config import ConfigError, Settings
+from pipelines.config import ConfigError, ExecutorSettings, Settings, result_settings
 from pipelines.project import load_project_config
 
 
@@ -177,6 +177,48 @@ def test_bad_settings_name_key_value_and_expectation(
     assert f"{tmp_path / 'sources.yaml'}, {expected}" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("block", "expected"),
+    [
+        ("{executor: {kind: dask}}", "key 'settings.executor.scheduler': missing; kind: dask"),
+        ("{executor: {kind: spark}}", "key 'settings.executor.kind': 'spark' is not one of"),
+        (
+            "{executor: {kind: multiprocess, scheduler: 'tcp://h:8786'}}",
+            "key 'settings.executor.scheduler': only read with kind: dask",
+        ),
+        (
+            "{executor: {kind: dask, schedular: 'tcp://h:8786'}}",
+            "key 'settings.executor': unknown key(s) ['schedular']",
+        ),
+        (
+            "{executor: {kind: dask, scheduler: 'h:8786'}}",
+            "key 'settings.executor.scheduler': 'h:8786' is not a Dask scheduler address",
+        ),
+        (
+            "{executor: {kind: dask, scheduler: 8786}}",
+            "key 'settings.executor.scheduler': 8786 is not a string",
+        ),
+        ("{executor: dask}", "key 'settings.executor': 'dask' is not a mapping"),
+    ],
+)
+def test_bad_executor_settings_name_the_key(tmp_path: Path, block: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(tmp_path, block)
+    assert f"{tmp_path / 'sources.yaml'}, {expected}" in str(err.value)
+
+
+def test_executor_settings_load(tmp_path: Path) -> None:
+    assert load_settings(tmp_path, "{}").executor == ExecutorSettings(kind="in_process")
+    assert load_settings(tmp_path, "{executor: {kind: multiprocess}}").executor.kind == (
+        "multiprocess"
+    )
+    dask = load_settings(tmp_path, '{executor: {kind: dask, scheduler: "tcp://10.0.0.5:8786"}}')
+    assert dask.executor == ExecutorSettings(kind="dask", scheduler="tcp://10.0.0.5:8786")
+    # Checked in code too, not only from YAML.
+    with pytest.raises(pydantic.ValidationError, match="needs the scheduler"):
+        ExecutorSettings(kind="dask")
+
+
 def test_every_bad_setting_is_reported_at_once(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(tmp_path, "{fdr: 2, min_n_cohort: 0}")
@@ -216,8 +258,14 @@ def test_settings_defaults_are_unchanged(tmp_path: Path) -> None:
         "pseudonymise_cohort": False,
         "food_overrides": None,
     }
-    assert dataclasses.asdict(Settings()) == expected
-    assert dataclasses.asdict(load_settings(tmp_path, "{}")) == expected
+    # The settings that salt the steps are exactly those of before `executor` existed: a
+    # project upgraded to this version recomputes nothing for it.
+    assert result_settings(Settings()) == expected
+    assert result_settings(load_settings(tmp_path, "{}")) == expected
+    assert dataclasses.asdict(Settings()) == {
+        **expected,
+        "executor": {"kind": "in_process", "scheduler": None},
+    }
     assert load_project_config(write(tmp_path, "sources: []\n")).settings == Settings()
 
 

@@ -10,7 +10,7 @@ from filelock import FileLock
 
 from pipelines.cli import DEMO_SOURCES_YAML
 from pipelines.project import Project
-from pipelines.runs import guarded_run
+from pipelines.runs import guarded_run, is_guarded
 from pipelines.warehouse import Warehouse
 
 
@@ -128,3 +128,16 @@ def test_a_scheduled_run_keeps_a_backup_first(tmp_path: Path) -> None:
         add(project, 2)
     (backup,) = backups.glob("warehouse-*.duckdb")
     assert Warehouse(backup).table("t")["v"].to_list() == [1]
+
+
+def test_the_guard_marks_its_run_for_the_step_processes(tmp_path: Path) -> None:
+    project = project_with_rows(tmp_path, 1)
+    # A mark left by a killed run must not make a later run's steps think they are guarded.
+    stale = project.processed_dir / "run-0000dead.guarded"
+    stale.touch()
+    assert not is_guarded(project, "abcdef0123")
+    with run(project, failed=False):
+        assert is_guarded(project, "abcdef0123")
+        assert not is_guarded(project, "0000dead") and not stale.exists()
+    assert not is_guarded(project, "abcdef0123")
+    assert not list(project.processed_dir.glob("run-*.guarded"))

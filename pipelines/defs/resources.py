@@ -7,6 +7,10 @@ backups) is `pipelines.runs.guarded_run`, which the resource enters once per run
 launched it: the schedule, the sensor, `gutsignal run` or a materialisation from the UI. A step
 failed when the run's event log holds a STEP_FAILURE for it; Dagster has written every step's
 outcome there by the time the resource is torn down, so no hook has to be attached anywhere.
+
+That holds when the run's steps share one process. With a process per step (the multiprocess
+and Dask executors, `settings.executor`) each step initialises the resource; the executor holds
+the guard for the whole run then (defs/executors.py), and a step finding it held enters nothing.
 """
 
 from collections.abc import Iterator
@@ -16,17 +20,16 @@ from pathlib import Path
 import dagster as dg
 
 from pipelines.config import ProjectConfig
+from pipelines.defs.executors import run_had_failed_step
 from pipelines.project import PROJECT_DIR_ENV, Project
-from pipelines.runs import guarded_run
+from pipelines.runs import guarded_run, is_guarded
 from pipelines.warehouse import Warehouse
 
 
-def run_had_failed_step(context: dg.InitResourceContext) -> bool:
-    """Whether any step of the context's run has failed so far."""
+def _failed_so_far(context: dg.InitResourceContext) -> bool:
     if context.run_id is None or context.instance is None:
         return False
-    failures = context.instance.all_logs(context.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
-    return bool(failures)
+    return run_had_failed_step(context.instance, context.run_id)
 
 
 class ProjectResource(dg.ConfigurableResource):
@@ -50,6 +53,10 @@ class ProjectResource(dg.ConfigurableResource):
         if context.run_id is None or context.dagster_run is None:
             yield self
             return
+        if is_guarded(self.project, context.run_id):
+            # A step process of a run whose orchestrating process holds the guard.
+            yield self
+            return
 
         def log(message: str) -> None:
             if context.log is not None:
@@ -59,7 +66,7 @@ class ProjectResource(dg.ConfigurableResource):
             self.project,
             context.run_id,
             scheduled=bool(context.dagster_run.tags.get("dagster/schedule_name")),
-            failed=lambda: run_had_failed_step(context),
+            failed=lambda: _failed_so_far(context),
             log=log,
         ):
             yield self

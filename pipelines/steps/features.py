@@ -7,12 +7,11 @@ and `pipelines.transforms.diet`.
 """
 
 import json
-from dataclasses import asdict
 
 import duckdb
 import polars as pl
 
-from pipelines.config import Settings
+from pipelines.config import Settings, result_settings
 from pipelines.schema import NUTRIENTS
 from pipelines.transforms.diet import diet_gap_changes, diet_gap_days
 from pipelines.warehouse import ident, insert_frame
@@ -87,8 +86,8 @@ def unmapped_people_counts(conn: duckdb.DuckDBPyConnection, pairs: pl.DataFrame)
 
 
 def settings_salt(settings: Settings) -> str:
-    """The settings as text: a change to any of them recomputes every person."""
-    return json.dumps(asdict(settings), sort_keys=True, default=str)
+    """The settings as text: a change to any that shapes the tables recomputes every person."""
+    return json.dumps(result_settings(settings), sort_keys=True, default=str)
 
 
 # A full build of diet_daily runs over groups of people with about this many input rows each:

@@ -5,13 +5,13 @@ to the warehouse and records the parameters used next to the numbers.
 """
 
 import json
-from dataclasses import asdict
 
 import dagster as dg
 import polars as pl
 
 from pipelines.analysis.models import run_all_models
 from pipelines.analysis.windows import build_exposure_windows
+from pipelines.config import result_settings
 from pipelines.defs._metadata import md_table
 from pipelines.defs._versions import CODE_VERSION
 from pipelines.defs.resources import ProjectResource
@@ -123,9 +123,10 @@ def associations(
             draws, windows, people, summary, *bio = (
                 conn.execute(f"SELECT * FROM {t} ORDER BY ALL").pl() for t in inputs
             )
+            parameters = json.dumps(result_settings(settings), default=list)
             result = run_all_models(
                 draws, windows, people, summary, settings, bio[0] if bio else None
-            ).with_columns(pl.lit(json.dumps(asdict(settings), default=list)).alias("parameters"))
+            ).with_columns(pl.lit(parameters).alias("parameters"))
             replace_table(conn, "associations", result)
             record(conn, plan)
         else:
