@@ -121,7 +121,7 @@ def _entries(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
 
     day_raw = pl.col(cell(day_i))
     formats = [source.date_format] if source.date_format else ["%Y-%m-%d"]
-    day = parse_datetime(day_raw, formats).dt.date()
+    day = pl.col("__day")  # parsed once into the frame, with the nutrients below
     day_name = table.headers[day_i]
     refuse_swapped_dates(table, day_raw, day_name, keys=("date_format",))
     checks: list[Check] = [extra_fields_check(table)]
@@ -139,7 +139,8 @@ def _entries(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
 
     nutrients, parsed, nutrient_checks = _nutrients(table)
     checks += nutrient_checks
-    # Parse each nutrient cell once; the checks and the output read the parsed columns.
+    # Parse the day and each nutrient cell once; the checks and the output read the parsed columns.
+    parsed.append(parse_datetime(day_raw, formats).dt.date().alias("__day"))
     good, rejects = split_rejects(table.frame.with_columns(parsed), checks)
 
     carried = file_index_schema(table.frame)

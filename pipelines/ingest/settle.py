@@ -33,25 +33,25 @@ def settle(conn: duckdb.DuckDBPyConnection, source: SourceConfig, target: str, f
     source_literal = ident(source.name).replace('"', "'")  # a checked identifier as a string
     narrow, params = ("", []) if full else _key_ranges(conn, key)
     where = "" if full else f"WHERE hash({keys}) IN (SELECT h FROM _affected){narrow}"
+    scope = f"FROM {raw} r JOIN _order o USING (file_id)"
     if target in UNIQUE_IN_FILE:
         owned = f"""
             SELECT {columns}, r.file_id, {source_literal} AS source, r._row, o.ord
-            FROM {raw} r JOIN _order o USING (file_id) {where}
+            {scope} {where}
             QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY o.ord DESC, r._row) = 1
         """
+        owned_params = params
     else:
-        # All rows of the newest file that has the key count (a day holds many foods). A group
-        # by and a join spill to disk when they must, so this stays bounded at any scale.
+        # All rows of the newest file that has the key count (a day holds many foods). The winner
+        # per key is found from the keys alone; only then are the rows themselves read, once. A
+        # group by and a join spill to disk when they must, so this stays bounded at any scale.
         matches = " AND ".join(f"r.{ident(k)} IS NOT DISTINCT FROM w.{ident(k)}" for k in key)
         owned = f"""
-            WITH ranked AS (
-                SELECT r.*, o.ord FROM {raw} r JOIN _order o USING (file_id) {where}
-            ),
-            winner AS (SELECT {", ".join(ident(k) for k in key)}, max(ord) AS ord
-                       FROM ranked GROUP BY ALL)
-            SELECT {columns}, r.file_id, {source_literal} AS source, r._row, r.ord
-            FROM ranked r JOIN winner w ON {matches} AND r.ord = w.ord
+            WITH winner AS (SELECT {keys}, max(o.ord) AS ord {scope} {where} GROUP BY ALL)
+            SELECT {columns}, r.file_id, {source_literal} AS source, r._row, o.ord
+            {scope} JOIN winner w ON {matches} AND o.ord = w.ord {where}
         """
+        owned_params = params + params  # `where` appears twice
     if full:
         # In file order, as the files were read: hash joins and windows return rows in any order,
         # and downstream float sums would then differ in their last bits from run to run.
@@ -65,7 +65,7 @@ def settle(conn: duckdb.DuckDBPyConnection, source: SourceConfig, target: str, f
         f"DELETE FROM {stg} r WHERE hash({keys}) IN (SELECT h FROM _affected){narrow}", params
     )
     # Kept apart for a moment to list its files: as small as the keys settled again.
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE _owned AS {owned}", params)
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE _owned AS {owned}", owned_params)
     conn.execute(f"INSERT INTO {stg} SELECT * EXCLUDE (ord) FROM _owned ORDER BY ord, _row")
     conn.execute(
         f"INSERT INTO {LINES_TO_CHECK} SELECT DISTINCT ?, o.file_id FROM _owned o "
