@@ -6,6 +6,7 @@ instance, and each must leave exactly the warehouse the single-process run leave
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -33,6 +34,15 @@ IGNORED_COLUMNS = {"ingest_files": ("ingested_at",), "ingest_state": ("ingested_
 #   salts are compared: they hold the settings, which must not see the executor.
 IGNORED_SALT_STEP = "dashboards"
 FILES_MTIME = 1_790_000_000  # 2026-09-21
+# Dagster mirrors a step's output into its compute log with a `tail` subprocess; on a Dask worker
+# whose stdout is a file (as under CI) that `tail` never ends, and each step waited 60 s for it.
+# The runs here keep no compute logs (README: running on Dask).
+NO_COMPUTE_LOGS = {
+    "compute_logs": {
+        "module": "dagster._core.storage.noop_compute_log_manager",
+        "class": "NoOpComputeLogManager",
+    }
+}
 
 
 @contextmanager
@@ -86,7 +96,7 @@ def run_refresh_all(
     selection = sorted(dg.AssetSelection.groups(*groups).resolve(graph)) if groups else None
     with (
         project_env(project.root),
-        dg.instance_for_test(temp_dir=str(dagster_home)) as instance,
+        dg.instance_for_test(temp_dir=str(dagster_home), overrides=NO_COMPUTE_LOGS) as instance,
         dg.execute_job(job, instance=instance, asset_selection=selection) as result,
     ):
         if succeed:
@@ -214,6 +224,7 @@ def test_dask_executor_on_a_cluster_writes_the_same_warehouse(
     # As a user runs it: `gutsignal run` reads settings.executor and submits the job.
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text(json.dumps(NO_COMPUTE_LOGS), encoding="utf-8")
     monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
     assert main(["run", "--project-dir", str(project.root)]) == 0, capsys.readouterr().err
     with dg.DagsterInstance.get() as instance:
