@@ -864,7 +864,10 @@ def render_markdown(
             extras.append(
                 f"- {LABELS[stage]}: "
                 + "; ".join(
-                    f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in work.items()
+                    f"{k} {v:,}"
+                    if isinstance(v, int) and not isinstance(v, bool)
+                    else f"{k} {str(v).lower()}"
+                    for k, v in work.items()
                 )
                 + "."
             )
