@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Protocol
@@ -124,13 +124,20 @@ def _iana_timezone(name: str) -> str:
     return name
 
 
-def _multiple_testing(method: str) -> str:
-    if method not in MULTIPLE_TESTING:
-        raise ValueError(
-            f"is not one of {', '.join(MULTIPLE_TESTING)} (holm: family-wise error rate, "
-            "bh: false discovery rate)"
-        )
-    return method
+def _one_of(choices: tuple[str, ...], meanings: str) -> Callable[[str], str]:
+    """A validator accepting only `choices`; its error lists them with what each means."""
+
+    def check(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"is not one of {', '.join(choices)} ({meanings})")
+        return value
+
+    return check
+
+
+_multiple_testing = _one_of(
+    MULTIPLE_TESTING, "holm: family-wise error rate, bh: false discovery rate"
+)
 
 
 def _csv_path(path: str) -> str:
@@ -151,13 +158,11 @@ def _not_empty(windows: tuple[int, ...]) -> tuple[int, ...]:
 EXECUTOR_KINDS = ("in_process", "multiprocess", "dask")
 
 
-def _executor_kind(kind: str) -> str:
-    if kind not in EXECUTOR_KINDS:
-        raise ValueError(
-            f"is not one of {', '.join(EXECUTOR_KINDS)} (in_process: every step in one process; "
-            "multiprocess: a process per step on this machine; dask: on a Dask cluster)"
-        )
-    return kind
+_executor_kind = _one_of(
+    EXECUTOR_KINDS,
+    "in_process: every step in one process; multiprocess: a process per step on this machine; "
+    "dask: on a Dask cluster",
+)
 
 
 def _scheduler_address(address: str) -> str:

@@ -28,30 +28,15 @@ from pipelines.adapters._csv.read import split_lines
 from pipelines.adapters.base import FILE_INDEX
 from pipelines.config import PersonSpec, SourceConfig
 from tests.test_batch_parse import assert_batch_equals_each
+from tests.test_diet_adapters import DIARY_COLUMNS
 from tests.test_fuzz_adapters import CSV_CASES, csv_files
+from tests.test_labs import DEMO_COLUMNS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DIET = FIXTURES / "diet_adapters"
 FOLDERS = PersonSpec(from_folder=True)
-LAB_COLUMNS = {
-    "collected_at": "Collected",
-    "marker": "Test",
-    "value": "Result",
-    "unit": "Units",
-    "reference_range": "Reference Range",
-    "flag": "Flag",
-}
-DIARY_COLUMNS = {
-    "day": "Datum",
-    "time": "Zeit",
-    "meal": "Mahlzeit",
-    "food": "Lebensmittel",
-    "amount": "Menge",
-    "category": "Kategorie",
-    "energy_kcal": "kcal",
-    "fiber_g": "Ballaststoffe (g)",
-    "caffeine_mg": "Koffein (g)",
-}
+# The same mappings as the adapters' own tests.
+LAB_COLUMNS = DEMO_COLUMNS
 FUZZ = {case.id: case for case in CSV_CASES}
 
 
