@@ -9,9 +9,11 @@ fibre intake to go with higher CRP; the pipeline must find both directions.
 
 from __future__ import annotations
 
+import os
 import runpy
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +72,9 @@ def nhanes_project(tmp_path_factory: pytest.TempPathFactory) -> Project:
     raw.mkdir(parents=True)
     for name in ("HSCRP_J.XPT", "DEMO_J.XPT", "nhanes_2011_2018_dii_intake.csv"):
         shutil.copy(NHANES / name, raw / name)
+        # Downloaded long ago, as a survey cycle's files usually are.
+        long_ago = time.time() - 400 * 86400
+        os.utime(raw / name, (long_ago, long_ago))
     assert main(["run", "--project-dir", str(root)]) == 0
     return Project(root)
 
@@ -93,6 +98,14 @@ def test_every_nhanes_row_is_accounted_for(nhanes_project: Project) -> None:
         13579,
         1,
     )
+
+
+def test_a_published_survey_cycle_is_never_called_stale(nhanes_project: Project) -> None:
+    """The example marks its sources `demo: true`: files downloaded 400 days ago are a fixed
+    release, not a source that stopped syncing."""
+    index = (nhanes_project.dashboards_dir / "index.html").read_text()
+    assert "looks stale" not in index
+    assert index.count("not checked for freshness") == 3
 
 
 def test_cross_sectional_draws_and_covariates_reach_the_warehouse(nhanes_project: Project) -> None:
