@@ -153,18 +153,29 @@ def test_vectorised_rounding_edge_cases() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# t quantile and the per-cell fits
+# The per-cell fits and their t quantiles
 
 
-def test_t_quantile_is_scipy_exactly() -> None:
-    fbase.t_quantile.cache_clear()
-    for q in (0.975, 0.95, 0.5, 0.025, 0.999):
-        for df in [*range(1, 400), 1000, 10_000, 123_456]:
-            assert fbase.t_quantile(q, df) == float(stats.t.ppf(q, df))
-    before = fbase.t_quantile.cache_info().hits
-    assert fbase.t_quantile(0.975, 12) == float(stats.t.ppf(0.975, 12))
-    assert fbase.t_quantile.cache_info().hits == before + 1
-    assert type(fbase.t_quantile(0.975, 3)) is float
+def test_fits_t_quantiles_are_scipy_per_cell_exactly() -> None:
+    """`cell_fits` asks scipy for every cell's t quantile in one call: each is the scalar call's."""
+    ns = [*range(3, 400), 1000, 10_000, 123_456]
+    points = pl.DataFrame(
+        {
+            "person_id": [f"p{n:06d}" for n in ns for _ in range(n)],
+            "marker": "hscrp",
+            "key": "fiber_g|28",
+            "collected_at": None,
+            "x": [float(i) for n in ns for i in range(n)],
+            "y": 1.0,
+            "ly": [math.sin(i) for n in ns for i in range(n)],
+        },
+        schema=fcellscatter.CELL_POINTS_SCHEMA,
+    )
+    fits = fcellscatter.cell_fits(points)
+    assert fits["n"].to_list() == ns
+    for n, t in zip(fits["n"].to_list(), fits["t"].to_list(), strict=True):
+        assert t == float(stats.t.ppf(0.975, n - 2))
+    assert fcellscatter.cell_fits(points.clear())["t"].dtype == pl.Float64
 
 
 def _cell_fits_scalar(points: pl.DataFrame) -> dict[str, list[float | None]]:

@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import polars as pl
 
-from pipelines.reports.figures.base import LOG_TICKS, TEMPLATE, _r_many, t_quantile
+from pipelines.reports.figures.base import LOG_TICKS, TEMPLATE, _r_many
 from pipelines.reports.figures.heatmap import (
     _window_label,
     heatmap_axes,
@@ -154,7 +154,7 @@ CELL_FITS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "marker": pl.String,
     "key": pl.String,
     "n": pl.Int64,
-    **{c: pl.Float64 for c in ("a", "b", "s", "mx", "sxx")},
+    **{c: pl.Float64 for c in ("a", "b", "s", "mx", "sxx", "t")},
 }
 
 
@@ -214,10 +214,10 @@ def cell_points(windows: pl.DataFrame, draws: pl.DataFrame) -> pl.DataFrame:
 
 
 def cell_fits(points: pl.DataFrame) -> pl.DataFrame:
-    """Per cell of `cell_points`, the OLS of ln(marker) on the feature: n, a, b, s, mean x and
-    Sxx (unrounded), for cells with at least 3 points and some spread in x. Sorted like the
-    points."""
-    return (
+    """Per cell of `cell_points`, the OLS of ln(marker) on the feature: n, a, b, s, mean x, Sxx
+    and t, the 0.975 quantile of Student's t with n - 2 degrees of freedom (unrounded), for cells
+    with at least 3 points and some spread in x. Sorted like the points."""
+    fits = (
         points.lazy()
         .with_columns(
             (pl.col("x") - pl.col("x").mean().over(CELL)).alias("_dx"),
@@ -248,12 +248,19 @@ def cell_fits(points: pl.DataFrame) -> pl.DataFrame:
         .sort(CELL)
         .collect()
     )
+    # One scipy call for every fit, in the process that splits the tables (the pipeline's, which
+    # has scipy loaded for the analysis): imported in each page worker, scipy.stats cost a
+    # second of CPU per worker, and a call per cell more than the cell's other numbers.
+    from scipy import stats
+
+    df = (fits.get_column("n") - 2).cast(pl.Float64).to_numpy()
+    return fits.with_columns(pl.Series("t", stats.t.ppf(0.975, df), dtype=pl.Float64))
 
 
 def _fit_lists(fits: pl.DataFrame, marker: str) -> dict[str, list[float | None]]:
     """One marker's rows of a person's `cell_fits` as `CELL_SCRIPT` reads them, per cell key:
     [a, b, s, mean x, Sxx, n, t_0.975,n-2], rounded."""
-    names = ("key", "n", "a", "b", "s", "mx", "sxx")
+    names = ("key", "n", "a", "b", "s", "mx", "sxx", "t")
     mine = [
         r
         for r in zip(fits["marker"].to_list(), *(fits[c].to_list() for c in names), strict=True)
@@ -261,9 +268,9 @@ def _fit_lists(fits: pl.DataFrame, marker: str) -> dict[str, list[float | None]]
     ]
     if not mine:
         return {}
-    _, keys, ns, *values = (list(column) for column in zip(*mine, strict=True))
+    _, keys, ns, *values, t = (list(column) for column in zip(*mine, strict=True))
     a, b, s, mx, sxx = (_r_many(v, 6) for v in values)
-    ts = _r_many([t_quantile(0.975, n - 2) for n in ns], 5)
+    ts = _r_many(t, 5)
     return {
         key: [ra, rb, rs, rmx, rsxx, n, t]
         for key, ra, rb, rs, rmx, rsxx, n, t in zip(keys, a, b, s, mx, sxx, ns, ts, strict=True)
