@@ -15,6 +15,7 @@ import polars as pl
 
 from pipelines.reports.figures.cell_scatter import cell_fits, cell_points
 from pipelines.reports.figures.diet import weekly_diet
+from pipelines.reports.figures.timeline import draw_points
 from pipelines.reports.inputs import (
     POOLED_COLUMNS,
     DashboardInputs,
@@ -38,6 +39,7 @@ _PersonFrames = tuple[
     pl.DataFrame | None,
     pl.DataFrame | None,
     list[dict[str, Any]] | None,
+    pl.DataFrame | None,
     pl.DataFrame | None,
 ]
 
@@ -95,8 +97,9 @@ def _page_tables(d: DashboardInputs) -> dict[str, pl.DataFrame]:
 
 def _split_tables(d: DashboardInputs, render: Collection[str] | None = None) -> dict[str, _Split]:
     """The page tables split by person, with what the pages draw of them worked out at once for
-    everyone whose page is rendered (`render`; None: everyone): the weekly diet, and the exposure
-    windows as the points and fits behind each lag-heatmap cell. The others need only their
+    everyone whose page is rendered (`render`; None: everyone): the weekly diet, the CRP draws
+    the timeline plots, and the exposure windows as the points and fits behind each lag-heatmap
+    cell. The others need only their
     summary (on a night when a tenth of the people have new data, a tenth of the pages)."""
     tables = _page_tables(d)
     diet, windows, draws = tables["diet"], tables.pop("windows"), d.marker_draws
@@ -108,6 +111,9 @@ def _split_tables(d: DashboardInputs, render: Collection[str] | None = None) -> 
             draws.filter(rendered),
         )
     tables["weekly_diet"] = weekly_diet(diet)
+    tables["draw_points"] = draw_points(
+        tables["crp"] if render is None else tables["crp"].filter(rendered)
+    )
     points = cell_points(windows, draws)
     tables["cell_points"] = points
     tables["cell_fits"] = cell_fits(points)
@@ -157,6 +163,7 @@ def _frames(person: _PersonRows, tables: dict[str, pl.DataFrame]) -> _PersonFram
         part("cell_fits"),
         part("sufficiency"),
         person.sources,
+        part("draw_points"),
         part("crp"),
     )
 

@@ -49,6 +49,8 @@ class PersonSummary:
     all_draws: pl.DataFrame = field(default_factory=pl.DataFrame)
     diet: pl.DataFrame = field(default_factory=pl.DataFrame)
     weekly: pl.DataFrame = field(default_factory=pl.DataFrame)  # `figures.weekly_diet`
+    # The draws the timeline plots (`figures.draw_points`, from `crp`).
+    draw_points: pl.DataFrame = field(default_factory=pl.DataFrame)
     trends: list[dict[str, Any]] = field(default_factory=list)
     trend: dict[str, Any] = field(default_factory=dict)
     findings_df: pl.DataFrame = field(default_factory=pl.DataFrame)
@@ -109,6 +111,7 @@ def _summarise(
     cell_fits: pl.DataFrame | None = None,
     sufficiency: pl.DataFrame | None = None,
     freshness: list[dict[str, Any]] | None = None,
+    draw_points: pl.DataFrame | None = None,
     crp: pl.DataFrame | None = None,
 ) -> PersonSummary:
     """One person's summary from their rows of each table. `crp` is their CRP draws in time
@@ -132,6 +135,7 @@ def _summarise(
         s.headline = "crp"
     s.diet = diet if diet is not None else pl.DataFrame(schema=SCHEMAS["diet_daily"])
     s.weekly = weekly if weekly is not None else pl.DataFrame()
+    s.draw_points = draw_points if draw_points is not None else pl.DataFrame()
     s.trends = trends.to_dicts() if trends is not None else []
     s.trend = next((t for t in s.trends if t.get("marker") == s.headline), {})
     s.findings_df = (

@@ -84,7 +84,17 @@ def _person_pages(people: list[_PersonFrames], job: _PageJob) -> list[_PageResul
 
 # Only person pages read these; dropping them keeps what returns from a worker small.
 _FRAME_FIELDS = frozenset(
-    {"crp", "all_draws", "diet", "weekly", "findings_df", "unmapped", "cell_points", "cell_fits"}
+    {
+        "crp",
+        "all_draws",
+        "diet",
+        "weekly",
+        "draw_points",
+        "findings_df",
+        "unmapped",
+        "cell_points",
+        "cell_fits",
+    }
 )
 
 

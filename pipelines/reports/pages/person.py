@@ -291,7 +291,7 @@ def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: li
     heading = _heading(f"Person {pid}", crumbs, esc(", ".join(details)))
 
     timeline = figures.crp_timeline(
-        s.crp,
+        s.draw_points.to_dicts(),
         s.weekly,
         s.trend.get("baseline"),
         f"{marker_label(s.headline)} (log scale) and weekly intake",
