@@ -216,6 +216,69 @@ def _cell_fits_scalar(points: pl.DataFrame) -> dict[str, list[float | None]]:
     return out
 
 
+def _initial_cell_python(rows: list[dict[str, Any]], with_points: set[str]) -> str:
+    """The cell a page's scatter shows first, as first written: the best row by a Python key."""
+
+    def rank(r: dict[str, Any]) -> tuple[int, int, float, float, tuple[int, str], int]:
+        q, p, w = r.get("q"), r.get("p"), r.get("window_days")
+        days = int(w) if is_num(w) else None
+        return (
+            0 if fcellscatter.cell_key(r["feature"], w) in with_points else 1,
+            0 if r.get("status") == "significant" else 1,
+            float(q) if is_num(q) else 2.0,
+            float(p) if is_num(p) else 2.0,
+            rhtml.feature_order(str(r.get("feature") or "")),
+            0 if days is None else days,
+        )
+
+    best = min((r for r in rows if r.get("feature") is not None), key=rank)
+    return fcellscatter.cell_key(best["feature"], best["window_days"])
+
+
+def test_initial_cells_match_the_python_ranking() -> None:
+    """Ties, nulls, NaN and infinite q and p, unknown features, cells with and without points."""
+    rng = np.random.default_rng(5)
+    features = ["fiber_g", "dii", "fermented_servings", "zz_unknown", "aa_unknown", None]
+    n = 4000
+    findings = pl.DataFrame(
+        {
+            "person_id": rng.choice([f"p{i}" for i in range(60)], n).tolist(),
+            "marker": rng.choice(["hscrp", "crp"], n).tolist(),
+            "feature": rng.choice(np.array(features, dtype=object), n).tolist(),
+            "window_days": rng.choice(np.array([7, 28, 56, None], dtype=object), n).tolist(),
+            "status": rng.choice(
+                np.array(["significant", "not_significant", None], dtype=object), n
+            ).tolist(),
+            "q": rng.choice(
+                np.array([0.01, 0.5, None, math.nan, math.inf], dtype=object), n
+            ).tolist(),
+            "p": rng.choice(np.array([0.01, 0.2, None, math.nan], dtype=object), n).tolist(),
+        },
+        schema_overrides={"window_days": pl.Int64, "q": pl.Float64, "p": pl.Float64},
+    )
+    points = (
+        findings.filter(pl.col("feature").is_not_null())
+        .sample(fraction=0.3, seed=1)
+        .select(
+            "person_id",
+            "marker",
+            key=pl.concat_str(
+                [pl.col("feature"), pl.lit("|"), pl.col("window_days").cast(pl.String)],
+                ignore_nulls=False,
+            ).fill_null(pl.col("feature") + "|all"),
+        )
+    )
+    got = fcellscatter.initial_cells(findings, points)
+    expected = {}
+    for (pid, marker), rows in findings.group_by("person_id", "marker", maintain_order=True):
+        dicts = rows.to_dicts()
+        if any(r["feature"] is not None for r in dicts):
+            keys = points.filter((pl.col("person_id") == pid) & (pl.col("marker") == marker))
+            expected[(pid, marker)] = _initial_cell_python(dicts, set(keys["key"].to_list()))
+    assert {(r[0], r[1]): r[2] for r in got.iter_rows()} == expected
+    assert got["person_id"].is_sorted()
+
+
 def test_column_wise_fits_match_row_by_row_fits() -> None:
     rng = np.random.default_rng(3)
     keys, xs, lys = [], [], []

@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from pipelines.reports.figures.cell_scatter import cell_fits, cell_points
+from pipelines.reports.figures.cell_scatter import cell_fits, cell_points, initial_cells
 from pipelines.reports.figures.diet import weekly_diet
 from pipelines.reports.figures.timeline import draw_points
 from pipelines.reports.inputs import (
@@ -28,6 +28,7 @@ from pipelines.reports.summaries import PersonSummary, _crp_draws, _summarise
 # One person's share of every frame, in `_summarise`'s argument order.
 _PersonFrames = tuple[
     str,
+    pl.DataFrame | None,
     pl.DataFrame | None,
     pl.DataFrame | None,
     pl.DataFrame | None,
@@ -99,7 +100,7 @@ def _split_tables(d: DashboardInputs, render: Collection[str] | None = None) -> 
     """The page tables split by person, with what the pages draw of them worked out at once for
     everyone whose page is rendered (`render`; None: everyone): the weekly diet, the CRP draws
     the timeline plots, and the exposure windows as the points and fits behind each lag-heatmap
-    cell. The others need only their
+    cell, and the cell each page's scatter shows first. The others need only their
     summary (on a night when a tenth of the people have new data, a tenth of the pages)."""
     tables = _page_tables(d)
     diet, windows, draws = tables["diet"], tables.pop("windows"), d.marker_draws
@@ -117,6 +118,10 @@ def _split_tables(d: DashboardInputs, render: Collection[str] | None = None) -> 
     points = cell_points(windows, draws)
     tables["cell_points"] = points
     tables["cell_fits"] = cell_fits(points)
+    findings = tables["findings"]
+    tables["cell_initial"] = initial_cells(
+        findings if render is None else findings.filter(rendered), points
+    )
     return {name: _split(df) for name, df in tables.items()}
 
 
@@ -161,6 +166,7 @@ def _frames(person: _PersonRows, tables: dict[str, pl.DataFrame]) -> _PersonFram
         part("unmapped"),
         part("cell_points"),
         part("cell_fits"),
+        part("cell_initial"),
         part("sufficiency"),
         person.sources,
         part("draw_points"),

@@ -77,6 +77,8 @@ class PersonSummary:
     # The points and fits behind the cells of the person's lag heatmaps (`figures.cell_points`).
     cell_points: pl.DataFrame = field(default_factory=pl.DataFrame)
     cell_fits: pl.DataFrame = field(default_factory=pl.DataFrame)
+    # Per marker, the cell whose scatter is drawn first (`figures.initial_cells`).
+    initial_cells: dict[str, str] = field(default_factory=dict)
     sufficiency: list[dict[str, Any]] = field(default_factory=list)
     sources: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -109,6 +111,7 @@ def _summarise(
     unmapped: pl.DataFrame | None,
     cell_points: pl.DataFrame | None = None,
     cell_fits: pl.DataFrame | None = None,
+    cell_initial: pl.DataFrame | None = None,
     sufficiency: pl.DataFrame | None = None,
     freshness: list[dict[str, Any]] | None = None,
     draw_points: pl.DataFrame | None = None,
@@ -119,6 +122,8 @@ def _summarise(
     s = PersonSummary(person_id=pid)
     s.cell_points = cell_points if cell_points is not None else _NO_CELL_POINTS
     s.cell_fits = cell_fits if cell_fits is not None else _NO_CELL_FITS
+    if cell_initial is not None:
+        s.initial_cells = dict(cell_initial.select("marker", "key").iter_rows())
     s.sufficiency = (
         sorted(sufficiency.to_dicts(), key=lambda r: _marker_order(r.get("marker")))
         if sufficiency is not None

@@ -94,6 +94,7 @@ _FRAME_FIELDS = frozenset(
         "unmapped",
         "cell_points",
         "cell_fits",
+        "initial_cells",
     }
 )
 

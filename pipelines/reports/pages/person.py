@@ -264,6 +264,7 @@ def _lag_scan(s: PersonSummary, sentence: Callable[[dict[str, Any]], str]) -> tu
                 if r["feature"] is not None
             },
             f"scatter-{k}",
+            s.initial_cells.get(m, ""),
         )
         if cells is None:
             parts.append(
