@@ -72,6 +72,24 @@ def _split(df: pl.DataFrame) -> _Split:
     return _Split(df, rows)
 
 
+# Model details of a finding that no person page shows (it shows the effect, CI, p and q, n, what
+# the model adjusted for and the crude effect). Left out, they are not copied to the page workers
+# or turned into dicts for every finding, and a change in them alone renders no page.
+_UNSHOWN_FINDING_COLUMNS = [
+    "n_persons",
+    "sd_feature",
+    "beta",
+    "se",
+    "covariates",
+    "crude_ci_low_pct",
+    "crude_ci_high_pct",
+    "crude_p",
+    "explained_by",
+    "collinearity_vif",
+    "primary_window_days",
+]
+
+
 # The person-split tables, in `_summarise`'s argument order (its `freshness` goes between
 # "sufficiency" and "crp"); "crp" is derived from "draws".
 def _page_tables(d: DashboardInputs) -> dict[str, pl.DataFrame]:
@@ -85,7 +103,7 @@ def _page_tables(d: DashboardInputs) -> dict[str, pl.DataFrame]:
         # Partially pooled estimates move with everyone's data: on a person's page they would
         # rewrite every page whenever anyone logs a day. The cohort page shows them instead.
         "findings": d.associations.filter(pl.col("scope") == "person").drop(
-            POOLED_COLUMNS, strict=False
+            [*POOLED_COLUMNS, *_UNSHOWN_FINDING_COLUMNS], strict=False
         ),
         "unmapped": d.unmapped_foods,
         # Only complete windows are behind the lag-heatmap cells.
