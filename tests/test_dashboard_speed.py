@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from markupsafe import Markup
 from scipy import stats
 
 from pipelines.reports import dashboards, write_dashboards
@@ -437,6 +438,38 @@ def test_cached_labels_and_badges() -> None:
     )
     assert rhtml.status_badge("<odd>") == rhtml.badge("<odd>", "c-none")
     assert rhtml.caveat() == '<span class="caveat">association, not causation</span>'
+
+
+def test_findings_table_is_the_generic_table() -> None:
+    """The findings table, written a row at a time, is what `table` writes from its cells."""
+    rows = make_inputs().associations.to_dicts()
+    rows += [
+        {**rows[0], "status": s, "method": m, "note": n}
+        for s, m, n in [
+            ("significant", "ols", 'a "quoted" <note> & more'),
+            (None, None, None),
+            ("explained", "ols & co", "explained by fibre"),
+            ("weird_status", "ols", ""),
+        ]
+    ]
+    assert any(r.get("status") == "significant" for r in rows)
+    ordered = rfindings._sorted_findings(rows)
+    expected = rhtml.table(
+        ["Finding (95% CI, q, n)", "Status", "Method", "Note"],
+        [
+            [
+                Markup(f"{rhtml.esc(dashboards.finding_sentence(r))} {rhtml.caveat()}"),
+                rhtml.status_badge(r.get("status")),
+                rhtml.esc(r.get("method") or ""),
+                rhtml.esc(r.get("note") or ""),
+            ]
+            for r in ordered
+        ],
+        row_classes=[
+            "row-significant" if r.get("status") == "significant" else "" for r in ordered
+        ],
+    )
+    assert rfindings._findings_table(ordered, dashboards.finding_sentence) == str(expected)
 
 
 def test_sentence_cache_gives_finding_sentence() -> None:
