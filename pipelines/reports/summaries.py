@@ -123,7 +123,9 @@ def _summarise(
     s.cell_points = cell_points if cell_points is not None else _NO_CELL_POINTS
     s.cell_fits = cell_fits if cell_fits is not None else _NO_CELL_FITS
     if cell_initial is not None:
-        s.initial_cells = dict(cell_initial.select("marker", "key").iter_rows())
+        s.initial_cells = dict(
+            zip(cell_initial["marker"].to_list(), cell_initial["key"].to_list(), strict=True)
+        )
     s.sufficiency = (
         sorted(sufficiency.to_dicts(), key=lambda r: _marker_order(r.get("marker")))
         if sufficiency is not None
