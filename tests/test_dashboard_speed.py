@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+from markupsafe import Markup
 from scipy import stats
 
 from pipelines.reports import dashboards, write_dashboards
@@ -153,18 +154,29 @@ def test_vectorised_rounding_edge_cases() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# t quantile and the per-cell fits
+# The per-cell fits and their t quantiles
 
 
-def test_t_quantile_is_scipy_exactly() -> None:
-    fbase.t_quantile.cache_clear()
-    for q in (0.975, 0.95, 0.5, 0.025, 0.999):
-        for df in [*range(1, 400), 1000, 10_000, 123_456]:
-            assert fbase.t_quantile(q, df) == float(stats.t.ppf(q, df))
-    before = fbase.t_quantile.cache_info().hits
-    assert fbase.t_quantile(0.975, 12) == float(stats.t.ppf(0.975, 12))
-    assert fbase.t_quantile.cache_info().hits == before + 1
-    assert type(fbase.t_quantile(0.975, 3)) is float
+def test_fits_t_quantiles_are_scipy_per_cell_exactly() -> None:
+    """`cell_fits` asks scipy for every cell's t quantile in one call: each is the scalar call's."""
+    ns = [*range(3, 400), 1000, 10_000, 123_456]
+    points = pl.DataFrame(
+        {
+            "person_id": [f"p{n:06d}" for n in ns for _ in range(n)],
+            "marker": "hscrp",
+            "key": "fiber_g|28",
+            "collected_at": None,
+            "x": [float(i) for n in ns for i in range(n)],
+            "y": 1.0,
+            "ly": [math.sin(i) for n in ns for i in range(n)],
+        },
+        schema=fcellscatter.CELL_POINTS_SCHEMA,
+    )
+    fits = fcellscatter.cell_fits(points)
+    assert fits["n"].to_list() == ns
+    for n, t in zip(fits["n"].to_list(), fits["t"].to_list(), strict=True):
+        assert t == float(stats.t.ppf(0.975, n - 2))
+    assert fcellscatter.cell_fits(points.clear())["t"].dtype == pl.Float64
 
 
 def _cell_fits_scalar(points: pl.DataFrame) -> dict[str, list[float | None]]:
@@ -203,6 +215,69 @@ def _cell_fits_scalar(points: pl.DataFrame) -> dict[str, list[float | None]]:
             fbase._r(t, 5),
         ]
     return out
+
+
+def _initial_cell_python(rows: list[dict[str, Any]], with_points: set[str]) -> str:
+    """The cell a page's scatter shows first, as first written: the best row by a Python key."""
+
+    def rank(r: dict[str, Any]) -> tuple[int, int, float, float, tuple[int, str], int]:
+        q, p, w = r.get("q"), r.get("p"), r.get("window_days")
+        days = int(w) if is_num(w) else None
+        return (
+            0 if fcellscatter.cell_key(r["feature"], w) in with_points else 1,
+            0 if r.get("status") == "significant" else 1,
+            float(q) if is_num(q) else 2.0,
+            float(p) if is_num(p) else 2.0,
+            rhtml.feature_order(str(r.get("feature") or "")),
+            0 if days is None else days,
+        )
+
+    best = min((r for r in rows if r.get("feature") is not None), key=rank)
+    return fcellscatter.cell_key(best["feature"], best["window_days"])
+
+
+def test_initial_cells_match_the_python_ranking() -> None:
+    """Ties, nulls, NaN and infinite q and p, unknown features, cells with and without points."""
+    rng = np.random.default_rng(5)
+    features = ["fiber_g", "dii", "fermented_servings", "zz_unknown", "aa_unknown", None]
+    n = 4000
+    findings = pl.DataFrame(
+        {
+            "person_id": rng.choice([f"p{i}" for i in range(60)], n).tolist(),
+            "marker": rng.choice(["hscrp", "crp"], n).tolist(),
+            "feature": rng.choice(np.array(features, dtype=object), n).tolist(),
+            "window_days": rng.choice(np.array([7, 28, 56, None], dtype=object), n).tolist(),
+            "status": rng.choice(
+                np.array(["significant", "not_significant", None], dtype=object), n
+            ).tolist(),
+            "q": rng.choice(
+                np.array([0.01, 0.5, None, math.nan, math.inf], dtype=object), n
+            ).tolist(),
+            "p": rng.choice(np.array([0.01, 0.2, None, math.nan], dtype=object), n).tolist(),
+        },
+        schema_overrides={"window_days": pl.Int64, "q": pl.Float64, "p": pl.Float64},
+    )
+    points = (
+        findings.filter(pl.col("feature").is_not_null())
+        .sample(fraction=0.3, seed=1)
+        .select(
+            "person_id",
+            "marker",
+            key=pl.concat_str(
+                [pl.col("feature"), pl.lit("|"), pl.col("window_days").cast(pl.String)],
+                ignore_nulls=False,
+            ).fill_null(pl.col("feature") + "|all"),
+        )
+    )
+    got = fcellscatter.initial_cells(findings, points)
+    expected = {}
+    for (pid, marker), rows in findings.group_by("person_id", "marker", maintain_order=True):
+        dicts = rows.to_dicts()
+        if any(r["feature"] is not None for r in dicts):
+            keys = points.filter((pl.col("person_id") == pid) & (pl.col("marker") == marker))
+            expected[(pid, marker)] = _initial_cell_python(dicts, set(keys["key"].to_list()))
+    assert {(r[0], r[1]): r[2] for r in got.iter_rows()} == expected
+    assert got["person_id"].is_sorted()
 
 
 def test_column_wise_fits_match_row_by_row_fits() -> None:
@@ -363,6 +438,38 @@ def test_cached_labels_and_badges() -> None:
     )
     assert rhtml.status_badge("<odd>") == rhtml.badge("<odd>", "c-none")
     assert rhtml.caveat() == '<span class="caveat">association, not causation</span>'
+
+
+def test_findings_table_is_the_generic_table() -> None:
+    """The findings table, written a row at a time, is what `table` writes from its cells."""
+    rows = make_inputs().associations.to_dicts()
+    rows += [
+        {**rows[0], "status": s, "method": m, "note": n}
+        for s, m, n in [
+            ("significant", "ols", 'a "quoted" <note> & more'),
+            (None, None, None),
+            ("explained", "ols & co", "explained by fibre"),
+            ("weird_status", "ols", ""),
+        ]
+    ]
+    assert any(r.get("status") == "significant" for r in rows)
+    ordered = rfindings._sorted_findings(rows)
+    expected = rhtml.table(
+        ["Finding (95% CI, q, n)", "Status", "Method", "Note"],
+        [
+            [
+                Markup(f"{rhtml.esc(dashboards.finding_sentence(r))} {rhtml.caveat()}"),
+                rhtml.status_badge(r.get("status")),
+                rhtml.esc(r.get("method") or ""),
+                rhtml.esc(r.get("note") or ""),
+            ]
+            for r in ordered
+        ],
+        row_classes=[
+            "row-significant" if r.get("status") == "significant" else "" for r in ordered
+        ],
+    )
+    assert rfindings._findings_table(ordered, dashboards.finding_sentence) == str(expected)
 
 
 def test_sentence_cache_gives_finding_sentence() -> None:

@@ -111,6 +111,18 @@ def test_dashboard_inputs_do_not_depend_on_the_tables_physical_order(tmp_path: P
             "complete": [True] * (5 * len(people)),
         }
     ).with_columns(pl.lit(datetime(2025, 1, 31, 8)).cast(pl.Datetime("us")).alias("collected_at"))
+    # Person and cohort findings (no person), with and without a window, two methods.
+    findings = pl.DataFrame(
+        {
+            "scope": ["person"] * 4 * len(people) + ["cohort"] * 4,
+            "person_id": [p for p in people for _ in range(4)] + [None] * 4,
+            "marker": "crp",
+            "feature": ["fiber_g", "fiber_g", "dii", "dii"] * (len(people) + 1),
+            "window_days": [28, None, 28, 7] * len(people) + [None] * 4,
+            "method": ["ols"] * 4 * len(people) + ["ols_between", "survey_wls"] * 2,
+            "effect_pct": [float(i % 7) for i in range(4 * len(people) + 4)],
+        }
+    )
     loaded = []
     for seed in (1, 2):
         warehouse = Warehouse(tmp_path / f"w{seed}.duckdb")
@@ -120,10 +132,14 @@ def test_dashboard_inputs_do_not_depend_on_the_tables_physical_order(tmp_path: P
                 ("marker_draws", draws),
                 ("exposure_windows", windows),
                 ("persons", pl.DataFrame({"person_id": people})),
+                ("associations", findings),
             ):
                 replace_table(conn, name, frame.sample(fraction=1.0, shuffle=True, seed=seed))
+            every_column = conn.execute("SELECT * FROM associations ORDER BY ALL").pl()
         loaded.append(load_dashboard_inputs(warehouse))
+        # Sorted by the findings' key, in the order of sorting by every column.
+        assert_frame_equal(loaded[-1].associations, every_column)
     first, second = loaded
-    for name in ("diet_daily", "marker_draws", "exposure_windows", "persons"):
+    for name in ("diet_daily", "marker_draws", "exposure_windows", "persons", "associations"):
         assert_frame_equal(getattr(first, name), getattr(second, name))
     assert first.diet_daily["person_id"].is_sorted()

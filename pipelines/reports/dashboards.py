@@ -133,13 +133,17 @@ def write_dashboards(
         d.run_info["data_window"] = _data_window(d) or "unknown"
     now = run_time(d.run_info)
     ids = _person_ids(d)
+    # The pages rendered: those asked for and any that is missing (a first run, a deleted file,
+    # another output folder). Decided once, here: only their figures' data is worked out.
     chosen = None if render is None else frozenset(render)
-    to_render = (
-        len(ids)
+    rendering = (
+        None
         if chosen is None
-        else sum(p in chosen or not (out_dir / person_page_name(p)).exists() for p in ids)
+        else frozenset(
+            p for p in ids if p in chosen or not (out_dir / person_page_name(p)).exists()
+        )
     )
-    pool_size = _pool_size(to_render, workers)
+    pool_size = _pool_size(len(ids) if rendering is None else len(rendering), workers)
     # The tables the page workers map go to the system's temp folder (RAM where it is a tmpfs,
     # as the pickled frames were; the OS clears what a killed run leaves). The workers are shut
     # down, and their mapped tables closed, before the folder goes.
@@ -156,9 +160,9 @@ def write_dashboards(
             d.rejected_summary,
             global_warnings,
             frozenset(r["source"] for r in sources if r["stale"]),
-            chosen,
+            rendering,
         )
-        splits = _split_tables(d)
+        splits = _split_tables(d, rendering)
         people = _person_rows(splits, ids, _person_sources(d, now))
         tables = {name: split.df for name, split in splits.items()}
         results = _render_people(pool, pool_size, people, tables, job, Path(tmp))

@@ -12,7 +12,6 @@ from functools import cache
 from typing import Any
 
 import polars as pl
-from markupsafe import Markup
 
 from pipelines.reports.html import (
     DII_FEATURES,
@@ -190,37 +189,29 @@ def _sorted_findings(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=key)
 
 
+# The findings table around its rows, as `table` writes it (cut open at the end of its body).
+_TABLE_HEAD, _TABLE_TAIL = str(
+    table(["Finding (95% CI, q, n)", "Status", "Method", "Note"], [])
+).split("</tbody>")
+_SIGNIFICANT_ROW = ' class="row-significant"'
+
+
 def _findings_table(
-    rows: list[dict[str, Any]],
-    with_person: bool = False,
-    sentence: Callable[[dict[str, Any]], str] = finding_sentence,
-    ordered: list[dict[str, Any]] | None = None,
+    ordered: list[dict[str, Any]], sentence: Callable[[dict[str, Any]], str]
 ) -> str:
-    """Every row in a table; `ordered` is `_sorted_findings(rows)` when the caller has it."""
-    body = []
-    classes = []
+    """Every finding, in `_sorted_findings` order, in a table with `table`'s markup. A page has
+    about 150: each row is one string (a list of cells per row for `table` cost more than the
+    sentences in them)."""
     # Methods and notes repeat from row to row: each distinct one is escaped once.
     esc_repeated = cache(esc)
-    for r in _sorted_findings(rows) if ordered is None else ordered:
-        cells = []
-        if with_person:
-            cells.append(esc(r.get("person_id") or "all"))
-        cells += [
-            Markup(f"{esc(sentence(r))} {caveat()}"),
-            status_badge(r.get("status")),
-            esc_repeated(r.get("method") or ""),
-            esc_repeated(r.get("note") or ""),
-        ]
-        body.append(cells)
-        classes.append("row-significant" if r.get("status") == "significant" else "")
-    headers = [
-        *(["Person"] if with_person else []),
-        "Finding (95% CI, q, n)",
-        "Status",
-        "Method",
-        "Note",
-    ]
-    return table(headers, body, row_classes=classes)
+    rows = "".join(
+        f"<tr{_SIGNIFICANT_ROW if r.get('status') == 'significant' else ''}>"
+        f"<td>{esc(sentence(r))} {caveat()}</td><td>{status_badge(r.get('status'))}</td>"
+        f"<td>{esc_repeated(r.get('method') or '')}</td>"
+        f"<td>{esc_repeated(r.get('note') or '')}</td></tr>"
+        for r in ordered
+    )
+    return f"{_TABLE_HEAD}{rows}</tbody>{_TABLE_TAIL}"
 
 
 def _findings_block(
@@ -268,7 +259,7 @@ def _findings_block(
     opened = " open" if len(rows) <= 40 else ""
     parts.append(
         f"<details{opened}><summary>{esc(summary)}</summary>"
-        f"{_findings_table(rows, sentence=sentence, ordered=ordered)}</details>"
+        f"{_findings_table(ordered, sentence)}</details>"
     )
     return "".join(parts)
 

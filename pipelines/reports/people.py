@@ -6,14 +6,16 @@ argument order.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import polars as pl
 
-from pipelines.reports.figures.cell_scatter import cell_fits, cell_points
+from pipelines.reports.figures.cell_scatter import cell_fits, cell_points, initial_cells
 from pipelines.reports.figures.diet import weekly_diet
+from pipelines.reports.figures.timeline import draw_points
 from pipelines.reports.inputs import (
     POOLED_COLUMNS,
     DashboardInputs,
@@ -36,7 +38,9 @@ _PersonFrames = tuple[
     pl.DataFrame | None,
     pl.DataFrame | None,
     pl.DataFrame | None,
+    pl.DataFrame | None,
     list[dict[str, Any]] | None,
+    pl.DataFrame | None,
     pl.DataFrame | None,
 ]
 
@@ -68,6 +72,24 @@ def _split(df: pl.DataFrame) -> _Split:
     return _Split(df, rows)
 
 
+# Model details of a finding that no person page shows (it shows the effect, CI, p and q, n, what
+# the model adjusted for and the crude effect). Left out, they are not copied to the page workers
+# or turned into dicts for every finding, and a change in them alone renders no page.
+_UNSHOWN_FINDING_COLUMNS = [
+    "n_persons",
+    "sd_feature",
+    "beta",
+    "se",
+    "covariates",
+    "crude_ci_low_pct",
+    "crude_ci_high_pct",
+    "crude_p",
+    "explained_by",
+    "collinearity_vif",
+    "primary_window_days",
+]
+
+
 # The person-split tables, in `_summarise`'s argument order (its `freshness` goes between
 # "sufficiency" and "crp"); "crp" is derived from "draws".
 def _page_tables(d: DashboardInputs) -> dict[str, pl.DataFrame]:
@@ -81,7 +103,7 @@ def _page_tables(d: DashboardInputs) -> dict[str, pl.DataFrame]:
         # Partially pooled estimates move with everyone's data: on a person's page they would
         # rewrite every page whenever anyone logs a day. The cohort page shows them instead.
         "findings": d.associations.filter(pl.col("scope") == "person").drop(
-            POOLED_COLUMNS, strict=False
+            [*POOLED_COLUMNS, *_UNSHOWN_FINDING_COLUMNS], strict=False
         ),
         "unmapped": d.unmapped_foods,
         # Only complete windows are behind the lag-heatmap cells.
@@ -92,15 +114,32 @@ def _page_tables(d: DashboardInputs) -> dict[str, pl.DataFrame]:
     }
 
 
-def _split_tables(d: DashboardInputs) -> dict[str, _Split]:
-    """The page tables split by person, with what the pages draw of them worked out for everyone
-    at once: the weekly diet, and the exposure windows as the points and fits behind each
-    lag-heatmap cell."""
+def _split_tables(d: DashboardInputs, render: Collection[str] | None = None) -> dict[str, _Split]:
+    """The page tables split by person, with what the pages draw of them worked out at once for
+    everyone whose page is rendered (`render`; None: everyone): the weekly diet, the CRP draws
+    the timeline plots, and the exposure windows as the points and fits behind each lag-heatmap
+    cell, and the cell each page's scatter shows first. The others need only their
+    summary (on a night when a tenth of the people have new data, a tenth of the pages)."""
     tables = _page_tables(d)
-    tables["weekly_diet"] = weekly_diet(tables["diet"])
-    points = cell_points(tables.pop("windows"), d.marker_draws)
+    diet, windows, draws = tables["diet"], tables.pop("windows"), d.marker_draws
+    if render is not None:
+        rendered = pl.col("person_id").is_in(pl.Series(sorted(render), dtype=pl.String))
+        diet, windows, draws = (
+            diet.filter(rendered),
+            windows.filter(rendered),
+            draws.filter(rendered),
+        )
+    tables["weekly_diet"] = weekly_diet(diet)
+    tables["draw_points"] = draw_points(
+        tables["crp"] if render is None else tables["crp"].filter(rendered)
+    )
+    points = cell_points(windows, draws)
     tables["cell_points"] = points
     tables["cell_fits"] = cell_fits(points)
+    findings = tables["findings"]
+    tables["cell_initial"] = initial_cells(
+        findings if render is None else findings.filter(rendered), points
+    )
     return {name: _split(df) for name, df in tables.items()}
 
 
@@ -145,8 +184,10 @@ def _frames(person: _PersonRows, tables: dict[str, pl.DataFrame]) -> _PersonFram
         part("unmapped"),
         part("cell_points"),
         part("cell_fits"),
+        part("cell_initial"),
         part("sufficiency"),
         person.sources,
+        part("draw_points"),
         part("crp"),
     )
 

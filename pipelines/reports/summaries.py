@@ -49,6 +49,8 @@ class PersonSummary:
     all_draws: pl.DataFrame = field(default_factory=pl.DataFrame)
     diet: pl.DataFrame = field(default_factory=pl.DataFrame)
     weekly: pl.DataFrame = field(default_factory=pl.DataFrame)  # `figures.weekly_diet`
+    # The draws the timeline plots (`figures.draw_points`, from `crp`).
+    draw_points: pl.DataFrame = field(default_factory=pl.DataFrame)
     trends: list[dict[str, Any]] = field(default_factory=list)
     trend: dict[str, Any] = field(default_factory=dict)
     findings_df: pl.DataFrame = field(default_factory=pl.DataFrame)
@@ -75,6 +77,8 @@ class PersonSummary:
     # The points and fits behind the cells of the person's lag heatmaps (`figures.cell_points`).
     cell_points: pl.DataFrame = field(default_factory=pl.DataFrame)
     cell_fits: pl.DataFrame = field(default_factory=pl.DataFrame)
+    # Per marker, the cell whose scatter is drawn first (`figures.initial_cells`).
+    initial_cells: dict[str, str] = field(default_factory=dict)
     sufficiency: list[dict[str, Any]] = field(default_factory=list)
     sources: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -107,8 +111,10 @@ def _summarise(
     unmapped: pl.DataFrame | None,
     cell_points: pl.DataFrame | None = None,
     cell_fits: pl.DataFrame | None = None,
+    cell_initial: pl.DataFrame | None = None,
     sufficiency: pl.DataFrame | None = None,
     freshness: list[dict[str, Any]] | None = None,
+    draw_points: pl.DataFrame | None = None,
     crp: pl.DataFrame | None = None,
 ) -> PersonSummary:
     """One person's summary from their rows of each table. `crp` is their CRP draws in time
@@ -116,6 +122,10 @@ def _summarise(
     s = PersonSummary(person_id=pid)
     s.cell_points = cell_points if cell_points is not None else _NO_CELL_POINTS
     s.cell_fits = cell_fits if cell_fits is not None else _NO_CELL_FITS
+    if cell_initial is not None:
+        s.initial_cells = dict(
+            zip(cell_initial["marker"].to_list(), cell_initial["key"].to_list(), strict=True)
+        )
     s.sufficiency = (
         sorted(sufficiency.to_dicts(), key=lambda r: _marker_order(r.get("marker")))
         if sufficiency is not None
@@ -132,6 +142,7 @@ def _summarise(
         s.headline = "crp"
     s.diet = diet if diet is not None else pl.DataFrame(schema=SCHEMAS["diet_daily"])
     s.weekly = weekly if weekly is not None else pl.DataFrame()
+    s.draw_points = draw_points if draw_points is not None else pl.DataFrame()
     s.trends = trends.to_dicts() if trends is not None else []
     s.trend = next((t for t in s.trends if t.get("marker") == s.headline), {})
     s.findings_df = (

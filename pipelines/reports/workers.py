@@ -46,7 +46,9 @@ class _PageJob:
     rejected_summary: pl.DataFrame
     global_warnings: list[str]
     stale_everywhere: frozenset[str]
-    render: frozenset[str] | None  # the people whose pages to render; None: everyone
+    # The people whose pages to render (those asked for and those whose page is missing, as
+    # `write_dashboards` decides); None: everyone.
+    render: frozenset[str] | None
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,8 @@ class _PageResult:
 
 
 def _person_pages(people: list[_PersonFrames], job: _PageJob) -> list[_PageResult]:
-    """Summarise each person, and render their page when `job.render` names them or the page is
-    missing (a first run, a deleted file, another output folder).
+    """Summarise each person, and render their page when `job.render` names them (the tables
+    carry the figures' data of those people only, see `people._split_tables`).
 
     Runs in the writing process or in a worker; either way the page comes out the same.
     """
@@ -68,7 +70,7 @@ def _person_pages(people: list[_PersonFrames], job: _PageJob) -> list[_PageResul
     for frames in people:
         s = _summary(frames, job.stale_everywhere)
         path = job.out_dir / person_page_name(s.person_id)
-        render = job.render is None or s.person_id in job.render or not path.exists()
+        render = job.render is None or s.person_id in job.render
         if render:
             # Synced once for all pages before the step records its plan (`write_dashboards`).
             page_html = render_person_page(s, d, job.global_warnings)
@@ -82,7 +84,18 @@ def _person_pages(people: list[_PersonFrames], job: _PageJob) -> list[_PageResul
 
 # Only person pages read these; dropping them keeps what returns from a worker small.
 _FRAME_FIELDS = frozenset(
-    {"crp", "all_draws", "diet", "weekly", "findings_df", "unmapped", "cell_points", "cell_fits"}
+    {
+        "crp",
+        "all_draws",
+        "diet",
+        "weekly",
+        "draw_points",
+        "findings_df",
+        "unmapped",
+        "cell_points",
+        "cell_fits",
+        "initial_cells",
+    }
 )
 
 

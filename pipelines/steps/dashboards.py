@@ -51,6 +51,8 @@ _FOLLOWED = (
 
 # Unique keys of the big tables (cheaper to sort by than every column); others: ORDER BY ALL.
 _ORDER = {
+    # A finding's key is its leading columns, so this is ORDER BY ALL's order at half its cost.
+    "associations": "scope, person_id, marker, feature, window_days, method",
     "diet_daily": "person_id, day",
     "exposure_windows": "person_id, marker, collected_at, window_days, feature",
 }

@@ -1,13 +1,12 @@
 """What every figure shares: the small template, colours and log ticks, layout and panel helpers,
 and the rounding of values (the JSON inside a page is the page's size, so values are rounded to
-a few significant digits before plotting), plus the t quantiles of the fitted CIs.
+a few significant digits before plotting).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -106,15 +105,6 @@ def _r_many(values: np.ndarray | pl.Series | Sequence[float | None], digits: int
     for i in np.flatnonzero(~ok & finite).tolist():
         out[i] = _r(float(a[i]), digits)
     return out.reshape(shape).tolist()  # type: ignore[no-any-return]
-
-
-@lru_cache(maxsize=4096)
-def t_quantile(q: float, df: int) -> float:
-    """`scipy.stats.t.ppf(q, df)` as a float, computed once per (q, df): a page's lag scan asks
-    for the same few quantiles for each of its cells, and each scipy call is slow."""
-    from scipy import stats
-
-    return float(stats.t.ppf(q, df))
 
 
 def _layout(title: str, height: int, **extra: Any) -> dict[str, Any]:

@@ -8,10 +8,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import numpy as np
 import orjson
 import polars as pl
 
-from pipelines.reports.figures.base import LOG_TICKS, TEMPLATE, _r_many, t_quantile
+from pipelines.reports.figures.base import LOG_TICKS, TEMPLATE, _r_many
 from pipelines.reports.figures.heatmap import (
     _window_label,
     heatmap_axes,
@@ -21,7 +22,6 @@ from pipelines.reports.figures.render import CONFIG
 from pipelines.reports.html import (
     feature_label,
     feature_order,
-    is_num,
     pesc,
 )
 
@@ -154,7 +154,7 @@ CELL_FITS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "marker": pl.String,
     "key": pl.String,
     "n": pl.Int64,
-    **{c: pl.Float64 for c in ("a", "b", "s", "mx", "sxx")},
+    **{c: pl.Float64 for c in ("a", "b", "s", "mx", "sxx", "t")},
 }
 
 
@@ -214,10 +214,10 @@ def cell_points(windows: pl.DataFrame, draws: pl.DataFrame) -> pl.DataFrame:
 
 
 def cell_fits(points: pl.DataFrame) -> pl.DataFrame:
-    """Per cell of `cell_points`, the OLS of ln(marker) on the feature: n, a, b, s, mean x and
-    Sxx (unrounded), for cells with at least 3 points and some spread in x. Sorted like the
-    points."""
-    return (
+    """Per cell of `cell_points`, the OLS of ln(marker) on the feature: n, a, b, s, mean x, Sxx
+    and t, the 0.975 quantile of Student's t with n - 2 degrees of freedom (unrounded), for cells
+    with at least 3 points and some spread in x. Sorted like the points."""
+    fits = (
         points.lazy()
         .with_columns(
             (pl.col("x") - pl.col("x").mean().over(CELL)).alias("_dx"),
@@ -248,12 +248,63 @@ def cell_fits(points: pl.DataFrame) -> pl.DataFrame:
         .sort(CELL)
         .collect()
     )
+    # One scipy call for every fit, in the process that splits the tables (the pipeline's, which
+    # has scipy loaded for the analysis): imported in each page worker, scipy.stats cost a
+    # second of CPU per worker, and a call per cell more than the cell's other numbers.
+    from scipy import stats
+
+    df = (fits.get_column("n") - 2).cast(pl.Float64).to_numpy()
+    return fits.with_columns(pl.Series("t", stats.t.ppf(0.975, df), dtype=pl.Float64))
+
+
+def _finite_or(column: str, default: float) -> pl.Expr:
+    return pl.when(pl.col(column).is_finite()).then(pl.col(column)).otherwise(default)
+
+
+def initial_cells(findings: pl.DataFrame, points: pl.DataFrame) -> pl.DataFrame:
+    """Per person and marker, the lag-heatmap cell whose scatter a page draws first (`key`): one
+    with points before one without, then significant first, then by q, p, the feature's order
+    and the window (the first row of `findings` among equals). For everyone whose page is
+    rendered at once: ranking each page's 150 cells in Python cost more than drawing them."""
+    if findings.is_empty():
+        return pl.DataFrame(schema={c: pl.String for c in CELL})
+    # `feature_order` is (number, feature name): the number per feature, then the name.
+    order = {f: feature_order(f)[0] for f in findings["feature"].drop_nulls().unique().to_list()}
+    with_points = points.lazy().select(CELL).unique().with_columns(_points=pl.lit(True))
+    return (
+        findings.lazy()
+        .filter(pl.col("feature").is_not_null())
+        .with_columns(
+            key=pl.concat_str(
+                [
+                    pl.col("feature"),
+                    pl.lit("|"),
+                    pl.col("window_days").cast(pl.String).fill_null("all"),
+                ]
+            )
+        )
+        .join(with_points, on=CELL, how="left", maintain_order="left")
+        .sort(
+            pl.col("_points").is_null(),
+            (pl.col("status") != "significant").fill_null(True),
+            _finite_or("q", 2.0),
+            _finite_or("p", 2.0),
+            pl.col("feature").replace_strict(order, return_dtype=pl.Int64),
+            pl.col("feature"),
+            pl.col("window_days").fill_null(0),
+            maintain_order=True,
+        )
+        .group_by("person_id", "marker", maintain_order=True)
+        .agg(pl.col("key").first())
+        .sort("person_id", "marker")
+        .collect()
+    )
 
 
 def _fit_lists(fits: pl.DataFrame, marker: str) -> dict[str, list[float | None]]:
     """One marker's rows of a person's `cell_fits` as `CELL_SCRIPT` reads them, per cell key:
     [a, b, s, mean x, Sxx, n, t_0.975,n-2], rounded."""
-    names = ("key", "n", "a", "b", "s", "mx", "sxx")
+    names = ("key", "n", "a", "b", "s", "mx", "sxx", "t")
     mine = [
         r
         for r in zip(fits["marker"].to_list(), *(fits[c].to_list() for c in names), strict=True)
@@ -261,9 +312,10 @@ def _fit_lists(fits: pl.DataFrame, marker: str) -> dict[str, list[float | None]]
     ]
     if not mine:
         return {}
-    _, keys, ns, *values = (list(column) for column in zip(*mine, strict=True))
-    a, b, s, mx, sxx = (_r_many(v, 6) for v in values)
-    ts = _r_many([t_quantile(0.975, n - 2) for n in ns], 5)
+    _, keys, ns, *values, t = (list(column) for column in zip(*mine, strict=True))
+    # One rounding call for the five columns (a call costs more than rounding a page's fits).
+    a, b, s, mx, sxx = _r_many(np.array(values, dtype=np.float64), 6)
+    ts = _r_many(t, 5)
     return {
         key: [ra, rb, rs, rmx, rsxx, n, t]
         for key, ra, rb, rs, rmx, rsxx, n, t in zip(keys, a, b, s, mx, sxx, ns, ts, strict=True)
@@ -279,6 +331,7 @@ def cell_scatter_data(
     unit: str,
     titles: dict[str, str],
     target: str,
+    initial: str,
 ) -> dict[str, Any] | None:
     """What `CELL_SCRIPT` needs to draw any cell of one person's lag heatmap for one marker.
 
@@ -286,7 +339,8 @@ def cell_scatter_data(
     `fits` are the person's rows of `cell_points` and `cell_fits`. Each draw's date and value
     are stored once; a cell stores its feature values aligned to the draws (null where the
     window was not complete), its fit and its title. `titles` maps a cell key to its title as
-    Plotly text (the caller escapes user text with `pesc`; <b> and <br> may be used). Returns
+    Plotly text (the caller escapes user text with `pesc`; <b> and <br> may be used); `initial`
+    is the key of the cell drawn first (the person's `initial_cells`). Returns
     None when no cell has a row in `rows` or no draw has a complete window.
     """
     features, wins = heatmap_axes(rows)
@@ -326,20 +380,6 @@ def cell_scatter_data(
         if "x" in cells.get(key, {}):
             cells[key]["fit"] = fit
 
-    def rank(r: dict[str, Any]) -> tuple[int, int, float, float, tuple[int, str], int]:
-        q, p, w = r.get("q"), r.get("p"), r.get("window_days")
-        days = int(w) if is_num(w) else None
-        key = f"{r.get('feature')}|{'all' if days is None else days}"  # cell_key, inlined
-        return (
-            0 if "x" in cells.get(key, {}) else 1,
-            0 if r.get("status") == "significant" else 1,
-            float(q) if is_num(q) else 2.0,
-            float(p) if is_num(p) else 2.0,
-            feature_order(str(r.get("feature") or "")),
-            0 if days is None else days,
-        )
-
-    best = min((r for r in rows if r.get("feature") is not None), key=rank)
     return {
         "target": target,
         "marker": pesc(marker_name),
@@ -352,7 +392,7 @@ def cell_scatter_data(
         "xlabels": [_window_label(w) for w in wins],
         "xl": {f: pesc(feature_label(f)) for f in features},
         "cells": cells,
-        "initial": cell_key(best.get("feature"), best.get("window_days")),
+        "initial": initial,
     }
 
 

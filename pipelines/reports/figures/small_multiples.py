@@ -18,7 +18,7 @@ from pipelines.reports.figures.base import (
     _panel_title,
     _r,
 )
-from pipelines.reports.figures.timeline import DRAW_STYLES, _crp_range, _draw_kind, _draw_rows
+from pipelines.reports.figures.timeline import DRAW_STYLES, _crp_range, _draw_kind, draw_points
 from pipelines.reports.html import (
     fmt_value,
     pesc,
@@ -45,8 +45,9 @@ def crp_small_multiples(draws: pl.DataFrame, person_ids: list[str], title: str) 
         return None
     ncols = 3 if len(person_ids) > 2 else len(person_ids)
     nrows = math.ceil(len(person_ids) / ncols)
-    parts = {str(k[0]): v for k, v in draws.partition_by("person_id", as_dict=True).items()}
-    per_person = {pid: _draw_rows(parts.get(pid, pl.DataFrame())) for pid in person_ids}
+    points = draw_points(draws.filter(pl.col("person_id").is_in(person_ids)))
+    parts = {str(k[0]): v for k, v in points.partition_by("person_id", as_dict=True).items()}
+    per_person = {pid: parts[pid].to_dicts() if pid in parts else [] for pid in person_ids}
     lo, hi = _crp_range([float(r["value"]) for rows in per_person.values() for r in rows])
     vgap = min(0.12, 0.5 / nrows)
     domains = _grid(len(person_ids), ncols, 0.06, vgap)

@@ -74,12 +74,12 @@ DRAW_STYLES: dict[str, dict[str, Any]] = {
 }
 
 
-def _draw_rows(draws: pl.DataFrame) -> list[dict[str, Any]]:
-    """Draw rows with a plottable date string ("x": the draw's time, else its day) and a positive
-    value (log axis), in time order."""
-    if draws.is_empty():
-        return []
-    frame = (
+def draw_points(draws: pl.DataFrame) -> pl.DataFrame:
+    """The draws a timeline plots: those with a plottable date string ("x": the draw's time, else
+    its day) and a positive value (log axis), in time order per person. One query for all the
+    people drawn (every rendered page's, see `people._split_tables`): one per page cost more
+    than drawing its result."""
+    return (
         draws.lazy()
         .with_columns(
             x=pl.coalesce(
@@ -88,10 +88,9 @@ def _draw_rows(draws: pl.DataFrame) -> list[dict[str, Any]]:
             )
         )
         .filter(pl.col("x").is_not_null() & (pl.col("value") > 0))
-        .sort("x")
+        .sort("person_id", "x", maintain_order=True)
         .collect()
     )
-    return frame.to_dicts()
 
 
 def _short_span(xs: list[str]) -> dict[str, Any]:
@@ -114,19 +113,18 @@ def _crp_range(values: list[float]) -> tuple[float, float]:
 
 
 def crp_timeline(
-    draws: pl.DataFrame,
+    rows: list[dict[str, Any]],
     weekly: pl.DataFrame,
     baseline: float | None,
     title: str,
     dii_params: str = "",
     bands: bool = True,
 ) -> Fig | None:
-    """CRP on a log axis with the hs-CRP risk bands (`bands`: hs-CRP only), the weekly diet
-    (`weekly`: the person's `weekly_diet`) beneath
+    """CRP on a log axis with the hs-CRP risk bands (`bands`: hs-CRP only) for the draws `rows`
+    (the person's `draw_points`, as dicts), the weekly diet (`weekly`: their `weekly_diet`) beneath
     and the weekly DII under that, all on one shared time axis. `dii_params` says how many
     parameters the DII was computed from ("28 of 45 parameters"); the DII panel's title and hover
     show it."""
-    rows = _draw_rows(draws)
     panel = _diet_panel(weekly)
     series = panel.series
     if not rows and not series:

@@ -264,6 +264,7 @@ def _lag_scan(s: PersonSummary, sentence: Callable[[dict[str, Any]], str]) -> tu
                 if r["feature"] is not None
             },
             f"scatter-{k}",
+            s.initial_cells.get(m, ""),
         )
         if cells is None:
             parts.append(
@@ -291,7 +292,7 @@ def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: li
     heading = _heading(f"Person {pid}", crumbs, esc(", ".join(details)))
 
     timeline = figures.crp_timeline(
-        s.crp,
+        s.draw_points.to_dicts(),
         s.weekly,
         s.trend.get("baseline"),
         f"{marker_label(s.headline)} (log scale) and weekly intake",
