@@ -10,6 +10,7 @@ caller's transaction (`Warehouse.write()`).
 """
 
 import json
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,22 +165,34 @@ def replace_by_person_chunks(
     rows (`register_person_chunks`), `frames` holding the group's rows of each query of `inputs`
     (in row order when `ordered`). Returns how many groups ran.
 
-    For per-person steps only: the result of a group must not depend on the other groups. Memory
-    is then one group's inputs and outputs, whatever the size of the cohort.
+    For per-person steps only: the result of a group must not depend on the other groups.
+    Memory is one group's inputs and outputs, whatever the size of the cohort: each group's
+    result is spooled to Parquet and the table is written by one `CREATE TABLE ... AS SELECT`
+    over the files, which DuckDB streams to disk. Appending the groups one by one inside the
+    step's transaction kept every appended row in memory (DuckDB holds a transaction's local
+    appends), so the peak grew with the table again.
     """
     chunks = register_person_chunks(conn, inputs, rows)
     order = " ORDER BY ALL" if ordered else ""
-    # No rows at all: one build on the (empty) inputs still gives the table its schema.
-    for chunk in range(max(chunks, 1)):
-        frames = [
-            conn.execute((only_chunk(sql, chunk) if chunks else sql) + order).pl() for sql in inputs
-        ]
-        result = build(frames)
-        del frames  # the group's inputs go before the result is copied into DuckDB
-        if chunk == 0:
-            replace_table(conn, table, result)
-        else:
-            insert_frame(conn, table, result)
+    with tempfile.TemporaryDirectory(prefix=f"gutsignal-{table}-") as spool:
+        parts: list[str] = []
+        # No rows at all: one build on the (empty) inputs still gives the table its schema.
+        for chunk in range(max(chunks, 1)):
+            frames = [
+                conn.execute((only_chunk(sql, chunk) if chunks else sql) + order).pl()
+                for sql in inputs
+            ]
+            result = build(frames)
+            del frames
+            if chunk == 0 or result.height:
+                parts.append(str(Path(spool) / f"{chunk:06d}.parquet"))
+                result.write_parquet(parts[-1])
+            del result
+        files = ", ".join(f"'{p}'" for p in parts)
+        conn.execute(
+            f"CREATE OR REPLACE TABLE {ident(table)} AS "
+            f"SELECT * FROM read_parquet([{files}], union_by_name = true)"
+        )
     return chunks
 
 
