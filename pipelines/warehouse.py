@@ -30,6 +30,12 @@ LOG = logging.getLogger("gutsignal.warehouse")
 IDENT_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 LOCK_TIMEOUT_S = 600.0
 COPY_CHUNK = 16 * 1024 * 1024
+# DuckDB's memory per connection (buffer pool and operators; beyond it DuckDB spills to
+# `<warehouse>.tmp`). Its default, 80% of the machine's RAM, let every step's peak grow with the
+# warehouse: DuckDB kept the blocks each query read, so a step that plans over 10 M entries or
+# reads a group of people at a time held most of the tables it scanned. The ingest's settle runs
+# under the same limit.
+MEMORY_LIMIT = "1GB"
 # What DuckDB raises for a file it cannot read (truncated, overwritten, a damaged catalog). A lock
 # held by another program is an IOException too; `Warehouse._connect` waits for that one instead.
 DAMAGED = (duckdb.IOException, duckdb.SerializationException, duckdb.InternalException)
@@ -120,7 +126,9 @@ class Warehouse:
         delay, warned = 0.1, False
         while True:
             try:
-                return duckdb.connect(str(self.path), read_only=read_only)
+                return duckdb.connect(
+                    str(self.path), read_only=read_only, config={"memory_limit": MEMORY_LIMIT}
+                )
             except duckdb.IOException as exc:
                 # Not just "lock": a damaged file's "... in block at location ..." contains it.
                 if "could not set lock" not in str(exc).lower():

@@ -369,7 +369,7 @@ def test_a_full_build_in_groups_of_people_equals_one_build(
 ) -> None:
     """A first run builds diet_daily a group of people at a time (bounded memory); groups of
     any size give the same table as building everyone in one frame."""
-    import pipelines.defs.features.assets as features
+    import pipelines.steps.features as features
 
     people = ["ann", "bob", "cy", "dee", "eve"]
     entries = [*history(people, 6), {**entry("zed", 2), "person_id": None}]

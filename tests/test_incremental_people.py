@@ -78,3 +78,36 @@ def test_a_settings_change_recomputes_everyone(
     after = refresh(project, monkeypatch)
     after.pop("dashboards")
     assert set(after.values()) == {"all"}
+
+
+def test_a_first_run_in_groups_of_people_equals_one_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first run builds diet_daily and the exposure windows a group of people at a time (so
+    memory does not grow with the cohort); a group per person gives the same tables, down to the
+    associations fitted on them, as everyone in one group."""
+    import pipelines.steps.analysis as analysis_steps
+    import pipelines.steps.features as feature_steps
+
+    whole = make_demo_project(tmp_path / "whole")
+    refresh(whole, monkeypatch)
+
+    register = feature_steps.register_person_chunks
+    groups: list[int] = []
+
+    def counted(*args: object, **kwargs: object) -> int:
+        groups.append(register(*args, **kwargs))  # type: ignore[arg-type]
+        return groups[-1]
+
+    monkeypatch.setattr(feature_steps, "register_person_chunks", counted)
+    monkeypatch.setattr(feature_steps, "FULL_BUILD_ROWS", 1)
+    monkeypatch.setattr(analysis_steps, "WINDOW_BUILD_ROWS", 1)
+    grouped = make_demo_project(tmp_path / "grouped")
+    refresh(grouped, monkeypatch)
+    # diet_daily, then exposure_windows, each in several groups (one a person).
+    assert len(groups) == 2 and min(groups) > 1, groups
+
+    names = ("food_categories", "unmapped_foods", *COMPARED)
+    got, want = sorted_tables(grouped, names), sorted_tables(whole, names)
+    for name in names:
+        assert_frame_equal(got[name], want[name], check_exact=False, rel_tol=1e-9, abs_tol=1e-12)

@@ -1,6 +1,6 @@
 """Every association model the pipeline fits, on the frames the `associations` asset reads.
 
-One entry point, `run_all_models`, shared by the asset (`pipelines/defs/analysis/assets.py`) and the
+One entry point, `run_all_models`, shared by the step (`pipelines/steps/analysis.py`) and the
 simulation study (`pipelines/analysis/calibration.py`), so the calibration figures describe the
 pipeline's own calls. Plain Polars in and out: no Dagster, no DuckDB.
 """

@@ -1,11 +1,37 @@
-"""The warehouse side of the analysis steps: which diet features exist and which diet_daily rows
-an exposure window can read."""
+"""The analysis steps without Dagster: exposure_windows and associations as the assets in
+`pipelines/defs/analysis/assets.py` run them (and the benchmark measures them), with their
+warehouse side: which diet features exist and which diet_daily rows an exposure window can read.
+
+The methods are in `pipelines.analysis`. Each step function runs inside the caller's transaction
+(`Warehouse.write()`).
+"""
+
+import json
 
 import duckdb
+import polars as pl
 
-from pipelines.analysis.windows import features_from
-from pipelines.config import Settings
-from pipelines.warehouse import ident, table_exists
+from pipelines.analysis.models import run_all_models
+from pipelines.analysis.windows import build_exposure_windows, features_from
+from pipelines.config import Settings, result_settings
+from pipelines.incremental import (
+    PersonPlan,
+    changed,
+    only_people,
+    plan_people,
+    plan_whole,
+    record,
+    register_people,
+    replace_people,
+)
+from pipelines.steps.features import replace_by_person_chunks, settings_salt
+from pipelines.transforms.dii import dii_of_window_means
+from pipelines.warehouse import ident, replace_table, table_exists
+
+# A full build of exposure_windows runs over groups of people with about this many input rows
+# (diet_daily days before a draw, and draws) each: its output is draws x windows x features long
+# rows, about 1,500 a person, so everyone at once grew with the cohort.
+WINDOW_BUILD_ROWS = 100_000
 
 
 def daily_features(conn: duckdb.DuckDBPyConnection) -> list[str]:
@@ -35,3 +61,81 @@ def window_days_sql(settings: Settings) -> str:
             WHERE m.person_id = d.person_id AND m.excluded_reason IS NULL
               AND m.day IS NOT NULL AND d.day < m.day AND d.day >= m.day - {int(longest)}
         )"""
+
+
+def windows_of(
+    daily: pl.DataFrame, draws: pl.DataFrame, settings: Settings, features: list[str]
+) -> pl.DataFrame:
+    """The exposure windows of the people in `draws`, with the DII of each window's means."""
+    windows = build_exposure_windows(daily, draws, settings, features)
+    return pl.concat([windows, dii_of_window_means(windows)], how="vertical_relaxed")
+
+
+def update_exposure_windows(conn: duckdb.DuckDBPyConnection, settings: Settings) -> PersonPlan:
+    """exposure_windows from diet_daily and marker_draws: everyone in groups of about
+    WINDOW_BUILD_ROWS input rows, or only the people whose window days or draws changed."""
+    daily_sql, draws_sql = window_days_sql(settings), "SELECT * FROM marker_draws"
+    # Which features exist is a property of everyone's diet_daily, not of the people
+    # recomputed (nor of a group of them): decided here, in SQL, and passed down.
+    features = daily_features(conn)
+    plan = plan_people(
+        conn,
+        "exposure_windows",
+        inputs=[daily_sql, draws_sql],
+        outputs=["exposure_windows"],
+        salt=settings_salt(settings) + ",".join(features),
+    )
+    if plan.everyone:
+        # In row order (ORDER BY ALL), as the incremental path reads them: the running totals
+        # then add up in the same order, whichever path built a window.
+        replace_by_person_chunks(
+            conn,
+            "exposure_windows",
+            [daily_sql, draws_sql],
+            WINDOW_BUILD_ROWS,
+            lambda f: windows_of(f[0], f[1], settings, features),
+            ordered=True,
+        )
+    else:
+        register_people(conn, plan.touched)
+        daily = conn.execute(f"{only_people(daily_sql)} ORDER BY ALL").pl()
+        draws = conn.execute(f"{only_people(draws_sql)} ORDER BY ALL").pl()
+        replace_people(conn, "exposure_windows", windows_of(daily, draws, settings, features))
+    record(conn, plan)
+    return plan
+
+
+ASSOCIATION_INPUTS = ("marker_draws", "exposure_windows", "persons", "diet_summary")
+
+
+def update_associations(
+    conn: duckdb.DuckDBPyConnection, settings: Settings
+) -> tuple[bool, pl.DataFrame]:
+    """Fit every association (`run_all_models`) when any input changed: the cohort models and the
+    FDR families span everyone, so it is all or nothing. Returns whether it refit, and the
+    associations (only `scope` and `status` when it did not)."""
+    inputs: tuple[str, ...] = ASSOCIATION_INPUTS
+    # Body weight is a covariate where biometrics exist (a source of kind biometrics).
+    if table_exists(conn, "biometrics"):
+        inputs = (*inputs, "biometrics")
+    plan = plan_whole(
+        conn,
+        "associations",
+        inputs=[f"SELECT * FROM {t}" for t in inputs],
+        outputs=["associations"],
+        salt=settings_salt(settings),
+    )
+    if not changed(plan):
+        return False, conn.execute("SELECT scope, status FROM associations").pl()
+    # In a fixed order: the per-person steps update their tables in place, so the physical row
+    # order depends on the history of runs; the fits must not see that.
+    draws, windows, people, summary, *bio = (
+        conn.execute(f"SELECT * FROM {t} ORDER BY ALL").pl() for t in inputs
+    )
+    parameters = json.dumps(result_settings(settings), default=list)
+    result = run_all_models(
+        draws, windows, people, summary, settings, bio[0] if bio else None
+    ).with_columns(pl.lit(parameters).alias("parameters"))
+    replace_table(conn, "associations", result)
+    record(conn, plan)
+    return True, result

@@ -1,20 +1,55 @@
-"""The warehouse reads and writes of the feature steps: which diet_entries columns diet_daily
-loads, the foods without a category, the groups of people a full build runs over and the gap
-days an incremental build brings up to date.
+"""The feature steps without Dagster: food_taxonomy, diet_daily, diet_summary and marker_models
+as the assets in `pipelines/defs/features/assets.py` run them (and the benchmark measures them),
+with their warehouse reads and writes: which diet_entries columns diet_daily loads, the foods
+without a category, the groups of people a full build runs over and the gap days an incremental
+build brings up to date.
 
-The transforms themselves are pure Polars functions in `pipelines.transforms.food_categories`
-and `pipelines.transforms.diet`.
+The transforms themselves are pure Polars functions in `pipelines.transforms.food_categories`,
+`pipelines.transforms.diet` and `pipelines.analysis.draws`. Each step function runs inside the
+caller's transaction (`Warehouse.write()`).
 """
 
 import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import duckdb
 import polars as pl
 
+from pipelines.analysis.draws import build_marker_draws, marker_trends
 from pipelines.config import Settings, result_settings
+from pipelines.fingerprint import fingerprint
+from pipelines.incremental import (
+    DayPlan,
+    PersonPlan,
+    changed,
+    only_days,
+    only_people,
+    plan_days,
+    plan_people,
+    plan_whole,
+    record,
+    record_days,
+    register_people,
+    replace_days,
+    replace_people,
+)
 from pipelines.schema import NUTRIENTS
-from pipelines.transforms.diet import diet_gap_changes, diet_gap_days
-from pipelines.warehouse import ident, insert_frame
+from pipelines.transforms.diet import (
+    build_diet_daily,
+    build_diet_summary,
+    diet_gap_changes,
+    diet_gap_days,
+)
+from pipelines.transforms.food_categories import (
+    categorise_foods,
+    load_overrides,
+    unmapped_foods_from_counts,
+    unmapped_pairs,
+)
+from pipelines.warehouse import ident, insert_frame, replace_table
 
 # What build_diet_daily reads from diet_entries besides the nutrients (see _daily_from_entries and
 # entry_servings in pipelines/transforms/diet.py): the person-day, and the food, source category
@@ -118,6 +153,49 @@ def register_person_chunks(conn: duckdb.DuckDBPyConnection, inputs: list[str], r
     return int(row[0]) if row else 0
 
 
+def replace_by_person_chunks(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    inputs: list[str],
+    rows: int,
+    build: Callable[[list[pl.DataFrame]], pl.DataFrame],
+    ordered: bool = False,
+) -> int:
+    """Replace `table` with `build(frames)`, run once per group of people of about `rows` input
+    rows (`register_person_chunks`), `frames` holding the group's rows of each query of `inputs`
+    (in row order when `ordered`). Returns how many groups ran.
+
+    For per-person steps only: the result of a group must not depend on the other groups.
+    Memory is one group's inputs and outputs, whatever the size of the cohort: each group's
+    result is spooled to Parquet and the table is written by one `CREATE TABLE ... AS SELECT`
+    over the files, which DuckDB streams to disk. Appending the groups one by one inside the
+    step's transaction kept every appended row in memory (DuckDB holds a transaction's local
+    appends), so the peak grew with the table again.
+    """
+    chunks = register_person_chunks(conn, inputs, rows)
+    order = " ORDER BY ALL" if ordered else ""
+    with tempfile.TemporaryDirectory(prefix=f"gutsignal-{table}-") as spool:
+        parts: list[str] = []
+        # No rows at all: one build on the (empty) inputs still gives the table its schema.
+        for chunk in range(max(chunks, 1)):
+            frames = [
+                conn.execute((only_chunk(sql, chunk) if chunks else sql) + order).pl()
+                for sql in inputs
+            ]
+            result = build(frames)
+            del frames
+            if chunk == 0 or result.height:
+                parts.append(str(Path(spool) / f"{chunk:06d}.parquet"))
+                result.write_parquet(parts[-1])
+            del result
+        files = ", ".join(f"'{p}'" for p in parts)
+        conn.execute(
+            f"CREATE OR REPLACE TABLE {ident(table)} AS "
+            f"SELECT * FROM read_parquet([{files}], union_by_name = true)"
+        )
+    return chunks
+
+
 def only_chunk(sql: str, chunk: int) -> str:
     """`sql` restricted to the people of one group of `register_person_chunks` (null-safe)."""
     return (
@@ -163,3 +241,136 @@ def replace_gap_days(conn: duckdb.DuckDBPyConnection, settings: Settings) -> Non
             conn.unregister("_gone_gaps")
     schema = conn.execute("SELECT * FROM diet_daily LIMIT 0").pl().schema
     insert_frame(conn, "diet_daily", diet_gap_days(new, settings, schema))
+
+
+@dataclass(frozen=True)
+class Taxonomy:
+    """What food_taxonomy wrote (or kept): the categories, the unmapped foods, the overrides."""
+
+    categories: pl.DataFrame
+    unmapped: pl.DataFrame
+    overrides: pl.DataFrame | None
+    changed: bool
+
+
+def update_food_taxonomy(conn: duckdb.DuckDBPyConnection, overrides_path: Path | None) -> Taxonomy:
+    """Categorise every distinct (food, source category) pair, with the user's overrides, into
+    food_categories and unmapped_foods, when any input changed (`plan_whole`).
+
+    Runs over all pairs whenever a diary entry's person, food, category or energy, the overrides
+    file or the taxonomy changed, so an edited overrides file changes food_categories at the next
+    run; diet_daily then rebuilds only the days that eat a food whose categories changed
+    (entries_with_categories_sql). Memory: the distinct foods, never the entries.
+    """
+    # Read (and checked, line by line) every run: a broken overrides file is reported at once.
+    overrides = load_overrides(overrides_path) if overrides_path else None
+    # Planned on the entries' own values, not on sums: a parallel float sum differs in its last
+    # bits from run to run, which made every quiet night a change. unmapped_foods counts each
+    # food's people, so who logs what counts too.
+    plan = plan_whole(
+        conn,
+        "food_taxonomy",
+        inputs=["SELECT person_id, food, category_raw, energy_kcal FROM diet_entries"],
+        outputs=["food_categories", "unmapped_foods"],
+        salt=fingerprint([overrides_path]) if overrides_path else "",
+    )
+    if not changed(plan):
+        return Taxonomy(
+            conn.execute("SELECT * FROM food_categories").pl(),
+            conn.execute("SELECT * FROM unmapped_foods").pl(),
+            overrides,
+            changed=False,
+        )
+    # Counted in DuckDB: a few thousand distinct foods out of millions of entries.
+    pairs = conn.execute(
+        "SELECT food, category_raw, count(*) AS entries, sum(energy_kcal) AS energy_kcal "
+        "FROM diet_entries GROUP BY food, category_raw ORDER BY ALL"
+    ).pl()
+    categories = categorise_foods(pairs, overrides=overrides)
+    unmapped = unmapped_foods_from_counts(
+        unmapped_people_counts(conn, unmapped_pairs(pairs, categories)),
+        categories,
+        float(pairs["energy_kcal"].sum() or 0.0),
+    )
+    replace_table(conn, "food_categories", categories)
+    replace_table(conn, "unmapped_foods", unmapped)
+    record(conn, plan)
+    return Taxonomy(categories, unmapped, overrides, changed=True)
+
+
+def update_diet_daily(conn: duckdb.DuckDBPyConnection, settings: Settings) -> DayPlan:
+    """Build diet_daily from diet_entries, diet_daily_reported and food_categories: everyone in
+    groups of about FULL_BUILD_ROWS input rows on a first run (or after a settings or code
+    change), otherwise only the changed person-days (`plan_days`) and the touched people's gap
+    days, which a new or removed day moves."""
+    columns, unreported = daily_entry_columns(conn)
+    entries_sql = f"SELECT {', '.join(ident(c) for c in columns)} FROM diet_entries"
+    # Reported rows without a day are person-level (diet_summary's); no day uses them.
+    reported_sql = "SELECT * FROM diet_daily_reported WHERE day IS NOT NULL"
+    categories = conn.execute("SELECT * FROM food_categories").pl()
+    plan = plan_days(
+        conn,
+        "diet_daily",
+        inputs=[entries_with_categories_sql(entries_sql), reported_sql],
+        outputs=["diet_daily"],
+        salt=settings_salt(settings) + json.dumps(sorted(unreported)),
+        # The taxonomy and the food reference reach a day only through its foods' categories,
+        # fingerprinted above: a new rule recomputes the days that eat the foods it matches.
+        exclude_data=("taxonomy.csv", "food_reference.csv.gz"),
+    )
+    if plan.everyone:
+        replace_by_person_chunks(
+            conn,
+            "diet_daily",
+            [entries_sql, reported_sql],
+            FULL_BUILD_ROWS,
+            lambda f: build_diet_daily(f[0], categories, settings, f[1], unreported),
+        )
+    else:
+        entries = conn.execute(only_days(entries_sql)).pl()
+        reported = conn.execute(only_days(reported_sql)).pl()
+        # Gap days depend on the person's whole range, so they are left to replace_gap_days.
+        daily = build_diet_daily(
+            entries, categories, settings, reported, unreported, fill_gaps=False
+        )
+        replace_days(conn, "diet_daily", daily)
+        replace_gap_days(conn, settings)
+    record_days(conn, plan)
+    return plan
+
+
+def update_diet_summary(conn: duckdb.DuckDBPyConnection) -> PersonPlan:
+    """Person-level intake from the reported totals (diet_summary), when they changed. Only
+    sources with person-level totals (NHANES recall means) have rows here: a diary cohort
+    has none, whatever its size."""
+    reported_sql = "SELECT * FROM diet_daily_reported"
+    plan = plan_whole(conn, "diet_summary", [reported_sql], ["diet_summary"], salt="")
+    if changed(plan):
+        replace_table(conn, "diet_summary", build_diet_summary(conn.execute(reported_sql).pl()))
+        record(conn, plan)
+    return plan
+
+
+def update_marker_models(conn: duckdb.DuckDBPyConnection, settings: Settings) -> PersonPlan:
+    """marker_draws and marker_trends from lab_results, for everyone or for the people whose
+    results changed. Lab results are a few rows a person a month (12,000 rows for 2,000
+    people), so everyone's fit in one frame."""
+    labs_sql = "SELECT * FROM lab_results"
+    plan = plan_people(
+        conn,
+        "marker_models",
+        inputs=[labs_sql],
+        outputs=["marker_draws", "marker_trends"],
+        salt=settings_salt(settings),
+    )
+    if plan.everyone:
+        draws = build_marker_draws(conn.execute(labs_sql).pl(), settings)
+        replace_table(conn, "marker_draws", draws)
+        replace_table(conn, "marker_trends", marker_trends(draws))
+    else:
+        register_people(conn, plan.touched)
+        draws = build_marker_draws(conn.execute(only_people(labs_sql)).pl(), settings)
+        replace_people(conn, "marker_draws", draws)
+        replace_people(conn, "marker_trends", marker_trends(draws))
+    record(conn, plan)
+    return plan

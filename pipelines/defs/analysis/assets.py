@@ -1,33 +1,17 @@
 """Exposure windows and associations: the statistics behind every finding on the dashboards.
 
-The methods live in `pipelines.analysis` (pure Polars/NumPy/statsmodels); this module wires them
-to the warehouse and records the parameters used next to the numbers.
+The methods live in `pipelines.analysis` (pure Polars/NumPy/statsmodels) and the steps that run
+them on the warehouse in `pipelines.steps.analysis` (so the benchmark runs the same code without
+Dagster); these assets open one transaction each, call the step and report what it did.
 """
-
-import json
 
 import dagster as dg
 import polars as pl
 
-from pipelines.analysis.models import run_all_models
-from pipelines.analysis.windows import build_exposure_windows
-from pipelines.config import result_settings
 from pipelines.defs._metadata import md_table
 from pipelines.defs._versions import CODE_VERSION
 from pipelines.defs.resources import ProjectResource
-from pipelines.incremental import (
-    changed,
-    only_people,
-    plan_people,
-    plan_whole,
-    record,
-    register_people,
-    replace_people,
-)
-from pipelines.steps.analysis import daily_features, window_days_sql
-from pipelines.steps.features import settings_salt
-from pipelines.transforms.dii import dii_of_window_means
-from pipelines.warehouse import replace_table, table_exists
+from pipelines.steps.analysis import update_associations, update_exposure_windows
 
 
 @dg.asset(
@@ -44,30 +28,8 @@ def exposure_windows(
     excluded), with how many of the window's days were logged; incomplete windows are kept but
     flagged so the association step can skip them."""
     settings = project.config().settings
-    daily_sql, draws_sql = window_days_sql(settings), "SELECT * FROM marker_draws"
     with project.warehouse().write() as conn:
-        # Which features exist is a property of everyone's diet_daily, not of the people
-        # recomputed: decided here, in SQL, and passed down.
-        features = daily_features(conn)
-        plan = plan_people(
-            conn,
-            "exposure_windows",
-            inputs=[daily_sql, draws_sql],
-            outputs=["exposure_windows"],
-            salt=settings_salt(settings) + ",".join(features),
-        )
-        if not plan.everyone:
-            register_people(conn, plan.touched)
-            daily_sql, draws_sql = only_people(daily_sql), only_people(draws_sql)
-        daily = conn.execute(f"{daily_sql} ORDER BY ALL").pl()
-        draws = conn.execute(f"{draws_sql} ORDER BY ALL").pl()
-        windows = build_exposure_windows(daily, draws, settings, features)
-        windows = pl.concat([windows, dii_of_window_means(windows)], how="vertical_relaxed")
-        if plan.everyone:
-            replace_table(conn, "exposure_windows", windows)
-        else:
-            replace_people(conn, "exposure_windows", windows)
-        record(conn, plan)
+        plan = update_exposure_windows(conn, settings)
         row = conn.execute(
             "SELECT count(*), count(*) FILTER (complete) FROM exposure_windows"
         ).fetchone()
@@ -102,35 +64,8 @@ def associations(
     between-person models with age and sex as covariates; when their people carry a survey design
     (weights, strata, PSUs) the models are design-based (`survey_wls`, with race/ethnicity and
     income-to-poverty too) and an unweighted `ols_between` sits beside each."""
-    settings = project.config().settings
-    inputs: tuple[str, ...] = ("marker_draws", "exposure_windows", "persons", "diet_summary")
     with project.warehouse().write() as conn:
-        # Body weight is a covariate where biometrics exist (a source of kind biometrics).
-        if table_exists(conn, "biometrics"):
-            inputs = (*inputs, "biometrics")
-        # The cohort models and the FDR families span everyone: refit all or nothing.
-        plan = plan_whole(
-            conn,
-            "associations",
-            inputs=[f"SELECT * FROM {t}" for t in inputs],
-            outputs=["associations"],
-            salt=settings_salt(settings),
-        )
-        refit = changed(plan)
-        if refit:
-            # In a fixed order: the per-person steps update their tables in place, so the
-            # physical row order depends on the history of runs; the fits must not see that.
-            draws, windows, people, summary, *bio = (
-                conn.execute(f"SELECT * FROM {t} ORDER BY ALL").pl() for t in inputs
-            )
-            parameters = json.dumps(result_settings(settings), default=list)
-            result = run_all_models(
-                draws, windows, people, summary, settings, bio[0] if bio else None
-            ).with_columns(pl.lit(parameters).alias("parameters"))
-            replace_table(conn, "associations", result)
-            record(conn, plan)
-        else:
-            result = conn.execute("SELECT scope, status FROM associations").pl()
+        refit, result = update_associations(conn, project.config().settings)
     by_status = result.group_by("scope", "status").len().sort("scope", "status")
     return dg.MaterializeResult(
         metadata={

@@ -1,53 +1,25 @@
 """From canonical rows to analysable features: food categories, `diet_daily`, `marker_draws`.
 
-The transforms are pure Polars functions in `pipelines.transforms.food_categories`,
-`pipelines.transforms.diet` and `pipelines.analysis.draws`, their warehouse reads and writes in
-`pipelines.steps.features`; these assets only read their inputs from the warehouse and write the
-results back, all inside one transaction each.
+What each step does (its plan, reads, transforms and writes) is in `pipelines.steps.features`, so
+the benchmark runs the same code without Dagster; these assets open one warehouse transaction
+each, call the step and report what it did as metadata.
 """
-
-import json
 
 import dagster as dg
 import polars as pl
 
-from pipelines.analysis.draws import build_marker_draws, marker_trends
 from pipelines.analysis.sufficiency import data_sufficiency as sufficiency_table
 from pipelines.defs._metadata import column_schema, md_table
 from pipelines.defs._versions import CODE_VERSION
 from pipelines.defs.resources import ProjectResource
-from pipelines.fingerprint import fingerprint
-from pipelines.incremental import (
-    changed,
-    only_days,
-    only_people,
-    plan_days,
-    plan_people,
-    plan_whole,
-    record,
-    record_days,
-    register_people,
-    replace_days,
-    replace_people,
-)
+from pipelines.incremental import changed, plan_whole, record
 from pipelines.steps.features import (
-    FULL_BUILD_ROWS,
-    daily_entry_columns,
-    entries_with_categories_sql,
-    only_chunk,
-    register_person_chunks,
-    replace_gap_days,
-    settings_salt,
-    unmapped_people_counts,
+    update_diet_daily,
+    update_diet_summary,
+    update_food_taxonomy,
+    update_marker_models,
 )
-from pipelines.transforms.diet import build_diet_daily, build_diet_summary
-from pipelines.transforms.food_categories import (
-    categorise_foods,
-    load_overrides,
-    unmapped_foods_from_counts,
-    unmapped_pairs,
-)
-from pipelines.warehouse import ident, insert_frame, replace_table
+from pipelines.warehouse import replace_table
 
 
 @dg.multi_asset(
@@ -88,37 +60,9 @@ def food_taxonomy(context: dg.AssetExecutionContext, project: ProjectResource):
         if config.settings.food_overrides
         else None
     )
-    # Read (and checked, line by line) every run: a broken overrides file is reported at once.
-    overrides = load_overrides(overrides_path) if overrides_path else None
     with project.warehouse().write() as conn:
-        # Planned on the entries' own values, not on sums: a parallel float sum differs in its
-        # last bits from run to run, which made every quiet night a change. unmapped_foods
-        # counts each food's people, so who logs what counts too.
-        plan = plan_whole(
-            conn,
-            "food_taxonomy",
-            inputs=["SELECT person_id, food, category_raw, energy_kcal FROM diet_entries"],
-            outputs=["food_categories", "unmapped_foods"],
-            salt=fingerprint([overrides_path]) if overrides_path else "",
-        )
-        if changed(plan):
-            # Counted in DuckDB: a few thousand distinct foods out of millions of entries.
-            pairs = conn.execute(
-                "SELECT food, category_raw, count(*) AS entries, sum(energy_kcal) AS energy_kcal "
-                "FROM diet_entries GROUP BY food, category_raw ORDER BY ALL"
-            ).pl()
-            categories = categorise_foods(pairs, overrides=overrides)
-            unmapped = unmapped_foods_from_counts(
-                unmapped_people_counts(conn, unmapped_pairs(pairs, categories)),
-                categories,
-                float(pairs["energy_kcal"].sum() or 0.0),
-            )
-            replace_table(conn, "food_categories", categories)
-            replace_table(conn, "unmapped_foods", unmapped)
-            record(conn, plan)
-        else:
-            categories = conn.execute("SELECT * FROM food_categories").pl()
-            unmapped = conn.execute("SELECT * FROM unmapped_foods").pl()
+        taxonomy = update_food_taxonomy(conn, overrides_path)
+    categories, unmapped, overrides = taxonomy.categories, taxonomy.unmapped, taxonomy.overrides
     mapped_share = 1.0 - float(unmapped["energy_share"].sum() or 0.0)
     yield dg.MaterializeResult(
         asset_key="food_categories",
@@ -129,7 +73,7 @@ def food_taxonomy(context: dg.AssetExecutionContext, project: ProjectResource):
                 pl.col("rule_id").str.starts_with("reference:")
             )["food"].n_unique(),
             "override_lines": 0 if overrides is None else overrides.height,
-            "changed": changed(plan),
+            "changed": taxonomy.changed,
             "energy_share_mapped": round(mapped_share, 4),
             "by_category": md_table(categories.group_by("category").len().sort("category")),
         },
@@ -139,7 +83,7 @@ def food_taxonomy(context: dg.AssetExecutionContext, project: ProjectResource):
         metadata={
             "dagster/row_count": unmapped.height,
             "energy_share": round(1 - mapped_share, 4),
-            "changed": changed(plan),
+            "changed": taxonomy.changed,
         },
     )
 
@@ -165,54 +109,16 @@ def diet_daily(context: dg.AssetExecutionContext, project: ProjectResource) -> d
     """
     settings = project.config().settings
     with project.warehouse().write() as conn:
-        columns, unreported = daily_entry_columns(conn)
-        entries_sql = f"SELECT {', '.join(ident(c) for c in columns)} FROM diet_entries"
-        # Reported rows without a day are person-level (diet_summary's); no day uses them.
-        reported_sql = "SELECT * FROM diet_daily_reported WHERE day IS NOT NULL"
-        categories = conn.execute("SELECT * FROM food_categories").pl()
-        plan = plan_days(
-            conn,
-            "diet_daily",
-            inputs=[entries_with_categories_sql(entries_sql), reported_sql],
-            outputs=["diet_daily"],
-            salt=settings_salt(settings) + json.dumps(sorted(unreported)),
-            # The taxonomy and the food reference reach a day only through its foods' categories,
-            # fingerprinted above: a new rule recomputes the days that eat the foods it matches.
-            exclude_data=("taxonomy.csv", "food_reference.csv.gz"),
-        )
-        if plan.everyone:
-            chunks = register_person_chunks(conn, [entries_sql, reported_sql], FULL_BUILD_ROWS)
-            for chunk in range(chunks):
-                entries = conn.execute(only_chunk(entries_sql, chunk)).pl()
-                reported = conn.execute(only_chunk(reported_sql, chunk)).pl()
-                daily = build_diet_daily(entries, categories, settings, reported, unreported)
-                if chunk == 0:
-                    replace_table(conn, "diet_daily", daily)
-                else:
-                    insert_frame(conn, "diet_daily", daily)
-            if chunks == 0:
-                daily = build_diet_daily(
-                    conn.execute(entries_sql).pl(), categories, settings, None, unreported
-                )
-                replace_table(conn, "diet_daily", daily)
-        else:
-            entries = conn.execute(only_days(entries_sql)).pl()
-            reported = conn.execute(only_days(reported_sql)).pl()
-            # Gap days depend on the person's whole range, so they are left to replace_gap_days.
-            daily = build_diet_daily(
-                entries, categories, settings, reported, unreported, fill_gaps=False
-            )
-            replace_days(conn, "diet_daily", daily)
-            replace_gap_days(conn, settings)
-        record_days(conn, plan)
+        plan = update_diet_daily(conn, settings)
         row = conn.execute(
             "SELECT count(*), count(*) FILTER (logged), count(DISTINCT person_id) FROM diet_daily"
         ).fetchone()
+        schema = conn.execute("SELECT * FROM diet_daily LIMIT 0").pl()
     rows, logged, people = row or (0, 0, 0)
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": rows,
-            "dagster/column_schema": column_schema(daily),
+            "dagster/column_schema": column_schema(schema),
             "days_logged": logged,
             "people": people,
             "people_recomputed": "all" if plan.everyone else len(plan.people),
@@ -233,13 +139,8 @@ def diet_summary(
 ) -> dg.MaterializeResult:
     """Person-level intake for cross-sectional cohorts (reported totals without a date, such as
     NHANES recall means): nutrients, energy-adjusted fibre and the DII with its parameter count."""
-    reported_sql = "SELECT * FROM diet_daily_reported"
     with project.warehouse().write() as conn:
-        plan = plan_whole(conn, "diet_summary", [reported_sql], ["diet_summary"], salt="")
-        if changed(plan):
-            summary = build_diet_summary(conn.execute(reported_sql).pl())
-            replace_table(conn, "diet_summary", summary)
-            record(conn, plan)
+        plan = update_diet_summary(conn)
         row = conn.execute(
             "SELECT count(*), count(DISTINCT person_id) FROM diet_summary"
         ).fetchone()
@@ -276,25 +177,8 @@ def diet_summary(
 def marker_models(context: dg.AssetExecutionContext, project: ProjectResource):
     """Separate acute from chronic inflammation and summarise each person's chronic course."""
     settings = project.config().settings
-    labs_sql = "SELECT * FROM lab_results"
     with project.warehouse().write() as conn:
-        plan = plan_people(
-            conn,
-            "marker_models",
-            inputs=[labs_sql],
-            outputs=["marker_draws", "marker_trends"],
-            salt=settings_salt(settings),
-        )
-        if plan.everyone:
-            draws = build_marker_draws(conn.execute(labs_sql).pl(), settings)
-            replace_table(conn, "marker_draws", draws)
-            replace_table(conn, "marker_trends", marker_trends(draws))
-        else:
-            register_people(conn, plan.touched)
-            draws = build_marker_draws(conn.execute(only_people(labs_sql)).pl(), settings)
-            replace_people(conn, "marker_draws", draws)
-            replace_people(conn, "marker_trends", marker_trends(draws))
-        record(conn, plan)
+        plan = update_marker_models(conn, settings)
         reasons = conn.execute(
             "SELECT excluded_reason, count(*) AS len FROM marker_draws GROUP BY ALL "
             "ORDER BY excluded_reason NULLS FIRST"
