@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,7 +118,8 @@ def _sniff(header_line: str) -> str:
     return best if counts[best] > 0 else ","
 
 
-_NOT_QUOTE_OR_NEWLINE = re.compile(r'[^"\n]+')
+# Every byte but the quote and the line feed, for bytes.translate to delete.
+_NOT_QUOTE_OR_NEWLINE = bytes(b for b in range(256) if b not in b'"\n')
 
 
 def _has_multiline_fields(text: str) -> bool:
@@ -127,10 +127,13 @@ def _has_multiline_fields(text: str) -> bool:
 
     Without a loop over lines (a Python step per line was a tenth of reading a small lab file):
     once only quotes and line breaks are left, removing pairs of adjacent quotes leaves a quote
-    exactly where a line had an odd number of them, since no pair spans a line break."""
+    exactly where a line had an odd number of them, since no pair spans a line break. Done on
+    UTF-8 bytes, where bytes.translate deletes the rest at memory speed: no other character's
+    encoding holds the byte of a quote or of a line feed."""
     if '"' not in text:
         return False
-    return '"' in _NOT_QUOTE_OR_NEWLINE.sub("", text).replace('""', "")
+    kept = text.encode("utf-8", "surrogatepass").translate(None, _NOT_QUOTE_OR_NEWLINE)
+    return b'"' in kept.replace(b'""', b"")
 
 
 def _quoting_error(path: Path, line: int, exc: Exception) -> AdapterError:
