@@ -136,3 +136,47 @@ def test_hostile_batches_match_parse_each() -> None:
             assert_batch_equals_each(paths, source(person))
 
     run()
+
+
+def _observation(subject: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "30522-7"}]},
+        "subject": {"reference": f"Patient/{subject}"},
+        "effectiveDateTime": "2025-01-02",
+        "valueQuantity": {"value": 1.5, "unit": "mg/L"},
+    }
+
+
+@pytest.mark.parametrize("where", ["reading", "marker mapping"])
+def test_a_bug_on_one_file_stays_with_that_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """An unexpected error (a bug) while reading one file's Observations, or while mapping the
+    markers of a batch that holds it, fails that file alone, with the error `parse` gives it;
+    the other files of the batch load."""
+    subjects = ["a", "b", "bad", "c", "d"]
+    contents = [(f"{s}.json", json.dumps(_observation(s)).encode()) for s in subjects]
+    paths = write_files(tmp_path, contents)
+    if where == "reading":
+        real_observation = fhir.observation
+
+        def observation(res: dict[str, Any], *args: Any) -> dict[str, Any]:
+            if res["subject"]["reference"] == "Patient/bad":
+                raise RuntimeError("boom")
+            return real_observation(res, *args)
+
+        monkeypatch.setattr(fhir, "observation", observation)
+    else:
+        real_normalise = fhir.normalise_lab_rows
+
+        def normalise(df: pl.DataFrame, *args: Any, **kwargs: Any) -> Any:
+            if "bad" in df["person_id"].to_list():
+                raise RuntimeError("boom")
+            return real_normalise(df, *args, **kwargs)
+
+        monkeypatch.setattr(fhir, "normalise_lab_rows", normalise)
+    result = assert_batch_equals_each(paths, source(PersonSpec()))
+    assert list(result.errors) == [2] and str(result.errors[2]) == "boom"
+    assert result.rows["person_id"].to_list() == ["a", "b", "c", "d"]

@@ -49,7 +49,7 @@ Observation into row fields, and this module maps markers and units and gathers 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,17 @@ class _Rows:
         for key, value in cells.items():
             self.values.setdefault(key, []).append(value)
 
+    def extend(self, other: _Rows) -> None:
+        for key, values in other.values.items():
+            self.values.setdefault(key, []).extend(values)
+
+    @staticmethod
+    def joined(parts: Iterable[_Rows]) -> _Rows:
+        rows = _Rows()
+        for part in parts:
+            rows.extend(part)
+        return rows
+
 
 def parse(path: Path, source: SourceConfig) -> ParseResult:
     """Read one FHIR JSON or NDJSON file; see the module docstring. It is `parse_batch` of the
@@ -113,29 +124,36 @@ def parse_batch(paths: Sequence[Path], source: SourceConfig) -> BatchResult:
         known_loincs, tables_error = set(), exc
     items: list[Item] = []  # every counted item of the batch, indexed by the `item` columns
     early = _Rows()  # rejected before marker mapping
-    candidates = _Rows()  # handed to normalise_lab_rows
+    candidates: dict[int, _Rows] = {}  # per file: the rows handed to normalise_lab_rows
     for i, path in enumerate(paths):
+        # A file's items are gathered apart and kept only if all of them could be read, so a
+        # failing file leaves nothing behind in the batch.
+        file_early, file_candidates = _Rows(), _Rows()
         try:
             read = _file_items(path, source)
             if tables_error is not None:
                 raise AdapterError(f"{path}: cannot map lab results: {tables_error}")
+            fixed_person = source.person.for_file(path)
+            for n, item in enumerate(read):
+                at = len(items) + n
+                _read_item(item, i, at, fixed_person, known_loincs, file_early, file_candidates)
         except _FAILURES as exc:
             errors[i] = exc
             continue
-        fixed_person = source.person.for_file(path)
-        for item in read:
-            _read_item(item, i, len(items), fixed_person, known_loincs, early, candidates)
-            items.append(item)
+        items += read
         rows_read[i] = len(read)
+        early.extend(file_early)
+        if file_candidates.values:
+            candidates[i] = file_candidates
 
     try:
-        rows, rejects = _normalise(candidates, source, items)
-    except LabTableError as exc:
-        # Marker mapping refused its tables: every file that reached it fails, each by name.
-        for i in dict.fromkeys(candidates.values[FILE_INDEX]):
-            errors[i] = AdapterError(f"{paths[i]}: cannot map lab results: {exc}")
-            rows_read[i] = 0
-        rows, rejects = empty(_ROW_SCHEMA), empty(_REJECT_SCHEMA)
+        rows, rejects = _normalise(_Rows.joined(candidates.values()), source, items)
+    except _FAILURES:
+        # Marker mapping failed on the batch: each file alone, so that a failure stays with its
+        # own file, with the message `parse` gives it.
+        rows, rejects = _normalise_each(candidates, source, items, paths, errors)
+    for i in errors:
+        rows_read[i] = 0
     if len(errors) == len(paths):
         # As `parse_each` gives when no file could be read.
         return BatchResult(pl.DataFrame(), pl.DataFrame(), rows_read, errors)
@@ -151,6 +169,31 @@ def parse_batch(paths: Sequence[Path], source: SourceConfig) -> BatchResult:
         rejects=rejects.filter(~failed).sort(FILE_INDEX, "line", maintain_order=True),
         rows_read=rows_read,
         errors=errors,
+    )
+
+
+def _normalise_each(
+    candidates: dict[int, _Rows],
+    source: SourceConfig,
+    items: list[Item],
+    paths: Sequence[Path],
+    errors: dict[int, BaseException],
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`_normalise` file by file, failures into `errors` (broken marker tables as the
+    AdapterError naming the file that `parse` raises)."""
+    outputs = []
+    for i, rows in candidates.items():
+        try:
+            outputs.append(_normalise(rows, source, items))
+        except LabTableError as exc:
+            errors[i] = AdapterError(f"{paths[i]}: cannot map lab results: {exc}")
+        except _FAILURES as exc:
+            errors[i] = exc
+    if not outputs:
+        return empty(_ROW_SCHEMA), empty(_REJECT_SCHEMA)
+    return (
+        pl.concat([r for r, _ in outputs], how="vertical"),
+        pl.concat([r for _, r in outputs], how="vertical"),
     )
 
 
