@@ -227,9 +227,9 @@ def normalise_lab_rows(
         pl.col("loinc").str.strip_chars().replace("", None).alias("__loinc"),
     )
     name = test_name_key(pl.col("test_name_raw")).replace("", None)
-    work = _on_distinct(work, "test_name_raw", name, "__name")
+    work = on_distinct(work, "test_name_raw", name, "__name")
     unit = unit_key(pl.col("unit_raw").str.strip_chars())
-    work = _on_distinct(work, "unit_raw", unit, "__unit_key")
+    work = on_distinct(work, "unit_raw", unit, "__unit_key")
 
     # Patterns run on the distinct names only: a file has thousands of rows but a few dozen tests.
     distinct = work.select("__name").unique().drop_nulls()
@@ -390,10 +390,11 @@ def normalise_lab_rows(
     )
 
 
-def _on_distinct(frame: pl.DataFrame, column: str, expr: pl.Expr, alias: str) -> pl.DataFrame:
-    """`frame` with `expr` (of `column` alone) as `alias`, computed on the column's distinct
-    values and joined back: a batch of lab files has a million rows but a few dozen test names and
-    units, and lower-casing and regex replacements per row cost more than the join."""
+def on_distinct(frame: pl.DataFrame, column: str, expr: pl.Expr, alias: str) -> pl.DataFrame:
+    """`frame` with `expr` (an expression of `column` alone) as `alias`, computed once per distinct
+    value of the column and joined back: in a batch of lab files test names, units, reference
+    ranges and draw times repeat on many rows, and parsing strings row by row cost more than the
+    join (marker mapping of 5,000 portal files: 0.20 s -> 0.12 s)."""
     distinct = frame.select(pl.col(column).unique()).with_columns(expr.alias(alias))
     return frame.join(distinct, on=column, how="left", maintain_order="left", nulls_equal=True)
 
