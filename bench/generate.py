@@ -18,6 +18,11 @@ writes, under OUT:
 - `sources.yaml` (the demo's two source entries, pointed at these paths) and `bench_manifest.json`
   (sizes and counts).
 
+`generate_lab_portal` writes, apart from the project (its own folder, so no stage of the project's
+jobs reads it), the many-small-files lab set of the labs-throughput stage: patient-portal downloads,
+one CSV per lab report (10 to 100 results: a panel of inflammation markers and the chemistry and
+blood-count tests ordered with them), in a folder per person.
+
 Deterministic: each person draws from `numpy.random.Generator(PCG64([seed, person_index]))`, so the
 same arguments give byte-identical files whatever `--jobs` is. Vectorised: one NumPy/Polars pass per
 person, files written by Polars, people spread over worker processes.
@@ -421,6 +426,127 @@ def generate(
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
+
+
+# ---- many small lab files (the labs-throughput stage) -------------------------------------------
+
+LAB_PORTAL_DIR = "lab_portal"  # a project of its own beside the benchmark's project
+LAB_PORTAL_SOURCE = "bench_lab_portal"
+LAB_PORTAL_GLOB = "portal/*/report_*.csv"  # relative to LAB_PORTAL_DIR/data/raw/
+LAB_PORTAL_ROWS = (10, 100)  # results per report, uniform: a panel, up to a full check-up
+# (test name as a portal prints it, unit, reference range, median, log-sd). About two thirds are
+# markers of markers.csv; the others (chemistry, blood count) are rejected as "not a marker", as
+# they are in a real download. 2 % of hs-CRP results are censored ("<0.2").
+LAB_PORTAL_TESTS: tuple[tuple[str, str, str, float, float], ...] = (
+    (HS_CRP_TEST, "mg/L", "0.0-3.0", 1.5, 0.7),
+    # A CRP name without a method would be decided per file from its results (hs or standard) and
+    # could then repeat the hs-CRP row of the same draw; LabCorp's name for standard CRP cannot.
+    ("C-Reactive Protein, Quant", "mg/L", "0.0-5.0", 3.0, 0.9),
+    ("Sed Rate by Westergren", "mm/h", "0-20", 10.0, 0.6),
+    ("Ferritin", "ng/mL", "30-400", 120.0, 0.6),
+    ("WBC", "x10E3/uL", "3.4-10.8", 6.5, 0.25),
+    ("Albumin", "g/dL", "3.5-5.5", 4.4, 0.08),
+    ("Fibrinogen", "mg/dL", "200-400", 300.0, 0.2),
+    ("Interleukin 6", "pg/mL", "0.0-7.0", 2.5, 0.6),
+    ("Sodium", "mmol/L", "134-144", 140.0, 0.02),
+    ("Glucose", "mg/dL", "70-99", 92.0, 0.12),
+    ("Hemoglobin", "g/dL", "13.0-17.7", 14.5, 0.08),
+    ("Platelets", "x10E3/uL", "150-450", 260.0, 0.2),
+)
+CENSORED_P = 0.02
+LAB_PORTAL_YAML = f"""\
+# gutsignal scale benchmark, labs throughput (written by bench.generate): portal downloads.
+settings:
+  timezone: UTC
+
+sources:
+  - name: {LAB_PORTAL_SOURCE}
+    kind: labs
+    format: csv
+    path: {LAB_PORTAL_GLOB}
+    person: {{from_folder: true}}
+    columns:
+      collected_at: Collected
+      marker: Test
+      value: Result
+      unit: Units
+      reference_range: Reference Range
+      flag: Flag
+    datetime_format: "%Y-%m-%d %H:%M"
+"""
+
+
+def generate_lab_portal(out: Path, files: int, seed: int = 1) -> dict[str, Any]:
+    """Write `files` portal downloads under `out` (replacing earlier ones): `files // 10` people
+    (at least one), ten reports each, every report a draw of 10 to 100 results. Returns counts.
+
+    Why this shape: a portal download is one small CSV per report, and a nightly sync of many
+    people's portals adds thousands of them; the per-file cost of an ingest shows only there."""
+    started = time.perf_counter()
+    out = Path(out)
+    raw = out / "data" / "raw"
+    if raw.exists():
+        shutil.rmtree(raw)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sources.yaml").write_text(LAB_PORTAL_YAML, encoding="utf-8")
+    rng = np.random.default_rng([seed, 0x1AB5])
+    sizes = rng.integers(LAB_PORTAL_ROWS[0], LAB_PORTAL_ROWS[1] + 1, files)
+    # A download holds draws a few days apart, each the whole panel once: (person, test, time)
+    # never repeats, as in a real report, so no row is a duplicate of another.
+    position = np.concatenate([np.arange(size) for size in sizes])
+    test = position % len(LAB_PORTAL_TESTS)
+    draw = position // len(LAB_PORTAL_TESTS)
+    median = np.array([t[3] for t in LAB_PORTAL_TESTS])[test]
+    log_sd = np.array([t[4] for t in LAB_PORTAL_TESTS])[test]
+    value = median * np.exp(rng.normal(0.0, 1.0, test.size) * log_sd)
+    censored = (test == 0) & (rng.random(test.size) < CENSORED_P)
+    results = np.where(censored, "<0.2", np.char.mod("%.2f", value))
+    names = [_csv_cell(t[0]) for t in LAB_PORTAL_TESTS]
+    units = [t[1] for t in LAB_PORTAL_TESTS]
+    ranges = [t[2] for t in LAB_PORTAL_TESTS]
+    lows = np.array([float(r.split("-")[0]) for r in ranges])[test]
+    highs = np.array([float(r.split("-")[1]) for r in ranges])[test]
+    flags = np.where(value > highs, "H", np.where(value < lows, "L", ""))
+    flags[censored] = ""
+    people = max(1, files // 10)
+    report = np.repeat(np.arange(files), sizes)  # the file each row is in
+    # Report k of a person covers month k; its draws are 3 days apart at the report's time.
+    day = np.datetime64(START.isoformat()) + (report // people * 30 + 3 * draw).astype(
+        "timedelta64[D]"
+    )
+    minute = rng.integers(7 * 60, 11 * 60, files)[report]
+    collected = np.char.add(
+        np.datetime_as_string(day, unit="D"),
+        np.char.mod(" %02d:", minute // 60).astype(str),
+    )
+    collected = np.char.add(collected, np.char.mod("%02d", minute % 60))
+    pids = np.array([person_id(n % people + 1) for n in range(files)])[report]
+    table = np.array(names)[test], np.array(units)[test], np.array(ranges)[test]
+    lines = pl.select(
+        pl.concat_str(
+            [pl.Series(c) for c in (pids, collected, table[0], results, table[1], table[2], flags)],
+            separator=",",
+        )
+    ).to_series()
+    header = ",".join(LABS_HEADER)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    for n in range(files):
+        pid = person_id(n % people + 1)
+        path = raw / "portal" / pid / f"report_{n // people + 1:03d}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        body = "\n".join(lines.slice(int(offsets[n]), int(sizes[n])).to_list())
+        path.write_text(f"{header}\n{body}\n", encoding="utf-8")
+    return {
+        "lab_portal_files": files,
+        "lab_portal_rows": int(sizes.sum()),
+        "lab_portal_people": people,
+        "lab_portal_bytes": sum(p.stat().st_size for p in raw.rglob("*.csv")),
+        "lab_portal_seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def _csv_cell(text: str) -> str:
+    return f'"{text}"' if "," in text else text
 
 
 def main(argv: list[str] | None = None) -> int:

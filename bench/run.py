@@ -12,6 +12,13 @@ RSS is the child's whole high-water mark from `wait4`, imports included, so peak
   baseline_schema
                the same with the columns and types given (`auto_detect = false`): no file is
                sniffed, the real floor for reading these CSVs; reported, not used for a verdict.
+  labs_baseline
+               DuckDB `read_csv` of the many-small-files lab set (`bench.generate_lab_portal`:
+               portal downloads, one CSV of 10 to 100 results per report) with the columns and
+               types given: the physical floor for those files.
+  labs_ingest  the labs source's real ingest (`pipelines.ingest.sync_source`, what its asset runs:
+               list and hash, parse in batches, plausibility, store, settle, count per file) on
+               the same files, into a fresh DuckDB file, in one transaction (issue 19).
   ingest       (a) the diary source's real Dagster asset `ingest_<source>` materialized in-process
                (`sync_source`: parse in batches, check, store `raw_<source>`, settle ownership
                into `stg_<source>`, write `ingest_files` and `rejected_rows`, one transaction).
@@ -56,7 +63,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.generate import MANIFEST, NEXT_DAY_DIR, NIGHTS, generate
+from bench.generate import (
+    LAB_PORTAL_DIR,
+    LAB_PORTAL_GLOB,
+    LAB_PORTAL_SOURCE,
+    MANIFEST,
+    NEXT_DAY_DIR,
+    NIGHTS,
+    generate,
+    generate_lab_portal,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = REPO / "bench" / "results.md"
@@ -67,9 +83,14 @@ SCALES: dict[str, tuple[int, int]] = {
     # 2,000 people x 181 days (Jan to Jun) x ~28.5 rows a day over all days = ~10.3 M diary rows.
     "full": (2000, 181),
 }
+# Files of the many-small-files lab set per scale: a night's portal downloads of 2,000 people, ten
+# reports each, at full scale (about 1.1 M results).
+LAB_PORTAL_FILES = {"tiny": 40, "small": 2000, "full": 20000}
 STAGES = (
     "baseline",
     "baseline_schema",
+    "labs_baseline",
+    "labs_ingest",
     "ingest",
     "incremental",
     "prepare",
@@ -81,12 +102,14 @@ STAGES = (
     "night_quiet",
 )
 BASELINES = ("baseline", "baseline_schema")
-INGESTS = (*BASELINES, "ingest", "incremental")
+INGESTS = (*BASELINES, "ingest", "incremental", "labs_ingest")
 # The stages that together build everything from the raw files: the nightly jobs' denominator.
 FULL_REBUILD = ("ingest", "prepare", "job_first")
 LABELS = {
     "baseline": "DuckDB read_csv (baseline)",
     "baseline_schema": "DuckDB read_csv, schema given",
+    "labs_baseline": "labs: DuckDB read_csv, schema given",
+    "labs_ingest": "labs: ingest of many small files",
     "ingest": "(a) ingest + clean + store",
     "incremental": "(b) nightly incremental ingest",
     "prepare": "prepare: labs + canonical tables",
@@ -107,6 +130,7 @@ QUIET_MAX_S = 5.0  # issue 19, at QUIET_PEOPLE people
 QUIET_PEOPLE = 200
 ANALYSIS_MAX_S = 60.0
 DASHBOARDS_MAX_S = 120.0
+LABS_MIN_ROWS_PER_S = 100_000.0  # issue 19, on LAB_PORTAL_FILES["full"] files
 TARGET_ROWS = 10_000_000
 TARGET_PEOPLE = 2000
 
@@ -273,17 +297,24 @@ def _stage_baseline_schema(workdir: Path, manifest: dict[str, Any]) -> dict[str,
     return _duckdb_read_csv(workdir, manifest, sql)
 
 
-def _duckdb_read_csv(workdir: Path, manifest: dict[str, Any], sql: str) -> dict[str, Any]:
-    """`sql` (with a {glob} placeholder) into a fresh DuckDB file, timed."""
+def _duckdb_read_csv(
+    workdir: Path,
+    manifest: dict[str, Any],
+    sql: str,
+    glob: Path | None = None,
+    unit: str = "diary rows read",
+) -> dict[str, Any]:
+    """`sql` (with a {glob} placeholder: `glob`, by default the diary files) into a fresh DuckDB
+    file, timed."""
     import duckdb
 
-    glob = str(workdir / "project" / "data" / "raw" / manifest["diary_glob"])
+    glob = glob or workdir / "project" / "data" / "raw" / manifest["diary_glob"]
     db = workdir / "baseline.duckdb"
     db.unlink(missing_ok=True)
     _ready()
     start = time.perf_counter()
     con = duckdb.connect(str(db))
-    con.execute(sql.replace("{glob}", glob.replace("'", "''")))
+    con.execute(sql.replace("{glob}", str(glob).replace("'", "''")))
     con.close()
     seconds = time.perf_counter() - start
     con = duckdb.connect(str(db), read_only=True)
@@ -293,13 +324,71 @@ def _duckdb_read_csv(workdir: Path, manifest: dict[str, Any], sql: str) -> dict[
     result = {
         "seconds": seconds,
         "rows": int(row[0]),
-        "unit": "diary rows read",
-        "sql": sql.replace("{glob}", "<diary glob>"),
+        "unit": unit,
+        "sql": sql.replace("{glob}", f"<{unit.split()[0]} glob>"),
         "duckdb_threads": int(row[1]),
         "table_mb": db.stat().st_size / 1e6,
     }
     db.unlink(missing_ok=True)
     return result
+
+
+# The lab portal CSVs' columns and types (bench.generate.LAB_PORTAL_TESTS): Result is text, because
+# a censored result ("<0.2") is not a number.
+LABS_BASELINE_SQL = BASELINE_SCHEMA_SQL.replace(
+    "columns = {columns})", "columns = {columns}, timestampformat = '%Y-%m-%d %H:%M')"
+).replace(
+    "{columns}",
+    "{'Patient': 'VARCHAR', 'Collected': 'TIMESTAMP', 'Test': 'VARCHAR', 'Result': 'VARCHAR', "
+    "'Units': 'VARCHAR', 'Reference Range': 'VARCHAR', 'Flag': 'VARCHAR'}",
+)
+
+
+def _stage_labs_baseline(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    glob = workdir / LAB_PORTAL_DIR / "data" / "raw" / LAB_PORTAL_GLOB
+    return _duckdb_read_csv(workdir, manifest, LABS_BASELINE_SQL, glob, "lab rows read")
+
+
+def _stage_labs_ingest(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The labs source's whole ingest (`sync_source`, as its asset runs it) on many small files,
+    into a fresh DuckDB file: no Dagster run around it, so its seconds are the ingest's own."""
+    import duckdb
+
+    from pipelines.adapters import FORMATS
+    from pipelines.config import parse_project_config
+    from pipelines.ingest import sync_source
+
+    root = workdir / LAB_PORTAL_DIR
+    config = parse_project_config(root / "sources.yaml", FORMATS)
+    source = next(s for s in config.sources if s.name == LAB_PORTAL_SOURCE)
+    database = workdir / "lab_portal.duckdb"
+    database.unlink(missing_ok=True)
+    _ready()
+    start, cpu = time.perf_counter(), time.process_time()
+    conn = duckdb.connect(str(database))
+    try:
+        conn.execute("BEGIN TRANSACTION")
+        result = sync_source(conn, source, root / "data" / "raw", work_dir=workdir)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    files = result.files
+    database.unlink(missing_ok=True)
+    return {
+        "seconds": seconds,
+        # CPU seconds of all the process's threads: on a shared machine, wall-clock time says as
+        # much about the neighbours as about the ingest.
+        "cpu_seconds": cpu,
+        "rows": int(files["rows_read"].sum()),
+        "unit": "lab rows read",
+        "files": files.height,
+        "files_failed": int((files["status"] != "loaded").sum()),
+        "rows_loaded": int(files["rows_loaded"].sum()),
+        "rows_rejected": int(files["rows_rejected"].sum()),
+        "rows_duplicate": int(files["rows_duplicate"].sum()),
+        "substeps": result.seconds,
+    }
 
 
 def _stage_prepare(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
@@ -499,6 +588,8 @@ def _stage_night(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
 CHILD_STAGES: dict[str, Callable[[Path, dict[str, Any]], dict[str, Any]]] = {
     "baseline": _stage_baseline,
     "baseline_schema": _stage_baseline_schema,
+    "labs_baseline": _stage_labs_baseline,
+    "labs_ingest": _stage_labs_ingest,
     "ingest": _stage_ingest,
     "incremental": _stage_ingest,
     "prepare": _stage_prepare,
@@ -703,6 +794,7 @@ def evaluate_targets(
                 night.note or "full rebuild = (a) + prepare + (e)",
             )
         )
+    rows.append(_labs_target(results, manifest))
     people = int(manifest["people"])
     quiet = results["night_quiet"]
     rows.append(
@@ -740,6 +832,34 @@ def evaluate_targets(
         )
     )
     return rows
+
+
+def _labs_target(results: dict[str, StageResult], manifest: dict[str, Any]) -> tuple[str, ...]:
+    labs, floor = results["labs_ingest"], results["labs_baseline"]
+    files = int(manifest.get("lab_portal_files", 0))
+    ratio = labs.seconds / floor.seconds if labs.seconds and floor.seconds else None
+    cpu = labs.data.get("cpu_seconds")
+    notes = [
+        f"DuckDB read_csv with the schema: {_fmt(floor.rows_per_s, ',.0f')} rows/s, "
+        f"{_fmt(ratio, '.1f')}x faster",
+        # Less sensitive than wall-clock time to what else runs on the machine.
+        f"{_fmt(labs.rows / cpu if labs.rows and cpu else None, ',.0f')} rows per CPU second",
+        "" if files >= LAB_PORTAL_FILES["full"] else f"measured on {files:,} files, not 20,000",
+        labs.note,
+    ]
+    return (
+        "labs ingest >= 100,000 rows/s on many small files",
+        f"{_fmt(labs.rows_per_s, ',.0f')} rows/s ({files:,} files)",
+        # Below the full set a run's fixed costs weigh more than they would: no verdict.
+        "n/a"
+        if labs.rows_per_s is None or files < LAB_PORTAL_FILES["full"]
+        else pass_or_fail(labs.rows_per_s >= LABS_MIN_ROWS_PER_S),
+        "; ".join(n for n in notes if n),
+    )
+
+
+def pass_or_fail(ok: bool) -> str:
+    return "pass" if ok else "FAIL"
 
 
 def render_markdown(
@@ -784,6 +904,16 @@ def render_markdown(
             for folder, _ in NIGHTS[1:]
             if f"{folder}_rows" in manifest and "nights" in manifest
         ],
+        *(
+            [
+                f"| lab portal downloads (labs throughput) | "
+                f"{int(manifest['lab_portal_rows']):,} results in "
+                f"{int(manifest['lab_portal_files']):,} files of 10 to 100 "
+                f"({int(manifest['lab_portal_bytes']) / 1e6:,.1f} MB) |"
+            ]
+            if "lab_portal_rows" in manifest
+            else []
+        ),
         f"| generator time | {manifest['seconds']} s |",
         "",
         "## Stages",
@@ -886,6 +1016,8 @@ def render_markdown(
 
 
 def _ratio(results: dict[str, StageResult], stage: str, baseline: str) -> str:
+    if stage == "labs_ingest" and baseline == "baseline_schema":
+        baseline = "labs_baseline"  # the same lab files, read with their schema
     r, b = results[stage], results[baseline]
     if stage not in INGESTS or not r.seconds or not b.seconds:
         return "-"
@@ -972,6 +1104,10 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     try:
         print("  generating data ...", end="", flush=True)
         manifest = generate(project_dir, people, days, args.seed)
+        lab_files = args.lab_files or LAB_PORTAL_FILES[args.scale]
+        manifest.update(generate_lab_portal(workdir / LAB_PORTAL_DIR, lab_files, args.seed))
+        # The stages read the manifest from the project; they need the lab set's counts too.
+        (project_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         print(
             f" {int(manifest['diary_rows']):,} rows, {int(manifest['diary_files']):,} files, "
             f"{int(manifest['diary_bytes']) / 1e6:,.0f} MB in {manifest['seconds']} s"
@@ -992,6 +1128,28 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         stage("baseline")
         stage("baseline_schema")
         checks: dict[str, Any] = {"lines": []}
+        stage("labs_baseline")
+        if stage("labs_ingest").status == "ok":
+            d, floor = results["labs_ingest"].data, results["labs_baseline"].data
+            checks["labs_rows_read"] = d["rows"]
+            checks["labs_duckdb_rows"] = floor.get("rows")
+            checks["labs_generated_rows"] = int(manifest["lab_portal_rows"])
+            accounted = d["rows_loaded"] + d["rows_rejected"] + d["rows_duplicate"]
+            checks["lines"].append(
+                f"labs ingest of {d['files']:,} small files ({d['files_failed']:,} failed, "
+                f"{d['cpu_seconds']:,.1f} CPU s in {d['seconds']:,.1f} s): "
+                f"{d['rows']:,} rows read = {d['rows_loaded']:,} loaded + "
+                f"{d['rows_rejected']:,} rejected + {d['rows_duplicate']:,} duplicate; DuckDB "
+                f"read_csv: {_fmt(floor.get('rows'), ',')} rows; generated: "
+                f"{int(manifest['lab_portal_rows']):,} -> "
+                + (
+                    "equal"
+                    if floor.get("rows") == d["rows"] == accounted == manifest["lab_portal_rows"]
+                    else "MISMATCH"
+                    if floor or d["rows"] != accounted
+                    else "not compared (labs_baseline not run)"
+                )
+            )
         if stage("ingest").status == "ok":
             staging = int(results["ingest"].data["staging_rows"])
             duck = results["baseline"].data.get("rows")
@@ -1083,7 +1241,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         if not args.keep:
             shutil.rmtree(workdir if own_workdir else project_dir, ignore_errors=True)
             if not own_workdir:
-                for leftover in ("baseline.duckdb", "dagster_home", "logs", "code"):
+                for leftover in ("baseline.duckdb", "dagster_home", "logs", "code", LAB_PORTAL_DIR):
                     path = workdir / leftover
                     if path.is_dir():
                         shutil.rmtree(path, ignore_errors=True)
@@ -1103,6 +1261,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the raw results as JSON here")
     parser.add_argument(
         "--stage-timeout", type=float, default=900.0, help="stop a stage after this many s"
+    )
+    parser.add_argument(
+        "--lab-files", type=int, help="override the scale's number of small lab files"
     )
     parser.add_argument(
         "--profile", action="append", choices=STAGES, help="run a stage under cProfile"

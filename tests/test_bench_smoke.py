@@ -120,6 +120,22 @@ def test_staging_rows_equal_duckdb_read_csv_rows(tiny_run: tuple[dict, Path, Pat
     assert staged[0] == duck[0] == checks["final_staging_rows"] == checks["final_expected_rows"]
 
 
+def test_labs_ingest_of_many_small_files_loses_no_row(tiny_run: tuple[dict, Path, Path]) -> None:
+    """The labs-throughput stage runs the real ingest on the many-small-files lab set: every row
+    DuckDB reads from those files is read, and loaded, rejected or counted as duplicate."""
+    report, results, _ = tiny_run
+    labs = report["stages"]["labs_ingest"]
+    assert labs["files"] == bench_run.LAB_PORTAL_FILES["tiny"] and labs["files_failed"] == 0
+    checks = report["checks"]
+    assert checks["labs_rows_read"] == checks["labs_duckdb_rows"] == checks["labs_generated_rows"]
+    assert labs["rows_loaded"] + labs["rows_rejected"] + labs["rows_duplicate"] == labs["rows"]
+    # Non-marker tests (sodium, glucose, ...) are rejected with a reason; the markers load.
+    assert labs["rows_loaded"] > 0 and labs["rows_rejected"] > 0 and labs["rows_duplicate"] == 0
+    text = results.read_text(encoding="utf-8")
+    assert "labs ingest >= 100,000 rows/s on many small files" in text
+    assert "labs: DuckDB read_csv, schema given" in text
+
+
 def test_nightly_jobs_recompute_only_who_synced(tiny_run: tuple[dict, Path, Path]) -> None:
     """The whole nightly job is the real refresh_all job: it reads only the night's files and
     rebuilds only the days of the people who synced (every person, then person 1 of 3)."""

@@ -10,7 +10,9 @@ function and register it in FORMATS below with the kinds it can feed, the table 
 whether its files name their own people (`Format`). A CSV format writes its work after reading as
 one table transform that also takes a stack of files (`_csv.parse_csv_batch`; see
 cronometer_servings): `parse` reads one table and runs it, `parse_batch` runs it once per group of
-same-layout files, and registering `batch=parse_batch` makes ingest use it.
+same-layout files, and registering `batch=parse_batch` makes ingest use it. FHIR JSON does the
+same with its own `parse_batch` (fhir.py). NHANES XPT has none: a cycle is a few large files, so
+there is no per-file cost to spread.
 """
 
 from collections.abc import Sequence
@@ -89,7 +91,7 @@ FORMATS: dict[str, Format] = {
         ("diet",), myfitnesspal.parse, _mfp_target, batch=myfitnesspal.parse_batch
     ),
     "csv": Format(("diet", "labs", "persons"), _csv_parse, _csv_target, batch=_csv_batch),
-    "fhir": Format(("labs",), fhir.parse, person_in_file=True),
+    "fhir": Format(("labs",), fhir.parse, batch=fhir.parse_batch, person_in_file=True),
     "synthea_observations": Format(
         ("labs",),
         synthea_observations.parse,

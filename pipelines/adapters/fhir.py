@@ -44,17 +44,19 @@ non-marker Observation keeps a short `raw` (code and name), others their compact
 
 The flow: fhir_items.py reads the file into counted items, fhir_observation.py turns each
 Observation into row fields, and this module maps markers and units and gathers the rejects.
+`parse_batch` does that for many files with one marker mapping; `parse` is it for one file.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 
-from pipelines.adapters.base import AdapterError, ParseResult
+from pipelines.adapters.base import FILE_INDEX, AdapterError, BatchResult, ParseResult
 from pipelines.adapters.fhir_items import Item, file_items, item_raw, read_text
 from pipelines.adapters.fhir_observation import Reject, observation
 from pipelines.config import SourceConfig
@@ -65,11 +67,15 @@ from pipelines.transforms.labs import LabTableError, lab_tables, normalise_lab_r
 
 # Marker names given to normalise_lab_rows for its reject `column`, mapped back to JSON paths.
 _CODE, _VALUE, _UNIT = "@code", "@value", "@unit"
+# A Polars (Rust) panic is a BaseException; KeyboardInterrupt and SystemExit must still stop a run.
+_FAILURES = (Exception, pl.exceptions.PanicException)
+_ROW_SCHEMA = {**LAB_RESULT_SCHEMA, FILE_INDEX: pl.Int64}
+_REJECT_SCHEMA = {**REJECT_SCHEMA, FILE_INDEX: pl.Int64}
 
 
 @dataclass
 class _Rows:
-    """Columns of the frame handed to normalise_lab_rows, one entry per counted item."""
+    """Columns of a frame being built, one entry per counted item."""
 
     values: dict[str, list[Any]] = field(default_factory=dict)
 
@@ -77,9 +83,122 @@ class _Rows:
         for key, value in cells.items():
             self.values.setdefault(key, []).append(value)
 
+    def extend(self, other: _Rows) -> None:
+        for key, values in other.values.items():
+            self.values.setdefault(key, []).extend(values)
+
+    @staticmethod
+    def joined(parts: Iterable[_Rows]) -> _Rows:
+        rows = _Rows()
+        for part in parts:
+            rows.extend(part)
+        return rows
+
 
 def parse(path: Path, source: SourceConfig) -> ParseResult:
-    """Read one FHIR JSON or NDJSON file; see the module docstring."""
+    """Read one FHIR JSON or NDJSON file; see the module docstring. It is `parse_batch` of the
+    file alone, so reading one file and reading many cannot drift apart."""
+    batch = parse_batch([path], source)
+    if 0 in batch.errors:
+        raise batch.errors[0]
+    return ParseResult(
+        rows=batch.rows.drop(FILE_INDEX),
+        rejects=batch.rejects.drop(FILE_INDEX),
+        rows_read=batch.rows_read[0],
+    )
+
+
+def parse_batch(paths: Sequence[Path], source: SourceConfig) -> BatchResult:
+    """Read many FHIR files at once (see `Format.parse_batch`): a patient portal or Apple Health
+    gives one small file per resource or report, and per file the marker mapping (a few queries,
+    its patterns compiled) costs far more than its Observations. Each file is decoded and its
+    Observations read on their own (JSON has no layout to share); marker mapping then runs once
+    for all of them, deciding the CRP method within each file, as for one file."""
+    rows_read = [0] * len(paths)
+    errors: dict[int, BaseException] = {}
+    try:
+        # LOINC codes of markers.csv, to pick the right coding when a code lists several.
+        known_loincs = set(lab_tables().by_loinc.to_series(0).drop_nulls().to_list())
+        tables_error: LabTableError | None = None
+    except LabTableError as exc:
+        known_loincs, tables_error = set(), exc
+    items: list[Item] = []  # every counted item of the batch, indexed by the `item` columns
+    early = _Rows()  # rejected before marker mapping
+    candidates: dict[int, _Rows] = {}  # per file: the rows handed to normalise_lab_rows
+    for i, path in enumerate(paths):
+        # A file's items are gathered apart and kept only if all of them could be read, so a
+        # failing file leaves nothing behind in the batch.
+        file_early, file_candidates = _Rows(), _Rows()
+        try:
+            read = _file_items(path, source)
+            if tables_error is not None:
+                raise AdapterError(f"{path}: cannot map lab results: {tables_error}")
+            fixed_person = source.person.for_file(path)
+            for n, item in enumerate(read):
+                at = len(items) + n
+                _read_item(item, i, at, fixed_person, known_loincs, file_early, file_candidates)
+        except _FAILURES as exc:
+            errors[i] = exc
+            continue
+        items += read
+        rows_read[i] = len(read)
+        early.extend(file_early)
+        if file_candidates.values:
+            candidates[i] = file_candidates
+
+    try:
+        rows, rejects = _normalise(_Rows.joined(candidates.values()), source, items)
+    except _FAILURES:
+        # Marker mapping failed on the batch: each file alone, so that a failure stays with its
+        # own file, with the message `parse` gives it.
+        rows, rejects = _normalise_each(candidates, source, items, paths, errors)
+    for i in errors:
+        rows_read[i] = 0
+    if len(errors) == len(paths):
+        # As `parse_each` gives when no file could be read.
+        return BatchResult(pl.DataFrame(), pl.DataFrame(), rows_read, errors)
+    early_rejects = (
+        conform(pl.DataFrame(early.values), _REJECT_SCHEMA)
+        if early.values
+        else empty(_REJECT_SCHEMA)
+    )
+    rejects = pl.concat([early_rejects, rejects], how="vertical")
+    failed = pl.col(FILE_INDEX).is_in(list(errors))
+    return BatchResult(
+        rows=rows.filter(~failed).sort(FILE_INDEX, "line", maintain_order=True),
+        rejects=rejects.filter(~failed).sort(FILE_INDEX, "line", maintain_order=True),
+        rows_read=rows_read,
+        errors=errors,
+    )
+
+
+def _normalise_each(
+    candidates: dict[int, _Rows],
+    source: SourceConfig,
+    items: list[Item],
+    paths: Sequence[Path],
+    errors: dict[int, BaseException],
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """`_normalise` file by file, failures into `errors` (broken marker tables as the
+    AdapterError naming the file that `parse` raises)."""
+    outputs = []
+    for i, rows in candidates.items():
+        try:
+            outputs.append(_normalise(rows, source, items))
+        except LabTableError as exc:
+            errors[i] = AdapterError(f"{paths[i]}: cannot map lab results: {exc}")
+        except _FAILURES as exc:
+            errors[i] = exc
+    if not outputs:
+        return empty(_ROW_SCHEMA), empty(_REJECT_SCHEMA)
+    return (
+        pl.concat([r for r, _ in outputs], how="vertical"),
+        pl.concat([r for _, r in outputs], how="vertical"),
+    )
+
+
+def _file_items(path: Path, source: SourceConfig) -> list[Item]:
+    """The counted items of one file, or AdapterError naming it."""
     if source.columns:
         raise AdapterError(
             f"{path}: source {source.name!r} sets 'columns', but format fhir reads the FHIR "
@@ -91,65 +210,62 @@ def parse(path: Path, source: SourceConfig) -> ParseResult:
             f"{path}: the file is empty. Export it again, or remove it from data/raw/ if it is "
             "not meant to be loaded."
         )
-    items = list(file_items(path, text))
-    fixed_person = source.person.for_file(path)
+    return list(file_items(path, text))
+
+
+def _read_item(
+    item: Item,
+    file: int,
+    index: int,
+    fixed_person: str | None,
+    known_loincs: set[str],
+    early: _Rows,
+    candidates: _Rows,
+) -> None:
+    """One counted item of file number `file` (item number `index` of the batch) into `early`
+    (rejected now) or `candidates` (row fields for marker mapping)."""
+    if item.error is not None:
+        early.add(
+            line=item.line,
+            column=item.error[0],
+            reason=item.error[1],
+            value=item.error_value,
+            raw=item_raw(item),
+            **{FILE_INDEX: file},
+        )
+        return
     try:
-        # LOINC codes of markers.csv, to pick the right coding when a code lists several.
-        known_loincs = set(lab_tables().by_loinc.to_series(0).drop_nulls().to_list())
-    except LabTableError as exc:
-        raise AdapterError(f"{path}: cannot map lab results: {exc}") from exc
-
-    early = _Rows()  # rejected before marker mapping
-    candidates = _Rows()  # handed to normalise_lab_rows
-    for index, item in enumerate(items):
-        if item.error is not None:
-            early.add(
-                line=item.line,
-                column=item.error[0],
-                reason=item.error[1],
-                value=item.error_value,
-                raw=item_raw(item),
-            )
-            continue
-        try:
-            fields = observation(item.resource, fixed_person, known_loincs)
-        except Reject as rej:
-            early.add(
-                line=item.line,
-                column=item.prefix + rej.path,
-                reason=rej.reason,
-                value=rej.value,
-                raw=item_raw(item),
-            )
-            continue
-        except (
-            TypeError,
-            ValueError,
-            AttributeError,
-            KeyError,
-            IndexError,
-            ArithmeticError,
-            RecursionError,
-        ) as exc:
-            # A safety net: a shape no rule above foresaw still becomes a reject, not a crash.
-            early.add(
-                line=item.line,
-                column=item.prefix.rstrip(".") or None,
-                reason=f"Observation could not be read ({type(exc).__name__})",
-                value=str(exc),
-                raw=item_raw(item),
-            )
-            continue
-        candidates.add(line=item.line, prefix=item.prefix, item=index, **fields)
-
-    rows, rejects = _normalise(path, candidates, source, items)
-    early_rejects = (
-        conform(pl.DataFrame(early.values), REJECT_SCHEMA) if early.values else empty(REJECT_SCHEMA)
-    )
-    all_rejects = pl.concat([early_rejects, rejects], how="vertical").sort(
-        "line", maintain_order=True
-    )
-    return ParseResult(rows=rows, rejects=all_rejects, rows_read=len(items))
+        fields = observation(item.resource, fixed_person, known_loincs)
+    except Reject as rej:
+        early.add(
+            line=item.line,
+            column=item.prefix + rej.path,
+            reason=rej.reason,
+            value=rej.value,
+            raw=item_raw(item),
+            **{FILE_INDEX: file},
+        )
+        return
+    except (
+        TypeError,
+        ValueError,
+        AttributeError,
+        KeyError,
+        IndexError,
+        ArithmeticError,
+        RecursionError,
+    ) as exc:
+        # A safety net: a shape no rule above foresaw still becomes a reject, not a crash.
+        early.add(
+            line=item.line,
+            column=item.prefix.rstrip(".") or None,
+            reason=f"Observation could not be read ({type(exc).__name__})",
+            value=str(exc),
+            raw=item_raw(item),
+            **{FILE_INDEX: file},
+        )
+        return
+    candidates.add(line=item.line, prefix=item.prefix, item=index, **fields, **{FILE_INDEX: file})
 
 
 # ---- marker mapping ----------------------------------------------------------------------------
@@ -174,15 +290,18 @@ _CANDIDATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "ref_high": pl.Float64,
     "ref_text": pl.String,
     "flag": pl.String,
+    FILE_INDEX: pl.Int64,
 }
 
 
 def _normalise(
-    path: Path, rows: _Rows, source: SourceConfig, items: list[Item]
+    rows: _Rows, source: SourceConfig, items: list[Item]
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Parse text values, then map markers and units; rejects get JSON paths as their column."""
+    """Parse text values, then map markers and units (LabTableError when the tables are broken);
+    rejects get JSON paths as their column. Both outputs keep FILE_INDEX; `items` are the batch's
+    counted items, which the `item` column indexes."""
     if not rows.values:
-        return empty(LAB_RESULT_SCHEMA), empty(REJECT_SCHEMA)
+        return empty(_ROW_SCHEMA), empty(_REJECT_SCHEMA)
     frame = pl.DataFrame(rows.values, schema=_CANDIDATE_SCHEMA).with_row_index("__key")
 
     # Text values ("<0.3", "5.2") are read exactly like a lab CSV cell.
@@ -209,14 +328,12 @@ def _normalise(
         # normalise_lab_rows sees the row key as `line`, so its rejects can be traced back.
         pl.col("__key").cast(pl.Int64).alias("line"),
     )
-    try:
-        loaded, unmapped = normalise_lab_rows(
-            work,
-            {"test_name_raw": _CODE, "value": _VALUE, "unit_raw": _UNIT},
-            crp_method=source.crp_method,
-        )
-    except LabTableError as exc:
-        raise AdapterError(f"{path}: cannot map lab results: {exc}") from exc
+    loaded, unmapped = normalise_lab_rows(
+        work,
+        {"test_name_raw": _CODE, "value": _VALUE, "unit_raw": _UNIT},
+        crp_method=source.crp_method,
+        carry=[FILE_INDEX],  # the CRP method is decided within each file
+    )
 
     meta = frame.select(
         pl.col("__key").cast(pl.Int64),
@@ -229,13 +346,13 @@ def _normalise(
         .str.strip_chars()
         .alias("__short"),
     )
-    loaded = (
-        loaded.join(meta, left_on="line", right_on="__key", how="left")
-        .with_columns(pl.col("__line").alias("line"))
-        .sort("line", maintain_order=True)
-    )
+    loaded = loaded.join(
+        meta, left_on="line", right_on="__key", how="left", maintain_order="left"
+    ).with_columns(pl.col("__line").alias("line"))
     column = pl.col("column")
-    rejects = unmapped.join(meta, left_on="line", right_on="__key", how="left").select(
+    rejects = unmapped.join(
+        meta, left_on="line", right_on="__key", how="left", maintain_order="left"
+    ).select(
         pl.col("__line").alias("line"),
         pl.when(column == _CODE)
         .then(pl.col("prefix") + "code")
@@ -250,6 +367,7 @@ def _normalise(
         (column == _CODE).alias("__is_code"),
         "__short",
         "item",
+        FILE_INDEX,
     )
     # Not-a-marker rejects (most of a Synthea or Apple Health file) keep only "LOINC name"; the
     # few others get the resource's JSON, built only for them.
@@ -258,4 +376,4 @@ def _normalise(
         for is_code, short, item in rejects.select("__is_code", "__short", "item").iter_rows()
     ]
     rejects = rejects.with_columns(pl.Series("raw", raw, dtype=pl.String))
-    return conform(loaded, LAB_RESULT_SCHEMA), conform(rejects, REJECT_SCHEMA)
+    return conform(loaded, _ROW_SCHEMA), conform(rejects, _REJECT_SCHEMA)

@@ -44,7 +44,7 @@ from pipelines.lab_vocabulary import CENSORED, LOW_BOUND, reference_range_text
 from pipelines.rules import Check
 from pipelines.schema import REJECT_SCHEMA, conform
 from pipelines.text import number
-from pipelines.transforms.labs import LabTableError, normalise_lab_rows
+from pipelines.transforms.labs import LabTableError, normalise_lab_rows, on_distinct
 
 # Header names tried, in order, for a field that `columns:` does not map.
 DEFAULT_HEADERS: dict[str, tuple[str, ...]] = {
@@ -142,12 +142,15 @@ def _results(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
     number_text = pl.col("__number_text")
     value = pl.col("__value")
     low_text, high_text = reference_range_text(text("reference_range"))
-    parsed = [
-        parse_datetime(date_raw, formats).alias("__collected"),
-        pl.coalesce(parts.struct.field("2"), value_raw).alias("__number_text"),
-        low_text.alias("__ref_low"),
-        high_text.alias("__ref_high"),
-    ]
+    parsed = [pl.coalesce(parts.struct.field("2"), value_raw).alias("__number_text")]
+    # Dates and ranges repeat (a draw's time on each of its results, a test's range on each of its
+    # rows), so they are parsed once per distinct text; without a range column they are null.
+    by_text = [("collected_at", parse_datetime(date_raw, formats), "__collected")]
+    if "reference_range" in found:
+        by_text += [("reference_range", low_text, "__ref_low")]
+        by_text += [("reference_range", high_text, "__ref_high")]
+    else:
+        parsed += [low_text.alias("__ref_low"), high_text.alias("__ref_high")]
     censored = (
         pl.when(comparator.is_in(LOW_BOUND))
         .then(pl.lit(">"))
@@ -178,7 +181,10 @@ def _results(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
             value_raw,
         ),
     ]
-    frame = table.frame.with_columns(parsed).with_columns(
+    frame = table.frame
+    for key, expr, alias in by_text:
+        frame = on_distinct(frame, cell(found[key]), expr, alias)
+    frame = frame.with_columns(parsed).with_columns(
         number(number_text, source.decimal)[0].alias("__value")
     )
     good, rejects = split_rejects(frame, checks)
