@@ -27,7 +27,7 @@ from pipelines.steps.canonical import (
     canonical_select,
     duckdb_type,
 )
-from pipelines.steps.features import diet_entries_for_daily
+from pipelines.steps.features import daily_entry_columns
 from pipelines.transforms.diet import build_diet_daily
 from pipelines.transforms.food_categories import categorise_foods
 from pipelines.warehouse import replace_table, table_exists
@@ -262,7 +262,8 @@ def test_diet_daily_from_the_needed_columns_equals_select_star(
     categories = categorise_foods(everything)
     expected = build_diet_daily(everything, categories, Settings())
 
-    entries, unreported = diet_entries_for_daily(conn)
+    columns, unreported = daily_entry_columns(conn)
+    entries = conn.execute(f"SELECT {', '.join(columns)} FROM diet_entries").pl()
     got = build_diet_daily(entries, categories, Settings(), None, unreported)
     assert_frame_equal(got, expected, check_exact=True)
 

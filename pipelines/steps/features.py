@@ -87,13 +87,6 @@ def daily_entry_columns(conn: duckdb.DuckDBPyConnection) -> tuple[list[str], lis
     return [c for c in table_cols if c in wanted], unreported
 
 
-def diet_entries_for_daily(conn: duckdb.DuckDBPyConnection) -> tuple[pl.DataFrame, list[str]]:
-    """The diet_entries build_diet_daily needs (see `daily_entry_columns`), for everyone."""
-    columns, unreported = daily_entry_columns(conn)
-    entries = conn.execute(f"SELECT {', '.join(ident(c) for c in columns)} FROM diet_entries").pl()
-    return entries, unreported
-
-
 def unmapped_people_counts(conn: duckdb.DuckDBPyConnection, pairs: pl.DataFrame) -> pl.DataFrame:
     """Entries and energy per (person_id, food, category_raw) for the unmapped `pairs` only: what
     unmapped_foods_from_counts needs to count a food's people across its category_raw values."""
