@@ -6,8 +6,8 @@ in the marker per +1 unit of the feature, 100 * (exp(beta) - 1), with the 95% CI
 beta CI, and `sd_feature` (the feature's SD among the rows used) so a reader can rescale to "per
 typical change". Entry point: `compute_associations(draws, windows, persons, settings,
 biometrics=...)`, the frames the `associations` asset reads. The parts, in the order they run:
-- `model_frame.py`: the analysis frame, the wide per-draw table with covariates, the core
-  foods, aliases and thresholds below;
+- `model_frame.py`: the analysis frame, the wide per-draw table with covariates (built a group
+  of people at a time, `model_frame`), the core foods, aliases and thresholds below;
 - `person_models.py` and `cohort_models.py`: the two scopes (`per_person_ols`,
   `cohort_models`), with `between.py` for markers measured once per person;
 - `pooling.py`: person estimates partially pooled toward the cohort;

@@ -230,7 +230,11 @@ def model_frame(
     weight = body_weight(biometrics)
     wides: list[pl.DataFrame] = []
     singles: list[pl.DataFrame] = []
-    repeated: set[str] = set()  # markers someone has several draws of (in a window)
+    # The between-person model of a marker everyone has one draw of reads long rows (`cohort_scope`
+    # sends it `single`), and whether a marker is one is known only once every group is seen: a
+    # group's rows of markers with one draw a person are kept, and dropped as soon as someone
+    # turns out to have several (`repeated`), so a diary cohort keeps none.
+    repeated: set[str] = set()
     for data in frames:
         if data.height == 0:
             continue
@@ -251,6 +255,8 @@ def model_frame(
     if not wides:
         return ModelFrame(pl.DataFrame(), features, pl.DataFrame())
     single = pl.concat(singles).filter(~pl.col("marker").is_in(repeated))
+    # Relaxed: a feature absent from a group is a null Float64 column there (`wide_rows`),
+    # whatever the dtype of the window values (integers in some tests).
     return ModelFrame(sort_wide(pl.concat(wides, how="vertical_relaxed")), features, single)
 
 
