@@ -8,13 +8,14 @@ from datetime import date, datetime, timedelta
 import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 from scipy import stats
 from statsmodels.stats.multitest import fdrcorrection, multipletests
 
 from pipelines.analysis.associations import compute_associations
 from pipelines.analysis.between import cross_sectional
 from pipelines.analysis.draws import build_marker_draws
-from pipelines.analysis.model_frame import TAUTOLOGICAL
+from pipelines.analysis.model_frame import TAUTOLOGICAL, PeopleGroups
 from pipelines.analysis.multiple_testing import add_fdr_and_status, bh_qvalues
 from pipelines.analysis.person_models import per_person_ols
 from pipelines.analysis.windows import build_exposure_windows
@@ -694,3 +695,73 @@ def test_person_estimates_are_pooled_toward_the_cohort() -> None:
     width = person["ci_high_pct"] - person["ci_low_pct"]
     pooled_width = person["pooled_ci_high_pct"] - person["pooled_ci_low_pct"]
     assert (pooled_width < width).all()
+
+
+def test_windows_read_a_group_of_people_at_a_time_give_the_same_table() -> None:
+    """`PeopleGroups` (the step's way: a group of people's windows at a time, issue 19) gives the
+    same associations, bit for bit and in the same row order, as one frame of everyone, for
+    repeated draws (within-person), one draw each (between-person) and a marker only one person
+    measured repeatedly (within-person, though most groups see one draw a person)."""
+    draws, windows = simulate_cohort(3, n_persons=6, n_draws=12)
+    rng = np.random.default_rng(4)
+    ids = [f"p{p}" for p in range(6)]
+    extra_draws, extra_windows = [], []
+    for marker, repeats in (("il6", {}), ("tnf", {"p4": 3})):
+        for p in ids:
+            for k in range(repeats.get(p, 1)):
+                at = T0 + timedelta(days=int(rng.integers(0, 200)) + 300 * k)
+                extra_draws.append(
+                    {
+                        "person_id": p,
+                        "marker": marker,
+                        "collected_at": at,
+                        "log_value": rng.normal(),
+                    }
+                )
+                extra_windows += [
+                    {
+                        "person_id": p,
+                        "marker": marker,
+                        "collected_at": at,
+                        "window_days": w,
+                        "feature": f,
+                        "value": rng.normal(3.0, 1.0),
+                        "days_logged": w,
+                        "days_in_window": w,
+                        "complete": True,
+                    }
+                    for f in ["A", "B", "C"]
+                    for w in (7, 28)
+                ]
+    draws = pl.concat(
+        [
+            draws,
+            pl.DataFrame(extra_draws).with_columns(
+                pl.lit(None, dtype=pl.String).alias("excluded_reason")
+            ),
+        ],
+        how="diagonal_relaxed",
+    )
+    windows = pl.concat([windows, pl.DataFrame(extra_windows)], how="diagonal_relaxed")
+    persons = pl.DataFrame({"person_id": ids, "age": [30.0 + 7 * i for i in range(6)]})
+    whole = compute_associations(draws, windows, persons, SETTINGS)
+    assert set(whole.filter(pl.col("scope") == "cohort")["method"]) == {
+        "fe_within_robust",
+        "ols_between",
+    }
+
+    groups = [ids[:1], ids[1:4], ids[4:]]
+    grouped = compute_associations(
+        draws,
+        PeopleGroups(
+            count=len(groups),
+            # In any row order: the model frame must not depend on it.
+            read=lambda i: windows.filter(pl.col("person_id").is_in(groups[i])).sample(
+                fraction=1.0, shuffle=True, seed=i
+            ),
+            present=windows["feature"].unique().to_list(),
+        ),
+        persons,
+        SETTINGS,
+    )
+    assert_frame_equal(grouped, whole, check_exact=True)

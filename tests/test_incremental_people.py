@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
@@ -102,6 +103,7 @@ def test_a_first_run_in_groups_of_people_equals_one_group(
     monkeypatch.setattr(feature_steps, "register_person_chunks", counted)
     monkeypatch.setattr(feature_steps, "FULL_BUILD_ROWS", 1)
     monkeypatch.setattr(analysis_steps, "WINDOW_BUILD_ROWS", 1)
+    monkeypatch.setattr(analysis_steps, "ASSOCIATION_GROUP_ROWS", 1)
     grouped = make_demo_project(tmp_path / "grouped")
     refresh(grouped, monkeypatch)
     # diet_daily, then exposure_windows, each in several groups (one a person).
@@ -111,3 +113,50 @@ def test_a_first_run_in_groups_of_people_equals_one_group(
     got, want = sorted_tables(grouped, names), sorted_tables(whole, names)
     for name in names:
         assert_frame_equal(got[name], want[name], check_exact=False, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def test_associations_fitted_a_group_of_people_at_a_time_are_identical(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The associations step reads the exposure windows a group of people at a time (issue 19:
+    its memory no longer grows with the cohort). A group per person gives the same table, every
+    column and row order, floats bit for bit, as one group, and as the models on one frame of
+    everyone's windows (the step before the groups)."""
+    import pipelines.steps.analysis as analysis_steps
+    from pipelines.analysis.models import run_all_models
+    from pipelines.incremental import STATE_TABLE
+    from pipelines.warehouse import table_exists
+
+    project = make_demo_project(tmp_path / "demo")
+    refresh(project, monkeypatch)
+    settings = project.config().settings
+    register = analysis_steps.register_person_chunks
+    groups: list[int] = []
+
+    def counted(*args: object, **kwargs: object) -> int:
+        groups.append(register(*args, **kwargs))  # type: ignore[arg-type]
+        return groups[-1]
+
+    monkeypatch.setattr(analysis_steps, "register_person_chunks", counted)
+
+    def fit(group_rows: int) -> pl.DataFrame:
+        monkeypatch.setattr(analysis_steps, "ASSOCIATION_GROUP_ROWS", group_rows)
+        with project.warehouse().write() as conn:
+            conn.execute(f"DELETE FROM {STATE_TABLE} WHERE step = 'associations'")
+            refit, result = analysis_steps.update_associations(conn, settings)
+        assert refit
+        return result
+
+    per_person, everyone = fit(1), fit(10**9)
+    with project.warehouse().write() as conn:
+        draws, windows, people, summary, *bio = (
+            conn.execute(f"SELECT * FROM {t} ORDER BY ALL").pl()
+            for t in ("marker_draws", "exposure_windows", "persons", "diet_summary", "biometrics")
+            if table_exists(conn, t)
+        )
+        people_n = conn.execute("SELECT count(DISTINCT person_id) FROM exposure_windows").fetchone()
+    one_frame = run_all_models(draws, windows, people, summary, settings, *bio)
+    assert people_n is not None and groups == [people_n[0], 1] and people_n[0] > 2
+    assert per_person.filter(pl.col("scope") == "cohort").height > 0
+    assert_frame_equal(per_person, everyone, check_exact=True)
+    assert_frame_equal(per_person.drop("parameters"), one_frame, check_exact=True)

@@ -6,8 +6,8 @@ in the marker per +1 unit of the feature, 100 * (exp(beta) - 1), with the 95% CI
 beta CI, and `sd_feature` (the feature's SD among the rows used) so a reader can rescale to "per
 typical change". Entry point: `compute_associations(draws, windows, persons, settings,
 biometrics=...)`, the frames the `associations` asset reads. The parts, in the order they run:
-- `model_frame.py`: the analysis frame, the wide per-draw table with covariates, the core
-  foods, aliases and thresholds below;
+- `model_frame.py`: the analysis frame, the wide per-draw table with covariates (built a group
+  of people at a time, `model_frame`), the core foods, aliases and thresholds below;
 - `person_models.py` and `cohort_models.py`: the two scopes (`per_person_ols`,
   `cohort_models`), with `between.py` for markers measured once per person;
 - `pooling.py`: person estimates partially pooled toward the cohort;
@@ -96,9 +96,9 @@ import polars as pl
 
 from pipelines.analysis.cohort_models import cohort_scope
 from pipelines.analysis.model_frame import (
-    analysis_frame,
+    PeopleGroups,
     conform_results,
-    prepare_wide,
+    model_frame,
     primary_windows,
 )
 from pipelines.analysis.multiple_testing import add_fdr_and_status
@@ -109,7 +109,7 @@ from pipelines.config import Settings
 
 def compute_associations(
     draws: pl.DataFrame,
-    windows: pl.DataFrame,
+    windows: pl.DataFrame | PeopleGroups,
     persons: pl.DataFrame | None,
     settings: Settings,
     *,
@@ -117,20 +117,22 @@ def compute_associations(
     energy_adjust: bool = True,
 ) -> pl.DataFrame:
     """The associations table (columns of RESULT_SCHEMA) from the frames the Dagster asset has:
-    `marker_draws`, `exposure_windows`, `persons` and (optionally) `biometrics`.
+    `marker_draws`, `exposure_windows` (one frame, or read a group of people at a time through
+    `PeopleGroups`, which bounds memory: see `model_frame`), `persons` and (optionally)
+    `biometrics`.
 
     Per-person and cohort rows, crude and adjusted, the primary window and the lag shape, person
     estimates partially pooled toward the cohort, q-values and status. Cohort rows are produced
     for markers measured in at least 2 persons.
     """
-    data = analysis_frame(draws, windows)
-    if data.height == 0:
+    frame = model_frame(draws, windows, biometrics)
+    if frame.wide.height == 0:
         return conform_results(pl.DataFrame())
-    wide, features = prepare_wide(data, biometrics)
+    wide, features = frame.wide, frame.features
     results = pl.concat(
         [
             primary_windows(person_rows(wide, features, settings, energy_adjust), settings),
-            cohort_scope(data, wide, features, persons, settings, energy_adjust),
+            cohort_scope(frame.single, wide, features, persons, settings, energy_adjust),
         ]
     )
     return conform_results(add_fdr_and_status(partial_pooling(results), settings))

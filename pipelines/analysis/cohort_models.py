@@ -63,7 +63,10 @@ def cohort_scope(
     energy_adjust: bool,
 ) -> pl.DataFrame:
     """Within-person rows for markers with repeated draws, between-person rows (`ols_between`,
-    with age and sex) for markers where everyone has one draw; none for a single person."""
+    with age and sex) for markers where everyone has one draw; none for a single person.
+
+    `data`: `analysis_frame` rows; only those of the markers with one draw per person are read
+    (`ModelFrame.single` holds just these)."""
     per_marker = wide.group_by("marker").agg(
         pl.col("_pid").n_unique().alias("k"),
         pl.len().over("marker", "window_days", "_pid").max().alias("most"),

@@ -6,6 +6,8 @@ shape. See `pipelines.analysis.associations` for the methods as a whole."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from importlib import resources
 from typing import Any
@@ -121,17 +123,28 @@ def effects(beta: Any, se: Any, df: Any) -> dict[str, Any]:
         }
 
 
-def analysis_frame(draws: pl.DataFrame, windows: pl.DataFrame) -> pl.DataFrame:
-    """Windows of chronic draws joined to the response: person_id, marker, collected_at, feature,
-    window_days, x (window mean), y (log marker), use (complete window with x and y), and integer
-    codes `_pid` (person) and `_draw` (draw) that keep the cohort step free of string joins."""
-    response = (
+def draw_codes(draws: pl.DataFrame) -> pl.DataFrame:
+    """The response of every chronic draw with its integer codes: `_draw` (the draw's row) and
+    `_pid` (the person's dense rank). Worked out once for everyone, so that frames built a group
+    of people at a time number people and draws as one frame of everyone would."""
+    return (
         draws.filter(pl.col("excluded_reason").is_null() & pl.col("log_value").is_not_null())
         .select("person_id", "marker", "collected_at", pl.col("log_value").alias("y"))
         .with_row_index("_draw")
         .with_columns((pl.col("person_id").rank("dense") - 1).cast(pl.Int64).alias("_pid"))
     )
-    return windows.join(response, on=["person_id", "marker", "collected_at"], how="inner").select(
+
+
+def analysis_frame(draws: pl.DataFrame, windows: pl.DataFrame) -> pl.DataFrame:
+    """Windows of chronic draws joined to the response: person_id, marker, collected_at, feature,
+    window_days, x (window mean), y (log marker), use (complete window with x and y), and integer
+    codes `_pid` (person) and `_draw` (draw) that keep the cohort step free of string joins."""
+    return join_windows(draw_codes(draws), windows)
+
+
+def join_windows(codes: pl.DataFrame, windows: pl.DataFrame) -> pl.DataFrame:
+    """`analysis_frame` from the `draw_codes` of everyone and some people's (or all) windows."""
+    return windows.join(codes, on=["person_id", "marker", "collected_at"], how="inner").select(
         "_pid",
         "_draw",
         "person_id",
@@ -167,12 +180,98 @@ def ols(y: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
 # The design: one row per draw and window, one column per feature, and who is adjusted for whom
 
 
+@dataclass(frozen=True)
+class PeopleGroups:
+    """Exposure windows read a group of people at a time: `read(i)` gives the windows of group i
+    (0 <= i < count, no person in two groups). `present` is every feature of the windows that
+    join a usable chronic draw, everyone's: which features are tested (and which aliases drop
+    out) is a property of the whole cohort, so it is worked out once, not per group."""
+
+    count: int
+    read: Callable[[int], pl.DataFrame]
+    present: list[str]
+
+
+@dataclass(frozen=True)
+class ModelFrame:
+    """What the models read: the wide table of everyone (`prepare_wide`'s), the features tested,
+    and the `analysis_frame` rows of the markers with at most one draw per person (their
+    between-person model reads the long rows; a diary cohort with repeated draws keeps none)."""
+
+    wide: pl.DataFrame
+    features: list[str]
+    single: pl.DataFrame
+
+
+def model_frame(
+    draws: pl.DataFrame,
+    windows: pl.DataFrame | PeopleGroups,
+    biometrics: pl.DataFrame | None = None,
+) -> ModelFrame:
+    """The `ModelFrame` of dated chronic `draws` and their `windows` (one frame, or
+    `PeopleGroups`).
+
+    Built a group of people at a time: the long windows, their join to the draws and the pivot
+    are many times the size of the wide table they give (issue 19: at 1,500 people ~600 MB of
+    them for a 13 MB wide table), so only one group's are held at once. People and draws are
+    numbered once for everyone (`draw_codes`) and the wide rows sorted once at the end, so the
+    table is the same, row for row, however the cohort is split."""
+    codes = draw_codes(draws)
+    if isinstance(windows, PeopleGroups):
+        features = tested_features(windows.present)
+        frames: Iterator[pl.DataFrame] = (
+            join_windows(codes, windows.read(i)) for i in range(windows.count)
+        )
+    else:
+        whole = join_windows(codes, windows)
+        features = tested_features(whole["feature"].unique().to_list())
+        frames = iter([whole])
+        del whole
+    weight = body_weight(biometrics)
+    wides: list[pl.DataFrame] = []
+    singles: list[pl.DataFrame] = []
+    # The between-person model of a marker everyone has one draw of reads long rows (`cohort_scope`
+    # sends it `single`), and whether a marker is one is known only once every group is seen: a
+    # group's rows of markers with one draw a person are kept, and dropped as soon as someone
+    # turns out to have several (`repeated`), so a diary cohort keeps none.
+    repeated: set[str] = set()
+    for data in frames:
+        if data.height == 0:
+            continue
+        wide = wide_rows(data, features, weight, dated=True)
+        most = (
+            wide.group_by("marker", "window_days", "_pid")
+            .len()
+            .group_by("marker")
+            .agg(pl.col("len").max())
+        )
+        repeated |= set(most.filter(pl.col("len") > 1)["marker"].to_list())
+        once = most.filter(pl.col("len") <= 1)["marker"]
+        singles.append(
+            data.filter(pl.col("marker").is_in(once) & ~pl.col("marker").is_in(repeated))
+        )
+        wides.append(wide)
+        del data, wide
+    if not wides:
+        return ModelFrame(pl.DataFrame(), features, pl.DataFrame())
+    single = pl.concat(singles).filter(~pl.col("marker").is_in(repeated))
+    # Relaxed: a feature absent from a group is a null Float64 column there (`wide_rows`),
+    # whatever the dtype of the window values (integers in some tests).
+    return ModelFrame(sort_wide(pl.concat(wides, how="vertical_relaxed")), features, single)
+
+
+def tested_features(present: Iterable[str]) -> list[str]:
+    """The features tested among those `present`: duplicates in FEATURE_ALIASES collapse to one."""
+    present = set(present)
+    dropped = {f for f, same in FEATURE_ALIASES.items() if f in present and same in present}
+    return sorted(present - dropped)
+
+
 def prepare_wide(
     data: pl.DataFrame, biometrics: pl.DataFrame | None = None
 ) -> tuple[pl.DataFrame, list[str]]:
-    """An `analysis_frame` made wide (one row per draw and window, a column per feature holding
-    the window mean where the window is usable, else null) plus the time trend and body weight
-    columns, and the features tested (duplicates in FEATURE_ALIASES collapsed to one)."""
+    """An `analysis_frame` (or a bare frame of tests and simulations) made wide (`wide_rows`),
+    and the features tested (duplicates in FEATURE_ALIASES collapsed to one)."""
     if "_pid" not in data.columns:
         data = data.with_columns(
             (pl.col("person_id").rank("dense") - 1).cast(pl.Int64).alias("_pid")
@@ -189,9 +288,38 @@ def prepare_wide(
             .alias("_draw"),
             pl.col("collected_at").fill_null(pl.lit(datetime(2000, 1, 1)) + pl.duration(days=k)),
         )
-    present = set(data["feature"].unique().to_list())
-    dropped = {f for f, same in FEATURE_ALIASES.items() if f in present and same in present}
-    features = sorted(present - dropped)
+    features = tested_features(data["feature"].unique().to_list())
+    return sort_wide(wide_rows(data, features, body_weight(biometrics), dated)), features
+
+
+def sort_wide(wide: pl.DataFrame) -> pl.DataFrame:
+    """The wide rows in the order the fits walk them: by marker and window, each person's draws
+    in time order."""
+    return wide.sort("marker", "window_days", "_pid", "collected_at")
+
+
+def body_weight(biometrics: pl.DataFrame | None) -> pl.DataFrame | None:
+    """Body weight (kg) per person and day from `biometrics`, or None when there is none."""
+    if biometrics is None or biometrics.height == 0 or "metric" not in biometrics.columns:
+        return None
+    weight = (
+        biometrics.filter(
+            (pl.col("metric") == "weight") & pl.col("value").is_finite() & (pl.col("value") > 0)
+        )
+        .group_by(pl.col("person_id").cast(pl.String), pl.col("day").cast(pl.Date))
+        .agg(pl.col("value").mean().alias(WEIGHT))
+        .sort("day")
+    )
+    return weight if weight.height else None
+
+
+def wide_rows(
+    data: pl.DataFrame, features: list[str], weight: pl.DataFrame | None, dated: bool
+) -> pl.DataFrame:
+    """The rows of `data` (an `analysis_frame` with `_pid` and `_draw`) made wide, unsorted: one
+    row per draw and window, a column per feature of `features` holding the window mean where the
+    window is usable (else null), the time trend and the body weight (`body_weight`) at the
+    draw. Columns in one fixed order, so that groups of people stack."""
     long = data.filter(pl.col("feature").is_in(features)).select(
         "_draw", "window_days", "feature", pl.when(pl.col("use")).then(pl.col("x")).alias("x")
     )
@@ -210,17 +338,7 @@ def prepare_wide(
     for f in features:
         if f not in wide.columns:
             wide = wide.with_columns(pl.lit(None, dtype=pl.Float64).alias(f))
-    weight = None
-    if biometrics is not None and biometrics.height and "metric" in biometrics.columns:
-        weight = (
-            biometrics.filter(
-                (pl.col("metric") == "weight") & pl.col("value").is_finite() & (pl.col("value") > 0)
-            )
-            .group_by(pl.col("person_id").cast(pl.String), pl.col("day").cast(pl.Date))
-            .agg(pl.col("value").mean().alias(WEIGHT))
-            .sort("day")
-        )
-    if weight is not None and weight.height:
+    if weight is not None:
         at = (
             draws.select("_draw", "person_id", pl.col("collected_at").dt.date().alias("_day"))
             .sort("_day")
@@ -236,7 +354,18 @@ def prepare_wide(
         wide = wide.join(at.select("_draw", WEIGHT), on="_draw", how="left")
     else:
         wide = wide.with_columns(pl.lit(None, dtype=pl.Float64).alias(WEIGHT))
-    return wide.sort("marker", "window_days", "_pid", "collected_at"), features
+    return wide.select(
+        "_draw",
+        "window_days",
+        *features,
+        "_pid",
+        "person_id",
+        "marker",
+        "collected_at",
+        "y",
+        TREND,
+        WEIGHT,
+    )
 
 
 def adjustment_candidates(feature: str, features: list[str], energy_adjust: bool) -> list[str]:

@@ -9,6 +9,7 @@ import polars as pl
 
 from pipelines.analysis.associations import compute_associations
 from pipelines.analysis.between import cross_sectional
+from pipelines.analysis.model_frame import PeopleGroups
 from pipelines.analysis.survey import has_design, survey_cross_sectional
 from pipelines.config import Settings
 
@@ -22,7 +23,7 @@ def cohort_people(persons: pl.DataFrame, settings: Settings) -> pl.DataFrame:
 
 def run_all_models(
     draws: pl.DataFrame,
-    windows: pl.DataFrame,
+    windows: pl.DataFrame | PeopleGroups,
     persons: pl.DataFrame,
     summary: pl.DataFrame,
     settings: Settings,
@@ -31,7 +32,8 @@ def run_all_models(
     """Per-person and cohort models on dated draws, between-person models on undated ones.
 
     The entry point a simulation can call with the frames this asset reads (the dated path is
-    `compute_associations`, see its docstring)."""
+    `compute_associations`, see its docstring); the asset passes the windows as `PeopleGroups`,
+    a group of people at a time."""
     dated = draws.filter(pl.col("collected_at").is_not_null())
     undated = draws.filter(pl.col("collected_at").is_null())
     results = []

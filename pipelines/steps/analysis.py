@@ -11,6 +11,7 @@ import json
 import duckdb
 import polars as pl
 
+from pipelines.analysis.model_frame import PeopleGroups
 from pipelines.analysis.models import run_all_models
 from pipelines.analysis.windows import build_exposure_windows, features_from
 from pipelines.config import Settings, result_settings
@@ -24,7 +25,12 @@ from pipelines.incremental import (
     register_people,
     replace_people,
 )
-from pipelines.steps.features import replace_by_person_chunks, settings_salt
+from pipelines.steps.features import (
+    only_chunk,
+    register_person_chunks,
+    replace_by_person_chunks,
+    settings_salt,
+)
 from pipelines.transforms.dii import dii_of_window_means
 from pipelines.warehouse import ident, replace_table, table_exists
 
@@ -106,6 +112,17 @@ def update_exposure_windows(conn: duckdb.DuckDBPyConnection, settings: Settings)
 
 
 ASSOCIATION_INPUTS = ("marker_draws", "exposure_windows", "persons", "diet_summary")
+# The associations read the exposure windows in groups of people of about this many window rows
+# each (issue 19): loading everyone's windows at once (and their join and pivot) grew the step's
+# peak with the cohort, ~600 MB above the 13 MB wide table the models read at 1,500 people.
+ASSOCIATION_GROUP_ROWS = 250_000
+# The features of the windows that join a usable chronic draw (`analysis_frame`'s inner join and
+# `draw_codes`' filter), everyone's: which are tested is decided once for the cohort.
+PRESENT_FEATURES_SQL = """
+    SELECT DISTINCT w.feature FROM exposure_windows w
+    JOIN marker_draws d ON w.person_id = d.person_id AND w.marker = d.marker
+        AND w.collected_at = d.collected_at
+    WHERE d.excluded_reason IS NULL AND d.log_value IS NOT NULL"""
 
 
 def update_associations(
@@ -129,8 +146,19 @@ def update_associations(
         return False, conn.execute("SELECT scope, status FROM associations").pl()
     # In a fixed order: the per-person steps update their tables in place, so the physical row
     # order depends on the history of runs; the fits must not see that.
-    draws, windows, people, summary, *bio = (
-        conn.execute(f"SELECT * FROM {t} ORDER BY ALL").pl() for t in inputs
+    draws, people, summary, *bio = (
+        conn.execute(f"SELECT * FROM {t} ORDER BY ALL").pl()
+        for t in inputs
+        if t != "exposure_windows"
+    )
+    # The windows, by far the largest input, a group of people at a time (`model_frame`): the
+    # draws and people above are a few rows a person.
+    windows_sql = "SELECT * FROM exposure_windows"
+    groups = register_person_chunks(conn, [windows_sql], ASSOCIATION_GROUP_ROWS)
+    windows = PeopleGroups(
+        count=groups,
+        read=lambda i: conn.execute(f"{only_chunk(windows_sql, i)} ORDER BY ALL").pl(),
+        present=[r[0] for r in conn.execute(PRESENT_FEATURES_SQL).fetchall()],
     )
     parameters = json.dumps(result_settings(settings), default=list)
     result = run_all_models(
