@@ -115,7 +115,7 @@ def render_index(
         people_table=people_table,
         between_n=f"{between_n:,}" if between_n else None,
         freshness=_freshness_table(sources or [], "Latest day of data (anyone)"),
-        files=_files_table(d),
+        files=_files_table(d, frozenset(r["source"] for r in sources or [] if r["stale"])),
         rejected=_rejected_table(d),
         unmapped=_unmapped_table(unm),
         overrides_howto=OVERRIDES_HOWTO if unm.height else None,
