@@ -359,7 +359,9 @@ def cell_scatter_data(
         for m, key, stamp, x, y in zip(
             points["marker"].to_list(),
             points["key"].to_list(),
-            points["collected_at"].to_physical().to_list(),
+            # Microseconds since the epoch (the physical value; a cast, as to_physical
+            # runs a query).
+            points["collected_at"].cast(pl.Int64).to_list(),
             points["x"].to_list(),
             points["y"].to_list(),
             strict=True,
