@@ -490,7 +490,19 @@ def test_index_accounts_for_input_files_and_lists_only_those_needing_attention(
     write_dashboards(tmp_path / "stale", data)
     files = (tmp_path / "stale" / "index.html").read_text(encoding="utf-8")
     files = files.split("<h3>Input files</h3>", 1)[1].split("<h3>", 1)[0]
-    assert files.count("newest file of a stale source") == 2  # both have the newest time
+    # Both files have the newest time: one is listed (the last by path).
+    assert files.count("newest file of a stale source") == 1
+    assert "labs/broken.csv</code>" in files and "labs/2025.csv" not in files
+    newer = data.ingest_files.with_columns(
+        modified_at=pl.when(pl.col("path") == "labs/2025.csv")
+        .then(pl.lit(datetime(2026, 4, 21)))
+        .otherwise(pl.col("modified_at"))
+    )
+    data.ingest_files = newer
+    write_dashboards(tmp_path / "newer", data)
+    files = (tmp_path / "newer" / "index.html").read_text(encoding="utf-8")
+    files = files.split("<h3>Input files</h3>", 1)[1].split("<h3>", 1)[0]
+    assert "labs/2025.csv</code>" in files and "labs/broken.csv" not in files
 
     data.ingest_files = data.ingest_files.filter(pl.col("path") == "")
     write_dashboards(tmp_path / "none", data)

@@ -221,11 +221,13 @@ def _files_table(d: DashboardInputs, stale_sources: frozenset[str] = frozenset()
     if files.is_empty():
         return Markup(empty("No input files have been read yet."))
     read, loaded, rejected, dup = (pl.col(c).fill_null(0) for c in _FILE_COUNTS)
-    files = files.with_columns(
+    # Sorted so that each source's last row is its newest file (by time, then path: files of a
+    # copied folder can share their time, and a stale source gets one file listed, not all).
+    files = files.sort(["source", "modified_at", "path"], nulls_last=False).with_columns(
         _failed=((pl.col("status") == "error") | pl.col("error").is_not_null()).fill_null(False),
         _unaccounted=read - loaded - rejected - dup,
         _newest_of_stale=pl.col("source").is_in(list(stale_sources)).fill_null(False)
-        & (pl.col("modified_at") == pl.col("modified_at").max().over("source")).fill_null(False),
+        & pl.col("source").is_last_distinct(),
     )
     per_source = (
         files.group_by("source")
