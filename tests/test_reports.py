@@ -434,6 +434,82 @@ def test_index_links_every_person_and_cohort(written: tuple[Path, list[Path]]) -
     assert "cronometer/alice.csv line 4: &quot;2026-13-01&quot;" in index
 
 
+def test_index_accounts_for_input_files_and_lists_only_those_needing_attention(
+    tmp_path: Path,
+) -> None:
+    data = make_inputs()
+    extra = data.ingest_files.head(1).with_columns(
+        file_id=pl.lit("f4"),
+        path=pl.lit("cronometer/alice/clean.csv"),
+        rows_rejected=pl.lit(0),
+        rows_loaded=pl.lit(4000),
+        modified_at=pl.lit(datetime(2026, 6, 1)),
+    )
+    dup = extra.with_columns(
+        file_id=pl.lit("f5"),
+        path=pl.lit("cronometer/alice/again.csv"),
+        rows_loaded=pl.lit(3000),
+        rows_duplicate=pl.lit(999),  # one row read but not accounted for
+    )
+    data.ingest_files = pl.concat([data.ingest_files, extra, dup], how="vertical_relaxed")
+    data.run_info["run_at"] = "2026-06-28 03:00 UTC"
+    data.source_freshness = pl.DataFrame()  # files a week old: no source is stale
+    write_dashboards(tmp_path, data)
+    index = (tmp_path / "index.html").read_text(encoding="utf-8")
+    files = index.split("<h3>Input files</h3>", 1)[1].split("<h3>", 1)[0]
+    # Per source: files, and rows read = loaded + rejected + duplicate.
+    assert (
+        '<td>alice_cronometer</td><td class="num">3</td><td class="num">12,000</td>'
+        '<td class="num">10,990</td><td class="num">10</td><td class="num">999</td>'
+        '<td class="num">0</td>'
+    ) in files
+    assert "1 rows unaccounted for" in files
+    assert '<td class="num">1</td><td>yes</td>' in files  # clinic_labs: one failed file, adds up
+    # Every file needing attention with its own counts and why; the clean file is not listed.
+    assert "cronometer/alice/clean.csv" not in files
+    assert (
+        '<td><code>labs/broken.csv</code></td><td class="num">0</td><td class="num">0</td>'
+        '<td class="num">0</td><td class="num">0</td><td><span class="badge c-high">error</span>'
+        "</td><td>failed: line 1: unknown column &#x27;Result&#x27;</td>"
+    ) in files
+    assert "<td>10 rows rejected</td>" in files
+    assert "999 duplicate rows skipped; 1 rows read but not accounted for" in files
+    assert "newest file of a stale source" not in files
+    # The full list is one query away.
+    assert "All 5 files, each with its own counts" in files
+    assert "FROM ingest_files" in files
+
+    # A stale source's newest file is listed (its age is what the freshness table judges).
+    data.ingest_files = data.ingest_files.with_columns(modified_at=pl.lit(datetime(2026, 4, 20)))
+    data.ingest_files = data.ingest_files.filter(pl.col("source") == "clinic_labs").with_columns(
+        rows_rejected=pl.lit(0),
+        rows_loaded=pl.col("rows_read"),
+        status=pl.lit("loaded"),
+        error=pl.lit(None, pl.String),
+    )
+    write_dashboards(tmp_path / "stale", data)
+    files = (tmp_path / "stale" / "index.html").read_text(encoding="utf-8")
+    files = files.split("<h3>Input files</h3>", 1)[1].split("<h3>", 1)[0]
+    # Both files have the newest time: one is listed (the last by path).
+    assert files.count("newest file of a stale source") == 1
+    assert "labs/broken.csv</code>" in files and "labs/2025.csv" not in files
+    newer = data.ingest_files.with_columns(
+        modified_at=pl.when(pl.col("path") == "labs/2025.csv")
+        .then(pl.lit(datetime(2026, 4, 21)))
+        .otherwise(pl.col("modified_at"))
+    )
+    data.ingest_files = newer
+    write_dashboards(tmp_path / "newer", data)
+    files = (tmp_path / "newer" / "index.html").read_text(encoding="utf-8")
+    files = files.split("<h3>Input files</h3>", 1)[1].split("<h3>", 1)[0]
+    assert "labs/2025.csv</code>" in files and "labs/broken.csv" not in files
+
+    data.ingest_files = data.ingest_files.filter(pl.col("path") == "")
+    write_dashboards(tmp_path / "none", data)
+    index = (tmp_path / "none" / "index.html").read_text(encoding="utf-8")
+    assert "No input files have been read yet." in index
+
+
 def test_cohort_page(written: tuple[Path, list[Path]]) -> None:
     out, _ = written
     page = (out / "cohort.html").read_text(encoding="utf-8")

@@ -235,6 +235,11 @@ def pesc(value: object) -> str:
 
 def is_num(x: object) -> TypeGuard[int | float]:
     """True for a finite int/float (None, NaN and inf are 'not available')."""
+    # A page asks this of ~2,000 values: a plain float or int is answered without the
+    # isinstance checks (they cost more than the test itself); subclasses (numpy floats, bool)
+    # take the general path.
+    if type(x) is float or type(x) is int:
+        return math.isfinite(x)
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 

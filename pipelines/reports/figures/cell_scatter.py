@@ -6,6 +6,7 @@ points and fit (`cell_scatter_data`, `cell_data_script`), and a short inline scr
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -133,6 +134,10 @@ CELL_SCRIPT = """
 """.strip()
 
 
+# A page names each cell two or three times per finding; its features and windows are a few
+# dozen, so the keys are cached (typed: a window of 28 and 28.0 are the same key anyway, but True
+# is no window, unlike 1).
+@lru_cache(maxsize=4096, typed=True)
 def cell_key(feature: object, window: object) -> str:
     return f"{feature}|{window_key(window)}"
 
@@ -354,7 +359,9 @@ def cell_scatter_data(
         for m, key, stamp, x, y in zip(
             points["marker"].to_list(),
             points["key"].to_list(),
-            points["collected_at"].to_physical().to_list(),
+            # Microseconds since the epoch (the physical value; a cast, as to_physical
+            # runs a query).
+            points["collected_at"].cast(pl.Int64).to_list(),
             points["x"].to_list(),
             points["y"].to_list(),
             strict=True,

@@ -207,35 +207,96 @@ def _rejected_table(d: DashboardInputs) -> Markup:
     )
 
 
-def _files_table(d: DashboardInputs) -> Markup:
+# The counts each input file reports; a file is accounted for when read = the other three.
+_FILE_COUNTS = ("rows_read", "rows_loaded", "rows_rejected", "rows_duplicate")
+
+
+def _files_table(d: DashboardInputs, stale_sources: frozenset[str] = frozenset()) -> Markup:
+    """Input files per source (files, and rows read = loaded + rejected + duplicate: "Adds up?"),
+    then every file that needs attention: failed, rows rejected or duplicate, counts that do not
+    add up, or the newest file of a stale source. The full per-file list stays in the warehouse
+    (the note says how to query it): at scale it is tens of thousands of rows, megabytes of HTML
+    nobody reads."""
     files = d.ingest_files
     if files.is_empty():
         return Markup(empty("No input files have been read yet."))
-    files = files.with_columns(
-        _bad=((pl.col("status") == "error") | pl.col("error").is_not_null()).fill_null(False)
-    ).sort(["_bad", "source", "path"], descending=[True, False, False], nulls_last=True)
+    read, loaded, rejected, dup = (pl.col(c).fill_null(0) for c in _FILE_COUNTS)
+    # Sorted so that each source's last row is its newest file (by time, then path: files of a
+    # copied folder can share their time, and a stale source gets one file listed, not all).
+    files = files.sort(["source", "modified_at", "path"], nulls_last=False).with_columns(
+        _failed=((pl.col("status") == "error") | pl.col("error").is_not_null()).fill_null(False),
+        _unaccounted=read - loaded - rejected - dup,
+        _newest_of_stale=pl.col("source").is_in(list(stale_sources)).fill_null(False)
+        & pl.col("source").is_last_distinct(),
+    )
+    per_source = (
+        files.group_by("source")
+        .agg(
+            pl.len().alias("files"),
+            *(pl.col(c).sum() for c in _FILE_COUNTS),
+            pl.col("_failed").sum().alias("failed"),
+            pl.col("_unaccounted").sum().alias("unaccounted"),
+        )
+        .sort("source", nulls_last=True)
+    )
+    accounting = table(
+        ["Source", "Files", "Read", "Loaded", "Rejected", "Duplicate", "Failed files", "Adds up?"],
+        [
+            [
+                esc(r["source"] or "(no source)"),
+                *(esc(fmt_int(r[c])) for c in ("files", *_FILE_COUNTS, "failed")),
+                esc("yes")
+                if r["unaccounted"] == 0
+                else _piece("bad_status")(f"{r['unaccounted']:,} rows unaccounted for"),
+            ]
+            for r in per_source.to_dicts()
+        ],
+        num_cols=(1, 2, 3, 4, 5, 6),
+    )
+    attention = files.filter(
+        pl.col("_failed")
+        | (pl.col("rows_rejected") > 0).fill_null(False)
+        | (pl.col("rows_duplicate") > 0).fill_null(False)
+        | (pl.col("_unaccounted") != 0)
+        | pl.col("_newest_of_stale")
+    ).sort(["_failed", "source", "path"], descending=[True, False, False], nulls_last=True)
     rows = []
-    classes = []
-    for r in files.to_dicts():
+    for r in attention.to_dicts():
         status = esc(r["status"] or "unknown")
-        if r["_bad"]:
+        if r["_failed"]:
             status = _piece("bad_status")(status)
         rows.append(
             [
                 esc(r["source"]),
                 _piece("code")(r["path"]),
-                esc(fmt_int(r["rows_read"])),
-                esc(fmt_int(r["rows_loaded"])),
-                esc(fmt_int(r["rows_rejected"])),
-                esc(fmt_int(r["rows_duplicate"])),
+                *(esc(fmt_int(r[c])) for c in _FILE_COUNTS),
                 status,
-                esc(r["error"] or ""),
+                esc(_attention_reason(r)),
             ]
         )
-        classes.append("")
-    return table(
-        ["Source", "File", "Read", "Loaded", "Rejected", "Duplicate", "Status", "Error"],
-        rows,
-        num_cols=(2, 3, 4, 5),
-        row_classes=classes,
+    problems = (
+        table(
+            ["Source", "File", "Read", "Loaded", "Rejected", "Duplicate", "Status", "Why"],
+            rows,
+            num_cols=(2, 3, 4, 5),
+        )
+        if rows
+        else Markup(empty("No input file needs attention."))
     )
+    return _piece("files")(accounting, problems, f"{files.height:,}")
+
+
+def _attention_reason(r: dict[str, Any]) -> str:
+    """Why a file is in the "needs attention" list, in words."""
+    reasons = []
+    if r["_failed"]:
+        reasons.append(f"failed: {r['error']}" if r["error"] else "failed")
+    if r["rows_rejected"]:
+        reasons.append(f"{r['rows_rejected']:,} rows rejected")
+    if r["rows_duplicate"]:
+        reasons.append(f"{r['rows_duplicate']:,} duplicate rows skipped")
+    if r["_unaccounted"]:
+        reasons.append(f"{r['_unaccounted']:,} rows read but not accounted for")
+    if r["_newest_of_stale"]:
+        reasons.append("newest file of a stale source")
+    return "; ".join(reasons)

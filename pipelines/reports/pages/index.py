@@ -1,7 +1,7 @@
 """The index page (`render_index`): one row per person with their latest CRP, category, trend,
 coverage, data sufficiency and top findings, then the cohort-wide data quality. Written last, so
 it never links to a page that does not exist yet. The page's structure and prose are in
-templates/index.html (and index_top_findings.html, one table cell).
+templates/index.html (and the pieces' `top_findings` macro, one table cell).
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ def render_index(
     )
     people_table = None
     if summaries:
+        top_findings = _piece("top_findings")
         rows = [
             [
                 _piece("person_link")(person_page_name(s.person_id), s.person_id),
@@ -76,11 +77,10 @@ def render_index(
                 _trend_html(s),
                 _coverage_html(s),
                 _sufficiency_cell(s),
-                render(
-                    "index_top_findings.html",
-                    sentences=[finding_sentence(r, s.dii_params) for r in s.significant[:3]],
-                    more=max(len(s.significant) - 3, 0),
-                    n_findings=s.n_findings,
+                top_findings(
+                    [finding_sentence(r, s.dii_params) for r in s.significant[:3]],
+                    max(len(s.significant) - 3, 0),
+                    s.n_findings,
                 ),
                 _warn_list(s.warnings),
             ]
@@ -115,7 +115,7 @@ def render_index(
         people_table=people_table,
         between_n=f"{between_n:,}" if between_n else None,
         freshness=_freshness_table(sources or [], "Latest day of data (anyone)"),
-        files=_files_table(d),
+        files=_files_table(d, frozenset(r["source"] for r in sources or [] if r["stale"])),
         rejected=_rejected_table(d),
         unmapped=_unmapped_table(unm),
         overrides_howto=OVERRIDES_HOWTO if unm.height else None,
