@@ -539,6 +539,21 @@ class _CountingPool(ProcessPoolExecutor):
         super().__init__(*args, **kwargs)
 
 
+def _counting(monkeypatch: pytest.MonkeyPatch, module: Any, name: str) -> list[Any]:
+    """Replace the generator `module.name` (as the dashboards module imported it) by one that
+    records what it yields."""
+    seen: list[Any] = []
+    original = getattr(module, name)
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        for item in original(*args, **kwargs):
+            seen.append(item)
+            yield item
+
+    monkeypatch.setattr(dashboards, name, recording)
+    return seen
+
+
 def test_small_cohort_renders_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rworkers, "ProcessPoolExecutor", _CountingPool)
     monkeypatch.setattr(_CountingPool, "started", 0)
@@ -550,8 +565,9 @@ def test_small_cohort_renders_in_process(tmp_path: Path, monkeypatch: pytest.Mon
 def test_worker_processes_write_the_same_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Pages and returned paths are the same from workers as from this process; a second run
-    with workers keeps every page it is not asked to render."""
+    """Pages and returned paths are the same from workers, a few people's tables at a time, as
+    from this process with everyone's at once; a second run with workers keeps every page it is
+    not asked to render."""
     monkeypatch.setattr(rworkers, "ProcessPoolExecutor", _CountingPool)
     monkeypatch.setattr(_CountingPool, "started", 0)
     monkeypatch.setattr(rworkers, "PARALLEL_MIN_PAGES", 3)
@@ -564,7 +580,11 @@ def test_worker_processes_write_the_same_files(
     data = make_big_inputs(people, days=120, draw_every=10, seed=3)
     serial = write_dashboards(tmp_path / "serial", data, workers=1)
     assert _CountingPool.started == 0
+    # Groups of two people: the workers render one group while the next is worked out.
+    monkeypatch.setattr(dashboards, "RENDER_GROUP_PEOPLE", 2)
+    groups = _counting(monkeypatch, rpeople, "page_table_groups")
     parallel = write_dashboards(tmp_path / "parallel", data, workers=2)
+    assert [len(group) for group, _ in groups] == [2, 2, 1]
     assert _CountingPool.started == 1
     assert [p.name for p in parallel] == [p.name for p in serial]
     a, b = _tree(tmp_path / "serial"), _tree(tmp_path / "parallel")

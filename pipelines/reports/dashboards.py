@@ -48,10 +48,22 @@ from pipelines.reports.pages.cohort import render_cohort
 from pipelines.reports.pages.common import _global_quality
 from pipelines.reports.pages.index import render_index
 from pipelines.reports.pages.person import render_person_page
-from pipelines.reports.people import _person_rows, _split_tables, build_summaries
+from pipelines.reports.people import (
+    _person_rows,
+    _split_tables,
+    build_summaries,
+    page_table_groups,
+)
 from pipelines.reports.sources import _person_sources, run_time, source_status
 from pipelines.reports.summaries import PersonSummary
-from pipelines.reports.workers import SYNC_ONCE, _page_pool, _PageJob, _pool_size, _render_people
+from pipelines.reports.workers import (
+    RENDER_GROUP_PEOPLE,
+    SYNC_ONCE,
+    _page_pool,
+    _PageJob,
+    _pool_size,
+    _render_people,
+)
 
 __all__ = [
     "DashboardInputs",
@@ -162,10 +174,13 @@ def write_dashboards(
             frozenset(r["source"] for r in sources if r["stale"]),
             rendering,
         )
-        splits = _split_tables(d, rendering)
-        people = _person_rows(splits, ids, _person_sources(d, now))
-        tables = {name: split.df for name, split in splits.items()}
-        results = _render_people(pool, pool_size, people, tables, job, Path(tmp))
+        person_sources = _person_sources(d, now)
+        groups = (
+            (_person_rows(splits, group, person_sources), {n: s.df for n, s in splits.items()})
+            for group, tables in page_table_groups(d, ids, RENDER_GROUP_PEOPLE)
+            for splits in [_split_tables(d, rendering, tables)]
+        )
+        results = _render_people(pool, groups, job, Path(tmp))
     summaries = [r.summary for r in results]
     written.extend(out_dir / r.name for r in results if r.written)
     names = {r.name for r in results}

@@ -6,7 +6,7 @@ argument order.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -114,14 +114,19 @@ def _page_tables(d: DashboardInputs) -> dict[str, pl.DataFrame]:
     }
 
 
-def _split_tables(d: DashboardInputs, render: Collection[str] | None = None) -> dict[str, _Split]:
-    """The page tables split by person, with what the pages draw of them worked out at once for
+def _split_tables(
+    d: DashboardInputs,
+    render: Collection[str] | None = None,
+    tables: dict[str, pl.DataFrame] | None = None,
+) -> dict[str, _Split]:
+    """The page tables (`tables`, default `_page_tables(d)`: pass one group of people's rows to
+    split that group) split by person, with what the pages draw of them worked out at once for
     everyone whose page is rendered (`render`; None: everyone): the weekly diet, the CRP draws
     the timeline plots, and the exposure windows as the points and fits behind each lag-heatmap
     cell, and the cell each page's scatter shows first. The others need only their
     summary (on a night when a tenth of the people have new data, a tenth of the pages)."""
-    tables = _page_tables(d)
-    diet, windows, draws = tables["diet"], tables.pop("windows"), d.marker_draws
+    tables = dict(_page_tables(d) if tables is None else tables)
+    diet, windows, draws = tables["diet"], tables.pop("windows"), tables["draws"]
     if render is not None:
         rendered = pl.col("person_id").is_in(pl.Series(sorted(render), dtype=pl.String))
         diet, windows, draws = (
@@ -141,6 +146,22 @@ def _split_tables(d: DashboardInputs, render: Collection[str] | None = None) -> 
         findings if render is None else findings.filter(rendered), points
     )
     return {name: _split(df) for name, df in tables.items()}
+
+
+def page_table_groups(
+    d: DashboardInputs, ids: list[str], size: int
+) -> Iterator[tuple[list[str], dict[str, pl.DataFrame]]]:
+    """`ids` in groups of `size` people, each with its people's rows of the page tables: the
+    dashboards work out, share and render one group while the workers render the one before, and
+    hold one group's figure data at a time, not everyone's."""
+    tables = _page_tables(d)
+    for start in range(0, len(ids), size):
+        group = ids[start : start + size]
+        if len(group) == len(ids):
+            yield group, tables
+            continue
+        mine = pl.col("person_id").is_in(pl.Series(group, dtype=pl.String))
+        yield group, {name: df.filter(mine) for name, df in tables.items()}
 
 
 @dataclass(frozen=True)

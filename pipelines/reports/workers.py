@@ -10,7 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, fields, replace
@@ -35,6 +35,10 @@ PARALLEL_MIN_PAGES = 50
 # People per task sent to a worker: small enough to share the work out evenly, large enough
 # that sending a task costs little next to rendering it.
 PEOPLE_PER_TASK = 20
+# People whose tables are worked out and shared at a time (`people.page_table_groups`): small
+# enough that the workers start early and the CPUs are not idle while the next group is built,
+# large enough that filtering the page tables per group stays cheap.
+RENDER_GROUP_PEOPLE = 250
 
 
 @dataclass(frozen=True)
@@ -177,26 +181,38 @@ def _mapped_person_pages(
 
 def _render_people(
     pool: ProcessPoolExecutor | None,
-    workers: int,
-    people: list[_PersonRows],
-    tables: dict[str, pl.DataFrame],
+    groups: Iterable[tuple[list[_PersonRows], dict[str, pl.DataFrame]]],
     job: _PageJob,
     shared_dir: Path,
 ) -> list[_PageResult]:
+    """Summarise (and render, see `job.render`) every person of `groups`, in their order.
+
+    `groups` is lazy: a group's tables are worked out when its turn comes, in this process, while
+    the workers still render the group before (the CPUs were idle during that work when it was
+    done for everyone before the first page)."""
     if pool is None:
-        return _person_pages([_frames(p, tables) for p in people], job)
-    files = _share_tables(tables, shared_dir)
+        return [
+            result
+            for people, tables in groups
+            for result in _person_pages([_frames(p, tables) for p in people], job)
+        ]
     results: list[_PageResult] = []
     pending: deque[Future[list[_PageResult]]] = deque()
-    # A few tasks in flight per worker keep them busy without queueing every task at once.
-    max_pending = 2 * workers
-    for start in range(0, len(people), PEOPLE_PER_TASK):
-        task = people[start : start + PEOPLE_PER_TASK]
-        if len(pending) >= max_pending:
+    for number, (people, tables) in enumerate(groups):
+        group_dir = shared_dir / f"group-{number}"
+        group_dir.mkdir()
+        files = _share_tables(tables, group_dir)
+        for start in range(0, len(people), PEOPLE_PER_TASK):
+            task = people[start : start + PEOPLE_PER_TASK]
+            # Each task carries only its own people of `render`, not the whole set.
+            mine = None if job.render is None else job.render & {p.person_id for p in task}
+            pending.append(
+                pool.submit(_mapped_person_pages, files, task, replace(job, render=mine))
+            )
+        # What is left in flight is this group: the workers render it while the next is built.
+        own = -(-len(people) // PEOPLE_PER_TASK)
+        while len(pending) > own:
             results.extend(pending.popleft().result())
-        # Each task carries only its own people of `render`, not the whole set.
-        mine = None if job.render is None else job.render & {p.person_id for p in task}
-        pending.append(pool.submit(_mapped_person_pages, files, task, replace(job, render=mine)))
     while pending:
         results.extend(pending.popleft().result())
     return results
