@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date, timedelta
 from decimal import Decimal
@@ -575,7 +574,7 @@ def test_worker_processes_write_the_same_files(
     # The tables the workers map are written to a temporary directory, removed afterwards.
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setattr(rworkers, "SHARED_MEMORY", scratch)
     people = ["p1", "P2", "p3", "p 4", "p5"]
     data = make_big_inputs(people, days=120, draw_every=10, seed=3)
     serial = write_dashboards(tmp_path / "serial", data, workers=1)

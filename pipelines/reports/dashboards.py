@@ -63,6 +63,7 @@ from pipelines.reports.workers import (
     _PageJob,
     _pool_size,
     _render_people,
+    shared_tables_parent,
 )
 
 __all__ = [
@@ -156,11 +157,13 @@ def write_dashboards(
         )
     )
     pool_size = _pool_size(len(ids) if rendering is None else len(rendering), workers)
-    # The tables the page workers map go to the system's temp folder (RAM where it is a tmpfs,
-    # as the pickled frames were; the OS clears what a killed run leaves). The workers are shut
-    # down, and their mapped tables closed, before the folder goes.
+    # The tables the page workers map go to shared memory, else the system's temp folder (the
+    # OS clears what a killed run leaves in either). The workers are shut down, and their mapped
+    # tables closed, before the folder goes.
     with (
-        tempfile.TemporaryDirectory(prefix="gutsignal-pages-", ignore_cleanup_errors=True) as tmp,
+        tempfile.TemporaryDirectory(
+            prefix="gutsignal-pages-", dir=shared_tables_parent(), ignore_cleanup_errors=True
+        ) as tmp,
         _page_pool(pool_size) as pool,
     ):
         written = [_write_plotly_js(out_dir)]
