@@ -84,6 +84,18 @@ SERVING_G = {"fermented": 150.0, "ultra_processed": 100.0}
 PHASE_DAYS = (21, 63)
 PHASE_LEVELS = (0.0, 0.5, 1.0, 2.0, 3.0)  # multiplier on the category's foods' weights
 
+# How a source reads the demo's lab CSV format (the demo project's sources.yaml says the same).
+LAB_COLUMNS = """\
+    columns:
+      collected_at: Collected
+      marker: Test
+      value: Result
+      unit: Units
+      reference_range: Reference Range
+      flag: Flag
+    datetime_format: "%Y-%m-%d %H:%M"
+"""
+
 SOURCES_YAML = f"""\
 # gutsignal scale benchmark (written by bench.generate). Paths are globs relative to data/raw/.
 settings:
@@ -101,15 +113,7 @@ sources:
     format: csv
     path: {LABS_GLOB}
     person: {{column: Patient}}
-    columns:
-      collected_at: Collected
-      marker: Test
-      value: Result
-      unit: Units
-      reference_range: Reference Range
-      flag: Flag
-    datetime_format: "%Y-%m-%d %H:%M"
-"""
+{LAB_COLUMNS}"""
 
 # The food table, as arrays indexed by food number.
 _FOOD_LIST = list(FOODS.values())
@@ -465,15 +469,7 @@ sources:
     format: csv
     path: {LAB_PORTAL_GLOB}
     person: {{from_folder: true}}
-    columns:
-      collected_at: Collected
-      marker: Test
-      value: Result
-      unit: Units
-      reference_range: Reference Range
-      flag: Flag
-    datetime_format: "%Y-%m-%d %H:%M"
-"""
+{LAB_COLUMNS}"""
 
 
 def generate_lab_portal(out: Path, files: int, seed: int = 1) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -81,6 +82,19 @@ def test_a_settings_change_recomputes_everyone(
     assert set(after.values()) == {"all"}
 
 
+def _count_groups(monkeypatch: pytest.MonkeyPatch, module: Any) -> list[int]:
+    """How many groups of people each `register_person_chunks` call of `module` made."""
+    register = module.register_person_chunks
+    groups: list[int] = []
+
+    def counted(*args: object, **kwargs: object) -> int:
+        groups.append(register(*args, **kwargs))
+        return groups[-1]
+
+    monkeypatch.setattr(module, "register_person_chunks", counted)
+    return groups
+
+
 def test_a_first_run_in_groups_of_people_equals_one_group(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -93,14 +107,7 @@ def test_a_first_run_in_groups_of_people_equals_one_group(
     whole = make_demo_project(tmp_path / "whole")
     refresh(whole, monkeypatch)
 
-    register = feature_steps.register_person_chunks
-    groups: list[int] = []
-
-    def counted(*args: object, **kwargs: object) -> int:
-        groups.append(register(*args, **kwargs))  # type: ignore[arg-type]
-        return groups[-1]
-
-    monkeypatch.setattr(feature_steps, "register_person_chunks", counted)
+    groups = _count_groups(monkeypatch, feature_steps)
     monkeypatch.setattr(feature_steps, "FULL_BUILD_ROWS", 1)
     monkeypatch.setattr(analysis_steps, "WINDOW_BUILD_ROWS", 1)
     monkeypatch.setattr(analysis_steps, "ASSOCIATION_GROUP_ROWS", 1)
@@ -130,14 +137,7 @@ def test_associations_fitted_a_group_of_people_at_a_time_are_identical(
     project = make_demo_project(tmp_path / "demo")
     refresh(project, monkeypatch)
     settings = project.config().settings
-    register = analysis_steps.register_person_chunks
-    groups: list[int] = []
-
-    def counted(*args: object, **kwargs: object) -> int:
-        groups.append(register(*args, **kwargs))  # type: ignore[arg-type]
-        return groups[-1]
-
-    monkeypatch.setattr(analysis_steps, "register_person_chunks", counted)
+    groups = _count_groups(monkeypatch, analysis_steps)
 
     def fit(group_rows: int) -> pl.DataFrame:
         monkeypatch.setattr(analysis_steps, "ASSOCIATION_GROUP_ROWS", group_rows)
