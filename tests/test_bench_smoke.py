@@ -16,6 +16,8 @@ import pytest
 
 from bench import run as bench_run
 from bench.generate import DIARY_GLOB, MANIFEST, NEXT_DAY_DIR, NIGHTS, generate
+from bench.stages import BASELINES, LABELS, STAGES
+from bench.targets import LAB_PORTAL_FILES
 from pipelines.demo import SERVINGS_HEADER
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,7 +83,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path, Path
 def test_results_file_has_every_stage_and_the_baseline(tiny_run: tuple[dict, Path, Path]) -> None:
     report, results, _ = tiny_run
     text = results.read_text(encoding="utf-8")
-    for stage, label in bench_run.LABELS.items():
+    for stage, label in LABELS.items():
         assert report["stages"][stage]["status"] == "ok", (stage, report["stages"][stage])
         assert label in text
     assert "DuckDB read_csv (baseline)" in text and "read_csv(" in text
@@ -91,10 +93,10 @@ def test_results_file_has_every_stage_and_the_baseline(tiny_run: tuple[dict, Pat
     # Every stage reports its time, throughput and peak memory, measured on the code snapshot
     # taken when the run started.
     snapshot = str(Path(report["workdir"]) / "code" / "pipelines")
-    for stage in bench_run.STAGES:
+    for stage in STAGES:
         numbers = report["stages"][stage]
         assert numbers["seconds"] is not None and numbers["peak_rss_mb"] > 0
-        if stage not in bench_run.BASELINES:
+        if stage not in BASELINES:
             assert numbers["code_path"] == snapshot, stage
 
 
@@ -125,7 +127,7 @@ def test_labs_ingest_of_many_small_files_loses_no_row(tiny_run: tuple[dict, Path
     DuckDB reads from those files is read, and loaded, rejected or counted as duplicate."""
     report, results, _ = tiny_run
     labs = report["stages"]["labs_ingest"]
-    assert labs["files"] == bench_run.LAB_PORTAL_FILES["tiny"] and labs["files_failed"] == 0
+    assert labs["files"] == LAB_PORTAL_FILES["tiny"] and labs["files_failed"] == 0
     checks = report["checks"]
     assert checks["labs_rows_read"] == checks["labs_duckdb_rows"] == checks["labs_generated_rows"]
     assert labs["rows_loaded"] + labs["rows_rejected"] + labs["rows_duplicate"] == labs["rows"]

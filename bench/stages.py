@@ -1,0 +1,549 @@
+"""The benchmark's stages and what each one measures, in its own child process.
+
+The stage names and labels, the child's timing helpers (`Timer`, `_ready`), one `_stage_<name>`
+function per stage, and `child_main`, which `python -m bench.run --child <stage>` runs (see
+`bench.measure.run_child`). Everything of `pipelines` is imported inside the stage functions, so
+the child imports it from the run's code snapshot and the imports stay out of the timed work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from bench.generate import LAB_PORTAL_DIR, LAB_PORTAL_GLOB, LAB_PORTAL_SOURCE, MANIFEST
+
+STAGES = (
+    "baseline",
+    "baseline_schema",
+    "labs_baseline",
+    "labs_ingest",
+    "ingest",
+    "incremental",
+    "prepare",
+    "analysis",
+    "dashboards",
+    "job_first",
+    "night_all",
+    "night_tenth",
+    "night_quiet",
+)
+BASELINES = ("baseline", "baseline_schema")
+INGESTS = (*BASELINES, "ingest", "incremental", "labs_ingest")
+# The stages that together build everything from the raw files: the nightly jobs' denominator.
+FULL_REBUILD = ("ingest", "prepare", "job_first")
+LABELS = {
+    "baseline": "DuckDB read_csv (baseline)",
+    "baseline_schema": "DuckDB read_csv, schema given",
+    "labs_baseline": "labs: DuckDB read_csv, schema given",
+    "labs_ingest": "labs: ingest of many small files",
+    "ingest": "(a) ingest + clean + store",
+    "incremental": "(b) nightly incremental ingest",
+    "prepare": "prepare: labs + canonical tables",
+    "analysis": "(c) features + windows + associations",
+    "dashboards": "(d) dashboards",
+    "job_first": "(e) whole job after ingest, first run",
+    "night_all": "(f) whole nightly job, every person syncs",
+    "night_tenth": "(g) whole nightly job, a tenth sync",
+    "night_quiet": "(h) whole nightly job, nothing new",
+}
+
+
+def _proc_status_mb(key: str) -> float | None:
+    """VmHWM / VmRSS of this process in MB (Linux), or None."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+class Timer:
+    """Named sub-step timings; `wrap` times every call of a function patched into a module."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.steps[name] = self.steps.get(name, 0.0) + time.perf_counter() - start
+
+    def wrap(self, module: Any, attr: str, name: str) -> None:
+        original = getattr(module, attr, None)
+        if original is None or not callable(original):
+            return
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            with self.step(name):
+                return original(*args, **kwargs)
+
+        setattr(module, attr, timed)
+
+
+_CHILD: dict[str, float | None] = {}
+
+
+def _ready() -> None:
+    """Call when imports and setup are done and the measured work starts."""
+    _CHILD["rss_after_imports_mb"] = _proc_status_mb("VmRSS")
+
+
+def _dagster_env(workdir: Path) -> None:
+    project = workdir / "project"
+    home = workdir / "dagster_home"
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["GUTSIGNAL_PROJECT_DIR"] = str(project)
+    os.environ["DAGSTER_HOME"] = str(home)
+
+
+def _materialize(keys: list[str], timer: Timer) -> None:
+    """Materialize asset keys through the project's real `refresh_all` job, in-process, on a
+    persistent instance (so state a later run could use survives between stages)."""
+    import dagster as dg
+
+    from pipelines.definitions import defs
+
+    definitions = defs()
+    job = definitions.resolve_job_def("refresh_all")
+    instance = dg.DagsterInstance.get()
+    _ready()
+    with timer.step("total"):
+        result = job.execute_in_process(
+            instance=instance,
+            asset_selection=[dg.AssetKey(k) for k in keys],
+            raise_on_error=True,
+        )
+    if not result.success:
+        raise RuntimeError(f"materializing {keys} failed")
+
+
+def _stage_ingest(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """(a) and (b): the diary source's ingest asset."""
+    _dagster_env(workdir)
+    import duckdb
+
+    import pipelines.defs.ingest.assets as ingest_defs
+
+    timer = Timer()
+    sync_source = ingest_defs.sync_source
+
+    def timed_sync(*args: Any, **kwargs: Any) -> Any:
+        result = sync_source(*args, **kwargs)
+        timer.steps.update(result.seconds)  # the steps sync_source times itself
+        timer.steps["files read this time"] = result.files_parsed
+        timer.steps["keys settled again"] = (
+            -1 if result.keys_settled is None else result.keys_settled
+        )
+        return result
+
+    ingest_defs.sync_source = timed_sync  # type: ignore[assignment]
+    source = manifest["diary_source"]
+    key = ingest_defs.ingest_asset_key(source).to_user_string()
+    _materialize([key], timer)
+    total = timer.steps.pop("total")
+    files_read = int(timer.steps.pop("files read this time"))
+    keys_settled = int(timer.steps.pop("keys settled again"))
+    warehouse = workdir / "project" / "data" / "processed" / "warehouse.duckdb"
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        table = ingest_defs.staging_table(source)
+        staging = con.execute(f'SELECT count(*) FROM "{table}"').fetchone()
+        acc = con.execute(
+            "SELECT count(*), sum(rows_read), sum(rows_loaded), sum(rows_rejected), "
+            "sum(rows_duplicate) FROM ingest_files WHERE source = ?",
+            [source],
+        ).fetchone()
+    finally:
+        con.close()
+    assert staging is not None and acc is not None
+    return {
+        "seconds": total,
+        "rows": int(acc[1] or 0),
+        "unit": "diary rows read",
+        "staging_rows": int(staging[0]),
+        "files": int(acc[0]),
+        "rows_loaded": int(acc[2] or 0),
+        "rows_rejected": int(acc[3] or 0),
+        "rows_duplicate": int(acc[4] or 0),
+        "warehouse_mb": warehouse.stat().st_size / 1e6,
+        "files_read": files_read,
+        "keys_settled": keys_settled,
+        "substeps": timer.steps,
+    }
+
+
+BASELINE_SQL = (
+    "CREATE TABLE t AS SELECT * FROM read_csv('{glob}', union_by_name = true, header = true)"
+)
+# The tighter floor: the export's columns and types given, so DuckDB sniffs no file.
+BASELINE_SCHEMA_SQL = (
+    "CREATE TABLE t AS SELECT * FROM read_csv('{glob}', header = true, auto_detect = false, "
+    "delim = ',', quote = '\"', escape = '\"', columns = {columns})"
+)
+
+
+def _servings_columns() -> str:
+    from pipelines.demo import SERVINGS_HEADER
+
+    text = ("Time", "Group", "Food Name", "Amount", "Category")
+    types = {
+        h: "DATE" if h == "Day" else "VARCHAR" if h in text else "DOUBLE" for h in SERVINGS_HEADER
+    }
+    return "{" + ", ".join(f"'{h}': '{t}'" for h, t in types.items()) + "}"
+
+
+def _stage_baseline(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    return _duckdb_read_csv(workdir, manifest, BASELINE_SQL)
+
+
+def _stage_baseline_schema(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    sql = BASELINE_SCHEMA_SQL.replace("{columns}", _servings_columns())
+    return _duckdb_read_csv(workdir, manifest, sql)
+
+
+def _duckdb_read_csv(
+    workdir: Path,
+    manifest: dict[str, Any],
+    sql: str,
+    glob: Path | None = None,
+    unit: str = "diary rows read",
+) -> dict[str, Any]:
+    """`sql` (with a {glob} placeholder: `glob`, by default the diary files) into a fresh DuckDB
+    file, timed."""
+    import duckdb
+
+    glob = glob or workdir / "project" / "data" / "raw" / manifest["diary_glob"]
+    db = workdir / "baseline.duckdb"
+    db.unlink(missing_ok=True)
+    _ready()
+    start = time.perf_counter()
+    con = duckdb.connect(str(db))
+    con.execute(sql.replace("{glob}", str(glob).replace("'", "''")))
+    con.close()
+    seconds = time.perf_counter() - start
+    con = duckdb.connect(str(db), read_only=True)
+    row = con.execute("SELECT count(*), current_setting('threads') FROM t").fetchone()
+    con.close()
+    assert row is not None
+    result = {
+        "seconds": seconds,
+        "rows": int(row[0]),
+        "unit": unit,
+        "sql": sql.replace("{glob}", f"<{unit.split()[0]} glob>"),
+        "duckdb_threads": int(row[1]),
+        "table_mb": db.stat().st_size / 1e6,
+    }
+    db.unlink(missing_ok=True)
+    return result
+
+
+# The lab portal CSVs' columns and types (bench.generate.LAB_PORTAL_TESTS): Result is text, because
+# a censored result ("<0.2") is not a number.
+LABS_BASELINE_SQL = BASELINE_SCHEMA_SQL.replace(
+    "columns = {columns})", "columns = {columns}, timestampformat = '%Y-%m-%d %H:%M')"
+).replace(
+    "{columns}",
+    "{'Patient': 'VARCHAR', 'Collected': 'TIMESTAMP', 'Test': 'VARCHAR', 'Result': 'VARCHAR', "
+    "'Units': 'VARCHAR', 'Reference Range': 'VARCHAR', 'Flag': 'VARCHAR'}",
+)
+
+
+def _stage_labs_baseline(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    glob = workdir / LAB_PORTAL_DIR / "data" / "raw" / LAB_PORTAL_GLOB
+    return _duckdb_read_csv(workdir, manifest, LABS_BASELINE_SQL, glob, "lab rows read")
+
+
+def _stage_labs_ingest(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """The labs source's whole ingest (`sync_source`, as its asset runs it) on many small files,
+    into a fresh DuckDB file: no Dagster run around it, so its seconds are the ingest's own."""
+    import duckdb
+
+    from pipelines.adapters import FORMATS
+    from pipelines.config import parse_project_config
+    from pipelines.ingest import sync_source
+
+    root = workdir / LAB_PORTAL_DIR
+    config = parse_project_config(root / "sources.yaml", FORMATS)
+    source = next(s for s in config.sources if s.name == LAB_PORTAL_SOURCE)
+    database = workdir / "lab_portal.duckdb"
+    database.unlink(missing_ok=True)
+    _ready()
+    start, cpu = time.perf_counter(), time.process_time()
+    conn = duckdb.connect(str(database))
+    try:
+        conn.execute("BEGIN TRANSACTION")
+        result = sync_source(conn, source, root / "data" / "raw", work_dir=workdir)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    files = result.files
+    database.unlink(missing_ok=True)
+    return {
+        "seconds": seconds,
+        # CPU seconds of all the process's threads: on a shared machine, wall-clock time says as
+        # much about the neighbours as about the ingest.
+        "cpu_seconds": cpu,
+        "rows": int(files["rows_read"].sum()),
+        "unit": "lab rows read",
+        "files": files.height,
+        "files_failed": int((files["status"] != "loaded").sum()),
+        "rows_loaded": int(files["rows_loaded"].sum()),
+        "rows_rejected": int(files["rows_rejected"].sum()),
+        "rows_duplicate": int(files["rows_duplicate"].sum()),
+        "substeps": result.seconds,
+    }
+
+
+def _stage_prepare(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    _dagster_env(workdir)
+    import dagster as dg
+
+    from pipelines.definitions import defs
+
+    graph = defs().resolve_asset_graph()
+    keys = (
+        dg.AssetSelection.groups("warehouse")
+        | dg.AssetSelection.keys(f"ingest_{manifest['labs_source']}")
+    ).resolve(graph)
+    timer = Timer()
+    _materialize(sorted(k.to_user_string() for k in keys), timer)
+    return {
+        "seconds": timer.steps.pop("total"),
+        "rows": int(manifest["labs_rows"]),
+        "unit": "lab rows",
+        "assets": sorted(k.to_user_string() for k in keys),
+    }
+
+
+def _stage_analysis(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """(c): the step functions the Dagster assets call (pipelines/steps), one transaction each,
+    as a first run makes them: diet_daily and exposure_windows in groups of people."""
+    from pipelines.incremental import DAY_STATE_TABLE, STATE_TABLE
+    from pipelines.project import Project
+    from pipelines.steps.analysis import update_associations, update_exposure_windows
+    from pipelines.steps.features import (
+        update_diet_daily,
+        update_diet_summary,
+        update_food_taxonomy,
+        update_marker_models,
+    )
+
+    project = Project(workdir / "project")
+    config = project.config()
+    settings = config.settings
+    overrides = config.path.parent / settings.food_overrides if settings.food_overrides else None
+    warehouse = project.warehouse()
+    # In the job's order: (substep label, the step's name in the incremental state, the call).
+    steps: list[tuple[str, str, Callable[[Any], Any]]] = [
+        ("food_taxonomy", "food_taxonomy", lambda conn: update_food_taxonomy(conn, overrides)),
+        ("diet_daily", "diet_daily", lambda conn: update_diet_daily(conn, settings)),
+        ("diet_summary", "diet_summary", update_diet_summary),
+        ("marker_models", "marker_models", lambda conn: update_marker_models(conn, settings)),
+        (
+            "exposure_windows (+ window DII)",
+            "exposure_windows",
+            lambda conn: update_exposure_windows(conn, settings),
+        ),
+        ("associations", "associations", lambda conn: update_associations(conn, settings)),
+    ]
+    timer = Timer()
+    _ready()
+    start = time.perf_counter()
+    for label, _, run in steps:
+        with timer.step(label), warehouse.write() as conn:
+            run(conn)
+    seconds = time.perf_counter() - start
+    with warehouse.write() as conn:
+        # Forget what the steps recorded, so that (e) measures a first run, as before.
+        names = [name for _, name, _ in steps]
+        for table in (STATE_TABLE, DAY_STATE_TABLE):
+            conn.execute(f"DELETE FROM {table} WHERE list_contains(?, step)", [names])
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM diet_entries), "
+            "(SELECT count(DISTINCT person_id) FROM diet_entries), "
+            "(SELECT count(*) FROM diet_daily), (SELECT count(*) FROM marker_draws), "
+            "(SELECT count(*) FROM exposure_windows), (SELECT count(*) FROM associations), "
+            "(SELECT count(*) FILTER (status = 'significant') FROM associations)"
+        ).fetchone()
+    assert row is not None
+    entries, people, daily, draws, windows, tested, significant = (int(v) for v in row)
+    return {
+        "seconds": seconds,
+        "rows": entries,
+        "unit": "diet entries",
+        "people": people,
+        "diet_daily_rows": daily,
+        "draws": draws,
+        "exposure_window_rows": windows,
+        "associations": tested,
+        "significant": significant,
+        "substeps": timer.steps,
+    }
+
+
+def _stage_dashboards(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    _dagster_env(workdir)
+    from pipelines.project import Project
+    from pipelines.reports.dashboards import write_dashboards
+    from pipelines.steps.dashboards import load_dashboard_inputs
+
+    project = Project(workdir / "project")
+    timer = Timer()
+    _ready()
+    start = time.perf_counter()
+    with timer.step("load_dashboard_inputs"):
+        data = load_dashboard_inputs(project.warehouse())
+    with timer.step("write_dashboards"):
+        written = write_dashboards(project.dashboards_dir, data)
+    pages = [p for p in written if p.suffix == ".html"]
+    return {
+        "seconds": time.perf_counter() - start,
+        "rows": len([p for p in pages if p.name.startswith("person_")]),
+        "unit": "person pages",
+        "pages": len(pages),
+        "html_mb": sum(p.stat().st_size for p in pages) / 1e6,
+        "substeps": timer.steps,
+    }
+
+
+# Asset metadata that says how much of the work an incremental step did.
+_WORK_METADATA = (
+    "files_parsed",
+    "people_recomputed",
+    "days_recomputed",
+    "pages_rendered",
+    "changed",
+    "refit",
+)
+
+
+def _stage_job(workdir: Path, manifest: dict[str, Any], downstream_only: bool) -> dict[str, Any]:
+    """(e) to (h): the project's real `refresh_all` job, in-process, on the persistent instance.
+
+    Per-step seconds come from Dagster's own step statistics for the run; the rest of the run's
+    time (the per-run warehouse snapshot, run start and end) is reported as "other"."""
+    _dagster_env(workdir)
+    import dagster as dg
+
+    from pipelines.definitions import defs
+
+    definitions = defs()
+    job = definitions.resolve_job_def("refresh_all")
+    selection = (
+        dg.AssetSelection.all() - dg.AssetSelection.groups("ingest", "warehouse")
+        if downstream_only
+        else dg.AssetSelection.all()
+    )
+    keys = sorted(selection.resolve(definitions.resolve_asset_graph()))
+    instance = dg.DagsterInstance.get()
+    _ready()
+    start = time.perf_counter()
+    result = job.execute_in_process(
+        instance=instance,
+        asset_selection=None if not downstream_only else keys,
+        raise_on_error=True,
+    )
+    seconds = time.perf_counter() - start
+    if not result.success:
+        raise RuntimeError("the refresh_all job failed")
+    steps = {
+        s.step_key: float(s.end_time - s.start_time)
+        for s in instance.get_run_step_stats(result.run_id)
+        if s.start_time is not None and s.end_time is not None
+    }
+    work: dict[str, Any] = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.materialization
+        for name in _WORK_METADATA:
+            value = materialization.metadata.get(name)
+            if value is not None:
+                work[f"{materialization.asset_key.to_user_string()}: {name}"] = value.value
+    rows = int(manifest["diary_rows"]) if downstream_only else None
+    return {
+        "seconds": seconds,
+        "rows": rows,
+        "unit": "diary rows in the history" if downstream_only else "",
+        "assets": len(keys),
+        "steps": len(steps),
+        "work": work,
+        "substeps": _top_steps(steps, 8),
+    }
+
+
+def _top_steps(steps: dict[str, float], n: int) -> dict[str, float]:
+    """The n slowest steps by name, and the rest summed, so the breakdown stays readable."""
+    ranked = sorted(steps.items(), key=lambda kv: -kv[1])
+    top = dict(ranked[:n])
+    rest = sum(v for _, v in ranked[n:])
+    if rest:
+        top[f"{len(ranked) - n} other steps and checks"] = rest
+    return top
+
+
+def _stage_job_first(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    return _stage_job(workdir, manifest, downstream_only=True)
+
+
+def _stage_night(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    return _stage_job(workdir, manifest, downstream_only=False)
+
+
+CHILD_STAGES: dict[str, Callable[[Path, dict[str, Any]], dict[str, Any]]] = {
+    "baseline": _stage_baseline,
+    "baseline_schema": _stage_baseline_schema,
+    "labs_baseline": _stage_labs_baseline,
+    "labs_ingest": _stage_labs_ingest,
+    "ingest": _stage_ingest,
+    "incremental": _stage_ingest,
+    "prepare": _stage_prepare,
+    "analysis": _stage_analysis,
+    "dashboards": _stage_dashboards,
+    "job_first": _stage_job_first,
+    "night_all": _stage_night,
+    "night_tenth": _stage_night,
+    "night_quiet": _stage_night,
+}
+
+
+def child_main(stage: str, workdir: Path, out: Path, profile: bool) -> int:
+    manifest = json.loads((workdir / "project" / MANIFEST).read_text())
+    run = CHILD_STAGES[stage]
+    # Imported lazily by the first DuckDB -> Polars conversion; import it here so its ~1 s lands
+    # outside the timed work, like every other import.
+    import pyarrow  # noqa: F401
+
+    if profile:
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        result = profiler.runcall(run, workdir, manifest)
+        prof = out.with_suffix(".prof.txt")
+        profiler.dump_stats(out.with_suffix(".prof"))  # for pstats: callers, other sort orders
+        with prof.open("w") as fh:
+            pstats.Stats(profiler, stream=fh).sort_stats("cumulative").print_stats(40)
+            pstats.Stats(profiler, stream=fh).sort_stats("tottime").print_stats(25)
+        result["profile"] = str(prof)
+    else:
+        result = run(workdir, manifest)
+    result["rss_self_peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    pipelines = sys.modules.get("pipelines")
+    where = getattr(pipelines, "__file__", None)
+    result["code_path"] = str(Path(where).parent) if where else None
+    result.update(_CHILD)
+    out.write_text(json.dumps(result, indent=2, default=str))
+    return 0
