@@ -136,7 +136,9 @@ def evaluate_targets(
     return rows
 
 
-def _labs_target(results: dict[str, StageResult], manifest: dict[str, Any]) -> tuple[str, ...]:
+def _labs_target(
+    results: dict[str, StageResult], manifest: dict[str, Any]
+) -> tuple[str, str, str, str]:
     labs, floor = results["labs_ingest"], results["labs_baseline"]
     files = int(manifest.get("lab_portal_files", 0))
     ratio = labs.seconds / floor.seconds if labs.seconds and floor.seconds else None
