@@ -51,6 +51,7 @@ from pipelines.adapters._csv.table import (
     cell,
     file_index_schema,
     header_key,
+    per_distinct,
     per_file,
 )
 
@@ -70,6 +71,7 @@ __all__ = [
     "not_a_number_reason",
     "parse_csv_batch",
     "parse_datetime",
+    "per_distinct",
     "per_file",
     "person_column_check",
     "read_csv_table",
