@@ -140,12 +140,11 @@ def _entries(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
 
     nutrients, parsed, nutrient_checks = _nutrients(table)
     checks += nutrient_checks
-    # Parse the day and each nutrient cell once; the checks and the output read the parsed columns.
+    # Each nutrient cell parsed once, each distinct day once; the checks and the output read them.
     days = per_distinct(
         table.frame.get_column(cell(day_i)), lambda text: parse_datetime(text, formats).dt.date()
     )
-    parsed.append(days.alias("__day"))
-    good, rejects = split_rejects(table.frame.with_columns(parsed), checks)
+    good, rejects = split_rejects(table.frame.with_columns(*parsed, days.alias("__day")), checks)
 
     carried = file_index_schema(table.frame)
     amount = pl.col(cell(amount_i))
