@@ -17,7 +17,8 @@ cells instead of guessing (`parse_datetime`; numbers are read by `pipelines.text
 `refuse_swapped_dates`, which refuses a whole file whose dates disprove the configured day/month
 order, and `split_rejects`, which applies an ordered list of checks (`pipelines.rules.Check`) and
 splits the rows into loaded and rejected (each reject with a stable reason and the offending cell
-in `value`).
+in `value`), and `per_distinct`, which parses a column that repeats (a diary's days, its amounts)
+once per distinct cell.
 
 Batches: `parse_csv_batch` reads many files with one adapter transform per group of files that share
 headers and delimiter (`stack_tables`), because for a small file the fixed cost of building
