@@ -15,7 +15,7 @@ Helpers for adapters: header matching that forgives case, spacing, `µ`/`u` and 
 (`CsvTable.find` / `CsvTable.require`), date parsing that returns null for blanks and flags bad
 cells instead of guessing (`parse_datetime`; numbers are read by `pipelines.text.number`),
 `refuse_swapped_dates`, which refuses a whole file whose dates disprove the configured day/month
-order, and `split_rejects`, which applies an ordered list of checks (`pipelines.rules.Check`) and
+order, `split_rejects`, which applies an ordered list of checks (`pipelines.rules.Check`) and
 splits the rows into loaded and rejected (each reject with a stable reason and the offending cell
 in `value`), and `per_distinct`, which parses a column that repeats (a diary's days, its amounts)
 once per distinct cell.
