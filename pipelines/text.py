@@ -6,6 +6,8 @@ Core: imports nothing from the pipeline, so every layer above may use it.
 
 from __future__ import annotations
 
+import math
+
 import polars as pl
 
 SHOWN_CHARS = 200
@@ -65,15 +67,16 @@ def number(expr: pl.Expr, decimal: str) -> tuple[pl.Expr, pl.Expr]:
     thousands = "," if decimal == "." else "."
     s = expr.replace("", None)
     plain = s.str.contains(_NUMBER[decimal])
-    grouped = s.str.contains(_GROUPED[decimal])
+    # Thousands separators only for the cells that are not plain numbers: the regex and the
+    # replacements then skip (as nulls) the usual column where every cell is plain.
+    rest = pl.when(~plain).then(s)
+    grouped = rest.str.contains(_GROUPED[decimal])
+    grouped_text = rest.str.replace_all(thousands, "", literal=True)
     if decimal == ".":
         plain_value = s.cast(pl.Float64, strict=False)
-        grouped_text = s.str.replace_all(thousands, "", literal=True)
     else:
         plain_value = s.str.replace(",", ".", literal=True).cast(pl.Float64, strict=False)
-        grouped_text = s.str.replace_all(thousands, "", literal=True).str.replace(
-            ",", ".", literal=True
-        )
+        grouped_text = grouped_text.str.replace(",", ".", literal=True)
     parsed = (
         pl.when(plain)
         .then(plain_value)
@@ -81,6 +84,6 @@ def number(expr: pl.Expr, decimal: str) -> tuple[pl.Expr, pl.Expr]:
         .then(grouped_text.cast(pl.Float64, strict=False))
     )
     # "1e999" is written like a number but overflows to infinity: no measurement is infinite.
-    finite = parsed.is_finite().fill_null(False)
-    value = pl.when(finite).then(parsed)
-    return value, (s.is_not_null() & ~finite).fill_null(False)
+    # The patterns admit no "nan" or "inf", so an overflow is the only value that is not finite.
+    value = parsed.replace([math.inf, -math.inf], None)
+    return value, s.is_not_null() & value.is_null()

@@ -9,8 +9,8 @@ import polars as pl
 import pytest
 
 from pipelines.adapters import FORMATS, AdapterError, ParseResult, cronometer_servings
+from pipelines.adapters._csv import per_distinct, read_csv_table
 from pipelines.adapters._csv import read as csv_read
-from pipelines.adapters._csv import read_csv_table
 from pipelines.adapters.base import lines_of
 from pipelines.config import PersonSpec, SourceConfig
 from pipelines.schema import DIET_ENTRY_SCHEMA, REJECT_SCHEMA
@@ -372,6 +372,8 @@ def test_csv_module_fallback_reads_the_same_table(
         (".", "0,300", None, True),
         (".", "nan", None, True),
         (".", "inf", None, True),
+        (".", "1e999", None, True),
+        (".", "-1e999", None, True),
         (".", "abc", None, True),
         (".", None, None, False),
         (".", "", None, False),
@@ -380,9 +382,20 @@ def test_csv_module_fallback_reads_the_same_table(
         (",", "1.234", 1234.0, False),
         (",", "0.300", None, True),
         (",", "1.5", None, True),
+        (",", "1.000e999", None, True),
     ],
 )
 def test_number(decimal: str, text: str | None, value: float | None, invalid: bool) -> None:
     parsed, bad = number(pl.col("s"), decimal)
     got = pl.DataFrame({"s": [text]}, schema={"s": pl.String}).select(parsed, bad.alias("bad"))
     assert got.row(0) == (value, invalid)
+
+
+def test_per_distinct_gives_each_row_its_value_in_order() -> None:
+    """Worked out once per distinct cell and joined back: every row (nulls too) gets what the
+    expression gives its own cell, in the rows' order."""
+    cells = pl.Series("c4", ["2 g", None, "1 kg", "2 g", "x", None, "1 kg"])
+    got = per_distinct(cells, lambda text: cronometer_servings._grams(text, "."))
+    expected = cells.to_frame().select(cronometer_servings._grams(pl.col("c4"), "."))
+    assert got.to_list() == expected.to_series().to_list()
+    assert got.to_list() == [2.0, None, 1000.0, 2.0, None, None, 1000.0]

@@ -30,6 +30,7 @@ from pipelines.adapters._csv import (
     not_a_number_reason,
     parse_csv_batch,
     parse_datetime,
+    per_distinct,
     person_column_check,
     read_csv_table,
     refuse_swapped_dates,
@@ -139,12 +140,15 @@ def _entries(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
 
     nutrients, parsed, nutrient_checks = _nutrients(table)
     checks += nutrient_checks
-    # Parse the day and each nutrient cell once; the checks and the output read the parsed columns.
-    parsed.append(parse_datetime(day_raw, formats).dt.date().alias("__day"))
-    good, rejects = split_rejects(table.frame.with_columns(parsed), checks)
+    # Each nutrient cell parsed once, each distinct day once; the checks and the output read them.
+    days = per_distinct(
+        table.frame.get_column(cell(day_i)), lambda text: parse_datetime(text, formats).dt.date()
+    )
+    good, rejects = split_rejects(table.frame.with_columns(*parsed, days.alias("__day")), checks)
 
     carried = file_index_schema(table.frame)
     amount = pl.col(cell(amount_i))
+    grams = per_distinct(good.get_column(cell(amount_i)), lambda text: _grams(text, source.decimal))
     rows = good.select(
         person.alias("person_id"),
         day.alias("day"),
@@ -152,7 +156,7 @@ def _entries(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
         optional(["Group", "Meal"]).alias("meal"),
         pl.col(cell(food_i)).alias("food"),
         amount.alias("amount_raw"),
-        _grams(amount, source.decimal).alias("grams"),
+        grams.alias("grams"),
         optional(["Category"]).alias("category_raw"),
         *nutrients,
         pl.col(LINE).alias("line"),
@@ -181,13 +185,15 @@ def _nutrients(table: CsvTable) -> tuple[list[pl.Expr], list[pl.Expr], list[Chec
         canonical, factor = target
         seen.add(canonical)
         raw = pl.col(cell(index))
-        value, invalid = number(raw, table.source.decimal)
-        value_col, invalid_col = f"__value_{canonical}", f"__invalid_{canonical}"
-        parsed += [value.alias(value_col), invalid.alias(invalid_col)]
+        value, _ = number(raw, table.source.decimal)
+        value_col = f"__value_{canonical}"
+        parsed.append(value.alias(value_col))
         outputs.append((pl.col(value_col) * factor).alias(canonical))
         invalid_checks.append(
             Check(
-                pl.col(invalid_col),
+                # `number`'s invalid, read off the parsed column (a non-blank cell without a
+                # value) rather than parsing every cell a second time.
+                (raw != "") & pl.col(value_col).is_null(),
                 header,
                 not_a_number_reason(table.source.decimal, cell=raw),
                 raw,

@@ -15,9 +15,10 @@ Helpers for adapters: header matching that forgives case, spacing, `µ`/`u` and 
 (`CsvTable.find` / `CsvTable.require`), date parsing that returns null for blanks and flags bad
 cells instead of guessing (`parse_datetime`; numbers are read by `pipelines.text.number`),
 `refuse_swapped_dates`, which refuses a whole file whose dates disprove the configured day/month
-order, and `split_rejects`, which applies an ordered list of checks (`pipelines.rules.Check`) and
+order, `split_rejects`, which applies an ordered list of checks (`pipelines.rules.Check`) and
 splits the rows into loaded and rejected (each reject with a stable reason and the offending cell
-in `value`).
+in `value`), and `per_distinct`, which parses a column that repeats (a diary's days, its amounts)
+once per distinct cell.
 
 Batches: `parse_csv_batch` reads many files with one adapter transform per group of files that share
 headers and delimiter (`stack_tables`), because for a small file the fixed cost of building
@@ -51,6 +52,7 @@ from pipelines.adapters._csv.table import (
     cell,
     file_index_schema,
     header_key,
+    per_distinct,
     per_file,
 )
 
@@ -70,6 +72,7 @@ __all__ = [
     "not_a_number_reason",
     "parse_csv_batch",
     "parse_datetime",
+    "per_distinct",
     "per_file",
     "person_column_check",
     "read_csv_table",

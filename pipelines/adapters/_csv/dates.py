@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import partial
 
 import polars as pl
 
-from pipelines.adapters._csv.table import LINE, CsvTable
+from pipelines.adapters._csv.table import LINE, CsvTable, per_distinct
 from pipelines.adapters.base import FILE_INDEX, AdapterError
 
 ISO_DATETIME = (
@@ -140,18 +141,17 @@ def refuse_swapped_dates(
         order = _day_month_order(fmt) if fmt else None
         if fmt is None or order is None:
             continue
-        parts = raw.str.extract_groups(_YEAR_LAST)
-        first = parts.struct.field("1").cast(pl.Int64)
-        second = parts.struct.field("3").cast(pl.Int64)
-        day, month = (first, second) if order == "dm" else (second, first)
         # One file, or each file of a stack (whose AdapterError makes the batch read its files
         # one by one, so each gets its own message).
         per_file = [pl.col(FILE_INDEX)] if FILE_INDEX in table.frame.columns else []
+        values = table.frame.select(raw.alias("value")).to_series()
+        # A diary's dates repeat on every row of their day: each distinct one is read once.
+        evidence = per_distinct(values, partial(_order_evidence, order=order))
         found = table.frame.select(
             pl.col(LINE),
-            raw.alias("value"),
-            (month.is_between(13, 31) & day.is_between(1, 12)).fill_null(False).alias("against"),
-            (day.is_between(13, 31) & month.is_between(1, 12)).fill_null(False).alias("for"),
+            values,
+            evidence.struct.field("against"),
+            evidence.struct.field("for"),
             *per_file,
         )
         # Dates that only the configured order reads (a day of 13 or more) confirm it: then the
@@ -174,6 +174,19 @@ def refuse_swapped_dates(
             f'was loaded. Set  {key}: "{suggested}"  for source {source.name!r} in '
             "sources.yaml and run again."
         )
+
+
+def _order_evidence(text: pl.Expr, order: str) -> pl.Expr:
+    """{against, for}: whether a _YEAR_LAST date in `text` disproves, or only reads in, the
+    configured day/month `order` ("dm" or "md"); both False for any other text."""
+    parts = text.str.extract_groups(_YEAR_LAST)
+    first = parts.struct.field("1").cast(pl.Int64)
+    second = parts.struct.field("3").cast(pl.Int64)
+    day, month = (first, second) if order == "dm" else (second, first)
+    return pl.struct(
+        (month.is_between(13, 31) & day.is_between(1, 12)).fill_null(False).alias("against"),
+        (day.is_between(13, 31) & month.is_between(1, 12)).fill_null(False).alias("for"),
+    )
 
 
 def _month_of(value: str, order: str) -> int:

@@ -8,7 +8,7 @@ spacing, `µ`/`u` and units in parentheses (`CsvTable.find` / `CsvTable.require`
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,3 +105,17 @@ def per_file(frame: pl.DataFrame) -> list[str]:
     stay within one file (a per-file group, a join or sort on LINE, a duplicate check), so a
     transform's per-file logic gives a stack what it gives each file alone."""
     return [FILE_INDEX] if FILE_INDEX in frame.columns else []
+
+
+def per_distinct(values: pl.Series, derive: Callable[[pl.Expr], pl.Expr]) -> pl.Series:
+    """`derive` applied to `values` (as its column), worked out once per distinct value and
+    joined back: for columns such as a diary's days or amounts, which repeat, parsing text with
+    regexes and formats costs far more than the join."""
+    name = values.name
+    distinct = values.unique().to_frame()
+    derived = distinct.with_columns(derive(pl.col(name)).alias("__derived"))
+    return (
+        values.to_frame()
+        .join(derived, on=name, how="left", nulls_equal=True, maintain_order="left")
+        .get_column("__derived")
+    )
