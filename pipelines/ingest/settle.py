@@ -24,9 +24,10 @@ from pipelines.ingest.tables import (
 from pipelines.schema import TARGET_SCHEMAS
 from pipelines.warehouse import ident
 
-# Staging rows written per statement. Each statement sorts its rows into file order, in memory:
-# one sort of the whole history (51.7 M rows) ran out of DuckDB's 1 GB, a slice this large does not.
-SLICE_ROWS = 1_000_000
+# Staging rows written per statement. Each statement sorts its rows into file order: one sort of
+# the whole history (51.7 M rows) ran out of DuckDB's 1 GB, and a sort slows down well before that
+# as it spills; a smaller slice reads more of raw_<source> at its edges (whole row groups).
+SLICE_ROWS = 500_000
 
 
 def settle(conn: duckdb.DuckDBPyConnection, source: SourceConfig, target: str, full: bool) -> int:
@@ -69,8 +70,8 @@ def settle(conn: duckdb.DuckDBPyConnection, source: SourceConfig, target: str, f
     rows_per_file = conn.execute("SELECT ord, sum(n) FROM _winner GROUP BY ord ORDER BY ord")
     for low, high in _slices(rows_per_file.fetchall(), SLICE_ROWS):
         # The slice's key ranges let the scan skip most of raw_<source>: it is stored about in file
-        # order (a few runs of it, one per thread that stored it), and files follow their people
-        # and days.
+        # order (a few runs of it, one per thread that stored it), and neighbouring files share
+        # their people or their days.
         in_slice, in_slice_params = _key_ranges(conn, key, "_winner", (low, high))
         # In file order, as the files were read: hash joins and windows return rows in any order,
         # and downstream float sums would then differ in their last bits from run to run.
