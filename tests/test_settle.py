@@ -149,12 +149,12 @@ def test_the_full_settle_stays_within_a_memory_limit_its_history_exceeds(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 19: one statement that sorted the whole history into staging ran out of DuckDB's
-    memory limit (51.7 M rows under 1 GB). Scaled down: 500,000 wide rows under 60 MB, which the
+    memory limit (51.7 M rows under 1 GB). Scaled down: 250,000 wide rows under 60 MB, which the
     one statement does not fit in; in slices of 50,000 rows it does."""
     monkeypatch.setattr(ingest_settle, "SLICE_ROWS", 50_000)
     conn = connect(tmp_path / "w.duckdb")
     conn.execute("BEGIN TRANSACTION")  # as in a first ingest: the history is stored, then settled
-    history(conn, "diet_entries", people=50, exports=10, rows_per_day=50)
+    history(conn, "diet_entries", people=25, exports=10, rows_per_day=50)
     want = conn.execute(f"SELECT count(*) FROM ({expected('diet_entries')})").fetchone()
     conn.execute("SET threads = 1")  # the same peak every run
     conn.execute("SET memory_limit = '60MB'")
