@@ -6,7 +6,7 @@ Each ownership key is owned by the newest file that has it; `settle` rebuilds `s
 
 Both runs first find each key's winning file from the keys alone (`_winner`), then write the
 winning rows in slices of file order of about `SLICE_ROWS` rows, each sorted on its own, so memory
-stays bounded however long the history is.
+stays bounded however long the history is (a single file larger than that is a slice of its own).
 """
 
 from __future__ import annotations
@@ -42,13 +42,14 @@ def settle(conn: duckdb.DuckDBPyConnection, source: SourceConfig, target: str, f
     source_literal = ident(source.name).replace('"', "'")  # a checked identifier as a string
     narrow, params = ("", []) if full else _key_ranges(conn, key, "_affected")
     where = "" if full else f"WHERE hash({keys}) IN (SELECT h FROM _affected){narrow}"
+    scope = f"FROM {raw} r JOIN _order o USING (file_id)"
     # The winning file of each key, from the keys alone: small (one row per key), and both
     # aggregations spill to disk when they must. With it, how many rows that file has for the key.
     conn.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _winner AS
         SELECT {", ".join(ident(k) for k in key)}, max(ord) AS ord, arg_max(n, ord) AS n
-        FROM (SELECT {keys}, o.ord, count(*) AS n {_SCOPE.format(raw=raw)} {where} GROUP BY ALL)
+        FROM (SELECT {keys}, o.ord, count(*) AS n {scope} {where} GROUP BY ALL)
         GROUP BY ALL
         """,
         params,
@@ -77,7 +78,7 @@ def settle(conn: duckdb.DuckDBPyConnection, source: SourceConfig, target: str, f
         # and downstream float sums would then differ in their last bits from run to run.
         conn.execute(
             f"""
-            INSERT INTO {stg} {selected} {_SCOPE.format(raw=raw)}
+            INSERT INTO {stg} {selected} {scope}
             JOIN _winner w ON {matches} AND o.ord = w.ord
             WHERE w.ord BETWEEN ? AND ?{in_slice} {unique}
             ORDER BY o.ord, r._row
@@ -99,9 +100,6 @@ def settle(conn: duckdb.DuckDBPyConnection, source: SourceConfig, target: str, f
         return 0
     row = conn.execute("SELECT count(*) FROM _affected").fetchone()
     return int(row[0]) if row else 0
-
-
-_SCOPE = "FROM {raw} r JOIN _order o USING (file_id)"
 
 
 def _slices(rows_per_file: list[tuple[int, int]], slice_rows: int) -> list[tuple[int, int]]:
