@@ -3,6 +3,10 @@
 Each ownership key is owned by the newest file that has it; `settle` rebuilds `stg_<source>` from
 `raw_<source>` for every key (a full run) or only for the keys the changed files touch
 (`_affected`), and lists the files whose staging rows changed in `lines_to_check`.
+
+Both runs first find each key's winning file from the keys alone (`_winner`), then write the
+winning rows in slices of file order of about `SLICE_ROWS` rows, each sorted on its own, so memory
+stays bounded however long the history is (a single file larger than that is a slice of its own).
 """
 
 from __future__ import annotations
@@ -20,6 +24,11 @@ from pipelines.ingest.tables import (
 from pipelines.schema import TARGET_SCHEMAS
 from pipelines.warehouse import ident
 
+# Staging rows written per statement. Each statement sorts its rows into file order: one sort of
+# the whole history (51.7 M rows) ran out of DuckDB's 1 GB, and a sort slows down well before that
+# as it spills; a smaller slice reads more of raw_<source> at its edges (whole row groups).
+SLICE_ROWS = 500_000
+
 
 def settle(conn: duckdb.DuckDBPyConnection, source: SourceConfig, target: str, full: bool) -> int:
     """Decide which rows count: all keys (`full`) or only the keys in `_affected`.
@@ -31,72 +40,111 @@ def settle(conn: duckdb.DuckDBPyConnection, source: SourceConfig, target: str, f
     keys = ", ".join(f"r.{ident(k)}" for k in key)
     columns = ", ".join(f"r.{ident(c)}" for c in TARGET_SCHEMAS[target])
     source_literal = ident(source.name).replace('"', "'")  # a checked identifier as a string
-    narrow, params = ("", []) if full else _key_ranges(conn, key)
+    narrow, params = ("", []) if full else _key_ranges(conn, key, "_affected")
     where = "" if full else f"WHERE hash({keys}) IN (SELECT h FROM _affected){narrow}"
     scope = f"FROM {raw} r JOIN _order o USING (file_id)"
-    if target in UNIQUE_IN_FILE:
-        owned = f"""
-            SELECT {columns}, r.file_id, {source_literal} AS source, r._row, o.ord
-            {scope} {where}
-            QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY o.ord DESC, r._row) = 1
-        """
-        owned_params = params
-    else:
-        # All rows of the newest file that has the key count (a day holds many foods). The winner
-        # per key is found from the keys alone; only then are the rows themselves read, once. A
-        # group by and a join spill to disk when they must, so this stays bounded at any scale.
-        matches = " AND ".join(f"r.{ident(k)} IS NOT DISTINCT FROM w.{ident(k)}" for k in key)
-        owned = f"""
-            WITH winner AS (SELECT {keys}, max(o.ord) AS ord {scope} {where} GROUP BY ALL)
-            SELECT {columns}, r.file_id, {source_literal} AS source, r._row, o.ord
-            {scope} JOIN winner w ON {matches} AND o.ord = w.ord {where}
-        """
-        owned_params = params + params  # `where` appears twice
+    # The winning file of each key, from the keys alone: small (one row per key), and both
+    # aggregations spill to disk when they must. With it, how many rows that file has for the key.
+    conn.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _winner AS
+        SELECT {", ".join(ident(k) for k in key)}, max(ord) AS ord, arg_max(n, ord) AS n
+        FROM (SELECT {keys}, o.ord, count(*) AS n {scope} {where} GROUP BY ALL)
+        GROUP BY ALL
+        """,
+        params,
+    )
+    selected = f"SELECT {columns}, r.file_id, {source_literal} AS source, r._row"
     if full:
+        conn.execute(f"CREATE OR REPLACE TABLE {stg} AS {selected} FROM {raw} r LIMIT 0")
+    else:
+        conn.execute(
+            f"DELETE FROM {stg} r WHERE hash({keys}) IN (SELECT h FROM _affected){narrow}", params
+        )
+    # A unique key repeated within its winning file: the file's first row counts.
+    unique = (
+        f"QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY r._row) = 1"
+        if target in UNIQUE_IN_FILE
+        else ""
+    )
+    matches = " AND ".join(f"r.{ident(k)} IS NOT DISTINCT FROM w.{ident(k)}" for k in key)
+    rows_per_file = conn.execute("SELECT ord, sum(n) FROM _winner GROUP BY ord ORDER BY ord")
+    for low, high in _slices(rows_per_file.fetchall(), SLICE_ROWS):
+        # The slice's key ranges let the scan skip most of raw_<source>: it is stored about in file
+        # order (a few runs of it, one per thread that stored it), and neighbouring files share
+        # their people or their days.
+        in_slice, in_slice_params = _key_ranges(conn, key, "_winner", (low, high))
         # In file order, as the files were read: hash joins and windows return rows in any order,
         # and downstream float sums would then differ in their last bits from run to run.
         conn.execute(
-            f"CREATE OR REPLACE TABLE {stg} AS "
-            f"SELECT * EXCLUDE (ord) FROM ({owned}) ORDER BY ord, _row"
+            f"""
+            INSERT INTO {stg} {selected} {scope}
+            JOIN _winner w ON {matches} AND o.ord = w.ord
+            WHERE w.ord BETWEEN ? AND ?{in_slice} {unique}
+            ORDER BY o.ord, r._row
+            """,
+            [low, high, *in_slice_params],
         )
+    if full:
         conn.execute(f"INSERT INTO {LINES_TO_CHECK} VALUES (?, NULL)", [source.name])
+    else:
+        conn.execute(
+            f"INSERT INTO {LINES_TO_CHECK} SELECT DISTINCT ?, o.file_id "
+            "FROM _winner w JOIN _order o USING (ord) "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {LINES_TO_CHECK} c "
+            "WHERE c.source = ? AND c.file_id = o.file_id)",
+            [source.name, source.name],
+        )
+    conn.execute("DROP TABLE _winner")
+    if full:
         return 0
-    conn.execute(
-        f"DELETE FROM {stg} r WHERE hash({keys}) IN (SELECT h FROM _affected){narrow}", params
-    )
-    # Kept apart for a moment to list its files: as small as the keys settled again.
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE _owned AS {owned}", owned_params)
-    conn.execute(f"INSERT INTO {stg} SELECT * EXCLUDE (ord) FROM _owned ORDER BY ord, _row")
-    conn.execute(
-        f"INSERT INTO {LINES_TO_CHECK} SELECT DISTINCT ?, o.file_id FROM _owned o "
-        f"WHERE NOT EXISTS (SELECT 1 FROM {LINES_TO_CHECK} c "
-        "WHERE c.source = ? AND c.file_id = o.file_id)",
-        [source.name, source.name],
-    )
-    conn.execute("DROP TABLE _owned")
     row = conn.execute("SELECT count(*) FROM _affected").fetchone()
     return int(row[0]) if row else 0
 
 
-def _key_ranges(conn: duckdb.DuckDBPyConnection, key: list[str]) -> tuple[str, list]:
-    """A filter ` AND r.k BETWEEN ? AND ? ...` (and its parameters) that every row with a key in
-    `_affected` passes: for each key column without nulls there, the range of its values.
+def _slices(rows_per_file: list[tuple[int, int]], slice_rows: int) -> list[tuple[int, int]]:
+    """Cut the files (ord, rows; in file order) into consecutive ranges `(first ord, last ord)` of
+    at most `slice_rows` rows each; a file with more rows than that is a range of its own."""
+    slices: list[tuple[int, int]] = []
+    rows = 0
+    for ord_, n in rows_per_file:
+        if slices and rows + n <= slice_rows:
+            slices[-1] = (slices[-1][0], ord_)
+            rows += n
+        else:
+            slices.append((ord_, ord_))
+            rows = n
+    return slices
 
-    Matching hashes alone means hashing every row of the history; a constant range lets DuckDB
-    skip the row groups whose min/max lie outside it, and a night's keys (its new days) lie
-    outside nearly all of them. It only ever narrows: the hash test still decides.
+
+def _key_ranges(
+    conn: duckdb.DuckDBPyConnection,
+    key: list[str],
+    keys_table: str,
+    ords: tuple[int, int] | None = None,
+) -> tuple[str, list]:
+    """A filter ` AND r.k BETWEEN ? AND ? ...` (and its parameters) that every row with a key in
+    `keys_table` (`_affected`, or `_winner` for files with `ord` in `ords`) passes: for each key
+    column without nulls there, the range of its values.
+
+    Matching hashes or joining keys alone means reading every row of the history; a constant
+    range lets DuckDB skip the row groups whose min/max lie outside it, and a night's keys (its
+    new days), or a slice's, lie outside nearly all of them. It only ever narrows: the hash test
+    or the join still decides.
     """
     columns = [ident(k) for k in key]
+    where, params = ("WHERE ord BETWEEN ? AND ?", list(ords)) if ords else ("", [])
     row = conn.execute(
         "SELECT "
         + ", ".join(f"min({c}), max({c}), count(*) > count({c})" for c in columns)
-        + " FROM _affected"
+        + f" FROM {keys_table} {where}",
+        params,
     ).fetchone()
     assert row is not None
-    narrow, params = "", []
+    narrow, narrow_params = "", []
     for i, column in enumerate(columns):
         low, high, has_null = row[3 * i : 3 * i + 3]
         if low is not None and not has_null:
             narrow += f" AND r.{column} BETWEEN ? AND ?"
-            params += [low, high]
-    return narrow, params
+            narrow_params += [low, high]
+    return narrow, narrow_params
