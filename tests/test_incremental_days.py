@@ -417,6 +417,11 @@ def test_a_night_of_known_foods_keeps_the_food_categories(
     assert len(runs) == 2
     assert_first_run_tables()
     assert taxonomy_changes(cohort) == {"food_categories": False, "unmapped_foods": False}
+    # Without the step's own record (as after a first run's state is forgotten), all is redone.
+    with cohort.project.warehouse().write() as conn:
+        conn.execute(f"DELETE FROM {incremental.STATE_TABLE} WHERE step = 'food_taxonomy'")
+    assert taxonomy_changes(cohort) == {"food_categories": True, "unmapped_foods": True}
+    assert len(runs) == 3
 
 
 def test_a_full_build_in_groups_of_people_equals_one_build(

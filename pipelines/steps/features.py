@@ -298,7 +298,9 @@ def update_food_taxonomy(conn: duckdb.DuckDBPyConnection, overrides_path: Path |
         )
     finally:
         conn.unregister("_taxonomy_pairs")
-    categories_changed = changed(pairs_plan)
+    # A step with no record of its own (a first run, or a record forgotten) categorises too,
+    # whatever the pairs' record says: it recomputes everything, as every step does then.
+    categories_changed = plan.everyone or changed(pairs_plan)
     if categories_changed:
         categories = categorise_foods(pairs, overrides=overrides)
         replace_table(conn, "food_categories", categories)
