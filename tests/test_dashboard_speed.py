@@ -157,11 +157,12 @@ def test_vectorised_rounding_edge_cases() -> None:
 
 
 def test_fits_t_quantiles_are_scipy_per_cell_exactly() -> None:
-    """`cell_fits` asks scipy for every cell's t quantile in one call: each is the scalar call's."""
-    ns = [*range(3, 400), 1000, 10_000, 123_456]
+    """`cell_fits` asks scipy once for the t quantile of each distinct n: every cell's is the
+    scalar call's, cells sharing an n (in any order) included."""
+    ns = [*range(3, 400), 1000, 10_000, 123_456, 7, 3, 1000, 7]
     points = pl.DataFrame(
         {
-            "person_id": [f"p{n:06d}" for n in ns for _ in range(n)],
+            "person_id": [f"p{k:06d}" for k, n in enumerate(ns) for _ in range(n)],
             "marker": "hscrp",
             "key": "fiber_g|28",
             "collected_at": None,

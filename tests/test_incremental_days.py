@@ -364,6 +364,66 @@ def test_food_taxonomy_counts_in_duckdb_give_the_same_tables(tmp_path: Path) -> 
     )
 
 
+def taxonomy_changes(cohort: Cohort) -> dict[str, object]:
+    """Materialize food_taxonomy alone; return what it says changed, per table."""
+    cohort.write_inputs()
+    resource = ProjectResource(project_dir=str(cohort.project.root))
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([food_taxonomy], resources={"project": resource}, instance=instance)
+    assert result.success
+    return {
+        event.asset_key.path[-1]: event.metadata["changed"].value
+        for event in result.asset_materializations_for_node("food_taxonomy")
+    }
+
+
+def test_a_night_of_known_foods_keeps_the_food_categories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """New entries of foods already seen move unmapped_foods (counts, energy shares), not
+    food_categories: it is kept, without categorising again. A new food categorises again, and
+    the tables are always those of a first run on the same entries."""
+    import pipelines.steps.features as features
+
+    runs: list[int] = []
+
+    def counted(*args: object, **kwargs: object) -> pl.DataFrame:
+        runs.append(1)
+        return categorise_foods(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(features, "categorise_foods", counted)
+    cohort = Cohort(tmp_path / "nights", [entry("ann", 0, "Mystery Bites"), entry("bob", 0)], [])
+
+    def assert_first_run_tables() -> None:
+        entries, _ = cohort.frames()
+        categories = categorise_foods(entries)
+        stored = cohort.table("food_categories")
+        assert_frame_equal(stored, categories.sort(stored.columns, nulls_last=True))
+        assert_frame_equal(
+            cohort.table("unmapped_foods").sort("food"),
+            unmapped_foods(entries, categories).sort("food"),
+            check_exact=False,
+            rel_tol=1e-12,
+        )
+
+    assert taxonomy_changes(cohort) == {"food_categories": True, "unmapped_foods": True}
+    assert len(runs) == 1
+    cohort.entries.append(entry("ann", 1, "Mystery Bites", energy_kcal=500.0))
+    assert taxonomy_changes(cohort) == {"food_categories": False, "unmapped_foods": True}
+    assert len(runs) == 1
+    assert_first_run_tables()
+    cohort.entries.append(entry("bob", 1, "Zorblax Crunch"))
+    assert taxonomy_changes(cohort) == {"food_categories": True, "unmapped_foods": True}
+    assert len(runs) == 2
+    assert_first_run_tables()
+    assert taxonomy_changes(cohort) == {"food_categories": False, "unmapped_foods": False}
+    # Without the step's own record (as after a first run's state is forgotten), all is redone.
+    with cohort.project.warehouse().write() as conn:
+        conn.execute(f"DELETE FROM {incremental.STATE_TABLE} WHERE step = 'food_taxonomy'")
+    assert taxonomy_changes(cohort) == {"food_categories": True, "unmapped_foods": True}
+    assert len(runs) == 3
+
+
 def test_a_full_build_in_groups_of_people_equals_one_build(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

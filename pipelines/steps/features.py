@@ -238,25 +238,32 @@ def replace_gap_days(conn: duckdb.DuckDBPyConnection, settings: Settings) -> Non
 
 @dataclass(frozen=True)
 class Taxonomy:
-    """What food_taxonomy wrote (or kept): the categories, the unmapped foods, the overrides."""
+    """What food_taxonomy wrote (or kept): the categories, the unmapped foods, the overrides, and
+    which of the two tables it wrote again."""
 
     categories: pl.DataFrame
     unmapped: pl.DataFrame
     overrides: pl.DataFrame | None
-    changed: bool
+    categories_changed: bool
+    unmapped_changed: bool
 
 
 def update_food_taxonomy(conn: duckdb.DuckDBPyConnection, overrides_path: Path | None) -> Taxonomy:
     """Categorise every distinct (food, source category) pair, with the user's overrides, into
-    food_categories and unmapped_foods, when any input changed (`plan_whole`).
+    food_categories, and count the foods no rule matched into unmapped_foods, each when its inputs
+    changed.
 
-    Runs over all pairs whenever a diary entry's person, food, category or energy, the overrides
-    file or the taxonomy changed, so an edited overrides file changes food_categories at the next
-    run; diet_daily then rebuilds only the days that eat a food whose categories changed
-    (entries_with_categories_sql). Memory: the distinct foods, never the entries.
+    unmapped_foods (each food's entries, energy, people and share of all energy) moves with every
+    diary entry's person, food, category or energy: planned whole on those (`plan_whole`), so an
+    edited overrides file changes it at the next run. food_categories depends on the distinct
+    pairs alone (and the overrides and the taxonomy): a night of new entries of known foods keeps
+    it, without categorising again. diet_daily then rebuilds only the days that eat a food whose
+    categories changed (entries_with_categories_sql). Memory: the distinct foods, never the
+    entries.
     """
     # Read (and checked, line by line) every run: a broken overrides file is reported at once.
     overrides = load_overrides(overrides_path) if overrides_path else None
+    salt = fingerprint([overrides_path]) if overrides_path else ""
     # Planned on the entries' own values, not on sums: a parallel float sum differs in its last
     # bits from run to run, which made every quiet night a change. unmapped_foods counts each
     # food's people, so who logs what counts too.
@@ -265,30 +272,55 @@ def update_food_taxonomy(conn: duckdb.DuckDBPyConnection, overrides_path: Path |
         "food_taxonomy",
         inputs=["SELECT person_id, food, category_raw, energy_kcal FROM diet_entries"],
         outputs=["food_categories", "unmapped_foods"],
-        salt=fingerprint([overrides_path]) if overrides_path else "",
+        salt=salt,
     )
     if not changed(plan):
         return Taxonomy(
             conn.execute("SELECT * FROM food_categories").pl(),
             conn.execute("SELECT * FROM unmapped_foods").pl(),
             overrides,
-            changed=False,
+            categories_changed=False,
+            unmapped_changed=False,
         )
     # Counted in DuckDB: a few thousand distinct foods out of millions of entries.
     pairs = conn.execute(
         "SELECT food, category_raw, count(*) AS entries, sum(energy_kcal) AS energy_kcal "
         "FROM diet_entries GROUP BY food, category_raw ORDER BY ALL"
     ).pl()
-    categories = categorise_foods(pairs, overrides=overrides)
+    conn.register("_taxonomy_pairs", pairs.select("food", "category_raw").to_arrow())
+    try:
+        pairs_plan = plan_whole(
+            conn,
+            "food_categories",
+            inputs=["SELECT * FROM _taxonomy_pairs"],
+            outputs=["food_categories"],
+            salt=salt,
+        )
+    finally:
+        conn.unregister("_taxonomy_pairs")
+    # A step with no record of its own (a first run, or a record forgotten) categorises too,
+    # whatever the pairs' record says: it recomputes everything, as every step does then.
+    categories_changed = plan.everyone or changed(pairs_plan)
+    if categories_changed:
+        categories = categorise_foods(pairs, overrides=overrides)
+        replace_table(conn, "food_categories", categories)
+        record(conn, pairs_plan)
+    else:
+        categories = conn.execute("SELECT * FROM food_categories").pl()
     unmapped = unmapped_foods_from_counts(
         unmapped_people_counts(conn, unmapped_pairs(pairs, categories)),
         categories,
         float(pairs["energy_kcal"].sum() or 0.0),
     )
-    replace_table(conn, "food_categories", categories)
     replace_table(conn, "unmapped_foods", unmapped)
     record(conn, plan)
-    return Taxonomy(categories, unmapped, overrides, changed=True)
+    return Taxonomy(
+        categories,
+        unmapped,
+        overrides,
+        categories_changed=categories_changed,
+        unmapped_changed=True,
+    )
 
 
 def update_diet_daily(conn: duckdb.DuckDBPyConnection, settings: Settings) -> DayPlan:

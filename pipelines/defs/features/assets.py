@@ -49,10 +49,11 @@ from pipelines.warehouse import replace_table
 def food_taxonomy(context: dg.AssetExecutionContext, project: ProjectResource):
     """Categorise every distinct (food, source category) pair, with the user's overrides.
 
-    Runs over all pairs whenever a diary entry's person, food, category or energy, the overrides
-    file or the taxonomy changed (`plan_whole`), so an edited overrides file changes
-    food_categories at the next run; diet_daily then rebuilds only the days that eat a food whose
-    categories changed (entries_with_categories_sql).
+    unmapped_foods is counted again whenever a diary entry's person, food, category or energy, the
+    overrides file or the taxonomy changed (`plan_whole`); food_categories only when the distinct
+    pairs, the overrides file or the taxonomy did, so an edited overrides file changes it at the
+    next run and a night of known foods keeps it; diet_daily then rebuilds only the days that eat
+    a food whose categories changed (entries_with_categories_sql).
     """
     config = project.config()
     overrides_path = (
@@ -73,7 +74,7 @@ def food_taxonomy(context: dg.AssetExecutionContext, project: ProjectResource):
                 pl.col("rule_id").str.starts_with("reference:")
             )["food"].n_unique(),
             "override_lines": 0 if overrides is None else overrides.height,
-            "changed": taxonomy.changed,
+            "changed": taxonomy.categories_changed,
             "energy_share_mapped": round(mapped_share, 4),
             "by_category": md_table(categories.group_by("category").len().sort("category")),
         },
@@ -83,7 +84,7 @@ def food_taxonomy(context: dg.AssetExecutionContext, project: ProjectResource):
         metadata={
             "dagster/row_count": unmapped.height,
             "energy_share": round(1 - mapped_share, 4),
-            "changed": taxonomy.changed,
+            "changed": taxonomy.unmapped_changed,
         },
     )
 

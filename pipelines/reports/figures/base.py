@@ -69,7 +69,15 @@ _POW10 = np.array([float(10**k) for k in range(23)])
 
 def _r_many(values: np.ndarray | pl.Series | Sequence[float | None], digits: int = 3) -> list[Any]:
     """`_r` of every value (None and NaN read as missing), as a list of the same shape (a 2-D
-    array gives a list of rows).
+    array gives a list of rows): `_r_array` as lists."""
+    return _r_array(values, digits).tolist()  # type: ignore[no-any-return]
+
+
+def _r_array(
+    values: np.ndarray | pl.Series | Sequence[float | None], digits: int = 3
+) -> np.ndarray:
+    """`_r` of every value (None and NaN read as missing), as an array of Python objects of the
+    same shape (for a caller that places them in a grid: a list would be turned back into one).
 
     A page rounds thousands of values (a calendar is every day of every food group), too many
     for `_r` one by one: the values `_r` rounds unambiguously are rounded in numpy, the rest by
@@ -104,7 +112,7 @@ def _r_many(values: np.ndarray | pl.Series | Sequence[float | None], digits: int
     out[~finite] = None
     for i in np.flatnonzero(~ok & finite).tolist():
         out[i] = _r(float(a[i]), digits)
-    return out.reshape(shape).tolist()  # type: ignore[no-any-return]
+    return out.reshape(shape)
 
 
 def _layout(title: str, height: int, **extra: Any) -> dict[str, Any]:

@@ -255,11 +255,12 @@ def cell_fits(points: pl.DataFrame) -> pl.DataFrame:
     )
     # One scipy call for every fit, in the process that splits the tables (the pipeline's, which
     # has scipy loaded for the analysis): imported in each page worker, scipy.stats cost a
-    # second of CPU per worker, and a call per cell more than the cell's other numbers.
+    # second of CPU per worker, and a call per cell more than the cell's other numbers. The
+    # quantile depends on n alone, and cells have a few dozen distinct n: each is worked out once.
     from scipy import stats
 
-    df = (fits.get_column("n") - 2).cast(pl.Float64).to_numpy()
-    return fits.with_columns(pl.Series("t", stats.t.ppf(0.975, df), dtype=pl.Float64))
+    df, at = np.unique((fits.get_column("n") - 2).cast(pl.Float64).to_numpy(), return_inverse=True)
+    return fits.with_columns(pl.Series("t", stats.t.ppf(0.975, df)[at], dtype=pl.Float64))
 
 
 def _finite_or(column: str, default: float) -> pl.Expr:

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from pipelines.reports.figures.base import Fig, _layout, _r_many
+from pipelines.reports.figures.base import Fig, _layout, _r_array
 from pipelines.reports.figures.diet import _EPOCH_ORDINAL, _date_numbers, _logged_mask, _week_texts
 from pipelines.reports.figures.logging_coverage import WEEKDAYS
 from pipelines.reports.figures.timeline import _short_span
@@ -96,7 +96,7 @@ def category_calendar(diet: pl.DataFrame, title: str, dii_params: str = "") -> F
     # Each category's daily values, rounded (NaN and null read as missing), in their cells of a
     # (category, weekday, week) grid of Python objects; one row per day, so each value has its
     # own cell.
-    rounded = np.array(_r_many(matrix[rows].T, 2), dtype=object).reshape(len(cols), rows.size)
+    rounded = _r_array(matrix[rows].T, 2)
     grid = np.full((len(cols), len(WEEKDAYS), n_weeks), None, dtype=object)
     grid[:, offsets % 7, offsets // 7] = rounded
     # Each scale tops at the 95th percentile (the lower value) of the category's days, so that one
