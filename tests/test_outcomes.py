@@ -1,0 +1,165 @@
+"""Daily outcomes (kind `outcomes`): the generic CSV, stable measure names, scales kept apart,
+plausibility of wearable measures, overlapping exports and configuration errors."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from pipelines.adapters import FORMATS, AdapterError
+from pipelines.config import ConfigError, PersonSpec, SourceConfig, parse_project_config
+from pipelines.ingest import ingest_source, target_table
+from pipelines.ingest.parse import plausible
+from pipelines.schema import BIOMETRIC_SCHEMA
+
+SYMPTOMS = Path(__file__).parent / "fixtures" / "outcomes" / "symptoms.csv"
+TODAY = date(2026, 2, 1)
+
+
+def source(**overrides: object) -> SourceConfig:
+    fields: dict = dict(
+        name="sym", kind="outcomes", format="csv", path="sym/*/*.csv", person=PersonSpec("alice")
+    )
+    fields.update(overrides)
+    return SourceConfig(**fields)
+
+
+def read(path: Path, src: SourceConfig | None = None):
+    src = src or source()
+    return plausible(target_table(src), FORMATS[src.format].parse(path, src), TODAY)
+
+
+def value(rows: pl.DataFrame, day: str, metric: str) -> list[float]:
+    on_day = rows.filter((pl.col("day").cast(pl.String) == day) & (pl.col("metric") == metric))
+    return on_day["value"].to_list()
+
+
+def test_generic_csv_loads_readings_with_stable_names_units_and_scales() -> None:
+    result = read(SYMPTOMS)
+    rows = result.rows
+    assert target_table(source()) == "biometrics"
+    assert rows.schema == pl.Schema(BIOMETRIC_SCHEMA)
+    # 11 lines: 7 loaded, 4 rejected, nothing lost.
+    assert (result.rows_read, rows.height, result.rejects.height) == (11, 7, 4)
+    assert sorted(rows["day"].unique().cast(pl.String).to_list()) == [
+        "2026-01-05",
+        "2026-01-06",
+        "2026-01-07",
+    ]
+    assert value(rows, "2026-01-05", "resting_hr") == [58.0]
+    assert value(rows, "2026-01-05", "bristol_stool") == [4.0]
+    assert value(rows, "2026-01-06", "urgency") == [1.0]  # "yes"
+    assert value(rows, "2026-01-06", "sleep_duration") == [7.5]  # 450 min
+    sleep = rows.filter(pl.col("metric") == "sleep_duration").row(0, named=True)
+    assert (sleep["unit"], sleep["scale"], sleep["value_raw"]) == ("h", "unit", "450")
+    # A timestamp's time of day is kept.
+    assert rows.filter(pl.col("line") == 10)["time"].to_list() == ["21:30"]
+
+
+def test_two_scales_for_one_measure_stay_distinguishable() -> None:
+    bloating = read(SYMPTOMS).rows.filter(pl.col("metric") == "bloating")
+    # "Bloating" on 0-10 and "Bloated" on 0-4: one measure name, two scales, never mixed.
+    assert sorted(bloating.select("scale", "value").iter_rows()) == [("0-10", 6.0), ("0-4", 3.0)]
+
+
+def test_rejects_name_line_column_and_reason() -> None:
+    rejects = {r["line"]: r for r in read(SYMPTOMS).rejects.iter_rows(named=True)}
+    assert sorted(rejects) == [7, 9, 11, 12]
+    assert (rejects[7]["column"], rejects[7]["reason"]) == ("value", "value outside its scale 0-10")
+    assert (rejects[9]["column"], rejects[9]["reason"]) == ("Value", "not a number")
+    assert rejects[11]["reason"] == "hrv_rmssd is always on scale unit"
+    assert rejects[12]["reason"].startswith("no scale for fatigue")
+
+
+def test_source_scale_option_gives_unscaled_ratings_their_scale(tmp_path: Path) -> None:
+    path = tmp_path / "s.csv"
+    path.write_text("Date,Symptom,Rating\n2026-01-05,Fatigue,3\n2026-01-06,Fatigue,9\n")
+    result = read(path, source(options={"scale": "0 - 4"}))
+    assert result.rows.select("scale", "value").rows() == [("0-4", 3.0)]
+    assert result.rejects["reason"].to_list() == ["value outside its scale 0-4"]
+    with pytest.raises(AdapterError, match=r"options\.scale.*'often'"):
+        read(path, source(options={"scale": "often"}))
+
+
+@pytest.mark.parametrize(
+    ("measure", "raw", "unit", "reason"),
+    [
+        ("Resting Heart Rate", "7", "bpm", "implausible resting_hr: outside 20-200 bpm"),
+        ("HRV", "0", "ms", "implausible hrv_rmssd: outside 1-300 ms"),
+        ("Temperature Deviation", "36.6", "°C", "implausible skin_temp_dev: outside -5 to +5 °C"),
+        # Seconds written without a unit are read as hours: 27,000 h is refused.
+        ("Total Sleep Time", "27000", "", "implausible sleep_duration: outside 0-24 h"),
+        ("Bristol", "8", "", "value outside its scale bristol_1-7"),
+    ],
+)
+def test_wearable_and_bristol_values_are_bounded(
+    tmp_path: Path, measure: str, raw: str, unit: str, reason: str
+) -> None:
+    path = tmp_path / "w.csv"
+    path.write_text(f"Date,Measure,Value,Unit\n2026-01-05,{measure},{raw},{unit}\n")
+    result = read(path)
+    assert result.rows.height == 0
+    assert result.rejects["reason"].to_list() == [reason]
+
+
+def test_fahrenheit_deviation_converts_without_offset(tmp_path: Path) -> None:
+    path = tmp_path / "w.csv"
+    path.write_text("Date,Measure,Value,Unit\n2026-01-05,Temperature Deviation,0.9,°F\n")
+    assert read(path).rows["value"].round(6).to_list() == [0.5]
+
+
+def _export(path: Path, lines: list[str], mtime: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("Date,Measure,Value,Scale\n" + "".join(f"{x}\n" for x in lines))
+    os.utime(path, (mtime, mtime))
+
+
+def test_overlapping_re_export_is_settled_by_day_and_measure(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    _export(
+        raw / "sym" / "alice" / "jan.csv",
+        ["2026-01-05,Bloating,6,0-10", "2026-01-06,Bloating,5,0-10", "2026-01-06,Pain,2,0-10"],
+        mtime=1_700_000_000,
+    )
+    # The re-export covers 2026-01-06 again with the corrected bloating and adds a day.
+    _export(
+        raw / "sym" / "alice" / "feb.csv",
+        ["2026-01-06,Bloating,4,0-10", "2026-01-07,Bloating,3,0-10", "2026-01-07,Bloating,11,0-10"],
+        mtime=1_700_100_000,
+    )
+    result = ingest_source(source(person=PersonSpec(from_folder=True)), raw)
+    rows = result.rows
+    assert value(rows, "2026-01-06", "bloating") == [4.0]
+    assert value(rows, "2026-01-06", "pain") == [2.0]  # not in the re-export: kept
+    assert rows.filter(pl.col("metric") == "bloating").height == 3
+    files = {r["path"]: r for r in result.files.iter_rows(named=True)}
+    jan, feb = files["sym/alice/jan.csv"], files["sym/alice/feb.csv"]
+    assert (jan["rows_read"], jan["rows_loaded"], jan["rows_duplicate"]) == (3, 2, 1)
+    assert (feb["rows_read"], feb["rows_loaded"], feb["rows_rejected"]) == (3, 2, 1)
+    reject = result.rejects.row(0, named=True)
+    assert (reject["path"], reject["line"]) == ("sym/alice/feb.csv", 4)
+
+
+def test_an_outcomes_source_with_a_diet_format_names_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "sources.yaml"
+    path.write_text(
+        "sources:\n  - {name: oura, kind: outcomes, format: cronometer_servings, path: a/*.csv}\n"
+    )
+    with pytest.raises(ConfigError, match=r"source 'oura', key 'kind'.*not 'outcomes'"):
+        parse_project_config(path, FORMATS)
+
+
+def test_generic_csv_maps_columns_and_refuses_unknown_keys(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text("When,What,How much\n2026-01-05T08:15,Urgency,no\n")
+    src = source(columns={"day": "When", "measure": "What", "value": "How much"})
+    rows = read(path, src).rows
+    assert rows.select("time", "metric", "value", "scale").rows() == [
+        ("08:15", "urgency", 0.0, "yes_no")
+    ]
+    with pytest.raises(AdapterError, match=r"unknown key\(s\) \['symptom'\]"):
+        read(path, source(columns={"symptom": "What"}))
