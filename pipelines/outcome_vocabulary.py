@@ -56,6 +56,7 @@ ALIASES: dict[str, str] = {
 # A temperature *deviation* converts from °F without the 32° offset: +1.8 °F is +1 °C.
 PHYSICAL: dict[str, tuple[str, dict[str, float]]] = {
     "resting_hr": ("bpm", {"bpm": 1.0, "beats/min": 1.0, "count/min": 1.0, "/min": 1.0}),
+    "resting_hr_lowest": ("bpm", {"bpm": 1.0, "beats/min": 1.0, "count/min": 1.0, "/min": 1.0}),
     "hrv_rmssd": ("ms", {"ms": 1.0}),
     "skin_temp_dev": ("°C", {"°c": 1.0, "c": 1.0, "°f": 5.0 / 9.0, "f": 5.0 / 9.0}),
     "sleep_duration": (
@@ -70,6 +71,7 @@ PHYSICAL: dict[str, tuple[str, dict[str, float]]] = {
 PHYSICAL_BOUNDS: dict[str, tuple[float, float, str]] = {
     # Trained athletes rest near 30 bpm; above 200 at rest is no resting rate.
     "resting_hr": (20.0, 200.0, "20-200 bpm"),
+    "resting_hr_lowest": (20.0, 200.0, "20-200 bpm"),
     # Nightly RMSSD of adults lies within a few ms to ~250 ms; 0 or 500 is a sensor or unit slip.
     "hrv_rmssd": (1.0, 300.0, "1-300 ms"),
     # Wearables report nightly deviations from the personal baseline within a few degrees; a

@@ -163,3 +163,95 @@ def test_generic_csv_maps_columns_and_refuses_unknown_keys(tmp_path: Path) -> No
     ]
     with pytest.raises(AdapterError, match=r"unknown key\(s\) \['symptom'\]"):
         read(path, source(columns={"symptom": "What"}))
+
+
+# ---- Oura trends export --------------------------------------------------------------------------
+
+OURA = Path(__file__).parent / "fixtures" / "outcomes" / "oura_2026-01-08_trends.csv"
+OURA_HEADER = OURA.read_text(encoding="utf-8").splitlines()[0]
+
+
+def oura(**overrides: object) -> SourceConfig:
+    return source(name="oura", format="oura_trends", path="oura/*/*.csv", **overrides)
+
+
+def test_oura_trends_reads_each_measure_of_each_day() -> None:
+    result = read(OURA, oura())
+    rows = result.rows
+    # 4 days; 2026-01-07 was a day without the ring (only steps), 2026-01-08 has "n/a" for HRV.
+    per_day = dict(rows.group_by("day").len().sort("day").iter_rows())
+    assert [(d.isoformat(), n) for d, n in per_day.items()] == [
+        ("2026-01-05", 9),
+        ("2026-01-06", 9),
+        ("2026-01-07", 1),
+        ("2026-01-08", 7),
+    ]
+    # Accounting per reading: 27 non-blank cells of the columns read, 26 loaded, 1 rejected.
+    assert (result.rows_read, rows.height, result.rejects.height) == (27, 26, 1)
+    assert value(rows, "2026-01-05", "resting_hr") == [56.2]
+    assert value(rows, "2026-01-05", "hrv_rmssd") == [48.0]
+    assert value(rows, "2026-01-06", "skin_temp_dev") == [0.35]
+    assert value(rows, "2026-01-05", "sleep_duration") == [7.5]  # 27000 s
+    score = rows.filter(pl.col("metric") == "oura_sleep_score").row(0, named=True)
+    assert (score["scale"], score["unit"]) == ("0-100", None)
+    reject = result.rejects.row(0, named=True)
+    assert (reject["line"], reject["column"], reject["reason"], reject["value"]) == (
+        5,
+        "Average HRV",
+        "not a number",
+        "n/a",
+    )
+
+
+def test_oura_implausible_reading_is_rejected_alone(tmp_path: Path) -> None:
+    path = tmp_path / "oura.csv"
+    path.write_text(
+        OURA_HEADER + "\n2026-01-05,82,85,29700,27000,2700,91,56,51,48,36.4,14,88,9012,84\n"
+    )
+    result = read(path, oura())
+    assert result.rows_read == 9
+    assert result.rejects.select("column", "reason").rows() == [
+        ("value", "implausible skin_temp_dev: outside -5 to +5 °C")
+    ]
+    assert value(result.rows, "2026-01-05", "resting_hr") == [56.0]
+
+
+def test_oura_re_export_replaces_the_partial_last_day(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    first = raw / "oura" / "alice" / "oura_2026-01-08_trends.csv"
+    first.parent.mkdir(parents=True)
+    first.write_text(OURA.read_text(encoding="utf-8"), encoding="utf-8")
+    os.utime(first, (1_700_000_000, 1_700_000_000))
+    # The next export has 2026-01-08 complete (HRV now measured) and one more day.
+    later = raw / "oura" / "alice" / "oura_2026-01-09_trends.csv"
+    later.write_text(
+        OURA_HEADER
+        + "\n2026-01-08,68,70,28800,24300,4500,84,61.5,55,39,1.4,15.8,66,7000,61"
+        + "\n2026-01-09,80,81,28800,26100,2700,90,57.0,52,47,0.1,14.9,75,8000,79\n",
+        encoding="utf-8",
+    )
+    os.utime(later, (1_700_100_000, 1_700_100_000))
+    result = ingest_source(oura(person=PersonSpec(from_folder=True)), raw)
+    rows = result.rows
+    assert value(rows, "2026-01-08", "hrv_rmssd") == [39.0]
+    assert value(rows, "2026-01-08", "steps") == [7000.0]
+    assert value(rows, "2026-01-05", "resting_hr") == [56.2]  # only in the first export
+    files = {r["path"]: r for r in result.files.iter_rows(named=True)}
+    old, new = (
+        files["oura/alice/oura_2026-01-08_trends.csv"],
+        files["oura/alice/oura_2026-01-09_trends.csv"],
+    )
+    # The first export's 7 readings of 2026-01-08 are superseded by the later export's 9.
+    assert (old["rows_read"], old["rows_loaded"], old["rows_rejected"], old["rows_duplicate"]) == (
+        27,
+        19,
+        1,
+        7,
+    )
+    assert (new["rows_read"], new["rows_loaded"]) == (18, 18)
+
+
+def test_an_oura_export_under_another_format_is_refused_naming_oura_trends() -> None:
+    src = source(format="cronometer_biometrics")
+    with pytest.raises(AdapterError, match="format: oura_trends with kind: outcomes"):
+        FORMATS["cronometer_biometrics"].parse(OURA, src)

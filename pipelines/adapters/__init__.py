@@ -28,6 +28,7 @@ from pipelines.adapters import (
     myfitnesspal,
     nhanes_xpt,
     outcome_csv,
+    oura_trends,
     persons_csv,
     synthea_observations,
 )
@@ -97,6 +98,8 @@ FORMATS: dict[str, Format] = {
     "myfitnesspal": Format(
         ("diet",), myfitnesspal.parse, _mfp_target, batch=myfitnesspal.parse_batch
     ),
+    # One file per export: no batch reader (and its accounting is per reading, not per line).
+    "oura_trends": Format(("outcomes",), oura_trends.parse),
     "csv": Format(
         ("diet", "labs", "persons", "outcomes"), _csv_parse, _csv_target, batch=_csv_batch
     ),

@@ -41,6 +41,12 @@ SIGNATURES: tuple[Signature, ...] = (
         "with kind: labs",
     ),
     Signature(
+        "oura_trends",
+        "an Oura trends export (one row per day: 'date', 'Average Resting Heart Rate', ...)",
+        (("date",), ("Average Resting Heart Rate",), ("Average HRV",)),
+        "with kind: outcomes",
+    ),
+    Signature(
         "cronometer_biometrics",
         "a Cronometer Biometrics export (weight, blood pressure, ...)",
         (("Day", "Date"), ("Metric",), ("Amount", "Value")),
