@@ -27,8 +27,8 @@ from pipelines.adapters import (
     lab_csv,
     myfitnesspal,
     nhanes_xpt,
-    outcome_csv,
     oura_trends,
+    outcome_csv,
     persons_csv,
     synthea_observations,
 )
