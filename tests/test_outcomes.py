@@ -255,3 +255,41 @@ def test_an_oura_export_under_another_format_is_refused_naming_oura_trends() -> 
     src = source(format="cronometer_biometrics")
     with pytest.raises(AdapterError, match="format: oura_trends with kind: outcomes"):
         FORMATS["cronometer_biometrics"].parse(OURA, src)
+
+
+# ---- Bearable export ------------------------------------------------------------------------------
+
+BEARABLE = (
+    Path(__file__).parent
+    / "fixtures"
+    / "outcomes"
+    / ("Bearable App - Data Export. Generated 10-01-2026.csv")
+)
+
+
+def test_bearable_reads_symptoms_mood_energy_and_sleep() -> None:
+    src = source(name="bearable", format="bearable")
+    result = read(BEARABLE, src)
+    rows = result.rows
+    # 10 lines: 7 loaded; a Factors line, a bloating of 5 on 0-4 and a sleep "about 7h" rejected.
+    assert (result.rows_read, rows.height, result.rejects.height) == (10, 7, 3)
+    # Bloating logged twice on one day: both entries load, with their time of day.
+    bloating = rows.filter(pl.col("metric") == "bloating").select("day", "time", "value", "scale")
+    assert [(d.isoformat(), t, v, s) for d, t, v, s in bloating.rows()] == [
+        ("2026-01-05", "am", 2.0, "0-4"),
+        ("2026-01-05", "pm", 3.0, "0-4"),
+    ]
+    assert value(rows, "2026-01-05", "abdominal_pain") == [1.0]  # "Stomach pain (Mild)"
+    assert value(rows, "2026-01-05", "mood") == [7.0]
+    assert value(rows, "2026-01-06", "sleep_duration") == [7.5]  # 7:30
+    rejects = {r["line"]: (r["column"], r["reason"]) for r in result.rejects.iter_rows(named=True)}
+    assert rejects == {
+        7: ("category", "category not read as an outcome"),
+        9: ("value", "value outside its scale 0-4"),
+        11: ("rating/amount", "sleep not written as a duration H:MM"),
+    }
+
+
+def test_a_bearable_export_under_the_oura_format_is_refused_naming_bearable() -> None:
+    with pytest.raises(AdapterError, match="format: bearable with kind: outcomes"):
+        FORMATS["oura_trends"].parse(BEARABLE, oura())

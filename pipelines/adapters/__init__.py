@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipelines.adapters import (
+    bearable,
     cronometer_biometrics,
     cronometer_daily_summary,
     cronometer_servings,
@@ -100,6 +101,7 @@ FORMATS: dict[str, Format] = {
     ),
     # One file per export: no batch reader (and its accounting is per reading, not per line).
     "oura_trends": Format(("outcomes",), oura_trends.parse),
+    "bearable": Format(("outcomes",), bearable.parse, batch=bearable.parse_batch),
     "csv": Format(
         ("diet", "labs", "persons", "outcomes"), _csv_parse, _csv_target, batch=_csv_batch
     ),

@@ -41,6 +41,12 @@ SIGNATURES: tuple[Signature, ...] = (
         "with kind: labs",
     ),
     Signature(
+        "bearable",
+        "a Bearable export (one row per entry: 'date formatted', 'category', 'rating/amount')",
+        (("date formatted",), ("category",), ("rating/amount",), ("detail",)),
+        "with kind: outcomes",
+    ),
+    Signature(
         "oura_trends",
         "an Oura trends export (one row per day: 'date', 'Average Resting Heart Rate', ...)",
         (("date",), ("Average Resting Heart Rate",), ("Average HRV",)),

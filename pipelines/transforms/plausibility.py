@@ -198,9 +198,14 @@ def rules(target: str, schema: dict[str, pl.DataType], today: date) -> list[Chec
 def _outcome_rules() -> list[Check]:
     """A rating within its scale, a physical measure within what a body produces."""
     scale, value = pl.col("scale"), pl.col("value")
-    bounds = scale.str.extract_groups(r"(\d+)-(\d+)$")
-    low = pl.when(scale == SCALE_YES_NO).then(0.0).otherwise(bounds.struct.field("1").cast(float))
-    high = pl.when(scale == SCALE_YES_NO).then(1.0).otherwise(bounds.struct.field("2").cast(float))
+    # Plain extracts rather than a struct, which Polars can panic on inside when/then.
+    bound = r"(\d+)-(\d+)$"
+    low = (
+        pl.when(scale == SCALE_YES_NO).then(0.0).otherwise(scale.str.extract(bound, 1).cast(float))
+    )
+    high = (
+        pl.when(scale == SCALE_YES_NO).then(1.0).otherwise(scale.str.extract(bound, 2).cast(float))
+    )
     out = [
         Check(
             (value < low) | (value > high),
