@@ -257,7 +257,7 @@ def test_an_oura_export_under_another_format_is_refused_naming_oura_trends() -> 
         FORMATS["cronometer_biometrics"].parse(OURA, src)
 
 
-# ---- Bearable export ------------------------------------------------------------------------------
+# ---- Bearable export -----------------------------------------------------------------------------
 
 BEARABLE = (
     Path(__file__).parent
