@@ -7,14 +7,16 @@ import os
 from datetime import date
 from pathlib import Path
 
+import duckdb
 import polars as pl
 import pytest
 
 from pipelines.adapters import FORMATS, AdapterError
 from pipelines.config import ConfigError, PersonSpec, SourceConfig, parse_project_config
-from pipelines.ingest import ingest_source, target_table
+from pipelines.ingest import ingest_source, sync_source, target_table
 from pipelines.ingest.parse import plausible
 from pipelines.schema import BIOMETRIC_SCHEMA
+from pipelines.steps.canonical import build_canonical_table, sources_feeding
 
 SYMPTOMS = Path(__file__).parent / "fixtures" / "outcomes" / "symptoms.csv"
 TODAY = date(2026, 2, 1)
@@ -293,3 +295,65 @@ def test_bearable_reads_symptoms_mood_energy_and_sleep() -> None:
 def test_a_bearable_export_under_the_oura_format_is_refused_naming_bearable() -> None:
     with pytest.raises(AdapterError, match="format: bearable with kind: outcomes"):
         FORMATS["oura_trends"].parse(BEARABLE, oura())
+
+
+# ---- End to end: every outcome source into the one `biometrics` table ---------------------------
+
+
+def test_outcome_sources_meet_cronometer_biometrics_in_one_warehouse_table(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    copies = {
+        "oura/alice/oura.csv": OURA,
+        "bearable/alice/bearable.csv": BEARABLE,
+        "diary/alice/symptoms.csv": SYMPTOMS,
+        "cronometer/alice/biometrics.csv": Path(__file__).parent
+        / "fixtures"
+        / "diet_adapters"
+        / "cronometer_biometrics.csv",
+    }
+    for name, fixture in copies.items():
+        (raw / name).parent.mkdir(parents=True, exist_ok=True)
+        (raw / name).write_bytes(fixture.read_bytes())
+    folder = PersonSpec(from_folder=True)
+    sources = [
+        source(name="oura", format="oura_trends", path="oura/*/*.csv", person=folder),
+        source(name="bearable", format="bearable", path="bearable/*/*.csv", person=folder),
+        source(name="diary", path="diary/*/*.csv", person=folder),
+        source(
+            name="cronometer",
+            kind="diet",
+            format="cronometer_biometrics",
+            path="cronometer/*/*.csv",
+            person=folder,
+        ),
+    ]
+    with duckdb.connect() as conn:
+        for src in sources:
+            sync_source(conn, src, raw, today=TODAY)
+        build_canonical_table(conn, "biometrics", sources_feeding(sources, "biometrics"))
+        by_source = dict(
+            conn.execute("SELECT source, count(*) FROM biometrics GROUP BY ALL").fetchall()
+        )
+        assert by_source.pop("cronometer") > 0  # weight, blood pressure, ...
+        assert by_source == {"oura": 26, "bearable": 7, "diary": 7}
+        # Bloating from two trackers: one measure name, two scales, each its own series.
+        bloating = conn.execute(
+            "SELECT scale, count(*) FROM biometrics WHERE metric = 'bloating' GROUP BY ALL "
+            "ORDER BY scale"
+        ).fetchall()
+        assert bloating == [("0-10", 1), ("0-4", 3)]
+        hr = conn.execute(
+            "SELECT day, source, value FROM biometrics WHERE metric = 'resting_hr' "
+            "ORDER BY day, source"
+        ).fetchall()
+        assert [(d.isoformat(), s, v) for d, s, v in hr] == [
+            ("2026-01-05", "diary", 58.0),
+            ("2026-01-05", "oura", 56.2),
+            ("2026-01-06", "oura", 58.9),
+            ("2026-01-08", "oura", 61.5),
+        ]
+        files = conn.execute(
+            "SELECT source, rows_read, rows_loaded, rows_rejected, rows_duplicate "
+            "FROM ingest_files WHERE source IN ('oura', 'bearable', 'diary') ORDER BY source"
+        ).fetchall()
+        assert files == [("bearable", 10, 7, 3, 0), ("diary", 11, 7, 4, 0), ("oura", 27, 26, 1, 0)]
