@@ -357,3 +357,13 @@ def test_outcome_sources_meet_cronometer_biometrics_in_one_warehouse_table(tmp_p
             "FROM ingest_files WHERE source IN ('oura', 'bearable', 'diary') ORDER BY source"
         ).fetchall()
         assert files == [("bearable", 10, 7, 3, 0), ("diary", 11, 7, 4, 0), ("oura", 27, 26, 1, 0)]
+
+
+def test_a_row_with_a_unit_is_physical_whatever_the_source_scale(tmp_path: Path) -> None:
+    path = tmp_path / "s.csv"
+    path.write_text("Date,Measure,Value,Unit\n2026-01-05,Waist,81,cm\n2026-01-05,Nausea,2,\n")
+    rows = read(path, source(options={"scale": "0-4"})).rows
+    assert rows.select("metric", "value", "unit", "scale").rows() == [
+        ("waist", 81.0, "cm", "unit"),
+        ("nausea", 2.0, None, "0-4"),
+    ]

@@ -10,11 +10,12 @@ and `scale`; a field without a mapping is looked up under common header names (`
 - The measure is snake-cased and given its stable name (`pipelines.outcome_vocabulary`):
   "Bloated" -> `bloating`, "Resting Heart Rate" -> `resting_hr`; other names are kept snake-cased.
 - The scale is never guessed for a rating: it is the row's scale cell ("0-10", "0-4", "Bristol",
-  "yes/no"), else `options: {scale: "0-10"}` of the source, else `yes_no` for a yes/no value, else
-  `unit` when the row has a unit. A rating without any is rejected ("no scale"). `bristol_stool`
-  is always on the Bristol scale (1-7); a physical measure (`resting_hr`, `hrv_rmssd`,
-  `skin_temp_dev`, `sleep_duration`, ...) is always `unit`, converted to its canonical unit
-  (minutes of sleep -> h, a °F deviation -> °C); a blank unit means the canonical one.
+  "yes/no"), else `yes_no` for a yes/no value, else `unit` when the row has a unit, else
+  `options: {scale: "0-10"}` of the source. A rating without any is rejected ("no scale").
+  `bristol_stool` is always on the Bristol scale (1-7); a physical measure (`resting_hr`,
+  `hrv_rmssd`, `skin_temp_dev`, `sleep_duration`, ...) is always `unit`, converted to its
+  canonical unit (minutes of sleep -> h, a °F deviation -> °C); a blank unit means the canonical
+  one.
 - Values are numbers in the source's decimal convention, or yes/no (also true/false) -> 1/0.
 - Each line is one reading, loaded or rejected naming its column. Values outside their scale or
   physically implausible are rejected by the plausibility rules after parsing.
@@ -176,8 +177,9 @@ def _readings(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
     rating_scale = pl.coalesce(
         scale_cell,
         pl.when(is_yes_no).then(pl.lit(SCALE_YES_NO)),
-        pl.lit(fallback_scale, dtype=pl.String),
+        # A row with a unit is a physical quantity, whatever scale the source's ratings use.
         pl.when(unit_raw.is_not_null()).then(pl.lit(SCALE_UNIT)),
+        pl.lit(fallback_scale, dtype=pl.String),
     )
     scale = (
         pl.when(physical)
