@@ -22,7 +22,7 @@ import pydantic
 import yaml
 from pydantic import AfterValidator, ConfigDict, Field
 
-KINDS = ("diet", "labs", "persons")
+KINDS = ("diet", "labs", "persons", "outcomes")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 # `crp_method` of a labs source (pipelines.transforms.labs.CRP_METHODS).
 CRP_METHOD_VALUES = ("hs", "standard")

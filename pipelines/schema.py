@@ -184,11 +184,15 @@ BIOMETRIC_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "person_id": pl.String,
     "day": pl.Date,
     "time": pl.String,
-    "metric": pl.String,  # e.g. "weight", "blood_pressure_systolic"
+    "metric": pl.String,  # e.g. "weight", "blood_pressure_systolic", "bloating", "resting_hr"
     "value": pl.Float64,
     "unit": pl.String,
     "value_raw": pl.String,
     "unit_raw": pl.String,
+    # What `value` is measured on: "unit" (a physical quantity in `unit`), a rating scale such as
+    # "0-10" or "0-4", "bristol_1-7" or "yes_no" (pipelines/outcome_vocabulary.py). Daily outcomes
+    # always have one; Cronometer biometrics leave it null.
+    "scale": pl.String,
     "line": pl.Int64,
 }
 

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipelines.adapters import (
+    bearable,
     cronometer_biometrics,
     cronometer_daily_summary,
     cronometer_servings,
@@ -27,6 +28,8 @@ from pipelines.adapters import (
     lab_csv,
     myfitnesspal,
     nhanes_xpt,
+    oura_trends,
+    outcome_csv,
     persons_csv,
     synthea_observations,
 )
@@ -42,7 +45,12 @@ from pipelines.config import SourceConfig
 
 def _csv_parse(path: Path, source: SourceConfig) -> ParseResult:
     """The generic `csv` format reads whatever kind the source says it is."""
-    parse = {"labs": lab_csv.parse, "diet": diet_csv.parse, "persons": persons_csv.parse}
+    parse = {
+        "labs": lab_csv.parse,
+        "diet": diet_csv.parse,
+        "persons": persons_csv.parse,
+        "outcomes": outcome_csv.parse,
+    }
     return parse[source.kind](path, source)
 
 
@@ -52,6 +60,7 @@ def _csv_batch(paths: Sequence[Path], source: SourceConfig) -> BatchResult:
         "labs": lab_csv.parse_batch,
         "diet": diet_csv.parse_batch,
         "persons": persons_csv.parse_batch,
+        "outcomes": outcome_csv.parse_batch,
     }
     return batch[source.kind](paths, source)
 
@@ -82,7 +91,7 @@ FORMATS: dict[str, Format] = {
         batch=cronometer_daily_summary.parse_batch,
     ),
     "cronometer_biometrics": Format(
-        ("diet",),
+        ("diet", "outcomes"),
         cronometer_biometrics.parse,
         lambda s: "biometrics",
         batch=cronometer_biometrics.parse_batch,
@@ -90,7 +99,12 @@ FORMATS: dict[str, Format] = {
     "myfitnesspal": Format(
         ("diet",), myfitnesspal.parse, _mfp_target, batch=myfitnesspal.parse_batch
     ),
-    "csv": Format(("diet", "labs", "persons"), _csv_parse, _csv_target, batch=_csv_batch),
+    # One file per export: no batch reader (and its accounting is per reading, not per line).
+    "oura_trends": Format(("outcomes",), oura_trends.parse),
+    "bearable": Format(("outcomes",), bearable.parse, batch=bearable.parse_batch),
+    "csv": Format(
+        ("diet", "labs", "persons", "outcomes"), _csv_parse, _csv_target, batch=_csv_batch
+    ),
     "fhir": Format(("labs",), fhir.parse, batch=fhir.parse_batch, person_in_file=True),
     "synthea_observations": Format(
         ("labs",),

@@ -11,7 +11,15 @@ import polars as pl
 
 from pipelines.config import SourceConfig
 
-DEFAULT_TARGET = {"diet": "diet_entries", "labs": "lab_results", "persons": "persons"}
+# Daily outcomes (symptoms, wearable signals) share `biometrics` with Cronometer's biometrics: one
+# table of a person's dated readings, so that a resting heart rate is one series whichever app
+# measured it.
+DEFAULT_TARGET = {
+    "diet": "diet_entries",
+    "labs": "lab_results",
+    "persons": "persons",
+    "outcomes": "biometrics",
+}
 
 
 @dataclass

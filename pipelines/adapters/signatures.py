@@ -41,6 +41,18 @@ SIGNATURES: tuple[Signature, ...] = (
         "with kind: labs",
     ),
     Signature(
+        "bearable",
+        "a Bearable export (one row per entry: 'date formatted', 'category', 'rating/amount')",
+        (("date formatted",), ("category",), ("rating/amount",), ("detail",)),
+        "with kind: outcomes",
+    ),
+    Signature(
+        "oura_trends",
+        "an Oura trends export (one row per day: 'date', 'Average Resting Heart Rate', ...)",
+        (("date",), ("Average Resting Heart Rate",), ("Average HRV",)),
+        "with kind: outcomes",
+    ),
+    Signature(
         "cronometer_biometrics",
         "a Cronometer Biometrics export (weight, blood pressure, ...)",
         (("Day", "Date"), ("Metric",), ("Amount", "Value")),

@@ -39,6 +39,13 @@ The rules, and why:
 - Biometrics: `weight` in kg outside 2-400 kg -> rejected (below a newborn's weight or above any
   recorded adult's: a pounds/kilograms slip or a typo). Weights in a unit the adapter did not
   convert to kg are left alone, since their scale is unknown.
+- Daily outcomes (biometrics rows with a `scale`): a rating outside its own scale -> rejected
+  ("value outside its scale 0-4": a 7 on a 0-4 symptom scale, a Bristol 8, a yes/no of 2), because
+  a value is only comparable with the others on its scale; a physical measure outside the range a
+  body produces -> rejected with the range (`PHYSICAL_BOUNDS` in pipelines/outcome_vocabulary.py:
+  resting heart rate 20-200 bpm, RMSSD 1-300 ms, skin temperature deviation -5 to +5 °C, sleep
+  0-24 h, ...): these catch the unit slips a wearable's export invites (sleep in minutes or
+  seconds read as hours, an absolute temperature in the deviation column).
 
 Formula-like text (cells starting with `=`, `+`, `-` or `@`, such as `=HYPERLINK("http://x","y")`
 or `@SUM(1)`) is NOT a plausibility problem and is never altered: it is loaded as plain text,
@@ -61,6 +68,7 @@ from functools import lru_cache
 import polars as pl
 
 from pipelines.lab_vocabulary import CRP_MARKERS
+from pipelines.outcome_vocabulary import PHYSICAL_BOUNDS, SCALE_UNIT, SCALE_YES_NO
 from pipelines.rules import Check, first_failing, reject_fields
 from pipelines.schema import NUTRIENTS, REJECT_SCHEMA, conform, empty
 from pipelines.text import format_text
@@ -180,6 +188,41 @@ def rules(target: str, schema: dict[str, pl.DataType], today: date) -> list[Chec
                 "value",
                 f"implausible weight: outside {MIN_WEIGHT_KG:.0f}-{MAX_WEIGHT_KG:.0f} kg",
                 pl.col("value"),
+            )
+        )
+        if "scale" in schema:
+            out += _outcome_rules()
+    return out
+
+
+def _outcome_rules() -> list[Check]:
+    """A rating within its scale, a physical measure within what a body produces."""
+    scale, value = pl.col("scale"), pl.col("value")
+    # Plain extracts rather than a struct, which Polars can panic on inside when/then.
+    bound = r"(\d+)-(\d+)$"
+    low = (
+        pl.when(scale == SCALE_YES_NO).then(0.0).otherwise(scale.str.extract(bound, 1).cast(float))
+    )
+    high = (
+        pl.when(scale == SCALE_YES_NO).then(1.0).otherwise(scale.str.extract(bound, 2).cast(float))
+    )
+    out = [
+        Check(
+            (value < low) | (value > high),
+            "value",
+            # One reason per scale, so that the rejects still group by it.
+            format_text("value outside its scale {}", scale),
+            value,
+        )
+    ]
+    for measure, (lowest, highest, shown) in PHYSICAL_BOUNDS.items():
+        here = (pl.col("metric") == measure) & (scale == SCALE_UNIT)
+        out.append(
+            _rule(
+                here & ((value < lowest) | (value > highest)),
+                "value",
+                f"implausible {measure}: outside {shown}",
+                value,
             )
         )
     return out

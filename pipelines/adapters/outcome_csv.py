@@ -1,0 +1,255 @@
+"""Generic daily-outcome CSV (format `csv`, kind outcomes): one reading per line (table
+`biometrics`).
+
+A symptom diary or a wearable export reshaped by the user, in the long shape
+`Date,Measure,Value[,Unit][,Scale]` (e.g. `2026-01-05,Bloating,6,,0-10`). As in the lab CSV,
+`columns:` in sources.yaml maps the canonical fields to the file's headers: `day` (a date, or a
+timestamp whose time of day goes to `time`), `measure`, `value`, and optionally `time`, `unit`
+and `scale`; a field without a mapping is looked up under common header names (`DEFAULT_HEADERS`).
+
+- The measure is snake-cased and given its stable name (`pipelines.outcome_vocabulary`):
+  "Bloated" -> `bloating`, "Resting Heart Rate" -> `resting_hr`; other names are kept snake-cased.
+- The scale is never guessed for a rating: it is the row's scale cell ("0-10", "0-4", "Bristol",
+  "yes/no"), else `yes_no` for a yes/no value, else `unit` when the row has a unit, else
+  `options: {scale: "0-10"}` of the source. A rating without any is rejected ("no scale").
+  `bristol_stool` is always on the Bristol scale (1-7); a physical measure (`resting_hr`,
+  `hrv_rmssd`, `skin_temp_dev`, `sleep_duration`, ...) is always `unit`, converted to its
+  canonical unit (minutes of sleep -> h, a °F deviation -> °C); a blank unit means the canonical
+  one.
+- Values are numbers in the source's decimal convention, or yes/no (also true/false) -> 1/0.
+- Each line is one reading, loaded or rejected naming its column. Values outside their scale or
+  physically implausible are rejected by the plausibility rules after parsing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import polars as pl
+
+from pipelines.adapters._csv import (
+    LINE,
+    CsvTable,
+    cell,
+    extra_fields_check,
+    file_index_schema,
+    not_a_number_reason,
+    parse_csv_batch,
+    per_file,
+    read_csv_table,
+    split_rejects,
+)
+from pipelines.adapters.base import AdapterError, BatchResult, ParseResult
+from pipelines.adapters.cronometer_biometrics import metric_name
+from pipelines.adapters.diet_csv import date_checks, date_expr, person_id
+from pipelines.config import SourceConfig
+from pipelines.outcome_vocabulary import (
+    ALIASES,
+    PHYSICAL,
+    SCALE_BRISTOL,
+    SCALE_UNIT,
+    SCALE_YES_NO,
+    normalise_scale,
+)
+from pipelines.rules import Check
+from pipelines.schema import BIOMETRIC_SCHEMA, REJECT_SCHEMA, conform
+from pipelines.text import format_text, number
+
+# Header names tried, in order, for a field that `columns:` does not map.
+DEFAULT_HEADERS: dict[str, tuple[str, ...]] = {
+    "day": ("Day", "Date", "Timestamp", "Date/Time", "Datetime"),
+    "time": ("Time", "Time of Day"),
+    "measure": ("Measure", "Metric", "Symptom", "Name", "Variable"),
+    "value": ("Value", "Rating", "Score", "Amount"),
+    "unit": ("Unit", "Units"),
+    "scale": ("Scale",),
+}
+REQUIRED = ("day", "measure", "value")
+
+_YES = ("yes", "y", "true")
+_NO = ("no", "n", "false")
+# "measure|unit" -> factor to the measure's canonical unit.
+_FACTORS = {f"{m}|{u}": f for m, (_, units) in PHYSICAL.items() for u, f in units.items()}
+_CANONICAL_UNIT = {m: unit for m, (unit, _) in PHYSICAL.items()}
+
+
+def parse(path: Path, source: SourceConfig) -> ParseResult:
+    """Read one outcome CSV; see the module docstring."""
+    table = read_csv_table(path, source)
+    rows, rejects = _readings(table)
+    return ParseResult(rows=rows, rejects=rejects, rows_read=table.rows_read)
+
+
+def parse_batch(paths: Sequence[Path], source: SourceConfig) -> BatchResult:
+    """Read many outcome CSVs at once, exactly as `parse` one by one would (`parse_csv_batch`)."""
+    return parse_csv_batch(paths, source, _readings)
+
+
+def default_scale(source: SourceConfig, path: Path) -> str | None:
+    """The source's `options: {scale: ...}`, normalised; a scale that is none of the known shapes
+    stops the file, naming the key."""
+    raw = source.options.get("scale")
+    if raw is None:
+        return None
+    scale = normalise_scale(str(raw))
+    if scale is None:
+        raise AdapterError(
+            f"{path}: source {source.name!r}, key 'options.scale': {raw!r} is not a scale; "
+            'write e.g. "0-10", "0-4", "bristol" or "yes/no".'
+        )
+    return scale
+
+
+def _find_columns(table: CsvTable) -> dict[str, int]:
+    """Column index per canonical field (mapped by `columns:` or found under a default name)."""
+    source, path = table.source, table.path
+    unknown = sorted(set(source.columns) - set(DEFAULT_HEADERS))
+    if unknown:
+        raise AdapterError(
+            f"{path}: source {source.name!r} maps unknown key(s) {unknown} in 'columns'; "
+            f"known keys: {list(DEFAULT_HEADERS)}."
+        )
+    found: dict[str, int] = {}
+    for key, defaults in DEFAULT_HEADERS.items():
+        if key in source.columns:
+            found[key] = table.require(
+                [source.columns[key]],
+                f"Source {source.name!r} maps {key} to it (columns: in sources.yaml); fix the "
+                "name there or in the file.",
+            )
+            continue
+        index = table.find(defaults)
+        if index is None and key in REQUIRED:
+            table.require(
+                defaults,
+                f"Name the column holding {key} with 'columns: {{{key}: <header>}}' for "
+                f"source {source.name!r} in sources.yaml.",
+            )
+        if index is not None:
+            found[key] = index
+    return found
+
+
+def _readings(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(rows in BIOMETRIC_SCHEMA, rejects) for one file or a stack of files (then both with
+    FILE_INDEX): every line stands alone, so a stack needs nothing per file."""
+    source = table.source
+    found = _find_columns(table)
+    fallback_scale = default_scale(source, table.path)
+    person, person_check = person_id(table)
+
+    def text(key: str) -> pl.Expr:
+        return pl.col(cell(found[key])) if key in found else pl.lit(None, dtype=pl.String)
+
+    def header(key: str) -> str:
+        return table.headers[found[key]] if key in found else key
+
+    day_raw = text("day")
+    parsed_day = date_expr(day_raw, source)
+    # A timestamp cell ("2026-01-05 21:30") gives the time of day when no column does.
+    stamp_time = (
+        pl.when(day_raw.str.contains(r"\d[ T]\d{1,2}:\d{2}"))
+        .then(day_raw.str.extract(r"[ T](\d{1,2}:\d{2})", 1))
+        .otherwise(None)
+    )
+
+    measure = metric_name(text("measure"))
+    measure = measure.replace(ALIASES)
+    physical = measure.is_in(list(PHYSICAL)).fill_null(False)
+    bristol = (measure == "bristol_stool").fill_null(False)
+
+    value_raw = text("value")
+    answer = value_raw.str.to_lowercase()
+    is_yes_no = answer.is_in([*_YES, *_NO]).fill_null(False)
+    single, invalid = number(value_raw, source.decimal)
+    value = pl.when(is_yes_no).then(answer.is_in(_YES).cast(pl.Float64)).otherwise(single)
+
+    unit_raw = text("unit")
+    unit_key = unit_raw.str.strip_chars().str.to_lowercase()
+    factor = pl.concat_str([measure, pl.lit("|"), unit_key]).replace_strict(
+        _FACTORS, default=None, return_dtype=pl.Float64
+    )
+    canonical_unit = measure.replace_strict(_CANONICAL_UNIT, default=None, return_dtype=pl.String)
+
+    scale_raw = text("scale")
+    scale_cell = scale_raw.map_elements(normalise_scale, return_dtype=pl.String, skip_nulls=True)
+    rating_scale = pl.coalesce(
+        scale_cell,
+        pl.when(is_yes_no).then(pl.lit(SCALE_YES_NO)),
+        # A row with a unit is a physical quantity, whatever scale the source's ratings use.
+        pl.when(unit_raw.is_not_null()).then(pl.lit(SCALE_UNIT)),
+        pl.lit(fallback_scale, dtype=pl.String),
+    )
+    scale = (
+        pl.when(physical)
+        .then(pl.lit(SCALE_UNIT))
+        .when(bristol)
+        .then(pl.lit(SCALE_BRISTOL))
+        .otherwise(rating_scale)
+    )
+    # Both scales the row names are kept apart: a physical measure said to be on a rating scale
+    # (or Bristol stool on another scale) is a mapping slip, not a reading to convert.
+    implied = pl.when(physical).then(pl.lit(SCALE_UNIT)).when(bristol).then(pl.lit(SCALE_BRISTOL))
+    scale_header, value_header = header("scale"), header("value")
+
+    checks: list[Check] = [extra_fields_check(table)]
+    if person_check is not None:
+        checks.append(person_check)
+    checks += date_checks(table, day_raw, header("day"))
+    checks += [
+        Check(measure.is_null(), header("measure"), pl.lit(f"{header('measure')} is blank")),
+        Check(value_raw.is_null(), value_header, pl.lit(f"{value_header} is blank")),
+        Check(
+            ~is_yes_no & invalid,
+            value_header,
+            not_a_number_reason(source.decimal, cell=value_raw),
+            value_raw,
+        ),
+        Check(
+            scale_raw.is_not_null() & scale_cell.is_null(),
+            scale_header,
+            pl.lit('unknown scale (expected e.g. "0-10", "0-4", "bristol" or "yes/no")'),
+            scale_raw,
+        ),
+        Check(
+            implied.is_not_null() & scale_cell.is_not_null() & (scale_cell != implied),
+            scale_header,
+            format_text("{} is always on scale {}", measure, implied),
+            scale_raw,
+        ),
+        Check(
+            physical & unit_raw.is_not_null() & factor.is_null(),
+            header("unit"),
+            format_text("unknown unit for {} (expected {})", measure, canonical_unit),
+            unit_raw,
+        ),
+        Check(
+            scale.is_null(),
+            value_header,
+            format_text(
+                "no scale for {}: add a scale column or options: {scale: ...} to the source",
+                measure,
+            ),
+            value_raw,
+        ),
+    ]
+    good, rejects = split_rejects(table.frame, checks)
+
+    rows = good.select(
+        person.alias("person_id"),
+        parsed_day.alias("day"),
+        pl.coalesce(text("time"), stamp_time).alias("time"),
+        measure.alias("metric"),
+        (value * pl.when(physical).then(factor.fill_null(1.0)).otherwise(1.0)).alias("value"),
+        pl.when(physical).then(canonical_unit).otherwise(unit_raw).alias("unit"),
+        scale.alias("scale"),
+        value_raw.alias("value_raw"),
+        unit_raw.alias("unit_raw"),
+        pl.col(LINE).alias("line"),
+        *per_file(table.frame),
+    )
+    schema = file_index_schema(table.frame)
+    return conform(rows, {**BIOMETRIC_SCHEMA, **schema}), conform(
+        rejects, {**REJECT_SCHEMA, **schema}
+    )
