@@ -292,6 +292,72 @@ def test_bearable_reads_symptoms_mood_energy_and_sleep() -> None:
     }
 
 
+BEARABLE_GUT = BEARABLE.with_name("Bearable App - Data Export. Generated 12-01-2026.csv")
+
+
+def bearable(**overrides: object) -> SourceConfig:
+    return source(name="bearable", format="bearable", path="bearable/*/*.csv", **overrides)
+
+
+def test_bearable_reads_bowel_movements_on_the_bristol_scale_and_sleep_quality() -> None:
+    result = read(BEARABLE_GUT, bearable())
+    rows = result.rows
+    # 10 lines: 6 loaded, 4 rejected (two bowel movements without a type, a Bristol 8 and a
+    # sleep quality of 6 on 1-5), nothing lost.
+    assert (result.rows_read, rows.height, result.rejects.height) == (10, 6, 4)
+    stool = rows.filter(pl.col("metric") == "bristol_stool")
+    assert sorted(set(stool["day"].cast(pl.String).to_list())) == ["2026-01-08", "2026-01-09"]
+    assert set(stool["scale"].to_list()) == {"bristol_1-7"}
+    # Two movements on one day: both readings, each with its time.
+    assert stool.filter(pl.col("day") == date(2026, 1, 8)).select("time", "value").rows() == [
+        ("07:40", 4.0),
+        ("13:05", 6.0),
+    ]
+    assert value(rows, "2026-01-09", "bristol_stool") == [3.0]  # "Type 3"
+    quality = rows.filter(pl.col("metric") == "sleep_quality")
+    assert quality.select("day", "value", "scale").rows() == [
+        (date(2026, 1, 8), 4.0, "1-5"),
+        (date(2026, 1, 9), 2.0, "1-5"),
+    ]
+    rejects = {
+        r["line"]: (r["column"], r["reason"], r["value"])
+        for r in result.rejects.iter_rows(named=True)
+    }
+    assert rejects == {
+        7: ("rating/amount", "bowel movement without a Bristol type (1-7)", "None"),
+        8: ("value", "value outside its scale bristol_1-7", "8.0"),
+        10: ("rating/amount", "bowel movement without a Bristol type (1-7)", "4.5"),
+        11: ("value", "value outside its scale 1-5", "6.0"),
+    }
+
+
+def test_bearable_re_export_replaces_a_days_bowel_movements_as_a_set(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    first = raw / "bearable" / "alice" / "first.csv"
+    first.parent.mkdir(parents=True)
+    first.write_bytes(BEARABLE_GUT.read_bytes())
+    os.utime(first, (1_700_000_000, 1_700_000_000))
+    # The later export has 2026-01-09 with a second movement logged after the first export.
+    later = raw / "bearable" / "alice" / "later.csv"
+    later.write_text(
+        BEARABLE_GUT.read_text(encoding="utf-8").splitlines()[0]
+        + "\n2026-01-09T08:10:00.000Z,2026-01-09,Friday,08:10,Bowel Movements,3,,"
+        + "\n2026-01-09T18:30:00.000Z,2026-01-09,Friday,18:30,Bowel Movements,5,,\n",
+        encoding="utf-8",
+    )
+    os.utime(later, (1_700_100_000, 1_700_100_000))
+    result = ingest_source(bearable(person=PersonSpec(from_folder=True)), raw)
+    rows = result.rows
+    assert value(rows, "2026-01-09", "bristol_stool") == [3.0, 5.0]
+    assert value(rows, "2026-01-08", "bristol_stool") == [4.0, 6.0]  # only in the first export
+    files = {r["path"]: r for r in result.files.iter_rows(named=True)}
+    old, new = files["bearable/alice/first.csv"], files["bearable/alice/later.csv"]
+    counts = ("rows_read", "rows_loaded", "rows_rejected", "rows_duplicate")
+    # The first export's one movement of 2026-01-09 is superseded by the later export's two.
+    assert tuple(old[c] for c in counts) == (10, 5, 4, 1)
+    assert tuple(new[c] for c in counts) == (2, 2, 0, 0)
+
+
 def test_a_bearable_export_under_the_oura_format_is_refused_naming_bearable() -> None:
     with pytest.raises(AdapterError, match="format: bearable with kind: outcomes"):
         FORMATS["oura_trends"].parse(BEARABLE, oura())

@@ -6,21 +6,43 @@ script on GitHub, and the export analysis on coornail.net linked from
 reference/users-and-peers.md): the file `Bearable App - Data Export. Generated DD-MM-YYYY.csv`
 with the header `date,date formatted,weekday,time of day,category,rating/amount,detail,notes`,
 one row per entry. The day is `date formatted` (ISO is read as is; any other shape needs
-`date_format`, as everywhere), `time of day` ("am", "pm", ...) goes to `time` as written.
+`date_format`, as everywhere), `time of day` ("am", "pm", "14:39", ...) goes to `time` as
+written. Older exports (2021) have no `date formatted` column, only `date` written "9th May 2021";
+such a file is refused naming the missing column rather than read with a guessed date.
 
 Categories read, with Bearable's scales (its "different scales" support page):
 
 - Symptom: the symptom in `detail` without its severity word ("Bloating (Moderate)" ->
   `bloating`), valued by `rating/amount` on scale 0-4 (none to unbearable);
 - Mood: `mood`, scale 1-10; Energy: `energy`, scale 1-5 (very low to very high);
-- Sleep: `sleep_duration`, `rating/amount` written H:MM, stored in h.
+- Sleep: `sleep_duration`, `rating/amount` written H:MM, stored in h;
+- Sleep quality: `sleep_quality`, scale 1-5, the number in `rating/amount` (a public 2021 export
+  has `Sleep quality,4,Good`: the word in `detail` is the number's label and is not read);
+- Bowel Movements: `bristol_stool` on the Bristol scale (`bristol_1-7`), the type in
+  `rating/amount` ("4", also "Type 4").
+
+What public material shows of Bowel Movements, and what it does not: the category is named
+"Bowel Movements", its entries carry a clock time (`14:39`) in `time of day`, Bearable's scales
+page says the section uses the Bristol chart (type 1 to 7), and a public importer reads
+`rating/amount` as the movement's rating and `detail` as " | "-joined descriptions. No public
+export shows a logged Bristol type, only a movement with `rating/amount` "None". So the reading is
+the strict one: a whole number 1-7 (optionally after "Type") is the Bristol type; anything else
+("None", a word, 4.5) is rejected with the reason "bowel movement without a Bristol type
+(1-7)", never guessed into a type or into "no movement that day"; 0 or 8 is rejected by the
+plausibility rules as outside the scale; `detail` is not read (what it lists, e.g. urgency, is not
+shown for sure).
+
+Several bowel movements on one day: each is one reading with its time, all loaded; the day's
+`bristol_stool` is that set (how a day is summarised is the analysis' choice, not the ingest's).
+This is the ownership key (person, day, measure) of `biometrics` at work, as for a symptom logged
+several times a day: a later export that covers the day again replaces the day's whole set and
+the older file's entries count as duplicates, so every line is loaded, rejected with a reason or
+counted as a duplicate.
 
 Symptom names get the stable names of `pipelines.outcome_vocabulary` ("Stomach pain" ->
-`abdominal_pain`). Every other category (Factors, Nutrition, Medication, Notes, Sleep quality,
-Health measurements, ...) is not read as an outcome: its rows are rejected with the reason
-"category not read as an outcome", so that the file's accounting still covers every line. A symptom
-logged several times a day loads once per entry (the ownership key is person, day and measure, so a
-re-export replaces the whole day's entries of that measure).
+`abdominal_pain`). Every other category (Factors, Nutrition, Medication, Notes, Health
+measurements, ...) is not read as an outcome: its rows are rejected with the reason "category not
+read as an outcome", so that the file's accounting still covers every line.
 """
 
 from __future__ import annotations
@@ -47,7 +69,7 @@ from pipelines.adapters.cronometer_biometrics import metric_name
 from pipelines.adapters.diet_csv import date_checks, date_expr, person_id
 from pipelines.adapters.signatures import refuse_other_format
 from pipelines.config import SourceConfig
-from pipelines.outcome_vocabulary import ALIASES, SCALE_UNIT
+from pipelines.outcome_vocabulary import ALIASES, SCALE_BRISTOL, SCALE_UNIT
 from pipelines.rules import Check
 from pipelines.schema import BIOMETRIC_SCHEMA, REJECT_SCHEMA, conform
 from pipelines.text import number
@@ -58,9 +80,12 @@ CATEGORIES: dict[str, tuple[str | None, str]] = {
     "mood": ("mood", "1-10"),
     "energy": ("energy", "1-5"),
     "sleep": ("sleep_duration", SCALE_UNIT),
+    "sleep quality": ("sleep_quality", "1-5"),
+    "bowel movements": ("bristol_stool", SCALE_BRISTOL),
 }
 _SEVERITY = r"\s*\((?:none|mild|moderate|severe|unbearable|extreme)\)\s*$"
 _DURATION = r"^(\d{1,2}):([0-5]\d)$"
+_BRISTOL_PREFIX = r"(?i)^\s*type\s*"
 _HINT = (
     "Is this Bearable's export (Settings > Export data)? Export it again, or point the source "
     "at the right files."
@@ -106,11 +131,16 @@ def _entries(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
     symptom = metric_name(detail.str.replace(f"(?i){_SEVERITY}", "")).replace(ALIASES)
     measure = pl.coalesce(fixed, symptom)
     is_sleep = (category == "sleep").fill_null(False)
+    is_bowel = (category == "bowel movements").fill_null(False)
     # Two plain extracts, not `extract_groups`: a struct inside when/then panics in Polars on
     # differently chunked columns (see `pipelines.text.format_text`).
     hours = amount.str.extract(_DURATION, 1).cast(pl.Float64)
     duration = hours + amount.str.extract(_DURATION, 2).cast(pl.Float64) / 60
-    rating, invalid = number(amount, source.decimal)
+    # "Type 4" is read as 4; the number itself must be a whole type (see the module docstring).
+    rating, invalid = number(
+        pl.when(is_bowel).then(amount.str.replace(_BRISTOL_PREFIX, "")).otherwise(amount),
+        source.decimal,
+    )
 
     checks: list[Check] = [extra_fields_check(table)]
     if person_check is not None:
@@ -131,6 +161,12 @@ def _entries(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
             is_sleep & duration.is_null(),
             amount_header,
             pl.lit("sleep not written as a duration H:MM"),
+            amount,
+        ),
+        Check(
+            is_bowel & (invalid | (rating != rating.round())),
+            amount_header,
+            pl.lit("bowel movement without a Bristol type (1-7)"),
             amount,
         ),
         Check(
