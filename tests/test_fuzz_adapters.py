@@ -232,6 +232,20 @@ Date,Measure,Value,Unit,Scale
 """,
     ),
     Case(
+        "csv_outcomes_wide",
+        _source(
+            "csv",
+            "outcomes",
+            ALICE,
+            columns={"day": "Date"},
+            options={
+                "measures": {"bloating": "Bloating", "bristol_stool": "Stool", "urgency": "Urgent"},
+                "scales": {"bloating": "0-10", "urgency": "yes/no"},
+            },
+        ),
+        "Date,Bloating,Stool,Urgent,Notes\n2026-01-05,6,4,no,\n2026-01-06,3,,yes,late dinner\n",
+    ),
+    Case(
         "oura_trends",
         _source("oura_trends", "outcomes", ALICE),
         """\

@@ -167,6 +167,125 @@ def test_generic_csv_maps_columns_and_refuses_unknown_keys(tmp_path: Path) -> No
         read(path, source(columns={"symptom": "What"}))
 
 
+# ---- Generic CSV, wide: a day column and one column per measure --------------------------------
+
+WIDE = Path(__file__).parent / "fixtures" / "outcomes" / "diary_wide.csv"
+WIDE_OPTIONS: dict = {
+    "measures": {
+        "bloating": "Bloating",
+        "bristol_stool": "Stool",
+        "urgency": "Urgent",
+        "Resting Heart Rate": "RHR",  # given its stable name like a cell
+        "sleep_duration": "Sleep (min)",
+    },
+    "scales": {"bloating": "0-10", "urgency": "yes/no"},
+    "units": {"sleep_duration": "min"},
+}
+
+
+def wide(**options: object) -> SourceConfig:
+    return source(name="wide", columns={"day": "Date"}, options={**WIDE_OPTIONS, **options})
+
+
+def test_wide_csv_reads_each_measure_column_with_the_mappings_scale() -> None:
+    result = read(WIDE, wide())
+    rows = result.rows
+    # Accounting per reading: 19 non-blank cells of the 5 mapped columns, 12 loaded, 7 rejected.
+    assert (result.rows_read, rows.height, result.rejects.height) == (19, 12, 7)
+    stool = rows.filter(pl.col("metric") == "bristol_stool")
+    assert stool["day"].cast(pl.String).to_list() == ["2026-01-05", "2026-01-07"]
+    assert value(rows, "2026-01-07", "bristol_stool") == [5.0]
+    assert value(rows, "2026-01-06", "urgency") == [1.0]  # "yes"
+    assert value(rows, "2026-01-06", "sleep_duration") == [7.0]  # 420 min
+    assert value(rows, "2026-01-08", "resting_hr") == [59.0]
+    scales = dict(rows.select("metric", "scale").unique().iter_rows())
+    assert scales == {
+        "bloating": "0-10",
+        "bristol_stool": "bristol_1-7",
+        "urgency": "yes_no",
+        "resting_hr": "unit",
+        "sleep_duration": "unit",
+    }
+    rejects = [(r["line"], r["column"], r["reason"]) for r in result.rejects.iter_rows(named=True)]
+    assert rejects[:3] == [
+        (4, "value", "value outside its scale 0-10"),  # Bloating 11
+        (5, "Stool", "not a number"),
+        (5, "Urgent", "not a number"),  # "maybe" in a yes/no column
+    ]
+    # A date in another order rejects each of the line's 4 readings, naming the date column.
+    assert [(line, column) for line, column, _ in rejects[3:]] == [(6, "Date")] * 4
+
+
+def test_wide_csv_batch_counts_readings_as_parse_does() -> None:
+    batch = FORMATS["csv"].batch(2 * [WIDE], wide())
+    assert batch.rows_read == [19, 19]
+    assert batch.rows.height == 2 * FORMATS["csv"].parse(WIDE, wide()).rows.height
+
+
+def test_wide_csv_re_export_settles_per_reading(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    first = raw / "wide" / "alice" / "jan.csv"
+    first.parent.mkdir(parents=True)
+    first.write_bytes(WIDE.read_bytes())
+    os.utime(first, (1_700_000_000, 1_700_000_000))
+    later = raw / "wide" / "alice" / "feb.csv"
+    later.write_text("Date,Bloating,Stool,Urgent,RHR,Sleep (min)\n2026-01-05,5,3,no,57,460\n")
+    os.utime(later, (1_700_100_000, 1_700_100_000))
+    src = source(
+        name="wide",
+        path="wide/*/*.csv",
+        person=PersonSpec(from_folder=True),
+        columns={"day": "Date"},
+        options=WIDE_OPTIONS,
+    )
+    result = ingest_source(src, raw)
+    assert value(result.rows, "2026-01-05", "bristol_stool") == [3.0]
+    files = {r["path"]: r for r in result.files.iter_rows(named=True)}
+    counts = ("rows_read", "rows_loaded", "rows_rejected", "rows_duplicate")
+    # The first file's 5 readings of 2026-01-05 are superseded by the later file's 5.
+    assert tuple(files["wide/alice/jan.csv"][c] for c in counts) == (19, 7, 7, 5)
+    assert tuple(files["wide/alice/feb.csv"][c] for c in counts) == (5, 5, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"scales": {"urgency": "yes/no"}}, r"no scale for bloating \(column 'Bloating'\)"),
+        (
+            {"scales": {"bloating": "0-10", "urgency": "yes/no", "resting_hr": "0-10"}},
+            r"options\.scales\.resting_hr.*always on scale unit",
+        ),
+        (
+            {"scales": {"bloating": "often", "urgency": "yes/no"}},
+            r"options\.scales\.bloating.*'often'",
+        ),
+        (
+            {"units": {"sleep_duration": "fortnights"}},
+            r"options\.units\.sleep_duration.*'fortnights'",
+        ),
+        (
+            {"measures": {"bloating": "Bloat"}, "scales": {}, "units": {}},
+            r"required column 'Bloat' not found",
+        ),
+        ({"scales": {"fatigue": "0-4"}}, r"options\.scales.*\['fatigue'\] not among"),
+        (
+            {"measures": {"bloating": "Bloating", "Bloated": "Stool"}, "units": {}},
+            r"options\.measures.*name one measure twice",
+        ),
+        ({"scale_default": "0-10"}, r"unknown option\(s\) \['scale_default'\]"),
+    ],
+)
+def test_wide_csv_mapping_that_does_not_say_stops_the_file(change: dict, message: str) -> None:
+    with pytest.raises(AdapterError, match=message):
+        FORMATS["csv"].parse(WIDE, wide(**change))
+
+
+def test_wide_csv_columns_names_only_day_and_time() -> None:
+    src = source(columns={"day": "Date", "value": "Bloating"}, options=WIDE_OPTIONS)
+    with pytest.raises(AdapterError, match=r"\['value'\] in 'columns'.*\['day', 'time'\]"):
+        FORMATS["csv"].parse(WIDE, src)
+
+
 # ---- Oura trends export --------------------------------------------------------------------------
 
 OURA = Path(__file__).parent / "fixtures" / "outcomes" / "oura_2026-01-08_trends.csv"

@@ -19,12 +19,36 @@ and `scale`; a field without a mapping is looked up under common header names (`
 - Values are numbers in the source's decimal convention, or yes/no (also true/false) -> 1/0.
 - Each line is one reading, loaded or rejected naming its column. Values outside their scale or
   physically implausible are rejected by the plausibility rules after parsing.
+
+The wide shape, a day column and one column per measure (`Date,Bloating,Stool,RHR` /
+`2026-01-05,6,4,58`), as a spreadsheet diary is usually kept, is read when the source maps its
+measures in `options.measures` (stable measure name -> header), in the mapping style of the diet
+CSV's nutrient columns:
+
+    columns: {day: Date}
+    options:
+      measures: {bloating: Bloating, bristol_stool: Stool, resting_hr: RHR}
+      scales: {bloating: "0-10"}
+      units: {resting_hr: bpm}
+
+Measures get their stable names as above ("Bloated" -> `bloating`). A column's scale comes from
+the mapping, never from its cells: `bristol_stool` is on the Bristol scale and a physical measure
+(or one given a unit in `options.units`) is `unit`, converted from that unit; any other measure
+takes `options.scales`, else `options.scale`, else the file is refused naming the measure, as is
+a scale that contradicts the measure, an unknown scale or unit, or a `columns:` key other than
+`day` and `time`. Yes/no cells load as 1/0 only in a `yes/no` column. Accounting is per reading,
+as in the Oura format: `rows_read` counts the non-blank cells of the mapped measure columns (a
+blank cell is no reading), and each reading is loaded or rejected on its own, naming its column,
+so rows_read == loaded + rejected + duplicate holds per reading; a line whose date is bad rejects
+each of its readings.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import polars as pl
 
@@ -40,7 +64,7 @@ from pipelines.adapters._csv import (
     read_csv_table,
     split_rejects,
 )
-from pipelines.adapters.base import AdapterError, BatchResult, ParseResult
+from pipelines.adapters.base import AdapterError, BatchResult, ParseResult, parse_each
 from pipelines.adapters.cronometer_biometrics import metric_name
 from pipelines.adapters.diet_csv import date_checks, date_expr, person_id
 from pipelines.config import SourceConfig
@@ -53,7 +77,7 @@ from pipelines.outcome_vocabulary import (
     normalise_scale,
 )
 from pipelines.rules import Check
-from pipelines.schema import BIOMETRIC_SCHEMA, REJECT_SCHEMA, conform
+from pipelines.schema import BIOMETRIC_SCHEMA, REJECT_SCHEMA, conform, empty
 from pipelines.text import format_text, number
 
 # Header names tried, in order, for a field that `columns:` does not map.
@@ -66,6 +90,8 @@ DEFAULT_HEADERS: dict[str, tuple[str, ...]] = {
     "scale": ("Scale",),
 }
 REQUIRED = ("day", "measure", "value")
+OPTIONS = ("scale", "measures", "scales", "units")
+WIDE_COLUMNS = ("day", "time")
 
 _YES = ("yes", "y", "true")
 _NO = ("no", "n", "false")
@@ -75,14 +101,19 @@ _CANONICAL_UNIT = {m: unit for m, (unit, _) in PHYSICAL.items()}
 
 
 def parse(path: Path, source: SourceConfig) -> ParseResult:
-    """Read one outcome CSV; see the module docstring."""
+    """Read one outcome CSV, long or wide; see the module docstring."""
     table = read_csv_table(path, source)
+    if "measures" in source.options:
+        return _wide_readings(table)
     rows, rejects = _readings(table)
     return ParseResult(rows=rows, rejects=rejects, rows_read=table.rows_read)
 
 
 def parse_batch(paths: Sequence[Path], source: SourceConfig) -> BatchResult:
-    """Read many outcome CSVs at once, exactly as `parse` one by one would (`parse_csv_batch`)."""
+    """Read many outcome CSVs at once, exactly as `parse` one by one would (`parse_csv_batch`).
+    The wide shape counts readings, not lines, so its files are read one by one."""
+    if "measures" in source.options:
+        return parse_each(parse, paths, source)
     return parse_csv_batch(paths, source, _readings)
 
 
@@ -101,9 +132,19 @@ def default_scale(source: SourceConfig, path: Path) -> str | None:
     return scale
 
 
+def _stamp_time(day_raw: pl.Expr) -> pl.Expr:
+    """The time of day of a timestamp cell ("2026-01-05 21:30"), for files without a time column."""
+    return (
+        pl.when(day_raw.str.contains(r"\d[ T]\d{1,2}:\d{2}"))
+        .then(day_raw.str.extract(r"[ T](\d{1,2}:\d{2})", 1))
+        .otherwise(None)
+    )
+
+
 def _find_columns(table: CsvTable) -> dict[str, int]:
     """Column index per canonical field (mapped by `columns:` or found under a default name)."""
     source, path = table.source, table.path
+    _refuse_unknown_options(source, path)
     unknown = sorted(set(source.columns) - set(DEFAULT_HEADERS))
     if unknown:
         raise AdapterError(
@@ -147,12 +188,7 @@ def _readings(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
 
     day_raw = text("day")
     parsed_day = date_expr(day_raw, source)
-    # A timestamp cell ("2026-01-05 21:30") gives the time of day when no column does.
-    stamp_time = (
-        pl.when(day_raw.str.contains(r"\d[ T]\d{1,2}:\d{2}"))
-        .then(day_raw.str.extract(r"[ T](\d{1,2}:\d{2})", 1))
-        .otherwise(None)
-    )
+    stamp_time = _stamp_time(day_raw)
 
     measure = metric_name(text("measure"))
     measure = measure.replace(ALIASES)
@@ -252,4 +288,181 @@ def _readings(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
     schema = file_index_schema(table.frame)
     return conform(rows, {**BIOMETRIC_SCHEMA, **schema}), conform(
         rejects, {**REJECT_SCHEMA, **schema}
+    )
+
+
+def _refuse_unknown_options(source: SourceConfig, path: Path) -> None:
+    unknown = sorted(set(source.options) - set(OPTIONS))
+    if unknown:
+        raise AdapterError(
+            f"{path}: source {source.name!r} sets unknown option(s) {unknown}; the outcome CSV "
+            f"knows {list(OPTIONS)}."
+        )
+
+
+def _option_mapping(source: SourceConfig, path: Path, key: str) -> dict[str, str]:
+    """`options.<key>` as {stable measure name: text}; anything but a mapping stops the file."""
+    raw = source.options.get(key) or {}
+    if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
+        raise AdapterError(
+            f"{path}: source {source.name!r}, key 'options.{key}': expected a mapping of measure "
+            f"names to values, such as {{bloating: ...}}, not {raw!r}."
+        )
+    out = {_stable_name(k): str(v) for k, v in raw.items()}
+    if len(out) < len(raw):
+        raise AdapterError(
+            f"{path}: source {source.name!r}, key 'options.{key}': {sorted(raw)} name one measure "
+            "twice (after giving them their stable names)."
+        )
+    return out
+
+
+def _stable_name(raw: str) -> str:
+    """The stable measure name of a mapping key, as `metric_name` and ALIASES give a cell's."""
+    snake = re.sub(r"[^a-z0-9]+", "_", re.sub(r"\([^)]*\)", "", raw).lower()).strip("_")
+    return ALIASES.get(snake, snake)
+
+
+class _Column(NamedTuple):
+    position: int  # of the header
+    measure: str
+    scale: str
+    unit: str | None  # stored: the canonical unit of a physical measure, else as mapped
+    unit_raw: str | None  # as mapped in options.units
+    factor: float  # to the canonical unit
+
+
+def _wide_columns(table: CsvTable) -> list[_Column]:
+    """The mapped measure columns with their scale, unit and factor, all from the mapping; a
+    mapping that does not say, or contradicts itself, stops the file naming the key."""
+    source, path = table.source, table.path
+    _refuse_unknown_options(source, path)
+    where = f"{path}: source {source.name!r}"
+    extra = sorted(set(source.columns) - set(WIDE_COLUMNS))
+    if extra:
+        raise AdapterError(
+            f"{where} maps {extra} in 'columns'; with options.measures (one column per measure) "
+            f"'columns' names only {list(WIDE_COLUMNS)}."
+        )
+    measures = _option_mapping(source, path, "measures")
+    if not measures:
+        raise AdapterError(f"{where}, key 'options.measures': map at least one measure.")
+    scales = _option_mapping(source, path, "scales")
+    units = _option_mapping(source, path, "units")
+    for key, mapping in (("scales", scales), ("units", units)):
+        stray = sorted(set(mapping) - set(measures))
+        if stray:
+            raise AdapterError(
+                f"{where}, key 'options.{key}': {stray} not among options.measures "
+                f"({sorted(measures)})."
+            )
+    fallback = default_scale(source, path)
+    out: list[_Column] = []
+    for measure, header in measures.items():
+        index = table.require(
+            [header],
+            f"Source {source.name!r} maps {measure} to it (options.measures in sources.yaml); fix "
+            "the name there or in the file.",
+        )
+        written = scales.get(measure)
+        scale = None if written is None else normalise_scale(written)
+        if written is not None and scale is None:
+            raise AdapterError(
+                f"{where}, key 'options.scales.{measure}': {written!r} is not a scale; write e.g. "
+                '"0-10", "0-4", "bristol" or "yes/no".'
+            )
+        unit_written = units.get(measure)
+        implied = (
+            SCALE_UNIT
+            if measure in PHYSICAL or unit_written is not None
+            else SCALE_BRISTOL
+            if measure == "bristol_stool"
+            else None
+        )
+        if implied is not None and scale is not None and scale != implied:
+            raise AdapterError(
+                f"{where}, key 'options.scales.{measure}': {measure} is always on scale "
+                f"{implied}, not {scale}."
+            )
+        scale = implied or scale or fallback
+        if scale is None:
+            raise AdapterError(
+                f"{where}: no scale for {measure} (column {header!r}); add "
+                f"'options.scales: {{{measure}: \"0-10\"}}' (or its own scale)."
+            )
+        unit, factor = unit_written, 1.0
+        if measure in PHYSICAL:
+            unit = _CANONICAL_UNIT[measure]
+            if unit_written is not None:
+                found = _FACTORS.get(f"{measure}|{unit_written.strip().lower()}")
+                if found is None:
+                    raise AdapterError(
+                        f"{where}, key 'options.units.{measure}': unknown unit "
+                        f"{unit_written!r} for {measure} (expected {unit})."
+                    )
+                factor = found
+        out.append(_Column(index, measure, scale, unit, unit_written, factor))
+    return out
+
+
+def _wide_readings(table: CsvTable) -> ParseResult:
+    """One reading per non-blank cell of each mapped measure column, in file order."""
+    source = table.source
+    columns = _wide_columns(table)
+    day_i = table.require(
+        [source.columns["day"]] if "day" in source.columns else DEFAULT_HEADERS["day"],
+        f"Name the day column with 'columns: {{day: <header>}}' for source {source.name!r}.",
+    )
+    time_i = (
+        table.require([source.columns["time"]], "Fix the time column named in 'columns'.")
+        if "time" in source.columns
+        else table.find(DEFAULT_HEADERS["time"])
+    )
+    day_raw = pl.col(cell(day_i))
+    stamp_time = _stamp_time(day_raw)
+    time = stamp_time if time_i is None else pl.coalesce(pl.col(cell(time_i)), stamp_time)
+    person, person_check = person_id(table)
+    checks: list[Check] = [extra_fields_check(table)]
+    if person_check is not None:
+        checks.append(person_check)
+    checks += date_checks(table, day_raw, table.headers[day_i])
+
+    rows: list[pl.DataFrame] = []
+    rejects: list[pl.DataFrame] = [empty(REJECT_SCHEMA)]
+    read = 0
+    for column in columns:
+        raw = pl.col(cell(column.position))
+        readings = table.frame.filter(raw.is_not_null())
+        read += readings.height
+        header = table.headers[column.position]
+        value, invalid = number(raw, source.decimal)
+        if column.scale == SCALE_YES_NO:
+            answer = raw.str.to_lowercase()
+            is_answer = answer.is_in([*_YES, *_NO])
+            value = pl.when(is_answer).then(answer.is_in(_YES).cast(pl.Float64)).otherwise(value)
+            invalid = invalid & ~is_answer
+        number_check = Check(invalid, header, not_a_number_reason(source.decimal, cell=raw), raw)
+        good, bad = split_rejects(readings, [*checks, number_check])
+        rejects.append(conform(bad, REJECT_SCHEMA))
+        rows.append(
+            good.select(
+                person.alias("person_id"),
+                date_expr(day_raw, source).alias("day"),
+                time.alias("time"),
+                pl.lit(column.measure).alias("metric"),
+                (value * column.factor).alias("value"),
+                pl.lit(column.unit, dtype=pl.String).alias("unit"),
+                pl.lit(column.scale).alias("scale"),
+                raw.alias("value_raw"),
+                pl.lit(column.unit_raw, dtype=pl.String).alias("unit_raw"),
+                pl.col(LINE).alias("line"),
+            )
+        )
+    # In file order: by line, and within a line in the order of the mapping.
+    out = conform(pl.concat(rows, how="vertical_relaxed"), BIOMETRIC_SCHEMA)
+    all_rejects = pl.concat(rejects, how="vertical_relaxed")
+    return ParseResult(
+        rows=out.sort("line", maintain_order=True),
+        rejects=all_rejects.sort("line", maintain_order=True),
+        rows_read=read,
     )
