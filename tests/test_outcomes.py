@@ -477,6 +477,17 @@ def test_bearable_re_export_replaces_a_days_bowel_movements_as_a_set(tmp_path: P
     assert tuple(new[c] for c in counts) == (2, 2, 0, 0)
 
 
+def test_an_older_bearable_export_without_date_formatted_is_refused(tmp_path: Path) -> None:
+    # The 2021 shape: `date` written "9th May 2021", no `date formatted`; never a guessed date.
+    path = tmp_path / "Bearable_Export_20210728.csv"
+    path.write_text(
+        "date,weekday,time of day,category,rating/amount,detail,notes\n"
+        '"9th May 2021","Sunday","14:39","Bowel Movements","None","",""\n'
+    )
+    with pytest.raises(AdapterError, match="required column 'date formatted' not found"):
+        FORMATS["bearable"].parse(path, bearable())
+
+
 def test_a_bearable_export_under_the_oura_format_is_refused_naming_bearable() -> None:
     with pytest.raises(AdapterError, match="format: bearable with kind: outcomes"):
         FORMATS["oura_trends"].parse(BEARABLE, oura())
