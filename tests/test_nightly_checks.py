@@ -13,9 +13,10 @@ import os
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pytest
 
-from pipelines.ingest import LINES_TO_CHECK, check_unique_lines, sync_source
+from pipelines.ingest import LINES_TO_CHECK, accounting, check_unique_lines, sync_source
 from pipelines.project import PROJECT_DIR_ENV
 from pipelines.steps.canonical import build_canonical_table
 from pipelines.warehouse import Warehouse
@@ -196,3 +197,27 @@ def test_the_dagster_check_reads_the_list(tmp_path: Path, monkeypatch: pytest.Mo
     assert not third.passed
     assert third.metadata["duplicate_keys"].value == 1
     assert third.metadata["files_checked"].value == 1
+
+
+def test_a_first_build_is_checked_in_passes_that_fit_the_memory_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first build checks every (file, line) key. At 50 M rows one GROUP BY of them overflowed
+    DuckDB's memory limit (it does not spill far enough); grouped in passes that split the files,
+    the same check fits, and counts every duplicate, whichever pass its file falls in."""
+    path = str(tmp_path / "keys.duckdb")
+    with duckdb.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE t AS SELECT sha256((i // 500)::VARCHAR) AS file_id, "
+            "(i % 500)::BIGINT AS line FROM range(1000000) r(i)"
+        )
+        conn.execute(
+            "INSERT INTO t SELECT file_id, line FROM t WHERE line = 7 AND file_id IN "
+            "(SELECT DISTINCT file_id FROM t ORDER BY file_id LIMIT 3)"
+        )
+    with duckdb.connect(path, config={"memory_limit": "30MB"}) as conn:
+        monkeypatch.setattr(accounting, "ROWS_PER_PASS", 10_000_000)
+        with pytest.raises(duckdb.OutOfMemoryException):
+            check_unique_lines(conn, "t", [])
+        monkeypatch.setattr(accounting, "ROWS_PER_PASS", 200_000)
+        assert check_unique_lines(conn, "t", []) == (3, None)

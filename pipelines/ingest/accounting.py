@@ -80,6 +80,12 @@ def file_records(
     return pl.DataFrame(records, schema=INGEST_FILES_SCHEMA)
 
 
+# Keys grouped at once by `check_unique_lines`. A GROUP BY of every (file, line) key of a
+# first build of 50 M rows overflowed DuckDB's memory limit instead of spilling; a repeated line
+# always shares its file, so the keys are grouped in passes that split the files.
+ROWS_PER_PASS = 4_000_000
+
+
 def check_unique_lines(
     conn: duckdb.DuckDBPyConnection, table: str, names: list[str]
 ) -> tuple[int, int | None]:
@@ -120,14 +126,29 @@ def check_unique_lines(
             params,
         ).fetchone()
         files_checked = int(row[0]) if row else 0
-    row = conn.execute(
-        f"SELECT count(*) FROM (SELECT file_id, line FROM {ident(table)} {where} "
-        "GROUP BY ALL HAVING count(*) > 1)",
-        params,
-    ).fetchone()
-    duplicates = int(row[0]) if row else 0
+    duplicates = 0
+    for part in _passes_by_file(conn, table, where, params):
+        row = conn.execute(
+            f"SELECT count(*) FROM (SELECT file_id, line FROM {ident(table)} {part} "
+            "GROUP BY ALL HAVING count(*) > 1)",
+            params,
+        ).fetchone()
+        duplicates += int(row[0]) if row else 0
     if duplicates == 0 and listed and names:
         conn.execute(
             f"DELETE FROM {LINES_TO_CHECK} WHERE source IS NULL OR source IN ({sources})", names
         )
     return duplicates, files_checked
+
+
+def _passes_by_file(
+    conn: duckdb.DuckDBPyConnection, table: str, where: str, params: list[str]
+) -> list[str]:
+    """`where` cut into enough disjoint sets of whole files to group at most about
+    ROWS_PER_PASS rows at a time (one pass, `where` itself, for all but the largest checks)."""
+    row = conn.execute(f"SELECT count(*) FROM {ident(table)} {where}", params).fetchone()
+    passes = max(1, -(-(int(row[0]) if row else 0) // ROWS_PER_PASS))
+    if passes == 1:
+        return [where]
+    joined = f"{where} AND" if where else "WHERE"
+    return [f"{joined} hash(file_id) % {passes} = {k}" for k in range(passes)]
