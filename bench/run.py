@@ -180,6 +180,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         if stage("ingest").status == "ok":
             staging = int(results["ingest"].data["staging_rows"])
             duck = results["baseline"].data.get("rows")
+            if duck is None:  # left out by --stages: the schema-given read is of the same files
+                duck = results["baseline_schema"].data.get("rows")
             checks["staging_rows"] = staging
             checks["duckdb_rows"] = duck
             checks["generated_rows"] = int(manifest["diary_rows"])
