@@ -106,20 +106,29 @@ _T95 = 0.975
 # Per-person OLS, closed form over group sums
 
 
-def effects(beta: Any, se: Any, df: Any) -> dict[str, Any]:
-    """% effect, CI and two-sided p from beta, its SE and t degrees of freedom (vectorised)."""
+def t_inference(beta: Any, se: Any, df: Any) -> dict[str, np.ndarray]:
+    """95% CI (`ci_low`, `ci_high`) and two-sided p of beta from its SE and t degrees of freedom,
+    on beta's own scale (vectorised)."""
     beta = np.asarray(beta, dtype=float)
     se = np.asarray(se, dtype=float)
     df = np.asarray(df, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         tcrit = stats.t.ppf(_T95, df)
-        tval = beta / se
-        p = 2.0 * stats.t.sf(np.abs(tval), df)
+        p = 2.0 * stats.t.sf(np.abs(beta / se), df)
+        return {"ci_low": beta - tcrit * se, "ci_high": beta + tcrit * se, "p": p}
+
+
+def effects(beta: Any, se: Any, df: Any) -> dict[str, Any]:
+    """% effect, CI and two-sided p from beta (of a log marker), its SE and t degrees of freedom
+    (vectorised)."""
+    beta = np.asarray(beta, dtype=float)
+    raw = t_inference(beta, se, df)
+    with np.errstate(invalid="ignore", over="ignore"):
         return {
             "effect_pct": 100.0 * np.expm1(beta),
-            "ci_low_pct": 100.0 * np.expm1(beta - tcrit * se),
-            "ci_high_pct": 100.0 * np.expm1(beta + tcrit * se),
-            "p": p,
+            "ci_low_pct": 100.0 * np.expm1(raw["ci_low"]),
+            "ci_high_pct": 100.0 * np.expm1(raw["ci_high"]),
+            "p": raw["p"],
         }
 
 

@@ -60,6 +60,43 @@ def _holm(p: str, over: list[str]) -> pl.Expr:
 ADJUSTMENTS = {"holm": _holm, "bh": _bh}
 
 
+def _gated_q(base: pl.DataFrame, method: str) -> pl.DataFrame:
+    """q of every row with a p (columns `_i`, `q`) from `_i`, `family`, `feature`, `p` and
+    `_primary`: `method` over the primary rows of each family, serial gatekeeping for the rest."""
+    adjust = ADJUSTMENTS[method]
+    has_p = pl.col("p").is_not_null() & pl.col("p").is_not_nan()
+    primary_q = (
+        base.filter(pl.col("_primary") & has_p)
+        .sort("family", "p", "_i")
+        .select("_i", "family", "feature", adjust("p", ["family"]).alias("q"))
+    )
+    lag_q = (
+        base.filter(~pl.col("_primary") & has_p)
+        .sort("family", "feature", "p", "_i")
+        .with_columns(_holm("p", ["family", "feature"]).alias("_holm"))
+        .join(
+            primary_q.select("family", "feature", pl.col("q").alias("_gate")),
+            on=["family", "feature"],
+            how="left",
+        )
+        .select("_i", pl.max_horizontal("_holm", pl.col("_gate").fill_null(1.0)).alias("q"))
+    )
+    return pl.concat([primary_q.select("_i", "q"), lag_q])
+
+
+def family_qvalues(results: pl.DataFrame, method: str) -> pl.Series:
+    """The q column `add_fdr_and_status` gives, without its status: `method` ("holm" or "bh")
+    over the primary rows of each `family` (one test per `feature`), serial gatekeeping for the
+    rows whose `window_role` is not "primary". Rows without a p get null. For results that are
+    not % changes of a marker (daily outcomes), whose status rules differ."""
+    indexed = results.with_row_index("_i")
+    base = indexed.select(
+        "_i", "family", "feature", "p", (pl.col("window_role") == "primary").alias("_primary")
+    )
+    q = indexed.select("_i").join(_gated_q(base, method), on="_i", how="left").sort("_i")
+    return q["q"]
+
+
 def add_fdr_and_status(results: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     """(Re)compute `q` within each `family` and `status` (see the module docstring).
 
@@ -81,7 +118,6 @@ def add_fdr_and_status(results: pl.DataFrame, settings: Settings) -> pl.DataFram
         if "window_role" in results.columns
         else pl.lit("primary")
     )
-    has_p = pl.col("p").is_not_null() & pl.col("p").is_not_nan()
     base = indexed.select(
         "_i",
         "family",
@@ -90,23 +126,7 @@ def add_fdr_and_status(results: pl.DataFrame, settings: Settings) -> pl.DataFram
         (role == "primary").alias("_primary"),
         *([pl.col("crude_p")] if "crude_p" in results.columns else []),
     )
-    primary_q = (
-        base.filter(pl.col("_primary") & has_p)
-        .sort("family", "p", "_i")
-        .select("_i", "family", "feature", adjust("p", ["family"]).alias("q"))
-    )
-    lag_q = (
-        base.filter(~pl.col("_primary") & has_p)
-        .sort("family", "feature", "p", "_i")
-        .with_columns(_holm("p", ["family", "feature"]).alias("_holm"))
-        .join(
-            primary_q.select("family", "feature", pl.col("q").alias("_gate")),
-            on=["family", "feature"],
-            how="left",
-        )
-        .select("_i", pl.max_horizontal("_holm", pl.col("_gate").fill_null(1.0)).alias("q"))
-    )
-    q = pl.concat([primary_q.select("_i", "q"), lag_q])
+    q = _gated_q(base, settings.multiple_testing)
     if "crude_p" in results.columns:
         crude = (
             base.filter(

@@ -95,21 +95,33 @@ class BatchFit:
 
 
 def batched_ols_hac(
-    y: np.ndarray, X: np.ndarray, mask: np.ndarray, use_col: np.ndarray
+    y: np.ndarray,
+    X: np.ndarray,
+    mask: np.ndarray,
+    use_col: np.ndarray,
+    maxlags: np.ndarray | None = None,
+    calendar: bool = False,
 ) -> BatchFit:
     """OLS with an intercept of y on the used columns of X, separately in each group.
 
     y: (G, T) rows in time order; X: (G, T, k); mask: (G, T) rows used; use_col: (G, k) columns
     used (column 0 is the coefficient reported and must be used). Columns are centred in each
     group (the intercept), and unused columns are zeroed with a unit diagonal so every group is
-    one k x k solve whose unused coefficients come out as 0.
+    one k x k solve whose unused coefficients come out as 0. `maxlags` (G,): the Newey-West
+    lags, `hac_maxlags(n)` by default. `calendar`: the T positions are equally spaced times
+    (days) and lags count positions, unused rows contributing nothing (the amplitude-modulated
+    series of Datta & Du 2012); by default lags count the rows used.
     """
     k = X.shape[2]
     m = mask.astype(float)
     n = m.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         # Used rows first, in time order, so that lags count draws actually used.
-        order = np.argsort(~mask, axis=1, kind="stable")
+        order = (
+            np.broadcast_to(np.arange(mask.shape[1]), mask.shape)
+            if calendar
+            else np.argsort(~mask, axis=1, kind="stable")
+        )
         y = np.take_along_axis(np.where(mask, y, 0.0), order, axis=1)
         X = np.take_along_axis(np.where(mask[..., None], X, 0.0), order[..., None], axis=1)
         m = np.take_along_axis(m, order, axis=1)
@@ -135,7 +147,7 @@ def batched_ols_hac(
         resid = (yc - np.matmul(Xs, coef_s[..., None])[..., 0]) * m
         # Sandwich for coefficient 0: a = row 0 of A^-1, v_t = (x_t . a) e_t.
         v = np.matmul(Xs, Ainv[:, 0, :, None])[..., 0] * resid
-        lags = hac_maxlags(n)
+        lags = hac_maxlags(n) if maxlags is None else np.asarray(maxlags)
         var = _bartlett_sum(v, lags) * n / np.maximum(n - k_used - 1.0, 1.0)
         var_ols = (resid * resid).sum(axis=1) / np.maximum(df, 1.0) * Ainv[:, 0, 0]
         beta = coef_s[:, 0] / scale[:, 0]
