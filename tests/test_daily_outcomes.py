@@ -95,6 +95,17 @@ def test_planted_effect_found_at_its_lag_and_co_occurring_food_is_not() -> None:
     assert primary["ci_low"] <= 0.8 <= primary["ci_high"]
     for lag in ("0", "2", "3"):
         assert row("fermented_servings", lag)["status"] != "significant"
+    # Lag-shape rows are gated by their food's one test: their q is never below it.
+    gated = rows.join(
+        rows.filter(pl.col("window_role") == "primary").select("feature", pl.col("q").alias("q0")),
+        on="feature",
+    )
+    assert (gated["q"] >= gated["q0"]).all()
+    # BH over the family's three primary rows.
+    prim = rows.filter(pl.col("window_role") == "primary").sort("p")
+    assert prim["q"][0] == pytest.approx(
+        min(1.0, prim["p"][0] * 3, prim["p"][1] * 1.5, prim["p"][2])
+    )
     # Dairy shares items with fermented food (r ~ 0.6) and has no effect of its own.
     assert np.corrcoef(diet["fermented_servings"], diet["dairy_servings"])[0, 1] > 0.5
     assert row("dairy_servings", "0-3")["status"] == "not_significant"
