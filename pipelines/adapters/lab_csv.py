@@ -100,24 +100,7 @@ def _results(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
             f"known keys: {list(DEFAULT_HEADERS)}{extra}."
         )
 
-    found: dict[str, int] = {}
-    for key, defaults in DEFAULT_HEADERS.items():
-        if key in source.columns:
-            found[key] = table.require(
-                [source.columns[key]],
-                f"Source {source.name!r} maps {key} to it (columns: in sources.yaml); fix the "
-                "name there or in the file.",
-            )
-        else:
-            index = table.find(defaults)
-            if index is None and key in REQUIRED:
-                table.require(
-                    defaults,
-                    f"Name the column holding {key} with 'columns: {{{key}: <header>}}' for "
-                    f"source {source.name!r} in sources.yaml.",
-                )
-            if index is not None:
-                found[key] = index
+    found = table.mapped(DEFAULT_HEADERS, REQUIRED)
     person, person_check = person_column_check(table)
 
     def text(key: str) -> pl.Expr:

@@ -151,25 +151,7 @@ def _find_columns(table: CsvTable) -> dict[str, int]:
             f"{path}: source {source.name!r} maps unknown key(s) {unknown} in 'columns'; "
             f"known keys: {list(DEFAULT_HEADERS)}."
         )
-    found: dict[str, int] = {}
-    for key, defaults in DEFAULT_HEADERS.items():
-        if key in source.columns:
-            found[key] = table.require(
-                [source.columns[key]],
-                f"Source {source.name!r} maps {key} to it (columns: in sources.yaml); fix the "
-                "name there or in the file.",
-            )
-            continue
-        index = table.find(defaults)
-        if index is None and key in REQUIRED:
-            table.require(
-                defaults,
-                f"Name the column holding {key} with 'columns: {{{key}: <header>}}' for "
-                f"source {source.name!r} in sources.yaml.",
-            )
-        if index is not None:
-            found[key] = index
-    return found
+    return table.mapped(DEFAULT_HEADERS, REQUIRED)
 
 
 def _readings(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -97,18 +97,7 @@ def _persons(table: CsvTable) -> tuple[pl.DataFrame, pl.DataFrame]:
             "person: {column: ...})."
         )
     codes = sex_codes(path, source)
-    found: dict[str, int] = {}
-    for key, defaults in DEFAULT_HEADERS.items():
-        if key in source.columns:
-            found[key] = table.require(
-                [source.columns[key]],
-                f"Source {source.name!r} maps {key} to it (columns: in sources.yaml); fix the "
-                "name there or in the file.",
-            )
-        else:
-            index = table.find(defaults)
-            if index is not None:
-                found[key] = index
+    found = table.mapped(DEFAULT_HEADERS)
     person, person_check = person_column_check(table)
     if person_check is not None:
         # The id column is not a covariate, even when its name looks like one.

@@ -93,6 +93,33 @@ class CsvTable:
             )
         return found
 
+    def mapped(
+        self, defaults: Mapping[str, Sequence[str]], required: Sequence[str] = ()
+    ) -> dict[str, int]:
+        """Column position per field of a generic format: the header `columns:` in sources.yaml
+        maps the field to (it must exist), else the first of the field's `defaults` found. A
+        `required` field found neither way is an AdapterError saying how to map it."""
+        source = self.source
+        found: dict[str, int] = {}
+        for key, names in defaults.items():
+            if key in source.columns:
+                found[key] = self.require(
+                    [source.columns[key]],
+                    f"Source {source.name!r} maps {key} to it (columns: in sources.yaml); fix the "
+                    "name there or in the file.",
+                )
+                continue
+            index = self.find(names)
+            if index is None and key in required:
+                self.require(
+                    names,
+                    f"Name the column holding {key} with 'columns: {{{key}: <header>}}' for "
+                    f"source {source.name!r} in sources.yaml.",
+                )
+            if index is not None:
+                found[key] = index
+        return found
+
 
 def file_index_schema(frame: pl.DataFrame) -> dict[str, pl.DataType | type[pl.DataType]]:
     """{FILE_INDEX: Int64} when `frame` stacks several files, else {}: what a transform adds to its
