@@ -335,6 +335,7 @@ def _stage_analysis(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     from pipelines.incremental import DAY_STATE_TABLE, STATE_TABLE
     from pipelines.project import Project
     from pipelines.steps.analysis import update_associations, update_exposure_windows
+    from pipelines.steps.daily import update_daily_effects
     from pipelines.steps.features import (
         update_diet_daily,
         update_diet_summary,
@@ -359,6 +360,7 @@ def _stage_analysis(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
             lambda conn: update_exposure_windows(conn, settings),
         ),
         ("associations", "associations", lambda conn: update_associations(conn, settings)),
+        ("daily_effects", "daily_effects", lambda conn: update_daily_effects(conn, settings)),
     ]
     timer = Timer()
     _ready()

@@ -194,6 +194,52 @@ Days = Annotated[int, Field(strict=True, gt=0)]
 Windows = Annotated[tuple[Days, ...], Field(strict=False), AfterValidator(_not_empty)]
 
 
+def _increasing(lags: tuple[int, ...]) -> tuple[int, ...]:
+    if not lags:
+        raise ValueError("is empty: list the lags in days, e.g. [0, 1, 2, 3]")
+    if list(lags) != sorted(set(lags)):
+        raise ValueError("is not increasing: list each lag once, smallest first, e.g. [0, 1, 2, 3]")
+    return lags
+
+
+def _foods(foods: tuple[str, ...]) -> tuple[str, ...]:
+    if not foods or not all(f.strip() for f in foods):
+        raise ValueError(
+            "names no food: list diet_daily columns such as [dairy_servings, alcohol_servings], "
+            "or leave the key out for the default gut foods"
+        )
+    return foods
+
+
+HAC_LAG_RULES = ("sqrt", "newey_west")
+_hac_lag_rule = _one_of(
+    HAC_LAG_RULES, "sqrt: floor(sqrt(days)) lags, newey_west: floor(4 (days/100)^(2/9))"
+)
+
+
+@pydantic.dataclasses.dataclass(frozen=True, config=ConfigDict(strict=True, extra="forbid"))
+class DailyOutcomeSettings:
+    """The daily-outcome analysis (`settings: {daily_outcomes: {...}}`): the fields and defaults
+    of `pipelines.analysis.daily_outcomes.DailySettings`, checked here like every setting. They
+    shape only the `daily_effects` table, whose step salts with them alone."""
+
+    # None: the default gut foods (DEFAULT_FOODS) that diet_daily has.
+    foods: Annotated[tuple[str, ...], Field(strict=False), AfterValidator(_foods)] | None = None
+    lags: Annotated[
+        tuple[Annotated[int, Field(strict=True, ge=0)], ...],
+        Field(strict=False),
+        AfterValidator(_increasing),
+    ] = (0, 1, 2, 3)
+    # The trailing window: this many days before the longest lag.
+    window_days: Days = 7
+    min_logged_fraction: Annotated[float, Field(ge=0, le=1)] = 0.8
+    min_days: Days = 56
+    min_df: Days = 20
+    multiple_testing: Annotated[str, AfterValidator(_multiple_testing)] = "bh"
+    fdr: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    hac_lag_rule: Annotated[str, AfterValidator(_hac_lag_rule)] = "sqrt"
+
+
 # A pydantic dataclass: still a frozen dataclass for the rest of the code (`Settings()`,
 # `dataclasses.asdict`, `dataclasses.replace`), but every value is checked against its type and
 # bounds when it is built. Strict, because YAML makes mistakes easy to miss: lax pydantic would
@@ -235,17 +281,20 @@ class Settings:
     # (food,match,categories) relative to the project folder; see docs/food-categories.md.
     food_overrides: Annotated[str, AfterValidator(_csv_path)] | None = None
     executor: ExecutorSettings = ExecutorSettings()
+    daily_outcomes: DailyOutcomeSettings = DailyOutcomeSettings()
 
 
-# Settings that do not change any table: how the steps are executed.
-_EXECUTION_ONLY = ("executor",)
+# Settings that salt no step through `result_settings`: how the steps are executed (no table
+# depends on it), and the daily-outcome analysis (only `daily_effects` does, and its step salts
+# with that block itself: changing a lag refits no marker model).
+_NOT_SHARED = ("executor", "daily_outcomes")
 
 
 def result_settings(settings: Settings) -> dict[str, Any]:
     """The settings that shape the warehouse tables, as plain data: what a step's salt and the
     `parameters` recorded beside the results are made of. A project that only changes where its
     steps run recomputes nothing, and its tables equal a single-process run's."""
-    return {k: v for k, v in asdict(settings).items() if k not in _EXECUTION_ONLY}
+    return {k: v for k, v in asdict(settings).items() if k not in _NOT_SHARED}
 
 
 @dataclass(frozen=True)
@@ -401,43 +450,70 @@ def _parse_settings(path: Path, raw: Any) -> Settings:
             f"{path}, key 'settings': unknown key(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
         )
     values = dict(raw)
-    executor = values.get("executor")
-    if executor is not None:
-        # Built here: a strict dataclass field takes an ExecutorSettings, not YAML's mapping.
-        if not isinstance(executor, dict):
-            raise ConfigError(
-                f"{path}, key 'settings.executor': {executor!r} is not a mapping; write e.g. "
-                '{kind: multiprocess} or {kind: dask, scheduler: "tcp://host:8786"}'
-            )
-        unknown = set(executor) - set(ExecutorSettings.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(
-                f"{path}, key 'settings.executor': unknown key(s) {sorted(unknown)}; "
-                "allowed: ['kind', 'scheduler']"
-            )
-        if executor.get("kind") == "dask" and "scheduler" not in executor:
-            raise ConfigError(
-                f"{path}, key 'settings.executor.scheduler': missing; kind: dask needs the "
-                'address of a running Dask scheduler, e.g. scheduler: "tcp://host:8786"'
-            )
-        if executor.get("kind", "in_process") != "dask" and "scheduler" in executor:
-            raise ConfigError(
-                f"{path}, key 'settings.executor.scheduler': only read with kind: dask; remove "
-                "it or set kind: dask"
-            )
-        try:
-            values["executor"] = ExecutorSettings(**executor)
-        except pydantic.ValidationError as exc:
-            raise ConfigError(
-                "\n".join(
-                    _settings_error(path, {**e, "loc": ("executor", *e["loc"])})
-                    for e in exc.errors()
-                )
-            ) from None
+    if values.get("executor") is not None:
+        values["executor"] = _block(
+            path,
+            "executor",
+            values["executor"],
+            ExecutorSettings,
+            '{kind: multiprocess} or {kind: dask, scheduler: "tcp://host:8786"}',
+            _check_executor,
+        )
+    if values.get("daily_outcomes") is not None:
+        values["daily_outcomes"] = _block(
+            path,
+            "daily_outcomes",
+            values["daily_outcomes"],
+            DailyOutcomeSettings,
+            "{lags: [0, 1, 2, 3], min_days: 56}",
+        )
     try:
         return Settings(**values)
     except pydantic.ValidationError as exc:
         raise ConfigError("\n".join(_settings_error(path, e) for e in exc.errors())) from None
+
+
+def _block(
+    path: Path,
+    key: str,
+    raw: Any,
+    block: Callable[..., Any],
+    example: str,
+    check: Callable[[Path, dict[str, Any]], None] | None = None,
+) -> Any:
+    """A nested settings block (`settings.<key>`) built from YAML's mapping: a strict dataclass
+    field takes the dataclass, not a dict. Every error names the key inside the block."""
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}, key 'settings.{key}': {raw!r} is not a mapping; write e.g. {example}"
+        )
+    fields = sorted(block.__dataclass_fields__)  # type: ignore[attr-defined]
+    unknown = set(raw) - set(fields)
+    if unknown:
+        raise ConfigError(
+            f"{path}, key 'settings.{key}': unknown key(s) {sorted(unknown)}; allowed: {fields}"
+        )
+    if check is not None:
+        check(path, raw)
+    try:
+        return block(**raw)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(
+            "\n".join(_settings_error(path, {**e, "loc": (key, *e["loc"])}) for e in exc.errors())
+        ) from None
+
+
+def _check_executor(path: Path, executor: dict[str, Any]) -> None:
+    if executor.get("kind") == "dask" and "scheduler" not in executor:
+        raise ConfigError(
+            f"{path}, key 'settings.executor.scheduler': missing; kind: dask needs the "
+            'address of a running Dask scheduler, e.g. scheduler: "tcp://host:8786"'
+        )
+    if executor.get("kind", "in_process") != "dask" and "scheduler" in executor:
+        raise ConfigError(
+            f"{path}, key 'settings.executor.scheduler': only read with kind: dask; remove "
+            "it or set kind: dask"
+        )
 
 
 # What each kind of pydantic error means for a value in sources.yaml.

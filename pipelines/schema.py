@@ -248,6 +248,33 @@ RESULT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "pooled_ci_high_pct": pl.Float64,
 }
 
+# The `daily_effects` table (pipelines/analysis/daily_outcomes.py): per person x daily outcome
+# (measure on one scale) x food x lag term.
+DAILY_EFFECTS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "person_id": pl.String,
+    "measure": pl.String,
+    "scale": pl.String,
+    "unit": pl.String,
+    "feature": pl.String,
+    "lag": pl.String,  # "0-3" (the food's test: the sum over lags 0-3), "0".."3", "4-10"
+    "lag_from": pl.Int64,  # days back, first and last, of the term
+    "lag_to": pl.Int64,
+    "window_role": pl.String,  # "primary" (the food's one test) or "lag_shape"
+    "method": pl.String,
+    "n_days": pl.Int64,
+    "hac_lags": pl.Int64,
+    "sd_feature": pl.Float64,
+    "estimate": pl.Float64,  # outcome units per extra serving a day
+    "se": pl.Float64,
+    "ci_low": pl.Float64,
+    "ci_high": pl.Float64,
+    "p": pl.Float64,
+    "q": pl.Float64,
+    "status": pl.String,
+    "note": pl.String,
+    "family": pl.String,
+}
+
 # Between-person (cross-sectional) methods: `survey_wls` is design-based (weights, strata, PSUs),
 # `ols_between` unweighted. A survey cohort gets both; its unweighted rows form their own FDR
 # family, `<marker>|cohort` + UNWEIGHTED_FAMILY, so that they never enlarge the primary one.

@@ -258,13 +258,24 @@ def test_settings_defaults_are_unchanged(tmp_path: Path) -> None:
         "pseudonymise_cohort": False,
         "food_overrides": None,
     }
-    # The settings that salt the steps are exactly those of before `executor` existed: a
-    # project upgraded to this version recomputes nothing for it.
+    # The settings that salt the steps are exactly those of before `executor` and
+    # `daily_outcomes` existed: a project upgraded to this version recomputes nothing for them.
     assert result_settings(Settings()) == expected
     assert result_settings(load_settings(tmp_path, "{}")) == expected
     assert dataclasses.asdict(Settings()) == {
         **expected,
         "executor": {"kind": "in_process", "scheduler": None},
+        "daily_outcomes": {
+            "foods": None,
+            "lags": (0, 1, 2, 3),
+            "window_days": 7,
+            "min_logged_fraction": 0.8,
+            "min_days": 56,
+            "min_df": 20,
+            "multiple_testing": "bh",
+            "fdr": 0.05,
+            "hac_lag_rule": "sqrt",
+        },
     }
     assert load_project_config(write(tmp_path, "sources: []\n")).settings == Settings()
 

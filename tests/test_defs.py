@@ -60,6 +60,7 @@ def test_definitions_load_with_one_ingest_asset_per_source(project_dir: Path) ->
         "marker_trends",
         "exposure_windows",
         "associations",
+        "daily_effects",
         "dashboards",
     } <= keys
 

@@ -78,6 +78,7 @@ from pipelines.analysis.model_frame import t_inference
 from pipelines.analysis.multiple_testing import ADJUSTMENTS, family_qvalues
 from pipelines.analysis.robust import batched_ols_hac, hac_maxlags
 from pipelines.analysis.windows import min_days_logged
+from pipelines.schema import DAILY_EFFECTS_SCHEMA
 
 # Gut-relevant foods a daily model holds by default (those present in diet_daily): the core
 # adjustment foods and the usual suspects of gut symptoms. Each costs five regressors.
@@ -361,29 +362,3 @@ def _reason(
     if not ok:
         return "the model could not be fitted (collinear terms)"
     return None
-
-
-DAILY_EFFECTS_SCHEMA: dict[str, Any] = {
-    "person_id": pl.String,
-    "measure": pl.String,
-    "scale": pl.String,
-    "unit": pl.String,
-    "feature": pl.String,
-    "lag": pl.String,  # "0-3" (the food's test: the sum over lags 0-3), "0".."3", "4-10"
-    "lag_from": pl.Int64,  # days back, first and last, of the term
-    "lag_to": pl.Int64,
-    "window_role": pl.String,  # "primary" (the food's one test) or "lag_shape"
-    "method": pl.String,
-    "n_days": pl.Int64,
-    "hac_lags": pl.Int64,
-    "sd_feature": pl.Float64,
-    "estimate": pl.Float64,  # outcome units per extra serving a day
-    "se": pl.Float64,
-    "ci_low": pl.Float64,
-    "ci_high": pl.Float64,
-    "p": pl.Float64,
-    "q": pl.Float64,
-    "status": pl.String,
-    "note": pl.String,
-    "family": pl.String,
-}

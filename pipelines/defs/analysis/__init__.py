@@ -1,1 +1,1 @@
-"""Analysis: exposure windows and associations."""
+"""Analysis: exposure windows, associations and the daily-outcome effects."""

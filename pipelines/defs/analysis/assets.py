@@ -1,4 +1,5 @@
-"""Exposure windows and associations: the statistics behind every finding on the dashboards.
+"""Exposure windows, associations and the daily-outcome effects: the statistics behind every
+finding on the dashboards.
 
 The methods live in `pipelines.analysis` (pure Polars/NumPy/statsmodels) and the steps that run
 them on the warehouse in `pipelines.steps.analysis` (so the benchmark runs the same code without
@@ -11,7 +12,9 @@ import polars as pl
 from pipelines.defs._metadata import md_table
 from pipelines.defs._versions import CODE_VERSION
 from pipelines.defs.resources import ProjectResource
+from pipelines.incremental import changed
 from pipelines.steps.analysis import update_associations, update_exposure_windows
+from pipelines.steps.daily import update_daily_effects
 
 
 @dg.asset(
@@ -74,5 +77,42 @@ def associations(
             "by_status": md_table(by_status),
             # False when no input changed since the last fit: the table was kept as it was.
             "refit": refit,
+        }
+    )
+
+
+@dg.asset(
+    code_version=CODE_VERSION,
+    group_name="analysis",
+    kinds={"polars", "duckdb"},
+    pool="duckdb_writer",
+    deps=["diet_daily", "biometrics"],
+)
+def daily_effects(
+    context: dg.AssetExecutionContext, project: ProjectResource
+) -> dg.MaterializeResult:
+    """Daily outcomes (the `biometrics` readings with a scale: symptoms, wearable signals)
+    against the foods of the same and the previous days, per person and measure: a distributed-
+    lag model of all foods at once with weekday effects and a trend, autocorrelation handled by
+    quasi-differencing and calendar HAC errors, one test per food (its lag 0-3 sum) with a
+    Benjamini-Hochberg q-value per person and measure, and the single lags and the trailing window
+    beside it; only the people whose readings or diary changed are refitted
+    (`settings.daily_outcomes`, pipelines/analysis/daily_outcomes.py)."""
+    with project.warehouse().write() as conn:
+        plan = update_daily_effects(conn, project.config().settings)
+        row = conn.execute(
+            "SELECT count(*), count(*) FILTER (status = 'significant'), "
+            "count(DISTINCT person_id), count(DISTINCT (measure, scale)) FROM daily_effects"
+        ).fetchone()
+    rows, significant, people, measures = row or (0, 0, 0, 0)
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": rows,
+            "significant": significant,
+            "people": people,
+            "measures": measures,
+            "people_refit": "all" if plan.everyone else len(plan.touched),
+            # False when no person's inputs changed since the last run: the table was kept.
+            "refit": changed(plan),
         }
     )
