@@ -208,12 +208,31 @@ def test_wide_csv_reads_each_measure_column_with_the_mappings_scale() -> None:
     }
     rejects = [(r["line"], r["column"], r["reason"]) for r in result.rejects.iter_rows(named=True)]
     assert rejects[:3] == [
-        (4, "value", "value outside its scale 0-10"),  # Bloating 11
+        (4, "Bloating", "value outside its scale 0-10"),  # Bloating 11
         (5, "Stool", "not a number"),
         (5, "Urgent", "not a number"),  # "maybe" in a yes/no column
     ]
     # A date in another order rejects each of the line's 4 readings, naming the date column.
     assert [(line, column) for line, column, _ in rejects[3:]] == [(6, "Date")] * 4
+
+
+def test_wide_csv_implausible_readings_name_their_column_and_cell(tmp_path: Path) -> None:
+    path = tmp_path / "wide.csv"
+    path.write_text(
+        "Date,Bloating,Sleep (min),RHR\n2026-01-05,11,1500,58\n2026-01-06,3,420,250\n",
+        encoding="utf-8",
+    )
+    measures = {"bloating": "Bloating", "resting_hr": "RHR", "sleep_duration": "Sleep (min)"}
+    options = {"scales": {"bloating": "0-10"}, "units": {"sleep_duration": "min"}}
+    src = source(name="wide", columns={"day": "Date"}, options={"measures": measures, **options})
+    result = read(path, src)
+    rejects = result.rejects.select("line", "column", "reason", "value").rows()
+    assert rejects == [
+        (2, "Bloating", "value outside its scale 0-10", "11"),
+        (2, "Sleep (min)", "implausible sleep_duration: outside 0-24 h", "1500"),
+        (3, "RHR", "implausible resting_hr: outside 20-200 bpm", "250"),
+    ]
+    assert (result.rows_read, result.rows.height) == (6, 3)
 
 
 def test_wide_csv_batch_counts_readings_as_parse_does() -> None:

@@ -40,7 +40,8 @@ a scale that contradicts the measure, an unknown scale or unit, or a `columns:` 
 as in the Oura format: `rows_read` counts the non-blank cells of the mapped measure columns (a
 blank cell is no reading), and each reading is loaded or rejected on its own, naming its column,
 so rows_read == loaded + rejected + duplicate holds per reading; a line whose date is bad rejects
-each of its readings.
+each of its readings. A reading outside its scale or the body's range is rejected here, with the
+plausibility rules' reason, naming its column (`Bloating`) and showing the cell as written.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ from pipelines.outcome_vocabulary import (
 from pipelines.rules import Check
 from pipelines.schema import BIOMETRIC_SCHEMA, REJECT_SCHEMA, conform, empty
 from pipelines.text import format_text, number
+from pipelines.transforms.plausibility import outcome_rules
 
 # Header names tried, in order, for a field that `columns:` does not map.
 DEFAULT_HEADERS: dict[str, tuple[str, ...]] = {
@@ -424,7 +426,11 @@ def _wide_readings(table: CsvTable) -> ParseResult:
             value = pl.when(is_answer).then(answer.is_in(_YES).cast(pl.Float64)).otherwise(value)
             invalid = invalid & ~is_answer
         number_check = Check(invalid, header, not_a_number_reason(source.decimal, cell=raw), raw)
-        good, bad = split_rejects(readings, [*checks, number_check])
+        # The plausibility rules would reject an out-of-scale reading too, but naming `value`.
+        bounds = outcome_rules(
+            header, value * column.factor, pl.lit(column.scale), pl.lit(column.measure), raw
+        )
+        good, bad = split_rejects(readings, [*checks, number_check, *bounds])
         rejects.append(conform(bad, REJECT_SCHEMA))
         rows.append(
             good.select(

@@ -191,13 +191,18 @@ def rules(target: str, schema: dict[str, pl.DataType], today: date) -> list[Chec
             )
         )
         if "scale" in schema:
-            out += _outcome_rules()
+            out += outcome_rules("value", pl.col("value"), pl.col("scale"), pl.col("metric"))
     return out
 
 
-def _outcome_rules() -> list[Check]:
-    """A rating within its scale, a physical measure within what a body produces."""
-    scale, value = pl.col("scale"), pl.col("value")
+def outcome_rules(
+    column: str, value: pl.Expr, scale: pl.Expr, metric: pl.Expr, shown: pl.Expr | None = None
+) -> list[Check]:
+    """A rating within its scale, a physical measure within what a body produces; a reject names
+    `column` and shows `shown` (else the value). The outcome CSV's wide shape applies them to each
+    measure column itself, so that its rejects name the column the reading came from (`Bloating`)
+    and the cell as written, rather than `value`."""
+    shown = value if shown is None else shown
     # Plain extracts rather than a struct, which Polars can panic on inside when/then.
     bound = r"(\d+)-(\d+)$"
     low = (
@@ -209,20 +214,20 @@ def _outcome_rules() -> list[Check]:
     out = [
         Check(
             (value < low) | (value > high),
-            "value",
+            column,
             # One reason per scale, so that the rejects still group by it.
             format_text("value outside its scale {}", scale),
-            value,
+            shown,
         )
     ]
-    for measure, (lowest, highest, shown) in PHYSICAL_BOUNDS.items():
-        here = (pl.col("metric") == measure) & (scale == SCALE_UNIT)
+    for measure, (lowest, highest, bounds) in PHYSICAL_BOUNDS.items():
+        here = (metric == measure) & (scale == SCALE_UNIT)
         out.append(
             _rule(
                 here & ((value < lowest) | (value > highest)),
-                "value",
-                f"implausible {measure}: outside {shown}",
-                value,
+                column,
+                f"implausible {measure}: outside {bounds}",
+                shown,
             )
         )
     return out
