@@ -211,6 +211,22 @@ def test_a_diary_day_after_the_last_reading_refits_nobody() -> None:
     assert update_daily_effects(conn, other).everyone
 
 
+def test_a_project_without_outcomes_keeps_its_empty_table_night_after_night() -> None:
+    conn = duckdb.connect()
+    conn.execute(
+        "CREATE TABLE diet_daily AS SELECT 'a' AS person_id, DATE '2026-01-01' AS day, "
+        "true AS logged, 1::DOUBLE AS dairy_servings"
+    )
+    conn.execute(
+        "CREATE TABLE biometrics AS SELECT 'a' AS person_id, DATE '2026-01-01' AS day, "
+        "'weight' AS metric, 70::DOUBLE AS value, 'kg' AS unit, NULL::VARCHAR AS scale"
+    )
+    assert update_daily_effects(conn, Settings()).everyone
+    quiet = update_daily_effects(conn, Settings())
+    assert (quiet.everyone, quiet.touched) == (False, [])
+    assert conn.execute("SELECT count(*) FROM daily_effects").fetchone() == (0,)
+
+
 def test_daily_settings_defaults_are_the_analysis_defaults() -> None:
     assert daily_settings(Settings()) == DailySettings()
 

@@ -34,6 +34,7 @@ TABLES = (
     "marker_draws",
     "exposure_windows",
     "associations",
+    "daily_effects",
 )
 # Columns that record when something happened, not what the data is.
 VOLATILE = ("ingested_at", "modified_at")

@@ -23,6 +23,7 @@ import polars as pl
 from pipelines.analysis.daily_outcomes import DEFAULT_FOODS, DailySettings, daily_outcome_effects
 from pipelines.config import Settings
 from pipelines.incremental import (
+    WHOLE,
     PersonPlan,
     only_people,
     plan_people,
@@ -86,7 +87,9 @@ def update_daily_effects(conn: duckdb.DuckDBPyConnection, settings: Settings) ->
     plan = plan_people(
         conn,
         "daily_effects",
-        inputs=[outcomes_sql, diet_sql],
+        # The constant row keeps a recorded plan when nobody has readings (a project without
+        # an outcomes source): without it, every run would look like a first and refit.
+        inputs=[outcomes_sql, diet_sql, f"SELECT '{WHOLE}' AS person_id"],
         outputs=["daily_effects"],
         salt=json.dumps(asdict(daily), sort_keys=True, default=list) + ",".join(foods),
     )
