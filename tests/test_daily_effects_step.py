@@ -73,10 +73,12 @@ def diary_line(i: int, yoghurt: int, bread: int) -> list[list[object]]:
 
 
 def write_person(raw: Path, person: str, seed: int, days: int = DAYS) -> None:
-    """`days` days of diary and bloating (0-10) with bloating up 2 points the day after yoghurt."""
+    """`days` days of diary and bloating (0-10) with bloating up 2 points the day after yoghurt.
+    The first `days` of a longer history are the same days."""
     rng = np.random.default_rng(seed)
-    yoghurt = rng.integers(0, 2, days)
-    bread = rng.integers(0, 3, days)
+    yoghurt = rng.integers(0, 2, DAYS + 1)
+    bread = rng.integers(0, 3, DAYS + 1)
+    noise = rng.normal(0, 0.7, DAYS + 1)
     diary, symptoms = io.StringIO(), io.StringIO()
     writer = csv.writer(diary, lineterminator="\n")
     writer.writerow(["Day", "Time", "Group", "Food Name", "Amount", "Energy (kcal)"])
@@ -84,7 +86,7 @@ def write_person(raw: Path, person: str, seed: int, days: int = DAYS) -> None:
         writer.writerows(diary_line(i, int(yoghurt[i]), int(bread[i])))
     symptoms.write("Date,Measure,Value\n")
     for i in range(1, days):
-        bloating = np.clip(3 + 2 * yoghurt[i - 1] + rng.normal(0, 0.7), 0, 10)
+        bloating = np.clip(3 + 2 * yoghurt[i - 1] + noise[i], 0, 10)
         symptoms.write(f"{day(i)},Bloating,{bloating:.1f}\n")
     for folder, name, text in (
         ("diary", "servings.csv", diary.getvalue()),
@@ -117,6 +119,14 @@ def direct(project: Project) -> pl.DataFrame:
 def table(project: Project) -> pl.DataFrame:
     with duckdb.connect(str(project.warehouse_path), read_only=True) as conn:
         return conn.execute("SELECT * FROM daily_effects").pl()
+
+
+def readings(project: Project, person: str) -> list[tuple[str, float]]:
+    with duckdb.connect(str(project.warehouse_path), read_only=True) as conn:
+        rows = conn.execute(
+            f"SELECT day, value FROM ({OUTCOMES_SQL}) WHERE person_id = ? ORDER BY day", [person]
+        ).fetchall()
+    return [(d.isoformat(), v) for d, v in rows]
 
 
 def by_key(df: pl.DataFrame) -> pl.DataFrame:
@@ -157,12 +167,16 @@ def test_the_table_is_the_analysis_of_the_warehouses_outcomes_and_refits_only_wh
     assert_frame_equal(table(project), before)
 
     # A new day (diary and bloating) for alice: alice alone is refitted.
+    old_readings = readings(project, "alice")
     write_person(project.raw_dir, "alice", seed=1, days=DAYS + 1)
     for path in (project.raw_dir / folder / "alice" for folder in ("diary", "symptoms")):
         for file in path.iterdir():
             os.utime(file, (file.stat().st_atime, file.stat().st_mtime + 60))
     metadata = refresh_all(project.root, monkeypatch, {**REPORT, "daily_effects": "people_refit"})
     assert metadata == {"daily_effects": 1, "diet_daily": 1}
+    # ... one new reading, the others as they were:
+    assert readings(project, "alice")[:-1] == old_readings
+    assert readings(project, "alice")[-1][0] == day(DAYS)
     after = table(project)
     assert (
         after.filter(pl.col("person_id") == "alice")["n_days"].min()
