@@ -39,7 +39,7 @@ def test_null_foods_are_not_credibly_above_five_percent(measure: str) -> None:
         assert not cal.exceeds(est, 0.05), f"{food}: {est.text()}"
     # "Wildly above" in absolute terms too: the rate over 960 tests stays under 10%.
     assert row.false_positive.value < 0.10
-    low, high = cal.COVERAGE_RANGE
+    low = cal.COVERAGE_RANGE[0]
     assert not cal.below(row.coverage_null, low), row.coverage_null.text()
     assert np.isnan(row.power.value)
 
@@ -52,9 +52,9 @@ def test_the_planted_culprit_is_found_and_its_ci_covers_the_truth(measure: str) 
     # the time (the README table); far more often than the 5% a null food is.
     assert row.power.value >= 0.2, row.power.text()
     assert row.power.value > 3 * row.false_positive.value
-    low, high = cal.COVERAGE_RANGE
+    low = cal.COVERAGE_RANGE[0]
     assert not cal.below(row.coverage, low), row.coverage.text()
-    assert not cal.exceeds(row.fdr, 0.05) or row.fdr.value < 0.10, row.fdr.text()
+    assert row.fdr.value < 0.10, row.fdr.text()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -91,7 +91,7 @@ def test_outcomes_are_recorded_on_their_scales_with_the_truth_attenuated_at_the_
     assert set(bloating.unique().to_list()) <= set(range(11))
     assert set(stool.unique().to_list()) <= set(range(1, 8))
     hr = out.filter(pl.col("metric") == "resting_hr")
-    assert hr["unit"].unique().to_list() == ["bpm"] and hr["scale"].null_count() == hr.height
+    assert hr["unit"].unique().to_list() == ["bpm"] and hr["scale"].unique().to_list() == ["unit"]
     assert 50 < hr["value"].mean() < 70
     # Each person's own effect around the planted mean; on 0-10 the floor rarely bites.
     effects = np.array([v for (p, m), v in c.truth.items() if m == "bloating"])

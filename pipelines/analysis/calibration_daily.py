@@ -103,7 +103,7 @@ class Measure:
     """One daily outcome: how it is recorded and how it is generated."""
 
     metric: str
-    scale: str | None
+    scale: str  # as the pipeline records it (README "Daily outcomes")
     unit: str | None
     bounds: tuple[int, int] | None  # recorded as the latent value rounded and clipped
     baseline: float  # population mean of the person baselines
@@ -121,11 +121,11 @@ MEASURES = (
         week=(0.3, 0, 0, 0, 0, 0.5, 0.6), ar_sd=1.2, drift_sd=0.6, effect=1.0,
     ),
     Measure(
-        "bristol_stool", "1-7", None, bounds=(1, 7), baseline=4.0, baseline_sd=0.4,
+        "bristol_stool", "bristol_1-7", None, bounds=(1, 7), baseline=4.0, baseline_sd=0.4,
         week=(0.2, 0, 0, 0, 0, 0.2, 0.3), ar_sd=0.8, drift_sd=0.3, effect=0.5,
     ),
     Measure(
-        "resting_hr", None, "bpm", bounds=None, baseline=60.0, baseline_sd=6.0,
+        "resting_hr", "unit", "bpm", bounds=None, baseline=60.0, baseline_sd=6.0,
         week=(0.5, 0, 0, 0, 0.3, 1.5, 1.8), ar_sd=2.5, drift_sd=1.5, effect=2.0,
     ),
 )  # fmt: skip
@@ -306,11 +306,7 @@ def analyse(cohort: Cohort) -> pl.DataFrame:
 
 def _keys() -> list[str]:
     base = ["families", "fdp", "power", "power_n", "ci", "covered", "ci_null", "covered_null"]
-    return (
-        base
-        + ["null_tests", "null_pos"]
-        + [f"{k}:{f}" for f in FOODS if f != CULPRIT for k in ("tests", "pos")]
-    )
+    return base + ["null_tests", "null_pos"] + [f"{k}:{f}" for f in FOODS for k in ("tests", "pos")]
 
 
 def score(results: pl.DataFrame, cohort: Cohort) -> dict[str, dict[str, list[float]]]:
@@ -338,9 +334,8 @@ def score(results: pl.DataFrame, cohort: Cohort) -> dict[str, dict[str, list[flo
                 c["covered_null"] += low <= 0.0 <= high
                 c["null_tests"] += 1
                 c["null_pos"] += p <= NOMINAL
-                if f != CULPRIT:
-                    c[f"tests:{f}"] += 1
-                    c[f"pos:{f}"] += p <= NOMINAL
+                c[f"tests:{f}"] += 1
+                c[f"pos:{f}"] += p <= NOMINAL
         out[m.metric] = {k: [v] for k, v in c.items()}
     return out
 
@@ -362,7 +357,7 @@ class Summary:
     measure: str
     replicates: int
     false_positive: Estimate  # over every null food's test
-    per_food: dict[str, Estimate]  # the same per null food (the culprit too when not planted)
+    per_food: dict[str, Estimate]  # the same per null food (the culprit when not planted)
     fdr: Estimate
     power: Estimate
     coverage: Estimate
@@ -377,15 +372,10 @@ def summarise(name: str, counts: dict[str, dict[str, list[float]]]) -> list[Summ
     out = []
     for measure, c in counts.items():
         per_food = {
-            f: ratio_estimate(c[f"pos:{f}"], c[f"tests:{f}"]) for f in FOODS if f != CULPRIT
+            f: ratio_estimate(c[f"pos:{f}"], c[f"tests:{f}"])
+            for f in FOODS
+            if sum(c[f"tests:{f}"]) > 0
         }
-        if not BY_NAME[name].planted:
-            # Every test is null; the culprit's are those not already counted per food.
-            rest = [sum(c[f"pos:{f}"][r] for f in per_food) for r in range(len(c["families"]))]
-            rest_n = [sum(c[f"tests:{f}"][r] for f in per_food) for r in range(len(c["families"]))]
-            per_food[CULPRIT] = ratio_estimate(
-                np.subtract(c["null_pos"], rest), np.subtract(c["null_tests"], rest_n)
-            )
         out.append(
             Summary(
                 scenario=name,
