@@ -23,12 +23,14 @@ diary starting two weeks earlier (the lags and the trailing window need the days
   both). Bloating is recorded on 0-10 and stool form on the Bristol 1-7 scale: the latent value
   rounded and clipped to the scale. Resting heart rate (bpm) is recorded to 0.1 bpm.
 - Planted (scenarios with `planted`): the culprit acts one day later (lag 1) on every measure,
-  EFFECTS per serving, each person's effect drawn around it (SD EFFECT_CV of it). Every other food
-  has no effect, the bystander that shares its meals included.
-- Feedback (scenario `feedback`): on the day after a bad bloating day (recorded bloating at least
-  BAD_DAY_POINTS above the person's baseline) the person eats FEEDBACK_FACTOR as many of the
-  culprit's meals, so the bystander drops too. This breaks the no-feedback assumption the
+  `Measure.effect` per serving (bloating +1 point, stool form +0.5 Bristol type, resting heart
+  rate +2 bpm), each person's effect drawn around it (SD EFFECT_CV of it). Every other food has no
+  effect, the bystander that shares its meals included.
+- Feedback (scenarios with `feedback`): on the day after a bad bloating day (recorded bloating at
+  least BAD_DAY_POINTS above the person's baseline) the person eats FEEDBACK_FACTOR as many of
+  the culprit's meals, so the bystander drops too. This breaks the no-feedback assumption the
   quasi-differencing of daily_outcomes.py makes (its docstring): the figures say what it costs.
+- Floor (`daily_floor`): bloating's baseline at 0, so about 30% of days are recorded as 0.
 
 The truth of a food's test. The test is the cumulative lag 0-3 effect (the sum of the lag
 coefficients): for the culprit the person's planted effect, for every other food zero. On a
@@ -41,9 +43,9 @@ What is measured (`score`), per scenario and measure; a family is one person's m
 analysis' own family), the tests the foods' primary rows (`window_role` "primary").
 - False positives: share of the null foods' tests with p <= 0.05 (the test's own size, before any
   correction). Target <= 5%, judged per null food too: the worst one is shown, and the target is
-  missed when any null food is credibly above it (under feedback the bystander is the one).
+  missed when any null food is credibly above it.
 - FDR: mean over families of (null foods called significant) / (foods called significant), 0
-  when none, after the analysis' Benjamini-Hochberg step (status `significant`).
+  when none, after the analysis' Benjamini-Hochberg step (status `significant`). Target <= 5%.
 - Power: share of families in which the culprit is significant.
 - Coverage: share of 95% CIs containing the truth above, for the culprit and, apart, for the null
   foods (zero). Target 93-97%.
@@ -60,7 +62,6 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
 
 import numpy as np
 import polars as pl
@@ -450,18 +451,6 @@ def table_markdown(rows: Sequence[Summary]) -> str:
             f"| {r.coverage.text()} | {r.coverage_null.text()} | {verdict} |"
         )
     return head + "\n".join(lines) + "\n"
-
-
-def as_dicts(rows: Sequence[Summary]) -> list[dict[str, Any]]:
-    out = []
-    for r in rows:
-        d: dict[str, Any] = {"scenario": r.scenario, "measure": r.measure}
-        d["replicates"] = r.replicates
-        for k in ("false_positive", "fdr", "power", "coverage", "coverage_null"):
-            e: Estimate = getattr(r, k)
-            d[k], d[f"{k}_mcse"], d[f"{k}_n"] = e.value, e.mcse, e.n
-        out.append(d)
-    return out
 
 
 README_START = "<!-- calibration-daily:start -->"
