@@ -404,39 +404,61 @@ def _commit(root: Path) -> str:
 
 
 def cmd_check_methods(args: argparse.Namespace) -> int:
-    """Run the calibration study and write its table to the README and docs/calibration.md."""
+    """Run the calibration study (the markers' scenarios and the daily outcomes') and write its
+    tables to the README (each between its own markers) and docs/calibration.md."""
     from dataclasses import replace
 
     from pipelines.analysis import calibration as cal
+    from pipelines.analysis import calibration_daily as daily
 
-    size = cal.SCALES[args.scale]
+    size, daily_size = cal.SCALES[args.scale], daily.SCALES[args.scale]
     if args.replicates is not None:
         size = replace(size, replicates=args.replicates)
+        daily_size = replace(daily_size, replicates=args.replicates)
     if size.replicates < 2:
         raise CliError("--replicates: at least 2 are needed for a Monte Carlo error", code=2)
-    names = args.scenario or [s.name for s in cal.SCENARIOS]
-    unknown = [n for n in names if n not in cal.BY_NAME]
+    names = args.scenario or [*cal.BY_NAME, *daily.BY_NAME]
+    unknown = [n for n in names if n not in cal.BY_NAME and n not in daily.BY_NAME]
     if unknown:
         raise CliError(
-            f"--scenario: unknown {', '.join(unknown)} (known: {', '.join(cal.BY_NAME)})", code=2
+            f"--scenario: unknown {', '.join(unknown)} "
+            f"(known: {', '.join([*cal.BY_NAME, *daily.BY_NAME])})",
+            code=2,
         )
+    commit, day = _commit(REPO_ROOT), date.today().isoformat()
+    blocks: list[tuple[str, tuple[str, str]]] = []
     rows = []
-    for name in names:
+    for name in (n for n in names if n in cal.BY_NAME):
         print(f"check-methods: {name}, {size.replicates} replicates ...", flush=True)
         rows += cal.run_scenario(name, size, seed=args.seed, workers=args.workers)
-    block = cal.report_block(rows, size, args.seed, _commit(REPO_ROOT), date.today().isoformat())
-    print(block)
+    if rows:
+        blocks.append((cal.report_block(rows, size, args.seed, commit, day), cal.MARKERS))
+    daily_rows = []
+    for name in (n for n in names if n in daily.BY_NAME):
+        print(f"check-methods: {name}, {daily_size.replicates} replicates ...", flush=True)
+        daily_rows += daily.run_scenario(name, daily_size, seed=args.seed, workers=args.workers)
+    if daily_rows:
+        block = daily.report_block(daily_rows, daily_size, args.seed, commit, day)
+        blocks.append((block, daily.MARKERS))
+    for block, _ in blocks:
+        print(block)
     if args.no_write:
         return 0
     readme = Path(args.readme)
     try:
-        readme.write_text(cal.replace_between_markers(readme.read_text(), block))
+        text = readme.read_text()
+        for block, markers in blocks:
+            text = cal.replace_between_markers(text, block, markers)
+        readme.write_text(text)
     except (OSError, ValueError) as exc:
         raise CliError(f"{readme}: {exc}") from exc
-    docs = Path(args.docs)
-    docs.parent.mkdir(parents=True, exist_ok=True)
-    docs.write_text(cal.docs_page(block))
-    print(f"Wrote the table to {readme} and {docs}.")
+    written = [str(readme)]
+    if rows:
+        docs = Path(args.docs)
+        docs.parent.mkdir(parents=True, exist_ok=True)
+        docs.write_text(cal.docs_page(blocks[0][0]))
+        written.append(str(docs))
+    print(f"Wrote the tables to {' and '.join(written)}.")
     return 0
 
 
@@ -536,7 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--scale",
         choices=["full", "small"],
         default="full",
-        help="cohort size: full (40 people x 12 draws, 200 replicates) or small (the test's)",
+        help="cohort size: full (40 people x 12 draws, 200 replicates; daily: 12 people x 180 "
+        "days, 400) or small (the tests')",
     )
     chk.add_argument("--scenario", action="append", help="run only this scenario (repeatable)")
     chk.add_argument("--seed", type=int, default=16)

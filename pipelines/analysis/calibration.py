@@ -521,6 +521,7 @@ def as_dicts(rows: Sequence[ScopeSummary]) -> list[dict[str, Any]]:
 
 README_START = "<!-- calibration:start -->"
 README_END = "<!-- calibration:end -->"
+MARKERS = (README_START, README_END)
 # Sizes of `gutsignal check-methods --scale`: "full" for the README table, "small" is what
 # tests/test_calibration.py runs in `make test` (the replicates there are its own).
 SCALES = {"full": Size(persons=40, draws=12, replicates=200), "small": Size(12, 10, 24)}
@@ -568,11 +569,10 @@ def docs_page(block: str) -> str:
     )
 
 
-def replace_between_markers(text: str, block: str) -> str:
-    """`text` with the part between README_START and README_END replaced by `block`."""
-    start, end = text.find(README_START), text.find(README_END)
+def replace_between_markers(text: str, block: str, markers: tuple[str, str] = MARKERS) -> str:
+    """`text` with the part between the two markers (the README's) replaced by `block`."""
+    first, last = markers
+    start, end = text.find(first), text.find(last)
     if start < 0 or end < start:
-        raise ValueError(
-            f"the README has no {README_START} ... {README_END} section to write the table into"
-        )
-    return text[: start + len(README_START)] + "\n" + block + text[end:]
+        raise ValueError(f"the README has no {first} ... {last} section to write the table into")
+    return text[: start + len(first)] + "\n" + block + text[end:]
