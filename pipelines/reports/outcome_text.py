@@ -159,8 +159,8 @@ def next_question(measure: str, scale: str, primary: list[dict[str, Any]]) -> st
     n_days = max((int(r["n_days"]) for r in primary if is_num(r.get("n_days"))), default=0)
     if se is None or n_days <= 0:
         return (
-            f"Keep logging: the first estimate of a {change_text} change in {label} needs more "
-            "complete days (see above)."
+            f"Keep logging: {n_days} complete days so far, too few to test any food against "
+            f"{label} (see above), so the weeks still needed cannot be estimated yet."
         )
     weeks = more_weeks(n_days, se, delta)
     per = "per extra daily serving of a food"
@@ -172,7 +172,7 @@ def next_question(measure: str, scale: str, primary: list[dict[str, Any]]) -> st
     if weeks is None:
         return (
             f"Out of reach: more than {MAX_WEEKS // 52} years of daily logging to detect a "
-            f"{change_text} change in {label} {per}; only a larger effect can be found."
+            f"change of {change_text} in {label} {per}; only a larger effect can be found."
         )
     return (
         f"About {weeks} more week{'s' if weeks != 1 else ''} of complete daily logging to "
