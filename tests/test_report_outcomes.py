@@ -235,7 +235,10 @@ def test_panel_rows_share_one_time_axis_with_the_given_range() -> None:
     assert titles == ["Bloating (0-10)", "Resting heart rate (bpm)"]
     assert figures.outcome_panel(points.clear(), span, "Daily") is None
     # A short span is padded to three weeks, as the timeline pads a single draw.
-    assert figures.page_span([date(2025, 3, 1)]) == ["2025-02-16", "2025-03-14"]  # 13 days each side
+    assert figures.page_span([date(2025, 3, 1)]) == [
+        "2025-02-16",
+        "2025-03-14",
+    ]  # 13 days each side
     assert figures.page_span([]) is None
 
 

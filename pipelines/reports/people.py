@@ -218,10 +218,10 @@ def _frames(person: _PersonRows, tables: dict[str, pl.DataFrame]) -> _PersonFram
         part("cell_initial"),
         part("sufficiency"),
         person.sources,
-        part("draw_points"),
-        part("crp"),
         part("outcome_points"),
         part("outcome_effects"),
+        part("draw_points"),
+        part("crp"),
     )
 
 

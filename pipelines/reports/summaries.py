@@ -128,10 +128,10 @@ def _summarise(
     cell_initial: pl.DataFrame | None = None,
     sufficiency: pl.DataFrame | None = None,
     freshness: list[dict[str, Any]] | None = None,
-    draw_points: pl.DataFrame | None = None,
-    crp: pl.DataFrame | None = None,
     outcome_points: pl.DataFrame | None = None,
     outcome_effects: pl.DataFrame | None = None,
+    draw_points: pl.DataFrame | None = None,
+    crp: pl.DataFrame | None = None,
 ) -> PersonSummary:
     """One person's summary from their rows of each table. `crp` is their CRP draws in time
     order, when the caller has sorted everyone's at once; otherwise they are taken from `draws`."""
