@@ -338,7 +338,7 @@ def test_page_without_outcomes_has_no_panel_and_no_error(tmp_path: Path) -> None
     assert loaded.biometrics.is_empty() and loaded.daily_effects.is_empty()
     write_dashboards(tmp_path / "out", loaded, workers=1)
     page = (tmp_path / "out" / person_page_name("alice")).read_text(encoding="utf-8")
-    assert 'id="outcomes"' not in page
+    assert 'id="outcomes"' not in page and 'id="daily-outcomes"' not in page
     assert "Daily symptoms and wearable signals" not in page
     timeline = _figure(page, "timeline")
     assert "range" not in timeline["layout"]["xaxis2"]  # fits its own data, as before

@@ -174,3 +174,33 @@ def outcome_panel(points: pl.DataFrame, x_range: list[str] | None, title: str) -
             **layout,
         ),
     }
+
+
+# Zooming or panning the CRP timeline moves the outcomes panel to the same dates, and back: two
+# figures, one time axis. The timeline's bottom axis is "xaxis2" when it has a diet panel (its
+# top axis follows it), else "xaxis". `busy` stops the echo of the relayout it caused.
+AXIS_SYNC_SCRIPT = """
+(function () {
+  var a = document.getElementById("timeline"), b = document.getElementById("outcomes");
+  if (!a || !b || typeof Plotly === "undefined" || !a.on || !b.on) return;
+  var axisA = a.layout.xaxis2 ? "xaxis2" : "xaxis", busy = false;
+  function link(from, fromAxis, to, toAxis) {
+    from.on("plotly_relayout", function () {
+      var r = from.layout[fromAxis] && from.layout[fromAxis].range;
+      if (busy || !r) return;
+      var update = {};
+      update[toAxis + ".range"] = r.slice();
+      busy = true;
+      Plotly.relayout(to, update).then(
+        function () { busy = false; }, function () { busy = false; });
+    });
+  }
+  link(a, axisA, b, "xaxis");
+  link(b, "xaxis", a, axisA);
+})();
+"""
+
+
+def axis_sync_script() -> str:
+    """The script that keeps the timeline's and the outcomes panel's time axes together."""
+    return f"<script>{AXIS_SYNC_SCRIPT}</script>"

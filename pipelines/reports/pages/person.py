@@ -302,10 +302,18 @@ def _outcomes(s: PersonSummary, span: list[str] | None) -> tuple[Markup, list[Ou
     next; empty when the person has neither readings nor tests."""
     sections = outcome_sections(s.outcome_effects.to_dicts())
     fig = figures.outcome_panel(
-        s.outcome_points, span, "Daily symptoms and wearable signals (7-day mean over the days)"
+        s.outcome_points,
+        span,
+        "Daily symptoms and wearable signals: the day's readings and their 7-day mean",
     )
-    panel = _fig(fig, "outcomes", "No daily symptom or wearable readings for this person yet.")
-    return (panel if fig is not None or sections else Markup()), sections
+    if fig is None:
+        if not sections:
+            return Markup(), sections
+        return Markup(empty("No daily symptom or wearable readings for this person yet.")), sections
+    # The figure's HTML, then the script that ties its time axis to the timeline's (a fixed
+    # script from figures/outcomes.py, no data in it).
+    panel = _fig(fig, "outcomes", "") + Markup(figures.axis_sync_script())
+    return panel, sections
 
 
 def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: list[str]) -> str:
