@@ -30,6 +30,7 @@ OUTCOME_POINTS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "scale": pl.String,
     "unit": pl.String,
     "day": pl.Date,
+    "x": pl.String,  # the day as ISO text, for the figure
     "value": pl.Float64,
     "mean7": pl.Float64,
 }
@@ -38,7 +39,9 @@ OUTCOME_POINTS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 def outcome_points(readings: pl.DataFrame) -> pl.DataFrame:
     """Per person, measure, scale and day: the day's mean reading (several Bristol readings a
     day are one point, as the analysis takes them) and the mean of the readings in the 7 days
-    ending that day (null with fewer than ROLLING_MIN_READINGS), in day order."""
+    ending that day (null with fewer than ROLLING_MIN_READINGS), in day order. For every
+    rendered page at once, with the days as text: a query or date formatting per page cost
+    more than drawing the figure."""
     if readings.is_empty():
         return pl.DataFrame(schema=OUTCOME_POINTS_SCHEMA)
     series = ["person_id", "metric", "scale"]
@@ -53,9 +56,10 @@ def outcome_points(readings: pl.DataFrame) -> pl.DataFrame:
         .agg(pl.col("value").mean(), pl.col("unit").drop_nulls().first())
         .sort(*series, "day")
         .with_columns(
+            x=pl.col("day").dt.strftime("%Y-%m-%d"),
             mean7=pl.col("value")
             .rolling_mean_by("day", f"{ROLLING_DAYS}d", min_samples=ROLLING_MIN_READINGS)
-            .over(series)
+            .over(series),
         )
         .select(list(OUTCOME_POINTS_SCHEMA))
         .collect()
@@ -92,13 +96,26 @@ def _y_range(scale: str) -> list[float] | None:
     return [low - pad, high + pad]
 
 
+def _series_runs(points: pl.DataFrame) -> list[tuple[int, int]]:
+    """(first row, rows) of each measure and scale in a person's points, which come sorted by
+    them (`outcome_points`): a Python pass over two short lists, where partition_by was a
+    query per page that cost more than the rest of the figure."""
+    keys = list(zip(points["metric"].to_list(), points["scale"].to_list(), strict=True))
+    runs, start = [], 0
+    for i in range(1, len(keys) + 1):
+        if i == len(keys) or keys[i] != keys[start]:
+            runs.append((start, i - start))
+            start = i
+    return runs
+
+
 def outcome_panel(points: pl.DataFrame, x_range: list[str] | None, title: str) -> Fig | None:
     """Small multiples of the person's daily outcomes (`points`: their `outcome_points`), one
     row per measure and scale, all rows on one time axis with range `x_range` (the page's span,
     shared with the CRP timeline). None without a reading."""
     if points.is_empty():
         return None
-    parts = points.partition_by("metric", "scale", maintain_order=True)
+    parts = [points.slice(start, length) for start, length in _series_runs(points)]
     n = len(parts)
     gap = 0.22 / n if n > 1 else 0.0
     height = (1.0 - gap * (n - 1)) / n
@@ -114,7 +131,7 @@ def outcome_panel(points: pl.DataFrame, x_range: list[str] | None, title: str) -
             part["unit"].drop_nulls().first() if part["unit"].null_count() < part.height else None
         )
         label = series_title(metric, scale, unit)
-        days = [d.isoformat() for d in part["day"].to_list()]
+        days = part["x"].to_list()
         common = {"x": days, "xaxis": f"x{axis}", "yaxis": f"y{axis}", "showlegend": k == 0}
         data.append(
             {
