@@ -294,7 +294,10 @@ def _warehouse(path: Path, outcomes: bool) -> Warehouse:
             readings = _outcomes(diet, "alice", 7)
             replace_table(conn, "biometrics", readings)
             daily = readings.filter(pl.col("scale").is_not_null())
-            replace_table(conn, "daily_effects", daily_outcome_effects(daily, diet))
+            effects = daily_outcome_effects(daily, diet)
+            # Someone with no diary or draws (no page): their tests are not read.
+            ghost = effects.head(1).with_columns(person_id=pl.lit("ghost"))
+            replace_table(conn, "daily_effects", pl.concat([effects, ghost]))
     return wh
 
 
@@ -312,6 +315,7 @@ def _figure(page: str, div_id: str) -> dict[str, object]:
 def test_page_shows_outcomes_on_the_timeline_axis_from_a_real_warehouse(tmp_path: Path) -> None:
     loaded = load_dashboard_inputs(_warehouse(tmp_path / "wh.duckdb", outcomes=True))
     assert set(loaded.biometrics["metric"]) == {"bloating", "resting_hr"}  # no weight
+    assert set(loaded.daily_effects["person_id"]) == {"alice"}
     assert "daily_effects" in loaded.run_info["upstream"]
     write_dashboards(tmp_path / "out", loaded, workers=1)
     page = (tmp_path / "out" / person_page_name("alice")).read_text(encoding="utf-8")

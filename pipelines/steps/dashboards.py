@@ -194,6 +194,9 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
         sufficiency = table("data_sufficiency")
         if sufficiency.height:
             sufficiency = sufficiency.filter(pl.col("person_id").is_in(followed.implode()))
+        effects = table("daily_effects")
+        if effects.height:
+            effects = effects.filter(pl.col("person_id").is_in(followed.implode()))
         # Only complete windows reach the scatter behind each lag-heatmap cell; filtering here
         # keeps a big cohort's windows out of memory.
         windows = (
@@ -244,7 +247,7 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
             data_sufficiency=sufficiency,
             source_freshness=_source_freshness(conn),
             biometrics=outcomes,
-            daily_effects=table("daily_effects"),
+            daily_effects=effects,
             run_info={
                 "run_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                 "code_version": f"gutsignal {version('gutsignal')}",

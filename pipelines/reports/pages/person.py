@@ -1,4 +1,5 @@
-"""A person's page (`render_person_page`): summary cards, the CRP and diet timeline, findings, the
+"""A person's page (`render_person_page`): summary cards, the CRP and diet timeline, the daily
+symptom and wearable panel on the same dates with its findings per outcome, the CRP findings, the
 lag-window scan with the data behind its cells, logging coverage and data quality. The values are
 prepared here; the structure and prose are in templates/person.html.
 """
