@@ -275,14 +275,20 @@ def test_clicking_a_heatmap_cell_redraws_its_scatter(site: Path, browser: Any) -
 
 
 def test_the_outcomes_panel_follows_the_timelines_zoom(site: Path, browser: Any) -> None:
-    """Two figures, one time axis: zooming the CRP timeline moves the daily outcomes panel to
-    the same dates, and zooming the panel moves the timeline."""
+    """Two figures, one time axis: the same plot area, and zooming the CRP timeline moves the
+    daily outcomes panel to the same dates, and zooming the panel moves the timeline."""
     opened = open_page(browser, site / person_page_name("alice"))
     page = opened.page
     ranges = """() => [document.getElementById('timeline').layout.xaxis2.range,
                        document.getElementById('outcomes').layout.xaxis.range]"""
     start = page.evaluate(ranges)
     assert start[0] == start[1]
+    # Same plot area left and right: a date is at the same x in both.
+    page.wait_for_function(
+        """() => ['l', 'w'].every(k => Math.abs(
+             document.getElementById('timeline')._fullLayout._size[k] -
+             document.getElementById('outcomes')._fullLayout._size[k]) < 1)"""
+    )
     page.evaluate(
         """() => Plotly.relayout('timeline', {'xaxis2.range': ['2025-03-01', '2025-05-01']})"""
     )

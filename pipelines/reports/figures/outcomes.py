@@ -193,18 +193,21 @@ def outcome_panel(points: pl.DataFrame, x_range: list[str] | None, title: str) -
     }
 
 
-# Zooming or panning the CRP timeline moves the outcomes panel to the same dates, and back: two
-# figures, one time axis. The timeline's bottom axis is "xaxis2" when it has a diet panel (its
-# top axis follows it), else "xaxis". `busy` stops the echo of the relayout it caused.
+# Zooming or panning the CRP timeline moves the outcomes panel to the same dates, and back, and
+# the panel takes the timeline's left and right margins (the timeline's legend sits to its
+# right), so a date is at the same place in both: two figures, one time axis. The timeline's
+# bottom axis is "xaxis2" when it has a diet panel (its top axis follows it), else "xaxis".
+# Only a change of a time axis is passed on; `busy` stops the echo of the relayout it caused.
 AXIS_SYNC_SCRIPT = """
 (function () {
   var a = document.getElementById("timeline"), b = document.getElementById("outcomes");
   if (!a || !b || typeof Plotly === "undefined" || !a.on || !b.on) return;
   var axisA = a.layout.xaxis2 ? "xaxis2" : "xaxis", busy = false;
   function link(from, fromAxis, to, toAxis) {
-    from.on("plotly_relayout", function () {
+    from.on("plotly_relayout", function (ev) {
       var r = from.layout[fromAxis] && from.layout[fromAxis].range;
-      if (busy || !r) return;
+      var timeAxis = Object.keys(ev || {}).some(function (k) { return k.indexOf("xaxis") === 0; });
+      if (busy || !r || !timeAxis) return;
       var update = {};
       update[toAxis + ".range"] = r.slice();
       busy = true;
@@ -212,8 +215,15 @@ AXIS_SYNC_SCRIPT = """
         function () { busy = false; }, function () { busy = false; });
     });
   }
+  function align() {
+    var s = a._fullLayout && a._fullLayout._size, t = b._fullLayout && b._fullLayout._size;
+    if (!s || !t || (Math.abs(s.l - t.l) < 1 && Math.abs(s.r - t.r) < 1)) return;
+    Plotly.relayout(b, {"margin.l": s.l, "margin.r": s.r});
+  }
   link(a, axisA, b, "xaxis");
   link(b, "xaxis", a, axisA);
+  a.on("plotly_afterplot", align);
+  align();
 })();
 """
 
