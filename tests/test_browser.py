@@ -21,6 +21,7 @@ import polars as pl
 import pytest
 
 from pipelines.reports import person_page_name, write_dashboards
+from tests.test_report_outcomes import _outcomes, _row
 from tests.test_reports import make_inputs
 
 pytestmark = pytest.mark.browser
@@ -45,7 +46,7 @@ XSS_FOOD = '</script><img src=x onerror="window.__xss=2"><script>window.__xss=3<
 XSS_NOTE = "<svg onload=window.__xss=4>"
 
 # Plots a page must draw (div ids); the person pages share one layout.
-PERSON_PLOTS = {"timeline", "lag-0", "scatter-0", "calendar", "category-calendar"}
+PERSON_PLOTS = {"timeline", "outcomes", "lag-0", "scatter-0", "calendar", "category-calendar"}
 COHORT_PLOTS = {"forest-0", "between-0", "small-multiples"}
 
 # One entry per drawn chart: its id, trace count and how many marks (points, lines, heatmap
@@ -87,6 +88,18 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         .otherwise(pl.col("note"))
     )
     data.rejected_summary = data.rejected_summary.with_columns(reason=pl.lit(XSS_NOTE))
+    # Daily outcomes for both; the hostile person's bloating is named with markup.
+    readings = pl.concat(
+        [_outcomes(data.diet_daily, p, k) for k, p in enumerate([XSS_ID, "alice"])]
+    )
+    data.biometrics = readings.with_columns(
+        metric=pl.when(pl.col("person_id") == XSS_ID)
+        .then(pl.col("metric").replace("bloating", XSS_NOTE))
+        .otherwise(pl.col("metric"))
+    )
+    data.daily_effects = pl.DataFrame(
+        [_row(person_id="alice"), _row(person_id=XSS_ID, measure=XSS_NOTE)]
+    )
     out = tmp_path_factory.mktemp("site")
     write_dashboards(out, data)
     return out
@@ -171,6 +184,11 @@ def test_every_page_loads_offline_draws_and_keeps_user_text_as_text(
         if name in ("index.html", xss_page):
             assert XSS_FOOD in text, name
         if name == xss_page:
+            # The measure's name (its underscores read as spaces) shown as text: a panel
+            # title Plotly drew, and the finding's sentence.
+            shown = XSS_NOTE.replace("_", " ")
+            assert shown in page.text_content("#outcomes")
+            assert shown in text
             assert f"Person {XSS_ID}" in page.inner_text("h1")
             assert page.title() == f"gutsignal: {XSS_ID}"
             # Text Plotly drew (the scatter title quotes the insufficient cell's note).
@@ -253,4 +271,37 @@ def test_clicking_a_heatmap_cell_redraws_its_scatter(site: Path, browser: Any) -
     assert visible == ["Fibre (g/day)"]
     assert not opened.errors, opened.errors
     page.screenshot(path=str(SHOTS / "person_alice_after_click.png"), full_page=True)
+    page.context.close()
+
+
+def test_the_outcomes_panel_follows_the_timelines_zoom(site: Path, browser: Any) -> None:
+    """Two figures, one time axis: the same plot area, and zooming the CRP timeline moves the
+    daily outcomes panel to the same dates, and zooming the panel moves the timeline."""
+    opened = open_page(browser, site / person_page_name("alice"))
+    page = opened.page
+    ranges = """() => [document.getElementById('timeline').layout.xaxis2.range,
+                       document.getElementById('outcomes').layout.xaxis.range]"""
+    start = page.evaluate(ranges)
+    assert start[0] == start[1]
+    # Same plot area left and right: a date is at the same x in both.
+    page.wait_for_function(
+        """() => ['l', 'w'].every(k => Math.abs(
+             document.getElementById('timeline')._fullLayout._size[k] -
+             document.getElementById('outcomes')._fullLayout._size[k]) < 1)"""
+    )
+    page.evaluate(
+        """() => Plotly.relayout('timeline', {'xaxis2.range': ['2025-03-01', '2025-05-01']})"""
+    )
+    page.wait_for_function(
+        "() => String(document.getElementById('outcomes').layout.xaxis.range[0])"
+        ".startsWith('2025-03-01')"
+    )
+    page.evaluate(
+        """() => Plotly.relayout('outcomes', {'xaxis.range': ['2025-06-01', '2025-07-01']})"""
+    )
+    page.wait_for_function(
+        "() => String(document.getElementById('timeline').layout.xaxis2.range[0])"
+        ".startsWith('2025-06-01')"
+    )
+    assert not opened.errors, opened.errors
     page.context.close()

@@ -88,6 +88,38 @@ SCHEMAS: dict[str, dict[str, DType]] = {
         "newest_file_at": pl.Datetime("us"),
         "latest_day": pl.Date,
     },
+    # Daily outcomes (symptoms, wearable signals): the person's `biometrics` readings that carry a
+    # scale (Cronometer's weight and blood pressure have none and are on no page).
+    "biometrics": {
+        "person_id": pl.String,
+        "day": pl.Date,
+        "metric": pl.String,
+        "value": pl.Float64,
+        "unit": pl.String,
+        "scale": pl.String,
+    },
+    # The daily-outcome tests per person, measure, scale, food and lag term
+    # (pipelines/analysis/daily_outcomes.py, `DAILY_EFFECTS_SCHEMA`): the columns pages read.
+    "daily_effects": {
+        "person_id": pl.String,
+        "measure": pl.String,
+        "scale": pl.String,
+        "unit": pl.String,
+        "feature": pl.String,
+        "lag": pl.String,
+        "lag_from": pl.Int64,
+        "lag_to": pl.Int64,
+        "window_role": pl.String,
+        "n_days": pl.Int64,
+        "estimate": pl.Float64,
+        "se": pl.Float64,
+        "ci_low": pl.Float64,
+        "ci_high": pl.Float64,
+        "p": pl.Float64,
+        "q": pl.Float64,
+        "status": pl.String,
+        "note": pl.String,
+    },
 }
 
 
@@ -106,6 +138,8 @@ class DashboardInputs:
     exposure_windows: pl.DataFrame = field(default_factory=pl.DataFrame)
     data_sufficiency: pl.DataFrame = field(default_factory=pl.DataFrame)
     source_freshness: pl.DataFrame = field(default_factory=pl.DataFrame)
+    biometrics: pl.DataFrame = field(default_factory=pl.DataFrame)
+    daily_effects: pl.DataFrame = field(default_factory=pl.DataFrame)
     # Fewest and most DII parameters behind the DIIs of the between-person models (diet_summary).
     between_dii_params: tuple[int, int] | None = None
     run_info: dict[str, str] = field(default_factory=dict)
@@ -183,6 +217,10 @@ def _normalise(data: DashboardInputs) -> DashboardInputs:
             marker=pl.col("marker").str.to_lowercase()
         ),
         source_freshness=_conform(data.source_freshness, SCHEMAS["source_freshness"]),
+        biometrics=_conform(data.biometrics, SCHEMAS["biometrics"]).filter(
+            pl.col("scale").is_not_null()
+        ),
+        daily_effects=_conform(data.daily_effects, SCHEMAS["daily_effects"]),
         between_dii_params=data.between_dii_params,
         run_info={str(k): "" if v is None else str(v) for k, v in (data.run_info or {}).items()},
         pseudonymise_cohort=data.pseudonymise_cohort,

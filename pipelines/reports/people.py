@@ -15,9 +15,11 @@ import polars as pl
 
 from pipelines.reports.figures.cell_scatter import cell_fits, cell_points, initial_cells
 from pipelines.reports.figures.diet import weekly_diet
+from pipelines.reports.figures.outcomes import outcome_points
 from pipelines.reports.figures.timeline import draw_points
 from pipelines.reports.inputs import (
     POOLED_COLUMNS,
+    SCHEMAS,
     DashboardInputs,
     _page_diet_columns,
     _person_ids,
@@ -40,6 +42,8 @@ _PersonFrames = tuple[
     pl.DataFrame | None,
     pl.DataFrame | None,
     list[dict[str, Any]] | None,
+    pl.DataFrame | None,
+    pl.DataFrame | None,
     pl.DataFrame | None,
     pl.DataFrame | None,
 ]
@@ -111,6 +115,9 @@ def _page_tables(d: DashboardInputs) -> dict[str, pl.DataFrame]:
         "sufficiency": d.data_sufficiency,
         # Everyone's CRP draws in time order at once, not a query per person.
         "crp": _crp_draws(d.marker_draws, "person_id"),
+        # Daily outcomes: the readings (plotted as `outcome_points`) and their tests.
+        "outcomes": d.biometrics.select("person_id", "day", "metric", "scale", "unit", "value"),
+        "outcome_effects": d.daily_effects.select(list(SCHEMAS["daily_effects"])),
     }
 
 
@@ -127,13 +134,16 @@ def _split_tables(
     summary (on a night when a tenth of the people have new data, a tenth of the pages)."""
     tables = dict(_page_tables(d) if tables is None else tables)
     diet, windows, draws = tables["diet"], tables.pop("windows"), tables["draws"]
+    outcomes = tables.pop("outcomes")
     if render is not None:
         rendered = pl.col("person_id").is_in(pl.Series(sorted(render), dtype=pl.String))
-        diet, windows, draws = (
+        diet, windows, draws, outcomes = (
             diet.filter(rendered),
             windows.filter(rendered),
             draws.filter(rendered),
+            outcomes.filter(rendered),
         )
+    tables["outcome_points"] = outcome_points(outcomes)
     tables["weekly_diet"] = weekly_diet(diet)
     tables["draw_points"] = draw_points(
         tables["crp"] if render is None else tables["crp"].filter(rendered)
@@ -208,6 +218,8 @@ def _frames(person: _PersonRows, tables: dict[str, pl.DataFrame]) -> _PersonFram
         part("cell_initial"),
         part("sufficiency"),
         person.sources,
+        part("outcome_points"),
+        part("outcome_effects"),
         part("draw_points"),
         part("crp"),
     )

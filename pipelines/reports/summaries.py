@@ -16,6 +16,7 @@ import polars as pl
 
 from pipelines.reports.figures.cell_scatter import CELL_FITS_SCHEMA, CELL_POINTS_SCHEMA
 from pipelines.reports.figures.diet import _EPOCH_ORDINAL, _date_numbers, _logged_mask
+from pipelines.reports.figures.outcomes import OUTCOME_POINTS_SCHEMA
 from pipelines.reports.findings import _date_text, _sorted_findings
 from pipelines.reports.html import is_num
 from pipelines.reports.inputs import SCHEMAS
@@ -46,6 +47,8 @@ _NO_DIET = pl.DataFrame(schema=SCHEMAS["diet_daily"])
 _NO_FINDINGS = pl.DataFrame(schema=SCHEMAS["associations"])
 _NO_CELL_POINTS = pl.DataFrame(schema=CELL_POINTS_SCHEMA)
 _NO_CELL_FITS = pl.DataFrame(schema=CELL_FITS_SCHEMA)
+_NO_OUTCOME_POINTS = pl.DataFrame(schema=OUTCOME_POINTS_SCHEMA)
+_NO_OUTCOME_EFFECTS = pl.DataFrame(schema=SCHEMAS["daily_effects"])
 
 
 @dataclass
@@ -93,6 +96,10 @@ class PersonSummary:
     sufficiency: list[dict[str, Any]] = field(default_factory=list)
     sources: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # Daily outcomes (symptoms, wearable signals): the plotted days (`figures.outcome_points`)
+    # and the tests of each food against each measure (`daily_effects` rows).
+    outcome_points: pl.DataFrame = field(default_factory=lambda: _NO_OUTCOME_POINTS)
+    outcome_effects: pl.DataFrame = field(default_factory=lambda: _NO_OUTCOME_EFFECTS)
 
     @cached_property
     def findings(self) -> list[dict[str, Any]]:
@@ -121,12 +128,18 @@ def _summarise(
     cell_initial: pl.DataFrame | None = None,
     sufficiency: pl.DataFrame | None = None,
     freshness: list[dict[str, Any]] | None = None,
+    outcome_points: pl.DataFrame | None = None,
+    outcome_effects: pl.DataFrame | None = None,
     draw_points: pl.DataFrame | None = None,
     crp: pl.DataFrame | None = None,
 ) -> PersonSummary:
     """One person's summary from their rows of each table. `crp` is their CRP draws in time
     order, when the caller has sorted everyone's at once; otherwise they are taken from `draws`."""
     s = PersonSummary(person_id=pid)
+    if outcome_points is not None:
+        s.outcome_points = outcome_points
+    if outcome_effects is not None:
+        s.outcome_effects = outcome_effects
     s.cell_points = cell_points if cell_points is not None else _NO_CELL_POINTS
     s.cell_fits = cell_fits if cell_fits is not None else _NO_CELL_FITS
     if cell_initial is not None:

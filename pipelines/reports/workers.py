@@ -113,6 +113,8 @@ _FRAME_FIELDS = frozenset(
         "cell_points",
         "cell_fits",
         "initial_cells",
+        "outcome_points",
+        "outcome_effects",
     }
 )
 

@@ -19,6 +19,7 @@ from pipelines.reports.dashboards import (
     page_inputs,
     write_dashboards,
 )
+from pipelines.reports.inputs import SCHEMAS
 from pipelines.schema import REJECT_EXAMPLES, REJECT_VALUE_SHOWN
 from pipelines.steps import sql
 from pipelines.warehouse import Warehouse, table_exists
@@ -33,6 +34,8 @@ UPSTREAM = (
     "unmapped_foods",
     "exposure_windows",
     "data_sufficiency",
+    "biometrics",
+    "daily_effects",
 )
 
 # Where each kind of source keeps its per-person dates: (table, date column).
@@ -55,6 +58,7 @@ _ORDER = {
     "associations": "scope, person_id, marker, feature, window_days, method",
     "diet_daily": "person_id, day",
     "exposure_windows": "person_id, marker, collected_at, window_days, feature",
+    "daily_effects": "person_id, measure, scale, feature, lag",
 }
 
 
@@ -64,6 +68,7 @@ _ORDER = {
 _SHOWN: dict[str, Callable[[list[str]], list[str]]] = {
     "associations": lambda columns: [c for c in columns if c != "parameters"],
     "diet_daily": diet_columns_shown,
+    "daily_effects": lambda columns: [c for c in columns if c in SCHEMAS["daily_effects"]],
 }
 
 
@@ -141,6 +146,14 @@ def _between_dii_params(conn: duckdb.DuckDBPyConnection) -> tuple[int, int] | No
     return (int(row[0]), int(row[1])) if row and row[0] is not None else None
 
 
+# What a person page reads of `biometrics`: the daily outcomes (readings with a scale; Cronometer's
+# weight and blood pressure have none) of people followed over time.
+_OUTCOMES = (
+    "SELECT person_id, day, metric, value, unit, scale FROM biometrics "
+    f"WHERE scale IS NOT NULL AND person_id IN ({_FOLLOWED}) ORDER BY ALL"
+)
+
+
 def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
     """Everything the dashboards show, read from the warehouse in one read-only connection."""
     with warehouse.read() as conn:
@@ -181,6 +194,9 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
         sufficiency = table("data_sufficiency")
         if sufficiency.height:
             sufficiency = sufficiency.filter(pl.col("person_id").is_in(followed.implode()))
+        effects = table("daily_effects")
+        if effects.height:
+            effects = effects.filter(pl.col("person_id").is_in(followed.implode()))
         # Only complete windows reach the scatter behind each lag-heatmap cell; filtering here
         # keeps a big cohort's windows out of memory.
         windows = (
@@ -189,6 +205,16 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
                 f"ORDER BY {_ORDER['exposure_windows']}"
             ).pl()
             if table_exists(conn, "exposure_windows") and followed.len()
+            else pl.DataFrame()
+        )
+        # Older warehouses have no daily outcomes (or a biometrics without scales): no panel.
+        outcomes = (
+            conn.execute(_OUTCOMES).pl()
+            if table_exists(conn, "diet_daily")
+            and table_exists(conn, "marker_draws")
+            and table_exists(conn, "biometrics")
+            and {"person_id", "day", "metric", "value", "unit", "scale"}
+            <= _columns(conn, "biometrics")
             else pl.DataFrame()
         )
         days = [
@@ -220,6 +246,8 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
             exposure_windows=windows,
             data_sufficiency=sufficiency,
             source_freshness=_source_freshness(conn),
+            biometrics=outcomes,
+            daily_effects=effects,
             run_info={
                 "run_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                 "code_version": f"gutsignal {version('gutsignal')}",

@@ -24,6 +24,8 @@ from pipelines.steps.dashboards import load_dashboard_inputs, update_dashboards
         "associations",
         "data_sufficiency",
         "unmapped_foods",
+        # The daily outcomes panel's readings (its tests, `daily_effects`, come with that asset).
+        "biometrics",
     ],
 )
 def dashboards(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:

@@ -24,6 +24,12 @@ from pipelines.reports.figures.forest import forest_plot
 from pipelines.reports.figures.heatmap import lag_heatmap
 from pipelines.reports.figures.intake_calendar import category_calendar
 from pipelines.reports.figures.logging_coverage import coverage_calendar
+from pipelines.reports.figures.outcomes import (
+    axis_sync_script,
+    outcome_panel,
+    outcome_points,
+    page_span,
+)
 from pipelines.reports.figures.render import figure_html
 from pipelines.reports.figures.small_multiples import crp_small_multiples
 from pipelines.reports.figures.timeline import crp_timeline
@@ -32,6 +38,7 @@ __all__ = [
     "CELL_DATA_ID",
     "CELL_SCRIPT",
     "SCATTER_LAYOUT",
+    "axis_sync_script",
     "category_calendar",
     "cell_data_script",
     "cell_fits",
@@ -44,4 +51,7 @@ __all__ = [
     "figure_html",
     "forest_plot",
     "lag_heatmap",
+    "outcome_panel",
+    "outcome_points",
+    "page_span",
 ]

@@ -119,12 +119,14 @@ def crp_timeline(
     title: str,
     dii_params: str = "",
     bands: bool = True,
+    x_range: list[str] | None = None,
 ) -> Fig | None:
     """CRP on a log axis with the hs-CRP risk bands (`bands`: hs-CRP only) for the draws `rows`
     (the person's `draw_points`, as dicts), the weekly diet (`weekly`: their `weekly_diet`) beneath
     and the weekly DII under that, all on one shared time axis. `dii_params` says how many
     parameters the DII was computed from ("28 of 45 parameters"); the DII panel's title and hover
-    show it."""
+    show it. `x_range` fixes the time axis' range (the page's span, shared with the daily
+    outcomes panel); without it the axis fits the data."""
     panel = _diet_panel(weekly)
     series = panel.series
     if not rows and not series:
@@ -328,7 +330,7 @@ def crp_timeline(
             "type": "date",
             "anchor": "y4" if with_dii else "y2",
             "title": {"text": "date"},
-            **_short_span(xs_all),
+            **({"range": x_range} if x_range else _short_span(xs_all)),
         }
         if with_dii:
             layout["yaxis4"] = {
@@ -372,6 +374,6 @@ def crp_timeline(
             "type": "date",
             "anchor": "y",
             "title": {"text": "date"},
-            **_short_span(xs_all),
+            **({"range": x_range} if x_range else _short_span(xs_all)),
         }
     return {"data": data, "layout": layout}

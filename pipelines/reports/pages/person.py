@@ -1,4 +1,5 @@
-"""A person's page (`render_person_page`): summary cards, the CRP and diet timeline, findings, the
+"""A person's page (`render_person_page`): summary cards, the CRP and diet timeline, the daily
+symptom and wearable panel on the same dates with its findings per outcome, the CRP findings, the
 lag-window scan with the data behind its cells, logging coverage and data quality. The values are
 prepared here; the structure and prose are in templates/person.html.
 """
@@ -6,7 +7,7 @@ prepared here; the structure and prose are in templates/person.html.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from markupsafe import Markup
@@ -38,6 +39,7 @@ from pipelines.reports.html import (
     table,
 )
 from pipelines.reports.inputs import COHORT, INDEX, DashboardInputs
+from pipelines.reports.outcome_text import OutcomeSection, outcome_sections
 from pipelines.reports.pages.common import (
     _category_html,
     _coverage_html,
@@ -281,6 +283,40 @@ def _lag_scan(s: PersonSummary, sentence: Callable[[dict[str, Any]], str]) -> tu
     return Markup("".join(parts)), Markup(figures.cell_data_script(cell_maps))
 
 
+def _page_span(s: PersonSummary) -> list[str] | None:
+    """The time axis' range shared by the CRP timeline and the daily outcomes panel: None
+    without daily outcomes (the timeline then fits its own data, as it always has)."""
+    if s.outcome_points.is_empty():
+        return None
+    weeks = s.weekly.get_column("week").to_list() if "week" in s.weekly.columns else []
+    return figures.page_span(
+        [x for x in s.crp["day"].to_list() if isinstance(x, date)],
+        # A week's mean is plotted at its Monday and covers the six days after.
+        [w for w in weeks if isinstance(w, date)],
+        [w + timedelta(days=6) for w in weeks if isinstance(w, date)],
+        s.outcome_points["day"].to_list(),
+    )
+
+
+def _outcomes(s: PersonSummary, span: list[str] | None) -> tuple[Markup, list[OutcomeSection]]:
+    """The daily outcomes panel and, per measure, its findings and the question it can answer
+    next; empty when the person has neither readings nor tests."""
+    sections = outcome_sections(s.outcome_effects.to_dicts())
+    fig = figures.outcome_panel(
+        s.outcome_points,
+        span,
+        "Daily symptoms and wearable signals: the day's readings and their 7-day mean",
+    )
+    if fig is None:
+        if not sections:
+            return Markup(), sections
+        return Markup(empty("No daily symptom or wearable readings for this person yet.")), sections
+    # The figure's HTML, then the script that ties its time axis to the timeline's (a fixed
+    # script from figures/outcomes.py, no data in it).
+    panel = _fig(fig, "outcomes", "") + Markup(figures.axis_sync_script())
+    return panel, sections
+
+
 def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: list[str]) -> str:
     pid = s.person_id
     details = []
@@ -291,6 +327,7 @@ def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: li
     crumbs = _piece("crumbs")([(INDEX, "← All people"), (COHORT, "Cohort")])
     heading = _heading(f"Person {pid}", crumbs, esc(", ".join(details)))
 
+    span = _page_span(s)
     timeline = figures.crp_timeline(
         s.draw_points.to_dicts(),
         s.weekly,
@@ -298,7 +335,9 @@ def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: li
         f"{marker_label(s.headline)} (log scale) and weekly intake",
         dii_params=dii_params_text(s.dii_params),
         bands=s.headline == CATEGORY_MARKER,
+        x_range=span,
     )
+    outcome_panel, outcome_sections_ = _outcomes(s, span)
     # Each finding's sentence is shown in the findings table and again as its cell's title:
     # worked out once.
     sentence = _sentences(s.findings, s.dii_params)
@@ -316,6 +355,8 @@ def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: li
         marker=marker_label(s.headline),
         bands=s.headline == CATEGORY_MARKER,
         timeline=_fig(timeline, "timeline", "No CRP draws or diet log for this person yet."),
+        outcome_panel=outcome_panel,
+        outcomes=outcome_sections_,
         # HTML built by findings.py, which escapes every sentence in it.
         findings=Markup(_findings_block(s.findings, "this person", sentence)),
         sufficiency=_sufficiency_rows(s),
