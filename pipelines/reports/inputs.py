@@ -15,6 +15,7 @@ from datetime import date
 import polars as pl
 
 from pipelines.schema import (
+    DAILY_EFFECTS_SCHEMA,
     EXPOSURE_WINDOWS_SCHEMA,
     INGEST_FILES_SCHEMA,
     RESULT_SCHEMA,
@@ -101,24 +102,27 @@ SCHEMAS: dict[str, dict[str, DType]] = {
     # The daily-outcome tests per person, measure, scale, food and lag term
     # (pipelines/analysis/daily_outcomes.py, `DAILY_EFFECTS_SCHEMA`): the columns pages read.
     "daily_effects": {
-        "person_id": pl.String,
-        "measure": pl.String,
-        "scale": pl.String,
-        "unit": pl.String,
-        "feature": pl.String,
-        "lag": pl.String,
-        "lag_from": pl.Int64,
-        "lag_to": pl.Int64,
-        "window_role": pl.String,
-        "n_days": pl.Int64,
-        "estimate": pl.Float64,
-        "se": pl.Float64,
-        "ci_low": pl.Float64,
-        "ci_high": pl.Float64,
-        "p": pl.Float64,
-        "q": pl.Float64,
-        "status": pl.String,
-        "note": pl.String,
+        c: DAILY_EFFECTS_SCHEMA[c]
+        for c in (
+            "person_id",
+            "measure",
+            "scale",
+            "unit",
+            "feature",
+            "lag",
+            "lag_from",
+            "lag_to",
+            "window_role",
+            "n_days",
+            "estimate",
+            "se",
+            "ci_low",
+            "ci_high",
+            "p",
+            "q",
+            "status",
+            "note",
+        )
     },
 }
 

@@ -24,8 +24,9 @@ from pipelines.steps.dashboards import load_dashboard_inputs, update_dashboards
         "associations",
         "data_sufficiency",
         "unmapped_foods",
-        # The daily outcomes panel's readings (its tests, `daily_effects`, come with that asset).
+        # The daily outcomes panel: the readings and their tests.
         "biometrics",
+        "daily_effects",
     ],
 )
 def dashboards(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
