@@ -45,11 +45,13 @@ from __future__ import annotations
 
 import copy
 import math
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.demo.catalog import (
     ACUTE_THRESHOLD_MG_L,
+    BLOATING_PER_FODMAP_SERVING,
     CENSOR_LIMIT_MG_L,
     CRP_TEST,
     DEFAULT_SEED,
@@ -62,6 +64,7 @@ from pipelines.demo.catalog import (
     FOODS,
     GROUPS,
     HABIT_LEVELS,
+    HIGH_FODMAP_FOODS,
     HS_CRP_TEST,
     LABS_HEADER,
     N_DAYS,
@@ -72,6 +75,7 @@ from pipelines.demo.catalog import (
     PHASE_DAYS,
     PLANTED,
     PLANTED_FOODS,
+    RESTING_HR_PER_DRINK,
     SERVING_GRAMS,
     SERVINGS_HEADER,
     STANDARD_CRP_RANGE,
@@ -82,6 +86,11 @@ from pipelines.demo.catalog import (
     Person,
 )
 from pipelines.demo.simulate import simulate
+
+# The exports' own file names, dated the day after the period ends (the day they were taken).
+_EXPORTED = PERIOD_END + timedelta(days=1)
+BEARABLE_FILE = f"Bearable App - Data Export. Generated {_EXPORTED:%d-%m-%Y}.csv"
+OURA_FILE = f"oura_{_EXPORTED:%Y-%m-%d}_trends.csv"
 
 __all__ = [
     "ACUTE_THRESHOLD_MG_L",
@@ -133,6 +142,10 @@ def generate_demo(project_dir: Path, seed: int = DEFAULT_SEED) -> list[Path]:
         (root / "cronometer" / pid / "servings.csv", demo[pid].servings_csv) for pid in DEMO_PEOPLE
     ]
     planned += [(root / "labs" / f"{pid}_labs.csv", demo[pid].labs_csv) for pid in DEMO_PEOPLE]
+    planned += [
+        (root / "bearable" / pid / BEARABLE_FILE, demo[pid].bearable_csv) for pid in DEMO_PEOPLE
+    ]
+    planned += [(root / "oura" / pid / OURA_FILE, demo[pid].oura_csv) for pid in DEMO_PEOPLE]
     for path, payload in planned:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not (path.is_file() and path.read_bytes() == payload):
@@ -165,6 +178,25 @@ def demo_truth(seed: int = DEFAULT_SEED) -> dict[str, Any]:
                 },
             },
             "null_features": [f"{c}_servings" for c in NULL_CATEGORIES],
+            # Daily outcomes (outcomes.py): per extra daily serving, by lag in days; "primary" is
+            # the sum over lags 0-3, what the daily model's one test per food estimates.
+            "daily_effects": {
+                "bloating": {
+                    "scale": "0-4",
+                    "feature": "high_fodmap_servings",
+                    "source": "demo_bearable",
+                    "per_lag": dict(BLOATING_PER_FODMAP_SERVING),
+                    "primary": sum(BLOATING_PER_FODMAP_SERVING.values()),
+                },
+                "resting_hr": {
+                    "scale": "unit",
+                    "feature": "alcohol_servings",
+                    "source": "demo_oura",
+                    "per_lag": dict(RESTING_HR_PER_DRINK),
+                    "primary": sum(RESTING_HR_PER_DRINK.values()),
+                },
+            },
+            "high_fodmap_foods": sorted(HIGH_FODMAP_FOODS),
             "noise_sd_log": EPS_SD,
             # Routine draws are hs-CRP; infection draws and their follow-ups standard CRP, whose
             # acute values start the washout of the hs-CRP series too.
