@@ -114,7 +114,7 @@ def test_the_truth_exposures_are_the_pipelines_servings_on_logged_days(demo_run:
         for category in ("high_fodmap", "alcohol"):
             true = pl.Series([truth[category][i] for i in mine["i"]])
             got = mine[f"{category}_servings"]
-            assert (got - true).abs().max() < 1e-3, (pid, category)  # type: ignore[operator]
+            assert (got - true).abs().max() < 1e-3, (pid, category)
 
 
 @pytest.mark.parametrize("measure", list(EFFECTS))

@@ -1,4 +1,5 @@
-"""Deterministic, seeded demo data: three people's Cronometer diaries and CRP lab results.
+"""Deterministic, seeded demo data: three people's Cronometer diaries, CRP lab results, Bearable
+symptom logs and Oura exports.
 
 The demo exists so that `gutsignal run` has something real-looking to chew on and so that tests can
 check the pipeline recovers effects that were planted on purpose. Everything below is drawn from one
@@ -23,7 +24,7 @@ Generative model (per person, one day at a time over PERIOD_START..PERIOD_END):
    on those days: the true exposure counts everything eaten, logged or not.
 4. CRP. Draws every 15 to 42 days (morning). At a chronic draw on day t::
 
-       ln CRP = ln(baseline) + ln(0.75) * F28 + ln(1.25) * U28 + eps,   eps ~ N(0, 0.385)
+       ln CRP = ln(baseline) + ln(0.75) * F28 + ln(1.30) * U28 + eps,   eps ~ N(0, 0.385)
 
    where F28 and U28 are the mean daily fermented and ultra-processed servings actually eaten over
    days t-28 .. t-1. Legumes, fruit and nuts/seeds have no effect (negative controls).
@@ -32,13 +33,24 @@ Generative model (per person, one day at a time over PERIOD_START..PERIOD_END):
    by a still-elevated (5-9 mg/L) draw that only a post-acute washout removes; one censored carol
    result ("<0.3"); one bob result in mg/dL; a few "8.00 fl oz" amounts; blank Time, Caffeine and
    Sodium cells; UTF-8 BOM and CRLF in the Cronometer files.
+6. Daily outcomes (outcomes.py; docs/DEMO.md "Daily outcomes"). A Bearable log (bloating and
+   stomach pain on 0-4, mood, bowel movements with Bristol types) and an Oura trends export per
+   person, with two planted effects on what was actually eaten::
+
+       bloating*   = trait + 0.10 (F_t - mean F) + 0.20 (F_(t-1) - mean F) + weekly + AR(1)
+       resting HR  = trait + 3.0 A_(t-1) + weekly + AR(1)
+
+   F the day's high-FODMAP servings (100 g of HIGH_FODMAP_FOODS), A its standard drinks (14 g
+   ethanol); bloating is reported rounded and clipped to 0-4. Nothing else depends on food. Days
+   go unlogged (Bearable) and nights unmeasured (Oura). Drawn last from each person's stream, so
+   the diary and labs are unchanged by them.
 
 `DEMO_TRUTH` (seed 42) and `demo_truth(seed)` describe what was planted and what was generated;
 docs/DEMO.md explains it for humans.
 
 The package follows that flow: catalog.py (the fixed world), diary.py (steps 1-3 and the
-diary's quirks), labs.py (step 4 and the lab quirks), simulate.py (one seed through all of it, in
-a fixed order); this module writes the files and the truth.
+diary's quirks), labs.py (steps 4-5 and the lab quirks), outcomes.py (step 6), simulate.py (one
+seed through all of it, in a fixed order); this module writes the files and the truth.
 """
 
 from __future__ import annotations
@@ -94,6 +106,7 @@ OURA_FILE = f"oura_{_EXPORTED:%Y-%m-%d}_trends.csv"
 
 __all__ = [
     "ACUTE_THRESHOLD_MG_L",
+    "BEARABLE_FILE",
     "CENSOR_LIMIT_MG_L",
     "CRP_TEST",
     "DEFAULT_SEED",
@@ -111,6 +124,7 @@ __all__ = [
     "LABS_HEADER",
     "NULL_CATEGORIES",
     "N_DAYS",
+    "OURA_FILE",
     "PEOPLE",
     "PERIOD_END",
     "PERIOD_START",
