@@ -37,7 +37,7 @@ Generative model (per person, one day at a time over PERIOD_START..PERIOD_END):
    stomach pain on 0-4, mood, bowel movements with Bristol types) and an Oura trends export per
    person, with two planted effects on what was actually eaten::
 
-       bloating*   = trait + 0.10 (F_t - mean F) + 0.20 (F_(t-1) - mean F) + weekly + AR(1)
+       bloating*   = trait + 0.15 (F_t - mean F) + 0.25 (F_(t-1) - mean F) + weekly + AR(1)
        resting HR  = trait + 3.0 A_(t-1) + weekly + AR(1)
 
    F the day's high-FODMAP servings (100 g of HIGH_FODMAP_FOODS), A its standard drinks (14 g

@@ -341,7 +341,7 @@ ALCOHOL_DRINK_G = 14.0  # one standard drink of ethanol (serving_sizes.csv)
 # Bloating (0-4) points per extra daily high-FODMAP serving, by lag in days: the same evening and,
 # more, the next day (colonic fermentation takes hours to a day). The sum is what the daily
 # model's one test per food estimates.
-BLOATING_PER_FODMAP_SERVING: dict[int, float] = {0: 0.10, 1: 0.20}
+BLOATING_PER_FODMAP_SERVING: dict[int, float] = {0: 0.15, 1: 0.25}
 # Resting heart rate (bpm) per standard drink, in the night after it: Oura dates a night by the
 # morning it ends, so the evening's wine shows on the next day's row (lag 1).
 RESTING_HR_PER_DRINK: dict[int, float] = {1: 3.0}
