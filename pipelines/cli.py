@@ -59,6 +59,20 @@ sources:
       reference_range: Reference Range
       flag: Flag
     datetime_format: "%Y-%m-%d %H:%M"
+
+  - name: demo_bearable
+    kind: outcomes
+    format: bearable
+    path: demo/bearable/*/*.csv
+    person: {from_folder: true}
+    demo: true
+
+  - name: demo_oura
+    kind: outcomes
+    format: oura_trends
+    path: demo/oura/*/*.csv
+    person: {from_folder: true}
+    demo: true
 """
 
 

@@ -223,7 +223,12 @@ def test_stale_sources_fail_a_dagster_freshness_check_and_demo_sources_do_not(
         }
 
     checks = freshness_checks()
-    assert set(checks) == {"ingest_demo_cronometer", "ingest_demo_labs"}
+    assert set(checks) == {
+        "ingest_demo_cronometer",
+        "ingest_demo_labs",
+        "ingest_demo_bearable",
+        "ingest_demo_oura",
+    }
     for check in checks.values():
         assert check.passed and check.severity == dg.AssetCheckSeverity.WARN
         assert check.description == "demo data, not checked for freshness"

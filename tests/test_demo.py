@@ -95,6 +95,8 @@ def test_writes_exactly_the_promised_files(tmp_path: Path) -> None:
     expected = [servings_path(root, p) for p in DEMO_PEOPLE] + [
         labs_path(root, p) for p in DEMO_PEOPLE
     ]
+    expected += [root / "bearable" / p / demo.BEARABLE_FILE for p in DEMO_PEOPLE]
+    expected += [root / "oura" / p / demo.OURA_FILE for p in DEMO_PEOPLE]
     assert paths == expected
     assert sorted(p for p in root.rglob("*") if p.is_file()) == sorted(expected)
 

@@ -27,7 +27,8 @@ def test_run_succeeds_and_every_check_passes(demo_run: DemoRun) -> None:
 def test_every_input_row_is_accounted_for(demo_run: DemoRun) -> None:
     wh = demo_run.project.warehouse()
     files = wh.table("ingest_files")
-    assert files.height == 2 * len(DEMO_PEOPLE)
+    # Per person: the diary, the labs, the Bearable log and the Oura export.
+    assert files.height == 4 * len(DEMO_PEOPLE)
     assert (files["status"] == "loaded").all()
     balance = (
         files["rows_read"] - files["rows_loaded"] - files["rows_rejected"] - files["rows_duplicate"]

@@ -1,4 +1,5 @@
-"""Deterministic, seeded demo data: three people's Cronometer diaries and CRP lab results.
+"""Deterministic, seeded demo data: three people's Cronometer diaries, CRP lab results, Bearable
+symptom logs and Oura exports.
 
 The demo exists so that `gutsignal run` has something real-looking to chew on and so that tests can
 check the pipeline recovers effects that were planted on purpose. Everything below is drawn from one
@@ -23,7 +24,7 @@ Generative model (per person, one day at a time over PERIOD_START..PERIOD_END):
    on those days: the true exposure counts everything eaten, logged or not.
 4. CRP. Draws every 15 to 42 days (morning). At a chronic draw on day t::
 
-       ln CRP = ln(baseline) + ln(0.75) * F28 + ln(1.25) * U28 + eps,   eps ~ N(0, 0.385)
+       ln CRP = ln(baseline) + ln(0.75) * F28 + ln(1.30) * U28 + eps,   eps ~ N(0, 0.385)
 
    where F28 and U28 are the mean daily fermented and ultra-processed servings actually eaten over
    days t-28 .. t-1. Legumes, fruit and nuts/seeds have no effect (negative controls).
@@ -32,24 +33,37 @@ Generative model (per person, one day at a time over PERIOD_START..PERIOD_END):
    by a still-elevated (5-9 mg/L) draw that only a post-acute washout removes; one censored carol
    result ("<0.3"); one bob result in mg/dL; a few "8.00 fl oz" amounts; blank Time, Caffeine and
    Sodium cells; UTF-8 BOM and CRLF in the Cronometer files.
+6. Daily outcomes (outcomes.py; docs/DEMO.md "Daily outcomes"). A Bearable log (bloating and
+   stomach pain on 0-4, mood, bowel movements with Bristol types) and an Oura trends export per
+   person, with two planted effects on what was actually eaten::
+
+       bloating*   = trait + 0.15 (F_t - mean F) + 0.25 (F_(t-1) - mean F) + weekly + AR(1)
+       resting HR  = trait + 3.0 A_(t-1) + weekly + AR(1)
+
+   F the day's high-FODMAP servings (100 g of HIGH_FODMAP_FOODS), A its standard drinks (14 g
+   ethanol); bloating is reported rounded and clipped to 0-4. Nothing else depends on food. Days
+   go unlogged (Bearable) and nights unmeasured (Oura). Drawn last from each person's stream, so
+   the diary and labs are unchanged by them.
 
 `DEMO_TRUTH` (seed 42) and `demo_truth(seed)` describe what was planted and what was generated;
 docs/DEMO.md explains it for humans.
 
 The package follows that flow: catalog.py (the fixed world), diary.py (steps 1-3 and the
-diary's quirks), labs.py (step 4 and the lab quirks), simulate.py (one seed through all of it, in
-a fixed order); this module writes the files and the truth.
+diary's quirks), labs.py (steps 4-5 and the lab quirks), outcomes.py (step 6), simulate.py (one
+seed through all of it, in a fixed order); this module writes the files and the truth.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.demo.catalog import (
     ACUTE_THRESHOLD_MG_L,
+    BLOATING_PER_FODMAP_SERVING,
     CENSOR_LIMIT_MG_L,
     CRP_TEST,
     DEFAULT_SEED,
@@ -62,6 +76,7 @@ from pipelines.demo.catalog import (
     FOODS,
     GROUPS,
     HABIT_LEVELS,
+    HIGH_FODMAP_FOODS,
     HS_CRP_TEST,
     LABS_HEADER,
     N_DAYS,
@@ -72,6 +87,7 @@ from pipelines.demo.catalog import (
     PHASE_DAYS,
     PLANTED,
     PLANTED_FOODS,
+    RESTING_HR_PER_DRINK,
     SERVING_GRAMS,
     SERVINGS_HEADER,
     STANDARD_CRP_RANGE,
@@ -83,8 +99,14 @@ from pipelines.demo.catalog import (
 )
 from pipelines.demo.simulate import simulate
 
+# The exports' own file names, dated the day after the period ends (the day they were taken).
+_EXPORTED = PERIOD_END + timedelta(days=1)
+BEARABLE_FILE = f"Bearable App - Data Export. Generated {_EXPORTED:%d-%m-%Y}.csv"
+OURA_FILE = f"oura_{_EXPORTED:%Y-%m-%d}_trends.csv"
+
 __all__ = [
     "ACUTE_THRESHOLD_MG_L",
+    "BEARABLE_FILE",
     "CENSOR_LIMIT_MG_L",
     "CRP_TEST",
     "DEFAULT_SEED",
@@ -102,6 +124,7 @@ __all__ = [
     "LABS_HEADER",
     "NULL_CATEGORIES",
     "N_DAYS",
+    "OURA_FILE",
     "PEOPLE",
     "PERIOD_END",
     "PERIOD_START",
@@ -133,6 +156,10 @@ def generate_demo(project_dir: Path, seed: int = DEFAULT_SEED) -> list[Path]:
         (root / "cronometer" / pid / "servings.csv", demo[pid].servings_csv) for pid in DEMO_PEOPLE
     ]
     planned += [(root / "labs" / f"{pid}_labs.csv", demo[pid].labs_csv) for pid in DEMO_PEOPLE]
+    planned += [
+        (root / "bearable" / pid / BEARABLE_FILE, demo[pid].bearable_csv) for pid in DEMO_PEOPLE
+    ]
+    planned += [(root / "oura" / pid / OURA_FILE, demo[pid].oura_csv) for pid in DEMO_PEOPLE]
     for path, payload in planned:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not (path.is_file() and path.read_bytes() == payload):
@@ -165,6 +192,25 @@ def demo_truth(seed: int = DEFAULT_SEED) -> dict[str, Any]:
                 },
             },
             "null_features": [f"{c}_servings" for c in NULL_CATEGORIES],
+            # Daily outcomes (outcomes.py): per extra daily serving, by lag in days; "primary" is
+            # the sum over lags 0-3, what the daily model's one test per food estimates.
+            "daily_effects": {
+                "bloating": {
+                    "scale": "0-4",
+                    "feature": "high_fodmap_servings",
+                    "source": "demo_bearable",
+                    "per_lag": dict(BLOATING_PER_FODMAP_SERVING),
+                    "primary": sum(BLOATING_PER_FODMAP_SERVING.values()),
+                },
+                "resting_hr": {
+                    "scale": "unit",
+                    "feature": "alcohol_servings",
+                    "source": "demo_oura",
+                    "per_lag": dict(RESTING_HR_PER_DRINK),
+                    "primary": sum(RESTING_HR_PER_DRINK.values()),
+                },
+            },
+            "high_fodmap_foods": sorted(HIGH_FODMAP_FOODS),
             "noise_sd_log": EPS_SD,
             # Routine draws are hs-CRP; infection draws and their follow-ups standard CRP, whose
             # acute values start the washout of the hs-CRP series too.

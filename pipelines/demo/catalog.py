@@ -314,3 +314,82 @@ PEOPLE: dict[str, Person] = {
 
 def iso(day: int) -> str:
     return (PERIOD_START + timedelta(days=day)).isoformat()
+
+
+# ---- Daily outcomes: a Bearable symptom log and an Oura trends export (outcomes.py) ----------
+
+# Demo foods the pipeline's taxonomy counts as high-FODMAP (Monash: wheat fructans, lactose,
+# excess fructose, pulse GOS); Sourdough Bread, Greek yoghurt and Cheddar are low-FODMAP serves.
+# A serving is 100 g (serving_sizes.csv), so the exposure is grams / 100.
+HIGH_FODMAP_FOODS: frozenset[str] = frozenset(
+    {
+        "Apple, Raw",
+        "Chickpeas, Canned, Drained",
+        "Chocolate Chip Cookies",
+        "Frozen Pizza, Pepperoni",
+        "Instant Noodles, Ramen",
+        "Kefir, Plain, Lowfat",
+        "Lentils, Boiled",
+        "Milk, 2% Fat",
+        "Pasta, Cooked",
+        "White Bread",
+        "Whole Wheat Bread",
+    }
+)
+HIGH_FODMAP_SERVING_G = 100.0
+ALCOHOL_DRINK_G = 14.0  # one standard drink of ethanol (serving_sizes.csv)
+# Bloating (0-4) points per extra daily high-FODMAP serving, by lag in days: the same evening and,
+# more, the next day (colonic fermentation takes hours to a day). The sum is what the daily
+# model's one test per food estimates.
+BLOATING_PER_FODMAP_SERVING: dict[int, float] = {0: 0.15, 1: 0.25}
+# Resting heart rate (bpm) per standard drink, in the night after it: Oura dates a night by the
+# morning it ends, so the evening's wine shows on the next day's row (lag 1).
+RESTING_HR_PER_DRINK: dict[int, float] = {1: 3.0}
+
+
+@dataclass(frozen=True)
+class OutcomeTraits:
+    """A demo person's fixed daily-outcome levels (the day-to-day noise comes from the seed)."""
+
+    bloating: float  # mean latent bloating (0-4) at the person's mean high-FODMAP intake
+    abdominal_pain: float  # mean latent stomach pain (0-4)
+    mood: float  # mean mood (1-10)
+    bristol: float  # mean Bristol type of a bowel movement
+    movements: float  # bowel movements per day (Poisson mean)
+    resting_hr: float  # bpm, Oura's average over the night, on a night without alcohol
+    hrv: float  # ms, RMSSD
+    sleep_h: float  # hours asleep
+
+
+OUTCOME_TRAITS: dict[str, OutcomeTraits] = {
+    "alice": OutcomeTraits(1.6, 0.8, 6.5, 4.2, 1.4, 57.0, 46.0, 7.3),
+    "bob": OutcomeTraits(1.4, 0.6, 6.0, 4.8, 1.6, 62.0, 33.0, 6.8),
+    "carol": OutcomeTraits(1.8, 1.0, 7.0, 3.4, 1.1, 54.0, 58.0, 7.6),
+}
+BEARABLE_HEADER: tuple[str, ...] = (
+    "date",
+    "date formatted",
+    "weekday",
+    "time of day",
+    "category",
+    "rating/amount",
+    "detail",
+    "notes",
+)
+OURA_HEADER: tuple[str, ...] = (
+    "date",
+    "Sleep Score",
+    "Total Sleep Score",
+    "Total Bedtime",
+    "Total Sleep Time",
+    "Awake Time",
+    "Sleep Efficiency",
+    "Average Resting Heart Rate",
+    "Lowest Resting Heart Rate",
+    "Average HRV",
+    "Temperature Deviation (°C)",
+    "Respiratory Rate",
+    "Activity Score",
+    "Steps",
+    "Readiness Score",
+)

@@ -20,6 +20,7 @@ from pipelines.demo.catalog import (
     FL_OZ_DRINKS,
     FL_OZ_GRAMS,
     N_DAYS,
+    OUTCOME_TRAITS,
     PEOPLE,
     PLANTED,
     PLANTED_FOODS,
@@ -38,12 +39,15 @@ from pipelines.demo.diary import (
     servings_csv,
 )
 from pipelines.demo.labs import Draw, lab_draws, labs_csv, regular_draw_days, reported_mg_l
+from pipelines.demo.outcomes import daily_exposures, daily_outcomes
 
 
 @dataclass
 class PersonDemo:
     servings_csv: bytes
     labs_csv: bytes
+    bearable_csv: bytes
+    oura_csv: bytes
     truth: dict[str, Any]
 
 
@@ -84,7 +88,17 @@ def simulate_person(rng: np.random.Generator, person: Person) -> PersonDemo:
     logged = [logged_entries(rng, entries, int(s)) for entries, s in zip(days, status, strict=True)]
     draws = lab_draws(rng, person, draw_days, eaten)
     truth = person_truth(person, draws, status, levels, eaten, logged)
-    return PersonDemo(servings_csv(rng, logged), labs_csv(person, draws), truth)
+    servings = servings_csv(rng, logged)
+    # Last, so the diary and the labs above draw exactly what they drew before outcomes existed.
+    fodmap, alcohol = daily_exposures(days)
+    bearable, oura, truth["outcomes"] = daily_outcomes(
+        rng, OUTCOME_TRAITS[person.person_id], fodmap, alcohol
+    )
+    truth["outcomes"]["true_servings"] = {
+        "high_fodmap": [round(float(v), 4) for v in fodmap],
+        "alcohol": [round(float(v), 4) for v in alcohol],
+    }
+    return PersonDemo(servings, labs_csv(person, draws), bearable, oura, truth)
 
 
 CATEGORY_OF: dict[str, str] = {f: c for c, foods in PLANTED_FOODS.items() for f in foods}
