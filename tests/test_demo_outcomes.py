@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from pipelines.adapters.oura_trends import COLUMNS as OURA_COLUMNS
-from pipelines.analysis.daily_outcomes import DEFAULT_FOODS, DailySettings, daily_outcome_effects
+from pipelines.analysis.daily_outcomes import DEFAULT_FOODS, DailySettings
 from pipelines.demo import DEMO_PEOPLE, DEMO_TRUTH
 from tests.conftest import DemoRun
 
@@ -24,10 +24,8 @@ ALCOHOL_DETECTABLE = ("alice", "bob")
 
 @pytest.fixture(scope="module")
 def daily_effects(demo_run: DemoRun) -> pl.DataFrame:
-    wh = demo_run.project.warehouse()
-    # Until the pipeline writes the `daily_effects` table, the same function on its inputs;
-    # afterwards this line becomes `return wh.table("daily_effects")`.
-    return daily_outcome_effects(wh.table("biometrics"), wh.table("diet_daily"), DailySettings())
+    # What the pipeline wrote: the `daily_effects` table of the demo's run.
+    return demo_run.project.warehouse().table("daily_effects")
 
 
 def raw_files(demo_run: DemoRun, source: str) -> list[Path]:
