@@ -5,8 +5,8 @@ table is built (`TABLE_CHECKS`, wired in `assets.py`): a step of its own per che
 connection and Dagster's step events every run, for a query of milliseconds.
 """
 
-import duckdb
 import dagster as dg
+import duckdb
 import polars as pl
 
 from pipelines.defs._checks import TableCheck
