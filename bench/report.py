@@ -10,6 +10,9 @@ from bench.measure import StageResult
 from bench.stages import BASELINES, INGESTS, LABELS, STAGES
 from bench.targets import evaluate_targets, fmt
 
+# The whole-job stages, whose CPU seconds (page workers included) follow their breakdown.
+JOB_STAGES = ("job_first", "night_all", "night_tenth", "night_quiet")
+
 
 def render_markdown(
     results: dict[str, StageResult],
@@ -109,6 +112,8 @@ def render_markdown(
         )
         if other > 0.05 * r.seconds:
             text += f"; other (Dagster run, commit, checks) {other:,.1f} s"
+        if r.data.get("cpu_seconds") is not None and stage in JOB_STAGES:
+            text += f"; {r.data['cpu_seconds']:,.1f} CPU s (page workers included)"
         lines.append(f"- **{LABELS[stage]}**: {text}")
     extras = []
     if results["ingest"].data:

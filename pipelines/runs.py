@@ -13,7 +13,8 @@ ingest tables beside old analysis tables. `guarded_run` wraps a whole run, howev
   or rebuilt from data/raw/ (`pipelines.backups.heal`); one log line says which.
 - Scheduled (nightly) runs keep a backup copy first (`pipelines.backups`).
 - The warehouse is snapshotted when the run starts and put back when the run ends with a failed
-  step (or the run itself raises): the warehouse is then exactly as it was before the run.
+  step (or the run itself raises): the warehouse is then exactly as it was before the run. A
+  scheduled run's snapshot is its backup under a second name, not a second copy.
 
 Who enters it depends on where the steps execute (`settings.executor`). In one process, the
 resource does, once: Dagster initialises it once for the whole run. With a process per step
@@ -24,6 +25,7 @@ guarded in the project folder (`is_guarded`); a step that finds the mark leaves 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +34,7 @@ from filelock import FileLock, Timeout
 
 from pipelines.backups import heal, take_backup
 from pipelines.project import Project
+from pipelines.warehouse import Warehouse
 
 # A nightly refresh of a large cohort can take a while; a second run waits rather than fails.
 RUN_LOCK_TIMEOUT_S = 6 * 3600
@@ -46,6 +49,24 @@ def is_guarded(project: Project, run_id: str) -> bool:
     orchestrates the run's step processes): a file beside the warehouse, so that a step on a
     Dask worker sharing the project folder sees it too."""
     return _guard_mark(project, run_id).exists()
+
+
+def _snapshot(warehouse: Warehouse, snapshot: Path, backup: Path | None) -> bool:
+    """Snapshot the warehouse for the run; False when there is none yet.
+
+    A scheduled run's backup, taken a moment ago under the run lock, holds the same bytes: the
+    snapshot is a second name for that file (a hard link) rather than a second copy of the whole
+    warehouse. Both are only ever read (a restore copies from them), so either name can go
+    without the other. Where the folder cannot hold a link to the backup, the snapshot is copied.
+    """
+    if backup is not None:
+        try:
+            snapshot.unlink(missing_ok=True)
+            os.link(backup, snapshot)
+            return True
+        except OSError:
+            pass
+    return warehouse.snapshot(snapshot)
 
 
 @contextmanager
@@ -83,10 +104,13 @@ def guarded_run(
         healed = heal(warehouse)
         if healed is not None:
             log(healed)
-        if scheduled:
-            take_backup(warehouse, keep=project.config().settings.backups_keep)
         snapshot = processed / f"warehouse.run-{run_id[:8]}.duckdb"
-        had_warehouse = warehouse.snapshot(snapshot)
+        backup = (
+            take_backup(warehouse, keep=project.config().settings.backups_keep)
+            if scheduled
+            else None
+        )
+        had_warehouse = _snapshot(warehouse, snapshot, backup)
         body_raised = False
         try:
             yield

@@ -9,6 +9,8 @@ is there, and that a bare copy of the file would have missed those rows, before 
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import signal
 import subprocess
@@ -133,6 +135,27 @@ def test_the_per_run_snapshot_holds_the_wal_too_and_none_yet_is_false(tmp_path: 
     assert wh.snapshot(snap) is True
     assert ids(snap) == [1, 2]
     assert not wal_path(snap).exists()
+
+
+def test_a_backup_where_the_kernel_cannot_copy_goes_through_a_buffer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`os.copy_file_range` refused (another filesystem, an older kernel) or missing (not
+    Linux): the same backup, byte for byte."""
+    wh = make_warehouse(tmp_path, n=200_000)
+    write_to_wal_only(wh.path, "INSERT INTO t VALUES (-1)")
+    kernel = take_backup(wh, keep=5)
+
+    def refuse(*args: object) -> int:
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(os, "copy_file_range", refuse, raising=False)
+    refused = take_backup(wh, keep=5)
+    monkeypatch.delattr(os, "copy_file_range", raising=False)
+    buffered = take_backup(wh, keep=5)
+    assert kernel is not None and refused is not None and buffered is not None
+    assert kernel.read_bytes() == refused.read_bytes() == buffered.read_bytes()
+    assert ids(buffered)[:2] == [-1, 0] and len(ids(buffered)) == 200_001
 
 
 def test_backups_are_pruned_to_the_last_n(tmp_path: Path) -> None:

@@ -322,7 +322,6 @@ def test_a_day_in_the_future_is_read_again_when_it_has_come(tmp_path: Path) -> N
 def test_a_crp_that_ingest_accepts_never_fails_the_units_check(tmp_path: Path) -> None:
     """The lab_results check and the plausibility rule share one CRP ceiling: a sepsis-level
     800 mg/L is kept by ingest, so the check must not call it implausible."""
-    from pipelines.defs.resources import ProjectResource
     from pipelines.defs.warehouse.checks import lab_results_plausible_units
     from pipelines.project import Project
     from pipelines.transforms.plausibility import MAX_CRP_MG_L
@@ -332,10 +331,8 @@ def test_a_crp_that_ingest_accepts_never_fails_the_units_check(tmp_path: Path) -
     with project.warehouse().write() as conn:
         conn.execute("CREATE TABLE lab_results (marker VARCHAR, unit VARCHAR, value DOUBLE)")
         conn.execute("INSERT INTO lab_results VALUES ('crp', 'mg/L', 800), ('hscrp', 'mg/L', 2)")
-    resource = ProjectResource(project_dir=str(tmp_path))
-    assert 800 < MAX_CRP_MG_L
-    assert lab_results_plausible_units(project=resource).passed
-    with project.warehouse().write() as conn:
+        assert 800 < MAX_CRP_MG_L
+        assert lab_results_plausible_units(conn, []).passed
         conn.execute("INSERT INTO lab_results VALUES ('crp', 'mg/L', ?)", [MAX_CRP_MG_L * 2])
-    result = lab_results_plausible_units(project=resource)
+        result = lab_results_plausible_units(conn, [])
     assert not result.passed and result.metadata["implausible_results"].value == 1

@@ -130,6 +130,22 @@ def test_a_scheduled_run_keeps_a_backup_first(tmp_path: Path) -> None:
     assert Warehouse(backup).table("t")["v"].to_list() == [1]
 
 
+def test_a_scheduled_runs_snapshot_is_its_backup_and_a_failure_restores_it(
+    tmp_path: Path,
+) -> None:
+    """One copy of the warehouse per scheduled run: the snapshot is a second name for the
+    backup's file. A failed step puts the warehouse back from it, and the backup stays."""
+    project = project_with_rows(tmp_path, 1)
+    with run(project, failed=True, scheduled=True):
+        (backup,) = (project.processed_dir / "backups").glob("warehouse-*.duckdb")
+        (snapshot,) = leftovers(project)
+        assert snapshot.stat().st_ino == backup.stat().st_ino
+        add(project, 2)
+    assert rows(project) == [1]
+    assert not leftovers(project)
+    assert Warehouse(backup).table("t")["v"].to_list() == [1]
+
+
 def test_the_guard_marks_its_run_for_the_step_processes(tmp_path: Path) -> None:
     project = project_with_rows(tmp_path, 1)
     # A mark left by a killed run must not make a later run's steps think they are guarded.

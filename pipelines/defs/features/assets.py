@@ -11,6 +11,7 @@ import polars as pl
 from pipelines.analysis.sufficiency import data_sufficiency as sufficiency_table
 from pipelines.defs._metadata import column_schema, md_table
 from pipelines.defs._versions import CODE_VERSION
+from pipelines.defs.features.checks import DIET_DAILY_CHECKS, MARKER_DRAWS_CHECKS
 from pipelines.defs.resources import ProjectResource
 from pipelines.incremental import changed, plan_whole, record
 from pipelines.steps.features import (
@@ -95,6 +96,7 @@ def food_taxonomy(context: dg.AssetExecutionContext, project: ProjectResource):
     kinds={"polars", "duckdb"},
     pool="duckdb_writer",
     deps=["diet_entries", "diet_daily_reported", "food_categories"],
+    check_specs=[c.spec for c in DIET_DAILY_CHECKS],
 )
 def diet_daily(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
     """One row per person-day: nutrients, gut-food category servings and whether the day was logged.
@@ -115,6 +117,7 @@ def diet_daily(context: dg.AssetExecutionContext, project: ProjectResource) -> d
             "SELECT count(*), count(*) FILTER (logged), count(DISTINCT person_id) FROM diet_daily"
         ).fetchone()
         schema = conn.execute("SELECT * FROM diet_daily LIMIT 0").pl()
+        checks = [c.run(conn) for c in DIET_DAILY_CHECKS]
     rows, logged, people = row or (0, 0, 0)
     return dg.MaterializeResult(
         metadata={
@@ -124,7 +127,8 @@ def diet_daily(context: dg.AssetExecutionContext, project: ProjectResource) -> d
             "people": people,
             "people_recomputed": "all" if plan.everyone else len(plan.people),
             "days_recomputed": "all" if plan.everyone else plan.days,
-        }
+        },
+        check_results=checks,
     )
 
 
@@ -173,6 +177,7 @@ def diet_summary(
             "hs-CRP category and whether the latest change exceeds the reference change value.",
         ),
     ],
+    check_specs=[c.spec for c in MARKER_DRAWS_CHECKS],
     pool="duckdb_writer",
 )
 def marker_models(context: dg.AssetExecutionContext, project: ProjectResource):
@@ -188,6 +193,7 @@ def marker_models(context: dg.AssetExecutionContext, project: ProjectResource):
             "SELECT count(*), count(*) FILTER (excluded_reason IS NULL), count(*) FILTER (acute), "
             "(SELECT count(*) FROM marker_trends) FROM marker_draws"
         ).fetchone()
+        checks = [c.run(conn) for c in MARKER_DRAWS_CHECKS]
     draws_n, chronic, acute, trends_n = row or (0, 0, 0, 0)
     recomputed = "all" if plan.everyone else len(plan.touched)
     yield dg.MaterializeResult(
@@ -204,6 +210,7 @@ def marker_models(context: dg.AssetExecutionContext, project: ProjectResource):
         asset_key="marker_trends",
         metadata={"dagster/row_count": trends_n, "people_recomputed": recomputed},
     )
+    yield from checks
 
 
 @dg.asset(

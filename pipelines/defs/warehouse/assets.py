@@ -9,6 +9,7 @@ from pipelines.defs._metadata import column_schema, md_table
 from pipelines.defs._versions import CODE_VERSION
 from pipelines.defs.ingest.assets import configured_sources, ingest_asset_key
 from pipelines.defs.resources import ProjectResource
+from pipelines.defs.warehouse.checks import TABLE_CHECKS
 from pipelines.incremental import changed, plan_whole, record
 from pipelines.project import Project
 from pipelines.steps.canonical import (
@@ -42,6 +43,8 @@ def canonical_metadata(conn: duckdb.DuckDBPyConnection, table: str) -> dict:
 
 
 def _canonical_asset(table: str, feeding: list[str]) -> dg.AssetsDefinition:
+    checks = TABLE_CHECKS.get(table, ())
+
     @dg.asset(
         code_version=CODE_VERSION,
         name=table,
@@ -53,13 +56,15 @@ def _canonical_asset(table: str, feeding: list[str]) -> dg.AssetsDefinition:
             f"The canonical `{table}` table: the staging rows of every source that feeds it, "
             "one schema, with `source`, `file_id` and `line` pointing back to the raw file."
         ),
+        check_specs=[c.spec for c in checks],
     )
     def _asset(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
         names = sources_feeding(project.config().sources, table)
         with project.warehouse().write() as conn:
             build_canonical_table(conn, table, names)
             metadata = canonical_metadata(conn, table)
-        return dg.MaterializeResult(metadata=metadata)
+            results = [c.run(conn, names) for c in checks]
+        return dg.MaterializeResult(metadata=metadata, check_results=results)
 
     return _asset
 

@@ -1,24 +1,24 @@
-"""Checks on the canonical tables: a raw line loads once, lab results are unique and plausible."""
+"""Checks on the canonical tables: a raw line loads once, lab results are unique and plausible.
+
+Each check runs inside its table's asset step, on the step's own write connection, after the
+table is built (`TABLE_CHECKS`, wired in `assets.py`): a step of its own per check cost a DuckDB
+connection and Dagster's step events every run, for a query of milliseconds.
+"""
 
 import dagster as dg
+import duckdb
 import polars as pl
 
-from pipelines.defs.resources import ProjectResource
+from pipelines.defs._checks import TableCheck
 from pipelines.ingest import check_unique_lines
-from pipelines.steps.canonical import sources_feeding
 from pipelines.transforms.plausibility import MAX_CRP_MG_L
 
 
-@dg.asset_check(
-    asset="diet_entries",
-    description="A raw file line loads at most once (among the files loaded since it last passed).",
-    # It forgets the files it has checked, so it writes, under the same lock as every writer.
-    pool="duckdb_writer",
-)
-def diet_entries_unique_lines(project: ProjectResource) -> dg.AssetCheckResult:
-    names = sources_feeding(project.config().sources, "diet_entries")
-    with project.warehouse().write() as conn:
-        duplicates, files_checked = check_unique_lines(conn, "diet_entries", names)
+def diet_entries_unique_lines(
+    conn: duckdb.DuckDBPyConnection, feeding: list[str]
+) -> dg.AssetCheckResult:
+    # It forgets the files it has checked, so it writes: inside the asset's transaction.
+    duplicates, files_checked = check_unique_lines(conn, "diet_entries", feeding)
     return dg.AssetCheckResult(
         passed=duplicates == 0,
         metadata={
@@ -28,14 +28,13 @@ def diet_entries_unique_lines(project: ProjectResource) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(
-    asset="lab_results", description="One result per person, marker and collection time."
-)
-def lab_results_unique_key(project: ProjectResource) -> dg.AssetCheckResult:
-    dupes = project.warehouse().query(
+def lab_results_unique_key(
+    conn: duckdb.DuckDBPyConnection, feeding: list[str]
+) -> dg.AssetCheckResult:
+    dupes = conn.execute(
         "SELECT person_id, marker, collected_at, count(*) AS n FROM lab_results "
         "GROUP BY ALL HAVING n > 1"
-    )
+    ).pl()
     return dg.AssetCheckResult(passed=dupes.is_empty(), metadata={"duplicate_keys": dupes.height})
 
 
@@ -53,12 +52,10 @@ PLAUSIBLE = {
 }
 
 
-@dg.asset_check(
-    asset="lab_results",
-    description="Every result is in its marker's canonical unit and within a plausible range.",
-)
-def lab_results_plausible_units(project: ProjectResource) -> dg.AssetCheckResult:
-    df = project.warehouse().query("SELECT marker, unit, value FROM lab_results")
+def lab_results_plausible_units(
+    conn: duckdb.DuckDBPyConnection, feeding: list[str]
+) -> dg.AssetCheckResult:
+    df = conn.execute("SELECT marker, unit, value FROM lab_results").pl()
     bad = 0
     for marker, (unit, low, high) in PLAUSIBLE.items():
         rows = df.filter(pl.col("marker") == marker)
@@ -66,3 +63,28 @@ def lab_results_plausible_units(project: ProjectResource) -> dg.AssetCheckResult
             (pl.col("unit") != unit) | (pl.col("value") < low) | (pl.col("value") > high)
         ).height
     return dg.AssetCheckResult(passed=bad == 0, metadata={"implausible_results": bad})
+
+
+# Per canonical table, its checks; each is called with the table's connection and the names of
+# the sources that feed the table.
+TABLE_CHECKS: dict[str, tuple[TableCheck, ...]] = {
+    "diet_entries": (
+        TableCheck(
+            "diet_entries",
+            diet_entries_unique_lines,
+            "A raw file line loads at most once (among the files loaded since it last passed).",
+        ),
+    ),
+    "lab_results": (
+        TableCheck(
+            "lab_results",
+            lab_results_unique_key,
+            "One result per person, marker and collection time.",
+        ),
+        TableCheck(
+            "lab_results",
+            lab_results_plausible_units,
+            "Every result is in its marker's canonical unit and within a plausible range.",
+        ),
+    ),
+}
