@@ -29,31 +29,32 @@ def measured(name: str) -> dict[str, daily.Summary]:
     return {r.measure: r for r in daily.run_scenario(name, SIZE, seed=SEED, workers=2)}
 
 
-# The analysis misses the 5% target today: null foods' tests are positive 6.2-6.9% of the time
-# in the README table (500 replicates), 4.9-6.6% at this size (5.9% pooled), because the
-# day-to-day carry-over is estimated low when days go unlogged (README "Daily outcomes"). These
-# tests hold it to "not above 8%" so that a method that breaks further fails; when the analysis
-# is fixed, lower NULL_RATE_MAX to calibration.FWER_MAX.
-NULL_RATE_MAX = 0.08
+# Null foods' tests are positive 3.9% of the time at this size (2,832 tests; 4.6% over 400
+# replicates), and the per-measure and per-food rates are held to the 5% target itself. The pooled
+# point estimate is held under NULL_RATE_MAX, 2.3 Monte Carlo SEs above the long-run 4.6% (so
+# another seed would rarely fail it) and below the 5.9% the analysis gave here when it estimated
+# the day-to-day carry-over low (its denominator over every usable day, no correction for the
+# design's bias: daily_outcomes.py docstring).
+NULL_RATE_MAX = 0.055
 
 
 @pytest.mark.parametrize("measure", [m.metric for m in daily.MEASURES])
-def test_null_foods_are_not_wildly_above_five_percent(measure: str) -> None:
+def test_null_foods_are_not_above_five_percent(measure: str) -> None:
     row = measured("daily_null")[measure]
     # Nearly every person's four foods are tested (a few people lack the usable days).
     assert row.false_positive.n >= 0.9 * SIZE.replicates * SIZE.persons * len(daily.FOODS)
-    assert not cal.exceeds(row.false_positive, NULL_RATE_MAX), row.false_positive.text()
+    assert not cal.exceeds(row.false_positive, cal.FWER_MAX), row.false_positive.text()
     for food, est in row.per_food.items():
-        assert not cal.exceeds(est, NULL_RATE_MAX), f"{food}: {est.text()}"
+        assert not cal.exceeds(est, cal.FWER_MAX), f"{food}: {est.text()}"
     low = cal.COVERAGE_RANGE[0]
     assert not cal.below(row.coverage_null, low), row.coverage_null.text()
     assert np.isnan(row.power.value)
 
 
-def test_null_rate_pooled_over_the_measures_is_under_eight_percent() -> None:
-    """Over about 2,900 tests the point estimate itself stays under 8% (its Monte Carlo error is
-    about half a point). Without the quasi-difference (OLS with Newey-West errors alone) it is
-    9.6% at this size, and this fails."""
+def test_null_rate_pooled_over_the_measures_is_near_five_percent() -> None:
+    """Over about 2,800 tests the point estimate itself stays under 5.5% (its Monte Carlo error is
+    about 0.4 points). With the carry-over estimated low (the earlier phi) it is 5.9% at this
+    size, and without the quasi-difference (OLS with Newey-West errors alone) 9.6%: both fail."""
     rows = measured("daily_null").values()
     hits = sum(r.false_positive.value * r.false_positive.n for r in rows)
     tests = sum(r.false_positive.n for r in rows)
@@ -64,9 +65,10 @@ def test_null_rate_pooled_over_the_measures_is_under_eight_percent() -> None:
 def test_the_planted_culprit_is_found_and_its_ci_covers_the_truth(measure: str) -> None:
     row = measured("daily_planted")[measure]
     assert row.power.n >= 0.9 * SIZE.replicates * SIZE.persons
-    # One person's half year finds the culprit at the sum of lags 0-3 about a third to a half of
-    # the time (the README table); far more often than the 5% a null food is.
-    assert row.power.value >= 0.2, row.power.text()
+    # One person's half year finds the culprit at the sum of lags 0-3 about a fifth (stool form)
+    # to a half of the time (the README table; 19-46% at this size); far more often than the 5% a
+    # null food is.
+    assert row.power.value >= 0.15, row.power.text()
     assert row.power.value > 3 * row.false_positive.value
     low = cal.COVERAGE_RANGE[0]
     assert not cal.below(row.coverage, low), row.coverage.text()

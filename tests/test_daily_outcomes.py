@@ -78,8 +78,8 @@ def cohort(seed: int, persons: int, days: int, phi: float, effect: float, lag: i
 
 def test_planted_effect_found_at_its_lag_and_co_occurring_food_is_not() -> None:
     # One person; over 200 such persons (seed 7) the lag-1 estimate averaged 0.81 (SD 0.09, mean
-    # SE 0.10, CI coverage 0.955) and the food's one test found it in 79% of them; seed 1 is one
-    # of the 21% (estimate 0.59, 2.3 SE low), this seed is a typical person.
+    # SE 0.10, CI coverage 0.965) and the food's one test found it in 77% of them; seed 1 is one
+    # of the 23% (estimate 0.60, 2.1 SE low), this seed is a typical person.
     outcomes, diet = cohort(2, 1, 180, 0.5, 0.8)
     rows = daily_outcome_effects(outcomes, diet, SETTINGS)
     assert rows.height == len(FOODS) * 6 and rows["note"].null_count() == rows.height
