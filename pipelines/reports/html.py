@@ -255,7 +255,13 @@ def fmt_pct(x: object, signed: bool = True) -> str:
     """A percentage with the precision a reader can use: 24%, -7%, +0.4%."""
     if not is_num(x):
         return "n/a"
-    v = float(x)
+    return _pct_text(float(x), signed)
+
+
+# A page shows most of its percentages twice (a finding's sentence, its heatmap cell and hover)
+# and rounds about a thousand: each distinct one is worked out once.
+@lru_cache(maxsize=4096)
+def _pct_text(v: float, signed: bool) -> str:
     if v == 0:
         return "0%"
     # One decimal below 10% (per-gram effects are small), whole numbers above; "7.0" reads as "7".
