@@ -752,6 +752,16 @@ def test_a_huge_ci_bound_is_printed_not_a_crash() -> None:
         "+0.4%",
         "+10%",
     )
+    # Ties round half-up, as people round (banker's rounding would give 12% and +0.2%), and a
+    # value that rounds to nothing reads as 0%.
+    assert [rhtml.fmt_pct(v) for v in (12.5, -12.5, 0.25, 0.05, 0.04)] == [
+        "+13%",
+        "-13%",
+        "+0.3%",
+        "+0.1%",
+        "0%",
+    ]
+    assert (rhtml.fmt_pct(True), rhtml.fmt_pct(7, signed=False)) == ("n/a", "7%")
     sentence = finding_sentence(
         {
             "scope": "person",

@@ -18,7 +18,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
-from decimal import ROUND_HALF_UP, Decimal, localcontext
+from decimal import ROUND_HALF_UP, Context, Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import TypeGuard
@@ -243,23 +243,30 @@ def is_num(x: object) -> TypeGuard[int | float]:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
-_FLOAT_DIGITS = 400  # the largest double has 309 digits before the point
+# Half-up rather than banker's rounding, as people round, with precision for every digit of any
+# double: an uninformative CI bound (a few draws, few degrees of freedom) can reach 1e30% and
+# more, beyond the default context's 28 digits (the largest double has 309 digits before the
+# point). One context for every call: a page formats thousands of percentages.
+_PCT_CONTEXT = Context(prec=400, rounding=ROUND_HALF_UP)
+_TENTH, _ONE = Decimal("0.1"), Decimal("1")
 
 
 def fmt_pct(x: object, signed: bool = True) -> str:
     """A percentage with the precision a reader can use: 24%, -7%, +0.4%."""
     if not is_num(x):
         return "n/a"
-    v = float(x)
+    return _pct_text(float(x), signed)
+
+
+# A page shows most of its percentages twice (a finding's sentence, its heatmap cell and hover)
+# and rounds about a thousand: each distinct one is worked out once.
+@lru_cache(maxsize=4096)
+def _pct_text(v: float, signed: bool) -> str:
     if v == 0:
         return "0%"
-    # One decimal below 10% (per-gram effects are small), whole numbers above; half-up rather
-    # than banker's rounding, as people round; "7.0" reads as "7".
-    step = Decimal("0.1") if abs(v) < 9.95 else Decimal("1")
-    # Precision for every digit of any double: an uninformative CI bound (a few draws, few degrees
-    # of freedom) can reach 1e30% and more, beyond the default context's 28 digits.
-    with localcontext(prec=_FLOAT_DIGITS):
-        text = str(Decimal(repr(abs(v))).quantize(step, rounding=ROUND_HALF_UP))
+    # One decimal below 10% (per-gram effects are small), whole numbers above; "7.0" reads as "7".
+    step = _TENTH if abs(v) < 9.95 else _ONE
+    text = str(Decimal(repr(abs(v))).quantize(step, context=_PCT_CONTEXT))
     text = text.removesuffix(".0")
     if text == "0":
         return "0%"

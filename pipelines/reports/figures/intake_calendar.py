@@ -103,7 +103,6 @@ def category_calendar(diet: pl.DataFrame, title: str, dii_params: str = "") -> F
     # big day does not wash out the rest.
     as_float = rounded.astype(np.float64)  # missing as NaN, which sorts last
     n_present = np.count_nonzero(~np.isnan(as_float), axis=1).tolist()
-    ranked = np.argsort(as_float, axis=1, kind="stable")
     data: list[dict[str, Any]] = []
     buttons = []
     labels: list[str] = []
@@ -118,7 +117,10 @@ def category_calendar(diet: pl.DataFrame, title: str, dii_params: str = "") -> F
                 "zmax": top,
             }
         else:
-            top = rounded[idx, ranked[idx, int(0.95 * (n - 1))]] if n else 1.0
+            # Equal rounded values are the same number (ints for whole ones), so any day at
+            # that rank gives it: a partial sort finds one without ordering the whole row.
+            k = int(0.95 * (n - 1))
+            top = rounded[idx, np.argpartition(as_float[idx], k)[k]] if n else 1.0
             scale = {
                 "colorscale": [[0, "#dde3ea"], [0.2, "#c6dbef"], [0.55, "#6baed6"], [1, "#08306b"]],
                 "zmin": 0,
