@@ -105,10 +105,12 @@ def _count_groups(monkeypatch: pytest.MonkeyPatch, module: Any) -> list[int]:
 def test_a_first_run_in_groups_of_people_equals_one_group(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A first run builds diet_daily and the exposure windows a group of people at a time (so
+    """A first run builds diet_daily, daily_effects and the exposure windows a group of people at
+    a time (so
     memory does not grow with the cohort); a group per person gives the same tables, down to the
     associations fitted on them, as everyone in one group."""
     import pipelines.steps.analysis as analysis_steps
+    import pipelines.steps.daily as daily_steps
     import pipelines.steps.features as feature_steps
 
     whole = make_demo_project(tmp_path / "whole")
@@ -118,12 +120,13 @@ def test_a_first_run_in_groups_of_people_equals_one_group(
     monkeypatch.setattr(feature_steps, "FULL_BUILD_ROWS", 1)
     monkeypatch.setattr(analysis_steps, "WINDOW_BUILD_ROWS", 1)
     monkeypatch.setattr(analysis_steps, "ASSOCIATION_GROUP_ROWS", 1)
+    monkeypatch.setattr(daily_steps, "DAILY_BUILD_ROWS", 1)
     grouped = make_demo_project(tmp_path / "grouped")
     refresh(grouped, monkeypatch)
-    # diet_daily, then exposure_windows, each in several groups (one a person).
-    assert len(groups) == 2 and min(groups) > 1, groups
+    # diet_daily, daily_effects and exposure_windows, each in several groups (one a person).
+    assert len(groups) == 3 and min(groups) > 1, groups
 
-    names = ("food_categories", "unmapped_foods", *COMPARED)
+    names = ("food_categories", "unmapped_foods", *COMPARED, "daily_effects")
     _assert_same_tables(grouped, whole, names)
 
 
