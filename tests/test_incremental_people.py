@@ -106,9 +106,8 @@ def test_a_first_run_in_groups_of_people_equals_one_group(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A first run builds diet_daily, daily_effects and the exposure windows a group of people at
-    a time (so
-    memory does not grow with the cohort); a group per person gives the same tables, down to the
-    associations fitted on them, as everyone in one group."""
+    a time (so memory does not grow with the cohort); a group per person gives the same tables,
+    down to the associations fitted on them, as everyone in one group."""
     import pipelines.steps.analysis as analysis_steps
     import pipelines.steps.daily as daily_steps
     import pipelines.steps.features as feature_steps
