@@ -50,7 +50,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -424,23 +424,32 @@ def summarise(name: str, counts: dict[str, dict[str, list[float]]]) -> list[Scop
     return out
 
 
-def run_scenario(name: str, size: Size, seed: int = 16, workers: int = 1) -> list[ScopeSummary]:
-    """All replicates of one scenario, summarised per scope."""
-    jobs = [(name, size, seed, r) for r in range(size.replicates)]
+Counts = dict[str, dict[str, list[float]]]
+
+
+def pooled_counts(replicate: Callable[[Any], Counts], jobs: Sequence[Any], workers: int) -> Counts:
+    """Run every replicate (in `workers` processes when more than one) and pool their counts,
+    key by key (a scope here, a measure in the daily study)."""
     if workers > 1:
         # Spawned, not forked: Polars and BLAS thread pools in the parent leave locks held in a
         # forked child, which then hangs (seen in the test suite).
         spawn = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as pool:
-            parts = list(pool.map(run_replicate, jobs, chunksize=4))
+            parts = list(pool.map(replicate, jobs, chunksize=4))
     else:
-        parts = [run_replicate(j) for j in jobs]
-    merged: dict[str, dict[str, list[float]]] = {}
+        parts = [replicate(j) for j in jobs]
+    merged: Counts = {}
     for part in parts:
-        for scope, c in part.items():
+        for key, c in part.items():
             for k, v in c.items():
-                merged.setdefault(scope, {}).setdefault(k, []).extend(v)
-    return summarise(name, merged)
+                merged.setdefault(key, {}).setdefault(k, []).extend(v)
+    return merged
+
+
+def run_scenario(name: str, size: Size, seed: int = 16, workers: int = 1) -> list[ScopeSummary]:
+    """All replicates of one scenario, summarised per scope."""
+    jobs = [(name, size, seed, r) for r in range(size.replicates)]
+    return summarise(name, pooled_counts(run_replicate, jobs, workers))
 
 
 def run_study(

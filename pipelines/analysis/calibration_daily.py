@@ -56,10 +56,8 @@ numpy's Generator seeded from (seed, scenario, replicate), as in calibration.py.
 from __future__ import annotations
 
 import math
-import multiprocessing
 import zlib
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -73,6 +71,7 @@ from pipelines.analysis.calibration import (
     Estimate,
     below,
     exceeds,
+    pooled_counts,
     ratio_estimate,
 )
 from pipelines.analysis.daily_outcomes import DailySettings, daily_outcome_effects
@@ -396,19 +395,7 @@ def summarise(name: str, counts: dict[str, dict[str, list[float]]]) -> list[Summ
 def run_scenario(name: str, size: Size, seed: int = 16, workers: int = 1) -> list[Summary]:
     """All replicates of one scenario, summarised per measure."""
     jobs = [(name, size, seed, r) for r in range(size.replicates)]
-    if workers > 1:
-        # Spawned, not forked (calibration.run_scenario says why).
-        spawn = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=spawn) as pool:
-            parts = list(pool.map(run_replicate, jobs, chunksize=4))
-    else:
-        parts = [run_replicate(j) for j in jobs]
-    merged: dict[str, dict[str, list[float]]] = {}
-    for part in parts:
-        for measure, c in part.items():
-            for k, v in c.items():
-                merged.setdefault(measure, {}).setdefault(k, []).extend(v)
-    return summarise(name, merged)
+    return summarise(name, pooled_counts(run_replicate, jobs, workers))
 
 
 def verdicts(row: Summary) -> dict[str, bool]:
