@@ -24,7 +24,7 @@ from pipelines.reports.outcome_power import (
     more_weeks,
     typical_se,
 )
-from pipelines.reports.outcome_text import effect_sentence, outcome_sections
+from pipelines.reports.outcome_text import effect_sentence, measure_in_sentence, outcome_sections
 from pipelines.steps.dashboards import load_dashboard_inputs
 from pipelines.warehouse import Warehouse, replace_table
 from tests.test_reports import (  # noqa: F401 (warehouse is a fixture)
@@ -374,3 +374,10 @@ def test_a_persons_new_outcome_reading_or_test_renders_their_page_only(
     assert nightly(warehouse, out, test) == {person_page_name(PEOPLE[1])}
     page = (out / person_page_name(PEOPLE[1])).read_text(encoding="utf-8")
     assert "Daily symptoms and wearable signals" in page
+
+
+def test_measure_names_inside_a_sentence_keep_acronyms_and_brands() -> None:
+    assert measure_in_sentence("bloating") == "bloating"
+    assert measure_in_sentence("mood") == "mood"
+    assert measure_in_sentence("hrv_rmssd") == "heart-rate variability (RMSSD)"
+    assert measure_in_sentence("oura_readiness_score") == "Oura readiness score"

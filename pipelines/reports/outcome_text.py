@@ -36,6 +36,9 @@ MEASURE_LABELS = {
     "sleep_duration": "Sleep duration",
     "respiratory_rate": "Respiratory rate",
     "steps": "Steps",
+    "mood": "Mood",
+    "energy": "Energy",
+    "sleep_quality": "Sleep quality",
 }
 # Days back as words, for the lag shape.
 _DAYS_AFTER = {0: "on the same day", 1: "the day after", 2: "two days after", 3: "three days after"}
@@ -45,6 +48,13 @@ def measure_label(measure: object) -> str:
     m = "" if measure is None else str(measure)
     text = MEASURE_LABELS.get(m, m.replace("_", " "))
     return f"{text[:1].upper()}{text[1:]}" if text else "Outcome"
+
+
+def measure_in_sentence(measure: object) -> str:
+    """The label inside a sentence: "bloating", "heart-rate variability (RMSSD)"; names not in
+    MEASURE_LABELS (a brand's score, a user's own measure) keep their capital."""
+    label = measure_label(measure)
+    return f"{label[:1].lower()}{label[1:]}" if measure in MEASURE_LABELS else label
 
 
 def scale_text(scale: object, unit: object) -> str:
@@ -149,7 +159,7 @@ def effect_sentence(primary: dict[str, Any], shape: list[dict[str, Any]]) -> str
 def next_question(measure: str, scale: str, primary: list[dict[str, Any]]) -> str:
     """The question the data can answer next (`outcome_power`), or why there is no estimate."""
     change = detectable_change(measure, scale)
-    label = measure_label(measure).lower() if measure in MEASURE_LABELS else measure_label(measure)
+    label = measure_in_sentence(measure)
     if change is None:
         return (
             f"No standard size of change is set for {label}, so no estimate of the logging needed."
@@ -227,7 +237,7 @@ def outcome_sections(effects: list[dict[str, Any]]) -> list[OutcomeSection]:
 
 
 def _summary(measure: str, primary: list[dict[str, Any]], n_significant: int) -> str:
-    label = measure_label(measure).lower() if measure in MEASURE_LABELS else measure_label(measure)
+    label = measure_in_sentence(measure)
     tested = [r for r in primary if is_num(r.get("estimate"))]
     untested = [r for r in primary if not is_num(r.get("estimate"))]
     if not tested:
