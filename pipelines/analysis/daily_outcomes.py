@@ -249,6 +249,7 @@ def _design(
 
 # AR(1) coefficients at which the expected residual autocorrelation is computed (_ar1_phi).
 PHI_GRID = np.linspace(0.0, 0.95, 11)
+PHI_DIGITS = 6
 
 
 def _ar1_phi(e: np.ndarray, Z: np.ndarray, pos: np.ndarray) -> float:
@@ -280,7 +281,10 @@ def _ar1_phi(e: np.ndarray, Z: np.ndarray, pos: np.ndarray) -> float:
     expected = np.maximum.accumulate(cov(prev + 1, prev) / cov(prev, prev))
     if observed <= expected[0]:
         return 0.0
-    return float(np.interp(observed, expected, PHI_GRID))
+    # Rounded far below its sampling error (about 0.05): the matrix products above are summed
+    # in an order that depends on the BLAS thread count (one in a Dask worker), and unrounded
+    # the last bits would carry into every estimate, so two executors would disagree.
+    return round(float(np.interp(observed, expected, PHI_GRID)), PHI_DIGITS)
 
 
 def _quasi_difference(d: _Design) -> _Design:
