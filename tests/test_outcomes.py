@@ -350,9 +350,11 @@ def test_oura_implausible_reading_is_rejected_alone(tmp_path: Path) -> None:
     )
     result = read(path, oura())
     assert result.rows_read == 9
-    assert result.rejects.select("column", "reason").rows() == [
-        ("value", "implausible skin_temp_dev: outside -5 to +5 °C")
+    # Rejected by the wide reader, naming the column and showing the cell as in the file.
+    assert result.rejects.select("line", "column", "reason", "value").rows() == [
+        (2, "Temperature Deviation (°C)", "implausible skin_temp_dev: outside -5 to +5 °C", "36.4")
     ]
+    assert result.rows.height == 8
     assert value(result.rows, "2026-01-05", "resting_hr") == [56.0]
 
 

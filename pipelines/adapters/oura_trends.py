@@ -23,10 +23,12 @@ Other columns are ignored. Quirks: a day without the ring (or before a measure e
 cells, which are no reading rather than a rejected one; the export may end with today's partial
 row, which a later export replaces (ownership key person, day, measure).
 
-Accounting is per reading, not per line: one line carries up to nine readings, each loaded or
-rejected on its own (a non-numeric HRV rejects that reading, naming its column, and keeps the day's
-heart rate). `rows_read` counts the non-blank cells of the columns above, so rows_read ==
-loaded + rejected + duplicate holds per reading.
+The columns above are a fixed mapping read by the outcome CSV's wide reader
+(`outcome_csv.wide_readings`), so accounting is per reading, not per line: one line carries up to
+nine readings, each loaded or rejected on its own, naming its column and showing the cell as
+written (a non-numeric HRV, or a `Temperature Deviation (°C)` of 36.4 outside the body's range,
+rejects that reading and keeps the day's heart rate). `rows_read` counts the non-blank cells of
+the columns above, so rows_read == loaded + rejected + duplicate holds per reading.
 """
 
 from __future__ import annotations
@@ -36,22 +38,12 @@ from typing import NamedTuple
 
 import polars as pl
 
-from pipelines.adapters._csv import (
-    LINE,
-    cell,
-    extra_fields_check,
-    not_a_number_reason,
-    read_csv_table,
-    split_rejects,
-)
+from pipelines.adapters._csv import read_csv_table
 from pipelines.adapters.base import AdapterError, ParseResult
-from pipelines.adapters.diet_csv import date_checks, date_expr, person_id
+from pipelines.adapters.outcome_csv import WideColumn, wide_readings
 from pipelines.adapters.signatures import refuse_other_format
 from pipelines.config import SourceConfig
 from pipelines.outcome_vocabulary import PHYSICAL, SCALE_UNIT
-from pipelines.rules import Check
-from pipelines.schema import BIOMETRIC_SCHEMA, REJECT_SCHEMA, conform, empty
-from pipelines.text import number
 
 
 class Column(NamedTuple):
@@ -79,54 +71,20 @@ _HINT = (
 
 
 def parse(path: Path, source: SourceConfig) -> ParseResult:
-    """Read one Oura trends export; see the module docstring."""
+    """Read one Oura trends export with the outcome CSV's wide reader; see the module docstring."""
     table = read_csv_table(path, source)
     refuse_other_format(table, "oura_trends")
     day_i = table.require(["date"], _HINT)
-    found = [(i, c) for c in COLUMNS if (i := table.find([c.header])) is not None]
+    found = [_wide_column(i, c) for c in COLUMNS if (i := table.find([c.header])) is not None]
     if not found:
         raise AdapterError(
             f"{path}: none of the Oura columns this format reads "
             f"({', '.join(c.header for c in COLUMNS)}). {_HINT}"
         )
-    day_raw = pl.col(cell(day_i))
-    person, person_check = person_id(table)
-    checks: list[Check] = [extra_fields_check(table)]
-    if person_check is not None:
-        checks.append(person_check)
-    checks += date_checks(table, day_raw, table.headers[day_i])
+    # The export has no time of day: a night is dated by the morning it ends.
+    return wide_readings(table, found, day_i, pl.lit(None, dtype=pl.String))
 
-    rows: list[pl.DataFrame] = []
-    rejects: list[pl.DataFrame] = [empty(REJECT_SCHEMA)]
-    read = 0
-    for i, column in found:
-        raw = pl.col(cell(i))
-        readings = table.frame.filter(raw.is_not_null())
-        read += readings.height
-        value, invalid = number(raw, source.decimal)
-        header = table.headers[i]
-        number_check = Check(invalid, header, not_a_number_reason(source.decimal, cell=raw), raw)
-        good, bad = split_rejects(readings, [*checks, number_check])
-        rejects.append(conform(bad, REJECT_SCHEMA))
-        rows.append(
-            good.select(
-                person.alias("person_id"),
-                date_expr(day_raw, source).alias("day"),
-                pl.lit(column.measure).alias("metric"),
-                (value * column.factor).alias("value"),
-                pl.lit(PHYSICAL[column.measure][0] if column.measure in PHYSICAL else None)
-                .cast(pl.String)
-                .alias("unit"),
-                pl.lit(column.scale).alias("scale"),
-                raw.alias("value_raw"),
-                pl.col(LINE).alias("line"),
-            )
-        )
-    # In file order: by line, and within a line in the order of COLUMNS.
-    out = conform(pl.concat(rows, how="vertical_relaxed"), BIOMETRIC_SCHEMA)
-    all_rejects = pl.concat(rejects, how="vertical_relaxed")
-    return ParseResult(
-        rows=out.sort("line", maintain_order=True),
-        rejects=all_rejects.sort("line", maintain_order=True),
-        rows_read=read,
-    )
+
+def _wide_column(position: int, column: Column) -> WideColumn:
+    unit = PHYSICAL[column.measure][0] if column.measure in PHYSICAL else None
+    return WideColumn(position, column.measure, column.scale, unit, None, column.factor)

@@ -307,7 +307,9 @@ def _stable_name(raw: str) -> str:
     return ALIASES.get(snake, snake)
 
 
-class _Column(NamedTuple):
+class WideColumn(NamedTuple):
+    """A measure column of a wide file, resolved from a mapping (never from its cells)."""
+
     position: int  # of the header
     measure: str
     scale: str
@@ -316,7 +318,7 @@ class _Column(NamedTuple):
     factor: float  # to the canonical unit
 
 
-def _wide_columns(table: CsvTable) -> list[_Column]:
+def _wide_columns(table: CsvTable) -> list[WideColumn]:
     """The mapped measure columns with their scale, unit and factor, all from the mapping; a
     mapping that does not say, or contradicts itself, stops the file naming the key."""
     source, path = table.source, table.path
@@ -341,7 +343,7 @@ def _wide_columns(table: CsvTable) -> list[_Column]:
                 f"({sorted(measures)})."
             )
     fallback = default_scale(source, path)
-    out: list[_Column] = []
+    out: list[WideColumn] = []
     for measure, header in measures.items():
         index = table.require(
             [header],
@@ -385,12 +387,12 @@ def _wide_columns(table: CsvTable) -> list[_Column]:
                         f"{unit_written!r} for {measure} (expected {unit})."
                     )
                 factor = found
-        out.append(_Column(index, measure, scale, unit, unit_written, factor))
+        out.append(WideColumn(index, measure, scale, unit, unit_written, factor))
     return out
 
 
 def _wide_readings(table: CsvTable) -> ParseResult:
-    """One reading per non-blank cell of each mapped measure column, in file order."""
+    """The wide shape: its columns from `options.measures`, its day (and time) from `columns:`."""
     source = table.source
     columns = _wide_columns(table)
     day_i = table.require(
@@ -402,9 +404,19 @@ def _wide_readings(table: CsvTable) -> ParseResult:
         if "time" in source.columns
         else table.find(DEFAULT_HEADERS["time"])
     )
-    day_raw = pl.col(cell(day_i))
-    stamp_time = _stamp_time(day_raw)
+    stamp_time = _stamp_time(pl.col(cell(day_i)))
     time = stamp_time if time_i is None else pl.coalesce(pl.col(cell(time_i)), stamp_time)
+    return wide_readings(table, columns, day_i, time)
+
+
+def wide_readings(
+    table: CsvTable, columns: Sequence[WideColumn], day_i: int, time: pl.Expr
+) -> ParseResult:
+    """One reading per non-blank cell of each of `columns`, in file order: what the outcome CSV's
+    wide shape and the fixed wide exports (Oura) read. `day_i` is the day column's position and
+    `time` the time of day of each line (a null literal for a format without one)."""
+    source = table.source
+    day_raw = pl.col(cell(day_i))
     person, person_check = person_id(table)
     checks: list[Check] = [extra_fields_check(table)]
     if person_check is not None:
