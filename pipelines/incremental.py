@@ -81,7 +81,8 @@ def code_fingerprint(exclude: tuple[str, ...] = ()) -> str:
     paths = sorted(Path(inspect.getfile(transforms_package)).parent.glob("*.py"))
     paths += sorted(Path(inspect.getfile(analysis_package)).parent.glob("*.py"))
     # Every data table, the compressed food reference vocabulary included.
-    paths += [root / "schema.py", root / "config.py", *sorted((root / "data").glob("*.csv*"))]
+    paths += [root / "schema.py", root / "config.py", root / "settings.py"]
+    paths += sorted((root / "data").glob("*.csv*"))
     # The core modules the transforms share with the adapters.
     paths += [root / "text.py", root / "rules.py", root / "lab_vocabulary.py"]
     return fingerprint([p for p in paths if p.name not in exclude])
