@@ -100,6 +100,9 @@ _NO = ("no", "n", "false")
 # "measure|unit" -> factor to the measure's canonical unit.
 _FACTORS = {f"{m}|{u}": f for m, (_, units) in PHYSICAL.items() for u, f in units.items()}
 _CANONICAL_UNIT = {m: unit for m, (unit, _) in PHYSICAL.items()}
+# A wide column's readings, parsed and converted to the canonical unit, and whether a cell is no
+# number (frame columns of `wide_readings`).
+_VALUE, _INVALID = "__value", "__invalid"
 
 
 def parse(path: Path, source: SourceConfig) -> ParseResult:
@@ -428,20 +431,24 @@ def wide_readings(
     read = 0
     for column in columns:
         raw = pl.col(cell(column.position))
-        readings = table.frame.filter(raw.is_not_null())
-        read += readings.height
-        header = table.headers[column.position]
-        value, invalid = number(raw, source.decimal)
+        parsed, invalid = number(raw, source.decimal)
         if column.scale == SCALE_YES_NO:
             answer = raw.str.to_lowercase()
             is_answer = answer.is_in([*_YES, *_NO])
-            value = pl.when(is_answer).then(answer.is_in(_YES).cast(pl.Float64)).otherwise(value)
+            parsed = pl.when(is_answer).then(answer.is_in(_YES).cast(pl.Float64)).otherwise(parsed)
             invalid = invalid & ~is_answer
-        number_check = Check(invalid, header, not_a_number_reason(source.decimal, cell=raw), raw)
-        # The plausibility rules would reject an out-of-scale reading too, but naming `value`.
-        bounds = outcome_rules(
-            header, value * column.factor, pl.lit(column.scale), pl.lit(column.measure), raw
+        # Each cell is parsed once, not once for every check that reads its value.
+        readings = table.frame.filter(raw.is_not_null()).with_columns(
+            (parsed * column.factor).alias(_VALUE), invalid.alias(_INVALID)
         )
+        read += readings.height
+        header = table.headers[column.position]
+        value = pl.col(_VALUE)
+        number_check = Check(
+            pl.col(_INVALID), header, not_a_number_reason(source.decimal, cell=raw), raw
+        )
+        # The plausibility rules would reject an out-of-scale reading too, but naming `value`.
+        bounds = outcome_rules(header, value, pl.lit(column.scale), pl.lit(column.measure), raw)
         good, bad = split_rejects(readings, [*checks, number_check, *bounds])
         rejects.append(conform(bad, REJECT_SCHEMA))
         rows.append(
@@ -450,7 +457,7 @@ def wide_readings(
                 date_expr(day_raw, source).alias("day"),
                 time.alias("time"),
                 pl.lit(column.measure).alias("metric"),
-                (value * column.factor).alias("value"),
+                value.alias("value"),
                 pl.lit(column.unit, dtype=pl.String).alias("unit"),
                 pl.lit(column.scale).alias("scale"),
                 raw.alias("value_raw"),
