@@ -310,21 +310,17 @@ def initial_cells(findings: pl.DataFrame, points: pl.DataFrame) -> pl.DataFrame:
 def _fit_lists(fits: pl.DataFrame, marker: str) -> dict[str, list[float | None]]:
     """One marker's rows of a person's `cell_fits` as `CELL_SCRIPT` reads them, per cell key:
     [a, b, s, mean x, Sxx, n, t_0.975,n-2], rounded."""
-    names = ("key", "n", "a", "b", "s", "mx", "sxx", "t")
-    mine = [
-        r
-        for r in zip(fits["marker"].to_list(), *(fits[c].to_list() for c in names), strict=True)
-        if r[0] == marker
-    ]
+    mine = [i for i, m in enumerate(fits.get_column("marker").to_list()) if m == marker]
     if not mine:
         return {}
-    _, keys, ns, *values, t = (list(column) for column in zip(*mine, strict=True))
+    keys, ns = fits.get_column("key").to_list(), fits.get_column("n").to_list()
     # One rounding call for the five columns (a call costs more than rounding a page's fits).
-    a, b, s, mx, sxx = _r_many(np.array(values, dtype=np.float64), 6)
-    ts = _r_many(t, 5)
+    values = np.array([fits.get_column(c).to_numpy()[mine] for c in ("a", "b", "s", "mx", "sxx")])
+    a, b, s, mx, sxx = _r_many(values, 6)
+    ts = _r_many(fits.get_column("t").to_numpy()[mine], 5)
     return {
-        key: [ra, rb, rs, rmx, rsxx, n, t]
-        for key, ra, rb, rs, rmx, rsxx, n, t in zip(keys, a, b, s, mx, sxx, ns, ts, strict=True)
+        keys[i]: [ra, rb, rs, rmx, rsxx, ns[i], t]
+        for i, ra, rb, rs, rmx, rsxx, t in zip(mine, a, b, s, mx, sxx, ts, strict=True)
     }
 
 
@@ -354,36 +350,37 @@ def cell_scatter_data(
         return None
     cols = [window_key(w) for w in wins]
     keys = {cell_key(f, w) for f in features for w in wins}
-    # A few hundred points a page: plain lists (a Polars query costs more than this loop).
+    # A few hundred points a page: the marker and key tests in a plain loop (a Polars query
+    # costs more than it), the numbers as arrays.
+    point_keys = points["key"].to_list()
     mine = [
-        (key, stamp, x, y)
-        for m, key, stamp, x, y in zip(
-            points["marker"].to_list(),
-            points["key"].to_list(),
-            # Microseconds since the epoch (the physical value; a cast, as to_physical
-            # runs a query).
-            points["collected_at"].cast(pl.Int64).to_list(),
-            points["x"].to_list(),
-            points["y"].to_list(),
-            strict=True,
-        )
+        i
+        for i, (m, key) in enumerate(zip(points["marker"].to_list(), point_keys, strict=True))
         if m == marker and key in keys
     ]
     if not mine:
         return None
-    # The draws with a complete window, in time order (microseconds since the epoch).
-    used = sorted({stamp for _, stamp, _, _ in mine})
-    slot = {stamp: i for i, stamp in enumerate(used)}
-    value_at = {stamp: y for _, stamp, _, y in mine}
+    # Microseconds since the epoch (the physical value; a cast, as to_physical runs a query).
+    stamps = points["collected_at"].cast(pl.Int64).to_numpy()[mine]
+    # The draws with a complete window, in time order; each point's draw; a draw's value is the
+    # same in all its points.
+    used, first, slots = np.unique(stamps, return_index=True, return_inverse=True)
     cells: dict[str, dict[str, Any]] = {}
     for key in sorted(keys):
         cells[key] = {"title": titles.get(key) or pesc(key)}
     # Each cell's values aligned to the draws.
-    for (key, stamp, _, _), x in zip(mine, _r_many([p[2] for p in mine]), strict=True):
+    # The points' feature values and the draws' values, rounded in one call (a call costs more
+    # than rounding a page's points).
+    rounded = _r_many(
+        np.concatenate([points["x"].to_numpy()[mine], points["y"].to_numpy()[mine][first]])
+    )
+    xs_rounded, ys_rounded = rounded[: len(mine)], rounded[len(mine) :]
+    for i, slot, x in zip(mine, slots.tolist(), xs_rounded, strict=True):
+        key = point_keys[i]
         xs = cells[key].get("x")
         if xs is None:
             xs = cells[key]["x"] = [None] * len(used)
-        xs[slot[stamp]] = x
+        xs[slot] = x
     for key, fit in _fit_lists(fits, marker).items():
         if "x" in cells.get(key, {}):
             cells[key]["fit"] = fit
@@ -392,8 +389,8 @@ def cell_scatter_data(
         "target": target,
         "marker": pesc(marker_name),
         "unit": pesc(unit),
-        "dates": [(_EPOCH + timedelta(microseconds=t)).strftime("%Y-%m-%d") for t in used],
-        "y": _r_many([value_at[t] for t in used]),
+        "dates": [(_EPOCH + timedelta(microseconds=t)).strftime("%Y-%m-%d") for t in used.tolist()],
+        "y": ys_rounded,
         "rows": features,
         "cols": cols,
         "ylabels": [pesc(feature_label(f)) for f in features],
