@@ -10,7 +10,6 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import orjson
 import polars as pl
 
 from pipelines.reports.figures.base import LOG_TICKS, TEMPLATE, _r_many
@@ -19,7 +18,7 @@ from pipelines.reports.figures.heatmap import (
     heatmap_axes,
     window_key,
 )
-from pipelines.reports.figures.render import CONFIG
+from pipelines.reports.figures.render import CONFIG, script_json
 from pipelines.reports.html import (
     feature_label,
     feature_order,
@@ -349,7 +348,7 @@ def cell_scatter_data(
     if not features:
         return None
     cols = [window_key(w) for w in wins]
-    keys = {cell_key(f, w) for f in features for w in wins}
+    keys = {f"{f}|{c}" for f in features for c in cols}  # `cell_key` of each cell
     # A few hundred points a page: the marker and key tests in a plain loop (a Polars query
     # costs more than it), the numbers as arrays.
     point_keys = points["key"].to_list()
@@ -410,13 +409,8 @@ def cell_data_script(maps: dict[str, dict[str, Any]]) -> str:
         return ""
     # orjson, as plotly.io encodes the figures: the standard library's encoder was a
     # millisecond a page. Values are rounded by `_r_many` first, so no NaN reaches it.
-    blob = orjson.dumps({"layout": SCATTER_LAYOUT, "config": CONFIG, "maps": maps}).decode()
-    blob = (
-        blob.replace("<", "\\u003c")
-        .replace(">", "\\u003e")
-        .replace("&", "\\u0026")
-        .replace("\u2028", "\\u2028")
-        .replace("\u2029", "\\u2029")
+    blob = script_json(
+        {"layout": SCATTER_LAYOUT, "config": CONFIG, "maps": maps}, (b"<", b">", b"&")
     )
     return (
         f'<script type="application/json" id="{CELL_DATA_ID}">{blob}</script>'

@@ -20,26 +20,30 @@ CONFIG: dict[str, Any] = {
 }
 
 # What plotly.io.to_html writes: the config with the standard library's encoder (its spaces
-# included), the data and layout with orjson (NaN as null, numpy arrays as lists), then with
-# the characters that could end the <script> element or a JavaScript line written as \u escapes.
+# included), the data and layout with orjson (NaN as null, numpy arrays as lists).
 _CONFIG_JSON = json.dumps(CONFIG)
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
-_SCRIPT_UNSAFE = (
-    ("<", "\\u003c"),
-    (">", "\\u003e"),
-    ("/", "\\u002f"),
-    ("\u2028", "\\u2028"),
-    ("\u2029", "\\u2029"),
-)
+# The characters that could end a <script> element, written as \u escapes, as plotly.io does.
+FIGURE_ESCAPES = (b"<", b">", b"/")
 
 
-def _script_json(value: Any) -> str:
-    """`value` as JSON that is safe inside <script>, byte for byte as plotly.io writes it."""
-    out = orjson.dumps(value, option=_ORJSON_OPTIONS).decode()
-    for unsafe, escaped in _SCRIPT_UNSAFE:
-        if unsafe in out:
-            out = out.replace(unsafe, escaped)
-    return out
+def script_json(value: Any, escapes: tuple[bytes, ...], option: int | None = None) -> str:
+    """`value` as JSON to put inside <script>: the ASCII characters `escapes` and the line
+    separators U+2028 and U+2029 (which end a line of older JavaScript) as \\u escapes.
+
+    The ASCII ones are replaced in orjson's bytes, the separators in the text: a str with any
+    non-ASCII character (a page's "·", "√", "–") is searched several times slower than bytes,
+    but a str whose characters all lie below U+2028 is known not to hold one without a search.
+    """
+    data = orjson.dumps(value, option=option)
+    for char in escapes:
+        if char in data:
+            data = data.replace(char, b"\\u%04x" % ord(char))
+    text = data.decode()
+    for separator in ("\u2028", "\u2029"):
+        if separator in text:
+            text = text.replace(separator, f"\\u{ord(separator):04x}")
+    return text
 
 
 def figure_html(fig: Fig, div_id: str) -> str:
@@ -51,14 +55,16 @@ def figure_html(fig: Fig, div_id: str) -> str:
     for nothing. A fixed div id keeps re-runs on the same data byte-identical.
     """
     height = int(fig.get("layout", {}).get("height") or 450)
+    data = script_json(fig.get("data", []), FIGURE_ESCAPES, _ORJSON_OPTIONS)
+    layout = script_json(fig.get("layout", {}), FIGURE_ESCAPES, _ORJSON_OPTIONS)
     return (
         f'<div style="height:{height}px; width:100%;">                            '
         f'<div id="{div_id}" class="plotly-graph-div" style="height:100%; width:100%;"></div>'
         "            <script>                window.PLOTLYENV=window.PLOTLYENV || {};"
         f'                                if (document.getElementById("{div_id}")) {{'
         f'                    Plotly.newPlot(                        "{div_id}",'
-        f"                        {_script_json(fig.get('data', []))},"
-        f"                        {_script_json(fig.get('layout', {}))},"
+        f"                        {data},"
+        f"                        {layout},"
         f"                        {_CONFIG_JSON}"
         "                    )                };            </script>        </div>"
     )
