@@ -313,10 +313,11 @@ def _fit_lists(fits: pl.DataFrame, marker: str) -> dict[str, list[float | None]]
     if not mine:
         return {}
     keys, ns = fits.get_column("key").to_list(), fits.get_column("n").to_list()
+    at = np.array(mine)
     # One rounding call for the five columns (a call costs more than rounding a page's fits).
-    values = np.array([fits.get_column(c).to_numpy()[mine] for c in ("a", "b", "s", "mx", "sxx")])
+    values = np.array([fits.get_column(c).to_numpy()[at] for c in ("a", "b", "s", "mx", "sxx")])
     a, b, s, mx, sxx = _r_many(values, 6)
-    ts = _r_many(fits.get_column("t").to_numpy()[mine], 5)
+    ts = _r_many(fits.get_column("t").to_numpy()[at], 5)
     return {
         keys[i]: [ra, rb, rs, rmx, rsxx, ns[i], t]
         for i, ra, rb, rs, rmx, rsxx, t in zip(mine, a, b, s, mx, sxx, ts, strict=True)
@@ -359,21 +360,22 @@ def cell_scatter_data(
     ]
     if not mine:
         return None
+    at = np.array(mine)
     # Microseconds since the epoch (the physical value; a cast, as to_physical runs a query).
-    stamps = points["collected_at"].cast(pl.Int64).to_numpy()[mine]
+    stamps = points["collected_at"].cast(pl.Int64).to_numpy()[at]
     # The draws with a complete window, in time order; each point's draw; a draw's value is the
     # same in all its points.
     used, first, slots = np.unique(stamps, return_index=True, return_inverse=True)
     cells: dict[str, dict[str, Any]] = {}
     for key in sorted(keys):
         cells[key] = {"title": titles.get(key) or pesc(key)}
-    # Each cell's values aligned to the draws.
     # The points' feature values and the draws' values, rounded in one call (a call costs more
     # than rounding a page's points).
     rounded = _r_many(
-        np.concatenate([points["x"].to_numpy()[mine], points["y"].to_numpy()[mine][first]])
+        np.concatenate([points["x"].to_numpy()[at], points["y"].to_numpy()[at[first]]])
     )
     xs_rounded, ys_rounded = rounded[: len(mine)], rounded[len(mine) :]
+    # Each cell's values aligned to the draws.
     for i, slot, x in zip(mine, slots.tolist(), xs_rounded, strict=True):
         key = point_keys[i]
         xs = cells[key].get("x")

@@ -41,7 +41,9 @@ def _calendar_pick(diet: pl.DataFrame, logged: np.ndarray) -> tuple[list[str], n
     wanted = [c for c in _CALENDAR_ORDER if c in schema and schema[c].is_numeric()]
     matrix = np.empty((diet.height, len(wanted)), order="F")
     for i, col in enumerate(wanted):
-        matrix[:, i] = diet.get_column(col).cast(pl.Float64).to_numpy()
+        values = diet.get_column(col)
+        # Most are floats already: a cast is a Polars call even when it changes nothing.
+        matrix[:, i] = (values if schema[col] == pl.Float64 else values.cast(pl.Float64)).to_numpy()
     kept = matrix[logged]
     counts = np.count_nonzero(~np.isnan(kept), axis=0).tolist()
     # Largest value with NaN skipped (NaN only when there is none).
