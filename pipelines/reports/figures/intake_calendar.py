@@ -105,11 +105,14 @@ def category_calendar(diet: pl.DataFrame, title: str, dii_params: str = "") -> F
     # big day does not wash out the rest.
     as_float = rounded.astype(np.float64)  # missing as NaN, which sorts last
     n_present = np.count_nonzero(~np.isnan(as_float), axis=1).tolist()
+    # Equal rounded values are the same number (ints for whole ones), so any day at a rank
+    # gives its value: every category's days ordered in one call.
+    ranked = np.argsort(as_float, axis=1)
+    zs: list[list[list[float | None]]] = grid.tolist()
     data: list[dict[str, Any]] = []
     buttons = []
     labels: list[str] = []
     for idx, col in enumerate(cols):
-        z: list[list[float | None]] = grid[idx].tolist()
         n = n_present[idx]
         if col == "dii":
             top = max([abs(v) for v in rounded[idx] if v is not None] + [1.0])
@@ -119,10 +122,7 @@ def category_calendar(diet: pl.DataFrame, title: str, dii_params: str = "") -> F
                 "zmax": top,
             }
         else:
-            # Equal rounded values are the same number (ints for whole ones), so any day at
-            # that rank gives it: a partial sort finds one without ordering the whole row.
-            k = int(0.95 * (n - 1))
-            top = rounded[idx, np.argpartition(as_float[idx], k)[k]] if n else 1.0
+            top = rounded[idx, ranked[idx, int(0.95 * (n - 1))]] if n else 1.0
             scale = {
                 "colorscale": [[0, "#dde3ea"], [0.2, "#c6dbef"], [0.55, "#6baed6"], [1, "#08306b"]],
                 "zmin": 0,
@@ -138,7 +138,7 @@ def category_calendar(diet: pl.DataFrame, title: str, dii_params: str = "") -> F
                 "type": "heatmap",
                 "x": weeks,
                 "y": WEEKDAYS,
-                "z": z,
+                "z": zs[idx],
                 **scale,
                 "xgap": 2,
                 "ygap": 2,
@@ -151,12 +151,14 @@ def category_calendar(diet: pl.DataFrame, title: str, dii_params: str = "") -> F
                 ),
             }
         )
+        visible = [False] * len(cols)
+        visible[idx] = True
         buttons.append(
             {
                 "label": label,
                 "method": "update",
                 "args": [
-                    {"visible": [k == idx for k in range(len(cols))]},
+                    {"visible": visible},
                     {"title.text": f"{title}: {label}"},
                 ],
             }
