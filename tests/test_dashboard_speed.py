@@ -924,7 +924,7 @@ def test_quality_counts_and_median_equal_the_queries_they_replace() -> None:
             schema={"logged": pl.Boolean, "dii_params": pl.Int64},
         )
         s = dashboards.PersonSummary(person_id="p", crp=crp, diet=diet)
-        html = rperson._quality_checks(s)
+        html = rperson._quality_checks(s, rperson.logged_rule_text(diet))
         counts = crp.select(
             (pl.col("excluded_reason") == "post_acute_washout").sum().alias("washout"),
             (pl.col("excluded_reason") == "merged_into_visit").sum().alias("merged"),

@@ -13,6 +13,7 @@ import re
 import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -602,6 +603,41 @@ def test_plotly_json_cannot_close_script_tag() -> None:
         assert "</script><script>alert" not in out
         assert "<script>alert" not in out
         assert out.count("</script>") == 1
+
+
+def test_figure_html_is_plotly_to_html() -> None:
+    # figure_html writes plotly.io.to_html's markup itself: the same bytes, for text that could
+    # close the <script> element or end a JavaScript line, NaN, numpy arrays and dates.
+    import plotly.io as pio
+
+    figs: list[dict[str, Any]] = [
+        {
+            "data": [
+                {
+                    "type": "scatter",
+                    "x": np.array([1.5, 2.0]),
+                    "y": [float("nan"), 1e-9],
+                    "name": XSS_FOOD,
+                    "text": ["mg/L", "a\u2028b\u2029c", date(2025, 1, 2)],
+                }
+            ],
+            "layout": {"title": {"text": XSS_FOOD}, "height": 333},
+        },
+        {"data": [], "layout": {}},
+    ]
+    for fig in figs:
+        height = int(fig["layout"].get("height") or 450)
+        expected = pio.to_html(
+            fig,
+            validate=False,
+            full_html=False,
+            include_plotlyjs=False,
+            config=frender.CONFIG,
+            div_id="d",
+            default_width="100%",
+            default_height=f"{height}px",
+        )
+        assert frender.figure_html(fig, "d") == expected
 
 
 def test_empty_inputs_render(tmp_path: Path) -> None:

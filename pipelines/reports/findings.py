@@ -19,6 +19,7 @@ from pipelines.reports.html import (
     dii_params_text,
     empty,
     esc,
+    esc_text,
     feature_label,
     feature_noun,
     feature_order,
@@ -194,6 +195,7 @@ _TABLE_HEAD, _TABLE_TAIL = str(
     table(["Finding (95% CI, q, n)", "Status", "Method", "Note"], [])
 ).split("</tbody>")
 _SIGNIFICANT_ROW = ' class="row-significant"'
+_CAVEAT = caveat()
 
 
 def _findings_table(
@@ -203,10 +205,10 @@ def _findings_table(
     about 150: each row is one string (a list of cells per row for `table` cost more than the
     sentences in them)."""
     # Methods and notes repeat from row to row: each distinct one is escaped once.
-    esc_repeated = cache(esc)
+    esc_repeated = cache(esc_text)
     rows = "".join(
-        f"<tr{_SIGNIFICANT_ROW if r.get('status') == 'significant' else ''}>"
-        f"<td>{esc(sentence(r))} {caveat()}</td><td>{status_badge(r.get('status'))}</td>"
+        f"<tr{_SIGNIFICANT_ROW if (status := r.get('status')) == 'significant' else ''}>"
+        f"<td>{esc_text(sentence(r))} {_CAVEAT}</td><td>{status_badge(status)}</td>"
         f"<td>{esc_repeated(r.get('method') or '')}</td>"
         f"<td>{esc_repeated(r.get('note') or '')}</td></tr>"
         for r in ordered

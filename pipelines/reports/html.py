@@ -222,7 +222,13 @@ def esc(value: object) -> Markup:
     pages stay byte-identical to those written before. Beware `str + Markup`: markupsafe escapes
     the str side, so pieces are joined in f-strings or with "".join.
     """
-    return Markup(html.escape("" if value is None else str(value), quote=True))
+    return Markup(esc_text(value))
+
+
+def esc_text(value: object) -> str:
+    """`esc` as a plain str, for code that joins many escaped pieces into one string of HTML and
+    wraps that once (a Markup per piece cost as much as the escaping)."""
+    return html.escape("" if value is None else str(value), quote=True)
 
 
 def pesc(value: object) -> str:

@@ -10,7 +10,6 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-import orjson
 import polars as pl
 
 from pipelines.reports.figures.base import LOG_TICKS, TEMPLATE, _r_many
@@ -19,7 +18,7 @@ from pipelines.reports.figures.heatmap import (
     heatmap_axes,
     window_key,
 )
-from pipelines.reports.figures.render import CONFIG
+from pipelines.reports.figures.render import CONFIG, script_json
 from pipelines.reports.html import (
     feature_label,
     feature_order,
@@ -310,21 +309,18 @@ def initial_cells(findings: pl.DataFrame, points: pl.DataFrame) -> pl.DataFrame:
 def _fit_lists(fits: pl.DataFrame, marker: str) -> dict[str, list[float | None]]:
     """One marker's rows of a person's `cell_fits` as `CELL_SCRIPT` reads them, per cell key:
     [a, b, s, mean x, Sxx, n, t_0.975,n-2], rounded."""
-    names = ("key", "n", "a", "b", "s", "mx", "sxx", "t")
-    mine = [
-        r
-        for r in zip(fits["marker"].to_list(), *(fits[c].to_list() for c in names), strict=True)
-        if r[0] == marker
-    ]
+    mine = [i for i, m in enumerate(fits.get_column("marker").to_list()) if m == marker]
     if not mine:
         return {}
-    _, keys, ns, *values, t = (list(column) for column in zip(*mine, strict=True))
+    keys, ns = fits.get_column("key").to_list(), fits.get_column("n").to_list()
+    at = np.array(mine)
     # One rounding call for the five columns (a call costs more than rounding a page's fits).
-    a, b, s, mx, sxx = _r_many(np.array(values, dtype=np.float64), 6)
-    ts = _r_many(t, 5)
+    values = np.array([fits.get_column(c).to_numpy()[at] for c in ("a", "b", "s", "mx", "sxx")])
+    a, b, s, mx, sxx = _r_many(values, 6)
+    ts = _r_many(fits.get_column("t").to_numpy()[at], 5)
     return {
-        key: [ra, rb, rs, rmx, rsxx, n, t]
-        for key, ra, rb, rs, rmx, rsxx, n, t in zip(keys, a, b, s, mx, sxx, ns, ts, strict=True)
+        keys[i]: [ra, rb, rs, rmx, rsxx, ns[i], t]
+        for i, ra, rb, rs, rmx, rsxx, t in zip(mine, a, b, s, mx, sxx, ts, strict=True)
     }
 
 
@@ -353,37 +349,39 @@ def cell_scatter_data(
     if not features:
         return None
     cols = [window_key(w) for w in wins]
-    keys = {cell_key(f, w) for f in features for w in wins}
-    # A few hundred points a page: plain lists (a Polars query costs more than this loop).
+    keys = {f"{f}|{c}" for f in features for c in cols}  # `cell_key` of each cell
+    # A few hundred points a page: the marker and key tests in a plain loop (a Polars query
+    # costs more than it), the numbers as arrays.
+    point_keys = points["key"].to_list()
     mine = [
-        (key, stamp, x, y)
-        for m, key, stamp, x, y in zip(
-            points["marker"].to_list(),
-            points["key"].to_list(),
-            # Microseconds since the epoch (the physical value; a cast, as to_physical
-            # runs a query).
-            points["collected_at"].cast(pl.Int64).to_list(),
-            points["x"].to_list(),
-            points["y"].to_list(),
-            strict=True,
-        )
+        i
+        for i, (m, key) in enumerate(zip(points["marker"].to_list(), point_keys, strict=True))
         if m == marker and key in keys
     ]
     if not mine:
         return None
-    # The draws with a complete window, in time order (microseconds since the epoch).
-    used = sorted({stamp for _, stamp, _, _ in mine})
-    slot = {stamp: i for i, stamp in enumerate(used)}
-    value_at = {stamp: y for _, stamp, _, y in mine}
+    at = np.array(mine)
+    # Microseconds since the epoch (the physical value; a cast, as to_physical runs a query).
+    stamps = points["collected_at"].cast(pl.Int64).to_numpy()[at]
+    # The draws with a complete window, in time order; each point's draw; a draw's value is the
+    # same in all its points.
+    used, first, slots = np.unique(stamps, return_index=True, return_inverse=True)
     cells: dict[str, dict[str, Any]] = {}
     for key in sorted(keys):
         cells[key] = {"title": titles.get(key) or pesc(key)}
+    # The points' feature values and the draws' values, rounded in one call (a call costs more
+    # than rounding a page's points).
+    rounded = _r_many(
+        np.concatenate([points["x"].to_numpy()[at], points["y"].to_numpy()[at[first]]])
+    )
+    xs_rounded, ys_rounded = rounded[: len(mine)], rounded[len(mine) :]
     # Each cell's values aligned to the draws.
-    for (key, stamp, _, _), x in zip(mine, _r_many([p[2] for p in mine]), strict=True):
+    for i, slot, x in zip(mine, slots.tolist(), xs_rounded, strict=True):
+        key = point_keys[i]
         xs = cells[key].get("x")
         if xs is None:
             xs = cells[key]["x"] = [None] * len(used)
-        xs[slot[stamp]] = x
+        xs[slot] = x
     for key, fit in _fit_lists(fits, marker).items():
         if "x" in cells.get(key, {}):
             cells[key]["fit"] = fit
@@ -392,8 +390,8 @@ def cell_scatter_data(
         "target": target,
         "marker": pesc(marker_name),
         "unit": pesc(unit),
-        "dates": [(_EPOCH + timedelta(microseconds=t)).strftime("%Y-%m-%d") for t in used],
-        "y": _r_many([value_at[t] for t in used]),
+        "dates": [(_EPOCH + timedelta(microseconds=t)).strftime("%Y-%m-%d") for t in used.tolist()],
+        "y": ys_rounded,
         "rows": features,
         "cols": cols,
         "ylabels": [pesc(feature_label(f)) for f in features],
@@ -413,13 +411,8 @@ def cell_data_script(maps: dict[str, dict[str, Any]]) -> str:
         return ""
     # orjson, as plotly.io encodes the figures: the standard library's encoder was a
     # millisecond a page. Values are rounded by `_r_many` first, so no NaN reaches it.
-    blob = orjson.dumps({"layout": SCATTER_LAYOUT, "config": CONFIG, "maps": maps}).decode()
-    blob = (
-        blob.replace("<", "\\u003c")
-        .replace(">", "\\u003e")
-        .replace("&", "\\u0026")
-        .replace("\u2028", "\\u2028")
-        .replace("\u2029", "\\u2029")
+    blob = script_json(
+        {"layout": SCATTER_LAYOUT, "config": CONFIG, "maps": maps}, (b"<", b">", b"&")
     )
     return (
         f'<script type="application/json" id="{CELL_DATA_ID}">{blob}</script>'

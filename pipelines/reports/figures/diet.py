@@ -58,16 +58,19 @@ def weekly_diet(diet: pl.DataFrame) -> pl.DataFrame:
     return weekly.upsample("week", every="1w", group_by="person_id", maintain_order=True)
 
 
-def _diet_series(weekly: pl.DataFrame) -> list[tuple[str, bool, bool]]:
-    """Headline series always (when present), other categories with any intake as legend-only."""
-    # Column by column with Series methods: a query over every column, for the counts and again
-    # for the maxima, cost more than reading the few columns used.
-    present = [c for c, _, _ in HEADLINE_DIET if c in weekly.columns and weekly[c].count()]
+def _diet_series(
+    weekly: pl.DataFrame, values: dict[str, np.ndarray]
+) -> list[tuple[str, bool, bool]]:
+    """Headline series always (when present), other categories with any intake as legend-only.
+
+    `values` holds each candidate column of `weekly` as floats (null as NaN, which a maximum
+    skips, as Polars' does)."""
+    present = [c for c, _, _ in HEADLINE_DIET if c in values and weekly[c].count()]
     series = [(c, vis, sec) for c, vis, sec in HEADLINE_DIET if c in present]
     for cat in CATEGORIES:
         col = f"{cat}_servings"
-        if col in weekly.columns and col not in present:
-            top = weekly[col].max()
+        if col in values and col not in present:
+            top = float(np.fmax.reduce(values[col]))
             if is_num(top) and top > 0:
                 series.append((col, False, False))
     return series
@@ -98,7 +101,9 @@ def _date_numbers(series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def _logged_mask(diet: pl.DataFrame) -> np.ndarray:
     """The logged days as a boolean array (a null flag counts as not logged)."""
-    logged = diet.get_column("logged").cast(pl.Boolean)
+    logged = diet.get_column("logged")
+    if logged.dtype != pl.Boolean:
+        logged = logged.cast(pl.Boolean)
     if logged.null_count():
         logged = logged.fill_null(False)
     return logged.to_numpy().astype(bool, copy=False)
@@ -119,10 +124,21 @@ _NO_PANEL = _DietPanel([], False, [], [], {})
 
 def _diet_panel(weekly: pl.DataFrame) -> _DietPanel:
     """The series drawn of a person's `weekly_diet` (`_diet_series`) and their rounded means."""
-    series = _diet_series(weekly) if not weekly.is_empty() else []
+    if weekly.is_empty():
+        return _NO_PANEL
+    # Every column the panel may draw, read once: a Polars call per column and question (its
+    # count, its maximum, its values) cost more than the rest of the panel.
+    columns = set(weekly.columns)
+    candidates = [c for c, _, _ in HEADLINE_DIET] + [f"{cat}_servings" for cat in CATEGORIES]
+    values = {
+        c: weekly.get_column(c).to_numpy().astype(np.float64, copy=False)
+        for c in [*candidates, "dii"]
+        if c in columns
+    }
+    series = _diet_series(weekly, values)
     if not series:
         return _NO_PANEL
-    with_dii = "dii" in weekly.columns and weekly["dii"].count() > 0
+    with_dii = "dii" in values and weekly["dii"].count() > 0
     drawn = [c for c, _, _ in series] + (["dii"] if with_dii else [])
     return _DietPanel(
         series,
@@ -135,7 +151,7 @@ def _diet_panel(weekly: pl.DataFrame) -> _DietPanel:
         dict(
             zip(
                 drawn,
-                _r_many(np.array([weekly.get_column(c).to_numpy() for c in drawn])),
+                _r_many(np.array([values[c] for c in drawn])),
                 strict=True,
             )
         ),

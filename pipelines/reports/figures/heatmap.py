@@ -5,6 +5,7 @@ cells are what the scatter of `cell_scatter` is drawn for.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from pipelines.reports.figures.base import Fig, _layout, _r
@@ -29,11 +30,12 @@ def window_key(w: object) -> str:
 
 def heatmap_axes(rows: list[dict[str, Any]]) -> tuple[list[str], list[int | None]]:
     """Row (feature) and column (window) order of the lag heatmap, shared with its click data."""
+    # A few dozen distinct values among a page's 150 rows: each is converted once.
     features = sorted(
-        {str(r["feature"]) for r in rows if r.get("feature") is not None}, key=feature_order
+        {str(f) for f in {r.get("feature") for r in rows} if f is not None}, key=feature_order
     )
     windows = sorted(
-        {int(r["window_days"]) if is_num(r.get("window_days")) else None for r in rows},
+        {int(w) if is_num(w) else None for w in {r.get("window_days") for r in rows}},
         key=lambda w: (w is None, w or 0),
     )
     return features, windows
@@ -59,21 +61,26 @@ def lag_heatmap(rows: list[dict[str, Any]], title: str) -> Fig | None:
     text = [[""] * len(windows) for _ in features]
     hover = [["not tested"] * len(windows) for _ in features]
     sig_cells: list[tuple[int, int]] = []
+    # Notes repeat from cell to cell ("5 complete windows; ..."): each is escaped once.
+    note_text = cache(pesc)
     for r in rows:
-        if r["feature"] is None:
+        feature, w = r["feature"], r["window_days"]
+        if feature is None:
             continue
-        i = zi[str(r["feature"])]
-        j = wi[int(r["window_days"]) if is_num(r["window_days"]) else None]
+        i = zi[str(feature)]
+        j = wi[int(w) if is_num(w) else None]
         status = r.get("status") or "unknown"
         n = r.get("n")
-        n_txt = f"n = {n}" if is_num(n) else "n unknown"
+        if is_num(n):
+            n_txt, n_cell = f"n = {n}", f"<br><span style='font-size:9px'>n={int(n)}</span>"
+        else:
+            n_txt, n_cell = "n unknown", ""
         effect = r.get("effect_pct")
-        n_cell = f"<br><span style='font-size:9px'>n={int(n)}</span>" if is_num(n) else ""
         if status == "insufficient_data" or not is_num(effect):
             text[i][j] = f"–{n_cell}"
             hover[i][j] = f"{ylabels[i]}, {xlabels[j]}<br>not enough data ({n_txt})"
-            if r.get("note"):
-                hover[i][j] += f"<br>{pesc(r['note'])}"
+            if note := r.get("note"):
+                hover[i][j] += f"<br>{note_text(note)}"
             continue
         z[i][j] = _r(effect)
         star = "*" if status == "significant" else ""

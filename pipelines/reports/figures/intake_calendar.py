@@ -41,7 +41,9 @@ def _calendar_pick(diet: pl.DataFrame, logged: np.ndarray) -> tuple[list[str], n
     wanted = [c for c in _CALENDAR_ORDER if c in schema and schema[c].is_numeric()]
     matrix = np.empty((diet.height, len(wanted)), order="F")
     for i, col in enumerate(wanted):
-        matrix[:, i] = diet.get_column(col).cast(pl.Float64).to_numpy()
+        values = diet.get_column(col)
+        # Most are floats already: a cast is a Polars call even when it changes nothing.
+        matrix[:, i] = (values if schema[col] == pl.Float64 else values.cast(pl.Float64)).to_numpy()
     kept = matrix[logged]
     counts = np.count_nonzero(~np.isnan(kept), axis=0).tolist()
     # Largest value with NaN skipped (NaN only when there is none).
@@ -103,11 +105,14 @@ def category_calendar(diet: pl.DataFrame, title: str, dii_params: str = "") -> F
     # big day does not wash out the rest.
     as_float = rounded.astype(np.float64)  # missing as NaN, which sorts last
     n_present = np.count_nonzero(~np.isnan(as_float), axis=1).tolist()
+    # Equal rounded values are the same number (ints for whole ones), so any day at a rank
+    # gives its value: every category's days ordered in one call.
+    ranked = np.argsort(as_float, axis=1)
+    zs: list[list[list[float | None]]] = grid.tolist()
     data: list[dict[str, Any]] = []
     buttons = []
     labels: list[str] = []
     for idx, col in enumerate(cols):
-        z: list[list[float | None]] = grid[idx].tolist()
         n = n_present[idx]
         if col == "dii":
             top = max([abs(v) for v in rounded[idx] if v is not None] + [1.0])
@@ -117,10 +122,7 @@ def category_calendar(diet: pl.DataFrame, title: str, dii_params: str = "") -> F
                 "zmax": top,
             }
         else:
-            # Equal rounded values are the same number (ints for whole ones), so any day at
-            # that rank gives it: a partial sort finds one without ordering the whole row.
-            k = int(0.95 * (n - 1))
-            top = rounded[idx, np.argpartition(as_float[idx], k)[k]] if n else 1.0
+            top = rounded[idx, ranked[idx, int(0.95 * (n - 1))]] if n else 1.0
             scale = {
                 "colorscale": [[0, "#dde3ea"], [0.2, "#c6dbef"], [0.55, "#6baed6"], [1, "#08306b"]],
                 "zmin": 0,
@@ -136,7 +138,7 @@ def category_calendar(diet: pl.DataFrame, title: str, dii_params: str = "") -> F
                 "type": "heatmap",
                 "x": weeks,
                 "y": WEEKDAYS,
-                "z": z,
+                "z": zs[idx],
                 **scale,
                 "xgap": 2,
                 "ygap": 2,
@@ -149,12 +151,14 @@ def category_calendar(diet: pl.DataFrame, title: str, dii_params: str = "") -> F
                 ),
             }
         )
+        visible = [False] * len(cols)
+        visible[idx] = True
         buttons.append(
             {
                 "label": label,
                 "method": "update",
                 "args": [
-                    {"visible": [k == idx for k in range(len(cols))]},
+                    {"visible": visible},
                     {"title.text": f"{title}: {label}"},
                 ],
             }

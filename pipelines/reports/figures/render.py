@@ -4,9 +4,10 @@ shared plotly.min.js. Used by every page slot that shows a figure (`pages.common
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-import plotly.io as pio
+import orjson
 
 from pipelines.reports.figures.base import Fig
 
@@ -18,31 +19,58 @@ CONFIG: dict[str, Any] = {
     "toImageButtonOptions": {"format": "png", "scale": 2},
 }
 
+# What plotly.io.to_html writes: the config with the standard library's encoder (its spaces
+# included), the data and layout with orjson (NaN as null, numpy arrays as lists).
+_CONFIG_JSON = json.dumps(CONFIG)
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+# The characters that could end a <script> element, written as \u escapes, as plotly.io does.
+FIGURE_ESCAPES = (b"<", b">", b"/")
+
+
+def script_json(value: Any, escapes: tuple[bytes, ...], option: int | None = None) -> str:
+    """`value` as JSON to put inside <script>: the ASCII characters `escapes` and the line
+    separators U+2028 and U+2029 (which end a line of older JavaScript) as \\u escapes.
+
+    The ASCII ones are replaced in orjson's bytes, the separators in the text: a str with any
+    non-ASCII character (a page's "·", "√", "–") is searched several times slower than bytes,
+    but a str whose characters all lie below U+2028 is known not to hold one without a search.
+    """
+    data = orjson.dumps(value, option=option)
+    for char in escapes:
+        if char in data:
+            data = data.replace(char, b"\\u%04x" % ord(char))
+    text = data.decode()
+    for separator in ("\u2028", "\u2029"):
+        if separator in text:
+            text = text.replace(separator, f"\\u{ord(separator):04x}")
+    return text
+
 
 def figure_html(fig: Fig, div_id: str) -> str:
     """Embed a figure without plotly.js (pages load the shared plotly.min.js).
 
-    A fixed div id keeps re-runs on the same data byte-identical. Plotly's JSON encoder escapes
-    "</" (as \\u003c\\u002f) so text cannot close the surrounding <script> tag. Figures are
-    plain dicts built by this package, so plotly's validation is skipped.
+    The markup is plotly.io.to_html's (full_html=False, include_plotlyjs=False, width 100%,
+    the layout's height or 450 px), its whitespace included, written here: figures are plain
+    dicts built by this package, so plotly's validation and its encoder's fallbacks were work
+    for nothing. A fixed div id keeps re-runs on the same data byte-identical.
     """
     height = int(fig.get("layout", {}).get("height") or 450)
-    out: str = pio.to_html(
-        fig,
-        validate=False,
-        full_html=False,
-        include_plotlyjs=False,
-        config=CONFIG,
-        div_id=div_id,
-        default_width="100%",
-        default_height=f"{height}px",
+    data = script_json(fig.get("data", []), FIGURE_ESCAPES, _ORJSON_OPTIONS)
+    layout = script_json(fig.get("layout", {}), FIGURE_ESCAPES, _ORJSON_OPTIONS)
+    return (
+        f'<div style="height:{height}px; width:100%;">                            '
+        f'<div id="{div_id}" class="plotly-graph-div" style="height:100%; width:100%;"></div>'
+        "            <script>                window.PLOTLYENV=window.PLOTLYENV || {};"
+        f'                                if (document.getElementById("{div_id}")) {{'
+        f'                    Plotly.newPlot(                        "{div_id}",'
+        f"                        {data},"
+        f"                        {layout},"
+        f"                        {_CONFIG_JSON}"
+        "                    )                };            </script>        </div>"
     )
-    return out
 
 
 def _json_engine() -> str:
-    """The engine plotly.io encodes figure JSON with, which the page key records (the bytes
-    depend on it): "auto" is orjson, installed with this project; "json" when a user sets
-    plotly.io.json.config.default_engine so."""
-    engine = str(pio.json.config.default_engine)
-    return "orjson" if engine == "auto" else engine
+    """The engine figure JSON is encoded with, which the page key records (the bytes depend on
+    it): orjson, always (`figure_html` calls it directly)."""
+    return "orjson"

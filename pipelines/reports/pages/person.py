@@ -91,7 +91,8 @@ def _sufficiency_rows(s: PersonSummary) -> list[dict[str, str]]:
     return rows
 
 
-def _summary_cards(s: PersonSummary) -> list[Markup]:
+def _summary_cards(s: PersonSummary, logged_rule: str) -> list[Markup]:
+    """The cards atop the page; `logged_rule` is `logged_rule_text(s.diet)`."""
     t = s.trend
     baseline = t.get("baseline")
     change = t.get("latest_change_pct")
@@ -133,7 +134,7 @@ def _summary_cards(s: PersonSummary) -> list[Markup]:
         card(
             "Data coverage",
             _coverage_html(s),
-            esc(f"How a day counts as logged: {logged_rule_text(s.diet)}"),
+            esc(f"How a day counts as logged: {logged_rule}"),
         ),
         card(
             "Findings",
@@ -144,8 +145,9 @@ def _summary_cards(s: PersonSummary) -> list[Markup]:
     ]
 
 
-def _quality_checks(s: PersonSummary) -> Markup:
-    """The data-quality checks of a person's data, as a table."""
+def _quality_checks(s: PersonSummary, logged_rule: str) -> Markup:
+    """The data-quality checks of a person's data, as a table; `logged_rule` is
+    `logged_rule_text(s.diet)`."""
     crp = s.crp
     # Rows where each condition holds (null counts as not); in Python, as a person has a few
     # draws and a query per count cost more than the rest of this table.
@@ -163,7 +165,7 @@ def _quality_checks(s: PersonSummary) -> Markup:
             "Days with a diet log",
             esc(f"{s.days_logged} of {s.days_in_range}" if s.days_in_range else "none"),
         ),
-        ("How a day counts as logged", esc(logged_rule_text(s.diet))),
+        ("How a day counts as logged", esc(logged_rule)),
         (
             "Diet date range",
             esc(f"{s.first_day} to {s.last_day}" if s.first_day else "none"),
@@ -349,9 +351,11 @@ def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: li
     category_calendar = figures.category_calendar(
         s.diet, "Daily intake", dii_params=dii_params_text(s.dii_params)
     )
+    # Shown on a card and in the data-quality table.
+    logged_rule = logged_rule_text(s.diet)
     body = render(
         "person.html",
-        cards=_summary_cards(s),
+        cards=_summary_cards(s, logged_rule),
         marker=marker_label(s.headline),
         bands=s.headline == CATEGORY_MARKER,
         timeline=_fig(timeline, "timeline", "No CRP draws or diet log for this person yet."),
@@ -368,7 +372,7 @@ def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: li
             "No food-group intake logged for this person yet.",
         ),
         warnings=_warn_list(s.warnings),
-        checks=_quality_checks(s),
+        checks=_quality_checks(s, logged_rule),
         global_warnings=_warn_list(global_warnings) if global_warnings else None,
         index=INDEX,
         rejected=_rejected_table(d),
