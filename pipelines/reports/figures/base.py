@@ -67,16 +67,6 @@ def _r(x: object, digits: int = 3) -> float | None:
 _POW10 = np.array([float(10**k) for k in range(23)])
 
 
-def _product_error(a: np.ndarray, b: np.ndarray, product: np.ndarray) -> np.ndarray:
-    """The exact a * b minus its rounded `product` (Dekker's two-product with Veltkamp's split:
-    exact for doubles far from overflow and underflow)."""
-    split = 134217729.0  # 2**27 + 1
-    a_hi = a * split - (a * split - a)
-    b_hi = b * split - (b * split - b)
-    a_lo, b_lo = a - a_hi, b - b_hi
-    return ((a_hi * b_hi - product) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo  # type: ignore[no-any-return]
-
-
 def _r_many(values: np.ndarray | pl.Series | Sequence[float | None], digits: int = 3) -> list[Any]:
     """`_r` of every value (None and NaN read as missing), as a list of the same shape (a 2-D
     array gives a list of rows): `_r_array` as lists."""
@@ -96,14 +86,11 @@ def _r_array(
 
     How: whole numbers stay as they are
     (`_r` rounds to at least 2 decimals). Otherwise `round(v, nd)` is the double nearest to the
-    decimal obtained by rounding the exact v at nd decimals (half to even), N / 10**nd with N
-    the exact v * 10**nd rounded to an integer; numpy reproduces it when 10**nd is exact
-    (nd <= 22) and N / 10**nd is one correctly rounded division. The product y = v * 10**nd is
-    rounded once, and rounding is monotonic, so below 2**40 the exact product lies on the same
-    side of a .5 as y unless y is that .5 itself: there the product's rounding error (Dekker's
-    exact product) says which side, and none means a true tie. log10 is only trusted away from
-    integers (numpy's and libm's may differ by an ulp). Values near powers of ten and huge or
-    tiny magnitudes go through `_r`.
+    decimal obtained by rounding the exact v at nd decimals; numpy reproduces it when v * 10**nd
+    (one rounding, error under 2**-13 below 2**40) is far from a .5 tie, 10**nd is exact
+    (nd <= 22) and N / 10**nd is one correctly rounded division. log10 is only trusted away from
+    integers (numpy's and libm's may differ by an ulp). Near-ties, values near powers of ten and
+    huge or tiny magnitudes go through `_r`.
     """
     a = np.asarray(values, dtype=np.float64)
     shape, a = a.shape, a.ravel()
@@ -115,13 +102,8 @@ def _r_array(
         ok = finite & ~whole_in & (np.abs(lg - np.rint(lg)) > 1e-9) & (nd <= 22)
         scale = _POW10[np.where(ok, nd, 0).astype(np.intp)]
         y = a * scale
-        ok &= np.abs(y) < 2.0**40
-        rounded = np.rint(y)  # half to even: right for a true tie
-        tie = ok & (y - np.floor(y) == 0.5)
-        if tie.any():
-            error = _product_error(a[tie], scale[tie], y[tie])
-            rounded[tie] = np.where(error == 0, rounded[tie], np.floor(y[tie]) + (error > 0))
-        res = np.where(whole_in, a, rounded / scale)
+        ok &= (np.abs(y) < 2.0**40) & (np.abs(y - np.floor(y) - 0.5) > 1e-3)
+        res = np.where(whole_in, a, np.rint(y) / scale)
         ok |= whole_in
         whole = ok & (res == np.floor(res)) & (np.abs(res) < 1e15)
     # Whole numbers as Python ints: an object array takes them in one assignment.
