@@ -27,7 +27,6 @@ import plotly
 import polars as pl
 
 from pipelines.fingerprint import fingerprint
-from pipelines.reports.figures.render import _json_engine
 from pipelines.reports.inputs import DashboardInputs, _normalise
 from pipelines.reports.pages.common import _global_quality
 from pipelines.reports.people import _page_tables
@@ -55,9 +54,9 @@ def _unclocked(text: str) -> str:
 def reports_code_fingerprint() -> str:
     """A hash of this package and of the library versions whose output is in the pages."""
     here = Path(__file__).resolve().parent
-    # Polars (the frames pages are built from), plotly (its HTML around each figure) and orjson
-    # (the figures' JSON).
-    versions = [pl.__version__, plotly.__version__, orjson.__version__, _json_engine()]
+    # Polars (the frames pages are built from), plotly (the plotly.min.js shipped beside the pages)
+    # and orjson (the figures' JSON).
+    versions = [pl.__version__, plotly.__version__, orjson.__version__]
     # Every module of the package, subpackages included, and the page templates: a page builder,
     # a figure or a template's text changes pages.
     return fingerprint(sorted([*here.rglob("*.py"), *here.rglob("*.html")]), *versions)

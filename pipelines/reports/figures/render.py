@@ -4,7 +4,6 @@ shared plotly.min.js. Used by every page slot that shows a figure (`pages.common
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import orjson
@@ -18,12 +17,11 @@ CONFIG: dict[str, Any] = {
     "modeBarButtonsToRemove": ["lasso2d", "select2d"],
     "toImageButtonOptions": {"format": "png", "scale": 2},
 }
+_CONFIG_JSON = orjson.dumps(CONFIG).decode()
 
-# What plotly.io.to_html writes: the config with the standard library's encoder (its spaces
-# included), the data and layout with orjson (NaN as null, numpy arrays as lists).
-_CONFIG_JSON = json.dumps(CONFIG)
+# NaN as null, numpy arrays as lists: what plotly.js reads.
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
-# The characters that could end a <script> element, written as \u escapes, as plotly.io does.
+# The characters that could end a <script> element, written as \u escapes.
 FIGURE_ESCAPES = (b"<", b">", b"/")
 
 
@@ -47,30 +45,18 @@ def script_json(value: Any, escapes: tuple[bytes, ...], option: int | None = Non
 
 
 def figure_html(fig: Fig, div_id: str) -> str:
-    """Embed a figure without plotly.js (pages load the shared plotly.min.js).
+    """Embed a figure without plotly.js (pages load the shared plotly.min.js): a div of the
+    layout's height (450 px by default) and one `Plotly.newPlot` call.
 
-    The markup is plotly.io.to_html's (full_html=False, include_plotlyjs=False, width 100%,
-    the layout's height or 450 px), its whitespace included, written here: figures are plain
-    dicts built by this package, so plotly's validation and its encoder's fallbacks were work
-    for nothing. A fixed div id keeps re-runs on the same data byte-identical.
+    Figures are plain dicts built by this package, so they are serialised as they are, without
+    plotly.py's validation. A fixed div id keeps re-runs on the same data byte-identical.
     """
     height = int(fig.get("layout", {}).get("height") or 450)
     data = script_json(fig.get("data", []), FIGURE_ESCAPES, _ORJSON_OPTIONS)
     layout = script_json(fig.get("layout", {}), FIGURE_ESCAPES, _ORJSON_OPTIONS)
     return (
-        f'<div style="height:{height}px; width:100%;">                            '
+        f'<div style="height:{height}px; width:100%;">'
         f'<div id="{div_id}" class="plotly-graph-div" style="height:100%; width:100%;"></div>'
-        "            <script>                window.PLOTLYENV=window.PLOTLYENV || {};"
-        f'                                if (document.getElementById("{div_id}")) {{'
-        f'                    Plotly.newPlot(                        "{div_id}",'
-        f"                        {data},"
-        f"                        {layout},"
-        f"                        {_CONFIG_JSON}"
-        "                    )                };            </script>        </div>"
+        f'<script>Plotly.newPlot("{div_id}", {data}, {layout}, {_CONFIG_JSON});</script>'
+        "</div>"
     )
-
-
-def _json_engine() -> str:
-    """The engine figure JSON is encoded with, which the page key records (the bytes depend on
-    it): orjson, always (`figure_html` calls it directly)."""
-    return "orjson"
