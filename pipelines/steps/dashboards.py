@@ -3,7 +3,9 @@ rejected rows grouped, each source's freshness per person (`pipelines.reports` r
 never touches DuckDB); and the step's plan: which person pages to render (`update_dashboards`).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -11,15 +13,16 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from pipelines.incremental import PersonPlan, plan_people, record
+from pipelines.incremental import PersonPlan, full_salt, plan_people, record
 from pipelines.reports.dashboards import (
     DashboardInputs,
     PageInputs,
+    PersonGroups,
     diet_columns_shown,
-    page_inputs,
+    shared_page_inputs,
     write_dashboards,
 )
-from pipelines.reports.inputs import SCHEMAS
+from pipelines.reports.inputs import SCHEMAS, person_order
 from pipelines.schema import REJECT_EXAMPLES, REJECT_VALUE_SHOWN
 from pipelines.steps import sql
 from pipelines.warehouse import Warehouse, table_exists
@@ -146,82 +149,164 @@ def _between_dii_params(conn: duckdb.DuckDBPyConnection) -> tuple[int, int] | No
     return (int(row[0]), int(row[1])) if row and row[0] is not None else None
 
 
-# What a person page reads of `biometrics`: the daily outcomes (readings with a scale; Cronometer's
-# weight and blood pressure have none) of people followed over time.
-_OUTCOMES = (
-    "SELECT person_id, day, metric, value, unit, scale FROM biometrics "
-    f"WHERE scale IS NOT NULL AND person_id IN ({_FOLLOWED}) ORDER BY ALL"
+# The people of a read (a registered frame `_group`: person_id, followed): the tables are read
+# for them only, and those that hold cross-sectional members for the followed ones only.
+_IN_GROUP = "person_id IN (SELECT person_id FROM _group)"
+_FOLLOWED_IN_GROUP = "person_id IN (SELECT person_id FROM _group WHERE followed)"
+
+
+def _read(conn: duckdb.DuckDBPyConnection, name: str, where: str = "true") -> pl.DataFrame:
+    """`name`'s rows that pass `where`, with the columns pages read, in a fixed order.
+
+    In a fixed order: DuckDB scans in parallel and the per-person steps update their tables in
+    place, so an unordered read differs from run to run. Pages (and their content keys) must
+    depend on the data only, or every page would be rendered again every night."""
+    if not table_exists(conn, name):
+        return pl.DataFrame()
+    columns = "*"
+    if name in _SHOWN:
+        in_table = [d[0] for d in conn.execute(f"SELECT * FROM {name} LIMIT 0").description]
+        shown = _SHOWN[name](in_table)
+        columns = ", ".join('"' + c.replace('"', '""') + '"' for c in shown) or "*"
+    order = _ORDER.get(name, "ALL")
+    return conn.execute(f"SELECT {columns} FROM {name} WHERE {where} ORDER BY {order}").pl()
+
+
+def _page_people(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Everyone with a person page (person_id, in page order) and whether they are followed over
+    time: people with a diet log or a dated draw get a page; members of cross-sectional cohorts
+    (one undated draw each, e.g. NHANES) appear on the cohort page only. A person finding gets
+    its person a page too."""
+    parts = ["SELECT NULL::VARCHAR AS person_id, false AS followed WHERE false"]
+    if table_exists(conn, "diet_daily"):
+        parts.append("SELECT DISTINCT person_id, false FROM diet_daily")
+        if table_exists(conn, "marker_draws"):
+            parts.append(f"SELECT person_id, true FROM ({_FOLLOWED})")
+    if table_exists(conn, "associations") and "scope" in _columns(conn, "associations"):
+        parts.append("SELECT DISTINCT person_id, false FROM associations WHERE scope = 'person'")
+    people = conn.execute(
+        f"SELECT person_id, bool_or(followed) AS followed FROM ({' UNION ALL '.join(parts)}) "
+        "WHERE person_id IS NOT NULL GROUP BY person_id"
+    ).pl()
+    order = {pid: i for i, pid in enumerate(person_order(people["person_id"].to_list()))}
+    return people.sort(pl.col("person_id").replace_strict(order, return_dtype=pl.Int64))
+
+
+@contextmanager
+def _group(conn: duckdb.DuckDBPyConnection, people: pl.DataFrame) -> Iterator[None]:
+    """`people` (a frame of `_page_people`) as `_group`, the people the reads are for."""
+    conn.register("_group", people.to_arrow())
+    try:
+        yield
+    finally:
+        conn.unregister("_group")
+
+
+def _person_tables(conn: duckdb.DuckDBPyConnection) -> DashboardInputs:
+    """The `_group`'s rows of every table a person page reads."""
+    windows = (
+        conn.execute(
+            f"SELECT * FROM exposure_windows WHERE complete AND {_FOLLOWED_IN_GROUP} "
+            f"ORDER BY {_ORDER['exposure_windows']}"
+        ).pl()
+        if table_exists(conn, "exposure_windows")
+        else pl.DataFrame()
+    )
+    # Older warehouses have no daily outcomes (or a biometrics without scales): no panel. The
+    # outcomes are the readings with a scale (Cronometer's weight and blood pressure have none).
+    outcomes = (
+        conn.execute(
+            "SELECT person_id, day, metric, value, unit, scale FROM biometrics "
+            f"WHERE scale IS NOT NULL AND {_FOLLOWED_IN_GROUP} ORDER BY ALL"
+        ).pl()
+        if table_exists(conn, "biometrics")
+        and {"person_id", "day", "metric", "value", "unit", "scale"} <= _columns(conn, "biometrics")
+        else pl.DataFrame()
+    )
+    findings = (
+        _read(conn, "associations", f"scope = 'person' AND {_IN_GROUP}")
+        if "scope" in _columns(conn, "associations")
+        else pl.DataFrame()
+    )
+    return DashboardInputs(
+        persons=_read(conn, "persons", _FOLLOWED_IN_GROUP),
+        diet_daily=_read(conn, "diet_daily", _IN_GROUP),
+        marker_draws=_read(conn, "marker_draws", _FOLLOWED_IN_GROUP),
+        marker_trends=_read(conn, "marker_trends", _FOLLOWED_IN_GROUP),
+        associations=findings,
+        # Unmapped foods are counted per food, or per person and food by older warehouses.
+        unmapped_foods=(
+            _read(conn, "unmapped_foods", _IN_GROUP)
+            if "person_id" in _columns(conn, "unmapped_foods")
+            else pl.DataFrame()
+        ),
+        exposure_windows=windows,
+        data_sufficiency=_read(conn, "data_sufficiency", _FOLLOWED_IN_GROUP),
+        biometrics=outcomes,
+        daily_effects=_read(conn, "daily_effects", _FOLLOWED_IN_GROUP),
+    )
+
+
+# What the cohort page reads of the findings: everything but the person findings, and of those
+# the partially pooled ones of a food whose pooled (primary window) finding is significant.
+_COHORT_FINDINGS = (
+    "scope IS DISTINCT FROM 'person' OR (pooled_effect_pct IS NOT NULL AND "
+    "(lower(marker), feature, window_days) IN (SELECT (lower(marker), feature, window_days) "
+    "FROM associations WHERE scope = 'cohort' AND status = 'significant' "
+    "AND window_role = 'primary'))"
 )
 
 
-def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
-    """Everything the dashboards show, read from the warehouse in one read-only connection."""
-    with warehouse.read() as conn:
-        # In a fixed order: DuckDB scans in parallel and the per-person steps update their tables
-        # in place, so an unordered read differs from run to run. Pages (and their content keys)
-        # must depend on the data only, or every page would be rendered again every night.
-        def table(name: str) -> pl.DataFrame:
-            if not table_exists(conn, name):
-                return pl.DataFrame()
-            columns = "*"
-            if name in _SHOWN:
-                in_table = [d[0] for d in conn.execute(f"SELECT * FROM {name} LIMIT 0").description]
-                shown = _SHOWN[name](in_table)
-                columns = ", ".join('"' + c.replace('"', '""') + '"' for c in shown) or "*"
-            order = _ORDER.get(name, "ALL")
-            return conn.execute(f"SELECT {columns} FROM {name} ORDER BY {order}").pl()
+def _cohort_findings(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    columns = _columns(conn, "associations")
+    if "scope" not in columns:
+        return _read(conn, "associations")
+    if {"pooled_effect_pct", "window_role", "status"} <= columns:
+        return _read(conn, "associations", _COHORT_FINDINGS)
+    return _read(conn, "associations", "scope IS DISTINCT FROM 'person'")
 
+
+def _diet_totals(conn: duckdb.DuckDBPyConnection) -> tuple[date | None, date | None, float]:
+    """The first and last day of anyone's diet log, and everyone's energy (kcal)."""
+    if not table_exists(conn, "diet_daily"):
+        return None, None, 0.0
+    columns = _columns(conn, "diet_daily")
+    first, last = (
+        conn.execute("SELECT min(day), max(day) FROM diet_daily").fetchone() or (None, None)
+        if "day" in columns
+        else (None, None)
+    )
+    energy = (
+        conn.execute("SELECT sum(energy_kcal) FROM diet_daily").fetchone()
+        if "energy_kcal" in columns
+        else None
+    )
+    return first, last, float(energy[0]) if energy and energy[0] is not None else 0.0
+
+
+def load_dashboard_inputs(warehouse: Warehouse, in_groups: bool = False) -> DashboardInputs:
+    """Everything the dashboards show, read from the warehouse in one read-only connection.
+
+    `in_groups` (the dashboards step): the person tables are read a group of people at a time
+    as their pages are rendered (`PersonGroups`, each group in a read-only connection of its own);
+    read here is only what the index and cohort page show across everyone: the followed people's
+    draws, the cohort findings, the unmapped foods, the files, rejects and freshness, and the
+    diet's days and energy as sums. Otherwise every person's rows are read here too.
+    """
+    with warehouse.read() as conn:
+        people = _page_people(conn)
+        with _group(conn, people):
+            draws = _read(conn, "marker_draws", _FOLLOWED_IN_GROUP)
+            everyone = None if in_groups else _person_tables(conn)
         rejected = (
             _rejected_summary(conn) if table_exists(conn, "rejected_rows") else pl.DataFrame()
         )
-        daily = table("diet_daily")
-        draws = table("marker_draws")
-        # Person pages are for people followed over time; members of cross-sectional cohorts
-        # (one undated draw each, e.g. NHANES) appear on the cohort page only.
-        followed = (
-            conn.execute(_FOLLOWED).pl()["person_id"]
-            if table_exists(conn, "diet_daily") and table_exists(conn, "marker_draws")
-            else pl.Series("person_id", [], pl.String)
-        )
-        people = table("persons")
-        if people.height:
-            people = people.filter(pl.col("person_id").is_in(followed.implode()))
-        if draws.height:
-            draws = draws.filter(pl.col("person_id").is_in(followed.implode()))
-        trends = table("marker_trends")
-        if trends.height:
-            trends = trends.filter(pl.col("person_id").is_in(followed.implode()))
-        sufficiency = table("data_sufficiency")
-        if sufficiency.height:
-            sufficiency = sufficiency.filter(pl.col("person_id").is_in(followed.implode()))
-        effects = table("daily_effects")
-        if effects.height:
-            effects = effects.filter(pl.col("person_id").is_in(followed.implode()))
-        # Only complete windows reach the scatter behind each lag-heatmap cell; filtering here
-        # keeps a big cohort's windows out of memory.
-        windows = (
-            conn.execute(
-                f"SELECT * FROM exposure_windows WHERE complete AND person_id IN ({_FOLLOWED}) "
-                f"ORDER BY {_ORDER['exposure_windows']}"
-            ).pl()
-            if table_exists(conn, "exposure_windows") and followed.len()
-            else pl.DataFrame()
-        )
-        # Older warehouses have no daily outcomes (or a biometrics without scales): no panel.
-        outcomes = (
-            conn.execute(_OUTCOMES).pl()
-            if table_exists(conn, "diet_daily")
-            and table_exists(conn, "marker_draws")
-            and table_exists(conn, "biometrics")
-            and {"person_id", "day", "metric", "value", "unit", "scale"}
-            <= _columns(conn, "biometrics")
-            else pl.DataFrame()
-        )
+        first_day, last_day, energy = _diet_totals(conn)
         days = [
             x
             for x in (
-                daily["day"].min() if daily.height else None,
-                daily["day"].max() if daily.height else None,
+                first_day,
+                last_day,
                 draws["collected_at"].min() if draws.height else None,
                 draws["collected_at"].max() if draws.height else None,
             )
@@ -233,21 +318,14 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
             if days
             else "no dated data (cross-sectional)"
         )
-        return DashboardInputs(
-            persons=people,
+        data = DashboardInputs(
             between_dii_params=_between_dii_params(conn),
-            diet_daily=daily,
             marker_draws=draws,
-            marker_trends=trends,
-            associations=table("associations"),
-            ingest_files=table("ingest_files"),
+            associations=_cohort_findings(conn) if in_groups else _read(conn, "associations"),
+            ingest_files=_read(conn, "ingest_files"),
             rejected_summary=rejected,
-            unmapped_foods=table("unmapped_foods"),
-            exposure_windows=windows,
-            data_sufficiency=sufficiency,
+            unmapped_foods=_read(conn, "unmapped_foods"),
             source_freshness=_source_freshness(conn),
-            biometrics=outcomes,
-            daily_effects=effects,
             run_info={
                 "run_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                 "code_version": f"gutsignal {version('gutsignal')}",
@@ -255,14 +333,40 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
                 "upstream": ", ".join(UPSTREAM),
             },
         )
+    if everyone is None:
+        data.energy_kcal_total = energy
+        data.people = PersonGroups(
+            people["person_id"].to_list(), lambda ids: _read_group(warehouse, people, ids)
+        )
+        return data
+    # The person tables but the two the index reads whole (draws, unmapped foods) and the
+    # findings, read whole above.
+    return replace(
+        data,
+        persons=everyone.persons,
+        diet_daily=everyone.diet_daily,
+        marker_trends=everyone.marker_trends,
+        exposure_windows=everyone.exposure_windows,
+        data_sufficiency=everyone.data_sufficiency,
+        biometrics=everyone.biometrics,
+        daily_effects=everyone.daily_effects,
+    )
+
+
+def _read_group(warehouse: Warehouse, people: pl.DataFrame, ids: list[str]) -> DashboardInputs:
+    """The person tables of `ids` (of `people`, a frame of `_page_people`)."""
+    group = people.filter(pl.col("person_id").is_in(pl.Series(ids, dtype=pl.String)))
+    with warehouse.read() as conn, _group(conn, group):
+        return _person_tables(conn)
 
 
 STEP = "dashboards"
 
 
 def plan_pages(conn: duckdb.DuckDBPyConnection, pages: PageInputs) -> PersonPlan:
-    """Which person pages to render: the people whose page inputs changed since the pages were
-    last written, or everyone when what every page shares changed (`pages.shared`, the salt).
+    """Which person pages of a group to render: the people whose page inputs changed since the
+    pages were last written, or everyone when what every page shares changed (`pages.shared`,
+    the salt).
 
     The fingerprints are taken of the frames the pages are built from, not of the warehouse
     tables again: they cover exactly what a page shows (the columns, the rows of followed people,
@@ -286,17 +390,43 @@ def plan_pages(conn: duckdb.DuckDBPyConnection, pages: PageInputs) -> PersonPlan
             conn.unregister(view)
 
 
+def _whole_plan(groups: list[PersonPlan], salt: str) -> PersonPlan:
+    """The groups' plans as one, to record: everyone's fingerprints. Whether everyone's pages
+    are rendered is decided alike in every group (the salt and the stored record); the pages of
+    people gone are removed by `write_dashboards`, so `gone` is not worked out."""
+    if not groups:
+        empty = pl.DataFrame(schema={"person_id": pl.String, "fingerprint": pl.String})
+        return PersonPlan(STEP, True, [], [], empty, full_salt(salt))
+    return PersonPlan(
+        STEP,
+        groups[0].everyone,
+        sorted(p for g in groups for p in g.people),
+        [],
+        pl.concat([g.fingerprints for g in groups]),
+        groups[0].salt,
+    )
+
+
 def update_dashboards(
     warehouse: Warehouse, out_dir: Path, data: DashboardInputs, workers: int | None = None
 ) -> tuple[list[Path], PersonPlan]:
     """Write the dashboards, rendering only the person pages whose inputs changed (all on a first
     run), and record what they were built from once they are written: a run that fails before
-    that leaves the old record, so the next run renders the same pages again."""
-    with warehouse.read() as conn:
-        plan = plan_pages(conn, page_inputs(data, out_dir))
-    written = write_dashboards(
-        out_dir, data, workers, render=None if plan.everyone else plan.people
-    )
+    that leaves the old record, so the next run renders the same pages again.
+
+    Each group of people is planned as it comes (`write_dashboards` hands over its page inputs),
+    so only one group's inputs are in memory at a time."""
+    salt = shared_page_inputs(data, out_dir)
+    groups: list[PersonPlan] = []
+
+    def plan_group(tables: dict[str, pl.DataFrame]) -> list[str] | None:
+        with warehouse.read() as conn:
+            plan = plan_pages(conn, PageInputs(tables, salt))
+        groups.append(plan)
+        return None if plan.everyone else plan.people
+
+    written = write_dashboards(out_dir, data, workers, render=plan_group)
+    plan = _whole_plan(groups, salt)
     with warehouse.write() as conn:
         record(conn, plan)
     return written, plan
