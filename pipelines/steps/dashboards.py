@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from pipelines.incremental import PersonPlan, full_salt, plan_people, record
+from pipelines.incremental import STATE_TABLE, PersonPlan, full_salt, plan_people, record
 from pipelines.reports.dashboards import (
     DashboardInputs,
     PageInputs,
@@ -75,12 +75,31 @@ _SHOWN: dict[str, Callable[[list[str]], list[str]]] = {
 }
 
 
-def _rejected_summary(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+# Every table's (and view's) columns, in order: read once per read, as the reads of each group ask
+# about tables and columns many times and each question to the catalog is a query.
+Schema = dict[str, list[str]]
+
+
+def _schema(conn: duckdb.DuckDBPyConnection) -> Schema:
+    schema: Schema = {}
+    for table, column in conn.execute(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
+    ).fetchall():
+        schema.setdefault(table, []).append(column)
+    return schema
+
+
+def _columns(schema: Schema, name: str) -> set[str]:
+    return set(schema.get(name, ()))
+
+
+def _rejected_summary(conn: duckdb.DuckDBPyConnection, schema: Schema) -> pl.DataFrame:
     """Rejected rows grouped as the dashboards show them: per source, reason and column, the
     count and the first few rejects (file, line and the offending value), so that one bad setting
     is one line of the table however many rows it rejected."""
     # A warehouse written before rejects had a value column gets it at its next ingest.
-    value = "value" if "value" in _columns(conn, "rejected_rows") else "NULL::VARCHAR AS value"
+    value = "value" if "value" in _columns(schema, "rejected_rows") else "NULL::VARCHAR AS value"
     shown = (
         f"CASE WHEN length(value) > {REJECT_VALUE_SHOWN} "
         f"THEN left(value, {REJECT_VALUE_SHOWN}) || '...' ELSE value END"
@@ -94,30 +113,17 @@ def _day(x: date) -> date:
     return x.date() if isinstance(x, datetime) else x
 
 
-def _columns(conn: duckdb.DuckDBPyConnection, name: str) -> set[str]:
-    return {
-        r[0]
-        for r in conn.execute(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = 'main' AND table_name = ?",
-            [name],
-        ).fetchall()
-    }
-
-
-def _source_freshness(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+def _source_freshness(conn: duckdb.DuckDBPyConnection, schema: Schema) -> pl.DataFrame:
     """Per source and person: the newest file of the source and the person's latest data day.
 
     Sources without per-person dates (e.g. a cross-sectional cohort) get one row with a null
     person and day, so the age of their newest file is still checked.
     """
-    if not table_exists(conn, "ingest_files") or "modified_at" not in _columns(
-        conn, "ingest_files"
-    ):
+    if "ingest_files" not in schema or "modified_at" not in _columns(schema, "ingest_files"):
         return pl.DataFrame()
     parts = []
     for name, day in _DATED_TABLES:
-        if table_exists(conn, name) and {"source", "person_id", day} <= _columns(conn, name):
+        if name in schema and {"source", "person_id", day} <= _columns(schema, name):
             parts.append(
                 f"SELECT source, person_id, max(CAST({day} AS DATE)) AS latest_day FROM {name} "
                 "WHERE person_id IS NOT NULL GROUP BY ALL"
@@ -133,13 +139,13 @@ def _source_freshness(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     return conn.execute(sql("source_freshness").format(days=days)).pl()
 
 
-def _between_dii_params(conn: duckdb.DuckDBPyConnection) -> tuple[int, int] | None:
+def _between_dii_params(conn: duckdb.DuckDBPyConnection, schema: Schema) -> tuple[int, int] | None:
     """Fewest and most DII parameters behind the DIIs the between-person models use: those
     in diet_summary of people with a marker result (the models need one)."""
     if not (
-        table_exists(conn, "diet_summary")
-        and table_exists(conn, "marker_draws")
-        and {"dii", "dii_params"} <= _columns(conn, "diet_summary")
+        "diet_summary" in schema
+        and "marker_draws" in schema
+        and {"dii", "dii_params"} <= _columns(schema, "diet_summary")
     ):
         return None
     row = conn.execute(
@@ -149,40 +155,51 @@ def _between_dii_params(conn: duckdb.DuckDBPyConnection) -> tuple[int, int] | No
     return (int(row[0]), int(row[1])) if row and row[0] is not None else None
 
 
-# The people of a read (a registered frame `_group`: person_id, followed): the tables are read
-# for them only, and those that hold cross-sectional members for the followed ones only.
-_IN_GROUP = "person_id IN (SELECT person_id FROM _group)"
-_FOLLOWED_IN_GROUP = "person_id IN (SELECT person_id FROM _group WHERE followed)"
+def _in_group(people: pl.DataFrame, followed: bool = False) -> str:
+    """SQL: the row is of one of `people` (registered as `_group`: person_id, followed), or of one
+    of its followed people (tables that also hold cross-sectional members). The range of their
+    ids comes first: DuckDB skips the row groups outside it, which the semi-join alone does not."""
+    ids = people["person_id"]
+
+    def literal(x: str | None) -> str:
+        return "NULL" if x is None else "'" + x.replace("'", "''") + "'"
+
+    who = " WHERE followed" if followed else ""
+    return (
+        f"person_id BETWEEN {literal(ids.min())} AND {literal(ids.max())} "  # type: ignore[arg-type]
+        f"AND person_id IN (SELECT person_id FROM _group{who})"
+    )
 
 
-def _read(conn: duckdb.DuckDBPyConnection, name: str, where: str = "true") -> pl.DataFrame:
+def _read(
+    conn: duckdb.DuckDBPyConnection, schema: Schema, name: str, where: str = "true"
+) -> pl.DataFrame:
     """`name`'s rows that pass `where`, with the columns pages read, in a fixed order.
 
     In a fixed order: DuckDB scans in parallel and the per-person steps update their tables in
     place, so an unordered read differs from run to run. Pages (and their content keys) must
     depend on the data only, or every page would be rendered again every night."""
-    if not table_exists(conn, name):
+    if name not in schema:
         return pl.DataFrame()
     columns = "*"
     if name in _SHOWN:
-        in_table = [d[0] for d in conn.execute(f"SELECT * FROM {name} LIMIT 0").description]
-        shown = _SHOWN[name](in_table)
+        shown = _SHOWN[name](schema[name])
         columns = ", ".join('"' + c.replace('"', '""') + '"' for c in shown) or "*"
     order = _ORDER.get(name, "ALL")
     return conn.execute(f"SELECT {columns} FROM {name} WHERE {where} ORDER BY {order}").pl()
 
 
-def _page_people(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+def _page_people(conn: duckdb.DuckDBPyConnection, schema: Schema) -> pl.DataFrame:
     """Everyone with a person page (person_id, in page order) and whether they are followed over
     time: people with a diet log or a dated draw get a page; members of cross-sectional cohorts
     (one undated draw each, e.g. NHANES) appear on the cohort page only. A person finding gets
     its person a page too."""
     parts = ["SELECT NULL::VARCHAR AS person_id, false AS followed WHERE false"]
-    if table_exists(conn, "diet_daily"):
+    if "diet_daily" in schema:
         parts.append("SELECT DISTINCT person_id, false FROM diet_daily")
-        if table_exists(conn, "marker_draws"):
+        if "marker_draws" in schema:
             parts.append(f"SELECT person_id, true FROM ({_FOLLOWED})")
-    if table_exists(conn, "associations") and "scope" in _columns(conn, "associations"):
+    if "associations" in schema and "scope" in _columns(schema, "associations"):
         parts.append("SELECT DISTINCT person_id, false FROM associations WHERE scope = 'person'")
     people = conn.execute(
         f"SELECT person_id, bool_or(followed) AS followed FROM ({' UNION ALL '.join(parts)}) "
@@ -202,14 +219,17 @@ def _group(conn: duckdb.DuckDBPyConnection, people: pl.DataFrame) -> Iterator[No
         conn.unregister("_group")
 
 
-def _person_tables(conn: duckdb.DuckDBPyConnection) -> DashboardInputs:
-    """The `_group`'s rows of every table a person page reads."""
+def _person_tables(
+    conn: duckdb.DuckDBPyConnection, schema: Schema, people: pl.DataFrame
+) -> DashboardInputs:
+    """`people`'s rows (registered as `_group`) of every table a person page reads."""
+    mine, followed = _in_group(people), _in_group(people, followed=True)
     windows = (
         conn.execute(
-            f"SELECT * FROM exposure_windows WHERE complete AND {_FOLLOWED_IN_GROUP} "
+            f"SELECT * FROM exposure_windows WHERE complete AND {followed} "
             f"ORDER BY {_ORDER['exposure_windows']}"
         ).pl()
-        if table_exists(conn, "exposure_windows")
+        if "exposure_windows" in schema
         else pl.DataFrame()
     )
     # Older warehouses have no daily outcomes (or a biometrics without scales): no panel. The
@@ -217,33 +237,34 @@ def _person_tables(conn: duckdb.DuckDBPyConnection) -> DashboardInputs:
     outcomes = (
         conn.execute(
             "SELECT person_id, day, metric, value, unit, scale FROM biometrics "
-            f"WHERE scale IS NOT NULL AND {_FOLLOWED_IN_GROUP} ORDER BY ALL"
+            f"WHERE scale IS NOT NULL AND {followed} ORDER BY ALL"
         ).pl()
-        if table_exists(conn, "biometrics")
-        and {"person_id", "day", "metric", "value", "unit", "scale"} <= _columns(conn, "biometrics")
+        if "biometrics" in schema
+        and {"person_id", "day", "metric", "value", "unit", "scale"}
+        <= _columns(schema, "biometrics")
         else pl.DataFrame()
     )
     findings = (
-        _read(conn, "associations", f"scope = 'person' AND {_IN_GROUP}")
-        if "scope" in _columns(conn, "associations")
+        _read(conn, schema, "associations", f"scope = 'person' AND {mine}")
+        if "scope" in _columns(schema, "associations")
         else pl.DataFrame()
     )
     return DashboardInputs(
-        persons=_read(conn, "persons", _FOLLOWED_IN_GROUP),
-        diet_daily=_read(conn, "diet_daily", _IN_GROUP),
-        marker_draws=_read(conn, "marker_draws", _FOLLOWED_IN_GROUP),
-        marker_trends=_read(conn, "marker_trends", _FOLLOWED_IN_GROUP),
+        persons=_read(conn, schema, "persons", followed),
+        diet_daily=_read(conn, schema, "diet_daily", mine),
+        marker_draws=_read(conn, schema, "marker_draws", followed),
+        marker_trends=_read(conn, schema, "marker_trends", followed),
         associations=findings,
         # Unmapped foods are counted per food, or per person and food by older warehouses.
         unmapped_foods=(
-            _read(conn, "unmapped_foods", _IN_GROUP)
-            if "person_id" in _columns(conn, "unmapped_foods")
+            _read(conn, schema, "unmapped_foods", mine)
+            if "person_id" in _columns(schema, "unmapped_foods")
             else pl.DataFrame()
         ),
         exposure_windows=windows,
-        data_sufficiency=_read(conn, "data_sufficiency", _FOLLOWED_IN_GROUP),
+        data_sufficiency=_read(conn, schema, "data_sufficiency", followed),
         biometrics=outcomes,
-        daily_effects=_read(conn, "daily_effects", _FOLLOWED_IN_GROUP),
+        daily_effects=_read(conn, schema, "daily_effects", followed),
     )
 
 
@@ -257,20 +278,22 @@ _COHORT_FINDINGS = (
 )
 
 
-def _cohort_findings(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    columns = _columns(conn, "associations")
+def _cohort_findings(conn: duckdb.DuckDBPyConnection, schema: Schema) -> pl.DataFrame:
+    columns = _columns(schema, "associations")
     if "scope" not in columns:
-        return _read(conn, "associations")
+        return _read(conn, schema, "associations")
     if {"pooled_effect_pct", "window_role", "status"} <= columns:
-        return _read(conn, "associations", _COHORT_FINDINGS)
-    return _read(conn, "associations", "scope IS DISTINCT FROM 'person'")
+        return _read(conn, schema, "associations", _COHORT_FINDINGS)
+    return _read(conn, schema, "associations", "scope IS DISTINCT FROM 'person'")
 
 
-def _diet_totals(conn: duckdb.DuckDBPyConnection) -> tuple[date | None, date | None, float]:
+def _diet_totals(
+    conn: duckdb.DuckDBPyConnection, schema: Schema
+) -> tuple[date | None, date | None, float]:
     """The first and last day of anyone's diet log, and everyone's energy (kcal)."""
-    if not table_exists(conn, "diet_daily"):
+    if "diet_daily" not in schema:
         return None, None, 0.0
-    columns = _columns(conn, "diet_daily")
+    columns = _columns(schema, "diet_daily")
     first, last = (
         conn.execute("SELECT min(day), max(day) FROM diet_daily").fetchone() or (None, None)
         if "day" in columns
@@ -294,14 +317,13 @@ def load_dashboard_inputs(warehouse: Warehouse, in_groups: bool = False) -> Dash
     diet's days and energy as sums. Otherwise every person's rows are read here too.
     """
     with warehouse.read() as conn:
-        people = _page_people(conn)
+        schema = _schema(conn)
+        people = _page_people(conn, schema)
         with _group(conn, people):
-            draws = _read(conn, "marker_draws", _FOLLOWED_IN_GROUP)
-            everyone = None if in_groups else _person_tables(conn)
-        rejected = (
-            _rejected_summary(conn) if table_exists(conn, "rejected_rows") else pl.DataFrame()
-        )
-        first_day, last_day, energy = _diet_totals(conn)
+            draws = _read(conn, schema, "marker_draws", _in_group(people, followed=True))
+            everyone = None if in_groups else _person_tables(conn, schema, people)
+        rejected = _rejected_summary(conn, schema) if "rejected_rows" in schema else pl.DataFrame()
+        first_day, last_day, energy = _diet_totals(conn, schema)
         days = [
             x
             for x in (
@@ -319,13 +341,15 @@ def load_dashboard_inputs(warehouse: Warehouse, in_groups: bool = False) -> Dash
             else "no dated data (cross-sectional)"
         )
         data = DashboardInputs(
-            between_dii_params=_between_dii_params(conn),
+            between_dii_params=_between_dii_params(conn, schema),
             marker_draws=draws,
-            associations=_cohort_findings(conn) if in_groups else _read(conn, "associations"),
-            ingest_files=_read(conn, "ingest_files"),
+            associations=_cohort_findings(conn, schema)
+            if in_groups
+            else _read(conn, schema, "associations"),
+            ingest_files=_read(conn, schema, "ingest_files"),
             rejected_summary=rejected,
-            unmapped_foods=_read(conn, "unmapped_foods"),
-            source_freshness=_source_freshness(conn),
+            unmapped_foods=_read(conn, schema, "unmapped_foods"),
+            source_freshness=_source_freshness(conn, schema),
             run_info={
                 "run_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                 "code_version": f"gutsignal {version('gutsignal')}",
@@ -336,7 +360,7 @@ def load_dashboard_inputs(warehouse: Warehouse, in_groups: bool = False) -> Dash
     if everyone is None:
         data.energy_kcal_total = energy
         data.people = PersonGroups(
-            people["person_id"].to_list(), lambda ids: _read_group(warehouse, people, ids)
+            people["person_id"].to_list(), lambda ids: _read_group(warehouse, schema, people, ids)
         )
         return data
     # The person tables but the two the index reads whole (draws, unmapped foods) and the
@@ -353,11 +377,14 @@ def load_dashboard_inputs(warehouse: Warehouse, in_groups: bool = False) -> Dash
     )
 
 
-def _read_group(warehouse: Warehouse, people: pl.DataFrame, ids: list[str]) -> DashboardInputs:
-    """The person tables of `ids` (of `people`, a frame of `_page_people`)."""
+def _read_group(
+    warehouse: Warehouse, schema: Schema, people: pl.DataFrame, ids: list[str]
+) -> DashboardInputs:
+    """The person tables of `ids` (of `people`, a frame of `_page_people`), in a warehouse of
+    `schema` (read with `people`)."""
     group = people.filter(pl.col("person_id").is_in(pl.Series(ids, dtype=pl.String)))
     with warehouse.read() as conn, _group(conn, group):
-        return _person_tables(conn)
+        return _person_tables(conn, schema, group)
 
 
 STEP = "dashboards"
@@ -418,14 +445,26 @@ def update_dashboards(
     so only one group's inputs are in memory at a time."""
     salt = shared_page_inputs(data, out_dir)
     groups: list[PersonPlan] = []
+    with warehouse.read() as conn:
+        recorded = (
+            conn.execute(f"SELECT * FROM {STATE_TABLE} WHERE step = ?", [STEP]).pl()
+            if table_exists(conn, STATE_TABLE)
+            else None
+        )
+    # Each group is planned against the step's record, read once into an in-memory database,
+    # instead of in a warehouse connection of its own.
+    with duckdb.connect() as memory:
+        if recorded is not None:
+            memory.register("_recorded", recorded.to_arrow())
+            memory.execute(f"CREATE TABLE {STATE_TABLE} AS SELECT * FROM _recorded")
+            memory.unregister("_recorded")
 
-    def plan_group(tables: dict[str, pl.DataFrame]) -> list[str] | None:
-        with warehouse.read() as conn:
-            plan = plan_pages(conn, PageInputs(tables, salt))
-        groups.append(plan)
-        return None if plan.everyone else plan.people
+        def plan_group(tables: dict[str, pl.DataFrame]) -> list[str] | None:
+            plan = plan_pages(memory, PageInputs(tables, salt))
+            groups.append(plan)
+            return None if plan.everyone else plan.people
 
-    written = write_dashboards(out_dir, data, workers, render=plan_group)
+        written = write_dashboards(out_dir, data, workers, render=plan_group)
     plan = _whole_plan(groups, salt)
     with warehouse.write() as conn:
         record(conn, plan)
