@@ -1,6 +1,8 @@
 """Everything the dashboards show, read from the warehouse: the tables in a fixed order, the
 rejected rows grouped, each source's freshness per person (`pipelines.reports` renders them and
 never touches DuckDB); and the step's plan: which person pages to render (`update_dashboards`).
+The step reads the person tables a group of people at a time (`load_dashboard_inputs` with
+`in_groups`), so its memory does not grow with the cohort.
 """
 
 from collections.abc import Callable, Iterator
