@@ -5,11 +5,13 @@ The entry point of the report flow, and its public face. Pure Python: Polars fra
 `inputs` conforms the frames (`DashboardInputs`), `sources` judges each source's freshness
 against the run's time, `people` splits the tables by person and `summaries` sums each person up;
 `workers` renders the person pages (in spawned processes for big cohorts), those the caller asks
-for; `page_inputs` says what each person page is built from, for the step that decides which to
-render (`pipelines.steps.dashboards`); `pages` holds the page builders (index, person, cohort)
-and `figures` the Plotly figures; `html` the escaping, formatting and page shell. Every frame may
-be empty or miss optional columns; the pages then say what is missing instead of failing, because
-a nightly run that produces no page at all is worse than a page that says "no data yet".
+for, a group of people at a time; `page_inputs` says what each person page is built from, for
+the step that decides which to render (`pipelines.steps.dashboards`), which also hands over the
+person tables a group at a time (`PersonGroups`), so its memory does not grow with the people;
+`pages` holds the page builders (index, person, cohort) and `figures` the Plotly figures; `html`
+the escaping, formatting and page shell. Every frame may be empty or miss optional columns; the
+pages then say what is missing instead of failing, because a nightly run that produces no page at
+all is worse than a page that says "no data yet".
 
 Privacy: pages load plotly.js from a sibling file (written once), embed no remote resource and
 escape every piece of user text. Honesty: every effect is printed with its n, 95% CI, q and the
@@ -26,6 +28,7 @@ import time
 from collections.abc import Collection
 from pathlib import Path
 
+import polars as pl
 from plotly.offline import get_plotlyjs
 
 # The public names other layers import from here (pipelines/defs, bench, tests).
@@ -37,13 +40,20 @@ from pipelines.reports.inputs import (
     PERSON_PREFIX,
     PLOTLY_JS,
     DashboardInputs,
+    PersonGroups,
     _data_window,
     _normalise,
     _person_ids,
     diet_columns_shown,
     person_page_name,
 )
-from pipelines.reports.page_inputs import PageInputs, page_inputs, reports_code_fingerprint
+from pipelines.reports.page_inputs import (
+    PageInputs,
+    PagePlan,
+    person_page_inputs,
+    reports_code_fingerprint,
+    shared_page_inputs,
+)
 from pipelines.reports.pages.cohort import render_cohort
 from pipelines.reports.pages.common import _global_quality
 from pipelines.reports.pages.index import render_index
@@ -59,7 +69,6 @@ from pipelines.reports.summaries import PersonSummary
 from pipelines.reports.workers import (
     RENDER_GROUP_PEOPLE,
     SYNC_ONCE,
-    _page_pool,
     _PageJob,
     _pool_size,
     _render_people,
@@ -69,15 +78,18 @@ from pipelines.reports.workers import (
 __all__ = [
     "DashboardInputs",
     "PageInputs",
+    "PagePlan",
+    "PersonGroups",
     "PersonSummary",
     "build_summaries",
     "diet_columns_shown",
     "finding_sentence",
-    "page_inputs",
+    "person_page_inputs",
     "person_page_name",
     "render_person_page",
     "reports_code_fingerprint",
     "run_time",
+    "shared_page_inputs",
     "sufficiency_short",
     "write_dashboards",
 ]
@@ -120,23 +132,25 @@ def write_dashboards(
     out_dir: Path,
     data: DashboardInputs,
     workers: int | None = None,
-    render: Collection[str] | None = None,
+    render: Collection[str] | PagePlan | None = None,
 ) -> list[Path]:
     """Write index.html, one person page per person (person_<safe id>.html), cohort.html and the
     shared plotly.min.js into out_dir; return the written paths.
 
-    `render` names the people whose pages to render (None: everyone). The others' pages are kept
-    as they are, unless missing: the dashboards step passes the people whose page inputs changed
-    (`page_inputs`, planned with `pipelines.incremental`), so a nightly run re-renders the people
-    with new data, plus everyone when something every page shows changes. A kept page is a
-    consistent snapshot: its "N days before this run" count from the run time in its own footer.
-    Pages of people no longer in the data are removed; the index and cohort page are always
-    written. Each file is written atomically, and the index last, so it never links to a page
-    that does not exist yet.
+    `render` names the people whose pages to render (None: everyone), or is the step's plan
+    (`PagePlan`), handed each group's page inputs before the group is rendered (`page_inputs`,
+    planned with `pipelines.incremental`). The others' pages are kept as they are, unless
+    missing: a nightly run re-renders the people with new data, plus everyone when something
+    every page shows changes. A kept page is a consistent snapshot: its "N days before this
+    run" count from the run time in its own footer. Pages of people no longer in the data are
+    removed; the index and cohort page are always written. Each file is written atomically, and
+    the index last, so it never links to a page that does not exist yet.
 
-    With PARALLEL_MIN_PAGES pages to render or more, person pages are rendered by `workers`
-    processes (default: one per CPU; 1 renders here); the files are the same either way. They
-    are spawned, so a script calling this needs the usual `if __name__ == "__main__":` guard.
+    People are worked out and rendered RENDER_GROUP_PEOPLE at a time, read group by group when
+    `data.people` is set. With PARALLEL_MIN_PAGES pages to render or more, person pages are
+    rendered by `workers` processes (default: one per CPU; 1 renders here); the files are the
+    same either way. They are spawned, so a script calling this needs the usual
+    `if __name__ == "__main__":` guard.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -146,26 +160,30 @@ def write_dashboards(
         d.run_info["data_window"] = _data_window(d) or "unknown"
     now = run_time(d.run_info)
     ids = _person_ids(d)
-    # The pages rendered: those asked for and any that is missing (a first run, a deleted file,
-    # another output folder). Decided once, here: only their figures' data is worked out.
-    chosen = None if render is None else frozenset(render)
-    rendering = (
-        None
-        if chosen is None
-        else frozenset(
-            p for p in ids if p in chosen or not (out_dir / person_page_name(p)).exists()
+    person_sources = _person_sources(d, now)
+
+    def rendering(group: list[str], tables: dict[str, pl.DataFrame]) -> frozenset[str] | None:
+        """The group's pages rendered: those asked for (or planned) and any that is missing (a
+        first run, a deleted file, another output folder). Decided once per group, here: only
+        their figures' data is worked out."""
+        if callable(render):
+            mine = {p: person_sources[p] for p in group if p in person_sources}
+            chosen = render(person_page_inputs(tables, mine))
+        else:
+            chosen = render
+        if chosen is None:
+            return None
+        asked = frozenset(chosen)
+        return frozenset(
+            p for p in group if p in asked or not (out_dir / person_page_name(p)).exists()
         )
-    )
-    pool_size = _pool_size(len(ids) if rendering is None else len(rendering), workers)
+
     # The tables the page workers map go to shared memory, else the system's temp folder (the
     # OS clears what a killed run leaves in either). The workers are shut down, and their mapped
     # tables closed, before the folder goes.
-    with (
-        tempfile.TemporaryDirectory(
-            prefix="gutsignal-pages-", dir=shared_tables_parent(), ignore_cleanup_errors=True
-        ) as tmp,
-        _page_pool(pool_size) as pool,
-    ):
+    with tempfile.TemporaryDirectory(
+        prefix="gutsignal-pages-", dir=shared_tables_parent(), ignore_cleanup_errors=True
+    ) as tmp:
         written = [_write_plotly_js(out_dir)]
         sources = source_status(d, now)
         global_warnings = _global_quality(d, sources)
@@ -175,15 +193,18 @@ def write_dashboards(
             d.rejected_summary,
             global_warnings,
             frozenset(r["source"] for r in sources if r["stale"]),
-            rendering,
         )
-        person_sources = _person_sources(d, now)
         groups = (
-            (_person_rows(splits, group, person_sources), {n: s.df for n, s in splits.items()})
+            (
+                _person_rows(splits, group, person_sources),
+                {n: s.df for n, s in splits.items()},
+                chosen,
+            )
             for group, tables in page_table_groups(d, ids, RENDER_GROUP_PEOPLE)
-            for splits in [_split_tables(d, rendering, tables)]
+            for chosen in [rendering(group, tables)]
+            for splits in [_split_tables(d, chosen, tables)]
         )
-        results = _render_people(pool, groups, job, Path(tmp))
+        results = _render_people(groups, job, Path(tmp), _pool_size(len(ids), workers))
     summaries = [r.summary for r in results]
     written.extend(out_dir / r.name for r in results if r.written)
     names = {r.name for r in results}

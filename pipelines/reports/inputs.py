@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -127,9 +128,26 @@ SCHEMAS: dict[str, dict[str, DType]] = {
 }
 
 
+@dataclass(frozen=True)
+class PersonGroups:
+    """The people with a person page, in page order (`person_order`), and how to read a group of
+    them: `read(ids)` gives their rows of the person tables (persons, diet_daily, marker_draws,
+    marker_trends, their person-scope associations, unmapped_foods, exposure_windows,
+    data_sufficiency, biometrics, daily_effects) and nothing else. The dashboards step reads a
+    big cohort this way, a group at a time, so its memory does not grow with the people."""
+
+    ids: list[str]
+    read: Callable[[list[str]], DashboardInputs]
+
+
 @dataclass
 class DashboardInputs:
-    """Everything the dashboards show; see SCHEMAS for the columns read from each frame."""
+    """Everything the dashboards show; see SCHEMAS for the columns read from each frame.
+
+    With `people` set, the person tables hold only what the index and cohort page read across
+    everyone (the followed people's draws, the cohort findings and the person findings the cohort
+    page pools, the unmapped foods; no diet, windows or outcomes): the person pages read theirs
+    from `people`, a group at a time."""
 
     persons: pl.DataFrame = field(default_factory=pl.DataFrame)
     diet_daily: pl.DataFrame = field(default_factory=pl.DataFrame)
@@ -152,6 +170,10 @@ class DashboardInputs:
     # Sources marked `demo: true` in sources.yaml: a fixed sample, labelled as demo data and not
     # checked for freshness (it would be flagged stale on every run after its last day).
     demo_sources: frozenset[str] = frozenset()
+    # Everyone's diet energy (kcal), when diet_daily does not hold everyone's days (`people`): the
+    # denominator of the index's shares of energy from unmapped foods.
+    energy_kcal_total: float | None = None
+    people: PersonGroups | None = None
 
 
 _SAFE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -229,6 +251,8 @@ def _normalise(data: DashboardInputs) -> DashboardInputs:
         run_info={str(k): "" if v is None else str(v) for k, v in (data.run_info or {}).items()},
         pseudonymise_cohort=data.pseudonymise_cohort,
         demo_sources=frozenset(data.demo_sources or ()),
+        energy_kcal_total=data.energy_kcal_total,
+        people=data.people,
     )
 
 
@@ -251,7 +275,14 @@ def _data_window(d: DashboardInputs) -> str | None:
 POOLED_COLUMNS = ["pooled_effect_pct", "pooled_ci_low_pct", "pooled_ci_high_pct"]
 
 
+def person_order(ids: Iterable[str]) -> list[str]:
+    """People in page order: by name whatever its case, then exactly."""
+    return sorted(ids, key=lambda x: (x.casefold(), x))
+
+
 def _person_ids(d: DashboardInputs) -> list[str]:
+    if d.people is not None:
+        return d.people.ids
     ids: set[str] = set()
     for df in (d.persons, d.diet_daily, d.marker_draws, d.marker_trends):
         ids.update(str(x) for x in df["person_id"].drop_nulls().unique().to_list())
@@ -262,7 +293,7 @@ def _person_ids(d: DashboardInputs) -> list[str]:
         .unique()
         .to_list()
     )
-    return sorted(ids, key=lambda x: (x.casefold(), x))
+    return person_order(ids)
 
 
 def _page_diet_columns(columns: list[str]) -> list[str]:

@@ -1,9 +1,10 @@
 """What the person pages are built from, for the dashboards step's plan (`pipelines.incremental`).
 
-A person page shows the person's own rows of the page tables (`_page_tables`), their sources'
-freshness, and a context every page shares. `page_inputs` hands the step both: the tables (each
-with a person_id; the step fingerprints every person's rows in DuckDB, as every other step does)
-and the shared context as one string (the plan's salt: when it changes, every page is rendered).
+A person page shows the person's own rows of the page tables (`people._page_tables`), their
+sources' freshness, and a context every page shares. The step gets both: per group of people
+rendered, the group's tables (`person_page_inputs`, each with a person_id; the step fingerprints
+every person's rows in DuckDB, as every other step does) and, once, the shared context as one
+string (`shared_page_inputs`, the plan's salt: when it changes, every page is rendered).
 Nothing here reads a page back: which pages to render is decided from the inputs alone.
 
 What moves with the clock is left out, so a night on which nobody's data changed renders no
@@ -18,9 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import orjson
 import plotly
@@ -29,8 +32,7 @@ import polars as pl
 from pipelines.fingerprint import fingerprint
 from pipelines.reports.inputs import DashboardInputs, _normalise
 from pipelines.reports.pages.common import _global_quality
-from pipelines.reports.people import _page_tables
-from pipelines.reports.sources import _person_sources, run_time, source_status
+from pipelines.reports.sources import run_time, source_status
 
 # Dates and day counts in freshness texts move with the clock and with other people's data.
 _CLOCK_TEXT = re.compile(r"\b\d{4}-\d{2}-\d{2}\b|\b\d+ days\b")
@@ -71,13 +73,18 @@ class PageInputs:
     shared: str
 
 
-def page_inputs(data: DashboardInputs, out_dir: Path) -> PageInputs:
-    """What each person page is built from, as `write_dashboards` builds it from `data`."""
-    d = _normalise(data)
-    now = run_time(d.run_info)
-    sources = source_status(d, now)
+# The step's plan, handed each group's page inputs (`person_page_inputs`) before the group is
+# rendered: the people of the group whose pages to render (None: everyone's).
+PagePlan = Callable[[dict[str, pl.DataFrame]], Collection[str] | None]
+
+
+def person_page_inputs(
+    page_tables: dict[str, pl.DataFrame], sources: dict[str, list[dict[str, Any]]]
+) -> dict[str, pl.DataFrame]:
+    """What each person page of a group is built from: the group's page tables
+    (`people._page_tables`) and its people's sources (`sources`, theirs of `_person_sources`)."""
     # "crp" is the draws again, sorted: fingerprinting "draws" covers it.
-    tables = {name: df for name, df in _page_tables(d).items() if name != "crp"}
+    tables = {name: df for name, df in page_tables.items() if name != "crp"}
     tables["sources"] = pl.DataFrame(
         [
             {
@@ -88,11 +95,18 @@ def page_inputs(data: DashboardInputs, out_dir: Path) -> PageInputs:
                 "demo": r["demo"],
                 "reasons": "\n".join(_unclocked(x) for x in r["reasons"]),
             }
-            for pid, rows in _person_sources(d, now).items()
+            for pid, rows in sources.items()
             for r in rows
         ],
         schema=SOURCES_SCHEMA,
     )
+    return tables
+
+
+def shared_page_inputs(data: DashboardInputs, out_dir: Path) -> str:
+    """A hash of what every person page shares, as `write_dashboards` builds it from `data`."""
+    d = _normalise(data)
+    sources = source_status(d, run_time(d.run_info))
     shared = {
         "code": reports_code_fingerprint(),
         # A stale source is a warning on every page (and not repeated per person).
@@ -107,4 +121,4 @@ def page_inputs(data: DashboardInputs, out_dir: Path) -> PageInputs:
         "out_dir": str(Path(out_dir).resolve()),
     }
     text = json.dumps(shared, default=str, sort_keys=True)
-    return PageInputs(tables, hashlib.sha256(text.encode()).hexdigest())
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -21,6 +21,7 @@ from pipelines.reports.inputs import (
     POOLED_COLUMNS,
     SCHEMAS,
     DashboardInputs,
+    _normalise,
     _page_diet_columns,
     _person_ids,
 )
@@ -163,15 +164,19 @@ def page_table_groups(
 ) -> Iterator[tuple[list[str], dict[str, pl.DataFrame]]]:
     """`ids` in groups of `size` people, each with its people's rows of the page tables: the
     dashboards work out, share and render one group while the workers render the one before, and
-    hold one group's figure data at a time, not everyone's."""
-    tables = _page_tables(d)
+    hold one group's figure data at a time, not everyone's. With `d.people` each group's rows
+    are read when its turn comes (the dashboards step reads them from the warehouse), so only
+    one group's tables are in memory at a time."""
+    tables = _page_tables(d) if d.people is None else {}
     for start in range(0, len(ids), size):
         group = ids[start : start + size]
-        if len(group) == len(ids):
+        if d.people is not None:
+            yield group, _page_tables(_normalise(d.people.read(group)))
+        elif len(group) == len(ids):
             yield group, tables
-            continue
-        mine = pl.col("person_id").is_in(pl.Series(group, dtype=pl.String))
-        yield group, {name: df.filter(mine) for name, df in tables.items()}
+        else:
+            mine = pl.col("person_id").is_in(pl.Series(group, dtype=pl.String))
+            yield group, {name: df.filter(mine) for name, df in tables.items()}
 
 
 @dataclass(frozen=True)

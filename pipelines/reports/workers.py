@@ -13,7 +13,7 @@ import shutil
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
 from pathlib import Path
@@ -65,8 +65,8 @@ class _PageJob:
     global_warnings: list[str]
     stale_everywhere: frozenset[str]
     # The people whose pages to render (those asked for and those whose page is missing, as
-    # `write_dashboards` decides); None: everyone.
-    render: frozenset[str] | None
+    # `write_dashboards` decides per group); None: everyone.
+    render: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -196,22 +196,19 @@ def _mapped_person_pages(
 
 
 def _render_people(
-    pool: ProcessPoolExecutor | None,
-    groups: Iterable[tuple[list[_PersonRows], dict[str, pl.DataFrame]]],
+    groups: Iterable[tuple[list[_PersonRows], dict[str, pl.DataFrame], frozenset[str] | None]],
     job: _PageJob,
     shared_dir: Path,
+    pool_size: int,
 ) -> list[_PageResult]:
-    """Summarise (and render, see `job.render`) every person of `groups`, in their order.
+    """Summarise every person of `groups`, in their order, and render the pages of those each
+    group names (None: all of the group's).
 
-    `groups` is lazy: a group's tables are worked out when its turn comes, in this process, while
-    the workers still render the group before (the CPUs were idle during that work when it was
-    done for everyone before the first page)."""
-    if pool is None:
-        return [
-            result
-            for people, tables in groups
-            for result in _person_pages([_frames(p, tables) for p in people], job)
-        ]
+    `groups` is lazy: a group's tables are worked out (and, in the dashboards step, read and
+    planned) when its turn comes, in this process, while the workers still render the group
+    before. Which pages a group renders is known only then, so the `pool_size` workers are
+    started once PARALLEL_MIN_PAGES pages are to be rendered: the groups before render here, and
+    a night that renders a few pages starts no process."""
     results: list[_PageResult] = []
     # A group's tasks, and its folder of tables to remove once they are done.
     pending: deque[tuple[list[Future[list[_PageResult]]], Path]] = deque()
@@ -224,22 +221,32 @@ def _render_people(
         # (a worker still mapping one keeps its pages until it lets go).
         shutil.rmtree(group_dir, ignore_errors=True)
 
-    for number, (people, tables) in enumerate(groups):
-        group_dir = shared_dir / f"group-{number}"
-        group_dir.mkdir()
-        files = _share_tables(tables, group_dir)
-        futures = []
-        for start in range(0, len(people), PEOPLE_PER_TASK):
-            task = people[start : start + PEOPLE_PER_TASK]
-            # Each task carries only its own people of `render`, not the whole set.
-            mine = None if job.render is None else job.render & {p.person_id for p in task}
-            futures.append(
-                pool.submit(_mapped_person_pages, files, task, replace(job, render=mine))
-            )
-        pending.append((futures, group_dir))
-        # What is left in flight is this group: the workers render it while the next is built.
-        while len(pending) > 1:
+    pages = 0
+    with ExitStack() as stack:
+        pool: ProcessPoolExecutor | None = None
+        for number, (people, tables, render) in enumerate(groups):
+            pages += len(people) if render is None else len(render)
+            if pool is None and pool_size and pages >= PARALLEL_MIN_PAGES:
+                pool = stack.enter_context(_page_pool(pool_size))
+            if pool is None:
+                frames = [_frames(p, tables) for p in people]
+                results.extend(_person_pages(frames, replace(job, render=render)))
+                continue
+            group_dir = shared_dir / f"group-{number}"
+            group_dir.mkdir()
+            files = _share_tables(tables, group_dir)
+            futures = []
+            for start in range(0, len(people), PEOPLE_PER_TASK):
+                task = people[start : start + PEOPLE_PER_TASK]
+                # Each task carries only its own people of `render`, not the whole set.
+                mine = None if render is None else render & {p.person_id for p in task}
+                futures.append(
+                    pool.submit(_mapped_person_pages, files, task, replace(job, render=mine))
+                )
+            pending.append((futures, group_dir))
+            # What is left in flight is this group: the workers render it while the next is built.
+            while len(pending) > 1:
+                finish_oldest()
+        while pending:
             finish_oldest()
-    while pending:
-        finish_oldest()
     return results

@@ -1,9 +1,13 @@
 """Everything the dashboards show, read from the warehouse: the tables in a fixed order, the
 rejected rows grouped, each source's freshness per person (`pipelines.reports` renders them and
 never touches DuckDB); and the step's plan: which person pages to render (`update_dashboards`).
+The step reads the person tables a group of people at a time (`load_dashboard_inputs` with
+`in_groups`), so its memory does not grow with the cohort.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -11,15 +15,16 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from pipelines.incremental import PersonPlan, plan_people, record
+from pipelines.incremental import STATE_TABLE, PersonPlan, full_salt, plan_people, record
 from pipelines.reports.dashboards import (
     DashboardInputs,
     PageInputs,
+    PersonGroups,
     diet_columns_shown,
-    page_inputs,
+    shared_page_inputs,
     write_dashboards,
 )
-from pipelines.reports.inputs import SCHEMAS
+from pipelines.reports.inputs import SCHEMAS, person_order
 from pipelines.schema import REJECT_EXAMPLES, REJECT_VALUE_SHOWN
 from pipelines.steps import sql
 from pipelines.warehouse import Warehouse, table_exists
@@ -72,12 +77,31 @@ _SHOWN: dict[str, Callable[[list[str]], list[str]]] = {
 }
 
 
-def _rejected_summary(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+# Every table's (and view's) columns, in order: read once per read, as the reads of each group ask
+# about tables and columns many times and each question to the catalog is a query.
+Schema = dict[str, list[str]]
+
+
+def _schema(conn: duckdb.DuckDBPyConnection) -> Schema:
+    schema: Schema = {}
+    for table, column in conn.execute(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
+    ).fetchall():
+        schema.setdefault(table, []).append(column)
+    return schema
+
+
+def _columns(schema: Schema, name: str) -> set[str]:
+    return set(schema.get(name, ()))
+
+
+def _rejected_summary(conn: duckdb.DuckDBPyConnection, schema: Schema) -> pl.DataFrame:
     """Rejected rows grouped as the dashboards show them: per source, reason and column, the
     count and the first few rejects (file, line and the offending value), so that one bad setting
     is one line of the table however many rows it rejected."""
     # A warehouse written before rejects had a value column gets it at its next ingest.
-    value = "value" if "value" in _columns(conn, "rejected_rows") else "NULL::VARCHAR AS value"
+    value = "value" if "value" in _columns(schema, "rejected_rows") else "NULL::VARCHAR AS value"
     shown = (
         f"CASE WHEN length(value) > {REJECT_VALUE_SHOWN} "
         f"THEN left(value, {REJECT_VALUE_SHOWN}) || '...' ELSE value END"
@@ -91,30 +115,17 @@ def _day(x: date) -> date:
     return x.date() if isinstance(x, datetime) else x
 
 
-def _columns(conn: duckdb.DuckDBPyConnection, name: str) -> set[str]:
-    return {
-        r[0]
-        for r in conn.execute(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = 'main' AND table_name = ?",
-            [name],
-        ).fetchall()
-    }
-
-
-def _source_freshness(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+def _source_freshness(conn: duckdb.DuckDBPyConnection, schema: Schema) -> pl.DataFrame:
     """Per source and person: the newest file of the source and the person's latest data day.
 
     Sources without per-person dates (e.g. a cross-sectional cohort) get one row with a null
     person and day, so the age of their newest file is still checked.
     """
-    if not table_exists(conn, "ingest_files") or "modified_at" not in _columns(
-        conn, "ingest_files"
-    ):
+    if "ingest_files" not in schema or "modified_at" not in _columns(schema, "ingest_files"):
         return pl.DataFrame()
     parts = []
     for name, day in _DATED_TABLES:
-        if table_exists(conn, name) and {"source", "person_id", day} <= _columns(conn, name):
+        if name in schema and {"source", "person_id", day} <= _columns(schema, name):
             parts.append(
                 f"SELECT source, person_id, max(CAST({day} AS DATE)) AS latest_day FROM {name} "
                 "WHERE person_id IS NOT NULL GROUP BY ALL"
@@ -130,13 +141,13 @@ def _source_freshness(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     return conn.execute(sql("source_freshness").format(days=days)).pl()
 
 
-def _between_dii_params(conn: duckdb.DuckDBPyConnection) -> tuple[int, int] | None:
+def _between_dii_params(conn: duckdb.DuckDBPyConnection, schema: Schema) -> tuple[int, int] | None:
     """Fewest and most DII parameters behind the DIIs the between-person models use: those
     in diet_summary of people with a marker result (the models need one)."""
     if not (
-        table_exists(conn, "diet_summary")
-        and table_exists(conn, "marker_draws")
-        and {"dii", "dii_params"} <= _columns(conn, "diet_summary")
+        "diet_summary" in schema
+        and "marker_draws" in schema
+        and {"dii", "dii_params"} <= _columns(schema, "diet_summary")
     ):
         return None
     row = conn.execute(
@@ -146,82 +157,180 @@ def _between_dii_params(conn: duckdb.DuckDBPyConnection) -> tuple[int, int] | No
     return (int(row[0]), int(row[1])) if row and row[0] is not None else None
 
 
-# What a person page reads of `biometrics`: the daily outcomes (readings with a scale; Cronometer's
-# weight and blood pressure have none) of people followed over time.
-_OUTCOMES = (
-    "SELECT person_id, day, metric, value, unit, scale FROM biometrics "
-    f"WHERE scale IS NOT NULL AND person_id IN ({_FOLLOWED}) ORDER BY ALL"
+def _in_group(people: pl.DataFrame, followed: bool = False) -> str:
+    """SQL: the row is of one of `people` (registered as `_group`: person_id, followed), or of one
+    of its followed people (tables that also hold cross-sectional members). The range of their
+    ids comes first: DuckDB skips the row groups outside it, which the semi-join alone does not."""
+    ids = people["person_id"]
+
+    def literal(x: str | None) -> str:
+        return "NULL" if x is None else "'" + x.replace("'", "''") + "'"
+
+    who = " WHERE followed" if followed else ""
+    return (
+        f"person_id BETWEEN {literal(ids.min())} AND {literal(ids.max())} "  # type: ignore[arg-type]
+        f"AND person_id IN (SELECT person_id FROM _group{who})"
+    )
+
+
+def _read(
+    conn: duckdb.DuckDBPyConnection, schema: Schema, name: str, where: str = "true"
+) -> pl.DataFrame:
+    """`name`'s rows that pass `where`, with the columns pages read, in a fixed order.
+
+    In a fixed order: DuckDB scans in parallel and the per-person steps update their tables in
+    place, so an unordered read differs from run to run. Pages (and their content keys) must
+    depend on the data only, or every page would be rendered again every night."""
+    if name not in schema:
+        return pl.DataFrame()
+    columns = "*"
+    if name in _SHOWN:
+        shown = _SHOWN[name](schema[name])
+        columns = ", ".join('"' + c.replace('"', '""') + '"' for c in shown) or "*"
+    order = _ORDER.get(name, "ALL")
+    return conn.execute(f"SELECT {columns} FROM {name} WHERE {where} ORDER BY {order}").pl()
+
+
+def _page_people(conn: duckdb.DuckDBPyConnection, schema: Schema) -> pl.DataFrame:
+    """Everyone with a person page (person_id, in page order) and whether they are followed over
+    time: people with a diet log or a dated draw get a page; members of cross-sectional cohorts
+    (one undated draw each, e.g. NHANES) appear on the cohort page only. A person finding gets
+    its person a page too."""
+    parts = ["SELECT NULL::VARCHAR AS person_id, false AS followed WHERE false"]
+    if "diet_daily" in schema:
+        parts.append("SELECT DISTINCT person_id, false FROM diet_daily")
+        if "marker_draws" in schema:
+            parts.append(f"SELECT person_id, true FROM ({_FOLLOWED})")
+    if "associations" in schema and "scope" in _columns(schema, "associations"):
+        parts.append("SELECT DISTINCT person_id, false FROM associations WHERE scope = 'person'")
+    people = conn.execute(
+        f"SELECT person_id, bool_or(followed) AS followed FROM ({' UNION ALL '.join(parts)}) "
+        "WHERE person_id IS NOT NULL GROUP BY person_id"
+    ).pl()
+    order = {pid: i for i, pid in enumerate(person_order(people["person_id"].to_list()))}
+    return people.sort(pl.col("person_id").replace_strict(order, return_dtype=pl.Int64))
+
+
+@contextmanager
+def _group(conn: duckdb.DuckDBPyConnection, people: pl.DataFrame) -> Iterator[None]:
+    """`people` (a frame of `_page_people`) as `_group`, the people the reads are for."""
+    conn.register("_group", people.to_arrow())
+    try:
+        yield
+    finally:
+        conn.unregister("_group")
+
+
+def _person_tables(
+    conn: duckdb.DuckDBPyConnection, schema: Schema, people: pl.DataFrame
+) -> DashboardInputs:
+    """`people`'s rows (registered as `_group`) of every table a person page reads."""
+    mine, followed = _in_group(people), _in_group(people, followed=True)
+    windows = (
+        conn.execute(
+            f"SELECT * FROM exposure_windows WHERE complete AND {followed} "
+            f"ORDER BY {_ORDER['exposure_windows']}"
+        ).pl()
+        if "exposure_windows" in schema
+        else pl.DataFrame()
+    )
+    # Older warehouses have no daily outcomes (or a biometrics without scales): no panel. The
+    # outcomes are the readings with a scale (Cronometer's weight and blood pressure have none).
+    outcomes = (
+        conn.execute(
+            "SELECT person_id, day, metric, value, unit, scale FROM biometrics "
+            f"WHERE scale IS NOT NULL AND {followed} ORDER BY ALL"
+        ).pl()
+        if "biometrics" in schema
+        and {"person_id", "day", "metric", "value", "unit", "scale"}
+        <= _columns(schema, "biometrics")
+        else pl.DataFrame()
+    )
+    findings = (
+        _read(conn, schema, "associations", f"scope = 'person' AND {mine}")
+        if "scope" in _columns(schema, "associations")
+        else pl.DataFrame()
+    )
+    return DashboardInputs(
+        persons=_read(conn, schema, "persons", followed),
+        diet_daily=_read(conn, schema, "diet_daily", mine),
+        marker_draws=_read(conn, schema, "marker_draws", followed),
+        marker_trends=_read(conn, schema, "marker_trends", followed),
+        associations=findings,
+        # Unmapped foods are counted per food, or per person and food by older warehouses.
+        unmapped_foods=(
+            _read(conn, schema, "unmapped_foods", mine)
+            if "person_id" in _columns(schema, "unmapped_foods")
+            else pl.DataFrame()
+        ),
+        exposure_windows=windows,
+        data_sufficiency=_read(conn, schema, "data_sufficiency", followed),
+        biometrics=outcomes,
+        daily_effects=_read(conn, schema, "daily_effects", followed),
+    )
+
+
+# What the cohort page reads of the findings: everything but the person findings, and of those
+# the partially pooled ones of a food whose pooled (primary window) finding is significant.
+_COHORT_FINDINGS = (
+    "scope IS DISTINCT FROM 'person' OR (pooled_effect_pct IS NOT NULL AND "
+    "(lower(marker), feature, window_days) IN (SELECT (lower(marker), feature, window_days) "
+    "FROM associations WHERE scope = 'cohort' AND status = 'significant' "
+    "AND window_role = 'primary'))"
 )
 
 
-def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
-    """Everything the dashboards show, read from the warehouse in one read-only connection."""
-    with warehouse.read() as conn:
-        # In a fixed order: DuckDB scans in parallel and the per-person steps update their tables
-        # in place, so an unordered read differs from run to run. Pages (and their content keys)
-        # must depend on the data only, or every page would be rendered again every night.
-        def table(name: str) -> pl.DataFrame:
-            if not table_exists(conn, name):
-                return pl.DataFrame()
-            columns = "*"
-            if name in _SHOWN:
-                in_table = [d[0] for d in conn.execute(f"SELECT * FROM {name} LIMIT 0").description]
-                shown = _SHOWN[name](in_table)
-                columns = ", ".join('"' + c.replace('"', '""') + '"' for c in shown) or "*"
-            order = _ORDER.get(name, "ALL")
-            return conn.execute(f"SELECT {columns} FROM {name} ORDER BY {order}").pl()
+def _cohort_findings(conn: duckdb.DuckDBPyConnection, schema: Schema) -> pl.DataFrame:
+    columns = _columns(schema, "associations")
+    if "scope" not in columns:
+        return _read(conn, schema, "associations")
+    if {"pooled_effect_pct", "window_role", "status"} <= columns:
+        return _read(conn, schema, "associations", _COHORT_FINDINGS)
+    return _read(conn, schema, "associations", "scope IS DISTINCT FROM 'person'")
 
-        rejected = (
-            _rejected_summary(conn) if table_exists(conn, "rejected_rows") else pl.DataFrame()
-        )
-        daily = table("diet_daily")
-        draws = table("marker_draws")
-        # Person pages are for people followed over time; members of cross-sectional cohorts
-        # (one undated draw each, e.g. NHANES) appear on the cohort page only.
-        followed = (
-            conn.execute(_FOLLOWED).pl()["person_id"]
-            if table_exists(conn, "diet_daily") and table_exists(conn, "marker_draws")
-            else pl.Series("person_id", [], pl.String)
-        )
-        people = table("persons")
-        if people.height:
-            people = people.filter(pl.col("person_id").is_in(followed.implode()))
-        if draws.height:
-            draws = draws.filter(pl.col("person_id").is_in(followed.implode()))
-        trends = table("marker_trends")
-        if trends.height:
-            trends = trends.filter(pl.col("person_id").is_in(followed.implode()))
-        sufficiency = table("data_sufficiency")
-        if sufficiency.height:
-            sufficiency = sufficiency.filter(pl.col("person_id").is_in(followed.implode()))
-        effects = table("daily_effects")
-        if effects.height:
-            effects = effects.filter(pl.col("person_id").is_in(followed.implode()))
-        # Only complete windows reach the scatter behind each lag-heatmap cell; filtering here
-        # keeps a big cohort's windows out of memory.
-        windows = (
-            conn.execute(
-                f"SELECT * FROM exposure_windows WHERE complete AND person_id IN ({_FOLLOWED}) "
-                f"ORDER BY {_ORDER['exposure_windows']}"
-            ).pl()
-            if table_exists(conn, "exposure_windows") and followed.len()
-            else pl.DataFrame()
-        )
-        # Older warehouses have no daily outcomes (or a biometrics without scales): no panel.
-        outcomes = (
-            conn.execute(_OUTCOMES).pl()
-            if table_exists(conn, "diet_daily")
-            and table_exists(conn, "marker_draws")
-            and table_exists(conn, "biometrics")
-            and {"person_id", "day", "metric", "value", "unit", "scale"}
-            <= _columns(conn, "biometrics")
-            else pl.DataFrame()
-        )
+
+def _diet_totals(
+    conn: duckdb.DuckDBPyConnection, schema: Schema
+) -> tuple[date | None, date | None, float]:
+    """The first and last day of anyone's diet log, and everyone's energy (kcal)."""
+    if "diet_daily" not in schema:
+        return None, None, 0.0
+    columns = _columns(schema, "diet_daily")
+    first, last = (
+        conn.execute("SELECT min(day), max(day) FROM diet_daily").fetchone() or (None, None)
+        if "day" in columns
+        else (None, None)
+    )
+    energy = (
+        conn.execute("SELECT sum(energy_kcal) FROM diet_daily").fetchone()
+        if "energy_kcal" in columns
+        else None
+    )
+    return first, last, float(energy[0]) if energy and energy[0] is not None else 0.0
+
+
+def load_dashboard_inputs(warehouse: Warehouse, in_groups: bool = False) -> DashboardInputs:
+    """Everything the dashboards show, read from the warehouse in one read-only connection.
+
+    `in_groups` (the dashboards step): the person tables are read a group of people at a time
+    as their pages are rendered (`PersonGroups`, each group in a read-only connection of its own);
+    read here is only what the index and cohort page show across everyone: the followed people's
+    draws, the cohort findings, the unmapped foods, the files, rejects and freshness, and the
+    diet's days and energy as sums. Otherwise every person's rows are read here too.
+    """
+    with warehouse.read() as conn:
+        schema = _schema(conn)
+        people = _page_people(conn, schema)
+        with _group(conn, people):
+            draws = _read(conn, schema, "marker_draws", _in_group(people, followed=True))
+            everyone = None if in_groups else _person_tables(conn, schema, people)
+        rejected = _rejected_summary(conn, schema) if "rejected_rows" in schema else pl.DataFrame()
+        first_day, last_day, energy = _diet_totals(conn, schema)
         days = [
             x
             for x in (
-                daily["day"].min() if daily.height else None,
-                daily["day"].max() if daily.height else None,
+                first_day,
+                last_day,
                 draws["collected_at"].min() if draws.height else None,
                 draws["collected_at"].max() if draws.height else None,
             )
@@ -233,21 +342,16 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
             if days
             else "no dated data (cross-sectional)"
         )
-        return DashboardInputs(
-            persons=people,
-            between_dii_params=_between_dii_params(conn),
-            diet_daily=daily,
+        data = DashboardInputs(
+            between_dii_params=_between_dii_params(conn, schema),
             marker_draws=draws,
-            marker_trends=trends,
-            associations=table("associations"),
-            ingest_files=table("ingest_files"),
+            associations=_cohort_findings(conn, schema)
+            if in_groups
+            else _read(conn, schema, "associations"),
+            ingest_files=_read(conn, schema, "ingest_files"),
             rejected_summary=rejected,
-            unmapped_foods=table("unmapped_foods"),
-            exposure_windows=windows,
-            data_sufficiency=sufficiency,
-            source_freshness=_source_freshness(conn),
-            biometrics=outcomes,
-            daily_effects=effects,
+            unmapped_foods=_read(conn, schema, "unmapped_foods"),
+            source_freshness=_source_freshness(conn, schema),
             run_info={
                 "run_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                 "code_version": f"gutsignal {version('gutsignal')}",
@@ -255,14 +359,43 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
                 "upstream": ", ".join(UPSTREAM),
             },
         )
+    if everyone is None:
+        data.energy_kcal_total = energy
+        data.people = PersonGroups(
+            people["person_id"].to_list(), lambda ids: _read_group(warehouse, schema, people, ids)
+        )
+        return data
+    # The person tables but the two the index reads whole (draws, unmapped foods) and the
+    # findings, read whole above.
+    return replace(
+        data,
+        persons=everyone.persons,
+        diet_daily=everyone.diet_daily,
+        marker_trends=everyone.marker_trends,
+        exposure_windows=everyone.exposure_windows,
+        data_sufficiency=everyone.data_sufficiency,
+        biometrics=everyone.biometrics,
+        daily_effects=everyone.daily_effects,
+    )
+
+
+def _read_group(
+    warehouse: Warehouse, schema: Schema, people: pl.DataFrame, ids: list[str]
+) -> DashboardInputs:
+    """The person tables of `ids` (of `people`, a frame of `_page_people`), in a warehouse of
+    `schema` (read with `people`)."""
+    group = people.filter(pl.col("person_id").is_in(pl.Series(ids, dtype=pl.String)))
+    with warehouse.read() as conn, _group(conn, group):
+        return _person_tables(conn, schema, group)
 
 
 STEP = "dashboards"
 
 
 def plan_pages(conn: duckdb.DuckDBPyConnection, pages: PageInputs) -> PersonPlan:
-    """Which person pages to render: the people whose page inputs changed since the pages were
-    last written, or everyone when what every page shares changed (`pages.shared`, the salt).
+    """Which person pages of a group to render: the people whose page inputs changed since the
+    pages were last written, or everyone when what every page shares changed (`pages.shared`,
+    the salt).
 
     The fingerprints are taken of the frames the pages are built from, not of the warehouse
     tables again: they cover exactly what a page shows (the columns, the rows of followed people,
@@ -286,17 +419,55 @@ def plan_pages(conn: duckdb.DuckDBPyConnection, pages: PageInputs) -> PersonPlan
             conn.unregister(view)
 
 
+def _whole_plan(groups: list[PersonPlan], salt: str) -> PersonPlan:
+    """The groups' plans as one, to record: everyone's fingerprints. Whether everyone's pages
+    are rendered is decided alike in every group (the salt and the stored record); the pages of
+    people gone are removed by `write_dashboards`, so `gone` is not worked out."""
+    if not groups:
+        empty = pl.DataFrame(schema={"person_id": pl.String, "fingerprint": pl.String})
+        return PersonPlan(STEP, True, [], [], empty, full_salt(salt))
+    return PersonPlan(
+        STEP,
+        groups[0].everyone,
+        sorted(p for g in groups for p in g.people),
+        [],
+        pl.concat([g.fingerprints for g in groups]),
+        groups[0].salt,
+    )
+
+
 def update_dashboards(
     warehouse: Warehouse, out_dir: Path, data: DashboardInputs, workers: int | None = None
 ) -> tuple[list[Path], PersonPlan]:
     """Write the dashboards, rendering only the person pages whose inputs changed (all on a first
     run), and record what they were built from once they are written: a run that fails before
-    that leaves the old record, so the next run renders the same pages again."""
+    that leaves the old record, so the next run renders the same pages again.
+
+    Each group of people is planned as it comes (`write_dashboards` hands over its page inputs),
+    so only one group's inputs are in memory at a time."""
+    salt = shared_page_inputs(data, out_dir)
+    groups: list[PersonPlan] = []
     with warehouse.read() as conn:
-        plan = plan_pages(conn, page_inputs(data, out_dir))
-    written = write_dashboards(
-        out_dir, data, workers, render=None if plan.everyone else plan.people
-    )
+        recorded = (
+            conn.execute(f"SELECT * FROM {STATE_TABLE} WHERE step = ?", [STEP]).pl()
+            if table_exists(conn, STATE_TABLE)
+            else None
+        )
+    # Each group is planned against the step's record, read once into an in-memory database,
+    # instead of in a warehouse connection of its own.
+    with duckdb.connect() as memory:
+        if recorded is not None:
+            memory.register("_recorded", recorded.to_arrow())
+            memory.execute(f"CREATE TABLE {STATE_TABLE} AS SELECT * FROM _recorded")
+            memory.unregister("_recorded")
+
+        def plan_group(tables: dict[str, pl.DataFrame]) -> list[str] | None:
+            plan = plan_pages(memory, PageInputs(tables, salt))
+            groups.append(plan)
+            return None if plan.everyone else plan.people
+
+        written = write_dashboards(out_dir, data, workers, render=plan_group)
+    plan = _whole_plan(groups, salt)
     with warehouse.write() as conn:
         record(conn, plan)
     return written, plan

@@ -102,7 +102,10 @@ def render_index(
     unm = d.unmapped_foods
     if unm.height and unm["person_id"].drop_nulls().len():
         # Per-person shares do not add up across people: recompute against everyone's energy.
-        total = d.diet_daily["energy_kcal"].sum() if d.diet_daily.height else 0.0
+        # Read as a sum when the diet is read a group of people at a time.
+        total = d.energy_kcal_total
+        if total is None:
+            total = float(d.diet_daily["energy_kcal"].sum()) if d.diet_daily.height else 0.0
         unm = unm.group_by("food").agg(pl.col("entries").sum(), pl.col("energy_kcal").sum())
         unm = unm.with_columns(
             energy_share=pl.col("energy_kcal") / total if total else pl.lit(None, pl.Float64)

@@ -1,0 +1,77 @@
+"""The dashboards step reads, plans and renders the person pages a group of people at a time (issue
+19: its memory does not grow with the cohort): a group per person writes the same files and
+records the same plan as one group, and as the pages rendered from everyone's frames at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from polars.testing import assert_frame_equal
+
+from pipelines.reports import dashboards
+from pipelines.reports.inputs import DashboardInputs
+from pipelines.steps import dashboards as step
+from tests.conftest import make_demo_project, refresh_all
+
+RUN_AT = "2026-12-05 03:00 UTC"
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def _person_pages(written: list[Path]) -> set[str]:
+    return {p.name for p in written if p.name.startswith("person_")}
+
+
+def test_the_step_in_groups_of_people_equals_one_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = make_demo_project(tmp_path / "demo")
+    refresh_all(project.root, monkeypatch, {})
+    warehouse = project.warehouse()
+    groups: list[list[str]] = []
+    read_group = step._read_group
+
+    def counted(*args: Any) -> DashboardInputs:
+        groups.append(args[-1])  # the group's ids
+        return read_group(*args)
+
+    monkeypatch.setattr(step, "_read_group", counted)
+
+    def run(out: Path, group_people: int) -> tuple[list[Path], step.PersonPlan]:
+        monkeypatch.setattr(dashboards, "RENDER_GROUP_PEOPLE", group_people)
+        data = step.load_dashboard_inputs(warehouse, in_groups=True)
+        data.run_info["run_at"] = RUN_AT
+        groups.clear()
+        return step.update_dashboards(warehouse, out, data, workers=1)
+
+    one, one_plan = run(tmp_path / "one", 10**6)
+    assert len(groups) == 1
+    people = groups[0]
+    assert len(people) > 2
+    many, many_plan = run(tmp_path / "many", 1)
+    assert groups == [[p] for p in people]  # a group per person, in page order
+
+    # Every file the same, and so is what the plan recorded (the out folder is in the salt).
+    assert _person_pages(one) == _person_pages(many) and len(_person_pages(many)) == len(people)
+    assert _files(tmp_path / "one") == _files(tmp_path / "many")
+    assert many_plan.everyone and many_plan.people == []
+    assert_frame_equal(
+        one_plan.fingerprints.sort("person_id"), many_plan.fingerprints.sort("person_id")
+    )
+
+    # The pages from everyone's frames at once are the same files too.
+    whole = step.load_dashboard_inputs(warehouse)
+    whole.run_info["run_at"] = RUN_AT
+    dashboards.write_dashboards(tmp_path / "whole", whole, workers=1)
+    assert _files(tmp_path / "whole") == _files(tmp_path / "many")
+
+    # A night with nothing new renders no person page, planned a group at a time or in one.
+    again, plan = run(tmp_path / "many", 1)
+    assert not plan.everyone and _person_pages(again) == set()
+    again, plan = run(tmp_path / "many", 10**6)
+    assert not plan.everyone and _person_pages(again) == set()
+    assert _files(tmp_path / "many") == _files(tmp_path / "one")
