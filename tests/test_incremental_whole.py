@@ -59,7 +59,8 @@ def test_whole_steps_say_nothing_changed_and_run_again_when_an_input_does(
     assert not any(reordered.values()), reordered
 
     # One more line of a food alice already logs, on a new day after her diary: the foods'
-    # counts change (unmapped_foods), their categories, the people and the draws do not.
+    # categories, the people and the draws do not change, nor does unmapped_foods (every demo
+    # food is mapped).
     servings = project.raw_dir / "demo" / "cronometer" / "alice" / "servings.csv"
     text = servings.read_text(encoding="utf-8").rstrip("\r\n")
     last_day, rest = text.rsplit("\n", 1)[1].split(",", 1)
@@ -67,8 +68,19 @@ def test_whole_steps_say_nothing_changed_and_run_again_when_an_input_does(
     servings.write_text(f"{text}\n{next_day.isoformat()},{rest}\n", encoding="utf-8")
     _touch(servings)
     night = refresh_all(project.root, monkeypatch, REPORT)
-    assert night["unmapped_foods"] and not night["food_categories"]
+    assert not night["unmapped_foods"] and not night["food_categories"]
     assert not night["persons"] and not night["data_sufficiency"] and not night["diet_summary"]
+
+    # A food no category knows, the next day: unmapped_foods changes, and lists it.
+    day_after = (next_day + timedelta(days=1)).isoformat()
+    line = f"{day_after},8:00 AM,Snacks,Zzyzx qwerty,30.00 g,150.00,0,,15,1,1,9,1,2,100,Zzyzx"
+    text = servings.read_text(encoding="utf-8").rstrip("\r\n")
+    servings.write_text(f"{text}\n{line}\n", encoding="utf-8")
+    _touch(servings)
+    assert refresh_all(project.root, monkeypatch, REPORT)["unmapped_foods"]
+    with duckdb.connect(str(project.warehouse_path), read_only=True) as conn:
+        listed = conn.execute("SELECT * FROM unmapped_foods").pl()
+    assert "zzyzx" in str(listed.rows()).lower(), listed
 
     # An overrides file is a setting of the food categories only.
     (project.root / "my_foods.csv").write_text(

@@ -312,14 +312,20 @@ def update_food_taxonomy(conn: duckdb.DuckDBPyConnection, overrides_path: Path |
         categories,
         float(pairs["energy_kcal"].sum() or 0.0),
     )
-    replace_table(conn, "unmapped_foods", unmapped)
+    # New entries of mapped foods (most nights) leave the table as it was: it then says so, and
+    # keeps its version for the plans that read it.
+    unmapped_changed = plan.everyone or not unmapped.equals(
+        conn.execute("SELECT * FROM unmapped_foods").pl()
+    )
+    if unmapped_changed:
+        replace_table(conn, "unmapped_foods", unmapped)
     record(conn, plan)
     return Taxonomy(
         categories,
         unmapped,
         overrides,
         categories_changed=categories_changed,
-        unmapped_changed=True,
+        unmapped_changed=unmapped_changed,
     )
 
 
