@@ -132,11 +132,12 @@ def test_a_first_run_in_groups_of_people_equals_one_group(
 def test_associations_fitted_a_group_of_people_at_a_time_are_identical(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The associations step reads the exposure windows a group of people at a time, and fits
-    and writes the person rows a group of people at a time (issue 19: its memory no longer grows
-    with the cohort). A group per person gives the same table, every column and row, floats bit
-    for bit, as one group; one group gives the models on one frame of everyone's windows (the
-    step before the groups), in their order too."""
+    """The associations step reads the exposure windows a group of people at a time, fits and
+    writes the person rows a group of people at a time and pools them a few tests at a time
+    (issue 19: its memory no longer grows with the cohort). A group per person gives the same
+    table, every column and row, floats bit for bit, as one group; one group gives the models on
+    one frame of everyone's windows (the step before the groups), in their order too."""
+    import pipelines.analysis.pooling as pooling
     import pipelines.steps.analysis as analysis_steps
     from pipelines.analysis.models import run_all_models
     from pipelines.incremental import STATE_TABLE
@@ -163,6 +164,8 @@ def test_associations_fitted_a_group_of_people_at_a_time_are_identical(
     def fit(group_rows: int, group_people: int) -> pl.DataFrame:
         monkeypatch.setattr(analysis_steps, "ASSOCIATION_GROUP_ROWS", group_rows)
         monkeypatch.setattr(analysis_steps, "ASSOCIATION_FIT_PEOPLE", group_people)
+        # The partial pooling, a test at a time or all at once.
+        monkeypatch.setattr(pooling, "POOLING_ROWS", group_rows)
         with project.warehouse().write() as conn:
             conn.execute(f"DELETE FROM {STATE_TABLE} WHERE step = 'associations'")
             refit, status = analysis_steps.update_associations(conn, settings)

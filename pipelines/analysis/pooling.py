@@ -7,6 +7,9 @@ import polars as pl
 
 KEYS = ["marker", "feature", "window_days"]
 POOLED = ["pooled_effect_pct", "pooled_ci_low_pct", "pooled_ci_high_pct"]
+# `pooled_estimates` pools about this many person rows at a time (whole tests): the pooling's
+# window sums over everyone's rows at once grew with the cohort.
+POOLING_ROWS = 100_000
 
 
 # --------------------------------------------------------------------------------------------------
@@ -61,26 +64,32 @@ def pooled_estimates(person: pl.DataFrame, cohort: pl.DataFrame) -> pl.DataFrame
     row for row. `person` holds `_key`, `beta` and `se` of every person row, group after group;
     `cohort` the cohort rows with their `_key`. `_key` numbers the tests (marker, window,
     feature) in the order one fit of everyone walks them, and groups are people in order, so
-    sorted by `_key` (stably) the rows are in that fit's order: the sums over persons add up in
-    the same order and the estimates agree bit for bit. Numbers instead of the key's strings:
-    these are a few columns of every row of the table, the one thing held for everyone."""
+    sorted by `_key` (stably) each test's rows are in that fit's order: the sums over persons
+    add up in the same order and the estimates agree bit for bit. Numbers instead of the key's
+    strings, and the tests pooled about POOLING_ROWS rows at a time: these are every row of the
+    table, the one thing held for everyone."""
     if person.height == 0:
         return pl.DataFrame(schema=dict.fromkeys(POOLED, pl.Float64))
     columns = ["_row", "_key", "scope", "beta", "se"]
-    results = pl.concat(
-        [
-            person.with_row_index("_row")
-            .with_columns(pl.lit("person").alias("scope"))
-            .sort("_key", maintain_order=True)
-            .select(columns),
-            cohort.filter(pl.col("_key").is_not_null())
-            .with_columns(pl.lit(None, dtype=pl.UInt32).alias("_row"))
-            .select(columns),
-        ]
+    ordered = person.with_row_index("_row").sort("_key", maintain_order=True)
+    batch = (
+        ordered.group_by("_key", maintain_order=True)
+        .len()
+        .select("_key", ((pl.col("len").cum_sum() - pl.col("len")) // POOLING_ROWS).alias("_batch"))
     )
-    return (
-        partial_pooling(results, keys=["_key"])
-        .filter(pl.col("scope") == "person")
-        .sort("_row")
-        .select(POOLED)
-    )
+    ordered = ordered.join(batch, on="_key", maintain_order="left")
+    cohort = cohort.join(batch, on="_key").with_columns(pl.lit(None, dtype=pl.UInt32).alias("_row"))
+    parts = []
+    for (number,), tests in ordered.group_by("_batch", maintain_order=True):
+        results = pl.concat(
+            [
+                tests.with_columns(pl.lit("person").alias("scope")).select(columns),
+                cohort.filter(pl.col("_batch") == number).select(columns),
+            ]
+        )
+        parts.append(
+            partial_pooling(results, keys=["_key"])
+            .filter(pl.col("scope") == "person")
+            .select("_row", *POOLED)
+        )
+    return pl.concat(parts).sort("_row").select(POOLED)

@@ -127,8 +127,11 @@ ASSOCIATION_GROUP_ROWS = 250_000
 # ... and fit and write the person-scope rows this many people at a time: about 155 rows a
 # person, they were what still grew with the cohort (0.21 MB a person).
 ASSOCIATION_FIT_PEOPLE = 250
-# DuckDB's memory while the step runs (`memory_limit`).
-ASSOCIATION_MEMORY_LIMIT = "256MB"
+# DuckDB's memory while the step runs (`memory_limit`), and while it copies the fitted rows
+# into the table: its queries stream or sort one group of people; above these limits DuckDB
+# kept what it had read or written cached, which grew with the cohort.
+ASSOCIATION_MEMORY_LIMIT = "64MB"
+ASSOCIATION_WRITE_MEMORY = "128MB"
 # The features of the windows that join a usable chronic draw (`analysis_frame`'s inner join and
 # `draw_codes`' filter), everyone's: which are tested is decided once for the cohort.
 PRESENT_FEATURES_SQL = """
@@ -160,8 +163,6 @@ def update_associations(
     # Body weight is a covariate where biometrics exist (a source of kind biometrics).
     if table_exists(conn, "biometrics"):
         inputs = (*inputs, "biometrics")
-    # DuckDB's part is scans and a copy: under a lower limit it does not keep every block of the
-    # tables it read (and wrote) cached, which grew with the cohort.
     with memory_limit(conn, ASSOCIATION_MEMORY_LIMIT):
         plan = plan_whole(
             conn,
@@ -215,4 +216,5 @@ def write_associations(
             conn,
             "associations",
             (part.with_columns(parameters) for part in itertools.chain(parts, [empty])),
+            write_memory=ASSOCIATION_WRITE_MEMORY,
         )

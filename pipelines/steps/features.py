@@ -184,14 +184,17 @@ def replace_by_person_chunks(
 
 
 def replace_with_parts(
-    conn: duckdb.DuckDBPyConnection, table: str, parts: Iterable[pl.DataFrame]
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    parts: Iterable[pl.DataFrame],
+    write_memory: str = WRITE_MEMORY_LIMIT,
 ) -> None:
     """Replace `table` with the rows of `parts`, in order; the first part gives the schema when
     no part has a row. Each part is spooled to Parquet as it comes and the table written by one
     `CREATE TABLE ... AS SELECT` over the files, which DuckDB streams to disk: appending the
     parts one by one inside the step's transaction kept every appended row in memory (DuckDB
     holds a transaction's local appends), so the peak grew with the table again. The copy runs
-    under WRITE_MEMORY_LIMIT."""
+    under DuckDB's memory limit `write_memory`."""
     with tempfile.TemporaryDirectory(prefix=f"gutsignal-{table}-") as spool:
         files: list[str] = []
         for number, part in enumerate(parts):
@@ -200,7 +203,7 @@ def replace_with_parts(
                 part.write_parquet(files[-1])
             del part
         listed = ", ".join(f"'{f}'" for f in files)
-        with memory_limit(conn, WRITE_MEMORY_LIMIT):
+        with memory_limit(conn, write_memory):
             conn.execute(
                 f"CREATE OR REPLACE TABLE {ident(table)} AS "
                 f"SELECT * FROM read_parquet([{listed}], union_by_name = true)"
