@@ -132,10 +132,12 @@ def test_a_first_run_in_groups_of_people_equals_one_group(
 def test_associations_fitted_a_group_of_people_at_a_time_are_identical(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The associations step reads the exposure windows a group of people at a time (issue 19:
-    its memory no longer grows with the cohort). A group per person gives the same table, every
-    column and row order, floats bit for bit, as one group, and as the models on one frame of
-    everyone's windows (the step before the groups)."""
+    """The associations step reads the exposure windows a group of people at a time, fits and
+    writes the person rows a group of people at a time and pools them a few tests at a time
+    (issue 19: its memory no longer grows with the cohort). A group per person gives the same
+    table, every column and row, floats bit for bit, as one group; one group gives the models on
+    one frame of everyone's windows (the step before the groups), in their order too."""
+    import pipelines.analysis.pooling as pooling
     import pipelines.steps.analysis as analysis_steps
     from pipelines.analysis.models import run_all_models
     from pipelines.incremental import STATE_TABLE
@@ -145,16 +147,35 @@ def test_associations_fitted_a_group_of_people_at_a_time_are_identical(
     refresh(project, monkeypatch)
     settings = project.config().settings
     groups = _count_groups(monkeypatch, analysis_steps)
+    stashed: list[int] = []
+    stash = analysis_steps.parquet_stash
 
-    def fit(group_rows: int) -> pl.DataFrame:
+    def counted_stash(directory: Path) -> Any:
+        keep = stash(directory)
+
+        def counted(frame: pl.DataFrame) -> Any:
+            stashed.append(frame["person_id"].n_unique())
+            return keep(frame)
+
+        return counted
+
+    monkeypatch.setattr(analysis_steps, "parquet_stash", counted_stash)
+
+    def fit(group_rows: int, group_people: int) -> pl.DataFrame:
         monkeypatch.setattr(analysis_steps, "ASSOCIATION_GROUP_ROWS", group_rows)
+        monkeypatch.setattr(analysis_steps, "ASSOCIATION_FIT_PEOPLE", group_people)
+        # The partial pooling, a test at a time or all at once.
+        monkeypatch.setattr(pooling, "POOLING_ROWS", group_rows)
         with project.warehouse().write() as conn:
             conn.execute(f"DELETE FROM {STATE_TABLE} WHERE step = 'associations'")
-            refit, result = analysis_steps.update_associations(conn, settings)
-        assert refit
-        return result
+            refit, status = analysis_steps.update_associations(conn, settings)
+            table = conn.execute("SELECT * FROM associations").pl()
+        assert refit and status.height == table.height
+        return table
 
-    per_person, everyone = fit(1), fit(10**9)
+    per_person = fit(1, 1)
+    fitted_per_person, stashed[:] = list(stashed), []
+    everyone = fit(10**9, 10**9)
     with project.warehouse().write() as conn:
         draws, windows, people, summary, *bio = (
             conn.execute(f"SELECT * FROM {t} ORDER BY ALL").pl()
@@ -164,6 +185,15 @@ def test_associations_fitted_a_group_of_people_at_a_time_are_identical(
         people_n = conn.execute("SELECT count(DISTINCT person_id) FROM exposure_windows").fetchone()
     one_frame = run_all_models(draws, windows, people, summary, settings, *bio)
     assert people_n is not None and groups == [people_n[0], 1] and people_n[0] > 2
+    # A fit per person, then everyone in one.
+    assert fitted_per_person == [1] * people_n[0] and stashed == [people_n[0]]
     assert per_person.filter(pl.col("scope") == "cohort").height > 0
-    assert_frame_equal(per_person, everyone, check_exact=True)
-    assert_frame_equal(per_person.drop("parameters"), one_frame, check_exact=True)
+    assert per_person.filter(pl.col("pooled_effect_pct").is_not_null()).height > 0
+    key = ["scope", "person_id", "marker", "feature", "window_days", "method"]
+    assert everyone.select(key).is_unique().all()
+    assert_frame_equal(
+        per_person.sort(key, nulls_last=True),
+        everyone.sort(key, nulls_last=True),
+        check_exact=True,
+    )
+    assert_frame_equal(everyone.drop("parameters"), one_frame, check_exact=True)

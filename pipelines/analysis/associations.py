@@ -5,7 +5,9 @@ over a complete trailing window (`exposure_windows.complete`). Effects are repor
 in the marker per +1 unit of the feature, 100 * (exp(beta) - 1), with the 95% CI from exp of the
 beta CI, and `sd_feature` (the feature's SD among the rows used) so a reader can rescale to "per
 typical change". Entry point: `compute_associations(draws, windows, persons, settings,
-biometrics=...)`, the frames the `associations` asset reads. The parts, in the order they run:
+biometrics=...)`, the frames the `associations` asset reads; `association_parts` gives the same
+rows in parts, the person rows a group of people at a time (the step writes them part by part).
+The modules, in the order they run:
 - `model_frame.py`: the analysis frame, the wide per-draw table with covariates (built a group
   of people at a time, `model_frame`), the core foods, aliases and thresholds below;
 - `person_models.py` and `cohort_models.py`: the two scopes (`per_person_ols`,
@@ -92,6 +94,8 @@ Association, not causation: these are observational estimates even within a pers
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import polars as pl
 
 from pipelines.analysis.cohort_models import cohort_scope
@@ -103,8 +107,15 @@ from pipelines.analysis.model_frame import (
 )
 from pipelines.analysis.multiple_testing import add_fdr_and_status
 from pipelines.analysis.person_models import person_rows
-from pipelines.analysis.pooling import partial_pooling
+from pipelines.analysis.pooling import pooled_estimates
 from pipelines.config import Settings
+
+# Keeps a frame until it is needed again: `stash(frame)` returns the call that gives it back.
+Stash = Callable[[pl.DataFrame], Callable[[], pl.DataFrame]]
+
+
+def in_memory(frame: pl.DataFrame) -> Callable[[], pl.DataFrame]:
+    return lambda: frame
 
 
 def compute_associations(
@@ -119,20 +130,84 @@ def compute_associations(
     """The associations table (columns of RESULT_SCHEMA) from the frames the Dagster asset has:
     `marker_draws`, `exposure_windows` (one frame, or read a group of people at a time through
     `PeopleGroups`, which bounds memory: see `model_frame`), `persons` and (optionally)
-    `biometrics`.
+    `biometrics`: the parts of `association_parts`, everyone's person rows in one group.
 
     Per-person and cohort rows, crude and adjusted, the primary window and the lag shape, person
     estimates partially pooled toward the cohort, q-values and status. Cohort rows are produced
     for markers measured in at least 2 persons.
     """
+    parts = list(
+        association_parts(
+            draws, windows, persons, settings, biometrics=biometrics, energy_adjust=energy_adjust
+        )
+    )
+    return pl.concat(parts) if parts else conform_results(pl.DataFrame())
+
+
+def association_parts(
+    draws: pl.DataFrame,
+    windows: pl.DataFrame | PeopleGroups,
+    persons: pl.DataFrame | None,
+    settings: Settings,
+    *,
+    biometrics: pl.DataFrame | None = None,
+    energy_adjust: bool = True,
+    people_per_group: int | None = None,
+    stash: Stash = in_memory,
+) -> Iterator[pl.DataFrame]:
+    """`compute_associations`' rows in parts, each final: the person rows of each group of
+    `people_per_group` people (everyone when None), then the cohort rows.
+
+    The person rows are what grows with the cohort (about 155 rows a person), so they are fitted
+    a group at a time and kept in `stash` (Parquet files, for the step) until the partial pooling
+    is known, which needs every person's estimate: three numbers of each row are held for that
+    (`pooled_estimates`). The FDR families are one person's or the cohort's, so each part's q-values
+    are final. The rows, bit for bit, do not depend on the grouping; their order does (one
+    group gives the order of one fit of everyone).
+    """
     frame = model_frame(draws, windows, biometrics)
     if frame.wide.height == 0:
-        return conform_results(pl.DataFrame())
+        return
     wide, features = frame.wide, frame.features
-    results = pl.concat(
-        [
-            primary_windows(person_rows(wide, features, settings, energy_adjust), settings),
-            cohort_scope(frame.single, wide, features, persons, settings, energy_adjust),
-        ]
+    cohort = cohort_scope(frame.single, wide, features, persons, settings, energy_adjust)
+    tested = wide.select("marker", "window_days").unique()
+    keys = numbered_tests(tested, features)
+    people = int(wide.select(pl.col("_pid").max()).item()) + 1
+    step = people_per_group or people
+    fitted: list[tuple[Callable[[], pl.DataFrame], int]] = []
+    estimates: list[pl.DataFrame] = []
+    for first in range(0, people, step):
+        rows = person_rows(
+            wide, features, settings, energy_adjust, range(first, min(first + step, people))
+        )
+        rows = primary_windows(rows, settings, tested)
+        estimates.append(with_key(rows, keys).select("_key", "beta", "se"))
+        fitted.append((stash(rows), rows.height))
+        del rows
+    pooled = pooled_estimates(pl.concat(estimates), with_key(cohort, keys))
+    del estimates
+    done = 0
+    for load, height in fitted:
+        rows = load().with_columns(pooled.slice(done, height).get_columns())
+        done += height
+        yield conform_results(add_fdr_and_status(rows, settings))
+    yield conform_results(add_fdr_and_status(cohort, settings))
+
+
+def numbered_tests(tested: pl.DataFrame, features: list[str]) -> pl.DataFrame:
+    """Each test (marker, window_days, feature) of `tested` windows and `features` numbered
+    (`_key`) in the order `person_rows` walks them: markers and windows sorted, features in
+    their order."""
+    return (
+        tested.select("marker", pl.col("window_days").cast(pl.Int64))
+        .sort("marker", "window_days")
+        .join(pl.DataFrame({"feature": features}, schema={"feature": pl.String}), how="cross")
+        .with_row_index("_key")
     )
-    return conform_results(add_fdr_and_status(partial_pooling(results), settings))
+
+
+def with_key(rows: pl.DataFrame, keys: pl.DataFrame) -> pl.DataFrame:
+    """`rows` with the `_key` of their test (`numbered_tests`; null for a test not among them)."""
+    return rows.join(
+        keys, on=["marker", "window_days", "feature"], how="left", maintain_order="left"
+    )

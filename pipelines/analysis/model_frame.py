@@ -426,10 +426,15 @@ def contributors(
     return ", ".join(covariate_label(n) for n in picked) or None
 
 
-def primary_windows(results: pl.DataFrame, settings: Settings) -> pl.DataFrame:
+def primary_windows(
+    results: pl.DataFrame, settings: Settings, tested: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """`window_role` and `primary_window_days`: per marker, the window closest to
-    `settings.primary_window_days` among those tested (the longer on a tie) is the primary one."""
-    windows = results.select("marker", "window_days").drop_nulls().unique()
+    `settings.primary_window_days` among those tested (the longer on a tie) is the primary one.
+    The windows tested are those of `results`, or the (marker, window_days) rows of `tested`
+    when `results` are some people's rows of a larger fit."""
+    windows = (results if tested is None else tested).select("marker", "window_days")
+    windows = windows.drop_nulls().unique()
     target = settings.primary_window_days
     primary = (
         windows.with_columns(

@@ -5,11 +5,13 @@ simulation study (`pipelines/analysis/calibration.py`), so the calibration figur
 pipeline's own calls. Plain Polars in and out: no Dagster, no DuckDB.
 """
 
+from collections.abc import Iterator
+
 import polars as pl
 
-from pipelines.analysis.associations import compute_associations
+from pipelines.analysis.associations import Stash, association_parts, in_memory
 from pipelines.analysis.between import cross_sectional
-from pipelines.analysis.model_frame import PeopleGroups
+from pipelines.analysis.model_frame import PeopleGroups, conform_results
 from pipelines.analysis.survey import has_design, survey_cross_sectional
 from pipelines.config import Settings
 
@@ -29,31 +31,50 @@ def run_all_models(
     settings: Settings,
     biometrics: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
-    """Per-person and cohort models on dated draws, between-person models on undated ones.
+    """Per-person and cohort models on dated draws, between-person models on undated ones: the
+    parts of `model_parts` in one frame. The entry point a simulation can call with the frames
+    the `associations` asset reads."""
+    parts = list(model_parts(draws, windows, persons, summary, settings, biometrics))
+    if not parts:
+        return conform_results(pl.DataFrame())
+    return pl.concat(parts, how="diagonal_relaxed")
 
-    The entry point a simulation can call with the frames this asset reads (the dated path is
-    `compute_associations`, see its docstring); the asset passes the windows as `PeopleGroups`,
-    a group of people at a time."""
+
+def model_parts(
+    draws: pl.DataFrame,
+    windows: pl.DataFrame | PeopleGroups,
+    persons: pl.DataFrame,
+    summary: pl.DataFrame,
+    settings: Settings,
+    biometrics: pl.DataFrame | None = None,
+    *,
+    people_per_group: int | None = None,
+    stash: Stash = in_memory,
+) -> Iterator[pl.DataFrame]:
+    """Every association row, in parts of the columns of RESULT_SCHEMA: the dated path's
+    (`association_parts`, person rows a group of `people_per_group` people at a time, kept in
+    `stash` meanwhile), then the between-person rows of undated draws. The step passes the
+    windows as `PeopleGroups`, read a group of people at a time, and writes part by part."""
     dated = draws.filter(pl.col("collected_at").is_not_null())
     undated = draws.filter(pl.col("collected_at").is_null())
-    results = []
     if dated.height:
-        results.append(
-            compute_associations(dated, windows, persons, settings, biometrics=biometrics)
+        yield from association_parts(
+            dated,
+            windows,
+            persons,
+            settings,
+            biometrics=biometrics,
+            people_per_group=people_per_group,
+            stash=stash,
         )
     if undated.height and summary.height:
         adults = cohort_people(persons, settings)
         features = summary.drop("period", "dii_params", strict=False)
         if has_design(adults):
             # A survey cohort: the design spans everyone in it, the models only the eligible.
-            results.append(
-                survey_cross_sectional(
-                    undated, features, persons, settings, eligible=adults["person_id"]
-                )
+            yield survey_cross_sectional(
+                undated, features, persons, settings, eligible=adults["person_id"]
             )
         else:
             eligible = undated.join(adults.select("person_id"), on="person_id", how="semi")
-            results.append(cross_sectional(eligible, features, adults, settings))
-    if not results:
-        return compute_associations(dated, windows, persons, settings, biometrics=biometrics)
-    return pl.concat(results, how="diagonal_relaxed")
+            yield cross_sectional(eligible, features, adults, settings)

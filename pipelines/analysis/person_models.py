@@ -27,6 +27,7 @@ from pipelines.analysis.model_frame import (
 )
 from pipelines.analysis.robust import batched_ols_hac
 from pipelines.config import Settings
+from pipelines.schema import RESULT_SCHEMA
 
 # --------------------------------------------------------------------------------------------------
 # Per-person models: one batched OLS per feature with Newey-West errors
@@ -49,10 +50,10 @@ def per_person_ols(
 
 
 class _Grid:
-    """One (marker, window) chunk of the wide frame as person x draw arrays (NaN padded), built
-    column by column as the fits ask for them."""
+    """One (marker, window) chunk of the wide frame as person x draw arrays (NaN padded to
+    `width` draws), built column by column as the fits ask for them."""
 
-    def __init__(self, chunk: pl.DataFrame) -> None:
+    def __init__(self, chunk: pl.DataFrame, width: int) -> None:
         sizes = chunk.group_by("_pid", maintain_order=True).agg(
             pl.col("person_id").first(), pl.len().alias("_n")
         )
@@ -61,7 +62,7 @@ class _Grid:
         self._chunk = chunk
         self._g = np.repeat(np.arange(counts.size), counts)
         self._r = np.arange(chunk.height) - np.repeat(np.cumsum(counts) - counts, counts)
-        self._shape = (counts.size, int(counts.max()))
+        self._shape = (counts.size, width)
         self._cache: dict[str, np.ndarray] = {}
 
     def __call__(self, name: str) -> np.ndarray:
@@ -73,17 +74,30 @@ class _Grid:
 
 
 def person_rows(
-    wide: pl.DataFrame, features: list[str], settings: Settings, energy_adjust: bool
+    wide: pl.DataFrame,
+    features: list[str],
+    settings: Settings,
+    energy_adjust: bool,
+    people: range | None = None,
 ) -> pl.DataFrame:
+    """Person-scope rows of every person in `wide` (`prepare_wide`'s), or of those whose `_pid`
+    is in `people`: each fitted exactly as in a fit of everyone, so that groups of people give
+    the same rows, bit for bit. That is why a group's arrays keep the draw axis as wide as
+    everyone's: numpy's sums over that axis group their terms by its length."""
     parts = []
     for (marker, window), chunk in wide.group_by("marker", "window_days", maintain_order=True):
-        grid = _Grid(chunk)
+        width = int(chunk.group_by("_pid").len().select(pl.col("len").max()).item())
+        if people is not None:
+            chunk = chunk.filter(pl.col("_pid").is_between(people.start, people.stop - 1))
+            if chunk.height == 0:
+                continue
+        grid = _Grid(chunk, width)
         parts += [
             _person_feature(marker, window, f, grid, features, settings, energy_adjust)
             for f in features
         ]
     if not parts:
-        return conform_results(pl.DataFrame())
+        return pl.DataFrame(schema=RESULT_SCHEMA)
     # One frame at the end: building one per feature cost more than the fits.
     joined = {
         k: np.concatenate([p[k] for p in parts])

@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import polars as pl
 
+KEYS = ["marker", "feature", "window_days"]
+POOLED = ["pooled_effect_pct", "pooled_ci_low_pct", "pooled_ci_high_pct"]
+# `pooled_estimates` pools about this many person rows at a time (whole tests): the pooling's
+# window sums over everyone's rows at once grew with the cohort.
+POOLING_ROWS = 100_000
+
+
 # --------------------------------------------------------------------------------------------------
 # Partial pooling of person estimates toward the cohort
 
 
-def partial_pooling(results: pl.DataFrame) -> pl.DataFrame:
+def partial_pooling(results: pl.DataFrame, keys: list[str] = KEYS) -> pl.DataFrame:
     """`pooled_effect_pct` and its CI on person rows: the person's estimate shrunk toward the
     cohort's (empirical Bayes). With between-person variance tau^2 of the person estimates
     (DerSimonian-Laird, from at least 3 persons) and the person's SE s, the weight on the
     person's own estimate is B = tau^2 / (tau^2 + s^2), the pooled estimate b0 + B (b - b0) and
     its variance B s^2 + (1 - B)^2 s0^2 (normal CI). Few draws or a homogeneous cohort pull a
-    person's estimate toward the cohort; a person who clearly differs keeps their own."""
-    keys = ["marker", "feature", "window_days"]
+    person's estimate toward the cohort; a person who clearly differs keeps their own. `keys`:
+    the columns that tell one test from another."""
     if results.height == 0 or "beta" not in results.columns:
         return results
     cohort = results.filter(
@@ -50,3 +57,39 @@ def partial_pooling(results: pl.DataFrame) -> pl.DataFrame:
         .drop("_b0", "_s0")
     )
     return out.select(results.columns + [c for c in out.columns if c not in results.columns])
+
+
+def pooled_estimates(person: pl.DataFrame, cohort: pl.DataFrame) -> pl.DataFrame:
+    """`partial_pooling`'s columns (POOLED) of person rows fitted a group of people at a time,
+    row for row. `person` holds `_key`, `beta` and `se` of every person row, group after group;
+    `cohort` the cohort rows with their `_key`. `_key` numbers the tests (marker, window,
+    feature) in the order one fit of everyone walks them, and groups are people in order, so
+    sorted by `_key` (stably) each test's rows are in that fit's order: the sums over persons
+    add up in the same order and the estimates agree bit for bit. Numbers instead of the key's
+    strings, and the tests pooled about POOLING_ROWS rows at a time: these are every row of the
+    table, the one thing held for everyone."""
+    if person.height == 0:
+        return pl.DataFrame(schema=dict.fromkeys(POOLED, pl.Float64))
+    columns = ["_row", "_key", "scope", "beta", "se"]
+    ordered = person.with_row_index("_row").sort("_key", maintain_order=True)
+    batch = (
+        ordered.group_by("_key", maintain_order=True)
+        .len()
+        .select("_key", ((pl.col("len").cum_sum() - pl.col("len")) // POOLING_ROWS).alias("_batch"))
+    )
+    ordered = ordered.join(batch, on="_key", maintain_order="left")
+    cohort = cohort.join(batch, on="_key").with_columns(pl.lit(None, dtype=pl.UInt32).alias("_row"))
+    parts = []
+    for (number,), tests in ordered.group_by("_batch", maintain_order=True):
+        results = pl.concat(
+            [
+                tests.with_columns(pl.lit("person").alias("scope")).select(columns),
+                cohort.filter(pl.col("_batch") == number).select(columns),
+            ]
+        )
+        parts.append(
+            partial_pooling(results, keys=["_key"])
+            .filter(pl.col("scope") == "person")
+            .select("_row", *POOLED)
+        )
+    return pl.concat(parts).sort("_row").select(POOLED)

@@ -6,13 +6,18 @@ The methods are in `pipelines.analysis`. Each step function runs inside the call
 (`Warehouse.write()`).
 """
 
+import itertools
 import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 import duckdb
 import polars as pl
 
+from pipelines.analysis.associations import Stash
 from pipelines.analysis.model_frame import PeopleGroups
-from pipelines.analysis.models import run_all_models
+from pipelines.analysis.models import model_parts
 from pipelines.analysis.windows import build_exposure_windows, features_from
 from pipelines.config import Settings, result_settings
 from pipelines.incremental import (
@@ -25,14 +30,17 @@ from pipelines.incremental import (
     register_people,
     replace_people,
 )
+from pipelines.schema import RESULT_SCHEMA
 from pipelines.steps.features import (
+    memory_limit,
     only_chunk,
     register_person_chunks,
     replace_by_person_chunks,
+    replace_with_parts,
     settings_salt,
 )
 from pipelines.transforms.dii import dii_of_window_means
-from pipelines.warehouse import ident, replace_table, table_exists
+from pipelines.warehouse import ident, table_exists
 
 # A full build of exposure_windows runs over groups of people with about this many input rows
 # (diet_daily days before a draw, and draws) each: its output is draws x windows x features long
@@ -116,6 +124,14 @@ ASSOCIATION_INPUTS = ("marker_draws", "exposure_windows", "persons", "diet_summa
 # each (issue 19): loading everyone's windows at once (and their join and pivot) grew the step's
 # peak with the cohort, ~600 MB above the 13 MB wide table the models read at 1,500 people.
 ASSOCIATION_GROUP_ROWS = 250_000
+# ... and fit and write the person-scope rows this many people at a time: about 155 rows a
+# person, they were what still grew with the cohort (0.21 MB a person).
+ASSOCIATION_FIT_PEOPLE = 250
+# DuckDB's memory while the step runs (`memory_limit`), and while it copies the fitted rows
+# into the table: its queries stream or sort one group of people; above these limits DuckDB
+# kept what it had read or written cached, which grew with the cohort.
+ASSOCIATION_MEMORY_LIMIT = "64MB"
+ASSOCIATION_WRITE_MEMORY = "128MB"
 # The features of the windows that join a usable chronic draw (`analysis_frame`'s inner join and
 # `draw_codes`' filter), everyone's: which are tested is decided once for the cohort.
 PRESENT_FEATURES_SQL = """
@@ -125,25 +141,47 @@ PRESENT_FEATURES_SQL = """
     WHERE d.excluded_reason IS NULL AND d.log_value IS NOT NULL"""
 
 
+def parquet_stash(directory: Path) -> Stash:
+    """A `Stash` that keeps each frame in a Parquet file of `directory` until it is read back."""
+    numbers = itertools.count()
+
+    def stash(frame: pl.DataFrame) -> Callable[[], pl.DataFrame]:
+        path = directory / f"{next(numbers):06d}.parquet"
+        frame.write_parquet(path)
+        return lambda: pl.read_parquet(path)
+
+    return stash
+
+
 def update_associations(
     conn: duckdb.DuckDBPyConnection, settings: Settings
 ) -> tuple[bool, pl.DataFrame]:
-    """Fit every association (`run_all_models`) when any input changed: the cohort models and the
+    """Fit every association (`model_parts`) when any input changed: the cohort models and the
     FDR families span everyone, so it is all or nothing. Returns whether it refit, and the
-    associations (only `scope` and `status` when it did not)."""
+    `scope` and `status` of every association row."""
     inputs: tuple[str, ...] = ASSOCIATION_INPUTS
     # Body weight is a covariate where biometrics exist (a source of kind biometrics).
     if table_exists(conn, "biometrics"):
         inputs = (*inputs, "biometrics")
-    plan = plan_whole(
-        conn,
-        "associations",
-        inputs=[f"SELECT * FROM {t}" for t in inputs],
-        outputs=["associations"],
-        salt=settings_salt(settings),
-    )
-    if not changed(plan):
-        return False, conn.execute("SELECT scope, status FROM associations").pl()
+    with memory_limit(conn, ASSOCIATION_MEMORY_LIMIT):
+        plan = plan_whole(
+            conn,
+            "associations",
+            inputs=[f"SELECT * FROM {t}" for t in inputs],
+            outputs=["associations"],
+            salt=settings_salt(settings),
+        )
+        if changed(plan):
+            write_associations(conn, settings, inputs)
+            record(conn, plan)
+    return changed(plan), conn.execute("SELECT scope, status FROM associations").pl()
+
+
+def write_associations(
+    conn: duckdb.DuckDBPyConnection, settings: Settings, inputs: tuple[str, ...]
+) -> None:
+    """Replace the associations table with every association (`model_parts`) of the tables
+    `inputs`: the person rows fitted and written a group of ASSOCIATION_FIT_PEOPLE at a time."""
     # In a fixed order: the per-person steps update their tables in place, so the physical row
     # order depends on the history of runs; the fits must not see that.
     draws, people, summary, *bio = (
@@ -160,10 +198,23 @@ def update_associations(
         read=lambda i: conn.execute(f"{only_chunk(windows_sql, i)} ORDER BY ALL").pl(),
         present=[r[0] for r in conn.execute(PRESENT_FEATURES_SQL).fetchall()],
     )
-    parameters = json.dumps(result_settings(settings), default=list)
-    result = run_all_models(
-        draws, windows, people, summary, settings, bio[0] if bio else None
-    ).with_columns(pl.lit(parameters).alias("parameters"))
-    replace_table(conn, "associations", result)
-    record(conn, plan)
-    return True, result
+    parameters = pl.lit(json.dumps(result_settings(settings), default=list)).alias("parameters")
+    with tempfile.TemporaryDirectory(prefix="gutsignal-association-fits-") as fits:
+        parts = model_parts(
+            draws,
+            windows,
+            people,
+            summary,
+            settings,
+            bio[0] if bio else None,
+            people_per_group=ASSOCIATION_FIT_PEOPLE,
+            stash=parquet_stash(Path(fits)),
+        )
+        # An empty part last: the table's schema when no part has a row.
+        empty = pl.DataFrame(schema=RESULT_SCHEMA)
+        replace_with_parts(
+            conn,
+            "associations",
+            (part.with_columns(parameters) for part in itertools.chain(parts, [empty])),
+            write_memory=ASSOCIATION_WRITE_MEMORY,
+        )

@@ -11,7 +11,8 @@ caller's transaction (`Warehouse.write()`).
 
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,6 +124,12 @@ def settings_salt(settings: Settings) -> str:
 FULL_BUILD_ROWS = 2_000_000
 
 
+# DuckDB's memory while `replace_with_parts` copies the spooled files into the table
+# (`memory_limit`): the copy streams, but under the connection's 1 GB DuckDB kept every block it
+# wrote, so the step's peak grew with the table.
+WRITE_MEMORY_LIMIT = "256MB"
+
+
 def register_person_chunks(conn: duckdb.DuckDBPyConnection, inputs: list[str], rows: int) -> int:
     """Split the people of `inputs` (queries with a person_id column) into consecutive groups of
     about `rows` input rows, in a temp table `_chunks` (person_id, chunk); returns how many
@@ -160,33 +167,61 @@ def replace_by_person_chunks(
 
     For per-person steps only: the result of a group must not depend on the other groups.
     Memory is one group's inputs and outputs, whatever the size of the cohort: each group's
-    result is spooled to Parquet and the table is written by one `CREATE TABLE ... AS SELECT`
-    over the files, which DuckDB streams to disk. Appending the groups one by one inside the
-    step's transaction kept every appended row in memory (DuckDB holds a transaction's local
-    appends), so the peak grew with the table again.
+    result is spooled to Parquet (`replace_with_parts`).
     """
     chunks = register_person_chunks(conn, inputs, rows)
     order = " ORDER BY ALL" if ordered else ""
-    with tempfile.TemporaryDirectory(prefix=f"gutsignal-{table}-") as spool:
-        parts: list[str] = []
-        # No rows at all: one build on the (empty) inputs still gives the table its schema.
-        for chunk in range(max(chunks, 1)):
-            frames = [
-                conn.execute((only_chunk(sql, chunk) if chunks else sql) + order).pl()
-                for sql in inputs
-            ]
-            result = build(frames)
-            del frames
-            if chunk == 0 or result.height:
-                parts.append(str(Path(spool) / f"{chunk:06d}.parquet"))
-                result.write_parquet(parts[-1])
-            del result
-        files = ", ".join(f"'{p}'" for p in parts)
-        conn.execute(
-            f"CREATE OR REPLACE TABLE {ident(table)} AS "
-            f"SELECT * FROM read_parquet([{files}], union_by_name = true)"
-        )
+
+    def built(chunk: int) -> pl.DataFrame:
+        frames = [
+            conn.execute((only_chunk(sql, chunk) if chunks else sql) + order).pl() for sql in inputs
+        ]
+        return build(frames)
+
+    # No rows at all: one build on the (empty) inputs still gives the table its schema.
+    replace_with_parts(conn, table, (built(chunk) for chunk in range(max(chunks, 1))))
     return chunks
+
+
+def replace_with_parts(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    parts: Iterable[pl.DataFrame],
+    write_memory: str = WRITE_MEMORY_LIMIT,
+) -> None:
+    """Replace `table` with the rows of `parts`, in order; the first part gives the schema when
+    no part has a row. Each part is spooled to Parquet as it comes and the table written by one
+    `CREATE TABLE ... AS SELECT` over the files, which DuckDB streams to disk: appending the
+    parts one by one inside the step's transaction kept every appended row in memory (DuckDB
+    holds a transaction's local appends), so the peak grew with the table again. The copy runs
+    under DuckDB's memory limit `write_memory`."""
+    with tempfile.TemporaryDirectory(prefix=f"gutsignal-{table}-") as spool:
+        files: list[str] = []
+        for number, part in enumerate(parts):
+            if number == 0 or part.height:
+                files.append(str(Path(spool) / f"{number:06d}.parquet"))
+                part.write_parquet(files[-1])
+            del part
+        listed = ", ".join(f"'{f}'" for f in files)
+        with memory_limit(conn, write_memory):
+            conn.execute(
+                f"CREATE OR REPLACE TABLE {ident(table)} AS "
+                f"SELECT * FROM read_parquet([{listed}], union_by_name = true)"
+            )
+
+
+@contextmanager
+def memory_limit(conn: duckdb.DuckDBPyConnection, limit: str) -> Iterator[None]:
+    """DuckDB's memory limit lowered to `limit` for the duration: DuckDB keeps the blocks a
+    query reads or writes cached up to its limit, which let a step's peak grow with the tables
+    it scanned; under a lower limit it drops them (they are on disk) and reads them again."""
+    row = conn.execute("SELECT current_setting('memory_limit')").fetchone()
+    conn.execute(f"SET memory_limit = '{limit}'")
+    try:
+        yield
+    finally:
+        if row:
+            conn.execute(f"SET memory_limit = '{row[0]}'")
 
 
 def only_chunk(sql: str, chunk: int) -> str:
