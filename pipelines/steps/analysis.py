@@ -23,8 +23,8 @@ from pipelines.incremental import (
     plan_whole,
     record,
     register_people,
-    replace_people,
 )
+from pipelines.store import replace_people
 from pipelines.steps.features import (
     only_chunk,
     register_person_chunks,

@@ -29,8 +29,8 @@ from pipelines.incremental import (
     plan_people,
     record,
     register_people,
-    replace_people,
 )
+from pipelines.store import replace_people
 from pipelines.steps.features import replace_by_person_chunks
 from pipelines.warehouse import ident
 

@@ -33,8 +33,6 @@ from pipelines.incremental import (
     record,
     record_days,
     register_people,
-    replace_days,
-    replace_people,
 )
 from pipelines.schema import NUTRIENTS
 from pipelines.transforms.diet import (
@@ -49,7 +47,8 @@ from pipelines.transforms.food_categories import (
     unmapped_foods_from_counts,
     unmapped_pairs,
 )
-from pipelines.warehouse import ident, insert_frame, replace_table
+from pipelines.store import replace_all, replace_days, replace_people, rewrite
+from pipelines.warehouse import ident, replace_table
 
 # What build_diet_daily reads from diet_entries besides the nutrients (see _daily_from_entries and
 # entry_servings in pipelines/transforms/diet.py): the person-day, and the food, source category
@@ -154,14 +153,14 @@ def replace_by_person_chunks(
     build: Callable[[list[pl.DataFrame]], pl.DataFrame],
     ordered: bool = False,
 ) -> int:
-    """Replace `table` with `build(frames)`, run once per group of people of about `rows` input
-    rows (`register_person_chunks`), `frames` holding the group's rows of each query of `inputs`
-    (in row order when `ordered`). Returns how many groups ran.
+    """Replace the store table `table` with `build(frames)`, run once per group of people of
+    about `rows` input rows (`register_person_chunks`), `frames` holding the group's rows of each
+    query of `inputs` (in row order when `ordered`). Returns how many groups ran.
 
     For per-person steps only: the result of a group must not depend on the other groups.
     Memory is one group's inputs and outputs, whatever the size of the cohort: each group's
-    result is spooled to Parquet and the table is written by one `CREATE TABLE ... AS SELECT`
-    over the files, which DuckDB streams to disk. Appending the groups one by one inside the
+    result is spooled to Parquet and the store's shards are written from the files in one pass
+    (`pipelines.store.replace_all`), which DuckDB streams to disk. Appending the groups one by one inside the
     step's transaction kept every appended row in memory (DuckDB holds a transaction's local
     appends), so the peak grew with the table again.
     """
@@ -182,10 +181,7 @@ def replace_by_person_chunks(
                 result.write_parquet(parts[-1])
             del result
         files = ", ".join(f"'{p}'" for p in parts)
-        conn.execute(
-            f"CREATE OR REPLACE TABLE {ident(table)} AS "
-            f"SELECT * FROM read_parquet([{files}], union_by_name = true)"
-        )
+        replace_all(conn, table, f"SELECT * FROM read_parquet([{files}], union_by_name = true)")
     return chunks
 
 
@@ -223,17 +219,19 @@ def replace_gap_days(conn: duckdb.DuckDBPyConnection, settings: Settings) -> Non
         "WHERE person_id IN (SELECT person_id FROM _people)"
     ).pl()
     gone, new = diet_gap_changes(days)
-    if gone.height:
-        conn.register("_gone_gaps", gone.to_arrow())
-        try:
-            conn.execute(
-                "DELETE FROM diet_daily t USING _gone_gaps g WHERE t.person_id = g.person_id "
-                "AND t.day = g.day AND t.entries = 0 AND t.diet_source IS NULL"
-            )
-        finally:
-            conn.unregister("_gone_gaps")
     schema = conn.execute("SELECT * FROM diet_daily LIMIT 0").pl().schema
-    insert_frame(conn, "diet_daily", diet_gap_days(new, settings, schema))
+    conn.register("_gone_gaps", gone.select("person_id", "day").to_arrow())
+    try:
+        rewrite(
+            conn,
+            "diet_daily",
+            "EXISTS (SELECT 1 FROM _gone_gaps g WHERE t.person_id = g.person_id "
+            "AND t.day = g.day) AND t.entries = 0 AND t.diet_source IS NULL",
+            diet_gap_days(new, settings, schema),
+            people="SELECT person_id FROM _gone_gaps",
+        )
+    finally:
+        conn.unregister("_gone_gaps")
 
 
 @dataclass(frozen=True)
@@ -390,8 +388,8 @@ def update_marker_models(conn: duckdb.DuckDBPyConnection, settings: Settings) ->
     )
     if plan.everyone:
         draws = build_marker_draws(conn.execute(labs_sql).pl(), settings)
-        replace_table(conn, "marker_draws", draws)
-        replace_table(conn, "marker_trends", marker_trends(draws))
+        replace_all(conn, "marker_draws", draws)
+        replace_all(conn, "marker_trends", marker_trends(draws))
     else:
         register_people(conn, plan.touched)
         draws = build_marker_draws(conn.execute(only_people(labs_sql)).pl(), settings)
