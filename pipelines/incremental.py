@@ -39,7 +39,7 @@ import duckdb
 import polars as pl
 
 from pipelines.fingerprint import fingerprint
-from pipelines.warehouse import create_table, ident, insert_frame, table_exists
+from pipelines.warehouse import create_table, insert_frame, table_exists
 
 STATE_TABLE = "person_inputs"
 STATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
@@ -233,8 +233,8 @@ DAY_STATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 class DayPlan:
     """What a per-day step has to recompute. The changed (person_id, day) keys, new, changed or
     gone, are in the temp table `_days` and their people in `_people` (for `only_days`,
-    `pipelines.store.replace_days` and `only_people`); the current fingerprints are in `_day_inputs` until
-    `record_days` stores them."""
+    `pipelines.store.replace_days` and `only_people`); the current fingerprints are in
+    `_day_inputs` until `record_days` stores them."""
 
     step: str
     everyone: bool  # no usable state: recompute every person-day (and replace the step's tables)

@@ -91,11 +91,7 @@ def stored_tables(root: Path) -> list[str]:
     if not (root / MANIFEST).exists():
         return []
     shards = shard_count(root)
-    return [
-        t
-        for t in TABLES
-        if all(shard_path(root, t, k).exists() for k in range(shards))
-    ]
+    return [t for t in TABLES if all(shard_path(root, t, k).exists() for k in range(shards))]
 
 
 def _quote(name: str) -> str:
@@ -110,9 +106,7 @@ def view_sql(root: Path, table: str) -> str:
     """The SELECT of a table's view. Not Hive-partitioned: the shard is where a row is kept, not
     a column of the table."""
     files = _literal(root / table / "shard=*" / "*.parquet")
-    return (
-        f"SELECT * FROM read_parquet({files}, hive_partitioning = false, union_by_name = true)"
-    )
+    return f"SELECT * FROM read_parquet({files}, hive_partitioning = false, union_by_name = true)"
 
 
 def attach(conn: duckdb.DuckDBPyConnection, root: Path, read_only: bool) -> None:

@@ -24,13 +24,13 @@ from pipelines.incremental import (
     record,
     register_people,
 )
-from pipelines.store import replace_people
 from pipelines.steps.features import (
     only_chunk,
     register_person_chunks,
     replace_by_person_chunks,
     settings_salt,
 )
+from pipelines.store import replace_people
 from pipelines.transforms.dii import dii_of_window_means
 from pipelines.warehouse import ident, replace_table, table_exists
 

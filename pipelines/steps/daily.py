@@ -30,8 +30,8 @@ from pipelines.incremental import (
     record,
     register_people,
 )
-from pipelines.store import replace_people
 from pipelines.steps.features import replace_by_person_chunks
+from pipelines.store import replace_people
 from pipelines.warehouse import ident
 
 # The columns the analysis reads of a reading: a re-ingest that only renumbers lines or renames

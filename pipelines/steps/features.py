@@ -35,6 +35,7 @@ from pipelines.incremental import (
     register_people,
 )
 from pipelines.schema import NUTRIENTS
+from pipelines.store import replace_all, replace_days, replace_people, rewrite
 from pipelines.transforms.diet import (
     build_diet_daily,
     build_diet_summary,
@@ -47,7 +48,6 @@ from pipelines.transforms.food_categories import (
     unmapped_foods_from_counts,
     unmapped_pairs,
 )
-from pipelines.store import replace_all, replace_days, replace_people, rewrite
 from pipelines.warehouse import ident, replace_table
 
 # What build_diet_daily reads from diet_entries besides the nutrients (see _daily_from_entries and
@@ -160,9 +160,9 @@ def replace_by_person_chunks(
     For per-person steps only: the result of a group must not depend on the other groups.
     Memory is one group's inputs and outputs, whatever the size of the cohort: each group's
     result is spooled to Parquet and the store's shards are written from the files in one pass
-    (`pipelines.store.replace_all`), which DuckDB streams to disk. Appending the groups one by one inside the
-    step's transaction kept every appended row in memory (DuckDB holds a transaction's local
-    appends), so the peak grew with the table again.
+    (`pipelines.store.replace_all`), which DuckDB streams to disk. Appending the groups one by
+    one inside the step's transaction kept every appended row in memory (DuckDB holds a
+    transaction's local appends), so the peak grew with the table again.
     """
     chunks = register_person_chunks(conn, inputs, rows)
     order = " ORDER BY ALL" if ordered else ""
