@@ -233,7 +233,7 @@ DAY_STATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 class DayPlan:
     """What a per-day step has to recompute. The changed (person_id, day) keys, new, changed or
     gone, are in the temp table `_days` and their people in `_people` (for `only_days`,
-    `pipelines.store.replace_days` and `only_people`); the current fingerprints are in
+    `only_people` and the step's rewrite of the keys); the current fingerprints are in
     `_day_inputs` until `record_days` stores them."""
 
     step: str

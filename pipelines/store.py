@@ -25,7 +25,7 @@ them at its store when the project folder has moved: persistently on a read-writ
 temporary views of the same names on a read-only one. A DuckDB CLI opened on a moved project's
 warehouse reads the old path until the next gutsignal run.
 
-Steps call `replace_all`, `replace_people`, `replace_days` and `rewrite` with the connection the
+Steps call `replace_all`, `replace_people` and `rewrite` with the connection the
 Warehouse gave them (its store is in the connection's `gutsignal_store` variable). They run
 inside the step's transaction: the files are visible at once, the views and the incremental
 state when the step commits.
@@ -245,17 +245,6 @@ def replace_people(conn: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFra
     """Replace the rows of the people in the temp table `_people` with `rows` (theirs)."""
     people = "SELECT person_id FROM _people"
     rewrite(conn, table, f"t.person_id IN ({people})", rows, people)
-
-
-def replace_days(conn: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) -> None:
-    """Replace the rows of the (person_id, day) keys in the temp table `_days` with `rows`."""
-    rewrite(
-        conn,
-        table,
-        "EXISTS (SELECT 1 FROM _days d WHERE d.person_id = t.person_id AND d.day = t.day)",
-        rows,
-        "SELECT person_id FROM _days",
-    )
 
 
 def _staging(root: Path, table: str) -> Path:
