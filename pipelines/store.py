@@ -104,9 +104,10 @@ def _literal(path: Path) -> str:
 
 def view_sql(root: Path, table: str) -> str:
     """The SELECT of a table's view. Not Hive-partitioned: the shard is where a row is kept, not
-    a column of the table."""
+    a column of the table. Every shard has the table's columns (`replace_all` writes them all,
+    `rewrite` casts to them), so the files are read without unifying their schemas."""
     files = _literal(root / table / "shard=*" / "*.parquet")
-    return f"SELECT * FROM read_parquet({files}, hive_partitioning = false, union_by_name = true)"
+    return f"SELECT * FROM read_parquet({files}, hive_partitioning = false)"
 
 
 def attach(conn: duckdb.DuckDBPyConnection, root: Path, read_only: bool) -> None:
@@ -117,18 +118,18 @@ def attach(conn: duckdb.DuckDBPyConnection, root: Path, read_only: bool) -> None
     """
     root = root.resolve()
     conn.execute(f"SET VARIABLE {VARIABLE} = ?", [str(root)])
-    kinds = dict(
-        conn.execute(
-            "SELECT table_name, table_type FROM information_schema.tables "
-            "WHERE table_catalog = current_database() AND table_schema = 'main'"
+    native = {
+        r[0]
+        for r in conn.execute(
+            "SELECT table_name FROM duckdb_tables() "
+            "WHERE database_name = current_database() AND schema_name = 'main'"
         ).fetchall()
-    )
+    } & set(TABLES)
     if not read_only:
-        for table in TABLES:
-            if kinds.get(table) == "BASE TABLE":
-                _write_all(conn, root, table, f"SELECT * FROM {_quote(table)}")
-                conn.execute(f"DROP TABLE {_quote(table)}")
-                kinds.pop(table)
+        for table in sorted(native):
+            _write_all(conn, root, table, f"SELECT * FROM {_quote(table)}")
+            conn.execute(f"DROP TABLE {_quote(table)}")
+        native = set()
     views = dict(
         conn.execute(
             "SELECT view_name, sql FROM duckdb_views() "
@@ -136,7 +137,7 @@ def attach(conn: duckdb.DuckDBPyConnection, root: Path, read_only: bool) -> None
         ).fetchall()
     )
     for table in stored_tables(root):
-        if kinds.get(table) == "BASE TABLE" or view_sql(root, table) in (views.get(table) or ""):
+        if table in native or view_sql(root, table) in (views.get(table) or ""):
             continue
         temp = "TEMP " if read_only else ""
         conn.execute(f"CREATE OR REPLACE {temp}VIEW {_quote(table)} AS {view_sql(root, table)}")
