@@ -102,12 +102,15 @@ def _literal(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
+def _files(root: Path, table: str) -> str:
+    return _literal(root / table / "shard=*" / "*.parquet")
+
+
 def view_sql(root: Path, table: str) -> str:
     """The SELECT of a table's view. Not Hive-partitioned: the shard is where a row is kept, not
     a column of the table. Every shard has the table's columns (`replace_all` writes them all,
     `rewrite` casts to them), so the files are read without unifying their schemas."""
-    files = _literal(root / table / "shard=*" / "*.parquet")
-    return f"SELECT * FROM read_parquet({files}, hive_partitioning = false)"
+    return f"SELECT * FROM read_parquet({_files(root, table)}, hive_partitioning = false)"
 
 
 def attach(conn: duckdb.DuckDBPyConnection, root: Path, read_only: bool) -> None:
@@ -137,7 +140,8 @@ def attach(conn: duckdb.DuckDBPyConnection, root: Path, read_only: bool) -> None
         ).fetchall()
     )
     for table in stored_tables(root):
-        if table in native or view_sql(root, table) in (views.get(table) or ""):
+        # DuckDB keeps the view's SQL in its own spelling: the files' path is what must match.
+        if table in native or _files(root, table) in (views.get(table) or ""):
             continue
         temp = "TEMP " if read_only else ""
         conn.execute(f"CREATE OR REPLACE {temp}VIEW {_quote(table)} AS {view_sql(root, table)}")

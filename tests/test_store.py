@@ -120,6 +120,11 @@ def test_views_read_from_another_working_directory_and_after_the_project_moves(
     # A user's DuckDB session, read-only, started in another folder.
     with duckdb.connect(str(project.warehouse_path), read_only=True) as conn:
         assert conn.execute("SELECT * FROM marker_draws ORDER BY ALL").fetchall() == want
+    # Views that point at the store already are left alone (not made again on every open).
+    with project.warehouse().read() as conn:
+        assert conn.execute("SELECT count(*) FROM duckdb_views() WHERE temporary").fetchone() == (
+            0,
+        )
 
     shutil.move(tmp_path / "old", tmp_path / "new")
     moved = Project(tmp_path / "new")
