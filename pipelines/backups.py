@@ -3,7 +3,9 @@
 Backups live in `data/processed/backups/warehouse-<UTC timestamp>.duckdb`. They are plain DuckDB
 files, each self-contained (taken through DuckDB, commits still in the warehouse's `.wal`
 included; see `Warehouse.snapshot`): `duckdb -readonly <backup>` opens one for a look before
-restoring it.
+restoring it. Beside each, `warehouse-<UTC timestamp>.store/` holds the Parquet store of the
+per-person tables as it was (hard links to the store's files, which are never changed in place;
+see `pipelines.store`).
 
 A warehouse file DuckDB cannot open (truncated by a full disk, overwritten) heals at the start of
 the next run (`heal`): it is moved aside, and the newest backup that opens takes its place, or,
@@ -17,6 +19,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pipelines.store import beside as store_beside
+from pipelines.store import remove_tree
 from pipelines.warehouse import Warehouse, file_damage
 
 PREFIX = "warehouse-"
@@ -43,6 +47,7 @@ def take_backup(warehouse: Warehouse, keep: int) -> Path | None:
         return None
     for old in list_backups(warehouse)[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
+        remove_tree(store_beside(old))
     return dest
 
 

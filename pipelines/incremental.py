@@ -39,7 +39,7 @@ import duckdb
 import polars as pl
 
 from pipelines.fingerprint import fingerprint
-from pipelines.warehouse import create_table, ident, insert_frame, table_exists
+from pipelines.warehouse import create_table, insert_frame, table_exists
 
 STATE_TABLE = "person_inputs"
 STATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
@@ -204,19 +204,14 @@ def only_people(sql: str, people_table: str = "_people") -> str:
 
 
 def register_people(conn: duckdb.DuckDBPyConnection, people: list[str]) -> None:
-    """A temp table `_people` holding `people`, for `only_people` and `delete_people`."""
+    """A temp table `_people` holding `people`, for `only_people` and
+    `pipelines.store.replace_people`."""
     frame = pl.DataFrame({"person_id": people}, schema={"person_id": pl.String})
     conn.register("_people_frame", frame.to_arrow())
     try:
         conn.execute("CREATE OR REPLACE TEMP TABLE _people AS SELECT * FROM _people_frame")
     finally:
         conn.unregister("_people_frame")
-
-
-def replace_people(conn: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) -> None:
-    """Delete the rows of the people in `_people` from `table`, then insert `rows` (theirs)."""
-    conn.execute(f"DELETE FROM {ident(table)} WHERE person_id IN (SELECT person_id FROM _people)")
-    insert_frame(conn, table, rows)
 
 
 # Per (person, day) -----------------------------------------------------------------------------
@@ -239,8 +234,8 @@ DAY_STATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 class DayPlan:
     """What a per-day step has to recompute. The changed (person_id, day) keys, new, changed or
     gone, are in the temp table `_days` and their people in `_people` (for `only_days`,
-    `replace_days` and `only_people`); the current fingerprints are in `_day_inputs` until
-    `record_days` stores them."""
+    `only_people` and the step's rewrite of the keys); the current fingerprints are in
+    `_day_inputs` until `record_days` stores them."""
 
     step: str
     everyone: bool  # no usable state: recompute every person-day (and replace the step's tables)
@@ -328,12 +323,3 @@ def record_days(conn: duckdb.DuckDBPyConnection, plan: DayPlan) -> None:
 def only_days(sql: str) -> str:
     """`sql` restricted to the (person_id, day) keys in `_days` (made by `plan_days`)."""
     return f"SELECT t.* FROM ({sql}) t SEMI JOIN _days USING (person_id, day)"
-
-
-def replace_days(conn: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) -> None:
-    """Delete the rows of the keys in `_days` from `table`, then insert `rows` (theirs)."""
-    conn.execute(
-        f"DELETE FROM {ident(table)} t USING _days d "
-        "WHERE t.person_id = d.person_id AND t.day = d.day"
-    )
-    insert_frame(conn, table, rows)

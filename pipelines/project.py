@@ -3,6 +3,7 @@
 <project>/sources.yaml
 <project>/data/raw/            exports as dropped by the user (read only)
 <project>/data/processed/      warehouse.duckdb
+<project>/data/store/          the per-person tables as Parquet by person shard (pipelines.store)
 <project>/dashboards/          generated HTML
 """
 
@@ -60,7 +61,7 @@ class Project:
         return self.processed_dir / "warehouse.duckdb"
 
     def warehouse(self) -> Warehouse:
-        return Warehouse(self.warehouse_path)
+        return Warehouse(self.warehouse_path, store=self.root / "data" / "store")
 
     def config(self) -> ProjectConfig:
         return load_project_config(self.sources_yaml)

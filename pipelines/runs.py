@@ -13,7 +13,8 @@ ingest tables beside old analysis tables. `guarded_run` wraps a whole run, howev
   or rebuilt from data/raw/ (`pipelines.backups.heal`); one log line says which.
 - Scheduled (nightly) runs keep a backup copy first (`pipelines.backups`).
 - The warehouse is snapshotted when the run starts and put back when the run ends with a failed
-  step (or the run itself raises): the warehouse is then exactly as it was before the run. A
+  step (or the run itself raises): the warehouse is then exactly as it was before the run, its
+  Parquet store (`pipelines.store`) included. A
   scheduled run's snapshot is its backup under a second name, not a second copy.
 
 Who enters it depends on where the steps execute (`settings.executor`). In one process, the
@@ -34,6 +35,8 @@ from filelock import FileLock, Timeout
 
 from pipelines.backups import heal, take_backup
 from pipelines.project import Project
+from pipelines.store import beside as store_beside
+from pipelines.store import link_tree, remove_tree
 from pipelines.warehouse import Warehouse
 
 # A nightly refresh of a large cohort can take a while; a second run waits rather than fails.
@@ -56,17 +59,25 @@ def _snapshot(warehouse: Warehouse, snapshot: Path, backup: Path | None) -> bool
 
     A scheduled run's backup, taken a moment ago under the run lock, holds the same bytes: the
     snapshot is a second name for that file (a hard link) rather than a second copy of the whole
-    warehouse. Both are only ever read (a restore copies from them), so either name can go
-    without the other. Where the folder cannot hold a link to the backup, the snapshot is copied.
+    warehouse, and its store a second tree of links to the backup's. Both are only ever read (a
+    restore copies from them), so either name can go without the other. Where the folder cannot
+    hold a link to the backup, the snapshot is copied. The store is linked before the file
+    takes its name: a snapshot file that exists has its store.
     """
     if backup is not None:
         try:
             snapshot.unlink(missing_ok=True)
+            link_tree(store_beside(backup), store_beside(snapshot))
             os.link(backup, snapshot)
             return True
         except OSError:
             pass
     return warehouse.snapshot(snapshot)
+
+
+def _drop_snapshot(snapshot: Path) -> None:
+    snapshot.unlink(missing_ok=True)
+    remove_tree(store_beside(snapshot))
 
 
 @contextmanager
@@ -100,7 +111,7 @@ def guarded_run(
             # Only a killed run leaves its snapshot: we hold the run lock, nobody else is running.
             log(f"a previous run was interrupted; restoring {leftover.name}")
             warehouse.restore(leftover)
-            leftover.unlink()
+            _drop_snapshot(leftover)
         healed = heal(warehouse)
         if healed is not None:
             log(healed)
@@ -123,7 +134,8 @@ def guarded_run(
                     warehouse.restore(snapshot)
                 else:
                     warehouse.path.unlink(missing_ok=True)
-            snapshot.unlink(missing_ok=True)
+                    remove_tree(warehouse.store)
+            _drop_snapshot(snapshot)
     finally:
         mark.unlink(missing_ok=True)
         lock.release()

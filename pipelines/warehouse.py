@@ -27,6 +27,10 @@ import duckdb
 import polars as pl
 from filelock import FileLock, Timeout
 
+from pipelines.store import attach as attach_store
+from pipelines.store import beside as store_beside
+from pipelines.store import link_tree, put_back
+
 LOG = logging.getLogger("gutsignal.warehouse")
 IDENT_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 LOCK_TIMEOUT_S = 600.0
@@ -60,9 +64,14 @@ class WarehouseBusy(RuntimeError):
 class Warehouse:
     """Access to `data/processed/warehouse.duckdb` (or any path)."""
 
-    def __init__(self, path: Path | str, lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
+    def __init__(
+        self, path: Path | str, lock_timeout_s: float = LOCK_TIMEOUT_S, store: Path | None = None
+    ) -> None:
         self.path = Path(path)
         self.lock_timeout_s = lock_timeout_s
+        # The Parquet store of the per-person tables (`pipelines.store`); a project's is
+        # <data>/store, a bare warehouse file's (a backup) the folder beside it.
+        self.store = Path(store) if store is not None else store_beside(self.path)
 
     @property
     def lock_path(self) -> Path:
@@ -92,6 +101,7 @@ class Warehouse:
         with self._locked():
             conn = self._connect(read_only=False)
             try:
+                attach_store(conn, self.store, read_only=False)
                 conn.execute("BEGIN TRANSACTION")
                 try:
                     yield conn
@@ -112,6 +122,7 @@ class Warehouse:
         with self._locked():
             conn = self._connect(read_only=True)
             try:
+                attach_store(conn, self.store, read_only=True)
                 yield conn
             finally:
                 conn.close()
@@ -163,6 +174,11 @@ class Warehouse:
         re-creates every object from its SQL and re-compresses every row, CPU work at the start of
         every run on a warehouse of several GB, while the file is DuckDB's own image of the
         database, views and all.
+
+        The store (`pipelines.store`) goes to the folder beside `dest` (`store.beside`) as a tree
+        of hard links, under the same lock: no step writes meanwhile, and a store file is never
+        changed in place, so the links keep this moment's files. It is made before `dest` takes
+        its name, so a snapshot file that exists has its store.
         """
         with self._locked():
             if not self.path.exists():
@@ -184,6 +200,7 @@ class Warehouse:
                         _copy_durably(source, partial)
                     finally:
                         conn.close()
+                link_tree(self.store, store_beside(dest))
                 # Nothing should ever be beside a backup; a `.wal` there would be replayed onto it.
                 wal_path(dest).unlink(missing_ok=True)
                 os.replace(partial, dest)
@@ -201,6 +218,10 @@ class Warehouse:
         snapshots have none; a backup opened read-write by a DuckDB CLI can) is part of what
         `src` holds, as `duckdb -readonly src` shows: it is checkpointed into the copy, so the
         restored warehouse is one self-contained file, and `src` itself is left untouched.
+
+        The store is put back from the folder beside `src` (emptied when there is none: a backup
+        from before the store), after the file: a restore killed half-way is done again from
+        the same snapshot by the next run.
         """
         with self._locked():
             staged = self.path.with_name(self.path.name + ".restoring")
@@ -215,6 +236,7 @@ class Warehouse:
                 with self._held():
                     wal_path(self.path).unlink(missing_ok=True)
                     os.replace(staged, self.path)
+                    put_back(store_beside(src), self.store)
             except BaseException:
                 staged.unlink(missing_ok=True)
                 wal_path(staged).unlink(missing_ok=True)

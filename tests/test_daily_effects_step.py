@@ -26,6 +26,7 @@ from pipelines.config import ConfigError, DailyOutcomeSettings, Settings
 from pipelines.project import Project, load_project_config
 from pipelines.schema import DAILY_EFFECTS_SCHEMA
 from pipelines.steps.daily import OUTCOMES_SQL, daily_settings, update_daily_effects
+from pipelines.store import attach as attach_store
 from tests.conftest import refresh_all
 
 FIRST_DAY = date(2026, 1, 5)
@@ -191,10 +192,11 @@ def test_the_table_is_the_analysis_of_the_warehouses_outcomes_and_refits_only_wh
     assert_frame_equal(by_key(after), by_key(direct(project)))
 
 
-def test_a_diary_day_after_the_last_reading_refits_nobody() -> None:
+def test_a_diary_day_after_the_last_reading_refits_nobody(tmp_path: Path) -> None:
     """The diet rows the fit reads end at a person's last reading: a later diary day changes no
     input, so the step keeps its table; a new reading refits that person."""
     conn = duckdb.connect()
+    attach_store(conn, tmp_path / "store", read_only=False)
     conn.execute(
         "CREATE TABLE diet_daily AS SELECT p AS person_id, DATE '2026-01-01' + i::INTEGER AS day, "
         "true AS logged, (i % 3)::DOUBLE AS dairy_servings, (i % 2)::DOUBLE AS alcohol_servings "
@@ -225,8 +227,11 @@ def test_a_diary_day_after_the_last_reading_refits_nobody() -> None:
     assert update_daily_effects(conn, other).everyone
 
 
-def test_a_project_without_outcomes_keeps_its_empty_table_night_after_night() -> None:
+def test_a_project_without_outcomes_keeps_its_empty_table_night_after_night(
+    tmp_path: Path,
+) -> None:
     conn = duckdb.connect()
+    attach_store(conn, tmp_path / "store", read_only=False)
     conn.execute(
         "CREATE TABLE diet_daily AS SELECT 'a' AS person_id, DATE '2026-01-01' AS day, "
         "true AS logged, 1::DOUBLE AS dairy_servings"

@@ -28,7 +28,6 @@ from pipelines.incremental import (
     plan_whole,
     record,
     register_people,
-    replace_people,
 )
 from pipelines.schema import RESULT_SCHEMA
 from pipelines.steps.features import (
@@ -39,6 +38,7 @@ from pipelines.steps.features import (
     replace_with_parts,
     settings_salt,
 )
+from pipelines.store import replace_people
 from pipelines.transforms.dii import dii_of_window_means
 from pipelines.warehouse import ident, table_exists
 

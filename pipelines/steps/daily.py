@@ -29,9 +29,9 @@ from pipelines.incremental import (
     plan_people,
     record,
     register_people,
-    replace_people,
 )
 from pipelines.steps.features import replace_by_person_chunks
+from pipelines.store import replace_people
 from pipelines.warehouse import ident
 
 # The columns the analysis reads of a reading: a re-ingest that only renumbers lines or renames
