@@ -110,7 +110,7 @@ def test_a_failed_run_leaves_the_warehouse_as_it_was(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr("pipelines.steps.analysis.run_all_models", broken)
+    monkeypatch.setattr("pipelines.steps.analysis.model_parts", broken)
     capsys.readouterr()
     assert main(["run", "--project-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err

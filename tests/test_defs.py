@@ -176,7 +176,7 @@ def test_a_failed_materialisation_from_the_ui_puts_the_warehouse_back(
         def broken(*args: object, **kwargs: object) -> None:
             raise RuntimeError("disk full")
 
-        monkeypatch.setattr("pipelines.steps.analysis.run_all_models", broken)
+        monkeypatch.setattr("pipelines.steps.analysis.model_parts", broken)
         result = job.execute_in_process(instance=instance, raise_on_error=False)
         assert not result.success
         assert any(e.event_type_value == "STEP_FAILURE" for e in result.all_events)

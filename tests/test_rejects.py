@@ -26,7 +26,7 @@ from pipelines.ingest import REJECTED_ROWS_SCHEMA, ingest_source, sync_source
 from pipelines.reports.dashboards import DashboardInputs
 from pipelines.reports.pages.common import _rejected_table
 from pipelines.schema import REJECT_SCHEMA
-from pipelines.steps.dashboards import _rejected_summary
+from pipelines.steps.dashboards import _rejected_summary, _schema
 from pipelines.transforms.plausibility import apply_plausibility
 from pipelines.warehouse import create_table
 
@@ -345,7 +345,7 @@ def test_dashboard_table_groups_by_source_reason_and_column() -> None:
         ("f2", "labs", "labs/l.csv", 7, "Test", "not a known marker", None, "r"),
     ]
     conn.executemany("INSERT INTO rejected_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    summary = _rejected_summary(conn)
+    summary = _rejected_summary(conn, _schema(conn))
     assert summary.select("source", "reason", "column", "n").rows() == [
         ("diary", "not a date", "Date", 30),
         ("diary", "not a number", "Calories", 1),
