@@ -5,6 +5,7 @@ no input line is counted twice."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -13,6 +14,7 @@ import pytest
 from pipelines.cli import main
 from pipelines.project import Project
 from pipelines.reports.dashboards import diet_columns_shown
+from pipelines.store import TABLES as STORE_TABLES
 
 NEW_COLUMNS = ("thiamin_mg", "riboflavin_mg", "niacin_mg", "beta_carotene_ug", "folic_acid_ug")
 
@@ -43,11 +45,23 @@ def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
     return [r[0] for r in conn.execute(f'DESCRIBE "{table}"').fetchall()]
 
 
-def _make_it_old(path: Path) -> None:
+def _make_it_old(path: Path, store: Path) -> None:
     """Take the new columns out of every table that has them, and mark every step as done by
-    older code (as an upgrade finds the warehouse)."""
+    older code (as an upgrade finds the warehouse). Older code kept the store's tables as
+    native tables and had no store."""
     conn = duckdb.connect(str(path))
     try:
+        views = [
+            r[0]
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_type = 'VIEW'"
+            ).fetchall()
+        ]
+        for table in set(STORE_TABLES) & set(views):
+            conn.execute(f'CREATE TABLE "_old_{table}" AS SELECT * FROM "{table}"')
+            conn.execute(f'DROP VIEW "{table}"')
+            conn.execute(f'ALTER TABLE "_old_{table}" RENAME TO "{table}"')
+        shutil.rmtree(store)
         tables = [
             r[0]
             for r in conn.execute(
@@ -75,7 +89,7 @@ def test_a_warehouse_without_the_new_columns_upgrades(tmp_path: Path) -> None:
     (raw / "servings.csv").write_bytes(b"\xef\xbb\xbf" + SERVINGS.encode())
     assert main(["run", "--project-dir", str(tmp_path)]) == 0
     project = Project(tmp_path)
-    _make_it_old(project.warehouse().path)
+    _make_it_old(project.warehouse().path, project.root / "data" / "store")
     with duckdb.connect(str(project.warehouse().path), read_only=True) as conn:
         assert not set(NEW_COLUMNS) & set(_columns(conn, "diet_daily"))
 
