@@ -14,6 +14,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
@@ -111,3 +112,52 @@ def test_window_inputs_are_the_days_before_chronic_draws_only() -> None:
     # 7 days before the chronic draw on the 11th; nothing around the acute one; b has no dated draw.
     assert days["person_id"].unique().to_list() == ["a"]
     assert [d.day for d in days["day"]] == [4, 5, 6, 7, 8, 9, 10]
+
+
+def test_windows_built_a_person_at_a_time_equal_everyone_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first run builds exposure_windows a group of people at a time (issue 19: memory flat in
+    the cohort); a group of one person gives the same table, floats bit for bit, as one group of
+    everyone. Unlogged days, an excluded draw, an undated draw and a draw without a person."""
+    import pipelines.steps.analysis as analysis_steps
+    from pipelines.store import attach as attach_store
+
+    def build(name: str, people_per_group: int) -> tuple[pl.DataFrame, int]:
+        conn = duckdb.connect()
+        attach_store(conn, tmp_path / name, read_only=False)
+        conn.execute(
+            "CREATE TABLE diet_daily AS SELECT p AS person_id, DATE '2025-01-01' + i::INTEGER "
+            "AS day, i % 5 <> 0 AS logged, (i * k % 7)::DOUBLE / 3 AS fiber_g, "
+            "CASE WHEN i % 4 = 0 THEN NULL ELSE (i * k % 11)::DOUBLE * 100 END AS sodium_mg, "
+            "(i % 3)::DOUBLE AS vegetables_servings "
+            "FROM range(60) t(i), (VALUES ('a', 1), ('b', 2), ('c', 3), ('d', 5)) v(p, k)"
+        )
+        conn.execute(
+            "CREATE TABLE marker_draws AS SELECT person_id, 'crp' AS marker, "
+            "day::TIMESTAMP + INTERVAL 8 HOUR AS collected_at, day, excluded_reason FROM (VALUES "
+            "('a', DATE '2025-01-20', NULL), ('a', DATE '2025-02-25', NULL), "
+            "('b', DATE '2025-01-30', NULL), ('b', DATE '2025-02-10', 'acute'), "
+            "('c', NULL, NULL), ('c', DATE '2025-02-01', NULL), ('d', DATE '2025-03-01', NULL), "
+            "(NULL, DATE '2025-02-01', NULL)) t(person_id, day, excluded_reason)"
+        )
+        groups: list[int] = []
+        ranges = analysis_steps.person_ranges
+
+        def counted(*args: object, **kwargs: object) -> list[tuple[str, str]]:
+            found = ranges(*args, **kwargs)  # type: ignore[arg-type]
+            groups.append(len(found))
+            return found
+
+        with monkeypatch.context() as patch:
+            patch.setattr(analysis_steps, "person_ranges", counted)
+            patch.setattr(analysis_steps, "WINDOW_GROUP_PEOPLE", people_per_group)
+            assert analysis_steps.update_exposure_windows(conn, Settings(windows=(3, 7))).everyone
+        return conn.execute("SELECT * FROM exposure_windows ORDER BY ALL").pl(), groups[0]
+
+    grouped, group_count = build("grouped", 1)
+    whole, one = build("whole", 1_000)
+    assert (group_count, one) == (4, 1)
+    assert set(whole["feature"]) >= {"fiber_g", "sodium_mg", "vegetables_servings", "dii_window"}
+    assert set(whole["person_id"]) == {"a", "b", "c", "d"}
+    assert_frame_equal(grouped, whole, check_exact=True)

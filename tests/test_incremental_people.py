@@ -116,14 +116,24 @@ def test_a_first_run_in_groups_of_people_equals_one_group(
     refresh(whole, monkeypatch)
 
     groups = _count_groups(monkeypatch, feature_steps)
+    ranges = analysis_steps.person_ranges
+    window_groups: list[int] = []
+
+    def counted_ranges(*args: Any, **kwargs: Any) -> list[tuple[str, str]]:
+        found = ranges(*args, **kwargs)
+        window_groups.append(len(found))
+        return found
+
+    monkeypatch.setattr(analysis_steps, "person_ranges", counted_ranges)
     monkeypatch.setattr(feature_steps, "FULL_BUILD_ROWS", 1)
-    monkeypatch.setattr(analysis_steps, "WINDOW_BUILD_ROWS", 1)
+    monkeypatch.setattr(analysis_steps, "WINDOW_GROUP_PEOPLE", 1)
     monkeypatch.setattr(analysis_steps, "ASSOCIATION_GROUP_ROWS", 1)
     monkeypatch.setattr(daily_steps, "DAILY_BUILD_ROWS", 1)
     grouped = make_demo_project(tmp_path / "grouped")
     refresh(grouped, monkeypatch)
-    # diet_daily, daily_effects and exposure_windows, each in several groups (one a person).
-    assert len(groups) == 3 and min(groups) > 1, groups
+    # diet_daily and daily_effects, then exposure_windows, each in several groups (one a person).
+    assert len(groups) == 2 and min(groups) > 1, groups
+    assert len(window_groups) == 1 and window_groups[0] > 1, window_groups
 
     names = ("food_categories", "unmapped_foods", *COMPARED, "daily_effects")
     _assert_same_tables(grouped, whole, names)

@@ -29,12 +29,11 @@ from pipelines.incremental import (
     record,
     register_people,
 )
-from pipelines.schema import RESULT_SCHEMA
+from pipelines.schema import EXPOSURE_WINDOWS_SCHEMA, RESULT_SCHEMA
 from pipelines.steps.features import (
     memory_limit,
     only_chunk,
     register_person_chunks,
-    replace_by_person_chunks,
     replace_with_parts,
     settings_salt,
 )
@@ -42,10 +41,12 @@ from pipelines.store import replace_people
 from pipelines.transforms.dii import dii_of_window_means
 from pipelines.warehouse import ident, table_exists
 
-# A full build of exposure_windows runs over groups of people with about this many input rows
-# (diet_daily days before a draw, and draws) each: its output is draws x windows x features long
-# rows, about 1,500 a person, so everyone at once grew with the cohort.
-WINDOW_BUILD_ROWS = 100_000
+# A full build of exposure_windows runs over groups of this many people: its output is draws x
+# windows x features long rows, about 1,000 a person, so everyone at once grew with the cohort.
+WINDOW_GROUP_PEOPLE = 250
+# DuckDB's memory while the step runs (`memory_limit`): under the connection's 1 GB it kept the
+# blocks of diet_daily it scanned cached, which grew with the cohort.
+WINDOW_MEMORY_LIMIT = "128MB"
 
 
 def daily_features(conn: duckdb.DuckDBPyConnection) -> list[str]:
@@ -68,13 +69,13 @@ def window_days_sql(settings: Settings) -> str:
     their inputs and a nightly run does not recompute them. The full and the incremental path
     read the same rows, so their running totals (and rounding) agree."""
     longest = max(settings.windows, default=0)
+    # A semi join that builds on the draws (a few a person): the correlated EXISTS it replaces
+    # was planned over every distinct diet_daily (person, day), which grew with the cohort.
     return f"""
-        SELECT d.* FROM diet_daily d
-        WHERE EXISTS (
-            SELECT 1 FROM marker_draws m
-            WHERE m.person_id = d.person_id AND m.excluded_reason IS NULL
-              AND m.day IS NOT NULL AND d.day < m.day AND d.day >= m.day - {int(longest)}
-        )"""
+        SELECT d.* FROM diet_daily d SEMI JOIN (
+            SELECT person_id, day FROM marker_draws
+            WHERE excluded_reason IS NULL AND day IS NOT NULL
+        ) m ON d.person_id = m.person_id AND d.day < m.day AND d.day >= m.day - {int(longest)}"""
 
 
 def windows_of(
@@ -86,37 +87,76 @@ def windows_of(
 
 
 def update_exposure_windows(conn: duckdb.DuckDBPyConnection, settings: Settings) -> PersonPlan:
-    """exposure_windows from diet_daily and marker_draws: everyone in groups of about
-    WINDOW_BUILD_ROWS input rows, or only the people whose window days or draws changed."""
+    """exposure_windows from diet_daily and marker_draws: everyone a group of
+    WINDOW_GROUP_PEOPLE people at a time (`rebuild_exposure_windows`), or only the people whose
+    window days or draws changed."""
     daily_sql, draws_sql = window_days_sql(settings), "SELECT * FROM marker_draws"
-    # Which features exist is a property of everyone's diet_daily, not of the people
-    # recomputed (nor of a group of them): decided here, in SQL, and passed down.
-    features = daily_features(conn)
-    plan = plan_people(
-        conn,
-        "exposure_windows",
-        inputs=[daily_sql, draws_sql],
-        outputs=["exposure_windows"],
-        salt=settings_salt(settings) + ",".join(features),
-    )
-    if plan.everyone:
-        # In row order (ORDER BY ALL), as the incremental path reads them: the running totals
-        # then add up in the same order, whichever path built a window.
-        replace_by_person_chunks(
+    with memory_limit(conn, WINDOW_MEMORY_LIMIT):
+        # Which features exist is a property of everyone's diet_daily, not of the people
+        # recomputed (nor of a group of them): decided here, in SQL, and passed down.
+        features = daily_features(conn)
+        plan = plan_people(
             conn,
             "exposure_windows",
-            [daily_sql, draws_sql],
-            WINDOW_BUILD_ROWS,
-            lambda f: windows_of(f[0], f[1], settings, features),
-            ordered=True,
+            inputs=[daily_sql, draws_sql],
+            outputs=["exposure_windows"],
+            salt=settings_salt(settings) + ",".join(features),
         )
-    else:
-        register_people(conn, plan.touched)
-        daily = conn.execute(f"{only_people(daily_sql)} ORDER BY ALL").pl()
-        draws = conn.execute(f"{only_people(draws_sql)} ORDER BY ALL").pl()
-        replace_people(conn, "exposure_windows", windows_of(daily, draws, settings, features))
-    record(conn, plan)
+        if plan.everyone:
+            rebuild_exposure_windows(conn, settings, features, daily_sql, draws_sql)
+        else:
+            register_people(conn, plan.touched)
+            daily = conn.execute(f"{only_people(daily_sql)} ORDER BY ALL").pl()
+            draws = conn.execute(f"{only_people(draws_sql)} ORDER BY ALL").pl()
+            replace_people(conn, "exposure_windows", windows_of(daily, draws, settings, features))
+        record(conn, plan)
     return plan
+
+
+def person_ranges(conn: duckdb.DuckDBPyConnection, sql: str, people: int) -> list[tuple[str, str]]:
+    """The people of `sql` (a query with a person_id column) in consecutive groups of `people`,
+    in person_id order, each as its first and last person_id."""
+    return [
+        (first, last)
+        for first, last in conn.execute(
+            f"""
+            SELECT min(person_id), max(person_id) FROM (
+                SELECT person_id, (row_number() OVER (ORDER BY person_id) - 1) // {int(people)} AS g
+                FROM (SELECT DISTINCT person_id FROM ({sql}) WHERE person_id IS NOT NULL))
+            GROUP BY g ORDER BY g"""
+        ).fetchall()
+    ]
+
+
+def rebuild_exposure_windows(
+    conn: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    features: list[str],
+    daily_sql: str,
+    draws_sql: str,
+) -> None:
+    """Replace exposure_windows with everyone's windows, built a group of WINDOW_GROUP_PEOPLE
+    people at a time: memory is one group's days, draws and windows whatever the cohort (the
+    groups' windows are spooled to Parquet by `replace_with_parts`). A group reads its people's
+    rows by a person_id range, which DuckDB pushes down into its scan of the store's files.
+
+    A draw without a person_id joins no diary day, so it has no windows and no group needs it.
+    """
+
+    def read(sql: str, first: str, last: str) -> pl.DataFrame:
+        # In row order (ORDER BY ALL), as the incremental path reads them: the running totals
+        # then add up in the same order, whichever path built a window.
+        return conn.execute(
+            f"SELECT * FROM ({sql}) WHERE person_id BETWEEN ? AND ? ORDER BY ALL", [first, last]
+        ).pl()
+
+    groups = (
+        windows_of(read(daily_sql, first, last), read(draws_sql, first, last), settings, features)
+        for first, last in person_ranges(conn, draws_sql, WINDOW_GROUP_PEOPLE)
+    )
+    # An empty part last: the table's schema when no group has a row.
+    empty = pl.DataFrame(schema=EXPOSURE_WINDOWS_SCHEMA)
+    replace_with_parts(conn, "exposure_windows", itertools.chain(groups, [empty]))
 
 
 ASSOCIATION_INPUTS = ("marker_draws", "exposure_windows", "persons", "diet_summary")
