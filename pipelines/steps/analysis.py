@@ -156,7 +156,9 @@ def rebuild_exposure_windows(
     )
     # An empty part last: the table's schema when no group has a row.
     empty = pl.DataFrame(schema=EXPOSURE_WINDOWS_SCHEMA)
-    replace_with_parts(conn, "exposure_windows", itertools.chain(groups, [empty]))
+    replace_with_parts(
+        conn, "exposure_windows", itertools.chain(groups, [empty]), write_memory=WINDOW_MEMORY_LIMIT
+    )
 
 
 ASSOCIATION_INPUTS = ("marker_draws", "exposure_windows", "persons", "diet_summary")
