@@ -12,6 +12,7 @@ import os
 import shutil
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import polars as pl
@@ -144,8 +145,8 @@ def test_windows_built_a_person_at_a_time_equal_everyone_at_once(
         groups: list[int] = []
         ranges = analysis_steps.person_ranges
 
-        def counted(*args: object, **kwargs: object) -> list[tuple[str, str]]:
-            found = ranges(*args, **kwargs)  # type: ignore[arg-type]
+        def counted(*args: Any, **kwargs: Any) -> list[tuple[str, str]]:
+            found = ranges(*args, **kwargs)
             groups.append(len(found))
             return found
 

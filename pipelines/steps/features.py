@@ -128,6 +128,8 @@ FULL_BUILD_ROWS = 2_000_000
 # (`memory_limit`): the copy streams, but under the connection's 1 GB DuckDB kept every block it
 # wrote, so the step's peak grew with the table.
 WRITE_MEMORY_LIMIT = "256MB"
+# DuckDB's memory while food_taxonomy plans and counts over every diary entry.
+TAXONOMY_MEMORY_LIMIT = "64MB"
 
 
 def register_person_chunks(conn: duckdb.DuckDBPyConnection, inputs: list[str], rows: int) -> int:
@@ -310,69 +312,72 @@ def update_food_taxonomy(conn: duckdb.DuckDBPyConnection, overrides_path: Path |
     # Read (and checked, line by line) every run: a broken overrides file is reported at once.
     overrides = load_overrides(overrides_path) if overrides_path else None
     salt = fingerprint([overrides_path]) if overrides_path else ""
-    # Planned on the entries' own values, not on sums: a parallel float sum differs in its last
-    # bits from run to run, which made every quiet night a change. unmapped_foods counts each
-    # food's people, so who logs what counts too.
-    plan = plan_whole(
-        conn,
-        "food_taxonomy",
-        inputs=["SELECT person_id, food, category_raw, energy_kcal FROM diet_entries"],
-        outputs=["food_categories", "unmapped_foods"],
-        salt=salt,
-    )
-    if not changed(plan):
-        return Taxonomy(
-            conn.execute("SELECT * FROM food_categories").pl(),
-            conn.execute("SELECT * FROM unmapped_foods").pl(),
-            overrides,
-            categories_changed=False,
-            unmapped_changed=False,
-        )
-    # Counted in DuckDB: a few thousand distinct foods out of millions of entries.
-    pairs = conn.execute(
-        "SELECT food, category_raw, count(*) AS entries, sum(energy_kcal) AS energy_kcal "
-        "FROM diet_entries GROUP BY food, category_raw ORDER BY ALL"
-    ).pl()
-    conn.register("_taxonomy_pairs", pairs.select("food", "category_raw").to_arrow())
-    try:
-        pairs_plan = plan_whole(
+    # Its scans of every entry under a low DuckDB limit: under the connection's 1 GB DuckDB kept
+    # the blocks it read cached, which grew with the diary (issue 19).
+    with memory_limit(conn, TAXONOMY_MEMORY_LIMIT):
+        # Planned on the entries' own values, not on sums: a parallel float sum differs in its last
+        # bits from run to run, which made every quiet night a change. unmapped_foods counts each
+        # food's people, so who logs what counts too.
+        plan = plan_whole(
             conn,
-            "food_categories",
-            inputs=["SELECT * FROM _taxonomy_pairs"],
-            outputs=["food_categories"],
+            "food_taxonomy",
+            inputs=["SELECT person_id, food, category_raw, energy_kcal FROM diet_entries"],
+            outputs=["food_categories", "unmapped_foods"],
             salt=salt,
         )
-    finally:
-        conn.unregister("_taxonomy_pairs")
-    # A step with no record of its own (a first run, or a record forgotten) categorises too,
-    # whatever the pairs' record says: it recomputes everything, as every step does then.
-    categories_changed = plan.everyone or changed(pairs_plan)
-    if categories_changed:
-        categories = categorise_foods(pairs, overrides=overrides)
-        replace_table(conn, "food_categories", categories)
-        record(conn, pairs_plan)
-    else:
-        categories = conn.execute("SELECT * FROM food_categories").pl()
-    unmapped = unmapped_foods_from_counts(
-        unmapped_people_counts(conn, unmapped_pairs(pairs, categories)),
-        categories,
-        float(pairs["energy_kcal"].sum() or 0.0),
-    )
-    # New entries of mapped foods (most nights) leave the table as it was: it then says so, and
-    # keeps its version for the plans that read it.
-    unmapped_changed = plan.everyone or not unmapped.equals(
-        conn.execute("SELECT * FROM unmapped_foods").pl()
-    )
-    if unmapped_changed:
-        replace_table(conn, "unmapped_foods", unmapped)
-    record(conn, plan)
-    return Taxonomy(
-        categories,
-        unmapped,
-        overrides,
-        categories_changed=categories_changed,
-        unmapped_changed=unmapped_changed,
-    )
+        if not changed(plan):
+            return Taxonomy(
+                conn.execute("SELECT * FROM food_categories").pl(),
+                conn.execute("SELECT * FROM unmapped_foods").pl(),
+                overrides,
+                categories_changed=False,
+                unmapped_changed=False,
+            )
+        # Counted in DuckDB: a few thousand distinct foods out of millions of entries.
+        pairs = conn.execute(
+            "SELECT food, category_raw, count(*) AS entries, sum(energy_kcal) AS energy_kcal "
+            "FROM diet_entries GROUP BY food, category_raw ORDER BY ALL"
+        ).pl()
+        conn.register("_taxonomy_pairs", pairs.select("food", "category_raw").to_arrow())
+        try:
+            pairs_plan = plan_whole(
+                conn,
+                "food_categories",
+                inputs=["SELECT * FROM _taxonomy_pairs"],
+                outputs=["food_categories"],
+                salt=salt,
+            )
+        finally:
+            conn.unregister("_taxonomy_pairs")
+        # A step with no record of its own (a first run, or a record forgotten) categorises too,
+        # whatever the pairs' record says: it recomputes everything, as every step does then.
+        categories_changed = plan.everyone or changed(pairs_plan)
+        if categories_changed:
+            categories = categorise_foods(pairs, overrides=overrides)
+            replace_table(conn, "food_categories", categories)
+            record(conn, pairs_plan)
+        else:
+            categories = conn.execute("SELECT * FROM food_categories").pl()
+        unmapped = unmapped_foods_from_counts(
+            unmapped_people_counts(conn, unmapped_pairs(pairs, categories)),
+            categories,
+            float(pairs["energy_kcal"].sum() or 0.0),
+        )
+        # New entries of mapped foods (most nights) leave the table as it was: it then says so, and
+        # keeps its version for the plans that read it.
+        unmapped_changed = plan.everyone or not unmapped.equals(
+            conn.execute("SELECT * FROM unmapped_foods").pl()
+        )
+        if unmapped_changed:
+            replace_table(conn, "unmapped_foods", unmapped)
+        record(conn, plan)
+        return Taxonomy(
+            categories,
+            unmapped,
+            overrides,
+            categories_changed=categories_changed,
+            unmapped_changed=unmapped_changed,
+        )
 
 
 def update_diet_daily(conn: duckdb.DuckDBPyConnection, settings: Settings) -> DayPlan:
