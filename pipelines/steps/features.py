@@ -128,6 +128,8 @@ FULL_BUILD_ROWS = 2_000_000
 # (`memory_limit`): the copy streams, but under the connection's 1 GB DuckDB kept every block it
 # wrote, so the step's peak grew with the table.
 WRITE_MEMORY_LIMIT = "256MB"
+# DuckDB's memory while `replace_by_person_chunks` reads the groups of people.
+BUILD_MEMORY_LIMIT = "256MB"
 # DuckDB's memory while food_taxonomy plans and counts over every diary entry.
 TAXONOMY_MEMORY_LIMIT = "64MB"
 
@@ -180,8 +182,11 @@ def replace_by_person_chunks(
         ]
         return build(frames)
 
-    # No rows at all: one build on the (empty) inputs still gives the table its schema.
-    replace_with_parts(conn, table, (built(chunk) for chunk in range(max(chunks, 1))))
+    # Under the connection's 1 GB DuckDB kept what the step had scanned cached beside each
+    # group's frames, up to its limit, so the peak grew with the inputs.
+    with memory_limit(conn, BUILD_MEMORY_LIMIT):
+        # No rows at all: one build on the (empty) inputs still gives the table its schema.
+        replace_with_parts(conn, table, (built(chunk) for chunk in range(max(chunks, 1))))
     return chunks
 
 
