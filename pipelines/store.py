@@ -217,19 +217,17 @@ def rewrite(
         f"CAST({_quote(name) if name in rows.columns else 'NULL'} AS {kind}) AS {_quote(name)}"
         for name, kind, *_ in columns
     )
-    conn.register("_store_rows", rows.select("person_id").to_arrow())
+    staging = _staging(root, table)
     try:
+        # Spooled to a file, not registered: DuckDB keeps a frame registered inside a transaction
+        # until it ends, so a step that rewrites group after group kept every group's rows.
+        spooled = staging / "rows.parquet"
+        rows.write_parquet(spooled)
+        source = f"read_parquet({_literal(spooled)})"
         touched = conn.execute(
             f"SELECT DISTINCT {shard_sql(shards)} FROM "
-            f"(SELECT person_id FROM ({people}) UNION ALL SELECT person_id FROM _store_rows)"
+            f"(SELECT person_id FROM ({people}) UNION ALL SELECT person_id FROM {source})"
         ).fetchall()
-    finally:
-        conn.unregister("_store_rows")
-    if not touched:
-        return
-    staging = _staging(root, table)
-    conn.register("_store_rows", rows.to_arrow())
-    try:
         staged: dict[int, Path] = {}
         for (k,) in sorted(touched):
             staged[k] = staging / f"{k}.parquet"
@@ -237,12 +235,11 @@ def rewrite(
                 f"COPY (SELECT * FROM read_parquet({_literal(shard_path(root, table, k))}, "
                 "hive_partitioning = false) t "
                 f"WHERE ({drop}) IS NOT TRUE UNION ALL "
-                f"SELECT * FROM (SELECT {new} FROM _store_rows) WHERE {shard_sql(shards)} = {k}) "
+                f"SELECT * FROM (SELECT {new} FROM {source}) WHERE {shard_sql(shards)} = {k}) "
                 f"TO {_literal(staged[k])} (FORMAT parquet)"
             )
         _put_in_place(root, table, staged)
     finally:
-        conn.unregister("_store_rows")
         shutil.rmtree(staging, ignore_errors=True)
 
 

@@ -118,13 +118,18 @@ def test_window_inputs_are_the_days_before_chronic_draws_only() -> None:
 def test_windows_built_a_person_at_a_time_equal_everyone_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A first run builds exposure_windows a group of people at a time (issue 19: memory flat in
-    the cohort); a group of one person gives the same table, floats bit for bit, as one group of
-    everyone. Unlogged days, an excluded draw, an undated draw and a draw without a person."""
+    """exposure_windows is built a group of people at a time (issue 19: memory flat in the
+    cohort), on a first run and on a night that changes some people; a group of one person gives
+    the same table, floats bit for bit, as one group of everyone. Unlogged days, an excluded
+    draw, an undated draw and a draw without a person."""
     import pipelines.steps.analysis as analysis_steps
     from pipelines.store import attach as attach_store
 
-    def build(name: str, people_per_group: int) -> tuple[pl.DataFrame, int]:
+    settings = Settings(windows=(3, 7))
+
+    def warehouse(name: str, nobody: bool = True) -> duckdb.DuckDBPyConnection:
+        """Four people's days and draws; with a draw without a person when `nobody` (which
+        makes every run recompute everyone: it cannot be attributed to anyone's recompute)."""
         conn = duckdb.connect()
         attach_store(conn, tmp_path / name, read_only=False)
         conn.execute(
@@ -142,23 +147,48 @@ def test_windows_built_a_person_at_a_time_equal_everyone_at_once(
             "('c', NULL, NULL), ('c', DATE '2025-02-01', NULL), ('d', DATE '2025-03-01', NULL), "
             "(NULL, DATE '2025-02-01', NULL)) t(person_id, day, excluded_reason)"
         )
-        groups: list[int] = []
-        ranges = analysis_steps.person_ranges
+        if not nobody:
+            conn.execute("DELETE FROM marker_draws WHERE person_id IS NULL")
+        return conn
 
-        def counted(*args: Any, **kwargs: Any) -> list[tuple[str, str]]:
-            found = ranges(*args, **kwargs)
+    def run(conn: duckdb.DuckDBPyConnection, people_per_group: int) -> tuple[list[str], int]:
+        """The people recomputed ("*" for everyone) and in how many groups."""
+        groups: list[int] = []
+        person_groups = analysis_steps.person_groups
+
+        def counted(*args: Any) -> list[list[str]]:
+            found = person_groups(*args)
             groups.append(len(found))
             return found
 
         with monkeypatch.context() as patch:
-            patch.setattr(analysis_steps, "person_ranges", counted)
+            patch.setattr(analysis_steps, "person_groups", counted)
             patch.setattr(analysis_steps, "WINDOW_GROUP_PEOPLE", people_per_group)
-            assert analysis_steps.update_exposure_windows(conn, Settings(windows=(3, 7))).everyone
-        return conn.execute("SELECT * FROM exposure_windows ORDER BY ALL").pl(), groups[0]
+            plan = analysis_steps.update_exposure_windows(conn, settings)
+        return (["*"] if plan.everyone else plan.touched), sum(groups)
 
-    grouped, group_count = build("grouped", 1)
-    whole, one = build("whole", 1_000)
-    assert (group_count, one) == (4, 1)
-    assert set(whole["feature"]) >= {"fiber_g", "sodium_mg", "vegetables_servings", "dii_window"}
-    assert set(whole["person_id"]) == {"a", "b", "c", "d"}
-    assert_frame_equal(grouped, whole, check_exact=True)
+    def table(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+        return conn.execute("SELECT * FROM exposure_windows ORDER BY ALL").pl()
+
+    grouped, whole = warehouse("grouped"), warehouse("whole")
+    assert run(grouped, 1) == (["*"], 4)
+    assert run(whole, 1_000) == (["*"], 1)
+    assert set(table(whole)["feature"]) >= {"fiber_g", "sodium_mg", "dii_window"}
+    assert set(table(whole)["person_id"]) == {"a", "b", "c", "d"}
+    assert_frame_equal(table(grouped), table(whole), check_exact=True)
+
+    # A night that changes a window day of a and of d: each rebuilt in a group of their own.
+    nightly = warehouse("nightly", nobody=False)
+    assert run(nightly, 1) == (["*"], 4)
+    before = table(nightly)
+    change = (
+        "UPDATE diet_daily SET fiber_g = fiber_g + 1 WHERE (person_id = 'a' AND "
+        "day = DATE '2025-01-19') OR (person_id = 'd' AND day = DATE '2025-02-27')"
+    )
+    nightly.execute(change)
+    assert run(nightly, 1) == (["a", "d"], 2)
+    fresh = warehouse("fresh", nobody=False)
+    fresh.execute(change)
+    assert run(fresh, 1_000) == (["*"], 1)
+    assert_frame_equal(table(nightly), table(fresh), check_exact=True)
+    assert not table(nightly).equals(before)

@@ -116,15 +116,15 @@ def test_a_first_run_in_groups_of_people_equals_one_group(
     refresh(whole, monkeypatch)
 
     groups = _count_groups(monkeypatch, feature_steps)
-    ranges = analysis_steps.person_ranges
+    person_groups = analysis_steps.person_groups
     window_groups: list[int] = []
 
-    def counted_ranges(*args: Any, **kwargs: Any) -> list[tuple[str, str]]:
-        found = ranges(*args, **kwargs)
+    def counted_groups(*args: Any) -> list[list[str]]:
+        found = person_groups(*args)
         window_groups.append(len(found))
         return found
 
-    monkeypatch.setattr(analysis_steps, "person_ranges", counted_ranges)
+    monkeypatch.setattr(analysis_steps, "person_groups", counted_groups)
     monkeypatch.setattr(feature_steps, "FULL_BUILD_ROWS", 1)
     monkeypatch.setattr(analysis_steps, "WINDOW_GROUP_PEOPLE", 1)
     monkeypatch.setattr(analysis_steps, "ASSOCIATION_GROUP_ROWS", 1)

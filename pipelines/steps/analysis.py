@@ -37,7 +37,7 @@ from pipelines.steps.features import (
     replace_with_parts,
     settings_salt,
 )
-from pipelines.store import replace_people
+from pipelines.store import replace_people, root_of, shard_count, shard_of
 from pipelines.transforms.dii import dii_of_window_means
 from pipelines.warehouse import ident, table_exists
 
@@ -87,9 +87,9 @@ def windows_of(
 
 
 def update_exposure_windows(conn: duckdb.DuckDBPyConnection, settings: Settings) -> PersonPlan:
-    """exposure_windows from diet_daily and marker_draws: everyone a group of
-    WINDOW_GROUP_PEOPLE people at a time (`rebuild_exposure_windows`), or only the people whose
-    window days or draws changed."""
+    """exposure_windows from diet_daily and marker_draws, for everyone or for the people whose
+    window days or draws changed, a group of WINDOW_GROUP_PEOPLE people at a time: memory is one
+    group's days, draws and windows whatever the cohort or the night."""
     daily_sql, draws_sql = window_days_sql(settings), "SELECT * FROM marker_draws"
     with memory_limit(conn, WINDOW_MEMORY_LIMIT):
         # Which features exist is a property of everyone's diet_daily, not of the people
@@ -102,63 +102,48 @@ def update_exposure_windows(conn: duckdb.DuckDBPyConnection, settings: Settings)
             outputs=["exposure_windows"],
             salt=settings_salt(settings) + ",".join(features),
         )
-        if plan.everyone:
-            rebuild_exposure_windows(conn, settings, features, daily_sql, draws_sql)
-        else:
-            register_people(conn, plan.touched)
+
+        def windows_of_group(people: list[str]) -> pl.DataFrame:
+            register_people(conn, people)
+            # In row order (ORDER BY ALL): the running totals add up in the same order whatever
+            # the group a person is built in.
             daily = conn.execute(f"{only_people(daily_sql)} ORDER BY ALL").pl()
             draws = conn.execute(f"{only_people(draws_sql)} ORDER BY ALL").pl()
-            replace_people(conn, "exposure_windows", windows_of(daily, draws, settings, features))
+            return windows_of(daily, draws, settings, features)
+
+        shards = shard_count(root_of(conn))
+        if plan.everyone:
+            # A draw without a person_id joins no diary day: it has no windows.
+            people = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT DISTINCT person_id FROM marker_draws WHERE person_id IS NOT NULL"
+                ).fetchall()
+            ]
+            groups = (windows_of_group(g) for g in person_groups(people, shards))
+            # An empty part last: the table's schema when no group has a row.
+            empty = pl.DataFrame(schema=EXPOSURE_WINDOWS_SCHEMA)
+            replace_with_parts(
+                conn,
+                "exposure_windows",
+                itertools.chain(groups, [empty]),
+                write_memory=WINDOW_MEMORY_LIMIT,
+            )
+        else:
+            for group in person_groups(plan.touched, shards):
+                # Replaces the rows of the group's people (`_people`): theirs only.
+                replace_people(conn, "exposure_windows", windows_of_group(group))
         record(conn, plan)
     return plan
 
 
-def person_ranges(conn: duckdb.DuckDBPyConnection, sql: str, people: int) -> list[tuple[str, str]]:
-    """The people of `sql` (a query with a person_id column) in consecutive groups of `people`,
-    in person_id order, each as its first and last person_id."""
-    return [
-        (first, last)
-        for first, last in conn.execute(
-            f"""
-            SELECT min(person_id), max(person_id) FROM (
-                SELECT person_id, (row_number() OVER (ORDER BY person_id) - 1) // {int(people)} AS g
-                FROM (SELECT DISTINCT person_id FROM ({sql}) WHERE person_id IS NOT NULL))
-            GROUP BY g ORDER BY g"""
-        ).fetchall()
-    ]
-
-
-def rebuild_exposure_windows(
-    conn: duckdb.DuckDBPyConnection,
-    settings: Settings,
-    features: list[str],
-    daily_sql: str,
-    draws_sql: str,
-) -> None:
-    """Replace exposure_windows with everyone's windows, built a group of WINDOW_GROUP_PEOPLE
-    people at a time: memory is one group's days, draws and windows whatever the cohort (the
-    groups' windows are spooled to Parquet by `replace_with_parts`). A group reads its people's
-    rows by a person_id range, which DuckDB pushes down into its scan of the store's files.
-
-    A draw without a person_id joins no diary day, so it has no windows and no group needs it.
-    """
-
-    def read(sql: str, first: str, last: str) -> pl.DataFrame:
-        # In row order (ORDER BY ALL), as the incremental path reads them: the running totals
-        # then add up in the same order, whichever path built a window.
-        return conn.execute(
-            f"SELECT * FROM ({sql}) WHERE person_id BETWEEN ? AND ? ORDER BY ALL", [first, last]
-        ).pl()
-
-    groups = (
-        windows_of(read(daily_sql, first, last), read(draws_sql, first, last), settings, features)
-        for first, last in person_ranges(conn, draws_sql, WINDOW_GROUP_PEOPLE)
-    )
-    # An empty part last: the table's schema when no group has a row.
-    empty = pl.DataFrame(schema=EXPOSURE_WINDOWS_SCHEMA)
-    replace_with_parts(
-        conn, "exposure_windows", itertools.chain(groups, [empty]), write_memory=WINDOW_MEMORY_LIMIT
-    )
+def person_groups(people: list[str], shards: int) -> list[list[str]]:
+    """`people` in groups of WINDOW_GROUP_PEOPLE, in the order of their store shard and then
+    person_id: a group's rows rewrite one or a few shards of the store (`replace_people`), not
+    all of them, so a night that touches many people rewrites each shard about once."""
+    ordered = sorted(people, key=lambda p: (shard_of(p, shards), p))
+    size = WINDOW_GROUP_PEOPLE
+    return [ordered[i : i + size] for i in range(0, len(ordered), size)]
 
 
 ASSOCIATION_INPUTS = ("marker_draws", "exposure_windows", "persons", "diet_summary")
