@@ -41,8 +41,9 @@ from pipelines.store import replace_people, root_of, shard_count, shard_of
 from pipelines.transforms.dii import dii_of_window_means
 from pipelines.warehouse import ident, table_exists
 
-# A full build of exposure_windows runs over groups of this many people: its output is draws x
-# windows x features long rows, about 1,000 a person, so everyone at once grew with the cohort.
+# exposure_windows is built over groups of this many people (everyone on a first run, the
+# changed people on a night): its output is draws x windows x features long rows, about 1,000 a
+# person, so everyone at once grew with the cohort.
 WINDOW_GROUP_PEOPLE = 250
 # DuckDB's memory while the step runs (`memory_limit`): under the connection's 1 GB it kept the
 # blocks of diet_daily it scanned cached, which grew with the cohort.
