@@ -19,7 +19,9 @@ step's output for a person depends on all of it).
 diet_daily goes further: each of its rows depends on one person-day's inputs, so `plan_days` keys
 the same fingerprints by (person_id, day) and the step recomputes only the changed days (plus the
 changed people's gap days, which it rebuilds from their range). A night on which everyone adds a
-day then costs the new days.
+day then costs the new days. Its diary rows enter the fingerprints as their provenance (file and
+line, `row_identity`) rather than their values: the fingerprints still read every row, but two
+columns of it.
 
 Steps whose output spans everyone (persons, the food categories, diet_summary, data_sufficiency,
 the associations with their cohort models and FDR families) use `plan_whole`: all their input rows

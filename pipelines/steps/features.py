@@ -75,16 +75,22 @@ def daily_entry_columns(conn: duckdb.DuckDBPyConnection) -> tuple[list[str], lis
     """
     table_cols = [d[0] for d in conn.execute("SELECT * FROM diet_entries LIMIT 0").description]
     nutrients = [n for n in NUTRIENTS if n in table_cols]
-    # count(col) counts the non-null values: one scan inside DuckDB, nothing loaded.
-    counts = (
+    # One EXISTS per column, inside DuckDB: a reported nutrient stops at its first value, and an
+    # unreported one skips the storage segments whose statistics say they hold only nulls, where
+    # counting every column's values read the whole history every night.
+    reported = (
         conn.execute(
-            f"SELECT {', '.join(f'count({ident(n)})' for n in nutrients)} FROM diet_entries"
+            "SELECT "
+            + ", ".join(
+                f"EXISTS (SELECT 1 FROM diet_entries WHERE {ident(n)} IS NOT NULL)"
+                for n in nutrients
+            )
         ).fetchone()
         if nutrients
         else None
-    ) or [0] * len(nutrients)
+    ) or [False] * len(nutrients)
     unreported = [
-        n for n, k in zip(nutrients, counts, strict=True) if k == 0 and n not in ROW_NUTRIENTS
+        n for n, has in zip(nutrients, reported, strict=True) if not has and n not in ROW_NUTRIENTS
     ]
     wanted = {*DAILY_ENTRY_COLUMNS, *nutrients} - set(unreported)
     return [c for c in table_cols if c in wanted], unreported
