@@ -39,7 +39,8 @@ def conn() -> duckdb.DuckDBPyConnection:
     ]
     for person, n, food, line, file_id in rows:
         c.execute(
-            "INSERT INTO diet_entries VALUES (?, ?::DATE + ?::INTEGER, ?, NULL, 100, ?, 'diary', ?)",
+            "INSERT INTO diet_entries "
+            "VALUES (?, ?::DATE + ?::INTEGER, ?, NULL, 100, ?, 'diary', ?)",
             [person, DAY, n, food, line, file_id],
         )
     plan(c)  # the first plan: everyone, recorded
