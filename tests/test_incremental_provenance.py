@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from pipelines.incremental import parse_salt, plan_days, record_days
-from pipelines.steps.features import day_inputs_sql
+from pipelines.steps.features import daily_entry_columns, day_inputs_sql
 
 DAY = date(2025, 3, 1)
 
@@ -101,3 +101,20 @@ def test_rows_without_provenance_enter_by_their_values(conn: duckdb.DuckDBPyConn
     plan(conn)
     conn.execute("UPDATE diet_entries SET grams = 70 WHERE person_id = 'bob'")
     assert plan(conn) == {"bob"}
+
+
+def test_a_nutrient_with_one_value_in_the_history_counts_as_reported() -> None:
+    # daily_entry_columns asks each nutrient for one value (EXISTS): a value in the last of many
+    # rows still makes the nutrient reported, and a column of nulls only stays unreported.
+    c = duckdb.connect()
+    c.execute(
+        "CREATE TABLE diet_entries AS SELECT 'ann' AS person_id, DATE '2025-03-01' AS day, "
+        "'Apple' AS food, NULL::VARCHAR AS category_raw, 100.0 AS grams, "
+        "200.0 AS energy_kcal, NULL::DOUBLE AS alcohol_g, "
+        "CASE WHEN i = 299999 THEN 1.5 END AS fiber_g, NULL::DOUBLE AS protein_g "
+        "FROM range(300000) r(i)"
+    )
+    columns, unreported = daily_entry_columns(c)
+    assert "fiber_g" in columns and "fiber_g" not in unreported
+    assert unreported == ["protein_g"]
+    assert "alcohol_g" in columns  # read row by row, so loaded even when no entry reports it
