@@ -19,7 +19,9 @@ step's output for a person depends on all of it).
 diet_daily goes further: each of its rows depends on one person-day's inputs, so `plan_days` keys
 the same fingerprints by (person_id, day) and the step recomputes only the changed days (plus the
 changed people's gap days, which it rebuilds from their range). A night on which everyone adds a
-day then costs the new days.
+day then costs the new days. Its diary rows enter the fingerprints as their provenance (file and
+line, `row_identity`) rather than their values: the fingerprints still read every row, but two
+columns of it.
 
 Steps whose output spans everyone (persons, the food categories, diet_summary, data_sufficiency,
 the associations with their cohort models and FDR families) use `plan_whole`: all their input rows
@@ -39,7 +41,7 @@ import duckdb
 import polars as pl
 
 from pipelines.fingerprint import fingerprint
-from pipelines.warehouse import create_table, insert_frame, table_exists
+from pipelines.warehouse import create_table, ident, insert_frame, table_exists
 
 STATE_TABLE = "person_inputs"
 STATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
@@ -93,6 +95,53 @@ def code_fingerprint(exclude: tuple[str, ...] = ()) -> str:
 ROWS_FINGERPRINT = (
     "count(*)::VARCHAR || ':' || bit_xor(hash(t))::VARCHAR || ':' || sum(hash(t)::HUGEINT)::VARCHAR"
 )
+
+
+def row_identity(conn: duckdb.DuckDBPyConnection, table: str, values: list[str]) -> str:
+    """A SQL expression that stands for a row of canonical `table` in a fingerprint: its
+    provenance (`file_id`, `line`) when it came through the ingest, else its `values` (the
+    columns a step reads).
+
+    Hashing the provenance instead of the values is what makes a per-day plan cheap at 10 M
+    diary rows, and it misses no change, because an ingested row's values are a function of its
+    file's bytes, its line and the parse, and each of those shows in the fingerprint:
+
+    - the bytes: `file_id` hashes the file's sha256 (with its source and person), so an edited
+      file is a new file_id and its rows new rows; a removed file's rows are gone;
+    - which file's rows count for a key (the newest file wins, whatever the source's file order):
+      a different winner is a different file_id;
+    - the line: a raw line loads at most once (`pipelines.ingest.accounting`), so (file_id, line)
+      is one row;
+    - the parse (adapter code, schema, rules, the source's configuration): a file is parsed
+      again only under a new `source_fingerprint`, which `parse_salt` puts in the step's salt,
+      or on a later day for a row once rejected as in the future, which can only add rows (new
+      lines);
+    - the canonical view's casts: schema.py is in the code fingerprint.
+
+    The ingest never changes a staging row in place (a file's rows are deleted and inserted
+    whole). A row without a file_id or line (a table written by hand, or by a test) enters with
+    its values, as every row did before.
+    """
+    columns = ", ".join(ident(c) for c in values)
+    have = {d[0] for d in conn.execute(f"SELECT * FROM {ident(table)} LIMIT 0").description}
+    if not {"file_id", "line"} <= have:
+        return f"hash({columns})"
+    return (
+        f"CASE WHEN file_id IS NULL OR line IS NULL THEN hash({columns}) "
+        "ELSE hash(file_id, line) END"
+    )
+
+
+def parse_salt(conn: duckdb.DuckDBPyConnection) -> str:
+    """The parse fingerprints the staging rows were read with, one per source (`ingest_state`):
+    part of the salt of a step whose inputs enter as their `row_identity`. A changed parser or
+    source configuration re-reads every file of the source, so the set changes."""
+    if not table_exists(conn, "ingest_state"):
+        return ""
+    rows = conn.execute(
+        "SELECT DISTINCT source, fingerprint FROM ingest_state ORDER BY ALL"
+    ).fetchall()
+    return ",".join(f"{source}:{fp}" for source, fp in rows)
 
 
 def full_salt(salt: str, exclude_data: tuple[str, ...] = ()) -> str:

@@ -28,12 +28,14 @@ from pipelines.incremental import (
     changed,
     only_days,
     only_people,
+    parse_salt,
     plan_days,
     plan_people,
     plan_whole,
     record,
     record_days,
     register_people,
+    row_identity,
 )
 from pipelines.schema import NUTRIENTS
 from pipelines.store import TABLES as STORE_TABLES
@@ -73,16 +75,22 @@ def daily_entry_columns(conn: duckdb.DuckDBPyConnection) -> tuple[list[str], lis
     """
     table_cols = [d[0] for d in conn.execute("SELECT * FROM diet_entries LIMIT 0").description]
     nutrients = [n for n in NUTRIENTS if n in table_cols]
-    # count(col) counts the non-null values: one scan inside DuckDB, nothing loaded.
-    counts = (
+    # One EXISTS per column, inside DuckDB: a reported nutrient stops at its first value, and an
+    # unreported one skips the storage segments whose statistics say they hold only nulls, where
+    # counting every column's values read the whole history every night.
+    reported = (
         conn.execute(
-            f"SELECT {', '.join(f'count({ident(n)})' for n in nutrients)} FROM diet_entries"
+            "SELECT "
+            + ", ".join(
+                f"EXISTS (SELECT 1 FROM diet_entries WHERE {ident(n)} IS NOT NULL)"
+                for n in nutrients
+            )
         ).fetchone()
         if nutrients
         else None
-    ) or [0] * len(nutrients)
+    ) or [False] * len(nutrients)
     unreported = [
-        n for n, k in zip(nutrients, counts, strict=True) if k == 0 and n not in ROW_NUTRIENTS
+        n for n, has in zip(nutrients, reported, strict=True) if not has and n not in ROW_NUTRIENTS
     ]
     wanted = {*DAILY_ENTRY_COLUMNS, *nutrients} - set(unreported)
     return [c for c in table_cols if c in wanted], unreported
@@ -241,16 +249,29 @@ def only_chunk(sql: str, chunk: int) -> str:
     )
 
 
-def entries_with_categories_sql(entries_sql: str) -> str:
-    """Each entry with the categories of its food, for diet_daily's per-day fingerprints: a day
-    is recomputed when its foods' categories change, and only then (not on any new food)."""
-    return (
-        "WITH c AS (SELECT food, category_raw, list(DISTINCT category ORDER BY category) AS cats "
-        "FROM food_categories GROUP BY ALL) "
-        f"SELECT e.*, c.cats FROM ({entries_sql}) e LEFT JOIN c "
-        "ON e.food IS NOT DISTINCT FROM c.food "
-        "AND e.category_raw IS NOT DISTINCT FROM c.category_raw"
+def day_inputs_sql(conn: duckdb.DuckDBPyConnection, columns: list[str]) -> tuple[str, str]:
+    """diet_daily's two inputs as `plan_days` fingerprints them: each diary entry as its
+    `row_identity` with the categories of its food, and each dated reported total as its
+    `row_identity`. A day is recomputed when its rows or its foods' categories change, and only
+    then (not on any new food). The categories enter as one hash per (food, category_raw) pair,
+    joined on the hash of the pair: a few thousand pairs, against millions of entries."""
+    entry_id = row_identity(conn, "diet_entries", columns)
+    entries = (
+        "WITH c AS (SELECT hash(food, category_raw) AS pair, "
+        "hash(list(DISTINCT category ORDER BY category)) AS cats "
+        "FROM food_categories GROUP BY food, category_raw) "
+        f"SELECT e.person_id, e.day, {entry_id} AS row_id, c.cats "
+        "FROM diet_entries e LEFT JOIN c ON hash(e.food, e.category_raw) = c.pair"
     )
+    reported_columns = [
+        d[0] for d in conn.execute("SELECT * FROM diet_daily_reported LIMIT 0").description
+    ]
+    reported_id = row_identity(conn, "diet_daily_reported", reported_columns)
+    reported = (
+        f"SELECT person_id, day, {reported_id} AS row_id "
+        "FROM diet_daily_reported WHERE day IS NOT NULL"
+    )
+    return entries, reported
 
 
 def replace_changed_days(
@@ -311,7 +332,7 @@ def update_food_taxonomy(conn: duckdb.DuckDBPyConnection, overrides_path: Path |
     edited overrides file changes it at the next run. food_categories depends on the distinct
     pairs alone (and the overrides and the taxonomy): a night of new entries of known foods keeps
     it, without categorising again. diet_daily then rebuilds only the days that eat a food whose
-    categories changed (entries_with_categories_sql). Memory: the distinct foods, never the
+    categories changed (day_inputs_sql). Memory: the distinct foods, never the
     entries.
     """
     # Read (and checked, line by line) every run: a broken overrides file is reported at once.
@@ -398,9 +419,9 @@ def update_diet_daily(conn: duckdb.DuckDBPyConnection, settings: Settings) -> Da
     plan = plan_days(
         conn,
         "diet_daily",
-        inputs=[entries_with_categories_sql(entries_sql), reported_sql],
+        inputs=list(day_inputs_sql(conn, columns)),
         outputs=["diet_daily"],
-        salt=settings_salt(settings) + json.dumps(sorted(unreported)),
+        salt=settings_salt(settings) + json.dumps(sorted(unreported)) + parse_salt(conn),
         # The taxonomy and the food reference reach a day only through its foods' categories,
         # fingerprinted above: a new rule recomputes the days that eat the foods it matches.
         exclude_data=("taxonomy.csv", "food_reference.csv.gz"),

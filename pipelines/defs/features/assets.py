@@ -54,7 +54,7 @@ def food_taxonomy(context: dg.AssetExecutionContext, project: ProjectResource):
     overrides file or the taxonomy changed (`plan_whole`); food_categories only when the distinct
     pairs, the overrides file or the taxonomy did, so an edited overrides file changes it at the
     next run and a night of known foods keeps it; diet_daily then rebuilds only the days that eat
-    a food whose categories changed (entries_with_categories_sql).
+    a food whose categories changed (day_inputs_sql).
     """
     config = project.config()
     overrides_path = (

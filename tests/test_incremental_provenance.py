@@ -1,0 +1,120 @@
+"""diet_daily's plan identifies an ingested row by its provenance (`row_identity`): each change
+the ingest can make to a day's rows still recomputes that day, and a changed parse everyone."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import duckdb
+import pytest
+
+from pipelines.incremental import parse_salt, plan_days, record_days
+from pipelines.steps.features import daily_entry_columns, day_inputs_sql
+
+DAY = date(2025, 3, 1)
+
+
+@pytest.fixture
+def conn() -> duckdb.DuckDBPyConnection:
+    c = duckdb.connect()
+    c.execute(
+        "CREATE TABLE diet_entries (person_id VARCHAR, day DATE, food VARCHAR, "
+        "category_raw VARCHAR, grams DOUBLE, line BIGINT, source VARCHAR, file_id VARCHAR)"
+    )
+    c.execute(
+        "CREATE TABLE diet_daily_reported (person_id VARCHAR, day DATE, period VARCHAR, "
+        "energy_kcal DOUBLE, line BIGINT, source VARCHAR, file_id VARCHAR)"
+    )
+    c.execute("CREATE TABLE food_categories (food VARCHAR, category_raw VARCHAR, category VARCHAR)")
+    c.execute("INSERT INTO food_categories VALUES ('Kefir', NULL, 'fermented')")
+    c.execute("CREATE TABLE ingest_state (source VARCHAR, file_id VARCHAR, fingerprint VARCHAR)")
+    c.execute(
+        "INSERT INTO ingest_state VALUES ('diary', 'f1', 'parse-1'), ('diary', 'f2', 'parse-1')"
+    )
+    c.execute("CREATE TABLE diet_daily (person_id VARCHAR, day DATE)")
+    rows = [
+        ("ann", 0, "Apple", 1, "f1"),
+        ("ann", 0, "Kefir", 2, "f1"),
+        ("bob", 0, "Apple", 1, "f2"),
+    ]
+    for person, n, food, line, file_id in rows:
+        c.execute(
+            "INSERT INTO diet_entries "
+            "VALUES (?, ?::DATE + ?::INTEGER, ?, NULL, 100, ?, 'diary', ?)",
+            [person, DAY, n, food, line, file_id],
+        )
+    plan(c)  # the first plan: everyone, recorded
+    return c
+
+
+def plan(conn: duckdb.DuckDBPyConnection) -> set[str]:
+    """Plan and record diet_daily's days; the people with a changed day ('*' for everyone)."""
+    day_plan = plan_days(
+        conn,
+        "diet_daily",
+        list(day_inputs_sql(conn, ["person_id", "day", "food", "category_raw", "grams"])),
+        ["diet_daily"],
+        salt=parse_salt(conn),
+    )
+    record_days(conn, day_plan)
+    return {"*"} if day_plan.everyone else set(day_plan.people)
+
+
+def test_nothing_changed_recomputes_nobody(conn: duckdb.DuckDBPyConnection) -> None:
+    assert plan(conn) == set()
+
+
+def test_an_edited_file_recomputes_its_days(conn: duckdb.DuckDBPyConnection) -> None:
+    # The ingest replaces an edited file's rows with those of a new file_id.
+    conn.execute("UPDATE diet_entries SET file_id = 'f3', grams = 50 WHERE file_id = 'f2'")
+    conn.execute("UPDATE ingest_state SET file_id = 'f3' WHERE file_id = 'f2'")
+    assert plan(conn) == {"bob"}
+
+
+def test_a_removed_row_or_a_new_winning_file_recomputes_its_days(
+    conn: duckdb.DuckDBPyConnection,
+) -> None:
+    conn.execute("DELETE FROM diet_entries WHERE file_id = 'f1' AND line = 2")
+    assert plan(conn) == {"ann"}
+    # A newer file now owns bob's day with the same rows: another file, the day is recomputed.
+    conn.execute("UPDATE diet_entries SET file_id = 'f1', line = 9 WHERE person_id = 'bob'")
+    assert plan(conn) == {"bob"}
+
+
+def test_a_new_parse_recomputes_everyone(conn: duckdb.DuckDBPyConnection) -> None:
+    # A new parser or source configuration re-reads every file under a new fingerprint: the
+    # rows keep their provenance, so the salt is what must change.
+    conn.execute("UPDATE ingest_state SET fingerprint = 'parse-2'")
+    conn.execute("UPDATE diet_entries SET grams = 120")
+    assert plan(conn) == {"*"}
+
+
+def test_a_changed_category_recomputes_the_days_eating_the_food(
+    conn: duckdb.DuckDBPyConnection,
+) -> None:
+    conn.execute("INSERT INTO food_categories VALUES ('Kefir', NULL, 'dairy')")
+    assert plan(conn) == {"ann"}
+
+
+def test_rows_without_provenance_enter_by_their_values(conn: duckdb.DuckDBPyConnection) -> None:
+    conn.execute("UPDATE diet_entries SET file_id = NULL, line = NULL")
+    plan(conn)
+    conn.execute("UPDATE diet_entries SET grams = 70 WHERE person_id = 'bob'")
+    assert plan(conn) == {"bob"}
+
+
+def test_a_nutrient_with_one_value_in_the_history_counts_as_reported() -> None:
+    # daily_entry_columns asks each nutrient for one value (EXISTS): a value in the last of many
+    # rows still makes the nutrient reported, and a column of nulls only stays unreported.
+    c = duckdb.connect()
+    c.execute(
+        "CREATE TABLE diet_entries AS SELECT 'ann' AS person_id, DATE '2025-03-01' AS day, "
+        "'Apple' AS food, NULL::VARCHAR AS category_raw, 100.0 AS grams, "
+        "200.0 AS energy_kcal, NULL::DOUBLE AS alcohol_g, "
+        "CASE WHEN i = 299999 THEN 1.5 END AS fiber_g, NULL::DOUBLE AS protein_g "
+        "FROM range(300000) r(i)"
+    )
+    columns, unreported = daily_entry_columns(c)
+    assert "fiber_g" in columns and "fiber_g" not in unreported
+    assert unreported == ["protein_g"]
+    assert "alcohol_g" in columns  # read row by row, so loaded even when no entry reports it
