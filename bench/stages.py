@@ -408,7 +408,7 @@ def _stage_dashboards(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]
     _ready()
     start = time.perf_counter()
     with timer.step("load_dashboard_inputs"):
-        data = load_dashboard_inputs(project.warehouse(), in_groups=True)
+        data = load_dashboard_inputs(project.warehouse())
     with timer.step("write_dashboards"):
         written = write_dashboards(project.dashboards_dir, data)
     pages = [p for p in written if p.suffix == ".html"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -13,6 +14,7 @@ import pytest
 
 from pipelines.cli import DEMO_SOURCES_YAML
 from pipelines.project import PROJECT_DIR_ENV, Project
+from pipelines.reports.inputs import DashboardInputs
 
 
 def make_demo_project(root: Path) -> Project:
@@ -42,6 +44,30 @@ def refresh_all(
             assert event is not None and event.asset_materialization is not None
             done[key] = event.asset_materialization.metadata[field].value
     return done
+
+
+def everyone_in_frames(data: DashboardInputs) -> DashboardInputs:
+    """`data` (as `load_dashboard_inputs` reads it, the person tables a group at a time) with
+    every person's rows in its frames, read as one group: the inputs as a caller that builds
+    them from frames hands them over (`people` None)."""
+    assert data.people is not None
+    rows = data.people.read(data.people.ids)
+    cohort = data.associations
+    if "scope" in cohort.columns:
+        cohort = cohort.filter(pl.col("scope").ne_missing("person"))
+    return replace(
+        data,
+        people=None,
+        persons=rows.persons,
+        diet_daily=rows.diet_daily,
+        marker_trends=rows.marker_trends,
+        # The cohort findings, then every person finding: the order of a read of them all.
+        associations=pl.concat([cohort, rows.associations], how="diagonal_relaxed"),
+        exposure_windows=rows.exposure_windows,
+        data_sufficiency=rows.data_sufficiency,
+        biometrics=rows.biometrics,
+        daily_effects=rows.daily_effects,
+    )
 
 
 def sorted_tables(project: Project, names: tuple[str, ...]) -> dict[str, pl.DataFrame]:

@@ -13,7 +13,7 @@ from polars.testing import assert_frame_equal
 from pipelines.reports import dashboards
 from pipelines.reports.inputs import DashboardInputs
 from pipelines.steps import dashboards as step
-from tests.conftest import make_demo_project, refresh_all
+from tests.conftest import everyone_in_frames, make_demo_project, refresh_all
 
 RUN_AT = "2026-12-05 03:00 UTC"
 
@@ -43,7 +43,7 @@ def test_the_step_in_groups_of_people_equals_one_group(
 
     def run(out: Path, group_people: int) -> tuple[list[Path], step.PersonPlan]:
         monkeypatch.setattr(dashboards, "RENDER_GROUP_PEOPLE", group_people)
-        data = step.load_dashboard_inputs(warehouse, in_groups=True)
+        data = step.load_dashboard_inputs(warehouse)
         data.run_info["run_at"] = RUN_AT
         groups.clear()
         return step.update_dashboards(warehouse, out, data, workers=1)
@@ -63,8 +63,8 @@ def test_the_step_in_groups_of_people_equals_one_group(
         one_plan.fingerprints.sort("person_id"), many_plan.fingerprints.sort("person_id")
     )
 
-    # The pages from everyone's frames at once are the same files too.
-    whole = step.load_dashboard_inputs(warehouse)
+    # The pages from everyone's frames at once, in one DashboardInputs, are the same files too.
+    whole = everyone_in_frames(step.load_dashboard_inputs(warehouse))
     whole.run_info["run_at"] = RUN_AT
     dashboards.write_dashboards(tmp_path / "whole", whole, workers=1)
     assert _files(tmp_path / "whole") == _files(tmp_path / "many")

@@ -583,8 +583,13 @@ def test_worker_processes_write_the_same_files(
     # Groups of two people: the workers render one group while the next is worked out.
     monkeypatch.setattr(dashboards, "RENDER_GROUP_PEOPLE", 2)
     groups = _counting(monkeypatch, rpeople, "page_table_groups")
+    syncs: list[int] = []
+    monkeypatch.setattr(rworkers.os, "sync", lambda: syncs.append(len(syncs)))
     parallel = write_dashboards(tmp_path / "parallel", data, workers=2)
     assert [len(group) for group, _ in groups] == [2, 2, 1]
+    # The pages are synced (in the background) while the workers render the next group, and
+    # the last group's at the end: the first group renders here (2 pages, fewer than 3).
+    assert len(syncs) == 2
     assert _CountingPool.started == 1
     assert [p.name for p in parallel] == [p.name for p in serial]
     a, b = _tree(tmp_path / "serial"), _tree(tmp_path / "parallel")

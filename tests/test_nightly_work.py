@@ -136,10 +136,19 @@ def test_dashboard_inputs_do_not_depend_on_the_tables_physical_order(tmp_path: P
             ):
                 replace_table(conn, name, frame.sample(fraction=1.0, shuffle=True, seed=seed))
             every_column = conn.execute("SELECT * FROM associations ORDER BY ALL").pl()
-        loaded.append(load_dashboard_inputs(warehouse))
-        # Sorted by the findings' key, in the order of sorting by every column.
-        assert_frame_equal(loaded[-1].associations, every_column)
-    first, second = loaded
-    for name in ("diet_daily", "marker_draws", "exposure_windows", "persons", "associations"):
+        data = load_dashboard_inputs(warehouse)
+        assert data.people is not None
+        # Everyone's person tables, read as one group.
+        rows = data.people.read(data.people.ids)
+        loaded.append((data, rows))
+        # Sorted by the findings' key, in the order of sorting by every column: the cohort's
+        # findings with what the index and cohort page read, the person findings per group.
+        person = pl.col("scope") == "person"
+        assert_frame_equal(data.associations, every_column.filter(~person))
+        assert_frame_equal(rows.associations, every_column.filter(person))
+    (first, first_rows), (second, second_rows) = loaded
+    for name in ("marker_draws", "associations"):
         assert_frame_equal(getattr(first, name), getattr(second, name))
-    assert first.diet_daily["person_id"].is_sorted()
+    for name in ("diet_daily", "exposure_windows", "persons", "associations"):
+        assert_frame_equal(getattr(first_rows, name), getattr(second_rows, name))
+    assert first_rows.diet_daily["person_id"].is_sorted()

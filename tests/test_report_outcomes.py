@@ -27,6 +27,7 @@ from pipelines.reports.outcome_power import (
 from pipelines.reports.outcome_text import effect_sentence, measure_in_sentence, outcome_sections
 from pipelines.steps.dashboards import load_dashboard_inputs
 from pipelines.warehouse import Warehouse, replace_table
+from tests.conftest import everyone_in_frames
 from tests.test_reports import (  # noqa: F401 (warehouse is a fixture)
     ALL_PAGES,
     PEOPLE,
@@ -313,7 +314,9 @@ def _figure(page: str, div_id: str) -> dict[str, object]:
 
 
 def test_page_shows_outcomes_on_the_timeline_axis_from_a_real_warehouse(tmp_path: Path) -> None:
-    loaded = load_dashboard_inputs(_warehouse(tmp_path / "wh.duckdb", outcomes=True))
+    loaded = everyone_in_frames(
+        load_dashboard_inputs(_warehouse(tmp_path / "wh.duckdb", outcomes=True))
+    )
     assert set(loaded.biometrics["metric"]) == {"bloating", "resting_hr"}  # no weight
     assert set(loaded.daily_effects["person_id"]) == {"alice"}
     assert "daily_effects" in loaded.run_info["upstream"]
@@ -338,7 +341,9 @@ def test_page_shows_outcomes_on_the_timeline_axis_from_a_real_warehouse(tmp_path
 
 
 def test_page_without_outcomes_has_no_panel_and_no_error(tmp_path: Path) -> None:
-    loaded = load_dashboard_inputs(_warehouse(tmp_path / "wh.duckdb", outcomes=False))
+    loaded = everyone_in_frames(
+        load_dashboard_inputs(_warehouse(tmp_path / "wh.duckdb", outcomes=False))
+    )
     assert loaded.biometrics.is_empty() and loaded.daily_effects.is_empty()
     write_dashboards(tmp_path / "out", loaded, workers=1)
     page = (tmp_path / "out" / person_page_name("alice")).read_text(encoding="utf-8")

@@ -1063,6 +1063,7 @@ def test_derived_features_in_plain_words() -> None:
 def test_loader_reads_windows_sufficiency_and_freshness(tmp_path: Path) -> None:
     from pipelines.steps.dashboards import load_dashboard_inputs
     from pipelines.warehouse import Warehouse, replace_table
+    from tests.conftest import everyone_in_frames
 
     data = make_inputs(people=["alice"])
     draws = data.marker_draws
@@ -1102,7 +1103,7 @@ def test_loader_reads_windows_sufficiency_and_freshness(tmp_path: Path) -> None:
                 schema_overrides={"collected_at": pl.Datetime("us")},
             ),
         )
-    loaded = load_dashboard_inputs(wh)
+    loaded = everyone_in_frames(load_dashboard_inputs(wh))
     assert set(loaded.exposure_windows["person_id"]) == {"alice"}
     assert loaded.exposure_windows["complete"].all()
     assert loaded.exposure_windows.height == windows.filter(pl.col("complete")).height
@@ -1354,10 +1355,10 @@ def test_pages_are_synced_once_or_each_where_no_global_sync_exists(
         real_write(path, data, durable)
 
     # Person pages are written by the workers module, the rest by dashboards.
+    monkeypatch.setattr(rworkers, "SYNC_ONCE", sync_once)
     for module in (dashboards, rworkers):
-        monkeypatch.setattr(module, "SYNC_ONCE", sync_once)
         monkeypatch.setattr(module, "atomic_write", recording_write)
-    monkeypatch.setattr(dashboards.os, "sync", lambda: events.append("sync"))
+    monkeypatch.setattr(rworkers.os, "sync", lambda: events.append("sync"))
     write_dashboards(tmp_path, make_inputs(), workers=1)
     pages = [e for e in events if e.startswith("person_")]
     assert len(pages) == len(PEOPLE)

@@ -22,7 +22,6 @@ sources in `demo_sources` (`demo: true` in sources.yaml), whose data ends on a f
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
 from collections.abc import Collection
@@ -67,8 +66,8 @@ from pipelines.reports.people import (
 from pipelines.reports.sources import _person_sources, run_time, source_status
 from pipelines.reports.summaries import PersonSummary
 from pipelines.reports.workers import (
+    FIRST_GROUP_PEOPLE,
     RENDER_GROUP_PEOPLE,
-    SYNC_ONCE,
     _PageJob,
     _pool_size,
     _render_people,
@@ -200,7 +199,7 @@ def write_dashboards(
                 {n: s.df for n, s in splits.items()},
                 chosen,
             )
-            for group, tables in page_table_groups(d, ids, RENDER_GROUP_PEOPLE)
+            for group, tables in page_table_groups(d, ids, RENDER_GROUP_PEOPLE, FIRST_GROUP_PEOPLE)
             for chosen in [rendering(group, tables)]
             for splits in [_split_tables(d, chosen, tables)]
         )
@@ -208,10 +207,6 @@ def write_dashboards(
     summaries = [r.summary for r in results]
     written.extend(out_dir / r.name for r in results if r.written)
     names = {r.name for r in results}
-    if SYNC_ONCE and any(r.written for r in results):
-        # One sync for every page instead of one per page (each stalled its renderer), before
-        # the step records its plan: a crash before that renders the same pages next time.
-        os.sync()
     cohort = out_dir / COHORT
     atomic_write(cohort, render_cohort(summaries, d, global_warnings))
     written.append(cohort)

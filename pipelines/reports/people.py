@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import pairwise
 from typing import Any
 
 import polars as pl
@@ -160,16 +161,17 @@ def _split_tables(
 
 
 def page_table_groups(
-    d: DashboardInputs, ids: list[str], size: int
+    d: DashboardInputs, ids: list[str], size: int, first: int
 ) -> Iterator[tuple[list[str], dict[str, pl.DataFrame]]]:
-    """`ids` in groups of `size` people, each with its people's rows of the page tables: the
-    dashboards work out, share and render one group while the workers render the one before, and
-    hold one group's figure data at a time, not everyone's. With `d.people` each group's rows
-    are read when its turn comes (the dashboards step reads them from the warehouse), so only
-    one group's tables are in memory at a time."""
+    """`ids` in groups of `size` people, the first of `first` (at most `size`), each with its
+    people's rows of the page tables: the dashboards work out, share and render one group while
+    the workers render the one before, and hold one group's figure data at a time, not
+    everyone's. With `d.people` each group's rows are read when its turn comes (the dashboards
+    step reads them from the warehouse), so only one group's tables are in memory at a time."""
     tables = _page_tables(d) if d.people is None else {}
-    for start in range(0, len(ids), size):
-        group = ids[start : start + size]
+    starts = [0, *range(min(first, size), len(ids), size)] if ids else []
+    for start, end in pairwise([*starts, len(ids)]):
+        group = ids[start:end]
         if d.people is not None:
             yield group, _page_tables(_normalise(d.people.read(group)))
         elif len(group) == len(ids):

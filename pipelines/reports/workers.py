@@ -12,7 +12,7 @@ import os
 import shutil
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, fields, replace
 from functools import lru_cache
@@ -26,8 +26,8 @@ from pipelines.reports.pages.person import render_person_page
 from pipelines.reports.people import _frames, _PersonFrames, _PersonRows, _summary
 from pipelines.reports.summaries import PersonSummary
 
-# Pages are written without an fsync each and synced together, where the OS offers a sync of
-# everything (not on Windows: there each page is synced as it is written).
+# Pages are written without an fsync each (each stalled its renderer) and synced together, where
+# the OS offers a sync of everything (not on Windows: there each page is synced as it is written).
 SYNC_ONCE = hasattr(os, "sync")
 # Person pages are rendered in worker processes when there are at least this many to render (and
 # more than one CPU): below it, starting the workers costs more than it saves. A kept page costs
@@ -53,6 +53,10 @@ def shared_tables_parent() -> str | None:
 # enough that the workers start early and the CPUs are not idle while the next group is built,
 # large enough that filtering the page tables per group stays cheap.
 RENDER_GROUP_PEOPLE = 250
+# The first group is smaller: the workers start once it is worked out (when it has
+# PARALLEL_MIN_PAGES pages to render), not after a whole group, and render it while the next
+# group is read and worked out.
+FIRST_GROUP_PEOPLE = PARALLEL_MIN_PAGES
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,7 @@ def _person_pages(people: list[_PersonFrames], job: _PageJob) -> list[_PageResul
         path = job.out_dir / person_page_name(s.person_id)
         render = job.render is None or s.person_id in job.render
         if render:
-            # Synced once for all pages before the step records its plan (`write_dashboards`).
+            # Synced once for all pages before the step records its plan (`_render_people`).
             page_html = render_person_page(s, d, job.global_warnings)
             atomic_write(path, page_html, durable=not SYNC_ONCE)
         light = PersonSummary(
@@ -208,7 +212,8 @@ def _render_people(
     planned) when its turn comes, in this process, while the workers still render the group
     before. Which pages a group renders is known only then, so the `pool_size` workers are
     started once PARALLEL_MIN_PAGES pages are to be rendered: the groups before render here, and
-    a night that renders a few pages starts no process."""
+    a night that renders a few pages starts no process. The pages written are on disk when it
+    returns (SYNC_ONCE: one sync per group)."""
     results: list[_PageResult] = []
     # A group's tasks, and its folder of tables to remove once they are done.
     pending: deque[tuple[list[Future[list[_PageResult]]], Path]] = deque()
@@ -223,6 +228,10 @@ def _render_people(
 
     pages = 0
     with ExitStack() as stack:
+        # Every page written is synced before this returns, and so before the step records its
+        # plan: a crash before that renders the same pages next time. Synced in the background,
+        # a group's pages while the next group renders, the last ones' while the workers stop.
+        writeback = stack.enter_context(ThreadPoolExecutor(1)) if SYNC_ONCE else None
         pool: ProcessPoolExecutor | None = None
         for number, (people, tables, render) in enumerate(groups):
             pages += len(people) if render is None else len(render)
@@ -247,6 +256,10 @@ def _render_people(
             # What is left in flight is this group: the workers render it while the next is built.
             while len(pending) > 1:
                 finish_oldest()
+                if writeback is not None:
+                    writeback.submit(os.sync)
         while pending:
             finish_oldest()
+        if writeback is not None and any(r.written for r in results):
+            writeback.submit(os.sync)
     return results

@@ -1,13 +1,12 @@
 """Everything the dashboards show, read from the warehouse: the tables in a fixed order, the
 rejected rows grouped, each source's freshness per person (`pipelines.reports` renders them and
 never touches DuckDB); and the step's plan: which person pages to render (`update_dashboards`).
-The step reads the person tables a group of people at a time (`load_dashboard_inputs` with
-`in_groups`), so its memory does not grow with the cohort.
+The person tables are read a group of people at a time (`load_dashboard_inputs` hands over
+`PersonGroups`), so the step's memory does not grow with the cohort.
 """
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import UTC, date, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -309,21 +308,17 @@ def _diet_totals(
     return first, last, float(energy[0]) if energy and energy[0] is not None else 0.0
 
 
-def load_dashboard_inputs(warehouse: Warehouse, in_groups: bool = False) -> DashboardInputs:
-    """Everything the dashboards show, read from the warehouse in one read-only connection.
-
-    `in_groups` (the dashboards step): the person tables are read a group of people at a time
-    as their pages are rendered (`PersonGroups`, each group in a read-only connection of its own);
-    read here is only what the index and cohort page show across everyone: the followed people's
-    draws, the cohort findings, the unmapped foods, the files, rejects and freshness, and the
-    diet's days and energy as sums. Otherwise every person's rows are read here too.
-    """
+def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
+    """Everything the dashboards show, read from the warehouse in one read-only connection: what
+    the index and cohort page show across everyone (the followed people's draws, the cohort
+    findings, the unmapped foods, the files, rejects and freshness, and the diet's days and
+    energy as sums). The person tables are read a group of people at a time as their pages are
+    rendered (`PersonGroups`, each group in a read-only connection of its own)."""
     with warehouse.read() as conn:
         schema = _schema(conn)
         people = _page_people(conn, schema)
         with _group(conn, people):
             draws = _read(conn, schema, "marker_draws", _in_group(people, followed=True))
-            everyone = None if in_groups else _person_tables(conn, schema, people)
         rejected = _rejected_summary(conn, schema) if "rejected_rows" in schema else pl.DataFrame()
         first_day, last_day, energy = _diet_totals(conn, schema)
         days = [
@@ -342,12 +337,10 @@ def load_dashboard_inputs(warehouse: Warehouse, in_groups: bool = False) -> Dash
             if days
             else "no dated data (cross-sectional)"
         )
-        data = DashboardInputs(
+        return DashboardInputs(
             between_dii_params=_between_dii_params(conn, schema),
             marker_draws=draws,
-            associations=_cohort_findings(conn, schema)
-            if in_groups
-            else _read(conn, schema, "associations"),
+            associations=_cohort_findings(conn, schema),
             ingest_files=_read(conn, schema, "ingest_files"),
             rejected_summary=rejected,
             unmapped_foods=_read(conn, schema, "unmapped_foods"),
@@ -358,25 +351,12 @@ def load_dashboard_inputs(warehouse: Warehouse, in_groups: bool = False) -> Dash
                 "data_window": window,
                 "upstream": ", ".join(UPSTREAM),
             },
+            energy_kcal_total=energy,
+            people=PersonGroups(
+                people["person_id"].to_list(),
+                lambda ids: _read_group(warehouse, schema, people, ids),
+            ),
         )
-    if everyone is None:
-        data.energy_kcal_total = energy
-        data.people = PersonGroups(
-            people["person_id"].to_list(), lambda ids: _read_group(warehouse, schema, people, ids)
-        )
-        return data
-    # The person tables but the two the index reads whole (draws, unmapped foods) and the
-    # findings, read whole above.
-    return replace(
-        data,
-        persons=everyone.persons,
-        diet_daily=everyone.diet_daily,
-        marker_trends=everyone.marker_trends,
-        exposure_windows=everyone.exposure_windows,
-        data_sufficiency=everyone.data_sufficiency,
-        biometrics=everyone.biometrics,
-        daily_effects=everyone.daily_effects,
-    )
 
 
 def _read_group(

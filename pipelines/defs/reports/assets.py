@@ -36,7 +36,7 @@ def dashboards(context: dg.AssetExecutionContext, project: ProjectResource) -> d
     pages whose inputs changed are rendered, like the other per-person steps recompute."""
     out_dir = project.project.dashboards_dir
     warehouse = project.warehouse()
-    data = load_dashboard_inputs(warehouse, in_groups=True)
+    data = load_dashboard_inputs(warehouse)
     config = project.config()
     data.pseudonymise_cohort = config.settings.pseudonymise_cohort
     data.demo_sources = frozenset(s.name for s in config.sources if s.demo)
