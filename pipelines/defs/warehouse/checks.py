@@ -15,8 +15,9 @@ from pipelines.steps.features import memory_limit
 from pipelines.transforms.plausibility import MAX_CRP_MG_L
 
 # DuckDB's memory while the unique-lines check groups the (file, line) keys of a pass
-# (`ROWS_PER_PASS` rows): it needs room for one pass's hash table, no more.
-UNIQUE_LINES_MEMORY_LIMIT = "128MB"
+# (`ROWS_PER_PASS` rows): room for one pass's hash table, with a margin for passes that come out
+# larger (the files are split by hash), since DuckDB fails rather than spills here.
+UNIQUE_LINES_MEMORY_LIMIT = "256MB"
 
 
 def diet_entries_unique_lines(
