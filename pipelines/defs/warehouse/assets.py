@@ -19,21 +19,28 @@ from pipelines.steps.canonical import (
     canonical_select,
     sources_feeding,
 )
+from pipelines.steps.features import memory_limit
 from pipelines.warehouse import ident, replace_table
+
+# DuckDB's memory while the canonical steps scan their tables (metadata, checks, who is seen):
+# under the connection's 1 GB DuckDB kept the blocks of every diary entry it read, so the step's
+# peak grew with the cohort.
+SCAN_MEMORY_LIMIT = "64MB"
 
 
 def canonical_metadata(conn: duckdb.DuckDBPyConnection, table: str) -> dict:
     """Dagster metadata of a canonical table, computed by DuckDB without loading its rows."""
     t = ident(table)
-    # Polars' n_unique counted a null person_id as one more value; count(DISTINCT) does not.
-    row = conn.execute(
-        f"SELECT count(*), count(DISTINCT person_id) + (count(*) > count(person_id))::BIGINT "
-        f"FROM {t}"
-    ).fetchone()
+    with memory_limit(conn, SCAN_MEMORY_LIMIT):
+        # Polars' n_unique counted a null person_id as one more value; count(DISTINCT) does not.
+        row = conn.execute(
+            f"SELECT count(*), count(DISTINCT person_id) + (count(*) > count(person_id))::BIGINT "
+            f"FROM {t}"
+        ).fetchone()
+        by_source = conn.execute(
+            f"SELECT source, count(*) AS len FROM {t} GROUP BY source ORDER BY source NULLS FIRST"
+        ).pl()
     rows, people = (int(row[0]), int(row[1])) if row else (0, 0)
-    by_source = conn.execute(
-        f"SELECT source, count(*) AS len FROM {t} GROUP BY source ORDER BY source NULLS FIRST"
-    ).pl()
     return {
         "dagster/row_count": rows,
         "dagster/column_schema": column_schema(conn.execute(f"SELECT * FROM {t} LIMIT 0").pl()),
@@ -86,7 +93,7 @@ def persons(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.M
         "SELECT DISTINCT person_id FROM diet_entries UNION SELECT person_id FROM "
         "diet_daily_reported UNION SELECT person_id FROM lab_results"
     )
-    with project.warehouse().write() as conn:
+    with project.warehouse().write() as conn, memory_limit(conn, SCAN_MEMORY_LIMIT):
         covariates_sql = canonical_select(conn, "persons", names)
         plan = plan_whole(conn, "persons", [covariates_sql, seen_sql], ["persons"], salt="")
         if changed(plan):

@@ -11,14 +11,22 @@ import polars as pl
 
 from pipelines.defs._checks import TableCheck
 from pipelines.ingest import check_unique_lines
+from pipelines.steps.features import memory_limit
 from pipelines.transforms.plausibility import MAX_CRP_MG_L
+
+# DuckDB's memory while the unique-lines check groups the (file, line) keys of a pass
+# (`ROWS_PER_PASS` rows): room for one pass's hash table, with a margin for passes that come out
+# larger (the files are split by hash), since DuckDB fails rather than spills here.
+UNIQUE_LINES_MEMORY_LIMIT = "256MB"
 
 
 def diet_entries_unique_lines(
     conn: duckdb.DuckDBPyConnection, feeding: list[str]
 ) -> dg.AssetCheckResult:
-    # It forgets the files it has checked, so it writes: inside the asset's transaction.
-    duplicates, files_checked = check_unique_lines(conn, "diet_entries", feeding)
+    # It forgets the files it has checked, so it writes: inside the asset's transaction. Under the
+    # connection's 1 GB DuckDB kept the blocks of every entry it grouped, growing with the cohort.
+    with memory_limit(conn, UNIQUE_LINES_MEMORY_LIMIT):
+        duplicates, files_checked = check_unique_lines(conn, "diet_entries", feeding)
     return dg.AssetCheckResult(
         passed=duplicates == 0,
         metadata={

@@ -1,0 +1,55 @@
+"""The steps' lowered DuckDB memory limit (`memory_limit`) must not make a step fail on a machine
+with many cores: DuckDB needs some memory per thread for its hash tables."""
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipelines.steps.features import MIN_MB_PER_THREAD, memory_limit
+
+DISTINCT_PEOPLE = "SELECT count(DISTINCT person_id) FROM t"
+
+
+def _many_people(path: Path, threads: int) -> duckdb.DuckDBPyConnection:
+    conn = duckdb.connect(str(path))
+    conn.execute(
+        "CREATE TABLE t AS SELECT 'person-' || i::VARCHAR AS person_id FROM range(1000000) r(i)"
+    )
+    conn.execute(f"SET threads = {threads}")
+    return conn
+
+
+def _shown_mb(conn: duckdb.DuckDBPyConnection) -> float:
+    """DuckDB's memory limit in MB (10^6 bytes); DuckDB shows it in MiB."""
+    row = conn.execute("SELECT current_setting('memory_limit')").fetchone()
+    assert row is not None and row[0].endswith(" MiB")
+    return float(row[0].removesuffix(" MiB")) * 2**20 / 1e6
+
+
+def test_a_plain_64mb_limit_fails_with_16_threads(tmp_path: Path) -> None:
+    """The failure the floor exists for: if DuckDB stops failing here, the floor can go."""
+    conn = _many_people(tmp_path / "w.duckdb", threads=16)
+    conn.execute("SET memory_limit = '64MB'")
+    with pytest.raises(duckdb.OutOfMemoryException):
+        conn.execute(DISTINCT_PEOPLE).fetchall()
+
+
+def test_the_lowered_limit_has_a_floor_per_thread(tmp_path: Path) -> None:
+    conn = _many_people(tmp_path / "w.duckdb", threads=16)
+    before = conn.execute("SELECT current_setting('memory_limit')").fetchone()
+    with memory_limit(conn, "64MB"):
+        assert conn.execute(DISTINCT_PEOPLE).fetchone() == (1_000_000,)
+        # 16 threads x MIN_MB_PER_THREAD, shown by DuckDB in MiB.
+        assert _shown_mb(conn) == pytest.approx(16 * MIN_MB_PER_THREAD, abs=0.2)
+    assert conn.execute("SELECT current_setting('memory_limit')").fetchone() == before
+
+
+def test_with_few_threads_the_limit_asked_for_holds(tmp_path: Path) -> None:
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    conn.execute("SET threads = 1")
+    with memory_limit(conn, "64MB"):
+        assert _shown_mb(conn) == pytest.approx(64, abs=0.2)
+    with pytest.raises(ValueError, match="whole megabytes"):
+        with memory_limit(conn, "1GB"):
+            pass
