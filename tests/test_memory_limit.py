@@ -27,14 +27,6 @@ def _shown_mb(conn: duckdb.DuckDBPyConnection) -> float:
     return float(row[0].removesuffix(" MiB")) * 2**20 / 1e6
 
 
-def test_a_plain_64mb_limit_fails_with_16_threads(tmp_path: Path) -> None:
-    """The failure the floor exists for: if DuckDB stops failing here, the floor can go."""
-    conn = _many_people(tmp_path / "w.duckdb", threads=16)
-    conn.execute("SET memory_limit = '64MB'")
-    with pytest.raises(duckdb.OutOfMemoryException):
-        conn.execute(DISTINCT_PEOPLE).fetchall()
-
-
 def test_the_lowered_limit_has_a_floor_per_thread(tmp_path: Path) -> None:
     conn = _many_people(tmp_path / "w.duckdb", threads=16)
     before = conn.execute("SELECT current_setting('memory_limit')").fetchone()
