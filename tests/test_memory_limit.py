@@ -6,7 +6,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines.steps.features import MIN_MB_PER_THREAD, memory_limit
+from pipelines.warehouse import MIN_MB_PER_THREAD, memory_limit
 
 DISTINCT_PEOPLE = "SELECT count(DISTINCT person_id) FROM t"
 

@@ -31,7 +31,6 @@ from pipelines.incremental import (
 )
 from pipelines.schema import EXPOSURE_WINDOWS_SCHEMA, RESULT_SCHEMA
 from pipelines.steps.features import (
-    memory_limit,
     only_chunk,
     register_person_chunks,
     replace_with_parts,
@@ -39,7 +38,7 @@ from pipelines.steps.features import (
 )
 from pipelines.store import replace_people, root_of, shard_count, shard_of
 from pipelines.transforms.dii import dii_of_window_means
-from pipelines.warehouse import ident, table_exists
+from pipelines.warehouse import ident, memory_limit, table_exists
 
 # exposure_windows is built over groups of this many people (everyone on a first run, the
 # changed people on a night): its output is draws x windows x features long rows, about 1,000 a

@@ -11,8 +11,7 @@ caller's transaction (`Warehouse.write()`).
 
 import json
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +51,7 @@ from pipelines.transforms.food_categories import (
     unmapped_foods_from_counts,
     unmapped_pairs,
 )
-from pipelines.warehouse import ident, replace_table
+from pipelines.warehouse import ident, memory_limit, replace_table
 
 # What build_diet_daily reads from diet_entries besides the nutrients (see _daily_from_entries and
 # entry_servings in pipelines/transforms/diet.py): the person-day, and the food, source category
@@ -225,41 +224,6 @@ def replace_with_parts(
                 replace_all(conn, table, rows)
             else:
                 conn.execute(f"CREATE OR REPLACE TABLE {ident(table)} AS {rows}")
-
-
-# DuckDB's hash tables need some memory per thread: under 64 MB an aggregate over three million
-# keys spilled to disk with 2 threads and failed (out of memory) with 16. A lowered limit is
-# therefore at least this much per thread, so a machine with more cores gets a higher floor.
-MIN_MB_PER_THREAD = 32
-
-
-@contextmanager
-def memory_limit(conn: duckdb.DuckDBPyConnection, limit: str) -> Iterator[None]:
-    """DuckDB's memory limit lowered to `limit` (in MB, e.g. "64MB"), or to MIN_MB_PER_THREAD
-    per thread when that is more, for the duration: DuckDB keeps the blocks a query reads or
-    writes cached up to its limit, which let a step's peak grow with the tables it scanned;
-    under a lower limit it drops them (they are on disk) and reads them again."""
-    if not limit.endswith("MB") or not limit[:-2].isdigit():
-        raise ValueError(f"memory_limit takes whole megabytes such as '64MB', not {limit!r}")
-    threads = conn.execute("SELECT current_setting('threads')").fetchone()
-    floor = MIN_MB_PER_THREAD * int(threads[0]) if threads else 0
-    row = conn.execute("SELECT current_setting('memory_limit')").fetchone()
-    conn.execute(f"SET memory_limit = '{max(int(limit[:-2]), floor)}MB'")
-    try:
-        yield
-    finally:
-        if row:
-            conn.execute(f"SET memory_limit = '{_shown_limit_back(row[0])}'")
-
-
-def _shown_limit_back(shown: str) -> str:
-    """The limit DuckDB shows ("953.6 MiB", one decimal, cut not rounded) as a value to set it
-    back to: half a last digit more, so setting it and showing it again gives the same text
-    instead of a limit that shrinks a little each time a step lowers and restores it."""
-    number, _, unit = shown.partition(" ")
-    if not unit.endswith("iB") or not number.replace(".", "", 1).isdigit():
-        return shown
-    return f"{float(number) + 0.05:.2f} {unit}"
 
 
 def only_chunk(sql: str, chunk: int) -> str:

@@ -19,8 +19,7 @@ from pipelines.steps.canonical import (
     canonical_select,
     sources_feeding,
 )
-from pipelines.steps.features import memory_limit
-from pipelines.warehouse import ident, replace_table
+from pipelines.warehouse import ident, memory_limit, replace_table
 
 # DuckDB's memory while the canonical steps scan their tables (metadata, checks, who is seen):
 # under the connection's 1 GB DuckDB kept the blocks of every diary entry it read, so the step's

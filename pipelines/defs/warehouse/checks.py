@@ -11,8 +11,8 @@ import polars as pl
 
 from pipelines.defs._checks import TableCheck
 from pipelines.ingest import check_unique_lines
-from pipelines.steps.features import memory_limit
 from pipelines.transforms.plausibility import MAX_CRP_MG_L
+from pipelines.warehouse import memory_limit
 
 # DuckDB's memory while the unique-lines check groups the (file, line) keys of a pass
 # (`ROWS_PER_PASS` rows): room for one pass's hash table, with a margin for passes that come out
