@@ -36,6 +36,7 @@ from pipelines.reports.figures import logging_coverage as floggingcoverage
 from pipelines.reports.html import is_num
 from pipelines.reports.pages import person as rperson
 from pipelines.schema import CATEGORIES
+from tests.sections import section_payload
 from tests.test_reports import PEOPLE, make_big_inputs, make_inputs
 
 
@@ -492,7 +493,9 @@ def test_person_page_renders_identically_twice() -> None:
         first = dashboards.render_person_page(s, data, ["a warning"])
         second = dashboards.render_person_page(s, data, ["a warning"])
         assert first == second
-        assert 'id="cell-data"' in first
+        section = dashboards.render_person_section(s)
+        assert section == dashboards.render_person_section(s)
+        assert section_payload(section)["cells"]["maps"]
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -504,7 +507,7 @@ def test_repeated_runs_write_identical_files(tmp_path: Path) -> None:
     write_dashboards(tmp_path / "a", data)
     write_dashboards(tmp_path / "b", data)
     a, b = _tree(tmp_path / "a"), _tree(tmp_path / "b")
-    assert a.keys() == b.keys() and len(a) == 6  # 3 people, index, cohort, js
+    assert a.keys() == b.keys() and len(a) == 9  # 3 people's pages and sections, index, cohort, js
     for name in a:
         assert a[name] == b[name], name
 
@@ -559,7 +562,7 @@ def test_small_cohort_renders_in_process(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(_CountingPool, "started", 0)
     written = write_dashboards(tmp_path, make_inputs(), workers=4)
     assert _CountingPool.started == 0
-    assert sum(p.name.startswith("person_") for p in written) == len(PEOPLE)
+    assert sum(p.name.startswith("person_") for p in written) == 2 * len(PEOPLE)
 
 
 def test_worker_processes_write_the_same_files(
@@ -593,7 +596,7 @@ def test_worker_processes_write_the_same_files(
     assert _CountingPool.started == 1
     assert [p.name for p in parallel] == [p.name for p in serial]
     a, b = _tree(tmp_path / "serial"), _tree(tmp_path / "parallel")
-    assert a.keys() == b.keys() and len(a) == len(people) + 3
+    assert a.keys() == b.keys() and len(a) == 2 * len(people) + 3
     for name in a:
         assert a[name] == b[name], name
     again = write_dashboards(tmp_path / "parallel", data, workers=2, render=[])

@@ -37,6 +37,7 @@ from pipelines.reports import (
     dashboards,
     finding_sentence,
     person_page_name,
+    person_section_name,
     write_dashboards,
 )
 from pipelines.reports import html as rhtml
@@ -46,6 +47,7 @@ from pipelines.reports.figures import render as frender
 from pipelines.schema import CATEGORIES
 from pipelines.steps.dashboards import update_dashboards
 from pipelines.warehouse import Warehouse
+from tests.sections import read_section, shown
 
 XSS = "<script>alert(1)</script>"
 XSS_FOOD = "</script><script>alert(1)</script>"
@@ -390,7 +392,7 @@ def test_files_written(written: tuple[Path, list[Path]]) -> None:
     out, paths = written
     names = {p.name for p in paths}
     expected = {"index.html", "cohort.html", "plotly.min.js"} | {
-        person_page_name(p) for p in PEOPLE
+        name(p) for p in PEOPLE for name in (person_page_name, person_section_name)
     }
     assert names == expected
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
@@ -400,7 +402,7 @@ def test_files_written(written: tuple[Path, list[Path]]) -> None:
 def test_person_page_has_findings_with_ci_and_caveat(written: tuple[Path, list[Path]]) -> None:
     out, _ = written
     for person in PEOPLE:
-        page = (out / person_page_name(person)).read_text(encoding="utf-8")
+        page = shown(out, person)  # the findings are in the section file beside the page
         assert EXPECTED_SENTENCE in page
         assert "association, not causation" in page
         # The timeline: log axis, acute draws labelled, chronic baseline drawn.
@@ -672,11 +674,11 @@ def test_zero_row_frames_and_missing_optional_columns(tmp_path: Path) -> None:
         unmapped_foods=pl.DataFrame({"food": ["tempeh"], "entries": [3]}),
     )
     paths = write_dashboards(tmp_path / "sparse", sparse)
-    assert len(paths) == 3 + len(PEOPLE)
-    page = (tmp_path / "sparse" / person_page_name("alice")).read_text(encoding="utf-8")
+    assert len(paths) == 3 + 2 * len(PEOPLE)  # a page and a section file each
+    page = shown(tmp_path / "sparse", "alice")
     assert "hs-CRP (log scale) and weekly intake" in page
     # No exposure windows: the heatmap draws, with no empty scatter under it.
-    assert 'id="lag-0"' in page and 'id="cell-data"' not in page
+    assert 'id="lag-0"' in page and read_section(tmp_path / "sparse", "alice")["cells"] is None
     assert "no points to plot behind the cells" in page
 
     # A person known only from the persons table gets a page full of "no data yet".
@@ -856,18 +858,11 @@ def test_finding_sentence_variants() -> None:
 # Lag-heatmap cells, calendars, data sufficiency, stale sources, cohort counts
 
 
-def cell_blob(page: str) -> dict:
-    """The page's one JSON blob behind the heatmap-cell scatters."""
-    found = re.findall(r'<script type="application/json" id="cell-data">(.*?)</script>', page, re.S)
-    assert len(found) == 1
-    return json.loads(found[0])
-
-
 def test_heatmap_cells_carry_their_scatter_and_fit(written: tuple[Path, list[Path]]) -> None:
     out, _ = written
     page = (out / person_page_name("alice")).read_text(encoding="utf-8")
-    assert 'id="scatter-0"' in page and "plotly_click" in page
-    m = cell_blob(page)["maps"]["lag-0"]
+    assert 'id="scatter-0"' in shown(out, "alice") and "plotly_click" in page
+    m = read_section(out, "alice")["cells"]["maps"]["lag-0"]
     assert m["target"] == "scatter-0"
     # The significant cell is drawn first.
     assert m["initial"] == "fermented_servings|28"
@@ -1139,10 +1134,11 @@ def test_person_page_under_1mb_for_two_years(tmp_path: Path) -> None:
     assert features >= 33 and data.associations["window_days"].n_unique() == 5
     assert data.diet_daily.height == 730
     write_dashboards(tmp_path, data)
-    page = tmp_path / person_page_name("alice")
-    size = page.stat().st_size
+    # The page and its section file, which the page loads.
+    files = [tmp_path / name("alice") for name in (person_page_name, person_section_name)]
+    size = sum(f.stat().st_size for f in files)
     assert size < 1_000_000, f"{size:,} bytes"
-    m = cell_blob(page.read_text(encoding="utf-8"))["maps"]["lag-0"]
+    m = read_section(tmp_path, "alice")["cells"]["maps"]["lag-0"]
     assert len(m["cells"]) == features * 5 and len(m["dates"]) >= 40
 
 
@@ -1181,7 +1177,11 @@ def test_cohort_page_can_pseudonymise_person_ids(tmp_path: Path) -> None:
 
 
 def person_pages(paths: list[Path]) -> set[str]:
-    return {p.name for p in paths if p.name.startswith("person_")}
+    return {p.name for p in paths if p.name.startswith("person_") and p.suffix == ".html"}
+
+
+def section_files(paths: list[Path]) -> set[str]:
+    return {p.name for p in paths if p.name.endswith(".lag.js")}
 
 
 @pytest.fixture
@@ -1361,7 +1361,7 @@ def test_pages_are_synced_once_or_each_where_no_global_sync_exists(
     monkeypatch.setattr(rworkers.os, "sync", lambda: events.append("sync"))
     write_dashboards(tmp_path, make_inputs(), workers=1)
     pages = [e for e in events if e.startswith("person_")]
-    assert len(pages) == len(PEOPLE)
+    assert len(pages) == 2 * len(PEOPLE)  # a page and its section file each
     assert all(e.endswith(":buffered" if sync_once else ":durable") for e in pages)
     index = events.index("index.html:durable")
     if sync_once:
@@ -1435,7 +1435,8 @@ def test_every_dii_shown_carries_its_parameter_count(tmp_path: Path) -> None:
     data.between_dii_params = (28, 28)
     out = tmp_path / "dash"
     write_dashboards(out, data)
-    pages = _pages(out)
+    # The person pages with their findings and lag scan (their section files) in them.
+    pages = _pages(out) | {person_page_name(p): shown(out, p) for p in PEOPLE}
 
     alice = pages[person_page_name("alice")]
     bob = pages[person_page_name("Bob Smith")]

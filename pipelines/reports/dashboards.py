@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import polars as pl
@@ -38,25 +38,31 @@ from pipelines.reports.inputs import (
     INDEX,
     PERSON_PREFIX,
     PLOTLY_JS,
+    SECTION_SUFFIX,
     DashboardInputs,
     PersonGroups,
+    Renders,
     _data_window,
     _normalise,
     _person_ids,
     diet_columns_shown,
     person_page_name,
+    person_section_name,
 )
 from pipelines.reports.page_inputs import (
     PageInputs,
     PagePlan,
     person_page_inputs,
+    person_section_inputs,
     reports_code_fingerprint,
     shared_page_inputs,
+    shared_section_inputs,
 )
 from pipelines.reports.pages.cohort import render_cohort
 from pipelines.reports.pages.common import _global_quality
 from pipelines.reports.pages.index import render_index
 from pipelines.reports.pages.person import render_person_page
+from pipelines.reports.pages.section import render_person_section
 from pipelines.reports.people import (
     _person_rows,
     _split_tables,
@@ -85,10 +91,14 @@ __all__ = [
     "finding_sentence",
     "person_page_inputs",
     "person_page_name",
+    "person_section_inputs",
+    "person_section_name",
     "render_person_page",
+    "render_person_section",
     "reports_code_fingerprint",
     "run_time",
     "shared_page_inputs",
+    "shared_section_inputs",
     "sufficiency_short",
     "write_dashboards",
 ]
@@ -108,14 +118,16 @@ def _write_plotly_js(out_dir: Path) -> Path:
 
 
 def _clean_out_dir(out_dir: Path, keep: set[str]) -> None:
-    """Drop pages of people no longer in the data, and temp files left by a crashed run.
+    """Drop the pages and section files of people no longer in the data, and temp files left by a
+    crashed run (of both kinds: a temp file is named after the file it becomes).
 
     Only names this module writes are touched, so other files in the folder are safe. Temp files
     younger than an hour may belong to a concurrent run and are left alone.
     """
-    for old in out_dir.glob(f"{PERSON_PREFIX}*.html"):
-        if old.name not in keep:
-            old.unlink(missing_ok=True)
+    for pattern in ("*.html", f"*{SECTION_SUFFIX}"):
+        for old in out_dir.glob(PERSON_PREFIX + pattern):
+            if old.name not in keep:
+                old.unlink(missing_ok=True)
     cutoff = time.time() - 3600
     for tmp in out_dir.glob(".*.tmp"):
         base = tmp.name[1:].split(".tmp")[0]
@@ -133,17 +145,21 @@ def write_dashboards(
     workers: int | None = None,
     render: Collection[str] | PagePlan | None = None,
 ) -> list[Path]:
-    """Write index.html, one person page per person (person_<safe id>.html), cohort.html and the
-    shared plotly.min.js into out_dir; return the written paths.
+    """Write index.html, one person page per person (person_<safe id>.html) with its section file
+    beside it (person_<safe id>.lag.js: the findings and lag-window scan the page loads, see
+    `pages.section`), cohort.html and the shared plotly.min.js into out_dir; return the written
+    paths.
 
-    `render` names the people whose pages to render (None: everyone), or is the step's plan
-    (`PagePlan`), handed each group's page inputs before the group is rendered (`page_inputs`,
-    planned with `pipelines.incremental`). The others' pages are kept as they are, unless
-    missing: a nightly run re-renders the people with new data, plus everyone when something
-    every page shows changes. A kept page is a consistent snapshot: its "N days before this
-    run" count from the run time in its own footer. Pages of people no longer in the data are
-    removed; the index and cohort page are always written. Each file is written atomically, and
-    the index last, so it never links to a page that does not exist yet.
+    `render` names the people whose pages and section files to render (None: everyone), or is
+    the step's plan (`PagePlan`), handed each group's page and section inputs before the group
+    is rendered (`page_inputs`, planned with `pipelines.incremental`), which says which pages
+    and which section files to render. The others are kept as they are, unless missing: a
+    nightly run re-renders the pages of the people with new data and the section files of those
+    with new findings or draws, plus everyone's when something every page (or section) shows
+    changes. A kept page is a consistent snapshot: its "N days before this run" count from the
+    run time in its own footer. The files of people no longer in the data are removed; the index
+    and cohort page are always written. Each file is written atomically, a section file before
+    its page and the index last, so no page links to a file that does not exist yet.
 
     People are worked out and rendered RENDER_GROUP_PEOPLE at a time, read group by group when
     `data.people` is set. With PARALLEL_MIN_PAGES pages to render or more, person pages are
@@ -161,20 +177,27 @@ def write_dashboards(
     ids = _person_ids(d)
     person_sources = _person_sources(d, now)
 
-    def rendering(group: list[str], tables: dict[str, pl.DataFrame]) -> frozenset[str] | None:
-        """The group's pages rendered: those asked for (or planned) and any that is missing (a
-        first run, a deleted file, another output folder). Decided once per group, here: only
-        their figures' data is worked out."""
+    def rendering(group: list[str], tables: dict[str, pl.DataFrame]) -> Renders:
+        """The group's pages and section files rendered: those asked for (or planned) and any
+        that is missing (a first run, a deleted file, another output folder). Decided once per
+        group, here: only their figures' data is worked out."""
         if callable(render):
             mine = {p: person_sources[p] for p in group if p in person_sources}
-            chosen = render(person_page_inputs(tables, mine))
+            chosen = render(person_page_inputs(tables, mine), person_section_inputs(tables))
         else:
-            chosen = render
-        if chosen is None:
-            return None
-        asked = frozenset(chosen)
-        return frozenset(
-            p for p in group if p in asked or not (out_dir / person_page_name(p)).exists()
+            asked = None if render is None else frozenset(render)
+            chosen = Renders(asked, asked)
+
+        def with_missing(
+            asked: Collection[str] | None, name: Callable[[str], str]
+        ) -> frozenset[str] | None:
+            if asked is None:
+                return None
+            return frozenset(p for p in group if p in asked or not (out_dir / name(p)).exists())
+
+        return Renders(
+            with_missing(chosen.pages, person_page_name),
+            with_missing(chosen.sections, person_section_name),
         )
 
     # The tables the page workers map go to shared memory, else the system's temp folder (the
@@ -205,8 +228,8 @@ def write_dashboards(
         )
         results = _render_people(groups, job, Path(tmp), _pool_size(len(ids), workers))
     summaries = [r.summary for r in results]
-    written.extend(out_dir / r.name for r in results if r.written)
-    names = {r.name for r in results}
+    written.extend(out_dir / name for r in results for name in r.written)
+    names = {name for r in results for name in (r.page, r.section)}
     cohort = out_dir / COHORT
     atomic_write(cohort, render_cohort(summaries, d, global_warnings))
     written.append(cohort)

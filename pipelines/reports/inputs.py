@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date
+from typing import NamedTuple
 
 import polars as pl
 
@@ -28,6 +29,9 @@ PLOTLY_JS = "plotly.min.js"
 INDEX = "index.html"
 COHORT = "cohort.html"
 PERSON_PREFIX = "person_"
+# A person page's findings and lag-window scan are a file of their own beside it (see
+# `pages.section`): person_<safe id>.lag.js next to person_<safe id>.html.
+SECTION_SUFFIX = ".lag.js"
 MAX_SMALL_MULTIPLES = 30
 
 DType = pl.DataType | type[pl.DataType]
@@ -193,6 +197,22 @@ def person_page_name(person_id: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", pid.lower()).strip("-")[:40].strip("-")
     digest = hashlib.sha256(pid.encode("utf-8")).hexdigest()[:10]
     return f"{PERSON_PREFIX}{slug}-{digest}.html" if slug else f"{PERSON_PREFIX}{digest}.html"
+
+
+def person_section_name(person_id: str) -> str:
+    """The name of the section file beside a person's page (`person_page_name`)."""
+    return person_page_name(person_id).removesuffix(".html") + SECTION_SUFFIX
+
+
+class Renders(NamedTuple):
+    """The people of a group whose person pages and whose section files (see `pages.section`)
+    to render; None: everyone's."""
+
+    pages: frozenset[str] | None
+    sections: frozenset[str] | None
+
+
+EVERYONE = Renders(None, None)
 
 
 def _conform(df: pl.DataFrame | None, schema: dict[str, DType]) -> pl.DataFrame:

@@ -1,11 +1,15 @@
-"""What the person pages are built from, for the dashboards step's plan (`pipelines.incremental`).
+"""What the person pages and their section files are built from, for the dashboards step's plan
+(`pipelines.incremental`).
 
 A person page shows the person's own rows of the page tables (`people._page_tables`), their
 sources' freshness, and a context every page shares. The step gets both: per group of people
 rendered, the group's tables (`person_page_inputs`, each with a person_id; the step fingerprints
 every person's rows in DuckDB, as every other step does) and, once, the shared context as one
 string (`shared_page_inputs`, the plan's salt: when it changes, every page is rendered).
-Nothing here reads a page back: which pages to render is decided from the inputs alone.
+A page's section file (findings and lag-window scan, `pages.section`) is planned the same way
+from its own, fewer inputs (`person_section_inputs`, `shared_section_inputs`): a new diary day
+renders the page again, not the section file. Nothing here reads a page or a section file back:
+which to render is decided from the inputs alone.
 
 What moves with the clock is left out, so a night on which nobody's data changed renders no
 person page: the run's time and data window in the footer, source ages, a source's newest file
@@ -19,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -30,7 +34,7 @@ import plotly
 import polars as pl
 
 from pipelines.fingerprint import fingerprint
-from pipelines.reports.inputs import DashboardInputs, _normalise
+from pipelines.reports.inputs import DashboardInputs, Renders, _normalise
 from pipelines.reports.pages.common import _global_quality
 from pipelines.reports.sources import run_time, source_status
 
@@ -66,25 +70,45 @@ def reports_code_fingerprint() -> str:
 
 @dataclass(frozen=True)
 class PageInputs:
-    """Per person: their rows of every table their page shows (`tables`, each with a person_id);
-    for everyone: a hash of what every person page shares (`shared`)."""
+    """Per person: their rows of every table their page shows (`tables`, each with a person_id)
+    and of every table their section file shows (`sections`); for everyone: a hash of what every
+    person page shares (`shared`) and of what every section file shares (`sections_shared`)."""
 
     tables: dict[str, pl.DataFrame]
     shared: str
+    sections: dict[str, pl.DataFrame]
+    sections_shared: str
 
 
-# The step's plan, handed each group's page inputs (`person_page_inputs`) before the group is
-# rendered: the people of the group whose pages to render (None: everyone's).
-PagePlan = Callable[[dict[str, pl.DataFrame]], Collection[str] | None]
+# The step's plan, handed each group's page inputs (`person_page_inputs`) and section inputs
+# (`person_section_inputs`) before the group is rendered: the people of the group whose pages
+# and whose section files to render.
+PagePlan = Callable[[dict[str, pl.DataFrame], dict[str, pl.DataFrame]], Renders]
+
+# The page tables (`people._page_tables`) only a person's section file shows: the complete
+# exposure windows behind the lag-heatmap cells.
+_SECTION_ONLY = ("windows",)
+# What a section file is built from: the findings (its table, heatmaps and the cells' titles),
+# the windows and draws (the points and fits behind the cells) and the range of DII parameters
+# the findings' sentences quote (`summaries.dii_params_ranges`).
+_SECTION_TABLES = ("findings", "windows", "draws", "dii_params")
+
+
+def person_section_inputs(page_tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """What each section file of a group is built from, of the group's page tables."""
+    return {name: page_tables[name] for name in _SECTION_TABLES}
 
 
 def person_page_inputs(
     page_tables: dict[str, pl.DataFrame], sources: dict[str, list[dict[str, Any]]]
 ) -> dict[str, pl.DataFrame]:
     """What each person page of a group is built from: the group's page tables
-    (`people._page_tables`) and its people's sources (`sources`, theirs of `_person_sources`)."""
+    (`people._page_tables`) but those only the section file shows, and its people's sources
+    (`sources`, theirs of `_person_sources`)."""
     # "crp" is the draws again, sorted: fingerprinting "draws" covers it.
-    tables = {name: df for name, df in page_tables.items() if name != "crp"}
+    tables = {
+        name: df for name, df in page_tables.items() if name != "crp" and name not in _SECTION_ONLY
+    }
     tables["sources"] = pl.DataFrame(
         [
             {
@@ -122,3 +146,10 @@ def shared_page_inputs(data: DashboardInputs, out_dir: Path) -> str:
     }
     text = json.dumps(shared, default=str, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def shared_section_inputs(out_dir: Path) -> str:
+    """A hash of what every section file shares: the code that renders it and its folder. The
+    rest of what every page shares (warnings, rejected rows, the footer) is not in it."""
+    shared = {"code": reports_code_fingerprint(), "out_dir": str(Path(out_dir).resolve())}
+    return hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).hexdigest()

@@ -6,7 +6,7 @@ argument order.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import pairwise
@@ -19,15 +19,22 @@ from pipelines.reports.figures.diet import weekly_diet
 from pipelines.reports.figures.outcomes import outcome_points
 from pipelines.reports.figures.timeline import draw_points
 from pipelines.reports.inputs import (
+    EVERYONE,
     POOLED_COLUMNS,
     SCHEMAS,
     DashboardInputs,
+    Renders,
     _normalise,
     _page_diet_columns,
     _person_ids,
 )
 from pipelines.reports.sources import _person_sources, _stale_sources, run_time
-from pipelines.reports.summaries import PersonSummary, _crp_draws, _summarise
+from pipelines.reports.summaries import (
+    PersonSummary,
+    _crp_draws,
+    _summarise,
+    dii_params_ranges,
+)
 
 # One person's share of every frame, in `_summarise`'s argument order.
 _PersonFrames = tuple[
@@ -44,6 +51,7 @@ _PersonFrames = tuple[
     pl.DataFrame | None,
     pl.DataFrame | None,
     list[dict[str, Any]] | None,
+    pl.DataFrame | None,
     pl.DataFrame | None,
     pl.DataFrame | None,
     pl.DataFrame | None,
@@ -101,9 +109,12 @@ _UNSHOWN_FINDING_COLUMNS = [
 def _page_tables(d: DashboardInputs) -> dict[str, pl.DataFrame]:
     """Every table a person page is built from, before the split by person: a person's page
     shows their rows of these (and their sources' freshness), nothing else of anyone's."""
+    diet = d.diet_daily.select(_page_diet_columns(d.diet_daily.columns))
     return {
         "persons": d.persons,
-        "diet": d.diet_daily.select(_page_diet_columns(d.diet_daily.columns)),
+        "diet": diet,
+        # Shown on the page and quoted by the findings in its section file.
+        "dii_params": dii_params_ranges(diet),
         "draws": d.marker_draws,
         "trends": d.marker_trends,
         # Partially pooled estimates move with everyone's data: on a person's page they would
@@ -125,38 +136,36 @@ def _page_tables(d: DashboardInputs) -> dict[str, pl.DataFrame]:
 
 def _split_tables(
     d: DashboardInputs,
-    render: Collection[str] | None = None,
+    renders: Renders = EVERYONE,
     tables: dict[str, pl.DataFrame] | None = None,
 ) -> dict[str, _Split]:
     """The page tables (`tables`, default `_page_tables(d)`: pass one group of people's rows to
     split that group) split by person, with what the pages draw of them worked out at once for
-    everyone whose page is rendered (`render`; None: everyone): the weekly diet, the CRP draws
-    the timeline plots, and the exposure windows as the points and fits behind each lag-heatmap
-    cell, and the cell each page's scatter shows first. The others need only their
-    summary (on a night when a tenth of the people have new data, a tenth of the pages)."""
+    everyone whose page is rendered (`renders.pages`; None: everyone): the weekly diet, the CRP
+    draws the timeline plots and the daily outcomes; and for everyone whose section file is
+    rendered (`renders.sections`), the exposure windows as the points and fits behind each
+    lag-heatmap cell, and the cell each scatter shows first. The others need only their summary
+    (on a night when everyone logged a day and nobody had a draw, no section's figure data)."""
     tables = dict(_page_tables(d) if tables is None else tables)
     diet, windows, draws = tables["diet"], tables.pop("windows"), tables["draws"]
-    outcomes = tables.pop("outcomes")
-    if render is not None:
-        rendered = pl.col("person_id").is_in(pl.Series(sorted(render), dtype=pl.String))
-        diet, windows, draws, outcomes = (
-            diet.filter(rendered),
-            windows.filter(rendered),
-            draws.filter(rendered),
-            outcomes.filter(rendered),
+    outcomes, crp, findings = tables.pop("outcomes"), tables["crp"], tables["findings"]
+    if renders.pages is not None:
+        paged = pl.col("person_id").is_in(pl.Series(sorted(renders.pages), dtype=pl.String))
+        diet, outcomes, crp = diet.filter(paged), outcomes.filter(paged), crp.filter(paged)
+    if renders.sections is not None:
+        scanned = pl.col("person_id").is_in(pl.Series(sorted(renders.sections), dtype=pl.String))
+        windows, draws, findings = (
+            windows.filter(scanned),
+            draws.filter(scanned),
+            findings.filter(scanned),
         )
     tables["outcome_points"] = outcome_points(outcomes)
     tables["weekly_diet"] = weekly_diet(diet)
-    tables["draw_points"] = draw_points(
-        tables["crp"] if render is None else tables["crp"].filter(rendered)
-    )
+    tables["draw_points"] = draw_points(crp)
     points = cell_points(windows, draws)
     tables["cell_points"] = points
     tables["cell_fits"] = cell_fits(points)
-    findings = tables["findings"]
-    tables["cell_initial"] = initial_cells(
-        findings if render is None else findings.filter(rendered), points
-    )
+    tables["cell_initial"] = initial_cells(findings, points)
     return {name: _split(df) for name, df in tables.items()}
 
 
@@ -228,6 +237,7 @@ def _frames(person: _PersonRows, tables: dict[str, pl.DataFrame]) -> _PersonFram
         part("outcome_points"),
         part("outcome_effects"),
         part("draw_points"),
+        part("dii_params"),
         part("crp"),
     )
 

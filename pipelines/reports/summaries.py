@@ -131,10 +131,12 @@ def _summarise(
     outcome_points: pl.DataFrame | None = None,
     outcome_effects: pl.DataFrame | None = None,
     draw_points: pl.DataFrame | None = None,
+    dii_params: pl.DataFrame | None = None,
     crp: pl.DataFrame | None = None,
 ) -> PersonSummary:
-    """One person's summary from their rows of each table. `crp` is their CRP draws in time
-    order, when the caller has sorted everyone's at once; otherwise they are taken from `draws`."""
+    """One person's summary from their rows of each table. `dii_params` is their row of
+    `dii_params_ranges`; `crp` is their CRP draws in time order, when the caller has sorted
+    everyone's at once; otherwise they are taken from `draws`."""
     s = PersonSummary(person_id=pid)
     if outcome_points is not None:
         s.outcome_points = outcome_points
@@ -212,7 +214,8 @@ def _summarise(
         s.days_in_range = (s.last_day - s.first_day).days + 1
         if s.days_logged >= 2:
             s.longest_gap = max(0, widest - 1)
-    s.dii_params = _dii_params_range(s.diet)
+    if dii_params is not None and dii_params.height:
+        s.dii_params = (int(dii_params["low"][0]), int(dii_params["high"][0]))
     if s.unmapped.height and s.unmapped["energy_share"].drop_nulls().len():
         s.unmapped_share = min(1.0, float(s.unmapped["energy_share"].sum()))
 
@@ -245,15 +248,29 @@ def _column(df: pl.DataFrame, name: str) -> list[Any]:
     return df.get_column(name).to_list() if name in df.columns else [None] * df.height
 
 
-def _dii_params_range(diet: pl.DataFrame) -> tuple[int, int] | None:
-    """Fewest and most DII parameters over the logged days that have a DII (None if none)."""
-    if "dii_params" not in diet.columns or not diet["dii_params"].dtype.is_numeric():
-        return None
-    has_dii = ~np.isnan(diet.get_column("dii").cast(pl.Float64).to_numpy())
-    counts = diet.get_column("dii_params").cast(pl.Float64).to_numpy()
-    counts = counts[_logged_mask(diet) & has_dii]
-    counts = counts[~np.isnan(counts)]
-    return (int(counts.min()), int(counts.max())) if counts.size else None
+DII_PARAMS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "person_id": pl.String,
+    "low": pl.Int64,
+    "high": pl.Int64,
+}
+
+
+def dii_params_ranges(diet: pl.DataFrame) -> pl.DataFrame:
+    """Per person, the fewest and most DII parameters over their logged days that have a DII
+    (`low`, `high`; no row without one). Worked out for a group of people at once: a person's
+    page shows it and their findings' sentences quote it, so the plan of their section file
+    fingerprints it (`page_inputs.person_section_inputs`), not the diet it comes from."""
+    if not {"dii", "dii_params"} <= set(diet.columns) or not diet["dii_params"].dtype.is_numeric():
+        return pl.DataFrame(schema=DII_PARAMS_SCHEMA)
+    counts, dii = pl.col("dii_params").cast(pl.Float64), pl.col("dii").cast(pl.Float64)
+    logged = pl.col("logged").cast(pl.Boolean).fill_null(False)
+    with_dii = logged & dii.is_not_null() & ~dii.is_nan() & counts.is_not_null() & ~counts.is_nan()
+    return (
+        diet.filter(with_dii)
+        .group_by("person_id", maintain_order=True)
+        .agg(low=counts.min().cast(pl.Int64), high=counts.max().cast(pl.Int64))
+        .cast(DII_PARAMS_SCHEMA)  # type: ignore[arg-type]
+    )
 
 
 def _crp_draws(draws: pl.DataFrame, *by: str) -> pl.DataFrame:

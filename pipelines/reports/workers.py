@@ -1,8 +1,8 @@
 """Rendering the person pages, in this process or in spawned worker processes for big cohorts: the
 pool, the tables shared with the workers as memory-mapped Arrow files, and `_person_pages`, which
 summarises each person (the index and cohort page need everyone's summary) and renders the pages
-asked for, and any that is missing. Either way the same code renders every page, so the files do
-not depend on where they were rendered.
+and section files (`pages.section`) asked for, and any that is missing. Either way the same code
+renders every file, so the files do not depend on where they were rendered.
 """
 
 from __future__ import annotations
@@ -21,8 +21,15 @@ from pathlib import Path
 import polars as pl
 
 from pipelines.reports.html import atomic_write
-from pipelines.reports.inputs import DashboardInputs, person_page_name
+from pipelines.reports.inputs import (
+    EVERYONE,
+    DashboardInputs,
+    Renders,
+    person_page_name,
+    person_section_name,
+)
 from pipelines.reports.pages.person import render_person_page
+from pipelines.reports.pages.section import render_person_section
 from pipelines.reports.people import _frames, _PersonFrames, _PersonRows, _summary
 from pipelines.reports.summaries import PersonSummary
 
@@ -68,39 +75,47 @@ class _PageJob:
     rejected_summary: pl.DataFrame
     global_warnings: list[str]
     stale_everywhere: frozenset[str]
-    # The people whose pages to render (those asked for and those whose page is missing, as
-    # `write_dashboards` decides per group); None: everyone.
-    render: frozenset[str] | None = None
+    # The people whose pages and whose section files to render (those asked for and those whose
+    # file is missing, as `write_dashboards` decides per group).
+    render: Renders = EVERYONE
 
 
 @dataclass(frozen=True)
 class _PageResult:
     summary: PersonSummary  # without its frames: the index and cohort pages read none
-    name: str
-    written: bool
+    page: str  # the names of the person's page and section file
+    section: str
+    written: tuple[str, ...]  # those of them written by this run
 
 
 def _person_pages(people: list[_PersonFrames], job: _PageJob) -> list[_PageResult]:
-    """Summarise each person, and render their page when `job.render` names them (the tables
-    carry the figures' data of those people only, see `people._split_tables`).
+    """Summarise each person, and render their section file and their page when `job.render`
+    names them (the tables carry the figures' data of those people only, see
+    `people._split_tables`). The section file is written before the page that loads it.
 
-    Runs in the writing process or in a worker; either way the page comes out the same.
+    Runs in the writing process or in a worker; either way the files come out the same.
     """
     # Person pages read only the run info and the rejected rows of the whole run.
     d = DashboardInputs(rejected_summary=job.rejected_summary, run_info=job.run_info)
+    pages, sections = job.render
     out = []
     for frames in people:
         s = _summary(frames, job.stale_everywhere)
-        path = job.out_dir / person_page_name(s.person_id)
-        render = job.render is None or s.person_id in job.render
-        if render:
-            # Synced once for all pages before the step records its plan (`_render_people`).
+        pid = s.person_id
+        page, section = person_page_name(pid), person_section_name(pid)
+        written = []
+        # Synced once for all files before the step records its plan (`_render_people`).
+        if sections is None or pid in sections:
+            atomic_write(job.out_dir / section, render_person_section(s), durable=not SYNC_ONCE)
+            written.append(section)
+        if pages is None or pid in pages:
             page_html = render_person_page(s, d, job.global_warnings)
-            atomic_write(path, page_html, durable=not SYNC_ONCE)
+            atomic_write(job.out_dir / page, page_html, durable=not SYNC_ONCE)
+            written.append(page)
         light = PersonSummary(
             **{f.name: getattr(s, f.name) for f in fields(s) if f.name not in _FRAME_FIELDS}
         )
-        out.append(_PageResult(light, path.name, render))
+        out.append(_PageResult(light, page, section, tuple(written)))
     return out
 
 
@@ -199,20 +214,27 @@ def _mapped_person_pages(
     return _person_pages([_frames(p, tables) for p in people], job)
 
 
+def _rendered(people: list[_PersonRows], render: Renders) -> set[str]:
+    """The people of `people` with a page or a section file to render."""
+    ids = {p.person_id for p in people}
+    pages, sections = (ids if r is None else ids & r for r in render)
+    return pages | sections
+
+
 def _render_people(
-    groups: Iterable[tuple[list[_PersonRows], dict[str, pl.DataFrame], frozenset[str] | None]],
+    groups: Iterable[tuple[list[_PersonRows], dict[str, pl.DataFrame], Renders]],
     job: _PageJob,
     shared_dir: Path,
     pool_size: int,
 ) -> list[_PageResult]:
-    """Summarise every person of `groups`, in their order, and render the pages of those each
-    group names (None: all of the group's).
+    """Summarise every person of `groups`, in their order, and render the pages and section
+    files of those each group names (None: all of the group's).
 
     `groups` is lazy: a group's tables are worked out (and, in the dashboards step, read and
     planned) when its turn comes, in this process, while the workers still render the group
     before. Which pages a group renders is known only then, so the `pool_size` workers are
     started once PARALLEL_MIN_PAGES pages are to be rendered: the groups before render here, and
-    a night that renders a few pages starts no process. The pages written are on disk when it
+    a night that renders a few pages starts no process. The files written are on disk when it
     returns (SYNC_ONCE: one sync per group)."""
     results: list[_PageResult] = []
     # A group's tasks, and its folder of tables to remove once they are done.
@@ -234,7 +256,7 @@ def _render_people(
         writeback = stack.enter_context(ThreadPoolExecutor(1)) if SYNC_ONCE else None
         pool: ProcessPoolExecutor | None = None
         for number, (people, tables, render) in enumerate(groups):
-            pages += len(people) if render is None else len(render)
+            pages += len(_rendered(people, render))
             if pool is None and pool_size and pages >= PARALLEL_MIN_PAGES:
                 pool = stack.enter_context(_page_pool(pool_size))
             if pool is None:
@@ -247,8 +269,9 @@ def _render_people(
             futures = []
             for start in range(0, len(people), PEOPLE_PER_TASK):
                 task = people[start : start + PEOPLE_PER_TASK]
-                # Each task carries only its own people of `render`, not the whole set.
-                mine = None if render is None else render & {p.person_id for p in task}
+                # Each task carries only its own people of `render`, not the whole sets.
+                ids = {p.person_id for p in task}
+                mine = Renders(*(None if r is None else r & ids for r in render))
                 futures.append(
                     pool.submit(_mapped_person_pages, files, task, replace(job, render=mine))
                 )

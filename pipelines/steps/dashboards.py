@@ -1,6 +1,8 @@
 """Everything the dashboards show, read from the warehouse: the tables in a fixed order, the
 rejected rows grouped, each source's freshness per person (`pipelines.reports` renders them and
-never touches DuckDB); and the step's plan: which person pages to render (`update_dashboards`).
+never touches DuckDB); and the step's plan: which person pages to render, and which of the section
+files beside them (their findings and lag-window scan), each by its own inputs
+(`update_dashboards`).
 The person tables are read a group of people at a time (`load_dashboard_inputs` hands over
 `PersonGroups`), so the step's memory does not grow with the cohort.
 """
@@ -10,6 +12,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from importlib.metadata import version
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 import polars as pl
@@ -21,9 +24,10 @@ from pipelines.reports.dashboards import (
     PersonGroups,
     diet_columns_shown,
     shared_page_inputs,
+    shared_section_inputs,
     write_dashboards,
 )
-from pipelines.reports.inputs import SCHEMAS, person_order
+from pipelines.reports.inputs import SCHEMAS, Renders, person_order
 from pipelines.schema import REJECT_EXAMPLES, REJECT_VALUE_SHOWN
 from pipelines.steps import sql
 from pipelines.warehouse import Warehouse, table_exists
@@ -370,12 +374,42 @@ def _read_group(
 
 
 STEP = "dashboards"
+# The section files beside the person pages (findings and lag-window scan) are planned apart:
+# their inputs change far less often than a page's (a new diary day changes a page, not them).
+SECTION_STEP = "dashboards/lag"
 
 
-def plan_pages(conn: duckdb.DuckDBPyConnection, pages: PageInputs) -> PersonPlan:
-    """Which person pages of a group to render: the people whose page inputs changed since the
-    pages were last written, or everyone when what every page shares changed (`pages.shared`,
-    the salt).
+class PagePlans(NamedTuple):
+    """A group's plans: which person pages to render and which section files."""
+
+    pages: PersonPlan
+    sections: PersonPlan
+
+
+def _plan(
+    conn: duckdb.DuckDBPyConnection, step: str, tables: dict[str, pl.DataFrame], salt: str
+) -> PersonPlan:
+    views = {name: f"_page_{name}" for name in tables}
+    for name, view in views.items():
+        conn.register(view, tables[name].to_arrow())
+    try:
+        return plan_people(
+            conn,
+            step,
+            inputs=[f"SELECT * FROM {v} WHERE person_id IS NOT NULL" for v in views.values()],
+            outputs=[],  # the files: a missing one is rendered (`write_dashboards`)
+            salt=salt,
+        )
+    finally:
+        for view in views.values():
+            conn.unregister(view)
+
+
+def plan_pages(conn: duckdb.DuckDBPyConnection, pages: PageInputs) -> PagePlans:
+    """Which person pages of a group to render, and which of their section files: the people
+    whose page inputs (section inputs) changed since they were last written, or everyone when
+    what every page (every section) shares changed (`pages.shared`, `pages.sections_shared`, the
+    salts). Two fingerprints per person, of the one `plan_people`, under two step names.
 
     The fingerprints are taken of the frames the pages are built from, not of the warehouse
     tables again: they cover exactly what a page shows (the columns, the rows of followed people,
@@ -383,31 +417,22 @@ def plan_pages(conn: duckdb.DuckDBPyConnection, pages: PageInputs) -> PersonPlan
     the pages never saw. Rows without a person are on no person page (the index and cohort page,
     always written, show them; the counts in the pipeline-wide warnings are in the salt).
     """
-    views = {name: f"_page_{name}" for name in pages.tables}
-    for name, view in views.items():
-        conn.register(view, pages.tables[name].to_arrow())
-    try:
-        return plan_people(
-            conn,
-            STEP,
-            inputs=[f"SELECT * FROM {v} WHERE person_id IS NOT NULL" for v in views.values()],
-            outputs=[],  # the pages are files: a missing one is rendered (`write_dashboards`)
-            salt=pages.shared,
-        )
-    finally:
-        for view in views.values():
-            conn.unregister(view)
+    return PagePlans(
+        _plan(conn, STEP, pages.tables, pages.shared),
+        _plan(conn, SECTION_STEP, pages.sections, pages.sections_shared),
+    )
 
 
-def _whole_plan(groups: list[PersonPlan], salt: str) -> PersonPlan:
-    """The groups' plans as one, to record: everyone's fingerprints. Whether everyone's pages
-    are rendered is decided alike in every group (the salt and the stored record); the pages of
-    people gone are removed by `write_dashboards`, so `gone` is not worked out."""
+def _whole_plan(groups: list[PersonPlan], step: str, salt: str) -> PersonPlan:
+    """The groups' plans (of `step`) as one, to record: everyone's fingerprints. Whether
+    everyone's files are rendered is decided alike in every group (the salt and the stored
+    record); the files of people gone are removed by `write_dashboards`, so `gone` is not worked
+    out."""
     if not groups:
         empty = pl.DataFrame(schema={"person_id": pl.String, "fingerprint": pl.String})
-        return PersonPlan(STEP, True, [], [], empty, full_salt(salt))
+        return PersonPlan(step, True, [], [], empty, full_salt(salt))
     return PersonPlan(
-        STEP,
+        step,
         groups[0].everyone,
         sorted(p for g in groups for p in g.people),
         [],
@@ -419,21 +444,24 @@ def _whole_plan(groups: list[PersonPlan], salt: str) -> PersonPlan:
 def update_dashboards(
     warehouse: Warehouse, out_dir: Path, data: DashboardInputs, workers: int | None = None
 ) -> tuple[list[Path], PersonPlan]:
-    """Write the dashboards, rendering only the person pages whose inputs changed (all on a first
-    run), and record what they were built from once they are written: a run that fails before
-    that leaves the old record, so the next run renders the same pages again.
+    """Write the dashboards, rendering only the person pages and section files whose inputs
+    changed (all on a first run), and record what they were built from once they are written
+    and synced: a run that fails before that leaves the old records, so the next run renders the
+    same files again. Returns the files written and the pages' plan.
 
-    Each group of people is planned as it comes (`write_dashboards` hands over its page inputs),
-    so only one group's inputs are in memory at a time."""
-    salt = shared_page_inputs(data, out_dir)
-    groups: list[PersonPlan] = []
+    Each group of people is planned as it comes (`write_dashboards` hands over its inputs), so
+    only one group's inputs are in memory at a time."""
+    salt, sections_salt = shared_page_inputs(data, out_dir), shared_section_inputs(out_dir)
+    groups: list[PagePlans] = []
     with warehouse.read() as conn:
         recorded = (
-            conn.execute(f"SELECT * FROM {STATE_TABLE} WHERE step = ?", [STEP]).pl()
+            conn.execute(
+                f"SELECT * FROM {STATE_TABLE} WHERE step IN (?, ?)", [STEP, SECTION_STEP]
+            ).pl()
             if table_exists(conn, STATE_TABLE)
             else None
         )
-    # Each group is planned against the step's record, read once into an in-memory database,
+    # Each group is planned against the step's records, read once into an in-memory database,
     # instead of in a warehouse connection of its own.
     with duckdb.connect() as memory:
         if recorded is not None:
@@ -441,13 +469,23 @@ def update_dashboards(
             memory.execute(f"CREATE TABLE {STATE_TABLE} AS SELECT * FROM _recorded")
             memory.unregister("_recorded")
 
-        def plan_group(tables: dict[str, pl.DataFrame]) -> list[str] | None:
-            plan = plan_pages(memory, PageInputs(tables, salt))
-            groups.append(plan)
-            return None if plan.everyone else plan.people
+        def plan_group(
+            tables: dict[str, pl.DataFrame], sections: dict[str, pl.DataFrame]
+        ) -> Renders:
+            plans = plan_pages(memory, PageInputs(tables, salt, sections, sections_salt))
+            groups.append(plans)
+            pages, scans = plans
+            return Renders(
+                None if pages.everyone else frozenset(pages.people),
+                None if scans.everyone else frozenset(scans.people),
+            )
 
         written = write_dashboards(out_dir, data, workers, render=plan_group)
-    plan = _whole_plan(groups, salt)
+    plans = PagePlans(
+        _whole_plan([g.pages for g in groups], STEP, salt),
+        _whole_plan([g.sections for g in groups], SECTION_STEP, sections_salt),
+    )
     with warehouse.write() as conn:
-        record(conn, plan)
-    return written, plan
+        for plan in plans:
+            record(conn, plan)
+    return written, plans.pages

@@ -11,10 +11,9 @@ plotting: the JSON inside the page is the page's size. User text reaching a figu
 """
 
 from pipelines.reports.figures.cell_scatter import (
-    CELL_DATA_ID,
     CELL_SCRIPT,
     SCATTER_LAYOUT,
-    cell_data_script,
+    cell_data,
     cell_fits,
     cell_key,
     cell_points,
@@ -35,12 +34,11 @@ from pipelines.reports.figures.small_multiples import crp_small_multiples
 from pipelines.reports.figures.timeline import crp_timeline
 
 __all__ = [
-    "CELL_DATA_ID",
     "CELL_SCRIPT",
     "SCATTER_LAYOUT",
     "axis_sync_script",
     "category_calendar",
-    "cell_data_script",
+    "cell_data",
     "cell_fits",
     "cell_key",
     "cell_points",

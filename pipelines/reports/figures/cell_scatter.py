@@ -1,5 +1,5 @@
-"""The scatter behind a lag-heatmap cell: a page carries one compact JSON blob with each cell's
-points and fit (`cell_scatter_data`, `cell_data_script`), and a short inline script
+"""The scatter behind a lag-heatmap cell: a person's section file carries one compact blob with
+each cell's points and fit (`cell_scatter_data`, `cell_data`), and the page a short script
 (`CELL_SCRIPT`) that redraws the scatter on a Plotly click with Plotly's own API.
 """
 
@@ -18,14 +18,12 @@ from pipelines.reports.figures.heatmap import (
     heatmap_axes,
     window_key,
 )
-from pipelines.reports.figures.render import CONFIG, script_json
+from pipelines.reports.figures.render import CONFIG
 from pipelines.reports.html import (
     feature_label,
     feature_order,
     pesc,
 )
-
-CELL_DATA_ID = "cell-data"
 
 _EPOCH = datetime(1970, 1, 1)
 
@@ -55,16 +53,15 @@ SCATTER_LAYOUT: dict[str, Any] = {
     ],
 }
 
-# Reads the blob written by `cell_scatter_data` and (re)draws the scatter of a heatmap cell:
-# on load the most significant cell, then whichever cell is clicked. Small on purpose; it uses
-# only Plotly's public API (react, on("plotly_click")). The fit is y = a + b x on ln(marker),
-# the band a + b x +/- t * s * sqrt(1/n + (x - mean x)^2 / Sxx), both drawn back on the marker's
-# own (log) axis.
+# A function of the blob `cell_data` makes (`gutsignalCells(B)`, called by a person page's
+# section file once its heatmaps are drawn) that (re)draws the scatter of a heatmap cell: at once
+# the most significant cell, then whichever cell is clicked. Small on purpose; it uses only
+# Plotly's public API (react, on("plotly_click")). The fit is y = a + b x on ln(marker), the band
+# a + b x +/- t * s * sqrt(1/n + (x - mean x)^2 / Sxx), both drawn back on the marker's own (log)
+# axis.
 CELL_SCRIPT = """
-(function () {
-  var node = document.getElementById("cell-data");
-  if (!node || typeof Plotly === "undefined") return;
-  var B = JSON.parse(node.textContent);
+function gutsignalCells(B) {
+  if (typeof Plotly === "undefined") return;
   function copy(o) { return JSON.parse(JSON.stringify(o)); }
   function draw(M, key) {
     var target = document.getElementById(M.target);
@@ -129,7 +126,7 @@ CELL_SCRIPT = """
       }
     });
   });
-})();
+}
 """.strip()
 
 
@@ -402,19 +399,9 @@ def cell_scatter_data(
     }
 
 
-def cell_data_script(maps: dict[str, dict[str, Any]]) -> str:
-    """The page's one JSON blob plus the script that draws cell scatters from it.
-
-    JSON inside <script> cannot contain "</": <, > and & are written as \\u escapes.
-    """
+def cell_data(maps: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """The blob `CELL_SCRIPT` draws from: the scatter layout and config every cell shares and
+    each heatmap's `cell_scatter_data` (`maps`, by heatmap div id); None without a heatmap."""
     if not maps:
-        return ""
-    # orjson, as plotly.io encodes the figures: the standard library's encoder was a
-    # millisecond a page. Values are rounded by `_r_many` first, so no NaN reaches it.
-    blob = script_json(
-        {"layout": SCATTER_LAYOUT, "config": CONFIG, "maps": maps}, (b"<", b">", b"&")
-    )
-    return (
-        f'<script type="application/json" id="{CELL_DATA_ID}">{blob}</script>'
-        f"<script>{CELL_SCRIPT}</script>"
-    )
+        return None
+    return {"layout": SCATTER_LAYOUT, "config": CONFIG, "maps": maps}

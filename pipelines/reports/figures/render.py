@@ -20,7 +20,7 @@ CONFIG: dict[str, Any] = {
 _CONFIG_JSON = orjson.dumps(CONFIG).decode()
 
 # NaN as null, numpy arrays as lists: what plotly.js reads.
-_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 # The characters that could end a <script> element, written as \u escapes.
 FIGURE_ESCAPES = (b"<", b">", b"/")
 
@@ -44,19 +44,24 @@ def script_json(value: Any, escapes: tuple[bytes, ...], option: int | None = Non
     return text
 
 
-def figure_html(fig: Fig, div_id: str) -> str:
+def figure_html(fig: Fig, div_id: str, plot: bool = True) -> str:
     """Embed a figure without plotly.js (pages load the shared plotly.min.js): a div of the
-    layout's height (450 px by default) and one `Plotly.newPlot` call.
+    layout's height (450 px by default) and one `Plotly.newPlot` call; without the call when
+    `plot` is false (a person page's section file draws its figures itself, see
+    `pages.section`).
 
     Figures are plain dicts built by this package, so they are serialised as they are, without
     plotly.py's validation. A fixed div id keeps re-runs on the same data byte-identical.
     """
     height = int(fig.get("layout", {}).get("height") or 450)
-    data = script_json(fig.get("data", []), FIGURE_ESCAPES, _ORJSON_OPTIONS)
-    layout = script_json(fig.get("layout", {}), FIGURE_ESCAPES, _ORJSON_OPTIONS)
+    if plot:
+        data = script_json(fig.get("data", []), FIGURE_ESCAPES, JSON_OPTIONS)
+        layout = script_json(fig.get("layout", {}), FIGURE_ESCAPES, JSON_OPTIONS)
+        draw = f'<script>Plotly.newPlot("{div_id}", {data}, {layout}, {_CONFIG_JSON});</script>'
+    else:
+        draw = ""
     return (
         f'<div style="height:{height}px; width:100%;">'
         f'<div id="{div_id}" class="plotly-graph-div" style="height:100%; width:100%;"></div>'
-        f'<script>Plotly.newPlot("{div_id}", {data}, {layout}, {_CONFIG_JSON});</script>'
-        "</div>"
+        f"{draw}</div>"
     )

@@ -1,32 +1,24 @@
 """A person's page (`render_person_page`): summary cards, the CRP and diet timeline, the daily
-symptom and wearable panel on the same dates with its findings per outcome, the CRP findings, the
-lag-window scan with the data behind its cells, logging coverage and data quality. The values are
-prepared here; the structure and prose are in templates/person.html.
+symptom and wearable panel on the same dates with its findings per outcome, the slots of the CRP
+findings and the lag-window scan (filled by the person's section file, `pages.section`), logging
+coverage and data quality. The values are prepared here; the structure and prose are in
+templates/person.html.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import date, timedelta
-from typing import Any
 
 from markupsafe import Markup
 
 from pipelines.reports import figures
-from pipelines.reports.findings import (
-    _date_text,
-    _findings_block,
-    _sentences,
-    finding_sentence,
-    sufficiency_short,
-)
+from pipelines.reports.findings import _date_text, sufficiency_short
 from pipelines.reports.html import (
     CAVEAT,
     card,
     dii_params_text,
     empty,
     esc,
-    feature_label,
     fmt_int,
     fmt_latest,
     fmt_pct,
@@ -35,7 +27,6 @@ from pipelines.reports.html import (
     marker_label,
     marker_unit,
     page,
-    pesc,
     table,
 )
 from pipelines.reports.inputs import COHORT, INDEX, DashboardInputs
@@ -55,11 +46,11 @@ from pipelines.reports.pages.common import (
     _warn_list,
 )
 from pipelines.reports.pages.render import render
+from pipelines.reports.pages.section import section_slots
 from pipelines.reports.summaries import (
     CATEGORY_MARKER,
     PersonSummary,
     _logged_median,
-    _marker_order,
     logged_rule_text,
 )
 
@@ -223,68 +214,6 @@ def _other_markers(s: PersonSummary) -> Markup | None:
     )
 
 
-def _cell_title(
-    row: dict[str, Any], label: str, sentence: Callable[[dict[str, Any]], str] = finding_sentence
-) -> str:
-    """A heatmap cell's scatter title as Plotly text: the feature and window, then the finding.
-
-    `label` is the row's feature label, escaped with `pesc`."""
-    w = row.get("window_days")
-    when = f"previous {int(w)} days" if is_num(w) else "no window"
-    return f"<b>{label} · {when}</b><br><span style='font-size:12px'>{pesc(sentence(row))}</span>"
-
-
-def _lag_scan(s: PersonSummary, sentence: Callable[[dict[str, Any]], str]) -> tuple[Markup, Markup]:
-    """The lag-window heatmaps of a person page, and the data behind their cells (its script)."""
-    parts: list[str] = []
-    markers = sorted(
-        {str(r.get("marker")) for r in s.findings if r.get("marker")}, key=_marker_order
-    )
-    if not markers:
-        parts.append(empty("No associations tested for this person yet."))
-    cell_maps: dict[str, dict[str, Any]] = {}
-    for k, m in enumerate(markers):
-        # The findings as dicts, made once for the findings table: filtering the frame and
-        # converting its rows again (for the heatmap, then for its cells) repeated that work.
-        rows = [r for r in s.findings if r.get("marker") == m]
-        fig = figures.lag_heatmap(rows, f"{marker_label(m)}: % change per unit, by exposure window")
-        parts.append(_fig(fig, f"lag-{k}", f"No estimable associations for {marker_label(m)} yet."))
-        if fig is None:
-            continue
-        # A feature's label is the same in each of its windows' titles: escaped once.
-        labels = {f: pesc(feature_label(f)) for f in {r["feature"] for r in rows}}
-        cells = figures.cell_scatter_data(
-            rows,
-            s.cell_points,
-            s.cell_fits,
-            m,
-            marker_label(m),
-            marker_unit(m),
-            {
-                figures.cell_key(r["feature"], r["window_days"]): _cell_title(
-                    r, labels[r["feature"]], sentence
-                )
-                for r in rows
-                if r["feature"] is not None
-            },
-            f"scatter-{k}",
-            s.initial_cells.get(m, ""),
-        )
-        if cells is None:
-            parts.append(
-                empty(
-                    f"No {marker_label(m)} draw has a complete window yet, so there are no "
-                    "points to plot behind the cells."
-                )
-            )
-            continue
-        cell_maps[f"lag-{k}"] = cells
-        parts.append(_piece("scatter_slot")(f"scatter-{k}", figures.SCATTER_LAYOUT["height"]))
-    # Figure slots, empty notes (escaped by `empty`) and scatter divs with numbers only; the
-    # script is JSON the figure helpers make safe inside <script>.
-    return Markup("".join(parts)), Markup(figures.cell_data_script(cell_maps))
-
-
 def _page_span(s: PersonSummary) -> list[str] | None:
     """The time axis' range shared by the CRP timeline and the daily outcomes panel: None
     without daily outcomes (the timeline then fits its own data, as it always has)."""
@@ -340,10 +269,8 @@ def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: li
         x_range=span,
     )
     outcome_panel, outcome_sections_ = _outcomes(s, span)
-    # Each finding's sentence is shown in the findings table and again as its cell's title:
-    # worked out once.
-    sentence = _sentences(s.findings, s.dii_params)
-    lag_scan, cells_script = _lag_scan(s, sentence)
+    # The findings and the lag scan are in the section file beside the page.
+    findings, lag_scan, section_script = section_slots(pid)
     draw_days = [x for x in s.crp["day"].to_list() if isinstance(x, date)]
     calendar = figures.coverage_calendar(
         s.diet, draw_days, "Days with a diet log (green) and blood draws (red)"
@@ -361,8 +288,7 @@ def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: li
         timeline=_fig(timeline, "timeline", "No CRP draws or diet log for this person yet."),
         outcome_panel=outcome_panel,
         outcomes=outcome_sections_,
-        # HTML built by findings.py, which escapes every sentence in it.
-        findings=Markup(_findings_block(s.findings, "this person", sentence)),
+        findings=findings,
         sufficiency=_sufficiency_rows(s),
         lag_scan=lag_scan,
         calendar=_fig(calendar, "calendar", "No diet log for this person yet."),
@@ -379,7 +305,7 @@ def render_person_page(s: PersonSummary, d: DashboardInputs, global_warnings: li
         sources=_freshness_table(s.sources, "Latest day of data") if s.sources else None,
         unmapped=_unmapped_table(s.unmapped) if s.unmapped.height else None,
         other_markers=_other_markers(s),
-        cells_script=cells_script,
+        section_script=section_script,
     )
     return page(f"gutsignal: {pid}", heading, body, _footer(d))
 
