@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import polars as pl
 import pytest
 
-from pipelines.reports import person_page_name, write_dashboards
+from pipelines.reports import person_page_name, person_section_name, write_dashboards
 from tests.test_report_outcomes import _outcomes, _row
 from tests.test_reports import make_inputs
 
@@ -175,9 +175,12 @@ def test_every_page_loads_offline_draws_and_keeps_user_text_as_text(
             else PERSON_PLOTS
         )
         check_page(opened, name, expected)
-        # plotly.js is the only script file and it comes from the folder itself.
+        # The script files all come from the folder itself: plotly.js, and a person page's
+        # section file (its findings and lag scan), loaded after it.
         scripts = [u for u in opened.requests if u.endswith(".js")]
-        assert scripts == [(site / "plotly.min.js").as_uri()], name
+        person = {person_page_name(p): p for p in (XSS_ID, "alice")}.get(name)
+        sections = [] if person is None else [(site / person_section_name(person)).as_uri()]
+        assert scripts == [(site / "plotly.min.js").as_uri(), *sections], name
         text = page.inner_text("body")
         if name in ("index.html", "cohort.html", xss_page):
             assert XSS_ID in text, name
@@ -303,5 +306,47 @@ def test_the_outcomes_panel_follows_the_timelines_zoom(site: Path, browser: Any)
         "() => String(document.getElementById('timeline').layout.xaxis2.range[0])"
         ".startsWith('2025-06-01')"
     )
+    assert not opened.errors, opened.errors
+    page.context.close()
+
+
+def test_a_page_rewritten_on_a_new_diary_day_still_draws_its_kept_section(
+    tmp_path: Path, browser: Any
+) -> None:
+    """A night with a new diary day and no draw rewrites alice's page and keeps her section file
+    (findings, lag scan): the new page loads the kept file, draws the heatmap and opens a cell's
+    scatter."""
+    from pipelines.steps.dashboards import update_dashboards
+    from pipelines.warehouse import Warehouse
+    from tests.test_pages_sections import new_diary_day
+
+    warehouse = Warehouse(tmp_path / "warehouse.duckdb")
+    with warehouse.write():
+        pass
+    out = tmp_path / "out"
+    update_dashboards(warehouse, out, make_inputs(), workers=1)
+    section = out / person_section_name("alice")
+    kept = (section.stat().st_ino, section.stat().st_mtime_ns, section.read_bytes())
+    night = make_inputs()
+    new_diary_day(night, "alice")
+    written, _ = update_dashboards(warehouse, out, night, workers=1)
+    assert person_page_name("alice") in {p.name for p in written}
+    assert (section.stat().st_ino, section.stat().st_mtime_ns, section.read_bytes()) == kept
+
+    opened = open_page(browser, out / person_page_name("alice"))
+    page = opened.page
+    check_page(opened, person_page_name("alice"), PERSON_PLOTS - {"outcomes"})  # no daily outcomes
+    assert "24% lower" in page.inner_text("#findings-section")
+    assert page.evaluate(
+        "() => document.getElementById('scatter-0').getAttribute('data-cell')"
+    ) == ("fermented_servings|28")
+    page.evaluate(
+        """() => document.getElementById('lag-0').emit('plotly_click',
+             {points: [{pointNumber: [1, 0]}]})"""
+    )
+    page.wait_for_function(
+        "() => document.getElementById('scatter-0').getAttribute('data-cell') === 'fiber_g|3'"
+    )
+    assert page.evaluate("() => document.getElementById('scatter-0')._fullData[0].x.length") > 0
     assert not opened.errors, opened.errors
     page.context.close()
