@@ -269,7 +269,6 @@ def dii_params_ranges(diet: pl.DataFrame) -> pl.DataFrame:
         diet.filter(with_dii)
         .group_by("person_id", maintain_order=True)
         .agg(low=counts.min().cast(pl.Int64), high=counts.max().cast(pl.Int64))
-        .cast(DII_PARAMS_SCHEMA)  # type: ignore[arg-type]
     )
 
 

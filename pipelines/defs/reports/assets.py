@@ -1,10 +1,12 @@
-"""The dashboards: `dashboards/index.html`, one page per person and a cohort page (read from the
-warehouse by `pipelines.steps.dashboards`, rendered by `pipelines.reports`)."""
+"""The dashboards: `dashboards/index.html`, one page per person (its findings and lag-window scan
+in a section file beside it) and a cohort page (read from the warehouse by
+`pipelines.steps.dashboards`, rendered by `pipelines.reports`)."""
 
 import dagster as dg
 
 from pipelines.defs._versions import REPORTS_VERSION
 from pipelines.defs.resources import ProjectResource
+from pipelines.reports.inputs import SECTION_SUFFIX
 from pipelines.steps.dashboards import load_dashboard_inputs, update_dashboards
 
 
@@ -32,8 +34,10 @@ from pipelines.steps.dashboards import load_dashboard_inputs, update_dashboards
 def dashboards(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
     """Self-contained HTML dashboards that work offline: an index of people, a page per person
     (CRP timeline with acute spikes marked, lag-window heatmap, findings in plain words, data
-    quality) and a cohort page. plotly.js is written once next to the pages. Only the person
-    pages whose inputs changed are rendered, like the other per-person steps recompute."""
+    quality) and a cohort page. plotly.js is written once next to the pages, and each page's
+    findings and lag-window scan in a file beside it (person_<id>.lag.js). Only the person pages
+    and section files whose inputs changed are rendered, like the other per-person steps
+    recompute."""
     out_dir = project.project.dashboards_dir
     warehouse = project.warehouse()
     data = load_dashboard_inputs(warehouse)
@@ -48,6 +52,8 @@ def dashboards(context: dg.AssetExecutionContext, project: ProjectResource) -> d
             # Person pages with nothing new on them are kept, not rendered again; the index and
             # the cohort page are always written.
             "pages_rendered": len([p for p in written if p.suffix == ".html"]),
+            # A page's findings and lag scan: rendered when a draw or a finding changed.
+            "sections_rendered": len([p for p in written if p.name.endswith(SECTION_SUFFIX)]),
             "people_recomputed": "all" if plan.everyone else len(plan.people),
             "index": dg.MetadataValue.path(str(index)),
         }
