@@ -1,5 +1,5 @@
-"""A person page's section file (person_<id>.lag.js: the findings and the lag-window scan) is planned
-by its own inputs: a night with a new diary day and no draw rewrites the page and keeps the
+"""A person page's section file (person_<id>.lag.js: the findings and the lag-window scan) is
+planned by its own inputs: a night with a new diary day and no draw rewrites the page and keeps the
 section file; a new draw, a changed finding or a wider range of DII parameters rewrites both; a
 deleted section file is written again, and the files of a person gone are removed."""
 
