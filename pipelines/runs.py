@@ -15,7 +15,9 @@ ingest tables beside old analysis tables. `guarded_run` wraps a whole run, howev
 - The warehouse is snapshotted when the run starts and put back when the run ends with a failed
   step (or the run itself raises): the warehouse is then exactly as it was before the run, its
   Parquet store (`pipelines.store`) included. A
-  scheduled run's snapshot is its backup under a second name, not a second copy.
+  scheduled run's snapshot is its backup under a second name, not a second copy; another run's
+  is a second name for `warehouse.mirror.duckdb`, a copy kept between runs in which the snapshot
+  rewrites only the parts of the file that changed since the last run.
 
 Who enters it depends on where the steps execute (`settings.executor`). In one process, the
 resource does, once: Dagster initialises it once for the whole run. With a process per step
@@ -60,9 +62,14 @@ def _snapshot(warehouse: Warehouse, snapshot: Path, backup: Path | None) -> bool
     A scheduled run's backup, taken a moment ago under the run lock, holds the same bytes: the
     snapshot is a second name for that file (a hard link) rather than a second copy of the whole
     warehouse, and its store a second tree of links to the backup's. Both are only ever read (a
-    restore copies from them), so either name can go without the other. Where the folder cannot
-    hold a link to the backup, the snapshot is copied. The store is linked before the file
-    takes its name: a snapshot file that exists has its store.
+    restore copies from them), so either name can go without the other. The store is linked
+    before the file takes its name: a snapshot file that exists has its store.
+
+    Otherwise (or where the folder cannot hold a link to the backup) the snapshot is a second
+    name for the mirror, a copy of the warehouse kept between runs and brought up to date with
+    it by rewriting only what changed since the last run (`Warehouse.snapshot`): nothing writes
+    the mirror while a run's snapshot names it, since the next refresh comes after this run
+    dropped (or restored) it.
     """
     if backup is not None:
         try:
@@ -72,7 +79,12 @@ def _snapshot(warehouse: Warehouse, snapshot: Path, backup: Path | None) -> bool
             return True
         except OSError:
             pass
-    return warehouse.snapshot(snapshot)
+    return warehouse.snapshot(snapshot, mirror=mirror_path(warehouse))
+
+
+def mirror_path(warehouse: Warehouse) -> Path:
+    """The copy of the warehouse the run snapshots are refreshed from (`_snapshot`)."""
+    return warehouse.path.with_name(f"{warehouse.path.stem}.mirror{warehouse.path.suffix}")
 
 
 def _drop_snapshot(snapshot: Path) -> None:

@@ -35,6 +35,7 @@ LOG = logging.getLogger("gutsignal.warehouse")
 IDENT_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 LOCK_TIMEOUT_S = 600.0
 COPY_CHUNK = 16 * 1024 * 1024
+REFRESH_BLOCK = 1024 * 1024  # what `_refresh_durably` compares, and rewrites when it differs
 # DuckDB's memory per connection (buffer pool and operators; beyond it DuckDB spills to
 # `<warehouse>.tmp`). Its default, 80% of the machine's RAM, let every step's peak grow with the
 # warehouse: DuckDB kept the blocks each query read, so a step that plans over 10 M entries or
@@ -157,7 +158,7 @@ class Warehouse:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def snapshot(self, dest: Path) -> bool:
+    def snapshot(self, dest: Path, mirror: Path | None = None) -> bool:
         """Back the warehouse up into `dest`, one self-contained DuckDB file that opens read-only
         with no `.wal` beside it. False when there is no warehouse yet.
 
@@ -179,9 +180,19 @@ class Warehouse:
         of hard links, under the same lock: no step writes meanwhile, and a store file is never
         changed in place, so the links keep this moment's files. It is made before `dest` takes
         its name, so a snapshot file that exists has its store.
+
+        With `mirror` (the run's snapshots, `pipelines.runs`), the copy is a file kept from one
+        call to the next and brought level with the warehouse by rewriting only the parts that
+        differ (`_refresh_durably`); `dest` is then a second name for it (a hard link). A night
+        changes a small part of the file, and writing all of it anew, every run, was most of the
+        cost of starting one. Whoever holds `dest` must leave it unchanged, and the mirror is
+        refreshed again only once `dest` is gone. A refresh killed half-way leaves no `dest`,
+        only a mirror the next refresh compares in full.
         """
         with self._locked():
             if not self.path.exists():
+                if mirror is not None:
+                    mirror.unlink(missing_ok=True)
                 return False
             dest.parent.mkdir(parents=True, exist_ok=True)
             # A fixed name per folder: a snapshot killed half-way leaves one partial file, which
@@ -197,12 +208,23 @@ class Warehouse:
                         wal = wal_path(self.path)
                         if wal.exists() and wal.stat().st_size > 0:
                             raise RuntimeError(f"{wal} is not empty after CHECKPOINT; no backup")
-                        _copy_durably(source, partial)
+                        if mirror is None:
+                            _copy_durably(source, partial)
+                        else:
+                            _refresh_durably(source, mirror)
                     finally:
                         conn.close()
                 link_tree(self.store, store_beside(dest))
                 # Nothing should ever be beside a backup; a `.wal` there would be replayed onto it.
                 wal_path(dest).unlink(missing_ok=True)
+                if mirror is not None:
+                    dest.unlink(missing_ok=True)
+                    try:
+                        os.link(mirror, dest)
+                        return True
+                    except OSError:  # a folder that cannot hold a hard link
+                        with open(mirror, "rb") as copy:
+                            _copy_durably(copy, partial)
                 os.replace(partial, dest)
             except BaseException:
                 partial.unlink(missing_ok=True)
@@ -355,6 +377,29 @@ def _copy_durably(source: BinaryIO, dest: Path) -> None:
     with open(dest, "wb") as out:
         if not _kernel_copy(source, out):
             shutil.copyfileobj(source, out, COPY_CHUNK)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _refresh_durably(source: BinaryIO, dest: Path) -> None:
+    """Make `dest` a copy of the open file `source`, flushed to disk, writing only the blocks in
+    which it differs: `dest` is an earlier copy, or anything (a refresh killed half-way, another
+    file, no file), since every block of both is read and compared. Reading a block costs a
+    fraction of writing it: the copy costs what changed since the last one."""
+    dest.touch()
+    new, old = bytearray(REFRESH_BLOCK), bytearray(REFRESH_BLOCK)
+    view = memoryview(new)
+    offset = 0
+    source.seek(0)
+    with open(dest, "r+b") as out:
+        while n := source.readinto(new):
+            # Whole bytearrays compare without copying them; only the last block is shorter.
+            same = out.readinto(old) == n and (new == old if n == len(new) else new[:n] == old[:n])
+            if not same:
+                out.seek(offset)
+                out.write(view[:n])
+            offset += n
+        out.truncate(offset)
         out.flush()
         os.fsync(out.fileno())
 

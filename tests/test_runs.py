@@ -10,7 +10,7 @@ from filelock import FileLock
 
 from pipelines.cli import DEMO_SOURCES_YAML
 from pipelines.project import Project
-from pipelines.runs import guarded_run, is_guarded
+from pipelines.runs import guarded_run, is_guarded, mirror_path
 from pipelines.warehouse import Warehouse
 
 
@@ -157,3 +157,30 @@ def test_the_guard_marks_its_run_for_the_step_processes(tmp_path: Path) -> None:
         assert not is_guarded(project, "0000dead") and not stale.exists()
     assert not is_guarded(project, "abcdef0123")
     assert not list(project.processed_dir.glob("run-*.guarded"))
+
+
+def test_a_runs_snapshot_names_the_mirror_kept_up_to_date_between_runs(tmp_path: Path) -> None:
+    project = project_with_rows(tmp_path, 1)
+    mirror = mirror_path(project.warehouse())
+    with run(project, failed=False):
+        (snapshot,) = leftovers(project)
+        assert snapshot.stat().st_ino == mirror.stat().st_ino
+        add(project, 2)
+    assert mirror.exists() and not leftovers(project)
+    with run(project, failed=True):
+        add(project, 3)
+    assert rows(project) == [1, 2]  # the mirror was brought up to the second run's start
+
+
+def test_a_damaged_mirror_still_gives_an_exact_snapshot(tmp_path: Path) -> None:
+    """A refresh killed half-way, or anything else written over the mirror, is compared away."""
+    project = project_with_rows(tmp_path, 1, 2)
+    mirror = mirror_path(project.warehouse())
+    with run(project, failed=False):
+        pass
+    size = mirror.stat().st_size
+    mirror.write_bytes(b"\0" * (size // 2) + b"garbage" * 100_000)
+    with run(project, failed=True):
+        assert mirror.read_bytes() == project.warehouse().path.read_bytes()
+        add(project, 3)
+    assert rows(project) == [1, 2]
