@@ -15,9 +15,9 @@ ingest tables beside old analysis tables. `guarded_run` wraps a whole run, howev
 - The warehouse is snapshotted when the run starts and put back when the run ends with a failed
   step (or the run itself raises): the warehouse is then exactly as it was before the run, its
   Parquet store (`pipelines.store`) included. A
-  scheduled run's snapshot is its backup under a second name, not a second copy; another run's
-  is a second name for `warehouse.mirror.duckdb`, a copy kept between runs in which the snapshot
-  rewrites only the parts of the file that changed since the last run.
+  scheduled run's snapshot is its backup under a second name, not a second copy. Another run's
+  is made from the last one's, kept as `.warehouse.duckdb.spare` between runs, by rewriting
+  only the parts of the file that changed since (`Warehouse.snapshot`).
 
 Who enters it depends on where the steps execute (`settings.executor`). In one process, the
 resource does, once: Dagster initialises it once for the whole run. With a process per step
@@ -62,14 +62,9 @@ def _snapshot(warehouse: Warehouse, snapshot: Path, backup: Path | None) -> bool
     A scheduled run's backup, taken a moment ago under the run lock, holds the same bytes: the
     snapshot is a second name for that file (a hard link) rather than a second copy of the whole
     warehouse, and its store a second tree of links to the backup's. Both are only ever read (a
-    restore copies from them), so either name can go without the other. The store is linked
-    before the file takes its name: a snapshot file that exists has its store.
-
-    Otherwise (or where the folder cannot hold a link to the backup) the snapshot is a second
-    name for the mirror, a copy of the warehouse kept between runs and brought up to date with
-    it by rewriting only what changed since the last run (`Warehouse.snapshot`): nothing writes
-    the mirror while a run's snapshot names it, since the next refresh comes after this run
-    dropped (or restored) it.
+    restore copies from them), so either name can go without the other. Where the folder cannot
+    hold a link to the backup, the snapshot is copied. The store is linked before the file
+    takes its name: a snapshot file that exists has its store.
     """
     if backup is not None:
         try:
@@ -79,16 +74,13 @@ def _snapshot(warehouse: Warehouse, snapshot: Path, backup: Path | None) -> bool
             return True
         except OSError:
             pass
-    return warehouse.snapshot(snapshot, mirror=mirror_path(warehouse))
+    return warehouse.snapshot(snapshot)
 
 
-def mirror_path(warehouse: Warehouse) -> Path:
-    """The copy of the warehouse the run snapshots are refreshed from (`_snapshot`)."""
-    return warehouse.path.with_name(f"{warehouse.path.stem}.mirror{warehouse.path.suffix}")
-
-
-def _drop_snapshot(snapshot: Path) -> None:
-    snapshot.unlink(missing_ok=True)
+def _drop_snapshot(warehouse: Warehouse, snapshot: Path) -> None:
+    """The run is done with its snapshot: its file is kept as the next run's spare (see
+    `Warehouse.snapshot`), unless it is a scheduled run's backup under a second name."""
+    warehouse.retire(snapshot)
     remove_tree(store_beside(snapshot))
 
 
@@ -123,7 +115,7 @@ def guarded_run(
             # Only a killed run leaves its snapshot: we hold the run lock, nobody else is running.
             log(f"a previous run was interrupted; restoring {leftover.name}")
             warehouse.restore(leftover)
-            _drop_snapshot(leftover)
+            _drop_snapshot(warehouse, leftover)
         healed = heal(warehouse)
         if healed is not None:
             log(healed)
@@ -147,7 +139,7 @@ def guarded_run(
                 else:
                     warehouse.path.unlink(missing_ok=True)
                     remove_tree(warehouse.store)
-            _drop_snapshot(snapshot)
+            _drop_snapshot(warehouse, snapshot)
     finally:
         mark.unlink(missing_ok=True)
         lock.release()

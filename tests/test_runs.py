@@ -10,7 +10,7 @@ from filelock import FileLock
 
 from pipelines.cli import DEMO_SOURCES_YAML
 from pipelines.project import Project
-from pipelines.runs import guarded_run, is_guarded, mirror_path
+from pipelines.runs import guarded_run, is_guarded
 from pipelines.warehouse import Warehouse
 
 
@@ -159,28 +159,40 @@ def test_the_guard_marks_its_run_for_the_step_processes(tmp_path: Path) -> None:
     assert not list(project.processed_dir.glob("run-*.guarded"))
 
 
-def test_a_runs_snapshot_names_the_mirror_kept_up_to_date_between_runs(tmp_path: Path) -> None:
+def test_a_runs_snapshot_is_kept_as_the_next_runs_spare(tmp_path: Path) -> None:
     project = project_with_rows(tmp_path, 1)
-    mirror = mirror_path(project.warehouse())
+    warehouse = project.warehouse()
+    spare = warehouse.spare(project.processed_dir)
     with run(project, failed=False):
-        (snapshot,) = leftovers(project)
-        assert snapshot.stat().st_ino == mirror.stat().st_ino
+        assert not spare.exists()  # it became this run's snapshot
         add(project, 2)
-    assert mirror.exists() and not leftovers(project)
+    assert spare.exists() and not leftovers(project)
     with run(project, failed=True):
         add(project, 3)
-    assert rows(project) == [1, 2]  # the mirror was brought up to the second run's start
+    assert rows(project) == [1, 2]  # the spare was brought up to the second run's start
 
 
-def test_a_damaged_mirror_still_gives_an_exact_snapshot(tmp_path: Path) -> None:
-    """A refresh killed half-way, or anything else written over the mirror, is compared away."""
+def test_a_damaged_spare_still_gives_an_exact_snapshot(tmp_path: Path) -> None:
+    """A refresh killed half-way, or anything else written over the spare, is compared away."""
     project = project_with_rows(tmp_path, 1, 2)
-    mirror = mirror_path(project.warehouse())
+    spare = project.warehouse().spare(project.processed_dir)
     with run(project, failed=False):
         pass
-    size = mirror.stat().st_size
-    mirror.write_bytes(b"\0" * (size // 2) + b"garbage" * 100_000)
+    size = spare.stat().st_size
+    spare.write_bytes(b"\0" * (size // 2) + b"garbage" * 100_000)
     with run(project, failed=True):
-        assert mirror.read_bytes() == project.warehouse().path.read_bytes()
+        (snapshot,) = leftovers(project)
+        assert snapshot.read_bytes() == project.warehouse().path.read_bytes()
         add(project, 3)
     assert rows(project) == [1, 2]
+
+
+def test_a_scheduled_runs_snapshot_never_becomes_the_spare(tmp_path: Path) -> None:
+    """It is the backup under a second name: a spare is rewritten in place."""
+    project = project_with_rows(tmp_path, 1)
+    with run(project, failed=False, scheduled=True):
+        add(project, 2)
+    (backup,) = (project.processed_dir / "backups").glob("warehouse-*.duckdb")
+    assert backup.stat().st_nlink == 1
+    assert not project.warehouse().spare(project.processed_dir).exists()
+    assert Warehouse(backup).table("t")["v"].to_list() == [1]

@@ -1,5 +1,6 @@
 """The warehouse: transactions roll back on failure, readers are read-only, names are checked."""
 
+import os
 import time
 from pathlib import Path
 
@@ -147,22 +148,29 @@ def test_a_refresh_rewrites_only_the_blocks_that_differ(
     assert copy.read_bytes() == source.read_bytes()
 
 
-def test_a_snapshot_with_a_mirror_is_a_second_name_for_it_kept_up_to_date(tmp_path: Path) -> None:
+def test_a_snapshot_starts_from_the_spare_and_a_retired_snapshot_becomes_it(
+    tmp_path: Path,
+) -> None:
     warehouse = Warehouse(tmp_path / "w.duckdb")
-    mirror = tmp_path / "w.mirror.duckdb"
+    spare = warehouse.spare(tmp_path)
     with warehouse.write() as conn:
         conn.execute("CREATE TABLE t AS SELECT range AS v FROM range(100000)")
     first = tmp_path / "first.duckdb"
-    assert warehouse.snapshot(first, mirror=mirror)
-    assert first.stat().st_ino == mirror.stat().st_ino
-    first.unlink()
+    assert warehouse.snapshot(first)
+    warehouse.retire(first)
+    assert spare.exists() and not first.exists()
+    inode = spare.stat().st_ino
     with warehouse.write() as conn:
         conn.execute("DELETE FROM t WHERE v % 7 = 0")
     second = tmp_path / "second.duckdb"
-    assert warehouse.snapshot(second, mirror=mirror)
+    assert warehouse.snapshot(second)
+    assert second.stat().st_ino == inode and not spare.exists()
     assert second.read_bytes() == warehouse.path.read_bytes()
     assert Warehouse(second).query("SELECT count(*) AS n FROM t")["n"][0] == 100000 - 14286
-    second.unlink()
+    os.link(second, tmp_path / "second name.duckdb")
+    warehouse.retire(second)  # still named elsewhere: never the spare, which is rewritten
+    assert not spare.exists() and not second.exists()
+    warehouse.retire(tmp_path / "second name.duckdb")
     warehouse.path.unlink()
-    assert not warehouse.snapshot(tmp_path / "third.duckdb", mirror=mirror)
-    assert not mirror.exists()  # no warehouse: no copy of it kept either
+    assert not warehouse.snapshot(tmp_path / "third.duckdb")
+    assert not spare.exists()  # no warehouse: no copy of one kept either
