@@ -5,7 +5,8 @@ files, each self-contained (taken through DuckDB, commits still in the warehouse
 included; see `Warehouse.snapshot`): `duckdb -readonly <backup>` opens one for a look before
 restoring it. Beside each, `warehouse-<UTC timestamp>.store/` holds the Parquet store of the
 per-person tables as it was (hard links to the store's files, which are never changed in place;
-see `pipelines.store`).
+see `pipelines.store`). The oldest backup, once rotated out, is kept as `.warehouse.duckdb.spare`,
+which the next backup rewrites where it differs instead of copying the whole warehouse anew.
 
 A warehouse file DuckDB cannot open (truncated by a full disk, overwritten) heals at the start of
 the next run (`heal`): it is moved aside, and the newest backup that opens takes its place, or,
@@ -46,7 +47,8 @@ def take_backup(warehouse: Warehouse, keep: int) -> Path | None:
     if not warehouse.snapshot(dest):
         return None
     for old in list_backups(warehouse)[:-keep] if keep > 0 else []:
-        old.unlink(missing_ok=True)
+        # The backup rotated out is where the next one starts from (`Warehouse.snapshot`).
+        warehouse.retire(old)
         remove_tree(store_beside(old))
     return dest
 

@@ -15,7 +15,9 @@ ingest tables beside old analysis tables. `guarded_run` wraps a whole run, howev
 - The warehouse is snapshotted when the run starts and put back when the run ends with a failed
   step (or the run itself raises): the warehouse is then exactly as it was before the run, its
   Parquet store (`pipelines.store`) included. A
-  scheduled run's snapshot is its backup under a second name, not a second copy.
+  scheduled run's snapshot is its backup under a second name, not a second copy. Another run's
+  is made from the last one's, kept as `.warehouse.duckdb.spare` between runs, by rewriting
+  only the parts of the file that changed since (`Warehouse.snapshot`).
 
 Who enters it depends on where the steps execute (`settings.executor`). In one process, the
 resource does, once: Dagster initialises it once for the whole run. With a process per step
@@ -75,8 +77,10 @@ def _snapshot(warehouse: Warehouse, snapshot: Path, backup: Path | None) -> bool
     return warehouse.snapshot(snapshot)
 
 
-def _drop_snapshot(snapshot: Path) -> None:
-    snapshot.unlink(missing_ok=True)
+def _drop_snapshot(warehouse: Warehouse, snapshot: Path) -> None:
+    """The run is done with its snapshot: its file is kept as the next run's spare (see
+    `Warehouse.snapshot`), unless it is a scheduled run's backup under a second name."""
+    warehouse.retire(snapshot)
     remove_tree(store_beside(snapshot))
 
 
@@ -111,7 +115,7 @@ def guarded_run(
             # Only a killed run leaves its snapshot: we hold the run lock, nobody else is running.
             log(f"a previous run was interrupted; restoring {leftover.name}")
             warehouse.restore(leftover)
-            _drop_snapshot(leftover)
+            _drop_snapshot(warehouse, leftover)
         healed = heal(warehouse)
         if healed is not None:
             log(healed)
@@ -135,7 +139,7 @@ def guarded_run(
                 else:
                     warehouse.path.unlink(missing_ok=True)
                     remove_tree(warehouse.store)
-            _drop_snapshot(snapshot)
+            _drop_snapshot(warehouse, snapshot)
     finally:
         mark.unlink(missing_ok=True)
         lock.release()

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from io import BufferedReader
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,6 +36,7 @@ LOG = logging.getLogger("gutsignal.warehouse")
 IDENT_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 LOCK_TIMEOUT_S = 600.0
 COPY_CHUNK = 16 * 1024 * 1024
+REFRESH_BLOCK = 1024 * 1024  # what `_refresh_durably` compares, and rewrites when it differs
 # DuckDB's memory per connection (buffer pool and operators; beyond it DuckDB spills to
 # `<warehouse>.tmp`). Its default, 80% of the machine's RAM, let every step's peak grow with the
 # warehouse: DuckDB kept the blocks each query read, so a step that plans over 10 M entries or
@@ -179,14 +181,21 @@ class Warehouse:
         of hard links, under the same lock: no step writes meanwhile, and a store file is never
         changed in place, so the links keep this moment's files. It is made before `dest` takes
         its name, so a snapshot file that exists has its store.
+
+        The copy is made in the folder's spare (`spare`), renamed to `dest` once complete: a
+        snapshot killed half-way leaves a half-written spare, never a `dest` that looks complete.
+        The spare is the snapshot the folder no longer needs (`retire`: the last run's, the
+        backup just rotated out), and the copy rewrites only its blocks that differ from the
+        warehouse (`_refresh_durably`): a night changes a small part of the file, and writing
+        all of it anew was most of the cost of starting a run. Every block is read and compared,
+        so `dest` is the warehouse's bytes whatever the spare held.
         """
+        spare = self.spare(dest.parent)
         with self._locked():
             if not self.path.exists():
+                spare.unlink(missing_ok=True)  # no warehouse: no copy of one kept either
                 return False
             dest.parent.mkdir(parents=True, exist_ok=True)
-            # A fixed name per folder: a snapshot killed half-way leaves one partial file, which
-            # the next snapshot overwrites, and never a half-written `dest` that looks complete.
-            partial = dest.parent / f".{self.path.name}.partial"
             try:
                 # Closing any descriptor of a file drops every POSIX lock this process holds on
                 # it, DuckDB's included: the one we copy from is opened first and closed last.
@@ -197,17 +206,33 @@ class Warehouse:
                         wal = wal_path(self.path)
                         if wal.exists() and wal.stat().st_size > 0:
                             raise RuntimeError(f"{wal} is not empty after CHECKPOINT; no backup")
-                        _copy_durably(source, partial)
+                        if spare.exists():
+                            _refresh_durably(source, spare)
+                        else:
+                            _copy_durably(source, spare)
                     finally:
                         conn.close()
                 link_tree(self.store, store_beside(dest))
                 # Nothing should ever be beside a backup; a `.wal` there would be replayed onto it.
                 wal_path(dest).unlink(missing_ok=True)
-                os.replace(partial, dest)
+                os.replace(spare, dest)
             except BaseException:
-                partial.unlink(missing_ok=True)
+                spare.unlink(missing_ok=True)  # half-written: it would only hold disk space
                 raise
             return True
+
+    def spare(self, folder: Path) -> Path:
+        """The file a snapshot into `folder` is made in (see `snapshot`)."""
+        return folder / f".{self.path.name}.spare"
+
+    def retire(self, snapshot: Path) -> None:
+        """Done with a snapshot or a backup: it becomes the spare of its folder, the next
+        snapshot's starting point, unless another name still holds its bytes (a run's snapshot
+        that is a scheduled run's backup): the spare is rewritten in place."""
+        if snapshot.exists() and snapshot.stat().st_nlink == 1:
+            os.replace(snapshot, self.spare(snapshot.parent))
+        else:
+            snapshot.unlink(missing_ok=True)
 
     def restore(self, src: Path) -> None:
         """Put a snapshot back in place: afterwards the warehouse holds exactly what `src` holds.
@@ -348,13 +373,36 @@ def _copy_durably(source: BinaryIO, dest: Path) -> None:
     """Copy an open file to `dest` and flush it to disk, so a power cut after the rename that
     follows cannot leave a backup of the right name and the wrong (empty) contents.
 
-    The kernel copies the bytes itself where it can (`os.copy_file_range`, Linux): the warehouse
-    is copied at the start of every run, and a copy through Python's buffers took several times
-    as long. Elsewhere, or across filesystems that refuse it, the bytes go through a buffer.
+    The kernel copies the bytes itself where it can (`os.copy_file_range`, Linux): a folder's
+    first snapshot copies the whole warehouse, and a copy through Python's buffers took several
+    times as long. Elsewhere, or across filesystems that refuse it, the bytes go through a buffer.
     """
     with open(dest, "wb") as out:
         if not _kernel_copy(source, out):
             shutil.copyfileobj(source, out, COPY_CHUNK)
+        out.flush()
+        os.fsync(out.fileno())
+
+
+def _refresh_durably(source: BufferedReader, dest: Path) -> None:
+    """Make `dest` a copy of the open file `source`, flushed to disk, writing only the blocks in
+    which it differs: `dest` is an earlier copy, or anything (a refresh killed half-way, another
+    file, no file), since every block of both is read and compared. Reading a block costs a
+    fraction of writing it: the copy costs what changed since the last one."""
+    dest.touch()
+    new, old = bytearray(REFRESH_BLOCK), bytearray(REFRESH_BLOCK)
+    view = memoryview(new)
+    offset = 0
+    source.seek(0)
+    with open(dest, "r+b") as out:
+        while n := source.readinto(new):
+            # Whole bytearrays compare without copying them; only the last block is shorter.
+            same = out.readinto(old) == n and (new == old if n == len(new) else new[:n] == old[:n])
+            if not same:
+                out.seek(offset)
+                out.write(view[:n])
+            offset += n
+        out.truncate(offset)
         out.flush()
         os.fsync(out.fileno())
 

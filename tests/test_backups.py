@@ -164,6 +164,26 @@ def test_backups_are_pruned_to_the_last_n(tmp_path: Path) -> None:
     assert list_backups(wh) == taken[-2:]
 
 
+def test_the_backup_rotated_out_is_where_the_next_one_starts(tmp_path: Path) -> None:
+    """The oldest backup, pruned, becomes the spare the next backup is made in: each kept
+    backup its own file, holding the warehouse as it was when it was taken."""
+    wh = make_warehouse(tmp_path)
+    first = take_backup(wh, keep=1)
+    assert first is not None and not wh.spare(backup_dir(wh)).exists()
+    with wh.write() as conn:
+        conn.execute("INSERT INTO t VALUES (10)")
+    second = take_backup(wh, keep=1)
+    assert second is not None and list_backups(wh) == [second]
+    inode = wh.spare(backup_dir(wh)).stat().st_ino  # the first backup's file
+    with wh.write() as conn:
+        conn.execute("INSERT INTO t VALUES (11)")
+    third = take_backup(wh, keep=1)
+    assert third is not None and third.stat().st_ino == inode
+    assert ids(third) == [0, 1, 2, 10, 11]
+    assert third.read_bytes() == wh.path.read_bytes()
+    assert wh.spare(backup_dir(wh)).stat().st_ino != inode  # now the second backup's file
+
+
 def test_a_restore_does_not_replay_the_warehouses_stale_wal(tmp_path: Path) -> None:
     wh = make_warehouse(tmp_path)
     backup = take_backup(wh, keep=3)

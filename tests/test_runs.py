@@ -157,3 +157,42 @@ def test_the_guard_marks_its_run_for_the_step_processes(tmp_path: Path) -> None:
         assert not is_guarded(project, "0000dead") and not stale.exists()
     assert not is_guarded(project, "abcdef0123")
     assert not list(project.processed_dir.glob("run-*.guarded"))
+
+
+def test_a_runs_snapshot_is_kept_as_the_next_runs_spare(tmp_path: Path) -> None:
+    project = project_with_rows(tmp_path, 1)
+    warehouse = project.warehouse()
+    spare = warehouse.spare(project.processed_dir)
+    with run(project, failed=False):
+        assert not spare.exists()  # it became this run's snapshot
+        add(project, 2)
+    assert spare.exists() and not leftovers(project)
+    with run(project, failed=True):
+        add(project, 3)
+    assert rows(project) == [1, 2]  # the spare was brought up to the second run's start
+
+
+def test_a_damaged_spare_still_gives_an_exact_snapshot(tmp_path: Path) -> None:
+    """A refresh killed half-way, or anything else written over the spare, is compared away."""
+    project = project_with_rows(tmp_path, 1, 2)
+    spare = project.warehouse().spare(project.processed_dir)
+    with run(project, failed=False):
+        pass
+    size = spare.stat().st_size
+    spare.write_bytes(b"\0" * (size // 2) + b"garbage" * 100_000)
+    with run(project, failed=True):
+        (snapshot,) = leftovers(project)
+        assert snapshot.read_bytes() == project.warehouse().path.read_bytes()
+        add(project, 3)
+    assert rows(project) == [1, 2]
+
+
+def test_a_scheduled_runs_snapshot_never_becomes_the_spare(tmp_path: Path) -> None:
+    """It is the backup under a second name: a spare is rewritten in place."""
+    project = project_with_rows(tmp_path, 1)
+    with run(project, failed=False, scheduled=True):
+        add(project, 2)
+    (backup,) = (project.processed_dir / "backups").glob("warehouse-*.duckdb")
+    assert backup.stat().st_nlink == 1
+    assert not project.warehouse().spare(project.processed_dir).exists()
+    assert Warehouse(backup).table("t")["v"].to_list() == [1]

@@ -1,5 +1,6 @@
 """The warehouse: transactions roll back on failure, readers are read-only, names are checked."""
 
+import os
 import time
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import duckdb
 import polars as pl
 import pytest
 
+import pipelines.warehouse as warehouse_module
 from pipelines.warehouse import Warehouse, ident, replace_rows, replace_table
 
 
@@ -89,3 +91,86 @@ def test_a_damaged_block_is_reported_at_once_not_taken_for_a_lock(tmp_path: Path
     aside = wh.move_aside()
     assert not wh.path.exists() and aside.name.startswith("w.damaged-")
     assert wh.damage() is None  # no warehouse yet: nothing to heal
+
+
+@pytest.mark.parametrize(
+    "earlier",
+    [None, b"", b"abcdefgh" * 4, b"abcdefgh" * 4 + b"old tail that is longer", b"x" * 3],
+    ids=["no file", "empty", "same", "longer", "shorter"],
+)
+def test_a_refreshed_copy_equals_its_source_whatever_it_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, earlier: bytes | None
+) -> None:
+    monkeypatch.setattr(warehouse_module, "REFRESH_BLOCK", 8)
+    source = tmp_path / "source"
+    source.write_bytes(b"abcdefgh" * 2 + b"CHANGED!" + b"abcdefgh" + b"tail")
+    copy = tmp_path / "copy"
+    if earlier is not None:
+        copy.write_bytes(earlier)
+    with source.open("rb") as fh:
+        warehouse_module._refresh_durably(fh, copy)
+    assert copy.read_bytes() == source.read_bytes()
+
+
+def test_a_refresh_rewrites_only_the_blocks_that_differ(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(warehouse_module, "REFRESH_BLOCK", 8)
+    source, copy = tmp_path / "source", tmp_path / "copy"
+    copy.write_bytes(b"abcdefgh" * 4)
+    source.write_bytes(b"abcdefgh" + b"CHANGED!" + b"abcdefgh" * 2)
+    written: list[bytes] = []
+    real_open = open
+
+    class Spy:
+        def __init__(self, fh) -> None:  # type: ignore[no-untyped-def]
+            self.fh = fh
+
+        def __enter__(self) -> "Spy":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.fh.close()
+
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return getattr(self.fh, name)
+
+        def write(self, data) -> int:  # type: ignore[no-untyped-def]
+            written.append(bytes(data))
+            return int(self.fh.write(data))
+
+    monkeypatch.setattr(
+        warehouse_module, "open", lambda *a, **k: Spy(real_open(*a, **k)), raising=False
+    )
+    with real_open(source, "rb") as fh:
+        warehouse_module._refresh_durably(fh, copy)
+    assert written == [b"CHANGED!"]
+    assert copy.read_bytes() == source.read_bytes()
+
+
+def test_a_snapshot_starts_from_the_spare_and_a_retired_snapshot_becomes_it(
+    tmp_path: Path,
+) -> None:
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    spare = warehouse.spare(tmp_path)
+    with warehouse.write() as conn:
+        conn.execute("CREATE TABLE t AS SELECT range AS v FROM range(100000)")
+    first = tmp_path / "first.duckdb"
+    assert warehouse.snapshot(first)
+    warehouse.retire(first)
+    assert spare.exists() and not first.exists()
+    inode = spare.stat().st_ino
+    with warehouse.write() as conn:
+        conn.execute("DELETE FROM t WHERE v % 7 = 0")
+    second = tmp_path / "second.duckdb"
+    assert warehouse.snapshot(second)
+    assert second.stat().st_ino == inode and not spare.exists()
+    assert second.read_bytes() == warehouse.path.read_bytes()
+    assert Warehouse(second).query("SELECT count(*) AS n FROM t")["n"][0] == 100000 - 14286
+    os.link(second, tmp_path / "second name.duckdb")
+    warehouse.retire(second)  # still named elsewhere: never the spare, which is rewritten
+    assert not spare.exists() and not second.exists()
+    warehouse.retire(tmp_path / "second name.duckdb")
+    warehouse.path.unlink()
+    assert not warehouse.snapshot(tmp_path / "third.duckdb")
+    assert not spare.exists()  # no warehouse: no copy of one kept either
