@@ -22,17 +22,19 @@ from distributed import Client, LocalCluster
 from pipelines.cli import main
 from pipelines.definitions import defs, refresh_all_job
 from pipelines.project import PROJECT_DIR_ENV, Project
+from pipelines.steps import dashboards
 from tests.conftest import make_demo_project
 
 # What may differ between two runs on the same files; every other column of every table and
 # view must be equal, row for row.
 # - `ingested_at`: the wall-clock time each file was read (the run's time, nothing more).
 IGNORED_COLUMNS = {"ingest_files": ("ingested_at",), "ingest_state": ("ingested_at",)}
-# - `person_inputs.salt` of the `dashboards` step: a hash of what every page shares, which
-#   includes the absolute path of the dashboards folder (pages written elsewhere are not the ones
-#   the step knows about), so it differs between two project copies by design. The other steps'
-#   salts are compared: they hold the settings, which must not see the executor.
-IGNORED_SALT_STEP = "dashboards"
+# - `person_inputs.salt` of the dashboards step's two plans (pages and section files): a hash of
+#   what every page (section) shares, which includes the absolute path of the dashboards folder
+#   (files written elsewhere are not the ones the step knows about), so it differs between two
+#   project copies by design. The other steps' salts are compared: they hold the settings, which
+#   must not see the executor.
+IGNORED_SALT_STEPS = (dashboards.STEP, dashboards.SECTION_STEP)
 FILES_MTIME = 1_790_000_000  # 2026-09-21
 # Dagster mirrors a step's output into its compute log with a `tail` subprocess; on a Dask worker
 # whose stdout is a file (as under CI) that `tail` never ends, and each step waited 60 s for it.
@@ -123,7 +125,7 @@ def warehouse_tables(project: Project) -> dict[str, pl.DataFrame]:
         df = df.drop(IGNORED_COLUMNS.get(name, ()))
         if name == "person_inputs":
             df = df.with_columns(
-                pl.when(pl.col("step") == IGNORED_SALT_STEP)
+                pl.when(pl.col("step").is_in(IGNORED_SALT_STEPS))
                 .then(None)
                 .otherwise(pl.col("salt"))
                 .alias("salt")
