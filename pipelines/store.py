@@ -1,34 +1,44 @@
-"""The store of record of the per-person derived tables: Parquet files by person shard.
+"""The store of record of the per-person derived tables: immutable Parquet part files by shard.
 
-    <data>/store/store.json                          the shard count and the shard function
-    <data>/store/<table>/shard=<NN>/part.parquet     one file per shard, every shard present
+    <data>/store/store.json                                   the shard count and shard function
+    <data>/store/<table>/shard=<NN>/part-<uuid>.parquet       one or more parts per shard
 
 The tables (`TABLES`) are rewritten per person by the feature and analysis steps. In the
-warehouse each is a VIEW of the same name over its files, so the steps, the dashboards, the tests
-and a user's DuckDB CLI read them as before.
+warehouse each is a VIEW of the same name over the files its rows are in, listed one by one, so
+the steps, the dashboards, the tests and a user's DuckDB CLI read them as before. The warehouse
+table `store_parts` says which files those are: per table and shard, the parts in their order
+(`part`), each file's path relative to the store. A table reads as its shards in order, each
+shard as its parts in order, each part in its row order.
 
 A person's shard is the first 8 hex digits of the md5 of their person_id, as an unsigned integer,
 modulo the shard count (a null person_id is shard 0): documented and the same in SQL
 (`shard_sql`) and Python (`shard_of`) on every version, unlike DuckDB's `hash()` or Python's
 salted `hash()`. The count is recorded in store.json when the store is made, and a store keeps it.
 
-Writes are atomic per shard: the new file is written under a staging folder beside the table's
-shards, flushed to disk, and renamed over the shard's file (`os.replace`). A write never changes
-a file in place, so a snapshot of the store is a tree of hard links (`link_tree`), and a reader
-with a file open keeps the version it opened. A write that dies before its renames leaves every
-shard as it was; the run-level snapshot (`pipelines.runs`) puts back the shards of a run that
-failed after some renames, with the warehouse.
+A part file is never changed or renamed once it has its name, and a name is never used twice.
+A write only adds files: `replace_all` one part per shard; `rewrite` (and `replace_people`)
+rewrites, without the replaced rows, only the parts that hold some, and puts the new rows of a
+shard in one new part at its end, so a night that adds a day writes the new day and nothing
+else. A shard of more than COMPACT_AT parts is compacted into one in the same write. The files
+are flushed to disk, then `store_parts` and the view change inside the step's transaction: the
+new files become visible with the step's other writes when it commits, and a step that rolls
+back or is killed leaves the old view, which names only old files. The files no view names any
+more (replaced, compacted, or written by a step that did not commit) are removed after the next
+commit or rollback, or by the next read-write connection (`collect`).
 
-The views hold the store's absolute path (a relative one would resolve against the reading
+Because no file changes in place, a snapshot of the store is a tree of hard links
+(`link_tree`): the run-level snapshot (`pipelines.runs`) and the backups keep the files their
+own warehouse copy names, whatever the live store removes later.
+
+The views hold the store's absolute paths (a relative one would resolve against the reading
 process' working directory). `attach`, run by `Warehouse` on every connection it opens, points
 them at its store when the project folder has moved: persistently on a read-write connection, as
 temporary views of the same names on a read-only one. A DuckDB CLI opened on a moved project's
-warehouse reads the old path until the next gutsignal run.
+warehouse reads the old paths until the next gutsignal run.
 
-Steps call `replace_all`, `replace_people` and `rewrite` with the connection the
-Warehouse gave them (its store is in the connection's `gutsignal_store` variable). They run
-inside the step's transaction: the files are visible at once, the views and the incremental
-state when the step commits.
+Steps call `replace_all`, `replace_people` and `rewrite` with the connection the Warehouse gave
+them (its store is in the connection's `gutsignal_store` variable), inside the step's
+transaction.
 """
 
 from __future__ import annotations
@@ -46,10 +56,14 @@ import polars as pl
 
 TABLES = ("diet_daily", "marker_draws", "marker_trends", "exposure_windows", "daily_effects")
 SHARDS = 16  # for a new store; an existing one keeps the count in its store.json
+COMPACT_AT = 8  # a shard with more parts than this is compacted into one by the write
 MANIFEST = "store.json"
-FILE = "part.parquet"
+PARTS = "store_parts"
+LEGACY_FILE = "part.parquet"  # the one file per shard of a store from before the parts
 VARIABLE = "gutsignal_store"
 SHARD_FUNCTION = "md5(person_id)[0:8] as an unsigned integer, modulo shards; null -> 0"
+
+Parts = dict[int, list[str]]  # shard -> its files in order, relative to the store
 
 
 def shard_of(person_id: str | None, shards: int) -> int:
@@ -82,42 +96,69 @@ def shard_count(root: Path) -> int:
     return SHARDS
 
 
-def shard_path(root: Path, table: str, shard: int) -> Path:
-    return root / table / f"shard={shard:02d}" / FILE
-
-
-def stored_tables(root: Path) -> list[str]:
-    """The tables the store holds (every shard file of each is there)."""
-    if not (root / MANIFEST).exists():
-        return []
-    shards = shard_count(root)
-    return [t for t in TABLES if all(shard_path(root, t, k).exists() for k in range(shards))]
-
-
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _literal(path: Path) -> str:
+def _literal(path: Path | str) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def _files(root: Path, table: str) -> str:
-    return _literal(root / table / "shard=*" / "*.parquet")
+def _read(root: Path, files: Iterable[str], options: str = "") -> str:
+    """read_parquet over `files` (relative to `root`), in their order. Not Hive-partitioned: the
+    shard is where a row is kept, not a column of the table. Every part has the table's columns
+    (`replace_all` writes them all, `rewrite` casts to them), so the files are read without
+    unifying their schemas."""
+    listed = ", ".join(_literal(root / f) for f in files)
+    return f"read_parquet([{listed}], hive_partitioning = false{options})"
 
 
-def view_sql(root: Path, table: str) -> str:
-    """The SELECT of a table's view. Not Hive-partitioned: the shard is where a row is kept, not
-    a column of the table. Every shard has the table's columns (`replace_all` writes them all,
-    `rewrite` casts to them), so the files are read without unifying their schemas."""
-    return f"SELECT * FROM read_parquet({_files(root, table)}, hive_partitioning = false)"
+def view_sql(root: Path, parts: Parts) -> str:
+    """The SELECT of a table's view over its `parts`."""
+    return f"SELECT * FROM {_read(root, _in_order(parts))}"
+
+
+def _in_order(parts: Parts) -> list[str]:
+    return [f for shard in sorted(parts) for f in parts[shard]]
+
+
+def _has_parts_table(conn: duckdb.DuckDBPyConnection) -> bool:
+    row = conn.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = ?",
+        [PARTS],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def live_parts(conn: duckdb.DuckDBPyConnection, root: Path) -> dict[str, Parts]:
+    """Every stored table's parts as this connection sees them: from `store_parts`, or, in a
+    warehouse from before it, the one file per shard of the store found on disk."""
+    tables: dict[str, Parts] = {}
+    if _has_parts_table(conn):
+        for table, shard, file in conn.execute(
+            f"SELECT table_name, shard, file FROM {PARTS} ORDER BY table_name, shard, part"
+        ).fetchall():
+            tables.setdefault(table, {}).setdefault(shard, []).append(file)
+        return tables
+    if not (root / MANIFEST).exists():
+        return tables
+    shards = shard_count(root)
+    for table in TABLES:
+        legacy = {k: f"{table}/shard={k:02d}/{LEGACY_FILE}" for k in range(shards)}
+        if all((root / f).exists() for f in legacy.values()):
+            tables[table] = {k: [f] for k, f in legacy.items()}
+    return tables
 
 
 def attach(conn: duckdb.DuckDBPyConnection, root: Path, read_only: bool) -> None:
     """Make `root` this connection's store: the writes go there, and the views read from there.
 
-    On a read-write connection, a store table the warehouse holds as a native table (a warehouse
-    from before the store, or a table written by hand) moves into the store first.
+    On a read-write connection, `store_parts` is made when missing (listing the files of a store
+    from before it), a store table the warehouse holds as a native table (a warehouse from
+    before the store, or a table written by hand) moves into the store, and the files no view
+    names are removed (`collect`: left by a write that was killed, or by one that committed
+    but was killed before it removed what it replaced).
     """
     root = root.resolve()
     conn.execute(f"SET VARIABLE {VARIABLE} = ?", [str(root)])
@@ -128,23 +169,52 @@ def attach(conn: duckdb.DuckDBPyConnection, root: Path, read_only: bool) -> None
             "WHERE database_name = current_database() AND schema_name = 'main'"
         ).fetchall()
     } & set(TABLES)
-    if not read_only:
-        for table in sorted(native):
-            _write_all(conn, root, table, f"SELECT * FROM {_quote(table)}")
-            conn.execute(f"DROP TABLE {_quote(table)}")
-        native = set()
     views = dict(
         conn.execute(
             "SELECT view_name, sql FROM duckdb_views() "
             "WHERE database_name = current_database() AND schema_name = 'main'"
         ).fetchall()
     )
-    for table in stored_tables(root):
-        # DuckDB keeps the view's SQL in its own spelling: the files' path is what must match.
-        if table in native or _files(root, table) in (views.get(table) or ""):
-            continue
-        temp = "TEMP " if read_only else ""
-        conn.execute(f"CREATE OR REPLACE {temp}VIEW {_quote(table)} AS {view_sql(root, table)}")
+    if read_only:
+        for table, parts in live_parts(conn, root).items():
+            if table not in native and not _points_at(views.get(table), root, parts):
+                conn.execute(
+                    f"CREATE OR REPLACE TEMP VIEW {_quote(table)} AS {view_sql(root, parts)}"
+                )
+        return
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        if not _has_parts_table(conn):
+            legacy = live_parts(conn, root)
+            conn.execute(
+                f"CREATE TABLE {PARTS} (table_name VARCHAR, shard INTEGER, part INTEGER, "
+                "file VARCHAR)"
+            )
+            for table, parts in legacy.items():
+                _set_parts(conn, table, parts)
+        for table in sorted(native):
+            moving = _quote(f"_store_moving_{table}")
+            conn.execute(f"ALTER TABLE {_quote(table)} RENAME TO {moving}")
+            _write_all(conn, root, table, f"SELECT * FROM {moving}")
+            conn.execute(f"DROP TABLE {moving}")
+        for table, parts in live_parts(conn, root).items():
+            if table not in native and not _points_at(views.get(table), root, parts):
+                conn.execute(f"CREATE OR REPLACE VIEW {_quote(table)} AS {view_sql(root, parts)}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    collect(conn)
+
+
+def _points_at(sql: str | None, root: Path, parts: Parts) -> bool:
+    """Whether a view's SQL reads exactly `parts` under `root`, in their order (DuckDB keeps the
+    SQL in its own spelling: the file literals are what must be there, and no other file)."""
+    files = _in_order(parts)
+    if sql is None or sql.count(".parquet'") != len(files):
+        return False
+    at = [sql.find(_literal(root / f)) for f in files]
+    return -1 not in at and at == sorted(at)
 
 
 def root_of(conn: duckdb.DuckDBPyConnection) -> Path:
@@ -158,9 +228,70 @@ def root_of(conn: duckdb.DuckDBPyConnection) -> Path:
     return Path(row[0])
 
 
+def collect(conn: duckdb.DuckDBPyConnection) -> None:
+    """Remove the store's files `store_parts` does not name, and any staging folder. Called
+    outside a transaction (after a commit or a rollback): what it sees named is committed."""
+    root = root_of(conn)
+    if not _has_parts_table(conn):
+        return
+    live = {root / f for parts in live_parts(conn, root).values() for f in _in_order(parts)}
+    for table in TABLES:
+        folder = root / table
+        if not folder.is_dir():
+            continue
+        for staging in folder.glob(".staging-*"):
+            shutil.rmtree(staging, ignore_errors=True)
+        for path in folder.glob("shard=*/*.parquet"):
+            if path not in live:
+                path.unlink(missing_ok=True)
+
+
+def _parts_of(conn: duckdb.DuckDBPyConnection, table: str) -> Parts:
+    parts: Parts = {}
+    for shard, file in conn.execute(
+        f"SELECT shard, file FROM {PARTS} WHERE table_name = ? ORDER BY shard, part", [table]
+    ).fetchall():
+        parts.setdefault(shard, []).append(file)
+    return parts
+
+
+def _set_parts(
+    conn: duckdb.DuckDBPyConnection, table: str, parts: Parts, everything: bool = True
+) -> None:
+    """Record `parts` as the table's (every shard's when `everything`, else those given)."""
+    if everything:
+        conn.execute(f"DELETE FROM {PARTS} WHERE table_name = ?", [table])
+    else:
+        conn.execute(
+            f"DELETE FROM {PARTS} WHERE table_name = ? AND list_contains(?, shard)",
+            [table, sorted(parts)],
+        )
+    rows = [(table, k, i, f) for k in sorted(parts) for i, f in enumerate(parts[k])]
+    if rows:
+        conn.executemany(f"INSERT INTO {PARTS} VALUES (?, ?, ?, ?)", rows)
+
+
+def _define(conn: duckdb.DuckDBPyConnection, root: Path, table: str) -> None:
+    conn.execute(
+        f"CREATE OR REPLACE VIEW {_quote(table)} AS {view_sql(root, _parts_of(conn, table))}"
+    )
+
+
+def _new_part(root: Path, table: str, shard: int) -> str:
+    """A new part's path, relative to the store; a name never used before."""
+    return f"{table}/shard={shard:02d}/part-{uuid.uuid4().hex}.parquet"
+
+
+def _copy(conn: duckdb.DuckDBPyConnection, query: str, dest: Path) -> int:
+    """Write the rows of `query` to the Parquet file `dest`; how many there were."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    row = conn.execute(f"COPY ({query}) TO {_literal(dest)} (FORMAT parquet)").fetchone()
+    return int(row[0]) if row else 0
+
+
 def replace_all(conn: duckdb.DuckDBPyConnection, table: str, source: str | pl.DataFrame) -> None:
     """Replace every shard of `table` with the rows of `source` (a query or a frame), its columns
-    the table's from now on."""
+    the table's from now on: one new part per shard."""
     root = root_of(conn)
     if isinstance(source, str):
         _write_all(conn, root, table, source)
@@ -170,12 +301,11 @@ def replace_all(conn: duckdb.DuckDBPyConnection, table: str, source: str | pl.Da
             _write_all(conn, root, table, "SELECT * FROM _store_source")
         finally:
             conn.unregister("_store_source")
-    conn.execute(f"CREATE OR REPLACE VIEW {_quote(table)} AS {view_sql(root, table)}")
 
 
 def _write_all(conn: duckdb.DuckDBPyConnection, root: Path, table: str, source: str) -> None:
-    """Write every shard of `table` from `source` in one pass (a shard without rows gets a file
-    without rows, which keeps the columns), then rename them into place."""
+    """Write every shard of `table` from `source` in one pass (a shard without rows gets a part
+    without rows, which keeps the columns), and make them the table's parts."""
     shards = shard_count(root)
     staging = _staging(root, table)
     try:
@@ -183,22 +313,22 @@ def _write_all(conn: duckdb.DuckDBPyConnection, root: Path, table: str, source: 
             f"COPY (SELECT *, {shard_sql(shards)} AS _shard FROM ({source})) "
             f"TO {_literal(staging / 'parts')} (FORMAT parquet, PARTITION_BY (_shard))"
         )
-        staged: dict[int, Path] = {}
+        parts: Parts = {}
         for k in range(shards):
             files = sorted((staging / "parts" / f"_shard={k}").glob("*.parquet"))
             if len(files) > 1:
                 raise RuntimeError(f"DuckDB wrote {len(files)} files for shard {k} of {table}")
+            parts[k] = [_new_part(root, table, k)]
             if files:
-                staged[k] = files[0]
+                (root / parts[k][0]).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(files[0], root / parts[k][0])
             else:
-                staged[k] = staging / f"empty-{k}.parquet"
-                conn.execute(
-                    f"COPY (SELECT * FROM ({source}) LIMIT 0) TO {_literal(staged[k])} "
-                    "(FORMAT parquet)"
-                )
-        _put_in_place(root, table, staged)
+                _copy(conn, f"SELECT * FROM ({source}) LIMIT 0", root / parts[k][0])
+        _flush(root, [f for files in parts.values() for f in files])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    _set_parts(conn, table, parts)
+    _define(conn, root, table)
 
 
 def rewrite(
@@ -206,7 +336,8 @@ def rewrite(
 ) -> None:
     """Rewrite the shards of `people` (a query of person_id): each keeps its rows for which the
     SQL condition `drop` (over the alias `t`) is not true, and takes its rows of `rows`, cast to
-    the table's columns (a column `rows` lacks is null)."""
+    the table's columns (a column `rows` lacks is null), in a new part at its end. Only the parts
+    that hold a dropped row are rewritten; a shard of more than COMPACT_AT parts is compacted."""
     root = root_of(conn)
     shards = shard_count(root)
     columns = conn.execute(f"DESCRIBE {_quote(table)}").fetchall()
@@ -224,23 +355,60 @@ def rewrite(
         spooled = staging / "rows.parquet"
         rows.write_parquet(spooled)
         source = f"read_parquet({_literal(spooled)})"
-        touched = conn.execute(
-            f"SELECT DISTINCT {shard_sql(shards)} FROM "
-            f"(SELECT person_id FROM ({people}) UNION ALL SELECT person_id FROM {source})"
-        ).fetchall()
-        staged: dict[int, Path] = {}
-        for (k,) in sorted(touched):
-            staged[k] = staging / f"{k}.parquet"
-            conn.execute(
-                f"COPY (SELECT * FROM read_parquet({_literal(shard_path(root, table, k))}, "
-                "hive_partitioning = false) t "
-                f"WHERE ({drop}) IS NOT TRUE UNION ALL "
-                f"SELECT * FROM (SELECT {new} FROM {source}) WHERE {shard_sql(shards)} = {k}) "
-                f"TO {_literal(staged[k])} (FORMAT parquet)"
-            )
-        _put_in_place(root, table, staged)
+        touched = sorted(
+            k
+            for (k,) in conn.execute(
+                f"SELECT DISTINCT {shard_sql(shards)} FROM "
+                f"(SELECT person_id FROM ({people}) UNION ALL SELECT person_id FROM {source})"
+            ).fetchall()
+        )
+        before = _parts_of(conn, table)
+        parts = {k: list(before.get(k, [])) for k in touched}
+        holding = _holding(conn, root, [f for k in touched for f in parts[k]], drop)
+        written: list[str] = []
+        for k in touched:
+            kept: list[str] = []
+            for file in parts[k]:
+                if file not in holding:
+                    kept.append(file)
+                    continue
+                part = _new_part(root, table, k)
+                query = f"SELECT * FROM {_read(root, [file])} t WHERE ({drop}) IS NOT TRUE"
+                if _copy(conn, query, root / part):
+                    kept.append(part)
+                    written.append(part)
+                else:
+                    (root / part).unlink()
+            part = _new_part(root, table, k)
+            query = f"SELECT * FROM (SELECT {new} FROM {source}) WHERE {shard_sql(shards)} = {k}"
+            # A shard keeps at least one part, if without rows: the view needs a file per shard.
+            if _copy(conn, query, root / part) or not kept:
+                kept.append(part)
+                written.append(part)
+            else:
+                (root / part).unlink()
+            if len(kept) > COMPACT_AT:
+                part = _new_part(root, table, k)
+                _copy(conn, f"SELECT * FROM {_read(root, kept)}", root / part)
+                written = [f for f in written if f not in kept] + [part]
+                kept = [part]
+            parts[k] = kept
+        _flush(root, written)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    _set_parts(conn, table, parts, everything=False)
+    _define(conn, root, table)
+
+
+def _holding(conn: duckdb.DuckDBPyConnection, root: Path, files: list[str], drop: str) -> set[str]:
+    """Which of `files` hold a row `drop` matches."""
+    if not files:
+        return set()
+    by_path = {str(root / f): f for f in files}
+    found = conn.execute(
+        f"SELECT DISTINCT filename FROM {_read(root, files, ', filename = true')} t WHERE {drop}"
+    ).fetchall()
+    return {by_path[name] for (name,) in found}
 
 
 def replace_people(conn: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) -> None:
@@ -251,25 +419,23 @@ def replace_people(conn: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFra
 
 def _staging(root: Path, table: str) -> Path:
     """A new staging folder beside the table's shards (the same filesystem, so a rename moves a
-    file into place); a write that died leaves its own, removed here."""
-    folder = root / table
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob(".staging-*"):
-        shutil.rmtree(old, ignore_errors=True)
-    staging = folder / f".staging-{uuid.uuid4().hex}"
-    staging.mkdir()
+    file into place)."""
+    staging = root / table / f".staging-{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
     return staging
 
 
-def _put_in_place(root: Path, table: str, staged: dict[int, Path]) -> None:
-    """Flush every staged file to disk, then rename each over its shard's file: a power cut
-    cannot leave a shard of the right name and the wrong contents."""
-    for path in staged.values():
-        _fsync(path)
-    for k, path in staged.items():
-        target = shard_path(root, table, k)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, target)
+def _flush(root: Path, files: list[str]) -> None:
+    """Flush new parts and their folders' entries to disk before the transaction that names
+    them commits: a power cut cannot leave a committed view naming a missing or partial file."""
+    for file in files:
+        _fsync(root / file)
+    for folder in {(root / f).parent for f in files}:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _fsync(path: Path) -> None:

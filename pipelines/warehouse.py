@@ -30,6 +30,7 @@ from filelock import FileLock, Timeout
 
 from pipelines.store import attach as attach_store
 from pipelines.store import beside as store_beside
+from pipelines.store import collect as collect_store
 from pipelines.store import link_tree, put_back
 
 LOG = logging.getLogger("gutsignal.warehouse")
@@ -109,8 +110,10 @@ class Warehouse:
                     yield conn
                 except BaseException:
                     conn.execute("ROLLBACK")
+                    collect_store(conn)
                     raise
                 conn.execute("COMMIT")
+                collect_store(conn)
             finally:
                 conn.close()
 

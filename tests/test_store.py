@@ -3,6 +3,7 @@ per-shard replacement, views any connection can read, and snapshots that cover i
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from pipelines.cli import DEMO_SOURCES_YAML
 from pipelines.incremental import register_people
 from pipelines.project import Project
 from pipelines.runs import guarded_run
-from pipelines.store import replace_all, replace_people, shard_of, shard_path, shard_sql
+from pipelines.store import replace_all, replace_people, shard_of, shard_sql
 from pipelines.warehouse import Warehouse, wal_path
 from tests.test_backups import write_to_wal_only
 
@@ -63,50 +64,225 @@ def test_shard_numbers_are_pinned_and_the_same_in_sql_and_python() -> None:
     assert [r[0] for r in in_sql] == [3, 2, 12, 11, 7, 0]
 
 
-def test_every_shard_has_a_file_and_the_count_is_recorded(tmp_path: Path) -> None:
+def files(root: Path, name: str = "marker_draws") -> dict[Path, tuple[int, int]]:
+    """The table's files on disk, with their inode and mtime."""
+    return {
+        p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (root / name).glob("shard=*/*.parquet")
+    }
+
+
+def named(warehouse: Warehouse, name: str = "marker_draws") -> list[Path]:
+    """The files `store_parts` names for the table, in order; the view reads those and no other."""
+    with warehouse.read() as conn:
+        listed = [
+            warehouse.store.resolve() / r[0]
+            for r in conn.execute(
+                "SELECT file FROM store_parts WHERE table_name = ? ORDER BY shard, part", [name]
+            ).fetchall()
+        ]
+        (sql,) = conn.execute(
+            "SELECT sql FROM duckdb_views() WHERE view_name = ?", [name]
+        ).fetchone() or (None,)
+    assert sql is not None and sql.count(".parquet'") == len(listed)
+    assert all(f"'{f}'" in sql for f in listed)
+    return listed
+
+
+def append(warehouse: Warehouse, person: str, value: float) -> None:
+    """Rows for `person`, none replaced: the shard gains a part."""
+    with warehouse.write() as conn:
+        register_people(conn, [person])
+        store.rewrite(
+            conn, "marker_draws", "FALSE", draws([person], value), "SELECT person_id FROM _people"
+        )
+
+
+def test_every_shard_has_a_part_and_the_count_is_recorded(tmp_path: Path) -> None:
     project = project_with_draws(tmp_path)
     root = tmp_path / "data" / "store"
     assert store.shard_count(root) == store.SHARDS
-    files = sorted(root.glob("marker_draws/shard=*/*.parquet"))
-    assert len(files) == store.SHARDS
+    on_disk = sorted(files(root))
+    assert len(on_disk) == store.SHARDS
+    assert sorted(named(project.warehouse())) == on_disk
     for person in PEOPLE:
-        path = shard_path(root, "marker_draws", shard_of(person, store.SHARDS))
-        people = pl.read_parquet(path)["person_id"].unique().to_list()
-        assert person in people
+        (shard,) = root.glob(f"marker_draws/shard={shard_of(person, store.SHARDS):02d}/*.parquet")
+        assert person in pl.read_parquet(shard)["person_id"].to_list()
     assert table(project.warehouse()) == sorted((p, 1.0) for p in PEOPLE for _ in range(2))
 
 
-def test_replacing_people_rewrites_their_shards_only(tmp_path: Path) -> None:
+def test_an_append_adds_a_part_and_leaves_every_other_file_untouched(tmp_path: Path) -> None:
     project = project_with_draws(tmp_path)
     root = tmp_path / "data" / "store"
-    before = {p: p.stat().st_ino for p in root.glob("marker_draws/shard=*/*.parquet")}
-    set_alice(project.warehouse(), 2.0)
-    after = {p: p.stat().st_ino for p in root.glob("marker_draws/shard=*/*.parquet")}
-    changed = [p for p in before if before[p] != after[p]]
-    assert changed == [shard_path(root, "marker_draws", shard_of("alice", store.SHARDS))]
+    before = files(root)
+    append(project.warehouse(), "alice", 5.0)
+    after = files(root)
+    assert {p: after[p] for p in before} == before
+    (added,) = set(after) - set(before)
+    assert added.parent.name == f"shard={shard_of('alice', store.SHARDS):02d}"
+    assert pl.read_parquet(added)["value"].to_list() == [5.0, 5.0]
     rows = table(project.warehouse())
-    assert ("alice", 2.0) in rows and ("alice", 1.0) not in rows and len(rows) == 12
+    assert rows.count(("alice", 1.0)) == 2 and rows.count(("alice", 5.0)) == 2
 
 
-def test_a_crash_between_write_and_rename_leaves_every_shard_as_it_was(
+def test_a_replacement_rewrites_only_the_parts_that_held_replaced_rows(tmp_path: Path) -> None:
+    project = project_with_draws(tmp_path)
+    warehouse = project.warehouse()
+    root = tmp_path / "data" / "store"
+    shard = f"shard={shard_of('alice', store.SHARDS):02d}"
+    assert shard_of("p013", store.SHARDS) == shard_of("alice", store.SHARDS)
+    append(warehouse, "p013", 1.0)
+    append(warehouse, "alice", 5.0)
+    before = files(root)
+    first, neighbour, appended = [p for p in named(warehouse) if p.parent.name == shard]
+    with warehouse.write() as conn:
+        register_people(conn, ["alice"])
+        store.rewrite(
+            conn, "marker_draws", "t.value = 5.0", draws(["alice"], 6.0), "SELECT * FROM _people"
+        )
+    after = files(root)
+    # The appended part held every replaced row and none other: it is gone, not rewritten.
+    assert appended not in after
+    assert {p: after[p] for p in before if p != appended} == {
+        p: v for p, v in before.items() if p != appended
+    }
+    assert [p for p in named(warehouse) if p.parent.name == shard][:2] == [first, neighbour]
+    rows = table(warehouse)
+    assert rows.count(("alice", 1.0)) == 2 and rows.count(("alice", 6.0)) == 2
+    assert ("alice", 5.0) not in rows and len(rows) == 16
+
+    # Replacing alice: the parts with her rows only go, p013's part is left as it was.
+    set_alice(warehouse, 7.0)
+    parts = [p for p in named(warehouse) if p.parent.name == shard]
+    assert parts[0] == neighbour and len(parts) == 2
+    assert files(root)[neighbour] == before[neighbour]
+    assert pl.read_parquet(parts[1])["person_id"].to_list() == ["alice", "alice"]
+    assert sorted(files(root)) == sorted(named(warehouse))
+    assert [r for r in table(warehouse) if r[0] == "alice"] == [("alice", 7.0)] * 2
+
+
+def test_a_rewrite_keeps_the_other_rows_of_a_part_in_their_order(tmp_path: Path) -> None:
+    project = project_with_draws(tmp_path)
+    warehouse = project.warehouse()
+    mixed = pl.DataFrame(
+        {"person_id": ["p013", "alice", "p020", "alice"], "value": [1.0, 2.0, 3.0, 4.0]}
+    )
+    with warehouse.write() as conn:
+        replace_all(conn, "marker_draws", mixed)
+    before = named(warehouse)
+    set_alice(warehouse, 9.0)
+    # The part rewritten without alice, her rows in a new one after it.
+    assert len(named(warehouse)) == store.SHARDS + 1
+    assert len(set(named(warehouse)) - set(before)) == 2
+    with warehouse.read() as conn:
+        assert conn.execute("SELECT * FROM marker_draws").fetchall() == [
+            ("p013", 1.0),
+            ("p020", 3.0),
+            ("alice", 9.0),
+            ("alice", 9.0),
+        ]
+
+
+def test_a_shard_of_many_parts_is_compacted_in_order(tmp_path: Path) -> None:
+    project = project_with_draws(tmp_path)
+    warehouse = project.warehouse()
+    shard = f"shard={shard_of('alice', store.SHARDS):02d}"
+    for value in range(store.COMPACT_AT - 1):
+        append(warehouse, "alice", float(value))
+    assert len([p for p in named(warehouse) if p.parent.name == shard]) == store.COMPACT_AT
+    with warehouse.read() as conn:
+        in_order = conn.execute("SELECT * FROM marker_draws").fetchall()
+    append(warehouse, "alice", 99.0)
+    (compacted,) = [p for p in named(warehouse) if p.parent.name == shard]
+    with warehouse.read() as conn:
+        got = conn.execute("SELECT * FROM marker_draws").fetchall()
+    assert got == _with_appended(in_order, shard, [("alice", 99.0)] * 2)
+    assert sorted(files(tmp_path / "data" / "store")) == sorted(named(warehouse))
+    assert compacted.exists()
+
+
+def _with_appended(rows: list[tuple], shard: str, new: list[tuple]) -> list:
+    """`rows` (the table in view order) with `new` at the end of the rows of `shard`."""
+    k = int(shard.removeprefix("shard="))
+    last = max(i for i, r in enumerate(rows) if shard_of(r[0], store.SHARDS) <= k)
+    return [*rows[: last + 1], *new, *rows[last + 1 :]]
+
+
+def test_a_write_that_fails_half_way_leaves_the_table_and_no_file_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     project = project_with_draws(tmp_path)
     warehouse = project.warehouse()
-    before = table(warehouse)
+    root = tmp_path / "data" / "store"
+    append(warehouse, "alice", 5.0)
+    before, old_files = table(warehouse), named(warehouse)
+    copy, calls = store._copy, []
 
-    def killed(*args: object) -> None:
-        raise KeyboardInterrupt("killed before the rename")
+    def killed(*args: object) -> int:
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed after a part was written")
+        return copy(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(store.os, "replace", killed)
+    monkeypatch.setattr(store, "_copy", killed)
     with pytest.raises(KeyboardInterrupt):
         set_alice(warehouse, 2.0)
     monkeypatch.undo()
     assert table(warehouse) == before
-    # The next write clears what the interrupted one staged and goes through.
+    assert named(warehouse) == old_files
+    # The rolled-back write's part is gone already, and the next write goes through.
+    assert sorted(files(root)) == sorted(old_files)
     set_alice(warehouse, 3.0)
     assert ("alice", 3.0) in table(warehouse)
-    assert not list((tmp_path / "data" / "store").glob("marker_draws/.staging-*"))
+    assert sorted(files(root)) == sorted(named(warehouse))
+    assert not list(root.glob("marker_draws/.staging-*"))
+
+
+def test_a_killed_write_leaves_the_old_view_and_its_files_go_on_the_next_open(
+    tmp_path: Path,
+) -> None:
+    """As kill -9 leaves it: parts written, never named by a committed view."""
+    project = project_with_draws(tmp_path)
+    warehouse = project.warehouse()
+    root = tmp_path / "data" / "store"
+    before, old_files = table(warehouse), named(warehouse)
+    conn = duckdb.connect(str(warehouse.path))
+    store.attach(conn, warehouse.store, read_only=False)
+    conn.execute("BEGIN TRANSACTION")
+    register_people(conn, ["alice"])
+    store.replace_people(conn, "marker_draws", draws(["alice"], 2.0))
+    assert len(files(root)) > len(old_files)
+    conn.close()  # never committed
+    assert table(warehouse) == before and named(warehouse) == old_files
+    with warehouse.write():
+        pass
+    assert sorted(files(root)) == sorted(old_files)
+
+
+def test_a_store_from_before_the_parts_is_read_and_taken_over(tmp_path: Path) -> None:
+    """One `part.parquet` per shard, views over a glob and no store_parts: read as it is, and
+    listed in store_parts, files untouched, by the first read-write connection."""
+    project = project_with_draws(tmp_path / "old")
+    warehouse = project.warehouse()
+    root = warehouse.store.resolve()
+    want = table(warehouse)
+    with duckdb.connect(str(warehouse.path)) as conn:
+        for (file,) in conn.execute("SELECT file FROM store_parts").fetchall():
+            os.replace(root / file, (root / file).with_name(store.LEGACY_FILE))
+        conn.execute("DROP TABLE store_parts")
+        conn.execute(
+            "CREATE OR REPLACE VIEW marker_draws AS SELECT * FROM read_parquet("
+            f"'{root}/marker_draws/shard=*/*.parquet', hive_partitioning = false)"
+        )
+    before = files(root)
+    # Read-only, in a moved project: the views from the files on disk, for this connection.
+    shutil.move(tmp_path / "old", tmp_path / "new")
+    assert table(Project(tmp_path / "new").warehouse()) == want
+    shutil.move(tmp_path / "new", tmp_path / "old")
+    with warehouse.write():
+        pass
+    assert files(root) == before
+    assert sorted(named(warehouse)) == sorted(before)
+    assert table(warehouse) == want
 
 
 def test_views_read_from_another_working_directory_and_after_the_project_moves(
@@ -207,3 +383,24 @@ def test_a_restore_of_a_backup_from_before_the_store_empties_it(tmp_path: Path) 
     warehouse.restore(project.processed_dir / "old.duckdb")
     assert not warehouse.store.exists()
     assert warehouse.table("marker_draws").is_empty()
+
+
+def test_a_snapshot_keeps_the_files_a_later_compaction_removes(tmp_path: Path) -> None:
+    project = project_with_draws(tmp_path)
+    warehouse = project.warehouse()
+    append(warehouse, "alice", 5.0)
+    before = table(warehouse)
+    snap = project.processed_dir / "warehouse.run-1.duckdb"
+    assert warehouse.snapshot(snap)
+    for value in range(store.COMPACT_AT + 1):
+        append(warehouse, "alice", float(value))
+    set_alice(warehouse, 2.0)
+    root = tmp_path / "data" / "store"
+    assert sorted(files(root)) == sorted(named(warehouse))
+
+    warehouse.restore(snap)
+
+    assert table(warehouse) == before
+    assert sorted(files(root)) == sorted(named(warehouse))
+    set_alice(warehouse, 3.0)
+    assert [r for r in table(warehouse) if r[0] == "alice"] == [("alice", 3.0)] * 2
