@@ -15,6 +15,7 @@ import pytest
 from pipelines.cli import DEMO_SOURCES_YAML
 from pipelines.project import PROJECT_DIR_ENV, Project
 from pipelines.reports.inputs import DashboardInputs
+from pipelines.warehouse import Warehouse
 
 
 def make_demo_project(root: Path) -> Project:
@@ -111,3 +112,12 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
             os.environ.pop(PROJECT_DIR_ENV, None)
         else:
             os.environ[PROJECT_DIR_ENV] = previous
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Warehouse:
+    """An empty warehouse file: the dashboards step keeps its plans' records there."""
+    w = Warehouse(tmp_path / "warehouse.duckdb")
+    with w.write():
+        pass
+    return w

@@ -11,7 +11,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import polars as pl
-import pytest
 
 from pipelines.reports import (
     DashboardInputs,
@@ -25,15 +24,6 @@ from tests.sections import read_section
 from tests.test_reports import PEOPLE, make_inputs, with_person
 
 ALICE, BOB = PEOPLE
-
-
-@pytest.fixture
-def warehouse(tmp_path: Path) -> Warehouse:
-    """An empty warehouse: the dashboards step keeps its plans' records there."""
-    w = Warehouse(tmp_path / "warehouse.duckdb")
-    with w.write():
-        pass
-    return w
 
 
 def nightly(w: Warehouse, out: Path, data: DashboardInputs) -> tuple[set[str], set[str]]:

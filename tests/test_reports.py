@@ -1184,15 +1184,6 @@ def section_files(paths: list[Path]) -> set[str]:
     return {p.name for p in paths if p.name.endswith(".lag.js")}
 
 
-@pytest.fixture
-def warehouse(tmp_path: Path) -> Warehouse:
-    """An empty warehouse: the dashboards step keeps its plan's record there."""
-    w = Warehouse(tmp_path / "warehouse.duckdb")
-    with w.write():
-        pass
-    return w
-
-
 def nightly(w: Warehouse, out: Path, data: DashboardInputs) -> set[str]:
     """The dashboards step on `data`: the person pages it rendered."""
     written, _ = update_dashboards(w, out, data, workers=1)
