@@ -28,12 +28,11 @@ from pipelines.reports.outcome_text import effect_sentence, measure_in_sentence,
 from pipelines.steps.dashboards import load_dashboard_inputs
 from pipelines.warehouse import Warehouse, replace_table
 from tests.conftest import everyone_in_frames
-from tests.test_reports import (  # noqa: F401 (warehouse is a fixture)
+from tests.test_reports import (
     ALL_PAGES,
     PEOPLE,
     make_inputs,
     nightly,
-    warehouse,
     with_person,
 )
 
@@ -355,7 +354,7 @@ def test_page_without_outcomes_has_no_panel_and_no_error(tmp_path: Path) -> None
 
 def test_a_persons_new_outcome_reading_or_test_renders_their_page_only(
     tmp_path: Path,
-    warehouse: Warehouse,  # noqa: F811
+    warehouse: Warehouse,
 ) -> None:
     def with_outcomes() -> object:
         data = make_inputs()
