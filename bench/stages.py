@@ -271,6 +271,7 @@ def _stage_labs_ingest(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any
     into a fresh DuckDB file: no Dagster run around it, so its seconds are the ingest's own."""
     import duckdb
 
+    from pipelines import store
     from pipelines.adapters import FORMATS
     from pipelines.config import parse_project_config
     from pipelines.ingest import sync_source
@@ -280,10 +281,12 @@ def _stage_labs_ingest(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any
     source = next(s for s in config.sources if s.name == LAB_PORTAL_SOURCE)
     database = workdir / "lab_portal.duckdb"
     database.unlink(missing_ok=True)
+    store.remove_tree(store.beside(database))
     _ready()
     start, cpu = time.perf_counter(), time.process_time()
     conn = duckdb.connect(str(database))
     try:
+        store.attach(conn, store.beside(database), read_only=False)  # its raw and staging tables
         conn.execute("BEGIN TRANSACTION")
         result = sync_source(conn, source, root / "data" / "raw", work_dir=workdir)
         conn.execute("COMMIT")
@@ -292,6 +295,7 @@ def _stage_labs_ingest(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     files = result.files
     database.unlink(missing_ok=True)
+    store.remove_tree(store.beside(database))
     return {
         "seconds": seconds,
         # CPU seconds of all the process's threads: on a shared machine, wall-clock time says as

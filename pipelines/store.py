@@ -3,7 +3,8 @@
     <data>/store/store.json                                   the shard count and shard function
     <data>/store/<table>/shard=<NN>/part-<uuid>.parquet       one or more parts per shard
 
-The tables (`TABLES`) are rewritten per person by the feature and analysis steps. In the
+The tables (`TABLES`) are rewritten per person by the feature and analysis steps; the ingest
+keeps each source's `raw_<source>` and `stg_<source>` here too (`pipelines.ingest`). In the
 warehouse each is a VIEW of the same name over the files its rows are in, listed one by one, so
 the steps, the dashboards, the tests and a user's DuckDB CLI read them as before. The warehouse
 table `store_parts` says which files those are: per table and shard, the parts in their order
@@ -16,10 +17,12 @@ modulo the shard count (a null person_id is shard 0): documented and the same in
 salted `hash()`. The count is recorded in store.json when the store is made, and a store keeps it.
 
 A part file is never changed or renamed once it has its name, and a name is never used twice.
-A write only adds files: `replace_all` one part per shard; `rewrite` (and `replace_people`)
-rewrites, without the replaced rows, only the parts that hold some, and puts the new rows of a
-shard in one new part at its end, so a night that adds a day writes the new day and nothing
-else. A shard of more than COMPACT_AT parts is compacted into one in the same write. The files
+A write only adds files: `replace_all` one part per shard; `append` one part at the end of each
+shard its rows fall in; `rewrite` (and `replace_people`, `forget`, `write_shards`) rewrites,
+without the replaced rows, only the parts that hold some, and puts the new rows of a shard in one
+new part at its end, so a night that adds a day writes the new day and nothing else. The same
+write merges a shard's small trailing parts (`trailing_merge`), so the parts stay few while a
+night's cost does not grow with the history. The files
 are flushed to disk, then `store_parts` and the view change inside the step's transaction: the
 new files become visible with the step's other writes when it commits, and a step that rolls
 back or is killed leaves the old view, which names only old files. The files no view names any
@@ -48,7 +51,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import duckdb
@@ -56,7 +59,7 @@ import polars as pl
 
 TABLES = ("diet_daily", "marker_draws", "marker_trends", "exposure_windows", "daily_effects")
 SHARDS = 16  # for a new store; an existing one keeps the count in its store.json
-COMPACT_AT = 8  # a shard with more parts than this is compacted into one by the write
+COMPACT_AT = 8  # a shard with more parts than this has its trailing parts merged (`trailing_merge`)
 MANIFEST = "store.json"
 PARTS = "store_parts"
 LEGACY_FILE = "part.parquet"  # the one file per shard of a store from before the parts
@@ -162,13 +165,15 @@ def attach(conn: duckdb.DuckDBPyConnection, root: Path, read_only: bool) -> None
     """
     root = root.resolve()
     conn.execute(f"SET VARIABLE {VARIABLE} = ?", [str(root)])
+    # A table a view of the store would replace: one of TABLES moves into the store here; a raw
+    # or staging table waits for its source's ingest (`pipelines.ingest.tables.ensure_tables`).
     native = {
         r[0]
         for r in conn.execute(
             "SELECT table_name FROM duckdb_tables() "
             "WHERE database_name = current_database() AND schema_name = 'main'"
         ).fetchall()
-    } & set(TABLES)
+    }
     views = dict(
         conn.execute(
             "SELECT view_name, sql FROM duckdb_views() "
@@ -192,13 +197,13 @@ def attach(conn: duckdb.DuckDBPyConnection, root: Path, read_only: bool) -> None
             )
             for table, parts in legacy.items():
                 _set_parts(conn, table, parts)
-        for table in sorted(native):
+        for table in sorted(native & set(TABLES)):
             moving = _quote(f"_store_moving_{table}")
             conn.execute(f"ALTER TABLE {_quote(table)} RENAME TO {moving}")
             _write_all(conn, root, table, f"SELECT * FROM {moving}")
             conn.execute(f"DROP TABLE {moving}")
         for table, parts in live_parts(conn, root).items():
-            if table not in native and not _points_at(views.get(table), root, parts):
+            if table not in native - set(TABLES) and not _points_at(views.get(table), root, parts):
                 conn.execute(f"CREATE OR REPLACE VIEW {_quote(table)} AS {view_sql(root, parts)}")
         conn.execute("COMMIT")
     except BaseException:
@@ -235,10 +240,7 @@ def collect(conn: duckdb.DuckDBPyConnection) -> None:
     if not _has_parts_table(conn):
         return
     live = {root / f for parts in live_parts(conn, root).values() for f in _in_order(parts)}
-    for table in TABLES:
-        folder = root / table
-        if not folder.is_dir():
-            continue
+    for folder in [f for f in root.iterdir() if f.is_dir()] if root.is_dir() else []:
         for staging in folder.glob(".staging-*"):
             shutil.rmtree(staging, ignore_errors=True)
         for path in folder.glob("shard=*/*.parquet"):
@@ -277,7 +279,7 @@ def _define(conn: duckdb.DuckDBPyConnection, root: Path, table: str) -> None:
     )
 
 
-def _new_part(root: Path, table: str, shard: int) -> str:
+def _new_part(table: str, shard: int) -> str:
     """A new part's path, relative to the store; a name never used before."""
     return f"{table}/shard={shard:02d}/part-{uuid.uuid4().hex}.parquet"
 
@@ -309,26 +311,58 @@ def _write_all(conn: duckdb.DuckDBPyConnection, root: Path, table: str, source: 
     shards = shard_count(root)
     staging = _staging(root, table)
     try:
-        conn.execute(
-            f"COPY (SELECT *, {shard_sql(shards)} AS _shard FROM ({source})) "
-            f"TO {_literal(staging / 'parts')} (FORMAT parquet, PARTITION_BY (_shard))"
-        )
-        parts: Parts = {}
+        added = _by_shard(conn, staging, source, shards)
         for k in range(shards):
-            files = sorted((staging / "parts" / f"_shard={k}").glob("*.parquet"))
-            if len(files) > 1:
-                raise RuntimeError(f"DuckDB wrote {len(files)} files for shard {k} of {table}")
-            parts[k] = [_new_part(root, table, k)]
-            if files:
-                (root / parts[k][0]).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(files[0], root / parts[k][0])
-            else:
-                _copy(conn, f"SELECT * FROM ({source}) LIMIT 0", root / parts[k][0])
-        _flush(root, [f for files in parts.values() for f in files])
+            if k not in added:
+                added[k] = staging / f"empty-{k}.parquet"
+                _copy(conn, f"SELECT * FROM ({source}) LIMIT 0", added[k])
+        _update(conn, root, table, range(shards), None, added, everything=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    _set_parts(conn, table, parts)
-    _define(conn, root, table)
+
+
+def append(conn: duckdb.DuckDBPyConnection, table: str, source: str) -> list[str]:
+    """Add the rows of the query `source` (the table's columns, in its order) to `table`: one new
+    part at the end of each shard they fall in; no other file is read or written. Returns the new
+    parts."""
+    root = root_of(conn)
+    staging = _staging(root, table)
+    try:
+        added = _by_shard(conn, staging, source, shard_count(root))
+        return _update(conn, root, table, added, None, added)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def forget(conn: duckdb.DuckDBPyConnection, table: str, drop: str) -> None:
+    """Remove from `table` the rows for which the SQL condition `drop` (over the alias `t`) is
+    true, rewriting only the parts that hold some."""
+    root = root_of(conn)
+    _update(conn, root, table, range(shard_count(root)), drop, {})
+
+
+def write_shards(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    rows_of: Callable[[int], str],
+    shards: Iterable[int],
+    drop: str | None,
+) -> list[str]:
+    """For each of `shards`: the rows of the query `rows_of(shard)` (the shard's new rows, the
+    table's columns in its order) become a new part at its end, after its rows for which `drop`
+    (over the alias `t`) is true are removed, or all its old rows when `drop` is None. One shard
+    at a time, so a query that reads one shard's rows of another table holds 1/shards of it.
+    Returns the new parts."""
+    root = root_of(conn)
+    staging = _staging(root, table)
+    try:
+        added: dict[int, Path] = {}
+        for k in shards:
+            added[k] = staging / f"rows-{k}.parquet"
+            _copy(conn, rows_of(k), added[k])
+        return _update(conn, root, table, added, drop, added, everything=drop is None)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def rewrite(
@@ -337,7 +371,7 @@ def rewrite(
     """Rewrite the shards of `people` (a query of person_id): each keeps its rows for which the
     SQL condition `drop` (over the alias `t`) is not true, and takes its rows of `rows`, cast to
     the table's columns (a column `rows` lacks is null), in a new part at its end. Only the parts
-    that hold a dropped row are rewritten; a shard of more than COMPACT_AT parts is compacted."""
+    that hold a dropped row are rewritten."""
     root = root_of(conn)
     shards = shard_count(root)
     columns = conn.execute(f"DESCRIBE {_quote(table)}").fetchall()
@@ -355,49 +389,150 @@ def rewrite(
         spooled = staging / "rows.parquet"
         rows.write_parquet(spooled)
         source = f"read_parquet({_literal(spooled)})"
-        touched = sorted(
+        touched = {
             k
             for (k,) in conn.execute(
-                f"SELECT DISTINCT {shard_sql(shards)} FROM "
-                f"(SELECT person_id FROM ({people}) UNION ALL SELECT person_id FROM {source})"
+                f"SELECT DISTINCT {shard_sql(shards)} FROM ({people})"
             ).fetchall()
-        )
-        before = _parts_of(conn, table)
-        parts = {k: list(before.get(k, [])) for k in touched}
-        holding = _holding(conn, root, [f for k in touched for f in parts[k]], drop)
-        written: list[str] = []
-        for k in touched:
-            kept: list[str] = []
-            for file in parts[k]:
-                if file not in holding:
-                    kept.append(file)
-                    continue
-                part = _new_part(root, table, k)
-                query = f"SELECT * FROM {_read(root, [file])} t WHERE ({drop}) IS NOT TRUE"
-                if _copy(conn, query, root / part):
-                    kept.append(part)
-                    written.append(part)
-                else:
-                    (root / part).unlink()
-            part = _new_part(root, table, k)
-            query = f"SELECT * FROM (SELECT {new} FROM {source}) WHERE {shard_sql(shards)} = {k}"
-            # A shard keeps at least one part, if without rows: the view needs a file per shard.
-            if _copy(conn, query, root / part) or not kept:
+        }
+        added = _by_shard(conn, staging, f"SELECT {new} FROM {source}", shards)
+        _update(conn, root, table, touched | set(added), drop, added)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def replace_people(conn: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) -> None:
+    """Replace the rows of the people in the temp table `_people` with `rows` (theirs)."""
+    people = "SELECT person_id FROM _people"
+    rewrite(conn, table, f"t.person_id IN ({people})", rows, people)
+
+
+def drop_table(conn: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Remove a store table: its view and its parts (the files go with the next `collect`)."""
+    conn.execute(f"DROP VIEW IF EXISTS {_quote(table)}")
+    if _has_parts_table(conn):
+        conn.execute(f"DELETE FROM {PARTS} WHERE table_name = ?", [table])
+
+
+def shard_source(conn: duckdb.DuckDBPyConnection, table: str, shard: int) -> str:
+    """A `read_parquet(...)` of one shard of `table`, its parts in order."""
+    return _read(root_of(conn), _parts_of(conn, table).get(shard, []))
+
+
+def files_source(conn: duckdb.DuckDBPyConnection, files: list[str]) -> str:
+    """A `read_parquet(...)` of some of the store's parts (as `append` or `write_shards` return
+    them), in their order."""
+    return _read(root_of(conn), files)
+
+
+def _by_shard(
+    conn: duckdb.DuckDBPyConnection, staging: Path, source: str, shards: int
+) -> dict[int, Path]:
+    """The rows of `source` written to one file per shard they fall in, in one pass."""
+    conn.execute(
+        f"COPY (SELECT *, {shard_sql(shards)} AS _shard FROM ({source})) "
+        f"TO {_literal(staging / 'parts')} (FORMAT parquet, PARTITION_BY (_shard))"
+    )
+    added: dict[int, Path] = {}
+    for folder in (staging / "parts").glob("_shard=*"):
+        files = sorted(folder.glob("*.parquet"))
+        k = int(folder.name.split("=")[1])
+        if len(files) != 1:
+            raise RuntimeError(f"DuckDB wrote {len(files)} files for shard {k}")
+        added[k] = files[0]
+    return added
+
+
+def _update(
+    conn: duckdb.DuckDBPyConnection,
+    root: Path,
+    table: str,
+    shards: Iterable[int],
+    drop: str | None,
+    added: dict[int, Path],
+    everything: bool = False,
+) -> list[str]:
+    """The write all others are made of. For each of `shards`: without `everything`, the parts
+    that hold a row `drop` matches are rewritten without those rows (the others are kept as they
+    are); with it, no old part is kept. The file `added[shard]` (written in a staging folder)
+    becomes the shard's last part, and its trailing parts are merged (`trailing_merge`). The new
+    files are flushed, then recorded in `store_parts` and the view. Returns the parts made of
+    `added`, in shard order."""
+    touched = sorted(set(shards))
+    before = _parts_of(conn, table)
+    parts = {k: [] if everything else list(before.get(k, [])) for k in touched}
+    holding = (
+        set()
+        if drop is None or everything
+        else _holding(conn, root, [f for k in touched for f in parts[k]], drop)
+    )
+    written: list[str] = []
+    appended: list[str] = []
+    for k in touched:
+        kept: list[str] = []
+        for file in parts[k]:
+            if file not in holding:
+                kept.append(file)
+                continue
+            part = _new_part(table, k)
+            query = f"SELECT * FROM {_read(root, [file])} t WHERE ({drop}) IS NOT TRUE"
+            if _copy(conn, query, root / part):
                 kept.append(part)
                 written.append(part)
             else:
                 (root / part).unlink()
-            if len(kept) > COMPACT_AT:
-                part = _new_part(root, table, k)
-                _copy(conn, f"SELECT * FROM {_read(root, kept)}", root / part)
-                written = [f for f in written if f not in kept] + [part]
-                kept = [part]
-            parts[k] = kept
-        _flush(root, written)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if k in added and (_rows_in(conn, added[k]) or not kept):
+            part = _new_part(table, k)
+            (root / part).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(added[k], root / part)
+            kept.append(part)
+            written.append(part)
+            appended.append(part)
+        elif not kept:
+            # A shard keeps at least one part, if without rows: the view needs a file per shard.
+            part = _new_part(table, k)
+            _copy(conn, f"SELECT * FROM {_read(root, before[k])} LIMIT 0", root / part)
+            kept.append(part)
+            written.append(part)
+        merged = trailing_merge([(root / f).stat().st_size for f in kept])
+        if merged > 1:
+            part = _new_part(table, k)
+            _copy(conn, f"SELECT * FROM {_read(root, kept[-merged:])}", root / part)
+            written = [f for f in written if f not in kept[-merged:]] + [part]
+            appended = [f for f in appended if f not in kept[-merged:]] + [part]
+            kept = [*kept[:-merged], part]
+        parts[k] = kept
+    _flush(root, written)
     _set_parts(conn, table, parts, everything=False)
     _define(conn, root, table)
+    return appended
+
+
+def trailing_merge(sizes: list[int]) -> int:
+    """How many of a shard's trailing parts (their sizes in bytes, in order) to merge into one;
+    0 or 1: none. Nothing while the shard has at most COMPACT_AT parts; beyond that, the last two
+    merge, and take in each part before them that is no larger than what they hold together.
+
+    So the parts stay few, and sizes halve from the first, like the digits of a binary counter: a
+    night's small parts merge among themselves every few nights, those with the ones before them
+    as they reach their size, and the first, large part only once the rows after it add up to as
+    much. Each row is rewritten about once per doubling of the shard, and a night's cost does not
+    grow with the history, where compacting the whole shard every few nights rewrote it each time.
+    """
+    if len(sizes) <= COMPACT_AT:
+        return 0
+    merged, total = 2, sizes[-1] + sizes[-2]
+    while merged < len(sizes) and sizes[-merged - 1] <= total:
+        total += sizes[-merged - 1]
+        merged += 1
+    return merged
+
+
+def _rows_in(conn: duckdb.DuckDBPyConnection, file: Path) -> int:
+    row = conn.execute(
+        f"SELECT sum(num_rows) FROM parquet_file_metadata({_literal(file)})"
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def _holding(conn: duckdb.DuckDBPyConnection, root: Path, files: list[str], drop: str) -> set[str]:
@@ -409,12 +544,6 @@ def _holding(conn: duckdb.DuckDBPyConnection, root: Path, files: list[str], drop
         f"SELECT DISTINCT filename FROM {_read(root, files, ', filename = true')} t WHERE {drop}"
     ).fetchall()
     return {by_path[name] for (name,) in found}
-
-
-def replace_people(conn: duckdb.DuckDBPyConnection, table: str, rows: pl.DataFrame) -> None:
-    """Replace the rows of the people in the temp table `_people` with `rows` (theirs)."""
-    people = "SELECT person_id FROM _people"
-    rewrite(conn, table, f"t.person_id IN ({people})", rows, people)
 
 
 def _staging(root: Path, table: str) -> Path:

@@ -47,8 +47,8 @@ def _columns(conn: duckdb.DuckDBPyConnection, table: str) -> list[str]:
 
 def _make_it_old(path: Path, store: Path) -> None:
     """Take the new columns out of every table that has them, and mark every step as done by
-    older code (as an upgrade finds the warehouse). Older code kept the store's tables as
-    native tables and had no store."""
+    older code (as an upgrade finds the warehouse). Older code kept the store's tables, the raw
+    and staging tables among them, as native tables and had no store."""
     conn = duckdb.connect(str(path))
     try:
         views = [
@@ -57,10 +57,12 @@ def _make_it_old(path: Path, store: Path) -> None:
                 "SELECT table_name FROM information_schema.tables WHERE table_type = 'VIEW'"
             ).fetchall()
         ]
-        for table in set(STORE_TABLES) & set(views):
+        stored = {v for v in views if v in STORE_TABLES or v.startswith(("raw_", "stg_"))}
+        for table in stored:
             conn.execute(f'CREATE TABLE "_old_{table}" AS SELECT * FROM "{table}"')
             conn.execute(f'DROP VIEW "{table}"')
             conn.execute(f'ALTER TABLE "_old_{table}" RENAME TO "{table}"')
+        conn.execute("DROP TABLE store_parts")
         shutil.rmtree(store)
         tables = [
             r[0]

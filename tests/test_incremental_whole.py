@@ -14,6 +14,7 @@ import duckdb
 import pytest
 from polars.testing import assert_frame_equal
 
+from pipelines import store
 from pipelines.incremental import changed, plan_whole, record
 from tests.conftest import make_demo_project, refresh_all, sorted_tables
 
@@ -45,7 +46,7 @@ def test_whole_steps_say_nothing_changed_and_run_again_when_an_input_does(
 
     # The same rows stored in another order are no change: a plan on float sums (whose last
     # bits depend on the order of addition, as in DuckDB's parallel aggregation) saw one.
-    with duckdb.connect(str(project.warehouse_path)) as conn:
+    with project.warehouse().write() as conn:
         staging = [
             r[0]
             for r in conn.execute(
@@ -54,7 +55,7 @@ def test_whole_steps_say_nothing_changed_and_run_again_when_an_input_does(
             ).fetchall()
         ]
         for name in staging:
-            conn.execute(f"CREATE OR REPLACE TABLE {name} AS FROM {name} ORDER BY hash(line) DESC")
+            store.replace_all(conn, name, f"FROM {name} ORDER BY hash(line) DESC")
     reordered = refresh_all(project.root, monkeypatch, REPORT)
     assert not any(reordered.values()), reordered
 

@@ -16,8 +16,9 @@ import dagster as dg
 import duckdb
 import pytest
 
+from pipelines import store
 from pipelines.ingest import LINES_TO_CHECK, accounting, check_unique_lines, sync_source
-from pipelines.project import PROJECT_DIR_ENV
+from pipelines.project import PROJECT_DIR_ENV, Project
 from pipelines.steps.canonical import build_canonical_table
 from pipelines.warehouse import Warehouse
 from tests.test_incremental_ingest import HEADER, SOURCE
@@ -66,10 +67,11 @@ class Night:
     def plant(self, file_id: str, day: str) -> None:
         """A second copy of one staging row of `file_id`: one line of the file loaded twice."""
         with self.warehouse.write() as conn:
-            conn.execute(
-                "INSERT INTO stg_cm SELECT * FROM stg_cm WHERE file_id = ? AND day = ? "
+            store.append(
+                conn,
+                "stg_cm",
+                f"SELECT * FROM stg_cm WHERE file_id = '{file_id}' AND day = DATE '{day}' "
                 "ORDER BY line LIMIT 1",
-                [file_id, day],
             )
 
 
@@ -109,12 +111,14 @@ def test_a_duplicate_among_the_rows_a_night_loads_fails(tmp_path: Path) -> None:
     export(night.raw / "cm" / "cid" / "feb.csv", ["2025-02-01"], 70, 2e9)
     night.ingest()
     assert night.check() == (1, 2)
-    with night.warehouse.write() as conn:
+    with night.warehouse.write() as conn:  # the repeated line's rows go, one comes back
         conn.execute(
-            "DELETE FROM stg_cm WHERE rowid IN (SELECT max(rowid) FROM stg_cm "
-            "WHERE file_id = ? GROUP BY line HAVING count(*) > 1)",
-            [feb],
+            "CREATE TEMP TABLE once AS SELECT DISTINCT * FROM stg_cm WHERE file_id = ? AND line "
+            "IN (SELECT line FROM stg_cm WHERE file_id = ? GROUP BY line HAVING count(*) > 1)",
+            [feb, feb],
         )
+        store.forget(conn, "stg_cm", "(t.file_id, t.line) IN (SELECT (file_id, line) FROM once)")
+        store.append(conn, "stg_cm", "SELECT * FROM once")
     assert night.check() == (0, 2)
 
 
@@ -166,7 +170,7 @@ def test_the_dagster_check_reads_the_list(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv(PROJECT_DIR_ENV, str(project))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     (tmp_path / "dagster_home").mkdir()
-    warehouse = Warehouse(project / "data" / "processed" / "warehouse.duckdb")
+    warehouse = Project(project).warehouse()
 
     def run(*keys: str) -> list[dg.AssetCheckEvaluation]:
         job = defs().resolve_job_def("refresh_all")
@@ -190,9 +194,7 @@ def test_the_dagster_check_reads_the_list(tmp_path: Path, monkeypatch: pytest.Mo
     export(raw / "cm" / "ann" / "mar.csv", ["2025-03-01"], 60, 3e9)
     assert run("ingest_cm") == []
     with warehouse.write() as conn:
-        conn.execute(
-            "INSERT INTO stg_cm SELECT * FROM stg_cm WHERE day = DATE '2025-03-01' LIMIT 1"
-        )
+        store.append(conn, "stg_cm", "SELECT * FROM stg_cm WHERE day = DATE '2025-03-01' LIMIT 1")
     [third] = run("diet_entries")
     assert not third.passed
     assert third.metadata["duplicate_keys"].value == 1

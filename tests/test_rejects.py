@@ -19,6 +19,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from pipelines import store
 from pipelines.adapters import FORMATS, AdapterError
 from pipelines.cli import main
 from pipelines.config import PersonSpec, SourceConfig
@@ -317,6 +318,7 @@ def test_an_older_warehouse_gets_the_value_column(tmp_path: Path) -> None:
     write(raw / "diary.csv", "Date,Calories\n2024-01-01,abc\n2024-01-02,2000\n")
     diary = source(columns={"day": "Date", "energy_kcal": "Calories"})
     conn = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    store.attach(conn, tmp_path / "store", read_only=False)
     old = {k: v for k, v in REJECTED_ROWS_SCHEMA.items() if k != "value"}
     create_table(conn, "rejected_rows", old)
     conn.execute(

@@ -19,6 +19,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from pipelines import store
 from pipelines.cli import main
 from pipelines.project import Project
 from tests.conftest import make_demo_project
@@ -185,7 +186,7 @@ def test_nightly_runs_keep_the_last_n_backups_and_restore_brings_one_back(
     assert len(list_backups(wh)) == 3
 
     with wh.write() as conn:  # something goes badly wrong (lab_results is a view over it)
-        conn.execute("DELETE FROM stg_demo_labs")
+        store.forget(conn, "stg_demo_labs", "true")
     assert wh.table("lab_results").is_empty()
 
     assert main(["restore", "--project-dir", str(tmp_path)]) == 0

@@ -1,24 +1,23 @@
-"""`settle` fills staging in slices of file order: bounded memory, the same rows in the same order.
+"""`settle` fills staging shard by shard: bounded memory, the rule's rows, each shard in file order.
 
 The histories here are built in SQL straight into `raw_<source>` (parsing files would take longer
 than the settle): people's exports that re-export earlier days, stored in an order that is not
-file order, as a parallel insert leaves them.
+file order, as a parallel write leaves them.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import pytest
 
-import pipelines.ingest.settle as ingest_settle
+from pipelines import store
 from pipelines.config import PersonSpec, SourceConfig
 from pipelines.ingest.settle import settle
-from pipelines.ingest.tables import LINES_TO_CHECK, OWNERSHIP_KEY, ensure_tables
+from pipelines.ingest.tables import LINES_TO_CHECK, OWNERSHIP_KEY, ensure_tables, raw_schema
 from pipelines.schema import TARGET_SCHEMAS
+from pipelines.warehouse import create_table
 
 SOURCE = SourceConfig(
     name="cm", kind="diet", format="cronometer_servings", path="cm/*/*.csv", person=PersonSpec()
@@ -66,26 +65,30 @@ def history(
         }
     select = ", ".join(f"{v} AS {c}" for c, v in values.items())
     # No particular order, as store_spooled leaves it (and file_id order is not file order).
+    create_table(conn, "history_rows", raw_schema(schema))
     conn.execute(
         f"""
-        INSERT INTO raw_cm BY NAME
+        INSERT INTO history_rows BY NAME
         SELECT 'p' || (f % {people}) AS person_id, {select}, d * {rows_per_day} + i AS line,
             md5((f + {first_ord})::VARCHAR) AS file_id, d * {rows_per_day} + i AS _row
         FROM range({files}) t(f), range(20) s(d), range({rows_per_day}) u(i)
         ORDER BY hash(f, d, i)
         """
     )
+    store.append(conn, "raw_cm", "SELECT * FROM history_rows")
+    conn.execute("DROP TABLE history_rows")
 
 
 def connect(path: Path) -> duckdb.DuckDBPyConnection:
     conn = duckdb.connect(str(path))
+    store.attach(conn, store.beside(path), read_only=False)
     conn.execute("CREATE TEMP TABLE _order (file_id VARCHAR, ord BIGINT, path VARCHAR, keep BOOL)")
     return conn
 
 
 def expected(target: str) -> str:
     """The rule, spelled out on its own: each key's rows of the newest file that has it (its first
-    one, for a unique key), in file order."""
+    one, for a unique key), shard by shard, each in file order."""
     keys = ", ".join(f"r.{k}" for k in OWNERSHIP_KEY[target])
     newest = (
         f"row_number() OVER (PARTITION BY {keys} ORDER BY o.ord DESC, r._row)"
@@ -95,38 +98,39 @@ def expected(target: str) -> str:
     columns = ", ".join(f"r.{c}" for c in TARGET_SCHEMAS[target])
     return (
         f"SELECT {columns}, r.file_id, 'cm' AS source, r._row "
-        f"FROM raw_cm r JOIN _order o USING (file_id) QUALIFY {newest} = 1 ORDER BY o.ord, r._row"
+        f"FROM raw_cm r JOIN _order o USING (file_id) QUALIFY {newest} = 1 "
+        f"ORDER BY {store.shard_sql(store.SHARDS, 'r.person_id')}, o.ord, r._row"
     )
 
 
 def staged(conn: duckdb.DuckDBPyConnection) -> list[tuple]:
-    return conn.execute("SELECT * FROM stg_cm ORDER BY rowid").fetchall()
+    return conn.execute("SELECT * FROM stg_cm").fetchall()
 
 
 @pytest.mark.parametrize("target", ["diet_entries", "lab_results"])
-def test_a_sliced_settle_stores_the_same_rows_in_the_same_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
+def test_a_full_settle_stores_the_rules_rows_each_shard_in_file_order(
+    tmp_path: Path, target: str
 ) -> None:
-    """Slices of a few files, one file and the whole history give the same table, row for row,
-    as the rule itself; a unique key repeated in a file keeps its first row."""
+    """The same table, row for row, as the rule itself; a unique key repeated in a file keeps its
+    first row; each shard one part."""
     conn = connect(tmp_path / "w.duckdb")
     history(conn, target, people=7, exports=5, rows_per_day=3)
     want = conn.execute(expected(target)).fetchall()
     assert 0 < len(want) < conn.execute("SELECT count(*) FROM raw_cm").fetchone()[0]  # type: ignore[index]
-    for slice_rows in (1, 250, 10**9):
-        monkeypatch.setattr(ingest_settle, "SLICE_ROWS", slice_rows)
+    for _ in range(2):
         settle(conn, SOURCE, target, full=True)
         assert staged(conn) == want
     assert conn.execute(f"SELECT * FROM {LINES_TO_CHECK}").fetchall()[-1] == ("cm", None)
+    parts = conn.execute(
+        "SELECT shard, count(*) FROM store_parts WHERE table_name = 'stg_cm' GROUP BY ALL"
+    ).fetchall()
+    assert sorted(parts) == [(k, 1) for k in range(store.SHARDS)]
 
 
 @pytest.mark.parametrize("target", ["diet_entries", "lab_results"])
-def test_an_incremental_settle_in_slices_ends_where_a_full_one_would(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str
-) -> None:
-    """New files that re-export days of the history: settling only their keys, a few files per
-    slice, leaves the rows a full settle would, and lists exactly the files that now own keys."""
-    monkeypatch.setattr(ingest_settle, "SLICE_ROWS", 100)
+def test_an_incremental_settle_ends_where_a_full_one_would(tmp_path: Path, target: str) -> None:
+    """New files that re-export days of the history: settling only their keys leaves the rows a
+    full settle would, and lists exactly the files that now own keys."""
     conn = connect(tmp_path / "w.duckdb")
     history(conn, target, people=5, exports=4, rows_per_day=2)
     settle(conn, SOURCE, target, full=True)
@@ -147,13 +151,12 @@ def test_an_incremental_settle_in_slices_ends_where_a_full_one_would(
     assert listed == owners - {f for (f,) in before}
 
 
-def test_the_full_settle_stays_within_a_memory_limit_its_history_exceeds(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_the_full_settle_stays_within_a_memory_limit_itshistory_rows_exceeds(
+    tmp_path: Path,
 ) -> None:
     """Issue 19: one statement that sorted the whole history into staging ran out of DuckDB's
     memory limit (51.7 M rows under 1 GB). Scaled down: 250,000 wide rows under 60 MB, which the
-    one statement does not fit in; in slices of 50,000 rows it does."""
-    monkeypatch.setattr(ingest_settle, "SLICE_ROWS", 50_000)
+    one statement does not fit in; a shard at a time it does."""
     conn = connect(tmp_path / "w.duckdb")
     conn.execute("BEGIN TRANSACTION")  # as in a first ingest: the history is stored, then settled
     history(conn, "diet_entries", people=25, exports=10, rows_per_day=50)
@@ -165,68 +168,41 @@ def test_the_full_settle_stays_within_a_memory_limit_its_history_exceeds(
     assert conn.execute("SELECT count(*) FROM stg_cm").fetchone() == want
 
 
-class RowsRead:
-    """The connection `settle` is given, counting the rows its slice statements take from
-    raw_cm: each one runs under DuckDB's profiler, and every scan of raw_cm in its plan counts
-    the rows it hands on (those its filters let through)."""
-
-    def __init__(self, conn: duckdb.DuckDBPyConnection, profile: Path) -> None:
-        self.conn, self.profile, self.per_slice = conn, profile, []
-
-    def execute(self, query: str, params: Any = None) -> duckdb.DuckDBPyConnection:
-        if not (query.lstrip().startswith("INSERT INTO") and "_winner" in query):
-            return self.conn.execute(query, params)
-        self.conn.execute("PRAGMA enable_profiling = 'json'")
-        self.conn.execute(f"PRAGMA profiling_output = '{self.profile}'")
-        result = self.conn.execute(query, params)
-        self.conn.execute("PRAGMA disable_profiling")
-        self.per_slice.append(self._scanned(json.loads(self.profile.read_text())))
-        return result
-
-    def _scanned(self, node: dict[str, Any]) -> int:
-        own = (
-            node["operator_cardinality"]
-            if node.get("operator_type") == "TABLE_SCAN"
-            and str(node.get("extra_info", {}).get("Table", "")).endswith("raw_cm")
-            else 0
-        )
-        return own + sum(self._scanned(child) for child in node.get("children", []))
+def files(root: Path, table: str) -> dict[Path, tuple[int, int]]:
+    """A store table's files on disk, with their inode and mtime."""
+    return {
+        p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (root / table).glob("shard=*/*.parquet")
+    }
 
 
-def test_each_slice_reads_only_the_rows_of_its_own_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Issue 19: the settle of 51.7 M rows took 22 times as long as that of 10.3 M, because each
-    slice read more of the history the longer it was. Two people exported side by side (as two
-    generator workers write them), stored in two runs of file order (as two threads store them):
-    a slice's files then span a wide range of people, and its key ranges let most of the history
-    through. The slices together must read the history about once."""
-    monkeypatch.setattr(ingest_settle, "SLICE_ROWS", 1_000)
-    conn = connect(tmp_path / "w.duckdb")
-    ensure_tables(conn, SOURCE.name, TARGET_SCHEMAS["diet_entries"])
-    people, exports, rows_per_day = 20, 6, 5
-    files = people * exports
+def test_an_incremental_settle_writes_only_the_shards_of_affected_keys(tmp_path: Path) -> None:
+    """A new export of one person: one new staging part in that person's shard, its parts that
+    held the re-exported days rewritten; every other shard's files untouched (inode and mtime)."""
+    path = tmp_path / "w.duckdb"
+    conn = connect(path)
+    history(conn, "diet_entries", people=6, exports=3, rows_per_day=2)
+    settle(conn, SOURCE, "diet_entries", full=True)
+    root = store.beside(path).resolve()
+    before = files(root, "stg_cm")
+    create_table(conn, "history_rows", raw_schema(TARGET_SCHEMAS["diet_entries"]))
+    conn.execute("INSERT INTO _order VALUES ('new', 1000, 'new', false)")
     conn.execute(
-        "INSERT INTO _order SELECT md5(f::VARCHAR), f, 'f' || f, false FROM range(?) t(f)", [files]
+        "INSERT INTO history_rows BY NAME SELECT 'p1' AS person_id, "
+        "DATE '2025-01-15' + d::INT AS day, 'food' AS food, d AS line, 'new' AS file_id, d AS _row "
+        "FROM range(10) t(d)"
     )
-    # File f is by worker f % 2: its k-th file, export k % exports of its (k // exports)-th person;
-    # each export re-exports half of the one before.
-    person = f"lpad(((f % 2) * {people // 2} + (f // 2) // {exports})::VARCHAR, 3, '0')"
+    store.append(conn, "raw_cm", "SELECT * FROM history_rows")
     conn.execute(
-        f"""
-        INSERT INTO raw_cm BY NAME
-        SELECT 'p' || {person} AS person_id,
-            DATE '2025-01-01' + (((f // 2) % {exports}) * 10 + d)::INT AS day,
-            'food ' || (hash(f, d, i) % 700) AS food, 'Lunch' AS meal,
-            (hash(f, d, i) % 1000) / 7.0 AS energy_kcal, d * {rows_per_day} + i AS line,
-            md5(f::VARCHAR) AS file_id, d * {rows_per_day} + i AS _row
-        FROM range({files}) t(f), range(20) s(d), range({rows_per_day}) u(i)
-        ORDER BY (f // 7) % 2, f, d, i
-        """
+        "CREATE TEMP TABLE _affected AS SELECT DISTINCT hash(person_id, day) AS h, person_id, day "
+        "FROM history_rows"
     )
-    stored = conn.execute("SELECT count(*) FROM raw_cm").fetchone()[0]  # type: ignore[index]
-    reads = RowsRead(conn, tmp_path / "profile.json")
-    settle(reads, SOURCE, "diet_entries", full=True)  # type: ignore[arg-type]
-    assert staged(conn) == conn.execute(expected("diet_entries")).fetchall()
-    assert len(reads.per_slice) > 5
-    assert sum(reads.per_slice) <= 1.1 * stored
+    settle(conn, SOURCE, "diet_entries", full=False)
+    after = files(root, "stg_cm")
+    shard = f"shard={store.shard_of('p1', store.SHARDS):02d}"
+    assert {p: v for p, v in before.items() if p.parent.name != shard} == {
+        p: v for p, v in after.items() if p.parent.name != shard
+    }
+    assert {p.parent.name for p in set(after) - set(before)} == {shard}
+    assert sorted(staged(conn), key=repr) == sorted(
+        conn.execute(expected("diet_entries")).fetchall(), key=repr
+    )

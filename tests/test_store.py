@@ -404,3 +404,41 @@ def test_a_snapshot_keeps_the_files_a_later_compaction_removes(tmp_path: Path) -
     assert sorted(files(root)) == sorted(named(warehouse))
     set_alice(warehouse, 3.0)
     assert [r for r in table(warehouse) if r[0] == "alice"] == [("alice", 3.0)] * 2
+
+
+def test_the_trailing_merge_keeps_parts_few_and_a_nights_cost_bounded() -> None:
+    """Two years of equal nights after a first part of a thousand nights' size: at most COMPACT_AT
+    parts, the first never rewritten, and about log2(nights) rewrites per row in all. Compacting
+    the whole shard every COMPACT_AT nights instead rewrote the history 91 times."""
+    head = 1000
+    sizes, rewritten = [head], []
+    for _ in range(730):
+        sizes.append(1)
+        merged = store.trailing_merge(sizes)
+        rewritten.append(sum(sizes[-merged:]) if merged > 1 else 0)
+        if merged > 1:
+            sizes = [*sizes[:-merged], sum(sizes[-merged:])]
+        assert len(sizes) <= store.COMPACT_AT
+    assert sizes[0] == head
+    assert max(rewritten) < head
+    assert sum(rewritten) <= 730 * 10
+
+
+def test_nightly_appends_leave_a_shards_large_first_part_alone(tmp_path: Path) -> None:
+    project = project_with_draws(tmp_path)
+    warehouse = project.warehouse()
+    with warehouse.write() as conn:  # a long history for alice: her shard's first part is large
+        history = draws(PEOPLE * 500, 1.0)
+        replace_all(
+            conn, "marker_draws", history.with_columns(value=pl.int_range(history.height) / 7)
+        )
+    shard = f"shard={shard_of('alice', store.SHARDS):02d}"
+    (first,) = [p for p in named(warehouse) if p.parent.name == shard]
+    inode = first.stat().st_ino
+    for night in range(3 * store.COMPACT_AT):
+        append(warehouse, "alice", float(night))
+        parts = [p for p in named(warehouse) if p.parent.name == shard]
+        assert parts[0] == first and first.stat().st_ino == inode
+        assert len(parts) <= store.COMPACT_AT
+    alice = [r for r in table(warehouse) if r[0] == "alice"]
+    assert len(alice) == 2 * 500 + 2 * 3 * store.COMPACT_AT

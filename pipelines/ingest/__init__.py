@@ -15,11 +15,13 @@ files cost, not what the history costs:
   rejects, the same way for every format. A file with a row rejected as "in the future" is read
   again on a later day, when that day may have come.
 - Parsed rows are kept in `raw_<source>`, every row of every current file; `stg_<source>` holds
-  the rows that count. Exports repeat history (this month's Cronometer export contains last
-  month's days again), so each ownership key (`OWNERSHIP_KEY`: a person-day for diet entries,
-  person + marker + time for labs, ...) is owned by the newest file that has it (by modification
-  time, then path); the same key's rows in older files count as duplicates. Only keys that new,
-  changed or removed files touch are settled again.
+  the rows that count. Both are tables of the Parquet store (`pipelines.store`): views of the same
+  names over part files by person shard, written by appending a part per shard a night touches.
+  Exports repeat history (this month's Cronometer export contains last month's days again), so each
+  ownership key (`OWNERSHIP_KEY`: a person-day for diet entries, person + marker + time for labs,
+  ...) is owned by the newest file that has it (by modification time, then path); the same key's
+  rows in older files count as duplicates. Only keys that new, changed or removed files touch are
+  settled again, shard by shard (every key holds the person).
 - Keys that must be unique (`UNIQUE_IN_FILE`): a repeat within the owning file counts as a
   duplicate; the first occurrence loads.
 - An identical file (same sha256) seen twice: the second copy's rows are all duplicates.
@@ -33,7 +35,7 @@ The caller owns the transaction (`Warehouse.write()`), so a failed run changes n
 `ingest_source` runs the same code against a private DuckDB and returns the frames (tests, tools).
 
 The modules follow the flow: `files` (list and hash), `parse` (batches parsed, checked, spooled to
-Parquet and stored in `raw_<source>`), `settle` (newest file wins, into `stg_<source>`),
+Parquet and added to `raw_<source>`), `settle` (newest file wins, into `stg_<source>`),
 `accounting` (counts per file, the nightly line check), and `sync` (`sync_source`, the steps in
 order); `tables` and `fingerprints` hold what they share. The names above are importable from
 `pipelines.ingest` itself.

@@ -2,8 +2,8 @@
 
 `ingest_batch` runs a format's `parse_batch` on a batch, moves implausible rows to the rejects,
 writes rejects and `ingest_state` rows, and spools the rows that passed to Parquet; `store_spooled`
-then appends every spooled batch to `raw_<source>` in one statement. `plausible` applies the same
-rules to one file outside a run.
+then adds every spooled batch to `raw_<source>`'s shards in one statement. `plausible` applies the
+same rules to one file outside a run.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from pipelines import store
 from pipelines.adapters import FORMATS, AdapterError, ParseResult
 from pipelines.adapters.base import FILE_INDEX
 from pipelines.config import SourceConfig
 from pipelines.ingest.files import FileInfo
-from pipelines.ingest.tables import INGEST_STATE_SCHEMA, OWNERSHIP_KEY, raw_table
+from pipelines.ingest.tables import INGEST_STATE_SCHEMA, OWNERSHIP_KEY, raw_schema, raw_table
 from pipelines.schema import REJECT_SCHEMA, TARGET_SCHEMAS, conform
 from pipelines.transforms.plausibility import FUTURE_REASON, apply_plausibility
 from pipelines.warehouse import ident, insert_frame
@@ -185,23 +186,22 @@ def store_spooled(
     spooled: list[Path],
     track: bool,
 ) -> None:
-    """Append the spooled batches to `raw_<source>` in one statement.
+    """Add the spooled batches to `raw_<source>`: one new part per shard they touch, written in
+    one statement (`store.append`), the existing parts untouched.
 
-    Why a detour through Parquet: DuckDB keeps the rows of many separate appends inside one open
-    transaction in memory, beyond its memory limit (5.8 GB at 10 M rows), while one
-    `INSERT ... SELECT` streams to the database file (0.6 GB). With `track`, the ownership keys of
-    the new rows go to `_affected` for `settle`.
+    Why a detour through Parquet: memory stays bounded by a batch while parsing, and the store
+    writes the night's rows by shard in one pass. With `track`, the ownership keys of the new rows
+    go to `_affected` for `settle`.
     """
     if not spooled:
         return
     files = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in spooled) + "]"
-    raw = ident(raw_table(source.name))
-    # The order of raw_<source>'s rows means nothing (`settle` orders by file and `_row`), and an
-    # insert that keeps it runs on one thread: half the speed of a parallel one on two cores. Each
-    # thread still appends runs of one spooled batch, so a night's rows stay in few row groups.
+    columns = ", ".join(f'"{c}"' for c in raw_schema(TARGET_SCHEMAS[target]))
+    # The order of raw_<source>'s rows means nothing (`settle` orders by file and `_row`), and a
+    # write that keeps it runs on one thread.
     conn.execute("SET preserve_insertion_order = false")
     try:
-        conn.execute(f"INSERT INTO {raw} BY NAME SELECT * FROM read_parquet({files})")
+        store.append(conn, raw_table(source.name), f"SELECT {columns} FROM read_parquet({files})")
     finally:
         conn.execute("RESET preserve_insertion_order")
     if track:

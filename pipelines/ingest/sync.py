@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from pipelines import store
 from pipelines.config import SourceConfig
 from pipelines.ingest.accounting import file_records
 from pipelines.ingest.files import FileInfo, HashMemo, list_files
@@ -35,6 +36,7 @@ from pipelines.ingest.tables import (
     OWNERSHIP_KEY,
     REJECTED_ROWS_SCHEMA,
     ensure_tables,
+    raw_schema,
     raw_table,
     staging_table,
     target_table,
@@ -94,6 +96,7 @@ def sync_source(
     raw = ident(raw_table(source.name))
     conn.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
     ensure_tables(conn, source.name, schema)
+    raw_columns = raw_schema(schema)
 
     memo = HashMemo(memo_path)
     with clock("list and hash files"):
@@ -139,17 +142,20 @@ def sync_source(
     with clock("forget changed and removed files"):
         # Every file with rows in raw_<source> has its ingest_state row (both are written and
         # deleted together), so when no state row is gone, no raw row is: most nights, and then
-        # the two scans of the whole history below are skipped.
+        # the scans of the whole history below are skipped. Without a current file, every raw
+        # row is gone.
         row = conn.execute(
             f"SELECT count(*) FROM ingest_state WHERE source = ? AND {gone}", [source.name]
         ).fetchone()
-        if full or (row and row[0]):
+        if not current:
+            store.replace_all(conn, raw_table(source.name), pl.DataFrame(schema=raw_columns))
+        elif row and row[0]:
             if not full:
                 conn.execute(
                     f"INSERT INTO _affected SELECT DISTINCT hash({keys}), {keys} FROM {raw} "
                     f"WHERE {gone}"
                 )
-            conn.execute(f"DELETE FROM {raw} WHERE {gone}")
+            store.forget(conn, raw_table(source.name), f"t.{gone}")
         # A gone file's staging rows go with its keys (they are in _affected), so there is
         # nothing of it left to check; a null file_id (all files) is never "gone".
         for table in ("rejected_rows", "ingest_state", LINES_TO_CHECK):
@@ -211,11 +217,20 @@ def ingest_source(
         cache_dir.mkdir(parents=True, exist_ok=True)
     database = ":memory:" if cache_dir is None else str(cache_dir / f"{source.name}.duckdb")
     memo = None if cache_dir is None else cache_dir / f"{source.name}.hashes.json"
+    # The raw and staging tables live in a store (`pipelines.store`): beside the database, or a
+    # temporary folder for an in-memory one.
+    scratch = tempfile.TemporaryDirectory(prefix="gutsignal-store-") if cache_dir is None else None
     conn = duckdb.connect(database)
     try:
+        store.attach(
+            conn,
+            Path(scratch.name) if scratch else store.beside(Path(database)),
+            read_only=False,
+        )
         conn.execute("BEGIN TRANSACTION")
         result = sync_source(conn, source, raw_dir, memo_path=memo, today=today)
         conn.execute("COMMIT")
+        store.collect(conn)
         files = result.files
         order = files.filter(pl.col("status") == "loaded").select(
             "file_id", pl.int_range(pl.len()).alias("_ord")
@@ -232,6 +247,8 @@ def ingest_source(
         ).pl()
     finally:
         conn.close()
+        if scratch:
+            scratch.cleanup()
     return SourceIngest(
         rows=rows,
         files=files,

@@ -1,8 +1,9 @@
 """The ingest's tables and what they are keyed on.
 
-Names of a source's `raw_<source>` and `stg_<source>` tables, the ownership keys that decide which
-file's rows count, and the schemas of the bookkeeping tables (`ingest_state`, `rejected_rows`,
-`lines_to_check`), created by `ensure_tables` at the start of every `sync_source`.
+Names of a source's `raw_<source>` and `stg_<source>` tables (store tables: `pipelines.store`), the
+ownership keys that decide which file's rows count, and the schemas of the bookkeeping tables
+(`ingest_state`, `rejected_rows`, `lines_to_check`), created by `ensure_tables` at the start of
+every `sync_source`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 
+from pipelines import store
 from pipelines.adapters import FORMATS
 from pipelines.config import SourceConfig
 from pipelines.schema import INGEST_FILES_SCHEMA
@@ -73,20 +75,38 @@ def target_table(source: SourceConfig) -> str:
     return FORMATS[source.format].target(source)
 
 
+def raw_schema(schema: dict) -> dict[str, pl.DataType | type[pl.DataType]]:
+    """The columns of `raw_<source>` for a target `schema`: its rows as parsed, their file, and
+    their place in the file's batch (`_row`, the order the settle keeps)."""
+    return {**schema, "file_id": pl.String, "_row": pl.Int64}
+
+
 def ensure_tables(conn: duckdb.DuckDBPyConnection, source_name: str, schema: dict) -> None:
-    """Create the ingest tables that do not exist yet. A `raw_<source>` table of an older layout
-    (the canonical schema changed) is dropped with its state, so every file is read again."""
-    raw_schema = {**schema, "file_id": pl.String, "_row": pl.Int64}
-    name = raw_table(source_name)
+    """Create the ingest tables that do not exist yet. A `raw_<source>` of an older layout (the
+    canonical schema changed) is dropped with its staging table and state, so every file is read
+    again. `raw_<source>` and `stg_<source>` are store tables (`pipelines.store`); a warehouse from
+    before kept them as DuckDB tables, and their rows move into the store here, once."""
+    columns = raw_schema(schema)
+    name, stg = raw_table(source_name), staging_table(source_name)
     if table_exists(conn, name):
         have = [r[0] for r in conn.execute(f"DESCRIBE {ident(name)}").fetchall()]
-        if have != list(raw_schema):
-            conn.execute(f"DROP TABLE {ident(name)}")
-            conn.execute(f"DROP TABLE IF EXISTS {ident(staging_table(source_name))}")
+        if have != list(columns):
+            for table in (name, stg):
+                if _native(conn, table):
+                    conn.execute(f"DROP TABLE {ident(table)}")
+                else:
+                    store.drop_table(conn, table)
             if table_exists(conn, "ingest_state"):
                 conn.execute("DELETE FROM ingest_state WHERE source = ?", [source_name])
+    for table in (name, stg):
+        if _native(conn, table):
+            moving = ident(f"store_moving_{table}")
+            conn.execute(f"ALTER TABLE {ident(table)} RENAME TO {moving}")
+            store.replace_all(conn, table, f"SELECT * FROM {moving}")
+            conn.execute(f"DROP TABLE {moving}")
+    if not table_exists(conn, name):
+        store.replace_all(conn, name, pl.DataFrame(schema=columns))
     for table, table_schema in (
-        (name, raw_schema),
         ("ingest_state", INGEST_STATE_SCHEMA),
         ("ingest_files", INGEST_FILES_SCHEMA),
         ("rejected_rows", REJECTED_ROWS_SCHEMA),
@@ -98,3 +118,13 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection, source_name: str, schema: dic
         create_table(conn, LINES_TO_CHECK, LINES_TO_CHECK_SCHEMA)
         # Staging rows written before the table existed were never listed: check them all once.
         conn.execute(f"INSERT INTO {LINES_TO_CHECK} VALUES (NULL, NULL)")
+
+
+def _native(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether `name` is a DuckDB table of the warehouse (not a view over the store)."""
+    row = conn.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND table_name = ?",
+        [name],
+    ).fetchone()
+    return bool(row and row[0])

@@ -97,9 +97,10 @@ def build_canonical_table(conn: duckdb.DuckDBPyConnection, table: str, names: li
     """(Re)create canonical `table` over the staging tables of the named sources, as a view.
 
     A view, not a copy: copying 10 M diary rows every night would be work that grows with the
-    history, while the staging tables already hold exactly these rows and are updated in place
-    by the incremental ingest. Queries read through it (DuckDB pushes column choices and filters
-    down to the staging tables). Warehouses from before kept a table under the same name.
+    history, while the staging tables (views over the store's parts, `pipelines.store`) already hold
+    exactly these rows and the incremental ingest adds a night's parts to them. Queries read through
+    it (DuckDB pushes column choices and filters down to the staging tables). Warehouses from before
+    kept a table under the same name.
     """
     kind = conn.execute(
         "SELECT table_type FROM information_schema.tables "
