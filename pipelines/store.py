@@ -16,18 +16,17 @@ modulo the shard count (a null person_id is shard 0): documented and the same in
 (`shard_sql`) and Python (`shard_of`) on every version, unlike DuckDB's `hash()` or Python's
 salted `hash()`. The count is recorded in store.json when the store is made, and a store keeps it.
 
-A part file is never changed or renamed once it has its name, and a name is never used twice.
-A write only adds files: `replace_all` one part per shard; `append` one part at the end of each
-shard its rows fall in; `rewrite` (and `replace_people`, `forget`, `write_shards`) rewrites,
-without the replaced rows, only the parts that hold some, and puts the new rows of a shard in one
-new part at its end, so a night that adds a day writes the new day and nothing else. The same
-write merges a shard's small trailing parts (`trailing_merge`), so the parts stay few while a
-night's cost does not grow with the history. The files
-are flushed to disk, then `store_parts` and the view change inside the step's transaction: the
-new files become visible with the step's other writes when it commits, and a step that rolls
-back or is killed leaves the old view, which names only old files. The files no view names any
-more (replaced, compacted, or written by a step that did not commit) are removed after the next
-commit or rollback, or by the next read-write connection (`collect`).
+A part file is never changed or renamed once it has its name, and a name is never used twice. A
+write only adds files: `replace_all` one part per shard; `append` one part at the end of each shard
+its rows fall in; `rewrite` (and `replace_people`, `forget`, `write_shards`) rewrites, without the
+replaced rows, only the parts that hold some, and puts the new rows of a shard in one new part at
+its end, so a night that adds a day writes the new day and nothing else. The same write merges a
+shard's small trailing parts (`trailing_merge`), so the parts stay few while a night's cost does not
+grow with the history. The files are flushed to disk, then `store_parts` and the view change inside
+the step's transaction: the new files become visible with the step's other writes when it commits,
+and a step that rolls back or is killed leaves the old view, which names only old files. The files
+no view names any more (replaced, compacted, or written by a step that did not commit) are removed
+after the next commit or rollback, or by the next read-write connection (`collect`).
 
 Because no file changes in place, a snapshot of the store is a tree of hard links
 (`link_tree`): the run-level snapshot (`pipelines.runs`) and the backups keep the files their
@@ -39,9 +38,9 @@ them at its store when the project folder has moved: persistently on a read-writ
 temporary views of the same names on a read-only one. A DuckDB CLI opened on a moved project's
 warehouse reads the old paths until the next gutsignal run.
 
-Steps call `replace_all`, `replace_people` and `rewrite` with the connection the Warehouse gave
-them (its store is in the connection's `gutsignal_store` variable), inside the step's
-transaction.
+Steps call `replace_all`, `replace_people` and `rewrite` (the ingest: `append`, `forget` and
+`write_shards`) with the connection the Warehouse gave them (its store is in the connection's
+`gutsignal_store` variable), inside the step's transaction.
 """
 
 from __future__ import annotations
