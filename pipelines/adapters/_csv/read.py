@@ -109,7 +109,10 @@ def _read_text(path: Path, source: SourceConfig) -> str:
     # Universal newlines, as editors show them: CRLF, and a bare CR (old Mac files, or lines pasted
     # from one into another file), end a line. A bare CR left inside a line would make the csv
     # module refuse the whole file ("new-line character seen in unquoted field"). StringIO's
-    # newline translation is exactly that, in one pass where two str.replace calls took two.
+    # newline translation is exactly that, in one pass where two str.replace calls took two; a
+    # text without a CR has nothing to translate, and finding that out is a memchr.
+    if "\r" not in text:
+        return text
     return io.StringIO(text, newline=None).getvalue()
 
 
