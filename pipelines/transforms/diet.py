@@ -77,13 +77,14 @@ def entry_servings(entries: pl.DataFrame, categories: pl.DataFrame) -> pl.DataFr
     def servings(category: str) -> pl.Expr:
         # How many of the entry's pair's rows name the category (null without a pair).
         n = pl.lit(pairs[category]).gather(pl.col("_pair"))
+        one: pl.Expr
         if category == "alcohol":
             one = pl.when(n > 0).then(alcohol_drinks)
         else:
             # Divided by a column, as the per-row sizes were: Polars divides by a constant
             # through its reciprocal, which differs in the last bit.
-            size = pl.when(pairs[category] > 0).then(sizes.get(category))
-            one = pl.col("grams") / pl.lit(pairs.select(size).to_series()).gather(pl.col("_pair"))
+            size = pairs.select(pl.when(pl.col(category) > 0).then(sizes.get(category)))
+            one = pl.col("grams") / pl.lit(size.to_series()).gather(pl.col("_pair"))
         # A pair that names a category twice counts its servings twice, as the sum over its
         # rows did.
         return (
