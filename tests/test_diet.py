@@ -140,6 +140,37 @@ def test_alcohol_counts_standard_drinks() -> None:
     assert daily["alcohol_servings"][0] == pytest.approx(1.0)
 
 
+def test_servings_are_grams_over_the_serving_size_for_each_category_of_the_pair() -> None:
+    """Each entry's servings come from its (food, category_raw) pair: every category the pair
+    names, nothing for the others or for a food without a category; a pair that names a
+    category twice counts it twice, as summing its rows does."""
+    sizes = load_serving_sizes()
+    day = date(2025, 1, 1)
+    df = entries(
+        [
+            {"person_id": "p", "day": day, "food": "Kefir", "grams": 32.39, "energy_kcal": 20.0},
+            {"person_id": "p", "day": day, "food": "Kefir", "grams": 49.48, "energy_kcal": 30.0},
+            {"person_id": "p", "day": day, "food": "Mystery", "grams": 10.0, "energy_kcal": 5.0},
+        ]
+    )
+    categories = pl.DataFrame(
+        {
+            "food": ["Kefir", "Kefir", "Kefir"],
+            "category_raw": pl.Series([None, None, None], dtype=pl.String),
+            "category": ["fermented", "dairy", "dairy"],
+        }
+    )
+    row = build_diet_daily(df, categories, Settings()).row(0, named=True)
+    # Exactly, not approximately: the sum of each entry's grams / size (divided, not multiplied
+    # by the reciprocal, which differs in the last bit for 32.39 / 80).
+    fermented = 32.39 / sizes["fermented"] + 49.48 / sizes["fermented"]
+    assert row["fermented_servings"] == fermented
+    dairy = 2 * (32.39 / sizes["dairy"]) + 2 * (49.48 / sizes["dairy"])
+    assert row["dairy_servings"] == pytest.approx(dairy, rel=1e-15)
+    assert row["vegetables_servings"] == 0.0
+    assert row["entries"] == 3 and row["ultra_processed_energy_pct"] == 0.0
+
+
 def test_unmapped_foods_report_energy_share() -> None:
     df = entries(
         [

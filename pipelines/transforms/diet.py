@@ -44,30 +44,56 @@ def load_serving_sizes() -> dict[str, float]:
 
 
 def entry_servings(entries: pl.DataFrame, categories: pl.DataFrame) -> pl.DataFrame:
-    """One row per (entry, category) with the servings that entry contributes.
+    """`entries` (in their order) with the servings each contributes to every category
+    (`<category>_servings`, 0 for a category its food is not in) and `is_upf`, whether its food
+    is ultra-processed.
 
-    Entries keep their row identity through `entry_id`, which the caller adds.
+    An entry's servings depend on its (food, category_raw) pair and its own grams and alcohol:
+    the entries join the few thousand pairs once, and each category's serving size reaches an
+    entry through its pair's index. A row per (entry, category), summed back by entry, cost
+    more than the rest of diet_daily.
     """
     sizes = load_serving_sizes()
-    size_expr = pl.col("category").replace_strict(sizes, default=None, return_dtype=pl.Float64)
+    pairs = (
+        categories.group_by("food", "category_raw")
+        .agg(
+            *[(pl.col("category") == c).sum().alias(c) for c in CATEGORIES],
+            (pl.col("category") == "ultra_processed").any().alias("is_upf"),
+        )
+        .with_row_index("_pair")
+    )
+    joined = entries.join(
+        pairs.select("food", "category_raw", "_pair", "is_upf"),
+        on=["food", "category_raw"],
+        how="left",
+        nulls_equal=True,
+        maintain_order="left",
+    )
     alcohol_drinks = (
         pl.coalesce(pl.col("alcohol_g"), pl.col("grams") * ALCOHOL_FRACTION_FALLBACK)
         / ALCOHOL_G_PER_DRINK
     )
-    return (
-        entries.select("entry_id", "food", "category_raw", "grams", "alcohol_g", "energy_kcal")
-        .join(
-            categories.select("food", "category_raw", "category"),
-            on=["food", "category_raw"],
-            nulls_equal=True,
+
+    def servings(category: str) -> pl.Expr:
+        # How many of the entry's pair's rows name the category (null without a pair).
+        n = pl.lit(pairs[category]).gather(pl.col("_pair"))
+        one: pl.Expr
+        if category == "alcohol":
+            one = pl.when(n > 0).then(alcohol_drinks)
+        else:
+            # Divided by a column, as the per-row sizes were: Polars divides by a constant
+            # through its reciprocal, which differs in the last bit.
+            size = pairs.select(pl.when(pl.col(category) > 0).then(sizes.get(category)))
+            one = pl.col("grams") / pl.lit(size.to_series()).gather(pl.col("_pair"))
+        # A pair that names a category twice counts its servings twice, as the sum over its
+        # rows did.
+        return (
+            pl.when(n > 1).then(one * n).otherwise(one).fill_null(0.0).alias(f"{category}_servings")
         )
-        .with_columns(
-            pl.when(pl.col("category") == "alcohol")
-            .then(alcohol_drinks)
-            .otherwise(pl.col("grams") / size_expr)
-            .alias("servings")
-        )
-    )
+
+    return joined.with_columns(
+        *[servings(c) for c in CATEGORIES], pl.col("is_upf").fill_null(False)
+    ).drop("_pair")
 
 
 def build_diet_daily(
@@ -269,21 +295,9 @@ def _daily_from_entries(
 ) -> pl.DataFrame:
     """Person-days from food-level entries (only the days that have some)."""
     # An entry without a day belongs to no person-day (a full build never had a row for it).
-    entries = entries.filter(pl.col("day").is_not_null()).with_row_index("entry_id")
+    entries = entries.filter(pl.col("day").is_not_null())
     nutrient_cols = [n for n in NUTRIENTS if n in entries.columns or n in unreported_nutrients]
-    per_entry = entry_servings(entries, categories)
-
-    servings = per_entry.group_by("entry_id").agg(
-        *[
-            pl.col("servings").filter(pl.col("category") == c).sum().alias(f"{c}_servings")
-            for c in CATEGORIES
-        ],
-        (pl.col("category") == "ultra_processed").any().alias("is_upf"),
-    )
-    enriched = entries.join(servings, on="entry_id", how="left").with_columns(
-        *[pl.col(f"{c}_servings").fill_null(0.0) for c in CATEGORIES],
-        pl.col("is_upf").fill_null(False),
-    )
+    enriched = entry_servings(entries, categories)
     daily = enriched.group_by("person_id", "day").agg(
         pl.len().alias("entries"),
         *[
