@@ -4,6 +4,7 @@ the ingest can make to a day's rows still recomputes that day, and a changed par
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -118,3 +119,24 @@ def test_a_nutrient_with_one_value_in_the_history_counts_as_reported() -> None:
     assert "fiber_g" in columns and "fiber_g" not in unreported
     assert unreported == ["protein_g"]
     assert "alcohol_g" in columns  # read row by row, so loaded even when no entry reports it
+
+
+def test_any_value_counts_as_reported_in_a_parquet_store(tmp_path: Path) -> None:
+    # The test for a value is a comparison (`>= -inf`), so that DuckDB skips the all-null row
+    # groups of the store's Parquet files; it must still see every value IS NOT NULL sees: a
+    # negative number, minus infinity and NaN, wherever they are.
+    c = duckdb.connect()
+    c.execute(
+        f"COPY (SELECT 'ann' AS person_id, DATE '2025-03-01' AS day, 'Apple' AS food, "
+        "NULL::VARCHAR AS category_raw, 100.0 AS grams, 200.0 AS energy_kcal, "
+        "NULL::DOUBLE AS alcohol_g, "
+        "CASE WHEN i = 299999 THEN -2.0 END AS fiber_g, "
+        "CASE WHEN i = 150000 THEN '-Infinity'::DOUBLE END AS sugars_g, "
+        "CASE WHEN i = 7 THEN 'NaN'::DOUBLE END AS sodium_mg, "
+        "NULL::DOUBLE AS protein_g FROM range(300000) r(i)) "
+        f"TO '{tmp_path / 'entries.parquet'}' (FORMAT parquet, ROW_GROUP_SIZE 10000)"
+    )
+    c.execute(f"CREATE VIEW diet_entries AS SELECT * FROM read_parquet('{tmp_path}/*.parquet')")
+    columns, unreported = daily_entry_columns(c)
+    assert {"fiber_g", "sugars_g", "sodium_mg"} <= set(columns)
+    assert unreported == ["protein_g"]
