@@ -11,6 +11,7 @@ import duckdb
 import polars as pl
 import pytest
 
+from pipelines import store
 from pipelines.adapters import FORMATS, AdapterError
 from pipelines.config import ConfigError, PersonSpec, SourceConfig, parse_project_config
 from pipelines.ingest import ingest_source, sync_source, target_table
@@ -545,6 +546,7 @@ def test_outcome_sources_meet_cronometer_biometrics_in_one_warehouse_table(tmp_p
         ),
     ]
     with duckdb.connect() as conn:
+        store.attach(conn, tmp_path / "store", read_only=False)
         for src in sources:
             sync_source(conn, src, raw, today=TODAY)
         build_canonical_table(conn, "biometrics", sources_feeding(sources, "biometrics"))
