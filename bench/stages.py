@@ -275,13 +275,14 @@ def _stage_labs_ingest(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any
     from pipelines.adapters import FORMATS
     from pipelines.config import parse_project_config
     from pipelines.ingest import sync_source
+    from pipelines.store_copies import remove_tree
 
     root = workdir / LAB_PORTAL_DIR
     config = parse_project_config(root / "sources.yaml", FORMATS)
     source = next(s for s in config.sources if s.name == LAB_PORTAL_SOURCE)
     database = workdir / "lab_portal.duckdb"
     database.unlink(missing_ok=True)
-    store.remove_tree(store.beside(database))
+    remove_tree(store.beside(database))
     _ready()
     start, cpu = time.perf_counter(), time.process_time()
     conn = duckdb.connect(str(database))
@@ -295,7 +296,7 @@ def _stage_labs_ingest(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     files = result.files
     database.unlink(missing_ok=True)
-    store.remove_tree(store.beside(database))
+    remove_tree(store.beside(database))
     return {
         "seconds": seconds,
         # CPU seconds of all the process's threads: on a shared machine, wall-clock time says as

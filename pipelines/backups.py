@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pipelines.store import beside as store_beside
-from pipelines.store import remove_tree
+from pipelines.store_copies import remove_tree
 from pipelines.warehouse import Warehouse, file_damage
 
 PREFIX = "warehouse-"

@@ -38,7 +38,7 @@ from filelock import FileLock, Timeout
 from pipelines.backups import heal, take_backup
 from pipelines.project import Project
 from pipelines.store import beside as store_beside
-from pipelines.store import link_tree, remove_tree
+from pipelines.store_copies import link_tree, remove_tree
 from pipelines.warehouse import Warehouse
 
 # A nightly refresh of a large cohort can take a while; a second run waits rather than fails.

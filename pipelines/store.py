@@ -29,8 +29,8 @@ no view names any more (replaced, compacted, or written by a step that did not c
 after the next commit or rollback, or by the next read-write connection (`collect`).
 
 Because no file changes in place, a snapshot of the store is a tree of hard links
-(`link_tree`): the run-level snapshot (`pipelines.runs`) and the backups keep the files their
-own warehouse copy names, whatever the live store removes later.
+(`pipelines.store_copies`): the run-level snapshot (`pipelines.runs`) and the backups keep the
+files their own warehouse copy names, whatever the live store removes later.
 
 The views hold the store's absolute paths (a relative one would resolve against the reading
 process' working directory). `attach`, run by `Warehouse` on every connection it opens, points
@@ -60,6 +60,7 @@ TABLES = ("diet_daily", "marker_draws", "marker_trends", "exposure_windows", "da
 SHARDS = 16  # for a new store; an existing one keeps the count in its store.json
 COMPACT_AT = 8  # a shard with more parts than this has its trailing parts merged (`trailing_merge`)
 MANIFEST = "store.json"
+STAGING_PREFIX = ".staging-"  # a write's folder of files not yet in place
 PARTS = "store_parts"
 LEGACY_FILE = "part.parquet"  # the one file per shard of a store from before the parts
 VARIABLE = "gutsignal_store"
@@ -124,13 +125,27 @@ def _in_order(parts: Parts) -> list[str]:
     return [f for shard in sorted(parts) for f in parts[shard]]
 
 
-def _has_parts_table(conn: duckdb.DuckDBPyConnection) -> bool:
+def is_native(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether `name` is a DuckDB table of the warehouse (not a view over the store)."""
     row = conn.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
         "AND schema_name = 'main' AND table_name = ?",
-        [PARTS],
+        [name],
     ).fetchone()
     return bool(row and row[0])
+
+
+def _has_parts_table(conn: duckdb.DuckDBPyConnection) -> bool:
+    return is_native(conn, PARTS)
+
+
+def take_over(conn: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Move the rows of the native table `table` into the store, as a store table of the same
+    name (one part per shard): a warehouse from before the store kept it in the DuckDB file."""
+    moving = _quote(f"_store_moving_{table}")
+    conn.execute(f"ALTER TABLE {_quote(table)} RENAME TO {moving}")
+    _write_all(conn, root_of(conn), table, f"SELECT * FROM {moving}")
+    conn.execute(f"DROP TABLE {moving}")
 
 
 def live_parts(conn: duckdb.DuckDBPyConnection, root: Path) -> dict[str, Parts]:
@@ -197,10 +212,7 @@ def attach(conn: duckdb.DuckDBPyConnection, root: Path, read_only: bool) -> None
             for table, parts in legacy.items():
                 _set_parts(conn, table, parts)
         for table in sorted(native & set(TABLES)):
-            moving = _quote(f"_store_moving_{table}")
-            conn.execute(f"ALTER TABLE {_quote(table)} RENAME TO {moving}")
-            _write_all(conn, root, table, f"SELECT * FROM {moving}")
-            conn.execute(f"DROP TABLE {moving}")
+            take_over(conn, table)
         for table, parts in live_parts(conn, root).items():
             if table not in native - set(TABLES) and not _points_at(views.get(table), root, parts):
                 conn.execute(f"CREATE OR REPLACE VIEW {_quote(table)} AS {view_sql(root, parts)}")
@@ -240,7 +252,7 @@ def collect(conn: duckdb.DuckDBPyConnection) -> None:
         return
     live = {root / f for parts in live_parts(conn, root).values() for f in _in_order(parts)}
     for folder in [f for f in root.iterdir() if f.is_dir()] if root.is_dir() else []:
-        for staging in folder.glob(".staging-*"):
+        for staging in folder.glob(f"{STAGING_PREFIX}*"):
             shutil.rmtree(staging, ignore_errors=True)
         for path in folder.glob("shard=*/*.parquet"):
             if path not in live:
@@ -548,7 +560,7 @@ def _holding(conn: duckdb.DuckDBPyConnection, root: Path, files: list[str], drop
 def _staging(root: Path, table: str) -> Path:
     """A new staging folder beside the table's shards (the same filesystem, so a rename moves a
     file into place)."""
-    staging = root / table / f".staging-{uuid.uuid4().hex}"
+    staging = root / table / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
     staging.mkdir(parents=True)
     return staging
 
@@ -569,49 +581,3 @@ def _flush(root: Path, files: list[str]) -> None:
 def _fsync(path: Path) -> None:
     with open(path, "rb+") as f:
         os.fsync(f.fileno())
-
-
-# Snapshots ---------------------------------------------------------------------------------------
-
-
-def link_tree(src: Path, dest: Path) -> None:
-    """A copy of the store `src` at `dest` made of hard links (its files are never changed in
-    place); a file copy where the filesystem refuses a link. Nothing when `src` does not exist."""
-    remove_tree(dest)
-    if not src.exists():
-        return
-    partial = dest.with_name(f".{dest.name}.partial")
-    remove_tree(partial)
-    shutil.copytree(src, partial, copy_function=_link_or_copy, ignore=_staging_folders)
-    os.replace(partial, dest)
-
-
-def put_back(snapshot: Path, root: Path) -> None:
-    """Make the store at `root` hold exactly what the store snapshot `snapshot` holds (nothing
-    when there is none: a snapshot of a warehouse from before the store)."""
-    incoming = root.with_name(f".{root.name}.restoring")
-    outgoing = root.with_name(f".{root.name}.replaced")
-    remove_tree(incoming)
-    remove_tree(outgoing)
-    if snapshot.exists():
-        shutil.copytree(snapshot, incoming, copy_function=_link_or_copy, ignore=_staging_folders)
-    if root.exists():
-        os.replace(root, outgoing)
-    if incoming.exists():
-        os.replace(incoming, root)
-    remove_tree(outgoing)
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _link_or_copy(src: str, dest: str) -> None:
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copy2(src, dest)
-
-
-def _staging_folders(_folder: str, names: Iterable[str]) -> list[str]:
-    return [n for n in names if n.startswith(".staging-")]

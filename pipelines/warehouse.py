@@ -31,7 +31,7 @@ from filelock import FileLock, Timeout
 from pipelines.store import attach as attach_store
 from pipelines.store import beside as store_beside
 from pipelines.store import collect as collect_store
-from pipelines.store import link_tree, put_back
+from pipelines.store_copies import link_tree, put_back
 
 LOG = logging.getLogger("gutsignal.warehouse")
 IDENT_RE = re.compile(r"^[a-z][a-z0-9_]*$")

@@ -92,18 +92,15 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection, source_name: str, schema: dic
         have = [r[0] for r in conn.execute(f"DESCRIBE {ident(name)}").fetchall()]
         if have != list(columns):
             for table in (name, stg):
-                if _native(conn, table):
+                if store.is_native(conn, table):
                     conn.execute(f"DROP TABLE {ident(table)}")
                 else:
                     store.drop_table(conn, table)
             if table_exists(conn, "ingest_state"):
                 conn.execute("DELETE FROM ingest_state WHERE source = ?", [source_name])
     for table in (name, stg):
-        if _native(conn, table):
-            moving = ident(f"store_moving_{table}")
-            conn.execute(f"ALTER TABLE {ident(table)} RENAME TO {moving}")
-            store.replace_all(conn, table, f"SELECT * FROM {moving}")
-            conn.execute(f"DROP TABLE {moving}")
+        if store.is_native(conn, table):
+            store.take_over(conn, table)
     if not table_exists(conn, name):
         store.replace_all(conn, name, pl.DataFrame(schema=columns))
     for table, table_schema in (
@@ -118,13 +115,3 @@ def ensure_tables(conn: duckdb.DuckDBPyConnection, source_name: str, schema: dic
         create_table(conn, LINES_TO_CHECK, LINES_TO_CHECK_SCHEMA)
         # Staging rows written before the table existed were never listed: check them all once.
         conn.execute(f"INSERT INTO {LINES_TO_CHECK} VALUES (NULL, NULL)")
-
-
-def _native(conn: duckdb.DuckDBPyConnection, name: str) -> bool:
-    """Whether `name` is a DuckDB table of the warehouse (not a view over the store)."""
-    row = conn.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-        "AND schema_name = 'main' AND table_name = ?",
-        [name],
-    ).fetchone()
-    return bool(row and row[0])
