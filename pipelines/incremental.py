@@ -152,6 +152,20 @@ def full_salt(salt: str, exclude_data: tuple[str, ...] = ()) -> str:
     ).hexdigest()[:16]
 
 
+def _fingerprints_sql(inputs: list[str], keys: list[str]) -> str:
+    """SQL: every key (`keys` columns) of the `inputs` and its fingerprint, "f0|f1|..." of each
+    input's `ROWS_FINGERPRINT` of the key's rows ("-" for an input without any), in one query:
+    a query per input cost more than the hashing for small inputs."""
+    by = ", ".join(keys)
+    parts = [
+        f"(SELECT {by}, {ROWS_FINGERPRINT} AS f{i} FROM ({sql}) t GROUP BY {by})"
+        for i, sql in enumerate(inputs)
+    ]
+    joined = parts[0] + "".join(f" FULL JOIN {p} USING ({by})" for p in parts[1:])
+    fingerprint = " || '|' || ".join(f"coalesce(f{i}, '-')" for i in range(len(parts)))
+    return f"SELECT {by}, {fingerprint} AS fingerprint FROM {joined}"
+
+
 def plan_people(
     conn: duckdb.DuckDBPyConnection,
     step: str,
@@ -163,26 +177,9 @@ def plan_people(
     `step` last saw. Everyone is recomputed when an output table is missing, the salt changed, or
     a row has no person_id (it could not be attributed to anyone's recompute)."""
     salt = full_salt(salt)
-    current: pl.DataFrame | None = None
-    has_null_person = False
-    for i, sql in enumerate(inputs):
-        part = conn.execute(
-            f"SELECT person_id, {ROWS_FINGERPRINT} AS f{i} FROM ({sql}) t GROUP BY person_id"
-        ).pl()
-        has_null_person = has_null_person or part["person_id"].null_count() > 0
-        current = (
-            part
-            if current is None
-            else current.join(part, on="person_id", how="full", coalesce=True)
-        )
-    assert current is not None, "a step has at least one input"
-    parts = [c for c in current.columns if c != "person_id"]
-    fingerprints = current.select(
-        "person_id",
-        pl.concat_str([pl.col(c).fill_null("-") for c in parts], separator="|").alias(
-            "fingerprint"
-        ),
-    )
+    assert inputs, "a step has at least one input"
+    fingerprints = conn.execute(_fingerprints_sql(inputs, ["person_id"])).pl()
+    has_null_person = fingerprints["person_id"].null_count() > 0
 
     stored = pl.DataFrame(schema={"person_id": pl.String, "fingerprint": pl.String})
     stored_salts: set[str] = set()
@@ -306,17 +303,10 @@ def plan_days(
     recomputed when an output table is missing, the salt changed, or a row has no person_id or no
     day. The fingerprints never leave DuckDB: there are as many as person-days."""
     salt = full_salt(salt, exclude_data)
-    parts = [
-        f"(SELECT person_id, day, {ROWS_FINGERPRINT} AS f{i} FROM ({sql}) t "
-        "GROUP BY person_id, day)"
-        for i, sql in enumerate(inputs)
-    ]
-    assert parts, "a step has at least one input"
-    joined = parts[0] + "".join(f" FULL JOIN {p} USING (person_id, day)" for p in parts[1:])
-    fingerprint = " || '|' || ".join(f"coalesce(f{i}, '-')" for i in range(len(parts)))
+    assert inputs, "a step has at least one input"
     conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE _day_inputs AS "
-        f"SELECT person_id, day, {fingerprint} AS fingerprint FROM {joined}"
+        "CREATE OR REPLACE TEMP TABLE _day_inputs AS "
+        + _fingerprints_sql(inputs, ["person_id", "day"])
     )
     row = conn.execute(
         "SELECT count(*) FROM _day_inputs WHERE person_id IS NULL OR day IS NULL"
