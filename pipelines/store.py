@@ -332,15 +332,14 @@ def _write_all(conn: duckdb.DuckDBPyConnection, root: Path, table: str, source: 
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def append(conn: duckdb.DuckDBPyConnection, table: str, source: str) -> list[str]:
+def append(conn: duckdb.DuckDBPyConnection, table: str, source: str) -> None:
     """Add the rows of the query `source` (the table's columns, in its order) to `table`: one new
-    part at the end of each shard they fall in; no other file is read or written. Returns the new
-    parts."""
+    part at the end of each shard they fall in; no other file is read or written."""
     root = root_of(conn)
     staging = _staging(root, table)
     try:
         added = _by_shard(conn, staging, source, shard_count(root))
-        return _update(conn, root, table, added, None, added)
+        _update(conn, root, table, added, None, added)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -358,12 +357,11 @@ def write_shards(
     rows_of: Callable[[int], str],
     shards: Iterable[int],
     drop: str | None,
-) -> list[str]:
+) -> None:
     """For each of `shards`: the rows of the query `rows_of(shard)` (the shard's new rows, the
     table's columns in its order) become a new part at its end, after its rows for which `drop`
     (over the alias `t`) is true are removed, or all its old rows when `drop` is None. One shard
-    at a time, so a query that reads one shard's rows of another table holds 1/shards of it.
-    Returns the new parts."""
+    at a time, so a query that reads one shard's rows of another table holds 1/shards of it."""
     root = root_of(conn)
     staging = _staging(root, table)
     try:
@@ -371,7 +369,7 @@ def write_shards(
         for k in shards:
             added[k] = staging / f"rows-{k}.parquet"
             _copy(conn, rows_of(k), added[k])
-        return _update(conn, root, table, added, drop, added, everything=drop is None)
+        _update(conn, root, table, added, drop, added, everything=drop is None)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -430,12 +428,6 @@ def shard_source(conn: duckdb.DuckDBPyConnection, table: str, shard: int) -> str
     return _read(root_of(conn), _parts_of(conn, table).get(shard, []))
 
 
-def files_source(conn: duckdb.DuckDBPyConnection, files: list[str]) -> str:
-    """A `read_parquet(...)` of some of the store's parts (as `append` or `write_shards` return
-    them), in their order."""
-    return _read(root_of(conn), files)
-
-
 def _by_shard(
     conn: duckdb.DuckDBPyConnection, staging: Path, source: str, shards: int
 ) -> dict[int, Path]:
@@ -462,13 +454,12 @@ def _update(
     drop: str | None,
     added: dict[int, Path],
     everything: bool = False,
-) -> list[str]:
+) -> None:
     """The write all others are made of. For each of `shards`: without `everything`, the parts
     that hold a row `drop` matches are rewritten without those rows (the others are kept as they
     are); with it, no old part is kept. The file `added[shard]` (written in a staging folder)
     becomes the shard's last part, and its trailing parts are merged (`trailing_merge`). The new
-    files are flushed, then recorded in `store_parts` and the view. Returns the parts made of
-    `added`, in shard order."""
+    files are flushed, then recorded in `store_parts` and the view."""
     touched = sorted(set(shards))
     before = _parts_of(conn, table)
     parts = {k: [] if everything else list(before.get(k, [])) for k in touched}
@@ -478,7 +469,6 @@ def _update(
         else _holding(conn, root, [f for k in touched for f in parts[k]], drop)
     )
     written: list[str] = []
-    appended: list[str] = []
     for k in touched:
         kept: list[str] = []
         for file in parts[k]:
@@ -498,7 +488,6 @@ def _update(
             os.replace(added[k], root / part)
             kept.append(part)
             written.append(part)
-            appended.append(part)
         elif not kept:
             # A shard keeps at least one part, if without rows: the view needs a file per shard.
             part = _new_part(table, k)
@@ -510,13 +499,11 @@ def _update(
             part = _new_part(table, k)
             _copy(conn, f"SELECT * FROM {_read(root, kept[-merged:])}", root / part)
             written = [f for f in written if f not in kept[-merged:]] + [part]
-            appended = [f for f in appended if f not in kept[-merged:]] + [part]
             kept = [*kept[:-merged], part]
         parts[k] = kept
     _flush(root, written)
     _set_parts(conn, table, parts, everything=False)
     _define(conn, root, table)
-    return appended
 
 
 def trailing_merge(sizes: list[int]) -> int:
