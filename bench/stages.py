@@ -115,6 +115,7 @@ def _materialize(keys: list[str], timer: Timer) -> None:
     import dagster as dg
 
     from pipelines.definitions import defs
+    from pipelines.defs.partitions import ALL_SHARDS
 
     definitions = defs()
     job = definitions.resolve_job_def("refresh_all")
@@ -125,6 +126,7 @@ def _materialize(keys: list[str], timer: Timer) -> None:
             instance=instance,
             asset_selection=[dg.AssetKey(k) for k in keys],
             raise_on_error=True,
+            tags=ALL_SHARDS,
         )
     if not result.success:
         raise RuntimeError(f"materializing {keys} failed")
@@ -447,6 +449,7 @@ def _stage_job(workdir: Path, manifest: dict[str, Any], downstream_only: bool) -
     import dagster as dg
 
     from pipelines.definitions import defs
+    from pipelines.defs.partitions import ALL_SHARDS
 
     definitions = defs()
     job = definitions.resolve_job_def("refresh_all")
@@ -463,6 +466,7 @@ def _stage_job(workdir: Path, manifest: dict[str, Any], downstream_only: bool) -
         instance=instance,
         asset_selection=None if not downstream_only else keys,
         raise_on_error=True,
+        tags=ALL_SHARDS,
     )
     seconds, cpu = time.perf_counter() - start, _cpu_with_workers() - cpu
     if not result.success:

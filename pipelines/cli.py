@@ -121,6 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from pipelines.definitions import defs
+    from pipelines.defs.partitions import ALL_SHARDS
 
     definitions = defs()
     job = definitions.resolve_job_def("refresh_all")
@@ -136,7 +137,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         # A failed run puts the warehouse back as it was (ProjectResource, defs/resources.py).
         result: dg.ExecuteInProcessResult | dg.ExecuteJobResult = job.execute_in_process(
-            run_config=run_config, instance=instance, raise_on_error=False
+            run_config=run_config, instance=instance, raise_on_error=False, tags=ALL_SHARDS
         )
     else:
         if not os.environ.get("DAGSTER_HOME"):
@@ -152,7 +153,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             "pipelines.definitions", "refresh_all_job", reconstructable_args=(str(project.root),)
         )
         with dg.execute_job(
-            recon, instance=dg.DagsterInstance.get(), run_config=run_config, raise_on_error=False
+            recon,
+            instance=dg.DagsterInstance.get(),
+            run_config=run_config,
+            raise_on_error=False,
+            tags=ALL_SHARDS,
         ) as result:
             pass
     if not result.success:

@@ -172,20 +172,30 @@ def plan_people(
     inputs: list[str],
     outputs: list[str],
     salt: str,
+    scope: str | None = None,
 ) -> PersonPlan:
     """Compare each person's input rows (`inputs`: queries with a `person_id` column) with what
     `step` last saw. Everyone is recomputed when an output table is missing, the salt changed, or
-    a row has no person_id (it could not be attributed to anyone's recompute)."""
+    a row has no person_id (it could not be attributed to anyone's recompute).
+
+    `scope` (SQL on `person_id`, e.g. `pipelines.store.in_shards`) plans only the people it
+    holds, against their records alone: "everyone" then means everyone in the scope, and the
+    plan's fingerprints are theirs, for `record` with the same scope."""
     salt = full_salt(salt)
     assert inputs, "a step has at least one input"
-    fingerprints = conn.execute(_fingerprints_sql(inputs, ["person_id"])).pl()
+    within = "true" if scope is None else scope
+    query = _fingerprints_sql(inputs, ["person_id"])
+    if scope is not None:
+        query = f"SELECT * FROM ({query}) WHERE {scope}"
+    fingerprints = conn.execute(query).pl()
     has_null_person = fingerprints["person_id"].null_count() > 0
 
     stored = pl.DataFrame(schema={"person_id": pl.String, "fingerprint": pl.String})
     stored_salts: set[str] = set()
     if table_exists(conn, STATE_TABLE):
         state = conn.execute(
-            f"SELECT person_id, fingerprint, salt FROM {STATE_TABLE} WHERE step = ?", [step]
+            f"SELECT person_id, fingerprint, salt FROM {STATE_TABLE} WHERE step = ? AND {within}",
+            [step],
         ).pl()
         stored = state.select("person_id", "fingerprint")
         stored_salts = set(state["salt"].to_list())
@@ -205,11 +215,13 @@ def plan_people(
     )
 
 
-def record(conn: duckdb.DuckDBPyConnection, plan: PersonPlan) -> None:
-    """Store the fingerprints the step has just been brought up to date with."""
+def record(conn: duckdb.DuckDBPyConnection, plan: PersonPlan, scope: str | None = None) -> None:
+    """Store the fingerprints the step has just been brought up to date with: of everyone, or of
+    the people in `scope` (the plan's, see `plan_people`), keeping the others' as they are."""
     if not table_exists(conn, STATE_TABLE):
         create_table(conn, STATE_TABLE, STATE_SCHEMA)
-    conn.execute(f"DELETE FROM {STATE_TABLE} WHERE step = ?", [plan.step])
+    within = "" if scope is None else f" AND ({scope})"
+    conn.execute(f"DELETE FROM {STATE_TABLE} WHERE step = ?{within}", [plan.step])
     rows = plan.fingerprints.with_columns(
         pl.lit(plan.step).alias("step"), pl.lit(plan.salt).alias("salt")
     ).select(list(STATE_SCHEMA))

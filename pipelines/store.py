@@ -81,6 +81,14 @@ def shard_sql(shards: int, column: str = "person_id") -> str:
     return f"coalesce(('0x' || md5({column})[1:8])::UBIGINT % {int(shards)}, 0)"
 
 
+def in_shards(shards: Iterable[int], count: int, column: str = "person_id") -> str:
+    """SQL: `column` (a person) is in one of `shards` of a store of `count` shards."""
+    keys = sorted({int(k) for k in shards})
+    if not keys or keys[-1] >= count:
+        raise ValueError(f"shards {keys} are not shards of a store of {count}")
+    return f"{shard_sql(count, column)} IN ({', '.join(map(str, keys))})"
+
+
 def beside(database: Path) -> Path:
     """Where the store of a warehouse file without a project lives (a backup, a snapshot, a
     test's warehouse): `warehouse-<time>.duckdb` has `warehouse-<time>.store`."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from pipelines.defs.partitions import ALL_SHARDS
 from pipelines.demo import DEMO_PEOPLE, DEMO_TRUTH
 from pipelines.project import PROJECT_DIR_ENV
 from tests.conftest import DemoRun
@@ -176,7 +177,8 @@ def test_second_run_changes_nothing(demo_run: DemoRun, monkeypatch: pytest.Monke
     from pipelines.definitions import defs
 
     with dg.instance_for_test() as instance:
-        result = defs().resolve_job_def("refresh_all").execute_in_process(instance=instance)
+        job = defs().resolve_job_def("refresh_all")
+        result = job.execute_in_process(instance=instance, tags=ALL_SHARDS)
     assert result.success
     after = {t: wh.table(t).height for t in before}
     assert after == before

@@ -21,6 +21,7 @@ from distributed import Client, LocalCluster
 
 from pipelines.cli import main
 from pipelines.definitions import defs, refresh_all_job
+from pipelines.defs.partitions import ALL_SHARDS
 from pipelines.project import PROJECT_DIR_ENV, Project
 from pipelines.steps import dashboards
 from tests.conftest import make_demo_project
@@ -104,7 +105,9 @@ def run_refresh_all(
     with (
         project_env(project.root),
         dg.instance_for_test(temp_dir=str(dagster_home), overrides=NO_COMPUTE_LOGS) as instance,
-        dg.execute_job(job, instance=instance, asset_selection=selection) as result,
+        dg.execute_job(
+            job, instance=instance, asset_selection=selection, tags=ALL_SHARDS
+        ) as result,
     ):
         if succeed:
             assert result.success, [e.message for e in result.all_events if e.is_failure]

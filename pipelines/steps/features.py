@@ -11,7 +11,7 @@ caller's transaction (`Warehouse.write()`).
 
 import json
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +38,7 @@ from pipelines.incremental import (
 )
 from pipelines.schema import NUTRIENTS
 from pipelines.store import TABLES as STORE_TABLES
-from pipelines.store import replace_all, replace_people, rewrite
+from pipelines.store import in_shards, replace_all, replace_people, rewrite, root_of, shard_count
 from pipelines.transforms.diet import (
     build_diet_daily,
     build_diet_summary,
@@ -51,7 +51,7 @@ from pipelines.transforms.food_categories import (
     unmapped_foods_from_counts,
     unmapped_pairs,
 )
-from pipelines.warehouse import ident, memory_limit, replace_table
+from pipelines.warehouse import ident, memory_limit, replace_table, table_exists
 
 # What build_diet_daily reads from diet_entries besides the nutrients (see _daily_from_entries and
 # entry_servings in pipelines/transforms/diet.py): the person-day, and the food, source category
@@ -445,26 +445,52 @@ def update_diet_summary(conn: duckdb.DuckDBPyConnection) -> PersonPlan:
     return plan
 
 
-def update_marker_models(conn: duckdb.DuckDBPyConnection, settings: Settings) -> PersonPlan:
+def update_marker_models(
+    conn: duckdb.DuckDBPyConnection, settings: Settings, shards: Collection[int] | None = None
+) -> PersonPlan:
     """marker_draws and marker_trends from lab_results, for everyone or for the people whose
     results changed. Lab results are a few rows a person a month (12,000 rows for 2,000
-    people), so everyone's fit in one frame."""
+    people), so everyone's fit in one frame.
+
+    `shards` (of the store; None: all) limits the step to their people: it plans, rewrites and
+    records only them (a run of some person-shard partitions, `pipelines.defs.partitions`). With
+    every shard it is the step over everyone, unchanged."""
     labs_sql = "SELECT * FROM lab_results"
+    outputs = ["marker_draws", "marker_trends"]
+    count = shard_count(root_of(conn))
+    scope = None if shards is None or set(shards) >= set(range(count)) else in_shards(shards, count)
     plan = plan_people(
         conn,
         "marker_models",
         inputs=[labs_sql],
-        outputs=["marker_draws", "marker_trends"],
+        outputs=outputs,
         salt=settings_salt(settings),
+        scope=scope,
     )
-    if plan.everyone:
-        draws = build_marker_draws(conn.execute(labs_sql).pl(), settings)
+    if plan.everyone and (scope is None or not all(table_exists(conn, t) for t in outputs)):
+        # Everyone, or a first run of some shards: the other shards' parts start empty, and
+        # their people are planned as new when their shards run.
+        labs = labs_sql if scope is None else f"{labs_sql} WHERE {scope}"
+        draws = build_marker_draws(conn.execute(labs).pl(), settings)
         replace_all(conn, "marker_draws", draws)
         replace_all(conn, "marker_trends", marker_trends(draws))
     else:
-        register_people(conn, plan.touched)
+        # Everyone in the scope: its people with results, and those with rows left.
+        people = (
+            conn.execute(
+                " UNION ".join(
+                    f"SELECT person_id FROM {t} WHERE {scope}" for t in ["lab_results", *outputs]
+                )
+                + " ORDER BY ALL"
+            )
+            .pl()["person_id"]
+            .to_list()
+            if plan.everyone
+            else plan.touched
+        )
+        register_people(conn, people)
         draws = build_marker_draws(conn.execute(only_people(labs_sql)).pl(), settings)
         replace_people(conn, "marker_draws", draws)
         replace_people(conn, "marker_trends", marker_trends(draws))
-    record(conn, plan)
+    record(conn, plan, scope)
     return plan

@@ -4,6 +4,7 @@ nightly runs without clicking anything."""
 import dagster as dg
 
 from pipelines.defs.automation import jobs
+from pipelines.defs.partitions import ALL_SHARDS
 from pipelines.project import Project
 
 NIGHTLY_CRON = "0 2 * * *"
@@ -20,7 +21,7 @@ def configured_timezone(project: Project) -> str:
 def schedules() -> dg.Definitions:
     # Built at load time, as the timezone comes from the project's sources.yaml. A module with a
     # @dg.definitions function contributes only what that function returns.
-    nightly = dg.ScheduleDefinition(
+    @dg.schedule(
         name="nightly_refresh",
         job=jobs.refresh_all,
         cron_schedule=NIGHTLY_CRON,
@@ -28,4 +29,8 @@ def schedules() -> dg.Definitions:
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Refreshes everything at 02:00 in the configured timezone.",
     )
-    return dg.Definitions(schedules=[nightly])
+    def nightly_refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        # Every person shard in the one run (a ScheduleDefinition may not set Dagster's tags).
+        return dg.RunRequest(tags=ALL_SHARDS)
+
+    return dg.Definitions(schedules=[nightly_refresh])

@@ -12,6 +12,7 @@ from pipelines.analysis.sufficiency import data_sufficiency as sufficiency_table
 from pipelines.defs._metadata import column_schema, md_table
 from pipelines.defs._versions import CODE_VERSION
 from pipelines.defs.features.checks import DIET_DAILY_CHECKS, MARKER_DRAWS_CHECKS
+from pipelines.defs.partitions import person_shards, shards_of_run
 from pipelines.defs.resources import ProjectResource
 from pipelines.incremental import changed, plan_whole, record
 from pipelines.steps.features import (
@@ -179,12 +180,19 @@ def diet_summary(
     ],
     check_specs=[c.spec for c in MARKER_DRAWS_CHECKS],
     pool="duckdb_writer",
+    # Per person: a partition is a person shard's people (`pipelines.defs.partitions`).
+    partitions_def=person_shards,
+    backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def marker_models(context: dg.AssetExecutionContext, project: ProjectResource):
-    """Separate acute from chronic inflammation and summarise each person's chronic course."""
+    """Separate acute from chronic inflammation and summarise each person's chronic course.
+
+    A run of some shards recomputes (and records) only their people; the checks look at the
+    whole tables, as the steps downstream read them."""
     settings = project.config().settings
+    shards = shards_of_run(context)
     with project.warehouse().write() as conn:
-        plan = update_marker_models(conn, settings)
+        plan = update_marker_models(conn, settings, shards)
         reasons = conn.execute(
             "SELECT excluded_reason, count(*) AS len FROM marker_draws GROUP BY ALL "
             "ORDER BY excluded_reason NULLS FIRST"

@@ -1,0 +1,158 @@
+"""Person shards as Dagster partitions (`pipelines.defs.partitions`): a run of some shards
+recomputes and records only their people, and leaves the other shards' files as they were; a run
+of all of them is the step as it was before partitions; a run naming no shards is refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import polars as pl
+import pytest
+
+from pipelines.defs.partitions import ALL_SHARDS, SHARD_KEYS, shard_range_tags
+from pipelines.incremental import STATE_TABLE, plan_people, record
+from pipelines.project import PROJECT_DIR_ENV, Project
+from pipelines.store import SHARDS, in_shards, shard_of
+from tests.conftest import make_demo_project, sorted_tables
+
+MARKERS = [dg.AssetKey("marker_draws"), dg.AssetKey("marker_trends")]
+
+
+def _people(n: int) -> list[str]:
+    return [f"p{i:03d}" for i in range(n)]
+
+
+def test_a_scoped_plan_sees_and_records_only_its_shards() -> None:
+    people = _people(40)
+    shard = shard_of(people[0], SHARDS)
+    mine = [p for p in people if shard_of(p, SHARDS) == shard]
+    scope = in_shards([shard], SHARDS)
+    with duckdb.connect() as conn:
+        conn.execute("CREATE TABLE labs AS SELECT unnest(?) AS person_id, 1 AS x", [people])
+        conn.execute("CREATE TABLE out (person_id VARCHAR)")
+        inputs, outputs = ["SELECT * FROM labs"], ["out"]
+        record(conn, plan_people(conn, "step", inputs, outputs, salt=""))
+        conn.execute("UPDATE labs SET x = 2")  # everyone changed
+
+        plan = plan_people(conn, "step", inputs, outputs, salt="", scope=scope)
+        assert not plan.everyone and plan.people == sorted(mine)
+        assert sorted(plan.fingerprints["person_id"]) == sorted(mine)
+        record(conn, plan, scope)
+
+        # The scope's people are up to date; everyone else is still to do, their records kept.
+        assert plan_people(conn, "step", inputs, outputs, salt="", scope=scope).people == []
+        rest = plan_people(conn, "step", inputs, outputs, salt="")
+        assert rest.people == sorted(set(people) - set(mine))
+        stored = conn.execute(f"SELECT count(*) FROM {STATE_TABLE}").fetchone()
+        assert stored == (len(people),)
+
+
+def test_in_shards_refuses_a_shard_the_store_does_not_have() -> None:
+    with pytest.raises(ValueError):
+        in_shards([SHARDS], SHARDS)
+    with pytest.raises(ValueError):
+        shard_range_tags("00", str(SHARDS))
+
+
+def _run(
+    job: dg.JobDefinition, instance: dg.DagsterInstance, **kwargs
+) -> dg.ExecuteInProcessResult:
+    return job.execute_in_process(instance=instance, raise_on_error=False, **kwargs)
+
+
+def _parts(project: Project, table: str) -> dict[int, list[tuple[str, int]]]:
+    """Each shard's parts of `table`: file and modification time (ns)."""
+    with duckdb.connect(str(project.warehouse_path), read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT shard, file FROM store_parts WHERE table_name = ? ORDER BY shard, part",
+            [table],
+        ).fetchall()
+    root = project.warehouse_path.with_suffix(".store")
+    if not root.exists():  # the project's store may live elsewhere: find the files
+        root = next(project.root.rglob("store.json")).parent
+    parts: dict[int, list[tuple[str, int]]] = {}
+    for shard, file in rows:
+        parts.setdefault(shard, []).append((file, (root / file).stat().st_mtime_ns))
+    return parts
+
+
+def test_one_shard_run_recomputes_only_its_people_and_keeps_the_others_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.definitions import defs
+
+    project = make_demo_project(tmp_path)
+    monkeypatch.setenv(PROJECT_DIR_ENV, str(project.root))
+    job = defs().resolve_job_def("refresh_all")
+    with dg.instance_for_test() as instance:
+        assert _run(job, instance, tags=ALL_SHARDS).success
+        tables = ("marker_draws", "marker_trends")
+        before = sorted_tables(project, tables)
+        with duckdb.connect(str(project.warehouse_path), read_only=True) as conn:
+            people = conn.execute("SELECT DISTINCT person_id FROM lab_results").pl()["person_id"]
+        shard = shard_of(people[0], SHARDS)
+        mine = {p for p in people if shard_of(p, SHARDS) == shard}
+        assert 0 < len(mine) < people.len()  # the demo's people span several shards
+        # Forget what marker_models last saw: every person is to be recomputed.
+        with project.warehouse().write() as conn:
+            conn.execute(f"DELETE FROM {STATE_TABLE} WHERE step = 'marker_models'")
+        parts = {t: _parts(project, t) for t in tables}
+
+        key = SHARD_KEYS[shard]
+        one = _run(job, instance, asset_selection=MARKERS, tags=shard_range_tags(key, key))
+        assert one.success
+        done = {
+            (e.asset_key.to_user_string(), e.partition)
+            for e in one.get_asset_materialization_events()
+        }
+        assert done == {("marker_draws", key), ("marker_trends", key)}
+        with duckdb.connect(str(project.warehouse_path), read_only=True) as conn:
+            recorded = conn.execute(
+                f"SELECT person_id FROM {STATE_TABLE} WHERE step = 'marker_models'"
+            ).pl()["person_id"]
+        assert set(recorded) == mine
+        for table in tables:
+            after = _parts(project, table)
+            assert after[shard] != parts[table][shard], table  # rewritten
+            assert {k: v for k, v in after.items() if k != shard} == {
+                k: v for k, v in parts[table].items() if k != shard
+            }, table
+        # Recomputed from the same results: the same rows.
+        for name, frame in sorted_tables(project, tables).items():
+            assert frame.equals(before[name]), name
+
+        # The rest of the shards: everyone is recorded again, the tables still the same.
+        assert _run(job, instance, asset_selection=MARKERS, tags=ALL_SHARDS).success
+        with duckdb.connect(str(project.warehouse_path), read_only=True) as conn:
+            n = conn.execute(
+                f"SELECT count(DISTINCT person_id) FROM {STATE_TABLE} WHERE step = 'marker_models'"
+            ).fetchone()
+        assert n == (people.len(),)
+        for name, frame in sorted_tables(project, tables).items():
+            assert frame.equals(before[name]), name
+
+
+def test_a_run_that_names_no_shards_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dagster would run the sharded steps and record their materializations without a
+    partition; the step fails instead, saying how to start the run."""
+    from pipelines.definitions import defs
+
+    project = make_demo_project(tmp_path)
+    monkeypatch.setenv(PROJECT_DIR_ENV, str(project.root))
+    job = defs().resolve_job_def("refresh_all")
+    with dg.instance_for_test() as instance:
+        result = _run(job, instance)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failure.step_key == "marker_models"
+    assert "names no person shards" in str(failure.event_specific_data)
+
+
+def test_all_shards_is_one_range_over_the_store_shards() -> None:
+    assert ALL_SHARDS == shard_range_tags(SHARD_KEYS[0], SHARD_KEYS[-1])
+    assert [int(k) for k in SHARD_KEYS] == list(range(SHARDS))
+    assert pl.Series(SHARD_KEYS).is_sorted()  # a range of keys is a range of shards
