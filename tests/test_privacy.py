@@ -48,6 +48,9 @@ def test_dagster_metadata_and_logs_carry_no_diary_contents_or_lab_values(
     [
         "data/raw/cronometer/me/servings.csv",
         "data/processed/warehouse.duckdb",
+        # the store of record holds every parsed row (raw_ and stg_ tables included)
+        "data/store/store.json",
+        "data/store/stg_cronometer/shard=03/part-0a1b.parquet",
         "dashboards/index.html",
         "examples/nhanes/data/raw/nhanes/HSCRP_J.XPT",
         "examples/nhanes/dashboards/cohort.html",
@@ -61,6 +64,25 @@ def test_personal_files_are_git_ignored(path: str) -> None:
         ["git", "check-ignore", "-q", path], cwd=REPO, check=False, capture_output=True
     )
     assert result.returncode == 0, f"{path} would be committed"
+
+
+def test_every_folder_the_project_writes_personal_data_to_is_git_ignored() -> None:
+    """Derived from the project's own paths, so a new data folder cannot be left out."""
+    from pipelines.project import Project
+
+    project = Project(REPO)
+    folders = [
+        project.raw_dir,
+        project.processed_dir,
+        project.warehouse().store,
+        project.dashboards_dir,
+    ]
+    for folder in folders:
+        probe = (folder / "some-person" / "file.csv").relative_to(REPO)
+        result = subprocess.run(
+            ["git", "check-ignore", "-q", str(probe)], cwd=REPO, check=False, capture_output=True
+        )
+        assert result.returncode == 0, f"{probe} would be committed"
 
 
 def _free_port() -> int:
