@@ -66,7 +66,7 @@ def everyone_in_frames(data: DashboardInputs) -> DashboardInputs:
         marker_trends=rows.marker_trends,
         # The cohort findings, then every person finding: the order of a read of them all.
         associations=pl.concat([cohort, rows.associations], how="diagonal_relaxed"),
-        exposure_windows=rows.exposure_windows,
+        exposure_windows=data.people.windows(data.people.ids),
         data_sufficiency=rows.data_sufficiency,
         biometrics=rows.biometrics,
         daily_effects=rows.daily_effects,

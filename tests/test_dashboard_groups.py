@@ -11,7 +11,6 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from pipelines.reports import dashboards
-from pipelines.reports.inputs import DashboardInputs
 from pipelines.steps import dashboards as step
 from tests.conftest import everyone_in_frames, make_demo_project, refresh_all
 
@@ -33,10 +32,12 @@ def test_the_step_in_groups_of_people_equals_one_group(
     refresh_all(project.root, monkeypatch, {})
     warehouse = project.warehouse()
     groups: list[list[str]] = []
+    windows: list[list[str]] = []  # the people whose windows were read
     read_group = step._read_group
 
-    def counted(*args: Any) -> DashboardInputs:
-        groups.append(args[-1])  # the group's ids
+    def counted(*args: Any) -> Any:
+        ids, read = args[-2:]
+        (groups if read is step._person_tables else windows).append(ids)
         return read_group(*args)
 
     monkeypatch.setattr(step, "_read_group", counted)
@@ -46,6 +47,7 @@ def test_the_step_in_groups_of_people_equals_one_group(
         data = step.load_dashboard_inputs(warehouse)
         data.run_info["run_at"] = RUN_AT
         groups.clear()
+        windows.clear()
         return step.update_dashboards(warehouse, out, data, workers=1)
 
     one, one_plan = run(tmp_path / "one", 10**6)
@@ -54,6 +56,8 @@ def test_the_step_in_groups_of_people_equals_one_group(
     assert len(people) > 2
     many, many_plan = run(tmp_path / "many", 1)
     assert groups == [[p] for p in people]  # a group per person, in page order
+    # Everyone's section file is rendered: their windows are read with their group.
+    assert windows == groups
 
     # Every file the same, and so is what the plan recorded (the out folder is in the salt).
     # A page and a section file each.
@@ -71,9 +75,12 @@ def test_the_step_in_groups_of_people_equals_one_group(
     dashboards.write_dashboards(tmp_path / "whole", whole, workers=1)
     assert _files(tmp_path / "whole") == _files(tmp_path / "many")
 
-    # A night with nothing new renders no person page, planned a group at a time or in one.
+    # A night with nothing new renders no person page, planned a group at a time or in one,
+    # and reads nobody's windows (only section files show them).
     again, plan = run(tmp_path / "many", 1)
     assert not plan.everyone and _person_pages(again) == set()
+    assert windows == []
     again, plan = run(tmp_path / "many", 10**6)
     assert not plan.everyone and _person_pages(again) == set()
+    assert windows == []
     assert _files(tmp_path / "many") == _files(tmp_path / "one")

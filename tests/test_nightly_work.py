@@ -140,6 +140,7 @@ def test_dashboard_inputs_do_not_depend_on_the_tables_physical_order(tmp_path: P
         assert data.people is not None
         # Everyone's person tables, read as one group.
         rows = data.people.read(data.people.ids)
+        rows.exposure_windows = data.people.windows(data.people.ids)
         loaded.append((data, rows))
         # Sorted by the findings' key, in the order of sorting by every column: the cohort's
         # findings with what the index and cohort page read, the person findings per group.

@@ -165,3 +165,17 @@ def test_both_plans_are_recorded_once_the_files_are_written(
             "SELECT step, count(*) FROM person_inputs GROUP BY step ORDER BY step"
         ).fetchall()
     assert rows == sorted([(STEP, len(PEOPLE)), (SECTION_STEP, len(PEOPLE))])
+
+
+def test_a_changed_window_rewrites_the_section_only(tmp_path: Path, warehouse: Warehouse) -> None:
+    """The windows enter the section's plan as a fingerprint per person taken in DuckDB (they
+    are read only for the section files rendered): a changed complete window of alice's
+    rewrites her section file, not her page, and nobody else's files."""
+    out = tmp_path / "out"
+    nightly(warehouse, out, make_inputs())
+    moved = make_inputs()
+    assert moved.exposure_windows.filter(pl.col("complete")).height
+    with_person(moved, "exposure_windows", ALICE, pl.col("value") + 1.0)
+    assert nightly(warehouse, out, moved) == (set(), {person_section_name(ALICE)})
+    _same_as_a_full_render(out, moved, tmp_path / "fresh", ALICE)
+    assert nightly(warehouse, out, moved) == (set(), set())

@@ -68,6 +68,7 @@ from pipelines.reports.people import (
     _split_tables,
     build_summaries,
     page_table_groups,
+    with_section_windows,
 )
 from pipelines.reports.sources import _person_sources, run_time, source_status
 from pipelines.reports.summaries import PersonSummary
@@ -183,7 +184,7 @@ def write_dashboards(
         group, here: only their figures' data is worked out."""
         if callable(render):
             mine = {p: person_sources[p] for p in group if p in person_sources}
-            chosen = render(person_page_inputs(tables, mine), person_section_inputs(tables))
+            chosen = render(group, person_page_inputs(tables, mine), person_section_inputs(tables))
         else:
             asked = None if render is None else frozenset(render)
             chosen = Renders(asked, asked)
@@ -224,7 +225,7 @@ def write_dashboards(
             )
             for group, tables in page_table_groups(d, ids, RENDER_GROUP_PEOPLE, FIRST_GROUP_PEOPLE)
             for chosen in [rendering(group, tables)]
-            for splits in [_split_tables(d, chosen, tables)]
+            for splits in [_split_tables(d, chosen, with_section_windows(d, group, tables, chosen))]
         )
         results = _render_people(groups, job, Path(tmp), _pool_size(len(ids), workers))
     summaries = [r.summary for r in results]

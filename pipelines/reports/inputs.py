@@ -136,12 +136,15 @@ SCHEMAS: dict[str, dict[str, DType]] = {
 class PersonGroups:
     """The people with a person page, in page order (`person_order`), and how to read a group of
     them: `read(ids)` gives their rows of the person tables (persons, diet_daily, marker_draws,
-    marker_trends, their person-scope associations, unmapped_foods, exposure_windows,
-    data_sufficiency, biometrics, daily_effects) and nothing else. The dashboards step reads a
-    big cohort this way, a group at a time, so its memory does not grow with the people."""
+    marker_trends, their person-scope associations, unmapped_foods, data_sufficiency,
+    biometrics, daily_effects) and nothing else; `windows(ids)` their complete exposure windows,
+    which only their section files show: they are read for the section files rendered, after
+    the plan. The dashboards step reads a big cohort this way, a group at a time, so its memory
+    does not grow with the people."""
 
     ids: list[str]
     read: Callable[[list[str]], DashboardInputs]
+    windows: Callable[[list[str]], pl.DataFrame]
 
 
 @dataclass

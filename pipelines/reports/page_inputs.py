@@ -80,22 +80,26 @@ class PageInputs:
     sections_shared: str
 
 
-# The step's plan, handed each group's page inputs (`person_page_inputs`) and section inputs
-# (`person_section_inputs`) before the group is rendered: the people of the group whose pages
-# and whose section files to render.
-PagePlan = Callable[[dict[str, pl.DataFrame], dict[str, pl.DataFrame]], Renders]
+# The step's plan, handed each group's people, page inputs (`person_page_inputs`) and section
+# inputs (`person_section_inputs`) before the group is rendered: the people of the group whose
+# pages and whose section files to render.
+PagePlan = Callable[[list[str], dict[str, pl.DataFrame], dict[str, pl.DataFrame]], Renders]
 
 # The page tables (`people._page_tables`) only a person's section file shows: the complete
 # exposure windows behind the lag-heatmap cells.
 _SECTION_ONLY = ("windows",)
-# What a section file is built from: the findings (its table, heatmaps and the cells' titles),
-# the windows and draws (the points and fits behind the cells) and the range of DII parameters
-# the findings' sentences quote (`summaries.dii_params_ranges`).
-_SECTION_TABLES = ("findings", "windows", "draws", "dii_params")
+# What a section file is built from, of the page tables: the findings (its table, heatmaps and
+# the cells' titles), the draws (the points and fits behind the cells, with the windows) and the
+# range of DII parameters the findings' sentences quote (`summaries.dii_params_ranges`). Its
+# windows are not among them: the dashboards step reads a group's windows only for the section
+# files it renders (`PersonGroups.windows`), and its plan fingerprints everyone's in the
+# warehouse instead (`pipelines.steps.dashboards.plan_pages`).
+_SECTION_TABLES = ("findings", "draws", "dii_params")
 
 
 def person_section_inputs(page_tables: dict[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
-    """What each section file of a group is built from, of the group's page tables."""
+    """What each section file of a group is built from, of the group's page tables, but the
+    windows (see `_SECTION_TABLES`)."""
     return {name: page_tables[name] for name in _SECTION_TABLES}
 
 

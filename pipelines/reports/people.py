@@ -104,6 +104,11 @@ _UNSHOWN_FINDING_COLUMNS = [
 ]
 
 
+def _complete(windows: pl.DataFrame) -> pl.DataFrame:
+    """Only complete windows are behind the lag-heatmap cells."""
+    return windows.filter(pl.col("complete").fill_null(False))
+
+
 # The person-split tables, in `_summarise`'s argument order (its `freshness` goes between
 # "sufficiency" and "crp"); "crp" is derived from "draws".
 def _page_tables(d: DashboardInputs) -> dict[str, pl.DataFrame]:
@@ -123,8 +128,7 @@ def _page_tables(d: DashboardInputs) -> dict[str, pl.DataFrame]:
             [*POOLED_COLUMNS, *_UNSHOWN_FINDING_COLUMNS], strict=False
         ),
         "unmapped": d.unmapped_foods,
-        # Only complete windows are behind the lag-heatmap cells.
-        "windows": d.exposure_windows.filter(pl.col("complete").fill_null(False)),
+        "windows": _complete(d.exposure_windows),
         "sufficiency": d.data_sufficiency,
         # Everyone's CRP draws in time order at once, not a query per person.
         "crp": _crp_draws(d.marker_draws, "person_id"),
@@ -188,6 +192,22 @@ def page_table_groups(
         else:
             mine = pl.col("person_id").is_in(pl.Series(group, dtype=pl.String))
             yield group, {name: df.filter(mine) for name, df in tables.items()}
+
+
+def with_section_windows(
+    d: DashboardInputs, group: list[str], tables: dict[str, pl.DataFrame], renders: Renders
+) -> dict[str, pl.DataFrame]:
+    """A group's page tables (of `page_table_groups`) with the windows of the people whose
+    section files are rendered (`renders.sections`; None: the whole group's). With `d.people`
+    the group's tables came without windows: they are read now, for those people only (on a
+    night with no new draw or finding, nobody's)."""
+    if d.people is None:
+        return tables
+    ids = group if renders.sections is None else [p for p in group if p in renders.sections]
+    if not ids:
+        return tables
+    read = DashboardInputs(exposure_windows=d.people.windows(ids))
+    return {**tables, "windows": _complete(_normalise(read).exposure_windows)}
 
 
 @dataclass(frozen=True)

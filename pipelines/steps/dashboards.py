@@ -12,12 +12,19 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import duckdb
 import polars as pl
 
-from pipelines.incremental import STATE_TABLE, PersonPlan, full_salt, plan_people, record
+from pipelines.incremental import (
+    ROWS_FINGERPRINT,
+    STATE_TABLE,
+    PersonPlan,
+    full_salt,
+    plan_people,
+    record,
+)
 from pipelines.reports.dashboards import (
     DashboardInputs,
     PageInputs,
@@ -227,16 +234,9 @@ def _group(conn: duckdb.DuckDBPyConnection, people: pl.DataFrame) -> Iterator[No
 def _person_tables(
     conn: duckdb.DuckDBPyConnection, schema: Schema, people: pl.DataFrame
 ) -> DashboardInputs:
-    """`people`'s rows (registered as `_group`) of every table a person page reads."""
+    """`people`'s rows (registered as `_group`) of every table a person page reads, but the
+    windows (`_windows`)."""
     mine, followed = _in_group(people), _in_group(people, followed=True)
-    windows = (
-        conn.execute(
-            f"SELECT * FROM exposure_windows WHERE complete AND {followed} "
-            f"ORDER BY {_ORDER['exposure_windows']}"
-        ).pl()
-        if "exposure_windows" in schema
-        else pl.DataFrame()
-    )
     # Older warehouses have no daily outcomes (or a biometrics without scales): no panel. The
     # outcomes are the readings with a scale (Cronometer's weight and blood pressure have none).
     outcomes = (
@@ -266,11 +266,21 @@ def _person_tables(
             if "person_id" in _columns(schema, "unmapped_foods")
             else pl.DataFrame()
         ),
-        exposure_windows=windows,
         data_sufficiency=_read(conn, schema, "data_sufficiency", followed),
         biometrics=outcomes,
         daily_effects=_read(conn, schema, "daily_effects", followed),
     )
+
+
+def _windows(conn: duckdb.DuckDBPyConnection, schema: Schema, people: pl.DataFrame) -> pl.DataFrame:
+    """The complete exposure windows of `people`'s followed people (registered as `_group`)."""
+    if "exposure_windows" not in schema:
+        return pl.DataFrame()
+    followed = _in_group(people, followed=True)
+    return conn.execute(
+        f"SELECT * FROM exposure_windows WHERE complete AND {followed} "
+        f"ORDER BY {_ORDER['exposure_windows']}"
+    ).pl()
 
 
 # What the cohort page reads of the findings: everything but the person findings, and of those
@@ -358,19 +368,27 @@ def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
             energy_kcal_total=energy,
             people=PersonGroups(
                 people["person_id"].to_list(),
-                lambda ids: _read_group(warehouse, schema, people, ids),
+                lambda ids: _read_group(warehouse, schema, people, ids, _person_tables),
+                lambda ids: _read_group(warehouse, schema, people, ids, _windows),
             ),
         )
 
 
+_Read = TypeVar("_Read")
+
+
 def _read_group(
-    warehouse: Warehouse, schema: Schema, people: pl.DataFrame, ids: list[str]
-) -> DashboardInputs:
-    """The person tables of `ids` (of `people`, a frame of `_page_people`), in a warehouse of
-    `schema` (read with `people`)."""
+    warehouse: Warehouse,
+    schema: Schema,
+    people: pl.DataFrame,
+    ids: list[str],
+    read: Callable[[duckdb.DuckDBPyConnection, Schema, pl.DataFrame], _Read],
+) -> _Read:
+    """What `read` reads of `ids` (of `people`, a frame of `_page_people`: `_person_tables` or
+    `_windows`), in a warehouse of `schema` (read with `people`)."""
     group = people.filter(pl.col("person_id").is_in(pl.Series(ids, dtype=pl.String)))
     with warehouse.read() as conn, _group(conn, group):
-        return _person_tables(conn, schema, group)
+        return read(conn, schema, group)
 
 
 STEP = "dashboards"
@@ -416,11 +434,31 @@ def plan_pages(conn: duckdb.DuckDBPyConnection, pages: PageInputs) -> PagePlans:
     the person-scope findings), and a step between the read and this plan cannot slip in rows
     the pages never saw. Rows without a person are on no person page (the index and cohort page,
     always written, show them; the counts in the pipeline-wide warnings are in the salt).
+    The one exception are the section files' windows, by far the largest of their inputs: they
+    are read only for the section files rendered, so the plan has them as a fingerprint per
+    person taken in the warehouse (`window_fingerprints`) among `pages.sections`.
     """
     return PagePlans(
         _plan(conn, STEP, pages.tables, pages.shared),
         _plan(conn, SECTION_STEP, pages.sections, pages.sections_shared),
     )
+
+
+def window_fingerprints(conn: duckdb.DuckDBPyConnection, table: str) -> pl.DataFrame:
+    """Per person, one fingerprint of their complete exposure windows in `table` (person_id,
+    windows): every column of the rows `_windows` reads for their section file, taken inside
+    DuckDB, so that a night that renders no section file reads no window."""
+    columns = (
+        {d[0] for d in conn.execute(f"SELECT * FROM {table} LIMIT 0").description}
+        if table_exists(conn, table)
+        else set()
+    )
+    if not {"person_id", "complete"} <= columns:  # no window is complete
+        return pl.DataFrame(schema={"person_id": pl.String, "windows": pl.String})
+    return conn.execute(
+        f"SELECT person_id, {ROWS_FINGERPRINT} AS windows "
+        f"FROM (SELECT * FROM {table} WHERE complete) t GROUP BY person_id"
+    ).pl()
 
 
 def _whole_plan(groups: list[PersonPlan], step: str, salt: str) -> PersonPlan:
@@ -461,6 +499,8 @@ def update_dashboards(
             if table_exists(conn, STATE_TABLE)
             else None
         )
+        if data.people is not None:
+            windows = window_fingerprints(conn, "exposure_windows")
     # Each group is planned against the step's records, read once into an in-memory database,
     # instead of in a warehouse connection of its own.
     with duckdb.connect() as memory:
@@ -468,10 +508,17 @@ def update_dashboards(
             memory.register("_recorded", recorded.to_arrow())
             memory.execute(f"CREATE TABLE {STATE_TABLE} AS SELECT * FROM _recorded")
             memory.unregister("_recorded")
+        if data.people is None:
+            # The section files are built from the windows handed over, not the warehouse's.
+            if data.exposure_windows.width:
+                memory.register("_windows", data.exposure_windows.to_arrow())
+            windows = window_fingerprints(memory, "_windows")
 
         def plan_group(
-            tables: dict[str, pl.DataFrame], sections: dict[str, pl.DataFrame]
+            group: list[str], tables: dict[str, pl.DataFrame], sections: dict[str, pl.DataFrame]
         ) -> Renders:
+            mine = windows.filter(pl.col("person_id").is_in(pl.Series(group, dtype=pl.String)))
+            sections = {**sections, "windows": mine}
             plans = plan_pages(memory, PageInputs(tables, salt, sections, sections_salt))
             groups.append(plans)
             pages, scans = plans
