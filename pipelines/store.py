@@ -50,11 +50,13 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow.parquet as pq
 
 TABLES = ("diet_daily", "marker_draws", "marker_trends", "exposure_windows", "daily_effects")
 SHARDS = 16  # for a new store; an existing one keeps the count in its store.json
@@ -341,6 +343,45 @@ def append(conn: duckdb.DuckDBPyConnection, table: str, source: str) -> None:
         added = _by_shard(conn, staging, source, shard_count(root))
         _update(conn, root, table, added, None, added)
     finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextmanager
+def appending(
+    conn: duckdb.DuckDBPyConnection, table: str
+) -> Iterator[Callable[[pl.DataFrame], None]]:
+    """`append` for rows that arrive as frames (the table's columns, in its order, person_id
+    among them): each frame given to the function this yields is split by shard and written
+    straight into that shard's one new part (a row group per frame), so the rows are written once
+    and memory holds one frame, not the lot. The parts join `table` when the block ends without an
+    error; otherwise they are removed and the table is as it was."""
+    root = root_of(conn)
+    shards = shard_count(root)
+    staging = _staging(root, table)
+    writers: dict[int, pq.ParquetWriter] = {}
+
+    def write(rows: pl.DataFrame) -> None:
+        people = rows["person_id"].unique().drop_nulls().to_list()
+        shard = pl.col("person_id").replace_strict(
+            people, [shard_of(p, shards) for p in people], default=None, return_dtype=pl.Int64
+        )
+        for (k,), part in rows.with_columns(shard.fill_null(0).alias("_shard")).partition_by(
+            "_shard", as_dict=True, include_key=False
+        ).items():
+            arrow = part.to_arrow()
+            if k not in writers:
+                writers[k] = pq.ParquetWriter(staging / f"rows-{k}.parquet", arrow.schema)
+            writers[k].write_table(arrow)
+
+    try:
+        yield write
+        for writer in writers.values():
+            writer.close()
+        added = {k: staging / f"rows-{k}.parquet" for k in writers}
+        _update(conn, root, table, added, None, added)
+    finally:
+        for writer in writers.values():
+            writer.close()
         shutil.rmtree(staging, ignore_errors=True)
 
 
