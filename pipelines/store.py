@@ -366,9 +366,11 @@ def appending(
         shard = pl.col("person_id").replace_strict(
             people, [shard_of(p, shards) for p in people], default=None, return_dtype=pl.Int64
         )
-        for (k,), part in rows.with_columns(shard.fill_null(0).alias("_shard")).partition_by(
-            "_shard", as_dict=True, include_key=False
-        ).items():
+        for (k,), part in (
+            rows.with_columns(shard.fill_null(0).alias("_shard"))
+            .partition_by("_shard", as_dict=True, include_key=False)
+            .items()
+        ):
             arrow = part.to_arrow()
             if k not in writers:
                 writers[k] = pq.ParquetWriter(staging / f"rows-{k}.parquet", arrow.schema)
