@@ -17,16 +17,17 @@ modulo the shard count (a null person_id is shard 0): documented and the same in
 salted `hash()`. The count is recorded in store.json when the store is made, and a store keeps it.
 
 A part file is never changed or renamed once it has its name, and a name is never used twice. A
-write only adds files: `replace_all` one part per shard; `append` one part at the end of each shard
-its rows fall in; `rewrite` (and `replace_people`, `forget`, `write_shards`) rewrites, without the
-replaced rows, only the parts that hold some, and puts the new rows of a shard in one new part at
-its end, so a night that adds a day writes the new day and nothing else. The same write merges a
-shard's small trailing parts (`trailing_merge`), so the parts stay few while a night's cost does not
-grow with the history. The files are flushed to disk, then `store_parts` and the view change inside
-the step's transaction: the new files become visible with the step's other writes when it commits,
-and a step that rolls back or is killed leaves the old view, which names only old files. The files
-no view names any more (replaced, compacted, or written by a step that did not commit) are removed
-after the next commit or rollback, or by the next read-write connection (`collect`).
+write only adds files: `replace_all` one part per shard; `append` (and `appending`, for rows that
+arrive frame by frame) one part at the end of each shard its rows fall in; `rewrite` (and
+`replace_people`, `forget`, `write_shards`) rewrites, without the replaced rows, only the parts that
+hold some, and puts the new rows of a shard in one new part at its end, so a night that adds a day
+writes the new day and nothing else. The same write merges a shard's small trailing parts
+(`trailing_merge`), so the parts stay few while a night's cost does not grow with the history. The
+files are flushed to disk, then `store_parts` and the view change inside the step's transaction: the
+new files become visible with the step's other writes when it commits, and a step that rolls back or
+is killed leaves the old view, which names only old files. The files no view names any more
+(replaced, compacted, or written by a step that did not commit) are removed after the next commit or
+rollback, or by the next read-write connection (`collect`).
 
 Because no file changes in place, a snapshot of the store is a tree of hard links
 (`pipelines.store_copies`): the run-level snapshot (`pipelines.runs`) and the backups keep the
@@ -38,7 +39,7 @@ them at its store when the project folder has moved: persistently on a read-writ
 temporary views of the same names on a read-only one. A DuckDB CLI opened on a moved project's
 warehouse reads the old paths until the next gutsignal run.
 
-Steps call `replace_all`, `replace_people` and `rewrite` (the ingest: `append`, `forget` and
+Steps call `replace_all`, `replace_people` and `rewrite` (the ingest: `appending`, `forget` and
 `write_shards`) with the connection the Warehouse gave them (its store is in the connection's
 `gutsignal_store` variable), inside the step's transaction.
 """
@@ -357,17 +358,16 @@ def appending(
     and memory holds one frame, not the lot. The parts join `table` when the block ends without an
     error; otherwise they are removed and the table is as it was."""
     root = root_of(conn)
-    shards = shard_count(root)
-    staging = _staging(root, table)
+    shards, staging = shard_count(root), _staging(root, table)
     writers: dict[int, pq.ParquetWriter] = {}
 
     def write(rows: pl.DataFrame) -> None:
         people = rows["person_id"].unique().drop_nulls().to_list()
         shard = pl.col("person_id").replace_strict(
-            people, [shard_of(p, shards) for p in people], default=None, return_dtype=pl.Int64
-        )
+            people, [shard_of(p, shards) for p in people], default=0, return_dtype=pl.Int64
+        )  # a null person_id is shard 0
         for (k,), part in (
-            rows.with_columns(shard.fill_null(0).alias("_shard"))
+            rows.with_columns(shard.alias("_shard"))
             .partition_by("_shard", as_dict=True, include_key=False)
             .items()
         ):
@@ -380,8 +380,9 @@ def appending(
         yield write
         for writer in writers.values():
             writer.close()
-        added = {k: staging / f"rows-{k}.parquet" for k in writers}
-        _update(conn, root, table, added, None, added)
+        _update(
+            conn, root, table, writers, None, {k: staging / f"rows-{k}.parquet" for k in writers}
+        )
     finally:
         for writer in writers.values():
             writer.close()
