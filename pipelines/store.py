@@ -17,17 +17,16 @@ modulo the shard count (a null person_id is shard 0): documented and the same in
 salted `hash()`. The count is recorded in store.json when the store is made, and a store keeps it.
 
 A part file is never changed or renamed once it has its name, and a name is never used twice. A
-write only adds files: `replace_all` one part per shard; `append` (and `appending`, for rows that
-arrive frame by frame) one part at the end of each shard its rows fall in; `rewrite` (and
-`replace_people`, `forget`, `write_shards`) rewrites, without the replaced rows, only the parts that
-hold some, and puts the new rows of a shard in one new part at its end, so a night that adds a day
-writes the new day and nothing else. The same write merges a shard's small trailing parts
-(`trailing_merge`), so the parts stay few while a night's cost does not grow with the history. The
-files are flushed to disk, then `store_parts` and the view change inside the step's transaction: the
-new files become visible with the step's other writes when it commits, and a step that rolls back or
-is killed leaves the old view, which names only old files. The files no view names any more
-(replaced, compacted, or written by a step that did not commit) are removed after the next commit or
-rollback, or by the next read-write connection (`collect`).
+write only adds files: `replace_all` one part per shard; `appending` one part at the end of each
+shard its rows fall in; `rewrite` (and `replace_people`, `forget`, `write_shards`) rewrites, without
+the replaced rows, only the parts that hold some, and puts the new rows of a shard in one new part
+at its end, so a night that adds a day writes the new day and nothing else. The same write merges a
+shard's small trailing parts (`trailing_merge`), so the parts stay few while a night's cost does not
+grow with the history. The files are flushed to disk, then `store_parts` and the view change inside
+the step's transaction: the new files become visible with the step's other writes when it commits,
+and a step that rolls back or is killed leaves the old view, which names only old files. The files
+no view names any more (replaced, compacted, or written by a step that did not commit) are removed
+after the next commit or rollback, or by the next read-write connection (`collect`).
 
 Because no file changes in place, a snapshot of the store is a tree of hard links
 (`pipelines.store_copies`): the run-level snapshot (`pipelines.runs`) and the backups keep the
@@ -336,27 +335,16 @@ def _write_all(conn: duckdb.DuckDBPyConnection, root: Path, table: str, source: 
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def append(conn: duckdb.DuckDBPyConnection, table: str, source: str) -> None:
-    """Add the rows of the query `source` (the table's columns, in its order) to `table`: one new
-    part at the end of each shard they fall in; no other file is read or written."""
-    root = root_of(conn)
-    staging = _staging(root, table)
-    try:
-        added = _by_shard(conn, staging, source, shard_count(root))
-        _update(conn, root, table, added, None, added)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 @contextmanager
 def appending(
     conn: duckdb.DuckDBPyConnection, table: str
 ) -> Iterator[Callable[[pl.DataFrame], None]]:
-    """`append` for rows that arrive as frames (the table's columns, in its order, person_id
-    among them): each frame given to the function this yields is split by shard and written
-    straight into that shard's one new part (a row group per frame), so the rows are written once
-    and memory holds one frame, not the lot. The parts join `table` when the block ends without an
-    error; otherwise they are removed and the table is as it was."""
+    """Add rows that arrive as frames (the table's columns, in its order, person_id among them)
+    to `table`: one new part at the end of each shard they fall in; no other file is read or
+    written. Each frame given to the function this yields is split by shard and written straight
+    into that shard's new part (a row group per frame), so memory holds one frame, not the lot.
+    The parts join `table` when the block ends without an error; otherwise they are removed and
+    the table is as it was."""
     root = root_of(conn)
     shards, staging = shard_count(root), _staging(root, table)
     writers: dict[int, pq.ParquetWriter] = {}
