@@ -51,11 +51,13 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 TABLES = ("diet_daily", "marker_draws", "marker_trends", "exposure_windows", "daily_effects")
@@ -64,7 +66,9 @@ COMPACT_AT = 8  # a shard with more parts than this has its trailing parts merge
 MANIFEST = "store.json"
 STAGING_PREFIX = ".staging-"  # a write's folder of files not yet in place
 PARTS = "store_parts"
-ROWS_PER_BATCH = 122_880  # rows a written batch holds (DuckDB's row group size)
+# `appending` writes a shard's rows in row groups of about this many (half of DuckDB's): few, large
+# row groups are cheaper to read (a nightly ingest reads every footer of raw_<source>).
+ROWS_PER_GROUP = 61_440
 LEGACY_FILE = "part.parquet"  # the one file per shard of a store from before the parts
 VARIABLE = "gutsignal_store"
 SHARD_FUNCTION = "md5(person_id)[0:8] as an unsigned integer, modulo shards; null -> 0"
@@ -343,13 +347,25 @@ def appending(
     to `table`: one new part at the end of each shard they fall in; no other file is read or
     written. Each frame given to the function this yields is split by shard and written straight
     into that shard's new part (a row group per frame), so memory holds one frame, not the lot.
-    The parts join `table` when the block ends without an error; otherwise they are removed and
-    the table is as it was."""
+    A frame is split and buffered in a background thread while the caller makes the next one
+    (pyarrow's writer runs without the GIL, and a parse is mostly Python); a shard's buffered rows
+    are written as one row group once they reach ROWS_PER_GROUP, so memory holds two frames and
+    less than ROWS_PER_GROUP rows per shard. The parts join `table` when the block ends without an
+    error; otherwise they are removed and the table is as it was."""
     root = root_of(conn)
     shards, staging = shard_count(root), _staging(root, table)
     writers: dict[int, pq.ParquetWriter] = {}
+    held: dict[int, list[pa.Table]] = {}
+    background = ThreadPoolExecutor(max_workers=1)
+    pending: list[Future[None]] = []
 
-    def write(rows: pl.DataFrame) -> None:
+    def flush(k: int) -> None:
+        rows = pa.concat_tables(held.pop(k))
+        if k not in writers:
+            writers[k] = pq.ParquetWriter(staging / f"rows-{k}.parquet", rows.schema)
+        writers[k].write_table(rows)
+
+    def hold(rows: pl.DataFrame) -> None:
         people = rows["person_id"].unique().drop_nulls().to_list()
         shard = pl.col("person_id").replace_strict(
             people, [shard_of(p, shards) for p in people], default=0, return_dtype=pl.Int64
@@ -359,19 +375,28 @@ def appending(
             .partition_by("_shard", as_dict=True, include_key=False)
             .items()
         ):
-            arrow = part.to_arrow()
-            if k not in writers:
-                writers[k] = pq.ParquetWriter(staging / f"rows-{k}.parquet", arrow.schema)
-            writers[k].write_table(arrow)
+            held.setdefault(k, []).append(part.to_arrow())
+            if sum(t.num_rows for t in held[k]) >= ROWS_PER_GROUP:
+                flush(k)
+
+    def write(rows: pl.DataFrame) -> None:
+        if pending:
+            pending.pop().result()  # the frame before is held (or its error raised here)
+        pending.append(background.submit(hold, rows))
 
     try:
         yield write
+        if pending:
+            pending.pop().result()
+        for k in list(held):
+            flush(k)
         for writer in writers.values():
             writer.close()
         _update(
             conn, root, table, writers, None, {k: staging / f"rows-{k}.parquet" for k in writers}
         )
     finally:
+        background.shutdown(wait=True, cancel_futures=True)
         for writer in writers.values():
             writer.close()
         shutil.rmtree(staging, ignore_errors=True)
@@ -401,12 +426,7 @@ def write_shards(
         added: dict[int, Path] = {}
         for k in shards:
             added[k] = staging / f"rows-{k}.parquet"
-            # Through Arrow to pyarrow's writer, which writes these rows in a fraction of the
-            # CPU time of DuckDB's COPY; the result streams, so memory holds a batch of it.
-            rows = conn.execute(rows_of(k)).to_arrow_reader(ROWS_PER_BATCH)
-            with pq.ParquetWriter(added[k], rows.schema) as writer:
-                for batch in rows:
-                    writer.write_batch(batch)
+            _copy(conn, rows_of(k), added[k])
         _update(conn, root, table, added, drop, added, everything=drop is None)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -125,12 +125,14 @@ def test_an_append_adds_a_part_and_leaves_every_other_file_untouched(tmp_path: P
     assert rows.count(("alice", 1.0)) == 2 and rows.count(("alice", 5.0)) == 2
 
 
+@pytest.mark.parametrize("rows_per_group", [2, store.ROWS_PER_GROUP])
 def test_frames_appended_as_they_come_make_one_part_per_shard_in_their_order(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows_per_group: int
 ) -> None:
-    """`appending`: every frame's rows of a shard go into that shard's one new part (a row group
-    per frame), after the frames before; a shard no frame touches, and every old file, is left
-    alone; a null person is shard 0."""
+    """`appending`: every frame's rows of a shard go into that shard's one new part, after the
+    frames before, in row groups of ROWS_PER_GROUP rows; a shard no frame touches, and every old
+    file, is left alone; a null person is shard 0."""
+    monkeypatch.setattr(store, "ROWS_PER_GROUP", rows_per_group)
     project = project_with_draws(tmp_path)
     warehouse = project.warehouse()
     root = tmp_path / "data" / "store"
@@ -154,7 +156,7 @@ def test_frames_appended_as_they_come_make_one_part_per_shard_in_their_order(
     for k, path in added.items():
         assert pl.read_parquet(path).rows() == wanted[k]  # each shard's rows in frame order
     bob = added[shard_of("bob", store.SHARDS)]
-    assert pq.ParquetFile(bob).num_row_groups == 2
+    assert pq.ParquetFile(bob).num_row_groups == (2 if rows_per_group == 2 else 1)
     assert len(table(warehouse)) == len(rows_before) + sum(map(len, wanted.values()))
     assert not list(root.glob("marker_draws/.staging-*"))
 
