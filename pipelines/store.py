@@ -344,14 +344,13 @@ def appending(
     conn: duckdb.DuckDBPyConnection, table: str
 ) -> Iterator[Callable[[pl.DataFrame], None]]:
     """Add rows that arrive as frames (the table's columns, in its order, person_id among them)
-    to `table`: one new part at the end of each shard they fall in; no other file is read or
-    written. Each frame given to the function this yields is split by shard and written straight
-    into that shard's new part (a row group per frame), so memory holds one frame, not the lot.
-    A frame is split and buffered in a background thread while the caller makes the next one
-    (pyarrow's writer runs without the GIL, and a parse is mostly Python); a shard's buffered rows
-    are written as one row group once they reach ROWS_PER_GROUP, so memory holds two frames and
-    less than ROWS_PER_GROUP rows per shard. The parts join `table` when the block ends without an
-    error; otherwise they are removed and the table is as it was."""
+    to `table`: one new part at the end of each shard they fall in, no other file read or written.
+    Each frame given to the function this yields is split by shard in a background thread while
+    the caller makes the next one (pyarrow's writer runs without the GIL; a parse is mostly
+    Python), and a shard's rows go into its part as a row group once ROWS_PER_GROUP of them are
+    held: memory holds two frames and less than ROWS_PER_GROUP rows per shard, not the lot. The
+    parts join `table` when the block ends without an error; otherwise they are removed and the
+    table is as it was."""
     root = root_of(conn)
     shards, staging = shard_count(root), _staging(root, table)
     writers: dict[int, pq.ParquetWriter] = {}
