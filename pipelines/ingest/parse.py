@@ -127,11 +127,11 @@ def ingest_batch(
         store_rows(stored)
         if track:
             keys = ", ".join(ident(k) for k in OWNERSHIP_KEY[target])
-            conn.register("_batch_keys", stored.select(OWNERSHIP_KEY[target]).to_arrow())
+            # Distinct first: DuckDB keeps a frame registered in a transaction until it ends.
+            batch_keys = stored.select(OWNERSHIP_KEY[target]).unique()
+            conn.register("_batch_keys", batch_keys.to_arrow())
             try:
-                conn.execute(
-                    f"INSERT INTO _affected SELECT DISTINCT hash({keys}), {keys} FROM _batch_keys"
-                )
+                conn.execute(f"INSERT INTO _affected SELECT hash({keys}), {keys} FROM _batch_keys")
             finally:
                 conn.unregister("_batch_keys")
 
