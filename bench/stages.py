@@ -291,7 +291,7 @@ def _stage_labs_ingest(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any
     try:
         store.attach(conn, store.beside(database), read_only=False)  # its raw and staging tables
         conn.execute("BEGIN TRANSACTION")
-        result = sync_source(conn, source, root / "data" / "raw", work_dir=workdir)
+        result = sync_source(conn, source, root / "data" / "raw")
         conn.execute("COMMIT")
     finally:
         conn.close()

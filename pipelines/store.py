@@ -17,10 +17,10 @@ modulo the shard count (a null person_id is shard 0): documented and the same in
 salted `hash()`. The count is recorded in store.json when the store is made, and a store keeps it.
 
 A part file is never changed or renamed once it has its name, and a name is never used twice. A
-write only adds files: `replace_all` one part per shard; `append` one part at the end of each shard
-its rows fall in; `rewrite` (and `replace_people`, `forget`, `write_shards`) rewrites, without the
-replaced rows, only the parts that hold some, and puts the new rows of a shard in one new part at
-its end, so a night that adds a day writes the new day and nothing else. The same write merges a
+write only adds files: `replace_all` one part per shard; `appending` one part at the end of each
+shard its rows fall in; `rewrite` (and `replace_people`, `forget`, `write_shards`) rewrites, without
+the replaced rows, only the parts that hold some, and puts the new rows of a shard in one new part
+at its end, so a night that adds a day writes the new day and nothing else. The same write merges a
 shard's small trailing parts (`trailing_merge`), so the parts stay few while a night's cost does not
 grow with the history. The files are flushed to disk, then `store_parts` and the view change inside
 the step's transaction: the new files become visible with the step's other writes when it commits,
@@ -38,7 +38,7 @@ them at its store when the project folder has moved: persistently on a read-writ
 temporary views of the same names on a read-only one. A DuckDB CLI opened on a moved project's
 warehouse reads the old paths until the next gutsignal run.
 
-Steps call `replace_all`, `replace_people` and `rewrite` (the ingest: `append`, `forget` and
+Steps call `replace_all`, `replace_people` and `rewrite` (the ingest: `appending`, `forget` and
 `write_shards`) with the connection the Warehouse gave them (its store is in the connection's
 `gutsignal_store` variable), inside the step's transaction.
 """
@@ -50,11 +50,15 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 TABLES = ("diet_daily", "marker_draws", "marker_trends", "exposure_windows", "daily_effects")
 SHARDS = 16  # for a new store; an existing one keeps the count in its store.json
@@ -62,6 +66,9 @@ COMPACT_AT = 8  # a shard with more parts than this has its trailing parts merge
 MANIFEST = "store.json"
 STAGING_PREFIX = ".staging-"  # a write's folder of files not yet in place
 PARTS = "store_parts"
+# `appending` writes a shard's rows in row groups of about this many (half of DuckDB's): few, large
+# row groups are cheaper to read (a nightly ingest reads every footer of raw_<source>).
+ROWS_PER_GROUP = 61_440
 LEGACY_FILE = "part.parquet"  # the one file per shard of a store from before the parts
 VARIABLE = "gutsignal_store"
 SHARD_FUNCTION = "md5(person_id)[0:8] as an unsigned integer, modulo shards; null -> 0"
@@ -340,15 +347,65 @@ def _write_all(conn: duckdb.DuckDBPyConnection, root: Path, table: str, source: 
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def append(conn: duckdb.DuckDBPyConnection, table: str, source: str) -> None:
-    """Add the rows of the query `source` (the table's columns, in its order) to `table`: one new
-    part at the end of each shard they fall in; no other file is read or written."""
+@contextmanager
+def appending(
+    conn: duckdb.DuckDBPyConnection, table: str
+) -> Iterator[Callable[[pl.DataFrame], None]]:
+    """Add rows that arrive as frames (the table's columns, in its order, person_id among them)
+    to `table`: one new part at the end of each shard they fall in, no other file read or written.
+    Each frame given to the function this yields is split by shard in a background thread while
+    the caller makes the next one (pyarrow's writer runs without the GIL; a parse is mostly
+    Python), and a shard's rows go into its part as a row group once ROWS_PER_GROUP of them are
+    held: memory holds two frames and less than ROWS_PER_GROUP rows per shard, not the lot. The
+    parts join `table` when the block ends without an error; otherwise they are removed and the
+    table is as it was."""
     root = root_of(conn)
-    staging = _staging(root, table)
+    shards, staging = shard_count(root), _staging(root, table)
+    writers: dict[int, pq.ParquetWriter] = {}
+    held: dict[int, list[pa.Table]] = {}
+    background = ThreadPoolExecutor(max_workers=1)
+    pending: list[Future[None]] = []
+
+    def flush(k: int) -> None:
+        rows = pa.concat_tables(held.pop(k))
+        if k not in writers:
+            writers[k] = pq.ParquetWriter(staging / f"rows-{k}.parquet", rows.schema)
+        writers[k].write_table(rows)
+
+    def hold(rows: pl.DataFrame) -> None:
+        people = rows["person_id"].unique().drop_nulls().to_list()
+        shard = pl.col("person_id").replace_strict(
+            people, [shard_of(p, shards) for p in people], default=0, return_dtype=pl.Int64
+        )  # a null person_id is shard 0
+        for (k,), part in (
+            rows.with_columns(shard.alias("_shard"))
+            .partition_by("_shard", as_dict=True, include_key=False)
+            .items()
+        ):
+            held.setdefault(k, []).append(part.to_arrow())
+            if sum(t.num_rows for t in held[k]) >= ROWS_PER_GROUP:
+                flush(k)
+
+    def write(rows: pl.DataFrame) -> None:
+        if pending:
+            pending.pop().result()  # the frame before is held (or its error raised here)
+        pending.append(background.submit(hold, rows))
+
     try:
-        added = _by_shard(conn, staging, source, shard_count(root))
-        _update(conn, root, table, added, None, added)
+        yield write
+        if pending:
+            pending.pop().result()
+        for k in list(held):
+            flush(k)
+        for writer in writers.values():
+            writer.close()
+        _update(
+            conn, root, table, writers, None, {k: staging / f"rows-{k}.parquet" for k in writers}
+        )
     finally:
+        background.shutdown(wait=True, cancel_futures=True)
+        for writer in writers.values():
+            writer.close()
         shutil.rmtree(staging, ignore_errors=True)
 
 

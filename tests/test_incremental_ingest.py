@@ -9,12 +9,14 @@ from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 import pipelines.ingest as ingest
 import pipelines.ingest.fingerprints as ingest_fingerprints
 import pipelines.ingest.settle as ingest_settle
 import pipelines.ingest.sync as ingest_sync
+from pipelines import store
 from pipelines.adapters import FORMATS
 from pipelines.adapters.base import Format
 from pipelines.config import PersonSpec, SourceConfig
@@ -280,32 +282,28 @@ def test_a_first_ingest_larger_than_a_row_group_loads_every_row(tmp_path: Path) 
     assert warehouse.query("SELECT count(*) AS n FROM stg_cm")["n"].item() == expected
 
 
-def test_batches_reach_the_warehouse_through_one_streaming_insert(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The memory-bounded path: each batch is spooled to Parquet in `work_dir`, all of them are
-    appended by one INSERT (many appends in one transaction stay in memory), and the spool is gone
-    afterwards."""
-    raw, work = tmp_path / "raw", tmp_path / "work"
-    (work / f"{ingest.SPOOL_PREFIX}killed-run").mkdir(parents=True)  # left by a kill -9
+def test_batches_are_written_straight_into_one_new_raw_part_per_shard(tmp_path: Path) -> None:
+    """The memory-bounded path: each batch's rows go into raw_<source>'s new parts as it is
+    parsed, one part per shard for the whole run; nothing is left in the store's staging folder."""
+    raw = tmp_path / "raw"
     for i in range(7):
         export(raw / "cm" / f"p{i}" / "jan.csv", ["2025-01-01"], 10 + i, 1e9 + i)
-    monkeypatch.setattr(ingest_sync, "BATCH_FILES", 3)
-    calls: list[list[Path]] = []
-    store = ingest_sync.store_spooled
-
-    def recording(conn, source, target, spooled, track):  # type: ignore[no-untyped-def]
-        calls.append(list(spooled))
-        assert all(p.parent.parent == work and p.exists() for p in spooled)
-        store(conn, source, target, spooled, track)
-
-    monkeypatch.setattr(ingest_sync, "store_spooled", recording)
     warehouse = Warehouse(tmp_path / "warehouse.duckdb")
     with warehouse.write() as conn:
-        result = sync_source(conn, SOURCE, raw, work_dir=work)
-    assert [len(c) for c in calls] == [3]  # three batches, one insert
+        before = {r[0] for r in conn.execute("SELECT file FROM store_parts").fetchall()}
+    with warehouse.write() as conn, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ingest_sync, "BATCH_FILES", 3)
+        result = sync_source(conn, SOURCE, raw)
+        new = conn.execute(
+            "SELECT shard, file FROM store_parts WHERE table_name = 'raw_cm' AND part > 0"
+        ).fetchall()
     assert result.rows_loaded == 7
-    assert list(work.iterdir()) == []
+    shards = {store.shard_of(f"p{i}", store.SHARDS) for i in range(7)}
+    assert sorted(k for k, _ in new) == sorted(shards)  # one new part per shard, every batch in it
+    assert not before & {f for _, f in new}
+    # A shard's rows of all batches are held until they make a row group worth reading.
+    assert all(pq.ParquetFile(warehouse.store / f).num_row_groups == 1 for _, f in new)
+    assert not list(warehouse.store.glob("raw_cm/.staging-*"))
 
 
 def test_key_ranges_only_ever_narrow_to_the_affected_keys() -> None:

@@ -67,12 +67,12 @@ class Night:
     def plant(self, file_id: str, day: str) -> None:
         """A second copy of one staging row of `file_id`: one line of the file loaded twice."""
         with self.warehouse.write() as conn:
-            store.append(
-                conn,
-                "stg_cm",
+            planted = conn.execute(
                 f"SELECT * FROM stg_cm WHERE file_id = '{file_id}' AND day = DATE '{day}' "
-                "ORDER BY line LIMIT 1",
-            )
+                "ORDER BY line LIMIT 1"
+            ).pl()
+            with store.appending(conn, "stg_cm") as add:
+                add(planted)
 
 
 def history(night: Night) -> None:
@@ -118,7 +118,8 @@ def test_a_duplicate_among_the_rows_a_night_loads_fails(tmp_path: Path) -> None:
             [feb, feb],
         )
         store.forget(conn, "stg_cm", "(t.file_id, t.line) IN (SELECT (file_id, line) FROM once)")
-        store.append(conn, "stg_cm", "SELECT * FROM once")
+        with store.appending(conn, "stg_cm") as add:
+            add(conn.execute("SELECT * FROM once").pl())
     assert night.check() == (0, 2)
 
 
@@ -194,7 +195,8 @@ def test_the_dagster_check_reads_the_list(tmp_path: Path, monkeypatch: pytest.Mo
     export(raw / "cm" / "ann" / "mar.csv", ["2025-03-01"], 60, 3e9)
     assert run("ingest_cm") == []
     with warehouse.write() as conn:
-        store.append(conn, "stg_cm", "SELECT * FROM stg_cm WHERE day = DATE '2025-03-01' LIMIT 1")
+        with store.appending(conn, "stg_cm") as add:
+            add(conn.execute("SELECT * FROM stg_cm WHERE day = DATE '2025-03-01' LIMIT 1").pl())
     [third] = run("diet_entries")
     assert not third.passed
     assert third.metadata["duplicate_keys"].value == 1

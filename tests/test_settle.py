@@ -64,7 +64,8 @@ def history(
             "meal": "'Lunch'",
         }
     select = ", ".join(f"{v} AS {c}" for c, v in values.items())
-    # No particular order, as store_spooled leaves it (and file_id order is not file order).
+    # Not in file order, as a rewrite or an older store may leave them (and file_id order is
+    # not file order either).
     create_table(conn, "history_rows", raw_schema(schema))
     conn.execute(
         f"""
@@ -75,7 +76,8 @@ def history(
         ORDER BY hash(f, d, i)
         """
     )
-    store.append(conn, "raw_cm", "SELECT * FROM history_rows")
+    with store.appending(conn, "raw_cm") as add:
+        add(conn.execute("SELECT * FROM history_rows").pl())
     conn.execute("DROP TABLE history_rows")
 
 
@@ -191,7 +193,8 @@ def test_an_incremental_settle_writes_only_the_shards_of_affected_keys(tmp_path:
         "DATE '2025-01-15' + d::INT AS day, 'food' AS food, d AS line, 'new' AS file_id, d AS _row "
         "FROM range(10) t(d)"
     )
-    store.append(conn, "raw_cm", "SELECT * FROM history_rows")
+    with store.appending(conn, "raw_cm") as add:
+        add(conn.execute("SELECT * FROM history_rows").pl())
     conn.execute(
         "CREATE TEMP TABLE _affected AS SELECT DISTINCT hash(person_id, day) AS h, person_id, day "
         "FROM history_rows"

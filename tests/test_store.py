@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from pipelines import store
@@ -122,6 +123,58 @@ def test_an_append_adds_a_part_and_leaves_every_other_file_untouched(tmp_path: P
     assert pl.read_parquet(added)["value"].to_list() == [5.0, 5.0]
     rows = table(project.warehouse())
     assert rows.count(("alice", 1.0)) == 2 and rows.count(("alice", 5.0)) == 2
+
+
+@pytest.mark.parametrize("rows_per_group", [2, store.ROWS_PER_GROUP])
+def test_frames_appended_as_they_come_make_one_part_per_shard_in_their_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows_per_group: int
+) -> None:
+    """`appending`: every frame's rows of a shard go into that shard's one new part, after the
+    frames before, in row groups of ROWS_PER_GROUP rows; a shard no frame touches, and every old
+    file, is left alone; a null person is shard 0."""
+    monkeypatch.setattr(store, "ROWS_PER_GROUP", rows_per_group)
+    project = project_with_draws(tmp_path)
+    warehouse = project.warehouse()
+    root = tmp_path / "data" / "store"
+    before, rows_before = files(root), table(warehouse)
+    frames = [draws(["alice", "bob"], 5.0), draws(["bob"], 6.0), draws(["p001"], 7.0)]
+    frames.append(pl.DataFrame({"person_id": [None], "value": [8.0]}, schema=frames[0].schema))
+    with warehouse.write() as conn, store.appending(conn, "marker_draws") as add:
+        for frame in frames:
+            add(frame)
+    after = files(root)
+    assert {p: after[p] for p in before} == before
+    added = {int(p.parent.name.removeprefix("shard=")): p for p in set(after) - set(before)}
+    people = {"alice": [5.0], "bob": [5.0, 6.0], "p001": [7.0], None: [8.0]}
+    wanted: dict[int, list[tuple]] = {}
+    for person, values in people.items():
+        k = shard_of(person, store.SHARDS)
+        wanted.setdefault(k, []).extend(
+            (person, v) for v in values for _ in range(2 if person else 1)
+        )
+    assert sorted(added) == sorted(wanted)
+    for k, path in added.items():
+        assert pl.read_parquet(path).rows() == wanted[k]  # each shard's rows in frame order
+    bob = added[shard_of("bob", store.SHARDS)]
+    assert pq.ParquetFile(bob).num_row_groups == (2 if rows_per_group == 2 else 1)
+    assert len(table(warehouse)) == len(rows_before) + sum(map(len, wanted.values()))
+    assert not list(root.glob("marker_draws/.staging-*"))
+
+
+def test_an_error_while_appending_frames_leaves_the_table_and_no_file_behind(
+    tmp_path: Path,
+) -> None:
+    project = project_with_draws(tmp_path)
+    warehouse = project.warehouse()
+    root = tmp_path / "data" / "store"
+    before, old_files = table(warehouse), named(warehouse)
+    with pytest.raises(KeyboardInterrupt), warehouse.write() as conn:
+        with store.appending(conn, "marker_draws") as add:
+            add(draws(["alice"], 5.0))
+            raise KeyboardInterrupt("killed between two batches")
+    assert table(warehouse) == before and named(warehouse) == old_files
+    assert sorted(files(root)) == sorted(old_files)
+    assert not list(root.glob("marker_draws/.staging-*"))
 
 
 def test_a_replacement_rewrites_only_the_parts_that_held_replaced_rows(tmp_path: Path) -> None:

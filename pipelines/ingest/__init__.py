@@ -34,8 +34,8 @@ Invariant, per file: rows_read == rows_loaded + rows_rejected + rows_duplicate.
 The caller owns the transaction (`Warehouse.write()`), so a failed run changes nothing.
 `ingest_source` runs the same code against a private DuckDB and returns the frames (tests, tools).
 
-The modules follow the flow: `files` (list and hash), `parse` (batches parsed, checked, spooled to
-Parquet and added to `raw_<source>`), `settle` (newest file wins, into `stg_<source>`),
+The modules follow the flow: `files` (list and hash), `parse` (batches parsed, checked and
+written into `raw_<source>`), `settle` (newest file wins, into `stg_<source>`),
 `accounting` (counts per file, the nightly line check), and `sync` (`sync_source`, the steps in
 order); `tables` and `fingerprints` hold what they share. The names above are importable from
 `pipelines.ingest` itself.
@@ -47,7 +47,6 @@ from pipelines.ingest.fingerprints import parser_fingerprint, source_fingerprint
 from pipelines.ingest.parse import (
     BATCH_BYTES,
     BATCH_FILES,
-    SPOOL_PREFIX,
     error_message,
     plausible,
 )
@@ -79,7 +78,6 @@ __all__ = [
     "LINES_TO_CHECK_SCHEMA",
     "OWNERSHIP_KEY",
     "REJECTED_ROWS_SCHEMA",
-    "SPOOL_PREFIX",
     "UNIQUE_IN_FILE",
     "FileInfo",
     "HashMemo",

@@ -1,26 +1,25 @@
-"""The second step: new or changed files parsed in batches, checked, and spooled to Parquet.
+"""The second step: new or changed files parsed in batches, checked, and added to `raw_<source>`.
 
 `ingest_batch` runs a format's `parse_batch` on a batch, moves implausible rows to the rejects,
-writes rejects and `ingest_state` rows, and spools the rows that passed to Parquet; `store_spooled`
-then adds every spooled batch to `raw_<source>`'s shards in one statement. `plausible` applies the
-same rules to one file outside a run.
+writes rejects and `ingest_state` rows, and hands the rows that passed to the store, which writes
+them straight into `raw_<source>`'s new parts (`store.appending`: one part per shard for all the
+batches, the rows written once). `plausible` applies the same rules to one file outside a run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
-from pipelines import store
 from pipelines.adapters import FORMATS, AdapterError, ParseResult
 from pipelines.adapters.base import FILE_INDEX
 from pipelines.config import SourceConfig
 from pipelines.ingest.files import FileInfo
-from pipelines.ingest.tables import INGEST_STATE_SCHEMA, OWNERSHIP_KEY, raw_schema, raw_table
+from pipelines.ingest.tables import INGEST_STATE_SCHEMA, OWNERSHIP_KEY
 from pipelines.schema import REJECT_SCHEMA, TARGET_SCHEMAS, conform
 from pipelines.transforms.plausibility import FUTURE_REASON, apply_plausibility
 from pipelines.warehouse import ident, insert_frame
@@ -32,7 +31,6 @@ from pipelines.warehouse import ident, insert_frame
 # is one batch, where 200 files at a time made it ten.
 BATCH_FILES = 5000
 BATCH_BYTES = 24 * 1024 * 1024
-SPOOL_PREFIX = "gutsignal-ingest-"
 # A row's `input_lines` carried through the plausibility rules onto its rejects.
 _LINES = "__input_lines"
 
@@ -89,10 +87,12 @@ def ingest_batch(
     batch: list[FileInfo],
     fingerprint: str,
     today: date,
-    spool: Path,
+    store_rows: Callable[[pl.DataFrame], None],
+    track: bool,
 ) -> None:
-    """Parse `batch`, apply the plausibility rules, store rejects and state, and write the rows
-    that passed to the Parquet file `spool` (see `store_spooled`)."""
+    """Parse `batch`, apply the plausibility rules, store rejects and state, and give the rows
+    that passed (`raw_<source>`'s columns) to `store_rows`. With `track`, their ownership keys go
+    to `_affected` for `settle`."""
     schema = TARGET_SCHEMAS[target]
     parsed = FORMATS[source.format].parse_batch([i.path for i in batch], source)
     file_ids = {i: info.file_id for i, info in enumerate(batch)}
@@ -124,7 +124,16 @@ def ingest_batch(
         *schema, to_id.alias("file_id"), pl.int_range(pl.len(), dtype=pl.Int64).alias("_row")
     )
     if stored.height:
-        stored.write_parquet(spool, compression="lz4")
+        store_rows(stored)
+        if track:
+            keys = ", ".join(ident(k) for k in OWNERSHIP_KEY[target])
+            # Distinct first: DuckDB keeps a frame registered in a transaction until it ends.
+            batch_keys = stored.select(OWNERSHIP_KEY[target]).unique()
+            conn.register("_batch_keys", batch_keys.to_arrow())
+            try:
+                conn.execute(f"INSERT INTO _affected SELECT hash({keys}), {keys} FROM _batch_keys")
+            finally:
+                conn.unregister("_batch_keys")
 
     paths = {i: info.rel_path for i, info in enumerate(batch)}
     insert_frame(
@@ -177,35 +186,3 @@ def _one_reject_per_line(implausible: pl.DataFrame) -> pl.DataFrame:
         .otherwise(pl.col("reason"))
         .alias("reason")
     ).drop("__nth", _LINES)
-
-
-def store_spooled(
-    conn: duckdb.DuckDBPyConnection,
-    source: SourceConfig,
-    target: str,
-    spooled: list[Path],
-    track: bool,
-) -> None:
-    """Add the spooled batches to `raw_<source>`: one new part per shard they touch, written in
-    one statement (`store.append`), the existing parts untouched.
-
-    Why a detour through Parquet: memory stays bounded by a batch while parsing, and the store
-    writes the night's rows by shard in one pass. With `track`, the ownership keys of the new rows
-    go to `_affected` for `settle`.
-    """
-    if not spooled:
-        return
-    files = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in spooled) + "]"
-    columns = ", ".join(f'"{c}"' for c in raw_schema(TARGET_SCHEMAS[target]))
-    # The order of raw_<source>'s rows means nothing (`settle` orders by file and `_row`), and a
-    # write that keeps it runs on one thread.
-    conn.execute("SET preserve_insertion_order = false")
-    try:
-        store.append(conn, raw_table(source.name), f"SELECT {columns} FROM read_parquet({files})")
-    finally:
-        conn.execute("RESET preserve_insertion_order")
-    if track:
-        keys = ", ".join(ident(k) for k in OWNERSHIP_KEY[target])
-        conn.execute(
-            f"INSERT INTO _affected SELECT DISTINCT hash({keys}), {keys} FROM read_parquet({files})"
-        )

@@ -1,13 +1,12 @@
 """`sync_source`, the entry point: the ingest steps in order, in the caller's transaction.
 
-List and hash the files (`files`), forget the rows of changed and removed files, parse and spool
+List and hash the files (`files`), forget the rows of changed and removed files, parse and store
 the new ones (`parse`), settle ownership (`settle`), count rows per file (`accounting`).
 `ingest_source` runs the same against a private DuckDB and returns frames (tests, tools).
 """
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,14 +21,7 @@ from pipelines.config import SourceConfig
 from pipelines.ingest.accounting import file_records
 from pipelines.ingest.files import FileInfo, HashMemo, list_files
 from pipelines.ingest.fingerprints import source_fingerprint
-from pipelines.ingest.parse import (
-    BATCH_BYTES,
-    BATCH_FILES,
-    SPOOL_PREFIX,
-    batches,
-    ingest_batch,
-    store_spooled,
-)
+from pipelines.ingest.parse import BATCH_BYTES, BATCH_FILES, batches, ingest_batch
 from pipelines.ingest.settle import settle
 from pipelines.ingest.tables import (
     LINES_TO_CHECK,
@@ -78,14 +70,12 @@ def sync_source(
     *,
     memo_path: Path | None = None,
     today: date | None = None,
-    work_dir: Path | None = None,
     paths: list[Path] | None = None,
 ) -> SyncResult:
     """Bring `raw_<source>`, `stg_<source>`, `ingest_state`, `ingest_files` and `rejected_rows`
     up to date with the source's files, and list in `lines_to_check` the files whose staging rows
     changed; see the module docstring. `today` (default: the current
-    date) is the reference for the rule on future dates; `work_dir` (default: the system's temp
-    folder) holds the parsed batches until they are stored. `paths` are the source's files when
+    date) is the reference for the rule on future dates. `paths` are the source's files when
     the caller has listed them already (`SourceConfig.files`): listing tens of thousands of files
     is a good part of a nightly run's ingest."""
     today = today or date.today()
@@ -161,22 +151,14 @@ def sync_source(
         for table in ("rejected_rows", "ingest_state", LINES_TO_CHECK):
             conn.execute(f"DELETE FROM {table} WHERE source = ? AND {gone}", [source.name])
 
-    if work_dir is not None:
-        # A killed run leaves its spool behind; the caller holds the warehouse's write lock, so
-        # no other ingest is using one.
-        for leftover in work_dir.glob(f"{SPOOL_PREFIX}*"):
-            shutil.rmtree(leftover, ignore_errors=True)
     with (
         clock("parse, check and store new files"),
-        tempfile.TemporaryDirectory(prefix=SPOOL_PREFIX, dir=work_dir) as spool_dir,
+        store.appending(conn, raw_table(source.name)) as store_rows,
     ):
-        spooled = []
-        for n, batch in enumerate(batches(to_parse, BATCH_FILES, BATCH_BYTES)):
-            spool = Path(spool_dir) / f"batch-{n:05d}.parquet"
-            ingest_batch(conn, source, target, batch, fingerprint, today, spool)
-            if spool.exists():
-                spooled.append(spool)
-        store_spooled(conn, source, target, spooled, track=not full)
+        for batch in batches(to_parse, BATCH_FILES, BATCH_BYTES):
+            ingest_batch(
+                conn, source, target, batch, fingerprint, today, store_rows, track=not full
+            )
 
     with clock("settle ownership"):
         settled = settle(conn, source, target, full)

@@ -75,13 +75,15 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
         # Versions before the incremental ingest kept a Parquet copy of every parse here; the
         # warehouse's raw_<source> tables replace it, so it is only wasted disk now.
         shutil.rmtree(project.project.processed_dir / "parse_cache", ignore_errors=True)
+        # Versions that spooled parsed batches here left them behind when killed mid-run.
+        for spool in project.project.processed_dir.glob("gutsignal-ingest-*"):
+            shutil.rmtree(spool, ignore_errors=True)
         with project.warehouse().write() as conn:
             result = sync_source(
                 conn,
                 source,
                 project.project.raw_dir,
                 memo_path=project.project.processed_dir / "file_hashes" / f"{source.name}.json",
-                work_dir=project.project.processed_dir,
                 paths=paths,
             )
             latest_day = latest_data_day(conn, staging_table(source.name))
