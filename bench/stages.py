@@ -115,7 +115,8 @@ def _materialize(keys: list[str], timer: Timer) -> None:
     import dagster as dg
 
     from pipelines.definitions import defs
-    from pipelines.defs.partitions import ALL_SHARDS
+    from pipelines.defs.partitions import all_partitions_tags
+    from pipelines.project import Project
 
     definitions = defs()
     job = definitions.resolve_job_def("refresh_all")
@@ -126,7 +127,7 @@ def _materialize(keys: list[str], timer: Timer) -> None:
             instance=instance,
             asset_selection=[dg.AssetKey(k) for k in keys],
             raise_on_error=True,
-            tags=ALL_SHARDS,
+            tags=all_partitions_tags(Project.from_env()),
         )
     if not result.success:
         raise RuntimeError(f"materializing {keys} failed")
@@ -449,7 +450,8 @@ def _stage_job(workdir: Path, manifest: dict[str, Any], downstream_only: bool) -
     import dagster as dg
 
     from pipelines.definitions import defs
-    from pipelines.defs.partitions import ALL_SHARDS
+    from pipelines.defs.partitions import all_partitions_tags
+    from pipelines.project import Project
 
     definitions = defs()
     job = definitions.resolve_job_def("refresh_all")
@@ -466,7 +468,7 @@ def _stage_job(workdir: Path, manifest: dict[str, Any], downstream_only: bool) -
         instance=instance,
         asset_selection=None if not downstream_only else keys,
         raise_on_error=True,
-        tags=ALL_SHARDS,
+        tags=all_partitions_tags(Project.from_env()),
     )
     seconds, cpu = time.perf_counter() - start, _cpu_with_workers() - cpu
     if not result.success:

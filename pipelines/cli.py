@@ -121,7 +121,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from pipelines.definitions import defs
-    from pipelines.defs.partitions import ALL_SHARDS
+    from pipelines.defs.partitions import all_partitions_tags
 
     definitions = defs()
     job = definitions.resolve_job_def("refresh_all")
@@ -137,7 +137,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         # A failed run puts the warehouse back as it was (ProjectResource, defs/resources.py).
         result: dg.ExecuteInProcessResult | dg.ExecuteJobResult = job.execute_in_process(
-            run_config=run_config, instance=instance, raise_on_error=False, tags=ALL_SHARDS
+            run_config=run_config,
+            instance=instance,
+            raise_on_error=False,
+            tags=all_partitions_tags(project),
         )
     else:
         if not os.environ.get("DAGSTER_HOME"):
@@ -157,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             instance=dg.DagsterInstance.get(),
             run_config=run_config,
             raise_on_error=False,
-            tags=ALL_SHARDS,
+            tags=all_partitions_tags(project),
         ) as result:
             pass
     if not result.success:

@@ -17,6 +17,9 @@ import pydantic
 from pydantic import AfterValidator, ConfigDict, Field
 
 MULTIPLE_TESTING = ("holm", "bh")
+# The divisors of the store's 16 person shards (pipelines.store.SHARDS; a test checks): how many
+# Dagster partitions the shards can be grouped into.
+PERSON_PARTITIONS = (1, 2, 4, 8, 16)
 
 
 # The checks behind some settings' types. Each raises ValueError with what is expected; the value
@@ -43,6 +46,13 @@ def _one_of(choices: tuple[str, ...], meanings: str) -> Callable[[str], str]:
 _multiple_testing = _one_of(
     MULTIPLE_TESTING, "holm: family-wise error rate, bh: false discovery rate"
 )
+
+
+def _person_partitions(partitions: int) -> int:
+    if partitions not in PERSON_PARTITIONS:
+        choices = ", ".join(map(str, PERSON_PARTITIONS))
+        raise ValueError(f"is not one of {choices} (the divisors of the store's 16 shards)")
+    return partitions
 
 
 def _csv_path(path: str) -> str:
@@ -185,14 +195,18 @@ class Settings:
     # Your own food categories, which win over the shipped ones and survive upgrades: a CSV
     # (food,match,categories) relative to the project folder; see docs/food-categories.md.
     food_overrides: Annotated[str, AfterValidator(_csv_path)] | None = None
+    # Dagster partitions the store's person shards are grouped into (pipelines/defs/partitions.py):
+    # fewer partitions write fewer events a night; more let a run pick fewer people.
+    person_partitions: Annotated[int, AfterValidator(_person_partitions)] = 4
     executor: ExecutorSettings = ExecutorSettings()
     daily_outcomes: DailyOutcomeSettings = DailyOutcomeSettings()
 
 
-# Settings that salt no step through `result_settings`: how the steps are executed (no table
-# depends on it), and the daily-outcome analysis (only `daily_effects` does, and its step salts
-# with that block itself: changing a lag refits no marker model).
-_NOT_SHARED = ("executor", "daily_outcomes")
+# Settings that salt no step through `result_settings`: how the steps are executed and how the
+# person shards are grouped into partitions (no table depends on either), and the daily-outcome
+# analysis (only `daily_effects` does, and its step salts with that block itself: changing a lag
+# refits no marker model).
+_NOT_SHARED = ("executor", "person_partitions", "daily_outcomes")
 
 
 def result_settings(settings: Settings) -> dict[str, Any]:

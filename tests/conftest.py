@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from pipelines.cli import DEMO_SOURCES_YAML
-from pipelines.defs.partitions import ALL_SHARDS
+from pipelines.defs.partitions import all_partitions_tags
 from pipelines.project import PROJECT_DIR_ENV, Project
 from pipelines.reports.inputs import DashboardInputs
 from pipelines.warehouse import Warehouse
@@ -39,7 +39,9 @@ def refresh_all(
     monkeypatch.setenv(PROJECT_DIR_ENV, str(root))
     with dg.instance_for_test() as instance:
         job = defs().resolve_job_def("refresh_all")
-        result = job.execute_in_process(instance=instance, tags=ALL_SHARDS)
+        result = job.execute_in_process(
+            instance=instance, tags=all_partitions_tags(Project.from_env())
+        )
         assert result.success
         done = {}
         for key, field in report.items():
@@ -108,7 +110,9 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
         with dg.instance_for_test() as instance:
             job = defs().resolve_job_def("refresh_all")
             result = job.execute_in_process(
-                instance=instance, raise_on_error=False, tags=ALL_SHARDS
+                instance=instance,
+                raise_on_error=False,
+                tags=all_partitions_tags(Project.from_env()),
             )
             yield DemoRun(project, result)
     finally:

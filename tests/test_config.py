@@ -8,6 +8,8 @@ import pytest
 
 from pipelines.config import ConfigError, ExecutorSettings, Settings, result_settings
 from pipelines.project import load_project_config
+from pipelines.settings import PERSON_PARTITIONS
+from pipelines.store import SHARDS
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -167,6 +169,10 @@ def load_settings(tmp_path: Path, block: str) -> Settings:
         ("{cohort_min_age: -1}", "key 'settings.cohort_min_age': -1 must be at least 0"),
         ("{pseudonymise_cohort: 1}", "key 'settings.pseudonymise_cohort': 1 is not true or false"),
         ("{food_overrides: ' '}", "key 'settings.food_overrides': ' ' is blank"),
+        ("{person_partitions: 3}", "key 'settings.person_partitions': 3 is not one of 1, 2, 4"),
+        ("{person_partitions: 32}", "key 'settings.person_partitions': 32 is not one of 1, 2,"),
+        ("{person_partitions: 0}", "key 'settings.person_partitions': 0 is not one of 1, 2, 4"),
+        ("{person_partitions: '4'}", "key 'settings.person_partitions': '4' is not a whole"),
     ],
 )
 def test_bad_settings_name_key_value_and_expectation(
@@ -205,6 +211,17 @@ def test_bad_executor_settings_name_the_key(tmp_path: Path, block: str, expected
     with pytest.raises(ConfigError) as err:
         load_settings(tmp_path, block)
     assert f"{tmp_path / 'sources.yaml'}, {expected}" in str(err.value)
+
+
+@pytest.mark.parametrize("partitions", [1, 2, 4, 8, 16])
+def test_person_partitions_are_the_divisors_of_the_store_shards(
+    tmp_path: Path, partitions: int
+) -> None:
+    assert SHARDS % partitions == 0
+    settings = load_settings(tmp_path, f"{{person_partitions: {partitions}}}")
+    assert settings.person_partitions == partitions
+    assert load_settings(tmp_path, "{}").person_partitions == 4
+    assert PERSON_PARTITIONS == tuple(n for n in range(1, SHARDS + 1) if SHARDS % n == 0)
 
 
 def test_executor_settings_load(tmp_path: Path) -> None:
@@ -264,6 +281,7 @@ def test_settings_defaults_are_unchanged(tmp_path: Path) -> None:
     assert result_settings(load_settings(tmp_path, "{}")) == expected
     assert dataclasses.asdict(Settings()) == {
         **expected,
+        "person_partitions": 4,
         "executor": {"kind": "in_process", "scheduler": None},
         "daily_outcomes": {
             "foods": None,

@@ -13,9 +13,9 @@ import dagster as dg
 import pytest
 
 from pipelines.defs.automation.sensors import new_raw_files
-from pipelines.defs.partitions import ALL_SHARDS
+from pipelines.defs.partitions import all_partitions_tags
 from pipelines.defs.resources import ProjectResource
-from pipelines.project import PROJECT_DIR_ENV
+from pipelines.project import PROJECT_DIR_ENV, Project
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -85,7 +85,7 @@ def test_nightly_schedule_runs_at_two_in_configured_timezone(project_dir: Path) 
     assert len(requests) == 1
     assert schedule.job_name == "refresh_all"
     # Every person shard, in the one run.
-    assert requests[0].tags.items() >= ALL_SHARDS.items()
+    assert requests[0].tags.items() >= all_partitions_tags(Project.from_env()).items()
 
 
 def test_sensor_starts_a_run_for_new_or_changed_files_only(project_dir: Path) -> None:
@@ -107,7 +107,7 @@ def test_sensor_starts_a_run_for_new_or_changed_files_only(project_dir: Path) ->
         (raw / "labs" / "a.csv").write_text("Patient,Date\n", encoding="utf-8")
         first = tick(None)
         assert isinstance(first, dg.SensorResult) and len(first.run_requests or []) == 1
-        assert first.run_requests[0].tags.items() >= ALL_SHARDS.items()
+        assert first.run_requests[0].tags.items() >= all_partitions_tags(Project.from_env()).items()
         cursor = first.cursor
         assert "labs/a.csv" in json.loads(cursor or "{}")
 
@@ -167,7 +167,9 @@ def test_a_failed_materialisation_from_the_ui_puts_the_warehouse_back(
     monkeypatch.setenv(PROJECT_DIR_ENV, str(tmp_path))
     with dg.instance_for_test() as instance:
         job = load_defs().resolve_implicit_global_asset_job_def()
-        assert job.execute_in_process(instance=instance, tags=ALL_SHARDS).success
+        assert job.execute_in_process(
+            instance=instance, tags=all_partitions_tags(Project.from_env())
+        ).success
         wh = project.warehouse()
         before = {t: wh.table(t) for t in ("lab_results", "ingest_files", "associations")}
         # New lab rows are ingested, then the analysis step breaks.
@@ -181,7 +183,9 @@ def test_a_failed_materialisation_from_the_ui_puts_the_warehouse_back(
             raise RuntimeError("disk full")
 
         monkeypatch.setattr("pipelines.steps.analysis.model_parts", broken)
-        result = job.execute_in_process(instance=instance, raise_on_error=False, tags=ALL_SHARDS)
+        result = job.execute_in_process(
+            instance=instance, raise_on_error=False, tags=all_partitions_tags(Project.from_env())
+        )
         assert not result.success
         assert any(e.event_type_value == "STEP_FAILURE" for e in result.all_events)
     for table, frame in before.items():
@@ -219,7 +223,7 @@ def test_stale_sources_fail_a_dagster_freshness_check_and_demo_sources_do_not(
             result = (
                 load_defs()
                 .resolve_job_def("refresh_all")
-                .execute_in_process(instance=instance, tags=ALL_SHARDS)
+                .execute_in_process(instance=instance, tags=all_partitions_tags(Project.from_env()))
             )
         assert result.success
         return {

@@ -11,9 +11,9 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from pipelines.defs.partitions import ALL_SHARDS
+from pipelines.defs.partitions import all_partitions_tags
 from pipelines.demo import DEMO_PEOPLE, DEMO_TRUTH
-from pipelines.project import PROJECT_DIR_ENV
+from pipelines.project import PROJECT_DIR_ENV, Project
 from tests.conftest import DemoRun
 
 
@@ -178,7 +178,9 @@ def test_second_run_changes_nothing(demo_run: DemoRun, monkeypatch: pytest.Monke
 
     with dg.instance_for_test() as instance:
         job = defs().resolve_job_def("refresh_all")
-        result = job.execute_in_process(instance=instance, tags=ALL_SHARDS)
+        result = job.execute_in_process(
+            instance=instance, tags=all_partitions_tags(Project.from_env())
+        )
     assert result.success
     after = {t: wh.table(t).height for t in before}
     assert after == before

@@ -21,7 +21,7 @@ from distributed import Client, LocalCluster
 
 from pipelines.cli import main
 from pipelines.definitions import defs, refresh_all_job
-from pipelines.defs.partitions import ALL_SHARDS
+from pipelines.defs.partitions import all_partitions_tags
 from pipelines.project import PROJECT_DIR_ENV, Project
 from pipelines.steps import dashboards
 from tests.conftest import make_demo_project
@@ -106,7 +106,10 @@ def run_refresh_all(
         project_env(project.root),
         dg.instance_for_test(temp_dir=str(dagster_home), overrides=NO_COMPUTE_LOGS) as instance,
         dg.execute_job(
-            job, instance=instance, asset_selection=selection, tags=ALL_SHARDS
+            job,
+            instance=instance,
+            asset_selection=selection,
+            tags=all_partitions_tags(Project.from_env()),
         ) as result,
     ):
         if succeed:

@@ -21,7 +21,7 @@ import pytest
 
 from pipelines import store
 from pipelines.cli import main
-from pipelines.defs.partitions import ALL_SHARDS
+from pipelines.defs.partitions import all_partitions_tags
 from pipelines.project import Project
 from tests.conftest import make_demo_project
 
@@ -215,7 +215,11 @@ def test_a_scheduled_run_backs_up_the_warehouse_first(
     with dg.instance_for_test() as instance:
         # what the daemon's nightly tick launches: the job, tagged with the schedule's name
         result = job.execute_in_process(
-            instance=instance, tags={"dagster/schedule_name": "nightly_refresh", **ALL_SHARDS}
+            instance=instance,
+            tags={
+                "dagster/schedule_name": "nightly_refresh",
+                **all_partitions_tags(Project.from_env()),
+            },
         )
     assert result.success
     (backup,) = list_backups(project.warehouse())

@@ -1,6 +1,7 @@
-"""Person shards as Dagster partitions (`pipelines.defs.partitions`): a run of some shards
-recomputes and records only their people, and leaves the other shards' files as they were; a run
-of all of them is the step as it was before partitions; a run naming no shards is refused."""
+"""Groups of person shards as Dagster partitions (`pipelines.defs.partitions`): a run of one
+partition recomputes and records only its shards' people, and leaves the other shards' files as
+they were; a run of all of them is the step as it was before partitions; a run naming no
+partition is refused."""
 
 from __future__ import annotations
 
@@ -11,7 +12,12 @@ import duckdb
 import polars as pl
 import pytest
 
-from pipelines.defs.partitions import ALL_SHARDS, SHARD_KEYS, shard_range_tags
+from pipelines.defs.partitions import (
+    all_partitions_tags,
+    partition_keys,
+    partition_range_tags,
+    shards_of_key,
+)
 from pipelines.incremental import STATE_TABLE, plan_people, record
 from pipelines.project import PROJECT_DIR_ENV, Project
 from pipelines.store import SHARDS, in_shards, shard_of
@@ -53,7 +59,7 @@ def test_in_shards_refuses_a_shard_the_store_does_not_have() -> None:
     with pytest.raises(ValueError):
         in_shards([SHARDS], SHARDS)
     with pytest.raises(ValueError):
-        shard_range_tags("00", str(SHARDS))
+        partition_range_tags("shards-00-03", "15")
 
 
 def _run(
@@ -78,7 +84,7 @@ def _parts(project: Project, table: str) -> dict[int, list[tuple[str, int]]]:
     return parts
 
 
-def test_one_shard_run_recomputes_only_its_people_and_keeps_the_others_files(
+def test_one_partition_run_recomputes_only_its_shards_people_and_keeps_the_others_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pipelines.definitions import defs
@@ -87,21 +93,22 @@ def test_one_shard_run_recomputes_only_its_people_and_keeps_the_others_files(
     monkeypatch.setenv(PROJECT_DIR_ENV, str(project.root))
     job = defs().resolve_job_def("refresh_all")
     with dg.instance_for_test() as instance:
-        assert _run(job, instance, tags=ALL_SHARDS).success
+        assert _run(job, instance, tags=all_partitions_tags(project)).success
         tables = ("marker_draws", "marker_trends")
         before = sorted_tables(project, tables)
         with duckdb.connect(str(project.warehouse_path), read_only=True) as conn:
             people = conn.execute("SELECT DISTINCT person_id FROM lab_results").pl()["person_id"]
-        shard = shard_of(people[0], SHARDS)
-        mine = {p for p in people if shard_of(p, SHARDS) == shard}
-        assert 0 < len(mine) < people.len()  # the demo's people span several shards
+        # The demo project has the default 4 partitions of 4 shards each.
+        key = next(k for k in partition_keys(4) if shard_of(people[0], SHARDS) in shards_of_key(k))
+        shards = set(shards_of_key(key))
+        mine = {p for p in people if shard_of(p, SHARDS) in shards}
+        assert 0 < len(mine) < people.len()  # the demo's people span several partitions
         # Forget what marker_models last saw: every person is to be recomputed.
         with project.warehouse().write() as conn:
             conn.execute(f"DELETE FROM {STATE_TABLE} WHERE step = 'marker_models'")
         parts = {t: _parts(project, t) for t in tables}
 
-        key = SHARD_KEYS[shard]
-        one = _run(job, instance, asset_selection=MARKERS, tags=shard_range_tags(key, key))
+        one = _run(job, instance, asset_selection=MARKERS, tags=partition_range_tags(key, key))
         assert one.success
         done = {
             (e.asset_key.to_user_string(), e.partition)
@@ -115,16 +122,19 @@ def test_one_shard_run_recomputes_only_its_people_and_keeps_the_others_files(
         assert set(recorded) == mine
         for table in tables:
             after = _parts(project, table)
-            assert after[shard] != parts[table][shard], table  # rewritten
-            assert {k: v for k, v in after.items() if k != shard} == {
-                k: v for k, v in parts[table].items() if k != shard
+            for shard in {shard_of(p, SHARDS) for p in mine}:  # the partition's shards with people
+                assert after[shard] != parts[table][shard], (table, shard)  # rewritten
+            assert {k: v for k, v in after.items() if k not in shards} == {
+                k: v for k, v in parts[table].items() if k not in shards
             }, table
         # Recomputed from the same results: the same rows.
         for name, frame in sorted_tables(project, tables).items():
             assert frame.equals(before[name]), name
 
         # The rest of the shards: everyone is recorded again, the tables still the same.
-        assert _run(job, instance, asset_selection=MARKERS, tags=ALL_SHARDS).success
+        assert _run(
+            job, instance, asset_selection=MARKERS, tags=all_partitions_tags(project)
+        ).success
         with duckdb.connect(str(project.warehouse_path), read_only=True) as conn:
             n = conn.execute(
                 f"SELECT count(DISTINCT person_id) FROM {STATE_TABLE} WHERE step = 'marker_models'"
@@ -152,7 +162,34 @@ def test_a_run_that_names_no_shards_is_refused(
     assert "names no person shards" in str(failure.event_specific_data)
 
 
-def test_all_shards_is_one_range_over_the_store_shards() -> None:
-    assert ALL_SHARDS == shard_range_tags(SHARD_KEYS[0], SHARD_KEYS[-1])
-    assert [int(k) for k in SHARD_KEYS] == list(range(SHARDS))
-    assert pl.Series(SHARD_KEYS).is_sorted()  # a range of keys is a range of shards
+@pytest.mark.parametrize("partitions", [1, 2, 4, 8, 16])
+def test_partitions_group_consecutive_shards_and_cover_each_once(partitions: int) -> None:
+    keys = partition_keys(partitions)
+    assert len(keys) == partitions
+    assert pl.Series(keys).is_sorted()  # a range of keys is a range of shards
+    size = SHARDS // partitions
+    for shard in range(SHARDS):
+        (key,) = [k for k in keys if shard in shards_of_key(k)]
+        assert keys.index(key) == shard // size
+    assert [s for k in keys for s in shards_of_key(k)] == list(range(SHARDS))
+
+
+def test_partition_keys_name_their_shards() -> None:
+    assert partition_keys(4) == ["shards-00-03", "shards-04-07", "shards-08-11", "shards-12-15"]
+    assert partition_keys(1) == ["shards-00-15"]
+    assert partition_keys(16)[3] == "shards-03-03"
+    assert shards_of_key("shards-04-07") == range(4, 8)
+    with pytest.raises(ValueError):
+        partition_keys(3)
+    with pytest.raises(ValueError):
+        shards_of_key("04")
+
+
+def test_a_night_is_one_range_over_every_partition(tmp_path: Path) -> None:
+    project = make_demo_project(tmp_path)
+    assert all_partitions_tags(project) == partition_range_tags("shards-00-03", "shards-12-15")
+    text = project.sources_yaml.read_text().replace(
+        "settings:\n", "settings:\n  person_partitions: 16\n", 1
+    )
+    project.sources_yaml.write_text(text)
+    assert all_partitions_tags(project) == partition_range_tags("shards-00-00", "shards-15-15")

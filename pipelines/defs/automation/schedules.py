@@ -4,7 +4,7 @@ nightly runs without clicking anything."""
 import dagster as dg
 
 from pipelines.defs.automation import jobs
-from pipelines.defs.partitions import ALL_SHARDS
+from pipelines.defs.partitions import all_partitions_tags
 from pipelines.project import Project
 
 NIGHTLY_CRON = "0 2 * * *"
@@ -21,16 +21,18 @@ def configured_timezone(project: Project) -> str:
 def schedules() -> dg.Definitions:
     # Built at load time, as the timezone comes from the project's sources.yaml. A module with a
     # @dg.definitions function contributes only what that function returns.
+    project = Project.from_env()
+
     @dg.schedule(
         name="nightly_refresh",
         job=jobs.refresh_all,
         cron_schedule=NIGHTLY_CRON,
-        execution_timezone=configured_timezone(Project.from_env()),
+        execution_timezone=configured_timezone(project),
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Refreshes everything at 02:00 in the configured timezone.",
     )
     def nightly_refresh(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         # Every person shard in the one run (a ScheduleDefinition may not set Dagster's tags).
-        return dg.RunRequest(tags=ALL_SHARDS)
+        return dg.RunRequest(tags=all_partitions_tags(project))
 
     return dg.Definitions(schedules=[nightly_refresh])

@@ -9,7 +9,7 @@ import dagster as dg
 # Dagster collects every definition at the top level of a module: through its module, the job
 # stays collected once, from jobs.py.
 from pipelines.defs.automation import jobs
-from pipelines.defs.partitions import ALL_SHARDS
+from pipelines.defs.partitions import all_partitions_tags
 from pipelines.defs.resources import ProjectResource
 
 
@@ -45,7 +45,10 @@ def new_raw_files(context: dg.SensorEvaluationContext, project: ProjectResource)
                 run_key=f"raw-files-{digest[:16]}",
                 # Every person shard: a file's people are known only once it is parsed, in the
                 # run; the per-person steps then recompute only the people whose rows changed.
-                tags={"gutsignal/changed_files": str(len(changed)), **ALL_SHARDS},
+                tags={
+                    "gutsignal/changed_files": str(len(changed)),
+                    **all_partitions_tags(project.project),
+                },
             )
         ],
         cursor=json.dumps(current),

@@ -15,6 +15,7 @@ from pipelines.defs.features.checks import DIET_DAILY_CHECKS, MARKER_DRAWS_CHECK
 from pipelines.defs.partitions import person_shards, shards_of_run
 from pipelines.defs.resources import ProjectResource
 from pipelines.incremental import changed, plan_whole, record
+from pipelines.project import Project
 from pipelines.steps.features import (
     update_diet_daily,
     update_diet_summary,
@@ -156,69 +157,74 @@ def diet_summary(
     )
 
 
-@dg.multi_asset(
-    specs=[
-        dg.AssetSpec(
-            "marker_draws",
-            code_version=CODE_VERSION,
-            group_name="features",
-            kinds={"polars", "duckdb"},
-            deps=["lab_results"],
-            description="Every lab result as an analysable draw: log scale, below-detection "
-            "values at LOD/sqrt(2), acute CRP (> 10 mg/L) and the washout after it excluded with "
-            "a reason, draws close together merged into one visit.",
-        ),
-        dg.AssetSpec(
-            "marker_trends",
-            code_version=CODE_VERSION,
-            group_name="features",
-            kinds={"polars", "duckdb"},
-            deps=["lab_results"],
-            description="Per person and marker: chronic baseline, Theil-Sen trend with CI, "
-            "hs-CRP category and whether the latest change exceeds the reference change value.",
-        ),
-    ],
-    check_specs=[c.spec for c in MARKER_DRAWS_CHECKS],
-    pool="duckdb_writer",
-    # Per person: a partition is a person shard's people (`pipelines.defs.partitions`).
-    partitions_def=person_shards,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-)
-def marker_models(context: dg.AssetExecutionContext, project: ProjectResource):
-    """Separate acute from chronic inflammation and summarise each person's chronic course.
+def marker_models_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """`marker_models`, partitioned by the project's groups of person shards."""
 
-    A run of some shards recomputes (and records) only their people; the checks look at the
-    whole tables, as the steps downstream read them."""
-    settings = project.config().settings
-    shards = shards_of_run(context)
-    with project.warehouse().write() as conn:
-        plan = update_marker_models(conn, settings, shards)
-        reasons = conn.execute(
-            "SELECT excluded_reason, count(*) AS len FROM marker_draws GROUP BY ALL "
-            "ORDER BY excluded_reason NULLS FIRST"
-        ).pl()
-        row = conn.execute(
-            "SELECT count(*), count(*) FILTER (excluded_reason IS NULL), count(*) FILTER (acute), "
-            "(SELECT count(*) FROM marker_trends) FROM marker_draws"
-        ).fetchone()
-        checks = [c.run(conn) for c in MARKER_DRAWS_CHECKS]
-    draws_n, chronic, acute, trends_n = row or (0, 0, 0, 0)
-    recomputed = "all" if plan.everyone else len(plan.touched)
-    yield dg.MaterializeResult(
-        asset_key="marker_draws",
-        metadata={
-            "dagster/row_count": draws_n,
-            "chronic_draws": chronic,
-            "acute_draws": acute,
-            "excluded_by_reason": md_table(reasons),
-            "people_recomputed": recomputed,
-        },
+    @dg.multi_asset(
+        specs=[
+            dg.AssetSpec(
+                "marker_draws",
+                code_version=CODE_VERSION,
+                group_name="features",
+                kinds={"polars", "duckdb"},
+                deps=["lab_results"],
+                description="Every lab result as an analysable draw: log scale, below-detection"
+                " values at LOD/sqrt(2), acute CRP (> 10 mg/L) and the washout after it excluded"
+                " with a reason, draws close together merged into one visit.",
+            ),
+            dg.AssetSpec(
+                "marker_trends",
+                code_version=CODE_VERSION,
+                group_name="features",
+                kinds={"polars", "duckdb"},
+                deps=["lab_results"],
+                description="Per person and marker: chronic baseline, Theil-Sen trend with CI, "
+                "hs-CRP category and whether the latest change exceeds the reference change value.",
+            ),
+        ],
+        check_specs=[c.spec for c in MARKER_DRAWS_CHECKS],
+        pool="duckdb_writer",
+        # Per person: a partition is a group of person shards (`pipelines.defs.partitions`).
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
     )
-    yield dg.MaterializeResult(
-        asset_key="marker_trends",
-        metadata={"dagster/row_count": trends_n, "people_recomputed": recomputed},
-    )
-    yield from checks
+    def marker_models(context: dg.AssetExecutionContext, project: ProjectResource):
+        """Separate acute from chronic inflammation and summarise each person's chronic course.
+
+        A run of some shards recomputes (and records) only their people; the checks look at the
+        whole tables, as the steps downstream read them."""
+        settings = project.config().settings
+        shards = shards_of_run(context)
+        with project.warehouse().write() as conn:
+            plan = update_marker_models(conn, settings, shards)
+            reasons = conn.execute(
+                "SELECT excluded_reason, count(*) AS len FROM marker_draws GROUP BY ALL "
+                "ORDER BY excluded_reason NULLS FIRST"
+            ).pl()
+            row = conn.execute(
+                "SELECT count(*), count(*) FILTER (excluded_reason IS NULL), "
+                "count(*) FILTER (acute), (SELECT count(*) FROM marker_trends) FROM marker_draws"
+            ).fetchone()
+            checks = [c.run(conn) for c in MARKER_DRAWS_CHECKS]
+        draws_n, chronic, acute, trends_n = row or (0, 0, 0, 0)
+        recomputed = "all" if plan.everyone else len(plan.touched)
+        yield dg.MaterializeResult(
+            asset_key="marker_draws",
+            metadata={
+                "dagster/row_count": draws_n,
+                "chronic_draws": chronic,
+                "acute_draws": acute,
+                "excluded_by_reason": md_table(reasons),
+                "people_recomputed": recomputed,
+            },
+        )
+        yield dg.MaterializeResult(
+            asset_key="marker_trends",
+            metadata={"dagster/row_count": trends_n, "people_recomputed": recomputed},
+        )
+        yield from checks
+
+    return marker_models
 
 
 @dg.asset(
@@ -247,4 +253,19 @@ def data_sufficiency_asset(
         row = conn.execute("SELECT count(*) FROM data_sufficiency").fetchone()
     return dg.MaterializeResult(
         metadata={"dagster/row_count": row[0] if row else 0, "changed": changed(plan)}
+    )
+
+
+@dg.definitions
+def features_assets() -> dg.Definitions:
+    # Built at load time: the per-person assets' partitions come from the project's sources.yaml.
+    # A module with a @dg.definitions function contributes only what that function returns.
+    return dg.Definitions(
+        assets=[
+            food_taxonomy,
+            diet_daily,
+            diet_summary,
+            marker_models_asset(person_shards(Project.from_env())),
+            data_sufficiency_asset,
+        ],
     )
