@@ -66,6 +66,28 @@ def test_definitions_load_with_one_ingest_asset_per_source(project_dir: Path) ->
     } <= keys
 
 
+def test_person_partitions_come_from_the_project_when_definitions_load(project_dir: Path) -> None:
+    def partitions(defs: dg.Definitions) -> list[str]:
+        job = defs.resolve_job_def("refresh_all")
+        assert job.partitions_def is not None
+        return list(job.partitions_def.get_partition_keys())
+
+    assert partitions(load_defs()) == [
+        "shards-00-03",
+        "shards-04-07",
+        "shards-08-11",
+        "shards-12-15",
+    ]
+    sources = project_dir / "sources.yaml"
+    sources.write_text(SOURCES.replace("{timezone:", "{person_partitions: 16, timezone:"))
+    assert partitions(load_defs()) == [f"shards-{i:02d}-{i:02d}" for i in range(16)]
+    # What the schedule and the sensor ask for (their ticks: the tests below).
+    assert all_partitions_tags(Project(project_dir)) == {
+        "dagster/asset_partition_range_start": "shards-00-00",
+        "dagster/asset_partition_range_end": "shards-15-15",
+    }
+
+
 def test_definitions_load_without_sources_yaml(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv(PROJECT_DIR_ENV, str(tmp_path))
     dg.Definitions.validate_loadable(load_defs())
