@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
@@ -32,12 +32,15 @@ def _iana_timezone(name: str) -> str:
     return name
 
 
-def _one_of(choices: tuple[str, ...], meanings: str) -> Callable[[str], str]:
-    """A validator accepting only `choices`; its error lists them with what each means."""
+_Choice = TypeVar("_Choice")
 
-    def check(value: str) -> str:
+
+def _one_of(choices: tuple[_Choice, ...], meanings: str) -> Callable[[_Choice], _Choice]:
+    """A validator accepting only `choices`; its error lists them with what they mean."""
+
+    def check(value: _Choice) -> _Choice:
         if value not in choices:
-            raise ValueError(f"is not one of {', '.join(choices)} ({meanings})")
+            raise ValueError(f"is not one of {', '.join(map(str, choices))} ({meanings})")
         return value
 
     return check
@@ -48,11 +51,7 @@ _multiple_testing = _one_of(
 )
 
 
-def _person_partitions(partitions: int) -> int:
-    if partitions not in PERSON_PARTITIONS:
-        choices = ", ".join(map(str, PERSON_PARTITIONS))
-        raise ValueError(f"is not one of {choices} (the divisors of the store's 16 shards)")
-    return partitions
+_person_partitions = _one_of(PERSON_PARTITIONS, "the divisors of the store's 16 shards")
 
 
 def _csv_path(path: str) -> str:
