@@ -6,10 +6,15 @@ import codecs
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from pipelines.config import SourceConfig
+
+if TYPE_CHECKING:
+    from pipelines.adapters._csv import CsvTable
+    from pipelines.rules import Check
 
 # Daily outcomes (symptoms, wearable signals) share `biometrics` with Cronometer's biometrics: one
 # table of a person's dated readings, so that a resting heart rate is one series whichever app
@@ -72,6 +77,9 @@ class BatchResult:
 
 ParseFn = Callable[[Path, SourceConfig], ParseResult]
 BatchFn = Callable[[Sequence[Path], SourceConfig], BatchResult]
+# How a CSV format's table transform gets its rows' person ids: the expression and the check
+# rejecting blank ids (`_csv.person_column_check`, or `diet_csv.person_id`).
+PersonRule = Callable[["CsvTable"], "tuple[pl.Expr, Check | None]"]
 
 
 def parse_each(parse: ParseFn, paths: Sequence[Path], source: SourceConfig) -> BatchResult:
@@ -120,6 +128,10 @@ class Format:
 
     `kinds` and `person_in_file` are what sources.yaml is checked against
     (`pipelines.config.FormatFacts`).
+
+    `person_rule`, for a CSV format, gives the `PersonRule` its table transform calls for a
+    source, so a file's people can be read from its person column alone (`person_ids`, for the
+    new-file sensor). None: only the whole parse tells (FHIR subjects, NHANES SEQN, Synthea).
     """
 
     kinds: tuple[str, ...]
@@ -127,6 +139,7 @@ class Format:
     target: Callable[[SourceConfig], str] = field(default=_default_target)
     batch: BatchFn | None = None
     person_in_file: bool = False
+    person_rule: Callable[[SourceConfig], PersonRule] | None = None
 
     def parse_batch(self, paths: Sequence[Path], source: SourceConfig) -> BatchResult:
         if self.batch is not None:

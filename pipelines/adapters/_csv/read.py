@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,11 +171,19 @@ def _parse_header(header_lines: list[str], delimiter: str) -> tuple[str, ...]:
 
 
 def polars_cells(
-    data_lines: list[str], width: int, delimiter: str, records: int
+    data_lines: list[str],
+    width: int,
+    delimiter: str,
+    records: int,
+    columns: Sequence[str] | None = None,
 ) -> pl.DataFrame | None:
-    """Cells of the data lines parsed by Polars; None if it does not see `records` records."""
+    """Cells of the data lines parsed by Polars; None if it does not see `records` records.
+
+    With `columns` (cell names), only those: Polars still splits every field, but builds the
+    strings of these columns alone (and no EXTRA)."""
     # One column more than the header catches rows with extra fields (an unquoted delimiter).
     schema = {cell(i): pl.String for i in range(width + 1)}
+    positions = None if columns is None else [i for i in range(width) if cell(i) in columns]
     if not data_lines:
         frame = pl.DataFrame(schema=schema)
     else:
@@ -183,6 +192,7 @@ def polars_cells(
                 "\n".join(data_lines).encode("utf-8"),
                 has_header=False,
                 schema=schema,
+                columns=positions,
                 separator=delimiter,
                 quote_char='"',
                 truncate_ragged_lines=True,
@@ -192,6 +202,8 @@ def polars_cells(
             return None
     if frame.height != records:
         return None
+    if positions is not None:
+        return frame.select(cell(i) for i in positions)
     return frame.rename({cell(width): EXTRA})
 
 
@@ -229,9 +241,36 @@ def clean(frame: pl.DataFrame, width: int) -> pl.DataFrame:
     untidy = frame.select(
         [pl.col(n).str.contains(r"^\s|\s$|^$").any().alias(n) for n in names]
     ).row(0, named=True)
-    stripped = frame.with_columns(
-        [pl.col(n).str.strip_chars().replace("", None).alias(n) for n in names if untidy[n]]
-    )
+    stripped = frame.with_columns([tidy(n) for n in names if untidy[n]])
     return stripped.filter(pl.any_horizontal([pl.col(n).is_not_null() for n in names])).select(
         [*names, LINE, RAW, *carried]
     )
+
+
+def tidy(name: str) -> pl.Expr:
+    """A column of cells stripped, a blank one null: what every cell of a CsvTable is."""
+    return pl.col(name).str.strip_chars().replace("", None).alias(name)
+
+
+def column_values(
+    path: Path, source: SourceConfig, expr: Callable[[CsvTable], pl.Expr]
+) -> pl.Series:
+    """The distinct values `expr` (built from the file's headers, as a table transform builds
+    it) takes on the rows of `path`, reading only the one column it names where it can: the file
+    is decoded and split as `read_csv_table` does, then Polars parses that column alone (or,
+    when a quoted field spans lines or Polars splits the records differently, every cell as
+    `read_csv_table` does). A literal is its own value, rows or not. Raises AdapterError as
+    `read_csv_table` and `expr` do."""
+    read = split_lines(path, source)
+    width = len(read.headers)
+    values = expr(CsvTable(path, source, read.headers, read.delimiter, pl.DataFrame()))
+    names = values.meta.root_names()
+    if not names:
+        return pl.select(values).to_series()
+    cells = None
+    if read.spans is None and len(names) == 1 and names[0] in {cell(i) for i in range(width)}:
+        cells = polars_cells(
+            read.data_lines, width, read.delimiter, len(read.data_lines), columns=names
+        )
+    frame = cells_table(read).frame if cells is None else cells.select(tidy(names[0]))
+    return frame.select(values).to_series().unique()

@@ -1,16 +1,41 @@
-"""The new-file sensor. It starts RUNNING, like the nightly schedule."""
+"""The new-file sensor. It starts RUNNING, like the nightly schedule.
+
+It runs the person-shard partitions (`pipelines.defs.partitions`) of the people of the files that
+are new, changed or removed under data/raw/, worked out before the run parses them and without
+the warehouse (`pipelines.ingest.people`): from a file's fixed person with no read, or from its
+person column alone. A changed or removed file's former shards count too (its people may have
+left it), so the cursor keeps each file's shards beside its (mtime, size): `[mtime, size, mask]`,
+bit i of the mask set for shard i, UNKNOWN (-1) when only the parse can name its people. A run
+carries one range of partitions, so the request spans the first to the last partition holding a
+shard; the ones between cost a plan each. A file whose people are unknown asks for every partition.
+"""
 
 import hashlib
 import json
+import logging
+from collections import defaultdict
 from pathlib import Path
 
 import dagster as dg
 
+from pipelines.config import ConfigError
+
 # Dagster collects every definition at the top level of a module: through its module, the job
 # stays collected once, from jobs.py.
 from pipelines.defs.automation import jobs
-from pipelines.defs.partitions import all_partitions_tags
+from pipelines.defs.partitions import (
+    all_partitions_tags,
+    configured_partitions,
+    partition_keys,
+    partition_range_tags,
+)
 from pipelines.defs.resources import ProjectResource
+from pipelines.ingest.people import FileShards, file_shards
+from pipelines.project import Project
+from pipelines.store import SHARDS
+
+UNKNOWN = -1  # the mask of a file whose people only the parse can name: every shard
+SHARDS_TAG = "gutsignal/changed_shards"
 
 
 def raw_file_state(raw_dir: Path) -> dict[str, list[float]]:
@@ -25,31 +50,90 @@ def raw_file_state(raw_dir: Path) -> dict[str, list[float]]:
     return state
 
 
+def shard_mask(shards: frozenset[int] | None) -> int:
+    """The cursor's int for a set of shards (UNKNOWN for None)."""
+    return UNKNOWN if shards is None else sum(1 << s for s in shards)
+
+
+def mask_shards(entry: list[float]) -> set[int] | None:
+    """The shards a cursor entry records: None when unknown, as in a cursor from before the
+    shards were kept (`[mtime, size]`)."""
+    if len(entry) < 3 or entry[2] == UNKNOWN:
+        return None
+    mask = int(entry[2])
+    return {s for s in range(mask.bit_length()) if mask >> s & 1}
+
+
+def range_tags(project: Project, shards: set[int] | None) -> dict[str, str]:
+    """The run tags of the partitions from the first to the last holding one of `shards` (every
+    partition for None; the first one for no shard, so the run still ingests the files)."""
+    if shards is None:
+        return all_partitions_tags(project)
+    keys = partition_keys(configured_partitions(project))
+    size = SHARDS // len(keys)
+    first, last = (min(shards), max(shards)) if shards else (0, 0)
+    return partition_range_tags(keys[first // size], keys[last // size])
+
+
+def _shards_of(project: Project, paths: list[str]) -> dict[str, FileShards]:
+    try:
+        config = project.config()
+    except ConfigError as exc:
+        return {p: FileShards(None, f"sources.yaml cannot be read ({exc})") for p in paths}
+    return file_shards(config, project.raw_dir, paths)
+
+
+def _log_notes(log: logging.Logger, found: dict[str, FileShards]) -> None:
+    """One line per kind of note (a night may bring thousands of files)."""
+    by_note = defaultdict(list)
+    for path, shards in found.items():
+        if shards.note is not None:
+            by_note[shards.note].append(path)
+    for note, paths in sorted(by_note.items()):
+        listed = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+        every = " (every partition)" if found[paths[0]].shards is None else ""
+        log.info(f"data/raw/ {listed}: {note}{every}")
+
+
 @dg.sensor(
     job=jobs.refresh_all,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Starts a refresh when files under data/raw/ are added or changed.",
+    description="Starts a refresh of the person shards of files added, changed or removed under "
+    "data/raw/.",
 )
 def new_raw_files(context: dg.SensorEvaluationContext, project: ProjectResource):
     """Compare data/raw/ with the state stored in the cursor; one run per batch of changes."""
-    previous = json.loads(context.cursor) if context.cursor else {}
+    previous: dict[str, list[float]] = json.loads(context.cursor) if context.cursor else {}
     current = raw_file_state(project.project.raw_dir)
-    changed = sorted(p for p, s in current.items() if previous.get(p) != s)
-    if not changed:
+    changed = sorted(p for p, s in current.items() if previous.get(p, [])[:2] != s)
+    removed = sorted(set(previous) - set(current))
+    if not changed and not removed:
         return dg.SkipReason("no new or changed files under data/raw/")
-    digest = hashlib.sha256(json.dumps({p: current[p] for p in changed}).encode()).hexdigest()
+
+    found = _shards_of(project.project, changed)
+    _log_notes(context.log, found)
+    shards: set[int] | None = set()
+    # A file's new shards, and a changed or removed file's former ones.
+    for known in [found[p].shards for p in changed] + [
+        mask_shards(previous[p]) for p in changed + removed if p in previous
+    ]:
+        shards = None if shards is None or known is None else shards | set(known)
+    cursor = {
+        p: [*state, shard_mask(found[p].shards)] if p in found else previous[p]
+        for p, state in current.items()
+    }
+
+    state = {p: current[p] for p in changed} | {p: None for p in removed}
+    digest = hashlib.sha256(json.dumps(state).encode()).hexdigest()
+    tags = {
+        "gutsignal/changed_files": str(len(changed)),
+        SHARDS_TAG: "all" if shards is None else ",".join(map(str, sorted(shards))) or "none",
+        **range_tags(project.project, shards),
+    }
+    if removed:
+        tags["gutsignal/removed_files"] = str(len(removed))
     return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(
-                run_key=f"raw-files-{digest[:16]}",
-                # Every person shard: a file's people are known only once it is parsed, in the
-                # run; the per-person steps then recompute only the people whose rows changed.
-                tags={
-                    "gutsignal/changed_files": str(len(changed)),
-                    **all_partitions_tags(project.project),
-                },
-            )
-        ],
-        cursor=json.dumps(current),
+        run_requests=[dg.RunRequest(run_key=f"raw-files-{digest[:16]}", tags=tags)],
+        cursor=json.dumps(cursor),
     )
