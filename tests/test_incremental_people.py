@@ -207,3 +207,26 @@ def test_associations_fitted_a_group_of_people_at_a_time_are_identical(
         check_exact=True,
     )
     assert_frame_equal(everyone.drop("parameters"), one_frame, check_exact=True)
+
+
+def test_each_group_of_people_reads_its_own_rows_once() -> None:
+    """`only_chunk` reads a group as its range of person_ids: every row lands in exactly one
+    group, the null person_id's in the last, and a person_id with a quote reads as itself."""
+    import duckdb
+
+    from pipelines.steps.features import only_chunk, register_person_chunks
+
+    conn = duckdb.connect()
+    people = ["a", "b'c", "b'c", "d", None, "e", "e", "e"]
+    conn.execute("CREATE TABLE t (person_id VARCHAR, row INTEGER)")
+    conn.executemany("INSERT INTO t VALUES (?, ?)", [[p, i] for i, p in enumerate(people)])
+    sql = "SELECT person_id, row FROM t"
+    groups = register_person_chunks(conn, [sql], 2)
+    assert groups == 4  # a and b'c, d, e (never split), then the null person_id (ordered last)
+    read = [conn.execute(f"{only_chunk(conn, sql, g)} ORDER BY row").fetchall() for g in range(4)]
+    assert read == [
+        [("a", 0), ("b'c", 1), ("b'c", 2)],
+        [("d", 3)],
+        [("e", 5), ("e", 6), ("e", 7)],
+        [(None, 4)],
+    ]

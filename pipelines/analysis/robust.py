@@ -46,7 +46,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 # Below this many persons a cluster-robust covariance is too unstable (and t(G - 1) too wide) to
 # be useful; the cohort then uses the panel Newey-West covariance instead.
@@ -155,9 +155,10 @@ def batched_ols_hac(
         se_ols = np.sqrt(np.maximum(var_ols, 0.0)) / scale[:, 0]
         # Newey-West is too narrow with ~20 draws (95% CIs cover ~89% without autocorrelation):
         # its CI uses the fixed-b critical value, expressed as an SE for the t(df) the caller
-        # uses, and never narrower than plain OLS.
-        widen = fixed_b_critical(lags / np.maximum(n, 1.0)) / stats.t.ppf(
-            0.975, np.maximum(df, 1.0)
+        # uses, and never narrower than plain OLS. (`special.stdtrit(df, q)` is `stats.t.ppf(q,
+        # df)` without its argument checks, as in `model_frame.t_inference`.)
+        widen = fixed_b_critical(lags / np.maximum(n, 1.0)) / special.stdtrit(
+            np.maximum(df, 1.0), 0.975
         )
         se = np.maximum(se_hac * widen, se_ols)
         vif = A[:, 0, 0] * Ainv[:, 0, 0]
@@ -291,7 +292,7 @@ def within_fit(y: np.ndarray, X: np.ndarray, groups: np.ndarray, time: np.ndarra
         # its own sampling noise, which the fixed-b correction pays for and which grows
         # linearly in b for small b, is about G times smaller: b / G.
         b = lags / float(np.median(counts)) / n_groups
-        widen = float(fixed_b_critical(b)) / stats.t.ppf(0.975, max(df, 1.0))
+        widen = float(fixed_b_critical(b)) / special.stdtrit(max(df, 1.0), 0.975)
         var = max(var_hac * widen**2, float(resid @ resid) / max(df, 1.0) * Ainv[0, 0])
         cov_type = "hac-panel"
     if df < 1 or var <= 0:

@@ -222,7 +222,7 @@ def write_associations(
     groups = register_person_chunks(conn, [windows_sql], ASSOCIATION_GROUP_ROWS)
     windows = PeopleGroups(
         count=groups,
-        read=lambda i: conn.execute(f"{only_chunk(windows_sql, i)} ORDER BY ALL").pl(),
+        read=lambda i: conn.execute(f"{only_chunk(conn, windows_sql, i)} ORDER BY ALL").pl(),
         present=[r[0] for r in conn.execute(PRESENT_FEATURES_SQL).fetchall()],
     )
     parameters = pl.lit(json.dumps(result_settings(settings), default=list)).alias("parameters")

@@ -187,7 +187,8 @@ def replace_by_person_chunks(
 
     def built(chunk: int) -> pl.DataFrame:
         frames = [
-            conn.execute((only_chunk(sql, chunk) if chunks else sql) + order).pl() for sql in inputs
+            conn.execute((only_chunk(conn, sql, chunk) if chunks else sql) + order).pl()
+            for sql in inputs
         ]
         return build(frames)
 
@@ -228,12 +229,27 @@ def replace_with_parts(
                 conn.execute(f"CREATE OR REPLACE TABLE {ident(table)} AS {rows}")
 
 
-def only_chunk(sql: str, chunk: int) -> str:
-    """`sql` restricted to the people of one group of `register_person_chunks` (null-safe)."""
-    return (
-        f"SELECT t.* FROM ({sql}) t SEMI JOIN (SELECT person_id FROM _chunks "
-        f"WHERE chunk = {int(chunk)}) c ON t.person_id IS NOT DISTINCT FROM c.person_id"
-    )
+def only_chunk(conn: duckdb.DuckDBPyConnection, sql: str, chunk: int) -> str:
+    """`sql` restricted to the people of one group of `register_person_chunks` (null-safe).
+
+    A group is a range of consecutive person_ids (the null one, ordered last, in the last group),
+    so it is read as a range test on literals, which DuckDB applies inside the scan: a join on
+    the group's people probed every row of every input once per group."""
+    row = conn.execute(
+        "SELECT min(person_id), max(person_id), count(*) > count(person_id) FROM _chunks "
+        "WHERE chunk = ?",
+        [chunk],
+    ).fetchone()
+    low, high, nulls = row if row else (None, None, False)
+    tests = [] if low is None else [f"person_id BETWEEN {_text(low)} AND {_text(high)}"]
+    if nulls:
+        tests.append("person_id IS NULL")
+    return f"SELECT * FROM ({sql}) WHERE {' OR '.join(tests) or 'false'}"
+
+
+def _text(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def day_inputs_sql(conn: duckdb.DuckDBPyConnection, columns: list[str]) -> tuple[str, str]:
