@@ -18,7 +18,15 @@ from pipelines.defs.partitions import (
     partition_range_tags,
     shards_of_key,
 )
-from pipelines.incremental import DAY_STATE_TABLE, STATE_TABLE, WHOLE, plan_people, record
+from pipelines.incremental import (
+    DAY_STATE_TABLE,
+    STATE_TABLE,
+    WHOLE,
+    plan_days,
+    plan_people,
+    record,
+    record_days,
+)
 from pipelines.project import PROJECT_DIR_ENV, Project
 from pipelines.store import SHARDS, in_shards, shard_of
 from tests.conftest import DemoRun, make_demo_project, sorted_tables
@@ -53,6 +61,43 @@ def test_a_scoped_plan_sees_and_records_only_its_shards() -> None:
         assert rest.people == sorted(set(people) - set(mine))
         stored = conn.execute(f"SELECT count(*) FROM {STATE_TABLE}").fetchone()
         assert stored == (len(people),)
+
+
+def test_a_scoped_day_plan_sees_and_records_only_its_shards_days() -> None:
+    people = _people(40)
+    shard = shard_of(people[0], SHARDS)
+    mine = sorted(p for p in people if shard_of(p, SHARDS) == shard)
+    scope = in_shards([shard], SHARDS)
+    with duckdb.connect() as conn:
+        conn.execute(
+            "CREATE TABLE entries AS SELECT person_id, DATE '2025-01-01' + d::INTEGER AS day, 1 AS x "
+            "FROM (SELECT unnest(?) AS person_id) CROSS JOIN range(2) r(d)",
+            [people],
+        )
+        conn.execute("CREATE TABLE out (person_id VARCHAR)")
+        inputs, outputs = ["SELECT * FROM entries"], ["out"]
+        record_days(conn, plan_days(conn, "step", inputs, outputs, salt=""))
+        conn.execute("UPDATE entries SET x = 2 WHERE day = DATE '2025-01-02'")  # everyone's day 2
+
+        plan = plan_days(conn, "step", inputs, outputs, salt="", scope=scope)
+        assert not plan.everyone and plan.people == mine and plan.days == len(mine)
+        record_days(conn, plan, scope)
+        assert plan_days(conn, "step", inputs, outputs, salt="", scope=scope).people == []
+        rest = plan_days(conn, "step", inputs, outputs, salt="")
+        assert rest.people == sorted(set(people) - set(mine)) and rest.days == len(rest.people)
+
+        # A new salt under the scope: everyone in it, whose records alone are replaced.
+        plan = plan_days(conn, "step", inputs, outputs, salt="new", scope=scope)
+        assert plan.everyone
+        record_days(conn, plan, scope)
+        salts = conn.execute(
+            f"SELECT shard, count(DISTINCT salt), count(*) FROM (SELECT salt, "
+            f"{in_shards([shard], SHARDS)} AS shard FROM {DAY_STATE_TABLE}) GROUP BY ALL"
+        ).fetchall()
+        assert sorted(salts) == [
+            (False, 1, 2 * (len(people) - len(mine))),
+            (True, 1, 2 * len(mine)),
+        ]
 
 
 def test_in_shards_refuses_a_shard_the_store_does_not_have() -> None:
