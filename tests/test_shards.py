@@ -70,8 +70,8 @@ def test_a_scoped_day_plan_sees_and_records_only_its_shards_days() -> None:
     scope = in_shards([shard], SHARDS)
     with duckdb.connect() as conn:
         conn.execute(
-            "CREATE TABLE entries AS SELECT person_id, DATE '2025-01-01' + d::INTEGER AS day, 1 AS x "
-            "FROM (SELECT unnest(?) AS person_id) CROSS JOIN range(2) r(d)",
+            "CREATE TABLE entries AS SELECT person_id, DATE '2025-01-01' + d::INTEGER AS day, "
+            "1 AS x FROM (SELECT unnest(?) AS person_id) CROSS JOIN range(2) r(d)",
             [people],
         )
         conn.execute("CREATE TABLE out (person_id VARCHAR)")
