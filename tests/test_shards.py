@@ -249,26 +249,33 @@ SHARDED_KEYS = [dg.AssetKey(step) for step in SHARDED]
 SHARDED_TABLES = SHARDED
 
 
-def _recorded(project: Project, step: str) -> set[str]:
-    """The people whose inputs `step` has a record of."""
-    table = DAY_STATE_TABLE if step == "diet_daily" else STATE_TABLE
+def _records(project: Project, step: str) -> set[tuple[str, ...]]:
+    """What `step` has a record of: people, or for diet_daily (person, day) keys."""
+    table, key = (
+        (DAY_STATE_TABLE, "person_id, day::VARCHAR")
+        if step == "diet_daily"
+        else (STATE_TABLE, "person_id")
+    )
     with duckdb.connect(str(project.warehouse_path), read_only=True) as conn:
-        rows = conn.execute(f"SELECT DISTINCT person_id FROM {table} WHERE step = ?", [step])
-        return {r[0] for r in rows.fetchall()}
+        rows = conn.execute(f"SELECT {key} FROM {table} WHERE step = ?", [step]).fetchall()
+    return {tuple(r) for r in rows}
 
 
-def _forget(project: Project, step: str, where: str) -> None:
-    """Delete the records of `step` for the people `where` (SQL on person_id) holds."""
+def _forget(project: Project, step: str, where: str) -> set[tuple[str, ...]]:
+    """Delete the records of `step` that `where` (SQL on person_id and, for diet_daily, day)
+    holds; returns them."""
+    before = _records(project, step)
     table = DAY_STATE_TABLE if step == "diet_daily" else STATE_TABLE
     with project.warehouse().write() as conn:
         conn.execute(f"DELETE FROM {table} WHERE step = ? AND ({where})", [step])
+    return before - _records(project, step)
 
 
 def test_one_partition_of_the_person_steps_rewrites_only_its_shards_then_all_equal_a_plain_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """diet_daily, exposure_windows and daily_effects over one partition: the partition's people
-    are recomputed (everyone in it, and a changed person), their shards' parts rewritten, the
+    are recomputed (everyone in it, then one changed person), their shards' parts rewritten, the
     other shards' parts and records untouched; a run of every partition then gives the tables of
     a run that never named a single partition."""
     from pipelines.definitions import defs
@@ -279,20 +286,33 @@ def test_one_partition_of_the_person_steps_rewrites_only_its_shards_then_all_equ
     with dg.instance_for_test() as instance:
         assert _run(job, instance, tags=all_partitions_tags(project)).success
         plain = sorted_tables(project, SHARDED_TABLES)
-        people = {step: _recorded(project, step) for step in SHARDED}
+        records = {step: _records(project, step) for step in SHARDED}
+        people = {step: {r[0] for r in records[step]} - {WHOLE} for step in SHARDED}
         assert all(people.values())  # the demo has rows in each table
-        everyone = set().union(*people.values()) - {WHOLE}  # daily_effects' constant group
+        everyone = set().union(*people.values())
         first = shard_of(sorted(everyone)[0], SHARDS)
         key = next(k for k in partition_keys(4) if first in shards_of_key(k))
         shards = set(shards_of_key(key))
         mine = {p for p in everyone if shard_of(p, SHARDS) in shards}
         outside = sorted(everyone - mine)[0]
         assert mine and outside
-        # Every step forgets the partition's people (a new salt for them: everyone in the
-        # scope) and one person outside it, whom the partition's run must leave alone.
+        # Every step forgets the partition's people (no records: everyone in the scope) and
+        # some of a person's outside it (diet_daily: one of their days), whom the partition's
+        # run must leave alone: their other records stay, their forgotten ones to do.
+        left_out = {
+            step: _forget(
+                project,
+                step,
+                "day = (SELECT min(day) FROM person_day_inputs WHERE person_id = "
+                f"'{outside}') AND person_id = '{outside}'"
+                if step == "diet_daily"
+                else f"person_id = '{outside}'",
+            )
+            for step in SHARDED
+        }
+        assert all(left_out.values())
         for step in SHARDED:
             _forget(project, step, in_shards(shards, SHARDS))
-            _forget(project, step, f"person_id = '{outside}'")
         parts = {t: _parts(project, t) for t in SHARDED_TABLES}
 
         one = _run(job, instance, asset_selection=SHARDED_KEYS, tags=partition_range_tags(key, key))
@@ -303,8 +323,7 @@ def test_one_partition_of_the_person_steps_rewrites_only_its_shards_then_all_equ
         }
         assert done == {(step, key) for step in SHARDED}
         for step in SHARDED:
-            # Recorded again: the partition's people; the person outside it still to do.
-            assert _recorded(project, step) == people[step] - {outside}, step
+            assert _records(project, step) == records[step] - left_out[step], step
         for table in SHARDED_TABLES:
             after = _parts(project, table)
             for shard in {shard_of(p, SHARDS) for p in people[table] & mine}:
@@ -314,8 +333,8 @@ def test_one_partition_of_the_person_steps_rewrites_only_its_shards_then_all_equ
         for name, frame in sorted_tables(project, SHARDED_TABLES).items():
             assert frame.equals(plain[name]), name
 
-        # A change in the partition (one person's records forgotten): only they are recomputed.
-        changed = sorted(people["diet_daily"] & mine)[0]
+        # A person of the partition changed (their records forgotten): they alone are redone.
+        changed = sorted(people["diet_daily"] & people["daily_effects"] & mine)[0]
         for step in SHARDED:
             _forget(project, step, f"person_id = '{changed}'")
         again = _run(
@@ -327,14 +346,17 @@ def test_one_partition_of_the_person_steps_rewrites_only_its_shards_then_all_equ
             for e in again.get_asset_materialization_events()
         }
         assert metadata["diet_daily"]["people_recomputed"].value == 1
-        assert _recorded(project, "diet_daily") == people["diet_daily"] - {outside}
+        assert metadata["exposure_windows"]["people_recomputed"].value == 1
+        assert metadata["daily_effects"]["people_refit"].value == 1
+        for step in SHARDED:
+            assert _records(project, step) == records[step] - left_out[step], step
 
-        # Every partition: the person outside is recorded again, and the tables are a plain run's.
+        # Every partition: the person outside is done too, and the tables are a plain run's.
         assert _run(
             job, instance, asset_selection=SHARDED_KEYS, tags=all_partitions_tags(project)
         ).success
         for step in SHARDED:
-            assert _recorded(project, step) == people[step], step
+            assert _records(project, step) == records[step], step
         for name, frame in sorted_tables(project, SHARDED_TABLES).items():
             assert frame.equals(plain[name]), name
 
