@@ -156,10 +156,10 @@ def shard_scope(conn: duckdb.DuckDBPyConnection, shards: Collection[int] | None)
     """The scope (`in_shards`, for `plan_people` and `plan_days`) of a run of some of the store's
     shards; None for a run of every shard (or `shards` None), which is the step over everyone,
     exactly as before partitions (`pipelines.defs.partitions`)."""
-    count = shard_count(root_of(conn))
-    if shards is None or set(shards) >= set(range(count)):
+    if shards is None:
         return None
-    return in_shards(shards, count)
+    count = shard_count(root_of(conn))
+    return None if set(shards) >= set(range(count)) else in_shards(shards, count)
 
 
 def in_scope(sql: str, scope: str | None) -> str:
