@@ -309,17 +309,23 @@ def plan_days(
     outputs: list[str],
     salt: str,
     exclude_data: tuple[str, ...] = (),
+    scope: str | None = None,
 ) -> DayPlan:
     """Compare each person-day's input rows (`inputs`: queries with `person_id` and `day`
     columns) with what `step` last saw, like `plan_people` does per person. Everyone is
     recomputed when an output table is missing, the salt changed, or a row has no person_id or no
-    day. The fingerprints never leave DuckDB: there are as many as person-days."""
+    day. The fingerprints never leave DuckDB: there are as many as person-days.
+
+    `scope` (SQL on `person_id`, as for `plan_people`) plans only the days of the people it
+    holds, against their records alone: "everyone" then means everyone in the scope, and
+    `record_days` with the same scope stores only theirs."""
     salt = full_salt(salt, exclude_data)
     assert inputs, "a step has at least one input"
-    conn.execute(
-        "CREATE OR REPLACE TEMP TABLE _day_inputs AS "
-        + _fingerprints_sql(inputs, ["person_id", "day"])
-    )
+    within = "true" if scope is None else scope
+    query = _fingerprints_sql(inputs, ["person_id", "day"])
+    if scope is not None:
+        query = f"SELECT * FROM ({query}) WHERE {scope}"
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE _day_inputs AS {query}")
     row = conn.execute(
         "SELECT count(*) FROM _day_inputs WHERE person_id IS NULL OR day IS NULL"
     ).fetchone()
@@ -330,7 +336,8 @@ def plan_days(
         stored_salts = {
             r[0]
             for r in conn.execute(
-                f"SELECT DISTINCT salt FROM {DAY_STATE_TABLE} WHERE step = ?", [step]
+                f"SELECT DISTINCT salt FROM {DAY_STATE_TABLE} WHERE step = ? AND {within}",
+                [step],
             ).fetchall()
         }
     outputs_exist = all(table_exists(conn, t) for t in outputs)
@@ -340,7 +347,8 @@ def plan_days(
     # A key whose fingerprint differs, or that only one side has, is new, changed or gone.
     conn.execute(
         f"CREATE OR REPLACE TEMP TABLE _days AS SELECT person_id, day FROM _day_inputs c "
-        f"FULL JOIN (SELECT person_id, day, fingerprint FROM {DAY_STATE_TABLE} WHERE step = ?) s "
+        f"FULL JOIN (SELECT person_id, day, fingerprint FROM {DAY_STATE_TABLE} "
+        f"WHERE step = ? AND {within}) s "
         f"USING (person_id, day) WHERE c.fingerprint IS DISTINCT FROM s.fingerprint",
         [step],
     )
@@ -350,14 +358,16 @@ def plan_days(
     return DayPlan(step, False, int(days[0]) if days else 0, people, salt)
 
 
-def record_days(conn: duckdb.DuckDBPyConnection, plan: DayPlan) -> None:
-    """Store the fingerprints the step has just been brought up to date with: all of them after
-    recomputing everyone, else only the changed keys' (the rest are already stored)."""
+def record_days(conn: duckdb.DuckDBPyConnection, plan: DayPlan, scope: str | None = None) -> None:
+    """Store the fingerprints the step has just been brought up to date with: all of them (of
+    everyone, or of the people in `scope`, the plan's) after recomputing everyone, else only the
+    changed keys' (the rest are already stored)."""
     if not table_exists(conn, DAY_STATE_TABLE):
         create_table(conn, DAY_STATE_TABLE, DAY_STATE_SCHEMA)
     current = "SELECT ? AS step, person_id, day, fingerprint, ? AS salt FROM _day_inputs"
     if plan.everyone:
-        conn.execute(f"DELETE FROM {DAY_STATE_TABLE} WHERE step = ?", [plan.step])
+        within = "" if scope is None else f" AND ({scope})"
+        conn.execute(f"DELETE FROM {DAY_STATE_TABLE} WHERE step = ?{within}", [plan.step])
         conn.execute(f"INSERT INTO {DAY_STATE_TABLE} BY NAME {current}", [plan.step, plan.salt])
         return
     conn.execute(

@@ -16,7 +16,8 @@ from polars.testing import assert_frame_equal
 import pipelines.incremental as incremental
 import pipelines.transforms.food_categories as food_categories
 from pipelines.config import Settings
-from pipelines.defs.features.assets import diet_daily, food_taxonomy
+from pipelines.defs.features.assets import diet_daily_asset, food_taxonomy
+from pipelines.defs.partitions import partition_keys
 from pipelines.defs.resources import ProjectResource
 from pipelines.project import Project
 from pipelines.schema import DIET_ENTRY_SCHEMA, DIET_REPORTED_SCHEMA, conform
@@ -97,9 +98,15 @@ class Cohort:
         """Materialize food_taxonomy and diet_daily; return diet_daily's recompute counts."""
         self.write_inputs()
         resource = ProjectResource(project_dir=str(self.project.root))
+        # One partition of every shard: one materialization, the step over everyone.
+        (everyone,) = partition_keys(1)
+        diet_daily = diet_daily_asset(dg.StaticPartitionsDefinition([everyone]))
         with dg.instance_for_test() as instance:
             result = dg.materialize(
-                [food_taxonomy, diet_daily], resources={"project": resource}, instance=instance
+                [food_taxonomy, diet_daily],
+                resources={"project": resource},
+                instance=instance,
+                partition_key=everyone,
             )
         assert result.success
         (event,) = result.asset_materializations_for_node("diet_daily")

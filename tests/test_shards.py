@@ -18,10 +18,18 @@ from pipelines.defs.partitions import (
     partition_range_tags,
     shards_of_key,
 )
-from pipelines.incremental import STATE_TABLE, plan_people, record
+from pipelines.incremental import (
+    DAY_STATE_TABLE,
+    STATE_TABLE,
+    WHOLE,
+    plan_days,
+    plan_people,
+    record,
+    record_days,
+)
 from pipelines.project import PROJECT_DIR_ENV, Project
 from pipelines.store import SHARDS, in_shards, shard_of
-from tests.conftest import make_demo_project, sorted_tables
+from tests.conftest import DemoRun, make_demo_project, sorted_tables
 
 MARKERS = [dg.AssetKey("marker_draws"), dg.AssetKey("marker_trends")]
 
@@ -53,6 +61,43 @@ def test_a_scoped_plan_sees_and_records_only_its_shards() -> None:
         assert rest.people == sorted(set(people) - set(mine))
         stored = conn.execute(f"SELECT count(*) FROM {STATE_TABLE}").fetchone()
         assert stored == (len(people),)
+
+
+def test_a_scoped_day_plan_sees_and_records_only_its_shards_days() -> None:
+    people = _people(40)
+    shard = shard_of(people[0], SHARDS)
+    mine = sorted(p for p in people if shard_of(p, SHARDS) == shard)
+    scope = in_shards([shard], SHARDS)
+    with duckdb.connect() as conn:
+        conn.execute(
+            "CREATE TABLE entries AS SELECT person_id, DATE '2025-01-01' + d::INTEGER AS day, "
+            "1 AS x FROM (SELECT unnest(?) AS person_id) CROSS JOIN range(2) r(d)",
+            [people],
+        )
+        conn.execute("CREATE TABLE out (person_id VARCHAR)")
+        inputs, outputs = ["SELECT * FROM entries"], ["out"]
+        record_days(conn, plan_days(conn, "step", inputs, outputs, salt=""))
+        conn.execute("UPDATE entries SET x = 2 WHERE day = DATE '2025-01-02'")  # everyone's day 2
+
+        plan = plan_days(conn, "step", inputs, outputs, salt="", scope=scope)
+        assert not plan.everyone and plan.people == mine and plan.days == len(mine)
+        record_days(conn, plan, scope)
+        assert plan_days(conn, "step", inputs, outputs, salt="", scope=scope).people == []
+        rest = plan_days(conn, "step", inputs, outputs, salt="")
+        assert rest.people == sorted(set(people) - set(mine)) and rest.days == len(rest.people)
+
+        # A new salt under the scope: everyone in it, whose records alone are replaced.
+        plan = plan_days(conn, "step", inputs, outputs, salt="new", scope=scope)
+        assert plan.everyone
+        record_days(conn, plan, scope)
+        salts = conn.execute(
+            f"SELECT shard, count(DISTINCT salt), count(*) FROM (SELECT salt, "
+            f"{in_shards([shard], SHARDS)} AS shard FROM {DAY_STATE_TABLE}) GROUP BY ALL"
+        ).fetchall()
+        assert sorted(salts) == [
+            (False, 1, 2 * (len(people) - len(mine))),
+            (True, 1, 2 * len(mine)),
+        ]
 
 
 def test_in_shards_refuses_a_shard_the_store_does_not_have() -> None:
@@ -157,9 +202,11 @@ def test_a_run_that_names_no_shards_is_refused(
     with dg.instance_for_test() as instance:
         result = _run(job, instance)
     assert not result.success
-    (failure,) = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert failure.step_key == "marker_models"
-    assert "names no person shards" in str(failure.event_specific_data)
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    # The sharded steps with no sharded step upstream; those downstream of them do not start.
+    assert {f.step_key for f in failures} == {"diet_daily", "marker_models"}
+    for failure in failures:
+        assert "names no person shards" in str(failure.event_specific_data)
 
 
 @pytest.mark.parametrize("partitions", [1, 2, 4, 8, 16])
@@ -193,3 +240,148 @@ def test_a_night_is_one_range_over_every_partition(tmp_path: Path) -> None:
     )
     project.sources_yaml.write_text(text)
     assert all_partitions_tags(project) == partition_range_tags("shards-00-00", "shards-15-15")
+
+
+# The per-person steps after marker_models, each writing the table of its name and recording
+# what it saw in `plan_people`'s STATE_TABLE (diet_daily: `plan_days`' DAY_STATE_TABLE).
+SHARDED = ("diet_daily", "exposure_windows", "daily_effects")
+SHARDED_KEYS = [dg.AssetKey(step) for step in SHARDED]
+SHARDED_TABLES = SHARDED
+
+
+def _records(project: Project, step: str) -> set[tuple[str, ...]]:
+    """What `step` has a record of: people, or for diet_daily (person, day) keys."""
+    table, key = (
+        (DAY_STATE_TABLE, "person_id, day::VARCHAR")
+        if step == "diet_daily"
+        else (STATE_TABLE, "person_id")
+    )
+    with duckdb.connect(str(project.warehouse_path), read_only=True) as conn:
+        rows = conn.execute(f"SELECT {key} FROM {table} WHERE step = ?", [step]).fetchall()
+    return {tuple(r) for r in rows}
+
+
+def _forget(project: Project, step: str, where: str) -> set[tuple[str, ...]]:
+    """Delete the records of `step` that `where` (SQL on person_id and, for diet_daily, day)
+    holds; returns them."""
+    before = _records(project, step)
+    table = DAY_STATE_TABLE if step == "diet_daily" else STATE_TABLE
+    with project.warehouse().write() as conn:
+        conn.execute(f"DELETE FROM {table} WHERE step = ? AND ({where})", [step])
+    return before - _records(project, step)
+
+
+def test_one_partition_of_the_person_steps_rewrites_only_its_shards_then_all_equal_a_plain_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """diet_daily, exposure_windows and daily_effects over one partition: the partition's people
+    are recomputed (everyone in it, then one changed person), their shards' parts rewritten, the
+    other shards' parts and records untouched; a run of every partition then gives the tables of
+    a run that never named a single partition."""
+    from pipelines.definitions import defs
+
+    project = make_demo_project(tmp_path)
+    monkeypatch.setenv(PROJECT_DIR_ENV, str(project.root))
+    job = defs().resolve_job_def("refresh_all")
+    with dg.instance_for_test() as instance:
+        assert _run(job, instance, tags=all_partitions_tags(project)).success
+        plain = sorted_tables(project, SHARDED_TABLES)
+        records = {step: _records(project, step) for step in SHARDED}
+        people = {step: {r[0] for r in records[step]} - {WHOLE} for step in SHARDED}
+        assert all(people.values())  # the demo has rows in each table
+        everyone = set().union(*people.values())
+        first = shard_of(sorted(everyone)[0], SHARDS)
+        key = next(k for k in partition_keys(4) if first in shards_of_key(k))
+        shards = set(shards_of_key(key))
+        mine = {p for p in everyone if shard_of(p, SHARDS) in shards}
+        outside = sorted(everyone - mine)[0]
+        assert mine and outside
+        # Every step forgets the partition's people (no records: everyone in the scope) and
+        # some of a person's outside it (diet_daily: one of their days), whom the partition's
+        # run must leave alone: their other records stay, their forgotten ones to do.
+        left_out = {
+            step: _forget(
+                project,
+                step,
+                "day = (SELECT min(day) FROM person_day_inputs WHERE person_id = "
+                f"'{outside}') AND person_id = '{outside}'"
+                if step == "diet_daily"
+                else f"person_id = '{outside}'",
+            )
+            for step in SHARDED
+        }
+        assert all(left_out.values())
+        for step in SHARDED:
+            _forget(project, step, in_shards(shards, SHARDS))
+        parts = {t: _parts(project, t) for t in SHARDED_TABLES}
+
+        one = _run(job, instance, asset_selection=SHARDED_KEYS, tags=partition_range_tags(key, key))
+        assert one.success
+        done = {
+            (e.asset_key.to_user_string(), e.partition)
+            for e in one.get_asset_materialization_events()
+        }
+        assert done == {(step, key) for step in SHARDED}
+        for step in SHARDED:
+            assert _records(project, step) == records[step] - left_out[step], step
+        for table in SHARDED_TABLES:
+            after = _parts(project, table)
+            for shard in {shard_of(p, SHARDS) for p in people[table] & mine}:
+                assert after[shard] != parts[table][shard], (table, shard)  # rewritten
+            others = {k: v for k, v in parts[table].items() if k not in shards}
+            assert {k: v for k, v in after.items() if k not in shards} == others, table
+        for name, frame in sorted_tables(project, SHARDED_TABLES).items():
+            assert frame.equals(plain[name]), name
+
+        # A person of the partition changed (their records forgotten): they alone are redone.
+        changed = sorted(people["diet_daily"] & people["daily_effects"] & mine)[0]
+        for step in SHARDED:
+            _forget(project, step, f"person_id = '{changed}'")
+        again = _run(
+            job, instance, asset_selection=SHARDED_KEYS, tags=partition_range_tags(key, key)
+        )
+        assert again.success
+        metadata = {
+            e.asset_key.to_user_string(): e.step_materialization_data.materialization.metadata
+            for e in again.get_asset_materialization_events()
+        }
+        assert metadata["diet_daily"]["people_recomputed"].value == 1
+        assert metadata["exposure_windows"]["people_recomputed"].value == 1
+        assert metadata["daily_effects"]["people_refit"].value == 1
+        for step in SHARDED:
+            assert _records(project, step) == records[step] - left_out[step], step
+
+        # Every partition: the person outside is done too, and the tables are a plain run's.
+        assert _run(
+            job, instance, asset_selection=SHARDED_KEYS, tags=all_partitions_tags(project)
+        ).success
+        for step in SHARDED:
+            assert _records(project, step) == records[step], step
+        for name, frame in sorted_tables(project, SHARDED_TABLES).items():
+            assert frame.equals(plain[name]), name
+
+
+def test_a_first_run_of_one_partition_then_the_others_equals_a_run_of_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo_run: DemoRun
+) -> None:
+    """From an empty warehouse: the whole job over the first partition (the sharded tables hold
+    its people only, the other shards' parts empty), then over the others: the per-person
+    tables are those of a run over every partition at once (the session's demo run)."""
+    from pipelines.definitions import defs
+
+    assert demo_run.result.success
+    project = make_demo_project(tmp_path)
+    monkeypatch.setenv(PROJECT_DIR_ENV, str(project.root))
+    tables = ("marker_draws", "marker_trends", *SHARDED_TABLES)
+    keys = partition_keys(4)
+    job = defs().resolve_job_def("refresh_all")
+    with dg.instance_for_test() as instance:
+        assert _run(job, instance, tags=partition_range_tags(keys[0], keys[0])).success
+        first = sorted_tables(project, tables)
+        for name, frame in first.items():
+            shards_held = {shard_of(p, SHARDS) for p in frame["person_id"].unique()}
+            assert frame.height and shards_held <= set(shards_of_key(keys[0])), name
+        assert _run(job, instance, tags=partition_range_tags(keys[1], keys[-1])).success
+    expected = sorted_tables(demo_run.project, tables)
+    for name, frame in sorted_tables(project, tables).items():
+        assert frame.equals(expected[name]), name

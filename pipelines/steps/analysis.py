@@ -9,7 +9,7 @@ The methods are in `pipelines.analysis`. Each step function runs inside the call
 import itertools
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import duckdb
@@ -31,10 +31,13 @@ from pipelines.incremental import (
 )
 from pipelines.schema import EXPOSURE_WINDOWS_SCHEMA, RESULT_SCHEMA
 from pipelines.steps.features import (
+    full_build_shards,
+    in_scope,
     only_chunk,
     register_person_chunks,
     replace_with_parts,
     settings_salt,
+    shard_scope,
 )
 from pipelines.store import replace_people, root_of, shard_count, shard_of
 from pipelines.transforms.dii import dii_of_window_means
@@ -86,11 +89,18 @@ def windows_of(
     return pl.concat([windows, dii_of_window_means(windows)], how="vertical_relaxed")
 
 
-def update_exposure_windows(conn: duckdb.DuckDBPyConnection, settings: Settings) -> PersonPlan:
+def update_exposure_windows(
+    conn: duckdb.DuckDBPyConnection, settings: Settings, shards: Collection[int] | None = None
+) -> PersonPlan:
     """exposure_windows from diet_daily and marker_draws, for everyone or for the people whose
     window days or draws changed, a group of WINDOW_GROUP_PEOPLE people at a time: memory is one
-    group's days, draws and windows whatever the cohort or the night."""
+    group's days, draws and windows whatever the cohort or the night.
+
+    `shards` (of the store; None: all) limits the step to their people: it plans, rewrites and
+    records only them (a run of some person-shard partitions). With every shard it is the step
+    over everyone, unchanged."""
     daily_sql, draws_sql = window_days_sql(settings), "SELECT * FROM marker_draws"
+    scope = shard_scope(conn, shards)
     with memory_limit(conn, WINDOW_MEMORY_LIMIT):
         # Which features exist is a property of everyone's diet_daily, not of the people
         # recomputed (nor of a group of them): decided here, in SQL, and passed down.
@@ -101,6 +111,7 @@ def update_exposure_windows(conn: duckdb.DuckDBPyConnection, settings: Settings)
             inputs=[daily_sql, draws_sql],
             outputs=["exposure_windows"],
             salt=settings_salt(settings) + ",".join(features),
+            scope=scope,
         )
 
         def windows_of_group(people: list[str]) -> pl.DataFrame:
@@ -111,16 +122,12 @@ def update_exposure_windows(conn: duckdb.DuckDBPyConnection, settings: Settings)
             draws = conn.execute(f"{only_people(draws_sql)} ORDER BY ALL").pl()
             return windows_of(daily, draws, settings, features)
 
-        shards = shard_count(root_of(conn))
+        count = shard_count(root_of(conn))
         if plan.everyone:
             # A draw without a person_id joins no diary day: it has no windows.
-            people = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT DISTINCT person_id FROM marker_draws WHERE person_id IS NOT NULL"
-                ).fetchall()
-            ]
-            groups = (windows_of_group(g) for g in person_groups(people, shards))
+            drawn = "SELECT DISTINCT person_id FROM marker_draws WHERE person_id IS NOT NULL"
+            people = [r[0] for r in conn.execute(in_scope(drawn, scope)).fetchall()]
+            groups = (windows_of_group(g) for g in person_groups(people, count))
             # An empty part last: the table's schema when no group has a row.
             empty = pl.DataFrame(schema=EXPOSURE_WINDOWS_SCHEMA)
             replace_with_parts(
@@ -128,12 +135,13 @@ def update_exposure_windows(conn: duckdb.DuckDBPyConnection, settings: Settings)
                 "exposure_windows",
                 itertools.chain(groups, [empty]),
                 write_memory=WINDOW_MEMORY_LIMIT,
+                shards=full_build_shards(conn, ["exposure_windows"], shards, scope),
             )
         else:
-            for group in person_groups(plan.touched, shards):
+            for group in person_groups(plan.touched, count):
                 # Replaces the rows of the group's people (`_people`): theirs only.
                 replace_people(conn, "exposure_windows", windows_of_group(group))
-        record(conn, plan)
+        record(conn, plan, scope)
     return plan
 
 

@@ -15,6 +15,7 @@ transaction (`Warehouse.write()`).
 """
 
 import json
+from collections.abc import Collection
 from dataclasses import asdict
 
 import duckdb
@@ -30,7 +31,12 @@ from pipelines.incremental import (
     record,
     register_people,
 )
-from pipelines.steps.features import replace_by_person_chunks
+from pipelines.steps.features import (
+    full_build_shards,
+    in_scope,
+    replace_by_person_chunks,
+    shard_scope,
+)
 from pipelines.store import replace_people
 from pipelines.warehouse import ident
 
@@ -78,9 +84,16 @@ def diet_days_sql(foods: list[str], daily: DailySettings) -> str:
         WHERE d.day >= o.first - {int(reach)} AND d.day <= o.last"""
 
 
-def update_daily_effects(conn: duckdb.DuckDBPyConnection, settings: Settings) -> PersonPlan:
+def update_daily_effects(
+    conn: duckdb.DuckDBPyConnection, settings: Settings, shards: Collection[int] | None = None
+) -> PersonPlan:
     """daily_effects from the daily outcomes and diet_daily: everyone in groups of about
-    DAILY_BUILD_ROWS input rows, or only the people whose inputs changed."""
+    DAILY_BUILD_ROWS input rows, or only the people whose inputs changed.
+
+    `shards` (of the store; None: all) limits the step to their people: it plans, rewrites and
+    records only them (a run of some person-shard partitions). With every shard it is the step
+    over everyone, unchanged."""
+    scope = shard_scope(conn, shards)
     daily = daily_settings(settings)
     foods = daily_foods(conn, daily)
     outcomes_sql, diet_sql = OUTCOMES_SQL, diet_days_sql(foods, daily)
@@ -92,6 +105,7 @@ def update_daily_effects(conn: duckdb.DuckDBPyConnection, settings: Settings) ->
         inputs=[outcomes_sql, diet_sql, f"SELECT '{WHOLE}' AS person_id"],
         outputs=["daily_effects"],
         salt=json.dumps(asdict(daily), sort_keys=True, default=list) + ",".join(foods),
+        scope=scope,
     )
 
     def fit(frames: list[pl.DataFrame]) -> pl.DataFrame:
@@ -100,7 +114,13 @@ def update_daily_effects(conn: duckdb.DuckDBPyConnection, settings: Settings) ->
     if plan.everyone:
         # In row order (ORDER BY ALL) on both paths: a day's readings are averaged in that order.
         replace_by_person_chunks(
-            conn, "daily_effects", [outcomes_sql, diet_sql], DAILY_BUILD_ROWS, fit, ordered=True
+            conn,
+            "daily_effects",
+            [in_scope(outcomes_sql, scope), in_scope(diet_sql, scope)],
+            DAILY_BUILD_ROWS,
+            fit,
+            ordered=True,
+            shards=full_build_shards(conn, ["daily_effects"], shards, scope),
         )
     elif plan.touched:
         register_people(conn, plan.touched)
@@ -109,5 +129,5 @@ def update_daily_effects(conn: duckdb.DuckDBPyConnection, settings: Settings) ->
             for sql in (outcomes_sql, diet_sql)
         ]
         replace_people(conn, "daily_effects", fit(frames))
-    record(conn, plan)
+    record(conn, plan, scope)
     return plan

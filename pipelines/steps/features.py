@@ -38,7 +38,16 @@ from pipelines.incremental import (
 )
 from pipelines.schema import NUTRIENTS
 from pipelines.store import TABLES as STORE_TABLES
-from pipelines.store import in_shards, replace_all, replace_people, rewrite, root_of, shard_count
+from pipelines.store import (
+    in_shards,
+    replace_all,
+    replace_people,
+    rewrite,
+    root_of,
+    shard_count,
+    shard_sql,
+    write_shards,
+)
 from pipelines.transforms.diet import (
     build_diet_daily,
     build_diet_summary,
@@ -143,6 +152,36 @@ BUILD_MEMORY_LIMIT = "256MB"
 TAXONOMY_MEMORY_LIMIT = "64MB"
 
 
+def shard_scope(conn: duckdb.DuckDBPyConnection, shards: Collection[int] | None) -> str | None:
+    """The scope (`in_shards`, for `plan_people` and `plan_days`) of a run of some of the store's
+    shards; None for a run of every shard (or `shards` None), which is the step over everyone,
+    exactly as before partitions (`pipelines.defs.partitions`)."""
+    if shards is None:
+        return None
+    count = shard_count(root_of(conn))
+    return None if set(shards) >= set(range(count)) else in_shards(shards, count)
+
+
+def in_scope(sql: str, scope: str | None) -> str:
+    """`sql` (a query with a person_id column) restricted to the people of `scope`."""
+    return sql if scope is None else f"SELECT * FROM ({sql}) WHERE {scope}"
+
+
+def full_build_shards(
+    conn: duckdb.DuckDBPyConnection,
+    outputs: list[str],
+    shards: Collection[int] | None,
+    scope: str | None,
+) -> list[int] | None:
+    """The store shards a step's full build replaces (`replace_with_parts`): all of them (None)
+    over everyone, or on a first run of some shards (the other shards' parts start empty, and
+    their people are planned as new when their shards run); else only the scope's shards, which
+    is "everyone" under a scope, the other shards' rows and parts kept as they are."""
+    if scope is None or shards is None or not all(table_exists(conn, t) for t in outputs):
+        return None
+    return sorted(set(shards))
+
+
 def register_person_chunks(conn: duckdb.DuckDBPyConnection, inputs: list[str], rows: int) -> int:
     """Split the people of `inputs` (queries with a person_id column) into consecutive groups of
     about `rows` input rows, in a temp table `_chunks` (person_id, chunk); returns how many
@@ -173,10 +212,12 @@ def replace_by_person_chunks(
     rows: int,
     build: Callable[[list[pl.DataFrame]], pl.DataFrame],
     ordered: bool = False,
+    shards: Collection[int] | None = None,
 ) -> int:
     """Replace the store table `table` with `build(frames)`, run once per group of people of
     about `rows` input rows (`register_person_chunks`), `frames` holding the group's rows of each
-    query of `inputs` (in row order when `ordered`). Returns how many groups ran.
+    query of `inputs` (in row order when `ordered`). Returns how many groups ran. With `shards`,
+    only those shards are replaced (`replace_with_parts`): `inputs` then hold only their people.
 
     For per-person steps only: the result of a group must not depend on the other groups.
     Memory is one group's inputs and outputs, whatever the size of the cohort: each group's
@@ -196,7 +237,9 @@ def replace_by_person_chunks(
     # group's frames, up to its limit, so the peak grew with the inputs.
     with memory_limit(conn, BUILD_MEMORY_LIMIT):
         # No rows at all: one build on the (empty) inputs still gives the table its schema.
-        replace_with_parts(conn, table, (built(chunk) for chunk in range(max(chunks, 1))))
+        replace_with_parts(
+            conn, table, (built(chunk) for chunk in range(max(chunks, 1))), shards=shards
+        )
     return chunks
 
 
@@ -205,6 +248,7 @@ def replace_with_parts(
     table: str,
     parts: Iterable[pl.DataFrame],
     write_memory: str = WRITE_MEMORY_LIMIT,
+    shards: Collection[int] | None = None,
 ) -> None:
     """Replace `table` with the rows of `parts`, in order; the first part gives the schema when
     no part has a row. Each part is spooled to Parquet as it comes and the table written by one
@@ -212,7 +256,8 @@ def replace_with_parts(
     parts one by one inside the step's transaction kept every appended row in memory (DuckDB
     holds a transaction's local appends), so the peak grew with the table again. The copy runs
     under DuckDB's memory limit `write_memory`. A table of the Parquet store (`store.TABLES`)
-    is written to its shards (`store.replace_all`), any other as a DuckDB table."""
+    is written to its shards (`store.replace_all`), or with `shards` to those shards only
+    (`replace_shards`: the parts hold only their people's rows), any other as a DuckDB table."""
     with tempfile.TemporaryDirectory(prefix=f"gutsignal-{table}-") as spool:
         files: list[str] = []
         for number, part in enumerate(parts):
@@ -223,10 +268,41 @@ def replace_with_parts(
         listed = ", ".join(f"'{f}'" for f in files)
         rows = f"SELECT * FROM read_parquet([{listed}], union_by_name = true)"
         with memory_limit(conn, write_memory):
-            if table in STORE_TABLES:
+            if table in STORE_TABLES and shards is not None:
+                replace_shards(conn, table, rows, shards)
+            elif table in STORE_TABLES:
                 replace_all(conn, table, rows)
             else:
                 conn.execute(f"CREATE OR REPLACE TABLE {ident(table)} AS {rows}")
+
+
+def replace_shards(
+    conn: duckdb.DuckDBPyConnection, table: str, rows: str, shards: Collection[int]
+) -> None:
+    """Replace the store shards `shards` of `table` with the rows of the query `rows` (all of
+    them people of those shards), cast to the table's columns as `store.rewrite` casts: a full
+    build under a scope of shards. The other shards' parts stay as they are, so the table keeps
+    its columns; a column the table lacks cannot be added to some shards only."""
+    count = shard_count(root_of(conn))
+    columns = conn.execute(f"DESCRIBE {ident(table)}").fetchall()
+    have = {d[0] for d in conn.execute(f"SELECT * FROM ({rows}) LIMIT 0").description}
+    extra = have - {c[0] for c in columns}
+    if extra:
+        raise ValueError(
+            f"{table} has no columns {sorted(extra)}: a run of some person shards cannot add "
+            "them; run every partition to rebuild the table whole"
+        )
+    new = ", ".join(
+        f"CAST({ident(name) if name in have else 'NULL'} AS {kind}) AS {ident(name)}"
+        for name, kind, *_ in columns
+    )
+    write_shards(
+        conn,
+        table,
+        lambda k: f"SELECT {new} FROM ({rows}) WHERE {shard_sql(count)} = {int(k)}",
+        shards,
+        drop=None,
+    )
 
 
 def only_chunk(conn: duckdb.DuckDBPyConnection, sql: str, chunk: int) -> str:
@@ -409,11 +485,18 @@ def update_food_taxonomy(conn: duckdb.DuckDBPyConnection, overrides_path: Path |
         )
 
 
-def update_diet_daily(conn: duckdb.DuckDBPyConnection, settings: Settings) -> DayPlan:
+def update_diet_daily(
+    conn: duckdb.DuckDBPyConnection, settings: Settings, shards: Collection[int] | None = None
+) -> DayPlan:
     """Build diet_daily from diet_entries, diet_daily_reported and food_categories: everyone in
     groups of about FULL_BUILD_ROWS input rows on a first run (or after a settings or code
     change), otherwise only the changed person-days (`plan_days`) and the touched people's gap
-    days, which a new or removed day moves."""
+    days, which a new or removed day moves.
+
+    `shards` (of the store; None: all) limits the step to their people: it plans, rewrites and
+    records only their days (a run of some person-shard partitions). With every shard it is the
+    step over everyone, unchanged."""
+    scope = shard_scope(conn, shards)
     columns, unreported = daily_entry_columns(conn)
     entries_sql = f"SELECT {', '.join(ident(c) for c in columns)} FROM diet_entries"
     # Reported rows without a day are person-level (diet_summary's); no day uses them.
@@ -428,14 +511,16 @@ def update_diet_daily(conn: duckdb.DuckDBPyConnection, settings: Settings) -> Da
         # The taxonomy and the food reference reach a day only through its foods' categories,
         # fingerprinted above: a new rule recomputes the days that eat the foods it matches.
         exclude_data=("taxonomy.csv", "food_reference.csv.gz"),
+        scope=scope,
     )
     if plan.everyone:
         replace_by_person_chunks(
             conn,
             "diet_daily",
-            [entries_sql, reported_sql],
+            [in_scope(entries_sql, scope), in_scope(reported_sql, scope)],
             FULL_BUILD_ROWS,
             lambda f: build_diet_daily(f[0], categories, settings, f[1], unreported),
+            shards=full_build_shards(conn, ["diet_daily"], shards, scope),
         )
     else:
         entries = conn.execute(only_days(entries_sql)).pl()
@@ -445,7 +530,7 @@ def update_diet_daily(conn: duckdb.DuckDBPyConnection, settings: Settings) -> Da
             entries, categories, settings, reported, unreported, fill_gaps=False
         )
         replace_changed_days(conn, daily, settings)
-    record_days(conn, plan)
+    record_days(conn, plan, scope)
     return plan
 
 
@@ -473,8 +558,7 @@ def update_marker_models(
     every shard it is the step over everyone, unchanged."""
     labs_sql = "SELECT * FROM lab_results"
     outputs = ["marker_draws", "marker_trends"]
-    count = shard_count(root_of(conn))
-    scope = None if shards is None or set(shards) >= set(range(count)) else in_shards(shards, count)
+    scope = shard_scope(conn, shards)
     plan = plan_people(
         conn,
         "marker_models",
@@ -486,8 +570,7 @@ def update_marker_models(
     if plan.everyone and (scope is None or not all(table_exists(conn, t) for t in outputs)):
         # Everyone, or a first run of some shards: the other shards' parts start empty, and
         # their people are planned as new when their shards run.
-        labs = labs_sql if scope is None else f"{labs_sql} WHERE {scope}"
-        draws = build_marker_draws(conn.execute(labs).pl(), settings)
+        draws = build_marker_draws(conn.execute(in_scope(labs_sql, scope)).pl(), settings)
         replace_all(conn, "marker_draws", draws)
         replace_all(conn, "marker_trends", marker_trends(draws))
     else:

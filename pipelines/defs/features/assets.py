@@ -92,46 +92,61 @@ def food_taxonomy(context: dg.AssetExecutionContext, project: ProjectResource):
     )
 
 
-@dg.asset(
-    code_version=CODE_VERSION,
-    group_name="features",
-    kinds={"polars", "duckdb"},
-    pool="duckdb_writer",
-    deps=["diet_entries", "diet_daily_reported", "food_categories"],
-    check_specs=[c.spec for c in DIET_DAILY_CHECKS],
-)
-def diet_daily(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
-    """One row per person-day: nutrients, gut-food category servings and whether the day was logged.
+def diet_daily_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """`diet_daily`, partitioned by the project's groups of person shards."""
 
-    Days between a person's first and last entry with nothing (or too little) logged are kept with
-    `logged = false`, so exposure windows can require enough logged days instead of treating a
-    forgotten day as a day of eating nothing. `logged_rule` says which rule decided each day's
-    `logged` (food entries, a reported total's energy, "marked complete", or nothing logged).
-
-    Incremental by (person, day) (`plan_days`): only days whose entries, reported totals or foods'
-    categories changed are built again; the touched people's gap days are then rebuilt from their
-    range, since a new or removed day moves them.
-    """
-    settings = project.config().settings
-    with project.warehouse().write() as conn:
-        plan = update_diet_daily(conn, settings)
-        row = conn.execute(
-            "SELECT count(*), count(*) FILTER (logged), count(DISTINCT person_id) FROM diet_daily"
-        ).fetchone()
-        schema = conn.execute("SELECT * FROM diet_daily LIMIT 0").pl()
-        checks = [c.run(conn) for c in DIET_DAILY_CHECKS]
-    rows, logged, people = row or (0, 0, 0)
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": rows,
-            "dagster/column_schema": column_schema(schema),
-            "days_logged": logged,
-            "people": people,
-            "people_recomputed": "all" if plan.everyone else len(plan.people),
-            "days_recomputed": "all" if plan.everyone else plan.days,
-        },
-        check_results=checks,
+    @dg.asset(
+        code_version=CODE_VERSION,
+        group_name="features",
+        kinds={"polars", "duckdb"},
+        pool="duckdb_writer",
+        deps=["diet_entries", "diet_daily_reported", "food_categories"],
+        check_specs=[c.spec for c in DIET_DAILY_CHECKS],
+        # Per person: a partition is a group of person shards (`pipelines.defs.partitions`).
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
     )
+    def diet_daily(
+        context: dg.AssetExecutionContext, project: ProjectResource
+    ) -> dg.MaterializeResult:
+        """One row per person-day: nutrients, gut-food category servings and whether the day was
+        logged.
+
+        Days between a person's first and last entry with nothing (or too little) logged are kept
+        with `logged = false`, so exposure windows can require enough logged days instead of
+        treating a forgotten day as a day of eating nothing. `logged_rule` says which rule
+        decided each day's `logged` (food entries, a reported total's energy, "marked complete",
+        or nothing logged).
+
+        Incremental by (person, day) (`plan_days`): only days whose entries, reported totals or
+        foods' categories changed are built again; the touched people's gap days are then rebuilt
+        from their range, since a new or removed day moves them. A run of some shards plans and
+        rewrites only their people's days; the checks look at the whole table.
+        """
+        settings = project.config().settings
+        shards = shards_of_run(context)
+        with project.warehouse().write() as conn:
+            plan = update_diet_daily(conn, settings, shards)
+            row = conn.execute(
+                "SELECT count(*), count(*) FILTER (logged), count(DISTINCT person_id) "
+                "FROM diet_daily"
+            ).fetchone()
+            schema = conn.execute("SELECT * FROM diet_daily LIMIT 0").pl()
+            checks = [c.run(conn) for c in DIET_DAILY_CHECKS]
+        rows, logged, people = row or (0, 0, 0)
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": rows,
+                "dagster/column_schema": column_schema(schema),
+                "days_logged": logged,
+                "people": people,
+                "people_recomputed": "all" if plan.everyone else len(plan.people),
+                "days_recomputed": "all" if plan.everyone else plan.days,
+            },
+            check_results=checks,
+        )
+
+    return diet_daily
 
 
 @dg.asset(
@@ -260,12 +275,13 @@ def data_sufficiency_asset(
 def features_assets() -> dg.Definitions:
     # Built at load time: the per-person assets' partitions come from the project's sources.yaml.
     # A module with a @dg.definitions function contributes only what that function returns.
+    shards = person_shards(Project.from_env())
     return dg.Definitions(
         assets=[
             food_taxonomy,
-            diet_daily,
+            diet_daily_asset(shards),
             diet_summary,
-            marker_models_asset(person_shards(Project.from_env())),
+            marker_models_asset(shards),
             data_sufficiency_asset,
         ],
     )
