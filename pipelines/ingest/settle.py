@@ -11,6 +11,11 @@ files were read: downstream float sums depend on the order of a person's rows) a
 Memory is bounded by a shard, 1/16 of the history. A full run replaces every shard's staging
 parts; an incremental one touches only the shards of affected keys, rewriting the staging parts
 that hold such keys without them (`store_ingest.write_shards`).
+
+A full run first asks of each shard whether the rule keeps all its rows as they are stored
+(`_all_own`: in file order, no key in two files), as after a first ingest of exports that do not
+overlap; then the shard is copied without the join that finds each key's winning file and the
+sort back into file order. Either way the same rows come out, in the same order.
 """
 
 from __future__ import annotations
