@@ -195,6 +195,8 @@ def test_all_own_needs_file_order_and_each_key_in_one_file() -> None:
     twice = rows.with_columns(pl.Series("day", [1, 1, 3, None, 4]))  # (p, 1) twice in file b
     assert _all_own(twice, order, key, unique=False)
     assert not _all_own(twice, order, key, unique=True)
+    unknown = rows.with_columns(pl.Series("file_id", ["b", "b", "c", "c", "x"]))  # not in order
+    assert not _all_own(unknown, order, key, unique=False)
 
 
 @pytest.mark.parametrize("target", ["diet_entries", "lab_results"])

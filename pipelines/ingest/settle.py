@@ -135,7 +135,11 @@ def _all_own(rows: pl.DataFrame, order: pl.DataFrame, key: list[str], unique: bo
     and the sort back into file order, which cost more than the rest of it. A first ingest of
     exports that do not overlap (one a month, say) is that case in every shard.
     """
-    ords = rows["file_id"].replace_strict(order["file_id"], order["ord"], return_dtype=pl.Int64)
+    ords = rows["file_id"].replace_strict(
+        order["file_id"], order["ord"], default=None, return_dtype=pl.Int64
+    )
+    if ords.null_count():
+        return False  # a file not in `order`: the rule's join leaves its rows out
     step, row_step = ords.diff(), rows["_row"].diff()
     in_order = ((step > 0) | ((step == 0) & (row_step > 0))).all()  # the first row's null: true
     keys = rows.select(key) if unique else rows.select(*key, "file_id").unique().select(key)
