@@ -10,11 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import polars as pl
 import pytest
 
-from pipelines import store
+from pipelines import store, store_ingest
 from pipelines.config import PersonSpec, SourceConfig
-from pipelines.ingest.settle import settle
+from pipelines.ingest import settle as settle_module
+from pipelines.ingest.settle import _all_own, settle
 from pipelines.ingest.tables import LINES_TO_CHECK, OWNERSHIP_KEY, ensure_tables, raw_schema
 from pipelines.schema import TARGET_SCHEMAS
 from pipelines.warehouse import create_table
@@ -31,21 +33,27 @@ def history(
     exports: int,
     rows_per_day: int,
     first_ord: int = 0,
+    stride: int = 10,
+    in_file_order: bool = False,
+    null_keys: bool = True,
 ) -> None:
-    """`exports` files per person, each of 20 days starting 10 days after the previous one's start
-    (so every later file re-exports half of the one before), `rows_per_day` rows a day. For
+    """`exports` files per person, each of 20 days starting `stride` days after the previous one's
+    start (10: every later file re-exports half of the one before; 20: none), `rows_per_day` rows
+    a day, stored in a shuffled order (as a rewrite or an older store may leave them; file_id
+    order is not file order either) or, `in_file_order`, as a first ingest stores them. For
     lab_results a day's rows share their key (marker and time), so a file repeats its keys and its
-    first row of each counts; every 97th row has a null key column. Every value column is filled,
-    as wide as real rows."""
+    first row of each counts; with `null_keys`, every 97th row has a null key column. Every value
+    column is filled, as wide as real rows."""
     schema = TARGET_SCHEMAS[target]
     ensure_tables(conn, SOURCE.name, schema)
+    null = "(f + d + i) % 97 = 0" if null_keys else "false"
     files = people * exports
     conn.execute(
         "INSERT INTO _order SELECT md5((f + ?)::VARCHAR), f + ?, 'f' || (f + ?), false "
         "FROM range(?) t(f)",
         [first_ord, first_ord, first_ord, files],
     )
-    day = f"DATE '2025-01-01' + ((f // {people}) * 10 + d)::INT"
+    day = f"DATE '2025-01-01' + ((f // {people}) * {stride} + d)::INT"
     values = {
         c: f"(hash(f, d, i, {n}) % 100000) / 7.0"
         for n, (c, t) in enumerate(schema.items())
@@ -54,18 +62,17 @@ def history(
     if target == "lab_results":
         values |= {
             "collected_at": f"({day})::TIMESTAMP + INTERVAL 8 HOUR",
-            "marker": "CASE WHEN (f + d + i) % 97 = 0 THEN NULL ELSE 'crp' END",
+            "marker": f"CASE WHEN {null} THEN NULL ELSE 'crp' END",
             "unit": "'mg/L'",
         }
     else:
         values |= {
-            "day": f"CASE WHEN (f + d + i) % 97 = 0 THEN NULL ELSE {day} END",
+            "day": f"CASE WHEN {null} THEN NULL ELSE {day} END",
             "food": "'food ' || (hash(f, d, i) % 700)",
             "meal": "'Lunch'",
         }
     select = ", ".join(f"{v} AS {c}" for c, v in values.items())
-    # Not in file order, as a rewrite or an older store may leave them (and file_id order is
-    # not file order either).
+    stored = f"f, d * {rows_per_day} + i" if in_file_order else "hash(f, d, i)"
     create_table(conn, "history_rows", raw_schema(schema))
     conn.execute(
         f"""
@@ -73,10 +80,10 @@ def history(
         SELECT 'p' || (f % {people}) AS person_id, {select}, d * {rows_per_day} + i AS line,
             md5((f + {first_ord})::VARCHAR) AS file_id, d * {rows_per_day} + i AS _row
         FROM range({files}) t(f), range(20) s(d), range({rows_per_day}) u(i)
-        ORDER BY hash(f, d, i)
+        ORDER BY {stored}
         """
     )
-    with store.appending(conn, "raw_cm") as add:
+    with store_ingest.appending(conn, "raw_cm") as add:
         add(conn.execute("SELECT * FROM history_rows").pl())
     conn.execute("DROP TABLE history_rows")
 
@@ -127,6 +134,69 @@ def test_a_full_settle_stores_the_rules_rows_each_shard_in_file_order(
         "SELECT shard, count(*) FROM store_parts WHERE table_name = 'stg_cm' GROUP BY ALL"
     ).fetchall()
     assert sorted(parts) == [(k, 1) for k in range(store.SHARDS)]
+
+
+@pytest.mark.parametrize(
+    ("target", "stride", "copied"),
+    [("diet_entries", 20, True), ("diet_entries", 10, False), ("lab_results", 20, False)],
+)
+def test_a_full_settle_of_a_history_stored_in_file_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str, stride: int, copied: bool
+) -> None:
+    """As a first ingest stores them: exports that do not overlap are copied shard by shard as
+    they are; overlapping ones, or a unique key repeated in a file, take the rule's join. The
+    same rows as the rule either way."""
+    seen: list[bool] = []
+
+    def spy(*args: object, **kwargs: object) -> bool:
+        seen.append(all_own(*args, **kwargs))  # type: ignore[arg-type]
+        return seen[-1]
+
+    all_own = settle_module._all_own
+    monkeypatch.setattr(settle_module, "_all_own", spy)
+    conn = connect(tmp_path / "w.duckdb")
+    history(
+        conn,
+        target,
+        people=7,
+        exports=5,
+        rows_per_day=3,
+        stride=stride,
+        in_file_order=True,
+        null_keys=False,
+    )
+    settle(conn, SOURCE, target, full=True)
+    assert staged(conn) == conn.execute(expected(target)).fetchall()
+    occupied = {store.shard_of(f"p{i}", store.SHARDS) for i in range(7)}
+    assert len(seen) == store.SHARDS  # one answer a shard; an empty shard is copied (no rows)
+    assert seen.count(False) == (0 if copied else len(occupied))
+
+
+def test_all_own_needs_file_order_and_each_key_in_one_file() -> None:
+    """`_all_own`: stored in file order (by the files' ord, then _row), and no key in two files;
+    a null key is a key like any other; for a unique key, not even twice in one file."""
+    order = pl.DataFrame({"file_id": ["a", "b", "c"], "ord": [2, 0, 1]})
+    rows = pl.DataFrame(
+        {
+            "person_id": ["p", "p", "p", "q", "q"],
+            "day": [1, 2, 3, None, 4],
+            "file_id": ["b", "b", "c", "c", "a"],
+            "_row": [0, 1, 0, 1, 0],
+        }
+    )
+    key = ["person_id", "day"]
+    assert _all_own(rows, order, key, unique=False)
+    assert _all_own(rows, order, key, unique=True)
+    assert not _all_own(rows.reverse(), order, key, unique=False)  # not in file order
+    swapped = rows.with_columns(pl.Series("_row", [1, 0, 0, 1, 0]))  # a file's rows swapped
+    assert not _all_own(swapped, order, key, unique=False)
+    again = rows.with_columns(pl.Series("day", [1, 2, 3, None, None]))  # (q, null) in c and a
+    assert not _all_own(again, order, key, unique=False)
+    twice = rows.with_columns(pl.Series("day", [1, 1, 3, None, 4]))  # (p, 1) twice in file b
+    assert _all_own(twice, order, key, unique=False)
+    assert not _all_own(twice, order, key, unique=True)
+    unknown = rows.with_columns(pl.Series("file_id", ["b", "b", "c", "c", "x"]))  # not in order
+    assert not _all_own(unknown, order, key, unique=False)
 
 
 @pytest.mark.parametrize("target", ["diet_entries", "lab_results"])
@@ -193,7 +263,7 @@ def test_an_incremental_settle_writes_only_the_shards_of_affected_keys(tmp_path:
         "DATE '2025-01-15' + d::INT AS day, 'food' AS food, d AS line, 'new' AS file_id, d AS _row "
         "FROM range(10) t(d)"
     )
-    with store.appending(conn, "raw_cm") as add:
+    with store_ingest.appending(conn, "raw_cm") as add:
         add(conn.execute("SELECT * FROM history_rows").pl())
     conn.execute(
         "CREATE TEMP TABLE _affected AS SELECT DISTINCT hash(person_id, day) AS h, person_id, day "

@@ -2,8 +2,8 @@
 
 `ingest_batch` runs a format's `parse_batch` on a batch, moves implausible rows to the rejects,
 writes rejects and `ingest_state` rows, and hands the rows that passed to the store, which writes
-them straight into `raw_<source>`'s new parts (`store.appending`: one part per shard for all the
-batches, the rows written once). `plausible` applies the same rules to one file outside a run.
+them straight into `raw_<source>`'s new parts (`store_ingest.appending`: one part per shard for all
+the batches, the rows written once). `plausible` applies the same rules to one file outside a run.
 """
 
 from __future__ import annotations

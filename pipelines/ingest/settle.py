@@ -10,7 +10,12 @@ it reads that shard's raw rows only, and writes that shard's staging rows (in fi
 files were read: downstream float sums depend on the order of a person's rows) as one new part.
 Memory is bounded by a shard, 1/16 of the history. A full run replaces every shard's staging
 parts; an incremental one touches only the shards of affected keys, rewriting the staging parts
-that hold such keys without them (`store.write_shards`).
+that hold such keys without them (`store_ingest.write_shards`).
+
+A full run first asks of each shard whether the rule keeps all its rows as they are stored
+(`_all_own`: in file order, no key in two files), as after a first ingest of exports that do not
+overlap; then the shard is copied without the join that finds each key's winning file and the
+sort back into file order. Either way the same rows come out, in the same order.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ from __future__ import annotations
 import datetime as dt
 
 import duckdb
+import polars as pl
 
-from pipelines import store
+from pipelines import store, store_ingest
 from pipelines.config import SourceConfig
 from pipelines.ingest.tables import (
     LINES_TO_CHECK,
@@ -81,18 +87,30 @@ def settle(conn: duckdb.DuckDBPyConnection, source: SourceConfig, target: str, f
         else ""
     )
 
+    order = conn.execute("SELECT file_id, ord FROM _order").pl() if full else None
+
     def rows_of(shard: int) -> str:
+        rows = store.shard_source(conn, raw, shard)
+        if order is not None and _all_own(
+            conn.execute(f"SELECT {keys}, r.file_id, r._row FROM {rows} r").pl(),
+            order,
+            key,
+            unique=target in UNIQUE_IN_FILE,
+        ):
+            # Every row owns its key and the scan is in file order (a first ingest stores its
+            # files in order, each key in one file): the rule's rows are the shard's, as stored.
+            return f"SELECT {columns}, r.file_id, {source_literal} AS source, r._row FROM {rows} r"
         # In file order, as the files were read: hash joins and windows return rows in any order,
         # and downstream float sums would then differ in their last bits from run to run.
         return f"""
             SELECT {columns}, r.file_id, {source_literal} AS source, r._row
-            FROM {store.shard_source(conn, raw, shard)} r JOIN _order o USING (file_id)
+            FROM {rows} r JOIN _order o USING (file_id)
             JOIN ({winners(shard)}) w ON {matches} AND o.ord = w.ord
             WHERE {only} {unique}
             ORDER BY o.ord, r._row
             """
 
-    store.write_shards(conn, stg, rows_of, touched, drop)
+    store_ingest.write_shards(conn, stg, rows_of, touched, drop)
     if full:
         conn.execute(f"INSERT INTO {LINES_TO_CHECK} VALUES (?, NULL)", [source.name])
         return 0
@@ -106,6 +124,26 @@ def settle(conn: duckdb.DuckDBPyConnection, source: SourceConfig, target: str, f
     conn.execute("DROP TABLE _winner")
     row = conn.execute("SELECT count(*) FROM _affected").fetchone()
     return int(row[0]) if row else 0
+
+
+def _all_own(rows: pl.DataFrame, order: pl.DataFrame, key: list[str], unique: bool) -> bool:
+    """Whether the rule keeps every one of `rows` (the key columns, file_id and _row of a shard,
+    in the order they are stored) in that order: they are in file order (`order`: file_id ->
+    ord), and no key is in two files (nor, for a `unique` key, twice in one).
+
+    Then the settle copies them as they are, without the join that finds each key's winning file
+    and the sort back into file order, which cost more than the rest of it. A first ingest of
+    exports that do not overlap (one a month, say) is that case in every shard.
+    """
+    ords = rows["file_id"].replace_strict(
+        order["file_id"], order["ord"], default=None, return_dtype=pl.Int64
+    )
+    if ords.null_count():
+        return False  # a file not in `order`: the rule's join leaves its rows out
+    step, row_step = ords.diff(), rows["_row"].diff()
+    in_order = ((step > 0) | ((step == 0) & (row_step > 0))).all()  # the first row's null: true
+    keys = rows.select(key) if unique else rows.select(*key, "file_id").unique().select(key)
+    return bool(in_order) and not keys.is_duplicated().any()
 
 
 def _key_ranges(conn: duckdb.DuckDBPyConnection, key: list[str]) -> list[str]:

@@ -1,0 +1,125 @@
+"""The ingest's writers of the store (`pipelines.store`): `appending` adds the parsed rows of
+`raw_<source>` as they arrive, `forget` removes a changed or removed file's rows, `write_shards`
+writes `stg_<source>` shard by shard (`pipelines.ingest.settle`).
+
+Each is made of the store's one write, `_update`: its new files are written in a staging folder
+and become the table's parts inside the caller's transaction, with the same guarantees as every
+other store write (the store module's docstring).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.store import _staging, _update, root_of, shard_count, shard_of
+
+# `appending` writes a shard's rows in row groups of about this many (half of DuckDB's): few, large
+# row groups are cheaper to read (a nightly ingest reads every footer of raw_<source>).
+ROWS_PER_GROUP = 61_440
+ROWS_PER_STAGED_GROUP = 122_880  # `write_shards`' row groups: DuckDB's own size
+
+
+@contextmanager
+def appending(
+    conn: duckdb.DuckDBPyConnection, table: str
+) -> Iterator[Callable[[pl.DataFrame], None]]:
+    """Add rows that arrive as frames (the table's columns, in its order, person_id among them)
+    to `table`: one new part at the end of each shard they fall in, no other file read or written.
+    Each frame given to the function this yields is split by shard in a background thread while
+    the caller makes the next one (pyarrow's writer runs without the GIL; a parse is mostly
+    Python), and a shard's rows go into its part as a row group once ROWS_PER_GROUP of them are
+    held: memory holds two frames and less than ROWS_PER_GROUP rows per shard, not the lot. The
+    parts join `table` when the block ends without an error; otherwise they are removed and the
+    table is as it was."""
+    root = root_of(conn)
+    shards, staging = shard_count(root), _staging(root, table)
+    writers: dict[int, pq.ParquetWriter] = {}
+    held: dict[int, list[pa.Table]] = {}
+    background = ThreadPoolExecutor(max_workers=1)
+    pending: list[Future[None]] = []
+
+    def flush(k: int) -> None:
+        rows = pa.concat_tables(held.pop(k))
+        if k not in writers:
+            writers[k] = pq.ParquetWriter(staging / f"rows-{k}.parquet", rows.schema)
+        writers[k].write_table(rows)
+
+    def hold(rows: pl.DataFrame) -> None:
+        people = rows["person_id"].unique().drop_nulls().to_list()
+        shard = pl.col("person_id").replace_strict(
+            people, [shard_of(p, shards) for p in people], default=0, return_dtype=pl.Int64
+        )  # a null person_id is shard 0
+        for (k,), part in (
+            rows.with_columns(shard.alias("_shard"))
+            .partition_by("_shard", as_dict=True, include_key=False)
+            .items()
+        ):
+            held.setdefault(k, []).append(part.to_arrow())
+            if sum(t.num_rows for t in held[k]) >= ROWS_PER_GROUP:
+                flush(k)
+
+    def write(rows: pl.DataFrame) -> None:
+        if pending:
+            pending.pop().result()  # the frame before is held (or its error raised here)
+        pending.append(background.submit(hold, rows))
+
+    try:
+        yield write
+        if pending:
+            pending.pop().result()
+        for k in list(held):
+            flush(k)
+        for writer in writers.values():
+            writer.close()
+        _update(
+            conn, root, table, writers, None, {k: staging / f"rows-{k}.parquet" for k in writers}
+        )
+    finally:
+        background.shutdown(wait=True, cancel_futures=True)
+        for writer in writers.values():
+            writer.close()
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def forget(conn: duckdb.DuckDBPyConnection, table: str, drop: str) -> None:
+    """Remove from `table` the rows for which the SQL condition `drop` (over the alias `t`) is
+    true, rewriting only the parts that hold some."""
+    root = root_of(conn)
+    _update(conn, root, table, range(shard_count(root)), drop, {})
+
+
+def write_shards(
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    rows_of: Callable[[int], str],
+    shards: Iterable[int],
+    drop: str | None,
+) -> None:
+    """For each of `shards`: the rows of the query `rows_of(shard)` (the shard's new rows, the
+    table's columns in its order) become a new part at its end, after its rows for which `drop`
+    (over the alias `t`) is true are removed, or all its old rows when `drop` is None. One shard
+    at a time, so a query that reads one shard's rows of another table holds 1/shards of it."""
+    root = root_of(conn)
+    staging = _staging(root, table)
+    try:
+        added: dict[int, Path] = {}
+        for k in shards:
+            added[k] = staging / f"rows-{k}.parquet"
+            # Through Arrow into pyarrow's writer, which encodes the rows in a fraction of the CPU
+            # time of DuckDB's COPY; the result streams, so memory holds a row group of it.
+            rows = conn.execute(rows_of(k)).to_arrow_reader(ROWS_PER_STAGED_GROUP)
+            with pq.ParquetWriter(added[k], rows.schema) as writer:
+                for batch in rows:
+                    writer.write_batch(batch)
+        _update(conn, root, table, added, drop, added, everything=drop is None)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
