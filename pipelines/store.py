@@ -39,7 +39,7 @@ temporary views of the same names on a read-only one. A DuckDB CLI opened on a m
 warehouse reads the old paths until the next gutsignal run.
 
 Steps call `replace_all`, `replace_people` and `rewrite` (the ingest: `appending`, `forget` and
-`write_shards`, in `pipelines.store_ingest`) with the connection the Warehouse gave them (its store
+`write_shards`, in `pipelines.store_writes`) with the connection the Warehouse gave them (its store
 is in the connection's `gutsignal_store` variable), inside the step's transaction.
 """
 

@@ -16,7 +16,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from pipelines import store_ingest
+from pipelines import store_writes
 from pipelines.ingest import LINES_TO_CHECK, accounting, check_unique_lines, sync_source
 from pipelines.project import PROJECT_DIR_ENV, Project
 from pipelines.steps.canonical import build_canonical_table
@@ -71,7 +71,7 @@ class Night:
                 f"SELECT * FROM stg_cm WHERE file_id = '{file_id}' AND day = DATE '{day}' "
                 "ORDER BY line LIMIT 1"
             ).pl()
-            with store_ingest.appending(conn, "stg_cm") as add:
+            with store_writes.appending(conn, "stg_cm") as add:
                 add(planted)
 
 
@@ -117,10 +117,10 @@ def test_a_duplicate_among_the_rows_a_night_loads_fails(tmp_path: Path) -> None:
             "IN (SELECT line FROM stg_cm WHERE file_id = ? GROUP BY line HAVING count(*) > 1)",
             [feb, feb],
         )
-        store_ingest.forget(
+        store_writes.forget(
             conn, "stg_cm", "(t.file_id, t.line) IN (SELECT (file_id, line) FROM once)"
         )
-        with store_ingest.appending(conn, "stg_cm") as add:
+        with store_writes.appending(conn, "stg_cm") as add:
             add(conn.execute("SELECT * FROM once").pl())
     assert night.check() == (0, 2)
 
@@ -197,7 +197,7 @@ def test_the_dagster_check_reads_the_list(tmp_path: Path, monkeypatch: pytest.Mo
     export(raw / "cm" / "ann" / "mar.csv", ["2025-03-01"], 60, 3e9)
     assert run("ingest_cm") == []
     with warehouse.write() as conn:
-        with store_ingest.appending(conn, "stg_cm") as add:
+        with store_writes.appending(conn, "stg_cm") as add:
             add(conn.execute("SELECT * FROM stg_cm WHERE day = DATE '2025-03-01' LIMIT 1").pl())
     [third] = run("diet_entries")
     assert not third.passed

@@ -19,7 +19,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from pipelines import store_ingest
+from pipelines import store_writes
 from pipelines.cli import main
 from pipelines.defs.partitions import all_partitions_tags
 from pipelines.project import Project
@@ -187,7 +187,7 @@ def test_nightly_runs_keep_the_last_n_backups_and_restore_brings_one_back(
     assert len(list_backups(wh)) == 3
 
     with wh.write() as conn:  # something goes badly wrong (lab_results is a view over it)
-        store_ingest.forget(conn, "stg_demo_labs", "true")
+        store_writes.forget(conn, "stg_demo_labs", "true")
     assert wh.table("lab_results").is_empty()
 
     assert main(["restore", "--project-dir", str(tmp_path)]) == 0

@@ -13,7 +13,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from pipelines import store, store_ingest
+from pipelines import store, store_writes
 from pipelines.config import PersonSpec, SourceConfig
 from pipelines.ingest import settle as settle_module
 from pipelines.ingest.settle import _all_own, settle
@@ -83,7 +83,7 @@ def history(
         ORDER BY {stored}
         """
     )
-    with store_ingest.appending(conn, "raw_cm") as add:
+    with store_writes.appending(conn, "raw_cm") as add:
         add(conn.execute("SELECT * FROM history_rows").pl())
     conn.execute("DROP TABLE history_rows")
 
@@ -263,7 +263,7 @@ def test_an_incremental_settle_writes_only_the_shards_of_affected_keys(tmp_path:
         "DATE '2025-01-15' + d::INT AS day, 'food' AS food, d AS line, 'new' AS file_id, d AS _row "
         "FROM range(10) t(d)"
     )
-    with store_ingest.appending(conn, "raw_cm") as add:
+    with store_writes.appending(conn, "raw_cm") as add:
         add(conn.execute("SELECT * FROM history_rows").pl())
     conn.execute(
         "CREATE TEMP TABLE _affected AS SELECT DISTINCT hash(person_id, day) AS h, person_id, day "

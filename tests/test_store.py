@@ -12,7 +12,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import store, store_ingest
+from pipelines import store, store_writes
 from pipelines.cli import DEMO_SOURCES_YAML
 from pipelines.incremental import register_people
 from pipelines.project import Project
@@ -125,21 +125,21 @@ def test_an_append_adds_a_part_and_leaves_every_other_file_untouched(tmp_path: P
     assert rows.count(("alice", 1.0)) == 2 and rows.count(("alice", 5.0)) == 2
 
 
-@pytest.mark.parametrize("rows_per_group", [2, store_ingest.ROWS_PER_GROUP])
+@pytest.mark.parametrize("rows_per_group", [2, store_writes.ROWS_PER_GROUP])
 def test_frames_appended_as_they_come_make_one_part_per_shard_in_their_order(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rows_per_group: int
 ) -> None:
     """`appending`: every frame's rows of a shard go into that shard's one new part, after the
     frames before, in row groups of ROWS_PER_GROUP rows; a shard no frame touches, and every old
     file, is left alone; a null person is shard 0."""
-    monkeypatch.setattr(store_ingest, "ROWS_PER_GROUP", rows_per_group)
+    monkeypatch.setattr(store_writes, "ROWS_PER_GROUP", rows_per_group)
     project = project_with_draws(tmp_path)
     warehouse = project.warehouse()
     root = tmp_path / "data" / "store"
     before, rows_before = files(root), table(warehouse)
     frames = [draws(["alice", "bob"], 5.0), draws(["bob"], 6.0), draws(["p001"], 7.0)]
     frames.append(pl.DataFrame({"person_id": [None], "value": [8.0]}, schema=frames[0].schema))
-    with warehouse.write() as conn, store_ingest.appending(conn, "marker_draws") as add:
+    with warehouse.write() as conn, store_writes.appending(conn, "marker_draws") as add:
         for frame in frames:
             add(frame)
     after = files(root)
@@ -169,7 +169,7 @@ def test_an_error_while_appending_frames_leaves_the_table_and_no_file_behind(
     root = tmp_path / "data" / "store"
     before, old_files = table(warehouse), named(warehouse)
     with pytest.raises(KeyboardInterrupt), warehouse.write() as conn:
-        with store_ingest.appending(conn, "marker_draws") as add:
+        with store_writes.appending(conn, "marker_draws") as add:
             add(draws(["alice"], 5.0))
             raise KeyboardInterrupt("killed between two batches")
     assert table(warehouse) == before and named(warehouse) == old_files

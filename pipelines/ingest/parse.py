@@ -2,7 +2,7 @@
 
 `ingest_batch` runs a format's `parse_batch` on a batch, moves implausible rows to the rejects,
 writes rejects and `ingest_state` rows, and hands the rows that passed to the store, which writes
-them straight into `raw_<source>`'s new parts (`store_ingest.appending`: one part per shard for all
+them straight into `raw_<source>`'s new parts (`store_writes.appending`: one part per shard for all
 the batches, the rows written once). `plausible` applies the same rules to one file outside a run.
 """
 

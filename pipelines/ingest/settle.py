@@ -10,7 +10,7 @@ it reads that shard's raw rows only, and writes that shard's staging rows (in fi
 files were read: downstream float sums depend on the order of a person's rows) as one new part.
 Memory is bounded by a shard, 1/16 of the history. A full run replaces every shard's staging
 parts; an incremental one touches only the shards of affected keys, rewriting the staging parts
-that hold such keys without them (`store_ingest.write_shards`).
+that hold such keys without them (`store_writes.write_shards`).
 
 A full run first asks of each shard whether the rule keeps all its rows as they are stored
 (`_all_own`: in file order, no key in two files), as after a first ingest of exports that do not
@@ -25,7 +25,7 @@ import datetime as dt
 import duckdb
 import polars as pl
 
-from pipelines import store, store_ingest
+from pipelines import store, store_writes
 from pipelines.config import SourceConfig
 from pipelines.ingest.tables import (
     LINES_TO_CHECK,
@@ -110,7 +110,7 @@ def settle(conn: duckdb.DuckDBPyConnection, source: SourceConfig, target: str, f
             ORDER BY o.ord, r._row
             """
 
-    store_ingest.write_shards(conn, stg, rows_of, touched, drop)
+    store_writes.write_shards(conn, stg, rows_of, touched, drop)
     if full:
         conn.execute(f"INSERT INTO {LINES_TO_CHECK} VALUES (?, NULL)", [source.name])
         return 0

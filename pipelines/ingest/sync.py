@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from pipelines import store, store_ingest
+from pipelines import store, store_writes
 from pipelines.config import SourceConfig
 from pipelines.ingest.accounting import file_records
 from pipelines.ingest.files import FileInfo, HashMemo, list_files
@@ -145,7 +145,7 @@ def sync_source(
                     f"INSERT INTO _affected SELECT DISTINCT hash({keys}), {keys} FROM {raw} "
                     f"WHERE {gone}"
                 )
-            store_ingest.forget(conn, raw_table(source.name), f"t.{gone}")
+            store_writes.forget(conn, raw_table(source.name), f"t.{gone}")
         # A gone file's staging rows go with its keys (they are in _affected), so there is
         # nothing of it left to check; a null file_id (all files) is never "gone".
         for table in ("rejected_rows", "ingest_state", LINES_TO_CHECK):
@@ -153,7 +153,7 @@ def sync_source(
 
     with (
         clock("parse, check and store new files"),
-        store_ingest.appending(conn, raw_table(source.name)) as store_rows,
+        store_writes.appending(conn, raw_table(source.name)) as store_rows,
     ):
         for batch in batches(to_parse, BATCH_FILES, BATCH_BYTES):
             ingest_batch(

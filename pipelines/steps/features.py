@@ -46,8 +46,8 @@ from pipelines.store import (
     root_of,
     shard_count,
     shard_sql,
-    write_shards,
 )
+from pipelines.store_writes import write_shards
 from pipelines.transforms.diet import (
     build_diet_daily,
     build_diet_summary,

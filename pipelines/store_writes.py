@@ -1,6 +1,7 @@
-"""The ingest's writers of the store (`pipelines.store`): `appending` adds the parsed rows of
+"""The store's streaming writers (`pipelines.store`): `appending` adds the ingest's parsed rows of
 `raw_<source>` as they arrive, `forget` removes a changed or removed file's rows, `write_shards`
-writes `stg_<source>` shard by shard (`pipelines.ingest.settle`).
+writes some shards' rows from a query, shard by shard: `stg_<source>` (`pipelines.ingest.settle`)
+and a per-person step's full build under a scope of shards (`pipelines.steps.features`).
 
 Each is made of the store's one write, `_update`: its new files are written in a staging folder
 and become the table's parts inside the caller's transaction, with the same guarantees as every
