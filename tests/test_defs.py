@@ -133,10 +133,10 @@ def test_sensor_starts_a_run_for_new_or_changed_files_only(project_dir: Path) ->
         (raw / "labs" / "a.csv").write_text("Patient,Date\n", encoding="utf-8")
         first = tick(None)
         assert isinstance(first, dg.SensorResult) and len(first.run_requests or []) == 1
-        # A file without people: the first partition, so that the run ingests it
+        # The sensor's first request: every partition, as it knows no earlier settings
         # (test_sensor_shards.py has the partitions of the people of a file).
-        first_partition = partition_range_tags("shards-00-03", "shards-00-03")
-        assert first.run_requests[0].tags.items() >= first_partition.items()
+        every_partition = partition_range_tags("shards-00-03", "shards-12-15")
+        assert first.run_requests[0].tags.items() >= every_partition.items()
         cursor = first.cursor
         assert "labs/a.csv" in json.loads(cursor or "{}")
 

@@ -18,7 +18,11 @@ from hypothesis import strategies as st
 
 from pipelines.adapters import FORMATS, AdapterError, person_ids
 from pipelines.config import PersonSpec, SourceConfig
-from pipelines.defs.automation.sensors import SHARDS_TAG, new_raw_files
+from pipelines.defs.automation.sensors import (
+    SHARDS_TAG,
+    new_raw_files,
+    shared_inputs_digest,
+)
 from pipelines.defs.partitions import RANGE_END_TAG, RANGE_START_TAG, all_partitions_tags
 from pipelines.defs.resources import ProjectResource
 from pipelines.ingest.people import NOT_INGESTED, file_shards
@@ -101,6 +105,12 @@ class Sensor:
         self.cursor = result.cursor
         return result.run_requests[0]
 
+    def first_request(self, project_dir: Path) -> None:
+        """The sensor's first request: every partition, as it knows no earlier settings."""
+        write(project_dir, "notes/first.txt", "my exports\n")
+        request = self.tick()
+        assert request is not None and request.tags[SHARDS_TAG] == "all"
+
 
 def test_one_persons_new_cronometer_file_asks_for_that_persons_partition_only(
     project_dir: Path,
@@ -108,6 +118,7 @@ def test_one_persons_new_cronometer_file_asks_for_that_persons_partition_only(
     with dg.instance_for_test() as instance:
         sensor = Sensor(project_dir, instance)
         assert sensor.tick() is None
+        sensor.first_request(project_dir)
         write(project_dir, "cronometer/bob/servings.csv", SERVINGS)
         request = sensor.tick()
         assert request is not None
@@ -128,6 +139,7 @@ def test_a_cohort_file_asks_for_the_range_of_its_peoples_shards_and_a_removed_on
 ) -> None:
     with dg.instance_for_test() as instance:
         sensor = Sensor(project_dir, instance)
+        sensor.first_request(project_dir)
         path = write(project_dir, "labs/clinic.csv", labs("alice", "dave", "erin"))
         request = sensor.tick()
         assert request is not None
@@ -153,6 +165,33 @@ def test_a_cohort_file_asks_for_the_range_of_its_peoples_shards_and_a_removed_on
         assert request.tags["gutsignal/removed_files"] == "1"
         assert request.run_key != first_key
         assert sensor.tick() is None
+
+
+def test_changed_settings_ask_for_every_partition_once(project_dir: Path) -> None:
+    with dg.instance_for_test() as instance:
+        sensor = Sensor(project_dir, instance)
+        sensor.first_request(project_dir)
+        sources = project_dir / "sources.yaml"
+        sources.write_text(sources.read_text() + "settings: {food_overrides: my_foods.csv}\n")
+        write(project_dir, "cronometer/bob/servings.csv", SERVINGS)
+        request = sensor.tick()
+        assert request is not None and request.tags[SHARDS_TAG] == "all"
+        assert request.tags.items() >= all_partitions_tags(Project(project_dir)).items()
+        # Settled: bob's next file asks for his partition only.
+        write(project_dir, "cronometer/bob/servings.csv", SERVINGS + SERVINGS.splitlines()[-1])
+        request = sensor.tick()
+        assert request is not None and partitions_of(request) == ("shards-12-15", "shards-12-15")
+
+
+def test_the_shared_inputs_digest_follows_the_food_overrides_file(project_dir: Path) -> None:
+    sources = project_dir / "sources.yaml"
+    sources.write_text(sources.read_text() + "settings: {food_overrides: my_foods.csv}\n")
+    project = Project(project_dir)
+    before = shared_inputs_digest(project)  # the overrides file does not exist yet
+    (project_dir / "my_foods.csv").write_text("food,category\nkefir,fermented\n")
+    after = shared_inputs_digest(project)
+    assert after != before
+    assert shared_inputs_digest(project) == after
 
 
 def test_a_file_whose_people_need_the_parse_asks_for_every_partition(project_dir: Path) -> None:

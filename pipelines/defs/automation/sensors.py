@@ -8,6 +8,12 @@ left it), so the cursor keeps each file's shards beside its (mtime, size): `[mti
 bit i of the mask set for shard i, UNKNOWN (-1) when only the parse can name its people. A run
 carries one range of partitions, so the request spans the first to the last partition holding a
 shard; the ones between cost a plan each. A file whose people are unknown asks for every partition.
+
+What every person's results depend on beside their own rows (sources.yaml, the food overrides it
+names, the code) is kept in the cursor as one digest (`shared_inputs_digest`). When it changed
+since the sensor's last request, every partition runs: a run of some shards would leave the
+others on the old settings, and a column a new food category adds cannot be added to some shards
+only.
 """
 
 import hashlib
@@ -22,6 +28,7 @@ from pipelines.config import ConfigError
 
 # Dagster collects every definition at the top level of a module: through its module, the job
 # stays collected once, from jobs.py.
+from pipelines.defs._versions import CODE_VERSION
 from pipelines.defs.automation import jobs
 from pipelines.defs.partitions import (
     all_partitions_tags,
@@ -36,6 +43,8 @@ from pipelines.store import SHARDS
 
 UNKNOWN = -1  # the mask of a file whose people only the parse can name: every shard
 SHARDS_TAG = "gutsignal/changed_shards"
+# The cursor's key for `shared_inputs_digest`: never a file's path (those are relative).
+SHARED_KEY = "/shared inputs"
 
 
 def raw_file_state(raw_dir: Path) -> dict[str, list[float]]:
@@ -75,6 +84,22 @@ def range_tags(project: Project, shards: set[int] | None) -> dict[str, str]:
     return partition_range_tags(keys[first // size], keys[last // size])
 
 
+def shared_inputs_digest(project: Project) -> str:
+    """A hash of sources.yaml, the food overrides file it names and the code version: what every
+    person's results depend on beside their own rows."""
+    digest = hashlib.sha256(CODE_VERSION.encode())
+    paths = [project.sources_yaml]
+    try:
+        config = project.config()
+        if config.settings.food_overrides:
+            paths.append(config.path.parent / config.settings.food_overrides)
+    except ConfigError:
+        pass  # its bytes are hashed below; the files' shards are then unknown anyway
+    for path in paths:
+        digest.update(path.read_bytes() if path.exists() else b"-")
+    return digest.hexdigest()
+
+
 def _shards_of(project: Project, paths: list[str]) -> dict[str, FileShards]:
     try:
         config = project.config()
@@ -105,6 +130,7 @@ def _log_notes(log: logging.Logger, found: dict[str, FileShards]) -> None:
 def new_raw_files(context: dg.SensorEvaluationContext, project: ProjectResource):
     """Compare data/raw/ with the state stored in the cursor; one run per batch of changes."""
     previous: dict[str, list[float]] = json.loads(context.cursor) if context.cursor else {}
+    shared_before = previous.pop(SHARED_KEY, None)
     current = raw_file_state(project.project.raw_dir)
     changed = sorted(p for p, s in current.items() if previous.get(p, [])[:2] != s)
     removed = sorted(set(previous) - set(current))
@@ -119,10 +145,18 @@ def new_raw_files(context: dg.SensorEvaluationContext, project: ProjectResource)
         mask_shards(previous[p]) for p in changed + removed if p in previous
     ]:
         shards = None if shards is None or known is None else shards | set(known)
-    cursor = {
+    shared = shared_inputs_digest(project.project)
+    if shared != shared_before:
+        context.log.info(
+            "sources.yaml, the food overrides or the code changed since the sensor's last "
+            "request (or it has made none): every partition"
+        )
+        shards = None
+    cursor: dict[str, object] = {
         p: [*state, shard_mask(found[p].shards)] if p in found else previous[p]
         for p, state in current.items()
     }
+    cursor[SHARED_KEY] = shared
 
     state = {p: current[p] for p in changed} | {p: None for p in removed}
     digest = hashlib.sha256(json.dumps(state).encode()).hexdigest()
