@@ -22,6 +22,7 @@ partition, so `shards_of_run` refuses it.
 """
 
 import re
+from typing import Any
 
 import dagster as dg
 
@@ -91,3 +92,14 @@ def shards_of_run(context: dg.AssetExecutionContext) -> list[int]:
             "partitions, e.g. shards-00-03...shards-12-15 (`gutsignal run` and the schedule do)."
         )
     return sorted({s for key in context.partition_keys for s in shards_of_key(key)})
+
+
+def per_person(partitions_def: dg.PartitionsDefinition) -> dict[str, Any]:
+    """The decorator arguments every per-person asset shares: partitioned by the groups of person
+    shards, any range of them in one run (one step per asset, as without partitions), and a
+    writer of the warehouse (the `duckdb_writer` pool)."""
+    return {
+        "partitions_def": partitions_def,
+        "backfill_policy": dg.BackfillPolicy.single_run(),
+        "pool": "duckdb_writer",
+    }

@@ -11,7 +11,7 @@ import polars as pl
 
 from pipelines.defs._metadata import md_table
 from pipelines.defs._versions import CODE_VERSION
-from pipelines.defs.partitions import person_shards, shards_of_run
+from pipelines.defs.partitions import per_person, person_shards, shards_of_run
 from pipelines.defs.resources import ProjectResource
 from pipelines.incremental import changed
 from pipelines.project import Project
@@ -26,11 +26,9 @@ def exposure_windows_asset(partitions_def: dg.PartitionsDefinition) -> dg.Assets
         code_version=CODE_VERSION,
         group_name="analysis",
         kinds={"polars", "duckdb"},
-        pool="duckdb_writer",
         deps=["diet_daily", "marker_draws"],
-        # Per person: a partition is a group of person shards (`pipelines.defs.partitions`).
-        partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        # Per person: partitioned by groups of person shards (`pipelines.defs.partitions`).
+        **per_person(partitions_def),
     )
     def exposure_windows(
         context: dg.AssetExecutionContext, project: ProjectResource
@@ -100,11 +98,9 @@ def daily_effects_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDef
         code_version=CODE_VERSION,
         group_name="analysis",
         kinds={"polars", "duckdb"},
-        pool="duckdb_writer",
         deps=["diet_daily", "biometrics"],
-        # Per person: a partition is a group of person shards (`pipelines.defs.partitions`).
-        partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        # Per person: partitioned by groups of person shards (`pipelines.defs.partitions`).
+        **per_person(partitions_def),
     )
     def daily_effects(
         context: dg.AssetExecutionContext, project: ProjectResource

@@ -12,7 +12,7 @@ from pipelines.analysis.sufficiency import data_sufficiency as sufficiency_table
 from pipelines.defs._metadata import column_schema, md_table
 from pipelines.defs._versions import CODE_VERSION
 from pipelines.defs.features.checks import DIET_DAILY_CHECKS, MARKER_DRAWS_CHECKS
-from pipelines.defs.partitions import person_shards, shards_of_run
+from pipelines.defs.partitions import per_person, person_shards, shards_of_run
 from pipelines.defs.resources import ProjectResource
 from pipelines.incremental import changed, plan_whole, record
 from pipelines.project import Project
@@ -99,12 +99,10 @@ def diet_daily_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefini
         code_version=CODE_VERSION,
         group_name="features",
         kinds={"polars", "duckdb"},
-        pool="duckdb_writer",
         deps=["diet_entries", "diet_daily_reported", "food_categories"],
         check_specs=[c.spec for c in DIET_DAILY_CHECKS],
-        # Per person: a partition is a group of person shards (`pipelines.defs.partitions`).
-        partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        # Per person: partitioned by groups of person shards (`pipelines.defs.partitions`).
+        **per_person(partitions_def),
     )
     def diet_daily(
         context: dg.AssetExecutionContext, project: ProjectResource
@@ -198,10 +196,8 @@ def marker_models_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDef
             ),
         ],
         check_specs=[c.spec for c in MARKER_DRAWS_CHECKS],
-        pool="duckdb_writer",
-        # Per person: a partition is a group of person shards (`pipelines.defs.partitions`).
-        partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        # Per person: partitioned by groups of person shards (`pipelines.defs.partitions`).
+        **per_person(partitions_def),
     )
     def marker_models(context: dg.AssetExecutionContext, project: ProjectResource):
         """Separate acute from chronic inflammation and summarise each person's chronic course.
