@@ -184,9 +184,7 @@ def plan_people(
     salt = full_salt(salt)
     assert inputs, "a step has at least one input"
     within = "true" if scope is None else scope
-    query = _fingerprints_sql(inputs, ["person_id"])
-    if scope is not None:
-        query = f"SELECT * FROM ({query}) WHERE {scope}"
+    query = in_scope(_fingerprints_sql(inputs, ["person_id"]), scope)
     fingerprints = conn.execute(query).pl()
     has_null_person = fingerprints["person_id"].null_count() > 0
 
@@ -322,9 +320,7 @@ def plan_days(
     salt = full_salt(salt, exclude_data)
     assert inputs, "a step has at least one input"
     within = "true" if scope is None else scope
-    query = _fingerprints_sql(inputs, ["person_id", "day"])
-    if scope is not None:
-        query = f"SELECT * FROM ({query}) WHERE {scope}"
+    query = in_scope(_fingerprints_sql(inputs, ["person_id", "day"]), scope)
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _day_inputs AS {query}")
     row = conn.execute(
         "SELECT count(*) FROM _day_inputs WHERE person_id IS NULL OR day IS NULL"
@@ -379,6 +375,11 @@ def record_days(conn: duckdb.DuckDBPyConnection, plan: DayPlan, scope: str | Non
         f"INSERT INTO {DAY_STATE_TABLE} BY NAME {current} SEMI JOIN _days USING (person_id, day)",
         [plan.step, plan.salt],
     )
+
+
+def in_scope(sql: str, scope: str | None) -> str:
+    """`sql` (a query with a person_id column) restricted to the people of `scope` (None: all)."""
+    return sql if scope is None else f"SELECT * FROM ({sql}) WHERE {scope}"
 
 
 def only_days(sql: str) -> str:

@@ -23,6 +23,7 @@ from pipelines.config import Settings, result_settings
 from pipelines.incremental import (
     PersonPlan,
     changed,
+    in_scope,
     only_people,
     plan_people,
     plan_whole,
@@ -32,7 +33,6 @@ from pipelines.incremental import (
 from pipelines.schema import EXPOSURE_WINDOWS_SCHEMA, RESULT_SCHEMA
 from pipelines.steps.features import (
     full_build_shards,
-    in_scope,
     only_chunk,
     register_person_chunks,
     replace_with_parts,

@@ -26,6 +26,7 @@ from pipelines.config import Settings
 from pipelines.incremental import (
     WHOLE,
     PersonPlan,
+    in_scope,
     only_people,
     plan_people,
     record,
@@ -33,7 +34,6 @@ from pipelines.incremental import (
 )
 from pipelines.steps.features import (
     full_build_shards,
-    in_scope,
     replace_by_person_chunks,
     shard_scope,
 )

@@ -25,6 +25,7 @@ from pipelines.incremental import (
     DayPlan,
     PersonPlan,
     changed,
+    in_scope,
     only_days,
     only_people,
     parse_salt,
@@ -160,11 +161,6 @@ def shard_scope(conn: duckdb.DuckDBPyConnection, shards: Collection[int] | None)
         return None
     count = shard_count(root_of(conn))
     return None if set(shards) >= set(range(count)) else in_shards(shards, count)
-
-
-def in_scope(sql: str, scope: str | None) -> str:
-    """`sql` (a query with a person_id column) restricted to the people of `scope`."""
-    return sql if scope is None else f"SELECT * FROM ({sql}) WHERE {scope}"
 
 
 def full_build_shards(
