@@ -59,9 +59,16 @@ browser:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# The suite runs in one pytest worker process per core (pytest-xdist; a CI machine has 2; set
+# PYTEST_WORKERS to choose). --dist loadfile keeps a test file's tests in one worker, so a
+# module-scoped fixture (a demo project built and refreshed, a Dask cluster) is built once, not
+# once per worker; the session-scoped `demo_run` is built by each worker that needs it.
+# tests/conftest.py says what keeps two workers apart (each test's own DAGSTER_HOME).
+PYTEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
+
 test: lint typecheck browser
 	$(BIN)/dg check defs
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 dev: demo
 	$(BIN)/dg dev --host 127.0.0.1 --port 3000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +18,8 @@ from pipelines.defs.partitions import all_partitions_tags
 from pipelines.project import PROJECT_DIR_ENV, Project
 from pipelines.reports.inputs import DashboardInputs
 from pipelines.warehouse import Warehouse
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def make_demo_project(root: Path) -> Project:
@@ -86,10 +89,23 @@ def sorted_tables(project: Project, names: tuple[str, ...]) -> dict[str, pl.Data
 
 
 @pytest.fixture(autouse=True)
-def _isolated_project_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test may read the developer's own project by accident."""
+def _isolated_project_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """No test may read the developer's own project, or write the checkout's Dagster instance,
+    by accident.
+
+    `make test` exports DAGSTER_HOME=<checkout>/.dagster_home (the Makefile does for every
+    target), so a `gutsignal run` inside a test would record its run in the checkout's instance
+    and claim the "duckdb_writer" pool slot there; the suite runs in two worker processes, which
+    would then share that SQLite instance and its one slot. Each test gets a home of its own
+    with the project's dagster.yaml, so the CLI still runs on an instance on disk set up as a
+    user's (tests that want no home, or another one, monkeypatch it themselves)."""
     if not os.environ.get("GUTSIGNAL_KEEP_PROJECT_ENV"):
         monkeypatch.setenv(PROJECT_DIR_ENV, str(tmp_path / "no-project"))
+    home = tmp_path_factory.mktemp("dagster_home")  # beside tmp_path: tests list what is in it
+    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
 
 
 class DemoRun:
@@ -129,3 +145,38 @@ def warehouse(tmp_path: Path) -> Warehouse:
     with w.write():
         pass
     return w
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks (`make test`: --dist loadgroup)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that share one of the suite's own module- or session-scoped fixtures (a project
+    built and refreshed once, a Dask cluster) run in the same worker: one `xdist_group` per set
+    of tests tied together by such fixtures, so each is built once, not once per worker. Every
+    other test is its own unit of work, handed to whichever worker is free (the groups go first,
+    largest first), so no worker idles while the other finishes a heavy file."""
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    shared: dict[int, list[str]] = {}
+    for i, item in enumerate(items):
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None:
+            continue
+        for name in item.fixturenames:
+            defs = info.name2fixturedefs.get(name)
+            if not defs or not defs[-1].func.__module__.startswith("tests"):
+                continue
+            scope = defs[-1].scope
+            if scope == "session":
+                shared.setdefault(i, []).append(name)
+            elif scope in ("package", "module", "class"):
+                shared.setdefault(i, []).append(f"{item.nodeid.split('::')[0]}::{name}")
+    for keys in shared.values():
+        for key in keys[1:]:
+            parent[root(key)] = root(keys[0])
+    for i, keys in shared.items():
+        items[i].add_marker(pytest.mark.xdist_group(root(keys[0])))
