@@ -60,15 +60,18 @@ browser:
 		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 # The suite runs in one pytest worker process per core (pytest-xdist; a CI machine has 2; set
-# PYTEST_WORKERS to choose). --dist loadfile keeps a test file's tests in one worker, so a
-# module-scoped fixture (a demo project built and refreshed, a Dask cluster) is built once, not
-# once per worker; the session-scoped `demo_run` is built by each worker that needs it.
-# tests/conftest.py says what keeps two workers apart (each test's own DAGSTER_HOME).
+# PYTEST_WORKERS to choose). --dist worksteal hands each worker a contiguous half of the tests
+# and lets a worker that runs dry take tests from the end of the other's share: a module's
+# tests mostly stay in one worker (its module-scoped fixture, a demo project built and
+# refreshed, is built once) and neither worker idles while the other finishes a heavy file, as
+# it did with --dist loadfile. (--dist loadgroup would let us pin tests together, but xdist 3.8
+# cannot rename a pytest 9.2 node id, so its groups are silently ignored.) tests/conftest.py
+# says what keeps two workers apart.
 PYTEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 
 test: lint typecheck browser
 	$(BIN)/dg check defs
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 dev: demo
 	$(BIN)/dg dev --host 127.0.0.1 --port 3000

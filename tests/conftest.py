@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb
@@ -88,6 +89,37 @@ def sorted_tables(project: Project, names: tuple[str, ...]) -> dict[str, pl.Data
     return out
 
 
+def report_line(config: pytest.Config, line: str) -> None:
+    """Show `line` in the terminal, even with -q. In an xdist worker the line goes to the
+    controller (with the worker's output) and is shown in the summary at the end."""
+    workeroutput = getattr(config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput.setdefault("report_lines", []).append(line)
+        return
+    capture = config.pluginmanager.getplugin("capturemanager")
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    if capture is None or reporter is None:
+        print(line)
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line("")
+        reporter.write_line(line)
+
+
+_WORKER_LINES: list[str] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """xdist, in the controller: keep the lines a worker passed to `report_line`."""
+    _WORKER_LINES.extend(getattr(node, "workeroutput", {}).get("report_lines", []))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for line in _WORKER_LINES:
+        terminalreporter.write_line(line)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_project_env(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
@@ -145,38 +177,3 @@ def warehouse(tmp_path: Path) -> Warehouse:
     with w.write():
         pass
     return w
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the marks (`make test`: --dist loadgroup)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that share one of the suite's own module- or session-scoped fixtures (a project
-    built and refreshed once, a Dask cluster) run in the same worker: one `xdist_group` per set
-    of tests tied together by such fixtures, so each is built once, not once per worker. Every
-    other test is its own unit of work, handed to whichever worker is free (the groups go first,
-    largest first), so no worker idles while the other finishes a heavy file."""
-    parent: dict[str, str] = {}
-
-    def root(key: str) -> str:
-        while parent.setdefault(key, key) != key:
-            key = parent[key]
-        return key
-
-    shared: dict[int, list[str]] = {}
-    for i, item in enumerate(items):
-        info = getattr(item, "_fixtureinfo", None)
-        if info is None:
-            continue
-        for name in item.fixturenames:
-            defs = info.name2fixturedefs.get(name)
-            if not defs or not defs[-1].func.__module__.startswith("tests"):
-                continue
-            scope = defs[-1].scope
-            if scope == "session":
-                shared.setdefault(i, []).append(name)
-            elif scope in ("package", "module", "class"):
-                shared.setdefault(i, []).append(f"{item.nodeid.split('::')[0]}::{name}")
-    for keys in shared.values():
-        for key in keys[1:]:
-            parent[root(key)] = root(keys[0])
-    for i, keys in shared.items():
-        items[i].add_marker(pytest.mark.xdist_group(root(keys[0])))

@@ -45,6 +45,7 @@ from pipelines.config import PersonSpec, SourceConfig
 from pipelines.ingest import ingest_source
 from pipelines.schema import REJECT_SCHEMA, TARGET_SCHEMAS
 from pipelines.transforms.plausibility import apply_plausibility
+from tests.conftest import report_line
 
 SCALE = max(1, int(os.environ.get("GUTSIGNAL_FUZZ_SCALE", "1")))
 TODAY = date.today()
@@ -1204,15 +1205,8 @@ FUZZ_EXAMPLES_BUDGET = (
 def _report_examples(request: pytest.FixtureRequest) -> Iterator[None]:
     """Print the number of fuzzed files parsed once the module is done (shown even with -q)."""
     yield
-    line = (
+    report_line(
+        request.config,
         f"fuzz examples run: {sum(EXAMPLES_RUN.values())} files parsed "
-        f"(budget {FUZZ_EXAMPLES_BUDGET} examples, GUTSIGNAL_FUZZ_SCALE={SCALE})"
+        f"(budget {FUZZ_EXAMPLES_BUDGET} examples, GUTSIGNAL_FUZZ_SCALE={SCALE})",
     )
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    reporter = request.config.pluginmanager.getplugin("terminalreporter")
-    if capture is None or reporter is None:
-        print(line)
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line("")
-        reporter.write_line(line)
