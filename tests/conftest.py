@@ -1,4 +1,12 @@
-"""Shared fixtures: a demo project built once per session, in a temp folder, for real."""
+"""Shared fixtures: a demo project built once per session, in a temp folder, for real.
+
+`make test` runs the suite in one pytest-xdist worker process per core (the Makefile says why
+--dist worksteal). A session fixture is then built once per worker that needs it, and tests run
+beside a neighbour: a test writes only under its tmp_path (or tmp_path_factory), never the
+checkout; each test has its own DAGSTER_HOME (`_isolated_project_env`); a port is asked of the
+OS (port 0), never fixed; and a test that compares timings compares two runs in its own process
+(best of several), never against a fixed number of seconds.
+"""
 
 from __future__ import annotations
 
