@@ -28,9 +28,11 @@ import duckdb
 import polars as pl
 from filelock import FileLock, Timeout
 
+from pipelines.store import TABLES as STORE_TABLES
 from pipelines.store import attach as attach_store
 from pipelines.store import beside as store_beside
 from pipelines.store import collect as collect_store
+from pipelines.store import replace_all
 from pipelines.store_copies import link_tree, put_back
 
 LOG = logging.getLogger("gutsignal.warehouse")
@@ -510,7 +512,12 @@ def _sql_type(conn: duckdb.DuckDBPyConnection, dtype: pl.DataType | type[pl.Data
 
 
 def replace_table(conn: duckdb.DuckDBPyConnection, name: str, df: pl.DataFrame) -> int:
-    """Replace table `name` with the contents of `df` (schema included); returns the row count."""
+    """Replace table `name` with the contents of `df` (schema included); returns the row count.
+    A table of the Parquet store (`store.TABLES`) is written to its shards (`store.replace_all`),
+    any other as a DuckDB table."""
+    if name in STORE_TABLES:
+        replace_all(conn, name, df)
+        return df.height
     if df.height == 0:
         create_table(conn, name, dict(df.schema), replace=True)
         return 0
