@@ -44,7 +44,8 @@ def test_each_moved_table_is_a_view_over_its_shards_parts(demo_run: DemoRun, tab
             assert file.startswith(f"{table}/shard={k:02d}/part-")
             assert (root / file).is_file()
         total = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
-        assert total and total[0] > 0, f"the demo has {table} rows"
+        # The demo's diaries report no person-level totals: diet_summary has no rows there.
+        assert total and (total[0] > 0) == (table != "diet_summary")
         stored = pl.read_parquet([root / f for _, f in parts])
         assert stored.height == total[0]
         for k, file in parts:
