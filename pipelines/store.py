@@ -3,8 +3,25 @@
     <data>/store/store.json                                   the shard count and shard function
     <data>/store/<table>/shard=<NN>/part-<uuid>.parquet       one or more parts per shard
 
-The tables (`TABLES`) are rewritten per person by the feature and analysis steps; the ingest
-keeps each source's `raw_<source>` and `stg_<source>` here too (`pipelines.ingest`). In the
+The tables (`TABLES`): the per-person tables the feature and analysis steps rewrite person by
+person, and the cohort-wide tables they replace whole (`associations`, `persons`,
+`data_sufficiency`, `diet_summary`: rows of a person each, an association of the cohort without
+one in shard 0); the ingest keeps each source's `raw_<source>` and `stg_<source>` here too
+(`pipelines.ingest`). What stays a DuckDB table, and why:
+
+- `store_parts`, the catalog of the views: it changes in the same DuckDB transaction as the views
+  and the step's other writes, which is what makes a write atomic and a killed step harmless.
+- The incremental records (`ingest_files`, `ingest_state`, `person_inputs`, `person_day_inputs`):
+  each says what a step's outputs were computed from, so it must commit with those outputs in
+  one transaction; they are the query layer's bookkeeping, not data anyone queries, and change
+  by DELETE and INSERT of a few rows per person, day or file every night, which a part-file
+  store would turn into rewritten parts.
+- `food_categories` and `unmapped_foods`: a row per food, no person to shard by, and small (the
+  foods of the cohort); the taxonomy step compares unmapped_foods as read with its new frame.
+- The ingest's `rejected_rows` and `lines_to_check`: replaced per source and file, not per person
+  (a source's rejects span every shard), and written by the ingest's accounting.
+
+In the
 warehouse each is a VIEW of the same name over the files its rows are in, listed one by one, so
 the steps, the dashboards, the tests and a user's DuckDB CLI read them as before. The warehouse
 table `store_parts` says which files those are: per table and shard, the parts in their order
@@ -56,7 +73,17 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-TABLES = ("diet_daily", "marker_draws", "marker_trends", "exposure_windows", "daily_effects")
+TABLES = (
+    "diet_daily",
+    "marker_draws",
+    "marker_trends",
+    "exposure_windows",
+    "daily_effects",
+    "associations",
+    "persons",
+    "data_sufficiency",
+    "diet_summary",
+)
 SHARDS = 16  # for a new store; an existing one keeps the count in its store.json
 COMPACT_AT = 8  # a shard with more parts than this has its trailing parts merged (`trailing_merge`)
 MANIFEST = "store.json"

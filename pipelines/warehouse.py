@@ -28,9 +28,11 @@ import duckdb
 import polars as pl
 from filelock import FileLock, Timeout
 
+from pipelines.store import TABLES as STORE_TABLES
 from pipelines.store import attach as attach_store
 from pipelines.store import beside as store_beside
 from pipelines.store import collect as collect_store
+from pipelines.store import replace_all
 from pipelines.store_copies import link_tree, put_back
 
 LOG = logging.getLogger("gutsignal.warehouse")
@@ -439,15 +441,28 @@ def file_damage(
 ) -> str | None:
     """Why DuckDB cannot open the database file at `path` and read its catalog, else None.
 
-    A damaged file fails here (on connect, or on the first query), not half-way through a run.
-    Damage inside a table's data blocks only shows when those blocks are read.
+    A damaged file fails here (on connect, or on the first query), not half-way through a run;
+    so does a file cut short after its catalog (shorter than the blocks it says are in use), which
+    opens and fails only when a table's missing blocks are read. Other damage inside a table's
+    data blocks only shows when those blocks are read.
     """
     try:
         conn = connect() if connect else duckdb.connect(str(path), read_only=True)
         with conn:
             conn.execute("SELECT count(*) FROM duckdb_tables()").fetchone()
+            # With a .wal beside it, the in-use count includes blocks the WAL's replay allocated
+            # in memory only: the file's size says nothing then.
+            if wal_path(path).exists():
+                return None
+            row = conn.execute(
+                "SELECT block_size, used_blocks FROM pragma_database_size() "
+                "WHERE database_name = current_database()"
+            ).fetchone()
     except DAMAGED as exc:
         return " ".join(str(exc).split())
+    size = path.stat().st_size
+    if row and size < row[0] * row[1]:
+        return f"the file is cut short: {size} bytes, {row[1]} blocks of {row[0]} bytes in use"
     return None
 
 
@@ -510,7 +525,12 @@ def _sql_type(conn: duckdb.DuckDBPyConnection, dtype: pl.DataType | type[pl.Data
 
 
 def replace_table(conn: duckdb.DuckDBPyConnection, name: str, df: pl.DataFrame) -> int:
-    """Replace table `name` with the contents of `df` (schema included); returns the row count."""
+    """Replace table `name` with the contents of `df` (schema included); returns the row count.
+    A table of the Parquet store (`store.TABLES`) is written to its shards (`store.replace_all`),
+    any other as a DuckDB table."""
+    if name in STORE_TABLES:
+        replace_all(conn, name, df)
+        return df.height
     if df.height == 0:
         create_table(conn, name, dict(df.schema), replace=True)
         return 0
