@@ -56,7 +56,14 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-TABLES = ("diet_daily", "marker_draws", "marker_trends", "exposure_windows", "daily_effects")
+TABLES = (
+    "diet_daily",
+    "marker_draws",
+    "marker_trends",
+    "exposure_windows",
+    "daily_effects",
+    "page_summaries",  # what the index shows of each person (the person-page step)
+)
 SHARDS = 16  # for a new store; an existing one keeps the count in its store.json
 COMPACT_AT = 8  # a shard with more parts than this has its trailing parts merged (`trailing_merge`)
 MANIFEST = "store.json"
