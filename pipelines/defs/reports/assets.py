@@ -71,6 +71,8 @@ def person_pages_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefi
     code_version=REPORTS_VERSION,
     group_name="reports",
     kinds={"plotly", "html"},
+    # With the warehouse's writers, as every asset of the project (tests/test_defs.py).
+    pool="duckdb_writer",
     deps=[
         "person_pages",
         "persons",
