@@ -35,7 +35,7 @@ class PageSummary:
     latest_censored: str | None = None
     category: str | None = None
     # The headline trend's slope and its CI (TREND_SHOWN), None where it has none.
-    trend: dict[str, Any] = field(default_factory=dict)
+    trend: dict[str, Any] = field(default_factory=lambda: dict.fromkeys(TREND_SHOWN))
     n_draws: int = 0
     n_chronic: int = 0
     n_acute: int = 0
