@@ -1,9 +1,7 @@
 """Everything the dashboards show, read from the warehouse: the tables in a fixed order, the
 rejected rows grouped, each source's freshness per person (`pipelines.reports` renders them and
-never touches DuckDB); and the steps: the person pages of a run's person shards with their plan,
-which pages to render and which of the section files beside them (their findings and lag-window
-scan), each by its own inputs, and what the index shows of each person (`update_person_pages`);
-then the index and the cohort page from those rows (`update_index`).
+never touches DuckDB), for the person pages of some person shards or of everyone; the steps that
+plan and write the pages are `pipelines.steps.pages` (`update_dashboards` runs both in turn).
 The person tables are read a group of people at a time (`load_dashboard_inputs` hands over
 `PersonGroups`), so the step's memory does not grow with the cohort.
 """
