@@ -17,6 +17,7 @@ from pipelines.incremental import (
     STATE_TABLE,
     PersonPlan,
     full_salt,
+    in_scope,
     plan_people,
     record,
 )
@@ -224,8 +225,15 @@ def _store_summaries(
     scope: str | None,
 ) -> None:
     """Replace the rows of `page_summaries` of the run's shards with `summaries` (all of them
-    without a scope, or on the table's first run: the other shards' parts start empty)."""
-    rows = summaries_frame(summaries)
+    without a scope, or on the table's first run: the other shards' parts start empty). Rows
+    that did not change are not written again: a quiet night writes no file."""
+    rows = summaries_frame(summaries).sort("person_id")
+    if table_exists(conn, SUMMARIES):
+        kept = conn.execute(
+            in_scope(f"SELECT * FROM {SUMMARIES}", scope) + " ORDER BY person_id"
+        ).pl()
+        if kept.columns == rows.columns and kept.equals(rows):
+            return
     replaced = full_build_shards(conn, [SUMMARIES], shards, scope)
     if replaced is None:
         replace_all(conn, SUMMARIES, rows)
