@@ -79,6 +79,7 @@ TABLES = (
     "marker_trends",
     "exposure_windows",
     "daily_effects",
+    "page_summaries",  # what the index shows of each person (the person-page step)
     "associations",
     "persons",
     "data_sufficiency",

@@ -62,6 +62,7 @@ def test_definitions_load_with_one_ingest_asset_per_source(project_dir: Path) ->
         "exposure_windows",
         "associations",
         "daily_effects",
+        "person_pages",
         "dashboards",
     } <= keys
 
@@ -233,7 +234,7 @@ def test_every_asset_carries_the_code_version_of_what_shapes_it(project_dir: Pat
     for source in Project(project_dir).config().sources:
         assert versions[f"ingest_{source.name}"] == source_fingerprint(source)
     assert versions["associations"] == CODE_VERSION
-    assert versions["dashboards"] == REPORTS_VERSION
+    assert versions["dashboards"] == versions["person_pages"] == REPORTS_VERSION
 
 
 def test_stale_sources_fail_a_dagster_freshness_check_and_demo_sources_do_not(

@@ -23,7 +23,7 @@ from pipelines.cli import main
 from pipelines.definitions import defs, refresh_all_job
 from pipelines.defs.partitions import all_partitions_tags
 from pipelines.project import PROJECT_DIR_ENV, Project
-from pipelines.steps import dashboards
+from pipelines.steps import pages
 from tests.conftest import make_demo_project
 
 # What may differ between two runs on the same files; every other column of every table and
@@ -40,7 +40,7 @@ IGNORED_COLUMNS = {
 #   (files written elsewhere are not the ones the step knows about), so it differs between two
 #   project copies by design. The other steps' salts are compared: they hold the settings, which
 #   must not see the executor.
-IGNORED_SALT_STEPS = (dashboards.STEP, dashboards.SECTION_STEP)
+IGNORED_SALT_STEPS = (pages.STEP, pages.SECTION_STEP)
 FILES_MTIME = 1_790_000_000  # 2026-09-21
 # Dagster mirrors a step's output into its compute log with a `tail` subprocess; on a Dask worker
 # whose stdout is a file (as under CI) that `tail` never ends, and each step waited 60 s for it.
@@ -255,7 +255,7 @@ def test_dask_executor_on_a_cluster_writes_the_same_warehouse(
     assert_same_warehouse(project, in_process)
 
     # All or nothing across the workers: a new person's diary goes through every step up to
-    # the dashboards, which then fail (their folder is a file); the run's guard, held by the
+    # the person pages, which then fail (their folder is a file); the run's guard, held by the
     # executor in this process, puts back the warehouse of before the run.
     before = warehouse_tables(project)
     dave = project.raw_dir / "demo" / "cronometer" / "dave"
@@ -270,7 +270,7 @@ def test_dask_executor_on_a_cluster_writes_the_same_warehouse(
         for e in failed.all_events
         if e.is_step_success or e.is_step_failure
     }
-    assert outcomes["dashboards"] == "STEP_FAILURE"
+    assert outcomes["person_pages"] == "STEP_FAILURE"
     assert outcomes["diet_entries"] == outcomes["associations"] == "STEP_SUCCESS"
     after = warehouse_tables(project)
     assert sorted(after) == sorted(before)

@@ -18,7 +18,8 @@ from pipelines.reports import (
     person_section_name,
     write_dashboards,
 )
-from pipelines.steps.dashboards import SECTION_STEP, STEP, update_dashboards
+from pipelines.steps.dashboards import update_dashboards
+from pipelines.steps.pages import SECTION_STEP, STEP
 from pipelines.warehouse import Warehouse
 from tests.sections import read_section
 from tests.test_reports import PEOPLE, make_inputs, with_person

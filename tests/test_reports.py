@@ -1298,8 +1298,10 @@ def test_what_every_page_shows_renders_everyone_and_cohort_rows_no_one(
 def test_a_missing_page_is_rendered_and_a_failed_run_renders_its_pages_again(
     tmp_path: Path, warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A deleted page file is rendered again although its inputs did not change. A run that
-    fails after some pages were written records nothing: the next run renders them again."""
+    """A deleted page file is rendered again although its inputs did not change. A person-page
+    run that fails after some pages were written records nothing: the next run renders them
+    again. An index that fails after the person pages were recorded is written by the next run
+    from what they kept (`page_summaries`), no page rendered again."""
     out = tmp_path / "out"
     nightly(warehouse, out, make_inputs())
     (out / person_page_name(PEOPLE[0])).unlink()
@@ -1307,17 +1309,27 @@ def test_a_missing_page_is_rendered_and_a_failed_run_renders_its_pages_again(
 
     changed = make_inputs()
     with_person(changed, "diet_daily", PEOPLE[1], pl.col("fiber_g") + 1)
-    real_index = dashboards.render_index
 
-    def broken_index(*args: object) -> str:
+    def disk_full(*args: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(dashboards, "render_index", broken_index)
-    with pytest.raises(OSError, match="disk full"):
-        nightly(warehouse, out, changed)
-    monkeypatch.setattr(dashboards, "render_index", real_index)
+    with monkeypatch.context() as m:
+        m.setattr(dashboards, "_clean_out_dir", disk_full)  # after the pages, before the record
+        with pytest.raises(OSError, match="disk full"):
+            nightly(warehouse, out, changed)
     assert nightly(warehouse, out, changed) == {person_page_name(PEOPLE[1])}
     assert nightly(warehouse, out, changed) == set()
+
+    again = make_inputs()
+    with_person(again, "diet_daily", PEOPLE[1], pl.col("fiber_g") + 2)
+    (out / "index.html").unlink()
+    with monkeypatch.context() as m:
+        m.setattr(dashboards, "render_index", disk_full)
+        with pytest.raises(OSError, match="disk full"):
+            nightly(warehouse, out, again)
+    assert not (out / "index.html").exists()
+    assert nightly(warehouse, out, again) == set()
+    assert (out / "index.html").exists()
 
 
 def test_write_dashboards_renders_the_people_asked_for(tmp_path: Path) -> None:

@@ -58,6 +58,7 @@ from pipelines.reports.page_inputs import (
     shared_page_inputs,
     shared_section_inputs,
 )
+from pipelines.reports.page_summary import PageSummary, summaries_frame, summaries_from
 from pipelines.reports.pages.cohort import render_cohort
 from pipelines.reports.pages.common import _global_quality
 from pipelines.reports.pages.index import render_index
@@ -85,6 +86,7 @@ __all__ = [
     "DashboardInputs",
     "PageInputs",
     "PagePlan",
+    "PageSummary",
     "PersonGroups",
     "PersonSummary",
     "build_summaries",
@@ -101,7 +103,11 @@ __all__ = [
     "shared_page_inputs",
     "shared_section_inputs",
     "sufficiency_short",
+    "summaries_frame",
+    "summaries_from",
     "write_dashboards",
+    "write_index_pages",
+    "write_person_pages",
 ]
 
 
@@ -118,17 +124,26 @@ def _write_plotly_js(out_dir: Path) -> Path:
     return path
 
 
-def _clean_out_dir(out_dir: Path, keep: set[str]) -> None:
+def _clean_out_dir(out_dir: Path, keep: set[str], owned: Collection[str] | None = None) -> None:
     """Drop the pages and section files of people no longer in the data, and temp files left by a
     crashed run (of both kinds: a temp file is named after the file it becomes).
 
-    Only names this module writes are touched, so other files in the folder are safe. Temp files
-    younger than an hour may belong to a concurrent run and are left alone.
+    `owned` names the people whose files this run may drop (those of its person shards that had
+    a page); None: every person file in the folder. Only names this module writes are touched,
+    so other files in the folder are safe. Temp files younger than an hour may belong to a
+    concurrent run and are left alone.
     """
-    for pattern in ("*.html", f"*{SECTION_SUFFIX}"):
-        for old in out_dir.glob(PERSON_PREFIX + pattern):
-            if old.name not in keep:
-                old.unlink(missing_ok=True)
+    if owned is None:
+        old = [
+            p
+            for pattern in ("*.html", f"*{SECTION_SUFFIX}")
+            for p in out_dir.glob(PERSON_PREFIX + pattern)
+        ]
+    else:
+        old = [out_dir / name(p) for p in owned for name in (person_page_name, person_section_name)]
+    for path in old:
+        if path.name not in keep:
+            path.unlink(missing_ok=True)
     cutoff = time.time() - 3600
     for tmp in out_dir.glob(".*.tmp"):
         base = tmp.name[1:].split(".tmp")[0]
@@ -149,7 +164,21 @@ def write_dashboards(
     """Write index.html, one person page per person (person_<safe id>.html) with its section file
     beside it (person_<safe id>.lag.js: the findings and lag-window scan the page loads, see
     `pages.section`), cohort.html and the shared plotly.min.js into out_dir; return the written
-    paths.
+    paths: `write_person_pages` for everyone, then `write_index_pages` from their summaries."""
+    written, summaries = write_person_pages(out_dir, data, workers, render)
+    return written + write_index_pages(out_dir, data, summaries)
+
+
+def write_person_pages(
+    out_dir: Path,
+    data: DashboardInputs,
+    workers: int | None = None,
+    render: Collection[str] | PagePlan | None = None,
+    owned: Collection[str] | None = None,
+) -> tuple[list[Path], list[PageSummary]]:
+    """Write the person pages and their section files of the people of `data`, and the shared
+    plotly.min.js they load; return the written paths and every person's `PageSummary` (what
+    the index and cohort page show of them, `write_index_pages`), in page order.
 
     `render` names the people whose pages and section files to render (None: everyone), or is
     the step's plan (`PagePlan`), handed each group's page and section inputs before the group
@@ -158,9 +187,10 @@ def write_dashboards(
     nightly run re-renders the pages of the people with new data and the section files of those
     with new findings or draws, plus everyone's when something every page (or section) shows
     changes. A kept page is a consistent snapshot: its "N days before this run" count from the
-    run time in its own footer. The files of people no longer in the data are removed; the index
-    and cohort page are always written. Each file is written atomically, a section file before
-    its page and the index last, so no page links to a file that does not exist yet.
+    run time in its own footer. The files of people no longer in the data are removed (of the
+    people `owned`, when given: a run of some person shards removes only theirs). Each file is
+    written atomically, a section file before its page, so no page links to a file that does
+    not exist yet.
 
     People are worked out and rendered RENDER_GROUP_PEOPLE at a time, read group by group when
     `data.people` is set. With PARALLEL_MIN_PAGES pages to render or more, person pages are
@@ -170,10 +200,7 @@ def write_dashboards(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    d = _normalise(data)
-    if not d.run_info.get("data_window"):
-        # Computed once: every page's footer shows it.
-        d.run_info["data_window"] = _data_window(d) or "unknown"
+    d = _with_window(data)
     now = run_time(d.run_info)
     ids = _person_ids(d)
     person_sources = _person_sources(d, now)
@@ -209,12 +236,11 @@ def write_dashboards(
     ) as tmp:
         written = [_write_plotly_js(out_dir)]
         sources = source_status(d, now)
-        global_warnings = _global_quality(d, sources)
         job = _PageJob(
             out_dir,
             d.run_info,
             d.rejected_summary,
-            global_warnings,
+            _global_quality(d, sources),
             frozenset(r["source"] for r in sources if r["stale"]),
         )
         groups = (
@@ -228,14 +254,33 @@ def write_dashboards(
             for splits in [_split_tables(d, chosen, with_section_windows(d, group, tables, chosen))]
         )
         results = _render_people(groups, job, Path(tmp), _pool_size(len(ids), workers))
-    summaries = [r.summary for r in results]
     written.extend(out_dir / name for r in results for name in r.written)
-    names = {name for r in results for name in (r.page, r.section)}
+    _clean_out_dir(out_dir, {name for r in results for name in (r.page, r.section)}, owned)
+    return written, [r.summary for r in results]
+
+
+def write_index_pages(
+    out_dir: Path, data: DashboardInputs, summaries: list[PageSummary]
+) -> list[Path]:
+    """Write cohort.html and index.html from everyone's `summaries` (in page order) and what
+    `data` holds across everyone (the draws, the cohort findings, files, rejects, freshness);
+    return their paths. The index is written last: it links to the pages written before."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    d = _with_window(data)
+    sources = source_status(d, run_time(d.run_info))
+    global_warnings = _global_quality(d, sources)
     cohort = out_dir / COHORT
     atomic_write(cohort, render_cohort(summaries, d, global_warnings))
-    written.append(cohort)
     index = out_dir / INDEX
     atomic_write(index, render_index(summaries, d, global_warnings, sources))
-    written.append(index)
-    _clean_out_dir(out_dir, names)
-    return written
+    return [cohort, index]
+
+
+def _with_window(data: DashboardInputs) -> DashboardInputs:
+    """`data` conformed (`_normalise`), with the run's data window in its run info: every page's
+    footer shows it."""
+    d = _normalise(data)
+    if not d.run_info.get("data_window"):
+        d.run_info["data_window"] = _data_window(d) or "unknown"
+    return d

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,10 +28,10 @@ from pipelines.reports.inputs import (
     person_page_name,
     person_section_name,
 )
+from pipelines.reports.page_summary import PageSummary, page_summary
 from pipelines.reports.pages.person import render_person_page
 from pipelines.reports.pages.section import render_person_section
 from pipelines.reports.people import _frames, _PersonFrames, _PersonRows, _summary
-from pipelines.reports.summaries import PersonSummary
 
 # Pages are written without an fsync each (each stalled its renderer) and synced together, where
 # the OS offers a sync of everything (not on Windows: there each page is synced as it is written).
@@ -82,7 +82,7 @@ class _PageJob:
 
 @dataclass(frozen=True)
 class _PageResult:
-    summary: PersonSummary  # without its frames: the index and cohort pages read none
+    summary: PageSummary  # what the index and cohort page show of the person
     page: str  # the names of the person's page and section file
     section: str
     written: tuple[str, ...]  # those of them written by this run
@@ -112,30 +112,8 @@ def _person_pages(people: list[_PersonFrames], job: _PageJob) -> list[_PageResul
             page_html = render_person_page(s, d, job.global_warnings)
             atomic_write(job.out_dir / page, page_html, durable=not SYNC_ONCE)
             written.append(page)
-        light = PersonSummary(
-            **{f.name: getattr(s, f.name) for f in fields(s) if f.name not in _FRAME_FIELDS}
-        )
-        out.append(_PageResult(light, page, section, tuple(written)))
+        out.append(_PageResult(page_summary(s), page, section, tuple(written)))
     return out
-
-
-# Only person pages read these; dropping them keeps what returns from a worker small.
-_FRAME_FIELDS = frozenset(
-    {
-        "crp",
-        "all_draws",
-        "diet",
-        "weekly",
-        "draw_points",
-        "findings_df",
-        "unmapped",
-        "cell_points",
-        "cell_fits",
-        "initial_cells",
-        "outcome_points",
-        "outcome_effects",
-    }
-)
 
 
 def _pool_size(n_pages: int, workers: int | None) -> int:

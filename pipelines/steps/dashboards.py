@@ -1,43 +1,35 @@
 """Everything the dashboards show, read from the warehouse: the tables in a fixed order, the
 rejected rows grouped, each source's freshness per person (`pipelines.reports` renders them and
-never touches DuckDB); and the step's plan: which person pages to render, and which of the section
-files beside them (their findings and lag-window scan), each by its own inputs
-(`update_dashboards`).
+never touches DuckDB), for the person pages of some person shards or of everyone; the steps that
+plan and write the pages are `pipelines.steps.pages` (`update_dashboards` runs both in turn).
 The person tables are read a group of people at a time (`load_dashboard_inputs` hands over
 `PersonGroups`), so the step's memory does not grow with the cohort.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 import duckdb
 import polars as pl
 
 from pipelines.incremental import (
-    ROWS_FINGERPRINT,
-    STATE_TABLE,
     PersonPlan,
-    full_salt,
-    plan_people,
-    record,
 )
 from pipelines.reports.dashboards import (
     DashboardInputs,
-    PageInputs,
     PersonGroups,
     diet_columns_shown,
-    shared_page_inputs,
-    shared_section_inputs,
-    write_dashboards,
 )
-from pipelines.reports.inputs import SCHEMAS, Renders, person_order
+from pipelines.reports.inputs import SCHEMAS, person_order
 from pipelines.schema import REJECT_EXAMPLES, REJECT_VALUE_SHOWN
 from pipelines.steps import sql
-from pipelines.warehouse import Warehouse, table_exists
+from pipelines.steps.pages import update_index, update_person_pages
+from pipelines.store import root_of, shard_count, shard_of
+from pipelines.warehouse import Warehouse
 
 UPSTREAM = (
     "persons",
@@ -322,17 +314,30 @@ def _diet_totals(
     return first, last, float(energy[0]) if energy and energy[0] is not None else 0.0
 
 
-def load_dashboard_inputs(warehouse: Warehouse) -> DashboardInputs:
+def load_dashboard_inputs(
+    warehouse: Warehouse, shards: Collection[int] | None = None
+) -> DashboardInputs:
     """Everything the dashboards show, read from the warehouse in one read-only connection: what
     the index and cohort page show across everyone (the followed people's draws, the cohort
     findings, the unmapped foods, the files, rejects and freshness, and the diet's days and
     energy as sums). The person tables are read a group of people at a time as their pages are
-    rendered (`PersonGroups`, each group in a read-only connection of its own)."""
+    rendered (`PersonGroups`, each group in a read-only connection of its own), of the people of
+    the store shards `shards` (None: everyone); what spans everyone is read whole either way,
+    as every person page shows some of it (the data window, the warnings)."""
     with warehouse.read() as conn:
         schema = _schema(conn)
-        people = _page_people(conn, schema)
-        with _group(conn, people):
-            draws = _read(conn, schema, "marker_draws", _in_group(people, followed=True))
+        everyone = _page_people(conn, schema)
+        with _group(conn, everyone):
+            draws = _read(conn, schema, "marker_draws", _in_group(everyone, followed=True))
+        people = everyone
+        if shards is not None:
+            count = shard_count(root_of(conn))
+            ours = {int(k) for k in shards}
+            people = everyone.filter(
+                pl.Series(
+                    [shard_of(p, count) in ours for p in everyone["person_id"]], dtype=pl.Boolean
+                )
+            )
         rejected = _rejected_summary(conn, schema) if "rejected_rows" in schema else pl.DataFrame()
         first_day, last_day, energy = _diet_totals(conn, schema)
         days = [
@@ -391,148 +396,10 @@ def _read_group(
         return read(conn, schema, group)
 
 
-STEP = "dashboards"
-# The section files beside the person pages (findings and lag-window scan) are planned apart:
-# their inputs change far less often than a page's (a new diary day changes a page, not them).
-SECTION_STEP = "dashboards/lag"
-
-
-class PagePlans(NamedTuple):
-    """A group's plans: which person pages to render and which section files."""
-
-    pages: PersonPlan
-    sections: PersonPlan
-
-
-def _plan(
-    conn: duckdb.DuckDBPyConnection, step: str, tables: dict[str, pl.DataFrame], salt: str
-) -> PersonPlan:
-    views = {name: f"_page_{name}" for name in tables}
-    for name, view in views.items():
-        conn.register(view, tables[name].to_arrow())
-    try:
-        return plan_people(
-            conn,
-            step,
-            inputs=[f"SELECT * FROM {v} WHERE person_id IS NOT NULL" for v in views.values()],
-            outputs=[],  # the files: a missing one is rendered (`write_dashboards`)
-            salt=salt,
-        )
-    finally:
-        for view in views.values():
-            conn.unregister(view)
-
-
-def plan_pages(conn: duckdb.DuckDBPyConnection, pages: PageInputs) -> PagePlans:
-    """Which person pages of a group to render, and which of their section files: the people
-    whose page inputs (section inputs) changed since they were last written, or everyone when
-    what every page (every section) shares changed (`pages.shared`, `pages.sections_shared`, the
-    salts). Two fingerprints per person, of the one `plan_people`, under two step names.
-
-    The fingerprints are taken of the frames the pages are built from, not of the warehouse
-    tables again: they cover exactly what a page shows (the columns, the rows of followed people,
-    the person-scope findings), and a step between the read and this plan cannot slip in rows
-    the pages never saw. Rows without a person are on no person page (the index and cohort page,
-    always written, show them; the counts in the pipeline-wide warnings are in the salt).
-    The one exception are the section files' windows, by far the largest of their inputs: they
-    are read only for the section files rendered, so the plan has them as a fingerprint per
-    person taken in the warehouse (`window_fingerprints`) among `pages.sections`.
-    """
-    return PagePlans(
-        _plan(conn, STEP, pages.tables, pages.shared),
-        _plan(conn, SECTION_STEP, pages.sections, pages.sections_shared),
-    )
-
-
-def window_fingerprints(conn: duckdb.DuckDBPyConnection, table: str) -> pl.DataFrame:
-    """Per person, one fingerprint of their complete exposure windows in `table` (person_id,
-    windows): every column of the rows `_windows` reads for their section file, taken inside
-    DuckDB, so that a night that renders no section file reads no window."""
-    columns = (
-        {d[0] for d in conn.execute(f"SELECT * FROM {table} LIMIT 0").description}
-        if table_exists(conn, table)
-        else set()
-    )
-    if not {"person_id", "complete"} <= columns:  # no window is complete
-        return pl.DataFrame(schema={"person_id": pl.String, "windows": pl.String})
-    return conn.execute(
-        f"SELECT person_id, {ROWS_FINGERPRINT} AS windows "
-        f"FROM (SELECT * FROM {table} WHERE complete) t GROUP BY person_id"
-    ).pl()
-
-
-def _whole_plan(groups: list[PersonPlan], step: str, salt: str) -> PersonPlan:
-    """The groups' plans (of `step`) as one, to record: everyone's fingerprints. Whether
-    everyone's files are rendered is decided alike in every group (the salt and the stored
-    record); the files of people gone are removed by `write_dashboards`, so `gone` is not worked
-    out."""
-    if not groups:
-        empty = pl.DataFrame(schema={"person_id": pl.String, "fingerprint": pl.String})
-        return PersonPlan(step, True, [], [], empty, full_salt(salt))
-    return PersonPlan(
-        step,
-        groups[0].everyone,
-        sorted(p for g in groups for p in g.people),
-        [],
-        pl.concat([g.fingerprints for g in groups]),
-        groups[0].salt,
-    )
-
-
 def update_dashboards(
     warehouse: Warehouse, out_dir: Path, data: DashboardInputs, workers: int | None = None
 ) -> tuple[list[Path], PersonPlan]:
-    """Write the dashboards, rendering only the person pages and section files whose inputs
-    changed (all on a first run), and record what they were built from once they are written
-    and synced: a run that fails before that leaves the old records, so the next run renders the
-    same files again. Returns the files written and the pages' plan.
-
-    Each group of people is planned as it comes (`write_dashboards` hands over its inputs), so
-    only one group's inputs are in memory at a time."""
-    salt, sections_salt = shared_page_inputs(data, out_dir), shared_section_inputs(out_dir)
-    groups: list[PagePlans] = []
-    with warehouse.read() as conn:
-        recorded = (
-            conn.execute(
-                f"SELECT * FROM {STATE_TABLE} WHERE step IN (?, ?)", [STEP, SECTION_STEP]
-            ).pl()
-            if table_exists(conn, STATE_TABLE)
-            else None
-        )
-        if data.people is not None:
-            windows = window_fingerprints(conn, "exposure_windows")
-    # Each group is planned against the step's records, read once into an in-memory database,
-    # instead of in a warehouse connection of its own.
-    with duckdb.connect() as memory:
-        if recorded is not None:
-            memory.register("_recorded", recorded.to_arrow())
-            memory.execute(f"CREATE TABLE {STATE_TABLE} AS SELECT * FROM _recorded")
-            memory.unregister("_recorded")
-        if data.people is None:
-            # The section files are built from the windows handed over, not the warehouse's.
-            if data.exposure_windows.width:
-                memory.register("_windows", data.exposure_windows.to_arrow())
-            windows = window_fingerprints(memory, "_windows")
-
-        def plan_group(
-            group: list[str], tables: dict[str, pl.DataFrame], sections: dict[str, pl.DataFrame]
-        ) -> Renders:
-            mine = windows.filter(pl.col("person_id").is_in(pl.Series(group, dtype=pl.String)))
-            sections = {**sections, "windows": mine}
-            plans = plan_pages(memory, PageInputs(tables, salt, sections, sections_salt))
-            groups.append(plans)
-            pages, scans = plans
-            return Renders(
-                None if pages.everyone else frozenset(pages.people),
-                None if scans.everyone else frozenset(scans.people),
-            )
-
-        written = write_dashboards(out_dir, data, workers, render=plan_group)
-    plans = PagePlans(
-        _whole_plan([g.pages for g in groups], STEP, salt),
-        _whole_plan([g.sections for g in groups], SECTION_STEP, sections_salt),
-    )
-    with warehouse.write() as conn:
-        for plan in plans:
-            record(conn, plan)
-    return written, plans.pages
+    """Write the dashboards: every person page that changed (`update_person_pages`), then the
+    index and the cohort page (`update_index`). Returns the files written and the pages' plan."""
+    written, plan = update_person_pages(warehouse, out_dir, data, workers)
+    return written + update_index(warehouse, out_dir, data), plan

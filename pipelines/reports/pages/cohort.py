@@ -40,6 +40,7 @@ from pipelines.reports.inputs import (
     DashboardInputs,
     person_page_name,
 )
+from pipelines.reports.page_summary import PageSummary
 from pipelines.reports.pages.common import (
     _between_n,
     _fig,
@@ -49,7 +50,7 @@ from pipelines.reports.pages.common import (
     _warn_list,
 )
 from pipelines.reports.pages.render import render
-from pipelines.reports.summaries import PersonSummary, _crp_draws, _marker_order
+from pipelines.reports.summaries import _crp_draws, _marker_order
 from pipelines.schema import BETWEEN_METHODS
 
 
@@ -153,7 +154,7 @@ def _partial_pooling_table(assoc: pl.DataFrame, pseudonymise: bool) -> Markup | 
     return table(["Person", "Food", "Own estimate (95% CI)", "Partially pooled (95% CI)"], body)
 
 
-def _cohort_dii_params(summaries: list[PersonSummary]) -> tuple[int, int] | None:
+def _cohort_dii_params(summaries: list[PageSummary]) -> tuple[int, int] | None:
     """Fewest and most DII parameters over everyone's logged days with a DII."""
     ranges = [s.dii_params for s in summaries if s.dii_params is not None]
     if not ranges:
@@ -162,7 +163,7 @@ def _cohort_dii_params(summaries: list[PersonSummary]) -> tuple[int, int] | None
 
 
 def render_cohort(
-    summaries: list[PersonSummary], d: DashboardInputs, global_warnings: list[str]
+    summaries: list[PageSummary], d: DashboardInputs, global_warnings: list[str]
 ) -> str:
     assoc = d.associations
     if d.pseudonymise_cohort and global_warnings:

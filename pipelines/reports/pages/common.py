@@ -30,9 +30,13 @@ from pipelines.reports.html import (
     table,
 )
 from pipelines.reports.inputs import DashboardInputs, _data_window
+from pipelines.reports.page_summary import PageSummary
 from pipelines.reports.pages.render import macro
 from pipelines.reports.summaries import CATEGORY_MARKER, PersonSummary
 from pipelines.transforms.food_categories import override_line
+
+# The cells a person's page and their index row share read either summary.
+Summary = PersonSummary | PageSummary
 
 
 def _piece(name: str) -> Callable[..., Markup]:
@@ -70,7 +74,7 @@ def _freshness_table(rows: list[dict[str, Any]], day_label: str) -> Markup:
     )(STALE_AFTER_DAYS)
 
 
-def _trend_html(s: PersonSummary) -> Markup:
+def _trend_html(s: Summary) -> Markup:
     t = s.trend
     slope = t.get("slope_pct_per_year")
     return _piece("trend")(
@@ -81,7 +85,7 @@ def _trend_html(s: PersonSummary) -> Markup:
     )
 
 
-def _latest_html(s: PersonSummary) -> Markup:
+def _latest_html(s: Summary) -> Markup:
     return _piece("latest")(
         marker_label(s.headline),
         None if s.latest_value is None else fmt_latest(s.latest_value, s.latest_censored),
@@ -90,12 +94,12 @@ def _latest_html(s: PersonSummary) -> Markup:
     )
 
 
-def _category_html(s: PersonSummary) -> Markup:
+def _category_html(s: Summary) -> Markup:
     """The hs-CRP risk category; a standard CRP says why it has none."""
     return _piece("category")(category_badge(s.category) if s.headline == CATEGORY_MARKER else None)
 
 
-def _coverage_html(s: PersonSummary) -> Markup:
+def _coverage_html(s: Summary) -> Markup:
     if s.days_in_range:
         pct = 100 * s.days_logged / s.days_in_range
         diet = f"{s.days_logged} / {s.days_in_range} days logged ({pct:.0f}%)"

@@ -11,15 +11,14 @@ from typing import Any
 import polars as pl
 from markupsafe import Markup
 
-from pipelines.reports.findings import finding_sentence, sufficiency_short
 from pipelines.reports.html import (
     CAVEAT,
     esc,
-    marker_label,
     page,
     table,
 )
 from pipelines.reports.inputs import COHORT, DashboardInputs, person_page_name
+from pipelines.reports.page_summary import TOP_FINDINGS, PageSummary
 from pipelines.reports.pages.common import (
     _between_n,
     _category_html,
@@ -36,19 +35,17 @@ from pipelines.reports.pages.common import (
     _warn_list,
 )
 from pipelines.reports.pages.render import render
-from pipelines.reports.summaries import PersonSummary
 from pipelines.transforms.food_categories import OVERRIDES_HOWTO
 
 
-def _sufficiency_cell(s: PersonSummary) -> Markup:
-    if not s.sufficiency:
+def _sufficiency_cell(s: PageSummary) -> Markup:
+    if s.sufficiency_line is None:
         return _piece("muted")("no chronic draws yet")
-    r = s.sufficiency[0]
-    return esc(f"{marker_label(r.get('marker'))}: {sufficiency_short(r)}")
+    return esc(s.sufficiency_line)
 
 
 def render_index(
-    summaries: list[PersonSummary],
+    summaries: list[PageSummary],
     d: DashboardInputs,
     global_warnings: list[str],
     sources: list[dict[str, Any]] | None = None,
@@ -77,11 +74,7 @@ def render_index(
                 _trend_html(s),
                 _coverage_html(s),
                 _sufficiency_cell(s),
-                top_findings(
-                    [finding_sentence(r, s.dii_params) for r in s.significant[:3]],
-                    max(len(s.significant) - 3, 0),
-                    s.n_findings,
-                ),
+                top_findings(s.top_findings, max(s.n_significant - TOP_FINDINGS, 0), s.n_findings),
                 _warn_list(s.warnings),
             ]
             for s in summaries

@@ -1,0 +1,260 @@
+"""The person-page step and the index step of the dashboards (`pipelines.steps.dashboards` reads
+what they show): which person pages of a run's person shards to render and which of the section
+files beside them (their findings and lag-window scan), each by its own inputs, and what the index
+shows of each person, kept in `page_summaries` (`update_person_pages`); then the index and the
+cohort page from those rows alone (`update_index`).
+"""
+
+from collections.abc import Collection
+from pathlib import Path
+from typing import NamedTuple
+
+import duckdb
+import polars as pl
+
+from pipelines.incremental import (
+    ROWS_FINGERPRINT,
+    STATE_TABLE,
+    PersonPlan,
+    full_salt,
+    in_scope,
+    plan_people,
+    record,
+)
+from pipelines.reports.dashboards import (
+    DashboardInputs,
+    PageInputs,
+    shared_page_inputs,
+    shared_section_inputs,
+    summaries_frame,
+    summaries_from,
+    write_index_pages,
+    write_person_pages,
+)
+from pipelines.reports.inputs import Renders, person_order
+from pipelines.reports.page_summary import SUMMARY_SCHEMA, PageSummary
+from pipelines.steps.features import full_build_shards, replace_shards, shard_scope
+from pipelines.store import replace_all
+from pipelines.warehouse import Warehouse, table_exists
+
+STEP = "dashboards"
+# The section files beside the person pages (findings and lag-window scan) are planned apart:
+# their inputs change far less often than a page's (a new diary day changes a page, not them).
+SECTION_STEP = "dashboards/lag"
+
+
+class PagePlans(NamedTuple):
+    """A group's plans: which person pages to render and which section files."""
+
+    pages: PersonPlan
+    sections: PersonPlan
+
+
+def _plan(
+    conn: duckdb.DuckDBPyConnection,
+    step: str,
+    tables: dict[str, pl.DataFrame],
+    salt: str,
+    scope: str | None,
+) -> PersonPlan:
+    views = {name: f"_page_{name}" for name in tables}
+    for name, view in views.items():
+        conn.register(view, tables[name].to_arrow())
+    try:
+        return plan_people(
+            conn,
+            step,
+            inputs=[f"SELECT * FROM {v} WHERE person_id IS NOT NULL" for v in views.values()],
+            outputs=[],  # the files: a missing one is rendered (`write_dashboards`)
+            salt=salt,
+            scope=scope,
+        )
+    finally:
+        for view in views.values():
+            conn.unregister(view)
+
+
+def plan_pages(
+    conn: duckdb.DuckDBPyConnection, pages: PageInputs, scope: str | None = None
+) -> PagePlans:
+    """Which person pages of a group to render, and which of their section files: the people
+    whose page inputs (section inputs) changed since they were last written, or everyone when
+    what every page (every section) shares changed (`pages.shared`, `pages.sections_shared`, the
+    salts). Two fingerprints per person, of the one `plan_people`, under two step names.
+
+    The fingerprints are taken of the frames the pages are built from, not of the warehouse
+    tables again: they cover exactly what a page shows (the columns, the rows of followed people,
+    the person-scope findings), and a step between the read and this plan cannot slip in rows
+    the pages never saw. Rows without a person are on no person page (the index and cohort page,
+    always written, show them; the counts in the pipeline-wide warnings are in the salt).
+    The one exception are the section files' windows, by far the largest of their inputs: they
+    are read only for the section files rendered, so the plan has them as a fingerprint per
+    person taken in the warehouse (`window_fingerprints`) among `pages.sections`.
+    `scope` (the run's person shards, `plan_people`) plans against their people's records only.
+    """
+    return PagePlans(
+        _plan(conn, STEP, pages.tables, pages.shared, scope),
+        _plan(conn, SECTION_STEP, pages.sections, pages.sections_shared, scope),
+    )
+
+
+def window_fingerprints(conn: duckdb.DuckDBPyConnection, table: str) -> pl.DataFrame:
+    """Per person, one fingerprint of their complete exposure windows in `table` (person_id,
+    windows): every column of the rows `_windows` reads for their section file, taken inside
+    DuckDB, so that a night that renders no section file reads no window."""
+    columns = (
+        {d[0] for d in conn.execute(f"SELECT * FROM {table} LIMIT 0").description}
+        if table_exists(conn, table)
+        else set()
+    )
+    if not {"person_id", "complete"} <= columns:  # no window is complete
+        return pl.DataFrame(schema={"person_id": pl.String, "windows": pl.String})
+    return conn.execute(
+        f"SELECT person_id, {ROWS_FINGERPRINT} AS windows "
+        f"FROM (SELECT * FROM {table} WHERE complete) t GROUP BY person_id"
+    ).pl()
+
+
+def _whole_plan(groups: list[PersonPlan], step: str, salt: str) -> PersonPlan:
+    """The groups' plans (of `step`) as one, to record: everyone's fingerprints. Whether
+    everyone's files are rendered is decided alike in every group (the salt and the stored
+    record); the files of people gone are removed by `write_dashboards`, so `gone` is not worked
+    out."""
+    if not groups:
+        empty = pl.DataFrame(schema={"person_id": pl.String, "fingerprint": pl.String})
+        return PersonPlan(step, True, [], [], empty, full_salt(salt))
+    return PersonPlan(
+        step,
+        groups[0].everyone,
+        sorted(p for g in groups for p in g.people),
+        [],
+        pl.concat([g.fingerprints for g in groups]),
+        groups[0].salt,
+    )
+
+
+SUMMARIES = "page_summaries"
+
+
+def update_person_pages(
+    warehouse: Warehouse,
+    out_dir: Path,
+    data: DashboardInputs,
+    workers: int | None = None,
+    shards: Collection[int] | None = None,
+) -> tuple[list[Path], PersonPlan]:
+    """Write the person pages and section files of the people of `data` (those of the store
+    shards `shards`, as `load_dashboard_inputs` read them; None: everyone), rendering only those
+    whose inputs changed (all on a first run), and record what they were built from and what the
+    index and cohort page show of each (`page_summaries`) once they are written and synced: a run
+    that fails before that leaves the old records, so the next run renders the same files again.
+    A run of some shards plans, records and removes the pages of their people only. Returns the
+    files written and the pages' plan.
+
+    Each group of people is planned as it comes (`write_person_pages` hands over its inputs), so
+    only one group's inputs are in memory at a time."""
+    salt, sections_salt = shared_page_inputs(data, out_dir), shared_section_inputs(out_dir)
+    groups: list[PagePlans] = []
+    with warehouse.read() as conn:
+        scope = shard_scope(conn, shards)
+        recorded = (
+            conn.execute(
+                f"SELECT * FROM {STATE_TABLE} WHERE step IN (?, ?)", [STEP, SECTION_STEP]
+            ).pl()
+            if table_exists(conn, STATE_TABLE)
+            else None
+        )
+        if data.people is not None:
+            windows = window_fingerprints(conn, "exposure_windows")
+    # Each group is planned against the step's records, read once into an in-memory database,
+    # instead of in a warehouse connection of its own.
+    with duckdb.connect() as memory:
+        if recorded is not None:
+            memory.register("_recorded", recorded.to_arrow())
+            memory.execute(f"CREATE TABLE {STATE_TABLE} AS SELECT * FROM _recorded")
+            memory.unregister("_recorded")
+        if data.people is None:
+            # The section files are built from the windows handed over, not the warehouse's.
+            if data.exposure_windows.width:
+                memory.register("_windows", data.exposure_windows.to_arrow())
+            windows = window_fingerprints(memory, "_windows")
+        # The people of the run's shards who had a page: theirs are the files it may remove
+        # (None: the run is everyone's, and so is every person file in the folder).
+        owned: list[str] | None = None
+        if scope is not None:
+            owned = (
+                memory.execute(
+                    f"SELECT DISTINCT person_id FROM {STATE_TABLE} WHERE step = ? AND {scope}",
+                    [STEP],
+                )
+                .pl()["person_id"]
+                .to_list()
+                if recorded is not None
+                else []
+            )
+
+        def plan_group(
+            group: list[str], tables: dict[str, pl.DataFrame], sections: dict[str, pl.DataFrame]
+        ) -> Renders:
+            mine = windows.filter(pl.col("person_id").is_in(pl.Series(group, dtype=pl.String)))
+            sections = {**sections, "windows": mine}
+            plans = plan_pages(memory, PageInputs(tables, salt, sections, sections_salt), scope)
+            groups.append(plans)
+            pages, scans = plans
+            return Renders(
+                None if pages.everyone else frozenset(pages.people),
+                None if scans.everyone else frozenset(scans.people),
+            )
+
+        written, summaries = write_person_pages(out_dir, data, workers, plan_group, owned)
+    plans = PagePlans(
+        _whole_plan([g.pages for g in groups], STEP, salt),
+        _whole_plan([g.sections for g in groups], SECTION_STEP, sections_salt),
+    )
+    with warehouse.write() as conn:
+        for plan in plans:
+            record(conn, plan, scope)
+        _store_summaries(conn, summaries, shards, scope)
+    return written, plans.pages
+
+
+def _store_summaries(
+    conn: duckdb.DuckDBPyConnection,
+    summaries: list[PageSummary],
+    shards: Collection[int] | None,
+    scope: str | None,
+) -> None:
+    """Replace the rows of `page_summaries` of the run's shards with `summaries` (all of them
+    without a scope, or on the table's first run: the other shards' parts start empty). Rows
+    that did not change are not written again: a quiet night writes no file."""
+    rows = summaries_frame(summaries).sort("person_id")
+    if table_exists(conn, SUMMARIES):
+        kept = conn.execute(
+            in_scope(f"SELECT * FROM {SUMMARIES}", scope) + " ORDER BY person_id"
+        ).pl()
+        if kept.columns == rows.columns and kept.equals(rows):
+            return
+    replaced = full_build_shards(conn, [SUMMARIES], shards, scope)
+    if replaced is None:
+        replace_all(conn, SUMMARIES, rows)
+        return
+    conn.register("_summaries", rows.to_arrow())
+    try:
+        replace_shards(conn, SUMMARIES, "SELECT * FROM _summaries", replaced)
+    finally:
+        conn.unregister("_summaries")
+
+
+def update_index(warehouse: Warehouse, out_dir: Path, data: DashboardInputs) -> list[Path]:
+    """Write the index and the cohort page from everyone's row of `page_summaries` (written by
+    the person-page step, shard by shard) and what `data` holds across everyone; returns their
+    paths. Nobody's tables are read or summarised again."""
+    with warehouse.read() as conn:
+        rows = (
+            conn.execute(f"SELECT * FROM {SUMMARIES}").pl()
+            if table_exists(conn, SUMMARIES)
+            else pl.DataFrame(schema=SUMMARY_SCHEMA)
+        )
+    order = {pid: i for i, pid in enumerate(person_order(rows["person_id"].to_list()))}
+    rows = rows.sort(pl.col("person_id").replace_strict(order, return_dtype=pl.Int64))
+    return write_index_pages(out_dir, data, summaries_from(rows))
