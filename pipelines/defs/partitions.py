@@ -94,6 +94,15 @@ def shards_of_run(context: dg.AssetExecutionContext) -> list[int]:
     return sorted({s for key in context.partition_keys for s in shards_of_key(key)})
 
 
+def all_people() -> dict[str, Any]:
+    """The decorator arguments every unpartitioned asset shares (the ingest, the canonical tables
+    and the cohort steps, which span everyone): a writer of the warehouse (the `duckdb_writer`
+    pool), run once in a run of any range of partitions. The single-run backfill policy says so to
+    Dagster: without it on every asset of the job, `dg launch --job refresh_all --partition-range
+    ...` refuses the range (it would need a daemon's backfill, a run per partition)."""
+    return {"backfill_policy": dg.BackfillPolicy.single_run(), "pool": "duckdb_writer"}
+
+
 def per_person(partitions_def: dg.PartitionsDefinition) -> dict[str, Any]:
     """The decorator arguments every per-person asset shares: partitioned by the groups of person
     shards, any range of them in one run (one step per asset, as without partitions), and a

@@ -11,7 +11,7 @@ import polars as pl
 
 from pipelines.defs._metadata import md_table
 from pipelines.defs._versions import CODE_VERSION
-from pipelines.defs.partitions import per_person, person_shards, shards_of_run
+from pipelines.defs.partitions import all_people, per_person, person_shards, shards_of_run
 from pipelines.defs.resources import ProjectResource
 from pipelines.incremental import changed
 from pipelines.project import Project
@@ -62,7 +62,7 @@ def exposure_windows_asset(partitions_def: dg.PartitionsDefinition) -> dg.Assets
     code_version=CODE_VERSION,
     group_name="analysis",
     kinds={"polars", "duckdb"},
-    pool="duckdb_writer",
+    **all_people(),
     deps=["exposure_windows", "marker_draws", "persons", "diet_summary"],
 )
 def associations(

@@ -12,7 +12,7 @@ from pipelines.analysis.sufficiency import data_sufficiency as sufficiency_table
 from pipelines.defs._metadata import column_schema, md_table
 from pipelines.defs._versions import CODE_VERSION
 from pipelines.defs.features.checks import DIET_DAILY_CHECKS, MARKER_DRAWS_CHECKS
-from pipelines.defs.partitions import per_person, person_shards, shards_of_run
+from pipelines.defs.partitions import all_people, per_person, person_shards, shards_of_run
 from pipelines.defs.resources import ProjectResource
 from pipelines.incremental import changed, plan_whole, record
 from pipelines.project import Project
@@ -47,7 +47,7 @@ from pipelines.warehouse import replace_table
             "energy, so the user can see what to add to the overrides file.",
         ),
     ],
-    pool="duckdb_writer",
+    **all_people(),
 )
 def food_taxonomy(context: dg.AssetExecutionContext, project: ProjectResource):
     """Categorise every distinct (food, source category) pair, with the user's overrides.
@@ -151,7 +151,7 @@ def diet_daily_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefini
     code_version=CODE_VERSION,
     group_name="features",
     kinds={"polars", "duckdb"},
-    pool="duckdb_writer",
+    **all_people(),
     deps=["diet_daily_reported"],
 )
 def diet_summary(
@@ -243,7 +243,7 @@ def marker_models_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDef
     name="data_sufficiency",
     group_name="features",
     kinds={"polars", "duckdb"},
-    pool="duckdb_writer",
+    **all_people(),
     deps=["marker_draws"],
 )
 def data_sufficiency_asset(

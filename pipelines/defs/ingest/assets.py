@@ -14,6 +14,7 @@ import polars as pl
 
 from pipelines.config import ConfigError, SourceConfig, check_source_files
 from pipelines.defs._metadata import md_table
+from pipelines.defs.partitions import all_people
 from pipelines.defs.resources import ProjectResource
 from pipelines.ingest import source_fingerprint, staging_table, sync_source
 from pipelines.project import Project
@@ -37,7 +38,7 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
         code_version=source_fingerprint(source),
         group_name="ingest",
         kinds={"polars", "duckdb"},
-        pool="duckdb_writer",
+        **all_people(),
         tags={"gutsignal/kind": source.kind, "gutsignal/format": source.format},
         description=(
             f"Reads `data/raw/{source.path}` as `{source.format}` ({source.kind}), rejects rows "

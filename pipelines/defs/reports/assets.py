@@ -6,7 +6,7 @@ the warehouse by `pipelines.steps.dashboards`, rendered by `pipelines.reports`).
 import dagster as dg
 
 from pipelines.defs._versions import REPORTS_VERSION
-from pipelines.defs.partitions import per_person, person_shards, shards_of_run
+from pipelines.defs.partitions import all_people, per_person, person_shards, shards_of_run
 from pipelines.defs.resources import ProjectResource
 from pipelines.project import Project
 from pipelines.reports.inputs import COHORT, INDEX, SECTION_SUFFIX, DashboardInputs
@@ -72,7 +72,7 @@ def person_pages_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefi
     group_name="reports",
     kinds={"plotly", "html"},
     # With the warehouse's writers, as every asset of the project (tests/test_defs.py).
-    pool="duckdb_writer",
+    **all_people(),
     deps=[
         "person_pages",
         "persons",

@@ -8,6 +8,7 @@ import polars as pl
 from pipelines.defs._metadata import column_schema, md_table
 from pipelines.defs._versions import CODE_VERSION
 from pipelines.defs.ingest.assets import configured_sources, ingest_asset_key
+from pipelines.defs.partitions import all_people
 from pipelines.defs.resources import ProjectResource
 from pipelines.defs.warehouse.checks import TABLE_CHECKS
 from pipelines.incremental import changed, plan_whole, record
@@ -56,7 +57,7 @@ def _canonical_asset(table: str, feeding: list[str]) -> dg.AssetsDefinition:
         name=table,
         group_name="warehouse",
         kinds={"duckdb"},
-        pool="duckdb_writer",
+        **all_people(),
         deps=[ingest_asset_key(n) for n in feeding],
         description=(
             f"The canonical `{table}` table: the staging rows of every source that feeds it, "
@@ -79,7 +80,7 @@ def _canonical_asset(table: str, feeding: list[str]) -> dg.AssetsDefinition:
     code_version=CODE_VERSION,
     group_name="warehouse",
     kinds={"duckdb"},
-    pool="duckdb_writer",
+    **all_people(),
     deps=["diet_entries", "diet_daily_reported", "lab_results"],
 )
 def persons(context: dg.AssetExecutionContext, project: ProjectResource) -> dg.MaterializeResult:
