@@ -71,7 +71,7 @@ def person_pages_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefi
     code_version=REPORTS_VERSION,
     group_name="reports",
     kinds={"plotly", "html"},
-    # With the warehouse's writers, as every asset of the project (tests/test_defs.py).
+    # Across everyone: once in a run of any range of partitions, with the warehouse's writers.
     **all_people(),
     deps=[
         "person_pages",
