@@ -10,11 +10,9 @@ the same daemon, and optionally the same webserver, the way `make dev` does:
 - the same code location (`gutsignal`, module `pipelines.definitions`, working directory the
   checkout), through a workspace file in DAGSTER_HOME;
 - the checkout's `.venv` executables by absolute path: a unit gets none of the user's PATH;
-- the project folder as working directory. Dagster's CLIs lay the `.env` of their working
-  directory over the environment, and the checkout's `.env` says `GUTSIGNAL_PROJECT_DIR=.`:
-  started in the checkout, a daemon for another project would refresh the checkout instead.
-  In the project folder it is the same for the checkout, right for any other project, and a
-  project's own `.env` is read as `dg dev` reads the checkout's.
+- the project folder as working directory: Dagster's CLIs lay the `.env` of their working
+  directory over the environment, so a project's own `.env` is read, and a `.env` in the
+  checkout (a user's, for `dg dev`) cannot point the daemon at another project.
 
 This module is pure (paths in, text out, and back); writing the files and calling
 systemctl/launchctl is `pipelines.service_install`.

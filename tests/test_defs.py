@@ -294,9 +294,10 @@ def test_stale_sources_fail_a_dagster_freshness_check_and_demo_sources_do_not(
 
 
 def test_dg_launch_runs_the_whole_job_over_a_range_of_partitions(tmp_path: Path) -> None:
-    """`dg launch --job refresh_all --partition-range` (README): Dagster's CLI takes a range
-    only when every asset of the job has the single-run backfill policy, unpartitioned ones too;
-    the run then builds everything once, the per-person assets for every partition of the range."""
+    """`dg launch --job refresh_all --partition-range` from the checkout (README), on the
+    project GUTSIGNAL_PROJECT_DIR names: Dagster's CLI takes a range only when every asset of
+    the job has the single-run backfill policy, unpartitioned ones too; the run then builds
+    everything once, the per-person assets for every partition of the range."""
     project = make_demo_project(tmp_path / "project")
     home = tmp_path / "home"
     home.mkdir()
@@ -310,12 +311,19 @@ def test_dg_launch_runs_the_whole_job_over_a_range_of_partitions(tmp_path: Path)
         "PYTHONPATH": str(REPO),
     }
     dg_cli = Path(sys.executable).with_name("dg")
-    # From the project folder: Dagster lays the working directory's .env over the environment,
-    # and the checkout's says GUTSIGNAL_PROJECT_DIR=. (README, the service).
-    launch = ["launch", "--target-path", str(REPO), "--job", "refresh_all"]
+    # From the checkout, as `make dev` runs `dg`: Dagster lays the working directory's .env over
+    # the environment, so the checkout must not carry one that names a project (it did: the
+    # run then refreshed the checkout's own project, not the one named here).
     proc = subprocess.run(
-        [str(dg_cli), *launch, "--partition-range", f"{keys[0]}...{keys[-1]}"],
-        cwd=project.root,
+        [
+            str(dg_cli),
+            "launch",
+            "--job",
+            "refresh_all",
+            "--partition-range",
+            f"{keys[0]}...{keys[-1]}",
+        ],
+        cwd=REPO,
         env=env,
         capture_output=True,
         text=True,

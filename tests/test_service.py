@@ -82,7 +82,7 @@ def test_the_unit_runs_the_checkouts_daemon_with_make_devs_settings(tmp_path: Pa
 
     workspace = tmp_path / "dh" / "workspace.yaml"
     assert unit["ExecStart"] == [f"{DAEMON} run -w {workspace}"]
-    # Not the checkout: its .env (GUTSIGNAL_PROJECT_DIR=.) would win over the unit's setting.
+    # Not the checkout: a .env there would win over the unit's setting.
     assert unit["WorkingDirectory"] == [str(tmp_path / "project")]
     assert unit["Environment"] == [
         f'"DAGSTER_HOME={tmp_path / "dh"}"',
@@ -404,8 +404,7 @@ def test_the_units_own_command_starts_the_daemon_on_the_project(
             start_new_session=True,
         )
     # The sensor finding the file shows that the daemon loaded the code location and looked at
-    # this project's data/raw/: the unit's GUTSIGNAL_PROJECT_DIR reached the code, and the
-    # checkout's .env (GUTSIGNAL_PROJECT_DIR=.) did not override it.
+    # this project's data/raw/: the unit's GUTSIGNAL_PROJECT_DIR reached the code.
     wanted = "Creating new run for new_raw_files"
     started = time.monotonic()
     try:
