@@ -12,7 +12,7 @@ export DAGSTER_HOME := $(CURDIR)/.dagster_home
 export GUTSIGNAL_PROJECT_DIR ?= $(CURDIR)
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: help env run demo test lint typecheck dev bench clean browser check-methods sufficiency-table
+.PHONY: help env run demo starter test lint typecheck dev bench clean browser check-methods sufficiency-table
 
 help:
 	@echo "make run    set up, run the pipeline on the demo (or your sources.yaml), print the dashboard path"
@@ -42,7 +42,14 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 demo: env
 	$(BIN)/gutsignal demo --project-dir $(GUTSIGNAL_PROJECT_DIR)
 
-run: demo
+# The demo data goes into the checkout's own project or a folder that has no sources.yaml yet,
+# never into a user's project: a source globbing data/raw/** would ingest the demo's people.
+starter: env
+	@if [ "$(realpath $(GUTSIGNAL_PROJECT_DIR))" = "$(CURDIR)" ] || \
+		[ ! -e "$(GUTSIGNAL_PROJECT_DIR)/sources.yaml" ]; then \
+		$(BIN)/gutsignal demo --project-dir "$(GUTSIGNAL_PROJECT_DIR)"; fi
+
+run: starter
 	$(BIN)/gutsignal run --project-dir $(GUTSIGNAL_PROJECT_DIR)
 
 lint: env
@@ -73,7 +80,7 @@ test: lint typecheck browser
 	$(BIN)/dg check defs
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist worksteal
 
-dev: demo
+dev: starter
 	$(BIN)/dg dev --host 127.0.0.1 --port 3000
 
 # Scale benchmark: ratios against DuckDB's own read_csv, measured in the same run.

@@ -165,3 +165,26 @@ def test_the_project_folder_comes_from_the_environment_without_a_flag(
     assert main(["sources"]) == 0
     out = capsys.readouterr().out
     assert "demo_cronometer" in out and "demo_labs" in out
+
+
+def test_make_writes_the_demo_only_where_there_is_no_project(tmp_path: Path) -> None:
+    """`make run` / `make dev` on a user's project must not drop the demo's people into its
+    data/raw (a source globbing data/raw/** would ingest them); a new folder gets the demo."""
+    repo = Path(__file__).resolve().parents[1]
+    user = tmp_path / "user"
+    (user / "data" / "raw").mkdir(parents=True)
+    (user / "sources.yaml").write_text("sources: []\n", encoding="utf-8")
+    new = tmp_path / "new"
+    new.mkdir()
+    for project in (user, new):
+        # -o env: the environment is the one running this test; make must not sync it again.
+        subprocess.run(
+            ["make", "-s", "-o", "env", "starter", f"GUTSIGNAL_PROJECT_DIR={project}"],
+            cwd=repo,
+            check=True,
+            capture_output=True,
+        )
+    assert not (user / "data" / "raw" / "demo").exists()
+    assert (user / "sources.yaml").read_text(encoding="utf-8") == "sources: []\n"
+    assert sorted(p.name for p in (new / "data" / "raw" / "demo").iterdir())
+    assert (new / "sources.yaml").exists()
