@@ -237,9 +237,7 @@ def cross_products(z: np.ndarray, groups: np.ndarray) -> CrossProducts:
     return CrossProducts(counts, mean, cross, np.maximum.reduceat(np.abs(z), starts, axis=0))
 
 
-def _cluster_variance(
-    Q: np.ndarray, score: np.ndarray, Ainv: np.ndarray
-) -> tuple[float, float]:
+def _cluster_variance(Q: np.ndarray, score: np.ndarray, Ainv: np.ndarray) -> tuple[float, float]:
     """CR2 variance of the first coefficient and its Bell-McCaffrey degrees of freedom (module
     docstring) from each person's k x k terms: Q[g] = X_g'X_g and score[g] = X_g'e_g of the
     within-person (demeaned, scaled) design, A = sum Q[g].
