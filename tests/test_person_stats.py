@@ -11,7 +11,7 @@ from scipy import special
 
 from pipelines.analysis.cohort_models import cohort_models
 from pipelines.analysis.model_frame import prepare_wide
-from pipelines.analysis.person_stats import P, STAT_COLUMNS, person_statistics, split_tests
+from pipelines.analysis.person_stats import STAT_COLUMNS, P, person_statistics, split_tests
 from pipelines.analysis.robust import (
     MIN_CLUSTERS,
     _bartlett_sum,
@@ -47,7 +47,7 @@ def dense_within(y: np.ndarray, X: np.ndarray, groups: np.ndarray) -> dict[str, 
         Xp[groups, slot] = Xs
         ep[groups, slot] = resid
         lam, vec = np.linalg.eigh(np.eye(width) - Xp @ Ainv @ Xp.transpose(0, 2, 1))
-        inv_sqrt = (vec * np.where(lam > 1e-10, 1 / np.sqrt(np.maximum(lam, 1e-10)), 0)[:, None])
+        inv_sqrt = vec * np.where(lam > 1e-10, 1 / np.sqrt(np.maximum(lam, 1e-10)), 0)[:, None]
         inv_sqrt = inv_sqrt @ vec.transpose(0, 2, 1)
         u = np.einsum("gst,gt->gs", inv_sqrt, Xp @ Ainv[0])
         shifts = (u * ep).sum(axis=1)
@@ -147,7 +147,8 @@ def test_a_column_missing_in_one_person_leaves_the_others_fits_alone() -> None:
     assert np.isnan(stats.mean[4, 2]) and np.isfinite(stats.mean[:, :2]).all()
     fit = fit_within(stats, [0, 1])
     ref = dense_within(z[:, -1], z[:, :2], groups)
-    assert (fit.beta, fit.se, fit.df) == pytest.approx((ref["beta"], ref["se"], ref["df"]), rel=1e-8)
+    expected = (ref["beta"], ref["se"], ref["df"])
+    assert (fit.beta, fit.se, fit.df) == pytest.approx(expected, rel=1e-8)
 
 
 def test_collinear_columns_raise_as_on_the_rows() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -27,12 +28,7 @@ from pipelines.analysis.model_frame import (
     primary_windows,
     twin_note,
 )
-from pipelines.analysis.person_stats import (
-    COVARIATES,
-    chunk_test_rows,
-    person_statistics,
-    split_tests,
-)
+from pipelines.analysis.person_stats import COVARIATES, chunk_arrays, complete_rows, statistics_of
 from pipelines.analysis.robust import CrossProducts, Rows, fit_within
 from pipelines.config import Settings
 
@@ -95,32 +91,13 @@ def cohort_scope(
 def _cohort_rows(
     wide: pl.DataFrame, features: list[str], settings: Settings, energy_adjust: bool
 ) -> pl.DataFrame:
-    tests = wide.select("marker", "window_days").unique(maintain_order=True)
-    return cohort_rows(
-        person_statistics(wide, features),
-        tests,
-        features,
-        settings,
-        energy_adjust,
-        lambda marker, window, feature: chunk_test_rows(wide, features, marker, window, feature),
-    )
-
-
-def cohort_rows(
-    stats: pl.DataFrame,
-    tests: pl.DataFrame,
-    features: list[str],
-    settings: Settings,
-    energy_adjust: bool,
-    rows: Callable[[str, int, str], tuple[np.ndarray, np.ndarray]],
-) -> pl.DataFrame:
-    """The within-person rows of each (marker, window_days) of `tests` and feature of
-    `features`, in that order, from everyone's `person_statistics` (`stats`, stacked in any
-    order). `rows(marker, window, feature)`: the test's `test_rows`, read only for a test of
-    fewer than MIN_CLUSTERS persons (its panel Newey-West covariance)."""
-    by_test = split_tests(stats)
+    """The within-person rows of each (marker, window) of `wide` and feature of `features`,
+    each test fitted from its persons' statistics (`person_stats.statistics_of`). One test's
+    are held at a time: about P + 2 numbers for each of P columns per person, more than the
+    rows of a person with few draws (about 6 a window on the bench)."""
     out: list[dict[str, Any]] = []
-    for marker, window in tests.iter_rows():
+    for (marker, window), chunk in wide.group_by("marker", "window_days", maintain_order=True):
+        arrays = chunk_arrays(chunk, features)
         for f in features:
             row: dict[str, Any] = {
                 "scope": "cohort",
@@ -129,21 +106,13 @@ def cohort_rows(
                 "window_days": window,
                 "family": f"{marker}|cohort",
             }
-            test = by_test.get((marker, int(window), f))
-            cands = adjustment_candidates(f, features, energy_adjust)
+            test = statistics_of(arrays, f)
             if test is None:
                 out.append(row | _EMPTY | _too_few(0, 0, settings))
                 continue
-            out.append(
-                row
-                | _cohort_test(
-                    f,
-                    test[1],
-                    cands,
-                    lambda m=marker, w=window, f=f: rows(m, w, f),  # type: ignore[misc]
-                    settings,
-                )
-            )
+            cands = adjustment_candidates(f, features, energy_adjust)
+            rows = partial(complete_rows, arrays, f)
+            out.append(row | _cohort_test(f, test[1], cands, rows, settings))
     return conform_results(pl.DataFrame(out, infer_schema_length=None))
 
 

@@ -18,7 +18,7 @@ the statistics are per feature: about (P + 2) * P numbers per test and person (P
 P per draw for the rows.
 
 Only the panel Newey-West covariance (fewer than MIN_CLUSTERS persons in a test) needs the rows
-(its lagged products of residuals depend on the pooled coefficients): `test_rows` gives them.
+(its lagged products of residuals depend on the pooled coefficients): `complete_rows`.
 """
 
 from __future__ import annotations
@@ -37,23 +37,33 @@ P = len(STAT_COLUMNS)
 TEST_KEYS = ("marker", "window_days", "feature")
 
 
+STATS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "marker": pl.String,
+    "window_days": pl.Int64,
+    "feature": pl.String,
+    "_pid": pl.Int64,
+    "n": pl.Int64,
+    "mean": pl.Array(pl.Float64, P),
+    "cross": pl.Array(pl.Float64, P * P),
+    "absmax": pl.Array(pl.Float64, P),
+}
+
+
 def person_statistics(wide: pl.DataFrame, features: list[str]) -> pl.DataFrame:
-    """One row per test (marker, window_days, feature of `features`) and person (`_pid`) with at
-    least one complete row in `wide` (a `model_frame` wide table, or some people's rows of it):
-    `n`, `mean` (P), `cross` (P * P, row-major) and `absmax` (P) over STAT_COLUMNS (NaN where a
-    column is missing in one of the person's rows or absent from `wide`). Rows sorted by test
-    and person; the statistics of a person do not depend on who else is in `wide`."""
+    """The statistics of every test as a table (a store table's shape): one row per test
+    (marker, window_days, feature of `features`) and person (`_pid`) with at least one complete
+    row in `wide` (a `model_frame` wide table, or some people's rows of it): `n`, `mean` (P),
+    `cross` (P * P, row-major) and `absmax` (P) over STAT_COLUMNS (`statistics_of`). The
+    statistics of a person do not depend on who else is in `wide`; `split_tests` reads them back."""
     keys: list[tuple[str, int, str, int]] = []
     parts: list[tuple[np.ndarray, CrossProducts]] = []
     for (marker, window), chunk in wide.group_by("marker", "window_days", maintain_order=True):
-        arrays = _chunk_arrays(chunk, features)
-        for feature in sorted(features):
-            z, pids = test_rows(arrays, feature)
-            if not pids.size:
-                continue
-            persons, groups = np.unique(pids, return_inverse=True)
-            keys.append((str(marker), int(window), feature, int(persons.size)))  # type: ignore[call-overload]
-            parts.append((persons, cross_products(z, groups)))
+        arrays = chunk_arrays(chunk, features)
+        for feature in features:
+            test = statistics_of(arrays, feature)
+            if test is not None:
+                keys.append((str(marker), int(window), feature, int(test[0].size)))  # type: ignore[call-overload]
+                parts.append(test)
     if not parts:
         return pl.DataFrame(schema=STATS_SCHEMA)
     repeat = np.array([k[3] for k in keys])
@@ -73,19 +83,19 @@ def person_statistics(wide: pl.DataFrame, features: list[str]) -> pl.DataFrame:
     )
 
 
-STATS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
-    "marker": pl.String,
-    "window_days": pl.Int64,
-    "feature": pl.String,
-    "_pid": pl.Int64,
-    "n": pl.Int64,
-    "mean": pl.Array(pl.Float64, P),
-    "cross": pl.Array(pl.Float64, P * P),
-    "absmax": pl.Array(pl.Float64, P),
-}
+def statistics_of(
+    arrays: dict[str, np.ndarray], feature: str
+) -> tuple[np.ndarray, CrossProducts] | None:
+    """The persons (`_pid`, sorted) with complete cases of `feature`'s test in one (marker,
+    window)'s rows (`chunk_arrays`) and their statistics; None when nobody has one."""
+    z, pids = complete_rows(arrays, feature)
+    if not pids.size:
+        return None
+    persons, groups = np.unique(pids, return_inverse=True)
+    return persons, cross_products(z, groups)
 
 
-def _chunk_arrays(chunk: pl.DataFrame, features: list[str]) -> dict[str, np.ndarray]:
+def chunk_arrays(chunk: pl.DataFrame, features: list[str]) -> dict[str, np.ndarray]:
     """One (marker, window)'s wide rows as float arrays (NaN where missing or absent) and
     `_pid`."""
     out = {
@@ -99,22 +109,14 @@ def _chunk_arrays(chunk: pl.DataFrame, features: list[str]) -> dict[str, np.ndar
     return out | {"_pid": chunk["_pid"].to_numpy()}
 
 
-def test_rows(arrays: dict[str, np.ndarray], feature: str) -> tuple[np.ndarray, np.ndarray]:
-    """The complete cases of `feature`'s test in one (marker, window)'s rows (`_chunk_arrays`,
+def complete_rows(arrays: dict[str, np.ndarray], feature: str) -> tuple[np.ndarray, np.ndarray]:
+    """The complete cases of `feature`'s test in one (marker, window)'s rows (`chunk_arrays`,
     in the wide table's order: by person, each person's draws in time order): the STAT_COLUMNS
     values (N, P) and the persons' `_pid`."""
     x, y = arrays[feature], arrays["y"]
     mask = np.isfinite(x) & np.isfinite(y)
     z = np.column_stack([x[mask], *(arrays[c][mask] for c in COVARIATES), y[mask]])
     return z, arrays["_pid"][mask]
-
-
-def chunk_test_rows(
-    wide: pl.DataFrame, features: list[str], marker: str, window: int, feature: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """`test_rows` of one test, from the wide table."""
-    chunk = wide.filter((pl.col("marker") == marker) & (pl.col("window_days") == window))
-    return test_rows(_chunk_arrays(chunk, features), feature)
 
 
 def split_tests(

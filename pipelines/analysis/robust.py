@@ -26,7 +26,10 @@ statsmodels in tests/test_analysis_robust.py:
   Those fall far below G - 1 when a few persons, whose diets vary much more than the rest,
   carry most of the information (median about 16 for 40 people in the calibration study, 3 to
   35 across cohorts). Checked in tests against a dense construction from the dummy-variable
-  design's residual maker (statsmodels) and scipy's matrix square root.
+  design's residual maker (statsmodels) and scipy's matrix square root. The fit and the CR2
+  variance with its degrees of freedom need only k x k statistics per person (`CrossProducts`,
+  `fit_within`), so the cohort computes them a group of people at a time
+  (`pipelines.analysis.person_stats`); only the panel Newey-West branch reads the rows.
   Why not simpler: the plain sandwich (CR1, statsmodels `cov_type="cluster"`) is too narrow
   with a few dozen persons (null CIs covered 92.3%); the cluster jackknife (CR3) with
   t(G - 1) covers 95% but is too thin in the far tail that Holm's procedure reads: over 1,000
@@ -227,14 +230,24 @@ def cross_products(z: np.ndarray, groups: np.ndarray) -> CrossProducts:
     """The `CrossProducts` of rows `z` (N, p) of persons `groups` (codes 0..G-1, every code
     present, rows in any order)."""
     n_groups = int(groups.max()) + 1
-    order = np.argsort(groups, kind="stable")
-    z, groups = z[order], groups[order]
+    p = z.shape[1]
     counts = np.bincount(groups, minlength=n_groups)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    mean = np.add.reduceat(z, starts, axis=0) / counts[:, None]
+    mean = (
+        np.column_stack(
+            [np.bincount(groups, weights=z[:, j], minlength=n_groups) for j in range(p)]
+        )
+        / counts[:, None]
+    )
     centred = z - mean[groups]
-    cross = np.add.reduceat(centred[:, :, None] * centred[:, None, :], starts, axis=0)
-    return CrossProducts(counts, mean, cross, np.maximum.reduceat(np.abs(z), starts, axis=0))
+    cross = np.empty((n_groups, p, p))
+    for i in range(p):
+        for j in range(i + 1):
+            cross[:, i, j] = cross[:, j, i] = np.bincount(
+                groups, weights=centred[:, i] * centred[:, j], minlength=n_groups
+            )
+    order = np.argsort(groups, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return CrossProducts(counts, mean, cross, np.maximum.reduceat(np.abs(z[order]), starts, axis=0))
 
 
 def _cluster_variance(Q: np.ndarray, score: np.ndarray, Ainv: np.ndarray) -> tuple[float, float]:
@@ -253,7 +266,11 @@ def _cluster_variance(Q: np.ndarray, score: np.ndarray, Ainv: np.ndarray) -> tup
     lam, vec = np.linalg.eigh(Ainv)
     half = (vec * np.sqrt(lam)) @ vec.T
     neg_half = (vec / np.sqrt(lam)) @ vec.T
-    r, w = np.linalg.eigh(half @ Q @ half)  # R_g = w diag(r) w'
+    R = half @ Q @ half
+    if R.shape[1] == 1:  # one column: R_g is its own eigenvalue
+        r, w = R[:, :, 0], np.ones_like(R)
+    else:
+        r, w = np.linalg.eigh(R)  # R_g = w diag(r) w'
     f = np.where(1.0 - r > 1e-10, 1.0 / np.sqrt(np.maximum(1.0 - r, 1e-10)), 0.0)
     c = np.einsum("gkl,k->gl", w, neg_half @ Ainv[0])  # w' c, per person
     e = np.einsum("gkl,gk->gl", w, score @ half)  # w' Ainv^(1/2) score[g]
