@@ -93,8 +93,8 @@ def _cohort_rows(
 ) -> pl.DataFrame:
     """The within-person rows of each (marker, window) of `wide` and feature of `features`,
     each test fitted from its persons' statistics (`person_stats.statistics_of`). One test's
-    are held at a time: about P + 2 numbers for each of P columns per person, more than the
-    rows of a person with few draws (about 6 a window on the bench)."""
+    are held at a time: P (P + 2) numbers a person, more than the rows of a person with a few
+    draws a window (docs/partitions.md, "The cohort models from per-person statistics")."""
     out: list[dict[str, Any]] = []
     for (marker, window), chunk in wide.group_by("marker", "window_days", maintain_order=True):
         arrays = chunk_arrays(chunk, features)
@@ -155,7 +155,8 @@ def _cohort_test(
         return row | too_few
     if sxx <= 1e-12 * max(1.0, sxx + float(stats.n @ x_mean**2)):
         return row | {"note": "the feature did not vary within persons"}
-    # A covariate enters when every row has it and it varies within persons.
+    # A covariate enters when every row has it (a person's mean is NaN when one of their rows
+    # lacks it) and it varies within persons.
     idx = [1 + COVARIATES.index(c) for c in cands]
     keep: list[int] = []
     collinear: list[int] = []
