@@ -11,7 +11,7 @@ from scipy import special
 
 from pipelines.analysis.cohort_models import cohort_models
 from pipelines.analysis.model_frame import prepare_wide
-from pipelines.analysis.person_stats import STAT_COLUMNS, P, person_statistics, split_tests
+from pipelines.analysis.person_stats import STAT_COLUMNS, P, chunk_arrays, statistics_of
 from pipelines.analysis.robust import (
     MIN_CLUSTERS,
     _bartlett_sum,
@@ -187,24 +187,32 @@ def _cohort_frame(n_persons: int, seed: int) -> pl.DataFrame:
 
 
 @pytest.mark.parametrize("n_persons", [6, 25])
-def test_person_statistics_by_groups_of_people_give_the_same_cohort_rows(n_persons: int) -> None:
+def test_cohort_rows_from_statistics_of_groups_of_people(n_persons: int) -> None:
+    """A test's statistics of groups of people are those of everyone's rows, person for person;
+    each feature's test has its own complete cases; both branches give fitted rows."""
     data = _cohort_frame(n_persons, seed=n_persons)
     wide, features = prepare_wide(data)
-    whole = person_statistics(wide, features)
-    assert whole.height == 2 * n_persons and whole["mean"].dtype == pl.Array(pl.Float64, P)
-    assert STAT_COLUMNS[0] == "x" and STAT_COLUMNS[-1] == "y"
-    apart = pl.concat(
-        [person_statistics(wide.filter(pl.col("_pid") % 4 == s), features) for s in range(4)]
-    )
-    tests_whole, tests_apart = split_tests(whole), split_tests(apart)
-    assert tests_whole.keys() == tests_apart.keys()
-    for key, (pid, stats) in tests_whole.items():
-        assert np.array_equal(pid, tests_apart[key][0])
-        np.testing.assert_allclose(stats.cross, tests_apart[key][1].cross, rtol=0, atol=0)
+    arrays = chunk_arrays(wide, features)
+    for feature in features:
+        test = statistics_of(arrays, feature)
+        assert test is not None
+        pid, whole = test
+        for s in range(3):
+            part = statistics_of(
+                chunk_arrays(wide.filter(pl.col("_pid") % 3 == s), features), feature
+            )
+            assert part is not None
+            at = np.searchsorted(pid, part[0])
+            assert np.array_equal(pid[at], part[0])
+            np.testing.assert_allclose(whole.cross[at], part[1].cross, rtol=1e-12, atol=1e-12)
+            assert np.array_equal(whole.n[at], part[1].n)
+    assert len(STAT_COLUMNS) == P and STAT_COLUMNS[0] == "x" and STAT_COLUMNS[-1] == "y"
     rows = cohort_models(data, None, Settings())
     fitted = rows.filter(pl.col("beta").is_not_null())
     assert fitted.height == 2
-    assert set(fitted["method"]) == {"fe_within_robust"}
+    assert (
+        fitted["note"].str.contains("Newey-West" if n_persons < MIN_CLUSTERS else "cluster").all()
+    )
     # The fibre feature's test has fewer rows: its complete cases are its own.
     n = dict(zip(rows["feature"], rows["n"], strict=True))
     assert n["fiber_g"] < n["nuts_servings"]

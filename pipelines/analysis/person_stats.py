@@ -1,6 +1,8 @@
 """Per-person statistics of the cohort within-person models (issue 19): what each person's draws
-contribute to every cohort test, computed a person (or a group of people) at a time, so the cohort
-fit never needs everyone's rows at once.
+contribute to a cohort test. A person's statistics do not depend on anyone else's rows, so they
+could be computed a group of people at a time and stacked; docs/partitions.md ("The cohort models
+from per-person statistics") says why they are not stored by shard: with a few draws a person
+they are larger than the rows.
 
 A cohort test (marker, window, feature) fits, over the draws where the feature's window and the
 marker are both present (its complete cases), the within-person regression of log marker on the
@@ -14,8 +16,8 @@ every person) and it varies within persons (its summed cross-product), the colli
 twin checks read the within-person correlation with the feature, `contributors` the slopes of
 the covariates on the feature, and `sd_feature` the persons' means and within sums of squares.
 The complete cases depend on the feature (its window may be missing where another's is not), so
-the statistics are per feature: about (P + 2) * P numbers per test and person (P = 8), against
-P per draw for the rows.
+the statistics are per feature: P (P + 2) numbers per test and person (P = 8), against one row
+of the wide table (every feature and covariate) per draw.
 
 Only the panel Newey-West covariance (fewer than MIN_CLUSTERS persons in a test) needs the rows
 (its lagged products of residuals depend on the pooled coefficients): `complete_rows`.
@@ -34,53 +36,6 @@ COVARIATES: tuple[str, ...] = (*CORE_ADJUSTMENT, ENERGY, TREND, WEIGHT)
 # adjusted model may hold, the response (log marker, last, as `robust.fit_within` reads it).
 STAT_COLUMNS: tuple[str, ...] = ("x", *COVARIATES, "y")
 P = len(STAT_COLUMNS)
-TEST_KEYS = ("marker", "window_days", "feature")
-
-
-STATS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
-    "marker": pl.String,
-    "window_days": pl.Int64,
-    "feature": pl.String,
-    "_pid": pl.Int64,
-    "n": pl.Int64,
-    "mean": pl.Array(pl.Float64, P),
-    "cross": pl.Array(pl.Float64, P * P),
-    "absmax": pl.Array(pl.Float64, P),
-}
-
-
-def person_statistics(wide: pl.DataFrame, features: list[str]) -> pl.DataFrame:
-    """The statistics of every test as a table (a store table's shape): one row per test
-    (marker, window_days, feature of `features`) and person (`_pid`) with at least one complete
-    row in `wide` (a `model_frame` wide table, or some people's rows of it): `n`, `mean` (P),
-    `cross` (P * P, row-major) and `absmax` (P) over STAT_COLUMNS (`statistics_of`). The
-    statistics of a person do not depend on who else is in `wide`; `split_tests` reads them back."""
-    keys: list[tuple[str, int, str, int]] = []
-    parts: list[tuple[np.ndarray, CrossProducts]] = []
-    for (marker, window), chunk in wide.group_by("marker", "window_days", maintain_order=True):
-        arrays = chunk_arrays(chunk, features)
-        for feature in features:
-            test = statistics_of(arrays, feature)
-            if test is not None:
-                keys.append((str(marker), int(window), feature, int(test[0].size)))  # type: ignore[call-overload]
-                parts.append(test)
-    if not parts:
-        return pl.DataFrame(schema=STATS_SCHEMA)
-    repeat = np.array([k[3] for k in keys])
-    stats = [p for _, p in parts]
-    return pl.DataFrame(
-        {
-            "marker": np.repeat([k[0] for k in keys], repeat),
-            "window_days": np.repeat([k[1] for k in keys], repeat),
-            "feature": np.repeat([k[2] for k in keys], repeat),
-            "_pid": np.concatenate([persons for persons, _ in parts]),
-            "n": np.concatenate([s.n for s in stats]),
-            "mean": np.concatenate([s.mean for s in stats]),
-            "cross": np.concatenate([s.cross.reshape(-1, P * P) for s in stats]),
-            "absmax": np.concatenate([s.absmax for s in stats]),
-        },
-        schema=STATS_SCHEMA,
-    )
 
 
 def statistics_of(
@@ -117,26 +72,3 @@ def complete_rows(arrays: dict[str, np.ndarray], feature: str) -> tuple[np.ndarr
     mask = np.isfinite(x) & np.isfinite(y)
     z = np.column_stack([x[mask], *(arrays[c][mask] for c in COVARIATES), y[mask]])
     return z, arrays["_pid"][mask]
-
-
-def split_tests(
-    stats: pl.DataFrame,
-) -> dict[tuple[str, int, str], tuple[np.ndarray, CrossProducts]]:
-    """`person_statistics` rows (of everyone, stacked from groups of people in any order) by test:
-    the persons' `_pid` in order and their `CrossProducts`."""
-    stats = stats.sort(*TEST_KEYS, "_pid")
-    n = stats["n"].to_numpy()
-    mean = stats["mean"].to_numpy()
-    cross = stats["cross"].to_numpy().reshape(-1, P, P)
-    absmax = stats["absmax"].to_numpy()
-    pid = stats["_pid"].to_numpy()
-    out: dict[tuple[str, int, str], tuple[np.ndarray, CrossProducts]] = {}
-    start = 0
-    for row in stats.group_by(TEST_KEYS, maintain_order=True).len().iter_rows():
-        end = start + int(row[3])
-        out[(row[0], int(row[1]), row[2])] = (
-            pid[start:end],
-            CrossProducts(n[start:end], mean[start:end], cross[start:end], absmax[start:end]),
-        )
-        start = end
-    return out
