@@ -64,7 +64,8 @@ Scopes and methods
   `pooled_effect_pct` and its CI: the person's estimate partially pooled toward the cohort's
   (`partial_pooling`, empirical Bayes).
 - `cohort` / `fe_within_robust`: pooled over persons with repeated draws, the within-person
-  (person fixed-effects) estimate of the same adjusted model (`robust.within_fit`): every
+  (person fixed-effects) estimate of the same adjusted model (`robust.fit_within` of per-person
+  statistics, `person_stats`): every
   covariate in the core set that all rows have and that varies within persons. Person-level
   covariates (age, sex) are constant within a person and cannot move it. SE: cluster-robust by
   person (CR2, t with Bell-McCaffrey degrees of freedom, at most G - 1)

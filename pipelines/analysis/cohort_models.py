@@ -1,11 +1,14 @@
 """Cohort models: the within-person (person fixed-effects) effect pooled over persons with
-repeated draws, crude and adjusted, with cluster-robust errors by person (`robust.within_fit`);
+repeated draws, crude and adjusted, with cluster-robust errors by person (`robust.fit_within`
+of per-person statistics, `person_stats`);
 markers where everyone has one draw go to the between-person models. See
 `pipelines.analysis.associations`."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -16,8 +19,6 @@ from pipelines.analysis.model_frame import (
     COLLINEAR_R,
     CORE_ADJUSTMENT,
     ENERGY,
-    TREND,
-    WEIGHT,
     adjustment_candidates,
     conform_results,
     contributors,
@@ -27,7 +28,8 @@ from pipelines.analysis.model_frame import (
     primary_windows,
     twin_note,
 )
-from pipelines.analysis.robust import demean, within_fit
+from pipelines.analysis.person_stats import COVARIATES, chunk_arrays, complete_rows, statistics_of
+from pipelines.analysis.robust import CrossProducts, Rows, fit_within
 from pipelines.config import Settings
 
 # --------------------------------------------------------------------------------------------------
@@ -89,14 +91,13 @@ def cohort_scope(
 def _cohort_rows(
     wide: pl.DataFrame, features: list[str], settings: Settings, energy_adjust: bool
 ) -> pl.DataFrame:
-    rows: list[dict[str, Any]] = []
+    """The within-person rows of each (marker, window) of `wide` and feature of `features`,
+    each test fitted from its persons' statistics (`person_stats.statistics_of`). One test's
+    are held at a time: P (P + 2) numbers a person, more than the rows of a person with a few
+    draws a window (docs/partitions.md, "The cohort models from per-person statistics")."""
+    out: list[dict[str, Any]] = []
     for (marker, window), chunk in wide.group_by("marker", "window_days", maintain_order=True):
-        arrays = {
-            c: chunk[c].cast(pl.Float64).fill_null(np.nan).to_numpy()
-            for c in [*features, TREND, WEIGHT, "y"]
-        }
-        y_all, t_all = arrays["y"], arrays[TREND]
-        pid_all = chunk["_pid"].to_numpy()
+        arrays = chunk_arrays(chunk, features)
         for f in features:
             row: dict[str, Any] = {
                 "scope": "cohort",
@@ -105,55 +106,65 @@ def _cohort_rows(
                 "window_days": window,
                 "family": f"{marker}|cohort",
             }
-            x_all = arrays[f]
-            mask = np.isfinite(x_all) & np.isfinite(y_all)
+            test = statistics_of(arrays, f)
+            if test is None:
+                out.append(row | _EMPTY | _too_few(0, 0, settings))
+                continue
             cands = adjustment_candidates(f, features, energy_adjust)
-            C = np.column_stack([arrays[c][mask] for c in cands])
-            rows.append(
-                row
-                | _cohort_test(
-                    f, y_all[mask], x_all[mask], C, cands, pid_all[mask], t_all[mask], settings
-                )
-            )
-    return conform_results(pl.DataFrame(rows, infer_schema_length=None))
+            rows = partial(complete_rows, arrays, f)
+            out.append(row | _cohort_test(f, test[1], cands, rows, settings))
+    return conform_results(pl.DataFrame(out, infer_schema_length=None))
+
+
+_EMPTY = {"n": 0, "n_persons": 0, "sd_feature": None, "method": "fe_within_robust"}
+
+
+def _too_few(n: int, n_persons: int, settings: Settings) -> dict[str, Any]:
+    if n_persons < 2:
+        return {"note": f"{n_persons} person(s) with complete windows; at least 2 needed"}
+    if n < settings.min_n_cohort:
+        return {"note": f"{n} complete windows; at least {settings.min_n_cohort} needed"}
+    return {}
 
 
 def _cohort_test(
     feature: str,
-    y: np.ndarray,
-    x: np.ndarray,
-    C: np.ndarray,
+    stats: CrossProducts,
     cands: list[str],
-    pid: np.ndarray,
-    t: np.ndarray,
+    rows: Callable[[], tuple[np.ndarray, np.ndarray]],
     settings: Settings,
 ) -> dict[str, Any]:
-    n = int(x.size)
-    _, groups = np.unique(pid, return_inverse=True)
-    n_persons = int(groups.max()) + 1 if n else 0
+    """One test from its persons' statistics (`person_stats`: column 0 the feature, then
+    COVARIATES, the response last)."""
+    n = int(stats.n.sum())
+    n_persons = int(stats.n.size)
+    x_mean = stats.mean[:, 0]
+    grand = float(stats.n @ x_mean) / n
+    sxx = float(stats.cross[:, 0, 0].sum())
     row: dict[str, Any] = {
         "n": n,
         "n_persons": n_persons,
-        "sd_feature": float(np.std(x, ddof=1)) if n > 1 else None,
+        # The SD of x over the rows: within-person and between-person sums of squares.
+        "sd_feature": math.sqrt((sxx + float(stats.n @ (x_mean - grand) ** 2)) / (n - 1))
+        if n > 1
+        else None,
         "method": "fe_within_robust",
     }
-    if n_persons < 2:
-        return row | {"note": f"{n_persons} person(s) with complete windows; at least 2 needed"}
-    if n < settings.min_n_cohort:
-        return row | {"note": f"{n} complete windows; at least {settings.min_n_cohort} needed"}
-    xw = demean(x, groups, n_persons)
-    if float(xw @ xw) <= 1e-12 * max(1.0, float(x @ x)):
+    too_few = _too_few(n, n_persons, settings)
+    if too_few:
+        return row | too_few
+    if sxx <= 1e-12 * max(1.0, sxx + float(stats.n @ x_mean**2)):
         return row | {"note": "the feature did not vary within persons"}
-    # A covariate enters when every row has it and it varies within persons.
-    Cw = demean(np.nan_to_num(C), groups, n_persons)
-    sxx = float(xw @ xw)
+    # A covariate enters when every row has it (a person's mean is NaN when one of their rows
+    # lacks it) and it varies within persons.
+    idx = [1 + COVARIATES.index(c) for c in cands]
     keep: list[int] = []
     collinear: list[int] = []
-    for j in range(len(cands)):
-        scc = float(Cw[:, j] @ Cw[:, j])
-        if not (np.isfinite(C[:, j]).all() and scc > 1e-12):
+    for j, col in enumerate(idx):
+        scc = float(stats.cross[:, col, col].sum())
+        if not (np.isfinite(stats.mean[:, col]).all() and scc > 1e-12):
             continue
-        r = float(Cw[:, j] @ xw) / math.sqrt(scc * sxx)
+        r = float(stats.cross[:, col, 0].sum()) / math.sqrt(scc * sxx)
         (collinear if abs(r) >= COLLINEAR_R else keep).append(j)
     names = [cands[j] for j in keep]
     twins = [cands[j] for j in collinear if cands[j] in CORE_ADJUSTMENT]
@@ -162,12 +173,22 @@ def _cohort_test(
         # tell which of the two moves the marker, and the core food is the pre-specified one
         # (energy as a proxy for ultra-processed food was a false finding in the calibration).
         return row | {"note": twin_note(twins)}
+    cols = [0, *(idx[j] for j in keep)]
+
+    def panel(cols: list[int]) -> Callable[[], Rows]:
+        def read() -> Rows:
+            z, pid = rows()
+            _, groups = np.unique(pid, return_inverse=True)
+            return z[:, cols], z[:, -1], groups
+
+        return read
+
     try:
-        crude = within_fit(y, x[:, None], groups, t)
-        adj = within_fit(y, np.column_stack([x, C[:, keep]]), groups, t)
+        crude = fit_within(stats, [0], panel([0]))
+        adj = fit_within(stats, cols, panel(cols))
     except np.linalg.LinAlgError:
         return row | {"note": "the within-person model could not be fitted (collinear covariates)"}
-    delta = (Cw[:, keep].T @ xw) / sxx
+    delta = stats.cross[:, cols[1:], 0].sum(axis=0) / sxx
     crude_eff = effects(crude.beta, crude.se, crude.df)
     how = (
         f"cluster-robust by person, t({adj.df:.1f})"

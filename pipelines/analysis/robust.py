@@ -26,7 +26,10 @@ statsmodels in tests/test_analysis_robust.py:
   Those fall far below G - 1 when a few persons, whose diets vary much more than the rest,
   carry most of the information (median about 16 for 40 people in the calibration study, 3 to
   35 across cohorts). Checked in tests against a dense construction from the dummy-variable
-  design's residual maker (statsmodels) and scipy's matrix square root.
+  design's residual maker (statsmodels) and scipy's matrix square root. The fit and the CR2
+  variance with its degrees of freedom need only k x k statistics per person (`CrossProducts`,
+  `fit_within`), so the cohort computes them a group of people at a time
+  (`pipelines.analysis.person_stats`); only the panel Newey-West branch reads the rows.
   Why not simpler: the plain sandwich (CR1, statsmodels `cov_type="cluster"`) is too narrow
   with a few dozen persons (null CIs covered 92.3%); the cluster jackknife (CR3) with
   t(G - 1) covers 95% but is too thin in the far tail that Holm's procedure reads: over 1,000
@@ -43,6 +46,7 @@ enough for the few lags used, and the cluster-robust estimator assumes nothing a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -203,97 +207,147 @@ def demean(v: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
     return v - means[groups]
 
 
-def _cluster_variance(
-    Xs: np.ndarray, resid: np.ndarray, Ainv: np.ndarray, groups: np.ndarray, n_groups: int
-) -> tuple[float, float]:
-    """CR2 variance of the first coefficient and its Bell-McCaffrey degrees of freedom (module
-    docstring). Rows are sorted by person; Xs and resid are within-person (demeaned).
+@dataclass(frozen=True)
+class CrossProducts:
+    """Per-person sufficient statistics of a within-person fit (issue 19): over each person's
+    rows, of the columns z (regressors, and the response last), the row count, the column means,
+    the centred cross-products sum (z - mean)(z - mean)' (the person-demeaned X'X, X'y and y'y)
+    and each column's largest |z| (the scale of `fit_within`'s "does not vary" check). A column
+    with a missing value in a person's rows has a NaN mean (and NaN cross-products) there.
 
-    Person g contributes (u_g' e_g)^2 with u_g = (I - H_gg)^(-1/2) X_g Ainv[0]' (H_gg: the hat
-    matrix of g's draws). The adjustment undoes the shrinking of a person's residuals by their
-    own leverage, which makes the variance exactly unbiased under independent errors."""
+    They are all the cluster-robust fit needs, so persons' statistics can be computed apart (a
+    shard of persons at a time) and stacked; only the panel Newey-West covariance of fewer than
+    MIN_CLUSTERS persons needs the rows themselves (its lagged products of residuals depend on
+    the pooled coefficients)."""
+
+    n: np.ndarray  # (G,) rows
+    mean: np.ndarray  # (G, p)
+    cross: np.ndarray  # (G, p, p)
+    absmax: np.ndarray  # (G, p)
+
+
+def cross_products(z: np.ndarray, groups: np.ndarray) -> CrossProducts:
+    """The `CrossProducts` of rows `z` (N, p) of persons `groups` (codes 0..G-1, every code
+    present, rows in any order)."""
+    n_groups = int(groups.max()) + 1
+    p = z.shape[1]
     counts = np.bincount(groups, minlength=n_groups)
+    mean = (
+        np.column_stack(
+            [np.bincount(groups, weights=z[:, j], minlength=n_groups) for j in range(p)]
+        )
+        / counts[:, None]
+    )
+    centred = z - mean[groups]
+    cross = np.empty((n_groups, p, p))
+    for i in range(p):
+        for j in range(i + 1):
+            cross[:, i, j] = cross[:, j, i] = np.bincount(
+                groups, weights=centred[:, i] * centred[:, j], minlength=n_groups
+            )
+    order = np.argsort(groups, kind="stable")
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    slot = np.arange(groups.size) - starts[groups]
-    width = int(counts.max())
-    # Each person's draws in one zero-padded block, so all persons are solved at once: padding
-    # rows have no design and no residual, and add nothing.
-    Xp = np.zeros((n_groups, width, Xs.shape[1]))
-    ep = np.zeros((n_groups, width))
-    Xp[groups, slot] = Xs
-    ep[groups, slot] = resid
-    hat = Xp @ Ainv @ Xp.transpose(0, 2, 1)
-    lam, vec = np.linalg.eigh(np.eye(width) - hat)
-    # The symmetric inverse square root; a direction a person's own draws fit exactly (an
-    # eigenvalue of 0: no residual there) gets 0, the pseudo-inverse (Pustejovsky & Tipton).
-    scale = np.where(lam > 1e-10, 1.0 / np.sqrt(np.maximum(lam, 1e-10)), 0.0)
-    inv_sqrt = (vec * scale[:, None, :]) @ vec.transpose(0, 2, 1)
-    u = np.einsum("gst,gt->gs", inv_sqrt, Xp @ Ainv[0])
-    shifts = (u * ep).sum(axis=1)
-    return float(shifts @ shifts), _satterthwaite_df(u, Xp, Ainv, counts)
+    return CrossProducts(counts, mean, cross, np.maximum.reduceat(np.abs(z[order]), starts, axis=0))
 
 
-def _satterthwaite_df(u: np.ndarray, Xp: np.ndarray, Ainv: np.ndarray, counts: np.ndarray) -> float:
+def _cluster_variance(Q: np.ndarray, score: np.ndarray, Ainv: np.ndarray) -> tuple[float, float]:
+    """CR2 variance of the first coefficient and its Bell-McCaffrey degrees of freedom (module
+    docstring) from each person's k x k terms: Q[g] = X_g'X_g and score[g] = X_g'e_g of the
+    within-person (demeaned, scaled) design, A = sum Q[g].
+
+    Person g contributes (u_g' e_g)^2 with u_g = (I - H_gg)^(-1/2) X_g a (a = Ainv[0], H_gg =
+    X_g Ainv X_g' the hat matrix of g's draws). The adjustment undoes the shrinking of a
+    person's residuals by their own leverage, which makes the variance exactly unbiased under
+    independent errors. For any function f of the spectrum, X_g' f(H_gg) = f(Q_g Ainv) X_g', and
+    Q_g Ainv = Ainv^(-1/2) R_g Ainv^(1/2) with R_g = Ainv^(1/2) Q_g Ainv^(1/2) symmetric (the
+    nonzero eigenvalues of H_gg): so with f(r) = (1 - r)^(-1/2) (0 where 1 - r vanishes, the
+    pseudo-inverse of Pustejovsky & Tipton), u_g' e_g = c' f(R_g) Ainv^(1/2) score[g] with
+    c = Ainv^(-1/2) a, and the same k x k algebra gives what the degrees of freedom need."""
+    lam, vec = np.linalg.eigh(Ainv)
+    half = (vec * np.sqrt(lam)) @ vec.T
+    neg_half = (vec / np.sqrt(lam)) @ vec.T
+    R = half @ Q @ half
+    if R.shape[1] == 1:  # one column: R_g is its own eigenvalue
+        r, w = R[:, :, 0], np.ones_like(R)
+    else:
+        r, w = np.linalg.eigh(R)  # R_g = w diag(r) w'
+    f = np.where(1.0 - r > 1e-10, 1.0 / np.sqrt(np.maximum(1.0 - r, 1e-10)), 0.0)
+    c = np.einsum("gkl,k->gl", w, neg_half @ Ainv[0])  # w' c, per person
+    e = np.einsum("gkl,gk->gl", w, score @ half)  # w' Ainv^(1/2) score[g]
+    shifts = (f * c * e).sum(axis=1)
+    # u_g'u_g = c' f(R)^2 R c, and X_g'u_g = Ainv^(-1/2) f(R) R c.
+    uu = (f * f * r * c * c).sum(axis=1)
+    z = np.einsum("gkl,gl->gk", w, f * r * c) @ neg_half
+    return float(shifts @ shifts), _satterthwaite_df(uu, z, Ainv)
+
+
+def _satterthwaite_df(uu: np.ndarray, z: np.ndarray, Ainv: np.ndarray) -> float:
     """Degrees of freedom of sum_g (u_g' e_g)^2 (Bell & McCaffrey 2002). Under independent
     errors e = M eps, it is a quadratic form in eps whose weights are the eigenvalues of
     Gamma[g, h] = u_g' M_gh u_h, and Satterthwaite's approximation is
     df = tr(Gamma)^2 / tr(Gamma^2). With person fixed effects M_gh = [g = h] (I - J / n_g) -
-    X_g Ainv X_h', so Gamma = D - Z Ainv Z' with D diagonal and Z's row g = X_g' u_g: both
-    traces follow from K x K products, without the G x G matrix."""
-    d = (u * u).sum(axis=1) - u.sum(axis=1) ** 2 / counts
-    z = np.einsum("gtk,gt->gk", Xp, u)
+    X_g Ainv X_h', so Gamma = D - Z Ainv Z' with D diagonal, d_g = u_g'u_g - (1'u_g)^2 / n_g,
+    and Z's row g = X_g' u_g (`z`): both traces follow from K x K products, without the G x G
+    matrix. 1'u_g = 0: X_g is demeaned, so 1 lies in the null space of H_gg, where
+    (I - H_gg)^(-1/2) is the identity, and 1'u_g = 1'X_g a = 0; d_g = u_g'u_g (`uu`)."""
     leverage = np.einsum("gk,kl,gl->g", z, Ainv, z)  # z_g' Ainv z_g
     cross = Ainv @ (z.T @ z)
-    trace = float(d.sum() - leverage.sum())
-    trace_sq = float(d @ d - 2.0 * (d @ leverage) + np.trace(cross @ cross))
+    trace = float(uu.sum() - leverage.sum())
+    trace_sq = float(uu @ uu - 2.0 * (uu @ leverage) + np.trace(cross @ cross))
     return trace**2 / trace_sq
 
 
-def within_fit(y: np.ndarray, X: np.ndarray, groups: np.ndarray, time: np.ndarray) -> WithinFit:
-    """Person fixed-effects OLS of y on X (column 0 reported) with a dependence-robust SE.
+# The rows of a within fit, for the panel Newey-West covariance: X, y and person codes, sorted by
+# person and, within a person, by time.
+Rows = tuple[np.ndarray, np.ndarray, np.ndarray]
 
-    groups: integer person codes 0..G-1; time: sort key within a person (draw time). With at
-    least MIN_CLUSTERS persons the covariance is cluster-robust by person (CR2) with
-    Bell-McCaffrey degrees of freedom; below that, panel Newey-West with maxlags from the
-    median person's number of draws and t(N - G - K). Raises LinAlgError when X is collinear.
-    """
+
+def within_fit(y: np.ndarray, X: np.ndarray, groups: np.ndarray, time: np.ndarray) -> WithinFit:
+    """Person fixed-effects OLS of y on X (column 0 reported) with a dependence-robust SE:
+    `fit_within` of the rows' `cross_products`.
+
+    groups: integer person codes; time: sort key within a person (draw time). Raises
+    LinAlgError when X is collinear."""
     order = np.lexsort((time, groups))
     y, X, groups = y[order], X[order], groups[order]
     _, groups = np.unique(groups, return_inverse=True)
-    n_groups = int(groups.max()) + 1
-    n_obs, k = X.shape
-    yw = demean(y, groups, n_groups)
-    Xw = demean(X, groups, n_groups)
-    scale = np.sqrt((Xw * Xw).sum(axis=0))
-    if np.any(scale <= 1e-12 * max(1.0, float(np.abs(X).max(initial=0.0)))):
+    stats = cross_products(np.column_stack([X, y]), groups)
+    return fit_within(stats, list(range(X.shape[1])), lambda: (X, y, groups))
+
+
+def fit_within(
+    stats: CrossProducts, cols: list[int], rows: Callable[[], Rows] | None = None
+) -> WithinFit:
+    """Person fixed-effects OLS of the response (the last column of `stats`) on the columns
+    `cols` of `stats` (cols[0] reported) with a dependence-robust SE, from the persons'
+    `CrossProducts` (every person with rows, including those with one).
+
+    With at least MIN_CLUSTERS persons the covariance is cluster-robust by person (CR2) with
+    Bell-McCaffrey degrees of freedom, from the statistics alone; below that, panel Newey-West
+    with maxlags from the median person's number of draws and t(N - G - K), which reads the
+    `rows` (the columns `cols` as X). Raises LinAlgError when the columns are collinear."""
+    n_groups = int(stats.n.size)
+    W = stats.cross[:, cols][:, :, cols]
+    wy = stats.cross[:, cols, -1]
+    scale = np.sqrt(W.sum(axis=0).diagonal())
+    if np.any(scale <= 1e-12 * max(1.0, float(stats.absmax[:, cols].max(initial=0.0)))):
         raise np.linalg.LinAlgError("a column does not vary within persons")
-    Xs = Xw / scale
-    A = Xs.T @ Xs
+    # The within-person design scaled to unit column norms: Q[g] = X_g'X_g, X_g'y_g.
+    Q = W / np.outer(scale, scale)
+    xy = wy / scale
+    A = Q.sum(axis=0)
     if np.linalg.cond(A) > 1e10:
         raise np.linalg.LinAlgError("collinear columns")
     Ainv = np.linalg.inv(A)
-    coef = Ainv @ (Xs.T @ yw)
-    resid = yw - Xs @ coef
-    v = (Xs @ Ainv[0]) * resid  # each draw's share of the first coefficient's score
+    coef = Ainv @ xy.sum(axis=0)
     if n_groups >= MIN_CLUSTERS:
-        var, df = _cluster_variance(Xs, resid, Ainv, groups, n_groups)
+        var, df = _cluster_variance(Q, xy - Q @ coef, Ainv)
         df = min(df, n_groups - 1.0)
         cov_type = "cluster"
     else:
-        counts = np.bincount(groups, minlength=n_groups)
-        lags = int(hac_maxlags(int(np.median(counts))))
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        padded = np.zeros((n_groups, int(counts.max())))
-        padded[groups, np.arange(n_obs) - starts[groups]] = v
-        var_hac = float(_bartlett_sum(padded, np.full(n_groups, lags)).sum()) * n_obs / (n_obs - k)
-        df = float(n_obs - n_groups - k)
-        # As in batched_ols_hac: a fixed-b critical value, never narrower than the classical
-        # within-person SE. The panel variance averages G persons' independent HAC sums, so
-        # its own sampling noise, which the fixed-b correction pays for and which grows
-        # linearly in b for small b, is about G times smaller: b / G.
-        b = lags / float(np.median(counts)) / n_groups
-        widen = float(fixed_b_critical(b)) / special.stdtrit(max(df, 1.0), 0.975)
-        var = max(var_hac * widen**2, float(resid @ resid) / max(df, 1.0) * Ainv[0, 0])
+        if rows is None:
+            raise ValueError(f"fewer than {MIN_CLUSTERS} persons: the fit needs the rows")
+        var, df = _panel_newey_west(*rows(), stats.n, coef, scale, Ainv)
         cov_type = "hac-panel"
     if df < 1 or var <= 0:
         raise np.linalg.LinAlgError("no degrees of freedom left")
@@ -305,3 +359,34 @@ def within_fit(y: np.ndarray, X: np.ndarray, groups: np.ndarray, time: np.ndarra
         coef=coef / scale,
         cov_type=cov_type,
     )
+
+
+def _panel_newey_west(
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    counts: np.ndarray,
+    coef: np.ndarray,
+    scale: np.ndarray,
+    Ainv: np.ndarray,
+) -> tuple[float, float]:
+    """The panel Newey-West variance of the first (scaled) coefficient and its t degrees of
+    freedom, from the rows (sorted by person, then time) and the pooled fit."""
+    n_groups = int(counts.size)
+    n_obs, k = X.shape
+    Xs = demean(X, groups, n_groups) / scale
+    resid = demean(y, groups, n_groups) - Xs @ coef
+    v = (Xs @ Ainv[0]) * resid  # each draw's share of the first coefficient's score
+    lags = int(hac_maxlags(int(np.median(counts))))
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    padded = np.zeros((n_groups, int(counts.max())))
+    padded[groups, np.arange(n_obs) - starts[groups]] = v
+    var_hac = float(_bartlett_sum(padded, np.full(n_groups, lags)).sum()) * n_obs / (n_obs - k)
+    df = float(n_obs - n_groups - k)
+    # As in batched_ols_hac: a fixed-b critical value, never narrower than the classical
+    # within-person SE. The panel variance averages G persons' independent HAC sums, so its own
+    # sampling noise, which the fixed-b correction pays for and which grows linearly in b for
+    # small b, is about G times smaller: b / G.
+    b = lags / float(np.median(counts)) / n_groups
+    widen = float(fixed_b_critical(b)) / special.stdtrit(max(df, 1.0), 0.975)
+    return max(var_hac * widen**2, float(resid @ resid) / max(df, 1.0) * Ainv[0, 0]), df
