@@ -64,19 +64,33 @@ def appending(
     background = ThreadPoolExecutor(max_workers=1)
     pending: list[Future[None]] = []
 
+    # The copy's row groups are written in a thread of their own, the frame before's while this
+    # one's are split and written: at most two frames' rows are held for it.
+    copying = ThreadPoolExecutor(max_workers=1)
+    copied: list[Future[None]] = []
+
+    def write_copy(k: int, rows: pa.Table) -> None:
+        assert copy is not None
+        derived = copy.derive(rows)
+        if k not in copies:
+            copy.files[k] = copy.folder / f"rows-{k}.parquet"
+            copies[k] = pq.ParquetWriter(copy.files[k], derived.schema)
+        copies[k].write_table(derived)
+
+    def copied_all() -> None:
+        while copied:
+            copied.pop(0).result()
+
     def flush(k: int) -> None:
         rows = pa.concat_tables(held.pop(k))
         if k not in writers:
             writers[k] = pq.ParquetWriter(staging / f"rows-{k}.parquet", rows.schema)
         writers[k].write_table(rows)
         if copy is not None:
-            derived = copy.derive(rows)
-            if k not in copies:
-                copy.files[k] = copy.folder / f"rows-{k}.parquet"
-                copies[k] = pq.ParquetWriter(copy.files[k], derived.schema)
-            copies[k].write_table(derived)
+            copied.append(copying.submit(write_copy, k, rows))
 
     def hold(rows: pl.DataFrame) -> None:
+        copied_all()
         people = rows["person_id"].unique().drop_nulls().to_list()
         shard = pl.col("person_id").replace_strict(
             people, [shard_of(p, shards) for p in people], default=0, return_dtype=pl.Int64
@@ -101,6 +115,7 @@ def appending(
             pending.pop().result()
         for k in list(held):
             flush(k)
+        copied_all()
         for writer in [*writers.values(), *copies.values()]:
             writer.close()
         _update(
@@ -108,6 +123,7 @@ def appending(
         )
     finally:
         background.shutdown(wait=True, cancel_futures=True)
+        copying.shutdown(wait=True, cancel_futures=True)
         for writer in [*writers.values(), *copies.values()]:
             writer.close()
         shutil.rmtree(staging, ignore_errors=True)
