@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -29,9 +30,21 @@ ROWS_PER_GROUP = 61_440
 ROWS_PER_STAGED_GROUP = 122_880  # `write_shards`' row groups: DuckDB's own size
 
 
+@dataclass
+class Copy:
+    """A second set of files `appending` writes beside its parts: each shard's rows as `derive`
+    makes them, in the same order, in `folder` (on the store's filesystem). The caller decides
+    what becomes of them (`files`, once the block has ended); the folder is the caller's to
+    remove."""
+
+    folder: Path
+    derive: Callable[[pa.Table], pa.Table]
+    files: dict[int, Path] = field(default_factory=dict)
+
+
 @contextmanager
 def appending(
-    conn: duckdb.DuckDBPyConnection, table: str
+    conn: duckdb.DuckDBPyConnection, table: str, copy: Copy | None = None
 ) -> Iterator[Callable[[pl.DataFrame], None]]:
     """Add rows that arrive as frames (the table's columns, in its order, person_id among them)
     to `table`: one new part at the end of each shard they fall in, no other file read or written.
@@ -40,21 +53,44 @@ def appending(
     Python), and a shard's rows go into its part as a row group once ROWS_PER_GROUP of them are
     held: memory holds two frames and less than ROWS_PER_GROUP rows per shard, not the lot. The
     parts join `table` when the block ends without an error; otherwise they are removed and the
-    table is as it was."""
+    table is as it was. With `copy`, each row group also goes, derived, into the copy's file of
+    its shard: the ingest's staging rows as settle would write them, without reading the parts
+    back."""
     root = root_of(conn)
     shards, staging = shard_count(root), _staging(root, table)
     writers: dict[int, pq.ParquetWriter] = {}
+    copies: dict[int, pq.ParquetWriter] = {}
     held: dict[int, list[pa.Table]] = {}
     background = ThreadPoolExecutor(max_workers=1)
     pending: list[Future[None]] = []
+
+    # The copy's row groups are written in a thread of their own, the frame before's while this
+    # one's are split and written: at most two frames' rows are held for it.
+    copying = ThreadPoolExecutor(max_workers=1)
+    copied: list[Future[None]] = []
+
+    def write_copy(k: int, rows: pa.Table) -> None:
+        assert copy is not None
+        derived = copy.derive(rows)
+        if k not in copies:
+            copy.files[k] = copy.folder / f"rows-{k}.parquet"
+            copies[k] = pq.ParquetWriter(copy.files[k], derived.schema)
+        copies[k].write_table(derived)
+
+    def copied_all() -> None:
+        while copied:
+            copied.pop(0).result()
 
     def flush(k: int) -> None:
         rows = pa.concat_tables(held.pop(k))
         if k not in writers:
             writers[k] = pq.ParquetWriter(staging / f"rows-{k}.parquet", rows.schema)
         writers[k].write_table(rows)
+        if copy is not None:
+            copied.append(copying.submit(write_copy, k, rows))
 
     def hold(rows: pl.DataFrame) -> None:
+        copied_all()
         people = rows["person_id"].unique().drop_nulls().to_list()
         shard = pl.col("person_id").replace_strict(
             people, [shard_of(p, shards) for p in people], default=0, return_dtype=pl.Int64
@@ -79,16 +115,23 @@ def appending(
             pending.pop().result()
         for k in list(held):
             flush(k)
-        for writer in writers.values():
+        copied_all()
+        for writer in [*writers.values(), *copies.values()]:
             writer.close()
         _update(
             conn, root, table, writers, None, {k: staging / f"rows-{k}.parquet" for k in writers}
         )
     finally:
         background.shutdown(wait=True, cancel_futures=True)
-        for writer in writers.values():
+        copying.shutdown(wait=True, cancel_futures=True)
+        for writer in [*writers.values(), *copies.values()]:
             writer.close()
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def new_folder(conn: duckdb.DuckDBPyConnection, table: str) -> Path:
+    """An empty folder beside `table`'s shards, for files that may become its parts (a `Copy`)."""
+    return _staging(root_of(conn), table)
 
 
 def forget(conn: duckdb.DuckDBPyConnection, table: str, drop: str) -> None:
@@ -101,23 +144,29 @@ def forget(conn: duckdb.DuckDBPyConnection, table: str, drop: str) -> None:
 def write_shards(
     conn: duckdb.DuckDBPyConnection,
     table: str,
-    rows_of: Callable[[int], str],
+    rows_of: Callable[[int], str | Path],
     shards: Iterable[int],
     drop: str | None,
 ) -> None:
     """For each of `shards`: the rows of the query `rows_of(shard)` (the shard's new rows, the
     table's columns in its order) become a new part at its end, after its rows for which `drop`
     (over the alias `t`) is true are removed, or all its old rows when `drop` is None. One shard
-    at a time, so a query that reads one shard's rows of another table holds 1/shards of it."""
+    at a time, so a query that reads one shard's rows of another table holds 1/shards of it.
+    `rows_of` may instead give a Parquet file of those rows already written (an `appending`
+    copy, on the store's filesystem): it is moved into place as it is."""
     root = root_of(conn)
     staging = _staging(root, table)
     try:
         added: dict[int, Path] = {}
         for k in shards:
+            query = rows_of(k)
+            if isinstance(query, Path):
+                added[k] = query
+                continue
             added[k] = staging / f"rows-{k}.parquet"
             # Through Arrow into pyarrow's writer, which encodes the rows in a fraction of the CPU
             # time of DuckDB's COPY; the result streams, so memory holds a row group of it.
-            rows = conn.execute(rows_of(k)).to_arrow_reader(ROWS_PER_STAGED_GROUP)
+            rows = conn.execute(query).to_arrow_reader(ROWS_PER_STAGED_GROUP)
             with pq.ParquetWriter(added[k], rows.schema) as writer:
                 for batch in rows:
                     writer.write_batch(batch)

@@ -16,7 +16,7 @@ import pytest
 from pipelines import store, store_writes
 from pipelines.config import PersonSpec, SourceConfig
 from pipelines.ingest import settle as settle_module
-from pipelines.ingest.settle import _all_own, settle
+from pipelines.ingest.settle import _all_own, settle, staging_copy
 from pipelines.ingest.tables import LINES_TO_CHECK, OWNERSHIP_KEY, ensure_tables, raw_schema
 from pipelines.schema import TARGET_SCHEMAS
 from pipelines.warehouse import create_table
@@ -36,6 +36,7 @@ def history(
     stride: int = 10,
     in_file_order: bool = False,
     null_keys: bool = True,
+    copy: store_writes.Copy | None = None,
 ) -> None:
     """`exports` files per person, each of 20 days starting `stride` days after the previous one's
     start (10: every later file re-exports half of the one before; 20: none), `rows_per_day` rows
@@ -83,7 +84,7 @@ def history(
         ORDER BY {stored}
         """
     )
-    with store_writes.appending(conn, "raw_cm") as add:
+    with store_writes.appending(conn, "raw_cm", copy) as add:
         add(conn.execute("SELECT * FROM history_rows").pl())
     conn.execute("DROP TABLE history_rows")
 
@@ -170,6 +171,35 @@ def test_a_full_settle_of_a_history_stored_in_file_order(
     occupied = {store.shard_of(f"p{i}", store.SHARDS) for i in range(7)}
     assert len(seen) == store.SHARDS  # one answer a shard; an empty shard is copied (no rows)
     assert seen.count(False) == (0 if copied else len(occupied))
+
+
+@pytest.mark.parametrize(("stride", "used"), [(20, True), (10, False)])
+def test_a_full_settle_moves_the_staging_copy_of_a_first_ingest_into_place(
+    tmp_path: Path, stride: int, used: bool
+) -> None:
+    """A first ingest writes each shard's staging rows beside its raw rows (`staging_copy`); the
+    settle moves a shard's copy into place where the rule keeps all its rows as stored, and
+    leaves it where the rule's join decides. The same rows as the rule either way."""
+    conn = connect(tmp_path / "w.duckdb")
+    ensure_tables(conn, SOURCE.name, TARGET_SCHEMAS["diet_entries"])
+    copy = staging_copy(conn, SOURCE)
+    history(
+        conn,
+        "diet_entries",
+        people=7,
+        exports=5,
+        rows_per_day=3,
+        stride=stride,
+        in_file_order=True,
+        null_keys=False,
+        copy=copy,
+    )
+    occupied = {store.shard_of(f"p{i}", store.SHARDS) for i in range(7)}
+    assert set(copy.files) == occupied
+    settle(conn, SOURCE, "diet_entries", full=True, copied=copy.files)
+    assert staged(conn) == conn.execute(expected("diet_entries")).fetchall()
+    left = {k for k, file in copy.files.items() if file.exists()}
+    assert left == (set() if used else occupied)
 
 
 def test_all_own_needs_file_order_and_each_key_in_one_file() -> None:

@@ -15,15 +15,19 @@ that hold such keys without them (`store_writes.write_shards`).
 A full run first asks of each shard whether the rule keeps all its rows as they are stored
 (`_all_own`: in file order, no key in two files), as after a first ingest of exports that do not
 overlap; then the shard is copied without the join that finds each key's winning file and the
-sort back into file order. Either way the same rows come out, in the same order.
+sort back into file order. A first ingest writes that copy while it stores the raw rows
+(`staging_copy`), so such a shard's staging part is only moved into place, its rows not read back.
+Either way the same rows come out, in the same order.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow as pa
 
 from pipelines import store, store_writes
 from pipelines.config import SourceConfig
@@ -38,8 +42,30 @@ from pipelines.schema import TARGET_SCHEMAS
 from pipelines.warehouse import ident
 
 
-def settle(conn: duckdb.DuckDBPyConnection, source: SourceConfig, target: str, full: bool) -> int:
-    """Decide which rows count: all keys (`full`) or only the keys in `_affected`.
+def staging_copy(conn: duckdb.DuckDBPyConnection, source: SourceConfig) -> store_writes.Copy:
+    """For `store_writes.appending` on `raw_<source>` when it is written whole: each shard's rows
+    as a copy of `stg_<source>` gives them (the raw columns with the source before `_row`), for
+    `settle` to use where the rule keeps them all. The caller removes its folder."""
+    folder = store_writes.new_folder(conn, staging_table(source.name))
+    name = source.name
+
+    def derive(rows: pa.Table) -> pa.Table:
+        return rows.add_column(
+            rows.num_columns - 1, "source", pa.array([name] * rows.num_rows, pa.string())
+        )
+
+    return store_writes.Copy(folder, derive)
+
+
+def settle(
+    conn: duckdb.DuckDBPyConnection,
+    source: SourceConfig,
+    target: str,
+    full: bool,
+    copied: dict[int, Path] | None = None,
+) -> int:
+    """Decide which rows count: all keys (`full`) or only the keys in `_affected`. `copied`: a
+    full run's shards as `staging_copy` wrote them, when raw_<source> holds those rows alone.
 
     Returns the number of keys settled again (incremental case).
     """
@@ -89,7 +115,7 @@ def settle(conn: duckdb.DuckDBPyConnection, source: SourceConfig, target: str, f
 
     order = conn.execute("SELECT file_id, ord FROM _order").pl() if full else None
 
-    def rows_of(shard: int) -> str:
+    def rows_of(shard: int) -> str | Path:
         rows = store.shard_source(conn, raw, shard)
         if order is not None and _all_own(
             conn.execute(f"SELECT {keys}, r.file_id, r._row FROM {rows} r").pl(),
@@ -99,6 +125,8 @@ def settle(conn: duckdb.DuckDBPyConnection, source: SourceConfig, target: str, f
         ):
             # Every row owns its key and the scan is in file order (a first ingest stores its
             # files in order, each key in one file): the rule's rows are the shard's, as stored.
+            if copied is not None and shard in copied:
+                return copied[shard]
             return f"SELECT {columns}, r.file_id, {source_literal} AS source, r._row FROM {rows} r"
         # In file order, as the files were read: hash joins and windows return rows in any order,
         # and downstream float sums would then differ in their last bits from run to run.

@@ -7,6 +7,7 @@ the new ones (`parse`), settle ownership (`settle`), count rows per file (`accou
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from pipelines.ingest.accounting import file_records
 from pipelines.ingest.files import FileInfo, HashMemo, list_files
 from pipelines.ingest.fingerprints import source_fingerprint
 from pipelines.ingest.parse import BATCH_BYTES, BATCH_FILES, batches, ingest_batch
-from pipelines.ingest.settle import settle
+from pipelines.ingest.settle import settle, staging_copy
 from pipelines.ingest.tables import (
     LINES_TO_CHECK,
     OWNERSHIP_KEY,
@@ -151,17 +152,24 @@ def sync_source(
         for table in ("rejected_rows", "ingest_state", LINES_TO_CHECK):
             conn.execute(f"DELETE FROM {table} WHERE source = ? AND {gone}", [source.name])
 
-    with (
-        clock("parse, check and store new files"),
-        store_writes.appending(conn, raw_table(source.name)) as store_rows,
-    ):
-        for batch in batches(to_parse, BATCH_FILES, BATCH_BYTES):
-            ingest_batch(
-                conn, source, target, batch, fingerprint, today, store_rows, track=not full
-            )
+    # Without a current file, raw_<source> is written whole, and its staging rows are mostly
+    # the raw rows as they are: written beside them, so the settle need not read them back.
+    copy = staging_copy(conn, source) if not current else None
+    try:
+        with (
+            clock("parse, check and store new files"),
+            store_writes.appending(conn, raw_table(source.name), copy) as store_rows,
+        ):
+            for batch in batches(to_parse, BATCH_FILES, BATCH_BYTES):
+                ingest_batch(
+                    conn, source, target, batch, fingerprint, today, store_rows, track=not full
+                )
 
-    with clock("settle ownership"):
-        settled = settle(conn, source, target, full)
+        with clock("settle ownership"):
+            settled = settle(conn, source, target, full, None if copy is None else copy.files)
+    finally:
+        if copy is not None:
+            shutil.rmtree(copy.folder, ignore_errors=True)
 
     with clock("count rows per file"):
         files = file_records(conn, source, listing, first_of)
