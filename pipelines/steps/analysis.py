@@ -9,7 +9,7 @@ The methods are in `pipelines.analysis`. Each step function runs inside the call
 import itertools
 import json
 import tempfile
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import duckdb
@@ -39,7 +39,7 @@ from pipelines.steps.features import (
     settings_salt,
     shard_scope,
 )
-from pipelines.store import replace_people, root_of, shard_count, shard_of
+from pipelines.store import replace_people, root_of, shard_count, shard_of, shard_sql
 from pipelines.transforms.dii import dii_of_window_means
 from pipelines.warehouse import ident, memory_limit, table_exists
 
@@ -50,6 +50,8 @@ WINDOW_GROUP_PEOPLE = 250
 # DuckDB's memory while the step runs (`memory_limit`): under the connection's 1 GB it kept the
 # blocks of diet_daily it scanned cached, which grew with the cohort.
 WINDOW_MEMORY_LIMIT = "128MB"
+# A first run reads the window days in batches of this many rows (`window_days_of_groups`).
+WINDOW_BATCH_ROWS = 50_000
 
 
 def daily_features(conn: duckdb.DuckDBPyConnection) -> list[str]:
@@ -114,35 +116,79 @@ def update_exposure_windows(
             scope=scope,
         )
 
-        def windows_of_group(people: list[str]) -> pl.DataFrame:
-            register_people(conn, people)
-            # In row order (ORDER BY ALL): the running totals add up in the same order whatever
-            # the group a person is built in.
-            daily = conn.execute(f"{only_people(daily_sql)} ORDER BY ALL").pl()
-            draws = conn.execute(f"{only_people(draws_sql)} ORDER BY ALL").pl()
-            return windows_of(daily, draws, settings, features)
-
         count = shard_count(root_of(conn))
         if plan.everyone:
             # A draw without a person_id joins no diary day: it has no windows.
             drawn = "SELECT DISTINCT person_id FROM marker_draws WHERE person_id IS NOT NULL"
             people = [r[0] for r in conn.execute(in_scope(drawn, scope)).fetchall()]
-            groups = (windows_of_group(g) for g in person_groups(people, count))
+            groups = person_groups(people, count)
+            draws = conn.execute(f"{in_scope(draws_sql, scope)} ORDER BY ALL").pl()
+            days = window_days_of_groups(conn, in_scope(daily_sql, scope), features, groups, count)
+            windows = (
+                windows_of(
+                    daily, draws.filter(pl.col("person_id").is_in(group)), settings, features
+                )
+                for group, daily in zip(groups, days, strict=True)
+            )
             # An empty part last: the table's schema when no group has a row.
             empty = pl.DataFrame(schema=EXPOSURE_WINDOWS_SCHEMA)
             replace_with_parts(
                 conn,
                 "exposure_windows",
-                itertools.chain(groups, [empty]),
+                itertools.chain(windows, [empty]),
                 write_memory=WINDOW_MEMORY_LIMIT,
                 shards=full_build_shards(conn, ["exposure_windows"], shards, scope),
             )
         else:
             for group in person_groups(plan.touched, count):
                 # Replaces the rows of the group's people (`_people`): theirs only.
-                replace_people(conn, "exposure_windows", windows_of_group(group))
+                register_people(conn, group)
+                # In row order (ORDER BY ALL), as on a first run (`window_days_of_groups`).
+                daily = conn.execute(f"{only_people(daily_sql)} ORDER BY ALL").pl()
+                draws = conn.execute(f"{only_people(draws_sql)} ORDER BY ALL").pl()
+                replace_people(
+                    conn, "exposure_windows", windows_of(daily, draws, settings, features)
+                )
         record(conn, plan, scope)
     return plan
+
+
+def window_days_of_groups(
+    conn: duckdb.DuckDBPyConnection,
+    daily_sql: str,
+    features: list[str],
+    groups: list[list[str]],
+    shards: int,
+) -> Iterator[pl.DataFrame]:
+    """The rows of `daily_sql` (window days) of each group of `groups` (`person_groups`: in the
+    order of store shard and person_id) in turn, each group's in row order (ORDER BY ALL of the
+    columns the windows read; a person-day is one row), from one sorted scan streamed in
+    batches: a query per group scanned every window day again, so a first run cost groups x days,
+    which grew with the square of the cohort (issue 19). Memory: a group's days and a batch."""
+    have = {d[0] for d in conn.execute(f"SELECT * FROM ({daily_sql}) LIMIT 0").description}
+    columns = [c for c in ["person_id", "day", "logged", *features] if c in have]
+    listed = ", ".join(ident(c) for c in columns)
+    shard = shard_sql(shards)
+    reader = conn.execute(
+        f"SELECT {shard} AS _shard, {listed} FROM ({daily_sql}) ORDER BY _shard, {listed}"
+    ).fetch_record_batch(WINDOW_BATCH_ROWS)
+    batches = iter(reader)
+    held = pl.DataFrame(pl.from_arrow(reader.schema.empty_table()))
+    done = False
+    for group in groups:
+        last_shard, last = shard_of(group[-1], shards), group[-1]
+        within = (pl.col("_shard") < last_shard) | (
+            (pl.col("_shard") == last_shard) & (pl.col("person_id") <= last)
+        )
+        # Read on until a row of a later group (or the end) shows the group is complete.
+        while not done and (held.height == 0 or held.select(within.last()).item()):
+            batch = next(batches, None)
+            if batch is None:
+                done = True
+            else:
+                held = pl.concat([held, pl.DataFrame(pl.from_arrow(batch))])
+        yield held.filter(within).drop("_shard")
+        held = held.filter(~within)
 
 
 def person_groups(people: list[str], shards: int) -> list[list[str]]:
