@@ -15,7 +15,8 @@ categories. `is_upf`, whether a pair names `ultra_processed`, gives a day's ultr
 energy. Nutrients are null on a day no entry of which reports them.
 """
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 
 import duckdb
 import polars as pl
@@ -90,6 +91,21 @@ def day_sums_sql(
         GROUP BY e.person_id, e.day"""
 
 
+@contextmanager
+def one_thread(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """DuckDB on one thread for the duration. A day's sums then add its entries in the order
+    the query gives them, every run: in parallel DuckDB combines a group's partial sums in
+    whatever order its threads finish, which changed the last bits of a few days' sums from one
+    build to the next."""
+    row = conn.execute("SELECT current_setting('threads')").fetchone()
+    conn.execute("SET threads = 1")
+    try:
+        yield
+    finally:
+        if row:
+            conn.execute(f"SET threads = {int(row[0])}")
+
+
 def diet_days(
     conn: duckdb.DuckDBPyConnection,
     entries: str,
@@ -105,7 +121,8 @@ def diet_days(
     `pipelines.transforms.diet.diet_daily_from_sums` for the days, `unreported_nutrients` and
     `fill_gaps`."""
     columns = [d[0] for d in conn.execute(f"SELECT * FROM ({entries}) LIMIT 0").description]
-    sums = conn.execute(day_sums_sql(entries, categories, columns, unreported_nutrients)).pl()
+    with one_thread(conn):
+        sums = conn.execute(day_sums_sql(entries, categories, columns, unreported_nutrients)).pl()
     return diet_daily_from_sums(sums, settings, reported, fill_gaps)
 
 
