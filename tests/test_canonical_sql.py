@@ -27,8 +27,8 @@ from pipelines.steps.canonical import (
     canonical_select,
     duckdb_type,
 )
+from pipelines.steps.diet_days import build_diet_daily
 from pipelines.steps.features import daily_entry_columns
-from pipelines.transforms.diet import build_diet_daily
 from pipelines.transforms.food_categories import categorise_foods
 from pipelines.warehouse import replace_table, table_exists
 

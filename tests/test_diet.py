@@ -7,7 +7,8 @@ import pytest
 
 from pipelines.config import Settings
 from pipelines.schema import CATEGORIES, DIET_ENTRY_SCHEMA, conform
-from pipelines.transforms.diet import build_diet_daily, diet_gap_changes, load_serving_sizes
+from pipelines.steps.diet_days import build_diet_daily
+from pipelines.transforms.diet import diet_gap_changes, load_serving_sizes
 from pipelines.transforms.food_categories import categorise_foods, load_taxonomy, unmapped_foods
 
 

@@ -21,7 +21,7 @@ from pipelines.defs.partitions import partition_keys
 from pipelines.defs.resources import ProjectResource
 from pipelines.project import Project
 from pipelines.schema import DIET_ENTRY_SCHEMA, DIET_REPORTED_SCHEMA, conform
-from pipelines.transforms.diet import build_diet_daily
+from pipelines.steps.diet_days import build_diet_daily
 from pipelines.transforms.food_categories import (
     categorise_foods,
     unmapped_foods,

@@ -7,7 +7,8 @@ servings export (`pipelines/data/cronometer_columns.csv`) and unknown columns ar
 loaded row has period "day" and `completed` from the `Completed` column (true/false, also the
 `FALSE` of a spreadsheet re-save; null when the export has no such column or the cell is blank).
 `completed` false means "not marked", not "incomplete": real exports have it false on every day,
-so whether a day counts as logged is decided from its content (see `build_diet_daily`).
+so whether a day counts as logged is decided from its content (see
+`pipelines.transforms.diet.diet_daily_from_sums`).
 
 A variant has a `Group` column after `Date`: one row per meal group (Breakfast, Lunch, Dinner,
 Snacks, the user's own names) plus a `Total` row per date. The day's intake is its `Total` row,

@@ -9,7 +9,7 @@ The methods are in `pipelines.analysis`. Each step function runs inside the call
 import itertools
 import json
 import tempfile
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 
 import duckdb
@@ -33,13 +33,12 @@ from pipelines.incremental import (
 from pipelines.schema import EXPOSURE_WINDOWS_SCHEMA, RESULT_SCHEMA
 from pipelines.steps.features import (
     full_build_shards,
-    only_chunk,
     register_person_chunks,
     replace_with_parts,
     settings_salt,
     shard_scope,
 )
-from pipelines.store import replace_people, root_of, shard_count, shard_of
+from pipelines.store import replace_people, root_of, shard_count, shard_of, shard_sql
 from pipelines.transforms.dii import dii_of_window_means
 from pipelines.warehouse import ident, memory_limit, table_exists
 
@@ -50,6 +49,9 @@ WINDOW_GROUP_PEOPLE = 250
 # DuckDB's memory while the step runs (`memory_limit`): under the connection's 1 GB it kept the
 # blocks of diet_daily it scanned cached, which grew with the cohort.
 WINDOW_MEMORY_LIMIT = "128MB"
+# A first run reads its groups of people from one sorted scan in batches of this many rows
+# (`sorted_groups`).
+STREAM_BATCH_ROWS = 50_000
 
 
 def daily_features(conn: duckdb.DuckDBPyConnection) -> list[str]:
@@ -114,35 +116,92 @@ def update_exposure_windows(
             scope=scope,
         )
 
-        def windows_of_group(people: list[str]) -> pl.DataFrame:
-            register_people(conn, people)
-            # In row order (ORDER BY ALL): the running totals add up in the same order whatever
-            # the group a person is built in.
-            daily = conn.execute(f"{only_people(daily_sql)} ORDER BY ALL").pl()
-            draws = conn.execute(f"{only_people(draws_sql)} ORDER BY ALL").pl()
-            return windows_of(daily, draws, settings, features)
-
         count = shard_count(root_of(conn))
         if plan.everyone:
             # A draw without a person_id joins no diary day: it has no windows.
             drawn = "SELECT DISTINCT person_id FROM marker_draws WHERE person_id IS NOT NULL"
             people = [r[0] for r in conn.execute(in_scope(drawn, scope)).fetchall()]
-            groups = (windows_of_group(g) for g in person_groups(people, count))
+            groups = person_groups(people, count)
+            draws = conn.execute(f"{in_scope(draws_sql, scope)} ORDER BY ALL").pl()
+            days = window_days_of_groups(conn, in_scope(daily_sql, scope), features, groups, count)
+            windows = (
+                windows_of(
+                    daily, draws.filter(pl.col("person_id").is_in(group)), settings, features
+                )
+                for group, daily in zip(groups, days, strict=True)
+            )
             # An empty part last: the table's schema when no group has a row.
             empty = pl.DataFrame(schema=EXPOSURE_WINDOWS_SCHEMA)
             replace_with_parts(
                 conn,
                 "exposure_windows",
-                itertools.chain(groups, [empty]),
+                itertools.chain(windows, [empty]),
                 write_memory=WINDOW_MEMORY_LIMIT,
                 shards=full_build_shards(conn, ["exposure_windows"], shards, scope),
             )
         else:
             for group in person_groups(plan.touched, count):
                 # Replaces the rows of the group's people (`_people`): theirs only.
-                replace_people(conn, "exposure_windows", windows_of_group(group))
+                register_people(conn, group)
+                # In row order (ORDER BY ALL), as on a first run (`window_days_of_groups`).
+                daily = conn.execute(f"{only_people(daily_sql)} ORDER BY ALL").pl()
+                draws = conn.execute(f"{only_people(draws_sql)} ORDER BY ALL").pl()
+                replace_people(
+                    conn, "exposure_windows", windows_of(daily, draws, settings, features)
+                )
         record(conn, plan, scope)
     return plan
+
+
+def window_days_of_groups(
+    conn: duckdb.DuckDBPyConnection,
+    daily_sql: str,
+    features: list[str],
+    groups: list[list[str]],
+    shards: int,
+) -> Iterator[pl.DataFrame]:
+    """The rows of `daily_sql` (window days) of each group of `groups` (`person_groups`: in the
+    order of store shard and person_id) in turn, each group's in row order (ORDER BY ALL of the
+    columns the windows read; a person-day is one row), from one sorted scan (`sorted_groups`):
+    a query per group scanned every window day again, so a first run cost groups x days, which
+    grew with the square of the cohort (issue 19)."""
+    have = {d[0] for d in conn.execute(f"SELECT * FROM ({daily_sql}) LIMIT 0").description}
+    listed = ", ".join(ident(c) for c in ["person_id", "day", "logged", *features] if c in have)
+    ends = [
+        (pl.col("_shard") < shard_of(group[-1], shards))
+        | ((pl.col("_shard") == shard_of(group[-1], shards)) & (pl.col("person_id") <= group[-1]))
+        for group in groups
+    ]
+    query = (
+        f"SELECT {shard_sql(shards)} AS _shard, {listed} FROM ({daily_sql}) "
+        f"ORDER BY _shard, {listed}"
+    )
+    return (days.drop("_shard") for days in sorted_groups(conn, query, ends))
+
+
+def sorted_groups(
+    conn: duckdb.DuckDBPyConnection, query: str, ends: list[pl.Expr]
+) -> Iterator[pl.DataFrame]:
+    """The rows of `query` group by group, read in batches of STREAM_BATCH_ROWS as the groups
+    are taken: the query sorts every group's rows after the earlier groups', and `ends[i]` is
+    true on the rows of group i and of the groups before it (null counts as false); the last
+    group takes the rest. One scan and sort of the query, whatever the number of groups, and
+    memory of a group and a batch. Nothing else may run on `conn` until the last group is out
+    (DuckDB streams the result)."""
+    reader = conn.execute(query).to_arrow_reader(STREAM_BATCH_ROWS)
+    held = [pl.DataFrame(pl.from_arrow(reader.schema.empty_table()))]
+    more = True
+    for number, end in enumerate(ends):
+        within = pl.lit(True) if number == len(ends) - 1 else end.fill_null(False)
+        # Read on until a row of a later group (or the end) shows the group is whole.
+        while more and (held[-1].height == 0 or held[-1].select(within.last()).item()):
+            batch = next(reader, None)
+            more = batch is not None
+            if batch is not None:
+                held.append(pl.DataFrame(pl.from_arrow(batch)))
+        rows = pl.concat(held)
+        yield rows.filter(within)
+        held = [rows.filter(~within)]
 
 
 def person_groups(people: list[str], shards: int) -> list[list[str]]:
@@ -228,11 +287,17 @@ def write_associations(
     # draws and people above are a few rows a person.
     windows_sql = "SELECT * FROM exposure_windows"
     groups = register_person_chunks(conn, [windows_sql], ASSOCIATION_GROUP_ROWS)
-    windows = PeopleGroups(
-        count=groups,
-        read=lambda i: conn.execute(f"{only_chunk(conn, windows_sql, i)} ORDER BY ALL").pl(),
-        present=[r[0] for r in conn.execute(PRESENT_FEATURES_SQL).fetchall()],
-    )
+    present = [r[0] for r in conn.execute(PRESENT_FEATURES_SQL).fetchall()]
+    # Each group's windows in row order (ORDER BY ALL), all from one sorted scan of the table
+    # (`sorted_groups`): a query per group scanned every window again, groups x windows in all,
+    # which grew with the square of the cohort (issue 19). The model frame reads the groups in
+    # turn, and nothing else queries `conn` meanwhile.
+    highest = conn.execute(
+        "SELECT max(person_id) FROM _chunks GROUP BY chunk ORDER BY chunk"
+    ).fetchall()
+    ends = [pl.col("person_id") <= high for (high,) in highest]
+    stream = sorted_groups(conn, f"{windows_sql} ORDER BY ALL", ends)
+    windows = PeopleGroups(count=groups, read=lambda _: next(stream), present=present)
     parameters = pl.lit(json.dumps(result_settings(settings), default=list)).alias("parameters")
     with tempfile.TemporaryDirectory(prefix="gutsignal-association-fits-") as fits:
         parts = model_parts(

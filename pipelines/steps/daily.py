@@ -108,26 +108,24 @@ def update_daily_effects(
         scope=scope,
     )
 
-    def fit(frames: list[pl.DataFrame]) -> pl.DataFrame:
-        return daily_outcome_effects(frames[0], frames[1], daily)
+    def fit(queries: list[str]) -> pl.DataFrame:
+        # In row order (ORDER BY ALL) on both paths: a day's readings are averaged in that order.
+        outcomes, diet = (conn.execute(f"{sql} ORDER BY ALL").pl() for sql in queries)
+        return daily_outcome_effects(outcomes, diet, daily)
 
     if plan.everyone:
-        # In row order (ORDER BY ALL) on both paths: a day's readings are averaged in that order.
         replace_by_person_chunks(
             conn,
             "daily_effects",
             [in_scope(outcomes_sql, scope), in_scope(diet_sql, scope)],
             DAILY_BUILD_ROWS,
             fit,
-            ordered=True,
             shards=full_build_shards(conn, ["daily_effects"], shards, scope),
         )
     elif plan.touched:
         register_people(conn, plan.touched)
-        frames = [
-            conn.execute(f"{only_people(sql)} ORDER BY ALL").pl()
-            for sql in (outcomes_sql, diet_sql)
-        ]
-        replace_people(conn, "daily_effects", fit(frames))
+        replace_people(
+            conn, "daily_effects", fit([only_people(outcomes_sql), only_people(diet_sql)])
+        )
     record(conn, plan, scope)
     return plan

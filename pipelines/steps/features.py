@@ -38,6 +38,7 @@ from pipelines.incremental import (
     row_identity,
 )
 from pipelines.schema import NUTRIENTS
+from pipelines.steps.diet_days import diet_days
 from pipelines.store import TABLES as STORE_TABLES
 from pipelines.store import (
     in_shards,
@@ -49,12 +50,7 @@ from pipelines.store import (
     shard_sql,
 )
 from pipelines.store_writes import write_shards
-from pipelines.transforms.diet import (
-    build_diet_daily,
-    build_diet_summary,
-    diet_gap_changes,
-    diet_gap_days,
-)
+from pipelines.transforms.diet import build_diet_summary, diet_gap_changes, diet_gap_days
 from pipelines.transforms.food_categories import (
     categorise_foods,
     load_overrides,
@@ -63,23 +59,22 @@ from pipelines.transforms.food_categories import (
 )
 from pipelines.warehouse import ident, memory_limit, replace_table, table_exists
 
-# What build_diet_daily reads from diet_entries besides the nutrients (see _daily_from_entries and
-# entry_servings in pipelines/transforms/diet.py): the person-day, and the food, source category
-# and grams that give the category servings. Not read: time, meal, amount_raw, line, source,
-# file_id.
+# What diet_daily reads from diet_entries besides the nutrients (`pipelines.steps.diet_days`):
+# the person-day, and the food, source category and grams that give the category servings. Not
+# read: time, meal, amount_raw, line, source, file_id.
 DAILY_ENTRY_COLUMNS = ("person_id", "day", "food", "category_raw", "grams")
-# Nutrients build_diet_daily reads row by row (alcohol servings, ultra-processed energy), so they
+# Nutrients diet_daily reads row by row (alcohol servings, ultra-processed energy), so they
 # are loaded even when no entry reports them.
 ROW_NUTRIENTS = ("energy_kcal", "alcohol_g")
 
 
 def daily_entry_columns(conn: duckdb.DuckDBPyConnection) -> tuple[list[str], list[str]]:
-    """The diet_entries columns build_diet_daily uses, and the nutrients no entry reports.
+    """The diet_entries columns diet_daily uses, and the nutrients no entry reports.
 
     `SELECT *` made the diet_daily step peak at 14 GB at 10 M entries: it loaded 39 columns of
     which the transform never reads six (the raw text and the provenance columns), and many
     nutrient columns that the sources' formats never fill (the Cronometer servings export leaves
-    17 of 28 null). Such all-null nutrients stay in DuckDB and go to build_diet_daily as
+    17 of 28 null). Such all-null nutrients stay in DuckDB and go to `diet_days` as
     `unreported_nutrients`, which gives the same null daily columns that loading them did.
     """
     table_cols = [d[0] for d in conn.execute("SELECT * FROM diet_entries LIMIT 0").description]
@@ -206,28 +201,23 @@ def replace_by_person_chunks(
     table: str,
     inputs: list[str],
     rows: int,
-    build: Callable[[list[pl.DataFrame]], pl.DataFrame],
-    ordered: bool = False,
+    build: Callable[[list[str]], pl.DataFrame],
     shards: Collection[int] | None = None,
 ) -> int:
-    """Replace the store table `table` with `build(frames)`, run once per group of people of
-    about `rows` input rows (`register_person_chunks`), `frames` holding the group's rows of each
-    query of `inputs` (in row order when `ordered`). Returns how many groups ran. With `shards`,
-    only those shards are replaced (`replace_with_parts`): `inputs` then hold only their people.
+    """Replace the store table `table` with `build(queries)`, run once per group of people of
+    about `rows` input rows (`register_person_chunks`), `queries` being each query of `inputs`
+    restricted to the group's people (`build` reads them, into Polars or inside DuckDB). Returns
+    how many groups ran. With `shards`, only those shards are replaced (`replace_with_parts`):
+    `inputs` then hold only their people.
 
     For per-person steps only: the result of a group must not depend on the other groups.
     Memory is one group's inputs and outputs, whatever the size of the cohort: each group's
     result is spooled to Parquet (`replace_with_parts`).
     """
     chunks = register_person_chunks(conn, inputs, rows)
-    order = " ORDER BY ALL" if ordered else ""
 
     def built(chunk: int) -> pl.DataFrame:
-        frames = [
-            conn.execute((only_chunk(conn, sql, chunk) if chunks else sql) + order).pl()
-            for sql in inputs
-        ]
-        return build(frames)
+        return build([only_chunk(conn, sql, chunk) if chunks else sql for sql in inputs])
 
     # Under the connection's 1 GB DuckDB kept what the step had scanned cached beside each
     # group's frames, up to its limit, so the peak grew with the inputs.
@@ -497,7 +487,6 @@ def update_diet_daily(
     entries_sql = f"SELECT {', '.join(ident(c) for c in columns)} FROM diet_entries"
     # Reported rows without a day are person-level (diet_summary's); no day uses them.
     reported_sql = "SELECT * FROM diet_daily_reported WHERE day IS NOT NULL"
-    categories = conn.execute("SELECT * FROM food_categories").pl()
     plan = plan_days(
         conn,
         "diet_daily",
@@ -509,21 +498,33 @@ def update_diet_daily(
         exclude_data=("taxonomy.csv", "food_reference.csv.gz"),
         scope=scope,
     )
+    categories_sql = "SELECT * FROM food_categories"
     if plan.everyone:
+
+        def days_of(queries: list[str]) -> pl.DataFrame:
+            # The group's entries are summed to days inside DuckDB (`diet_days`).
+            reported = conn.execute(queries[1]).pl()
+            return diet_days(conn, queries[0], categories_sql, settings, reported, unreported)
+
         replace_by_person_chunks(
             conn,
             "diet_daily",
             [in_scope(entries_sql, scope), in_scope(reported_sql, scope)],
             FULL_BUILD_ROWS,
-            lambda f: build_diet_daily(f[0], categories, settings, f[1], unreported),
+            days_of,
             shards=full_build_shards(conn, ["diet_daily"], shards, scope),
         )
     else:
-        entries = conn.execute(only_days(entries_sql)).pl()
         reported = conn.execute(only_days(reported_sql)).pl()
         # Gap days depend on the person's whole range, so they are left to replace_changed_days.
-        daily = build_diet_daily(
-            entries, categories, settings, reported, unreported, fill_gaps=False
+        daily = diet_days(
+            conn,
+            only_days(entries_sql),
+            categories_sql,
+            settings,
+            reported,
+            unreported,
+            fill_gaps=False,
         )
         replace_changed_days(conn, daily, settings)
     record_days(conn, plan, scope)

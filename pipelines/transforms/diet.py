@@ -12,7 +12,7 @@ The second half of the diet features: the categories come from
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 
@@ -20,7 +20,6 @@ import polars as pl
 
 from pipelines.config import Settings
 from pipelines.schema import (
-    CATEGORIES,
     NUTRIENTS,
     RULE_COMPLETE,
     RULE_ENERGY,
@@ -43,68 +42,16 @@ def load_serving_sizes() -> dict[str, float]:
     return dict(zip(table["category"], table["grams_per_serving"].cast(pl.Float64), strict=True))
 
 
-def entry_servings(entries: pl.DataFrame, categories: pl.DataFrame) -> pl.DataFrame:
-    """`entries` (in their order) with the servings each contributes to every category
-    (`<category>_servings`, 0 for a category its food is not in) and `is_upf`, whether its food
-    is ultra-processed.
-
-    An entry's servings depend on its (food, category_raw) pair and its own grams and alcohol:
-    the entries join the few thousand pairs once, and each category's serving size reaches an
-    entry through its pair's index. A row per (entry, category), summed back by entry, cost
-    more than the rest of diet_daily.
-    """
-    sizes = load_serving_sizes()
-    pairs = (
-        categories.group_by("food", "category_raw")
-        .agg(
-            *[(pl.col("category") == c).sum().alias(c) for c in CATEGORIES],
-            (pl.col("category") == "ultra_processed").any().alias("is_upf"),
-        )
-        .with_row_index("_pair")
-    )
-    joined = entries.join(
-        pairs.select("food", "category_raw", "_pair", "is_upf"),
-        on=["food", "category_raw"],
-        how="left",
-        nulls_equal=True,
-        maintain_order="left",
-    )
-    alcohol_drinks = (
-        pl.coalesce(pl.col("alcohol_g"), pl.col("grams") * ALCOHOL_FRACTION_FALLBACK)
-        / ALCOHOL_G_PER_DRINK
-    )
-
-    def servings(category: str) -> pl.Expr:
-        # How many of the entry's pair's rows name the category (null without a pair).
-        n = pl.lit(pairs[category]).gather(pl.col("_pair"))
-        one: pl.Expr
-        if category == "alcohol":
-            one = pl.when(n > 0).then(alcohol_drinks)
-        else:
-            # Divided by a column, as the per-row sizes were: Polars divides by a constant
-            # through its reciprocal, which differs in the last bit.
-            size = pairs.select(pl.when(pl.col(category) > 0).then(sizes.get(category)))
-            one = pl.col("grams") / pl.lit(size.to_series()).gather(pl.col("_pair"))
-        # A pair that names a category twice counts its servings twice, as the sum over its
-        # rows did.
-        return (
-            pl.when(n > 1).then(one * n).otherwise(one).fill_null(0.0).alias(f"{category}_servings")
-        )
-
-    return joined.with_columns(
-        *[servings(c) for c in CATEGORIES], pl.col("is_upf").fill_null(False)
-    ).drop("_pair")
-
-
-def build_diet_daily(
-    entries: pl.DataFrame,
-    categories: pl.DataFrame,
+def diet_daily_from_sums(
+    sums: pl.DataFrame,
     settings: Settings,
     reported: pl.DataFrame | None = None,
-    unreported_nutrients: Collection[str] = (),
     fill_gaps: bool = True,
 ) -> pl.DataFrame:
-    """Aggregate diet entries to one row per person-day, over each person's whole logged range.
+    """diet_daily's rows, one per person-day over each person's whole logged range, from the
+    entries summed to person-days (`sums`: person_id, day, entries, the nutrients, each
+    category's `<category>_servings` and `_upf_kcal`, the energy of ultra-processed entries;
+    `pipelines.steps.diet_days` sums them where the entries are).
 
     Days inside a person's range with no entries are present with `logged = False`, so coverage
     and exposure windows can tell "ate nothing reported" from "did not log". A day counts as
@@ -121,15 +68,10 @@ def build_diet_daily(
     `logged_rule` how its `logged` was decided ("marked complete", `energy_rule`, `entries_rule`
     or "nothing logged" for a gap day).
 
-    `unreported_nutrients` names nutrient columns left out of `entries` because no entry reports
-    them: they come out as null daily columns, exactly as if `entries` had carried them all null,
-    so a caller need not load millions of nulls (the diet_daily asset does this). `energy_kcal`
-    and `alcohol_g` are read row by row and must stay in `entries` even when all null.
-
     `fill_gaps=False` leaves out the unlogged days inside each range (see `diet_gap_keys`): a
     caller that builds only some of a person's days adds them itself with `diet_gap_days`.
     """
-    daily = _daily_from_entries(entries, categories, settings, unreported_nutrients)
+    daily = _days_from_sums(sums, settings)
     if reported is not None and reported.height:
         daily = _add_reported_days(daily, reported, settings)
     full = add_dii(daily)
@@ -287,39 +229,17 @@ def _add_reported_days(
     return pl.concat([daily, extra], how="diagonal_relaxed")
 
 
-def _daily_from_entries(
-    entries: pl.DataFrame,
-    categories: pl.DataFrame,
-    settings: Settings,
-    unreported_nutrients: Collection[str] = (),
-) -> pl.DataFrame:
-    """Person-days from food-level entries (only the days that have some)."""
-    # An entry without a day belongs to no person-day (a full build never had a row for it).
-    entries = entries.filter(pl.col("day").is_not_null())
-    nutrient_cols = [n for n in NUTRIENTS if n in entries.columns or n in unreported_nutrients]
-    enriched = entry_servings(entries, categories)
-    daily = enriched.group_by("person_id", "day").agg(
-        pl.len().alias("entries"),
-        *[
-            (
-                pl.when(pl.col(n).is_not_null().any()).then(pl.col(n).sum())
-                if n in entries.columns
-                # what the branch above gives for a column no entry reports
-                else pl.lit(None, pl.Float64)
-            ).alias(n)
-            for n in nutrient_cols
-        ],
-        *[pl.col(f"{c}_servings").sum() for c in CATEGORIES],
-        pl.col("energy_kcal").filter(pl.col("is_upf")).sum().alias("_upf_kcal"),
-    )
-    daily = daily.with_columns(
+def _days_from_sums(sums: pl.DataFrame, settings: Settings) -> pl.DataFrame:
+    """Person-days from the entries' sums (only the days that have some): the energy shares
+    and the day's flags."""
+    daily = sums.with_columns(
         pl.when(pl.col("energy_kcal") > 0)
         .then(100.0 * pl.col("_upf_kcal") / pl.col("energy_kcal"))
         .alias("ultra_processed_energy_pct"),
         pl.when(pl.col("energy_kcal") > 0)
         .then(1000.0 * pl.col("fiber_g") / pl.col("energy_kcal"))
         .alias("fiber_g_per_1000kcal")
-        if "fiber_g" in nutrient_cols
+        if "fiber_g" in sums.columns
         else pl.lit(None, pl.Float64).alias("fiber_g_per_1000kcal"),
     ).drop("_upf_kcal")
 
