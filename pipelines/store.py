@@ -417,6 +417,21 @@ def drop_table(conn: duckdb.DuckDBPyConnection, table: str) -> None:
         conn.execute(f"DELETE FROM {PARTS} WHERE table_name = ?", [table])
 
 
+def read_shards(
+    conn: duckdb.DuckDBPyConnection, tables: Iterable[str], shards: Iterable[int]
+) -> None:
+    """Make this connection read only the parts of `shards` of each of `tables` the store holds
+    (temporary views of the same names, as `attach` makes on a read-only connection), so that a
+    query for some people's rows opens their shards' files, not every shard's. For queries of
+    rows of people of `shards` only: their rows are nowhere else. A table with no part in those
+    shards is left as it is (read whole, it gives the same rows)."""
+    root, wanted, keep = root_of(conn), set(tables), {int(k) for k in shards}
+    for table, parts in live_parts(conn, root).items():
+        mine = {k: files for k, files in parts.items() if k in keep and files}
+        if table in wanted and mine:
+            conn.execute(f"CREATE OR REPLACE TEMP VIEW {_quote(table)} AS {view_sql(root, mine)}")
+
+
 def shard_source(conn: duckdb.DuckDBPyConnection, table: str, shard: int) -> str:
     """A `read_parquet(...)` of one shard of `table`, its parts in order."""
     return _read(root_of(conn), _parts_of(conn, table).get(shard, []))

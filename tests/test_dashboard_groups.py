@@ -4,12 +4,15 @@ records the same plan as one group, and as the pages rendered from everyone's fr
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+from pipelines.project import Project
 from pipelines.reports import dashboards
 from pipelines.steps import dashboards as step
 from tests.conftest import everyone_in_frames, make_demo_project, refresh_all
@@ -55,7 +58,7 @@ def test_the_step_in_groups_of_people_equals_one_group(
     people = groups[0]
     assert len(people) > 2
     many, many_plan = run(tmp_path / "many", 1)
-    assert groups == [[p] for p in people]  # a group per person, in page order
+    assert groups == [[p] for p in people]  # a group per person, in the order they are read
     # Everyone's section file is rendered: their windows are read with their group.
     assert windows == groups
 
@@ -84,3 +87,33 @@ def test_the_step_in_groups_of_people_equals_one_group(
     assert not plan.everyone and _person_pages(again) == set()
     assert windows == []
     assert _files(tmp_path / "many") == _files(tmp_path / "one")
+
+
+def test_a_moved_project_reads_the_same_rows_shard_by_shard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each group's rows are read from its people's shards only, and in a moved project (whose
+    read-only connections read through temporary views of the same names) every column once."""
+    project = make_demo_project(tmp_path / "old")
+    refresh_all(project.root, monkeypatch, {})
+
+    def everyone(root: Path) -> dict[str, Any]:
+        people = step.load_dashboard_inputs(Project(root).warehouse()).people
+        assert people is not None
+        # Grouped by store shard (`_read_group` reads one shard's files for a one-shard group).
+        shard = {p: step.shard_of(p, step.SHARDS) for p in people.ids}
+        assert [shard[p] for p in people.ids] == sorted(shard.values())
+        ids = sorted(people.ids)
+        one = {p: people.read([p]) for p in ids}
+        whole = people.read(ids)
+        for name in ("diet_daily", "associations", "marker_draws", "persons"):
+            mine = [getattr(one[p], name) for p in ids]
+            assert_frame_equal(pl.concat([m for m in mine if m.height]), getattr(whole, name))
+        return {"inputs": whole, "windows": people.windows(ids)}
+
+    before = everyone(tmp_path / "old")
+    shutil.move(tmp_path / "old", tmp_path / "new")
+    after = everyone(tmp_path / "new")
+    for name in ("diet_daily", "associations", "marker_draws", "persons", "data_sufficiency"):
+        assert_frame_equal(getattr(after["inputs"], name), getattr(before["inputs"], name))
+    assert_frame_equal(after["windows"], before["windows"])

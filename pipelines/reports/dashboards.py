@@ -46,6 +46,7 @@ from pipelines.reports.inputs import (
     _normalise,
     _person_ids,
     diet_columns_shown,
+    person_order,
     person_page_name,
     person_section_name,
 )
@@ -254,6 +255,9 @@ def write_person_pages(
             for splits in [_split_tables(d, chosen, with_section_windows(d, group, tables, chosen))]
         )
         results = _render_people(groups, job, Path(tmp), _pool_size(len(ids), workers))
+    # `data.people` hands the people over in the order it reads them; theirs go out in page order.
+    at = {pid: i for i, pid in enumerate(person_order(ids))}
+    results.sort(key=lambda r: at[r.summary.person_id])
     written.extend(out_dir / name for r in results for name in r.written)
     _clean_out_dir(out_dir, {name for r in results for name in (r.page, r.section)}, owned)
     return written, [r.summary for r in results]

@@ -134,7 +134,9 @@ SCHEMAS: dict[str, dict[str, DType]] = {
 
 @dataclass(frozen=True)
 class PersonGroups:
-    """The people with a person page, in page order (`person_order`), and how to read a group of
+    """The people with a person page, in the order their rows are best read in (the dashboards
+    step: store shard by shard, each in page order; the pages' summaries go out in page order
+    whatever it is), and how to read a group of
     them: `read(ids)` gives their rows of the person tables (persons, diet_daily, marker_draws,
     marker_trends, their person-scope associations, unmapped_foods, data_sufficiency,
     biometrics, daily_effects) and nothing else; `windows(ids)` their complete exposure windows,

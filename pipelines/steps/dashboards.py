@@ -28,7 +28,7 @@ from pipelines.reports.inputs import SCHEMAS, person_order
 from pipelines.schema import REJECT_EXAMPLES, REJECT_VALUE_SHOWN
 from pipelines.steps import sql
 from pipelines.steps.pages import update_index, update_person_pages
-from pipelines.store import root_of, shard_count, shard_of
+from pipelines.store import MANIFEST, SHARDS, TABLES, read_shards, root_of, shard_count, shard_of
 from pipelines.warehouse import Warehouse
 
 UPSTREAM = (
@@ -80,7 +80,9 @@ _SHOWN: dict[str, Callable[[list[str]], list[str]]] = {
 
 
 # Every table's (and view's) columns, in order: read once per read, as the reads of each group ask
-# about tables and columns many times and each question to the catalog is a query.
+# about tables and columns many times and each question to the catalog is a query. Of the
+# warehouse's own catalog only: the temporary views of the same names a read-only connection of a
+# moved project reads through (`pipelines.store.attach`) would list every column twice.
 Schema = dict[str, list[str]]
 
 
@@ -88,7 +90,8 @@ def _schema(conn: duckdb.DuckDBPyConnection) -> Schema:
     schema: Schema = {}
     for table, column in conn.execute(
         "SELECT table_name, column_name FROM information_schema.columns "
-        "WHERE table_schema = 'main' ORDER BY table_name, ordinal_position"
+        "WHERE table_catalog = current_database() AND table_schema = 'main' "
+        "ORDER BY table_name, ordinal_position"
     ).fetchall():
         schema.setdefault(table, []).append(column)
     return schema
@@ -329,15 +332,16 @@ def load_dashboard_inputs(
         everyone = _page_people(conn, schema)
         with _group(conn, everyone):
             draws = _read(conn, schema, "marker_draws", _in_group(everyone, followed=True))
-        people = everyone
+        root = root_of(conn)
+        count = shard_count(root) if (root / MANIFEST).exists() else SHARDS
+        people = everyone.with_columns(
+            pl.Series("shard", [shard_of(p, count) for p in everyone["person_id"]], pl.Int64)
+        )
         if shards is not None:
-            count = shard_count(root_of(conn))
-            ours = {int(k) for k in shards}
-            people = everyone.filter(
-                pl.Series(
-                    [shard_of(p, count) in ours for p in everyone["person_id"]], dtype=pl.Boolean
-                )
-            )
+            people = people.filter(pl.col("shard").is_in(sorted({int(k) for k in shards})))
+        # Read store shard by shard, in page order within one (a stable sort): a group's people
+        # then lie in a few shards, and its reads open only their files (`_read_group`).
+        people = people.sort("shard", maintain_order=True)
         rejected = _rejected_summary(conn, schema) if "rejected_rows" in schema else pl.DataFrame()
         first_day, last_day, energy = _diet_totals(conn, schema)
         days = [
@@ -389,10 +393,12 @@ def _read_group(
     ids: list[str],
     read: Callable[[duckdb.DuckDBPyConnection, Schema, pl.DataFrame], _Read],
 ) -> _Read:
-    """What `read` reads of `ids` (of `people`, a frame of `_page_people`: `_person_tables` or
-    `_windows`), in a warehouse of `schema` (read with `people`)."""
+    """What `read` reads of `ids` (of `people`, a frame of `_page_people` with each person's
+    store shard: `_person_tables` or `_windows`), in a warehouse of `schema` (read with
+    `people`), from the files of their shards only."""
     group = people.filter(pl.col("person_id").is_in(pl.Series(ids, dtype=pl.String)))
     with warehouse.read() as conn, _group(conn, group):
+        read_shards(conn, TABLES, group["shard"].unique().to_list())
         return read(conn, schema, group)
 
 
