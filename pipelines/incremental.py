@@ -27,12 +27,23 @@ Steps whose output spans everyone (persons, the food categories, diet_summary, d
 the associations with their cohort models and FDR families) use `plan_whole`: all their input rows
 form one group, so they run when any input row, setting or code changed, and otherwise keep their
 tables and say so ("changed": false in their metadata).
+
+A night with nothing new is decided before any row is read or hashed (`inputs_identity`, issue
+19): the store's parts are immutable files with names never used twice, so the parts an input
+table lists (`store_parts`) stand for its rows, as a native table's few rows stand for
+themselves. A step records, with its fingerprints, the identity of its input tables, its salt
+and its scope, and the fingerprint of those very records (`step_inputs`); the next plan that
+finds all of it the same has nothing to recompute and says so without fingerprinting a row.
+Anything it cannot identify (a registered frame, a temp table, a file read directly) takes
+the full plan, as does a record changed or forgotten since.
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
+import json
+import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -62,6 +73,8 @@ class PersonPlan:
     gone: list[str]  # people without inputs any more: their rows go
     fingerprints: pl.DataFrame  # person_id, fingerprint: stored by `record` once the step wrote
     salt: str
+    inputs: str | None = None  # `inputs_identity` of what was planned, remembered by `record`
+    quiet: bool = False  # nothing new (`quiet_plan`): no fingerprints taken, nothing to record
 
     @property
     def touched(self) -> list[str]:
@@ -152,6 +165,177 @@ def full_salt(salt: str, exclude_data: tuple[str, ...] = ()) -> str:
     ).hexdigest()[:16]
 
 
+# Inputs by identity, not by rows (issue 19) --------------------------------------------------
+
+INPUTS_TABLE = "step_inputs"
+INPUTS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "step": pl.String,
+    "version": pl.String,
+}
+# Scalar functions that read something besides a query's tables.
+_READS_OUTSIDE = re.compile(r"\b(getvariable|current_setting)\s*\(", re.I)
+
+
+def tables_read(conn: duckdb.DuckDBPyConnection, sql: str) -> set[str] | None:
+    """The names of the tables and views `sql` reads, from DuckDB's parse of it (no binding:
+    views are not expanded, a registered frame keeps its name); the names its WITH clauses
+    define are not tables. None when it reads through a table function (a file, a Python
+    object), names another schema or catalog, or does not parse."""
+    if _READS_OUTSIDE.search(sql):
+        return None
+    row = conn.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+    tree = json.loads(row[0]) if row else {"error": True}
+    if tree.get("error"):
+        return None
+    tables: set[str] = set()
+    ctes: set[str] = set()
+    stack: list[object] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        kind = node.get("type")
+        if kind == "TABLE_FUNCTION":
+            return None
+        if kind == "BASE_TABLE":
+            if node.get("catalog_name") or node.get("schema_name") not in ("", "main"):
+                return None
+            tables.add(node["table_name"])
+        if isinstance(node.get("cte_map"), dict):
+            ctes.update(entry["key"] for entry in node["cte_map"].get("map", []))
+        stack.extend(node.values())
+    return tables - ctes
+
+
+def inputs_identity(conn: duckdb.DuckDBPyConnection, queries: list[str], salt: str) -> str | None:
+    """What the rows of `queries` are, without reading them: `salt` (a step's `full_salt`) and
+    each table they read, a view of the store as the part files `store_parts` lists for it
+    (immutable, and a name is never used twice), any other view as its SQL and the tables that
+    reads, a native table as its definition and the fingerprint of its rows (the warehouse's
+    native tables are small: categories, unmapped foods). None when a query reads anything
+    else (a registered frame, a temp table, a file): the step then plans the long way."""
+    parts: dict[str, list[str]] = {}
+    if table_exists(conn, "store_parts"):
+        for table, file in conn.execute(
+            "SELECT table_name, file FROM store_parts ORDER BY table_name, shard, part"
+        ).fetchall():
+            parts.setdefault(table, []).append(file)
+    # Anything not in the warehouse's own main schema counts as temporary: it has no identity.
+    catalog = {
+        (name, bool(temporary)): (kind, sql)
+        for name, temporary, kind, sql in conn.execute(
+            "SELECT view_name, temporary OR database_name <> current_database(), 'view', sql "
+            "FROM duckdb_views() WHERE NOT internal UNION ALL "
+            "SELECT table_name, temporary OR database_name <> current_database(), 'table', sql "
+            "FROM duckdb_tables()"
+        ).fetchall()
+    }
+    seen: dict[str, str] = {}
+
+    def visit(sql: str) -> bool:
+        names = tables_read(conn, sql)
+        if names is None:
+            return False
+        for name in sorted(names - seen.keys()):
+            if (name, True) in catalog or (name, False) not in catalog:
+                return False  # a temp table or view, a registered frame, or no such table
+            kind, definition = catalog[(name, False)]
+            if kind == "view" and name in parts:
+                seen[name] = "parts:" + ",".join(parts[name])
+            elif kind == "view":
+                seen[name] = "view:" + definition
+                if not visit(definition):
+                    return False
+            else:
+                row = conn.execute(f"SELECT {ROWS_FINGERPRINT} FROM {ident(name)} t").fetchone()
+                seen[name] = f"table:{definition}:{row[0] if row else ''}"
+        return True
+
+    if not all(visit(q) for q in queries):
+        return None
+    listed = "\0".join(f"{name}={seen[name]}" for name in sorted(seen))
+    return hashlib.sha256(f"{salt}\0{listed}".encode()).hexdigest()
+
+
+def _version(
+    conn: duckdb.DuckDBPyConnection, step: str, identity: str, scope: str | None
+) -> str:
+    """`identity` with the run's scope and the step's own records as they are now: a record
+    changed or forgotten since (a crash put back, a test, a hand) is not a quiet night."""
+    records = [
+        conn.execute(f"SELECT {ROWS_FINGERPRINT} FROM {t} t WHERE step = ?", [step]).fetchone()
+        for t in (STATE_TABLE, DAY_STATE_TABLE)
+        if table_exists(conn, t)
+    ]
+    signature = "|".join(str(r[0] if r else "") for r in records)
+    return hashlib.sha256(f"{identity}\0{scope or ''}\0{signature}".encode()).hexdigest()
+
+
+def remember(
+    conn: duckdb.DuckDBPyConnection, step: str, identity: str | None, scope: str | None
+) -> None:
+    """Keep what `step` has just been brought up to date with (`quiet_plan`), after its records
+    were stored: the inputs' identity, the scope and those records. Without an identity, forget
+    it. In the step's transaction, so it commits with the step's tables and records."""
+    if identity is None and not table_exists(conn, INPUTS_TABLE):
+        return
+    if not table_exists(conn, INPUTS_TABLE):
+        create_table(conn, INPUTS_TABLE, INPUTS_SCHEMA)
+    conn.execute(f"DELETE FROM {INPUTS_TABLE} WHERE step = ?", [step])
+    if identity is not None:
+        version = _version(conn, step, identity, scope)
+        conn.execute(f"INSERT INTO {INPUTS_TABLE} VALUES (?, ?)", [step, version])
+
+
+def is_quiet(
+    conn: duckdb.DuckDBPyConnection,
+    step: str,
+    identity: str | None,
+    outputs: list[str],
+    scope: str | None,
+) -> bool:
+    """Whether `step` last recorded exactly these inputs (`inputs_identity`), under this scope,
+    with its records and output tables still as it left them: then it has nothing to do."""
+    if identity is None or not table_exists(conn, INPUTS_TABLE):
+        return False
+    row = conn.execute(f"SELECT version FROM {INPUTS_TABLE} WHERE step = ?", [step]).fetchone()
+    return (
+        row is not None
+        and all(table_exists(conn, t) for t in outputs)
+        and row[0] == _version(conn, step, identity, scope)
+    )
+
+
+def quiet_plan(
+    conn: duckdb.DuckDBPyConnection,
+    step: str,
+    identity: str | None,
+    outputs: list[str],
+    scope: str | None = None,
+) -> PersonPlan | None:
+    """The plan of a night with nothing new for `step` (`is_quiet`), or None."""
+    if not is_quiet(conn, step, identity, outputs, scope):
+        return None
+    empty = pl.DataFrame(schema={"person_id": pl.String, "fingerprint": pl.String})
+    return PersonPlan(step, False, [], [], empty, "", identity, quiet=True)
+
+
+def quiet_days(
+    conn: duckdb.DuckDBPyConnection,
+    step: str,
+    identity: str | None,
+    outputs: list[str],
+    scope: str | None = None,
+) -> DayPlan | None:
+    """`quiet_plan` for a per-day step."""
+    if not is_quiet(conn, step, identity, outputs, scope):
+        return None
+    return DayPlan(step, False, 0, [], "", identity, quiet=True)
+
+
 def _fingerprints_sql(inputs: list[str], keys: list[str]) -> str:
     """SQL: every key (`keys` columns) of the `inputs` and its fingerprint, "f0|f1|..." of each
     input's `ROWS_FINGERPRINT` of the key's rows ("-" for an input without any), in one query:
@@ -173,6 +357,7 @@ def plan_people(
     outputs: list[str],
     salt: str,
     scope: str | None = None,
+    identity: str | None = None,
 ) -> PersonPlan:
     """Compare each person's input rows (`inputs`: queries with a `person_id` column) with what
     `step` last saw. Everyone is recomputed when an output table is missing, the salt changed, or
@@ -180,9 +365,19 @@ def plan_people(
 
     `scope` (SQL on `person_id`, e.g. `pipelines.store.in_shards`) plans only the people it
     holds, against their records alone: "everyone" then means everyone in the scope, and the
-    plan's fingerprints are theirs, for `record` with the same scope."""
+    plan's fingerprints are theirs, for `record` with the same scope.
+
+    First, and in place of all that when it holds, `quiet_plan`: the same input tables, salt and
+    records as when the step last recorded. `identity` is the step's own `inputs_identity` when
+    its salt is worked out from its inputs (read only when the shortcut misses); by default
+    that of `inputs` and `salt`."""
     salt = full_salt(salt)
     assert inputs, "a step has at least one input"
+    if identity is None:
+        identity = inputs_identity(conn, inputs, salt)
+    quiet = quiet_plan(conn, step, identity, outputs, scope)
+    if quiet is not None:
+        return quiet
     within = "true" if scope is None else scope
     query = in_scope(_fingerprints_sql(inputs, ["person_id"]), scope)
     fingerprints = conn.execute(query).pl()
@@ -200,9 +395,12 @@ def plan_people(
     outputs_exist = all(table_exists(conn, t) for t in outputs)
     everyone = not outputs_exist or stored.height == 0 or stored_salts != {salt} or has_null_person
     if everyone:
-        return PersonPlan(step, True, [], [], fingerprints, salt)
+        return PersonPlan(step, True, [], [], fingerprints, salt, identity)
     changed = fingerprints.join(stored, on=["person_id", "fingerprint"], how="anti")
     gone = stored.join(fingerprints, on="person_id", how="anti")
+    if changed.height == 0 and gone.height == 0:
+        # Nothing new, found the long way: the records hold; the next such night is quiet.
+        remember(conn, step, identity, scope)
     return PersonPlan(
         step,
         False,
@@ -210,12 +408,16 @@ def plan_people(
         sorted(gone["person_id"].to_list()),
         fingerprints,
         salt,
+        identity,
     )
 
 
 def record(conn: duckdb.DuckDBPyConnection, plan: PersonPlan, scope: str | None = None) -> None:
     """Store the fingerprints the step has just been brought up to date with: of everyone, or of
-    the people in `scope` (the plan's, see `plan_people`), keeping the others' as they are."""
+    the people in `scope` (the plan's, see `plan_people`), keeping the others' as they are.
+    A quiet plan has nothing to store. The plan's `inputs` are remembered with the records."""
+    if plan.quiet:
+        return
     if not table_exists(conn, STATE_TABLE):
         create_table(conn, STATE_TABLE, STATE_SCHEMA)
     within = "" if scope is None else f" AND ({scope})"
@@ -224,6 +426,7 @@ def record(conn: duckdb.DuckDBPyConnection, plan: PersonPlan, scope: str | None 
         pl.lit(plan.step).alias("step"), pl.lit(plan.salt).alias("salt")
     ).select(list(STATE_SCHEMA))
     insert_frame(conn, STATE_TABLE, rows)
+    remember(conn, plan.step, plan.inputs, scope)
 
 
 def plan_whole(
@@ -236,6 +439,7 @@ def plan_whole(
     """The plan of a step whose output spans everyone (the cohort models, the persons table): it
     recomputes everything or nothing. All input rows count as one group, fingerprinted whole by
     `plan_people`; `changed(plan)` says whether the step has to run. `inputs` need no person_id."""
+    identity = inputs_identity(conn, inputs, full_salt(salt))
     # Each row enters through its hash, so every column counts (person_id included). A constant
     # first row keeps the group there when an input is empty (else every run would be a first).
     whole = [
@@ -243,7 +447,7 @@ def plan_whole(
         f"SELECT '{WHOLE}', hash(x) FROM ({sql}) x"
         for sql in inputs
     ]
-    return plan_people(conn, step, whole, outputs, salt)
+    return plan_people(conn, step, whole, outputs, salt, identity=identity)
 
 
 WHOLE = "*"  # the one group of `plan_whole`
@@ -298,6 +502,8 @@ class DayPlan:
     days: int  # changed keys (when not everyone)
     people: list[str]  # people with a changed key (when not everyone)
     salt: str
+    inputs: str | None = None  # `inputs_identity` of what was planned, remembered by `record_days`
+    quiet: bool = False  # nothing new (`quiet_days`): no fingerprints taken, nothing to record
 
 
 def plan_days(
@@ -308,6 +514,7 @@ def plan_days(
     salt: str,
     exclude_data: tuple[str, ...] = (),
     scope: str | None = None,
+    identity: str | None = None,
 ) -> DayPlan:
     """Compare each person-day's input rows (`inputs`: queries with `person_id` and `day`
     columns) with what `step` last saw, like `plan_people` does per person. Everyone is
@@ -316,9 +523,16 @@ def plan_days(
 
     `scope` (SQL on `person_id`, as for `plan_people`) plans only the days of the people it
     holds, against their records alone: "everyone" then means everyone in the scope, and
-    `record_days` with the same scope stores only theirs."""
+    `record_days` with the same scope stores only theirs.
+
+    First, as `plan_people` does, `quiet_days`; `identity` as there."""
     salt = full_salt(salt, exclude_data)
     assert inputs, "a step has at least one input"
+    if identity is None:
+        identity = inputs_identity(conn, inputs, salt)
+    quiet = quiet_days(conn, step, identity, outputs, scope)
+    if quiet is not None:
+        return quiet
     within = "true" if scope is None else scope
     query = in_scope(_fingerprints_sql(inputs, ["person_id", "day"]), scope)
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _day_inputs AS {query}")
@@ -339,7 +553,7 @@ def plan_days(
     outputs_exist = all(table_exists(conn, t) for t in outputs)
     everyone = not outputs_exist or stored_salts != {salt} or has_null_key
     if everyone:
-        return DayPlan(step, True, 0, [], salt)
+        return DayPlan(step, True, 0, [], salt, identity)
     # A key whose fingerprint differs, or that only one side has, is new, changed or gone.
     conn.execute(
         f"CREATE OR REPLACE TEMP TABLE _days AS SELECT person_id, day FROM _day_inputs c "
@@ -351,13 +565,18 @@ def plan_days(
     conn.execute("CREATE OR REPLACE TEMP TABLE _people AS SELECT DISTINCT person_id FROM _days")
     days = conn.execute("SELECT count(*) FROM _days").fetchone()
     people = [r[0] for r in conn.execute("SELECT person_id FROM _people ORDER BY 1").fetchall()]
-    return DayPlan(step, False, int(days[0]) if days else 0, people, salt)
+    if not people:
+        remember(conn, step, identity, scope)  # nothing new, found the long way
+    return DayPlan(step, False, int(days[0]) if days else 0, people, salt, identity)
 
 
 def record_days(conn: duckdb.DuckDBPyConnection, plan: DayPlan, scope: str | None = None) -> None:
     """Store the fingerprints the step has just been brought up to date with: all of them (of
     everyone, or of the people in `scope`, the plan's) after recomputing everyone, else only the
-    changed keys' (the rest are already stored)."""
+    changed keys' (the rest are already stored). A quiet plan has nothing to store. The plan's
+    `inputs` are remembered with the records."""
+    if plan.quiet:
+        return
     if not table_exists(conn, DAY_STATE_TABLE):
         create_table(conn, DAY_STATE_TABLE, DAY_STATE_SCHEMA)
     current = "SELECT ? AS step, person_id, day, fingerprint, ? AS salt FROM _day_inputs"
@@ -365,6 +584,7 @@ def record_days(conn: duckdb.DuckDBPyConnection, plan: DayPlan, scope: str | Non
         within = "" if scope is None else f" AND ({scope})"
         conn.execute(f"DELETE FROM {DAY_STATE_TABLE} WHERE step = ?{within}", [plan.step])
         conn.execute(f"INSERT INTO {DAY_STATE_TABLE} BY NAME {current}", [plan.step, plan.salt])
+        remember(conn, plan.step, plan.inputs, scope)
         return
     conn.execute(
         f"DELETE FROM {DAY_STATE_TABLE} s USING _days d WHERE s.step = ? "
@@ -375,6 +595,7 @@ def record_days(conn: duckdb.DuckDBPyConnection, plan: DayPlan, scope: str | Non
         f"INSERT INTO {DAY_STATE_TABLE} BY NAME {current} SEMI JOIN _days USING (person_id, day)",
         [plan.step, plan.salt],
     )
+    remember(conn, plan.step, plan.inputs, scope)
 
 
 def in_scope(sql: str, scope: str | None) -> str:

@@ -23,10 +23,13 @@ from pipelines.config import Settings, result_settings
 from pipelines.incremental import (
     PersonPlan,
     changed,
+    full_salt,
     in_scope,
+    inputs_identity,
     only_people,
     plan_people,
     plan_whole,
+    quiet_plan,
     record,
     register_people,
 )
@@ -104,6 +107,14 @@ def update_exposure_windows(
     daily_sql, draws_sql = window_days_sql(settings), "SELECT * FROM marker_draws"
     scope = shard_scope(conn, shards)
     with memory_limit(conn, WINDOW_MEMORY_LIMIT):
+        # The features below are diet_daily's, so its identity stands for them (`quiet_plan`):
+        # a night with nothing new stops before they are counted over the whole table.
+        identity = inputs_identity(
+            conn, [daily_sql, draws_sql], full_salt(settings_salt(settings))
+        )
+        quiet = quiet_plan(conn, "exposure_windows", identity, ["exposure_windows"], scope)
+        if quiet is not None:
+            return quiet
         # Which features exist is a property of everyone's diet_daily, not of the people
         # recomputed (nor of a group of them): decided here, in SQL, and passed down.
         features = daily_features(conn)
@@ -114,6 +125,7 @@ def update_exposure_windows(
             outputs=["exposure_windows"],
             salt=settings_salt(settings) + ",".join(features),
             scope=scope,
+            identity=identity,
         )
 
         count = shard_count(root_of(conn))

@@ -25,13 +25,16 @@ from pipelines.incremental import (
     DayPlan,
     PersonPlan,
     changed,
+    full_salt,
     in_scope,
+    inputs_identity,
     only_days,
     only_people,
     parse_salt,
     plan_days,
     plan_people,
     plan_whole,
+    quiet_days,
     record,
     record_days,
     register_people,
@@ -483,6 +486,16 @@ def update_diet_daily(
     records only their days (a run of some person-shard partitions). With every shard it is the
     step over everyone, unchanged."""
     scope = shard_scope(conn, shards)
+    # What the plan reads, by identity (`quiet_days`): a night with nothing new stops here,
+    # before the columns in use or a fingerprint of a diary row are worked out.
+    identity = inputs_identity(
+        conn,
+        [f"SELECT * FROM {t}" for t in ("diet_entries", "diet_daily_reported", "food_categories")],
+        full_salt(settings_salt(settings) + parse_salt(conn)),
+    )
+    quiet = quiet_days(conn, "diet_daily", identity, ["diet_daily"], scope)
+    if quiet is not None:
+        return quiet
     columns, unreported = daily_entry_columns(conn)
     entries_sql = f"SELECT {', '.join(ident(c) for c in columns)} FROM diet_entries"
     # Reported rows without a day are person-level (diet_summary's); no day uses them.
@@ -497,6 +510,7 @@ def update_diet_daily(
         # fingerprinted above: a new rule recomputes the days that eat the foods it matches.
         exclude_data=("taxonomy.csv", "food_reference.csv.gz"),
         scope=scope,
+        identity=identity,
     )
     categories_sql = "SELECT * FROM food_categories"
     if plan.everyone:
@@ -514,7 +528,7 @@ def update_diet_daily(
             days_of,
             shards=full_build_shards(conn, ["diet_daily"], shards, scope),
         )
-    else:
+    elif plan.days:
         reported = conn.execute(only_days(reported_sql)).pl()
         # Gap days depend on the person's whole range, so they are left to replace_changed_days.
         daily = diet_days(
@@ -570,7 +584,7 @@ def update_marker_models(
         draws = build_marker_draws(conn.execute(in_scope(labs_sql, scope)).pl(), settings)
         replace_all(conn, "marker_draws", draws)
         replace_all(conn, "marker_trends", marker_trends(draws))
-    else:
+    elif changed(plan):
         # Everyone in the scope: its people with results, and those with rows left.
         people = (
             conn.execute(
