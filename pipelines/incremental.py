@@ -172,6 +172,8 @@ INPUTS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "step": pl.String,
     "version": pl.String,
 }
+# The statement around a view's query in its `duckdb_views().sql`.
+_VIEW_HEAD = re.compile(r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?VIEW\s+.+?\s+AS\s+", re.I | re.S)
 # Scalar functions that read something besides a query's tables.
 _READS_OUTSIDE = re.compile(r"\b(getvariable|current_setting)\s*\(", re.I)
 
@@ -247,7 +249,7 @@ def inputs_identity(conn: duckdb.DuckDBPyConnection, queries: list[str], salt: s
                 seen[name] = "parts:" + ",".join(parts[name])
             elif kind == "view":
                 seen[name] = "view:" + definition
-                if not visit(definition):
+                if not visit(_VIEW_HEAD.sub("", definition).rstrip("; \n")):
                     return False
             else:
                 row = conn.execute(f"SELECT {ROWS_FINGERPRINT} FROM {ident(name)} t").fetchone()
