@@ -1,0 +1,176 @@
+"""A night with nothing new is decided from the inputs' identity (`pipelines.incremental`'s
+`inputs_identity`, `quiet_plan`): the store parts and views a step reads, its salt, its scope and
+its own records. Each case here is one the shortcut could get wrong by keeping stale rows."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pytest
+
+from pipelines import incremental
+from pipelines.incremental import (
+    STATE_TABLE,
+    changed,
+    plan_days,
+    plan_people,
+    record,
+    record_days,
+    register_people,
+)
+from pipelines.store import in_shards, replace_all, replace_people
+from pipelines.warehouse import Warehouse
+
+PEOPLE = ["alice", "bob", "carol"]
+DRAWS = "SELECT person_id, value FROM marker_draws"
+DAYS = "SELECT person_id, day, value FROM marker_draws"
+
+
+def draws(people: list[str], value: float) -> pl.DataFrame:
+    return pl.DataFrame(
+        {"person_id": people, "day": [date(2026, 1, 1)] * len(people), "value": [value] * len(people)}
+    )
+
+
+def warehouse_with_draws(tmp_path: Path) -> Warehouse:
+    warehouse = Warehouse(tmp_path / "warehouse.duckdb")
+    with warehouse.write() as conn:
+        replace_all(conn, "marker_draws", draws(PEOPLE, 1.0))
+        conn.execute("CREATE TABLE out (x INT)")
+    return warehouse
+
+
+def run(
+    warehouse: Warehouse,
+    inputs: list[str] | None = None,
+    salt: str = "",
+    scope: str | None = None,
+    step: str = "step",
+) -> incremental.PersonPlan:
+    """Plan and record, as a step that wrote its outputs does."""
+    with warehouse.write() as conn:
+        plan = plan_people(conn, step, inputs or [DRAWS], ["out"], salt, scope=scope)
+        record(conn, plan, scope)
+    return plan
+
+
+def test_nothing_new_is_quiet_and_a_new_part_is_not(tmp_path: Path) -> None:
+    warehouse = warehouse_with_draws(tmp_path)
+    assert run(warehouse).everyone
+    assert run(warehouse).quiet
+    with warehouse.write() as conn:
+        register_people(conn, ["bob"])
+        replace_people(conn, "marker_draws", draws(["bob"], 2.0))
+    plan = run(warehouse)
+    assert not plan.quiet and plan.people == ["bob"]
+    assert run(warehouse).quiet
+    # Without the record of what it last saw, a night with nothing new is found the long way,
+    # and remembered for the next.
+    with warehouse.write() as conn:
+        conn.execute("DELETE FROM step_inputs")
+    assert not changed(plan := run(warehouse)) and not plan.quiet
+    assert run(warehouse).quiet
+
+
+def test_a_new_salt_a_new_scope_or_new_code_is_not_quiet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warehouse = warehouse_with_draws(tmp_path)
+    run(warehouse)
+    assert run(warehouse).quiet
+    assert run(warehouse, salt="other settings").everyone
+    assert run(warehouse, salt="other settings").quiet
+    scope = in_shards([0, 1, 2, 3], 16)
+    assert not run(warehouse, salt="other settings", scope=scope).quiet
+    # The code's fingerprint is in every salt.
+    monkeypatch.setattr(incremental, "code_fingerprint", lambda exclude=(): "new code")
+    assert run(warehouse, salt="other settings").everyone
+
+
+def test_a_forgotten_or_changed_record_is_not_quiet(tmp_path: Path) -> None:
+    warehouse = warehouse_with_draws(tmp_path)
+    run(warehouse)
+    with warehouse.write() as conn:
+        conn.execute(f"DELETE FROM {STATE_TABLE} WHERE person_id = 'bob'")
+    plan = run(warehouse)
+    assert not plan.quiet and plan.people == ["bob"]
+    run(warehouse)
+    with warehouse.write() as conn:
+        conn.execute(f"DELETE FROM {STATE_TABLE} WHERE step = 'step'")
+    assert run(warehouse).everyone
+
+
+def test_a_rolled_back_step_leaves_the_last_record(tmp_path: Path) -> None:
+    """A crash in the middle: the step's record goes back with its tables, so the next run
+    still sees the change."""
+    warehouse = warehouse_with_draws(tmp_path)
+    run(warehouse)
+    with warehouse.write() as conn:
+        register_people(conn, ["carol"])
+        replace_people(conn, "marker_draws", draws(["carol"], 3.0))
+    with pytest.raises(RuntimeError), warehouse.write() as conn:
+        plan = plan_people(conn, "step", [DRAWS], ["out"], "")
+        record(conn, plan)
+        raise RuntimeError("killed before the commit")
+    assert run(warehouse).people == ["carol"]
+
+
+def test_an_edited_native_table_or_view_is_not_quiet(tmp_path: Path) -> None:
+    warehouse = warehouse_with_draws(tmp_path)
+    with warehouse.write() as conn:
+        conn.execute("CREATE TABLE extra AS SELECT 'alice' AS person_id, 1 AS v")
+        conn.execute(f"CREATE VIEW both_inputs AS {DRAWS} UNION ALL BY NAME SELECT * FROM extra")
+    inputs = ["SELECT * FROM both_inputs"]
+    run(warehouse, inputs)
+    assert run(warehouse, inputs).quiet
+    with warehouse.write() as conn:
+        conn.execute("UPDATE extra SET v = 2")
+    assert run(warehouse, inputs).people == ["alice"]
+    assert run(warehouse, inputs).quiet
+    with warehouse.write() as conn:
+        conn.execute(f"CREATE OR REPLACE VIEW both_inputs AS {DRAWS} WHERE person_id <> 'bob'")
+    plan = run(warehouse, inputs)
+    assert not plan.quiet and plan.gone == ["bob"]
+
+
+def test_a_registered_frame_or_temp_table_is_never_quiet(tmp_path: Path) -> None:
+    """The person pages plan over frames registered on the connection: they have no identity,
+    so every such plan fingerprints its rows."""
+    warehouse = warehouse_with_draws(tmp_path)
+    for _ in range(3):
+        with warehouse.write() as conn:
+            conn.register("_frame", draws(PEOPLE, 1.0).to_arrow())
+            conn.execute("CREATE TEMP TABLE _temp AS SELECT * FROM marker_draws")
+            for source in ("_frame", "_temp"):
+                query = f"SELECT person_id, value FROM {source}"
+                assert incremental.inputs_identity(conn, [query], "") is None
+                plan = plan_people(conn, source, [query], ["out"], "")
+                assert not plan.quiet
+                record(conn, plan)
+    with duckdb.connect() as conn:
+        assert incremental.tables_read(conn, "SELECT * FROM read_parquet('x.parquet')") is None
+        assert incremental.tables_read(conn, "WITH c AS (SELECT * FROM a) SELECT * FROM c") == {
+            "a"
+        }
+
+
+def test_a_day_plan_is_quiet_only_when_nothing_is_new(tmp_path: Path) -> None:
+    warehouse = warehouse_with_draws(tmp_path)
+
+    def days() -> incremental.DayPlan:
+        with warehouse.write() as conn:
+            plan = plan_days(conn, "days", [DAYS], ["out"], "")
+            record_days(conn, plan)
+        return plan
+
+    assert days().everyone
+    assert days().quiet
+    with warehouse.write() as conn:
+        register_people(conn, ["alice"])
+        replace_people(conn, "marker_draws", draws(["alice"], 5.0))
+    plan = days()
+    assert not plan.quiet and plan.people == ["alice"] and plan.days == 1
+    assert days().quiet
