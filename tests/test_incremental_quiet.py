@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from pipelines import incremental
+from pipelines.fingerprint import inputs_identity, tables_read
 from pipelines.incremental import (
     STATE_TABLE,
     changed,
@@ -20,6 +21,7 @@ from pipelines.incremental import (
     record,
     record_days,
     register_people,
+    remembered,
 )
 from pipelines.store import in_shards, replace_all, replace_people
 from pipelines.warehouse import Warehouse
@@ -31,7 +33,11 @@ DAYS = "SELECT person_id, day, value FROM marker_draws"
 
 def draws(people: list[str], value: float) -> pl.DataFrame:
     return pl.DataFrame(
-        {"person_id": people, "day": [date(2026, 1, 1)] * len(people), "value": [value] * len(people)}
+        {
+            "person_id": people,
+            "day": [date(2026, 1, 1)] * len(people),
+            "value": [value] * len(people),
+        }
     )
 
 
@@ -146,15 +152,13 @@ def test_a_registered_frame_or_temp_table_is_never_quiet(tmp_path: Path) -> None
             conn.execute("CREATE TEMP TABLE _temp AS SELECT * FROM marker_draws")
             for source in ("_frame", "_temp"):
                 query = f"SELECT person_id, value FROM {source}"
-                assert incremental.inputs_identity(conn, [query], "") is None
+                assert inputs_identity(conn, [query], "") is None
                 plan = plan_people(conn, source, [query], ["out"], "")
                 assert not plan.quiet
                 record(conn, plan)
     with duckdb.connect() as conn:
-        assert incremental.tables_read(conn, "SELECT * FROM read_parquet('x.parquet')") is None
-        assert incremental.tables_read(conn, "WITH c AS (SELECT * FROM a) SELECT * FROM c") == {
-            "a"
-        }
+        assert tables_read(conn, "SELECT * FROM read_parquet('x.parquet')") is None
+        assert tables_read(conn, "WITH c AS (SELECT * FROM a) SELECT * FROM c") == {"a"}
 
 
 def test_a_day_plan_is_quiet_only_when_nothing_is_new(tmp_path: Path) -> None:
@@ -174,3 +178,25 @@ def test_a_day_plan_is_quiet_only_when_nothing_is_new(tmp_path: Path) -> None:
     plan = days()
     assert not plan.quiet and plan.people == ["alice"] and plan.days == 1
     assert days().quiet
+
+
+def test_a_remembered_count_is_taken_again_only_when_its_table_changed(tmp_path: Path) -> None:
+    warehouse = warehouse_with_draws(tmp_path)
+    counted: list[int] = []
+
+    def count() -> int:
+        with warehouse.write() as conn:
+
+            def rows() -> int:
+                counted.append(1)
+                row = conn.execute("SELECT count(*) FROM marker_draws").fetchone()
+                return int(row[0]) if row else 0
+
+            return remembered(conn, "draws/count", ["SELECT * FROM marker_draws"], rows)
+
+    assert count() == 3 and count() == 3
+    assert len(counted) == 1
+    with warehouse.write() as conn:
+        register_people(conn, ["dave"])
+        replace_people(conn, "marker_draws", draws(["dave"], 1.0))
+    assert count() == 4 and len(counted) == 2

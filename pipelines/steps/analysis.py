@@ -20,12 +20,12 @@ from pipelines.analysis.model_frame import PeopleGroups
 from pipelines.analysis.models import model_parts
 from pipelines.analysis.windows import build_exposure_windows, features_from
 from pipelines.config import Settings, result_settings
+from pipelines.fingerprint import inputs_identity
 from pipelines.incremental import (
     PersonPlan,
     changed,
     full_salt,
     in_scope,
-    inputs_identity,
     only_people,
     plan_people,
     plan_whole,
@@ -109,9 +109,7 @@ def update_exposure_windows(
     with memory_limit(conn, WINDOW_MEMORY_LIMIT):
         # The features below are diet_daily's, so its identity stands for them (`quiet_plan`):
         # a night with nothing new stops before they are counted over the whole table.
-        identity = inputs_identity(
-            conn, [daily_sql, draws_sql], full_salt(settings_salt(settings))
-        )
+        identity = inputs_identity(conn, [daily_sql, draws_sql], full_salt(settings_salt(settings)))
         quiet = quiet_plan(conn, "exposure_windows", identity, ["exposure_windows"], scope)
         if quiet is not None:
             return quiet

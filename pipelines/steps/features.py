@@ -20,14 +20,13 @@ import polars as pl
 
 from pipelines.analysis.draws import build_marker_draws, marker_trends
 from pipelines.config import Settings, result_settings
-from pipelines.fingerprint import fingerprint
+from pipelines.fingerprint import fingerprint, inputs_identity
 from pipelines.incremental import (
     DayPlan,
     PersonPlan,
     changed,
     full_salt,
     in_scope,
-    inputs_identity,
     only_days,
     only_people,
     parse_salt,

@@ -4,6 +4,7 @@ from datetime import date
 
 import duckdb
 
+from pipelines.incremental import remembered
 from pipelines.warehouse import ident
 
 
@@ -15,5 +16,12 @@ def latest_data_day(conn: duckdb.DuckDBPyConnection, table: str) -> date | None:
     if not dated:
         return None
     latest = ", ".join(f"max(CAST({ident(c)} AS DATE))" for c in dated)
-    row = conn.execute(f"SELECT greatest({latest}) FROM {ident(table)}").fetchone()
-    return row[0] if row else None
+    query = f"SELECT greatest({latest}) FROM {ident(table)}"
+
+    def newest() -> str | None:
+        row = conn.execute(query).fetchone()
+        return row[0].isoformat() if row and row[0] is not None else None
+
+    # Scanned again only when the table's parts changed: not on a night with nothing new.
+    day = remembered(conn, f"{table}/latest_day", [query], newest)
+    return None if day is None else date.fromisoformat(day)

@@ -14,7 +14,7 @@ from pipelines.defs._versions import CODE_VERSION
 from pipelines.defs.features.checks import DIET_DAILY_CHECKS, MARKER_DRAWS_CHECKS
 from pipelines.defs.partitions import all_people, per_person, person_shards, shards_of_run
 from pipelines.defs.resources import ProjectResource
-from pipelines.incremental import changed, plan_whole, record
+from pipelines.incremental import changed, plan_whole, record, remembered
 from pipelines.project import Project
 from pipelines.steps.features import (
     update_diet_daily,
@@ -125,10 +125,16 @@ def diet_daily_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefini
         shards = shards_of_run(context)
         with project.warehouse().write() as conn:
             plan = update_diet_daily(conn, settings, shards)
-            row = conn.execute(
-                "SELECT count(*), count(*) FILTER (logged), count(DISTINCT person_id) "
-                "FROM diet_daily"
-            ).fetchone()
+            # Counted again only when the table's parts changed (`remembered`).
+            row = remembered(
+                conn,
+                "diet_daily/metadata",
+                ["SELECT * FROM diet_daily"],
+                lambda: conn.execute(
+                    "SELECT count(*), count(*) FILTER (logged), count(DISTINCT person_id) "
+                    "FROM diet_daily"
+                ).fetchone(),
+            )
             schema = conn.execute("SELECT * FROM diet_daily LIMIT 0").pl()
             checks = [c.run(conn) for c in DIET_DAILY_CHECKS]
         rows, logged, people = row or (0, 0, 0)
