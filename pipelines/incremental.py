@@ -42,22 +42,18 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TypeVar, cast
 
 import duckdb
 import polars as pl
 
 # ROWS_FINGERPRINT is used by the steps through this module too.
-from pipelines.fingerprint import ROWS_FINGERPRINT as ROWS_FINGERPRINT
-from pipelines.fingerprint import fingerprint, inputs_identity
+from pipelines.fingerprint import fingerprint
+from pipelines.identity import ROWS_FINGERPRINT as ROWS_FINGERPRINT
+from pipelines.identity import inputs_identity
 from pipelines.warehouse import create_table, ident, insert_frame, table_exists
-
-T = TypeVar("T")
 
 STATE_TABLE = "person_inputs"
 STATE_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
@@ -244,34 +240,6 @@ def quiet_days(
     if not is_quiet(conn, step, identity, outputs, scope):
         return None
     return DayPlan(step, False, 0, [], "", identity, quiet=True)
-
-
-MEMO_TABLE = "input_memos"
-
-
-def remembered(
-    conn: duckdb.DuckDBPyConnection, key: str, queries: list[str], compute: Callable[[], T]
-) -> T:
-    """`compute()` (a JSON value worked out from the rows of `queries` alone: a count, a check's
-    finding), or what it gave when the tables `queries` read were last the same
-    (`inputs_identity`, with the code's fingerprint): a night with nothing new does not scan a
-    table again to say what it holds. Kept in `input_memos`, in the caller's transaction."""
-    identity = inputs_identity(conn, queries, full_salt(key))
-    if identity is not None and table_exists(conn, MEMO_TABLE):
-        row = conn.execute(
-            f"SELECT value FROM {MEMO_TABLE} WHERE key = ? AND version = ?", [key, identity]
-        ).fetchone()
-        if row is not None:
-            return cast(T, json.loads(row[0]))
-    value = compute()
-    if identity is not None:
-        if not table_exists(conn, MEMO_TABLE):
-            conn.execute(f"CREATE TABLE {MEMO_TABLE} (key VARCHAR, version VARCHAR, value VARCHAR)")
-        conn.execute(f"DELETE FROM {MEMO_TABLE} WHERE key = ?", [key])
-        conn.execute(
-            f"INSERT INTO {MEMO_TABLE} VALUES (?, ?, ?)", [key, identity, json.dumps(value)]
-        )
-    return value
 
 
 def _fingerprints_sql(inputs: list[str], keys: list[str]) -> str:

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from pipelines import incremental
-from pipelines.fingerprint import inputs_identity, tables_read
+from pipelines.identity import inputs_identity, remembered, tables_read
 from pipelines.incremental import (
     STATE_TABLE,
     changed,
@@ -21,7 +21,6 @@ from pipelines.incremental import (
     record,
     record_days,
     register_people,
-    remembered,
 )
 from pipelines.store import in_shards, replace_all, replace_people
 from pipelines.warehouse import Warehouse
@@ -192,7 +191,7 @@ def test_a_remembered_count_is_taken_again_only_when_its_table_changed(tmp_path:
                 row = conn.execute("SELECT count(*) FROM marker_draws").fetchone()
                 return int(row[0]) if row else 0
 
-            return remembered(conn, "draws/count", ["SELECT * FROM marker_draws"], rows)
+            return remembered(conn, ["SELECT count(*) FROM marker_draws"], rows)
 
     assert count() == 3 and count() == 3
     assert len(counted) == 1

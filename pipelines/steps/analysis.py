@@ -20,7 +20,7 @@ from pipelines.analysis.model_frame import PeopleGroups
 from pipelines.analysis.models import model_parts
 from pipelines.analysis.windows import build_exposure_windows, features_from
 from pipelines.config import Settings, result_settings
-from pipelines.fingerprint import inputs_identity
+from pipelines.identity import inputs_identity
 from pipelines.incremental import (
     PersonPlan,
     changed,

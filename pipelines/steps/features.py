@@ -20,7 +20,8 @@ import polars as pl
 
 from pipelines.analysis.draws import build_marker_draws, marker_trends
 from pipelines.config import Settings, result_settings
-from pipelines.fingerprint import fingerprint, inputs_identity
+from pipelines.fingerprint import fingerprint
+from pipelines.identity import inputs_identity
 from pipelines.incremental import (
     DayPlan,
     PersonPlan,

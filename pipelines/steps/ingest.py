@@ -4,7 +4,7 @@ from datetime import date
 
 import duckdb
 
-from pipelines.incremental import remembered
+from pipelines.identity import remembered
 from pipelines.warehouse import ident
 
 
@@ -23,5 +23,5 @@ def latest_data_day(conn: duckdb.DuckDBPyConnection, table: str) -> date | None:
         return row[0].isoformat() if row and row[0] is not None else None
 
     # Scanned again only when the table's parts changed: not on a night with nothing new.
-    day = remembered(conn, f"{table}/latest_day", [query], newest)
+    day = remembered(conn, [query], newest)
     return None if day is None else date.fromisoformat(day)

@@ -14,7 +14,8 @@ from pipelines.defs._versions import CODE_VERSION
 from pipelines.defs.features.checks import DIET_DAILY_CHECKS, MARKER_DRAWS_CHECKS
 from pipelines.defs.partitions import all_people, per_person, person_shards, shards_of_run
 from pipelines.defs.resources import ProjectResource
-from pipelines.incremental import changed, plan_whole, record, remembered
+from pipelines.identity import remembered
+from pipelines.incremental import changed, plan_whole, record
 from pipelines.project import Project
 from pipelines.steps.features import (
     update_diet_daily,
@@ -126,15 +127,11 @@ def diet_daily_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefini
         with project.warehouse().write() as conn:
             plan = update_diet_daily(conn, settings, shards)
             # Counted again only when the table's parts changed (`remembered`).
-            row = remembered(
-                conn,
-                "diet_daily/metadata",
-                ["SELECT * FROM diet_daily"],
-                lambda: conn.execute(
-                    "SELECT count(*), count(*) FILTER (logged), count(DISTINCT person_id) "
-                    "FROM diet_daily"
-                ).fetchone(),
+            counts = (
+                "SELECT count(*), count(*) FILTER (logged), count(DISTINCT person_id) "
+                "FROM diet_daily"
             )
+            row = remembered(conn, [counts], lambda: conn.execute(counts).fetchone())
             schema = conn.execute("SELECT * FROM diet_daily LIMIT 0").pl()
             checks = [c.run(conn) for c in DIET_DAILY_CHECKS]
         rows, logged, people = row or (0, 0, 0)

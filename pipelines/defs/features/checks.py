@@ -6,15 +6,13 @@ import dagster as dg
 import duckdb
 
 from pipelines.defs._checks import TableCheck
-from pipelines.incremental import remembered
+from pipelines.identity import remembered
 
 
 def diet_daily_unique_days(conn: duckdb.DuckDBPyConnection) -> dg.AssetCheckResult:
     query = "SELECT person_id, day, count(*) AS n FROM diet_daily GROUP BY ALL HAVING n > 1"
     # Grouped again only when the table's parts changed: not on a night with nothing new.
-    dupes = remembered(
-        conn, "diet_daily/unique_days", [query], lambda: conn.execute(query).pl().height
-    )
+    dupes = remembered(conn, [query], lambda: conn.execute(query).pl().height)
     return dg.AssetCheckResult(passed=dupes == 0, metadata={"duplicate_days": dupes})
 
 

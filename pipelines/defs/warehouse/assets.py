@@ -11,7 +11,8 @@ from pipelines.defs.ingest.assets import configured_sources, ingest_asset_key
 from pipelines.defs.partitions import all_people
 from pipelines.defs.resources import ProjectResource
 from pipelines.defs.warehouse.checks import TABLE_CHECKS
-from pipelines.incremental import changed, plan_whole, record, remembered
+from pipelines.identity import remembered
+from pipelines.incremental import changed, plan_whole, record
 from pipelines.project import Project
 from pipelines.steps.canonical import (
     UNION_TABLES,
@@ -31,23 +32,21 @@ SCAN_MEMORY_LIMIT = "64MB"
 def canonical_metadata(conn: duckdb.DuckDBPyConnection, table: str) -> dict:
     """Dagster metadata of a canonical table, computed by DuckDB without loading its rows."""
     t = ident(table)
+    # Polars' n_unique counted a null person_id as one more value; count(DISTINCT) does not.
+    totals = (
+        "SELECT count(*), count(DISTINCT person_id) + (count(*) > count(person_id))::BIGINT "
+        f"FROM {t}"
+    )
+    per_source = f"SELECT source, count(*) FROM {t} GROUP BY source ORDER BY source NULLS FIRST"
 
-    def counts() -> tuple[int, int, list[tuple[str | None, int]]]:
+    def counts() -> tuple[tuple[int, int] | None, list[tuple[str | None, int]]]:
         with memory_limit(conn, SCAN_MEMORY_LIMIT):
-            # Polars' n_unique counted a null person_id as one more value; count(DISTINCT)
-            # does not.
-            row = conn.execute(
-                "SELECT count(*), count(DISTINCT person_id) + "
-                f"(count(*) > count(person_id))::BIGINT FROM {t}"
-            ).fetchone()
-            by_source = conn.execute(
-                f"SELECT source, count(*) FROM {t} GROUP BY source ORDER BY source NULLS FIRST"
-            ).fetchall()
-        rows, people = (int(row[0]), int(row[1])) if row else (0, 0)
-        return rows, people, [(s, int(n)) for s, n in by_source]
+            row = conn.execute(totals).fetchone()
+            return (int(row[0]), int(row[1])) if row else None, conn.execute(per_source).fetchall()
 
     # Counted again only when the table's parts changed: not on a night with nothing new.
-    rows, people, sources = remembered(conn, f"{table}/metadata", [f"SELECT * FROM {t}"], counts)
+    row, sources = remembered(conn, [totals, per_source], counts)
+    rows, people = (int(row[0]), int(row[1])) if row else (0, 0)
     by_source = pl.DataFrame(
         [(s, n) for s, n in sources], schema={"source": pl.String, "len": pl.UInt32}, orient="row"
     )
