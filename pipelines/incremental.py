@@ -28,7 +28,7 @@ the associations with their cohort models and FDR families) use `plan_whole`: al
 form one group, so they run when any input row, setting or code changed, and otherwise keep their
 tables and say so ("changed": false in their metadata).
 
-A night with nothing new is decided before any row is read or hashed (`inputs_identity`, issue
+A night with nothing new is decided before any row is read or hashed (`pipelines.identity`, issue
 19): the store's parts are immutable files with names never used twice, so the parts an input
 table lists (`store_parts`) stand for its rows, as a native table's few rows stand for
 themselves. A step records, with its fingerprints, the identity of its input tables, its salt
