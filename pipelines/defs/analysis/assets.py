@@ -13,6 +13,7 @@ from pipelines.defs._metadata import md_table
 from pipelines.defs._versions import CODE_VERSION
 from pipelines.defs.partitions import all_people, per_person, person_shards, shards_of_run
 from pipelines.defs.resources import ProjectResource
+from pipelines.identity import remembered
 from pipelines.incremental import changed
 from pipelines.project import Project
 from pipelines.steps.analysis import update_associations, update_exposure_windows
@@ -41,9 +42,9 @@ def exposure_windows_asset(partitions_def: dg.PartitionsDefinition) -> dg.Assets
         shards = shards_of_run(context)
         with project.warehouse().write() as conn:
             plan = update_exposure_windows(conn, settings, shards)
-            row = conn.execute(
-                "SELECT count(*), count(*) FILTER (complete) FROM exposure_windows"
-            ).fetchone()
+            counts = "SELECT count(*), count(*) FILTER (complete) FROM exposure_windows"
+            # Counted again only when the table's parts changed (`remembered`).
+            row = remembered(conn, [counts], lambda: conn.execute(counts).fetchone())
         rows, complete = row or (0, 0)
         return dg.MaterializeResult(
             metadata={
@@ -116,10 +117,12 @@ def daily_effects_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDef
         shards = shards_of_run(context)
         with project.warehouse().write() as conn:
             plan = update_daily_effects(conn, project.config().settings, shards)
-            row = conn.execute(
+            counts = (
                 "SELECT count(*), count(*) FILTER (status = 'significant'), "
                 "count(DISTINCT person_id), count(DISTINCT (measure, scale)) FROM daily_effects"
-            ).fetchone()
+            )
+            # Counted again only when the table's parts changed (`remembered`).
+            row = remembered(conn, [counts], lambda: conn.execute(counts).fetchone())
         rows, significant, people, measures = row or (0, 0, 0, 0)
         return dg.MaterializeResult(
             metadata={
