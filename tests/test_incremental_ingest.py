@@ -140,6 +140,17 @@ def test_every_incremental_step_ends_where_a_full_ingest_would(
     assert counting.files == []  # errors are remembered too, not retried every night
     assert comparable(seventh)[2].equals(comparable(sixth)[2])
 
+    # Touched, the same bytes: nothing parsed, and the files record the new time (a night that
+    # parses nothing keeps its file records only when every file is listed as recorded).
+    os.utime(raw / "cm" / "bob" / "mar.csv", (1_700_400_000, 1_700_400_000))
+    eighth = step()
+    assert counting.files == []
+    times = [
+        r.files.filter(pl.col("path") == "cm/bob/mar.csv")["modified_at"][0]
+        for r in (seventh, eighth)
+    ]
+    assert times[0] != times[1]
+
 
 def test_a_parser_change_reads_every_file_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

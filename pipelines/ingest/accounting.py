@@ -7,23 +7,14 @@ check that no raw file line loads twice, reading only the files listed in `lines
 
 from __future__ import annotations
 
-from typing import Any
-
 import duckdb
 import polars as pl
 
 from pipelines.config import SourceConfig
-from pipelines.identity import remembered
 from pipelines.ingest.files import FileInfo
 from pipelines.ingest.tables import LINES_TO_CHECK, raw_table, staging_table, target_table
 from pipelines.schema import INGEST_FILES_SCHEMA, TARGET_SCHEMAS
 from pipelines.warehouse import ident, table_exists
-
-
-def _per_file(conn: duckdb.DuckDBPyConnection, sql: str) -> dict[str | None, int]:
-    """The (file_id, count) rows of `sql`, remembered until its table's parts change."""
-    rows: list[Any] = remembered(conn, [sql], lambda: list(conn.execute(sql).fetchall()))
-    return {file_id: int(n) for file_id, n in rows}
 
 
 def file_records(
@@ -40,10 +31,8 @@ def file_records(
         if "input_lines" in TARGET_SCHEMAS[target_table(source)]
         else "count(*)"
     )
-    # Each counted again only when its table's parts changed: not on a night with nothing new.
-    loaded, stored = (
-        _per_file(conn, f"SELECT file_id, {lines} FROM {t} GROUP BY ALL") for t in (stg, raw)
-    )
+    loaded = dict(conn.execute(f"SELECT file_id, {lines} FROM {stg} GROUP BY ALL").fetchall())
+    stored = dict(conn.execute(f"SELECT file_id, {lines} FROM {raw} GROUP BY ALL").fetchall())
     state = {
         row[0]: row[1:]
         for row in conn.execute(

@@ -34,7 +34,7 @@ from pipelines.ingest.tables import (
     staging_table,
     target_table,
 )
-from pipelines.schema import TARGET_SCHEMAS, conform
+from pipelines.schema import INGEST_FILES_SCHEMA, TARGET_SCHEMAS, conform
 from pipelines.warehouse import ident, insert_frame, table_exists
 
 # DuckDB's own working memory while settling ownership over the whole history; beyond it, it
@@ -138,9 +138,10 @@ def sync_source(
         row = conn.execute(
             f"SELECT count(*) FROM ingest_state WHERE source = ? AND {gone}", [source.name]
         ).fetchone()
+        forgotten = bool(row and row[0])
         if not current:
             store.replace_all(conn, raw_table(source.name), pl.DataFrame(schema=raw_columns))
-        elif row and row[0]:
+        elif forgotten:
             if not full:
                 conn.execute(
                     f"INSERT INTO _affected SELECT DISTINCT hash({keys}), {keys} FROM {raw} "
@@ -172,15 +173,21 @@ def sync_source(
             shutil.rmtree(copy.folder, ignore_errors=True)
 
     with clock("count rows per file"):
-        files = file_records(conn, source, listing, first_of)
-        conn.execute("DELETE FROM ingest_files WHERE source = ?", [source.name])
-        insert_frame(conn, "ingest_files", files)
-        # A renamed file keeps its rows (same content); its rejects should show the new name.
-        conn.execute(
-            "UPDATE rejected_rows SET path = o.path FROM _order o WHERE rejected_rows.source = ? "
-            "AND rejected_rows.file_id = o.file_id AND rejected_rows.path IS DISTINCT FROM o.path",
-            [source.name],
-        )
+        nothing_new = not to_parse and not forgotten and not full and settled == 0
+        kept = _files_as_recorded(conn, source, listing) if nothing_new else None
+        if kept is not None:
+            files = kept
+        else:
+            files = file_records(conn, source, listing, first_of)
+            conn.execute("DELETE FROM ingest_files WHERE source = ?", [source.name])
+            insert_frame(conn, "ingest_files", files)
+            # A renamed file keeps its rows (same content); its rejects should show the new name.
+            conn.execute(
+                "UPDATE rejected_rows SET path = o.path FROM _order o "
+                "WHERE rejected_rows.source = ? AND rejected_rows.file_id = o.file_id "
+                "AND rejected_rows.path IS DISTINCT FROM o.path",
+                [source.name],
+            )
     memo.save()
     for temp in ("_order", "_affected"):
         conn.execute(f"DROP TABLE IF EXISTS {temp}")
@@ -192,6 +199,39 @@ def sync_source(
         keys_settled=None if full else settled,
         seconds=clock.seconds,
     )
+
+
+# What a file's `ingest_files` row takes from the listing.
+_AS_LISTED = ("path", "file_id", "sha256", "size_bytes", "modified_at")
+
+
+def _files_as_recorded(
+    conn: duckdb.DuckDBPyConnection, source: SourceConfig, listing: list[FileInfo]
+) -> pl.DataFrame | None:
+    """The source's `ingest_files` rows in the listing's order, when a night that parsed,
+    forgot and settled nothing lists its files exactly as they are recorded (the same paths,
+    contents, sizes and times, in the same order): `file_records` would count every file's
+    rows in the staging and raw tables again to write the same rows. None otherwise."""
+    listed = pl.DataFrame(
+        {
+            "path": [i.rel_path for i in listing],
+            "file_id": [i.file_id for i in listing],
+            "sha256": [i.sha256 for i in listing],
+            "size_bytes": [i.size_bytes for i in listing],
+            "modified_at": [i.modified_at for i in listing],
+        },
+        schema={
+            c: INGEST_FILES_SCHEMA[c]
+            for c in ("path", "file_id", "sha256", "size_bytes", "modified_at")
+        },
+    )
+    recorded = conn.execute("SELECT * FROM ingest_files WHERE source = ?", [source.name]).pl()
+    if recorded.height != listed.height or recorded["path"].n_unique() != recorded.height:
+        return None
+    ordered = listed.select("path").join(recorded, on="path", how="left", maintain_order="left")
+    if not ordered.select(listed.columns).equals(listed):
+        return None
+    return conform(ordered, INGEST_FILES_SCHEMA)
 
 
 def ingest_source(
