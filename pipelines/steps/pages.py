@@ -173,7 +173,7 @@ def update_person_pages(
     groups: list[PagePlans] = []
     inputs: StoreInputs | None = None
     with warehouse.read() as conn:
-        recorded = _records(conn) if table_exists(conn, STATE_TABLE) else None
+        recorded = _records(conn)
         if data.people is not None:
             # Frames handed in are not the store's: only a read from the warehouse is planned
             # shard by shard first (`pipelines.steps.page_shards`).
@@ -184,24 +184,24 @@ def update_person_pages(
         if inputs is not None:
             sources = _sources(data)
             salts = (salt, sections_salt)
-            states = shard_states(inputs, run, count, salts, sources, _records(conn))
+            states = shard_states(inputs, run, count, salts, sources, recorded)
             kept = unchanged_shards(conn, states, count, STEP, out_dir)
             if kept:
                 # Only the other shards are read, planned, rendered and recorded.
                 shards = [k for k in run if k not in kept]
-                if not shards:
-                    if data.freshness_key is not None:
-                        with warehouse.write() as conn:
-                            _keep_freshness(conn, data)
-                    return [write_plotly_js(out_dir)], _nothing(salt)
                 data = _of_shards(data, set(shards), count)
-        scope = shard_scope(conn, shards)
-        if data.people is not None:
+        scope = shard_scope(conn, shards) if shards != [] else None
+        if data.people is not None and shards != []:
             windows = window_fingerprints(conn, "exposure_windows", scope)
+    if shards == []:  # every shard left as it is
+        if data.freshness_key is not None:
+            with warehouse.write() as conn:
+                _keep_freshness(conn, data)
+        return [write_plotly_js(out_dir)], _nothing(salt)
     # Each group is planned against the step's records, read once into an in-memory database,
     # instead of in a warehouse connection of its own.
     with duckdb.connect() as memory:
-        if recorded is not None:
+        if recorded.height:
             memory.register("_recorded", recorded.to_arrow())
             memory.execute(f"CREATE TABLE {STATE_TABLE} AS SELECT * FROM _recorded")
             memory.unregister("_recorded")
@@ -221,7 +221,7 @@ def update_person_pages(
                 )
                 .pl()["person_id"]
                 .to_list()
-                if recorded is not None
+                if recorded.height
                 else []
             )
 
