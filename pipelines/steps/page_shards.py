@@ -10,7 +10,9 @@ hash of
 - its parts of every store table (`page_summaries`, this step's own output, aside),
 - what spans shards: the definitions of the warehouse's other views (the canonical views over
   the staging tables) and the rows of `unmapped_foods`,
-- the salts of both plans (with the code and DuckDB's version, `full_salt`),
+- the salts of both plans (with the code and DuckDB's version, `full_salt`) and the code that
+  reads the pages' rows (`_read_code`: a changed read is a changed page, which the plans see
+  in the frames they fingerprint),
 - its people's sources, less the clock (`person_sources_frame`: staleness included),
 - and the step's own records of its people (`person_inputs`, both plans),
 
@@ -28,11 +30,13 @@ import hashlib
 import json
 from collections.abc import Collection
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import duckdb
 import polars as pl
 
+from pipelines.fingerprint import fingerprint
 from pipelines.incremental import ROWS_FINGERPRINT, STATE_SCHEMA, STATE_TABLE, full_salt
 from pipelines.reports.inputs import person_page_name, person_section_name
 from pipelines.store import PARTS, live_parts, root_of, shard_of
@@ -43,6 +47,15 @@ SHARDS_STEP = "dashboards/shards"
 _VERSION = "1"
 # This step's own store table: written after the state is taken, and only from what it covers.
 _OWN = "page_summaries"
+
+
+@cache
+def _read_code() -> str:
+    """A hash of the modules that read what the pages show from the warehouse (the dashboards
+    steps, their SQL and the store's reads)."""
+    steps = Path(__file__).resolve().parent
+    paths = [steps / n for n in ("dashboards.py", "pages.py", "page_shards.py")]
+    return fingerprint([*paths, *sorted((steps / "sql").glob("*.sql")), steps.parent / "store.py"])
 
 
 @dataclass(frozen=True)
@@ -99,7 +112,7 @@ def shard_states(
         return rows
 
     mine, theirs = by_shard(sources), by_shard(records)
-    common = [_VERSION, [full_salt(s) for s in salts], inputs.shared]
+    common = [_VERSION, _read_code(), [full_salt(s) for s in salts], inputs.shared]
     states = {}
     for shard in shards:
         state = [common, inputs.parts.get(shard, []), mine.get(shard, []), theirs.get(shard, [])]

@@ -167,6 +167,11 @@ def update_person_pages(
     A run of some shards plans, records and removes the pages of their people only. Returns the
     files written and the pages' plan.
 
+    Read from the warehouse (`data.people`), a store shard whose recorded state still holds
+    (`pipelines.steps.page_shards`) is left as it is before anyone's rows are read: a quiet night
+    reads, plans and records nothing. The source freshness `data` scanned is kept for the fan-in
+    and the next run (`page_shards.keep_freshness`).
+
     Each group of people is planned as it comes (`write_person_pages` hands over its inputs), so
     only one group's inputs are in memory at a time."""
     salt, sections_salt = shared_page_inputs(data, out_dir), shared_section_inputs(out_dir)
