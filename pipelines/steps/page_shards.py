@@ -129,9 +129,10 @@ def unchanged_shards(
     out_dir: Path,
 ) -> set[int]:
     """The shards of `states` whose recorded state is the same and whose people (those with a
-    record of `page_step`) all have their page and section file in `out_dir`."""
-    if not table_exists(conn, STATE_TABLE):
-        return set()
+    record of `page_step`) all have their page and section file in `out_dir`, when the step's
+    summaries (`_OWN`) are there."""
+    if not (table_exists(conn, STATE_TABLE) and table_exists(conn, _OWN)):
+        return set()  # the shards' summaries are the index's rows: none kept, none to keep
     kept = dict(
         conn.execute(
             f"SELECT person_id, fingerprint FROM {STATE_TABLE} WHERE step = ?", [SHARDS_STEP]
