@@ -24,6 +24,7 @@ from pipelines.definitions import defs, refresh_all_job
 from pipelines.defs.partitions import all_partitions_tags
 from pipelines.project import PROJECT_DIR_ENV, Project
 from pipelines.steps import pages
+from pipelines.steps.page_shards import SHARDS_STEP
 from tests.conftest import make_demo_project
 
 # What may differ between two runs on the same files; every other column of every table and
@@ -34,6 +35,8 @@ IGNORED_COLUMNS = {
     "ingest_files": ("ingested_at",),
     "ingest_state": ("ingested_at",),
     "store_parts": ("file",),
+    # The key the source freshness is kept under hashes the part files' names.
+    "page_freshness": ("key",),
 }
 # - `person_inputs.salt` of the dashboards step's two plans (pages and section files): a hash of
 #   what every page (section) shares, which includes the absolute path of the dashboards folder
@@ -41,6 +44,9 @@ IGNORED_COLUMNS = {
 #   project copies by design. The other steps' salts are compared: they hold the settings, which
 #   must not see the executor.
 IGNORED_SALT_STEPS = (pages.STEP, pages.SECTION_STEP)
+# - the person-page step's shard states (`page_shards`): hashes of the part files' names and of
+#   the salts above.
+IGNORED_FINGERPRINT_STEPS = (SHARDS_STEP,)
 FILES_MTIME = 1_790_000_000  # 2026-09-21
 # Dagster mirrors a step's output into its compute log with a `tail` subprocess; on a Dask worker
 # whose stdout is a file (as under CI) that `tail` never ends, and each step waited 60 s for it.
@@ -139,7 +145,11 @@ def warehouse_tables(project: Project) -> dict[str, pl.DataFrame]:
                 pl.when(pl.col("step").is_in(IGNORED_SALT_STEPS))
                 .then(None)
                 .otherwise(pl.col("salt"))
-                .alias("salt")
+                .alias("salt"),
+                pl.when(pl.col("step").is_in(IGNORED_FINGERPRINT_STEPS))
+                .then(None)
+                .otherwise(pl.col("fingerprint"))
+                .alias("fingerprint"),
             )
         out[name] = df.sort(df.columns, nulls_last=True)
     return out

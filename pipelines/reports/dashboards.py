@@ -109,10 +109,11 @@ __all__ = [
     "write_dashboards",
     "write_index_pages",
     "write_person_pages",
+    "write_plotly_js",
 ]
 
 
-def _write_plotly_js(out_dir: Path) -> Path:
+def write_plotly_js(out_dir: Path) -> Path:
     """One shared copy of plotly.js; rewritten only when the bundled version changes."""
     path = out_dir / PLOTLY_JS
     payload = get_plotlyjs().encode("utf-8")
@@ -235,7 +236,7 @@ def write_person_pages(
     with tempfile.TemporaryDirectory(
         prefix="gutsignal-pages-", dir=shared_tables_parent(), ignore_cleanup_errors=True
     ) as tmp:
-        written = [_write_plotly_js(out_dir)]
+        written = [write_plotly_js(out_dir)]
         sources = source_status(d, now)
         job = _PageJob(
             out_dir,

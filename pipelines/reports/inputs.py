@@ -183,6 +183,9 @@ class DashboardInputs:
     # denominator of the index's shares of energy from unmapped foods.
     energy_kcal_total: float | None = None
     people: PersonGroups | None = None
+    # Set by the dashboards step when `source_freshness` was scanned, not read back as kept: the
+    # key the person-page step keeps it under (`pipelines.steps.page_shards.keep_freshness`).
+    freshness_key: str | None = None
 
 
 _SAFE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")

@@ -113,7 +113,14 @@ def person_page_inputs(
     tables = {
         name: df for name, df in page_tables.items() if name != "crp" and name not in _SECTION_ONLY
     }
-    tables["sources"] = pl.DataFrame(
+    tables["sources"] = person_sources_frame(sources)
+    return tables
+
+
+def person_sources_frame(sources: dict[str, list[dict[str, Any]]]) -> pl.DataFrame:
+    """People's sources (`_person_sources`) as their pages show them, less the clock: one row
+    per person and source (`SOURCES_SCHEMA`)."""
+    return pl.DataFrame(
         [
             {
                 "person_id": pid,
@@ -128,7 +135,6 @@ def person_page_inputs(
         ],
         schema=SOURCES_SCHEMA,
     )
-    return tables
 
 
 def shared_page_inputs(data: DashboardInputs, out_dir: Path) -> str:

@@ -27,6 +27,7 @@ from pipelines.reports.dashboards import (
 from pipelines.reports.inputs import SCHEMAS, person_order
 from pipelines.schema import REJECT_EXAMPLES, REJECT_VALUE_SHOWN
 from pipelines.steps import sql
+from pipelines.steps.page_shards import freshness_key, kept_freshness
 from pipelines.steps.pages import update_index, update_person_pages
 from pipelines.store import MANIFEST, SHARDS, TABLES, read_shards, root_of, shard_count, shard_of
 from pipelines.warehouse import Warehouse
@@ -120,14 +121,18 @@ def _day(x: date) -> date:
     return x.date() if isinstance(x, datetime) else x
 
 
-def _source_freshness(conn: duckdb.DuckDBPyConnection, schema: Schema) -> pl.DataFrame:
-    """Per source and person: the newest file of the source and the person's latest data day.
+def _source_freshness(
+    conn: duckdb.DuckDBPyConnection, schema: Schema
+) -> tuple[pl.DataFrame, str | None]:
+    """Per source and person: the newest file of the source and the person's latest data day;
+    and the key to keep them under (`page_shards.keep_freshness`), None when they were kept
+    already (read back, not scanned again) or cannot be.
 
     Sources without per-person dates (e.g. a cross-sectional cohort) get one row with a null
     person and day, so the age of their newest file is still checked.
     """
     if "ingest_files" not in schema or "modified_at" not in _columns(schema, "ingest_files"):
-        return pl.DataFrame()
+        return pl.DataFrame(), None
     parts = []
     for name, day in _DATED_TABLES:
         if name in schema and {"source", "person_id", day} <= _columns(schema, name):
@@ -143,7 +148,12 @@ def _source_freshness(conn: duckdb.DuckDBPyConnection, schema: Schema) -> pl.Dat
             "WHERE false"
         )
     )
-    return conn.execute(sql("source_freshness").format(days=days)).pl()
+    query = sql("source_freshness").format(days=days)
+    key = freshness_key(conn, query)
+    kept = kept_freshness(conn, key)
+    if kept is not None:
+        return kept, None
+    return conn.execute(query).pl(), key
 
 
 def _between_dii_params(conn: duckdb.DuckDBPyConnection, schema: Schema) -> tuple[int, int] | None:
@@ -343,6 +353,7 @@ def load_dashboard_inputs(
         # then lie in a few shards, and its reads open only their files (`_read_group`).
         people = people.sort("shard", maintain_order=True)
         rejected = _rejected_summary(conn, schema) if "rejected_rows" in schema else pl.DataFrame()
+        freshness, to_keep = _source_freshness(conn, schema)
         first_day, last_day, energy = _diet_totals(conn, schema)
         days = [
             x
@@ -367,7 +378,8 @@ def load_dashboard_inputs(
             ingest_files=_read(conn, schema, "ingest_files"),
             rejected_summary=rejected,
             unmapped_foods=_read(conn, schema, "unmapped_foods"),
-            source_freshness=_source_freshness(conn, schema),
+            source_freshness=freshness,
+            freshness_key=to_keep,
             run_info={
                 "run_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                 "code_version": f"gutsignal {version('gutsignal')}",

@@ -6,6 +6,7 @@ cohort page from those rows alone (`update_index`).
 """
 
 from collections.abc import Collection
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -14,6 +15,7 @@ import polars as pl
 
 from pipelines.incremental import (
     ROWS_FINGERPRINT,
+    STATE_SCHEMA,
     STATE_TABLE,
     PersonPlan,
     full_salt,
@@ -24,17 +26,29 @@ from pipelines.incremental import (
 from pipelines.reports.dashboards import (
     DashboardInputs,
     PageInputs,
+    PersonGroups,
     shared_page_inputs,
     shared_section_inputs,
     summaries_frame,
     summaries_from,
     write_index_pages,
     write_person_pages,
+    write_plotly_js,
 )
-from pipelines.reports.inputs import Renders, person_order
+from pipelines.reports.inputs import Renders, _normalise, person_order
+from pipelines.reports.page_inputs import person_sources_frame
 from pipelines.reports.page_summary import SUMMARY_SCHEMA, PageSummary
+from pipelines.reports.sources import _person_sources, run_time
 from pipelines.steps.features import full_build_shards, replace_shards, shard_scope
-from pipelines.store import replace_all
+from pipelines.steps.page_shards import (
+    StoreInputs,
+    keep_freshness,
+    record_states,
+    shard_states,
+    store_inputs,
+    unchanged_shards,
+)
+from pipelines.store import MANIFEST, SHARDS, replace_all, root_of, shard_count, shard_of
 from pipelines.warehouse import Warehouse, table_exists
 
 STEP = "dashboards"
@@ -98,10 +112,12 @@ def plan_pages(
     )
 
 
-def window_fingerprints(conn: duckdb.DuckDBPyConnection, table: str) -> pl.DataFrame:
-    """Per person, one fingerprint of their complete exposure windows in `table` (person_id,
-    windows): every column of the rows `_windows` reads for their section file, taken inside
-    DuckDB, so that a night that renders no section file reads no window."""
+def window_fingerprints(
+    conn: duckdb.DuckDBPyConnection, table: str, scope: str | None = None
+) -> pl.DataFrame:
+    """Per person (of `scope`, when given), one fingerprint of their complete exposure windows in
+    `table` (person_id, windows): every column of the rows `_windows` reads for their section
+    file, taken inside DuckDB, so that a night that renders no section file reads no window."""
     columns = (
         {d[0] for d in conn.execute(f"SELECT * FROM {table} LIMIT 0").description}
         if table_exists(conn, table)
@@ -111,7 +127,7 @@ def window_fingerprints(conn: duckdb.DuckDBPyConnection, table: str) -> pl.DataF
         return pl.DataFrame(schema={"person_id": pl.String, "windows": pl.String})
     return conn.execute(
         f"SELECT person_id, {ROWS_FINGERPRINT} AS windows "
-        f"FROM (SELECT * FROM {table} WHERE complete) t GROUP BY person_id"
+        f"FROM (SELECT * FROM {table} WHERE complete AND {scope or 'true'}) t GROUP BY person_id"
     ).pl()
 
 
@@ -151,25 +167,46 @@ def update_person_pages(
     A run of some shards plans, records and removes the pages of their people only. Returns the
     files written and the pages' plan.
 
+    Read from the warehouse (`data.people`), a store shard whose recorded state still holds
+    (`pipelines.steps.page_shards`) is left as it is before anyone's rows are read: a quiet night
+    reads, plans and records nothing. The source freshness `data` scanned is kept for the fan-in
+    and the next run (`page_shards.keep_freshness`).
+
     Each group of people is planned as it comes (`write_person_pages` hands over its inputs), so
     only one group's inputs are in memory at a time."""
     salt, sections_salt = shared_page_inputs(data, out_dir), shared_section_inputs(out_dir)
     groups: list[PagePlans] = []
+    inputs: StoreInputs | None = None
     with warehouse.read() as conn:
-        scope = shard_scope(conn, shards)
-        recorded = (
-            conn.execute(
-                f"SELECT * FROM {STATE_TABLE} WHERE step IN (?, ?)", [STEP, SECTION_STEP]
-            ).pl()
-            if table_exists(conn, STATE_TABLE)
-            else None
-        )
+        recorded = _records(conn)
         if data.people is not None:
-            windows = window_fingerprints(conn, "exposure_windows")
+            # Frames handed in are not the store's: only a read from the warehouse is planned
+            # shard by shard first (`pipelines.steps.page_shards`).
+            root = root_of(conn)
+            count = shard_count(root) if (root / MANIFEST).exists() else SHARDS
+            run = sorted(range(count) if shards is None else {int(k) for k in shards})
+            inputs = store_inputs(conn)
+        if inputs is not None:
+            sources = _sources(data)
+            salts = (salt, sections_salt)
+            states = shard_states(inputs, run, count, salts, sources, recorded)
+            kept = unchanged_shards(conn, states, count, STEP, out_dir)
+            if kept:
+                # Only the other shards are read, planned, rendered and recorded.
+                shards = [k for k in run if k not in kept]
+                data = _of_shards(data, set(shards), count)
+        scope = shard_scope(conn, shards) if shards != [] else None
+        if data.people is not None and shards != []:
+            windows = window_fingerprints(conn, "exposure_windows", scope)
+    if shards == []:  # every shard left as it is
+        if data.freshness_key is not None:
+            with warehouse.write() as conn:
+                _keep_freshness(conn, data)
+        return [write_plotly_js(out_dir)], _nothing(salt)
     # Each group is planned against the step's records, read once into an in-memory database,
     # instead of in a warehouse connection of its own.
     with duckdb.connect() as memory:
-        if recorded is not None:
+        if recorded.height:
             memory.register("_recorded", recorded.to_arrow())
             memory.execute(f"CREATE TABLE {STATE_TABLE} AS SELECT * FROM _recorded")
             memory.unregister("_recorded")
@@ -189,7 +226,7 @@ def update_person_pages(
                 )
                 .pl()["person_id"]
                 .to_list()
-                if recorded is not None
+                if recorded.height
                 else []
             )
 
@@ -215,7 +252,47 @@ def update_person_pages(
         for plan in plans:
             record(conn, plan, scope)
         _store_summaries(conn, summaries, shards, scope)
+        if inputs is not None:
+            # Taken of what the run started from, with the records it has just written.
+            done = shards if shards is not None else run
+            record_states(conn, shard_states(inputs, done, count, salts, sources, _records(conn)))
+        _keep_freshness(conn, data)
     return written, plans.pages
+
+
+def _keep_freshness(conn: duckdb.DuckDBPyConnection, data: DashboardInputs) -> None:
+    """Keep the source freshness `data` scanned, for the fan-in and the next run."""
+    if data.freshness_key is not None:
+        keep_freshness(conn, data.source_freshness, data.freshness_key)
+
+
+def _records(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The step's records of both plans (`person_inputs`), for the shards' states."""
+    if not table_exists(conn, STATE_TABLE):
+        return pl.DataFrame(schema=STATE_SCHEMA)
+    return conn.execute(
+        f"SELECT * FROM {STATE_TABLE} WHERE step IN (?, ?)", [STEP, SECTION_STEP]
+    ).pl()
+
+
+def _sources(data: DashboardInputs) -> pl.DataFrame:
+    """Every person's sources of `data` as their pages show them, less the clock."""
+    d = _normalise(data)
+    return person_sources_frame(_person_sources(d, run_time(d.run_info)))
+
+
+def _of_shards(data: DashboardInputs, shards: set[int], count: int) -> DashboardInputs:
+    """`data` with the person groups of the people of `shards` only."""
+    assert data.people is not None
+    people = data.people
+    ids = [p for p in people.ids if shard_of(p, count) in shards]
+    return replace(data, people=PersonGroups(ids, people.read, people.windows))
+
+
+def _nothing(salt: str) -> PersonPlan:
+    """The plan of a run whose every shard was left as it is."""
+    empty = pl.DataFrame(schema={"person_id": pl.String, "fingerprint": pl.String})
+    return PersonPlan(STEP, False, [], [], empty, full_salt(salt))
 
 
 def _store_summaries(

@@ -1,0 +1,215 @@
+"""Which store shards' person pages a run can leave as they are, decided from what the warehouse
+records before anyone's rows are read (`pipelines.steps.pages.update_person_pages`).
+
+A person page and its section file are built from their person's rows of the store tables, the
+native `unmapped_foods`, their sources as the page shows them, and what every page shares (the
+plan's salts). A store shard's rows are its part files, and a part file never changes once it
+has its name (`pipelines.store`): the same part list, the same rows. So a shard's *state*, a
+hash of
+
+- its parts of every store table (`page_summaries`, this step's own output, aside),
+- what spans shards: the definitions of the warehouse's other views (the canonical views over
+  the staging tables) and the rows of `unmapped_foods`,
+- the salts of both plans (with the code and DuckDB's version, `full_salt`) and the code that
+  reads the pages' rows (`_read_code`: a changed read is a changed page, which the plans see
+  in the frames they fingerprint),
+- its people's sources, less the clock (`person_sources_frame`: staleness included),
+- and the step's own records of its people (`person_inputs`, both plans),
+
+changes whenever a page of the shard could. The step keeps each shard's state in `person_inputs`
+under `SHARDS_STEP` (person_id: the shard's number) in the transaction that records the plans;
+a shard whose state matches and whose files are all there is left as it is: its rows are not
+read, nor fingerprinted, nor summarised again. The other shards go through the plan as before.
+Only for inputs read from the warehouse (`DashboardInputs.people`): frames handed in are not the
+store's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Collection
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from pipelines.fingerprint import fingerprint
+from pipelines.incremental import ROWS_FINGERPRINT, STATE_SCHEMA, STATE_TABLE, full_salt
+from pipelines.reports.inputs import person_page_name, person_section_name
+from pipelines.store import PARTS, live_parts, root_of, shard_of
+from pipelines.warehouse import insert_frame, table_exists
+
+SHARDS_STEP = "dashboards/shards"
+# Raised when what a state covers changes, so that every shard is planned once more.
+_VERSION = "1"
+# This step's own store table: written after the state is taken, and only from what it covers.
+_OWN = "page_summaries"
+
+
+@cache
+def _read_code() -> str:
+    """A hash of the modules that read what the pages show from the warehouse (the dashboards
+    steps, their SQL and the store's reads)."""
+    steps = Path(__file__).resolve().parent
+    paths = [steps / n for n in ("dashboards.py", "pages.py", "page_shards.py")]
+    return fingerprint([*paths, *sorted((steps / "sql").glob("*.sql")), steps.parent / "store.py"])
+
+
+@dataclass(frozen=True)
+class StoreInputs:
+    """What the warehouse records of the page inputs: per shard, its parts of every store table
+    but `_OWN` (table, files in order), and a hash of what spans shards."""
+
+    parts: dict[int, list[tuple[str, list[str]]]]
+    shared: str
+
+
+def store_inputs(conn: duckdb.DuckDBPyConnection) -> StoreInputs | None:
+    """The store's record of the page inputs, or None for a warehouse without `store_parts`
+    (whose part names say nothing about their rows)."""
+    if not table_exists(conn, PARTS):
+        return None
+    parts: dict[int, list[tuple[str, list[str]]]] = {}
+    stored = live_parts(conn, root_of(conn))
+    for table, shards in sorted(stored.items()):
+        if table != _OWN:
+            for shard, files in shards.items():
+                parts.setdefault(shard, []).append((table, files))
+    views = conn.execute(
+        "SELECT view_name, sql FROM duckdb_views() WHERE database_name = current_database() "
+        "AND schema_name = 'main' AND NOT internal ORDER BY view_name"
+    ).fetchall()
+    unmapped = (
+        conn.execute(f"SELECT {ROWS_FINGERPRINT} FROM unmapped_foods t").fetchone()
+        if table_exists(conn, "unmapped_foods")
+        else None
+    )
+    shared = [[[name, sql] for name, sql in views if name not in stored], unmapped]
+    return StoreInputs(parts, json.dumps(shared, default=str))
+
+
+def shard_states(
+    inputs: StoreInputs,
+    shards: Collection[int],
+    count: int,
+    salts: tuple[str, str],
+    sources: pl.DataFrame,
+    records: pl.DataFrame,
+) -> dict[int, str]:
+    """Each of `shards`' state (the module's docstring): `sources` the people's sources
+    (`person_sources_frame`), `records` the step's rows of `person_inputs` (step, person_id,
+    fingerprint, salt; of both plans)."""
+
+    def by_shard(df: pl.DataFrame) -> dict[int, list[list[object]]]:
+        rows: dict[int, list[list[object]]] = {}
+        for row in df.sort(df.columns).iter_rows():
+            rows.setdefault(shard_of(row[df.columns.index("person_id")], count), []).append(
+                list(row)
+            )
+        return rows
+
+    mine, theirs = by_shard(sources), by_shard(records)
+    common = [_VERSION, _read_code(), [full_salt(s) for s in salts], inputs.shared]
+    states = {}
+    for shard in shards:
+        state = [common, inputs.parts.get(shard, []), mine.get(shard, []), theirs.get(shard, [])]
+        text = json.dumps(state, default=str)
+        states[shard] = hashlib.sha256(text.encode()).hexdigest()
+    return states
+
+
+def unchanged_shards(
+    conn: duckdb.DuckDBPyConnection,
+    states: dict[int, str],
+    count: int,
+    page_step: str,
+    out_dir: Path,
+) -> set[int]:
+    """The shards of `states` whose recorded state is the same and whose people (those with a
+    record of `page_step`) all have their page and section file in `out_dir`, when the step's
+    summaries (`_OWN`) are there."""
+    if not (table_exists(conn, STATE_TABLE) and table_exists(conn, _OWN)):
+        return set()  # the shards' summaries are the index's rows: none kept, none to keep
+    kept = dict(
+        conn.execute(
+            f"SELECT person_id, fingerprint FROM {STATE_TABLE} WHERE step = ?", [SHARDS_STEP]
+        ).fetchall()
+    )
+    same = {k for k, state in states.items() if kept.get(str(k)) == state}
+    people = conn.execute(
+        f"SELECT person_id FROM {STATE_TABLE} WHERE step = ?", [page_step]
+    ).fetchall()
+    for (person,) in people:
+        shard = shard_of(person, count)
+        if shard in same and not all(
+            (out_dir / name(person)).exists() for name in (person_page_name, person_section_name)
+        ):
+            same.discard(shard)
+    return same
+
+
+def record_states(conn: duckdb.DuckDBPyConnection, states: dict[int, str]) -> None:
+    """Keep `states` as the shards' recorded states (in the step's transaction)."""
+    if not states:
+        return
+    keys = [str(k) for k in states]
+    conn.execute(
+        f"DELETE FROM {STATE_TABLE} WHERE step = ? AND person_id IN "
+        f"({', '.join('?' for _ in keys)})",
+        [SHARDS_STEP, *keys],
+    )
+    rows = pl.DataFrame(
+        {
+            "step": SHARDS_STEP,
+            "person_id": keys,
+            "fingerprint": list(states.values()),
+            "salt": "",
+        },
+        schema=STATE_SCHEMA,
+    )
+    insert_frame(conn, STATE_TABLE, rows)
+
+
+# The source freshness (`pipelines.steps.dashboards`: per source and person, the newest file
+# and latest day of data) as last read, with the record it was read under (`freshness_key`):
+# both dashboard steps read it instead of scanning the dated tables again while the key holds.
+FRESHNESS = "page_freshness"
+
+
+def freshness_key(conn: duckdb.DuckDBPyConnection, query: str) -> str | None:
+    """What the rows of the freshness `query` are a function of: its text, every store table's
+    parts and the other views' definitions (`store_inputs`), and the rows of `ingest_files`.
+    None for a warehouse without `store_parts`."""
+    inputs = store_inputs(conn)
+    if inputs is None:
+        return None
+    files = (
+        conn.execute(f"SELECT {ROWS_FINGERPRINT} FROM ingest_files t").fetchone()
+        if table_exists(conn, "ingest_files")
+        else None
+    )
+    text = json.dumps([_VERSION, query, sorted(inputs.parts.items()), inputs.shared, files])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def kept_freshness(conn: duckdb.DuckDBPyConnection, key: str | None) -> pl.DataFrame | None:
+    """The freshness rows kept under `key`, in the query's order; None when none are."""
+    if key is None or not table_exists(conn, FRESHNESS):
+        return None
+    rows = conn.execute(
+        f"SELECT * EXCLUDE (key) FROM {FRESHNESS} WHERE key = ? ORDER BY source, person_id",
+        [key],
+    ).pl()
+    return rows if rows.height else None
+
+
+def keep_freshness(conn: duckdb.DuckDBPyConnection, rows: pl.DataFrame, key: str) -> None:
+    """Keep `rows` (the freshness read under `key`) in place of those kept before."""
+    conn.register("_freshness", rows.with_columns(key=pl.lit(key)).to_arrow())
+    try:
+        conn.execute(f"CREATE OR REPLACE TABLE {FRESHNESS} AS SELECT * FROM _freshness")
+    finally:
+        conn.unregister("_freshness")

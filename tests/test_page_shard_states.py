@@ -1,0 +1,120 @@
+"""The person-page step leaves a store shard as it is when its state (its parts, its people's
+sources and records, what every page shares) is what the step recorded and its files are there:
+a quiet night reads nobody's rows; a changed part, a deleted page or a changed salt brings its
+shard (or every shard) back into the plan. The source freshness is kept with the record it was
+read under, and read back while that holds."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from pipelines.incremental import register_people
+from pipelines.project import Project
+from pipelines.reports import person_page_name
+from pipelines.steps import dashboards as step
+from pipelines.steps import pages
+from pipelines.steps.page_shards import FRESHNESS
+from pipelines.store import SHARDS, replace_people, shard_of
+from tests.conftest import make_demo_project, refresh_all
+
+_RUN_AT = re.compile(rb"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC")
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: _RUN_AT.sub(b"<run>", p.read_bytes()) for p in sorted(folder.iterdir())}
+
+
+def _inputs(project: Project) -> step.DashboardInputs:
+    """What the person-page asset reads (`pipelines.defs.reports.assets._inputs`)."""
+    data = step.load_dashboard_inputs(project.warehouse())
+    config = project.config()
+    data.pseudonymise_cohort = config.settings.pseudonymise_cohort
+    data.demo_sources = frozenset(s.name for s in config.sources if s.demo)
+    return data
+
+
+@pytest.fixture
+def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
+    project = make_demo_project(tmp_path / "demo")
+    refresh_all(project.root, monkeypatch, {})  # renders every page and records the states
+    return project
+
+
+def test_only_the_shards_whose_state_changed_are_read_and_planned(
+    demo: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warehouse, out = demo.warehouse(), demo.dashboards_dir
+    read: list[list[str]] = []
+    read_group = step._read_group
+
+    def counted(*args: Any) -> Any:
+        if args[-1] is step._person_tables:
+            read.append(args[-2])
+        return read_group(*args)
+
+    monkeypatch.setattr(step, "_read_group", counted)
+
+    def night() -> set[str]:
+        read.clear()
+        written, _ = step.update_person_pages(warehouse, out, _inputs(demo))
+        return {p.name for p in written if p.suffix == ".html"}
+
+    full = _files(out)
+    people = step.load_dashboard_inputs(warehouse).people
+    assert people is not None and len(people.ids) > 1
+    alice = people.ids[0]
+    shard = shard_of(alice, SHARDS)
+    mates = {p for p in people.ids if shard_of(p, SHARDS) == shard}
+
+    # Nothing new: nobody's rows are read.
+    assert night() == set()
+    assert read == []
+
+    # A deleted page: its shard is read and planned again, the page written as it was.
+    (out / person_page_name(alice)).unlink()
+    assert night() == {person_page_name(alice)}
+    assert {p for group in read for p in group} == mates
+    assert _files(out) == full
+
+    # A changed row of alice's in the store: a new part in her shard only.
+    with warehouse.write() as conn:
+        rows = conn.execute("SELECT * FROM diet_daily WHERE person_id = ?", [alice]).pl()
+        register_people(conn, [alice])
+        replace_people(conn, "diet_daily", rows.with_columns(pl.col("fiber_g") + 1.0))
+    assert night() == {person_page_name(alice)}
+    assert {p for group in read for p in group} == mates
+    assert night() == set()
+    assert read == []
+
+    # What every page shares (here the code that renders them): every shard again.
+    monkeypatch.setattr(pages, "shared_page_inputs", lambda data, out_dir: "another salt")
+    assert night() == {person_page_name(p) for p in people.ids}
+
+
+def test_the_source_freshness_is_read_back_while_its_record_holds(demo: Project) -> None:
+    warehouse = demo.warehouse()
+    with warehouse.read() as conn:
+        schema = step._schema(conn)
+        kept, key = step._source_freshness(conn, schema)
+        assert key is None  # kept by the person-page step of the run: not scanned again
+    with warehouse.write() as conn:
+        conn.execute(f"DROP TABLE {FRESHNESS}")
+    with warehouse.read() as conn:
+        scanned, key = step._source_freshness(conn, schema)
+    assert key is not None and scanned.height
+    assert_frame_equal(kept, scanned)
+
+    # Kept again by the next person-page run; a new file's time is a new record: scanned.
+    step.update_person_pages(warehouse, demo.dashboards_dir, _inputs(demo))
+    with warehouse.write() as conn:
+        assert step._source_freshness(conn, schema)[1] is None
+        conn.execute("UPDATE ingest_files SET modified_at = modified_at + INTERVAL 1 DAY")
+        moved, key = step._source_freshness(conn, schema)
+    assert key is not None
+    assert moved["newest_file_at"].max() > scanned["newest_file_at"].max()
