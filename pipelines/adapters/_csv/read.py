@@ -242,9 +242,11 @@ def clean(frame: pl.DataFrame, width: int) -> pl.DataFrame:
         [pl.col(n).str.contains(r"^\s|\s$|^$").any().alias(n) for n in names]
     ).row(0, named=True)
     stripped = frame.with_columns([tidy(n) for n in names if untidy[n]])
-    return stripped.filter(pl.any_horizontal([pl.col(n).is_not_null() for n in names])).select(
-        [*names, LINE, RAW, *carried]
-    )
+    # Filtering copies every column; most frames have no blank row to drop, and asking is cheap.
+    filled = pl.any_horizontal([pl.col(n).is_not_null() for n in names])
+    if not stripped.select(filled.all()).item():
+        stripped = stripped.filter(filled)
+    return stripped.select([*names, LINE, RAW, *carried])
 
 
 def tidy(name: str) -> pl.Expr:
