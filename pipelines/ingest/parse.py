@@ -10,7 +10,7 @@ the batches, the rows written once). `plausible` applies the same rules to one f
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -89,7 +89,7 @@ def batches(items: list[FileInfo], max_files: int, max_bytes: int) -> Iterator[l
 
 def parsed_batches(
     source: SourceConfig, batches: Iterable[list[FileInfo]]
-) -> Iterator[tuple[list[FileInfo], BatchResult]]:
+) -> Generator[tuple[list[FileInfo], BatchResult], None, None]:
     """Each of `batches` with what the source's format parsed of it, in order. Past the first
     batch, up to PARSE_AHEAD batches are parsed in threads while the caller stores the one
     before (parsing writes nothing, so the stored result is the same; memory holds at most
