@@ -1,9 +1,10 @@
-"""Reading one CSV file: bytes decoded, lines split, cells parsed, into a `CsvTable`.
+"""Reading one CSV file: bytes decoded, data lines found, cells parsed, into a `CsvTable`.
 
 The first step of every CSV adapter. The file is decoded (byte-order marks, the configured
-encoding), split into lines, its delimiter sniffed and its header found (`split_lines`); then its
-cells are parsed by Polars as plain strings, or by Python's csv module when a quoted field spans
-lines and Polars rows no longer map one-to-one onto physical lines (`cells_table`).
+encoding), its header found, its delimiter sniffed and its data lines cut out as one text
+(`split_lines`); then its cells are parsed by Polars as plain strings, and each row's raw text by
+a one-column Polars read of the same bytes (`raw_lines`), or by Python's csv module when a quoted
+field spans lines and Polars rows no longer map one-to-one onto physical lines (`cells_table`).
 """
 
 from __future__ import annotations
