@@ -14,6 +14,7 @@ import pytest
 
 import pipelines.ingest as ingest
 import pipelines.ingest.fingerprints as ingest_fingerprints
+import pipelines.ingest.parse as ingest_parse
 import pipelines.ingest.settle as ingest_settle
 import pipelines.ingest.sync as ingest_sync
 from pipelines import store
@@ -191,6 +192,8 @@ def test_batches_are_also_bounded_by_bytes(tmp_path: Path, monkeypatch: pytest.M
     for i in range(8):
         export(raw / "cm" / f"p{i}" / "jan.csv", days if i in (2, 3, 6) else days[:1], 10 + i, i)
     whole = ingest_source(SOURCE, raw)
+    # One parse at a time, so the batches reach the counting parser in their order.
+    monkeypatch.setattr(ingest_parse, "PARSE_AHEAD", 1)
     sizes = {p.parent.name: p.stat().st_size for p in raw.glob("cm/*/jan.csv")}
     big, small = sizes["p2"], sizes["p0"]
     assert big > 10 * small

@@ -1,6 +1,7 @@
 """The second step: new or changed files parsed in batches, checked, and added to `raw_<source>`.
 
-`ingest_batch` runs a format's `parse_batch` on a batch, moves implausible rows to the rejects,
+`parsed_batches` runs a format's `parse_batch` on each batch, the next ones in threads while the
+current one is stored; `ingest_batch` moves a parsed batch's implausible rows to the rejects,
 writes rejects and `ingest_state` rows, and hands the rows that passed to the store, which writes
 them straight into `raw_<source>`'s new parts (`store_writes.appending`: one part per shard for all
 the batches, the rows written once). `plausible` applies the same rules to one file outside a run.
@@ -8,7 +9,9 @@ the batches, the rows written once). `plausible` applies the same rules to one f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import duckdb
 import polars as pl
 
 from pipelines.adapters import FORMATS, AdapterError, ParseResult
-from pipelines.adapters.base import FILE_INDEX
+from pipelines.adapters.base import FILE_INDEX, BatchResult
 from pipelines.config import SourceConfig
 from pipelines.ingest.files import FileInfo
 from pipelines.ingest.tables import INGEST_STATE_SCHEMA, OWNERSHIP_KEY
@@ -31,6 +34,10 @@ from pipelines.warehouse import ident, insert_frame
 # is one batch, where 200 files at a time made it ten.
 BATCH_FILES = 5000
 BATCH_BYTES = 24 * 1024 * 1024
+# Batches being parsed at once, each in a thread of its own, while the one before is stored. A
+# parse is part Python (decoding, splitting lines: holding the GIL) and part Polars (not holding
+# it), so one parse alone leaves a core idle much of the time; two keep both cores busy.
+PARSE_AHEAD = 2
 # A row's `input_lines` carried through the plausibility rules onto its rejects.
 _LINES = "__input_lines"
 
@@ -80,21 +87,59 @@ def batches(items: list[FileInfo], max_files: int, max_bytes: int) -> Iterator[l
         yield batch
 
 
+def parsed_batches(
+    source: SourceConfig, batches: Iterable[list[FileInfo]]
+) -> Generator[tuple[list[FileInfo], BatchResult], None, None]:
+    """Each of `batches` with what the source's format parsed of it, in order. Past the first
+    batch, up to PARSE_AHEAD batches are parsed in threads while the caller stores the one
+    before (parsing writes nothing, so the stored result is the same; memory holds at most
+    PARSE_AHEAD + 1 parsed batches). A single batch (a night's) is parsed here, without threads."""
+    parse = FORMATS[source.format].parse_batch
+    todo = iter(batches)
+    first = next(todo, None)
+    if first is None:
+        return
+    second = next(todo, None)
+    if second is None:
+        yield first, parse([i.path for i in first], source)
+        return
+    pool = ThreadPoolExecutor(max_workers=PARSE_AHEAD, thread_name_prefix="parse")
+    pending: deque[tuple[list[FileInfo], Future[BatchResult]]] = deque()
+
+    def submit(batch: list[FileInfo]) -> None:
+        pending.append((batch, pool.submit(parse, [i.path for i in batch], source)))
+
+    try:
+        submit(first)
+        submit(second)
+        while pending:
+            batch, future = pending.popleft()
+            parsed = future.result()
+            upcoming = next(todo, None)
+            if upcoming is not None:
+                submit(upcoming)
+            yield batch, parsed
+    finally:
+        # On an error (here or in the caller) the batches not started are dropped; the running
+        # ones finish, and their results with them.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def ingest_batch(
     conn: duckdb.DuckDBPyConnection,
     source: SourceConfig,
     target: str,
     batch: list[FileInfo],
+    parsed: BatchResult,
     fingerprint: str,
     today: date,
     store_rows: Callable[[pl.DataFrame], None],
     track: bool,
 ) -> None:
-    """Parse `batch`, apply the plausibility rules, store rejects and state, and give the rows
-    that passed (`raw_<source>`'s columns) to `store_rows`. With `track`, their ownership keys go
-    to `_affected` for `settle`."""
+    """Apply the plausibility rules to `parsed` (the format's `parse_batch` of `batch`), store
+    rejects and state, and give the rows that passed (`raw_<source>`'s columns) to `store_rows`.
+    With `track`, their ownership keys go to `_affected` for `settle`."""
     schema = TARGET_SCHEMAS[target]
-    parsed = FORMATS[source.format].parse_batch([i.path for i in batch], source)
     file_ids = {i: info.file_id for i, info in enumerate(batch)}
     frame_schema = {**schema, FILE_INDEX: pl.Int64}
     rows = (

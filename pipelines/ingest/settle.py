@@ -50,8 +50,9 @@ def staging_copy(conn: duckdb.DuckDBPyConnection, source: SourceConfig) -> store
     name = source.name
 
     def derive(rows: pa.Table) -> pa.Table:
+        # One value repeated, built by Arrow: a Python list of the rows' names cost far more.
         return rows.add_column(
-            rows.num_columns - 1, "source", pa.array([name] * rows.num_rows, pa.string())
+            rows.num_columns - 1, "source", pa.repeat(pa.scalar(name, pa.string()), rows.num_rows)
         )
 
     return store_writes.Copy(folder, derive)

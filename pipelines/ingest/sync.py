@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -22,7 +23,13 @@ from pipelines.config import SourceConfig
 from pipelines.ingest.accounting import file_records
 from pipelines.ingest.files import FileInfo, HashMemo, list_files
 from pipelines.ingest.fingerprints import source_fingerprint
-from pipelines.ingest.parse import BATCH_BYTES, BATCH_FILES, batches, ingest_batch
+from pipelines.ingest.parse import (
+    BATCH_BYTES,
+    BATCH_FILES,
+    batches,
+    ingest_batch,
+    parsed_batches,
+)
 from pipelines.ingest.settle import settle, staging_copy
 from pipelines.ingest.tables import (
     LINES_TO_CHECK,
@@ -161,10 +168,21 @@ def sync_source(
             clock("parse, check and store new files"),
             store_writes.appending(conn, raw_table(source.name), copy) as store_rows,
         ):
-            for batch in batches(to_parse, BATCH_FILES, BATCH_BYTES):
-                ingest_batch(
-                    conn, source, target, batch, fingerprint, today, store_rows, track=not full
-                )
+            cut = batches(to_parse, BATCH_FILES, BATCH_BYTES)
+            # Closed at once on an error, so no batch is parsed for nothing after it.
+            with closing(parsed_batches(source, cut)) as parsed_all:
+                for batch, parsed in parsed_all:
+                    ingest_batch(
+                        conn,
+                        source,
+                        target,
+                        batch,
+                        parsed,
+                        fingerprint,
+                        today,
+                        store_rows,
+                        track=not full,
+                    )
 
         with clock("settle ownership"):
             settled = settle(conn, source, target, full, None if copy is None else copy.files)

@@ -14,8 +14,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipelines.adapters._csv.read import Lines, cells_table, clean, polars_cells, split_lines
-from pipelines.adapters._csv.table import LINE, RAW, CsvTable
+from pipelines.adapters._csv.read import (
+    Lines,
+    cells_table,
+    clean,
+    polars_cells,
+    raw_lines,
+    split_lines,
+)
+from pipelines.adapters._csv.table import LINE, CsvTable
 from pipelines.adapters.base import FILE_INDEX, AdapterError, BatchResult
 from pipelines.config import SourceConfig
 
@@ -132,19 +139,20 @@ def _read_stack(group: dict[int, Lines]) -> tuple[dict[int, CsvTable], CsvTable]
     reads = list(group.values())
     first = reads[0]
     width = len(first.headers)
-    data_lines = [line for read in reads for line in read.data_lines]
-    cells = polars_cells(data_lines, width, first.delimiter, len(data_lines))
+    text = "\n".join(read.data for read in reads if read.count)
+    data = text.encode("utf-8")
+    counts = [read.count for read in reads]
+    cells = polars_cells(data, width, first.delimiter, sum(counts))
     if cells is None:
         return None
-    counts = [len(read.lines) - read.header_end for read in reads]
     line_numbers = np.concatenate(
-        [np.arange(read.header_end + 1, len(read.lines) + 1, dtype=np.int64) for read in reads]
+        [np.arange(read.first_line, read.first_line + read.count, dtype=np.int64) for read in reads]
     )
     index = np.repeat(np.fromiter(group, dtype=np.int64, count=len(group)), counts)
     frame = clean(
         cells.with_columns(
             pl.Series(LINE, line_numbers, dtype=pl.Int64),
-            pl.Series(RAW, data_lines, dtype=pl.String),
+            raw_lines(text, data, sum(counts)),
             pl.Series(FILE_INDEX, index, dtype=pl.Int64),
         ),
         width,

@@ -1,9 +1,10 @@
-"""Reading one CSV file: bytes decoded, lines split, cells parsed, into a `CsvTable`.
+"""Reading one CSV file: bytes decoded, data lines found, cells parsed, into a `CsvTable`.
 
 The first step of every CSV adapter. The file is decoded (byte-order marks, the configured
-encoding), split into lines, its delimiter sniffed and its header found (`split_lines`); then its
-cells are parsed by Polars as plain strings, or by Python's csv module when a quoted field spans
-lines and Polars rows no longer map one-to-one onto physical lines (`cells_table`).
+encoding), its header found, its delimiter sniffed and its data lines cut out as one text
+(`split_lines`); then its cells are parsed by Polars as plain strings, and each row's raw text by
+a one-column Polars read of the same bytes (`raw_lines`), or by Python's csv module when a quoted
+field spans lines and Polars rows no longer map one-to-one onto physical lines (`cells_table`).
 """
 
 from __future__ import annotations
@@ -35,60 +36,118 @@ def read_csv_table(path: Path, source: SourceConfig) -> CsvTable:
 
 @dataclass(frozen=True)
 class Lines:
-    """A file decoded and split into lines, its header found: everything of a read but the
-    cells. `spans` (first, last physical line of each record, header first) is set only when a
-    quoted field may span lines; otherwise record i is the data line i."""
+    """A file decoded, its header found and its data lines cut out: everything of a read but the
+    cells. `data` is the data lines joined by line feeds (trailing blank lines dropped), `count`
+    of them, the first one physical line `first_line` (1-based). `spans` (first, last physical
+    line of each record, header first) and `lines` (every physical line) are set only when a
+    quoted field may span lines; otherwise record i is data line i, on line `first_line + i`."""
 
     path: Path
     source: SourceConfig
     headers: tuple[str, ...]
     delimiter: str
-    lines: list[str]
-    header_end: int  # index of the first data line in `lines`
-    spans: list[tuple[int, int]] | None
-
-    @property
-    def data_lines(self) -> list[str]:
-        return self.lines[self.header_end :]
+    data: str
+    count: int
+    first_line: int
+    spans: list[tuple[int, int]] | None = None
+    lines: list[str] | None = None
 
 
 def split_lines(path: Path, source: SourceConfig) -> Lines:
     text = _read_text(path, source)
-    lines = text.split("\n")
-    # Trailing blank lines are not data; dropping them keeps the Polars row count comparable.
-    while lines and not lines[-1].strip():
-        lines.pop()
-    first = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if first is None:
+    # Trailing blank lines are not data; dropping them keeps the Polars row count comparable. A
+    # blank line is one of whitespace alone (as `str.strip` sees it), so the last line that is
+    # not blank holds the last character that is not whitespace, and the header line the first:
+    # found without splitting the text into lines (a Python string per line was a good part of a
+    # read), nor copying it (as `rstrip` and `lstrip` would).
+    kept = len(text)
+    while kept and text[kept - 1].isspace():
+        kept -= 1
+    if kept == 0:
         raise AdapterError(
             f"{path}: the file is empty (no header line). Export it again, or remove it from "
             "data/raw/ if it is not meant to be loaded."
         )
-    delimiter = source.delimiter or _sniff(lines[first])
+    end = text.find("\n", kept)
+    end = len(text) if end == -1 else end
+    lead = 0
+    while text[lead].isspace():
+        lead += 1
+    header_start = text.rfind("\n", 0, lead) + 1
+    first = text.count("\n", 0, header_start)
+    header_stop = text.find("\n", header_start, end)
+    header_stop = end if header_stop == -1 else header_stop
+    delimiter = source.delimiter or _sniff(text[header_start:header_stop])
+    if not _has_multiline_fields(text):
+        data = text[header_stop + 1 : end]
+        count = data.count("\n") + 1 if header_stop < end else 0
+        headers = _parse_header([text[header_start:header_stop]], delimiter)
+        return Lines(path, source, headers, delimiter, data, count, first + 2)
     # Record i starts on physical line i + first + 2 unless a quoted field spans lines; only then
     # is the csv module asked where each record starts.
-    spans = _record_spans(path, lines, first, delimiter) if _has_multiline_fields(text) else None
-    header_end = first + 1 if spans is None else spans[0][1]
+    lines = text[:end].split("\n")
+    spans = _record_spans(path, lines, first, delimiter)
+    header_end = spans[0][1]
     headers = _parse_header(lines[first:header_end], delimiter)
-    return Lines(path, source, headers, delimiter, lines, header_end, spans)
+    data_lines = lines[header_end:]
+    return Lines(
+        path,
+        source,
+        headers,
+        delimiter,
+        "\n".join(data_lines),
+        len(data_lines),
+        header_end + 1,
+        spans,
+        lines,
+    )
 
 
 def cells_table(read: Lines) -> CsvTable:
     """The CsvTable of one split file."""
-    lines, header_end, spans = read.lines, read.header_end, read.spans
-    data_lines = read.data_lines
-    if spans is None:
-        line_numbers = pl.int_range(header_end + 1, len(lines) + 1, dtype=pl.Int64, eager=True)
-        raws = data_lines
-    else:
-        line_numbers = pl.Series([start for start, _ in spans[1:]], dtype=pl.Int64)
-        raws = ["\n".join(lines[start - 1 : end]) for start, end in spans[1:]]
     width = len(read.headers)
-    cells = polars_cells(data_lines, width, read.delimiter, len(raws))
+    data = read.data.encode("utf-8")
+    if read.spans is None or read.lines is None:
+        line_numbers = pl.int_range(
+            read.first_line, read.first_line + read.count, dtype=pl.Int64, eager=True
+        )
+        raws = raw_lines(read.data, data, read.count)
+        records = read.count
+    else:
+        lines = read.lines
+        line_numbers = pl.Series([start for start, _ in read.spans[1:]], dtype=pl.Int64)
+        raws = pl.Series(
+            RAW, ["\n".join(lines[start - 1 : end]) for start, end in read.spans[1:]], pl.String
+        )
+        records = len(raws)
+    cells = polars_cells(data, width, read.delimiter, records)
     if cells is None:
-        cells = _csv_cells(read.path, data_lines, header_end, width, read.delimiter, len(raws))
-    frame = cells.with_columns(line_numbers.alias(LINE), pl.Series(RAW, raws, dtype=pl.String))
+        cells = _csv_cells(
+            read.path, read.data, read.first_line - 1, width, read.delimiter, records
+        )
+    frame = cells.with_columns(line_numbers.alias(LINE), raws)
     return CsvTable(read.path, read.source, read.headers, read.delimiter, clean(frame, width))
+
+
+def raw_lines(text: str, data: bytes, count: int) -> pl.Series:
+    """RAW: the `count` lines of `text` (`data` is its UTF-8), as the file has them. Split by
+    Polars (a read with one column and no quoting) where it sees exactly those lines, else by
+    Python. Where Polars gives null (a blank line), the row has no cell and `clean` drops it."""
+    if count and "\x00" not in text:
+        try:
+            lines = pl.read_csv(
+                data,
+                has_header=False,
+                schema={RAW: pl.String},
+                separator="\x00",
+                quote_char=None,
+                raise_if_empty=False,
+            ).to_series()
+        except (pl.exceptions.PolarsError, ValueError):
+            lines = None
+        if lines is not None and lines.len() == count:
+            return lines
+    return pl.Series(RAW, text.split("\n") if count else [], dtype=pl.String)
 
 
 def _read_text(path: Path, source: SourceConfig) -> str:
@@ -171,25 +230,26 @@ def _parse_header(header_lines: list[str], delimiter: str) -> tuple[str, ...]:
 
 
 def polars_cells(
-    data_lines: list[str],
+    data: bytes,
     width: int,
     delimiter: str,
     records: int,
     columns: Sequence[str] | None = None,
 ) -> pl.DataFrame | None:
-    """Cells of the data lines parsed by Polars; None if it does not see `records` records.
+    """Cells of the data lines (`data`, UTF-8) parsed by Polars; None if it does not see
+    `records` records.
 
     With `columns` (cell names), only those: Polars still splits every field, but builds the
     strings of these columns alone (and no EXTRA)."""
     # One column more than the header catches rows with extra fields (an unquoted delimiter).
     schema = {cell(i): pl.String for i in range(width + 1)}
     positions = None if columns is None else [i for i in range(width) if cell(i) in columns]
-    if not data_lines:
+    if not data:
         frame = pl.DataFrame(schema=schema)
     else:
         try:
             frame = pl.read_csv(
-                "\n".join(data_lines).encode("utf-8"),
+                data,
                 has_header=False,
                 schema=schema,
                 columns=positions,
@@ -208,10 +268,10 @@ def polars_cells(
 
 
 def _csv_cells(
-    path: Path, data_lines: list[str], offset: int, width: int, delimiter: str, records: int
+    path: Path, data: str, offset: int, width: int, delimiter: str, records: int
 ) -> pl.DataFrame:
     """Cells parsed by the csv module, for files Polars cannot split the same way."""
-    reader = csv.reader(io.StringIO("\n".join(data_lines)), delimiter=delimiter, strict=True)
+    reader = csv.reader(io.StringIO(data), delimiter=delimiter, strict=True)
     columns: list[list[str | None]] = [[] for _ in range(width)]
     extra: list[str | None] = []
     try:
@@ -242,9 +302,11 @@ def clean(frame: pl.DataFrame, width: int) -> pl.DataFrame:
         [pl.col(n).str.contains(r"^\s|\s$|^$").any().alias(n) for n in names]
     ).row(0, named=True)
     stripped = frame.with_columns([tidy(n) for n in names if untidy[n]])
-    return stripped.filter(pl.any_horizontal([pl.col(n).is_not_null() for n in names])).select(
-        [*names, LINE, RAW, *carried]
-    )
+    # Filtering copies every column; most frames have no blank row to drop, and asking is cheap.
+    filled = pl.any_horizontal([pl.col(n).is_not_null() for n in names])
+    if not stripped.select(filled.all()).item():
+        stripped = stripped.filter(filled)
+    return stripped.select([*names, LINE, RAW, *carried])
 
 
 def tidy(name: str) -> pl.Expr:
@@ -269,8 +331,7 @@ def column_values(
         return pl.select(values).to_series()
     cells = None
     if read.spans is None and len(names) == 1 and names[0] in {cell(i) for i in range(width)}:
-        cells = polars_cells(
-            read.data_lines, width, read.delimiter, len(read.data_lines), columns=names
-        )
+        data = read.data.encode("utf-8")
+        cells = polars_cells(data, width, read.delimiter, read.count, columns=names)
     frame = cells_table(read).frame if cells is None else cells.select(tidy(names[0]))
     return frame.select(values).to_series().unique()
