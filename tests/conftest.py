@@ -147,12 +147,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 # changes a lot (`PYTEST_ADDOPTS=--durations=80 make test`, summed per file).
 HEAVY_FILES = {
     "test_reliability.py": 200,
-    "test_bench_smoke.py": 120,
-    "test_executors.py": 80,
-    "test_page_shards.py": 75,
-    "test_nightly_work.py": 60,
-    "test_incremental_whole.py": 50,
-    "test_incremental_days.py": 50,
+    "test_page_shards.py": 110,
+    "test_shards.py": 110,
+    "test_nightly_work.py": 85,
+    "test_incremental_people.py": 75,
+    "test_bench_smoke.py": 70,
+    "test_executors.py": 50,
+    "test_incremental_days.py": 45,
+    "test_incremental_whole.py": 45,
 }
 
 
