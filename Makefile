@@ -73,7 +73,9 @@ browser:
 # refreshed, is built once) and neither worker idles while the other finishes a heavy file, as
 # it did with --dist loadfile. (--dist loadgroup would let us pin tests together, but xdist 3.8
 # cannot rename a pytest 9.2 node id, so its groups are silently ignored.) tests/conftest.py
-# says what keeps two workers apart.
+# says what keeps two workers apart, and puts the heaviest files (HEAVY_FILES) first in each
+# worker's share so that none of them is the last thing running. A test that needs the state
+# after a full run copies a built project (`copy_project`) rather than running the pipeline again.
 PYTEST_WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 
 test: lint typecheck browser

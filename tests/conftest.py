@@ -41,6 +41,19 @@ def make_demo_project(root: Path) -> Project:
     return project
 
 
+def copy_project(built: Project, root: Path) -> Project:
+    """A copy at `root` of a project a complete run has built: the state "after an earlier run"
+    without running it again (a full run is the costliest thing in the suite). The files keep
+    their mtimes (the ingest's memo of sizes and mtimes sees nothing new), and one read-write
+    connection points the warehouse's views at the copy's store, as the first run in a moved
+    project folder would (`pipelines.store`, `attach`). `built` is only read."""
+    shutil.copytree(built.root, root, dirs_exist_ok=True)
+    project = Project(root)
+    with project.warehouse().write():
+        pass
+    return project
+
+
 def refresh_all(
     root: Path, monkeypatch: pytest.MonkeyPatch, report: dict[str, str]
 ) -> dict[str, object]:
@@ -126,6 +139,60 @@ def pytest_testnodedown(node: Any, error: object) -> None:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for line in _WORKER_LINES:
         terminalreporter.write_line(line)
+
+
+# The files whose tests take most of a worker's time (full pipeline runs, subprocesses, the tiny
+# benchmark), with their rough cost in seconds on one CI worker (`--durations`). Only the order
+# and the ratios matter; a file left out counts as light. Measure again when a file's cost
+# changes a lot (`PYTEST_ADDOPTS=--durations=80 make test`, summed per file).
+HEAVY_FILES = {
+    "test_reliability.py": 200,
+    "test_page_shards.py": 110,
+    "test_shards.py": 110,
+    "test_nightly_work.py": 85,
+    "test_incremental_people.py": 75,
+    "test_bench_smoke.py": 70,
+    "test_executors.py": 50,
+    "test_incremental_days.py": 45,
+    "test_incremental_whole.py": 45,
+}
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With N xdist workers: put the heavy files first in each worker's share, spread so the
+    shares' heavy seconds are even.
+
+    --dist worksteal gives the first worker the first len(items) // N tests, the next the next
+    share, and so on, and a worker that runs dry steals the tail of another's queue. A heavy file
+    at the end of a share (as alphabetical order left test_reliability.py) is then the last thing
+    running, the other worker idle; first in its share, it runs while the light tests around it
+    are shared out. A file's tests stay together, in their order: its module fixtures are built
+    once. Every worker collects the same items and computes the same order (xdist requires it)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2 or len(items) < workers:
+        return
+    sizes, left = [], len(items)
+    for remaining in range(workers, 0, -1):  # xdist's split: len(pending) // nodes_remaining
+        sizes.append(left // remaining)
+        left -= sizes[-1]
+    by_file: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        by_file.setdefault(item.path.name, []).append(item)
+    heavy = sorted((name for name in by_file if name in HEAVY_FILES), key=lambda n: -HEAVY_FILES[n])
+    shares: list[list[pytest.Item]] = [[] for _ in sizes]
+    load = [0] * workers
+    for name in heavy:  # the heaviest first, each to the share with the least so far that fits
+        fits = [i for i in range(workers) if len(shares[i]) + len(by_file[name]) <= sizes[i]]
+        if not fits:
+            return  # a share too small for a whole file (a -k run): keep the collected order
+        target = min(fits, key=lambda i: load[i])
+        shares[target].extend(by_file[name])
+        load[target] += HEAVY_FILES[name]
+    light = iter(item for item in items if item.path.name not in HEAVY_FILES)
+    for share, size in zip(shares, sizes, strict=True):
+        share.extend(next(light) for _ in range(size - len(share)))
+    items[:] = [item for share in shares for item in share]
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,7 @@ from pipelines.project import PROJECT_DIR_ENV, Project
 from pipelines.reports import person_page_name, person_section_name
 from pipelines.reports.page_summary import PageSummary, summaries_frame, summaries_from
 from pipelines.store import SHARDS, shard_of
-from tests.conftest import DemoRun, make_demo_project
+from tests.conftest import DemoRun, copy_project, make_demo_project
 
 # The run's time in the footers (minutes): the only thing two runs of the same data differ in.
 _RUN_AT = re.compile(rb"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC")
@@ -83,12 +83,14 @@ def test_a_summary_keeps_every_field_through_its_row() -> None:
 
 
 def test_one_partition_renders_only_its_pages_and_the_index_shows_them(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, demo_run: DemoRun
 ) -> None:
     """A night over one partition renders its changed person's page and section file and no
     other person's; the index shows that person's new numbers; a run of every partition then
-    leaves the folder a never-partitioned run of the same data writes."""
-    project = make_demo_project(tmp_path / "parts")
+    leaves the folder a never-partitioned run of the same data writes. The run of every
+    partition before the night is the session's (`demo_run`), copied."""
+    assert demo_run.result.success
+    project = copy_project(demo_run.project, tmp_path / "parts")
     monkeypatch.setenv(PROJECT_DIR_ENV, str(project.root))
     out = project.dashboards_dir
     changed = "bob"
@@ -96,7 +98,6 @@ def test_one_partition_renders_only_its_pages_and_the_index_shows_them(
     others = [p for p in ("alice", "carol") if _key_of(p) != key]
     assert others  # the demo's people are in more than one partition
     with dg.instance_for_test() as instance:
-        _run(project, instance, all_partitions_tags(project))
         index = (out / "index.html").read_text(encoding="utf-8")
         before = re.search(r"(\d+) / (\d+) days logged", index.split(changed + "</a>", 1)[1])
         assert before is not None

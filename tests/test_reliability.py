@@ -7,7 +7,6 @@ every check compares the warehouse with the one a clean, uninterrupted run produ
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pipelines import store_writes
 from pipelines.cli import main
 from pipelines.defs.partitions import all_partitions_tags
 from pipelines.project import Project
-from tests.conftest import make_demo_project
+from tests.conftest import copy_project, make_demo_project
 
 EXE = Path(sys.executable).with_name("gutsignal")
 TABLES = (
@@ -114,9 +113,8 @@ def kill_after(root: Path, marker: str, delay: float) -> str:
 def test_kill_9_at_any_point_then_the_next_run_equals_a_clean_run(
     tmp_path: Path, clean: Project, marker: str, delay: float
 ) -> None:
-    project = make_demo_project(tmp_path)
-    first = run(project.root)  # an earlier, complete run
-    assert first.returncode == 0
+    # An earlier, complete run: the module's clean run, copied (each case ran it again before).
+    project = copy_project(clean, tmp_path / "project")
     kill_after(project.root, marker, delay)
     assert list(project.processed_dir.glob("warehouse.run-*.duckdb")), "snapshot left by the kill"
 
@@ -152,9 +150,10 @@ def test_two_overlapping_runs_are_serialised(tmp_path: Path, clean: Project) -> 
     assert_same_state(project, clean)
 
 
-def test_an_outside_reader_during_a_run_makes_it_wait_not_fail(tmp_path: Path) -> None:
-    project = make_demo_project(tmp_path)
-    assert run(project.root).returncode == 0
+def test_an_outside_reader_during_a_run_makes_it_wait_not_fail(
+    tmp_path: Path, clean: Project
+) -> None:
+    project = copy_project(clean, tmp_path / "project")  # after a complete run
     # A user opens the warehouse in a DuckDB shell while the next run starts.
     released = threading.Event()
 
@@ -174,12 +173,11 @@ def test_an_outside_reader_during_a_run_makes_it_wait_not_fail(tmp_path: Path) -
 
 
 def test_nightly_runs_keep_the_last_n_backups_and_restore_brings_one_back(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, clean: Project, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from pipelines.backups import list_backups, take_backup
 
-    project = make_demo_project(tmp_path)
-    assert main(["run", "--project-dir", str(tmp_path)]) == 0
+    project = copy_project(clean, tmp_path)  # after a complete run
     wh = project.warehouse()
     good = wh.table("lab_results")
     for _ in range(4):
@@ -196,15 +194,14 @@ def test_nightly_runs_keep_the_last_n_backups_and_restore_brings_one_back(
 
 
 def test_a_scheduled_run_backs_up_the_warehouse_first(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, clean: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import dagster as dg
 
     from pipelines.backups import list_backups
     from pipelines.project import PROJECT_DIR_ENV
 
-    project = make_demo_project(tmp_path)
-    assert main(["run", "--project-dir", str(tmp_path)]) == 0
+    project = copy_project(clean, tmp_path)  # after a complete run
     before = project.warehouse().table("lab_results")
     assert list_backups(project.warehouse()) == []
 
@@ -227,27 +224,14 @@ def test_a_scheduled_run_backs_up_the_warehouse_first(
         assert conn.execute("SELECT * FROM lab_results").pl().equals(before)
 
 
-@pytest.fixture(scope="module")
-def ran_once(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    """A demo project after one complete in-process run; tests work on copies of it."""
-    project = make_demo_project(tmp_path_factory.mktemp("ran-once"))
-    assert main(["run", "--project-dir", str(project.root)]) == 0
-    return project
-
-
-def copy_of(project: Project, dest: Path) -> Project:
-    shutil.copytree(project.root, dest)  # copy2: the raw files keep their modification times
-    return Project(dest)
-
-
 def heal_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if "could not be opened" in line]
 
 
 def test_a_truncated_warehouse_without_backups_is_rebuilt_from_raw(
-    tmp_path: Path, ran_once: Project, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, clean: Project, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    project = copy_of(ran_once, tmp_path / "p")
+    project = copy_project(clean, tmp_path / "p")
     damaged = project.warehouse_path
     good_bytes = damaged.read_bytes()
     damaged.write_bytes(good_bytes[: len(good_bytes) // 2])
@@ -261,15 +245,15 @@ def test_a_truncated_warehouse_without_backups_is_rebuilt_from_raw(
     assert aside.read_bytes() == good_bytes[: len(good_bytes) // 2]  # kept as it was found
     # The hash memo beside the warehouse does not make the rebuild skip any file.
     assert (project.processed_dir / "file_hashes").is_dir()
-    assert_same_state(project, ran_once)
+    assert_same_state(project, clean)
 
 
 def test_a_warehouse_with_a_garbage_header_comes_back_from_the_newest_backup_that_opens(
-    tmp_path: Path, ran_once: Project, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, clean: Project, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from pipelines.backups import backup_time, list_backups, take_backup
 
-    project = copy_of(ran_once, tmp_path / "p")
+    project = copy_project(clean, tmp_path / "p")
     wh = project.warehouse()
     good = take_backup(wh, keep=7)
     assert good is not None
@@ -295,7 +279,7 @@ def test_a_warehouse_with_a_garbage_header_comes_back_from_the_newest_backup_tha
     assert list(project.processed_dir.glob("warehouse.damaged-*.duckdb"))
     labs = wh.table("lab_results")
     assert "dave" in labs["person_id"].to_list()  # the file added since the backup was read
-    before = ran_once.warehouse().table("lab_results")
+    before = clean.warehouse().table("lab_results")
     assert labs.height == before.height + 1
 
     # A warehouse that opens is left alone, and nothing is said about it.
