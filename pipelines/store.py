@@ -11,7 +11,8 @@ one in shard 0); the ingest keeps each source's `raw_<source>` and `stg_<source>
 
 - `store_parts`, the catalog of the views: it changes in the same DuckDB transaction as the views
   and the step's other writes, which is what makes a write atomic and a killed step harmless.
-- The incremental records (`ingest_files`, `ingest_state`, `person_inputs`, `person_day_inputs`):
+- The incremental records (`ingest_files`, `ingest_state`, `person_inputs`, `person_day_inputs`,
+  `step_inputs`, and what is kept until its inputs change: `input_memos`, `page_freshness`):
   each says what a step's outputs were computed from, so it must commit with those outputs in
   one transaction; they are the query layer's bookkeeping, not data anyone queries, and change
   by DELETE and INSERT of a few rows per person, day or file every night, which a part-file

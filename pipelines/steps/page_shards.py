@@ -37,6 +37,7 @@ import duckdb
 import polars as pl
 
 from pipelines.fingerprint import fingerprint
+from pipelines.identity import inputs_identity
 from pipelines.incremental import ROWS_FINGERPRINT, STATE_SCHEMA, STATE_TABLE, full_salt
 from pipelines.reports.inputs import person_page_name, person_section_name
 from pipelines.store import PARTS, live_parts, root_of, shard_of
@@ -180,19 +181,10 @@ FRESHNESS = "page_freshness"
 
 
 def freshness_key(conn: duckdb.DuckDBPyConnection, query: str) -> str | None:
-    """What the rows of the freshness `query` are a function of: its text, every store table's
-    parts and the other views' definitions (`store_inputs`), and the rows of `ingest_files`.
-    None for a warehouse without `store_parts`."""
-    inputs = store_inputs(conn)
-    if inputs is None:
-        return None
-    files = (
-        conn.execute(f"SELECT {ROWS_FINGERPRINT} FROM ingest_files t").fetchone()
-        if table_exists(conn, "ingest_files")
-        else None
-    )
-    text = json.dumps([_VERSION, query, sorted(inputs.parts.items()), inputs.shared, files])
-    return hashlib.sha256(text.encode()).hexdigest()
+    """What the rows of the freshness `query` are a function of (`inputs_identity`: its tables'
+    store parts, view definitions and the rows of `ingest_files`); None when that cannot be told
+    without reading them."""
+    return inputs_identity(conn, [query], _VERSION)
 
 
 def kept_freshness(conn: duckdb.DuckDBPyConnection, key: str | None) -> pl.DataFrame | None:
