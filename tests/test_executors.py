@@ -35,8 +35,11 @@ IGNORED_COLUMNS = {
     "ingest_files": ("ingested_at",),
     "ingest_state": ("ingested_at",),
     "store_parts": ("file",),
-    # The key the source freshness is kept under hashes the part files' names.
+    # The key the source freshness is kept under, and the versions a step's inputs and kept
+    # counts are recorded under (`pipelines.identity`), hash the part files' names.
     "page_freshness": ("key",),
+    "input_memos": ("version",),
+    "step_inputs": ("version",),
 }
 # - `person_inputs.salt` of the dashboards step's two plans (pages and section files): a hash of
 #   what every page (section) shares, which includes the absolute path of the dashboards folder
