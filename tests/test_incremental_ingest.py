@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -19,10 +20,10 @@ import pipelines.ingest.settle as ingest_settle
 import pipelines.ingest.sync as ingest_sync
 from pipelines import store
 from pipelines.adapters import FORMATS
-from pipelines.adapters.base import Format
 from pipelines.config import PersonSpec, SourceConfig
+from pipelines.defs.partitions import all_partitions_tags
 from pipelines.ingest import ingest_source, sync_source
-from pipelines.project import PROJECT_DIR_ENV
+from pipelines.project import PROJECT_DIR_ENV, Project
 from pipelines.warehouse import Warehouse
 
 HEADER = "Day,Time,Group,Food Name,Amount,Energy (kcal),Fiber (g),Category\n"
@@ -69,7 +70,8 @@ class CountingFormat:
             self.batches.append([p.name for p in paths])
             return real.parse_batch(paths, source)
 
-        monkeypatch.setitem(FORMATS, name, Format(real.kinds, real.parse, real.target, batch))
+        # Everything else of the format as it is (its person rule: `pipelines.ingest.scope`).
+        monkeypatch.setitem(FORMATS, name, replace(real, batch=batch))
 
     @property
     def files(self) -> list[str]:
@@ -254,7 +256,9 @@ def test_the_ingest_asset_reads_only_new_files_on_the_next_run(
 
     def files_parsed(instance: dg.DagsterInstance) -> int:
         job = defs().resolve_job_def("refresh_all")
-        result = job.execute_in_process(instance=instance, asset_selection=[key])
+        result = job.execute_in_process(
+            instance=instance, asset_selection=[key], tags=all_partitions_tags(Project(project))
+        )
         assert result.success
         event = instance.get_latest_materialization_event(key)
         assert event is not None and event.asset_materialization is not None

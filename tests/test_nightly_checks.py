@@ -17,6 +17,7 @@ import duckdb
 import pytest
 
 from pipelines import store_writes
+from pipelines.defs.partitions import all_partitions_tags
 from pipelines.ingest import LINES_TO_CHECK, accounting, check_unique_lines, sync_source
 from pipelines.project import PROJECT_DIR_ENV, Project
 from pipelines.steps.canonical import build_canonical_table
@@ -179,7 +180,9 @@ def test_the_dagster_check_reads_the_list(tmp_path: Path, monkeypatch: pytest.Mo
         job = defs().resolve_job_def("refresh_all")
         with dg.DagsterInstance.ephemeral() as instance:
             result = job.execute_in_process(
-                instance=instance, asset_selection=[dg.AssetKey(k) for k in keys]
+                instance=instance,
+                asset_selection=[dg.AssetKey(k) for k in keys],
+                tags=all_partitions_tags(Project(project)),
             )
         return [
             e

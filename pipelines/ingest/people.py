@@ -61,15 +61,24 @@ def file_shards(
 def _of_file(path: Path, sources: list[SourceConfig], shards: int) -> FileShards:
     found: set[int] = set()
     for source in sources:
-        try:
-            people = person_ids(path, source)
-        # Whatever stops the reader (a Polars panic is a BaseException) leaves the file's
-        # people unknown; the run that parses it reports the error.
-        except (Exception, pl.exceptions.PanicException) as exc:
-            return FileShards(None, f"not readable as source {source.name!r} ({exc})")
-        if people is None:
-            return FileShards(
-                None, f"format {source.format!r} names its people only in the whole parse"
-            )
-        found.update(shard_of(person, shards) for person in people)
+        of_source = source_file_shards(path, source, shards)
+        if of_source.shards is None:
+            return of_source
+        found.update(of_source.shards)
     return FileShards(frozenset(found))
+
+
+def source_file_shards(path: Path, source: SourceConfig, shards: int = SHARDS) -> FileShards:
+    """The shards of the people of `path` read as a file of `source` (the ingest of a run of some
+    shards asks this of each new file, `pipelines.ingest.scope`)."""
+    try:
+        people = person_ids(path, source)
+    # Whatever stops the reader (a Polars panic is a BaseException) leaves the file's
+    # people unknown; the run that parses it reports the error.
+    except (Exception, pl.exceptions.PanicException) as exc:
+        return FileShards(None, f"not readable as source {source.name!r} ({exc})")
+    if people is None:
+        return FileShards(
+            None, f"format {source.format!r} names its people only in the whole parse"
+        )
+    return FileShards(frozenset(shard_of(person, shards) for person in people))

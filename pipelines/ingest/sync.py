@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Collection
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import date
@@ -30,6 +31,7 @@ from pipelines.ingest.parse import (
     ingest_batch,
     parsed_batches,
 )
+from pipelines.ingest.scope import run_scope, scoped_selection
 from pipelines.ingest.settle import settle, staging_copy
 from pipelines.ingest.tables import (
     LINES_TO_CHECK,
@@ -58,6 +60,7 @@ class SyncResult:
     rows_rejected: int
     files_parsed: int  # files read this time (the others were already in the warehouse)
     keys_settled: int | None  # ownership keys settled again; None when all were (a full rebuild)
+    files_deferred: int = 0  # new, changed or removed files left for a run of their shards
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -79,13 +82,15 @@ def sync_source(
     memo_path: Path | None = None,
     today: date | None = None,
     paths: list[Path] | None = None,
+    shards: Collection[int] | None = None,
 ) -> SyncResult:
     """Bring `raw_<source>`, `stg_<source>`, `ingest_state`, `ingest_files` and `rejected_rows`
     up to date with the source's files, and list in `lines_to_check` the files whose staging rows
     changed; see the module docstring. `today` (default: the current
     date) is the reference for the rule on future dates. `paths` are the source's files when
     the caller has listed them already (`SourceConfig.files`): listing tens of thousands of files
-    is a good part of a nightly run's ingest."""
+    is a good part of a nightly run's ingest. `shards`: a run of some person shards handles only
+    the files of their people (`pipelines.ingest.scope`); None, or every shard, handles all."""
     today = today or date.today()
     clock = _Clock()
     target = target_table(source)
@@ -112,7 +117,20 @@ def sync_source(
         for file_id, fp, checked_on, recheck in state
         if fp == fingerprint and checked_on <= today and not (recheck and checked_on < today)
     }
-    current = reusable & first_of.keys()
+    kept: frozenset[str] = frozenset()
+    deferred = 0
+    scope = run_scope(conn, shards)
+    if scope:
+        with clock("select the shards' files"):
+            chosen = scoped_selection(
+                conn, source, raw_dir, listing, {s[0] for s in state}, reusable, scope
+            )
+        listing, kept, deferred = chosen.listing, chosen.kept, chosen.deferred
+        first_of = {}
+        for info in listing:
+            first_of.setdefault(info.file_id, info)
+    # A file left for a run of its shards keeps its rows as stored, whatever its state says.
+    current = (reusable | kept) & first_of.keys()
     to_parse = [info for file_id, info in first_of.items() if file_id not in current]
     full = not current or not table_exists(conn, staging_table(source.name))
 
@@ -215,6 +233,7 @@ def sync_source(
         rows_rejected=int(files["rows_rejected"].sum()),
         files_parsed=len(to_parse),
         keys_settled=None if full else settled,
+        files_deferred=deferred,
         seconds=clock.seconds,
     )
 

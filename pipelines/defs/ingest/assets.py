@@ -4,6 +4,10 @@ This is where a Cronometer row (or any source row) is parsed by its adapter, ded
 overlapping exports and written, together with its file record and its rejected rows
 (`pipelines.ingest.sync_source`, which reads only new or changed files). The canonical tables
 (`diet_entries`, `lab_results`) union the staging tables downstream.
+
+Partitioned by person shard like the per-person assets: a run of some shards parses, settles and
+records only the new, changed or removed files of their people, and sees the others as they were
+last ingested (`pipelines.ingest.scope`); a run of every shard is the ingest over everything.
 """
 
 import shutil
@@ -14,7 +18,7 @@ import polars as pl
 
 from pipelines.config import ConfigError, SourceConfig, check_source_files
 from pipelines.defs._metadata import md_table
-from pipelines.defs.partitions import all_people
+from pipelines.defs.partitions import per_person, person_shards, shards_of_run
 from pipelines.defs.resources import ProjectResource
 from pipelines.ingest import source_fingerprint, staging_table, sync_source
 from pipelines.project import Project
@@ -28,8 +32,11 @@ def ingest_asset_key(source_name: str) -> dg.AssetKey:
     return dg.AssetKey(f"ingest_{source_name}")
 
 
-def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
-    """The ingest asset for one configured source."""
+def build_ingest_asset(
+    source: SourceConfig, partitions_def: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
+    """The ingest asset for one configured source, partitioned by `partitions_def` (the
+    project's `person_shards`)."""
     key = ingest_asset_key(source.name)
 
     @dg.asset(
@@ -38,7 +45,7 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
         code_version=source_fingerprint(source),
         group_name="ingest",
         kinds={"polars", "duckdb"},
-        **all_people(),
+        **per_person(partitions_def),
         tags={"gutsignal/kind": source.kind, "gutsignal/format": source.format},
         description=(
             f"Reads `data/raw/{source.path}` as `{source.format}` ({source.kind}), rejects rows "
@@ -49,7 +56,10 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
             dg.AssetCheckSpec(
                 "row_accounting",
                 asset=key,
-                description="Per file: rows read = loaded + rejected + duplicate.",
+                description=(
+                    "Per file: rows read = loaded + rejected + duplicate (the files the run "
+                    "records: in a run of some shards, those of other shards as last ingested)."
+                ),
             ),
             dg.AssetCheckSpec(
                 "files_readable",
@@ -69,6 +79,7 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
     def _ingest(
         context: dg.AssetExecutionContext, project: ProjectResource
     ) -> dg.MaterializeResult:
+        shards = shards_of_run(context)
         try:
             paths = check_source_files(source, project.project.raw_dir)
         except ConfigError as exc:
@@ -86,6 +97,7 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
                 project.project.raw_dir,
                 memo_path=project.project.processed_dir / "file_hashes" / f"{source.name}.json",
                 paths=paths,
+                shards=shards,
             )
             latest_day = latest_data_day(conn, staging_table(source.name))
         files = result.files
@@ -104,12 +116,19 @@ def build_ingest_asset(source: SourceConfig) -> dg.AssetsDefinition:
         context.log.info(
             f"{source.name}: {files.height} file(s), {result.files_parsed} read this time; "
             f"{result.rows_loaded} rows loaded, {result.rows_rejected} rejected"
+            + (
+                f"; {result.files_deferred} new, changed or removed file(s) of other shards "
+                "left for a run of theirs"
+                if result.files_deferred
+                else ""
+            )
         )
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": result.rows_loaded,
                 "files": files.height,
                 "files_parsed": result.files_parsed,
+                "files_deferred": result.files_deferred,
                 "keys_settled": (
                     "all" if result.keys_settled is None else str(result.keys_settled)
                 ),
@@ -186,6 +205,9 @@ def configured_sources(project: Project) -> list[SourceConfig]:
 
 @dg.definitions
 def ingest_assets() -> dg.Definitions:
+    # Built at load time, as the partitions come from the project's sources.yaml.
+    project = Project.from_env()
+    partitions_def = person_shards(project)
     return dg.Definitions(
-        assets=[build_ingest_asset(s) for s in configured_sources(Project.from_env())]
+        assets=[build_ingest_asset(s, partitions_def) for s in configured_sources(project)]
     )
