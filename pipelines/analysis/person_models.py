@@ -5,6 +5,7 @@ at a fixed-b critical value (`robust.batched_ols_hac`). See `pipelines.analysis.
 from __future__ import annotations
 
 import itertools
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from pipelines.analysis.model_frame import (
     primary_windows,
     twin_note,
 )
-from pipelines.analysis.robust import batched_ols_hac
+from pipelines.analysis.robust import BatchFit, batched_ols_hac
 from pipelines.config import Settings
 from pipelines.schema import RESULT_SCHEMA
 
@@ -179,13 +180,15 @@ def _person_tests(
     use_adj = np.concatenate([np.ones((n.size, 1), bool), include], axis=1)
     use_crude = np.zeros_like(use_adj)
     use_crude[:, 0] = True
-    adj = batched_ols_hac(y, X, mask, use_adj)
-    crude = batched_ols_hac(y, X, mask, use_crude)
-
     enough = n >= max(settings.min_n_person, 3)
     varies = np.nan_to_num(sd) > 1e-6 * np.maximum(1.0, mean_x)
     twinned = twins.any(axis=1)
-    ok = enough & varies & adj.ok & ~twinned
+    # Only these fits can be reported; the others (most, with a few draws a window) are not
+    # fitted.
+    reported = enough & varies & ~twinned
+    adj = _fitted(reported, y, X, mask, use_adj)
+    crude = _fitted(reported, y, X, mask, use_crude)
+    ok = reported & adj.ok
     crude_eff = effects(crude.beta, crude.se, crude.df)
     explained_by = np.full(n.size, None, dtype=object)
     for i in np.flatnonzero(ok & (crude_eff["p"] < 0.05)):
@@ -220,6 +223,22 @@ def _person_tests(
         for key, v in effects(beta, fit.se, fit.df).items():
             columns[prefix + key] = np.where(np.isfinite(beta) & (fit.se > 0), v, np.nan)
     return columns
+
+
+def _fitted(
+    rows: np.ndarray, y: np.ndarray, X: np.ndarray, mask: np.ndarray, use: np.ndarray
+) -> BatchFit:
+    """`batched_ols_hac` of the fits `rows` (B,) only; the others come out undefined (NaN, not
+    ok). Each fit's numbers do not depend on the others in the batch."""
+    part = batched_ols_hac(y[rows], X[rows], mask[rows], use[rows]) if rows.any() else None
+    spread = {}
+    for field in fields(BatchFit):
+        empty = False if field.name == "ok" else np.nan
+        out = np.full((rows.size, *X.shape[2:]) if field.name == "coef" else rows.size, empty)
+        if part is not None:
+            out[rows] = getattr(part, field.name)
+        spread[field.name] = out
+    return BatchFit(**spread)
 
 
 def _labels(chosen: np.ndarray, of: np.ndarray, padded: list[list[str]]) -> list[str | None]:
