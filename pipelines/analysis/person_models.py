@@ -244,13 +244,15 @@ def _fitted(
 def _labels(chosen: np.ndarray, of: np.ndarray, padded: list[list[str]]) -> list[str | None]:
     """The labels of each fit's `chosen` candidates (B, c) of its feature (`of`), joined (None
     for none), worked out once per feature and pattern."""
-    bits = chosen @ (1 << np.arange(chosen.shape[1], dtype=np.int64))
-    keys, codes = np.unique(np.column_stack([of, bits]), axis=0, return_inverse=True)
+    width = chosen.shape[1]
+    key = (of.astype(np.int64) << width) | (chosen @ (1 << np.arange(width, dtype=np.int64)))
+    keys, codes = np.unique(key, return_inverse=True)
     text = [
-        ", ".join(covariate_label(c) for j, c in enumerate(padded[f]) if (b >> j) & 1) or None
-        for f, b in keys.tolist()
+        ", ".join(covariate_label(c) for j, c in enumerate(padded[k >> width]) if (k >> j) & 1)
+        or None
+        for k in keys.tolist()
     ]
-    return [text[c] for c in codes.reshape(-1).tolist()]
+    return [text[c] for c in codes.tolist()]
 
 
 def _notes(
