@@ -61,7 +61,7 @@ def differences(a: pl.DataFrame, b: pl.DataFrame, rtol: float) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="Compare two association tables row by row.")
     parser.add_argument("a", type=Path)
     parser.add_argument("b", type=Path)
     parser.add_argument("--rtol", type=float, default=1e-9)
