@@ -96,6 +96,7 @@ Association, not causation: these are observational estimates even within a pers
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import polars as pl
 
@@ -170,21 +171,28 @@ def association_parts(
     if frame.wide.height == 0:
         return
     wide, features = frame.wide, frame.features
-    cohort = cohort_scope(frame.single, wide, features, persons, settings, energy_adjust)
     tested = wide.select("marker", "window_days").unique()
     keys = numbered_tests(tested, features)
     people = int(wide.select(pl.col("_pid").max()).item()) + 1
     step = people_per_group or people
     fitted: list[tuple[Callable[[], pl.DataFrame], int]] = []
     estimates: list[pl.DataFrame] = []
-    for first in range(0, people, step):
-        rows = person_rows(
-            wide, features, settings, energy_adjust, range(first, min(first + step, people))
+    # The cohort models on a second core while the person models fit on this one: neither
+    # reads the other's results until the pooling, and numpy and Polars release the GIL in
+    # their kernels.
+    with ThreadPoolExecutor(1) as background:
+        cohort_rows = background.submit(
+            cohort_scope, frame.single, wide, features, persons, settings, energy_adjust
         )
-        rows = primary_windows(rows, settings, tested)
-        estimates.append(with_key(rows, keys).select("_key", "beta", "se"))
-        fitted.append((stash(rows), rows.height))
-        del rows
+        for first in range(0, people, step):
+            rows = person_rows(
+                wide, features, settings, energy_adjust, range(first, min(first + step, people))
+            )
+            rows = primary_windows(rows, settings, tested)
+            estimates.append(with_key(rows, keys).select("_key", "beta", "se"))
+            fitted.append((stash(rows), rows.height))
+            del rows
+        cohort = cohort_rows.result()
     pooled = pooled_estimates(pl.concat(estimates), with_key(cohort, keys))
     del estimates
     done = 0

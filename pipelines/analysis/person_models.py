@@ -4,6 +4,8 @@ at a fixed-b critical value (`robust.batched_ols_hac`). See `pipelines.analysis.
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -25,7 +27,7 @@ from pipelines.analysis.model_frame import (
     primary_windows,
     twin_note,
 )
-from pipelines.analysis.robust import batched_ols_hac
+from pipelines.analysis.robust import BatchFit, batched_ols_hac
 from pipelines.config import Settings
 from pipelines.schema import RESULT_SCHEMA
 
@@ -50,27 +52,24 @@ def per_person_ols(
 
 
 class _Grid:
-    """One (marker, window) chunk of the wide frame as person x draw arrays (NaN padded to
-    `width` draws), built column by column as the fits ask for them."""
+    """One (marker, window) chunk of the wide frame as a person x draw x column array (NaN
+    padded to `width` draws) of the columns `names`, in one conversion."""
 
-    def __init__(self, chunk: pl.DataFrame, width: int) -> None:
+    def __init__(self, chunk: pl.DataFrame, width: int, names: list[str]) -> None:
         sizes = chunk.group_by("_pid", maintain_order=True).agg(
             pl.col("person_id").first(), pl.len().alias("_n")
         )
         counts = sizes["_n"].to_numpy().astype(np.int64)
         self.person_ids = sizes["person_id"]
-        self._chunk = chunk
-        self._g = np.repeat(np.arange(counts.size), counts)
-        self._r = np.arange(chunk.height) - np.repeat(np.cumsum(counts) - counts, counts)
-        self._shape = (counts.size, width)
-        self._cache: dict[str, np.ndarray] = {}
+        g = np.repeat(np.arange(counts.size), counts)
+        r = np.arange(chunk.height) - np.repeat(np.cumsum(counts) - counts, counts)
+        values = chunk.select(pl.col(c).cast(pl.Float64).fill_null(np.nan) for c in names)
+        self.values = np.full((counts.size, width, len(names)), np.nan)
+        self.values[g, r] = values.to_numpy()
+        self.index = {c: i for i, c in enumerate(names)}
 
     def __call__(self, name: str) -> np.ndarray:
-        if name not in self._cache:
-            out = np.full(self._shape, np.nan)
-            out[self._g, self._r] = self._chunk[name].cast(pl.Float64).fill_null(np.nan).to_numpy()
-            self._cache[name] = out
-        return self._cache[name]
+        return self.values[..., self.index[name]]
 
 
 def person_rows(
@@ -91,11 +90,7 @@ def person_rows(
             chunk = chunk.filter(pl.col("_pid").is_between(people.start, people.stop - 1))
             if chunk.height == 0:
                 continue
-        grid = _Grid(chunk, width)
-        parts += [
-            _person_feature(marker, window, f, grid, features, settings, energy_adjust)
-            for f in features
-        ]
+        parts.append(_person_tests(marker, window, chunk, width, features, settings, energy_adjust))
     if not parts:
         return pl.DataFrame(schema=RESULT_SCHEMA)
     # One frame at the end: building one per feature cost more than the fits.
@@ -115,26 +110,49 @@ def person_rows(
     return conform_results(out)
 
 
-def _person_feature(
+def _person_tests(
     marker: str,
     window: int,
-    feature: str,
-    col: _Grid,
+    chunk: pl.DataFrame,
+    width: int,
     features: list[str],
     settings: Settings,
     energy_adjust: bool,
 ) -> dict[str, Any]:
-    cands = adjustment_candidates(feature, features, energy_adjust)
-    y, x = col("y"), col(feature)
+    """Every feature's per-person rows of one (marker, window) chunk (`wide` rows), feature after
+    feature, as one batch of (feature, person) fits: a fit per feature cost more in numpy's
+    per-call overhead than in arithmetic (a person has a few draws a window).
+
+    Each feature's covariate candidates (`adjustment_candidates`, in their order) are padded
+    with columns of zeros to the longest list. A padded column never varies, so it is never
+    available (neither included nor a twin) and, unused, adds a unit diagonal to the fit, which
+    leaves the fitted coefficients as they are (`batched_ols_hac`)."""
+    cands = [adjustment_candidates(f, features, energy_adjust) for f in features]
+    width_c = max(len(c) for c in cands)
+    grid = _Grid(chunk, width, list(dict.fromkeys(["y", *features, *itertools.chain(*cands)])))
+    people, nf = len(grid.person_ids), len(features)
+    padded = [c + [""] * (width_c - len(c)) for c in cands]
+    pick = np.array([[grid.index.get(c, 0) for c in row] for row in padded])  # (F, c)
+    pad = np.array([[c == "" for c in row] for row in padded])
+    of = np.repeat(np.arange(nf), people)  # the feature of each fit, (B,) with B = F x persons
+
+    def per_fit(a: np.ndarray) -> np.ndarray:
+        """(persons, T, F, ...) -> (B, T, ...), feature after feature."""
+        return np.moveaxis(a, 2, 0).reshape(nf * people, width, *a.shape[3:])
+
+    y = np.tile(grid("y"), (nf, 1))
+    x = per_fit(grid.values[..., [grid.index[f] for f in features]])
+    C = grid.values[..., pick]  # (persons, T, F, c)
+    C[:, :, pad] = 0.0
+    C = per_fit(C)
     mask = np.isfinite(y) & np.isfinite(x)
     n = mask.sum(axis=1).astype(float)
-    C = np.stack([col(c) for c in cands], axis=-1)  # (G, T, c)
     X = np.concatenate([x[..., None], C], axis=-1)
     X = np.where(mask[..., None] & np.isfinite(X), X, 0.0)
     m = mask.astype(float)
     nn = np.maximum(n, 1.0)
     Xc = (X - (X.sum(axis=1) / nn[:, None])[:, None, :]) * m[..., None]
-    ss = (Xc * Xc).sum(axis=1)  # (G, 1 + c)
+    ss = (Xc * Xc).sum(axis=1)  # (B, 1 + c)
     with np.errstate(invalid="ignore", divide="ignore"):
         sd = np.sqrt(ss[:, 0] / (n - 1.0))
         mean_x = np.abs(X[..., 0].sum(axis=1) / nn)
@@ -143,18 +161,18 @@ def _person_feature(
         delta = cov_xc / ss[:, :1]
     finite_on_rows = np.all(np.isfinite(C) | ~mask[..., None], axis=1)
     available = finite_on_rows & (ss[:, 1:] > 1e-12) & (np.abs(np.nan_to_num(r)) < COLLINEAR_R)
-    is_core = np.array([c in CORE_ADJUSTMENT for c in cands])
+    is_core = np.array([[c in CORE_ADJUSTMENT for c in row] for row in padded])[of]
     twins = (
         finite_on_rows
         & (ss[:, 1:] > 1e-12)
-        & is_core[None, :]
+        & is_core
         & (np.abs(np.nan_to_num(r)) >= COLLINEAR_R)
-        & (feature not in CORE_ADJUSTMENT)
+        & np.array([f not in CORE_ADJUSTMENT for f in features])[of, None]
         & (n >= TWIN_MIN_DRAWS)[:, None]
     )
-    priority = np.where(is_core[None, :], 3.0 + np.abs(np.nan_to_num(r)), 0.0)
-    priority += np.array([COVARIATE_PRIORITY.get(c, 0.0) for c in cands])[None, :]
-    eligible = available & (~is_core[None, :] | (np.abs(np.nan_to_num(r)) >= PERSON_COVARY_R))
+    priority = np.where(is_core, 3.0 + np.abs(np.nan_to_num(r)), 0.0)
+    priority += np.array([[COVARIATE_PRIORITY.get(c, 0.0) for c in row] for row in padded])[of]
+    eligible = available & (~is_core | (np.abs(np.nan_to_num(r)) >= PERSON_COVARY_R))
     priority = np.where(eligible, priority, -np.inf)
     rank = np.argsort(np.argsort(-priority, axis=1, kind="stable"), axis=1, kind="stable")
     room = np.maximum(n - 2.0 - PERSON_MIN_DF, 0.0)
@@ -162,57 +180,101 @@ def _person_feature(
     use_adj = np.concatenate([np.ones((n.size, 1), bool), include], axis=1)
     use_crude = np.zeros_like(use_adj)
     use_crude[:, 0] = True
-    adj = batched_ols_hac(y, X, mask, use_adj)
-    crude = batched_ols_hac(y, X, mask, use_crude)
-
     enough = n >= max(settings.min_n_person, 3)
     varies = np.nan_to_num(sd) > 1e-6 * np.maximum(1.0, mean_x)
-    ok = enough & varies & adj.ok & ~twins.any(axis=1)
-    notes: list[str | None] = []
-    names = np.array([covariate_label(c) for c in cands], dtype=object)
-    patterns = include @ (1 << np.arange(len(cands), dtype=np.int64)) if cands else np.zeros(n.size)
-    pattern_text = {
-        int(p): ", ".join(names[(int(p) >> np.arange(len(cands))) & 1 == 1]) or None
-        for p in np.unique(patterns)
-    }
+    twinned = twins.any(axis=1)
+    # Only these fits can be reported; the others (most, with a few draws a window) are not
+    # fitted.
+    reported = enough & varies & ~twinned
+    adj = _fitted(reported, y, X, mask, use_adj)
+    crude = _fitted(reported, y, X, mask, use_crude)
+    ok = reported & adj.ok
     crude_eff = effects(crude.beta, crude.se, crude.df)
-    explained_by: list[str | None] = []
-    for i in range(n.size):
-        if not enough[i]:
-            notes.append(f"{int(n[i])} complete windows; at least {settings.min_n_person} needed")
-        elif not varies[i]:
-            notes.append("the feature did not vary across these windows")
-        elif twins[i].any():
-            notes.append(twin_note([c for c, t in zip(cands, twins[i], strict=True) if t]))
-        elif not ok[i]:
-            notes.append("the adjusted model could not be fitted (collinear covariates)")
-        else:
-            notes.append(None)
-        explained_by.append(
-            contributors(
-                float(crude.beta[i]), float(adj.beta[i]), delta[i], adj.coef[i, 1:], list(cands)
-            )
-            if ok[i] and crude_eff["p"][i] < 0.05
-            else None
+    explained_by = np.full(n.size, None, dtype=object)
+    for i in np.flatnonzero(ok & (crude_eff["p"] < 0.05)):
+        k = len(cands[of[i]])
+        explained_by[i] = contributors(
+            float(crude.beta[i]),
+            float(adj.beta[i]),
+            delta[i, :k],
+            adj.coef[i, 1 : k + 1],
+            cands[of[i]],
         )
     okf = np.where(ok, 1.0, np.nan)
     size = n.size
     columns: dict[str, Any] = {
-        "person_id": col.person_ids.to_list(),
+        "person_id": grid.person_ids.to_list() * nf,
         "marker": [marker] * size,
-        "feature": [feature] * size,
+        "feature": [f for f in features for _ in range(people)],
         "window_days": np.full(size, window, dtype=np.int64),
         "n": n.astype(np.int64),
-        "note": notes,
+        "note": _notes(
+            n, enough, varies, twinned & enough & varies, twins, ok, of, padded, settings
+        ),
         "sd_feature": np.where(n > 1, sd, np.nan),
         "beta": adj.beta * okf,
         "se": adj.se * okf,
-        "adjusted_for": [pattern_text[int(p)] for p in patterns],
+        "adjusted_for": _labels(include, of, padded),
         "collinearity_vif": adj.vif * okf,
-        "explained_by": explained_by,
+        "explained_by": explained_by.tolist(),
     }
     for prefix, fit in (("", adj), ("crude_", crude)):
         beta = fit.beta * okf
-        for k, v in effects(beta, fit.se, fit.df).items():
-            columns[prefix + k] = np.where(np.isfinite(beta) & (fit.se > 0), v, np.nan)
+        for key, v in effects(beta, fit.se, fit.df).items():
+            columns[prefix + key] = np.where(np.isfinite(beta) & (fit.se > 0), v, np.nan)
     return columns
+
+
+def _fitted(
+    rows: np.ndarray, y: np.ndarray, X: np.ndarray, mask: np.ndarray, use: np.ndarray
+) -> BatchFit:
+    """`batched_ols_hac` of the fits `rows` (B,) only; the others come out undefined (NaN, not
+    ok). Each fit's numbers do not depend on the others in the batch."""
+    part = batched_ols_hac(y[rows], X[rows], mask[rows], use[rows]) if rows.any() else None
+    spread = {}
+    for field in fields(BatchFit):
+        empty = False if field.name == "ok" else np.nan
+        out = np.full((rows.size, *X.shape[2:]) if field.name == "coef" else rows.size, empty)
+        if part is not None:
+            out[rows] = getattr(part, field.name)
+        spread[field.name] = out
+    return BatchFit(**spread)
+
+
+def _labels(chosen: np.ndarray, of: np.ndarray, padded: list[list[str]]) -> list[str | None]:
+    """The labels of each fit's `chosen` candidates (B, c) of its feature (`of`), joined (None
+    for none), worked out once per feature and pattern."""
+    width = chosen.shape[1]
+    key = (of.astype(np.int64) << width) | (chosen @ (1 << np.arange(width, dtype=np.int64)))
+    keys, codes = np.unique(key, return_inverse=True)
+    text = [
+        ", ".join(covariate_label(c) for j, c in enumerate(padded[k >> width]) if (k >> j) & 1)
+        or None
+        for k in keys.tolist()
+    ]
+    return [text[c] for c in codes.tolist()]
+
+
+def _notes(
+    n: np.ndarray,
+    enough: np.ndarray,
+    varies: np.ndarray,
+    twinned: np.ndarray,
+    twins: np.ndarray,
+    ok: np.ndarray,
+    of: np.ndarray,
+    padded: list[list[str]],
+    settings: Settings,
+) -> list[str | None]:
+    """Why a fit has no estimate, the first reason that applies: too few windows, a feature
+    that does not vary, a twin of a core food, collinear covariates."""
+    notes = np.full(n.size, None, dtype=object)
+    notes[~ok] = "the adjusted model could not be fitted (collinear covariates)"
+    for i in np.flatnonzero(twinned):
+        notes[i] = twin_note([c for c, t in zip(padded[of[i]], twins[i], strict=True) if t])
+    notes[enough & ~varies] = "the feature did not vary across these windows"
+    need = settings.min_n_person
+    notes[~enough] = [
+        f"{k} complete windows; at least {need} needed" for k in n[~enough].astype(int)
+    ]
+    return notes.tolist()

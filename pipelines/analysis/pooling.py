@@ -68,10 +68,17 @@ def pooled_estimates(person: pl.DataFrame, cohort: pl.DataFrame) -> pl.DataFrame
     add up in the same order and the estimates agree bit for bit. Numbers instead of the key's
     strings, and the tests pooled about POOLING_ROWS rows at a time: these are every row of the
     table, the one thing held for everyone."""
-    if person.height == 0:
-        return pl.DataFrame(schema=dict.fromkeys(POOLED, pl.Float64))
+    every_row = person.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"))
+    # Only the rows with an estimate are pooled (the others pool to null and add nothing to
+    # their test's sums): most person rows have too few draws for one.
+    estimated = person.with_row_index("_row").filter(
+        pl.col("beta").is_not_null() & (pl.col("se") > 0)
+    )
+    if estimated.height == 0:
+        nulls = (pl.lit(None, dtype=pl.Float64).alias(c) for c in POOLED)
+        return every_row.with_columns(nulls).select(POOLED)
     columns = ["_row", "_key", "scope", "beta", "se"]
-    ordered = person.with_row_index("_row").sort("_key", maintain_order=True)
+    ordered = estimated.sort("_key", maintain_order=True)
     batch = (
         ordered.group_by("_key", maintain_order=True)
         .len()
@@ -92,4 +99,6 @@ def pooled_estimates(person: pl.DataFrame, cohort: pl.DataFrame) -> pl.DataFrame
             .filter(pl.col("scope") == "person")
             .select("_row", *POOLED)
         )
-    return pl.concat(parts).sort("_row").select(POOLED)
+    return every_row.join(pl.concat(parts), on="_row", how="left", maintain_order="left").select(
+        POOLED
+    )
