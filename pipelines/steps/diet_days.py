@@ -15,13 +15,17 @@ categories. `is_upf`, whether a pair names `ultra_processed`, gives a day's ultr
 energy. Nutrients are null on a day no entry of which reports them.
 """
 
-from collections.abc import Collection, Iterator
+from collections import deque
+from collections.abc import Collection, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from queue import SimpleQueue
 
 import duckdb
 import polars as pl
 
 from pipelines.config import Settings
+from pipelines.identity import inputs_identity
 from pipelines.schema import CATEGORIES, NUTRIENTS
 from pipelines.transforms.diet import (
     ALCOHOL_FRACTION_FALLBACK,
@@ -124,6 +128,71 @@ def diet_days(
     with one_thread(conn):
         sums = conn.execute(day_sums_sql(entries, categories, columns, unreported_nutrients)).pl()
     return diet_daily_from_sums(sums, settings, reported, fill_gaps)
+
+
+# At most this many groups of a full build are summed at once (`diet_days_of_groups`): each on a
+# DuckDB thread of its own, under the step's memory limit shared between them.
+MAX_WORKERS = 4
+
+
+def diet_days_of_groups(
+    conn: duckdb.DuckDBPyConnection,
+    groups: Sequence[tuple[str, str]],
+    sources: list[str],
+    categories: str,
+    settings: Settings,
+    unreported_nutrients: Collection[str] = (),
+) -> Iterator[pl.DataFrame]:
+    """`diet_days` of each group of people (the query of its entries and the query of its
+    reported totals), in order, as many at once as DuckDB has threads (at most MAX_WORKERS).
+
+    `diet_days` sums on one DuckDB thread (`one_thread`), so one group at a time left the other
+    cores idle; each group runs instead on a connection of its own (a cursor: the same database,
+    its own transaction), its days finished in Polars in the same thread while the next groups
+    sum. A cursor sees what is committed: when the inputs `sources` (the queries the groups
+    restrict) are not what this connection sees (they changed in its open transaction, or read a
+    temporary table), the groups run one by one on this connection."""
+    threads = conn.execute("SELECT current_setting('threads')").fetchone()
+    workers = max(1, min(int(threads[0]) if threads else 1, MAX_WORKERS, len(groups)))
+    seen = inputs_identity(conn, sources, "") if workers > 1 else None
+    cursors = [conn.cursor() for _ in range(workers)] if seen is not None else []
+    if cursors and inputs_identity(cursors[0], sources, "") != seen:
+        for cursor in cursors:
+            cursor.close()
+        cursors = []
+    free: SimpleQueue[duckdb.DuckDBPyConnection] = SimpleQueue()
+    for worker in cursors or [conn]:
+        free.put(worker)
+
+    def days_of(group: tuple[str, str]) -> pl.DataFrame:
+        worker = free.get()
+        try:
+            entries, reported = group
+            return diet_days(
+                worker,
+                entries,
+                categories,
+                settings,
+                worker.execute(reported).pl(),
+                unreported_nutrients,
+            )
+        finally:
+            free.put(worker)
+
+    try:
+        # Held to one thread for the whole run (a global setting): a worker's own `one_thread`
+        # then finds and restores 1, whatever the others do.
+        with one_thread(conn), ThreadPoolExecutor(max(1, len(cursors))) as pool:
+            running: deque[Future[pl.DataFrame]] = deque()
+            for group in groups:
+                running.append(pool.submit(days_of, group))
+                if len(running) > len(cursors):
+                    yield running.popleft().result()
+            while running:
+                yield running.popleft().result()
+    finally:
+        for cursor in cursors:
+            cursor.close()
 
 
 def build_diet_daily(
