@@ -43,13 +43,11 @@ def _double(value: float) -> str:
 
 def pair_categories_sql(categories: str) -> str:
     """Per (food, category_raw) pair of the query `categories` (food_categories' rows), for each
-    category: `d_<category>` the grams of its serving and `m_<category>` how many of the pair's
-    rows name it, both null when none does; and `_is_upf`."""
-    sizes = load_serving_sizes()
+    category `m_<category>`, how many of the pair's rows name it (null when none does); and
+    `_is_upf`."""
     columns = []
     for c in CATEGORIES:
         n = f"count(*) FILTER (WHERE category = '{c}')"
-        columns.append(f"CASE WHEN {n} > 0 THEN {_double(sizes[c])} END AS {ident('d_' + c)}")
         columns.append(f"CASE WHEN {n} > 0 THEN {n}::DOUBLE END AS {ident('m_' + c)}")
     return (
         f"SELECT food, category_raw, {', '.join(columns)}, "
@@ -65,6 +63,7 @@ def day_sums_sql(
     person-day with entries: `entries` (their count), each nutrient of `columns` or
     `unreported` (null for the latter: no entry reports them), each category's servings and
     `_upf_kcal` (the energy of ultra-processed entries). An entry without a day has no day."""
+    sizes = load_serving_sizes()
     drinks = (
         f"coalesce(e.alcohol_g, e.grams * {_double(ALCOHOL_FRACTION_FALLBACK)}) "
         f"/ {_double(ALCOHOL_G_PER_DRINK)}"
@@ -73,7 +72,7 @@ def day_sums_sql(
     def servings(category: str) -> str:
         # Times the count of rows naming it (x * 1.0 is x): null, so not summed, when none does
         # or the entry has no pair or no grams; a day without any has 0.
-        one = drinks if category == "alcohol" else f"e.grams / p.{ident('d_' + category)}"
+        one = drinks if category == "alcohol" else f"e.grams / {_double(sizes[category])}"
         return (
             f"coalesce(sum(({one}) * p.{ident('m_' + category)}), 0.0) "
             f"AS {ident(category + '_servings')}"
