@@ -109,6 +109,21 @@ def one_thread(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
             conn.execute(f"SET threads = {int(row[0])}")
 
 
+@contextmanager
+def footers_cached(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """DuckDB keeps the Parquet files' footers it has read for the duration (a global setting):
+    the step scans diet_entries' part files many times over (a test per nutrient, the plan, a
+    query per group of people), and read every footer again each time. A part file's name is
+    never used twice (`pipelines.store`), so a footer kept is never stale."""
+    row = conn.execute("SELECT current_setting('parquet_metadata_cache')").fetchone()
+    conn.execute("SET parquet_metadata_cache = true")
+    try:
+        yield
+    finally:
+        if row and not row[0]:
+            conn.execute("SET parquet_metadata_cache = false")
+
+
 def diet_days(
     conn: duckdb.DuckDBPyConnection,
     entries: str,

@@ -41,7 +41,7 @@ from pipelines.incremental import (
     row_identity,
 )
 from pipelines.schema import NUTRIENTS
-from pipelines.steps.diet_days import diet_days, diet_days_of_groups
+from pipelines.steps.diet_days import diet_days, diet_days_of_groups, footers_cached
 from pipelines.store import TABLES as STORE_TABLES
 from pipelines.store import (
     in_shards,
@@ -496,6 +496,19 @@ def update_diet_daily(
     quiet = quiet_days(conn, "diet_daily", identity, ["diet_daily"], scope)
     if quiet is not None:
         return quiet
+    with footers_cached(conn):
+        plan = _update_days(conn, settings, shards, scope, identity)
+    return plan
+
+
+def _update_days(
+    conn: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    shards: Collection[int] | None,
+    scope: str | None,
+    identity: str | None,
+) -> DayPlan:
+    """`update_diet_daily` past its quiet night: plan the days, build them, record them."""
     columns, unreported = daily_entry_columns(conn)
     entries_sql = f"SELECT {', '.join(ident(c) for c in columns)} FROM diet_entries"
     # Reported rows without a day are person-level (diet_summary's); no day uses them.
