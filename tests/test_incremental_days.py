@@ -4,11 +4,14 @@ gives the same tables as from every entry."""
 
 from __future__ import annotations
 
+import os
 import random
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+import duckdb
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
@@ -462,6 +465,17 @@ def test_a_full_build_in_groups_of_people_equals_one_build(
         return groups[-1]
 
     monkeypatch.setattr(features, "register_person_chunks", counted)
+    # Which connections summed the groups: several groups run at once, each on a cursor.
+    import pipelines.steps.diet_days as diet_days_module
+
+    summed_on: list[int] = []
+    sum_days = diet_days_module.diet_days
+
+    def spied(conn: duckdb.DuckDBPyConnection, *args: Any, **kwargs: Any) -> pl.DataFrame:
+        summed_on.append(id(conn))
+        return sum_days(conn, *args, **kwargs)
+
+    monkeypatch.setattr(diet_days_module, "diet_days", spied)
     # 7 people with rows (the entry without a person id counts as one), ann to eve 18 each: a
     # group starts a person whose rows before it fill the previous group.
     for rows, expected in ((1, 7), (20, 5), (40, 3), (10_000, 1)):
@@ -469,5 +483,8 @@ def test_a_full_build_in_groups_of_people_equals_one_build(
         cohort = Cohort(tmp_path / f"groups-{rows}", entries, reported)
         assert cohort.run() == {"people_recomputed": "all", "days_recomputed": "all"}
         assert groups[-1] == expected, rows
+        if expected > 1 and (os.cpu_count() or 1) > 1:
+            assert len(set(summed_on)) > 1, "the groups ran one by one"
+        summed_on.clear()
         got = cohort.table()
         assert_frame_equal(got, whole.select(got.columns), check_exact=False, rel_tol=1e-12)

@@ -15,13 +15,17 @@ categories. `is_upf`, whether a pair names `ultra_processed`, gives a day's ultr
 energy. Nutrients are null on a day no entry of which reports them.
 """
 
-from collections.abc import Collection, Iterator
+from collections import deque
+from collections.abc import Collection, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from queue import SimpleQueue
 
 import duckdb
 import polars as pl
 
 from pipelines.config import Settings
+from pipelines.identity import inputs_identity
 from pipelines.schema import CATEGORIES, NUTRIENTS
 from pipelines.transforms.diet import (
     ALCOHOL_FRACTION_FALLBACK,
@@ -39,13 +43,11 @@ def _double(value: float) -> str:
 
 def pair_categories_sql(categories: str) -> str:
     """Per (food, category_raw) pair of the query `categories` (food_categories' rows), for each
-    category: `d_<category>` the grams of its serving and `m_<category>` how many of the pair's
-    rows name it, both null when none does; and `_is_upf`."""
-    sizes = load_serving_sizes()
+    category `m_<category>`, how many of the pair's rows name it (null when none does); and
+    `_is_upf`."""
     columns = []
     for c in CATEGORIES:
         n = f"count(*) FILTER (WHERE category = '{c}')"
-        columns.append(f"CASE WHEN {n} > 0 THEN {_double(sizes[c])} END AS {ident('d_' + c)}")
         columns.append(f"CASE WHEN {n} > 0 THEN {n}::DOUBLE END AS {ident('m_' + c)}")
     return (
         f"SELECT food, category_raw, {', '.join(columns)}, "
@@ -61,6 +63,7 @@ def day_sums_sql(
     person-day with entries: `entries` (their count), each nutrient of `columns` or
     `unreported` (null for the latter: no entry reports them), each category's servings and
     `_upf_kcal` (the energy of ultra-processed entries). An entry without a day has no day."""
+    sizes = load_serving_sizes()
     drinks = (
         f"coalesce(e.alcohol_g, e.grams * {_double(ALCOHOL_FRACTION_FALLBACK)}) "
         f"/ {_double(ALCOHOL_G_PER_DRINK)}"
@@ -69,7 +72,7 @@ def day_sums_sql(
     def servings(category: str) -> str:
         # Times the count of rows naming it (x * 1.0 is x): null, so not summed, when none does
         # or the entry has no pair or no grams; a day without any has 0.
-        one = drinks if category == "alcohol" else f"e.grams / p.{ident('d_' + category)}"
+        one = drinks if category == "alcohol" else f"e.grams / {_double(sizes[category])}"
         return (
             f"coalesce(sum(({one}) * p.{ident('m_' + category)}), 0.0) "
             f"AS {ident(category + '_servings')}"
@@ -106,6 +109,21 @@ def one_thread(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
             conn.execute(f"SET threads = {int(row[0])}")
 
 
+@contextmanager
+def footers_cached(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """DuckDB keeps the Parquet files' footers it has read for the duration (a global setting):
+    the step scans diet_entries' part files many times over (a test per nutrient, the plan, a
+    query per group of people), and read every footer again each time. A part file's name is
+    never used twice (`pipelines.store`), so a footer kept is never stale."""
+    row = conn.execute("SELECT current_setting('parquet_metadata_cache')").fetchone()
+    conn.execute("SET parquet_metadata_cache = true")
+    try:
+        yield
+    finally:
+        if row and not row[0]:
+            conn.execute("SET parquet_metadata_cache = false")
+
+
 def diet_days(
     conn: duckdb.DuckDBPyConnection,
     entries: str,
@@ -124,6 +142,71 @@ def diet_days(
     with one_thread(conn):
         sums = conn.execute(day_sums_sql(entries, categories, columns, unreported_nutrients)).pl()
     return diet_daily_from_sums(sums, settings, reported, fill_gaps)
+
+
+# At most this many groups of a full build are summed at once (`diet_days_of_groups`): each on a
+# DuckDB thread of its own, under the step's memory limit shared between them.
+MAX_WORKERS = 4
+
+
+def diet_days_of_groups(
+    conn: duckdb.DuckDBPyConnection,
+    groups: Sequence[tuple[str, str]],
+    sources: list[str],
+    categories: str,
+    settings: Settings,
+    unreported_nutrients: Collection[str] = (),
+) -> Iterator[pl.DataFrame]:
+    """`diet_days` of each group of people (the query of its entries and the query of its
+    reported totals), in order, as many at once as DuckDB has threads (at most MAX_WORKERS).
+
+    `diet_days` sums on one DuckDB thread (`one_thread`), so one group at a time left the other
+    cores idle; each group runs instead on a connection of its own (a cursor: the same database,
+    its own transaction), its days finished in Polars in the same thread while the next groups
+    sum. A cursor sees what is committed: when the inputs `sources` (the queries the groups
+    restrict) are not what this connection sees (they changed in its open transaction, or read a
+    temporary table), the groups run one by one on this connection."""
+    threads = conn.execute("SELECT current_setting('threads')").fetchone()
+    workers = max(1, min(int(threads[0]) if threads else 1, MAX_WORKERS, len(groups)))
+    seen = inputs_identity(conn, sources, "") if workers > 1 else None
+    cursors = [conn.cursor() for _ in range(workers)] if seen is not None else []
+    if cursors and inputs_identity(cursors[0], sources, "") != seen:
+        for cursor in cursors:
+            cursor.close()
+        cursors = []
+    free: SimpleQueue[duckdb.DuckDBPyConnection] = SimpleQueue()
+    for worker in cursors or [conn]:
+        free.put(worker)
+
+    def days_of(group: tuple[str, str]) -> pl.DataFrame:
+        worker = free.get()
+        try:
+            entries, reported = group
+            return diet_days(
+                worker,
+                entries,
+                categories,
+                settings,
+                worker.execute(reported).pl(),
+                unreported_nutrients,
+            )
+        finally:
+            free.put(worker)
+
+    try:
+        # Held to one thread for the whole run (a global setting): a worker's own `one_thread`
+        # then finds and restores 1, whatever the others do.
+        with one_thread(conn), ThreadPoolExecutor(max(1, len(cursors))) as pool:
+            running: deque[Future[pl.DataFrame]] = deque()
+            for group in groups:
+                running.append(pool.submit(days_of, group))
+                if len(running) > len(cursors):
+                    yield running.popleft().result()
+            while running:
+                yield running.popleft().result()
+    finally:
+        for cursor in cursors:
+            cursor.close()
 
 
 def build_diet_daily(

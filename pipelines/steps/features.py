@@ -41,7 +41,7 @@ from pipelines.incremental import (
     row_identity,
 )
 from pipelines.schema import NUTRIENTS
-from pipelines.steps.diet_days import diet_days
+from pipelines.steps.diet_days import diet_days, diet_days_of_groups, footers_cached
 from pipelines.store import TABLES as STORE_TABLES
 from pipelines.store import (
     in_shards,
@@ -496,6 +496,19 @@ def update_diet_daily(
     quiet = quiet_days(conn, "diet_daily", identity, ["diet_daily"], scope)
     if quiet is not None:
         return quiet
+    with footers_cached(conn):
+        plan = _update_days(conn, settings, shards, scope, identity)
+    return plan
+
+
+def _update_days(
+    conn: duckdb.DuckDBPyConnection,
+    settings: Settings,
+    shards: Collection[int] | None,
+    scope: str | None,
+    identity: str | None,
+) -> DayPlan:
+    """`update_diet_daily` past its quiet night: plan the days, build them, record them."""
     columns, unreported = daily_entry_columns(conn)
     entries_sql = f"SELECT {', '.join(ident(c) for c in columns)} FROM diet_entries"
     # Reported rows without a day are person-level (diet_summary's); no day uses them.
@@ -514,20 +527,25 @@ def update_diet_daily(
     )
     categories_sql = "SELECT * FROM food_categories"
     if plan.everyone:
-
-        def days_of(queries: list[str]) -> pl.DataFrame:
-            # The group's entries are summed to days inside DuckDB (`diet_days`).
-            reported = conn.execute(queries[1]).pl()
-            return diet_days(conn, queries[0], categories_sql, settings, reported, unreported)
-
-        replace_by_person_chunks(
-            conn,
-            "diet_daily",
-            [in_scope(entries_sql, scope), in_scope(reported_sql, scope)],
-            FULL_BUILD_ROWS,
-            days_of,
-            shards=full_build_shards(conn, ["diet_daily"], shards, scope),
-        )
+        inputs = [in_scope(entries_sql, scope), in_scope(reported_sql, scope)]
+        chunks = register_person_chunks(conn, inputs, FULL_BUILD_ROWS)
+        # No rows at all: one group of the (empty) inputs still gives the table its schema.
+        groups = [
+            (only_chunk(conn, inputs[0], k), only_chunk(conn, inputs[1], k))
+            if chunks
+            else (inputs[0], inputs[1])
+            for k in range(max(chunks, 1))
+        ]
+        # The groups' entries are summed to days inside DuckDB, several groups at once.
+        with memory_limit(conn, BUILD_MEMORY_LIMIT):
+            replace_with_parts(
+                conn,
+                "diet_daily",
+                diet_days_of_groups(
+                    conn, groups, [*inputs, categories_sql], categories_sql, settings, unreported
+                ),
+                shards=full_build_shards(conn, ["diet_daily"], shards, scope),
+            )
     elif plan.days:
         reported = conn.execute(only_days(reported_sql)).pl()
         # Gap days depend on the person's whole range, so they are left to replace_changed_days.
