@@ -35,10 +35,10 @@ from pipelines.reports.dashboards import (
     write_person_pages,
     write_plotly_js,
 )
-from pipelines.reports.inputs import Renders, _normalise, person_order
+from pipelines.reports.inputs import Renders, normalise, person_order
 from pipelines.reports.page_inputs import person_sources_frame
 from pipelines.reports.page_summary import SUMMARY_SCHEMA, PageSummary
-from pipelines.reports.sources import _person_sources, run_time
+from pipelines.reports.sources import person_sources, run_time
 from pipelines.steps.features import full_build_shards, replace_shards, shard_scope
 from pipelines.steps.page_shards import (
     StoreInputs,
@@ -277,8 +277,8 @@ def _records(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 
 def _sources(data: DashboardInputs) -> pl.DataFrame:
     """Every person's sources of `data` as their pages show them, less the clock."""
-    d = _normalise(data)
-    return person_sources_frame(_person_sources(d, run_time(d.run_info)))
+    d = normalise(data)
+    return person_sources_frame(person_sources(d, run_time(d.run_info)))
 
 
 def _of_shards(data: DashboardInputs, shards: set[int], count: int) -> DashboardInputs:
