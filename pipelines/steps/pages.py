@@ -20,6 +20,7 @@ from pipelines.incremental import (
     PersonPlan,
     full_salt,
     in_scope,
+    nothing_plan,
     plan_people,
     record,
 )
@@ -202,7 +203,8 @@ def update_person_pages(
         if data.freshness_key is not None:
             with warehouse.write() as conn:
                 _keep_freshness(conn, data)
-        return [write_plotly_js(out_dir)], _nothing(salt)
+        # Every shard left as it is: the step has nothing to do.
+        return [write_plotly_js(out_dir)], nothing_plan(STEP)
     # Each group is planned against the step's records, read once into an in-memory database,
     # instead of in a warehouse connection of its own.
     with duckdb.connect() as memory:
@@ -287,12 +289,6 @@ def _of_shards(data: DashboardInputs, shards: set[int], count: int) -> Dashboard
     people = data.people
     ids = [p for p in people.ids if shard_of(p, count) in shards]
     return replace(data, people=PersonGroups(ids, people.read, people.windows))
-
-
-def _nothing(salt: str) -> PersonPlan:
-    """The plan of a run whose every shard was left as it is."""
-    empty = pl.DataFrame(schema={"person_id": pl.String, "fingerprint": pl.String})
-    return PersonPlan(STEP, False, [], [], empty, full_salt(salt))
 
 
 def _store_summaries(
