@@ -225,6 +225,12 @@ def quiet_plan(
     """The plan of a night with nothing new for `step` (`is_quiet`), or None."""
     if not is_quiet(conn, step, identity, outputs, scope):
         return None
+    return nothing_plan(step, identity)
+
+
+def nothing_plan(step: str, identity: str | None = None) -> PersonPlan:
+    """The plan of a run in which `step` has nothing to do: nobody to recompute, no fingerprints
+    taken, nothing to record (`quiet_plan`, and a step that finds it out another way)."""
     empty = pl.DataFrame(schema={"person_id": pl.String, "fingerprint": pl.String})
     return PersonPlan(step, False, [], [], empty, "", identity, quiet=True)
 

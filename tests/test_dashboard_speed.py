@@ -487,7 +487,7 @@ def test_sentence_cache_gives_finding_sentence() -> None:
 
 
 def test_person_page_renders_identically_twice() -> None:
-    data = rinputs._normalise(make_big_inputs(["alice", "bob"], days=240))
+    data = rinputs.normalise(make_big_inputs(["alice", "bob"], days=240))
     summaries = dashboards.build_summaries(data)
     for s in summaries:
         first = dashboards.render_person_page(s, data, ["a warning"])
@@ -857,7 +857,7 @@ def test_diet_coverage_matches_the_query() -> None:
 def test_summaries_with_everyones_crp_sorted_at_once_equal_per_person_ones() -> None:
     """`build_summaries` hands each person their CRP draws from one sort of everyone's; the
     summary equals one that sorts the person's own draws, and counts as the first query did."""
-    data = rinputs._normalise(make_big_inputs([f"p{i}" for i in range(6)], days=120))
+    data = rinputs.normalise(make_big_inputs([f"p{i}" for i in range(6)], days=120))
     # Ties and nulls in the sort keys, acute and excluded draws.
     data.marker_draws = pl.concat(
         [data.marker_draws, data.marker_draws.head(5).with_columns(pl.lit(None).alias("day"))],
@@ -883,7 +883,7 @@ def test_summaries_with_everyones_crp_sorted_at_once_equal_per_person_ones() -> 
 def test_person_pages_read_only_the_diet_columns_they_keep() -> None:
     """Person frames carry the page's diet columns only (not the nutrients): a page rendered
     from them equals one rendered from every column, and the page key ignores the rest."""
-    data = rinputs._normalise(make_big_inputs(["p0", "p1"], days=90))
+    data = rinputs.normalise(make_big_inputs(["p0", "p1"], days=90))
     data.diet_daily = data.diet_daily.with_columns(
         protein_g=pl.lit(50.0), vit_c_mg=pl.lit(80.0), energy_kcal=pl.lit(2000.0)
     )

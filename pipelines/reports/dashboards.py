@@ -43,9 +43,9 @@ from pipelines.reports.inputs import (
     PersonGroups,
     Renders,
     _data_window,
-    _normalise,
     _person_ids,
     diet_columns_shown,
+    normalise,
     person_order,
     person_page_name,
     person_section_name,
@@ -72,7 +72,7 @@ from pipelines.reports.people import (
     page_table_groups,
     with_section_windows,
 )
-from pipelines.reports.sources import _person_sources, run_time, source_status
+from pipelines.reports.sources import person_sources, run_time, source_status
 from pipelines.reports.summaries import PersonSummary
 from pipelines.reports.workers import (
     FIRST_GROUP_PEOPLE,
@@ -205,14 +205,14 @@ def write_person_pages(
     d = _with_window(data)
     now = run_time(d.run_info)
     ids = _person_ids(d)
-    person_sources = _person_sources(d, now)
+    sources_by_person = person_sources(d, now)
 
     def rendering(group: list[str], tables: dict[str, pl.DataFrame]) -> Renders:
         """The group's pages and section files rendered: those asked for (or planned) and any
         that is missing (a first run, a deleted file, another output folder). Decided once per
         group, here: only their figures' data is worked out."""
         if callable(render):
-            mine = {p: person_sources[p] for p in group if p in person_sources}
+            mine = {p: sources_by_person[p] for p in group if p in sources_by_person}
             chosen = render(group, person_page_inputs(tables, mine), person_section_inputs(tables))
         else:
             asked = None if render is None else frozenset(render)
@@ -247,7 +247,7 @@ def write_person_pages(
         )
         groups = (
             (
-                _person_rows(splits, group, person_sources),
+                _person_rows(splits, group, sources_by_person),
                 {n: s.df for n, s in splits.items()},
                 chosen,
             )
@@ -283,9 +283,9 @@ def write_index_pages(
 
 
 def _with_window(data: DashboardInputs) -> DashboardInputs:
-    """`data` conformed (`_normalise`), with the run's data window in its run info: every page's
+    """`data` conformed (`normalise`), with the run's data window in its run info: every page's
     footer shows it."""
-    d = _normalise(data)
+    d = normalise(data)
     if not d.run_info.get("data_window"):
         d.run_info["data_window"] = _data_window(d) or "unknown"
     return d

@@ -1,5 +1,5 @@
 """What the dashboards read, and the file names they write: `DashboardInputs` (one Polars frame per
-warehouse table), the columns read from each (`SCHEMAS`), `_normalise`, which conforms every frame
+warehouse table), the columns read from each (`SCHEMAS`), `normalise`, which conforms every frame
 to them so no page branches on a missing column, and the page names. The first step of the flow
 (see `dashboards`); pipelines/steps/dashboards.py loads the frames and reads only
 `diet_columns_shown` of the diet.
@@ -239,7 +239,7 @@ def _conform(df: pl.DataFrame | None, schema: dict[str, DType]) -> pl.DataFrame:
     return out
 
 
-def _normalise(data: DashboardInputs) -> DashboardInputs:
+def normalise(data: DashboardInputs) -> DashboardInputs:
     draws = _conform(data.marker_draws, SCHEMAS["marker_draws"]).with_columns(
         day=pl.coalesce(pl.col("day"), pl.col("collected_at").dt.date()),
         marker=pl.col("marker").str.to_lowercase(),
@@ -334,5 +334,5 @@ def _page_diet_columns(columns: list[str]) -> list[str]:
 
 def diet_columns_shown(columns: list[str]) -> list[str]:
     """The diet_daily columns any page reads: a person page's, and energy (the index's total, and
-    `_normalise`'s `logged` for a table without one). The loader reads only these."""
+    `normalise`'s `logged` for a table without one). The loader reads only these."""
     return [c for c in columns if c == "energy_kcal" or _page_diet_columns([c])]

@@ -34,7 +34,7 @@ import plotly
 import polars as pl
 
 from pipelines.fingerprint import fingerprint
-from pipelines.reports.inputs import DashboardInputs, Renders, _normalise
+from pipelines.reports.inputs import DashboardInputs, Renders, normalise
 from pipelines.reports.pages.common import _global_quality
 from pipelines.reports.sources import run_time, source_status
 
@@ -108,7 +108,7 @@ def person_page_inputs(
 ) -> dict[str, pl.DataFrame]:
     """What each person page of a group is built from: the group's page tables
     (`people._page_tables`) but those only the section file shows, and its people's sources
-    (`sources`, theirs of `_person_sources`)."""
+    (`sources`, theirs of `person_sources`)."""
     # "crp" is the draws again, sorted: fingerprinting "draws" covers it.
     tables = {
         name: df for name, df in page_tables.items() if name != "crp" and name not in _SECTION_ONLY
@@ -118,7 +118,7 @@ def person_page_inputs(
 
 
 def person_sources_frame(sources: dict[str, list[dict[str, Any]]]) -> pl.DataFrame:
-    """People's sources (`_person_sources`) as their pages show them, less the clock: one row
+    """People's sources (`person_sources`) as their pages show them, less the clock: one row
     per person and source (`SOURCES_SCHEMA`)."""
     return pl.DataFrame(
         [
@@ -139,7 +139,7 @@ def person_sources_frame(sources: dict[str, list[dict[str, Any]]]) -> pl.DataFra
 
 def shared_page_inputs(data: DashboardInputs, out_dir: Path) -> str:
     """A hash of what every person page shares, as `write_dashboards` builds it from `data`."""
-    d = _normalise(data)
+    d = normalise(data)
     sources = source_status(d, run_time(d.run_info))
     shared = {
         "code": reports_code_fingerprint(),

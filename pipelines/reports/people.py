@@ -24,11 +24,11 @@ from pipelines.reports.inputs import (
     SCHEMAS,
     DashboardInputs,
     Renders,
-    _normalise,
     _page_diet_columns,
     _person_ids,
+    normalise,
 )
-from pipelines.reports.sources import _person_sources, _stale_sources, run_time
+from pipelines.reports.sources import _stale_sources, person_sources, run_time
 from pipelines.reports.summaries import (
     PersonSummary,
     _crp_draws,
@@ -186,7 +186,7 @@ def page_table_groups(
     for start, end in pairwise([*starts, len(ids)]):
         group = ids[start:end]
         if d.people is not None:
-            yield group, _page_tables(_normalise(d.people.read(group)))
+            yield group, _page_tables(normalise(d.people.read(group)))
         elif len(group) == len(ids):
             yield group, tables
         else:
@@ -207,7 +207,7 @@ def with_section_windows(
     if not ids:
         return tables
     read = DashboardInputs(exposure_windows=d.people.windows(ids))
-    return {**tables, "windows": _complete(_normalise(read).exposure_windows)}
+    return {**tables, "windows": _complete(normalise(read).exposure_windows)}
 
 
 @dataclass(frozen=True)
@@ -265,7 +265,7 @@ def _frames(person: _PersonRows, tables: dict[str, pl.DataFrame]) -> _PersonFram
 def _person_frames(d: DashboardInputs, now: datetime, ids: list[str]) -> list[_PersonFrames]:
     splits = _split_tables(d)
     tables = {name: split.df for name, split in splits.items()}
-    return [_frames(p, tables) for p in _person_rows(splits, ids, _person_sources(d, now))]
+    return [_frames(p, tables) for p in _person_rows(splits, ids, person_sources(d, now))]
 
 
 def _summary(frames: _PersonFrames, stale_everywhere: frozenset[str]) -> PersonSummary:
@@ -281,7 +281,7 @@ def _summary(frames: _PersonFrames, stale_everywhere: frozenset[str]) -> PersonS
 
 
 def build_summaries(d: DashboardInputs, now: datetime | None = None) -> list[PersonSummary]:
-    """Per-person summaries from normalised inputs (see `_normalise`)."""
+    """Per-person summaries from normalised inputs (see `normalise`)."""
     now = now or run_time(d.run_info)
     stale_everywhere = _stale_sources(d, now)
     return [_summary(frames, stale_everywhere) for frames in _person_frames(d, now, _person_ids(d))]

@@ -76,7 +76,7 @@ def source_status(d: DashboardInputs, now: datetime) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: (not r["stale"], r["source"]))
 
 
-def _person_sources(d: DashboardInputs, now: datetime) -> dict[str, list[dict[str, Any]]]:
+def person_sources(d: DashboardInputs, now: datetime) -> dict[str, list[dict[str, Any]]]:
     """Per person, the freshness of each source that holds their data."""
     fresh = _freshness_frame(d).filter(pl.col("person_id").is_not_null())
     out: dict[str, list[dict[str, Any]]] = {}

@@ -20,6 +20,7 @@ from pipelines.incremental import (
     PersonPlan,
     full_salt,
     in_scope,
+    nothing_plan,
     plan_people,
     record,
 )
@@ -35,10 +36,10 @@ from pipelines.reports.dashboards import (
     write_person_pages,
     write_plotly_js,
 )
-from pipelines.reports.inputs import Renders, _normalise, person_order
+from pipelines.reports.inputs import Renders, normalise, person_order
 from pipelines.reports.page_inputs import person_sources_frame
 from pipelines.reports.page_summary import SUMMARY_SCHEMA, PageSummary
-from pipelines.reports.sources import _person_sources, run_time
+from pipelines.reports.sources import person_sources, run_time
 from pipelines.steps.features import full_build_shards, replace_shards, shard_scope
 from pipelines.steps.page_shards import (
     StoreInputs,
@@ -202,7 +203,8 @@ def update_person_pages(
         if data.freshness_key is not None:
             with warehouse.write() as conn:
                 _keep_freshness(conn, data)
-        return [write_plotly_js(out_dir)], _nothing(salt)
+        # Every shard left as it is: the step has nothing to do.
+        return [write_plotly_js(out_dir)], nothing_plan(STEP)
     # Each group is planned against the step's records, read once into an in-memory database,
     # instead of in a warehouse connection of its own.
     with duckdb.connect() as memory:
@@ -277,8 +279,8 @@ def _records(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
 
 def _sources(data: DashboardInputs) -> pl.DataFrame:
     """Every person's sources of `data` as their pages show them, less the clock."""
-    d = _normalise(data)
-    return person_sources_frame(_person_sources(d, run_time(d.run_info)))
+    d = normalise(data)
+    return person_sources_frame(person_sources(d, run_time(d.run_info)))
 
 
 def _of_shards(data: DashboardInputs, shards: set[int], count: int) -> DashboardInputs:
@@ -287,12 +289,6 @@ def _of_shards(data: DashboardInputs, shards: set[int], count: int) -> Dashboard
     people = data.people
     ids = [p for p in people.ids if shard_of(p, count) in shards]
     return replace(data, people=PersonGroups(ids, people.read, people.windows))
-
-
-def _nothing(salt: str) -> PersonPlan:
-    """The plan of a run whose every shard was left as it is."""
-    empty = pl.DataFrame(schema={"person_id": pl.String, "fingerprint": pl.String})
-    return PersonPlan(STEP, False, [], [], empty, full_salt(salt))
 
 
 def _store_summaries(
