@@ -28,8 +28,8 @@ CLOCK = ("ingested_at",)
 
 class Tables:
     """A warehouse file's tables, read-only: a store table over its parts in `store_parts`'
-    order (the view's own SELECT; the views of a bench workdir may point at the folder it was
-    built in), any other from DuckDB."""
+    order (the views of a bench workdir may point at the folder it was built in), any other
+    from DuckDB."""
 
     def __init__(self, path: Path) -> None:
         self.conn = duckdb.connect(str(path), read_only=True)
@@ -37,8 +37,15 @@ class Tables:
         project_store = path.parent.parent / "store"
         self.root = project_store if project_store.is_dir() else store.beside(path)
         self.parts = store.live_parts(self.conn, self.root)
+        # The store's views over this folder's parts (as `store.attach` makes them), which the
+        # canonical views read.
+        for table, parts in self.parts.items():
+            self.conn.execute(
+                f"CREATE OR REPLACE TEMP VIEW {ident(table)} AS {store.view_sql(self.root, parts)}"
+            )
         native = self.conn.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'"
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' UNION ALL "
+            "SELECT view_name FROM duckdb_views() WHERE schema_name = 'main' AND NOT internal"
         ).fetchall()
         self.names = {n for (n,) in native} | set(self.parts)
 
@@ -47,12 +54,7 @@ class Tables:
         return ingest + [n for n in (*BOOKKEEPING, *UNION_TABLES, "persons") if n in self.names]
 
     def as_stored(self, table: str) -> pl.DataFrame:
-        sql = (
-            store.view_sql(self.root, self.parts[table])
-            if table in self.parts
-            else f"SELECT * FROM {ident(table)}"
-        )
-        frame = self.conn.sql(sql).pl()
+        frame = self.conn.sql(f"SELECT * FROM {ident(table)}").pl()
         return frame.drop([c for c in CLOCK if c in frame.columns])
 
 
