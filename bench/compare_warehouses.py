@@ -15,37 +15,58 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import duckdb
 import polars as pl
 
+from pipelines import store
 from pipelines.steps.canonical import UNION_TABLES
-from pipelines.warehouse import Warehouse, ident
+from pipelines.warehouse import ident
 
 BOOKKEEPING = ("ingest_files", "ingest_state", "rejected_rows", "lines_to_check")
 CLOCK = ("ingested_at",)
 
 
-def compared_tables(warehouse: Warehouse) -> list[str]:
-    names = warehouse.query("SELECT table_name FROM information_schema.tables ORDER BY table_name")[
-        "table_name"
-    ].to_list()
-    ingest = [n for n in names if n.startswith(("raw_", "stg_"))]
-    return ingest + [n for n in (*BOOKKEEPING, *UNION_TABLES, "persons") if n in names]
+class Tables:
+    """A warehouse file's tables, read-only: a store table over its parts in `store_parts`'
+    order (the views of a bench workdir may point at the folder it was built in), any other
+    from DuckDB."""
 
+    def __init__(self, path: Path) -> None:
+        self.conn = duckdb.connect(str(path), read_only=True)
+        # A project's store is data/store beside data/processed; a lone warehouse's, beside it.
+        project_store = path.parent.parent / "store"
+        self.root = project_store if project_store.is_dir() else store.beside(path)
+        self.parts = store.live_parts(self.conn, self.root)
+        # The store's views over this folder's parts (as `store.attach` makes them), which the
+        # canonical views read.
+        for table, parts in self.parts.items():
+            self.conn.execute(
+                f"CREATE OR REPLACE TEMP VIEW {ident(table)} AS {store.view_sql(self.root, parts)}"
+            )
+        native = self.conn.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' UNION ALL "
+            "SELECT view_name FROM duckdb_views() WHERE schema_name = 'main' AND NOT internal"
+        ).fetchall()
+        self.names = {n for (n,) in native} | set(self.parts)
 
-def as_stored(warehouse: Warehouse, table: str) -> pl.DataFrame:
-    frame = warehouse.query(f"SELECT * FROM {ident(table)}")
-    return frame.drop([c for c in CLOCK if c in frame.columns])
+    def compared(self) -> list[str]:
+        ingest = sorted(n for n in self.names if n.startswith(("raw_", "stg_")))
+        return ingest + [n for n in (*BOOKKEEPING, *UNION_TABLES, "persons") if n in self.names]
+
+    def as_stored(self, table: str) -> pl.DataFrame:
+        frame = self.conn.sql(f"SELECT * FROM {ident(table)}").pl()
+        return frame.drop([c for c in CLOCK if c in frame.columns])
 
 
 def main(argv: list[str]) -> int:
-    a, b = (Warehouse(Path(p)) for p in argv)
-    names_a, names_b = compared_tables(a), compared_tables(b)
+    a, b = (Tables(Path(p)) for p in argv)
+    names_a, names_b = a.compared(), b.compared()
     different = 0
     if names_a != names_b:
         print(f"tables differ: {sorted(set(names_a) ^ set(names_b))}")
         different += 1
     for name in (n for n in names_a if n in names_b):
-        left, right = as_stored(a, name), as_stored(b, name)
+        left, right = a.as_stored(name), b.as_stored(name)
         same = left.equals(right)
         different += not same
         print(f"{'same' if same else 'DIFFERENT'}  {name}: {left.shape} / {right.shape}")

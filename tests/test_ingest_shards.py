@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -16,7 +17,8 @@ import pytest
 from pipelines.config import PersonSpec, SourceConfig
 from pipelines.defs.partitions import partition_range_tags
 from pipelines.ingest import SyncResult, sync_source
-from pipelines.ingest.scope import select_files, touches
+from pipelines.ingest.files import FileInfo
+from pipelines.ingest.scope import Selection, select_files, touches
 from pipelines.project import PROJECT_DIR_ENV
 from pipelines.store import SHARDS, shard_of
 from pipelines.warehouse import Warehouse
@@ -181,10 +183,35 @@ def test_a_file_of_unknown_or_several_shards_is_read_by_any_run_of_one_of_them(
 
 def test_touches_and_what_a_selection_keeps() -> None:
     scope = frozenset(FIRST)
-    assert touches(None, scope) and touches(frozenset(), scope) and touches({3, 9}, scope)
-    assert not touches(frozenset({12}), scope)
-    # Nothing to leave: the listing as it was, in its order.
-    assert select_files([], set(), {}, {}, [], scope).listing == []
+    assert touches(None, scope) and touches(frozenset(), scope)
+    assert touches(frozenset({3, 9}), scope) and not touches(frozenset({12}), scope)
+
+    def info(path: str, file_id: str, day: int) -> FileInfo:
+        when = datetime(2025, 1, day)
+        return FileInfo(0, Path(path), path, file_id, file_id, 1, when)
+
+    # a.csv is stored and current; x.csv was alice's (X1, stored) and is now bob's (X2, new).
+    listing = [info("a.csv", "A", 1), info("x.csv", "X2", 3)]
+    recorded = [info("x.csv", "X1", 2)]
+
+    def select(scope: range) -> Selection:
+        return select_files(
+            listing,
+            {"A"},
+            {"X2": frozenset({12})},
+            {"X1": frozenset({2})},
+            recorded,
+            frozenset(scope),
+        )
+
+    bobs = select(LAST)  # bob's version is read, alice's kept as recorded, in time order
+    assert [(i.file_id, i.order) for i in bobs.listing] == [("A", 0), ("X1", 1), ("X2", 2)]
+    assert (bobs.kept, bobs.deferred) == ({"X1"}, 1)
+    alices = select(FIRST)  # alice's version is forgotten, bob's waits
+    assert [i.file_id for i in alices.listing] == ["A"]
+    assert (alices.kept, alices.deferred) == (frozenset(), 1)
+    everyone = select(range(SHARDS))  # nothing left: the listing as it was
+    assert (everyone.listing, everyone.deferred) == (listing, 0)
 
 
 def test_the_ingest_asset_runs_the_shards_of_its_range(

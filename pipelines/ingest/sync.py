@@ -104,9 +104,6 @@ def sync_source(
     memo = HashMemo(memo_path)
     with clock("list and hash files"):
         listing = list_files(source, raw_dir, memo, paths)
-    first_of: dict[str, FileInfo] = {}
-    for info in listing:
-        first_of.setdefault(info.file_id, info)
 
     state = conn.execute(
         "SELECT file_id, fingerprint, checked_on, recheck FROM ingest_state WHERE source = ?",
@@ -117,7 +114,7 @@ def sync_source(
         for file_id, fp, checked_on, recheck in state
         if fp == fingerprint and checked_on <= today and not (recheck and checked_on < today)
     }
-    kept: frozenset[str] = frozenset()
+    as_stored: frozenset[str] = frozenset()
     deferred = 0
     scope = run_scope(conn, shards)
     if scope:
@@ -125,12 +122,12 @@ def sync_source(
             chosen = scoped_selection(
                 conn, source, raw_dir, listing, {s[0] for s in state}, reusable, scope
             )
-        listing, kept, deferred = chosen.listing, chosen.kept, chosen.deferred
-        first_of = {}
-        for info in listing:
-            first_of.setdefault(info.file_id, info)
+        listing, as_stored, deferred = chosen.listing, chosen.kept, chosen.deferred
+    first_of: dict[str, FileInfo] = {}
+    for info in listing:
+        first_of.setdefault(info.file_id, info)
     # A file left for a run of its shards keeps its rows as stored, whatever its state says.
-    current = (reusable | kept) & first_of.keys()
+    current = (reusable | as_stored) & first_of.keys()
     to_parse = [info for file_id, info in first_of.items() if file_id not in current]
     full = not current or not table_exists(conn, staging_table(source.name))
 
