@@ -145,7 +145,8 @@ FULL_BUILD_ROWS = 2_000_000
 # (`memory_limit`): the copy streams, but under the connection's 1 GB DuckDB kept every block it
 # wrote, so the step's peak grew with the table.
 WRITE_MEMORY_LIMIT = "256MB"
-# DuckDB's memory while `replace_by_person_chunks` reads the groups of people.
+# DuckDB's memory while `replace_by_person_chunks` (or diet_daily's full build) reads the groups
+# of people.
 BUILD_MEMORY_LIMIT = "256MB"
 # DuckDB's memory while food_taxonomy plans and counts over every diary entry.
 TAXONOMY_MEMORY_LIMIT = "64MB"
@@ -497,69 +498,62 @@ def update_diet_daily(
     if quiet is not None:
         return quiet
     with footers_cached(conn):
-        plan = _update_days(conn, settings, shards, scope, identity)
-    return plan
-
-
-def _update_days(
-    conn: duckdb.DuckDBPyConnection,
-    settings: Settings,
-    shards: Collection[int] | None,
-    scope: str | None,
-    identity: str | None,
-) -> DayPlan:
-    """`update_diet_daily` past its quiet night: plan the days, build them, record them."""
-    columns, unreported = daily_entry_columns(conn)
-    entries_sql = f"SELECT {', '.join(ident(c) for c in columns)} FROM diet_entries"
-    # Reported rows without a day are person-level (diet_summary's); no day uses them.
-    reported_sql = "SELECT * FROM diet_daily_reported WHERE day IS NOT NULL"
-    plan = plan_days(
-        conn,
-        "diet_daily",
-        inputs=list(day_inputs_sql(conn, columns)),
-        outputs=["diet_daily"],
-        salt=settings_salt(settings) + json.dumps(sorted(unreported)) + parse_salt(conn),
-        # The taxonomy and the food reference reach a day only through its foods' categories,
-        # fingerprinted above: a new rule recomputes the days that eat the foods it matches.
-        exclude_data=("taxonomy.csv", "food_reference.csv.gz"),
-        scope=scope,
-        identity=identity,
-    )
-    categories_sql = "SELECT * FROM food_categories"
-    if plan.everyone:
-        inputs = [in_scope(entries_sql, scope), in_scope(reported_sql, scope)]
-        chunks = register_person_chunks(conn, inputs, FULL_BUILD_ROWS)
-        # No rows at all: one group of the (empty) inputs still gives the table its schema.
-        groups = [
-            (only_chunk(conn, inputs[0], k), only_chunk(conn, inputs[1], k))
-            if chunks
-            else (inputs[0], inputs[1])
-            for k in range(max(chunks, 1))
-        ]
-        # The groups' entries are summed to days inside DuckDB, several groups at once.
-        with memory_limit(conn, BUILD_MEMORY_LIMIT):
-            replace_with_parts(
-                conn,
-                "diet_daily",
-                diet_days_of_groups(
-                    conn, groups, [*inputs, categories_sql], categories_sql, settings, unreported
-                ),
-                shards=full_build_shards(conn, ["diet_daily"], shards, scope),
-            )
-    elif plan.days:
-        reported = conn.execute(only_days(reported_sql)).pl()
-        # Gap days depend on the person's whole range, so they are left to replace_changed_days.
-        daily = diet_days(
+        columns, unreported = daily_entry_columns(conn)
+        entries_sql = f"SELECT {', '.join(ident(c) for c in columns)} FROM diet_entries"
+        # Reported rows without a day are person-level (diet_summary's); no day uses them.
+        reported_sql = "SELECT * FROM diet_daily_reported WHERE day IS NOT NULL"
+        plan = plan_days(
             conn,
-            only_days(entries_sql),
-            categories_sql,
-            settings,
-            reported,
-            unreported,
-            fill_gaps=False,
+            "diet_daily",
+            inputs=list(day_inputs_sql(conn, columns)),
+            outputs=["diet_daily"],
+            salt=settings_salt(settings) + json.dumps(sorted(unreported)) + parse_salt(conn),
+            # The taxonomy and the food reference reach a day only through its foods' categories,
+            # fingerprinted above: a new rule recomputes the days that eat the foods it matches.
+            exclude_data=("taxonomy.csv", "food_reference.csv.gz"),
+            scope=scope,
+            identity=identity,
         )
-        replace_changed_days(conn, daily, settings)
-    record_days(conn, plan, scope)
+        categories_sql = "SELECT * FROM food_categories"
+        if plan.everyone:
+            inputs = [in_scope(entries_sql, scope), in_scope(reported_sql, scope)]
+            chunks = register_person_chunks(conn, inputs, FULL_BUILD_ROWS)
+            # No rows at all: one group of the (empty) inputs still gives the table its schema.
+            groups = [
+                (only_chunk(conn, inputs[0], k), only_chunk(conn, inputs[1], k))
+                if chunks
+                else (inputs[0], inputs[1])
+                for k in range(max(chunks, 1))
+            ]
+            # The groups' entries are summed to days inside DuckDB, several groups at once.
+            with memory_limit(conn, BUILD_MEMORY_LIMIT):
+                replace_with_parts(
+                    conn,
+                    "diet_daily",
+                    diet_days_of_groups(
+                        conn,
+                        groups,
+                        [*inputs, categories_sql],
+                        categories_sql,
+                        settings,
+                        unreported,
+                    ),
+                    shards=full_build_shards(conn, ["diet_daily"], shards, scope),
+                )
+        elif plan.days:
+            reported = conn.execute(only_days(reported_sql)).pl()
+            # Gap days depend on the person's whole range, so they are left to replace_changed_days.
+            daily = diet_days(
+                conn,
+                only_days(entries_sql),
+                categories_sql,
+                settings,
+                reported,
+                unreported,
+                fill_gaps=False,
+            )
+            replace_changed_days(conn, daily, settings)
+        record_days(conn, plan, scope)
     return plan
 
 
