@@ -1,6 +1,7 @@
 """Per-person models: for each person, marker, feature and window, OLS of log marker on the
-feature and the covariates that co-vary with it, batched over persons, with Newey-West errors
-at a fixed-b critical value (`robust.batched_ols_hac`). See `pipelines.analysis.associations`."""
+feature and the covariates that co-vary with it, with Newey-West errors at a fixed-b critical
+value (`robust.batched_ols_hac`): one batch of every (feature, person) fit of a marker and
+window, of those that can be reported. See `pipelines.analysis.associations`."""
 
 from __future__ import annotations
 
