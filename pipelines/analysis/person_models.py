@@ -1,6 +1,7 @@
 """Per-person models: for each person, marker, feature and window, OLS of log marker on the
-feature and the covariates that co-vary with it, batched over persons, with Newey-West errors
-at a fixed-b critical value (`robust.batched_ols_hac`). See `pipelines.analysis.associations`."""
+feature and the covariates that co-vary with it, with Newey-West errors at a fixed-b critical
+value (`robust.batched_ols_hac`): one batch of every (feature, person) fit of a marker and
+window, of those that can be reported. See `pipelines.analysis.associations`."""
 
 from __future__ import annotations
 
@@ -137,8 +138,10 @@ def _person_tests(
     of = np.repeat(np.arange(nf), people)  # the feature of each fit, (B,) with B = F x persons
 
     def per_fit(a: np.ndarray) -> np.ndarray:
-        """(persons, T, F, ...) -> (B, T, ...), feature after feature."""
-        return np.moveaxis(a, 2, 0).reshape(nf * people, width, *a.shape[3:])
+        """(persons, T, F, ...) -> (B, T, ...), feature after feature, always a copy: with one
+        person the reshape is a strided view, and numpy's sums over the draws then round
+        differently from a fit of everyone (groups of people must give the same rows)."""
+        return np.ascontiguousarray(np.moveaxis(a, 2, 0).reshape(nf * people, width, *a.shape[3:]))
 
     y = np.tile(grid("y"), (nf, 1))
     x = per_fit(grid.values[..., [grid.index[f] for f in features]])
