@@ -127,12 +127,20 @@ def row_identity(conn: duckdb.DuckDBPyConnection, table: str, values: list[str])
 
     The ingest never changes a staging row in place (a file's rows are deleted and inserted
     whole). A row without a file_id or line (a table written by hand, or by a test) enters with
-    its values, as every row did before.
+    its values, as every row did before. The values are named only when the table holds such a
+    row, counted from its two provenance columns: naming them at all made the fingerprint read
+    every value column of every row. A row that comes or goes without provenance changes the
+    count, so the next plan's expression follows it; a provenance row hashes the same either way.
     """
     columns = ", ".join(ident(c) for c in values)
     have = {d[0] for d in conn.execute(f"SELECT * FROM {ident(table)} LIMIT 0").description}
     if not {"file_id", "line"} <= have:
         return f"hash({columns})"
+    row = conn.execute(
+        f"SELECT count(*) FROM {ident(table)} WHERE file_id IS NULL OR line IS NULL"
+    ).fetchone()
+    if row == (0,):
+        return "hash(file_id, line)"
     return (
         f"CASE WHEN file_id IS NULL OR line IS NULL THEN hash({columns}) "
         "ELSE hash(file_id, line) END"

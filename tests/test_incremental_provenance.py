@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines.incremental import parse_salt, plan_days, record_days
+from pipelines.incremental import parse_salt, plan_days, record_days, row_identity
 from pipelines.steps.features import daily_entry_columns, day_inputs_sql
 
 DAY = date(2025, 3, 1)
@@ -102,6 +102,30 @@ def test_rows_without_provenance_enter_by_their_values(conn: duckdb.DuckDBPyConn
     plan(conn)
     conn.execute("UPDATE diet_entries SET grams = 70 WHERE person_id = 'bob'")
     assert plan(conn) == {"bob"}
+
+
+def test_a_row_without_provenance_among_ingested_rows_enters_by_its_values(
+    conn: duckdb.DuckDBPyConnection,
+) -> None:
+    conn.execute(
+        "INSERT INTO diet_entries VALUES ('cat', ?, 'Apple', NULL, 100, NULL, 'hand', NULL)", [DAY]
+    )
+    assert plan(conn) == {"cat"}
+    conn.execute("UPDATE diet_entries SET grams = 70 WHERE person_id = 'cat'")
+    assert plan(conn) == {"cat"}
+    # Once the table holds provenance rows only, they hash as before: nothing to recompute.
+    conn.execute("DELETE FROM diet_entries WHERE person_id = 'cat'")
+    assert plan(conn) == {"cat"}
+    assert plan(conn) == set()
+
+
+def test_provenance_alone_is_hashed_when_every_row_has_it(
+    conn: duckdb.DuckDBPyConnection,
+) -> None:
+    # The values are not read at all then (10 M diary rows' nutrients, on a night).
+    assert row_identity(conn, "diet_entries", ["grams"]) == "hash(file_id, line)"
+    conn.execute("UPDATE diet_entries SET line = NULL WHERE person_id = 'bob'")
+    assert "grams" in row_identity(conn, "diet_entries", ["grams"])
 
 
 def test_a_nutrient_with_one_value_in_the_history_counts_as_reported() -> None:
