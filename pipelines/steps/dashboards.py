@@ -186,7 +186,7 @@ def _in_group(people: pl.DataFrame, followed: bool = False) -> str:
     )
 
 
-def _select(schema: Schema, name: str, where: str = "true") -> str | None:
+def _select(schema: Schema, name: str, where: str = "true", ordered: bool = True) -> str | None:
     """The query of `name`'s rows that pass `where`, with the columns pages read, in a fixed
     order; None when the warehouse has no `name`.
 
@@ -199,8 +199,8 @@ def _select(schema: Schema, name: str, where: str = "true") -> str | None:
     if name in _SHOWN:
         shown = _SHOWN[name](schema[name])
         columns = ", ".join('"' + c.replace('"', '""') + '"' for c in shown) or "*"
-    order = _ORDER.get(name, "ALL")
-    return f"SELECT {columns} FROM {name} WHERE {where} ORDER BY {order}"
+    order = f" ORDER BY {_ORDER.get(name, 'ALL')}" if ordered else ""
+    return f"SELECT {columns} FROM {name} WHERE {where}{order}"
 
 
 def _read(
@@ -241,18 +241,24 @@ def _group(conn: duckdb.DuckDBPyConnection, people: pl.DataFrame) -> Iterator[No
         conn.unregister("_group")
 
 
-def _person_queries(schema: Schema, people: pl.DataFrame) -> dict[str, str]:
+def _person_queries(schema: Schema, people: pl.DataFrame, ordered: bool = True) -> dict[str, str]:
     """The queries of `people`'s rows (registered as `_group`) of every table a person page
     reads, by the `DashboardInputs` field they fill, the complete windows (`windows`) among
-    them; a table the warehouse lacks (or an older form of it) has none."""
+    them, in their fixed order (`ordered`; a fingerprint needs none); a table the warehouse
+    lacks (or an older form of it) has none."""
     mine, followed = _in_group(people), _in_group(people, followed=True)
+    order = " ORDER BY " if ordered else ""
+
+    def select(name: str, where: str) -> str | None:
+        return _select(schema, name, where, ordered)
+
     queries = {
-        "persons": _select(schema, "persons", followed),
-        "diet_daily": _select(schema, "diet_daily", mine),
-        "marker_draws": _select(schema, "marker_draws", followed),
-        "marker_trends": _select(schema, "marker_trends", followed),
-        "data_sufficiency": _select(schema, "data_sufficiency", followed),
-        "daily_effects": _select(schema, "daily_effects", followed),
+        "persons": select("persons", followed),
+        "diet_daily": select("diet_daily", mine),
+        "marker_draws": select("marker_draws", followed),
+        "marker_trends": select("marker_trends", followed),
+        "data_sufficiency": select("data_sufficiency", followed),
+        "daily_effects": select("daily_effects", followed),
     }
     # Older warehouses have no daily outcomes (or a biometrics without scales): no panel. The
     # outcomes are the readings with a scale (Cronometer's weight and blood pressure have none).
@@ -261,17 +267,17 @@ def _person_queries(schema: Schema, people: pl.DataFrame) -> dict[str, str]:
     ):
         queries["biometrics"] = (
             "SELECT person_id, day, metric, value, unit, scale FROM biometrics "
-            f"WHERE scale IS NOT NULL AND {followed} ORDER BY ALL"
+            f"WHERE scale IS NOT NULL AND {followed}{order and order + 'ALL'}"
         )
     if "scope" in _columns(schema, "associations"):
-        queries["associations"] = _select(schema, "associations", f"scope = 'person' AND {mine}")
+        queries["associations"] = select("associations", f"scope = 'person' AND {mine}")
     # Unmapped foods are counted per food, or per person and food by older warehouses.
     if "person_id" in _columns(schema, "unmapped_foods"):
-        queries["unmapped_foods"] = _select(schema, "unmapped_foods", mine)
+        queries["unmapped_foods"] = select("unmapped_foods", mine)
     if "exposure_windows" in schema:
         queries["windows"] = (
-            f"SELECT * FROM exposure_windows WHERE complete AND {followed} "
-            f"ORDER BY {_ORDER['exposure_windows']}"
+            f"SELECT * FROM exposure_windows WHERE complete AND {followed}"
+            f"{order and order + _ORDER['exposure_windows']}"
         )
     return {name: query for name, query in queries.items() if query is not None}
 
@@ -313,7 +319,7 @@ def _fingerprints(
     """Per person of `people` (registered as `_group`), one fingerprint of every row the person
     tables and windows give them (`_person_queries`), taken inside DuckDB: no row is read out.
     A person without a row has none (person_id, fingerprint)."""
-    queries = _person_queries(schema, people)
+    queries = _person_queries(schema, people, ordered=False)
     if not queries:
         return pl.DataFrame(schema={"person_id": pl.String, "fingerprint": pl.String})
     parts = " UNION ALL ".join(

@@ -213,7 +213,8 @@ def update_person_pages(
                 data = _without(data, same)
                 scope = _and_not(shards_scope, same)
         if data.people is not None and shards != []:
-            windows = window_fingerprints(conn, "exposure_windows", scope)
+            # Of the run's shards: the people left out have no plan to take them.
+            windows = window_fingerprints(conn, "exposure_windows", shards_scope)
     if shards == []:  # every shard left as it is
         if data.freshness_key is not None:
             with warehouse.write() as conn:
