@@ -247,7 +247,9 @@ def _person_queries(schema: Schema, people: pl.DataFrame, ordered: bool = True) 
     them, in their fixed order (`ordered`; a fingerprint needs none); a table the warehouse
     lacks (or an older form of it) has none."""
     mine, followed = _in_group(people), _in_group(people, followed=True)
-    order = " ORDER BY " if ordered else ""
+
+    def order(by: str) -> str:
+        return f" ORDER BY {by}" if ordered else ""
 
     def select(name: str, where: str) -> str | None:
         return _select(schema, name, where, ordered)
@@ -267,7 +269,7 @@ def _person_queries(schema: Schema, people: pl.DataFrame, ordered: bool = True) 
     ):
         queries["biometrics"] = (
             "SELECT person_id, day, metric, value, unit, scale FROM biometrics "
-            f"WHERE scale IS NOT NULL AND {followed}{order and order + 'ALL'}"
+            f"WHERE scale IS NOT NULL AND {followed}{order('ALL')}"
         )
     if "scope" in _columns(schema, "associations"):
         queries["associations"] = select("associations", f"scope = 'person' AND {mine}")
@@ -277,7 +279,7 @@ def _person_queries(schema: Schema, people: pl.DataFrame, ordered: bool = True) 
     if "exposure_windows" in schema:
         queries["windows"] = (
             f"SELECT * FROM exposure_windows WHERE complete AND {followed}"
-            f"{order and order + _ORDER['exposure_windows']}"
+            f"{order(_ORDER['exposure_windows'])}"
         )
     return {name: query for name, query in queries.items() if query is not None}
 
