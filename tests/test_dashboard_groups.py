@@ -40,7 +40,10 @@ def test_the_step_in_groups_of_people_equals_one_group(
 
     def counted(*args: Any) -> Any:
         ids, read = args[-2:]
-        (groups if read is step._person_tables else windows).append(ids)
+        if read is step._person_tables:
+            groups.append(ids)
+        elif read is step._windows:
+            windows.append(ids)
         return read_group(*args)
 
     monkeypatch.setattr(step, "_read_group", counted)

@@ -6,7 +6,9 @@ read under, and read back while that holds."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from pipelines.reports import person_page_name
 from pipelines.steps import dashboards as step
 from pipelines.steps import pages
 from pipelines.steps.page_shards import FRESHNESS
-from pipelines.store import SHARDS, replace_people, shard_of
+from pipelines.store import MANIFEST, SHARD_FUNCTION, SHARDS, replace_people, shard_of
 from tests.conftest import make_demo_project, refresh_all
 
 _RUN_AT = re.compile(rb"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC")
@@ -118,3 +120,71 @@ def test_the_source_freshness_is_read_back_while_its_record_holds(demo: Project)
         moved, key = step._source_freshness(conn, schema)
     assert key is not None
     assert moved["newest_file_at"].max() > scanned["newest_file_at"].max()
+
+
+@pytest.fixture
+def one_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
+    """The demo with every person in one store shard: a changed row changes everyone's shard."""
+    project = make_demo_project(tmp_path / "demo")
+    store = project.root / "data" / "store"
+    store.mkdir(parents=True, exist_ok=True)
+    (store / MANIFEST).write_text(json.dumps({"shards": 1, "shard": SHARD_FUNCTION}))
+    refresh_all(project.root, monkeypatch, {})
+    return project
+
+
+def test_in_a_changed_shard_only_the_people_whose_rows_changed_are_read(
+    one_shard: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    warehouse, out = one_shard.warehouse(), one_shard.dashboards_dir
+    read: list[str] = []
+    read_group = step._read_group
+
+    def counted(*args: Any) -> Any:
+        if args[-1] is step._person_tables:
+            read.extend(args[-2])
+        return read_group(*args)
+
+    monkeypatch.setattr(step, "_read_group", counted)
+
+    def night() -> set[str]:
+        read.clear()
+        written, _ = step.update_person_pages(warehouse, out, _inputs(one_shard))
+        return {p.name for p in written if p.suffix == ".html"}
+
+    with warehouse.read() as conn:
+        summaries = conn.execute("SELECT * FROM page_summaries ORDER BY person_id").pl()
+    people = step.load_dashboard_inputs(warehouse).people
+    assert people is not None and len(people.ids) > 1
+    alice, others = people.ids[0], set(people.ids[1:])
+    assert night() == set() and read == []
+
+    # A changed row of alice's: her shard (everyone's) changed, only she is read and rendered,
+    # the others' files, records and summaries kept.
+    with warehouse.write() as conn:
+        rows = conn.execute("SELECT * FROM diet_daily WHERE person_id = ?", [alice]).pl()
+        register_people(conn, [alice])
+        replace_people(conn, "diet_daily", rows.with_columns(pl.col("fiber_g") + 1.0))
+    before = _files(out)
+    assert night() == {person_page_name(alice)}
+    assert read == [alice]
+    after = _files(out)
+    assert {n for n in after if after[n] != before.get(n)} == {person_page_name(alice)}
+    with warehouse.read() as conn:
+        now = conn.execute("SELECT * FROM page_summaries ORDER BY person_id").pl()
+    assert now["person_id"].to_list() == summaries["person_id"].to_list()
+    assert_frame_equal(
+        now.filter(pl.col("person_id") != alice), summaries.filter(pl.col("person_id") != alice)
+    )
+    assert night() == set() and read == []
+
+    # The pages are those a run of everyone writes.
+    shutil.rmtree(out)
+    step.update_person_pages(warehouse, out, _inputs(one_shard))
+    rendered = _files(out)
+    assert rendered == {n: after[n] for n in rendered} and len(rendered) == len(after) - 2
+
+    # What every page shares: everyone again.
+    monkeypatch.setattr(pages, "shared_page_inputs", lambda data, out_dir: "another salt")
+    assert night() == {person_page_name(p) for p in people.ids}
+    assert set(read) == others | {alice}

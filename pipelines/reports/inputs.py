@@ -142,11 +142,14 @@ class PersonGroups:
     biometrics, daily_effects) and nothing else; `windows(ids)` their complete exposure windows,
     which only their section files show: they are read for the section files rendered, after
     the plan. The dashboards step reads a big cohort this way, a group at a time, so its memory
-    does not grow with the people."""
+    does not grow with the people. `fingerprints(ids)`, when given, is one fingerprint per person
+    (person_id, fingerprint) of all that `read` and `windows` give them, taken without reading
+    the rows out: the step leaves the people whose fingerprint held out of the groups read."""
 
     ids: list[str]
     read: Callable[[list[str]], DashboardInputs]
     windows: Callable[[list[str]], pl.DataFrame]
+    fingerprints: Callable[[list[str]], pl.DataFrame] | None = None
 
 
 @dataclass

@@ -16,9 +16,7 @@ from typing import TypeVar
 import duckdb
 import polars as pl
 
-from pipelines.incremental import (
-    PersonPlan,
-)
+from pipelines.incremental import ROWS_FINGERPRINT, PersonPlan
 from pipelines.reports.dashboards import (
     DashboardInputs,
     PersonGroups,
@@ -188,22 +186,29 @@ def _in_group(people: pl.DataFrame, followed: bool = False) -> str:
     )
 
 
-def _read(
-    conn: duckdb.DuckDBPyConnection, schema: Schema, name: str, where: str = "true"
-) -> pl.DataFrame:
-    """`name`'s rows that pass `where`, with the columns pages read, in a fixed order.
+def _select(schema: Schema, name: str, where: str = "true", ordered: bool = True) -> str | None:
+    """The query of `name`'s rows that pass `where`, with the columns pages read, in a fixed
+    order; None when the warehouse has no `name`.
 
     In a fixed order: DuckDB scans in parallel and the per-person steps update their tables in
     place, so an unordered read differs from run to run. Pages (and their content keys) must
     depend on the data only, or every page would be rendered again every night."""
     if name not in schema:
-        return pl.DataFrame()
+        return None
     columns = "*"
     if name in _SHOWN:
         shown = _SHOWN[name](schema[name])
         columns = ", ".join('"' + c.replace('"', '""') + '"' for c in shown) or "*"
-    order = _ORDER.get(name, "ALL")
-    return conn.execute(f"SELECT {columns} FROM {name} WHERE {where} ORDER BY {order}").pl()
+    order = f" ORDER BY {_ORDER.get(name, 'ALL')}" if ordered else ""
+    return f"SELECT {columns} FROM {name} WHERE {where}{order}"
+
+
+def _read(
+    conn: duckdb.DuckDBPyConnection, schema: Schema, name: str, where: str = "true"
+) -> pl.DataFrame:
+    """`name`'s rows that pass `where` (`_select`), an empty frame without the table."""
+    query = _select(schema, name, where)
+    return pl.DataFrame() if query is None else conn.execute(query).pl()
 
 
 def _page_people(conn: duckdb.DuckDBPyConnection, schema: Schema) -> pl.DataFrame:
@@ -236,55 +241,97 @@ def _group(conn: duckdb.DuckDBPyConnection, people: pl.DataFrame) -> Iterator[No
         conn.unregister("_group")
 
 
+def _person_queries(schema: Schema, people: pl.DataFrame, ordered: bool = True) -> dict[str, str]:
+    """The queries of `people`'s rows (registered as `_group`) of every table a person page
+    reads, by the `DashboardInputs` field they fill, the complete windows (`windows`) among
+    them, in their fixed order (`ordered`; a fingerprint needs none); a table the warehouse
+    lacks (or an older form of it) has none."""
+    mine, followed = _in_group(people), _in_group(people, followed=True)
+
+    def order(by: str) -> str:
+        return f" ORDER BY {by}" if ordered else ""
+
+    def select(name: str, where: str) -> str | None:
+        return _select(schema, name, where, ordered)
+
+    queries = {
+        "persons": select("persons", followed),
+        "diet_daily": select("diet_daily", mine),
+        "marker_draws": select("marker_draws", followed),
+        "marker_trends": select("marker_trends", followed),
+        "data_sufficiency": select("data_sufficiency", followed),
+        "daily_effects": select("daily_effects", followed),
+    }
+    # Older warehouses have no daily outcomes (or a biometrics without scales): no panel. The
+    # outcomes are the readings with a scale (Cronometer's weight and blood pressure have none).
+    if "biometrics" in schema and {"person_id", "day", "metric", "value", "unit", "scale"} <= (
+        _columns(schema, "biometrics")
+    ):
+        queries["biometrics"] = (
+            "SELECT person_id, day, metric, value, unit, scale FROM biometrics "
+            f"WHERE scale IS NOT NULL AND {followed}{order('ALL')}"
+        )
+    if "scope" in _columns(schema, "associations"):
+        queries["associations"] = select("associations", f"scope = 'person' AND {mine}")
+    # Unmapped foods are counted per food, or per person and food by older warehouses.
+    if "person_id" in _columns(schema, "unmapped_foods"):
+        queries["unmapped_foods"] = select("unmapped_foods", mine)
+    if "exposure_windows" in schema:
+        queries["windows"] = (
+            f"SELECT * FROM exposure_windows WHERE complete AND {followed}"
+            f"{order(_ORDER['exposure_windows'])}"
+        )
+    return {name: query for name, query in queries.items() if query is not None}
+
+
 def _person_tables(
     conn: duckdb.DuckDBPyConnection, schema: Schema, people: pl.DataFrame
 ) -> DashboardInputs:
     """`people`'s rows (registered as `_group`) of every table a person page reads, but the
     windows (`_windows`)."""
-    mine, followed = _in_group(people), _in_group(people, followed=True)
-    # Older warehouses have no daily outcomes (or a biometrics without scales): no panel. The
-    # outcomes are the readings with a scale (Cronometer's weight and blood pressure have none).
-    outcomes = (
-        conn.execute(
-            "SELECT person_id, day, metric, value, unit, scale FROM biometrics "
-            f"WHERE scale IS NOT NULL AND {followed} ORDER BY ALL"
-        ).pl()
-        if "biometrics" in schema
-        and {"person_id", "day", "metric", "value", "unit", "scale"}
-        <= _columns(schema, "biometrics")
-        else pl.DataFrame()
-    )
-    findings = (
-        _read(conn, schema, "associations", f"scope = 'person' AND {mine}")
-        if "scope" in _columns(schema, "associations")
-        else pl.DataFrame()
-    )
+    queries = _person_queries(schema, people)
+    queries.pop("windows", None)
+    read = {name: conn.execute(query).pl() for name, query in queries.items()}
+
+    def frame(name: str) -> pl.DataFrame:
+        return read.get(name, pl.DataFrame())
+
     return DashboardInputs(
-        persons=_read(conn, schema, "persons", followed),
-        diet_daily=_read(conn, schema, "diet_daily", mine),
-        marker_draws=_read(conn, schema, "marker_draws", followed),
-        marker_trends=_read(conn, schema, "marker_trends", followed),
-        associations=findings,
-        # Unmapped foods are counted per food, or per person and food by older warehouses.
-        unmapped_foods=(
-            _read(conn, schema, "unmapped_foods", mine)
-            if "person_id" in _columns(schema, "unmapped_foods")
-            else pl.DataFrame()
-        ),
-        data_sufficiency=_read(conn, schema, "data_sufficiency", followed),
-        biometrics=outcomes,
-        daily_effects=_read(conn, schema, "daily_effects", followed),
+        persons=frame("persons"),
+        diet_daily=frame("diet_daily"),
+        marker_draws=frame("marker_draws"),
+        marker_trends=frame("marker_trends"),
+        associations=frame("associations"),
+        unmapped_foods=frame("unmapped_foods"),
+        data_sufficiency=frame("data_sufficiency"),
+        biometrics=frame("biometrics"),
+        daily_effects=frame("daily_effects"),
     )
 
 
 def _windows(conn: duckdb.DuckDBPyConnection, schema: Schema, people: pl.DataFrame) -> pl.DataFrame:
     """The complete exposure windows of `people`'s followed people (registered as `_group`)."""
-    if "exposure_windows" not in schema:
-        return pl.DataFrame()
-    followed = _in_group(people, followed=True)
+    query = _person_queries(schema, people).get("windows")
+    return pl.DataFrame() if query is None else conn.execute(query).pl()
+
+
+def _fingerprints(
+    conn: duckdb.DuckDBPyConnection, schema: Schema, people: pl.DataFrame
+) -> pl.DataFrame:
+    """Per person of `people` (registered as `_group`), one fingerprint of every row the person
+    tables and windows give them (`_person_queries`), taken inside DuckDB: no row is read out.
+    A person without a row has none (person_id, fingerprint)."""
+    queries = _person_queries(schema, people, ordered=False)
+    if not queries:
+        return pl.DataFrame(schema={"person_id": pl.String, "fingerprint": pl.String})
+    parts = " UNION ALL ".join(
+        f"SELECT person_id, '{name}' AS name, {ROWS_FINGERPRINT} AS rows FROM ({q}) t "
+        "GROUP BY person_id"
+        for name, q in sorted(queries.items())
+    )
     return conn.execute(
-        f"SELECT * FROM exposure_windows WHERE complete AND {followed} "
-        f"ORDER BY {_ORDER['exposure_windows']}"
+        "SELECT person_id, string_agg(name || '=' || rows, ';' ORDER BY name) AS fingerprint "
+        f"FROM ({parts}) WHERE person_id IS NOT NULL GROUP BY person_id ORDER BY person_id"
     ).pl()
 
 
@@ -391,6 +438,7 @@ def load_dashboard_inputs(
                 people["person_id"].to_list(),
                 lambda ids: _read_group(warehouse, schema, people, ids, _person_tables),
                 lambda ids: _read_group(warehouse, schema, people, ids, _windows),
+                lambda ids: _read_group(warehouse, schema, people, ids, _fingerprints),
             ),
         )
 

@@ -19,19 +19,27 @@ hash of
 changes whenever a page of the shard could. The step keeps each shard's state in `person_inputs`
 under `SHARDS_STEP` (person_id: the shard's number) in the transaction that records the plans;
 a shard whose state matches and whose files are all there is left as it is: its rows are not
-read, nor fingerprinted, nor summarised again. The other shards go through the plan as before.
-Only for inputs read from the warehouse (`DashboardInputs.people`): frames handed in are not the
-store's.
+read, nor fingerprinted, nor summarised again.
+
+In a shard whose state changed (a night on which a tenth of the people sync changes every
+shard), the same decision is taken per person: a person's *state* is the same hash with, in
+place of the shard's parts, a fingerprint of every row the page and section file read of them
+(`PersonGroups.fingerprints`, taken in DuckDB over the shard's parts without reading the rows
+out), with their own sources and records. It is kept under `PEOPLE_STEP`; a person whose state
+matches and whose files are there is left out of the groups read, their records and summary
+kept. The other people go through the plan as before. Only for inputs read from the warehouse
+(`DashboardInputs.people`): frames handed in are not the store's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import polars as pl
@@ -44,10 +52,13 @@ from pipelines.store import PARTS, live_parts, root_of, shard_of
 from pipelines.warehouse import insert_frame, table_exists
 
 SHARDS_STEP = "dashboards/shards"
+PEOPLE_STEP = "dashboards/people"
 # Raised when what a state covers changes, so that every shard is planned once more.
 _VERSION = "1"
 # This step's own store table: written after the state is taken, and only from what it covers.
 _OWN = "page_summaries"
+
+K = TypeVar("K")
 
 
 @cache
@@ -105,21 +116,83 @@ def shard_states(
     fingerprint, salt; of both plans)."""
 
     def by_shard(df: pl.DataFrame) -> dict[int, list[list[object]]]:
-        rows: dict[int, list[list[object]]] = {}
-        for row in df.sort(df.columns).iter_rows():
-            rows.setdefault(shard_of(row[df.columns.index("person_id")], count), []).append(
-                list(row)
-            )
-        return rows
+        return _rows_by(df, lambda person: shard_of(person, count))
 
     mine, theirs = by_shard(sources), by_shard(records)
-    common = [_VERSION, _read_code(), [full_salt(s) for s in salts], inputs.shared]
-    states = {}
-    for shard in shards:
-        state = [common, inputs.parts.get(shard, []), mine.get(shard, []), theirs.get(shard, [])]
-        text = json.dumps(state, default=str)
-        states[shard] = hashlib.sha256(text.encode()).hexdigest()
-    return states
+    common = _common(inputs, salts)
+    return {
+        shard: _hash(
+            [common, inputs.parts.get(shard, []), mine.get(shard, []), theirs.get(shard, [])]
+        )
+        for shard in shards
+    }
+
+
+def person_states(
+    inputs: StoreInputs,
+    fingerprints: pl.DataFrame,
+    people: Collection[str],
+    salts: tuple[str, str],
+    sources: pl.DataFrame,
+    records: pl.DataFrame,
+) -> dict[str, str]:
+    """Each of `people`'s state (the module's docstring): `fingerprints` their rows'
+    (`PersonGroups.fingerprints`), `sources` and `records` as for `shard_states`."""
+
+    def by_person(df: pl.DataFrame) -> dict[str, list[list[object]]]:
+        return _rows_by(df, str)
+
+    rows, mine, theirs = by_person(fingerprints), by_person(sources), by_person(records)
+    common = _common(inputs, salts)
+    return {p: _hash([common, rows.get(p, []), mine.get(p, []), theirs.get(p, [])]) for p in people}
+
+
+def _common(inputs: StoreInputs, salts: tuple[str, str]) -> list[object]:
+    """What every state holds: what spans shards, the salts and the code."""
+    return [_VERSION, _read_code(), [full_salt(s) for s in salts], inputs.shared]
+
+
+def _rows_by(df: pl.DataFrame, key: Callable[[str], K]) -> dict[K, list[list[object]]]:
+    """`df`'s rows (sorted) by `key` of their person_id."""
+    rows: dict[K, list[list[object]]] = {}
+    at = df.columns.index("person_id")
+    for row in df.sort(df.columns).iter_rows():
+        rows.setdefault(key(row[at]), []).append(list(row))
+    return rows
+
+
+def _hash(state: list[object]) -> str:
+    return hashlib.sha256(json.dumps(state, default=str).encode()).hexdigest()
+
+
+def unchanged_people(
+    conn: duckdb.DuckDBPyConnection, states: dict[str, str], out_dir: Path
+) -> set[str]:
+    """The people of `states` whose recorded state is the same and whose page and section file
+    are in `out_dir`, when the step's summaries (`_OWN`) are there."""
+    if not (table_exists(conn, STATE_TABLE) and table_exists(conn, _OWN)):
+        return set()
+    kept = dict(
+        conn.execute(
+            f"SELECT person_id, fingerprint FROM {STATE_TABLE} WHERE step = ?", [PEOPLE_STEP]
+        ).fetchall()
+    )
+    return {
+        p
+        for p, state in states.items()
+        if kept.get(p) == state
+        and all((out_dir / name(p)).exists() for name in (person_page_name, person_section_name))
+    }
+
+
+def record_person_states(
+    conn: duckdb.DuckDBPyConnection, states: dict[str, str], scope: str | None
+) -> None:
+    """Keep `states` as the people's recorded states, in place of those of `scope` (the run's
+    shards; None: everyone's)."""
+    within = "" if scope is None else f" AND ({scope})"
+    conn.execute(f"DELETE FROM {STATE_TABLE} WHERE step = ?{within}", [PEOPLE_STEP])
+    _insert_states(conn, PEOPLE_STEP, states)
 
 
 def unchanged_shards(
@@ -162,13 +235,12 @@ def record_states(conn: duckdb.DuckDBPyConnection, states: dict[int, str]) -> No
         f"({', '.join('?' for _ in keys)})",
         [SHARDS_STEP, *keys],
     )
+    _insert_states(conn, SHARDS_STEP, {str(k): state for k, state in states.items()})
+
+
+def _insert_states(conn: duckdb.DuckDBPyConnection, step: str, states: dict[str, str]) -> None:
     rows = pl.DataFrame(
-        {
-            "step": SHARDS_STEP,
-            "person_id": keys,
-            "fingerprint": list(states.values()),
-            "salt": "",
-        },
+        {"step": step, "person_id": list(states), "fingerprint": list(states.values()), "salt": ""},
         schema=STATE_SCHEMA,
     )
     insert_frame(conn, STATE_TABLE, rows)

@@ -27,7 +27,6 @@ from pipelines.incremental import (
 from pipelines.reports.dashboards import (
     DashboardInputs,
     PageInputs,
-    PersonGroups,
     shared_page_inputs,
     shared_section_inputs,
     summaries_frame,
@@ -44,9 +43,12 @@ from pipelines.steps.features import full_build_shards, replace_shards, shard_sc
 from pipelines.steps.page_shards import (
     StoreInputs,
     keep_freshness,
+    person_states,
+    record_person_states,
     record_states,
     shard_states,
     store_inputs,
+    unchanged_people,
     unchanged_shards,
 )
 from pipelines.store import MANIFEST, SHARDS, replace_all, root_of, shard_count, shard_of
@@ -196,9 +198,23 @@ def update_person_pages(
                 # Only the other shards are read, planned, rendered and recorded.
                 shards = [k for k in run if k not in kept]
                 data = _of_shards(data, set(shards), count)
-        scope = shard_scope(conn, shards) if shards != [] else None
+        shards_scope = scope = shard_scope(conn, shards) if shards != [] else None
+    # Taken in connections of their own, over the parts of the shards left.
+    ids, rows = _fingerprints(data) if inputs is not None and shards != [] else ([], None)
+    same: set[str] = set()
+    with warehouse.read() as conn:
+        if inputs is not None and rows is not None:
+            # In the shards that changed, the same decision per person, before their rows are
+            # read: the people whose state holds are left out, their records and summaries kept.
+            same = unchanged_people(
+                conn, person_states(inputs, rows, ids, salts, sources, recorded), out_dir
+            )
+            if same:
+                data = _without(data, same)
+                scope = _and_not(shards_scope, same)
         if data.people is not None and shards != []:
-            windows = window_fingerprints(conn, "exposure_windows", scope)
+            # Of the run's shards: the people left out have no plan to take them.
+            windows = window_fingerprints(conn, "exposure_windows", shards_scope)
     if shards == []:  # every shard left as it is
         if data.freshness_key is not None:
             with warehouse.write() as conn:
@@ -253,11 +269,15 @@ def update_person_pages(
     with warehouse.write() as conn:
         for plan in plans:
             record(conn, plan, scope)
-        _store_summaries(conn, summaries, shards, scope)
+        _store_summaries(conn, summaries, shards, shards_scope, same)
         if inputs is not None:
             # Taken of what the run started from, with the records it has just written.
             done = shards if shards is not None else run
-            record_states(conn, shard_states(inputs, done, count, salts, sources, _records(conn)))
+            records = _records(conn)
+            record_states(conn, shard_states(inputs, done, count, salts, sources, records))
+            if rows is not None:
+                them = person_states(inputs, rows, ids, salts, sources, records)
+                record_person_states(conn, them, shards_scope)
         _keep_freshness(conn, data)
     return written, plans.pages
 
@@ -286,9 +306,34 @@ def _sources(data: DashboardInputs) -> pl.DataFrame:
 def _of_shards(data: DashboardInputs, shards: set[int], count: int) -> DashboardInputs:
     """`data` with the person groups of the people of `shards` only."""
     assert data.people is not None
+    ids = [p for p in data.people.ids if shard_of(p, count) in shards]
+    return replace(data, people=replace(data.people, ids=ids))
+
+
+def _without(data: DashboardInputs, people: set[str]) -> DashboardInputs:
+    """`data` with the person groups of everyone but `people`."""
+    assert data.people is not None
+    ids = [p for p in data.people.ids if p not in people]
+    return replace(data, people=replace(data.people, ids=ids))
+
+
+def _fingerprints(data: DashboardInputs) -> tuple[list[str], pl.DataFrame | None]:
+    """The people of `data` and their rows' fingerprints (`PersonGroups.fingerprints`); None
+    when `data` cannot fingerprint its rows."""
     people = data.people
-    ids = [p for p in people.ids if shard_of(p, count) in shards]
-    return replace(data, people=PersonGroups(ids, people.read, people.windows))
+    if people is None or people.fingerprints is None or not people.ids:
+        return [], None
+    return people.ids, people.fingerprints(people.ids)
+
+
+def _and_not(scope: str | None, people: set[str]) -> str:
+    """`scope` (None: everyone) less `people`."""
+
+    def literal(x: str) -> str:
+        return "'" + x.replace("'", "''") + "'"
+
+    others = f"person_id NOT IN ({', '.join(literal(p) for p in sorted(people))})"
+    return others if scope is None else f"({scope}) AND {others}"
 
 
 def _store_summaries(
@@ -296,15 +341,21 @@ def _store_summaries(
     summaries: list[PageSummary],
     shards: Collection[int] | None,
     scope: str | None,
+    held: Collection[str] = (),
 ) -> None:
-    """Replace the rows of `page_summaries` of the run's shards with `summaries` (all of them
-    without a scope, or on the table's first run: the other shards' parts start empty). Rows
-    that did not change are not written again: a quiet night writes no file."""
+    """Replace the rows of `page_summaries` of the run's shards (`scope`) with `summaries` and
+    the kept rows of `held` (their people whose state held); all of them without a scope, or on
+    the table's first run: the other shards' parts start empty. Rows that did not change are not
+    written again: a quiet night writes no file."""
     rows = summaries_frame(summaries).sort("person_id")
     if table_exists(conn, SUMMARIES):
         kept = conn.execute(
             in_scope(f"SELECT * FROM {SUMMARIES}", scope) + " ORDER BY person_id"
         ).pl()
+        if held:
+            theirs = kept.filter(pl.col("person_id").is_in(pl.Series(list(held), dtype=pl.String)))
+            rows = pl.concat([rows, theirs.select(rows.columns).cast(rows.schema)])
+            rows = rows.sort("person_id")
         if kept.columns == rows.columns and kept.equals(rows):
             return
     replaced = full_build_shards(conn, [SUMMARIES], shards, scope)
