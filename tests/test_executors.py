@@ -24,7 +24,7 @@ from pipelines.definitions import defs, refresh_all_job
 from pipelines.defs.partitions import all_partitions_tags
 from pipelines.project import PROJECT_DIR_ENV, Project
 from pipelines.steps import pages
-from pipelines.steps.page_shards import SHARDS_STEP
+from pipelines.steps.page_shards import PEOPLE_STEP, SHARDS_STEP
 from tests.conftest import make_demo_project
 
 # What may differ between two runs on the same files; every other column of every table and
@@ -47,9 +47,9 @@ IGNORED_COLUMNS = {
 #   project copies by design. The other steps' salts are compared: they hold the settings, which
 #   must not see the executor.
 IGNORED_SALT_STEPS = (pages.STEP, pages.SECTION_STEP)
-# - the person-page step's shard states (`page_shards`): hashes of the part files' names and of
-#   the salts above.
-IGNORED_FINGERPRINT_STEPS = (SHARDS_STEP,)
+# - the person-page step's shard and person states (`page_shards`): hashes of the part files'
+#   names or of the people's rows, and of the salts above.
+IGNORED_FINGERPRINT_STEPS = (SHARDS_STEP, PEOPLE_STEP)
 FILES_MTIME = 1_790_000_000  # 2026-09-21
 # Dagster mirrors a step's output into its compute log with a `tail` subprocess; on a Dask worker
 # whose stdout is a file (as under CI) that `tail` never ends, and each step waited 60 s for it.
