@@ -64,44 +64,48 @@ def test_caffeine_mg_becomes_g_and_alcohol_split() -> None:
 
 
 def test_window_dii_is_computed_on_the_mean_intake() -> None:
-    from datetime import datetime
+    from datetime import date, datetime, timedelta
 
-    from pipelines.transforms.dii import dii_of_window_means
+    from pipelines.analysis.windows import build_exposure_windows
+    from pipelines.config import Settings
 
-    key = {"person_id": "p", "marker": "crp", "collected_at": datetime(2025, 1, 1)}
-    rows = [
-        key
-        | {
-            "window_days": 7,
-            "feature": "fiber_g",
-            "value": 18.8 + 4.9,
-            "days_logged": 7,
-            "days_in_window": 7,
-            "complete": True,
+    # Seven days before a draw on 8 January: fiber 18.8 + 4.9 g each day (one SD above the
+    # global mean), energy at its global mean on six of them (missing on the 3rd), fruit.
+    days = [date(2025, 1, d) for d in range(1, 8)]
+    daily = pl.DataFrame(
+        {
+            "person_id": ["p"] * 7,
+            "day": days,
+            "logged": [True] * 7,
+            "fiber_g": [18.8 + 4.9] * 7,
+            "energy_kcal": [None if d.day == 3 else 2056.0 for d in days],
+            "fruit_servings": [2.0] * 7,
+        }
+    )
+    draws = pl.DataFrame(
+        {
+            "person_id": ["p"],
+            "marker": ["crp"],
+            "collected_at": [datetime(2025, 1, 8) + timedelta(hours=8)],
+            "day": [date(2025, 1, 8)],
+            "excluded_reason": [None],
         },
-        key
-        | {
-            "window_days": 7,
-            "feature": "energy_kcal",
-            "value": 2056.0,
-            "days_logged": 6,
-            "days_in_window": 7,
-            "complete": True,
-        },
-        key
-        | {
-            "window_days": 7,
-            "feature": "fruit_servings",
-            "value": 2.0,
-            "days_logged": 7,
-            "days_in_window": 7,
-            "complete": True,
-        },
-    ]
-    out = dii_of_window_means(pl.DataFrame(rows)).row(0, named=True)
-    assert out["feature"] == "dii_window"
+        schema_overrides={"excluded_reason": pl.String},
+    )
+    features = ["fiber_g", "energy_kcal", "fruit_servings"]
+    settings = Settings(windows=(7,))
+    plain = build_exposure_windows(daily, draws, settings, features)
+    windows = build_exposure_windows(daily, draws, settings, features, window_dii=True)
+    # The same rows, and one more a window, last.
+    assert windows.head(plain.height).equals(plain) and windows.height == plain.height + 1
+    out = windows.row(-1, named=True)
+    assert out["feature"] == "dii_window" and out["window_days"] == 7
     assert out["value"] == pytest.approx((2 * norm.cdf(1.0) - 1) * -0.663, abs=1e-12)
-    assert out["days_logged"] == 6 and out["complete"] is True
+    # The fewest days of a DII nutrient (energy's 6), complete as both nutrients' windows are.
+    assert out["days_logged"] == 6 and out["days_in_window"] == 7 and out["complete"] is True
+    # Without a DII nutrient among the features, no window DII.
+    only_fruit = build_exposure_windows(daily, draws, settings, ["fruit_servings"], window_dii=True)
+    assert set(only_fruit["feature"]) == {"fruit_servings"}
 
 
 def test_runs_on_the_nhanes_intake_file_and_matches_its_confirmed_rows() -> None:

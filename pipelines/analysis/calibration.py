@@ -3,8 +3,8 @@
 A simulation study through the real analysis code. Each scenario writes synthetic cohorts in the
 pipeline's own frame shapes (`diet_daily` person-days with category servings and nutrients,
 `lab_results` hs-CRP draws, `persons`) with effects planted on purpose, then runs them through the
-same functions the Dagster assets call (`build_marker_draws`, `build_exposure_windows` plus
-`dii_of_window_means`, and `run_all_models`, which calls `compute_associations`), so the figures
+same functions the Dagster assets call (`build_marker_draws`, `build_exposure_windows` with
+the window DII, and `run_all_models`, which calls `compute_associations`), so the figures
 measure whatever those methods are today.
 
 The cohort (`simulate_cohort`)
@@ -65,7 +65,6 @@ from pipelines.analysis.models import run_all_models
 from pipelines.analysis.windows import build_exposure_windows
 from pipelines.config import Settings
 from pipelines.schema import LAB_RESULT_SCHEMA, PERSON_SCHEMA, conform
-from pipelines.transforms.dii import dii_of_window_means
 
 PRIMARY_WINDOW = 28
 RESIDUAL_SD = 0.385  # total SD of ln CRP around the diet effects (issue 16's measured figure)
@@ -304,8 +303,7 @@ def simulate_cohort(
 def analyse(cohort: Cohort, settings: Settings) -> pl.DataFrame:
     """The associations table the pipeline would write for this cohort: the assets' own calls."""
     draws = build_marker_draws(cohort.lab_results, settings)
-    windows = build_exposure_windows(cohort.diet_daily, draws, settings)
-    windows = pl.concat([windows, dii_of_window_means(windows)], how="vertical_relaxed")
+    windows = build_exposure_windows(cohort.diet_daily, draws, settings, window_dii=True)
     return run_all_models(draws, windows, cohort.persons, pl.DataFrame(), settings)
 
 

@@ -30,6 +30,7 @@ import polars as pl
 
 from pipelines.config import Settings
 from pipelines.schema import CATEGORIES, EXPOSURE_WINDOWS_SCHEMA, NUTRIENTS
+from pipelines.transforms.dii import NUTRIENT_TO_DII, add_dii
 
 
 def feature_columns(diet_daily: pl.DataFrame) -> list[str]:
@@ -60,8 +61,11 @@ def build_exposure_windows(
     draws: pl.DataFrame,
     settings: Settings,
     features: list[str] | None = None,
+    window_dii: bool = False,
 ) -> pl.DataFrame:
-    """Long table: one row per chronic draw x window x feature (EXPOSURE_WINDOWS_SCHEMA)."""
+    """Long table: one row per chronic draw x window x feature (EXPOSURE_WINDOWS_SCHEMA). With
+    `window_dii`, each draw's windows also have a row of feature "dii_window" (`dii_of_windows`),
+    after all the others."""
     feats = feature_columns(diet_daily) if features is None else list(features)
     missing = [f for f in feats if f not in diet_daily.columns]
     if missing:
@@ -152,18 +156,18 @@ def build_exposure_windows(
         .join(sums, on=["person_id", "d"], how="inner")
         .sort("person_id", "marker", "collected_at", "window_days")
     )
+    sum_of = {f: pl.col(f"s{i}_end") - pl.col(f"s{i}_start") for i, f in enumerate(feats)}
+    days_of = {f: pl.col(f"n{i}_end") - pl.col(f"n{i}_start") for i, f in enumerate(feats)}
+    keys = ["person_id", "marker", "collected_at", "window_days"]
     long = pl.concat(
         [
             wide.select(
-                "person_id",
-                "marker",
-                "collected_at",
-                "window_days",
+                *keys,
                 pl.lit(f).alias("feature"),
-                (pl.col(f"s{i}_end") - pl.col(f"s{i}_start")).alias("_sum"),
-                (pl.col(f"n{i}_end") - pl.col(f"n{i}_start")).alias("days_logged"),
+                sum_of[f].alias("_sum"),
+                days_of[f].alias("days_logged"),
             )
-            for i, f in enumerate(feats)
+            for f in feats
         ]
     )
     out = long.with_columns(
@@ -173,4 +177,48 @@ def build_exposure_windows(
         pl.col("window_days").alias("days_in_window"),
         (pl.col("days_logged") >= need).alias("complete"),
     )
-    return out.select([pl.col(c).cast(t) for c, t in EXPOSURE_WINDOWS_SCHEMA.items()])
+    parts = [out, dii_of_windows(wide, keys, sum_of, days_of, need)] if window_dii else [out]
+    return pl.concat(
+        [
+            part.select([pl.col(c).cast(t) for c, t in EXPOSURE_WINDOWS_SCHEMA.items()])
+            for part in parts
+        ]
+    )
+
+
+def dii_of_windows(
+    wide: pl.DataFrame,
+    keys: list[str],
+    sum_of: dict[str, pl.Expr],
+    days_of: dict[str, pl.Expr],
+    need: pl.Expr,
+) -> pl.DataFrame:
+    """The DII of each window's mean intake (rows of feature "dii_window"), from `wide` (one row
+    per draw and window, the features' sums `sum_of` over their logged days `days_of`).
+
+    Shivappa's DII is defined on an intake, so the DII of a window is computed on the window's
+    mean nutrient intakes (not as the mean of daily DIIs, which differ because the percentile
+    transform is not linear). `days_logged` is the fewest days any DII nutrient among the
+    features had, and the window is complete only when every such nutrient's window was. None
+    of the features a DII nutrient: no rows. Computed on the draws' wide frame, not by pivoting
+    the long rows back (which cost more than the windows themselves)."""
+    nutrients = [n for n in NUTRIENT_TO_DII if n in sum_of]
+    if not nutrients:
+        return pl.DataFrame(schema=EXPOSURE_WINDOWS_SCHEMA)
+    means = wide.select(
+        *keys,
+        *[
+            pl.when(days_of[n] > 0).then(sum_of[n] / days_of[n]).cast(pl.Float64).alias(n)
+            for n in nutrients
+        ],
+        pl.min_horizontal(days_of[n] for n in nutrients).alias("days_logged"),
+        pl.all_horizontal(days_of[n] >= need for n in nutrients).alias("complete"),
+    )
+    return add_dii(means).select(
+        *keys,
+        pl.lit("dii_window").alias("feature"),
+        pl.col("dii").alias("value"),
+        "days_logged",
+        pl.col("window_days").alias("days_in_window"),
+        "complete",
+    )

@@ -42,7 +42,6 @@ from pipelines.steps.features import (
     shard_scope,
 )
 from pipelines.store import replace_people, root_of, shard_count, shard_of, shard_sql
-from pipelines.transforms.dii import dii_of_window_means
 from pipelines.warehouse import ident, memory_limit, table_exists
 
 # exposure_windows is built over groups of this many people (everyone on a first run, the
@@ -90,8 +89,7 @@ def windows_of(
     daily: pl.DataFrame, draws: pl.DataFrame, settings: Settings, features: list[str]
 ) -> pl.DataFrame:
     """The exposure windows of the people in `draws`, with the DII of each window's means."""
-    windows = build_exposure_windows(daily, draws, settings, features)
-    return pl.concat([windows, dii_of_window_means(windows)], how="vertical_relaxed")
+    return build_exposure_windows(daily, draws, settings, features, window_dii=True)
 
 
 def update_exposure_windows(

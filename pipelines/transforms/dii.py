@@ -139,30 +139,3 @@ def add_dii(daily: pl.DataFrame) -> pl.DataFrame:
             pl.lit(None, pl.Float64).alias("dii_no_alcohol"),
         )
     return daily.hstack(dii_scores(scaled, {c: c for c in scaled.columns}))
-
-
-def dii_of_window_means(windows: pl.DataFrame) -> pl.DataFrame:
-    """The DII of each exposure window's mean intake, as extra long rows (feature "dii_window").
-
-    Shivappa's DII is defined on an intake, so the DII of a window is computed on the window's
-    mean nutrient intakes (not as the mean of daily DIIs, which differ because the percentile
-    transform is not linear). `days_logged` is the fewest days any used nutrient had, and the
-    window is complete only when every used nutrient's window was.
-    """
-    keys = ["person_id", "marker", "collected_at", "window_days"]
-    nutrients = [c for c in NUTRIENT_TO_DII if c in set(windows["feature"].unique())]
-    if not nutrients:
-        return windows.clear()
-    used = windows.filter(pl.col("feature").is_in(nutrients))
-    wide = used.pivot(on="feature", index=keys, values="value")
-    coverage = used.group_by(keys).agg(
-        pl.col("days_logged").min(),
-        pl.col("days_in_window").first(),
-        pl.col("complete").all(),
-    )
-    scored = add_dii(wide.with_columns(pl.col(n).cast(pl.Float64) for n in nutrients))
-    return (
-        scored.select(*keys, pl.lit("dii_window").alias("feature"), pl.col("dii").alias("value"))
-        .join(coverage, on=keys, how="left")
-        .select(windows.columns)
-    )
