@@ -347,9 +347,9 @@ def _stage_analysis(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     from pipelines.steps.features import (
         update_diet_daily,
         update_diet_summary,
-        update_food_taxonomy,
         update_marker_models,
     )
+    from pipelines.steps.taxonomy import update_food_taxonomy
 
     project = Project(workdir / "project")
     config = project.config()

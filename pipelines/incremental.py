@@ -355,11 +355,14 @@ def plan_whole(
     inputs: list[str],
     outputs: list[str],
     salt: str,
+    identity: str | None = None,
 ) -> PersonPlan:
     """The plan of a step whose output spans everyone (the cohort models, the persons table): it
     recomputes everything or nothing. All input rows count as one group, fingerprinted whole by
-    `plan_people`; `changed(plan)` says whether the step has to run. `inputs` need no person_id."""
-    identity = inputs_identity(conn, inputs, full_salt(salt))
+    `plan_people`; `changed(plan)` says whether the step has to run. `inputs` need no person_id.
+    `identity` as for `plan_people` (the step's own, when `inputs` are a digest of its tables)."""
+    if identity is None:
+        identity = inputs_identity(conn, inputs, full_salt(salt))
     # Each row enters through its hash, so every column counts (person_id included). A constant
     # first row keeps the group there when an input is empty (else every run would be a first).
     whole = [

@@ -398,7 +398,7 @@ def test_a_night_of_known_foods_keeps_the_food_categories(
     """New entries of foods already seen move unmapped_foods (counts, energy shares), not
     food_categories: it is kept, without categorising again. A new food categorises again, and
     the tables are always those of a first run on the same entries."""
-    import pipelines.steps.features as features
+    import pipelines.steps.taxonomy as taxonomy
 
     runs: list[int] = []
 
@@ -406,7 +406,7 @@ def test_a_night_of_known_foods_keeps_the_food_categories(
         runs.append(1)
         return categorise_foods(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(features, "categorise_foods", counted)
+    monkeypatch.setattr(taxonomy, "categorise_foods", counted)
     cohort = Cohort(tmp_path / "nights", [entry("ann", 0, "Mystery Bites"), entry("bob", 0)], [])
 
     def assert_first_run_tables() -> None:

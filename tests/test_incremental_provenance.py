@@ -164,3 +164,69 @@ def test_any_value_counts_as_reported_in_a_parquet_store(tmp_path: Path) -> None
     columns, unreported = daily_entry_columns(c)
     assert {"fiber_g", "sugars_g", "sodium_mg"} <= set(columns)
     assert unreported == ["protein_g"]
+
+
+@pytest.fixture
+def diary() -> duckdb.DuckDBPyConnection:
+    """Ingested diary entries (with provenance) of a mapped and an unmapped food."""
+    c = duckdb.connect()
+    c.execute(
+        "CREATE TABLE diet_entries (person_id VARCHAR, day DATE, food VARCHAR, "
+        "category_raw VARCHAR, energy_kcal DOUBLE, line BIGINT, source VARCHAR, file_id VARCHAR)"
+    )
+    c.execute("CREATE TABLE ingest_state (source VARCHAR, file_id VARCHAR, fingerprint VARCHAR)")
+    c.execute("INSERT INTO ingest_state VALUES ('diary', 'f1', 'parse-1')")
+    c.execute(
+        "INSERT INTO diet_entries VALUES "
+        "('ann', DATE '2025-03-01', 'Kefir, Plain, Lowfat', NULL, 100, 1, 'diary', 'f1'), "
+        "('ann', DATE '2025-03-01', 'Zorblax Crunch', NULL, 300, 2, 'diary', 'f1')"
+    )
+    return c
+
+
+def taxonomy_run(conn: duckdb.DuckDBPyConnection) -> tuple[bool, bool]:
+    """food_taxonomy's step; whether it wrote food_categories and unmapped_foods again, and
+    checked that unmapped_foods is what a first run on the same entries gives."""
+    from pipelines.steps.taxonomy import update_food_taxonomy
+    from pipelines.transforms.food_categories import categorise_foods, unmapped_foods
+
+    done = update_food_taxonomy(conn, None)
+    entries = conn.execute("SELECT * FROM diet_entries").pl()
+    want = unmapped_foods(entries, categorise_foods(entries))
+    assert done.unmapped.sort("food").equals(want.sort("food"))
+    assert conn.execute("SELECT * FROM unmapped_foods").pl().sort("food").equals(want.sort("food"))
+    return done.categories_changed, done.unmapped_changed
+
+
+def test_food_taxonomy_plans_the_entries_by_provenance(diary: duckdb.DuckDBPyConnection) -> None:
+    """food_taxonomy fingerprints each food's entries by their provenance: another person's
+    new file logging a known food moves unmapped_foods (its people), a new parse recomputes
+    both tables, and a night of the same rows changes nothing."""
+    assert taxonomy_run(diary) == (True, True)
+    assert taxonomy_run(diary) == (False, False)
+    # Another person's file with the unmapped food: the food's people are now two.
+    diary.execute("INSERT INTO ingest_state VALUES ('diary', 'f2', 'parse-1')")
+    diary.execute(
+        "INSERT INTO diet_entries VALUES "
+        "('bob', DATE '2025-03-02', 'Zorblax Crunch', NULL, 300, 1, 'diary', 'f2')"
+    )
+    assert taxonomy_run(diary) == (False, True)
+    assert diary.execute("SELECT people FROM unmapped_foods").fetchall() == [(2,)]
+    # The same file's rows again (the ingest deletes and inserts a file whole): nothing changed.
+    diary.execute("CREATE TEMP TABLE again AS SELECT * FROM diet_entries WHERE file_id = 'f2'")
+    diary.execute("DELETE FROM diet_entries WHERE file_id = 'f2'")
+    diary.execute("INSERT INTO diet_entries SELECT * FROM again")
+    assert taxonomy_run(diary) == (False, False)
+    # Ann's file edited (a new file_id) without the food, which bob logs in a third file: as
+    # many entries of it as before, of the same energy, but one person logs it now.
+    diary.execute("INSERT INTO ingest_state VALUES ('diary', 'f3', 'parse-1')")
+    diary.execute(
+        "UPDATE diet_entries SET file_id = 'f1b' WHERE file_id = 'f1'; "
+        "UPDATE diet_entries SET person_id = 'bob', file_id = 'f3', line = 1 "
+        "WHERE person_id = 'ann' AND food = 'Zorblax Crunch'"
+    )
+    assert taxonomy_run(diary) == (False, True)
+    assert diary.execute("SELECT people FROM unmapped_foods").fetchall() == [(1,)]
+    # A new parse of the source: its rows may differ in any value, so everything is redone.
+    diary.execute("UPDATE ingest_state SET fingerprint = 'parse-2'")
+    assert taxonomy_run(diary) == (True, True)

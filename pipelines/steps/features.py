@@ -1,18 +1,17 @@
-"""The feature steps without Dagster: food_taxonomy, diet_daily, diet_summary and marker_models
-as the assets in `pipelines/defs/features/assets.py` run them (and the benchmark measures them),
-with their warehouse reads and writes: which diet_entries columns diet_daily loads, the foods
-without a category, the groups of people a full build runs over and the gap days an incremental
-build brings up to date.
+"""The feature steps without Dagster: diet_daily, diet_summary and marker_models as the assets
+in `pipelines/defs/features/assets.py` run them (and the benchmark measures them), with their
+warehouse reads and writes: which diet_entries columns diet_daily loads, the groups of people a
+full build runs over and the gap days an incremental build brings up to date. food_taxonomy's
+step is `pipelines.steps.taxonomy`.
 
-The transforms themselves are pure Polars functions in `pipelines.transforms.food_categories`,
-`pipelines.transforms.diet` and `pipelines.analysis.draws`. Each step function runs inside the
-caller's transaction (`Warehouse.write()`).
+The transforms themselves are pure Polars functions in `pipelines.transforms.diet` and
+`pipelines.analysis.draws`. Each step function runs inside the caller's transaction
+(`Warehouse.write()`).
 """
 
 import json
 import tempfile
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -20,7 +19,6 @@ import polars as pl
 
 from pipelines.analysis.draws import build_marker_draws, marker_trends
 from pipelines.config import Settings, result_settings
-from pipelines.fingerprint import fingerprint
 from pipelines.identity import inputs_identity
 from pipelines.incremental import (
     DayPlan,
@@ -54,12 +52,6 @@ from pipelines.store import (
 )
 from pipelines.store_writes import write_shards
 from pipelines.transforms.diet import build_diet_summary, diet_gap_changes, diet_gap_days
-from pipelines.transforms.food_categories import (
-    categorise_foods,
-    load_overrides,
-    unmapped_foods_from_counts,
-    unmapped_pairs,
-)
 from pipelines.warehouse import ident, memory_limit, replace_table, table_exists
 
 # What diet_daily reads from diet_entries besides the nutrients (`pipelines.steps.diet_days`):
@@ -105,32 +97,6 @@ def daily_entry_columns(conn: duckdb.DuckDBPyConnection) -> tuple[list[str], lis
     return [c for c in table_cols if c in wanted], unreported
 
 
-def unmapped_people_counts(conn: duckdb.DuckDBPyConnection, pairs: pl.DataFrame) -> pl.DataFrame:
-    """Entries and energy per (person_id, food, category_raw) for the unmapped `pairs` only: what
-    unmapped_foods_from_counts needs to count a food's people across its category_raw values."""
-    empty = pl.DataFrame(
-        schema={
-            "person_id": pl.String,
-            "food": pl.String,
-            "category_raw": pl.String,
-            "entries": pl.Int64,
-            "energy_kcal": pl.Float64,
-        }
-    )
-    if pairs.is_empty():
-        return empty
-    conn.register("_unmapped_pairs", pairs.select("food", "category_raw").to_arrow())
-    try:
-        return conn.execute(
-            "SELECT e.person_id, e.food, e.category_raw, count(*) AS entries, "
-            "sum(e.energy_kcal) AS energy_kcal FROM diet_entries e SEMI JOIN _unmapped_pairs u "
-            "ON e.food IS NOT DISTINCT FROM u.food "
-            "AND e.category_raw IS NOT DISTINCT FROM u.category_raw GROUP BY ALL"
-        ).pl()
-    finally:
-        conn.unregister("_unmapped_pairs")
-
-
 def settings_salt(settings: Settings) -> str:
     """The settings as text: a change to any that shapes the tables recomputes every person."""
     return json.dumps(result_settings(settings), sort_keys=True, default=str)
@@ -148,8 +114,6 @@ WRITE_MEMORY_LIMIT = "256MB"
 # DuckDB's memory while `replace_by_person_chunks` (or diet_daily's full build) reads the groups
 # of people.
 BUILD_MEMORY_LIMIT = "256MB"
-# DuckDB's memory while food_taxonomy plans and counts over every diary entry.
-TAXONOMY_MEMORY_LIMIT = "64MB"
 
 
 def shard_scope(conn: duckdb.DuckDBPyConnection, shards: Collection[int] | None) -> str | None:
@@ -377,102 +341,6 @@ def replace_changed_days(
         )
     finally:
         conn.unregister("_gone_gaps")
-
-
-@dataclass(frozen=True)
-class Taxonomy:
-    """What food_taxonomy wrote (or kept): the categories, the unmapped foods, the overrides, and
-    which of the two tables it wrote again."""
-
-    categories: pl.DataFrame
-    unmapped: pl.DataFrame
-    overrides: pl.DataFrame | None
-    categories_changed: bool
-    unmapped_changed: bool
-
-
-def update_food_taxonomy(conn: duckdb.DuckDBPyConnection, overrides_path: Path | None) -> Taxonomy:
-    """Categorise every distinct (food, source category) pair, with the user's overrides, into
-    food_categories, and count the foods no rule matched into unmapped_foods, each when its inputs
-    changed.
-
-    unmapped_foods (each food's entries, energy, people and share of all energy) moves with every
-    diary entry's person, food, category or energy: planned whole on those (`plan_whole`), so an
-    edited overrides file changes it at the next run. food_categories depends on the distinct
-    pairs alone (and the overrides and the taxonomy): a night of new entries of known foods keeps
-    it, without categorising again. diet_daily then rebuilds only the days that eat a food whose
-    categories changed (day_inputs_sql). Memory: the distinct foods, never the
-    entries.
-    """
-    # Read (and checked, line by line) every run: a broken overrides file is reported at once.
-    overrides = load_overrides(overrides_path) if overrides_path else None
-    salt = fingerprint([overrides_path]) if overrides_path else ""
-    # Its scans of every entry under a low DuckDB limit: under the connection's 1 GB DuckDB kept
-    # the blocks it read cached, which grew with the diary (issue 19).
-    with memory_limit(conn, TAXONOMY_MEMORY_LIMIT):
-        # Planned on the entries' own values, not on sums: a parallel float sum differs in its last
-        # bits from run to run, which made every quiet night a change. unmapped_foods counts each
-        # food's people, so who logs what counts too.
-        plan = plan_whole(
-            conn,
-            "food_taxonomy",
-            inputs=["SELECT person_id, food, category_raw, energy_kcal FROM diet_entries"],
-            outputs=["food_categories", "unmapped_foods"],
-            salt=salt,
-        )
-        if not changed(plan):
-            return Taxonomy(
-                conn.execute("SELECT * FROM food_categories").pl(),
-                conn.execute("SELECT * FROM unmapped_foods").pl(),
-                overrides,
-                categories_changed=False,
-                unmapped_changed=False,
-            )
-        # Counted in DuckDB: a few thousand distinct foods out of millions of entries.
-        pairs = conn.execute(
-            "SELECT food, category_raw, count(*) AS entries, sum(energy_kcal) AS energy_kcal "
-            "FROM diet_entries GROUP BY food, category_raw ORDER BY ALL"
-        ).pl()
-        conn.register("_taxonomy_pairs", pairs.select("food", "category_raw").to_arrow())
-        try:
-            pairs_plan = plan_whole(
-                conn,
-                "food_categories",
-                inputs=["SELECT * FROM _taxonomy_pairs"],
-                outputs=["food_categories"],
-                salt=salt,
-            )
-        finally:
-            conn.unregister("_taxonomy_pairs")
-        # A step with no record of its own (a first run, or a record forgotten) categorises too,
-        # whatever the pairs' record says: it recomputes everything, as every step does then.
-        categories_changed = plan.everyone or changed(pairs_plan)
-        if categories_changed:
-            categories = categorise_foods(pairs, overrides=overrides)
-            replace_table(conn, "food_categories", categories)
-            record(conn, pairs_plan)
-        else:
-            categories = conn.execute("SELECT * FROM food_categories").pl()
-        unmapped = unmapped_foods_from_counts(
-            unmapped_people_counts(conn, unmapped_pairs(pairs, categories)),
-            categories,
-            float(pairs["energy_kcal"].sum() or 0.0),
-        )
-        # New entries of mapped foods (most nights) leave the table as it was: it then says so, and
-        # keeps its version for the plans that read it.
-        unmapped_changed = plan.everyone or not unmapped.equals(
-            conn.execute("SELECT * FROM unmapped_foods").pl()
-        )
-        if unmapped_changed:
-            replace_table(conn, "unmapped_foods", unmapped)
-        record(conn, plan)
-        return Taxonomy(
-            categories,
-            unmapped,
-            overrides,
-            categories_changed=categories_changed,
-            unmapped_changed=unmapped_changed,
-        )
 
 
 def update_diet_daily(

@@ -20,9 +20,9 @@ from pipelines.project import Project
 from pipelines.steps.features import (
     update_diet_daily,
     update_diet_summary,
-    update_food_taxonomy,
     update_marker_models,
 )
+from pipelines.steps.taxonomy import update_food_taxonomy
 from pipelines.warehouse import replace_table
 
 
