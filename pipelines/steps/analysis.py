@@ -33,8 +33,9 @@ from pipelines.incremental import (
     record,
     register_people,
 )
-from pipelines.schema import EXPOSURE_WINDOWS_SCHEMA, RESULT_SCHEMA
+from pipelines.schema import EXPOSURE_WINDOWS_SCHEMA, NUTRIENTS, RESULT_SCHEMA
 from pipelines.steps.features import (
+    columns_with_values,
     full_build_shards,
     register_person_chunks,
     replace_with_parts,
@@ -57,15 +58,13 @@ STREAM_BATCH_ROWS = 50_000
 
 
 def daily_features(conn: duckdb.DuckDBPyConnection) -> list[str]:
-    """`feature_columns` of the whole diet_daily table, worked out in DuckDB."""
+    """`feature_columns` of the whole diet_daily table, worked out in DuckDB: only the DII and
+    the nutrients count when they hold a value (`columns_with_values`)."""
     if not table_exists(conn, "diet_daily"):
         return []
     columns = [d[0] for d in conn.execute("SELECT * FROM diet_daily LIMIT 0").description]
-    counts = conn.execute(
-        f"SELECT {', '.join(f'count({ident(c)})' for c in columns)} FROM diet_daily"
-    ).fetchone() or [0] * len(columns)
-    with_values = {c for c, n in zip(columns, counts, strict=True) if n}
-    return features_from(columns, with_values)
+    valued = [c for c in ["dii", *NUTRIENTS] if c in columns]
+    return features_from(columns, columns_with_values(conn, "diet_daily", valued))
 
 
 def window_days_sql(settings: Settings) -> str:

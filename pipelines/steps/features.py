@@ -74,27 +74,32 @@ def daily_entry_columns(conn: duckdb.DuckDBPyConnection) -> tuple[list[str], lis
     """
     table_cols = [d[0] for d in conn.execute("SELECT * FROM diet_entries LIMIT 0").description]
     nutrients = [n for n in NUTRIENTS if n in table_cols]
-    # One EXISTS per column, inside DuckDB: a reported nutrient stops at its first value, and an
-    # unreported one skips the Parquet row groups whose statistics say they hold only nulls, where
-    # counting every column's values read the whole history every night. The test is written as
-    # `>= -inf` (true for every value of a DOUBLE, NaN included, as `IS NOT NULL` is) because
-    # DuckDB skips row groups by their min/max for a comparison, not for `IS NOT NULL`.
-    reported = (
-        conn.execute(
-            "SELECT "
-            + ", ".join(
-                f"EXISTS (SELECT 1 FROM diet_entries WHERE {ident(n)} >= '-Infinity'::DOUBLE)"
-                for n in nutrients
-            )
-        ).fetchone()
-        if nutrients
-        else None
-    ) or [False] * len(nutrients)
-    unreported = [
-        n for n, has in zip(nutrients, reported, strict=True) if not has and n not in ROW_NUTRIENTS
-    ]
+    reported = columns_with_values(conn, "diet_entries", nutrients)
+    unreported = [n for n in nutrients if n not in reported and n not in ROW_NUTRIENTS]
     wanted = {*DAILY_ENTRY_COLUMNS, *nutrients} - set(unreported)
     return [c for c in table_cols if c in wanted], unreported
+
+
+def columns_with_values(
+    conn: duckdb.DuckDBPyConnection, table: str, columns: list[str]
+) -> set[str]:
+    """The numeric `columns` of `table` that hold any value (NaN counts as one).
+
+    One EXISTS per column, inside DuckDB: a column with values stops at its first, and one
+    without skips the Parquet row groups whose statistics say they hold only nulls, where
+    counting every column's values read the whole table every night. The test is written as
+    `>= -inf` (true for every value of a DOUBLE, NaN included, as `IS NOT NULL` is) because
+    DuckDB skips row groups by their min/max for a comparison, not for `IS NOT NULL`."""
+    if not columns:
+        return set()
+    row = conn.execute(
+        "SELECT "
+        + ", ".join(
+            f"EXISTS (SELECT 1 FROM {ident(table)} WHERE {ident(c)} >= '-Infinity'::DOUBLE)"
+            for c in columns
+        )
+    ).fetchone()
+    return {c for c, has in zip(columns, row or [False] * len(columns), strict=True) if has}
 
 
 def settings_salt(settings: Settings) -> str:
