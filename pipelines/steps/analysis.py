@@ -35,6 +35,7 @@ from pipelines.incremental import (
 )
 from pipelines.schema import EXPOSURE_WINDOWS_SCHEMA, NUTRIENTS, RESULT_SCHEMA
 from pipelines.steps.features import (
+    SPOOL_COMPRESSION,
     columns_with_values,
     full_build_shards,
     register_person_chunks,
@@ -248,7 +249,7 @@ def parquet_stash(directory: Path) -> Stash:
 
     def stash(frame: pl.DataFrame) -> Callable[[], pl.DataFrame]:
         path = directory / f"{next(numbers):06d}.parquet"
-        frame.write_parquet(path)
+        frame.write_parquet(path, compression=SPOOL_COMPRESSION)
         return lambda: pl.read_parquet(path)
 
     return stash
