@@ -13,6 +13,7 @@ import json
 import tempfile
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
+from typing import Final
 
 import duckdb
 import polars as pl
@@ -118,7 +119,7 @@ FULL_BUILD_ROWS = 2_000_000
 WRITE_MEMORY_LIMIT = "256MB"
 # The spooled parts are read once, right away, and deleted: compressed for speed, not size
 # (zstd, Polars' default, took half as long again to write).
-SPOOL_COMPRESSION = "lz4"
+SPOOL_COMPRESSION: Final = "lz4"
 # DuckDB's memory while `replace_by_person_chunks` (or diet_daily's full build) reads the groups
 # of people.
 BUILD_MEMORY_LIMIT = "256MB"
