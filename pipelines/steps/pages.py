@@ -192,7 +192,7 @@ def update_person_pages(
         if inputs is not None:
             sources = _sources(data)
             salts = (salt, sections_salt)
-            states = shard_states(inputs, run, count, salts, sources, recorded)
+            states = shard_states(inputs, run, count, salts, [sources, recorded])
             kept = unchanged_shards(conn, states, count, STEP, out_dir)
             if kept:
                 # Only the other shards are read, planned, rendered and recorded.
@@ -202,19 +202,22 @@ def update_person_pages(
     # Taken in connections of their own, over the parts of the shards left.
     ids, rows = _fingerprints(data) if inputs is not None and shards != [] else ([], None)
     same: set[str] = set()
+    people_rows: list[pl.DataFrame] = []  # what the people's states hold besides the step's own
     with warehouse.read() as conn:
+        if data.people is not None and shards != []:
+            # Of the run's shards: the people left out have no plan to take them. Also what the
+            # people's states hold of their windows (`PersonGroups.fingerprints` has none).
+            windows = window_fingerprints(conn, "exposure_windows", shards_scope)
         if inputs is not None and rows is not None:
             # In the shards that changed, the same decision per person, before their rows are
             # read: the people whose state holds are left out, their records and summaries kept.
+            people_rows = [rows, windows, sources]
             same = unchanged_people(
-                conn, person_states(inputs, rows, ids, salts, sources, recorded), out_dir
+                conn, person_states(inputs, ids, salts, [*people_rows, recorded]), out_dir
             )
             if same:
                 data = _without(data, same)
                 scope = _and_not(shards_scope, same)
-        if data.people is not None and shards != []:
-            # Of the run's shards: the people left out have no plan to take them.
-            windows = window_fingerprints(conn, "exposure_windows", shards_scope)
     if shards == []:  # every shard left as it is
         if data.freshness_key is not None:
             with warehouse.write() as conn:
@@ -274,9 +277,9 @@ def update_person_pages(
             # Taken of what the run started from, with the records it has just written.
             done = shards if shards is not None else run
             records = _records(conn)
-            record_states(conn, shard_states(inputs, done, count, salts, sources, records))
-            if rows is not None:
-                them = person_states(inputs, rows, ids, salts, sources, records)
+            record_states(conn, shard_states(inputs, done, count, salts, [sources, records]))
+            if people_rows:
+                them = person_states(inputs, ids, salts, [*people_rows, records])
                 record_person_states(conn, them, shards_scope)
         _keep_freshness(conn, data)
     return written, plans.pages
