@@ -57,6 +57,7 @@ _VERSION = "1"
 # This step's own store table: written after the state is taken, and only from what it covers.
 _OWN = "page_summaries"
 
+
 @cache
 def _read_code() -> str:
     """A hash of the modules that read what the pages show from the warehouse (the dashboards
