@@ -25,7 +25,8 @@ In a shard whose state changed (a night on which a tenth of the people sync chan
 shard), the same decision is taken per person: a person's *state* is the same hash with, in
 place of the shard's parts, a fingerprint of every row the page and section file read of them
 (`PersonGroups.fingerprints`, taken in DuckDB over the shard's parts without reading the rows
-out), with their own sources and records. It is kept under `PEOPLE_STEP`; a person whose state
+out; their windows' as the plan takes them, `pages.window_fingerprints`), with their own sources
+and records. It is kept under `PEOPLE_STEP`; a person whose state
 matches and whose files are there is left out of the groups read, their records and summary
 kept. The other people go through the plan as before. Only for inputs read from the warehouse
 (`DashboardInputs.people`): frames handed in are not the store's.
