@@ -521,13 +521,13 @@ def test_repeated_runs_write_identical_files(tmp_path: Path) -> None:
 
 
 def test_pool_only_for_big_cohorts_on_several_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
-    small = rworkers.PARALLEL_MIN_PAGES - 1
+    small = rworkers.PARALLEL_MIN_PEOPLE - 1
     assert rworkers._pool_size(small, 8) == 0
     assert rworkers._pool_size(2000, 1) == 0
     assert rworkers._pool_size(2000, 2) == 2
     # No more workers than tasks.
-    assert rworkers._pool_size(rworkers.PARALLEL_MIN_PAGES, 64) == -(
-        -rworkers.PARALLEL_MIN_PAGES // rworkers.PEOPLE_PER_TASK
+    assert rworkers._pool_size(rworkers.PARALLEL_MIN_PEOPLE, 64) == -(
+        -rworkers.PARALLEL_MIN_PEOPLE // rworkers.PEOPLE_PER_TASK
     )
     monkeypatch.setattr(rworkers.os, "cpu_count", lambda: 1)
     monkeypatch.delattr(rworkers.os, "sched_getaffinity", raising=False)
@@ -574,6 +574,7 @@ def test_worker_processes_write_the_same_files(
     monkeypatch.setattr(rworkers, "ProcessPoolExecutor", _CountingPool)
     monkeypatch.setattr(_CountingPool, "started", 0)
     monkeypatch.setattr(rworkers, "PARALLEL_MIN_PAGES", 3)
+    monkeypatch.setattr(rworkers, "PARALLEL_MIN_PEOPLE", 3)
     monkeypatch.setattr(rworkers, "PEOPLE_PER_TASK", 2)  # several tasks per worker
     # The tables the workers map are written to a temporary directory, removed afterwards.
     scratch = tmp_path / "scratch"

@@ -18,7 +18,7 @@ from polars.testing import assert_frame_equal
 
 from pipelines.incremental import register_people
 from pipelines.project import Project
-from pipelines.reports import person_page_name
+from pipelines.reports import person_page_name, person_section_name
 from pipelines.steps import dashboards as step
 from pipelines.steps import pages
 from pipelines.steps.page_shards import FRESHNESS
@@ -188,3 +188,39 @@ def test_in_a_changed_shard_only_the_people_whose_rows_changed_are_read(
     monkeypatch.setattr(pages, "shared_page_inputs", lambda data, out_dir: "another salt")
     assert night() == {person_page_name(p) for p in people.ids}
     assert set(read) == others | {alice}
+
+
+def test_a_changed_window_brings_back_its_person_only(
+    one_shard: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A person's state holds their windows as the plan fingerprints them (not among their rows'
+    # fingerprints): a changed window is a changed state, and a new section file.
+    warehouse, out = one_shard.warehouse(), one_shard.dashboards_dir
+    read: list[str] = []
+    read_group = step._read_group
+
+    def counted(*args: Any) -> Any:
+        if args[-1] is step._person_tables:
+            read.extend(args[-2])
+        return read_group(*args)
+
+    monkeypatch.setattr(step, "_read_group", counted)
+    with warehouse.read() as conn:
+        row = conn.execute(
+            "SELECT min(person_id) FROM exposure_windows WHERE complete AND value > 0"
+        ).fetchone()
+    assert row is not None and row[0] is not None
+    person = row[0]
+    step.update_person_pages(warehouse, out, _inputs(one_shard))
+    assert read == []
+    before = _files(out)
+
+    with warehouse.write() as conn:
+        rows = conn.execute("SELECT * FROM exposure_windows WHERE person_id = ?", [person]).pl()
+        register_people(conn, [person])
+        doubled = pl.when(pl.col("complete")).then(pl.col("value") * 2).otherwise(pl.col("value"))
+        replace_people(conn, "exposure_windows", rows.with_columns(doubled.alias("value")))
+    step.update_person_pages(warehouse, out, _inputs(one_shard))
+    assert read == [person]
+    after = _files(out)
+    assert {n for n in after if after[n] != before.get(n)} == {person_section_name(person)}

@@ -195,10 +195,10 @@ def write_person_pages(
     not exist yet.
 
     People are worked out and rendered RENDER_GROUP_PEOPLE at a time, read group by group when
-    `data.people` is set. With PARALLEL_MIN_PAGES pages to render or more, person pages are
-    rendered by `workers` processes (default: one per CPU; 1 renders here); the files are the
-    same either way. They are spawned, so a script calling this needs the usual
-    `if __name__ == "__main__":` guard.
+    `data.people` is set. With PARALLEL_MIN_PAGES pages to render or more, of
+    PARALLEL_MIN_PEOPLE people or more, person pages are rendered by `workers` processes
+    (default: one per CPU; 1 renders here); the files are the same either way. They are
+    spawned, so a script calling this needs the usual `if __name__ == "__main__":` guard.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

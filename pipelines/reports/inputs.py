@@ -143,8 +143,9 @@ class PersonGroups:
     which only their section files show: they are read for the section files rendered, after
     the plan. The dashboards step reads a big cohort this way, a group at a time, so its memory
     does not grow with the people. `fingerprints(ids)`, when given, is one fingerprint per person
-    (person_id, fingerprint) of all that `read` and `windows` give them, taken without reading
-    the rows out: the step leaves the people whose fingerprint held out of the groups read."""
+    (person_id, fingerprint) of all that `read` gives them, taken without reading the rows out
+    (the step fingerprints their windows apart): the step leaves the people whose fingerprints
+    held out of the groups read."""
 
     ids: list[str]
     read: Callable[[list[str]], DashboardInputs]

@@ -319,9 +319,11 @@ def _fingerprints(
     conn: duckdb.DuckDBPyConnection, schema: Schema, people: pl.DataFrame
 ) -> pl.DataFrame:
     """Per person of `people` (registered as `_group`), one fingerprint of every row the person
-    tables and windows give them (`_person_queries`), taken inside DuckDB: no row is read out.
-    A person without a row has none (person_id, fingerprint)."""
+    tables give them (`_person_queries`), taken inside DuckDB: no row is read out. A person
+    without a row has none (person_id, fingerprint). Their windows are not in it: the step
+    fingerprints everyone's for its plan already (`pages.window_fingerprints`)."""
     queries = _person_queries(schema, people, ordered=False)
+    queries.pop("windows", None)
     if not queries:
         return pl.DataFrame(schema={"person_id": pl.String, "fingerprint": pl.String})
     parts = " UNION ALL ".join(

@@ -25,7 +25,8 @@ In a shard whose state changed (a night on which a tenth of the people sync chan
 shard), the same decision is taken per person: a person's *state* is the same hash with, in
 place of the shard's parts, a fingerprint of every row the page and section file read of them
 (`PersonGroups.fingerprints`, taken in DuckDB over the shard's parts without reading the rows
-out), with their own sources and records. It is kept under `PEOPLE_STEP`; a person whose state
+out; their windows' as the plan takes them, `pages.window_fingerprints`), with their own sources
+and records. It is kept under `PEOPLE_STEP`; a person whose state
 matches and whose files are there is left out of the groups read, their records and summary
 kept. The other people go through the plan as before. Only for inputs read from the warehouse
 (`DashboardInputs.people`): frames handed in are not the store's.
@@ -35,11 +36,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TypeVar
 
 import duckdb
 import polars as pl
@@ -57,8 +57,6 @@ PEOPLE_STEP = "dashboards/people"
 _VERSION = "1"
 # This step's own store table: written after the state is taken, and only from what it covers.
 _OWN = "page_summaries"
-
-K = TypeVar("K")
 
 
 @cache
@@ -108,61 +106,69 @@ def shard_states(
     shards: Collection[int],
     count: int,
     salts: tuple[str, str],
-    sources: pl.DataFrame,
-    records: pl.DataFrame,
+    people: Sequence[pl.DataFrame],
 ) -> dict[int, str]:
-    """Each of `shards`' state (the module's docstring): `sources` the people's sources
-    (`person_sources_frame`), `records` the step's rows of `person_inputs` (step, person_id,
-    fingerprint, salt; of both plans)."""
-
-    def by_shard(df: pl.DataFrame) -> dict[int, list[list[object]]]:
-        return _rows_by(df, lambda person: shard_of(person, count))
-
-    mine, theirs = by_shard(sources), by_shard(records)
+    """Each of `shards`' state (the module's docstring): `people` the frames of per-person rows
+    it covers besides the parts (the people's sources, `person_sources_frame`, and the step's
+    rows of `person_inputs`, both plans)."""
+    texts = [_texts(df) for df in people]
+    by_shard: dict[int, list[str]] = {}
+    for person in sorted(set().union(*texts)):
+        by_shard.setdefault(shard_of(person, count), []).append(person)
     common = _common(inputs, salts)
-    return {
-        shard: _hash(
-            [common, inputs.parts.get(shard, []), mine.get(shard, []), theirs.get(shard, [])]
+
+    def state(shard: int) -> str:
+        mine = by_shard.get(shard, [])
+        return _hash(
+            [common, json.dumps(inputs.parts.get(shard, []))]
+            + [_SEP.join([p, *(t.get(p, "") for t in texts)]) for p in mine]
         )
-        for shard in shards
-    }
+
+    return {shard: state(shard) for shard in shards}
 
 
 def person_states(
     inputs: StoreInputs,
-    fingerprints: pl.DataFrame,
     people: Collection[str],
     salts: tuple[str, str],
-    sources: pl.DataFrame,
-    records: pl.DataFrame,
+    rows: Sequence[pl.DataFrame],
 ) -> dict[str, str]:
-    """Each of `people`'s state (the module's docstring): `fingerprints` their rows'
-    (`PersonGroups.fingerprints`), `sources` and `records` as for `shard_states`."""
-
-    def by_person(df: pl.DataFrame) -> dict[str, list[list[object]]]:
-        return _rows_by(df, str)
-
-    rows, mine, theirs = by_person(fingerprints), by_person(sources), by_person(records)
+    """Each of `people`'s state (the module's docstring): `rows` the frames of per-person rows it
+    covers (their rows' fingerprints, `PersonGroups.fingerprints`, and their windows',
+    `pipelines.steps.pages.window_fingerprints`, then their sources and records as for
+    `shard_states`)."""
+    texts = [_texts(df) for df in rows]
     common = _common(inputs, salts)
-    return {p: _hash([common, rows.get(p, []), mine.get(p, []), theirs.get(p, [])]) for p in people}
+    return {p: _hash([common, *(t.get(p, "") for t in texts)]) for p in people}
 
 
-def _common(inputs: StoreInputs, salts: tuple[str, str]) -> list[object]:
+def _common(inputs: StoreInputs, salts: tuple[str, str]) -> str:
     """What every state holds: what spans shards, the salts and the code."""
-    return [_VERSION, _read_code(), [full_salt(s) for s in salts], inputs.shared]
+    return json.dumps([_VERSION, _read_code(), [full_salt(s) for s in salts], inputs.shared])
 
 
-def _rows_by(df: pl.DataFrame, key: Callable[[str], K]) -> dict[K, list[list[object]]]:
-    """`df`'s rows (sorted) by `key` of their person_id."""
-    rows: dict[K, list[list[object]]] = {}
-    at = df.columns.index("person_id")
-    for row in df.sort(df.columns).iter_rows():
-        rows.setdefault(key(row[at]), []).append(list(row))
-    return rows
+# Between the parts of a state's text: no JSON line holds it.
+_SEP = "\x1e"
 
 
-def _hash(state: list[object]) -> str:
-    return hashlib.sha256(json.dumps(state, default=str).encode()).hexdigest()
+def _texts(df: pl.DataFrame) -> dict[str, str]:
+    """`df`'s rows by their person_id: each row as JSON, a person's sorted, one a line; built in
+    Polars (a state covers thousands of people's rows: one Python object per value cost more
+    than the rest of the state)."""
+    if not df.height:
+        return {}
+    lines = (
+        df.filter(pl.col("person_id").is_not_null())
+        .select("person_id", pl.struct(pl.all()).struct.json_encode().alias("_row"))
+        .sort("person_id", "_row")
+        .group_by("person_id", maintain_order=True)
+        .agg(pl.col("_row").str.join("\n"))
+    )
+    return dict(zip(lines["person_id"].to_list(), lines["_row"].to_list(), strict=True))
+
+
+def _hash(parts: list[str]) -> str:
+    return hashlib.sha256(_SEP.join(parts).encode()).hexdigest()
 
 
 def unchanged_people(

@@ -192,7 +192,7 @@ def update_person_pages(
         if inputs is not None:
             sources = _sources(data)
             salts = (salt, sections_salt)
-            states = shard_states(inputs, run, count, salts, sources, recorded)
+            states = shard_states(inputs, run, count, salts, [sources, recorded])
             kept = unchanged_shards(conn, states, count, STEP, out_dir)
             if kept:
                 # Only the other shards are read, planned, rendered and recorded.
@@ -202,19 +202,22 @@ def update_person_pages(
     # Taken in connections of their own, over the parts of the shards left.
     ids, rows = _fingerprints(data) if inputs is not None and shards != [] else ([], None)
     same: set[str] = set()
+    people_rows: list[pl.DataFrame] = []  # what the people's states hold besides the step's own
     with warehouse.read() as conn:
+        if data.people is not None and shards != []:
+            # Of the run's shards: the people left out have no plan to take them. Also what the
+            # people's states hold of their windows (`PersonGroups.fingerprints` has none).
+            windows = window_fingerprints(conn, "exposure_windows", shards_scope)
         if inputs is not None and rows is not None:
             # In the shards that changed, the same decision per person, before their rows are
             # read: the people whose state holds are left out, their records and summaries kept.
+            people_rows = [rows, windows, sources]
             same = unchanged_people(
-                conn, person_states(inputs, rows, ids, salts, sources, recorded), out_dir
+                conn, person_states(inputs, ids, salts, [*people_rows, recorded]), out_dir
             )
             if same:
                 data = _without(data, same)
-                scope = _and_not(shards_scope, same)
-        if data.people is not None and shards != []:
-            # Of the run's shards: the people left out have no plan to take them.
-            windows = window_fingerprints(conn, "exposure_windows", shards_scope)
+                scope = _and_not(shards_scope)
     if shards == []:  # every shard left as it is
         if data.freshness_key is not None:
             with warehouse.write() as conn:
@@ -224,6 +227,7 @@ def update_person_pages(
     # Each group is planned against the step's records, read once into an in-memory database,
     # instead of in a warehouse connection of its own.
     with duckdb.connect() as memory:
+        _hold(memory, same)
         if recorded.height:
             memory.register("_recorded", recorded.to_arrow())
             memory.execute(f"CREATE TABLE {STATE_TABLE} AS SELECT * FROM _recorded")
@@ -267,6 +271,7 @@ def update_person_pages(
         _whole_plan([g.sections for g in groups], SECTION_STEP, sections_salt),
     )
     with warehouse.write() as conn:
+        _hold(conn, same)
         for plan in plans:
             record(conn, plan, scope)
         _store_summaries(conn, summaries, shards, shards_scope, same)
@@ -274,9 +279,9 @@ def update_person_pages(
             # Taken of what the run started from, with the records it has just written.
             done = shards if shards is not None else run
             records = _records(conn)
-            record_states(conn, shard_states(inputs, done, count, salts, sources, records))
-            if rows is not None:
-                them = person_states(inputs, rows, ids, salts, sources, records)
+            record_states(conn, shard_states(inputs, done, count, salts, [sources, records]))
+            if people_rows:
+                them = person_states(inputs, ids, salts, [*people_rows, records])
                 record_person_states(conn, them, shards_scope)
         _keep_freshness(conn, data)
     return written, plans.pages
@@ -326,14 +331,23 @@ def _fingerprints(data: DashboardInputs) -> tuple[list[str], pl.DataFrame | None
     return people.ids, people.fingerprints(people.ids)
 
 
-def _and_not(scope: str | None, people: set[str]) -> str:
-    """`scope` (None: everyone) less `people`."""
+# The people whose state held (`update_person_pages`), registered in each connection whose
+# queries take the run's scope less them (`_and_not`).
+_HELD = "_held_people"
 
-    def literal(x: str) -> str:
-        return "'" + x.replace("'", "''") + "'"
 
-    others = f"person_id NOT IN ({', '.join(literal(p) for p in sorted(people))})"
+def _and_not(scope: str | None) -> str:
+    """`scope` (None: everyone) less the people registered as `_HELD` (`_hold`). A table, not a
+    list of their ids: a NOT IN list of 1,800 ids (a night a tenth syncs) cost each query that
+    took the scope ten times its work."""
+    others = f"person_id NOT IN (SELECT person_id FROM {_HELD})"
     return others if scope is None else f"({scope}) AND {others}"
+
+
+def _hold(conn: duckdb.DuckDBPyConnection, people: Collection[str]) -> None:
+    """`people` as `_HELD` in `conn`, for `_and_not`."""
+    held = pl.DataFrame({"person_id": sorted(people)}, schema={"person_id": pl.String})
+    conn.register(_HELD, held.to_arrow())
 
 
 def _store_summaries(
