@@ -240,9 +240,10 @@ ASSOCIATION_FIT_PEOPLE = 250
 # with the cohort. The sorted scan of every window (`sorted_groups`) sorts in the first, and a
 # DuckDB sort needs more the more it sorts: at 10,000 people (9.8 M window rows) it failed (out
 # of memory) under 64 MB every time and passed under 128 MB, as did 19.6 M rows; the limit
-# leaves room for a few times that.
+# leaves room for a few times that. The copy into the store's shards (`store.replace_all`) holds
+# each shard's rows until it writes them: 1.55 M rows (10,000 people) failed under 128 MB.
 ASSOCIATION_MEMORY_LIMIT = "512MB"
-ASSOCIATION_WRITE_MEMORY = "128MB"
+ASSOCIATION_WRITE_MEMORY = "512MB"
 # The features of the windows that join a usable chronic draw (`analysis_frame`'s inner join and
 # `draw_codes`' filter), everyone's: which are tested is decided once for the cohort.
 PRESENT_FEATURES_SQL = """
