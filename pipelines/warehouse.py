@@ -347,10 +347,16 @@ def memory_limit(conn: duckdb.DuckDBPyConnection, limit: str) -> Iterator[None]:
     floor = MIN_MB_PER_THREAD * int(threads[0]) if threads else 0
     row = conn.execute("SELECT current_setting('memory_limit')").fetchone()
     conn.execute(f"SET memory_limit = '{max(int(limit[:-2]), floor)}MB'")
+    aborted = False
     try:
         yield
+    except duckdb.Error:
+        # A failed statement aborts the transaction, which takes no SET until it is rolled back:
+        # the error goes up as it is (the caller rolls back), not as a failed SET.
+        aborted = True
+        raise
     finally:
-        if row:
+        if row and not aborted:
             conn.execute(f"SET memory_limit = '{_shown_limit_back(row[0])}'")
 
 

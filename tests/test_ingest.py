@@ -116,15 +116,7 @@ def test_a_result_repeated_within_one_file_counts_as_duplicate(tmp_path: Path) -
         "ann,2025-04-01 08:00,CRP,0.9,mg/L\n",
         encoding="utf-8",
     )
-    source = SourceConfig(
-        name="labs",
-        kind="labs",
-        format="csv",
-        path="labs/*.csv",
-        person=PersonSpec(column="Patient"),
-        columns={"collected_at": "Collected", "marker": "Test", "value": "Result", "unit": "Units"},
-    )
-    result = ingest_source(source, raw)
+    result = ingest_source(LABS, raw)
     assert result.rows.height == 2
     record = result.files.row(0, named=True)
     assert (record["rows_read"], record["rows_loaded"], record["rows_duplicate"]) == (3, 2, 1)
@@ -178,6 +170,17 @@ def test_nightly_run_parses_only_new_or_changed_files(
     assert calls == ["2025-02.csv"]  # a changed file is parsed again
     assert third.rows.filter(pl.col("day").dt.month() == 2)["grams"].to_list() == [150.0]
 
+
+# A lab portal's CSV export, one row per result, the patient in a column.
+LABS = SourceConfig(
+    name="labs",
+    kind="labs",
+    format="csv",
+    path="labs/*.csv",
+    person=PersonSpec(column="Patient"),
+    columns={"collected_at": "Collected", "marker": "Test", "value": "Result", "unit": "Units"},
+    datetime_format="%Y-%m-%d %H:%M",
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "diet_adapters"
 

@@ -23,20 +23,12 @@ from pipelines.project import PROJECT_DIR_ENV
 from pipelines.store import SHARDS, shard_of
 from pipelines.warehouse import Warehouse
 from tests.test_incremental_ingest import CountingFormat
+from tests.test_ingest import LABS
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
 # alice is in shard 2 (partition shards-00-03), bob in 12 (shards-12-15).
 FIRST, LAST = range(0, 4), range(12, 16)
-LABS = SourceConfig(
-    name="labs",
-    kind="labs",
-    format="csv",
-    path="labs/*.csv",
-    person=PersonSpec(column="Patient"),
-    columns={"collected_at": "Collected", "marker": "Test", "value": "Result", "unit": "Units"},
-    datetime_format="%Y-%m-%d %H:%M",
-)
 PORTAL = SourceConfig(
     name="portal", kind="labs", format="fhir", path="fhir/*.json", person=PersonSpec()
 )

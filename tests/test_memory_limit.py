@@ -45,3 +45,20 @@ def test_with_few_threads_the_limit_asked_for_holds(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="whole megabytes"):
         with memory_limit(conn, "1GB"):
             pass
+
+
+def test_an_error_inside_goes_up_as_it_is(tmp_path: Path) -> None:
+    """A failed statement aborts the transaction: the step's own error reaches the caller, not
+    the failed restore of the limit (at 10,000 people an out-of-memory sort showed as "Current
+    transaction is aborted")."""
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"))
+    conn.execute("BEGIN")
+    with pytest.raises(duckdb.InvalidInputException, match="the step's own error"):
+        with memory_limit(conn, "64MB"):
+            conn.execute("SELECT error('the step''s own error')")
+    conn.execute("ROLLBACK")
+    with memory_limit(conn, "64MB"):
+        with pytest.raises(ValueError, match="not DuckDB's"):
+            with memory_limit(conn, "128MB"):
+                raise ValueError("not DuckDB's")
+        assert _shown_mb(conn) == pytest.approx(64, abs=0.2)  # put back after a Python error

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,31 @@ def _inputs(project: Project) -> step.DashboardInputs:
     return data
 
 
+def _counted_nights(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Callable[[], set[str]], list[str]]:
+    """A night of the person-page step on `project` (returns the pages it wrote) and the people
+    whose tables the last night read, in the order of its groups."""
+    read: list[str] = []
+    read_group = step._read_group
+
+    def counted(*args: Any) -> Any:
+        if args[-1] is step._person_tables:
+            read.extend(args[-2])
+        return read_group(*args)
+
+    monkeypatch.setattr(step, "_read_group", counted)
+
+    def night() -> set[str]:
+        read.clear()
+        written, _ = step.update_person_pages(
+            project.warehouse(), project.dashboards_dir, _inputs(project)
+        )
+        return {p.name for p in written if p.suffix == ".html"}
+
+    return night, read
+
+
 @pytest.fixture
 def demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     project = make_demo_project(tmp_path / "demo")
@@ -52,20 +78,7 @@ def test_only_the_shards_whose_state_changed_are_read_and_planned(
     demo: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     warehouse, out = demo.warehouse(), demo.dashboards_dir
-    read: list[list[str]] = []
-    read_group = step._read_group
-
-    def counted(*args: Any) -> Any:
-        if args[-1] is step._person_tables:
-            read.append(args[-2])
-        return read_group(*args)
-
-    monkeypatch.setattr(step, "_read_group", counted)
-
-    def night() -> set[str]:
-        read.clear()
-        written, _ = step.update_person_pages(warehouse, out, _inputs(demo))
-        return {p.name for p in written if p.suffix == ".html"}
+    night, read = _counted_nights(demo, monkeypatch)
 
     full = _files(out)
     people = step.load_dashboard_inputs(warehouse).people
@@ -81,7 +94,7 @@ def test_only_the_shards_whose_state_changed_are_read_and_planned(
     # A deleted page: its shard is read and planned again, the page written as it was.
     (out / person_page_name(alice)).unlink()
     assert night() == {person_page_name(alice)}
-    assert {p for group in read for p in group} == mates
+    assert set(read) == mates
     assert _files(out) == full
 
     # A changed row of alice's in the store: a new part in her shard only.
@@ -90,7 +103,7 @@ def test_only_the_shards_whose_state_changed_are_read_and_planned(
         register_people(conn, [alice])
         replace_people(conn, "diet_daily", rows.with_columns(pl.col("fiber_g") + 1.0))
     assert night() == {person_page_name(alice)}
-    assert {p for group in read for p in group} == mates
+    assert set(read) == mates
     assert night() == set()
     assert read == []
 
@@ -137,20 +150,7 @@ def test_in_a_changed_shard_only_the_people_whose_rows_changed_are_read(
     one_shard: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     warehouse, out = one_shard.warehouse(), one_shard.dashboards_dir
-    read: list[str] = []
-    read_group = step._read_group
-
-    def counted(*args: Any) -> Any:
-        if args[-1] is step._person_tables:
-            read.extend(args[-2])
-        return read_group(*args)
-
-    monkeypatch.setattr(step, "_read_group", counted)
-
-    def night() -> set[str]:
-        read.clear()
-        written, _ = step.update_person_pages(warehouse, out, _inputs(one_shard))
-        return {p.name for p in written if p.suffix == ".html"}
+    night, read = _counted_nights(one_shard, monkeypatch)
 
     with warehouse.read() as conn:
         summaries = conn.execute("SELECT * FROM page_summaries ORDER BY person_id").pl()

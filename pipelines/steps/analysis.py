@@ -51,8 +51,12 @@ from pipelines.warehouse import ident, memory_limit, table_exists
 # person, so everyone at once grew with the cohort.
 WINDOW_GROUP_PEOPLE = 250
 # DuckDB's memory while the step runs (`memory_limit`): under the connection's 1 GB it kept the
-# blocks of diet_daily it scanned cached, which grew with the cohort.
-WINDOW_MEMORY_LIMIT = "128MB"
+# blocks of diet_daily it scanned cached, which grew with the cohort. The limit is also what the
+# sorted scan of everyone's window days (`window_days_of_groups`) sorts in, and what a DuckDB
+# sort needs grows with what it sorts: at 10,000 people (1.6 M window days of 38 columns) it
+# failed (out of memory) under 128 MB on 2 threads when the machine was loaded, and passed under
+# 256 MB; the limit leaves room for a few times that.
+WINDOW_MEMORY_LIMIT = "512MB"
 # A first run reads its groups of people from one sorted scan in batches of this many rows
 # (`sorted_groups`).
 STREAM_BATCH_ROWS = 50_000
@@ -230,10 +234,14 @@ ASSOCIATION_GROUP_ROWS = 250_000
 # person, they were what still grew with the cohort (0.21 MB a person).
 ASSOCIATION_FIT_PEOPLE = 250
 # DuckDB's memory while the step runs (`memory_limit`), and while it copies the fitted rows
-# into the table: its queries stream or sort one group of people; above these limits DuckDB
-# kept what it had read or written cached, which grew with the cohort.
-ASSOCIATION_MEMORY_LIMIT = "64MB"
-ASSOCIATION_WRITE_MEMORY = "128MB"
+# into the table: above these limits DuckDB kept what it had read or written cached, which grew
+# with the cohort. The sorted scan of every window (`sorted_groups`) sorts in the first, and a
+# DuckDB sort needs more the more it sorts: at 10,000 people (9.8 M window rows) it failed (out
+# of memory) under 64 MB every time and passed under 128 MB, as did 19.6 M rows; the limit
+# leaves room for a few times that. The copy into the store's shards (`store.replace_all`) holds
+# each shard's rows until it writes them: 1.55 M rows (10,000 people) failed under 128 MB.
+ASSOCIATION_MEMORY_LIMIT = "512MB"
+ASSOCIATION_WRITE_MEMORY = "512MB"
 # The features of the windows that join a usable chronic draw (`analysis_frame`'s inner join and
 # `draw_codes`' filter), everyone's: which are tested is decided once for the cohort.
 PRESENT_FEATURES_SQL = """
