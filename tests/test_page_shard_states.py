@@ -196,23 +196,14 @@ def test_a_changed_window_brings_back_its_person_only(
     # A person's state holds their windows as the plan fingerprints them (not among their rows'
     # fingerprints): a changed window is a changed state, and a new section file.
     warehouse, out = one_shard.warehouse(), one_shard.dashboards_dir
-    read: list[str] = []
-    read_group = step._read_group
-
-    def counted(*args: Any) -> Any:
-        if args[-1] is step._person_tables:
-            read.extend(args[-2])
-        return read_group(*args)
-
-    monkeypatch.setattr(step, "_read_group", counted)
+    night, read = _counted_nights(one_shard, monkeypatch)
     with warehouse.read() as conn:
         row = conn.execute(
             "SELECT min(person_id) FROM exposure_windows WHERE complete AND value > 0"
         ).fetchone()
     assert row is not None and row[0] is not None
     person = row[0]
-    step.update_person_pages(warehouse, out, _inputs(one_shard))
-    assert read == []
+    assert night() == set() and read == []
     before = _files(out)
 
     with warehouse.write() as conn:
@@ -220,7 +211,7 @@ def test_a_changed_window_brings_back_its_person_only(
         register_people(conn, [person])
         doubled = pl.when(pl.col("complete")).then(pl.col("value") * 2).otherwise(pl.col("value"))
         replace_people(conn, "exposure_windows", rows.with_columns(doubled.alias("value")))
-    step.update_person_pages(warehouse, out, _inputs(one_shard))
+    night()
     assert read == [person]
     after = _files(out)
     assert {n for n in after if after[n] != before.get(n)} == {person_section_name(person)}
