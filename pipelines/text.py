@@ -42,6 +42,7 @@ def format_text(template: str, *args: pl.Expr | str) -> pl.Expr:
 
 # ---- numbers -------------------------------------------------------------------------------------
 
+# A plain number: what `number` reads by Polars' float parser (tests hold it to this pattern).
 _NUMBER = {
     ".": r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$",
     ",": r"^[+-]?(?:[0-9]+(?:,[0-9]*)?|,[0-9]+)(?:[eE][+-]?[0-9]+)?$",
