@@ -6,8 +6,6 @@ Core: imports nothing from the pipeline, so every layer above may use it.
 
 from __future__ import annotations
 
-import math
-
 import polars as pl
 
 SHOWN_CHARS = 200
@@ -44,6 +42,7 @@ def format_text(template: str, *args: pl.Expr | str) -> pl.Expr:
 
 # ---- numbers -------------------------------------------------------------------------------------
 
+# A plain number: what `number` reads by Polars' float parser (tests hold it to this pattern).
 _NUMBER = {
     ".": r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$",
     ",": r"^[+-]?(?:[0-9]+(?:,[0-9]*)?|,[0-9]+)(?:[eE][+-]?[0-9]+)?$",
@@ -65,25 +64,32 @@ def number(expr: pl.Expr, decimal: str) -> tuple[pl.Expr, pl.Expr]:
     stripped, blank as null (an empty string also counts as blank).
     """
     thousands = "," if decimal == "." else "."
-    s = expr.replace("", None)
-    plain = s.str.contains(_NUMBER[decimal])
+    s = pl.when(expr != "").then(expr)
+    # A plain number is one Polars' own parser reads to a finite value: it reads exactly the
+    # shapes of _NUMBER (ASCII digits, an optional point, an optional exponent) and otherwise
+    # only "nan", "inf" and "infinity", which are not finite, nor is an overflow ("1e999"). So
+    # no regex runs on the usual cell, where one per nutrient cell was much of a diary's parse.
+    if decimal == ".":
+        plain_value = s.cast(pl.Float64, strict=False)
+    else:
+        # "1.5" would parse, but with decimal "," it is no plain number.
+        with_comma = pl.when(~s.str.contains(".", literal=True)).then(s)
+        plain_value = with_comma.str.replace(",", ".", literal=True).cast(pl.Float64, strict=False)
+    plain = plain_value.is_finite().fill_null(False)
     # Thousands separators only for the cells that are not plain numbers: the regex and the
     # replacements then skip (as nulls) the usual column where every cell is plain.
     rest = pl.when(~plain).then(s)
     grouped = rest.str.contains(_GROUPED[decimal])
-    grouped_text = rest.str.replace_all(thousands, "", literal=True)
-    if decimal == ".":
-        plain_value = s.cast(pl.Float64, strict=False)
-    else:
-        plain_value = s.str.replace(",", ".", literal=True).cast(pl.Float64, strict=False)
-        grouped_text = grouped_text.str.replace(",", ".", literal=True)
-    parsed = (
+    # replace_many rather than replace_all: both go through the cells a null hides, and
+    # replace_many costs less on them (the usual column, where every cell is plain).
+    separators = {thousands: ""} if decimal == "." else {thousands: "", ",": "."}
+    grouped_text = rest.str.replace_many(list(separators), list(separators.values()))
+    grouped_value = grouped_text.cast(pl.Float64, strict=False)
+    # No measurement is infinite: a grouped number of hundreds of digits overflows, too.
+    value = (
         pl.when(plain)
         .then(plain_value)
-        .when(grouped)
-        .then(grouped_text.cast(pl.Float64, strict=False))
+        .when(grouped & grouped_value.is_finite())
+        .then(grouped_value)
     )
-    # "1e999" is written like a number but overflows to infinity: no measurement is infinite.
-    # The patterns admit no "nan" or "inf", so an overflow is the only value that is not finite.
-    value = parsed.replace([math.inf, -math.inf], None)
     return value, s.is_not_null() & value.is_null()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+import random
+import re
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from pipelines import text as text_module
 from pipelines.adapters import FORMATS, AdapterError, ParseResult, cronometer_servings
 from pipelines.adapters._csv import per_distinct, read_csv_table
 from pipelines.adapters._csv import read as csv_read
@@ -389,6 +392,69 @@ def test_number(decimal: str, text: str | None, value: float | None, invalid: bo
     parsed, bad = number(pl.col("s"), decimal)
     got = pl.DataFrame({"s": [text]}, schema={"s": pl.String}).select(parsed, bad.alias("bad"))
     assert got.row(0) == (value, invalid)
+
+
+def test_number_reads_exactly_the_plain_numbers_of_its_pattern() -> None:
+    """`number` reads plain numbers with Polars' float parser, not with the pattern `_NUMBER`:
+    on cells built from digits, separators, signs, exponents and the words the parser knows
+    ("nan", "inf", "infinity"), a cell has a value exactly when the pattern matches it (or it is
+    grouped in thousands) and its value is finite."""
+    rng = random.Random(19)
+    pieces = [*"0123456789.,eE+-_ x١", "nan", "inf", "Infinity", "1e999"]
+    cells = sorted({"".join(rng.choices(pieces, k=rng.randint(1, 7))) for _ in range(20_000)})
+    for decimal in (".", ","):
+        value, _ = number(pl.col("s"), decimal)
+        got = pl.DataFrame({"s": cells}).select(value).to_series().to_list()
+        for text, parsed in zip(cells, got, strict=True):
+            if re.fullmatch(text_module._GROUPED[decimal], text):
+                continue
+            expected = None
+            if re.fullmatch(text_module._NUMBER[decimal], text):
+                as_float = float(text.replace(",", ".") if decimal == "," else text)
+                expected = as_float if math.isfinite(as_float) else None
+            assert parsed == expected, (decimal, text)
+
+
+def test_clean_strips_every_cell_that_needs_it() -> None:
+    """`clean` strips only the columns `_untidy` names, which must be every column with an empty
+    cell or one starting or ending in whitespace (any Unicode space), long or short, in a column
+    of several chunks or a slice: the result is that of stripping every column."""
+    rng = random.Random(7)
+    alphabet = ["a", "b", "1", " ", "\t", "\u00a0", "\u3000", "\u2028", "\u0085", "é", ","]
+    for _ in range(300):
+        height = rng.randint(1, 20)
+
+        def cells(height: int = height) -> list[str | None]:
+            return [
+                None
+                if rng.random() < 0.2
+                else "".join(rng.choices(alphabet, k=rng.choice([0, 1, 5, 12, 13, 30])))
+                for _ in range(height)
+            ]
+
+        frame = pl.DataFrame(
+            {
+                "c0": cells(),
+                "c1": cells(),
+                "__extra": cells(),
+                "__line": range(height),
+                "__raw": ["x"] * height,
+            },
+            schema={
+                "c0": pl.String,
+                "c1": pl.String,
+                "__extra": pl.String,
+                "__line": pl.Int64,
+                "__raw": pl.String,
+            },
+        )
+        if rng.random() < 0.5:
+            frame = pl.concat([frame, frame], rechunk=False).slice(rng.randint(0, height), height)
+        names = ["c0", "c1", "__extra"]
+        expected = frame.with_columns([csv_read.tidy(n) for n in names]).filter(
+            pl.any_horizontal([pl.col(n).is_not_null() for n in names])
+        )
+        assert csv_read.clean(frame, 2).equals(expected)
 
 
 def test_per_distinct_gives_each_row_its_value_in_order() -> None:
