@@ -55,8 +55,9 @@ WINDOW_GROUP_PEOPLE = 250
 # sorted scan of everyone's window days (`window_days_of_groups`) sorts in, and what a DuckDB
 # sort needs grows with what it sorts: at 10,000 people (1.6 M window days of 38 columns) it
 # failed (out of memory) under 128 MB on 2 threads when the machine was loaded, and passed under
-# 256 MB; the limit leaves room for a few times that.
-WINDOW_MEMORY_LIMIT = "512MB"
+# 256 MB. DuckDB fills what the limit allows: under 512 MB the step's peak at 10,000 people was
+# 1.0 GB against 0.76 GB under 256 MB, so the limit is no higher than the sort needs.
+WINDOW_MEMORY_LIMIT = "256MB"
 # A first run reads its groups of people from one sorted scan in batches of this many rows
 # (`sorted_groups`).
 STREAM_BATCH_ROWS = 50_000
@@ -237,11 +238,13 @@ ASSOCIATION_FIT_PEOPLE = 250
 # into the table: above these limits DuckDB kept what it had read or written cached, which grew
 # with the cohort. The sorted scan of every window (`sorted_groups`) sorts in the first, and a
 # DuckDB sort needs more the more it sorts: at 10,000 people (9.8 M window rows) it failed (out
-# of memory) under 64 MB every time and passed under 128 MB, as did 19.6 M rows; the limit
-# leaves room for a few times that. The copy into the store's shards (`store.replace_all`) holds
-# each shard's rows until it writes them: 1.55 M rows (10,000 people) failed under 128 MB.
-ASSOCIATION_MEMORY_LIMIT = "512MB"
-ASSOCIATION_WRITE_MEMORY = "512MB"
+# of memory) under 64 MB every time and passed under 128 MB, as did 19.6 M rows. The copy into
+# the store's shards (`store.replace_all`) holds each shard's rows until it writes them: 1.55 M
+# rows (10,000 people) failed under 128 MB and passed under 256 MB. No higher: DuckDB fills
+# what the limit allows, and the step's peak at 10,000 people was 1.27 GB under 512 MB against
+# 0.95 GB under 256 MB (0.91 GB for the whole first job at 2,000 people).
+ASSOCIATION_MEMORY_LIMIT = "256MB"
+ASSOCIATION_WRITE_MEMORY = "256MB"
 # The features of the windows that join a usable chronic draw (`analysis_frame`'s inner join and
 # `draw_codes`' filter), everyone's: which are tested is decided once for the cohort.
 PRESENT_FEATURES_SQL = """
