@@ -418,7 +418,8 @@ class DayPlan:
     """What a per-day step has to recompute. The changed (person_id, day) keys, new, changed or
     gone, are in the temp table `_days` and their people in `_people` (for `only_days`,
     `only_people` and the step's rewrite of the keys); the current fingerprints are in
-    `_day_inputs` until `record_days` stores them."""
+    `_day_inputs` until `record_days` stores them, except when everyone is recomputed: then
+    `record_days` takes them afresh from `fingerprints`."""
 
     step: str
     everyone: bool  # no usable state: recompute every person-day (and replace the step's tables)
@@ -427,6 +428,7 @@ class DayPlan:
     salt: str
     inputs: str | None = None  # `inputs_identity` of what was planned, remembered by `record_days`
     quiet: bool = False  # nothing new (`quiet_days`): no fingerprints taken, nothing to record
+    fingerprints: str = ""  # the query of every key and its fingerprint (in the plan's scope)
 
 
 def plan_days(
@@ -458,12 +460,6 @@ def plan_days(
         return quiet
     within = "true" if scope is None else scope
     query = in_scope(_fingerprints_sql(inputs, ["person_id", "day"]), scope)
-    conn.execute(f"CREATE OR REPLACE TEMP TABLE _day_inputs AS {query}")
-    row = conn.execute(
-        "SELECT count(*) FROM _day_inputs WHERE person_id IS NULL OR day IS NULL"
-    ).fetchone()
-    has_null_key = bool(row and row[0])
-
     stored_salts: set[str] = set()
     if table_exists(conn, DAY_STATE_TABLE):
         stored_salts = {
@@ -474,9 +470,17 @@ def plan_days(
             ).fetchall()
         }
     outputs_exist = all(table_exists(conn, t) for t in outputs)
-    everyone = not outputs_exist or stored_salts != {salt} or has_null_key
-    if everyone:
-        return DayPlan(step, True, 0, [], salt, identity)
+    # Decided before the fingerprints are taken: there are as many as person-days, and a first
+    # build held them all (1.8 M at 10,000 people) while it built the days (issue 19).
+    if not outputs_exist or stored_salts != {salt}:
+        return DayPlan(step, True, 0, [], salt, identity, fingerprints=query)
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE _day_inputs AS {query}")
+    row = conn.execute(
+        "SELECT count(*) FROM _day_inputs WHERE person_id IS NULL OR day IS NULL"
+    ).fetchone()
+    if row and row[0]:
+        conn.execute("DROP TABLE _day_inputs")
+        return DayPlan(step, True, 0, [], salt, identity, fingerprints=query)
     # A key whose fingerprint differs, or that only one side has, is new, changed or gone.
     conn.execute(
         f"CREATE OR REPLACE TEMP TABLE _days AS SELECT person_id, day FROM _day_inputs c "
@@ -490,7 +494,9 @@ def plan_days(
     people = [r[0] for r in conn.execute("SELECT person_id FROM _people ORDER BY 1").fetchall()]
     if not people:
         remember(conn, step, identity, scope)  # nothing new, found the long way
-    return DayPlan(step, False, int(days[0]) if days else 0, people, salt, identity)
+    return DayPlan(
+        step, False, int(days[0]) if days else 0, people, salt, identity, fingerprints=query
+    )
 
 
 def record_days(conn: duckdb.DuckDBPyConnection, plan: DayPlan, scope: str | None = None) -> None:
@@ -506,7 +512,11 @@ def record_days(conn: duckdb.DuckDBPyConnection, plan: DayPlan, scope: str | Non
     if plan.everyone:
         within = "" if scope is None else f" AND ({scope})"
         conn.execute(f"DELETE FROM {DAY_STATE_TABLE} WHERE step = ?{within}", [plan.step])
-        conn.execute(f"INSERT INTO {DAY_STATE_TABLE} BY NAME {current}", [plan.step, plan.salt])
+        # Taken now, not kept from the plan: the step does not change its inputs.
+        fresh = (
+            f"SELECT ? AS step, person_id, day, fingerprint, ? AS salt FROM ({plan.fingerprints})"
+        )
+        conn.execute(f"INSERT INTO {DAY_STATE_TABLE} BY NAME {fresh}", [plan.step, plan.salt])
         remember(conn, plan.step, plan.inputs, scope)
         return
     conn.execute(

@@ -438,6 +438,20 @@ def shard_source(conn: duckdb.DuckDBPyConnection, table: str, shard: int) -> str
     return _read(root_of(conn), _parts_of(conn, table).get(shard, []))
 
 
+def shard_sources(
+    conn: duckdb.DuckDBPyConnection, table: str, shards: Iterable[int] | None = None
+) -> list[tuple[int, str]]:
+    """Each shard of `table` (of `shards`, or every one) that holds a part, in shard order, with
+    a `read_parquet(...)` of its parts (`shard_source`): for a scan of the table shard by shard,
+    whose work on a shard (a sort, say) needs a shard's memory, not the whole table's."""
+    root, keep = root_of(conn), None if shards is None else {int(k) for k in shards}
+    return [
+        (k, _read(root, files))
+        for k, files in sorted(_parts_of(conn, table).items())
+        if files and (keep is None or k in keep)
+    ]
+
+
 def _by_shard(
     conn: duckdb.DuckDBPyConnection, staging: Path, source: str, shards: int
 ) -> dict[int, Path]:

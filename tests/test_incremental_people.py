@@ -169,7 +169,14 @@ def test_associations_fitted_a_group_of_people_at_a_time_are_identical(
     project = make_demo_project(tmp_path / "demo")
     refresh(project, monkeypatch)
     settings = project.config().settings
-    groups = _count_groups(monkeypatch, analysis_steps)
+    group_ends = analysis_steps.window_group_ends
+    groups: list[int] = []
+
+    def counted_ends(*args: Any) -> list[pl.Expr]:
+        groups.append(len(group_ends(*args)))
+        return group_ends(*args)
+
+    monkeypatch.setattr(analysis_steps, "window_group_ends", counted_ends)
     stashed: list[int] = []
     stash = analysis_steps.parquet_stash
 

@@ -76,9 +76,12 @@ def cohort_scope(
     several = per_marker.filter(pl.col("k") >= 2)
     within = several.filter(pl.col("most") > 1)["marker"]
     between = several.filter(pl.col("most") <= 1)["marker"]
-    parts = [
-        _cohort_rows(wide.filter(pl.col("marker").is_in(within)), features, settings, energy_adjust)
-    ]
+    # Not filtered when every marker is one with repeated draws (a diary cohort's): the filter
+    # copied the whole wide table, the largest frame the step holds (issue 19).
+    repeated = (
+        wide if within.len() == per_marker.height else wide.filter(pl.col("marker").is_in(within))
+    )
+    parts = [_cohort_rows(repeated, features, settings, energy_adjust)]
     if between.len():
         parts.append(
             between_rows(

@@ -266,10 +266,19 @@ def model_frame(
         del data, wide
     if not wides:
         return ModelFrame(pl.DataFrame(), features, pl.DataFrame())
-    single = pl.concat(singles).filter(~pl.col("marker").is_in(repeated))
+    # In the windows' key order, however the groups were cut (by store shard, say): the
+    # between-person fits sum these rows in order.
+    single = (
+        pl.concat(singles)
+        .filter(~pl.col("marker").is_in(repeated))
+        .sort("person_id", "marker", "collected_at", "window_days", "feature")
+    )
     # Relaxed: a feature absent from a group is a null Float64 column there (`wide_rows`),
-    # whatever the dtype of the window values (integers in some tests).
-    return ModelFrame(sort_wide(pl.concat(wides, how="vertical_relaxed")), features, single)
+    # whatever the dtype of the window values (integers in some tests). The groups' frames are
+    # let go before the sort, which copies the table once more.
+    wide = pl.concat(wides, how="vertical_relaxed")
+    del wides
+    return ModelFrame(sort_wide(wide), features, single)
 
 
 def tested_features(present: Iterable[str]) -> list[str]:

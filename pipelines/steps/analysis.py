@@ -38,12 +38,18 @@ from pipelines.steps.features import (
     SPOOL_COMPRESSION,
     columns_with_values,
     full_build_shards,
-    register_person_chunks,
     replace_with_parts,
     settings_salt,
     shard_scope,
 )
-from pipelines.store import replace_people, root_of, shard_count, shard_of, shard_sql
+from pipelines.store import (
+    replace_people,
+    root_of,
+    shard_count,
+    shard_of,
+    shard_sources,
+    shard_sql,
+)
 from pipelines.warehouse import ident, memory_limit, table_exists
 
 # exposure_windows is built over groups of this many people (everyone on a first run, the
@@ -51,14 +57,12 @@ from pipelines.warehouse import ident, memory_limit, table_exists
 # person, so everyone at once grew with the cohort.
 WINDOW_GROUP_PEOPLE = 250
 # DuckDB's memory while the step runs (`memory_limit`): under the connection's 1 GB it kept the
-# blocks of diet_daily it scanned cached, which grew with the cohort. The limit is also what the
-# sorted scan of everyone's window days (`window_days_of_groups`) sorts in, and what a DuckDB
-# sort needs grows with what it sorts: at 10,000 people (1.6 M window days of 38 columns) it
-# failed (out of memory) under 128 MB on 2 threads when the machine was loaded, and passed under
-# 256 MB. DuckDB fills what the limit allows: under 512 MB the step's peak at 10,000 people was
-# 1.0 GB against 0.76 GB under 256 MB, so the limit is no higher than the sort needs.
+# blocks of diet_daily it scanned cached, which grew with the cohort. A first run sorts the
+# window days shard by shard in it (`window_days_of_groups`): one sort of everyone's (1.6 M
+# days of 38 columns at 10,000 people) failed under 128 MB and passed under 256 MB; a shard's is
+# a sixteenth of that.
 WINDOW_MEMORY_LIMIT = "256MB"
-# A first run reads its groups of people from one sorted scan in batches of this many rows
+# A first run reads its groups of people from sorted scans in batches of this many rows
 # (`sorted_groups`).
 STREAM_BATCH_ROWS = 50_000
 
@@ -73,9 +77,9 @@ def daily_features(conn: duckdb.DuckDBPyConnection) -> list[str]:
     return features_from(columns, columns_with_values(conn, "diet_daily", valued))
 
 
-def window_days_sql(settings: Settings) -> str:
-    """The diet_daily rows some exposure window can read: the `max(settings.windows)` days
-    before one of the person's chronic draws.
+def window_days_sql(settings: Settings, daily: str = "diet_daily") -> str:
+    """The diet_daily rows (of `daily`: the table, or a shard of it) some exposure window can
+    read: the `max(settings.windows)` days before one of the person's chronic draws.
 
     Windows read nothing else, so a new diary day after a person's last draw changes none of
     their inputs and a nightly run does not recompute them. The full and the incremental path
@@ -84,7 +88,7 @@ def window_days_sql(settings: Settings) -> str:
     # A semi join that builds on the draws (a few a person): the correlated EXISTS it replaces
     # was planned over every distinct diet_daily (person, day), which grew with the cohort.
     return f"""
-        SELECT d.* FROM diet_daily d SEMI JOIN (
+        SELECT d.* FROM {daily} d SEMI JOIN (
             SELECT person_id, day FROM marker_draws
             WHERE excluded_reason IS NULL AND day IS NOT NULL
         ) m ON d.person_id = m.person_id AND d.day < m.day AND d.day >= m.day - {int(longest)}"""
@@ -136,7 +140,7 @@ def update_exposure_windows(
             people = [r[0] for r in conn.execute(in_scope(drawn, scope)).fetchall()]
             groups = person_groups(people, count)
             draws = conn.execute(f"{in_scope(draws_sql, scope)} ORDER BY ALL").pl()
-            days = window_days_of_groups(conn, in_scope(daily_sql, scope), features, groups, count)
+            days = window_days_of_groups(conn, settings, features, groups, count)
             windows = (
                 windows_of(
                     daily, draws.filter(pl.col("person_id").is_in(group)), settings, features
@@ -168,47 +172,56 @@ def update_exposure_windows(
 
 def window_days_of_groups(
     conn: duckdb.DuckDBPyConnection,
-    daily_sql: str,
+    settings: Settings,
     features: list[str],
     groups: list[list[str]],
     shards: int,
 ) -> Iterator[pl.DataFrame]:
-    """The rows of `daily_sql` (window days) of each group of `groups` (`person_groups`: in the
-    order of store shard and person_id) in turn, each group's in row order (ORDER BY ALL of the
-    columns the windows read; a person-day is one row), from one sorted scan (`sorted_groups`):
-    a query per group scanned every window day again, so a first run cost groups x days, which
-    grew with the square of the cohort (issue 19)."""
-    have = {d[0] for d in conn.execute(f"SELECT * FROM ({daily_sql}) LIMIT 0").description}
+    """The window days (`window_days_sql`) of each group of `groups` (`person_groups`: in the
+    order of store shard and person_id) in turn, each group's in row order (ORDER BY of the
+    columns the windows read; a person-day is one row), read shard by shard (`sorted_groups`).
+
+    A query per group scanned every window day again, so a first run cost groups x days, which
+    grew with the square of the cohort; and one sort of everyone's days needed DuckDB memory
+    that grew with the cohort: at 10,000 people it failed under 128 MB (issue 19). A shard's
+    sort needs a shard's."""
+    whole = window_days_sql(settings)
+    have = {d[0] for d in conn.execute(f"SELECT * FROM ({whole}) LIMIT 0").description}
     listed = ", ".join(ident(c) for c in ["person_id", "day", "logged", *features] if c in have)
     ends = [
         (pl.col("_shard") < shard_of(group[-1], shards))
         | ((pl.col("_shard") == shard_of(group[-1], shards)) & (pl.col("person_id") <= group[-1]))
         for group in groups
     ]
-    query = (
-        f"SELECT {shard_sql(shards)} AS _shard, {listed} FROM ({daily_sql}) "
-        f"ORDER BY _shard, {listed}"
-    )
-    return (days.drop("_shard") for days in sorted_groups(conn, query, ends))
+    wanted = {shard_of(person, shards) for group in groups for person in group}
+    queries = [
+        f"SELECT {k} AS _shard, {listed} FROM ({window_days_sql(settings, source)}) "
+        f"ORDER BY {listed}"
+        for k, source in shard_sources(conn, "diet_daily", wanted)
+    ] or [f"SELECT 0 AS _shard, {listed} FROM ({whole}) LIMIT 0"]
+    return (days.drop("_shard") for days in sorted_groups(conn, queries, ends))
 
 
 def sorted_groups(
-    conn: duckdb.DuckDBPyConnection, query: str, ends: list[pl.Expr]
+    conn: duckdb.DuckDBPyConnection, queries: list[str], ends: list[pl.Expr]
 ) -> Iterator[pl.DataFrame]:
-    """The rows of `query` group by group, read in batches of STREAM_BATCH_ROWS as the groups
-    are taken: the query sorts every group's rows after the earlier groups', and `ends[i]` is
-    true on the rows of group i and of the groups before it (null counts as false); the last
-    group takes the rest. One scan and sort of the query, whatever the number of groups, and
-    memory of a group and a batch. Nothing else may run on `conn` until the last group is out
-    (DuckDB streams the result)."""
-    reader = conn.execute(query).to_arrow_reader(STREAM_BATCH_ROWS)
-    held = [pl.DataFrame(pl.from_arrow(reader.schema.empty_table()))]
+    """The rows of `queries`, one query after the other, group by group, read in batches of
+    STREAM_BATCH_ROWS as the groups are taken: each query sorts its rows, every group's rows
+    come after the earlier groups' (in one query or a later one), and `ends[i]` is true on the
+    rows of group i and of the groups before it (null counts as false); the last group takes
+    the rest. One scan and sort of each query, whatever the number of groups, and memory of a
+    group and a batch besides DuckDB's sort of one query. Nothing else may run on `conn` until
+    the last group is out (DuckDB streams each result)."""
+    readers = (conn.execute(query).to_arrow_reader(STREAM_BATCH_ROWS) for query in queries)
+    first = next(readers)
+    batches = (batch for reader in itertools.chain([first], readers) for batch in reader)
+    held = [pl.DataFrame(pl.from_arrow(first.schema.empty_table()))]
     more = True
     for number, end in enumerate(ends):
         within = pl.lit(True) if number == len(ends) - 1 else end.fill_null(False)
         # Read on until a row of a later group (or the end) shows the group is whole.
         while more and (held[-1].height == 0 or held[-1].select(within.last()).item()):
-            batch = next(reader, None)
+            batch = next(batches, None)
             more = batch is not None
             if batch is not None:
                 held.append(pl.DataFrame(pl.from_arrow(batch)))
@@ -236,13 +249,10 @@ ASSOCIATION_GROUP_ROWS = 250_000
 ASSOCIATION_FIT_PEOPLE = 250
 # DuckDB's memory while the step runs (`memory_limit`), and while it copies the fitted rows
 # into the table: above these limits DuckDB kept what it had read or written cached, which grew
-# with the cohort. The sorted scan of every window (`sorted_groups`) sorts in the first, and a
-# DuckDB sort needs more the more it sorts: at 10,000 people (9.8 M window rows) it failed (out
-# of memory) under 64 MB every time and passed under 128 MB, as did 19.6 M rows. The copy into
-# the store's shards (`store.replace_all`) holds each shard's rows until it writes them: 1.55 M
-# rows (10,000 people) failed under 128 MB and passed under 256 MB. No higher: DuckDB fills
-# what the limit allows, and the step's peak at 10,000 people was 1.27 GB under 512 MB against
-# 0.95 GB under 256 MB (0.91 GB for the whole first job at 2,000 people).
+# with the cohort. The windows are sorted shard by shard in the first (`sorted_groups`; one sort
+# of everyone's 9.8 M window rows at 10,000 people failed under 64 MB). The copy into the
+# store's shards (`store.replace_all`) holds each shard's rows until it writes them: 1.55 M rows
+# (10,000 people) failed under 128 MB and passed under 256 MB.
 ASSOCIATION_MEMORY_LIMIT = "256MB"
 ASSOCIATION_WRITE_MEMORY = "256MB"
 # The features of the windows that join a usable chronic draw (`analysis_frame`'s inner join and
@@ -252,6 +262,26 @@ PRESENT_FEATURES_SQL = """
     JOIN marker_draws d ON w.person_id = d.person_id AND w.marker = d.marker
         AND w.collected_at = d.collected_at
     WHERE d.excluded_reason IS NULL AND d.log_value IS NOT NULL"""
+
+
+def window_group_ends(conn: duckdb.DuckDBPyConnection, rows: int) -> list[pl.Expr]:
+    """The people of exposure_windows in groups of about `rows` window rows, in the order of
+    their store shard and person_id (a person is never split), as `sorted_groups`' `ends` over
+    rows with a `_shard` column: true on the rows of the group and of the groups before it."""
+    count = shard_count(root_of(conn))
+    people = conn.execute(
+        f"SELECT {shard_sql(count)} AS shard, person_id, count(*) AS n FROM exposure_windows "
+        "WHERE person_id IS NOT NULL GROUP BY ALL ORDER BY shard, person_id"
+    ).pl()
+    last = (
+        people.with_columns(chunk=(pl.col("n").cum_sum() - pl.col("n")) // rows)
+        .group_by("chunk", maintain_order=True)
+        .last()
+    )
+    return [
+        (pl.col("_shard") < shard) | ((pl.col("_shard") == shard) & (pl.col("person_id") <= high))
+        for shard, high in last.select("shard", "person_id").iter_rows()
+    ]
 
 
 def parquet_stash(directory: Path) -> Stash:
@@ -304,19 +334,19 @@ def write_associations(
     )
     # The windows, by far the largest input, a group of people at a time (`model_frame`): the
     # draws and people above are a few rows a person.
-    windows_sql = "SELECT * FROM exposure_windows"
-    groups = register_person_chunks(conn, [windows_sql], ASSOCIATION_GROUP_ROWS)
+    ends = window_group_ends(conn, ASSOCIATION_GROUP_ROWS)
     present = [r[0] for r in conn.execute(PRESENT_FEATURES_SQL).fetchall()]
-    # Each group's windows in row order (ORDER BY ALL), all from one sorted scan of the table
-    # (`sorted_groups`): a query per group scanned every window again, groups x windows in all,
-    # which grew with the square of the cohort (issue 19). The model frame reads the groups in
-    # turn, and nothing else queries `conn` meanwhile.
-    highest = conn.execute(
-        "SELECT max(person_id) FROM _chunks GROUP BY chunk ORDER BY chunk"
-    ).fetchall()
-    ends = [pl.col("person_id") <= high for (high,) in highest]
-    stream = sorted_groups(conn, f"{windows_sql} ORDER BY ALL", ends)
-    windows = PeopleGroups(count=groups, read=lambda _: next(stream), present=present)
+    # Each group's windows in row order (ORDER BY ALL), read shard by shard, each shard sorted
+    # apart (`sorted_groups`): a query per group scanned every window again, groups x windows in
+    # all, which grew with the square of the cohort, and one sort of every window needed DuckDB
+    # memory that grew with it (issue 19). The model frame reads the groups in turn, and nothing
+    # else queries `conn` meanwhile.
+    queries = [
+        f"SELECT {k} AS _shard, * FROM {source} ORDER BY ALL"
+        for k, source in shard_sources(conn, "exposure_windows")
+    ] or ["SELECT 0 AS _shard, * FROM exposure_windows LIMIT 0"]
+    stream = (rows.drop("_shard") for rows in sorted_groups(conn, queries, ends))
+    windows = PeopleGroups(count=len(ends), read=lambda _: next(stream), present=present)
     parameters = pl.lit(json.dumps(result_settings(settings), default=list)).alias("parameters")
     with tempfile.TemporaryDirectory(prefix="gutsignal-association-fits-") as fits:
         parts = model_parts(

@@ -7,12 +7,17 @@ import duckdb
 
 from pipelines.defs._checks import TableCheck
 from pipelines.identity import remembered
+from pipelines.steps.features import BUILD_MEMORY_LIMIT
+from pipelines.warehouse import memory_limit
 
 
 def diet_daily_unique_days(conn: duckdb.DuckDBPyConnection) -> dg.AssetCheckResult:
     query = "SELECT person_id, day, count(*) AS n FROM diet_daily GROUP BY ALL HAVING n > 1"
-    # Grouped again only when the table's parts changed: not on a night with nothing new.
-    dupes = remembered(conn, [query], lambda: conn.execute(query).pl().height)
+    # Grouped again only when the table's parts changed: not on a night with nothing new. Its
+    # hash table has a row per person-day: under the step's memory limit (`BUILD_MEMORY_LIMIT`)
+    # it spills instead of growing with the cohort.
+    with memory_limit(conn, BUILD_MEMORY_LIMIT):
+        dupes = remembered(conn, [query], lambda: conn.execute(query).pl().height)
     return dg.AssetCheckResult(passed=dupes == 0, metadata={"duplicate_days": dupes})
 
 
