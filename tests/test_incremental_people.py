@@ -255,3 +255,50 @@ def test_each_group_of_people_reads_its_own_rows_once() -> None:
         [("e", 5), ("e", 6), ("e", 7)],
         [(None, 4)],
     ]
+
+
+def test_groups_read_shard_by_shard_take_each_row_once_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`sorted_groups` reads one sorted query per store shard, in batches, as the groups are
+    taken (issue 19: one sort of everything needed memory that grew with the cohort). Every row
+    lands in its group once and in its query's order, groups that cross from one shard's query
+    into the next included; a group without rows is empty; the last takes the rest."""
+    import duckdb
+
+    import pipelines.steps.analysis as analysis_steps
+
+    monkeypatch.setattr(analysis_steps, "STREAM_BATCH_ROWS", 7)
+    conn = duckdb.connect()
+    conn.execute(
+        "CREATE TABLE t AS SELECT i % 3 AS shard, 'p' || lpad((i % 17)::VARCHAR, 2, '0') "
+        "AS person_id, i AS v FROM range(300) r(i)"
+    )
+    keys = conn.execute("SELECT DISTINCT shard, person_id FROM t ORDER BY ALL").fetchall()
+    # Groups of 4 (shard, person) pairs in that order: some end in one shard and start in the
+    # next; the second group is cut again at its own end (an empty group), and the last one's
+    # end is left open.
+    chunks = [keys[i : i + 4] for i in range(0, len(keys), 4)]
+    lasts = [chunk[-1] for chunk in chunks]
+    lasts.insert(2, lasts[1])
+    ends = [
+        (pl.col("_shard") < shard) | ((pl.col("_shard") == shard) & (pl.col("person_id") <= p))
+        for shard, p in lasts
+    ]
+    queries = [
+        f"SELECT {k} AS _shard, person_id, v FROM t WHERE shard = {k} ORDER BY person_id, v"
+        for k in range(3)
+    ]
+    got = [g.rows() for g in analysis_steps.sorted_groups(conn, queries, ends)]
+
+    def rows_of(chunk: list[tuple[int, str]]) -> list[tuple[int, str, int]]:
+        listed = ", ".join(f"({k}, '{p}')" for k, p in chunk)
+        return conn.execute(
+            f"SELECT shard, person_id, v FROM t WHERE (shard, person_id) IN ({listed}) ORDER BY ALL"
+        ).fetchall()
+
+    want = [rows_of(chunk) for chunk in chunks]
+    want.insert(2, [])
+    assert [len(g) for g in got] == [len(w) for w in want]
+    assert got == want
+    assert sum(len(g) for g in got) == 300
