@@ -440,14 +440,20 @@ def shard_source(conn: duckdb.DuckDBPyConnection, table: str, shard: int) -> str
 
 def shard_sources(
     conn: duckdb.DuckDBPyConnection, table: str, shards: Iterable[int] | None = None
-) -> list[tuple[int, str]]:
-    """Each shard of `table` (of `shards`, or every one) that holds a part, in shard order, with
-    a `read_parquet(...)` of its parts (`shard_source`): for a scan of the table shard by shard,
-    whose work on a shard (a sort, say) needs a shard's memory, not the whole table's."""
+) -> list[tuple[str, str]]:
+    """`table` shard by shard, for a scan whose work on a shard (a sort, say) needs a shard's
+    memory, not the whole table's: for each shard (of `shards`, or every one) that holds a
+    part, in shard order, the shard number and a `read_parquet(...)` of its parts
+    (`shard_source`). A table with no part at all (a DuckDB table, or a store table without a
+    row) is one source, read whole, its rows' shards worked out (`shard_sql`). Each as (SQL of
+    the rows' shard, SQL of the rows)."""
+    parts = _parts_of(conn, table) if _has_parts_table(conn) else {}
+    if not any(parts.values()):
+        return [(shard_sql(shard_count(root_of(conn))), _quote(table))]
     root, keep = root_of(conn), None if shards is None else {int(k) for k in shards}
     return [
-        (k, _read(root, files))
-        for k, files in sorted(_parts_of(conn, table).items())
+        (str(k), _read(root, files))
+        for k, files in sorted(parts.items())
         if files and (keep is None or k in keep)
     ]
 

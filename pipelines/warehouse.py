@@ -46,11 +46,10 @@ REFRESH_BLOCK = 1024 * 1024  # what `_refresh_durably` compares, and rewrites wh
 # reads a group of people at a time held most of the tables it scanned. The ingest's settle runs
 # under the same limit.
 MEMORY_LIMIT = "1GB"
-# DuckDB (1.3 and later) keeps the blocks it reads from files in its buffer pool for the next
-# query (the external file cache), up to the memory limit: the steps' Parquet scans filled
-# whatever limit they ran under, so their peaks grew with the tables until the limit was full
-# (diet_daily's first build alone: 0.73 GB at 2,000 people, 0.87 GB at 10,000; 0.66 and 0.72 GB
-# without the cache, in the same time: the files are in the OS page cache anyway).
+# DuckDB's external file cache (on by default since 1.3) is off: with it, diet_daily's first
+# build alone peaked 60 to 140 MB higher in the same time (0.69-0.73 GB against 0.63-0.66 GB
+# at 2,000 people, 0.87 against 0.72 GB at 10,000; issue 19), and the files it would keep are
+# in the OS page cache anyway.
 CONNECTION_CONFIG: dict[str, str | bool] = {
     "memory_limit": MEMORY_LIMIT,
     "enable_external_file_cache": False,

@@ -195,10 +195,12 @@ def window_days_of_groups(
     ]
     wanted = {shard_of(person, shards) for group in groups for person in group}
     queries = [
-        f"SELECT {k} AS _shard, {listed} FROM ({window_days_sql(settings, source)}) "
-        f"ORDER BY {listed}"
-        for k, source in shard_sources(conn, "diet_daily", wanted)
-    ] or [f"SELECT 0 AS _shard, {listed} FROM ({whole}) LIMIT 0"]
+        f"SELECT {shard} AS _shard, {listed} FROM ({window_days_sql(settings, source)}) "
+        f"ORDER BY _shard, {listed}"
+        for shard, source in shard_sources(conn, "diet_daily", wanted)
+    ]
+    # An empty query last: the columns, when no shard of the groups' people has a day.
+    queries.append(f"SELECT 0 AS _shard, {listed} FROM ({whole}) LIMIT 0")
     return (days.drop("_shard") for days in sorted_groups(conn, queries, ends))
 
 
@@ -342,9 +344,9 @@ def write_associations(
     # memory that grew with it (issue 19). The model frame reads the groups in turn, and nothing
     # else queries `conn` meanwhile.
     queries = [
-        f"SELECT {k} AS _shard, * FROM {source} ORDER BY ALL"
-        for k, source in shard_sources(conn, "exposure_windows")
-    ] or ["SELECT 0 AS _shard, * FROM exposure_windows LIMIT 0"]
+        f"SELECT {shard} AS _shard, * FROM {source} ORDER BY ALL"
+        for shard, source in shard_sources(conn, "exposure_windows")
+    ]
     stream = (rows.drop("_shard") for rows in sorted_groups(conn, queries, ends))
     windows = PeopleGroups(count=len(ends), read=lambda _: next(stream), present=present)
     parameters = pl.lit(json.dumps(result_settings(settings), default=list)).alias("parameters")
