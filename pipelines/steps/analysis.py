@@ -9,7 +9,7 @@ The methods are in `pipelines.analysis`. Each step function runs inside the call
 import itertools
 import json
 import tempfile
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 
 import duckdb
@@ -188,11 +188,7 @@ def window_days_of_groups(
     whole = window_days_sql(settings)
     have = {d[0] for d in conn.execute(f"SELECT * FROM ({whole}) LIMIT 0").description}
     listed = ", ".join(ident(c) for c in ["person_id", "day", "logged", *features] if c in have)
-    ends = [
-        (pl.col("_shard") < shard_of(group[-1], shards))
-        | ((pl.col("_shard") == shard_of(group[-1], shards)) & (pl.col("person_id") <= group[-1]))
-        for group in groups
-    ]
+    ends = shard_order_ends((shard_of(group[-1], shards), group[-1]) for group in groups)
     wanted = {shard_of(person, shards) for group in groups for person in group}
     queries = [
         f"SELECT {shard} AS _shard, {listed} FROM ({window_days_sql(settings, source)}) "
@@ -202,6 +198,16 @@ def window_days_of_groups(
     # An empty query last: the columns, when no shard of the groups' people has a day.
     queries.append(f"SELECT 0 AS _shard, {listed} FROM ({whole}) LIMIT 0")
     return (days.drop("_shard") for days in sorted_groups(conn, queries, ends))
+
+
+def shard_order_ends(lasts: Iterable[tuple[int, str]]) -> list[pl.Expr]:
+    """`sorted_groups`' `ends` for groups of people in the order of store shard and person_id,
+    each group given by its last (shard, person_id): true on the rows (with `_shard` and
+    `person_id` columns) of the group and of the groups before it."""
+    return [
+        (pl.col("_shard") < shard) | ((pl.col("_shard") == shard) & (pl.col("person_id") <= last))
+        for shard, last in lasts
+    ]
 
 
 def sorted_groups(
@@ -280,10 +286,7 @@ def window_group_ends(conn: duckdb.DuckDBPyConnection, rows: int) -> list[pl.Exp
         .group_by("chunk", maintain_order=True)
         .last()
     )
-    return [
-        (pl.col("_shard") < shard) | ((pl.col("_shard") == shard) & (pl.col("person_id") <= high))
-        for shard, high in last.select("shard", "person_id").iter_rows()
-    ]
+    return shard_order_ends(last.select("shard", "person_id").iter_rows())
 
 
 def parquet_stash(directory: Path) -> Stash:
