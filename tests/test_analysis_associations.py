@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
 import numpy as np
@@ -12,7 +13,7 @@ from polars.testing import assert_frame_equal
 from scipy import stats
 from statsmodels.stats.multitest import fdrcorrection, multipletests
 
-from pipelines.analysis.associations import compute_associations
+from pipelines.analysis.associations import association_parts, compute_associations
 from pipelines.analysis.between import cross_sectional
 from pipelines.analysis.draws import build_marker_draws
 from pipelines.analysis.model_frame import TAUTOLOGICAL, PeopleGroups
@@ -697,11 +698,9 @@ def test_person_estimates_are_pooled_toward_the_cohort() -> None:
     assert (pooled_width < width).all()
 
 
-def test_windows_read_a_group_of_people_at_a_time_give_the_same_table() -> None:
-    """`PeopleGroups` (the step's way: a group of people's windows at a time, issue 19) gives the
-    same associations, bit for bit and in the same row order, as one frame of everyone, for
-    repeated draws (within-person), one draw each (between-person) and a marker only one person
-    measured repeatedly (within-person, though most groups see one draw a person)."""
+def _three_designs() -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, list[str]]:
+    """Draws, windows and persons of six people: crp with repeated draws (within-person), il6
+    with one draw each (between-person) and tnf, which only p4 measured repeatedly."""
     draws, windows = simulate_cohort(3, n_persons=6, n_draws=12)
     rng = np.random.default_rng(4)
     ids = [f"p{p}" for p in range(6)]
@@ -744,6 +743,15 @@ def test_windows_read_a_group_of_people_at_a_time_give_the_same_table() -> None:
     )
     windows = pl.concat([windows, pl.DataFrame(extra_windows)], how="diagonal_relaxed")
     persons = pl.DataFrame({"person_id": ids, "age": [30.0 + 7 * i for i in range(6)]})
+    return draws, windows, persons, ids
+
+
+def test_windows_read_a_group_of_people_at_a_time_give_the_same_table() -> None:
+    """`PeopleGroups` (the step's way: a group of people's windows at a time, issue 19) gives the
+    same associations, bit for bit and in the same row order, as one frame of everyone, for
+    repeated draws (within-person), one draw each (between-person) and a marker only one person
+    measured repeatedly (within-person, though most groups see one draw a person)."""
+    draws, windows, persons, ids = _three_designs()
     whole = compute_associations(draws, windows, persons, SETTINGS)
     assert set(whole.filter(pl.col("scope") == "cohort")["method"]) == {
         "fe_within_robust",
@@ -765,3 +773,53 @@ def test_windows_read_a_group_of_people_at_a_time_give_the_same_table() -> None:
         SETTINGS,
     )
     assert_frame_equal(grouped, whole, check_exact=True)
+
+
+def test_the_models_read_the_wide_table_a_marker_and_window_at_a_time() -> None:
+    """The wide table is kept by (marker, window) and group of windows (`WideParts`), each piece
+    read back once, and the person rows kept a group of people and a (marker, window) at a time
+    (issue 19: what the step holds does not grow with the cohort's draws); the rows are those
+    of one fit of everyone, bit for bit."""
+    draws, windows, persons, ids = _three_designs()
+    loads: list[int] = []
+    kept: list[pl.DataFrame] = []
+
+    def stash(frame: pl.DataFrame) -> Callable[[], pl.DataFrame]:
+        number = len(kept)
+        kept.append(frame)
+
+        def load() -> pl.DataFrame:
+            loads.append(number)
+            return kept[number]
+
+        return load
+
+    groups = [ids[:1], ids[1:4], ids[4:]]
+    grouped = PeopleGroups(
+        count=len(groups),
+        read=lambda i: windows.filter(pl.col("person_id").is_in(groups[i])),
+        present=windows["feature"].unique().to_list(),
+    )
+    parts = list(
+        association_parts(draws, grouped, persons, SETTINGS, people_per_group=2, stash=stash)
+    )
+    # Each piece of each kind read back once.
+    assert sorted(loads) == list(range(len(kept)))
+    pieces = [f for f in kept if "_pid" in f.columns]
+    fitted = [f for f in kept if "scope" in f.columns]
+    assert len(pieces) + len(fitted) == len(kept)
+    for piece in pieces:
+        assert piece.select("marker", "window_days").n_unique() == 1
+        # People of one group of windows.
+        assert any(set(piece["person_id"]) <= set(g) for g in groups)
+    for rows in fitted:
+        assert rows.select("marker", "window_days").n_unique() == 1
+        assert rows["person_id"].n_unique() <= 2
+    # One part per group of two people, then the cohort's.
+    assert [p["person_id"].drop_nulls().n_unique() for p in parts[:-1]] == [2, 2, 2]
+    key = ["scope", "person_id", "marker", "feature", "window_days", "method"]
+    assert_frame_equal(
+        pl.concat(parts).sort(key, nulls_last=True),
+        compute_associations(draws, windows, persons, SETTINGS).sort(key, nulls_last=True),
+        check_exact=True,
+    )

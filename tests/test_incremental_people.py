@@ -178,13 +178,17 @@ def test_associations_fitted_a_group_of_people_at_a_time_are_identical(
 
     monkeypatch.setattr(analysis_steps, "window_group_ends", counted_ends)
     stashed: list[int] = []
+    pieces: list[int] = []
     stash = analysis_steps.parquet_stash
 
     def counted_stash(directory: Path) -> Any:
         keep = stash(directory)
 
         def counted(frame: pl.DataFrame) -> Any:
-            stashed.append(frame["person_id"].n_unique())
+            # The fitted person rows, a part per group and (marker, window), and the wide
+            # table's pieces, a part per group of windows and (marker, window).
+            kept = stashed if "scope" in frame.columns else pieces
+            kept.append(frame["person_id"].n_unique())
             return keep(frame)
 
         return counted
@@ -205,6 +209,7 @@ def test_associations_fitted_a_group_of_people_at_a_time_are_identical(
 
     per_person = fit(1, 1)
     fitted_per_person, stashed[:] = list(stashed), []
+    pieces_per_person, pieces[:] = list(pieces), []
     everyone = fit(10**9, 10**9)
     with project.warehouse().write() as conn:
         draws, windows, people, summary, *bio = (
@@ -215,8 +220,14 @@ def test_associations_fitted_a_group_of_people_at_a_time_are_identical(
         people_n = conn.execute("SELECT count(DISTINCT person_id) FROM exposure_windows").fetchone()
     one_frame = run_all_models(draws, windows, people, summary, settings, *bio)
     assert people_n is not None and groups == [people_n[0], 1] and people_n[0] > 2
-    # A fit per person, then everyone in one.
-    assert fitted_per_person == [1] * people_n[0] and stashed == [people_n[0]]
+    # A fit per person, then everyone in one, each a (marker, window) at a time: the wide
+    # table too is kept in pieces of a (marker, window), and of a person, then of everyone.
+    chunks = len(pieces)
+    assert chunks > 1 and max(pieces) == people_n[0]
+    assert fitted_per_person == [1] * len(fitted_per_person) and len(stashed) == chunks
+    assert people_n[0] * chunks >= len(fitted_per_person) > people_n[0] * (chunks - 1)
+    assert set(pieces_per_person) == {1} and len(pieces_per_person) == len(fitted_per_person)
+    assert max(stashed) == people_n[0]
     assert per_person.filter(pl.col("scope") == "cohort").height > 0
     assert per_person.filter(pl.col("pooled_effect_pct").is_not_null()).height > 0
     key = ["scope", "person_id", "marker", "feature", "window_days", "method"]

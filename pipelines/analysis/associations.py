@@ -9,7 +9,8 @@ biometrics=...)`, the frames the `associations` asset reads; `association_parts`
 rows in parts, the person rows a group of people at a time (the step writes them part by part).
 The modules, in the order they run:
 - `model_frame.py`: the analysis frame, the wide per-draw table with covariates (built a group
-  of people at a time, `model_frame`), the core foods, aliases and thresholds below;
+  of people at a time and read a (marker, window) at a time, `model_frame`), the core foods,
+  aliases and thresholds below;
 - `person_models.py` and `cohort_models.py`: the two scopes (`per_person_ols`,
   `cohort_models`), with `between.py` for markers measured once per person;
 - `pooling.py`: person estimates partially pooled toward the cohort;
@@ -96,14 +97,16 @@ Association, not causation: these are observational estimates even within a pers
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import polars as pl
 
-from pipelines.analysis.cohort_models import cohort_scope
+from pipelines.analysis.cohort_models import cohort_scope, within_rows
 from pipelines.analysis.model_frame import (
     PeopleGroups,
+    Stash,
     conform_results,
+    in_memory,
     model_frame,
     primary_windows,
 )
@@ -111,13 +114,6 @@ from pipelines.analysis.multiple_testing import add_fdr_and_status
 from pipelines.analysis.person_models import person_rows
 from pipelines.analysis.pooling import pooled_estimates
 from pipelines.config import Settings
-
-# Keeps a frame until it is needed again: `stash(frame)` returns the call that gives it back.
-Stash = Callable[[pl.DataFrame], Callable[[], pl.DataFrame]]
-
-
-def in_memory(frame: pl.DataFrame) -> Callable[[], pl.DataFrame]:
-    return lambda: frame
 
 
 def compute_associations(
@@ -160,45 +156,66 @@ def association_parts(
     """`compute_associations`' rows in parts, each final: the person rows of each group of
     `people_per_group` people (everyone when None), then the cohort rows.
 
-    The person rows are what grows with the cohort (about 155 rows a person), so they are fitted
-    a group at a time and kept in `stash` (Parquet files, for the step) until the partial pooling
-    is known, which needs every person's estimate: three numbers of each row are held for that
-    (`pooled_estimates`). The FDR families are one person's or the cohort's, so each part's q-values
-    are final. The rows, bit for bit, do not depend on the grouping; their order does (one
-    group gives the order of one fit of everyone).
+    What grows with the cohort is kept in `stash` (Parquet files, for the step) until it is
+    needed: the wide table, read back a (marker, window) at a time (`WideParts`), and the person
+    rows (about 155 a person), fitted a group of people and a (marker, window) at a time and
+    kept until the partial pooling is known, which needs every person's estimate: three numbers
+    of each row are held for that (`pooled_estimates`). The FDR families are one person's or the
+    cohort's, so each part's q-values are final. The rows, bit for bit, do not depend on the
+    grouping; their order does (one group gives the order of one fit of everyone).
     """
-    frame = model_frame(draws, windows, biometrics)
-    if frame.wide.height == 0:
+    frame = model_frame(draws, windows, biometrics, stash)
+    if not frame.chunks:
         return
-    wide, features = frame.wide, frame.features
-    tested = wide.select("marker", "window_days").unique()
+    features = frame.features
+    tested = pl.DataFrame(
+        {
+            "marker": [c.marker for c in frame.chunks],
+            "window_days": [c.window_days for c in frame.chunks],
+        },
+        schema={"marker": pl.String, "window_days": pl.Int64},
+    )
     keys = numbered_tests(tested, features)
-    people = int(wide.select(pl.col("_pid").max()).item()) + 1
-    step = people_per_group or people
-    fitted: list[tuple[Callable[[], pl.DataFrame], int]] = []
+    step = people_per_group or frame.people
+    # Each group's person rows, a part per (marker, window), kept in `stash`: (load, the part's
+    # first row among `estimates`, its rows).
+    fitted: dict[int, list[tuple[Callable[[], pl.DataFrame], int, int]]] = {}
     estimates: list[pl.DataFrame] = []
-    # The cohort models on a second core while the person models fit on this one: neither
-    # reads the other's results until the pooling, and numpy and Polars release the GIL in
-    # their kernels.
+    within: list[Future[pl.DataFrame]] = []
+    at = 0
+    # A (marker, window) of the wide table at a time (`WideChunk`): its cohort model on a
+    # second core while its person models fit on this one, a group of people at a time (numpy
+    # and Polars release the GIL in their kernels). A chunk is read once the cohort model of the
+    # one before the last is done, so at most two are held and neither core waits for a read.
     with ThreadPoolExecutor(1) as background:
-        cohort_rows = background.submit(
-            cohort_scope, frame.single, wide, features, persons, settings, energy_adjust
-        )
-        for first in range(0, people, step):
-            rows = person_rows(
-                wide, features, settings, energy_adjust, range(first, min(first + step, people))
-            )
-            rows = primary_windows(rows, settings, tested)
-            estimates.append(with_key(rows, keys).select("_key", "beta", "se"))
-            fitted.append((stash(rows), rows.height))
-            del rows
-        cohort = cohort_rows.result()
+        for chunk in frame.chunks:
+            if len(within) > 1:
+                within[-2].result()
+            wide = chunk.read()
+            if chunk.marker in frame.within:
+                within.append(
+                    background.submit(within_rows, wide, features, settings, energy_adjust)
+                )
+            for first in range(0, frame.people, step):
+                people = range(first, min(first + step, frame.people))
+                rows = person_rows(wide, features, settings, energy_adjust, people)
+                if rows.height == 0:
+                    continue
+                rows = primary_windows(rows, settings, tested)
+                estimates.append(with_key(rows, keys).select("_key", "beta", "se"))
+                fitted.setdefault(first, []).append((stash(rows), at, rows.height))
+                at += rows.height
+                del rows
+            del wide
+        cohort = cohort_scope([w.result() for w in within], frame, persons, settings, energy_adjust)
     pooled = pooled_estimates(pl.concat(estimates), with_key(cohort, keys))
     del estimates
-    done = 0
-    for load, height in fitted:
-        rows = load().with_columns(pooled.slice(done, height).get_columns())
-        done += height
+    # A group's rows together: a person's FDR family spans the marker's windows.
+    for _, parts in sorted(fitted.items()):
+        rows = pl.concat(
+            load().with_columns(pooled.slice(start, height).get_columns())
+            for load, start, height in parts
+        )
         yield conform_results(add_fdr_and_status(rows, settings))
     yield conform_results(add_fdr_and_status(cohort, settings))
 

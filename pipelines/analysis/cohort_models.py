@@ -19,11 +19,14 @@ from pipelines.analysis.model_frame import (
     COLLINEAR_R,
     CORE_ADJUSTMENT,
     ENERGY,
+    ModelFrame,
+    WideParts,
     adjustment_candidates,
     conform_results,
     contributors,
     covariate_label,
     effects,
+    in_memory,
     prepare_wide,
     primary_windows,
     twin_note,
@@ -53,45 +56,36 @@ def cohort_models(
     if data.height == 0:
         return conform_results(pl.DataFrame())
     wide, features = prepare_wide(data, biometrics)
-    return cohort_scope(data, wide, features, persons, settings, energy_adjust)
+    parts = WideParts(in_memory)
+    parts.add(wide)
+    frame = parts.frame(features, single=data)
+    within = [
+        within_rows(chunk.read(), features, settings, energy_adjust)
+        for chunk in frame.chunks
+        if chunk.marker in frame.within
+    ]
+    return cohort_scope(within, frame, persons, settings, energy_adjust)
 
 
 def cohort_scope(
-    data: pl.DataFrame,
-    wide: pl.DataFrame,
-    features: list[str],
+    within: list[pl.DataFrame],
+    frame: ModelFrame,
     persons: pl.DataFrame | None,
     settings: Settings,
     energy_adjust: bool,
 ) -> pl.DataFrame:
-    """Within-person rows for markers with repeated draws, between-person rows (`ols_between`,
-    with age and sex) for markers where everyone has one draw; none for a single person.
-
-    `data`: `analysis_frame` rows; only those of the markers with one draw per person are read
-    (`ModelFrame.single` holds just these)."""
-    per_marker = wide.group_by("marker").agg(
-        pl.col("_pid").n_unique().alias("k"),
-        pl.len().over("marker", "window_days", "_pid").max().alias("most"),
-    )
-    several = per_marker.filter(pl.col("k") >= 2)
-    within = several.filter(pl.col("most") > 1)["marker"]
-    between = several.filter(pl.col("most") <= 1)["marker"]
-    # Not filtered when every marker is one with repeated draws (a diary cohort's): the filter
-    # copied the whole wide table, the largest frame the step holds (issue 19).
-    repeated = (
-        wide if within.len() == per_marker.height else wide.filter(pl.col("marker").is_in(within))
-    )
-    parts = [_cohort_rows(repeated, features, settings, energy_adjust)]
-    if between.len():
-        parts.append(
-            between_rows(
-                data.filter(pl.col("marker").is_in(between)), persons, settings, energy_adjust
-            )
-        )
+    """The cohort rows: the within-person rows (`within_rows`) of the markers with repeated
+    draws (`frame.within`), and between-person rows (`ols_between`, with age and sex) of those
+    where everyone has one draw (`frame.between`, from `frame.single`); none for a single
+    person."""
+    parts = within or [conform_results(pl.DataFrame())]
+    if frame.between:
+        single = frame.single.filter(pl.col("marker").is_in(frame.between))
+        parts.append(between_rows(single, persons, settings, energy_adjust))
     return primary_windows(pl.concat(parts), settings)
 
 
-def _cohort_rows(
+def within_rows(
     wide: pl.DataFrame, features: list[str], settings: Settings, energy_adjust: bool
 ) -> pl.DataFrame:
     """The within-person rows of each (marker, window) of `wide` and feature of `features`,

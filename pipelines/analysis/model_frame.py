@@ -9,6 +9,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from importlib import resources
 from typing import Any
 
@@ -188,6 +189,9 @@ def ols(y: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     return beta, sigma2 * np.linalg.inv(X.T @ X), dof
 
 
+# Keeps a frame until it is needed again: `stash(frame)` returns the call that gives it back.
+Stash = Callable[[pl.DataFrame], Callable[[], pl.DataFrame]]
+
 # --------------------------------------------------------------------------------------------------
 # The design: one row per draw and window, one column per feature, and who is adjusted for whom
 
@@ -205,28 +209,113 @@ class PeopleGroups:
 
 
 @dataclass(frozen=True)
-class ModelFrame:
-    """What the models read: the wide table of everyone (`prepare_wide`'s), the features tested,
-    and the `analysis_frame` rows of the markers with at most one draw per person (their
-    between-person model reads the long rows; a diary cohort with repeated draws keeps none)."""
+class WideChunk:
+    """The wide rows of one (marker, window), read when a fit needs them: `read()` gives them
+    sorted as `sort_wide` sorts (by person, each person's draws in time order). The fits walk
+    the table a (marker, window) at a time, so only one chunk need be in memory."""
 
-    wide: pl.DataFrame
+    marker: str
+    window_days: int
+    read: Callable[[], pl.DataFrame]
+
+
+@dataclass(frozen=True)
+class ModelFrame:
+    """What the models read: the wide table of everyone (`prepare_wide`'s rows) as `chunks`, one
+    per (marker, window) in the table's order; the features tested; the number of people
+    (`_pid` runs from 0 to `people` - 1); the markers with a within-person model (`within`:
+    repeated draws, at least 2 persons) and with a between-person one (`between`: one draw a
+    person, at least 2 persons); and the `analysis_frame` rows of the markers with at most one
+    draw per person (their between-person model reads the long rows; a diary cohort with repeated
+    draws keeps none)."""
+
+    chunks: list[WideChunk]
     features: list[str]
+    people: int
+    within: list[str]
+    between: list[str]
     single: pl.DataFrame
+
+
+class WideParts:
+    """The wide table of everyone, gathered a group of people at a time (`add`) and kept in
+    `stash` (Parquet files, for the step) by (marker, window) until a fit reads that chunk: the
+    table grows with the cohort's draws, one chunk of it does so by a factor of markers x
+    windows less (issue 19). People must not be split between two groups."""
+
+    def __init__(self, stash: Stash) -> None:
+        self.stash = stash
+        self.pieces: dict[tuple[str, int], list[Callable[[], pl.DataFrame]]] = {}
+        self.counts: list[pl.DataFrame] = []
+        self.people = 0
+
+    def add(self, wide: pl.DataFrame) -> None:
+        """One group's wide rows (`wide_rows`')."""
+        if wide.height == 0:
+            return
+        self.counts.append(marker_counts(wide))
+        self.people = max(self.people, int(wide["_pid"].max()) + 1)  # type: ignore[arg-type]
+        for (marker, window), rows in wide.partition_by(
+            "marker", "window_days", as_dict=True
+        ).items():
+            self.pieces.setdefault((marker, window), []).append(self.stash(rows))
+
+    def frame(self, features: list[str], single: pl.DataFrame) -> ModelFrame:
+        """The `ModelFrame` of what was added (`single` as it says)."""
+        counts = pl.concat(self.counts) if self.counts else marker_counts(pl.DataFrame())
+        # People are in one group only: a marker's persons add up over groups.
+        per_marker = counts.group_by("marker").agg(pl.col("persons").sum(), pl.col("most").max())
+        several = per_marker.filter(pl.col("persons") >= 2).sort("marker")
+        chunks = [
+            WideChunk(marker, window, partial(_read_chunk, loads))
+            for (marker, window), loads in sorted(self.pieces.items())
+        ]
+        return ModelFrame(
+            chunks,
+            features,
+            self.people,
+            within=several.filter(pl.col("most") > 1)["marker"].to_list(),
+            between=several.filter(pl.col("most") <= 1)["marker"].to_list(),
+            single=single,
+        )
+
+
+def marker_counts(wide: pl.DataFrame) -> pl.DataFrame:
+    """Per marker of `wide` (rows of `wide_rows`): its persons, and the most draws one person
+    has in one of its windows."""
+    if wide.height == 0:
+        return pl.DataFrame(schema={"marker": pl.String, "persons": pl.UInt32, "most": pl.UInt32})
+    return (
+        wide.group_by("marker", "window_days", "_pid")
+        .len()
+        .group_by("marker")
+        .agg(pl.col("_pid").n_unique().alias("persons"), pl.col("len").max().alias("most"))
+    )
+
+
+def _read_chunk(loads: list[Callable[[], pl.DataFrame]]) -> pl.DataFrame:
+    # Relaxed: a feature absent from a group is a null Float64 column there (`wide_rows`),
+    # whatever the dtype of the window values (integers in some tests).
+    return sort_wide(pl.concat([load() for load in loads], how="vertical_relaxed"))
+
+
+def in_memory(frame: pl.DataFrame) -> Callable[[], pl.DataFrame]:
+    return lambda: frame
 
 
 def model_frame(
     draws: pl.DataFrame,
     windows: pl.DataFrame | PeopleGroups,
     biometrics: pl.DataFrame | None = None,
+    stash: Stash = in_memory,
 ) -> ModelFrame:
     """The `ModelFrame` of dated chronic `draws` and their `windows` (one frame, or
-    `PeopleGroups`).
+    `PeopleGroups`), its wide rows kept in `stash` (`WideParts`).
 
     Built a group of people at a time: the long windows, their join to the draws and the pivot
     are many times the size of the wide table they give (issue 19: at 1,500 people ~600 MB of
     them for a 13 MB wide table), so only one group's are held at once. People and draws are
-    numbered once for everyone (`draw_codes`) and the wide rows sorted once at the end, so the
+    numbered once for everyone (`draw_codes`) and each chunk sorted when it is read, so the
     table is the same, row for row, however the cohort is split."""
     codes = draw_codes(draws)
     if isinstance(windows, PeopleGroups):
@@ -240,7 +329,7 @@ def model_frame(
         frames = iter([whole])
         del whole
     weight = body_weight(biometrics)
-    wides: list[pl.DataFrame] = []
+    parts = WideParts(stash)
     singles: list[pl.DataFrame] = []
     # The between-person model of a marker everyone has one draw of reads long rows (`cohort_scope`
     # sends it `single`), and whether a marker is one is known only once every group is seen: a
@@ -251,34 +340,24 @@ def model_frame(
         if data.height == 0:
             continue
         wide = wide_rows(data, features, weight, dated=True)
-        most = (
-            wide.group_by("marker", "window_days", "_pid")
-            .len()
-            .group_by("marker")
-            .agg(pl.col("len").max())
-        )
-        repeated |= set(most.filter(pl.col("len") > 1)["marker"].to_list())
-        once = most.filter(pl.col("len") <= 1)["marker"]
+        most = marker_counts(wide)
+        repeated |= set(most.filter(pl.col("most") > 1)["marker"].to_list())
+        once = most.filter(pl.col("most") <= 1)["marker"]
         singles.append(
             data.filter(pl.col("marker").is_in(once) & ~pl.col("marker").is_in(repeated))
         )
-        wides.append(wide)
+        parts.add(wide)
         del data, wide
-    if not wides:
-        return ModelFrame(pl.DataFrame(), features, pl.DataFrame())
     # In the windows' key order, however the groups were cut (by store shard, say): the
     # between-person fits sum these rows in order.
     single = (
         pl.concat(singles)
         .filter(~pl.col("marker").is_in(repeated))
         .sort("person_id", "marker", "collected_at", "window_days", "feature")
+        if singles
+        else pl.DataFrame()
     )
-    # Relaxed: a feature absent from a group is a null Float64 column there (`wide_rows`),
-    # whatever the dtype of the window values (integers in some tests). The groups' frames are
-    # let go before the sort, which copies the table once more.
-    wide = pl.concat(wides, how="vertical_relaxed")
-    del wides
-    return ModelFrame(sort_wide(wide), features, single)
+    return parts.frame(features, single)
 
 
 def tested_features(present: Iterable[str]) -> list[str]:

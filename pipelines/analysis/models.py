@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import polars as pl
 
-from pipelines.analysis.associations import Stash, association_parts, in_memory
+from pipelines.analysis.associations import association_parts
 from pipelines.analysis.between import cross_sectional
-from pipelines.analysis.model_frame import PeopleGroups, conform_results
+from pipelines.analysis.model_frame import PeopleGroups, Stash, conform_results, in_memory
 from pipelines.analysis.survey import has_design, survey_cross_sectional
 from pipelines.config import Settings
 

@@ -15,8 +15,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from pipelines.analysis.associations import Stash
-from pipelines.analysis.model_frame import PeopleGroups
+from pipelines.analysis.model_frame import PeopleGroups, Stash
 from pipelines.analysis.models import model_parts
 from pipelines.analysis.windows import build_exposure_windows, features_from
 from pipelines.config import Settings, result_settings
