@@ -43,7 +43,9 @@ class StageResult:
 
 
 def run_child(stage: str, workdir: Path, timeout_s: float, profile: bool = False) -> StageResult:
-    """Run one stage in a fresh interpreter; its peak RSS comes from wait4 on that child only."""
+    """Run one stage in a fresh interpreter. Its peak RSS is the one the child reports
+    (`stages.stage_peak_mb`); wait4's, which Linux starts at this process's RSS when the child
+    was forked, only when the child reported nothing (a failure or a timeout): an upper bound."""
     logs = workdir / "logs"
     logs.mkdir(exist_ok=True)
     out = logs / f"{stage}.json"
@@ -88,6 +90,8 @@ def run_child(stage: str, workdir: Path, timeout_s: float, profile: bool = False
         result.status = "ok"
         result.data = json.loads(out.read_text())
         result.seconds = float(result.data["seconds"])
+        if result.data.get("peak_rss_mb") is not None:
+            result.peak_rss_mb = float(result.data["peak_rss_mb"])
     shown = f"{result.seconds:.1f} s" if result.seconds is not None else result.status
     print(f" {shown}, peak {result.peak_rss_mb:,.0f} MB")
     return result

@@ -67,6 +67,19 @@ def _proc_status_mb(key: str) -> float | None:
     return None
 
 
+def stage_peak_mb() -> float | None:
+    """The stage's peak RSS in MB: the high-water mark of this process since it started its
+    program (VmHWM), or of a child it waited for (the job's page workers), whichever is larger.
+    Not `getrusage` of this process: Linux starts a forked process's maximum at its parent's
+    RSS, so a stage run from a bench holding 855 MB showed at least 855 MB, whatever it used.
+    A page worker's maximum starts at this process's RSS when it was started, which is below
+    this process's own high-water mark."""
+    own = _proc_status_mb("VmHWM")
+    if own is None:
+        return None
+    return max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+
+
 class Timer:
     """Named sub-step timings; `wrap` times every call of a function patched into a module."""
 
@@ -563,7 +576,7 @@ def child_main(stage: str, workdir: Path, out: Path, profile: bool) -> int:
         result["profile"] = str(prof)
     else:
         result = run(workdir, manifest)
-    result["rss_self_peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["peak_rss_mb"] = stage_peak_mb()
     pipelines = sys.modules.get("pipelines")
     where = getattr(pipelines, "__file__", None)
     result["code_path"] = str(Path(where).parent) if where else None

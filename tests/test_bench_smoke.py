@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -190,3 +191,22 @@ def _assert_quiet(quiet: dict) -> None:
     assert counts["dashboards: pages_rendered"] == 2  # index and cohort
     assert all(v == 0 for k, v in counts.items() if k != "dashboards: pages_rendered"), counts
     assert flags and not any(flags.values()), flags
+
+
+def test_a_stage_reports_its_own_peak_not_its_parents() -> None:
+    """A stage's peak RSS is its own process's (`stage_peak_mb`): Linux starts a forked child's
+    `ru_maxrss` at the parent's RSS, so wait4's number showed the bench's 855 MB for every
+    stage that used less."""
+    held = bytearray(400 * 2**20)
+    held[::4096] = b"\x01" * len(held[::4096])  # touch every page: 400 MB resident
+    child = subprocess.Popen(
+        [sys.executable, "-c", "from bench.stages import stage_peak_mb; print(stage_peak_mb())"],
+        stdout=subprocess.PIPE,
+        cwd=Path(bench_run.__file__).resolve().parent.parent,
+    )
+    _, status, usage = os.wait4(child.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0 and child.stdout is not None
+    reported = float(child.stdout.read())
+    del held
+    assert usage.ru_maxrss / 1024 > 400  # the parent's RSS, as wait4 tells it
+    assert 10 < reported < 300
