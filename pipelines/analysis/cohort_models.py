@@ -78,7 +78,7 @@ def cohort_scope(
     draws (`frame.within`), and between-person rows (`ols_between`, with age and sex) of those
     where everyone has one draw (`frame.between`, from `frame.single`); none for a single
     person."""
-    parts = within or [conform_results(pl.DataFrame())]
+    parts = list(within) or [conform_results(pl.DataFrame())]
     if frame.between:
         single = frame.single.filter(pl.col("marker").is_in(frame.between))
         parts.append(between_rows(single, persons, settings, energy_adjust))

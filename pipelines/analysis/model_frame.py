@@ -249,16 +249,18 @@ class WideParts:
         self.counts: list[pl.DataFrame] = []
         self.people = 0
 
-    def add(self, wide: pl.DataFrame) -> None:
-        """One group's wide rows (`wide_rows`')."""
+    def add(self, wide: pl.DataFrame) -> pl.DataFrame:
+        """Keep one group's wide rows (`wide_rows`'); returns their `marker_counts`."""
+        counts = marker_counts(wide)
         if wide.height == 0:
-            return
-        self.counts.append(marker_counts(wide))
+            return counts
+        self.counts.append(counts)
         self.people = max(self.people, int(wide["_pid"].max()) + 1)  # type: ignore[arg-type]
         for (marker, window), rows in wide.partition_by(
             "marker", "window_days", as_dict=True
         ).items():
             self.pieces.setdefault((marker, window), []).append(self.stash(rows))
+        return counts
 
     def frame(self, features: list[str], single: pl.DataFrame) -> ModelFrame:
         """The `ModelFrame` of what was added (`single` as it says)."""
@@ -339,15 +341,13 @@ def model_frame(
     for data in frames:
         if data.height == 0:
             continue
-        wide = wide_rows(data, features, weight, dated=True)
-        most = marker_counts(wide)
+        most = parts.add(wide_rows(data, features, weight, dated=True))
         repeated |= set(most.filter(pl.col("most") > 1)["marker"].to_list())
         once = most.filter(pl.col("most") <= 1)["marker"]
         singles.append(
             data.filter(pl.col("marker").is_in(once) & ~pl.col("marker").is_in(repeated))
         )
-        parts.add(wide)
-        del data, wide
+        del data
     # In the windows' key order, however the groups were cut (by store shard, say): the
     # between-person fits sum these rows in order.
     single = (
