@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = parse_project_config(args.out / "sources.yaml", FORMATS)
     source = next(s for s in config.sources if s.name == args.source)
-    paths = check_source_files(source, args.out / "data" / "raw")
+    raw_dir = args.out / "data" / "raw"
+    paths = [raw_dir / p for p in check_source_files(source, raw_dir)]
     fmt = FORMATS[source.format]
     timings: dict[str, float] = {}
     results = {}

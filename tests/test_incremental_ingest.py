@@ -220,12 +220,12 @@ def test_nightly_sync_settles_only_the_keys_new_files_touch(tmp_path: Path) -> N
         export(raw / "cm" / person / "jan.csv", ["2025-01-01", "2025-01-02"], 100, 1e9)
     warehouse = Warehouse(tmp_path / "warehouse.duckdb")
     with warehouse.write() as conn:
-        first = sync_source(conn, SOURCE, raw, memo_path=tmp_path / "hashes.json")
+        first = sync_source(conn, SOURCE, raw, memo_path=tmp_path / "hashes.parquet")
     assert (first.files_parsed, first.keys_settled, first.rows_loaded) == (3, None, 6)
 
     export(raw / "cm" / "ann" / "feb.csv", ["2025-01-02", "2025-01-03"], 200, 2e9)
     with warehouse.write() as conn:
-        second = sync_source(conn, SOURCE, raw, memo_path=tmp_path / "hashes.json")
+        second = sync_source(conn, SOURCE, raw, memo_path=tmp_path / "hashes.parquet")
     assert second.files_parsed == 1
     assert second.keys_settled == 2  # ann 01-02 and ann 01-03; bob and cid untouched
     assert second.rows_loaded == 7

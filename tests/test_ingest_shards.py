@@ -17,7 +17,7 @@ import pytest
 from pipelines.config import PersonSpec, SourceConfig
 from pipelines.defs.partitions import partition_range_tags
 from pipelines.ingest import SyncResult, sync_source
-from pipelines.ingest.files import FileInfo
+from pipelines.ingest.files import LISTING_SCHEMA
 from pipelines.ingest.scope import Selection, select_files, touches
 from pipelines.project import PROJECT_DIR_ENV
 from pipelines.store import SHARDS, shard_of
@@ -178,13 +178,20 @@ def test_touches_and_what_a_selection_keeps() -> None:
     assert touches(None, scope) and touches(frozenset(), scope)
     assert touches(frozenset({3, 9}), scope) and not touches(frozenset({12}), scope)
 
-    def info(path: str, file_id: str, day: int) -> FileInfo:
-        when = datetime(2025, 1, day)
-        return FileInfo(0, Path(path), path, file_id, file_id, 1, when)
+    def files(*rows: tuple[str, str, int]) -> pl.DataFrame:
+        """A listing of (path, file_id, day of January) rows, in order."""
+        return pl.DataFrame(
+            [
+                (order, path, file_id, file_id, 1, datetime(2025, 1, day))
+                for order, (path, file_id, day) in enumerate(rows)
+            ],
+            schema=LISTING_SCHEMA,
+            orient="row",
+        )
 
     # a.csv is stored and current; x.csv was alice's (X1, stored) and is now bob's (X2, new).
-    listing = [info("a.csv", "A", 1), info("x.csv", "X2", 3)]
-    recorded = [info("x.csv", "X1", 2)]
+    listing = files(("a.csv", "A", 1), ("x.csv", "X2", 3))
+    recorded = files(("x.csv", "X1", 2))
 
     def select(scope: range) -> Selection:
         return select_files(
@@ -197,13 +204,14 @@ def test_touches_and_what_a_selection_keeps() -> None:
         )
 
     bobs = select(LAST)  # bob's version is read, alice's kept as recorded, in time order
-    assert [(i.file_id, i.order) for i in bobs.listing] == [("A", 0), ("X1", 1), ("X2", 2)]
+    assert bobs.listing.select("file_id", "order").rows() == [("A", 0), ("X1", 1), ("X2", 2)]
+    assert bobs.listing["path"].to_list() == ["a.csv", "x.csv", "x.csv"]
     assert (bobs.kept, bobs.deferred) == ({"X1"}, 1)
     alices = select(FIRST)  # alice's version is forgotten, bob's waits
-    assert [i.file_id for i in alices.listing] == ["A"]
+    assert alices.listing["file_id"].to_list() == ["A"]
     assert (alices.kept, alices.deferred) == (frozenset(), 1)
     everyone = select(range(SHARDS))  # nothing left: the listing as it was
-    assert (everyone.listing, everyone.deferred) == (listing, 0)
+    assert everyone.listing.equals(listing) and everyone.deferred == 0
 
 
 def test_the_ingest_asset_runs_the_shards_of_its_range(

@@ -661,7 +661,9 @@ def test_example_globs_match_the_shared_files(tmp_path: Path) -> None:
     for f in NHANES.iterdir():
         (raw / f.name).symlink_to(f)
     config = load_project_config(EXAMPLE / "sources.yaml")
-    found = {s.name: [p.name for p in s.files(tmp_path / "data" / "raw")] for s in config.sources}
+    found = {
+        s.name: [Path(p).name for p in s.files(tmp_path / "data" / "raw")] for s in config.sources
+    }
     assert found == {
         "nhanes_crp": ["HSCRP_J.XPT"],
         "nhanes_demographics": ["DEMO_J.XPT"],

@@ -42,7 +42,7 @@ class Night:
 
     def __init__(self, tmp_path: Path) -> None:
         self.raw = tmp_path / "raw"
-        self.memo = tmp_path / "hashes.json"
+        self.memo = tmp_path / "hashes.parquet"
         self.warehouse = Warehouse(tmp_path / "warehouse.duckdb")
 
     def ingest(self) -> None:

@@ -42,7 +42,13 @@ order); `tables` and `fingerprints` hold what they share. The names above are im
 """
 
 from pipelines.ingest.accounting import check_unique_lines
-from pipelines.ingest.files import FileInfo, HashMemo, file_identity, list_files, sha256_of
+from pipelines.ingest.files import (
+    LISTING_SCHEMA,
+    HashMemo,
+    file_identity,
+    list_files,
+    sha256_of,
+)
 from pipelines.ingest.fingerprints import parser_fingerprint, source_fingerprint
 from pipelines.ingest.parse import (
     BATCH_BYTES,
@@ -76,10 +82,10 @@ __all__ = [
     "INGEST_STATE_SCHEMA",
     "LINES_TO_CHECK",
     "LINES_TO_CHECK_SCHEMA",
+    "LISTING_SCHEMA",
     "OWNERSHIP_KEY",
     "REJECTED_ROWS_SCHEMA",
     "UNIQUE_IN_FILE",
-    "FileInfo",
     "HashMemo",
     "SourceIngest",
     "SyncResult",

@@ -11,19 +11,16 @@ import duckdb
 import polars as pl
 
 from pipelines.config import SourceConfig
-from pipelines.ingest.files import FileInfo
 from pipelines.ingest.tables import LINES_TO_CHECK, raw_table, staging_table, target_table
-from pipelines.schema import INGEST_FILES_SCHEMA, TARGET_SCHEMAS
+from pipelines.schema import INGEST_FILES_SCHEMA, TARGET_SCHEMAS, conform
 from pipelines.warehouse import ident, table_exists
 
 
 def file_records(
-    conn: duckdb.DuckDBPyConnection,
-    source: SourceConfig,
-    listing: list[FileInfo],
-    first_of: dict[str, FileInfo],
+    conn: duckdb.DuckDBPyConnection, source: SourceConfig, listing: pl.DataFrame
 ) -> pl.DataFrame:
-    """One INGEST_FILES_SCHEMA row per file, its counts from the stored rows and state."""
+    """One INGEST_FILES_SCHEMA row per file of `listing` (`LISTING_SCHEMA`), its counts from the
+    stored rows and state."""
     raw, stg = ident(raw_table(source.name)), ident(staging_table(source.name))
     # Counts are of input lines: a row standing for several (input_lines) counts each of them.
     lines = (
@@ -31,53 +28,62 @@ def file_records(
         if "input_lines" in TARGET_SCHEMAS[target_table(source)]
         else "count(*)"
     )
-    loaded = dict(conn.execute(f"SELECT file_id, {lines} FROM {stg} GROUP BY ALL").fetchall())
-    stored = dict(conn.execute(f"SELECT file_id, {lines} FROM {raw} GROUP BY ALL").fetchall())
-    state = {
-        row[0]: row[1:]
-        for row in conn.execute(
-            "SELECT file_id, rows_read, rows_rejected, error, ingested_at FROM ingest_state "
-            "WHERE source = ?",
-            [source.name],
-        ).fetchall()
-    }
-    records = []
-    for info in listing:
-        rows_read, rows_rejected, error, ingested_at = state[info.file_id]
-        record = {
-            "file_id": info.file_id,
-            "source": source.name,
-            "path": info.rel_path,
-            "sha256": info.sha256,
-            "size_bytes": info.size_bytes,
-            "modified_at": info.modified_at,
-            "rows_read": rows_read,
-            "rows_loaded": 0,
-            "rows_rejected": 0,
-            "rows_duplicate": 0,
-            "status": "loaded",
-            "error": None,
-            "ingested_at": ingested_at,
-        }
-        first = first_of[info.file_id]
-        if error is not None:
-            record.update(status="error", error=error, rows_read=0)
-        elif first is not info:
-            # Same bytes under another name: nothing new, every row is a duplicate.
-            record.update(
-                status="duplicate_file",
-                error=f"same content as {first.rel_path}",
-                rows_duplicate=rows_read,
-            )
-        else:
-            n_loaded = loaded.get(info.file_id, 0)
-            record.update(
-                rows_loaded=n_loaded,
-                rows_rejected=rows_rejected,
-                rows_duplicate=stored.get(info.file_id, 0) - n_loaded,
-            )
-        records.append(record)
-    return pl.DataFrame(records, schema=INGEST_FILES_SCHEMA)
+    loaded = conn.sql(f"SELECT file_id, {lines} AS loaded FROM {stg} GROUP BY ALL").pl()
+    stored = conn.sql(f"SELECT file_id, {lines} AS stored FROM {raw} GROUP BY ALL").pl()
+    state = conn.execute(
+        "SELECT file_id, rows_read, rows_rejected, error, ingested_at, true AS has_state "
+        "FROM ingest_state WHERE source = ?",
+        [source.name],
+    ).pl()
+    rows = (
+        listing.with_columns(
+            pl.col("file_id").is_first_distinct().alias("first"),
+            pl.col("path").first().over("file_id").alias("first_path"),
+        )
+        .join(state, on="file_id", how="left", maintain_order="left")
+        .join(loaded, on="file_id", how="left", maintain_order="left")
+        .join(stored, on="file_id", how="left", maintain_order="left")
+    )
+    stateless = rows.filter(pl.col("has_state").is_null())["path"]
+    if stateless.len():
+        raise RuntimeError(
+            f"source {source.name!r}: no ingest_state row for {stateless.to_list()[:5]} "
+            "(a bug in the ingest: every listed file is parsed or kept with its state)"
+        )
+    failed = pl.col("error").is_not_null()
+    # Same bytes under another name: nothing new, every row is a duplicate.
+    copy = ~pl.col("first")
+    loaded_lines = pl.col("loaded").fill_null(0)
+    records = rows.select(
+        "file_id",
+        pl.lit(source.name).alias("source"),
+        "path",
+        "sha256",
+        "size_bytes",
+        "modified_at",
+        pl.when(failed).then(0).otherwise(pl.col("rows_read")).alias("rows_read"),
+        pl.when(failed | copy).then(0).otherwise(loaded_lines).alias("rows_loaded"),
+        pl.when(failed | copy).then(0).otherwise(pl.col("rows_rejected")).alias("rows_rejected"),
+        pl.when(failed)
+        .then(0)
+        .when(copy)
+        .then(pl.col("rows_read"))
+        .otherwise(pl.col("stored").fill_null(0) - loaded_lines)
+        .alias("rows_duplicate"),
+        pl.when(failed)
+        .then(pl.lit("error"))
+        .when(copy)
+        .then(pl.lit("duplicate_file"))
+        .otherwise(pl.lit("loaded"))
+        .alias("status"),
+        pl.when(failed)
+        .then(pl.col("error"))
+        .when(copy)
+        .then(pl.lit("same content as ") + pl.col("first_path"))
+        .alias("error"),
+        "ingested_at",
+    )
+    return conform(records, INGEST_FILES_SCHEMA)
 
 
 # Keys grouped at once by `check_unique_lines`. A GROUP BY of every (file, line) key of a

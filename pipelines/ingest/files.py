@@ -1,20 +1,39 @@
 """The first step of an ingest: a source's files, listed oldest first and hashed.
 
-A file's identity (`file_id`) is a hash of its source, its bytes and the person its path names;
-`HashMemo` keeps the hashes of unchanged files between runs, so a nightly listing costs what the
-new files cost.
+The listing is one frame, a row per file (`LISTING_SCHEMA`), not a Python object per file: a
+source can hold tens of thousands of files, listed every run, and a `Path`, a record and a memo
+entry per file came to about 2 KB each, which made the ingest's memory grow with the history
+(issue 19). A file's identity (`file_id`) is a hash of its source, its bytes and the person its
+path names; `HashMemo` keeps the hashes of unchanged files between runs, so a nightly listing
+costs what the new files cost.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import polars as pl
+
 from pipelines.config import SourceConfig
+from pipelines.schema import conform
+
+LISTING_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "order": pl.Int64,  # position among the source's files, oldest first: the newest file wins
+    "path": pl.String,  # relative to data/raw/, as `ingest_files` records it
+    "sha256": pl.String,
+    "file_id": pl.String,
+    "size_bytes": pl.Int64,
+    "modified_at": pl.Datetime("us"),
+}
+_MEMO_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
+    "path": pl.String,
+    "size_bytes": pl.Int64,
+    "mtime_ns": pl.Int64,
+    "sha256": pl.String,
+}
 
 
 def sha256_of(path: Path) -> str:
@@ -29,46 +48,41 @@ class HashMemo:
     """sha256 per file, remembered with the size and modification time it was computed for.
 
     Hashing 1 GB of history every night would be work that grows with history; a file whose size
-    and mtime are unchanged keeps its hash. Kept beside the warehouse, not in it: it describes the
-    files, whatever state the warehouse is in.
+    and mtime are unchanged keeps its hash. Kept beside the warehouse (a Parquet file), not in
+    it: it describes the files, whatever state the warehouse is in.
     """
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self.known: dict[str, list] = {}
+        self.known = pl.DataFrame(schema=_MEMO_SCHEMA)
         if path is not None and path.exists():
             try:
-                self.known = json.loads(path.read_text())
-            except (OSError, ValueError):
-                self.known = {}  # a damaged memo only costs re-hashing
+                self.known = conform(pl.read_parquet(path), _MEMO_SCHEMA)
+            except (OSError, pl.exceptions.PolarsError):
+                pass  # a damaged memo only costs re-hashing
 
-    def sha256(self, path: Path, rel_path: str, stat: os.stat_result | None = None) -> str:
-        """The file's sha256; `stat`, when the caller has it, saves asking for it again."""
-        stat = stat or path.stat()
-        known = self.known.get(rel_path)
-        if known and known[0] == stat.st_size and known[1] == stat.st_mtime_ns:
-            return str(known[2])
-        sha = sha256_of(path)
-        self.known[rel_path] = [stat.st_size, stat.st_mtime_ns, sha]
-        return sha
+    def hashes(self, raw_dir: Path, files: pl.DataFrame) -> pl.Series:
+        """The sha256 of each of `files` (path under `raw_dir`, size_bytes, mtime_ns), hashing
+        only those the memo does not know at their size and time. The memo then holds these
+        files: a removed file's entry goes with it."""
+        key = ["path", "size_bytes", "mtime_ns"]
+        known = files.select(key).join(self.known, on=key, how="left", maintain_order="left")
+        todo = known.filter(pl.col("sha256").is_null())["path"]
+        hashed = pl.DataFrame(
+            {"path": todo, "new": [sha256_of(raw_dir / p) for p in todo]},
+            schema={"path": pl.String, "new": pl.String},
+        )
+        self.known = known.join(hashed, on="path", how="left", maintain_order="left").select(
+            *key, pl.coalesce("sha256", "new").alias("sha256")
+        )
+        return self.known["sha256"]
 
     def save(self) -> None:
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.known))
+            self.known.write_parquet(tmp)
             tmp.replace(self.path)
-
-
-@dataclass(frozen=True)
-class FileInfo:
-    order: int  # position among the source's files, oldest first: the newest file wins
-    path: Path
-    rel_path: str
-    sha256: str
-    file_id: str
-    size_bytes: int
-    modified_at: datetime
 
 
 def file_identity(source: SourceConfig, path: Path, sha: str) -> str:
@@ -80,30 +94,42 @@ def file_identity(source: SourceConfig, path: Path, sha: str) -> str:
 
 
 def list_files(
-    source: SourceConfig, raw_dir: Path, memo: HashMemo, paths: list[Path] | None = None
-) -> list[FileInfo]:
-    """The source's files (`paths`, when the caller has globbed them), oldest first
-    (modification time, then path), hashed."""
+    source: SourceConfig, raw_dir: Path, memo: HashMemo, paths: list[str] | None = None
+) -> pl.DataFrame:
+    """The source's files (`paths` relative to `raw_dir`, when the caller has globbed them) as a
+    `LISTING_SCHEMA` frame, oldest first (modification time, then path), hashed."""
     paths = source.files(raw_dir) if paths is None else paths
-    stats = sorted(((p.stat(), str(p), p) for p in paths), key=lambda s: (s[0].st_mtime, s[1]))
-    # The glob's paths all start with raw_dir: cutting the prefix off is what relative_to does,
-    # at a fraction of its cost per file (tens of thousands of files are listed every night).
-    prefix = os.path.join(str(raw_dir), "")
-    out = []
-    for order, (stat, text, path) in enumerate(stats):
-        rel_path = (
-            text[len(prefix) :] if text.startswith(prefix) else str(path.relative_to(raw_dir))
-        )
-        sha = memo.sha256(path, rel_path, stat)
-        out.append(
-            FileInfo(
-                order=order,
-                path=path,
-                rel_path=rel_path,
-                sha256=sha,
-                file_id=file_identity(source, path, sha),
-                size_bytes=stat.st_size,
-                modified_at=datetime.fromtimestamp(stat.st_mtime, UTC).replace(tzinfo=None),
-            )
-        )
-    return out
+    sizes, mtimes_ns, modified = [], [], []
+    for path in paths:
+        stat = os.stat(os.path.join(raw_dir, path))
+        sizes.append(stat.st_size)
+        mtimes_ns.append(stat.st_mtime_ns)
+        modified.append(datetime.fromtimestamp(stat.st_mtime, UTC).replace(tzinfo=None))
+    files = pl.DataFrame(
+        {"path": paths, "size_bytes": sizes, "mtime_ns": mtimes_ns, "modified_at": modified},
+        schema={
+            "path": pl.String,
+            "size_bytes": pl.Int64,
+            "mtime_ns": pl.Int64,
+            "modified_at": pl.Datetime("us"),
+        },
+    ).sort("modified_at", "path")
+    files = files.with_columns(memo.hashes(raw_dir, files))
+    file_ids = [
+        file_identity(source, raw_dir / path, sha)
+        for path, sha in zip(files["path"], files["sha256"], strict=True)
+    ]
+    return files.select(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("order"),
+        "path",
+        "sha256",
+        pl.Series("file_id", file_ids, dtype=pl.String),
+        "size_bytes",
+        "modified_at",
+    )
+
+
+def first_copies(listing: pl.DataFrame) -> pl.DataFrame:
+    """Each file_id's first (oldest) file of `listing`: the copy that is read. Its other files
+    hold the same bytes for the same person, so their rows are all duplicates."""
+    return listing.unique("file_id", keep="first", maintain_order=True)

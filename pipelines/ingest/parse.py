@@ -21,7 +21,6 @@ import polars as pl
 from pipelines.adapters import FORMATS, AdapterError, ParseResult
 from pipelines.adapters.base import FILE_INDEX, BatchResult
 from pipelines.config import SourceConfig
-from pipelines.ingest.files import FileInfo
 from pipelines.ingest.tables import INGEST_STATE_SCHEMA, OWNERSHIP_KEY
 from pipelines.schema import REJECT_SCHEMA, TARGET_SCHEMAS, conform
 from pipelines.transforms.plausibility import FUTURE_REASON, apply_plausibility
@@ -72,42 +71,44 @@ def error_message(path: Path, source: SourceConfig, exc: BaseException) -> str:
     )
 
 
-def batches(items: list[FileInfo], max_files: int, max_bytes: int) -> Iterator[list[FileInfo]]:
-    """`items` in order, cut into runs of at most `max_files` files and `max_bytes` bytes (a file
-    larger than that on its own is a batch of one)."""
-    batch: list[FileInfo] = []
-    size = 0
-    for info in items:
-        if batch and (len(batch) == max_files or size + info.size_bytes > max_bytes):
-            yield batch
-            batch, size = [], 0
-        batch.append(info)
-        size += info.size_bytes
-    if batch:
-        yield batch
+def batches(listing: pl.DataFrame, max_files: int, max_bytes: int) -> Iterator[pl.DataFrame]:
+    """The rows of `listing` (`LISTING_SCHEMA`) in order, cut into runs of at most `max_files`
+    files and `max_bytes` bytes (a file larger than that on its own is a batch of one)."""
+    start = size = 0
+    for end, file_bytes in enumerate(listing["size_bytes"]):
+        if end > start and (end - start == max_files or size + file_bytes > max_bytes):
+            yield listing.slice(start, end - start)
+            start, size = end, 0
+        size += file_bytes
+    if listing.height > start:
+        yield listing.slice(start)
 
 
 def parsed_batches(
-    source: SourceConfig, batches: Iterable[list[FileInfo]]
-) -> Generator[tuple[list[FileInfo], BatchResult], None, None]:
-    """Each of `batches` with what the source's format parsed of it, in order. Past the first
-    batch, up to PARSE_AHEAD batches are parsed in threads while the caller stores the one
-    before (parsing writes nothing, so the stored result is the same; memory holds at most
-    PARSE_AHEAD + 1 parsed batches). A single batch (a night's) is parsed here, without threads."""
-    parse = FORMATS[source.format].parse_batch
+    source: SourceConfig, raw_dir: Path, batches: Iterable[pl.DataFrame]
+) -> Generator[tuple[pl.DataFrame, BatchResult], None, None]:
+    """Each of `batches` (listings of files under `raw_dir`) with what the source's format
+    parsed of it, in order. Past the first batch, up to PARSE_AHEAD batches are parsed in threads
+    while the caller stores the one before (parsing writes nothing, so the stored result is the
+    same; memory holds at most PARSE_AHEAD + 1 parsed batches). A single batch (a night's) is
+    parsed here, without threads."""
+
+    def parse(batch: pl.DataFrame) -> BatchResult:
+        return FORMATS[source.format].parse_batch([raw_dir / p for p in batch["path"]], source)
+
     todo = iter(batches)
     first = next(todo, None)
     if first is None:
         return
     second = next(todo, None)
     if second is None:
-        yield first, parse([i.path for i in first], source)
+        yield first, parse(first)
         return
     pool = ThreadPoolExecutor(max_workers=PARSE_AHEAD, thread_name_prefix="parse")
-    pending: deque[tuple[list[FileInfo], Future[BatchResult]]] = deque()
+    pending: deque[tuple[pl.DataFrame, Future[BatchResult]]] = deque()
 
-    def submit(batch: list[FileInfo]) -> None:
-        pending.append((batch, pool.submit(parse, [i.path for i in batch], source)))
+    def submit(batch: pl.DataFrame) -> None:
+        pending.append((batch, pool.submit(parse, batch)))
 
     try:
         submit(first)
@@ -129,18 +130,20 @@ def ingest_batch(
     conn: duckdb.DuckDBPyConnection,
     source: SourceConfig,
     target: str,
-    batch: list[FileInfo],
+    raw_dir: Path,
+    batch: pl.DataFrame,
     parsed: BatchResult,
     fingerprint: str,
     today: date,
     store_rows: Callable[[pl.DataFrame], None],
     track: bool,
 ) -> None:
-    """Apply the plausibility rules to `parsed` (the format's `parse_batch` of `batch`), store
+    """Apply the plausibility rules to `parsed` (the format's `parse_batch` of `batch`, a
+    listing of files under `raw_dir`), store
     rejects and state, and give the rows that passed (`raw_<source>`'s columns) to `store_rows`.
     With `track`, their ownership keys go to `_affected` for `settle`."""
     schema = TARGET_SCHEMAS[target]
-    file_ids = {i: info.file_id for i, info in enumerate(batch)}
+    file_ids = dict(enumerate(batch["file_id"]))
     frame_schema = {**schema, FILE_INDEX: pl.Int64}
     rows = (
         conform(parsed.rows, frame_schema)
@@ -180,7 +183,7 @@ def ingest_batch(
             finally:
                 conn.unregister("_batch_keys")
 
-    paths = {i: info.rel_path for i, info in enumerate(batch)}
+    paths = dict(enumerate(batch["path"]))
     insert_frame(
         conn,
         "rejected_rows",
@@ -196,20 +199,20 @@ def ingest_batch(
         [
             {
                 "source": source.name,
-                "file_id": info.file_id,
+                "file_id": file_id,
                 "fingerprint": fingerprint,
                 "checked_on": today,
                 "recheck": i in future,
                 "rows_read": parsed.rows_read[i] if i not in parsed.errors else 0,
                 "rows_rejected": rejected.get(i, 0) if i not in parsed.errors else 0,
                 "error": (
-                    error_message(info.path, source, parsed.errors[i])
+                    error_message(raw_dir / path, source, parsed.errors[i])
                     if i in parsed.errors
                     else None
                 ),
                 "ingested_at": now,
             }
-            for i, info in enumerate(batch)
+            for i, (file_id, path) in enumerate(batch.select("file_id", "path").iter_rows())
         ],
         schema=INGEST_STATE_SCHEMA,
     )

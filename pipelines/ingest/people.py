@@ -46,8 +46,7 @@ def file_shards(
     source whose glob matches the file."""
     matched: dict[str, list[SourceConfig]] = {p: [] for p in rel_paths}
     for source in config.sources:
-        for path in source.files(raw_dir):
-            rel = path.relative_to(raw_dir).as_posix()
+        for rel in source.files(raw_dir):
             if rel in matched:
                 matched[rel].append(source)
     return {

@@ -29,18 +29,19 @@ new one (the sensor's request covers both: the cursor keeps a file's former shar
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+import polars as pl
 
 from pipelines import store
 from pipelines.config import SourceConfig
-from pipelines.ingest.files import FileInfo
+from pipelines.ingest.files import LISTING_SCHEMA, first_copies
 from pipelines.ingest.people import source_file_shards
 from pipelines.ingest.tables import raw_table
+from pipelines.schema import conform
 from pipelines.warehouse import ident
 
 Shards = frozenset[int] | None  # None: unknown, every shard
@@ -50,7 +51,7 @@ Shards = frozenset[int] | None  # None: unknown, every shard
 class Selection:
     """The files a run of some shards works with."""
 
-    listing: list[FileInfo]  # as `list_files` gives them: the files this run sees, oldest first
+    listing: pl.DataFrame  # as `list_files` gives it: the files this run sees, oldest first
     kept: frozenset[str]  # stored files left as recorded, whatever their state says
     deferred: int  # files (by identity) left for a run of their shards
 
@@ -71,11 +72,11 @@ def touches(shards: Shards, scope: frozenset[int]) -> bool:
 
 
 def select_files(
-    listing: list[FileInfo],
+    listing: pl.DataFrame,
     current: set[str],
     new_shards: dict[str, Shards],
     old_shards: dict[str, frozenset[int]],
-    recorded: list[FileInfo],
+    recorded: pl.DataFrame,
     scope: frozenset[int],
 ) -> Selection:
     """The files a run of the shards `scope` sees (pure; see the module docstring).
@@ -83,9 +84,10 @@ def select_files(
     `listing`: the source's files now; `current`: the stored files read by this parser and
     still listed; `new_shards`: the shards of every other listed file (by file_id);
     `old_shards`: the shards of the stored rows of every stored file that is not current;
-    `recorded`: the `ingest_files` rows of those, as listed when they were last ingested. A gone
+    `recorded`: the `ingest_files` rows of those, as listed when they were last ingested (a
+    `LISTING_SCHEMA` frame, like `listing`). A gone
     file with no recorded row is handled (forgotten): it cannot be listed as it was."""
-    have_record = {r.file_id for r in recorded}
+    have_record = set(recorded["file_id"])
     handled = {f for f, s in new_shards.items() if touches(s, scope)} | {
         f for f, s in old_shards.items() if touches(s, scope) or f not in have_record
     }
@@ -93,11 +95,11 @@ def select_files(
     left = (new_shards.keys() | old_shards.keys()) - handled
     if not left:
         return Selection(listing, frozenset(), 0)
-    seen = [i for i in listing if i.file_id in current or i.file_id in handled]
-    as_recorded = [r for r in recorded if r.file_id in kept]
+    seen = listing.filter(pl.col("file_id").is_in(list(current | handled)))
+    as_recorded = recorded.filter(pl.col("file_id").is_in(list(kept)))
     # Oldest first, as `list_files` orders them: the settle's newest file wins.
-    merged = sorted(seen + as_recorded, key=lambda i: (i.modified_at, i.rel_path))
-    ordered = [dataclasses.replace(info, order=n) for n, info in enumerate(merged)]
+    merged = pl.concat([seen, as_recorded]).sort("modified_at", "path", maintain_order=True)
+    ordered = merged.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("order"))
     return Selection(ordered, kept, len(left))
 
 
@@ -105,7 +107,7 @@ def scoped_selection(
     conn: duckdb.DuckDBPyConnection,
     source: SourceConfig,
     raw_dir: Path,
-    listing: list[FileInfo],
+    listing: pl.DataFrame,
     stored: set[str],
     reusable: set[str],
     scope: frozenset[int],
@@ -114,18 +116,16 @@ def scoped_selection(
     and of its gone files' stored rows, and their `ingest_files` rows. `stored`: every file_id
     in `ingest_state`; `reusable`: those read by this parser."""
     count = store.shard_count(store.root_of(conn))
-    first_of: dict[str, FileInfo] = {}
-    for info in listing:
-        first_of.setdefault(info.file_id, info)
-    current = reusable & first_of.keys()
+    firsts = first_copies(listing)
+    current = reusable & set(firsts["file_id"])
     new_shards = {
-        file_id: source_file_shards(info.path, source, count).shards
-        for file_id, info in first_of.items()
+        file_id: source_file_shards(raw_dir / path, source, count).shards
+        for file_id, path in firsts.select("file_id", "path").iter_rows()
         if file_id not in current
     }
     gone = sorted(stored - current)
     old_shards: dict[str, frozenset[int]] = {f: frozenset() for f in gone}
-    recorded: list[FileInfo] = []
+    recorded = pl.DataFrame(schema=LISTING_SCHEMA)
     if gone:
         found: dict[str, set[int]] = {}
         raw = ident(raw_table(source.name))
@@ -136,20 +136,13 @@ def scoped_selection(
         ).fetchall():
             found.setdefault(file_id, set()).add(int(shard))
         old_shards |= {f: frozenset(s) for f, s in found.items()}
-        recorded = [
-            FileInfo(
-                order=0,
-                path=raw_dir / path,
-                rel_path=path,
-                sha256=sha,
-                file_id=file_id,
-                size_bytes=size,
-                modified_at=modified,
-            )
-            for path, file_id, sha, size, modified in conn.execute(
-                "SELECT path, file_id, sha256, size_bytes, modified_at FROM ingest_files "
+        columns = ", ".join(ident(c) for c in LISTING_SCHEMA if c != "order")
+        recorded = conform(
+            conn.execute(
+                f'SELECT 0 AS "order", {columns} FROM ingest_files '
                 "WHERE source = ? AND file_id IN (SELECT unnest(?::VARCHAR[]))",
                 [source.name, gone],
-            ).fetchall()
-        ]
+            ).pl(),
+            LISTING_SCHEMA,
+        )
     return select_files(listing, current, new_shards, old_shards, recorded, scope)

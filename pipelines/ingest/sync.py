@@ -22,7 +22,7 @@ import polars as pl
 from pipelines import store, store_writes
 from pipelines.config import SourceConfig
 from pipelines.ingest.accounting import file_records
-from pipelines.ingest.files import FileInfo, HashMemo, list_files
+from pipelines.ingest.files import HashMemo, first_copies, list_files
 from pipelines.ingest.fingerprints import source_fingerprint
 from pipelines.ingest.parse import (
     BATCH_BYTES,
@@ -81,15 +81,15 @@ def sync_source(
     *,
     memo_path: Path | None = None,
     today: date | None = None,
-    paths: list[Path] | None = None,
+    paths: list[str] | None = None,
     shards: Collection[int] | None = None,
 ) -> SyncResult:
     """Bring `raw_<source>`, `stg_<source>`, `ingest_state`, `ingest_files` and `rejected_rows`
     up to date with the source's files, and list in `lines_to_check` the files whose staging rows
-    changed; see the module docstring. `today` (default: the current
-    date) is the reference for the rule on future dates. `paths` are the source's files when
-    the caller has listed them already (`SourceConfig.files`): listing tens of thousands of files
-    is a good part of a nightly run's ingest. `shards`: a run of some person shards handles only
+    changed; see the module docstring. `today` (default: the current date) is the reference for
+    the rule on future dates. `paths` are the source's files when the caller has listed them
+    already (`SourceConfig.files`, relative to `raw_dir`): listing tens of thousands of files is
+    a good part of a nightly run's ingest. `shards`: a run of some person shards handles only
     the files of their people (`pipelines.ingest.scope`); None, or every shard, handles all."""
     today = today or date.today()
     clock = _Clock()
@@ -123,23 +123,14 @@ def sync_source(
                 conn, source, raw_dir, listing, {s[0] for s in state}, reusable, scope
             )
         listing, as_stored, deferred = chosen.listing, chosen.kept, chosen.deferred
-    first_of: dict[str, FileInfo] = {}
-    for info in listing:
-        first_of.setdefault(info.file_id, info)
+    firsts = first_copies(listing)
     # A file left for a run of its shards keeps its rows as stored, whatever its state says.
-    current = (reusable | as_stored) & first_of.keys()
-    to_parse = [info for file_id, info in first_of.items() if file_id not in current]
+    current = (reusable | as_stored) & set(firsts["file_id"])
+    kept_now = pl.col("file_id").is_in(list(current))
+    to_parse = firsts.filter(~kept_now)
     full = not current or not table_exists(conn, staging_table(source.name))
 
-    order = pl.DataFrame(
-        {
-            "file_id": list(first_of),
-            "ord": [i.order for i in first_of.values()],
-            "path": [i.rel_path for i in first_of.values()],
-            "keep": [f in current for f in first_of],
-        },
-        schema={"file_id": pl.String, "ord": pl.Int64, "path": pl.String, "keep": pl.Boolean},
-    )
+    order = firsts.select("file_id", pl.col("order").alias("ord"), "path", kept_now.alias("keep"))
     conn.register("_order_frame", order.to_arrow())
     conn.execute("CREATE OR REPLACE TEMP TABLE _order AS SELECT * FROM _order_frame")
     conn.unregister("_order_frame")
@@ -185,12 +176,13 @@ def sync_source(
         ):
             cut = batches(to_parse, BATCH_FILES, BATCH_BYTES)
             # Closed at once on an error, so no batch is parsed for nothing after it.
-            with closing(parsed_batches(source, cut)) as parsed_all:
+            with closing(parsed_batches(source, raw_dir, cut)) as parsed_all:
                 for batch, parsed in parsed_all:
                     ingest_batch(
                         conn,
                         source,
                         target,
+                        raw_dir,
                         batch,
                         parsed,
                         fingerprint,
@@ -206,12 +198,12 @@ def sync_source(
             shutil.rmtree(copy.folder, ignore_errors=True)
 
     with clock("count rows per file"):
-        nothing_new = not to_parse and not forgotten and not full and settled == 0
+        nothing_new = to_parse.is_empty() and not forgotten and not full and settled == 0
         kept = _files_as_recorded(conn, source, listing) if nothing_new else None
         if kept is not None:
             files = kept
         else:
-            files = file_records(conn, source, listing, first_of)
+            files = file_records(conn, source, listing)
             conn.execute("DELETE FROM ingest_files WHERE source = ?", [source.name])
             insert_frame(conn, "ingest_files", files)
             # A renamed file keeps its rows (same content); its rejects should show the new name.
@@ -228,7 +220,7 @@ def sync_source(
         files=files,
         rows_loaded=int(files["rows_loaded"].sum()),
         rows_rejected=int(files["rows_rejected"].sum()),
-        files_parsed=len(to_parse),
+        files_parsed=to_parse.height,
         keys_settled=None if full else settled,
         files_deferred=deferred,
         seconds=clock.seconds,
@@ -240,25 +232,13 @@ _AS_LISTED = ("path", "file_id", "sha256", "size_bytes", "modified_at")
 
 
 def _files_as_recorded(
-    conn: duckdb.DuckDBPyConnection, source: SourceConfig, listing: list[FileInfo]
+    conn: duckdb.DuckDBPyConnection, source: SourceConfig, listing: pl.DataFrame
 ) -> pl.DataFrame | None:
     """The source's `ingest_files` rows in the listing's order, when a night that parsed,
     forgot and settled nothing lists its files exactly as they are recorded (the same paths,
     contents, sizes and times, in the same order): `file_records` would count every file's
     rows in the staging and raw tables again to write the same rows. None otherwise."""
-    listed = pl.DataFrame(
-        {
-            "path": [i.rel_path for i in listing],
-            "file_id": [i.file_id for i in listing],
-            "sha256": [i.sha256 for i in listing],
-            "size_bytes": [i.size_bytes for i in listing],
-            "modified_at": [i.modified_at for i in listing],
-        },
-        schema={
-            c: INGEST_FILES_SCHEMA[c]
-            for c in ("path", "file_id", "sha256", "size_bytes", "modified_at")
-        },
-    )
+    listed = conform(listing, {c: INGEST_FILES_SCHEMA[c] for c in _AS_LISTED})
     recorded = conn.execute("SELECT * FROM ingest_files WHERE source = ?", [source.name]).pl()
     if recorded.height != listed.height or recorded["path"].n_unique() != recorded.height:
         return None
@@ -280,7 +260,7 @@ def ingest_source(
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
     database = ":memory:" if cache_dir is None else str(cache_dir / f"{source.name}.duckdb")
-    memo = None if cache_dir is None else cache_dir / f"{source.name}.hashes.json"
+    memo = None if cache_dir is None else cache_dir / f"{source.name}.hashes.parquet"
     # The raw and staging tables live in a store (`pipelines.store`): beside the database, or a
     # temporary folder for an in-memory one.
     scratch = tempfile.TemporaryDirectory(prefix="gutsignal-store-") if cache_dir is None else None

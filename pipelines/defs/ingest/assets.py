@@ -87,6 +87,10 @@ def build_ingest_asset(
         # Versions before the incremental ingest kept a Parquet copy of every parse here; the
         # warehouse's raw_<source> tables replace it, so it is only wasted disk now.
         shutil.rmtree(project.project.processed_dir / "parse_cache", ignore_errors=True)
+        # Versions before the listing as a frame kept the hash memo as JSON (now Parquet).
+        (project.project.processed_dir / "file_hashes" / f"{source.name}.json").unlink(
+            missing_ok=True
+        )
         # Versions that spooled parsed batches here left them behind when killed mid-run.
         for spool in project.project.processed_dir.glob("gutsignal-ingest-*"):
             shutil.rmtree(spool, ignore_errors=True)
@@ -95,7 +99,7 @@ def build_ingest_asset(
                 conn,
                 source,
                 project.project.raw_dir,
-                memo_path=project.project.processed_dir / "file_hashes" / f"{source.name}.json",
+                memo_path=project.project.processed_dir / "file_hashes" / f"{source.name}.parquet",
                 paths=paths,
                 shards=shards,
             )
