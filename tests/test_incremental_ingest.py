@@ -266,9 +266,13 @@ def test_the_ingest_asset_reads_only_new_files_on_the_next_run(
 
     legacy = project / "data" / "processed" / "parse_cache" / "cm"
     legacy.mkdir(parents=True)  # what an older version left behind
+    hashes = project / "data" / "processed" / "file_hashes"
+    (hashes / "cm.json").parent.mkdir(parents=True)
+    (hashes / "cm.json").write_text('{"cm/ann/jan.csv": [1, 2, "0"]}')  # an older memo
     with dg.instance_for_test() as instance:
         assert files_parsed(instance) == 2
         assert not legacy.parent.exists()
+        assert sorted(p.name for p in hashes.iterdir()) == ["cm.parquet"]
         export(raw / "cm" / "ann" / "feb.csv", ["2025-02-01"], 100, 2e9)
         assert files_parsed(instance) == 1
         assert files_parsed(instance) == 0
