@@ -105,32 +105,33 @@ def sync_source(
     with clock("list and hash files"):
         listing = list_files(source, raw_dir, memo, paths)
 
-    state = conn.execute(
-        "SELECT file_id, fingerprint, checked_on, recheck FROM ingest_state WHERE source = ?",
-        [source.name],
-    ).fetchall()
-    reusable = {
-        file_id
-        for file_id, fp, checked_on, recheck in state
-        if fp == fingerprint and checked_on <= today and not (recheck and checked_on < today)
-    }
+    # Each stored file, and whether its rows can be kept: read by this parser, and not due to be
+    # read again today (a row that was in the future). A frame, not a tuple per file: a night
+    # reads the states of the whole history.
+    states = conn.execute(
+        "SELECT file_id, coalesce(fingerprint = ? AND checked_on <= ? "
+        "AND NOT (coalesce(recheck, false) AND checked_on < ?), false) AS reusable "
+        "FROM ingest_state WHERE source = ?",
+        [fingerprint, today, today, source.name],
+    ).pl()
+    reusable = states.filter("reusable")["file_id"]
     as_stored: frozenset[str] = frozenset()
     deferred = 0
     scope = run_scope(conn, shards)
     if scope:
         with clock("select the shards' files"):
             chosen = scoped_selection(
-                conn, source, raw_dir, listing, {s[0] for s in state}, reusable, scope
+                conn, source, raw_dir, listing, set(states["file_id"]), set(reusable), scope
             )
         listing, as_stored, deferred = chosen.listing, chosen.kept, chosen.deferred
-    firsts = first_copies(listing)
     # A file left for a run of its shards keeps its rows as stored, whatever its state says.
-    current = (reusable | as_stored) & set(firsts["file_id"])
-    kept_now = pl.col("file_id").is_in(list(current))
-    to_parse = firsts.filter(~kept_now)
-    full = not current or not table_exists(conn, staging_table(source.name))
+    keepable = pl.concat([reusable, pl.Series("file_id", sorted(as_stored), dtype=pl.String)])
+    firsts = first_copies(listing).with_columns(pl.col("file_id").is_in(keepable).alias("keep"))
+    to_parse = firsts.filter(~pl.col("keep"))
+    any_current = bool(firsts["keep"].any())
+    full = not any_current or not table_exists(conn, staging_table(source.name))
 
-    order = firsts.select("file_id", pl.col("order").alias("ord"), "path", kept_now.alias("keep"))
+    order = firsts.select("file_id", pl.col("order").alias("ord"), "path", "keep")
     conn.register("_order_frame", order.to_arrow())
     conn.execute("CREATE OR REPLACE TEMP TABLE _order AS SELECT * FROM _order_frame")
     conn.unregister("_order_frame")
@@ -152,7 +153,7 @@ def sync_source(
             f"SELECT count(*) FROM ingest_state WHERE source = ? AND {gone}", [source.name]
         ).fetchone()
         forgotten = bool(row and row[0])
-        if not current:
+        if not any_current:
             store.replace_all(conn, raw_table(source.name), pl.DataFrame(schema=raw_columns))
         elif forgotten:
             if not full:
@@ -168,7 +169,7 @@ def sync_source(
 
     # Without a current file, raw_<source> is written whole, and its staging rows are mostly
     # the raw rows as they are: written beside them, so the settle need not read them back.
-    copy = staging_copy(conn, source) if not current else None
+    copy = staging_copy(conn, source) if not any_current else None
     try:
         with (
             clock("parse, check and store new files"),
