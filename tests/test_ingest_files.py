@@ -141,3 +141,11 @@ def test_a_damaged_memo_only_costs_hashing_again(
     assert sorted(counting.hashed) == ["a.csv", "b.csv", "x.csv", "z.csv"]
     assert listing.equals(list_files(SOURCE, raw, HashMemo(None)))
     assert pl.read_parquet(memo_path).height == 4
+
+
+def test_a_memo_with_repeated_rows_still_lists_each_file_once(raw: Path, tmp_path: Path) -> None:
+    memo_path = tmp_path / "cm.parquet"
+    memo = HashMemo(memo_path)
+    listing = list_files(SOURCE, raw, memo)
+    pl.concat([memo.known, memo.known]).write_parquet(memo_path)
+    assert list_files(SOURCE, raw, HashMemo(memo_path)).equals(listing)

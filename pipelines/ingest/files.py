@@ -57,7 +57,11 @@ class HashMemo:
         self.known = pl.DataFrame(schema=_MEMO_SCHEMA)
         if path is not None and path.exists():
             try:
-                self.known = conform(pl.read_parquet(path), _MEMO_SCHEMA)
+                # One row per file and state, whatever the file holds: the lookup is a join,
+                # and a repeated row would repeat the file in the listing.
+                self.known = conform(pl.read_parquet(path), _MEMO_SCHEMA).unique(
+                    ["path", "size_bytes", "mtime_ns"], keep="last"
+                )
             except (OSError, pl.exceptions.PolarsError):
                 pass  # a damaged memo only costs re-hashing
 
