@@ -85,8 +85,8 @@ def select_files(
     still listed; `new_shards`: the shards of every other listed file (by file_id);
     `old_shards`: the shards of the stored rows of every stored file that is not current;
     `recorded`: the `ingest_files` rows of those, as listed when they were last ingested (a
-    `LISTING_SCHEMA` frame, like `listing`). A gone
-    file with no recorded row is handled (forgotten): it cannot be listed as it was."""
+    `LISTING_SCHEMA` frame, like `listing`). A gone file with no recorded row is handled
+    (forgotten): it cannot be listed as it was."""
     have_record = set(recorded["file_id"])
     handled = {f for f, s in new_shards.items() if touches(s, scope)} | {
         f for f, s in old_shards.items() if touches(s, scope) or f not in have_record
