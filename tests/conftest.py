@@ -55,10 +55,11 @@ def copy_project(built: Project, root: Path) -> Project:
 
 
 def refresh_all(
-    root: Path, monkeypatch: pytest.MonkeyPatch, report: dict[str, str]
+    root: Path, monkeypatch: pytest.MonkeyPatch, report: dict[str, str | tuple[str, ...]]
 ) -> dict[str, object]:
     """Run the real refresh_all job on the project at `root`; return, per asset in `report`,
-    the value of the named metadata field of its materialization (what the step says it did)."""
+    the value of the named metadata field of its materialization (what the step says it did),
+    or a tuple of the values of a tuple of fields."""
     from pipelines.definitions import defs
 
     monkeypatch.setenv(PROJECT_DIR_ENV, str(root))
@@ -72,7 +73,12 @@ def refresh_all(
         for key, field in report.items():
             event = instance.get_latest_materialization_event(dg.AssetKey(key))
             assert event is not None and event.asset_materialization is not None
-            done[key] = event.asset_materialization.metadata[field].value
+            metadata = event.asset_materialization.metadata
+            done[key] = (
+                tuple(metadata[f].value for f in field)
+                if isinstance(field, tuple)
+                else metadata[field].value
+            )
     return done
 
 

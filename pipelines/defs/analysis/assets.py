@@ -79,12 +79,11 @@ def associations(
     (weights, strata, PSUs) the models are design-based (`survey_wls`, with race/ethnicity and
     income-to-poverty too) and an unweighted `ols_between` sits beside each."""
     with project.warehouse().write() as conn:
-        refit, result = update_associations(conn, project.config().settings)
-    by_status = result.group_by("scope", "status").len().sort("scope", "status")
+        refit, by_status = update_associations(conn, project.config().settings)
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": result.height,
-            "significant": result.filter(pl.col("status") == "significant").height,
+            "dagster/row_count": int(by_status["len"].sum()),
+            "significant": int(by_status.filter(pl.col("status") == "significant")["len"].sum()),
             "by_status": md_table(by_status),
             # False when no input changed since the last fit: the table was kept as it was.
             "refit": refit,
