@@ -55,7 +55,16 @@ def test_whole_steps_say_nothing_changed_and_run_again_when_an_input_does(
     assert all(first.values()), first
     project = copy_project(demo_run.project, tmp_path / "nightly")
 
-    quiet = refresh_all(project.root, monkeypatch, REPORT)
+    counted = ("refit", "dagster/row_count", "significant")
+    quiet = refresh_all(project.root, monkeypatch, {**REPORT, "associations": counted})
+    # A table kept as it was is still reported whole: its rows and significant ones, counted in
+    # DuckDB rather than read out as a frame of every row (issue 19).
+    with project.warehouse().read() as conn:
+        counts = conn.execute(
+            "SELECT count(*), count(*) FILTER (status = 'significant') FROM associations"
+        ).fetchone()
+    assert counts is not None and counts[0] > 0
+    assert quiet.pop("associations") == (False, *counts)
     assert not any(quiet.values()), quiet
 
     # The same rows stored in another order are no change: a plan on float sums (whose last

@@ -513,6 +513,63 @@ def test_index_accounts_for_input_files_and_lists_only_those_needing_attention(
     assert "No input files have been read yet." in index
 
 
+@pytest.mark.parametrize("stale", [False, True])
+def test_the_index_reads_files_with_nothing_to_say_as_one_row_per_source(
+    tmp_path: Path, stale: bool
+) -> None:
+    """At scale a source holds tens of thousands of files, and a frame of them all made the
+    dashboard steps grow with the history (issue 19): they read the files the index lists
+    (something to say, or a source's newest) and one row per source for the rest, and render
+    the same "Input files" section and warnings as from every file's row."""
+    from pipelines.schema import INGEST_FILES_SCHEMA, conform
+    from pipelines.steps.dashboards import load_dashboard_inputs
+    from pipelines.warehouse import replace_table
+
+    data = make_inputs()
+    first = data.ingest_files.head(1)
+    day = datetime(2026, 4, 1) if stale else datetime(2026, 6, 1)
+    clean = [
+        first.with_columns(
+            file_id=pl.lit(f"{source}{i}"),
+            source=pl.lit(source),
+            path=pl.lit(f"{source}/day{i:02d}.csv"),
+            rows_read=pl.lit(100 + i),
+            rows_loaded=pl.lit(100 + i),
+            rows_rejected=pl.lit(0),
+            # Two files share the newest time: the last by path is the newest.
+            modified_at=pl.lit(day + timedelta(days=min(i, 18))),
+        )
+        for source in ("alice_cronometer", "bob_mfp")
+        for i in range(20)
+    ]
+    every = conform(
+        pl.concat([data.ingest_files, *clean], how="vertical_relaxed"), INGEST_FILES_SCHEMA
+    ).with_columns(modified_at=pl.col("modified_at") - timedelta(days=60 if stale else 0))
+    wh = Warehouse(tmp_path / "warehouse.duckdb")
+    with wh.write() as conn:
+        replace_table(conn, "ingest_files", every)
+    listed = load_dashboard_inputs(wh).ingest_files
+    # The failed and the rejecting file of clinic_labs, alice's servings (rows rejected, and
+    # her newest), bob's newest; then one row for alice's 20 clean files and one for bob's 19.
+    assert listed.height == 6 and listed["files"].sum() == every.height
+    assert listed.filter(pl.col("path").is_null())["files"].to_list() == [20, 19]
+
+    data.run_info["run_at"] = "2026-06-28 03:00 UTC"
+    data.source_freshness = pl.DataFrame()
+    sections = []
+    for name, files in (("every", every), ("listed", listed)):
+        data.ingest_files = files
+        write_dashboards(tmp_path / name, data)
+        index = (tmp_path / name / "index.html").read_text(encoding="utf-8")
+        warnings = index.split("<h2", 2)[1]
+        sections.append((index.split("<h3>Input files</h3>", 1)[1].split("<h3>", 1)[0], warnings))
+    assert sections[0] == sections[1]
+    files = sections[0][0]
+    assert "All 43 files, each with its own counts" in files
+    assert ("newest file of a stale source" in files) is stale
+    assert "bob_mfp/day19.csv" in files if stale else "bob_mfp/" not in files
+
+
 def test_cohort_page(written: tuple[Path, list[Path]]) -> None:
     out, _ = written
     page = (out / "cohort.html").read_text(encoding="utf-8")

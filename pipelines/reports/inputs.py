@@ -67,7 +67,9 @@ SCHEMAS: dict[str, dict[str, DType]] = {
     # Optional `per_unit`: how the feature unit reads ("extra 5 g/day of fibre") when the
     # analysis scales a feature; without it effects read "per extra 1 g/day".
     "associations": {**RESULT_SCHEMA, "per_unit": pl.String},
-    "ingest_files": INGEST_FILES_SCHEMA,
+    # A row per file, or per source for files with nothing to say (`files`: how many; see
+    # pipelines/steps/dashboards.py). Without `files`, a row is one file.
+    "ingest_files": {**INGEST_FILES_SCHEMA, "files": pl.Int64},
     # One row per source, reason and column, with the first few rejects as text (see
     # pipelines/steps/dashboards.py).
     "rejected_summary": {
@@ -265,7 +267,9 @@ def normalise(data: DashboardInputs) -> DashboardInputs:
         associations=_conform(data.associations, SCHEMAS["associations"]).with_columns(
             marker=pl.col("marker").str.to_lowercase()
         ),
-        ingest_files=_conform(data.ingest_files, SCHEMAS["ingest_files"]),
+        ingest_files=_conform(data.ingest_files, SCHEMAS["ingest_files"]).with_columns(
+            pl.col("files").fill_null(1)
+        ),
         rejected_summary=_conform(data.rejected_summary, SCHEMAS["rejected_summary"]),
         unmapped_foods=_conform(data.unmapped_foods, SCHEMAS["unmapped_foods"]),
         exposure_windows=_conform(data.exposure_windows, SCHEMAS["exposure_windows"]).with_columns(

@@ -211,6 +211,56 @@ def _read(
     return pl.DataFrame() if query is None else conn.execute(query).pl()
 
 
+# The `ingest_files` rows the index lists one by one: each file with something to say (failed,
+# rows rejected or skipped as duplicates, counts that do not add up: a superset of what the
+# index flags, which decides again) and each source's newest (named when the source is stale).
+# The others, nearly all of them at scale, become one row per source with their counts summed
+# and `files` saying how many: the index shows only their totals, and a frame of every file
+# made each run's dashboard steps grow with the history (issue 19). Only the columns the
+# pages use are read.
+_FILES_LISTED = """
+WITH f AS (
+    SELECT *,
+        coalesce(status = 'error', false) OR error IS NOT NULL
+        OR coalesce(rows_rejected, 0) > 0 OR coalesce(rows_duplicate, 0) > 0
+        OR coalesce(rows_read, 0) - coalesce(rows_loaded, 0) - coalesce(rows_rejected, 0)
+            - coalesce(rows_duplicate, 0) <> 0
+        OR row_number() OVER (
+            PARTITION BY source ORDER BY modified_at DESC NULLS LAST, path DESC NULLS LAST
+        ) = 1 AS listed
+    FROM (SELECT {columns} FROM ingest_files)
+)
+SELECT * EXCLUDE (listed), 1 AS files FROM f WHERE listed
+UNION ALL BY NAME
+SELECT source, max(modified_at) AS modified_at, sum(rows_read) AS rows_read,
+    sum(rows_loaded) AS rows_loaded, sum(rows_rejected) AS rows_rejected,
+    sum(rows_duplicate) AS rows_duplicate, count(*) AS files
+FROM f WHERE NOT listed GROUP BY source
+ORDER BY source, modified_at, path NULLS FIRST
+"""
+_FILE_COLUMNS = (
+    "source",
+    "path",
+    "modified_at",
+    "status",
+    "error",
+    "rows_read",
+    "rows_loaded",
+    "rows_rejected",
+    "rows_duplicate",
+)
+
+
+def _files_listed(conn: duckdb.DuckDBPyConnection, schema: Schema) -> pl.DataFrame:
+    """`ingest_files` as the index reads it (`_FILES_LISTED`; a column the table lacks is
+    null); an empty frame without it."""
+    if "ingest_files" not in schema:
+        return pl.DataFrame()
+    have = set(schema["ingest_files"])
+    columns = ", ".join(c if c in have else f"NULL AS {c}" for c in _FILE_COLUMNS)
+    return conn.execute(_FILES_LISTED.format(columns=columns)).pl()
+
+
 def _page_people(conn: duckdb.DuckDBPyConnection, schema: Schema) -> pl.DataFrame:
     """Everyone with a person page (person_id, in page order) and whether they are followed over
     time: people with a diet log or a dated draw get a page; members of cross-sectional cohorts
@@ -424,7 +474,7 @@ def load_dashboard_inputs(
             between_dii_params=_between_dii_params(conn, schema),
             marker_draws=draws,
             associations=_cohort_findings(conn, schema),
-            ingest_files=_read(conn, schema, "ingest_files"),
+            ingest_files=_files_listed(conn, schema),
             rejected_summary=rejected,
             unmapped_foods=_read(conn, schema, "unmapped_foods"),
             source_freshness=freshness,
