@@ -110,8 +110,10 @@ def test_the_memo_spares_unchanged_files_and_forgets_removed_ones(
     assert sorted(counting.hashed) == ["a.csv", "b.csv", "x.csv", "z.csv"]
 
     counting.hashed.clear()
+    os.utime(memo_path, ns=(10**18, 10**18))
     assert listing().equals(first)  # a night with nothing new hashes nothing
     assert counting.hashed == []
+    assert memo_path.stat().st_mtime_ns == 10**18  # nor writes the same memo again
 
     # A changed file (new bytes, new time) is hashed again; a removed one leaves the memo.
     write(raw / "cm" / "bob" / "b.csv", "bob's, longer", 4e9)
@@ -127,6 +129,13 @@ def test_the_memo_spares_unchanged_files_and_forgets_removed_ones(
     counting.hashed.clear()
     listing()
     assert counting.hashed == ["a.csv"]
+
+    # A removed file, and nothing to hash: its entry still leaves the memo.
+    (raw / "cm" / "ann" / "z.csv").unlink()
+    counting.hashed.clear()
+    listing()
+    assert counting.hashed == []
+    assert sorted(pl.read_parquet(memo_path)["path"]) == ["cm/bob/a.csv", "cm/bob/b.csv"]
 
 
 def test_a_damaged_memo_only_costs_hashing_again(
@@ -148,4 +157,7 @@ def test_a_memo_with_repeated_rows_still_lists_each_file_once(raw: Path, tmp_pat
     memo = HashMemo(memo_path)
     listing = list_files(SOURCE, raw, memo)
     pl.concat([memo.known, memo.known]).write_parquet(memo_path)
-    assert list_files(SOURCE, raw, HashMemo(memo_path)).equals(listing)
+    repeated = HashMemo(memo_path)
+    assert list_files(SOURCE, raw, repeated).equals(listing)
+    repeated.save()  # and is written again with a row per file
+    assert pl.read_parquet(memo_path).height == listing.height

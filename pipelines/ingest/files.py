@@ -55,13 +55,13 @@ class HashMemo:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.known = pl.DataFrame(schema=_MEMO_SCHEMA)
+        # Whether `known` differs from the file: only then is it written again (a night with
+        # nothing new wrote the same 60,000 rows, a good part of its ingest's memory).
+        self.changed = True
         if path is not None and path.exists():
             try:
-                # One row per file and state, whatever the file holds: the lookup is a join,
-                # and a repeated row would repeat the file in the listing.
-                self.known = conform(pl.read_parquet(path), _MEMO_SCHEMA).unique(
-                    ["path", "size_bytes", "mtime_ns"], keep="last"
-                )
+                self.known = conform(pl.read_parquet(path), _MEMO_SCHEMA)
+                self.changed = False
             except (OSError, pl.exceptions.PolarsError):
                 pass  # a damaged memo only costs re-hashing
 
@@ -71,7 +71,15 @@ class HashMemo:
         files: a removed file's entry goes with it."""
         key = ["path", "size_bytes", "mtime_ns"]
         known = files.select(key).join(self.known, on=key, how="left", maintain_order="left")
+        if known.height != files.height:
+            # A memo that holds a file and state twice (damaged, or edited by hand) would list
+            # the file twice. Checked here rather than made unique on every read: that doubled
+            # the memo's memory at 60,000 files (issue 19).
+            known = known.unique(key, keep="last", maintain_order=True)
         todo = known.filter(pl.col("sha256").is_null())["path"]
+        # Unless a file is new or changed, or one is gone (the memo had more rows), the memo
+        # ends as it began.
+        self.changed |= not todo.is_empty() or known.height != self.known.height
         hashed = pl.DataFrame(
             {"path": todo, "new": [sha256_of(raw_dir / p) for p in todo]},
             schema={"path": pl.String, "new": pl.String},
@@ -82,7 +90,7 @@ class HashMemo:
         return self.known["sha256"]
 
     def save(self) -> None:
-        if self.path is not None:
+        if self.path is not None and self.changed:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")
             self.known.write_parquet(tmp)
