@@ -10,6 +10,7 @@ import json
 import re
 import shutil
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -215,3 +216,58 @@ def test_a_changed_window_brings_back_its_person_only(
     assert read == [person]
     after = _files(out)
     assert {n for n in after if after[n] != before.get(n)} == {person_section_name(person)}
+
+
+def test_a_state_covers_its_shards_people_rows_and_nothing_else() -> None:
+    """`shard_states` and `person_states`: a shard's state changes with a row of one of its
+    people and with its own parts, not with another shard's people nor with the order of the
+    rows; a person's state with their own rows only, and a person without rows has one too."""
+    from pipelines.steps.page_shards import StoreInputs, person_states, shard_states
+
+    count = 4
+    people = [f"p{i:02d}" for i in range(12)]
+    alice = people[0]
+    shard = shard_of(alice, count)
+    others = [k for k in range(count) if k != shard]
+    assert others and any(shard_of(p, count) == shard for p in people[1:])
+    sources = pl.DataFrame(
+        {
+            "person_id": [*people, alice, None],
+            "source": ["cm"] * len(people) + ["labs", "cm"],
+            "latest_day": [date(2025, 1, i + 1) for i in range(len(people) + 2)],
+            "stale": [False] * (len(people) + 2),
+        }
+    )
+    records = pl.DataFrame({"person_id": people[:5], "fingerprint": ["1:2:3"] * 5})
+    inputs = StoreInputs({k: [("diet_daily", [f"part-{k}.parquet"])] for k in range(count)}, "")
+    salts = ("page salt", "section salt")
+
+    def shards(frames: list[pl.DataFrame], parts: StoreInputs = inputs) -> dict[int, str]:
+        return shard_states(parts, range(count), count, salts, frames)
+
+    def persons(frames: list[pl.DataFrame]) -> dict[str, str]:
+        return person_states(inputs, [*people, "nobody"], salts, frames)
+
+    before, each = shards([sources, records]), persons([sources, records])
+    assert sorted(before) == list(range(count)) and len(set(before.values())) == count
+    assert len(set(each.values())) == len(people) + 1
+    # The same rows in another order, and an empty frame for one with no rows at all.
+    shuffled = [sources.reverse(), records.sample(fraction=1.0, shuffle=True, seed=1)]
+    assert shards(shuffled) == before and persons(shuffled) == each
+    empty = pl.DataFrame()
+    no_records = records.clear()
+    assert shards([sources, empty]) == shards([sources, no_records])
+    assert persons([sources, empty]) == persons([sources, no_records])
+
+    # One of alice's rows changes: her shard's state and hers, nobody else's.
+    moved = sources.with_columns(
+        stale=pl.when(pl.col("person_id") == alice).then(True).otherwise(pl.col("stale"))
+    )
+    after, each_after = shards([moved, records]), persons([moved, records])
+    assert {k for k in before if before[k] != after[k]} == {shard}
+    assert {p for p in each if each[p] != each_after[p]} == {alice}
+    # A shard's own parts are in its state; another shard's are not.
+    parts = dict(inputs.parts)
+    parts[others[0]] = [("diet_daily", ["part-new.parquet"])]
+    changed = shards([sources, records], StoreInputs(parts, ""))
+    assert {k for k in before if before[k] != changed[k]} == {others[0]}
