@@ -243,13 +243,23 @@ def test_a_state_covers_its_shards_people_rows_and_nothing_else() -> None:
     salts = ("page salt", "section salt")
 
     def shards(frames: list[pl.DataFrame], parts: StoreInputs = inputs) -> dict[int, str]:
-        return shard_states(parts, range(count), count, salts, frames)
+        return shard_states(parts, range(count), count, salts, lambda _: frames)
 
     def persons(frames: list[pl.DataFrame]) -> dict[str, str]:
         return person_states(inputs, [*people, "nobody"], salts, frames)
 
     before, each = shards([sources, records]), persons([sources, records])
     assert sorted(before) == list(range(count)) and len(set(before.values())) == count
+    # Taken a shard at a time from each shard's people's rows only: the same states.
+    asked: list[int] = []
+
+    def theirs(shard: int) -> list[pl.DataFrame]:
+        asked.append(shard)
+        mine = pl.col("person_id").map_elements(lambda p: shard_of(p, count), pl.Int64) == shard
+        return [sources.filter(mine), records.filter(mine)]
+
+    assert shard_states(inputs, range(count), count, salts, theirs) == before
+    assert asked == list(range(count))
     assert len(set(each.values())) == len(people) + 1
     # The same rows in another order, and an empty frame for one with no rows at all.
     shuffled = [sources.reverse(), records.sample(fraction=1.0, shuffle=True, seed=1)]

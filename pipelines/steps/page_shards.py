@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -106,25 +106,23 @@ def shard_states(
     shards: Collection[int],
     count: int,
     salts: tuple[str, str],
-    people: Sequence[pl.DataFrame],
+    rows_of: Callable[[int], Sequence[pl.DataFrame]],
 ) -> dict[int, str]:
-    """Each of `shards`' state (the module's docstring): `people` the frames of per-person rows
-    it covers besides the parts (the people's sources, `person_sources_frame`, and the step's
-    rows of `person_inputs`, both plans)."""
-    texts = [_texts(df) for df in people]
-    by_shard: dict[int, list[str]] = {}
-    for person in sorted(set().union(*texts)):
-        by_shard.setdefault(shard_of(person, count), []).append(person)
+    """Each of `shards`' state (the module's docstring). `rows_of(shard)` gives the frames of
+    per-person rows a shard's state covers besides its parts (its people's sources,
+    `person_sources_frame`, and the step's rows of `person_inputs`, both plans): every row of
+    the shard's people, and rows of others are left out. Taken a shard at a time, so that only
+    one shard's people's rows and texts are held, not everyone's (a quiet night's peak)."""
     common = _common(inputs, salts)
-
-    def state(shard: int) -> str:
-        mine = by_shard.get(shard, [])
-        return _hash(
+    states = {}
+    for shard in sorted(shards):
+        texts = [_texts(df) for df in rows_of(shard)]
+        mine = sorted(p for p in set().union(*texts) if shard_of(p, count) == shard)
+        states[shard] = _hash(
             [common, json.dumps(inputs.parts.get(shard, []))]
             + [_SEP.join([p, *(t.get(p, "") for t in texts)]) for p in mine]
         )
-
-    return {shard: state(shard) for shard in shards}
+    return states
 
 
 def person_states(

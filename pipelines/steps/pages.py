@@ -5,7 +5,7 @@ shows of each person, kept in `page_summaries` (`update_person_pages`); then the
 cohort page from those rows alone (`update_index`).
 """
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
@@ -51,7 +51,15 @@ from pipelines.steps.page_shards import (
     unchanged_people,
     unchanged_shards,
 )
-from pipelines.store import MANIFEST, SHARDS, replace_all, root_of, shard_count, shard_of
+from pipelines.store import (
+    MANIFEST,
+    SHARDS,
+    replace_all,
+    root_of,
+    shard_count,
+    shard_of,
+    shard_sql,
+)
 from pipelines.warehouse import Warehouse, table_exists
 
 STEP = "dashboards"
@@ -181,7 +189,6 @@ def update_person_pages(
     groups: list[PagePlans] = []
     inputs: StoreInputs | None = None
     with warehouse.read() as conn:
-        recorded = _records(conn)
         if data.people is not None:
             # Frames handed in are not the store's: only a read from the warehouse is planned
             # shard by shard first (`pipelines.steps.page_shards`).
@@ -190,40 +197,40 @@ def update_person_pages(
             run = sorted(range(count) if shards is None else {int(k) for k in shards})
             inputs = store_inputs(conn)
         if inputs is not None:
-            sources = _sources(data)
             salts = (salt, sections_salt)
-            states = shard_states(inputs, run, count, salts, [sources, recorded])
+            states = shard_states(inputs, run, count, salts, _shard_rows(conn, data, count))
             kept = unchanged_shards(conn, states, count, STEP, out_dir)
             if kept:
                 # Only the other shards are read, planned, rendered and recorded.
                 shards = [k for k in run if k not in kept]
                 data = _of_shards(data, set(shards), count)
         shards_scope = scope = shard_scope(conn, shards) if shards != [] else None
-    # Taken in connections of their own, over the parts of the shards left.
-    ids, rows = _fingerprints(data) if inputs is not None and shards != [] else ([], None)
-    same: set[str] = set()
-    people_rows: list[pl.DataFrame] = []  # what the people's states hold besides the step's own
-    with warehouse.read() as conn:
-        if data.people is not None and shards != []:
-            # Of the run's shards: the people left out have no plan to take them. Also what the
-            # people's states hold of their windows (`PersonGroups.fingerprints` has none).
-            windows = window_fingerprints(conn, "exposure_windows", shards_scope)
-        if inputs is not None and rows is not None:
-            # In the shards that changed, the same decision per person, before their rows are
-            # read: the people whose state holds are left out, their records and summaries kept.
-            people_rows = [rows, windows, sources]
-            same = unchanged_people(
-                conn, person_states(inputs, ids, salts, [*people_rows, recorded]), out_dir
-            )
-            if same:
-                data = _without(data, same)
-                scope = _and_not(shards_scope)
     if shards == []:  # every shard left as it is
         if data.freshness_key is not None:
             with warehouse.write() as conn:
                 _keep_freshness(conn, data)
         # Every shard left as it is: the step has nothing to do.
         return [write_plotly_js(out_dir)], nothing_plan(STEP)
+    # Taken in connections of their own, over the parts of the shards left.
+    ids, rows = _fingerprints(data) if inputs is not None else ([], None)
+    same: set[str] = set()
+    people_rows: list[pl.DataFrame] = []  # what the people's states hold besides the step's own
+    with warehouse.read() as conn:
+        recorded = _records(conn)
+        if data.people is not None:
+            # Of the run's shards: the people left out have no plan to take them. Also what the
+            # people's states hold of their windows (`PersonGroups.fingerprints` has none).
+            windows = window_fingerprints(conn, "exposure_windows", shards_scope)
+        if inputs is not None and rows is not None:
+            # In the shards that changed, the same decision per person, before their rows are
+            # read: the people whose state holds are left out, their records and summaries kept.
+            people_rows = [rows, windows, _sources(data)]
+            same = unchanged_people(
+                conn, person_states(inputs, ids, salts, [*people_rows, recorded]), out_dir
+            )
+            if same:
+                data = _without(data, same)
+                scope = _and_not(shards_scope)
     # Each group is planned against the step's records, read once into an in-memory database,
     # instead of in a warehouse connection of its own.
     with duckdb.connect() as memory:
@@ -278,10 +285,10 @@ def update_person_pages(
         if inputs is not None:
             # Taken of what the run started from, with the records it has just written.
             done = shards if shards is not None else run
-            records = _records(conn)
-            record_states(conn, shard_states(inputs, done, count, salts, [sources, records]))
+            rows_of = _shard_rows(conn, data, count)
+            record_states(conn, shard_states(inputs, done, count, salts, rows_of))
             if people_rows:
-                them = person_states(inputs, ids, salts, [*people_rows, records])
+                them = person_states(inputs, ids, salts, [*people_rows, _records(conn)])
                 record_person_states(conn, them, shards_scope)
         _keep_freshness(conn, data)
     return written, plans.pages
@@ -293,19 +300,48 @@ def _keep_freshness(conn: duckdb.DuckDBPyConnection, data: DashboardInputs) -> N
         keep_freshness(conn, data.source_freshness, data.freshness_key)
 
 
-def _records(conn: duckdb.DuckDBPyConnection) -> pl.DataFrame:
-    """The step's records of both plans (`person_inputs`), for the shards' states."""
+def _records(conn: duckdb.DuckDBPyConnection, scope: str | None = None) -> pl.DataFrame:
+    """The step's records of both plans (`person_inputs`), of `scope` (None: everyone's)."""
     if not table_exists(conn, STATE_TABLE):
         return pl.DataFrame(schema=STATE_SCHEMA)
     return conn.execute(
-        f"SELECT * FROM {STATE_TABLE} WHERE step IN (?, ?)", [STEP, SECTION_STEP]
+        in_scope(f"SELECT * FROM {STATE_TABLE} WHERE step IN (?, ?)", scope), [STEP, SECTION_STEP]
     ).pl()
 
 
-def _sources(data: DashboardInputs) -> pl.DataFrame:
-    """Every person's sources of `data` as their pages show them, less the clock."""
-    d = normalise(data)
+def _sources(data: DashboardInputs, freshness: pl.DataFrame | None = None) -> pl.DataFrame:
+    """The people's sources as their pages show them, less the clock: everyone's of `data`, or
+    those of the people of `freshness` (rows of `data.source_freshness`). Built from the frames
+    `person_sources` reads only."""
+    d = normalise(
+        DashboardInputs(
+            source_freshness=data.source_freshness if freshness is None else freshness,
+            ingest_files=data.ingest_files,
+            run_info=data.run_info,
+            demo_sources=data.demo_sources,
+        )
+    )
     return person_sources_frame(person_sources(d, run_time(d.run_info)))
+
+
+def _shard_rows(
+    conn: duckdb.DuckDBPyConnection, data: DashboardInputs, count: int
+) -> Callable[[int], list[pl.DataFrame]]:
+    """What a shard's state holds besides its parts (`page_shards.shard_states`), one shard's
+    people at a time: their sources as their pages show them and the step's records of them.
+    Everyone's at once, as Python objects and JSON text, was a quiet night's peak (+70 MB at
+    10,000 people against +20 MB at 2,000)."""
+    fresh = data.source_freshness
+    shard = pl.Series(
+        [shard_of(p, count) for p in fresh["person_id"]] if "person_id" in fresh.columns else [],
+        dtype=pl.Int64,
+    )
+
+    def rows_of(k: int) -> list[pl.DataFrame]:
+        theirs = fresh.filter(shard == k) if shard.len() else fresh
+        return [_sources(data, theirs), _records(conn, f"{shard_sql(count)} = {int(k)}")]
+
+    return rows_of
 
 
 def _of_shards(data: DashboardInputs, shards: set[int], count: int) -> DashboardInputs:
