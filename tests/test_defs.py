@@ -198,7 +198,7 @@ def test_a_failed_materialisation_from_the_ui_puts_the_warehouse_back(
 
     project = make_demo_project(tmp_path)
     monkeypatch.setenv(PROJECT_DIR_ENV, str(tmp_path))
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         job = load_defs().resolve_implicit_global_asset_job_def()
         assert job.execute_in_process(
             instance=instance, tags=all_partitions_tags(Project.from_env())
@@ -252,7 +252,7 @@ def test_stale_sources_fail_a_dagster_freshness_check_and_demo_sources_do_not(
     monkeypatch.setenv(PROJECT_DIR_ENV, str(tmp_path))
 
     def freshness_checks() -> dict[str, dg.AssetCheckEvaluation]:
-        with dg.instance_for_test() as instance:
+        with dg.DagsterInstance.ephemeral() as instance:
             result = (
                 load_defs()
                 .resolve_job_def("refresh_all")

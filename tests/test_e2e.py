@@ -176,7 +176,7 @@ def test_second_run_changes_nothing(demo_run: DemoRun, monkeypatch: pytest.Monke
 
     from pipelines.definitions import defs
 
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         job = defs().resolve_job_def("refresh_all")
         result = job.execute_in_process(
             instance=instance, tags=all_partitions_tags(Project.from_env())

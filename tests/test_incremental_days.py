@@ -104,7 +104,7 @@ class Cohort:
         # One partition of every shard: one materialization, the step over everyone.
         (everyone,) = partition_keys(1)
         diet_daily = diet_daily_asset(dg.StaticPartitionsDefinition([everyone]))
-        with dg.instance_for_test() as instance:
+        with dg.DagsterInstance.ephemeral() as instance:
             result = dg.materialize(
                 [food_taxonomy, diet_daily],
                 resources={"project": resource},
@@ -383,7 +383,7 @@ def taxonomy_changes(cohort: Cohort) -> dict[str, object]:
     """Materialize food_taxonomy alone; return what it says changed, per table."""
     cohort.write_inputs()
     resource = ProjectResource(project_dir=str(cohort.project.root))
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         result = dg.materialize([food_taxonomy], resources={"project": resource}, instance=instance)
     assert result.success
     return {

@@ -269,7 +269,7 @@ def test_the_ingest_asset_reads_only_new_files_on_the_next_run(
     hashes = project / "data" / "processed" / "file_hashes"
     (hashes / "cm.json").parent.mkdir(parents=True)
     (hashes / "cm.json").write_text('{"cm/ann/jan.csv": [1, 2, "0"]}')  # an older memo
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         assert files_parsed(instance) == 2
         assert not legacy.parent.exists()
         assert sorted(p.name for p in hashes.iterdir()) == ["cm.parquet"]

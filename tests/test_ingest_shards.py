@@ -244,7 +244,7 @@ def test_the_ingest_asset_runs_the_shards_of_its_range(
             event.metadata["files_deferred"].value  # type: ignore[arg-type]
         )
 
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         assert run("shards-12-15", "shards-12-15") == (1, 1)
         assert run("shards-00-03", "shards-00-03") == (1, 0)
         assert run("shards-00-03", "shards-12-15") == (0, 0)

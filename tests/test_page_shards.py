@@ -97,7 +97,7 @@ def test_one_partition_renders_only_its_pages_and_the_index_shows_them(
     key = _key_of(changed)
     others = [p for p in ("alice", "carol") if _key_of(p) != key]
     assert others  # the demo's people are in more than one partition
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         index = (out / "index.html").read_text(encoding="utf-8")
         before = re.search(r"(\d+) / (\d+) days logged", index.split(changed + "</a>", 1)[1])
         assert before is not None
@@ -119,7 +119,7 @@ def test_one_partition_renders_only_its_pages_and_the_index_shows_them(
     fresh = make_demo_project(tmp_path / "fresh")
     shutil.copytree(project.raw_dir, fresh.raw_dir, dirs_exist_ok=True)
     monkeypatch.setenv(PROJECT_DIR_ENV, str(fresh.root))
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         _run(fresh, instance, all_partitions_tags(fresh))
     assert _files(out) == _files(fresh.dashboards_dir)
 
@@ -135,7 +135,7 @@ def test_a_first_run_of_one_partition_then_the_others_writes_what_one_run_writes
     monkeypatch.setenv(PROJECT_DIR_ENV, str(project.root))
     out = project.dashboards_dir
     keys = partition_keys(4)
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         _run(project, instance, partition_range_tags(keys[0], keys[0]))
         mine = sorted(p for p in ("alice", "bob", "carol") if _key_of(p) == keys[0])
         pages = sorted(p.name for p in out.glob("person_*.html"))

@@ -209,7 +209,7 @@ def test_a_scheduled_run_backs_up_the_warehouse_first(
     from pipelines.definitions import defs
 
     job = defs().resolve_job_def("refresh_all")
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         # what the daemon's nightly tick launches: the job, tagged with the schedule's name
         result = job.execute_in_process(
             instance=instance,

@@ -13,6 +13,7 @@ import plistlib
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import tomllib
 from collections.abc import Sequence
@@ -361,17 +362,18 @@ def test_systemd_analyze_verifies_the_units(tmp_path: Path) -> None:
             path = units / f"gutsignal{i}-{component.name}.service"
             path.write_text(render_systemd_unit(paths, component), encoding="utf-8")
             files.append(str(path))
-    runtime = tmp_path / "runtime"
-    runtime.mkdir(mode=0o700)
-    # --user needs a runtime folder, which a container or CI job may not have: a private one.
-    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
-    done = subprocess.run(
-        ["systemd-analyze", "verify", "--user", "--man=no", *files],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    # --user needs a runtime folder, which a container or CI job may not have: a private one,
+    # on a short path: the user units' sockets live in it, and a socket's path has at most 107
+    # bytes (tmp_path under /dev/shm was too long).
+    with tempfile.TemporaryDirectory(prefix="xdg-") as runtime:
+        env = {**os.environ, "XDG_RUNTIME_DIR": runtime}
+        done = subprocess.run(
+            ["systemd-analyze", "verify", "--user", "--man=no", *files],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
     # A warning (unknown key, a command that is not executable) is printed with exit code 0.
     assert done.returncode == 0 and done.stderr == "", done.stderr
 

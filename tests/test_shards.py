@@ -137,7 +137,7 @@ def test_one_partition_run_recomputes_only_its_shards_people_and_keeps_the_other
     project = make_demo_project(tmp_path)
     monkeypatch.setenv(PROJECT_DIR_ENV, str(project.root))
     job = defs().resolve_job_def("refresh_all")
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         assert _run(job, instance, tags=all_partitions_tags(project)).success
         tables = ("marker_draws", "marker_trends")
         before = sorted_tables(project, tables)
@@ -199,7 +199,7 @@ def test_a_run_that_names_no_shards_is_refused(
     project = make_demo_project(tmp_path)
     monkeypatch.setenv(PROJECT_DIR_ENV, str(project.root))
     job = defs().resolve_job_def("refresh_all")
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         result = _run(job, instance)
     assert not result.success
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
@@ -285,7 +285,7 @@ def test_one_partition_of_the_person_steps_rewrites_only_its_shards_then_all_equ
     project = make_demo_project(tmp_path)
     monkeypatch.setenv(PROJECT_DIR_ENV, str(project.root))
     job = defs().resolve_job_def("refresh_all")
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         assert _run(job, instance, tags=all_partitions_tags(project)).success
         plain = sorted_tables(project, SHARDED_TABLES)
         records = {step: _records(project, step) for step in SHARDED}
@@ -377,7 +377,7 @@ def test_a_first_run_of_one_partition_then_the_others_equals_a_run_of_all(
     tables = ("marker_draws", "marker_trends", *SHARDED_TABLES)
     keys = partition_keys(4)
     job = defs().resolve_job_def("refresh_all")
-    with dg.instance_for_test() as instance:
+    with dg.DagsterInstance.ephemeral() as instance:
         assert _run(job, instance, tags=partition_range_tags(keys[0], keys[0])).success
         first = sorted_tables(project, tables)
         for name, frame in first.items():
