@@ -310,7 +310,7 @@ def _stage_labs_ingest(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any
     finally:
         conn.close()
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    files = result.files
+    files = result.summary
     database.unlink(missing_ok=True)
     remove_tree(store.beside(database))
     return {
@@ -318,13 +318,13 @@ def _stage_labs_ingest(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any
         # CPU seconds of all the process's threads: on a shared machine, wall-clock time says as
         # much about the neighbours as about the ingest.
         "cpu_seconds": cpu,
-        "rows": int(files["rows_read"].sum()),
+        "rows": files.rows_read,
         "unit": "lab rows read",
-        "files": files.height,
-        "files_failed": int((files["status"] != "loaded").sum()),
-        "rows_loaded": int(files["rows_loaded"].sum()),
-        "rows_rejected": int(files["rows_rejected"].sum()),
-        "rows_duplicate": int(files["rows_duplicate"].sum()),
+        "files": files.files,
+        "files_failed": files.not_loaded,
+        "rows_loaded": files.rows_loaded,
+        "rows_rejected": files.rows_rejected,
+        "rows_duplicate": files.rows_duplicate,
         "substeps": result.seconds,
     }
 

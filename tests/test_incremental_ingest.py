@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import pipelines.ingest as ingest
+import pipelines.ingest.accounting as ingest_accounting
 import pipelines.ingest.fingerprints as ingest_fingerprints
 import pipelines.ingest.parse as ingest_parse
 import pipelines.ingest.settle as ingest_settle
@@ -351,3 +352,60 @@ def test_key_ranges_only_ever_narrow_to_the_affected_keys() -> None:
     assert ranges[1] == "\"day\" BETWEEN DATE '2025-03-01' AND DATE '2025-03-02'"
     conn.execute("DELETE FROM _affected")
     assert ingest_settle._key_ranges(conn, ["person_id"]) == []
+
+
+def test_the_sync_reports_its_files_as_ingest_files_records_them(tmp_path: Path) -> None:
+    """What the ingest asset reports (`SyncResult.summary`, counted by DuckDB) is the recorded
+    files' counts, errors and first rows; a night with nothing new keeps every record as it was,
+    and a listing that differs in any file is not taken for the recorded one."""
+    raw = tmp_path / "raw"
+    jan = raw / "cm" / "ann" / "jan.csv"
+    export(jan, ["2025-01-01", "2025-01-02"], 100, 1_700_000_000)
+    later = ["2025-01-02", "2025-01-03"]
+    export(raw / "cm" / "ann" / "feb.csv", later, 200, 1_700_100_000, extra="oops,,x,,,\n")
+    shutil.copy2(jan, raw / "cm" / "ann" / "jan copy.csv")  # the same bytes, the same time
+    (raw / "cm" / "bob").mkdir()
+    (raw / "cm" / "bob" / "broken.csv").write_bytes(b"")
+    os.utime(raw / "cm" / "bob" / "broken.csv", (1_700_200_000, 1_700_200_000))
+    warehouse = Warehouse(tmp_path / "warehouse.duckdb")
+    memo = tmp_path / "hashes.parquet"
+    with warehouse.write() as conn:
+        first = sync_source(conn, SOURCE, raw, memo_path=memo)
+        recorded = ingest_accounting.recorded_files(conn, "cm")
+    s = first.summary
+    # jan's 01-02 loses to feb; the copy's two rows are duplicates; feb's bad line is rejected.
+    assert (s.files, s.rows_read, s.rows_loaded, s.rows_rejected, s.rows_duplicate) == (
+        4,
+        7,
+        3,
+        1,
+        3,
+    )
+    sums = [int(recorded[c].sum()) for c in ("rows_read", "rows_loaded", "rows_rejected")]
+    assert [s.rows_read, s.rows_loaded, s.rows_rejected] == sums
+    assert (s.unbalanced, s.not_loaded) == (0, 2)
+    assert [p for p, _ in s.errors] == ["cm/bob/broken.csv"]
+    assert str(s.newest) == "2023-11-17 05:46:40"  # broken.csv's time (UTC)
+    assert s.preview["path"].to_list() == recorded["path"].to_list()  # oldest first
+    assert s.preview["path"].to_list() == [
+        "cm/ann/jan copy.csv",
+        "cm/ann/jan.csv",
+        "cm/ann/feb.csv",
+        "cm/bob/broken.csv",
+    ]
+
+    with warehouse.write() as conn:
+        second = sync_source(conn, SOURCE, raw, memo_path=memo)
+        assert ingest_accounting.recorded_files(conn, "cm").equals(recorded)  # kept, not rewritten
+        listing = ingest.list_files(SOURCE, raw, ingest.HashMemo(None))
+        assert ingest_accounting.listed_as_recorded(conn, "cm", listing)
+        for differs in (
+            listing.head(3),  # a file gone
+            pl.concat([listing, listing.tail(1).with_columns(path=pl.lit("cm/bob/new.csv"))]),
+            listing.with_columns(size_bytes=pl.col("size_bytes") + (pl.col("order") == 1)),
+            listing.with_columns(modified_at=pl.col("modified_at").shift(1, fill_value=None)),
+        ):
+            assert not ingest_accounting.listed_as_recorded(conn, "cm", differs)
+    assert (second.files_parsed, second.keys_settled) == (0, 0)
+    assert (second.summary.files, second.summary.rows_loaded) == (s.files, s.rows_loaded)
+    assert second.summary.preview.equals(s.preview)

@@ -1181,6 +1181,49 @@ def test_loader_reads_windows_sufficiency_and_freshness(tmp_path: Path) -> None:
         assert (tmp_path / "loaded" / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
 
 
+def test_each_step_reads_its_part_and_the_same_data_window(tmp_path: Path) -> None:
+    """The person-page step reads nobody's draws but its people's, the index step no person's
+    rows; both show the data window of the whole read (the first and last day of a diet log or a
+    followed person's dated draw), which the cross-sectional member's undated draw does not
+    move."""
+    from pipelines.steps.dashboards import load_dashboard_inputs
+    from pipelines.warehouse import Warehouse, replace_table
+
+    data = make_inputs(people=["alice", "bob"])
+    draws = data.marker_draws
+    early = draws.head(1).with_columns(
+        collected_at=pl.lit(datetime(2024, 2, 3, 8), pl.Datetime("us")), day=None
+    )
+    nh_draw = draws.head(1).with_columns(
+        person_id=pl.lit("nh1"), collected_at=pl.lit(None, pl.Datetime("us")), day=None
+    )
+    wh = Warehouse(tmp_path / "warehouse.duckdb")
+    with wh.write() as conn:
+        replace_table(conn, "diet_daily", data.diet_daily)
+        replace_table(conn, "marker_draws", pl.concat([draws, early, nh_draw]))
+    last = max(data.diet_daily["day"].max(), draws["collected_at"].max().date())  # type: ignore[union-attr]
+    window = f"2024-02-03 to {last}"
+    whole = load_dashboard_inputs(wh)
+    pages = load_dashboard_inputs(wh, cohort_draws=False)
+    index = load_dashboard_inputs(wh, people=False)
+    for loaded in (whole, pages, index):
+        assert loaded.run_info["data_window"] == window
+    assert whole.people is not None and pages.people is not None and index.people is not None
+    assert whole.people.ids == pages.people.ids == ["alice", "bob"]
+    assert index.people.ids == []
+    assert pages.marker_draws.is_empty()
+    assert index.marker_draws.equals(whole.marker_draws)
+    assert set(whole.marker_draws["person_id"]) == {"alice", "bob"}  # followed people's only
+
+    # Without a diet log nobody is followed: no draws, and no dates to show.
+    draws_only = Warehouse(tmp_path / "draws_only.duckdb")
+    with draws_only.write() as conn:
+        replace_table(conn, "marker_draws", pl.concat([draws, early, nh_draw]))
+    alone = load_dashboard_inputs(draws_only, people=False)
+    assert alone.run_info["data_window"] == "no dated data (cross-sectional)"
+    assert alone.marker_draws.is_empty()
+
+
 # --------------------------------------------------------------------------------------------
 # Budgets: page weight and linear scaling
 

@@ -1,11 +1,16 @@
 """The last step: every input line accounted for, per file.
 
 `file_records` counts each file's rows read, loaded, rejected and duplicate for `ingest_files`
-(rows_read == rows_loaded + rows_rejected + rows_duplicate); `check_unique_lines` is the nightly
-check that no raw file line loads twice, reading only the files listed in `lines_to_check`.
+(rows_read == rows_loaded + rows_rejected + rows_duplicate); `files_summary` is what the ingest
+asset reports of them, and `recorded_files` all of them as a frame; `check_unique_lines` is the
+nightly check that no raw file line loads twice, reading only the files listed in
+`lines_to_check`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
 
 import duckdb
 import polars as pl
@@ -84,6 +89,92 @@ def file_records(
         "ingested_at",
     )
     return conform(records, INGEST_FILES_SCHEMA)
+
+
+# A source's files in the order they were listed (`list_files`: oldest first, then by path).
+_LISTING_ORDER = "ORDER BY modified_at, path"
+PREVIEW_FILES = 20
+
+
+@dataclass(frozen=True)
+class FilesSummary:
+    """What the ingest asset reports of a source's `ingest_files` rows, counted by DuckDB: a
+    night over 60,000 files held a Polars row of each (with its path, hash and error) to report
+    a few sums and 20 of them, memory that grew with the history (issue 19)."""
+
+    files: int
+    rows_read: int
+    rows_loaded: int
+    rows_rejected: int
+    rows_duplicate: int
+    unbalanced: int  # files whose rows_read != rows_loaded + rows_rejected + rows_duplicate
+    not_loaded: int  # files that could not be read, or copies of another file
+    newest: datetime | None  # the newest file's modification time
+    errors: list[tuple[str, str]]  # (path, reason) of each file that could not be read
+    preview: pl.DataFrame  # the first PREVIEW_FILES files, oldest first: path, status, counts
+
+
+def files_summary(conn: duckdb.DuckDBPyConnection, source_name: str) -> FilesSummary:
+    """`FilesSummary` of the source's files as `ingest_files` records them."""
+    where = "FROM ingest_files WHERE source = ?"
+    row = conn.execute(
+        "SELECT count(*), coalesce(sum(rows_read), 0), coalesce(sum(rows_loaded), 0), "
+        "coalesce(sum(rows_rejected), 0), coalesce(sum(rows_duplicate), 0), "
+        "count(*) FILTER (rows_read <> rows_loaded + rows_rejected + rows_duplicate), "
+        f"count(*) FILTER (status <> 'loaded'), max(modified_at) {where}",
+        [source_name],
+    ).fetchone()
+    assert row is not None  # an aggregate without GROUP BY has one row
+    errors = conn.execute(
+        f"SELECT path, error {where} AND status = 'error' {_LISTING_ORDER}", [source_name]
+    ).fetchall()
+    preview = conn.execute(
+        "SELECT path, status, rows_read, rows_loaded, rows_rejected, rows_duplicate "
+        f"{where} {_LISTING_ORDER} LIMIT {PREVIEW_FILES}",
+        [source_name],
+    ).pl()
+    files, read, loaded, rejected, duplicate, unbalanced, not_loaded, newest = row
+    return FilesSummary(
+        files=int(files),
+        rows_read=int(read),
+        rows_loaded=int(loaded),
+        rows_rejected=int(rejected),
+        rows_duplicate=int(duplicate),
+        unbalanced=int(unbalanced),
+        not_loaded=int(not_loaded),
+        newest=newest,
+        errors=[(str(p), str(e)) for p, e in errors],
+        preview=preview,
+    )
+
+
+def recorded_files(conn: duckdb.DuckDBPyConnection, source_name: str) -> pl.DataFrame:
+    """The source's `ingest_files` rows, in the order its files were listed."""
+    files = conn.execute(
+        f"SELECT * FROM ingest_files WHERE source = ? {_LISTING_ORDER}", [source_name]
+    ).pl()
+    return conform(files, INGEST_FILES_SCHEMA)
+
+
+def listed_as_recorded(
+    conn: duckdb.DuckDBPyConnection, source_name: str, listing: pl.DataFrame
+) -> bool:
+    """Whether `listing` (`LISTING_SCHEMA`) holds exactly the files `ingest_files` records for
+    the source: the same paths, contents, sizes and times. Compared in DuckDB, not as Polars
+    frames: a night over 60,000 files held both sides' rows to find nothing changed."""
+    columns = ["path", "file_id", "sha256", "size_bytes", "modified_at"]
+    conn.register("_listed", listing.select(columns).to_arrow())
+    try:
+        # Each recorded file matched to the listed file with the same values; the listing's
+        # paths are distinct, so equal counts mean the same files.
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT l.path) FROM ingest_files f "
+            f"LEFT JOIN _listed l USING ({', '.join(columns)}) WHERE f.source = ?",
+            [source_name],
+        ).fetchone()
+    finally:
+        conn.unregister("_listed")
+    return row is not None and row[0] == row[1] == listing.height
 
 
 # Keys grouped at once by `check_unique_lines`. A GROUP BY of every (file, line) key of a

@@ -70,6 +70,11 @@ class HashMemo:
         only those the memo does not know at their size and time. The memo then holds these
         files: a removed file's entry goes with it."""
         key = ["path", "size_bytes", "mtime_ns"]
+        if files.select(key).equals(self.known.select(key)):
+            # The same files at the same sizes and times, in the same order (the memo is saved
+            # in the listing's): most nights. Compared column by column, without the join's
+            # copy of every file's row (a third of a quiet ingest's memory at 60,000 files).
+            return self.known["sha256"]
         known = files.select(key).join(self.known, on=key, how="left", maintain_order="left")
         if known.height != files.height:
             # A memo that holds a file and state twice (damaged, or edited by hand) would list

@@ -21,7 +21,13 @@ import polars as pl
 
 from pipelines import store, store_writes
 from pipelines.config import SourceConfig
-from pipelines.ingest.accounting import file_records
+from pipelines.ingest.accounting import (
+    FilesSummary,
+    file_records,
+    files_summary,
+    listed_as_recorded,
+    recorded_files,
+)
 from pipelines.ingest.files import HashMemo, first_copies, list_files
 from pipelines.ingest.fingerprints import source_fingerprint
 from pipelines.ingest.parse import (
@@ -43,7 +49,7 @@ from pipelines.ingest.tables import (
     staging_table,
     target_table,
 )
-from pipelines.schema import INGEST_FILES_SCHEMA, TARGET_SCHEMAS, conform
+from pipelines.schema import TARGET_SCHEMAS, conform
 from pipelines.warehouse import ident, insert_frame, table_exists
 
 # DuckDB's own working memory while settling ownership over the whole history; beyond it, it
@@ -55,7 +61,7 @@ DUCKDB_MEMORY_LIMIT = "1GB"
 class SyncResult:
     """What one `sync_source` call did."""
 
-    files: pl.DataFrame  # INGEST_FILES_SCHEMA, one row per file matched now
+    summary: FilesSummary  # the files matched now, as `ingest_files` records them
     rows_loaded: int  # rows in the staging table
     rows_rejected: int
     files_parsed: int  # files read this time (the others were already in the warehouse)
@@ -200,13 +206,11 @@ def sync_source(
 
     with clock("count rows per file"):
         nothing_new = to_parse.is_empty() and not forgotten and not full and settled == 0
-        kept = _files_as_recorded(conn, source, listing) if nothing_new else None
-        if kept is not None:
-            files = kept
-        else:
-            files = file_records(conn, source, listing)
+        # A night that parsed, forgot and settled nothing, and lists the files exactly as they
+        # are recorded, would count every file's rows again to write the same rows.
+        if not (nothing_new and listed_as_recorded(conn, source.name, listing)):
             conn.execute("DELETE FROM ingest_files WHERE source = ?", [source.name])
-            insert_frame(conn, "ingest_files", files)
+            insert_frame(conn, "ingest_files", file_records(conn, source, listing))
             # A renamed file keeps its rows (same content); its rejects should show the new name.
             conn.execute(
                 "UPDATE rejected_rows SET path = o.path FROM _order o "
@@ -214,40 +218,19 @@ def sync_source(
                 "AND rejected_rows.path IS DISTINCT FROM o.path",
                 [source.name],
             )
+        summary = files_summary(conn, source.name)
     memo.save()
     for temp in ("_order", "_affected"):
         conn.execute(f"DROP TABLE IF EXISTS {temp}")
     return SyncResult(
-        files=files,
-        rows_loaded=int(files["rows_loaded"].sum()),
-        rows_rejected=int(files["rows_rejected"].sum()),
+        summary=summary,
+        rows_loaded=summary.rows_loaded,
+        rows_rejected=summary.rows_rejected,
         files_parsed=to_parse.height,
         keys_settled=None if full else settled,
         files_deferred=deferred,
         seconds=clock.seconds,
     )
-
-
-# What a file's `ingest_files` row takes from the listing.
-_AS_LISTED = ("path", "file_id", "sha256", "size_bytes", "modified_at")
-
-
-def _files_as_recorded(
-    conn: duckdb.DuckDBPyConnection, source: SourceConfig, listing: pl.DataFrame
-) -> pl.DataFrame | None:
-    """The source's `ingest_files` rows in the listing's order, when a night that parsed,
-    forgot and settled nothing lists its files exactly as they are recorded (the same paths,
-    contents, sizes and times, in the same order): `file_records` would count every file's
-    rows in the staging and raw tables again to write the same rows. None otherwise."""
-    listed = conform(listing, {c: INGEST_FILES_SCHEMA[c] for c in _AS_LISTED})
-    # Sorted as the listing is (`list_files`: time, then path), so the same files come in the
-    # same order and compare row by row: no join, and no second copy of every file's row.
-    recorded = conn.execute(
-        "SELECT * FROM ingest_files WHERE source = ? ORDER BY modified_at, path", [source.name]
-    ).pl()
-    if recorded.height != listed.height or not recorded.select(listed.columns).equals(listed):
-        return None
-    return conform(recorded, INGEST_FILES_SCHEMA)
 
 
 def ingest_source(
@@ -277,7 +260,7 @@ def ingest_source(
         result = sync_source(conn, source, raw_dir, memo_path=memo, today=today)
         conn.execute("COMMIT")
         store.collect(conn)
-        files = result.files
+        files = recorded_files(conn, source.name)
         order = files.filter(pl.col("status") == "loaded").select(
             "file_id", pl.int_range(pl.len()).alias("_ord")
         )

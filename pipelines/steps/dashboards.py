@@ -406,28 +406,41 @@ def _cohort_findings(conn: duckdb.DuckDBPyConnection, schema: Schema) -> pl.Data
     return _read(conn, schema, "associations", "scope IS DISTINCT FROM 'person'")
 
 
-def _diet_totals(
-    conn: duckdb.DuckDBPyConnection, schema: Schema
-) -> tuple[date | None, date | None, float]:
-    """The first and last day of anyone's diet log, and everyone's energy (kcal)."""
-    if "diet_daily" not in schema:
-        return None, None, 0.0
-    columns = _columns(schema, "diet_daily")
-    first, last = (
-        conn.execute("SELECT min(day), max(day) FROM diet_daily").fetchone() or (None, None)
-        if "day" in columns
-        else (None, None)
-    )
-    energy = (
-        conn.execute("SELECT sum(energy_kcal) FROM diet_daily").fetchone()
-        if "energy_kcal" in columns
-        else None
-    )
-    return first, last, float(energy[0]) if energy and energy[0] is not None else 0.0
+def _diet_totals(conn: duckdb.DuckDBPyConnection, schema: Schema) -> float:
+    """Everyone's energy (kcal) over their diet days."""
+    if "energy_kcal" not in _columns(schema, "diet_daily"):
+        return 0.0
+    energy = conn.execute("SELECT sum(energy_kcal) FROM diet_daily").fetchone()
+    return float(energy[0]) if energy and energy[0] is not None else 0.0
+
+
+def _data_window(conn: duckdb.DuckDBPyConnection, schema: Schema) -> str:
+    """The footer's data window: the first and last day of anyone's diet log or of a followed
+    person's dated draw. As aggregates: the person pages read nobody else's draws, and the index
+    need not hold them all to find two days."""
+    days: list[object] = []
+    if "day" in _columns(schema, "diet_daily"):
+        days += conn.execute("SELECT min(day), max(day) FROM diet_daily").fetchone() or []
+        # A dated draw makes its person followed (`_FOLLOWED`); without a diet table nobody is.
+        if "collected_at" in _columns(schema, "marker_draws"):
+            days += (
+                conn.execute(
+                    "SELECT min(collected_at), max(collected_at) FROM marker_draws "
+                    "WHERE person_id IS NOT NULL"
+                ).fetchone()
+                or []
+            )
+    dated = [_day(x) for x in days if isinstance(x, date)]
+    # Cross-sectional cohorts carry no dates at all.
+    return f"{min(dated)} to {max(dated)}" if dated else "no dated data (cross-sectional)"
 
 
 def load_dashboard_inputs(
-    warehouse: Warehouse, shards: Collection[int] | None = None
+    warehouse: Warehouse,
+    shards: Collection[int] | None = None,
+    *,
+    people: bool = True,
+    cohort_draws: bool = True,
 ) -> DashboardInputs:
     """Everything the dashboards show, read from the warehouse in one read-only connection: what
     the index and cohort page show across everyone (the followed people's draws, the cohort
@@ -435,41 +448,24 @@ def load_dashboard_inputs(
     energy as sums). The person tables are read a group of people at a time as their pages are
     rendered (`PersonGroups`, each group in a read-only connection of its own), of the people of
     the store shards `shards` (None: everyone); what spans everyone is read whole either way,
-    as every person page shows some of it (the data window, the warnings)."""
+    as every person page shows some of it (the data window, the warnings).
+
+    The steps read only their part, as both would grow with the cohort: the index step no
+    person pages' people (`people=False`: an empty `PersonGroups`), the person-page step not
+    everyone's draws, which only the cohort page shows (`cohort_draws=False`)."""
     with warehouse.read() as conn:
         schema = _schema(conn)
-        everyone = _page_people(conn, schema)
-        with _group(conn, everyone):
-            draws = _read(conn, schema, "marker_draws", _in_group(everyone, followed=True))
-        root = root_of(conn)
-        count = shard_count(root) if (root / MANIFEST).exists() else SHARDS
-        people = everyone.with_columns(
-            pl.Series("shard", [shard_of(p, count) for p in everyone["person_id"]], pl.Int64)
+        draws = pl.DataFrame()
+        if cohort_draws:
+            followed = f"person_id IN ({_FOLLOWED})" if "diet_daily" in schema else "false"
+            draws = _read(conn, schema, "marker_draws", followed)
+        groups = (
+            _person_groups(conn, warehouse, schema, shards)
+            if people
+            else PersonGroups([], lambda ids: DashboardInputs(), lambda ids: pl.DataFrame())
         )
-        if shards is not None:
-            people = people.filter(pl.col("shard").is_in(sorted({int(k) for k in shards})))
-        # Read store shard by shard, in page order within one (a stable sort): a group's people
-        # then lie in a few shards, and its reads open only their files (`_read_group`).
-        people = people.sort("shard", maintain_order=True)
         rejected = _rejected_summary(conn, schema) if "rejected_rows" in schema else pl.DataFrame()
         freshness, to_keep = _source_freshness(conn, schema)
-        first_day, last_day, energy = _diet_totals(conn, schema)
-        days = [
-            x
-            for x in (
-                first_day,
-                last_day,
-                draws["collected_at"].min() if draws.height else None,
-                draws["collected_at"].max() if draws.height else None,
-            )
-            if isinstance(x, date)
-        ]
-        # Cross-sectional cohorts carry no dates at all.
-        window = (
-            f"{min(_day(x) for x in days)} to {max(_day(x) for x in days)}"
-            if days
-            else "no dated data (cross-sectional)"
-        )
         return DashboardInputs(
             between_dii_params=_between_dii_params(conn, schema),
             marker_draws=draws,
@@ -482,17 +478,39 @@ def load_dashboard_inputs(
             run_info={
                 "run_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                 "code_version": f"gutsignal {version('gutsignal')}",
-                "data_window": window,
+                "data_window": _data_window(conn, schema),
                 "upstream": ", ".join(UPSTREAM),
             },
-            energy_kcal_total=energy,
-            people=PersonGroups(
-                people["person_id"].to_list(),
-                lambda ids: _read_group(warehouse, schema, people, ids, _person_tables),
-                lambda ids: _read_group(warehouse, schema, people, ids, _windows),
-                lambda ids: _read_group(warehouse, schema, people, ids, _fingerprints),
-            ),
+            energy_kcal_total=_diet_totals(conn, schema),
+            people=groups,
         )
+
+
+def _person_groups(
+    conn: duckdb.DuckDBPyConnection,
+    warehouse: Warehouse,
+    schema: Schema,
+    shards: Collection[int] | None,
+) -> PersonGroups:
+    """The people with a person page of the store shards `shards` (None: everyone), and how to
+    read them a group at a time."""
+    root = root_of(conn)
+    count = shard_count(root) if (root / MANIFEST).exists() else SHARDS
+    everyone = _page_people(conn, schema)
+    people = everyone.with_columns(
+        pl.Series("shard", [shard_of(p, count) for p in everyone["person_id"]], pl.Int64)
+    )
+    if shards is not None:
+        people = people.filter(pl.col("shard").is_in(sorted({int(k) for k in shards})))
+    # Read store shard by shard, in page order within one (a stable sort): a group's people
+    # then lie in a few shards, and its reads open only their files (`_read_group`).
+    people = people.sort("shard", maintain_order=True)
+    return PersonGroups(
+        people["person_id"].to_list(),
+        lambda ids: _read_group(warehouse, schema, people, ids, _person_tables),
+        lambda ids: _read_group(warehouse, schema, people, ids, _windows),
+        lambda ids: _read_group(warehouse, schema, people, ids, _fingerprints),
+    )
 
 
 _Read = TypeVar("_Read")

@@ -104,21 +104,16 @@ def build_ingest_asset(
                 shards=shards,
             )
             latest_day = latest_data_day(conn, staging_table(source.name))
-        files = result.files
-        unbalanced = files.filter(
-            files["rows_read"]
-            != files["rows_loaded"] + files["rows_rejected"] + files["rows_duplicate"]
-        )
-        errors = files.filter(files["status"] == "error")
+        files = result.summary
         fresh = source_freshness_status(
-            files["modified_at"].max() if files.height else None,
+            files.newest,
             latest_day,
             datetime.now(UTC).replace(tzinfo=None),
             source.name,
             demo=source.demo,
         )
         context.log.info(
-            f"{source.name}: {files.height} file(s), {result.files_parsed} read this time; "
+            f"{source.name}: {files.files} file(s), {result.files_parsed} read this time; "
             f"{result.rows_loaded} rows loaded, {result.rows_rejected} rejected"
             + (
                 f"; {result.files_deferred} new, changed or removed file(s) of other shards "
@@ -130,7 +125,7 @@ def build_ingest_asset(
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": result.rows_loaded,
-                "files": files.height,
+                "files": files.files,
                 "files_parsed": result.files_parsed,
                 "files_deferred": result.files_deferred,
                 "keys_settled": (
@@ -144,27 +139,18 @@ def build_ingest_asset(
                         }
                     )
                 ),
-                "rows_read": int(files["rows_read"].sum()),
-                "rows_rejected": int(files["rows_rejected"].sum()),
-                "rows_duplicate": int(files["rows_duplicate"].sum()),
-                "files_with_errors": errors.height,
+                "rows_read": files.rows_read,
+                "rows_rejected": files.rows_rejected,
+                "rows_duplicate": files.rows_duplicate,
+                "files_with_errors": len(files.errors),
                 # Counts and file names only: no personal values in Dagster's event log.
-                "files_preview": md_table(
-                    files.select(
-                        "path",
-                        "status",
-                        "rows_read",
-                        "rows_loaded",
-                        "rows_rejected",
-                        "rows_duplicate",
-                    )
-                ),
+                "files_preview": md_table(files.preview),
             },
             check_results=[
                 dg.AssetCheckResult(
                     check_name="row_accounting",
-                    passed=unbalanced.height == 0,
-                    metadata={"unbalanced_files": unbalanced.height},
+                    passed=files.unbalanced == 0,
+                    metadata={"unbalanced_files": files.unbalanced},
                 ),
                 dg.AssetCheckResult(
                     check_name="source_fresh",
@@ -183,14 +169,11 @@ def build_ingest_asset(
                 ),
                 dg.AssetCheckResult(
                     check_name="files_readable",
-                    passed=errors.height == 0,
+                    passed=not files.errors,
                     severity=dg.AssetCheckSeverity.WARN,
                     metadata={
                         "errors": dg.MetadataValue.md(
-                            "\n".join(
-                                f"- {p}: {e}" for p, e in errors.select("path", "error").rows()
-                            )
-                            or "none"
+                            "\n".join(f"- {p}: {e}" for p, e in files.errors) or "none"
                         )
                     },
                 ),

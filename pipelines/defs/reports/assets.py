@@ -52,7 +52,8 @@ def person_pages_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefi
         out_dir = project.project.dashboards_dir
         warehouse = project.warehouse()
         shards = shards_of_run(context)
-        data = _inputs(project, shards)
+        # Their people, a group at a time; not everyone's draws, which only the cohort page shows.
+        data = _inputs(project, shards=shards, cohort_draws=False)
         written, plan = update_person_pages(warehouse, out_dir, data, shards=shards)
         return dg.MaterializeResult(
             metadata={
@@ -88,7 +89,7 @@ def dashboards(context: dg.AssetExecutionContext, project: ProjectResource) -> d
     each person (`page_summaries`) and the cohort-wide tables, without reading anyone's rows
     again: always written, as they span everyone."""
     out_dir = project.project.dashboards_dir
-    written = update_index(project.warehouse(), out_dir, _inputs(project))
+    written = update_index(project.warehouse(), out_dir, _inputs(project, people=False))
     index = out_dir / INDEX
     return dg.MaterializeResult(
         metadata={
@@ -99,8 +100,16 @@ def dashboards(context: dg.AssetExecutionContext, project: ProjectResource) -> d
     )
 
 
-def _inputs(project: ProjectResource, shards: list[int] | None = None) -> DashboardInputs:
-    data = load_dashboard_inputs(project.warehouse(), shards)
+def _inputs(
+    project: ProjectResource,
+    *,
+    shards: list[int] | None = None,
+    people: bool = True,
+    cohort_draws: bool = True,
+) -> DashboardInputs:
+    data = load_dashboard_inputs(
+        project.warehouse(), shards, people=people, cohort_draws=cohort_draws
+    )
     config = project.config()
     data.pseudonymise_cohort = config.settings.pseudonymise_cohort
     data.demo_sources = frozenset(s.name for s in config.sources if s.demo)
