@@ -11,6 +11,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -1423,13 +1424,45 @@ def test_a_missing_page_is_rendered_and_a_failed_run_renders_its_pages_again(
     again = make_inputs()
     with_person(again, "diet_daily", PEOPLE[1], pl.col("fiber_g") + 2)
     (out / "index.html").unlink()
+
+    def full_midway(*args: object) -> Iterator[str]:
+        yield "<!doctype html>"  # the index is written a part at a time
+        raise OSError("disk full")
+
     with monkeypatch.context() as m:
-        m.setattr(dashboards, "render_index", disk_full)
+        m.setattr(dashboards, "index_parts", full_midway)
         with pytest.raises(OSError, match="disk full"):
             nightly(warehouse, out, again)
     assert not (out / "index.html").exists()
+    assert not list(out.glob(".index.html.*"))  # nor half of it
     assert nightly(warehouse, out, again) == set()
     assert (out / "index.html").exists()
+
+
+def test_the_index_is_the_same_written_a_part_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The people's rows go out `ROWS_PER_PART` at a time; the page is the same, byte for byte,
+    whatever the part's size, and a part holds no more people than that."""
+    import pipelines.reports.pages.index as index_page
+
+    data = make_big_inputs([f"p<{i}>" for i in range(7)], days=60)
+    write_dashboards(tmp_path / "whole", data, workers=1)
+    seen: list[int] = []
+    table_rows = index_page.table_rows
+
+    def counted(rows: Iterable[Sequence[Markup]]) -> Markup:
+        html = table_rows(list(rows))
+        seen.append(html.count("<tr>"))
+        return html
+
+    monkeypatch.setattr(index_page, "ROWS_PER_PART", 3)
+    monkeypatch.setattr(index_page, "table_rows", counted)
+    write_dashboards(tmp_path / "parts", data, workers=1)
+    assert seen == [3, 3, 1]
+    whole = (tmp_path / "whole" / "index.html").read_bytes()
+    assert (tmp_path / "parts" / "index.html").read_bytes() == whole
+    assert whole.count(b'href="person_p-') == 7  # a row per person
 
 
 def test_write_dashboards_renders_the_people_asked_for(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ from pipelines.reports.page_inputs import (
 from pipelines.reports.page_summary import PageSummary, summaries_frame, summaries_from
 from pipelines.reports.pages.cohort import render_cohort
 from pipelines.reports.pages.common import _global_quality
-from pipelines.reports.pages.index import render_index
+from pipelines.reports.pages.index import index_parts
 from pipelines.reports.pages.person import render_person_page
 from pipelines.reports.pages.section import render_person_section
 from pipelines.reports.people import (
@@ -278,7 +278,7 @@ def write_index_pages(
     cohort = out_dir / COHORT
     atomic_write(cohort, render_cohort(summaries, d, global_warnings))
     index = out_dir / INDEX
-    atomic_write(index, render_index(summaries, d, global_warnings, sources))
+    atomic_write(index, index_parts(summaries, d, global_warnings, sources))
     return [cohort, index]
 
 

@@ -447,8 +447,25 @@ def table(
     row_classes: Sequence[str] | None = None,
 ) -> Markup:
     """A table from pre-rendered cell HTML (callers escape their cells); headers are text."""
-    nums = set(num_cols)
+    return table_around(headers, table_rows(rows, num_cols, row_classes))
+
+
+def table_around(headers: Sequence[str], body: Markup) -> Markup:
+    """A table of `headers` (text) around `body`, its rows' HTML (`table_rows`)."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    return Markup(
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></div>"
+    )
+
+
+def table_rows(
+    rows: Iterable[Sequence[Markup]],
+    num_cols: Iterable[int] = (),
+    row_classes: Sequence[str] | None = None,
+) -> Markup:
+    """The rows of `table`, apart: a long table's rows can be written a part at a time."""
+    nums = set(num_cols)
     body = []
     for i, row in enumerate(rows):
         cls = f' class="{esc(row_classes[i])}"' if row_classes and row_classes[i] else ""
@@ -456,10 +473,7 @@ def table(
             f'<td class="num">{c}</td>' if j in nums else f"<td>{c}</td>" for j, c in enumerate(row)
         )
         body.append(f"<tr{cls}>{cells}</tr>")
-    return Markup(
-        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table></div>"
-    )
+    return Markup("".join(body))
 
 
 # No HTML at all: the default of the optional HTML arguments.
@@ -536,18 +550,21 @@ def page(title: str, heading_html: Markup, body_html: Markup, footer_html: Marku
     )
 
 
-def atomic_write(path: Path, data: str | bytes, durable: bool = True) -> None:
+def atomic_write(path: Path, data: str | bytes | Iterable[str], durable: bool = True) -> None:
     """Write to a temp file next to `path`, then rename over it.
 
     os.replace is atomic on one filesystem, so a reader (or a crash) sees the old page or the new
     page, never half of one. `durable` also waits for the bytes to reach the disk before the
-    rename; a caller writing many files may skip that and sync once after all of them.
+    rename; a caller writing many files may skip that and sync once after all of them. `data`
+    may come in parts (text), each written as it comes: a page of megabytes need not be held
+    whole, nor encoded whole.
     """
-    payload = data.encode("utf-8") if isinstance(data, str) else data
+    parts = [data] if isinstance(data, str | bytes) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
+            for part in parts:
+                fh.write(part.encode("utf-8") if isinstance(part, str) else part)
             if durable:
                 fh.flush()
                 os.fsync(fh.fileno())
