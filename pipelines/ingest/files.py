@@ -149,4 +149,6 @@ def list_files(
 def first_copies(listing: pl.DataFrame) -> pl.DataFrame:
     """Each file_id's first (oldest) file of `listing`: the copy that is read. Its other files
     hold the same bytes for the same person, so their rows are all duplicates."""
-    return listing.unique("file_id", keep="first", maintain_order=True)
+    first = listing["file_id"].is_first_distinct()
+    # Most listings hold no copy: then the listing itself, not a copy of every file's row.
+    return listing if first.all() else listing.filter(first)

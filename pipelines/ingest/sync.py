@@ -132,7 +132,9 @@ def sync_source(
         listing, as_stored, deferred = chosen.listing, chosen.kept, chosen.deferred
     # A file left for a run of its shards keeps its rows as stored, whatever its state says.
     keepable = pl.concat([reusable, pl.Series("file_id", sorted(as_stored), dtype=pl.String)])
-    firsts = first_copies(listing).with_columns(pl.col("file_id").is_in(keepable).alias("keep"))
+    firsts = first_copies(listing).with_columns(
+        pl.col("file_id").is_in(keepable.implode()).alias("keep")
+    )
     to_parse = firsts.filter(~pl.col("keep"))
     any_current = bool(firsts["keep"].any())
     full = not any_current or not table_exists(conn, staging_table(source.name))
