@@ -103,6 +103,8 @@ def everyone_in_frames(data: DashboardInputs) -> DashboardInputs:
         people=None,
         persons=rows.persons,
         diet_daily=rows.diet_daily,
+        # Every column of their draws: the cohort-wide read has only the cohort page's.
+        marker_draws=rows.marker_draws,
         marker_trends=rows.marker_trends,
         # The cohort findings, then every person finding: the order of a read of them all.
         associations=pl.concat([cohort, rows.associations], how="diagonal_relaxed"),

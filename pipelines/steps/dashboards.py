@@ -58,6 +58,25 @@ _FOLLOWED = (
 )
 
 
+# The draw columns the cohort page reads (its CRP draws, and their kinds in the small multiples):
+# half of the table's, of every followed person's draws.
+_COHORT_DRAWS = {
+    "person_id",
+    "marker",
+    "collected_at",
+    "day",
+    "value",
+    "acute",
+    "excluded_reason",
+    "below_lod",
+    "censored",
+}
+
+
+def _cohort_draw_columns(columns: list[str]) -> list[str]:
+    return [c for c in columns if c in _COHORT_DRAWS]
+
+
 # Unique keys of the big tables (cheaper to sort by than every column); others: ORDER BY ALL.
 _ORDER = {
     # A finding's key is its leading columns, so this is ORDER BY ALL's order at half its cost.
@@ -186,9 +205,15 @@ def _in_group(people: pl.DataFrame, followed: bool = False) -> str:
     )
 
 
-def _select(schema: Schema, name: str, where: str = "true", ordered: bool = True) -> str | None:
-    """The query of `name`'s rows that pass `where`, with the columns pages read, in a fixed
-    order; None when the warehouse has no `name`.
+def _select(
+    schema: Schema,
+    name: str,
+    where: str = "true",
+    ordered: bool = True,
+    shown: Callable[[list[str]], list[str]] | None = None,
+) -> str | None:
+    """The query of `name`'s rows that pass `where`, with the columns pages read (`shown`, else
+    `_SHOWN`'s), in a fixed order; None when the warehouse has no `name`.
 
     In a fixed order: DuckDB scans in parallel and the per-person steps update their tables in
     place, so an unordered read differs from run to run. Pages (and their content keys) must
@@ -196,18 +221,22 @@ def _select(schema: Schema, name: str, where: str = "true", ordered: bool = True
     if name not in schema:
         return None
     columns = "*"
-    if name in _SHOWN:
-        shown = _SHOWN[name](schema[name])
-        columns = ", ".join('"' + c.replace('"', '""') + '"' for c in shown) or "*"
+    shown = shown or _SHOWN.get(name)
+    if shown is not None:
+        columns = ", ".join('"' + c.replace('"', '""') + '"' for c in shown(schema[name])) or "*"
     order = f" ORDER BY {_ORDER.get(name, 'ALL')}" if ordered else ""
     return f"SELECT {columns} FROM {name} WHERE {where}{order}"
 
 
 def _read(
-    conn: duckdb.DuckDBPyConnection, schema: Schema, name: str, where: str = "true"
+    conn: duckdb.DuckDBPyConnection,
+    schema: Schema,
+    name: str,
+    where: str = "true",
+    shown: Callable[[list[str]], list[str]] | None = None,
 ) -> pl.DataFrame:
     """`name`'s rows that pass `where` (`_select`), an empty frame without the table."""
-    query = _select(schema, name, where)
+    query = _select(schema, name, where, shown=shown)
     return pl.DataFrame() if query is None else conn.execute(query).pl()
 
 
@@ -458,7 +487,7 @@ def load_dashboard_inputs(
         draws = pl.DataFrame()
         if cohort_draws:
             followed = f"person_id IN ({_FOLLOWED})" if "diet_daily" in schema else "false"
-            draws = _read(conn, schema, "marker_draws", followed)
+            draws = _read(conn, schema, "marker_draws", followed, _cohort_draw_columns)
         groups = (
             _person_groups(conn, warehouse, schema, shards)
             if people
