@@ -222,6 +222,7 @@ def test_a_state_covers_its_shards_people_rows_and_nothing_else() -> None:
     """`shard_states` and `person_states`: a shard's state changes with a row of one of its
     people and with its own parts, not with another shard's people nor with the order of the
     rows; a person's state with their own rows only, and a person without rows has one too."""
+    from pipelines.steps import page_shards
     from pipelines.steps.page_shards import StoreInputs, person_states, shard_states
 
     count = 4
@@ -261,6 +262,10 @@ def test_a_state_covers_its_shards_people_rows_and_nothing_else() -> None:
     assert shard_states(inputs, range(count), count, salts, theirs) == before
     assert asked == list(range(count))
     assert len(set(each.values())) == len(people) + 1
+    # Taken a few people at a time (13 people, 5 at a time): the same states.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(page_shards, "PEOPLE_PER_PASS", 5)
+        assert persons([sources, records]) == each
     # The same rows in another order, and an empty frame for one with no rows at all.
     shuffled = [sources.reverse(), records.sample(fraction=1.0, shuffle=True, seed=1)]
     assert shards(shuffled) == before and persons(shuffled) == each
