@@ -44,7 +44,8 @@ grow with the history. The files are flushed to disk, then `store_parts` and the
 the step's transaction: the new files become visible with the step's other writes when it commits,
 and a step that rolls back or is killed leaves the old view, which names only old files. The files
 no view names any more (replaced, compacted, or written by a step that did not commit) are removed
-after the next commit or rollback, or by the next read-write connection (`collect`).
+after a commit that changed `store_parts` or a rollback, or by the next read-write connection
+(`collect`).
 
 Because no file changes in place, a snapshot of the store is a tree of hard links
 (`pipelines.store_copies`): the run-level snapshot (`pipelines.runs`) and the backups keep the
@@ -279,6 +280,18 @@ def root_of(conn: duckdb.DuckDBPyConnection) -> Path:
             "or call pipelines.store.attach on it"
         )
     return Path(row[0])
+
+
+def parts_signature(conn: duckdb.DuckDBPyConnection) -> tuple[object, ...] | None:
+    """`store_parts` in two numbers, its row count and the sum of its rows' hashes: a write that
+    leaves them as they were named no new file and retired none (a name is never used twice),
+    so it has nothing for `collect` to remove."""
+    if not _has_parts_table(conn):
+        return None
+    row = conn.execute(
+        f"SELECT count(*), sum(hash(table_name, shard, part, file)) FROM {PARTS}"
+    ).fetchone()
+    return tuple(row) if row else None
 
 
 def collect(conn: duckdb.DuckDBPyConnection) -> None:

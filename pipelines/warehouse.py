@@ -32,7 +32,7 @@ from pipelines.store import TABLES as STORE_TABLES
 from pipelines.store import attach as attach_store
 from pipelines.store import beside as store_beside
 from pipelines.store import collect as collect_store
-from pipelines.store import replace_all
+from pipelines.store import parts_signature, replace_all
 from pipelines.store_copies import link_tree, put_back
 
 LOG = logging.getLogger("gutsignal.warehouse")
@@ -115,6 +115,7 @@ class Warehouse:
             conn = self._connect(read_only=False)
             try:
                 attach_store(conn, self.store, read_only=False)
+                parts = parts_signature(conn)
                 conn.execute("BEGIN TRANSACTION")
                 try:
                     yield conn
@@ -123,7 +124,9 @@ class Warehouse:
                     collect_store(conn)
                     raise
                 conn.execute("COMMIT")
-                collect_store(conn)
+                # Most steps of a quiet night write no store file: nothing to look for on disk.
+                if parts_signature(conn) != parts:
+                    collect_store(conn)
             finally:
                 conn.close()
 

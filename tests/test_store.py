@@ -290,6 +290,30 @@ def test_a_write_that_fails_half_way_leaves_the_table_and_no_file_behind(
     assert not list(root.glob("marker_draws/.staging-*"))
 
 
+def test_the_parts_signature_moves_with_every_file_a_write_names_or_retires(
+    tmp_path: Path,
+) -> None:
+    """`Warehouse.write` looks for files to remove after a commit only when `store_parts`
+    changed: a write of other tables leaves its signature alone, and a replacement, whose old
+    files go right after its commit, does not."""
+    project = project_with_draws(tmp_path)
+    warehouse = project.warehouse()
+    root = tmp_path / "data" / "store"
+
+    def signature() -> tuple[object, ...] | None:
+        with warehouse.read() as conn:
+            return store.parts_signature(conn)
+
+    first = signature()
+    assert first is not None and first[0] == len(named(warehouse))
+    with warehouse.write() as conn:
+        conn.execute("INSERT INTO t VALUES (2)")
+    assert signature() == first
+    set_alice(warehouse, 3.0)
+    assert signature() != first and signature()[0] == first[0]  # type: ignore[index]
+    assert sorted(files(root)) == sorted(named(warehouse))
+
+
 def test_a_killed_write_leaves_the_old_view_and_its_files_go_on_the_next_open(
     tmp_path: Path,
 ) -> None:
