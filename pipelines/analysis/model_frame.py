@@ -345,7 +345,7 @@ def model_frame(
         repeated |= set(most.filter(pl.col("most") > 1)["marker"].to_list())
         once = most.filter(pl.col("most") <= 1)["marker"]
         singles.append(
-            data.filter(pl.col("marker").is_in(once) & ~pl.col("marker").is_in(repeated))
+            data.filter(pl.col("marker").is_in(once.implode()) & ~pl.col("marker").is_in(repeated))
         )
         del data
     # In the windows' key order, however the groups were cut (by store shard, say): the

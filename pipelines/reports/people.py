@@ -154,10 +154,14 @@ def _split_tables(
     diet, windows, draws = tables["diet"], tables.pop("windows"), tables["draws"]
     outcomes, crp, findings = tables.pop("outcomes"), tables["crp"], tables["findings"]
     if renders.pages is not None:
-        paged = pl.col("person_id").is_in(pl.Series(sorted(renders.pages), dtype=pl.String))
+        paged = pl.col("person_id").is_in(
+            pl.Series(sorted(renders.pages), dtype=pl.String).implode()
+        )
         diet, outcomes, crp = diet.filter(paged), outcomes.filter(paged), crp.filter(paged)
     if renders.sections is not None:
-        scanned = pl.col("person_id").is_in(pl.Series(sorted(renders.sections), dtype=pl.String))
+        scanned = pl.col("person_id").is_in(
+            pl.Series(sorted(renders.sections), dtype=pl.String).implode()
+        )
         windows, draws, findings = (
             windows.filter(scanned),
             draws.filter(scanned),
@@ -190,7 +194,7 @@ def page_table_groups(
         elif len(group) == len(ids):
             yield group, tables
         else:
-            mine = pl.col("person_id").is_in(pl.Series(group, dtype=pl.String))
+            mine = pl.col("person_id").is_in(pl.Series(group, dtype=pl.String).implode())
             yield group, {name: df.filter(mine) for name, df in tables.items()}
 
 

@@ -555,7 +555,7 @@ def _read_group(
     """What `read` reads of `ids` (of `people`, a frame of `_page_people` with each person's
     store shard: `_person_tables` or `_windows`), in a warehouse of `schema` (read with
     `people`), from the files of their shards only."""
-    group = people.filter(pl.col("person_id").is_in(pl.Series(ids, dtype=pl.String)))
+    group = people.filter(pl.col("person_id").is_in(pl.Series(ids, dtype=pl.String).implode()))
     with warehouse.read() as conn, _group(conn, group):
         read_shards(conn, TABLES, group["shard"].unique().to_list())
         return read(conn, schema, group)

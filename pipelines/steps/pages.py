@@ -262,7 +262,9 @@ def update_person_pages(
         def plan_group(
             group: list[str], tables: dict[str, pl.DataFrame], sections: dict[str, pl.DataFrame]
         ) -> Renders:
-            mine = windows.filter(pl.col("person_id").is_in(pl.Series(group, dtype=pl.String)))
+            mine = windows.filter(
+                pl.col("person_id").is_in(pl.Series(group, dtype=pl.String).implode())
+            )
             sections = {**sections, "windows": mine}
             plans = plan_pages(memory, PageInputs(tables, salt, sections, sections_salt), scope)
             groups.append(plans)
@@ -403,7 +405,9 @@ def _store_summaries(
             in_scope(f"SELECT * FROM {SUMMARIES}", scope) + " ORDER BY person_id"
         ).pl()
         if held:
-            theirs = kept.filter(pl.col("person_id").is_in(pl.Series(list(held), dtype=pl.String)))
+            theirs = kept.filter(
+                pl.col("person_id").is_in(pl.Series(list(held), dtype=pl.String).implode())
+            )
             rows = pl.concat([rows, theirs.select(rows.columns).cast(rows.schema)])
             rows = rows.sort("person_id")
         if kept.columns == rows.columns and kept.equals(rows):
