@@ -593,6 +593,23 @@ def test_plotly_js_written_once_and_referenced_relatively(written: tuple[Path, l
         assert "Copyright 2012-" not in page, f"{name} inlines plotly.js"
 
 
+def test_plotly_js_is_replaced_when_it_differs_and_kept_when_it_is_the_bundled_one(
+    tmp_path: Path,
+) -> None:
+    expected = get_plotlyjs().encode("utf-8")
+    path = dashboards.write_plotly_js(tmp_path)
+    assert path == tmp_path / "plotly.min.js" and path.read_bytes() == expected
+    kept = path.stat().st_ino
+    assert (
+        dashboards.write_plotly_js(tmp_path).stat().st_ino == kept
+    )  # the same file, not written again
+    for stale in (expected[:-1] + b"!", b"/* an older plotly.js */"):  # same size; another
+        path.write_bytes(stale)
+        dashboards.write_plotly_js(tmp_path)
+        assert path.read_bytes() == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plotly.min.js"]  # no temp file left
+
+
 def test_no_remote_urls(written: tuple[Path, list[Path]]) -> None:
     out, _ = written
     remote = re.compile(r"""(?:src|href|action)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)

@@ -550,14 +550,16 @@ def page(title: str, heading_html: Markup, body_html: Markup, footer_html: Marku
     )
 
 
-def atomic_write(path: Path, data: str | bytes | Iterable[str], durable: bool = True) -> None:
+def atomic_write(
+    path: Path, data: str | bytes | Iterable[str] | Iterable[bytes], durable: bool = True
+) -> None:
     """Write to a temp file next to `path`, then rename over it.
 
     os.replace is atomic on one filesystem, so a reader (or a crash) sees the old page or the new
     page, never half of one. `durable` also waits for the bytes to reach the disk before the
     rename; a caller writing many files may skip that and sync once after all of them. `data`
-    may come in parts (text), each written as it comes: a page of megabytes need not be held
-    whole, nor encoded whole.
+    may come in parts (text or bytes), each written as it comes: a page of megabytes need not be
+    held whole, nor encoded whole.
     """
     parts = [data] if isinstance(data, str | bytes) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
