@@ -27,9 +27,9 @@ from pipelines.warehouse import Warehouse
 
 
 def _failed_so_far(context: dg.InitResourceContext) -> bool:
-    if context.run_id is None or context.instance is None:
+    if context.run is None or context.instance is None:
         return False
-    return run_had_failed_step(context.instance, context.run_id)
+    return run_had_failed_step(context.instance, context.run.run_id)
 
 
 class ProjectResource(dg.ConfigurableResource):
@@ -50,10 +50,11 @@ class ProjectResource(dg.ConfigurableResource):
     @contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator["ProjectResource"]:
         # Sensors and schedules also initialise resources; only runs are guarded.
-        if context.run_id is None or context.dagster_run is None:
+        run = context.run
+        if run is None:
             yield self
             return
-        if is_guarded(self.project, context.run_id):
+        if is_guarded(self.project, run.run_id):
             # A step process of a run whose orchestrating process holds the guard.
             yield self
             return
@@ -64,8 +65,8 @@ class ProjectResource(dg.ConfigurableResource):
 
         with guarded_run(
             self.project,
-            context.run_id,
-            scheduled=bool(context.dagster_run.tags.get("dagster/schedule_name")),
+            run.run_id,
+            scheduled=bool(run.tags.get("dagster/schedule_name")),
             failed=lambda: _failed_so_far(context),
             log=log,
         ):

@@ -227,7 +227,9 @@ def _one_reject_per_line(implausible: pl.DataFrame) -> pl.DataFrame:
     if _LINES not in implausible.columns:
         return implausible
     n = pl.col(_LINES).fill_null(1).clip(lower_bound=1)
-    expanded = implausible.with_columns(pl.int_ranges(0, n).alias("__nth")).explode("__nth")
+    expanded = implausible.with_columns(pl.int_ranges(0, n).alias("__nth")).explode(
+        "__nth", empty_as_null=True
+    )
     return expanded.with_columns(
         pl.when(pl.col("__nth") > 0)
         .then(pl.col("reason") + " (another input line of the same day)")

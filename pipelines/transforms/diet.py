@@ -94,7 +94,7 @@ def diet_gap_keys(days: pl.DataFrame) -> pl.DataFrame:
     calendar = (
         with_entries.group_by("person_id")
         .agg(pl.date_ranges(pl.col("day").min(), pl.col("day").max()).first().alias("day"))
-        .explode("day")
+        .explode("day", empty_as_null=True)  # as in Polars 1 (its default changes in 2)
     )
     present = days.filter(~_is_gap_day()).select("person_id", "day")
     return calendar.join(present, on=["person_id", "day"], how="anti").select("person_id", "day")

@@ -119,7 +119,7 @@ def categorise_foods(
     )
     by_reference = (
         matched.with_columns(pl.col("ref_categories").str.split(";").alias("category"))
-        .explode("category")
+        .explode("category", empty_as_null=True)  # as in Polars 1 (its default changes in 2)
         .filter(pl.col("category").fill_null("") != "")
         .select(
             "food",
