@@ -1,1 +1,2 @@
-"""Dagster wiring, one folder per domain (assets.py, checks.py), found by `dg.load_defs`."""
+"""Dagster wiring, one folder per domain (assets.py, checks.py), found by
+`dg.load_from_defs_folder`."""
