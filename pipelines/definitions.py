@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
+import pipelines.defs
 from pipelines.defs.executors import executor_for
 from pipelines.progress import progress_logger
 from pipelines.project import PROJECT_DIR_ENV, Project
@@ -18,7 +19,10 @@ def defs() -> dg.Definitions:
     # known now; default to the working directory, as `dg dev` runs from the project root.
     os.environ.setdefault(PROJECT_DIR_ENV, str(Path.cwd()))
     return dg.Definitions.merge(
-        dg.load_from_defs_folder(path_within_project=Path(__file__).resolve().parent),
+        # `load_defs` (deprecated) rather than `load_from_defs_folder`, which needs the project's
+        # pyproject.toml above the package: an installed package, or the benchmark's snapshot of
+        # pipelines/, has none. pyproject's filterwarnings lets this one deprecation through.
+        dg.load_defs(pipelines.defs, project_root=Path(__file__).resolve().parent.parent),
         dg.Definitions(
             # `settings.executor` in sources.yaml, for the jobs' and the UI's "Materialize" alike.
             # By default every run in one process: DuckDB allows one writer and the steps are

@@ -1,2 +1,1 @@
-"""Dagster wiring, one folder per domain (assets.py, checks.py), found by
-`dg.load_from_defs_folder`."""
+"""Dagster wiring, one folder per domain (assets.py, checks.py), found by `dg.load_defs`."""
