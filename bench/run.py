@@ -65,22 +65,26 @@ from bench.generate import (
 )
 from bench.measure import REPO, StageResult, load_average, machine_facts, run_child
 from bench.report import print_table, render_markdown
-from bench.stages import STAGES, child_main
+from bench.stages import INSTANCE_SETTINGS, STAGES, child_main
 from bench.targets import LAB_PORTAL_FILES, SCALES, evaluate_targets, fmt
 
 DEFAULT_RESULTS = REPO / "bench" / "results.md"
 
 
 def snapshot_code(workdir: Path) -> str:
-    """Copy the `pipelines` package into workdir/code; return a short digest of its files."""
+    """Copy the `pipelines` package and the Dagster instance settings (`dagster.yaml`, which
+    the stages' instance reads, `bench.stages._dagster_env`) into workdir/code; return a short
+    digest of their files."""
     import hashlib
 
-    dest = workdir / "code" / "pipelines"
-    shutil.rmtree(dest.parent, ignore_errors=True)
+    code = workdir / "code"
+    dest = code / "pipelines"
+    shutil.rmtree(code, ignore_errors=True)
     shutil.copytree(REPO / "pipelines", dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copyfile(REPO / INSTANCE_SETTINGS, code / INSTANCE_SETTINGS)
     digest = hashlib.sha256()
-    for path in sorted(p for p in dest.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(dest)).encode() + b"\0" + path.read_bytes())
+    for path in sorted(p for p in code.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(code)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
 
 

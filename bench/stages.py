@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -114,10 +115,20 @@ def _ready() -> None:
     _CHILD["rss_after_imports_mb"] = _proc_status_mb("VmRSS")
 
 
+# The project's Dagster instance settings, as users' runs read them from their DAGSTER_HOME.
+INSTANCE_SETTINGS = "dagster.yaml"
+
+
 def _dagster_env(workdir: Path) -> None:
+    """The stage's project and Dagster instance: the run's snapshot of `dagster.yaml`
+    (`bench.run.snapshot_code`) in the workdir's DAGSTER_HOME, so the runs store their history
+    as users' do (a workdir from before the snapshot had it keeps Dagster's defaults)."""
     project = workdir / "project"
     home = workdir / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
+    settings = workdir / "code" / INSTANCE_SETTINGS
+    if settings.is_file() and not (home / INSTANCE_SETTINGS).is_file():
+        shutil.copyfile(settings, home / INSTANCE_SETTINGS)
     os.environ["GUTSIGNAL_PROJECT_DIR"] = str(project)
     os.environ["DAGSTER_HOME"] = str(home)
 

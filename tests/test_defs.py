@@ -293,7 +293,9 @@ def test_stale_sources_fail_a_dagster_freshness_check_and_demo_sources_do_not(
     assert diet.metadata["latest_day"].value == "2026-10-25"
 
 
-def test_dg_launch_runs_the_whole_job_over_a_range_of_partitions(tmp_path: Path) -> None:
+def test_dg_launch_runs_the_whole_job_over_a_range_of_partitions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`dg launch --job refresh_all --partition-range` from the checkout (README), on the
     project GUTSIGNAL_PROJECT_DIR names: Dagster's CLI takes a range only when every asset of
     the job has the single-run backfill policy, unpartitioned ones too; the run then builds
@@ -331,7 +333,8 @@ def test_dg_launch_runs_the_whole_job_over_a_range_of_partitions(tmp_path: Path)
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (project.dashboards_dir / "index.html").exists()
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.get() as instance:
         assert instance.get_materialized_partitions(dg.AssetKey("diet_daily")) == set(keys)
         persons = instance.get_latest_materialization_event(dg.AssetKey("persons"))
         assert persons is not None and persons.asset_materialization is not None

@@ -25,7 +25,7 @@ from pipelines.defs.partitions import all_partitions_tags
 from pipelines.project import PROJECT_DIR_ENV, Project
 from pipelines.steps import pages
 from pipelines.steps.page_shards import PEOPLE_STEP, SHARDS_STEP
-from tests.conftest import make_demo_project
+from tests.conftest import REPO, make_demo_project
 
 # What may differ between two runs on the same files; every other column of every table and
 # view must be equal, row for row.
@@ -250,8 +250,18 @@ def test_dask_executor_on_a_cluster_writes_the_same_warehouse(
     # As a user runs it: `gutsignal run` reads settings.executor and submits the job.
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
-    (dagster_home / "dagster.yaml").write_text(json.dumps(NO_COMPUTE_LOGS), encoding="utf-8")
+    # The project's instance settings with the compute logs README asks of Dask runs: each
+    # worker stores its steps' events through the project's event log (`pipelines.event_log`).
+    settings = (REPO / "dagster.yaml").read_text(encoding="utf-8")
+    (dagster_home / "dagster.yaml").write_text(
+        f"{settings}\ncompute_logs: {json.dumps(NO_COMPUTE_LOGS['compute_logs'])}\n",
+        encoding="utf-8",
+    )
     monkeypatch.setenv("DAGSTER_HOME", str(dagster_home))
+    # As README sets up a worker: DAGSTER_HOME in its environment (the event log's folder).
+    home = str(dagster_home)
+    with Client(dask_cluster) as client:
+        client.run(lambda: os.environ.update(DAGSTER_HOME=home))
     assert main(["run", "--project-dir", str(project.root)]) == 0, capsys.readouterr().err
     with dg.DagsterInstance.get() as instance:
         (run,) = instance.get_runs()
