@@ -115,6 +115,26 @@ def render_markdown(
         if r.data.get("cpu_seconds") is not None and stage in JOB_STAGES:
             text += f"; {r.data['cpu_seconds']:,.1f} CPU s (page workers included)"
         lines.append(f"- **{LABELS[stage]}**: {text}")
+    peaks = [
+        f"- **{LABELS[stage]}**: "
+        + "; ".join(
+            f"{key} {p['peak_mb']:,.0f} MB (from {p['start_mb']:,.0f})"
+            for key, p in results[stage].data["step_peaks"].items()
+        )
+        for stage in JOB_STAGES
+        if results[stage].data.get("step_peaks")
+    ]
+    if peaks:
+        lines += [
+            "",
+            "## Where the memory goes",
+            "",
+            "Each step's own peak RSS in the job's process (its high-water mark reset when the "
+            "step starts; page workers not included), and its RSS when it started; the highest "
+            "steps first.",
+            "",
+            *peaks,
+        ]
     extras = []
     if results["ingest"].data:
         d = results["ingest"].data

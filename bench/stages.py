@@ -78,7 +78,60 @@ def stage_peak_mb() -> float | None:
     own = _proc_status_mb("VmHWM")
     if own is None:
         return None
+    own = max(own, _HWM_BEFORE_RESETS["mb"])
     return max(own, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+
+
+# The highest VmHWM read just before a `StepPeaks` reset it, so the stage's own peak survives.
+_HWM_BEFORE_RESETS = {"mb": 0.0}
+
+
+class StepPeaks:
+    """Each Dagster step's own peak RSS in an in-process run, exact rather than sampled: the
+    process's high-water mark (VmHWM) is reset when a step starts (writing 5 to
+    `/proc/self/clear_refs` sets it to the RSS of the moment) and read when the step ends. Steps
+    run one after the other in the run's process, so each mark is one step's (its page workers,
+    separate processes, not included). Hooked on the instance's event log, where Dagster stores
+    STEP_START before the step's work and STEP_SUCCESS after its outputs are written."""
+
+    def __init__(self) -> None:
+        self.peaks_mb: dict[str, float] = {}
+        self.start_mb: dict[str, float] = {}
+
+    def watch(self, instance: Any) -> None:
+        storage = instance.event_log_storage
+        store = storage.store_event
+
+        def watched(entry: Any) -> None:
+            self._on(entry)
+            store(entry)
+
+        storage.store_event = watched
+
+    def _on(self, entry: Any) -> None:
+        event = entry.dagster_event
+        if event is None or not entry.step_key:
+            return
+        kind = event.event_type_value
+        if kind == "STEP_START":
+            mark = _proc_status_mb("VmHWM") or 0.0
+            _HWM_BEFORE_RESETS["mb"] = max(_HWM_BEFORE_RESETS["mb"], mark)
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:  # not Linux, or not allowed: the marks are then the stage's so far
+                pass
+            self.start_mb[entry.step_key] = _proc_status_mb("VmRSS") or 0.0
+        elif kind in ("STEP_SUCCESS", "STEP_FAILURE"):
+            end = _proc_status_mb("VmHWM")
+            if end is not None:
+                self.peaks_mb[entry.step_key] = max(self.peaks_mb.get(entry.step_key, 0.0), end)
+
+    def top(self, n: int) -> dict[str, dict[str, float]]:
+        """The n steps with the highest peaks: each one's peak and its RSS when it started."""
+        ranked = sorted(self.peaks_mb.items(), key=lambda kv: -kv[1])[:n]
+        return {
+            key: {"peak_mb": peak, "start_mb": self.start_mb.get(key, 0.0)} for key, peak in ranked
+        }
 
 
 class Timer:
@@ -486,6 +539,8 @@ def _stage_job(workdir: Path, manifest: dict[str, Any], downstream_only: bool) -
     )
     keys = sorted(selection.resolve(definitions.resolve_asset_graph()))
     instance = dg.DagsterInstance.get()
+    peaks = StepPeaks()
+    peaks.watch(instance)
     _ready()
     start, cpu = time.perf_counter(), _cpu_with_workers()
     result = job.execute_in_process(
@@ -519,6 +574,7 @@ def _stage_job(workdir: Path, manifest: dict[str, Any], downstream_only: bool) -
         "steps": len(steps),
         "work": work,
         "substeps": _top_steps(steps, 8),
+        "step_peaks": peaks.top(6),
     }
 
 

@@ -101,6 +101,22 @@ def test_results_file_has_every_stage_and_the_baseline(tiny_run: tuple[dict, Pat
             assert numbers["code_path"] == snapshot, stage
 
 
+def test_job_stages_report_each_steps_own_peak(tiny_run: tuple[dict, Path, Path]) -> None:
+    """(e) to (h) name the steps that held the most memory, each peak the step's own: at least
+    its RSS when it started, at most the stage's peak, which the resets must not lower below
+    the highest step's."""
+    report, results, _ = tiny_run
+    for stage in ("job_first", "night_all", "night_tenth", "night_quiet"):
+        numbers = report["stages"][stage]
+        peaks = numbers["step_peaks"]
+        assert 1 <= len(peaks) <= 6, stage
+        for key, step in peaks.items():
+            assert 0 < step["start_mb"] <= step["peak_mb"] <= numbers["peak_rss_mb"], (stage, key)
+        assert max(p["peak_mb"] for p in peaks.values()) <= numbers["peak_rss_mb"]
+        assert list(peaks.values()) == sorted(peaks.values(), key=lambda p: -p["peak_mb"])
+    assert "## Where the memory goes" in results.read_text(encoding="utf-8")
+
+
 def test_staging_rows_equal_duckdb_read_csv_rows(tiny_run: tuple[dict, Path, Path]) -> None:
     report, _, workdir = tiny_run
     checks = report["checks"]
@@ -210,3 +226,48 @@ def test_a_stage_reports_its_own_peak_not_its_parents() -> None:
     del held
     assert usage.ru_maxrss / 1024 > 400  # the parent's RSS, as wait4 tells it
     assert 10 < reported < 300
+
+
+STEP_PEAKS_SCRIPT = """
+import json
+from types import SimpleNamespace as NS
+from bench.stages import StepPeaks, stage_peak_mb
+
+stored = []
+instance = NS(event_log_storage=NS(store_event=stored.append))
+peaks = StepPeaks()
+peaks.watch(instance)
+
+def event(step, kind):
+    instance.event_log_storage.store_event(
+        NS(step_key=step, dagster_event=NS(event_type_value=kind))
+    )
+
+event("big", "STEP_START")
+held = bytearray(300 * 2**20)
+held[::4096] = b"\\x01" * len(held[::4096])  # touch every page: 300 MB resident
+del held
+event("big", "STEP_SUCCESS")
+event("small", "STEP_START")
+event("small", "STEP_SUCCESS")
+print(json.dumps({"steps": peaks.top(6), "stage": stage_peak_mb(), "stored": len(stored)}))
+"""
+
+
+def test_step_peaks_are_each_steps_own() -> None:
+    """`StepPeaks` resets the high-water mark when a step starts: a step after one that held
+    300 MB reports its own peak, not the 300 MB, while the stage's peak keeps them; every event
+    still reaches the event log."""
+    out = subprocess.run(
+        [sys.executable, "-c", STEP_PEAKS_SCRIPT],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    )
+    numbers = json.loads(out.stdout)
+    big, small = numbers["steps"]["big"], numbers["steps"]["small"]
+    assert numbers["stored"] == 4
+    assert big["peak_mb"] - big["start_mb"] > 280
+    assert small["peak_mb"] < big["peak_mb"] - 250
+    assert numbers["stage"] >= big["peak_mb"]
