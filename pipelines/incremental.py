@@ -490,6 +490,12 @@ def plan_days(
         [step],
     )
     conn.execute("CREATE OR REPLACE TEMP TABLE _people AS SELECT DISTINCT person_id FROM _days")
+    # `record_days` stores the changed keys' fingerprints only: the rest, a row per person-day
+    # of the cohort, would stay in memory through the step's build and rewrite.
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE _day_inputs AS "
+        "SELECT * FROM _day_inputs SEMI JOIN _days USING (person_id, day)"
+    )
     days = conn.execute("SELECT count(*) FROM _days").fetchone()
     people = [r[0] for r in conn.execute("SELECT person_id FROM _people ORDER BY 1").fetchall()]
     if not people:

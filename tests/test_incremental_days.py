@@ -488,3 +488,37 @@ def test_a_full_build_in_groups_of_people_equals_one_build(
         summed_on.clear()
         got = cohort.table()
         assert_frame_equal(got, whole.select(got.columns), check_exact=False, rel_tol=1e-12)
+
+
+def test_a_night_everyone_synced_works_out_gap_days_one_shard_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a night when every person adds a day, the gap days are worked out and written a store
+    shard at a time: each call of the gap rule sees the people of one shard, never the cohort's
+    days at once (issue 19: at 10,000 people that held every day in memory), and the table is
+    still the full rebuild's, gaps included."""
+    import pipelines.steps.features as features
+    from pipelines.store import SHARDS, shard_of
+
+    people = [f"person-{i:02d}" for i in range(24)]
+    cohort = Cohort(tmp_path / "night", history(people, 5), [])
+    cohort.run()
+    # Every person syncs a day; every third one after a gap of two days.
+    cohort.entries += [entry(p, 7 if i % 3 == 0 else 5) for i, p in enumerate(people)]
+    seen: list[set[str]] = []
+    gap_changes = features.diet_gap_changes
+
+    def recorded(days: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+        seen.append(set(days["person_id"]))
+        return gap_changes(days)
+
+    monkeypatch.setattr(features, "diet_gap_changes", recorded)
+    counts = cohort.run()
+
+    assert counts["people_recomputed"] == len(people)
+    shards = {shard_of(p, SHARDS) for p in people}
+    assert len(seen) == len(shards) > 1
+    assert all(len({shard_of(p, SHARDS) for p in group}) == 1 for group in seen)
+    assert set().union(*seen) == set(people)
+    got = assert_same_as_full_rebuild(cohort)
+    assert gap_days(got, "person-00") == [day(5), day(6)]
