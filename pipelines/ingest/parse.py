@@ -28,11 +28,13 @@ from pipelines.warehouse import ident, insert_frame
 
 # Files parsed together: enough to spread the fixed cost of a parse over many small files, few
 # enough that a batch of large exports stays far below the memory target. Memory follows the
-# bytes, so a batch is cut at BATCH_BYTES (200 monthly exports, as batches of 200 files were) or
-# at BATCH_FILES, whichever comes first: a night's one small file per person (2,000 files, 10 MB)
-# is one batch, where 200 files at a time made it ten.
+# bytes (a parse holds about 15 times its batch's bytes), and up to PARSE_AHEAD + 1 batches are
+# in memory at once, so a batch is cut at BATCH_BYTES or at BATCH_FILES, whichever comes first.
+# At 8 MB a night's one small file per person (2,000 files, 7 MB) is one batch; the parse of
+# 3,000 monthly exports peaked 400 MB lower than at 24 MB, for about 8% more parse time (issue
+# 19: a night of 10,000 files, 37 MB, held 585 MB parsing at 24 MB, 394 MB at 8 MB).
 BATCH_FILES = 5000
-BATCH_BYTES = 24 * 1024 * 1024
+BATCH_BYTES = 8 * 1024 * 1024
 # Batches being parsed at once, each in a thread of its own, while the one before is stored. A
 # parse is part Python (decoding, splitting lines: holding the GIL) and part Polars (not holding
 # it), so one parse alone leaves a core idle much of the time; two keep both cores busy.
