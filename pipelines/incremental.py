@@ -8,7 +8,7 @@ are recomputed; people whose inputs are gone lose their rows. Anything that affe
 settings, the code and data tables of the transforms, global inputs such as the food categories)
 goes into a salt: when it changes, the step recomputes everyone, exactly as a first run does.
 
-The dashboards plan their person pages the same way (`pipelines.steps.dashboards.plan_pages`):
+The dashboards plan their person pages the same way (`pipelines.steps.pages.plan_pages`):
 the inputs are the frames each page is built from, the salt what every page shares, and a page
 is rendered only for a new or changed person (or when its file is missing).
 

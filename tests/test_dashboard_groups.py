@@ -15,6 +15,8 @@ from polars.testing import assert_frame_equal
 from pipelines.project import Project
 from pipelines.reports import dashboards
 from pipelines.steps import dashboards as step
+from pipelines.steps import page_shards
+from pipelines.steps import pages as pages_step
 from tests.conftest import everyone_in_frames, make_demo_project, refresh_all
 
 RUN_AT = "2026-12-05 03:00 UTC"
@@ -82,10 +84,28 @@ def test_the_step_in_groups_of_people_equals_one_group(
     assert _files(tmp_path / "whole") == _files(tmp_path / "many")
 
     # A night with nothing new renders no person page, planned a group at a time or in one,
-    # and reads nobody's windows (only section files show them).
+    # and reads nobody's windows (only section files show them). With the shards' and people's
+    # states forgotten, every group is planned, each against its own people's records: the
+    # others are not "gone" from it (kept once per group, that list grew with the square of
+    # the people).
+    with warehouse.write() as conn:
+        conn.execute(
+            "DELETE FROM person_inputs WHERE step IN (?, ?)",
+            [page_shards.SHARDS_STEP, page_shards.PEOPLE_STEP],
+        )
+    planned: list[Any] = []
+    plan_pages = pages_step.plan_pages
+
+    def kept(*args: Any) -> Any:
+        planned.append(plan_pages(*args))
+        return planned[-1]
+
+    monkeypatch.setattr(pages_step, "plan_pages", kept)
     again, plan = run(tmp_path / "many", 1)
     assert not plan.everyone and _person_pages(again) == set()
     assert windows == []
+    assert len(planned) == len(people)
+    assert all(p.gone == [] and p.fingerprints.height == 1 for ps in planned for p in ps)
     again, plan = run(tmp_path / "many", 10**6)
     assert not plan.everyone and _person_pages(again) == set()
     assert windows == []

@@ -93,7 +93,7 @@ _SECTION_ONLY = ("windows",)
 # range of DII parameters the findings' sentences quote (`summaries.dii_params_ranges`). Its
 # windows are not among them: the dashboards step reads a group's windows only for the section
 # files it renders (`PersonGroups.windows`), and its plan fingerprints everyone's in the
-# warehouse instead (`pipelines.steps.dashboards.plan_pages`).
+# warehouse instead (`pipelines.steps.pages.plan_pages`).
 _SECTION_TABLES = ("findings", "draws", "dii_params")
 
 
