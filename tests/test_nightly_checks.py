@@ -14,6 +14,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import polars as pl
 import pytest
 
 from pipelines import store_writes
@@ -230,3 +231,35 @@ def test_a_first_build_is_checked_in_passes_that_fit_the_memory_limit(
             check_unique_lines(conn, "t", [])
         monkeypatch.setattr(accounting, "ROWS_PER_PASS", 200_000)
         assert check_unique_lines(conn, "t", []) == (3, None)
+
+
+def test_diet_daily_one_row_per_day_is_checked_shard_by_shard(tmp_path: Path) -> None:
+    """diet_daily's "one row per person and day" groups a store shard at a time (its memory a
+    shard's, issue 19) and still finds a day repeated in another part of the same shard, and
+    only that one; a table without a repeat passes."""
+    from datetime import date
+
+    from pipelines.defs.features.checks import diet_daily_unique_days
+    from pipelines.store import SHARDS, replace_all, rewrite, shard_of
+
+    people = [f"person-{i}" for i in range(12)]
+    assert len({shard_of(p, SHARDS) for p in people}) > 3
+    days = pl.DataFrame(
+        {
+            "person_id": [p for p in people for _ in range(3)],
+            "day": [date(2025, 1, d) for _ in people for d in (1, 2, 3)],
+            "entries": [2] * 3 * len(people),
+        }
+    )
+    project = Project(tmp_path / "p")
+    project.ensure_dirs()
+    warehouse = project.warehouse()
+    with warehouse.write() as conn:
+        replace_all(conn, "diet_daily", days)
+        assert diet_daily_unique_days(conn).passed
+        # person-5's 2 January again, in a new part of their shard (a rewrite that drops nothing).
+        again = days.filter((pl.col("person_id") == "person-5") & (pl.col("day").dt.day() == 2))
+        rewrite(conn, "diet_daily", "false", again, people="SELECT 'person-5' AS person_id")
+        result = diet_daily_unique_days(conn)
+    assert not result.passed
+    assert result.metadata["duplicate_days"].value == 1
