@@ -270,11 +270,11 @@ def update_person_pages(
             # the run, each group's plan listed the rest of the cohort as gone, and the plans
             # kept for recording held that list once per group (issue 19: +40 MB at 10,000
             # people, quadratic in the people).
-            people = pl.DataFrame({"person_id": group}, schema={"person_id": pl.String})
-            memory.register(_GROUP, people.to_arrow())
+            members = pl.DataFrame({"person_id": group}, schema={"person_id": pl.String})
+            memory.register(_GROUP, members.to_arrow())
             try:
-                inputs = PageInputs(tables, salt, sections, sections_salt)
-                plans = plan_pages(memory, inputs, _within_group(scope))
+                page_inputs = PageInputs(tables, salt, sections, sections_salt)
+                plans = plan_pages(memory, page_inputs, _within_group(scope))
             finally:
                 memory.unregister(_GROUP)
             groups.append(plans)
