@@ -150,6 +150,10 @@ def test_a_full_settle_of_a_history_stored_in_file_order(
     seen: list[bool] = []
 
     def spy(*args: object, **kwargs: object) -> bool:
+        # It reads a hash of each row's key and file id, not their values (issue 19).
+        rows = args[0]
+        assert isinstance(rows, pl.DataFrame)
+        assert rows.schema == {"_key": pl.UInt64, "file_id": pl.UInt64, "_row": pl.Int64}
         seen.append(all_own(*args, **kwargs))  # type: ignore[arg-type]
         return seen[-1]
 
