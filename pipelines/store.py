@@ -69,7 +69,8 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -273,13 +274,18 @@ def _points_at(sql: str | None, root: Path, parts: Parts) -> bool:
 
 def root_of(conn: duckdb.DuckDBPyConnection) -> Path:
     """The store of a connection `attach` set up."""
-    row = conn.execute(f"SELECT getvariable('{VARIABLE}')").fetchone()
-    if not row or row[0] is None:
+    root = _store_root(conn)
+    if root is None:
         raise RuntimeError(
             "this DuckDB connection has no store: open it through pipelines.warehouse.Warehouse, "
             "or call pipelines.store.attach on it"
         )
-    return Path(row[0])
+    return root
+
+
+def _store_root(conn: duckdb.DuckDBPyConnection) -> Path | None:
+    row = conn.execute(f"SELECT getvariable('{VARIABLE}')").fetchone()
+    return None if not row or row[0] is None else Path(row[0])
 
 
 def parts_signature(conn: duckdb.DuckDBPyConnection) -> tuple[object, ...] | None:
@@ -444,6 +450,45 @@ def read_shards(
         mine = {k: files for k, files in parts.items() if k in keep and files}
         if table in wanted and mine:
             conn.execute(f"CREATE OR REPLACE TEMP VIEW {_quote(table)} AS {view_sql(root, mine)}")
+
+
+def store_shards(conn: duckdb.DuckDBPyConnection) -> int:
+    """The shard count of the connection's store; 1 without a store (a bare DuckDB connection,
+    whose tables are all native: read whole, as one shard)."""
+    root = _store_root(conn)
+    return 1 if root is None else shard_count(root)
+
+
+@contextmanager
+def shard_views(conn: duckdb.DuckDBPyConnection, shard: int) -> Iterator[None]:
+    """For its duration, every store table of this connection reads only its parts of `shard`
+    (none, when it has none there), so a query over the store's views, and over views of them
+    such as diet_entries, reads the rows of that shard's people from their files alone. Native
+    tables are read whole. Afterwards the views are as they were: temporary views of the same
+    names, made by `read_shards` or by `attach` on a read-only connection, are put back."""
+    root = _store_root(conn)
+    if root is None:
+        yield
+        return
+    tables = {t: parts for t, parts in live_parts(conn, root).items() if any(parts.values())}
+    before = dict(
+        conn.execute("SELECT view_name, sql FROM duckdb_views() WHERE temporary").fetchall()
+    )
+    try:
+        for table, parts in tables.items():
+            files = parts.get(shard, [])
+            if files:
+                rows = view_sql(root, {shard: files})
+            else:
+                # No row of the shard: the table's columns, from any one of its files.
+                rows = f"SELECT * FROM {_read(root, _in_order(parts)[:1])} LIMIT 0"
+            conn.execute(f"CREATE OR REPLACE TEMP VIEW {_quote(table)} AS {rows}")
+        yield
+    finally:
+        for table in tables:
+            conn.execute(f"DROP VIEW IF EXISTS temp.main.{_quote(table)}")
+            if table in before:
+                conn.execute(before[table])
 
 
 def shard_source(conn: duckdb.DuckDBPyConnection, table: str, shard: int) -> str:

@@ -519,3 +519,42 @@ def test_nightly_appends_leave_a_shards_large_first_part_alone(tmp_path: Path) -
         assert len(parts) <= store.COMPACT_AT
     alice = [r for r in table(warehouse) if r[0] == "alice"]
     assert len(alice) == 2 * 500 + 2 * 3 * store.COMPACT_AT
+
+
+def test_shard_views_read_one_shards_rows_then_put_the_views_back(tmp_path: Path) -> None:
+    project = project_with_draws(tmp_path)
+    warehouse = project.warehouse()
+    shard = shard_of("alice", store.SHARDS)
+    mine = sorted(p for p in PEOPLE if shard_of(p, store.SHARDS) == shard)
+    nobody = next(k for k in range(store.SHARDS) if k not in {shard_of(p, 16) for p in PEOPLE})
+    with warehouse.write() as conn:
+        conn.execute("CREATE VIEW over AS SELECT person_id FROM marker_draws")
+    # Only alice's shard has a row: the other shards have no part of the table at all.
+    with warehouse.write() as conn, store_writes.appending(conn, "persons") as add:
+        add(pl.DataFrame({"person_id": ["alice"], "age": [40]}))
+    assert [p.parent.name for p in (tmp_path / "data" / "store").glob("persons/*/*")] == [
+        f"shard={shard:02d}"
+    ]
+    whole = table(warehouse)
+
+    def people(conn: duckdb.DuckDBPyConnection) -> list[str]:
+        return sorted({r[0] for r in conn.execute("SELECT person_id FROM over").fetchall()})
+
+    for opened in (warehouse.write, warehouse.read):  # main views; attach's temp views
+        with opened() as conn:
+            with store.shard_views(conn, shard):
+                # A view over a store table reads the shard's rows; a native table is whole.
+                assert people(conn) == mine != PEOPLE
+                assert conn.execute("SELECT count(*) FROM t").fetchone() == (1,)
+            with store.shard_views(conn, nobody):
+                assert people(conn) == []
+                columns = conn.execute("SELECT * FROM persons").pl().columns
+                assert columns == ["person_id", "age"]
+            assert people(conn) == PEOPLE
+            assert conn.execute("SELECT * FROM persons").fetchall() == [("alice", 40)]
+            assert conn.execute("SELECT * FROM marker_draws ORDER BY ALL").fetchall() == whole
+    with duckdb.connect() as bare:  # no store: every table is read whole, as one shard
+        bare.execute("CREATE TABLE marker_draws AS SELECT 'alice' AS person_id")
+        with store.shard_views(bare, 3):
+            assert bare.execute("SELECT count(*) FROM marker_draws").fetchone() == (1,)
+        assert store.store_shards(bare) == 1
