@@ -27,6 +27,12 @@ from pipelines.store import _staging, _update, root_of, shard_count, shard_of
 # `appending` writes a shard's rows in row groups of about this many (half of DuckDB's): few, large
 # row groups are cheaper to read (a nightly ingest reads every footer of raw_<source>).
 ROWS_PER_GROUP = 61_440
+# ... or once it holds rows of this many frames: a frame holds a few thousand rows of a shard
+# (a batch of 8 MB, 60,000 rows, over 16 shards), and held until ROWS_PER_GROUP, the night of
+# 10,000 people kept all its 200,000 rows (+80 MB against the night of 2,000; issue 19), a first
+# build 16 frames' rows (200 MB more than at 4, in the same time). Row groups are then smaller
+# (about 15,000 rows in a first build's parts): still large enough for DuckDB's scans.
+HOLD_FRAMES = 4
 ROWS_PER_STAGED_GROUP = 122_880  # `write_shards`' row groups: DuckDB's own size
 
 
@@ -50,8 +56,9 @@ def appending(
     to `table`: one new part at the end of each shard they fall in, no other file read or written.
     Each frame given to the function this yields is split by shard in a background thread while
     the caller makes the next one (pyarrow's writer runs without the GIL; a parse is mostly
-    Python), and a shard's rows go into its part as a row group once ROWS_PER_GROUP of them are
-    held: memory holds two frames and less than ROWS_PER_GROUP rows per shard, not the lot. The
+    Python), and a shard's rows go into its part as a row group once ROWS_PER_GROUP of them, or
+    rows of HOLD_FRAMES frames, are held: memory holds two frames and, per shard, fewer than
+    ROWS_PER_GROUP rows of fewer than HOLD_FRAMES frames, not the lot. The
     parts join `table` when the block ends without an error; otherwise they are removed and the
     table is as it was. With `copy`, each row group also goes, derived, into the copy's file of
     its shard: the ingest's staging rows as settle would write them, without reading the parts
@@ -101,7 +108,7 @@ def appending(
             .items()
         ):
             held.setdefault(k, []).append(part.to_arrow())
-            if sum(t.num_rows for t in held[k]) >= ROWS_PER_GROUP:
+            if len(held[k]) >= HOLD_FRAMES or sum(t.num_rows for t in held[k]) >= ROWS_PER_GROUP:
                 flush(k)
 
     def write(rows: pl.DataFrame) -> None:

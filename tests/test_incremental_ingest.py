@@ -214,6 +214,24 @@ def test_batches_are_also_bounded_by_bytes(tmp_path: Path, monkeypatch: pytest.M
             assert got.equals(want)
 
 
+def test_many_small_files_are_cut_sooner_than_a_few_large_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A night's many small files go SMALL_BATCH_BYTES at a time once a batch holds
+    SMALL_BATCH_FILES of them, so the batches in memory hold as much on a night of 10,000
+    people as on one of 2,000; a few large files still fill a batch up to its byte limit."""
+    monkeypatch.setattr(ingest_parse, "SMALL_BATCH_FILES", 4)
+    monkeypatch.setattr(ingest_parse, "SMALL_BATCH_BYTES", 3_500)
+
+    def cut(sizes: list[int]) -> list[int]:
+        listing = pl.DataFrame({"size_bytes": sizes}, schema={"size_bytes": pl.Int64})
+        return [b.height for b in ingest_parse.batches(listing, 100, 10_000)]
+
+    assert cut([1_000] * 10) == [4, 4, 2]  # else one batch of 10,000 bytes
+    assert cut([1_000] * 3) == [3]
+    assert cut([3_000] * 5) == [3, 2]  # fewer than 4 files: cut at 10,000 bytes only
+
+
 def test_nightly_sync_settles_only_the_keys_new_files_touch(tmp_path: Path) -> None:
     """Against a real warehouse file: the second run reads one file and settles its two days."""
     raw = tmp_path / "raw"

@@ -161,6 +161,27 @@ def test_frames_appended_as_they_come_make_one_part_per_shard_in_their_order(
     assert not list(root.glob("marker_draws/.staging-*"))
 
 
+def test_a_shard_held_over_hold_frames_frames_is_written_as_a_row_group(
+    tmp_path: Path,
+) -> None:
+    """A night's frames hold few rows of each shard: `appending` writes a shard's rows once it
+    holds rows of HOLD_FRAMES frames, not only at ROWS_PER_GROUP rows (issue 19: the night of
+    10,000 people held all its rows until the end). The rows and their order are the same."""
+    project = project_with_draws(tmp_path)
+    warehouse = project.warehouse()
+    root = tmp_path / "data" / "store"
+    before = files(root)
+    frames = [draws(["alice"], float(v)) for v in range(2 * store_writes.HOLD_FRAMES + 1)]
+    with warehouse.write() as conn, store_writes.appending(conn, "marker_draws") as add:
+        for frame in frames:
+            add(frame)
+    (part,) = set(files(root)) - set(before)
+    groups = pq.ParquetFile(part).metadata
+    sizes = [groups.row_group(i).num_rows for i in range(groups.num_row_groups)]
+    assert sizes == [2 * store_writes.HOLD_FRAMES] * 2 + [2]  # two rows a frame
+    assert pl.read_parquet(part).rows() == pl.concat(frames).rows()
+
+
 def test_an_error_while_appending_frames_leaves_the_table_and_no_file_behind(
     tmp_path: Path,
 ) -> None:

@@ -30,11 +30,18 @@ from pipelines.warehouse import ident, insert_frame
 # enough that a batch of large exports stays far below the memory target. Memory follows the
 # bytes (a parse holds about 15 times its batch's bytes), and up to PARSE_AHEAD + 1 batches are
 # in memory at once, so a batch is cut at BATCH_BYTES or at BATCH_FILES, whichever comes first.
-# At 8 MB a night's one small file per person (2,000 files, 7 MB) is one batch; the parse of
-# 3,000 monthly exports peaked 400 MB lower than at 24 MB, for about 8% more parse time (issue
-# 19: a night of 10,000 files, 37 MB, held 585 MB parsing at 24 MB, 394 MB at 8 MB).
+# At 8 MB the parse of 3,000 monthly exports (about 110 KB each) peaked 400 MB lower than at
+# 24 MB, for about 8% more parse time (issue 19).
 BATCH_FILES = 5000
 BATCH_BYTES = 8 * 1024 * 1024
+# A batch of many small files (a night's: a day's export of 4 KB per person who synced) is cut
+# sooner, at SMALL_BATCH_BYTES once it holds SMALL_BATCH_FILES files: they spread a batch's fixed
+# cost already, and the batches in memory then hold as much however many people synced. At 8 MB,
+# the night of 10,000 people (37 MB) held three batches, 24 MB of files, where that of 2,000
+# people held its 7 MB (issue 19). Monthly exports still go 8 MB at a time: cut at 2 MB, a first
+# build's parse took 50% longer.
+SMALL_BATCH_BYTES = 2 * 1024 * 1024
+SMALL_BATCH_FILES = 256
 # Batches being parsed at once, each in a thread of its own, while the one before is stored. A
 # parse is part Python (decoding, splitting lines: holding the GIL) and part Polars (not holding
 # it), so one parse alone leaves a core idle much of the time; two keep both cores busy.
@@ -75,10 +82,13 @@ def error_message(path: Path, source: SourceConfig, exc: BaseException) -> str:
 
 def batches(listing: pl.DataFrame, max_files: int, max_bytes: int) -> Iterator[pl.DataFrame]:
     """The rows of `listing` (`LISTING_SCHEMA`) in order, cut into runs of at most `max_files`
-    files and `max_bytes` bytes (a file larger than that on its own is a batch of one)."""
+    files and `max_bytes` bytes (a file larger than that on its own is a batch of one), and of
+    at most SMALL_BATCH_BYTES once a run holds SMALL_BATCH_FILES files."""
     start = size = 0
     for end, file_bytes in enumerate(listing["size_bytes"]):
-        if end > start and (end - start == max_files or size + file_bytes > max_bytes):
+        files, over = end - start, size + file_bytes
+        many_small = files >= SMALL_BATCH_FILES and over > SMALL_BATCH_BYTES
+        if files and (files == max_files or over > max_bytes or many_small):
             yield listing.slice(start, end - start)
             start, size = end, 0
         size += file_bytes
