@@ -24,14 +24,13 @@ import pyarrow.parquet as pq
 
 from pipelines.store import _staging, _update, root_of, shard_count, shard_of
 
-# `appending` writes a shard's rows in row groups of about this many (half of DuckDB's): few, large
-# row groups are cheaper to read (a nightly ingest reads every footer of raw_<source>).
+# `appending` writes a shard's held rows as a row group once they are this many (half of DuckDB's
+# row group) or come from HOLD_FRAMES frames, whichever is first. Only the second bounds memory
+# by the work in hand: a frame holds a few thousand rows of a shard (a batch of 8 MB, 60,000
+# rows, over 16 shards), and held until ROWS_PER_GROUP, the night of 10,000 people kept all its
+# 200,000 rows (+80 MB against the night of 2,000; issue 19), a first build 16 frames' rows (200
+# MB more than at 4 frames, in the same time). Its row groups, about 15,000 rows, read as fast.
 ROWS_PER_GROUP = 61_440
-# ... or once it holds rows of this many frames: a frame holds a few thousand rows of a shard
-# (a batch of 8 MB, 60,000 rows, over 16 shards), and held until ROWS_PER_GROUP, the night of
-# 10,000 people kept all its 200,000 rows (+80 MB against the night of 2,000; issue 19), a first
-# build 16 frames' rows (200 MB more than at 4, in the same time). Row groups are then smaller
-# (about 15,000 rows in a first build's parts): still large enough for DuckDB's scans.
 HOLD_FRAMES = 4
 ROWS_PER_STAGED_GROUP = 122_880  # `write_shards`' row groups: DuckDB's own size
 

@@ -150,10 +150,10 @@ def test_a_full_settle_of_a_history_stored_in_file_order(
     seen: list[bool] = []
 
     def spy(*args: object, **kwargs: object) -> bool:
-        # It reads a hash of each row's key and file id, not their values (issue 19).
-        rows = args[0]
-        assert isinstance(rows, pl.DataFrame)
-        assert rows.schema == {"_key": pl.UInt64, "file_id": pl.UInt64, "_row": pl.Int64}
+        # Handed a shard's files and the files' order by a hash of their id (issue 19).
+        rows, order = args[1], args[3]
+        assert isinstance(rows, str) and rows.startswith("read_parquet(")
+        assert isinstance(order, pl.DataFrame) and order.schema["file_id"] == pl.UInt64
         seen.append(all_own(*args, **kwargs))  # type: ignore[arg-type]
         return seen[-1]
 
@@ -206,10 +206,14 @@ def test_a_full_settle_moves_the_staging_copy_of_a_first_ingest_into_place(
     assert left == (set() if used else occupied)
 
 
-def test_all_own_needs_file_order_and_each_key_in_one_file() -> None:
-    """`_all_own`: stored in file order (by the files' ord, then _row), and no key in two files;
-    a null key is a key like any other; for a unique key, not even twice in one file."""
-    order = pl.DataFrame({"file_id": ["a", "b", "c"], "ord": [2, 0, 1]})
+@pytest.mark.parametrize("batch_rows", [2, settle_module.ORDER_BATCH_ROWS])
+def test_all_own_needs_file_order_and_each_key_in_one_file(
+    monkeypatch: pytest.MonkeyPatch, batch_rows: int
+) -> None:
+    """`_all_own`: stored in file order (by the files' ord, then _row; checked a batch of rows
+    at a time, across the batches' ends), and no key in two files; a null key is a key like any
+    other; for a unique key, not even twice in one file."""
+    monkeypatch.setattr(settle_module, "ORDER_BATCH_ROWS", batch_rows)
     rows = pl.DataFrame(
         {
             "person_id": ["p", "p", "p", "q", "q"],
@@ -218,19 +222,34 @@ def test_all_own_needs_file_order_and_each_key_in_one_file() -> None:
             "_row": [0, 1, 0, 1, 0],
         }
     )
-    key = ["person_id", "day"]
-    assert _all_own(rows, order, key, unique=False)
-    assert _all_own(rows, order, key, unique=True)
-    assert not _all_own(rows.reverse(), order, key, unique=False)  # not in file order
-    swapped = rows.with_columns(pl.Series("_row", [1, 0, 0, 1, 0]))  # a file's rows swapped
-    assert not _all_own(swapped, order, key, unique=False)
-    again = rows.with_columns(pl.Series("day", [1, 2, 3, None, None]))  # (q, null) in c and a
-    assert not _all_own(again, order, key, unique=False)
-    twice = rows.with_columns(pl.Series("day", [1, 1, 3, None, 4]))  # (p, 1) twice in file b
-    assert _all_own(twice, order, key, unique=False)
-    assert not _all_own(twice, order, key, unique=True)
-    unknown = rows.with_columns(pl.Series("file_id", ["b", "b", "c", "c", "x"]))  # not in order
-    assert not _all_own(unknown, order, key, unique=False)
+    with duckdb.connect() as conn:
+        conn.execute("CREATE TABLE files (file_id VARCHAR, ord BIGINT)")
+        conn.execute("INSERT INTO files VALUES ('a', 2), ('b', 0), ('c', 1)")
+        order = conn.execute("SELECT hash(file_id) AS file_id, ord FROM files").pl()
+
+        def all_own(frame: pl.DataFrame, unique: bool = False) -> bool:
+            conn.register("stored", frame.to_arrow())
+            try:
+                return _all_own(conn, "stored", "r.person_id, r.day", order, unique)
+            finally:
+                conn.unregister("stored")
+
+        assert all_own(rows)
+        assert all_own(rows, unique=True)
+        assert not all_own(rows.reverse())  # not in file order
+        swapped = rows.with_columns(pl.Series("_row", [1, 0, 0, 1, 0]))  # a file's rows swapped
+        assert not all_own(swapped)
+        late = rows.with_columns(
+            pl.Series("_row", [0, 1, 0, 1, 0]), pl.Series("file_id", ["b", "b", "c", "c", "b"])
+        )
+        assert not all_own(late)  # b's last row after c's: out of order at the end only
+        again = rows.with_columns(pl.Series("day", [1, 2, 3, None, None]))  # (q, null) in c and a
+        assert not all_own(again)
+        twice = rows.with_columns(pl.Series("day", [1, 1, 3, None, 4]))  # (p, 1) twice in file b
+        assert all_own(twice)
+        assert not all_own(twice, unique=True)
+        unknown = rows.with_columns(pl.Series("file_id", ["b", "b", "c", "c", "x"]))  # not in order
+        assert not all_own(unknown)
 
 
 @pytest.mark.parametrize("target", ["diet_entries", "lab_results"])

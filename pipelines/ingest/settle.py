@@ -114,25 +114,17 @@ def settle(
         else ""
     )
 
-    # `_all_own` reads hashes of the keys and file ids, not the values: three 8-byte numbers a
-    # row instead of the key's strings and a 64-character file id, for a shard of millions of
-    # rows (issue 19: the first ingest's settle grew with the history, 1.6 GB at 10,000
-    # people). A hash two keys share only sends their shard down the rule's join, which gives
-    # the same rows; two files sharing one send every shard there.
+    # `_all_own` works on hashes of the keys and file ids, not the values (issue 19: the first
+    # ingest's settle grew with the history, 1.6 GB at 10,000 people). A hash two keys share
+    # only sends their shard down the rule's join, which gives the same rows; two files sharing
+    # one send every shard there.
     order = conn.execute("SELECT hash(file_id) AS file_id, ord FROM _order").pl() if full else None
     if order is not None and order["file_id"].is_duplicated().any():
         order = None
 
     def rows_of(shard: int) -> str | Path:
         rows = store.shard_source(conn, raw, shard)
-        if order is not None and _all_own(
-            conn.execute(
-                f"SELECT hash({keys}) AS _key, hash(r.file_id) AS file_id, r._row FROM {rows} r"
-            ).pl(),
-            order,
-            ["_key"],
-            unique=target in UNIQUE_IN_FILE,
-        ):
+        if order is not None and _all_own(conn, rows, keys, order, target in UNIQUE_IN_FILE):
             # Every row owns its key and the scan is in file order (a first ingest stores its
             # files in order, each key in one file): the rule's rows are the shard's, as stored.
             if copied is not None and shard in copied:
@@ -164,24 +156,55 @@ def settle(
     return int(row[0]) if row else 0
 
 
-def _all_own(rows: pl.DataFrame, order: pl.DataFrame, key: list[str], unique: bool) -> bool:
-    """Whether the rule keeps every one of `rows` (the key columns, file_id and _row of a shard,
-    in the order they are stored) in that order: they are in file order (`order`: file_id ->
-    ord), and no key is in two files (nor, for a `unique` key, twice in one).
+# Rows of a shard read at a time to check their order (`_all_own`).
+ORDER_BATCH_ROWS = 500_000
+
+
+def _all_own(
+    conn: duckdb.DuckDBPyConnection, rows: str, keys: str, order: pl.DataFrame, unique: bool
+) -> bool:
+    """Whether the rule keeps every one of `rows` (a shard's raw rows, `r`, in the order they
+    are stored) in that order: they are in file order (`_in_file_order`), and no key (`keys`,
+    over `r`) is in two files, nor, for a `unique` key, twice in one.
 
     Then the settle copies them as they are, without the join that finds each key's winning file
     and the sort back into file order, which cost more than the rest of it. A first ingest of
     exports that do not overlap (one a month, say) is that case in every shard.
-    """
-    ords = rows["file_id"].replace_strict(
+
+    The order is checked a batch of rows at a time, and the keys are grouped by DuckDB under the
+    ingest's memory limit: read whole into Polars, a shard's 3.2 M rows at 10,000 people took
+    400 MB (issue 19)."""
+    stored = conn.execute(f"SELECT hash(r.file_id) AS file_id, r._row FROM {rows} r")
+    last: pl.DataFrame | None = None  # the batch before's last row: the order runs across batches
+    for batch in stored.to_arrow_reader(ORDER_BATCH_ROWS):
+        frame = pl.from_arrow(batch)
+        assert isinstance(frame, pl.DataFrame)
+        if frame.height == 0:
+            continue
+        if not _in_file_order(frame if last is None else pl.concat([last, frame]), order):
+            return False
+        last = frame.tail(1)
+    pairs = (
+        f"SELECT hash({keys}) AS k FROM {rows} r"
+        if unique
+        else f"SELECT DISTINCT hash({keys}) AS k, hash(r.file_id) FROM {rows} r"
+    )
+    row = conn.execute(
+        f"SELECT count(*) FROM (SELECT k FROM ({pairs}) GROUP BY k HAVING count(*) > 1)"
+    ).fetchone()
+    return not (row and row[0])
+
+
+def _in_file_order(stored: pl.DataFrame, order: pl.DataFrame) -> bool:
+    """Whether `stored` (file_id and _row of rows, in the order they are stored) is in file order:
+    by the files' `ord` (`order`: file_id -> ord), then by _row. A file not in `order` is not."""
+    ords = stored["file_id"].replace_strict(
         order["file_id"], order["ord"], default=None, return_dtype=pl.Int64
     )
     if ords.null_count():
         return False  # a file not in `order`: the rule's join leaves its rows out
-    step, row_step = ords.diff(), rows["_row"].diff()
-    in_order = ((step > 0) | ((step == 0) & (row_step > 0))).all()  # the first row's null: true
-    keys = rows.select(key) if unique else rows.select(*key, "file_id").unique().select(key)
-    return bool(in_order) and not keys.is_duplicated().any()
+    step, row_step = ords.diff(), stored["_row"].diff()
+    return bool(((step > 0) | ((step == 0) & (row_step > 0))).all())  # the first row's null: true
 
 
 def _key_ranges(conn: duckdb.DuckDBPyConnection, key: list[str]) -> list[str]:
