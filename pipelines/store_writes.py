@@ -25,13 +25,16 @@ import pyarrow.parquet as pq
 from pipelines.store import _staging, _update, root_of, shard_count, shard_of
 
 # `appending` writes a shard's held rows as a row group once they are this many (half of DuckDB's
-# row group) or come from HOLD_FRAMES frames, whichever is first. Only the second bounds memory
-# by the work in hand: a frame holds a few thousand rows of a shard (a batch of 8 MB, 60,000
-# rows, over 16 shards), and held until ROWS_PER_GROUP, the night of 10,000 people kept all its
-# 200,000 rows (+80 MB against the night of 2,000; issue 19), a first build 16 frames' rows (200
-# MB more than at 4 frames, in the same time). Its row groups, about 15,000 rows, read as fast.
+# row group): few, large row groups are cheaper to read, and a first build's parts are what the
+# history is read from (its diet_daily build at 10,000 people took 8% longer and 50-90 MB more
+# over row groups of 15,000 rows).
 ROWS_PER_GROUP = 61_440
-HOLD_FRAMES = 4
+# An incremental ingest's parts (a night's rows: `trailing_merge` merges them with the parts
+# before within a few nights) take a shard's rows as a row group once they come from this many
+# frames (`appending`'s `max_frames`): a frame holds a few hundred rows of a shard, and held until
+# ROWS_PER_GROUP, the night of 10,000 people kept all its 200,000 rows (+80 MB against the night
+# of 2,000; issue 19).
+INCREMENTAL_FRAMES = 4
 ROWS_PER_STAGED_GROUP = 122_880  # `write_shards`' row groups: DuckDB's own size
 
 
@@ -49,15 +52,18 @@ class Copy:
 
 @contextmanager
 def appending(
-    conn: duckdb.DuckDBPyConnection, table: str, copy: Copy | None = None
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    copy: Copy | None = None,
+    max_frames: int | None = None,
 ) -> Iterator[Callable[[pl.DataFrame], None]]:
     """Add rows that arrive as frames (the table's columns, in its order, person_id among them)
     to `table`: one new part at the end of each shard they fall in, no other file read or written.
     Each frame given to the function this yields is split by shard in a background thread while
     the caller makes the next one (pyarrow's writer runs without the GIL; a parse is mostly
     Python), and a shard's rows go into its part as a row group once ROWS_PER_GROUP of them, or
-    rows of HOLD_FRAMES frames, are held: memory holds two frames and, per shard, fewer than
-    ROWS_PER_GROUP rows of fewer than HOLD_FRAMES frames, not the lot. The
+    rows of `max_frames` frames (when given), are held: memory holds two frames and, per shard,
+    fewer than ROWS_PER_GROUP rows (of fewer than `max_frames` frames), not the lot. The
     parts join `table` when the block ends without an error; otherwise they are removed and the
     table is as it was. With `copy`, each row group also goes, derived, into the copy's file of
     its shard: the ingest's staging rows as settle would write them, without reading the parts
@@ -107,7 +113,8 @@ def appending(
             .items()
         ):
             held.setdefault(k, []).append(part.to_arrow())
-            if len(held[k]) >= HOLD_FRAMES or sum(t.num_rows for t in held[k]) >= ROWS_PER_GROUP:
+            frames, rows_held = len(held[k]), sum(t.num_rows for t in held[k])
+            if rows_held >= ROWS_PER_GROUP or (max_frames is not None and frames >= max_frames):
                 flush(k)
 
     def write(rows: pl.DataFrame) -> None:

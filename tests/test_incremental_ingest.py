@@ -19,7 +19,7 @@ import pipelines.ingest.fingerprints as ingest_fingerprints
 import pipelines.ingest.parse as ingest_parse
 import pipelines.ingest.settle as ingest_settle
 import pipelines.ingest.sync as ingest_sync
-from pipelines import store
+from pipelines import store, store_writes
 from pipelines.adapters import FORMATS
 from pipelines.config import PersonSpec, SourceConfig
 from pipelines.defs.partitions import all_partitions_tags
@@ -230,6 +230,43 @@ def test_many_small_files_are_cut_sooner_than_a_few_large_ones(
     assert cut([1_000] * 10) == [4, 4, 2]  # else one batch of 10,000 bytes
     assert cut([1_000] * 3) == [3]
     assert cut([3_000] * 5) == [3, 2]  # fewer than 4 files: cut at 10,000 bytes only
+
+
+def test_only_an_incremental_ingest_cuts_row_groups_at_incremental_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first build's raw parts hold a shard's rows of many batches in one row group (the
+    history is read from them); a night's hold a shard's rows of at most INCREMENTAL_FRAMES
+    batches (issue 19), and its rows are the same as a fresh ingest's."""
+    monkeypatch.setattr(ingest_sync, "BATCH_FILES", 1)  # a batch, and a frame, per file
+    raw, store_root = tmp_path / "raw", tmp_path / "warehouse.store"
+    warehouse = Warehouse(tmp_path / "warehouse.duckdb")
+    memo = tmp_path / "hashes.parquet"
+
+    def days(month: str, n: int) -> list[list[str]]:
+        return [[f"2025-{month}-{d:02d}"] for d in range(1, n + 1)]
+
+    def parts() -> set[Path]:  # ann's raw parts
+        return set(store_root.glob(f"raw_cm/shard={store.shard_of('ann', store.SHARDS):02d}/*"))
+
+    def new_parts_row_groups(before: set[Path]) -> list[list[int]]:
+        metas = [pq.ParquetFile(part).metadata for part in parts() - before]
+        return [[m.row_group(i).num_rows for i in range(m.num_row_groups)] for m in metas]
+
+    for d, day in enumerate(days("01", 6)):
+        export(raw / "cm" / "ann" / f"jan{d}.csv", day, 100 + d, 1e9 + d)
+    with warehouse.write() as conn:
+        sync_source(conn, SOURCE, raw, memo_path=memo)
+    assert [g for g in new_parts_row_groups(set()) if sum(g)] == [[6]]  # and an empty part
+    before = parts()
+    for d, day in enumerate(days("02", 6)):
+        export(raw / "cm" / "ann" / f"feb{d}.csv", day, 200 + d, 2e9 + d)
+    with warehouse.write() as conn:
+        night = sync_source(conn, SOURCE, raw, memo_path=memo)
+    assert night.files_parsed == 6
+    frames = store_writes.INCREMENTAL_FRAMES
+    assert new_parts_row_groups(before) == [[frames, 6 - frames]]
+    assert_same_as_fresh(raw, ingest_source(SOURCE, raw))
 
 
 def test_nightly_sync_settles_only_the_keys_new_files_touch(tmp_path: Path) -> None:

@@ -161,24 +161,29 @@ def test_frames_appended_as_they_come_make_one_part_per_shard_in_their_order(
     assert not list(root.glob("marker_draws/.staging-*"))
 
 
-def test_a_shard_held_over_hold_frames_frames_is_written_as_a_row_group(
-    tmp_path: Path,
+@pytest.mark.parametrize("max_frames", [None, 3])
+def test_an_incremental_append_writes_a_shard_held_over_max_frames_frames(
+    tmp_path: Path, max_frames: int | None
 ) -> None:
-    """A night's frames hold few rows of each shard: `appending` writes a shard's rows once it
-    holds rows of HOLD_FRAMES frames, not only at ROWS_PER_GROUP rows (issue 19: the night of
-    10,000 people held all its rows until the end). The rows and their order are the same."""
+    """A night's frames hold few rows of each shard: with `max_frames` (an incremental ingest),
+    `appending` writes a shard's rows once it holds rows of that many frames, not only at
+    ROWS_PER_GROUP rows (issue 19: the night of 10,000 people held all its rows until the end).
+    The rows and their order are the same."""
     project = project_with_draws(tmp_path)
     warehouse = project.warehouse()
     root = tmp_path / "data" / "store"
     before = files(root)
-    frames = [draws(["alice"], float(v)) for v in range(2 * store_writes.HOLD_FRAMES + 1)]
-    with warehouse.write() as conn, store_writes.appending(conn, "marker_draws") as add:
+    frames = [draws(["alice"], float(v)) for v in range(7)]  # two rows a frame
+    with (
+        warehouse.write() as conn,
+        store_writes.appending(conn, "marker_draws", max_frames=max_frames) as add,
+    ):
         for frame in frames:
             add(frame)
     (part,) = set(files(root)) - set(before)
     groups = pq.ParquetFile(part).metadata
     sizes = [groups.row_group(i).num_rows for i in range(groups.num_row_groups)]
-    assert sizes == [2 * store_writes.HOLD_FRAMES] * 2 + [2]  # two rows a frame
+    assert sizes == ([14] if max_frames is None else [6, 6, 2])
     assert pl.read_parquet(part).rows() == pl.concat(frames).rows()
 
 

@@ -181,7 +181,12 @@ def sync_source(
     try:
         with (
             clock("parse, check and store new files"),
-            store_writes.appending(conn, raw_table(source.name), copy) as store_rows,
+            store_writes.appending(
+                conn,
+                raw_table(source.name),
+                copy,
+                max_frames=None if full else store_writes.INCREMENTAL_FRAMES,
+            ) as store_rows,
         ):
             cut = batches(to_parse, BATCH_FILES, BATCH_BYTES)
             # Closed at once on an error, so no batch is parsed for nothing after it.
