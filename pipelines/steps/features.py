@@ -337,21 +337,20 @@ def replace_changed_days(
     daily = daily.join(people, on="person_id", how="left")
     schema = conn.execute("SELECT * FROM diet_daily LIMIT 0").pl().schema
     for shard in sorted(people["_shard"].unique()):
-        _replace_changed_days_of_shard(
-            conn, shard, daily.filter(pl.col("_shard") == shard).drop("_shard"), settings, schema
-        )
+        mine = daily.filter(pl.col("_shard") == shard).drop("_shard")
+        _replace_changed_days_of_shard(conn, shard, shards, mine, settings, schema)
 
 
 def _replace_changed_days_of_shard(
     conn: duckdb.DuckDBPyConnection,
     shard: int,
+    shards: int,
     daily: pl.DataFrame,
     settings: Settings,
     schema: pl.Schema,
 ) -> None:
-    """`replace_changed_days` for the people of `_people` in one store shard; `daily` is
-    theirs."""
-    shards = shard_count(root_of(conn))
+    """`replace_changed_days` for the people of `_people` in store shard `shard` (of `shards`);
+    `daily` is theirs."""
     people = f"SELECT person_id FROM _people WHERE {shard_sql(shards)} = {shard}"
     # Four narrow columns of the touched people's days as they will be: cheap next to building
     # the days. Read from the shard's parts alone (`shard_sources`).
