@@ -173,7 +173,7 @@ def _all_own(
 
     The order is checked a batch of rows at a time, and the keys are grouped by DuckDB under the
     ingest's memory limit: read whole into Polars, a shard's 3.2 M rows at 10,000 people took
-    400 MB (issue 19)."""
+    300-400 MB (issue 19)."""
     stored = conn.execute(f"SELECT hash(r.file_id) AS file_id, r._row FROM {rows} r")
     last: pl.DataFrame | None = None  # the batch before's last row: the order runs across batches
     for batch in stored.to_arrow_reader(ORDER_BATCH_ROWS):
