@@ -115,6 +115,15 @@ def test_the_memo_spares_unchanged_files_and_forgets_removed_ones(
     assert counting.hashed == []
     assert memo_path.stat().st_mtime_ns == 10**18  # nor writes the same memo again
 
+    # A new file, newer than the others (most nights): only it is hashed, and the memo written.
+    write(raw / "cm" / "bob" / "c.csv", "bob's new day", 3.5e9)
+    added = listing()
+    assert counting.hashed == ["c.csv"]
+    assert added.equals(list_files(SOURCE, raw, HashMemo(None)))
+    assert pl.read_parquet(memo_path)["sha256"].equals(added["sha256"])
+    (raw / "cm" / "bob" / "c.csv").unlink()
+    counting.hashed.clear()
+
     # A changed file (new bytes, new time) is hashed again; a removed one leaves the memo.
     write(raw / "cm" / "bob" / "b.csv", "bob's, longer", 4e9)
     (raw / "cm" / "ann" / "old" / "x.csv").unlink()

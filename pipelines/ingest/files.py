@@ -70,10 +70,19 @@ class HashMemo:
         only those the memo does not know at their size and time. The memo then holds these
         files: a removed file's entry goes with it."""
         key = ["path", "size_bytes", "mtime_ns"]
-        if files.select(key).equals(self.known.select(key)):
-            # The same files at the same sizes and times, in the same order (the memo is saved
-            # in the listing's): most nights. Compared column by column, without the join's
-            # copy of every file's row (a third of a quiet ingest's memory at 60,000 files).
+        n = self.known.height
+        if files.height >= n and files.head(n).select(key).equals(self.known.select(key)):
+            # The memo's files at the same sizes and times, listed first and in the same order
+            # (the memo is saved in the listing's), then only newer files, if any: most nights.
+            # Compared column by column, and only the new files hashed, without the join's copy
+            # of every file's row (a third of a quiet ingest's memory at 60,000 files, 40 MB of
+            # a night's at 82,000).
+            added = files.slice(n).select(key)
+            if added.height:
+                shas = [sha256_of(raw_dir / p) for p in added["path"]]
+                added = added.with_columns(pl.Series("sha256", shas, pl.String))
+                self.known = pl.concat([self.known, added])
+                self.changed = True
             return self.known["sha256"]
         known = files.select(key).join(self.known, on=key, how="left", maintain_order="left")
         if known.height != files.height:

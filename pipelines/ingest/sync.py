@@ -107,9 +107,13 @@ def sync_source(
     ensure_tables(conn, source.name, schema)
     raw_columns = raw_schema(schema)
 
-    memo = HashMemo(memo_path)
     with clock("list and hash files"):
+        memo = HashMemo(memo_path)
         listing = list_files(source, raw_dir, memo, paths)
+        # Saved and let go now, not at the end: it describes the files, whatever becomes of the
+        # run, and its rows were held through the night's parse (issue 19).
+        memo.save()
+        del memo
 
     # Each stored file, and whether its rows can be kept: read by this parser, and not due to be
     # read again today (a row that was in the future). A frame, not a tuple per file: a night
@@ -226,7 +230,6 @@ def sync_source(
                 [source.name],
             )
         summary = files_summary(conn, source.name)
-    memo.save()
     for temp in ("_order", "_affected"):
         conn.execute(f"DROP TABLE IF EXISTS {temp}")
     return SyncResult(
