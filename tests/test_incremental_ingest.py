@@ -7,6 +7,7 @@ import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -464,3 +465,49 @@ def test_the_sync_reports_its_files_as_ingest_files_records_them(tmp_path: Path)
     assert (second.files_parsed, second.keys_settled) == (0, 0)
     assert (second.summary.files, second.summary.rows_loaded) == (s.files, s.rows_loaded)
     assert second.summary.preview.equals(s.preview)
+
+
+def test_file_records_are_written_only_where_they_changed(tmp_path: Path) -> None:
+    """`record_files` leaves a row equal to its recount in place (nulls included), replaces a
+    changed one, removes a gone file's and adds a new file's, and leaves other sources' rows
+    alone: the table ends as a full rewrite would, and a night's transaction holds only the
+    rows that changed."""
+    raw = tmp_path / "raw"
+    for name, grams, mtime in (("jan", 100, 1_700_000_000), ("feb", 200, 1_700_100_000)):
+        export(raw / "cm" / "ann" / f"{name}.csv", ["2025-01-01"], grams, mtime)
+    (raw / "cm" / "bob").mkdir()
+    (raw / "cm" / "bob" / "broken.csv").write_bytes(b"")  # the others have a null error
+    warehouse = Warehouse(tmp_path / "warehouse.duckdb")
+
+    def rowids(conn: Any) -> dict[str, int]:
+        query = "SELECT path, rowid FROM ingest_files WHERE source = 'cm'"
+        return dict(conn.execute(query).fetchall())
+
+    with warehouse.write() as conn:
+        sync_source(conn, SOURCE, raw, memo_path=tmp_path / "hashes.parquet")
+        conn.execute(
+            "INSERT INTO ingest_files SELECT * REPLACE ('other' AS source) FROM ingest_files"
+        )
+        before, others = (ingest_accounting.recorded_files(conn, s) for s in ("cm", "other"))
+        assert before["error"].null_count() == 2
+        first = rowids(conn)
+
+        jan = pl.col("path") == "cm/ann/jan.csv"
+        changed = before.with_columns(
+            rows_loaded=pl.when(jan).then(pl.col("rows_loaded") + 1).otherwise("rows_loaded")
+        )
+        new = before.filter(pl.col("path") == "cm/ann/feb.csv").with_columns(
+            path=pl.lit("cm/ann/mar.csv")
+        )
+        wanted = pl.concat([changed.filter(pl.col("path") != "cm/bob/broken.csv"), new])
+        ingest_accounting.record_files(conn, "cm", wanted)
+
+        after = ingest_accounting.recorded_files(conn, "cm")
+        assert after.sort("path").equals(wanted.sort("path"))
+        kept = rowids(conn)
+        assert kept["cm/ann/feb.csv"] == first["cm/ann/feb.csv"]  # equal: left in place
+        assert kept["cm/ann/jan.csv"] != first["cm/ann/jan.csv"]  # a count changed
+        assert ingest_accounting.recorded_files(conn, "other").equals(others)
+
+        ingest_accounting.record_files(conn, "cm", after)  # the same rows: none moves
+        assert rowids(conn) == kept

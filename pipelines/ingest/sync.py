@@ -26,6 +26,7 @@ from pipelines.ingest.accounting import (
     file_records,
     files_summary,
     listed_as_recorded,
+    record_files,
     recorded_files,
 )
 from pipelines.ingest.files import HashMemo, first_copies, list_files
@@ -50,7 +51,7 @@ from pipelines.ingest.tables import (
     target_table,
 )
 from pipelines.schema import TARGET_SCHEMAS, conform
-from pipelines.warehouse import ident, insert_frame, table_exists
+from pipelines.warehouse import ident, table_exists
 
 # DuckDB's own working memory while settling ownership over the whole history; beyond it, it
 # spills to disk (`<warehouse>.tmp`) rather than growing.
@@ -220,8 +221,7 @@ def sync_source(
         # A night that parsed, forgot and settled nothing, and lists the files exactly as they
         # are recorded, would count every file's rows again to write the same rows.
         if not (nothing_new and listed_as_recorded(conn, source.name, listing)):
-            conn.execute("DELETE FROM ingest_files WHERE source = ?", [source.name])
-            insert_frame(conn, "ingest_files", file_records(conn, source, listing))
+            record_files(conn, source.name, file_records(conn, source, listing))
             # A renamed file keeps its rows (same content); its rejects should show the new name.
             conn.execute(
                 "UPDATE rejected_rows SET path = o.path FROM _order o "
