@@ -2,10 +2,9 @@
 
 `file_records` counts each file's rows read, loaded, rejected and duplicate for `ingest_files`
 (rows_read == rows_loaded + rows_rejected + rows_duplicate), and `record_files` writes the rows
-that changed; `files_summary` is what the ingest
-asset reports of them, and `recorded_files` all of them as a frame; `check_unique_lines` is the
-nightly check that no raw file line loads twice, reading only the files listed in
-`lines_to_check`.
+that changed; `files_summary` is what the ingest asset reports of them, and `recorded_files` all
+of them as a frame; `check_unique_lines` is the nightly check that no raw file line loads twice,
+reading only the files listed in `lines_to_check`.
 """
 
 from __future__ import annotations
