@@ -427,6 +427,7 @@ def _stage_analysis(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
         update_marker_models,
     )
     from pipelines.steps.taxonomy import update_food_taxonomy
+    from pipelines.store_writes import forget
 
     project = Project(workdir / "project")
     config = project.config()
@@ -457,8 +458,10 @@ def _stage_analysis(workdir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     with warehouse.write() as conn:
         # Forget what the steps recorded, so that (e) measures a first run, as before.
         names = [name for _, name, _ in steps]
-        for table in (STATE_TABLE, DAY_STATE_TABLE):
-            conn.execute(f"DELETE FROM {table} WHERE list_contains(?, step)", [names])
+        conn.execute(f"DELETE FROM {STATE_TABLE} WHERE list_contains(?, step)", [names])
+        # The per-day records are a store table: their parts are rewritten without them.
+        steps_sql = ", ".join("'" + name.replace("'", "''") + "'" for name in names)
+        forget(conn, DAY_STATE_TABLE, f"t.step IN ({steps_sql})")
         row = conn.execute(
             "SELECT (SELECT count(*) FROM diet_entries), "
             "(SELECT count(DISTINCT person_id) FROM diet_entries), "

@@ -53,7 +53,7 @@ import polars as pl
 from pipelines.fingerprint import fingerprint
 from pipelines.identity import ROWS_FINGERPRINT as ROWS_FINGERPRINT
 from pipelines.identity import inputs_identity
-from pipelines.store import shard_sql, shard_views, store_shards
+from pipelines.store import PARTS, replace_all, rewrite, shard_sql, shard_views, store_shards
 from pipelines.warehouse import create_table, ident, insert_frame, table_exists
 
 STATE_TABLE = "person_inputs"
@@ -180,13 +180,22 @@ INPUTS_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 def _version(conn: duckdb.DuckDBPyConnection, step: str, identity: str, scope: str | None) -> str:
     """`identity` with the run's scope and the step's own records as they are now: a record
     changed or forgotten since (a crash put back, a test, a hand) is not a quiet night."""
-    records = [
-        conn.execute(f"SELECT {ROWS_FINGERPRINT} FROM {t} t WHERE step = ?", [step]).fetchone()
-        for t in (STATE_TABLE, DAY_STATE_TABLE)
-        if table_exists(conn, t)
-    ]
-    signature = "|".join(str(r[0] if r else "") for r in records)
-    return hashlib.sha256(f"{identity}\0{scope or ''}\0{signature}".encode()).hexdigest()
+    signature = []
+    if table_exists(conn, STATE_TABLE):
+        row = conn.execute(
+            f"SELECT {ROWS_FINGERPRINT} FROM {STATE_TABLE} t WHERE step = ?", [step]
+        ).fetchone()
+        signature.append(str(row[0] if row else ""))
+    if table_exists(conn, DAY_STATE_TABLE) and table_exists(conn, PARTS):
+        # The per-day records are store parts, immutable and never named twice: their list
+        # stands for their rows, where fingerprinting every row read the whole table each night
+        # (1.8 M rows at 10,000 people, kept in DuckDB's buffers: issue 19).
+        row = conn.execute(
+            f"SELECT string_agg(file, ',' ORDER BY shard, part) FROM {PARTS} WHERE table_name = ?",
+            [DAY_STATE_TABLE],
+        ).fetchone()
+        signature.append(str(row[0] if row else ""))
+    return hashlib.sha256(f"{identity}\0{scope or ''}\0{'|'.join(signature)}".encode()).hexdigest()
 
 
 def remember(
@@ -503,23 +512,17 @@ def _changed_days(conn: duckdb.DuckDBPyConnection, step: str, query: str, within
     conn.execute(
         "CREATE OR REPLACE TEMP TABLE _changed (person_id VARCHAR, day DATE, fingerprint VARCHAR)"
     )
-    # The recorded people and their shards, once: the records are read shard by shard below.
-    conn.execute(
-        f"CREATE OR REPLACE TEMP TABLE _recorded AS SELECT person_id, {shard_sql(shards)} AS shard "
-        f"FROM (SELECT DISTINCT person_id FROM {DAY_STATE_TABLE} WHERE step = ? AND {within})",
-        [step],
-    )
     for shard in range(shards):
+        # The records are a store table too: each pass reads its shard's parts of them only.
         with shard_views(conn, shard):
             # The last filter keeps a native table's rows, read whole in every pass, to one
             # pass; after the join, it is worked out for the changed keys alone.
             conn.execute(
                 f"INSERT INTO _changed SELECT person_id, day, c.fingerprint FROM ({query}) c "
                 f"FULL JOIN (SELECT person_id, day, fingerprint FROM {DAY_STATE_TABLE} "
-                "WHERE step = ? AND person_id IN "
-                "(SELECT person_id FROM _recorded WHERE shard = ?)) s USING (person_id, day) "
+                f"WHERE step = ? AND {within}) s USING (person_id, day) "
                 f"WHERE c.fingerprint IS DISTINCT FROM s.fingerprint AND {shard_sql(shards)} = ?",
-                [step, shard, shard],
+                [step, shard],
             )
     # A row without a person or a day has no record to match: it is always in `_changed`.
     row = conn.execute(
@@ -532,7 +535,6 @@ def _changed_days(conn: duckdb.DuckDBPyConnection, step: str, query: str, within
             "SELECT * FROM _changed WHERE fingerprint IS NOT NULL"
         )
     conn.execute("DROP TABLE _changed")
-    conn.execute("DROP TABLE _recorded")
     return not (row and row[0])
 
 
@@ -543,29 +545,40 @@ def record_days(conn: duckdb.DuckDBPyConnection, plan: DayPlan, scope: str | Non
     `inputs` are remembered with the records."""
     if plan.quiet:
         return
-    if not table_exists(conn, DAY_STATE_TABLE):
-        create_table(conn, DAY_STATE_TABLE, DAY_STATE_SCHEMA)
-    current = "SELECT ? AS step, person_id, day, fingerprint, ? AS salt FROM _day_inputs"
+    # A store table (`pipelines.store`), of DAY_STATE_SCHEMA's columns: the shards of the keys
+    # written have the parts that held their old records rewritten, and the new ones in a part
+    # at their end.
+    mine = f"t.step = {_sql_text(plan.step)}"
+    records = (
+        f"SELECT {_sql_text(plan.step)} AS step, person_id::VARCHAR AS person_id, "
+        "day::DATE AS day, fingerprint::VARCHAR AS fingerprint, "
+        f"{_sql_text(plan.salt)} AS salt FROM "
+    )
     if plan.everyone:
-        within = "" if scope is None else f" AND ({scope})"
-        conn.execute(f"DELETE FROM {DAY_STATE_TABLE} WHERE step = ?{within}", [plan.step])
         # Taken now, not kept from the plan: the step does not change its inputs.
-        fresh = (
-            f"SELECT ? AS step, person_id, day, fingerprint, ? AS salt FROM ({plan.fingerprints})"
+        fresh = records + f"({plan.fingerprints})"
+        if not table_exists(conn, DAY_STATE_TABLE):
+            # The first record makes the table (a plan of changed days needs one to compare).
+            replace_all(conn, DAY_STATE_TABLE, fresh)
+        else:
+            # The scope (SQL on person_id) reads the record's own column: `t` is the only table.
+            within = "" if scope is None else f" AND ({scope})"
+            rewrite(conn, DAY_STATE_TABLE, mine + within, fresh, None)
+    else:
+        rewrite(
+            conn,
+            DAY_STATE_TABLE,
+            # IN, not a correlated EXISTS (see `replace_changed_days`).
+            f"{mine} AND (t.person_id, t.day) IN (SELECT person_id, day FROM _days)",
+            records + "_day_inputs SEMI JOIN _days USING (person_id, day)",
+            "SELECT person_id FROM _people",
         )
-        conn.execute(f"INSERT INTO {DAY_STATE_TABLE} BY NAME {fresh}", [plan.step, plan.salt])
-        remember(conn, plan.step, plan.inputs, scope)
-        return
-    conn.execute(
-        f"DELETE FROM {DAY_STATE_TABLE} s USING _days d WHERE s.step = ? "
-        "AND s.person_id = d.person_id AND s.day = d.day",
-        [plan.step],
-    )
-    conn.execute(
-        f"INSERT INTO {DAY_STATE_TABLE} BY NAME {current} SEMI JOIN _days USING (person_id, day)",
-        [plan.step, plan.salt],
-    )
     remember(conn, plan.step, plan.inputs, scope)
+
+
+def _sql_text(value: str) -> str:
+    """`value` as a SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def in_scope(sql: str, scope: str | None) -> str:

@@ -11,12 +11,17 @@ one in shard 0); the ingest keeps each source's `raw_<source>` and `stg_<source>
 
 - `store_parts`, the catalog of the views: it changes in the same DuckDB transaction as the views
   and the step's other writes, which is what makes a write atomic and a killed step harmless.
-- The incremental records (`ingest_files`, `ingest_state`, `person_inputs`, `person_day_inputs`,
-  `step_inputs`, and what is kept until its inputs change: `input_memos`, `page_freshness`):
-  each says what a step's outputs were computed from, so it must commit with those outputs in
-  one transaction; they are the query layer's bookkeeping, not data anyone queries, and change
-  by DELETE and INSERT of a few rows per person, day or file every night, which a part-file
-  store would turn into rewritten parts.
+- The incremental records (`ingest_files`, `ingest_state`, `person_inputs`, `step_inputs`,
+  and what is kept until its inputs change: `input_memos`, `page_freshness`): each says what a
+  step's outputs were computed from, so it must commit with those outputs in one transaction;
+  they are the query layer's bookkeeping, not data anyone queries, and change by DELETE and
+  INSERT of a few rows per person or file every night, which a part-file store would turn into
+  rewritten parts. The exception is `person_day_inputs`, diet_daily's record of each
+  person-day, in `TABLES`: as many rows as diet_daily (1.8 M at 10,000 people), written as
+  diet_daily is (a night adds a part per shard it touches), and planned a shard at a time, so
+  a night reads a shard's records at a time from their files, and the quiet check reads their
+  list of parts, where a DuckDB table was read whole each night and kept in DuckDB's buffers
+  (issue 19).
 - `food_categories` and `unmapped_foods`: a row per food, no person to shard by, and small (the
   foods of the cohort); the taxonomy step compares unmapped_foods as read with its new frame.
 - The ingest's `rejected_rows` and `lines_to_check`: replaced per source and file, not per person
@@ -87,6 +92,9 @@ TABLES = (
     "persons",
     "data_sufficiency",
     "diet_summary",
+    # diet_daily's record of each person-day's inputs (`pipelines.incremental.record_days`):
+    # as many rows as diet_daily, planned a shard at a time, so stored like it.
+    "person_day_inputs",
 )
 SHARDS = 16  # for a new store; an existing one keeps the count in its store.json
 COMPACT_AT = 8  # a shard with more parts than this has its trailing parts merged (`trailing_merge`)
@@ -389,35 +397,53 @@ def _write_all(conn: duckdb.DuckDBPyConnection, root: Path, table: str, source: 
 
 
 def rewrite(
-    conn: duckdb.DuckDBPyConnection, table: str, drop: str, rows: pl.DataFrame, people: str
+    conn: duckdb.DuckDBPyConnection,
+    table: str,
+    drop: str,
+    rows: pl.DataFrame | str,
+    people: str | None,
 ) -> None:
-    """Rewrite the shards of `people` (a query of person_id): each keeps its rows for which the
-    SQL condition `drop` (over the alias `t`) is not true, and takes its rows of `rows`, cast to
-    the table's columns (a column `rows` lacks is null), in a new part at its end. Only the parts
-    that hold a dropped row are rewritten."""
+    """Rewrite the shards of `people` (a query of person_id; None: every shard): each keeps its
+    rows for which the SQL condition `drop` (over the alias `t`) is not true, and takes its rows
+    of `rows` (a frame, or a query DuckDB streams), cast to the table's columns (a column `rows`
+    lacks is null), in a new part at its end. Only the parts that hold a dropped row are
+    rewritten."""
     root = root_of(conn)
     shards = shard_count(root)
     columns = conn.execute(f"DESCRIBE {_quote(table)}").fetchall()
-    extra = set(rows.columns) - {c[0] for c in columns}
+    have = (
+        rows.columns
+        if isinstance(rows, pl.DataFrame)
+        else [d[0] for d in conn.execute(f"SELECT * FROM ({rows}) LIMIT 0").description]
+    )
+    extra = set(have) - {c[0] for c in columns}
     if extra:
         raise ValueError(f"{table} has no columns {sorted(extra)}")
     new = ", ".join(
-        f"CAST({_quote(name) if name in rows.columns else 'NULL'} AS {kind}) AS {_quote(name)}"
+        f"CAST({_quote(name) if name in have else 'NULL'} AS {kind}) AS {_quote(name)}"
         for name, kind, *_ in columns
     )
     staging = _staging(root, table)
     try:
-        # Spooled to a file, not registered: DuckDB keeps a frame registered inside a transaction
-        # until it ends, so a step that rewrites group after group kept every group's rows.
-        spooled = staging / "rows.parquet"
-        rows.write_parquet(spooled)
-        source = f"read_parquet({_literal(spooled)})"
-        touched = {
-            k
-            for (k,) in conn.execute(
-                f"SELECT DISTINCT {shard_sql(shards)} FROM ({people})"
-            ).fetchall()
-        }
+        if isinstance(rows, pl.DataFrame):
+            # Spooled to a file, not registered: DuckDB keeps a frame registered inside a
+            # transaction until it ends, so a step that rewrites group after group kept every
+            # group's rows.
+            spooled = staging / "rows.parquet"
+            rows.write_parquet(spooled)
+            source = f"read_parquet({_literal(spooled)})"
+        else:
+            source = f"({rows})"
+        touched = (
+            set(range(shards))
+            if people is None
+            else {
+                k
+                for (k,) in conn.execute(
+                    f"SELECT DISTINCT {shard_sql(shards)} FROM ({people})"
+                ).fetchall()
+            }
+        )
         added = _by_shard(conn, staging, f"SELECT {new} FROM {source}", shards)
         _update(conn, root, table, touched | set(added), drop, added)
     finally:

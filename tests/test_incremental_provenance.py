@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from pipelines import store
 from pipelines.incremental import parse_salt, plan_days, record_days, row_identity
 from pipelines.steps.features import daily_entry_columns, day_inputs_sql
 
@@ -16,8 +17,9 @@ DAY = date(2025, 3, 1)
 
 
 @pytest.fixture
-def conn() -> duckdb.DuckDBPyConnection:
+def conn(tmp_path: Path) -> duckdb.DuckDBPyConnection:
     c = duckdb.connect()
+    store.attach(c, tmp_path / "store", read_only=False)  # diet_daily's records are store parts
     c.execute(
         "CREATE TABLE diet_entries (person_id VARCHAR, day DATE, food VARCHAR, "
         "category_raw VARCHAR, grams DOUBLE, line BIGINT, source VARCHAR, file_id VARCHAR)"

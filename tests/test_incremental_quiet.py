@@ -14,6 +14,7 @@ import pytest
 from pipelines import incremental
 from pipelines.identity import inputs_identity, remembered, tables_read
 from pipelines.incremental import (
+    DAY_STATE_TABLE,
     STATE_TABLE,
     changed,
     plan_days,
@@ -22,7 +23,9 @@ from pipelines.incremental import (
     record_days,
     register_people,
 )
-from pipelines.store import in_shards, replace_all, replace_people
+from pipelines.store import SHARDS, in_shards, replace_all, replace_people, shard_of
+from pipelines.store import TABLES as STORE_TABLES
+from pipelines.store_writes import forget
 from pipelines.warehouse import Warehouse
 
 PEOPLE = ["alice", "bob", "carol"]
@@ -177,6 +180,80 @@ def test_a_day_plan_is_quiet_only_when_nothing_is_new(tmp_path: Path) -> None:
     plan = days()
     assert not plan.quiet and plan.people == ["alice"] and plan.days == 1
     assert days().quiet
+
+
+def test_day_records_are_store_parts_and_a_night_rewrites_only_its_keys_parts(
+    tmp_path: Path,
+) -> None:
+    """The per-day records (`person_day_inputs`) are a store table, as many rows as diet_daily:
+    a night's record rewrites only the parts that held its keys' old records, in their shards,
+    and its quiet check reads the parts' list, so a record forgotten since still plans again."""
+    warehouse = warehouse_with_draws(tmp_path)
+
+    def days() -> incremental.DayPlan:
+        with warehouse.write() as conn:
+            plan = plan_days(conn, "days", [DAYS], ["out"], "")
+            record_days(conn, plan)
+        return plan
+
+    def parts() -> dict[int, list[str]]:
+        with warehouse.read() as conn:
+            rows = conn.execute(
+                "SELECT shard, file FROM store_parts WHERE table_name = ? ORDER BY shard, part",
+                [DAY_STATE_TABLE],
+            ).fetchall()
+        found: dict[int, list[str]] = {}
+        for shard, file in rows:
+            found.setdefault(shard, []).append(file)
+        return found
+
+    assert days().everyone
+    first = parts()
+    assert DAY_STATE_TABLE in STORE_TABLES and sum(map(len, first.values())) == SHARDS
+    with warehouse.write() as conn:
+        register_people(conn, ["alice"])
+        replace_people(conn, "marker_draws", draws(["alice"], 5.0))
+    assert days().people == ["alice"]
+    night, mine = parts(), shard_of("alice", SHARDS)
+    assert {k: f for k, f in night.items() if k != mine} == {
+        k: f for k, f in first.items() if k != mine
+    }
+    assert not set(night[mine]) & set(first[mine])  # alice's old record's part, rewritten
+    with warehouse.read() as conn:  # one record a person-day: none lost, none doubled
+        assert conn.execute(
+            f"SELECT person_id, count(*) FROM {DAY_STATE_TABLE} GROUP BY ALL ORDER BY 1"
+        ).fetchall() == [("alice", 1), ("bob", 1), ("carol", 1)]
+    assert days().quiet
+
+    with warehouse.write() as conn:
+        forget(conn, DAY_STATE_TABLE, "t.person_id = 'bob'")
+    plan = days()
+    assert not plan.quiet and plan.people == ["bob"]
+    assert days().quiet
+
+
+def test_day_records_kept_in_the_warehouse_file_move_to_the_store_and_still_count(
+    tmp_path: Path,
+) -> None:
+    """A warehouse from before kept `person_day_inputs` as a DuckDB table: its first write
+    moves the records into the store, and the plan after finds nothing new to recompute."""
+    warehouse = warehouse_with_draws(tmp_path)
+    with warehouse.write() as conn:
+        record_days(conn, plan_days(conn, "days", [DAYS], ["out"], ""))
+        # As a warehouse from before had them: a table of the DuckDB file, not a store view.
+        conn.execute(f"CREATE TABLE _old AS SELECT * FROM {DAY_STATE_TABLE}")
+        conn.execute(f"DROP VIEW {DAY_STATE_TABLE}")
+        conn.execute(f"DELETE FROM store_parts WHERE table_name = '{DAY_STATE_TABLE}'")
+        conn.execute(f"ALTER TABLE _old RENAME TO {DAY_STATE_TABLE}")
+    with warehouse.write() as conn:
+        plan = plan_days(conn, "days", [DAYS], ["out"], "")
+        record_days(conn, plan)
+        moved = conn.execute(
+            "SELECT count(*) FROM store_parts WHERE table_name = ?", [DAY_STATE_TABLE]
+        ).fetchone()
+    assert not plan.everyone and plan.days == 0 and moved == (SHARDS,)
+    with warehouse.write() as conn:
+        assert plan_days(conn, "days", [DAYS], ["out"], "").quiet
 
 
 def test_a_remembered_count_is_taken_again_only_when_its_table_changed(tmp_path: Path) -> None:

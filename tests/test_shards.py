@@ -34,6 +34,7 @@ from pipelines.incremental import (
 )
 from pipelines.project import PROJECT_DIR_ENV, Project
 from pipelines.store import SHARDS, in_shards, replace_all, shard_of
+from pipelines.store_writes import forget
 from tests.conftest import DemoRun, make_demo_project, sorted_tables
 
 MARKERS = [dg.AssetKey("marker_draws"), dg.AssetKey("marker_trends")]
@@ -100,11 +101,16 @@ def test_a_day_plan_reads_a_shard_at_a_time_and_keeps_only_the_changed_keys(
     seen: dict[int, set[str]] = {}
     shard_views = store.shard_views
 
+    recorded: dict[int, set[str]] = {}
+
     @contextmanager
     def watched(conn: duckdb.DuckDBPyConnection, shard: int) -> Iterator[None]:
         with shard_views(conn, shard):
             rows = conn.execute("SELECT DISTINCT person_id FROM marker_draws").fetchall()
             seen[shard] = {r[0] for r in rows}
+            # The records too are read from the shard's own parts.
+            rows = conn.execute(f"SELECT DISTINCT person_id FROM {DAY_STATE_TABLE}").fetchall()
+            recorded[shard] = {r[0] for r in rows}
             yield
 
     monkeypatch.setattr(incremental, "shard_views", watched)
@@ -119,15 +125,16 @@ def test_a_day_plan_reads_a_shard_at_a_time_and_keeps_only_the_changed_keys(
         assert (after[0] if after else 0) - (before[0] if before else 0) < 2_000_000
     assert sorted(seen) == list(range(SHARDS))
     for shard, ids in seen.items():
-        assert ids == {p for p in people if shard_of(p, SHARDS) == shard}
+        assert ids == recorded[shard] == {p for p in people if shard_of(p, SHARDS) == shard}
 
 
-def test_a_scoped_day_plan_sees_and_records_only_its_shards_days() -> None:
+def test_a_scoped_day_plan_sees_and_records_only_its_shards_days(tmp_path: Path) -> None:
     people = _people(40)
     shard = shard_of(people[0], SHARDS)
     mine = sorted(p for p in people if shard_of(p, SHARDS) == shard)
     scope = in_shards([shard], SHARDS)
     with duckdb.connect() as conn:
+        store.attach(conn, tmp_path / "store", read_only=False)  # the records are store parts
         conn.execute(
             "CREATE TABLE entries AS SELECT person_id, DATE '2025-01-01' + d::INTEGER AS day, "
             "1 AS x FROM (SELECT unnest(?) AS person_id) CROSS JOIN range(2) r(d)",
@@ -328,7 +335,10 @@ def _forget(project: Project, step: str, where: str) -> set[tuple[str, ...]]:
     before = _records(project, step)
     table = DAY_STATE_TABLE if step == "diet_daily" else STATE_TABLE
     with project.warehouse().write() as conn:
-        conn.execute(f"DELETE FROM {table} WHERE step = ? AND ({where})", [step])
+        if table == DAY_STATE_TABLE:  # a store table: its parts holding them are rewritten
+            forget(conn, table, f"t.step = '{step}' AND ({where})")
+        else:
+            conn.execute(f"DELETE FROM {table} WHERE step = ? AND ({where})", [step])
     return before - _records(project, step)
 
 

@@ -373,9 +373,11 @@ def _replace_changed_days_of_shard(
         rewrite(
             conn,
             "diet_daily",
-            "EXISTS (SELECT 1 FROM _days d WHERE d.person_id = t.person_id AND d.day = t.day) "
-            "OR (EXISTS (SELECT 1 FROM _gone_gaps g WHERE g.person_id = t.person_id "
-            "AND g.day = t.day) AND t.entries = 0 AND t.diet_source IS NULL)",
+            # IN, not a correlated EXISTS: DuckDB turns that into a join that first collects
+            # every key of the parts it scans (+170 MB over the 1.8 M records at 10,000 people).
+            "(t.person_id, t.day) IN (SELECT person_id, day FROM _days) "
+            "OR ((t.person_id, t.day) IN (SELECT person_id, day FROM _gone_gaps) "
+            "AND t.entries = 0 AND t.diet_source IS NULL)",
             rows,
             people=people,
         )
