@@ -22,7 +22,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.store import _staging, _update, root_of, shard_count, shard_of
+from pipelines.store import ROW_GROUP_ROWS, _staging, _update, root_of, shard_count, shard_of
 
 # `appending` writes a shard's held rows as a row group once they are this many (half of DuckDB's
 # row group): few, large row groups are cheaper to read, and a first build's parts are what the
@@ -35,7 +35,7 @@ ROWS_PER_GROUP = 61_440
 # ROWS_PER_GROUP, the night of 10,000 people kept all its 200,000 rows (+80 MB against the night
 # of 2,000; issue 19).
 INCREMENTAL_FRAMES = 4
-ROWS_PER_STAGED_GROUP = 122_880  # `write_shards`' row groups: DuckDB's own size
+ROWS_PER_STAGED_GROUP = ROW_GROUP_ROWS  # `write_shards`' row groups: as the store's COPY writes
 
 
 @dataclass

@@ -584,3 +584,39 @@ def test_shard_views_read_one_shards_rows_then_put_the_views_back(tmp_path: Path
         with store.shard_views(bare, 3):
             assert bare.execute("SELECT count(*) FROM marker_draws").fetchone() == (1,)
         assert store.store_shards(bare) == 1
+
+
+def test_parts_are_written_in_row_groups_of_at_most_row_group_rows(tmp_path: Path) -> None:
+    """A scan holds a row group per thread: a shard's part in one 122,880-row group (DuckDB's
+    default) made a scan's memory grow with the shard until it reached that size. Every write
+    path of the store (a whole table, a rewrite of some people, a shard's part rewritten without
+    some rows, `write_shards`) writes groups of at most ROW_GROUP_ROWS."""
+    project = project_with_draws(tmp_path)
+    many = store.ROW_GROUP_ROWS * 2 + 5
+    alice = pl.DataFrame({"person_id": ["alice"] * many, "value": [float(v) for v in range(many)]})
+
+    def groups() -> list[int]:
+        sizes: list[int] = []
+        for path in (project.root / "data" / "store" / "marker_draws").rglob("*.parquet"):
+            meta = pq.ParquetFile(path).metadata
+            sizes += [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        return sizes
+
+    with project.warehouse().write() as conn:
+        replace_all(conn, "marker_draws", pl.concat([alice, draws(["bob"], 1.0)]))
+    assert max(groups()) == store.ROW_GROUP_ROWS and len(groups()) >= 3
+    with project.warehouse().write() as conn:
+        register_people(conn, ["alice"])
+        replace_people(conn, "marker_draws", alice.with_columns(value=pl.col("value") + 1))
+        store_writes.forget(conn, "marker_draws", "t.value = 7")  # a part rewritten
+        store_writes.write_shards(
+            conn,
+            "marker_draws",
+            lambda k: f"SELECT * FROM marker_draws WHERE {shard_sql(16)} = {k}",
+            [shard_of("alice", 16)],
+            drop=None,
+        )
+    assert max(groups()) <= store.ROW_GROUP_ROWS
+    assert table(project.warehouse()).count(("alice", 8.0)) == 1
+    with project.warehouse().read() as conn:
+        assert conn.execute("SELECT count(*) FROM marker_draws").fetchone() == (many - 1 + 2,)
