@@ -163,23 +163,25 @@ def test_a_registered_frame_or_temp_table_is_never_quiet(tmp_path: Path) -> None
         assert tables_read(conn, "WITH c AS (SELECT * FROM a) SELECT * FROM c") == {"a"}
 
 
+def run_days(warehouse: Warehouse) -> incremental.DayPlan:
+    """Plan and record a per-day step, as diet_daily does."""
+    with warehouse.write() as conn:
+        plan = plan_days(conn, "days", [DAYS], ["out"], "")
+        record_days(conn, plan)
+    return plan
+
+
 def test_a_day_plan_is_quiet_only_when_nothing_is_new(tmp_path: Path) -> None:
     warehouse = warehouse_with_draws(tmp_path)
 
-    def days() -> incremental.DayPlan:
-        with warehouse.write() as conn:
-            plan = plan_days(conn, "days", [DAYS], ["out"], "")
-            record_days(conn, plan)
-        return plan
-
-    assert days().everyone
-    assert days().quiet
+    assert run_days(warehouse).everyone
+    assert run_days(warehouse).quiet
     with warehouse.write() as conn:
         register_people(conn, ["alice"])
         replace_people(conn, "marker_draws", draws(["alice"], 5.0))
-    plan = days()
+    plan = run_days(warehouse)
     assert not plan.quiet and plan.people == ["alice"] and plan.days == 1
-    assert days().quiet
+    assert run_days(warehouse).quiet
 
 
 def test_day_records_are_store_parts_and_a_night_rewrites_only_its_keys_parts(
@@ -189,12 +191,6 @@ def test_day_records_are_store_parts_and_a_night_rewrites_only_its_keys_parts(
     a night's record rewrites only the parts that held its keys' old records, in their shards,
     and its quiet check reads the parts' list, so a record forgotten since still plans again."""
     warehouse = warehouse_with_draws(tmp_path)
-
-    def days() -> incremental.DayPlan:
-        with warehouse.write() as conn:
-            plan = plan_days(conn, "days", [DAYS], ["out"], "")
-            record_days(conn, plan)
-        return plan
 
     def parts() -> dict[int, list[str]]:
         with warehouse.read() as conn:
@@ -207,13 +203,13 @@ def test_day_records_are_store_parts_and_a_night_rewrites_only_its_keys_parts(
             found.setdefault(shard, []).append(file)
         return found
 
-    assert days().everyone
+    assert run_days(warehouse).everyone
     first = parts()
     assert DAY_STATE_TABLE in STORE_TABLES and sum(map(len, first.values())) == SHARDS
     with warehouse.write() as conn:
         register_people(conn, ["alice"])
         replace_people(conn, "marker_draws", draws(["alice"], 5.0))
-    assert days().people == ["alice"]
+    assert run_days(warehouse).people == ["alice"]
     night, mine = parts(), shard_of("alice", SHARDS)
     assert {k: f for k, f in night.items() if k != mine} == {
         k: f for k, f in first.items() if k != mine
@@ -223,13 +219,13 @@ def test_day_records_are_store_parts_and_a_night_rewrites_only_its_keys_parts(
         assert conn.execute(
             f"SELECT person_id, count(*) FROM {DAY_STATE_TABLE} GROUP BY ALL ORDER BY 1"
         ).fetchall() == [("alice", 1), ("bob", 1), ("carol", 1)]
-    assert days().quiet
+    assert run_days(warehouse).quiet
 
     with warehouse.write() as conn:
         forget(conn, DAY_STATE_TABLE, "t.person_id = 'bob'")
-    plan = days()
+    plan = run_days(warehouse)
     assert not plan.quiet and plan.people == ["bob"]
-    assert days().quiet
+    assert run_days(warehouse).quiet
 
 
 def test_day_records_kept_in_the_warehouse_file_move_to_the_store_and_still_count(
