@@ -54,6 +54,7 @@ from pipelines.fingerprint import fingerprint
 from pipelines.identity import ROWS_FINGERPRINT as ROWS_FINGERPRINT
 from pipelines.identity import inputs_identity
 from pipelines.store import PARTS, replace_all, rewrite, shard_sql, shard_views, store_shards
+from pipelines.text import sql_text
 from pipelines.warehouse import create_table, ident, insert_frame, table_exists
 
 STATE_TABLE = "person_inputs"
@@ -548,11 +549,11 @@ def record_days(conn: duckdb.DuckDBPyConnection, plan: DayPlan, scope: str | Non
     # A store table (`pipelines.store`), of DAY_STATE_SCHEMA's columns: the shards of the keys
     # written have the parts that held their old records rewritten, and the new ones in a part
     # at their end.
-    mine = f"t.step = {_sql_text(plan.step)}"
+    mine = f"t.step = {sql_text(plan.step)}"
     records = (
-        f"SELECT {_sql_text(plan.step)} AS step, person_id::VARCHAR AS person_id, "
+        f"SELECT {sql_text(plan.step)} AS step, person_id::VARCHAR AS person_id, "
         "day::DATE AS day, fingerprint::VARCHAR AS fingerprint, "
-        f"{_sql_text(plan.salt)} AS salt FROM "
+        f"{sql_text(plan.salt)} AS salt FROM "
     )
     if plan.everyone:
         # Taken now, not kept from the plan: the step does not change its inputs.
@@ -574,11 +575,6 @@ def record_days(conn: duckdb.DuckDBPyConnection, plan: DayPlan, scope: str | Non
             "SELECT person_id FROM _people",
         )
     remember(conn, plan.step, plan.inputs, scope)
-
-
-def _sql_text(value: str) -> str:
-    """`value` as a SQL string literal."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def in_scope(sql: str, scope: str | None) -> str:

@@ -81,6 +81,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
+from pipelines.text import sql_text
+
 TABLES = (
     "diet_daily",
     "marker_draws",
@@ -156,16 +158,12 @@ def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _literal(path: Path | str) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
-
-
 def _read(root: Path, files: Iterable[str], options: str = "") -> str:
     """read_parquet over `files` (relative to `root`), in their order. Not Hive-partitioned: the
     shard is where a row is kept, not a column of the table. Every part has the table's columns
     (`replace_all` writes them all, `rewrite` casts to them), so the files are read without
     unifying their schemas."""
-    listed = ", ".join(_literal(root / f) for f in files)
+    listed = ", ".join(sql_text(root / f) for f in files)
     return f"read_parquet([{listed}], hive_partitioning = false{options})"
 
 
@@ -282,7 +280,7 @@ def _points_at(sql: str | None, root: Path, parts: Parts) -> bool:
     files = _in_order(parts)
     if sql is None or sql.count(".parquet'") != len(files):
         return False
-    at = [sql.find(_literal(root / f)) for f in files]
+    at = [sql.find(sql_text(root / f)) for f in files]
     return -1 not in at and at == sorted(at)
 
 
@@ -369,7 +367,7 @@ def _copy(conn: duckdb.DuckDBPyConnection, query: str, dest: Path) -> int:
     """Write the rows of `query` to the Parquet file `dest`; how many there were."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     row = conn.execute(
-        f"COPY ({query}) TO {_literal(dest)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
+        f"COPY ({query}) TO {sql_text(dest)} (FORMAT parquet, ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
     ).fetchone()
     return int(row[0]) if row else 0
 
@@ -439,7 +437,7 @@ def rewrite(
             # group's rows.
             spooled = staging / "rows.parquet"
             rows.write_parquet(spooled)
-            source = f"read_parquet({_literal(spooled)})"
+            source = f"read_parquet({sql_text(spooled)})"
         else:
             source = f"({rows})"
         touched = (
@@ -556,7 +554,7 @@ def _by_shard(
     """The rows of `source` written to one file per shard they fall in, in one pass."""
     conn.execute(
         f"COPY (SELECT *, {shard_sql(shards)} AS _shard FROM ({source})) "
-        f"TO {_literal(staging / 'parts')} "
+        f"TO {sql_text(staging / 'parts')} "
         f"(FORMAT parquet, PARTITION_BY (_shard), ROW_GROUP_SIZE {ROW_GROUP_ROWS})"
     )
     added: dict[int, Path] = {}
@@ -651,7 +649,7 @@ def trailing_merge(sizes: list[int]) -> int:
 
 def _rows_in(conn: duckdb.DuckDBPyConnection, file: Path) -> int:
     row = conn.execute(
-        f"SELECT sum(num_rows) FROM parquet_file_metadata({_literal(file)})"
+        f"SELECT sum(num_rows) FROM parquet_file_metadata({sql_text(file)})"
     ).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
 

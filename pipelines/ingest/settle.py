@@ -39,6 +39,7 @@ from pipelines.ingest.tables import (
     staging_table,
 )
 from pipelines.schema import TARGET_SCHEMAS
+from pipelines.text import sql_text
 from pipelines.warehouse import ident
 
 
@@ -237,5 +238,5 @@ def _literal(value: object) -> str:
     if isinstance(value, dt.date):
         return f"DATE '{value.isoformat()}'"
     if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
+        return sql_text(value)
     return repr(value)

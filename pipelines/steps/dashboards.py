@@ -28,6 +28,7 @@ from pipelines.steps import sql
 from pipelines.steps.page_shards import freshness_key, kept_freshness
 from pipelines.steps.pages import update_index, update_person_pages
 from pipelines.store import MANIFEST, SHARDS, TABLES, read_shards, root_of, shard_count, shard_of
+from pipelines.text import sql_text
 from pipelines.warehouse import Warehouse
 
 UPSTREAM = (
@@ -196,7 +197,7 @@ def _in_group(people: pl.DataFrame, followed: bool = False) -> str:
     ids = people["person_id"]
 
     def literal(x: str | None) -> str:
-        return "NULL" if x is None else "'" + x.replace("'", "''") + "'"
+        return "NULL" if x is None else sql_text(x)
 
     who = " WHERE followed" if followed else ""
     return (

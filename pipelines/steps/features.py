@@ -53,6 +53,7 @@ from pipelines.store import (
     shard_sql,
 )
 from pipelines.store_writes import write_shards
+from pipelines.text import sql_text
 from pipelines.transforms.diet import build_diet_summary, diet_gap_changes, diet_gap_days
 from pipelines.warehouse import ident, memory_limit, replace_table, table_exists
 
@@ -283,15 +284,10 @@ def only_chunk(conn: duckdb.DuckDBPyConnection, sql: str, chunk: int) -> str:
         [chunk],
     ).fetchone()
     low, high, nulls = row if row else (None, None, False)
-    tests = [] if low is None else [f"person_id BETWEEN {_text(low)} AND {_text(high)}"]
+    tests = [] if low is None else [f"person_id BETWEEN {sql_text(low)} AND {sql_text(high)}"]
     if nulls:
         tests.append("person_id IS NULL")
     return f"SELECT * FROM ({sql}) WHERE {' OR '.join(tests) or 'false'}"
-
-
-def _text(value: str) -> str:
-    """A SQL string literal."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def day_inputs_sql(conn: duckdb.DuckDBPyConnection, columns: list[str]) -> tuple[str, str]:
