@@ -620,3 +620,26 @@ def test_parts_are_written_in_row_groups_of_at_most_row_group_rows(tmp_path: Pat
     assert table(project.warehouse()).count(("alice", 8.0)) == 1
     with project.warehouse().read() as conn:
         assert conn.execute("SELECT count(*) FROM marker_draws").fetchone() == (many - 1 + 2,)
+
+
+def test_a_view_points_at_exactly_its_parts_in_order(tmp_path: Path) -> None:
+    """`attach` leaves a read-only connection's persistent view when it already reads the parts
+    the store lists (`_points_at`), judged from the SQL as DuckDB keeps it: every file, in the
+    store's order, and no other; a quote in the store's path counts as one."""
+    root = tmp_path / "it's the store"
+    parts = {0: ["t/shard=00/a.parquet", "t/shard=00/b.parquet"], 3: ["t/shard=03/c.parquet"]}
+    conn = duckdb.connect()
+    for files in parts.values():
+        for f in files:
+            (root / f).parent.mkdir(parents=True, exist_ok=True)
+            conn.execute(f"COPY (SELECT 1 AS x) TO {store.sql_text(root / f)} (FORMAT parquet)")
+    conn.execute(f"CREATE VIEW v AS {store.view_sql(root, parts)}")
+    kept = conn.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'v'").fetchone()
+    assert kept is not None
+    sql = kept[0]
+    assert store._points_at(sql, root, parts)
+    assert not store._points_at(sql, root, {0: parts[0]})  # a part more than the store lists
+    assert not store._points_at(sql, root, {**parts, 5: ["t/shard=05/d.parquet"]})  # one less
+    assert not store._points_at(sql, root, {0: parts[0][::-1], 3: parts[3]})  # out of order
+    assert not store._points_at(sql, tmp_path / "elsewhere", parts)
+    assert not store._points_at(None, root, parts)

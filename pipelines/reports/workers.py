@@ -63,8 +63,13 @@ def shared_tables_parent() -> str | None:
 
 # People whose tables are worked out and shared at a time (`people.page_table_groups`): small
 # enough that the workers start early and the CPUs are not idle while the next group is built,
-# large enough that filtering the page tables per group stays cheap.
-RENDER_GROUP_PEOPLE = 250
+# large enough that filtering the page tables per group stays cheap. A group is most of this
+# step's memory: it costs several times its tables while it is read and planned. In groups of
+# 250 the step peaked at 660-672 MB on a first run at 2,000 people and 618-633 MB on a night
+# when 1,000 of 10,000 people synced, against 505-515 on such a night at 2,000 people (200
+# pages: groups of 50 and 150); in groups of 125, at 567-578, 574-575 and 505. The cost: a group's
+# reads and plans take 60-110 ms whatever its size, about a second more on a first run at 2,000.
+RENDER_GROUP_PEOPLE = 125
 # The first group is smaller: the workers start once it is worked out (when it has
 # PARALLEL_MIN_PAGES pages to render), not after a whole group, and render it while the next
 # group is read and worked out.
