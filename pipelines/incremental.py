@@ -53,8 +53,8 @@ import polars as pl
 from pipelines.fingerprint import fingerprint
 from pipelines.identity import ROWS_FINGERPRINT as ROWS_FINGERPRINT
 from pipelines.identity import inputs_identity
+from pipelines.literals import sql_text
 from pipelines.store import PARTS, replace_all, rewrite, shard_sql, shard_views, store_shards
-from pipelines.text import sql_text
 from pipelines.warehouse import create_table, ident, insert_frame, table_exists
 
 STATE_TABLE = "person_inputs"

@@ -81,7 +81,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from pipelines.text import sql_text
+from pipelines.literals import sql_text
 
 TABLES = (
     "diet_daily",

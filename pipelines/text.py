@@ -1,22 +1,14 @@
 """Text helpers of the core, shared by the adapters and the transforms: reading a number from a
-cell (`number`), building a reject reason or other text from cells (`format_text`), and writing
-a value into SQL text (`sql_text`).
+cell (`number`) and building a reject reason or other text from cells (`format_text`).
 
 Core: imports nothing from the pipeline, so every layer above may use it.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import polars as pl
 
 SHOWN_CHARS = 200
-
-
-def sql_text(value: str | Path) -> str:
-    """`value` (a text or a file's path) as a SQL string literal: quoted, its quotes doubled."""
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def format_text(template: str, *args: pl.Expr | str) -> pl.Expr:

@@ -7,7 +7,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipelines.text import sql_text
+from pipelines.literals import sql_text
 
 
 @pytest.mark.parametrize(

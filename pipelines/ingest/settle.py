@@ -38,8 +38,8 @@ from pipelines.ingest.tables import (
     raw_table,
     staging_table,
 )
+from pipelines.literals import sql_text
 from pipelines.schema import TARGET_SCHEMAS
-from pipelines.text import sql_text
 from pipelines.warehouse import ident
 
 

@@ -17,6 +17,7 @@ import duckdb
 import polars as pl
 
 from pipelines.incremental import ROWS_FINGERPRINT, PersonPlan
+from pipelines.literals import sql_text
 from pipelines.reports.dashboards import (
     DashboardInputs,
     PersonGroups,
@@ -28,7 +29,6 @@ from pipelines.steps import sql
 from pipelines.steps.page_shards import freshness_key, kept_freshness
 from pipelines.steps.pages import update_index, update_person_pages
 from pipelines.store import MANIFEST, SHARDS, TABLES, read_shards, root_of, shard_count, shard_of
-from pipelines.text import sql_text
 from pipelines.warehouse import Warehouse
 
 UPSTREAM = (

@@ -39,6 +39,7 @@ from pipelines.incremental import (
     register_people,
     row_identity,
 )
+from pipelines.literals import sql_text
 from pipelines.schema import NUTRIENTS
 from pipelines.steps.diet_days import diet_days, diet_days_of_groups, footers_cached
 from pipelines.store import TABLES as STORE_TABLES
@@ -53,7 +54,6 @@ from pipelines.store import (
     shard_sql,
 )
 from pipelines.store_writes import write_shards
-from pipelines.text import sql_text
 from pipelines.transforms.diet import build_diet_summary, diet_gap_changes, diet_gap_days
 from pipelines.warehouse import ident, memory_limit, replace_table, table_exists
 
