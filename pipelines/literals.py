@@ -1,5 +1,6 @@
-"""Values written into SQL text (`sql_text`), for the few statements that cannot take a parameter:
-a file's path in `COPY ... TO` or `read_parquet`, a key's bounds in a row-group filter.
+"""Values written into SQL text (`sql_text`), where a statement cannot take a parameter: a file's
+path in `COPY ... TO` or `read_parquet`, a key's bounds in a row-group filter, a constant in a
+query handed on as text (`store.rewrite`'s source).
 
 Core: imports nothing from the pipeline. Not in `pipelines.text`, which the parser fingerprint
 covers: a change here must not re-read every file.

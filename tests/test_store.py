@@ -15,6 +15,7 @@ import pytest
 from pipelines import store, store_writes
 from pipelines.cli import DEMO_SOURCES_YAML
 from pipelines.incremental import register_people
+from pipelines.literals import sql_text
 from pipelines.project import Project
 from pipelines.runs import guarded_run
 from pipelines.store import replace_all, replace_people, shard_of, shard_sql
@@ -632,7 +633,7 @@ def test_a_view_points_at_exactly_its_parts_in_order(tmp_path: Path) -> None:
     for files in parts.values():
         for f in files:
             (root / f).parent.mkdir(parents=True, exist_ok=True)
-            conn.execute(f"COPY (SELECT 1 AS x) TO {store.sql_text(root / f)} (FORMAT parquet)")
+            conn.execute(f"COPY (SELECT 1 AS x) TO {sql_text(root / f)} (FORMAT parquet)")
     conn.execute(f"CREATE VIEW v AS {store.view_sql(root, parts)}")
     kept = conn.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'v'").fetchone()
     assert kept is not None

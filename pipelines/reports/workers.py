@@ -68,7 +68,9 @@ def shared_tables_parent() -> str | None:
 # 250 the step peaked at 660-672 MB on a first run at 2,000 people and 618-633 MB on a night
 # when 1,000 of 10,000 people synced, against 505-515 on such a night at 2,000 people (200
 # pages: groups of 50 and 150); in groups of 125, at 567-578, 574-575 and 505. The cost: a group's
-# reads and plans take 60-110 ms whatever its size, about a second more on a first run at 2,000.
+# reads and plans take 60-110 ms whatever its size, about 0.2 s a group in all. Twice the groups
+# made a first run at 2,000 people about a second longer, and at 10,000 people 8 s (79 -> 87 s
+# of person pages), a night on which all 10,000 synced 11 s (50 -> 62 s).
 RENDER_GROUP_PEOPLE = 125
 # The first group is smaller: the workers start once it is worked out (when it has
 # PARALLEL_MIN_PAGES pages to render), not after a whole group, and render it while the next
