@@ -35,7 +35,6 @@ ROWS_PER_GROUP = 61_440
 # ROWS_PER_GROUP, the night of 10,000 people kept all its 200,000 rows (+80 MB against the night
 # of 2,000; issue 19).
 INCREMENTAL_FRAMES = 4
-ROWS_PER_STAGED_GROUP = ROW_GROUP_ROWS  # `write_shards`' row groups: as the store's COPY writes
 
 
 @dataclass
@@ -178,8 +177,9 @@ def write_shards(
                 continue
             added[k] = staging / f"rows-{k}.parquet"
             # Through Arrow into pyarrow's writer, which encodes the rows in a fraction of the CPU
-            # time of DuckDB's COPY; the result streams, so memory holds a row group of it.
-            rows = conn.execute(query).to_arrow_reader(ROWS_PER_STAGED_GROUP)
+            # time of DuckDB's COPY; the result streams, so memory holds a row group of it (each
+            # batch one, of at most ROW_GROUP_ROWS rows, as the store's COPY writes them).
+            rows = conn.execute(query).to_arrow_reader(ROW_GROUP_ROWS)
             with pq.ParquetWriter(added[k], rows.schema) as writer:
                 for batch in rows:
                     writer.write_batch(batch)
