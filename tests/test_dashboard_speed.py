@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from concurrent.futures import ProcessPoolExecutor
 from datetime import date, timedelta
 from decimal import Decimal
@@ -532,6 +533,22 @@ def test_pool_only_for_big_cohorts_on_several_cpus(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(rworkers.os, "cpu_count", lambda: 1)
     monkeypatch.delattr(rworkers.os, "sched_getaffinity", raising=False)
     assert rworkers._pool_size(2000, None) == 0
+
+
+def _niceness() -> int:
+    return os.nice(0)
+
+
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="the OS has no process priorities")
+def test_page_workers_run_below_the_process_that_feeds_them() -> None:
+    """The step's process reads and plans each group while the workers render: they yield the
+    CPUs to it (WORKER_NICENESS lower), so it is not slowed into the run's bottleneck."""
+    parent = os.nice(0)
+    with rworkers._page_pool(2) as pool:
+        assert pool is not None
+        seen = {pool.submit(_niceness).result() for _ in range(4)}
+    assert rworkers.WORKER_NICENESS > 0
+    assert seen == {min(parent + rworkers.WORKER_NICENESS, 19)}  # 19: the lowest priority
 
 
 class _CountingPool(ProcessPoolExecutor):
