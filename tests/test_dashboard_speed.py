@@ -551,6 +551,20 @@ def test_page_workers_run_below_the_process_that_feeds_them() -> None:
     assert seen == {min(parent + rworkers.WORKER_NICENESS, 19)}  # 19: the lowest priority
 
 
+def test_a_refused_priority_leaves_the_worker_as_it_is(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A system that refuses the lower priority (a sandbox) must not break the pool: the
+    initializer's error would end every worker before its first page."""
+    asked: list[int] = []
+
+    def refuse(increment: int) -> int:
+        asked.append(increment)
+        raise PermissionError("not allowed here")
+
+    monkeypatch.setattr(rworkers.os, "nice", refuse)
+    rworkers._lower_priority()
+    assert asked == [rworkers.WORKER_NICENESS]
+
+
 class _CountingPool(ProcessPoolExecutor):
     started = 0
 

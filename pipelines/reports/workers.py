@@ -170,9 +170,13 @@ def _warm() -> None:
 
 def _lower_priority() -> None:
     """A worker's initializer: run WORKER_NICENESS lower than the process that started it
-    (where the OS has priorities: not on Windows)."""
+    (where the OS has priorities: not on Windows). A system that refuses it leaves the worker
+    as it is: an initializer that raises would break the pool, and the pages with it."""
     if hasattr(os, "nice"):
-        os.nice(WORKER_NICENESS)
+        try:
+            os.nice(WORKER_NICENESS)
+        except OSError:
+            pass
 
 
 @contextmanager
