@@ -135,6 +135,15 @@ def test_every_incremental_step_ends_where_a_full_ingest_would(
     assert statuses["cm/bob/january.csv"] != statuses["cm/bob/copy.csv"]
     assert "duplicate_file" in statuses.values()
 
+    # The copy that counted is removed: the other one, listed as it was, counts now.
+    read_first = (
+        "cm/bob/copy.csv" if statuses["cm/bob/copy.csv"] == "loaded" else "cm/bob/january.csv"
+    )
+    (raw / read_first).unlink()
+    left = step().files.filter(pl.col("path").str.starts_with("cm/bob/"))
+    assert counting.files == []
+    assert left.select("status", "rows_loaded").rows() == [("loaded", 1)]
+
     # A file with a bad row and a broken file: rejects and errors survive later runs unchanged.
     export(raw / "cm" / "bob" / "mar.csv", ["2025-03-01"], 80, 1_700_300_000, extra="oops,,x,,,\n")
     (raw / "cm" / "bob" / "broken.csv").write_bytes(b"")
@@ -454,14 +463,28 @@ def test_the_sync_reports_its_files_as_ingest_files_records_them(tmp_path: Path)
         second = sync_source(conn, SOURCE, raw, memo_path=memo)
         assert ingest_accounting.recorded_files(conn, "cm").equals(recorded)  # kept, not rewritten
         listing = ingest.list_files(SOURCE, raw, ingest.HashMemo(None))
-        assert ingest_accounting.listed_as_recorded(conn, "cm", listing)
-        for differs in (
-            listing.head(3),  # a file gone
-            pl.concat([listing, listing.tail(1).with_columns(path=pl.lit("cm/bob/new.csv"))]),
-            listing.with_columns(size_bytes=pl.col("size_bytes") + (pl.col("order") == 1)),
-            listing.with_columns(modified_at=pl.col("modified_at").shift(1, fill_value=None)),
+        ids = dict(listing.select("path", "file_id").iter_rows())
+        none = pl.Series("file_id", [], pl.String)
+
+        def recount(listed: pl.DataFrame, changed: pl.Series = none) -> set[str]:
+            return set(ingest_accounting.files_to_recount(conn, "cm", listed, changed))
+
+        assert recount(listing) == set()  # listed as recorded, nothing changed
+        assert recount(listing, pl.Series([ids["cm/ann/feb.csv"]])) == {ids["cm/ann/feb.csv"]}
+        jan, feb, broken = (ids[f"cm/{p}.csv"] for p in ("ann/jan", "ann/feb", "bob/broken"))
+        assert ids["cm/ann/jan copy.csv"] == jan
+        for differs, files in (
+            (listing.head(3), {broken}),  # a file gone
+            (listing.filter(pl.col("path") != "cm/ann/jan.csv"), {jan}),  # a copy gone
+            (
+                pl.concat([listing, listing.tail(1).with_columns(path=pl.lit("cm/bob/new.csv"))]),
+                {broken},
+            ),
+            (listing.with_columns(size_bytes=pl.col("size_bytes") + (pl.col("order") == 2)), {feb}),
+            # jan copy's time is gone; jan's is jan copy's, which was the same
+            (listing.with_columns(modified_at=pl.col("modified_at").shift(1)), {jan, feb, broken}),
         ):
-            assert not ingest_accounting.listed_as_recorded(conn, "cm", differs)
+            assert recount(differs) == files
     assert (second.files_parsed, second.keys_settled) == (0, 0)
     assert (second.summary.files, second.summary.rows_loaded) == (s.files, s.rows_loaded)
     assert second.summary.preview.equals(s.preview)
@@ -500,7 +523,8 @@ def test_file_records_are_written_only_where_they_changed(tmp_path: Path) -> Non
             path=pl.lit("cm/ann/mar.csv")
         )
         wanted = pl.concat([changed.filter(pl.col("path") != "cm/bob/broken.csv"), new])
-        ingest_accounting.record_files(conn, "cm", wanted)
+        every = pl.concat([before["file_id"], new["file_id"]]).unique()
+        ingest_accounting.record_files(conn, "cm", wanted, every)
 
         after = ingest_accounting.recorded_files(conn, "cm")
         assert after.sort("path").equals(wanted.sort("path"))
@@ -509,5 +533,11 @@ def test_file_records_are_written_only_where_they_changed(tmp_path: Path) -> Non
         assert kept["cm/ann/jan.csv"] != first["cm/ann/jan.csv"]  # a count changed
         assert ingest_accounting.recorded_files(conn, "other").equals(others)
 
-        ingest_accounting.record_files(conn, "cm", after)  # the same rows: none moves
+        ingest_accounting.record_files(conn, "cm", after, every)  # the same rows: none moves
         assert rowids(conn) == kept
+        # Only the files named are recorded again: the others' rows stay, even left out.
+        zeroed = after.filter(jan).with_columns(pl.col("rows_loaded") * 0)
+        ingest_accounting.record_files(conn, "cm", zeroed, zeroed["file_id"])
+        assert rowids(conn).keys() == kept.keys()
+        jan_now = ingest_accounting.recorded_files(conn, "cm").filter(jan)
+        assert jan_now["rows_loaded"].to_list() == [0]

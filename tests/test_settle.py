@@ -255,19 +255,28 @@ def test_all_own_needs_file_order_and_each_key_in_one_file(
 @pytest.mark.parametrize("target", ["diet_entries", "lab_results"])
 def test_an_incremental_settle_ends_where_a_full_one_would(tmp_path: Path, target: str) -> None:
     """New files that re-export days of the history: settling only their keys leaves the rows a
-    full settle would, and lists exactly the files that now own keys."""
+    full settle would, lists exactly the files that now own keys, and returns every file whose
+    loaded rows changed (for the recount), older files that lost keys among them."""
     conn = connect(tmp_path / "w.duckdb")
     history(conn, target, people=5, exports=4, rows_per_day=2)
     settle(conn, SOURCE, target, full=True)
     conn.execute(f"DELETE FROM {LINES_TO_CHECK}")
     keys = ", ".join(OWNERSHIP_KEY[target])
     before = set(conn.execute("SELECT file_id FROM raw_cm").fetchall())
+    count = "SELECT file_id, count(*) FROM stg_cm GROUP BY ALL"
+    loaded = dict(conn.execute(count).fetchall())
     history(conn, target, people=3, exports=2, rows_per_day=2, first_ord=100)
     conn.execute(
         f"CREATE TEMP TABLE _affected AS SELECT DISTINCT hash({keys}) AS h, {keys} FROM raw_cm "
         "WHERE file_id NOT IN (SELECT file_id FROM _order WHERE ord < 100)"
     )
-    assert settle(conn, SOURCE, target, full=False) > 0
+    settled = settle(conn, SOURCE, target, full=False)
+    assert settled is not None and settled.keys > 0
+    now = dict(conn.execute(count).fetchall())
+    moved = {f for f in loaded.keys() | now.keys() if loaded.get(f) != now.get(f)}
+    assert moved - {f for (f,) in before}, "new files own keys"
+    assert moved & {f for (f,) in before}, "older files lost keys"
+    assert moved <= set(settled.files)
     assert sorted(staged(conn), key=repr) == sorted(
         conn.execute(expected(target)).fetchall(), key=repr
     )

@@ -2,9 +2,10 @@
 
 `file_records` counts each file's rows read, loaded, rejected and duplicate for `ingest_files`
 (rows_read == rows_loaded + rows_rejected + rows_duplicate), and `record_files` writes the rows
-that changed; `files_summary` is what the ingest asset reports of them, and `recorded_files` all
-of them as a frame; `check_unique_lines` is the nightly check that no raw file line loads twice,
-reading only the files listed in `lines_to_check`.
+that changed. A night counts again only the files whose rows can have changed
+(`files_to_recount`). `files_summary` is what the ingest asset reports of the records, and
+`recorded_files` all of them as a frame; `check_unique_lines` is the nightly check that no raw
+file line loads twice, reading only the files listed in `lines_to_check`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def file_records(
     conn: duckdb.DuckDBPyConnection, source: SourceConfig, listing: pl.DataFrame
 ) -> pl.DataFrame:
     """One INGEST_FILES_SCHEMA row per file of `listing` (`LISTING_SCHEMA`), its counts from the
-    stored rows and state."""
+    stored rows and state. Every file of an identity (its copies) must be in `listing`: the
+    oldest is the one read, the others its duplicates."""
     raw, stg = ident(raw_table(source.name)), ident(staging_table(source.name))
     # Counts are of input lines: a row standing for several (input_lines) counts each of them.
     lines = (
@@ -33,13 +35,23 @@ def file_records(
         if "input_lines" in TARGET_SCHEMAS[target_table(source)]
         else "count(*)"
     )
-    loaded = conn.sql(f"SELECT file_id, {lines} AS loaded FROM {stg} GROUP BY ALL").pl()
-    stored = conn.sql(f"SELECT file_id, {lines} AS stored FROM {raw} GROUP BY ALL").pl()
-    state = conn.execute(
-        "SELECT file_id, rows_read, rows_rejected, error, ingested_at, true AS has_state "
-        "FROM ingest_state WHERE source = ?",
-        [source.name],
-    ).pl()
+    # Only the listed files' counts: a night recounts a few of the history's files.
+    conn.register("_counted", listing.select("file_id").unique().to_arrow())
+    try:
+        listed = "file_id IN (SELECT file_id FROM _counted)"
+        loaded = conn.sql(
+            f"SELECT file_id, {lines} AS loaded FROM {stg} WHERE {listed} GROUP BY ALL"
+        ).pl()
+        stored = conn.sql(
+            f"SELECT file_id, {lines} AS stored FROM {raw} WHERE {listed} GROUP BY ALL"
+        ).pl()
+        state = conn.execute(
+            "SELECT file_id, rows_read, rows_rejected, error, ingested_at, true AS has_state "
+            f"FROM ingest_state WHERE source = ? AND {listed}",
+            [source.name],
+        ).pl()
+    finally:
+        conn.unregister("_counted")
     rows = (
         listing.with_columns(
             pl.col("file_id").is_first_distinct().alias("first"),
@@ -91,20 +103,25 @@ def file_records(
     return conform(records, INGEST_FILES_SCHEMA)
 
 
-def record_files(conn: duckdb.DuckDBPyConnection, source_name: str, records: pl.DataFrame) -> None:
-    """Make the source's `ingest_files` rows `records` (`file_records`), deleting and inserting
-    only the rows that differ. Every row written again, a night that changed a thousand files'
-    counts held all 82,000 rows in its transaction until commit (issue 19: 33 MB at 10,000
-    people, the night's ingest's peak). Rows are matched by a hash of all their values (nulls
-    included), as `listed_as_recorded` compares listings: comparing the rows themselves held
-    both sides' in DuckDB's hash tables, which cost more than the rewrite."""
+def record_files(
+    conn: duckdb.DuckDBPyConnection, source_name: str, records: pl.DataFrame, files: pl.Series
+) -> None:
+    """Make the source's `ingest_files` rows of the identities `files` (file ids) be `records`
+    (`file_records` of the listed ones), deleting and inserting only the rows that differ;
+    the other files' rows stay as they are. Every row written again, a night that changed a
+    thousand files' counts held all 82,000 rows in its transaction until commit (issue 19: 33
+    MB at 10,000 people, the night's ingest's peak). Rows are matched by a hash of all their
+    values (nulls included), as `files_to_recount` compares listings: comparing the rows
+    themselves held both sides' in DuckDB's hash tables, which cost more than the rewrite."""
     row = "hash(" + ", ".join(ident(c) for c in INGEST_FILES_SCHEMA) + ")"
     columns = ", ".join(ident(c) for c in INGEST_FILES_SCHEMA)
     conn.register("_records", records.to_arrow())
+    conn.register("_recounted", files.to_frame("file_id").to_arrow())
     try:
         conn.execute(
-            f"DELETE FROM ingest_files WHERE source = ? AND {row} NOT IN "
-            f"(SELECT {row} FROM _records)",
+            "DELETE FROM ingest_files WHERE source = ? "
+            "AND file_id IN (SELECT file_id FROM _recounted) "
+            f"AND {row} NOT IN (SELECT {row} FROM _records)",
             [source_name],
         )
         conn.execute(
@@ -114,6 +131,7 @@ def record_files(conn: duckdb.DuckDBPyConnection, source_name: str, records: pl.
         )
     finally:
         conn.unregister("_records")
+        conn.unregister("_recounted")
 
 
 # A source's files in the order they were listed (`list_files`: oldest first, then by path).
@@ -181,28 +199,42 @@ def recorded_files(conn: duckdb.DuckDBPyConnection, source_name: str) -> pl.Data
     return conform(files, INGEST_FILES_SCHEMA)
 
 
-def listed_as_recorded(
-    conn: duckdb.DuckDBPyConnection, source_name: str, listing: pl.DataFrame
-) -> bool:
-    """Whether `listing` (`LISTING_SCHEMA`) holds exactly the files `ingest_files` records for
-    the source: the same paths, contents, sizes and times.
+def files_to_recount(
+    conn: duckdb.DuckDBPyConnection, source_name: str, listing: pl.DataFrame, changed: pl.Series
+) -> pl.Series:
+    """The identities (file ids) whose `ingest_files` rows can differ from their recount:
+    `changed` (the files parsed, and those holding keys the settle moved), and every file listed
+    otherwise than recorded: new, renamed or touched, and recorded but no longer listed (a copy
+    of it may now be the one that counts).
 
-    Compared as a count and a sum of row hashes on each side, which DuckDB takes as it scans:
-    a night over 60,000 files held both sides' rows (as Polars frames, then in a join) to find
-    nothing changed. Two different sets of files with the same count and sum of 64-bit hashes
-    are as likely as two files with the same `file_id` (a 64-bit hash too)."""
-    row = "hash(path, file_id, sha256, size_bytes, modified_at)"
-    columns = ["path", "file_id", "sha256", "size_bytes", "modified_at"]
-    conn.register("_listed", listing.select(columns).to_arrow())
+    The listing is compared as a hash of each row on each side, which DuckDB takes as it scans:
+    a night recounted and compared every file of the history to record a thousand new ones
+    (issue 19: +40 MB over 180,000 files at 10,000 people). Two different rows with the same
+    64-bit hash are as likely as two files with the same `file_id` (a 64-bit hash too)."""
+    # A file's sha256 is in its file_id.
+    row = "hash(path, file_id, size_bytes, modified_at)"
+    columns = ["path", "file_id", "size_bytes", "modified_at"]
+    recorded = "FROM ingest_files WHERE source = $source"
+    # Arrow's string views are Polars' own strings: registered without a copy.
+    listed_arrow = listing.select(columns).to_arrow(compat_level=pl.CompatLevel.newest())
+    conn.register("_listed", listed_arrow)
     try:
-        sides = conn.execute(
-            f"SELECT count(*), sum({row}) FROM ingest_files WHERE source = ? "
-            f"UNION ALL SELECT count(*), sum({row}) FROM _listed",
-            [source_name],
-        ).fetchall()
+        # Only the hashes side by side (8 bytes a file), then the rows that differ.
+        listed = conn.sql(f"SELECT {row} AS h FROM _listed").pl()["h"]
+        kept = conn.sql(f"SELECT {row} AS h {recorded}", params={"source": source_name}).pl()["h"]
     finally:
         conn.unregister("_listed")
-    return len(sides) == 2 and sides[0] == sides[1]
+    relisted = listing.filter(~listed.is_in(kept.implode()))["file_id"]
+    conn.register("_gone", kept.filter(~kept.is_in(listed.implode())).to_frame().to_arrow())
+    try:
+        gone = conn.sql(
+            f"SELECT file_id {recorded} AND {row} IN (SELECT h FROM _gone)",
+            params={"source": source_name},
+        ).pl()["file_id"]
+    finally:
+        conn.unregister("_gone")
+    files = pl.concat([changed, relisted, gone]).unique().to_frame("file_id")
+    return files["file_id"].sort()
 
 
 # Keys grouped at once by `check_unique_lines`. A GROUP BY of every (file, line) key of a

@@ -2,7 +2,8 @@
 
 Each ownership key is owned by the newest file that has it; `settle` rewrites `stg_<source>` from
 `raw_<source>` for every key (a full run) or only for the keys the changed files touch
-(`_affected`), and lists the files whose staging rows changed in `lines_to_check`.
+(`_affected`), lists the files whose staging rows changed in `lines_to_check`, and returns the
+files whose loaded rows may have changed, for the recount.
 
 Both are store tables (`pipelines.store`), sharded by person, and every ownership key holds the
 person: a key's rows, in every file, are all in one shard. So the settle works shard by shard:
@@ -23,6 +24,7 @@ Either way the same rows come out, in the same order.
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -59,17 +61,25 @@ def staging_copy(conn: duckdb.DuckDBPyConnection, source: SourceConfig) -> store
     return store_writes.Copy(folder, derive)
 
 
+@dataclass(frozen=True)
+class Settled:
+    """What an incremental `settle` did."""
+
+    keys: int  # ownership keys settled again
+    files: pl.Series  # file ids of the files with rows of those keys: their loaded rows may change
+
+
 def settle(
     conn: duckdb.DuckDBPyConnection,
     source: SourceConfig,
     target: str,
     full: bool,
     copied: dict[int, Path] | None = None,
-) -> int:
+) -> Settled | None:
     """Decide which rows count: all keys (`full`) or only the keys in `_affected`. `copied`: a
     full run's shards as `staging_copy` wrote them, when raw_<source> holds those rows alone.
 
-    Returns the number of keys settled again (incremental case).
+    Returns None after a full run (every key and file), else the keys and files it settled.
     """
     raw, stg = raw_table(source.name), staging_table(source.name)
     key = OWNERSHIP_KEY[target]
@@ -96,6 +106,8 @@ def settle(
             f"CREATE OR REPLACE TEMP TABLE _winner AS SELECT {keys}, max(o.ord) AS ord "
             f"FROM {ident(raw)} r JOIN _order o USING (file_id) WHERE {only} GROUP BY ALL"
         )
+        # Each file with rows of these keys may win or lose some of them.
+        files = conn.sql(f"SELECT DISTINCT r.file_id FROM {ident(raw)} r WHERE {only}").pl()
 
     def winners(shard: int) -> str:
         if not full:
@@ -144,7 +156,7 @@ def settle(
     store_writes.write_shards(conn, stg, rows_of, touched, drop)
     if full:
         conn.execute(f"INSERT INTO {LINES_TO_CHECK} VALUES (?, NULL)", [source.name])
-        return 0
+        return None
     conn.execute(
         f"INSERT INTO {LINES_TO_CHECK} SELECT DISTINCT ?, o.file_id "
         "FROM _winner w JOIN _order o USING (ord) "
@@ -154,7 +166,7 @@ def settle(
     )
     conn.execute("DROP TABLE _winner")
     row = conn.execute("SELECT count(*) FROM _affected").fetchone()
-    return int(row[0]) if row else 0
+    return Settled(int(row[0]) if row else 0, files["file_id"])
 
 
 # Rows of a shard read at a time to check their order (`_all_own`).

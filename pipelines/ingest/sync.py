@@ -25,7 +25,7 @@ from pipelines.ingest.accounting import (
     FilesSummary,
     file_records,
     files_summary,
-    listed_as_recorded,
+    files_to_recount,
     record_files,
     recorded_files,
 )
@@ -217,11 +217,18 @@ def sync_source(
             shutil.rmtree(copy.folder, ignore_errors=True)
 
     with clock("count rows per file"):
-        nothing_new = to_parse.is_empty() and not forgotten and not full and settled == 0
-        # A night that parsed, forgot and settled nothing, and lists the files exactly as they
-        # are recorded, would count every file's rows again to write the same rows.
-        if not (nothing_new and listed_as_recorded(conn, source.name, listing)):
-            record_files(conn, source.name, file_records(conn, source, listing))
+        # Counted again: after a full run every file; else those parsed, those holding keys the
+        # settle moved, and those listed otherwise than recorded. A night recounts what it
+        # touched, not the history (issue 19).
+        changed = (
+            listing["file_id"]
+            if settled is None
+            else pl.concat([to_parse["file_id"], settled.files])
+        )
+        recount = files_to_recount(conn, source.name, listing, changed)
+        if not recount.is_empty():
+            counted = listing.filter(pl.col("file_id").is_in(recount.implode()))
+            record_files(conn, source.name, file_records(conn, source, counted), recount)
             # A renamed file keeps its rows (same content); its rejects should show the new name.
             conn.execute(
                 "UPDATE rejected_rows SET path = o.path FROM _order o "
@@ -237,7 +244,7 @@ def sync_source(
         rows_loaded=summary.rows_loaded,
         rows_rejected=summary.rows_rejected,
         files_parsed=to_parse.height,
-        keys_settled=None if full else settled,
+        keys_settled=None if settled is None else settled.keys,
         files_deferred=deferred,
         seconds=clock.seconds,
     )
