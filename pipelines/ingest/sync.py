@@ -220,15 +220,15 @@ def sync_source(
         # Counted again: after a full run every file; else those parsed, those holding keys the
         # settle moved, and those listed otherwise than recorded. A night recounts what it
         # touched, not the history (issue 19).
-        changed = (
-            listing["file_id"]
-            if settled is None
-            else pl.concat([to_parse["file_id"], settled.files])
-        )
-        recount = files_to_recount(conn, source.name, listing, changed)
-        if not recount.is_empty():
+        if settled is None:
+            recount = None
+            record_files(conn, source.name, file_records(conn, source, listing, every=True), None)
+        else:
+            changed = pl.concat([to_parse["file_id"], settled.files])
+            recount = files_to_recount(conn, source.name, listing, changed)
             counted = listing.filter(pl.col("file_id").is_in(recount.implode()))
             record_files(conn, source.name, file_records(conn, source, counted), recount)
+        if recount is None or not recount.is_empty():
             # A renamed file keeps its rows (same content); its rejects should show the new name.
             conn.execute(
                 "UPDATE rejected_rows SET path = o.path FROM _order o "
