@@ -17,6 +17,7 @@ import duckdb
 import polars as pl
 
 from pipelines.config import SourceConfig
+from pipelines.ingest.files import LISTING_SCHEMA
 from pipelines.ingest.tables import LINES_TO_CHECK, raw_table, staging_table, target_table
 from pipelines.schema import INGEST_FILES_SCHEMA, TARGET_SCHEMAS, conform
 from pipelines.warehouse import ident, table_exists
@@ -207,6 +208,22 @@ def recorded_files(conn: duckdb.DuckDBPyConnection, source_name: str) -> pl.Data
         f"SELECT * FROM ingest_files WHERE source = ? {_LISTING_ORDER}", [source_name]
     ).pl()
     return conform(files, INGEST_FILES_SCHEMA)
+
+
+def recorded_listing(
+    conn: duckdb.DuckDBPyConnection, source_name: str, file_ids: list[str]
+) -> pl.DataFrame:
+    """The `ingest_files` rows of `file_ids` as a `LISTING_SCHEMA` frame (order 0): the files
+    as they were listed when last recorded."""
+    columns = ", ".join(ident(c) for c in LISTING_SCHEMA if c != "order")
+    return conform(
+        conn.execute(
+            f'SELECT 0 AS "order", {columns} FROM ingest_files '
+            "WHERE source = ? AND file_id IN (SELECT unnest(?::VARCHAR[]))",
+            [source_name, file_ids],
+        ).pl(),
+        LISTING_SCHEMA,
+    )
 
 
 def files_to_recount(

@@ -38,10 +38,10 @@ import polars as pl
 
 from pipelines import store
 from pipelines.config import SourceConfig
+from pipelines.ingest.accounting import recorded_listing
 from pipelines.ingest.files import LISTING_SCHEMA, first_copies
 from pipelines.ingest.people import source_file_shards
 from pipelines.ingest.tables import raw_table
-from pipelines.schema import conform
 from pipelines.warehouse import ident
 
 Shards = frozenset[int] | None  # None: unknown, every shard
@@ -136,13 +136,5 @@ def scoped_selection(
         ).fetchall():
             found.setdefault(file_id, set()).add(int(shard))
         old_shards |= {f: frozenset(s) for f, s in found.items()}
-        columns = ", ".join(ident(c) for c in LISTING_SCHEMA if c != "order")
-        recorded = conform(
-            conn.execute(
-                f'SELECT 0 AS "order", {columns} FROM ingest_files '
-                "WHERE source = ? AND file_id IN (SELECT unnest(?::VARCHAR[]))",
-                [source.name, gone],
-            ).pl(),
-            LISTING_SCHEMA,
-        )
+        recorded = recorded_listing(conn, source.name, gone)
     return select_files(listing, current, new_shards, old_shards, recorded, scope)
