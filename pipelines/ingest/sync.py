@@ -156,8 +156,9 @@ def sync_source(
     if full:
         relisted, counted = None, listing
     else:
-        relisted = files_to_recount(conn, source.name, listing, to_parse["file_id"])
-        counted = listing.filter(pl.col("file_id").is_in(relisted.implode()))
+        with clock("compare the listing with the records"):
+            relisted = files_to_recount(conn, source.name, listing, to_parse["file_id"])
+            counted = listing.filter(pl.col("file_id").is_in(relisted.implode()))
     del listing, firsts, order, states, reusable, keepable
     keys = ", ".join(ident(k) for k in OWNERSHIP_KEY[target])
     # The keys to settle again, as hashes (to match rows) and as values (to narrow the scans).
@@ -230,7 +231,7 @@ def sync_source(
     with clock("count rows per file"):
         if relisted is None or settled is None:
             recount = None
-            record_files(conn, source.name, file_records(conn, source, counted, every=True), None)
+            record_files(conn, source.name, file_records(conn, source, counted), None)
         else:
             moved = settled.files.filter(~settled.files.is_in(relisted.implode()))
             recount = pl.concat([relisted, moved])
