@@ -221,38 +221,35 @@ def files_to_recount(
     conn: duckdb.DuckDBPyConnection, source_name: str, listing: pl.DataFrame, changed: pl.Series
 ) -> pl.Series:
     """The identities (file ids) whose `ingest_files` rows can differ from their recount:
-    `changed` (the files parsed, and those holding keys the settle moved), and every file listed
-    otherwise than recorded: new, renamed or touched, and recorded but no longer listed (a copy
-    of it may now be the one that counts).
+    `changed` (known to, such as the files parsed), and every file listed otherwise than
+    recorded: new, renamed or touched, and recorded but no longer listed (a copy of it may now
+    be the one that counts).
 
-    The listing is compared as a hash of each row on each side, which DuckDB takes as it scans:
-    a night recounted and compared every file of the history to record a thousand new ones
-    (issue 19: +40 MB over 180,000 files at 10,000 people). Two different rows with the same
-    64-bit hash are as likely as two files with the same `file_id` (a 64-bit hash too)."""
-    # A file's sha256 is in its file_id.
+    A night used to recount and compare every file of the history to record a thousand new
+    ones (issue 19: +78 MB over 181,000 files at 10,000 people). The listing is compared as a
+    hash of each row on each side, side by side at 8 bytes a file. Two different rows with the
+    same 64-bit hash are as likely as two files with the same `file_id` (a 64-bit hash too)."""
+    # The sha256 is left out: a file's is in its file_id.
     row = "hash(path, file_id, size_bytes, modified_at)"
-    columns = ["path", "file_id", "size_bytes", "modified_at"]
-    recorded = "FROM ingest_files WHERE source = $source"
+    of_source = "FROM ingest_files WHERE source = $source"
+    columns = listing.select("path", "file_id", "size_bytes", "modified_at")
     # Arrow's string views are Polars' own strings: registered without a copy.
-    listed_arrow = listing.select(columns).to_arrow(compat_level=pl.CompatLevel.newest())
-    conn.register("_listed", listed_arrow)
+    conn.register("_listed", columns.to_arrow(compat_level=pl.CompatLevel.newest()))
     try:
-        # Only the hashes side by side (8 bytes a file), then the rows that differ.
         listed = conn.sql(f"SELECT {row} AS h FROM _listed").pl()["h"]
-        kept = conn.sql(f"SELECT {row} AS h {recorded}", params={"source": source_name}).pl()["h"]
+        recorded = conn.sql(f"SELECT {row} AS h {of_source}", params={"source": source_name}).pl()
     finally:
         conn.unregister("_listed")
-    relisted = listing.filter(~listed.is_in(kept.implode()))["file_id"]
-    conn.register("_gone", kept.filter(~kept.is_in(listed.implode())).to_frame().to_arrow())
+    relisted = listing.filter(~listed.is_in(recorded["h"].implode()))["file_id"]
+    conn.register("_gone", recorded.filter(~pl.col("h").is_in(listed.implode())).to_arrow())
     try:
         gone = conn.sql(
-            f"SELECT file_id {recorded} AND {row} IN (SELECT h FROM _gone)",
+            f"SELECT file_id {of_source} AND {row} IN (SELECT h FROM _gone)",
             params={"source": source_name},
         ).pl()["file_id"]
     finally:
         conn.unregister("_gone")
-    files = pl.concat([changed, relisted, gone]).unique().to_frame("file_id")
-    return files["file_id"].sort()
+    return pl.concat([changed, relisted, gone]).unique().sort()
 
 
 # Keys grouped at once by `check_unique_lines`. A GROUP BY of every (file, line) key of a
