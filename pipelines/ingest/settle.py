@@ -101,13 +101,19 @@ def settle(
                 f"SELECT DISTINCT {store.shard_sql(shards)} FROM _affected ORDER BY 1"
             ).fetchall()
         ]
-        # The winning file of each affected key, from the keys alone (small: one row per key).
+        # The files with rows of each affected key, in one scan of the history: each file may
+        # win or lose some of them (the recount's), and the newest wins (`_winner`, one row per
+        # key).
+        conn.execute(
+            f"CREATE OR REPLACE TEMP TABLE _keyed AS SELECT DISTINCT {keys}, r.file_id "
+            f"FROM {ident(raw)} r WHERE {only}"
+        )
         conn.execute(
             f"CREATE OR REPLACE TEMP TABLE _winner AS SELECT {keys}, max(o.ord) AS ord "
-            f"FROM {ident(raw)} r JOIN _order o USING (file_id) WHERE {only} GROUP BY ALL"
+            "FROM _keyed r JOIN _order o USING (file_id) GROUP BY ALL"
         )
-        # Each file with rows of these keys may win or lose some of them.
-        files = conn.sql(f"SELECT DISTINCT r.file_id FROM {ident(raw)} r WHERE {only}").pl()
+        files = conn.sql("SELECT DISTINCT file_id FROM _keyed").pl()
+        conn.execute("DROP TABLE _keyed")
 
     def winners(shard: int) -> str:
         if not full:
